@@ -1,0 +1,58 @@
+/* HDF5 checkpoint format v1: reader and streaming writer, and the logits
+ * dump file. Built only with the hdf5 feature (library g1_h5); nothing in
+ * the engine core includes this. See docs/CHECKPOINT.md for the layout. */
+#ifndef G1_CKPT_H
+#define G1_CKPT_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "status.h"
+#include "weights.h"
+
+/* ---- reader ---- */
+typedef struct g1_ckpt g1_ckpt;
+
+/* Open and check format name, version and every hyper-parameter attribute.
+ * Attributes may be any integer / float width; strings fixed or variable. */
+g1_status g1_ckpt_open(const char *path, g1_ckpt **out);
+const g1_config *g1_ckpt_config(const g1_ckpt *ck);
+/* Allocate `w` and read layers [l0,l1), experts [e0,e1) of each, and the
+ * embedding (rounded to bf16) and final norm when with_embedding. Checks the
+ * shape and dtype of every dataset it reads; reads nothing else. */
+g1_status g1_ckpt_load(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w);
+/* Payload bytes read from the file so far (weights, scales, norms...). */
+uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck);
+void g1_ckpt_close(g1_ckpt *ck);
+
+/* ---- writer: streams tensor by tensor (one expert at a time) ---- */
+typedef struct g1_ckpt_writer g1_ckpt_writer;
+
+/* Create `path` (written under a temporary name until g1_ckpt_writer_finish)
+ * with the root attributes and all datasets of layers [l0,l1) (normally all);
+ * `blocks` gives the scale row blocks of each matrix kind. */
+g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT],
+                                int l0, int l1, g1_ckpt_writer **out);
+g1_status g1_ckpt_write_embedding_rows(g1_ckpt_writer *wr, int64_t row0, int64_t nrows, const float *rows);
+g1_status g1_ckpt_write_final_norm(g1_ckpt_writer *wr, const float *v);
+g1_status g1_ckpt_write_norm(g1_ckpt_writer *wr, int layer, g1_norm_id n, const float *v);
+g1_status g1_ckpt_write_router(g1_ckpt_writer *wr, int layer, const float *v);
+/* expert ignored for attention matrices */
+g1_status g1_ckpt_write_qmat(g1_ckpt_writer *wr, int layer, g1_qmat_id id, int expert, const int8_t *w,
+                             const float *scale);
+/* Close and rename to the final name. */
+g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr);
+/* Close and remove the temporary file (after a failure). */
+void g1_ckpt_writer_abort(g1_ckpt_writer *wr);
+
+/* ---- logits dump: dataset /logits/<k> float32 (n, V) per request ---- */
+typedef struct g1_logits_file g1_logits_file;
+g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file **out);
+/* Rows [row0, row0+nrows) of request k's logits; the dataset (n, V) is
+ * created on first use with n = n_rows_total. */
+g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
+                               const float *logits);
+g1_status g1_logits_file_finish(g1_logits_file *f);
+void g1_logits_file_abort(g1_logits_file *f);
+
+#endif

@@ -1,0 +1,240 @@
+/* int8 weight-only matmul (dequantise on the fly to bf16 values, multiply in
+ * float32) and the bf16 un-embedding. Hot path of decode and prefill.
+ * AVX-512 when the compiler targets it; portable C otherwise. Each output
+ * element is one chain acc = fma(x[t,r], w[r,c], acc) over r = 0..rows-1,
+ * whatever the path, so results do not depend on T or tiling. */
+#include <math.h>
+#include <string.h>
+
+#include "bf16.h"
+#include "cpu.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define G1_AVX512 1
+#include <immintrin.h>
+#endif
+
+#define NC 64    /* columns per tile */
+#define TT 6     /* tokens per register tile */
+#define KB 256   /* rows per dequantised panel */
+#define TG 48    /* tokens per work item */
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+#ifdef G1_AVX512
+static inline __m512 deq16(const int8_t *p, __mmask16 m, __m512 s)
+{
+    __m128i b = _mm_maskz_loadu_epi8(m, p);
+    __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s));
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* Few tokens: dequantise each row of the tile in registers once, use it for
+ * all tt tokens. tt is a compile-time constant after inlining. */
+static inline __attribute__((always_inline)) void
+tile_direct(const float *x, int rows, int tt, const g1_qmat *W, int c0, const __mmask16 m[4], float *y, int ldy)
+{
+    __m512 acc[TT][4];
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < 4; v++)
+            acc[t][v] = _mm512_setzero_ps();
+    int rpb = rows / W->blocks, cols = W->cols;
+    for (int b = 0; b < W->blocks; b++) {
+        __m512 s[4];
+        for (int v = 0; v < 4; v++)
+            s[v] = _mm512_maskz_loadu_ps(m[v], W->scale + (size_t)b * cols + c0 + 16 * v);
+        for (int r = b * rpb; r < (b + 1) * rpb; r++) {
+            const int8_t *wr = W->w + (size_t)r * cols + c0;
+            __m512 w[4];
+            for (int v = 0; v < 4; v++)
+                w[v] = deq16(wr + 16 * v, m[v], s[v]);
+            for (int t = 0; t < tt; t++) {
+                __m512 xb = _mm512_set1_ps(x[(size_t)t * rows + r]);
+                for (int v = 0; v < 4; v++)
+                    acc[t][v] = _mm512_fmadd_ps(xb, w[v], acc[t][v]);
+            }
+        }
+    }
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < 4; v++)
+            _mm512_mask_storeu_ps(y + (size_t)t * ldy + c0 + 16 * v, m[v], acc[t][v]);
+}
+
+/* Many tokens: rows [r0, r0+nr) of a dequantised panel (nr, NC), tt tokens,
+ * accumulators continued from y (first: start from zero). */
+static inline __attribute__((always_inline)) void
+tile_panel(const float *x, int rows, int tt, const float *panel, int r0, int nr, int first, const __mmask16 m[4],
+           float *y, int ldy, int c0)
+{
+    __m512 acc[TT][4];
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < 4; v++)
+            acc[t][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m[v], y + (size_t)t * ldy + c0 + 16 * v);
+    for (int r = 0; r < nr; r++) {
+        __m512 w[4];
+        for (int v = 0; v < 4; v++)
+            w[v] = _mm512_load_ps(panel + (size_t)r * NC + 16 * v);
+        for (int t = 0; t < tt; t++) {
+            __m512 xb = _mm512_set1_ps(x[(size_t)t * rows + r0 + r]);
+            for (int v = 0; v < 4; v++)
+                acc[t][v] = _mm512_fmadd_ps(xb, w[v], acc[t][v]);
+        }
+    }
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < 4; v++)
+            _mm512_mask_storeu_ps(y + (size_t)t * ldy + c0 + 16 * v, m[v], acc[t][v]);
+}
+
+#define DISPATCH_TT(tt, call)  \
+    switch (tt) {              \
+    case 1: call(1); break;    \
+    case 2: call(2); break;    \
+    case 3: call(3); break;    \
+    case 4: call(4); break;    \
+    case 5: call(5); break;    \
+    default: call(6); break;   \
+    }
+
+static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int t0, int nt)
+{
+    int rows = W->rows, cols = W->cols, nc = imin(NC, cols - c0);
+    __mmask16 m[4];
+    for (int v = 0; v < 4; v++) {
+        int n = nc - 16 * v;
+        m[v] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+    }
+    (void)T;
+    if (nt <= TT) {
+#define CALL_D(k) tile_direct(x + (size_t)t0 * rows, rows, k, W, c0, m, y + (size_t)t0 * cols, cols)
+        DISPATCH_TT(nt, CALL_D);
+#undef CALL_D
+        return;
+    }
+    float panel[KB * NC] __attribute__((aligned(64)));
+    int rpb = rows / W->blocks;
+    for (int r0 = 0; r0 < rows; r0 += KB) {
+        int nr = imin(KB, rows - r0);
+        for (int r = 0; r < nr; r++) {
+            int b = (r0 + r) / rpb;
+            const int8_t *wr = W->w + (size_t)(r0 + r) * cols + c0;
+            const float *sr = W->scale + (size_t)b * cols + c0;
+            for (int v = 0; v < 4; v++)
+                _mm512_store_ps(panel + (size_t)r * NC + 16 * v,
+                                deq16(wr + 16 * v, m[v], _mm512_maskz_loadu_ps(m[v], sr + 16 * v)));
+        }
+        for (int t = t0; t < t0 + nt; t += TT) {
+            int tt = imin(TT, t0 + nt - t);
+#define CALL_P(k) tile_panel(x + (size_t)t * rows, rows, k, panel, r0, nr, r0 == 0, m, y + (size_t)t * cols, cols, c0)
+            DISPATCH_TT(tt, CALL_P);
+#undef CALL_P
+        }
+    }
+}
+#else
+/* Portable path: the same chains in plain C. */
+static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int t0, int nt)
+{
+    (void)T;
+    int rows = W->rows, cols = W->cols, nc = imin(NC, cols - c0), rpb = rows / W->blocks;
+    float wd[NC];
+    for (int t = t0; t < t0 + nt; t++)
+        for (int c = 0; c < nc; c++)
+            y[(size_t)t * cols + c0 + c] = 0.0f;
+    for (int r = 0; r < rows; r++) {
+        const int8_t *wr = W->w + (size_t)r * cols + c0;
+        const float *sr = W->scale + (size_t)(r / rpb) * cols + c0;
+        for (int c = 0; c < nc; c++)
+            wd[c] = g1_dequant(wr[c], sr[c]);
+        for (int t = t0; t < t0 + nt; t++) {
+            float xv = x[(size_t)t * rows + r];
+            float *yr = y + (size_t)t * cols + c0;
+            for (int c = 0; c < nc; c++)
+                yr[c] = fmaf(xv, wd[c], yr[c]);
+        }
+    }
+}
+#endif
+
+void g1_cpu_matmul_q8(const float *x, int T, const g1_qmat *W, float *y)
+{
+    if (T <= 0)
+        return;
+    int ntile = (W->cols + NC - 1) / NC;
+    /* few tokens: one item per column tile; many: also split the tokens */
+    int tg = T <= TT ? TT : TG;
+    int ngroup = (T + tg - 1) / tg;
+    long items = (long)ntile * ngroup;
+#pragma omp parallel for schedule(static) if (items > 1 && (long)W->rows * W->cols * T > 32768)
+    for (long i = 0; i < items; i++) {
+        int tile = (int)(i % ntile), g = (int)(i / ntile);
+        int t0 = g * tg;
+        matmul_item(x, T, W, y, tile * NC, t0, imin(tg, T - t0));
+    }
+}
+
+/* ---- un-embedding: y[t, n] = dot(x[t], E[n]) * mult ---- */
+
+#ifdef G1_AVX512
+static inline __m512 bf16x16(const uint16_t *p, __mmask16 m)
+{
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* 4 vocabulary rows x up to 4 tokens; each (t, n) is its own 16-lane chain
+ * reduced in a fixed order. */
+static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
+                          int N)
+{
+    __m512 acc[4][4];
+    for (int t = 0; t < 4; t++)
+        for (int j = 0; j < 4; j++)
+            acc[t][j] = _mm512_setzero_ps();
+    for (int d = 0; d < D; d += 16) {
+        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
+        __m512 e[4], xv[4];
+        for (int j = 0; j < 4; j++)
+            e[j] = j < nn ? bf16x16(E + (size_t)(n0 + j) * D + d, m) : _mm512_setzero_ps();
+        for (int t = 0; t < tt; t++)
+            xv[t] = _mm512_maskz_loadu_ps(m, x + (size_t)t * D + d);
+        for (int t = 0; t < tt; t++)
+            for (int j = 0; j < 4; j++)
+                acc[t][j] = _mm512_fmadd_ps(xv[t], e[j], acc[t][j]);
+    }
+    for (int t = 0; t < tt; t++)
+        for (int j = 0; j < nn; j++)
+            y[(size_t)t * N + n0 + j] = _mm512_reduce_add_ps(acc[t][j]) * mult;
+}
+#else
+static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
+                          int N)
+{
+    for (int t = 0; t < tt; t++)
+        for (int j = 0; j < nn; j++) {
+            const uint16_t *e = E + (size_t)(n0 + j) * D;
+            float lanes[16] = {0};
+            for (int d = 0; d < D; d++)
+                lanes[d % 16] = fmaf(x[(size_t)t * D + d], g1_bf16_to_f32(e[d]), lanes[d % 16]);
+            float s = 0;
+            for (int l = 0; l < 16; l++)
+                s += lanes[l];
+            y[(size_t)t * N + n0 + j] = s * mult;
+        }
+}
+#endif
+
+void g1_cpu_matmul_bf16_nt(const float *x, int T, int D, const uint16_t *E, int N, float mult, float *y)
+{
+    /* vocabulary in chunks of 256 rows per work item; tokens 4 at a time */
+    int nchunk = (N + 255) / 256;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < nchunk; c++) {
+        int nend = imin(N, (c + 1) * 256);
+        for (int t0 = 0; t0 < T; t0 += 4)
+            for (int n0 = c * 256; n0 < nend; n0 += 4)
+                unembed_block(x + (size_t)t0 * D, imin(4, T - t0), D, E, n0, imin(4, nend - n0), mult,
+                              y + (size_t)t0 * N, N);
+    }
+}

@@ -1,0 +1,231 @@
+/* The decoder stack of one process over a ragged batch, with per-slot KV
+ * caches. Reads like the model: norm, attention, post-norm, residual; norm,
+ * router, experts (through the dispatch), post-norm, residual. */
+#include "engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16.h"
+#include "cpu.h"
+#include "engine_internal.h"
+
+static void *zalloc(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? (n + 63) / 64 * 64 : 64))
+        return NULL;
+    memset(p, 0, n);
+    return p;
+}
+
+static g1_status local_dispatch(void *ctx, int layer, int T, const float *x, const int *idx, const float *gate,
+                                float *out)
+{
+    return g1_moe_local(ctx, layer, T, x, idx, gate, out);
+}
+
+g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_opts *opts,
+                         const g1_moe_dispatch *dispatch)
+{
+    *out = NULL;
+    const g1_config *c = &w->cfg;
+    if (opts->n_slots < 1 || opts->max_batch < 1)
+        return G1_FAIL(G1_ERR_ARG, "engine needs at least one slot and a batch of at least one token");
+    if (opts->max_context < 0 || opts->max_context > c->max_seq_len)
+        return G1_FAIL(G1_ERR_ARG, "max_context %d outside 0..max_seq_len (%d)", opts->max_context, c->max_seq_len);
+    if (c->key_size > 2048)
+        return G1_FAIL(G1_ERR_ARG, "key_size %d above the supported 2048", c->key_size);
+    if (!dispatch && (w->expert0 != 0 || w->expert1 != c->num_experts))
+        return G1_FAIL(G1_ERR_ARG, "local MoE needs all %d experts, but only %d..%d are held", c->num_experts,
+                       w->expert0, w->expert1 - 1);
+    g1_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    e->w = w;
+    e->cfg = *c;
+    e->opts = *opts;
+    if (!e->opts.max_context)
+        e->opts.max_context = c->max_seq_len;
+    e->dispatch = dispatch ? *dispatch : (g1_moe_dispatch){.run = local_dispatch, .ctx = e};
+    e->nL = w->layer1 - w->layer0;
+    size_t T = (size_t)opts->max_batch, D = (size_t)c->emb_size, QK = (size_t)c->num_q_heads * c->key_size;
+    size_t KV = (size_t)c->num_kv_heads * c->key_size, k = (size_t)c->num_selected_experts;
+    size_t F = (size_t)c->ffn_size;
+    e->slots = calloc((size_t)opts->n_slots, sizeof *e->slots);
+    int ok = e->slots != NULL;
+    for (int s = 0; ok && s < opts->n_slots; s++) {
+        e->slots[s].k = calloc(e->nL ? (size_t)e->nL : 1, sizeof(float *));
+        e->slots[s].v = calloc(e->nL ? (size_t)e->nL : 1, sizeof(float *));
+        ok = e->slots[s].k && e->slots[s].v;
+    }
+    e->scores_stride = (size_t)e->opts.max_context;
+    ok = ok && (e->xn = zalloc(T * D * 4)) && (e->q = zalloc(T * QK * 4)) && (e->k = zalloc(T * KV * 4)) &&
+         (e->v = zalloc(T * KV * 4)) && (e->att = zalloc(T * QK * 4)) && (e->o = zalloc(T * D * 4)) &&
+         (e->idx = zalloc(T * k * sizeof(int))) && (e->gate = zalloc(T * k * 4)) &&
+         (e->kc = zalloc(T * sizeof(float *))) && (e->vc = zalloc(T * sizeof(float *))) &&
+         (e->scores = zalloc((size_t)g1_cpu_threads() * e->scores_stride * 4)) &&
+         (e->tok = zalloc(T * k * sizeof(int))) && (e->xg = zalloc(T * k * (D > F ? D : F) * 4)) &&
+         (e->h1 = zalloc(T * k * F * 4)) && (e->h2 = zalloc(T * k * F * 4)) && (e->yk = zalloc(T * k * D * 4));
+    if (!ok) {
+        g1_engine_free(e);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for engine buffers (batch %d tokens)", opts->max_batch);
+    }
+    *out = e;
+    return G1_OK;
+}
+
+void g1_engine_free(g1_engine *e)
+{
+    if (!e)
+        return;
+    for (int s = 0; e->slots && s < e->opts.n_slots; s++) {
+        for (int l = 0; l < e->nL; l++) {
+            if (e->slots[s].k)
+                free(e->slots[s].k[l]);
+            if (e->slots[s].v)
+                free(e->slots[s].v[l]);
+        }
+        free(e->slots[s].k);
+        free(e->slots[s].v);
+    }
+    free(e->slots);
+    free(e->xn); free(e->q); free(e->k); free(e->v); free(e->att); free(e->o);
+    free(e->idx); free(e->gate); free(e->kc); free(e->vc); free(e->scores);
+    free(e->tok); free(e->xg); free(e->h1); free(e->h2); free(e->yk);
+    free(e);
+}
+
+const g1_config *g1_engine_config(const g1_engine *e) { return &e->cfg; }
+int g1_engine_slot_len(const g1_engine *e, int slot) { return e->slots[slot].len; }
+void g1_engine_reset_slot(g1_engine *e, int slot) { e->slots[slot].len = 0; }
+
+/* Make room for `need` positions in a slot's caches (doubling, capped). */
+static g1_status slot_reserve(g1_engine *e, g1_slot *s, int need)
+{
+    if (need <= s->cap)
+        return G1_OK;
+    int cap = s->cap ? s->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    if (cap > e->opts.max_context)
+        cap = e->opts.max_context;
+    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * sizeof(float);
+    for (int l = 0; l < e->nL; l++) {
+        float *k = realloc(s->k[l], (size_t)cap * row), *v;
+        if (!k)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory for the KV cache (%d positions)", cap);
+        s->k[l] = k;
+        v = realloc(s->v[l], (size_t)cap * row);
+        if (!v)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory for the KV cache (%d positions)", cap);
+        s->v[l] = v;
+    }
+    s->cap = cap;
+    return G1_OK;
+}
+
+/* Check the batch against the slots (consecutive positions, no gaps) and
+ * set each slot's new length. */
+static g1_status batch_admit(g1_engine *e, const g1_batch *b)
+{
+    if (b->T < 0 || b->T > e->opts.max_batch)
+        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
+    for (int t = 0; t < b->T; t++) {
+        int sl = b->slot[t], p = b->pos[t];
+        if (sl < 0 || sl >= e->opts.n_slots)
+            return G1_FAIL(G1_ERR_ARG, "token %d: slot %d outside 0..%d", t, sl, e->opts.n_slots - 1);
+        if (p < 0 || p >= e->opts.max_context)
+            return G1_FAIL(G1_ERR_RANGE, "token %d: position %d outside the context of %d", t, p,
+                           e->opts.max_context);
+        g1_slot *s = &e->slots[sl];
+        if (p > s->len)
+            return G1_FAIL(G1_ERR_ARG, "token %d: position %d leaves a gap after slot %d's %d cached positions", t,
+                           p, sl, s->len);
+        G1_TRY(slot_reserve(e, s, p + 1));
+        s->len = p + 1; /* a smaller position rewinds the slot */
+    }
+    return G1_OK;
+}
+
+/* x += RMSNorm(y) */
+static void add_normed(float *x, float *y, int T, int D, const float *scale, float eps)
+{
+    g1_cpu_rmsnorm(y, T, D, scale, eps, y);
+    for (size_t i = 0; i < (size_t)T * D; i++)
+        x[i] += y[i];
+}
+
+g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
+{
+    G1_TRY(batch_admit(e, b));
+    const g1_config *c = &e->cfg;
+    int T = b->T, D = c->emb_size, K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads;
+    size_t kvw = (size_t)Hkv * K;
+    float eps = (float)c->rms_eps;
+    if (!T)
+        return G1_OK;
+    for (int l = 0; l < e->nL; l++) {
+        const g1_layer_weights *L = &e->w->layers[l];
+        /* attention */
+        g1_cpu_rmsnorm(x, T, D, L->norm[G1_ATTN_NORM], eps, e->xn);
+        g1_cpu_matmul_q8(e->xn, T, &L->attn[0], e->q);
+        g1_cpu_matmul_q8(e->xn, T, &L->attn[1], e->k);
+        g1_cpu_matmul_q8(e->xn, T, &L->attn[2], e->v);
+        g1_cpu_rope(e->q, T, Hq, K, b->pos, c->rope_base);
+        g1_cpu_rope(e->k, T, Hkv, K, b->pos, c->rope_base);
+        for (int t = 0; t < T; t++) {
+            g1_slot *s = &e->slots[b->slot[t]];
+            memcpy(s->k[l] + (size_t)b->pos[t] * kvw, e->k + (size_t)t * kvw, kvw * sizeof(float));
+            memcpy(s->v[l] + (size_t)b->pos[t] * kvw, e->v + (size_t)t * kvw, kvw * sizeof(float));
+            e->kc[t] = s->k[l];
+            e->vc[t] = s->v[l];
+        }
+        g1_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .q = e->q, .kc = e->kc, .vc = e->vc,
+                           .pos = b->pos, .mult = (float)c->attn_output_multiplier,
+                           .cap = (float)c->attn_logit_cap, .scores = e->scores,
+                           .scores_stride = e->scores_stride, .out = e->att};
+        g1_cpu_attention(&aa);
+        g1_cpu_matmul_q8(e->att, T, &L->attn[3], e->o);
+        add_normed(x, e->o, T, D, L->norm[G1_ATTN_OUT_NORM], eps);
+        /* mixture of experts */
+        g1_cpu_rmsnorm(x, T, D, L->norm[G1_MOE_NORM], eps, e->xn);
+        g1_cpu_router(e->xn, T, D, L->router, c->num_experts, c->num_selected_experts, e->idx, e->gate);
+        G1_TRY(e->dispatch.run(e->dispatch.ctx, e->w->layer0 + l, T, e->xn, e->idx, e->gate, e->o));
+        add_normed(x, e->o, T, D, L->norm[G1_MOE_OUT_NORM], eps);
+    }
+    return G1_OK;
+}
+
+g1_status g1_engine_embed(g1_engine *e, int T, const int *tokens, float *x)
+{
+    const g1_config *c = &e->cfg;
+    if (!e->w->embedding)
+        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
+    int D = c->emb_size;
+    float mult = (float)c->embedding_multiplier;
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return G1_FAIL(G1_ERR_RANGE, "token id %d outside the vocabulary (0..%d)", tokens[t], c->vocab_size - 1);
+        const uint16_t *row = e->w->embedding + (size_t)tokens[t] * D;
+        for (int d = 0; d < D; d++)
+            x[(size_t)t * D + d] = g1_bf16_to_f32(row[d]) * mult;
+    }
+    return G1_OK;
+}
+
+g1_status g1_engine_logits(g1_engine *e, int T, const float *x, float *logits)
+{
+    const g1_config *c = &e->cfg;
+    if (!e->w->embedding)
+        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
+    int D = c->emb_size;
+    for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
+        int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
+        g1_cpu_rmsnorm(x + (size_t)t0 * D, n, D, e->w->final_norm, (float)c->rms_eps, e->xn);
+        g1_cpu_matmul_bf16_nt(e->xn, n, D, e->w->embedding, c->vocab_size, (float)c->output_multiplier,
+                              logits + (size_t)t0 * c->vocab_size);
+    }
+    return G1_OK;
+}

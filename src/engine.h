@@ -1,0 +1,70 @@
+/* The model engine of one process: decoder layers over a ragged batch of
+ * tokens with a KV cache per sequence slot, the MoE behind a dispatch
+ * callback (local here; an all-to-all under mpi/), embedding and the tied
+ * un-embedding. No MPI, no HDF5, no CUDA in here. */
+#ifndef G1_ENGINE_H
+#define G1_ENGINE_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "status.h"
+#include "weights.h"
+
+/* The expert computation of one MoE layer. Given the pre-MoE-normalised
+ * activations of T tokens and, per token, its selected experts and their
+ * gate weights (K = num_selected_experts, in selection order), write
+ * out[t] = sum_k gate[t,k] * expert_{idx[t,k]}(x[t]), summed in k order.
+ * The local implementation computes every expert of the weights it holds. */
+typedef struct g1_moe_dispatch {
+    g1_status (*run)(void *ctx, int layer, int T, const float *x /* (T, D) */,
+                     const int *idx /* (T, K) */, const float *gate /* (T, K) */,
+                     float *out /* (T, D) */);
+    void *ctx;
+} g1_moe_dispatch;
+
+typedef struct g1_engine g1_engine;
+
+typedef struct g1_engine_opts {
+    int n_slots;        /* sequence slots (KV caches) */
+    int max_batch;      /* most tokens in one g1_engine_forward call */
+    int max_context;    /* most positions per slot (<= max_seq_len; 0: max_seq_len) */
+} g1_engine_opts;
+
+/* The engine borrows `w` (which must outlive it). With dispatch NULL the
+ * MoE runs locally, which needs all experts in `w`. */
+g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_opts *opts,
+                         const g1_moe_dispatch *dispatch);
+void g1_engine_free(g1_engine *e);
+const g1_config *g1_engine_config(const g1_engine *e);
+
+/* A micro-batch: T tokens of any slots. Tokens of one slot appear in
+ * increasing, consecutive positions; the first of them is at a position
+ * <= the slot's current length (position 0 starts the slot afresh, any
+ * smaller position rewinds it). */
+typedef struct g1_batch {
+    int T;
+    const int *slot; /* (T) */
+    const int *pos;  /* (T) */
+} g1_batch;
+
+/* Run the layers this engine holds over x (T, D) in place. */
+g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x);
+
+/* x (T, D) = bf16(embedding[tokens]) * embedding_multiplier. Needs the embedding. */
+g1_status g1_engine_embed(g1_engine *e, int T, const int *tokens, float *x);
+/* logits (T, V) = (final_norm(x) . bf16(embedding)^T) * output_multiplier. */
+g1_status g1_engine_logits(g1_engine *e, int T, const float *x, float *logits);
+
+/* Current length (cached positions) of a slot; 0 after g1_engine_reset_slot. */
+int g1_engine_slot_len(const g1_engine *e, int slot);
+void g1_engine_reset_slot(g1_engine *e, int slot);
+
+/* The local dispatch over `w`'s experts (used by the engine when dispatch is
+ * NULL; exposed so mpi/ can run the experts a remote rank asks for).
+ * `idx` holds global expert ids; tokens whose experts are not held locally
+ * are an error. */
+g1_status g1_moe_local(void *engine, int layer, int T, const float *x, const int *idx,
+                       const float *gate, float *out);
+
+#endif

@@ -1,0 +1,39 @@
+/* Engine state shared by engine.c and moe_local.c. Not exported. */
+#ifndef G1_ENGINE_INTERNAL_H
+#define G1_ENGINE_INTERNAL_H
+
+#include "engine.h"
+
+typedef struct g1_slot {
+    int len;      /* cached positions */
+    int cap;      /* allocated positions */
+    float **k;    /* [layers] (cap, Hkv, K) */
+    float **v;    /* [layers] (cap, Hkv, K) */
+} g1_slot;
+
+struct g1_engine {
+    const g1_weights *w;
+    g1_config cfg;
+    g1_engine_opts opts;
+    g1_moe_dispatch dispatch;
+    int nL;          /* layers held */
+    g1_slot *slots;  /* (n_slots) */
+    /* scratch, sized for opts.max_batch tokens */
+    float *xn;       /* (T, D) normalised input */
+    float *q;        /* (T, Hq*K) */
+    float *k, *v;    /* (T, Hkv*K) */
+    float *att;      /* (T, Hq*K) */
+    float *o;        /* (T, D) */
+    int *idx;        /* (T, topk) */
+    float *gate;     /* (T, topk) */
+    const float **kc, **vc; /* (T) cache pointers per token */
+    float *scores;   /* (threads, max_context) */
+    size_t scores_stride;
+    /* MoE local scratch */
+    int *tok;        /* (T*topk) rows gathered for one expert */
+    float *xg;       /* (T*topk, D) */
+    float *h1, *h2;  /* (T*topk, F) */
+    float *yk;       /* (T*topk, D) expert outputs, row t*topk + j */
+};
+
+#endif

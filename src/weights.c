@@ -1,0 +1,142 @@
+/* Allocation of one process's weights. */
+#include "weights.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *const g1_qmat_names[G1_NUM_QMAT] = {"attn_q", "attn_k", "attn_v", "attn_o",
+                                                "moe_gate", "moe_up", "moe_down"};
+const char *const g1_norm_names[G1_NUM_NORM] = {"attn_norm", "attn_out_norm", "moe_norm", "moe_out_norm"};
+
+void g1_qmat_shape(const g1_config *c, g1_qmat_id id, int *rows, int *cols)
+{
+    int D = c->emb_size, QK = c->num_q_heads * c->key_size, KV = c->num_kv_heads * c->key_size;
+    switch (id) {
+    case G1_ATTN_Q: *rows = D; *cols = QK; break;
+    case G1_ATTN_K:
+    case G1_ATTN_V: *rows = D; *cols = KV; break;
+    case G1_ATTN_O: *rows = QK; *cols = D; break;
+    case G1_MOE_GATE:
+    case G1_MOE_UP: *rows = D; *cols = c->ffn_size; break;
+    case G1_MOE_DOWN:
+    default: *rows = c->ffn_size; *cols = D; break;
+    }
+}
+
+static void *walloc(g1_weights *w, size_t bytes)
+{
+    if (w->n_allocs == w->cap_allocs) {
+        int cap = w->cap_allocs ? 2 * w->cap_allocs : 64;
+        void **a = realloc(w->allocs, (size_t)cap * sizeof *a);
+        if (!a)
+            return NULL;
+        w->allocs = a;
+        w->cap_allocs = cap;
+    }
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64))
+        return NULL;
+    w->allocs[w->n_allocs++] = p;
+    return p;
+}
+
+#define WALLOC(ptr, bytes)                                                                     \
+    do {                                                                                       \
+        if (!((ptr) = walloc(w, (bytes)))) {                                                   \
+            g1_weights_free(w);                                                                \
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory allocating weights (%zu bytes)", (size_t)(bytes)); \
+        }                                                                                      \
+    } while (0)
+
+static g1_status alloc_qmat(g1_weights *w, g1_qmat *m, int rows, int cols, int blocks)
+{
+    m->rows = rows;
+    m->cols = cols;
+    m->blocks = blocks;
+    WALLOC(m->w, (size_t)rows * cols);
+    WALLOC(m->scale, (size_t)blocks * cols * sizeof(float));
+    return G1_OK;
+}
+
+g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
+                           const int blocks[G1_NUM_QMAT], int with_embedding)
+{
+    memset(w, 0, sizeof *w);
+    w->cfg = *cfg;
+    if (l0 < 0 || l1 > cfg->num_layers || l0 > l1)
+        return G1_FAIL(G1_ERR_ARG, "layer range [%d,%d) outside the model's %d layers", l0, l1, cfg->num_layers);
+    if (e0 < 0 || e1 > cfg->num_experts || e0 >= e1)
+        return G1_FAIL(G1_ERR_ARG, "expert range [%d,%d) outside the model's %d experts", e0, e1, cfg->num_experts);
+    w->layer0 = l0;
+    w->layer1 = l1;
+    w->expert0 = e0;
+    w->expert1 = e1;
+    for (int i = 0; i < G1_NUM_QMAT; i++) {
+        int rows, cols;
+        g1_qmat_shape(cfg, (g1_qmat_id)i, &rows, &cols);
+        if (blocks[i] < 1 || rows % blocks[i])
+            return G1_FAIL(G1_ERR_FORMAT, "%s: %d scale blocks do not divide its %d rows", g1_qmat_names[i],
+                           blocks[i], rows);
+        w->blocks[i] = blocks[i];
+    }
+    int D = cfg->emb_size, nE = e1 - e0;
+    if (with_embedding) {
+        WALLOC(w->embedding, (size_t)cfg->vocab_size * D * sizeof(uint16_t));
+        WALLOC(w->final_norm, (size_t)D * sizeof(float));
+    }
+    int nL = l1 - l0;
+    w->layers = calloc(nL ? (size_t)nL : 1, sizeof *w->layers);
+    if (!w->layers)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < nL; l++) {
+        g1_layer_weights *L = &w->layers[l];
+        for (int n = 0; n < G1_NUM_NORM; n++)
+            WALLOC(L->norm[n], (size_t)D * sizeof(float));
+        for (int i = 0; i < 4; i++) {
+            int rows, cols;
+            g1_qmat_shape(cfg, (g1_qmat_id)i, &rows, &cols);
+            G1_TRY(alloc_qmat(w, &L->attn[i], rows, cols, blocks[i]));
+        }
+        WALLOC(L->router, (size_t)D * cfg->num_experts * sizeof(float));
+        for (int m = 0; m < 3; m++) {
+            WALLOC(L->moe[m], (size_t)nE * sizeof(g1_qmat));
+            int rows, cols;
+            g1_qmat_shape(cfg, (g1_qmat_id)(G1_MOE_GATE + m), &rows, &cols);
+            for (int e = 0; e < nE; e++)
+                G1_TRY(alloc_qmat(w, &L->moe[m][e], rows, cols, blocks[G1_MOE_GATE + m]));
+        }
+    }
+    return G1_OK;
+}
+
+void g1_weights_free(g1_weights *w)
+{
+    for (int i = 0; i < w->n_allocs; i++)
+        free(w->allocs[i]);
+    free(w->allocs);
+    free(w->layers);
+    memset(w, 0, sizeof *w);
+}
+
+static size_t qbytes(const g1_qmat *m)
+{
+    return (size_t)m->rows * m->cols + (size_t)m->blocks * m->cols * sizeof(float);
+}
+
+size_t g1_weights_bytes(const g1_weights *w)
+{
+    const g1_config *c = &w->cfg;
+    size_t b = 0, D = (size_t)c->emb_size;
+    if (w->embedding)
+        b += (size_t)c->vocab_size * D * 2 + D * 4;
+    for (int l = 0; l < w->layer1 - w->layer0; l++) {
+        const g1_layer_weights *L = &w->layers[l];
+        b += 4 * D * 4 + D * (size_t)c->num_experts * 4;
+        for (int i = 0; i < 4; i++)
+            b += qbytes(&L->attn[i]);
+        for (int m = 0; m < 3; m++)
+            for (int e = 0; e < w->expert1 - w->expert0; e++)
+                b += qbytes(&L->moe[m][e]);
+    }
+    return b;
+}

@@ -18,48 +18,91 @@
 #define TT 6     /* tokens per register tile */
 #define KB 256   /* rows per dequantised panel */
 #define TG 48    /* tokens per work item */
+#define CW 1024  /* most columns per work item (multiple of NC) */
+#define RB 8     /* rows per block in the few-token path */
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
 #ifdef G1_AVX512
-static inline __m512 deq16(const int8_t *p, __mmask16 m, __m512 s)
+static inline __m512 round_bf16_16(__m512 p)
 {
-    __m128i b = _mm_maskz_loadu_epi8(m, p);
-    __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s));
+    __m512i u = _mm512_castps_si512(p);
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
     return _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
 }
 
-/* Few tokens: dequantise each row of the tile in registers once, use it for
- * all tt tokens. tt is a compile-time constant after inlining. */
-static inline __attribute__((always_inline)) void
-tile_direct(const float *x, int rows, int tt, const g1_qmat *W, int c0, const __mmask16 m[4], float *y, int ldy)
+/* 16 weights: bf16(int8 * scale) as float32; masked and full versions */
+static inline __m512 deq16(const int8_t *p, __mmask16 m, __m512 s)
 {
-    __m512 acc[TT][4];
-    for (int t = 0; t < tt; t++)
-        for (int v = 0; v < 4; v++)
-            acc[t][v] = _mm512_setzero_ps();
-    int rpb = rows / W->blocks, cols = W->cols;
-    for (int b = 0; b < W->blocks; b++) {
-        __m512 s[4];
-        for (int v = 0; v < 4; v++)
-            s[v] = _mm512_maskz_loadu_ps(m[v], W->scale + (size_t)b * cols + c0 + 16 * v);
-        for (int r = b * rpb; r < (b + 1) * rpb; r++) {
-            const int8_t *wr = W->w + (size_t)r * cols + c0;
-            __m512 w[4];
-            for (int v = 0; v < 4; v++)
-                w[v] = deq16(wr + 16 * v, m[v], s[v]);
-            for (int t = 0; t < tt; t++) {
-                __m512 xb = _mm512_set1_ps(x[(size_t)t * rows + r]);
-                for (int v = 0; v < 4; v++)
-                    acc[t][v] = _mm512_fmadd_ps(xb, w[v], acc[t][v]);
+    __m128i b = _mm_maskz_loadu_epi8(m, p);
+    return round_bf16_16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s));
+}
+
+static inline __m512 deq16_full(const int8_t *p, __m512 s)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return round_bf16_16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s));
+}
+
+/* Few tokens: stream the rows of a column range [c0, c1) once, in blocks
+ * of RB rows; within a block, 64 columns (one cache line per row) at a time,
+ * so every row block is RB sequential streams the prefetchers follow. Each
+ * weight is dequantised once for all tt tokens. acc (tt, CW) carries the
+ * chains between row blocks. tt is a compile-time constant after inlining. */
+static inline __attribute__((always_inline)) void
+range_direct(const float *x, int rows, int tt, const g1_qmat *W, int c0, int c1, float *acc, float *y, int ldy)
+{
+    int cols = W->cols, rpb = rows / W->blocks;
+    for (int r0 = 0; r0 < rows; r0 += RB) {
+        int nr = imin(RB, rows - r0), last = r0 + nr >= rows;
+        for (int c = c0; c < c1; c += NC) {
+            __mmask16 m[4];
+            for (int v = 0; v < 4; v++) {
+                int n = c1 - c - 16 * v;
+                m[v] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
             }
+            __m512 a[TT][4];
+            for (int t = 0; t < tt; t++)
+                for (int v = 0; v < 4; v++)
+                    a[t][v] = r0 ? _mm512_load_ps(acc + (size_t)t * CW + (c - c0) + 16 * v) : _mm512_setzero_ps();
+            if (c + NC <= c1) {
+                for (int r = r0; r < r0 + nr; r++) {
+                    const int8_t *wr = W->w + (size_t)r * cols + c;
+                    const float *sr = W->scale + (size_t)(r / rpb) * cols + c;
+                    _mm_prefetch((const char *)(wr + (size_t)RB * cols), _MM_HINT_T0);
+                    __m512 w[4];
+                    for (int v = 0; v < 4; v++)
+                        w[v] = deq16_full(wr + 16 * v, _mm512_loadu_ps(sr + 16 * v));
+                    for (int t = 0; t < tt; t++) {
+                        __m512 xb = _mm512_set1_ps(x[(size_t)t * rows + r]);
+                        for (int v = 0; v < 4; v++)
+                            a[t][v] = _mm512_fmadd_ps(xb, w[v], a[t][v]);
+                    }
+                }
+            } else {
+                for (int r = r0; r < r0 + nr; r++) {
+                    const int8_t *wr = W->w + (size_t)r * cols + c;
+                    const float *sr = W->scale + (size_t)(r / rpb) * cols + c;
+                    __m512 w[4];
+                    for (int v = 0; v < 4; v++)
+                        w[v] = deq16(wr + 16 * v, m[v], _mm512_maskz_loadu_ps(m[v], sr + 16 * v));
+                    for (int t = 0; t < tt; t++) {
+                        __m512 xb = _mm512_set1_ps(x[(size_t)t * rows + r]);
+                        for (int v = 0; v < 4; v++)
+                            a[t][v] = _mm512_fmadd_ps(xb, w[v], a[t][v]);
+                    }
+                }
+            }
+            for (int t = 0; t < tt; t++)
+                for (int v = 0; v < 4; v++) {
+                    if (!last)
+                        _mm512_store_ps(acc + (size_t)t * CW + (c - c0) + 16 * v, a[t][v]);
+                    else
+                        _mm512_mask_storeu_ps(y + (size_t)t * ldy + c + 16 * v, m[v], a[t][v]);
+                }
         }
     }
-    for (int t = 0; t < tt; t++)
-        for (int v = 0; v < 4; v++)
-            _mm512_mask_storeu_ps(y + (size_t)t * ldy + c0 + 16 * v, m[v], acc[t][v]);
 }
 
 /* Many tokens: rows [r0, r0+nr) of a dequantised panel (nr, NC), tt tokens,
@@ -97,48 +140,52 @@ tile_panel(const float *x, int rows, int tt, const float *panel, int r0, int nr,
     default: call(6); break;   \
     }
 
-static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int t0, int nt)
+static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
 {
-    int rows = W->rows, cols = W->cols, nc = imin(NC, cols - c0);
-    __mmask16 m[4];
-    for (int v = 0; v < 4; v++) {
-        int n = nc - 16 * v;
-        m[v] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-    }
+    int rows = W->rows, cols = W->cols;
     (void)T;
     if (nt <= TT) {
-#define CALL_D(k) tile_direct(x + (size_t)t0 * rows, rows, k, W, c0, m, y + (size_t)t0 * cols, cols)
+        float acc[TT * CW] __attribute__((aligned(64)));
+#define CALL_D(k) range_direct(x + (size_t)t0 * rows, rows, k, W, c0, c1, acc, y + (size_t)t0 * cols, cols)
         DISPATCH_TT(nt, CALL_D);
 #undef CALL_D
         return;
     }
     float panel[KB * NC] __attribute__((aligned(64)));
     int rpb = rows / W->blocks;
-    for (int r0 = 0; r0 < rows; r0 += KB) {
-        int nr = imin(KB, rows - r0);
-        for (int r = 0; r < nr; r++) {
-            int b = (r0 + r) / rpb;
-            const int8_t *wr = W->w + (size_t)(r0 + r) * cols + c0;
-            const float *sr = W->scale + (size_t)b * cols + c0;
-            for (int v = 0; v < 4; v++)
-                _mm512_store_ps(panel + (size_t)r * NC + 16 * v,
-                                deq16(wr + 16 * v, m[v], _mm512_maskz_loadu_ps(m[v], sr + 16 * v)));
+    for (int ct = c0; ct < c1; ct += NC) {
+        int nc = imin(NC, c1 - ct);
+        __mmask16 m[4];
+        for (int v = 0; v < 4; v++) {
+            int n = nc - 16 * v;
+            m[v] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
         }
-        for (int t = t0; t < t0 + nt; t += TT) {
-            int tt = imin(TT, t0 + nt - t);
-#define CALL_P(k) tile_panel(x + (size_t)t * rows, rows, k, panel, r0, nr, r0 == 0, m, y + (size_t)t * cols, cols, c0)
-            DISPATCH_TT(tt, CALL_P);
+        for (int r0 = 0; r0 < rows; r0 += KB) {
+            int nr = imin(KB, rows - r0);
+            for (int r = 0; r < nr; r++) {
+                int b = (r0 + r) / rpb;
+                const int8_t *wr = W->w + (size_t)(r0 + r) * cols + ct;
+                const float *sr = W->scale + (size_t)b * cols + ct;
+                for (int v = 0; v < 4; v++)
+                    _mm512_store_ps(panel + (size_t)r * NC + 16 * v,
+                                    deq16(wr + 16 * v, m[v], _mm512_maskz_loadu_ps(m[v], sr + 16 * v)));
+            }
+            for (int t = t0; t < t0 + nt; t += TT) {
+                int tt = imin(TT, t0 + nt - t);
+#define CALL_P(k) tile_panel(x + (size_t)t * rows, rows, k, panel, r0, nr, r0 == 0, m, y + (size_t)t * cols, cols, ct)
+                DISPATCH_TT(tt, CALL_P);
 #undef CALL_P
+            }
         }
     }
 }
 #else
 /* Portable path: the same chains in plain C. */
-static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int t0, int nt)
+static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
 {
     (void)T;
-    int rows = W->rows, cols = W->cols, nc = imin(NC, cols - c0), rpb = rows / W->blocks;
-    float wd[NC];
+    int rows = W->rows, cols = W->cols, nc = c1 - c0, rpb = rows / W->blocks;
+    float wd[CW];
     for (int t = t0; t < t0 + nt; t++)
         for (int c = 0; c < nc; c++)
             y[(size_t)t * cols + c0 + c] = 0.0f;
@@ -161,16 +208,22 @@ void g1_cpu_matmul_q8(const float *x, int T, const g1_qmat *W, float *y)
 {
     if (T <= 0)
         return;
-    int ntile = (W->cols + NC - 1) / NC;
-    /* few tokens: one item per column tile; many: also split the tokens */
+    /* column ranges: one per thread when that is narrow enough (few large
+     * items stream best), at most CW wide, multiples of 64 */
+    int nth = g1_cpu_threads(), cols = W->cols;
+    int cw = (cols + nth - 1) / nth;
+    cw = (cw + NC - 1) / NC * NC;
+    if (cw > CW)
+        cw = CW;
+    int nrange = (cols + cw - 1) / cw;
     int tg = T <= TT ? TT : TG;
     int ngroup = (T + tg - 1) / tg;
-    long items = (long)ntile * ngroup;
-#pragma omp parallel for schedule(static) if (items > 1 && (long)W->rows * W->cols * T > 32768)
+    long items = (long)nrange * ngroup;
+#pragma omp parallel for schedule(static) if (items > 1 && (long)W->rows * cols * T > 32768)
     for (long i = 0; i < items; i++) {
-        int tile = (int)(i % ntile), g = (int)(i / ntile);
-        int t0 = g * tg;
-        matmul_item(x, T, W, y, tile * NC, t0, imin(tg, T - t0));
+        int rg = (int)(i % nrange), g = (int)(i / nrange);
+        int t0 = g * tg, c0 = rg * cw;
+        matmul_item(x, T, W, y, c0, imin(cols, c0 + cw), t0, imin(tg, T - t0));
     }
 }
 
@@ -183,31 +236,60 @@ static inline __m512 bf16x16(const uint16_t *p, __mmask16 m)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* 4 vocabulary rows x up to 4 tokens; each (t, n) is its own 16-lane chain
- * reduced in a fixed order. */
-static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
-                          int N)
+/* UR vocabulary rows x tt tokens (tt <= 4, a constant after inlining); each
+ * (t, n) is its own 16-lane chain reduced in a fixed order. */
+#define UR 8
+static inline __attribute__((always_inline)) void
+unembed_rows(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y, int N)
 {
-    __m512 acc[4][4];
-    for (int t = 0; t < 4; t++)
-        for (int j = 0; j < 4; j++)
+    __m512 acc[4][UR];
+    for (int t = 0; t < tt; t++)
+        for (int j = 0; j < UR; j++)
             acc[t][j] = _mm512_setzero_ps();
-    for (int d = 0; d < D; d += 16) {
+    int d = 0;
+    if (nn == UR)
+        for (; d + 16 <= D; d += 16) {
+            __m512 xv[4];
+            for (int t = 0; t < tt; t++)
+                xv[t] = _mm512_loadu_ps(x + (size_t)t * D + d);
+            for (int j = 0; j < UR; j++) {
+                const uint16_t *p = E + (size_t)(n0 + j) * D + d;
+                _mm_prefetch((const char *)(p + 512), _MM_HINT_T0);
+                __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+                __m512 e = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+                for (int t = 0; t < tt; t++)
+                    acc[t][j] = _mm512_fmadd_ps(xv[t], e, acc[t][j]);
+            }
+        }
+    for (; d < D; d += 16) {
         __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
-        __m512 e[4], xv[4];
-        for (int j = 0; j < 4; j++)
-            e[j] = j < nn ? bf16x16(E + (size_t)(n0 + j) * D + d, m) : _mm512_setzero_ps();
+        __m512 xv[4];
         for (int t = 0; t < tt; t++)
             xv[t] = _mm512_maskz_loadu_ps(m, x + (size_t)t * D + d);
-        for (int t = 0; t < tt; t++)
-            for (int j = 0; j < 4; j++)
-                acc[t][j] = _mm512_fmadd_ps(xv[t], e[j], acc[t][j]);
+        for (int j = 0; j < nn; j++) {
+            __m512 e = bf16x16(E + (size_t)(n0 + j) * D + d, m);
+            for (int t = 0; t < tt; t++)
+                acc[t][j] = _mm512_fmadd_ps(xv[t], e, acc[t][j]);
+        }
     }
     for (int t = 0; t < tt; t++)
         for (int j = 0; j < nn; j++)
             y[(size_t)t * N + n0 + j] = _mm512_reduce_add_ps(acc[t][j]) * mult;
 }
+
+static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
+                          int N)
+{
+    switch (tt) {
+    case 1: unembed_rows(x, 1, D, E, n0, nn, mult, y, N); break;
+    case 2: unembed_rows(x, 2, D, E, n0, nn, mult, y, N); break;
+    case 3: unembed_rows(x, 3, D, E, n0, nn, mult, y, N); break;
+    default: unembed_rows(x, 4, D, E, n0, nn, mult, y, N); break;
+    }
+}
+#define UN UR
 #else
+#define UN 4
 static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
                           int N)
 {
@@ -233,8 +315,8 @@ void g1_cpu_matmul_bf16_nt(const float *x, int T, int D, const uint16_t *E, int 
     for (int c = 0; c < nchunk; c++) {
         int nend = imin(N, (c + 1) * 256);
         for (int t0 = 0; t0 < T; t0 += 4)
-            for (int n0 = c * 256; n0 < nend; n0 += 4)
-                unembed_block(x + (size_t)t0 * D, imin(4, T - t0), D, E, n0, imin(4, nend - n0), mult,
+            for (int n0 = c * 256; n0 < nend; n0 += UN)
+                unembed_block(x + (size_t)t0 * D, imin(4, T - t0), D, E, n0, imin(UN, nend - n0), mult,
                               y + (size_t)t0 * N, N);
     }
 }

@@ -40,7 +40,9 @@ g1_status g1_ckpt_write_router(g1_ckpt_writer *wr, int layer, const float *v);
 /* expert ignored for attention matrices */
 g1_status g1_ckpt_write_qmat(g1_ckpt_writer *wr, int layer, g1_qmat_id id, int expert, const int8_t *w,
                              const float *scale);
-/* Close and rename to the final name. */
+/* Check that every tensor was written, fsync, close and rename to the final
+ * name. Frees `wr` whether it succeeds or not (on failure the temporary file
+ * is removed): never call abort after finish. */
 g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr);
 /* Close and remove the temporary file (after a failure). */
 void g1_ckpt_writer_abort(g1_ckpt_writer *wr);
@@ -52,6 +54,7 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
  * created on first use with n = n_rows_total. */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits);
+/* Close and rename; frees `f` either way (like g1_ckpt_writer_finish). */
 g1_status g1_logits_file_finish(g1_logits_file *f);
 void g1_logits_file_abort(g1_logits_file *f);
 

@@ -1,0 +1,597 @@
+/* HDF5 checkpoint reader (format v1, docs/CHECKPOINT.md): checks the root
+ * attributes on open, then reads only the layers and experts asked for, with
+ * hyperslab selections, checking the dtype and shape of every dataset read.
+ * Accepts what h5py writes by default (contiguous data, any string kind). */
+#include <errno.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bf16.h"
+#include "ckpt.h"
+
+struct g1_ckpt {
+    hid_t file;
+    char *path;
+    g1_config cfg;
+    uint64_t bytes_read; /* payload bytes, as stored in the file */
+};
+
+/* An open dataset and what the file says about it. */
+typedef struct dset {
+    hid_t id;
+    int rank;
+    hsize_t dims[3];
+    size_t esize;   /* bytes per element in the file */
+    char name[64];  /* "layers/03/moe_up" for messages */
+} dset;
+
+typedef enum { KIND_I8, KIND_F32 } dkind;
+
+/* Target size of one embedding read (rows rounded to whole chunks). */
+#define EMBED_SLAB_BYTES (8u << 20)
+
+/* HDF5's innermost error description; call right after the failing call,
+ * before any other HDF5 call clears the stack. */
+static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+    if (n == 0 && e->desc)
+        snprintf((char *)data, 256, "%s", e->desc);
+    return 0;
+}
+
+static void h5_detail(char buf[256])
+{
+    snprintf(buf, 256, "unknown HDF5 error");
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
+}
+
+/* ---- attributes ---- */
+
+static g1_status open_attr(const g1_ckpt *ck, const char *name, hid_t *out)
+{
+    if (H5Aexists(ck->file, name) <= 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has no attribute '%s': not a %s file or an incomplete one",
+                       ck->path, name, G1_FORMAT_NAME);
+    *out = H5Aopen(ck->file, name, H5P_DEFAULT);
+    if (*out < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: cannot open attribute '%s'", ck->path, name);
+    hid_t sp = H5Aget_space(*out);
+    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    if (n != 1) {
+        H5Aclose(*out);
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute '%s' holds %lld values, expected one", ck->path,
+                       name, (long long)n);
+    }
+    return G1_OK;
+}
+
+/* Fixed or variable length string attribute into buf (truncated to n-1). */
+static g1_status read_str_attr(const g1_ckpt *ck, const char *name, char *buf, size_t n)
+{
+    hid_t a;
+    G1_TRY(open_attr(ck, name, &a));
+    hid_t ft = H5Aget_type(a);
+    g1_status st = G1_OK;
+    if (H5Tget_class(ft) != H5T_STRING) {
+        st = G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute '%s' is not a string", ck->path, name);
+    } else {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        if (H5Tis_variable_str(ft) > 0) {
+            char *s = NULL;
+            H5Tset_size(mt, H5T_VARIABLE);
+            if (H5Aread(a, mt, &s) < 0)
+                st = G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: cannot read attribute '%s'", ck->path, name);
+            else
+                snprintf(buf, n, "%s", s ? s : "");
+            H5free_memory(s);
+        } else {
+            size_t sz = H5Tget_size(ft);
+            char *s = calloc(sz + 1, 1);
+            H5Tset_size(mt, sz + 1);
+            H5Tset_strpad(mt, H5T_STR_NULLTERM);
+            if (!s)
+                st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            else if (H5Aread(a, mt, s) < 0)
+                st = G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: cannot read attribute '%s'", ck->path, name);
+            else
+                snprintf(buf, n, "%s", s);
+            free(s);
+        }
+        H5Tclose(mt);
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return st;
+}
+
+/* Any integer or float attribute, through HDF5's conversion. With want_int,
+ * the value must be integral and fit an int. */
+static g1_status read_num_attr(const g1_ckpt *ck, const char *name, int want_int, double *out)
+{
+    hid_t a;
+    G1_TRY(open_attr(ck, name, &a));
+    hid_t ft = H5Aget_type(a);
+    H5T_class_t cls = H5Tget_class(ft);
+    H5Tclose(ft);
+    herr_t e = -1;
+    if (cls == H5T_INTEGER) {
+        long long v = 0;
+        e = H5Aread(a, H5T_NATIVE_LLONG, &v);
+        *out = (double)v;
+    } else if (cls == H5T_FLOAT) {
+        e = H5Aread(a, H5T_NATIVE_DOUBLE, out);
+    }
+    H5Aclose(a);
+    if (cls != H5T_INTEGER && cls != H5T_FLOAT)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute '%s' is not a number", ck->path, name);
+    if (e < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: cannot read attribute '%s'", ck->path, name);
+    if (want_int && (!isfinite(*out) || *out != floor(*out) || fabs(*out) > 2147483647.0))
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute '%s' = %.17g is not an integer", ck->path, name,
+                       *out);
+    return G1_OK;
+}
+
+static g1_status read_header(g1_ckpt *ck)
+{
+    char fmt[128];
+    G1_TRY(read_str_attr(ck, "format", fmt, sizeof fmt));
+    if (strcmp(fmt, G1_FORMAT_NAME))
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has format '%s', expected '%s'", ck->path, fmt,
+                       G1_FORMAT_NAME);
+    double v;
+    G1_TRY(read_num_attr(ck, "format_version", 1, &v));
+    if (v != G1_FORMAT_VERSION)
+        return G1_FAIL(G1_ERR_FORMAT,
+                       "checkpoint %s has format_version %d; this program reads format_version %d only",
+                       ck->path, (int)v, G1_FORMAT_VERSION);
+    for (int i = 0; i < g1_num_params; i++) {
+        const g1_param_desc *p = &g1_params[i];
+        int is_int = p->type == G1_PARAM_INT;
+        G1_TRY(read_num_attr(ck, p->name, is_int, &v));
+        if (is_int)
+            *(int *)((char *)&ck->cfg + p->offset) = (int)v;
+        else
+            *(double *)((char *)&ck->cfg + p->offset) = v;
+    }
+    if (g1_config_validate(&ck->cfg) != G1_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", g1_last_error());
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: %s", ck->path, msg);
+    }
+    return G1_OK;
+}
+
+/* ---- open / close ---- */
+
+static g1_status open_file(const char *path, hid_t *out)
+{
+    struct stat sb;
+    if (stat(path, &sb))
+        return G1_FAIL(G1_ERR_IO, "cannot open checkpoint %s: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return G1_FAIL(G1_ERR_IO, "cannot open checkpoint %s: it is a directory", path);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return G1_FAIL(G1_ERR_IO, "cannot open checkpoint %s: %s", path, strerror(errno));
+    fclose(f);
+#if H5_VERSION_GE(1, 12, 0)
+    htri_t is_h5 = H5Fis_accessible(path, H5P_DEFAULT);
+#else
+    htri_t is_h5 = H5Fis_hdf5(path);
+#endif
+    if (is_h5 <= 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not an HDF5 file", path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+#if H5_VERSION_GE(1, 10, 7)
+    /* read-only, many ranks at once, often on Lustre/NFS where flock fails */
+    H5Pset_file_locking(fapl, 0, 1);
+#endif
+    *out = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    char detail[256];
+    h5_detail(detail);
+    H5Pclose(fapl);
+    if (*out < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "cannot open checkpoint %s: HDF5 says '%s' (truncated or damaged file?)",
+                       path, detail);
+    return G1_OK;
+}
+
+g1_status g1_ckpt_open(const char *path, g1_ckpt **out)
+{
+    *out = NULL;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f;
+    G1_TRY(open_file(path, &f));
+    g1_ckpt *ck = calloc(1, sizeof *ck);
+    char *p = strdup(path);
+    if (!ck || !p) {
+        free(ck);
+        free(p);
+        H5Fclose(f);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    }
+    ck->file = f;
+    ck->path = p;
+    g1_status st = read_header(ck);
+    if (st != G1_OK) {
+        g1_ckpt_close(ck);
+        return st;
+    }
+    *out = ck;
+    return G1_OK;
+}
+
+const g1_config *g1_ckpt_config(const g1_ckpt *ck) { return &ck->cfg; }
+
+uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck) { return ck->bytes_read; }
+
+void g1_ckpt_close(g1_ckpt *ck)
+{
+    if (!ck)
+        return;
+    H5Fclose(ck->file);
+    free(ck->path);
+    free(ck);
+}
+
+/* ---- datasets ---- */
+
+static void fmt_shape(char *buf, size_t n, int rank, const hsize_t *dims)
+{
+    size_t k = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < rank && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
+    if (k < n)
+        snprintf(buf + k, n - k, ")");
+}
+
+static void fmt_type(char *buf, size_t n, hid_t t)
+{
+    H5T_class_t c = H5Tget_class(t);
+    size_t bits = H5Tget_size(t) * 8;
+    if (c == H5T_INTEGER)
+        snprintf(buf, n, "%sint%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "u" : "", bits);
+    else if (c == H5T_FLOAT)
+        snprintf(buf, n, "float%zu", bits);
+    else if (c == H5T_STRING)
+        snprintf(buf, n, "string");
+    else
+        snprintf(buf, n, "HDF5 type class %d", (int)c);
+}
+
+static void close_dset(dset *d)
+{
+    if (d->id >= 0)
+        H5Dclose(d->id);
+    d->id = -1;
+}
+
+static g1_status check_type(const dset *d, dkind kind)
+{
+    hid_t t = H5Dget_type(d->id);
+    H5T_class_t c = H5Tget_class(t);
+    int ok = kind == KIND_I8 ? (c == H5T_INTEGER && H5Tget_size(t) == 1 && H5Tget_sign(t) == H5T_SGN_2)
+                             : c == H5T_FLOAT;
+    char found[64];
+    fmt_type(found, sizeof found, t);
+    H5Tclose(t);
+    if (!ok)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has type %s, expected %s", d->name, found,
+                       kind == KIND_I8 ? "int8" : "float32");
+    return G1_OK;
+}
+
+/* Open `name` in `loc` (group path `dir` for messages), check its element
+ * kind, fill rank and dims. */
+static g1_status open_dset(hid_t loc, const char *dir, const char *name, dkind kind, dset *d)
+{
+    memset(d, 0, sizeof *d);
+    d->id = -1;
+    snprintf(d->name, sizeof d->name, "%s%s%s", dir, *dir ? "/" : "", name);
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no dataset %s", d->name);
+    d->id = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d->id < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not a dataset", d->name);
+    g1_status st = check_type(d, kind);
+    hid_t sp = H5Dget_space(d->id);
+    int rank = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[H5S_MAX_RANK];
+    if (st == G1_OK && (rank < 0 || rank > 3)) {
+        st = G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has %d dimensions, expected at most 3", d->name, rank);
+    } else if (st == G1_OK) {
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+        d->rank = rank;
+        memcpy(d->dims, dims, (size_t)rank * sizeof *dims);
+        hid_t t = H5Dget_type(d->id);
+        d->esize = H5Tget_size(t);
+        H5Tclose(t);
+    }
+    H5Sclose(sp);
+    if (st != G1_OK)
+        close_dset(d);
+    return st;
+}
+
+static int same_shape(const dset *d, int rank, const hsize_t *dims)
+{
+    if (d->rank != rank)
+        return 0;
+    for (int i = 0; i < rank; i++)
+        if (d->dims[i] != dims[i])
+            return 0;
+    return 1;
+}
+
+static g1_status shape_error(const dset *d, int rank, const hsize_t *dims, const char *hint)
+{
+    char found[96], want[96];
+    fmt_shape(found, sizeof found, d->rank, d->dims);
+    fmt_shape(want, sizeof want, rank, dims);
+    return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has shape %s, expected %s%s", d->name, found, want, hint);
+}
+
+/* open_dset + exact shape check; closes on failure. */
+static g1_status open_shaped(hid_t loc, const char *dir, const char *name, dkind kind, int rank,
+                             const hsize_t *dims, dset *d)
+{
+    G1_TRY(open_dset(loc, dir, name, kind, d));
+    if (!same_shape(d, rank, dims)) {
+        close_dset(d);
+        return shape_error(d, rank, dims, "");
+    }
+    return G1_OK;
+}
+
+/* Read the hyperslab [start, start+count) into buf as `memtype`. */
+static g1_status read_slab(g1_ckpt *ck, const dset *d, hid_t memtype, const hsize_t *start, const hsize_t *count,
+                           void *buf)
+{
+    hid_t fs = H5Dget_space(d->id);
+    hid_t ms = H5Screate_simple(d->rank, count, NULL);
+    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0)
+        e = H5Dread(d->id, memtype, ms, fs, H5P_DEFAULT, buf);
+    char detail[256];
+    if (e < 0)
+        h5_detail(detail);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (e < 0)
+        return G1_FAIL(G1_ERR_IO, "checkpoint %s: reading %s failed: %s", ck->path, d->name, detail);
+    uint64_t n = d->esize;
+    for (int i = 0; i < d->rank; i++)
+        n *= count[i];
+    ck->bytes_read += n;
+    return G1_OK;
+}
+
+static g1_status read_all(g1_ckpt *ck, const dset *d, hid_t memtype, void *buf)
+{
+    hsize_t start[3] = {0, 0, 0};
+    return read_slab(ck, d, memtype, start, d->dims, buf);
+}
+
+/* A whole float dataset of the given shape. */
+static g1_status read_floats(g1_ckpt *ck, hid_t loc, const char *dir, const char *name, int rank,
+                             const hsize_t *dims, float *out)
+{
+    dset d;
+    G1_TRY(open_shaped(loc, dir, name, KIND_F32, rank, dims, &d));
+    g1_status st = read_all(ck, &d, H5T_NATIVE_FLOAT, out);
+    close_dset(&d);
+    return st;
+}
+
+/* ---- quantised matrices ---- */
+
+static int is_expert(g1_qmat_id id) { return id >= G1_MOE_GATE; }
+
+/* Expected shape of a weight (blocks < 0) or of its scale. */
+static int qmat_dims(const g1_config *c, g1_qmat_id id, int blocks, hsize_t *dims)
+{
+    int rows, cols, r = 0;
+    g1_qmat_shape(c, id, &rows, &cols);
+    if (is_expert(id))
+        dims[r++] = (hsize_t)c->num_experts;
+    dims[r++] = (hsize_t)(blocks < 0 ? rows : blocks);
+    dims[r++] = (hsize_t)cols;
+    return r;
+}
+
+/* Row blocks of matrix `id` in layer group `g`, read from its scale's shape. */
+static g1_status scale_blocks(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id, int *blocks)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s_scale", g1_qmat_names[id]);
+    dset d;
+    G1_TRY(open_dset(g, dir, name, KIND_F32, &d));
+    close_dset(&d);
+    hsize_t want[3];
+    int rank = qmat_dims(&ck->cfg, id, 1, want);
+    hsize_t b = d.rank == rank ? d.dims[rank - 2] : 1;
+    want[rank - 2] = b; /* any block count, checked below */
+    if (!same_shape(&d, rank, want))
+        return shape_error(&d, rank, want, "");
+    int rows, cols;
+    g1_qmat_shape(&ck->cfg, id, &rows, &cols);
+    if (b < 1 || (hsize_t)rows % b)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has %llu row blocks, which do not divide the %d rows of %s",
+                       d.name, (unsigned long long)b, rows, g1_qmat_names[id]);
+    *blocks = (int)b;
+    return G1_OK;
+}
+
+static g1_status open_layer(const g1_ckpt *ck, int layer, char dir[32], hid_t *g)
+{
+    snprintf(dir, 32, "layers/%02d", layer);
+    if (H5Lexists(ck->file, "layers", H5P_DEFAULT) <= 0 || H5Lexists(ck->file, dir, H5P_DEFAULT) <= 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no %s: was it converted with --layers?", dir);
+    *g = H5Gopen2(ck->file, dir, H5P_DEFAULT);
+    if (*g < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not a group", dir);
+    return G1_OK;
+}
+
+/* Block counts of every matrix kind, from the first layer to load. */
+static g1_status find_blocks(g1_ckpt *ck, int layer, int blocks[G1_NUM_QMAT])
+{
+    char dir[32];
+    hid_t g;
+    G1_TRY(open_layer(ck, layer, dir, &g));
+    g1_status st = G1_OK;
+    for (int i = 0; i < G1_NUM_QMAT && st == G1_OK; i++)
+        st = scale_blocks(ck, g, dir, (g1_qmat_id)i, &blocks[i]);
+    H5Gclose(g);
+    return st;
+}
+
+/* Open weight and scale of matrix `id`, shapes checked against `blocks`. */
+static g1_status open_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id, int blocks, int first_layer,
+                           dset *w, dset *s)
+{
+    hsize_t dims[3];
+    int rank = qmat_dims(&ck->cfg, id, -1, dims);
+    G1_TRY(open_shaped(g, dir, g1_qmat_names[id], KIND_I8, rank, dims, w));
+    char name[64], hint[128];
+    snprintf(name, sizeof name, "%s_scale", g1_qmat_names[id]);
+    g1_status st = open_dset(g, dir, name, KIND_F32, s);
+    qmat_dims(&ck->cfg, id, blocks, dims);
+    if (st == G1_OK && !same_shape(s, rank, dims)) {
+        snprintf(hint, sizeof hint, " (%d row blocks, as in layers/%02d: a matrix kind must have the same in every layer)",
+                 blocks, first_layer);
+        close_dset(s);
+        st = shape_error(s, rank, dims, hint);
+    }
+    if (st != G1_OK)
+        close_dset(w);
+    return st;
+}
+
+/* Matrix `id` of one layer into q[0 .. e1-e0) (one matrix for attention). */
+static g1_status load_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id, int e0, int e1, int first_layer,
+                           g1_qmat *q)
+{
+    dset w, s;
+    G1_TRY(open_qmat(ck, g, dir, id, q[0].blocks, first_layer, &w, &s));
+    g1_status st = G1_OK;
+    if (!is_expert(id)) {
+        st = read_all(ck, &w, H5T_NATIVE_INT8, q->w);
+        if (st == G1_OK)
+            st = read_all(ck, &s, H5T_NATIVE_FLOAT, q->scale);
+    }
+    for (int e = e0; is_expert(id) && e < e1 && st == G1_OK; e++) {
+        /* one expert: one chunk, one contiguous read */
+        g1_qmat *m = &q[e - e0];
+        hsize_t start[3] = {(hsize_t)e, 0, 0};
+        hsize_t cw[3] = {1, w.dims[1], w.dims[2]}, cs[3] = {1, s.dims[1], s.dims[2]};
+        st = read_slab(ck, &w, H5T_NATIVE_INT8, start, cw, m->w);
+        if (st == G1_OK)
+            st = read_slab(ck, &s, H5T_NATIVE_FLOAT, start, cs, m->scale);
+    }
+    close_dset(&w);
+    close_dset(&s);
+    return st;
+}
+
+static g1_status load_layer_in(g1_ckpt *ck, hid_t g, const char *dir, g1_weights *w, g1_layer_weights *L)
+{
+    const g1_config *c = &ck->cfg;
+    hsize_t dv[1] = {(hsize_t)c->emb_size}, dr[2] = {(hsize_t)c->emb_size, (hsize_t)c->num_experts};
+    for (int n = 0; n < G1_NUM_NORM; n++)
+        G1_TRY(read_floats(ck, g, dir, g1_norm_names[n], 1, dv, L->norm[n]));
+    for (int i = 0; i < 4; i++)
+        G1_TRY(load_qmat(ck, g, dir, (g1_qmat_id)i, 0, 1, w->layer0, &L->attn[i]));
+    G1_TRY(read_floats(ck, g, dir, "router", 2, dr, L->router));
+    for (int m = 0; m < 3; m++)
+        G1_TRY(load_qmat(ck, g, dir, (g1_qmat_id)(G1_MOE_GATE + m), w->expert0, w->expert1, w->layer0, L->moe[m]));
+    return G1_OK;
+}
+
+static g1_status load_layer(g1_ckpt *ck, int layer, g1_weights *w)
+{
+    char dir[32];
+    hid_t g;
+    G1_TRY(open_layer(ck, layer, dir, &g));
+    g1_status st = load_layer_in(ck, g, dir, w, &w->layers[layer - w->layer0]);
+    H5Gclose(g);
+    return st;
+}
+
+/* ---- embedding ---- */
+
+/* Rows per read: about EMBED_SLAB_BYTES, a whole number of chunks. */
+static hsize_t embed_slab_rows(const dset *d)
+{
+    hsize_t row_bytes = d->dims[1] * sizeof(float), rows = EMBED_SLAB_BYTES / (row_bytes ? row_bytes : 1);
+    hid_t dcpl = H5Dget_create_plist(d->id);
+    hsize_t chunk[2];
+    if (H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, chunk) == 2 && chunk[0] > 0)
+        rows = rows / chunk[0] * chunk[0];
+    H5Pclose(dcpl);
+    if (rows < 1)
+        rows = 1;
+    return rows < d->dims[0] ? rows : d->dims[0];
+}
+
+static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
+{
+    const g1_config *c = &ck->cfg;
+    hsize_t dims[2] = {(hsize_t)c->vocab_size, (hsize_t)c->emb_size};
+    G1_TRY(read_floats(ck, ck->file, "", "final_norm", 1, &dims[1], w->final_norm));
+    dset d;
+    G1_TRY(open_shaped(ck->file, "", "embedding", KIND_F32, 2, dims, &d));
+    hsize_t slab = embed_slab_rows(&d);
+    float *buf = malloc((size_t)(slab * dims[1]) * sizeof *buf);
+    g1_status st = buf ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    for (hsize_t r = 0; r < dims[0] && st == G1_OK; r += slab) {
+        hsize_t start[2] = {r, 0}, count[2] = {dims[0] - r < slab ? dims[0] - r : slab, dims[1]};
+        st = read_slab(ck, &d, H5T_NATIVE_FLOAT, start, count, buf);
+        uint16_t *dst = w->embedding + (size_t)(r * dims[1]);
+        for (size_t i = 0; st == G1_OK && i < (size_t)(count[0] * count[1]); i++)
+            dst[i] = g1_f32_to_bf16(buf[i]);
+    }
+    free(buf);
+    close_dset(&d);
+    return st;
+}
+
+/* ---- load ---- */
+
+static g1_status load_into(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w)
+{
+    const g1_config *c = &ck->cfg;
+    if (l0 < 0 || l1 > c->num_layers || l0 > l1)
+        return G1_FAIL(G1_ERR_ARG, "layer range [%d,%d) outside the checkpoint's %d layers", l0, l1, c->num_layers);
+    if (e0 < 0 || e1 > c->num_experts || e0 >= e1)
+        return G1_FAIL(G1_ERR_ARG, "expert range [%d,%d) outside the checkpoint's %d experts", e0, e1,
+                       c->num_experts);
+    int blocks[G1_NUM_QMAT];
+    for (int i = 0; i < G1_NUM_QMAT; i++)
+        blocks[i] = 1; /* no layer to load: any count dividing the rows */
+    if (l1 > l0)
+        G1_TRY(find_blocks(ck, l0, blocks));
+    G1_TRY(g1_weights_alloc(w, c, l0, l1, e0, e1, blocks, with_embedding));
+    if (with_embedding)
+        G1_TRY(load_embedding(ck, w));
+    for (int l = l0; l < l1; l++)
+        G1_TRY(load_layer(ck, l, w));
+    return G1_OK;
+}
+
+g1_status g1_ckpt_load(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w)
+{
+    memset(w, 0, sizeof *w);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    g1_status st = load_into(ck, l0, l1, e0, e1, with_embedding, w);
+    if (st != G1_OK)
+        g1_weights_free(w);
+    return st;
+}

@@ -1,0 +1,435 @@
+/* Streaming HDF5 checkpoint writer (format v1, docs/CHECKPOINT.md): creates
+ * every dataset up front under a temporary name, takes tensors one at a time
+ * (one expert = one chunk) and renames the file only once all were written.
+ * Used by grok1-mkckpt and the release converter. */
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+
+/* Embedding chunks of about this many bytes (whole rows). */
+#define EMBED_CHUNK_BYTES (4u << 20)
+
+struct g1_ckpt_writer {
+    hid_t file;
+    char *path, *tmp;
+    g1_config cfg;
+    int blocks[G1_NUM_QMAT];
+    int l0, l1;
+    int per_layer;       /* tensors per layer: 4 norms, 4 attn, router, 3 * E experts */
+    uint8_t *done;       /* (l1 - l0, per_layer): written yet? */
+    uint8_t *rows_done;  /* (V): embedding row written yet? */
+    int final_norm_done;
+};
+
+static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+    if (n == 0 && e->desc)
+        snprintf((char *)data, 256, "%s", e->desc);
+    return 0;
+}
+
+/* HDF5's innermost error description; call right after the failing call. */
+static void h5_detail(char buf[256])
+{
+    snprintf(buf, 256, "unknown HDF5 error");
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
+}
+
+static int is_expert(g1_qmat_id id) { return id >= G1_MOE_GATE; }
+
+/* ---- attributes ---- */
+
+static herr_t put_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *v)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = a < 0 ? -1 : H5Awrite(a, mtype, v);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(sp);
+    return e;
+}
+
+/* A variable-length UTF-8 string, as h5py writes a Python str. */
+static herr_t put_str_attr(hid_t loc, const char *name, const char *s)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    herr_t e = put_attr(loc, name, t, t, &s);
+    H5Tclose(t);
+    return e;
+}
+
+static g1_status write_attrs(g1_ckpt_writer *wr)
+{
+    herr_t e = put_str_attr(wr->file, "format", G1_FORMAT_NAME);
+    int v = G1_FORMAT_VERSION;
+    if (e >= 0)
+        e = put_attr(wr->file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &v);
+    for (int i = 0; i < g1_num_params && e >= 0; i++) {
+        const g1_param_desc *p = &g1_params[i];
+        const char *src = (const char *)&wr->cfg + p->offset;
+        if (p->type == G1_PARAM_INT)
+            e = put_attr(wr->file, p->name, H5T_STD_I32LE, H5T_NATIVE_INT, src);
+        else
+            e = put_attr(wr->file, p->name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, src);
+    }
+    if (e < 0) {
+        char d[256];
+        h5_detail(d);
+        return G1_FAIL(G1_ERR_IO, "%s: cannot write attributes: %s", wr->tmp, d);
+    }
+    return G1_OK;
+}
+
+/* ---- dataset creation ---- */
+
+/* chunk NULL: contiguous. Fill values are never written: every element is. */
+static g1_status make_dset(g1_ckpt_writer *wr, hid_t loc, const char *name, hid_t type, int rank,
+                           const hsize_t *dims, const hsize_t *chunk)
+{
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+    herr_t e = chunk ? H5Pset_chunk(dcpl, rank, chunk) : 0;
+    hid_t d = e < 0 ? -1 : H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    char detail[256];
+    if (d < 0)
+        h5_detail(detail);
+    else
+        H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (d < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: cannot create dataset %s: %s", wr->tmp, name, detail);
+    return G1_OK;
+}
+
+static g1_status make_qmat(g1_ckpt_writer *wr, hid_t g, g1_qmat_id id)
+{
+    const g1_config *c = &wr->cfg;
+    int rows, cols;
+    g1_qmat_shape(c, id, &rows, &cols);
+    char sname[64];
+    snprintf(sname, sizeof sname, "%s_scale", g1_qmat_names[id]);
+    hsize_t E = (hsize_t)c->num_experts, B = (hsize_t)wr->blocks[id];
+    if (!is_expert(id)) {
+        hsize_t dw[2] = {(hsize_t)rows, (hsize_t)cols}, ds[2] = {B, (hsize_t)cols};
+        G1_TRY(make_dset(wr, g, g1_qmat_names[id], H5T_STD_I8LE, 2, dw, NULL));
+        return make_dset(wr, g, sname, H5T_IEEE_F32LE, 2, ds, NULL);
+    }
+    /* one chunk per expert: a rank reads its experts contiguously */
+    hsize_t dw[3] = {E, (hsize_t)rows, (hsize_t)cols}, cw[3] = {1, (hsize_t)rows, (hsize_t)cols};
+    hsize_t ds[3] = {E, B, (hsize_t)cols}, cs[3] = {1, B, (hsize_t)cols};
+    G1_TRY(make_dset(wr, g, g1_qmat_names[id], H5T_STD_I8LE, 3, dw, cw));
+    return make_dset(wr, g, sname, H5T_IEEE_F32LE, 3, ds, cs);
+}
+
+static g1_status make_layer(g1_ckpt_writer *wr, hid_t layers, int layer)
+{
+    const g1_config *c = &wr->cfg;
+    char name[32];
+    snprintf(name, sizeof name, "%02d", layer);
+    hid_t g = H5Gcreate2(layers, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: cannot create group layers/%s", wr->tmp, name);
+    hsize_t dv[1] = {(hsize_t)c->emb_size}, dr[2] = {(hsize_t)c->emb_size, (hsize_t)c->num_experts};
+    g1_status st = G1_OK;
+    for (int n = 0; n < G1_NUM_NORM && st == G1_OK; n++)
+        st = make_dset(wr, g, g1_norm_names[n], H5T_IEEE_F32LE, 1, dv, NULL);
+    for (int i = 0; i < G1_NUM_QMAT && st == G1_OK; i++)
+        st = make_qmat(wr, g, (g1_qmat_id)i);
+    if (st == G1_OK)
+        st = make_dset(wr, g, "router", H5T_IEEE_F32LE, 2, dr, NULL);
+    H5Gclose(g);
+    return st;
+}
+
+static g1_status make_all(g1_ckpt_writer *wr)
+{
+    const g1_config *c = &wr->cfg;
+    hsize_t de[2] = {(hsize_t)c->vocab_size, (hsize_t)c->emb_size};
+    hsize_t rows = EMBED_CHUNK_BYTES / (de[1] * sizeof(float));
+    hsize_t ce[2] = {rows < 1 ? 1 : rows < de[0] ? rows : de[0], de[1]};
+    G1_TRY(make_dset(wr, wr->file, "embedding", H5T_IEEE_F32LE, 2, de, ce));
+    G1_TRY(make_dset(wr, wr->file, "final_norm", H5T_IEEE_F32LE, 1, &de[1], NULL));
+    hid_t layers = H5Gcreate2(wr->file, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (layers < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: cannot create group layers", wr->tmp);
+    g1_status st = G1_OK;
+    for (int l = wr->l0; l < wr->l1 && st == G1_OK; l++)
+        st = make_layer(wr, layers, l);
+    H5Gclose(layers);
+    return st;
+}
+
+/* ---- create / finish / abort ---- */
+
+static g1_status check_args(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT], int l0, int l1)
+{
+    if (!path || !*path)
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: empty output path");
+    G1_TRY(g1_config_validate(cfg));
+    if (l0 < 0 || l1 > cfg->num_layers || l0 > l1)
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: layer range [%d,%d) outside the model's %d layers", l0, l1,
+                       cfg->num_layers);
+    for (int i = 0; i < G1_NUM_QMAT; i++) {
+        int rows, cols;
+        g1_qmat_shape(cfg, (g1_qmat_id)i, &rows, &cols);
+        if (blocks[i] < 1 || rows % blocks[i])
+            return G1_FAIL(G1_ERR_ARG, "checkpoint writer: %d scale blocks do not divide the %d rows of %s",
+                           blocks[i], rows, g1_qmat_names[i]);
+    }
+    return G1_OK;
+}
+
+static g1_status alloc_writer(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT], int l0,
+                              int l1, g1_ckpt_writer **out)
+{
+    g1_ckpt_writer *wr = calloc(1, sizeof *wr);
+    if (!wr)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    *out = wr;
+    wr->file = -1;
+    wr->cfg = *cfg;
+    memcpy(wr->blocks, blocks, sizeof wr->blocks);
+    wr->l0 = l0;
+    wr->l1 = l1;
+    wr->per_layer = G1_NUM_NORM + 4 + 1 + 3 * cfg->num_experts;
+    size_t n = strlen(path) + 32;
+    wr->path = strdup(path);
+    wr->tmp = malloc(n);
+    wr->done = calloc((size_t)(l1 - l0) * (size_t)wr->per_layer + 1, 1);
+    wr->rows_done = calloc((size_t)cfg->vocab_size, 1);
+    if (!wr->path || !wr->tmp || !wr->done || !wr->rows_done)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    snprintf(wr->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    return G1_OK;
+}
+
+static void free_writer(g1_ckpt_writer *wr)
+{
+    free(wr->path);
+    free(wr->tmp);
+    free(wr->done);
+    free(wr->rows_done);
+    free(wr);
+}
+
+g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT], int l0,
+                                int l1, g1_ckpt_writer **out)
+{
+    *out = NULL;
+    G1_TRY(check_args(path, cfg, blocks, l0, l1));
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    g1_ckpt_writer *wr = NULL;
+    g1_status st = alloc_writer(path, cfg, blocks, l0, l1, &wr);
+    if (st != G1_OK) {
+        if (wr)
+            free_writer(wr);
+        return st;
+    }
+    wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (wr->file < 0) {
+        char d[256];
+        h5_detail(d);
+        st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", wr->tmp, d);
+        free_writer(wr);
+        return st;
+    }
+    st = write_attrs(wr);
+    if (st == G1_OK)
+        st = make_all(wr);
+    if (st != G1_OK) {
+        g1_ckpt_writer_abort(wr);
+        return st;
+    }
+    *out = wr;
+    return G1_OK;
+}
+
+/* Name of the first tensor not written, or NULL when complete. */
+static const char *first_missing(const g1_ckpt_writer *wr, char *buf, size_t n)
+{
+    for (int v = 0; v < wr->cfg.vocab_size; v++)
+        if (!wr->rows_done[v]) {
+            snprintf(buf, n, "embedding row %d", v);
+            return buf;
+        }
+    if (!wr->final_norm_done)
+        return "final_norm";
+    int E = wr->cfg.num_experts;
+    for (int l = 0; l < wr->l1 - wr->l0; l++)
+        for (int i = 0; i < wr->per_layer; i++) {
+            if (wr->done[(size_t)l * wr->per_layer + i])
+                continue;
+            const char *what = i < G1_NUM_NORM ? g1_norm_names[i]
+                               : i < G1_NUM_NORM + 4 ? g1_qmat_names[i - G1_NUM_NORM]
+                               : i == G1_NUM_NORM + 4 ? "router"
+                                                      : g1_qmat_names[G1_MOE_GATE + (i - G1_NUM_NORM - 5) / E];
+            if (i > G1_NUM_NORM + 4)
+                snprintf(buf, n, "layers/%02d/%s expert %d", wr->l0 + l, what, (i - G1_NUM_NORM - 5) % E);
+            else
+                snprintf(buf, n, "layers/%02d/%s", wr->l0 + l, what);
+            return buf;
+        }
+    return NULL;
+}
+
+/* Flush the closed file to disk before the rename makes it visible. */
+static void sync_file(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr)
+{
+    char buf[96];
+    const char *missing = first_missing(wr, buf, sizeof buf);
+    if (missing) {
+        g1_status st = G1_FAIL(G1_ERR_INTERNAL, "checkpoint writer: %s was never written; %s not created",
+                               missing, wr->path);
+        g1_ckpt_writer_abort(wr);
+        return st;
+    }
+    herr_t e = H5Fclose(wr->file);
+    wr->file = -1;
+    g1_status st = G1_OK;
+    if (e < 0) {
+        st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", wr->tmp);
+    } else {
+        sync_file(wr->tmp);
+        if (rename(wr->tmp, wr->path))
+            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s", wr->tmp, wr->path);
+    }
+    if (st != G1_OK)
+        remove(wr->tmp);
+    free_writer(wr);
+    return st;
+}
+
+void g1_ckpt_writer_abort(g1_ckpt_writer *wr)
+{
+    if (!wr)
+        return;
+    if (wr->file >= 0)
+        H5Fclose(wr->file);
+    remove(wr->tmp);
+    free_writer(wr);
+}
+
+/* ---- tensor writes ---- */
+
+/* Write the hyperslab [start, start+count) of dataset `name`. */
+static g1_status write_slab(g1_ckpt_writer *wr, const char *name, hid_t memtype, int rank, const hsize_t *start,
+                            const hsize_t *count, const void *buf)
+{
+    hid_t d = H5Dopen2(wr->file, name, H5P_DEFAULT);
+    if (d < 0)
+        return G1_FAIL(G1_ERR_INTERNAL, "%s: no dataset %s", wr->tmp, name);
+    hid_t fs = H5Dget_space(d);
+    hid_t ms = H5Screate_simple(rank, count, NULL);
+    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0)
+        e = H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf);
+    char detail[256];
+    if (e < 0)
+        h5_detail(detail);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    if (e < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: writing %s failed: %s", wr->tmp, name, detail);
+    return G1_OK;
+}
+
+static g1_status check_layer(const g1_ckpt_writer *wr, int layer)
+{
+    if (layer < wr->l0 || layer >= wr->l1)
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: layer %d outside the file's layers [%d,%d)", layer, wr->l0,
+                       wr->l1);
+    return G1_OK;
+}
+
+static void mark(g1_ckpt_writer *wr, int layer, int item) { wr->done[(size_t)(layer - wr->l0) * wr->per_layer + item] = 1; }
+
+g1_status g1_ckpt_write_embedding_rows(g1_ckpt_writer *wr, int64_t row0, int64_t nrows, const float *rows)
+{
+    const g1_config *c = &wr->cfg;
+    if (row0 < 0 || nrows < 0 || row0 + nrows > c->vocab_size)
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: embedding rows [%lld,%lld) outside the %d rows",
+                       (long long)row0, (long long)(row0 + nrows), c->vocab_size);
+    if (nrows == 0)
+        return G1_OK;
+    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)c->emb_size};
+    G1_TRY(write_slab(wr, "embedding", H5T_NATIVE_FLOAT, 2, start, count, rows));
+    memset(wr->rows_done + row0, 1, (size_t)nrows);
+    return G1_OK;
+}
+
+g1_status g1_ckpt_write_final_norm(g1_ckpt_writer *wr, const float *v)
+{
+    hsize_t start[1] = {0}, count[1] = {(hsize_t)wr->cfg.emb_size};
+    G1_TRY(write_slab(wr, "final_norm", H5T_NATIVE_FLOAT, 1, start, count, v));
+    wr->final_norm_done = 1;
+    return G1_OK;
+}
+
+g1_status g1_ckpt_write_norm(g1_ckpt_writer *wr, int layer, g1_norm_id n, const float *v)
+{
+    G1_TRY(check_layer(wr, layer));
+    if ((int)n < 0 || n >= G1_NUM_NORM)
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: no norm %d", (int)n);
+    char name[64];
+    snprintf(name, sizeof name, "layers/%02d/%s", layer, g1_norm_names[n]);
+    hsize_t start[1] = {0}, count[1] = {(hsize_t)wr->cfg.emb_size};
+    G1_TRY(write_slab(wr, name, H5T_NATIVE_FLOAT, 1, start, count, v));
+    mark(wr, layer, (int)n);
+    return G1_OK;
+}
+
+g1_status g1_ckpt_write_router(g1_ckpt_writer *wr, int layer, const float *v)
+{
+    G1_TRY(check_layer(wr, layer));
+    char name[64];
+    snprintf(name, sizeof name, "layers/%02d/router", layer);
+    hsize_t start[2] = {0, 0}, count[2] = {(hsize_t)wr->cfg.emb_size, (hsize_t)wr->cfg.num_experts};
+    G1_TRY(write_slab(wr, name, H5T_NATIVE_FLOAT, 2, start, count, v));
+    mark(wr, layer, G1_NUM_NORM + 4);
+    return G1_OK;
+}
+
+g1_status g1_ckpt_write_qmat(g1_ckpt_writer *wr, int layer, g1_qmat_id id, int expert, const int8_t *w,
+                             const float *scale)
+{
+    G1_TRY(check_layer(wr, layer));
+    if ((int)id < 0 || id >= G1_NUM_QMAT)
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: no matrix kind %d", (int)id);
+    int E = wr->cfg.num_experts, rows, cols;
+    if (is_expert(id) && (expert < 0 || expert >= E))
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: expert %d outside the model's %d", expert, E);
+    g1_qmat_shape(&wr->cfg, id, &rows, &cols);
+    char name[64], sname[80];
+    snprintf(name, sizeof name, "layers/%02d/%s", layer, g1_qmat_names[id]);
+    snprintf(sname, sizeof sname, "%s_scale", name);
+    int x = is_expert(id) ? 1 : 0, rank = 2 + x;
+    hsize_t start[3] = {(hsize_t)expert, 0, 0}, cw[3] = {1, 1, 1}, cs[3] = {1, 1, 1};
+    cw[x] = (hsize_t)rows;
+    cw[x + 1] = (hsize_t)cols;
+    cs[x] = (hsize_t)wr->blocks[id];
+    cs[x + 1] = (hsize_t)cols;
+    G1_TRY(write_slab(wr, name, H5T_NATIVE_INT8, rank, start + 1 - x, cw, w));
+    G1_TRY(write_slab(wr, sname, H5T_NATIVE_FLOAT, rank, start + 1 - x, cs, scale));
+    mark(wr, layer, is_expert(id) ? G1_NUM_NORM + 5 + ((int)id - G1_MOE_GATE) * E + expert : G1_NUM_NORM + (int)id);
+    return G1_OK;
+}

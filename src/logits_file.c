@@ -1,0 +1,175 @@
+/* Logits dump file (grok1-run --dump-logits): one float32 dataset
+ * /logits/<k> of shape (n, V) per request k, filled in row pieces, under a
+ * temporary name until g1_logits_file_finish renames it. */
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+
+struct g1_logits_file {
+    hid_t file, group;
+    char *path, *tmp;
+    int vocab_size;
+};
+
+static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+    if (n == 0 && e->desc)
+        snprintf((char *)data, 256, "%s", e->desc);
+    return 0;
+}
+
+/* HDF5's innermost error description; call right after the failing call. */
+static void h5_detail(char buf[256])
+{
+    snprintf(buf, 256, "unknown HDF5 error");
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
+}
+
+static void free_file(g1_logits_file *f)
+{
+    free(f->path);
+    free(f->tmp);
+    free(f);
+}
+
+static herr_t put_attrs(hid_t file, int vocab_size)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    const char *fmt = "grok1-logits";
+    hid_t a = H5Acreate2(file, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = a < 0 ? -1 : H5Awrite(a, t, &fmt);
+    if (a >= 0)
+        H5Aclose(a);
+    hid_t b = e < 0 ? -1 : H5Acreate2(file, "vocab_size", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    e = b < 0 ? -1 : H5Awrite(b, H5T_NATIVE_INT, &vocab_size);
+    if (b >= 0)
+        H5Aclose(b);
+    H5Tclose(t);
+    H5Sclose(sp);
+    return e;
+}
+
+g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file **out)
+{
+    *out = NULL;
+    if (!path || !*path || vocab_size <= 0)
+        return G1_FAIL(G1_ERR_ARG, "logits file: empty path or vocab_size %d", vocab_size);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    g1_logits_file *f = calloc(1, sizeof *f);
+    size_t n = strlen(path) + 32;
+    char *p = strdup(path), *tmp = malloc(n);
+    if (!f || !p || !tmp) {
+        free(f);
+        free(p);
+        free(tmp);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    }
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    *f = (g1_logits_file){.file = -1, .group = -1, .path = p, .tmp = tmp, .vocab_size = vocab_size};
+    f->file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f->file < 0) {
+        char d[256];
+        h5_detail(d);
+        g1_status st = G1_FAIL(G1_ERR_IO, "cannot create logits file %s: %s", tmp, d);
+        free_file(f);
+        return st;
+    }
+    if (put_attrs(f->file, vocab_size) >= 0)
+        f->group = H5Gcreate2(f->file, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (f->group < 0) {
+        g1_logits_file_abort(f);
+        return G1_FAIL(G1_ERR_IO, "%s: cannot create group logits", tmp);
+    }
+    *out = f;
+    return G1_OK;
+}
+
+/* Open /logits/<k>, creating it (n, V) on first use; check its rows. */
+static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_total, hid_t *out)
+{
+    hsize_t dims[2] = {(hsize_t)n_rows_total, (hsize_t)f->vocab_size};
+    if (H5Lexists(f->group, name, H5P_DEFAULT) > 0) {
+        *out = H5Dopen2(f->group, name, H5P_DEFAULT);
+        hid_t sp = *out < 0 ? -1 : H5Dget_space(*out);
+        hsize_t have[2] = {0, 0};
+        int ok = sp >= 0 && H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] == dims[0];
+        if (sp >= 0)
+            H5Sclose(sp);
+        if (!ok) {
+            if (*out >= 0)
+                H5Dclose(*out);
+            return G1_FAIL(G1_ERR_ARG, "logits file: logits/%s has %llu rows, not %d", name,
+                           (unsigned long long)have[0], n_rows_total);
+        }
+        return G1_OK;
+    }
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+    *out = H5Dcreate2(f->group, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (*out < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: cannot create dataset logits/%s", f->tmp, name);
+    return G1_OK;
+}
+
+g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
+                               const float *logits)
+{
+    if (k < 0 || n_rows_total <= 0 || row0 < 0 || nrows < 0 || row0 + nrows > n_rows_total)
+        return G1_FAIL(G1_ERR_ARG, "logits file: request %lld rows [%d,%d) outside its %d rows", (long long)k, row0,
+                       row0 + nrows, n_rows_total);
+    char name[32];
+    snprintf(name, sizeof name, "%lld", (long long)k);
+    hid_t d;
+    G1_TRY(open_request(f, name, n_rows_total, &d));
+    herr_t e = 0;
+    if (nrows > 0) {
+        hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)f->vocab_size};
+        hid_t fs = H5Dget_space(d), ms = H5Screate_simple(2, count, NULL);
+        e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (e >= 0)
+            e = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, logits);
+        H5Sclose(ms);
+        H5Sclose(fs);
+    }
+    H5Dclose(d);
+    if (e < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: writing logits/%s failed (disk full?)", f->tmp, name);
+    return G1_OK;
+}
+
+g1_status g1_logits_file_finish(g1_logits_file *f)
+{
+    H5Gclose(f->group);
+    herr_t e = H5Fclose(f->file);
+    g1_status st = G1_OK;
+    if (e < 0)
+        st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", f->tmp);
+    else if (rename(f->tmp, f->path))
+        st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s", f->tmp, f->path);
+    if (st != G1_OK)
+        remove(f->tmp);
+    free_file(f);
+    return st;
+}
+
+void g1_logits_file_abort(g1_logits_file *f)
+{
+    if (!f)
+        return;
+    if (f->group >= 0)
+        H5Gclose(f->group);
+    if (f->file >= 0)
+        H5Fclose(f->file);
+    remove(f->tmp);
+    free_file(f);
+}

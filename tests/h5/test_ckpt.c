@@ -1,0 +1,330 @@
+/* Checkpoint writer + reader round trip on the tiny preset: loads (full and
+ * partial) must equal g1_synth_weights bit for bit, read exactly the bytes
+ * asked for, and failures must leave no file behind. Also the logits file. */
+#include <dirent.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "synth.h"
+
+static int failures;
+static char dir[256];
+
+#define CHECK(cond, ...)                                          \
+    do {                                                          \
+        if (!(cond)) {                                            \
+            failures++;                                           \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
+            printf(__VA_ARGS__);                                  \
+            printf("\n");                                         \
+        }                                                         \
+    } while (0)
+
+static void path_in_dir(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
+
+static int count_files(void)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Write layers [l0,l1) of the synthetic model through the writer. */
+static g1_status write_synth(const char *path, const g1_synth *s, int l0, int l1)
+{
+    const g1_config *c = &s->cfg;
+    int blocks[G1_NUM_QMAT];
+    g1_synth_blocks(c, blocks);
+    g1_ckpt_writer *wr;
+    G1_TRY(g1_ckpt_writer_create(path, c, blocks, l0, l1, &wr));
+    size_t D = (size_t)c->emb_size;
+    float *buf = malloc((size_t)c->vocab_size * D * sizeof *buf);
+    int8_t *w = malloc((size_t)c->ffn_size * D);
+    float *sc = malloc(8 * (size_t)c->ffn_size * sizeof *sc);
+    g1_status st = buf && w && sc ? G1_OK : G1_ERR_NOMEM;
+    /* embedding in uneven pieces: rows [0,100), [100,V) */
+    g1_synth_embedding_rows(s, 0, c->vocab_size, buf);
+    if (st == G1_OK)
+        st = g1_ckpt_write_embedding_rows(wr, 0, 100, buf);
+    if (st == G1_OK)
+        st = g1_ckpt_write_embedding_rows(wr, 100, c->vocab_size - 100, buf + 100 * D);
+    g1_synth_final_norm(s, buf);
+    if (st == G1_OK)
+        st = g1_ckpt_write_final_norm(wr, buf);
+    for (int l = l0; l < l1 && st == G1_OK; l++) {
+        for (int n = 0; n < G1_NUM_NORM && st == G1_OK; n++) {
+            g1_synth_norm(s, l, (g1_norm_id)n, buf);
+            st = g1_ckpt_write_norm(wr, l, (g1_norm_id)n, buf);
+        }
+        g1_synth_router(s, l, buf);
+        if (st == G1_OK)
+            st = g1_ckpt_write_router(wr, l, buf);
+        /* experts in reverse order: writes need not be sequential */
+        for (int i = G1_NUM_QMAT - 1; i >= 0 && st == G1_OK; i--)
+            for (int e = i >= G1_MOE_GATE ? c->num_experts - 1 : 0; e >= 0 && st == G1_OK; e--) {
+                g1_synth_qmat(s, l, (g1_qmat_id)i, e, blocks[i], w, sc);
+                st = g1_ckpt_write_qmat(wr, l, (g1_qmat_id)i, e, w, sc);
+            }
+    }
+    free(buf);
+    free(w);
+    free(sc);
+    if (st != G1_OK) {
+        g1_ckpt_writer_abort(wr);
+        return st;
+    }
+    return g1_ckpt_writer_finish(wr);
+}
+
+static int same_qmat(const g1_qmat *a, const g1_qmat *b)
+{
+    return a->rows == b->rows && a->cols == b->cols && a->blocks == b->blocks &&
+           !memcmp(a->w, b->w, (size_t)a->rows * a->cols) &&
+           !memcmp(a->scale, b->scale, (size_t)a->blocks * a->cols * sizeof(float));
+}
+
+/* Bitwise comparison of two weight sets of the same ranges. */
+static void compare(const g1_weights *a, const g1_weights *b, const char *what)
+{
+    const g1_config *c = &a->cfg;
+    size_t D = (size_t)c->emb_size;
+    CHECK(a->layer0 == b->layer0 && a->layer1 == b->layer1 && a->expert0 == b->expert0 && a->expert1 == b->expert1,
+          "%s: ranges differ", what);
+    /* without layers the reader has no scale to take blocks from */
+    CHECK(a->layer1 == a->layer0 || !memcmp(a->blocks, b->blocks, sizeof a->blocks), "%s: blocks differ", what);
+    CHECK(!a->embedding == !b->embedding, "%s: embedding held by one only", what);
+    if (a->embedding && b->embedding) {
+        CHECK(!memcmp(a->embedding, b->embedding, (size_t)c->vocab_size * D * 2), "%s: embedding differs", what);
+        CHECK(!memcmp(a->final_norm, b->final_norm, D * 4), "%s: final_norm differs", what);
+    }
+    for (int l = 0; l < a->layer1 - a->layer0; l++) {
+        const g1_layer_weights *x = &a->layers[l], *y = &b->layers[l];
+        for (int n = 0; n < G1_NUM_NORM; n++)
+            CHECK(!memcmp(x->norm[n], y->norm[n], D * 4), "%s: layer %d %s differs", what, a->layer0 + l,
+                  g1_norm_names[n]);
+        for (int i = 0; i < 4; i++)
+            CHECK(same_qmat(&x->attn[i], &y->attn[i]), "%s: layer %d %s differs", what, a->layer0 + l,
+                  g1_qmat_names[i]);
+        CHECK(!memcmp(x->router, y->router, D * (size_t)c->num_experts * 4), "%s: layer %d router differs", what,
+              a->layer0 + l);
+        for (int m = 0; m < 3; m++)
+            for (int e = 0; e < a->expert1 - a->expert0; e++)
+                CHECK(same_qmat(&x->moe[m][e], &y->moe[m][e]), "%s: layer %d %s expert %d differs", what,
+                      a->layer0 + l, g1_qmat_names[G1_MOE_GATE + m], a->expert0 + e);
+    }
+}
+
+/* Bytes a load of these ranges must read, as stored (float32 embedding). */
+static uint64_t expected_bytes(const g1_config *c, const int blocks[G1_NUM_QMAT], int l0, int l1, int e0, int e1,
+                               int emb)
+{
+    uint64_t D = (uint64_t)c->emb_size, b = emb ? ((uint64_t)c->vocab_size * D + D) * 4 : 0, per = 0;
+    per += 4 * D * 4 + D * (uint64_t)c->num_experts * 4;
+    for (int i = 0; i < G1_NUM_QMAT; i++) {
+        int rows, cols;
+        g1_qmat_shape(c, (g1_qmat_id)i, &rows, &cols);
+        uint64_t q = (uint64_t)rows * cols + (uint64_t)blocks[i] * cols * 4;
+        per += q * (uint64_t)(i >= G1_MOE_GATE ? e1 - e0 : 1);
+    }
+    return b + per * (uint64_t)(l1 - l0);
+}
+
+static void check_load(g1_ckpt *ck, const g1_synth *s, int l0, int l1, int e0, int e1, int emb)
+{
+    char what[96];
+    snprintf(what, sizeof what, "load layers [%d,%d) experts [%d,%d) emb %d", l0, l1, e0, e1, emb);
+    int blocks[G1_NUM_QMAT];
+    g1_synth_blocks(&s->cfg, blocks);
+    g1_weights got, want;
+    uint64_t before = g1_ckpt_bytes_read(ck);
+    g1_status st = g1_ckpt_load(ck, l0, l1, e0, e1, emb, &got);
+    CHECK(st == G1_OK, "%s: %s", what, g1_last_error());
+    if (st != G1_OK)
+        return;
+    uint64_t read = g1_ckpt_bytes_read(ck) - before, exp = expected_bytes(&s->cfg, blocks, l0, l1, e0, e1, emb);
+    CHECK(read == exp, "%s: read %llu bytes, expected %llu", what, (unsigned long long)read,
+          (unsigned long long)exp);
+    if (g1_weights_alloc(&want, &s->cfg, l0, l1, e0, e1, blocks, emb) == G1_OK && g1_synth_weights(s, &want) == G1_OK)
+        compare(&got, &want, what);
+    else
+        CHECK(0, "%s: synth: %s", what, g1_last_error());
+    g1_weights_free(&got);
+    g1_weights_free(&want);
+}
+
+static void test_roundtrip(const g1_synth *s)
+{
+    char path[320];
+    path_in_dir(path, sizeof path, "full.h5");
+    CHECK(write_synth(path, s, 0, s->cfg.num_layers) == G1_OK, "write: %s", g1_last_error());
+    CHECK(count_files() == 1, "writer left %d files (want 1)", count_files());
+    g1_ckpt *ck;
+    if (g1_ckpt_open(path, &ck) != G1_OK) {
+        CHECK(0, "open: %s", g1_last_error());
+        return;
+    }
+    const g1_config *c = g1_ckpt_config(ck);
+    for (int i = 0; i < g1_num_params; i++) {
+        const g1_param_desc *p = &g1_params[i];
+        const char *x = (const char *)c + p->offset, *y = (const char *)&s->cfg + p->offset;
+        CHECK(!memcmp(x, y, p->type == G1_PARAM_INT ? sizeof(int) : sizeof(double)), "attribute %s differs",
+              p->name);
+    }
+    CHECK(g1_ckpt_bytes_read(ck) == 0, "open read payload bytes");
+    check_load(ck, s, 0, c->num_layers, 0, c->num_experts, 1);
+    check_load(ck, s, 1, 3, 2, 5, 0);
+    check_load(ck, s, 3, 4, 7, 8, 0);
+    check_load(ck, s, 2, 2, 0, 1, 1); /* embedding only */
+    g1_weights w;
+    CHECK(g1_ckpt_load(ck, 0, 5, 0, 8, 0, &w) == G1_ERR_ARG, "layer range beyond the model accepted");
+    CHECK(g1_ckpt_load(ck, 0, 1, 3, 3, 0, &w) == G1_ERR_ARG, "empty expert range accepted");
+    CHECK(g1_ckpt_load(ck, 0, 1, 0, 9, 0, &w) == G1_ERR_ARG, "expert range beyond the model accepted");
+    g1_ckpt_close(ck);
+}
+
+/* A file holding layers [0,2) of a 4-layer model. */
+static void test_layer_subset(const g1_synth *s)
+{
+    char path[320];
+    path_in_dir(path, sizeof path, "first2.h5");
+    CHECK(write_synth(path, s, 0, 2) == G1_OK, "write: %s", g1_last_error());
+    g1_ckpt *ck;
+    if (g1_ckpt_open(path, &ck) != G1_OK) {
+        CHECK(0, "open: %s", g1_last_error());
+        return;
+    }
+    check_load(ck, s, 0, 2, 0, 8, 1);
+    g1_weights w;
+    g1_status st = g1_ckpt_load(ck, 1, 3, 0, 8, 0, &w);
+    CHECK(st == G1_ERR_FORMAT && strstr(g1_last_error(), "checkpoint has no layers/02: was it converted with --layers?"),
+          "missing layer: status %d, message '%s'", (int)st, g1_last_error());
+    g1_ckpt_close(ck);
+    remove(path);
+}
+
+static void test_writer_failures(const g1_synth *s)
+{
+    char path[320];
+    path_in_dir(path, sizeof path, "never.h5");
+    int blocks[G1_NUM_QMAT], before = count_files();
+    g1_synth_blocks(&s->cfg, blocks);
+    g1_ckpt_writer *wr;
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 1, &wr) == G1_OK, "create: %s", g1_last_error());
+    CHECK(access(path, F_OK) != 0, "final name exists before finish");
+    CHECK(count_files() == before + 1, "no temporary file while writing");
+    g1_ckpt_writer_abort(wr);
+    CHECK(count_files() == before, "abort left a file");
+    /* finish with tensors missing: refused, nothing left */
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 1, &wr) == G1_OK, "create: %s", g1_last_error());
+    g1_status st = g1_ckpt_writer_finish(wr);
+    CHECK(st != G1_OK && strstr(g1_last_error(), "never written"), "incomplete finish: %d '%s'", (int)st,
+          g1_last_error());
+    CHECK(count_files() == before, "incomplete finish left a file");
+    /* bad arguments */
+    int bad[G1_NUM_QMAT];
+    memcpy(bad, blocks, sizeof bad);
+    bad[G1_ATTN_O] = 3;
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, bad, 0, 1, &wr) == G1_ERR_ARG, "3 blocks of 64 rows accepted");
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 5, &wr) == G1_ERR_ARG, "layers beyond the model accepted");
+    CHECK(g1_ckpt_writer_create("/nonexistent-dir/x.h5", &s->cfg, blocks, 0, 1, &wr) == G1_ERR_IO,
+          "unwritable path accepted");
+    CHECK(count_files() == before, "failed creates left a file");
+    g1_ckpt *ck;
+    CHECK(g1_ckpt_open(path, &ck) == G1_ERR_IO && strstr(g1_last_error(), path), "missing file: '%s'",
+          g1_last_error());
+}
+
+/* Read /logits/<name> back with HDF5 directly. */
+static int read_logits(const char *path, const char *name, float *out)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t g = f < 0 ? -1 : H5Gopen2(f, "logits", H5P_DEFAULT);
+    hid_t d = g < 0 ? -1 : H5Dopen2(g, name, H5P_DEFAULT);
+    int ok = d >= 0 && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0;
+    if (d >= 0)
+        H5Dclose(d);
+    if (g >= 0)
+        H5Gclose(g);
+    if (f >= 0)
+        H5Fclose(f);
+    return ok;
+}
+
+static void test_logits(void)
+{
+    enum { V = 37 };
+    float a[5 * V], b[V], back[5 * V];
+    for (int i = 0; i < 5 * V; i++)
+        a[i] = (float)i * 0.25f - 3.0f;
+    for (int i = 0; i < V; i++)
+        b[i] = -(float)i;
+    char path[320];
+    path_in_dir(path, sizeof path, "logits.h5");
+    int before = count_files();
+    g1_logits_file *f;
+    if (g1_logits_file_create(path, V, &f) != G1_OK) {
+        CHECK(0, "logits create: %s", g1_last_error());
+        return;
+    }
+    CHECK(g1_logits_file_write(f, 12, 1, 0, 1, b) == G1_OK, "write 12: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 0, 5, 3, 2, a + 3 * V) == G1_OK, "write 0 rows 3-4: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 0, 5, 0, 3, a) == G1_OK, "write 0 rows 0-2: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 0, 6, 0, 1, a) == G1_ERR_ARG, "row count change accepted");
+    CHECK(g1_logits_file_write(f, 1, 2, 1, 2, a) == G1_ERR_ARG, "rows past the end accepted");
+    CHECK(access(path, F_OK) != 0, "logits final name exists before finish");
+    CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    CHECK(read_logits(path, "0", back) && !memcmp(back, a, sizeof a), "logits/0 differs");
+    CHECK(read_logits(path, "12", back) && !memcmp(back, b, sizeof b), "logits/12 differs");
+    CHECK(count_files() == before + 1, "logits left %d files", count_files() - before);
+    remove(path);
+    CHECK(g1_logits_file_create(path, V, &f) == G1_OK, "logits create: %s", g1_last_error());
+    g1_logits_file_write(f, 0, 1, 0, 1, b);
+    g1_logits_file_abort(f);
+    CHECK(count_files() == before, "logits abort left a file");
+}
+
+static void cleanup(void)
+{
+    DIR *d = opendir(dir);
+    char p[600];
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.') {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            remove(p);
+        }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/g1-test-ckpt-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    g1_synth s = {.seed = 0x5eed, .qk_gain = 1.0};
+    if (g1_config_preset("tiny", &s.cfg) != G1_OK)
+        return 1;
+    test_roundtrip(&s);
+    test_layer_subset(&s);
+    test_writer_failures(&s);
+    test_logits();
+    cleanup();
+    if (failures) {
+        printf("NOT OK: %d checks failed\n", failures);
+        return 1;
+    }
+    printf("ok: checkpoint round trip, partial loads, byte counts, writer and logits files\n");
+    return 0;
+}

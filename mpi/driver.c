@@ -1,0 +1,370 @@
+/* The request scheduler of grok1-run: continuous batching over sequence
+ * slots. Each step is one engine forward over a batch of decode tokens (one
+ * per decoding slot) and prefill chunks (oldest request first), within
+ * max_batch_tokens. A finished slot takes the next request at once; results
+ * are held back until every earlier request's result has been written. */
+#include "driver.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One sequence slot: the request it runs and how far it got. */
+typedef struct seq {
+    int busy;
+    g1_request req;
+    int64_t k;          /* request index (0-based, input order) */
+    int max_new;        /* generate: completion limit for this request */
+    int fed;            /* positions already in the KV cache */
+    int *gen;           /* generate: (max_new, limited by max_seq_len) new tokens */
+    int n_gen;
+    const char *finish; /* generate: "eos" / "length" once done */
+    double *lp;         /* score: (n_prompt - 1) */
+    double sum;
+    int greedy;
+} seq;
+
+/* Finished result lines waiting for their predecessors: a ring indexed by
+ * request index, holding requests [next, next + cap). */
+typedef struct outq {
+    char **line;
+    int64_t cap;
+    int64_t next; /* the next request index to write */
+} outq;
+
+typedef struct driver {
+    g1_engine *e;
+    const g1_config *cfg;
+    g1_driver_opts o;
+    FILE *out;
+    g1_driver_stats *st;
+    g1_request_reader rd;
+    int eof;
+    int64_t n_read;
+    seq *seqs;    /* (n_slots) */
+    outq q;
+    int rr;       /* first slot offered a decode token this step */
+    /* step buffers */
+    int *tok, *slot, *pos; /* (max_batch_tokens) */
+    int *need;             /* (max_batch_tokens) rows that need logits */
+    float *x;              /* (max_batch_tokens, D) */
+    float *logits;         /* (lrows, V) */
+    int lrows;             /* logits rows computed at once */
+} driver;
+
+/* ---- ordered output ---- */
+
+static g1_status out_write(driver *d, const char *line)
+{
+    if (fputs(line, d->out) < 0 || fputc('\n', d->out) == EOF || fflush(d->out) != 0)
+        return G1_FAIL(G1_ERR_IO, "writing results failed: %s", strerror(errno));
+    return G1_OK;
+}
+
+/* Takes ownership of `line`. */
+static g1_status out_push(driver *d, int64_t k, char *line)
+{
+    outq *q = &d->q;
+    if (k - q->next >= q->cap) {
+        int64_t cap = q->cap ? 2 * q->cap : 64;
+        while (k - q->next >= cap)
+            cap *= 2;
+        char **nl = calloc((size_t)cap, sizeof *nl);
+        if (!nl) {
+            free(line);
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory holding results back for input order");
+        }
+        for (int64_t i = q->next; i < q->next + q->cap; i++)
+            nl[i % cap] = q->line[i % q->cap];
+        free(q->line);
+        q->line = nl;
+        q->cap = cap;
+    }
+    q->line[k % q->cap] = line;
+    while (q->cap && q->line[q->next % q->cap]) {
+        char **slot = &q->line[q->next % q->cap];
+        g1_status st = out_write(d, *slot);
+        free(*slot);
+        *slot = NULL;
+        G1_TRY(st);
+        q->next++;
+    }
+    return G1_OK;
+}
+
+/* ---- sequences ---- */
+
+static void seq_clear(seq *q)
+{
+    g1_request_free(&q->req);
+    free(q->gen);
+    free(q->lp);
+    memset(q, 0, sizeof *q);
+}
+
+static g1_status seq_finish(driver *d, int s)
+{
+    seq *q = &d->seqs[s];
+    char *line = NULL;
+    g1_status st = d->o.mode == G1_MODE_SCORE
+                       ? g1_result_score(&q->req, q->lp, q->sum, q->greedy, &line)
+                       : g1_result_generate(&q->req, q->gen, q->n_gen, q->finish, &line);
+    int64_t k = q->k;
+    d->st->generated_tokens += q->n_gen;
+    seq_clear(q);
+    g1_engine_reset_slot(d->e, s);
+    G1_TRY(st);
+    return out_push(d, k, line);
+}
+
+/* Put request `r` (ownership taken) into free slot s. A generate request
+ * with no room for new tokens finishes at once and leaves the slot free. */
+static g1_status seq_start(driver *d, int s, g1_request *r)
+{
+    seq *q = &d->seqs[s];
+    memset(q, 0, sizeof *q);
+    q->req = *r;
+    q->k = d->n_read++;
+    d->st->requests++;
+    d->st->prompt_tokens += r->n_prompt;
+    int n = r->n_prompt;
+    if (d->o.mode == G1_MODE_SCORE) {
+        q->greedy = 1;
+        q->lp = malloc((size_t)(n > 1 ? n - 1 : 1) * sizeof *q->lp);
+        if (!q->lp)
+            return seq_clear(q), G1_FAIL(G1_ERR_NOMEM, "out of memory for request on line %ld", r->line);
+    } else {
+        q->max_new = r->max_new_tokens >= 0 ? r->max_new_tokens : d->o.max_new_tokens;
+        if (q->max_new > d->cfg->max_seq_len - n)
+            q->max_new = d->cfg->max_seq_len - n;
+        if (q->max_new == 0) {
+            q->finish = "length";
+            return seq_finish(d, s);
+        }
+        q->gen = malloc((size_t)q->max_new * sizeof *q->gen);
+        if (!q->gen)
+            return seq_clear(q), G1_FAIL(G1_ERR_NOMEM, "out of memory for request on line %ld", r->line);
+    }
+    q->busy = 1;
+    g1_engine_reset_slot(d->e, s);
+    return G1_OK;
+}
+
+/* Fill free slots from the input, in slot order. */
+static g1_status admit(driver *d)
+{
+    for (int s = 0; s < d->o.n_slots && !d->eof; s++) {
+        while (!d->seqs[s].busy && !d->eof) {
+            g1_request r;
+            int got = 0;
+            G1_TRY(g1_request_next(&d->rd, &r, &got));
+            if (!got)
+                d->eof = 1;
+            else
+                G1_TRY(seq_start(d, s, &r));
+        }
+    }
+    return G1_OK;
+}
+
+/* ---- one step ---- */
+
+static void add_row(driver *d, int t, int s, int token, int pos, int need)
+{
+    d->tok[t] = token;
+    d->slot[t] = s;
+    d->pos[t] = pos;
+    d->need[t] = need;
+}
+
+/* Decode tokens first (they are cheap and keep latency low), then prefill
+ * chunks of the oldest requests with what is left of the token budget. */
+static int build_batch(driver *d)
+{
+    int T = 0, B = d->o.max_batch_tokens, n = d->o.n_slots;
+    for (int i = 0; i < n && T < B; i++) {
+        int s = (d->rr + i) % n;
+        seq *q = &d->seqs[s];
+        if (!q->busy || q->fed < q->req.n_prompt)
+            continue;
+        add_row(d, T++, s, q->gen[q->n_gen - 1], q->fed, 1);
+        q->fed++;
+    }
+    d->rr = (d->rr + 1) % n; /* no slot waits for ever when slots > budget */
+    while (T < B) {
+        int best = -1;
+        for (int s = 0; s < n; s++) {
+            seq *q = &d->seqs[s];
+            if (q->busy && q->fed < q->req.n_prompt && (best < 0 || q->k < d->seqs[best].k))
+                best = s;
+        }
+        if (best < 0)
+            break;
+        seq *q = &d->seqs[best];
+        int c = q->req.n_prompt - q->fed;
+        if (c > B - T)
+            c = B - T;
+        for (int j = 0; j < c; j++) {
+            int p = q->fed + j;
+            int need = d->o.mode == G1_MODE_SCORE || p == q->req.n_prompt - 1;
+            add_row(d, T++, best, q->req.prompt_ids[p], p, need);
+        }
+        q->fed += c;
+    }
+    return T;
+}
+
+/* Log-softmax of `target` in double, and the argmax (lowest index on ties). */
+static double row_logprob(const float *l, int V, int target, int *argmax)
+{
+    int am = 0;
+    for (int v = 1; v < V; v++)
+        if (l[v] > l[am])
+            am = v;
+    double mx = l[am], s = 0;
+    for (int v = 0; v < V; v++)
+        s += exp((double)l[v] - mx);
+    *argmax = am;
+    return target < 0 ? 0 : (double)l[target] - mx - log(s);
+}
+
+static void take_token(driver *d, seq *q, int token)
+{
+    if (token == d->cfg->eos_id) {
+        q->finish = "eos";
+        return;
+    }
+    q->gen[q->n_gen++] = token;
+    if (q->n_gen >= q->max_new || q->req.n_prompt + q->n_gen >= d->cfg->max_seq_len)
+        q->finish = "length";
+}
+
+/* Rows[0..m) of d->logits belong to batch rows idx[0..m). */
+static g1_status use_logits(driver *d, const int *idx, int m)
+{
+    int V = d->cfg->vocab_size;
+    for (int j = 0; j < m; j++) {
+        const float *l = d->logits + (size_t)j * V;
+        seq *q = &d->seqs[d->slot[idx[j]]];
+        int p = d->pos[idx[j]], am;
+        if (d->o.mode == G1_MODE_GENERATE) {
+            row_logprob(l, V, -1, &am);
+            take_token(d, q, am);
+        } else if (p + 1 < q->req.n_prompt) {
+            int target = q->req.prompt_ids[p + 1];
+            q->lp[p] = row_logprob(l, V, target, &am);
+            q->sum += q->lp[p];
+            if (am != target)
+                q->greedy = 0;
+        }
+    }
+    if (d->o.mode != G1_MODE_SCORE || !d->o.dump)
+        return G1_OK;
+    /* the rows of one request are consecutive here: write them as one piece */
+    for (int j = 0; j < m;) {
+        int s = d->slot[idx[j]], r = j;
+        while (r < m && d->slot[idx[r]] == s)
+            r++;
+        const seq *q = &d->seqs[s];
+        G1_TRY(d->o.dump->write(d->o.dump->ctx, (int64_t)(q->req.line - 1), q->req.n_prompt, d->pos[idx[j]], r - j,
+                                d->logits + (size_t)j * V));
+        j = r;
+    }
+    return G1_OK;
+}
+
+static g1_status step(driver *d, int T)
+{
+    int D = d->cfg->emb_size;
+    g1_batch b = {.T = T, .slot = d->slot, .pos = d->pos};
+    G1_TRY(g1_engine_embed(d->e, T, d->tok, d->x));
+    G1_TRY(g1_engine_forward(d->e, &b, d->x));
+    d->st->steps++;
+    /* compact the rows that need logits to the front of x; keep their index */
+    int m = 0;
+    for (int t = 0; t < T; t++)
+        if (d->need[t]) {
+            if (m != t)
+                memcpy(d->x + (size_t)m * D, d->x + (size_t)t * D, (size_t)D * sizeof *d->x);
+            d->need[m++] = t;
+        }
+    for (int j = 0; j < m; j += d->lrows) {
+        int c = m - j < d->lrows ? m - j : d->lrows;
+        G1_TRY(g1_engine_logits(d->e, c, d->x + (size_t)j * D, d->logits));
+        G1_TRY(use_logits(d, d->need + j, c));
+    }
+    for (int s = 0; s < d->o.n_slots; s++) {
+        seq *q = &d->seqs[s];
+        int done = d->o.mode == G1_MODE_SCORE ? q->busy && q->fed == q->req.n_prompt : q->busy && q->finish;
+        if (done)
+            G1_TRY(seq_finish(d, s));
+    }
+    return G1_OK;
+}
+
+static g1_status run_loop(driver *d)
+{
+    for (;;) {
+        G1_TRY(admit(d));
+        int T = build_batch(d);
+        if (T == 0)
+            break;
+        G1_TRY(step(d, T));
+    }
+    for (int s = 0; s < d->o.n_slots; s++)
+        if (d->seqs[s].busy)
+            return G1_FAIL(G1_ERR_INTERNAL, "scheduler stopped with request %lld unfinished",
+                           (long long)d->seqs[s].k);
+    if (d->q.next != d->n_read)
+        return G1_FAIL(G1_ERR_INTERNAL, "scheduler wrote %lld of %lld results", (long long)d->q.next,
+                       (long long)d->n_read);
+    return G1_OK;
+}
+
+static g1_status check_opts(const g1_driver_opts *o)
+{
+    if (o->n_slots < 1 || o->max_batch_tokens < 1 || o->max_new_tokens < 0)
+        return G1_FAIL(G1_ERR_ARG, "driver: n_slots and max_batch_tokens must be >= 1, max_new_tokens >= 0");
+    if (o->dump && o->mode != G1_MODE_SCORE)
+        return G1_FAIL(G1_ERR_ARG, "the logits dump works in score mode only");
+    return G1_OK;
+}
+
+g1_status g1_driver_run(g1_engine *e, const g1_driver_opts *opts, FILE *in, FILE *out, g1_driver_stats *stats)
+{
+    G1_TRY(check_opts(opts));
+    memset(stats, 0, sizeof *stats);
+    driver d = {.e = e, .cfg = g1_engine_config(e), .o = *opts, .out = out, .st = stats};
+    size_t B = (size_t)opts->max_batch_tokens, D = (size_t)d.cfg->emb_size, V = (size_t)d.cfg->vocab_size;
+    /* bound the logits buffer to 64 MiB whatever the vocabulary */
+    size_t lrows = ((size_t)1 << 24) / V;
+    d.lrows = (int)(lrows < 1 ? 1 : lrows > B ? B : lrows);
+    g1_request_reader_init(&d.rd, in, opts->mode, d.cfg);
+    d.seqs = calloc((size_t)opts->n_slots, sizeof *d.seqs);
+    d.tok = malloc(B * sizeof *d.tok);
+    d.slot = malloc(B * sizeof *d.slot);
+    d.pos = malloc(B * sizeof *d.pos);
+    d.need = malloc(B * sizeof *d.need);
+    d.x = malloc(B * D * sizeof *d.x);
+    d.logits = malloc((size_t)d.lrows * V * sizeof *d.logits);
+    g1_status st;
+    if (!d.seqs || !d.tok || !d.slot || !d.pos || !d.need || !d.x || !d.logits)
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    else
+        st = run_loop(&d);
+    for (int s = 0; d.seqs && s < opts->n_slots; s++)
+        seq_clear(&d.seqs[s]);
+    for (int64_t i = 0; i < d.q.cap; i++)
+        free(d.q.line[i]);
+    free(d.q.line);
+    free(d.seqs);
+    free(d.tok);
+    free(d.slot);
+    free(d.pos);
+    free(d.need);
+    free(d.x);
+    free(d.logits);
+    g1_request_reader_free(&d.rd);
+    return st;
+}

@@ -1,0 +1,24 @@
+/* The process world as main() sees it: start-up, rank and size, and the two
+ * ways to end. world_mpi.c implements it with MPI (singleton runs without
+ * mpirun work), world_none.c for builds without MPI (always one process). */
+#ifndef G1_WORLD_H
+#define G1_WORLD_H
+
+#include "status.h"
+
+typedef struct g1_world {
+    int rank; /* this process, 0-based */
+    int size; /* number of processes */
+} g1_world;
+
+/* Start the world (MPI_Init with MPI). Call once, before anything else. */
+g1_status g1_world_init(int *argc, char ***argv, g1_world *w);
+/* Orderly end on every rank (MPI_Finalize); safe when init failed. */
+void g1_world_finalize(void);
+/* End the whole job now from any one rank (MPI_Abort once MPI is up, so no
+ * rank hangs waiting for this one); never returns. */
+_Noreturn void g1_world_abort(int code);
+/* "mpi" or "none": how this binary was built. */
+const char *g1_world_kind(void);
+
+#endif

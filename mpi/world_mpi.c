@@ -1,0 +1,47 @@
+/* g1_world over MPI. Works under mpirun/srun and as a singleton (started
+ * without a launcher, which Open MPI treats as a world of one). Only main
+ * and this file use MPI_COMM_WORLD. */
+#include "world.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+
+static int mpi_up;
+
+g1_status g1_world_init(int *argc, char ***argv, g1_world *w)
+{
+    int flag = 0;
+    MPI_Initialized(&flag);
+    if (!flag && MPI_Init(argc, argv) != MPI_SUCCESS)
+        return G1_FAIL(G1_ERR_MPI, "MPI_Init failed");
+    mpi_up = 1;
+    /* errors come back as codes rather than aborting inside MPI */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    if (MPI_Comm_rank(MPI_COMM_WORLD, &w->rank) != MPI_SUCCESS ||
+        MPI_Comm_size(MPI_COMM_WORLD, &w->size) != MPI_SUCCESS)
+        return G1_FAIL(G1_ERR_MPI, "MPI_Comm_rank/MPI_Comm_size failed");
+    return G1_OK;
+}
+
+void g1_world_finalize(void)
+{
+    int done = 0;
+    if (!mpi_up)
+        return;
+    MPI_Finalized(&done);
+    if (!done)
+        MPI_Finalize();
+    mpi_up = 0;
+}
+
+_Noreturn void g1_world_abort(int code)
+{
+    if (mpi_up)
+        MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code);
+}
+
+const char *g1_world_kind(void)
+{
+    return "mpi";
+}

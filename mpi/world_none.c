@@ -1,0 +1,26 @@
+/* g1_world without MPI: a single process. Used when meson finds no MPI
+ * (or -Dmpi=disabled); grok1-run then never needs mpirun. */
+#include "world.h"
+
+#include <stdlib.h>
+
+g1_status g1_world_init(int *argc, char ***argv, g1_world *w)
+{
+    (void)argc;
+    (void)argv;
+    w->rank = 0;
+    w->size = 1;
+    return G1_OK;
+}
+
+void g1_world_finalize(void) {}
+
+_Noreturn void g1_world_abort(int code)
+{
+    exit(code);
+}
+
+const char *g1_world_kind(void)
+{
+    return "none";
+}

@@ -591,6 +591,8 @@ g1_status g1_ckpt_load(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_emb
     memset(w, 0, sizeof *w);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     g1_status st = load_into(ck, l0, l1, e0, e1, with_embedding, w);
+    if (st == G1_OK)
+        st = g1_weights_prepare(w);
     if (st != G1_OK)
         g1_weights_free(w);
     return st;

@@ -39,6 +39,17 @@ static inline __m512 deq16(const int8_t *p, __mmask16 m, __m512 s)
     return round_bf16_16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s));
 }
 
+/* bf16(q * s) by Veltkamp's split: c = q * (s * 65537), hi = c - (c - q*s).
+ * Exact for bf16 scales (see g1_qmat.scale_split); 4 float ops instead of a
+ * multiply and 5 integer ops. */
+static inline __m512 deq16_split(const int8_t *p, __m512 s, __m512 ss)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+    __m512 c = _mm512_mul_ps(q, ss);
+    return _mm512_sub_ps(c, _mm512_sub_ps(c, _mm512_mul_ps(q, s)));
+}
+
 static inline __m512 deq16_full(const int8_t *p, __m512 s)
 {
     __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
@@ -66,7 +77,22 @@ range_direct(const float *x, int rows, int tt, const g1_qmat *W, int c0, int c1,
             for (int t = 0; t < tt; t++)
                 for (int v = 0; v < 4; v++)
                     a[t][v] = r0 ? _mm512_load_ps(acc + (size_t)t * CW + (c - c0) + 16 * v) : _mm512_setzero_ps();
-            if (c + NC <= c1) {
+            if (c + NC <= c1 && W->scale_split) {
+                for (int r = r0; r < r0 + nr; r++) {
+                    const int8_t *wr = W->w + (size_t)r * cols + c;
+                    size_t so = (size_t)(r / rpb) * cols + c;
+                    _mm_prefetch((const char *)(wr + (size_t)RB * cols), _MM_HINT_T0);
+                    __m512 w[4];
+                    for (int v = 0; v < 4; v++)
+                        w[v] = deq16_split(wr + 16 * v, _mm512_loadu_ps(W->scale + so + 16 * v),
+                                           _mm512_loadu_ps(W->scale_split + so + 16 * v));
+                    for (int t = 0; t < tt; t++) {
+                        __m512 xb = _mm512_set1_ps(x[(size_t)t * rows + r]);
+                        for (int v = 0; v < 4; v++)
+                            a[t][v] = _mm512_fmadd_ps(xb, w[v], a[t][v]);
+                    }
+                }
+            } else if (c + NC <= c1) {
                 for (int r = r0; r < r0 + nr; r++) {
                     const int8_t *wr = W->w + (size_t)r * cols + c;
                     const float *sr = W->scale + (size_t)(r / rpb) * cols + c;
@@ -236,45 +262,41 @@ static inline __m512 bf16x16(const uint16_t *p, __mmask16 m)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* UR vocabulary rows x tt tokens (tt <= 4, a constant after inlining); each
- * (t, n) is its own 16-lane chain reduced in a fixed order. */
-#define UR 8
+/* One vocabulary row at a time (a single sequential stream), tt tokens
+ * (<= 4, a constant after inlining). The chain of (t, n): 16-column chunk i
+ * of the row goes to partial sum i % 4; then (p0 + p1) + (p2 + p3), reduced
+ * across lanes in a fixed order. The same for every T. */
 static inline __attribute__((always_inline)) void
 unembed_rows(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y, int N)
 {
-    __m512 acc[4][UR];
-    for (int t = 0; t < tt; t++)
-        for (int j = 0; j < UR; j++)
-            acc[t][j] = _mm512_setzero_ps();
-    int d = 0;
-    if (nn == UR)
-        for (; d + 16 <= D; d += 16) {
-            __m512 xv[4];
-            for (int t = 0; t < tt; t++)
-                xv[t] = _mm512_loadu_ps(x + (size_t)t * D + d);
-            for (int j = 0; j < UR; j++) {
-                const uint16_t *p = E + (size_t)(n0 + j) * D + d;
-                _mm_prefetch((const char *)(p + 512), _MM_HINT_T0);
-                __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    for (int n = n0; n < n0 + nn; n++) {
+        const uint16_t *row = E + (size_t)n * D;
+        __m512 acc[4][4];
+        for (int t = 0; t < tt; t++)
+            for (int k = 0; k < 4; k++)
+                acc[t][k] = _mm512_setzero_ps();
+        int d = 0;
+        for (; d + 64 <= D; d += 64) {
+            _mm_prefetch((const char *)(row + d + 2 * D), _MM_HINT_T0);
+            for (int k = 0; k < 4; k++) {
+                __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(row + d + 16 * k));
                 __m512 e = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
                 for (int t = 0; t < tt; t++)
-                    acc[t][j] = _mm512_fmadd_ps(xv[t], e, acc[t][j]);
+                    acc[t][k] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (size_t)t * D + d + 16 * k), e, acc[t][k]);
             }
         }
-    for (; d < D; d += 16) {
-        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
-        __m512 xv[4];
-        for (int t = 0; t < tt; t++)
-            xv[t] = _mm512_maskz_loadu_ps(m, x + (size_t)t * D + d);
-        for (int j = 0; j < nn; j++) {
-            __m512 e = bf16x16(E + (size_t)(n0 + j) * D + d, m);
+        for (; d < D; d += 16) {
+            int k = (d / 16) % 4;
+            __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
+            __m512 e = bf16x16(row + d, m);
             for (int t = 0; t < tt; t++)
-                acc[t][j] = _mm512_fmadd_ps(xv[t], e, acc[t][j]);
+                acc[t][k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + (size_t)t * D + d), e, acc[t][k]);
+        }
+        for (int t = 0; t < tt; t++) {
+            __m512 s = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
+            y[(size_t)t * N + n] = _mm512_reduce_add_ps(s) * mult;
         }
     }
-    for (int t = 0; t < tt; t++)
-        for (int j = 0; j < nn; j++)
-            y[(size_t)t * N + n0 + j] = _mm512_reduce_add_ps(acc[t][j]) * mult;
 }
 
 static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
@@ -287,7 +309,7 @@ static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int 
     default: unembed_rows(x, 4, D, E, n0, nn, mult, y, N); break;
     }
 }
-#define UN UR
+#define UN 8
 #else
 #define UN 4
 static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,

@@ -138,5 +138,5 @@ g1_status g1_synth_weights(const g1_synth *s, g1_weights *w)
                 g1_synth_qmat(s, l, (g1_qmat_id)(G1_MOE_GATE + m), e, q->blocks, q->w, q->scale);
             }
     }
-    return G1_OK;
+    return g1_weights_prepare(w);
 }

@@ -1,8 +1,11 @@
 /* Allocation of one process's weights. */
 #include "weights.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "bf16.h"
 
 const char *const g1_qmat_names[G1_NUM_QMAT] = {"attn_q", "attn_k", "attn_v", "attn_o",
                                                 "moe_gate", "moe_up", "moe_down"};
@@ -50,6 +53,7 @@ static void *walloc(g1_weights *w, size_t bytes)
 
 static g1_status alloc_qmat(g1_weights *w, g1_qmat *m, int rows, int cols, int blocks)
 {
+    m->scale_split = NULL;
     m->rows = rows;
     m->cols = cols;
     m->blocks = blocks;
@@ -105,6 +109,36 @@ g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, 
             for (int e = 0; e < nE; e++)
                 G1_TRY(alloc_qmat(w, &L->moe[m][e], rows, cols, blocks[G1_MOE_GATE + m]));
         }
+    }
+    return G1_OK;
+}
+
+static g1_status prepare_qmat(g1_weights *w, g1_qmat *m)
+{
+    size_t n = (size_t)m->blocks * m->cols;
+    m->scale_split = NULL;
+    for (size_t i = 0; i < n; i++) {
+        float s = m->scale[i], a = fabsf(s);
+        if (g1_round_bf16(s) != s || !(a == 0.0f || (a > 0x1p-100f && a < 0x1p100f)))
+            return G1_OK; /* not bf16 (or extreme): the integer rounding path */
+    }
+    float *ss;
+    WALLOC(ss, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        ss[i] = m->scale[i] * 65537.0f; /* exact: 8 significant bits, twice */
+    m->scale_split = ss;
+    return G1_OK;
+}
+
+g1_status g1_weights_prepare(g1_weights *w)
+{
+    for (int l = 0; l < w->layer1 - w->layer0; l++) {
+        g1_layer_weights *L = &w->layers[l];
+        for (int i = 0; i < 4; i++)
+            G1_TRY(prepare_qmat(w, &L->attn[i]));
+        for (int m = 0; m < 3; m++)
+            for (int e = 0; e < w->expert1 - w->expert0; e++)
+                G1_TRY(prepare_qmat(w, &L->moe[m][e]));
     }
     return G1_OK;
 }

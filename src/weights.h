@@ -15,6 +15,11 @@
 typedef struct g1_qmat {
     int8_t *w;     /* (rows, cols) */
     float *scale;  /* (blocks, cols) */
+    /* (blocks, cols) scale * 65537, set by g1_weights_prepare when every
+     * scale is a normal bf16 value (as released): then bf16(q * s) is
+     * c - (c - q*s) with c = q * scale_split, exactly (Veltkamp's split,
+     * checked for every int8 and bf16 pair). NULL: round with integer ops. */
+    float *scale_split;
     int rows, cols, blocks;
 } g1_qmat;
 
@@ -58,6 +63,9 @@ void g1_qmat_shape(const g1_config *cfg, g1_qmat_id id, int *rows, int *cols);
 g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
                            const int blocks[G1_NUM_QMAT], int with_embedding);
 void g1_weights_free(g1_weights *w);
+/* After the weights are filled: derive what the kernels use to go faster
+ * (scale_split). Loaders call it; optional for hand-made matrices. */
+g1_status g1_weights_prepare(g1_weights *w);
 /* Bytes of weight storage held (int8 + scales + floats). */
 size_t g1_weights_bytes(const g1_weights *w);
 

@@ -45,6 +45,50 @@ static void test_matmul(int T, int rows, int cols, int blocks)
     free(W.w); free(W.scale); free(x); free(y); free(y1); free(ref);
 }
 
+/* The Veltkamp rounding path (bf16 scales) equals the integer rounding path
+ * bitwise; and the split itself equals RNE for every int8 x bf16 pair. */
+static void test_split(int T, int rows, int cols, int blocks)
+{
+    g1_qmat W = {.rows = rows, .cols = cols, .blocks = blocks};
+    W.w = malloc((size_t)rows * cols);
+    W.scale = malloc((size_t)blocks * cols * sizeof(float));
+    float *ss = malloc((size_t)blocks * cols * sizeof(float));
+    float *x = malloc((size_t)T * rows * 4), *y0 = malloc((size_t)T * cols * 4), *y1 = malloc((size_t)T * cols * 4);
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        W.w[i] = (int8_t)(tu_int(255) - 127);
+    for (size_t i = 0; i < (size_t)blocks * cols; i++) {
+        W.scale[i] = g1_round_bf16((float)(1e-4 + 0.01 * tu_unif()) * (tu_int(2) ? 1 : -1));
+        ss[i] = W.scale[i] * 65537.0f;
+    }
+    for (size_t i = 0; i < (size_t)T * rows; i++)
+        x[i] = tu_sym();
+    W.scale_split = NULL;
+    g1_cpu_matmul_q8(x, T, &W, y0);
+    W.scale_split = ss;
+    g1_cpu_matmul_q8(x, T, &W, y1);
+    char name[96];
+    snprintf(name, sizeof name, "split rounding == integer rounding T=%d", T);
+    tu_check(!memcmp(y0, y1, (size_t)T * cols * 4), name);
+    free(W.w); free(W.scale); free(ss); free(x); free(y0); free(y1);
+}
+
+static void test_split_exhaustive(void)
+{
+    long bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float s = g1_bf16_to_f32((uint16_t)h), a = fabsf(s);
+        if (!(a == 0.0f || (a > 0x1p-100f && a < 0x1p100f)))
+            continue; /* g1_weights_prepare uses the split only in this range */
+        volatile float sp = s * 65537.0f;
+        for (int q = -127; q <= 127; q++) {
+            volatile float p = (float)q * s, c = (float)q * sp, d = c - p, hi = c - d;
+            float ref = g1_round_bf16((float)q * s);
+            bad += memcmp((const void *)&hi, &ref, 4) != 0;
+        }
+    }
+    tu_check(bad == 0, "Veltkamp split == RNE for all int8 x bf16");
+}
+
 static void test_unembed(int T, int D, int N)
 {
     uint16_t *E = malloc((size_t)N * D * 2);
@@ -208,6 +252,9 @@ int main(void)
                        {2, 1024, 1024, 8}, {1, 3000, 17, 3}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         test_matmul(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
+    test_split_exhaustive();
+    test_split(1, 256, 200, 8);
+    test_split(9, 64, 128, 1);
     test_unembed(1, 64, 37);
     test_unembed(7, 100, 300);
     test_small_ops();

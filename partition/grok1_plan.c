@@ -1,0 +1,193 @@
+/* grok1-plan: print (and optionally write as JSON) the layout of a
+ * P-stage x E-expert-slot job: layers and experts per rank, memory per rank,
+ * stage costs. Only the command line; the planner is plan.c. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "plan.h"
+#include "status.h"
+#if G1_HAVE_HDF5
+#include "ckpt.h"
+#endif
+
+enum { EXIT_REFUSED = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *f)
+{
+    fputs(
+"usage: grok1-plan (--checkpoint FILE.h5 | --config tiny|small|grok-1|PATH.json)\n"
+"                  --stages P --ep E [options]\n"
+"\n"
+"Plans a job of P x E ranks: rank r is pipeline stage r / E and expert slot r % E.\n"
+"Stage s owns a contiguous range of layers (chosen to balance the bytes each\n"
+"rank reads per decode step; stage 0 is lighter when rank 0's embedding,\n"
+"un-embedding and sampling matter); expert slot e holds experts\n"
+"[e*NE/E, (e+1)*NE/E) of each of its stage's layers. Prints one row per rank\n"
+"(layers, experts, sequences, weights, KV cache, buffers, total) and the stage\n"
+"costs. See docs/PLAN.md.\n"
+"\n"
+"  --checkpoint FILE.h5       the model's hyper-parameters from a checkpoint\n"
+"  --config NAME|PATH.json    a preset or a JSON object of hyper-parameters\n"
+"  --stages P                 pipeline stages (1..num_layers)\n"
+"  --ep E                     expert slots per stage (divides num_experts)\n"
+"  --mem-per-rank SIZE        memory per rank (80G, 512M, bytes); refuse plans\n"
+"                             that do not fit (default: no limit)\n"
+"  --slots N                  sequence slots served at once (default 8)\n"
+"  --context N                KV cache positions per slot (default max_seq_len)\n"
+"  --max-batch-tokens N       tokens per forward step (default 256)\n"
+"  --layers-per-stage a,b,..  the layer counts of the P stages instead of the\n"
+"                             balanced cuts\n"
+"  --out PLAN.json            write the plan for grok1-run --plan (- for stdout)\n"
+"  --help                     this text\n"
+"\n"
+"Exit status: 0 planned, 1 refused (does not fit, impossible layout: the\n"
+"message says what would work), 2 usage error.\n", f);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("grok1-plan: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n(see grok1-plan --help)\n", stderr);
+    return EXIT_USAGE;
+}
+
+static int parse_int(const char *opt, const char *text, int lo, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < lo || v > INT_MAX)
+        return usage_error("%s %s: expected an integer >= %d", opt, text, lo);
+    *out = (int)v;
+    return 0;
+}
+
+/* "a,b,c" into a fresh array */
+static int parse_list(const char *text, int **out, int *n)
+{
+    int cap = 1;
+    for (const char *t = text; *t; t++)
+        cap += *t == ',';
+    int *v = malloc((size_t)cap * sizeof *v);
+    if (!v)
+        return usage_error("out of memory");
+    *n = 0;
+    const char *t = text;
+    for (;;) {
+        char *end = NULL;
+        errno = 0;
+        long x = strtol(t, &end, 10);
+        if (errno || end == t || x < 0 || x > INT_MAX || (*end && *end != ',')) {
+            free(v);
+            return usage_error("--layers-per-stage %s: expected comma-separated layer counts, e.g. 15,17,16,16",
+                               text);
+        }
+        v[(*n)++] = (int)x;
+        if (!*end)
+            break;
+        t = end + 1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int fail(void)
+{
+    fprintf(stderr, "grok1-plan: error: %s\n", g1_last_error());
+    return EXIT_REFUSED;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP };
+    static const struct option longopts[] = {
+        {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
+        {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
+        {"mem-per-rank", required_argument, 0, O_MEM}, {"slots", required_argument, 0, O_SLOTS},
+        {"context", required_argument, 0, O_CTX},     {"max-batch-tokens", required_argument, 0, O_MBT},
+        {"layers-per-stage", required_argument, 0, O_LPS}, {"out", required_argument, 0, O_OUT},
+        {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
+    const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
+    g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
+    int opt, r = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        switch (opt) {
+        case O_CKPT: checkpoint = optarg; break;
+        case O_CONFIG: config = optarg; break;
+        case O_STAGES: r = parse_int("--stages", optarg, 1, &req.stages); break;
+        case O_EP: r = parse_int("--ep", optarg, 1, &req.ep); break;
+        case O_MEM:
+            if (g1_plan_parse_size("--mem-per-rank", optarg, &req.mem_per_rank) != G1_OK)
+                r = usage_error("%s", g1_last_error());
+            break;
+        case O_SLOTS: r = parse_int("--slots", optarg, 1, &req.slots); break;
+        case O_CTX: r = parse_int("--context", optarg, 0, &req.context); break;
+        case O_MBT: r = parse_int("--max-batch-tokens", optarg, 1, &req.max_batch_tokens); break;
+        case O_LPS: lps_text = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_HELP: usage(stdout); return 0;
+        case ':': return usage_error("%s needs a value", argv[optind - 1]);
+        default: return usage_error("unknown option %s", argv[optind - 1]);
+        }
+        if (r)
+            return r;
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument %s", argv[optind]);
+    if (!checkpoint == !config)
+        return usage_error("give exactly one of --checkpoint FILE.h5 and --config tiny|small|grok-1|PATH.json");
+    if (!req.stages || !req.ep)
+        return usage_error("--stages P and --ep E are required");
+
+    if (config) {
+        if (g1_plan_load_config(config, &req.cfg) != G1_OK)
+            return fail();
+    } else {
+#if G1_HAVE_HDF5
+        g1_ckpt *ck;
+        if (g1_ckpt_open(checkpoint, &ck) != G1_OK)
+            return fail();
+        req.cfg = *g1_ckpt_config(ck);
+        g1_ckpt_close(ck);
+#else
+        return usage_error("--checkpoint needs HDF5, but this grok1-plan was built without HDF5: use --config "
+                           "(a preset or a JSON file of the hyper-parameters), or rebuild with -Dhdf5=enabled");
+#endif
+    }
+    int *lps = NULL, n_lps = 0;
+    if (lps_text) {
+        if ((r = parse_list(lps_text, &lps, &n_lps)))
+            return r;
+        if (n_lps != req.stages) {
+            free(lps);
+            fprintf(stderr, "grok1-plan: error: --layers-per-stage gives %d counts for --stages %d: give one per "
+                            "stage\n", n_lps, req.stages);
+            return EXIT_REFUSED;
+        }
+        req.layers_per_stage = lps;
+    }
+    g1_plan plan;
+    g1_status st = g1_plan_make(&req, &plan);
+    free(lps);
+    if (st != G1_OK)
+        return fail();
+    g1_plan_print(&plan, out && !strcmp(out, "-") ? stderr : stdout);
+    if (out && g1_plan_write_json(&plan, out) != G1_OK) {
+        g1_plan_free(&plan);
+        return fail();
+    }
+    g1_plan_free(&plan);
+    return 0;
+}

@@ -1,0 +1,385 @@
+/* The planner proper: memory per rank (matching what src/ allocates), the
+ * cost of a stage (bytes one rank reads per decode step), optimal contiguous
+ * cuts, and the refusals. No MPI and no I/O here (JSON: plan_json.c; table:
+ * plan_print.c). The model is docs/PLAN.md. */
+#include "plan.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "synth.h"
+#include "weights.h"
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+/* ---- memory and cost of the pieces (bytes, as doubles: exact below 2^53) ---- */
+
+/* One quantised matrix as stored: int8 + scale + scale_split (both (blocks, cols) float32). */
+static double qmat_store(const g1_config *c, const int blocks[G1_NUM_QMAT], int id)
+{
+    int rows, cols;
+    g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
+    return (double)rows * cols + 2.0 * blocks[id] * cols * 4;
+}
+
+/* One quantised matrix as a decode step reads it: int8 + one of the scale arrays. */
+static double qmat_read(const g1_config *c, const int blocks[G1_NUM_QMAT], int id)
+{
+    int rows, cols;
+    g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
+    return (double)rows * cols + (double)blocks[id] * cols * 4;
+}
+
+typedef struct sizes {
+    double shared_store, expert_store; /* per layer: attention + norms + router; one expert */
+    double shared_read, expert_read;
+    double embed_store;                /* rank 0: bf16 table + final norm */
+    double kv_per_pos_layer;           /* K and V, float32 */
+} sizes;
+
+static void compute_sizes(const g1_config *c, sizes *z)
+{
+    int blocks[G1_NUM_QMAT];
+    g1_synth_blocks(c, blocks);
+    double D = c->emb_size, small = 4 * D * 4 + D * c->num_experts * 4; /* norms + router */
+    memset(z, 0, sizeof *z);
+    z->shared_store = z->shared_read = small;
+    for (int i = G1_ATTN_Q; i <= G1_ATTN_O; i++) {
+        z->shared_store += qmat_store(c, blocks, i);
+        z->shared_read += qmat_read(c, blocks, i);
+    }
+    for (int i = G1_MOE_GATE; i <= G1_MOE_DOWN; i++) {
+        z->expert_store += qmat_store(c, blocks, i);
+        z->expert_read += qmat_read(c, blocks, i);
+    }
+    z->embed_store = (double)c->vocab_size * D * 2 + D * 4;
+    z->kv_per_pos_layer = 2.0 * c->num_kv_heads * c->key_size * 4;
+}
+
+/* Engine scratch for T tokens (g1_engine_init) + pipeline messages (+ logits on rank 0). */
+static double buffer_bytes(const g1_config *c, int T_, int rank0)
+{
+    double T = T_, D = c->emb_size, QK = (double)c->num_q_heads * c->key_size;
+    double KV = (double)c->num_kv_heads * c->key_size, k = c->num_selected_experts, F = c->ffn_size;
+    double b = T * (2 * D + 2 * QK + 2 * KV) * 4; /* xn, o, q, att, k, v */
+    b += T * k * 4 * 3;                           /* idx, gate, tok */
+    b += T * 8 * 2;                               /* kc, vc (pointers) */
+    b += T * k * (D > F ? D : F) * 4;             /* xg */
+    b += 2 * T * k * F * 4;                       /* h1, h2 */
+    b += T * k * D * 4;                           /* yk */
+    b += 4 * (T * D * 4 + T * 8);                 /* 4 messages in flight: hidden states + header */
+    if (rank0)
+        b += T * (double)c->vocab_size * 4;       /* logits */
+    return b;
+}
+
+int g1_plan_seqs(const g1_plan *p, int slot)
+{
+    return p->slots / p->ep + (slot < p->slots % p->ep);
+}
+
+void g1_plan_experts(const g1_plan *p, int slot, int *first, int *count)
+{
+    int n = p->cfg.num_experts / p->ep;
+    *first = slot * n;
+    *count = n;
+}
+
+/* Tokens one decode step carries: every slot, at most a batch. */
+static int step_tokens(const g1_plan_request *r) { return r->slots < r->max_batch_tokens ? r->slots : r->max_batch_tokens; }
+
+/* ---- optimal cuts ---- */
+
+/* Layers have one cost each (identical shapes); stage 0 adds x0. The cost of
+ * stage s over [i, j) is (j - i) * c + (s == 0 ? x0 : 0). Kept general in
+ * per-layer prefix sums so the DP reads like the problem. */
+typedef struct costs {
+    const double *S; /* (L + 1) prefix sums of layer costs */
+    double x0;
+    int L, P;
+} costs;
+
+static double seg(const costs *k, int s, int i, int j) { return k->S[j] - k->S[i] + (s == 0 ? k->x0 : 0); }
+
+/* Smallest achievable largest stage cost: dp over (stages, layers covered),
+ * every stage at least one layer. O(P (L-P+1)^2), well under a second for
+ * L <= 1000. */
+static g1_status optimal_max(const costs *k, double *best)
+{
+    int L = k->L, P = k->P;
+    double *prev = malloc((size_t)(L + 1) * sizeof *prev), *cur = malloc((size_t)(L + 1) * sizeof *cur);
+    if (!prev || !cur) {
+        free(prev);
+        free(cur);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory planning %d layers", L);
+    }
+    /* prev[j]: best over the first s stages covering layers [0, j) */
+    for (int j = 1; j <= L; j++)
+        prev[j] = seg(k, 0, 0, j);
+    for (int s = 1; s < P; s++) {
+        int jlo = s + 1, jhi = L - (P - 1 - s);
+        for (int j = jlo; j <= jhi; j++) {
+            double m = INFINITY;
+            for (int i = s; i < j; i++) {
+                double v = fmax(prev[i], seg(k, s, i, j));
+                if (v < m)
+                    m = v;
+            }
+            cur[j] = m;
+        }
+        double *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    *best = prev[L];
+    free(prev);
+    free(cur);
+    return G1_OK;
+}
+
+/* Cuts achieving `best` that follow the proportional target (stage s ends
+ * where s+1 P-ths of the total cost are done) as closely as the bound allows:
+ * among the optimal partitions, the evenly spread one. */
+static void choose_cuts(const costs *k, double best, int *cut)
+{
+    int L = k->L, P = k->P;
+    double lim = best * (1 + 1e-12), total = k->S[L] + k->x0;
+    cut[0] = 0;
+    cut[P] = L;
+    for (int s = 0; s < P - 1; s++) {
+        int m = P - 1 - s; /* stages after s */
+        /* smallest start from which m stages (no extra cost) cover to L within lim */
+        int g = L;
+        for (int t = 0; t < m; t++) {
+            int i = g - 1;
+            while (i - 1 >= 0 && seg(k, 1, i - 1, g) <= lim)
+                i--;
+            g = i;
+        }
+        int lo = cut[s] + 1 > g ? cut[s] + 1 : g, hi = L - m;
+        while (hi > lo && seg(k, s, cut[s], hi) > lim)
+            hi--;
+        double target = (s + 1) * total / P;
+        int j = lo;
+        for (int c = lo; c <= hi; c++)
+            if (fabs(k->S[c] + k->x0 - target) < fabs(k->S[j] + k->x0 - target))
+                j = c;
+        cut[s + 1] = j;
+    }
+}
+
+/* ---- make ---- */
+
+void g1_plan_free(g1_plan *p)
+{
+    if (!p)
+        return;
+    free(p->cut);
+    free(p->mem);
+    free(p->stage_cost);
+    memset(p, 0, sizeof *p);
+}
+
+static g1_status valid_ep(const g1_config *c, int ep)
+{
+    if (ep >= 1 && c->num_experts % ep == 0)
+        return G1_OK;
+    char list[512] = "";
+    size_t n = 0;
+    for (int e = 1; e <= c->num_experts && n < sizeof list - 16; e++)
+        if (c->num_experts % e == 0)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%d", n ? ", " : "", e);
+    return G1_FAIL(G1_ERR_ARG, "--ep %d does not divide the model's %d experts: use one of %s", ep,
+                   c->num_experts, list);
+}
+
+static g1_status check_request(const g1_plan_request *r)
+{
+    const g1_config *c = &r->cfg;
+    G1_TRY(g1_config_validate(c));
+    if (r->stages < 1 || r->stages > c->num_layers)
+        return G1_FAIL(G1_ERR_ARG, "--stages %d: the model has %d layers, so use 1..%d stages", r->stages,
+                       c->num_layers, c->num_layers);
+    G1_TRY(valid_ep(c, r->ep));
+    if (r->slots < 1)
+        return G1_FAIL(G1_ERR_ARG, "--slots %d: at least one sequence slot is needed", r->slots);
+    if (r->context < 0 || r->context > c->max_seq_len)
+        return G1_FAIL(G1_ERR_ARG, "--context %d: use 1..%d (the model's max_seq_len), or 0 for the maximum",
+                       r->context, c->max_seq_len);
+    if (r->max_batch_tokens < 1)
+        return G1_FAIL(G1_ERR_ARG, "--max-batch-tokens %d: at least one token per step is needed",
+                       r->max_batch_tokens);
+    if (!(r->mem_per_rank >= 0) || !isfinite(r->mem_per_rank))
+        return G1_FAIL(G1_ERR_ARG, "--mem-per-rank must be a non-negative size (0 = no limit)");
+    if (r->layers_per_stage) {
+        long sum = 0;
+        for (int s = 0; s < r->stages; s++) {
+            if (r->layers_per_stage[s] < 1)
+                return G1_FAIL(G1_ERR_ARG, "--layers-per-stage: stage %d has %d layers; every stage needs at least one",
+                               s, r->layers_per_stage[s]);
+            sum += r->layers_per_stage[s];
+        }
+        if (sum != c->num_layers)
+            return G1_FAIL(G1_ERR_ARG, "--layers-per-stage: the %d counts sum to %ld, but the model has %d layers",
+                           r->stages, sum, c->num_layers);
+    }
+    return G1_OK;
+}
+
+/* Cuts, costs and memory, without the memory limit check. */
+static g1_status build(const g1_plan_request *r, g1_plan *p)
+{
+    const g1_config *c = &r->cfg;
+    int P = r->stages, E = r->ep, L = c->num_layers, N = P * E;
+    memset(p, 0, sizeof *p);
+    p->cfg = *c;
+    p->stages = P;
+    p->ep = E;
+    p->mem_per_rank = r->mem_per_rank;
+    p->slots = r->slots;
+    p->context = r->context ? r->context : c->max_seq_len;
+    p->max_batch_tokens = r->max_batch_tokens;
+    p->cut = malloc((size_t)(P + 1) * sizeof *p->cut);
+    p->mem = calloc((size_t)N, sizeof *p->mem);
+    p->stage_cost = calloc((size_t)P, sizeof *p->stage_cost);
+    double *S = malloc((size_t)(L + 1) * sizeof *S);
+    if (!p->cut || !p->mem || !p->stage_cost || !S) {
+        free(S);
+        g1_plan_free(p);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for a plan of %d ranks", N);
+    }
+    sizes z;
+    compute_sizes(c, &z);
+    int nloc = c->num_experts / E, ntok = step_tokens(r);
+    double picks = (double)c->num_selected_experts * ntok;
+    double touched = picks < nloc ? picks : nloc;
+    p->layer_cost = z.shared_read + touched * z.expert_read;
+    p->rank0_cost = (double)c->vocab_size * c->emb_size * 2 + (double)c->emb_size * 4 +
+                    ntok * ((double)c->emb_size * 2 + 2.0 * c->vocab_size * 4);
+    S[0] = 0;
+    for (int l = 0; l < L; l++)
+        S[l + 1] = S[l] + p->layer_cost;
+    costs k = {.S = S, .x0 = p->rank0_cost, .L = L, .P = P};
+    if (r->layers_per_stage) {
+        p->cut[0] = 0;
+        for (int s = 0; s < P; s++)
+            p->cut[s + 1] = p->cut[s] + r->layers_per_stage[s];
+    } else {
+        double best = 0;
+        g1_status st = optimal_max(&k, &best);
+        if (st != G1_OK) {
+            free(S);
+            g1_plan_free(p);
+            return st;
+        }
+        choose_cuts(&k, best, p->cut);
+    }
+    for (int s = 0; s < P; s++)
+        p->stage_cost[s] = seg(&k, s, p->cut[s], p->cut[s + 1]);
+    free(S);
+    for (int rk = 0; rk < N; rk++) {
+        int s = rk / E, e = rk % E, nl = p->cut[s + 1] - p->cut[s];
+        g1_plan_mem *m = &p->mem[rk];
+        m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
+        m->kv_cache = (double)g1_plan_seqs(p, e) * p->context * nl * z.kv_per_pos_layer;
+        m->buffers = buffer_bytes(c, r->max_batch_tokens, rk == 0);
+        m->total = m->weights + m->kv_cache + m->buffers;
+    }
+    return G1_OK;
+}
+
+static int worst_rank(const g1_plan *p)
+{
+    int w = 0;
+    for (int rk = 1; rk < p->stages * p->ep; rk++)
+        if (p->mem[rk].total > p->mem[w].total)
+            w = rk;
+    return w;
+}
+
+/* Does the request fit with `stages` and `ep` instead (automatic cuts)? */
+static int fits_with(const g1_plan_request *r, int stages, int ep)
+{
+    g1_plan_request q = *r;
+    g1_plan t;
+    q.stages = stages;
+    q.ep = ep;
+    q.layers_per_stage = NULL;
+    q.mem_per_rank = 0;
+    if (build(&q, &t) != G1_OK)
+        return 0;
+    int ok = t.mem[worst_rank(&t)].total <= r->mem_per_rank;
+    g1_plan_free(&t);
+    return ok;
+}
+
+/* What would fit: the fewest stages at this ep (memory falls as stages
+ * grow, so a binary search), else the smallest larger ep at these stages. */
+static void suggest(const g1_plan_request *r, char *buf, size_t n)
+{
+    int L = r->cfg.num_layers;
+    if (r->stages < L && fits_with(r, L, r->ep)) {
+        int lo = r->stages + 1, hi = L;
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (fits_with(r, mid, r->ep))
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        snprintf(buf, n, "--stages %d would fit at --ep %d (%d ranks)", lo, r->ep, lo * r->ep);
+        return;
+    }
+    for (int e = r->ep + 1; e <= r->cfg.num_experts; e++)
+        if (r->cfg.num_experts % e == 0 && fits_with(r, r->stages, e)) {
+            snprintf(buf, n, "--ep %d would fit at --stages %d (%d ranks)", e, r->stages, r->stages * e);
+            return;
+        }
+    snprintf(buf, n, "more stages or a larger --ep alone do not fit");
+}
+
+/* Bytes in the unit that keeps the figure readable (GiB, MiB or KiB). */
+static const char *human(double b, char *buf, size_t n)
+{
+    if (b >= GIB)
+        snprintf(buf, n, "%.2f GiB", b / GIB);
+    else if (b >= 1024.0 * 1024)
+        snprintf(buf, n, "%.1f MiB", b / (1024.0 * 1024));
+    else
+        snprintf(buf, n, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
+g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
+{
+    memset(out, 0, sizeof *out);
+    G1_TRY(check_request(req));
+    g1_plan p;
+    G1_TRY(build(req, &p));
+    if (req->mem_per_rank > 0) {
+        int w = worst_rank(&p), over = 0;
+        for (int rk = 0; rk < p.stages * p.ep; rk++)
+            over += p.mem[rk].total > req->mem_per_rank;
+        if (over) {
+            char hint[200];
+            suggest(req, hint, sizeof hint);
+            const g1_plan_mem *m = &p.mem[w];
+            char b0[32], b1[32], b2[32], b3[32], b4[32];
+            g1_status st = G1_FAIL(
+                G1_ERR_ARG,
+                "rank %d (stage %d, expert slot %d, layers %d..%d) needs %s (weights %s, KV cache %s, "
+                "buffers %s) but --mem-per-rank is %s%s; %s%s, or fewer slots (%d), a shorter context "
+                "(%d) or a smaller --max-batch-tokens (%d)",
+                w, w / p.ep, w % p.ep, p.cut[w / p.ep], p.cut[w / p.ep + 1] - 1, human(m->total, b0, sizeof b0),
+                human(m->weights, b1, sizeof b1), human(m->kv_cache, b2, sizeof b2), human(m->buffers, b3, sizeof b3),
+                human(req->mem_per_rank, b4, sizeof b4),
+                over > 1 ? " (and other ranks do not fit either)" : "", hint,
+                req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, p.max_batch_tokens);
+            g1_plan_free(&p);
+            return st;
+        }
+    }
+    *out = p;
+    return G1_OK;
+}

@@ -1,0 +1,79 @@
+/* The planner: which contiguous layers each pipeline stage owns and which
+ * experts each rank of a stage holds, memory per rank, and refusal of plans
+ * that do not fit. A library with no MPI (used by grok1-plan and grok1-run). */
+#ifndef G1_PLAN_H
+#define G1_PLAN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "status.h"
+
+#define G1_PLAN_FORMAT "grok1-plan"
+#define G1_PLAN_VERSION 1
+
+/* What the plan must serve. */
+typedef struct g1_plan_request {
+    g1_config cfg;               /* the model */
+    int stages;                  /* P >= 1, <= num_layers */
+    int ep;                      /* E: divides num_experts */
+    double mem_per_rank;         /* bytes available per rank; 0 = no limit */
+    int slots;                   /* sequence slots served at once (micro-batches x batch size) */
+    int context;                 /* positions per slot (KV cache length); 0 = max_seq_len */
+    int max_batch_tokens;        /* tokens per forward step (activation buffers) */
+    const int *layers_per_stage; /* optional override: `stages` counts summing to num_layers */
+} g1_plan_request;
+
+/* Memory of one rank, in bytes. */
+typedef struct g1_plan_mem {
+    double weights;  /* attention, norms, router of its layers + its experts (+ embedding on rank 0) */
+    double kv_cache; /* its sequences' caches for its layers at full context */
+    double buffers;  /* activations and message buffers */
+    double total;
+} g1_plan_mem;
+
+typedef struct g1_plan {
+    g1_config cfg;       /* the model this plan is for (checked by grok1-run) */
+    int stages, ep;
+    int *cut;            /* (stages + 1): stage s owns layers [cut[s], cut[s+1]) */
+    g1_plan_mem *mem;    /* (stages * ep), rank r = stage * ep + slot */
+    double *stage_cost;  /* (stages) relative cost used for balancing */
+    double mem_per_rank; /* the limit it was checked against (0 = none) */
+    int slots, context, max_batch_tokens;
+    /* Added: the parts of stage_cost (bytes read per decode step by one
+     * rank, see docs/PLAN.md): one layer, and what rank 0 adds to stage 0. */
+    double layer_cost, rank0_cost;
+} g1_plan;
+
+/* Balanced contiguous cuts (stage 0 lighter: rank 0 also embeds, un-embeds
+ * and samples), memory per rank; G1_ERR_ARG with a message when the layout
+ * is impossible or a rank does not fit mem_per_rank (naming the rank, what
+ * it needs and what would fit). */
+g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out);
+void g1_plan_free(g1_plan *p);
+
+/* Experts held by expert slot e: [first, first + count). */
+void g1_plan_experts(const g1_plan *p, int slot, int *first, int *count);
+/* Added: sequence slots whose KV cache expert slot e keeps (global slot g
+ * belongs to expert slot g % ep): slots / ep, plus one for e < slots % ep. */
+int g1_plan_seqs(const g1_plan *p, int slot);
+
+/* JSON (jansson) with format/version, the model's hyper-parameters, P, E,
+ * cuts and per-rank memory. read refuses other formats and bad cuts. */
+g1_status g1_plan_write_json(const g1_plan *p, const char *path);
+g1_status g1_plan_read_json(const char *path, g1_plan *out);
+/* G1_ERR_ARG unless the plan was made for this model (every hyper-parameter). */
+g1_status g1_plan_check_model(const g1_plan *p, const g1_config *cfg);
+/* Human-readable table: one row per rank (stage, slot, layers, experts,
+ * weights, KV cache, buffers, total) and the stage costs. */
+void g1_plan_print(const g1_plan *p, FILE *f);
+
+/* Added (plan_config.c): the model from a preset name (tiny, small, grok-1)
+ * or a JSON object of hyper-parameters over the grok-1 values; validated. */
+g1_status g1_plan_load_config(const char *spec, g1_config *cfg);
+/* Added: a byte count "80G", "512M", "1.5T", "4096" (K/M/G/T = powers of
+ * 1024, optional "iB"/"B"); G1_ERR_ARG naming `what` when malformed. */
+g1_status g1_plan_parse_size(const char *what, const char *text, double *bytes);
+
+#endif

@@ -1,0 +1,58 @@
+/* The human-readable table of a plan: one row per rank, then the stage
+ * costs. Output only; the numbers come from plan.c. */
+#include <stdio.h>
+
+#include "plan.h"
+
+static void fmt_size(char *buf, size_t n, double b)
+{
+    if (b >= 1024.0 * 1024 * 1024)
+        snprintf(buf, n, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+    else
+        snprintf(buf, n, "%.1f MiB", b / (1024.0 * 1024));
+}
+
+void g1_plan_print(const g1_plan *p, FILE *f)
+{
+    char lim[32] = "none";
+    if (p->mem_per_rank > 0)
+        fmt_size(lim, sizeof lim, p->mem_per_rank);
+    fprintf(f, "plan: %d stages x %d expert slots = %d ranks; %d layers, %d experts; %d sequence slots x %d "
+               "positions; %d tokens per step; memory limit per rank: %s\n\n",
+            p->stages, p->ep, p->stages * p->ep, p->cfg.num_layers, p->cfg.num_experts, p->slots, p->context,
+            p->max_batch_tokens, lim);
+    fprintf(f, "%5s %5s %4s %11s %9s %5s %12s %12s %12s %12s\n", "rank", "stage", "slot", "layers", "experts",
+            "seqs", "weights", "kv cache", "buffers", "total");
+    for (int r = 0; r < p->stages * p->ep; r++) {
+        int s = r / p->ep, e = r % p->ep, first, count;
+        g1_plan_experts(p, e, &first, &count);
+        char lay[32], ex[32], w[24], kv[24], b[24], t[24];
+        snprintf(lay, sizeof lay, "%d-%d", p->cut[s], p->cut[s + 1] - 1);
+        snprintf(ex, sizeof ex, "%d-%d", first, first + count - 1);
+        fmt_size(w, sizeof w, p->mem[r].weights);
+        fmt_size(kv, sizeof kv, p->mem[r].kv_cache);
+        fmt_size(b, sizeof b, p->mem[r].buffers);
+        fmt_size(t, sizeof t, p->mem[r].total);
+        fprintf(f, "%5d %5d %4d %11s %9s %5d %12s %12s %12s %12s%s\n", r, s, e, lay, ex, g1_plan_seqs(p, e), w,
+                kv, b, t, r == 0 ? "  (+ embedding, logits)" : "");
+    }
+    double mx = 0, sum = 0;
+    for (int s = 0; s < p->stages; s++) {
+        sum += p->stage_cost[s];
+        if (p->stage_cost[s] > mx)
+            mx = p->stage_cost[s];
+    }
+    char lc[24], x0[24];
+    fmt_size(lc, sizeof lc, p->layer_cost);
+    fmt_size(x0, sizeof x0, p->rank0_cost);
+    fprintf(f, "\nstage costs (bytes one rank reads per decode step; a layer %s, rank 0's embed/un-embed/sample "
+               "%s):\n", lc, x0);
+    for (int s = 0; s < p->stages; s++) {
+        char c[24];
+        fmt_size(c, sizeof c, p->stage_cost[s]);
+        fprintf(f, "  stage %d: layers %d-%d (%d), %s%s\n", s, p->cut[s], p->cut[s + 1] - 1,
+                p->cut[s + 1] - p->cut[s], c, p->stage_cost[s] == mx ? "  <- slowest" : "");
+    }
+    if (mx > 0)
+        fprintf(f, "balance: mean / slowest = %.3f\n", sum / p->stages / mx);
+}

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Command-line tests of grok1-plan (suite 'cli'): the table, --out JSON,
+exit codes (0 planned, 1 refused, 2 usage) and messages.
+usage: test_plan_cli.py CASE --plan PATH --hdf5 0|1 [--mkckpt PATH]"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def run(args, **kw):
+    p = subprocess.run([A.plan] + args, capture_output=True, text=True, timeout=60, **kw)
+    return p.returncode, p.stdout, p.stderr
+
+
+def expect(cond, what):
+    if not cond:
+        print("FAIL:", what)
+        sys.exit(1)
+    print("ok:", what)
+
+
+def case_help():
+    rc, out, err = run(["--help"])
+    expect(rc == 0 and "--stages" in out and "--layers-per-stage" in out, "--help prints usage, exit 0")
+
+
+def case_table():
+    rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "2"])
+    expect(rc == 0, f"tiny 2x2 plans (rc {rc}, {err.strip()})")
+    lines = out.splitlines()
+    head = [i for i, l in enumerate(lines) if l.split()[:3] == ["rank", "stage", "slot"]]
+    expect(len(head) == 1, "table header printed")
+    rows = [l.split() for l in lines[head[0] + 1:head[0] + 5]]
+    expect([r[0] for r in rows] == ["0", "1", "2", "3"], "one row per rank")
+    expect([(r[1], r[2]) for r in rows] == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")], "stage and slot")
+    expect(rows[0][4] == "0-3" and rows[1][4] == "4-7", "experts of the slots")
+    expect(any(l.strip().startswith("stage 0:") for l in lines) and "stage costs" in out, "stage costs printed")
+    rc, out, err = run(["--config", "grok-1", "--stages", "8", "--ep", "8", "--mem-per-rank", "80G"])
+    expect(rc == 0 and "GiB" in out and len([l for l in out.splitlines() if l.strip().startswith("stage ") and ":" in l.split()[1]]) == 8,
+           "grok-1 8x8 on 80G")
+
+
+def case_out_json():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "plan.json")
+        rc, out, err = run(["--config", "grok-1", "--stages", "4", "--ep", "2", "--slots", "6", "--context", "4096",
+                            "--max-batch-tokens", "128", "--mem-per-rank", "200G", "--out", path])
+        expect(rc == 0, f"plan written (rc {rc}, {err.strip()})")
+        expect(not os.path.exists(path + ".partial"), "no .partial left")
+        with open(path) as f:
+            j = json.load(f)
+        expect(j["format"] == "grok1-plan" and j["format_version"] == 1, "format and version")
+        expect(j["model"]["num_layers"] == 64 and j["model"]["rope_base"] == 10000.0 and len(j["model"]) >= 19,
+               "model hyper-parameters")
+        expect(j["stages"] == 4 and j["ep"] == 2 and len(j["ranks"]) == 8, "stages, ep, ranks")
+        c = j["cuts"]
+        expect(c[0] == 0 and c[-1] == 64 and all(a < b for a, b in zip(c, c[1:])), "cuts contiguous, covering")
+        expect(j["layers_per_stage"] == [b - a for a, b in zip(c, c[1:])], "layers_per_stage")
+        expect(j["slots"] == 6 and j["context"] == 4096 and j["max_batch_tokens"] == 128
+               and j["mem_per_rank"] == 200 << 30, "request echoed")
+        for r in j["ranks"]:
+            s = r["stage"]
+            expect(r["layers"] == [c[s], c[s + 1]] and r["experts"] == [r["slot"] * 4, 4]
+                   and r["total_bytes"] == r["weights_bytes"] + r["kv_cache_bytes"] + r["buffer_bytes"]
+                   and r["total_bytes"] <= 200 << 30, f"rank {r['rank']} entry")
+        expect(j["ranks"][0]["weights_bytes"] > j["ranks"][1]["weights_bytes"], "rank 0 holds the embedding")
+        rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--out", "-"])
+        expect(rc == 0 and json.loads(out)["stages"] == 2 and "rank" in err, "--out - : JSON on stdout, table on stderr")
+
+
+def case_override():
+    rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--layers-per-stage", "1,3", "--out", "-"])
+    expect(rc == 0 and json.loads(out)["cuts"] == [0, 1, 4], "--layers-per-stage 1,3")
+    for args, needle in [(["--layers-per-stage", "1,2"], "sum to 3"),
+                         (["--layers-per-stage", "0,4"], "at least one"),
+                         (["--layers-per-stage", "1,1,2"], "3 counts for --stages 2")]:
+        rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1"] + args)
+        expect(rc == 1 and err.startswith("grok1-plan: error:") and needle in err, f"{args}: refused ({err.strip()})")
+
+
+def case_refusals():
+    for args, needle in [(["--stages", "8", "--ep", "3"], "1, 2, 4, 8"),
+                         (["--stages", "65", "--ep", "1"], "1..64"),
+                         (["--stages", "2", "--ep", "1", "--mem-per-rank", "80G"], "would fit"),
+                         (["--stages", "2", "--ep", "1", "--context", "9000"], "8192")]:
+        rc, out, err = run(["--config", "grok-1"] + args)
+        expect(rc == 1 and err.startswith("grok1-plan: error:") and needle in err, f"{args} refused: {err.strip()}")
+    with tempfile.TemporaryDirectory() as d:
+        bad = os.path.join(d, "bad.json")
+        with open(bad, "w") as f:
+            json.dump({"num_q_heads": 5}, f)
+        rc, out, err = run(["--config", bad, "--stages", "1", "--ep", "1"])
+        expect(rc == 1 and "num_q_heads" in err and "bad.json" in err, f"inconsistent JSON config refused: {err.strip()}")
+        good = os.path.join(d, "cfg.json")
+        with open(good, "w") as f:
+            json.dump({"num_layers": 10, "vocab_size": 1000}, f)
+        rc, out, err = run(["--config", good, "--stages", "3", "--ep", "4", "--out", "-"])
+        expect(rc == 0 and json.loads(out)["model"]["num_layers"] == 10, "JSON config file")
+
+
+def case_usage_errors():
+    for args in [[], ["--config", "tiny"], ["--config", "tiny", "--stages", "2"],
+                 ["--config", "tiny", "--stages", "x", "--ep", "1"], ["--config", "tiny", "--stages", "2", "--ep", "0"],
+                 ["--bogus"], ["--config"], ["--config", "tiny", "--checkpoint", "a.h5", "--stages", "1", "--ep", "1"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--mem-per-rank", "lots"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--layers-per-stage", "a,b"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "extra"]]:
+        rc, out, err = run(args)
+        expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: exit 2 ({err.splitlines()[0] if err else ''})")
+    rc, out, err = run(["--config", "nosuch", "--stages", "1", "--ep", "1"])
+    expect(rc == 1 and "not a preset" in err, "unknown preset")
+
+
+def case_checkpoint():
+    if not A.hdf5:
+        rc, out, err = run(["--checkpoint", "x.h5", "--stages", "1", "--ep", "1"])
+        expect(rc == 2 and "without HDF5" in err, "--checkpoint without HDF5")
+        return
+    with tempfile.TemporaryDirectory() as d:
+        ck = os.path.join(d, "tiny.h5")
+        p = subprocess.run([A.mkckpt, "--config", "tiny", "--seed", "0", "--out", ck], capture_output=True, text=True,
+                           timeout=60)
+        expect(p.returncode == 0, f"grok1-mkckpt tiny ({p.stderr.strip()})")
+        rc, out, err = run(["--checkpoint", ck, "--stages", "2", "--ep", "2", "--out", "-"])
+        expect(rc == 0 and json.loads(out)["model"]["emb_size"] == 64, "plan from a checkpoint's attributes")
+        rc, out, err = run(["--checkpoint", os.path.join(d, "none.h5"), "--stages", "1", "--ep", "1"])
+        expect(rc == 1 and err.startswith("grok1-plan: error:"), "missing checkpoint refused")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case")
+    ap.add_argument("--plan", required=True)
+    ap.add_argument("--hdf5", type=int, default=0)
+    ap.add_argument("--mkckpt")
+    A = ap.parse_args()
+    globals()["case_" + A.case]()

@@ -1,8 +1,10 @@
-/* The request scheduler of grok1-run: continuous batching over sequence
- * slots. Each step is one engine forward over a batch of decode tokens (one
- * per decoding slot) and prefill chunks (oldest request first), within
- * max_batch_tokens. A finished slot takes the next request at once; results
- * are held back until every earlier request's result has been written. */
+/* The request scheduler of grok1-run (rank 0): continuous batching over
+ * sequence slots grouped in micro-batches. Each micro-batch step is a batch
+ * of decode tokens (one per decoding slot) and prefill chunks (oldest request
+ * first) within max_batch_tokens, embedded here and sent through the
+ * pipeline; while it is in flight the other micro-batches are built and
+ * sampled. A finished slot takes the next request at once; results are held
+ * back until every earlier request's result has been written. */
 #include "driver.h"
 
 #include <errno.h>
@@ -33,8 +35,23 @@ typedef struct outq {
     int64_t next; /* the next request index to write */
 } outq;
 
+/* One micro-batch: slots [m*B, (m+1)*B) and the step in flight. */
+typedef struct mbatch {
+    int inflight;
+    int T;
+    int rr;                /* first slot offered a decode token next step */
+    int *tok, *slot, *pos; /* (max_batch_tokens) */
+    int *need;             /* (max_batch_tokens) rows that need logits */
+    float *x;              /* (max_batch_tokens, D) */
+} mbatch;
+
 typedef struct driver {
-    g1_engine *e;
+    g1_engine *e;          /* embeds and un-embeds (holds the embedding) */
+    g1_pipe_ops pipe;
+    int M, B;              /* micro-batches, slots per micro-batch */
+    int n_slots;           /* M * B */
+    mbatch *mbs;           /* (M) */
+    long long *order;      /* (M) submission counter of each in-flight micro-batch */
     const g1_config *cfg;
     g1_driver_opts o;
     FILE *out;
@@ -44,11 +61,6 @@ typedef struct driver {
     int64_t n_read;
     seq *seqs;    /* (n_slots) */
     outq q;
-    int rr;       /* first slot offered a decode token this step */
-    /* step buffers */
-    int *tok, *slot, *pos; /* (max_batch_tokens) */
-    int *need;             /* (max_batch_tokens) rows that need logits */
-    float *x;              /* (max_batch_tokens, D) */
     float *logits;         /* (lrows, V) */
     int lrows;             /* logits rows computed at once */
 } driver;
@@ -112,8 +124,7 @@ static g1_status seq_finish(driver *d, int s)
                        : g1_result_generate(&q->req, q->gen, q->n_gen, q->finish, &line);
     int64_t k = q->k;
     d->st->generated_tokens += q->n_gen;
-    seq_clear(q);
-    g1_engine_reset_slot(d->e, s);
+    seq_clear(q); /* the slot's next request starts at position 0, which resets its caches */
     G1_TRY(st);
     return out_push(d, k, line);
 }
@@ -147,14 +158,15 @@ static g1_status seq_start(driver *d, int s, g1_request *r)
             return seq_clear(q), G1_FAIL(G1_ERR_NOMEM, "out of memory for request on line %ld", r->line);
     }
     q->busy = 1;
-    g1_engine_reset_slot(d->e, s);
     return G1_OK;
 }
 
-/* Fill free slots from the input, in slot order. */
+/* Fill free slots from the input, spreading requests over the micro-batches
+ * (slot j of every micro-batch before slot j + 1 of any). */
 static g1_status admit(driver *d)
 {
-    for (int s = 0; s < d->o.n_slots && !d->eof; s++) {
+    for (int i = 0; i < d->n_slots && !d->eof; i++) {
+        int s = (i % d->M) * d->B + i / d->M;
         while (!d->seqs[s].busy && !d->eof) {
             g1_request r;
             int got = 0;
@@ -170,31 +182,33 @@ static g1_status admit(driver *d)
 
 /* ---- one step ---- */
 
-static void add_row(driver *d, int t, int s, int token, int pos, int need)
+static void add_row(mbatch *b, int t, int s, int token, int pos, int need)
 {
-    d->tok[t] = token;
-    d->slot[t] = s;
-    d->pos[t] = pos;
-    d->need[t] = need;
+    b->tok[t] = token;
+    b->slot[t] = s;
+    b->pos[t] = pos;
+    b->need[t] = need;
 }
 
-/* Decode tokens first (they are cheap and keep latency low), then prefill
- * chunks of the oldest requests with what is left of the token budget. */
-static int build_batch(driver *d)
+/* Micro-batch m's next step: decode tokens first (they are cheap and keep
+ * latency low), then prefill chunks of the oldest requests with what is left
+ * of the token budget. */
+static int build_batch(driver *d, int m)
 {
-    int T = 0, B = d->o.max_batch_tokens, n = d->o.n_slots;
-    for (int i = 0; i < n && T < B; i++) {
-        int s = (d->rr + i) % n;
+    mbatch *b = &d->mbs[m];
+    int T = 0, budget = d->o.max_batch_tokens, n = d->B, s0 = m * d->B;
+    for (int i = 0; i < n && T < budget; i++) {
+        int s = s0 + (b->rr + i) % n;
         seq *q = &d->seqs[s];
         if (!q->busy || q->fed < q->req.n_prompt)
             continue;
-        add_row(d, T++, s, q->gen[q->n_gen - 1], q->fed, 1);
+        add_row(b, T++, s, q->gen[q->n_gen - 1], q->fed, 1);
         q->fed++;
     }
-    d->rr = (d->rr + 1) % n; /* no slot waits for ever when slots > budget */
-    while (T < B) {
+    b->rr = (b->rr + 1) % n; /* no slot waits for ever when slots > budget */
+    while (T < budget) {
         int best = -1;
-        for (int s = 0; s < n; s++) {
+        for (int s = s0; s < s0 + n; s++) {
             seq *q = &d->seqs[s];
             if (q->busy && q->fed < q->req.n_prompt && (best < 0 || q->k < d->seqs[best].k))
                 best = s;
@@ -203,12 +217,12 @@ static int build_batch(driver *d)
             break;
         seq *q = &d->seqs[best];
         int c = q->req.n_prompt - q->fed;
-        if (c > B - T)
-            c = B - T;
+        if (c > budget - T)
+            c = budget - T;
         for (int j = 0; j < c; j++) {
             int p = q->fed + j;
             int need = d->o.mode == G1_MODE_SCORE || p == q->req.n_prompt - 1;
-            add_row(d, T++, best, q->req.prompt_ids[p], p, need);
+            add_row(b, T++, best, q->req.prompt_ids[p], p, need);
         }
         q->fed += c;
     }
@@ -240,14 +254,14 @@ static void take_token(driver *d, seq *q, int token)
         q->finish = "length";
 }
 
-/* Rows[0..m) of d->logits belong to batch rows idx[0..m). */
-static g1_status use_logits(driver *d, const int *idx, int m)
+/* Rows[0..m) of d->logits belong to micro-batch b's rows idx[0..m). */
+static g1_status use_logits(driver *d, const mbatch *b, const int *idx, int m)
 {
     int V = d->cfg->vocab_size;
     for (int j = 0; j < m; j++) {
         const float *l = d->logits + (size_t)j * V;
-        seq *q = &d->seqs[d->slot[idx[j]]];
-        int p = d->pos[idx[j]], am;
+        seq *q = &d->seqs[b->slot[idx[j]]];
+        int p = b->pos[idx[j]], am;
         if (d->o.mode == G1_MODE_GENERATE) {
             row_logprob(l, V, -1, &am);
             take_token(d, q, am);
@@ -263,38 +277,62 @@ static g1_status use_logits(driver *d, const int *idx, int m)
         return G1_OK;
     /* the rows of one request are consecutive here: write them as one piece */
     for (int j = 0; j < m;) {
-        int s = d->slot[idx[j]], r = j;
-        while (r < m && d->slot[idx[r]] == s)
+        int s = b->slot[idx[j]], r = j;
+        while (r < m && b->slot[idx[r]] == s)
             r++;
         const seq *q = &d->seqs[s];
-        G1_TRY(d->o.dump->write(d->o.dump->ctx, (int64_t)(q->req.line - 1), q->req.n_prompt, d->pos[idx[j]], r - j,
+        G1_TRY(d->o.dump->write(d->o.dump->ctx, (int64_t)(q->req.line - 1), q->req.n_prompt, b->pos[idx[j]], r - j,
                                 d->logits + (size_t)j * V));
         j = r;
     }
     return G1_OK;
 }
 
-static g1_status step(driver *d, int T)
+/* Build, embed and submit micro-batch m's next step, if it has work. */
+static g1_status launch(driver *d, int m)
 {
-    int D = d->cfg->emb_size;
-    g1_batch b = {.T = T, .slot = d->slot, .pos = d->pos};
-    G1_TRY(g1_engine_embed(d->e, T, d->tok, d->x));
-    G1_TRY(g1_engine_forward(d->e, &b, d->x));
+    mbatch *b = &d->mbs[m];
+    b->T = build_batch(d, m);
+    if (!b->T)
+        return G1_OK;
+    g1_batch bt = {.T = b->T, .slot = b->slot, .pos = b->pos};
+    G1_TRY(g1_engine_embed(d->e, b->T, b->tok, b->x));
+    G1_TRY(d->pipe.submit(d->pipe.ctx, m, &bt, b->x));
+    b->inflight = 1;
     d->st->steps++;
+    return G1_OK;
+}
+
+/* Take the oldest micro-batch out of the pipeline: logits for the rows that
+ * need them, then finish the sequences that are done. */
+static g1_status complete(driver *d)
+{
+    int m;
+    int D = d->cfg->emb_size;
+    /* every in-flight micro-batch has its own x; wait writes into it */
+    int oldest = -1;
+    for (int i = 0; i < d->M; i++)
+        if (d->mbs[i].inflight && (oldest < 0 || d->order[i] < d->order[oldest]))
+            oldest = i;
+    G1_TRY(d->pipe.wait(d->pipe.ctx, &m, d->mbs[oldest].x));
+    if (m != oldest)
+        return G1_FAIL(G1_ERR_INTERNAL, "pipeline returned micro-batch %d, expected %d", m, oldest);
+    mbatch *b = &d->mbs[m];
+    b->inflight = 0;
     /* compact the rows that need logits to the front of x; keep their index */
-    int m = 0;
-    for (int t = 0; t < T; t++)
-        if (d->need[t]) {
-            if (m != t)
-                memcpy(d->x + (size_t)m * D, d->x + (size_t)t * D, (size_t)D * sizeof *d->x);
-            d->need[m++] = t;
+    int n = 0;
+    for (int t = 0; t < b->T; t++)
+        if (b->need[t]) {
+            if (n != t)
+                memcpy(b->x + (size_t)n * D, b->x + (size_t)t * D, (size_t)D * sizeof *b->x);
+            b->need[n++] = t;
         }
-    for (int j = 0; j < m; j += d->lrows) {
-        int c = m - j < d->lrows ? m - j : d->lrows;
-        G1_TRY(g1_engine_logits(d->e, c, d->x + (size_t)j * D, d->logits));
-        G1_TRY(use_logits(d, d->need + j, c));
+    for (int j = 0; j < n; j += d->lrows) {
+        int c = n - j < d->lrows ? n - j : d->lrows;
+        G1_TRY(g1_engine_logits(d->e, c, b->x + (size_t)j * D, d->logits));
+        G1_TRY(use_logits(d, b, b->need + j, c));
     }
-    for (int s = 0; s < d->o.n_slots; s++) {
+    for (int s = m * d->B; s < (m + 1) * d->B; s++) {
         seq *q = &d->seqs[s];
         int done = d->o.mode == G1_MODE_SCORE ? q->busy && q->fed == q->req.n_prompt : q->busy && q->finish;
         if (done)
@@ -305,14 +343,23 @@ static g1_status step(driver *d, int T)
 
 static g1_status run_loop(driver *d)
 {
+    long long submitted = 0;
     for (;;) {
         G1_TRY(admit(d));
-        int T = build_batch(d);
-        if (T == 0)
+        int inflight = 0;
+        for (int m = 0; m < d->M; m++) {
+            if (!d->mbs[m].inflight) {
+                G1_TRY(launch(d, m));
+                if (d->mbs[m].inflight)
+                    d->order[m] = submitted++;
+            }
+            inflight += d->mbs[m].inflight;
+        }
+        if (!inflight)
             break;
-        G1_TRY(step(d, T));
+        G1_TRY(complete(d));
     }
-    for (int s = 0; s < d->o.n_slots; s++)
+    for (int s = 0; s < d->n_slots; s++)
         if (d->seqs[s].busy)
             return G1_FAIL(G1_ERR_INTERNAL, "scheduler stopped with request %lld unfinished",
                            (long long)d->seqs[s].k);
@@ -324,46 +371,71 @@ static g1_status run_loop(driver *d)
 
 static g1_status check_opts(const g1_driver_opts *o)
 {
-    if (o->n_slots < 1 || o->max_batch_tokens < 1 || o->max_new_tokens < 0)
-        return G1_FAIL(G1_ERR_ARG, "driver: n_slots and max_batch_tokens must be >= 1, max_new_tokens >= 0");
+    if (o->micro_batches < 1 || o->batch_size < 1 || o->max_batch_tokens < 1 || o->max_new_tokens < 0)
+        return G1_FAIL(G1_ERR_ARG, "driver: micro_batches, batch_size and max_batch_tokens must be >= 1, "
+                                   "max_new_tokens >= 0");
     if (o->dump && o->mode != G1_MODE_SCORE)
         return G1_FAIL(G1_ERR_ARG, "the logits dump works in score mode only");
     return G1_OK;
 }
 
-g1_status g1_driver_run(g1_engine *e, const g1_driver_opts *opts, FILE *in, FILE *out, g1_driver_stats *stats)
+static void mbatch_free(mbatch *b)
+{
+    free(b->tok);
+    free(b->slot);
+    free(b->pos);
+    free(b->need);
+    free(b->x);
+}
+
+static g1_status driver_alloc(driver *d)
+{
+    size_t B = (size_t)d->o.max_batch_tokens, D = (size_t)d->cfg->emb_size, V = (size_t)d->cfg->vocab_size;
+    /* bound the logits buffer to 64 MiB whatever the vocabulary */
+    size_t lrows = ((size_t)1 << 24) / V;
+    d->lrows = (int)(lrows < 1 ? 1 : lrows > B ? B : lrows);
+    d->seqs = calloc((size_t)d->n_slots, sizeof *d->seqs);
+    d->mbs = calloc((size_t)d->M, sizeof *d->mbs);
+    d->order = calloc((size_t)d->M, sizeof *d->order);
+    d->logits = malloc((size_t)d->lrows * V * sizeof *d->logits);
+    if (!d->seqs || !d->mbs || !d->order || !d->logits)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    for (int m = 0; m < d->M; m++) {
+        mbatch *b = &d->mbs[m];
+        b->tok = malloc(B * sizeof *b->tok);
+        b->slot = malloc(B * sizeof *b->slot);
+        b->pos = malloc(B * sizeof *b->pos);
+        b->need = malloc(B * sizeof *b->need);
+        b->x = malloc(B * D * sizeof *b->x);
+        if (!b->tok || !b->slot || !b->pos || !b->need || !b->x)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    }
+    return G1_OK;
+}
+
+g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *opts, FILE *in, FILE *out,
+                        g1_driver_stats *stats)
 {
     G1_TRY(check_opts(opts));
     memset(stats, 0, sizeof *stats);
-    driver d = {.e = e, .cfg = g1_engine_config(e), .o = *opts, .out = out, .st = stats};
-    size_t B = (size_t)opts->max_batch_tokens, D = (size_t)d.cfg->emb_size, V = (size_t)d.cfg->vocab_size;
-    /* bound the logits buffer to 64 MiB whatever the vocabulary */
-    size_t lrows = ((size_t)1 << 24) / V;
-    d.lrows = (int)(lrows < 1 ? 1 : lrows > B ? B : lrows);
+    driver d = {.e = e, .pipe = pipe, .cfg = g1_engine_config(e), .o = *opts, .out = out, .st = stats};
+    d.M = opts->micro_batches;
+    d.B = opts->batch_size;
+    d.n_slots = d.M * d.B;
     g1_request_reader_init(&d.rd, in, opts->mode, d.cfg);
-    d.seqs = calloc((size_t)opts->n_slots, sizeof *d.seqs);
-    d.tok = malloc(B * sizeof *d.tok);
-    d.slot = malloc(B * sizeof *d.slot);
-    d.pos = malloc(B * sizeof *d.pos);
-    d.need = malloc(B * sizeof *d.need);
-    d.x = malloc(B * D * sizeof *d.x);
-    d.logits = malloc((size_t)d.lrows * V * sizeof *d.logits);
-    g1_status st;
-    if (!d.seqs || !d.tok || !d.slot || !d.pos || !d.need || !d.x || !d.logits)
-        st = G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
-    else
+    g1_status st = driver_alloc(&d);
+    if (st == G1_OK)
         st = run_loop(&d);
-    for (int s = 0; d.seqs && s < opts->n_slots; s++)
+    for (int s = 0; d.seqs && s < d.n_slots; s++)
         seq_clear(&d.seqs[s]);
     for (int64_t i = 0; i < d.q.cap; i++)
         free(d.q.line[i]);
     free(d.q.line);
     free(d.seqs);
-    free(d.tok);
-    free(d.slot);
-    free(d.pos);
-    free(d.need);
-    free(d.x);
+    for (int m = 0; d.mbs && m < d.M; m++)
+        mbatch_free(&d.mbs[m]);
+    free(d.mbs);
+    free(d.order);
     free(d.logits);
     g1_request_reader_free(&d.rd);
     return st;

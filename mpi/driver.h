@@ -1,7 +1,8 @@
-/* The request scheduler of grok1-run: continuous batching of JSONL requests
- * over the engine's sequence slots, greedy generation or scoring, results
- * written in input order. One process for now; no MPI and no HDF5 in here
- * (the logits dump comes in through a callback). */
+/* The request scheduler of grok1-run (rank 0): continuous batching of JSONL
+ * requests over sequence slots grouped in micro-batches that flow through a
+ * pipeline (pipeline.h), greedy generation or scoring, results written in
+ * input order. No MPI and no HDF5 in here (the logits dump comes in through
+ * a callback). */
 #ifndef G1_DRIVER_H
 #define G1_DRIVER_H
 
@@ -9,6 +10,7 @@
 #include <stdio.h>
 
 #include "engine.h"
+#include "pipeline.h"
 #include "requests.h"
 #include "status.h"
 
@@ -22,8 +24,9 @@ typedef struct g1_logits_sink {
 typedef struct g1_driver_opts {
     g1_run_mode mode;
     int max_new_tokens;        /* default when a request does not set it */
-    int n_slots;               /* sequence slots; the engine must have as many */
-    int max_batch_tokens;      /* most tokens per engine step; <= the engine's max_batch */
+    int micro_batches;         /* M: micro-batches in flight */
+    int batch_size;            /* B: sequence slots per micro-batch (global slots M * B) */
+    int max_batch_tokens;      /* most tokens per micro-batch step */
     const g1_logits_sink *dump; /* score mode only; NULL: no dump */
 } g1_driver_opts;
 
@@ -31,12 +34,14 @@ typedef struct g1_driver_stats {
     int64_t requests;
     int64_t prompt_tokens;
     int64_t generated_tokens;
-    int64_t steps; /* engine forward calls */
+    int64_t steps; /* micro-batch steps submitted */
 } g1_driver_stats;
 
 /* Read every request from `in`, run them, write one result line per request
- * to `out` (flushed per line, in input order). Stops at the first bad
- * request or failure; results already written stay valid. */
-g1_status g1_driver_run(g1_engine *e, const g1_driver_opts *opts, FILE *in, FILE *out, g1_driver_stats *stats);
+ * to `out` (flushed per line, in input order). `e` embeds and un-embeds
+ * (it must hold the embedding); the layers run through `pipe`. Stops at the
+ * first bad request or failure; results already written stay valid. */
+g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *opts, FILE *in, FILE *out,
+                        g1_driver_stats *stats);
 
 #endif

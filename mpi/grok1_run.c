@@ -1,7 +1,8 @@
 /* grok1-run: score or complete JSONL requests with a Grok-1 checkpoint (or a
- * synthetic model). This file is the command line and the file handling;
- * the scheduler is driver.c. One process for now: multi-rank runs come with
- * the distributed runtime. */
+ * synthetic model), on one process or as an MPI job of P stages x E expert
+ * slots. This file is the command line, the plan, loading each rank's share
+ * of the weights and the file handling; the scheduler is driver.c, the
+ * distributed runtime dist.h. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -15,7 +16,9 @@
 #endif
 
 #include "config.h"
+#include "dist.h"
 #include "driver.h"
+#include "plan.h"
 #include "engine.h"
 #include "requests.h"
 #include "status.h"
@@ -34,6 +37,9 @@ typedef struct cli {
     int have_mode;
     int max_new_tokens, batch_size, max_batch_tokens, threads;
     unsigned long long seed;
+    int stages, ep, micro_batches, verbose;
+    const char *plan, *layers_per_stage;
+    double mem_per_rank;
 } cli;
 
 static void usage(FILE *f)
@@ -69,16 +75,26 @@ static void usage(FILE *f)
 "                            \"max_new_tokens\" overrides it; also limited by max_seq_len)\n"
 "\n"
 "Performance:\n"
-"  --batch-size B            sequence slots run together (continuous batching; default 8)\n"
-"  --max-batch-tokens T      most tokens per forward step: decode tokens plus prompt\n"
+"  --batch-size B            sequence slots per micro-batch (continuous batching; default 8)\n"
+"  --max-batch-tokens T      most tokens per micro-batch step: decode tokens plus prompt\n"
 "                            chunks (default 256)\n"
+"\n"
+"Distributed (start N = P x E processes with mpirun or srun; rank r is stage r / E,\n"
+"expert slot r %% E; rank 0 reads requests, embeds, un-embeds and writes results):\n"
+"  --stages P                pipeline stages, each a contiguous range of layers (default 1)\n"
+"  --ep E                    expert-parallel ranks per stage; divides the experts (default 1)\n"
+"  --micro-batches M         micro-batches in flight, B slots each (default P)\n"
+"  --plan PLAN.json          layer ranges from grok1-plan (default: the planner decides)\n"
+"  --layers-per-stage a,b,.. layer counts per stage instead of the planner's balance\n"
+"  --mem-per-rank SIZE       memory per rank for the planner's check (e.g. 80G; default: no limit)\n"
+"  --verbose                 each rank reports what it loaded and the bytes it read\n"
 "  --threads N               CPU threads (default: OpenMP's default)\n"
 "  --help                    this text\n"
 "\n"
 "Exit status: 0 success; 1 bad input data, unreadable or mismatched checkpoint,\n"
 "or a failure while running; 2 bad command line. Errors go to stderr as\n"
 "'grok1-run: error: <message>'; a summary line goes to stderr at the end.\n"
-"Run one process: multi-rank runs come with the distributed runtime.\n");
+"A rank that fails ends the whole job (MPI_Abort) after printing which rank and why.\n");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -107,7 +123,8 @@ static int parse_int(const char *opt, const char *text, int lo, int *out)
 /* 0: run; 1: --help was printed; -1: error printed. */
 static int parse_args(int argc, char **argv, cli *c)
 {
-    enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP };
+    enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
+           O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -115,6 +132,10 @@ static int parse_args(int argc, char **argv, cli *c)
         {"batch-size", required_argument, NULL, O_BS},     {"max-batch-tokens", required_argument, NULL, O_MBT},
         {"threads", required_argument, NULL, O_THR},       {"synthetic", required_argument, NULL, O_SYN},
         {"seed", required_argument, NULL, O_SEED},         {"help", no_argument, NULL, O_HELP},
+        {"stages", required_argument, NULL, O_STAGES},     {"ep", required_argument, NULL, O_EP},
+        {"micro-batches", required_argument, NULL, O_MB},  {"plan", required_argument, NULL, O_PLAN},
+        {"layers-per-stage", required_argument, NULL, O_LPS}, {"mem-per-rank", required_argument, NULL, O_MEM},
+        {"verbose", no_argument, NULL, O_VERBOSE},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256};
@@ -132,6 +153,16 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_MBT: r = parse_int("--max-batch-tokens", optarg, 1, &c->max_batch_tokens); break;
         case O_THR: r = parse_int("--threads", optarg, 1, &c->threads); break;
         case O_HELP: usage(stdout); return 1;
+        case O_STAGES: r = parse_int("--stages", optarg, 1, &c->stages); break;
+        case O_EP: r = parse_int("--ep", optarg, 1, &c->ep); break;
+        case O_MB: r = parse_int("--micro-batches", optarg, 1, &c->micro_batches); break;
+        case O_PLAN: c->plan = optarg; break;
+        case O_LPS: c->layers_per_stage = optarg; break;
+        case O_VERBOSE: c->verbose = 1; break;
+        case O_MEM:
+            if (g1_plan_parse_size("--mem-per-rank", optarg, &c->mem_per_rank) != G1_OK)
+                return usage_error("%s", g1_last_error());
+            break;
         case O_MODE:
             if (g1_run_mode_parse(optarg, &c->mode) != G1_OK)
                 return usage_error("%s", g1_last_error());
@@ -161,6 +192,9 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --synthetic PRESET");
     if (c->dump_logits && c->mode != G1_MODE_SCORE)
         return usage_error("--dump-logits works with --mode score only");
+    if (c->plan && c->layers_per_stage)
+        return usage_error("give --plan or --layers-per-stage, not both");
+
     if (c->dump_logits && !strcmp(c->dump_logits, "-"))
         return usage_error("--dump-logits needs a file name (an HDF5 file cannot go to stdout)");
 #if !G1_HAVE_HDF5
@@ -177,6 +211,7 @@ typedef struct model {
     g1_config cfg;
     g1_weights w;
     int have_w;
+    unsigned long long bytes_read;
 #if G1_HAVE_HDF5
     g1_ckpt *ck;
 #endif
@@ -198,24 +233,28 @@ static g1_status model_open(const cli *c, model *m)
 #endif
 }
 
-static g1_status model_load(const cli *c, model *m)
+/* This rank's share: layers [l0, l1), experts [e0, e1), the embedding on
+ * rank 0. A checkpoint is read only where this share lies. */
+static g1_status model_load(const cli *c, model *m, int l0, int l1, int e0, int e1, int with_embedding)
 {
     const g1_config *cfg = &m->cfg;
     if (c->synthetic) {
         int blocks[G1_NUM_QMAT];
         g1_synth_blocks(cfg, blocks);
-        G1_TRY(g1_weights_alloc(&m->w, cfg, 0, cfg->num_layers, 0, cfg->num_experts, blocks, 1));
+        G1_TRY(g1_weights_alloc(&m->w, cfg, l0, l1, e0, e1, blocks, with_embedding));
         m->have_w = 1;
         g1_synth s = {.cfg = *cfg, .seed = c->seed};
         return g1_synth_weights(&s, &m->w);
     }
 #if G1_HAVE_HDF5
-    g1_status st = g1_ckpt_load(m->ck, 0, cfg->num_layers, 0, cfg->num_experts, 1, &m->w);
+    g1_status st = g1_ckpt_load(m->ck, l0, l1, e0, e1, with_embedding, &m->w);
     m->have_w = st == G1_OK;
+    m->bytes_read = g1_ckpt_bytes_read(m->ck);
     g1_ckpt_close(m->ck);
     m->ck = NULL;
     return st;
 #else
+    (void)l0, (void)l1, (void)e0, (void)e1, (void)with_embedding;
     return G1_FAIL(G1_ERR_ARG, "built without HDF5");
 #endif
 }
@@ -320,19 +359,73 @@ static double now_s(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static g1_status run(const cli *c, files *f, model *m)
+/* The stage layout: from --plan, or the planner (with --layers-per-stage
+ * as an override). Every rank computes or reads the same plan. */
+static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan)
 {
-    G1_TRY(files_open_input(c, f));
-    G1_TRY(model_open(c, m));
-    G1_TRY(files_open_outputs(c, &m->cfg, f));
-    G1_TRY(model_load(c, m));
+    if (c->plan) {
+        G1_TRY(g1_plan_read_json(c->plan, plan));
+        G1_TRY(g1_plan_check_model(plan, cfg));
+        if ((*P && *P != plan->stages) || (*E && *E != plan->ep))
+            return G1_FAIL(G1_ERR_ARG, "%s is a plan for --stages %d --ep %d, not --stages %d --ep %d", c->plan,
+                           plan->stages, plan->ep, *P ? *P : plan->stages, *E ? *E : plan->ep);
+        *P = plan->stages;
+        *E = plan->ep;
+        return G1_OK;
+    }
+    *P = *P ? *P : 1;
+    *E = *E ? *E : 1;
+    int lps[1024], n = 0;
+    if (c->layers_per_stage) {
+        const char *q = c->layers_per_stage;
+        while (*q && n < 1024) {
+            char *end;
+            long v = strtol(q, &end, 10);
+            if (end == q || v < 1 || v > 100000 || (*end && *end != ','))
+                return G1_FAIL(G1_ERR_ARG, "--layers-per-stage %s: expected layer counts such as 2,3,3",
+                               c->layers_per_stage);
+            lps[n++] = (int)v;
+            q = *end ? end + 1 : end;
+        }
+        if (n != *P)
+            return G1_FAIL(G1_ERR_ARG, "--layers-per-stage gives %d stages, but --stages is %d", n, *P);
+    }
+    int M = c->micro_batches ? c->micro_batches : *P;
+    g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = c->mem_per_rank,
+                          .slots = M * c->batch_size, .context = 0, .max_batch_tokens = c->max_batch_tokens,
+                          .layers_per_stage = c->layers_per_stage ? lps : NULL};
+    return g1_plan_make(&rq, plan);
+}
 
-    g1_engine *e = NULL;
-    g1_engine_opts eo = {.n_slots = c->batch_size, .max_batch = c->max_batch_tokens, .max_context = 0};
-    G1_TRY(g1_engine_init(&e, &m->w, &eo, NULL));
+typedef struct job {
+    g1_dist *dist;     /* NULL: one process */
+    g1_engine *e;
+    g1_pipe_local *local;
+    int P, E, M;
+    int agreed; /* a failure now is the same on every rank (layout, plan) */
+} job;
+
+static void job_free(job *j)
+{
+    g1_engine_free(j->e);
+    g1_pipe_local_free(j->local);
+    g1_dist_free(j->dist);
+}
+
+/* Rank 0: read requests, drive the pipeline, write results. */
+static g1_status drive(const cli *c, files *f, job *j)
+{
+    g1_pipe_ops pipe;
+    if (j->dist)
+        G1_TRY(g1_dist_pipe(j->dist, j->e, j->M, c->max_batch_tokens, &pipe));
+    else {
+        G1_TRY(g1_pipe_local_init(&j->local, j->e, j->M, c->max_batch_tokens));
+        pipe = g1_pipe_local_ops(j->local);
+    }
     g1_driver_opts o = {.mode = c->mode,
                         .max_new_tokens = c->max_new_tokens,
-                        .n_slots = c->batch_size,
+                        .micro_batches = j->M,
+                        .batch_size = c->batch_size,
                         .max_batch_tokens = c->max_batch_tokens};
 #if G1_HAVE_HDF5
     g1_logits_sink sink = {.write = dump_write, .ctx = f->logits};
@@ -341,17 +434,79 @@ static g1_status run(const cli *c, files *f, model *m)
 #endif
     g1_driver_stats s;
     double t0 = now_s();
-    g1_status st = g1_driver_run(e, &o, f->in, f->out, &s);
+    G1_TRY(g1_driver_run(j->e, pipe, &o, f->in, f->out, &s));
     double dt = now_s() - t0;
-    g1_engine_free(e);
-    if (st == G1_OK) {
-        int64_t tok = s.prompt_tokens + s.generated_tokens;
-        fprintf(stderr,
-                "grok1-run: %lld requests, %lld prompt tokens, %lld generated tokens, %.3f s, %.1f tokens/s\n",
-                (long long)s.requests, (long long)s.prompt_tokens, (long long)s.generated_tokens, dt,
-                dt > 0 ? (double)tok / dt : 0.0);
+    double busy[1024] = {0};
+    if (j->dist) {
+        G1_TRY(g1_dist_stop(j->dist));
+        G1_TRY(g1_dist_busy(j->dist, busy));
     }
-    return st;
+    int64_t tok = s.prompt_tokens + s.generated_tokens;
+    char stages[512] = "";
+    size_t n = 0;
+    for (int i = 0; j->dist && i < j->P && n < sizeof stages - 16; i++)
+        n += (size_t)snprintf(stages + n, sizeof stages - n, "%s%.0f%%", i ? " " : "", 100 * busy[i]);
+    fprintf(stderr,
+            "grok1-run: %lld requests, %lld prompt tokens, %lld generated tokens, %.3f s, %.1f tokens/s; "
+            "%d x %d ranks, %d micro-batches of %d slots%s%s\n",
+            (long long)s.requests, (long long)s.prompt_tokens, (long long)s.generated_tokens, dt,
+            dt > 0 ? (double)tok / dt : 0.0, j->P, j->E, j->M, c->batch_size, j->dist ? "; stage busy " : "",
+            stages);
+    return G1_OK;
+}
+
+static g1_status run(const cli *c, const g1_world *world, files *f, model *m, job *j)
+{
+    int rank = world->rank;
+    if (rank == 0)
+        G1_TRY(files_open_input(c, f));
+    G1_TRY(model_open(c, m));
+    /* the layout is checked before anything is loaded */
+    int P = c->stages, E = c->ep;
+    g1_plan plan = {0};
+    /* every rank reaches the same verdict on the layout and the plan */
+    j->agreed = 1;
+    if (!c->plan)
+        G1_TRY(g1_dist_check_layout(world->size, P ? P : 1, E ? E : 1, &m->cfg));
+    g1_status st = make_plan(c, &m->cfg, &P, &E, &plan);
+    if (st == G1_OK && c->plan)
+        st = g1_dist_check_layout(world->size, P, E, &m->cfg);
+    int s = rank / E, e = rank % E, first = 0, count = 0;
+    int l0 = st == G1_OK ? plan.cut[s] : 0, l1 = st == G1_OK ? plan.cut[s + 1] : 0;
+    if (st == G1_OK)
+        g1_plan_experts(&plan, e, &first, &count);
+    g1_plan_free(&plan);
+    G1_TRY(st);
+    j->agreed = 0;
+    j->P = P;
+    j->E = E;
+    j->M = c->micro_batches ? c->micro_batches : P;
+    if (rank == 0)
+        G1_TRY(files_open_outputs(c, &m->cfg, f));
+
+    double t0 = now_s();
+    G1_TRY(model_load(c, m, l0, l1, first, first + count, rank == 0));
+    if (c->verbose)
+        fprintf(stderr, "grok1-run: rank %d (stage %d, slot %d): layers %d-%d, experts %d-%d%s: %llu bytes read, "
+                        "%.1f MB held, %.2f s\n",
+                rank, s, e, l0, l1 - 1, first, first + count - 1, rank == 0 ? ", embedding" : "", m->bytes_read,
+                (double)g1_weights_bytes(&m->w) / 1e6, now_s() - t0);
+
+    int slots = j->M * c->batch_size;
+    g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0};
+    g1_moe_dispatch dispatch, *dp = NULL;
+    if (P * E > 1) {
+        G1_TRY(g1_dist_init(&j->dist, P, E));
+        if (E > 1) {
+            G1_TRY(g1_dist_dispatch(j->dist, &m->cfg, c->max_batch_tokens, &j->e, &dispatch));
+            dp = &dispatch;
+        }
+    }
+    G1_TRY(g1_engine_init(&j->e, &m->w, &eo, dp));
+    if (rank == 0)
+        return drive(c, f, j);
+    G1_TRY(g1_dist_worker(j->dist, j->e, j->M, c->max_batch_tokens));
+    return g1_dist_busy(j->dist, NULL);
 }
 
 int main(int argc, char **argv)
@@ -366,13 +521,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         g1_world_abort(EXIT_DATA);
     }
-    if (world.size > 1) {
-        if (world.rank == 0)
-            fprintf(stderr, "grok1-run: error: started as %d processes; multi-rank runs come with the distributed "
-                            "runtime; run one process\n", world.size);
-        g1_world_finalize();
-        return EXIT_USAGE;
-    }
 #ifdef _OPENMP
     if (c.threads > 0)
         omp_set_num_threads(c.threads);
@@ -380,7 +528,24 @@ int main(int argc, char **argv)
 
     files f = {0};
     model m = {0};
-    g1_status st = run(&c, &f, &m);
+    job j = {0};
+    g1_status st = run(&c, &world, &f, &m, &j);
+    if (st != G1_OK && world.size > 1 && j.agreed) {
+        if (world.rank == 0)
+            fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
+        files_close(&c, &f, 0);
+        job_free(&j);
+        model_free(&m);
+        g1_world_finalize();
+        return EXIT_USAGE;
+    }
+    if (st != G1_OK && world.size > 1) {
+        /* one rank's failure ends the job: no rank may wait for ever */
+        fprintf(stderr, "grok1-run: error: rank %d of %d: %s\n", world.rank, world.size, g1_last_error());
+        if (world.rank == 0)
+            files_close(&c, &f, 0);
+        g1_world_abort(EXIT_DATA);
+    }
     if (st != G1_OK)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
     g1_status st2 = files_close(&c, &f, st == G1_OK);
@@ -388,6 +553,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         st = st2;
     }
+    job_free(&j);
     model_free(&m);
     g1_world_finalize();
     return st == G1_OK ? 0 : EXIT_DATA;

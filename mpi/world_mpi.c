@@ -2,6 +2,7 @@
  * without a launcher, which Open MPI treats as a world of one). Only main
  * and this file use MPI_COMM_WORLD. */
 #include "world.h"
+#include "world_mpi.h"
 
 #include <mpi.h>
 #include <stdlib.h>
@@ -44,4 +45,9 @@ _Noreturn void g1_world_abort(int code)
 const char *g1_world_kind(void)
 {
     return "mpi";
+}
+
+MPI_Comm g1_world_comm(void)
+{
+    return MPI_COMM_WORLD;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: install what is missing (Debian 12), build, make the tiny
-# model, and run the main job on it: greedy generation for a few prompts.
-# (Single process for now; the distributed runtime makes this a 4-rank job.)
+# model, and run the main job on it: a 4-rank MPI job (2 pipeline stages x
+# 2 expert slots) generating completions for a few prompts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +21,9 @@ cat > "$reqs" <<'JSON'
 {"id": "c", "prompt_ids": [100, 200, 300, 400, 500, 42, 7], "max_new_tokens": 20}
 JSON
 out=checkpoints/tiny/demo-completions.jsonl
-./build/mpi/grok1-run --checkpoint "$model" --mode generate --input "$reqs" --output "$out"
+# mpirun refuses root unless told; more ranks than cores need oversubscribe
+mpi_env=(OMP_NUM_THREADS=1 OMPI_MCA_rmaps_base_oversubscribe=1)
+if [ "$(id -u)" -eq 0 ]; then mpi_env+=(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1); fi
+env "${mpi_env[@]}" mpirun -n 4 ./build/mpi/grok1-run --stages 2 --ep 2 \
+  --checkpoint "$model" --mode generate --input "$reqs" --output "$out"
 cat "$out"

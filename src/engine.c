@@ -67,7 +67,8 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
          (e->kc = zalloc(T * sizeof(float *))) && (e->vc = zalloc(T * sizeof(float *))) &&
          (e->scores = zalloc((size_t)g1_cpu_threads() * e->scores_stride * 4)) &&
          (e->tok = zalloc(T * k * sizeof(int))) && (e->xg = zalloc(T * k * (D > F ? D : F) * 4)) &&
-         (e->h1 = zalloc(T * k * F * 4)) && (e->h2 = zalloc(T * k * F * 4)) && (e->yk = zalloc(T * k * D * 4));
+         (e->h1 = zalloc(T * k * F * 4)) && (e->h2 = zalloc(T * k * F * 4)) && (e->yk = zalloc(T * k * D * 4)) &&
+         (e->xk = zalloc(T * k * D * 4));
     if (!ok) {
         g1_engine_free(e);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for engine buffers (batch %d tokens)", opts->max_batch);
@@ -93,7 +94,7 @@ void g1_engine_free(g1_engine *e)
     free(e->slots);
     free(e->xn); free(e->q); free(e->k); free(e->v); free(e->att); free(e->o);
     free(e->idx); free(e->gate); free(e->kc); free(e->vc); free(e->scores);
-    free(e->tok); free(e->xg); free(e->h1); free(e->h2); free(e->yk);
+    free(e->tok); free(e->xg); free(e->h1); free(e->h2); free(e->yk); free(e->xk);
     free(e);
 }
 
@@ -164,8 +165,8 @@ g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
     int T = b->T, D = c->emb_size, K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads;
     size_t kvw = (size_t)Hkv * K;
     float eps = (float)c->rms_eps;
-    if (!T)
-        return G1_OK;
+    /* T == 0 still walks the layers: a distributed dispatch is collective,
+     * so a rank with no tokens in this micro-batch must take part */
     for (int l = 0; l < e->nL; l++) {
         const g1_layer_weights *L = &e->w->layers[l];
         /* attention */

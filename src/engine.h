@@ -66,5 +66,13 @@ void g1_engine_reset_slot(g1_engine *e, int slot);
  * are an error. */
 g1_status g1_moe_local(void *engine, int layer, int T, const float *x, const int *idx,
                        const float *gate, float *out);
+/* The experts of n rows: y[i] = expert_{expert[i]}(x[i]) for experts this
+ * engine holds (at most max_batch * num_selected_experts rows). What a rank
+ * computes for the rows its peers send it. */
+g1_status g1_moe_expert_rows(void *engine, int layer, int n, const float *x /* (n, D) */,
+                             const int *expert /* (n) */, float *y /* (n, D) */);
+/* out[t] = sum_j gate[t,j] * yk[t*k + j] in j order (the fixed combine). */
+void g1_moe_combine(int T, int D, int k, const float *gate, const float *yk /* (T*k, D) */,
+                    float *out /* (T, D) */);
 
 #endif

@@ -33,6 +33,7 @@ struct g1_engine {
     int *tok;        /* (T*topk) rows gathered for one expert */
     float *xg;       /* (T*topk, D) */
     float *h1, *h2;  /* (T*topk, F) */
+    float *xk;       /* (T*topk, D) expert inputs, row t*topk + j */
     float *yk;       /* (T*topk, D) expert outputs, row t*topk + j */
 };
 

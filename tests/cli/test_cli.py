@@ -364,7 +364,7 @@ def case_stdin_stdout(d):
     expect_fail(tiny("generate", "-", "-"), 1, ["line 2", "JSON"], stdin='{"id": 1, "prompt_ids": [1]}\n{oops\n')
 
 
-def case_multirank_refused(d):
+def case_layout_refused(d):
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if not ARGS.mpi or not mpiexec:
         return SKIP
@@ -377,8 +377,11 @@ def case_multirank_refused(d):
     if p.returncode != 0 and "grok1-run" not in p.stderr:
         print(f"launcher could not start 2 processes here: {p.stderr.strip()[:500]}")
         return SKIP
-    check(p.returncode != 0, "a 2-process run was not refused")
-    check("distributed runtime" in p.stderr and "one process" in p.stderr, f"message: {p.stderr.strip()}")
+    # 2 processes for the default 1 x 1 layout: refused before loading, by
+    # rank 0 only, saying what would work
+    check(p.returncode == 2, f"a 2-process run of a 1 x 1 layout exited {p.returncode}, expected 2")
+    check("2 processes" in p.stderr and "--stages 2" in p.stderr, f"message: {p.stderr.strip()}")
+    check(p.stderr.count("error:") == 1, f"more than one rank reported: {p.stderr.strip()}")
     check(not os.path.exists(out), "refused run created the output")
 
 

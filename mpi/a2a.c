@@ -1,0 +1,125 @@
+/* Expert parallelism: at every MoE layer each rank of a stage sends every
+ * (token, choice) row to the rank holding that expert (slot = expert /
+ * experts-per-slot), computes the rows it receives, and sends the results
+ * back; the origin combines them in choice order (g1_moe_combine), so the
+ * result is bitwise the same as one rank computing everything. Collective
+ * over the stage: every rank calls it for every layer, with or without rows. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist_internal.h"
+
+struct a2a {
+    g1_dist *d;
+    g1_engine **engine;
+    int D, k, per_slot;     /* experts per expert slot */
+    int max_rows;           /* rows one rank may send or receive: max_tokens * k */
+    int *scount, *rcount, *sdisp, *rdisp; /* (E) in rows */
+    int *slot_of;           /* (max_rows) where row t*k+j went in the send buffer */
+    float *sbuf, *rbuf;     /* (max_rows, D + 1): expert id, then the row */
+    float *xrows, *yrows;   /* (max_rows, D) */
+    int *ids;               /* (max_rows) */
+    float *yk;              /* (max_rows, D) results in t*k+j order */
+    MPI_Datatype rec, row;  /* D + 1 floats, D floats */
+};
+
+void g1_a2a_free(struct a2a *a)
+{
+    if (!a)
+        return;
+    free(a->scount); free(a->rcount); free(a->sdisp); free(a->rdisp); free(a->slot_of);
+    free(a->sbuf); free(a->rbuf); free(a->xrows); free(a->yrows); free(a->ids); free(a->yk);
+    if (a->rec != MPI_DATATYPE_NULL)
+        MPI_Type_free(&a->rec);
+    if (a->row != MPI_DATATYPE_NULL)
+        MPI_Type_free(&a->row);
+    free(a);
+}
+
+static void prefix(const int *count, int *disp, int n)
+{
+    int s = 0;
+    for (int i = 0; i < n; i++) {
+        disp[i] = s;
+        s += count[i];
+    }
+}
+
+static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int *idx, const float *gate, float *out)
+{
+    struct a2a *a = ctx;
+    g1_dist *d = a->d;
+    int E = d->E, D = a->D, k = a->k, n = T * k;
+    if (n > a->max_rows)
+        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: %d rows exceed %d", n, a->max_rows);
+    /* pack the rows by destination, in token and choice order */
+    memset(a->scount, 0, (size_t)E * sizeof(int));
+    for (int i = 0; i < n; i++)
+        a->scount[idx[i] / a->per_slot]++;
+    prefix(a->scount, a->sdisp, E);
+    int *fill = a->rcount; /* scratch until the counts exchange */
+    memcpy(fill, a->sdisp, (size_t)E * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        int dst = idx[i] / a->per_slot, r = fill[dst]++;
+        float *rec = a->sbuf + (size_t)r * (D + 1);
+        rec[0] = (float)idx[i];
+        memcpy(rec + 1, x + (size_t)(i / k) * D, (size_t)D * sizeof(float));
+        a->slot_of[i] = r;
+    }
+    G1_MPI(MPI_Alltoall(a->scount, 1, MPI_INT, a->rcount, 1, MPI_INT, d->stage));
+    prefix(a->rcount, a->rdisp, E);
+    int nr = a->rdisp[E - 1] + a->rcount[E - 1];
+    if (nr > a->max_rows)
+        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: receiving %d rows, room for %d", nr, a->max_rows);
+    G1_MPI(MPI_Alltoallv(a->sbuf, a->scount, a->sdisp, a->rec, a->rbuf, a->rcount, a->rdisp, a->rec, d->stage));
+    /* the experts of the rows we received */
+    for (int i = 0; i < nr; i++) {
+        const float *rec = a->rbuf + (size_t)i * (D + 1);
+        a->ids[i] = (int)rec[0];
+        memcpy(a->xrows + (size_t)i * D, rec + 1, (size_t)D * sizeof(float));
+    }
+    G1_TRY(g1_moe_expert_rows(*a->engine, layer, nr, a->xrows, a->ids, a->yrows));
+    /* results go back the way the rows came */
+    G1_MPI(MPI_Alltoallv(a->yrows, a->rcount, a->rdisp, a->row, a->sbuf, a->scount, a->sdisp, a->row, d->stage));
+    for (int i = 0; i < n; i++)
+        memcpy(a->yk + (size_t)i * D, a->sbuf + (size_t)a->slot_of[i] * D, (size_t)D * sizeof(float));
+    g1_moe_combine(T, D, k, gate, a->yk, out);
+    return G1_OK;
+}
+
+g1_status g1_dist_dispatch(g1_dist *d, const g1_config *cfg, int max_tokens, g1_engine **engine_ptr,
+                           g1_moe_dispatch *out)
+{
+    struct a2a *a = calloc(1, sizeof *a);
+    if (!a)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    a->rec = a->row = MPI_DATATYPE_NULL;
+    d->a2a = a;
+    a->d = d;
+    a->engine = engine_ptr;
+    a->D = cfg->emb_size;
+    a->k = cfg->num_selected_experts;
+    a->per_slot = cfg->num_experts / d->E;
+    a->max_rows = max_tokens * a->k;
+    size_t E = (size_t)d->E, R = (size_t)a->max_rows, D = (size_t)a->D;
+    a->scount = malloc(E * sizeof(int));
+    a->rcount = malloc(E * sizeof(int));
+    a->sdisp = malloc(E * sizeof(int));
+    a->rdisp = malloc(E * sizeof(int));
+    a->slot_of = malloc(R * sizeof(int));
+    a->ids = malloc(R * sizeof(int));
+    a->sbuf = malloc(R * (D + 1) * sizeof(float));
+    a->rbuf = malloc(R * (D + 1) * sizeof(float));
+    a->xrows = malloc(R * D * sizeof(float));
+    a->yrows = malloc(R * D * sizeof(float));
+    a->yk = malloc(R * D * sizeof(float));
+    if (!a->scount || !a->rcount || !a->sdisp || !a->rdisp || !a->slot_of || !a->ids || !a->sbuf || !a->rbuf ||
+        !a->xrows || !a->yrows || !a->yk)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for all-to-all buffers (%zu rows)", R);
+    G1_MPI(MPI_Type_contiguous(a->D + 1, MPI_FLOAT, &a->rec));
+    G1_MPI(MPI_Type_commit(&a->rec));
+    G1_MPI(MPI_Type_contiguous(a->D, MPI_FLOAT, &a->row));
+    G1_MPI(MPI_Type_commit(&a->row));
+    *out = (g1_moe_dispatch){.run = a2a_run, .ctx = a};
+    return G1_OK;
+}

@@ -1,0 +1,46 @@
+/* The distributed runtime as grok1-run sees it (no MPI types here): the rank
+ * grid (N = P stages x E expert slots; rank r is stage r / E, slot r % E),
+ * the expert all-to-all that plugs into the engine's MoE dispatch, the
+ * pipeline that rank 0's driver submits micro-batches to, and the loop the
+ * other ranks run. dist_mpi.c implements it; dist_none.c (builds without
+ * MPI) accepts only a 1 x 1 layout. */
+#ifndef G1_DIST_H
+#define G1_DIST_H
+
+#include "config.h"
+#include "engine.h"
+#include "pipeline.h"
+#include "status.h"
+
+typedef struct g1_dist g1_dist;
+
+/* Check the layout against the world and the model before anything is
+ * loaded (every rank reaches the same verdict), then build the grid.
+ * Refusals say what would work. */
+g1_status g1_dist_check_layout(int world_size, int stages, int ep, const g1_config *cfg);
+g1_status g1_dist_init(g1_dist **out, int stages, int ep);
+void g1_dist_free(g1_dist *d);
+int g1_dist_rank(const g1_dist *d);
+int g1_dist_stage(const g1_dist *d);
+int g1_dist_slot(const g1_dist *d);
+
+/* The MoE dispatch of this rank's engine: an all-to-all inside the stage
+ * (E > 1). `engine_ptr` is filled in later (the engine is created with the
+ * dispatch); sized for micro-batches of max_tokens tokens. */
+g1_status g1_dist_dispatch(g1_dist *d, const g1_config *cfg, int max_tokens, g1_engine **engine_ptr,
+                           g1_moe_dispatch *out);
+
+/* Rank 0: the pipeline over every rank; `e` is rank 0's own engine (stage 0,
+ * slot 0). At most max_inflight micro-batches of max_tokens tokens. */
+g1_status g1_dist_pipe(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens, g1_pipe_ops *out);
+/* Rank 0, after the last result: tell every rank to stop. */
+g1_status g1_dist_stop(g1_dist *d);
+/* Every other rank: run micro-batches through `e` until told to stop
+ * (max_inflight and max_tokens as given to rank 0's g1_dist_pipe). */
+g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens);
+
+/* Collective at the end: per stage, the fraction of wall time its ranks spent
+ * computing (mean over the stage's ranks), on rank 0 (busy has P entries). */
+g1_status g1_dist_busy(g1_dist *d, double *busy);
+
+#endif

@@ -1,0 +1,36 @@
+/* Shared by the MPI files of the distributed runtime (grid, all-to-all,
+ * pipeline). Not for the driver or grok1_run.c. */
+#ifndef G1_DIST_INTERNAL_H
+#define G1_DIST_INTERNAL_H
+
+#include <mpi.h>
+
+#include "dist.h"
+
+struct g1_dist {
+    MPI_Comm all;    /* duplicate of the parent communicator: pipeline messages */
+    MPI_Comm stage;  /* the E ranks of this stage, ordered by slot: the all-to-all */
+    int rank, size, P, E, s, e;
+    double busy, t_start; /* seconds computing, and when the run started */
+    struct a2a *a2a;
+    struct pipe *pipe;
+};
+
+enum { G1_TAG_FWD = 1, G1_TAG_RES = 2 };
+enum { G1_MSG_BATCH = 1, G1_MSG_STOP = 2 };
+
+/* MPI error code -> our status with the call named. */
+g1_status g1_mpi_check(int rc, const char *what, const char *file, int line);
+#define G1_MPI(call) G1_TRY(g1_mpi_check((call), #call, __FILE__, __LINE__))
+
+double g1_now(void);
+void g1_a2a_free(struct a2a *a);
+void g1_pipe_mpi_free(struct pipe *p);
+
+/* Message: int32 header [kind, mb, T, 0], T slots, T positions, T*D floats. */
+size_t g1_msg_bytes(int T, int D);
+void g1_msg_pack(void *buf, int kind, int mb, int T, const int *slot, const int *pos, const float *x, int D);
+/* Pointers into a received message. */
+void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int **pos, float **x);
+
+#endif

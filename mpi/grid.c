@@ -1,0 +1,149 @@
+/* The rank grid: N = P x E ranks, rank r in stage r / E and expert slot
+ * r % E. Communicators are split once from a duplicate of the parent, and
+ * every call names the one it uses. Also the message format of the pipeline. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dist_internal.h"
+#include "world_mpi.h"
+
+g1_status g1_mpi_check(int rc, const char *what, const char *file, int line)
+{
+    if (rc == MPI_SUCCESS)
+        return G1_OK;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    return g1_fail_at(G1_ERR_MPI, file, line, "%s failed: %s", what, msg);
+}
+
+double g1_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+g1_status g1_dist_check_layout(int N, int P, int E, const g1_config *cfg)
+{
+    if (P < 1 || E < 1)
+        return G1_FAIL(G1_ERR_ARG, "--stages and --ep must be at least 1 (got %d and %d)", P, E);
+    if (cfg->num_experts % E) {
+        char ok[256] = "";
+        size_t n = 0;
+        for (int e = 1; e <= cfg->num_experts; e++)
+            if (cfg->num_experts % e == 0 && n < sizeof ok - 8)
+                n += (size_t)snprintf(ok + n, sizeof ok - n, "%s%d", n ? ", " : "", e);
+        return G1_FAIL(G1_ERR_ARG, "--ep %d does not divide the model's %d experts: use one of %s", E,
+                       cfg->num_experts, ok);
+    }
+    if (P > cfg->num_layers)
+        return G1_FAIL(G1_ERR_ARG, "--stages %d is more than the model's %d layers: use at most %d stages", P,
+                       cfg->num_layers, cfg->num_layers);
+    if (P * E != N) {
+        if (N % E == 0 && N / E <= cfg->num_layers)
+            return G1_FAIL(G1_ERR_ARG,
+                           "%d processes, but --stages %d x --ep %d needs %d: start %d processes (mpirun -n %d), "
+                           "or use --stages %d with --ep %d",
+                           N, P, E, P * E, P * E, P * E, N / E, E);
+        return G1_FAIL(G1_ERR_ARG, "%d processes, but --stages %d x --ep %d needs %d: start %d processes (mpirun -n %d)",
+                       N, P, E, P * E, P * E, P * E);
+    }
+    return G1_OK;
+}
+
+g1_status g1_dist_init(g1_dist **out, int P, int E)
+{
+    g1_dist *d = calloc(1, sizeof *d);
+    if (!d)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    d->all = MPI_COMM_NULL;
+    d->stage = MPI_COMM_NULL;
+    *out = d;
+    G1_MPI(MPI_Comm_dup(g1_world_comm(), &d->all));
+    MPI_Comm_set_errhandler(d->all, MPI_ERRORS_RETURN);
+    G1_MPI(MPI_Comm_rank(d->all, &d->rank));
+    G1_MPI(MPI_Comm_size(d->all, &d->size));
+    if (d->size != P * E)
+        return G1_FAIL(G1_ERR_ARG, "%d processes for %d x %d ranks", d->size, P, E);
+    d->P = P;
+    d->E = E;
+    d->s = d->rank / E;
+    d->e = d->rank % E;
+    G1_MPI(MPI_Comm_split(d->all, d->s, d->e, &d->stage));
+    MPI_Comm_set_errhandler(d->stage, MPI_ERRORS_RETURN);
+    d->t_start = g1_now();
+    return G1_OK;
+}
+
+void g1_dist_free(g1_dist *d)
+{
+    if (!d)
+        return;
+    g1_a2a_free(d->a2a);
+    g1_pipe_mpi_free(d->pipe);
+    if (d->stage != MPI_COMM_NULL)
+        MPI_Comm_free(&d->stage);
+    if (d->all != MPI_COMM_NULL)
+        MPI_Comm_free(&d->all);
+    free(d);
+}
+
+int g1_dist_rank(const g1_dist *d) { return d->rank; }
+int g1_dist_stage(const g1_dist *d) { return d->s; }
+int g1_dist_slot(const g1_dist *d) { return d->e; }
+
+g1_status g1_dist_busy(g1_dist *d, double *busy)
+{
+    double mine[2] = {d->busy, g1_now() - d->t_start};
+    double *all = d->rank == 0 ? malloc(sizeof mine * (size_t)d->size) : NULL;
+    if (d->rank == 0 && !all)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    G1_MPI(MPI_Gather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, 0, d->all));
+    if (d->rank == 0) {
+        for (int s = 0; s < d->P; s++) {
+            double f = 0;
+            for (int e = 0; e < d->E; e++) {
+                const double *r = all + 2 * (s * d->E + e);
+                f += r[1] > 0 ? r[0] / r[1] : 0;
+            }
+            busy[s] = f / d->E;
+        }
+        free(all);
+    }
+    return G1_OK;
+}
+
+/* ---- messages ---- */
+
+size_t g1_msg_bytes(int T, int D) { return 16 + (size_t)T * 8 + (size_t)T * D * sizeof(float); }
+
+void g1_msg_pack(void *buf, int kind, int mb, int T, const int *slot, const int *pos, const float *x, int D)
+{
+    int32_t h[4] = {kind, mb, T, 0};
+    char *p = buf;
+    memcpy(p, h, 16);
+    p += 16;
+    if (T) {
+        memcpy(p, slot, (size_t)T * 4);
+        memcpy(p + (size_t)T * 4, pos, (size_t)T * 4);
+        memcpy(p + (size_t)T * 8, x, (size_t)T * D * sizeof(float));
+    }
+}
+
+void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int **pos, float **x)
+{
+    int32_t h[4];
+    char *p = buf;
+    memcpy(h, p, 16);
+    *kind = h[0];
+    *mb = h[1];
+    *T = h[2];
+    *slot = (int *)(void *)(p + 16);
+    *pos = (int *)(void *)(p + 16 + (size_t)*T * 4);
+    *x = (float *)(void *)(p + 16 + (size_t)*T * 8);
+    (void)D;
+}

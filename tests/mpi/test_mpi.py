@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Multi-rank tests of grok1-run under mpirun (suite 'mpi').
+
+Every layout of stages x expert slots must give bitwise the same logits and
+the same outputs as one rank; the one-rank result matches the NumPy
+reference; micro-batch count and size change nothing; continuous batching
+gives each request what it gets alone; bad layouts and plans are refused;
+each rank reads only its share of the checkpoint.
+
+usage: test_mpi.py CASE --run grok1-run --mkckpt grok1-mkckpt --plan grok1-plan --tmp DIR
+exit 0 pass, 1 fail, 77 skip."""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "ref"))
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:  # pragma: no cover
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+ARGS = None
+FAILS = []
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+
+def check(cond, msg):
+    if not cond:
+        FAILS.append(msg)
+        print(f"  FAIL: {msg}")
+    return cond
+
+
+def mpirun():
+    return shutil.which("mpirun") or shutil.which("mpiexec")
+
+
+def run(n, args, expect=0, timeout=120):
+    cmd = ([mpirun(), "-n", str(n)] if n > 1 else []) + [ARGS.run] + args
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+    if expect is not None and p.returncode != expect:
+        print("command:", " ".join(cmd))
+        print(p.stderr[-3000:])
+        raise SystemExit(f"FAIL: exit {p.returncode}, expected {expect}")
+    return p
+
+
+def mkckpt(name, *extra):
+    path = os.path.join(ARGS.tmp, name)
+    if not os.path.exists(path):
+        subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "num_layers=5", "--seed", "7", "--out", path]
+                       + list(extra), check=True, capture_output=True)
+    return path
+
+
+def requests(path, n, seed, mode, lens=(3, 40), new=(1, 14)):
+    rnd = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            r = {"id": f"r{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(*lens))]}
+            if mode == "generate":
+                r["max_new_tokens"] = rnd.randint(*new)
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def score(ckpt, inp, tag, n=1, extra=()):
+    out = os.path.join(ARGS.tmp, f"{tag}.jsonl")
+    dump = os.path.join(ARGS.tmp, f"{tag}.h5")
+    run(n, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--dump-logits", dump]
+        + list(extra))
+    with h5py.File(dump, "r") as f:
+        logits = {k: f["logits"][k][...] for k in f["logits"]}
+    return open(out).read(), logits
+
+
+def generate(ckpt, inp, tag, n=1, extra=()):
+    out = os.path.join(ARGS.tmp, f"{tag}.jsonl")
+    run(n, ["--checkpoint", ckpt, "--mode", "generate", "--input", inp, "--output", out] + list(extra))
+    return open(out).read()
+
+
+LAYOUTS = [(2, 1), (3, 1), (1, 2), (2, 2), (2, 4), (4, 2)]
+
+
+def case_layouts():
+    """Every layout equals one rank, bitwise; one rank equals the reference."""
+    ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
+    inp = requests(os.path.join(ARGS.tmp, "layouts.jsonl"), 6, 1, "score", lens=(2, 30))
+    text1, log1 = score(ckpt, inp, "lay_1x1")
+    import grok1_ref
+    model = grok1_ref.load(ckpt)
+    worst = 0.0
+    for k, line in enumerate(open(inp)):
+        toks = json.loads(line)["prompt_ids"]
+        ref, diag = grok1_ref.forward(model, toks, diagnostics=True)
+        got = log1[str(k)]
+        err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+        worst = max(worst, err)
+    print(f"1x1 vs NumPy reference: max relative error {worst:.3g}")
+    check(worst <= 1e-3, f"1x1 differs from the reference by {worst:.3g}")
+    gin = requests(os.path.join(ARGS.tmp, "layouts_gen.jsonl"), 8, 2, "generate")
+    gen1 = generate(ckpt, gin, "lay_gen_1x1")
+    for P, E in LAYOUTS:
+        text, logits = score(ckpt, inp, f"lay_{P}x{E}", P * E, ["--stages", str(P), "--ep", str(E)])
+        same = text == text1 and logits.keys() == log1.keys() and all(
+            np.array_equal(logits[k], log1[k]) for k in log1)
+        print(f"{P}x{E}: score output and dumped logits {'bitwise equal' if same else 'DIFFER'}")
+        check(same, f"layout {P}x{E} differs from 1x1")
+        g = generate(ckpt, gin, f"lay_gen_{P}x{E}", P * E, ["--stages", str(P), "--ep", str(E)])
+        check(g == gen1, f"layout {P}x{E}: generated tokens differ from 1x1")
+    # uneven cuts by hand
+    text, logits = score(ckpt, inp, "lay_3x1_uneven", 3, ["--stages", "3", "--layers-per-stage", "1,3,1"])
+    check(text == text1 and all(np.array_equal(logits[k], log1[k]) for k in log1), "3x1 with 1,3,1 differs")
+
+
+def case_microbatches():
+    """Micro-batch count, slots per micro-batch and chunking change nothing."""
+    ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
+    inp = requests(os.path.join(ARGS.tmp, "mb.jsonl"), 12, 3, "score", lens=(2, 40))
+    base, blog = score(ckpt, inp, "mb_base")
+    gin = requests(os.path.join(ARGS.tmp, "mb_gen.jsonl"), 12, 4, "generate")
+    gbase = generate(ckpt, gin, "mb_gen_base")
+    for i, (M, B, T) in enumerate([(1, 1, 256), (3, 2, 7), (4, 5, 16), (2, 3, 1)]):
+        extra = ["--stages", "2", "--ep", "2", "--micro-batches", str(M), "--batch-size", str(B),
+                 "--max-batch-tokens", str(T)]
+        text, logits = score(ckpt, inp, f"mb_{i}", 4, extra)
+        check(text == base and all(np.array_equal(logits[k], blog[k]) for k in blog),
+              f"score with M={M} B={B} T={T} differs")
+        check(generate(ckpt, gin, f"mb_gen_{i}", 4, extra) == gbase, f"generate with M={M} B={B} T={T} differs")
+        print(f"M={M} B={B} T={T}: same")
+
+
+def case_continuous():
+    """50 requests of mixed lengths through 2x2, 2 micro-batches of 3 slots:
+    each result equals the request run alone."""
+    ckpt = mkckpt("plain5.h5")
+    inp = requests(os.path.join(ARGS.tmp, "cb.jsonl"), 50, 5, "generate", lens=(1, 60), new=(0, 20))
+    out = generate(ckpt, inp, "cb_2x2", 4, ["--stages", "2", "--ep", "2", "--micro-batches", "2",
+                                           "--batch-size", "3", "--max-batch-tokens", "16"]).splitlines()
+    lines = open(inp).read().splitlines()
+    check(len(out) == 50, f"{len(out)} results for 50 requests")
+    # alone: one request per file, one slot (in batches of files to keep it quick)
+    alone = []
+    for i, line in enumerate(lines):
+        one = os.path.join(ARGS.tmp, f"cb_one_{i}.jsonl")
+        with open(one, "w") as f:
+            f.write(line + "\n")
+        alone.append(generate(ckpt, one, f"cb_one_{i}", 1, ["--batch-size", "1"]).strip())
+    bad = [i for i in range(min(len(out), 50)) if out[i] != alone[i]]
+    check(not bad, f"requests {bad[:5]} differ from their runs alone")
+    ids = [json.loads(o)["id"] for o in out]
+    check(ids == [f"r{i}" for i in range(50)], "results are not in input order")
+    print(f"50 requests: {50 - len(bad)} equal to their runs alone")
+
+
+def case_refusals():
+    ckpt = mkckpt("plain5.h5")
+    inp = requests(os.path.join(ARGS.tmp, "ref.jsonl"), 2, 6, "score")
+    out = os.path.join(ARGS.tmp, "ref_out.jsonl")
+    base = ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out]
+    cases = [
+        (3, ["--stages", "2", "--ep", "2"], ["3 processes", "needs 4"]),
+        (2, ["--stages", "1", "--ep", "3"], ["does not divide", "1, 2, 4, 8"]),
+        (6, ["--stages", "6"], ["more than the model's 5 layers"]),
+        (2, ["--stages", "2", "--layers-per-stage", "4,4"], ["layers"]),
+        (2, ["--stages", "2", "--mem-per-rank", "1K"], ["rank"]),
+    ]
+    # a plan for another model (4 layers) and one for another layout
+    other = os.path.join(ARGS.tmp, "plan_other.json")
+    subprocess.run([ARGS.plan, "--config", "tiny", "--stages", "2", "--ep", "1", "--out", other], check=True,
+                   capture_output=True)
+    cases.append((2, ["--plan", other], ["num_layers"]))
+    for n, extra, words in cases:
+        p = run(n, base + extra, expect=None)
+        ok = p.returncode != 0 and all(w in p.stderr for w in words) and not os.path.exists(out)
+        msg = [l for l in p.stderr.splitlines() if "error:" in l]
+        print(f"-n {n} {' '.join(extra)}: exit {p.returncode}: {msg[0] if msg else p.stderr.strip()[-300:]}")
+        check(ok, f"-n {n} {extra}: not refused as expected (exit {p.returncode}, want words {words})")
+        check(p.stderr.count("error:") == 1, f"-n {n} {extra}: expected one error line, got: {p.stderr.strip()}")
+
+
+def case_bytes_per_rank():
+    """Each rank reads exactly its layers and experts (and rank 0 the embedding)."""
+    ckpt = mkckpt("plain5.h5")
+    inp = requests(os.path.join(ARGS.tmp, "bytes.jsonl"), 1, 7, "score")
+    out = os.path.join(ARGS.tmp, "bytes_out.jsonl")
+    p = run(8, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--stages", "2",
+                "--ep", "4", "--layers-per-stage", "2,3", "--verbose"])
+    got = {}
+    for line in p.stderr.splitlines():
+        if "bytes read" in line and "rank " in line:
+            r = int(line.split("rank ")[1].split(" ")[0])
+            got[r] = int(line.split(": ")[-1].split(" bytes read")[0].split()[-1])
+    f = h5py.File(ckpt, "r")
+    E = f.attrs["num_experts"]
+    cuts = [0, 2, 5]
+    for r in range(8):
+        s, e = r // 4, r % 4
+        first, count = e * (E // 4), E // 4
+        want = 0
+        for layer in range(cuts[s], cuts[s + 1]):
+            g = f[f"layers/{layer:02d}"]
+            for name, ds in g.items():
+                if name.split("_scale")[0] in ("moe_gate", "moe_up", "moe_down"):
+                    want += ds[first:first + count].nbytes
+                else:
+                    want += ds.nbytes
+        if r == 0:
+            want += f["final_norm"].nbytes + f["embedding"].nbytes
+        check(got.get(r) == want, f"rank {r} read {got.get(r)} bytes, its share is {want}")
+        print(f"rank {r}: read {got.get(r)} bytes, share {want}")
+
+
+CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--mkckpt", required=True)
+    ap.add_argument("--plan", required=True)
+    ap.add_argument("--tmp", required=True)
+    ARGS = ap.parse_args()
+    if not mpirun():
+        print("SKIP: no mpirun/mpiexec on PATH (apt-get install openmpi-bin)")
+        return 77
+    ARGS.tmp = os.path.join(os.path.abspath(ARGS.tmp), "mpi-" + ARGS.case)
+    os.makedirs(ARGS.tmp, exist_ok=True)
+    CASES[ARGS.case]()
+    print("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

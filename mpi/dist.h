@@ -39,6 +39,9 @@ g1_status g1_dist_stop(g1_dist *d);
  * (max_inflight and max_tokens as given to rank 0's g1_dist_pipe). */
 g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens);
 
+/* Count `seconds` of other work (rank 0's embedding, un-embedding and
+ * sampling) as this rank's busy time. */
+void g1_dist_add_busy(g1_dist *d, double seconds);
 /* Collective at the end: per stage, the fraction of wall time its ranks spent
  * computing (mean over the stage's ranks), on rank 0 (busy has P entries). */
 g1_status g1_dist_busy(g1_dist *d, double *busy);

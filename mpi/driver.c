@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* One sequence slot: the request it runs and how far it got. */
 typedef struct seq {
@@ -64,6 +65,13 @@ typedef struct driver {
     float *logits;         /* (lrows, V) */
     int lrows;             /* logits rows computed at once */
 } driver;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 /* ---- ordered output ---- */
 
@@ -296,7 +304,9 @@ static g1_status launch(driver *d, int m)
     if (!b->T)
         return G1_OK;
     g1_batch bt = {.T = b->T, .slot = b->slot, .pos = b->pos};
+    double t0 = now_s();
     G1_TRY(g1_engine_embed(d->e, b->T, b->tok, b->x));
+    d->st->busy += now_s() - t0;
     G1_TRY(d->pipe.submit(d->pipe.ctx, m, &bt, b->x));
     b->inflight = 1;
     d->st->steps++;
@@ -319,6 +329,7 @@ static g1_status complete(driver *d)
         return G1_FAIL(G1_ERR_INTERNAL, "pipeline returned micro-batch %d, expected %d", m, oldest);
     mbatch *b = &d->mbs[m];
     b->inflight = 0;
+    double t0 = now_s();
     /* compact the rows that need logits to the front of x; keep their index */
     int n = 0;
     for (int t = 0; t < b->T; t++)
@@ -338,6 +349,7 @@ static g1_status complete(driver *d)
         if (done)
             G1_TRY(seq_finish(d, s));
     }
+    d->st->busy += now_s() - t0;
     return G1_OK;
 }
 

@@ -35,6 +35,7 @@ typedef struct g1_driver_stats {
     int64_t prompt_tokens;
     int64_t generated_tokens;
     int64_t steps; /* micro-batch steps submitted */
+    double busy;   /* seconds embedding, un-embedding and picking tokens */
 } g1_driver_stats;
 
 /* Read every request from `in`, run them, write one result line per request

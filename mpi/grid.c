@@ -96,6 +96,8 @@ int g1_dist_rank(const g1_dist *d) { return d->rank; }
 int g1_dist_stage(const g1_dist *d) { return d->s; }
 int g1_dist_slot(const g1_dist *d) { return d->e; }
 
+void g1_dist_add_busy(g1_dist *d, double seconds) { d->busy += seconds; }
+
 g1_status g1_dist_busy(g1_dist *d, double *busy)
 {
     double mine[2] = {d->busy, g1_now() - d->t_start};

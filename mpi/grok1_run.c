@@ -438,6 +438,7 @@ static g1_status drive(const cli *c, files *f, job *j)
     double dt = now_s() - t0;
     double busy[1024] = {0};
     if (j->dist) {
+        g1_dist_add_busy(j->dist, s.busy);
         G1_TRY(g1_dist_stop(j->dist));
         G1_TRY(g1_dist_busy(j->dist, busy));
     }

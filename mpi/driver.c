@@ -6,6 +6,7 @@
  * sampled. A finished slot takes the next request at once; results are held
  * back until every earlier request's result has been written. */
 #include "driver.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <math.h>
@@ -109,6 +110,7 @@ static g1_status out_push(driver *d, int64_t k, char *line)
         *slot = NULL;
         G1_TRY(st);
         q->next++;
+        d->st->written++;
     }
     return G1_OK;
 }
@@ -173,6 +175,8 @@ static g1_status seq_start(driver *d, int s, g1_request *r)
  * (slot j of every micro-batch before slot j + 1 of any). */
 static g1_status admit(driver *d)
 {
+    if (d->o.stop && *d->o.stop)
+        d->eof = 1; /* interrupted: take no new requests */
     for (int i = 0; i < d->n_slots && !d->eof; i++) {
         int s = (i % d->M) * d->B + i / d->M;
         while (!d->seqs[s].busy && !d->eof) {
@@ -300,6 +304,9 @@ static g1_status use_logits(driver *d, const mbatch *b, const int *idx, int m)
 static g1_status launch(driver *d, int m)
 {
     mbatch *b = &d->mbs[m];
+    if (d->o.stop && *d->o.stop)
+        return G1_OK; /* interrupted: let the steps in flight finish, start none */
+    G1_TRY(g1_fault_step());
     b->T = build_batch(d, m);
     if (!b->T)
         return G1_OK;
@@ -353,8 +360,34 @@ static g1_status complete(driver *d)
     return G1_OK;
 }
 
+/* Resume: the first requests must be those whose results are in the file. */
+static g1_status skip_done(driver *d)
+{
+    size_t n = json_array_size(d->o.done_ids);
+    for (size_t i = 0; i < n; i++) {
+        g1_request r;
+        int got = 0;
+        G1_TRY(g1_request_next(&d->rd, &r, &got));
+        if (!got)
+            return G1_FAIL(G1_ERR_FORMAT, "the output already has %zu results, but the input has only %zu requests: "
+                                          "is it the output of another input?", n, i);
+        int same = json_equal(r.id, json_array_get(d->o.done_ids, i));
+        long line = r.line;
+        g1_request_free(&r);
+        if (!same)
+            return G1_FAIL(G1_ERR_FORMAT, "result %zu of the output to resume does not belong to the request on "
+                                          "input line %ld (different id): is it the output of another input?",
+                           i + 1, line);
+    }
+    d->n_read = d->q.next = (int64_t)n;
+    d->st->skipped = (int64_t)n;
+    return G1_OK;
+}
+
 static g1_status run_loop(driver *d)
 {
+    if (d->o.done_ids)
+        G1_TRY(skip_done(d));
     long long submitted = 0;
     for (;;) {
         G1_TRY(admit(d));
@@ -370,6 +403,12 @@ static g1_status run_loop(driver *d)
         if (!inflight)
             break;
         G1_TRY(complete(d));
+        if (d->o.progress)
+            d->o.progress(d->o.progress_ctx, d->st);
+    }
+    if (d->o.stop && *d->o.stop) {
+        d->st->interrupted = 1;
+        return G1_OK;
     }
     for (int s = 0; s < d->n_slots; s++)
         if (d->seqs[s].busy)

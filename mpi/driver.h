@@ -21,6 +21,8 @@ typedef struct g1_logits_sink {
     void *ctx;
 } g1_logits_sink;
 
+struct g1_driver_stats;
+
 typedef struct g1_driver_opts {
     g1_run_mode mode;
     int max_new_tokens;        /* default when a request does not set it */
@@ -28,10 +30,22 @@ typedef struct g1_driver_opts {
     int batch_size;            /* B: sequence slots per micro-batch (global slots M * B) */
     int max_batch_tokens;      /* most tokens per micro-batch step */
     const g1_logits_sink *dump; /* score mode only; NULL: no dump */
+    /* resume: the ids of the results already written, in input order; the
+     * first len(done_ids) requests are checked against them and skipped */
+    json_t *done_ids;
+    /* set (by a signal handler) to stop: no new requests, no new steps; the
+     * steps in flight complete, finished results are written */
+    volatile const int *stop;
+    /* called after every completed step (rate-limit inside) */
+    void (*progress)(void *ctx, const struct g1_driver_stats *s);
+    void *progress_ctx;
 } g1_driver_opts;
 
 typedef struct g1_driver_stats {
-    int64_t requests;
+    int64_t requests;      /* requests started in this run */
+    int64_t skipped;       /* requests already done (resume) */
+    int64_t written;       /* results written in this run */
+    int interrupted;       /* stopped by `stop` before the end of the input */
     int64_t prompt_tokens;
     int64_t generated_tokens;
     int64_t steps; /* micro-batch steps submitted */
@@ -39,7 +53,8 @@ typedef struct g1_driver_stats {
 } g1_driver_stats;
 
 /* Read every request from `in`, run them, write one result line per request
- * to `out` (flushed per line, in input order). `e` embeds and un-embeds
+ * to `out` (flushed per line, in input order); with done_ids, skip the
+ * requests already done. `e` embeds and un-embeds
  * (it must hold the embedding); the layers run through `pipe`. Stops at the
  * first bad request or failure; results already written stay valid. */
 g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *opts, FILE *in, FILE *out,

@@ -5,12 +5,15 @@
  * distributed runtime dist.h. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -18,6 +21,9 @@
 #include "config.h"
 #include "dist.h"
 #include "driver.h"
+#include "fault.h"
+#include "progress.h"
+#include "resume.h"
 #include "plan.h"
 #include "engine.h"
 #include "requests.h"
@@ -29,7 +35,18 @@
 #include "ckpt.h"
 #endif
 
-enum { EXIT_DATA = 1, EXIT_USAGE = 2 };
+enum { EXIT_DATA = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
+
+/* Set by SIGTERM / SIGINT / SIGUSR1 on rank 0: stop taking requests, flush,
+ * exit 3. */
+static volatile sig_atomic_t g_stop_signal;
+static volatile int g_stop;
+
+static void on_stop_signal(int sig)
+{
+    g_stop_signal = sig;
+    g_stop = 1;
+}
 
 typedef struct cli {
     const char *checkpoint, *input, *output, *dump_logits, *synthetic;
@@ -37,7 +54,9 @@ typedef struct cli {
     int have_mode;
     int max_new_tokens, batch_size, max_batch_tokens, threads;
     unsigned long long seed;
-    int stages, ep, micro_batches, verbose;
+    int stages, ep, micro_batches, verbose, resume;
+    g1_progress_mode progress;
+    double progress_interval;
     const char *plan, *layers_per_stage;
     double mem_per_rank;
 } cli;
@@ -71,6 +90,10 @@ static void usage(FILE *f)
 "                            every request succeeded; - for stdout\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
 "                            dataset /logits/<k> of shape (n, V), k = 0-based input line number\n"
+"  --resume                  continue OUTPUT: keep its complete results (a torn last line\n"
+"                            is redone) and run only the requests not yet done; refused\n"
+"                            if OUTPUT.meta.json shows other settings; starts afresh when\n"
+"                            there is nothing to resume\n"
 "  --max-new-tokens N        generate: default completion limit (default 100; a request's\n"
 "                            \"max_new_tokens\" overrides it; also limited by max_seq_len)\n"
 "\n"
@@ -78,6 +101,8 @@ static void usage(FILE *f)
 "  --batch-size B            sequence slots per micro-batch (continuous batching; default 8)\n"
 "  --max-batch-tokens T      most tokens per micro-batch step: decode tokens plus prompt\n"
 "                            chunks (default 256)\n"
+);
+    fprintf(f,
 "\n"
 "Distributed (start N = P x E processes with mpirun or srun; rank r is stage r / E,\n"
 "expert slot r %% E; rank 0 reads requests, embeds, un-embeds and writes results):\n"
@@ -88,13 +113,25 @@ static void usage(FILE *f)
 "  --layers-per-stage a,b,.. layer counts per stage instead of the planner's balance\n"
 "  --mem-per-rank SIZE       memory per rank for the planner's check (e.g. 80G; default: no limit)\n"
 "  --verbose                 each rank reports what it loaded and the bytes it read\n"
+);
+    fprintf(f,
+"\n"
+"Watching:\n"
+"  --progress auto|on|off    requests done of total, tokens/s, ETA: auto (default) keeps a\n"
+"                            live line on a terminal and prints a line every interval\n"
+"                            otherwise; on prints lines even on a terminal\n"
+"  --progress-interval S     seconds between progress lines (default 30)\n"
 "  --threads N               CPU threads (default: OpenMP's default)\n"
 "  --help                    this text\n"
 "\n"
 "Exit status: 0 success; 1 bad input data, unreadable or mismatched checkpoint,\n"
-"or a failure while running; 2 bad command line. Errors go to stderr as\n"
+"or a failure while running; 2 bad command line or layout; 3 interrupted by\n"
+"SIGTERM, SIGINT or SIGUSR1 (Slurm's time limit, pre-emption, Ctrl-C): finished\n"
+"results are in OUTPUT.partial, run again with --resume (mpirun passes SIGUSR1\n"
+"on and then exits 3; after SIGTERM it exits 1 itself). Errors go to stderr as\n"
 "'grok1-run: error: <message>'; a summary line goes to stderr at the end.\n"
-"A rank that fails ends the whole job (MPI_Abort) after printing which rank and why.\n");
+"A rank that fails ends the whole job (MPI_Abort) after printing which rank and why.\n"
+"GROK1_FAULT=RANK:STEP[:kill] makes a rank fail at a step (for tests).\n");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -124,7 +161,7 @@ static int parse_int(const char *opt, const char *text, int lo, int *out)
 static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
-           O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE };
+           O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -135,10 +172,12 @@ static int parse_args(int argc, char **argv, cli *c)
         {"stages", required_argument, NULL, O_STAGES},     {"ep", required_argument, NULL, O_EP},
         {"micro-batches", required_argument, NULL, O_MB},  {"plan", required_argument, NULL, O_PLAN},
         {"layers-per-stage", required_argument, NULL, O_LPS}, {"mem-per-rank", required_argument, NULL, O_MEM},
-        {"verbose", no_argument, NULL, O_VERBOSE},
+        {"verbose", no_argument, NULL, O_VERBOSE},         {"resume", no_argument, NULL, O_RESUME},
+        {"progress", required_argument, NULL, O_PROGRESS}, {"progress-interval", required_argument, NULL, O_PROGRESS_INT},
         {NULL, 0, NULL, 0},
     };
-    *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256};
+    *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
+               .progress_interval = 30};
     opterr = 0;
     int o, r = 0;
     while (r == 0 && (o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -159,6 +198,19 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_PLAN: c->plan = optarg; break;
         case O_LPS: c->layers_per_stage = optarg; break;
         case O_VERBOSE: c->verbose = 1; break;
+        case O_RESUME: c->resume = 1; break;
+        case O_PROGRESS:
+            if (!strcmp(optarg, "auto")) c->progress = G1_PROGRESS_AUTO;
+            else if (!strcmp(optarg, "on")) c->progress = G1_PROGRESS_ON;
+            else if (!strcmp(optarg, "off")) c->progress = G1_PROGRESS_OFF;
+            else return usage_error("--progress %s: expected auto, on or off", optarg);
+            break;
+        case O_PROGRESS_INT: {
+            int v;
+            r = parse_int("--progress-interval", optarg, 1, &v);
+            c->progress_interval = v;
+            break;
+        }
         case O_MEM:
             if (g1_plan_parse_size("--mem-per-rank", optarg, &c->mem_per_rank) != G1_OK)
                 return usage_error("%s", g1_last_error());
@@ -194,6 +246,10 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("--dump-logits works with --mode score only");
     if (c->plan && c->layers_per_stage)
         return usage_error("give --plan or --layers-per-stage, not both");
+    if (c->resume && !strcmp(c->output, "-"))
+        return usage_error("--resume needs an output file (not stdout)");
+    if (c->resume && c->dump_logits)
+        return usage_error("--resume does not extend a logits dump: run the dump without --resume");
 
     if (c->dump_logits && !strcmp(c->dump_logits, "-"))
         return usage_error("--dump-logits needs a file name (an HDF5 file cannot go to stdout)");
@@ -274,6 +330,7 @@ static void model_free(model *m)
 typedef struct files {
     FILE *in, *out;
     char *partial; /* OUT.partial, NULL for stdout */
+    json_t *done_ids; /* --resume: ids of the results already in OUT.partial */
 #if G1_HAVE_HDF5
     g1_logits_file *logits;
 #endif
@@ -298,6 +355,38 @@ static g1_status files_open_input(const cli *c, files *f)
     return G1_OK;
 }
 
+/* What made the output: checked by --resume (resume.h). Layout and
+ * performance options are left out: they do not change results. */
+static json_t *run_meta(const cli *c, const g1_config *cfg)
+{
+    json_t *model = json_object();
+    for (int i = 0; i < g1_num_params; i++) {
+        const g1_param_desc *p = &g1_params[i];
+        const char *v = (const char *)cfg + p->offset;
+        json_object_set_new(model, p->name, p->type == G1_PARAM_INT ? json_integer(*(const int *)(const void *)v)
+                                                                    : json_real(*(const double *)(const void *)v));
+    }
+    json_t *source = json_object();
+    if (c->synthetic) {
+        json_object_set_new(source, "synthetic", json_string(c->synthetic));
+        json_object_set_new(source, "seed", json_integer((json_int_t)c->seed));
+    } else {
+        struct stat sb;
+        json_object_set_new(source, "checkpoint_bytes",
+                            json_integer(stat(c->checkpoint, &sb) == 0 ? (json_int_t)sb.st_size : -1));
+    }
+    json_t *settings = json_object();
+    json_object_set_new(settings, "max_new_tokens", json_integer(c->max_new_tokens));
+    return json_pack("{s:s, s:i, s:s, s:o, s:o, s:o}", "format", "grok1-run-meta", "version", 1, "mode",
+                     g1_run_mode_name(c->mode), "model", model, "source", source, "settings", settings);
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, files *f)
 {
     if (!strcmp(c->output, "-")) {
@@ -305,12 +394,35 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, files *f
     } else {
         size_t n = strlen(c->output) + sizeof ".partial";
         f->partial = malloc(n);
-        if (!f->partial)
+        char *meta_path = g1_meta_path(c->output);
+        json_t *meta = run_meta(c, cfg);
+        if (!f->partial || !meta_path || !meta) {
+            free(meta_path);
+            json_decref(meta);
             return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        }
         snprintf(f->partial, n, "%s.partial", c->output);
-        f->out = fopen(f->partial, "w");
-        if (!f->out)
-            return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->partial, strerror(errno));
+        g1_status st = G1_OK;
+        int resuming = c->resume && (exists(f->partial) || exists(c->output));
+        if (resuming) {
+            /* check before touching anything; a finished OUT becomes the
+             * partial file it was, and is renamed back at the end */
+            st = g1_meta_check(meta_path, meta);
+            if (st == G1_OK && !exists(f->partial) && rename(c->output, f->partial) != 0)
+                st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", c->output, f->partial, strerror(errno));
+            if (st == G1_OK)
+                st = g1_resume_scan(f->partial, &f->done_ids);
+            if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
+                st = G1_FAIL(G1_ERR_IO, "cannot append to %s: %s", f->partial, strerror(errno));
+        } else {
+            if (!(f->out = fopen(f->partial, "w")))
+                st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->partial, strerror(errno));
+            if (st == G1_OK)
+                st = g1_meta_write(meta_path, meta);
+        }
+        free(meta_path);
+        json_decref(meta);
+        G1_TRY(st);
     }
 #if G1_HAVE_HDF5
     if (c->dump_logits)
@@ -347,6 +459,8 @@ static g1_status files_close(const cli *c, files *f, int ok)
         st = G1_FAIL(G1_ERR_IO, "writing stdout failed: %s", strerror(errno));
     }
     free(f->partial);
+    json_decref(f->done_ids);
+    f->done_ids = NULL;
     return st;
 }
 
@@ -403,6 +517,7 @@ typedef struct job {
     g1_pipe_local *local;
     int P, E, M;
     int agreed; /* a failure now is the same on every rank (layout, plan) */
+    int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
 } job;
 
 static void job_free(job *j)
@@ -422,11 +537,17 @@ static g1_status drive(const cli *c, files *f, job *j)
         G1_TRY(g1_pipe_local_init(&j->local, j->e, j->M, c->max_batch_tokens));
         pipe = g1_pipe_local_ops(j->local);
     }
+    g1_progress prog;
+    g1_progress_init(&prog, c->progress, stderr, c->progress_interval, g1_count_requests(c->input));
     g1_driver_opts o = {.mode = c->mode,
                         .max_new_tokens = c->max_new_tokens,
                         .micro_batches = j->M,
                         .batch_size = c->batch_size,
-                        .max_batch_tokens = c->max_batch_tokens};
+                        .max_batch_tokens = c->max_batch_tokens,
+                        .done_ids = f->done_ids,
+                        .stop = &g_stop,
+                        .progress = g1_progress_update,
+                        .progress_ctx = &prog};
 #if G1_HAVE_HDF5
     g1_logits_sink sink = {.write = dump_write, .ctx = f->logits};
     if (f->logits)
@@ -434,8 +555,11 @@ static g1_status drive(const cli *c, files *f, job *j)
 #endif
     g1_driver_stats s;
     double t0 = now_s();
-    G1_TRY(g1_driver_run(j->e, pipe, &o, f->in, f->out, &s));
+    g1_status st = g1_driver_run(j->e, pipe, &o, f->in, f->out, &s);
+    g1_progress_done(&prog);
+    G1_TRY(st);
     double dt = now_s() - t0;
+    j->interrupted = s.interrupted;
     double busy[1024] = {0};
     if (j->dist) {
         g1_dist_add_busy(j->dist, s.busy);
@@ -447,6 +571,12 @@ static g1_status drive(const cli *c, files *f, job *j)
     size_t n = 0;
     for (int i = 0; j->dist && i < j->P && n < sizeof stages - 16; i++)
         n += (size_t)snprintf(stages + n, sizeof stages - n, "%s%.0f%%", i ? " " : "", 100 * busy[i]);
+    if (s.interrupted)
+        fprintf(stderr, "grok1-run: interrupted by signal %d: %lld results written (%lld before this run); "
+                        "run again with --resume to finish\n",
+                (int)g_stop_signal, (long long)s.written, (long long)s.skipped);
+    else if (s.skipped)
+        fprintf(stderr, "grok1-run: resumed after %lld results already written\n", (long long)s.skipped);
     fprintf(stderr,
             "grok1-run: %lld requests, %lld prompt tokens, %lld generated tokens, %.3f s, %.1f tokens/s; "
             "%d x %d ranks, %d micro-batches of %d slots%s%s\n",
@@ -459,6 +589,7 @@ static g1_status drive(const cli *c, files *f, job *j)
 static g1_status run(const cli *c, const g1_world *world, files *f, model *m, job *j)
 {
     int rank = world->rank;
+    G1_TRY(g1_fault_init(rank));
     if (rank == 0)
         G1_TRY(files_open_input(c, f));
     G1_TRY(model_open(c, m));
@@ -526,6 +657,18 @@ int main(int argc, char **argv)
     if (c.threads > 0)
         omp_set_num_threads(c.threads);
 #endif
+    /* rank 0 turns SIGTERM / SIGINT into an orderly stop; the launcher
+     * passes them to every rank, and the others wait for rank 0's word */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = world.rank == 0 ? on_stop_signal : SIG_IGN;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    /* mpirun forwards SIGUSR1 to the ranks without ending the job itself,
+     * so its exit status is grok1-run's (after SIGTERM it reports its own) */
+    sigaction(SIGUSR1, &sa, NULL);
 
     files f = {0};
     model m = {0};
@@ -542,14 +685,17 @@ int main(int argc, char **argv)
     }
     if (st != G1_OK && world.size > 1) {
         /* one rank's failure ends the job: no rank may wait for ever */
-        fprintf(stderr, "grok1-run: error: rank %d of %d: %s\n", world.rank, world.size, g1_last_error());
+        char host[256] = "?";
+        gethostname(host, sizeof host - 1);
+        fprintf(stderr, "grok1-run: error: rank %d of %d (host %s): %s\n", world.rank, world.size, host,
+                g1_last_error());
         if (world.rank == 0)
             files_close(&c, &f, 0);
         g1_world_abort(EXIT_DATA);
     }
     if (st != G1_OK)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
-    g1_status st2 = files_close(&c, &f, st == G1_OK);
+    g1_status st2 = files_close(&c, &f, st == G1_OK && !j.interrupted);
     if (st == G1_OK && st2 != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         st = st2;
@@ -557,5 +703,5 @@ int main(int argc, char **argv)
     job_free(&j);
     model_free(&m);
     g1_world_finalize();
-    return st == G1_OK ? 0 : EXIT_DATA;
+    return st != G1_OK ? EXIT_DATA : j.interrupted ? EXIT_INTERRUPTED : 0;
 }

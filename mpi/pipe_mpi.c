@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dist_internal.h"
+#include "fault.h"
 
 /* A pool of send buffers: a buffer is reused once its send completed. */
 typedef struct sendpool {
@@ -314,6 +315,9 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
             st = G1_FAIL(G1_ERR_INTERNAL, "pipeline: bad message from rank %d", up);
             break;
         }
+        st = g1_fault_step();
+        if (st != G1_OK)
+            break;
         /* the next message lands while this one computes */
         st = g1_mpi_check(MPI_Irecv(rb[cur ^ 1], (int)mbytes, MPI_BYTE, up, G1_TAG_FWD, d->all, &rq[cur ^ 1]),
                           "MPI_Irecv", __FILE__, __LINE__);

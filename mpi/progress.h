@@ -1,0 +1,33 @@
+/* Rank 0's progress report: requests done of total, prompt and generated
+ * tokens/s, ETA. A live line on a terminal, a plain line every `interval`
+ * seconds otherwise. No MPI here. */
+#ifndef G1_PROGRESS_H
+#define G1_PROGRESS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "driver.h"
+
+typedef enum { G1_PROGRESS_OFF, G1_PROGRESS_AUTO, G1_PROGRESS_ON } g1_progress_mode;
+
+typedef struct g1_progress {
+    FILE *f;
+    int live;          /* rewrite one line (\r) rather than print lines */
+    int enabled;
+    double interval;   /* seconds between plain lines */
+    int64_t total;     /* requests in the input, -1 unknown */
+    double t0, last;
+    int printed_live;
+} g1_progress;
+
+/* auto: live on a terminal, plain lines otherwise; on: plain lines always. */
+void g1_progress_init(g1_progress *p, g1_progress_mode mode, FILE *f, double interval, int64_t total);
+/* The driver's callback (ctx = g1_progress *). */
+void g1_progress_update(void *ctx, const g1_driver_stats *s);
+/* End the live line. */
+void g1_progress_done(g1_progress *p);
+/* Non-blank lines of a regular file (-1 for stdin or if it cannot be read). */
+int64_t g1_count_requests(const char *path);
+
+#endif

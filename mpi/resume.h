@@ -1,0 +1,25 @@
+/* Keeping finished work: the sidecar OUT.meta.json records what made OUT
+ * (mode, model, settings) so a resume with other settings is refused; and
+ * resuming reads OUT.partial, keeps its complete lines (a torn last line is
+ * cut off) and says which requests are done. No MPI here. */
+#ifndef G1_RESUME_H
+#define G1_RESUME_H
+
+#include <jansson.h>
+
+#include "status.h"
+
+/* Sidecar name for an output file: "<out>.meta.json" (malloc'd). */
+char *g1_meta_path(const char *out);
+/* Write `meta` (an object) to path atomically (temp + rename). */
+g1_status g1_meta_write(const char *path, json_t *meta);
+/* G1_ERR_ARG unless the sidecar at path has exactly `meta`'s fields and
+ * values (the message names the first difference and both values). */
+g1_status g1_meta_check(const char *path, json_t *meta);
+
+/* Read `partial`, cut it after its last complete line, and return the ids of
+ * its results in order (a new JSON array). A line that is complete but not
+ * a JSON object with an "id" is an error naming the line. */
+g1_status g1_resume_scan(const char *partial, json_t **done_ids);
+
+#endif

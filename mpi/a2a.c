@@ -66,12 +66,15 @@ static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int 
         memcpy(rec + 1, x + (size_t)(i / k) * D, (size_t)D * sizeof(float));
         a->slot_of[i] = r;
     }
+    double t0 = g1_now();
     G1_MPI(MPI_Alltoall(a->scount, 1, MPI_INT, a->rcount, 1, MPI_INT, d->stage));
     prefix(a->rcount, a->rdisp, E);
     int nr = a->rdisp[E - 1] + a->rcount[E - 1];
     if (nr > a->max_rows)
         return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: receiving %d rows, room for %d", nr, a->max_rows);
     G1_MPI(MPI_Alltoallv(a->sbuf, a->scount, a->sdisp, a->rec, a->rbuf, a->rcount, a->rdisp, a->rec, d->stage));
+    double t1 = g1_now();
+    g1_trace_span(d->trace, "a2a", "all-to-all out", t0, t1, -1, layer);
     /* the experts of the rows we received */
     for (int i = 0; i < nr; i++) {
         const float *rec = a->rbuf + (size_t)i * (D + 1);
@@ -79,8 +82,11 @@ static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int 
         memcpy(a->xrows + (size_t)i * D, rec + 1, (size_t)D * sizeof(float));
     }
     G1_TRY(g1_moe_expert_rows(*a->engine, layer, nr, a->xrows, a->ids, a->yrows));
+    double t2 = g1_now();
+    g1_trace_span(d->trace, "a2a", "experts", t1, t2, -1, layer);
     /* results go back the way the rows came */
     G1_MPI(MPI_Alltoallv(a->yrows, a->rcount, a->rdisp, a->row, a->sbuf, a->scount, a->sdisp, a->row, d->stage));
+    g1_trace_span(d->trace, "a2a", "all-to-all back", t2, g1_now(), -1, layer);
     for (int i = 0; i < n; i++)
         memcpy(a->yk + (size_t)i * D, a->sbuf + (size_t)a->slot_of[i] * D, (size_t)D * sizeof(float));
     g1_moe_combine(T, D, k, gate, a->yk, out);

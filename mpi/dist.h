@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "pipeline.h"
 #include "status.h"
+#include "trace.h"
 
 typedef struct g1_dist g1_dist;
 
@@ -38,6 +39,15 @@ g1_status g1_dist_stop(g1_dist *d);
 /* Every other rank: run micro-batches through `e` until told to stop
  * (max_inflight and max_tokens as given to rank 0's g1_dist_pipe). */
 g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens);
+
+/* Record this rank's spans in `t` (NULL: none); l0..l1 names its layers. */
+void g1_dist_set_trace(g1_dist *d, g1_trace *t, int l0, int l1);
+/* Collective: estimate every rank's clock offset to rank 0 (ping-pong with
+ * the smallest round trip of several). Call before the work starts. */
+g1_status g1_dist_trace_sync(g1_dist *d);
+/* Collective at the end: rank 0 gathers every rank's events and writes the
+ * trace-event JSON to path. */
+g1_status g1_dist_trace_write(g1_dist *d, const char *path);
 
 /* Count `seconds` of other work (rank 0's embedding, un-embedding and
  * sampling) as this rank's busy time. */

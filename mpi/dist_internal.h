@@ -12,11 +12,14 @@ struct g1_dist {
     MPI_Comm stage;  /* the E ranks of this stage, ordered by slot: the all-to-all */
     int rank, size, P, E, s, e;
     double busy, t_start; /* seconds computing, and when the run started */
+    g1_trace *trace;      /* NULL: no timeline */
+    double clock_offset;  /* add to this rank's clock to get rank 0's */
+    char what[32];        /* "layers a-b": the compute span's name */
     struct a2a *a2a;
     struct pipe *pipe;
 };
 
-enum { G1_TAG_FWD = 1, G1_TAG_RES = 2 };
+enum { G1_TAG_FWD = 1, G1_TAG_RES = 2, G1_TAG_CLOCK = 3 };
 enum { G1_MSG_BATCH = 1, G1_MSG_STOP = 2 };
 
 /* MPI error code -> our status with the call named. */

@@ -58,3 +58,20 @@ g1_status g1_dist_busy(g1_dist *d, double *busy)
     (void)busy;
     return G1_OK;
 }
+
+void g1_dist_set_trace(g1_dist *d, g1_trace *t, int l0, int l1)
+{
+    (void)d, (void)t, (void)l0, (void)l1;
+}
+
+g1_status g1_dist_trace_sync(g1_dist *d)
+{
+    (void)d;
+    return G1_OK;
+}
+
+g1_status g1_dist_trace_write(g1_dist *d, const char *path)
+{
+    (void)d, (void)path;
+    return G1_FAIL(G1_ERR_ARG, "built without MPI");
+}

@@ -67,12 +67,7 @@ typedef struct driver {
     int lrows;             /* logits rows computed at once */
 } driver;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+static double now_s(void) { return g1_trace_now(); }
 
 /* ---- ordered output ---- */
 
@@ -313,7 +308,9 @@ static g1_status launch(driver *d, int m)
     g1_batch bt = {.T = b->T, .slot = b->slot, .pos = b->pos};
     double t0 = now_s();
     G1_TRY(g1_engine_embed(d->e, b->T, b->tok, b->x));
-    d->st->busy += now_s() - t0;
+    double t1 = now_s();
+    d->st->busy += t1 - t0;
+    g1_trace_span(d->o.trace, "driver", "embed", t0, t1, m, b->T);
     G1_TRY(d->pipe.submit(d->pipe.ctx, m, &bt, b->x));
     b->inflight = 1;
     d->st->steps++;

@@ -13,6 +13,7 @@
 #include "pipeline.h"
 #include "requests.h"
 #include "status.h"
+#include "trace.h"
 
 /* Receives rows [row0, row0+nrows) of the (n_rows_total, V) logits of
  * request k (0-based request index); rows of one request arrive in order. */
@@ -39,6 +40,7 @@ typedef struct g1_driver_opts {
     /* called after every completed step (rate-limit inside) */
     void (*progress)(void *ctx, const struct g1_driver_stats *s);
     void *progress_ctx;
+    g1_trace *trace;           /* NULL: no timeline */
 } g1_driver_opts;
 
 typedef struct g1_driver_stats {

@@ -149,3 +149,103 @@ void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int *
     *x = (float *)(void *)(p + 16 + (size_t)*T * 8);
     (void)D;
 }
+
+/* ---- timeline ---- */
+
+
+
+void g1_dist_set_trace(g1_dist *d, g1_trace *t, int l0, int l1)
+{
+    d->trace = t;
+    snprintf(d->what, sizeof d->what, "layers %d-%d", l0, l1 - 1);
+}
+
+g1_status g1_dist_trace_sync(g1_dist *d)
+{
+    enum { ROUNDS = 8 };
+    d->clock_offset = 0;
+    for (int r = 1; r < d->size; r++) {
+        if (d->rank == 0) {
+            for (int i = 0; i < ROUNDS; i++) {
+                double t;
+                G1_MPI(MPI_Recv(&t, 1, MPI_DOUBLE, r, G1_TAG_CLOCK, d->all, MPI_STATUS_IGNORE));
+                t = g1_trace_now();
+                G1_MPI(MPI_Send(&t, 1, MPI_DOUBLE, r, G1_TAG_CLOCK, d->all));
+            }
+        } else if (d->rank == r) {
+            double best = 1e300;
+            for (int i = 0; i < ROUNDS; i++) {
+                double t0 = g1_trace_now(), t_root;
+                G1_MPI(MPI_Send(&t0, 1, MPI_DOUBLE, 0, G1_TAG_CLOCK, d->all));
+                G1_MPI(MPI_Recv(&t_root, 1, MPI_DOUBLE, 0, G1_TAG_CLOCK, d->all, MPI_STATUS_IGNORE));
+                double t1 = g1_trace_now();
+                if (t1 - t0 < best) {
+                    best = t1 - t0;
+                    d->clock_offset = t_root - 0.5 * (t0 + t1);
+                }
+            }
+        }
+    }
+    return G1_OK;
+}
+
+g1_status g1_dist_trace_write(g1_dist *d, const char *path)
+{
+    g1_trace *t = d->trace;
+    int n = t ? t->n : 0, N = d->size;
+    double off = d->clock_offset;
+    int *counts = NULL, *bdisp = NULL, *bcount = NULL;
+    double *offs = NULL;
+    g1_trace_event *all = NULL;
+    /* small, and on every rank, so no rank can leave the collectives early */
+    counts = calloc((size_t)N, sizeof *counts);
+    bcount = calloc((size_t)N, sizeof *bcount);
+    bdisp = calloc((size_t)N, sizeof *bdisp);
+    offs = calloc((size_t)N, sizeof *offs);
+    int have = counts && bcount && bdisp && offs, all_have = 0;
+    MPI_Allreduce(&have, &all_have, 1, MPI_INT, MPI_MIN, d->all);
+    if (!all_have) {
+        free(counts), free(bcount), free(bdisp), free(offs);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory gathering the trace");
+    }
+    g1_status st = g1_mpi_check(MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, d->all), "MPI_Gather", __FILE__,
+                                __LINE__);
+    if (st == G1_OK)
+        st = g1_mpi_check(MPI_Gather(&off, 1, MPI_DOUBLE, offs, 1, MPI_DOUBLE, 0, d->all), "MPI_Gather", __FILE__,
+                          __LINE__);
+    long total = 0;
+    if (d->rank == 0 && st == G1_OK) {
+        for (int r = 0; r < N; r++) {
+            bdisp[r] = (int)(total * (long)sizeof(g1_trace_event));
+            bcount[r] = counts[r] * (int)sizeof(g1_trace_event);
+            total += counts[r];
+        }
+        all = malloc((size_t)(total ? total : 1) * sizeof *all);
+        if (!all)
+            st = G1_FAIL(G1_ERR_NOMEM, "out of memory gathering the trace (%ld events)", total);
+    }
+    /* every rank takes part even if rank 0 failed to allocate: no hang */
+    int ok = st == G1_OK, all_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, d->all);
+    if (all_ok)
+        st = g1_mpi_check(MPI_Gatherv(t ? t->ev : NULL, n * (int)sizeof(g1_trace_event), MPI_BYTE, all, bcount,
+                                      bdisp, MPI_BYTE, 0, d->all),
+                          "MPI_Gatherv", __FILE__, __LINE__);
+    if (d->rank == 0 && all_ok && st == G1_OK) {
+        g1_trace_event **ev = calloc((size_t)N, sizeof *ev);
+        char **label = calloc((size_t)N, sizeof *label);
+        for (int r = 0; ev && label && r < N; r++) {
+            ev[r] = all + bdisp[r] / (int)sizeof(g1_trace_event);
+            label[r] = malloc(64);
+            if (label[r])
+                snprintf(label[r], 64, "rank %d: stage %d, slot %d", r, r / d->E, r % d->E);
+        }
+        st = ev && label ? g1_trace_write_json(path, N, ev, counts, offs, label) : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        for (int r = 0; label && r < N; r++)
+            free(label[r]);
+        free(label);
+        free(ev);
+    }
+    free(all), free(counts), free(bcount), free(bdisp), free(offs);
+    return st;
+}

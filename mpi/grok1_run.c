@@ -57,7 +57,7 @@ typedef struct cli {
     int stages, ep, micro_batches, verbose, resume;
     g1_progress_mode progress;
     double progress_interval;
-    const char *plan, *layers_per_stage;
+    const char *plan, *layers_per_stage, *trace;
     double mem_per_rank;
 } cli;
 
@@ -121,6 +121,9 @@ static void usage(FILE *f)
 "                            live line on a terminal and prints a line every interval\n"
 "                            otherwise; on prints lines even on a terminal\n"
 "  --progress-interval S     seconds between progress lines (default 30)\n"
+"  --trace FILE.json         write a timeline of every rank (compute per layer range,\n"
+"                            sends, receives, all-to-alls, per micro-batch) as Chrome\n"
+"                            trace-event JSON for Perfetto or chrome://tracing\n"
 "  --threads N               CPU threads (default: OpenMP's default)\n"
 "  --help                    this text\n"
 "\n"
@@ -161,7 +164,7 @@ static int parse_int(const char *opt, const char *text, int lo, int *out)
 static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
-           O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT };
+           O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -174,6 +177,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"layers-per-stage", required_argument, NULL, O_LPS}, {"mem-per-rank", required_argument, NULL, O_MEM},
         {"verbose", no_argument, NULL, O_VERBOSE},         {"resume", no_argument, NULL, O_RESUME},
         {"progress", required_argument, NULL, O_PROGRESS}, {"progress-interval", required_argument, NULL, O_PROGRESS_INT},
+        {"trace", required_argument, NULL, O_TRACE},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
@@ -199,6 +203,7 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_LPS: c->layers_per_stage = optarg; break;
         case O_VERBOSE: c->verbose = 1; break;
         case O_RESUME: c->resume = 1; break;
+        case O_TRACE: c->trace = optarg; break;
         case O_PROGRESS:
             if (!strcmp(optarg, "auto")) c->progress = G1_PROGRESS_AUTO;
             else if (!strcmp(optarg, "on")) c->progress = G1_PROGRESS_ON;
@@ -517,11 +522,13 @@ typedef struct job {
     g1_pipe_local *local;
     int P, E, M;
     int agreed; /* a failure now is the same on every rank (layout, plan) */
+    g1_trace trace; /* --trace: this rank's spans */
     int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
 } job;
 
 static void job_free(job *j)
 {
+    g1_trace_free(&j->trace);
     g1_engine_free(j->e);
     g1_pipe_local_free(j->local);
     g1_dist_free(j->dist);
@@ -534,7 +541,7 @@ static g1_status drive(const cli *c, files *f, job *j)
     if (j->dist)
         G1_TRY(g1_dist_pipe(j->dist, j->e, j->M, c->max_batch_tokens, &pipe));
     else {
-        G1_TRY(g1_pipe_local_init(&j->local, j->e, j->M, c->max_batch_tokens));
+        G1_TRY(g1_pipe_local_init(&j->local, j->e, j->M, c->max_batch_tokens, c->trace ? &j->trace : NULL));
         pipe = g1_pipe_local_ops(j->local);
     }
     g1_progress prog;
@@ -547,7 +554,8 @@ static g1_status drive(const cli *c, files *f, job *j)
                         .done_ids = f->done_ids,
                         .stop = &g_stop,
                         .progress = g1_progress_update,
-                        .progress_ctx = &prog};
+                        .progress_ctx = &prog,
+                        .trace = c->trace ? &j->trace : NULL};
 #if G1_HAVE_HDF5
     g1_logits_sink sink = {.write = dump_write, .ctx = f->logits};
     if (f->logits)
@@ -565,6 +573,14 @@ static g1_status drive(const cli *c, files *f, job *j)
         g1_dist_add_busy(j->dist, s.busy);
         G1_TRY(g1_dist_stop(j->dist));
         G1_TRY(g1_dist_busy(j->dist, busy));
+        if (c->trace)
+            G1_TRY(g1_dist_trace_write(j->dist, c->trace));
+    } else if (c->trace) {
+        g1_trace_event *ev = j->trace.ev;
+        double off = 0;
+        char label[] = "rank 0: all layers";
+        char *lab = label;
+        G1_TRY(g1_trace_write_json(c->trace, 1, &ev, &j->trace.n, &off, &lab));
     }
     int64_t tok = s.prompt_tokens + s.generated_tokens;
     char stages[512] = "";
@@ -635,10 +651,18 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         }
     }
     G1_TRY(g1_engine_init(&j->e, &m->w, &eo, dp));
+    if (c->trace) {
+        G1_TRY(g1_trace_init(&j->trace, 1 << 19));
+        if (j->dist) {
+            g1_dist_set_trace(j->dist, &j->trace, l0, l1);
+            G1_TRY(g1_dist_trace_sync(j->dist));
+        }
+    }
     if (rank == 0)
         return drive(c, f, j);
     G1_TRY(g1_dist_worker(j->dist, j->e, j->M, c->max_batch_tokens));
-    return g1_dist_busy(j->dist, NULL);
+    G1_TRY(g1_dist_busy(j->dist, NULL));
+    return c->trace ? g1_dist_trace_write(j->dist, c->trace) : G1_OK;
 }
 
 int main(int argc, char **argv)

@@ -12,6 +12,7 @@ struct g1_pipe_local {
     int *mb;          /* (cap) */
     int *T;           /* (cap) */
     float *x;         /* (cap, max_tokens, D) */
+    g1_trace *trace;
 };
 
 static g1_status local_submit(void *ctx, int mb, const g1_batch *b, const float *x)
@@ -24,7 +25,9 @@ static g1_status local_submit(void *ctx, int mb, const g1_batch *b, const float 
     int i = (p->head + p->count) % p->cap;
     float *dst = p->x + (size_t)i * p->max_tokens * p->D;
     memcpy(dst, x, (size_t)b->T * p->D * sizeof(float));
+    double t0 = g1_trace_now();
     G1_TRY(g1_engine_forward(p->e, b, dst));
+    g1_trace_span(p->trace, "compute", "all layers", t0, g1_trace_now(), mb, b->T);
     p->mb[i] = mb;
     p->T[i] = b->T;
     p->count++;
@@ -44,12 +47,13 @@ static g1_status local_wait(void *ctx, int *mb, float *x)
     return G1_OK;
 }
 
-g1_status g1_pipe_local_init(g1_pipe_local **out, g1_engine *e, int max_inflight, int max_tokens)
+g1_status g1_pipe_local_init(g1_pipe_local **out, g1_engine *e, int max_inflight, int max_tokens, g1_trace *trace)
 {
     g1_pipe_local *p = calloc(1, sizeof *p);
     if (!p)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     p->e = e;
+    p->trace = trace;
     p->cap = max_inflight;
     p->max_tokens = max_tokens;
     p->D = g1_engine_config(e)->emb_size;

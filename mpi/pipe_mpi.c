@@ -38,13 +38,14 @@ static g1_status pool_init(sendpool *p, int n, size_t bytes)
     return G1_OK;
 }
 
+static g1_status traced_wait(g1_dist *d, MPI_Request *rq, const char *what, int mb);
+
 /* The next buffer in turn, after its previous send completed. */
-static g1_status pool_get(sendpool *p, int *i)
+static g1_status pool_get(g1_dist *d, sendpool *p, int *i)
 {
     *i = p->next;
     p->next = (p->next + 1) % p->n;
-    G1_MPI(MPI_Wait(&p->req[*i], MPI_STATUS_IGNORE));
-    return G1_OK;
+    return traced_wait(d, &p->req[*i], "send buffer", -1);
 }
 
 static g1_status pool_drain(sendpool *p)
@@ -101,15 +102,29 @@ void g1_pipe_mpi_free(struct pipe *p)
 }
 
 /* Run `T` tokens (global slots) through this rank's layers in place. */
-static g1_status run_share(g1_dist *d, g1_engine *e, int T, const int *gslot, const int *pos, int *lslot, float *x)
+static g1_status run_share(g1_dist *d, g1_engine *e, int mb, int T, const int *gslot, const int *pos, int *lslot,
+                           float *x)
 {
     for (int t = 0; t < T; t++)
         lslot[t] = gslot[t] / d->E;
     g1_batch b = {.T = T, .slot = lslot, .pos = pos};
     double t0 = g1_now();
     g1_status st = g1_engine_forward(e, &b, x);
-    d->busy += g1_now() - t0;
+    double t1 = g1_now();
+    d->busy += t1 - t0;
+    g1_trace_span(d->trace, "compute", d->what, t0, t1, mb, T);
     return st;
+}
+
+/* Wait on a request; a wait that took time shows on the timeline. */
+static g1_status traced_wait(g1_dist *d, MPI_Request *rq, const char *what, int mb)
+{
+    double t0 = g1_now();
+    G1_MPI(MPI_Wait(rq, MPI_STATUS_IGNORE));
+    double t1 = g1_now();
+    if (t1 - t0 > 20e-6)
+        g1_trace_span(d->trace, "wait", what, t0, t1, mb, -1);
+    return G1_OK;
 }
 
 static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *x)
@@ -144,7 +159,7 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
             p->lpos[j] = b->pos[t];
             memcpy(p->lx + (size_t)j * D, x + (size_t)t * D, (size_t)D * sizeof(float));
         }
-        G1_TRY(pool_get(&p->sp, &i));
+        G1_TRY(pool_get(d, &p->sp, &i));
         g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c, p->lslot, p->lpos, p->lx, D);
         G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c, D), MPI_BYTE, e, G1_TAG_FWD, d->all, &p->sp.req[i]));
         off += c;
@@ -161,12 +176,12 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
         memcpy(p->lx + (size_t)j * D, x + (size_t)t * D, (size_t)D * sizeof(float));
     }
     int *lslot = malloc((size_t)(c0 ? c0 : 1) * sizeof *lslot);
-    g1_status st = lslot ? run_share(d, p->e, c0, gs, p->lpos, lslot, p->lx)
+    g1_status st = lslot ? run_share(d, p->e, mb, c0, gs, p->lpos, lslot, p->lx)
                          : G1_FAIL(G1_ERR_NOMEM, "out of memory");
     free(lslot);
     if (st == G1_OK && d->P > 1) {
         int i;
-        st = pool_get(&p->sp, &i);
+        st = pool_get(d, &p->sp, &i);
         if (st == G1_OK) {
             g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c0, gs, p->lpos, p->lx, D);
             st = g1_mpi_check(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c0, D), MPI_BYTE, E, G1_TAG_FWD, d->all,
@@ -199,8 +214,10 @@ static g1_status pipe_wait(void *ctx, int *mb, float *x)
         } else {
             int src_rank = (d->P - 1) * E + e, kind, rmb, rT, *rs, *rp;
             float *rx;
+            double t0 = g1_now();
             G1_MPI(MPI_Recv(p->rbuf, (int)g1_msg_bytes(p->max_tokens, D), MPI_BYTE, src_rank, G1_TAG_RES, d->all,
                             MPI_STATUS_IGNORE));
+            g1_trace_span(d->trace, "recv", "results", t0, g1_now(), f->mb, src_rank);
             g1_msg_view(p->rbuf, D, &kind, &rmb, &rT, &rs, &rp, &rx);
             if (kind != G1_MSG_BATCH || rmb != f->mb || rT != c)
                 return G1_FAIL(G1_ERR_INTERNAL,
@@ -299,7 +316,7 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
     g1_status st = g1_mpi_check(MPI_Irecv(rb[0], (int)mbytes, MPI_BYTE, up, G1_TAG_FWD, d->all, &rq[0]),
                                 "MPI_Irecv", __FILE__, __LINE__);
     for (int cur = 0; st == G1_OK; cur ^= 1) {
-        st = g1_mpi_check(MPI_Wait(&rq[cur], MPI_STATUS_IGNORE), "MPI_Wait", __FILE__, __LINE__);
+        st = traced_wait(d, &rq[cur], "recv", -1);
         if (st != G1_OK)
             break;
         int kind, mb, T, *gs, *pos;
@@ -322,10 +339,10 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
         st = g1_mpi_check(MPI_Irecv(rb[cur ^ 1], (int)mbytes, MPI_BYTE, up, G1_TAG_FWD, d->all, &rq[cur ^ 1]),
                           "MPI_Irecv", __FILE__, __LINE__);
         if (st == G1_OK)
-            st = run_share(d, e, T, gs, pos, p->lslot, x);
+            st = run_share(d, e, mb, T, gs, pos, p->lslot, x);
         int i;
         if (st == G1_OK)
-            st = pool_get(&p->sp, &i);
+            st = pool_get(d, &p->sp, &i);
         if (st == G1_OK) {
             g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, T, gs, pos, x, D);
             st = g1_mpi_check(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(T, D), MPI_BYTE, down, tag, d->all,

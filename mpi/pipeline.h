@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "status.h"
+#include "trace.h"
 
 typedef struct g1_pipe_ops {
     /* Start micro-batch mb: T tokens at (slot, pos) with hidden states
@@ -22,7 +23,7 @@ typedef struct g1_pipe_ops {
 /* One process: the engine holds every layer and expert. `max_inflight`
  * micro-batches of at most `max_tokens` tokens may be outstanding. */
 typedef struct g1_pipe_local g1_pipe_local;
-g1_status g1_pipe_local_init(g1_pipe_local **out, g1_engine *e, int max_inflight, int max_tokens);
+g1_status g1_pipe_local_init(g1_pipe_local **out, g1_engine *e, int max_inflight, int max_tokens, g1_trace *trace);
 void g1_pipe_local_free(g1_pipe_local *p);
 g1_pipe_ops g1_pipe_local_ops(g1_pipe_local *p);
 

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Operations tests (suite 'ops'): a job never loses finished work and never
+hangs. A killed worker ends the job within 30 s; SIGTERM / SIGUSR1 stop it
+cleanly (exit 3 for grok1-run); every line already written is a correct
+result; --resume completes the file to exactly the uninterrupted run's
+content; a torn last line is redone; other settings are refused on resume;
+an injected error names the rank and host; the trace is valid JSON with
+spans from every rank.
+
+usage: test_ops.py CASE --run grok1-run --mkckpt grok1-mkckpt --tmp DIR
+exit 0 pass, 1 fail, 77 skip."""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+ARGS = None
+FAILS = []
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+
+def check(cond, msg):
+    if not cond:
+        FAILS.append(msg)
+        print(f"  FAIL: {msg}")
+    return cond
+
+
+def mpirun():
+    return shutil.which("mpirun") or shutil.which("mpiexec")
+
+
+def setup():
+    ckpt = os.path.join(ARGS.tmp, "ops5.h5")
+    if not os.path.exists(ckpt):
+        subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "num_layers=5", "--seed", "11", "--out", ckpt],
+                       check=True, capture_output=True)
+    inp = os.path.join(ARGS.tmp, "ops.jsonl")
+    rnd = random.Random(3)
+    with open(inp, "w") as f:
+        for i in range(1500):
+            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(3, 60))],
+                                "max_new_tokens": rnd.randint(5, 60)}) + "\n")
+    return ckpt, inp
+
+
+def base_args(ckpt, inp, out):
+    return ["--checkpoint", ckpt, "--mode", "generate", "--input", inp, "--output", out, "--batch-size", "2",
+            "--progress", "off"]
+
+
+def reference(ckpt, inp):
+    """The uninterrupted run's output (one process)."""
+    out = os.path.join(ARGS.tmp, "full.jsonl")
+    if not os.path.exists(out):
+        subprocess.run([ARGS.run] + base_args(ckpt, inp, out), check=True, capture_output=True, env=ENV)
+    return open(out).read()
+
+
+def job(ckpt, inp, out, extra=(), env=None):
+    cmd = [mpirun(), "-n", "4", ARGS.run] + base_args(ckpt, inp, out) + ["--stages", "2", "--ep", "2"] + list(extra)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or ENV)
+
+
+def prefix_ok(partial, full):
+    lines = open(partial).read().splitlines(keepends=True)
+    want = full.splitlines(keepends=True)
+    good = lines == want[:len(lines)]
+    return good, len(lines)
+
+
+def resume_to_end(ckpt, inp, out, full):
+    p = job(ckpt, inp, out, ["--resume"])
+    _, err = p.communicate(timeout=300)
+    check(p.returncode == 0, f"--resume exited {p.returncode}: {err[-800:]}")
+    check(os.path.exists(out) and open(out).read() == full, "--resume did not complete the file to the "
+                                                               "uninterrupted run's content")
+    check(not os.path.exists(out + ".partial"), "the .partial file is left after a complete resume")
+
+
+def interrupt(sig, want_rc, name):
+    ckpt, inp = setup()
+    full = reference(ckpt, inp)
+    out = os.path.join(ARGS.tmp, f"{name}.jsonl")
+    for p in (out, out + ".partial", out + ".meta.json"):
+        if os.path.exists(p):
+            os.remove(p)
+    p = job(ckpt, inp, out)
+    # wait until some results are written, then signal mpirun
+    t_end = time.time() + 60
+    while time.time() < t_end and (not os.path.exists(out + ".partial") or os.path.getsize(out + ".partial") < 2000):
+        time.sleep(0.05)
+    t0 = time.time()
+    p.send_signal(sig)
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        check(False, f"{name}: the job did not end within 30 s of the signal")
+        return
+    dt = time.time() - t0
+    print(f"{name}: mpirun exit {p.returncode} {dt:.1f} s after the signal")
+    check(want_rc is None and p.returncode != 0 or p.returncode == want_rc,
+          f"{name}: exit status {p.returncode}, expected {want_rc if want_rc is not None else 'non-zero'}")
+    check(not os.path.exists(out), f"{name}: the final output exists after an interrupted run")
+    good, n = prefix_ok(out + ".partial", full)
+    print(f"{name}: {n} results written before the stop, all correct: {good}")
+    check(good, f"{name}: a written line differs from the uninterrupted run")
+    check(n < 1500, f"{name}: the run finished before the signal (make the input longer)")
+    if sig in (signal.SIGUSR1, signal.SIGTERM):
+        check("interrupted by signal" in err, f"{name}: no 'interrupted' message: {err[-500:]}")
+    resume_to_end(ckpt, inp, out, full)
+
+
+def case_kill_worker():
+    """kill -9 of a worker rank (GROK1_FAULT=3:N:kill) mid-run."""
+    ckpt, inp = setup()
+    full = reference(ckpt, inp)
+    out = os.path.join(ARGS.tmp, "killed.jsonl")
+    for p in (out, out + ".partial", out + ".meta.json"):
+        if os.path.exists(p):
+            os.remove(p)
+    t0 = time.time()
+    p = job(ckpt, inp, out, env=dict(ENV, GROK1_FAULT="3:300:kill"))
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        check(False, "the job hung after a rank was killed")
+        return
+    print(f"killed rank 3: mpirun exit {p.returncode} after {time.time() - t0:.1f} s")
+    check(p.returncode != 0, "the job exited 0 after a rank was killed")
+    good, n = prefix_ok(out + ".partial", full)
+    print(f"{n} results written before the kill, all correct: {good}")
+    check(good and n < 1500, "written lines are not a correct prefix")
+    resume_to_end(ckpt, inp, out, full)
+
+
+def case_sigterm():
+    interrupt(signal.SIGTERM, None, "sigterm")
+
+
+def case_sigusr1():
+    interrupt(signal.SIGUSR1, 3, "sigusr1")
+
+
+def case_torn_line():
+    """A torn last line (cut mid-write) is dropped and redone on resume."""
+    ckpt, inp = setup()
+    full = reference(ckpt, inp)
+    out = os.path.join(ARGS.tmp, "torn.jsonl")
+    lines = full.splitlines(keepends=True)
+    with open(out + ".partial", "w") as f:
+        f.write("".join(lines[:100]) + lines[100][: len(lines[100]) // 2])
+    shutil.copy(os.path.join(ARGS.tmp, "full.jsonl.meta.json"), out + ".meta.json")
+    resume_to_end(ckpt, inp, out, full)
+
+
+def case_resume_refusals():
+    ckpt, inp = setup()
+    full = reference(ckpt, inp)
+    out = os.path.join(ARGS.tmp, "refuse.jsonl")
+    lines = full.splitlines(keepends=True)
+    meta = os.path.join(ARGS.tmp, "full.jsonl.meta.json")
+    for extra, words in [(["--max-new-tokens", "7"], "max_new_tokens"),
+                         (["--synthetic", "tiny"], None)]:
+        with open(out + ".partial", "w") as f:
+            f.write("".join(lines[:10]))
+        shutil.copy(meta, out + ".meta.json")
+        args = base_args(ckpt, inp, out) + ["--resume"] + extra
+        if extra[0] == "--synthetic":
+            args = [a for a in args]
+            i = args.index("--checkpoint")
+            del args[i:i + 2]
+        p = subprocess.run([ARGS.run] + args, capture_output=True, text=True, env=ENV)
+        print(f"resume with {extra}: exit {p.returncode}: {p.stderr.strip().splitlines()[-1] if p.stderr else ''}")
+        check(p.returncode != 0 and "cannot resume" in p.stderr, f"resume with {extra} was not refused")
+        if words:
+            check(words in p.stderr, f"the refusal does not name {words}")
+        check(open(out + ".partial").read() == "".join(lines[:10]), "a refused resume changed the partial file")
+    # the output of another input
+    other = os.path.join(ARGS.tmp, "other.jsonl")
+    with open(other, "w") as f:
+        f.write("\n".join(json.dumps({"id": f"x{i}", "prompt_ids": [1, 2, 3]}) for i in range(20)) + "\n")
+    p = subprocess.run([ARGS.run] + base_args(ckpt, other, out) + ["--resume"], capture_output=True, text=True,
+                       env=ENV)
+    check(p.returncode != 0 and "another input" in p.stderr, f"resuming another input's output: {p.stderr[-300:]}")
+
+
+def case_fault_message():
+    ckpt, inp = setup()
+    out = os.path.join(ARGS.tmp, "fault.jsonl")
+    p = job(ckpt, inp, out, env=dict(ENV, GROK1_FAULT="2:50"))
+    _, err = p.communicate(timeout=60)
+    line = [l for l in err.splitlines() if "error:" in l]
+    print(line[0] if line else err[-500:])
+    check(p.returncode != 0, "an injected error did not fail the job")
+    check(line and "rank 2 of 4" in line[0] and "host " in line[0] and "injected fault" in line[0],
+          "the message does not name the rank, its host and the reason")
+
+
+def case_trace():
+    ckpt, inp = setup()
+    small = os.path.join(ARGS.tmp, "trace_in.jsonl")
+    with open(small, "w") as f:
+        f.write("".join(open(inp).readlines()[:20]))
+    out, tr = os.path.join(ARGS.tmp, "trace_out.jsonl"), os.path.join(ARGS.tmp, "trace.json")
+    p = job(ckpt, small, out, ["--trace", tr])
+    _, err = p.communicate(timeout=120)
+    check(p.returncode == 0, f"traced run failed: {err[-500:]}")
+    t = json.load(open(tr))
+    spans = [e for e in t["traceEvents"] if e["ph"] == "X"]
+    ranks = {e["pid"] for e in spans}
+    cats = {e["cat"] for e in spans}
+    print(f"{len(spans)} spans from ranks {sorted(ranks)}, categories {sorted(cats)}")
+    check(ranks == {0, 1, 2, 3}, "spans are missing from some rank")
+    check({"compute", "a2a", "driver"} <= cats, "compute, all-to-all or driver spans are missing")
+    check(all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans), "negative times in the trace")
+    mbs = {e["args"].get("micro_batch") for e in spans if e["cat"] == "compute"}
+    check(None not in mbs, "compute spans without a micro-batch")
+
+
+CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--mkckpt", required=True)
+    ap.add_argument("--tmp", required=True)
+    ARGS = ap.parse_args()
+    if not mpirun():
+        print("SKIP: no mpirun (apt-get install openmpi-bin)")
+        return 77
+    ARGS.tmp = os.path.abspath(ARGS.tmp)
+    os.makedirs(ARGS.tmp, exist_ok=True)
+    CASES[ARGS.case]()
+    print("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

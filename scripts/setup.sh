@@ -9,6 +9,8 @@ PKGS=(
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev hdf5-tools
   python3 python3-numpy python3-h5py
+  sentencepiece python3-sentencepiece
+  clang libclang-rt-dev
 )
 
 missing=()

@@ -24,7 +24,41 @@ status=0
 run_config build-test || status=1
 run_config build-test-minimal -Dmpi=disabled -Dhdf5=disabled -Dcuda=disabled || status=1
 
-# Count results of both configurations from meson's JSON test logs.
+# Fuzzing, bounded: each libFuzzer target (tests/fuzz) for FUZZ_SECONDS
+# (default 20) from a scratch copy of its seed corpus; one test per target.
+# Without clang every target counts as skipped. A crash leaves its input in
+# build-fuzz/crash-*: copy it to tests/fuzz/regress/<target>/ to replay it in
+# every build.
+fuzz_results=build-fuzz-results.txt
+: >"$fuzz_results"
+fuzz_targets=(fuzz_model fuzz_jsonl)
+[ -f tests/fuzz/fuzz_pickle.c ] && fuzz_targets+=(fuzz_pickle)
+if command -v clang >/dev/null; then
+  if [ ! -f build-fuzz/build.ninja ]; then
+    CC=clang meson setup build-fuzz -Dfuzz=true -Dmpi=disabled -Dhdf5=disabled -Dcuda=disabled -Dnative=false \
+      >build-fuzz.setup.log 2>&1 || cat build-fuzz.setup.log
+  fi
+  for t in "${fuzz_targets[@]}"; do
+    if ! ninja -C build-fuzz "tests/fuzz/$t" >/dev/null 2>build-fuzz.$t.log; then
+      echo "fuzz $t: build failed (build-fuzz.$t.log)"; echo "$t FAIL" >>"$fuzz_results"; continue
+    fi
+    seeds=tests/fuzz/corpus/${t#fuzz_}; work=build-fuzz/corpus-${t#fuzz_}
+    mkdir -p "$work"
+    if "build-fuzz/tests/fuzz/$t" -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048 \
+         -artifact_prefix="build-fuzz/crash-$t-" "$work" $( [ -d "$seeds" ] && echo "$seeds" ) \
+         >"build-fuzz.$t.log" 2>&1; then
+      echo "fuzz $t: OK ($(grep -o 'Done [0-9]* runs' "build-fuzz.$t.log"))"; echo "$t PASS" >>"$fuzz_results"
+    else
+      echo "fuzz $t: FAILED, see build-fuzz.$t.log and build-fuzz/crash-$t-*"; echo "$t FAIL" >>"$fuzz_results"
+    fi
+  done
+else
+  echo "fuzz: clang not found, fuzz targets skipped"
+  for t in "${fuzz_targets[@]}"; do echo "$t SKIP" >>"$fuzz_results"; done
+fi
+
+# Count results of both configurations from meson's JSON test logs, plus
+# the fuzz runs.
 /usr/bin/python3 - "$status" <<'PY'
 import json, os, sys
 counts = {"passed": 0, "failed": 0, "skipped": 0}
@@ -42,6 +76,9 @@ for d in ("build-test", "build-test-minimal"):
             counts["skipped"] += 1
         else:
             counts["failed"] += 1
+for line in open("build-fuzz-results.txt") if os.path.exists("build-fuzz-results.txt") else []:
+    r = line.split()[-1]
+    counts["passed" if r == "PASS" else "skipped" if r == "SKIP" else "failed"] += 1
 if sys.argv[1] != "0" and counts["failed"] == 0:
     counts["failed"] += 1
 print(f'{counts["passed"]} passed, {counts["failed"]} failed, {counts["skipped"]} skipped')

@@ -3,7 +3,6 @@
  * memory stays about one expert matrix whatever the model size.
  * Usage errors exit 2, runtime errors exit 1; never leaves a partial file. */
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include <time.h>
 
 #include "ckpt.h"
+#include "config_json.h"
 #include "synth.h"
 
 #define EMBED_SLAB_ROWS 256
@@ -125,52 +125,9 @@ static int parse_args(int argc, char **argv, opts *o)
     return -1;
 }
 
-/* Hyper-parameters from a JSON object, over the grok-1 values. */
-static g1_status config_from_json(const char *path, g1_config *cfg)
-{
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (!root)
-        return G1_FAIL(G1_ERR_ARG, "config %s: %s (line %d)", path, err.text, err.line);
-    g1_status st = g1_config_preset("grok-1", cfg);
-    if (!json_is_object(root))
-        st = G1_FAIL(G1_ERR_ARG, "config %s: expected a JSON object of hyper-parameters", path);
-    const char *key;
-    json_t *v;
-    json_object_foreach(root, key, v) {
-        if (st != G1_OK)
-            break;
-        char text[64];
-        if (json_is_integer(v))
-            snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        else if (json_is_real(v))
-            snprintf(text, sizeof text, "%.17g", json_real_value(v));
-        else {
-            st = G1_FAIL(G1_ERR_ARG, "config %s: '%s' must be a number", path, key);
-            break;
-        }
-        if (g1_config_set(cfg, key, text) != G1_OK) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", g1_last_error());
-            st = G1_FAIL(G1_ERR_ARG, "config %s: %s", path, msg);
-        }
-    }
-    json_decref(root);
-    return st;
-}
-
 static g1_status build_config(const opts *o, g1_config *cfg)
 {
-    /* a preset name first; otherwise a JSON file */
-    struct stat sb;
-    size_t n = strlen(o->config);
-    if (g1_config_preset(o->config, cfg) == G1_OK)
-        g1_clear_error();
-    else if ((n > 5 && !strcmp(o->config + n - 5, ".json")) || !stat(o->config, &sb))
-        G1_TRY(config_from_json(o->config, cfg));
-    else
-        return G1_FAIL(G1_ERR_ARG, "--config %s: not a preset (tiny, small, grok-1) nor a JSON file",
-                       o->config);
+    G1_TRY(g1_config_from_arg(o->config, cfg));
     for (int i = 0; i < o->n_sets; i++) {
         char key[64];
         const char *eq = strchr(o->sets[i], '=');

@@ -1,0 +1,342 @@
+#!/usr/bin/python3
+"""grok1-convert tests on fixtures laid out like the release (make_release.py).
+
+Cases (one per meson test): sizes (several shapes, every tensor exact, --verify),
+logits (the converted model through grok1-run against the NumPy reference),
+layers (--layers 3-7 of a 20-layer fixture; grok1-run refuses it), hostile
+(broken and malicious inputs: clear message, non-zero exit, no output file),
+usage, peak_memory (a fixture far larger than a memory cap converts under it).
+Exit 0 pass, 1 fail, 77 skip.
+
+usage: test_convert.py CASE --convert grok1-convert --tmp DIR [--run grok1-run]
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+try:
+    import numpy as np
+    import h5py
+except ImportError as e:  # pragma: no cover
+    print("SKIP: %s (the converter tests need numpy and h5py)" % e)
+    sys.exit(77)
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "ref"))
+import make_release as mr  # noqa: E402
+
+TINY = dict(vocab_size=512, emb_size=64, num_layers=12, num_q_heads=4, num_kv_heads=2, key_size=16,
+            ffn_size=96, num_experts=8, max_seq_len=256, attn_output_multiplier=0.25)
+# another shape: 4 experts, wider model, 11 layers
+WIDE = dict(vocab_size=256, emb_size=128, num_layers=11, num_q_heads=8, num_kv_heads=2, key_size=16,
+            ffn_size=256, num_experts=4, max_seq_len=128, attn_output_multiplier=0.25)
+# the memory test: about 300 MB of files, experts of 1 MB each
+BIG = dict(vocab_size=1024, emb_size=512, num_layers=12, num_q_heads=8, num_kv_heads=2, key_size=64,
+           ffn_size=2048, num_experts=8, max_seq_len=128, attn_output_multiplier=0.125)
+MEM_CAP_MB = 64
+
+
+class Checks:
+    def __init__(self):
+        self.failed = []
+
+    def __call__(self, cond, what):
+        print("%-4s %s" % ("ok" if cond else "FAIL", what), flush=True)
+        if not cond:
+            self.failed.append(what)
+        return cond
+
+
+def fixture(args, name, overrides, seed):
+    """(dir, config path, full config): a release-like directory, made once."""
+    d = os.path.join(args.tmp, "fx_" + name)
+    cfg_path = d + ".json"
+    with open(cfg_path, "w") as f:
+        json.dump(overrides, f)
+    if not os.path.exists(os.path.join(d, "done")):
+        shutil.rmtree(d, ignore_errors=True)
+        subprocess.run([sys.executable, os.path.join(HERE, "make_release.py"), "--config", cfg_path,
+                        "--seed", str(seed), "--out", d], check=True)
+        open(os.path.join(d, "done"), "w").close()  # not a tensor file: ignored by the converter
+    return d, cfg_path, mr.config(overrides)
+
+
+def convert(args, *argv, timeout=300):
+    cmd = [args.convert] + [str(a) for a in argv]
+    print("run  %s" % " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return p
+
+
+def compare_h5(check, h5, c, seed, layers):
+    """Every tensor of the fixture equals the HDF5 dataset exactly."""
+    bad = []
+    with h5py.File(h5, "r") as f:
+        for k in mr.GROK1:
+            v = f.attrs[k]
+            if float(v) != float(c[k]):
+                bad.append("attribute %s = %r, expected %r" % (k, v, c[k]))
+        names = set()
+        f.visititems(lambda n, o: names.add(n) if isinstance(o, h5py.Dataset) else None)
+        want = {"embedding", "final_norm"}
+        for idx, path, v in mr.tensors(c, seed):
+            if path.startswith("layers/") and int(path.split("/")[1]) not in layers:
+                continue
+            want.add(path)
+            if isinstance(v, tuple):
+                want.add(path + "_scale")
+                w, s = f[path][()], f[path + "_scale"][()]
+                s_ref = (v[1].astype(np.uint32) << 16).view(np.float32)
+                if w.dtype != np.int8 or w.shape != v[0].shape or not np.array_equal(w, v[0]):
+                    bad.append("%s differs from file %05d" % (path, idx))
+                if s.dtype != np.float32 or s.shape != s_ref.shape or \
+                        not np.array_equal(s.view(np.uint32), s_ref.view(np.uint32)):
+                    bad.append("%s_scale differs from file %05d's bf16 scales" % (path, idx))
+            else:
+                got = f[path][()]
+                if got.dtype != np.float32 or got.shape != v.shape or \
+                        not np.array_equal(got.view(np.uint32), v.view(np.uint32)):
+                    bad.append("%s differs from file %05d" % (path, idx))
+        extra = names - want
+    check(not bad, "every tensor equals the fixture exactly%s" % ("" if not bad else ": " + "; ".join(bad[:5])))
+    check(not extra, "no datasets beyond the converted ones%s" % ("" if not extra else ": %s" % sorted(extra)[:5]))
+
+
+# ---------------------------------------------------------------------------- cases
+
+def case_sizes(args, check):
+    for name, ov, seed in (("tiny", TINY, 1), ("wide", WIDE, 2)):
+        d, cfg_path, c = fixture(args, name, ov, seed)
+        out = os.path.join(args.tmp, "sizes_%s.h5" % name)
+        p = convert(args, "--config", cfg_path, "--verify", d, out)
+        sys.stdout.write(p.stdout + p.stderr)
+        if not check(p.returncode == 0 and os.path.exists(out), "%s: converted with --verify" % name):
+            continue
+        check("verified" in p.stdout and "peak memory" in p.stdout, "%s: summary line says verified" % name)
+        compare_h5(check, out, c, seed, range(c["num_layers"]))
+        check(not glob.glob(out + ".*"), "%s: no temporary files left" % name)
+
+
+def case_logits(args, check):
+    import grok1_ref as ref
+    from g1test import compare, describe, read_dump, write_requests
+    if not args.run:
+        print("SKIP: no grok1-run")
+        sys.exit(77)
+    d, cfg_path, c = fixture(args, "tiny", TINY, 1)
+    out = os.path.join(args.tmp, "logits.h5")
+    p = convert(args, "--config", cfg_path, d, out)
+    if not check(p.returncode == 0, "converted (%s)" % p.stderr.strip()[-300:]):
+        return
+    rng = np.random.default_rng(3)
+    reqs = [{"id": i, "prompt_ids": [int(t) for t in rng.integers(0, c["vocab_size"], n)]}
+            for i, n in enumerate((17, 24))]
+    rq, res, dump = (os.path.join(args.tmp, "logits_" + s) for s in ("req.jsonl", "out.jsonl", "dump.h5"))
+    write_requests(rq, reqs)
+    for f in (res, dump):
+        if os.path.exists(f):
+            os.remove(f)
+    cmd = [args.run, "--checkpoint", out, "--mode", "score", "--input", rq, "--output", res, "--dump-logits", dump]
+    print("run  %s" % " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if not check(r.returncode == 0, "grok1-run scores the converted model (%s)" % r.stderr.strip()[-300:]):
+        return
+    model = ref.load(out)
+    worst = 0.0
+    for rqst, got in zip(reqs, read_dump(dump, len(reqs))):
+        want = ref.forward(model, rqst["prompt_ids"])
+        cm = compare(got, want)
+        worst = max(worst, cm["max_abs"])
+        check(got.shape == want.shape and cm["nfail"] == 0,
+              "request %d: logits match the NumPy reference: %s" % (rqst["id"], describe(cm, got, want)))
+    print("max abs logit error against the reference: %.3e" % worst)
+
+
+def case_layers(args, check):
+    d, cfg_path, c = fixture(args, "deep20", dict(TINY, num_layers=20), 4)
+    out = os.path.join(args.tmp, "layers_3_7.h5")
+    p = convert(args, "--config", cfg_path, "--layers", "3-7", "--verify", d, out)
+    sys.stdout.write(p.stdout + p.stderr)
+    if not check(p.returncode == 0, "--layers 3-7 converts"):
+        return
+    with h5py.File(out, "r") as f:
+        got = sorted(f["layers"].keys())
+        check(got == ["03", "04", "05", "06", "07"], "file holds exactly layers 03..07 (has %s)" % got)
+        check(int(f.attrs["num_layers"]) == 20, "num_layers is still the model's 20")
+    compare_h5(check, out, c, 4, range(3, 8))
+    if args.run:
+        rq = os.path.join(args.tmp, "layers_req.jsonl")
+        with open(rq, "w") as f:
+            f.write('{"id": 0, "prompt_ids": [5, 6, 7]}\n')
+        res = os.path.join(args.tmp, "layers_out.jsonl")
+        r = subprocess.run([args.run, "--checkpoint", out, "--mode", "score", "--input", rq, "--output", res],
+                           capture_output=True, text=True, timeout=120)
+        print("grok1-run said: %s" % r.stderr.strip()[-400:])
+        check(r.returncode != 0 and "--layers" in r.stderr, "grok1-run refuses it as a full model, naming --layers")
+
+
+def _short_str(s):
+    b = s.encode()
+    return b"\x8c" + bytes([len(b)]) + b
+
+
+class _BadPayload:
+    """An array whose declared shape disagrees with its payload size."""
+
+    def __init__(self, shape, nbytes):
+        self.shape, self.nbytes = shape, nbytes
+
+    def __reduce__(self):
+        from numpy.core.multiarray import _reconstruct
+        return (_reconstruct, (np.ndarray, (0,), b"b"),
+                (1, self.shape, np.dtype("f4"), False, b"\0" * self.nbytes))
+
+
+def hostile_cases(c, marker):
+    """(name, mutate(dir, cfg_path) -> None, expected words in the message)."""
+    D = c["emb_size"]
+    n_files = 2 + 12 * c["num_layers"]
+    norm = "tensor%05d_000" % (2 + 7)     # layer 0, rms_norm
+    expert = "tensor%05d_000" % (2 + 12)  # layer 1, moe/linear
+    os_system = (b"\x80\x04cos\nsystem\n(" + _short_str("touch " + marker) + b"tR.")
+    eval_ = (b"\x80\x04\x95\x20\x00\x00\x00\x00\x00\x00\x00" + _short_str("builtins") + _short_str("eval") +
+             b"\x93" + _short_str("__import__('os').system('touch %s')" % marker) + b"\x85R.")
+    np_load = b"\x80\x04" + _short_str("numpy") + _short_str("load") + b"\x93" + _short_str("x") + b"\x85R."
+    call_ndarray = b"\x80\x04" + _short_str("numpy") + _short_str("ndarray") + b"\x93)R."
+
+    def put(name, data):
+        def f(d, _):
+            with open(os.path.join(d, name), "wb") as fh:
+                fh.write(data)
+        return f
+
+    def truncate(name, keep):
+        def f(d, _):
+            p = os.path.join(d, name)
+            os.truncate(p, keep(os.path.getsize(p)))
+        return f
+
+    import pickle
+    return [
+        ("truncated_payload", truncate(expert, lambda n: n // 2), ["truncated", expert]),
+        ("truncated_tail", truncate(norm, lambda n: n - 1), ["truncated", norm]),
+        ("wrong_payload_size", put(norm, pickle.dumps(_BadPayload((D,), 4 * D - 4), protocol=4)),
+         ["payload of", "bytes", norm]),
+        ("wrong_shape", put(norm, pickle.dumps(np.ones(D + 1, dtype=np.float32), protocol=4)),
+         ["shape", "expected", norm]),
+        ("wrong_dtype", put(norm, pickle.dumps(np.ones(D, dtype=np.float64), protocol=4)), ["dtype", norm]),
+        ("missing_file", lambda d, _: os.remove(os.path.join(d, expert)), ["missing", expert]),
+        ("extra_file", put("tensor%05d_000" % n_files, b"\x80\x04N."), ["extra file"]),
+        ("odd_name", put("tensor00003_001", b""), ["unexpected file name"]),
+        ("wrong_config_shapes", lambda d, cp: json.dump(dict(TINY, emb_size=32, num_q_heads=2, num_kv_heads=1),
+                                                        open(cp, "w")), ["wrong --config"]),
+        ("wrong_config_layers", lambda d, cp: json.dump(dict(TINY, num_layers=11), open(cp, "w")),
+         ["extra file", "wrong --config"]),
+        ("os_system", put(norm, os_system), ["os.system", "never uses"]),
+        ("builtins_eval", put(norm, eval_), ["builtins.eval"]),
+        ("numpy_load", put(norm, np_load), ["numpy.load"]),
+        ("reduce_ndarray", put(norm, call_ndarray), ["REDUCE"]),
+        ("garbage", put(norm, bytes(np.random.default_rng(9).integers(0, 256, 4096, dtype=np.uint8))),
+         [norm]),
+        ("garbage_after_proto", put(norm, b"\x80\x04" + bytes(range(256)) * 4), [norm]),
+        ("trailing_bytes", lambda d, _: open(os.path.join(d, norm), "ab").write(b"\0" * 8),
+         ["after the end of the pickle"]),
+        ("swapped_files", lambda d, _: (os.rename(os.path.join(d, norm), os.path.join(d, "x")),
+                                        os.rename(os.path.join(d, expert), os.path.join(d, norm)),
+                                        os.rename(os.path.join(d, "x"), os.path.join(d, expert))),
+         ["QuantizedWeight8bit"]),
+        ("not_a_directory", lambda d, _: shutil.rmtree(d), ["cannot open the checkpoint directory"]),
+    ]
+
+
+def case_hostile(args, check):
+    src, _, c = fixture(args, "tiny", TINY, 1)
+    marker = os.path.join(args.tmp, "PWNED")
+    for name, mutate, words in hostile_cases(c, marker):
+        d = os.path.join(args.tmp, "hostile_" + name)
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(src, d)
+        cp = d + ".json"
+        json.dump(TINY, open(cp, "w"))
+        mutate(d, cp)
+        outdir = os.path.join(args.tmp, "hostile_out_" + name)
+        shutil.rmtree(outdir, ignore_errors=True)
+        os.makedirs(outdir)
+        out = os.path.join(outdir, "model.h5")
+        p = convert(args, "--config", cp, "--verify", d, out)
+        msg = p.stderr.strip()
+        print("     said: %s" % msg.replace("\n", " | ")[:400])
+        check(p.returncode == 1, "%s: exit status 1 (got %d)" % (name, p.returncode))
+        check(all(w in msg for w in words), "%s: message names %s" % (name, words))
+        check(os.listdir(outdir) == [], "%s: nothing left in the output directory (%s)" % (name, os.listdir(outdir)))
+        shutil.rmtree(d, ignore_errors=True)
+    check(not os.path.exists(marker), "no pickle code ran (marker file absent)")
+
+
+def case_usage(args, check):
+    d, cfg_path, _ = fixture(args, "tiny", TINY, 1)
+    out = os.path.join(args.tmp, "usage.h5")
+    for argv, word in ((["--layers", "7-3", d, out], "--layers"), (["--layers", "x", d, out], "--layers"),
+                       (["--config", cfg_path, "--layers", "5-12", d, out], "layers 0-11"),
+                       (["--bogus", "1", d, out], "unknown option"), ([d], "expected CKPT_DIR"),
+                       (["--config", "nope", d, out], "not a preset"),
+                       (["--config", os.path.join(args.tmp, "missing.json"), d, out], "config")):
+        p = convert(args, *argv)
+        check(p.returncode == 2 and word in p.stderr, "%s: exit 2, message has %r (%s)"
+              % (" ".join(argv[:-2] or argv), word, p.stderr.strip()[:200]))
+    p = convert(args, "--help")
+    check(p.returncode == 0 and "CKPT_DIR" in p.stdout, "--help")
+    check(not os.path.exists(out), "no output from usage errors")
+
+
+def case_peak_memory(args, check):
+    d, cfg_path, c = fixture(args, "big", BIG, 5)
+    total = sum(os.path.getsize(f) for f in glob.glob(os.path.join(d, "tensor*")))
+    out = os.path.join(args.tmp, "big.h5")
+    cmd = [args.convert, "--config", cfg_path, "--verify", d, out]
+    print("run  %s" % " ".join(cmd), flush=True)
+    with open(os.path.join(args.tmp, "big.log"), "w+") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        sys.stdout.write(log.read())
+    peak_mb = ru.ru_maxrss / 1024.0
+    print("fixture %.0f MB, cap %d MB, peak RSS %.1f MB (wait4)" % (total / 1e6, MEM_CAP_MB, peak_mb))
+    check(p.returncode == 0, "big fixture converts with --verify")
+    check(total / 1e6 > 4 * MEM_CAP_MB, "fixture (%.0f MB) is more than 4x the cap" % (total / 1e6))
+    check(peak_mb < MEM_CAP_MB, "peak RSS %.1f MB < cap %d MB" % (peak_mb, MEM_CAP_MB))
+    if os.path.exists(out):
+        os.remove(out)
+
+
+CASES = {"sizes": case_sizes, "logits": case_logits, "layers": case_layers, "hostile": case_hostile,
+         "usage": case_usage, "peak_memory": case_peak_memory}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--convert", required=True)
+    ap.add_argument("--run")
+    ap.add_argument("--tmp", required=True)
+    args = ap.parse_args()
+    args.tmp = os.path.join(os.path.abspath(args.tmp), "convert_" + args.case)
+    os.makedirs(args.tmp, exist_ok=True)
+    check = Checks()
+    CASES[args.case](args, check)
+    if check.failed:
+        print("\n%d check(s) failed:\n  %s" % (len(check.failed), "\n  ".join(check.failed)))
+        return 1
+    print("\nall checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

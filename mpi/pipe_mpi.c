@@ -79,7 +79,7 @@ struct pipe {
     flight *fl;      /* ring (cap) */
     int head, count;
     char *rbuf;      /* a received message */
-    int *lslot, *lpos; /* (max_tokens) */
+    int *gslot, *lslot, *lpos; /* (max_tokens) */
     float *lx;       /* (max_tokens, D) */
 };
 
@@ -95,6 +95,7 @@ void g1_pipe_mpi_free(struct pipe *p)
     }
     free(p->fl);
     free(p->rbuf);
+    free(p->gslot);
     free(p->lslot);
     free(p->lpos);
     free(p->lx);
@@ -166,33 +167,21 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
     }
     /* our own share through stage 0 */
     int c0 = f->count[0];
-    int *gs = malloc((size_t)(c0 ? c0 : 1) * sizeof *gs);
-    if (!gs)
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     for (int j = 0; j < c0; j++) {
         int t = f->owner_idx[j];
-        gs[j] = b->slot[t];
+        p->gslot[j] = b->slot[t];
         p->lpos[j] = b->pos[t];
         memcpy(p->lx + (size_t)j * D, x + (size_t)t * D, (size_t)D * sizeof(float));
     }
-    int *lslot = malloc((size_t)(c0 ? c0 : 1) * sizeof *lslot);
-    g1_status st = lslot ? run_share(d, p->e, mb, c0, gs, p->lpos, lslot, p->lx)
-                         : G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    free(lslot);
-    if (st == G1_OK && d->P > 1) {
+    G1_TRY(run_share(d, p->e, mb, c0, p->gslot, p->lpos, p->lslot, p->lx));
+    if (d->P > 1) {
         int i;
-        st = pool_get(d, &p->sp, &i);
-        if (st == G1_OK) {
-            g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c0, gs, p->lpos, p->lx, D);
-            st = g1_mpi_check(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c0, D), MPI_BYTE, E, G1_TAG_FWD, d->all,
-                                        &p->sp.req[i]),
-                              "MPI_Isend", __FILE__, __LINE__);
-        }
-    } else if (st == G1_OK) {
+        G1_TRY(pool_get(d, &p->sp, &i));
+        g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c0, p->gslot, p->lpos, p->lx, D);
+        G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c0, D), MPI_BYTE, E, G1_TAG_FWD, d->all, &p->sp.req[i]));
+    } else {
         memcpy(f->own, p->lx, (size_t)c0 * D * sizeof(float));
     }
-    free(gs);
-    G1_TRY(st);
     p->count++;
     return G1_OK;
 }
@@ -240,10 +229,11 @@ static g1_status pipe_alloc(struct pipe *p, int nsend)
     size_t T = (size_t)p->max_tokens, D = (size_t)p->D, E = (size_t)p->d->E;
     G1_TRY(pool_init(&p->sp, nsend, g1_msg_bytes(p->max_tokens, p->D)));
     p->rbuf = malloc(g1_msg_bytes(p->max_tokens, p->D));
+    p->gslot = malloc(T * sizeof(int));
     p->lslot = malloc(T * sizeof(int));
     p->lpos = malloc(T * sizeof(int));
     p->lx = malloc(T * D * sizeof(float));
-    if (!p->rbuf || !p->lslot || !p->lpos || !p->lx)
+    if (!p->rbuf || !p->gslot || !p->lslot || !p->lpos || !p->lx)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for pipeline buffers");
     if (p->cap) {
         p->fl = calloc((size_t)p->cap, sizeof *p->fl);

@@ -23,10 +23,13 @@ typedef struct seq {
     int fed;            /* positions already in the KV cache */
     int *gen;           /* generate: (max_new, limited by max_seq_len) new tokens */
     int n_gen;
-    const char *finish; /* generate: "eos" / "length" once done */
-    double *lp;         /* score: (n_prompt - 1) */
-    double sum;
-    int greedy;
+    const char *finish; /* generate: "eos" / "length" / "stop" once done */
+    double *lp;         /* score: (n_prompt - 1) log p(token i | < i) at i - 1 */
+    unsigned char *ok;  /* score: (n_prompt - 1) token i was the argmax */
+    g1_logprob *top;    /* generate: (max_new, top_logprobs) */
+    g1_tok_stream ts;   /* generate with a tokenizer: completion text so far */
+    g1_str text;
+    size_t searched;    /* bytes of text already searched for stop strings */
 } seq;
 
 /* Finished result lines waiting for their predecessors: a ring indexed by
@@ -64,6 +67,7 @@ typedef struct driver {
     seq *seqs;    /* (n_slots) */
     outq q;
     float *logits;         /* (lrows, V) */
+    g1_sampler *sampler;
     int lrows;             /* logits rows computed at once */
 } driver;
 
@@ -117,6 +121,9 @@ static void seq_clear(seq *q)
     g1_request_free(&q->req);
     free(q->gen);
     free(q->lp);
+    free(q->ok);
+    free(q->top);
+    g1_str_free(&q->text);
     memset(q, 0, sizeof *q);
 }
 
@@ -124,9 +131,14 @@ static g1_status seq_finish(driver *d, int s)
 {
     seq *q = &d->seqs[s];
     char *line = NULL;
-    g1_status st = d->o.mode == G1_MODE_SCORE
-                       ? g1_result_score(&q->req, q->lp, q->sum, q->greedy, &line)
-                       : g1_result_generate(&q->req, q->gen, q->n_gen, q->finish, &line);
+    g1_status st = G1_OK;
+    if (d->o.mode == G1_MODE_GENERATE && d->o.tok && strcmp(q->finish, "stop"))
+        st = g1_tok_stream_finish(&q->ts, &q->text); /* bytes held back by the stream */
+    if (st == G1_OK)
+        st = d->o.mode == G1_MODE_SCORE
+                 ? g1_result_score(&q->req, q->lp, q->ok, &line)
+                 : g1_result_generate(&q->req, q->gen, q->n_gen, d->o.tok ? (q->text.s ? q->text.s : "") : NULL,
+                                      q->text.n, q->finish, q->top, &line);
     int64_t k = q->k;
     d->st->generated_tokens += q->n_gen;
     seq_clear(q); /* the slot's next request starts at position 0, which resets its caches */
@@ -146,9 +158,9 @@ static g1_status seq_start(driver *d, int s, g1_request *r)
     d->st->prompt_tokens += r->n_prompt;
     int n = r->n_prompt;
     if (d->o.mode == G1_MODE_SCORE) {
-        q->greedy = 1;
         q->lp = malloc((size_t)(n > 1 ? n - 1 : 1) * sizeof *q->lp);
-        if (!q->lp)
+        q->ok = malloc((size_t)(n > 1 ? n - 1 : 1));
+        if (!q->lp || !q->ok)
             return seq_clear(q), G1_FAIL(G1_ERR_NOMEM, "out of memory for request on line %ld", r->line);
     } else {
         q->max_new = r->max_new_tokens >= 0 ? r->max_new_tokens : d->o.max_new_tokens;
@@ -159,8 +171,12 @@ static g1_status seq_start(driver *d, int s, g1_request *r)
             return seq_finish(d, s);
         }
         q->gen = malloc((size_t)q->max_new * sizeof *q->gen);
-        if (!q->gen)
+        if (r->top_logprobs)
+            q->top = malloc((size_t)q->max_new * (size_t)r->top_logprobs * sizeof *q->top);
+        if (!q->gen || (r->top_logprobs && !q->top))
             return seq_clear(q), G1_FAIL(G1_ERR_NOMEM, "out of memory for request on line %ld", r->line);
+        if (d->o.tok)
+            g1_tok_stream_init(&q->ts, d->o.tok);
     }
     q->busy = 1;
     return G1_OK;
@@ -250,15 +266,33 @@ static double row_logprob(const float *l, int V, int target, int *argmax)
     return target < 0 ? 0 : (double)l[target] - mx - log(s);
 }
 
-static void take_token(driver *d, seq *q, int token)
+/* A new token for a generating sequence: eos, limits and stop strings. */
+static g1_status take_token(driver *d, seq *q, int token)
 {
-    if (token == d->cfg->eos_id) {
+    if (token == d->cfg->eos_id && !q->req.ignore_eos) {
         q->finish = "eos";
-        return;
+        return G1_OK;
     }
     q->gen[q->n_gen++] = token;
+    if (d->o.tok) {
+        G1_TRY(g1_tok_stream_push(&q->ts, token, &q->text));
+        if (q->req.n_stop) {
+            size_t hold = 0;
+            long at = g1_stop_find(q->text.s ? q->text.s : "", q->text.n, q->searched,
+                                   (const char *const *)q->req.stop, (size_t)q->req.n_stop, &hold);
+            if (at >= 0) {
+                q->text.n = (size_t)at; /* the completion ends before the stop string */
+                if (q->text.s)
+                    q->text.s[at] = 0;
+                q->finish = "stop";
+                return G1_OK;
+            }
+            q->searched = q->text.n;
+        }
+    }
     if (q->n_gen >= q->max_new || q->req.n_prompt + q->n_gen >= d->cfg->max_seq_len)
         q->finish = "length";
+    return G1_OK;
 }
 
 /* Rows[0..m) of d->logits belong to micro-batch b's rows idx[0..m). */
@@ -270,14 +304,18 @@ static g1_status use_logits(driver *d, const mbatch *b, const int *idx, int m)
         seq *q = &d->seqs[b->slot[idx[j]]];
         int p = b->pos[idx[j]], am;
         if (d->o.mode == G1_MODE_GENERATE) {
-            row_logprob(l, V, -1, &am);
-            take_token(d, q, am);
+            /* keyed by (seed, request index, token index): the same token
+             * whatever the batch, layout or timing */
+            int32_t token;
+            G1_TRY(g1_sampler_sample(d->sampler, l, &q->req.sample, (uint64_t)q->k, (uint64_t)q->n_gen, &token));
+            if (q->req.top_logprobs)
+                G1_TRY(g1_logprobs(l, V, token, NULL, q->req.top_logprobs,
+                                   q->top + (size_t)q->n_gen * (size_t)q->req.top_logprobs));
+            G1_TRY(take_token(d, q, token));
         } else if (p + 1 < q->req.n_prompt) {
             int target = q->req.prompt_ids[p + 1];
             q->lp[p] = row_logprob(l, V, target, &am);
-            q->sum += q->lp[p];
-            if (am != target)
-                q->greedy = 0;
+            q->ok[p] = am == target;
         }
     }
     if (d->o.mode != G1_MODE_SCORE || !d->o.dump)
@@ -448,6 +486,7 @@ static g1_status driver_alloc(driver *d)
     d->logits = malloc((size_t)d->lrows * V * sizeof *d->logits);
     if (!d->seqs || !d->mbs || !d->order || !d->logits)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    G1_TRY(g1_sampler_init(&d->sampler, (int32_t)V));
     for (int m = 0; m < d->M; m++) {
         mbatch *b = &d->mbs[m];
         b->tok = malloc(B * sizeof *b->tok);
@@ -470,7 +509,13 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     d.M = opts->micro_batches;
     d.B = opts->batch_size;
     d.n_slots = d.M * d.B;
-    g1_request_reader_init(&d.rd, in, opts->mode, d.cfg);
+    g1_request_ctx rc = {.mode = opts->mode,
+                         .cfg = d.cfg,
+                         .tok = opts->tok,
+                         .sample = opts->sample,
+                         .top_logprobs = opts->top_logprobs,
+                         .truncate_left = opts->truncate_left};
+    g1_request_reader_init(&d.rd, in, &rc);
     g1_status st = driver_alloc(&d);
     if (st == G1_OK)
         st = run_loop(&d);
@@ -485,6 +530,7 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     free(d.mbs);
     free(d.order);
     free(d.logits);
+    g1_sampler_free(d.sampler);
     g1_request_reader_free(&d.rd);
     return st;
 }

@@ -27,6 +27,10 @@ struct g1_driver_stats;
 typedef struct g1_driver_opts {
     g1_run_mode mode;
     int max_new_tokens;        /* default when a request does not set it */
+    const g1_tokenizer *tok;   /* text prompts and completions; NULL: token ids only */
+    g1_sample_opts sample;     /* defaults of a request's temperature, top_p, top_k, seed */
+    int top_logprobs;          /* default top-N log-probs per generated token */
+    int truncate_left;         /* cut prompts longer than the context from the left */
     int micro_batches;         /* M: micro-batches in flight */
     int batch_size;            /* B: sequence slots per micro-batch (global slots M * B) */
     int max_batch_tokens;      /* most tokens per micro-batch step */

@@ -29,6 +29,7 @@
 #include "requests.h"
 #include "status.h"
 #include "synth.h"
+#include "tokenizer.h"
 #include "weights.h"
 #include "world.h"
 #if G1_HAVE_HDF5
@@ -57,7 +58,9 @@ typedef struct cli {
     int stages, ep, micro_batches, verbose, resume;
     g1_progress_mode progress;
     double progress_interval;
-    const char *plan, *layers_per_stage, *trace;
+    const char *plan, *layers_per_stage, *trace, *tokenizer;
+    g1_sample_opts sample;
+    int top_logprobs, truncate_left;
     double mem_per_rank;
 } cli;
 
@@ -65,7 +68,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: grok1-run --checkpoint FILE.h5 --mode score|generate --input IN.jsonl --output OUT.jsonl [options]\n"
-"       grok1-run --synthetic tiny|small|grok-1 [--seed S] --mode ... --input ... --output ...\n"
+"       grok1-run --synthetic tiny|small|grok-1 [--synthetic-seed S] --mode ... --input ... --output ...\n"
 "\n"
 "Runs Grok-1 over a file of JSON requests, one per line, and writes one JSON\n"
 "result per request, one per line, IN INPUT ORDER: a request that finishes\n"
@@ -76,15 +79,31 @@ static void usage(FILE *f)
 "  --synthetic PRESET        build deterministic synthetic weights in memory instead\n"
 "                            (tiny, small, grok-1); the same weights as\n"
 "                            grok1-mkckpt --config PRESET --seed S\n"
-"  --seed S                  seed of the synthetic weights (default 0)\n"
+"  --synthetic-seed S        seed of the synthetic weights (default 0)\n"
+"  --tokenizer MODEL         SentencePiece model (the release's tokenizer.model): requests may\n"
+"                            give \"prompt\" text (no BOS is added) and get \"completion\" text\n"
 "\n"
-"Work:\n"
-"  --mode score              request {\"id\", \"prompt_ids\"} -> {\"id\", \"prompt_tokens\",\n"
+"Work (a prompt is \"prompt_ids\": [ints] or, with --tokenizer, \"prompt\": \"text\"):\n"
+"  --mode score              request {\"id\", prompt} -> {\"id\", \"prompt_tokens\",\n"
 "                            \"logprobs\" (n-1: log p(token i | tokens < i), i = 1..n-1),\n"
-"                            \"sum_logprob\", \"greedy\" (every token from the 2nd on is the argmax)}\n"
-"  --mode generate           request {\"id\", \"prompt_ids\", \"max_new_tokens\"?} -> {\"id\",\n"
-"                            \"prompt_tokens\", \"completion_ids\", \"finish_reason\": \"eos\"|\"length\"};\n"
-"                            greedy decoding; eos is not included in completion_ids\n"
+"                            \"sum_logprob\", \"greedy\" (every token from the 2nd on is the argmax)};\n"
+"                            with \"continuation\": \"text\" too (lm-eval style): \"prompt_tokens\",\n"
+"                            \"continuation_tokens\", \"logprobs\" of the continuation only,\n"
+"                            \"sum_logprob\", \"is_greedy\"\n"
+"  --mode generate           request {\"id\", prompt, \"max_new_tokens\"?, \"temperature\"?,\n"
+"                            \"top_p\"?, \"top_k\"?, \"seed\"?, \"stop\"? (strings), \"ignore_eos\"?,\n"
+"                            \"top_logprobs\"? (N)} -> {\"id\", \"prompt_tokens\", \"completion_ids\",\n"
+"                            \"completion\" (with --tokenizer), \"finish_reason\": \"eos\"|\"length\"|\"stop\",\n"
+"                            \"top_logprobs\" (N > 0)}; eos is not in completion_ids; the\n"
+"                            completion ends before a stop string\n"
+"  --temperature T           default temperature (default 0: greedy; the reference uses 0.01)\n"
+"  --top-p P                 default nucleus: the smallest top set reaching P, ties kept (default 1)\n"
+"  --top-k K                 default top-k (default 0: none)\n"
+"  --seed S                  default sampling seed (default 42); a request's tokens depend only\n"
+"                            on (seed, its input position, token index)\n"
+"  --top-logprobs N          default top-N log-probs per generated token (default 0)\n"
+"  --truncate left|none      prompts longer than the context: cut from the left as the\n"
+"                            reference does, or refuse (default none)\n"
 "  --input FILE              requests (JSON Lines; blank lines are skipped); - for stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
 "                            every request succeeded; - for stdout\n"
@@ -96,6 +115,8 @@ static void usage(FILE *f)
 "                            there is nothing to resume\n"
 "  --max-new-tokens N        generate: default completion limit (default 100; a request's\n"
 "                            \"max_new_tokens\" overrides it; also limited by max_seq_len)\n"
+);
+    fprintf(f,
 "\n"
 "Performance:\n"
 "  --batch-size B            sequence slots per micro-batch (continuous batching; default 8)\n"
@@ -160,11 +181,23 @@ static int parse_int(const char *opt, const char *text, int lo, int *out)
     return 0;
 }
 
+static int parse_double(const char *opt, const char *text, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !(v >= lo && v <= hi))
+        return usage_error("%s %s: expected a number in [%g, %g]", opt, text, lo, hi);
+    *out = v;
+    return 0;
+}
+
 /* 0: run; 1: --help was printed; -1: error printed. */
 static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
-           O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE };
+           O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
+           O_SSEED, O_TOPLP, O_TRUNC };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -177,11 +210,15 @@ static int parse_args(int argc, char **argv, cli *c)
         {"layers-per-stage", required_argument, NULL, O_LPS}, {"mem-per-rank", required_argument, NULL, O_MEM},
         {"verbose", no_argument, NULL, O_VERBOSE},         {"resume", no_argument, NULL, O_RESUME},
         {"progress", required_argument, NULL, O_PROGRESS}, {"progress-interval", required_argument, NULL, O_PROGRESS_INT},
-        {"trace", required_argument, NULL, O_TRACE},
+        {"trace", required_argument, NULL, O_TRACE},       {"tokenizer", required_argument, NULL, O_TOK},
+        {"temperature", required_argument, NULL, O_TEMP},  {"top-p", required_argument, NULL, O_TOPP},
+        {"top-k", required_argument, NULL, O_TOPK},        {"synthetic-seed", required_argument, NULL, O_SSEED},
+        {"top-logprobs", required_argument, NULL, O_TOPLP}, {"truncate", required_argument, NULL, O_TRUNC},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
-               .progress_interval = 30};
+               .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT};
+    c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
     int o, r = 0;
     while (r == 0 && (o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -204,6 +241,16 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_VERBOSE: c->verbose = 1; break;
         case O_RESUME: c->resume = 1; break;
         case O_TRACE: c->trace = optarg; break;
+        case O_TOK: c->tokenizer = optarg; break;
+        case O_TEMP: r = parse_double("--temperature", optarg, 0, 1e9, &c->sample.temperature); break;
+        case O_TOPP: r = parse_double("--top-p", optarg, 1e-12, 1, &c->sample.top_p); break;
+        case O_TOPK: r = parse_int("--top-k", optarg, 0, &c->sample.top_k); break;
+        case O_TOPLP: r = parse_int("--top-logprobs", optarg, 0, &c->top_logprobs); break;
+        case O_TRUNC:
+            if (!strcmp(optarg, "left")) c->truncate_left = 1;
+            else if (!strcmp(optarg, "none")) c->truncate_left = 0;
+            else return usage_error("--truncate %s: expected left or none", optarg);
+            break;
         case O_PROGRESS:
             if (!strcmp(optarg, "auto")) c->progress = G1_PROGRESS_AUTO;
             else if (!strcmp(optarg, "on")) c->progress = G1_PROGRESS_ON;
@@ -225,12 +272,18 @@ static int parse_args(int argc, char **argv, cli *c)
                 return usage_error("%s", g1_last_error());
             c->have_mode = 1;
             break;
-        case O_SEED: {
+        case O_SEED:
+        case O_SSEED: {
             char *end = NULL;
             errno = 0;
-            c->seed = strtoull(optarg, &end, 10);
+            unsigned long long v = strtoull(optarg, &end, 10);
             if (errno || end == optarg || *end || optarg[0] == '-')
-                return usage_error("--seed %s: expected a non-negative integer", optarg);
+                return usage_error("%s %s: expected a non-negative integer", o == O_SEED ? "--seed" : "--synthetic-seed",
+                                   optarg);
+            if (o == O_SEED)
+                c->sample.seed = v;
+            else
+                c->seed = v;
             break;
         }
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
@@ -251,6 +304,8 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("--dump-logits works with --mode score only");
     if (c->plan && c->layers_per_stage)
         return usage_error("give --plan or --layers-per-stage, not both");
+    if (c->top_logprobs > 100)
+        return usage_error("--top-logprobs %d: at most 100", c->top_logprobs);
     if (c->resume && !strcmp(c->output, "-"))
         return usage_error("--resume needs an output file (not stdout)");
     if (c->resume && c->dump_logits)
@@ -382,6 +437,17 @@ static json_t *run_meta(const cli *c, const g1_config *cfg)
     }
     json_t *settings = json_object();
     json_object_set_new(settings, "max_new_tokens", json_integer(c->max_new_tokens));
+    json_object_set_new(settings, "temperature", json_real(c->sample.temperature));
+    json_object_set_new(settings, "top_p", json_real(c->sample.top_p));
+    json_object_set_new(settings, "top_k", json_integer(c->sample.top_k));
+    json_object_set_new(settings, "seed", json_integer((json_int_t)c->sample.seed));
+    json_object_set_new(settings, "top_logprobs", json_integer(c->top_logprobs));
+    json_object_set_new(settings, "truncate", json_string(c->truncate_left ? "left" : "none"));
+    if (c->tokenizer) {
+        struct stat tb;
+        json_object_set_new(settings, "tokenizer_bytes",
+                            json_integer(stat(c->tokenizer, &tb) == 0 ? (json_int_t)tb.st_size : -1));
+    }
     return json_pack("{s:s, s:i, s:s, s:o, s:o, s:o}", "format", "grok1-run-meta", "version", 1, "mode",
                      g1_run_mode_name(c->mode), "model", model, "source", source, "settings", settings);
 }
@@ -523,12 +589,14 @@ typedef struct job {
     int P, E, M;
     int agreed; /* a failure now is the same on every rank (layout, plan) */
     g1_trace trace; /* --trace: this rank's spans */
+    g1_tokenizer *tok; /* rank 0, --tokenizer */
     int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
 } job;
 
 static void job_free(job *j)
 {
     g1_trace_free(&j->trace);
+    g1_tok_free(j->tok);
     g1_engine_free(j->e);
     g1_pipe_local_free(j->local);
     g1_dist_free(j->dist);
@@ -548,6 +616,10 @@ static g1_status drive(const cli *c, files *f, job *j)
     g1_progress_init(&prog, c->progress, stderr, c->progress_interval, g1_count_requests(c->input));
     g1_driver_opts o = {.mode = c->mode,
                         .max_new_tokens = c->max_new_tokens,
+                        .tok = j->tok,
+                        .sample = c->sample,
+                        .top_logprobs = c->top_logprobs,
+                        .truncate_left = c->truncate_left,
                         .micro_batches = j->M,
                         .batch_size = c->batch_size,
                         .max_batch_tokens = c->max_batch_tokens,
@@ -629,6 +701,13 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     j->P = P;
     j->E = E;
     j->M = c->micro_batches ? c->micro_batches : P;
+    if (rank == 0 && c->tokenizer) {
+        G1_TRY(g1_tok_load(&j->tok, c->tokenizer));
+        if (g1_tok_vocab_size(j->tok) != m->cfg.vocab_size)
+            return G1_FAIL(G1_ERR_ARG, "the tokenizer %s has %d pieces but the model's vocabulary has %d: is it "
+                                       "this model's tokenizer?", c->tokenizer, g1_tok_vocab_size(j->tok),
+                           m->cfg.vocab_size);
+    }
     if (rank == 0)
         G1_TRY(files_open_outputs(c, &m->cfg, f));
 

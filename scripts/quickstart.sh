@@ -13,17 +13,21 @@ mkdir -p checkpoints/tiny
 model=checkpoints/tiny/tiny.h5
 [ -f "$model" ] || ./build/checkpoints/grok1-mkckpt --config tiny --seed 1 --out "$model"
 
-# Three prompts as token ids (text prompts come with the tokenizer).
+# Text prompts, through the demo tokenizer (checkpoints/demo-tokenizer: a
+# SentencePiece model trained with Grok-1's settings, sized for the tiny
+# model). The tiny model's weights are random, so the completions are noise:
+# this shows the machinery, not a language model.
 reqs=checkpoints/tiny/demo-requests.jsonl
 cat > "$reqs" <<'JSON'
-{"id": "a", "prompt_ids": [422, 33, 356, 118, 333, 90, 360, 217], "max_new_tokens": 16}
-{"id": "b", "prompt_ids": [5, 6, 7, 8, 9], "max_new_tokens": 12}
-{"id": "c", "prompt_ids": [100, 200, 300, 400, 500, 42, 7], "max_new_tokens": 20}
+{"id": "a", "prompt": "The answer to life, the universe and everything is", "max_new_tokens": 16}
+{"id": "b", "prompt": "Pipeline stages pass micro-batches along", "max_new_tokens": 12, "temperature": 0.8, "top_p": 0.9, "seed": 1}
+{"id": "c", "prompt": "Rank 0 tokenizes and samples;", "max_new_tokens": 20, "stop": ["\n"]}
 JSON
 out=checkpoints/tiny/demo-completions.jsonl
 # mpirun refuses root unless told; more ranks than cores need oversubscribe
 mpi_env=(OMP_NUM_THREADS=1 OMPI_MCA_rmaps_base_oversubscribe=1)
 if [ "$(id -u)" -eq 0 ]; then mpi_env+=(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1); fi
 env "${mpi_env[@]}" mpirun -n 4 ./build/mpi/grok1-run --stages 2 --ep 2 \
-  --checkpoint "$model" --mode generate --input "$reqs" --output "$out"
+  --checkpoint "$model" --tokenizer checkpoints/demo-tokenizer/demo.model \
+  --mode generate --input "$reqs" --output "$out" --progress off
 cat "$out"

@@ -15,7 +15,16 @@ static const struct {
 } fields[] = {
     {"id", G1_MODE_SCORE | G1_MODE_GENERATE},
     {"prompt_ids", G1_MODE_SCORE | G1_MODE_GENERATE},
+    {"prompt", G1_MODE_SCORE | G1_MODE_GENERATE},
+    {"continuation", G1_MODE_SCORE},
     {"max_new_tokens", G1_MODE_GENERATE},
+    {"temperature", G1_MODE_GENERATE},
+    {"top_p", G1_MODE_GENERATE},
+    {"top_k", G1_MODE_GENERATE},
+    {"seed", G1_MODE_GENERATE},
+    {"stop", G1_MODE_GENERATE},
+    {"ignore_eos", G1_MODE_GENERATE},
+    {"top_logprobs", G1_MODE_GENERATE},
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))
 
@@ -86,9 +95,146 @@ static g1_status parse_prompt(const json_t *ids, long line, const g1_config *cfg
     return G1_OK;
 }
 
-static g1_status parse_object(const json_t *obj, long line, g1_run_mode mode, const g1_config *cfg,
-                              g1_request *r)
+/* Text prompt (and continuation, lm-eval style: encode prompt + continuation
+ * whole and split at the prompt's own token count, after moving the
+ * prompt's trailing spaces to the continuation). */
+static g1_status parse_text(const json_t *prompt, const json_t *cont, long line, const g1_request_ctx *ctx,
+                            g1_request *r)
 {
+    if (!ctx->tok)
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt\" text needs a tokenizer: run with --tokenizer "
+                                      "MODEL, or give \"prompt_ids\"", line);
+    if (!json_is_string(prompt))
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt\" must be a string", line);
+    if (cont && !json_is_string(cont))
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"continuation\" must be a string", line);
+    const char *p = json_string_value(prompt);
+    size_t np = json_string_length(prompt);
+    g1_ids whole = {0}, ctxt = {0};
+    g1_status st = G1_OK;
+    if (!cont) {
+        st = g1_tok_encode(ctx->tok, p, np, &whole);
+    } else {
+        size_t keep = np;
+        while (keep && (p[keep - 1] == ' ' || p[keep - 1] == '\t' || p[keep - 1] == '\n'))
+            keep--;
+        size_t nc = json_string_length(cont);
+        char *all = malloc(np + nc + 1);
+        if (!all)
+            return G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory", line);
+        memcpy(all, p, np);
+        memcpy(all + np, json_string_value(cont), nc);
+        st = g1_tok_encode(ctx->tok, all, np + nc, &whole);
+        free(all);
+        if (st == G1_OK)
+            st = g1_tok_encode(ctx->tok, p, keep, &ctxt);
+        if (st == G1_OK && (ctxt.n >= whole.n || ctxt.n == 0))
+            st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: the %s is empty after tokenizing", line,
+                         ctxt.n == 0 ? "prompt" : "continuation");
+        r->n_context = (int)ctxt.n;
+    }
+    if (st == G1_OK && whole.n == 0)
+        st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt\" is empty; a prompt needs at least one token", line);
+    if (st == G1_OK && whole.n > (size_t)INT_MAX)
+        st = G1_FAIL(G1_ERR_RANGE, "input line %ld: the prompt is too long", line);
+    if (st == G1_OK && !(r->prompt_ids = malloc(whole.n * sizeof *r->prompt_ids)))
+        st = G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory", line);
+    for (size_t i = 0; st == G1_OK && i < whole.n; i++) {
+        if (whole.v[i] >= ctx->cfg->vocab_size)
+            st = G1_FAIL(G1_ERR_RANGE, "input line %ld: the tokenizer gave id %d, outside the model's vocabulary of "
+                                       "%d: is it the model's tokenizer?", line, whole.v[i], ctx->cfg->vocab_size);
+        else
+            r->prompt_ids[i] = whole.v[i];
+    }
+    r->n_prompt = (int)whole.n;
+    r->text = 1;
+    g1_ids_free(&whole);
+    g1_ids_free(&ctxt);
+    return st;
+}
+
+/* Fit the context: refuse, or cut from the left with --truncate left (a
+ * continuation is never cut: only its prompt part). */
+static g1_status fit_context(long line, const g1_request_ctx *ctx, g1_request *r)
+{
+    int limit = ctx->mode == G1_MODE_SCORE ? ctx->cfg->max_seq_len : ctx->cfg->max_seq_len - 1;
+    if (r->n_prompt <= limit)
+        return G1_OK;
+    int cut = r->n_prompt - limit;
+    if (!ctx->truncate_left || (r->n_context && cut >= r->n_context))
+        return G1_FAIL(G1_ERR_RANGE,
+                       "input line %ld: the prompt has %d tokens; %s is %d (max_seq_len %d)%s", line, r->n_prompt,
+                       ctx->mode == G1_MODE_SCORE ? "the most a score request may have" :
+                                                    "the most a generate request may have, leaving room for a new token",
+                       limit, ctx->cfg->max_seq_len,
+                       ctx->truncate_left ? "" : "; use --truncate left to cut it from the left as the reference does");
+    memmove(r->prompt_ids, r->prompt_ids + cut, (size_t)limit * sizeof *r->prompt_ids);
+    r->n_prompt = limit;
+    r->truncated = cut;
+    if (r->n_context)
+        r->n_context -= cut;
+    return G1_OK;
+}
+
+static g1_status parse_sampling(const json_t *obj, long line, g1_request *r)
+{
+    const json_t *v;
+    if ((v = json_object_get(obj, "temperature"))) {
+        if (!json_is_number(v) || json_number_value(v) < 0)
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"temperature\" must be a number >= 0", line);
+        r->sample.temperature = json_number_value(v);
+    }
+    if ((v = json_object_get(obj, "top_p"))) {
+        if (!json_is_number(v) || !(json_number_value(v) > 0 && json_number_value(v) <= 1))
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"top_p\" must be a number in (0, 1]", line);
+        r->sample.top_p = json_number_value(v);
+    }
+    if ((v = json_object_get(obj, "top_k"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"top_k\" must be an integer >= 0 (0: no limit)", line);
+        r->sample.top_k = (int32_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(obj, "seed"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"seed\" must be an integer >= 0", line);
+        r->sample.seed = (uint64_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(obj, "ignore_eos"))) {
+        if (!json_is_boolean(v))
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"ignore_eos\" must be true or false", line);
+        r->ignore_eos = json_is_true(v);
+    }
+    if ((v = json_object_get(obj, "top_logprobs"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 100)
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"top_logprobs\" must be an integer in 0..100", line);
+        r->top_logprobs = (int)json_integer_value(v);
+    }
+    if ((v = json_object_get(obj, "stop"))) {
+        size_t n = json_is_string(v) ? 1 : json_is_array(v) ? json_array_size(v) : 0;
+        if (!json_is_string(v) && !json_is_array(v))
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"stop\" must be a string or a list of strings", line);
+        if (n > 64)
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"stop\" has %zu strings; at most 64", line, n);
+        r->stop = calloc(n ? n : 1, sizeof *r->stop);
+        if (!r->stop)
+            return G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory", line);
+        for (size_t i = 0; i < n; i++) {
+            const json_t *e = json_is_string(v) ? v : json_array_get(v, i);
+            if (!json_is_string(e) || json_string_length(e) == 0)
+                return G1_FAIL(G1_ERR_FORMAT, "input line %ld: stop[%zu] must be a non-empty string", line, i);
+            if (!(r->stop[i] = strdup(json_string_value(e))))
+                return G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory", line);
+            r->n_stop = (int)i + 1;
+        }
+    }
+    if (g1_sample_opts_check(&r->sample) != G1_OK)
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: %s", line, g1_last_error());
+    return G1_OK;
+}
+
+static g1_status parse_object(const json_t *obj, long line, const g1_request_ctx *ctx, g1_request *r)
+{
+    g1_run_mode mode = ctx->mode;
     const char *key;
     const json_t *val;
     json_object_foreach((json_t *)obj, key, val) {
@@ -104,15 +250,16 @@ static g1_status parse_object(const json_t *obj, long line, g1_run_mode mode, co
         return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"id\" must be a string or a number", line);
     r->id = json_incref(id);
 
-    G1_TRY(parse_prompt(json_object_get(obj, "prompt_ids"), line, cfg, r));
-    if (mode == G1_MODE_SCORE && r->n_prompt > cfg->max_seq_len)
-        return G1_FAIL(G1_ERR_RANGE, "input line %ld: the prompt has %d tokens, more than max_seq_len %d", line,
-                       r->n_prompt, cfg->max_seq_len);
-    if (mode == G1_MODE_GENERATE && r->n_prompt >= cfg->max_seq_len)
-        return G1_FAIL(G1_ERR_RANGE,
-                       "input line %ld: the prompt has %d tokens; generate needs it shorter than max_seq_len %d "
-                       "to leave room for a new token",
-                       line, r->n_prompt, cfg->max_seq_len);
+    const json_t *text = json_object_get(obj, "prompt"), *cont = json_object_get(obj, "continuation");
+    if (text && json_object_get(obj, "prompt_ids"))
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: give \"prompt\" or \"prompt_ids\", not both", line);
+    if (cont && !text)
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"continuation\" needs a text \"prompt\"", line);
+    if (text)
+        G1_TRY(parse_text(text, cont, line, ctx, r));
+    else
+        G1_TRY(parse_prompt(json_object_get(obj, "prompt_ids"), line, ctx->cfg, r));
+    G1_TRY(fit_context(line, ctx, r));
 
     const json_t *mnt = json_object_get(obj, "max_new_tokens");
     if (mnt) {
@@ -124,15 +271,21 @@ static g1_status parse_object(const json_t *obj, long line, g1_run_mode mode, co
                            (long long)v);
         r->max_new_tokens = v > INT_MAX ? INT_MAX : (int)v;
     }
+    if (mode == G1_MODE_GENERATE)
+        G1_TRY(parse_sampling(obj, line, r));
+    if (r->n_stop && !ctx->tok)
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"stop\" strings need a tokenizer: run with --tokenizer MODEL",
+                       line);
     return G1_OK;
 }
 
-g1_status g1_request_parse(const char *text, size_t len, long line, g1_run_mode mode, const g1_config *cfg,
-                           g1_request *out)
+g1_status g1_request_parse(const char *text, size_t len, long line, const g1_request_ctx *ctx, g1_request *out)
 {
     memset(out, 0, sizeof *out);
     out->max_new_tokens = -1;
     out->line = line;
+    out->sample = ctx->sample;
+    out->top_logprobs = ctx->top_logprobs;
     json_error_t err;
     json_t *obj = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!obj)
@@ -143,7 +296,7 @@ g1_status g1_request_parse(const char *text, size_t len, long line, g1_run_mode 
         st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: a request must be a JSON object {\"id\": ..., \"prompt_ids\": [...]}",
                      line);
     else
-        st = parse_object(obj, line, mode, cfg, out);
+        st = parse_object(obj, line, ctx, out);
     json_decref(obj);
     if (st != G1_OK)
         g1_request_free(out);
@@ -154,17 +307,21 @@ void g1_request_free(g1_request *r)
 {
     json_decref(r->id);
     free(r->prompt_ids);
+    for (int i = 0; r->stop && i < r->n_stop; i++)
+        free(r->stop[i]);
+    free(r->stop);
     r->id = NULL;
     r->prompt_ids = NULL;
+    r->stop = NULL;
+    r->n_stop = 0;
     r->n_prompt = 0;
 }
 
-void g1_request_reader_init(g1_request_reader *rd, FILE *in, g1_run_mode mode, const g1_config *cfg)
+void g1_request_reader_init(g1_request_reader *rd, FILE *in, const g1_request_ctx *ctx)
 {
     memset(rd, 0, sizeof *rd);
     rd->in = in;
-    rd->mode = mode;
-    rd->cfg = cfg;
+    rd->ctx = *ctx;
 }
 
 static int is_blank(const char *s, size_t n)
@@ -188,7 +345,7 @@ g1_status g1_request_next(g1_request_reader *rd, g1_request *out, int *got)
         rd->line++;
         if (is_blank(rd->buf, (size_t)n))
             continue;
-        G1_TRY(g1_request_parse(rd->buf, (size_t)n, rd->line, rd->mode, rd->cfg, out));
+        G1_TRY(g1_request_parse(rd->buf, (size_t)n, rd->line, &rd->ctx, out));
         *got = 1;
         return G1_OK;
     }
@@ -220,28 +377,62 @@ static g1_status dump_result(const g1_request *r, json_t *obj, char **line)
     return G1_OK;
 }
 
-g1_status g1_result_score(const g1_request *r, const double *logprobs, double sum_logprob, int greedy,
-                          char **line)
+g1_status g1_result_score(const g1_request *r, const double *logprobs, const unsigned char *argmax_ok, char **line)
 {
+    /* positions predicted: 1..n-1, or the continuation's n_context..n-1 */
+    int first = r->n_context ? r->n_context : 1;
+    double sum = 0;
+    int greedy = 1;
     json_t *lp = json_array();
-    for (int i = 0; lp && i + 1 < r->n_prompt; i++)
-        if (json_array_append_new(lp, json_real(logprobs[i])))
+    for (int i = first; lp && i < r->n_prompt; i++) {
+        if (json_array_append_new(lp, json_real(logprobs[i - 1])))
             return json_decref(lp), fmt_fail(r);
-    json_t *obj = lp ? json_pack("{sOsisosfsb}", "id", r->id, "prompt_tokens", r->n_prompt, "logprobs", lp,
-                                 "sum_logprob", sum_logprob, "greedy", greedy)
-                     : NULL;
+        sum += logprobs[i - 1];
+        greedy &= argmax_ok[i - 1] != 0;
+    }
+    json_t *obj = NULL;
+    if (lp && r->n_context)
+        obj = json_pack("{sOsisisosfsb}", "id", r->id, "prompt_tokens", r->n_context, "continuation_tokens",
+                        r->n_prompt - r->n_context, "logprobs", lp, "sum_logprob", sum, "is_greedy", greedy);
+    else if (lp)
+        obj = json_pack("{sOsisosfsb}", "id", r->id, "prompt_tokens", r->n_prompt, "logprobs", lp, "sum_logprob", sum,
+                        "greedy", greedy);
+    if (obj && r->truncated && json_object_set_new(obj, "truncated", json_integer(r->truncated)))
+        return json_decref(obj), fmt_fail(r);
     return dump_result(r, obj, line);
 }
 
-g1_status g1_result_generate(const g1_request *r, const int *completion, int n_completion,
-                             const char *finish_reason, char **line)
+g1_status g1_result_generate(const g1_request *r, const int *completion, int n_completion, const char *text,
+                             size_t text_len, const char *finish_reason, const g1_logprob *top, char **line)
 {
     json_t *ids = json_array();
     for (int i = 0; ids && i < n_completion; i++)
         if (json_array_append_new(ids, json_integer(completion[i])))
             return json_decref(ids), fmt_fail(r);
-    json_t *obj = ids ? json_pack("{sOsisoss}", "id", r->id, "prompt_tokens", r->n_prompt, "completion_ids", ids,
-                                  "finish_reason", finish_reason)
-                      : NULL;
+    json_t *obj = ids ? json_pack("{sOsiso}", "id", r->id, "prompt_tokens", r->n_prompt, "completion_ids", ids) : NULL;
+    int bad = !obj;
+    if (!bad && text)
+        bad = json_object_set_new(obj, "completion", json_stringn(text, text_len)) != 0;
+    if (!bad)
+        bad = json_object_set_new(obj, "finish_reason", json_string(finish_reason)) != 0;
+    if (!bad && r->top_logprobs > 0) {
+        json_t *steps = json_array();
+        for (int i = 0; steps && i < n_completion; i++) {
+            json_t *one = json_array();
+            for (int j = 0; one && j < r->top_logprobs; j++) {
+                const g1_logprob *e = &top[(size_t)i * r->top_logprobs + j];
+                json_array_append_new(one, json_pack("{sisf}", "id", e->id, "logprob", e->logprob));
+            }
+            if (!one || json_array_append_new(steps, one))
+                bad = 1;
+        }
+        bad = bad || !steps || json_object_set_new(obj, "top_logprobs", steps) != 0;
+    }
+    if (!bad && r->truncated)
+        bad = json_object_set_new(obj, "truncated", json_integer(r->truncated)) != 0;
+    if (bad) {
+        json_decref(obj);
+        return fmt_fail(r);
+    }
     return dump_result(r, obj, line);
 }

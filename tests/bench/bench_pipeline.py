@@ -41,7 +41,7 @@ def main():
             M, B = 2 * P, 4
             env["OMP_NUM_THREADS"] = str(max(1, cores // P))
             cmd = ([mpirun, "-n", str(P)] if P > 1 else []) + [
-                a.run, "--synthetic", model, "--seed", "1", "--mode", "generate", "--input", inp, "--output",
+                a.run, "--synthetic", model, "--synthetic-seed", "1", "--mode", "generate", "--input", inp, "--output",
                 os.path.join(tmp, "out.jsonl"), "--stages", str(P), "--micro-batches", str(M), "--batch-size", str(B)]
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if p.returncode:

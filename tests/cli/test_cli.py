@@ -49,7 +49,7 @@ def read_jsonl(path):
 
 
 def tiny(mode, inp, out, *extra, seed=5):
-    return ["--synthetic", "tiny", "--seed", str(seed), "--mode", mode, "--input", inp, "--output", out] + list(extra)
+    return ["--synthetic", "tiny", "--synthetic-seed", str(seed), "--mode", mode, "--input", inp, "--output", out] + list(extra)
 
 
 def expect_ok(args, stdin=None):
@@ -77,7 +77,7 @@ def case_help(d):
     rc, so, se = run(["--help"])
     check(rc == 0, f"--help exit {rc}")
     for w in ["--checkpoint", "--mode", "--input", "--output", "--dump-logits", "--max-new-tokens",
-              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--seed", "input order"]:
+              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--synthetic-seed", "--temperature", "--top-p", "--top-k", "--seed", "--tokenizer", "input order"]:
         check(w.lower() in so.lower(), f"--help does not mention {w}")
 
 
@@ -89,7 +89,7 @@ def case_usage_errors(d):
     expect_fail(base + ["--batch-size", "0"], 2, ["--batch-size"], out)
     expect_fail(base + ["--max-batch-tokens", "x"], 2, ["--max-batch-tokens"], out)
     expect_fail(base + ["--max-new-tokens", "-1"], 2, ["--max-new-tokens"], out)
-    expect_fail(base + ["--seed", "-3"], 2, ["--seed"], out)
+    expect_fail(base + ["--synthetic-seed", "-3"], 2, ["--synthetic-seed"], out)
     expect_fail(base + ["--batch-size"], 2, ["needs a value"], out)
     expect_fail(["--synthetic", "tiny", "--mode", "score", "--input", inp], 2, ["--output"], out)
     expect_fail(["--synthetic", "tiny", "--input", inp, "--output", out], 2, ["--mode"], out)
@@ -126,7 +126,18 @@ BAD = [  # (mode, line 3 of the input, words the message must contain)
     ("generate", json.dumps({"id": 3, "prompt_ids": [1] * MAX_SEQ}), ["line 3", "256 tokens", "max_seq_len 256"]),
     ("generate", '{"id": 3, "prompt_ids": [1], "max_new_tokens": -2}', ["line 3", "max_new_tokens", "negative"]),
     ("generate", '{"id": 3, "prompt_ids": [1], "max_new_tokens": 1.5}', ["line 3", "max_new_tokens", "integer"]),
-    ("generate", '{"id": 3, "prompt_ids": [1], "temperature": 0}', ["line 3", "unknown field", "temperature"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "frequency_penalty": 0}', ["line 3", "unknown field", "frequency_penalty"]),
+    ("score", '{"id": 3, "prompt_ids": [1, 2], "temperature": 0}', ["line 3", "unknown field", "temperature"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "temperature": -1}', ["line 3", "temperature"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "top_p": 0}', ["line 3", "top_p"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "top_k": -1}', ["line 3", "top_k"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "seed": -1}', ["line 3", "seed"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "ignore_eos": "yes"}', ["line 3", "ignore_eos"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "top_logprobs": 1000}', ["line 3", "top_logprobs"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "stop": [""]}', ["line 3", "stop"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "stop": ["x"]}', ["line 3", "stop", "--tokenizer"]),
+    ("generate", '{"id": 3, "prompt": "hello"}', ["line 3", "prompt", "--tokenizer"]),
+    ("generate", '{"id": 3, "prompt": "hello", "continuation": " x"}', ["line 3", "unknown field", "continuation"]),
     ("score", '{"id": 3, "prompt_ids": [1], "max_new_tokens": 4}', ["line 3", "unknown field", "max_new_tokens"]),
     ("score", '{"id": 3, "id": 4, "prompt_ids": [1]}', ["line 3", "JSON"]),
 ]
@@ -196,7 +207,7 @@ def case_truncated_checkpoint(d):
 
 
 def case_synthetic_matches_mkckpt(d):
-    """--synthetic tiny --seed 5 is the same model as grok1-mkckpt --config tiny --seed 5."""
+    """--synthetic tiny --synthetic-seed 5 is the same model as grok1-mkckpt --config tiny --seed 5."""
     ck = mkckpt(d, seed=5)
     inp = os.path.join(d, "in.jsonl")
     write_jsonl(inp, [{"id": i, "prompt_ids": [(37 * i + 11 * j) % V for j in range(3 + 5 * i)]} for i in range(4)])

@@ -109,7 +109,14 @@ def case_layouts():
     print(f"1x1 vs NumPy reference: max relative error {worst:.3g}")
     check(worst <= 1e-3, f"1x1 differs from the reference by {worst:.3g}")
     gin = requests(os.path.join(ARGS.tmp, "layouts_gen.jsonl"), 8, 2, "generate")
+    # sampled, not greedy: temperature 1, top-p 0.9, a seed per request
+    reqs = [json.loads(l) for l in open(gin)]
+    with open(gin, "w") as f:
+        for i, r in enumerate(reqs):
+            f.write(json.dumps(dict(r, temperature=1.0, top_p=0.9, seed=100 + i)) + "\n")
     gen1 = generate(ckpt, gin, "lay_gen_1x1")
+    greedy = generate(ckpt, requests(os.path.join(ARGS.tmp, "layouts_greedy.jsonl"), 8, 2, "generate"), "lay_greedy")
+    check(gen1 != greedy, "sampling at temperature 1 gave the greedy tokens: the test would not see a sampler bug")
     for P, E in LAYOUTS:
         text, logits = score(ckpt, inp, f"lay_{P}x{E}", P * E, ["--stages", str(P), "--ep", str(E)])
         same = text == text1 and logits.keys() == log1.keys() and all(
@@ -117,7 +124,7 @@ def case_layouts():
         print(f"{P}x{E}: score output and dumped logits {'bitwise equal' if same else 'DIFFER'}")
         check(same, f"layout {P}x{E} differs from 1x1")
         g = generate(ckpt, gin, f"lay_gen_{P}x{E}", P * E, ["--stages", str(P), "--ep", str(E)])
-        check(g == gen1, f"layout {P}x{E}: generated tokens differ from 1x1")
+        check(g == gen1, f"layout {P}x{E}: sampled tokens differ from 1x1")
     # uneven cuts by hand
     text, logits = score(ckpt, inp, "lay_3x1_uneven", 3, ["--stages", "3", "--layers-per-stage", "1,3,1"])
     check(text == text1 and all(np.array_equal(logits[k], log1[k]) for k in log1), "3x1 with 1,3,1 differs")

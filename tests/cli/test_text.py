@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""grok1-run with a tokenizer and the sampler (suite 'cli'), on the tiny
+synthetic model and the demo tokenizer (checkpoints/demo-tokenizer).
+
+Text prompts encode as the SentencePiece library does (no BOS); completions
+decode as the library does and are valid UTF-8; stop strings cut the
+completion; continuation scores are the right slice of the token-id scores;
+sampling is repeatable per (seed, request, token) and the same alone and in
+a batch; top-p keeps the nucleus; top_logprobs are sorted and include the
+greedy choice; --truncate left cuts long prompts, which are refused without it.
+
+usage: test_text.py CASE --run grok1-run --tokenizer demo.model
+exit 0 pass, 1 fail, 77 skip."""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+ARGS = None
+FAILS = []
+
+
+def check(cond, msg):
+    if not cond:
+        FAILS.append(msg)
+        print(f"  FAIL: {msg}")
+    return cond
+
+
+def run(mode, reqs, extra=(), expect=0):
+    with tempfile.TemporaryDirectory() as d:
+        inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+        with open(inp, "w") as f:
+            for r in reqs:
+                f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+        cmd = [ARGS.run, "--synthetic", "tiny", "--synthetic-seed", "3", "--tokenizer", ARGS.tokenizer, "--mode", mode,
+               "--input", inp, "--output", out, "--progress", "off"] + list(extra)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if p.returncode != expect:
+            print(" ".join(cmd))
+            print(p.stderr[-2000:])
+            raise SystemExit(f"FAIL: exit {p.returncode}, expected {expect}")
+        if expect:
+            return p.stderr
+        return [json.loads(l) for l in open(out, encoding="utf-8")]
+
+
+TEXTS = ["The answer to life, the universe and everything is", "Hello, world! 12345",
+         "naïve café — 東京 🙂 tabs\tand\nnewlines", "  leading spaces", "x"]
+
+
+def case_encode_decode():
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=ARGS.tokenizer)
+    reqs = [{"id": i, "prompt": t, "max_new_tokens": 24} for i, t in enumerate(TEXTS)]
+    res = run("generate", reqs)
+    for t, r in zip(TEXTS, res):
+        check(r["prompt_tokens"] == len(sp.encode(t)), f"{t!r}: {r['prompt_tokens']} prompt tokens, library "
+                                                       f"{len(sp.encode(t))}")
+        want = sp.decode(r["completion_ids"])
+        check(r["completion"] == want, f"completion {r['completion']!r} != library decode {want!r}")
+    # score mode counts the same tokens and scores them like prompt_ids
+    ids = sp.encode(TEXTS[0])
+    a = run("score", [{"id": 0, "prompt": TEXTS[0]}])[0]
+    b = run("score", [{"id": 0, "prompt_ids": ids}])[0]
+    check(a["logprobs"] == b["logprobs"], "text and token-id prompts score differently")
+    print(f"{len(TEXTS)} texts: prompt tokens and completions as the library encodes and decodes them")
+
+
+def case_continuation():
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=ARGS.tokenizer)
+    prompt, cont = "The capital of France is ", "Paris, of course"
+    r = run("score", [{"id": "c", "prompt": prompt, "continuation": cont}])[0]
+    whole = sp.encode(prompt.rstrip() + " " + cont)
+    ctx = sp.encode(prompt.rstrip())
+    full = run("score", [{"id": "w", "prompt_ids": whole}])[0]
+    check(r["prompt_tokens"] == len(ctx) and r["continuation_tokens"] == len(whole) - len(ctx),
+          f"token counts {r['prompt_tokens']} + {r['continuation_tokens']}, expected {len(ctx)} + "
+          f"{len(whole) - len(ctx)}")
+    check(r["logprobs"] == full["logprobs"][len(ctx) - 1:], "continuation log-probs are not the slice of the "
+                                                            "whole sequence's")
+    check(abs(r["sum_logprob"] - sum(r["logprobs"])) < 1e-9, "sum_logprob is not the sum")
+    check(isinstance(r["is_greedy"], bool), "is_greedy missing")
+    print(f"continuation: {r['continuation_tokens']} tokens, sum {r['sum_logprob']:.4f}")
+
+
+def case_stop():
+    base = run("generate", [{"id": 0, "prompt": "Hello there", "max_new_tokens": 40, "ignore_eos": True}])[0]
+    text = base["completion"]
+    pick = next((text[i:i + 2] for i in range(3, len(text) - 2) if text[i:i + 2].strip()
+                 and "\ufffd" not in text[i:i + 2] and text.find(text[i:i + 2]) == i), None)
+    if not pick:
+        print("the completion has no usable substring for a stop string: checking the no-match path only")
+        pick = "\u2603never"
+    r = run("generate", [{"id": 0, "prompt": "Hello there", "max_new_tokens": 40, "ignore_eos": True,
+                          "stop": [pick, "\u2603never"]}])[0]
+    at = text.find(pick)
+    if at >= 0:
+        check(r["finish_reason"] == "stop", f"finish_reason {r['finish_reason']} with stop {pick!r}")
+        check(r["completion"] == text[:at], f"completion {r['completion']!r} is not the text before {pick!r}")
+    else:
+        check(r == base or r["completion"] == text, "a stop string that never occurs changed the result")
+    print(f"stop {pick!r}: {r['finish_reason']}, {len(r['completion'])} characters kept of {len(text)}")
+
+
+def case_sampling():
+    reqs = [{"id": i, "prompt": t, "max_new_tokens": 20, "temperature": 1.0, "top_p": 0.9, "seed": 11}
+            for i, t in enumerate(TEXTS)]
+    a = run("generate", reqs)
+    b = run("generate", reqs, ["--batch-size", "1"])
+    c = run("generate", reqs[::-1])  # other positions: other request index, other stream
+    check(a == b, "sampled tokens differ between batch sizes")
+    same_seed = run("generate", reqs)
+    check(a == same_seed, "two runs with the same seed differ")
+    other = run("generate", [dict(r, seed=12) for r in reqs])
+    check(any(x["completion_ids"] != y["completion_ids"] for x, y in zip(a, other)), "the seed changes nothing")
+    greedy = run("generate", [dict(r, temperature=0) for r in reqs])
+    check(any(x["completion_ids"] != y["completion_ids"] for x, y in zip(a, greedy)),
+          "temperature 1 gives the greedy tokens")
+    # defaults from the command line apply to requests that do not set them
+    plain = [{"id": i, "prompt": t, "max_new_tokens": 20} for i, t in enumerate(TEXTS)]
+    d = run("generate", plain, ["--temperature", "1", "--top-p", "0.9", "--seed", "11"])
+    check([x["completion_ids"] for x in d] == [x["completion_ids"] for x in a], "command-line sampling defaults are "
+                                                                                "not those of the requests")
+    print(f"sampling: repeatable, batch-independent; reversed order differs: "
+          f"{any(x['completion_ids'] != y['completion_ids'] for x, y in zip(a, c[::-1]))}")
+
+
+def case_top_logprobs():
+    r = run("generate", [{"id": 0, "prompt": "Hello", "max_new_tokens": 8, "top_logprobs": 5, "temperature": 0}])[0]
+    tl = r["top_logprobs"]
+    check(len(tl) == len(r["completion_ids"]), "one top_logprobs entry per completion token")
+    for step, (tok, top) in enumerate(zip(r["completion_ids"], tl)):
+        lps = [e["logprob"] for e in top]
+        check(len(top) == 5 and lps == sorted(lps, reverse=True), f"step {step}: not 5 sorted entries")
+        check(top[0]["id"] == tok, f"step {step}: greedy token {tok} is not the top entry {top[0]['id']}")
+        check(all(l <= 0 for l in lps) and sum(math.exp(l) for l in lps) <= 1 + 1e-9, "log-probs out of range")
+    print(f"top_logprobs: {len(tl)} steps of 5, greedy choice first")
+
+
+def case_truncate():
+    long = " ".join(["word"] * 400)
+    err = run("generate", [{"id": 0, "prompt": long, "max_new_tokens": 2}], expect=1)
+    check("--truncate left" in err, f"refusal does not suggest --truncate left: {err[-300:]}")
+    r = run("generate", [{"id": 0, "prompt": long, "max_new_tokens": 2}], ["--truncate", "left"])[0]
+    check(r["prompt_tokens"] == 255 and r.get("truncated", 0) > 0, f"truncated prompt: {r}")
+    s = run("score", [{"id": 0, "prompt": long}], ["--truncate", "left"])[0]
+    check(s["prompt_tokens"] == 256 and len(s["logprobs"]) == 255, "score truncation")
+    print(f"truncate: generate keeps {r['prompt_tokens']} tokens (cut {r['truncated']}), score keeps 256")
+
+
+CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--tokenizer", required=True)
+    ARGS = ap.parse_args()
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        print("SKIP: python3-sentencepiece is not installed (scripts/setup.sh installs it)")
+        return 77
+    CASES[ARGS.case]()
+    print("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+# shellcheck shell=bash
+# The body of generate.sbatch and score.sbatch (sourced by them, with
+# GROK1_MODE set): checks the GROK1_* variables, runs grok1-run on every task
+# of the allocation with srun, and requeues the job when a SIGTERM ahead of
+# the time limit interrupted it, so that the next run resumes.
+# Not a program of its own; see README.md beside it.
+# shellcheck disable=SC2015  # "test && test || die" reads as intended here
+
+die() {
+  echo "grok1-job: error: $*" >&2
+  exit 2
+}
+
+# --- check the environment ---------------------------------------------------
+[ -n "${SLURM_JOB_ID:-}" ] ||
+  die "not inside a Slurm job: submit it with sbatch (see scripts/slurm/README.md)"
+[ -n "${GROK1_CHECKPOINT:-}" ] ||
+  die "GROK1_CHECKPOINT is not set: export GROK1_CHECKPOINT=/path/to/model.h5 before sbatch"
+[ -r "$GROK1_CHECKPOINT" ] ||
+  die "GROK1_CHECKPOINT=$GROK1_CHECKPOINT: no such readable file (relative paths start at $PWD)"
+[ -n "${GROK1_INPUT:-}" ] ||
+  die "GROK1_INPUT is not set: export GROK1_INPUT=/path/to/requests.jsonl before sbatch"
+[ -f "$GROK1_INPUT" ] && [ -r "$GROK1_INPUT" ] ||
+  die "GROK1_INPUT=$GROK1_INPUT: no such readable file (relative paths start at $PWD)"
+[ -n "${GROK1_OUTPUT:-}" ] ||
+  die "GROK1_OUTPUT is not set: export GROK1_OUTPUT=/path/to/results.jsonl before sbatch"
+outdir=$(dirname -- "$GROK1_OUTPUT")
+[ -d "$outdir" ] && [ -w "$outdir" ] ||
+  die "GROK1_OUTPUT=$GROK1_OUTPUT: folder $outdir does not exist or is not writable"
+if [ -n "${GROK1_TOKENIZER:-}" ]; then
+  [ -r "$GROK1_TOKENIZER" ] ||
+    die "GROK1_TOKENIZER=$GROK1_TOKENIZER: no such readable file"
+fi
+if [ -n "${GROK1_BIN:-}" ]; then
+  run="$GROK1_BIN/grok1-run"
+  [ -x "$run" ] || die "GROK1_BIN=$GROK1_BIN: no executable grok1-run in that folder"
+else
+  run=$(command -v grok1-run) ||
+    die "grok1-run is not on PATH: set GROK1_BIN to the folder holding it (e.g. build/mpi)"
+fi
+# GROK1_ARGS and GROK1_SRUN_ARGS are split on spaces: paths inside them must
+# not contain any.
+read -r -a extra <<< "${GROK1_ARGS:-}"
+read -r -a srun_extra <<< "${GROK1_SRUN_ARGS:-}"
+for a in "${extra[@]}"; do
+  case "$a" in
+    --mode|--mode=*|--input|--input=*|--output|--output=*|--checkpoint|--checkpoint=*|--tokenizer|--tokenizer=*|--resume)
+      die "GROK1_ARGS must not contain $a: the script sets it (from GROK1_MODE, GROK1_INPUT, GROK1_OUTPUT, GROK1_CHECKPOINT, GROK1_TOKENIZER)" ;;
+  esac
+done
+
+args=(--checkpoint "$GROK1_CHECKPOINT" --mode "$GROK1_MODE"
+      --input "$GROK1_INPUT" --output "$GROK1_OUTPUT")
+[ -n "${GROK1_TOKENIZER:-}" ] && args+=(--tokenizer "$GROK1_TOKENIZER")
+# Continue what an earlier run of this job (or an earlier job) left behind:
+# grok1-run keeps the complete lines of OUT.partial (or OUT) and runs the rest.
+if [ -e "$GROK1_OUTPUT.partial" ] || [ -e "$GROK1_OUTPUT" ]; then
+  args+=(--resume)
+fi
+args+=("${extra[@]}")
+
+# One OpenMP thread per CPU Slurm gave each task, unless set by the user.
+if [ -z "${OMP_NUM_THREADS:-}" ] && [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
+  export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
+fi
+
+echo "grok1-job: job $SLURM_JOB_ID run $(( ${SLURM_RESTART_COUNT:-0} + 1 )) started $(date '+%F %T')" \
+     "on ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-?}, ${SLURM_NTASKS:-1} task(s)"
+
+# --- run ---------------------------------------------------------------------
+# srun runs in the background so that this shell can take the SIGTERM Slurm
+# sends ahead of the time limit (#SBATCH --signal=B:TERM@...) and pass it on
+# to the ranks with scancel: srun itself would kill them on SIGTERM instead of
+# forwarding it. A signal interrupts `wait`, so wait again until srun ends.
+cmd=(srun --mpi=pmix --kill-on-bad-exit=1 --label "${srun_extra[@]}" "$run" "${args[@]}")
+echo "grok1-job: ${cmd[*]}"
+got_signal=0
+"${cmd[@]}" &
+srun_pid=$!
+trap 'got_signal=1; echo "grok1-job: SIGTERM/SIGINT at $(date +%T): passing it to grok1-run"; scancel --signal=TERM "$SLURM_JOB_ID"' TERM INT
+while :; do
+  got_signal=0
+  wait "$srun_pid"
+  rc=$?
+  [ "$got_signal" = 1 ] || break
+done
+trap - TERM INT
+if [ "$rc" = 0 ] && [ ! -e "$GROK1_OUTPUT" ]; then
+  echo "grok1-job: srun exited 0 but $GROK1_OUTPUT was not written: the ranks did not start (see srun's errors above)"
+  rc=1
+fi
+
+case "$rc" in
+  0) echo "grok1-job: done $(date '+%F %T'): $GROK1_OUTPUT is complete" ;;
+  3) echo "grok1-job: interrupted $(date '+%F %T'); finished results are in $GROK1_OUTPUT.partial"
+     # Requeue only a job that is still running: scancel (state CANCELLED)
+     # must end it, and Slurm would requeue even a finished job.
+     state=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p')
+     if [ "$state" != RUNNING ]; then
+       echo "grok1-job: job $SLURM_JOB_ID is ${state:-gone}, not requeued: submit it again with the same GROK1_* variables to resume"
+     elif scontrol requeue "$SLURM_JOB_ID"; then
+       echo "grok1-job: job $SLURM_JOB_ID requeued: it will resume where it stopped"
+     else
+       echo "grok1-job: could not requeue job $SLURM_JOB_ID: submit it again with the same GROK1_* variables to resume"
+     fi ;;
+  *) echo "grok1-job: grok1-run failed with exit status $rc $(date '+%F %T'): see the lines above" ;;
+esac
+exit "$rc"

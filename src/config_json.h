@@ -1,6 +1,7 @@
-/* Hyper-parameters for the checkpoint tools from `--config`: a preset name
+/* Hyper-parameters from `--config`: a preset name
  * (tiny, small, grok-1) or a JSON object of hyper-parameters by the HDF5
- * attribute names, over the grok-1 values. Used by grok1-mkckpt and grok1-convert. */
+ * attribute names, over the grok-1 values. Used by grok1-mkckpt, grok1-convert
+ * and grok1-plan. */
 #ifndef G1_CONFIG_JSON_H
 #define G1_CONFIG_JSON_H
 

@@ -12,6 +12,7 @@
 
 #include "bf16.h"
 #include "ckpt.h"
+#include "h5util.h"
 
 struct g1_ckpt {
     hid_t file;
@@ -34,20 +35,6 @@ typedef enum { KIND_I8, KIND_F32 } dkind;
 /* Target size of one embedding read (rows rounded to whole chunks). */
 #define EMBED_SLAB_BYTES (8u << 20)
 
-/* HDF5's innermost error description; call right after the failing call,
- * before any other HDF5 call clears the stack. */
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
-{
-    if (n == 0 && e->desc)
-        snprintf((char *)data, 256, "%s", e->desc);
-    return 0;
-}
-
-static void h5_detail(char buf[256])
-{
-    snprintf(buf, 256, "unknown HDF5 error");
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
-}
 
 /* ---- attributes ---- */
 
@@ -195,7 +182,7 @@ static g1_status open_file(const char *path, hid_t *out)
 #endif
     *out = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     char detail[256];
-    h5_detail(detail);
+    g1_h5_detail(detail);
     H5Pclose(fapl);
     if (*out < 0)
         return G1_FAIL(G1_ERR_FORMAT, "cannot open checkpoint %s: HDF5 says '%s' (truncated or damaged file?)",
@@ -361,7 +348,7 @@ static g1_status read_slab(g1_ckpt *ck, const dset *d, hid_t memtype, const hsiz
         e = H5Dread(d->id, memtype, ms, fs, H5P_DEFAULT, buf);
     char detail[256];
     if (e < 0)
-        h5_detail(detail);
+        g1_h5_detail(detail);
     H5Sclose(ms);
     H5Sclose(fs);
     if (e < 0)

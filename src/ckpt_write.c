@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "h5util.h"
 
 /* Embedding chunks of about this many bytes (whole rows). */
 #define EMBED_CHUNK_BYTES (4u << 20)
@@ -26,19 +27,6 @@ struct g1_ckpt_writer {
     int final_norm_done;
 };
 
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
-{
-    if (n == 0 && e->desc)
-        snprintf((char *)data, 256, "%s", e->desc);
-    return 0;
-}
-
-/* HDF5's innermost error description; call right after the failing call. */
-static void h5_detail(char buf[256])
-{
-    snprintf(buf, 256, "unknown HDF5 error");
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
-}
 
 static int is_expert(g1_qmat_id id) { return id >= G1_MOE_GATE; }
 
@@ -82,7 +70,7 @@ static g1_status write_attrs(g1_ckpt_writer *wr)
     }
     if (e < 0) {
         char d[256];
-        h5_detail(d);
+        g1_h5_detail(d);
         return G1_FAIL(G1_ERR_IO, "%s: cannot write attributes: %s", wr->tmp, d);
     }
     return G1_OK;
@@ -101,7 +89,7 @@ static g1_status make_dset(g1_ckpt_writer *wr, hid_t loc, const char *name, hid_
     hid_t d = e < 0 ? -1 : H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     char detail[256];
     if (d < 0)
-        h5_detail(detail);
+        g1_h5_detail(detail);
     else
         H5Dclose(d);
     H5Pclose(dcpl);
@@ -238,7 +226,7 @@ g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const in
     wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (wr->file < 0) {
         char d[256];
-        h5_detail(d);
+        g1_h5_detail(d);
         st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", wr->tmp, d);
         free_writer(wr);
         return st;
@@ -344,7 +332,7 @@ static g1_status write_slab(g1_ckpt_writer *wr, const char *name, hid_t memtype,
         e = H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf);
     char detail[256];
     if (e < 0)
-        h5_detail(detail);
+        g1_h5_detail(detail);
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(d);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "h5util.h"
 
 struct g1_logits_file {
     hid_t file, group;
@@ -15,19 +16,6 @@ struct g1_logits_file {
     int vocab_size;
 };
 
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
-{
-    if (n == 0 && e->desc)
-        snprintf((char *)data, 256, "%s", e->desc);
-    return 0;
-}
-
-/* HDF5's innermost error description; call right after the failing call. */
-static void h5_detail(char buf[256])
-{
-    snprintf(buf, 256, "unknown HDF5 error");
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
-}
 
 static void free_file(g1_logits_file *f)
 {
@@ -76,7 +64,7 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
     f->file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f->file < 0) {
         char d[256];
-        h5_detail(d);
+        g1_h5_detail(d);
         g1_status st = G1_FAIL(G1_ERR_IO, "cannot create logits file %s: %s", tmp, d);
         free_file(f);
         return st;

@@ -250,9 +250,12 @@ static g1_status pipe_alloc(struct pipe *p, int nsend)
     return G1_OK;
 }
 
-g1_status g1_dist_pipe(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens, g1_pipe_ops *out)
+/* The pipe of this rank: `cap` micro-batches in flight on rank 0 (none
+ * kept on the others), `nsend` send buffers. */
+static g1_status pipe_new(g1_dist *d, g1_engine *e, int cap, int max_tokens, int nsend, struct pipe **out)
 {
     struct pipe *p = calloc(1, sizeof *p);
+    *out = p;
     if (!p)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     d->pipe = p;
@@ -260,9 +263,15 @@ g1_status g1_dist_pipe(g1_dist *d, g1_engine *e, int max_inflight, int max_token
     p->e = e;
     p->D = g1_engine_config(e)->emb_size;
     p->max_tokens = max_tokens;
-    p->cap = max_inflight;
+    p->cap = cap;
+    return pipe_alloc(p, nsend);
+}
+
+g1_status g1_dist_pipe(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens, g1_pipe_ops *out)
+{
+    struct pipe *p = NULL;
     /* each submit sends E - 1 shares plus one to stage 1 */
-    G1_TRY(pipe_alloc(p, (max_inflight + 1) * d->E));
+    G1_TRY(pipe_new(d, e, max_inflight, max_tokens, (max_inflight + 1) * d->E, &p));
     *out = (g1_pipe_ops){.submit = pipe_submit, .wait = pipe_wait, .ctx = p};
     return G1_OK;
 }
@@ -280,22 +289,15 @@ g1_status g1_dist_stop(g1_dist *d)
 
 g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens)
 {
-    struct pipe *p = calloc(1, sizeof *p);
-    if (!p)
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    d->pipe = p;
-    p->d = d;
-    p->e = e;
-    p->D = g1_engine_config(e)->emb_size;
-    p->max_tokens = max_tokens;
+    struct pipe *p = NULL;
+    /* one send buffer more than micro-batches in flight: a buffer comes back
+     * round only after its micro-batch left the pipeline, so pool_get never
+     * waits on a transfer that needs this rank to move first */
+    G1_TRY(pipe_new(d, e, 0, max_tokens, max_inflight + 1, &p));
     int D = p->D, E = d->E;
     int up = d->s == 0 ? 0 : (d->s - 1) * E + d->e;
     int last = d->s == d->P - 1;
     int down = last ? 0 : (d->s + 1) * E + d->e, tag = last ? G1_TAG_RES : G1_TAG_FWD;
-    /* one send buffer more than micro-batches in flight: a buffer comes back
-     * round only after its micro-batch left the pipeline, so pool_get never
-     * waits on a transfer that needs this rank to move first */
-    G1_TRY(pipe_alloc(p, max_inflight + 1));
     size_t mbytes = g1_msg_bytes(max_tokens, D);
     char *rb[2];
     rb[0] = p->rbuf;

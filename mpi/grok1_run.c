@@ -19,6 +19,7 @@
 #endif
 
 #include "config.h"
+#include "cuda/cuda_engine.h"
 #include "dist.h"
 #include "driver.h"
 #include "fault.h"
@@ -62,6 +63,7 @@ typedef struct cli {
     g1_sample_opts sample;
     int top_logprobs, truncate_left;
     double mem_per_rank;
+    int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
 } cli;
 
 static void usage(FILE *f)
@@ -122,6 +124,11 @@ static void usage(FILE *f)
 "  --batch-size B            sequence slots per micro-batch (continuous batching; default 8)\n"
 "  --max-batch-tokens T      most tokens per micro-batch step: decode tokens plus prompt\n"
 "                            chunks (default 256)\n"
+"  --backend cpu|cuda        where the layers run (default: cuda when this binary has the\n"
+"                            CUDA backend and a GPU is visible, else cpu). With cuda each\n"
+"                            rank uses one GPU: device = its local rank on the node\n"
+"                            (OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID, else 0), so start\n"
+"                            at most as many ranks per node as it has GPUs\n"
 );
     fprintf(f,
 "\n"
@@ -197,7 +204,7 @@ static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
-           O_SSEED, O_TOPLP, O_TRUNC };
+           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -214,10 +221,11 @@ static int parse_args(int argc, char **argv, cli *c)
         {"temperature", required_argument, NULL, O_TEMP},  {"top-p", required_argument, NULL, O_TOPP},
         {"top-k", required_argument, NULL, O_TOPK},        {"synthetic-seed", required_argument, NULL, O_SSEED},
         {"top-logprobs", required_argument, NULL, O_TOPLP}, {"truncate", required_argument, NULL, O_TRUNC},
+        {"backend", required_argument, NULL, O_BACKEND},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
-               .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT};
+               .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT, .backend = -1};
     c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
     int o, r = 0;
@@ -246,6 +254,11 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_TOPP: r = parse_double("--top-p", optarg, 1e-12, 1, &c->sample.top_p); break;
         case O_TOPK: r = parse_int("--top-k", optarg, 0, &c->sample.top_k); break;
         case O_TOPLP: r = parse_int("--top-logprobs", optarg, 0, &c->top_logprobs); break;
+        case O_BACKEND:
+            if (!strcmp(optarg, "cpu")) c->backend = G1_BACKEND_CPU;
+            else if (!strcmp(optarg, "cuda")) c->backend = G1_BACKEND_CUDA;
+            else return usage_error("--backend %s: expected cpu or cuda", optarg);
+            break;
         case O_TRUNC:
             if (!strcmp(optarg, "left")) c->truncate_left = 1;
             else if (!strcmp(optarg, "none")) c->truncate_left = 0;
@@ -537,6 +550,33 @@ static g1_status files_close(const cli *c, files *f, int ok)
 
 /* ---- run ---- */
 
+/* The backend and, for CUDA, this rank's GPU: its rank among the ranks of
+ * its node (Open MPI or Slurm tell), one GPU each. */
+static g1_status pick_backend(const cli *c, g1_engine_opts *eo)
+{
+    int gpus = g1_cuda_device_count();
+    eo->backend = c->backend >= 0 ? (g1_backend)c->backend
+                                  : g1_cuda_built() && gpus > 0 ? G1_BACKEND_CUDA : G1_BACKEND_CPU;
+    if (eo->backend != G1_BACKEND_CUDA)
+        return G1_OK;
+    if (!g1_cuda_built())
+        return G1_FAIL(G1_ERR_ARG, "--backend cuda: this grok1-run was built without CUDA: use --backend cpu, or "
+                                   "rebuild with nvcc and cuBLAS (meson setup -Dcuda=enabled)");
+    const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (!lr)
+        lr = getenv("SLURM_LOCALID");
+    int local = lr ? atoi(lr) : 0;
+    if (gpus < 1)
+        return G1_FAIL(G1_ERR_CUDA, "--backend cuda: no GPU is visible to this process (check the node and "
+                                    "CUDA_VISIBLE_DEVICES), or use --backend cpu");
+    if (local >= gpus)
+        return G1_FAIL(G1_ERR_ARG, "--backend cuda: this rank is number %d on its node but the node shows only %d "
+                                   "GPU(s): start at most %d ranks per node (one per GPU), or use --backend cpu",
+                       local, gpus, gpus);
+    eo->device = local;
+    return G1_OK;
+}
+
 static double now_s(void)
 {
     struct timespec t;
@@ -721,6 +761,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
 
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0};
+    G1_TRY(pick_backend(c, &eo));
     g1_moe_dispatch dispatch, *dp = NULL;
     if (P * E > 1) {
         G1_TRY(g1_dist_init(&j->dist, P, E));

@@ -9,6 +9,7 @@
 
 #include "bf16.h"
 #include "cpu.h"
+#include "cuda/cuda_engine.h"
 #include "engine_internal.h"
 
 static void *zalloc(size_t n)
@@ -40,9 +41,23 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
     if (!dispatch && (w->expert0 != 0 || w->expert1 != c->num_experts))
         return G1_FAIL(G1_ERR_ARG, "local MoE needs all %d experts, but only %d..%d are held", c->num_experts,
                        w->expert0, w->expert1 - 1);
+    if (opts->backend != G1_BACKEND_CPU && opts->backend != G1_BACKEND_CUDA)
+        return G1_FAIL(G1_ERR_ARG, "unknown backend %d", (int)opts->backend);
     g1_engine *e = calloc(1, sizeof *e);
     if (!e)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    if (opts->backend == G1_BACKEND_CUDA) {
+        e->w = w;
+        e->cfg = *c;
+        e->opts = *opts;
+        g1_status st = g1_cuda_engine_init(&e->cuda, w, opts, dispatch, NULL);
+        if (st != G1_OK) {
+            free(e);
+            return st;
+        }
+        *out = e;
+        return G1_OK;
+    }
     e->w = w;
     e->cfg = *c;
     e->opts = *opts;
@@ -81,6 +96,7 @@ void g1_engine_free(g1_engine *e)
 {
     if (!e)
         return;
+    g1_cuda_engine_free(e->cuda);
     for (int s = 0; e->slots && s < e->opts.n_slots; s++) {
         for (int l = 0; l < e->nL; l++) {
             if (e->slots[s].k)
@@ -99,8 +115,17 @@ void g1_engine_free(g1_engine *e)
 }
 
 const g1_config *g1_engine_config(const g1_engine *e) { return &e->cfg; }
-int g1_engine_slot_len(const g1_engine *e, int slot) { return e->slots[slot].len; }
-void g1_engine_reset_slot(g1_engine *e, int slot) { e->slots[slot].len = 0; }
+int g1_engine_slot_len(const g1_engine *e, int slot)
+{
+    return e->cuda ? g1_cuda_engine_slot_len(e->cuda, slot) : e->slots[slot].len;
+}
+void g1_engine_reset_slot(g1_engine *e, int slot)
+{
+    if (e->cuda)
+        g1_cuda_engine_reset_slot(e->cuda, slot);
+    else
+        e->slots[slot].len = 0;
+}
 
 /* Make room for `need` positions in a slot's caches (doubling, capped). */
 static g1_status slot_reserve(g1_engine *e, g1_slot *s, int need)
@@ -160,6 +185,8 @@ static void add_normed(float *x, float *y, int T, int D, const float *scale, flo
 
 g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
 {
+    if (e->cuda)
+        return g1_cuda_engine_forward(e->cuda, b, x);
     G1_TRY(batch_admit(e, b));
     const g1_config *c = &e->cfg;
     int T = b->T, D = c->emb_size, K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads;
@@ -201,6 +228,8 @@ g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
 
 g1_status g1_engine_embed(g1_engine *e, int T, const int *tokens, float *x)
 {
+    if (e->cuda)
+        return g1_cuda_engine_embed(e->cuda, T, tokens, x);
     const g1_config *c = &e->cfg;
     if (!e->w->embedding)
         return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
@@ -218,6 +247,8 @@ g1_status g1_engine_embed(g1_engine *e, int T, const int *tokens, float *x)
 
 g1_status g1_engine_logits(g1_engine *e, int T, const float *x, float *logits)
 {
+    if (e->cuda)
+        return g1_cuda_engine_logits(e->cuda, T, x, logits);
     const g1_config *c = &e->cfg;
     if (!e->w->embedding)
         return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");

@@ -25,14 +25,22 @@ typedef struct g1_moe_dispatch {
 
 typedef struct g1_engine g1_engine;
 
+/* Where the layers run. The CPU engine is always built and is the
+ * reference; CUDA (src/cuda) only in builds with nvcc and cuBLAS. */
+typedef enum g1_backend { G1_BACKEND_CPU = 0, G1_BACKEND_CUDA } g1_backend;
+
 typedef struct g1_engine_opts {
     int n_slots;        /* sequence slots (KV caches) */
     int max_batch;      /* most tokens in one g1_engine_forward call */
     int max_context;    /* most positions per slot (<= max_seq_len; 0: max_seq_len) */
+    g1_backend backend; /* G1_BACKEND_CPU unless set */
+    int device;         /* CUDA device ordinal (G1_BACKEND_CUDA) */
 } g1_engine_opts;
 
 /* The engine borrows `w` (which must outlive it). With dispatch NULL the
- * MoE runs locally, which needs all experts in `w`. */
+ * MoE runs locally, which needs all experts in `w`. With G1_BACKEND_CUDA the
+ * weights are copied to the GPU and every call below runs there (host
+ * pointers in and out as here); a build without CUDA refuses it. */
 g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_opts *opts,
                          const g1_moe_dispatch *dispatch);
 void g1_engine_free(g1_engine *e);

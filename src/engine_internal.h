@@ -12,6 +12,7 @@ typedef struct g1_slot {
 } g1_slot;
 
 struct g1_engine {
+    struct g1_cuda_engine *cuda; /* G1_BACKEND_CUDA: does all the work; nothing below is allocated */
     const g1_weights *w;
     g1_config cfg;
     g1_engine_opts opts;

@@ -5,11 +5,14 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "cuda/cuda_engine.h"
 #include "engine_internal.h"
 
 g1_status g1_moe_expert_rows(void *engine, int layer, int n, const float *x, const int *expert, float *y)
 {
     g1_engine *e = engine;
+    if (e->cuda)
+        return g1_cuda_moe_expert_rows(e->cuda, layer, n, x, expert, y);
     const g1_weights *w = e->w;
     const g1_config *c = &e->cfg;
     int D = c->emb_size, F = c->ffn_size, k = c->num_selected_experts;
@@ -61,6 +64,8 @@ g1_status g1_moe_local(void *engine, int layer, int T, const float *x, const int
                        float *out)
 {
     g1_engine *e = engine;
+    if (e->cuda)
+        return g1_cuda_moe_local(e->cuda, layer, T, x, idx, gate, out);
     int D = e->cfg.emb_size, k = e->cfg.num_selected_experts;
     if (T > e->opts.max_batch)
         return G1_FAIL(G1_ERR_INTERNAL, "MoE batch of %d tokens exceeds %d", T, e->opts.max_batch);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One command for a machine with a GPU, nvcc, meson and ninja (MPI and HDF5
+# not needed): build with the CUDA backend, run the cuda test suite, run the
+# one-layer GPU benchmark, print a short table last. Logs go to $OUT when it
+# is set (else build-gpu/logs). Bounded by timeouts to finish within 8
+# minutes on one H100. Run from the repository root: bash scripts/gpu-check.sh
+# GENCODE overrides the nvcc target (default: from the GPU, sm_90a on H100/H200).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+build=${BUILD_DIR:-build-gpu}
+logs=${OUT:-$build/logs}
+mkdir -p "$logs"
+summary=()
+note() { summary+=("$(printf '%-22s %s' "$1" "$2")"); }
+
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >"$logs/gpu.txt" 2>&1; then
+  echo "gpu-check: no GPU visible (nvidia-smi): nothing to check" | tee "$logs/summary.txt"; exit 77
+fi
+cat "$logs/gpu.txt"
+if [ -z "${GENCODE:-}" ]; then
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+  case "$cc" in
+    90|"") GENCODE="-gencode=arch=compute_90a,code=sm_90a" ;;
+    *) GENCODE="-gencode=arch=compute_${cc},code=sm_${cc}" ;;
+  esac
+fi
+echo "gpu-check: nvcc target $GENCODE"
+
+opts=(-Dcuda=enabled -Dmpi=disabled -Dhdf5=disabled "-Dnvcc_gencode=$GENCODE")
+if [ -f "$build/build.ninja" ]; then
+  meson configure "$build" "${opts[@]}" >"$logs/setup.log" 2>&1
+else
+  meson setup "$build" "${opts[@]}" >"$logs/setup.log" 2>&1
+fi || { cat "$logs/setup.log"; echo "gpu-check: meson setup failed"; exit 1; }
+if timeout 300 ninja -C "$build" >"$logs/build.log" 2>&1; then
+  note build "ok ($(( $(date +%s) - start )) s)"
+else
+  tail -40 "$logs/build.log"; echo "gpu-check: build failed (log: $logs/build.log)"; exit 1
+fi
+
+status=0
+for t in cuda_backend cuda_ops cuda_engine; do
+  timeout 200 meson test -C "$build" --suite cuda "$t" --print-errorlogs --no-rebuild >"$logs/test-$t.log" 2>&1
+  rc=$?
+  cp "$build/meson-logs/testlog.txt" "$logs/testlog-$t.txt" 2>/dev/null
+  if [ $rc -eq 0 ] && grep -q " OK " "$logs/test-$t.log"; then note "$t" "ok"
+  elif grep -q "SKIP" "$logs/test-$t.log"; then note "$t" "SKIPPED (no GPU seen by the test?)"; status=1
+  else note "$t" "FAILED (log: $logs/testlog-$t.txt)"; status=1; fi
+done
+# the failing checks, if any, from the test output
+grep -h "FAIL\|mismatch" "$logs"/testlog-*.txt 2>/dev/null | head -20
+
+left=$(( 450 - ($(date +%s) - start) ))
+if [ $left -gt 30 ]; then
+  timeout $left "$build/tests/cuda/bench_cuda_layer" >"$logs/bench.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then note benchmark "ok"; else note benchmark "exit $rc (log: $logs/bench.log)"; status=1; fi
+else
+  note benchmark "not run (no time left)"
+fi
+
+echo
+echo "== gpu-check summary ($(( $(date +%s) - start )) s) =="
+[ -f "$logs/bench.log" ] && cat "$logs/bench.log"
+printf '%s\n' "${summary[@]}" | tee "$logs/summary.txt"
+exit $status

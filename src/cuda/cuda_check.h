@@ -1,0 +1,62 @@
+/* The C side of the CUDA backend: error checks that turn CUDA and cuBLAS
+ * failures into g1_status (file, line, call, the library's text), and the
+ * int8 matmuls (GEMV kernel or dequantised panels + cuBLAS). C only. */
+#ifndef G1_CUDA_CHECK_H
+#define G1_CUDA_CHECK_H
+
+#include <cublas_v2.h>
+
+#include "cuda/cuda_ops.h"
+#include "status.h"
+
+/* Every CUDA and cuBLAS call goes through these: a failure becomes
+ * G1_ERR_CUDA with the file, line, call and the library's error text. */
+#define G1_CU(call)                                                                                    \
+    do {                                                                                               \
+        cudaError_t g1_cu_e_ = (call);                                                                 \
+        if (g1_cu_e_ != cudaSuccess)                                                                   \
+            return G1_FAIL(G1_ERR_CUDA, "%s:%d: %s failed: %s (%s)", __FILE__, __LINE__, #call,         \
+                           cudaGetErrorString(g1_cu_e_), cudaGetErrorName(g1_cu_e_));                  \
+    } while (0)
+#define G1_CUBLAS(call)                                                                                \
+    do {                                                                                               \
+        cublasStatus_t g1_cb_e_ = (call);                                                              \
+        if (g1_cb_e_ != CUBLAS_STATUS_SUCCESS)                                                         \
+            return G1_FAIL(G1_ERR_CUDA, "%s:%d: %s failed: %s (%s)", __FILE__, __LINE__, #call,         \
+                           cublasGetStatusString(g1_cb_e_), cublasGetStatusName(g1_cb_e_));            \
+    } while (0)
+/* After a kernel launch: a bad configuration shows up here. */
+
+/* What the matmuls need besides their operands: the stream, cuBLAS, and
+ * scratch sized by the engine (g1_cuda_mm_sizes). */
+typedef struct g1_cuda_mm {
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    int sms;              /* multiprocessors: sizes the GEMV grid */
+    int gemv_max;         /* most rows for the GEMV kernel (0: never) */
+    int split;            /* GEMM inputs as bf16 hi + lo (two GEMMs) */
+    float *partial;       /* (partial_n) GEMV split-K sums */
+    size_t partial_n;
+    uint16_t *wbf;        /* (wbf_n) a dequantised panel, bf16 */
+    size_t wbf_n;
+    uint16_t *xbf;        /* (xbf_n) GEMM inputs in bf16: hi, then lo */
+    size_t xbf_n;
+} g1_cuda_mm;
+
+/* Scratch a matmul of up to T rows needs: GEMV partial sums (floats), the
+ * dequantised panel (bf16 elements, at most the matrix), and the bf16
+ * inputs (elements, both halves). */
+void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *partial_n, size_t *wbf_n,
+                      size_t *xbf_n);
+
+/* y (T, cols) = x (T, rows) @ deq(W): the GEMV kernel for T <= gemv_max,
+ * dequantised panels and cuBLAS otherwise. T == 0 does nothing. */
+g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
+/* The two paths on their own (tests). */
+g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
+g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
+/* y (T, V) = (x (T, D) . E^T) * mult, E (V, D) bf16: the un-embedding. */
+g1_status g1_cuda_unembed(g1_cuda_mm *mm, const float *x, int T, int D, const uint16_t *E, int V, float mult,
+                          float *y);
+
+#endif

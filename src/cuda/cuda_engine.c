@@ -1,0 +1,521 @@
+/* The CUDA engine: uploads one process's weights (int8 + scales, never
+ * dequantised up front), keeps a KV cache per slot in device memory and runs
+ * the decoder layers with the kernels of cuda_ops.h. Same checks and the
+ * same model as src/engine.c; host memory only at the edges (x in and out,
+ * the MoE grouping, a distributed dispatch). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_internal.h"
+
+int g1_cuda_built(void) { return 1; }
+
+int g1_cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); /* clear the sticky "no device" error */
+        return 0;
+    }
+    return n;
+}
+
+/* cudaMalloc, zeroed, owned by the engine. */
+static g1_status dalloc(g1_cuda_engine *e, void *out, size_t bytes)
+{
+    void *p = NULL;
+    if (e->n_allocs == e->cap_allocs) {
+        int cap = e->cap_allocs ? 2 * e->cap_allocs : 256;
+        void **a = realloc(e->allocs, (size_t)cap * sizeof *a);
+        if (!a)
+            return G1_FAIL(G1_ERR_NOMEM, "out of host memory");
+        e->allocs = a;
+        e->cap_allocs = cap;
+    }
+    cudaError_t st = cudaMalloc(&p, bytes ? bytes : 1);
+    if (st != cudaSuccess)
+        return G1_FAIL(G1_ERR_CUDA, "%s:%d: cudaMalloc of %zu bytes failed: %s (%s): model share too large for "
+                                    "this GPU? try more pipeline stages or a smaller --max-batch-tokens",
+                       __FILE__, __LINE__, bytes, cudaGetErrorString(st), cudaGetErrorName(st));
+    e->allocs[e->n_allocs++] = p;
+    G1_CU(cudaMemsetAsync(p, 0, bytes ? bytes : 1, e->stream));
+    memcpy(out, &p, sizeof p);
+    return G1_OK;
+}
+
+static g1_status halloc(void *out, size_t bytes)
+{
+    void *p = NULL;
+    G1_CU(cudaMallocHost(&p, bytes ? bytes : 1));
+    memset(p, 0, bytes ? bytes : 1);
+    memcpy(out, &p, sizeof p);
+    return G1_OK;
+}
+
+static g1_status up(g1_cuda_engine *e, void *dst_out, const void *src, size_t bytes)
+{
+    G1_TRY(dalloc(e, dst_out, bytes));
+    void *d;
+    memcpy(&d, dst_out, sizeof d);
+    /* on the engine's stream, after dalloc's memset (a non-blocking stream
+     * does not order against the legacy default stream) */
+    G1_CU(cudaMemcpyAsync(d, src, bytes, cudaMemcpyHostToDevice, e->stream));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
+static g1_status up_qmat(g1_cuda_engine *e, const g1_qmat *m, g1_dqmat *d)
+{
+    *d = (g1_dqmat){.rows = m->rows, .cols = m->cols, .blocks = m->blocks};
+    G1_TRY(up(e, &d->w, m->w, (size_t)m->rows * m->cols));
+    G1_TRY(up(e, &d->scale, m->scale, (size_t)m->blocks * m->cols * sizeof(float)));
+    return G1_OK;
+}
+
+/* A matrix of pseudo-random int8 values with bf16 scales ~ 1/(73.3 sqrt(rows)). */
+static g1_status rand_qmat(g1_cuda_engine *e, int rows, int cols, int blocks, uint64_t seed, g1_dqmat *d)
+{
+    *d = (g1_dqmat){.rows = rows, .cols = cols, .blocks = blocks};
+    int8_t *w;
+    float *s;
+    float sc = 1.0f / (73.3f * sqrtf((float)rows));
+    G1_TRY(dalloc(e, &w, (size_t)rows * cols));
+    G1_TRY(dalloc(e, &s, (size_t)blocks * cols * sizeof(float)));
+    G1_CU(g1_cuda_fill_q8(e->stream, w, (size_t)rows * cols, seed));
+    G1_CU(g1_cuda_fill_f32(e->stream, s, (size_t)blocks * cols, seed + 1, 0.75f * sc, 1.25f * sc));
+    d->w = w;
+    d->scale = s;
+    return G1_OK;
+}
+
+static g1_status rand_f32(g1_cuda_engine *e, float *x, size_t n, uint64_t seed, float lo, float hi)
+{
+    G1_CU(g1_cuda_fill_f32(e->stream, x, n, seed, lo, hi));
+    return G1_OK;
+}
+
+static g1_status check_config(const g1_config *c, const g1_engine_opts *o)
+{
+    if (o->n_slots < 1 || o->max_batch < 1)
+        return G1_FAIL(G1_ERR_ARG, "engine needs at least one slot and a batch of at least one token");
+    if (o->max_context < 0 || o->max_context > c->max_seq_len)
+        return G1_FAIL(G1_ERR_ARG, "max_context %d outside 0..max_seq_len (%d)", o->max_context, c->max_seq_len);
+    if (c->key_size > 256 || c->key_size % 2 || c->num_q_heads % c->num_kv_heads)
+        return G1_FAIL(G1_ERR_ARG, "the CUDA backend needs an even key_size <= 256 (got %d) and kv heads dividing "
+                                   "the q heads", c->key_size);
+    if (c->num_experts > 256 || c->num_selected_experts > c->num_experts)
+        return G1_FAIL(G1_ERR_ARG, "the CUDA backend routes at most 256 experts (got %d, top-%d)", c->num_experts,
+                       c->num_selected_experts);
+    int n = g1_cuda_device_count();
+    if (o->device < 0 || o->device >= n)
+        return G1_FAIL(G1_ERR_CUDA, "CUDA device %d asked for, but %d GPU(s) are visible%s", o->device, n,
+                       n ? "" : ": is this a GPU node, and is CUDA_VISIBLE_DEVICES set right?");
+    return G1_OK;
+}
+
+/* Stream, cuBLAS, and the engine's fixed fields; no weights yet. */
+static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int layer0, int nL, int e0, int e1,
+                              const g1_engine_opts *opts, const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
+{
+    *out = NULL;
+    G1_TRY(check_config(c, opts));
+    g1_cuda_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    *out = e;
+    e->cfg = *c;
+    e->opts = *opts;
+    if (!e->opts.max_context)
+        e->opts.max_context = c->max_seq_len;
+    if (dispatch)
+        e->dispatch = *dispatch;
+    e->layer0 = layer0;
+    e->nL = nL;
+    e->expert0 = e0;
+    e->expert1 = e1;
+    G1_CU(cudaSetDevice(opts->device));
+    G1_CU(cudaStreamCreateWithFlags(&e->stream, cudaStreamNonBlocking));
+    G1_CUBLAS(cublasCreate(&e->blas));
+    G1_CUBLAS(cublasSetStream(e->blas, e->stream));
+    e->mm.stream = e->stream;
+    e->mm.blas = e->blas;
+    G1_CU(cudaDeviceGetAttribute(&e->mm.sms, cudaDevAttrMultiProcessorCount, opts->device));
+    int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
+    e->mm.gemv_max = gm < 0 ? 0 : gm > 64 ? 64 : gm;
+    e->mm.split = co && co->gemm_split;
+    e->layers = calloc(nL ? (size_t)nL : 1, sizeof *e->layers);
+    int El = e1 - e0;
+    e->mats = calloc((size_t)(nL ? nL : 1) * 3 * (El ? (size_t)El : 1), sizeof *e->mats);
+    e->slots = calloc((size_t)opts->n_slots, sizeof *e->slots);
+    if (!e->layers || !e->mats || !e->slots)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < nL; l++)
+        for (int m = 0; m < 3; m++)
+            e->layers[l].moe[m] = e->mats + ((size_t)l * 3 + m) * El;
+    return G1_OK;
+}
+
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Scratch for max_batch tokens, once the weights are in place. */
+static g1_status engine_scratch(g1_cuda_engine *e)
+{
+    const g1_config *c = &e->cfg;
+    size_t T = (size_t)e->opts.max_batch, D = (size_t)c->emb_size, K = (size_t)c->key_size;
+    size_t QK = (size_t)c->num_q_heads * K, KV = (size_t)c->num_kv_heads * K, k = (size_t)c->num_selected_experts;
+    size_t F = (size_t)c->ffn_size, R = T * k, V = (size_t)c->vocab_size;
+    size_t pn = 0, wn = 0, xn = 0;
+    for (int id = 0; id < G1_NUM_QMAT; id++) {
+        int rows, cols;
+        g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
+        size_t p, w, x;
+        g1_cuda_mm_sizes(&e->mm, id >= G1_MOE_GATE ? (int)R : (int)T, rows, cols, &p, &w, &x);
+        pn = zmax(pn, p);
+        wn = zmax(wn, w);
+        xn = zmax(xn, x);
+    }
+    if (e->embedding)
+        xn = zmax(xn, T * D * (e->mm.split ? 2 : 1));
+    e->mm.partial_n = pn;
+    e->mm.wbf_n = wn;
+    e->mm.xbf_n = xn;
+    size_t budget = (size_t)64 << 20, per = T * (size_t)c->num_q_heads * (K + 2);
+    size_t ms = budget / per;
+    e->max_splits = ms < 1 ? 1 : ms > 64 ? 64 : (int)ms;
+    G1_TRY(dalloc(e, &e->mm.partial, pn * sizeof(float)));
+    G1_TRY(dalloc(e, &e->mm.wbf, wn * 2));
+    G1_TRY(dalloc(e, &e->mm.xbf, xn * 2));
+    G1_TRY(dalloc(e, &e->tab, T * 28));
+    G1_TRY(dalloc(e, &e->x, T * D * 4));
+    G1_TRY(dalloc(e, &e->xn, T * D * 4));
+    G1_TRY(dalloc(e, &e->q, T * QK * 4));
+    G1_TRY(dalloc(e, &e->att, T * QK * 4));
+    G1_TRY(dalloc(e, &e->k, T * KV * 4));
+    G1_TRY(dalloc(e, &e->v, T * KV * 4));
+    G1_TRY(dalloc(e, &e->o, T * D * 4));
+    G1_TRY(dalloc(e, &e->part, per * (size_t)e->max_splits * 4));
+    G1_TRY(dalloc(e, &e->idx, R * sizeof(int)));
+    G1_TRY(dalloc(e, &e->gate, R * 4));
+    G1_TRY(dalloc(e, &e->rows, 2 * R * sizeof(int)));
+    G1_TRY(dalloc(e, &e->tok, T * sizeof(int)));
+    G1_TRY(dalloc(e, &e->xg, R * D * 4));
+    G1_TRY(dalloc(e, &e->yg, R * D * 4));
+    G1_TRY(dalloc(e, &e->xr, R * D * 4));
+    G1_TRY(dalloc(e, &e->h1, R * F * 4));
+    G1_TRY(dalloc(e, &e->h2, R * F * 4));
+    if (e->embedding)
+        G1_TRY(dalloc(e, &e->logits, T * V * 4));
+    G1_TRY(halloc(&e->tab_h, T * 28));
+    G1_TRY(halloc(&e->idx_h, R * sizeof(int)));
+    G1_TRY(halloc(&e->rows_h, 2 * R * sizeof(int)));
+    G1_TRY(halloc(&e->gate_h, R * 4));
+    G1_TRY(halloc(&e->xh, R * D * 4));
+    G1_TRY(halloc(&e->yh, R * D * 4));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
+                              const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
+{
+    const g1_config *c = &w->cfg;
+    *out = NULL;
+    if (!dispatch && (w->expert0 != 0 || w->expert1 != c->num_experts))
+        return G1_FAIL(G1_ERR_ARG, "local MoE needs all %d experts, but only %d..%d are held", c->num_experts,
+                       w->expert0, w->expert1 - 1);
+    g1_cuda_engine *e;
+    g1_status st = engine_start(&e, c, w->layer0, w->layer1 - w->layer0, w->expert0, w->expert1, opts, dispatch, co);
+    int El = w->expert1 - w->expert0;
+    size_t D = (size_t)c->emb_size;
+    for (int l = 0; st == G1_OK && l < e->nL; l++) {
+        const g1_layer_weights *L = &w->layers[l];
+        g1_cuda_layer *G = &e->layers[l];
+        for (int n = 0; st == G1_OK && n < G1_NUM_NORM; n++)
+            st = up(e, &G->norm[n], L->norm[n], D * sizeof(float));
+        for (int m = 0; st == G1_OK && m < 4; m++)
+            st = up_qmat(e, &L->attn[m], &G->attn[m]);
+        if (st == G1_OK)
+            st = up(e, &G->router, L->router, D * (size_t)c->num_experts * sizeof(float));
+        for (int m = 0; m < 3; m++)
+            for (int x = 0; st == G1_OK && x < El; x++)
+                st = up_qmat(e, &L->moe[m][x], &G->moe[m][x]);
+    }
+    if (st == G1_OK && w->embedding)
+        st = up(e, &e->embedding, w->embedding, (size_t)c->vocab_size * D * 2);
+    if (st == G1_OK && w->final_norm)
+        st = up(e, &e->final_norm, w->final_norm, D * sizeof(float));
+    if (st == G1_OK)
+        st = engine_scratch(e);
+    if (st != G1_OK) {
+        g1_cuda_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_init_random(g1_cuda_engine **out, const g1_config *cfg, int nL, const g1_engine_opts *opts,
+                                     const g1_cuda_opts *co, uint64_t seed)
+{
+    g1_cuda_engine *e;
+    g1_status st = engine_start(&e, cfg, 0, nL, 0, cfg->num_experts, opts, NULL, co);
+    size_t D = (size_t)cfg->emb_size;
+    int blocks[G1_NUM_QMAT];
+    for (int id = 0; id < G1_NUM_QMAT; id++) {
+        int rows, cols;
+        g1_qmat_shape(cfg, (g1_qmat_id)id, &rows, &cols);
+        blocks[id] = g1_config_default_blocks(cfg, rows, id == G1_ATTN_O || id == G1_MOE_DOWN ? 8 : 1);
+    }
+    for (int l = 0; st == G1_OK && l < nL; l++) {
+        g1_cuda_layer *G = &e->layers[l];
+        uint64_t s = seed * 1000003u + (uint64_t)l * 4096u;
+        for (int n = 0; st == G1_OK && n < G1_NUM_NORM; n++) {
+            st = dalloc(e, &G->norm[n], D * sizeof(float));
+            if (st == G1_OK)
+                st = rand_f32(e, G->norm[n], D, s + 10 + (uint64_t)n, 0.5f, 1.5f);
+        }
+        for (int m = 0; st == G1_OK && m < 4; m++) {
+            int rows, cols;
+            g1_qmat_shape(cfg, (g1_qmat_id)m, &rows, &cols);
+            st = rand_qmat(e, rows, cols, blocks[m], s + 20 + 2 * (uint64_t)m, &G->attn[m]);
+        }
+        if (st == G1_OK)
+            st = dalloc(e, &G->router, D * (size_t)cfg->num_experts * sizeof(float));
+        if (st == G1_OK)
+            st = rand_f32(e, G->router, D * (size_t)cfg->num_experts, s + 30, -0.05f, 0.05f);
+        for (int m = 0; m < 3; m++) {
+            int rows, cols;
+            g1_qmat_shape(cfg, (g1_qmat_id)(G1_MOE_GATE + m), &rows, &cols);
+            for (int x = 0; st == G1_OK && x < cfg->num_experts; x++)
+                st = rand_qmat(e, rows, cols, blocks[G1_MOE_GATE + m], s + 100 + 16 * (uint64_t)m + 2 * (uint64_t)x,
+                               &G->moe[m][x]);
+        }
+    }
+    if (st == G1_OK)
+        st = engine_scratch(e);
+    if (st != G1_OK) {
+        g1_cuda_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return G1_OK;
+}
+
+void g1_cuda_engine_free(g1_cuda_engine *e)
+{
+    if (!e)
+        return;
+    cudaSetDevice(e->opts.device);
+    if (e->stream)
+        cudaStreamSynchronize(e->stream);
+    for (int i = 0; i < e->n_allocs; i++)
+        cudaFree(e->allocs[i]);
+    for (int s = 0; e->slots && s < e->opts.n_slots; s++) {
+        cudaFree(e->slots[s].k);
+        cudaFree(e->slots[s].v);
+    }
+    void *pinned[] = {e->tab_h, e->idx_h, e->rows_h, e->gate_h, e->xh, e->yh};
+    for (size_t i = 0; i < sizeof pinned / sizeof pinned[0]; i++)
+        if (pinned[i])
+            cudaFreeHost(pinned[i]);
+    if (e->blas)
+        cublasDestroy(e->blas);
+    if (e->stream)
+        cudaStreamDestroy(e->stream);
+    free(e->allocs);
+    free(e->layers);
+    free(e->mats);
+    free(e->slots);
+    free(e);
+}
+
+int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot) { return e->slots[slot].len; }
+void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot) { e->slots[slot].len = 0; }
+
+/* Room for `need` positions in a slot's caches (doubling, capped): a new
+ * allocation, the cached rows of every layer copied over. */
+static g1_status slot_reserve(g1_cuda_engine *e, g1_cuda_slot *s, int need)
+{
+    if (need <= s->cap)
+        return G1_OK;
+    int cap = s->cap ? s->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    if (cap > e->opts.max_context)
+        cap = e->opts.max_context;
+    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * sizeof(float);
+    size_t bytes = (size_t)(e->nL ? e->nL : 1) * (size_t)cap * row;
+    float *kv[2] = {NULL, NULL}, *old[2] = {s->k, s->v};
+    for (int i = 0; i < 2; i++) {
+        cudaError_t st = cudaMalloc((void **)&kv[i], bytes);
+        if (st != cudaSuccess) {
+            cudaFree(kv[0]);
+            return G1_FAIL(G1_ERR_CUDA, "%s:%d: no GPU memory for the KV cache of %d positions (%zu bytes): %s; "
+                                        "try fewer slots or a smaller context", __FILE__, __LINE__, cap, bytes,
+                           cudaGetErrorString(st));
+        }
+        if (old[i] && s->len && e->nL)
+            G1_CU(cudaMemcpy2DAsync(kv[i], (size_t)cap * row, old[i], (size_t)s->cap * row, (size_t)s->len * row,
+                                    (size_t)e->nL, cudaMemcpyDeviceToDevice, e->stream));
+    }
+    G1_CU(cudaStreamSynchronize(e->stream));
+    cudaFree(old[0]);
+    cudaFree(old[1]);
+    s->k = kv[0];
+    s->v = kv[1];
+    s->cap = cap;
+    return G1_OK;
+}
+
+/* As the CPU engine: consecutive positions, no gaps; sets each slot's new
+ * length; then the token table (cache pointers, positions) goes up. */
+static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
+{
+    if (b->T < 0 || b->T > e->opts.max_batch)
+        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
+    for (int t = 0; t < b->T; t++) {
+        int sl = b->slot[t], p = b->pos[t];
+        if (sl < 0 || sl >= e->opts.n_slots)
+            return G1_FAIL(G1_ERR_ARG, "token %d: slot %d outside 0..%d", t, sl, e->opts.n_slots - 1);
+        if (p < 0 || p >= e->opts.max_context)
+            return G1_FAIL(G1_ERR_RANGE, "token %d: position %d outside the context of %d", t, p,
+                           e->opts.max_context);
+        g1_cuda_slot *s = &e->slots[sl];
+        if (p > s->len)
+            return G1_FAIL(G1_ERR_ARG, "token %d: position %d leaves a gap after slot %d's %d cached positions", t,
+                           p, sl, s->len);
+        G1_TRY(slot_reserve(e, s, p + 1));
+        s->len = p + 1;
+    }
+    size_t T = (size_t)e->opts.max_batch, kvw = (size_t)e->cfg.num_kv_heads * e->cfg.key_size;
+    float **k0 = e->tab_h, **v0 = k0 + T;
+    long long *ls = (long long *)(v0 + T);
+    int *pos = (int *)(ls + T);
+    for (int t = 0; t < b->T; t++) {
+        g1_cuda_slot *s = &e->slots[b->slot[t]];
+        k0[t] = s->k;
+        v0[t] = s->v;
+        ls[t] = (long long)s->cap * (long long)kvw;
+        pos[t] = b->pos[t];
+    }
+    G1_CU(cudaMemcpyAsync(e->tab, e->tab_h, T * 28, cudaMemcpyHostToDevice, e->stream));
+    return G1_OK;
+}
+
+/* The experts through a distributed dispatch: host buffers around it. */
+static g1_status moe_dispatch(g1_cuda_engine *e, int l, int T)
+{
+    size_t D = (size_t)e->cfg.emb_size, n = (size_t)T * e->cfg.num_selected_experts;
+    if (T) {
+        G1_CU(cudaMemcpyAsync(e->xh, e->xn, (size_t)T * D * 4, cudaMemcpyDeviceToHost, e->stream));
+        G1_CU(cudaMemcpyAsync(e->idx_h, e->idx, n * sizeof(int), cudaMemcpyDeviceToHost, e->stream));
+        G1_CU(cudaMemcpyAsync(e->gate_h, e->gate, n * 4, cudaMemcpyDeviceToHost, e->stream));
+        G1_CU(cudaStreamSynchronize(e->stream));
+    }
+    G1_TRY(e->dispatch.run(e->dispatch.ctx, e->layer0 + l, T, e->xh, e->idx_h, e->gate_h, e->yh));
+    G1_CU(cudaSetDevice(e->opts.device));
+    if (T)
+        G1_CU(cudaMemcpyAsync(e->o, e->yh, (size_t)T * D * 4, cudaMemcpyHostToDevice, e->stream));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
+{
+    G1_CU(cudaSetDevice(e->opts.device));
+    G1_TRY(batch_admit(e, b));
+    const g1_config *c = &e->cfg;
+    int T = b->T, D = c->emb_size, K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads;
+    int kvw = Hkv * K;
+    float eps = (float)c->rms_eps;
+    cudaStream_t s = e->stream;
+    size_t MB = (size_t)e->opts.max_batch;
+    float *const *k0 = e->tab, *const *v0 = (float *const *)e->tab + MB;
+    const long long *ls = (const long long *)(v0 + MB);
+    const int *pos = (const int *)(ls + MB);
+    g1_cuda_mm *mm = &e->mm;
+    /* T == 0 still walks the layers: a distributed dispatch is collective */
+    for (int l = 0; l < e->nL; l++) {
+        const g1_cuda_layer *L = &e->layers[l];
+        if (T) {
+            G1_CU(g1_cuda_rmsnorm(s, e->x, T, D, L->norm[G1_ATTN_NORM], eps, e->xn));
+            G1_TRY(g1_cuda_matmul_q8(mm, e->xn, T, &L->attn[0], e->q));
+            G1_TRY(g1_cuda_matmul_q8(mm, e->xn, T, &L->attn[1], e->k));
+            G1_TRY(g1_cuda_matmul_q8(mm, e->xn, T, &L->attn[2], e->v));
+            G1_CU(g1_cuda_rope(s, e->q, T, Hq, K, pos, c->rope_base));
+            G1_CU(g1_cuda_rope(s, e->k, T, Hkv, K, pos, c->rope_base));
+            g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = pos, .layer = l};
+            G1_CU(g1_cuda_kv_store(s, &kv, T, kvw, e->k, e->v));
+            g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = e->max_splits, .q = e->q,
+                                    .kv = kv, .mult = (float)c->attn_output_multiplier,
+                                    .cap = (float)c->attn_logit_cap, .part = e->part, .out = e->att};
+            G1_CU(g1_cuda_attention(s, &aa));
+            G1_TRY(g1_cuda_matmul_q8(mm, e->att, T, &L->attn[3], e->o));
+            G1_CU(g1_cuda_add_rmsnorm(s, e->x, e->o, T, D, L->norm[G1_ATTN_OUT_NORM], eps));
+            G1_CU(g1_cuda_rmsnorm(s, e->x, T, D, L->norm[G1_MOE_NORM], eps, e->xn));
+            G1_CU(g1_cuda_router(s, e->xn, T, D, L->router, c->num_experts, c->num_selected_experts, e->idx,
+                                  e->gate));
+        }
+        if (e->dispatch.run)
+            G1_TRY(moe_dispatch(e, l, T));
+        else if (T)
+            G1_TRY(g1_cuda_moe_device(e, l, T, e->xn, e->idx, e->gate, e->o));
+        if (T)
+            G1_CU(g1_cuda_add_rmsnorm(s, e->x, e->o, T, D, L->norm[G1_MOE_OUT_NORM], eps));
+    }
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
+{
+    G1_CU(cudaSetDevice(e->opts.device));
+    size_t bytes = (size_t)(b->T > 0 ? b->T : 0) * e->cfg.emb_size * sizeof(float);
+    if (b->T > e->opts.max_batch)
+        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
+    if (bytes)
+        G1_CU(cudaMemcpyAsync(e->x, x, bytes, cudaMemcpyHostToDevice, e->stream));
+    G1_TRY(g1_cuda_engine_forward_device(e, b));
+    if (bytes)
+        G1_CU(cudaMemcpyAsync(x, e->x, bytes, cudaMemcpyDeviceToHost, e->stream));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, float *x)
+{
+    const g1_config *c = &e->cfg;
+    if (!e->embedding)
+        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return G1_FAIL(G1_ERR_RANGE, "token id %d outside the vocabulary (0..%d)", tokens[t], c->vocab_size - 1);
+    G1_CU(cudaSetDevice(e->opts.device));
+    size_t D = (size_t)c->emb_size;
+    for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
+        int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
+        G1_CU(cudaMemcpyAsync(e->tok, tokens + t0, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, e->stream));
+        G1_CU(g1_cuda_embed(e->stream, e->embedding, (int)D, e->tok, n, (float)c->embedding_multiplier, e->x));
+        G1_CU(cudaMemcpyAsync(x + (size_t)t0 * D, e->x, (size_t)n * D * 4, cudaMemcpyDeviceToHost, e->stream));
+        G1_CU(cudaStreamSynchronize(e->stream));
+    }
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float *logits)
+{
+    const g1_config *c = &e->cfg;
+    if (!e->embedding || !e->final_norm)
+        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
+    G1_CU(cudaSetDevice(e->opts.device));
+    size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
+    for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
+        int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
+        G1_CU(cudaMemcpyAsync(e->x, x + (size_t)t0 * D, (size_t)n * D * 4, cudaMemcpyHostToDevice, e->stream));
+        G1_CU(g1_cuda_rmsnorm(e->stream, e->x, n, (int)D, e->final_norm, (float)c->rms_eps, e->xn));
+        G1_TRY(g1_cuda_unembed(&e->mm, e->xn, n, (int)D, e->embedding, (int)V, (float)c->output_multiplier,
+                               e->logits));
+        G1_CU(cudaMemcpyAsync(logits + (size_t)t0 * V, e->logits, (size_t)n * V * 4, cudaMemcpyDeviceToHost,
+                              e->stream));
+        G1_CU(cudaStreamSynchronize(e->stream));
+    }
+    return G1_OK;
+}

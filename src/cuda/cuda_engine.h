@@ -1,0 +1,45 @@
+/* The CUDA engine: what g1_engine runs when opts.backend is G1_BACKEND_CUDA.
+ * Same semantics as the CPU engine (engine.h), with the int8 weights, their
+ * scales and the KV caches in device memory. Plain C with no CUDA types, so
+ * the engine core can include it; built without CUDA (cuda_none.c) every
+ * entry point fails with a message saying so. */
+#ifndef G1_CUDA_ENGINE_H
+#define G1_CUDA_ENGINE_H
+
+#include "engine.h"
+
+typedef struct g1_cuda_engine g1_cuda_engine;
+
+/* Tuning and test switches; NULL or zeros give the defaults. */
+typedef struct g1_cuda_opts {
+    int gemv_max_tokens; /* most rows per matmul for the int8 GEMV kernel, more
+                          * go to dequantised tiles + cuBLAS (0: 16; -1: always cuBLAS) */
+    int gemm_split;      /* 1: cuBLAS inputs as bf16 hi + lo, two GEMMs, near-float32
+                          * activations (tests); 0: one bf16 GEMM (default) */
+} g1_cuda_opts;
+
+/* GPUs visible to this process (0 when none, or built without CUDA). */
+int g1_cuda_device_count(void);
+/* 1 when this binary has the CUDA backend. */
+int g1_cuda_built(void);
+
+/* Upload `w` (borrowed only during the call) to device opts->device. With
+ * dispatch NULL the MoE runs on the device (needs every expert); otherwise
+ * the dispatch is called with host buffers (pinned) each layer. */
+g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
+                              const g1_moe_dispatch *dispatch, const g1_cuda_opts *co);
+void g1_cuda_engine_free(g1_cuda_engine *e);
+/* As g1_engine_forward / _embed / _logits; x and logits are host memory. */
+g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x);
+g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, float *x);
+g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float *logits);
+int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot);
+void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot);
+/* As g1_moe_local / g1_moe_expert_rows, host pointers in and out (what a
+ * remote rank's rows need under mpi/). */
+g1_status g1_cuda_moe_local(g1_cuda_engine *e, int layer, int T, const float *x, const int *idx,
+                            const float *gate, float *out);
+g1_status g1_cuda_moe_expert_rows(g1_cuda_engine *e, int layer, int n, const float *x, const int *expert,
+                                  float *y);
+
+#endif

@@ -1,0 +1,72 @@
+/* State of the CUDA engine, shared by cuda_engine.c, cuda_moe.c and the
+ * benchmark. Not exported beyond src/cuda and tests/cuda. */
+#ifndef G1_CUDA_INTERNAL_H
+#define G1_CUDA_INTERNAL_H
+
+#include "cuda/cuda_engine.h"
+#include "cuda/cuda_check.h"
+
+typedef struct g1_cuda_layer {
+    float *norm[G1_NUM_NORM]; /* (D) each */
+    g1_dqmat attn[4];         /* q (D, Hq*K), k, v (D, Hkv*K), o (Hq*K, D) */
+    float *router;            /* (D, E) */
+    g1_dqmat *moe[3];         /* [gate|up|down] (E_local) host array of device matrices */
+} g1_cuda_layer;
+
+typedef struct g1_cuda_slot {
+    int len, cap;             /* cached and allocated positions */
+    float *k, *v;             /* (layers, cap, Hkv*K) each, device */
+} g1_cuda_slot;
+
+struct g1_cuda_engine {
+    g1_config cfg;
+    g1_engine_opts opts;
+    g1_moe_dispatch dispatch; /* .run NULL: the MoE runs on the device */
+    int layer0, nL, expert0, expert1;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    g1_cuda_mm mm;
+    void **allocs;            /* device allocations, freed by g1_cuda_engine_free */
+    int n_allocs, cap_allocs;
+    uint16_t *embedding;      /* (V, D) bf16, NULL when not held */
+    float *final_norm;        /* (D) */
+    g1_cuda_layer *layers;    /* (nL) host array */
+    g1_dqmat *mats;           /* (nL * 3 * E_local) backing of layers[].moe */
+    g1_cuda_slot *slots;      /* (n_slots) */
+    int max_splits;           /* attention key splits */
+    /* per-batch token table: k0 (T ptrs), v0 (T ptrs), lstride (T), pos (T) */
+    void *tab, *tab_h;        /* device, pinned host */
+    /* device scratch, sized for max_batch tokens (R = max_batch * top-k rows) */
+    float *x, *xn;            /* (T, D) */
+    float *q, *att;           /* (T, Hq*K) */
+    float *k, *v;             /* (T, Hkv*K) */
+    float *o;                 /* (T, D) */
+    float *part;              /* (T, Hq, max_splits, K + 2) attention splits */
+    int *idx;                 /* (T, topk) */
+    float *gate;              /* (T, topk) */
+    int *rows;                /* (2R): grouped order of rows, then each row's place in it */
+    int *tok;                 /* (T) token ids */
+    float *xg, *yg;           /* (R, D) expert inputs / outputs in grouped order */
+    float *xr;                /* (R, D) rows that came from the host (g1_cuda_moe_expert_rows) */
+    float *h1, *h2;           /* (R, F) */
+    float *logits;            /* (T, V) when the embedding is held */
+    /* pinned host mirrors */
+    int *idx_h, *rows_h;      /* (R), (2R) */
+    float *gate_h;            /* (R) */
+    float *xh, *yh;           /* (R, D) host side of the dispatch / expert rows */
+};
+
+/* Start an engine of nL layers of `cfg` (all experts, no embedding) whose
+ * weights are pseudo-random and made on the device: the benchmark's layer
+ * at the real shapes without a file or host copy. */
+g1_status g1_cuda_engine_init_random(g1_cuda_engine **out, const g1_config *cfg, int nL, const g1_engine_opts *opts,
+                                     const g1_cuda_opts *co, uint64_t seed);
+/* The layers over x (T, D) already in device memory (e->x): no host copies. */
+g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b);
+/* MoE on the device for local layer l: out (T, D) from xn, idx, gate (device). */
+g1_status g1_cuda_moe_device(g1_cuda_engine *e, int l, int T, const float *xn, const int *idx, const float *gate,
+                             float *out);
+/* y (n, D) = expert[i](x[i]) for n rows of device x with host expert ids. */
+g1_status g1_cuda_expert_rows_device(g1_cuda_engine *e, int l, int n, const float *x, const int *expert_h, float *y);
+
+#endif

@@ -1,0 +1,117 @@
+/* The int8 matmuls and the un-embedding, host side: the GEMV kernel for few
+ * rows (split-K sized from the matrix alone, so a row's result does not
+ * depend on how many rows share the call), dequantised bf16 panels and
+ * cuBLAS (bf16 in, float32 accumulate) for many. */
+#include "cuda/cuda_check.h"
+
+enum { MIN_ROWS_PER_SPLIT = 192 };
+
+/* Split-K slices: about 3 blocks per multiprocessor, each slice at least
+ * MIN_ROWS_PER_SPLIT rows, a multiple of 8 (one row per warp per step). */
+static int gemv_splits(const g1_cuda_mm *mm, int rows, int cols, int *rows_per_split)
+{
+    int gc = g1_cuda_gemv_cols(), tiles = (cols + gc - 1) / gc;
+    int want = (3 * (mm->sms > 0 ? mm->sms : 132) + tiles - 1) / tiles;
+    int most = rows / MIN_ROWS_PER_SPLIT;
+    int s = want < most ? want : most;
+    if (s < 1)
+        s = 1;
+    int rps = (rows + s - 1) / s;
+    rps = (rps + 7) / 8 * 8;
+    *rows_per_split = rps;
+    return (rows + rps - 1) / rps;
+}
+
+static size_t panel_rows(const g1_cuda_mm *mm, int rows, int cols)
+{
+    size_t kr = mm->wbf_n / (size_t)cols;
+    if (kr >= (size_t)rows)
+        return (size_t)rows;
+    return kr >= 64 ? kr / 64 * 64 : kr;
+}
+
+void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *partial_n, size_t *wbf_n,
+                      size_t *xbf_n)
+{
+    int rps, splits = gemv_splits(mm, rows, cols, &rps);
+    int tg = T < mm->gemv_max ? T : mm->gemv_max;
+    *partial_n = splits > 1 ? (size_t)splits * (size_t)tg * (size_t)cols : 0;
+    size_t whole = (size_t)rows * cols, cap = (size_t)32 << 20; /* panels of at most 64 MB */
+    *wbf_n = whole < cap ? whole : cap;
+    *xbf_n = (size_t)T * rows * (mm->split ? 2 : 1);
+}
+
+g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
+{
+    if (T <= 0)
+        return G1_OK;
+    int rps, splits = gemv_splits(mm, W->rows, W->cols, &rps);
+    size_t n = (size_t)T * W->cols;
+    if (splits > 1 && (size_t)splits * n > mm->partial_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA GEMV of %d rows x %d columns needs %zu partial sums, has %zu", T,
+                       W->cols, (size_t)splits * n, mm->partial_n);
+    G1_CU(g1_cuda_gemv_launch(mm->stream, x, T, W, rps, splits, splits > 1 ? mm->partial : y));
+    if (splits > 1)
+        G1_CU(g1_cuda_gemv_reduce(mm->stream, mm->partial, splits, n, y));
+    return G1_OK;
+}
+
+g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
+{
+    if (T <= 0)
+        return G1_OK;
+    int rows = W->rows, cols = W->cols;
+    size_t nx = (size_t)T * rows;
+    if (nx * (mm->split ? 2 : 1) > mm->xbf_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA GEMM input of %d x %d exceeds the scratch", T, rows);
+    size_t kr = panel_rows(mm, rows, cols);
+    if (!kr)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA GEMM: no room to dequantise a row of %d columns", cols);
+    uint16_t *hi = mm->xbf, *lo = mm->split ? mm->xbf + nx : NULL;
+    G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, hi, lo));
+    G1_CUBLAS(cublasSetStream(mm->blas, mm->stream));
+    const float one = 1, zero = 0;
+    for (size_t r0 = 0; r0 < (size_t)rows; r0 += kr) {
+        int nr = (int)((size_t)rows - r0 < kr ? (size_t)rows - r0 : kr);
+        G1_CU(g1_cuda_dequant(mm->stream, W, (int)r0, nr, mm->wbf));
+        /* column-major view: Y (cols, T) += Wpanel (cols, nr) . X[:, r0:r0+nr] (nr, T) */
+        for (int half = 0; half < (lo ? 2 : 1); half++) {
+            const uint16_t *xp = (half ? lo : hi) + r0;
+            G1_CUBLAS(cublasGemmEx(mm->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, T, nr, &one, mm->wbf, CUDA_R_16BF,
+                                   cols, xp, CUDA_R_16BF, rows, (r0 || half) ? &one : &zero, y, CUDA_R_32F, cols,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+    }
+    return G1_OK;
+}
+
+g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
+{
+    if (T <= mm->gemv_max)
+        return g1_cuda_gemv_q8(mm, x, T, W, y);
+    return g1_cuda_gemm_q8(mm, x, T, W, y);
+}
+
+g1_status g1_cuda_unembed(g1_cuda_mm *mm, const float *x, int T, int D, const uint16_t *E, int V, float mult,
+                          float *y)
+{
+    if (T <= 0)
+        return G1_OK;
+    if (T <= G1_CUDA_UNEMBED_MAX_T && T <= mm->gemv_max && D % 8 == 0) {
+        G1_CU(g1_cuda_unembed_few(mm->stream, x, T, D, E, V, mult, y));
+        return G1_OK;
+    }
+    size_t nx = (size_t)T * D;
+    if (nx * (mm->split ? 2 : 1) > mm->xbf_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA un-embedding input of %d x %d exceeds the scratch", T, D);
+    uint16_t *hi = mm->xbf, *lo = mm->split ? mm->xbf + nx : NULL;
+    G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, hi, lo));
+    G1_CUBLAS(cublasSetStream(mm->blas, mm->stream));
+    const float zero = 0, one = 1;
+    /* column-major: Y (V, T) = E^T (V, D) . X (D, T), E stored (D, V) column-major */
+    for (int half = 0; half < (lo ? 2 : 1); half++)
+        G1_CUBLAS(cublasGemmEx(mm->blas, CUBLAS_OP_T, CUBLAS_OP_N, V, T, D, &mult, E, CUDA_R_16BF, D,
+                               half ? lo : hi, CUDA_R_16BF, D, half ? &one : &zero, y, CUDA_R_32F, V,
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return G1_OK;
+}

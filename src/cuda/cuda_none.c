@@ -1,0 +1,52 @@
+/* The CUDA engine's entry points in a build without CUDA: each refuses with
+ * a message that says how to get the backend. No CUDA headers. */
+#include "cuda/cuda_engine.h"
+
+#define NO_CUDA                                                                                          \
+    G1_FAIL(G1_ERR_CUDA, "this build has no CUDA backend: use --backend cpu, or rebuild with nvcc and "   \
+                         "cuBLAS installed (meson setup -Dcuda=enabled)")
+
+int g1_cuda_device_count(void) { return 0; }
+int g1_cuda_built(void) { return 0; }
+
+g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
+                              const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
+{
+    (void)w, (void)opts, (void)dispatch, (void)co;
+    *out = NULL;
+    return NO_CUDA;
+}
+void g1_cuda_engine_free(g1_cuda_engine *e) { (void)e; }
+g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
+{
+    (void)e, (void)b, (void)x;
+    return NO_CUDA;
+}
+g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, float *x)
+{
+    (void)e, (void)T, (void)tokens, (void)x;
+    return NO_CUDA;
+}
+g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float *logits)
+{
+    (void)e, (void)T, (void)x, (void)logits;
+    return NO_CUDA;
+}
+int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot)
+{
+    (void)e, (void)slot;
+    return 0;
+}
+void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot) { (void)e, (void)slot; }
+g1_status g1_cuda_moe_local(g1_cuda_engine *e, int layer, int T, const float *x, const int *idx,
+                            const float *gate, float *out)
+{
+    (void)e, (void)layer, (void)T, (void)x, (void)idx, (void)gate, (void)out;
+    return NO_CUDA;
+}
+g1_status g1_cuda_moe_expert_rows(g1_cuda_engine *e, int layer, int n, const float *x, const int *expert,
+                                  float *y)
+{
+    (void)e, (void)layer, (void)n, (void)x, (void)expert, (void)y;
+    return NO_CUDA;
+}

@@ -1,0 +1,98 @@
+/* The CUDA backend's kernels (the .cu files), each behind a launcher with C
+ * linkage that returns the launch's cudaError_t; the C side (cuda_check.h)
+ * turns errors into g1_status with file and line. Pointers are device
+ * memory. Internal to src/cuda and its tests. */
+#ifndef G1_CUDA_OPS_H
+#define G1_CUDA_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An int8 matrix in device memory, as g1_qmat: element [r, c] is
+ * bf16(w[r, c] * scale[r / (rows / blocks), c]). */
+typedef struct g1_dqmat {
+    const int8_t *w;     /* (rows, cols) */
+    const float *scale;  /* (blocks, cols) */
+    int rows, cols, blocks;
+} g1_dqmat;
+
+/* GEMV: y (T, cols) = x (T, rows) @ deq(W), split-K over `splits` slices of
+ * rows_per_split rows: dst is (splits, T, cols), y itself when splits == 1
+ * (then reduce with g1_cuda_gemv_reduce). Each lane streams 16 columns with
+ * 16-byte loads (byte loads when cols % 16 != 0). */
+cudaError_t g1_cuda_gemv_launch(cudaStream_t s, const float *x, int T, const g1_dqmat *W, int rows_per_split,
+                                int splits, float *dst);
+/* y (n) = sum over j < splits of part[j * n + i], in j order. */
+cudaError_t g1_cuda_gemv_reduce(cudaStream_t s, const float *part, int splits, size_t n, float *y);
+/* Columns one GEMV block covers (grid sizing). */
+int g1_cuda_gemv_cols(void);
+/* out (nr, cols) = bf16(deq(W rows [r0, r0 + nr))): a panel for cuBLAS. */
+cudaError_t g1_cuda_dequant(cudaStream_t s, const g1_dqmat *W, int r0, int nr, uint16_t *out);
+/* y (T, V) = (x (T, D) . E^T) * mult for T <= 16, D % 8 == 0, float32 x. */
+cudaError_t g1_cuda_unembed_few(cudaStream_t s, const float *x, int T, int D, const uint16_t *E, int V, float mult,
+                                float *y);
+#define G1_CUDA_UNEMBED_MAX_T 16
+
+/* out (T, D) = scale * x / sqrt(mean(x^2) + eps) (sum of squares in double). */
+cudaError_t g1_cuda_rmsnorm(cudaStream_t s, const float *x, int T, int D, const float *scale, float eps, float *out);
+/* x (T, D) += RMSNorm(y) */
+cudaError_t g1_cuda_add_rmsnorm(cudaStream_t s, float *x, const float *y, int T, int D, const float *scale,
+                              float eps);
+/* Rotate-half RoPE in place on v (T, heads, K) at positions pos (T). */
+cudaError_t g1_cuda_rope(cudaStream_t s, float *v, int T, int heads, int K, const int *pos, double base);
+/* out (n) = gelu_tanh(a) * b (out may alias a). */
+cudaError_t g1_cuda_gelu_mul(cudaStream_t s, const float *a, const float *b, size_t n, float *out);
+/* Router: softmax(x (T, D) @ Wr (D, E)) in double, top-k (ties to the lower
+ * index), gates the full-softmax probabilities. E <= 256. */
+cudaError_t g1_cuda_router(cudaStream_t s, const float *x, int T, int D, const float *Wr, int E, int k, int *idx,
+                         float *gate);
+/* out (n, D): out[i] = x[rows[i] / div] (gather; div 1 for a plain gather). */
+cudaError_t g1_cuda_gather(cudaStream_t s, const float *x, int D, const int *rows, int div, int n, float *out);
+/* out[t] = sum_j gate[t*k+j] * y[map[t*k+j]] in j order (map NULL: t*k+j). */
+cudaError_t g1_cuda_combine(cudaStream_t s, int T, int D, int k, const float *gate, const float *y, const int *map,
+                          float *out);
+/* x (T, D) = bf16 E[tokens] * mult (tokens already checked). */
+cudaError_t g1_cuda_embed(cudaStream_t s, const uint16_t *E, int D, const int *tokens, int T, float mult, float *x);
+/* hi = bf16(x), lo = bf16(x - hi) for n values (lo may be NULL). */
+cudaError_t g1_cuda_to_bf16(cudaStream_t s, const float *x, size_t n, uint16_t *hi, uint16_t *lo);
+/* Deterministic pseudo-random weights on the device (benchmarks): int8 in
+ * [-127, 127]; floats bf16-exact, lo + (hi - lo) * u. */
+cudaError_t g1_cuda_fill_q8(cudaStream_t s, int8_t *w, size_t n, uint64_t seed);
+cudaError_t g1_cuda_fill_f32(cudaStream_t s, float *x, size_t n, uint64_t seed, float lo, float hi);
+
+/* Where token t's keys and values live: the slot's cache for layer l is
+ * k0[t] + l * lstride[t], rows (cap, Hkv, K). */
+typedef struct g1_cuda_kv {
+    float *const *k0, *const *v0; /* (T) */
+    const long long *lstride;     /* (T) elements per layer */
+    const int *pos;               /* (T) */
+    int layer;
+} g1_cuda_kv;
+/* Write k, v (T, Hkv*K) to the caches at each token's position. */
+cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kvw, const float *k, const float *v);
+/* Causal soft-capped attention of q (T, Hq, K) against the caches, rows
+ * 0..pos[t]; out (T, Hq, K). Keys are split over at most max_splits blocks
+ * per (token, head) (flash-decoding), a split count that depends only on
+ * the token's position, so a result never depends on the batch.
+ * part: (T, Hq, max_splits, K + 2) scratch. K <= 256. */
+typedef struct g1_cuda_attn_args {
+    int T, Hq, Hkv, K, max_splits;
+    const float *q;
+    g1_cuda_kv kv;
+    float mult, cap;
+    float *part;
+    float *out;
+} g1_cuda_attn_args;
+cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,283 @@
+/* Each CUDA op against the CPU op (src/cpu.h) on random shapes: the int8
+ * matmul on both paths (GEMV; dequantised panels + cuBLAS, plain bf16 and
+ * hi+lo), columns not a multiple of 16, blocked scales; RMSNorm, RoPE, GELU,
+ * router, combine; attention over caches whose lengths are not multiples of
+ * any tile; the un-embedding; the MoE with uneven and empty expert groups.
+ * Exits 77 when no GPU is visible. */
+#include <string.h>
+
+#include "bf16.h"
+#include "cpu.h"
+#include "engine.h"
+#include "synth.h"
+#include "cudatest.h"
+
+static cudaStream_t S;
+
+static float *rnd(size_t n, float a)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = a * tu_sym();
+    return p;
+}
+
+/* a host g1_qmat with bf16-exact scales, and its device copy */
+static void mk_qmat(int rows, int cols, int blocks, g1_qmat *h, g1_dqmat *d)
+{
+    h->rows = rows, h->cols = cols, h->blocks = blocks, h->scale_split = NULL;
+    h->w = malloc((size_t)rows * cols);
+    h->scale = malloc((size_t)blocks * cols * sizeof(float));
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        h->w[i] = (int8_t)(tu_int(255) - 127);
+    for (size_t i = 0; i < (size_t)blocks * cols; i++)
+        h->scale[i] = g1_round_bf16((0.5f + (float)tu_unif()) / (73.3f * sqrtf((float)rows)));
+    *d = (g1_dqmat){.w = ct_up(h->w, (size_t)rows * cols), .scale = ct_up(h->scale, (size_t)blocks * cols * 4),
+                    .rows = rows, .cols = cols, .blocks = blocks};
+}
+
+static void mm_init(g1_cuda_mm *mm, cublasHandle_t blas, int T, int rows, int cols, int split)
+{
+    memset(mm, 0, sizeof *mm);
+    mm->stream = S;
+    mm->blas = blas;
+    ct_cu(cudaDeviceGetAttribute(&mm->sms, cudaDevAttrMultiProcessorCount, 0), "attr");
+    mm->gemv_max = 64;
+    mm->split = split;
+    g1_cuda_mm_sizes(mm, T, rows, cols, &mm->partial_n, &mm->wbf_n, &mm->xbf_n);
+    mm->wbf_n = mm->wbf_n > (size_t)cols * 100 ? (size_t)cols * 100 : mm->wbf_n; /* several panels */
+    mm->partial = ct_up(NULL, mm->partial_n * 4);
+    mm->wbf = ct_up(NULL, mm->wbf_n * 2);
+    mm->xbf = ct_up(NULL, mm->xbf_n * 2);
+}
+
+static void mm_free(g1_cuda_mm *mm)
+{
+    cudaFree(mm->partial);
+    cudaFree(mm->wbf);
+    cudaFree(mm->xbf);
+}
+
+static void test_matmul(cublasHandle_t blas, int rows, int cols, int blocks, int T, int path)
+{
+    g1_qmat h;
+    g1_dqmat d;
+    mk_qmat(rows, cols, blocks, &h, &d);
+    float *x = rnd((size_t)T * rows, 1), *ref = malloc((size_t)T * cols * 4), *got = malloc((size_t)T * cols * 4);
+    g1_cpu_matmul_q8(x, T, &h, ref);
+    g1_cuda_mm mm;
+    mm_init(&mm, blas, T, rows, cols, path == 2);
+    float *dx = ct_up(x, (size_t)T * rows * 4), *dy = ct_up(NULL, (size_t)T * cols * 4);
+    ct_ok(path == 0 ? g1_cuda_gemv_q8(&mm, dx, T, &d, dy) : g1_cuda_gemm_q8(&mm, dx, T, &d, dy), "matmul");
+    ct_down(got, dy, (size_t)T * cols * 4);
+    char name[128];
+    snprintf(name, sizeof name, "matmul %s %dx%d b%d T=%d", path == 0 ? "gemv" : path == 1 ? "gemm" : "gemm-split",
+             rows, cols, blocks, T);
+    /* GEMV: float32 x, same products, another summation order; GEMM: x in
+     * bf16 (2^-9 relative per element); split: x to about 2^-17 */
+    ct_close(name, got, ref, (size_t)T * cols, path == 1 ? 2e-2 : 2e-5 * sqrt(rows));
+    mm_free(&mm);
+    cudaFree(dx), cudaFree(dy), cudaFree((void *)d.w), cudaFree((void *)d.scale);
+    free(h.w), free(h.scale), free(x), free(ref), free(got);
+}
+
+static void test_small_ops(void)
+{
+    int T = 7, D = 200, H = 3, K = 16, E = 8, k = 2;
+    float *x = rnd((size_t)T * D, 3), *sc = rnd(D, 1), *ref = malloc((size_t)T * D * 4), *got = malloc((size_t)T * D * 4);
+    float *dx = ct_up(x, (size_t)T * D * 4), *dsc = ct_up(sc, D * 4), *dout = ct_up(NULL, (size_t)T * D * 4);
+    g1_cpu_rmsnorm(x, T, D, sc, 1e-5f, ref);
+    ct_cu(g1_cuda_rmsnorm(S, dx, T, D, dsc, 1e-5f, dout), "rmsnorm");
+    ct_down(got, dout, (size_t)T * D * 4);
+    ct_close("rmsnorm", got, ref, (size_t)T * D, 1e-6);
+
+    /* rope at scattered positions */
+    int pos[7] = {0, 1, 5, 63, 64, 1000, 8191};
+    float *v = rnd((size_t)T * H * K, 1);
+    int *dpos = ct_up(pos, sizeof pos);
+    float *dv = ct_up(v, (size_t)T * H * K * 4);
+    g1_cpu_rope(v, T, H, K, pos, 10000.0);
+    ct_cu(g1_cuda_rope(S, dv, T, H, K, dpos, 10000.0), "rope");
+    ct_down(got, dv, (size_t)T * H * K * 4);
+    ct_close("rope", got, v, (size_t)T * H * K, 1e-6);
+
+    /* gelu x linear */
+    float *a = rnd(5000, 6), *b = rnd(5000, 2), *gr = malloc(5000 * 4), *gg = malloc(5000 * 4);
+    float *da = ct_up(a, 5000 * 4), *db = ct_up(b, 5000 * 4);
+    g1_cpu_gelu_mul(a, b, 5000, gr);
+    ct_cu(g1_cuda_gelu_mul(S, da, db, 5000, da), "gelu");
+    ct_down(gg, da, 5000 * 4);
+    ct_close("gelu_mul", gg, gr, 5000, 1e-6);
+
+    /* router: same experts, same gates (not renormalised) */
+    float *wr = rnd((size_t)D * E, 0.2f), rg[14], gg2[14];
+    int ri[14], gi[14];
+    float *dwr = ct_up(wr, (size_t)D * E * 4), *dgate = ct_up(NULL, sizeof rg);
+    int *didx = ct_up(NULL, sizeof ri);
+    g1_cpu_router(x, T, D, wr, E, k, ri, rg);
+    ct_cu(g1_cuda_router(S, dx, T, D, dwr, E, k, didx, dgate), "router");
+    ct_down(gi, didx, sizeof gi);
+    ct_down(gg2, dgate, sizeof gg2);
+    tu_check(!memcmp(gi, ri, sizeof ri), "router top-k ids == CPU");
+    ct_close("router gates", gg2, rg, 14, 1e-6);
+
+    /* combine: choice order, through a row map */
+    float *y = rnd((size_t)T * k * D, 1), *yp = malloc((size_t)T * k * D * 4);
+    int map[14];
+    for (int i = 0; i < T * k; i++)
+        map[i] = (i * 5 + 3) % (T * k); /* a permutation of 14 */
+    for (int i = 0; i < T * k; i++)
+        memcpy(yp + (size_t)map[i] * D, y + (size_t)i * D, (size_t)D * 4);
+    g1_moe_combine(T, D, k, rg, y, ref);
+    float *dy = ct_up(yp, (size_t)T * k * D * 4), *dg = ct_up(rg, sizeof rg);
+    int *dmap = ct_up(map, sizeof map);
+    ct_cu(g1_cuda_combine(S, T, D, k, dg, dy, dmap, dout), "combine");
+    ct_down(got, dout, (size_t)T * D * 4);
+    ct_close("combine (mapped rows)", got, ref, (size_t)T * D, 1e-6);
+    cudaFree(dx), cudaFree(dsc), cudaFree(dout), cudaFree(dpos), cudaFree(dv), cudaFree(da), cudaFree(db);
+    cudaFree(dwr), cudaFree(dgate), cudaFree(didx), cudaFree(dy), cudaFree(dg), cudaFree(dmap);
+    free(x), free(sc), free(ref), free(got), free(v), free(a), free(b), free(gr), free(gg), free(wr), free(y), free(yp);
+}
+
+/* tokens of 3 slots with caches of odd lengths, some long enough to split */
+static void test_attention(int Hq, int Hkv, int K, int max_splits)
+{
+    enum { NS = 3, T = 6 };
+    int cap[NS] = {70, 1000, 2500}, slot[T] = {0, 0, 1, 2, 2, 1}, pos[T] = {0, 69, 999, 1, 2499, 512};
+    int kvw = Hkv * K;
+    float *hk[NS], *hv[NS], *dk[NS], *dv[NS];
+    const float *kc[T], *vc[T];
+    float *k0[T], *v0[T];
+    long long ls[T];
+    for (int s = 0; s < NS; s++) {
+        hk[s] = rnd((size_t)cap[s] * kvw, 2);
+        hv[s] = rnd((size_t)cap[s] * kvw, 1);
+        dk[s] = ct_up(hk[s], (size_t)cap[s] * kvw * 4);
+        dv[s] = ct_up(hv[s], (size_t)cap[s] * kvw * 4);
+    }
+    for (int t = 0; t < T; t++) {
+        kc[t] = hk[slot[t]], vc[t] = hv[slot[t]];
+        k0[t] = dk[slot[t]], v0[t] = dv[slot[t]];
+        ls[t] = (long long)cap[slot[t]] * kvw;
+    }
+    float *q = rnd((size_t)T * Hq * K, 1), *ref = malloc((size_t)T * Hq * K * 4), *got = malloc((size_t)T * Hq * K * 4);
+    float *scores = malloc((size_t)g1_cpu_threads() * 2500 * 4);
+    g1_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .q = q, .kc = kc, .vc = vc, .pos = pos,
+                       .mult = 1.0f / sqrtf((float)K), .cap = 30, .scores = scores, .scores_stride = 2500, .out = ref};
+    g1_cpu_attention(&aa);
+    g1_cuda_attn_args ga = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
+                            .q = ct_up(q, (size_t)T * Hq * K * 4),
+                            .kv = {.k0 = ct_up(k0, sizeof k0), .v0 = ct_up(v0, sizeof v0), .lstride = ct_up(ls, sizeof ls),
+                                   .pos = ct_up(pos, sizeof pos), .layer = 0},
+                            .mult = aa.mult, .cap = 30,
+                            .part = ct_up(NULL, (size_t)T * Hq * max_splits * (K + 2) * 4),
+                            .out = ct_up(NULL, (size_t)T * Hq * K * 4)};
+    ct_cu(g1_cuda_attention(S, &ga), "attention");
+    ct_down(got, ga.out, (size_t)T * Hq * K * 4);
+    char name[96];
+    snprintf(name, sizeof name, "attention Hq=%d Hkv=%d K=%d splits<=%d", Hq, Hkv, K, max_splits);
+    ct_close(name, got, ref, (size_t)T * Hq * K, 1e-5);
+    for (int s = 0; s < NS; s++)
+        cudaFree(dk[s]), cudaFree(dv[s]), free(hk[s]), free(hv[s]);
+    cudaFree((void *)ga.q), cudaFree((void *)ga.kv.k0), cudaFree((void *)ga.kv.v0), cudaFree((void *)ga.kv.lstride);
+    cudaFree((void *)ga.kv.pos), cudaFree(ga.part), cudaFree(ga.out);
+    free(q), free(ref), free(got), free(scores);
+}
+
+static void test_unembed(cublasHandle_t blas, int T, int D, int V, int split)
+{
+    uint16_t *E = malloc((size_t)V * D * 2);
+    for (size_t i = 0; i < (size_t)V * D; i++)
+        E[i] = g1_f32_to_bf16(tu_sym() * 0.1f);
+    float *x = rnd((size_t)T * D, 1), *ref = malloc((size_t)T * V * 4), *got = malloc((size_t)T * V * 4);
+    g1_cpu_matmul_bf16_nt(x, T, D, E, V, 0.5f, ref);
+    g1_cuda_mm mm;
+    mm_init(&mm, blas, T, D, V, split);
+    mm.gemv_max = 16;
+    mm.xbf_n = (size_t)T * D * 2;
+    cudaFree(mm.xbf);
+    mm.xbf = ct_up(NULL, mm.xbf_n * 2);
+    float *dx = ct_up(x, (size_t)T * D * 4), *dy = ct_up(NULL, (size_t)T * V * 4);
+    uint16_t *dE = ct_up(E, (size_t)V * D * 2);
+    ct_ok(g1_cuda_unembed(&mm, dx, T, D, dE, V, 0.5f, dy), "unembed");
+    ct_down(got, dy, (size_t)T * V * 4);
+    char name[96];
+    snprintf(name, sizeof name, "unembed T=%d D=%d V=%d%s", T, D, V, split ? " split" : "");
+    ct_close(name, got, ref, (size_t)T * V, T <= 16 || split ? 1e-5 : 2e-2);
+    mm_free(&mm);
+    cudaFree(dx), cudaFree(dy), cudaFree(dE), free(E), free(x), free(ref), free(got);
+}
+
+/* The MoE rows of the tiny model: uneven groups, empty experts, groups on
+ * both matmul paths; the CUDA engine against the CPU engine. */
+static void test_moe_rows(void)
+{
+    g1_config C;
+    g1_config_preset("tiny", &C);
+    int blocks[G1_NUM_QMAT];
+    g1_synth_blocks(&C, blocks);
+    g1_weights W;
+    g1_synth s = {.cfg = C, .seed = 5, .qk_gain = 1};
+    ct_ok(g1_weights_alloc(&W, &C, 0, C.num_layers, 0, C.num_experts, blocks, 1), "alloc");
+    ct_ok(g1_synth_weights(&s, &W), "synth");
+    g1_engine *cpu;
+    g1_cuda_engine *gpu;
+    g1_engine_opts o = {.n_slots = 2, .max_batch = 32, .max_context = 0};
+    ct_ok(g1_engine_init(&cpu, &W, &o, NULL), "cpu engine");
+    ct_ok(g1_cuda_engine_init(&gpu, &W, &o, NULL, NULL), "cuda engine");
+    int D = C.emb_size, n_cases[3] = {1, 9, 50};
+    for (int c = 0; c < 3; c++) {
+        int n = n_cases[c], ids[64];
+        for (int i = 0; i < n; i++) /* most rows to expert 3 (GEMM above 16), a few to 6, none to the rest */
+            ids[i] = i % 7 == 6 ? 6 : 3;
+        if (n == 9)
+            for (int i = 0; i < n; i++)
+                ids[i] = i % 5; /* uneven small groups, experts 5..7 empty */
+        float *x = rnd((size_t)n * D, 2), *ref = malloc((size_t)n * D * 4), *got = malloc((size_t)n * D * 4);
+        ct_ok(g1_moe_expert_rows(cpu, 2, n, x, ids, ref), "cpu moe");
+        ct_ok(g1_cuda_moe_expert_rows(gpu, 2, n, x, ids, got), "cuda moe");
+        char name[64];
+        snprintf(name, sizeof name, "moe expert rows n=%d", n);
+        ct_close(name, got, ref, (size_t)n * D, n > 16 ? 2e-2 : 1e-4);
+        free(x), free(ref), free(got);
+    }
+    g1_engine_free(cpu);
+    g1_cuda_engine_free(gpu);
+    g1_weights_free(&W);
+}
+
+int main(void)
+{
+    ct_need_gpu("test_cuda_ops");
+    ct_cu(cudaSetDevice(0), "cudaSetDevice");
+    ct_cu(cudaStreamCreate(&S), "stream");
+    cublasHandle_t blas;
+    if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "cublasCreate failed\n");
+        return 1;
+    }
+    cublasSetStream(blas, S);
+    static const int shapes[][3] = {{64, 96, 1}, {96, 64, 8}, {1000, 520, 8}, {2048, 1024, 8}, {200, 24, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i];
+        int Ts[] = {1, 2, 3, 5, 16};
+        for (int j = 0; j < 5; j++)
+            test_matmul(blas, sh[0], sh[1], sh[2], Ts[j], 0);
+        test_matmul(blas, sh[0], sh[1], sh[2], 17, 1);
+        test_matmul(blas, sh[0], sh[1], sh[2], 100, 1);
+        test_matmul(blas, sh[0], sh[1], sh[2], 33, 2);
+    }
+    test_small_ops();
+    test_attention(4, 2, 16, 8);
+    test_attention(6, 1, 128, 64);
+    test_attention(8, 8, 64, 1);
+    test_unembed(blas, 1, 64, 512, 0);
+    test_unembed(blas, 16, 1024, 3000, 0);
+    test_unembed(blas, 40, 1024, 3000, 0);
+    test_unembed(blas, 40, 1024, 3000, 1);
+    test_moe_rows();
+    cublasDestroy(blas);
+    cudaStreamDestroy(S);
+    printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
+    return tu_failures ? 1 : 0;
+}

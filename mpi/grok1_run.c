@@ -731,12 +731,14 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_status st = make_plan(c, &m->cfg, &P, &E, &plan);
     if (st == G1_OK && c->plan)
         st = g1_dist_check_layout(world->size, P, E, &m->cfg);
+    if (st != G1_OK) {
+        g1_plan_free(&plan);
+        return st; /* E may be unset: nothing below may run */
+    }
     int s = rank / E, e = rank % E, first = 0, count = 0;
-    int l0 = st == G1_OK ? plan.cut[s] : 0, l1 = st == G1_OK ? plan.cut[s + 1] : 0;
-    if (st == G1_OK)
-        g1_plan_experts(&plan, e, &first, &count);
+    int l0 = plan.cut[s], l1 = plan.cut[s + 1];
+    g1_plan_experts(&plan, e, &first, &count);
     g1_plan_free(&plan);
-    G1_TRY(st);
     j->agreed = 0;
     j->P = P;
     j->E = E;

@@ -122,7 +122,7 @@ cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kv
 {
     if (T <= 0)
         return cudaSuccess;
-    kv_store_k<<<T, 256, 0, s>>>(*kv, kvw, k, v);
+    G1_LAUNCH(kv_store_k, T, 256, s)(*kv, kvw, k, v);
     return cudaGetLastError();
 }
 
@@ -132,11 +132,11 @@ cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
         return cudaErrorInvalidValue;
     if (a->T <= 0)
         return cudaSuccess;
-    attn_split_k<<<dim3((unsigned)a->T, (unsigned)a->Hq, (unsigned)a->max_splits), NTHR, 0, s>>>(*a);
+    G1_LAUNCH(attn_split_k, dim3((unsigned)a->T, (unsigned)a->Hq, (unsigned)a->max_splits), NTHR, s)(*a);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess)
         return err;
-    attn_merge_k<<<dim3((unsigned)a->T, (unsigned)a->Hq), NTHR, 0, s>>>(*a);
+    G1_LAUNCH(attn_merge_k, dim3((unsigned)a->T, (unsigned)a->Hq), NTHR, s)(*a);
     return cudaGetLastError();
 }
 

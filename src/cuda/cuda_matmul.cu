@@ -132,11 +132,11 @@ __global__ void unembed_k(const float *x, int T, int D, const __nv_bfloat16 *E, 
     const __nv_bfloat16 *e = E + (size_t)v * D;
     for (int d = lane * 8; d < D; d += 256) {
         int4 raw = __ldg(reinterpret_cast<const int4 *>(e + d));
-        const __nv_bfloat16 *eb = reinterpret_cast<const __nv_bfloat16 *>(&raw);
-        float ef[8];
+        int w[4] = {raw.x, raw.y, raw.z, raw.w};
+        float ef[8]; // bf16 to float32 is exact: the 16 bits become the high half
 #pragma unroll
         for (int i = 0; i < 8; i++)
-            ef[i] = __bfloat162float(eb[i]);
+            ef[i] = __int_as_float(i % 2 ? (int)((unsigned)w[i / 2] & 0xffff0000u) : (int)((unsigned)w[i / 2] << 16));
 #pragma unroll
         for (int t = 0; t < UE_MAX_T; t++) {
             if (t < T) {
@@ -183,11 +183,11 @@ cudaError_t g1_cuda_gemv_launch(cudaStream_t s, const float *x, int T, const g1_
     int tiles = (W->cols + GV_COLS - 1) / GV_COLS;
     dim3 grid((unsigned)(tiles * groups), (unsigned)splits);
     if (NT == 1)
-        gemv_k<1><<<grid, GV_THREADS, 0, s>>>(x, T, *W, rows_per_split, groups, vec, dst);
+        G1_LAUNCH(gemv_k<1>, grid, GV_THREADS, s)(x, T, *W, rows_per_split, groups, vec, dst);
     else if (NT == 2)
-        gemv_k<2><<<grid, GV_THREADS, 0, s>>>(x, T, *W, rows_per_split, groups, vec, dst);
+        G1_LAUNCH(gemv_k<2>, grid, GV_THREADS, s)(x, T, *W, rows_per_split, groups, vec, dst);
     else
-        gemv_k<4><<<grid, GV_THREADS, 0, s>>>(x, T, *W, rows_per_split, groups, vec, dst);
+        G1_LAUNCH(gemv_k<4>, grid, GV_THREADS, s)(x, T, *W, rows_per_split, groups, vec, dst);
     return cudaGetLastError();
 }
 
@@ -195,7 +195,7 @@ cudaError_t g1_cuda_gemv_reduce(cudaStream_t s, const float *part, int splits, s
 {
     if (!n)
         return cudaSuccess;
-    reduce_k<<<grid_for(n), 256, 0, s>>>(part, splits, n, y);
+    G1_LAUNCH(reduce_k, grid_for(n), 256, s)(part, splits, n, y);
     return cudaGetLastError();
 }
 
@@ -203,7 +203,7 @@ cudaError_t g1_cuda_dequant(cudaStream_t s, const g1_dqmat *W, int r0, int nr, u
 {
     if (nr <= 0)
         return cudaSuccess;
-    dequant_k<<<grid_for((size_t)nr * W->cols), 256, 0, s>>>(*W, r0, nr, reinterpret_cast<__nv_bfloat16 *>(out));
+    G1_LAUNCH(dequant_k, grid_for((size_t)nr * W->cols), 256, s)(*W, r0, nr, reinterpret_cast<__nv_bfloat16 *>(out));
     return cudaGetLastError();
 }
 
@@ -214,7 +214,7 @@ cudaError_t g1_cuda_unembed_few(cudaStream_t s, const float *x, int T, int D, co
         return cudaErrorInvalidValue;
     if (T <= 0)
         return cudaSuccess;
-    unembed_k<<<(unsigned)((V + UE_WARPS - 1) / UE_WARPS), 32 * UE_WARPS, 0, s>>>(
+    G1_LAUNCH(unembed_k, (unsigned)((V + UE_WARPS - 1) / UE_WARPS), 32 * UE_WARPS, s)(
         x, T, D, reinterpret_cast<const __nv_bfloat16 *>(E), V, mult, y);
     return cudaGetLastError();
 }

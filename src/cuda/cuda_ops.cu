@@ -189,7 +189,7 @@ cudaError_t g1_cuda_rmsnorm(cudaStream_t s, const float *x, int T, int D, const 
 {
     if (T <= 0)
         return cudaSuccess;
-    rmsnorm_k<<<T, NTHR, 0, s>>>(x, D, scale, eps, out);
+    G1_LAUNCH(rmsnorm_k, T, NTHR, s)(x, D, scale, eps, out);
     return cudaGetLastError();
 }
 
@@ -197,7 +197,7 @@ cudaError_t g1_cuda_add_rmsnorm(cudaStream_t s, float *x, const float *y, int T,
 {
     if (T <= 0)
         return cudaSuccess;
-    add_rmsnorm_k<<<T, NTHR, 0, s>>>(x, y, D, scale, eps);
+    G1_LAUNCH(add_rmsnorm_k, T, NTHR, s)(x, y, D, scale, eps);
     return cudaGetLastError();
 }
 
@@ -205,7 +205,7 @@ cudaError_t g1_cuda_rope(cudaStream_t s, float *v, int T, int heads, int K, cons
 {
     if (T <= 0)
         return cudaSuccess;
-    rope_k<<<T, 128, 0, s>>>(v, heads, K, pos, base);
+    G1_LAUNCH(rope_k, T, 128, s)(v, heads, K, pos, base);
     return cudaGetLastError();
 }
 
@@ -213,7 +213,7 @@ cudaError_t g1_cuda_gelu_mul(cudaStream_t s, const float *a, const float *b, siz
 {
     if (!n)
         return cudaSuccess;
-    gelu_mul_k<<<grid_for(n), NTHR, 0, s>>>(a, b, n, out);
+    G1_LAUNCH(gelu_mul_k, grid_for(n), NTHR, s)(a, b, n, out);
     return cudaGetLastError();
 }
 
@@ -224,7 +224,7 @@ cudaError_t g1_cuda_router(cudaStream_t s, const float *x, int T, int D, const f
         return cudaErrorInvalidValue;
     if (T <= 0)
         return cudaSuccess;
-    router_k<<<T, NTHR, 0, s>>>(x, D, Wr, E, k, idx, gate);
+    G1_LAUNCH(router_k, T, NTHR, s)(x, D, Wr, E, k, idx, gate);
     return cudaGetLastError();
 }
 
@@ -232,7 +232,7 @@ cudaError_t g1_cuda_gather(cudaStream_t s, const float *x, int D, const int *row
 {
     if (n <= 0)
         return cudaSuccess;
-    gather_k<<<n, NTHR, 0, s>>>(x, D, rows, div, out);
+    G1_LAUNCH(gather_k, n, NTHR, s)(x, D, rows, div, out);
     return cudaGetLastError();
 }
 
@@ -241,7 +241,7 @@ cudaError_t g1_cuda_combine(cudaStream_t s, int T, int D, int k, const float *ga
 {
     if (T <= 0)
         return cudaSuccess;
-    combine_k<<<T, NTHR, 0, s>>>(D, k, gate, y, map, out);
+    G1_LAUNCH(combine_k, T, NTHR, s)(D, k, gate, y, map, out);
     return cudaGetLastError();
 }
 
@@ -249,7 +249,7 @@ cudaError_t g1_cuda_embed(cudaStream_t s, const uint16_t *E, int D, const int *t
 {
     if (T <= 0)
         return cudaSuccess;
-    embed_k<<<T, NTHR, 0, s>>>(reinterpret_cast<const __nv_bfloat16 *>(E), D, tokens, mult, x);
+    G1_LAUNCH(embed_k, T, NTHR, s)(reinterpret_cast<const __nv_bfloat16 *>(E), D, tokens, mult, x);
     return cudaGetLastError();
 }
 
@@ -257,7 +257,7 @@ cudaError_t g1_cuda_to_bf16(cudaStream_t s, const float *x, size_t n, uint16_t *
 {
     if (!n)
         return cudaSuccess;
-    to_bf16_k<<<grid_for(n), NTHR, 0, s>>>(x, n, reinterpret_cast<__nv_bfloat16 *>(hi),
+    G1_LAUNCH(to_bf16_k, grid_for(n), NTHR, s)(x, n, reinterpret_cast<__nv_bfloat16 *>(hi),
                                           reinterpret_cast<__nv_bfloat16 *>(lo));
     return cudaGetLastError();
 }
@@ -266,7 +266,7 @@ cudaError_t g1_cuda_fill_q8(cudaStream_t s, int8_t *w, size_t n, uint64_t seed)
 {
     if (!n)
         return cudaSuccess;
-    fill_q8_k<<<grid_for(n), NTHR, 0, s>>>(w, n, seed);
+    G1_LAUNCH(fill_q8_k, grid_for(n), NTHR, s)(w, n, seed);
     return cudaGetLastError();
 }
 
@@ -274,7 +274,7 @@ cudaError_t g1_cuda_fill_f32(cudaStream_t s, float *x, size_t n, uint64_t seed, 
 {
     if (!n)
         return cudaSuccess;
-    fill_f32_k<<<grid_for(n), NTHR, 0, s>>>(x, n, seed, lo, hi);
+    G1_LAUNCH(fill_f32_k, grid_for(n), NTHR, s)(x, n, seed, lo, hi);
     return cudaGetLastError();
 }
 

@@ -10,6 +10,13 @@
 
 #include <cuda_runtime_api.h>
 
+/* Every kernel launch goes through G1_LAUNCH(kernel, grid, block, stream)
+ * (args), so that the tests' CPU emulation (tests/cuda/emu/g1emu.h, which
+ * defines it otherwise) runs the same kernel code. */
+#if defined(__CUDACC__) && !defined(G1_LAUNCH)
+#define G1_LAUNCH(kernel, grid, block, stream) kernel<<<(grid), (block), 0, (stream)>>>
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -1,0 +1,27 @@
+// g1emu: what the runtime shares with the cuBLAS emulation.
+#ifndef G1EMU_INTERNAL_H
+#define G1EMU_INTERNAL_H
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+
+namespace g1emu {
+
+struct Region {
+    void *base;
+    size_t size;
+    bool device;
+};
+
+// The allocation (device or pinned host) holding p, or null.
+const Region *find_region(const void *p);
+// [p, p + bytes) lies inside one device allocation.
+bool device_range(const void *p, size_t bytes);
+// A message on stderr, prefixed "g1emu: ".
+void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Remember e as the last error (unless cudaSuccess) and return it.
+cudaError_t set_error(cudaError_t e);
+
+} // namespace g1emu
+
+#endif

@@ -1,0 +1,312 @@
+// The emulator itself (g1emu.h): if it got shuffles, barriers, launch
+// checks, memory checks or the cuBLAS definition wrong, the cuda-emu suite
+// would pass or fail for the wrong reasons. Each mistake it must catch is
+// provoked here (in a child process where the emulator ends the program).
+#include "g1emu.h"
+
+#include <cublas_v2.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures;
+
+static void check(bool ok, const char *what)
+{
+    printf("%-64s %s\n", what, ok ? "ok" : "FAIL");
+    failures += !ok;
+}
+
+template <class T> static T *dev(size_t n)
+{
+    void *p = nullptr;
+    if (cudaMalloc(&p, n * sizeof(T)) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc failed\n");
+        exit(1);
+    }
+    return (T *)p;
+}
+
+template <class T> static void down(T *h, const T *d, size_t n)
+{
+    if (cudaMemcpy(h, d, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) {
+        fprintf(stderr, "download failed\n");
+        exit(1);
+    }
+}
+
+// ---- kernels -------------------------------------------------------------
+
+__global__ void shuffles_k(float *xr, double *dn, int *ids)
+{
+    int t = threadIdx.x, lane = t & 31;
+    float v = (float)(t * 3 + 1);
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    xr[blockIdx.x * blockDim.x + t] = v;
+    double d = 0.5 * t;
+    dn[blockIdx.x * blockDim.x + t] = __shfl_down_sync(0xffffffffu, d, 5);
+    ids[blockIdx.x * blockDim.x + t] = __shfl_xor_sync(0xffffffffu, lane, 1);
+}
+
+__global__ void reverse_k(const int *in, int *out)
+{
+    __shared__ int s[256];
+    int t = threadIdx.x, n = blockDim.x;
+    s[t] = in[blockIdx.x * n + t];
+    __syncthreads();
+    out[blockIdx.x * n + t] = s[n - 1 - t];
+}
+
+__global__ void early_exit_k(int *out)
+{
+    __shared__ int s[128];
+    int t = threadIdx.x;
+    if (t >= 100)
+        return; // exited threads do not hold the barrier
+    s[t] = t;
+    __syncthreads();
+    out[t] = s[99 - t];
+}
+
+__global__ void divergent_k(float *out)
+{
+    float v = 1;
+    if ((threadIdx.x & 31) < 16)
+        __syncthreads();
+    else
+        v = __shfl_xor_sync(0xffffffffu, v, 1);
+    out[threadIdx.x] = v;
+}
+
+__global__ void shuffle_after_exit_k(float *out)
+{
+    if (threadIdx.x == 3)
+        return;
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+__global__ void partial_warp_k(float *out) { out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1); }
+
+__global__ void nop_k(int *p) { p[0] = 1; }
+
+// ---- helpers -------------------------------------------------------------
+
+// Run fn in a child; its exit status and what it wrote to stderr.
+template <class F> static int in_child(F fn, std::string *err)
+{
+    int pfd[2];
+    if (pipe(pfd))
+        return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        fn();
+        _Exit(0);
+    }
+    close(pfd[1]);
+    char buf[4096];
+    ssize_t n;
+    err->clear();
+    while ((n = read(pfd[0], buf, sizeof buf)) > 0)
+        err->append(buf, (size_t)n);
+    close(pfd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static bool contains(const std::string &s, const char *what) { return s.find(what) != std::string::npos; }
+
+// ---- tests ---------------------------------------------------------------
+
+static void test_shuffles()
+{
+    const int B = 2, N = 96;
+    float *x = dev<float>(B * N);
+    double *d = dev<double>(B * N);
+    int *id = dev<int>(B * N);
+    G1_LAUNCH(shuffles_k, B, N, 0)(x, d, id);
+    check(cudaGetLastError() == cudaSuccess, "launch of 2 blocks of 96 threads");
+    float hx[B * N];
+    double hd[B * N];
+    int hid[B * N];
+    down(hx, x, B * N), down(hd, d, B * N), down(hid, id, B * N);
+    bool xor_ok = true, down_ok = true, id_ok = true;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < N; t++) {
+            int w0 = t / 32 * 32, lane = t % 32;
+            float want = 0;
+            for (int l = 0; l < 32; l++)
+                want += (float)((w0 + l) * 3 + 1);
+            xor_ok &= hx[b * N + t] == want;
+            double dw = lane + 5 < 32 ? 0.5 * (t + 5) : 0.5 * t;
+            down_ok &= hd[b * N + t] == dw;
+            id_ok &= hid[b * N + t] == (lane ^ 1);
+        }
+    check(xor_ok, "__shfl_xor_sync butterfly sums each warp");
+    check(down_ok, "__shfl_down_sync (double) shifts, top lanes keep their own");
+    check(id_ok, "__shfl_xor_sync (int) swaps neighbours");
+    cudaFree(x), cudaFree(d), cudaFree(id);
+}
+
+static void test_barriers()
+{
+    const int B = 3, N = 256;
+    int h[B * N], got[B * N];
+    for (int i = 0; i < B * N; i++)
+        h[i] = i * 7 + 1;
+    int *in = dev<int>(B * N), *out = dev<int>(B * N);
+    cudaMemcpy(in, h, sizeof h, cudaMemcpyHostToDevice);
+    G1_LAUNCH(reverse_k, B, N, 0)(in, out);
+    down(got, out, B * N);
+    bool ok = true;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < N; t++)
+            ok &= got[b * N + t] == h[b * N + N - 1 - t];
+    check(ok, "__shared__ + __syncthreads: each block reverses its own row");
+    int *e = dev<int>(100), he[100];
+    G1_LAUNCH(early_exit_k, 1, 128, 0)(e);
+    down(he, e, 100);
+    ok = true;
+    for (int t = 0; t < 100; t++)
+        ok &= he[t] == 99 - t;
+    check(ok, "threads that return early do not hold __syncthreads");
+    cudaFree(in), cudaFree(out), cudaFree(e);
+}
+
+static void test_caught()
+{
+    std::string err;
+    int st = in_child(
+        [] {
+            float *o = dev<float>(64);
+            G1_LAUNCH(divergent_k, 1, 64, 0)(o);
+        },
+        &err);
+    check(st == 1 && contains(err, "deadlock"), "divergent __syncthreads / shuffle reported as a deadlock");
+    st = in_child(
+        [] {
+            float *o = dev<float>(32);
+            G1_LAUNCH(shuffle_after_exit_k, 1, 32, 0)(o);
+        },
+        &err);
+    check(st == 1 && contains(err, "exited"), "a shuffle whose warp lost a lane is reported");
+    st = in_child(
+        [] {
+            float *o = dev<float>(48);
+            G1_LAUNCH(partial_warp_k, 1, 48, 0)(o);
+        },
+        &err);
+    check(st == 1 && contains(err, "mask"), "a full-mask shuffle in a partial warp is reported");
+    int *p = dev<int>(1);
+    (void)cudaGetLastError();
+    G1_LAUNCH(nop_k, 1, 2048, 0)(p);
+    check(cudaGetLastError() == cudaErrorInvalidConfiguration, "block of 2048 threads: invalid configuration");
+    G1_LAUNCH(nop_k, 0, 32, 0)(p);
+    check(cudaGetLastError() == cudaErrorInvalidConfiguration, "grid of 0 blocks: invalid configuration");
+    check(cudaGetLastError() == cudaSuccess, "cudaGetLastError clears the error");
+    cudaFree(p);
+}
+
+static void test_memory()
+{
+    float *d = dev<float>(10), h[10] = {0}, back[10];
+    down(back, d, 10);
+    check(isnan(back[0]) && isnan(back[9]), "fresh device memory reads as NaN");
+    fprintf(stderr, "(the g1emu messages below are expected)\n");
+    check(cudaMemcpy(h, d, 40, cudaMemcpyHostToDevice) == cudaErrorInvalidValue,
+          "host-to-device copy into host memory refused");
+    check(cudaMemcpy(d, h, 44, cudaMemcpyHostToDevice) == cudaErrorInvalidValue,
+          "copy past the end of an allocation refused");
+    check(cudaMemcpy(h, d + 1, 36, cudaMemcpyDeviceToHost) == cudaSuccess, "copy from inside an allocation");
+    check(cudaFree(d + 1) == cudaErrorInvalidValue, "cudaFree of an interior pointer refused");
+    check(cudaMemset(h, 0, 4) == cudaErrorInvalidValue, "cudaMemset of host memory refused");
+    (void)cudaGetLastError();
+    check(cudaFree(d) == cudaSuccess, "cudaFree");
+}
+
+static void test_cublas()
+{
+    // A = [1 2 3; 4 5 6] (2 x 3), B = [1 0; 0 1; 2 -1] (3 x 2): A B = [7 -1; 16 -1]
+    cublasHandle_t h;
+    cublasCreate(&h);
+    const float one = 1, zero = 0, two = 2;
+    // A column-major with lda 4, and A^T (3 x 2) column-major with lda 3
+    float Acm[8] = {1, 4, 0, 0, 2, 5, 0, 0}, Acm3[4] = {3, 6, 0, 0};
+    float Ah[12], At[6] = {1, 2, 3, 4, 5, 6};
+    for (int i = 0; i < 8; i++)
+        Ah[i] = Acm[i];
+    for (int i = 0; i < 4; i++)
+        Ah[8 + i] = Acm3[i];
+    float Bh[6] = {1, 0, 2, 0, 1, -1}, Bt[6] = {1, 0, 0, 1, 2, -1};
+    float *A = dev<float>(12), *AT = dev<float>(6), *B = dev<float>(6), *BT = dev<float>(6), *C = dev<float>(4);
+    cudaMemcpy(A, Ah, sizeof Ah, cudaMemcpyHostToDevice);
+    cudaMemcpy(AT, At, sizeof At, cudaMemcpyHostToDevice);
+    cudaMemcpy(B, Bh, sizeof Bh, cudaMemcpyHostToDevice);
+    cudaMemcpy(BT, Bt, sizeof Bt, cudaMemcpyHostToDevice);
+    const float want[4] = {7, 16, -1, -1};
+    struct {
+        cublasOperation_t ta, tb;
+        const float *a, *b;
+        int lda, ldb;
+        const char *what;
+    } cases[] = {{CUBLAS_OP_N, CUBLAS_OP_N, A, B, 4, 3, "GemmEx NN (lda 4 > m)"},
+                 {CUBLAS_OP_T, CUBLAS_OP_N, AT, B, 3, 3, "GemmEx TN"},
+                 {CUBLAS_OP_N, CUBLAS_OP_T, A, BT, 4, 2, "GemmEx NT"},
+                 {CUBLAS_OP_T, CUBLAS_OP_T, AT, BT, 3, 2, "GemmEx TT"}};
+    for (auto &c : cases) {
+        cudaMemset(C, 0xff, 16); // NaN: beta = 0 must not read C
+        cublasStatus_t st = cublasGemmEx(h, c.ta, c.tb, 2, 2, 3, &one, c.a, CUDA_R_32F, c.lda, c.b, CUDA_R_32F,
+                                         c.ldb, &zero, C, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        float got[4];
+        down(got, C, 4);
+        bool ok = st == CUBLAS_STATUS_SUCCESS;
+        for (int i = 0; i < 4; i++)
+            ok &= got[i] == want[i];
+        check(ok, c.what);
+    }
+    cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, A, CUDA_R_32F, 4, B, CUDA_R_32F, 3,
+                                     &two, C, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    float got[4];
+    down(got, C, 4);
+    check(st == CUBLAS_STATUS_SUCCESS && got[0] == 21 && got[1] == 48 && got[3] == -3, "GemmEx beta = 2 adds 2 C");
+    // bf16 operands: 1 + 2^-8 is not a bf16 value; the caller rounds, the GEMM multiplies what it is given
+    uint16_t a16[1] = {0x3f81}, b16[1] = {0x4000}; // 1.0078125, 2
+    uint16_t *A16 = dev<uint16_t>(1), *B16 = dev<uint16_t>(1);
+    cudaMemcpy(A16, a16, 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(B16, b16, 2, cudaMemcpyHostToDevice);
+    st = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, A16, CUDA_R_16BF, 1, B16, CUDA_R_16BF, 1, &zero, C,
+                      CUDA_R_32F, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    down(got, C, 1);
+    check(st == CUBLAS_STATUS_SUCCESS && got[0] == 2.015625f, "GemmEx bf16 in, float32 out");
+    fprintf(stderr, "(the g1emu messages below are expected)\n");
+    st = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, A, CUDA_R_32F, 1, B, CUDA_R_32F, 3, &zero, C,
+                      CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    check(st == CUBLAS_STATUS_INVALID_VALUE, "GemmEx lda < m refused");
+    st = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, A, CUDA_R_32F, 6, B, CUDA_R_32F, 3, &zero, C,
+                      CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    check(st == CUBLAS_STATUS_INVALID_VALUE, "GemmEx operand past its allocation refused");
+    st = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, Ah, CUDA_R_32F, 4, B, CUDA_R_32F, 3, &zero, C,
+                      CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    check(st == CUBLAS_STATUS_INVALID_VALUE, "GemmEx with a host operand refused");
+    cudaFree(A), cudaFree(AT), cudaFree(B), cudaFree(BT), cudaFree(C), cudaFree(A16), cudaFree(B16);
+    cublasDestroy(h);
+}
+
+int main()
+{
+    test_shuffles();
+    test_barriers();
+    test_caught();
+    test_memory();
+    test_cublas();
+    printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
+    return failures ? 1 : 0;
+}

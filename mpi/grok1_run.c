@@ -64,6 +64,7 @@ typedef struct cli {
     int top_logprobs, truncate_left;
     double mem_per_rank;
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
+    int cuda_gemm_split;
 } cli;
 
 static void usage(FILE *f)
@@ -129,6 +130,13 @@ static void usage(FILE *f)
 "                            rank uses one GPU: device = its local rank on the node\n"
 "                            (OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID, else 0), so start\n"
 "                            at most as many ranks per node as it has GPUs\n"
+"  --cuda-gemm bf16|bf16x2   cuda, prompts and batches over 16 tokens: activations rounded\n"
+"                            to bf16 for one cuBLAS GEMM (bf16, the default: the reference's\n"
+"                            own precision, about 1e-2 from the cpu backend's logits), or\n"
+"                            split into bf16 hi + lo for two (bf16x2: near float32, about\n"
+"                            1e-5 from cpu, twice the prompt matmul time). Results on cuda\n"
+"                            depend slightly on how tokens are batched either way; see\n"
+"                            docs/CUDA.md\n"
 );
     fprintf(f,
 "\n"
@@ -204,7 +212,7 @@ static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
-           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND };
+           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -222,6 +230,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"top-k", required_argument, NULL, O_TOPK},        {"synthetic-seed", required_argument, NULL, O_SSEED},
         {"top-logprobs", required_argument, NULL, O_TOPLP}, {"truncate", required_argument, NULL, O_TRUNC},
         {"backend", required_argument, NULL, O_BACKEND},
+        {"cuda-gemm", required_argument, NULL, O_CUDA_GEMM},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
@@ -258,6 +267,11 @@ static int parse_args(int argc, char **argv, cli *c)
             if (!strcmp(optarg, "cpu")) c->backend = G1_BACKEND_CPU;
             else if (!strcmp(optarg, "cuda")) c->backend = G1_BACKEND_CUDA;
             else return usage_error("--backend %s: expected cpu or cuda", optarg);
+            break;
+        case O_CUDA_GEMM:
+            if (!strcmp(optarg, "bf16")) c->cuda_gemm_split = 0;
+            else if (!strcmp(optarg, "bf16x2")) c->cuda_gemm_split = 1;
+            else return usage_error("--cuda-gemm %s: expected bf16 or bf16x2", optarg);
             break;
         case O_TRUNC:
             if (!strcmp(optarg, "left")) c->truncate_left = 1;
@@ -430,7 +444,7 @@ static g1_status files_open_input(const cli *c, files *f)
 
 /* What made the output: checked by --resume (resume.h). Layout and
  * performance options are left out: they do not change results. */
-static json_t *run_meta(const cli *c, const g1_config *cfg)
+static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts *eo)
 {
     json_t *model = json_object();
     for (int i = 0; i < g1_num_params; i++) {
@@ -456,6 +470,10 @@ static json_t *run_meta(const cli *c, const g1_config *cfg)
     json_object_set_new(settings, "seed", json_integer((json_int_t)c->sample.seed));
     json_object_set_new(settings, "top_logprobs", json_integer(c->top_logprobs));
     json_object_set_new(settings, "truncate", json_string(c->truncate_left ? "left" : "none"));
+    /* the backends agree only within a tolerance (docs/CUDA.md) */
+    json_object_set_new(settings, "backend", json_string(eo->backend == G1_BACKEND_CUDA ? "cuda" : "cpu"));
+    if (eo->backend == G1_BACKEND_CUDA)
+        json_object_set_new(settings, "cuda_gemm", json_string(eo->cuda_gemm_split ? "bf16x2" : "bf16"));
     if (c->tokenizer) {
         struct stat tb;
         json_object_set_new(settings, "tokenizer_bytes",
@@ -471,7 +489,7 @@ static int exists(const char *path)
     return stat(path, &sb) == 0;
 }
 
-static g1_status files_open_outputs(const cli *c, const g1_config *cfg, files *f)
+static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo, files *f)
 {
     if (!strcmp(c->output, "-")) {
         f->out = stdout;
@@ -479,7 +497,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, files *f
         size_t n = strlen(c->output) + sizeof ".partial";
         f->partial = malloc(n);
         char *meta_path = g1_meta_path(c->output);
-        json_t *meta = run_meta(c, cfg);
+        json_t *meta = run_meta(c, cfg, eo);
         if (!f->partial || !meta_path || !meta) {
             free(meta_path);
             json_decref(meta);
@@ -750,8 +768,19 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
                                        "this model's tokenizer?", c->tokenizer, g1_tok_vocab_size(j->tok),
                            m->cfg.vocab_size);
     }
+    /* the backend (and this rank's GPU) before any output exists */
+    int slots = j->M * c->batch_size;
+    g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0,
+                         .cuda_gemm_split = c->cuda_gemm_split};
+    g1_status bst = pick_backend(c, &eo);
+    /* no output file until every rank has its backend (a rank without a GPU
+     * prints its own reason and ends the job) */
+    if (!g1_world_all_ok(bst == G1_OK))
+        return bst != G1_OK ? bst
+                            : G1_FAIL(G1_ERR_ARG, "another rank could not start its %s backend (its message says "
+                                                  "why)", eo.backend == G1_BACKEND_CUDA ? "cuda" : "cpu");
     if (rank == 0)
-        G1_TRY(files_open_outputs(c, &m->cfg, f));
+        G1_TRY(files_open_outputs(c, &m->cfg, &eo, f));
 
     double t0 = now_s();
     G1_TRY(model_load(c, m, l0, l1, first, first + count, rank == 0));
@@ -761,9 +790,6 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
                 rank, s, e, l0, l1 - 1, first, first + count - 1, rank == 0 ? ", embedding" : "", m->bytes_read,
                 (double)g1_weights_bytes(&m->w) / 1e6, now_s() - t0);
 
-    int slots = j->M * c->batch_size;
-    g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0};
-    G1_TRY(pick_backend(c, &eo));
     g1_moe_dispatch dispatch, *dp = NULL;
     if (P * E > 1) {
         G1_TRY(g1_dist_init(&j->dist, P, E));

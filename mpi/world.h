@@ -18,6 +18,9 @@ void g1_world_finalize(void);
 /* End the whole job now from any one rank (MPI_Abort once MPI is up, so no
  * rank hangs waiting for this one); never returns. */
 _Noreturn void g1_world_abort(int code);
+/* 1 when `ok` is true on every rank (a collective: every rank must call
+ * it); lets ranks agree before anything is written. */
+int g1_world_all_ok(int ok);
 /* "mpi" or "none": how this binary was built. */
 const char *g1_world_kind(void);
 

@@ -42,6 +42,14 @@ _Noreturn void g1_world_abort(int code)
     exit(code);
 }
 
+int g1_world_all_ok(int ok)
+{
+    int mine = ok ? 1 : 0, all = 0;
+    if (MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return 0;
+    return all;
+}
+
 const char *g1_world_kind(void)
 {
     return "mpi";

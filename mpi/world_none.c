@@ -20,6 +20,11 @@ _Noreturn void g1_world_abort(int code)
     exit(code);
 }
 
+int g1_world_all_ok(int ok)
+{
+    return ok != 0;
+}
+
 const char *g1_world_kind(void)
 {
     return "none";

@@ -35,6 +35,9 @@ typedef struct g1_engine_opts {
     int max_context;    /* most positions per slot (<= max_seq_len; 0: max_seq_len) */
     g1_backend backend; /* G1_BACKEND_CPU unless set */
     int device;         /* CUDA device ordinal (G1_BACKEND_CUDA) */
+    int cuda_gemm_split; /* CUDA, many-token matmuls: 0 rounds activations to bf16 (one
+                          * GEMM, the reference's own precision); 1 splits them into
+                          * bf16 hi + lo (two GEMMs, near float32, twice the cost) */
 } g1_engine_opts;
 
 /* The engine borrows `w` (which must outlive it). With dispatch NULL the

@@ -5,6 +5,9 @@
 # is set (else build-gpu/logs). Bounded by timeouts to finish within 8
 # minutes on one H100. Run from the repository root: bash scripts/gpu-check.sh
 # GENCODE overrides the nvcc target (default: from the GPU, sm_90a on H100/H200).
+# SANITIZE=1 also runs cuda_ops under compute-sanitizer (memcheck, racecheck)
+# with whatever time is left. Without jansson (pkg-config) the build is the
+# engine core and the cuda tests only (-Djson=disabled).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -28,12 +31,17 @@ fi
 echo "gpu-check: nvcc target $GENCODE"
 
 opts=(-Dcuda=enabled -Dmpi=disabled -Dhdf5=disabled "-Dnvcc_gencode=$GENCODE")
+if ! pkg-config --exists jansson 2>/dev/null; then
+  echo "gpu-check: jansson not found: building the engine core and the cuda tests only"
+  opts+=(-Djson=disabled)
+fi
 if [ -f "$build/build.ninja" ]; then
   meson configure "$build" "${opts[@]}" >"$logs/setup.log" 2>&1
 else
   meson setup "$build" "${opts[@]}" >"$logs/setup.log" 2>&1
 fi || { cat "$logs/setup.log"; echo "gpu-check: meson setup failed"; exit 1; }
-if timeout 300 ninja -C "$build" >"$logs/build.log" 2>&1; then
+targets=(tests/cuda/test_cuda_backend tests/cuda/test_cuda_ops tests/cuda/test_cuda_engine tests/cuda/bench_cuda_layer)
+if timeout 300 ninja -C "$build" "${targets[@]}" >"$logs/build.log" 2>&1; then
   note build "ok ($(( $(date +%s) - start )) s)"
 else
   tail -40 "$logs/build.log"; echo "gpu-check: build failed (log: $logs/build.log)"; exit 1
@@ -58,6 +66,22 @@ if [ $left -gt 30 ]; then
   if [ $rc -eq 0 ]; then note benchmark "ok"; else note benchmark "exit $rc (log: $logs/bench.log)"; status=1; fi
 else
   note benchmark "not run (no time left)"
+fi
+
+if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    left=$(( 470 - ($(date +%s) - start) ))
+    if [ $left -lt 30 ]; then note "sanitize $tool" "not run (no time left)"; continue; fi
+    timeout $left compute-sanitizer --tool $tool --error-exitcode 99 "$build/tests/cuda/test_cuda_ops" \
+      >"$logs/sanitize-$tool.log" 2>&1
+    rc=$?
+    case $rc in
+      0) note "sanitize $tool" "ok" ;;
+      124) note "sanitize $tool" "timed out after $left s (log: $logs/sanitize-$tool.log)" ;;
+      *) note "sanitize $tool" "exit $rc (log: $logs/sanitize-$tool.log)"; status=1
+         grep -m5 "=========" "$logs/sanitize-$tool.log" ;;
+    esac
+  done
 fi
 
 echo

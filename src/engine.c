@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch_admit.h"
 #include "bf16.h"
 #include "cpu.h"
 #include "cuda/cuda_engine.h"
@@ -153,27 +154,39 @@ static g1_status slot_reserve(g1_engine *e, g1_slot *s, int need)
     return G1_OK;
 }
 
-/* Check the batch against the slots (consecutive positions, no gaps) and
- * set each slot's new length. */
-static g1_status batch_admit(g1_engine *e, const g1_batch *b)
+g1_status g1_batch_admit(const g1_batch *b, const g1_engine_opts *o, const g1_slot_ops *ops)
 {
-    if (b->T < 0 || b->T > e->opts.max_batch)
-        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
+    if (b->T < 0 || b->T > o->max_batch)
+        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, o->max_batch);
     for (int t = 0; t < b->T; t++) {
         int sl = b->slot[t], p = b->pos[t];
-        if (sl < 0 || sl >= e->opts.n_slots)
-            return G1_FAIL(G1_ERR_ARG, "token %d: slot %d outside 0..%d", t, sl, e->opts.n_slots - 1);
-        if (p < 0 || p >= e->opts.max_context)
-            return G1_FAIL(G1_ERR_RANGE, "token %d: position %d outside the context of %d", t, p,
-                           e->opts.max_context);
-        g1_slot *s = &e->slots[sl];
-        if (p > s->len)
+        if (sl < 0 || sl >= o->n_slots)
+            return G1_FAIL(G1_ERR_ARG, "token %d: slot %d outside 0..%d", t, sl, o->n_slots - 1);
+        if (p < 0 || p >= o->max_context)
+            return G1_FAIL(G1_ERR_RANGE, "token %d: position %d outside the context of %d", t, p, o->max_context);
+        int len = ops->len(ops->ctx, sl);
+        if (p > len)
             return G1_FAIL(G1_ERR_ARG, "token %d: position %d leaves a gap after slot %d's %d cached positions", t,
-                           p, sl, s->len);
-        G1_TRY(slot_reserve(e, s, p + 1));
-        s->len = p + 1; /* a smaller position rewinds the slot */
+                           p, sl, len);
+        G1_TRY(ops->extend(ops->ctx, sl, p + 1)); /* a smaller position rewinds the slot */
     }
     return G1_OK;
+}
+
+static int slot_len(void *ctx, int slot) { return ((g1_engine *)ctx)->slots[slot].len; }
+
+static g1_status slot_extend(void *ctx, int slot, int n)
+{
+    g1_engine *e = ctx;
+    G1_TRY(slot_reserve(e, &e->slots[slot], n));
+    e->slots[slot].len = n;
+    return G1_OK;
+}
+
+static g1_status batch_admit(g1_engine *e, const g1_batch *b)
+{
+    g1_slot_ops ops = {.ctx = e, .len = slot_len, .extend = slot_extend};
+    return g1_batch_admit(b, &e->opts, &ops);
 }
 
 /* x += RMSNorm(y) */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch_admit.h"
 #include "cuda/cuda_internal.h"
 
 int g1_cuda_built(void) { return 1; }
@@ -367,26 +368,22 @@ static g1_status slot_reserve(g1_cuda_engine *e, g1_cuda_slot *s, int need)
     return G1_OK;
 }
 
-/* As the CPU engine: consecutive positions, no gaps; sets each slot's new
- * length; then the token table (cache pointers, positions) goes up. */
+static int slot_len(void *ctx, int slot) { return ((g1_cuda_engine *)ctx)->slots[slot].len; }
+
+static g1_status slot_extend(void *ctx, int slot, int n)
+{
+    g1_cuda_engine *e = ctx;
+    G1_TRY(slot_reserve(e, &e->slots[slot], n));
+    e->slots[slot].len = n;
+    return G1_OK;
+}
+
+/* The shared admission rule (batch_admit.h), then the batch's token table
+ * (cache pointers, layer stride, positions) up to the device. */
 static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
 {
-    if (b->T < 0 || b->T > e->opts.max_batch)
-        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
-    for (int t = 0; t < b->T; t++) {
-        int sl = b->slot[t], p = b->pos[t];
-        if (sl < 0 || sl >= e->opts.n_slots)
-            return G1_FAIL(G1_ERR_ARG, "token %d: slot %d outside 0..%d", t, sl, e->opts.n_slots - 1);
-        if (p < 0 || p >= e->opts.max_context)
-            return G1_FAIL(G1_ERR_RANGE, "token %d: position %d outside the context of %d", t, p,
-                           e->opts.max_context);
-        g1_cuda_slot *s = &e->slots[sl];
-        if (p > s->len)
-            return G1_FAIL(G1_ERR_ARG, "token %d: position %d leaves a gap after slot %d's %d cached positions", t,
-                           p, sl, s->len);
-        G1_TRY(slot_reserve(e, s, p + 1));
-        s->len = p + 1;
-    }
+    g1_slot_ops ops = {.ctx = e, .len = slot_len, .extend = slot_extend};
+    G1_TRY(g1_batch_admit(b, &e->opts, &ops));
     size_t T = (size_t)e->opts.max_batch, kvw = (size_t)e->cfg.num_kv_heads * e->cfg.key_size;
     float **k0 = e->tab_h, **v0 = k0 + T;
     long long *ls = (long long *)(v0 + T);

@@ -248,16 +248,16 @@ std::map<uintptr_t, Region> regions; // device allocations and pinned host memor
 
 } // namespace
 
-void sync_block()
+// Arrive at a barrier of `live` threads; the last one releases the others
+// (the scheduler resumes a fiber once the barrier's generation moved on).
+static void arrive(State st, int &arrived, unsigned &gen, int live)
 {
-    if (!S.in_kernel || !S.running)
-        fail("__syncthreads outside a kernel");
     Fiber *f = S.running;
-    f->gen = S.bar_gen;
-    f->st = AT_BAR;
-    if (++S.bar_arrived == S.live) {
-        S.bar_arrived = 0;
-        S.bar_gen++;
+    f->gen = gen;
+    f->st = st;
+    if (++arrived == live) {
+        arrived = 0;
+        gen++;
         f->st = READY;
         return;
     }
@@ -265,20 +265,14 @@ void sync_block()
     cur.tid = f->tid;
 }
 
-static void warp_barrier(Warp &w)
+void sync_block()
 {
-    Fiber *f = S.running;
-    f->gen = w.gen;
-    f->st = AT_WARP;
-    if (++w.arrived == w.live) {
-        w.arrived = 0;
-        w.gen++;
-        f->st = READY;
-        return;
-    }
-    yield_to_scheduler();
-    cur.tid = f->tid;
+    if (!S.in_kernel || !S.running)
+        fail("__syncthreads outside a kernel");
+    arrive(AT_BAR, S.bar_arrived, S.bar_gen, S.live);
 }
+
+static void warp_barrier(Warp &w) { arrive(AT_WARP, w.arrived, w.gen, w.live); }
 
 void warp_exchange(unsigned mask, const void *mine, size_t size, int from_lane, void *out)
 {

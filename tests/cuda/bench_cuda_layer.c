@@ -3,7 +3,9 @@
  * device-to-device copy and a cuBLAS bf16 GEMM measured in the same run;
  * prints time per layer, bandwidth, FLOP/s, the issue's goals and the
  * tokens/s this predicts for 8 GPUs as 8 pipeline stages. Exits 77 without
- * a GPU. Usage: bench_cuda_layer [--preset grok-1|small] [--tokens 1,8,...] */
+ * a GPU. Usage: bench_cuda_layer [--preset grok-1|small|tiny] [--tokens 1,8,...]
+ * [--smoke]: --smoke shrinks the reference copy and GEMM so the whole program
+ * can run on the CPU emulation (tests/cuda/emu); its figures mean nothing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +28,9 @@ static g1_status cu(cudaError_t e, const char *what)
 }
 
 /* device-to-device copy bandwidth (bytes read + written per second) */
-static g1_status copy_bw(double *gbs)
+static g1_status copy_bw(double *gbs, int smoke)
 {
-    size_t n = (size_t)1 << 30;
+    size_t n = (size_t)1 << (smoke ? 20 : 30);
     void *a, *b;
     cudaEvent_t e0, e1;
     G1_TRY(cu(cudaMalloc(&a, n), "malloc"));
@@ -49,9 +51,9 @@ static g1_status copy_bw(double *gbs)
 }
 
 /* cuBLAS bf16 GEMM, 8192^3, float32 accumulate and output */
-static g1_status gemm_rate(double *tflops)
+static g1_status gemm_rate(double *tflops, int smoke)
 {
-    int n = 8192;
+    int n = smoke ? 64 : 8192;
     void *A, *B, *C;
     cublasHandle_t h;
     cudaEvent_t e0, e1;
@@ -87,11 +89,18 @@ static double qmat_bytes(const g1_config *c, g1_qmat_id id, int blocks)
 int main(int argc, char **argv)
 {
     const char *preset = "grok-1", *tokens = "1,8,64,512,4096";
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--preset"))
-            preset = argv[i + 1];
-        else if (!strcmp(argv[i], "--tokens"))
-            tokens = argv[i + 1];
+    int smoke = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--smoke"))
+            smoke = 1;
+        else if (i + 1 < argc && !strcmp(argv[i], "--preset"))
+            preset = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--tokens"))
+            tokens = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_cuda_layer [--preset grok-1|small|tiny] [--tokens 1,8,...] [--smoke]\n");
+            return 2;
+        }
     }
     if (g1_cuda_device_count() < 1) {
         printf("bench_cuda_layer: no GPU visible: skipped\n");
@@ -114,8 +123,8 @@ int main(int argc, char **argv)
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     double bw = 0, peak = 0;
-    CK(copy_bw(&bw));
-    CK(gemm_rate(&peak));
+    CK(copy_bw(&bw, smoke));
+    CK(gemm_rate(&peak, smoke));
     g1_engine_opts o = {.n_slots = 64, .max_batch = Tmax, .max_context = Tmax < c.max_seq_len ? Tmax : c.max_seq_len,
                         .backend = G1_BACKEND_CUDA};
     g1_cuda_engine *e;

@@ -133,8 +133,8 @@ static void usage(FILE *f)
 "  --cuda-gemm bf16|bf16x2   cuda, prompts and batches over 16 tokens: activations rounded\n"
 "                            to bf16 for one cuBLAS GEMM (bf16, the default: the reference's\n"
 "                            own precision, about 1e-2 from the cpu backend's logits), or\n"
-"                            split into bf16 hi + lo for two (bf16x2: near float32, about\n"
-"                            1e-5 from cpu, twice the prompt matmul time). Results on cuda\n"
+"                            split into bf16 hi + lo for two (bf16x2: near float32, 1e-5\n"
+"                            to 3e-4 from cpu, twice the prompt matmul time). Results on cuda\n"
 "                            depend slightly on how tokens are batched either way; see\n"
 "                            docs/CUDA.md\n"
 );

@@ -51,8 +51,7 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
         e->w = w;
         e->cfg = *c;
         e->opts = *opts;
-        g1_cuda_opts co = {.gemm_split = opts->cuda_gemm_split};
-        g1_status st = g1_cuda_engine_init(&e->cuda, w, opts, dispatch, &co);
+        g1_status st = g1_cuda_engine_init(&e->cuda, w, opts, dispatch, NULL);
         if (st != G1_OK) {
             free(e);
             return st;

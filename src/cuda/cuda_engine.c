@@ -143,7 +143,7 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     G1_CU(cudaDeviceGetAttribute(&e->mm.sms, cudaDevAttrMultiProcessorCount, opts->device));
     int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
     e->mm.gemv_max = gm < 0 ? 0 : gm > 64 ? 64 : gm;
-    e->mm.split = (co && co->gemm_split) || opts->cuda_gemm_split;
+    e->mm.split = opts->cuda_gemm_split != 0;
     e->layers = calloc(nL ? (size_t)nL : 1, sizeof *e->layers);
     int El = e1 - e0;
     e->mats = calloc((size_t)(nL ? nL : 1) * 3 * (El ? (size_t)El : 1), sizeof *e->mats);

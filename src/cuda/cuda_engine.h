@@ -14,8 +14,6 @@ typedef struct g1_cuda_engine g1_cuda_engine;
 typedef struct g1_cuda_opts {
     int gemv_max_tokens; /* most rows per matmul for the int8 GEMV kernel, more
                           * go to dequantised tiles + cuBLAS (0: 16; -1: always cuBLAS) */
-    int gemm_split;      /* 1: cuBLAS inputs as bf16 hi + lo, two GEMMs, near-float32
-                          * activations (tests); 0: one bf16 GEMM (default) */
 } g1_cuda_opts;
 
 /* GPUs visible to this process (0 when none, or built without CUDA). */

@@ -1,6 +1,8 @@
 /* The CUDA engine against the CPU engine on synthetic models built in
  * memory (no HDF5): whole-model logits on tiny and small (relative error
- * <= 1e-2), prefill + decode, greedy tokens equal for 32 steps on a model
+ * <= 1e-3 on the near-float32 paths, tighter than the issue's 1e-2: they
+ * measure ~1e-5 on the CPU emulation; the bf16 GEMM path by rows), prefill
+ * + decode, greedy tokens equal for 32 steps on a model
  * with clear margins, a sequence alone vs inside a ragged batch, refusals,
  * and g1_engine's dispatch to the backend. Exits 77 without a GPU. */
 #include <string.h>
@@ -29,44 +31,30 @@ static void mk_model(model *m, const char *preset, uint64_t seed, double out_mul
     ct_ok(g1_weights_prepare(&m->W), "prepare");
 }
 
-/* An engine through g1_engine (CPU or CUDA), or a CUDA engine made
- * directly with tuning switches. */
+/* An engine through g1_engine (CPU or CUDA); split: CUDA GEMM inputs as
+ * bf16 hi + lo (grok1-run --cuda-gemm bf16x2). */
 typedef struct eng {
     g1_engine *e;
-    g1_cuda_engine *c;
 } eng;
 
-static eng mk_engine(model *m, g1_backend be, int slots, int max_batch, const g1_cuda_opts *co)
+static eng mk_engine(model *m, g1_backend be, int slots, int max_batch, int split)
 {
-    g1_engine_opts o = {.n_slots = slots, .max_batch = max_batch, .backend = be};
+    g1_engine_opts o = {.n_slots = slots, .max_batch = max_batch, .backend = be, .cuda_gemm_split = split};
     eng r = {0};
-    if (co)
-        ct_ok(g1_cuda_engine_init(&r.c, &m->W, &o, NULL, co), "cuda engine");
-    else
-        ct_ok(g1_engine_init(&r.e, &m->W, &o, NULL), "engine");
+    ct_ok(g1_engine_init(&r.e, &m->W, &o, NULL), "engine");
     return r;
 }
 
-static void eng_free(eng e)
-{
-    g1_engine_free(e.e);
-    g1_cuda_engine_free(e.c);
-}
+static void eng_free(eng e) { g1_engine_free(e.e); }
 
 /* One step over (slot, pos, token) triples; logits (T, V). */
 static void step(model *m, eng e, int T, const int *slot, const int *pos, const int *tok, float *logits)
 {
     float *x = malloc((size_t)T * m->C.emb_size * 4);
     g1_batch b = {.T = T, .slot = slot, .pos = pos};
-    if (e.c) {
-        ct_ok(g1_cuda_engine_embed(e.c, T, tok, x), "embed");
-        ct_ok(g1_cuda_engine_forward(e.c, &b, x), "forward");
-        ct_ok(g1_cuda_engine_logits(e.c, T, x, logits), "logits");
-    } else {
-        ct_ok(g1_engine_embed(e.e, T, tok, x), "embed");
-        ct_ok(g1_engine_forward(e.e, &b, x), "forward");
-        ct_ok(g1_engine_logits(e.e, T, x, logits), "logits");
-    }
+    ct_ok(g1_engine_embed(e.e, T, tok, x), "embed");
+    ct_ok(g1_engine_forward(e.e, &b, x), "forward");
+    ct_ok(g1_engine_logits(e.e, T, x, logits), "logits");
     free(x);
 }
 
@@ -120,23 +108,22 @@ static void compare_model(const char *preset, uint64_t seed, int n, int chunk)
         tok[i] = tu_int(V);
     size_t sz = (size_t)n * V;
     float *ref = malloc(sz * 4), *got = malloc(sz * 4);
-    eng cpu = mk_engine(&m, G1_BACKEND_CPU, 2, 64, NULL);
+    eng cpu = mk_engine(&m, G1_BACKEND_CPU, 2, 64, 0);
     run_seq(&m, cpu, 0, tok, n, n, ref);
     char name[128];
 
     /* near-float32 GEMM inputs (hi + lo): the whole prompt at once */
-    g1_cuda_opts precise = {.gemm_split = 1};
-    eng g = mk_engine(&m, G1_BACKEND_CUDA, 2, 64, &precise);
+    eng g = mk_engine(&m, G1_BACKEND_CUDA, 2, 64, 1);
     run_seq(&m, g, 0, tok, n, n, got);
     snprintf(name, sizeof name, "%s: prefill %d, bf16 hi+lo GEMM", preset, n);
-    check_rel(name, got, ref, sz, 1e-2);
+    check_rel(name, got, ref, sz, 1e-3);
     eng_free(g);
 
     /* default engine: one token at a time (GEMV path, float32 inputs) */
-    g = mk_engine(&m, G1_BACKEND_CUDA, 2, 64, NULL);
+    g = mk_engine(&m, G1_BACKEND_CUDA, 2, 64, 0);
     run_seq(&m, g, 1, tok, n, 1, got);
     snprintf(name, sizeof name, "%s: decode 1 by 1 (GEMV)", preset);
-    check_rel(name, got, ref, sz, 1e-2);
+    check_rel(name, got, ref, sz, 1e-3);
 
     /* default engine, chunks of `chunk` (GEMM path for chunk > 16) */
     run_seq(&m, g, 0, tok, n, chunk, got);
@@ -165,7 +152,7 @@ static void greedy(void)
     model m;
     mk_model(&m, "tiny", 3, 40.0);
     int V = m.C.vocab_size, prompt[8] = {5, 17, 99, 250, 3, 77, 400, 12};
-    eng cpu = mk_engine(&m, G1_BACKEND_CPU, 1, 16, NULL), gpu = mk_engine(&m, G1_BACKEND_CUDA, 1, 16, NULL);
+    eng cpu = mk_engine(&m, G1_BACKEND_CPU, 1, 16, 0), gpu = mk_engine(&m, G1_BACKEND_CUDA, 1, 16, 0);
     eng es[2] = {cpu, gpu};
     int out[2][32];
     float *lg = malloc((size_t)8 * V * 4);
@@ -203,7 +190,7 @@ static void batch_independence(void)
             tok[q][i] = tu_int(V);
     size_t sz = (size_t)24 * V;
     float *alone = malloc(sz * 4), *mixed = malloc(sz * 4), *tmp = malloc((size_t)16 * V * 4);
-    eng g = mk_engine(&m, G1_BACKEND_CUDA, 3, 16, NULL);
+    eng g = mk_engine(&m, G1_BACKEND_CUDA, 3, 16, 0);
     run_seq(&m, g, 0, tok[0], 24, 5, alone);
     g1_engine_reset_slot(g.e, 0);
     while (done[0] < lens[0] || done[1] < lens[1] || done[2] < lens[2]) {

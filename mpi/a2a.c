@@ -3,7 +3,14 @@
  * experts-per-slot), computes the rows it receives, and sends the results
  * back; the origin combines them in choice order (g1_moe_combine), so the
  * result is bitwise the same as one rank computing everything. Collective
- * over the stage: every rank calls it for every layer, with or without rows. */
+ * over the stage: every rank calls it for every layer, with or without rows.
+ *
+ * Two ways to move the rows. Staged (the default): through host buffers,
+ * page-locked with the CUDA backend, an expert id riding in front of each
+ * row. Direct (d->direct, for an MPI that reads device memory): the rows
+ * stay in engine memory; the engine packs them by destination and unpacks
+ * the results (g1_engine_gather_mem), the expert ids go separately from
+ * host memory, and the engine does the combine (run_rows_mem). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +28,11 @@ struct a2a {
     int *ids;               /* (max_rows) */
     float *yk;              /* (max_rows, D) results in t*k+j order */
     MPI_Datatype rec, row;  /* D + 1 floats, D floats */
+    g1_backend backend;     /* of the host buffers above (page-locked with CUDA) */
+    /* direct */
+    int *tok_of;            /* (max_rows) token of each packed row */
+    int *sids;              /* (max_rows) expert ids packed by destination */
+    float *sb, *rb;         /* (max_rows, D) engine memory, made on the first call */
 };
 
 void g1_a2a_free(struct a2a *a)
@@ -28,7 +40,12 @@ void g1_a2a_free(struct a2a *a)
     if (!a)
         return;
     free(a->scount); free(a->rcount); free(a->sdisp); free(a->rdisp); free(a->slot_of);
-    free(a->sbuf); free(a->rbuf); free(a->xrows); free(a->yrows); free(a->ids); free(a->yk);
+    free(a->ids); free(a->tok_of); free(a->sids);
+    g1_host_free(a->backend, a->sbuf);
+    g1_host_free(a->backend, a->rbuf);
+    g1_host_free(a->backend, a->xrows);
+    g1_host_free(a->backend, a->yrows);
+    g1_host_free(a->backend, a->yk);
     if (a->rec != MPI_DATATYPE_NULL)
         MPI_Type_free(&a->rec);
     if (a->row != MPI_DATATYPE_NULL)
@@ -93,6 +110,52 @@ static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int 
     return G1_OK;
 }
 
+/* The direct exchange: x (T, D) and yk (T*k, D) in engine memory. */
+static g1_status a2a_rows_mem(void *ctx, int layer, int T, const float *x, const int *idx, float *yk)
+{
+    struct a2a *a = ctx;
+    g1_dist *d = a->d;
+    g1_engine *e = *a->engine;
+    int E = d->E, D = a->D, k = a->k, n = T * k;
+    if (n > a->max_rows)
+        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: %d rows exceed %d", n, a->max_rows);
+    if (!a->sb) {
+        size_t bytes = (size_t)a->max_rows * D * sizeof(float);
+        G1_TRY(g1_engine_mem_alloc(e, bytes, (void **)&a->sb));
+        G1_TRY(g1_engine_mem_alloc(e, bytes, (void **)&a->rb));
+    }
+    memset(a->scount, 0, (size_t)E * sizeof(int));
+    for (int i = 0; i < n; i++)
+        a->scount[idx[i] / a->per_slot]++;
+    prefix(a->scount, a->sdisp, E);
+    int *fill = a->rcount;
+    memcpy(fill, a->sdisp, (size_t)E * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        int r = fill[idx[i] / a->per_slot]++;
+        a->tok_of[r] = i / k;
+        a->sids[r] = idx[i];
+        a->slot_of[i] = r;
+    }
+    double t0 = g1_now();
+    G1_TRY(g1_engine_gather_mem(e, n, x, a->tok_of, a->sb));
+    G1_MPI(MPI_Alltoall(a->scount, 1, MPI_INT, a->rcount, 1, MPI_INT, d->stage));
+    prefix(a->rcount, a->rdisp, E);
+    int nr = a->rdisp[E - 1] + a->rcount[E - 1];
+    if (nr > a->max_rows)
+        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: receiving %d rows, room for %d", nr, a->max_rows);
+    G1_MPI(MPI_Alltoallv(a->sids, a->scount, a->sdisp, MPI_INT, a->ids, a->rcount, a->rdisp, MPI_INT, d->stage));
+    G1_MPI(MPI_Alltoallv(a->sb, a->scount, a->sdisp, a->row, a->rb, a->rcount, a->rdisp, a->row, d->stage));
+    double t1 = g1_now();
+    g1_trace_span(d->trace, "a2a", "all-to-all out", t0, t1, -1, layer);
+    G1_TRY(g1_moe_expert_rows_mem(e, layer, nr, a->rb, a->ids, a->rb));
+    double t2 = g1_now();
+    g1_trace_span(d->trace, "a2a", "experts", t1, t2, -1, layer);
+    G1_MPI(MPI_Alltoallv(a->rb, a->rcount, a->rdisp, a->row, a->sb, a->scount, a->sdisp, a->row, d->stage));
+    G1_TRY(g1_engine_gather_mem(e, n, a->sb, a->slot_of, yk));
+    g1_trace_span(d->trace, "a2a", "all-to-all back", t2, g1_now(), -1, layer);
+    return G1_OK;
+}
+
 g1_status g1_dist_dispatch(g1_dist *d, const g1_config *cfg, int max_tokens, g1_engine **engine_ptr,
                            g1_moe_dispatch *out)
 {
@@ -114,18 +177,26 @@ g1_status g1_dist_dispatch(g1_dist *d, const g1_config *cfg, int max_tokens, g1_
     a->rdisp = malloc(E * sizeof(int));
     a->slot_of = malloc(R * sizeof(int));
     a->ids = malloc(R * sizeof(int));
-    a->sbuf = malloc(R * (D + 1) * sizeof(float));
-    a->rbuf = malloc(R * (D + 1) * sizeof(float));
-    a->xrows = malloc(R * D * sizeof(float));
-    a->yrows = malloc(R * D * sizeof(float));
-    a->yk = malloc(R * D * sizeof(float));
-    if (!a->scount || !a->rcount || !a->sdisp || !a->rdisp || !a->slot_of || !a->ids || !a->sbuf || !a->rbuf ||
-        !a->xrows || !a->yrows || !a->yk)
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory for all-to-all buffers (%zu rows)", R);
+    a->backend = d->backend;
+    int ok = a->scount && a->rcount && a->sdisp && a->rdisp && a->slot_of && a->ids;
+    if (d->direct) {
+        /* the row buffers are engine memory, made once the engine exists */
+        ok = ok && (a->tok_of = malloc(R * sizeof(int))) && (a->sids = malloc(R * sizeof(int)));
+    } else {
+        /* what MPI reads and writes, and what the engine copies from and to */
+        ok = ok && (a->sbuf = g1_host_alloc(d->backend, d->device, R * (D + 1) * sizeof(float))) &&
+             (a->rbuf = g1_host_alloc(d->backend, d->device, R * (D + 1) * sizeof(float))) &&
+             (a->xrows = g1_host_alloc(d->backend, d->device, R * D * sizeof(float))) &&
+             (a->yrows = g1_host_alloc(d->backend, d->device, R * D * sizeof(float))) &&
+             (a->yk = g1_host_alloc(d->backend, d->device, R * D * sizeof(float)));
+    }
+    if (!ok)
+        return G1_FAIL(G1_ERR_NOMEM, "out of %smemory for all-to-all buffers (%zu rows of %zu floats)",
+                       d->backend == G1_BACKEND_CUDA && !d->direct ? "page-locked " : "", R, D);
     G1_MPI(MPI_Type_contiguous(a->D + 1, MPI_FLOAT, &a->rec));
     G1_MPI(MPI_Type_commit(&a->rec));
     G1_MPI(MPI_Type_contiguous(a->D, MPI_FLOAT, &a->row));
     G1_MPI(MPI_Type_commit(&a->row));
-    *out = (g1_moe_dispatch){.run = a2a_run, .ctx = a};
+    *out = (g1_moe_dispatch){.run = a2a_run, .run_rows_mem = d->direct ? a2a_rows_mem : NULL, .ctx = a};
     return G1_OK;
 }

@@ -19,7 +19,21 @@ typedef struct g1_dist g1_dist;
  * loaded (every rank reaches the same verdict), then build the grid.
  * Refusals say what would work. */
 g1_status g1_dist_check_layout(int world_size, int stages, int ep, const g1_config *cfg);
-g1_status g1_dist_init(g1_dist **out, int stages, int ep);
+/* Where the messages live. With CUDA the host buffers are page-locked on
+ * `device`. direct: activations go to MPI straight from engine memory (the
+ * GPU's, with CUDA: needs an MPI built with CUDA support; with CPU engine
+ * memory is host memory and only the code path changes). Every rank must
+ * pass the same `direct`. NULL: CPU, staged. */
+typedef struct g1_dist_mem {
+    g1_backend backend;
+    int device;
+    int direct;
+} g1_dist_mem;
+g1_status g1_dist_init(g1_dist **out, int stages, int ep, const g1_dist_mem *mem);
+/* Whether the MPI library says it can read and write CUDA device memory:
+ * 1 yes, 0 no (or built without MPI), -1 it cannot say (no query in its
+ * extensions). */
+int g1_dist_mpi_cuda_support(void);
 void g1_dist_free(g1_dist *d);
 int g1_dist_rank(const g1_dist *d);
 int g1_dist_stage(const g1_dist *d);

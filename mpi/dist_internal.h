@@ -15,6 +15,9 @@ struct g1_dist {
     g1_trace *trace;      /* NULL: no timeline */
     double clock_offset;  /* add to this rank's clock to get rank 0's */
     char what[32];        /* "layers a-b": the compute span's name */
+    g1_backend backend;   /* host message buffers page-locked with CUDA */
+    int device;
+    int direct;           /* activations handed to MPI in engine (device) memory */
     struct a2a *a2a;
     struct pipe *pipe;
 };

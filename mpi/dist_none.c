@@ -12,10 +12,13 @@ g1_status g1_dist_check_layout(int world_size, int stages, int ep, const g1_conf
     return G1_OK;
 }
 
-g1_status g1_dist_init(g1_dist **out, int stages, int ep)
+int g1_dist_mpi_cuda_support(void) { return 0; }
+
+g1_status g1_dist_init(g1_dist **out, int stages, int ep, const g1_dist_mem *mem)
 {
     (void)stages;
     (void)ep;
+    (void)mem;
     *out = NULL;
     return G1_FAIL(G1_ERR_ARG, "built without MPI");
 }

@@ -9,6 +9,11 @@
 
 #include "dist_internal.h"
 #include "world_mpi.h"
+#if defined(__has_include)
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h> /* Open MPI's extensions: MPIX_Query_cuda_support */
+#endif
+#endif
 
 g1_status g1_mpi_check(int rc, const char *what, const char *file, int line)
 {
@@ -55,11 +60,30 @@ g1_status g1_dist_check_layout(int N, int P, int E, const g1_config *cfg)
     return G1_OK;
 }
 
-g1_status g1_dist_init(g1_dist **out, int P, int E)
+int g1_dist_mpi_cuda_support(void)
+{
+#if defined(OMPI_HAVE_MPI_EXT_CUDA) && defined(MPIX_CUDA_AWARE_SUPPORT)
+    /* Open MPI: compiled in, and the run-time library agrees */
+    return MPIX_CUDA_AWARE_SUPPORT && MPIX_Query_cuda_support() ? 1 : 0;
+#elif defined(MPIX_GPU_SUPPORT_CUDA)
+    /* MPICH 4 and its derivatives */
+    int yes = 0;
+    return MPIX_GPU_query_support(MPIX_GPU_SUPPORT_CUDA, &yes) == MPI_SUCCESS ? (yes ? 1 : 0) : -1;
+#else
+    return -1;
+#endif
+}
+
+g1_status g1_dist_init(g1_dist **out, int P, int E, const g1_dist_mem *mem)
 {
     g1_dist *d = calloc(1, sizeof *d);
     if (!d)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    if (mem) {
+        d->backend = mem->backend;
+        d->device = mem->device;
+        d->direct = mem->direct;
+    }
     d->all = MPI_COMM_NULL;
     d->stage = MPI_COMM_NULL;
     *out = d;

@@ -65,6 +65,7 @@ typedef struct cli {
     double mem_per_rank;
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     int cuda_gemm_split;
+    int gpu_direct; /* -1 auto, 0 off, 1 on */
 } cli;
 
 static void usage(FILE *f)
@@ -148,6 +149,13 @@ static void usage(FILE *f)
 "  --plan PLAN.json          layer ranges from grok1-plan (default: the planner decides)\n"
 "  --layers-per-stage a,b,.. layer counts per stage instead of the planner's balance\n"
 "  --mem-per-rank SIZE       memory per rank for the planner's check (e.g. 80G; default: no limit)\n"
+"  --gpu-direct auto|on|off  hand activations to MPI in GPU memory (pipeline messages and\n"
+"                            expert all-to-alls) instead of through page-locked host\n"
+"                            buffers: needs an MPI built with CUDA support; auto (default)\n"
+"                            uses it with --backend cuda when the MPI library says it has\n"
+"                            that support; on trusts you (an MPI without it then crashes\n"
+"                            reading device memory); with --backend cpu on only changes the\n"
+"                            code path (for tests)\n"
 "  --verbose                 each rank reports what it loaded and the bytes it read\n"
 );
     fprintf(f,
@@ -212,7 +220,7 @@ static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
-           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM };
+           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -231,10 +239,12 @@ static int parse_args(int argc, char **argv, cli *c)
         {"top-logprobs", required_argument, NULL, O_TOPLP}, {"truncate", required_argument, NULL, O_TRUNC},
         {"backend", required_argument, NULL, O_BACKEND},
         {"cuda-gemm", required_argument, NULL, O_CUDA_GEMM},
+        {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
-               .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT, .backend = -1};
+               .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT, .backend = -1,
+               .gpu_direct = -1};
     c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
     int o, r = 0;
@@ -272,6 +282,12 @@ static int parse_args(int argc, char **argv, cli *c)
             if (!strcmp(optarg, "bf16")) c->cuda_gemm_split = 0;
             else if (!strcmp(optarg, "bf16x2")) c->cuda_gemm_split = 1;
             else return usage_error("--cuda-gemm %s: expected bf16 or bf16x2", optarg);
+            break;
+        case O_GPU_DIRECT:
+            if (!strcmp(optarg, "auto")) c->gpu_direct = -1;
+            else if (!strcmp(optarg, "on")) c->gpu_direct = 1;
+            else if (!strcmp(optarg, "off")) c->gpu_direct = 0;
+            else return usage_error("--gpu-direct %s: expected auto, on or off", optarg);
             break;
         case O_TRUNC:
             if (!strcmp(optarg, "left")) c->truncate_left = 1;
@@ -792,7 +808,19 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
 
     g1_moe_dispatch dispatch, *dp = NULL;
     if (P * E > 1) {
-        G1_TRY(g1_dist_init(&j->dist, P, E));
+        /* device buffers straight to MPI only when every rank's MPI says
+         * it can read them (or the user says so) */
+        int mpi_cuda = g1_dist_mpi_cuda_support();
+        int direct = c->gpu_direct >= 0 ? c->gpu_direct : eo.backend == G1_BACKEND_CUDA && mpi_cuda == 1;
+        direct = g1_world_all_ok(direct);
+        if (c->verbose && rank == 0)
+            fprintf(stderr, "grok1-run: messages %s (MPI CUDA support: %s)\n",
+                    direct ? "in engine memory, handed straight to MPI (--gpu-direct)"
+                    : eo.backend == G1_BACKEND_CUDA ? "staged through page-locked host buffers"
+                                                    : "in host memory",
+                    mpi_cuda == 1 ? "yes" : mpi_cuda == 0 ? "no" : "unknown");
+        g1_dist_mem dm = {.backend = eo.backend, .device = eo.device, .direct = direct};
+        G1_TRY(g1_dist_init(&j->dist, P, E, &dm));
         if (E > 1) {
             G1_TRY(g1_dist_dispatch(j->dist, &m->cfg, c->max_batch_tokens, &j->e, &dispatch));
             dp = &dispatch;

@@ -13,6 +13,24 @@
 #include "dist_internal.h"
 #include "fault.h"
 
+/* A message buffer: host memory (page-locked with the CUDA backend), or
+ * for a direct worker engine memory (owned by the engine, e != NULL). */
+static g1_status msg_alloc(g1_dist *d, g1_engine *e, size_t bytes, char **out)
+{
+    if (e)
+        return g1_engine_mem_alloc(e, bytes, (void **)out);
+    if (!(*out = g1_host_alloc(d->backend, d->device, bytes)))
+        return G1_FAIL(G1_ERR_NOMEM, "out of %smemory for %zu bytes of message buffers",
+                       d->backend == G1_BACKEND_CUDA ? "page-locked " : "", bytes);
+    return G1_OK;
+}
+
+static void msg_free(g1_dist *d, int engine_mem, char *p)
+{
+    if (!engine_mem)
+        g1_host_free(d->backend, p);
+}
+
 /* A pool of send buffers: a buffer is reused once its send completed. */
 typedef struct sendpool {
     int n;
@@ -20,21 +38,22 @@ typedef struct sendpool {
     char **buf;
     MPI_Request *req;
     int next;
+    int engine_mem; /* buffers in engine memory (not ours to free) */
 } sendpool;
 
-static g1_status pool_init(sendpool *p, int n, size_t bytes)
+static g1_status pool_init(g1_dist *d, g1_engine *mem, sendpool *p, int n, size_t bytes)
 {
     p->n = n;
     p->bytes = bytes;
+    p->engine_mem = mem != NULL;
     p->buf = calloc((size_t)n, sizeof *p->buf);
     p->req = malloc((size_t)n * sizeof *p->req);
     if (!p->buf || !p->req)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         p->req[i] = MPI_REQUEST_NULL;
-        if (!(p->buf[i] = malloc(bytes)))
-            return G1_FAIL(G1_ERR_NOMEM, "out of memory for message buffers");
-    }
+    for (int i = 0; i < n; i++)
+        G1_TRY(msg_alloc(d, mem, bytes, &p->buf[i]));
     return G1_OK;
 }
 
@@ -55,10 +74,10 @@ static g1_status pool_drain(sendpool *p)
     return G1_OK;
 }
 
-static void pool_free(sendpool *p)
+static void pool_free(g1_dist *d, sendpool *p)
 {
     for (int i = 0; p->buf && i < p->n; i++)
-        free(p->buf[i]);
+        msg_free(d, p->engine_mem, p->buf[i]);
     free(p->buf);
     free(p->req);
 }
@@ -78,7 +97,9 @@ struct pipe {
     sendpool sp;
     flight *fl;      /* ring (cap) */
     int head, count;
-    char *rbuf;      /* a received message */
+    char *rbuf[2];   /* received messages (a worker alternates) */
+    int rbuf_engine_mem;
+    char *hdr;       /* a direct worker: the received message's header, slots and positions */
     int *gslot, *lslot, *lpos; /* (max_tokens) */
     float *lx;       /* (max_tokens, D) */
 };
@@ -87,30 +108,34 @@ void g1_pipe_mpi_free(struct pipe *p)
 {
     if (!p)
         return;
-    pool_free(&p->sp);
+    pool_free(p->d, &p->sp);
     for (int i = 0; p->fl && i < p->cap; i++) {
         free(p->fl[i].owner_idx);
         free(p->fl[i].count);
         free(p->fl[i].own);
     }
     free(p->fl);
-    free(p->rbuf);
+    for (int i = 0; i < 2; i++)
+        msg_free(p->d, p->rbuf_engine_mem, p->rbuf[i]);
+    free(p->hdr);
     free(p->gslot);
     free(p->lslot);
     free(p->lpos);
-    free(p->lx);
+    if (p->lx)
+        msg_free(p->d, 0, (char *)p->lx);
     free(p);
 }
 
-/* Run `T` tokens (global slots) through this rank's layers in place. */
+/* Run `T` tokens (global slots) through this rank's layers: x in place
+ * (host memory), or with in != NULL from in to x (both engine memory). */
 static g1_status run_share(g1_dist *d, g1_engine *e, int mb, int T, const int *gslot, const int *pos, int *lslot,
-                           float *x)
+                           const float *in, float *x)
 {
     for (int t = 0; t < T; t++)
         lslot[t] = gslot[t] / d->E;
     g1_batch b = {.T = T, .slot = lslot, .pos = pos};
     double t0 = g1_now();
-    g1_status st = g1_engine_forward(e, &b, x);
+    g1_status st = in ? g1_engine_forward_mem(e, &b, in, x) : g1_engine_forward(e, &b, x);
     double t1 = g1_now();
     d->busy += t1 - t0;
     g1_trace_span(d->trace, "compute", d->what, t0, t1, mb, T);
@@ -173,7 +198,7 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
         p->lpos[j] = b->pos[t];
         memcpy(p->lx + (size_t)j * D, x + (size_t)t * D, (size_t)D * sizeof(float));
     }
-    G1_TRY(run_share(d, p->e, mb, c0, p->gslot, p->lpos, p->lslot, p->lx));
+    G1_TRY(run_share(d, p->e, mb, c0, p->gslot, p->lpos, p->lslot, NULL, p->lx));
     if (d->P > 1) {
         int i;
         G1_TRY(pool_get(d, &p->sp, &i));
@@ -204,10 +229,10 @@ static g1_status pipe_wait(void *ctx, int *mb, float *x)
             int src_rank = (d->P - 1) * E + e, kind, rmb, rT, *rs, *rp;
             float *rx;
             double t0 = g1_now();
-            G1_MPI(MPI_Recv(p->rbuf, (int)g1_msg_bytes(p->max_tokens, D), MPI_BYTE, src_rank, G1_TAG_RES, d->all,
-                            MPI_STATUS_IGNORE));
+            G1_MPI(MPI_Recv(p->rbuf[0], (int)g1_msg_bytes(p->max_tokens, D), MPI_BYTE, src_rank, G1_TAG_RES,
+                            d->all, MPI_STATUS_IGNORE));
             g1_trace_span(d->trace, "recv", "results", t0, g1_now(), f->mb, src_rank);
-            g1_msg_view(p->rbuf, D, &kind, &rmb, &rT, &rs, &rp, &rx);
+            g1_msg_view(p->rbuf[0], D, &kind, &rmb, &rT, &rs, &rp, &rx);
             if (kind != G1_MSG_BATCH || rmb != f->mb || rT != c)
                 return G1_FAIL(G1_ERR_INTERNAL,
                                "pipeline: rank %d returned micro-batch %d with %d tokens, expected %d with %d",
@@ -224,16 +249,26 @@ static g1_status pipe_wait(void *ctx, int *mb, float *x)
     return G1_OK;
 }
 
+/* Buffers: rank 0 (cap > 0) keeps host memory; a worker of a direct run
+ * (d->direct) receives, computes and sends in engine memory. */
 static g1_status pipe_alloc(struct pipe *p, int nsend)
 {
-    size_t T = (size_t)p->max_tokens, D = (size_t)p->D, E = (size_t)p->d->E;
-    G1_TRY(pool_init(&p->sp, nsend, g1_msg_bytes(p->max_tokens, p->D)));
-    p->rbuf = malloc(g1_msg_bytes(p->max_tokens, p->D));
+    g1_dist *d = p->d;
+    size_t T = (size_t)p->max_tokens, D = (size_t)p->D, E = (size_t)d->E;
+    size_t mbytes = g1_msg_bytes(p->max_tokens, p->D);
+    g1_engine *mem = d->direct && !p->cap ? p->e : NULL;
+    G1_TRY(pool_init(d, mem, &p->sp, nsend, mbytes));
+    p->rbuf_engine_mem = mem != NULL;
+    G1_TRY(msg_alloc(d, mem, mbytes, &p->rbuf[0]));
+    if (!p->cap)
+        G1_TRY(msg_alloc(d, mem, mbytes, &p->rbuf[1]));
+    if (p->cap) /* rank 0's shares on their way to its engine */
+        G1_TRY(msg_alloc(d, NULL, T * D * sizeof(float), (char **)&p->lx));
+    p->hdr = malloc(g1_msg_bytes(p->max_tokens, 0));
     p->gslot = malloc(T * sizeof(int));
     p->lslot = malloc(T * sizeof(int));
     p->lpos = malloc(T * sizeof(int));
-    p->lx = malloc(T * D * sizeof(float));
-    if (!p->rbuf || !p->gslot || !p->lslot || !p->lpos || !p->lx)
+    if (!p->hdr || !p->gslot || !p->lslot || !p->lpos)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for pipeline buffers");
     if (p->cap) {
         p->fl = calloc((size_t)p->cap, sizeof *p->fl);
@@ -299,29 +334,44 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
     int last = d->s == d->P - 1;
     int down = last ? 0 : (d->s + 1) * E + d->e, tag = last ? G1_TAG_RES : G1_TAG_FWD;
     size_t mbytes = g1_msg_bytes(max_tokens, D);
-    char *rb[2];
-    rb[0] = p->rbuf;
-    rb[1] = malloc(mbytes);
-    if (!rb[1])
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    char **rb = p->rbuf;
     MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     g1_status st = g1_mpi_check(MPI_Irecv(rb[0], (int)mbytes, MPI_BYTE, up, G1_TAG_FWD, d->all, &rq[0]),
                                 "MPI_Irecv", __FILE__, __LINE__);
     for (int cur = 0; st == G1_OK; cur ^= 1) {
-        st = traced_wait(d, &rq[cur], "recv", -1);
+        MPI_Status status;
+        double t0 = g1_now();
+        st = g1_mpi_check(MPI_Wait(&rq[cur], &status), "MPI_Wait", __FILE__, __LINE__);
         if (st != G1_OK)
             break;
-        int kind, mb, T, *gs, *pos;
+        if (g1_now() - t0 > 20e-6)
+            g1_trace_span(d->trace, "wait", "recv", t0, g1_now(), -1, -1);
+        int kind, mb, T, *gs, *pos, got = 0;
         float *x;
-        g1_msg_view(rb[cur], D, &kind, &mb, &T, &gs, &pos, &x);
+        MPI_Get_count(&status, MPI_BYTE, &got);
+        /* a direct worker reads the header, slots and positions from device
+         * memory; the activations stay there */
+        char *h = rb[cur];
+        if (d->direct) {
+            size_t hb = (size_t)got < g1_msg_bytes(max_tokens, 0) ? (size_t)got : g1_msg_bytes(max_tokens, 0);
+            st = g1_engine_copy_mem(e, p->hdr, rb[cur], hb);
+            if (st != G1_OK)
+                break;
+            h = p->hdr;
+        }
+        if (got < 16) {
+            st = G1_FAIL(G1_ERR_INTERNAL, "pipeline: message of %d bytes from rank %d", got, up);
+            break;
+        }
+        g1_msg_view(h, D, &kind, &mb, &T, &gs, &pos, &x);
         if (kind == G1_MSG_STOP) {
             if (!last)
-                st = g1_mpi_check(MPI_Send(rb[cur], 16, MPI_BYTE, down, G1_TAG_FWD, d->all), "MPI_Send", __FILE__,
+                st = g1_mpi_check(MPI_Send(h, 16, MPI_BYTE, down, G1_TAG_FWD, d->all), "MPI_Send", __FILE__,
                                   __LINE__);
             break;
         }
-        if (kind != G1_MSG_BATCH || T < 0 || T > max_tokens) {
-            st = G1_FAIL(G1_ERR_INTERNAL, "pipeline: bad message from rank %d", up);
+        if (kind != G1_MSG_BATCH || T < 0 || T > max_tokens || (size_t)got != g1_msg_bytes(T, D)) {
+            st = G1_FAIL(G1_ERR_INTERNAL, "pipeline: bad message from rank %d (%d bytes)", up, got);
             break;
         }
         st = g1_fault_step();
@@ -330,19 +380,27 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
         /* the next message lands while this one computes */
         st = g1_mpi_check(MPI_Irecv(rb[cur ^ 1], (int)mbytes, MPI_BYTE, up, G1_TAG_FWD, d->all, &rq[cur ^ 1]),
                           "MPI_Irecv", __FILE__, __LINE__);
-        if (st == G1_OK)
-            st = run_share(d, e, mb, T, gs, pos, p->lslot, x);
         int i;
         if (st == G1_OK)
             st = pool_get(d, &p->sp, &i);
-        if (st == G1_OK) {
-            g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, T, gs, pos, x, D);
+        if (st == G1_OK && d->direct) {
+            /* computed from the received buffer into the send buffer, both
+             * device memory; the header goes in front unchanged */
+            size_t off = g1_msg_bytes(T, 0);
+            st = run_share(d, e, mb, T, gs, pos, p->lslot, (const float *)(rb[cur] + off),
+                           (float *)(p->sp.buf[i] + off));
+            if (st == G1_OK)
+                st = g1_engine_copy_mem(e, p->sp.buf[i], p->hdr, off);
+        } else if (st == G1_OK) {
+            st = run_share(d, e, mb, T, gs, pos, p->lslot, NULL, x);
+            if (st == G1_OK)
+                g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, T, gs, pos, x, D);
+        }
+        if (st == G1_OK)
             st = g1_mpi_check(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(T, D), MPI_BYTE, down, tag, d->all,
                                         &p->sp.req[i]),
                               "MPI_Isend", __FILE__, __LINE__);
-        }
     }
-    free(rb[1]);
     if (st == G1_OK)
         st = pool_drain(&p->sp);
     return st;

@@ -112,6 +112,9 @@ void g1_engine_free(g1_engine *e)
     free(e->xn); free(e->q); free(e->k); free(e->v); free(e->att); free(e->o);
     free(e->idx); free(e->gate); free(e->kc); free(e->vc); free(e->scores);
     free(e->tok); free(e->xg); free(e->h1); free(e->h2); free(e->yk); free(e->xk);
+    for (int i = 0; i < e->n_mem; i++)
+        free(e->mem[i]);
+    free(e->mem);
     free(e);
 }
 
@@ -233,10 +236,82 @@ g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
         /* mixture of experts */
         g1_cpu_rmsnorm(x, T, D, L->norm[G1_MOE_NORM], eps, e->xn);
         g1_cpu_router(e->xn, T, D, L->router, c->num_experts, c->num_selected_experts, e->idx, e->gate);
-        G1_TRY(e->dispatch.run(e->dispatch.ctx, e->w->layer0 + l, T, e->xn, e->idx, e->gate, e->o));
+        if (e->dispatch.run_rows_mem) {
+            G1_TRY(e->dispatch.run_rows_mem(e->dispatch.ctx, e->w->layer0 + l, T, e->xn, e->idx, e->yk));
+            g1_moe_combine(T, D, c->num_selected_experts, e->gate, e->yk, e->o);
+        } else {
+            G1_TRY(e->dispatch.run(e->dispatch.ctx, e->w->layer0 + l, T, e->xn, e->idx, e->gate, e->o));
+        }
         add_normed(x, e->o, T, D, L->norm[G1_MOE_OUT_NORM], eps);
     }
     return G1_OK;
+}
+
+/* ---- memory for messages ---- */
+
+void *g1_host_alloc(g1_backend backend, int device, size_t bytes)
+{
+    return backend == G1_BACKEND_CUDA ? g1_cuda_host_alloc(device, bytes) : zalloc(bytes);
+}
+
+void g1_host_free(g1_backend backend, void *p)
+{
+    if (backend == G1_BACKEND_CUDA)
+        g1_cuda_host_free(p);
+    else
+        free(p);
+}
+
+g1_status g1_engine_mem_alloc(g1_engine *e, size_t bytes, void **p)
+{
+    *p = NULL;
+    if (e->cuda)
+        return g1_cuda_engine_mem_alloc(e->cuda, bytes, p);
+    void **m = realloc(e->mem, (size_t)(e->n_mem + 1) * sizeof *m);
+    if (!m)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    e->mem = m;
+    if (!(*p = zalloc(bytes)))
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for %zu bytes of message buffers", bytes);
+    e->mem[e->n_mem++] = *p;
+    return G1_OK;
+}
+
+g1_status g1_engine_forward_mem(g1_engine *e, const g1_batch *b, const float *in, float *out)
+{
+    if (e->cuda)
+        return g1_cuda_engine_forward_mem(e->cuda, b, in, out);
+    if (b->T > e->opts.max_batch)
+        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
+    if (out != in && b->T > 0)
+        memmove(out, in, (size_t)b->T * e->cfg.emb_size * sizeof(float));
+    return g1_engine_forward(e, b, out);
+}
+
+g1_status g1_engine_copy_mem(g1_engine *e, void *dst, const void *src, size_t bytes)
+{
+    if (e->cuda)
+        return g1_cuda_engine_copy_mem(e->cuda, dst, src, bytes);
+    if (bytes)
+        memmove(dst, src, bytes);
+    return G1_OK;
+}
+
+g1_status g1_engine_gather_mem(g1_engine *e, int n, const float *src, const int *map, float *dst)
+{
+    if (e->cuda)
+        return g1_cuda_engine_gather_mem(e->cuda, n, src, map, dst);
+    size_t D = (size_t)e->cfg.emb_size;
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * D, src + (size_t)map[i] * D, D * sizeof(float));
+    return G1_OK;
+}
+
+g1_status g1_moe_expert_rows_mem(g1_engine *e, int layer, int n, const float *x, const int *expert, float *y)
+{
+    if (e->cuda)
+        return g1_cuda_moe_expert_rows_mem(e->cuda, layer, n, x, expert, y);
+    return g1_moe_expert_rows(e, layer, n, x, expert, y);
 }
 
 g1_status g1_engine_embed(g1_engine *e, int T, const int *tokens, float *x)

@@ -5,6 +5,7 @@
 #ifndef G1_ENGINE_H
 #define G1_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -20,6 +21,12 @@ typedef struct g1_moe_dispatch {
     g1_status (*run)(void *ctx, int layer, int T, const float *x /* (T, D) */,
                      const int *idx /* (T, K) */, const float *gate /* (T, K) */,
                      float *out /* (T, D) */);
+    /* Optional, for an MPI library that reads device memory (CUDA-aware):
+     * the expert rows over engine memory (g1_engine_mem_alloc), without the
+     * combine. x (T, D) and yk (T*K, D) are engine memory, idx (T, K) host;
+     * write yk[t*K + j] = expert_{idx[t,j]}(x[t]). The engine then combines
+     * with the gates in choice order. Used instead of run when set. */
+    g1_status (*run_rows_mem)(void *ctx, int layer, int T, const float *x, const int *idx, float *yk);
     void *ctx;
 } g1_moe_dispatch;
 
@@ -70,6 +77,31 @@ g1_status g1_engine_logits(g1_engine *e, int T, const float *x, float *logits);
 /* Current length (cached positions) of a slot; 0 after g1_engine_reset_slot. */
 int g1_engine_slot_len(const g1_engine *e, int slot);
 void g1_engine_reset_slot(g1_engine *e, int slot);
+
+/* ---- memory for messages (what mpi/ sends and receives) ---- */
+
+/* Host memory for buffers the backend copies to and from: page-locked with
+ * CUDA on `device` (copies to the GPU run at full speed, and an MPI library
+ * can register it once), plain 64-byte aligned memory with CPU. NULL when
+ * out of memory. Free with g1_host_free and the same backend. */
+void *g1_host_alloc(g1_backend backend, int device, size_t bytes);
+void g1_host_free(g1_backend backend, void *p);
+
+/* Engine memory: where this engine keeps its activations (the GPU's memory
+ * with CUDA, host memory with CPU). A CUDA-aware MPI can send and receive it
+ * directly. Zeroed; freed with the engine, not before. */
+g1_status g1_engine_mem_alloc(g1_engine *e, size_t bytes, void **p);
+/* The calls below take engine memory and return when their output is
+ * written (no work left queued on the device). */
+/* As g1_engine_forward: in (T, D) through the layers into out (T, D);
+ * in == out is allowed. */
+g1_status g1_engine_forward_mem(g1_engine *e, const g1_batch *b, const float *in, float *out);
+/* Copy bytes between any two of host and engine memory. */
+g1_status g1_engine_copy_mem(g1_engine *e, void *dst, const void *src, size_t bytes);
+/* dst[i] = src[map[i]] for n rows of emb_size floats; map is host memory. */
+g1_status g1_engine_gather_mem(g1_engine *e, int n, const float *src, const int *map, float *dst);
+/* As g1_moe_expert_rows, x and y engine memory, expert ids host memory. */
+g1_status g1_moe_expert_rows_mem(g1_engine *e, int layer, int n, const float *x, const int *expert, float *y);
 
 /* The local dispatch over `w`'s experts (used by the engine when dispatch is
  * NULL; exposed so mpi/ can run the experts a remote rank asks for).

@@ -399,10 +399,22 @@ static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
     return G1_OK;
 }
 
-/* The experts through a distributed dispatch: host buffers around it. */
+/* The experts through a distributed dispatch: host buffers around it, or
+ * (run_rows_mem) device buffers handed to it and the combine here. */
 static g1_status moe_dispatch(g1_cuda_engine *e, int l, int T)
 {
     size_t D = (size_t)e->cfg.emb_size, n = (size_t)T * e->cfg.num_selected_experts;
+    if (e->dispatch.run_rows_mem) {
+        /* the peers read xn straight from device memory: it must be written */
+        if (T)
+            G1_CU(cudaMemcpyAsync(e->idx_h, e->idx, n * sizeof(int), cudaMemcpyDeviceToHost, e->stream));
+        G1_CU(cudaStreamSynchronize(e->stream));
+        /* xr is free here: only the host-pointer entry points use it */
+        G1_TRY(e->dispatch.run_rows_mem(e->dispatch.ctx, e->layer0 + l, T, e->xn, e->idx_h, e->xr));
+        G1_CU(cudaSetDevice(e->opts.device));
+        G1_CU(g1_cuda_combine(e->stream, T, (int)D, e->cfg.num_selected_experts, e->gate, e->xr, NULL, e->o));
+        return G1_OK;
+    }
     if (T) {
         G1_CU(cudaMemcpyAsync(e->xh, e->xn, (size_t)T * D * 4, cudaMemcpyDeviceToHost, e->stream));
         G1_CU(cudaMemcpyAsync(e->idx_h, e->idx, n * sizeof(int), cudaMemcpyDeviceToHost, e->stream));
@@ -475,6 +487,74 @@ g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
         G1_CU(cudaMemcpyAsync(x, e->x, bytes, cudaMemcpyDeviceToHost, e->stream));
     G1_CU(cudaStreamSynchronize(e->stream));
     return G1_OK;
+}
+
+g1_status g1_cuda_engine_forward_mem(g1_cuda_engine *e, const g1_batch *b, const float *in, float *out)
+{
+    G1_CU(cudaSetDevice(e->opts.device));
+    size_t bytes = (size_t)(b->T > 0 ? b->T : 0) * e->cfg.emb_size * sizeof(float);
+    if (b->T > e->opts.max_batch)
+        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
+    if (bytes)
+        G1_CU(cudaMemcpyAsync(e->x, in, bytes, cudaMemcpyDeviceToDevice, e->stream));
+    G1_TRY(g1_cuda_engine_forward_device(e, b));
+    if (bytes)
+        G1_CU(cudaMemcpyAsync(out, e->x, bytes, cudaMemcpyDeviceToDevice, e->stream));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_mem_alloc(g1_cuda_engine *e, size_t bytes, void **p)
+{
+    *p = NULL;
+    G1_CU(cudaSetDevice(e->opts.device));
+    G1_TRY(dalloc(e, p, bytes));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_copy_mem(g1_cuda_engine *e, void *dst, const void *src, size_t bytes)
+{
+    if (!bytes)
+        return G1_OK;
+    G1_CU(cudaSetDevice(e->opts.device));
+    /* unified addressing tells host from device memory */
+    G1_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, e->stream));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_gather_mem(g1_cuda_engine *e, int n, const float *src, const int *map, float *dst)
+{
+    size_t cap = 2 * (size_t)e->opts.max_batch * e->cfg.num_selected_experts;
+    if (n <= 0)
+        return G1_OK;
+    if ((size_t)n > cap)
+        return G1_FAIL(G1_ERR_INTERNAL, "gather of %d rows exceeds %zu", n, cap);
+    G1_CU(cudaSetDevice(e->opts.device));
+    /* the pinned staging of the row table: free between the engine's calls */
+    memcpy(e->rows_h, map, (size_t)n * sizeof(int));
+    G1_CU(cudaMemcpyAsync(e->rows, e->rows_h, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, e->stream));
+    G1_CU(g1_cuda_gather(e->stream, src, e->cfg.emb_size, e->rows, 1, n, dst));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
+void *g1_cuda_host_alloc(int device, size_t bytes)
+{
+    void *p = NULL;
+    /* the rank's own GPU first: a context on device 0 from every rank of a
+     * node would cost each of them memory there */
+    if (cudaSetDevice(device) != cudaSuccess || cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) != cudaSuccess)
+        return NULL;
+    memset(p, 0, bytes ? bytes : 1);
+    return p;
+}
+
+void g1_cuda_host_free(void *p)
+{
+    if (p)
+        cudaFreeHost(p);
 }
 
 g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, float *x)

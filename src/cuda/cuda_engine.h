@@ -40,4 +40,18 @@ g1_status g1_cuda_moe_local(g1_cuda_engine *e, int layer, int T, const float *x,
 g1_status g1_cuda_moe_expert_rows(g1_cuda_engine *e, int layer, int n, const float *x, const int *expert,
                                   float *y);
 
+/* Engine memory and the calls over it (engine.h's _mem entry points): x, y,
+ * in, out, src and dst are device memory of this engine's GPU; each call
+ * returns with its work done. */
+g1_status g1_cuda_engine_mem_alloc(g1_cuda_engine *e, size_t bytes, void **p);
+g1_status g1_cuda_engine_forward_mem(g1_cuda_engine *e, const g1_batch *b, const float *in, float *out);
+g1_status g1_cuda_engine_copy_mem(g1_cuda_engine *e, void *dst, const void *src, size_t bytes);
+g1_status g1_cuda_engine_gather_mem(g1_cuda_engine *e, int n, const float *src, const int *map, float *dst);
+g1_status g1_cuda_moe_expert_rows_mem(g1_cuda_engine *e, int layer, int n, const float *x, const int *expert,
+                                      float *y);
+/* Page-locked host memory usable from every device (NULL on failure), made
+ * with `device` current; g1_cuda_host_free releases it. */
+void *g1_cuda_host_alloc(int device, size_t bytes);
+void g1_cuda_host_free(void *p);
+
 #endif

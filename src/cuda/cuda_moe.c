@@ -127,3 +127,14 @@ g1_status g1_cuda_moe_local(g1_cuda_engine *e, int layer, int T, const float *x,
     G1_CU(cudaStreamSynchronize(e->stream));
     return G1_OK;
 }
+
+g1_status g1_cuda_moe_expert_rows_mem(g1_cuda_engine *e, int layer, int n, const float *x, const int *expert,
+                                      float *y)
+{
+    int l = 0;
+    G1_TRY(local_layer(e, layer, &l));
+    G1_CU(cudaSetDevice(e->opts.device));
+    G1_TRY(g1_cuda_expert_rows_device(e, l, n, x, expert, y));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}

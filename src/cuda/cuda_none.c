@@ -50,3 +50,36 @@ g1_status g1_cuda_moe_expert_rows(g1_cuda_engine *e, int layer, int n, const flo
     (void)e, (void)layer, (void)n, (void)x, (void)expert, (void)y;
     return NO_CUDA;
 }
+g1_status g1_cuda_engine_mem_alloc(g1_cuda_engine *e, size_t bytes, void **p)
+{
+    (void)e, (void)bytes;
+    *p = NULL;
+    return NO_CUDA;
+}
+g1_status g1_cuda_engine_forward_mem(g1_cuda_engine *e, const g1_batch *b, const float *in, float *out)
+{
+    (void)e, (void)b, (void)in, (void)out;
+    return NO_CUDA;
+}
+g1_status g1_cuda_engine_gather_mem(g1_cuda_engine *e, int n, const float *src, const int *map, float *dst)
+{
+    (void)e, (void)n, (void)src, (void)map, (void)dst;
+    return NO_CUDA;
+}
+g1_status g1_cuda_moe_expert_rows_mem(g1_cuda_engine *e, int layer, int n, const float *x, const int *expert,
+                                      float *y)
+{
+    (void)e, (void)layer, (void)n, (void)x, (void)expert, (void)y;
+    return NO_CUDA;
+}
+void *g1_cuda_host_alloc(int device, size_t bytes)
+{
+    (void)device, (void)bytes;
+    return NULL;
+}
+void g1_cuda_host_free(void *p) { (void)p; }
+g1_status g1_cuda_engine_copy_mem(g1_cuda_engine *e, void *dst, const void *src, size_t bytes)
+{
+    (void)e, (void)dst, (void)src, (void)bytes;
+    return NO_CUDA;
+}

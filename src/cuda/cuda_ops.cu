@@ -131,7 +131,9 @@ __global__ void combine_k(int D, int k, const float *gate, const float *y, const
         float o = 0;
         for (int j = 0; j < k; j++) {
             int r = map ? map[t * k + j] : t * k + j;
-            o += gate[t * k + j] * y[(size_t)r * D + d];
+            /* unfused, as the host's g1_moe_combine: the same bits whichever
+             * side combines (grok1-run --gpu-direct or not) */
+            o = __fadd_rn(o, __fmul_rn(gate[t * k + j], y[(size_t)r * D + d]));
         }
         out[(size_t)t * D + d] = o;
     }

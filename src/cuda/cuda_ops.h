@@ -61,7 +61,8 @@ cudaError_t g1_cuda_router(cudaStream_t s, const float *x, int T, int D, const f
                          float *gate);
 /* out (n, D): out[i] = x[rows[i] / div] (gather; div 1 for a plain gather). */
 cudaError_t g1_cuda_gather(cudaStream_t s, const float *x, int D, const int *rows, int div, int n, float *out);
-/* out[t] = sum_j gate[t*k+j] * y[map[t*k+j]] in j order (map NULL: t*k+j). */
+/* out[t] = sum_j gate[t*k+j] * y[map[t*k+j]] in j order (map NULL: t*k+j), each
+ * product rounded before its add: bitwise the host's g1_moe_combine. */
 cudaError_t g1_cuda_combine(cudaStream_t s, int T, int D, int k, const float *gate, const float *y, const int *map,
                           float *out);
 /* x (T, D) = bf16 E[tokens] * mult (tokens already checked). */

@@ -77,7 +77,7 @@ def case_help(d):
     rc, so, se = run(["--help"])
     check(rc == 0, f"--help exit {rc}")
     for w in ["--checkpoint", "--mode", "--input", "--output", "--dump-logits", "--max-new-tokens",
-              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--synthetic-seed", "--temperature", "--top-p", "--top-k", "--seed", "--tokenizer", "input order"]:
+              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--synthetic-seed", "--temperature", "--top-p", "--top-k", "--seed", "--tokenizer", "--backend", "--cuda-gemm", "--gpu-direct", "input order"]:
         check(w.lower() in so.lower(), f"--help does not mention {w}")
 
 
@@ -91,6 +91,9 @@ def case_usage_errors(d):
     expect_fail(base + ["--max-new-tokens", "-1"], 2, ["--max-new-tokens"], out)
     expect_fail(base + ["--synthetic-seed", "-3"], 2, ["--synthetic-seed"], out)
     expect_fail(base + ["--batch-size"], 2, ["needs a value"], out)
+    expect_fail(base + ["--backend", "gpu"], 2, ["--backend gpu", "cpu or cuda"], out)
+    expect_fail(base + ["--cuda-gemm", "fp8"], 2, ["--cuda-gemm fp8", "bf16 or bf16x2"], out)
+    expect_fail(base + ["--gpu-direct", "yes"], 2, ["--gpu-direct yes", "auto, on or off"], out)
     expect_fail(["--synthetic", "tiny", "--mode", "score", "--input", inp], 2, ["--output"], out)
     expect_fail(["--synthetic", "tiny", "--input", inp, "--output", out], 2, ["--mode"], out)
     expect_fail(tiny("rank", inp, out), 2, ["mode", "rank"], out)

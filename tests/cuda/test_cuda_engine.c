@@ -4,7 +4,8 @@
  * measure ~1e-5 on the CPU emulation; the bf16 GEMM path by rows), prefill
  * + decode, greedy tokens equal for 32 steps on a model
  * with clear margins, a sequence alone vs inside a ragged batch, refusals,
- * and g1_engine's dispatch to the backend. Exits 77 without a GPU. */
+ * g1_engine's dispatch to the backend, and the engine-memory calls of
+ * grok1-run --gpu-direct. Exits 77 without a GPU. */
 #include <string.h>
 
 #include "engine.h"
@@ -224,6 +225,102 @@ static void batch_independence(void)
     free(alone), free(mixed), free(tmp);
 }
 
+/* A dispatch that works the way mpi/'s direct all-to-all does, inside one
+ * process: rows packed in engine memory (g1_engine_gather_mem), the
+ * experts over engine memory, the results unpacked for the engine to
+ * combine. */
+typedef struct rows_ctx {
+    g1_engine *e;
+    float *sb;       /* (max rows, D) engine memory */
+    int *map, calls; /* (max rows) host */
+} rows_ctx;
+
+static g1_status host_run_unused(void *ctx, int layer, int T, const float *x, const int *idx, const float *gate,
+                                 float *out)
+{
+    (void)ctx, (void)layer, (void)T, (void)x, (void)idx, (void)gate, (void)out;
+    return G1_FAIL(G1_ERR_INTERNAL, "the host dispatch ran although run_rows_mem is set");
+}
+
+static g1_status rows_mem(void *ctx, int layer, int T, const float *x, const int *idx, float *yk)
+{
+    rows_ctx *r = ctx;
+    int k = g1_engine_config(r->e)->num_selected_experts, n = T * k;
+    r->calls++;
+    for (int i = 0; i < n; i++)
+        r->map[i] = i / k;
+    G1_TRY(g1_engine_gather_mem(r->e, n, x, r->map, r->sb));
+    G1_TRY(g1_moe_expert_rows_mem(r->e, layer, n, r->sb, idx, r->sb));
+    for (int i = 0; i < n; i++)
+        r->map[i] = i;
+    return g1_engine_gather_mem(r->e, n, r->sb, r->map, yk);
+}
+
+/* The engine-memory entry points grok1-run --gpu-direct uses, on both
+ * backends: forward_mem from one engine buffer into another and the rows
+ * dispatch give the logits of the plain engine (bitwise: the same kernels
+ * on the same rows). */
+static void engine_memory(g1_backend be, const char *what)
+{
+    model m;
+    mk_model(&m, "tiny", 13, 0);
+    int V = m.C.vocab_size, D = m.C.emb_size, n = 22, MB = 8, k = m.C.num_selected_experts;
+    int *tok = malloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++)
+        tok[i] = tu_int(V);
+    size_t sz = (size_t)n * V;
+    float *ref = malloc(sz * 4), *got = malloc(sz * 4), *x = malloc((size_t)MB * D * 4);
+    eng plain = mk_engine(&m, be, 1, MB, 0);
+    /* chunks of 8, then 1 by 1: both matmul paths on cuda */
+    run_seq(&m, plain, 0, tok, 16, MB, ref);
+    for (int p = 16; p < n; p++) {
+        int s0 = 0;
+        step(&m, plain, 1, &s0, &p, tok + p, ref + (size_t)p * V);
+    }
+
+    rows_ctx rc = {.map = malloc((size_t)MB * k * sizeof(int))};
+    g1_moe_dispatch dp = {.run = host_run_unused, .run_rows_mem = rows_mem, .ctx = &rc};
+    g1_engine_opts o = {.n_slots = 1, .max_batch = MB, .backend = be};
+    ct_ok(g1_engine_init(&rc.e, &m.W, &o, &dp), "engine with a rows dispatch");
+    float *xin, *xout;
+    ct_ok(g1_engine_mem_alloc(rc.e, (size_t)MB * k * D * 4, (void **)&rc.sb), "mem_alloc");
+    ct_ok(g1_engine_mem_alloc(rc.e, (size_t)MB * D * 4, (void **)&xin), "mem_alloc");
+    ct_ok(g1_engine_mem_alloc(rc.e, (size_t)MB * D * 4, (void **)&xout), "mem_alloc");
+    for (int p0 = 0; p0 < n;) {
+        int T = p0 < 16 ? MB : 1, slot[8] = {0}, pos[8];
+        for (int i = 0; i < T; i++)
+            pos[i] = p0 + i;
+        g1_batch b = {.T = T, .slot = slot, .pos = pos};
+        ct_ok(g1_engine_embed(rc.e, T, tok + p0, x), "embed");
+        ct_ok(g1_engine_copy_mem(rc.e, xin, x, (size_t)T * D * 4), "copy in");
+        ct_ok(g1_engine_forward_mem(rc.e, &b, xin, xout), "forward_mem");
+        memset(x, 0, (size_t)T * D * 4);
+        ct_ok(g1_engine_copy_mem(rc.e, x, xout, (size_t)T * D * 4), "copy out");
+        ct_ok(g1_engine_logits(rc.e, T, x, got + (size_t)p0 * V), "logits");
+        p0 += T;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%s: forward_mem + rows dispatch == plain engine", what);
+    check_rel(name, got, ref, sz, 1e-6);
+    printf("  (bitwise: %s; rows dispatch called %d times)\n", memcmp(got, ref, sz * 4) ? "no" : "yes", rc.calls);
+    snprintf(name, sizeof name, "%s: the rows dispatch ran every layer of every step", what);
+    tu_check(rc.calls == m.C.num_layers * (2 + (n - 16)), name);
+    /* in place, as a worker may */
+    int s0 = 0, p = 0;
+    g1_batch b = {.T = 1, .slot = &s0, .pos = &p};
+    ct_ok(g1_engine_embed(rc.e, 1, tok, x), "embed");
+    ct_ok(g1_engine_copy_mem(rc.e, xin, x, (size_t)D * 4), "copy in");
+    ct_ok(g1_engine_forward_mem(rc.e, &b, xin, xin), "forward_mem in place");
+    ct_ok(g1_engine_copy_mem(rc.e, x, xin, (size_t)D * 4), "copy out");
+    ct_ok(g1_engine_logits(rc.e, 1, x, got), "logits");
+    snprintf(name, sizeof name, "%s: forward_mem in place", what);
+    check_rel(name, got, ref, (size_t)V, 1e-6);
+    g1_engine_free(rc.e);
+    eng_free(plain);
+    g1_weights_free(&m.W);
+    free(rc.map), free(tok), free(ref), free(got), free(x);
+}
+
 int main(void)
 {
     ct_need_gpu("test_cuda_engine");
@@ -231,6 +328,8 @@ int main(void)
     compare_model("small", 1, 24, 24);
     greedy();
     batch_independence();
+    engine_memory(G1_BACKEND_CPU, "cpu");
+    engine_memory(G1_BACKEND_CUDA, "cuda");
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
     return tu_failures ? 1 : 0;
 }

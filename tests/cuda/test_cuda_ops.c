@@ -134,6 +134,13 @@ static void test_small_ops(void)
     ct_cu(g1_cuda_combine(S, T, D, k, dg, dy, dmap, dout), "combine");
     ct_down(got, dout, (size_t)T * D * 4);
     ct_close("combine (mapped rows)", got, ref, (size_t)T * D, 1e-6);
+    /* unfused on both sides: the same bits (what keeps grok1-run --gpu-direct,
+     * whose combine is on the device, equal to the staged host combine) */
+    tu_check(!memcmp(got, ref, (size_t)T * D * 4), "combine (mapped rows) bitwise == CPU");
+    ct_cu(g1_cuda_combine(S, T, D, k, dg, dy, NULL, dout), "combine");
+    ct_down(got, dout, (size_t)T * D * 4);
+    g1_moe_combine(T, D, k, rg, yp, ref); /* dy holds yp: row t*k + j read as is */
+    tu_check(!memcmp(got, ref, (size_t)T * D * 4), "combine (rows in choice order) bitwise == CPU");
     cudaFree(dx), cudaFree(dsc), cudaFree(dout), cudaFree(dpos), cudaFree(dv), cudaFree(da), cudaFree(db);
     cudaFree(dwr), cudaFree(dgate), cudaFree(didx), cudaFree(dy), cudaFree(dg), cudaFree(dmap);
     free(x), free(sc), free(ref), free(got), free(v), free(a), free(b), free(gr), free(gg), free(wr), free(y), free(yp);

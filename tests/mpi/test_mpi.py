@@ -125,6 +125,25 @@ def case_layouts():
         check(same, f"layout {P}x{E} differs from 1x1")
         g = generate(ckpt, gin, f"lay_gen_{P}x{E}", P * E, ["--stages", str(P), "--ep", str(E)])
         check(g == gen1, f"layout {P}x{E}: sampled tokens differ from 1x1")
+    # --gpu-direct on: the all-to-all and the workers' pipeline messages go
+    # through engine memory (host memory on cpu: the code path, not the
+    # hardware); the results may not move by a bit
+    for P, E in [(3, 1), (2, 2), (2, 4)]:
+        lay = ["--stages", str(P), "--ep", str(E), "--gpu-direct", "on"]
+        text, logits = score(ckpt, inp, f"lay_direct_{P}x{E}", P * E, lay + ["--verbose"])
+        same = text == text1 and logits.keys() == log1.keys() and all(
+            np.array_equal(logits[k], log1[k]) for k in log1)
+        print(f"{P}x{E} --gpu-direct on: score output and dumped logits {'bitwise equal' if same else 'DIFFER'}")
+        check(same, f"layout {P}x{E} with --gpu-direct on differs from 1x1")
+        g = generate(ckpt, gin, f"lay_gen_direct_{P}x{E}", P * E, lay)
+        check(g == gen1, f"layout {P}x{E} --gpu-direct on: sampled tokens differ from 1x1")
+    p = run(4, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
+                os.path.join(ARGS.tmp, "lay_direct_msg.jsonl"), "--stages", "2", "--ep", "2", "--verbose",
+                "--gpu-direct", "on"])
+    check("handed straight to MPI" in p.stderr, "--gpu-direct on --verbose does not say the messages go direct")
+    p = run(4, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
+                os.path.join(ARGS.tmp, "lay_auto_msg.jsonl"), "--stages", "2", "--ep", "2", "--verbose"])
+    check("in host memory" in p.stderr, "--backend cpu with --gpu-direct auto does not stage through host memory")
     # uneven cuts by hand
     text, logits = score(ckpt, inp, "lay_3x1_uneven", 3, ["--stages", "3", "--layers-per-stage", "1,3,1"])
     check(text == text1 and all(np.array_equal(logits[k], log1[k]) for k in log1), "3x1 with 1,3,1 differs")
@@ -273,6 +292,29 @@ def case_cuda_emu():
             check(g == gen1, f"cuda layout {P}x{E}: sampled tokens differ from 1x1")
         else:
             print(f"  sampled tokens {'equal to' if g == gen1 else 'differ from'} 1x1 (batches split by slot)")
+    # device buffers straight to MPI (--gpu-direct on; the emulation's device
+    # memory is host memory, so Debian's MPI can carry it): the same batches
+    # through the same kernels, the combine on the device instead of the host
+    for P, E in [(3, 1), (1, 2), (2, 2)]:
+        lay = x2 + ["--stages", str(P), "--ep", str(E)]
+        _, staged = score(ckpt, inp, f"emu_{P}x{E}", P * E, lay, **emu)
+        p = run(P * E, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
+                        os.path.join(ARGS.tmp, f"emu_direct_{P}x{E}.jsonl"), "--dump-logits",
+                        os.path.join(ARGS.tmp, f"emu_direct_{P}x{E}.h5"), "--gpu-direct", "on", "--verbose"] + lay,
+                **emu)
+        with h5py.File(os.path.join(ARGS.tmp, f"emu_direct_{P}x{E}.h5"), "r") as f:
+            direct = {k: f["logits"][k][...] for k in f["logits"]}
+        same = direct.keys() == staged.keys() and all(np.array_equal(direct[k], staged[k]) for k in staged)
+        err = rel(direct, staged) if direct.keys() == staged.keys() else float("inf")
+        print(f"cuda (emulated) {P}x{E} --gpu-direct on vs staged: "
+              f"{'bitwise equal' if same else f'max relative error {err:.3g}'}")
+        check("handed straight to MPI" in p.stderr, f"{P}x{E} --gpu-direct on: messages not direct")
+        # the device's combine rounds as the host's (unfused): the same bits
+        check(same, f"cuda {P}x{E} --gpu-direct on differs from staged (max relative error {err:.3g})")
+    p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
+                os.path.join(ARGS.tmp, "emu_auto.jsonl"), "--verbose", "--stages", "2"] + x2, **emu)
+    check("page-locked" in p.stderr and "CUDA support: no" in p.stderr,
+          "cuda with an MPI without CUDA support: auto did not stage through page-locked buffers")
     _, d22 = score(ckpt, inp, "emu_bf16_2x2", 4, ["--backend", "cuda", "--stages", "2", "--ep", "2"], **emu)
     rows = np.concatenate([np.max(np.abs(d22[k] - cpu[k]), axis=1) / np.max(np.abs(cpu[k])) for k in cpu])
     print(f"cuda bf16 (emulated) 2x2 vs cpu: median row error {np.median(rows):.3g}, max {rows.max():.3g}")

@@ -527,6 +527,12 @@ cudaError_t cudaMallocHost(void **p, size_t bytes)
     return *p ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
 }
 
+cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags)
+{
+    (void)flags; // portable, mapped, write-combined: all plain host memory here
+    return cudaMallocHost(p, bytes);
+}
+
 cudaError_t cudaFreeHost(void *p) { return region_free(p, false, "cudaFreeHost"); }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)

@@ -112,6 +112,11 @@ static inline float __int_as_float(int i)
     return f;
 }
 
+// rounded on their own, never fused into a multiply-add (meson builds g1emu
+// with -ffp-contract=off so g++ keeps that promise as nvcc does)
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
 static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }

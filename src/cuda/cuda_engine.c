@@ -474,34 +474,33 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
     return G1_OK;
 }
 
-g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
+/* in (T, D) into e->x, the layers, e->x back to out; in and out are host
+ * memory, or device memory with device_mem. */
+static g1_status forward_through(g1_cuda_engine *e, const g1_batch *b, const float *in, float *out, int device_mem)
 {
     G1_CU(cudaSetDevice(e->opts.device));
     size_t bytes = (size_t)(b->T > 0 ? b->T : 0) * e->cfg.emb_size * sizeof(float);
     if (b->T > e->opts.max_batch)
         return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
     if (bytes)
-        G1_CU(cudaMemcpyAsync(e->x, x, bytes, cudaMemcpyHostToDevice, e->stream));
+        G1_CU(cudaMemcpyAsync(e->x, in, bytes, device_mem ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice,
+                              e->stream));
     G1_TRY(g1_cuda_engine_forward_device(e, b));
     if (bytes)
-        G1_CU(cudaMemcpyAsync(x, e->x, bytes, cudaMemcpyDeviceToHost, e->stream));
+        G1_CU(cudaMemcpyAsync(out, e->x, bytes, device_mem ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost,
+                              e->stream));
     G1_CU(cudaStreamSynchronize(e->stream));
     return G1_OK;
 }
 
+g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
+{
+    return forward_through(e, b, x, x, 0);
+}
+
 g1_status g1_cuda_engine_forward_mem(g1_cuda_engine *e, const g1_batch *b, const float *in, float *out)
 {
-    G1_CU(cudaSetDevice(e->opts.device));
-    size_t bytes = (size_t)(b->T > 0 ? b->T : 0) * e->cfg.emb_size * sizeof(float);
-    if (b->T > e->opts.max_batch)
-        return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, e->opts.max_batch);
-    if (bytes)
-        G1_CU(cudaMemcpyAsync(e->x, in, bytes, cudaMemcpyDeviceToDevice, e->stream));
-    G1_TRY(g1_cuda_engine_forward_device(e, b));
-    if (bytes)
-        G1_CU(cudaMemcpyAsync(out, e->x, bytes, cudaMemcpyDeviceToDevice, e->stream));
-    G1_CU(cudaStreamSynchronize(e->stream));
-    return G1_OK;
+    return forward_through(e, b, in, out, 1);
 }
 
 g1_status g1_cuda_engine_mem_alloc(g1_cuda_engine *e, size_t bytes, void **p)

@@ -64,7 +64,7 @@ typedef struct cli {
     int top_logprobs, truncate_left;
     double mem_per_rank;
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
-    int cuda_gemm_split;
+    g1_cuda_gemm cuda_gemm;
     int gpu_direct; /* -1 auto, 0 off, 1 on */
 } cli;
 
@@ -131,13 +131,16 @@ static void usage(FILE *f)
 "                            rank uses one GPU: device = its local rank on the node\n"
 "                            (OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID, else 0), so start\n"
 "                            at most as many ranks per node as it has GPUs\n"
-"  --cuda-gemm bf16|bf16x2   cuda, prompts and batches over 16 tokens: activations rounded\n"
+"  --cuda-gemm bf16|bf16x2|f32\n"
+"                            cuda, prompts and batches over 16 tokens: activations rounded\n"
 "                            to bf16 for one cuBLAS GEMM (bf16, the default: the reference's\n"
 "                            own precision, about 1e-2 from the cpu backend's logits), or\n"
 "                            split into bf16 hi + lo for two (bf16x2: near float32, 1e-5\n"
-"                            to 3e-4 from cpu, twice the prompt matmul time). Results on cuda\n"
-"                            depend slightly on how tokens are batched either way; see\n"
-"                            docs/CUDA.md\n"
+"                            to 3e-4 from cpu, twice the prompt matmul time); results then\n"
+"                            depend slightly on how tokens are batched. f32: no GEMM, the\n"
+"                            int8 kernel of decoding 16 tokens at a time: float32, the same\n"
+"                            bits in every layout and batching, but weights re-read for\n"
+"                            every 16 tokens (slow for long prompts). docs/CUDA.md\n"
 );
     fprintf(f,
 "\n"
@@ -279,9 +282,10 @@ static int parse_args(int argc, char **argv, cli *c)
             else return usage_error("--backend %s: expected cpu or cuda", optarg);
             break;
         case O_CUDA_GEMM:
-            if (!strcmp(optarg, "bf16")) c->cuda_gemm_split = 0;
-            else if (!strcmp(optarg, "bf16x2")) c->cuda_gemm_split = 1;
-            else return usage_error("--cuda-gemm %s: expected bf16 or bf16x2", optarg);
+            if (!strcmp(optarg, "bf16")) c->cuda_gemm = G1_CUDA_GEMM_BF16;
+            else if (!strcmp(optarg, "bf16x2")) c->cuda_gemm = G1_CUDA_GEMM_BF16X2;
+            else if (!strcmp(optarg, "f32")) c->cuda_gemm = G1_CUDA_GEMM_F32;
+            else return usage_error("--cuda-gemm %s: expected bf16, bf16x2 or f32", optarg);
             break;
         case O_GPU_DIRECT:
             if (!strcmp(optarg, "auto")) c->gpu_direct = -1;
@@ -489,7 +493,9 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
     /* the backends agree only within a tolerance (docs/CUDA.md) */
     json_object_set_new(settings, "backend", json_string(eo->backend == G1_BACKEND_CUDA ? "cuda" : "cpu"));
     if (eo->backend == G1_BACKEND_CUDA)
-        json_object_set_new(settings, "cuda_gemm", json_string(eo->cuda_gemm_split ? "bf16x2" : "bf16"));
+        json_object_set_new(settings, "cuda_gemm", json_string(eo->cuda_gemm == G1_CUDA_GEMM_F32      ? "f32"
+                                                               : eo->cuda_gemm == G1_CUDA_GEMM_BF16X2 ? "bf16x2"
+                                                                                                      : "bf16"));
     if (c->tokenizer) {
         struct stat tb;
         json_object_set_new(settings, "tokenizer_bytes",
@@ -787,7 +793,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     /* the backend (and this rank's GPU) before any output exists */
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0,
-                         .cuda_gemm_split = c->cuda_gemm_split};
+                         .cuda_gemm = c->cuda_gemm};
     g1_status bst = pick_backend(c, &eo);
     /* no output file until every rank has its backend (a rank without a GPU
      * prints its own reason and ends the job) */

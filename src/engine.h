@@ -36,15 +36,26 @@ typedef struct g1_engine g1_engine;
  * reference; CUDA (src/cuda) only in builds with nvcc and cuBLAS. */
 typedef enum g1_backend { G1_BACKEND_CPU = 0, G1_BACKEND_CUDA } g1_backend;
 
+/* How the CUDA backend multiplies many tokens by the int8 weights (up to 16
+ * rows per matmul every choice uses the GEMV kernel, float32 activations). */
+typedef enum g1_cuda_gemm {
+    G1_CUDA_GEMM_BF16 = 0, /* activations rounded to bf16, one cuBLAS GEMM: the
+                            * reference's own precision */
+    G1_CUDA_GEMM_BF16X2,   /* activations as bf16 hi + lo, two GEMMs: near float32,
+                            * twice the cost */
+    G1_CUDA_GEMM_F32       /* no GEMM: the GEMV kernel 16 rows at a time, float32
+                            * activations; a token's result does not depend on its
+                            * batch (every layout gives the same bits); the weights
+                            * are read again for every 16 rows, slow for long prompts */
+} g1_cuda_gemm;
+
 typedef struct g1_engine_opts {
     int n_slots;        /* sequence slots (KV caches) */
     int max_batch;      /* most tokens in one g1_engine_forward call */
     int max_context;    /* most positions per slot (<= max_seq_len; 0: max_seq_len) */
     g1_backend backend; /* G1_BACKEND_CPU unless set */
     int device;         /* CUDA device ordinal (G1_BACKEND_CUDA) */
-    int cuda_gemm_split; /* CUDA, many-token matmuls: 0 rounds activations to bf16 (one
-                          * GEMM, the reference's own precision); 1 splits them into
-                          * bf16 hi + lo (two GEMMs, near float32, twice the cost) */
+    g1_cuda_gemm cuda_gemm; /* CUDA, matmuls over 16 tokens (G1_CUDA_GEMM_BF16 unless set) */
 } g1_engine_opts;
 
 /* The engine borrows `w` (which must outlive it). With dispatch NULL the

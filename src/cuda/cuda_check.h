@@ -35,6 +35,8 @@ typedef struct g1_cuda_mm {
     int sms;              /* multiprocessors: sizes the GEMV grid */
     int gemv_max;         /* most rows for the GEMV kernel (0: never) */
     int split;            /* GEMM inputs as bf16 hi + lo (two GEMMs) */
+    int gemv_only;        /* every matmul on the GEMV kernel, gemv_max rows at a time
+                           * (G1_CUDA_GEMM_F32: batch-invariant) */
     float *partial;       /* (partial_n) GEMV split-K sums */
     size_t partial_n;
     uint16_t *wbf;        /* (wbf_n) a dequantised panel, bf16 */
@@ -50,7 +52,8 @@ void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *p
                       size_t *xbf_n);
 
 /* y (T, cols) = x (T, rows) @ deq(W): the GEMV kernel for T <= gemv_max,
- * dequantised panels and cuBLAS otherwise. T == 0 does nothing. */
+ * dequantised panels and cuBLAS otherwise (gemv_only: the GEMV kernel over
+ * chunks of gemv_max rows). T == 0 does nothing. */
 g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
 /* The two paths on their own (tests). */
 g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);

@@ -143,7 +143,12 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     G1_CU(cudaDeviceGetAttribute(&e->mm.sms, cudaDevAttrMultiProcessorCount, opts->device));
     int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
     e->mm.gemv_max = gm < 0 ? 0 : gm > 64 ? 64 : gm;
-    e->mm.split = opts->cuda_gemm_split != 0;
+    e->mm.split = opts->cuda_gemm == G1_CUDA_GEMM_BF16X2;
+    e->mm.gemv_only = opts->cuda_gemm == G1_CUDA_GEMM_F32;
+    if (e->mm.gemv_only && !e->mm.gemv_max)
+        e->mm.gemv_max = 16;
+    if (e->mm.gemv_only && c->emb_size % 8)
+        return G1_FAIL(G1_ERR_ARG, "the f32 matmul path needs emb_size a multiple of 8 (got %d)", c->emb_size);
     e->layers = calloc(nL ? (size_t)nL : 1, sizeof *e->layers);
     int El = e1 - e0;
     e->mats = calloc((size_t)(nL ? nL : 1) * 3 * (El ? (size_t)El : 1), sizeof *e->mats);
@@ -175,7 +180,7 @@ static g1_status engine_scratch(g1_cuda_engine *e)
         wn = zmax(wn, w);
         xn = zmax(xn, x);
     }
-    if (e->embedding)
+    if (e->embedding && !e->mm.gemv_only)
         xn = zmax(xn, T * D * (e->mm.split ? 2 : 1));
     e->mm.partial_n = pn;
     e->mm.wbf_n = wn;

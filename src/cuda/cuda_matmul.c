@@ -39,6 +39,8 @@ void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *p
     size_t whole = (size_t)rows * cols, cap = (size_t)32 << 20; /* panels of at most 64 MB */
     *wbf_n = whole < cap ? whole : cap;
     *xbf_n = (size_t)T * rows * (mm->split ? 2 : 1);
+    if (mm->gemv_only) /* no panels, no bf16 inputs */
+        *wbf_n = *xbf_n = 0;
 }
 
 g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
@@ -87,6 +89,14 @@ g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat 
 
 g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
 {
+    if (mm->gemv_only) {
+        /* a row's result is the GEMV's whatever the chunk holds */
+        for (int t0 = 0; t0 < T; t0 += mm->gemv_max) {
+            int n = T - t0 < mm->gemv_max ? T - t0 : mm->gemv_max;
+            G1_TRY(g1_cuda_gemv_q8(mm, x + (size_t)t0 * W->rows, n, W, y + (size_t)t0 * W->cols));
+        }
+        return G1_OK;
+    }
     if (T <= mm->gemv_max)
         return g1_cuda_gemv_q8(mm, x, T, W, y);
     return g1_cuda_gemm_q8(mm, x, T, W, y);
@@ -97,6 +107,14 @@ g1_status g1_cuda_unembed(g1_cuda_mm *mm, const float *x, int T, int D, const ui
 {
     if (T <= 0)
         return G1_OK;
+    if (mm->gemv_only) {
+        int most = mm->gemv_max < G1_CUDA_UNEMBED_MAX_T ? mm->gemv_max : G1_CUDA_UNEMBED_MAX_T;
+        for (int t0 = 0; t0 < T; t0 += most) {
+            int n = T - t0 < most ? T - t0 : most;
+            G1_CU(g1_cuda_unembed_few(mm->stream, x + (size_t)t0 * D, n, D, E, V, mult, y + (size_t)t0 * V));
+        }
+        return G1_OK;
+    }
     if (T <= G1_CUDA_UNEMBED_MAX_T && T <= mm->gemv_max && D % 8 == 0) {
         G1_CU(g1_cuda_unembed_few(mm->stream, x, T, D, E, V, mult, y));
         return G1_OK;

@@ -92,7 +92,7 @@ def case_usage_errors(d):
     expect_fail(base + ["--synthetic-seed", "-3"], 2, ["--synthetic-seed"], out)
     expect_fail(base + ["--batch-size"], 2, ["needs a value"], out)
     expect_fail(base + ["--backend", "gpu"], 2, ["--backend gpu", "cpu or cuda"], out)
-    expect_fail(base + ["--cuda-gemm", "fp8"], 2, ["--cuda-gemm fp8", "bf16 or bf16x2"], out)
+    expect_fail(base + ["--cuda-gemm", "fp8"], 2, ["--cuda-gemm fp8", "bf16, bf16x2 or f32"], out)
     expect_fail(base + ["--gpu-direct", "yes"], 2, ["--gpu-direct yes", "auto, on or off"], out)
     expect_fail(["--synthetic", "tiny", "--mode", "score", "--input", inp], 2, ["--output"], out)
     expect_fail(["--synthetic", "tiny", "--input", inp, "--output", out], 2, ["--mode"], out)

@@ -40,7 +40,7 @@ typedef struct eng {
 
 static eng mk_engine(model *m, g1_backend be, int slots, int max_batch, int split)
 {
-    g1_engine_opts o = {.n_slots = slots, .max_batch = max_batch, .backend = be, .cuda_gemm_split = split};
+    g1_engine_opts o = {.n_slots = slots, .max_batch = max_batch, .backend = be, .cuda_gemm = (g1_cuda_gemm)split};
     eng r = {0};
     ct_ok(g1_engine_init(&r.e, &m->W, &o, NULL), "engine");
     return r;
@@ -120,11 +120,29 @@ static void compare_model(const char *preset, uint64_t seed, int n, int chunk)
     check_rel(name, got, ref, sz, 1e-3);
     eng_free(g);
 
+    /* f32 (no GEMM): the whole prompt at once and in chunks give the same
+     * bits, and so does decoding one by one on the default engine below
+     * (one row per matmul: the GEMV kernel either way) */
+    g = mk_engine(&m, G1_BACKEND_CUDA, 2, 64, G1_CUDA_GEMM_F32);
+    float *f32 = malloc(sz * 4);
+    run_seq(&m, g, 0, tok, n, n, f32);
+    snprintf(name, sizeof name, "%s: prefill %d, f32 (GEMV only)", preset, n);
+    check_rel(name, f32, ref, sz, 1e-3);
+    if (chunk < n) {
+        run_seq(&m, g, 1, tok, n, chunk, got);
+        snprintf(name, sizeof name, "%s: f32: chunks of %d == prefill, bitwise", preset, chunk);
+        tu_check(!memcmp(got, f32, sz * 4), name);
+    }
+    eng_free(g);
+
     /* default engine: one token at a time (GEMV path, float32 inputs) */
     g = mk_engine(&m, G1_BACKEND_CUDA, 2, 64, 0);
     run_seq(&m, g, 1, tok, n, 1, got);
     snprintf(name, sizeof name, "%s: decode 1 by 1 (GEMV)", preset);
     check_rel(name, got, ref, sz, 1e-3);
+    snprintf(name, sizeof name, "%s: f32 prefill == decode 1 by 1, bitwise", preset);
+    tu_check(!memcmp(got, f32, sz * 4), name);
+    free(f32);
 
     /* default engine, chunks of `chunk` (GEMM path for chunk > 16) */
     run_seq(&m, g, 0, tok, n, chunk, got);

@@ -254,7 +254,8 @@ def case_cuda_emu():
     one rank at the same micro-batch settings; pipeline-only layouts then run
     the same batches through the same kernels and must be bitwise equal, and
     so must their sampled tokens. The default bf16 GEMM inputs are held to
-    the looser bound that rounding allows. Ranks that outnumber the GPUs and
+    the looser bound that rounding allows; --cuda-gemm f32 (no GEMM) to
+    bitwise equality in every layout. Ranks that outnumber the GPUs and
     a GPU too small for the share are refused with a message."""
     if not ARGS.run_emu:
         print("SKIP: grok1-run-emu not built (needs CUDA headers, a C++ compiler, MPI and HDF5)")
@@ -315,6 +316,23 @@ def case_cuda_emu():
                 os.path.join(ARGS.tmp, "emu_auto.jsonl"), "--verbose", "--stages", "2"] + x2, **emu)
     check("page-locked" in p.stderr and "CUDA support: no" in p.stderr,
           "cuda with an MPI without CUDA support: auto did not stage through page-locked buffers")
+    # --cuda-gemm f32: no GEMM, so no batch dependence: every layout and
+    # micro-batch count gives one rank's bits, sampled tokens included
+    f32 = ["--backend", "cuda", "--cuda-gemm", "f32"]
+    textf, cuf = score(ckpt, inp, "emu_f32_1x1", extra=f32 + ["--micro-batches", "1"], **emu)
+    err = rel(cuf, cpu)
+    print(f"cuda f32 (emulated) 1x1 vs cpu: max relative error {err:.3g}")
+    check(cuf.keys() == cpu.keys() and err <= 1e-4, f"cuda f32 1x1 differs from cpu by {err:.3g}")
+    genf = generate(ckpt, gin, "emu_f32_gen_1x1", extra=f32 + ["--micro-batches", "1"], **emu)
+    for P, E, M in [(1, 2, 2), (2, 2, 3), (3, 1, 2)]:
+        lay = f32 + ["--stages", str(P), "--ep", str(E), "--micro-batches", str(M)]
+        text, logits = score(ckpt, inp, f"emu_f32_{P}x{E}", P * E, lay, **emu)
+        same = text == textf and logits.keys() == cuf.keys() and all(
+            np.array_equal(logits[k], cuf[k]) for k in cuf)
+        print(f"cuda f32 (emulated) {P}x{E}, {M} micro-batches vs 1x1: {'bitwise equal' if same else 'DIFFER'}")
+        check(same, f"cuda f32 layout {P}x{E} (M={M}) is not bitwise equal to 1x1")
+        g = generate(ckpt, gin, f"emu_f32_gen_{P}x{E}", P * E, lay, **emu)
+        check(g == genf, f"cuda f32 layout {P}x{E}: sampled tokens differ from 1x1")
     _, d22 = score(ckpt, inp, "emu_bf16_2x2", 4, ["--backend", "cuda", "--stages", "2", "--ep", "2"], **emu)
     rows = np.concatenate([np.max(np.abs(d22[k] - cpu[k]), axis=1) / np.max(np.abs(cpu[k])) for k in cpu])
     print(f"cuda bf16 (emulated) 2x2 vs cpu: median row error {np.median(rows):.3g}, max {rows.max():.3g}")

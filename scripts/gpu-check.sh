@@ -67,6 +67,16 @@ if [ $left -gt 30 ]; then
 else
   note benchmark "not run (no time left)"
 fi
+# --cuda-gemm f32 (batch-invariant, no cuBLAS): what prompts cost without GEMMs
+left=$(( 450 - ($(date +%s) - start) ))
+if [ $left -gt 40 ]; then
+  timeout $left "$build/tests/cuda/bench_cuda_layer" --cuda-gemm f32 --tokens 1,64,512,4096 \
+    >"$logs/bench-f32.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then note "benchmark f32" "ok"; else note "benchmark f32" "exit $rc (log: $logs/bench-f32.log)"; fi
+else
+  note "benchmark f32" "not run (no time left)"
+fi
 
 if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
@@ -87,5 +97,6 @@ fi
 echo
 echo "== gpu-check summary ($(( $(date +%s) - start )) s) =="
 [ -f "$logs/bench.log" ] && cat "$logs/bench.log"
+[ -f "$logs/bench-f32.log" ] && tail -6 "$logs/bench-f32.log"
 printf '%s\n' "${summary[@]}" | tee "$logs/summary.txt"
 exit $status

@@ -62,11 +62,12 @@ g1_status g1_dist_check_layout(int N, int P, int E, const g1_config *cfg)
 
 int g1_dist_mpi_cuda_support(void)
 {
-#if defined(OMPI_HAVE_MPI_EXT_CUDA) && defined(MPIX_CUDA_AWARE_SUPPORT)
-    /* Open MPI: compiled in, and the run-time library agrees */
+#if defined(MPIX_CUDA_AWARE_SUPPORT)
+    /* Open MPI (and MVAPICH2's mpi-ext.h): compiled in, and the run-time
+     * library agrees */
     return MPIX_CUDA_AWARE_SUPPORT && MPIX_Query_cuda_support() ? 1 : 0;
 #elif defined(MPIX_GPU_SUPPORT_CUDA)
-    /* MPICH 4 and its derivatives */
+    /* MPICH 4 and its derivatives (Cray MPICH) */
     int yes = 0;
     return MPIX_GPU_query_support(MPIX_GPU_SUPPORT_CUDA, &yes) == MPI_SUCCESS ? (yes ? 1 : 0) : -1;
 #else

@@ -76,6 +76,14 @@ struct Warp {
 
 const size_t STACK = 256 << 10;
 
+// How a block's fibers take turns (G1EMU_ORDER). sweep: every thread that
+// can run, in order, one stretch each, round and round. warps: one warp up
+// to its next __syncthreads before the next warp starts; warps-reverse: the
+// same from the last warp and lane, blocks from the last. A kernel that
+// lacks a __syncthreads between a write to shared memory and another
+// warp's read of it gives other results under some of these.
+enum Order { ORDER_SWEEP, ORDER_WARPS, ORDER_WARPS_REVERSE };
+
 struct Sched {
 #ifdef G1EMU_ASM_SWITCH
     void *main_sp;
@@ -92,6 +100,7 @@ struct Sched {
     const std::function<void()> *body = nullptr;
     const char *kname = "";
     bool in_kernel = false;
+    int order = ORDER_SWEEP; // Order, from G1EMU_ORDER at each launch
 } S;
 
 cudaError_t last_error = cudaSuccess;
@@ -219,19 +228,38 @@ void run_block()
         wp.arrived = 0;
         wp.gen = 0;
     }
+    // thread i, if it can run: until its next barrier, shuffle or exit
+    auto step = [&](int i) {
+        Fiber &f = S.f[(size_t)i];
+        if (f.st == DONE || (f.st == AT_BAR && f.gen == S.bar_gen) ||
+            (f.st == AT_WARP && f.gen == S.warps[i >> 5].gen))
+            return false;
+        f.st = READY;
+        S.running = &f;
+        cur.tid = f.tid;
+        resume(f);
+        S.running = nullptr;
+        return true;
+    };
+    int nw = (n + 31) / 32;
     while (S.live > 0) {
         bool progress = false;
-        for (int i = 0; i < n; i++) {
-            Fiber &f = S.f[(size_t)i];
-            if (f.st == DONE || (f.st == AT_BAR && f.gen == S.bar_gen) ||
-                (f.st == AT_WARP && f.gen == S.warps[i >> 5].gen))
-                continue;
-            f.st = READY;
-            S.running = &f;
-            cur.tid = f.tid;
-            resume(f);
-            S.running = nullptr;
-            progress = true;
+        if (S.order == ORDER_SWEEP) {
+            for (int i = 0; i < n; i++)
+                progress |= step(i);
+        } else {
+            // one warp as far as it goes (to a __syncthreads or its end)
+            // before the next: a warp that runs ahead of the others without
+            // a barrier in between overwrites what they still read
+            for (int k = 0; k < nw; k++) {
+                int w = S.order == ORDER_WARPS_REVERSE ? nw - 1 - k : k, lo = w * 32, hi = lo + 32 < n ? lo + 32 : n;
+                for (bool moved = true; moved;) {
+                    moved = false;
+                    for (int j = lo; j < hi; j++)
+                        moved |= step(S.order == ORDER_WARPS_REVERSE ? lo + hi - 1 - j : j);
+                    progress |= moved;
+                }
+            }
         }
         if (!progress) {
             int at_bar = 0, at_warp = 0;
@@ -309,6 +337,15 @@ void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, co
         last_error = cudaErrorInvalidConfiguration;
         return;
     }
+    {
+        const char *o = getenv("G1EMU_ORDER"); // read at every launch: tests switch it
+        S.order = !o || !*o || !strcmp(o, "sweep") ? ORDER_SWEEP
+                  : !strcmp(o, "warps")            ? ORDER_WARPS
+                  : !strcmp(o, "warps-reverse")    ? ORDER_WARPS_REVERSE
+                                                   : -1;
+        if (S.order < 0)
+            fail("G1EMU_ORDER=%s: expected sweep, warps or warps-reverse", o);
+    }
     if (S.in_kernel)
         fail("launch of %s from inside a kernel", name);
     S.in_kernel = true;
@@ -317,12 +354,14 @@ void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, co
     S.n = (int)nt;
     cur.bdim = block;
     cur.gdim = grid;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                cur.bid = make_uint3(x, y, z);
-                run_block();
-            }
+    bool rev = S.order == ORDER_WARPS_REVERSE; // blocks last to first too
+    unsigned long long nb = (unsigned long long)grid.x * grid.y * grid.z;
+    for (unsigned long long k = 0; k < nb; k++) {
+        unsigned long long b = rev ? nb - 1 - k : k;
+        cur.bid = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
+                             (unsigned)(b / ((unsigned long long)grid.x * grid.y)));
+        run_block();
+    }
     S.in_kernel = false;
     S.kname = "";
 }

@@ -12,9 +12,15 @@
 // a deadlock), shuffles over partial warps, bad launch configurations, reads
 // of memory never written, copies in the wrong direction or past an
 // allocation, cuBLAS leading dimensions that leave the operand.
-// What it cannot: races between threads (fibers switch only at barriers),
-// stream ordering (everything is synchronous), device numerics (host libm),
-// performance. Passing here is not passing on a GPU.
+// Races: fibers switch only at barriers, so a race shows only as a
+// different result under another schedule. G1EMU_ORDER=warps runs each warp
+// up to its next __syncthreads before the next warp (warps-reverse: last
+// warp, lane and block first); the cuda-emu suite runs cuda_ops under both,
+// which catches a missing __syncthreads between a shared-memory write and
+// another warp's read. Races in global memory and within a warp are not
+// caught.
+// What it cannot: stream ordering (everything is synchronous), device
+// numerics (host libm), performance. Passing here is not passing on a GPU.
 #ifndef G1EMU_H
 #define G1EMU_H
 

@@ -73,6 +73,27 @@ __global__ void early_exit_k(int *out)
     out[t] = s[99 - t];
 }
 
+// Two passes through shared memory, each warp's lane 0 writing its slot
+// after a shuffle, every thread summing all slots; racy leaves out the
+// barrier that keeps pass 2's writes from pass 1's reads (the shape of the
+// attention kernel's key passes).
+__global__ void passes_k(const int *in, int *out, int racy)
+{
+    __shared__ int s[8];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, acc = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int v = __shfl_xor_sync(0xffffffffu, in[pass * 8 + warp], 1);
+        if (lane == 0)
+            s[warp] = v;
+        __syncthreads();
+        for (int w = 0; w < 8; w++)
+            acc = acc * 3 + s[w];
+        if (!racy)
+            __syncthreads();
+    }
+    out[threadIdx.x] = acc;
+}
+
 __global__ void divergent_k(float *out)
 {
     float v = 1;
@@ -179,6 +200,34 @@ static void test_barriers()
         ok &= he[t] == 99 - t;
     check(ok, "threads that return early do not hold __syncthreads");
     cudaFree(in), cudaFree(out), cudaFree(e);
+}
+
+// A missing __syncthreads: the default schedule happens to hide it, a
+// schedule where one warp runs ahead (G1EMU_ORDER=warps) does not; with the
+// barrier every schedule agrees.
+static void test_schedules()
+{
+    int hin[16], ref[256], got[256];
+    for (int i = 0; i < 16; i++)
+        hin[i] = i + 1;
+    int *in = dev<int>(16), *out = dev<int>(256);
+    cudaMemcpy(in, hin, sizeof hin, cudaMemcpyHostToDevice);
+    const char *orders[] = {"sweep", "warps", "warps-reverse"};
+    bool same[2][3];
+    for (int racy = 0; racy < 2; racy++)
+        for (int o = 0; o < 3; o++) {
+            setenv("G1EMU_ORDER", orders[o], 1);
+            G1_LAUNCH(passes_k, 1, 256, 0)(in, out, racy);
+            down(got, out, 256);
+            if (!racy && !o)
+                memcpy(ref, got, sizeof ref);
+            same[racy][o] = !memcmp(got, ref, sizeof ref);
+        }
+    unsetenv("G1EMU_ORDER");
+    check(same[0][1] && same[0][2], "with its barriers a kernel gives one result under every schedule");
+    check(same[1][0] && !same[1][1] && !same[1][2],
+          "a missing __syncthreads: hidden by the default schedule, caught by G1EMU_ORDER=warps(-reverse)");
+    cudaFree(in), cudaFree(out);
 }
 
 static void test_caught()
@@ -304,6 +353,7 @@ int main()
 {
     test_shuffles();
     test_barriers();
+    test_schedules();
     test_caught();
     test_memory();
     test_cublas();

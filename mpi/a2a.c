@@ -62,33 +62,51 @@ static void prefix(const int *count, int *disp, int n)
     }
 }
 
-static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int *idx, const float *gate, float *out)
+/* Where the n (token, choice) rows go: counts and offsets per destination,
+ * and slot_of[i], row i's place in the send order (by destination, then in
+ * token and choice order). */
+static g1_status plan_sends(struct a2a *a, int n, const int *idx)
 {
-    struct a2a *a = ctx;
-    g1_dist *d = a->d;
-    int E = d->E, D = a->D, k = a->k, n = T * k;
+    int E = a->d->E;
     if (n > a->max_rows)
         return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: %d rows exceed %d", n, a->max_rows);
-    /* pack the rows by destination, in token and choice order */
     memset(a->scount, 0, (size_t)E * sizeof(int));
     for (int i = 0; i < n; i++)
         a->scount[idx[i] / a->per_slot]++;
     prefix(a->scount, a->sdisp, E);
     int *fill = a->rcount; /* scratch until the counts exchange */
     memcpy(fill, a->sdisp, (size_t)E * sizeof(int));
+    for (int i = 0; i < n; i++)
+        a->slot_of[i] = fill[idx[i] / a->per_slot]++;
+    return G1_OK;
+}
+
+/* Counts in, offsets, and the number of rows this rank receives. */
+static g1_status exchange_counts(struct a2a *a, int *nr)
+{
+    int E = a->d->E;
+    G1_MPI(MPI_Alltoall(a->scount, 1, MPI_INT, a->rcount, 1, MPI_INT, a->d->stage));
+    prefix(a->rcount, a->rdisp, E);
+    *nr = a->rdisp[E - 1] + a->rcount[E - 1];
+    if (*nr > a->max_rows)
+        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: receiving %d rows, room for %d", *nr, a->max_rows);
+    return G1_OK;
+}
+
+static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int *idx, const float *gate, float *out)
+{
+    struct a2a *a = ctx;
+    g1_dist *d = a->d;
+    int D = a->D, k = a->k, n = T * k, nr = 0;
+    /* pack the rows by destination, each behind its expert id */
+    G1_TRY(plan_sends(a, n, idx));
     for (int i = 0; i < n; i++) {
-        int dst = idx[i] / a->per_slot, r = fill[dst]++;
-        float *rec = a->sbuf + (size_t)r * (D + 1);
+        float *rec = a->sbuf + (size_t)a->slot_of[i] * (D + 1);
         rec[0] = (float)idx[i];
         memcpy(rec + 1, x + (size_t)(i / k) * D, (size_t)D * sizeof(float));
-        a->slot_of[i] = r;
     }
     double t0 = g1_now();
-    G1_MPI(MPI_Alltoall(a->scount, 1, MPI_INT, a->rcount, 1, MPI_INT, d->stage));
-    prefix(a->rcount, a->rdisp, E);
-    int nr = a->rdisp[E - 1] + a->rcount[E - 1];
-    if (nr > a->max_rows)
-        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: receiving %d rows, room for %d", nr, a->max_rows);
+    G1_TRY(exchange_counts(a, &nr));
     G1_MPI(MPI_Alltoallv(a->sbuf, a->scount, a->sdisp, a->rec, a->rbuf, a->rcount, a->rdisp, a->rec, d->stage));
     double t1 = g1_now();
     g1_trace_span(d->trace, "a2a", "all-to-all out", t0, t1, -1, layer);
@@ -116,33 +134,20 @@ static g1_status a2a_rows_mem(void *ctx, int layer, int T, const float *x, const
     struct a2a *a = ctx;
     g1_dist *d = a->d;
     g1_engine *e = *a->engine;
-    int E = d->E, D = a->D, k = a->k, n = T * k;
-    if (n > a->max_rows)
-        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: %d rows exceed %d", n, a->max_rows);
+    int D = a->D, k = a->k, n = T * k, nr = 0;
     if (!a->sb) {
         size_t bytes = (size_t)a->max_rows * D * sizeof(float);
         G1_TRY(g1_engine_mem_alloc(e, bytes, (void **)&a->sb));
         G1_TRY(g1_engine_mem_alloc(e, bytes, (void **)&a->rb));
     }
-    memset(a->scount, 0, (size_t)E * sizeof(int));
-    for (int i = 0; i < n; i++)
-        a->scount[idx[i] / a->per_slot]++;
-    prefix(a->scount, a->sdisp, E);
-    int *fill = a->rcount;
-    memcpy(fill, a->sdisp, (size_t)E * sizeof(int));
+    G1_TRY(plan_sends(a, n, idx));
     for (int i = 0; i < n; i++) {
-        int r = fill[idx[i] / a->per_slot]++;
-        a->tok_of[r] = i / k;
-        a->sids[r] = idx[i];
-        a->slot_of[i] = r;
+        a->tok_of[a->slot_of[i]] = i / k;
+        a->sids[a->slot_of[i]] = idx[i];
     }
     double t0 = g1_now();
     G1_TRY(g1_engine_gather_mem(e, n, x, a->tok_of, a->sb));
-    G1_MPI(MPI_Alltoall(a->scount, 1, MPI_INT, a->rcount, 1, MPI_INT, d->stage));
-    prefix(a->rcount, a->rdisp, E);
-    int nr = a->rdisp[E - 1] + a->rcount[E - 1];
-    if (nr > a->max_rows)
-        return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: receiving %d rows, room for %d", nr, a->max_rows);
+    G1_TRY(exchange_counts(a, &nr));
     G1_MPI(MPI_Alltoallv(a->sids, a->scount, a->sdisp, MPI_INT, a->ids, a->rcount, a->rdisp, MPI_INT, d->stage));
     G1_MPI(MPI_Alltoallv(a->sb, a->scount, a->sdisp, a->row, a->rb, a->rcount, a->rdisp, a->row, d->stage));
     double t1 = g1_now();

@@ -196,6 +196,28 @@ static int usage_error(const char *fmt, ...)
     return -1;
 }
 
+/* text is one of words (NULL-terminated): *out = its value; otherwise a
+ * usage error that lists the words ("expected a, b or c"). */
+static int parse_word(const char *opt, const char *text, const char *const *words, const int *values, int *out)
+{
+    char list[160] = "";
+    size_t len = 0;
+    int n = 0;
+    while (words[n])
+        n++;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(text, words[i])) {
+            *out = values[i];
+            return 0;
+        }
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ",
+                                words[i]);
+        if (len >= sizeof list)
+            len = sizeof list - 1;
+    }
+    return usage_error("%s %s: expected %s", opt, text, list);
+}
+
 static int parse_int(const char *opt, const char *text, int lo, int *out)
 {
     char *end = NULL;
@@ -276,34 +298,40 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_TOPP: r = parse_double("--top-p", optarg, 1e-12, 1, &c->sample.top_p); break;
         case O_TOPK: r = parse_int("--top-k", optarg, 0, &c->sample.top_k); break;
         case O_TOPLP: r = parse_int("--top-logprobs", optarg, 0, &c->top_logprobs); break;
-        case O_BACKEND:
-            if (!strcmp(optarg, "cpu")) c->backend = G1_BACKEND_CPU;
-            else if (!strcmp(optarg, "cuda")) c->backend = G1_BACKEND_CUDA;
-            else return usage_error("--backend %s: expected cpu or cuda", optarg);
+        case O_BACKEND: {
+            static const char *const w[] = {"cpu", "cuda", NULL};
+            static const int v[] = {G1_BACKEND_CPU, G1_BACKEND_CUDA};
+            r = parse_word("--backend", optarg, w, v, &c->backend);
             break;
-        case O_CUDA_GEMM:
-            if (!strcmp(optarg, "bf16")) c->cuda_gemm = G1_CUDA_GEMM_BF16;
-            else if (!strcmp(optarg, "bf16x2")) c->cuda_gemm = G1_CUDA_GEMM_BF16X2;
-            else if (!strcmp(optarg, "f32")) c->cuda_gemm = G1_CUDA_GEMM_F32;
-            else return usage_error("--cuda-gemm %s: expected bf16, bf16x2 or f32", optarg);
+        }
+        case O_CUDA_GEMM: {
+            static const char *const w[] = {"bf16", "bf16x2", "f32", NULL};
+            static const int v[] = {G1_CUDA_GEMM_BF16, G1_CUDA_GEMM_BF16X2, G1_CUDA_GEMM_F32};
+            int g = 0;
+            r = parse_word("--cuda-gemm", optarg, w, v, &g);
+            c->cuda_gemm = (g1_cuda_gemm)g;
             break;
-        case O_GPU_DIRECT:
-            if (!strcmp(optarg, "auto")) c->gpu_direct = -1;
-            else if (!strcmp(optarg, "on")) c->gpu_direct = 1;
-            else if (!strcmp(optarg, "off")) c->gpu_direct = 0;
-            else return usage_error("--gpu-direct %s: expected auto, on or off", optarg);
+        }
+        case O_GPU_DIRECT: {
+            static const char *const w[] = {"auto", "on", "off", NULL};
+            static const int v[] = {-1, 1, 0};
+            r = parse_word("--gpu-direct", optarg, w, v, &c->gpu_direct);
             break;
-        case O_TRUNC:
-            if (!strcmp(optarg, "left")) c->truncate_left = 1;
-            else if (!strcmp(optarg, "none")) c->truncate_left = 0;
-            else return usage_error("--truncate %s: expected left or none", optarg);
+        }
+        case O_TRUNC: {
+            static const char *const w[] = {"left", "none", NULL};
+            static const int v[] = {1, 0};
+            r = parse_word("--truncate", optarg, w, v, &c->truncate_left);
             break;
-        case O_PROGRESS:
-            if (!strcmp(optarg, "auto")) c->progress = G1_PROGRESS_AUTO;
-            else if (!strcmp(optarg, "on")) c->progress = G1_PROGRESS_ON;
-            else if (!strcmp(optarg, "off")) c->progress = G1_PROGRESS_OFF;
-            else return usage_error("--progress %s: expected auto, on or off", optarg);
+        }
+        case O_PROGRESS: {
+            static const char *const w[] = {"auto", "on", "off", NULL};
+            static const int v[] = {G1_PROGRESS_AUTO, G1_PROGRESS_ON, G1_PROGRESS_OFF};
+            int m = 0;
+            r = parse_word("--progress", optarg, w, v, &m);
+            c->progress = (g1_progress_mode)m;
             break;
+        }
         case O_PROGRESS_INT: {
             int v;
             r = parse_int("--progress-interval", optarg, 1, &v);

@@ -51,11 +51,11 @@ g1_status g1_dist_check_layout(int N, int P, int E, const g1_config *cfg)
     if (P * E != N) {
         if (N % E == 0 && N / E <= cfg->num_layers)
             return G1_FAIL(G1_ERR_ARG,
-                           "%d processes, but --stages %d x --ep %d needs %d: start %d processes (mpirun -n %d), "
+                           "%d process%s, but --stages %d x --ep %d needs %d: start %d processes (mpirun -n %d), "
                            "or use --stages %d with --ep %d",
-                           N, P, E, P * E, P * E, P * E, N / E, E);
-        return G1_FAIL(G1_ERR_ARG, "%d processes, but --stages %d x --ep %d needs %d: start %d processes (mpirun -n %d)",
-                       N, P, E, P * E, P * E, P * E);
+                           N, N == 1 ? "" : "es", P, E, P * E, P * E, P * E, N / E, E);
+        return G1_FAIL(G1_ERR_ARG, "%d process%s, but --stages %d x --ep %d needs %d: start %d processes (mpirun -n %d)",
+                       N, N == 1 ? "" : "es", P, E, P * E, P * E, P * E);
     }
     return G1_OK;
 }

@@ -23,6 +23,7 @@
 #include "dist.h"
 #include "driver.h"
 #include "fault.h"
+#include "paths.h"
 #include "progress.h"
 #include "resume.h"
 #include "plan.h"
@@ -394,6 +395,78 @@ static int parse_args(int argc, char **argv, cli *c)
                            "rebuild with HDF5 (meson -Dhdf5=enabled)", c->checkpoint ? "--checkpoint" : "--dump-logits");
 #endif
     return 0;
+}
+
+/* The files a run reads and writes must be distinct: every output is
+ * completed by a rename over its final name, which would silently replace
+ * an input (the requests, the checkpoint) named as an output. Checked by
+ * rank 0 before anything is read; 0 or a message in msg. */
+static int check_files(const cli *c, char *msg, size_t n)
+{
+    typedef struct named {
+        const char *opt, *path, *derived; /* derived: a file the option's output writes beside it */
+    } named;
+    named in[4], out[5];
+    int ni = 0, no = 0;
+    if (strcmp(c->input, "-"))
+        in[ni++] = (named){"--input", c->input, NULL};
+    if (c->checkpoint)
+        in[ni++] = (named){"--checkpoint", c->checkpoint, NULL};
+    if (c->tokenizer)
+        in[ni++] = (named){"--tokenizer", c->tokenizer, NULL};
+    if (c->plan)
+        in[ni++] = (named){"--plan", c->plan, NULL};
+    char *partial = NULL, *meta = NULL;
+    if (strcmp(c->output, "-")) {
+        size_t len = strlen(c->output) + sizeof ".partial";
+        partial = malloc(len);
+        meta = g1_meta_path(c->output);
+        if (!partial || !meta) {
+            free(partial);
+            free(meta);
+            snprintf(msg, n, "out of memory");
+            return 1;
+        }
+        snprintf(partial, len, "%s.partial", c->output);
+        out[no++] = (named){"--output", c->output, NULL};
+        out[no++] = (named){"--output", partial, partial};
+        out[no++] = (named){"--output", meta, meta};
+    }
+    if (c->dump_logits)
+        out[no++] = (named){"--dump-logits", c->dump_logits, NULL};
+    if (c->trace)
+        out[no++] = (named){"--trace", c->trace, NULL};
+    int bad = 0;
+    for (int i = 0; i < no && !bad; i++) {
+        const named *o = &out[i];
+        const char *what = o->derived ? o->derived : o->path;
+        if (g1_path_is_dir(what)) {
+            snprintf(msg, n, "%s %s is a directory: give a file name", o->opt, what);
+            bad = 1;
+        }
+        for (int k = 0; k < ni && !bad; k++)
+            if (g1_path_same(what, in[k].path)) {
+                if (o->derived)
+                    snprintf(msg, n, "%s %s would write %s, which is the %s file: choose another output name",
+                             o->opt, c->output, what, in[k].opt);
+                else
+                    snprintf(msg, n, "%s %s is the %s file: the run would replace it; write the results to "
+                                     "another file", o->opt, what, in[k].opt);
+                bad = 1;
+            }
+        for (int k = 0; k < i && !bad; k++)
+            if (strcmp(o->opt, out[k].opt) && g1_path_same(what, out[k].path)) {
+                if (out[k].derived)
+                    snprintf(msg, n, "%s %s writes %s, which %s also names: choose another name", out[k].opt,
+                             c->output, out[k].path, o->opt);
+                else
+                    snprintf(msg, n, "%s %s and %s %s name the same file", out[k].opt, out[k].path, o->opt, what);
+                bad = 1;
+            }
+    }
+    free(partial);
+    free(meta);
+    return bad;
 }
 
 /* ---- model ---- */
@@ -786,6 +859,13 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
 {
     int rank = world->rank;
     G1_TRY(g1_fault_init(rank));
+    /* a refusal here is the same on every rank: rank 0 decides, and says why */
+    char why[2 * PATH_MAX + 200] = "";
+    int files_ok = rank != 0 || !check_files(c, why, sizeof why);
+    j->agreed = 1;
+    if (!g1_world_all_ok(files_ok))
+        return G1_FAIL(G1_ERR_ARG, "%s", rank == 0 ? why : "rank 0 refused the file names");
+    j->agreed = 0;
     if (rank == 0)
         G1_TRY(files_open_input(c, f));
     G1_TRY(model_open(c, m));
@@ -908,7 +988,8 @@ int main(int argc, char **argv)
     model m = {0};
     job j = {0};
     g1_status st = run(&c, &world, &f, &m, &j);
-    if (st != G1_OK && world.size > 1 && j.agreed) {
+    if (st != G1_OK && j.agreed) {
+        /* the command line or the layout: every rank refused alike */
         if (world.rank == 0)
             fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         files_close(&c, &f, 0);

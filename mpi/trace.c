@@ -56,9 +56,19 @@ g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *cons
         for (int i = 0; i < n[r]; i++)
             if (ev[r][i].t0 + offset[r] < t_min)
                 t_min = ev[r][i].t0 + offset[r];
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return G1_FAIL(G1_ERR_IO, "cannot create trace %s: %s", path, strerror(errno));
+    /* written beside its name and renamed when complete: a job killed while
+     * writing leaves no torn trace under the final name */
+    size_t tn = strlen(path) + 16;
+    char *tmp = malloc(tn);
+    if (!tmp)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    snprintf(tmp, tn, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        g1_status st = G1_FAIL(G1_ERR_IO, "cannot create trace %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
     fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n");
     int first = 1;
     for (int r = 0; r < nranks; r++) {
@@ -92,7 +102,13 @@ g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *cons
         }
     }
     fprintf(f, "\n]}\n");
-    if (fclose(f) != 0)
-        return G1_FAIL(G1_ERR_IO, "writing trace %s failed: %s", path, strerror(errno));
-    return G1_OK;
+    g1_status st = G1_OK;
+    if (ferror(f) | (fclose(f) != 0)) {
+        st = G1_FAIL(G1_ERR_IO, "writing trace %s failed: %s", tmp, strerror(errno));
+        remove(tmp);
+    } else if (rename(tmp, path) != 0) {
+        st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    }
+    free(tmp);
+    return st;
 }

@@ -172,6 +172,40 @@ def case_no_clobber(d):
     check(not os.path.exists(out + ".partial"), "OUT.partial remains after success")
 
 
+def case_file_clash(d):
+    """An output that names an input (or another output, or a directory) is
+    refused with exit 2 before anything is written; the input is untouched."""
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2]}])
+    with open(inp) as f:
+        before = f.read()
+    same = os.path.join(d, ".", "in.jsonl")  # another spelling of the input
+    expect_fail(tiny("score", inp, same), 2, ["--output", "is the --input file"])
+    expect_fail(tiny("generate", inp, inp, "--resume"), 2, ["--output", "--input file"])
+    # OUT.partial / OUT.meta.json are outputs too
+    expect_fail(tiny("score", inp + ".partial", inp), 2, ["would write", ".partial", "--input"])
+    expect_fail(tiny("score", inp, out, "--trace", out + ".meta.json"), 2, ["writes", ".meta.json", "--trace"], out)
+    expect_fail(tiny("score", inp, out, "--trace", out), 2, ["--output", "--trace", "same file"], out)
+    expect_fail(tiny("score", inp, out, "--trace", inp), 2, ["--trace", "is the --input file"], out)
+    if ARGS.hdf5:
+        ck = os.path.join(d, "ck.h5")
+        with open(ck, "wb") as f:
+            f.write(b"placeholder")
+        expect_fail(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", out, "--dump-logits", ck], 2,
+                    ["--dump-logits", "--checkpoint file"], out)
+        with open(ck, "rb") as f:
+            check(f.read() == b"placeholder", "the checkpoint named by --dump-logits was changed")
+    expect_fail(tiny("score", inp, d), 2, ["is a directory"])
+    with open(inp) as f:
+        check(f.read() == before, "the input file was changed by a refused run")
+    check(not os.path.exists(inp + ".meta.json"), "a refused run wrote OUT.meta.json")
+    # a run from stdin to stdout has no names to clash
+    expect_ok(tiny("score", "-", "-"), stdin=before)
+    # the layout refused in one process: exit 2, as with mpirun
+    expect_fail(tiny("score", inp, out, "--ep", "3"), 2, ["--ep 3", "1, 2, 4, 8"], out)
+    expect_fail(tiny("score", inp, out, "--stages", "2"), 2, ["1 process,", "mpirun -n 2"], out)
+
+
 def case_bad_checkpoint(d):
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2]}])

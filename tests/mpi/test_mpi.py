@@ -178,7 +178,7 @@ def case_continuous():
     # alone: one request per file, one slot (in batches of files to keep it quick)
     alone = []
     for i, line in enumerate(lines):
-        one = os.path.join(ARGS.tmp, f"cb_one_{i}.jsonl")
+        one = os.path.join(ARGS.tmp, f"cb_in_{i}.jsonl")
         with open(one, "w") as f:
             f.write(line + "\n")
         alone.append(generate(ckpt, one, f"cb_one_{i}", 1, ["--batch-size", "1"]).strip())

@@ -70,7 +70,7 @@ fi
 # --cuda-gemm f32 (batch-invariant, no cuBLAS): what prompts cost without GEMMs
 left=$(( 450 - ($(date +%s) - start) ))
 if [ $left -gt 40 ]; then
-  timeout $left "$build/tests/cuda/bench_cuda_layer" --cuda-gemm f32 --tokens 1,64,512,4096 \
+  timeout $left "$build/tests/cuda/bench_cuda_layer" --cuda-gemm f32 --tokens 1,64,512,4096 --no-parts \
     >"$logs/bench-f32.log" 2>&1
   rc=$?
   if [ $rc -eq 0 ]; then note "benchmark f32" "ok"; else note "benchmark f32" "exit $rc (log: $logs/bench-f32.log)"; fi

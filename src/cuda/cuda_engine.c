@@ -450,6 +450,9 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
     /* T == 0 still walks the layers: a distributed dispatch is collective */
     for (int l = 0; l < e->nL; l++) {
         const g1_cuda_layer *L = &e->layers[l];
+        cudaEvent_t *prof = l == 0 ? e->prof : NULL;
+        if (prof)
+            G1_CU(cudaEventRecord(prof[0], s));
         if (T) {
             G1_CU(g1_cuda_rmsnorm(s, e->x, T, D, L->norm[G1_ATTN_NORM], eps, e->xn));
             G1_TRY(g1_cuda_matmul_q8(mm, e->xn, T, &L->attn[0], e->q));
@@ -465,16 +468,24 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
             G1_CU(g1_cuda_attention(s, &aa));
             G1_TRY(g1_cuda_matmul_q8(mm, e->att, T, &L->attn[3], e->o));
             G1_CU(g1_cuda_add_rmsnorm(s, e->x, e->o, T, D, L->norm[G1_ATTN_OUT_NORM], eps));
+            if (prof)
+                G1_CU(cudaEventRecord(prof[1], s));
             G1_CU(g1_cuda_rmsnorm(s, e->x, T, D, L->norm[G1_MOE_NORM], eps, e->xn));
             G1_CU(g1_cuda_router(s, e->xn, T, D, L->router, c->num_experts, c->num_selected_experts, e->idx,
                                   e->gate));
         }
+        if (prof)
+            G1_CU(cudaEventRecord(prof[2], s));
         if (e->dispatch.run)
             G1_TRY(moe_dispatch(e, l, T));
         else if (T)
             G1_TRY(g1_cuda_moe_device(e, l, T, e->xn, e->idx, e->gate, e->o));
+        if (prof)
+            G1_CU(cudaEventRecord(prof[3], s));
         if (T)
             G1_CU(g1_cuda_add_rmsnorm(s, e->x, e->o, T, D, L->norm[G1_MOE_OUT_NORM], eps));
+        if (prof)
+            G1_CU(cudaEventRecord(prof[4], s));
     }
     return G1_OK;
 }

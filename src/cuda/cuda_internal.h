@@ -54,7 +54,12 @@ struct g1_cuda_engine {
     int *idx_h, *rows_h;      /* (R), (2R) */
     float *gate_h;            /* (R) */
     float *xh, *yh;           /* (R, D) host side of the dispatch / expert rows */
+    /* the benchmark's phase events (NULL otherwise): recorded in layer 0 at
+     * its start, after the attention block, after the router, after the
+     * MoE (host round trip included) and at its end */
+    cudaEvent_t *prof;
 };
+enum { G1_CUDA_PROF_EVENTS = 5 };
 
 /* Start an engine of nL layers of `cfg` (all experts, no embedding) whose
  * weights are pseudo-random and made on the device: the benchmark's layer

@@ -4,12 +4,18 @@
  * prints time per layer, bandwidth, FLOP/s, the issue's goals and the
  * tokens/s this predicts for 8 GPUs as 8 pipeline stages. Exits 77 without
  * a GPU. Usage: bench_cuda_layer [--preset grok-1|small|tiny] [--tokens 1,8,...]
- * [--cuda-gemm bf16|bf16x2|f32] [--smoke]: the goals are checked for the
- * default bf16 GEMM (at 1 to 8 tokens every mode is the same GEMV); --smoke shrinks the reference copy and GEMM so the whole program
- * can run on the CPU emulation (tests/cuda/emu); its figures mean nothing. */
+ * [--cuda-gemm bf16|bf16x2|f32] [--no-parts] [--smoke]: the goals are checked
+ * for the default bf16 GEMM (at 1 to 8 tokens every mode is the same GEMV).
+ * Then (unless --no-parts) the parts of a decode step alone: the layer's
+ * phases, the MoE's host round trip, the GEMV and the un-embedding on one
+ * matrix, decode attention over full-length caches, each against the copy.
+ * --smoke shrinks the reference copy and GEMM (and the caches) so the whole
+ * program can run on the CPU emulation (tests/cuda/emu); its figures mean
+ * nothing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda/cuda_internal.h"
 
@@ -87,14 +93,256 @@ static double qmat_bytes(const g1_config *c, g1_qmat_id id, int blocks)
     return (double)rows * cols + 4.0 * blocks * cols;
 }
 
+/* ---- parts: where a layer's time goes, for tuning without a profiler ---- */
+
+static double secs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float elapsed_ms(cudaEvent_t a, cudaEvent_t b)
+{
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    return ms;
+}
+
+/* the layer in phases (cuda_internal.h's prof events): T decode rows at
+ * position 0, averaged over iters */
+static g1_status phases(g1_cuda_engine *e, int T, int iters, double ms[4])
+{
+    cudaEvent_t ev[G1_CUDA_PROF_EVENTS];
+    for (int i = 0; i < G1_CUDA_PROF_EVENTS; i++)
+        G1_TRY(cu(cudaEventCreate(&ev[i]), "event"));
+    int *slot = malloc((size_t)T * sizeof(int)), *pos = calloc((size_t)T, sizeof(int));
+    if (!slot || !pos) {
+        free(slot), free(pos);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    }
+    for (int t = 0; t < T; t++)
+        slot[t] = t;
+    g1_batch b = {.T = T, .slot = slot, .pos = pos};
+    g1_status st = G1_OK;
+    for (int j = 0; j < 4; j++)
+        ms[j] = 0;
+    e->prof = ev;
+    for (int it = -1; it < iters && st == G1_OK; it++) {
+        for (int t = 0; t < T; t++)
+            g1_cuda_engine_reset_slot(e, t);
+        st = g1_cuda_engine_forward_device(e, &b);
+        if (st == G1_OK)
+            st = cu(cudaEventSynchronize(ev[G1_CUDA_PROF_EVENTS - 1]), "forward");
+        for (int j = 0; j < 4 && st == G1_OK && it >= 0; j++)
+            ms[j] += elapsed_ms(ev[j], ev[j + 1]) / iters;
+    }
+    e->prof = NULL;
+    for (int i = 0; i < G1_CUDA_PROF_EVENTS; i++)
+        cudaEventDestroy(ev[i]);
+    free(slot), free(pos);
+    return st;
+}
+
+/* the GEMV alone on one matrix: ms per call */
+static g1_status gemv_time(g1_cuda_engine *e, const g1_dqmat *W, int T, int iters, double *ms)
+{
+    cudaEvent_t a, b;
+    G1_TRY(cu(cudaEventCreate(&a), "event"));
+    G1_TRY(cu(cudaEventCreate(&b), "event"));
+    g1_status st = cu(g1_cuda_fill_f32(e->stream, e->xn, (size_t)T * W->rows, 3, -1, 1), "fill");
+    if (st == G1_OK)
+        st = g1_cuda_gemv_q8(&e->mm, e->xn, T, W, e->h1); /* warm up */
+    cudaEventRecord(a, e->stream);
+    for (int i = 0; i < iters && st == G1_OK; i++)
+        st = g1_cuda_gemv_q8(&e->mm, e->xn, T, W, e->h1);
+    cudaEventRecord(b, e->stream);
+    if (st == G1_OK)
+        st = cu(cudaEventSynchronize(b), "gemv");
+    *ms = elapsed_ms(a, b) / iters;
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    return st;
+}
+
+/* The few-token un-embedding over a (V, D) bf16 table (random bits: the
+ * values do not matter to the time): ms per call for T tokens. */
+static g1_status unembed_time(cudaStream_t s, const g1_config *c, int T, int iters, double *ms)
+{
+    size_t V = (size_t)c->vocab_size, D = (size_t)c->emb_size;
+    uint16_t *E = NULL;
+    float *x = NULL, *y = NULL;
+    cudaEvent_t a = NULL, b = NULL;
+    g1_status st = cu(cudaMalloc((void **)&E, V * D * 2), "malloc (embedding)");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&x, (size_t)T * D * 4), "malloc");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&y, (size_t)T * V * 4), "malloc");
+    if (st == G1_OK)
+        st = cu(g1_cuda_fill_q8(s, (int8_t *)E, V * D * 2, 11), "fill");
+    if (st == G1_OK)
+        st = cu(g1_cuda_fill_f32(s, x, (size_t)T * D, 12, -1, 1), "fill");
+    if (st == G1_OK)
+        st = cu(cudaEventCreate(&a), "event");
+    if (st == G1_OK)
+        st = cu(cudaEventCreate(&b), "event");
+    if (st == G1_OK)
+        st = cu(g1_cuda_unembed_few(s, x, T, (int)D, E, (int)V, 1.0f, y), "un-embedding");
+    if (st == G1_OK) {
+        cudaEventRecord(a, s);
+        for (int i = 0; i < iters; i++)
+            g1_cuda_unembed_few(s, x, T, (int)D, E, (int)V, 1.0f, y);
+        cudaEventRecord(b, s);
+        st = cu(cudaEventSynchronize(b), "un-embedding");
+        *ms = elapsed_ms(a, b) / iters;
+    }
+    if (a)
+        cudaEventDestroy(a);
+    if (b)
+        cudaEventDestroy(b);
+    cudaFree(E), cudaFree(x), cudaFree(y);
+    return st;
+}
+
+/* Decode attention of S sequences each over C cached positions (one
+ * layer's caches, the query at position C-1), max_splits as grok1-run's
+ * engine gets at its default 256 tokens per step: ms per call. */
+static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C, int iters, double *ms)
+{
+    int K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads, kvw = Hkv * K;
+    size_t per = (size_t)256 * Hq * (K + 2), budget = (size_t)64 << 20;
+    int max_splits = budget / per < 1 ? 1 : budget / per > 64 ? 64 : (int)(budget / per);
+    size_t cache = (size_t)S * C * kvw;
+    float *kc = NULL, *vc = NULL, *q = NULL, *part = NULL, *out = NULL;
+    void *tab = NULL;
+    void *tab_h = malloc((size_t)S * 28);
+    cudaEvent_t a = NULL, b = NULL;
+    g1_status st = tab_h ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&kc, cache * 4), "malloc (K cache)");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&vc, cache * 4), "malloc (V cache)");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&q, (size_t)S * Hq * K * 4), "malloc");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&out, (size_t)S * Hq * K * 4), "malloc");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&part, (size_t)S * Hq * max_splits * (K + 2) * 4), "malloc");
+    if (st == G1_OK)
+        st = cu(cudaMalloc(&tab, (size_t)S * 28), "malloc");
+    if (st == G1_OK) {
+        /* the engine's token table: k0 (S), v0 (S), lstride (S), pos (S) */
+        float **k0 = tab_h, **v0 = k0 + S;
+        long long *ls = (long long *)(v0 + S);
+        int *pos = (int *)(ls + S);
+        for (int i = 0; i < S; i++) {
+            k0[i] = kc + (size_t)i * C * kvw;
+            v0[i] = vc + (size_t)i * C * kvw;
+            ls[i] = (long long)C * kvw;
+            pos[i] = C - 1;
+        }
+        st = cu(cudaMemcpy(tab, tab_h, (size_t)S * 28, cudaMemcpyHostToDevice), "copy");
+    }
+    if (st == G1_OK)
+        st = cu(g1_cuda_fill_f32(s, kc, cache, 21, -1, 1), "fill");
+    if (st == G1_OK)
+        st = cu(g1_cuda_fill_f32(s, vc, cache, 22, -1, 1), "fill");
+    if (st == G1_OK)
+        st = cu(g1_cuda_fill_f32(s, q, (size_t)S * Hq * K, 23, -1, 1), "fill");
+    if (st == G1_OK)
+        st = cu(cudaEventCreate(&a), "event");
+    if (st == G1_OK)
+        st = cu(cudaEventCreate(&b), "event");
+    if (st == G1_OK) {
+        float *const *k0 = tab, *const *v0 = (float *const *)tab + S;
+        const long long *ls = (const long long *)(v0 + S);
+        g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = (const int *)(ls + S), .layer = 0};
+        g1_cuda_attn_args aa = {.T = S, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits, .q = q, .kv = kv,
+                                .mult = (float)c->attn_output_multiplier, .cap = (float)c->attn_logit_cap,
+                                .part = part, .out = out};
+        st = cu(g1_cuda_attention(s, &aa), "attention");
+        cudaEventRecord(a, s);
+        for (int i = 0; i < iters && st == G1_OK; i++)
+            st = cu(g1_cuda_attention(s, &aa), "attention");
+        cudaEventRecord(b, s);
+        if (st == G1_OK)
+            st = cu(cudaEventSynchronize(b), "attention");
+        *ms = elapsed_ms(a, b) / iters;
+    }
+    if (a)
+        cudaEventDestroy(a);
+    if (b)
+        cudaEventDestroy(b);
+    cudaFree(kc), cudaFree(vc), cudaFree(q), cudaFree(part), cudaFree(out), cudaFree(tab);
+    free(tab_h);
+    return st;
+}
+
+/* Prints the parts table; bw is the copy's bytes read + written per second
+ * (GB/s), which a kernel that only reads can approach. */
+static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smoke)
+{
+    int iters = smoke ? 2 : 20;
+    printf("\nparts (what a decode step spends; %% of the copy's GB/s):\n");
+    for (int T = 1; T <= 8; T += 7) {
+        double ms[4] = {0};
+        G1_TRY(phases(e, T, iters, ms));
+        printf("  layer at %d token%s: attention block %.3f ms, router %.3f ms, experts %.3f ms (host round trip "
+               "included), final norm %.3f ms\n",
+               T, T > 1 ? "s" : "", ms[0], ms[1], ms[2], ms[3]);
+    }
+    /* a round trip: what the MoE's one host sync per layer costs at least */
+    double t0 = secs();
+    int n_rt = smoke ? 4 : 200;
+    for (int i = 0; i < n_rt; i++) {
+        G1_TRY(cu(cudaMemcpyAsync(e->idx_h, e->idx, sizeof(int), cudaMemcpyDeviceToHost, e->stream), "copy"));
+        G1_TRY(cu(cudaStreamSynchronize(e->stream), "sync"));
+    }
+    printf("  host round trip (4 bytes back, synchronise): %.1f us\n", (secs() - t0) / n_rt * 1e6);
+    const g1_dqmat *mats[2] = {&e->layers[0].moe[0][0], &e->layers[0].attn[0]};
+    const char *names[2] = {"expert gate", "attention q"};
+    for (int m = 0; m < 2; m++) {
+        const g1_dqmat *W = mats[m];
+        double bytes = (double)W->rows * W->cols + 4.0 * W->blocks * W->cols;
+        printf("  GEMV %s (%d x %d, %.0f MB):", names[m], W->rows, W->cols, bytes / 1e6);
+        for (int T = 1; T <= 16; T *= 2) {
+            if (T > e->mm.gemv_max)
+                break;
+            double ms = 0;
+            G1_TRY(gemv_time(e, W, T, iters, &ms));
+            printf(" T=%d %.3f ms %.0f GB/s (%.0f%%);", T, ms, bytes / (ms * 1e-3) / 1e9,
+                   100 * bytes / (ms * 1e-3) / 1e9 / bw);
+        }
+        printf("\n");
+    }
+    if (c->emb_size % 8 == 0) {
+        double ebytes = 2.0 * c->vocab_size * c->emb_size;
+        printf("  un-embedding (%d x %d bf16, %.0f MB):", c->vocab_size, c->emb_size, ebytes / 1e6);
+        for (int T = 1; T <= 8; T += 7) {
+            double ms = 0;
+            G1_TRY(unembed_time(e->stream, c, T, iters, &ms));
+            printf(" T=%d %.3f ms %.0f GB/s (%.0f%%);", T, ms, ebytes / (ms * 1e-3) / 1e9,
+                   100 * ebytes / (ms * 1e-3) / 1e9 / bw);
+        }
+        printf("\n");
+    }
+    int S = 8, C = smoke ? 40 : c->max_seq_len;
+    double ms = 0, kv = 2.0 * S * C * c->num_kv_heads * c->key_size * 4;
+    G1_TRY(attention_time(e->stream, c, S, C, iters, &ms));
+    printf("  decode attention, %d sequences x %d cached positions (%.0f MB of K and V): %.3f ms, %.0f GB/s (%.0f%%)\n",
+           S, C, kv / 1e6, ms, kv / (ms * 1e-3) / 1e9, 100 * kv / (ms * 1e-3) / 1e9 / bw);
+    return G1_OK;
+}
+
 int main(int argc, char **argv)
 {
     const char *preset = "grok-1", *tokens = "1,8,64,512,4096", *gemm = "bf16";
-    int smoke = 0;
+    int smoke = 0, want_parts = 1;
     g1_cuda_gemm mode = G1_CUDA_GEMM_BF16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--smoke"))
             smoke = 1;
+        else if (!strcmp(argv[i], "--no-parts"))
+            want_parts = 0;
         else if (i + 1 < argc && !strcmp(argv[i], "--preset"))
             preset = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--tokens"))
@@ -106,7 +354,7 @@ int main(int argc, char **argv)
                                                                                        : G1_CUDA_GEMM_BF16;
         } else {
             fprintf(stderr, "usage: bench_cuda_layer [--preset grok-1|small|tiny] [--tokens 1,8,...] "
-                            "[--cuda-gemm bf16|bf16x2|f32] [--smoke]\n");
+                            "[--cuda-gemm bf16|bf16x2|f32] [--no-parts] [--smoke]\n");
             return 2;
         }
     }
@@ -196,6 +444,8 @@ int main(int argc, char **argv)
     }
     printf("goals: %s (tok/s: 64 layers as 8 stages of 8, enough micro-batches to fill the pipeline)\n",
            all_ok ? "met" : "not all met");
+    if (want_parts && o.max_batch >= 8 && o.n_slots >= 8)
+        CK(parts(e, &c, bw, smoke));
     g1_cuda_engine_free(e);
     free(slot), free(pos);
     return 0;

@@ -130,7 +130,9 @@ static void usage(FILE *f)
 "  --backend cpu|cuda        where the layers run (default: cuda when this binary has the\n"
 "                            CUDA backend and a GPU is visible, else cpu). With cuda each\n"
 "                            rank uses one GPU: device = its local rank on the node\n"
-"                            (OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID, else 0), so start\n"
+"                            (OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID, else 0) modulo the\n"
+"                            GPUs it sees (a launcher may bind each rank to its own: Slurm\n"
+"                            --gpus-per-task=1); two ranks on one GPU are refused, so start\n"
 "                            at most as many ranks per node as it has GPUs\n"
 "  --cuda-gemm bf16|bf16x2|f32\n"
 "                            cuda, prompts and batches over 16 tokens: activations rounded\n"
@@ -691,10 +693,16 @@ static g1_status files_close(const cli *c, files *f, int ok)
 
 /* ---- run ---- */
 
-/* The backend and, for CUDA, this rank's GPU: its rank among the ranks of
- * its node (Open MPI or Slurm tell), one GPU each. */
-static g1_status pick_backend(const cli *c, g1_engine_opts *eo)
+/* The backend and, for CUDA, this rank's GPU (its UUID into uuid, zeros
+ * otherwise). With every GPU of the node visible (mpirun), the device is
+ * the rank's index among the ranks of its node (Open MPI or Slurm tell). A
+ * launcher that gives each rank its own GPU (Slurm --gpus-per-task=1 or
+ * --gpu-bind, a wrapper setting CUDA_VISIBLE_DEVICES) leaves fewer visible
+ * than that index: the rank then takes index % visible, device 0 when it
+ * sees one. gpu_shared checks afterwards that no two ranks got one GPU. */
+static g1_status pick_backend(const cli *c, g1_engine_opts *eo, unsigned char uuid[16], int *local_rank)
 {
+    memset(uuid, 0, 16);
     int gpus = g1_cuda_device_count();
     eo->backend = c->backend >= 0 ? (g1_backend)c->backend
                                   : g1_cuda_built() && gpus > 0 ? G1_BACKEND_CUDA : G1_BACKEND_CPU;
@@ -707,14 +715,29 @@ static g1_status pick_backend(const cli *c, g1_engine_opts *eo)
     if (!lr)
         lr = getenv("SLURM_LOCALID");
     int local = lr ? atoi(lr) : 0;
+    *local_rank = local;
     if (gpus < 1)
         return G1_FAIL(G1_ERR_CUDA, "--backend cuda: no GPU is visible to this process (check the node and "
                                     "CUDA_VISIBLE_DEVICES), or use --backend cpu");
-    if (local >= gpus)
-        return G1_FAIL(G1_ERR_ARG, "--backend cuda: this rank is number %d on its node but the node shows only %d "
-                                   "GPU(s): start at most %d ranks per node (one per GPU), or use --backend cpu",
-                       local, gpus, gpus);
-    eo->device = local;
+    eo->device = local >= 0 && local < gpus ? local : (local < 0 ? 0 : local % gpus);
+    return g1_cuda_device_uuid(eo->device, uuid);
+}
+
+/* Refuses this rank's GPU when a lower rank has the same one (all: every
+ * rank's UUID, zeros for no GPU): a GPU holds one rank's share. */
+static g1_status gpu_shared(const unsigned char *all, int rank, const g1_engine_opts *eo, int local)
+{
+    static const unsigned char none[16];
+    const unsigned char *mine = all + (size_t)16 * rank;
+    if (eo->backend != G1_BACKEND_CUDA || !memcmp(mine, none, 16))
+        return G1_OK;
+    for (int r = 0; r < rank; r++)
+        if (!memcmp(all + (size_t)16 * r, mine, 16))
+            return G1_FAIL(G1_ERR_ARG, "--backend cuda: rank %d (local rank %d, device %d of the %d GPU(s) it sees) "
+                                       "would share its GPU with rank %d: start the ranks one per GPU (at most as "
+                                       "many per node as it has GPUs: mpirun -npernode G, Slurm "
+                                       "--ntasks-per-node=G or --gpus-per-task=1), or use --backend cpu",
+                           rank, local, eo->device, g1_cuda_device_count(), r);
     return G1_OK;
 }
 
@@ -902,7 +925,16 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0,
                          .cuda_gemm = c->cuda_gemm};
-    g1_status bst = pick_backend(c, &eo);
+    unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
+    int local = 0;
+    if (!uuids) /* main's abort ends the ranks waiting below */
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status bst = pick_backend(c, &eo, uuid, &local);
+    /* every rank's GPU, to find two ranks on one (collective) */
+    g1_status gst = g1_world_allgather(uuid, 16, uuids);
+    if (bst == G1_OK)
+        bst = gst != G1_OK ? gst : gpu_shared(uuids, rank, &eo, local);
+    free(uuids);
     /* no output file until every rank has its backend (a rank without a GPU
      * prints its own reason and ends the job) */
     if (!g1_world_all_ok(bst == G1_OK))

@@ -4,6 +4,8 @@
 #ifndef G1_WORLD_H
 #define G1_WORLD_H
 
+#include <stddef.h>
+
 #include "status.h"
 
 typedef struct g1_world {
@@ -21,6 +23,9 @@ _Noreturn void g1_world_abort(int code);
 /* 1 when `ok` is true on every rank (a collective: every rank must call
  * it); lets ranks agree before anything is written. */
 int g1_world_all_ok(int ok);
+/* Every rank's n bytes, in rank order, into all (size * n bytes): a
+ * collective; G1_OK or an error. */
+g1_status g1_world_allgather(const void *mine, size_t n, void *all);
 /* "mpi" or "none": how this binary was built. */
 const char *g1_world_kind(void);
 

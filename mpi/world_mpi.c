@@ -4,6 +4,7 @@
 #include "world.h"
 #include "world_mpi.h"
 
+#include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
 
@@ -48,6 +49,14 @@ int g1_world_all_ok(int ok)
     if (MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS)
         return 0;
     return all;
+}
+
+g1_status g1_world_allgather(const void *mine, size_t n, void *all)
+{
+    if (n > (size_t)INT_MAX ||
+        MPI_Allgather(mine, (int)n, MPI_BYTE, all, (int)n, MPI_BYTE, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return G1_FAIL(G1_ERR_MPI, "MPI_Allgather of %zu bytes failed", n);
+    return G1_OK;
 }
 
 const char *g1_world_kind(void)

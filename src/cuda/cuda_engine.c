@@ -21,6 +21,14 @@ int g1_cuda_device_count(void)
     return n;
 }
 
+g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16])
+{
+    struct cudaDeviceProp prop;
+    G1_CU(cudaGetDeviceProperties(&prop, device));
+    memcpy(uuid, prop.uuid.bytes, 16);
+    return G1_OK;
+}
+
 /* cudaMalloc, zeroed, owned by the engine. */
 static g1_status dalloc(g1_cuda_engine *e, void *out, size_t bytes)
 {

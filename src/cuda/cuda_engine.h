@@ -20,6 +20,10 @@ typedef struct g1_cuda_opts {
 int g1_cuda_device_count(void);
 /* 1 when this binary has the CUDA backend. */
 int g1_cuda_built(void);
+/* The 16-byte UUID of visible device `device` (the same physical GPU gives
+ * the same bytes in every process, whatever CUDA_VISIBLE_DEVICES numbers it
+ * there); G1_OK or an error. */
+g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16]);
 
 /* Upload `w` (borrowed only during the call) to device opts->device. With
  * dispatch NULL the MoE runs on the device (needs every expert); otherwise

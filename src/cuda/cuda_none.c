@@ -1,5 +1,7 @@
 /* The CUDA engine's entry points in a build without CUDA: each refuses with
  * a message that says how to get the backend. No CUDA headers. */
+#include <string.h>
+
 #include "cuda/cuda_engine.h"
 
 #define NO_CUDA                                                                                          \
@@ -8,6 +10,13 @@
 
 int g1_cuda_device_count(void) { return 0; }
 int g1_cuda_built(void) { return 0; }
+
+g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16])
+{
+    (void)device;
+    memset(uuid, 0, 16);
+    return NO_CUDA;
+}
 
 g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
                               const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)

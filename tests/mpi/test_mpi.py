@@ -343,7 +343,29 @@ def case_cuda_emu():
             os.remove(leftover)
     p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda",
                 "--stages", "2"], expect=None, exe=ARGS.run_emu, env={"G1EMU_DEVICES": "1"})
-    check(p.returncode != 0 and "one per GPU" in p.stderr, "2 ranks on 1 GPU: no refusal with a message")
+    check(p.returncode != 0 and "one per GPU" in p.stderr and "share its GPU with rank 0" in p.stderr,
+          "2 ranks on 1 GPU: no refusal with a message")
+    check(not os.path.exists(out) and not os.path.exists(out + ".partial"),
+          "a refused run left an output file behind")
+    # a launcher that binds each rank to its own GPU (Slurm --gpus-per-task=1,
+    # --gpu-bind; a wrapper setting CUDA_VISIBLE_DEVICES): every rank sees
+    # one GPU, device 0, and they are different GPUs (told apart by UUID)
+    wrap = os.path.join(ARGS.tmp, "bind_gpu.sh")
+    with open(wrap, "w") as f:
+        f.write('#!/bin/sh\nexport CUDA_VISIBLE_DEVICES="${BIND_GPU:-$OMPI_COMM_WORLD_LOCAL_RANK}"\n'
+                f'exec "{ARGS.run_emu}" "$@"\n')
+    os.chmod(wrap, 0o755)
+    lay = x2 + ["--stages", "2"]
+    text, logits = score(ckpt, inp, "emu_bound_2x1", 2, lay, exe=wrap, env={"G1EMU_DEVICES": "2", "G1EMU_SMS": "4"})
+    same = text == text1 and all(np.array_equal(logits[k], cu1[k]) for k in cu1)
+    print(f"cuda 2x1, each rank bound to its own GPU (CUDA_VISIBLE_DEVICES): {'bitwise equal' if same else 'DIFFER'}"
+          " to 1x1")
+    check(same, "ranks bound to one GPU each: results differ from 1x1")
+    # bound, but both to the same GPU: refused by the UUIDs
+    p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda",
+                "--stages", "2"], expect=None, exe=wrap, env={"G1EMU_DEVICES": "2", "BIND_GPU": "1"})
+    check(p.returncode != 0 and "rank 1 (local rank 1, device 0 of the 1 GPU(s) it sees) would share its GPU with "
+          "rank 0" in p.stderr, f"2 ranks bound to one GPU: no refusal naming them: {p.stderr.strip()[-300:]}")
     check(not os.path.exists(out) and not os.path.exists(out + ".partial"),
           "a refused run left an output file behind")
     p = run(1, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda"],

@@ -455,10 +455,40 @@ static cudaError_t check_copy(const char *what, void *dst, const void *src, size
 
 extern "C" {
 
-cudaError_t cudaGetDeviceCount(int *count)
+// The node's GPUs (G1EMU_DEVICES, default 1) as CUDA_VISIBLE_DEVICES shows
+// them to this process: phys[i] is visible device i's index on the node.
+// As the driver does, the list ends at the first entry that is not a
+// device of the node (or repeats one).
+static int visible_devices(int *phys, int most)
 {
     const char *e = getenv("G1EMU_DEVICES");
-    *count = e ? atoi(e) : 1;
+    int node = e ? atoi(e) : 1, n = 0;
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) {
+        for (int i = 0; i < node && n < most; i++)
+            phys[n++] = i;
+        return n;
+    }
+    while (*v && n < most) {
+        char *end;
+        long d = strtol(v, &end, 10);
+        bool seen = false;
+        for (int i = 0; i < n; i++)
+            seen |= phys[i] == d;
+        if (end == v || d < 0 || d >= node || seen)
+            break;
+        phys[n++] = (int)d;
+        v = *end == ',' ? end + 1 : end;
+        if (*end != ',')
+            break;
+    }
+    return n;
+}
+
+cudaError_t cudaGetDeviceCount(int *count)
+{
+    int phys[64];
+    *count = visible_devices(phys, 64);
     return cudaSuccess;
 }
 
@@ -496,8 +526,12 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
 {
-    (void)device;
+    int phys[64], n = visible_devices(phys, 64);
+    if (device < 0 || device >= n)
+        return set_error(cudaErrorInvalidDevice);
     memset(prop, 0, sizeof *prop);
+    // the same physical (node) device has the same UUID in every process
+    snprintf(prop->uuid.bytes, sizeof prop->uuid.bytes, "g1emu-gpu-%d", phys[device]);
     snprintf(prop->name, sizeof prop->name, "g1emu (CPU emulation)");
     prop->multiProcessorCount = emu_sms();
     prop->totalGlobalMem = (size_t)16 << 30;

@@ -129,8 +129,8 @@ static void usage(FILE *f)
 "                            chunks (default 256)\n"
 "  --backend cpu|cuda        where the layers run (default: cuda when this binary has the\n"
 "                            CUDA backend and a GPU is visible, else cpu). With cuda each\n"
-"                            rank uses one GPU: device = its local rank on the node\n"
-"                            (OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID, else 0) modulo the\n"
+"                            rank uses one GPU: device = its rank among the ranks on its\n"
+"                            node (from MPI, whatever the launcher) modulo the\n"
 "                            GPUs it sees (a launcher may bind each rank to its own: Slurm\n"
 "                            --gpus-per-task=1); two ranks on one GPU are refused, so start\n"
 "                            at most as many ranks per node as it has GPUs\n"
@@ -695,13 +695,16 @@ static g1_status files_close(const cli *c, files *f, int ok)
 
 /* The backend and, for CUDA, this rank's GPU (its UUID into uuid, zeros
  * otherwise). With every GPU of the node visible (mpirun), the device is
- * the rank's index among the ranks of its node (Open MPI or Slurm tell). A
+ * the rank's index among the ranks of its node (MPI's shared-memory
+ * communicator; OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID otherwise). A
  * launcher that gives each rank its own GPU (Slurm --gpus-per-task=1 or
  * --gpu-bind, a wrapper setting CUDA_VISIBLE_DEVICES) leaves fewer visible
  * than that index: the rank then takes index % visible, device 0 when it
- * sees one. gpu_shared checks afterwards that no two ranks got one GPU. */
+ * sees one. gpu_shared checks afterwards that no two ranks got one GPU.
+ * local: the rank's index on its node from MPI, -1 if MPI could not tell. */
 static g1_status pick_backend(const cli *c, g1_engine_opts *eo, unsigned char uuid[16], int *local_rank)
 {
+    int local = *local_rank;
     memset(uuid, 0, 16);
     int gpus = g1_cuda_device_count();
     eo->backend = c->backend >= 0 ? (g1_backend)c->backend
@@ -711,11 +714,13 @@ static g1_status pick_backend(const cli *c, g1_engine_opts *eo, unsigned char uu
     if (!g1_cuda_built())
         return G1_FAIL(G1_ERR_ARG, "--backend cuda: this grok1-run was built without CUDA: use --backend cpu, or "
                                    "rebuild with nvcc and cuBLAS (meson setup -Dcuda=enabled)");
-    const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    if (!lr)
-        lr = getenv("SLURM_LOCALID");
-    int local = lr ? atoi(lr) : 0;
-    *local_rank = local;
+    if (local < 0) { /* the launcher's word instead */
+        const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+        if (!lr)
+            lr = getenv("SLURM_LOCALID");
+        local = lr ? atoi(lr) : 0;
+        *local_rank = local;
+    }
     if (gpus < 1)
         return G1_FAIL(G1_ERR_CUDA, "--backend cuda: no GPU is visible to this process (check the node and "
                                     "CUDA_VISIBLE_DEVICES), or use --backend cpu");
@@ -926,9 +931,9 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0,
                          .cuda_gemm = c->cuda_gemm};
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
-    int local = 0;
     if (!uuids) /* main's abort ends the ranks waiting below */
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    int local = g1_world_local_rank(); /* collective */
     g1_status bst = pick_backend(c, &eo, uuid, &local);
     /* every rank's GPU, to find two ranks on one (collective) */
     g1_status gst = g1_world_allgather(uuid, 16, uuids);

@@ -59,6 +59,18 @@ g1_status g1_world_allgather(const void *mine, size_t n, void *all)
     return G1_OK;
 }
 
+int g1_world_local_rank(void)
+{
+    MPI_Comm node;
+    int r = -1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS)
+        return -1;
+    if (MPI_Comm_rank(node, &r) != MPI_SUCCESS)
+        r = -1;
+    MPI_Comm_free(&node);
+    return r;
+}
+
 const char *g1_world_kind(void)
 {
     return "mpi";

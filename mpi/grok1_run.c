@@ -630,18 +630,34 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         }
         snprintf(f->partial, n, "%s.partial", c->output);
         g1_status st = G1_OK;
+        /* which requests the results answer: the input's bytes (a file;
+         * stdin cannot be read twice) */
+        int input_file = strcmp(c->input, "-") != 0;
+        if (input_file) {
+            json_t *rec = NULL;
+            st = g1_input_record(c->input, &rec);
+            if (st == G1_OK)
+                json_object_set_new(meta, "input", rec);
+        }
         int resuming = c->resume && (exists(f->partial) || exists(c->output));
-        if (resuming) {
+        if (st == G1_OK && resuming) {
             /* check before touching anything; a finished OUT becomes the
              * partial file it was, and is renamed back at the end */
-            st = g1_meta_check(meta_path, meta);
+            json_t *old_input = NULL;
+            st = g1_meta_check(meta_path, meta, &old_input);
+            if (st == G1_OK && old_input && input_file)
+                st = g1_input_check(c->input, old_input, meta_path);
+            json_decref(old_input);
+            /* the record now describes this input (requests may have been appended) */
+            if (st == G1_OK)
+                st = g1_meta_write(meta_path, meta);
             if (st == G1_OK && !exists(f->partial) && rename(c->output, f->partial) != 0)
                 st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", c->output, f->partial, strerror(errno));
             if (st == G1_OK)
                 st = g1_resume_scan(f->partial, &f->done_ids);
             if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
                 st = G1_FAIL(G1_ERR_IO, "cannot append to %s: %s", f->partial, strerror(errno));
-        } else {
+        } else if (st == G1_OK) {
             if (!(f->out = fopen(f->partial, "w")))
                 st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->partial, strerror(errno));
             if (st == G1_OK)

@@ -68,16 +68,102 @@ static int differ(const char *where, json_t *a, json_t *b, char *msg, size_t n)
     return 1;
 }
 
-g1_status g1_meta_check(const char *path, json_t *meta)
+/* FNV-1a, 64 bits, over the first `limit` bytes of f (all when limit < 0);
+ * *got: the bytes read. */
+static int fnv1a64(FILE *f, long long limit, unsigned long long *hash, long long *got)
 {
+    unsigned long long h = 0xcbf29ce484222325ull;
+    unsigned char buf[1 << 16];
+    long long n = 0;
+    while (limit < 0 || n < limit) {
+        size_t want = sizeof buf;
+        if (limit >= 0 && (long long)want > limit - n)
+            want = (size_t)(limit - n);
+        size_t r = fread(buf, 1, want, f);
+        for (size_t i = 0; i < r; i++) {
+            h ^= buf[i];
+            h *= 0x100000001b3ull;
+        }
+        n += (long long)r;
+        if (r < want)
+            break;
+    }
+    *hash = h;
+    *got = n;
+    return ferror(f) ? -1 : 0;
+}
+
+g1_status g1_input_record(const char *path, json_t **record)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
+    unsigned long long h;
+    long long n;
+    int bad = fnv1a64(f, -1, &h, &n);
+    fclose(f);
+    if (bad)
+        return G1_FAIL(G1_ERR_IO, "cannot read input %s", path);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", h);
+    *record = json_pack("{s:I, s:s}", "bytes", (json_int_t)n, "fnv1a64", hex);
+    return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+}
+
+g1_status g1_input_check(const char *path, json_t *record, const char *sidecar)
+{
+    json_t *jb = json_object_get(record, "bytes"), *jh = json_object_get(record, "fnv1a64");
+    if (!json_is_integer(jb) || !json_is_string(jh))
+        return G1_OK;
+    long long want = (long long)json_integer_value(jb);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
+    unsigned long long h;
+    long long n;
+    int bad = fnv1a64(f, want, &h, &n);
+    fclose(f);
+    if (bad)
+        return G1_FAIL(G1_ERR_IO, "cannot read input %s", path);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", h);
+    if (n < want)
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s has %lld bytes, fewer than the %lld the output was "
+                                   "made from (record: %s): is the output that of another input? The kept results would "
+                                   "answer other requests; give the same input, or start afresh (move the output and "
+                                   "its .partial away)",
+                       path, n, want, sidecar);
+    if (strcmp(hex, json_string_value(jh)))
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s is not the one the output was made from (its first "
+                                   "%lld bytes are not the recorded ones; record: %s): is the output that of another input? The kept "
+                                   "results would answer other requests; give the same input (appending requests is "
+                                   "fine), or start afresh (move the output and its .partial away)", path, want,
+                       sidecar);
+    return G1_OK;
+}
+
+g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input)
+{
+    *old_input = NULL;
     json_error_t err;
     json_t *old = json_load_file(path, 0, &err);
     if (!old)
         return G1_FAIL(G1_ERR_ARG, "cannot resume: %s is missing or unreadable (%s), so the settings that made the "
                                    "output cannot be checked; run without --resume to start afresh", path, err.text);
+    /* the input is checked by g1_input_check: it may have grown */
+    json_t *input = json_incref(json_object_get(old, "input"));
+    json_object_del(old, "input");
+    json_t *mine = json_deep_copy(meta);
+    if (mine)
+        json_object_del(mine, "input");
     char msg[600];
-    int d = differ("", meta, old, msg, sizeof msg);
+    int d = mine ? differ("", mine, old, msg, sizeof msg) : (snprintf(msg, sizeof msg, "out of memory"), 1);
+    json_decref(mine);
     json_decref(old);
+    if (d)
+        json_decref(input);
+    else
+        *old_input = input;
     if (d)
         return G1_FAIL(G1_ERR_ARG, "cannot resume with other settings than the output was made with: %s "
                                    "(record: %s); use the same settings, or run without --resume", msg, path);

@@ -14,8 +14,20 @@ char *g1_meta_path(const char *out);
 /* Write `meta` (an object) to path atomically (temp + rename). */
 g1_status g1_meta_write(const char *path, json_t *meta);
 /* G1_ERR_ARG unless the sidecar at path has exactly `meta`'s fields and
- * values (the message names the first difference and both values). */
-g1_status g1_meta_check(const char *path, json_t *meta);
+ * values (the message names the first difference and both values), the
+ * "input" record aside: that one is returned in *old_input (a new
+ * reference, NULL when absent) for g1_input_check. */
+g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input);
+
+/* The requests a run read, recorded in the sidecar under "input" as
+ * {"bytes": N, "fnv1a64": "16 hex digits"} (FNV-1a over the file's N
+ * bytes): a resume checks that the input still begins with those bytes,
+ * so results kept from OUT.partial answer the same requests, while
+ * requests appended since are allowed. */
+g1_status g1_input_record(const char *path, json_t **record);
+/* G1_ERR_ARG unless the file at path begins with the bytes `record`
+ * describes; a missing or malformed record passes (older sidecars). */
+g1_status g1_input_check(const char *path, json_t *record, const char *sidecar);
 
 /* Read `partial`, cut it after its last complete line, and return the ids of
  * its results in order (a new JSON array). A line that is complete but not

@@ -193,6 +193,50 @@ def case_resume_refusals():
     p = subprocess.run([ARGS.run] + base_args(ckpt, other, out) + ["--resume"], capture_output=True, text=True,
                        env=ENV)
     check(p.returncode != 0 and "another input" in p.stderr, f"resuming another input's output: {p.stderr[-300:]}")
+    # the same ids, one prompt changed: the ids alone cannot tell, the input's
+    # record in the sidecar does
+    rows = [json.loads(l) for l in open(inp)]
+    edited = os.path.join(ARGS.tmp, "edited.jsonl")
+    rows_e = [dict(r) for r in rows]
+    rows_e[3]["prompt_ids"] = list(reversed(rows_e[3]["prompt_ids"])) + [7]
+    with open(edited, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows_e))
+    with open(out + ".partial", "w") as f:
+        f.write("".join(lines[:10]))
+    shutil.copy(meta, out + ".meta.json")
+    p = subprocess.run([ARGS.run] + base_args(ckpt, edited, out) + ["--resume"], capture_output=True, text=True,
+                       env=ENV)
+    print(f"resume with request 3 edited (same ids): exit {p.returncode}: "
+          f"{p.stderr.strip().splitlines()[-1] if p.stderr else ''}")
+    check(p.returncode != 0 and "first" in p.stderr and "another input" in p.stderr,
+          "resuming with an edited request (same ids) was not refused")
+    check(open(out + ".partial").read() == "".join(lines[:10]), "a refused resume changed the partial file")
+    # requests appended to a finished output's input: resumed, only the new
+    # ones run, and they come out as they do on their own (results never
+    # depend on the batch on the cpu backend)
+    longer, alone = os.path.join(ARGS.tmp, "longer.jsonl"), os.path.join(ARGS.tmp, "appended.jsonl")
+    extra_rows = "".join(json.dumps({"id": f"more{i}", "prompt_ids": [5 + i, 6, 7], "max_new_tokens": 3}) + "\n"
+                         for i in range(4))
+    with open(longer, "w") as f:
+        f.write(open(inp).read() + extra_rows)
+    with open(alone, "w") as f:
+        f.write(extra_rows)
+    fresh = os.path.join(ARGS.tmp, "appended_out.jsonl")
+    subprocess.run([ARGS.run] + base_args(ckpt, alone, fresh), capture_output=True, text=True, env=ENV, check=True)
+    os.remove(out + ".partial")
+    with open(out, "w") as f:
+        f.write(full)
+    shutil.copy(meta, out + ".meta.json")
+    p = subprocess.run([ARGS.run] + base_args(ckpt, longer, out) + ["--resume"], capture_output=True, text=True,
+                       env=ENV)
+    check(p.returncode == 0, f"resume after appending requests failed: {p.stderr[-300:]}")
+    check(os.path.exists(out) and open(out).read() == full + open(fresh).read(),
+          "resume after appending requests is not the old output followed by the new requests' results")
+    # and the sidecar now records the longer input: resuming the finished
+    # output with the original (shorter) input is refused
+    p = subprocess.run([ARGS.run] + base_args(ckpt, inp, out) + ["--resume"], capture_output=True, text=True,
+                       env=ENV)
+    check(p.returncode != 0 and "fewer than" in p.stderr, f"resume with a shorter input: {p.stderr[-300:]}")
 
 
 def case_fault_message():

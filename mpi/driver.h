@@ -19,6 +19,9 @@
  * request k (0-based request index); rows of one request arrive in order. */
 typedef struct g1_logits_sink {
     g1_status (*write)(void *ctx, int64_t k, int n_rows_total, int row0, int nrows, const float *logits);
+    /* 1 when request k's logits (n_rows_total rows) are already there: a
+     * resume checks each kept result; NULL: not checked */
+    int (*has)(void *ctx, int64_t k, int n_rows_total);
     void *ctx;
 } g1_logits_sink;
 

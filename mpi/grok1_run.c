@@ -114,10 +114,12 @@ static void usage(FILE *f)
 "                            every request succeeded; - for stdout\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
 "                            dataset /logits/<k> of shape (n, V), k = 0-based input line number\n"
+"                            (as FILE.h5.partial until complete, like the output)\n"
 "  --resume                  continue OUTPUT: keep its complete results (a torn last line\n"
-"                            is redone) and run only the requests not yet done; refused\n"
-"                            if OUTPUT.meta.json shows other settings; starts afresh when\n"
-"                            there is nothing to resume\n"
+"                            is redone) and run only the requests not yet done, and continue\n"
+"                            the logits dump with them; refused if OUTPUT.meta.json shows\n"
+"                            other settings or another input; starts afresh when there is\n"
+"                            nothing to resume\n"
 "  --max-new-tokens N        generate: default completion limit (default 100; a request's\n"
 "                            \"max_new_tokens\" overrides it; also limited by max_seq_len)\n"
 );
@@ -386,8 +388,6 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("--top-logprobs %d: at most 100", c->top_logprobs);
     if (c->resume && !strcmp(c->output, "-"))
         return usage_error("--resume needs an output file (not stdout)");
-    if (c->resume && c->dump_logits)
-        return usage_error("--resume does not extend a logits dump: run the dump without --resume");
 
     if (c->dump_logits && !strcmp(c->dump_logits, "-"))
         return usage_error("--dump-logits needs a file name (an HDF5 file cannot go to stdout)");
@@ -406,9 +406,9 @@ static int parse_args(int argc, char **argv, cli *c)
 static int check_files(const cli *c, char *msg, size_t n)
 {
     typedef struct named {
-        const char *opt, *path, *derived; /* derived: a file the option's output writes beside it */
+        const char *opt, *path, *derived; /* path: the option's value; derived: a file written beside it */
     } named;
-    named in[4], out[5];
+    named in[4], out[6];
     int ni = 0, no = 0;
     if (strcmp(c->input, "-"))
         in[ni++] = (named){"--input", c->input, NULL};
@@ -431,11 +431,22 @@ static int check_files(const cli *c, char *msg, size_t n)
         }
         snprintf(partial, len, "%s.partial", c->output);
         out[no++] = (named){"--output", c->output, NULL};
-        out[no++] = (named){"--output", partial, partial};
-        out[no++] = (named){"--output", meta, meta};
+        out[no++] = (named){"--output", c->output, partial};
+        out[no++] = (named){"--output", c->output, meta};
     }
-    if (c->dump_logits)
+    char *dump_partial = NULL;
+    if (c->dump_logits) {
+        size_t len = strlen(c->dump_logits) + sizeof ".partial";
+        if (!(dump_partial = malloc(len))) {
+            free(partial);
+            free(meta);
+            snprintf(msg, n, "out of memory");
+            return 1;
+        }
+        snprintf(dump_partial, len, "%s.partial", c->dump_logits);
         out[no++] = (named){"--dump-logits", c->dump_logits, NULL};
+        out[no++] = (named){"--dump-logits", c->dump_logits, dump_partial};
+    }
     if (c->trace)
         out[no++] = (named){"--trace", c->trace, NULL};
     int bad = 0;
@@ -450,24 +461,27 @@ static int check_files(const cli *c, char *msg, size_t n)
             if (g1_path_same(what, in[k].path)) {
                 if (o->derived)
                     snprintf(msg, n, "%s %s would write %s, which is the %s file: choose another output name",
-                             o->opt, c->output, what, in[k].opt);
+                             o->opt, o->path, what, in[k].opt);
                 else
                     snprintf(msg, n, "%s %s is the %s file: the run would replace it; write the results to "
                                      "another file", o->opt, what, in[k].opt);
                 bad = 1;
             }
-        for (int k = 0; k < i && !bad; k++)
-            if (strcmp(o->opt, out[k].opt) && g1_path_same(what, out[k].path)) {
-                if (out[k].derived)
-                    snprintf(msg, n, "%s %s writes %s, which %s also names: choose another name", out[k].opt,
-                             c->output, out[k].path, o->opt);
+        for (int k = 0; k < i && !bad; k++) {
+            const char *other = out[k].derived ? out[k].derived : out[k].path;
+            if (strcmp(o->opt, out[k].opt) && g1_path_same(what, other)) {
+                if (out[k].derived || o->derived)
+                    snprintf(msg, n, "%s %s and %s %s both write %s: choose other names", out[k].opt, out[k].path,
+                             o->opt, o->path, what);
                 else
                     snprintf(msg, n, "%s %s and %s %s name the same file", out[k].opt, out[k].path, o->opt, what);
                 bad = 1;
             }
+        }
     }
     free(partial);
     free(meta);
+    free(dump_partial);
     return bad;
 }
 
@@ -551,6 +565,11 @@ static g1_status dump_write(void *ctx, int64_t k, int n_rows_total, int row0, in
 {
     return g1_logits_file_write(ctx, k, n_rows_total, row0, nrows, logits);
 }
+
+static int dump_has(void *ctx, int64_t k, int n_rows_total)
+{
+    return g1_logits_file_has(ctx, k, n_rows_total);
+}
 #endif
 
 static g1_status files_open_input(const cli *c, files *f)
@@ -593,6 +612,9 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
     json_object_set_new(settings, "seed", json_integer((json_int_t)c->sample.seed));
     json_object_set_new(settings, "top_logprobs", json_integer(c->top_logprobs));
     json_object_set_new(settings, "truncate", json_string(c->truncate_left ? "left" : "none"));
+    /* a resume continues the dump only where the first run made one */
+    if (c->dump_logits)
+        json_object_set_new(settings, "dump_logits", json_string(c->dump_logits));
     /* the backends agree only within a tolerance (docs/CUDA.md) */
     json_object_set_new(settings, "backend", json_string(eo->backend == G1_BACKEND_CUDA ? "cuda" : "cpu"));
     if (eo->backend == G1_BACKEND_CUDA)
@@ -668,8 +690,19 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         G1_TRY(st);
     }
 #if G1_HAVE_HDF5
-    if (c->dump_logits)
-        G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, &f->logits));
+    if (c->dump_logits) {
+        /* resuming the output: continue the dump an earlier run left
+         * (DUMP.partial, or a finished DUMP); otherwise a new one */
+        size_t kept = f->done_ids ? json_array_size(f->done_ids) : 0;
+        if (f->done_ids)
+            G1_TRY(g1_logits_file_resume(c->dump_logits, cfg->vocab_size, &f->logits));
+        if (!f->logits && kept)
+            return G1_FAIL(G1_ERR_ARG, "cannot resume: the %zu results already in %s.partial have no logits dump "
+                                       "to continue (neither %s.partial nor %s exists): start afresh without "
+                                       "--resume", kept, c->output, c->dump_logits, c->dump_logits);
+        if (!f->logits)
+            G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, &f->logits));
+    }
 #else
     (void)cfg;
 #endif
@@ -854,7 +887,7 @@ static g1_status drive(const cli *c, files *f, job *j)
                         .progress_ctx = &prog,
                         .trace = c->trace ? &j->trace : NULL};
 #if G1_HAVE_HDF5
-    g1_logits_sink sink = {.write = dump_write, .ctx = f->logits};
+    g1_logits_sink sink = {.write = dump_write, .has = dump_has, .ctx = f->logits};
     if (f->logits)
         o.dump = &sink;
 #endif

@@ -49,13 +49,22 @@ void g1_ckpt_writer_abort(g1_ckpt_writer *wr);
 
 /* ---- logits dump: dataset /logits/<k> float32 (n, V) per request ---- */
 typedef struct g1_logits_file g1_logits_file;
+/* A new dump, written as PATH.partial (an old one is replaced). */
 g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file **out);
+/* Continue PATH.partial (or a finished PATH, renamed back to PATH.partial)
+ * that an interrupted run left; *out NULL when neither exists. Datasets
+ * already there stay; a request's dataset is rewritten when it runs. */
+g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file **out);
 /* Rows [row0, row0+nrows) of request k's logits; the dataset (n, V) is
  * created on first use with n = n_rows_total. */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits);
+/* 1 when request k's dataset exists with n_rows_total rows */
+int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total);
 /* Close and rename; frees `f` either way (like g1_ckpt_writer_finish). */
 g1_status g1_logits_file_finish(g1_logits_file *f);
+/* Close, keeping PATH.partial (an interrupted or failed run: for --resume
+ * and inspection, like OUT.partial); frees `f`. */
 void g1_logits_file_abort(g1_logits_file *f);
 
 #endif

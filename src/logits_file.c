@@ -1,10 +1,13 @@
 /* Logits dump file (grok1-run --dump-logits): one float32 dataset
- * /logits/<k> of shape (n, V) per request k, filled in row pieces, under a
- * temporary name until g1_logits_file_finish renames it. */
+ * /logits/<k> of shape (n, V) per request k, filled in row pieces, as
+ * PATH.partial until g1_logits_file_finish renames it to PATH. An
+ * interrupted run leaves PATH.partial closed and whole for a resume. */
+#include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -44,14 +47,15 @@ static herr_t put_attrs(hid_t file, int vocab_size)
     return e;
 }
 
-g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file **out)
+/* f with path and PATH.partial set, nothing open */
+static g1_status new_file(const char *path, int vocab_size, g1_logits_file **out)
 {
     *out = NULL;
     if (!path || !*path || vocab_size <= 0)
         return G1_FAIL(G1_ERR_ARG, "logits file: empty path or vocab_size %d", vocab_size);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     g1_logits_file *f = calloc(1, sizeof *f);
-    size_t n = strlen(path) + 32;
+    size_t n = strlen(path) + sizeof ".partial";
     char *p = strdup(path), *tmp = malloc(n);
     if (!f || !p || !tmp) {
         free(f);
@@ -59,21 +63,85 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
         free(tmp);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     }
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(tmp, n, "%s.partial", path);
     *f = (g1_logits_file){.file = -1, .group = -1, .path = p, .tmp = tmp, .vocab_size = vocab_size};
-    f->file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    *out = f;
+    return G1_OK;
+}
+
+static void close_file(g1_logits_file *f)
+{
+    if (f->group >= 0)
+        H5Gclose(f->group);
+    if (f->file >= 0)
+        H5Fclose(f->file);
+    f->group = f->file = -1;
+}
+
+g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file **out)
+{
+    g1_logits_file *f;
+    G1_TRY(new_file(path, vocab_size, &f));
+    f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f->file < 0) {
         char d[256];
         g1_h5_detail(d);
-        g1_status st = G1_FAIL(G1_ERR_IO, "cannot create logits file %s: %s", tmp, d);
+        g1_status st = G1_FAIL(G1_ERR_IO, "cannot create logits file %s: %s", f->tmp, d);
         free_file(f);
         return st;
     }
     if (put_attrs(f->file, vocab_size) >= 0)
         f->group = H5Gcreate2(f->file, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (f->group < 0) {
-        g1_logits_file_abort(f);
-        return G1_FAIL(G1_ERR_IO, "%s: cannot create group logits", tmp);
+        g1_status st = G1_FAIL(G1_ERR_IO, "%s: cannot create group logits", f->tmp);
+        close_file(f);
+        remove(f->tmp);
+        free_file(f);
+        return st;
+    }
+    *out = f;
+    return G1_OK;
+}
+
+g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file **out)
+{
+    g1_logits_file *f;
+    G1_TRY(new_file(path, vocab_size, &f));
+    struct stat sb;
+    /* a finished dump is continued as the partial file it was */
+    if (stat(f->tmp, &sb) != 0) {
+        if (stat(f->path, &sb) != 0) {
+            free_file(f);
+            *out = NULL;
+            return G1_OK;
+        }
+        if (rename(f->path, f->tmp) != 0) {
+            g1_status st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", f->path, f->tmp, strerror(errno));
+            free_file(f);
+            return st;
+        }
+    }
+    f->file = H5Fopen(f->tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    int v = -1;
+    if (f->file >= 0 && H5Aexists(f->file, "vocab_size") > 0) {
+        hid_t a = H5Aopen(f->file, "vocab_size", H5P_DEFAULT);
+        if (a < 0 || H5Aread(a, H5T_NATIVE_INT, &v) < 0)
+            v = -1;
+        if (a >= 0)
+            H5Aclose(a);
+    }
+    if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
+        f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
+    if (f->group < 0) {
+        g1_status st = G1_FAIL(G1_ERR_FORMAT, "cannot resume the logits dump %s: %s; move it away (and the output "
+                                              "beside it) to start afresh",
+                               f->tmp, f->file < 0 ? "it is not a readable HDF5 file (a job killed without warning "
+                                                     "can leave it so)"
+                                       : v != vocab_size ? "it is not a grok1 logits dump of this model's vocabulary"
+                                                         : "it has no group logits");
+        close_file(f);
+        free_file(f);
+        return st;
     }
     *out = f;
     return G1_OK;
@@ -87,7 +155,8 @@ static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_to
         *out = H5Dopen2(f->group, name, H5P_DEFAULT);
         hid_t sp = *out < 0 ? -1 : H5Dget_space(*out);
         hsize_t have[2] = {0, 0};
-        int ok = sp >= 0 && H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] == dims[0];
+        int ok = sp >= 0 && H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] == dims[0] &&
+                 have[1] == dims[1];
         if (sp >= 0)
             H5Sclose(sp);
         if (!ok) {
@@ -130,9 +199,31 @@ g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, i
         H5Sclose(fs);
     }
     H5Dclose(d);
+    /* a request's last rows: to disk, so that a job killed without warning
+     * most likely leaves a file a resume can open */
+    if (e >= 0 && row0 + nrows == n_rows_total)
+        e = H5Fflush(f->file, H5F_SCOPE_LOCAL);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "%s: writing logits/%s failed (disk full?)", f->tmp, name);
     return G1_OK;
+}
+
+int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%lld", (long long)k);
+    if (H5Lexists(f->group, name, H5P_DEFAULT) <= 0)
+        return 0;
+    hid_t d = H5Dopen2(f->group, name, H5P_DEFAULT);
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    hsize_t have[2] = {0, 0};
+    int ok = sp >= 0 && H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] == (hsize_t)n_rows_total &&
+             have[1] == (hsize_t)f->vocab_size;
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    return ok;
 }
 
 g1_status g1_logits_file_finish(g1_logits_file *f)
@@ -154,10 +245,6 @@ void g1_logits_file_abort(g1_logits_file *f)
 {
     if (!f)
         return;
-    if (f->group >= 0)
-        H5Gclose(f->group);
-    if (f->file >= 0)
-        H5Fclose(f->file);
-    remove(f->tmp);
+    close_file(f);
     free_file(f);
 }

@@ -184,7 +184,7 @@ def case_file_clash(d):
     expect_fail(tiny("generate", inp, inp, "--resume"), 2, ["--output", "--input file"])
     # OUT.partial / OUT.meta.json are outputs too
     expect_fail(tiny("score", inp + ".partial", inp), 2, ["would write", ".partial", "--input"])
-    expect_fail(tiny("score", inp, out, "--trace", out + ".meta.json"), 2, ["writes", ".meta.json", "--trace"], out)
+    expect_fail(tiny("score", inp, out, "--trace", out + ".meta.json"), 2, ["both write", ".meta.json", "--trace"], out)
     expect_fail(tiny("score", inp, out, "--trace", out), 2, ["--output", "--trace", "same file"], out)
     expect_fail(tiny("score", inp, out, "--trace", inp), 2, ["--trace", "is the --input file"], out)
     if ARGS.hdf5:
@@ -193,6 +193,9 @@ def case_file_clash(d):
             f.write(b"placeholder")
         expect_fail(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", out, "--dump-logits", ck], 2,
                     ["--dump-logits", "--checkpoint file"], out)
+        # the dump's partial file is an output too
+        expect_fail(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", out, "--dump-logits",
+                     os.path.join(d, "l.h5"), "--trace", os.path.join(d, "l.h5.partial")], 2, ["both write", "l.h5.partial"], out)
         with open(ck, "rb") as f:
             check(f.read() == b"placeholder", "the checkpoint named by --dump-logits was changed")
     expect_fail(tiny("score", inp, d), 2, ["is a directory"])

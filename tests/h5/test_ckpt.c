@@ -285,10 +285,41 @@ static void test_logits(void)
     CHECK(read_logits(path, "12", back) && !memcmp(back, b, sizeof b), "logits/12 differs");
     CHECK(count_files() == before + 1, "logits left %d files", count_files() - before);
     remove(path);
+    /* an interrupted dump stays as PATH.partial and is continued */
     CHECK(g1_logits_file_create(path, V, &f) == G1_OK, "logits create: %s", g1_last_error());
-    g1_logits_file_write(f, 0, 1, 0, 1, b);
+    CHECK(g1_logits_file_write(f, 0, 5, 0, 5, a) == G1_OK, "write 0: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 3, 2, 0, 1, b) == G1_OK, "write 3 row 0: %s", g1_last_error());
     g1_logits_file_abort(f);
-    CHECK(count_files() == before, "logits abort left a file");
+    CHECK(count_files() == before + 1 && access(path, F_OK) != 0, "abort: not exactly PATH.partial left");
+    CHECK(g1_logits_file_resume(path, V + 1, &f) == G1_ERR_FORMAT, "resumed a dump of another vocabulary");
+    CHECK(g1_logits_file_resume(path, V, &f) == G1_OK && f, "resume: %s", g1_last_error());
+    if (f) {
+        CHECK(g1_logits_file_write(f, 3, 2, 0, 2, a) == G1_OK, "rewrite 3: %s", g1_last_error());
+        CHECK(g1_logits_file_write(f, 12, 1, 0, 1, b) == G1_OK, "write 12: %s", g1_last_error());
+        CHECK(g1_logits_file_finish(f) == G1_OK, "finish after resume: %s", g1_last_error());
+    }
+    CHECK(read_logits(path, "0", back) && !memcmp(back, a, sizeof a), "logits/0 lost in the resume");
+    CHECK(read_logits(path, "3", back) && !memcmp(back, a, 2 * V * sizeof(float)), "logits/3 not rewritten");
+    CHECK(read_logits(path, "12", back) && !memcmp(back, b, sizeof b), "logits/12 after resume differs");
+    CHECK(count_files() == before + 1, "resumed dump left %d files", count_files() - before);
+    /* a finished dump is continued too (renamed back); nothing: NULL */
+    CHECK(g1_logits_file_resume(path, V, &f) == G1_OK && f, "resume of a finished dump: %s", g1_last_error());
+    if (f)
+        CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    remove(path);
+    CHECK(g1_logits_file_resume(path, V, &f) == G1_OK && !f, "resume without a dump did not say so");
+    /* a damaged partial file: a clear refusal */
+    char part[340];
+    snprintf(part, sizeof part, "%s.partial", path);
+    FILE *junk = fopen(part, "w");
+    if (junk) {
+        fputs("not hdf5\n", junk);
+        fclose(junk);
+    }
+    CHECK(g1_logits_file_resume(path, V, &f) == G1_ERR_FORMAT && strstr(g1_last_error(), "not a readable HDF5"),
+          "damaged partial dump: %s", g1_last_error());
+    remove(part);
+    CHECK(count_files() == before, "logits test left %d files", count_files() - before);
 }
 
 static void cleanup(void)

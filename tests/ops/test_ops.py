@@ -239,6 +239,66 @@ def case_resume_refusals():
     check(p.returncode != 0 and "fewer than" in p.stderr, f"resume with a shorter input: {p.stderr[-300:]}")
 
 
+def case_dump_resume():
+    """A score run with --dump-logits that fails part-way leaves OUT.partial
+    and DUMP.partial; --resume completes both to what one uninterrupted run
+    writes (results and every logits array, bitwise)."""
+    import h5py
+    import numpy as np
+    ckpt, _ = setup()
+    inp = os.path.join(ARGS.tmp, "dump_in.jsonl")
+    rnd = random.Random(5)
+    with open(inp, "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": f"s{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 60))]})
+                    + "\n")
+
+    def args(out, dump, *extra):
+        return ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--progress", "off",
+                "--max-batch-tokens", "64"] + (["--dump-logits", dump] if dump else []) + list(extra)
+
+    ref, ref_dump = os.path.join(ARGS.tmp, "dump_ref.jsonl"), os.path.join(ARGS.tmp, "dump_ref.h5")
+    subprocess.run([ARGS.run] + args(ref, ref_dump), check=True, capture_output=True, env=ENV)
+    out, dump = os.path.join(ARGS.tmp, "dump_out.jsonl"), os.path.join(ARGS.tmp, "dump_out.h5")
+    for p in (out, out + ".partial", out + ".meta.json", dump, dump + ".partial"):
+        if os.path.exists(p):
+            os.remove(p)
+    lay = ["--stages", "2", "--ep", "2"]
+    p = subprocess.run([mpirun(), "-n", "4", ARGS.run] + args(out, dump, *lay), capture_output=True, text=True,
+                       env=dict(ENV, GROK1_FAULT="0:60"), timeout=120)
+    kept = len(open(out + ".partial").readlines()) if os.path.exists(out + ".partial") else 0
+    print(f"failed at step 60: exit {p.returncode}, {kept} results kept, "
+          f"{dump}.partial {'left' if os.path.exists(dump + '.partial') else 'MISSING'}")
+    check(p.returncode != 0 and 0 < kept < 300, f"the injected failure did not stop the run part-way ({kept} kept)")
+    check(not os.path.exists(dump) and os.path.exists(dump + ".partial"),
+          "a failed run must leave DUMP.partial and no DUMP")
+    p = subprocess.run([mpirun(), "-n", "4", ARGS.run] + args(out, dump, "--resume", *lay), capture_output=True,
+                       text=True, env=ENV, timeout=120)
+    check(p.returncode == 0, f"--resume with --dump-logits failed: {p.stderr[-500:]}")
+    check(open(out).read() == open(ref).read(), "resumed results differ from the uninterrupted run")
+    check(not os.path.exists(dump + ".partial"), "DUMP.partial left after a complete resume")
+    with h5py.File(ref_dump, "r") as a, h5py.File(dump, "r") as b:
+        same = set(a["logits"]) == set(b["logits"]) and all(
+            np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
+    print(f"resumed dump: {'bitwise equal' if same else 'DIFFERENT'} to the uninterrupted one")
+    check(same, "the resumed logits dump differs from the uninterrupted run's")
+    # a resume that adds --dump-logits to a run that had none is refused
+    for p_ in (out, out + ".meta.json", dump):
+        os.remove(p_)
+    subprocess.run([ARGS.run] + args(out, None), capture_output=True, env=dict(ENV, GROK1_FAULT="0:60"))
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    check(p.returncode != 0 and "cannot resume" in p.stderr and "dump_logits" in p.stderr,
+          f"adding --dump-logits on resume: {p.stderr[-300:]}")
+    # a damaged DUMP.partial: refused with a message, nothing lost
+    subprocess.run([ARGS.run] + args(out, dump), capture_output=True, env=dict(ENV, GROK1_FAULT="0:60"))
+    with open(dump + ".partial", "r+b") as f:
+        f.write(b"\0" * 512)
+    before = open(out + ".partial").read()
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    check(p.returncode != 0 and "not a readable HDF5" in p.stderr, f"damaged dump on resume: {p.stderr[-300:]}")
+    check(open(out + ".partial").read() == before, "a refused resume changed OUT.partial")
+
+
 def case_fault_message():
     ckpt, inp = setup()
     out = os.path.join(ARGS.tmp, "fault.jsonl")

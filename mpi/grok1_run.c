@@ -418,32 +418,20 @@ static int check_files(const cli *c, char *msg, size_t n)
         in[ni++] = (named){"--tokenizer", c->tokenizer, NULL};
     if (c->plan)
         in[ni++] = (named){"--plan", c->plan, NULL};
-    char *partial = NULL, *meta = NULL;
+    /* the files written beside an output (names past PATH_MAX are cut:
+     * such a name fails at open anyway) */
+    char partial[PATH_MAX + 16], meta[PATH_MAX + 16], dump_partial[PATH_MAX + 16];
     if (strcmp(c->output, "-")) {
-        size_t len = strlen(c->output) + sizeof ".partial";
-        partial = malloc(len);
-        meta = g1_meta_path(c->output);
-        if (!partial || !meta) {
-            free(partial);
-            free(meta);
-            snprintf(msg, n, "out of memory");
-            return 1;
-        }
-        snprintf(partial, len, "%s.partial", c->output);
+        char *m = g1_meta_path(c->output);
+        snprintf(meta, sizeof meta, "%s", m ? m : "");
+        free(m);
+        snprintf(partial, sizeof partial, "%s.partial", c->output);
         out[no++] = (named){"--output", c->output, NULL};
         out[no++] = (named){"--output", c->output, partial};
         out[no++] = (named){"--output", c->output, meta};
     }
-    char *dump_partial = NULL;
     if (c->dump_logits) {
-        size_t len = strlen(c->dump_logits) + sizeof ".partial";
-        if (!(dump_partial = malloc(len))) {
-            free(partial);
-            free(meta);
-            snprintf(msg, n, "out of memory");
-            return 1;
-        }
-        snprintf(dump_partial, len, "%s.partial", c->dump_logits);
+        snprintf(dump_partial, sizeof dump_partial, "%s.partial", c->dump_logits);
         out[no++] = (named){"--dump-logits", c->dump_logits, NULL};
         out[no++] = (named){"--dump-logits", c->dump_logits, dump_partial};
     }
@@ -479,9 +467,6 @@ static int check_files(const cli *c, char *msg, size_t n)
             }
         }
     }
-    free(partial);
-    free(meta);
-    free(dump_partial);
     return bad;
 }
 

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "tok_jsonl.h"
 
 static void usage(FILE *fp)
@@ -76,8 +78,15 @@ int main(int argc, char **argv)
         }
         if (st != G1_OK) {
             bad++;
-            fprintf(stderr, "grok1-tokenize: line %ld: %s\n", lineno, g1_last_error());
-            printf("{\"error\": \"line %ld: bad request\"}\n", lineno);
+            char msg[1200];
+            snprintf(msg, sizeof msg, "line %ld: %s", lineno, g1_last_error());
+            fprintf(stderr, "grok1-tokenize: %s\n", msg);
+            /* the same reason in the error line, JSON-escaped */
+            json_t *e = json_pack("{s:s}", "error", msg);
+            char *js = e ? json_dumps(e, JSON_COMPACT) : NULL;
+            printf("%s\n", js ? js : "{\"error\":\"bad request\"}");
+            free(js);
+            json_decref(e);
             continue;
         }
         fwrite(out.s, 1, out.n, stdout);

@@ -50,6 +50,8 @@ for n in (2, 3, 4, 5):
     check(f"line {n}:" in err, f"message naming line {n}: {err}")
 check("line 1:" not in err and "line 6:" not in err, "good lines not reported")
 check("error" in json.loads(outl[1]) and "ids" in json.loads(outl[5]), "error line in place, later lines still done")
+check(json.loads(outl[1])["error"].startswith("line 2: ") and json.loads(outl[1])["error"] != "line 2: bad request",
+      f"the error line does not say why: {outl[1]}")
 r = run(["--tokenizer", model, "decode"], '{"ids": [1, 512]}\n{"ids": [1, "x"]}\n{"ids": [-1]}\n')
 err = r.stderr.decode()
 check(r.returncode == 1 and "line 1:" in err and "512" in err and "line 2:" in err and "line 3:" in err, f"bad ids: {err}")

@@ -1012,6 +1012,15 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         }
     }
     G1_TRY(g1_engine_init(&j->e, &m->w, &eo, dp));
+    /* the KV caches grow with the sequences: say now if they may not fit */
+    size_t kv_need = 0, kv_free = 0;
+    if (g1_engine_kv_short(j->e, &kv_need, &kv_free))
+        fprintf(stderr, "grok1-run: warning: rank %d (GPU %d): the KV caches of its %d sequence slots at %d "
+                        "positions may need %.1f MiB more, but %.1f MiB are free (less a 256 MiB margin): long "
+                        "requests could run the GPU out of memory mid-run (finished results stay in the .partial "
+                        "output; resume with fewer slots: --batch-size, --micro-batches, or more --stages)\n",
+                rank, eo.device, eo.n_slots, m->cfg.max_seq_len, (double)kv_need / (1 << 20),
+                (double)kv_free / (1 << 20));
     if (c->trace) {
         G1_TRY(g1_trace_init(&j->trace, 1 << 19));
         if (j->dist) {

@@ -123,6 +123,11 @@ int g1_engine_slot_len(const g1_engine *e, int slot)
 {
     return e->cuda ? g1_cuda_engine_slot_len(e->cuda, slot) : e->slots[slot].len;
 }
+int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b)
+{
+    *need = *free_b = 0;
+    return e->cuda ? g1_cuda_engine_kv_short(e->cuda, need, free_b) : 0;
+}
 void g1_engine_reset_slot(g1_engine *e, int slot)
 {
     if (e->cuda)

@@ -88,6 +88,11 @@ g1_status g1_engine_logits(g1_engine *e, int T, const float *x, float *logits);
 /* Current length (cached positions) of a slot; 0 after g1_engine_reset_slot. */
 int g1_engine_slot_len(const g1_engine *e, int slot);
 void g1_engine_reset_slot(g1_engine *e, int slot);
+/* KV caches grow as sequences do. Whether every slot at full context (plus
+ * the copy while the last one grows) fits in the device memory still
+ * free: 1 and *need / *free_b in bytes when it may not (CUDA), else 0 (the
+ * CPU backend, or a device that does not say). */
+int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b);
 
 /* ---- memory for messages (what mpi/ sends and receives) ---- */
 

@@ -346,6 +346,27 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
 int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot) { return e->slots[slot].len; }
 void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot) { e->slots[slot].len = 0; }
 
+int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b)
+{
+    size_t fr = 0, total = 0;
+    *need = *free_b = 0;
+    if (cudaSetDevice(e->opts.device) != cudaSuccess || cudaMemGetInfo(&fr, &total) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * sizeof(float);
+    size_t per = 2 * (size_t)(e->nL ? e->nL : 1) * (size_t)e->opts.max_context * row; /* k and v, one slot */
+    size_t held = 0;
+    for (int s = 0; s < e->opts.n_slots; s++)
+        held += 2 * (size_t)(e->nL ? e->nL : 1) * (size_t)e->slots[s].cap * row;
+    size_t want = per * (size_t)e->opts.n_slots + per / 2;
+    want = want > held ? want - held : 0;
+    size_t margin = (size_t)256 << 20; /* cuBLAS workspaces, allocator rounding */
+    *need = want;
+    *free_b = fr;
+    return want + margin > fr;
+}
+
 /* Room for `need` positions in a slot's caches (doubling, capped): a new
  * allocation, the cached rows of every layer copied over. */
 static g1_status slot_reserve(g1_cuda_engine *e, g1_cuda_slot *s, int need)
@@ -365,8 +386,9 @@ static g1_status slot_reserve(g1_cuda_engine *e, g1_cuda_slot *s, int need)
         if (st != cudaSuccess) {
             cudaFree(kv[0]);
             return G1_FAIL(G1_ERR_CUDA, "%s:%d: no GPU memory for the KV cache of %d positions (%zu bytes): %s; "
-                                        "try fewer slots or a smaller context", __FILE__, __LINE__, cap, bytes,
-                           cudaGetErrorString(st));
+                                        "the caches of all sequence slots outgrew the GPU: resume with fewer slots "
+                                        "(--batch-size, --micro-batches) or more pipeline stages",
+                           __FILE__, __LINE__, cap, bytes, cudaGetErrorString(st));
         }
         if (old[i] && s->len && e->nL)
             G1_CU(cudaMemcpy2DAsync(kv[i], (size_t)cap * row, old[i], (size_t)s->cap * row, (size_t)s->len * row,

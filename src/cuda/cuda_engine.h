@@ -36,6 +36,8 @@ g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
 g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, float *x);
 g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float *logits);
 int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot);
+/* As g1_engine_kv_short. */
+int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b);
 void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot);
 /* As g1_moe_local / g1_moe_expert_rows, host pointers in and out (what a
  * remote rank's rows need under mpi/). */

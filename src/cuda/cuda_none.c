@@ -47,6 +47,12 @@ int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot)
     return 0;
 }
 void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot) { (void)e, (void)slot; }
+int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b)
+{
+    (void)e;
+    *need = *free_b = 0;
+    return 0;
+}
 g1_status g1_cuda_moe_local(g1_cuda_engine *e, int layer, int T, const float *x, const int *idx,
                             const float *gate, float *out)
 {

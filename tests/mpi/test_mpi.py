@@ -374,6 +374,48 @@ def case_cuda_emu():
     check(p.returncode != 0 and "cudaMalloc" in p.stderr and "GPU" in p.stderr,
           "a GPU too small for the model share: no clear refusal")
     check(not os.path.exists(out), "a failed run left an output file that looks complete")
+    # The KV caches grow with the sequences. On a GPU just big enough for
+    # the weights, the buffers and one sequence (G1EMU_MEMORY, found by
+    # bisection so it follows the engine's allocations), 4 slots of long
+    # generations: a warning at start, an out-of-memory error mid-run that
+    # says what to do, nothing final written; a resume with 1 slot finishes,
+    # equal to a run with room (f32: batch-invariant).
+    one = os.path.join(ARGS.tmp, "kv_one.jsonl")
+    with open(one, "w") as f:
+        f.write(json.dumps({"id": 0, "prompt_ids": [1, 2, 3, 4], "max_new_tokens": 0}) + "\n")
+    f32 = ["--backend", "cuda", "--cuda-gemm", "f32"]
+    lo, hi = 1 << 20, 64 << 20
+    while hi - lo > 50000:
+        mid = (lo + hi) // 2
+        p = run(1, ["--checkpoint", ckpt, "--mode", "generate", "--input", one, "--output",
+                    os.path.join(ARGS.tmp, "kv_probe.jsonl"), "--batch-size", "1"] + f32, expect=None,
+                exe=ARGS.run_emu, env={"G1EMU_SMS": "4", "G1EMU_MEMORY": str(mid)})
+        lo, hi = (lo, mid) if p.returncode == 0 else (mid, hi)
+    mem = str(hi + 300000)  # one sequence grows to 128 positions (5 layers: 164 KB + the copy)
+    long4 = os.path.join(ARGS.tmp, "kv_long.jsonl")
+    with open(long4, "w") as f:
+        for i in range(4):
+            f.write(json.dumps({"id": i, "prompt_ids": [1 + i, 2, 3, 4], "max_new_tokens": 70}) + "\n")
+    ref = generate(ckpt, long4, "kv_ref", extra=f32 + ["--batch-size", "4"], exe=ARGS.run_emu,
+                   env={"G1EMU_SMS": "4"})
+    out = os.path.join(ARGS.tmp, "kv_out.jsonl")
+    for leftover in (out, out + ".partial", out + ".meta.json"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    base = ["--checkpoint", ckpt, "--mode", "generate", "--input", long4, "--output", out] + f32
+    p = run(1, base + ["--batch-size", "4"], expect=None, exe=ARGS.run_emu,
+            env={"G1EMU_SMS": "4", "G1EMU_MEMORY": mem})
+    print(f"KV caches outgrowing a {int(mem) / 1e6:.2f} MB GPU, 4 slots: exit {p.returncode}; "
+          + " | ".join(l[:120] for l in p.stderr.strip().splitlines()))
+    check(p.returncode == 1 and "warning:" in p.stderr and "KV caches" in p.stderr
+          and "outgrew the GPU" in p.stderr and "resume with fewer slots" in p.stderr,
+          "KV caches outgrowing the GPU: no warning at start or no clear error mid-run")
+    check(not os.path.exists(out), "a run that ran out of GPU memory left a final output")
+    p = run(1, base + ["--batch-size", "1", "--resume"], expect=None, exe=ARGS.run_emu,
+            env={"G1EMU_SMS": "4", "G1EMU_MEMORY": mem})
+    check(p.returncode == 0 and os.path.exists(out) and open(out).read() == ref,
+          f"resuming with 1 slot on the same GPU: exit {p.returncode}, output equal to a roomy run: "
+          f"{os.path.exists(out) and open(out).read() == ref}; {p.stderr[-300:]}")
 
 
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}

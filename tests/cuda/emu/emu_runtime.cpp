@@ -405,6 +405,15 @@ cudaError_t set_error(cudaError_t e)
 
 using namespace g1emu;
 
+static size_t device_live; // bytes in live device allocations
+
+// the device's memory: G1EMU_MEMORY bytes (default 16 GiB)
+static size_t device_memory()
+{
+    const char *m = getenv("G1EMU_MEMORY");
+    return m ? (size_t)strtoull(m, nullptr, 10) : (size_t)16 << 30;
+}
+
 static void *region_alloc(size_t bytes, bool device)
 {
     // exactly `bytes` (AddressSanitizer then sees an access one past the end), 256-byte aligned as cudaMalloc
@@ -413,6 +422,8 @@ static void *region_alloc(size_t bytes, bool device)
         return nullptr;
     memset(p, 0xff, bytes); // NaN floats, -1 ints: unwritten memory is loud
     regions[(uintptr_t)p] = Region{p, bytes, device};
+    if (device)
+        device_live += bytes;
     return p;
 }
 
@@ -425,6 +436,8 @@ static cudaError_t region_free(void *p, bool device, const char *what)
         note("%s(%p): not the start of a live %s allocation", what, p, device ? "device" : "pinned host");
         return set_error(cudaErrorInvalidValue);
     }
+    if (device)
+        device_live -= it->second.size;
     regions.erase(it);
     free(p);
     return cudaSuccess;
@@ -534,7 +547,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
     snprintf(prop->uuid.bytes, sizeof prop->uuid.bytes, "g1emu-gpu-%d", phys[device]);
     snprintf(prop->name, sizeof prop->name, "g1emu (CPU emulation)");
     prop->multiProcessorCount = emu_sms();
-    prop->totalGlobalMem = (size_t)16 << 30;
+    prop->totalGlobalMem = device_memory();
     prop->major = 9;
     prop->minor = 0;
     return cudaSuccess;
@@ -542,7 +555,8 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {
-    *free_b = *total = (size_t)16 << 30;
+    *total = device_memory();
+    *free_b = device_live < *total ? *total - device_live : 0;
     return cudaSuccess;
 }
 
@@ -585,6 +599,10 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
 {
     const char *lim = getenv("G1EMU_MALLOC_LIMIT"); // failure-path tests: refuse allocations above this
     if (lim && bytes > (size_t)strtoull(lim, nullptr, 10)) {
+        *p = nullptr;
+        return set_error(cudaErrorMemoryAllocation);
+    }
+    if (device_live + bytes > device_memory()) { // the device is full
         *p = nullptr;
         return set_error(cudaErrorMemoryAllocation);
     }

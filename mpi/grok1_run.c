@@ -658,10 +658,28 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             /* the record now describes this input (requests may have been appended) */
             if (st == G1_OK)
                 st = g1_meta_write(meta_path, meta);
-            if (st == G1_OK && !exists(f->partial) && rename(c->output, f->partial) != 0)
-                st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", c->output, f->partial, strerror(errno));
+            /* the kept results, read where they are (a finished OUT keeps
+             * its name until nothing can refuse the resume) */
+            int finished = !exists(f->partial);
             if (st == G1_OK)
-                st = g1_resume_scan(f->partial, &f->done_ids);
+                st = g1_resume_scan(finished ? c->output : f->partial, &f->done_ids);
+            if (st == G1_OK && c->dump_logits && json_array_size(f->done_ids) > 0) {
+                size_t dn = strlen(c->dump_logits) + sizeof ".partial";
+                char *dp = malloc(dn);
+                if (!dp)
+                    st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+                else {
+                    snprintf(dp, dn, "%s.partial", c->dump_logits);
+                    if (!exists(dp) && !exists(c->dump_logits))
+                        st = G1_FAIL(G1_ERR_ARG, "cannot resume: the %zu results already in %s have no logits dump "
+                                                 "to continue (neither %s nor %s exists): start afresh without "
+                                                 "--resume", json_array_size(f->done_ids),
+                                     finished ? c->output : f->partial, dp, c->dump_logits);
+                    free(dp);
+                }
+            }
+            if (st == G1_OK && finished && rename(c->output, f->partial) != 0)
+                st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", c->output, f->partial, strerror(errno));
             if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
                 st = G1_FAIL(G1_ERR_IO, "cannot append to %s: %s", f->partial, strerror(errno));
         } else if (st == G1_OK) {
@@ -681,10 +699,8 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         size_t kept = f->done_ids ? json_array_size(f->done_ids) : 0;
         if (f->done_ids)
             G1_TRY(g1_logits_file_resume(c->dump_logits, cfg->vocab_size, &f->logits));
-        if (!f->logits && kept)
-            return G1_FAIL(G1_ERR_ARG, "cannot resume: the %zu results already in %s.partial have no logits dump "
-                                       "to continue (neither %s.partial nor %s exists): start afresh without "
-                                       "--resume", kept, c->output, c->dump_logits, c->dump_logits);
+        if (!f->logits && kept) /* checked above, before anything was renamed */
+            return G1_FAIL(G1_ERR_INTERNAL, "the logits dump %s went away", c->dump_logits);
         if (!f->logits)
             G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, &f->logits));
     }

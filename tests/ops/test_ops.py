@@ -282,8 +282,15 @@ def case_dump_resume():
             np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
     print(f"resumed dump: {'bitwise equal' if same else 'DIFFERENT'} to the uninterrupted one")
     check(same, "the resumed logits dump differs from the uninterrupted run's")
+    # a finished output whose dump was removed: refused, and the finished
+    # output keeps its name
+    os.remove(dump)
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    check(p.returncode != 0 and "no logits dump to continue" in p.stderr, f"dump removed: {p.stderr[-300:]}")
+    check(os.path.exists(out) and not os.path.exists(out + ".partial") and open(out).read() == open(ref).read(),
+          "a refused resume moved or changed the finished output")
     # a resume that adds --dump-logits to a run that had none is refused
-    for p_ in (out, out + ".meta.json", dump):
+    for p_ in (out, out + ".meta.json"):
         os.remove(p_)
     subprocess.run([ARGS.run] + args(out, None), capture_output=True, env=dict(ENV, GROK1_FAULT="0:60"))
     p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)

@@ -663,21 +663,14 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             int finished = !exists(f->partial);
             if (st == G1_OK)
                 st = g1_resume_scan(finished ? c->output : f->partial, &f->done_ids);
-            if (st == G1_OK && c->dump_logits && json_array_size(f->done_ids) > 0) {
-                size_t dn = strlen(c->dump_logits) + sizeof ".partial";
-                char *dp = malloc(dn);
-                if (!dp)
-                    st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
-                else {
-                    snprintf(dp, dn, "%s.partial", c->dump_logits);
-                    if (!exists(dp) && !exists(c->dump_logits))
-                        st = G1_FAIL(G1_ERR_ARG, "cannot resume: the %zu results already in %s have no logits dump "
-                                                 "to continue (neither %s nor %s exists): start afresh without "
-                                                 "--resume", json_array_size(f->done_ids),
-                                     finished ? c->output : f->partial, dp, c->dump_logits);
-                    free(dp);
-                }
-            }
+#if G1_HAVE_HDF5
+            if (st == G1_OK && c->dump_logits && json_array_size(f->done_ids) > 0 &&
+                !g1_logits_file_present(c->dump_logits))
+                st = G1_FAIL(G1_ERR_ARG, "cannot resume: the %zu results already in %s have no logits dump to "
+                                         "continue (neither %s.partial nor %s exists): start afresh without --resume",
+                             json_array_size(f->done_ids), finished ? c->output : f->partial, c->dump_logits,
+                             c->dump_logits);
+#endif
             if (st == G1_OK && finished && rename(c->output, f->partial) != 0)
                 st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", c->output, f->partial, strerror(errno));
             if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
@@ -768,13 +761,13 @@ static g1_status pick_backend(const cli *c, g1_engine_opts *eo, unsigned char uu
         const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
         if (!lr)
             lr = getenv("SLURM_LOCALID");
-        local = lr ? atoi(lr) : 0;
+        local = lr && atoi(lr) > 0 ? atoi(lr) : 0;
         *local_rank = local;
     }
     if (gpus < 1)
         return G1_FAIL(G1_ERR_CUDA, "--backend cuda: no GPU is visible to this process (check the node and "
                                     "CUDA_VISIBLE_DEVICES), or use --backend cpu");
-    eo->device = local >= 0 && local < gpus ? local : (local < 0 ? 0 : local % gpus);
+    eo->device = local % gpus; /* the local rank itself when the node's GPUs are all visible */
     return g1_cuda_device_uuid(eo->device, uuid);
 }
 

@@ -68,10 +68,13 @@ static int differ(const char *where, json_t *a, json_t *b, char *msg, size_t n)
     return 1;
 }
 
-/* FNV-1a, 64 bits, over the first `limit` bytes of f (all when limit < 0);
- * *got: the bytes read. */
-static int fnv1a64(FILE *f, long long limit, unsigned long long *hash, long long *got)
+/* FNV-1a, 64 bits, of the first `limit` bytes of the file at path (all of
+ * it when limit < 0), as 16 hex digits; *got: the bytes there were. */
+static g1_status input_hash(const char *path, long long limit, char hex[17], long long *got)
 {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
     unsigned long long h = 0xcbf29ce484222325ull;
     unsigned char buf[1 << 16];
     long long n = 0;
@@ -88,24 +91,20 @@ static int fnv1a64(FILE *f, long long limit, unsigned long long *hash, long long
         if (r < want)
             break;
     }
-    *hash = h;
+    int bad = ferror(f);
+    fclose(f);
+    if (bad)
+        return G1_FAIL(G1_ERR_IO, "cannot read input %s", path);
+    snprintf(hex, 17, "%016llx", h);
     *got = n;
-    return ferror(f) ? -1 : 0;
+    return G1_OK;
 }
 
 g1_status g1_input_record(const char *path, json_t **record)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
-    unsigned long long h;
-    long long n;
-    int bad = fnv1a64(f, -1, &h, &n);
-    fclose(f);
-    if (bad)
-        return G1_FAIL(G1_ERR_IO, "cannot read input %s", path);
     char hex[17];
-    snprintf(hex, sizeof hex, "%016llx", h);
+    long long n;
+    G1_TRY(input_hash(path, -1, hex, &n));
     *record = json_pack("{s:I, s:s}", "bytes", (json_int_t)n, "fnv1a64", hex);
     return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }
@@ -115,30 +114,22 @@ g1_status g1_input_check(const char *path, json_t *record, const char *sidecar)
     json_t *jb = json_object_get(record, "bytes"), *jh = json_object_get(record, "fnv1a64");
     if (!json_is_integer(jb) || !json_is_string(jh))
         return G1_OK;
-    long long want = (long long)json_integer_value(jb);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
-    unsigned long long h;
-    long long n;
-    int bad = fnv1a64(f, want, &h, &n);
-    fclose(f);
-    if (bad)
-        return G1_FAIL(G1_ERR_IO, "cannot read input %s", path);
+    long long want = (long long)json_integer_value(jb), n;
     char hex[17];
-    snprintf(hex, sizeof hex, "%016llx", h);
+    G1_TRY(input_hash(path, want, hex, &n));
     if (n < want)
         return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s has %lld bytes, fewer than the %lld the output was "
-                                   "made from (record: %s): is the output that of another input? The kept results would "
-                                   "answer other requests; give the same input, or start afresh (move the output and "
-                                   "its .partial away)",
+                                   "made from (record: %s): is the output that of another input? The kept results "
+                                   "would answer other requests; give the same input, or start afresh (move the "
+                                   "output and its .partial away)",
                        path, n, want, sidecar);
     if (strcmp(hex, json_string_value(jh)))
         return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s is not the one the output was made from (its first "
-                                   "%lld bytes are not the recorded ones; record: %s): is the output that of another input? The kept "
-                                   "results would answer other requests; give the same input (appending requests is "
-                                   "fine), or start afresh (move the output and its .partial away)", path, want,
-                       sidecar);
+                                   "%lld bytes are not the recorded ones; record: %s): is the output that of another "
+                                   "input? The kept results would answer other requests; give the same input "
+                                   "(appending requests is fine), or start afresh (move the output and its .partial "
+                                   "away)",
+                       path, want, sidecar);
     return G1_OK;
 }
 

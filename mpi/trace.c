@@ -103,7 +103,7 @@ g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *cons
     }
     fprintf(f, "\n]}\n");
     g1_status st = G1_OK;
-    if (ferror(f) | (fclose(f) != 0)) {
+    if (ferror(f) | (fclose(f) != 0)) { /* not ||: the file is closed either way */
         st = G1_FAIL(G1_ERR_IO, "writing trace %s failed: %s", tmp, strerror(errno));
         remove(tmp);
     } else if (rename(tmp, path) != 0) {

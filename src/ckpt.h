@@ -59,6 +59,8 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
  * created on first use with n = n_rows_total. */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits);
+/* 1 when a dump to continue exists: PATH.partial or a finished PATH */
+int g1_logits_file_present(const char *path);
 /* 1 when request k's dataset exists with n_rows_total rows */
 int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total);
 /* Close and rename; frees `f` either way (like g1_ckpt_writer_finish). */

@@ -103,6 +103,17 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
     return G1_OK;
 }
 
+int g1_logits_file_present(const char *path)
+{
+    g1_logits_file *f;
+    if (new_file(path, 1, &f) != G1_OK)
+        return 0;
+    struct stat sb;
+    int yes = stat(f->tmp, &sb) == 0 || stat(f->path, &sb) == 0;
+    free_file(f);
+    return yes;
+}
+
 g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file **out)
 {
     g1_logits_file *f;

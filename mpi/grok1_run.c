@@ -164,7 +164,8 @@ static void usage(FILE *f)
 "                            that support; on trusts you (an MPI without it then crashes\n"
 "                            reading device memory); with --backend cpu on only changes the\n"
 "                            code path (for tests)\n"
-"  --verbose                 each rank reports what it loaded and the bytes it read\n"
+"  --verbose                 each rank reports what it loaded, the bytes it read, and the\n"
+"                            weights it holds (with cuda: the most in host memory at once)\n"
 );
     fprintf(f,
 "\n"
@@ -473,18 +474,18 @@ static int check_files(const cli *c, char *msg, size_t n)
 /* ---- model ---- */
 
 typedef struct model {
+    const cli *c;
     g1_config cfg;
-    g1_weights w;
-    int have_w;
     unsigned long long bytes_read;
 #if G1_HAVE_HDF5
     g1_ckpt *ck;
 #endif
 } model;
 
-/* Read the config (cheap, checks the file); weights come in model_load. */
+/* Read the config (cheap, checks the file); weights come in model_part. */
 static g1_status model_open(const cli *c, model *m)
 {
+    m->c = c;
     if (c->synthetic) {
         G1_TRY(g1_config_preset(c->synthetic, &m->cfg));
         return g1_config_validate(&m->cfg);
@@ -498,40 +499,42 @@ static g1_status model_open(const cli *c, model *m)
 #endif
 }
 
-/* This rank's share: layers [l0, l1), experts [e0, e1), the embedding on
- * rank 0. A checkpoint is read only where this share lies. */
-static g1_status model_load(const cli *c, model *m, int l0, int l1, int e0, int e1, int with_embedding)
+/* A part of this rank's share (the engine's weights source, which asks for
+ * the share at once or, on a GPU, a layer at a time): a checkpoint is read
+ * only where the share lies. */
+static g1_status model_part(const g1_weights_source *src, int l0, int l1, int with_embedding, g1_weights *w)
 {
+    model *m = src->ctx;
     const g1_config *cfg = &m->cfg;
-    if (c->synthetic) {
+    if (m->c->synthetic) {
         int blocks[G1_NUM_QMAT];
         g1_synth_blocks(cfg, blocks);
-        G1_TRY(g1_weights_alloc(&m->w, cfg, l0, l1, e0, e1, blocks, with_embedding));
-        m->have_w = 1;
-        g1_synth s = {.cfg = *cfg, .seed = c->seed};
-        return g1_synth_weights(&s, &m->w);
+        G1_TRY(g1_weights_alloc(w, cfg, l0, l1, src->expert0, src->expert1, blocks, with_embedding));
+        g1_synth s = {.cfg = *cfg, .seed = m->c->seed};
+        g1_status st = g1_synth_weights(&s, w);
+        if (st != G1_OK)
+            g1_weights_free(w);
+        return st;
     }
 #if G1_HAVE_HDF5
-    g1_status st = g1_ckpt_load(m->ck, l0, l1, e0, e1, with_embedding, &m->w);
-    m->have_w = st == G1_OK;
+    g1_status st = g1_ckpt_load(m->ck, l0, l1, src->expert0, src->expert1, with_embedding, w);
     m->bytes_read = g1_ckpt_bytes_read(m->ck);
-    g1_ckpt_close(m->ck);
-    m->ck = NULL;
     return st;
 #else
-    (void)l0, (void)l1, (void)e0, (void)e1, (void)with_embedding;
+    (void)l0, (void)l1, (void)with_embedding, (void)w;
     return G1_FAIL(G1_ERR_ARG, "built without HDF5");
 #endif
 }
 
-static void model_free(model *m)
+/* The checkpoint is closed once the engine holds its weights. */
+static void model_close(model *m)
 {
 #if G1_HAVE_HDF5
     if (m->ck)
         g1_ckpt_close(m->ck);
+    m->ck = NULL;
 #endif
-    if (m->have_w)
-        g1_weights_free(&m->w);
+    (void)m;
 }
 
 /* ---- files ---- */
@@ -992,14 +995,6 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     if (rank == 0)
         G1_TRY(files_open_outputs(c, &m->cfg, &eo, f));
 
-    double t0 = now_s();
-    G1_TRY(model_load(c, m, l0, l1, first, first + count, rank == 0));
-    if (c->verbose)
-        fprintf(stderr, "grok1-run: rank %d (stage %d, slot %d): layers %d-%d, experts %d-%d%s: %llu bytes read, "
-                        "%.1f MB held, %.2f s\n",
-                rank, s, e, l0, l1 - 1, first, first + count - 1, rank == 0 ? ", embedding" : "", m->bytes_read,
-                (double)g1_weights_bytes(&m->w) / 1e6, now_s() - t0);
-
     g1_moe_dispatch dispatch, *dp = NULL;
     if (P * E > 1) {
         /* device buffers straight to MPI only when every rank's MPI says
@@ -1020,7 +1015,24 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
             dp = &dispatch;
         }
     }
-    G1_TRY(g1_engine_init(&j->e, &m->w, &eo, dp));
+    double t0 = now_s();
+    g1_weights_source src = {.cfg = m->cfg, .layer0 = l0, .layer1 = l1, .expert0 = first,
+                             .expert1 = first + count, .with_embedding = rank == 0, .load = model_part, .ctx = m};
+    g1_weights_held held;
+    G1_TRY(g1_engine_init_source(&j->e, &src, &eo, dp, &held));
+    model_close(m);
+    if (c->verbose) {
+        char where[160];
+        if (eo.backend == G1_BACKEND_CUDA)
+            snprintf(where, sizeof where, "on GPU %d, uploaded a layer at a time: at most %.3f MB of them in host "
+                     "memory", eo.device, (double)held.host_peak / 1e6);
+        else
+            snprintf(where, sizeof where, "in host memory");
+        fprintf(stderr, "grok1-run: rank %d (stage %d, slot %d): layers %d-%d, experts %d-%d%s: %llu bytes read, "
+                        "%.3f MB of weights held (%s), %.2f s\n",
+                rank, s, e, l0, l1 - 1, first, first + count - 1, rank == 0 ? ", embedding" : "", m->bytes_read,
+                (double)held.bytes / 1e6, where, now_s() - t0);
+    }
     /* the KV caches grow with the sequences: say now if they may not fit */
     size_t kv_need = 0, kv_free = 0;
     if (g1_engine_kv_short(j->e, &kv_need, &kv_free))
@@ -1083,7 +1095,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         files_close(&c, &f, 0);
         job_free(&j);
-        model_free(&m);
+        model_close(&m);
         g1_world_finalize();
         return EXIT_USAGE;
     }
@@ -1105,7 +1117,7 @@ int main(int argc, char **argv)
         st = st2;
     }
     job_free(&j);
-    model_free(&m);
+    model_close(&m);
     g1_world_finalize();
     return st != G1_OK ? EXIT_DATA : j.interrupted ? EXIT_INTERRUPTED : 0;
 }

@@ -28,22 +28,32 @@ static g1_status local_dispatch(void *ctx, int layer, int T, const float *x, con
     return g1_moe_local(ctx, layer, T, x, idx, gate, out);
 }
 
-g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_opts *opts,
-                         const g1_moe_dispatch *dispatch)
+static g1_status cpu_start(g1_engine *e, const g1_weights *w, const g1_engine_opts *opts,
+                           const g1_moe_dispatch *dispatch, g1_engine **out);
+
+static g1_status check_init(const g1_config *c, int e0, int e1, const g1_engine_opts *opts,
+                            const g1_moe_dispatch *dispatch)
 {
-    *out = NULL;
-    const g1_config *c = &w->cfg;
     if (opts->n_slots < 1 || opts->max_batch < 1)
         return G1_FAIL(G1_ERR_ARG, "engine needs at least one slot and a batch of at least one token");
     if (opts->max_context < 0 || opts->max_context > c->max_seq_len)
         return G1_FAIL(G1_ERR_ARG, "max_context %d outside 0..max_seq_len (%d)", opts->max_context, c->max_seq_len);
     if (c->key_size > 2048)
         return G1_FAIL(G1_ERR_ARG, "key_size %d above the supported 2048", c->key_size);
-    if (!dispatch && (w->expert0 != 0 || w->expert1 != c->num_experts))
-        return G1_FAIL(G1_ERR_ARG, "local MoE needs all %d experts, but only %d..%d are held", c->num_experts,
-                       w->expert0, w->expert1 - 1);
+    if (!dispatch && (e0 != 0 || e1 != c->num_experts))
+        return G1_FAIL(G1_ERR_ARG, "local MoE needs all %d experts, but only %d..%d are held", c->num_experts, e0,
+                       e1 - 1);
     if (opts->backend != G1_BACKEND_CPU && opts->backend != G1_BACKEND_CUDA)
         return G1_FAIL(G1_ERR_ARG, "unknown backend %d", (int)opts->backend);
+    return G1_OK;
+}
+
+g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_opts *opts,
+                         const g1_moe_dispatch *dispatch)
+{
+    *out = NULL;
+    const g1_config *c = &w->cfg;
+    G1_TRY(check_init(c, w->expert0, w->expert1, opts, dispatch));
     g1_engine *e = calloc(1, sizeof *e);
     if (!e)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
@@ -59,6 +69,101 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
         *out = e;
         return G1_OK;
     }
+    return cpu_start(e, w, opts, dispatch, out);
+}
+
+/* Load a part of the source into w and check it is what was asked for; on
+ * success the caller owns w. */
+static g1_status load_part(const g1_weights_source *src, int l0, int l1, int with_embedding, g1_weights *w)
+{
+    memset(w, 0, sizeof *w);
+    G1_TRY(src->load(src, l0, l1, with_embedding, w));
+    if (w->layer0 != l0 || w->layer1 != l1 || w->expert0 != src->expert0 || w->expert1 != src->expert1 ||
+        (with_embedding && (!w->embedding || !w->final_norm)) || w->cfg.num_layers != src->cfg.num_layers ||
+        w->cfg.emb_size != src->cfg.emb_size || w->cfg.ffn_size != src->cfg.ffn_size ||
+        w->cfg.vocab_size != src->cfg.vocab_size || w->cfg.num_experts != src->cfg.num_experts) {
+        g1_weights_free(w);
+        return G1_FAIL(G1_ERR_ARG, "the weights source gave another part than layers [%d,%d), experts [%d,%d)%s",
+                       l0, l1, src->expert0, src->expert1, with_embedding ? " and the embedding" : "");
+    }
+    return G1_OK;
+}
+
+g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
+                                const g1_moe_dispatch *dispatch, g1_weights_held *held)
+{
+    *out = NULL;
+    g1_weights_held h = {0, 0};
+    if (held)
+        *held = h;
+    const g1_config *c = &src->cfg;
+    if (src->layer0 < 0 || src->layer1 > c->num_layers || src->layer0 > src->layer1)
+        return G1_FAIL(G1_ERR_ARG, "layer range [%d,%d) outside the model's %d layers", src->layer0, src->layer1,
+                       c->num_layers);
+    G1_TRY(check_init(c, src->expert0, src->expert1, opts, dispatch));
+    g1_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st;
+    if (opts->backend == G1_BACKEND_CPU) {
+        st = load_part(src, src->layer0, src->layer1, src->with_embedding, &e->own);
+        if (st != G1_OK) {
+            free(e);
+            return st;
+        }
+        e->owns_w = 1;
+        h.bytes = h.host_peak = g1_weights_bytes(&e->own);
+        G1_TRY(cpu_start(e, &e->own, opts, dispatch, out));
+        if (held)
+            *held = h;
+        return G1_OK;
+    }
+    e->cfg = *c;
+    e->opts = *opts;
+    st = g1_cuda_engine_begin(&e->cuda, c, src->layer0, src->layer1, src->expert0, src->expert1, opts, dispatch,
+                              NULL);
+    int first_blocks[G1_NUM_QMAT] = {0};
+    /* a layer at a time, then the embedding: each part leaves the host once
+     * it is on the GPU */
+    int last = src->layer1 + (src->with_embedding ? 1 : 0);
+    for (int l = src->layer0; st == G1_OK && l < last; l++) {
+        int emb = l == src->layer1; /* the last part: the embedding alone */
+        g1_weights part;
+        st = load_part(src, emb ? src->layer0 : l, emb ? src->layer0 : l + 1, emb, &part);
+        if (st != G1_OK)
+            break;
+        if (!emb && l == src->layer0)
+            memcpy(first_blocks, part.blocks, sizeof first_blocks);
+        for (int i = 0; !emb && st == G1_OK && i < G1_NUM_QMAT; i++)
+            if (part.blocks[i] != first_blocks[i])
+                st = G1_FAIL(G1_ERR_FORMAT, "layer %d: %s has %d scale blocks, layer %d has %d: every layer must "
+                                            "have the same", l, g1_qmat_names[i], part.blocks[i], src->layer0,
+                             first_blocks[i]);
+        if (st == G1_OK)
+            st = g1_cuda_engine_upload(e->cuda, &part);
+        size_t b = g1_weights_bytes(&part);
+        h.bytes += b;
+        h.host_peak = b > h.host_peak ? b : h.host_peak;
+        g1_weights_free(&part);
+    }
+    if (st == G1_OK)
+        st = g1_cuda_engine_ready(e->cuda);
+    if (st != G1_OK) {
+        g1_engine_free(e);
+        return st;
+    }
+    if (held)
+        *held = h;
+    *out = e;
+    return G1_OK;
+}
+
+/* The CPU engine over `w` (borrowed, or e->own): slots and scratch. Frees e
+ * on failure. */
+static g1_status cpu_start(g1_engine *e, const g1_weights *w, const g1_engine_opts *opts,
+                           const g1_moe_dispatch *dispatch, g1_engine **out)
+{
+    const g1_config *c = &w->cfg;
     e->w = w;
     e->cfg = *c;
     e->opts = *opts;
@@ -115,6 +220,8 @@ void g1_engine_free(g1_engine *e)
     for (int i = 0; i < e->n_mem; i++)
         free(e->mem[i]);
     free(e->mem);
+    if (e->owns_w)
+        g1_weights_free(&e->own);
     free(e);
 }
 

@@ -64,6 +64,38 @@ typedef struct g1_engine_opts {
  * pointers in and out as here); a build without CUDA refuses it. */
 g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_opts *opts,
                          const g1_moe_dispatch *dispatch);
+
+/* Where an engine's weights come from, a part at a time (a checkpoint, the
+ * synthetic generator). load fills `w` (g1_weights_alloc'd by the callee,
+ * prepared; g1_weights_free'd by the engine) with layers [l0, l1) of the
+ * source's range and experts [expert0, expert1), plus the embedding and the
+ * final norm when with_embedding (then l0 == l1 is asked too). */
+typedef struct g1_weights_source {
+    g1_config cfg;
+    int layer0, layer1;   /* the layers the engine holds */
+    int expert0, expert1; /* of each layer */
+    int with_embedding;   /* the embedding and final norm too */
+    g1_status (*load)(const struct g1_weights_source *src, int l0, int l1, int with_embedding, g1_weights *w);
+    void *ctx;
+} g1_weights_source;
+
+/* What loading the weights took: bytes of weights held by the engine in
+ * all, and the most held in host memory at once (the same for the CPU
+ * backend; one layer or the embedding for CUDA). */
+typedef struct g1_weights_held {
+    size_t bytes;
+    size_t host_peak;
+} g1_weights_held;
+
+/* As g1_engine_init, the weights from `src`, owned by the engine. The CPU
+ * backend loads them at once. CUDA loads and uploads one layer at a time,
+ * then the embedding, and frees each part once it is on the GPU: the host
+ * never holds more than one layer's weights (or the embedding), so a node's
+ * ranks do not need the model twice over (once on the GPUs, once in host
+ * memory). Every layer must have the scale blocks of the first (as a
+ * whole-range load requires). `held` may be NULL. */
+g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
+                                const g1_moe_dispatch *dispatch, g1_weights_held *held);
 void g1_engine_free(g1_engine *e);
 const g1_config *g1_engine_config(const g1_engine *e);
 

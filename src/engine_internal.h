@@ -13,7 +13,9 @@ typedef struct g1_slot {
 
 struct g1_engine {
     struct g1_cuda_engine *cuda; /* G1_BACKEND_CUDA: does all the work; nothing below is allocated */
-    const g1_weights *w;
+    const g1_weights *w;  /* borrowed (g1_engine_init) or &own; NULL with CUDA from a source */
+    g1_weights own;      /* g1_engine_init_source, CPU: the weights loaded */
+    int owns_w;
     g1_config cfg;
     g1_engine_opts opts;
     g1_moe_dispatch dispatch;

@@ -229,37 +229,71 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     return G1_OK;
 }
 
+g1_status g1_cuda_engine_begin(g1_cuda_engine **out, const g1_config *c, int l0, int l1, int e0, int e1,
+                               const g1_engine_opts *opts, const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
+{
+    *out = NULL;
+    if (l0 < 0 || l1 > c->num_layers || l0 > l1 || e0 < 0 || e1 > c->num_experts || e0 >= e1)
+        return G1_FAIL(G1_ERR_ARG, "layers [%d,%d) or experts [%d,%d) outside the model's %d layers and %d experts",
+                       l0, l1, e0, e1, c->num_layers, c->num_experts);
+    if (!dispatch && (e0 != 0 || e1 != c->num_experts))
+        return G1_FAIL(G1_ERR_ARG, "local MoE needs all %d experts, but only %d..%d are held", c->num_experts, e0,
+                       e1 - 1);
+    g1_cuda_engine *e;
+    g1_status st = engine_start(&e, c, l0, l1 - l0, e0, e1, opts, dispatch, co);
+    if (st != G1_OK) {
+        g1_cuda_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_upload(g1_cuda_engine *e, const g1_weights *w)
+{
+    const g1_config *c = &e->cfg;
+    size_t D = (size_t)c->emb_size;
+    int El = e->expert1 - e->expert0;
+    if (w->layer0 < e->layer0 || w->layer1 > e->layer0 + e->nL || w->expert0 != e->expert0 ||
+        w->expert1 != e->expert1)
+        return G1_FAIL(G1_ERR_ARG, "weights of layers [%d,%d), experts [%d,%d) uploaded to an engine of layers "
+                                   "[%d,%d), experts [%d,%d)", w->layer0, w->layer1, w->expert0, w->expert1,
+                       e->layer0, e->layer0 + e->nL, e->expert0, e->expert1);
+    for (int l = 0; l < w->layer1 - w->layer0; l++) {
+        const g1_layer_weights *L = &w->layers[l];
+        g1_cuda_layer *G = &e->layers[w->layer0 - e->layer0 + l];
+        for (int n = 0; n < G1_NUM_NORM; n++)
+            G1_TRY(up(e, &G->norm[n], L->norm[n], D * sizeof(float)));
+        for (int m = 0; m < 4; m++)
+            G1_TRY(up_qmat(e, &L->attn[m], &G->attn[m]));
+        G1_TRY(up(e, &G->router, L->router, D * (size_t)c->num_experts * sizeof(float)));
+        for (int m = 0; m < 3; m++)
+            for (int x = 0; x < El; x++)
+                G1_TRY(up_qmat(e, &L->moe[m][x], &G->moe[m][x]));
+    }
+    if (w->embedding)
+        G1_TRY(up(e, &e->embedding, w->embedding, (size_t)c->vocab_size * D * 2));
+    if (w->final_norm)
+        G1_TRY(up(e, &e->final_norm, w->final_norm, D * sizeof(float)));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_ready(g1_cuda_engine *e)
+{
+    for (int l = 0; l < e->nL; l++)
+        if (!e->layers[l].router)
+            return G1_FAIL(G1_ERR_ARG, "layer %d was never uploaded to the CUDA engine", e->layer0 + l);
+    return engine_scratch(e);
+}
+
 g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
                               const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
 {
-    const g1_config *c = &w->cfg;
-    *out = NULL;
-    if (!dispatch && (w->expert0 != 0 || w->expert1 != c->num_experts))
-        return G1_FAIL(G1_ERR_ARG, "local MoE needs all %d experts, but only %d..%d are held", c->num_experts,
-                       w->expert0, w->expert1 - 1);
     g1_cuda_engine *e;
-    g1_status st = engine_start(&e, c, w->layer0, w->layer1 - w->layer0, w->expert0, w->expert1, opts, dispatch, co);
-    int El = w->expert1 - w->expert0;
-    size_t D = (size_t)c->emb_size;
-    for (int l = 0; st == G1_OK && l < e->nL; l++) {
-        const g1_layer_weights *L = &w->layers[l];
-        g1_cuda_layer *G = &e->layers[l];
-        for (int n = 0; st == G1_OK && n < G1_NUM_NORM; n++)
-            st = up(e, &G->norm[n], L->norm[n], D * sizeof(float));
-        for (int m = 0; st == G1_OK && m < 4; m++)
-            st = up_qmat(e, &L->attn[m], &G->attn[m]);
-        if (st == G1_OK)
-            st = up(e, &G->router, L->router, D * (size_t)c->num_experts * sizeof(float));
-        for (int m = 0; m < 3; m++)
-            for (int x = 0; st == G1_OK && x < El; x++)
-                st = up_qmat(e, &L->moe[m][x], &G->moe[m][x]);
-    }
-    if (st == G1_OK && w->embedding)
-        st = up(e, &e->embedding, w->embedding, (size_t)c->vocab_size * D * 2);
-    if (st == G1_OK && w->final_norm)
-        st = up(e, &e->final_norm, w->final_norm, D * sizeof(float));
+    G1_TRY(g1_cuda_engine_begin(&e, &w->cfg, w->layer0, w->layer1, w->expert0, w->expert1, opts, dispatch, co));
+    g1_status st = g1_cuda_engine_upload(e, w);
     if (st == G1_OK)
-        st = engine_scratch(e);
+        st = g1_cuda_engine_ready(e);
     if (st != G1_OK) {
         g1_cuda_engine_free(e);
         return st;

@@ -30,6 +30,16 @@ g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16]);
  * the dispatch is called with host buffers (pinned) each layer. */
 g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
                               const g1_moe_dispatch *dispatch, const g1_cuda_opts *co);
+/* The same in three steps, so the weights can arrive a part at a time and
+ * leave host memory as they go (g1_engine_init_source): begin makes an
+ * engine of layers [l0, l1), experts [e0, e1) with no weights; upload copies
+ * a part (`w` may hold any of those layers, with those experts, and the
+ * embedding and final norm) and keeps nothing of it; ready checks every
+ * layer came and makes the scratch. On an error the caller frees the engine. */
+g1_status g1_cuda_engine_begin(g1_cuda_engine **out, const g1_config *cfg, int l0, int l1, int e0, int e1,
+                               const g1_engine_opts *opts, const g1_moe_dispatch *dispatch, const g1_cuda_opts *co);
+g1_status g1_cuda_engine_upload(g1_cuda_engine *e, const g1_weights *w);
+g1_status g1_cuda_engine_ready(g1_cuda_engine *e);
 void g1_cuda_engine_free(g1_cuda_engine *e);
 /* As g1_engine_forward / _embed / _logits; x and logits are host memory. */
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x);

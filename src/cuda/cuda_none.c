@@ -25,6 +25,23 @@ g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g
     *out = NULL;
     return NO_CUDA;
 }
+g1_status g1_cuda_engine_begin(g1_cuda_engine **out, const g1_config *cfg, int l0, int l1, int e0, int e1,
+                               const g1_engine_opts *opts, const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
+{
+    (void)cfg, (void)l0, (void)l1, (void)e0, (void)e1, (void)opts, (void)dispatch, (void)co;
+    *out = NULL;
+    return NO_CUDA;
+}
+g1_status g1_cuda_engine_upload(g1_cuda_engine *e, const g1_weights *w)
+{
+    (void)e, (void)w;
+    return NO_CUDA;
+}
+g1_status g1_cuda_engine_ready(g1_cuda_engine *e)
+{
+    (void)e;
+    return NO_CUDA;
+}
 void g1_cuda_engine_free(g1_cuda_engine *e) { (void)e; }
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
 {

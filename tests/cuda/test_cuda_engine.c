@@ -340,6 +340,91 @@ static void engine_memory(g1_backend be, const char *what)
     free(rc.map), free(tok), free(ref), free(got), free(x);
 }
 
+/* A weights source over the synthetic generator: parts on demand, counted;
+ * odd_layer (>= 0) gets other attn_o scale blocks; wrong_part leaves out
+ * the first layer asked for. */
+typedef struct synth_src {
+    uint64_t seed;
+    int calls, odd_layer, wrong_part;
+    size_t biggest;
+} synth_src;
+
+static g1_status synth_part(const g1_weights_source *src, int l0, int l1, int with_embedding, g1_weights *w)
+{
+    synth_src *ss = src->ctx;
+    int blocks[G1_NUM_QMAT];
+    g1_synth_blocks(&src->cfg, blocks);
+    if (ss->odd_layer >= l0 && ss->odd_layer < l1)
+        blocks[G1_ATTN_O] /= 2;
+    if (ss->wrong_part && l1 > l0)
+        l0++;
+    G1_TRY(g1_weights_alloc(w, &src->cfg, l0, l1, src->expert0, src->expert1, blocks, with_embedding));
+    g1_synth s = {.cfg = src->cfg, .seed = ss->seed, .qk_gain = 1};
+    g1_status st = g1_synth_weights(&s, w);
+    if (st == G1_OK)
+        st = g1_weights_prepare(w);
+    if (st != G1_OK)
+        g1_weights_free(w);
+    ss->calls++;
+    size_t b = g1_weights_bytes(w);
+    ss->biggest = b > ss->biggest ? b : ss->biggest;
+    return st;
+}
+
+/* g1_engine_init_source: the same logits, bit for bit, as the engine over
+ * the whole weights; CUDA loads a layer at a time (plus the embedding) and
+ * never holds more than the largest part on the host; a layer with other
+ * scale blocks and a source giving the wrong part are refused. */
+static void weights_source(g1_backend be, const char *what)
+{
+    model m;
+    mk_model(&m, "tiny", 21, 0);
+    int V = m.C.vocab_size, n = 12, tok[12];
+    for (int i = 0; i < n; i++)
+        tok[i] = tu_int(V);
+    float *ref = malloc((size_t)n * V * 4), *got = malloc((size_t)n * V * 4);
+    eng r = mk_engine(&m, be, 1, 16, 1);
+    run_seq(&m, r, 0, tok, n, 5, ref);
+    eng_free(r);
+
+    synth_src ss = {.seed = 21, .odd_layer = -1};
+    g1_weights_source src = {.cfg = m.C, .layer0 = 0, .layer1 = m.C.num_layers, .expert0 = 0,
+                             .expert1 = m.C.num_experts, .with_embedding = 1, .load = synth_part, .ctx = &ss};
+    g1_engine_opts o = {.n_slots = 1, .max_batch = 16, .backend = be, .cuda_gemm = G1_CUDA_GEMM_BF16X2};
+    g1_weights_held held;
+    eng s = {0};
+    ct_ok(g1_engine_init_source(&s.e, &src, &o, NULL, &held), "engine from a source");
+    run_seq(&m, s, 0, tok, n, 5, got);
+    eng_free(s);
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s from a source: logits bitwise equal to the engine over the whole weights", what);
+    tu_check(!memcmp(got, ref, (size_t)n * V * 4), msg);
+    size_t whole = g1_weights_bytes(&m.W);
+    snprintf(msg, sizeof msg, "%s from a source: %d load(s), %zu bytes held of %zu, at most %zu on the host", what,
+             ss.calls, held.bytes, whole, held.host_peak);
+    int parts = be == G1_BACKEND_CUDA ? m.C.num_layers + 1 : 1;
+    tu_check(ss.calls == parts && held.bytes == whole && held.host_peak == ss.biggest &&
+                 (be == G1_BACKEND_CPU ? held.host_peak == whole : held.host_peak < whole / 2),
+             msg);
+    printf("  %s\n", msg);
+
+    if (be == G1_BACKEND_CUDA) {
+        ss = (synth_src){.seed = 21, .odd_layer = 2};
+        tu_check(g1_engine_init_source(&s.e, &src, &o, NULL, &held) == G1_ERR_FORMAT && !s.e &&
+                     strstr(g1_last_error(), "layer 2: attn_o has"),
+                 "a layer with other scale blocks refused");
+        printf("  refused: %s\n", g1_last_error());
+    }
+    ss = (synth_src){.seed = 21, .odd_layer = -1, .wrong_part = 1};
+    tu_check(g1_engine_init_source(&s.e, &src, &o, NULL, &held) == G1_ERR_ARG && !s.e &&
+                 strstr(g1_last_error(), "another part"),
+             "a source giving the wrong part refused");
+    src.layer1 = m.C.num_layers + 1;
+    tu_check(g1_engine_init_source(&s.e, &src, &o, NULL, &held) == G1_ERR_ARG && !s.e, "a range past the model");
+    g1_weights_free(&m.W);
+    free(ref), free(got);
+}
+
 int main(void)
 {
     ct_need_gpu("test_cuda_engine");
@@ -349,6 +434,8 @@ int main(void)
     batch_independence();
     engine_memory(G1_BACKEND_CPU, "cpu");
     engine_memory(G1_BACKEND_CUDA, "cuda");
+    weights_source(G1_BACKEND_CPU, "cpu");
+    weights_source(G1_BACKEND_CUDA, "cuda");
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
     return tu_failures ? 1 : 0;
 }

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -247,6 +248,57 @@ def case_bytes_per_rank():
         print(f"rank {r}: read {got.get(r)} bytes, share {want}")
 
 
+def held_by_rank(stderr):
+    """rank -> (layers (a, b), experts (c, d), bytes read, MB held, MB at most in host memory or None)
+    from --verbose lines."""
+    got = {}
+    pat = re.compile(r"rank (\d+) \(stage \d+, slot \d+\): layers (\d+)-(\d+), experts (\d+)-(\d+)(?:, embedding)?: "
+                     r"(\d+) bytes read, ([\d.]+) MB of weights held \((?:on GPU \d+, uploaded a layer at a time: "
+                     r"at most ([\d.]+) MB of them in host memory|in host memory)\)")
+    for line in stderr.splitlines():
+        m = pat.search(line)
+        if m:
+            g = m.groups()
+            got[int(g[0])] = ((int(g[1]), int(g[2]) + 1), (int(g[3]), int(g[4]) + 1), int(g[5]), float(g[6]),
+                              float(g[7]) if g[7] else None)
+    return got
+
+
+def upload_by_layer(ckpt, inp, emu):
+    """--backend cuda uploads a rank's share a layer at a time (then the
+    embedding) and frees each part: each rank reads the same bytes and holds
+    the same weights as with --backend cpu, but never more than the largest
+    part (one layer's share, or the embedding) in host memory at once."""
+    runs = {}
+    for backend, extra in (("cpu", {}), ("cuda", emu)):
+        p = run(4, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
+                    os.path.join(ARGS.tmp, f"held_{backend}.jsonl"), "--stages", "2", "--ep", "2", "--verbose",
+                    "--backend", backend], **extra)
+        runs[backend] = held_by_rank(p.stderr)
+        check(sorted(runs[backend]) == [0, 1, 2, 3], f"--verbose {backend}: not every rank reported its share")
+    with h5py.File(ckpt, "r") as f:
+        D, E, V = f.attrs["emb_size"], f.attrs["num_experts"], f.attrs["vocab_size"]
+
+        def layer_bytes(layer, e0, e1):  # as held: int8 weights, float32 everything else
+            b = 0
+            for name, ds in f[f"layers/{layer:02d}"].items():
+                n = ds[e0:e1].size if name.startswith("moe_") and ds.ndim == 3 else ds.size
+                b += n * (1 if ds.dtype == np.int8 else 4)
+            return b
+        for r in range(4):
+            (l0, l1), (e0, e1), read, held, peak = runs["cuda"][r]
+            parts = [layer_bytes(l, e0, e1) for l in range(l0, l1)] + ([V * D * 2 + D * 4] if r == 0 else [])
+            cpu = runs["cpu"][r]
+            print(f"rank {r}: layers {l0}-{l1 - 1}, experts {e0}-{e1 - 1}: cuda read {read} bytes, holds "
+                  f"{held:.3f} MB on the GPU, at most {peak:.3f} MB in host memory (largest part "
+                  f"{max(parts) / 1e6:.3f} MB); cpu read {cpu[2]}, holds {cpu[3]:.3f} MB in host memory")
+            check(cpu[4] is None and peak is not None, f"rank {r}: the verbose lines do not say where weights are")
+            check(read == cpu[2] and abs(held - cpu[3]) < 1e-9, f"rank {r}: cuda read or holds other weights than cpu")
+            check(abs(held - sum(parts) / 1e6) < 1e-3, f"rank {r}: holds {held} MB, its share is {sum(parts) / 1e6}")
+            check(abs(peak - max(parts) / 1e6) < 1e-3 and peak < held,
+                  f"rank {r}: {peak} MB in host memory at once, more than its largest part {max(parts) / 1e6}")
+
+
 def case_cuda_emu():
     """--backend cuda through mpirun on the CPU emulation of the CUDA backend
     (grok1-run-emu, tests/cuda/emu). With --cuda-gemm bf16x2 (near float32)
@@ -312,6 +364,7 @@ def case_cuda_emu():
         check("handed straight to MPI" in p.stderr, f"{P}x{E} --gpu-direct on: messages not direct")
         # the device's combine rounds as the host's (unfused): the same bits
         check(same, f"cuda {P}x{E} --gpu-direct on differs from staged (max relative error {err:.3g})")
+    upload_by_layer(ckpt, inp, emu)
     p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
                 os.path.join(ARGS.tmp, "emu_auto.jsonl"), "--verbose", "--stages", "2"] + x2, **emu)
     check("page-locked" in p.stderr and "CUDA support: no" in p.stderr,

@@ -58,6 +58,7 @@ typedef struct driver {
     mbatch *mbs;           /* (M) */
     long long *order;      /* (M) submission counter of each in-flight micro-batch */
     const g1_config *cfg;
+    int context;           /* positions per sequence: --max-context, else max_seq_len */
     g1_driver_opts o;
     FILE *out;
     g1_driver_stats *st;
@@ -164,8 +165,8 @@ static g1_status seq_start(driver *d, int s, g1_request *r)
             return seq_clear(q), G1_FAIL(G1_ERR_NOMEM, "out of memory for request on line %ld", r->line);
     } else {
         q->max_new = r->max_new_tokens >= 0 ? r->max_new_tokens : d->o.max_new_tokens;
-        if (q->max_new > d->cfg->max_seq_len - n)
-            q->max_new = d->cfg->max_seq_len - n;
+        if (q->max_new > d->context - n)
+            q->max_new = d->context - n;
         if (q->max_new == 0) {
             q->finish = "length";
             return seq_finish(d, s);
@@ -290,7 +291,7 @@ static g1_status take_token(driver *d, seq *q, int token)
             q->searched = q->text.n;
         }
     }
-    if (q->n_gen >= q->max_new || q->req.n_prompt + q->n_gen >= d->cfg->max_seq_len)
+    if (q->n_gen >= q->max_new || q->req.n_prompt + q->n_gen >= d->context)
         q->finish = "length";
     return G1_OK;
 }
@@ -514,12 +515,15 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     d.M = opts->micro_batches;
     d.B = opts->batch_size;
     d.n_slots = d.M * d.B;
+    d.context = opts->max_context > 0 && opts->max_context < d.cfg->max_seq_len ? opts->max_context
+                                                                              : d.cfg->max_seq_len;
     g1_request_ctx rc = {.mode = opts->mode,
                          .cfg = d.cfg,
                          .tok = opts->tok,
                          .sample = opts->sample,
                          .top_logprobs = opts->top_logprobs,
-                         .truncate_left = opts->truncate_left};
+                         .truncate_left = opts->truncate_left,
+                         .max_context = opts->max_context};
     g1_request_reader_init(&d.rd, in, &rc);
     g1_status st = driver_alloc(&d);
     if (st == G1_OK)

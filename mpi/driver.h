@@ -34,6 +34,7 @@ typedef struct g1_driver_opts {
     g1_sample_opts sample;     /* defaults of a request's temperature, top_p, top_k, seed */
     int top_logprobs;          /* default top-N log-probs per generated token */
     int truncate_left;         /* cut prompts longer than the context from the left */
+    int max_context;           /* positions per sequence (--max-context); 0: max_seq_len */
     int micro_batches;         /* M: micro-batches in flight */
     int batch_size;            /* B: sequence slots per micro-batch (global slots M * B) */
     int max_batch_tokens;      /* most tokens per micro-batch step */

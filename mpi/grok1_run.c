@@ -63,6 +63,7 @@ typedef struct cli {
     const char *plan, *layers_per_stage, *trace, *tokenizer;
     g1_sample_opts sample;
     int top_logprobs, truncate_left;
+    int max_context; /* positions per sequence; 0: the model's max_seq_len */
     double mem_per_rank;
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     g1_cuda_gemm cuda_gemm;
@@ -101,6 +102,8 @@ static void usage(FILE *f)
 "                            \"completion\" (with --tokenizer), \"finish_reason\": \"eos\"|\"length\"|\"stop\",\n"
 "                            \"top_logprobs\" (N > 0)}; eos is not in completion_ids; the\n"
 "                            completion ends before a stop string\n"
+    );
+    fprintf(f,
 "  --temperature T           default temperature (default 0: greedy; the reference uses 0.01)\n"
 "  --top-p P                 default nucleus: the smallest top set reaching P, ties kept (default 1)\n"
 "  --top-k K                 default top-k (default 0: none)\n"
@@ -109,6 +112,10 @@ static void usage(FILE *f)
 "  --top-logprobs N          default top-N log-probs per generated token (default 0)\n"
 "  --truncate left|none      prompts longer than the context: cut from the left as the\n"
 "                            reference does, or refuse (default none)\n"
+"  --max-context N           positions per sequence, prompt and completion (default: the\n"
+"                            model's max_seq_len): longer prompts are refused or cut as\n"
+"                            --truncate says, generation ends at N (\"length\"); bounds the\n"
+"                            KV caches (and the planner's memory check) to N positions\n"
 "  --input FILE              requests (JSON Lines; blank lines are skipped); - for stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
 "                            every request succeeded; - for stdout\n"
@@ -121,7 +128,7 @@ static void usage(FILE *f)
 "                            other settings or another input; starts afresh when there is\n"
 "                            nothing to resume\n"
 "  --max-new-tokens N        generate: default completion limit (default 100; a request's\n"
-"                            \"max_new_tokens\" overrides it; also limited by max_seq_len)\n"
+"                            \"max_new_tokens\" overrides it; also limited by the context)\n"
 );
     fprintf(f,
 "\n"
@@ -251,7 +258,7 @@ static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
-           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT };
+           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -271,6 +278,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"backend", required_argument, NULL, O_BACKEND},
         {"cuda-gemm", required_argument, NULL, O_CUDA_GEMM},
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
+        {"max-context", required_argument, NULL, O_MAXCTX},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
@@ -287,6 +295,7 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_DUMP: c->dump_logits = optarg; break;
         case O_SYN: c->synthetic = optarg; break;
         case O_MNT: r = parse_int("--max-new-tokens", optarg, 0, &c->max_new_tokens); break;
+        case O_MAXCTX: r = parse_int("--max-context", optarg, 1, &c->max_context); break;
         case O_BS: r = parse_int("--batch-size", optarg, 1, &c->batch_size); break;
         case O_MBT: r = parse_int("--max-batch-tokens", optarg, 1, &c->max_batch_tokens); break;
         case O_THR: r = parse_int("--threads", optarg, 1, &c->threads); break;
@@ -600,6 +609,9 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
     json_object_set_new(settings, "seed", json_integer((json_int_t)c->sample.seed));
     json_object_set_new(settings, "top_logprobs", json_integer(c->top_logprobs));
     json_object_set_new(settings, "truncate", json_string(c->truncate_left ? "left" : "none"));
+    /* only when it bounds the model's context: a run without it records none */
+    if (c->max_context && c->max_context < cfg->max_seq_len)
+        json_object_set_new(settings, "max_context", json_integer(c->max_context));
     /* a resume continues the dump only where the first run made one */
     if (c->dump_logits)
         json_object_set_new(settings, "dump_logits", json_string(c->dump_logits));
@@ -832,7 +844,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
     }
     int M = c->micro_batches ? c->micro_batches : *P;
     g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = c->mem_per_rank,
-                          .slots = M * c->batch_size, .context = 0, .max_batch_tokens = c->max_batch_tokens,
+                          .slots = M * c->batch_size, .context = c->max_context, .max_batch_tokens = c->max_batch_tokens,
                           .layers_per_stage = c->layers_per_stage ? lps : NULL};
     return g1_plan_make(&rq, plan);
 }
@@ -875,6 +887,7 @@ static g1_status drive(const cli *c, files *f, job *j)
                         .sample = c->sample,
                         .top_logprobs = c->top_logprobs,
                         .truncate_left = c->truncate_left,
+                        .max_context = c->max_context,
                         .micro_batches = j->M,
                         .batch_size = c->batch_size,
                         .max_batch_tokens = c->max_batch_tokens,
@@ -948,6 +961,9 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_plan plan = {0};
     /* every rank reaches the same verdict on the layout and the plan */
     j->agreed = 1;
+    if (c->max_context > m->cfg.max_seq_len)
+        return G1_FAIL(G1_ERR_ARG, "--max-context %d: above the model's max_seq_len (%d)", c->max_context,
+                       m->cfg.max_seq_len);
     if (!c->plan)
         G1_TRY(g1_dist_check_layout(world->size, P ? P : 1, E ? E : 1, &m->cfg));
     g1_status st = make_plan(c, &m->cfg, &P, &E, &plan);
@@ -974,7 +990,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     }
     /* the backend (and this rank's GPU) before any output exists */
     int slots = j->M * c->batch_size;
-    g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = 0,
+    g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = c->max_context,
                          .cuda_gemm = c->cuda_gemm};
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
     if (!uuids) /* main's abort ends the ranks waiting below */
@@ -1039,9 +1055,10 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         fprintf(stderr, "grok1-run: warning: rank %d (GPU %d): the KV caches of its %d sequence slots at %d "
                         "positions may need %.1f MiB more, but %.1f MiB are free (less a 256 MiB margin): long "
                         "requests could run the GPU out of memory mid-run (finished results stay in the .partial "
-                        "output; resume with fewer slots: --batch-size, --micro-batches, or more --stages)\n",
-                rank, eo.device, eo.n_slots, m->cfg.max_seq_len, (double)kv_need / (1 << 20),
-                (double)kv_free / (1 << 20));
+                        "output; resume with fewer slots: --batch-size, --micro-batches, or more --stages; a new run "
+                        "whose requests are shorter can say so with --max-context)\n",
+                rank, eo.device, eo.n_slots, c->max_context ? c->max_context : m->cfg.max_seq_len,
+                (double)kv_need / (1 << 20), (double)kv_free / (1 << 20));
     if (c->trace) {
         G1_TRY(g1_trace_init(&j->trace, 1 << 19));
         if (j->dist) {

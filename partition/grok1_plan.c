@@ -39,7 +39,8 @@ static void usage(FILE *f)
 "  --mem-per-rank SIZE        memory per rank (80G, 512M, bytes); refuse plans\n"
 "                             that do not fit (default: no limit)\n"
 "  --slots N                  sequence slots served at once (default 8)\n"
-"  --context N                KV cache positions per slot (default max_seq_len)\n"
+"  --context N                KV cache positions per slot (default max_seq_len);\n"
+"  --max-context N            the same (grok1-run's name for it)\n"
 "  --max-batch-tokens N       tokens per forward step (default 256)\n"
 "  --layers-per-stage a,b,..  the layer counts of the P stages instead of the\n"
 "                             balanced cuts\n"
@@ -115,7 +116,7 @@ int main(int argc, char **argv)
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
         {"mem-per-rank", required_argument, 0, O_MEM}, {"slots", required_argument, 0, O_SLOTS},
-        {"context", required_argument, 0, O_CTX},     {"max-batch-tokens", required_argument, 0, O_MBT},
+        {"context", required_argument, 0, O_CTX},     {"max-context", required_argument, 0, O_CTX},     {"max-batch-tokens", required_argument, 0, O_MBT},
         {"layers-per-stage", required_argument, 0, O_LPS}, {"out", required_argument, 0, O_OUT},
         {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;

@@ -370,7 +370,7 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
                 G1_ERR_ARG,
                 "rank %d (stage %d, expert slot %d, layers %d..%d) needs %s (weights %s, KV cache %s, "
                 "buffers %s) but --mem-per-rank is %s%s; %s%s, or fewer slots (%d), a shorter context "
-                "(%d) or a smaller --max-batch-tokens (%d)",
+                "(--max-context, now %d) or a smaller --max-batch-tokens (%d)",
                 w, w / p.ep, w % p.ep, p.cut[w / p.ep], p.cut[w / p.ep + 1] - 1, human(m->total, b0, sizeof b0),
                 human(m->weights, b1, sizeof b1), human(m->kv_cache, b2, sizeof b2), human(m->buffers, b3, sizeof b3),
                 human(req->mem_per_rank, b4, sizeof b4),

@@ -157,16 +157,24 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
  * continuation is never cut: only its prompt part). */
 static g1_status fit_context(long line, const g1_request_ctx *ctx, g1_request *r)
 {
-    int limit = ctx->mode == G1_MODE_SCORE ? ctx->cfg->max_seq_len : ctx->cfg->max_seq_len - 1;
+    int context = ctx->max_context > 0 && ctx->max_context < ctx->cfg->max_seq_len ? ctx->max_context
+                                                                                   : ctx->cfg->max_seq_len;
+    int limit = ctx->mode == G1_MODE_SCORE ? context : context - 1;
+    char bound[80];
+    if (context < ctx->cfg->max_seq_len)
+        snprintf(bound, sizeof bound, "--max-context %d; the model's max_seq_len is %d", context,
+                 ctx->cfg->max_seq_len);
+    else
+        snprintf(bound, sizeof bound, "max_seq_len %d", context);
     if (r->n_prompt <= limit)
         return G1_OK;
     int cut = r->n_prompt - limit;
     if (!ctx->truncate_left || (r->n_context && cut >= r->n_context))
         return G1_FAIL(G1_ERR_RANGE,
-                       "input line %ld: the prompt has %d tokens; %s is %d (max_seq_len %d)%s", line, r->n_prompt,
+                       "input line %ld: the prompt has %d tokens; %s is %d (%s)%s", line, r->n_prompt,
                        ctx->mode == G1_MODE_SCORE ? "the most a score request may have" :
                                                     "the most a generate request may have, leaving room for a new token",
-                       limit, ctx->cfg->max_seq_len,
+                       limit, bound,
                        ctx->truncate_left ? "" : "; use --truncate left to cut it from the left as the reference does");
     memmove(r->prompt_ids, r->prompt_ids + cut, (size_t)limit * sizeof *r->prompt_ids);
     r->n_prompt = limit;

@@ -32,6 +32,7 @@ typedef struct g1_request_ctx {
     g1_sample_opts sample;    /* generate defaults: temperature, top_p, top_k, seed */
     int top_logprobs;         /* generate default: report the top N per token */
     int truncate_left;        /* cut prompts longer than the context from the left */
+    int max_context;          /* positions per sequence (--max-context); 0: max_seq_len */
 } g1_request_ctx;
 
 /* One validated request. Owns `id` (a reference), `prompt_ids` and `stop`. */

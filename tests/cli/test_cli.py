@@ -418,6 +418,71 @@ def case_stdin_stdout(d):
     expect_fail(tiny("generate", "-", "-"), 1, ["line 2", "JSON"], stdin='{"id": 1, "prompt_ids": [1]}\n{oops\n')
 
 
+def case_max_context(d):
+    """--max-context N: a sequence holds at most N positions. Longer prompts
+    are refused (naming the option) or cut from the left; generation ends at
+    N with "length"; requests within it get exactly the results of a run
+    without it; the bound is recorded, so a resume with another is refused;
+    N above max_seq_len or below 1 is a usage error."""
+    N = 16
+    a = [(7 * i + 3) % V for i in range(20)]
+    b = [5, 6, 7]
+    inp = os.path.join(d, "in.jsonl")
+    write_jsonl(inp, [{"id": "a", "prompt_ids": a}, {"id": "b", "prompt_ids": b}])
+    out = os.path.join(d, "out.jsonl")
+    expect_fail(tiny("score", inp, out, "--max-context", str(N)), 1,
+                ["input line 1", "20 tokens", f"is {N}", f"--max-context {N}", f"max_seq_len is {MAX_SEQ}",
+                 "--truncate left"], out=out)
+    for bad in ("0", "-3", "x"):
+        expect_fail(tiny("score", inp, out, "--max-context", bad), 2, ["--max-context"], out=out)
+    expect_fail(tiny("score", inp, out, "--max-context", str(MAX_SEQ + 1)), 2,
+                [f"--max-context {MAX_SEQ + 1}", f"max_seq_len ({MAX_SEQ})"], out=out)
+    # score: a cut to its last N tokens scores as those N tokens alone; b as without the bound
+    cut = os.path.join(d, "cut.jsonl")
+    write_jsonl(cut, [{"id": "a", "prompt_ids": a[-N:]}, {"id": "b", "prompt_ids": b}])
+    expect_ok(tiny("score", inp, out, "--max-context", str(N), "--truncate", "left"))
+    expect_ok(tiny("score", cut, os.path.join(d, "ref.jsonl")))
+    got, ref = read_jsonl(out), read_jsonl(os.path.join(d, "ref.jsonl"))
+    check(got[0]["prompt_tokens"] == N and got[0]["truncated"] == len(a) - N,
+          f"score a: {got[0]['prompt_tokens']} tokens, {got[0].get('truncated')} cut; expected {N}, {len(a) - N}")
+    check(got[0]["logprobs"] == ref[0]["logprobs"] and got[1] == ref[1],
+          "score within --max-context differs from the same tokens scored without it")
+    meta = json.load(open(out + ".meta.json"))
+    check(meta["settings"].get("max_context") == N, f"meta.json does not record max_context: {meta['settings']}")
+    # generate: room for N - len(prompt) tokens; a keeps its last N - 1
+    gout, gref = os.path.join(d, "gen.jsonl"), os.path.join(d, "gen_ref.jsonl")
+    expect_ok(tiny("generate", inp, gout, "--max-context", str(N), "--truncate", "left", "--max-new-tokens", "40",
+                   "--seed", "3", "--temperature", "1"))
+    write_jsonl(cut, [{"id": "a", "prompt_ids": a[-(N - 1):]}, {"id": "b", "prompt_ids": b}])
+    expect_ok(tiny("generate", cut, gref, "--max-new-tokens", "40", "--seed", "3", "--temperature", "1"))
+    got, ref = read_jsonl(gout), read_jsonl(gref)
+    check(got[0]["prompt_tokens"] == N - 1 and got[0]["truncated"] == len(a) - N + 1, f"generate a: {got[0]}")
+    for g, r in zip(got, ref):
+        room = N - g["prompt_tokens"]
+        if r["finish_reason"] == "eos" and len(r["completion_ids"]) < room:
+            check(g == r, f"{g['id']}: ended by eos within the bound, yet differs: {g} vs {r}")
+        else:
+            check(g["finish_reason"] == "length" and g["completion_ids"] == r["completion_ids"][:room],
+                  f"{g['id']}: expected the first {room} tokens of the unbounded completion, then 'length': "
+                  f"{g} vs {r}")
+    # the planner's memory check counts N positions per slot (tiny, 8 slots:
+    # 4.6 MiB at 256 positions, 2.8 MiB at 16)
+    mem = os.path.join(d, "mem.jsonl")
+    expect_fail(tiny("score", cut, mem, "--mem-per-rank", "3500K"), 2, ["--mem-per-rank is 3.4 MiB", "--max-context, now 256"],
+                out=mem)
+    expect_ok(tiny("score", cut, mem, "--mem-per-rank", "3500K", "--max-context", str(N)))
+    # resume: the bound is a setting of the output
+    whole = open(out).read()
+    with open(out + ".partial", "w") as f:
+        f.write(whole.splitlines(keepends=True)[0])
+    os.remove(out)
+    expect_fail(tiny("score", inp, out, "--max-context", "32", "--truncate", "left", "--resume"), 1,
+                ["max_context", "32", str(N)])
+    expect_fail(tiny("score", inp, out, "--truncate", "left", "--resume"), 1, ["max_context"])
+    expect_ok(tiny("score", inp, out, "--max-context", str(N), "--truncate", "left", "--resume"))
+    check(open(out).read() == whole, "resumed with the same --max-context: not the uninterrupted output")
+
+
 def case_layout_refused(d):
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if not ARGS.mpi or not mpiexec:

@@ -636,6 +636,46 @@ static int exists(const char *path)
     return stat(path, &sb) == 0;
 }
 
+#if G1_HAVE_HDF5
+/* --resume with --dump-logits and `kept` results in OUT.partial: continue
+ * the dump, its datasets after the kept results' removed (g1_logits_file_
+ * prune). A dump that cannot be continued (unreadable, or metadata a job
+ * killed mid-flush left inconsistent) is set aside as DUMP.partial.damaged
+ * and the run starts over, every request again (the results come out the
+ * same); with the input on stdin (which cannot be read twice) it is refused. */
+static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, size_t kept)
+{
+    int64_t k_last = g1_request_line(c->input, (int64_t)kept), found = 0;
+    char why[1024], aside[4096];
+    g1_status st = g1_logits_file_resume(c->dump_logits, cfg->vocab_size, &f->logits);
+    if (st != G1_OK)
+        snprintf(why, sizeof why, "%s", g1_last_error());
+    if (st == G1_OK && f->logits && k_last >= 0) {
+        st = g1_logits_file_prune(f->logits, k_last, &found);
+        if (st == G1_OK && found != (int64_t)kept)
+            st = G1_FAIL(G1_ERR_FORMAT, "it holds the logits of %lld of the %zu results kept in %s",
+                         (long long)found, kept, f->partial);
+        if (st != G1_OK)
+            snprintf(why, sizeof why, "the logits dump %s.partial cannot be continued: %s", c->dump_logits,
+                     g1_last_error());
+    }
+    if (st == G1_OK || st == G1_ERR_IO)
+        return st;
+    if (k_last < 0)
+        return G1_FAIL(st, "%s; with the input on stdin the run cannot start over by itself: move the dump away "
+                           "(and the output beside it) to start afresh", why);
+    G1_TRY(g1_logits_file_set_aside(c->dump_logits, f->logits, aside, sizeof aside));
+    f->logits = NULL;
+    fprintf(stderr, "grok1-run: warning: %s; it is kept as %s, and the %zu results already in %s are computed "
+                    "again with the rest (they come out the same)\n",
+            why, aside, kept, f->partial);
+    if (fflush(f->out) != 0 || ftruncate(fileno(f->out), 0) != 0)
+        return G1_FAIL(G1_ERR_IO, "cannot empty %s to start over: %s", f->partial, strerror(errno));
+    json_array_clear(f->done_ids);
+    return G1_OK;
+}
+#endif
+
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo, files *f)
 {
     if (!strcmp(c->output, "-")) {
@@ -705,8 +745,13 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         /* resuming the output: continue the dump an earlier run left
          * (DUMP.partial, or a finished DUMP); otherwise a new one */
         size_t kept = f->done_ids ? json_array_size(f->done_ids) : 0;
-        if (f->done_ids)
-            G1_TRY(g1_logits_file_resume(c->dump_logits, cfg->vocab_size, &f->logits));
+        /* with no result kept the dump holds nothing a resume needs: made
+         * afresh, so one killed before its first result (perhaps before its
+         * first flush: unreadable) is no obstacle */
+        if (kept) {
+            G1_TRY(continue_dump(c, cfg, f, kept));
+            kept = json_array_size(f->done_ids); /* 0: the run starts over */
+        }
         if (!f->logits && kept) /* checked above, before anything was renamed */
             return G1_FAIL(G1_ERR_INTERNAL, "the logits dump %s went away", c->dump_logits);
         if (!f->logits)
@@ -717,6 +762,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
 #endif
     return G1_OK;
 }
+
 
 /* Success: complete the logits file, then give OUT its final name, so OUT
  * exists only when everything is complete. Failure (ok == 0): leave

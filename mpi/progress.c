@@ -63,24 +63,43 @@ void g1_progress_done(g1_progress *p)
         fputc('\n', p->f);
 }
 
-int64_t g1_count_requests(const char *path)
+/* Non-blank lines of a regular file, counting up to `upto` (0: all);
+ * *last: the 0-based line number of the last one counted. -1 for stdin or a
+ * file that cannot be read. */
+static int64_t scan_requests(const char *path, int64_t upto, int64_t *last)
 {
+    *last = -1;
     if (!strcmp(path, "-"))
         return -1;
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
-    int64_t n = 0;
+    int64_t n = 0, line = 0;
     int c, blank = 1;
-    while ((c = getc(f)) != EOF) {
+    while ((!upto || n < upto) && (c = getc(f)) != EOF) {
         if (c == '\n') {
-            n += !blank;
+            if (!blank)
+                n++, *last = line;
             blank = 1;
+            line++;
         } else if (c != ' ' && c != '\t' && c != '\r') {
             blank = 0;
         }
     }
-    n += !blank;
+    if (!blank && (!upto || n < upto))
+        n++, *last = line;
     fclose(f);
     return n;
+}
+
+int64_t g1_count_requests(const char *path)
+{
+    int64_t last;
+    return scan_requests(path, 0, &last);
+}
+
+int64_t g1_request_line(const char *path, int64_t n)
+{
+    int64_t last;
+    return n >= 1 && scan_requests(path, n, &last) == n ? last : -1;
 }

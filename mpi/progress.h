@@ -29,5 +29,8 @@ void g1_progress_update(void *ctx, const g1_driver_stats *s);
 void g1_progress_done(g1_progress *p);
 /* Non-blank lines of a regular file (-1 for stdin or if it cannot be read). */
 int64_t g1_count_requests(const char *path);
+/* The 0-based line number of the n-th request (n >= 1; blank lines are not
+ * requests) of a regular file; -1 for stdin, an unreadable file or fewer. */
+int64_t g1_request_line(const char *path, int64_t n);
 
 #endif

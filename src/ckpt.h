@@ -55,6 +55,17 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
  * that an interrupted run left; *out NULL when neither exists. Datasets
  * already there stay; a request's dataset is rewritten when it runs. */
 g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file **out);
+/* Before a resume writes: keep the datasets of requests 0..k_last (the
+ * kept results: each must open with V columns; *n_kept says how many do)
+ * and delete every later one. A job killed without warning can leave
+ * datasets of unfinished requests whose metadata reached the disk and whose
+ * storage did not (HDF5 flushes are not atomic); made afresh, they cannot
+ * reach into space the continued file allocates again. Errors: the dump's
+ * metadata is damaged (the caller starts the dump afresh). */
+g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int64_t *n_kept);
+/* Move PATH.partial aside to PATH.partial.damaged and free `f` (NULL: no
+ * file open): a dump that cannot be continued, kept for inspection. */
+g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *aside, size_t n);
 /* Rows [row0, row0+nrows) of request k's logits; the dataset (n, V) is
  * created on first use with n = n_rows_total. */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,

@@ -92,6 +92,11 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
     }
     if (put_attrs(f->file, vocab_size) >= 0)
         f->group = H5Gcreate2(f->file, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    /* on disk whole from the start, before any result is written */
+    if (f->group >= 0 && H5Fflush(f->file, H5F_SCOPE_LOCAL) < 0) {
+        H5Gclose(f->group);
+        f->group = -1;
+    }
     if (f->group < 0) {
         g1_status st = G1_FAIL(G1_ERR_IO, "%s: cannot create group logits", f->tmp);
         close_file(f);
@@ -144,12 +149,11 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
     if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
         f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
     if (f->group < 0) {
-        g1_status st = G1_FAIL(G1_ERR_FORMAT, "cannot resume the logits dump %s: %s; move it away (and the output "
-                                              "beside it) to start afresh",
-                               f->tmp, f->file < 0 ? "it is not a readable HDF5 file (a job killed without warning "
-                                                     "can leave it so)"
-                                       : v != vocab_size ? "it is not a grok1 logits dump of this model's vocabulary"
-                                                         : "it has no group logits");
+        g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be continued: %s", f->tmp,
+                               f->file < 0 ? "it is not a readable HDF5 file (a job killed without warning can "
+                                             "leave it so)"
+                               : v != vocab_size ? "it is not a grok1 logits dump of this model's vocabulary"
+                                                 : "it has no group logits");
         close_file(f);
         free_file(f);
         return st;
@@ -235,6 +239,87 @@ int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total)
     if (d >= 0)
         H5Dclose(d);
     return ok;
+}
+
+typedef struct names {
+    char **v;
+    size_t n, cap;
+} names;
+
+static herr_t collect(hid_t group, const char *name, const H5L_info_t *info, void *ctx)
+{
+    (void)group, (void)info;
+    names *ns = ctx;
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? 2 * ns->cap : 256;
+        char **v = realloc(ns->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        ns->v = v;
+        ns->cap = cap;
+    }
+    if (!(ns->v[ns->n] = strdup(name)))
+        return -1;
+    ns->n++;
+    return 0;
+}
+
+g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int64_t *n_kept)
+{
+    *n_kept = 0;
+    names ns = {0};
+    hsize_t at = 0;
+    g1_status st = G1_OK;
+    if (H5Literate(f->group, H5_INDEX_NAME, H5_ITER_NATIVE, &at, collect, &ns) < 0) {
+        char d[256];
+        g1_h5_detail(d);
+        st = G1_FAIL(G1_ERR_FORMAT, "its group logits cannot be listed (%s)", d);
+    }
+    for (size_t i = 0; st == G1_OK && i < ns.n; i++) {
+        char *end;
+        long long k = strtoll(ns.v[i], &end, 10);
+        if (*end || end == ns.v[i] || k < 0) {
+            st = G1_FAIL(G1_ERR_FORMAT, "it holds logits/%s, which no request writes", ns.v[i]);
+        } else if (k > k_last) {
+            if (H5Ldelete(f->group, ns.v[i], H5P_DEFAULT) < 0)
+                st = G1_FAIL(G1_ERR_FORMAT, "logits/%s of an unfinished request cannot be removed", ns.v[i]);
+        } else {
+            hid_t d = H5Dopen2(f->group, ns.v[i], H5P_DEFAULT);
+            hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+            hsize_t have[2] = {0, 0};
+            int ok = sp >= 0 && H5Sget_simple_extent_dims(sp, have, NULL) == 2 &&
+                     have[1] == (hsize_t)f->vocab_size;
+            if (sp >= 0)
+                H5Sclose(sp);
+            if (d >= 0)
+                H5Dclose(d);
+            if (!ok)
+                st = G1_FAIL(G1_ERR_FORMAT, "logits/%s of a kept result does not open as (n, %d) float32", ns.v[i],
+                             f->vocab_size);
+            *n_kept += ok;
+        }
+    }
+    for (size_t i = 0; i < ns.n; i++)
+        free(ns.v[i]);
+    free(ns.v);
+    /* the pruned state on disk before anything new is written */
+    if (st == G1_OK && H5Fflush(f->file, H5F_SCOPE_LOCAL) < 0)
+        st = G1_FAIL(G1_ERR_IO, "%s: flushing failed (disk full?)", f->tmp);
+    return st;
+}
+
+g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *aside, size_t n)
+{
+    if (f) {
+        close_file(f);
+        free_file(f);
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.partial", path);
+    snprintf(aside, n, "%s.partial.damaged", path);
+    if (rename(tmp, aside) != 0)
+        return G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, aside, strerror(errno));
+    return G1_OK;
 }
 
 g1_status g1_logits_file_finish(g1_logits_file *f)

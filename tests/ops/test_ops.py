@@ -296,14 +296,131 @@ def case_dump_resume():
     p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
     check(p.returncode != 0 and "cannot resume" in p.stderr and "dump_logits" in p.stderr,
           f"adding --dump-logits on resume: {p.stderr[-300:]}")
-    # a damaged DUMP.partial: refused with a message, nothing lost
+    # a damaged DUMP.partial (what a kill inside an HDF5 flush can leave):
+    # set aside as .damaged with a warning, and the run starts over to the
+    # uninterrupted output and dump; with the input on stdin (it cannot be
+    # read twice) refused instead, nothing changed
+    def same_dump():
+        with h5py.File(ref_dump, "r") as a, h5py.File(dump, "r") as b:
+            return set(a["logits"]) == set(b["logits"]) and all(
+                np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
+    for p_ in (dump, dump + ".partial.damaged"):
+        if os.path.exists(p_):
+            os.remove(p_)
     subprocess.run([ARGS.run] + args(out, dump), capture_output=True, env=dict(ENV, GROK1_FAULT="0:60"))
     with open(dump + ".partial", "r+b") as f:
         f.write(b"\0" * 512)
     before = open(out + ".partial").read()
-    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
-    check(p.returncode != 0 and "not a readable HDF5" in p.stderr, f"damaged dump on resume: {p.stderr[-300:]}")
+    stdin_args = args(out, dump, "--resume")
+    stdin_args[stdin_args.index(inp)] = "-"
+    p = subprocess.run([ARGS.run] + stdin_args, stdin=open(inp), capture_output=True, text=True, env=ENV)
+    check(p.returncode != 0 and "not a readable HDF5" in p.stderr and "stdin" in p.stderr,
+          f"damaged dump, input on stdin: {p.stderr[-300:]}")
     check(open(out + ".partial").read() == before, "a refused resume changed OUT.partial")
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    print("damaged dump:", [l for l in p.stderr.splitlines() if "warning" in l])
+    check(p.returncode == 0 and "warning:" in p.stderr and "not a readable HDF5" in p.stderr
+          and os.path.exists(dump + ".partial.damaged"), f"damaged dump on resume: {p.stderr[-300:]}")
+    check(open(out).read() == open(ref).read() and same_dump(),
+          "after starting over from a damaged dump: output or dump differ from the uninterrupted run")
+    # a dump missing a kept result's logits (its link lost): the same
+    os.remove(out)
+    os.remove(dump)
+    subprocess.run([ARGS.run] + args(out, dump), capture_output=True, env=dict(ENV, GROK1_FAULT="0:60"))
+    first = json.loads(open(out + ".partial").readline())["id"]
+    line0 = next(i for i, l in enumerate(open(inp)) if json.loads(l)["id"] == first)
+    with h5py.File(dump + ".partial", "r+") as f:
+        del f["logits"][str(line0)]
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    print("dump missing a kept result:", [l for l in p.stderr.splitlines() if "warning" in l])
+    check(p.returncode == 0 and "warning:" in p.stderr and "holds the logits of" in p.stderr,
+          f"dump missing a kept result: {p.stderr[-300:]}")
+    check(open(out).read() == open(ref).read() and same_dump(),
+          "after starting over (a kept result's logits missing): output or dump differ from the uninterrupted run")
+    # killed before its first result: OUT.partial empty, DUMP.partial cut
+    # short before HDF5's first flush: nothing to keep, so a resume starts
+    # the dump afresh and finishes
+    open(out + ".partial", "w").close()
+    with open(dump + ".partial", "wb") as f:
+        f.write(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    check(p.returncode == 0 and open(out).read() == open(ref).read(),
+          f"resume after a kill before the first result: exit {p.returncode}: {p.stderr[-300:]}")
+    with h5py.File(ref_dump, "r") as a, h5py.File(dump, "r") as b:
+        check(set(a["logits"]) == set(b["logits"]) and all(
+            np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"]),
+            "the dump made afresh on resume differs from the uninterrupted run's")
+
+
+def case_dump_sigkill():
+    """SIGKILL (no warning: a lost node, the OOM killer) at moments spread
+    over a score run with --dump-logits, each followed by --resume: every
+    resume finishes with the uninterrupted run's output and logits, bitwise
+    (the dump is flushed at creation and after each request's last rows,
+    before its result line; a dump with no kept result is made afresh).
+    G1_SIGKILL_SOAK=N: N kills at random moments instead (G1_SIGKILL_SEED)."""
+    import h5py
+    import numpy as np
+    ckpt, _ = setup()
+    inp = os.path.join(ARGS.tmp, "sigkill_in.jsonl")
+    rnd = random.Random(8)
+    with open(inp, "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(5, 60))]}) + "\n")
+
+    def args(out, dump, *extra):
+        return [ARGS.run, "--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--dump-logits",
+                dump, "--progress", "off", "--threads", "1", "--batch-size", "4"] + list(extra)
+
+    def clean(*paths):
+        for p in paths:
+            for x in (p, p + ".partial", p + ".meta.json"):
+                if os.path.exists(x):
+                    os.remove(x)
+
+    ref, ref_dump = os.path.join(ARGS.tmp, "sk_ref.jsonl"), os.path.join(ARGS.tmp, "sk_ref.h5")
+    clean(ref, ref_dump)
+    t0 = time.time()
+    subprocess.run(args(ref, ref_dump), check=True, capture_output=True, env=ENV)
+    dur = time.time() - t0
+    with h5py.File(ref_dump, "r") as f:
+        want = {k: f["logits"][k][...] for k in f["logits"]}
+    out, dump = os.path.join(ARGS.tmp, "sk_out.jsonl"), os.path.join(ARGS.tmp, "sk_out.h5")
+    fracs = [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95]
+    if os.environ.get("G1_SIGKILL_SOAK"):  # a longer soak: that many kills at random moments
+        r = random.Random(int(os.environ.get("G1_SIGKILL_SEED", "1")))
+        fracs = [r.uniform(0.05, 1.0) for _ in range(int(os.environ["G1_SIGKILL_SOAK"]))]
+    for frac in fracs:
+        clean(out, dump)
+        p = subprocess.Popen(args(out, dump), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        time.sleep(frac * dur)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        kept = len(open(out + ".partial").readlines()) if os.path.exists(out + ".partial") else -1
+        keep = os.path.join(ARGS.tmp, "sk_killed")
+        for x in (out + ".partial", dump + ".partial"):  # the state the kill left, for a failure's post-mortem
+            if os.path.exists(x):
+                shutil.copy(x, keep + os.path.basename(x)[len("sk_out"):])
+        q = subprocess.run(args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+        why = f"exit {q.returncode}: {q.stderr[-300:]}" if q.returncode else ""
+        if not why and (not os.path.exists(out) or open(out).read() != open(ref).read()):
+            got = open(out).read().splitlines() if os.path.exists(out) else []
+            exp = open(ref).read().splitlines()
+            diff = [i for i in range(max(len(got), len(exp))) if i >= len(got) or i >= len(exp) or got[i] != exp[i]]
+            why = f"output: {len(got)} lines, {len(exp)} expected, first differing line {diff[0] + 1}"
+        if not why:
+            with h5py.File(dump, "r") as f:
+                keys = set(f["logits"])
+                differ = sorted((k for k in want if k in keys and not np.array_equal(f["logits"][k][...], want[k])),
+                                key=int)
+            if keys != set(want) or differ:
+                why = (f"dump: {len(keys ^ set(want))} datasets missing or extra, {len(differ)} differ "
+                       f"(first {differ[:5]})")
+        ok = not why
+        how = "started over (dump damaged)" if "warning:" in q.stderr else "continued"
+        print(f"SIGKILL at {frac:.0%} of a {dur:.2f} s run: {kept} results kept; resume {how}: "
+              f"{'output and dump equal to the uninterrupted run' if ok else 'FAILED: ' + why}")
+        check(ok, f"SIGKILL at {frac:.0%} ({kept} results kept): the resume did not finish to the uninterrupted run")
 
 
 def case_fault_message():

@@ -869,6 +869,32 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                            plan->stages, plan->ep, *P ? *P : plan->stages, *E ? *E : plan->ep);
         *P = plan->stages;
         *E = plan->ep;
+        /* the plan's cuts under this run's slots, context and tokens per
+         * step, against the plan's memory limit (or --mem-per-rank) */
+        double limit = c->mem_per_rank ? c->mem_per_rank : plan->mem_per_rank;
+        if (!limit)
+            return G1_OK;
+        int *lps = malloc((size_t)plan->stages * sizeof *lps);
+        if (!lps)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        for (int s = 0; s < plan->stages; s++)
+            lps[s] = plan->cut[s + 1] - plan->cut[s];
+        int M = c->micro_batches ? c->micro_batches : *P;
+        int context = c->max_context ? c->max_context : cfg->max_seq_len;
+        g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = limit,
+                              .slots = M * c->batch_size, .context = context,
+                              .max_batch_tokens = c->max_batch_tokens, .layers_per_stage = lps};
+        g1_plan mine = {0};
+        g1_status st = g1_plan_make(&rq, &mine);
+        free(lps);
+        g1_plan_free(&mine);
+        if (st != G1_OK) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", g1_last_error());
+            return G1_FAIL(st, "%s: this run's %d slots x %d positions x %d tokens per step do not fit the plan's "
+                               "layout (it was made for %d x %d x %d): %s", c->plan, M * c->batch_size, context,
+                           c->max_batch_tokens, plan->slots, plan->context, plan->max_batch_tokens, why);
+        }
         return G1_OK;
     }
     *P = *P ? *P : 1;

@@ -207,13 +207,24 @@ def case_refusals():
     subprocess.run([ARGS.plan, "--config", "tiny", "--stages", "2", "--ep", "1", "--out", other], check=True,
                    capture_output=True)
     cases.append((2, ["--plan", other], ["num_layers"]))
+    # a plan checked against 3 MiB per rank for 16 slots of 16 positions:
+    # this run's default context (256) does not fit it, refused naming both
+    # settings; the same run with --max-context 16 fits (below)
+    tight = os.path.join(ARGS.tmp, "plan_tight.json")
+    subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "1", "--slots", "16", "--context", "16",
+                    "--mem-per-rank", "3M", "--out", tight], check=True, capture_output=True)
+    cases.append((2, ["--plan", tight], ["16 slots x 256 positions", "made for 16 x 16", "needs"]))
     for n, extra, words in cases:
         p = run(n, base + extra, expect=None)
         ok = p.returncode != 0 and all(w in p.stderr for w in words) and not os.path.exists(out)
         msg = [l for l in p.stderr.splitlines() if "error:" in l]
         print(f"-n {n} {' '.join(extra)}: exit {p.returncode}: {msg[0] if msg else p.stderr.strip()[-300:]}")
         check(ok, f"-n {n} {extra}: not refused as expected (exit {p.returncode}, want words {words})")
+        check(p.returncode == 2, f"-n {n} {extra}: exit {p.returncode}, expected 2")
         check(p.stderr.count("error:") == 1, f"-n {n} {extra}: expected one error line, got: {p.stderr.strip()}")
+    p = run(2, base + ["--plan", tight, "--max-context", "16", "--truncate", "left"], expect=None)
+    check(p.returncode == 0 and os.path.exists(out), f"the plan's own settings refused: {p.stderr.strip()[-300:]}")
+    print("-n 2 --plan (16 x 16 at 3M) --max-context 16: runs")
 
 
 def case_bytes_per_rank():

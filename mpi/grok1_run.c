@@ -67,6 +67,7 @@ typedef struct cli {
     double mem_per_rank;
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     g1_cuda_gemm cuda_gemm;
+    int kv_bf16; /* --kv-cache bf16 */
     int gpu_direct; /* -1 auto, 0 off, 1 on */
 } cli;
 
@@ -153,6 +154,11 @@ static void usage(FILE *f)
 "                            int8 kernel of decoding 16 tokens at a time: float32, the same\n"
 "                            bits in every layout and batching, but weights re-read for\n"
 "                            every 16 tokens (slow for long prompts). docs/CUDA.md\n"
+"  --kv-cache f32|bf16       KV cache elements (default f32). bf16 rounds keys and values\n"
+"                            as they are stored (the reference's precision); with cuda half\n"
+"                            the cache memory and the bytes long-context attention reads\n"
+"                            (cpu keeps the rounded values as float32: the same results, to\n"
+"                            check a GPU's against); results move within bf16 rounding\n"
 );
     fprintf(f,
 "\n"
@@ -258,7 +264,7 @@ static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
-           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX };
+           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -279,6 +285,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"cuda-gemm", required_argument, NULL, O_CUDA_GEMM},
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
         {"max-context", required_argument, NULL, O_MAXCTX},
+        {"kv-cache", required_argument, NULL, O_KV},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
@@ -325,6 +332,12 @@ static int parse_args(int argc, char **argv, cli *c)
             int g = 0;
             r = parse_word("--cuda-gemm", optarg, w, v, &g);
             c->cuda_gemm = (g1_cuda_gemm)g;
+            break;
+        }
+        case O_KV: {
+            static const char *const w[] = {"f32", "bf16", NULL};
+            static const int v[] = {0, 1};
+            r = parse_word("--kv-cache", optarg, w, v, &c->kv_bf16);
             break;
         }
         case O_GPU_DIRECT: {
@@ -617,6 +630,9 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
         json_object_set_new(settings, "dump_logits", json_string(c->dump_logits));
     /* the backends agree only within a tolerance (docs/CUDA.md) */
     json_object_set_new(settings, "backend", json_string(eo->backend == G1_BACKEND_CUDA ? "cuda" : "cpu"));
+    /* only when bf16: outputs made before the option resume as they were */
+    if (eo->kv_cache == G1_KV_BF16)
+        json_object_set_new(settings, "kv_cache", json_string("bf16"));
     if (eo->backend == G1_BACKEND_CUDA)
         json_object_set_new(settings, "cuda_gemm", json_string(eo->cuda_gemm == G1_CUDA_GEMM_F32      ? "f32"
                                                                : eo->cuda_gemm == G1_CUDA_GEMM_BF16X2 ? "bf16x2"
@@ -859,6 +875,14 @@ static double now_s(void)
 
 /* The stage layout: from --plan, or the planner (with --layers-per-stage
  * as an override). Every rank computes or reads the same plan. */
+/* Bytes per KV cache element the planner counts: bf16 halves them on a GPU;
+ * the cpu backend keeps the rounded values as float32. */
+static int kv_bytes(const cli *c)
+{
+    int cuda = c->backend >= 0 ? c->backend == G1_BACKEND_CUDA : g1_cuda_built() && g1_cuda_device_count() > 0;
+    return c->kv_bf16 && cuda ? 2 : 4;
+}
+
 static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan)
 {
     if (c->plan) {
@@ -883,7 +907,8 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
         int context = c->max_context ? c->max_context : cfg->max_seq_len;
         g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = limit,
                               .slots = M * c->batch_size, .context = context,
-                              .max_batch_tokens = c->max_batch_tokens, .layers_per_stage = lps};
+                              .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
+                              .layers_per_stage = lps};
         g1_plan mine = {0};
         g1_status st = g1_plan_make(&rq, &mine);
         free(lps);
@@ -917,6 +942,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
     int M = c->micro_batches ? c->micro_batches : *P;
     g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = c->mem_per_rank,
                           .slots = M * c->batch_size, .context = c->max_context, .max_batch_tokens = c->max_batch_tokens,
+                          .kv_bytes = kv_bytes(c),
                           .layers_per_stage = c->layers_per_stage ? lps : NULL};
     return g1_plan_make(&rq, plan);
 }
@@ -1063,7 +1089,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     /* the backend (and this rank's GPU) before any output exists */
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = c->max_context,
-                         .cuda_gemm = c->cuda_gemm};
+                         .cuda_gemm = c->cuda_gemm, .kv_cache = c->kv_bf16 ? G1_KV_BF16 : G1_KV_F32};
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
     if (!uuids) /* main's abort ends the ranks waiting below */
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");

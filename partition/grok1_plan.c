@@ -41,6 +41,8 @@ static void usage(FILE *f)
 "  --slots N                  sequence slots served at once (default 8)\n"
 "  --context N                KV cache positions per slot (default max_seq_len);\n"
 "  --max-context N            the same (grok1-run's name for it)\n"
+"  --kv-cache f32|bf16        KV cache elements (default f32; bf16: grok1-run\n"
+"                             --backend cuda --kv-cache bf16, half the bytes)\n"
 "  --max-batch-tokens N       tokens per forward step (default 256)\n"
 "  --layers-per-stage a,b,..  the layer counts of the P stages instead of the\n"
 "                             balanced cuts\n"
@@ -111,12 +113,13 @@ static int fail(void)
 
 int main(int argc, char **argv)
 {
-    enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP };
+    enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
         {"mem-per-rank", required_argument, 0, O_MEM}, {"slots", required_argument, 0, O_SLOTS},
-        {"context", required_argument, 0, O_CTX},     {"max-context", required_argument, 0, O_CTX},     {"max-batch-tokens", required_argument, 0, O_MBT},
+        {"context", required_argument, 0, O_CTX},     {"max-context", required_argument, 0, O_CTX},
+        {"max-batch-tokens", required_argument, 0, O_MBT}, {"kv-cache", required_argument, 0, O_KV},
         {"layers-per-stage", required_argument, 0, O_LPS}, {"out", required_argument, 0, O_OUT},
         {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
@@ -136,6 +139,11 @@ int main(int argc, char **argv)
         case O_SLOTS: r = parse_int("--slots", optarg, 1, &req.slots); break;
         case O_CTX: r = parse_int("--context", optarg, 0, &req.context); break;
         case O_MBT: r = parse_int("--max-batch-tokens", optarg, 1, &req.max_batch_tokens); break;
+        case O_KV:
+            if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
+                return usage_error("--kv-cache %s: expected f32 or bf16", optarg);
+            req.kv_bytes = strcmp(optarg, "bf16") ? 4 : 2;
+            break;
         case O_LPS: lps_text = optarg; break;
         case O_OUT: out = optarg; break;
         case O_HELP: usage(stdout); return 0;

@@ -54,7 +54,7 @@ static void compute_sizes(const g1_config *c, sizes *z)
         z->expert_read += qmat_read(c, blocks, i);
     }
     z->embed_store = (double)c->vocab_size * D * 2 + D * 4;
-    z->kv_per_pos_layer = 2.0 * c->num_kv_heads * c->key_size * 4;
+    z->kv_per_pos_layer = 2.0 * c->num_kv_heads * c->key_size * 4; /* float32; scaled by kv_bytes / 4 */
 }
 
 /* Engine scratch for T tokens (g1_engine_init) + pipeline messages (+ logits on rank 0). */
@@ -204,6 +204,8 @@ static g1_status check_request(const g1_plan_request *r)
     G1_TRY(valid_ep(c, r->ep));
     if (r->slots < 1)
         return G1_FAIL(G1_ERR_ARG, "--slots %d: at least one sequence slot is needed", r->slots);
+    if (r->kv_bytes != 0 && r->kv_bytes != 2 && r->kv_bytes != 4)
+        return G1_FAIL(G1_ERR_ARG, "KV cache elements of %d bytes: 4 (float32) or 2 (bf16)", r->kv_bytes);
     if (r->context < 0 || r->context > c->max_seq_len)
         return G1_FAIL(G1_ERR_ARG, "--context %d: use 1..%d (the model's max_seq_len), or 0 for the maximum",
                        r->context, c->max_seq_len);
@@ -239,6 +241,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     p->mem_per_rank = r->mem_per_rank;
     p->slots = r->slots;
     p->context = r->context ? r->context : c->max_seq_len;
+    p->kv_bytes = r->kv_bytes ? r->kv_bytes : 4;
     p->max_batch_tokens = r->max_batch_tokens;
     p->cut = malloc((size_t)(P + 1) * sizeof *p->cut);
     p->mem = calloc((size_t)N, sizeof *p->mem);
@@ -251,6 +254,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     }
     sizes z;
     compute_sizes(c, &z);
+    z.kv_per_pos_layer = z.kv_per_pos_layer / 4 * p->kv_bytes;
     int nloc = c->num_experts / E, ntok = step_tokens(r);
     double picks = (double)c->num_selected_experts * ntok;
     double touched = picks < nloc ? picks : nloc;

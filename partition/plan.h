@@ -22,6 +22,7 @@ typedef struct g1_plan_request {
     int slots;                   /* sequence slots served at once (micro-batches x batch size) */
     int context;                 /* positions per slot (KV cache length); 0 = max_seq_len */
     int max_batch_tokens;        /* tokens per forward step (activation buffers) */
+    int kv_bytes;                /* bytes per KV cache element: 4 (float32; 0 means 4) or 2 (bf16, CUDA) */
     const int *layers_per_stage; /* optional override: `stages` counts summing to num_layers */
 } g1_plan_request;
 
@@ -41,6 +42,7 @@ typedef struct g1_plan {
     double *stage_cost;  /* (stages) relative cost used for balancing */
     double mem_per_rank; /* the limit it was checked against (0 = none) */
     int slots, context, max_batch_tokens;
+    int kv_bytes;        /* bytes per KV cache element the plan counted (4, or 2 for bf16) */
     /* Added: the parts of stage_cost (bytes read per decode step by one
      * rank, see docs/PLAN.md): one layer, and what rank 0 adds to stage 0. */
     double layer_cost, rank0_cost;

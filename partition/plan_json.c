@@ -45,11 +45,12 @@ static json_t *plan_json(const g1_plan *p)
                              jbytes(m->weights), "kv_cache_bytes", jbytes(m->kv_cache), "buffer_bytes",
                              jbytes(m->buffers), "total_bytes", jbytes(m->total)));
     }
-    return json_pack("{s:s, s:i, s:o, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:i, s:i, s:i}", "format",
+    return json_pack("{s:s, s:i, s:o, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:i, s:i, s:i, s:i}", "format",
                      G1_PLAN_FORMAT, "format_version", G1_PLAN_VERSION, "model", model_json(&p->cfg), "stages",
                      p->stages, "ep", p->ep, "cuts", cuts, "layers_per_stage", lps, "ranks", ranks, "stage_cost",
                      costs, "layer_cost", jbytes(p->layer_cost), "rank0_cost", jbytes(p->rank0_cost), "slots",
-                     p->slots, "context", p->context, "max_batch_tokens", p->max_batch_tokens);
+                     p->slots, "context", p->context, "max_batch_tokens", p->max_batch_tokens, "kv_bytes",
+                     p->kv_bytes ? p->kv_bytes : 4);
 }
 
 g1_status g1_plan_write_json(const g1_plan *p, const char *path)
@@ -185,6 +186,11 @@ static g1_status read_body(const rd *d, g1_plan *p)
     G1_TRY(get_int(d, root, "", "slots", 1, 2147483647L, &p->slots));
     G1_TRY(get_int(d, root, "", "context", 1, c->max_seq_len, &p->context));
     G1_TRY(get_int(d, root, "", "max_batch_tokens", 1, 2147483647L, &p->max_batch_tokens));
+    p->kv_bytes = 4; /* optional: plans written before bf16 caches counted float32 */
+    if (json_object_get(root, "kv_bytes"))
+        G1_TRY(get_int(d, root, "", "kv_bytes", 2, 4, &p->kv_bytes));
+    if (p->kv_bytes == 3)
+        return BAD("plan %s: kv_bytes = 3: 4 (float32) or 2 (bf16)", d->path);
     G1_TRY(get_bytes(d, root, "", "mem_per_rank", &p->mem_per_rank));
     int P = p->stages, N = P * p->ep;
     p->cut = malloc((size_t)(P + 1) * sizeof *p->cut);

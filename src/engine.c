@@ -45,6 +45,8 @@ static g1_status check_init(const g1_config *c, int e0, int e1, const g1_engine_
                        e1 - 1);
     if (opts->backend != G1_BACKEND_CPU && opts->backend != G1_BACKEND_CUDA)
         return G1_FAIL(G1_ERR_ARG, "unknown backend %d", (int)opts->backend);
+    if (opts->kv_cache != G1_KV_F32 && opts->kv_cache != G1_KV_BF16)
+        return G1_FAIL(G1_ERR_ARG, "unknown KV cache type %d", (int)opts->kv_cache);
     return G1_OK;
 }
 
@@ -333,8 +335,16 @@ g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
         g1_cpu_rope(e->k, T, Hkv, K, b->pos, c->rope_base);
         for (int t = 0; t < T; t++) {
             g1_slot *s = &e->slots[b->slot[t]];
-            memcpy(s->k[l] + (size_t)b->pos[t] * kvw, e->k + (size_t)t * kvw, kvw * sizeof(float));
-            memcpy(s->v[l] + (size_t)b->pos[t] * kvw, e->v + (size_t)t * kvw, kvw * sizeof(float));
+            float *kd = s->k[l] + (size_t)b->pos[t] * kvw, *vd = s->v[l] + (size_t)b->pos[t] * kvw;
+            const float *ks = e->k + (size_t)t * kvw, *vs = e->v + (size_t)t * kvw;
+            if (e->opts.kv_cache == G1_KV_BF16) {
+                /* the values a bf16 cache holds (kept as float32 here) */
+                for (size_t i = 0; i < kvw; i++)
+                    kd[i] = g1_round_bf16(ks[i]), vd[i] = g1_round_bf16(vs[i]);
+            } else {
+                memcpy(kd, ks, kvw * sizeof(float));
+                memcpy(vd, vs, kvw * sizeof(float));
+            }
             e->kc[t] = s->k[l];
             e->vc[t] = s->v[l];
         }

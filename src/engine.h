@@ -49,6 +49,12 @@ typedef enum g1_cuda_gemm {
                             * are read again for every 16 rows, slow for long prompts */
 } g1_cuda_gemm;
 
+/* Elements of the KV caches. bf16 halves their memory and the bytes long-
+ * context attention reads; k and v are rounded to bf16 as they are stored
+ * (the reference keeps activations in bf16), results move within bf16
+ * rounding (docs/CUDA.md). */
+typedef enum g1_kv_cache { G1_KV_F32 = 0, G1_KV_BF16 } g1_kv_cache;
+
 typedef struct g1_engine_opts {
     int n_slots;        /* sequence slots (KV caches) */
     int max_batch;      /* most tokens in one g1_engine_forward call */
@@ -56,6 +62,9 @@ typedef struct g1_engine_opts {
     g1_backend backend; /* G1_BACKEND_CPU unless set */
     int device;         /* CUDA device ordinal (G1_BACKEND_CUDA) */
     g1_cuda_gemm cuda_gemm; /* CUDA, matmuls over 16 tokens (G1_CUDA_GEMM_BF16 unless set) */
+    g1_kv_cache kv_cache;   /* the KV caches' elements (G1_KV_F32 unless set); the CPU
+                             * backend stores bf16-rounded values as float32 (the same
+                             * results, no memory saved: the reference for the GPU's) */
 } g1_engine_opts;
 
 /* The engine borrows `w` (which must outlive it). With dispatch NULL the

@@ -3,6 +3,7 @@
 // One block per (token, head, key split); a second kernel merges the splits
 // (flash-decoding). Prefill and decode take the same path; the split count
 // depends only on the token's position, never on the batch.
+#include <cuda_bf16.h>
 #include <math.h>
 
 #include "cuda_ops.h"
@@ -19,18 +20,27 @@ __device__ int n_splits(int n, int max_splits)
     return s < max_splits ? s : max_splits;
 }
 
+// A cache element: float32, or bf16 (to float32 exactly; from it rounded
+// to nearest even).
+__device__ __forceinline__ float ld(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void st(float *p, size_t i, float x) { p[i] = x; }
+__device__ __forceinline__ void st(__nv_bfloat16 *p, size_t i, float x) { p[i] = __float2bfloat16_rn(x); }
+
+template <typename E>
 __global__ void kv_store_k(g1_cuda_kv kv, int kvw, const float *k, const float *v)
 {
     int t = blockIdx.x;
     size_t off = (size_t)kv.layer * kv.lstride[t] + (size_t)kv.pos[t] * kvw;
-    float *kd = kv.k0[t] + off, *vd = kv.v0[t] + off;
+    E *kd = static_cast<E *>(kv.k0[t]) + off, *vd = static_cast<E *>(kv.v0[t]) + off;
     for (int i = threadIdx.x; i < kvw; i += blockDim.x) {
-        kd[i] = k[(size_t)t * kvw + i];
-        vd[i] = v[(size_t)t * kvw + i];
+        st(kd, i, k[(size_t)t * kvw + i]);
+        st(vd, i, v[(size_t)t * kvw + i]);
     }
 }
 
 // grid (T, Hq, max_splits); writes (o[K] unnormalised, max, sum) per split
+template <typename E>
 __global__ void attn_split_k(g1_cuda_attn_args a)
 {
     __shared__ float q[256];
@@ -42,7 +52,7 @@ __global__ void attn_split_k(g1_cuda_attn_args a)
     int chunk = (n + nsp - 1) / nsp, k0 = j * chunk, k1 = min(n, k0 + chunk);
     int g = h / (a.Hq / a.Hkv);
     size_t base = (size_t)a.kv.layer * a.kv.lstride[t] + (size_t)g * K;
-    const float *kc = a.kv.k0[t] + base, *vc = a.kv.v0[t] + base;
+    const E *kc = static_cast<const E *>(a.kv.k0[t]) + base, *vc = static_cast<const E *>(a.kv.v0[t]) + base;
     for (int d = threadIdx.x; d < K; d += NTHR)
         q[d] = a.q[((size_t)t * a.Hq + h) * K + d];
     __syncthreads();
@@ -52,10 +62,10 @@ __global__ void attn_split_k(g1_cuda_attn_args a)
     for (int kb = k0; kb < k1; kb += SUB) {
         int nb = min(SUB, k1 - kb);
         for (int i = warp; i < nb; i += NTHR / 32) {
-            const float *kr = kc + (size_t)(kb + i) * kvw;
+            const E *kr = kc + (size_t)(kb + i) * kvw;
             float p = 0;
             for (int d = lane; d < K; d += 32)
-                p += q[d] * kr[d];
+                p += q[d] * ld(kr, d);
             for (int o = 16; o > 0; o >>= 1)
                 p += __shfl_xor_sync(0xffffffffu, p, o);
             if (lane == 0) {
@@ -74,11 +84,11 @@ __global__ void attn_split_k(g1_cuda_attn_args a)
         for (int i = 0; i < nb; i++) {
             float p = expf(s[i] - mb);
             l += p;
-            const float *vr = vc + (size_t)(kb + i) * kvw;
+            const E *vr = vc + (size_t)(kb + i) * kvw;
             if (d0 < K)
-                acc0 += p * vr[d0];
+                acc0 += p * ld(vr, d0);
             if (d1 < K)
-                acc1 += p * vr[d1];
+                acc1 += p * ld(vr, d1);
         }
         m = mb;
         __syncthreads(); // s is rewritten by the next pass
@@ -122,7 +132,10 @@ cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kv
 {
     if (T <= 0)
         return cudaSuccess;
-    G1_LAUNCH(kv_store_k, T, 256, s)(*kv, kvw, k, v);
+    if (kv->bf16)
+        G1_LAUNCH(kv_store_k<__nv_bfloat16>, T, 256, s)(*kv, kvw, k, v);
+    else
+        G1_LAUNCH(kv_store_k<float>, T, 256, s)(*kv, kvw, k, v);
     return cudaGetLastError();
 }
 
@@ -132,7 +145,11 @@ cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
         return cudaErrorInvalidValue;
     if (a->T <= 0)
         return cudaSuccess;
-    G1_LAUNCH(attn_split_k, dim3((unsigned)a->T, (unsigned)a->Hq, (unsigned)a->max_splits), NTHR, s)(*a);
+    dim3 grid((unsigned)a->T, (unsigned)a->Hq, (unsigned)a->max_splits);
+    if (a->kv.bf16)
+        G1_LAUNCH(attn_split_k<__nv_bfloat16>, grid, NTHR, s)(*a);
+    else
+        G1_LAUNCH(attn_split_k<float>, grid, NTHR, s)(*a);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess)
         return err;

@@ -380,6 +380,9 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
 int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot) { return e->slots[slot].len; }
 void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot) { e->slots[slot].len = 0; }
 
+/* Bytes of one cache element. */
+static size_t kv_elem(const g1_cuda_engine *e) { return e->opts.kv_cache == G1_KV_BF16 ? 2 : 4; }
+
 int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b)
 {
     size_t fr = 0, total = 0;
@@ -388,7 +391,7 @@ int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_
         (void)cudaGetLastError();
         return 0;
     }
-    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * sizeof(float);
+    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * kv_elem(e);
     size_t per = 2 * (size_t)(e->nL ? e->nL : 1) * (size_t)e->opts.max_context * row; /* k and v, one slot */
     size_t held = 0;
     for (int s = 0; s < e->opts.n_slots; s++)
@@ -412,11 +415,11 @@ static g1_status slot_reserve(g1_cuda_engine *e, g1_cuda_slot *s, int need)
         cap *= 2;
     if (cap > e->opts.max_context)
         cap = e->opts.max_context;
-    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * sizeof(float);
+    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * kv_elem(e);
     size_t bytes = (size_t)(e->nL ? e->nL : 1) * (size_t)cap * row;
-    float *kv[2] = {NULL, NULL}, *old[2] = {s->k, s->v};
+    void *kv[2] = {NULL, NULL}, *old[2] = {s->k, s->v};
     for (int i = 0; i < 2; i++) {
-        cudaError_t st = cudaMalloc((void **)&kv[i], bytes);
+        cudaError_t st = cudaMalloc(&kv[i], bytes);
         if (st != cudaSuccess) {
             cudaFree(kv[0]);
             return G1_FAIL(G1_ERR_CUDA, "%s:%d: no GPU memory for the KV cache of %d positions (%zu bytes): %s; "
@@ -454,7 +457,7 @@ static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
     g1_slot_ops ops = {.ctx = e, .len = slot_len, .extend = slot_extend};
     G1_TRY(g1_batch_admit(b, &e->opts, &ops));
     size_t T = (size_t)e->opts.max_batch, kvw = (size_t)e->cfg.num_kv_heads * e->cfg.key_size;
-    float **k0 = e->tab_h, **v0 = k0 + T;
+    void **k0 = e->tab_h, **v0 = k0 + T;
     long long *ls = (long long *)(v0 + T);
     int *pos = (int *)(ls + T);
     for (int t = 0; t < b->T; t++) {
@@ -507,7 +510,7 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
     float eps = (float)c->rms_eps;
     cudaStream_t s = e->stream;
     size_t MB = (size_t)e->opts.max_batch;
-    float *const *k0 = e->tab, *const *v0 = (float *const *)e->tab + MB;
+    void *const *k0 = e->tab, *const *v0 = (void *const *)e->tab + MB;
     const long long *ls = (const long long *)(v0 + MB);
     const int *pos = (const int *)(ls + MB);
     g1_cuda_mm *mm = &e->mm;
@@ -524,7 +527,8 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
             G1_TRY(g1_cuda_matmul_q8(mm, e->xn, T, &L->attn[2], e->v));
             G1_CU(g1_cuda_rope(s, e->q, T, Hq, K, pos, c->rope_base));
             G1_CU(g1_cuda_rope(s, e->k, T, Hkv, K, pos, c->rope_base));
-            g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = pos, .layer = l};
+            g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = pos, .layer = l,
+                             .bf16 = e->opts.kv_cache == G1_KV_BF16};
             G1_CU(g1_cuda_kv_store(s, &kv, T, kvw, e->k, e->v));
             g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = e->max_splits, .q = e->q,
                                     .kv = kv, .mult = (float)c->attn_output_multiplier,

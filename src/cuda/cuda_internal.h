@@ -15,7 +15,7 @@ typedef struct g1_cuda_layer {
 
 typedef struct g1_cuda_slot {
     int len, cap;             /* cached and allocated positions */
-    float *k, *v;             /* (layers, cap, Hkv*K) each, device */
+    void *k, *v;              /* (layers, cap, Hkv*K) each, device: float32, or bf16 (opts.kv_cache) */
 } g1_cuda_slot;
 
 struct g1_cuda_engine {

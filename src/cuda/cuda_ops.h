@@ -75,14 +75,17 @@ cudaError_t g1_cuda_fill_q8(cudaStream_t s, int8_t *w, size_t n, uint64_t seed);
 cudaError_t g1_cuda_fill_f32(cudaStream_t s, float *x, size_t n, uint64_t seed, float lo, float hi);
 
 /* Where token t's keys and values live: the slot's cache for layer l is
- * k0[t] + l * lstride[t], rows (cap, Hkv, K). */
+ * k0[t] + l * lstride[t] elements, rows (cap, Hkv, K); elements float32,
+ * or bf16 (uint16_t) when bf16 is set. */
 typedef struct g1_cuda_kv {
-    float *const *k0, *const *v0; /* (T) */
+    void *const *k0, *const *v0;  /* (T) */
     const long long *lstride;     /* (T) elements per layer */
     const int *pos;               /* (T) */
     int layer;
+    int bf16;                     /* the caches hold bf16 (rounded to nearest even) */
 } g1_cuda_kv;
-/* Write k, v (T, Hkv*K) to the caches at each token's position. */
+/* Write k, v (T, Hkv*K) to the caches at each token's position (rounded to
+ * bf16 when the caches are bf16). */
 cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kvw, const float *k, const float *v);
 /* Causal soft-capped attention of q (T, Hq, K) against the caches, rows
  * 0..pos[t]; out (T, Hq, K). Keys are split over at most max_splits blocks

@@ -483,6 +483,28 @@ def case_max_context(d):
     check(open(out).read() == whole, "resumed with the same --max-context: not the uninterrupted output")
 
 
+def case_kv_cache(d):
+    """--kv-cache bf16: keys and values rounded to bf16 as they are stored.
+    On the cpu backend (float32 storage of the rounded values) the scores
+    move a little from f32's; the setting is recorded, so a resume with
+    another is refused; a bad value is a usage error."""
+    inp = os.path.join(d, "in.jsonl")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [(13 * i + 7 * j) % V for j in range(30)]} for i in range(3)])
+    f32, bf16 = os.path.join(d, "f32.jsonl"), os.path.join(d, "bf16.jsonl")
+    expect_fail(tiny("score", inp, bf16, "--kv-cache", "f16"), 2, ["--kv-cache", "bf16"], out=bf16)
+    expect_ok(tiny("score", inp, f32, "--backend", "cpu"))
+    expect_ok(tiny("score", inp, bf16, "--backend", "cpu", "--kv-cache", "bf16"))
+    a, b = read_jsonl(f32), read_jsonl(bf16)
+    diff = max(abs(x - y) for p, q in zip(a, b) for x, y in zip(p["logprobs"], q["logprobs"]))
+    print(f"bf16 vs f32 KV cache (cpu): max logprob difference {diff:.3g}")
+    check(0 < diff < 0.5, f"bf16 caches: logprobs differ by {diff} from f32's (expected a small, nonzero change)")
+    meta = json.load(open(bf16 + ".meta.json"))
+    check(meta["settings"].get("kv_cache") == "bf16", f"meta.json does not record the bf16 cache: {meta['settings']}")
+    check("kv_cache" not in json.load(open(f32 + ".meta.json"))["settings"], "f32 caches recorded (they are the default)")
+    os.rename(bf16, bf16 + ".partial")
+    expect_fail(tiny("score", inp, bf16, "--backend", "cpu", "--resume"), 1, ["kv_cache"])
+
+
 def case_layout_refused(d):
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if not ARGS.mpi or not mpiexec:

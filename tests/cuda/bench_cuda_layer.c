@@ -205,8 +205,9 @@ static g1_status unembed_time(cudaStream_t s, const g1_config *c, int T, int ite
 
 /* Decode attention of S sequences each over C cached positions (one
  * layer's caches, the query at position C-1), max_splits as grok1-run's
- * engine gets at its default 256 tokens per step: ms per call. */
-static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C, int iters, double *ms)
+ * engine gets at its default 256 tokens per step; float32 or bf16 caches
+ * (--kv-cache bf16): ms per call. */
+static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C, int bf16, int iters, double *ms)
 {
     int K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads, kvw = Hkv * K;
     size_t per = (size_t)256 * Hq * (K + 2), budget = (size_t)64 << 20;
@@ -229,23 +230,35 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
         st = cu(cudaMalloc((void **)&part, (size_t)S * Hq * max_splits * (K + 2) * 4), "malloc");
     if (st == G1_OK)
         st = cu(cudaMalloc(&tab, (size_t)S * 28), "malloc");
+    /* bf16: both caches in vc's bytes (K then V), made from float32 values
+     * in kc */
+    uint16_t *kb = (uint16_t *)vc, *vb = kb + cache;
     if (st == G1_OK) {
         /* the engine's token table: k0 (S), v0 (S), lstride (S), pos (S) */
-        float **k0 = tab_h, **v0 = k0 + S;
+        void **k0 = tab_h, **v0 = k0 + S;
         long long *ls = (long long *)(v0 + S);
         int *pos = (int *)(ls + S);
         for (int i = 0; i < S; i++) {
-            k0[i] = kc + (size_t)i * C * kvw;
-            v0[i] = vc + (size_t)i * C * kvw;
+            k0[i] = bf16 ? (void *)(kb + (size_t)i * C * kvw) : (void *)(kc + (size_t)i * C * kvw);
+            v0[i] = bf16 ? (void *)(vb + (size_t)i * C * kvw) : (void *)(vc + (size_t)i * C * kvw);
             ls[i] = (long long)C * kvw;
             pos[i] = C - 1;
         }
         st = cu(cudaMemcpy(tab, tab_h, (size_t)S * 28, cudaMemcpyHostToDevice), "copy");
     }
-    if (st == G1_OK)
+    if (st == G1_OK && bf16) {
         st = cu(g1_cuda_fill_f32(s, kc, cache, 21, -1, 1), "fill");
-    if (st == G1_OK)
-        st = cu(g1_cuda_fill_f32(s, vc, cache, 22, -1, 1), "fill");
+        if (st == G1_OK)
+            st = cu(g1_cuda_to_bf16(s, kc, cache, kb, NULL), "to bf16");
+        if (st == G1_OK)
+            st = cu(g1_cuda_fill_f32(s, kc, cache, 22, -1, 1), "fill");
+        if (st == G1_OK)
+            st = cu(g1_cuda_to_bf16(s, kc, cache, vb, NULL), "to bf16");
+    } else if (st == G1_OK) {
+        st = cu(g1_cuda_fill_f32(s, kc, cache, 21, -1, 1), "fill");
+        if (st == G1_OK)
+            st = cu(g1_cuda_fill_f32(s, vc, cache, 22, -1, 1), "fill");
+    }
     if (st == G1_OK)
         st = cu(g1_cuda_fill_f32(s, q, (size_t)S * Hq * K, 23, -1, 1), "fill");
     if (st == G1_OK)
@@ -253,9 +266,9 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
     if (st == G1_OK)
         st = cu(cudaEventCreate(&b), "event");
     if (st == G1_OK) {
-        float *const *k0 = tab, *const *v0 = (float *const *)tab + S;
+        void *const *k0 = tab, *const *v0 = (void *const *)tab + S;
         const long long *ls = (const long long *)(v0 + S);
-        g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = (const int *)(ls + S), .layer = 0};
+        g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = (const int *)(ls + S), .layer = 0, .bf16 = bf16};
         g1_cuda_attn_args aa = {.T = S, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits, .q = q, .kv = kv,
                                 .mult = (float)c->attn_output_multiplier, .cap = (float)c->attn_logit_cap,
                                 .part = part, .out = out};
@@ -305,7 +318,7 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
         double bytes = (double)W->rows * W->cols + 4.0 * W->blocks * W->cols;
         printf("  GEMV %s (%d x %d, %.0f MB):", names[m], W->rows, W->cols, bytes / 1e6);
         for (int T = 1; T <= 16; T *= 2) {
-            if (T > e->mm.gemv_max)
+            if (T > e->mm.gemv_max || T > e->opts.max_batch) /* the scratch holds max_batch rows */
                 break;
             double ms = 0;
             G1_TRY(gemv_time(e, W, T, iters, &ms));
@@ -326,10 +339,14 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
         printf("\n");
     }
     int S = 8, C = smoke ? 40 : c->max_seq_len;
-    double ms = 0, kv = 2.0 * S * C * c->num_kv_heads * c->key_size * 4;
-    G1_TRY(attention_time(e->stream, c, S, C, iters, &ms));
-    printf("  decode attention, %d sequences x %d cached positions (%.0f MB of K and V): %.3f ms, %.0f GB/s (%.0f%%)\n",
-           S, C, kv / 1e6, ms, kv / (ms * 1e-3) / 1e9, 100 * kv / (ms * 1e-3) / 1e9 / bw);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        double ms = 0, kv = 2.0 * S * C * c->num_kv_heads * c->key_size * (bf16 ? 2 : 4);
+        G1_TRY(attention_time(e->stream, c, S, C, bf16, iters, &ms));
+        printf("  decode attention, %d sequences x %d cached positions, %s caches (%.0f MB of K and V): %.3f ms, "
+               "%.0f GB/s (%.0f%%)\n",
+               S, C, bf16 ? "bf16" : "float32", kv / 1e6, ms, kv / (ms * 1e-3) / 1e9,
+               100 * kv / (ms * 1e-3) / 1e9 / bw);
+    }
     return G1_OK;
 }
 

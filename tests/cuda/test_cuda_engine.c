@@ -340,6 +340,52 @@ static void engine_memory(g1_backend be, const char *what)
     free(rc.map), free(tok), free(ref), free(got), free(x);
 }
 
+/* --kv-cache bf16: keys and values rounded to bf16 as they are stored. On
+ * the near-float32 GEMM the logits are the CPU's with bf16 caches (it keeps
+ * the rounded values as float32) within 1e-2, and differ from the float32
+ * caches' (the rounding is applied); with the f32 path a prefill and a
+ * token-by-token decode give the same bits (the rounding does not depend on
+ * the batch). */
+static void kv_bf16(void)
+{
+    model m;
+    mk_model(&m, "tiny", 31, 0);
+    int V = m.C.vocab_size, n = N, tok[N];
+    for (int i = 0; i < n; i++)
+        tok[i] = tu_int(V);
+    size_t sz = (size_t)n * V;
+    float *ref = malloc(sz * 4), *f32kv = malloc(sz * 4), *got = malloc(sz * 4), *dec = malloc(sz * 4);
+    g1_engine_opts o = {.n_slots = 2, .max_batch = 64, .backend = G1_BACKEND_CPU, .kv_cache = G1_KV_BF16};
+    eng cpu;
+    ct_ok(g1_engine_init(&cpu.e, &m.W, &o, NULL), "cpu engine with bf16 KV caches");
+    run_seq(&m, cpu, 0, tok, n, n, ref);
+    eng g = mk_engine(&m, G1_BACKEND_CUDA, 1, 64, G1_CUDA_GEMM_BF16X2);
+    run_seq(&m, g, 0, tok, n, n, f32kv);
+    eng_free(g);
+    o.backend = G1_BACKEND_CUDA;
+    o.cuda_gemm = G1_CUDA_GEMM_BF16X2;
+    ct_ok(g1_engine_init(&g.e, &m.W, &o, NULL), "engine with bf16 KV caches");
+    run_seq(&m, g, 0, tok, n, n, got);
+    eng_free(g);
+    /* 4e-4 on the emulation: an input a hair off a bf16 rounding boundary
+     * can round the other way (the float32 caches are 1e-5 apart); held to
+     * the issue's 1e-2, far below the 0.47 float32 caches are off */
+    check_rel("bf16 KV caches (bf16x2 GEMM) vs cpu with bf16 KV caches", got, ref, sz, 1e-2);
+    tu_check(memcmp(got, f32kv, sz * 4) != 0, "bf16 KV caches change the logits (the rounding is applied)");
+    printf("  bf16 vs float32 caches: max relative difference %.3g\n", rel_err(got, f32kv, sz));
+    o.cuda_gemm = G1_CUDA_GEMM_F32;
+    ct_ok(g1_engine_init(&g.e, &m.W, &o, NULL), "engine with bf16 KV caches, f32 path");
+    run_seq(&m, g, 0, tok, n, n, got);
+    run_seq(&m, g, 1, tok, n, 1, dec);
+    tu_check(!memcmp(got, dec, sz * 4), "bf16 KV caches, f32 path: prefill == decode 1 by 1, bitwise");
+    eng_free(g);
+    o.kv_cache = (g1_kv_cache)7;
+    tu_check(g1_engine_init(&g.e, &m.W, &o, NULL) == G1_ERR_ARG && !g.e, "an unknown KV cache type refused");
+    eng_free(cpu);
+    g1_weights_free(&m.W);
+    free(ref), free(f32kv), free(got), free(dec);
+}
+
 /* A weights source over the synthetic generator: parts on demand, counted;
  * odd_layer (>= 0) gets other attn_o scale blocks; wrong_part leaves out
  * the first layer asked for. */
@@ -434,6 +480,7 @@ int main(void)
     batch_independence();
     engine_memory(G1_BACKEND_CPU, "cpu");
     engine_memory(G1_BACKEND_CUDA, "cuda");
+    kv_bf16();
     weights_source(G1_BACKEND_CPU, "cpu");
     weights_source(G1_BACKEND_CUDA, "cuda");
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);

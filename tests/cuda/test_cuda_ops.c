@@ -146,21 +146,35 @@ static void test_small_ops(void)
     free(x), free(sc), free(ref), free(got), free(v), free(a), free(b), free(gr), free(gg), free(wr), free(y), free(yp);
 }
 
-/* tokens of 3 slots with caches of odd lengths, some long enough to split */
-static void test_attention(int Hq, int Hkv, int K, int max_splits)
+/* tokens of 3 slots with caches of odd lengths, some long enough to split;
+ * bf16: the caches hold bf16 (the CPU reference reads the same values) */
+static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
 {
     enum { NS = 3, T = 6 };
     int cap[NS] = {70, 1000, 2500}, slot[T] = {0, 0, 1, 2, 2, 1}, pos[T] = {0, 69, 999, 1, 2499, 512};
     int kvw = Hkv * K;
-    float *hk[NS], *hv[NS], *dk[NS], *dv[NS];
+    float *hk[NS], *hv[NS];
+    void *dk[NS], *dv[NS];
     const float *kc[T], *vc[T];
-    float *k0[T], *v0[T];
+    void *k0[T], *v0[T];
     long long ls[T];
     for (int s = 0; s < NS; s++) {
-        hk[s] = rnd((size_t)cap[s] * kvw, 2);
-        hv[s] = rnd((size_t)cap[s] * kvw, 1);
-        dk[s] = ct_up(hk[s], (size_t)cap[s] * kvw * 4);
-        dv[s] = ct_up(hv[s], (size_t)cap[s] * kvw * 4);
+        size_t n = (size_t)cap[s] * kvw;
+        hk[s] = rnd(n, 2);
+        hv[s] = rnd(n, 1);
+        if (bf16) {
+            uint16_t *bk = malloc(n * 2), *bv = malloc(n * 2);
+            for (size_t i = 0; i < n; i++) {
+                hk[s][i] = g1_round_bf16(hk[s][i]), bk[i] = g1_f32_to_bf16(hk[s][i]);
+                hv[s][i] = g1_round_bf16(hv[s][i]), bv[i] = g1_f32_to_bf16(hv[s][i]);
+            }
+            dk[s] = ct_up(bk, n * 2);
+            dv[s] = ct_up(bv, n * 2);
+            free(bk), free(bv);
+        } else {
+            dk[s] = ct_up(hk[s], n * 4);
+            dv[s] = ct_up(hv[s], n * 4);
+        }
     }
     for (int t = 0; t < T; t++) {
         kc[t] = hk[slot[t]], vc[t] = hv[slot[t]];
@@ -175,14 +189,29 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits)
     g1_cuda_attn_args ga = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
                             .q = ct_up(q, (size_t)T * Hq * K * 4),
                             .kv = {.k0 = ct_up(k0, sizeof k0), .v0 = ct_up(v0, sizeof v0), .lstride = ct_up(ls, sizeof ls),
-                                   .pos = ct_up(pos, sizeof pos), .layer = 0},
+                                   .pos = ct_up(pos, sizeof pos), .layer = 0, .bf16 = bf16},
                             .mult = aa.mult, .cap = 30,
                             .part = ct_up(NULL, (size_t)T * Hq * max_splits * (K + 2) * 4),
                             .out = ct_up(NULL, (size_t)T * Hq * K * 4)};
     ct_cu(g1_cuda_attention(S, &ga), "attention");
     ct_down(got, ga.out, (size_t)T * Hq * K * 4);
+    if (bf16) { /* the store kernel rounds as the host does */
+        float *kv = rnd((size_t)T * kvw, 3);
+        ct_cu(g1_cuda_kv_store(S, &ga.kv, T, kvw, ct_up(kv, (size_t)T * kvw * 4), ct_up(kv, (size_t)T * kvw * 4)),
+              "kv store");
+        int bad = 0;
+        for (int t = 0; t < T; t++) {
+            uint16_t row[256 * 8];
+            ct_down(row, (uint16_t *)dk[slot[t]] + (size_t)pos[t] * kvw, (size_t)kvw * 2);
+            for (int i = 0; i < kvw; i++)
+                bad += row[i] != g1_f32_to_bf16(kv[(size_t)t * kvw + i]);
+        }
+        tu_check(!bad, "kv store into bf16 caches: round to nearest even, at each token's position");
+        free(kv);
+    }
     char name[96];
-    snprintf(name, sizeof name, "attention Hq=%d Hkv=%d K=%d splits<=%d", Hq, Hkv, K, max_splits);
+    snprintf(name, sizeof name, "attention Hq=%d Hkv=%d K=%d splits<=%d%s", Hq, Hkv, K, max_splits,
+             bf16 ? ", bf16 caches" : "");
     ct_close(name, got, ref, (size_t)T * Hq * K, 1e-5);
     for (int s = 0; s < NS; s++)
         cudaFree(dk[s]), cudaFree(dv[s]), free(hk[s]), free(hv[s]);
@@ -264,8 +293,12 @@ int main(void)
         return 1;
     }
     cublasSetStream(blas, S);
+    /* G1_TEST_ONLY=attention (a part of a test's name): only those groups,
+     * for a quick look at one kernel */
+    const char *only = getenv("G1_TEST_ONLY");
+#define WANT(what) (!only || strstr(what, only))
     static const int shapes[][3] = {{64, 96, 1}, {96, 64, 8}, {1000, 520, 8}, {2048, 1024, 8}, {200, 24, 1}};
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    for (size_t i = 0; WANT("matmul") && i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
         int Ts[] = {1, 2, 3, 5, 16};
         for (int j = 0; j < 5; j++)
@@ -274,15 +307,24 @@ int main(void)
         test_matmul(blas, sh[0], sh[1], sh[2], 100, 1);
         test_matmul(blas, sh[0], sh[1], sh[2], 33, 2);
     }
-    test_small_ops();
-    test_attention(4, 2, 16, 8);
-    test_attention(6, 1, 128, 64);
-    test_attention(8, 8, 64, 1);
-    test_unembed(blas, 1, 64, 512, 0);
-    test_unembed(blas, 16, 1024, 3000, 0);
-    test_unembed(blas, 40, 1024, 3000, 0);
-    test_unembed(blas, 40, 1024, 3000, 1);
-    test_moe_rows();
+    if (WANT("small"))
+        test_small_ops();
+    if (WANT("attention")) {
+        test_attention(4, 2, 16, 8, 0);
+        test_attention(6, 1, 128, 64, 0);
+        test_attention(8, 8, 64, 1, 0);
+        test_attention(6, 1, 128, 64, 1);
+        test_attention(4, 2, 16, 8, 1);
+    }
+    if (WANT("unembed")) {
+        test_unembed(blas, 1, 64, 512, 0);
+        test_unembed(blas, 16, 1024, 3000, 0);
+        test_unembed(blas, 40, 1024, 3000, 0);
+        test_unembed(blas, 40, 1024, 3000, 1);
+    }
+    if (WANT("moe"))
+        test_moe_rows();
+#undef WANT
     cublasDestroy(blas);
     cudaStreamDestroy(S);
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);

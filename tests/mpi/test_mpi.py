@@ -376,6 +376,16 @@ def case_cuda_emu():
         # the device's combine rounds as the host's (unfused): the same bits
         check(same, f"cuda {P}x{E} --gpu-direct on differs from staged (max relative error {err:.3g})")
     upload_by_layer(ckpt, inp, emu)
+    # bf16 KV caches (--kv-cache bf16) through a pipeline, against the cpu
+    # backend's bf16-rounded caches (the same function). On this hot model a
+    # key a hair off a rounding boundary can round the other way on the two
+    # backends (1e-2 measured), far below the 0.49 float32 caches are off
+    _, kvc = score(ckpt, inp, "emu_kv_cpu", extra=["--backend", "cpu", "--kv-cache", "bf16"])
+    _, kvg = score(ckpt, inp, "emu_kv_2x1", 2, x2 + ["--stages", "2", "--kv-cache", "bf16"], **emu)
+    err = rel(kvg, kvc)
+    print(f"cuda bf16x2 (emulated) 2x1 with bf16 KV caches vs cpu with bf16 KV caches: max relative error {err:.3g}; "
+          f"bf16 vs float32 caches (cpu): {rel(kvc, cpu):.3g}")
+    check(kvg.keys() == kvc.keys() and err <= 5e-2, f"bf16 KV caches: cuda 2x1 differs from cpu by {err:.3g}")
     p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
                 os.path.join(ARGS.tmp, "emu_auto.jsonl"), "--verbose", "--stages", "2"] + x2, **emu)
     check("page-locked" in p.stderr and "CUDA support: no" in p.stderr,

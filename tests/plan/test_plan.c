@@ -216,14 +216,16 @@ static double real_weights(const g1_config *c, int l0, int l1, int e0, int e1, i
 
 static void test_memory(void)
 {
-    struct { const char *preset; int P, E, slots, context, T; } cases[] = {
-        {"tiny", 2, 2, 5, 100, 16}, {"tiny", 3, 4, 3, 0, 7}, {"grok-1", 8, 8, 8, 8192, 256}, {"grok-1", 4, 2, 9, 2048, 64}};
+    struct { const char *preset; int P, E, slots, context, T, kv_bytes; } cases[] = {
+        {"tiny", 2, 2, 5, 100, 16, 0}, {"tiny", 3, 4, 3, 0, 7, 4}, {"grok-1", 8, 8, 8, 8192, 256, 0},
+        {"grok-1", 4, 2, 9, 2048, 64, 0}, {"grok-1", 8, 8, 8, 8192, 256, 2}, {"tiny", 2, 2, 5, 100, 16, 2}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         g1_config c = preset(cases[i].preset);
         g1_plan_request r = req_of(c, cases[i].P, cases[i].E);
         r.slots = cases[i].slots;
         r.context = cases[i].context;
         r.max_batch_tokens = cases[i].T;
+        r.kv_bytes = cases[i].kv_bytes;
         g1_plan p;
         CHECK(g1_plan_make(&r, &p) == G1_OK, "%s: %s", cases[i].preset, g1_last_error());
         int E = cases[i].E, ctx = cases[i].context ? cases[i].context : c.max_seq_len, bad = 0;
@@ -237,7 +239,8 @@ static void test_memory(void)
                 seqs += g % E == e;
             CHECK(g1_plan_seqs(&p, e) == seqs, "seqs of slot %d: %d, expected %d", e, g1_plan_seqs(&p, e), seqs);
             double w = indep_weights(&c, nl, count, rk == 0);
-            double kv = (double)seqs * ctx * nl * 2 * c.num_kv_heads * c.key_size * 4;
+            double kv = (double)seqs * ctx * nl * 2 * c.num_kv_heads * c.key_size *
+                        (cases[i].kv_bytes ? cases[i].kv_bytes : 4);
             double b = indep_buffers(&c, cases[i].T, rk == 0);
             const g1_plan_mem *m = &p.mem[rk];
             bad += m->weights != w || m->kv_cache != kv || m->buffers != b || m->total != w + kv + b;
@@ -252,8 +255,8 @@ static void test_memory(void)
         }
         CHECK(bad == 0, "%s %dx%d: %d ranks with wrong memory", cases[i].preset, cases[i].P, E, bad);
         CHECK(exp_sum == (double)p.stages * c.num_experts, "experts do not cover");
-        printf("memory %s %dx%d: rank 0 %.0f bytes (recomputed independently)\n", cases[i].preset, cases[i].P, E,
-               p.mem[0].total);
+        printf("memory %s %dx%d, %s KV: rank 0 %.0f bytes (recomputed independently)\n", cases[i].preset, cases[i].P,
+               E, cases[i].kv_bytes == 2 ? "bf16" : "f32", p.mem[0].total);
         g1_plan_free(&p);
     }
 }

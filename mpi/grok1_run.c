@@ -879,8 +879,10 @@ static double now_s(void)
  * the cpu backend keeps the rounded values as float32. */
 static int kv_bytes(const cli *c)
 {
+    if (!c->kv_bf16)
+        return 4;
     int cuda = c->backend >= 0 ? c->backend == G1_BACKEND_CUDA : g1_cuda_built() && g1_cuda_device_count() > 0;
-    return c->kv_bf16 && cuda ? 2 : 4;
+    return cuda ? 2 : 4;
 }
 
 static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan)

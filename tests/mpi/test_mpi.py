@@ -381,7 +381,13 @@ def case_cuda_emu():
     # key a hair off a rounding boundary can round the other way on the two
     # backends (1e-2 measured), far below the 0.49 float32 caches are off
     _, kvc = score(ckpt, inp, "emu_kv_cpu", extra=["--backend", "cpu", "--kv-cache", "bf16"])
+    _, kv1 = score(ckpt, inp, "emu_kv_1x1", extra=x2 + ["--kv-cache", "bf16"], **emu)
     _, kvg = score(ckpt, inp, "emu_kv_2x1", 2, x2 + ["--stages", "2", "--kv-cache", "bf16"], **emu)
+    # a pipeline-only layout at the same micro-batches runs the same kernels
+    # on the same batches: bitwise, bf16 caches included
+    same = kvg.keys() == kv1.keys() and all(np.array_equal(kvg[k], kv1[k]) for k in kv1)
+    print(f"cuda (emulated) bf16 KV caches, 2x1 vs 1x1: {'bitwise equal' if same else 'DIFFER'}")
+    check(same, "bf16 KV caches: cuda 2x1 is not bitwise equal to 1x1 at the same micro-batches")
     err = rel(kvg, kvc)
     print(f"cuda bf16x2 (emulated) 2x1 with bf16 KV caches vs cpu with bf16 KV caches: max relative error {err:.3g}; "
           f"bf16 vs float32 caches (cpu): {rel(kvc, cpu):.3g}")

@@ -70,6 +70,21 @@ typedef struct driver {
     float *logits;         /* (lrows, V) */
     g1_sampler *sampler;
     int lrows;             /* logits rows computed at once */
+    /* prefix reuse (NULL when off): the tokens whose keys and values slot s's
+     * caches hold, positions [0, n_held[s]); a request put into the slot
+     * starts after the prefix it shares with them */
+    int **held;            /* (n_slots, context) */
+    int *n_held;           /* (n_slots) */
+    /* requests read but not started, oldest first (n_pend of at most W): with
+     * prefix reuse in score mode a request may wait there for a slot running
+     * a request it shares a longer prefix with (W = 1 without reuse) */
+    g1_request *pend;
+    int64_t *pend_k;       /* their request indices */
+    int n_pend, W;
+    /* a bad request met while reading ahead: the run stops with this when
+     * every request before it has started, as it would without read-ahead */
+    g1_status bad;
+    char bad_msg[512];
 } driver;
 
 static double now_s(void) { return g1_trace_now(); }
@@ -142,19 +157,47 @@ static g1_status seq_finish(driver *d, int s)
                                       q->text.n, q->finish, q->top, &line);
     int64_t k = q->k;
     d->st->generated_tokens += q->n_gen;
-    seq_clear(q); /* the slot's next request starts at position 0, which resets its caches */
+    seq_clear(q); /* the slot's next request starts at position 0, or after the prefix it shares with
+                     the slot's caches (prefix reuse): a smaller position rewinds them */
     G1_TRY(st);
     return out_push(d, k, line);
 }
 
-/* Put request `r` (ownership taken) into free slot s. A generate request
+/* The first position whose logits request r needs: every one for a plain
+ * score (or with the dump), the last of the prompt part for a continuation
+ * or a generation. */
+static int first_needed(const driver *d, const g1_request *r)
+{
+    if (d->o.mode == G1_MODE_GENERATE)
+        return r->n_prompt - 1;
+    return d->o.dump || !r->n_context ? 0 : r->n_context - 1;
+}
+
+/* Positions of request r that slot s's caches already hold: the prefix it
+ * shares with the slot's tokens, up to the first position whose logits it
+ * needs (those must be computed). The engine is batch-invariant, so keys and
+ * values computed for another request are the ones this one would compute. */
+static int reusable(const driver *d, int s, const g1_request *r)
+{
+    if (!d->held)
+        return 0;
+    int n = first_needed(d, r), i = 0;
+    if (n > d->n_held[s])
+        n = d->n_held[s];
+    const int *h = d->held[s];
+    while (i < n && h[i] == r->prompt_ids[i])
+        i++;
+    return i;
+}
+
+/* Put request `r` (ownership taken), request index k, into free slot s. A generate request
  * with no room for new tokens finishes at once and leaves the slot free. */
-static g1_status seq_start(driver *d, int s, g1_request *r)
+static g1_status seq_start(driver *d, int s, g1_request *r, int64_t k)
 {
     seq *q = &d->seqs[s];
     memset(q, 0, sizeof *q);
     q->req = *r;
-    q->k = d->n_read++;
+    q->k = k;
     d->st->requests++;
     d->st->prompt_tokens += r->n_prompt;
     int n = r->n_prompt;
@@ -179,39 +222,123 @@ static g1_status seq_start(driver *d, int s, g1_request *r)
         if (d->o.tok)
             g1_tok_stream_init(&q->ts, d->o.tok);
     }
+    q->fed = reusable(d, s, &q->req); /* a smaller position rewinds the slot's caches there */
+    d->st->reused_tokens += q->fed;
     q->busy = 1;
     return G1_OK;
 }
 
-/* Fill free slots from the input, spreading requests over the micro-batches
- * (slot j of every micro-batch before slot j + 1 of any). */
+/* The free slot for request r: the one whose caches hold the longest usable
+ * prefix of it (*reuse), the first on ties in the order that spreads
+ * requests over the micro-batches (slot j of every micro-batch before slot
+ * j + 1 of any). -1 when no slot is free. */
+static int best_free(const driver *d, const g1_request *r, int *reuse)
+{
+    int s = -1;
+    *reuse = -1;
+    for (int i = 0; i < d->n_slots; i++) {
+        int c = (i % d->M) * d->B + i / d->M, n;
+        if (!d->seqs[c].busy && (n = reusable(d, c, r)) > *reuse) {
+            *reuse = n;
+            s = c;
+        }
+    }
+    return s;
+}
+
+/* The longest usable prefix request r shares with a request running now
+ * (whose caches will hold its whole prompt once it is done). */
+static int running_share(const driver *d, const g1_request *r)
+{
+    int best = 0, lim = first_needed(d, r);
+    for (int c = 0; c < d->n_slots; c++) {
+        const seq *q = &d->seqs[c];
+        int n = lim < q->req.n_prompt ? lim : q->req.n_prompt, i = 0;
+        if (!q->busy)
+            continue;
+        while (i < n && q->req.prompt_ids[i] == r->prompt_ids[i])
+            i++;
+        if (i > best)
+            best = i;
+    }
+    return best;
+}
+
+/* A score request waits (in the read-ahead) for a running request when they
+ * share at least this many more positions than any free slot holds: the
+ * contexts of one question's lm-eval continuations, read one after the other. */
+#define WAIT_GAIN 16
+
+static g1_status start_pending(driver *d, int i, int s)
+{
+    g1_request r = d->pend[i];
+    int64_t k = d->pend_k[i];
+    d->n_pend--;
+    memmove(d->pend + i, d->pend + i + 1, (size_t)(d->n_pend - i) * sizeof *d->pend);
+    memmove(d->pend_k + i, d->pend_k + i + 1, (size_t)(d->n_pend - i) * sizeof *d->pend_k);
+    return seq_start(d, s, &r, k);
+}
+
+/* Fill free slots from the input, oldest request first, each into the free
+ * slot best_free picks. With prefix reuse in score mode, a request that
+ * shares a long prefix with a running one waits for its slot (while later
+ * requests go ahead), unless the read-ahead is full and nothing else could
+ * start. */
 static g1_status admit(driver *d)
 {
     if (d->o.stop && *d->o.stop)
         d->eof = 1; /* interrupted: take no new requests */
-    for (int i = 0; i < d->n_slots && !d->eof; i++) {
-        int s = (i % d->M) * d->B + i / d->M;
-        while (!d->seqs[s].busy && !d->eof) {
-            g1_request r;
+    for (;;) {
+        while (!d->eof && d->n_pend < d->W && !(d->o.stop && *d->o.stop)) {
             int got = 0;
-            G1_TRY(g1_request_next(&d->rd, &r, &got));
-            if (!got)
+            g1_status st = g1_request_next(&d->rd, &d->pend[d->n_pend], &got);
+            if (st != G1_OK) {
+                d->bad = st;
+                snprintf(d->bad_msg, sizeof d->bad_msg, "%s", g1_last_error());
                 d->eof = 1;
-            else
-                G1_TRY(seq_start(d, s, &r));
+            } else if (!got) {
+                d->eof = 1;
+            } else {
+                d->pend_k[d->n_pend++] = d->n_read++;
+            }
         }
+        if (d->o.stop && *d->o.stop)
+            return G1_OK;
+        if (d->bad && !d->n_pend)
+            return G1_FAIL(d->bad, "%s", d->bad_msg);
+        int started = 0, free_left = 0, reuse;
+        for (int i = 0; i < d->n_pend; i++) {
+            int s = best_free(d, &d->pend[i], &reuse);
+            if (s < 0)
+                break;
+            free_left = 1;
+            if (d->held && d->o.mode == G1_MODE_SCORE && running_share(d, &d->pend[i]) >= reuse + WAIT_GAIN)
+                continue;
+            G1_TRY(start_pending(d, i--, s));
+            started = 1;
+        }
+        if (!started && free_left && d->n_pend == d->W) { /* the read-ahead is full of waiting requests */
+            int s = best_free(d, &d->pend[0], &reuse);
+            G1_TRY(start_pending(d, 0, s));
+            started = 1;
+        }
+        if (!started)
+            return G1_OK; /* every slot busy, or what is read waits; else read on and fill more */
     }
-    return G1_OK;
 }
 
 /* ---- one step ---- */
 
-static void add_row(mbatch *b, int t, int s, int token, int pos, int need)
+static void add_row(driver *d, mbatch *b, int t, int s, int token, int pos, int need)
 {
     b->tok[t] = token;
     b->slot[t] = s;
     b->pos[t] = pos;
     b->need[t] = need;
+    if (d->held) {
+        d->held[s][pos] = token;
+        d->n_held[s] = pos + 1;
+    }
 }
 
 /* Micro-batch m's next step: decode tokens first (they are cheap and keep
@@ -226,7 +353,7 @@ static int build_batch(driver *d, int m)
         seq *q = &d->seqs[s];
         if (!q->busy || q->fed < q->req.n_prompt)
             continue;
-        add_row(b, T++, s, q->gen[q->n_gen - 1], q->fed, 1);
+        add_row(d, b, T++, s, q->gen[q->n_gen - 1], q->fed, 1);
         q->fed++;
     }
     b->rr = (b->rr + 1) % n; /* no slot waits for ever when slots > budget */
@@ -240,13 +367,12 @@ static int build_batch(driver *d, int m)
         if (best < 0)
             break;
         seq *q = &d->seqs[best];
-        int c = q->req.n_prompt - q->fed;
+        int c = q->req.n_prompt - q->fed, first = first_needed(d, &q->req);
         if (c > budget - T)
             c = budget - T;
         for (int j = 0; j < c; j++) {
             int p = q->fed + j;
-            int need = d->o.mode == G1_MODE_SCORE || p == q->req.n_prompt - 1;
-            add_row(b, T++, best, q->req.prompt_ids[p], p, need);
+            add_row(d, b, T++, best, q->req.prompt_ids[p], p, p >= first);
         }
         q->fed += c;
     }
@@ -451,6 +577,8 @@ static g1_status run_loop(driver *d)
         d->st->interrupted = 1;
         return G1_OK;
     }
+    if (d->n_pend)
+        return G1_FAIL(G1_ERR_INTERNAL, "scheduler stopped with request %lld not started", (long long)d->pend_k[0]);
     for (int s = 0; s < d->n_slots; s++)
         if (d->seqs[s].busy)
             return G1_FAIL(G1_ERR_INTERNAL, "scheduler stopped with request %lld unfinished",
@@ -492,6 +620,20 @@ static g1_status driver_alloc(driver *d)
     d->logits = malloc((size_t)d->lrows * V * sizeof *d->logits);
     if (!d->seqs || !d->mbs || !d->order || !d->logits)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    d->W = d->o.prefix_cache && d->o.mode == G1_MODE_SCORE ? 4 * d->n_slots + 16 : 1;
+    d->pend = calloc((size_t)d->W, sizeof *d->pend);
+    d->pend_k = calloc((size_t)d->W, sizeof *d->pend_k);
+    if (!d->pend || !d->pend_k)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    if (d->o.prefix_cache) {
+        d->held = calloc((size_t)d->n_slots, sizeof *d->held);
+        d->n_held = calloc((size_t)d->n_slots, sizeof *d->n_held);
+        if (!d->held || !d->n_held)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+        for (int s = 0; s < d->n_slots; s++)
+            if (!(d->held[s] = malloc((size_t)d->context * sizeof **d->held)))
+                return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    }
     G1_TRY(g1_sampler_init(&d->sampler, (int32_t)V));
     for (int m = 0; m < d->M; m++) {
         mbatch *b = &d->mbs[m];
@@ -539,6 +681,14 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     free(d.mbs);
     free(d.order);
     free(d.logits);
+    for (int s = 0; d.held && s < d.n_slots; s++)
+        free(d.held[s]);
+    free(d.held);
+    free(d.n_held);
+    for (int i = 0; i < d.n_pend; i++)
+        g1_request_free(&d.pend[i]);
+    free(d.pend);
+    free(d.pend_k);
     g1_sampler_free(d.sampler);
     g1_request_reader_free(&d.rd);
     return st;

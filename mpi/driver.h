@@ -49,6 +49,11 @@ typedef struct g1_driver_opts {
     void (*progress)(void *ctx, const struct g1_driver_stats *s);
     void *progress_ctx;
     g1_trace *trace;           /* NULL: no timeline */
+    /* reuse the keys and values a slot holds from its earlier requests: a
+     * request starts after the prefix it shares with them (a few-shot
+     * preamble, the context of an lm-eval continuation); the results are
+     * the same, the engine being batch-invariant */
+    int prefix_cache;
 } g1_driver_opts;
 
 typedef struct g1_driver_stats {
@@ -57,6 +62,7 @@ typedef struct g1_driver_stats {
     int64_t written;       /* results written in this run */
     int interrupted;       /* stopped by `stop` before the end of the input */
     int64_t prompt_tokens;
+    int64_t reused_tokens; /* prompt positions not computed: their caches were held (prefix_cache) */
     int64_t generated_tokens;
     int64_t steps; /* micro-batch steps submitted */
     double busy;   /* seconds embedding, un-embedding and picking tokens */

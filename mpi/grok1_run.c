@@ -68,6 +68,7 @@ typedef struct cli {
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     g1_cuda_gemm cuda_gemm;
     int kv_bf16; /* --kv-cache bf16 */
+    int prefix_cache; /* --prefix-cache on (the default) */
     int gpu_direct; /* -1 auto, 0 off, 1 on */
 } cli;
 
@@ -159,6 +160,14 @@ static void usage(FILE *f)
 "                            the cache memory and the bytes long-context attention reads\n"
 "                            (cpu keeps the rounded values as float32: the same results, to\n"
 "                            check a GPU's against); results move within bf16 rounding\n"
+"  --prefix-cache on|off     a request put into a slot starts after the prefix it shares\n"
+"                            with the tokens the slot's caches hold from earlier requests\n"
+"                            (few-shot preambles, the context of continuations), up to the\n"
+"                            first position whose logits it needs; a new request goes to the\n"
+"                            free slot holding the longest such prefix (default on). The\n"
+"                            results are the same either way (bitwise on cpu; with cuda's\n"
+"                            bf16 GEMMs within their batching noise); none with --dump-logits\n"
+"                            or plain scoring, which need every position's logits\n"
 );
     fprintf(f,
 "\n"
@@ -264,7 +273,8 @@ static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
-           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV };
+           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
+           O_PREFIX };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -286,11 +296,12 @@ static int parse_args(int argc, char **argv, cli *c)
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
         {"max-context", required_argument, NULL, O_MAXCTX},
         {"kv-cache", required_argument, NULL, O_KV},
+        {"prefix-cache", required_argument, NULL, O_PREFIX},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
                .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT, .backend = -1,
-               .gpu_direct = -1};
+               .gpu_direct = -1, .prefix_cache = 1};
     c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
     int o, r = 0;
@@ -338,6 +349,12 @@ static int parse_args(int argc, char **argv, cli *c)
             static const char *const w[] = {"f32", "bf16", NULL};
             static const int v[] = {0, 1};
             r = parse_word("--kv-cache", optarg, w, v, &c->kv_bf16);
+            break;
+        }
+        case O_PREFIX: {
+            static const char *const w[] = {"on", "off", NULL};
+            static const int v[] = {1, 0};
+            r = parse_word("--prefix-cache", optarg, w, v, &c->prefix_cache);
             break;
         }
         case O_GPU_DIRECT: {
@@ -995,7 +1012,8 @@ static g1_status drive(const cli *c, files *f, job *j)
                         .stop = &g_stop,
                         .progress = g1_progress_update,
                         .progress_ctx = &prog,
-                        .trace = c->trace ? &j->trace : NULL};
+                        .trace = c->trace ? &j->trace : NULL,
+                        .prefix_cache = c->prefix_cache};
 #if G1_HAVE_HDF5
     g1_logits_sink sink = {.write = dump_write, .has = dump_has, .ctx = f->logits};
     if (f->logits)
@@ -1033,10 +1051,14 @@ static g1_status drive(const cli *c, files *f, job *j)
                 (int)g_stop_signal, (long long)s.written, (long long)s.skipped);
     else if (s.skipped)
         fprintf(stderr, "grok1-run: resumed after %lld results already written\n", (long long)s.skipped);
+    char reused[96] = "";
+    if (s.reused_tokens)
+        snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%)",
+                 (long long)s.reused_tokens, 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens);
     fprintf(stderr,
-            "grok1-run: %lld requests, %lld prompt tokens, %lld generated tokens, %.3f s, %.1f tokens/s; "
+            "grok1-run: %lld requests, %lld prompt tokens%s, %lld generated tokens, %.3f s, %.1f tokens/s; "
             "%d x %d ranks, %d micro-batches of %d slots%s%s\n",
-            (long long)s.requests, (long long)s.prompt_tokens, (long long)s.generated_tokens, dt,
+            (long long)s.requests, (long long)s.prompt_tokens, reused, (long long)s.generated_tokens, dt,
             dt > 0 ? (double)tok / dt : 0.0, j->P, j->E, j->M, c->batch_size, j->dist ? "; stage busy " : "",
             stages);
     return G1_OK;

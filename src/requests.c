@@ -17,6 +17,7 @@ static const struct {
     {"prompt_ids", G1_MODE_SCORE | G1_MODE_GENERATE},
     {"prompt", G1_MODE_SCORE | G1_MODE_GENERATE},
     {"continuation", G1_MODE_SCORE},
+    {"continuation_ids", G1_MODE_SCORE},
     {"max_new_tokens", G1_MODE_GENERATE},
     {"temperature", G1_MODE_GENERATE},
     {"top_p", G1_MODE_GENERATE},
@@ -64,34 +65,36 @@ static int field_allowed(const char *key, g1_run_mode mode)
     return 0;
 }
 
-static g1_status parse_prompt(const json_t *ids, long line, const g1_config *cfg, g1_request *r)
+/* A list of token ids, `name` in messages ("prompt_ids", "continuation_ids"),
+ * appended to r->prompt_ids. */
+static g1_status parse_ids(const json_t *ids, const char *name, long line, const g1_config *cfg, g1_request *r)
 {
     if (!ids)
-        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: missing \"prompt_ids\" (a list of token ids)", line);
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: missing \"%s\" (a list of token ids)", line, name);
     if (!json_is_array(ids))
-        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt_ids\" must be a list of token ids", line);
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"%s\" must be a list of token ids", line, name);
     size_t n = json_array_size(ids);
     if (n == 0)
-        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt_ids\" is empty; a prompt needs at least one token",
-                       line);
-    if (n > (size_t)INT_MAX)
-        return G1_FAIL(G1_ERR_RANGE, "input line %ld: \"prompt_ids\" is too long", line);
-    r->prompt_ids = malloc(n * sizeof *r->prompt_ids);
-    if (!r->prompt_ids)
-        return G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory for %zu prompt tokens", line, n);
-    r->n_prompt = (int)n;
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"%s\" is empty; it needs at least one token", line, name);
+    if (n > (size_t)(INT_MAX - r->n_prompt))
+        return G1_FAIL(G1_ERR_RANGE, "input line %ld: \"%s\" is too long", line, name);
+    int *all = realloc(r->prompt_ids, ((size_t)r->n_prompt + n) * sizeof *all);
+    if (!all)
+        return G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory for %zu tokens", line, n);
+    r->prompt_ids = all;
     for (size_t i = 0; i < n; i++) {
         const json_t *t = json_array_get(ids, i);
         if (!json_is_integer(t))
-            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: prompt_ids[%zu] is not an integer token id", line, i);
+            return G1_FAIL(G1_ERR_FORMAT, "input line %ld: %s[%zu] is not an integer token id", line, name, i);
         json_int_t v = json_integer_value(t);
         if (v < 0 || v >= cfg->vocab_size)
             return G1_FAIL(G1_ERR_RANGE,
-                           "input line %ld: prompt_ids[%zu] = %lld is out of range: the vocabulary has %d tokens "
+                           "input line %ld: %s[%zu] = %lld is out of range: the vocabulary has %d tokens "
                            "(ids 0..%d)",
-                           line, i, (long long)v, cfg->vocab_size, cfg->vocab_size - 1);
-        r->prompt_ids[i] = (int)v;
+                           line, name, i, (long long)v, cfg->vocab_size, cfg->vocab_size - 1);
+        all[r->n_prompt + (int)i] = (int)v;
     }
+    r->n_prompt += (int)n;
     return G1_OK;
 }
 
@@ -259,14 +262,24 @@ static g1_status parse_object(const json_t *obj, long line, const g1_request_ctx
     r->id = json_incref(id);
 
     const json_t *text = json_object_get(obj, "prompt"), *cont = json_object_get(obj, "continuation");
+    const json_t *cont_ids = json_object_get(obj, "continuation_ids");
     if (text && json_object_get(obj, "prompt_ids"))
         return G1_FAIL(G1_ERR_FORMAT, "input line %ld: give \"prompt\" or \"prompt_ids\", not both", line);
     if (cont && !text)
-        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"continuation\" needs a text \"prompt\"", line);
-    if (text)
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"continuation\" needs a text \"prompt\" (with "
+                                      "\"prompt_ids\", give \"continuation_ids\")", line);
+    if (cont_ids && text)
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"continuation_ids\" goes with \"prompt_ids\" (with a "
+                                      "text \"prompt\", give \"continuation\" text)", line);
+    if (text) {
         G1_TRY(parse_text(text, cont, line, ctx, r));
-    else
-        G1_TRY(parse_prompt(json_object_get(obj, "prompt_ids"), line, ctx->cfg, r));
+    } else {
+        G1_TRY(parse_ids(json_object_get(obj, "prompt_ids"), "prompt_ids", line, ctx->cfg, r));
+        if (cont_ids) { /* scored as given: no re-tokenizing at the boundary */
+            r->n_context = r->n_prompt;
+            G1_TRY(parse_ids(cont_ids, "continuation_ids", line, ctx->cfg, r));
+        }
+    }
     G1_TRY(fit_context(line, ctx, r));
 
     const json_t *mnt = json_object_get(obj, "max_new_tokens");

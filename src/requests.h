@@ -40,7 +40,8 @@ typedef struct g1_request {
     json_t *id;          /* string or number, echoed back as given */
     int *prompt_ids;     /* (n_prompt), each in [0, vocab_size); with a continuation, prompt then continuation */
     int n_prompt;        /* >= 1 */
-    int n_context;       /* score with "continuation": tokens of the prompt part; 0 otherwise */
+    int n_context;       /* score with a continuation ("continuation" text or "continuation_ids"): tokens
+                            of the prompt part; 0 otherwise */
     int truncated;       /* tokens cut from the left (--truncate left) */
     int text;            /* the prompt came as text: results carry text */
     int max_new_tokens;  /* -1 when the request does not set it */

@@ -10,6 +10,7 @@ first failed check; 77 means skipped.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def case_help(d):
     rc, so, se = run(["--help"])
     check(rc == 0, f"--help exit {rc}")
     for w in ["--checkpoint", "--mode", "--input", "--output", "--dump-logits", "--max-new-tokens",
-              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--synthetic-seed", "--temperature", "--top-p", "--top-k", "--seed", "--tokenizer", "--backend", "--cuda-gemm", "--gpu-direct", "input order"]:
+              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--synthetic-seed", "--temperature", "--top-p", "--top-k", "--seed", "--tokenizer", "--backend", "--cuda-gemm", "--gpu-direct", "--prefix-cache", "--kv-cache", "--max-context", "input order"]:
         check(w.lower() in so.lower(), f"--help does not mention {w}")
 
 
@@ -143,6 +144,14 @@ BAD = [  # (mode, line 3 of the input, words the message must contain)
     ("generate", '{"id": 3, "prompt": "hello", "continuation": " x"}', ["line 3", "unknown field", "continuation"]),
     ("score", '{"id": 3, "prompt_ids": [1], "max_new_tokens": 4}', ["line 3", "unknown field", "max_new_tokens"]),
     ("score", '{"id": 3, "id": 4, "prompt_ids": [1]}', ["line 3", "JSON"]),
+    ("score", '{"id": 3, "prompt_ids": [1], "continuation_ids": []}', ["line 3", "continuation_ids", "empty"]),
+    ("score", '{"id": 3, "prompt_ids": [1], "continuation_ids": [512]}',
+     ["line 3", "continuation_ids[0]", "512", "out of range"]),
+    ("score", '{"id": 3, "prompt_ids": [1], "continuation_ids": 7}', ["line 3", "continuation_ids", "list"]),
+    ("score", '{"id": 3, "continuation_ids": [7]}', ["line 3", "missing", "prompt_ids"]),
+    ("score", '{"id": 3, "prompt": "hi", "continuation_ids": [7]}', ["line 3", "continuation_ids", "prompt_ids"]),
+    ("score", '{"id": 3, "prompt_ids": [1], "continuation": " x"}', ["line 3", "continuation_ids"]),
+    ("generate", '{"id": 3, "prompt_ids": [1], "continuation_ids": [7]}', ["line 3", "unknown field", "continuation_ids"]),
 ]
 
 
@@ -481,6 +490,122 @@ def case_max_context(d):
     expect_fail(tiny("score", inp, out, "--truncate", "left", "--resume"), 1, ["max_context"])
     expect_ok(tiny("score", inp, out, "--max-context", str(N), "--truncate", "left", "--resume"))
     check(open(out).read() == whole, "resumed with the same --max-context: not the uninterrupted output")
+
+
+def case_continuation_ids(d):
+    """"continuation_ids" (with "prompt_ids", score mode): lm-eval style
+    scoring of token ids. The log-probs are those of the same tokens scored
+    whole, bitwise; --truncate left cuts only the prompt part."""
+    inp, whole = os.path.join(d, "in.jsonl"), os.path.join(d, "whole.jsonl")
+    P, C = [(11 * i + 4) % V for i in range(30)], [(5 * i + 9) % V for i in range(6)]
+    write_jsonl(inp, [{"id": "c", "prompt_ids": P, "continuation_ids": C},
+                      {"id": "one", "prompt_ids": [3], "continuation_ids": [4]}])
+    write_jsonl(whole, [{"id": "c", "prompt_ids": P + C}, {"id": "one", "prompt_ids": [3, 4]}])
+    out, ref = os.path.join(d, "out.jsonl"), os.path.join(d, "ref.jsonl")
+    expect_ok(tiny("score", inp, out))
+    expect_ok(tiny("score", whole, ref))
+    for g, r, n in zip(read_jsonl(out), read_jsonl(ref), (len(P), 1)):
+        check(list(g) == ["id", "prompt_tokens", "continuation_tokens", "logprobs", "sum_logprob", "is_greedy"],
+              f"keys {list(g)}")
+        m = r["prompt_tokens"] - n
+        check(g["prompt_tokens"] == n and g["continuation_tokens"] == m, f"{g['id']}: token counts {g}")
+        check(g["logprobs"] == r["logprobs"][n - 1:], f"{g['id']}: log-probs differ from the whole sequence's")
+        check(abs(g["sum_logprob"] - sum(r["logprobs"][n - 1:])) < 1e-9, f"{g['id']}: sum_logprob")
+    # too long for the context: refused, or its prompt part cut from the left
+    long_p = [(3 * i + 1) % V for i in range(MAX_SEQ - 2)]
+    write_jsonl(inp, [{"id": "long", "prompt_ids": long_p, "continuation_ids": C}])
+    refused = os.path.join(d, "refused.jsonl")
+    expect_fail(tiny("score", inp, refused), 1, ["input line 1", f"{MAX_SEQ + 4} tokens", "--truncate left"],
+                out=refused)
+    expect_ok(tiny("score", inp, out, "--truncate", "left"))
+    g = read_jsonl(out)[0]
+    check(g["truncated"] == 4 and g["prompt_tokens"] == MAX_SEQ - 6 and g["continuation_tokens"] == len(C),
+          f"truncated continuation request: {g}")
+    write_jsonl(inp, [{"id": "cont", "prompt_ids": [1], "continuation_ids": [2] * MAX_SEQ}])
+    expect_fail(tiny("score", inp, refused, "--truncate", "left"), 1, ["input line 1"], out=refused)
+
+
+def reused(stderr):
+    """Prompt positions the summary line says were held from earlier requests."""
+    m = re.search(r"\((\d+) of them held from earlier requests", stderr)
+    return int(m.group(1)) if m else 0
+
+
+def held_one_slot(reqs, mode, dump=False):
+    """The positions a run with one slot reuses: each request shares with the
+    previous one's prompt (what the slot's caches hold) up to the first
+    position whose logits it needs."""
+    total, held = 0, []
+    for r in reqs:
+        toks = r["prompt_ids"] + r.get("continuation_ids", [])
+        if mode == "generate":
+            first = len(toks) - 1
+            if r.get("max_new_tokens") == 0:
+                continue  # done before it is fed: the slot keeps what it holds
+        else:
+            first = 0 if dump or "continuation_ids" not in r else len(r["prompt_ids"]) - 1
+        n = 0
+        while n < min(first, len(held)) and held[n] == toks[n]:
+            n += 1
+        total += n
+        held = toks
+    return total
+
+
+def case_prefix_cache(d):
+    """--prefix-cache (on by default): a request starts after the prefix it
+    shares with what its slot's caches hold. The results are bitwise those
+    of --prefix-cache off in every batching; with one slot the positions
+    reused are exactly the shared prefixes; with several, the continuations
+    of one context are scored one after the other in its slot; nothing is
+    reused for plain scoring or with --dump-logits."""
+    import random
+    rnd = random.Random(4)
+    shots = [rnd.randrange(3, V) for _ in range(60)]
+    mc = []
+    for q in range(10):
+        ctx = shots + [rnd.randrange(3, V) for _ in range(rnd.randint(10, 40))]
+        for c in range(4):
+            mc.append({"id": f"q{q}.{c}", "prompt_ids": ctx,
+                       "continuation_ids": [rnd.randrange(3, V) for _ in range(rnd.randint(1, 5))]})
+        if q % 3 == 1:  # plain scoring among them: needs every position, reuses none
+            mc.append({"id": f"plain{q}", "prompt_ids": ctx[:50]})
+    gen = [{"id": i, "prompt_ids": shots + [rnd.randrange(3, V) for _ in range(rnd.randint(2, 30))],
+            "max_new_tokens": rnd.randint(0, 12), "temperature": 0.8, "seed": i} for i in range(16)]
+    gen.insert(5, dict(gen[4], id="again"))  # a prompt twice
+    sin, gin = os.path.join(d, "mc.jsonl"), os.path.join(d, "gen.jsonl")
+    write_jsonl(sin, mc)
+    write_jsonl(gin, gen)
+    for mode, inp, reqs in (("score", sin, mc), ("generate", gin, gen)):
+        off = os.path.join(d, f"{mode}_off.jsonl")
+        _, se = expect_ok(tiny(mode, inp, off, "--prefix-cache", "off"))
+        check(reused(se) == 0 and "held from earlier" not in se, f"{mode}: --prefix-cache off reused: {se.strip()}")
+        want = held_one_slot(reqs, mode)
+        ideal = sum(len(r["prompt_ids"]) - 1 for r in reqs if "continuation_ids" in r) if mode == "score" else 0
+        for extra in (["--batch-size", "1"], ["--batch-size", "4", "--max-batch-tokens", "7"],
+                      ["--batch-size", "3", "--micro-batches", "2"], []):
+            out = os.path.join(d, f"{mode}_on.jsonl")
+            _, se = expect_ok(tiny(mode, inp, out, *extra))
+            check(open(out).read() == open(off).read(), f"{mode} {extra}: results differ from --prefix-cache off")
+            got = reused(se)
+            print(f"{mode} {' '.join(extra) or '(defaults)'}: {got} prompt positions reused "
+                  f"(one slot: {want}{f', the most possible {ideal}' if ideal else ''})")
+            if extra == ["--batch-size", "1"]:
+                check(got == want, f"{mode}, one slot: {got} positions reused, expected {want}")
+            elif mode == "score":
+                # the 4 continuations of a context run in one slot, one after the other
+                check(got >= 0.9 * want, f"{mode} {extra}: only {got} positions reused, one slot reuses {want}")
+            else:
+                check(got > 0, f"{mode} {extra}: nothing reused")
+    if ARGS.hdf5:
+        lg_on, lg_off = os.path.join(d, "on.h5"), os.path.join(d, "off.h5")
+        on, off = os.path.join(d, "d_on.jsonl"), os.path.join(d, "d_off.jsonl")
+        _, se = expect_ok(tiny("score", sin, on, "--dump-logits", lg_on, "--batch-size", "2"))
+        check(reused(se) == 0, f"--dump-logits: {reused(se)} positions reused; every position's logits are needed")
+        expect_ok(tiny("score", sin, off, "--dump-logits", lg_off, "--batch-size", "2", "--prefix-cache", "off"))
+        check(open(on).read() == open(off).read(), "--dump-logits: results differ with --prefix-cache on")
+    expect_fail(tiny("score", sin, os.path.join(d, "x.jsonl"), "--prefix-cache", "yes"), 2,
+                ["--prefix-cache yes", "on or off"])
 
 
 def case_kv_cache(d):

@@ -195,6 +195,9 @@ def case_refusals():
     inp = requests(os.path.join(ARGS.tmp, "ref.jsonl"), 2, 6, "score")
     out = os.path.join(ARGS.tmp, "ref_out.jsonl")
     base = ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out]
+    for f in (out, out + ".meta.json", out + ".partial"):  # from an earlier run in the same build directory
+        if os.path.exists(f):
+            os.remove(f)
     cases = [
         (3, ["--stages", "2", "--ep", "2"], ["3 processes", "needs 4"]),
         (2, ["--stages", "1", "--ep", "3"], ["does not divide", "1, 2, 4, 8"]),
@@ -496,6 +499,55 @@ def case_cuda_emu():
     check(p.returncode == 0 and os.path.exists(out) and open(out).read() == ref,
           f"resuming with 1 slot on the same GPU: exit {p.returncode}, output equal to a roomy run: "
           f"{os.path.exists(out) and open(out).read() == ref}; {p.stderr[-300:]}")
+
+
+def case_prefix_cache():
+    """Prefix reuse (--prefix-cache, on by default) through the pipeline: the
+    driver on rank 0 starts a request after the prefix its slot's caches hold
+    on every stage and expert slot. lm-eval style continuations sharing
+    contexts and a few-shot preamble, and sampled generations from few-shot
+    prompts, in 2x2 and 3x1 layouts with 2 micro-batches: bitwise equal to
+    one rank with --prefix-cache off, with positions reused. With grok1-run-emu,
+    --backend cuda --cuda-gemm f32 (batch-invariant) likewise."""
+    ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
+    rnd = random.Random(21)
+    shots = [rnd.randrange(3, 512) for _ in range(50)]
+    sin, gin = os.path.join(ARGS.tmp, "pc_mc.jsonl"), os.path.join(ARGS.tmp, "pc_gen.jsonl")
+    with open(sin, "w") as f:
+        for q in range(8):
+            ctx = shots + [rnd.randrange(3, 512) for _ in range(rnd.randint(5, 30))]
+            for c in range(4):
+                cont = [rnd.randrange(3, 512) for _ in range(rnd.randint(1, 4))]
+                f.write(json.dumps({"id": f"q{q}.{c}", "prompt_ids": ctx, "continuation_ids": cont}) + "\n")
+    with open(gin, "w") as f:
+        for i in range(12):
+            q = [rnd.randrange(3, 512) for _ in range(rnd.randint(2, 20))]
+            f.write(json.dumps({"id": i, "prompt_ids": shots + q, "max_new_tokens": rnd.randint(1, 10),
+                                "temperature": 1.0, "seed": 50 + i}) + "\n")
+
+    def go(mode, inp, tag, n, extra, **kw):
+        out = os.path.join(ARGS.tmp, f"{tag}.jsonl")
+        p = run(n, ["--checkpoint", ckpt, "--mode", mode, "--input", inp, "--output", out] + extra, **kw)
+        m = re.search(r"\((\d+) of them held from earlier requests", p.stderr)
+        return open(out).read(), int(m.group(1)) if m else 0
+
+    for mode, inp in (("score", sin), ("generate", gin)):
+        ref, none = go(mode, inp, f"pc_{mode}_off", 1, ["--prefix-cache", "off"])
+        check(none == 0, f"{mode}: --prefix-cache off reused {none} positions")
+        for P, E in [(2, 2), (3, 1)]:
+            lay = ["--stages", str(P), "--ep", str(E), "--micro-batches", "2", "--batch-size", "3"]
+            text, n = go(mode, inp, f"pc_{mode}_{P}x{E}", P * E, lay)
+            print(f"{mode} {P}x{E} with prefix reuse: {n} positions reused, "
+                  f"{'bitwise equal' if text == ref else 'DIFFERENT'} to 1x1 without")
+            check(text == ref and n > 0, f"{mode} {P}x{E}: prefix reuse changed the results or reused nothing")
+        if ARGS.run_emu:
+            emu = dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_SMS": "4"})
+            f32 = ["--backend", "cuda", "--cuda-gemm", "f32", "--batch-size", "3"]
+            cref, _ = go(mode, inp, f"pc_{mode}_emu_off", 1, f32 + ["--prefix-cache", "off"], **emu)
+            text, n = go(mode, inp, f"pc_{mode}_emu_2x1", 2, f32 + ["--stages", "2"], **emu)
+            print(f"{mode} cuda f32 (emulated) 2x1 with prefix reuse: {n} positions reused, "
+                  f"{'bitwise equal' if text == cref else 'DIFFERENT'} to 1x1 without")
+            check(text == cref and n > 0, f"{mode} cuda 2x1: prefix reuse changed the results or reused nothing")
 
 
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}

@@ -1,8 +1,11 @@
 /* int8 weight-only matmul (dequantise on the fly to bf16 values, multiply in
  * float32) and the bf16 un-embedding. Hot path of decode and prefill.
- * AVX-512 when the compiler targets it; portable C otherwise. Each output
- * element is one chain acc = fma(x[t,r], w[r,c], acc) over r = 0..rows-1,
- * whatever the path, so results do not depend on T or tiling. */
+ * AVX-512 when the compiler targets it, else AVX2 + FMA, else portable C.
+ * Each matmul output element is one chain acc = fma(x[t,r], w[r,c], acc)
+ * over r = 0..rows-1, whatever the path, so results do not depend on T or
+ * tiling, and the three paths give the same bits. The un-embedding's dot
+ * products are split into partial sums: AVX-512 its own way, AVX2 and
+ * portable the same way as each other (16 lanes, then summed in order). */
 #include <math.h>
 #include <string.h>
 
@@ -11,6 +14,9 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define G1_AVX512 1
+#include <immintrin.h>
+#elif defined(__AVX2__) && defined(__FMA__)
+#define G1_AVX2 1
 #include <immintrin.h>
 #endif
 
@@ -205,6 +211,182 @@ static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c
         }
     }
 }
+#elif defined(G1_AVX2)
+/* 8 weights: bf16(int8 * scale) as float32, by integer rounding (any scale)
+ * or by Veltkamp's split (bf16 scales: ss = scale * 65537). */
+static inline __m256 deq8(const int8_t *p, const float *s, const float *ss)
+{
+    __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+    __m256 sc = _mm256_loadu_ps(s);
+    if (ss) {
+        __m256 c = _mm256_mul_ps(q, _mm256_loadu_ps(ss));
+        return _mm256_sub_ps(c, _mm256_sub_ps(c, _mm256_mul_ps(q, sc)));
+    }
+    __m256i u = _mm256_castps_si256(_mm256_mul_ps(q, sc));
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    u = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    return _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+/* The same chain for one element, scalar (columns past the last 8). */
+static inline float deq1(const g1_qmat *W, int r, int c)
+{
+    return g1_dequant(W->w[(size_t)r * W->cols + c], W->scale[(size_t)(r / (W->rows / W->blocks)) * W->cols + c]);
+}
+
+/* Rows [r0, r0+nr) of columns [c, c + 8 nv) for tt tokens, accumulators
+ * in registers (tt and nv constants after inlining), continued from acc
+ * (carried between row blocks) unless r0 == 0; stored to acc, or to y after
+ * the last row block. */
+static inline __attribute__((always_inline)) void
+direct_chunk(const float *x, int rows, int tt, int nv, const g1_qmat *W, int r0, int nr, int last, int c, int c0,
+             float *acc, float *y, int ldy)
+{
+    int cols = W->cols, rpb = rows / W->blocks;
+    __m256 a[TT][8];
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < nv; v++)
+            a[t][v] = r0 ? _mm256_load_ps(acc + (size_t)t * CW + (c - c0) + 8 * v) : _mm256_setzero_ps();
+    for (int r = r0; r < r0 + nr; r++) {
+        const int8_t *wr = W->w + (size_t)r * cols + c;
+        size_t so = (size_t)(r / rpb) * cols + c;
+        _mm_prefetch((const char *)(wr + (size_t)RB * cols), _MM_HINT_T0);
+        __m256 w[8];
+        for (int v = 0; v < nv; v++)
+            w[v] = deq8(wr + 8 * v, W->scale + so + 8 * v, W->scale_split ? W->scale_split + so + 8 * v : NULL);
+        for (int t = 0; t < tt; t++) {
+            __m256 xb = _mm256_broadcast_ss(x + (size_t)t * rows + r);
+            for (int v = 0; v < nv; v++)
+                a[t][v] = _mm256_fmadd_ps(xb, w[v], a[t][v]);
+        }
+    }
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < nv; v++) {
+            if (!last)
+                _mm256_store_ps(acc + (size_t)t * CW + (c - c0) + 8 * v, a[t][v]);
+            else
+                _mm256_storeu_ps(y + (size_t)t * ldy + c + 8 * v, a[t][v]);
+        }
+}
+
+/* Few tokens (tt <= TT): rows of [c0, c1) streamed once in blocks of RB
+ * rows; within a block, NV * 8 columns at a time (NV = 8 / tt rounded down
+ * to a power of two, so tt x NV accumulators fit AVX2's 16 registers); acc
+ * (tt, CW) carries the chains between row blocks. */
+static inline __attribute__((always_inline)) void
+range_direct(const float *x, int rows, int tt, const g1_qmat *W, int c0, int c1, float *acc, float *y, int ldy)
+{
+    const int NV = tt == 1 ? 8 : tt == 2 ? 4 : tt <= 4 ? 2 : 1;
+    int full = c0 + (c1 - c0) / 8 * 8;
+    for (int r0 = 0; r0 < rows; r0 += RB) {
+        int nr = imin(RB, rows - r0), last = r0 + nr >= rows, c = c0;
+        for (; c + 8 * NV <= full; c += 8 * NV)
+            direct_chunk(x, rows, tt, NV, W, r0, nr, last, c, c0, acc, y, ldy);
+        for (; c < full; c += 8)
+            direct_chunk(x, rows, tt, 1, W, r0, nr, last, c, c0, acc, y, ldy);
+        for (c = full; c < c1; c++) /* the last few columns */
+            for (int t = 0; t < tt; t++) {
+                float s = r0 ? acc[(size_t)t * CW + (c - c0)] : 0.0f;
+                for (int r = r0; r < r0 + nr; r++)
+                    s = fmaf(x[(size_t)t * rows + r], deq1(W, r, c), s);
+                if (!last)
+                    acc[(size_t)t * CW + (c - c0)] = s;
+                else
+                    y[(size_t)t * ldy + c] = s;
+            }
+    }
+}
+
+/* Many tokens: rows [r0, r0+nr) of a dequantised panel (nr, NC), tt <= TT
+ * tokens, columns [cc, cc + 8 nv) of it (tt and nv constants after
+ * inlining: the accumulators stay in registers); accumulators continued
+ * from y (first: from zero). */
+static inline __attribute__((always_inline)) void
+panel_cols(const float *x, int rows, int tt, int nv, const float *panel, int r0, int nr, int first, int cc, float *y,
+           int ldy, int c0)
+{
+    __m256 acc[TT][2];
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < nv; v++)
+            acc[t][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + (size_t)t * ldy + c0 + cc + 8 * v);
+    for (int r = 0; r < nr; r++) {
+        __m256 w[2];
+        for (int v = 0; v < nv; v++)
+            w[v] = _mm256_load_ps(panel + (size_t)r * NC + cc + 8 * v);
+        for (int t = 0; t < tt; t++) {
+            __m256 xb = _mm256_broadcast_ss(x + (size_t)t * rows + r0 + r);
+            for (int v = 0; v < nv; v++)
+                acc[t][v] = _mm256_fmadd_ps(xb, w[v], acc[t][v]);
+        }
+    }
+    for (int t = 0; t < tt; t++)
+        for (int v = 0; v < nv; v++)
+            _mm256_storeu_ps(y + (size_t)t * ldy + c0 + cc + 8 * v, acc[t][v]);
+}
+
+/* The panel's nc columns (a multiple of 8), 16 at a time. */
+static inline __attribute__((always_inline)) void
+tile_panel(const float *x, int rows, int tt, const float *panel, int r0, int nr, int first, int nc, float *y,
+           int ldy, int c0)
+{
+    int cc = 0;
+    for (; cc + 16 <= nc; cc += 16)
+        panel_cols(x, rows, tt, 2, panel, r0, nr, first, cc, y, ldy, c0);
+    if (cc < nc)
+        panel_cols(x, rows, tt, 1, panel, r0, nr, first, cc, y, ldy, c0);
+}
+
+#define DISPATCH_TT(tt, call)  \
+    switch (tt) {              \
+    case 1: call(1); break;    \
+    case 2: call(2); break;    \
+    case 3: call(3); break;    \
+    case 4: call(4); break;    \
+    case 5: call(5); break;    \
+    default: call(6); break;   \
+    }
+
+static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
+{
+    int rows = W->rows, cols = W->cols;
+    (void)T;
+    if (nt <= TT) {
+        float acc[TT * CW] __attribute__((aligned(64)));
+#define CALL_D(k) range_direct(x + (size_t)t0 * rows, rows, k, W, c0, c1, acc, y + (size_t)t0 * cols, cols)
+        DISPATCH_TT(nt, CALL_D);
+#undef CALL_D
+        return;
+    }
+    float panel[KB * NC] __attribute__((aligned(64)));
+    int rpb = rows / W->blocks;
+    for (int ct = c0; ct < c1; ct += NC) {
+        int nc = imin(NC, c1 - ct), nc8 = nc / 8 * 8;
+        for (int r0 = 0; r0 < rows; r0 += KB) {
+            int nr = imin(KB, rows - r0);
+            for (int r = 0; r < nr; r++) {
+                size_t so = (size_t)((r0 + r) / rpb) * cols + ct;
+                const int8_t *wr = W->w + (size_t)(r0 + r) * cols + ct;
+                for (int v = 0; v < nc8 / 8; v++)
+                    _mm256_store_ps(panel + (size_t)r * NC + 8 * v,
+                                    deq8(wr + 8 * v, W->scale + so + 8 * v,
+                                         W->scale_split ? W->scale_split + so + 8 * v : NULL));
+            }
+            for (int t = t0; t < t0 + nt; t += TT) {
+                int tt = imin(TT, t0 + nt - t);
+#define CALL_P(k) tile_panel(x + (size_t)t * rows, rows, k, panel, r0, nr, r0 == 0, nc8, y + (size_t)t * cols, cols, ct)
+                DISPATCH_TT(tt, CALL_P);
+#undef CALL_P
+            }
+        }
+        for (int c = ct + nc8; c < ct + nc; c++) /* the last few columns */
+            for (int t = t0; t < t0 + nt; t++) {
+                float s = 0.0f;
+                for (int r = 0; r < rows; r++)
+                    s = fmaf(x[(size_t)t * rows + r], deq1(W, r, c), s);
+                y[(size_t)t * cols + c] = s;
+            }
+    }
+}
 #else
 /* Portable path: the same chains in plain C. */
 static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
@@ -295,6 +477,55 @@ unembed_rows(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, f
         for (int t = 0; t < tt; t++) {
             __m512 s = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
             y[(size_t)t * N + n] = _mm512_reduce_add_ps(s) * mult;
+        }
+    }
+}
+
+static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
+                          int N)
+{
+    switch (tt) {
+    case 1: unembed_rows(x, 1, D, E, n0, nn, mult, y, N); break;
+    case 2: unembed_rows(x, 2, D, E, n0, nn, mult, y, N); break;
+    case 3: unembed_rows(x, 3, D, E, n0, nn, mult, y, N); break;
+    default: unembed_rows(x, 4, D, E, n0, nn, mult, y, N); break;
+    }
+}
+#define UN 8
+#elif defined(G1_AVX2)
+/* One vocabulary row at a time, tt (<= 4) tokens; 16 lanes per token (two
+ * vectors), lane l summing the elements d = l mod 16 in order, then the 16
+ * lanes summed in order: the portable path's chains, vectorised. */
+static inline __attribute__((always_inline)) void
+unembed_rows(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y, int N)
+{
+    int full = D / 16 * 16;
+    for (int n = n0; n < n0 + nn; n++) {
+        const uint16_t *row = E + (size_t)n * D;
+        __m256 acc[4][2];
+        for (int t = 0; t < tt; t++)
+            acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+        for (int d = 0; d < full; d += 16) {
+            _mm_prefetch((const char *)(row + d + 2 * D), _MM_HINT_T0);
+            __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(row + d)));
+            __m256i g = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(row + d + 8)));
+            __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+            __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(g, 16));
+            for (int t = 0; t < tt; t++) {
+                acc[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)t * D + d), e0, acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)t * D + d + 8), e1, acc[t][1]);
+            }
+        }
+        for (int t = 0; t < tt; t++) {
+            float lanes[16];
+            _mm256_storeu_ps(lanes, acc[t][0]);
+            _mm256_storeu_ps(lanes + 8, acc[t][1]);
+            for (int d = full; d < D; d++)
+                lanes[d % 16] = fmaf(x[(size_t)t * D + d], g1_bf16_to_f32(row[d]), lanes[d % 16]);
+            float s = 0;
+            for (int l = 0; l < 16; l++)
+                s += lanes[l];
+            y[(size_t)t * N + n] = s * mult;
         }
     }
 }

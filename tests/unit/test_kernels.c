@@ -118,6 +118,111 @@ static void test_unembed(int T, int D, int N)
     free(E); free(x); free(y); free(y1); free(ref);
 }
 
+/* Each kernel path's summation order, modelled in scalar C and compared
+ * bitwise: the int8 matmul is one fmaf chain per element on every path;
+ * the un-embedding is 16 lanes summed in order except on AVX-512; q.k is
+ * 16 lanes reduced as _mm512_reduce_add_ps does on AVX-512 and AVX2, one
+ * chain in portable C. (Which path this build has: cpu_matmul.c.) */
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define DOT_LANES 1
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define UNEMBED_OWN_ORDER 1
+#endif
+
+static float model_dot(const float *a, const float *b, int n)
+{
+#ifdef DOT_LANES
+    float l[16] = {0}, t3[8], t6[4], t8[4];
+    for (int i = 0; i < n; i++)
+        l[i % 16] = fmaf(a[i], b[i], l[i % 16]);
+    for (int j = n % 16 ? n % 16 : 16; j < 16; j++) /* the masked tail step adds 0 * 0 */
+        l[j] = fmaf(0.0f, 0.0f, l[j]);
+    for (int i = 0; i < 8; i++)
+        t3[i] = l[i + 8] + l[i];
+    for (int i = 0; i < 4; i++)
+        t6[i] = t3[i + 4] + t3[i];
+    for (int i = 0; i < 4; i++)
+        t8[i] = t6[i] + t6[i ^ 2];
+    return t8[0] + t8[1];
+#else
+    float s = 0;
+    for (int i = 0; i < n; i++)
+        s = fmaf(a[i], b[i], s);
+    return s;
+#endif
+}
+
+static void test_orders(void)
+{
+    int bad = 0;
+    for (int k = 0; k < 300; k++) {
+        float a[300], b[300];
+        int n = 1 + tu_int(299);
+        for (int i = 0; i < n; i++) {
+            a[i] = tu_sym();
+            b[i] = tu_sym();
+        }
+        float got = g1_cpu_dot(a, b, n), want = model_dot(a, b, n);
+        bad += memcmp(&got, &want, 4) != 0;
+    }
+    tu_check(!bad, "dot == its path's lane model, bitwise");
+
+    int shapes[][4] = {{1, 64, 200, 2}, {5, 96, 70, 1}, {9, 300, 130, 3}, {50, 256, 520, 4}, {3, 40, 13, 1}};
+    bad = 0;
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int T = shapes[k][0], rows = shapes[k][1], cols = shapes[k][2], blocks = shapes[k][3];
+        g1_qmat W = {.rows = rows, .cols = cols, .blocks = blocks};
+        W.w = malloc((size_t)rows * cols);
+        W.scale = malloc((size_t)blocks * cols * sizeof(float));
+        float *x = malloc((size_t)T * rows * 4), *y = malloc((size_t)T * cols * 4);
+        for (size_t i = 0; i < (size_t)rows * cols; i++)
+            W.w[i] = (int8_t)(tu_int(255) - 127);
+        for (size_t i = 0; i < (size_t)blocks * cols; i++)
+            W.scale[i] = (float)(0.001 + 0.01 * tu_unif());
+        for (size_t i = 0; i < (size_t)T * rows; i++)
+            x[i] = tu_sym();
+        g1_cpu_matmul_q8(x, T, &W, y);
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < cols; c++) {
+                float acc = 0;
+                for (int r = 0; r < rows; r++)
+                    acc = fmaf(x[(size_t)t * rows + r],
+                               g1_dequant(W.w[(size_t)r * cols + c], W.scale[(size_t)(r / (rows / blocks)) * cols + c]),
+                               acc);
+                bad += memcmp(&acc, &y[(size_t)t * cols + c], 4) != 0;
+            }
+        free(W.w); free(W.scale); free(x); free(y);
+    }
+    tu_check(!bad, "matmul_q8 == one fmaf chain per element, bitwise");
+#ifndef UNEMBED_OWN_ORDER
+    int us[][3] = {{1, 64, 37}, {7, 100, 30}, {4, 33, 9}};
+    bad = 0;
+    for (size_t k = 0; k < sizeof us / sizeof us[0]; k++) {
+        int T = us[k][0], D = us[k][1], N = us[k][2];
+        uint16_t *E = malloc((size_t)N * D * 2);
+        float *x = malloc((size_t)T * D * 4), *y = malloc((size_t)T * N * 4);
+        for (size_t i = 0; i < (size_t)N * D; i++)
+            E[i] = g1_f32_to_bf16(tu_sym());
+        for (size_t i = 0; i < (size_t)T * D; i++)
+            x[i] = tu_sym();
+        g1_cpu_matmul_bf16_nt(x, T, D, E, N, 0.5f, y);
+        for (int t = 0; t < T; t++)
+            for (int n = 0; n < N; n++) {
+                float l[16] = {0}, s = 0;
+                for (int d = 0; d < D; d++)
+                    l[d % 16] = fmaf(x[(size_t)t * D + d], g1_bf16_to_f32(E[(size_t)n * D + d]), l[d % 16]);
+                for (int j = 0; j < 16; j++)
+                    s += l[j];
+                s *= 0.5f;
+                bad += memcmp(&s, &y[(size_t)t * N + n], 4) != 0;
+            }
+        free(E); free(x); free(y);
+    }
+    tu_check(!bad, "unembed == 16 lanes summed in order, bitwise");
+#endif
+}
+
 static void test_small_ops(void)
 {
     enum { T = 5, D = 40, H = 3, K = 8 };
@@ -258,6 +363,7 @@ int main(void)
     test_unembed(1, 64, 37);
     test_unembed(7, 100, 300);
     test_small_ops();
+    test_orders();
     test_attention();
     {
         float a[37], b[37];

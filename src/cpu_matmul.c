@@ -29,6 +29,19 @@
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
+/* tt (1..TT) as a compile-time constant for call(k): the SIMD paths inline
+ * their tiles with it, so the accumulators stay in registers */
+#define DISPATCH_TT(tt, call)  \
+    switch (tt) {              \
+    case 1: call(1); break;    \
+    case 2: call(2); break;    \
+    case 3: call(3); break;    \
+    case 4: call(4); break;    \
+    case 5: call(5); break;    \
+    default: call(6); break;   \
+    }
+
+
 #ifdef G1_AVX512
 static inline __m512 round_bf16_16(__m512 p)
 {
@@ -162,27 +175,10 @@ tile_panel(const float *x, int rows, int tt, const float *panel, int r0, int nr,
             _mm512_mask_storeu_ps(y + (size_t)t * ldy + c0 + 16 * v, m[v], acc[t][v]);
 }
 
-#define DISPATCH_TT(tt, call)  \
-    switch (tt) {              \
-    case 1: call(1); break;    \
-    case 2: call(2); break;    \
-    case 3: call(3); break;    \
-    case 4: call(4); break;    \
-    case 5: call(5); break;    \
-    default: call(6); break;   \
-    }
-
-static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
+/* Many tokens (nt > TT): dequantised panels reused by every token tile. */
+static void matmul_many(const float *x, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
 {
     int rows = W->rows, cols = W->cols;
-    (void)T;
-    if (nt <= TT) {
-        float acc[TT * CW] __attribute__((aligned(64)));
-#define CALL_D(k) range_direct(x + (size_t)t0 * rows, rows, k, W, c0, c1, acc, y + (size_t)t0 * cols, cols)
-        DISPATCH_TT(nt, CALL_D);
-#undef CALL_D
-        return;
-    }
     float panel[KB * NC] __attribute__((aligned(64)));
     int rpb = rows / W->blocks;
     for (int ct = c0; ct < c1; ct += NC) {
@@ -336,27 +332,10 @@ tile_panel(const float *x, int rows, int tt, const float *panel, int r0, int nr,
         panel_cols(x, rows, tt, 1, panel, r0, nr, first, cc, y, ldy, c0);
 }
 
-#define DISPATCH_TT(tt, call)  \
-    switch (tt) {              \
-    case 1: call(1); break;    \
-    case 2: call(2); break;    \
-    case 3: call(3); break;    \
-    case 4: call(4); break;    \
-    case 5: call(5); break;    \
-    default: call(6); break;   \
-    }
-
-static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
+/* Many tokens (nt > TT): dequantised panels reused by every token tile. */
+static void matmul_many(const float *x, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
 {
     int rows = W->rows, cols = W->cols;
-    (void)T;
-    if (nt <= TT) {
-        float acc[TT * CW] __attribute__((aligned(64)));
-#define CALL_D(k) range_direct(x + (size_t)t0 * rows, rows, k, W, c0, c1, acc, y + (size_t)t0 * cols, cols)
-        DISPATCH_TT(nt, CALL_D);
-#undef CALL_D
-        return;
-    }
     float panel[KB * NC] __attribute__((aligned(64)));
     int rpb = rows / W->blocks;
     for (int ct = c0; ct < c1; ct += NC) {
@@ -409,6 +388,27 @@ static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c
                 yr[c] = fmaf(xv, wd[c], yr[c]);
         }
     }
+}
+#endif
+
+#if defined(G1_AVX512) || defined(G1_AVX2)
+/* Few tokens (nt <= TT): the path's range_direct, tt a constant. */
+static void matmul_few(const float *x, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
+{
+    int rows = W->rows, cols = W->cols;
+    float acc[TT * CW] __attribute__((aligned(64)));
+#define CALL_D(k) range_direct(x + (size_t)t0 * rows, rows, k, W, c0, c1, acc, y + (size_t)t0 * cols, cols)
+    DISPATCH_TT(nt, CALL_D);
+#undef CALL_D
+}
+
+static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c0, int c1, int t0, int nt)
+{
+    (void)T;
+    if (nt <= TT)
+        matmul_few(x, W, y, c0, c1, t0, nt);
+    else
+        matmul_many(x, W, y, c0, c1, t0, nt);
 }
 #endif
 
@@ -481,17 +481,6 @@ unembed_rows(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, f
     }
 }
 
-static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
-                          int N)
-{
-    switch (tt) {
-    case 1: unembed_rows(x, 1, D, E, n0, nn, mult, y, N); break;
-    case 2: unembed_rows(x, 2, D, E, n0, nn, mult, y, N); break;
-    case 3: unembed_rows(x, 3, D, E, n0, nn, mult, y, N); break;
-    default: unembed_rows(x, 4, D, E, n0, nn, mult, y, N); break;
-    }
-}
-#define UN 8
 #elif defined(G1_AVX2)
 /* One vocabulary row at a time, tt (<= 4) tokens; 16 lanes per token (two
  * vectors), lane l summing the elements d = l mod 16 in order, then the 16
@@ -530,6 +519,9 @@ unembed_rows(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, f
     }
 }
 
+#endif
+
+#if defined(G1_AVX512) || defined(G1_AVX2)
 static void unembed_block(const float *x, int tt, int D, const uint16_t *E, int n0, int nn, float mult, float *y,
                           int N)
 {

@@ -14,6 +14,10 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* One sequence slot: the request it runs and how far it got. */
 typedef struct seq {
     int busy;
@@ -68,8 +72,11 @@ typedef struct driver {
     seq *seqs;    /* (n_slots) */
     outq q;
     float *logits;         /* (lrows, V) */
-    g1_sampler *sampler;
+    g1_sampler **samplers; /* (n_samplers) one per thread of use_logits */
+    int n_samplers;
     int lrows;             /* logits rows computed at once */
+    int32_t *row_tok;      /* (lrows) use_logits: each row's new token */
+    g1_status *row_st;     /* (lrows) and its status */
     /* prefix reuse (NULL when off): the tokens whose keys and values slot s's
      * caches hold, positions [0, n_held[s]); a request put into the slot
      * starts after the prefix it shares with them */
@@ -422,29 +429,53 @@ static g1_status take_token(driver *d, seq *q, int token)
     return G1_OK;
 }
 
-/* Rows[0..m) of d->logits belong to micro-batch b's rows idx[0..m). */
+/* The work of one logits row l (micro-batch b's row t), independent of every
+ * other row of the step: generate: sample the next token (*token) and its
+ * top log-probs; score: the log-prob of the next prompt token and whether
+ * it was the argmax. Generate mode has one such row per sequence. */
+static g1_status row_work(const driver *d, g1_sampler *sm, const mbatch *b, int t, const float *l, int32_t *token)
+{
+    int V = d->cfg->vocab_size, p = b->pos[t], am;
+    seq *q = &d->seqs[b->slot[t]];
+    if (d->o.mode == G1_MODE_GENERATE) {
+        /* keyed by (seed, request index, token index): the same token
+         * whatever the batch, layout, timing or thread */
+        G1_TRY(g1_sampler_sample(sm, l, &q->req.sample, (uint64_t)q->k, (uint64_t)q->n_gen, token));
+        if (q->req.top_logprobs)
+            G1_TRY(g1_logprobs(l, V, *token, NULL, q->req.top_logprobs,
+                               q->top + (size_t)q->n_gen * (size_t)q->req.top_logprobs));
+    } else if (p + 1 < q->req.n_prompt) {
+        int target = q->req.prompt_ids[p + 1];
+        q->lp[p] = row_logprob(l, V, target, &am);
+        q->ok[p] = am == target;
+    }
+    return G1_OK;
+}
+
+/* Rows[0..m) of d->logits belong to micro-batch b's rows idx[0..m). The
+ * rows' numeric work (a log-softmax or a sample over the vocabulary each:
+ * about 1 ms for Grok-1's) runs on rank 0's threads, one row per thread at
+ * a time; then the new tokens are taken in row order. */
 static g1_status use_logits(driver *d, const mbatch *b, const int *idx, int m)
 {
     int V = d->cfg->vocab_size;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d->n_samplers) if (m > 1 && d->n_samplers > 1)
     for (int j = 0; j < m; j++) {
-        const float *l = d->logits + (size_t)j * V;
-        seq *q = &d->seqs[b->slot[idx[j]]];
-        int p = b->pos[idx[j]], am;
-        if (d->o.mode == G1_MODE_GENERATE) {
-            /* keyed by (seed, request index, token index): the same token
-             * whatever the batch, layout or timing */
-            int32_t token;
-            G1_TRY(g1_sampler_sample(d->sampler, l, &q->req.sample, (uint64_t)q->k, (uint64_t)q->n_gen, &token));
-            if (q->req.top_logprobs)
-                G1_TRY(g1_logprobs(l, V, token, NULL, q->req.top_logprobs,
-                                   q->top + (size_t)q->n_gen * (size_t)q->req.top_logprobs));
-            G1_TRY(take_token(d, q, token));
-        } else if (p + 1 < q->req.n_prompt) {
-            int target = q->req.prompt_ids[p + 1];
-            q->lp[p] = row_logprob(l, V, target, &am);
-            q->ok[p] = am == target;
-        }
+#ifdef _OPENMP
+        g1_sampler *sm = d->samplers[omp_get_thread_num() % d->n_samplers];
+#else
+        g1_sampler *sm = d->samplers[0];
+#endif
+        d->row_st[j] = row_work(d, sm, b, idx[j], d->logits + (size_t)j * V, &d->row_tok[j]);
     }
+    for (int j = 0; j < m; j++)
+        if (d->row_st[j] != G1_OK) { /* again on this thread, for the message (failures are deterministic) */
+            G1_TRY(row_work(d, d->samplers[0], b, idx[j], d->logits + (size_t)j * V, &d->row_tok[j]));
+            return G1_FAIL(d->row_st[j], "logits row %d failed on a worker thread but not when redone", j);
+        }
+    if (d->o.mode == G1_MODE_GENERATE)
+        for (int j = 0; j < m; j++)
+            G1_TRY(take_token(d, &d->seqs[b->slot[idx[j]]], d->row_tok[j]));
     if (d->o.mode != G1_MODE_SCORE || !d->o.dump)
         return G1_OK;
     /* the rows of one request are consecutive here: write them as one piece */
@@ -634,7 +665,18 @@ static g1_status driver_alloc(driver *d)
             if (!(d->held[s] = malloc((size_t)d->context * sizeof **d->held)))
                 return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
     }
-    G1_TRY(g1_sampler_init(&d->sampler, (int32_t)V));
+#ifdef _OPENMP
+    d->n_samplers = omp_get_max_threads();
+#else
+    d->n_samplers = 1;
+#endif
+    d->samplers = calloc((size_t)d->n_samplers, sizeof *d->samplers);
+    d->row_tok = malloc((size_t)d->lrows * sizeof *d->row_tok);
+    d->row_st = malloc((size_t)d->lrows * sizeof *d->row_st);
+    if (!d->samplers || !d->row_tok || !d->row_st)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    for (int i = 0; i < d->n_samplers; i++)
+        G1_TRY(g1_sampler_init(&d->samplers[i], (int32_t)V));
     for (int m = 0; m < d->M; m++) {
         mbatch *b = &d->mbs[m];
         b->tok = malloc(B * sizeof *b->tok);
@@ -689,7 +731,11 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
         g1_request_free(&d.pend[i]);
     free(d.pend);
     free(d.pend_k);
-    g1_sampler_free(d.sampler);
+    for (int i = 0; d.samplers && i < d.n_samplers; i++)
+        g1_sampler_free(d.samplers[i]);
+    free(d.samplers);
+    free(d.row_tok);
+    free(d.row_st);
     g1_request_reader_free(&d.rd);
     return st;
 }

@@ -1,7 +1,9 @@
 /* Sampling one token from a logits row (see sampler.h for the semantics) and
  * log-probabilities. Shortcut: the nucleus is found by sorting only the top
  * m candidates (m grows by 8x until the set reaches top_p), not the whole
- * vocabulary; the kept set is the same as with a full sort. */
+ * vocabulary, and those are selected from the few tokens a histogram of
+ * the probabilities' exponents shows can be among them; the kept set is the
+ * same as with a full sort. */
 #include "sampler.h"
 
 #include <math.h>
@@ -13,7 +15,7 @@ typedef struct cand { double p; int32_t id; } cand;
 struct g1_sampler {
     int32_t V;
     double *p;     /* (V) unnormalised probabilities exp((l - max) / T) */
-    cand *c;       /* (V) candidates with p > 0 */
+    cand *c;       /* (V) candidates: the tokens that may be among the m best */
     int32_t *kept; /* (V) ids kept after the filters */
 };
 
@@ -127,6 +129,33 @@ static void select_top(cand *c, int32_t n, int32_t m)
     }
 }
 
+/* Into s->c, the tokens whose p is at least the largest power of two that
+ * at least m of them reach (every p > 0 when fewer than m do): a superset of
+ * the m best in `before` order, from a histogram of p's binary exponents,
+ * so the selection partitions tens of candidates, not the vocabulary.
+ * Returns their count (>= min(m, tokens with p > 0)). */
+static int32_t gather(g1_sampler *s, int32_t m)
+{
+    static _Thread_local int32_t hist[2048];
+    memset(hist, 0, sizeof hist);
+    for (int32_t i = 0; i < s->V; i++) {
+        uint64_t u;
+        memcpy(&u, &s->p[i], 8);
+        hist[(u >> 52) & 0x7ff] += s->p[i] > 0;
+    }
+    int e = 2047;
+    for (int32_t n = 0; e > 0 && n + hist[e] < m; e--)
+        n += hist[e];
+    int32_t nc = 0;
+    for (int32_t i = 0; i < s->V; i++) {
+        uint64_t u;
+        memcpy(&u, &s->p[i], 8);
+        if (s->p[i] > 0 && (int)((u >> 52) & 0x7ff) >= e)
+            s->c[nc++] = (cand){s->p[i], i};
+    }
+    return nc;
+}
+
 static g1_status scan(const float *l, int32_t V, double *max)
 {
     double mx = -INFINITY;
@@ -162,19 +191,19 @@ g1_status g1_sampler_sample(g1_sampler *s, const float *logits, const g1_sample_
         double p = exp(((double)logits[i] - mx) / o->temperature);
         s->p[i] = p;
         total += p;
-        if (p > 0)
-            s->c[nnz++] = (cand){p, i};
+        nnz += p > 0;
     }
     int32_t n_kept = 0;
     int top_k = o->top_k > 0 && o->top_k < nnz;
     if (!top_k && o->top_p >= 1) {
-        for (int32_t i = 0; i < nnz; i++)
-            s->kept[n_kept++] = s->c[i].id;
+        for (int32_t i = 0; i < V; i++)
+            if (s->p[i] > 0)
+                s->kept[n_kept++] = i;
     } else {
         int32_t limit = top_k ? o->top_k : nnz, m = top_k || limit < 64 ? limit : 64, cut = -1;
         double target = o->top_p * total;
         for (;;) {
-            select_top(s->c, nnz, m);
+            select_top(s->c, gather(s, m), m);
             qsort(s->c, (size_t)m, sizeof *s->c, cmp_cand);
             if (o->top_p >= 1)
                 break;

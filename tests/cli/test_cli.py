@@ -608,6 +608,27 @@ def case_prefix_cache(d):
                 ["--prefix-cache yes", "on or off"])
 
 
+def case_threads(d):
+    """Rank 0 works on a step's logits rows in parallel (--threads): sampled
+    generations with top log-probs and scores are the same bytes on 1 and 3
+    threads, and with 1 or 5 slots."""
+    import random
+    rnd = random.Random(9)
+    gin, sin = os.path.join(d, "g.jsonl"), os.path.join(d, "s.jsonl")
+    write_jsonl(gin, [{"id": i, "prompt_ids": [rnd.randrange(V) for _ in range(rnd.randint(1, 30))],
+                       "max_new_tokens": rnd.randint(1, 12), "temperature": 1.0, "top_p": 0.9, "top_k": rnd.choice([0, 20]),
+                       "top_logprobs": rnd.choice([0, 3]), "seed": i} for i in range(12)])
+    write_jsonl(sin, [{"id": i, "prompt_ids": [rnd.randrange(V) for _ in range(rnd.randint(1, 40))]} for i in range(8)])
+    for mode, inp in (("generate", gin), ("score", sin)):
+        outs = []
+        for extra in (["--threads", "1"], ["--threads", "3"], ["--threads", "3", "--batch-size", "1"],
+                      ["--threads", "2", "--batch-size", "5", "--max-batch-tokens", "9"]):
+            out = os.path.join(d, f"{mode}_{len(outs)}.jsonl")
+            expect_ok(tiny(mode, inp, out, *extra))
+            outs.append(open(out).read())
+        check(all(o == outs[0] for o in outs), f"{mode}: results depend on --threads or batching")
+
+
 def case_kv_cache(d):
     """--kv-cache bf16: keys and values rounded to bf16 as they are stored.
     On the cpu backend (float32 storage of the rounded values) the scores

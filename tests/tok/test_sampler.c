@@ -222,12 +222,137 @@ static void test_large_vocab(void)
     free(sorted);
 }
 
+/* The documented semantics with a full sort of the vocabulary, as plainly
+ * as possible: the sampler's shortcuts (partial selection, the exponent
+ * histogram) must pick the very same token. */
+typedef struct { double p; int32_t id; } ref_cand;
+static int ref_before(const void *a, const void *b)
+{
+    const ref_cand *x = a, *y = b;
+    if (x->p != y->p)
+        return x->p > y->p ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static int32_t ref_sample(const float *l, int V, g1_sample_opts o, uint64_t req, uint64_t step)
+{
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (l[i] > l[best])
+            best = i;
+    if (o.temperature == 0 || o.top_k == 1)
+        return best;
+    double mx = l[best], total = 0, *p = malloc(sizeof *p * V);
+    ref_cand *c = malloc(sizeof *c * V);
+    int nnz = 0;
+    for (int i = 0; i < V; i++) {
+        p[i] = exp(((double)l[i] - mx) / o.temperature);
+        total += p[i];
+        if (p[i] > 0)
+            c[nnz++] = (ref_cand){p[i], i};
+    }
+    qsort(c, (size_t)nnz, sizeof *c, ref_before);
+    int top_k = o.top_k > 0 && o.top_k < nnz, limit = top_k ? o.top_k : nnz, cut = -1;
+    double target = o.top_p * total;
+    if (top_k) {
+        double zk = 0;
+        for (int i = 0; i < limit; i++)
+            zk += c[i].p;
+        target = o.top_p * zk;
+    }
+    double cum = 0;
+    for (int i = 0; i < limit && cut < 0 && o.top_p < 1; i++) {
+        cum += c[i].p;
+        if (cum >= target)
+            cut = i;
+    }
+    double thr = cut >= 0 ? c[cut].p : 0;
+    int32_t *kept = malloc(sizeof *kept * V);
+    int n = 0;
+    for (int i = 0; i < V; i++) { /* id order */
+        int in = p[i] > 0 && p[i] >= thr;
+        if (in && top_k) { /* among the k best: p above the k-th, or tied with it and of a lower id */
+            const ref_cand *k = &c[limit - 1];
+            in = p[i] > k->p || (p[i] == k->p && i <= k->id);
+        }
+        if (in)
+            kept[n++] = i;
+    }
+    double z = 0;
+    for (int i = 0; i < n; i++)
+        z += p[kept[i]];
+    double r = g1_sample_uniform(o.seed, req, step) * z, acc = 0;
+    int32_t tok = kept[n - 1];
+    for (int i = 0; i < n; i++) {
+        acc += p[kept[i]];
+        if (r < acc) {
+            tok = kept[i];
+            break;
+        }
+    }
+    free(p);
+    free(c);
+    free(kept);
+    return tok;
+}
+
+static void test_against_full_sort(void)
+{
+    static const int Vs[] = {512, 1000, 131072};
+    uint64_t st = 7;
+    int bad = 0, total = 0;
+    for (int vi = 0; vi < 3; vi++) {
+        int V = Vs[vi];
+        float *l = malloc(sizeof *l * V);
+        g1_sampler *s;
+        g1_sampler_init(&s, V);
+        for (int k = 0; k < (V > 100000 ? 60 : 800); k++) {
+            int kind = k % 6;
+            if (kind == 5) { /* Zipf-like, ids shuffled: nuclei of tens to thousands of tokens */
+                double alpha = 0.6 + (k % 5) * 0.4;
+                for (int v = 0; v < V; v++)
+                    l[v] = (float)(-alpha * log(1.0 + v));
+                for (int v = V - 1; v > 0; v--) {
+                    st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+                    int w = (int)(st % (uint64_t)(v + 1));
+                    float t = l[v];
+                    l[v] = l[w];
+                    l[w] = t;
+                }
+            }
+            for (int v = 0; v < V && kind < 5; v++) {
+                st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+                double u = (double)(st >> 11) / 9007199254740992.0;
+                double g = 2 * u - 1 + (double)((st >> 3) % 7) / 7.0 - 0.5; /* rough bell */
+                l[v] = kind == 0 ? (float)(2 * g) : kind == 1 ? (float)(0.3 * g) : kind == 2 ? (float)((st >> 5) % 3)
+                     : kind == 3 ? (u < 0.5 ? -INFINITY : (float)g) : (float)(8 * g);
+            }
+            if (kind == 3)
+                l[k % V] = 1.0f; /* never all -inf */
+            for (int j = 0; j < k % 40 && kind < 5; j++) /* a few likely tokens */
+                l[(size_t)(st >> 17) % (size_t)V + 0 * j] = (float)(10 + j % 5), st = st * 6364136223846793005ull + 1;
+            g1_sample_opts o = {.temperature = k % 7 == 0 ? 0.05 : 0.3 + (k % 11) * 0.15,
+                                .top_p = k % 3 == 0 ? 1.0 : 0.05 + (k % 19) * 0.05,
+                                .top_k = k % 4 == 0 ? 1 + (k * 37) % 300 : 0,
+                                .seed = (uint64_t)k};
+            int32_t t;
+            g1_sampler_sample(s, l, &o, (uint64_t)k, (uint64_t)(k % 9), &t);
+            bad += t != ref_sample(l, V, o, (uint64_t)k, (uint64_t)(k % 9));
+            total++;
+        }
+        g1_sampler_free(s);
+        free(l);
+    }
+    CHECK(bad == 0, "%d of %d samples differ from a full sort's", bad, total);
+}
+
 int main(void)
 {
     test_philox();
     test_distributions();
     test_greedy_and_errors();
     test_large_vocab();
+    test_against_full_sort();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;

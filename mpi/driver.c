@@ -197,8 +197,9 @@ static int reusable(const driver *d, int s, const g1_request *r)
     return i;
 }
 
-/* Put request `r` (ownership taken), request index k, into free slot s. A generate request
- * with no room for new tokens finishes at once and leaves the slot free. */
+/* Put request `r` (ownership taken), request index k, into free slot s. A
+ * generate request with no room for new tokens finishes at once and leaves
+ * the slot free. */
 static g1_status seq_start(driver *d, int s, g1_request *r, int64_t k)
 {
     seq *q = &d->seqs[s];

@@ -19,6 +19,7 @@
 #endif
 
 #include "config.h"
+#include "cpu.h"
 #include "cuda/cuda_engine.h"
 #include "dist.h"
 #include "driver.h"
@@ -1166,7 +1167,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
             snprintf(where, sizeof where, "on GPU %d, uploaded a layer at a time: at most %.3f MB of them in host "
                      "memory", eo.device, (double)held.host_peak / 1e6);
         else
-            snprintf(where, sizeof where, "in host memory");
+            snprintf(where, sizeof where, "in host memory; %s CPU kernels", g1_cpu_kernels());
         fprintf(stderr, "grok1-run: rank %d (stage %d, slot %d): layers %d-%d, experts %d-%d%s: %llu bytes read, "
                         "%.3f MB of weights held (%s), %.2f s\n",
                 rank, s, e, l0, l1 - 1, first, first + count - 1, rank == 0 ? ", embedding" : "", m->bytes_read,

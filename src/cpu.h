@@ -22,6 +22,8 @@ void g1_cpu_gelu_mul(const float *a, const float *b, size_t n, float *out);
 /* Router: softmax(x (T, D) @ Wr (D, E)) and the top-k experts per token
  * (ties: lower index first); gate = their full-softmax probabilities. */
 void g1_cpu_router(const float *x, int T, int D, const float *Wr, int E, int k, int *idx, float *gate);
+/* The kernels this build has: "avx512", "avx2" or "portable" (-Dnative). */
+const char *g1_cpu_kernels(void);
 /* Dot product in a fixed order (exposed for tests). */
 float g1_cpu_dot(const float *a, const float *b, int n);
 

@@ -412,6 +412,17 @@ static void matmul_item(const float *x, int T, const g1_qmat *W, float *y, int c
 }
 #endif
 
+const char *g1_cpu_kernels(void)
+{
+#if defined(G1_AVX512)
+    return "avx512";
+#elif defined(G1_AVX2)
+    return "avx2";
+#else
+    return "portable";
+#endif
+}
+
 void g1_cpu_matmul_q8(const float *x, int T, const g1_qmat *W, float *y)
 {
     if (T <= 0)

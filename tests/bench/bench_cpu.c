@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cpu.h"
 #include "engine.h"
 #include "synth.h"
 
@@ -104,8 +105,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", g1_last_error());
         return 2;
     }
-    printf("bench_cpu: preset %s (D=%d F=%d L=%d V=%d), %d threads\n", preset, c.emb_size, c.ffn_size,
-           c.num_layers, c.vocab_size, threads());
+    printf("bench_cpu: preset %s (D=%d F=%d L=%d V=%d), %d threads, %s kernels\n", preset, c.emb_size, c.ffn_size,
+           c.num_layers, c.vocab_size, threads(), g1_cpu_kernels());
     double bw_copy = copy_bw((size_t)1 << 30), bw_read = read_bw((size_t)1 << 30);
     printf("memory: memcpy %.2f GB/s copied (%.2f GB/s read+write traffic), read-only %.2f GB/s\n",
            bw_copy / 1e9, 2 * bw_copy / 1e9, bw_read / 1e9);

@@ -188,7 +188,8 @@ static void usage(FILE *f)
 "                            reading device memory); with --backend cpu on only changes the\n"
 "                            code path (for tests)\n"
 "  --verbose                 each rank reports what it loaded, the bytes it read, and the\n"
-"                            weights it holds (with cuda: the most in host memory at once)\n"
+"                            weights it holds (with cuda: the most in host memory at once;\n"
+"                            with cpu: its kernels, avx512, avx2 or portable)\n"
 );
     fprintf(f,
 "\n"

@@ -40,7 +40,8 @@ if [ -f "$build/build.ninja" ]; then
 else
   meson setup "$build" "${opts[@]}" >"$logs/setup.log" 2>&1
 fi || { cat "$logs/setup.log"; echo "gpu-check: meson setup failed"; exit 1; }
-targets=(tests/cuda/test_cuda_backend tests/cuda/test_cuda_ops tests/cuda/test_cuda_engine tests/cuda/bench_cuda_layer)
+targets=(tests/cuda/test_cuda_backend tests/cuda/test_cuda_ops tests/cuda/test_cuda_engine tests/cuda/bench_cuda_layer
+         tests/bench/bench_sampler)
 if timeout 300 ninja -C "$build" "${targets[@]}" >"$logs/build.log" 2>&1; then
   note build "ok ($(( $(date +%s) - start )) s)"
 else
@@ -77,6 +78,15 @@ if [ $left -gt 40 ]; then
 else
   note "benchmark f32" "not run (no time left)"
 fi
+# rank 0's per-row logits work on this host's cores (a GPU node's CPU): what
+# bounds a job's scored positions or sampled tokens per second
+left=$(( 450 - ($(date +%s) - start) ))
+if [ $left -gt 20 ]; then
+  timeout 20 "$build/tests/bench/bench_sampler" --rows 256 >"$logs/bench-sampler.log" 2>&1 \
+    && note "benchmark sampler" "ok" || note "benchmark sampler" "exit $? (log: $logs/bench-sampler.log)"
+else
+  note "benchmark sampler" "not run (no time left)"
+fi
 
 if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
@@ -98,5 +108,6 @@ echo
 echo "== gpu-check summary ($(( $(date +%s) - start )) s) =="
 [ -f "$logs/bench.log" ] && cat "$logs/bench.log"
 [ -f "$logs/bench-f32.log" ] && tail -6 "$logs/bench-f32.log"
+[ -f "$logs/bench-sampler.log" ] && cat "$logs/bench-sampler.log"
 printf '%s\n' "${summary[@]}" | tee "$logs/summary.txt"
 exit $status

@@ -36,7 +36,7 @@ float g1_cpu_dot(const float *a, const float *b, int n)
         lo = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m0), _mm256_maskload_ps(b + i, m0), lo);
         if (r > 8)
             hi = _mm256_fmadd_ps(_mm256_maskload_ps(a + i + 8, m1), _mm256_maskload_ps(b + i + 8, m1), hi);
-        else
+        else /* AVX-512's masked step adds 0 * 0 to these lanes too (a -0 becomes +0) */
             hi = _mm256_fmadd_ps(_mm256_setzero_ps(), _mm256_setzero_ps(), hi);
     }
     __m256 t3 = _mm256_add_ps(hi, lo);

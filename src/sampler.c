@@ -136,8 +136,7 @@ static void select_top(cand *c, int32_t n, int32_t m)
  * Returns their count (>= min(m, tokens with p > 0)). */
 static int32_t gather(g1_sampler *s, int32_t m)
 {
-    static _Thread_local int32_t hist[2048];
-    memset(hist, 0, sizeof hist);
+    int32_t hist[2048] = {0};
     for (int32_t i = 0; i < s->V; i++) {
         uint64_t u;
         memcpy(&u, &s->p[i], 8);

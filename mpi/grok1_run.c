@@ -168,8 +168,9 @@ static void usage(FILE *f)
 "                            first position whose logits it needs; a new request goes to the\n"
 "                            free slot holding the longest such prefix (default on). The\n"
 "                            results are the same either way (bitwise on cpu; with cuda's\n"
-"                            bf16 GEMMs within their batching noise); none with --dump-logits\n"
-"                            or plain scoring, which need every position's logits\n"
+"                            bf16 GEMMs within their batching noise). Plain scoring reuses\n"
+"                            the log-probs a slot keeps from its last plain score request;\n"
+"                            nothing is reused with --dump-logits (every position's logits)\n"
 );
     fprintf(f,
 "\n"

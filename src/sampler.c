@@ -7,6 +7,8 @@
 #include "sampler.h"
 
 #include <math.h>
+
+#include "rowmath.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,13 +159,10 @@ static int32_t gather(g1_sampler *s, int32_t m)
 
 static g1_status scan(const float *l, int32_t V, double *max)
 {
-    double mx = -INFINITY;
-    for (int32_t i = 0; i < V; i++) {
-        if (isnan(l[i]) || l[i] == INFINITY)
-            return G1_FAIL(G1_ERR_RANGE, "logit %d is %g: the model produced a NaN or infinity", (int)i, (double)l[i]);
-        if (l[i] > mx)
-            mx = l[i];
-    }
+    float mx = 0;
+    int32_t bad = g1_row_max(l, V, &mx);
+    if (bad >= 0)
+        return G1_FAIL(G1_ERR_RANGE, "logit %d is %g: the model produced a NaN or infinity", (int)bad, (double)l[bad]);
     if (mx == -INFINITY)
         return G1_FAIL(G1_ERR_RANGE, "every logit is -inf: nothing can be sampled");
     *max = mx;
@@ -176,22 +175,12 @@ g1_status g1_sampler_sample(g1_sampler *s, const float *logits, const g1_sample_
     int32_t V = s->V;
     double mx = 0;
     G1_TRY(scan(logits, V, &mx));
-    if (o->temperature == 0 || o->top_k == 1) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < V; i++)
-            if (logits[i] > logits[best])
-                best = i;
-        *token = best;
+    if (o->temperature == 0 || o->top_k == 1) { /* the first of the largest */
+        *token = g1_row_first(logits, V, (float)mx);
         return G1_OK;
     }
     int32_t nnz = 0;
-    double total = 0;
-    for (int32_t i = 0; i < V; i++) {
-        double p = exp(((double)logits[i] - mx) / o->temperature);
-        s->p[i] = p;
-        total += p;
-        nnz += p > 0;
-    }
+    double total = g1_row_exp(logits, V, mx, o->temperature, s->p, &nnz);
     int32_t n_kept = 0;
     int top_k = o->top_k > 0 && o->top_k < nnz;
     if (!top_k && o->top_p >= 1) {
@@ -256,10 +245,7 @@ g1_status g1_logprobs(const float *logits, int32_t V, int32_t token, double *tok
         return G1_FAIL(G1_ERR_ARG, "logprobs: bad arguments (V %d, n %d)", (int)V, (int)n);
     double mx = 0;
     G1_TRY(scan(logits, V, &mx));
-    double z = 0;
-    for (int32_t i = 0; i < V; i++)
-        z += exp((double)logits[i] - mx);
-    double lse = mx + log(z);
+    double lse = mx + log(g1_row_exp(logits, V, mx, 1.0, NULL, NULL));
     int32_t have = 0;
     for (int32_t i = 0; i < V && n > 0; i++) {
         float v = logits[i];

@@ -10,6 +10,9 @@ Workloads (token ids drawn at random; what matters is their sharing):
   mc-0shot   Q questions x 4 continuations (lm-eval multiple choice): a
              context of 60 to 120 tokens, continuations of 1 to 8
   mc-5shot   the same behind one preamble of 400 tokens (5 worked examples)
+  plain-5shot  mc-5shot's requests scored whole (context and continuation
+             as one prompt_ids, no continuation_ids): plain scoring, every
+             position's log-prob, as for candidates scored as texts
   gen-8shot  4 x Q generate requests behind one preamble of 400 tokens, a
              question of 20 to 60 tokens, 16 new tokens each (greedy); the
              first requests, one per slot, start in empty slots
@@ -27,12 +30,16 @@ import tempfile
 
 def workload(name, q, vocab, rnd):
     tok = lambda n: [rnd.randrange(3, vocab) for _ in range(n)]
-    if name.startswith("mc"):
-        pre = tok(400) if name == "mc-5shot" else []
+    if name.startswith("mc") or name == "plain-5shot":
+        pre = tok(400) if name != "mc-0shot" else []
         for i in range(q):
             ctx = pre + tok(rnd.randint(60, 120))
             for c in range(4):
-                yield {"id": f"{i}.{c}", "prompt_ids": ctx, "continuation_ids": tok(rnd.randint(1, 8))}
+                cont = tok(rnd.randint(1, 8))
+                if name == "plain-5shot":
+                    yield {"id": f"{i}.{c}", "prompt_ids": ctx + cont}
+                else:
+                    yield {"id": f"{i}.{c}", "prompt_ids": ctx, "continuation_ids": cont}
     else:
         pre = tok(400)
         for i in range(4 * q):
@@ -45,7 +52,7 @@ def main():
     ap.add_argument("--model", default="small")
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--workloads", default="mc-0shot,mc-5shot,gen-8shot")
+    ap.add_argument("--workloads", default="mc-0shot,mc-5shot,plain-5shot,gen-8shot")
     a = ap.parse_args()
     vocab = 512 if a.model == "tiny" else 131072
     tmp = tempfile.mkdtemp()

@@ -258,6 +258,27 @@ def case_truncated_checkpoint(d):
     expect_ok(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", out])
 
 
+def case_nan_logits(d):
+    """A checkpoint whose final norm holds a NaN: every logit is NaN. Scoring
+    and generating both stop with a message naming it, and no output file
+    looks complete."""
+    try:
+        import h5py
+        import numpy as np
+    except ImportError:
+        print("h5py not available: skipped")
+        return SKIP
+    ck = mkckpt(d)
+    with h5py.File(ck, "r+") as f:
+        f["final_norm"][3] = np.nan
+    inp = os.path.join(d, "in.jsonl")
+    write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2, 3, 4]}])
+    for mode in ("score", "generate"):
+        out = os.path.join(d, mode + ".jsonl")
+        expect_fail(["--checkpoint", ck, "--mode", mode, "--input", inp, "--output", out], 1,
+                    ["logit 0 is nan", "NaN or infinity"], out)
+
+
 def case_synthetic_matches_mkckpt(d):
     """--synthetic tiny --synthetic-seed 5 is the same model as grok1-mkckpt --config tiny --seed 5."""
     ck = mkckpt(d, seed=5)
@@ -534,21 +555,27 @@ def reused(stderr):
 def held_one_slot(reqs, mode, dump=False):
     """The positions a run with one slot reuses: each request shares with the
     previous one's prompt (what the slot's caches hold) up to the first
-    position whose logits it needs."""
-    total, held = 0, []
+    position whose logits it needs; a plain score request up to the first
+    position whose log-prob the slot does not keep (those of the last plain
+    score request, as far as later requests left its tokens in place)."""
+    total, held, nlp = 0, [], 0
     for r in reqs:
         toks = r["prompt_ids"] + r.get("continuation_ids", [])
+        plain = mode == "score" and not dump and "continuation_ids" not in r
         if mode == "generate":
             first = len(toks) - 1
             if r.get("max_new_tokens") == 0:
                 continue  # done before it is fed: the slot keeps what it holds
         else:
-            first = 0 if dump or "continuation_ids" not in r else len(r["prompt_ids"]) - 1
+            first = len(toks) if plain else 0 if dump else len(r["prompt_ids"]) - 1
         n = 0
         while n < min(first, len(held)) and held[n] == toks[n]:
             n += 1
+        if plain:
+            n = max(0, min(n - 1, nlp))
         total += n
         held = toks
+        nlp = len(toks) - 1 if plain else min(nlp, max(n - 1, 0))
     return total
 
 
@@ -557,8 +584,9 @@ def case_prefix_cache(d):
     shares with what its slot's caches hold. The results are bitwise those
     of --prefix-cache off in every batching; with one slot the positions
     reused are exactly the shared prefixes; with several, the continuations
-    of one context are scored one after the other in its slot; nothing is
-    reused for plain scoring or with --dump-logits."""
+    of one context are scored one after the other in its slot; plain scoring
+    reuses the log-probs kept from earlier plain requests; nothing is reused
+    with --dump-logits."""
     import random
     rnd = random.Random(4)
     shots = [rnd.randrange(3, V) for _ in range(60)]
@@ -568,35 +596,49 @@ def case_prefix_cache(d):
         for c in range(4):
             mc.append({"id": f"q{q}.{c}", "prompt_ids": ctx,
                        "continuation_ids": [rnd.randrange(3, V) for _ in range(rnd.randint(1, 5))]})
-        if q % 3 == 1:  # plain scoring among them: needs every position, reuses none
+        if q % 3 == 1:  # plain scoring among them: needs every position's log-prob
             mc.append({"id": f"plain{q}", "prompt_ids": ctx[:50]})
     gen = [{"id": i, "prompt_ids": shots + [rnd.randrange(3, V) for _ in range(rnd.randint(2, 30))],
             "max_new_tokens": rnd.randint(0, 12), "temperature": 0.8, "seed": i} for i in range(16)]
     gen.insert(5, dict(gen[4], id="again"))  # a prompt twice
-    sin, gin = os.path.join(d, "mc.jsonl"), os.path.join(d, "gen.jsonl")
+    # perplexity-style plain scoring: documents behind one header, one twice,
+    # one cut short and one extended, a one-token request, and continuations
+    # of the header among them (which keep only part of the log-probs)
+    head = [rnd.randrange(3, V) for _ in range(40)]
+    docs = [head + [rnd.randrange(3, V) for _ in range(rnd.randint(3, 30))] for _ in range(8)]
+    plain = [{"id": f"doc{i}", "prompt_ids": t} for i, t in enumerate(docs)]
+    plain.insert(3, {"id": "again", "prompt_ids": docs[2]})
+    plain.insert(5, {"id": "cut", "prompt_ids": docs[3][:45]})
+    plain.insert(6, {"id": "longer", "prompt_ids": docs[3] + [rnd.randrange(3, V) for _ in range(9)]})
+    plain.insert(8, {"id": "one", "prompt_ids": [head[0]]})
+    plain.insert(9, {"id": "cont", "prompt_ids": head[:30], "continuation_ids": head[30:35]})
+    plain.insert(10, {"id": "after", "prompt_ids": head + [7, 8, 9]})
+    sin, gin, pin = (os.path.join(d, f"{n}.jsonl") for n in ("mc", "gen", "plain"))
     write_jsonl(sin, mc)
     write_jsonl(gin, gen)
-    for mode, inp, reqs in (("score", sin, mc), ("generate", gin, gen)):
-        off = os.path.join(d, f"{mode}_off.jsonl")
+    write_jsonl(pin, plain)
+    for tag, mode, inp, reqs in (("mc", "score", sin, mc), ("generate", "generate", gin, gen),
+                                 ("plain", "score", pin, plain)):
+        off = os.path.join(d, f"{tag}_off.jsonl")
         _, se = expect_ok(tiny(mode, inp, off, "--prefix-cache", "off"))
-        check(reused(se) == 0 and "held from earlier" not in se, f"{mode}: --prefix-cache off reused: {se.strip()}")
+        check(reused(se) == 0 and "held from earlier" not in se, f"{tag}: --prefix-cache off reused: {se.strip()}")
         want = held_one_slot(reqs, mode)
-        ideal = sum(len(r["prompt_ids"]) - 1 for r in reqs if "continuation_ids" in r) if mode == "score" else 0
+        ideal = sum(len(r["prompt_ids"]) - 1 for r in reqs if "continuation_ids" in r) if tag == "mc" else 0
         for extra in (["--batch-size", "1"], ["--batch-size", "4", "--max-batch-tokens", "7"],
                       ["--batch-size", "3", "--micro-batches", "2"], []):
-            out = os.path.join(d, f"{mode}_on.jsonl")
+            out = os.path.join(d, f"{tag}_on.jsonl")
             _, se = expect_ok(tiny(mode, inp, out, *extra))
-            check(open(out).read() == open(off).read(), f"{mode} {extra}: results differ from --prefix-cache off")
+            check(open(out).read() == open(off).read(), f"{tag} {extra}: results differ from --prefix-cache off")
             got = reused(se)
-            print(f"{mode} {' '.join(extra) or '(defaults)'}: {got} prompt positions reused "
+            print(f"{tag} {' '.join(extra) or '(defaults)'}: {got} prompt positions reused "
                   f"(one slot: {want}{f', the most possible {ideal}' if ideal else ''})")
             if extra == ["--batch-size", "1"]:
-                check(got == want, f"{mode}, one slot: {got} positions reused, expected {want}")
-            elif mode == "score":
+                check(got == want, f"{tag}, one slot: {got} positions reused, expected {want}")
+            elif tag == "mc":
                 # the 4 continuations of a context run in one slot, one after the other
-                check(got >= 0.9 * want, f"{mode} {extra}: only {got} positions reused, one slot reuses {want}")
+                check(got >= 0.9 * want, f"{tag} {extra}: only {got} positions reused, one slot reuses {want}")
             else:
-                check(got > 0, f"{mode} {extra}: nothing reused")
+                check(got > 0, f"{tag} {extra}: nothing reused")
     if ARGS.hdf5:
         lg_on, lg_off = os.path.join(d, "on.h5"), os.path.join(d, "off.h5")
         on, off = os.path.join(d, "d_on.jsonl"), os.path.join(d, "d_off.jsonl")

@@ -506,7 +506,8 @@ def case_prefix_cache():
     """Prefix reuse (--prefix-cache, on by default) through the pipeline: the
     driver on rank 0 starts a request after the prefix its slot's caches hold
     on every stage and expert slot. lm-eval style continuations sharing
-    contexts and a few-shot preamble, and sampled generations from few-shot
+    contexts and a few-shot preamble (with plain scores of some contexts,
+    which reuse kept log-probs), and sampled generations from few-shot
     prompts, in 2x2 and 3x1 layouts with 2 micro-batches: bitwise equal to
     one rank with --prefix-cache off, with positions reused. With grok1-run-emu,
     --backend cuda --cuda-gemm f32 (batch-invariant) likewise."""
@@ -520,6 +521,9 @@ def case_prefix_cache():
             for c in range(4):
                 cont = [rnd.randrange(3, 512) for _ in range(rnd.randint(1, 4))]
                 f.write(json.dumps({"id": f"q{q}.{c}", "prompt_ids": ctx, "continuation_ids": cont}) + "\n")
+            if q % 2:  # plain scoring (every log-prob) of the context, then of a longer text
+                f.write(json.dumps({"id": f"p{q}", "prompt_ids": ctx}) + "\n")
+                f.write(json.dumps({"id": f"p{q}+", "prompt_ids": ctx + [rnd.randrange(3, 512) for _ in range(3)]}) + "\n")
     with open(gin, "w") as f:
         for i in range(12):
             q = [rnd.randrange(3, 512) for _ in range(rnd.randint(2, 20))]

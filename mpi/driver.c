@@ -430,11 +430,7 @@ static int build_batch(driver *d, int m)
 static g1_status row_logprob(const float *l, int V, int target, double *lp, int *argmax)
 {
     float mx = 0;
-    int32_t bad = g1_row_max(l, V, &mx);
-    if (bad >= 0)
-        return G1_FAIL(G1_ERR_RANGE, "logit %d is %g: the model produced a NaN or infinity", (int)bad, (double)l[bad]);
-    if (mx == -INFINITY)
-        return G1_FAIL(G1_ERR_RANGE, "every logit is -inf: no log-probability can be computed");
+    G1_TRY(g1_logits_max(l, V, &mx));
     *argmax = g1_row_first(l, V, mx);
     *lp = target < 0 ? 0 : (double)l[target] - mx - log(g1_row_exp(l, V, mx, 1.0, NULL, NULL));
     return G1_OK;
@@ -478,9 +474,9 @@ static g1_status row_work(const driver *d, g1_sampler *sm, const mbatch *b, int 
     int V = d->cfg->vocab_size, p = b->pos[t], am = -1;
     seq *q = &d->seqs[b->slot[t]];
     if (d->o.mode == G1_MODE_GENERATE) {
-        /* keyed by (seed, request index, token index): the same token
-         * whatever the batch, layout, timing or thread */
-        G1_TRY(g1_sampler_sample(sm, l, &q->req.sample, (uint64_t)q->k, (uint64_t)q->n_gen, token));
+        /* keyed by (seed, request index in the input, token index): the
+         * same token whatever the batch, layout, timing, thread or shard */
+        G1_TRY(g1_sampler_sample(sm, l, &q->req.sample, (uint64_t)q->req.index, (uint64_t)q->n_gen, token));
         if (q->req.top_logprobs)
             G1_TRY(g1_logprobs(l, V, *token, NULL, q->req.top_logprobs,
                                q->top + (size_t)q->n_gen * (size_t)q->req.top_logprobs));
@@ -758,7 +754,9 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
                          .sample = opts->sample,
                          .top_logprobs = opts->top_logprobs,
                          .truncate_left = opts->truncate_left,
-                         .max_context = opts->max_context};
+                         .max_context = opts->max_context,
+                         .shard = opts->shard,
+                         .shards = opts->shards};
     g1_request_reader_init(&d.rd, in, &rc);
     g1_status st = driver_alloc(&d);
     if (st == G1_OK)

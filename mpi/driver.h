@@ -54,6 +54,10 @@ typedef struct g1_driver_opts {
      * preamble, the context of an lm-eval continuation); the results are
      * the same, the engine being batch-invariant */
     int prefix_cache;
+    /* run only the requests whose index in the input (0-based, blank lines
+     * not counted) is shard mod shards; results are those of an unsharded
+     * run (sampling is keyed by that index). 0, 0 or 0, 1: every request */
+    int shard, shards;
 } g1_driver_opts;
 
 typedef struct g1_driver_stats {

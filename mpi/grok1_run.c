@@ -71,6 +71,7 @@ typedef struct cli {
     int kv_bf16; /* --kv-cache bf16 */
     int prefix_cache; /* --prefix-cache on (the default) */
     int gpu_direct; /* -1 auto, 0 off, 1 on */
+    int shard, shards; /* --shard K/N; shards 0: not given */
 } cli;
 
 static void usage(FILE *f)
@@ -131,6 +132,11 @@ static void usage(FILE *f)
 "                            the logits dump with them; refused if OUTPUT.meta.json shows\n"
 "                            other settings or another input; starts afresh when there is\n"
 "                            nothing to resume\n"
+"  --shard K/N               run only requests K, K + N, K + 2N, ... of the input (counted\n"
+"                            from 0; blank lines are not requests): N jobs share one input;\n"
+"                            each output holds exactly those results of the unsharded run\n"
+"                            (sampling is keyed by the request's input position), and\n"
+"                            grok1-merge joins the N outputs into that run's output\n"
 "  --max-new-tokens N        generate: default completion limit (default 100; a request's\n"
 "                            \"max_new_tokens\" overrides it; also limited by the context)\n"
 );
@@ -279,7 +285,7 @@ static int parse_args(int argc, char **argv, cli *c)
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX };
+           O_PREFIX, O_SHARD };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -302,6 +308,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"max-context", required_argument, NULL, O_MAXCTX},
         {"kv-cache", required_argument, NULL, O_KV},
         {"prefix-cache", required_argument, NULL, O_PREFIX},
+        {"shard", required_argument, NULL, O_SHARD},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
@@ -360,6 +367,23 @@ static int parse_args(int argc, char **argv, cli *c)
             static const char *const w[] = {"on", "off", NULL};
             static const int v[] = {1, 0};
             r = parse_word("--prefix-cache", optarg, w, v, &c->prefix_cache);
+            break;
+        }
+        case O_SHARD: {
+            char *end = NULL;
+            errno = 0;
+            long k = strtol(optarg, &end, 10), n = -1;
+            if (!errno && end != optarg && *end == '/' && end[1] >= '0' && end[1] <= '9') {
+                char *e2 = NULL;
+                n = strtol(end + 1, &e2, 10);
+                if (errno || *e2)
+                    n = -1;
+            }
+            if (n < 1 || n > 1000000 || k < 0 || k >= n)
+                return usage_error("--shard %s: expected K/N with 0 <= K < N (this run takes requests K, K + N, "
+                                   "K + 2N, ... of the input, counted from 0)", optarg);
+            c->shard = (int)k;
+            c->shards = (int)n;
             break;
         }
         case O_GPU_DIRECT: {
@@ -659,6 +683,10 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
         json_object_set_new(settings, "cuda_gemm", json_string(eo->cuda_gemm == G1_CUDA_GEMM_F32      ? "f32"
                                                                : eo->cuda_gemm == G1_CUDA_GEMM_BF16X2 ? "bf16x2"
                                                                                                       : "bf16"));
+    /* only when sharded: the output of one shard is no other run's output;
+     * grok1-merge joins the N of them */
+    if (c->shards > 1)
+        json_object_set_new(settings, "shard", json_sprintf("%d/%d", c->shard, c->shards));
     if (c->tokenizer) {
         struct stat tb;
         json_object_set_new(settings, "tokenizer_bytes",
@@ -683,7 +711,9 @@ static int exists(const char *path)
  * same); with the input on stdin (which cannot be read twice) it is refused. */
 static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, size_t kept)
 {
-    int64_t k_last = g1_request_line(c->input, (int64_t)kept), found = 0;
+    /* the input line of the last kept result: this shard's kept-th request */
+    int64_t nth = c->shards > 1 ? (int64_t)(kept - 1) * c->shards + c->shard + 1 : (int64_t)kept;
+    int64_t k_last = g1_request_line(c->input, nth), found = 0;
     char why[1024], aside[4096];
     g1_status st = g1_logits_file_resume(c->dump_logits, cfg->vocab_size, &f->logits);
     if (st != G1_OK)
@@ -1002,7 +1032,10 @@ static g1_status drive(const cli *c, files *f, job *j)
         pipe = g1_pipe_local_ops(j->local);
     }
     g1_progress prog;
-    g1_progress_init(&prog, c->progress, stderr, c->progress_interval, g1_count_requests(c->input));
+    int64_t total = g1_count_requests(c->input);
+    if (total > 0 && c->shards > 1) /* this shard's: requests K, K + N, ... */
+        total = total > c->shard ? (total - c->shard + c->shards - 1) / c->shards : 0;
+    g1_progress_init(&prog, c->progress, stderr, c->progress_interval, total);
     g1_driver_opts o = {.mode = c->mode,
                         .max_new_tokens = c->max_new_tokens,
                         .tok = j->tok,
@@ -1018,7 +1051,9 @@ static g1_status drive(const cli *c, files *f, job *j)
                         .progress = g1_progress_update,
                         .progress_ctx = &prog,
                         .trace = c->trace ? &j->trace : NULL,
-                        .prefix_cache = c->prefix_cache};
+                        .prefix_cache = c->prefix_cache,
+                        .shard = c->shard,
+                        .shards = c->shards};
 #if G1_HAVE_HDF5
     g1_logits_sink sink = {.write = dump_write, .has = dump_has, .ctx = f->logits};
     if (f->logits)
@@ -1056,14 +1091,16 @@ static g1_status drive(const cli *c, files *f, job *j)
                 (int)g_stop_signal, (long long)s.written, (long long)s.skipped);
     else if (s.skipped)
         fprintf(stderr, "grok1-run: resumed after %lld results already written\n", (long long)s.skipped);
-    char reused[96] = "";
+    char reused[96] = "", shard[48] = "";
+    if (c->shards > 1)
+        snprintf(shard, sizeof shard, " (shard %d/%d)", c->shard, c->shards);
     if (s.reused_tokens)
         snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%)",
                  (long long)s.reused_tokens, 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens);
     fprintf(stderr,
-            "grok1-run: %lld requests, %lld prompt tokens%s, %lld generated tokens, %.3f s, %.1f tokens/s; "
+            "grok1-run: %lld requests%s, %lld prompt tokens%s, %lld generated tokens, %.3f s, %.1f tokens/s; "
             "%d x %d ranks, %d micro-batches of %d slots%s%s\n",
-            (long long)s.requests, (long long)s.prompt_tokens, reused, (long long)s.generated_tokens, dt,
+            (long long)s.requests, shard, (long long)s.prompt_tokens, reused, (long long)s.generated_tokens, dt,
             dt > 0 ? (double)tok / dt : 0.0, j->P, j->E, j->M, c->batch_size, j->dist ? "; stage busy " : "",
             stages);
     return G1_OK;

@@ -34,8 +34,8 @@ g1_status g1_meta_write(const char *path, json_t *meta)
     return st;
 }
 
-/* First difference between two JSON values, as "key: a vs b". */
-static int differ(const char *where, json_t *a, json_t *b, char *msg, size_t n)
+int g1_json_differ(const char *where, json_t *a, json_t *b, const char *name_a, const char *name_b, char *msg,
+                   size_t n)
 {
     if (json_is_object(a) && json_is_object(b)) {
         const char *k;
@@ -45,15 +45,15 @@ static int differ(const char *where, json_t *a, json_t *b, char *msg, size_t n)
             snprintf(sub, sizeof sub, "%s%s%s", where, *where ? "." : "", k);
             json_t *w = json_object_get(b, k);
             if (!w) {
-                snprintf(msg, n, "%s is missing from the file's record", sub);
+                snprintf(msg, n, "%s is set in %s but not in %s", sub, name_a, name_b);
                 return 1;
             }
-            if (differ(sub, v, w, msg, n))
+            if (g1_json_differ(sub, v, w, name_a, name_b, msg, n))
                 return 1;
         }
         json_object_foreach(b, k, v) {
             if (!json_object_get(a, k)) {
-                snprintf(msg, n, "%s%s%s is set in the file's record but not in this run", where, *where ? "." : "", k);
+                snprintf(msg, n, "%s%s%s is set in %s but not in %s", where, *where ? "." : "", k, name_b, name_a);
                 return 1;
             }
         }
@@ -62,7 +62,7 @@ static int differ(const char *where, json_t *a, json_t *b, char *msg, size_t n)
     if (json_equal(a, b))
         return 0;
     char *sa = json_dumps(a, JSON_ENCODE_ANY | JSON_COMPACT), *sb = json_dumps(b, JSON_ENCODE_ANY | JSON_COMPACT);
-    snprintf(msg, n, "%s is %s now but %s in the file's record", where, sa ? sa : "?", sb ? sb : "?");
+    snprintf(msg, n, "%s is %s in %s but %s in %s", where, sa ? sa : "?", name_a, sb ? sb : "?", name_b);
     free(sa);
     free(sb);
     return 1;
@@ -148,7 +148,8 @@ g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input)
     if (mine)
         json_object_del(mine, "input");
     char msg[600];
-    int d = mine ? differ("", mine, old, msg, sizeof msg) : (snprintf(msg, sizeof msg, "out of memory"), 1);
+    int d = mine ? g1_json_differ("", mine, old, "this run", "the file's record", msg, sizeof msg)
+                 : (snprintf(msg, sizeof msg, "out of memory"), 1);
     json_decref(mine);
     json_decref(old);
     if (d)

@@ -9,6 +9,12 @@
 
 #include "status.h"
 
+/* 1 and the first difference between JSON values a and b in msg ("where.key
+ * is 1 in NAME_A but 2 in NAME_B", or set in one only), 0 when equal.
+ * Objects are compared key by key, anything else with json_equal. */
+int g1_json_differ(const char *where, json_t *a, json_t *b, const char *name_a, const char *name_b, char *msg,
+                   size_t n);
+
 /* Sidecar name for an output file: "<out>.meta.json" (malloc'd). */
 char *g1_meta_path(const char *out);
 /* Write `meta` (an object) to path atomically (temp + rename). */

@@ -12,6 +12,7 @@ PKGS=(
   munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins  # tests/slurm; srun --mpi=pmix is in basic-plugins
   sentencepiece python3-sentencepiece
   clang libclang-rt-dev
+  libsimde-dev  # tests/unit: the AVX-512 kernels on any CPU (SIMDe)
 )
 
 missing=()

@@ -366,7 +366,11 @@ g1_status g1_request_next(g1_request_reader *rd, g1_request *out, int *got)
         rd->line++;
         if (is_blank(rd->buf, (size_t)n))
             continue;
+        int64_t index = rd->seen++;
+        if (rd->ctx.shards > 1 && index % rd->ctx.shards != rd->ctx.shard)
+            continue;
         G1_TRY(g1_request_parse(rd->buf, (size_t)n, rd->line, &rd->ctx, out));
+        out->index = index;
         *got = 1;
         return G1_OK;
     }

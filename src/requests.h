@@ -33,6 +33,7 @@ typedef struct g1_request_ctx {
     int top_logprobs;         /* generate default: report the top N per token */
     int truncate_left;        /* cut prompts longer than the context from the left */
     int max_context;          /* positions per sequence (--max-context); 0: max_seq_len */
+    int shard, shards;        /* read only requests whose index is shard mod shards (0, 0 or 0, 1: all) */
 } g1_request_ctx;
 
 /* One validated request. Owns `id` (a reference), `prompt_ids` and `stop`. */
@@ -51,6 +52,8 @@ typedef struct g1_request {
     char **stop;         /* (n_stop) stop strings: the completion ends before the first */
     int n_stop;
     long line;           /* 1-based input line number */
+    int64_t index;       /* 0-based among the input's requests (blank lines are none), shards or not:
+                            the request's sampling key */
 } g1_request;
 
 /* Fields a request may carry in `mode`, comma separated ("id, prompt_ids"). */
@@ -68,12 +71,15 @@ typedef struct g1_request_reader {
     FILE *in;
     g1_request_ctx ctx;
     long line;   /* lines read so far */
+    int64_t seen; /* requests (non-blank lines) read so far, other shards' included */
     char *buf;
     size_t cap;
 } g1_request_reader;
 
 void g1_request_reader_init(g1_request_reader *rd, FILE *in, const g1_request_ctx *ctx);
-/* The next request into *out and *got = 1, or *got = 0 at end of input. */
+/* The next request into *out and *got = 1, or *got = 0 at end of input.
+ * With ctx.shards > 1 only this shard's requests (index % shards == shard)
+ * are parsed and returned; the others are skipped unread. */
 g1_status g1_request_next(g1_request_reader *rd, g1_request *out, int *got);
 void g1_request_reader_free(g1_request_reader *rd);
 

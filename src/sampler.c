@@ -157,14 +157,22 @@ static int32_t gather(g1_sampler *s, int32_t m)
     return nc;
 }
 
-static g1_status scan(const float *l, int32_t V, double *max)
+g1_status g1_logits_max(const float *l, int32_t V, float *max)
 {
     float mx = 0;
     int32_t bad = g1_row_max(l, V, &mx);
     if (bad >= 0)
         return G1_FAIL(G1_ERR_RANGE, "logit %d is %g: the model produced a NaN or infinity", (int)bad, (double)l[bad]);
     if (mx == -INFINITY)
-        return G1_FAIL(G1_ERR_RANGE, "every logit is -inf: nothing can be sampled");
+        return G1_FAIL(G1_ERR_RANGE, "every logit is -inf: nothing can be sampled or scored");
+    *max = mx;
+    return G1_OK;
+}
+
+static g1_status scan(const float *l, int32_t V, double *max)
+{
+    float mx = 0;
+    G1_TRY(g1_logits_max(l, V, &mx));
     *max = mx;
     return G1_OK;
 }

@@ -44,6 +44,10 @@ g1_status g1_sampler_sample(g1_sampler *s, const float *logits, const g1_sample_
 
 typedef struct g1_logprob { int32_t id; double logprob; } g1_logprob;
 
+/* The largest logit of a row (V). G1_ERR_RANGE, naming the first, if a
+ * logit is NaN or +inf, or if all are -inf. */
+g1_status g1_logits_max(const float *logits, int32_t V, float *max);
+
 /* Log-softmax (in double) of the raw logits row (V): the n highest as
  * top[0..n) (descending, lowest id first on ties; n <= V), and the log-prob
  * of `token` in *token_logprob (when not NULL and token is in [0, V)).

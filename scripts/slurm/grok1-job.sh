@@ -2,7 +2,9 @@
 # The body of generate.sbatch and score.sbatch (sourced by them, with
 # GROK1_MODE set): checks the GROK1_* variables, runs grok1-run on every task
 # of the allocation with srun, and requeues the job when a SIGTERM ahead of
-# the time limit interrupted it, so that the next run resumes.
+# the time limit interrupted it, so that the next run resumes. In a job
+# array each task runs one shard of the input (--shard K/N) and the task
+# that finds every shard finished joins them with grok1-merge.
 # Not a program of its own; see README.md beside it.
 # shellcheck disable=SC2015  # "test && test || die" reads as intended here
 
@@ -44,13 +46,33 @@ read -r -a extra <<< "${GROK1_ARGS:-}"
 read -r -a srun_extra <<< "${GROK1_SRUN_ARGS:-}"
 for a in "${extra[@]}"; do
   case "$a" in
-    --mode|--mode=*|--input|--input=*|--output|--output=*|--checkpoint|--checkpoint=*|--tokenizer|--tokenizer=*|--resume)
-      die "GROK1_ARGS must not contain $a: the script sets it (from GROK1_MODE, GROK1_INPUT, GROK1_OUTPUT, GROK1_CHECKPOINT, GROK1_TOKENIZER)" ;;
+    --mode|--mode=*|--input|--input=*|--output|--output=*|--checkpoint|--checkpoint=*|--tokenizer|--tokenizer=*|--resume|--shard|--shard=*)
+      die "GROK1_ARGS must not contain $a: the script sets it (from GROK1_MODE, GROK1_INPUT, GROK1_OUTPUT, GROK1_CHECKPOINT, GROK1_TOKENIZER, and the job array)" ;;
   esac
 done
 
+# --- job arrays: task K of N runs shard K/N into GROK1_OUTPUT.shard-K-of-N ----
+merged=""
+shard=()
+if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]; then
+  n=$SLURM_ARRAY_TASK_COUNT
+  lo=${SLURM_ARRAY_TASK_MIN:-0}
+  hi=${SLURM_ARRAY_TASK_MAX:-0}
+  [ $((hi - lo + 1)) = "$n" ] && [ "${SLURM_ARRAY_TASK_STEP:-1}" = 1 ] ||
+    die "job array ${SLURM_ARRAY_JOB_ID:-}: its task ids must be one range without gaps (e.g. --array=0-7 or --array=0-7%2), so that task K of N runs shard K/N; got $n tasks from $lo to $hi"
+  k=$((SLURM_ARRAY_TASK_ID - lo))
+  merged=$GROK1_OUTPUT
+  GROK1_OUTPUT="$merged.shard-$k-of-$n"
+  shard=(--shard "$k/$n")
+  if [ -z "${GROK1_MERGE:-}" ]; then
+    if [ -n "${GROK1_BIN:-}" ]; then GROK1_MERGE="$GROK1_BIN/grok1-merge"; else GROK1_MERGE="$(dirname -- "$run")/grok1-merge"; fi
+  fi
+  [ -x "$GROK1_MERGE" ] ||
+    die "no executable grok1-merge beside grok1-run ($GROK1_MERGE): a job array needs it to join the shards; set GROK1_MERGE to its path"
+fi
+
 args=(--checkpoint "$GROK1_CHECKPOINT" --mode "$GROK1_MODE"
-      --input "$GROK1_INPUT" --output "$GROK1_OUTPUT")
+      --input "$GROK1_INPUT" --output "$GROK1_OUTPUT" "${shard[@]}")
 [ -n "${GROK1_TOKENIZER:-}" ] && args+=(--tokenizer "$GROK1_TOKENIZER")
 # Continue what an earlier run of this job (or an earlier job) left behind:
 # grok1-run keeps the complete lines of OUT.partial (or OUT) and runs the rest.
@@ -65,7 +87,8 @@ if [ -z "${OMP_NUM_THREADS:-}" ] && [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
 fi
 
 echo "grok1-job: job $SLURM_JOB_ID run $(( ${SLURM_RESTART_COUNT:-0} + 1 )) started $(date '+%F %T')" \
-     "on ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-?}, ${SLURM_NTASKS:-1} task(s)"
+     "on ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-?}, ${SLURM_NTASKS:-1} task(s)" \
+     "${merged:+(array ${SLURM_ARRAY_JOB_ID:-?} task ${SLURM_ARRAY_TASK_ID}: shard ${shard[1]})}"
 
 # --- run ---------------------------------------------------------------------
 # srun runs in the background so that this shell can take the SIGTERM Slurm
@@ -88,6 +111,29 @@ trap - TERM INT
 if [ "$rc" = 0 ] && [ ! -e "$GROK1_OUTPUT" ]; then
   echo "grok1-job: srun exited 0 but $GROK1_OUTPUT was not written: the ranks did not start (see srun's errors above)"
   rc=1
+fi
+
+# The last shard to finish joins them all (a lock folder keeps two tasks
+# finishing together from both doing it).
+if [ "$rc" = 0 ] && [ -n "$merged" ]; then
+  all=()
+  for ((i = 0; i < n; i++)); do all+=("$merged.shard-$i-of-$n"); done
+  done_all=1
+  for f in "${all[@]}"; do [ -e "$f" ] || done_all=0; done
+  if [ "$done_all" = 1 ] && [ ! -e "$merged" ] && mkdir "$merged.merging" 2>/dev/null; then
+    if "$GROK1_MERGE" --input "$GROK1_INPUT" --output "$merged" "${all[@]}"; then
+      echo "grok1-job: every shard is finished: $merged is complete (the ${n} shard outputs may be removed)"
+    else
+      rmdir "$merged.merging"
+      echo "grok1-job: grok1-merge failed (above) $(date '+%F %T'); the shard outputs $merged.shard-*-of-$n are kept: join them by hand with grok1-merge --input $GROK1_INPUT --output $merged ..."
+      exit 1
+    fi
+    rmdir "$merged.merging"
+  elif [ "$done_all" = 0 ]; then
+    echo "grok1-job: shard ${shard[1]} is finished; the last task of the array to finish joins the shards into $merged"
+  elif [ -e "$merged" ]; then
+    echo "grok1-job: $merged exists already: not merged again"
+  fi
 fi
 
 case "$rc" in

@@ -650,6 +650,147 @@ def case_prefix_cache(d):
                 ["--prefix-cache yes", "on or off"])
 
 
+def merge_run(args):
+    p = subprocess.run([ARGS.merge] + args, capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stderr
+
+
+def case_shard(d):
+    """--shard K/N: N runs share one input, run K taking requests K, K + N,
+    ... (blank lines are not requests). Each shard's results are those of the
+    unsharded run (sampling is keyed by the input position); grok1-merge
+    joins the N outputs, given in any order, into the unsharded output's
+    bytes and meta file. A shard resumes like any output (a dump too), and a
+    resume with another shard is refused. grok1-merge refuses, writing
+    nothing, shards that are missing, doubled, of another split, unfinished,
+    made with other settings, cut short or torn; bad --shard values are
+    usage errors."""
+    if not ARGS.merge:
+        print("grok1-merge not built: skipped")
+        return SKIP
+    import random
+    rnd = random.Random(12)
+    rows = [{"id": f"r{i}", "prompt_ids": [rnd.randrange(3, V) for _ in range(rnd.randint(1, 25))],
+             "max_new_tokens": rnd.randint(1, 9)} for i in range(13)]
+    inp, sinp = os.path.join(d, "in.jsonl"), os.path.join(d, "score.jsonl")
+    for path, keep in ((inp, ("id", "prompt_ids", "max_new_tokens")), (sinp, ("id", "prompt_ids"))):
+        with open(path, "w") as f:
+            for i, r in enumerate(rows):
+                f.write(json.dumps({k: r[k] for k in keep}) + "\n")
+                if i % 5 == 2:
+                    f.write("\n   \n")
+    samp = ["--temperature", "0.9", "--top-p", "0.95", "--seed", "11"]
+    outs = {}
+    for mode in ("generate", "score"):
+        ref = os.path.join(d, f"{mode}.ref.jsonl")
+        inp_m = inp if mode == "generate" else sinp
+        expect_ok(tiny(mode, inp_m, ref, *samp))
+        for n in (3, 20):  # 20 > 13 requests: some shards get none
+            outs[mode, n] = []
+            for k in range(n):
+                o = os.path.join(d, f"{mode}.{k}-of-{n}.jsonl")
+                _, se = expect_ok(tiny(mode, inp_m, o, "--shard", f"{k}/{n}", *samp))
+                check(f"requests (shard {k}/{n})" in se, f"summary line does not name the shard: {se!r}")
+                ids = [r["id"] for r in read_jsonl(o)]
+                check(ids == [r["id"] for r in rows[k::n]], f"{mode} shard {k}/{n} answered {ids}")
+                outs[mode, n].append(o)
+            m = os.path.join(d, f"{mode}.merged{n}.jsonl")
+            rc, se = merge_run(["--input", inp_m, "--output", m] + outs[mode, n][::-1])
+            check(rc == 0, f"grok1-merge failed: {se}")
+            check(open(m).read() == open(ref).read(), f"{mode}: {n} shards merged differ from the unsharded output")
+            with open(m + ".meta.json") as a, open(ref + ".meta.json") as b:
+                check(json.load(a) == json.load(b), f"{mode}: merged meta differs from the unsharded run's")
+    # resume a shard: keep its first result, run the rest
+    o = outs["generate", 3][1]
+    whole = open(o).read()
+    os.remove(o)
+    with open(o + ".partial", "w") as f:
+        f.write(whole.splitlines(keepends=True)[0])
+    expect_fail(tiny("generate", inp, o, "--shard", "2/3", "--resume", *samp), 1, ["settings.shard", '"2/3"', '"1/3"'])
+    _, se = expect_ok(tiny("generate", inp, o, "--shard", "1/3", "--resume", *samp))
+    check("resumed after 1 results" in se and open(o).read() == whole, f"resumed shard differs: {se}")
+    # grok1-merge's refusals: exit 1, nothing written
+    g3 = outs["generate", 3]
+    dst = os.path.join(d, "m.jsonl")
+
+    def refused(files, words, code=1, inp_m=inp):
+        rc, se = merge_run(["--input", inp_m, "--output", dst] + files)
+        check(rc == code, f"grok1-merge {files}: exit {rc}, expected {code}: {se}")
+        check("grok1-merge: error:" in se, f"not an error message: {se!r}")
+        for w in words:
+            check(w.lower() in se.lower(), f"grok1-merge message lacks {w!r}: {se.strip()}")
+        check(not os.path.exists(dst) and not os.path.exists(dst + ".meta.json") and
+              not os.path.exists(dst + ".merge.tmp"), "a refused merge left files behind")
+
+    refused(g3[:2], ["1 of the 3 shards is missing: 2/3"])
+    refused(g3 + g3[:1], ["shard 0/3 is given twice"])
+    refused(g3[:2] + outs["generate", 20][2:3], ["different splits"])
+    refused([g3[0], os.path.join(d, "generate.ref.jsonl")], ["without --shard"])
+    os.rename(g3[2], g3[2] + ".partial")
+    refused(g3, ["shard 2/3 is not finished", "--resume"])
+    os.rename(g3[2] + ".partial", g3[2])
+    other = os.path.join(d, "seed12.jsonl")
+    expect_ok(tiny("generate", inp, other, "--shard", "2/3", "--temperature", "0.9", "--top-p", "0.95", "--seed", "12"))
+    refused(g3[:2] + [other], ["not made alike", "settings.seed", "12", "11"])
+    # shard 0 (requests 0, 3, 6, 9, 12) without its last result: 12 results
+    # that fit the round robin, but the input has 13; shard 1 without its
+    # last: they do not fit; a torn last line
+    for k, cut, words in ((0, "line", ["hold 12 results", "13 requests", "cut short"]),
+                          (1, "line", ["do not fit together", "shard 1/3", "ends after 3"]), (0, "torn", ["incomplete line"])):
+        bad = os.path.join(d, f"{cut}{k}.jsonl")
+        text = open(g3[k]).read()
+        with open(bad, "w") as f:
+            f.write(text[: text.rstrip("\n").rfind("\n") + 1] if cut == "line" else text[:-1])
+        shutil.copy(g3[k] + ".meta.json", bad + ".meta.json")
+        refused(g3[:k] + [bad] + g3[k + 1:], words)
+    refused(g3, ["is not the input the shards answer", "input.bytes"], inp_m=sinp)
+    with open(dst, "w") as f:
+        f.write("keep me\n")
+    rc, se = merge_run(["--input", inp, "--output", dst] + g3)
+    check(rc == 1 and "exists" in se and open(dst).read() == "keep me\n", f"merge over an existing file: {rc} {se}")
+    os.remove(dst)
+    refused(g3[:0], ["no shard outputs"], code=2)
+    rc, se = merge_run(["--input", inp] + g3)
+    check(rc == 2 and "--output is required" in se, f"merge without --output: {rc} {se}")
+    rc, se = merge_run(["--output", dst] + g3)
+    check(rc == 2 and "--input is required" in se and not os.path.exists(dst), f"merge without --input: {rc} {se}")
+    rc, so = merge_run(["--input", inp, "--output", "-"] + g3)
+    check(rc == 0 and not os.path.exists("-"), f"merge to stdout: {rc}")
+    rc, so = merge_run(["--help"])
+    check(rc == 0, "grok1-merge --help failed")
+    # a bad request line stops only the shard it belongs to
+    badin = os.path.join(d, "bad.jsonl")
+    with open(badin, "w") as f:
+        f.write('{"id": 0, "prompt_ids": [5]}\n\n{"id": 1, "prompt_ids": [5, oops]}\n{"id": 2, "prompt_ids": [6]}\n')
+    expect_ok(tiny("generate", badin, os.path.join(d, "b0.jsonl"), "--shard", "0/2"))
+    expect_fail(tiny("generate", badin, os.path.join(d, "b1.jsonl"), "--shard", "1/2"), 1, ["input line 3"],
+                out=os.path.join(d, "b1.jsonl"))
+    for bad in ("3/3", "1", "a/2", "0/0", "-1/2", "1/2x", "1/", "/2"):
+        expect_fail(tiny("generate", inp, os.path.join(d, "x.jsonl"), "--shard", bad), 2, [f"--shard {bad}", "K/N"])
+    if ARGS.hdf5:
+        # the dumps: each shard's holds its requests' logits under their input
+        # line numbers; a resumed shard continues its dump
+        import h5py
+        lines = [i for i, l in enumerate(open(sinp)) if l.strip()]
+        for k in range(3):
+            o, dump = os.path.join(d, f"d{k}.jsonl"), os.path.join(d, f"d{k}.h5")
+            expect_ok(tiny("score", sinp, o, "--shard", f"{k}/3", "--dump-logits", dump))
+            with h5py.File(dump, "r") as f:
+                names = sorted(int(x) for x in f["logits"])
+                first = {x: f["logits"][x][()] for x in f["logits"]}
+            check(names == lines[k::3], f"shard {k}/3 dump holds lines {names}, expected {lines[k::3]}")
+        whole = open(o).read()
+        os.remove(o)
+        with open(o + ".partial", "w") as f:
+            f.write(whole.splitlines(keepends=True)[0])
+        os.rename(dump, dump + ".partial")
+        expect_ok(tiny("score", sinp, o, "--shard", "2/3", "--dump-logits", dump, "--resume"))
+        with h5py.File(dump, "r") as f:
+            again = {x: f["logits"][x][()] for x in f["logits"]}
+        check(open(o).read() == whole and sorted(again) == sorted(first) and
+              all((again[x] == first[x]).all() for x in first), "resumed shard's dump differs")
+
+
 def case_threads(d):
     """Rank 0 works on a step's logits rows in parallel (--threads): sampled
     generations with top log-probs and scores are the same bytes on 1 and 3
@@ -725,10 +866,13 @@ def main():
     ap.add_argument("--mkckpt")
     ap.add_argument("--hdf5", type=int, default=0)
     ap.add_argument("--mpi", type=int, default=0)
+    ap.add_argument("--merge")
     ARGS = ap.parse_args()
     ARGS.run = os.path.abspath(ARGS.run)
     if ARGS.mkckpt:
         ARGS.mkckpt = os.path.abspath(ARGS.mkckpt)
+    if ARGS.merge:
+        ARGS.merge = os.path.abspath(ARGS.merge)
     with tempfile.TemporaryDirectory(prefix="g1cli-") as d:
         try:
             rc = CASES[ARGS.case](d)

@@ -6,6 +6,8 @@ ports, state and spool in a temporary folder; 8 CPUs declared whatever the
 machine has), then:
   - generate.sbatch and score.sbatch with `sbatch --wait -n 4` on the tiny
     model: the outputs equal a one-process grok1-run byte for byte;
+  - a job array of 3 tasks (generate.sbatch --array=0-2): one shard each,
+    joined by the last to finish into the one-process run's bytes;
   - bad GROK1_* variables are refused with a message, before anything runs;
   - SIGTERM to the batch shell (what `#SBATCH --signal=B:TERM@...` sends) with
     a stand-in grok1-run that exits 3: the job requeues itself and its second
@@ -217,16 +219,21 @@ def sh(cmd, **kw):
 
 
 # --- jobs ---------------------------------------------------------------------
-def sbatch(script, name, extra_env, ntasks=4, background=False):
-    """sbatch --wait; returns (exit status, log text) or the Popen."""
-    log = os.path.join(TMP, name + ".log")
+def sbatch(script, name, extra_env, ntasks=4, background=False, array=None):
+    """sbatch --wait; returns (exit status, log text) or the Popen. With
+    array (e.g. "0-2"): a job array, one log per task, returned joined."""
+    log = os.path.join(TMP, name + ("-%a" if array else "") + ".log")
     env = dict(ENV, **extra_env)
     cmd = ["sbatch", "--wait", f"--ntasks={ntasks}", "--export=ALL", "--time=5",
-           f"--job-name={name}", f"--output={log}", os.path.join(ARGS.scripts, script)]
+           f"--job-name={name}", f"--output={log}"] + ([f"--array={array}"] if array else []) + \
+        [os.path.join(ARGS.scripts, script)]
     if background:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=env, cwd=TMP), log
     p = sh(cmd, env=env, cwd=TMP, timeout=120)
+    if array:
+        logs = sorted(f for f in os.listdir(TMP) if f.startswith(name + "-") and f.endswith(".log"))
+        return p.returncode, "".join(open(os.path.join(TMP, f)).read() for f in logs)
     return p.returncode, (open(log).read() if os.path.exists(log) else "")
 
 
@@ -279,6 +286,33 @@ def case_generate():
 
 def case_score():
     same_output("score", "score.sbatch", 4, "--stages 4", 6, ["--batch-size", "2"])
+
+
+def case_array():
+    """A job array of 3 tasks of 2 ranks (--stages 2): task K runs shard K/3
+    into OUTPUT.shard-K-of-3, and the last one to finish joins the three with
+    grok1-merge: OUTPUT equals a one-process run byte for byte, sampled
+    tokens included. An array with gaps in its task ids is refused."""
+    inp = requests("array.jsonl", 10, 13, True)
+    extra = ["--max-new-tokens", "6", "--temperature", "0.8", "--seed", "3"]
+    want = run1("generate", inp, os.path.join(TMP, "array-ref.jsonl"), extra)
+    out = os.path.join(TMP, "array-out.jsonl")
+    t = time.time()
+    rc, log = sbatch("generate.sbatch", "array", job_env(out, inp, " ".join(["--stages 2"] + extra)), ntasks=2,
+                     array="0-2")
+    print(f"generate.sbatch --array=0-2 -n 2: exit {rc} in {time.time() - t:.1f} s")
+    ok = check(rc == 0, f"array job exited {rc}")
+    ok &= check(os.path.exists(out) and open(out, "rb").read() == want, f"{out} differs from the one-process run")
+    for k in range(3):
+        ok &= check(os.path.exists(f"{out}.shard-{k}-of-3"), f"shard output {k} missing")
+        ok &= check(f"shard {k}/3" in log, f"no log names shard {k}/3")
+    ok &= check(log.count("every shard is finished") == 1, "not exactly one task joined the shards")
+    ok &= check(not os.path.exists(out + ".merging"), "the merge lock was left behind")
+    rc, log2 = sbatch("generate.sbatch", "gaps", job_env(os.path.join(TMP, "gaps.jsonl"), inp, ""), ntasks=1,
+                      array="0,2")
+    ok &= check(rc == 2 and "one range without gaps" in log2, f"an array with gaps: exit {rc}")
+    if not ok:
+        print(log[-4000:] + log2[-2000:])
 
 
 def case_refusals():
@@ -438,7 +472,7 @@ def case_resume_real():
         print(text[-4000:])
 
 
-CASES = [case_generate, case_score, case_refusals, case_requeue_stub, case_cancel_stub, case_resume_real]
+CASES = [case_generate, case_score, case_array, case_refusals, case_requeue_stub, case_cancel_stub, case_resume_real]
 
 
 def main():

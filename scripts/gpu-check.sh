@@ -49,8 +49,12 @@ else
 fi
 
 status=0
+# The tests launch synchronously: a fault inside a kernel is then reported by
+# the launch that caused it (file and line), not by a later synchronise.
+# LAUNCH_BLOCKING=0 runs them asynchronously, as the benchmark always does.
 for t in cuda_backend cuda_ops cuda_engine; do
-  timeout 200 meson test -C "$build" --suite cuda "$t" --print-errorlogs --no-rebuild >"$logs/test-$t.log" 2>&1
+  CUDA_LAUNCH_BLOCKING=${LAUNCH_BLOCKING:-1} \
+    timeout 200 meson test -C "$build" --suite cuda "$t" --print-errorlogs --no-rebuild >"$logs/test-$t.log" 2>&1
   rc=$?
   cp "$build/meson-logs/testlog.txt" "$logs/testlog-$t.txt" 2>/dev/null
   if [ $rc -eq 0 ] && grep -q " OK " "$logs/test-$t.log"; then note "$t" "ok"

@@ -133,6 +133,8 @@ if [ "$rc" = 0 ] && [ -n "$merged" ]; then
     echo "grok1-job: shard ${shard[1]} is finished; the last task of the array to finish joins the shards into $merged"
   elif [ -e "$merged" ]; then
     echo "grok1-job: $merged exists already: not merged again"
+  else
+    echo "grok1-job: $merged.merging exists: another task is merging the shards, or one was killed while it did; if no task of the array is running, remove that folder and run grok1-merge --input $GROK1_INPUT --output $merged $merged.shard-*-of-$n"
   fi
 fi
 

@@ -254,6 +254,7 @@ g1_status g1_cuda_engine_upload(g1_cuda_engine *e, const g1_weights *w)
     const g1_config *c = &e->cfg;
     size_t D = (size_t)c->emb_size;
     int El = e->expert1 - e->expert0;
+    G1_CU(cudaSetDevice(e->opts.device)); /* whatever thread calls: the copies go to this engine's GPU */
     if (w->layer0 < e->layer0 || w->layer1 > e->layer0 + e->nL || w->expert0 != e->expert0 ||
         w->expert1 != e->expert1)
         return G1_FAIL(G1_ERR_ARG, "weights of layers [%d,%d), experts [%d,%d) uploaded to an engine of layers "
@@ -280,6 +281,7 @@ g1_status g1_cuda_engine_upload(g1_cuda_engine *e, const g1_weights *w)
 
 g1_status g1_cuda_engine_ready(g1_cuda_engine *e)
 {
+    G1_CU(cudaSetDevice(e->opts.device));
     for (int l = 0; l < e->nL; l++)
         if (!e->layers[l].router)
             return G1_FAIL(G1_ERR_ARG, "layer %d was never uploaded to the CUDA engine", e->layer0 + l);

@@ -244,7 +244,11 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
             ls[i] = (long long)C * kvw;
             pos[i] = C - 1;
         }
-        st = cu(cudaMemcpy(tab, tab_h, (size_t)S * 28, cudaMemcpyHostToDevice), "copy");
+        /* on the engine's stream (non-blocking: it does not wait for the
+         * legacy stream a plain cudaMemcpy from pageable memory uses) */
+        st = cu(cudaMemcpyAsync(tab, tab_h, (size_t)S * 28, cudaMemcpyHostToDevice, s), "copy");
+        if (st == G1_OK)
+            st = cu(cudaStreamSynchronize(s), "copy");
     }
     if (st == G1_OK && bf16) {
         st = cu(g1_cuda_fill_f32(s, kc, cache, 21, -1, 1), "fill");

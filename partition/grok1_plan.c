@@ -46,6 +46,13 @@ static void usage(FILE *f)
 "  --max-batch-tokens N       tokens per forward step (default 256)\n"
 "  --layers-per-stage a,b,..  the layer counts of the P stages instead of the\n"
 "                             balanced cuts\n"
+"  --bandwidth GBS            also print a bound on decode tokens/s from memory\n"
+"                             bandwidth alone: GBS gigabytes (10^9) per second\n"
+"                             per rank (an H100 SXM: about 3350; or what\n"
+"                             bench_cuda_layer / bench_cpu measure), at empty\n"
+"                             caches and at full context (docs/PLAN.md)\n"
+"  --micro-batches M          micro-batches in flight for that bound (default P,\n"
+"                             as grok1-run)\n"
 "  --out PLAN.json            write the plan for grok1-run --plan (- for stdout)\n"
 "  --help                     this text\n"
 "\n"
@@ -113,7 +120,8 @@ static int fail(void)
 
 int main(int argc, char **argv)
 {
-    enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV };
+    enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
+           O_MB };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -121,10 +129,12 @@ int main(int argc, char **argv)
         {"context", required_argument, 0, O_CTX},     {"max-context", required_argument, 0, O_CTX},
         {"max-batch-tokens", required_argument, 0, O_MBT}, {"kv-cache", required_argument, 0, O_KV},
         {"layers-per-stage", required_argument, 0, O_LPS}, {"out", required_argument, 0, O_OUT},
+        {"bandwidth", required_argument, 0, O_BW},    {"micro-batches", required_argument, 0, O_MB},
         {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
-    int opt, r = 0;
+    double bandwidth = 0;
+    int opt, r = 0, micro_batches = 0;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         switch (opt) {
@@ -145,6 +155,15 @@ int main(int argc, char **argv)
             req.kv_bytes = strcmp(optarg, "bf16") ? 4 : 2;
             break;
         case O_LPS: lps_text = optarg; break;
+        case O_BW: {
+            char *end = NULL;
+            errno = 0;
+            bandwidth = strtod(optarg, &end) * 1e9;
+            if (errno || end == optarg || *end || !(bandwidth > 0) || bandwidth > 1e18)
+                return usage_error("--bandwidth %s: expected gigabytes per second, a number > 0 (e.g. 3350)", optarg);
+            break;
+        }
+        case O_MB: r = parse_int("--micro-batches", optarg, 1, &micro_batches); break;
         case O_OUT: out = optarg; break;
         case O_HELP: usage(stdout); return 0;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
@@ -193,6 +212,9 @@ int main(int argc, char **argv)
     if (st != G1_OK)
         return fail();
     g1_plan_print(&plan, out && !strcmp(out, "-") ? stderr : stdout);
+    if (bandwidth > 0)
+        g1_plan_print_bound(&plan, bandwidth, micro_batches ? micro_batches : plan.stages,
+                            out && !strcmp(out, "-") ? stderr : stdout);
     if (out && g1_plan_write_json(&plan, out) != G1_OK) {
         g1_plan_free(&plan);
         return fail();

@@ -67,6 +67,20 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path);
 g1_status g1_plan_read_json(const char *path, g1_plan *out);
 /* G1_ERR_ARG unless the plan was made for this model (every hyper-parameter). */
 g1_status g1_plan_check_model(const g1_plan *p, const g1_config *cfg);
+/* Added: a bound on decode speed from memory bandwidth alone. A decode step
+ * of stage s takes t_s = (stage_cost[s] + fill * its largest KV cache) /
+ * bandwidth (bytes per second per rank; fill in [0, 1]: how far the caches
+ * are towards full context). With M micro-batches in flight every slot
+ * advances one token per round of max(M * t_slowest, sum of t_s) seconds
+ * (the slowest stage runs M steps a round; a micro-batch's way through all
+ * stages takes the sum), so tokens/s <= slots / round. Returned, with the
+ * round's slowest step in *step_s and that stage in *slowest. Compute,
+ * messages and rank 0's CPU work are not counted. */
+double g1_plan_decode_bound(const g1_plan *p, double bandwidth, int micro_batches, double fill, double *step_s,
+                            int *slowest);
+/* The bound at empty caches and at full context, as grok1-plan prints it. */
+void g1_plan_print_bound(const g1_plan *p, double bandwidth, int micro_batches, FILE *f);
+
 /* Human-readable table: one row per rank (stage, slot, layers, experts,
  * weights, KV cache, buffers, total) and the stage costs. */
 void g1_plan_print(const g1_plan *p, FILE *f);

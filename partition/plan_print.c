@@ -56,3 +56,42 @@ void g1_plan_print(const g1_plan *p, FILE *f)
     if (mx > 0)
         fprintf(f, "balance: mean / slowest = %.3f\n", sum / p->stages / mx);
 }
+
+double g1_plan_decode_bound(const g1_plan *p, double bandwidth, int micro_batches, double fill, double *step_s,
+                            int *slowest)
+{
+    double t_max = 0, t_sum = 0;
+    int at = 0;
+    for (int s = 0; s < p->stages; s++) {
+        double kv = 0;
+        for (int e = 0; e < p->ep; e++)
+            if (p->mem[s * p->ep + e].kv_cache > kv)
+                kv = p->mem[s * p->ep + e].kv_cache;
+        double t = (p->stage_cost[s] + fill * kv) / bandwidth;
+        t_sum += t;
+        if (t > t_max) {
+            t_max = t;
+            at = s;
+        }
+    }
+    double round = micro_batches * t_max > t_sum ? micro_batches * t_max : t_sum;
+    if (step_s)
+        *step_s = t_max;
+    if (slowest)
+        *slowest = at;
+    return round > 0 ? p->slots / round : 0;
+}
+
+void g1_plan_print_bound(const g1_plan *p, double bandwidth, int micro_batches, FILE *f)
+{
+    fprintf(f, "\ndecode bound at %.4g GB/s per rank, %d micro-batches of the %d slots (memory reads only: "
+               "weights and KV caches; not compute, messages or rank 0's CPU work):\n",
+            bandwidth / 1e9, micro_batches, p->slots);
+    for (int full = 0; full < 2; full++) {
+        double step;
+        int at;
+        double r = g1_plan_decode_bound(p, bandwidth, micro_batches, full, &step, &at);
+        fprintf(f, "  %-34s slowest step %.3f ms (stage %d): at most %.1f tokens/s\n",
+                full ? "caches at full context:" : "caches empty:", step * 1e3, at, r);
+    }
+}

@@ -101,13 +101,44 @@ def case_refusals():
         expect(rc == 0 and json.loads(out)["model"]["num_layers"] == 10, "JSON config file")
 
 
+def case_bound():
+    """--bandwidth: the decode bound printed, against the same model computed
+    here from the plan's JSON (stage costs and KV caches in bytes)."""
+    import re
+    with tempfile.TemporaryDirectory() as d:
+        for cfg, P, E, extra, M in (("grok-1", 8, 8, [], 8), ("grok-1", 8, 8, ["--micro-batches", "1"], 1),
+                                    ("grok-1", 4, 2, ["--slots", "64", "--micro-batches", "16", "--kv-cache", "bf16",
+                                                      "--context", "4096"], 16),
+                                    ("tiny", 2, 2, ["--slots", "3"], 2)):
+            path = os.path.join(d, "p.json")
+            rc, out, err = run(["--config", cfg, "--stages", str(P), "--ep", str(E), "--bandwidth", "3350",
+                                "--out", path] + extra)
+            expect(rc == 0, f"{cfg} {P}x{E} {extra}: planned ({err.strip()})")
+            j = json.load(open(path))
+            bw = 3350e9
+            got = re.findall(r"slowest step ([0-9.]+) ms \(stage (\d+)\): at most ([0-9.]+) tokens/s", out)
+            expect(len(got) == 2 and f"{M} micro-batches of the {j['slots']} slots" in out, "two bound lines")
+            for fill, (ms, st, rate) in zip((0, 1), got):
+                kv = [max(r["kv_cache_bytes"] for r in j["ranks"] if r["stage"] == s) for s in range(P)]
+                t = [(j["stage_cost"][s] + fill * kv[s]) / bw for s in range(P)]
+                want = j["slots"] / max(M * max(t), sum(t))
+                expect(abs(float(rate) - want) <= 0.05 + 1e-4 * want and abs(float(ms) - 1e3 * max(t)) < 6e-4 and
+                       t[int(st)] == max(t), f"{cfg} {P}x{E} M={M} fill {fill}: {rate} tokens/s, want {want:.1f}")
+        rc, out, err = run(["--config", "tiny", "--stages", "1", "--ep", "1"])
+        expect(rc == 0 and "decode bound" not in out, "no bound without --bandwidth")
+
+
 def case_usage_errors():
     for args in [[], ["--config", "tiny"], ["--config", "tiny", "--stages", "2"],
                  ["--config", "tiny", "--stages", "x", "--ep", "1"], ["--config", "tiny", "--stages", "2", "--ep", "0"],
                  ["--bogus"], ["--config"], ["--config", "tiny", "--checkpoint", "a.h5", "--stages", "1", "--ep", "1"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--mem-per-rank", "lots"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--layers-per-stage", "a,b"],
-                 ["--config", "tiny", "--stages", "1", "--ep", "1", "extra"]]:
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "extra"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "0"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "fast"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "-3"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "0"]]:
         rc, out, err = run(args)
         expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: exit 2 ({err.splitlines()[0] if err else ''})")
     rc, out, err = run(["--config", "nosuch", "--stages", "1", "--ep", "1"])

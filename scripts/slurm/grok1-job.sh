@@ -61,6 +61,8 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]
   [ $((hi - lo + 1)) = "$n" ] && [ "${SLURM_ARRAY_TASK_STEP:-1}" = 1 ] ||
     die "job array ${SLURM_ARRAY_JOB_ID:-}: its task ids must be one range without gaps (e.g. --array=0-7 or --array=0-7%2), so that task K of N runs shard K/N; got $n tasks from $lo to $hi"
   k=$((SLURM_ARRAY_TASK_ID - lo))
+  [ ! "$GROK1_OUTPUT" -ef "$GROK1_INPUT" ] ||
+    die "GROK1_OUTPUT=$GROK1_OUTPUT is the input file: give the results another name"
   merged=$GROK1_OUTPUT
   GROK1_OUTPUT="$merged.shard-$k-of-$n"
   shard=(--shard "$k/$n")
@@ -69,6 +71,13 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]
   fi
   [ -x "$GROK1_MERGE" ] ||
     die "no executable grok1-merge beside grok1-run ($GROK1_MERGE): a job array needs it to join the shards; set GROK1_MERGE to its path"
+  # every task writes a logits dump of its own: --dump-logits D becomes D.shard-K-of-N
+  for i in "${!extra[@]}"; do
+    case "${extra[$i]}" in
+      --dump-logits) [ $((i + 1)) -lt ${#extra[@]} ] && extra[i + 1]="${extra[i + 1]}.shard-$k-of-$n" ;;
+      --dump-logits=*) extra[i]="${extra[$i]}.shard-$k-of-$n" ;;
+    esac
+  done
 fi
 
 args=(--checkpoint "$GROK1_CHECKPOINT" --mode "$GROK1_MODE"

@@ -292,7 +292,8 @@ def case_array():
     """A job array of 3 tasks of 2 ranks (--stages 2): task K runs shard K/3
     into OUTPUT.shard-K-of-3, and the last one to finish joins the three with
     grok1-merge: OUTPUT equals a one-process run byte for byte, sampled
-    tokens included. An array with gaps in its task ids is refused."""
+    tokens included. A score array with --dump-logits D: task K dumps to
+    D.shard-K-of-N. An array with gaps in its task ids is refused."""
     inp = requests("array.jsonl", 10, 13, True)
     extra = ["--max-new-tokens", "6", "--temperature", "0.8", "--seed", "3"]
     want = run1("generate", inp, os.path.join(TMP, "array-ref.jsonl"), extra)
@@ -308,11 +309,20 @@ def case_array():
         ok &= check(f"shard {k}/3" in log, f"no log names shard {k}/3")
     ok &= check(log.count("every shard is finished") == 1, "not exactly one task joined the shards")
     ok &= check(not os.path.exists(out + ".merging"), "the merge lock was left behind")
+    # score with a logits dump: each task writes a dump of its own
+    sinp = requests("array-score.jsonl", 7, 14, False)
+    swant = run1("score", sinp, os.path.join(TMP, "array-score-ref.jsonl"), [])
+    sout, dump = os.path.join(TMP, "array-score-out.jsonl"), os.path.join(TMP, "array-dump.h5")
+    rc, slog = sbatch("score.sbatch", "sarray", job_env(sout, sinp, f"--dump-logits {dump}"), ntasks=1, array="0-1")
+    ok &= check(rc == 0 and os.path.exists(sout) and open(sout, "rb").read() == swant,
+                f"score array with a dump: exit {rc}, output {'equal' if os.path.exists(sout) and open(sout, 'rb').read() == swant else 'differs'}")
+    ok &= check(all(os.path.exists(f"{dump}.shard-{k}-of-2") for k in range(2)) and not os.path.exists(dump),
+                "each task of the score array wrote its own dump")
     rc, log2 = sbatch("generate.sbatch", "gaps", job_env(os.path.join(TMP, "gaps.jsonl"), inp, ""), ntasks=1,
                       array="0,2")
     ok &= check(rc == 2 and "one range without gaps" in log2, f"an array with gaps: exit {rc}")
     if not ok:
-        print(log[-4000:] + log2[-2000:])
+        print(log[-4000:] + slog[-3000:] + log2[-2000:])
 
 
 def case_refusals():

@@ -81,7 +81,7 @@ static g1_status read_shard(shard *s)
     else {
         int k = -1, n = -1, used = 0;
         const char *t = json_string_value(sh);
-        if (!t || sscanf(t, "%d/%d%n", &k, &n, &used) != 2 || t[used] || n < 2 || k < 0 || k >= n)
+        if (!t || sscanf(t, "%d/%d%n", &k, &n, &used) != 2 || t[used] || n < 2 || n > 1000000 || k < 0 || k >= n)
             st = G1_FAIL(G1_ERR_FORMAT, "%s: settings.shard in %s is not K/N", s->path, mp);
         s->k = k;
         s->n = n;
@@ -254,14 +254,15 @@ static g1_status merge(const char *in_path, const char *out_path, int nf, char *
     if (out && !to_stdout) {
         if (fclose(out) != 0 && st == G1_OK)
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", tmp, strerror(errno));
-        if (st == G1_OK)
-            st = g1_meta_write(meta_path, by_k[0].meta);
-        if (st == G1_OK && rename(tmp, out_path) != 0) {
+        /* the results first, then their meta file: a merge killed between
+         * the two leaves a complete OUT (no meta), never a meta file that
+         * would make the next merge refuse */
+        if (st == G1_OK && rename(tmp, out_path) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
-            unlink(meta_path);
-        }
         if (st != G1_OK)
             unlink(tmp);
+        else
+            st = g1_meta_write(meta_path, by_k[0].meta);
     }
     if (st == G1_OK)
         fprintf(stderr, "grok1-merge: %lld results from %d shards written to %s\n", total, n,

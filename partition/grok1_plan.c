@@ -178,6 +178,8 @@ int main(int argc, char **argv)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --config tiny|small|grok-1|PATH.json");
     if (!req.stages || !req.ep)
         return usage_error("--stages P and --ep E are required");
+    if (micro_batches && !(bandwidth > 0))
+        return usage_error("--micro-batches only sets the decode bound: give --bandwidth GBS with it");
 
     if (config) {
         if (g1_plan_load_config(config, &req.cfg) != G1_OK)

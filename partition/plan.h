@@ -68,9 +68,10 @@ g1_status g1_plan_read_json(const char *path, g1_plan *out);
 /* G1_ERR_ARG unless the plan was made for this model (every hyper-parameter). */
 g1_status g1_plan_check_model(const g1_plan *p, const g1_config *cfg);
 /* Added: a bound on decode speed from memory bandwidth alone. A decode step
- * of stage s takes t_s = (stage_cost[s] + fill * its largest KV cache) /
- * bandwidth (bytes per second per rank; fill in [0, 1]: how far the caches
- * are towards full context). With M micro-batches in flight every slot
+ * of stage s takes t_s = (stage_cost[s] + fill * KV_s / M) / bandwidth
+ * (bytes per second per rank; KV_s the largest KV cache of the stage's
+ * ranks, of which one micro-batch's step reads about 1/M; fill in [0, 1]:
+ * how far the caches are towards full context). With M micro-batches in flight every slot
  * advances one token per round of max(M * t_slowest, sum of t_s) seconds
  * (the slowest stage runs M steps a round; a micro-batch's way through all
  * stages takes the sum), so tokens/s <= slots / round. Returned, with the

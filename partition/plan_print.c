@@ -67,7 +67,8 @@ double g1_plan_decode_bound(const g1_plan *p, double bandwidth, int micro_batche
         for (int e = 0; e < p->ep; e++)
             if (p->mem[s * p->ep + e].kv_cache > kv)
                 kv = p->mem[s * p->ep + e].kv_cache;
-        double t = (p->stage_cost[s] + fill * kv) / bandwidth;
+        /* a step runs one micro-batch: about 1/M of the rank's sequences */
+        double t = (p->stage_cost[s] + fill * kv / micro_batches) / bandwidth;
         t_sum += t;
         if (t > t_max) {
             t_max = t;

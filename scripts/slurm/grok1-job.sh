@@ -16,6 +16,12 @@ die() {
 # --- check the environment ---------------------------------------------------
 [ -n "${SLURM_JOB_ID:-}" ] ||
   die "not inside a Slurm job: submit it with sbatch (see scripts/slurm/README.md)"
+# The job to signal, inspect and requeue: in a job array this task alone
+# (one task's SLURM_JOB_ID is the array's own id, which names every task).
+jid=$SLURM_JOB_ID
+if [ -n "${SLURM_ARRAY_JOB_ID:-}" ] && [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
+  jid="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+fi
 [ -n "${GROK1_CHECKPOINT:-}" ] ||
   die "GROK1_CHECKPOINT is not set: export GROK1_CHECKPOINT=/path/to/model.h5 before sbatch"
 [ -r "$GROK1_CHECKPOINT" ] ||
@@ -109,7 +115,7 @@ echo "grok1-job: ${cmd[*]}"
 got_signal=0
 "${cmd[@]}" &
 srun_pid=$!
-trap 'got_signal=1; echo "grok1-job: SIGTERM/SIGINT at $(date +%T): passing it to grok1-run"; scancel --signal=TERM "$SLURM_JOB_ID"' TERM INT
+trap 'got_signal=1; echo "grok1-job: SIGTERM/SIGINT at $(date +%T): passing it to grok1-run"; scancel --signal=TERM "$jid"' TERM INT
 while :; do
   got_signal=0
   wait "$srun_pid"
@@ -130,7 +136,9 @@ if [ "$rc" = 0 ] && [ -n "$merged" ]; then
   done_all=1
   for f in "${all[@]}"; do [ -e "$f" ] || done_all=0; done
   if [ "$done_all" = 1 ] && [ ! -e "$merged" ] && mkdir "$merged.merging" 2>/dev/null; then
-    if "$GROK1_MERGE" --input "$GROK1_INPUT" --output "$merged" "${all[@]}"; then
+    if [ -e "$merged" ]; then # another task merged between the test and the lock
+      echo "grok1-job: $merged exists already: not merged again"
+    elif "$GROK1_MERGE" --input "$GROK1_INPUT" --output "$merged" "${all[@]}"; then
       echo "grok1-job: every shard is finished: $merged is complete (the ${n} shard outputs may be removed)"
     else
       rmdir "$merged.merging"
@@ -152,13 +160,13 @@ case "$rc" in
   3) echo "grok1-job: interrupted $(date '+%F %T'); finished results are in $GROK1_OUTPUT.partial"
      # Requeue only a job that is still running: scancel (state CANCELLED)
      # must end it, and Slurm would requeue even a finished job.
-     state=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p')
+     state=$(scontrol show job "$jid" 2>/dev/null | sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p')
      if [ "$state" != RUNNING ]; then
-       echo "grok1-job: job $SLURM_JOB_ID is ${state:-gone}, not requeued: submit it again with the same GROK1_* variables to resume"
-     elif scontrol requeue "$SLURM_JOB_ID"; then
-       echo "grok1-job: job $SLURM_JOB_ID requeued: it will resume where it stopped"
+       echo "grok1-job: job $jid is ${state:-gone}, not requeued: submit it again with the same GROK1_* variables to resume"
+     elif scontrol requeue "$jid"; then
+       echo "grok1-job: job $jid requeued: it will resume where it stopped"
      else
-       echo "grok1-job: could not requeue job $SLURM_JOB_ID: submit it again with the same GROK1_* variables to resume"
+       echo "grok1-job: could not requeue job $jid: submit it again with the same GROK1_* variables to resume"
      fi ;;
   *) echo "grok1-job: grok1-run failed with exit status $rc $(date '+%F %T'): see the lines above" ;;
 esac

@@ -120,7 +120,7 @@ def case_bound():
             expect(len(got) == 2 and f"{M} micro-batches of the {j['slots']} slots" in out, "two bound lines")
             for fill, (ms, st, rate) in zip((0, 1), got):
                 kv = [max(r["kv_cache_bytes"] for r in j["ranks"] if r["stage"] == s) for s in range(P)]
-                t = [(j["stage_cost"][s] + fill * kv[s]) / bw for s in range(P)]
+                t = [(j["stage_cost"][s] + fill * kv[s] / M) / bw for s in range(P)]
                 want = j["slots"] / max(M * max(t), sum(t))
                 expect(abs(float(rate) - want) <= 0.05 + 1e-4 * want and abs(float(ms) - 1e3 * max(t)) < 6e-4 and
                        t[int(st)] == max(t), f"{cfg} {P}x{E} M={M} fill {fill}: {rate} tokens/s, want {want:.1f}")
@@ -138,7 +138,8 @@ def case_usage_errors():
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "0"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "fast"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "-3"],
-                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "0"]]:
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "0"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "2"]]:
         rc, out, err = run(args)
         expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: exit 2 ({err.splitlines()[0] if err else ''})")
     rc, out, err = run(["--config", "nosuch", "--stages", "1", "--ep", "1"])

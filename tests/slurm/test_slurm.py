@@ -309,6 +309,13 @@ def case_array():
         ok &= check(f"shard {k}/3" in log, f"no log names shard {k}/3")
     ok &= check(log.count("every shard is finished") == 1, "not exactly one task joined the shards")
     ok &= check(not os.path.exists(out + ".merging"), "the merge lock was left behind")
+    # the script signals, inspects and requeues a task as ARRAY_TASK: one job, not the array
+    import re
+    m = re.search(r"\(array (\d+) task (\d+)", log)
+    if check(m is not None, "the log names the array and task"):
+        p = sh(["scontrol", "show", "job", f"{m.group(1)}_{m.group(2)}"])
+        ok &= check(p.returncode == 0 and p.stdout.count("JobState=") == 1,
+                    f"scontrol show job {m.group(1)}_{m.group(2)}: {p.stdout.count('JobState=')} job(s)")
     # score with a logits dump: each task writes a dump of its own
     sinp = requests("array-score.jsonl", 7, 14, False)
     swant = run1("score", sinp, os.path.join(TMP, "array-score-ref.jsonl"), [])

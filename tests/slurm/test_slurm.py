@@ -7,7 +7,8 @@ machine has), then:
   - generate.sbatch and score.sbatch with `sbatch --wait -n 4` on the tiny
     model: the outputs equal a one-process grok1-run byte for byte;
   - a job array of 3 tasks (generate.sbatch --array=0-2): one shard each,
-    joined by the last to finish into the one-process run's bytes;
+    joined by the last to finish into the one-process run's bytes; SIGTERM
+    to one task of a 2-task array requeues that task alone;
   - bad GROK1_* variables are refused with a message, before anything runs;
   - SIGTERM to the batch shell (what `#SBATCH --signal=B:TERM@...` sends) with
     a stand-in grok1-run that exits 3: the job requeues itself and its second
@@ -489,7 +490,50 @@ def case_resume_real():
         print(text[-4000:])
 
 
-CASES = [case_generate, case_score, case_array, case_refusals, case_requeue_stub, case_cancel_stub, case_resume_real]
+def case_array_requeue():
+    """SIGTERM to one task of a job array (the task whose job id is the
+    array's own, which as a bare id names every task): only that task is
+    interrupted and requeued, it resumes its shard, the other task runs on
+    untouched, and the merged output equals a one-process run."""
+    extra = ["--max-new-tokens", "150", "--batch-size", "1"]
+    inp = requests("arq.jsonl", 100, 22, False)
+    want = run1("generate", inp, os.path.join(TMP, "arq-ref.jsonl"), extra)
+    out = os.path.join(TMP, "arq-out.jsonl")
+    popen, _ = sbatch("generate.sbatch", "arq", job_env(out, inp, " ".join(["--stages 2"] + extra)), ntasks=2,
+                      background=True, array="0-1")
+    logs = [os.path.join(TMP, f"arq-{k}.log") for k in range(2)]
+    part = out + ".shard-1-of-2.partial"
+    end, array = time.time() + 60, None
+    while time.time() < end and popen.poll() is None:
+        if array is None and os.path.exists(logs[1]):
+            for line in open(logs[1]):
+                if "(array " in line:
+                    array = line.split("(array ")[1].split()[0]
+        if array and os.path.exists(part) and open(part).read().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    if not check(array is not None and popen.poll() is None, "task 1 ended (or never wrote a line) before the SIGTERM"):
+        return
+    print(f"array {array} task 1: scancel --batch --signal=TERM {array}_1")
+    sh(["scancel", "--batch", "--signal=TERM", f"{array}_1"])
+    try:
+        popen.wait(150)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        check(False, "the array did not finish within 150 s of the SIGTERM")
+        return
+    t0, t1 = (open(l).read() if os.path.exists(l) else "" for l in logs)
+    ok = check(popen.returncode == 0, f"sbatch --wait exited {popen.returncode}")
+    ok &= check(f"job {array}_1 requeued" in t1 and "run 2 started" in t1, "task 1 was not requeued and run again")
+    ok &= check("interrupted" not in t0 and "run 2" not in t0, "task 0 was interrupted too")
+    ok &= check(os.path.exists(out) and open(out, "rb").read() == want,
+                "the merged output differs from the uninterrupted one-process run")
+    if not ok:
+        print(t0[-2500:] + t1[-3500:])
+
+
+CASES = [case_generate, case_score, case_array, case_array_requeue, case_refusals, case_requeue_stub,
+         case_cancel_stub, case_resume_real]
 
 
 def main():

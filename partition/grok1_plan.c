@@ -53,6 +53,9 @@ static void usage(FILE *f)
 "                             caches and at full context (docs/PLAN.md)\n"
 "  --micro-batches M          micro-batches in flight for that bound (default P,\n"
 "                             as grok1-run)\n"
+"  --tflops T                 also print a bound on prompt tokens/s (prefill,\n"
+"                             scoring) from arithmetic alone: T TFLOP/s per rank\n"
+"                             (what bench_cuda_layer measures for a cuBLAS GEMM)\n"
 "  --out PLAN.json            write the plan for grok1-run --plan (- for stdout)\n"
 "  --help                     this text\n"
 "\n"
@@ -121,7 +124,7 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
-           O_MB };
+           O_MB, O_TFLOPS };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -130,10 +133,11 @@ int main(int argc, char **argv)
         {"max-batch-tokens", required_argument, 0, O_MBT}, {"kv-cache", required_argument, 0, O_KV},
         {"layers-per-stage", required_argument, 0, O_LPS}, {"out", required_argument, 0, O_OUT},
         {"bandwidth", required_argument, 0, O_BW},    {"micro-batches", required_argument, 0, O_MB},
+        {"tflops", required_argument, 0, O_TFLOPS},
         {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
-    double bandwidth = 0;
+    double bandwidth = 0, tflops = 0;
     int opt, r = 0, micro_batches = 0;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
@@ -164,6 +168,14 @@ int main(int argc, char **argv)
             break;
         }
         case O_MB: r = parse_int("--micro-batches", optarg, 1, &micro_batches); break;
+        case O_TFLOPS: {
+            char *end = NULL;
+            errno = 0;
+            tflops = strtod(optarg, &end) * 1e12;
+            if (errno || end == optarg || *end || !(tflops > 0) || tflops > 1e20)
+                return usage_error("--tflops %s: expected TFLOP/s, a number > 0 (e.g. 600)", optarg);
+            break;
+        }
         case O_OUT: out = optarg; break;
         case O_HELP: usage(stdout); return 0;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
@@ -217,6 +229,8 @@ int main(int argc, char **argv)
     if (bandwidth > 0)
         g1_plan_print_bound(&plan, bandwidth, micro_batches ? micro_batches : plan.stages,
                             out && !strcmp(out, "-") ? stderr : stdout);
+    if (tflops > 0)
+        g1_plan_print_prompt_bound(&plan, tflops, out && !strcmp(out, "-") ? stderr : stdout);
     if (out && g1_plan_write_json(&plan, out) != G1_OK) {
         g1_plan_free(&plan);
         return fail();

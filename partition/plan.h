@@ -82,6 +82,18 @@ double g1_plan_decode_bound(const g1_plan *p, double bandwidth, int micro_batche
 /* The bound at empty caches and at full context, as grok1-plan prints it. */
 void g1_plan_print_bound(const g1_plan *p, double bandwidth, int micro_batches, FILE *f);
 
+/* Added: a bound on prompt (prefill and scoring) tokens/s from arithmetic
+ * alone, at `flops` FLOP/s per rank. Per token and layer: the attention
+ * matmuls 2 (D Hq K + 2 D Hkv K + Hq K D), the router 2 D NE and the
+ * experts 2 k 3 D F, spread over the stage's E ranks (attention by
+ * sequence, experts by owner: even on average); rank 0 adds the
+ * un-embedding 2 V D for every token whose logits are needed (`logits`
+ * of them per token: 1 when scoring every position, 0 for none). The
+ * slowest rank bounds the pipeline: tokens/s <= 1 / max_s t_s, its stage in
+ * *slowest. Attention scores (4 pos Hq K a layer) are left out. */
+double g1_plan_prompt_bound(const g1_plan *p, double flops, double logits, int *slowest);
+void g1_plan_print_prompt_bound(const g1_plan *p, double flops, FILE *f);
+
 /* Human-readable table: one row per rank (stage, slot, layers, experts,
  * weights, KV cache, buffers, total) and the stage costs. */
 void g1_plan_print(const g1_plan *p, FILE *f);

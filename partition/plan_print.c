@@ -96,3 +96,38 @@ void g1_plan_print_bound(const g1_plan *p, double bandwidth, int micro_batches, 
                 full ? "caches at full context:" : "caches empty:", step * 1e3, at, r);
     }
 }
+
+double g1_plan_prompt_bound(const g1_plan *p, double flops, double logits, int *slowest)
+{
+    const g1_config *c = &p->cfg;
+    double D = c->emb_size, q = (double)c->num_q_heads * c->key_size, kv = (double)c->num_kv_heads * c->key_size;
+    double layer = 2 * (D * q + 2 * D * kv + q * D) + 2 * D * c->num_experts +
+                   2.0 * c->num_selected_experts * 3 * D * c->ffn_size;
+    double t_max = 0;
+    int at = 0;
+    for (int s = 0; s < p->stages; s++) {
+        double f = (p->cut[s + 1] - p->cut[s]) * layer / p->ep;
+        if (s == 0)
+            f += logits * 2 * (double)c->vocab_size * D; /* rank 0 alone */
+        if (f / flops > t_max) {
+            t_max = f / flops;
+            at = s;
+        }
+    }
+    if (slowest)
+        *slowest = at;
+    return t_max > 0 ? 1 / t_max : 0;
+}
+
+void g1_plan_print_prompt_bound(const g1_plan *p, double flops, FILE *f)
+{
+    fprintf(f, "\nprompt bound at %.4g TFLOP/s per rank (matmul arithmetic only; not attention scores, "
+               "memory, messages or rank 0's CPU work):\n", flops / 1e12);
+    for (int lg = 1; lg >= 0; lg--) {
+        int at;
+        double r = g1_plan_prompt_bound(p, flops, lg, &at);
+        fprintf(f, "  %-34s at most %.0f tokens/s (stage %d%s)\n",
+                lg ? "scoring (logits at every token):" : "prefill (no logits):", r, at,
+                lg && at == 0 ? ": rank 0's un-embedding" : "");
+    }
+}

@@ -125,7 +125,25 @@ def case_bound():
                 expect(abs(float(rate) - want) <= 0.05 + 1e-4 * want and abs(float(ms) - 1e3 * max(t)) < 6e-4 and
                        t[int(st)] == max(t), f"{cfg} {P}x{E} M={M} fill {fill}: {rate} tokens/s, want {want:.1f}")
         rc, out, err = run(["--config", "tiny", "--stages", "1", "--ep", "1"])
-        expect(rc == 0 and "decode bound" not in out, "no bound without --bandwidth")
+        expect(rc == 0 and "decode bound" not in out and "prompt bound" not in out, "no bound without --bandwidth")
+        # --tflops: the prompt bound from the model's shapes and the cuts
+        for P, E, lps in ((8, 8, None), (8, 1, None), (8, 8, "4,9,9,9,9,8,8,8"), (2, 2, None)):
+            cfg = "tiny" if P == 2 else "grok-1"
+            path = os.path.join(d, "p.json")
+            rc, out, err = run(["--config", cfg, "--stages", str(P), "--ep", str(E), "--tflops", "600", "--out", path]
+                               + (["--layers-per-stage", lps] if lps else []))
+            expect(rc == 0, f"{cfg} {P}x{E} --tflops planned ({err.strip()})")
+            j = json.load(open(path))
+            m = j["model"]
+            D, q, kv = m["emb_size"], m["num_q_heads"] * m["key_size"], m["num_kv_heads"] * m["key_size"]
+            layer = (2 * (D * q + 2 * D * kv + q * D) + 2 * D * m["num_experts"]
+                     + 2 * m["num_selected_experts"] * 3 * D * m["ffn_size"])
+            got = re.findall(r"at most (\d+) tokens/s \(stage (\d+)", out)
+            for logits, (rate, st) in zip((1, 0), got):
+                t = [n * layer / E / 600e12 for n in j["layers_per_stage"]]
+                t[0] += logits * 2 * m["vocab_size"] * D / 600e12
+                expect(len(got) == 2 and abs(int(rate) - 1 / max(t)) <= 1 and t[int(st)] == max(t),
+                       f"{cfg} {P}x{E} {lps or ''} logits {logits}: {rate} tokens/s (stage {st}), want {1 / max(t):.0f}")
 
 
 def case_usage_errors():
@@ -139,7 +157,9 @@ def case_usage_errors():
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "fast"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--bandwidth", "-3"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "0"],
-                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "2"]]:
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "2"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--tflops", "0"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--tflops", "lots"]]:
         rc, out, err = run(args)
         expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: exit 2 ({err.splitlines()[0] if err else ''})")
     rc, out, err = run(["--config", "nosuch", "--stages", "1", "--ep", "1"])

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,19 @@ static int parse_int(const char *opt, const char *text, int lo, int *out)
     return 0;
 }
 
+/* A rate given in `unit`s (scale: its size in base units), > 0. */
+static int parse_rate(const char *opt, const char *text, double scale, const char *unit, const char *example,
+                      double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end) * scale;
+    if (errno || end == text || *end || !(v > 0) || !isfinite(v))
+        return usage_error("%s %s: expected %s, a number > 0 (e.g. %s)", opt, text, unit, example);
+    *out = v;
+    return 0;
+}
+
 /* "a,b,c" into a fresh array */
 static int parse_list(const char *text, int **out, int *n)
 {
@@ -159,23 +173,9 @@ int main(int argc, char **argv)
             req.kv_bytes = strcmp(optarg, "bf16") ? 4 : 2;
             break;
         case O_LPS: lps_text = optarg; break;
-        case O_BW: {
-            char *end = NULL;
-            errno = 0;
-            bandwidth = strtod(optarg, &end) * 1e9;
-            if (errno || end == optarg || *end || !(bandwidth > 0) || bandwidth > 1e18)
-                return usage_error("--bandwidth %s: expected gigabytes per second, a number > 0 (e.g. 3350)", optarg);
-            break;
-        }
+        case O_BW: r = parse_rate("--bandwidth", optarg, 1e9, "gigabytes per second", "3350", &bandwidth); break;
         case O_MB: r = parse_int("--micro-batches", optarg, 1, &micro_batches); break;
-        case O_TFLOPS: {
-            char *end = NULL;
-            errno = 0;
-            tflops = strtod(optarg, &end) * 1e12;
-            if (errno || end == optarg || *end || !(tflops > 0) || tflops > 1e20)
-                return usage_error("--tflops %s: expected TFLOP/s, a number > 0 (e.g. 600)", optarg);
-            break;
-        }
+        case O_TFLOPS: r = parse_rate("--tflops", optarg, 1e12, "TFLOP/s", "600", &tflops); break;
         case O_OUT: out = optarg; break;
         case O_HELP: usage(stdout); return 0;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);

@@ -54,6 +54,10 @@ static void usage(FILE *f)
 "                             caches and at full context (docs/PLAN.md)\n"
 "  --micro-batches M          micro-batches in flight for that bound (default P,\n"
 "                             as grok1-run)\n"
+"  --balance decode|prompt    what the cuts balance: the bytes a decode step\n"
+"                             reads (default), or the FLOPs of a prompt token,\n"
+"                             rank 0's un-embedding of every position included\n"
+"                             (scoring jobs; grok1-run --plan takes the result)\n"
 "  --tflops T                 also print a bound on prompt tokens/s (prefill,\n"
 "                             scoring) from arithmetic alone: T TFLOP/s per rank\n"
 "                             (what bench_cuda_layer measures for a cuBLAS GEMM)\n"
@@ -138,7 +142,7 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
-           O_MB, O_TFLOPS };
+           O_MB, O_TFLOPS, O_BALANCE };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -147,7 +151,7 @@ int main(int argc, char **argv)
         {"max-batch-tokens", required_argument, 0, O_MBT}, {"kv-cache", required_argument, 0, O_KV},
         {"layers-per-stage", required_argument, 0, O_LPS}, {"out", required_argument, 0, O_OUT},
         {"bandwidth", required_argument, 0, O_BW},    {"micro-batches", required_argument, 0, O_MB},
-        {"tflops", required_argument, 0, O_TFLOPS},
+        {"tflops", required_argument, 0, O_TFLOPS},   {"balance", required_argument, 0, O_BALANCE},
         {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
@@ -176,6 +180,11 @@ int main(int argc, char **argv)
         case O_BW: r = parse_rate("--bandwidth", optarg, 1e9, "gigabytes per second", "3350", &bandwidth); break;
         case O_MB: r = parse_int("--micro-batches", optarg, 1, &micro_batches); break;
         case O_TFLOPS: r = parse_rate("--tflops", optarg, 1e12, "TFLOP/s", "600", &tflops); break;
+        case O_BALANCE:
+            if (strcmp(optarg, "decode") && strcmp(optarg, "prompt"))
+                return usage_error("--balance %s: expected decode or prompt", optarg);
+            req.balance_prompt = !strcmp(optarg, "prompt");
+            break;
         case O_OUT: out = optarg; break;
         case O_HELP: usage(stdout); return 0;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
@@ -226,6 +235,10 @@ int main(int argc, char **argv)
     if (st != G1_OK)
         return fail();
     g1_plan_print(&plan, out && !strcmp(out, "-") ? stderr : stdout);
+    if (req.balance_prompt && !lps_text)
+        fprintf(out && !strcmp(out, "-") ? stderr : stdout,
+                "(cuts balance the FLOPs of a prompt token, rank 0's un-embedding included: --balance prompt; "
+                "the stage costs above are still decode bytes)\n");
     if (bandwidth > 0)
         g1_plan_print_bound(&plan, bandwidth, micro_batches ? micro_batches : plan.stages,
                             out && !strcmp(out, "-") ? stderr : stdout);

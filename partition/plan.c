@@ -86,6 +86,13 @@ void g1_plan_experts(const g1_plan *p, int slot, int *first, int *count)
     *count = n;
 }
 
+double g1_plan_layer_flops(const g1_config *c)
+{
+    double D = c->emb_size, q = (double)c->num_q_heads * c->key_size, kv = (double)c->num_kv_heads * c->key_size;
+    return 2 * (D * q + 2 * D * kv + q * D) + 2 * D * c->num_experts +
+           2.0 * c->num_selected_experts * 3 * D * c->ffn_size;
+}
+
 /* Tokens one decode step carries: every slot, at most a batch. */
 static int step_tokens(const g1_plan_request *r) { return r->slots < r->max_batch_tokens ? r->slots : r->max_batch_tokens; }
 
@@ -265,23 +272,37 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     for (int l = 0; l < L; l++)
         S[l + 1] = S[l] + p->layer_cost;
     costs k = {.S = S, .x0 = p->rank0_cost, .L = L, .P = P};
+    /* balancing prompts instead: FLOPs per token, a layer's spread over the
+     * stage's E ranks, rank 0's un-embedding of every position on its own */
+    double *Sp = r->balance_prompt ? malloc((size_t)(L + 1) * sizeof *Sp) : NULL;
+    if (r->balance_prompt && !Sp) {
+        free(S);
+        g1_plan_free(p);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for a plan of %d ranks", N);
+    }
+    for (int l = 0; Sp && l <= L; l++)
+        Sp[l] = l * g1_plan_layer_flops(c) / E;
+    costs kp = {.S = Sp, .x0 = 2.0 * c->vocab_size * c->emb_size, .L = L, .P = P};
+    const costs *kc = Sp ? &kp : &k;
     if (r->layers_per_stage) {
         p->cut[0] = 0;
         for (int s = 0; s < P; s++)
             p->cut[s + 1] = p->cut[s] + r->layers_per_stage[s];
     } else {
         double best = 0;
-        g1_status st = optimal_max(&k, &best);
+        g1_status st = optimal_max(kc, &best);
         if (st != G1_OK) {
             free(S);
+            free(Sp);
             g1_plan_free(p);
             return st;
         }
-        choose_cuts(&k, best, p->cut);
+        choose_cuts(kc, best, p->cut);
     }
     for (int s = 0; s < P; s++)
         p->stage_cost[s] = seg(&k, s, p->cut[s], p->cut[s + 1]);
     free(S);
+    free(Sp);
     for (int rk = 0; rk < N; rk++) {
         int s = rk / E, e = rk % E, nl = p->cut[s + 1] - p->cut[s];
         g1_plan_mem *m = &p->mem[rk];

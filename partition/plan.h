@@ -24,6 +24,7 @@ typedef struct g1_plan_request {
     int max_batch_tokens;        /* tokens per forward step (activation buffers) */
     int kv_bytes;                /* bytes per KV cache element: 4 (float32; 0 means 4) or 2 (bf16, CUDA) */
     const int *layers_per_stage; /* optional override: `stages` counts summing to num_layers */
+    int balance_prompt;          /* cuts balance prompt FLOPs (g1_plan_prompt_bound) instead of decode bytes */
 } g1_plan_request;
 
 /* Memory of one rank, in bytes. */
@@ -92,6 +93,8 @@ void g1_plan_print_bound(const g1_plan *p, double bandwidth, int micro_batches, 
  * slowest rank bounds the pipeline: tokens/s <= 1 / max_s t_s, its stage in
  * *slowest. Attention scores (4 pos Hq K a layer) are left out. */
 double g1_plan_prompt_bound(const g1_plan *p, double flops, double logits, int *slowest);
+/* The FLOPs of one token through one layer, as counted there. */
+double g1_plan_layer_flops(const g1_config *c);
 void g1_plan_print_prompt_bound(const g1_plan *p, double flops, FILE *f);
 
 /* Human-readable table: one row per rank (stage, slot, layers, experts,

@@ -100,9 +100,7 @@ void g1_plan_print_bound(const g1_plan *p, double bandwidth, int micro_batches, 
 double g1_plan_prompt_bound(const g1_plan *p, double flops, double logits, int *slowest)
 {
     const g1_config *c = &p->cfg;
-    double D = c->emb_size, q = (double)c->num_q_heads * c->key_size, kv = (double)c->num_kv_heads * c->key_size;
-    double layer = 2 * (D * q + 2 * D * kv + q * D) + 2 * D * c->num_experts +
-                   2.0 * c->num_selected_experts * 3 * D * c->ffn_size;
+    double D = c->emb_size, layer = g1_plan_layer_flops(c);
     double t_max = 0;
     int at = 0;
     for (int s = 0; s < p->stages; s++) {

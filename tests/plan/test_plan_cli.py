@@ -126,6 +126,14 @@ def case_bound():
                        t[int(st)] == max(t), f"{cfg} {P}x{E} M={M} fill {fill}: {rate} tokens/s, want {want:.1f}")
         rc, out, err = run(["--config", "tiny", "--stages", "1", "--ep", "1"])
         expect(rc == 0 and "decode bound" not in out and "prompt bound" not in out, "no bound without --bandwidth")
+        # --balance prompt: cuts for scoring; stage 0 lighter, scoring at the prefill bound
+        path = os.path.join(d, "bp.json")
+        rc, out, err = run(["--config", "grok-1", "--stages", "8", "--ep", "8", "--balance", "prompt", "--tflops", "600",
+                            "--out", path])
+        lps = json.load(open(path))["layers_per_stage"]
+        rates = re.findall(r"at most (\d+) tokens/s", out)
+        expect(rc == 0 and lps[0] == 4 and max(lps) == 9 and len(rates) == 2 and rates[0] == rates[1] == "205747"
+               and "--balance prompt" in out, f"--balance prompt: cuts {lps}, scoring and prefill bounds {rates}")
         # --tflops: the prompt bound from the model's shapes and the cuts
         for P, E, lps in ((8, 8, None), (8, 1, None), (8, 8, "4,9,9,9,9,8,8,8"), (2, 2, None)):
             cfg = "tiny" if P == 2 else "grok-1"
@@ -159,7 +167,8 @@ def case_usage_errors():
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "0"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "2"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--tflops", "0"],
-                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--tflops", "lots"]]:
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--tflops", "lots"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--balance", "speed"]]:
         rc, out, err = run(args)
         expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: exit 2 ({err.splitlines()[0] if err else ''})")
     rc, out, err = run(["--config", "nosuch", "--stages", "1", "--ep", "1"])

@@ -234,16 +234,15 @@ int main(int argc, char **argv)
     free(lps);
     if (st != G1_OK)
         return fail();
-    g1_plan_print(&plan, out && !strcmp(out, "-") ? stderr : stdout);
+    FILE *tf = out && !strcmp(out, "-") ? stderr : stdout; /* the JSON may take stdout */
+    g1_plan_print(&plan, tf);
     if (req.balance_prompt && !lps_text)
-        fprintf(out && !strcmp(out, "-") ? stderr : stdout,
-                "(cuts balance the FLOPs of a prompt token, rank 0's un-embedding included: --balance prompt; "
-                "the stage costs above are still decode bytes)\n");
+        fprintf(tf, "(cuts balance the FLOPs of a prompt token, rank 0's un-embedding included: --balance prompt; "
+                    "the stage costs above are still decode bytes)\n");
     if (bandwidth > 0)
-        g1_plan_print_bound(&plan, bandwidth, micro_batches ? micro_batches : plan.stages,
-                            out && !strcmp(out, "-") ? stderr : stdout);
+        g1_plan_print_bound(&plan, bandwidth, micro_batches ? micro_batches : plan.stages, tf);
     if (tflops > 0)
-        g1_plan_print_prompt_bound(&plan, tflops, out && !strcmp(out, "-") ? stderr : stdout);
+        g1_plan_print_prompt_bound(&plan, tflops, tf);
     if (out && g1_plan_write_json(&plan, out) != G1_OK) {
         g1_plan_free(&plan);
         return fail();

@@ -7,10 +7,10 @@
 #include "sampler.h"
 
 #include <math.h>
-
-#include "rowmath.h"
 #include <stdlib.h>
 #include <string.h>
+
+#include "rowmath.h"
 
 typedef struct cand { double p; int32_t id; } cand;
 
@@ -169,22 +169,14 @@ g1_status g1_logits_max(const float *l, int32_t V, float *max)
     return G1_OK;
 }
 
-static g1_status scan(const float *l, int32_t V, double *max)
-{
-    float mx = 0;
-    G1_TRY(g1_logits_max(l, V, &mx));
-    *max = mx;
-    return G1_OK;
-}
-
 g1_status g1_sampler_sample(g1_sampler *s, const float *logits, const g1_sample_opts *o,
                             uint64_t request, uint64_t step, int32_t *token)
 {
     int32_t V = s->V;
-    double mx = 0;
-    G1_TRY(scan(logits, V, &mx));
+    float mx = 0;
+    G1_TRY(g1_logits_max(logits, V, &mx));
     if (o->temperature == 0 || o->top_k == 1) { /* the first of the largest */
-        *token = g1_row_first(logits, V, (float)mx);
+        *token = g1_row_first(logits, V, mx);
         return G1_OK;
     }
     int32_t nnz = 0;
@@ -251,8 +243,8 @@ g1_status g1_logprobs(const float *logits, int32_t V, int32_t token, double *tok
 {
     if (V <= 0 || n < 0 || n > V || (n > 0 && !top))
         return G1_FAIL(G1_ERR_ARG, "logprobs: bad arguments (V %d, n %d)", (int)V, (int)n);
-    double mx = 0;
-    G1_TRY(scan(logits, V, &mx));
+    float mx = 0;
+    G1_TRY(g1_logits_max(logits, V, &mx));
     double lse = mx + log(g1_row_exp(logits, V, mx, 1.0, NULL, NULL));
     int32_t have = 0;
     for (int32_t i = 0; i < V && n > 0; i++) {

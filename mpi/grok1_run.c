@@ -72,6 +72,7 @@ typedef struct cli {
     int prefix_cache; /* --prefix-cache on (the default) */
     int gpu_direct; /* -1 auto, 0 off, 1 on */
     int shard, shards; /* --shard K/N; shards 0: not given */
+    int balance; /* --balance: -1 auto (prompt in score mode, else decode), 0 decode, 1 prompt */
 } cli;
 
 static void usage(FILE *f)
@@ -187,6 +188,12 @@ static void usage(FILE *f)
 "  --micro-batches M         micro-batches in flight, B slots each (default P)\n"
 "  --plan PLAN.json          layer ranges from grok1-plan (default: the planner decides)\n"
 "  --layers-per-stage a,b,.. layer counts per stage instead of the planner's balance\n"
+"  --balance auto|decode|prompt  what the planner's cuts balance: the bytes a decode\n"
+"                            step reads, or the FLOPs of a prompt token (rank 0's\n"
+"                            un-embedding of every scored position counted); auto\n"
+"                            (default): prompt in score mode, decode in generate mode;\n"
+"                            auto falls back to decode when prompt-balanced cuts do not\n"
+"                            fit --mem-per-rank. Results do not depend on it\n"
 "  --mem-per-rank SIZE       memory per rank for the planner's check (e.g. 80G; default: no limit)\n"
 "  --gpu-direct auto|on|off  hand activations to MPI in GPU memory (pipeline messages and\n"
 "                            expert all-to-alls) instead of through page-locked host\n"
@@ -285,7 +292,7 @@ static int parse_args(int argc, char **argv, cli *c)
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX, O_SHARD };
+           O_PREFIX, O_SHARD, O_BALANCE };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -307,13 +314,13 @@ static int parse_args(int argc, char **argv, cli *c)
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
         {"max-context", required_argument, NULL, O_MAXCTX},
         {"kv-cache", required_argument, NULL, O_KV},
-        {"prefix-cache", required_argument, NULL, O_PREFIX},
+        {"prefix-cache", required_argument, NULL, O_PREFIX}, {"balance", required_argument, NULL, O_BALANCE},
         {"shard", required_argument, NULL, O_SHARD},
         {NULL, 0, NULL, 0},
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
                .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT, .backend = -1,
-               .gpu_direct = -1, .prefix_cache = 1};
+               .gpu_direct = -1, .prefix_cache = 1, .balance = -1};
     c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
     int o, r = 0;
@@ -361,6 +368,12 @@ static int parse_args(int argc, char **argv, cli *c)
             static const char *const w[] = {"f32", "bf16", NULL};
             static const int v[] = {0, 1};
             r = parse_word("--kv-cache", optarg, w, v, &c->kv_bf16);
+            break;
+        }
+        case O_BALANCE: {
+            static const char *const w[] = {"auto", "decode", "prompt", NULL};
+            static const int v[] = {-1, 0, 1};
+            r = parse_word("--balance", optarg, w, v, &c->balance);
             break;
         }
         case O_PREFIX: {
@@ -453,6 +466,9 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("--dump-logits works with --mode score only");
     if (c->plan && c->layers_per_stage)
         return usage_error("give --plan or --layers-per-stage, not both");
+    if (c->balance >= 0 && (c->plan || c->layers_per_stage))
+        return usage_error("--balance chooses the planner's cuts: it does not go with %s, which gives them",
+                           c->plan ? "--plan" : "--layers-per-stage");
     if (c->top_logprobs > 100)
         return usage_error("--top-logprobs %d: at most 100", c->top_logprobs);
     if (c->resume && !strcmp(c->output, "-"))
@@ -937,8 +953,11 @@ static int kv_bytes(const cli *c)
     return cuda ? 2 : 4;
 }
 
-static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan)
+/* The layout's cuts: from --plan, --layers-per-stage or the planner (what
+ * they balance in *balanced, for --verbose). */
+static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan, const char **balanced)
 {
+    *balanced = c->plan;
     if (c->plan) {
         G1_TRY(g1_plan_read_json(c->plan, plan));
         G1_TRY(g1_plan_check_model(plan, cfg));
@@ -994,11 +1013,21 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
             return G1_FAIL(G1_ERR_ARG, "--layers-per-stage gives %d stages, but --stages is %d", n, *P);
     }
     int M = c->micro_batches ? c->micro_batches : *P;
+    /* scoring is all prompt tokens: its cuts balance their FLOPs (rank 0's
+     * un-embedding of every position included) unless told otherwise */
+    int prompt = c->balance >= 0 ? c->balance : c->mode == G1_MODE_SCORE;
     g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = c->mem_per_rank,
                           .slots = M * c->batch_size, .context = c->max_context, .max_batch_tokens = c->max_batch_tokens,
                           .kv_bytes = kv_bytes(c),
-                          .layers_per_stage = c->layers_per_stage ? lps : NULL};
-    return g1_plan_make(&rq, plan);
+                          .layers_per_stage = c->layers_per_stage ? lps : NULL,
+                          .balance_prompt = prompt, .balance_fallback = c->balance < 0};
+    G1_TRY(g1_plan_make(&rq, plan));
+    *balanced = c->layers_per_stage ? "--layers-per-stage"
+                : plan->balance_prompt ? "the FLOPs of a prompt token"
+                : prompt ? "the bytes a decode step reads: cuts balancing a prompt token's FLOPs do not fit "
+                           "--mem-per-rank"
+                         : "the bytes a decode step reads";
+    return G1_OK;
 }
 
 typedef struct job {
@@ -1130,7 +1159,8 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
                        m->cfg.max_seq_len);
     if (!c->plan)
         G1_TRY(g1_dist_check_layout(world->size, P ? P : 1, E ? E : 1, &m->cfg));
-    g1_status st = make_plan(c, &m->cfg, &P, &E, &plan);
+    const char *balanced = "";
+    g1_status st = make_plan(c, &m->cfg, &P, &E, &plan, &balanced);
     if (st == G1_OK && c->plan)
         st = g1_dist_check_layout(world->size, P, E, &m->cfg);
     if (st != G1_OK) {
@@ -1139,6 +1169,12 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     }
     int s = rank / E, e = rank % E, first = 0, count = 0;
     int l0 = plan.cut[s], l1 = plan.cut[s + 1];
+    if (c->verbose && rank == 0 && P > 1) {
+        fprintf(stderr, "grok1-run: layers per stage");
+        for (int i = 0; i < P; i++)
+            fprintf(stderr, "%c%d", i ? ',' : ' ', plan.cut[i + 1] - plan.cut[i]);
+        fprintf(stderr, " (%s%s)\n", c->plan || c->layers_per_stage ? "from " : "balancing ", balanced);
+    }
     g1_plan_experts(&plan, e, &first, &count);
     g1_plan_free(&plan);
     j->agreed = 0;

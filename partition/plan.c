@@ -284,6 +284,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
         Sp[l] = l * g1_plan_layer_flops(c) / E;
     costs kp = {.S = Sp, .x0 = 2.0 * c->vocab_size * c->emb_size, .L = L, .P = P};
     const costs *kc = Sp ? &kp : &k;
+    p->balance_prompt = Sp != NULL && !r->layers_per_stage;
     if (r->layers_per_stage) {
         p->cut[0] = 0;
         for (int s = 0; s < P; s++)
@@ -402,6 +403,15 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
                 over > 1 ? " (and other ranks do not fit either)" : "", hint,
                 req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, p.max_batch_tokens);
             g1_plan_free(&p);
+            if (req->balance_prompt && req->balance_fallback && !req->layers_per_stage) {
+                g1_plan_request d = *req;
+                d.balance_prompt = 0;
+                char why[1024];
+                snprintf(why, sizeof why, "%s", g1_last_error());
+                if (g1_plan_make(&d, out) == G1_OK)
+                    return G1_OK;
+                return G1_FAIL(st, "%s", why);
+            }
             return st;
         }
     }

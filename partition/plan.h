@@ -25,6 +25,8 @@ typedef struct g1_plan_request {
     int kv_bytes;                /* bytes per KV cache element: 4 (float32; 0 means 4) or 2 (bf16, CUDA) */
     const int *layers_per_stage; /* optional override: `stages` counts summing to num_layers */
     int balance_prompt;          /* cuts balance prompt FLOPs (g1_plan_prompt_bound) instead of decode bytes */
+    int balance_fallback;        /* with balance_prompt: when those cuts do not fit mem_per_rank but the
+                                  * decode balance's do, take those (g1_plan.balance_prompt says which) */
 } g1_plan_request;
 
 /* Memory of one rank, in bytes. */
@@ -47,6 +49,7 @@ typedef struct g1_plan {
     /* Added: the parts of stage_cost (bytes read per decode step by one
      * rank, see docs/PLAN.md): one layer, and what rank 0 adds to stage 0. */
     double layer_cost, rank0_cost;
+    int balance_prompt;  /* the planner's cuts balance prompt FLOPs (else decode bytes, or given cuts) */
 } g1_plan;
 
 /* Balanced contiguous cuts (stage 0 lighter: rank 0 also embeds, un-embeds

@@ -555,6 +555,68 @@ def case_prefix_cache():
             check(text == cref and n > 0, f"{mode} cuda 2x1: prefix reuse changed the results or reused nothing")
 
 
+def case_balance():
+    """grok1-run's own cuts balance the FLOPs of a prompt token in score mode
+    and the bytes of a decode step in generate mode (--balance auto), the
+    same cuts grok1-plan --balance prompt|decode makes; --balance overrides
+    it; the results do not depend on it (bitwise, logits dump included).
+    A 6-layer model with a 32768-token vocabulary, where the two balances
+    cut 2 stages differently. (The fallback to decode cuts under a memory
+    limit only they fit is tested in the planner's unit test.)"""
+    ckpt = os.path.join(ARGS.tmp, "wide6.h5")
+    if not os.path.exists(ckpt):
+        subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "num_layers=6", "--set", "vocab_size=32768",
+                        "--set", "emb_size=256", "--set", "key_size=64", "--set", "ffn_size=1368",
+                        "--set", "attn_output_multiplier=0.125", "--seed", "3", "--out", ckpt],
+                       check=True, capture_output=True)
+
+    def plan_cuts(balance):
+        p = subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "1", "--slots", "16",
+                            "--balance", balance, "--out", "-"], check=True, capture_output=True, text=True)
+        cut = json.loads(p.stdout)["cuts"]
+        return [cut[i + 1] - cut[i] for i in range(len(cut) - 1)]
+
+    want = {"prompt": plan_cuts("prompt"), "decode": plan_cuts("decode")}
+    print(f"grok1-plan: prompt balance {want['prompt']}, decode balance {want['decode']}")
+    check(want["prompt"] != want["decode"], "the two balances give the same cuts: the model no longer tells them apart")
+    inp = requests(os.path.join(ARGS.tmp, "bal.jsonl"), 4, 9, "score", lens=(2, 12))
+    texts = {}
+    for mode, balance, expect in (("score", None, "prompt"), ("score", "decode", "decode"),
+                                  ("score", "prompt", "prompt"), ("generate", None, "decode"),
+                                  ("generate", "prompt", "prompt")):
+        tag = f"bal_{mode}_{balance or 'auto'}"
+        extra = ["--stages", "2", "--verbose", "--max-new-tokens", "4"] + (["--balance", balance] if balance else [])
+        if mode == "score":
+            out = os.path.join(ARGS.tmp, f"{tag}.jsonl")
+            dump = os.path.join(ARGS.tmp, f"{tag}.h5")
+            for f in (out, dump):
+                if os.path.exists(f):
+                    os.remove(f)
+            p = run(2, ["--checkpoint", ckpt, "--mode", mode, "--input", inp, "--output", out, "--dump-logits", dump]
+                    + extra)
+            with h5py.File(dump, "r") as f:
+                logits = {k: f["logits"][k][...].tobytes() for k in f["logits"]}
+            result = (open(out).read(), logits)
+        else:
+            out = os.path.join(ARGS.tmp, f"{tag}.jsonl")
+            p = run(2, ["--checkpoint", ckpt, "--mode", mode, "--input", inp, "--output", out] + extra)
+            result = open(out).read()
+        what = "the FLOPs of a prompt token" if expect == "prompt" else "the bytes a decode step reads"
+        line = f"layers per stage {','.join(map(str, want[expect]))} (balancing {what})"
+        got = [l for l in p.stderr.splitlines() if "layers per stage" in l]
+        print(f"{mode} --balance {balance or 'auto'}: {got[0] if got else 'no layers line'}")
+        check(got and got[0].endswith(line), f"{mode} --balance {balance or 'auto'}: expected '{line}', got {got}")
+        texts.setdefault(mode, []).append(result)
+    for mode, rs in texts.items():
+        check(all(r == rs[0] for r in rs), f"{mode}: the balance changed the results")
+    # refused with given cuts
+    out = os.path.join(ARGS.tmp, "bal_refused.jsonl")
+    p = run(1, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--balance", "prompt",
+                "--layers-per-stage", "6"], expect=None)
+    check(p.returncode == 2 and "--balance" in p.stderr and not os.path.exists(out),
+          f"--balance with --layers-per-stage: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 

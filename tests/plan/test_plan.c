@@ -451,6 +451,71 @@ static void test_json(void)
     g1_plan_free(&p);
 }
 
+/* ---- what the cuts balance ---- */
+
+static int same_cuts(const g1_plan *a, const g1_plan *b)
+{
+    if (a->stages != b->stages)
+        return 0;
+    for (int s = 0; s <= a->stages; s++)
+        if (a->cut[s] != b->cut[s])
+            return 0;
+    return 1;
+}
+
+/* balance_prompt gives other cuts than the decode balance; with
+ * balance_fallback a memory limit that only the decode cuts fit gives
+ * those (and says so), a limit neither fits refuses with the prompt cuts'
+ * message, and without a limit nothing changes. grok-1 at 2 x 2 with 8
+ * slots: the prompt cuts' worst rank needs about 85.6 GiB, the decode
+ * cuts' about 84.6 GiB. */
+static void test_balance_fallback(void)
+{
+    const double gib = 1024.0 * 1024 * 1024;
+    g1_plan_request r = req_of(preset("grok-1"), 2, 2);
+    g1_plan dec, pro, p;
+    CHECK(g1_plan_make(&r, &dec) == G1_OK && !dec.balance_prompt, "decode plan: %s", g1_last_error());
+    r.balance_prompt = 1;
+    CHECK(g1_plan_make(&r, &pro) == G1_OK && pro.balance_prompt, "prompt plan: %s", g1_last_error());
+    CHECK(!same_cuts(&dec, &pro), "grok-1 2x2: the prompt balance should move the cut (both at %d)", dec.cut[1]);
+    double wd = 0, wp = 0;
+    for (int rk = 0; rk < 4; rk++) {
+        wd = fmax(wd, dec.mem[rk].total);
+        wp = fmax(wp, pro.mem[rk].total);
+    }
+    CHECK(wd < 85 * gib && wp > 85 * gib, "worst ranks %.3f (decode) and %.3f GiB (prompt): the limit below must "
+          "be between them", wd / gib, wp / gib);
+    /* no limit: the fallback changes nothing */
+    r.balance_fallback = 1;
+    CHECK(g1_plan_make(&r, &p) == G1_OK && p.balance_prompt && same_cuts(&p, &pro), "fallback without a limit");
+    g1_plan_free(&p);
+    /* a limit only the decode cuts fit */
+    r.mem_per_rank = 85 * gib;
+    r.balance_fallback = 0;
+    CHECK(g1_plan_make(&r, &p) == G1_ERR_ARG, "prompt cuts at 85 GiB should be refused");
+    r.balance_fallback = 1;
+    CHECK(g1_plan_make(&r, &p) == G1_OK && !p.balance_prompt && same_cuts(&p, &dec), "fallback at 85 GiB: %s",
+          g1_last_error());
+    g1_plan_free(&p);
+    /* neither fits: the prompt cuts' refusal */
+    r.mem_per_rank = 80 * gib;
+    r.balance_fallback = 0;
+    char msg[1024] = "";
+    if (g1_plan_make(&r, &p) == G1_ERR_ARG)
+        snprintf(msg, sizeof msg, "%s", g1_last_error());
+    r.balance_fallback = 1;
+    CHECK(g1_plan_make(&r, &p) == G1_ERR_ARG && *msg && !strcmp(g1_last_error(), msg),
+          "80 GiB with the fallback: '%s', expected '%s'", g1_last_error(), msg);
+    /* given cuts are given cuts */
+    int lps[2] = {32, 32};
+    r.mem_per_rank = 0;
+    r.layers_per_stage = lps;
+    CHECK(g1_plan_make(&r, &p) == G1_OK && !p.balance_prompt && p.cut[1] == 32, "layers_per_stage with balance_prompt");
+    g1_plan_free(&p);
+    g1_plan_free(&dec);
+    g1_plan_free(&pro);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -463,6 +528,7 @@ int main(void)
     test_stage0_lighter();
     test_memory();
     test_refusals();
+    test_balance_fallback();
     test_json();
     const char *names[] = {"plan.json", "bad.json", "grok1.json"};
     for (size_t i = 0; i < 3; i++) {

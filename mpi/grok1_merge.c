@@ -5,7 +5,10 @@
  * so), and together they must answer every request of the input; the
  * result is written to OUT.merge.tmp, then renamed to OUT, with
  * OUT.meta.json (the shards' meta without the shard) beside it. Nothing is
- * left at OUT when anything is wrong. No MPI. */
+ * left at OUT when anything is wrong. With --dump-logits D the shards'
+ * logits dumps (each holding its results' datasets, named by input line)
+ * are copied into D.merge.tmp, renamed to D before OUT gets its name. No
+ * MPI; HDF5 for the dumps only (src/logits_file.c). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -16,14 +19,18 @@
 
 #include <jansson.h>
 
+#include "paths.h"
 #include "progress.h"
 #include "resume.h"
 #include "status.h"
+#if G1_HAVE_HDF5
+#include "ckpt.h"
+#endif
 
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: grok1-merge --input IN.jsonl --output OUT.jsonl SHARD.jsonl...\n"
+"usage: grok1-merge --input IN.jsonl --output OUT.jsonl [--dump-logits D.h5] SHARD.jsonl...\n"
 "\n"
 "Joins the outputs of `grok1-run --shard K/N` for K = 0 .. N-1 (in any order)\n"
 "into the file one run without --shard writes: the results in input order,\n"
@@ -33,16 +40,24 @@ static void usage(FILE *f)
 "interrupted: run it again with --resume), each of the N is given once, and all\n"
 "were made from the same input, model and settings (SHARD.meta.json), and\n"
 "together they answer every request of IN.\n"
-"Logits dumps are not merged: each shard's holds its requests' datasets under\n"
-"their input line numbers (docs/RUN.md).\n"
 "\n"
 "  --input FILE     the input the shards read: it must still be the file their\n"
 "                   meta files record, and its requests are counted\n"
 "  --output FILE    the merged results (must not exist); - for stdout (no meta file)\n"
+"  --dump-logits D  also merge the shards' logits dumps (each shard's is the file\n"
+"                   its meta file records: settings.dump_logits, a relative name\n"
+"                   read from the current folder, as grok1-run wrote it from its\n"
+"                   own) into D (must not exist): the dump one run without\n"
+"                   --shard writes, dataset for dataset, and OUT.meta.json records\n"
+"                   D as that run's does. Refused unless every shard has a\n"
+"                   finished dump (not only D.partial) holding exactly the\n"
+"                   datasets of its results, all of one vocab_size. D gets its\n"
+"                   name before OUT does. Needs a build with HDF5.\n"
 "  --help           this text\n"
 "\n"
 "Exit status: 0 merged; 1 the shards do not fit together or a file cannot be\n"
-"read or written (the message says which); 2 usage error.\n");
+"read or written (the message says which); 2 usage error (also --dump-logits\n"
+"in a build without HDF5).\n");
 }
 
 static int exists(const char *path)
@@ -55,6 +70,7 @@ typedef struct shard {
     const char *path;
     int k, n;
     json_t *meta; /* without settings.shard and settings.dump_logits */
+    char *dump;   /* settings.dump_logits: its logits dump, NULL for none */
     FILE *f;
 } shard;
 
@@ -94,6 +110,11 @@ static g1_status read_shard(shard *s)
                                        s->k, s->n, partial)
                              : G1_FAIL(G1_ERR_IO, "%s: no such file", s->path);
     }
+    json_t *dump = st == G1_OK ? json_object_get(set, "dump_logits") : NULL;
+    if (dump && !json_is_string(dump))
+        st = G1_FAIL(G1_ERR_FORMAT, "%s: settings.dump_logits in %s is not a file name", s->path, mp);
+    else if (dump && !(s->dump = strdup(json_string_value(dump))))
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
     if (st == G1_OK) {
         json_object_del(set, "shard");
         json_object_del(set, "dump_logits"); /* each shard has a dump of its own, or none */
@@ -155,7 +176,188 @@ static g1_status join(shard *by_k, int n, FILE *out, const char *out_name, long 
     return st;
 }
 
-static g1_status merge(const char *in_path, const char *out_path, int nf, char **files)
+/* ---- the logits dumps (--dump-logits) ---- */
+
+#if G1_HAVE_HDF5
+/* The 0-based line number of each of the n requests of the input, as
+ * grok1-run counts them (a line of only spaces, tabs and CRs is blank, not
+ * a request): a dump names request m's dataset logits/<(*lines)[m]>. */
+static g1_status request_lines(const char *path, int64_t n, int64_t **lines)
+{
+    *lines = malloc((size_t)(n > 0 ? n : 1) * sizeof **lines);
+    FILE *f = *lines ? fopen(path, "r") : NULL;
+    if (!*lines)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for the line numbers of %lld requests", (long long)n);
+    if (!f) {
+        free(*lines);
+        *lines = NULL;
+        return G1_FAIL(G1_ERR_IO, "cannot read the input %s: %s", path, strerror(errno));
+    }
+    int64_t m = 0, line = 0;
+    int c, blank = 1;
+    while ((c = getc(f)) != EOF) {
+        if (c == '\n') {
+            if (!blank && m < n)
+                (*lines)[m] = line;
+            m += !blank;
+            blank = 1;
+            line++;
+        } else if (c != ' ' && c != '\t' && c != '\r') {
+            blank = 0;
+        }
+    }
+    if (!blank && m < n)
+        (*lines)[m] = line;
+    m += !blank;
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || m != n) {
+        free(*lines);
+        *lines = NULL;
+        return G1_FAIL(G1_ERR_IO, "the input %s changed while it was read (%lld requests, then %lld)", path,
+                       (long long)n, (long long)m);
+    }
+    return G1_OK;
+}
+#endif
+
+/* The name D (and its temporary file) must be a file of its own: not the
+ * input, a shard, its meta file or its dump, nor an output of this merge.
+ * And D must not exist: a dump is never overwritten. */
+static g1_status check_dump_name(const char *dump, const char *dump_tmp, const char *in_path, const shard *by_k, int n,
+                                 const char *out_path, const char *out_meta, const char *out_tmp)
+{
+    typedef struct named {
+        const char *what, *path;
+        int k;
+    } named;
+    size_t cap = 4 + 3 * (size_t)n, nn = 0;
+    named *v = calloc(cap, sizeof *v);
+    char **metas = calloc((size_t)n, sizeof *metas);
+    g1_status st = v && metas ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    if (st == G1_OK) {
+        v[nn++] = (named){"the --input file", in_path, -1};
+        if (out_path) {
+            v[nn++] = (named){"the --output file", out_path, -1};
+            v[nn++] = (named){"the --output's meta file", out_meta, -1};
+            v[nn++] = (named){"the --output's temporary file", out_tmp, -1};
+        }
+    }
+    for (int k = 0; k < n && st == G1_OK; k++) {
+        if (!(metas[k] = g1_meta_path(by_k[k].path))) {
+            st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            break;
+        }
+        v[nn++] = (named){"the output of shard", by_k[k].path, k};
+        v[nn++] = (named){"the meta file of shard", metas[k], k};
+        if (by_k[k].dump)
+            v[nn++] = (named){"the logits dump of shard", by_k[k].dump, k};
+    }
+    for (size_t i = 0; i < nn && st == G1_OK; i++) {
+        const char *mine = g1_path_same(dump, v[i].path) ? dump : g1_path_same(dump_tmp, v[i].path) ? dump_tmp : NULL;
+        char who[64] = "";
+        if (v[i].k >= 0)
+            snprintf(who, sizeof who, " %d/%d", v[i].k, n);
+        if (mine == dump)
+            st = G1_FAIL(G1_ERR_ARG, "--dump-logits %s is %s%s (%s): the merged dump needs a file of its own", dump,
+                         v[i].what, who, v[i].path);
+        else if (mine)
+            st = G1_FAIL(G1_ERR_ARG, "--dump-logits %s would be written as %s, which is %s%s: choose another name",
+                         dump, dump_tmp, v[i].what, who);
+    }
+    if (st == G1_OK && g1_path_is_dir(dump))
+        st = G1_FAIL(G1_ERR_ARG, "--dump-logits %s is a folder: give a file name", dump);
+    else if (st == G1_OK && exists(dump))
+        st = G1_FAIL(G1_ERR_ARG, "%s exists: grok1-merge does not overwrite a logits dump; remove it or choose "
+                                 "another --dump-logits",
+                     dump);
+    for (int k = 0; metas && k < n; k++)
+        free(metas[k]);
+    free(metas);
+    free(v);
+    return st;
+}
+
+#if G1_HAVE_HDF5
+/* Shard s (K/N) answered requests K, K + N, ... < requests: its dump must be
+ * finished, of the model's vocabulary (and of the first dump's: *v0, 0
+ * before), and hold the datasets of exactly those requests' lines. */
+static g1_status check_dump(const shard *s, const shard *first, int n, const int64_t *lines, int64_t requests,
+                            int model_vocab, int *v0)
+{
+    if (!s->dump)
+        return G1_FAIL(G1_ERR_ARG, "shard %d/%d (%s) was run without --dump-logits (its meta file records no dump): "
+                                   "there is no dump of its results to merge; merge without --dump-logits, or run "
+                                   "that shard afresh with one",
+                       s->k, n, s->path);
+    if (!exists(s->dump)) {
+        char partial[4096];
+        snprintf(partial, sizeof partial, "%s.partial", s->dump);
+        if (exists(partial))
+            return G1_FAIL(G1_ERR_ARG, "the logits dump of shard %d/%d is not finished: only %s exists (the run "
+                                       "was interrupted or failed: run the shard again with --resume)",
+                           s->k, n, partial);
+        return G1_FAIL(G1_ERR_IO, "the logits dump of shard %d/%d, %s (settings.dump_logits in %s.meta.json), does "
+                                  "not exist%s",
+                       s->k, n, s->dump, s->path,
+                       s->dump[0] == '/' ? "" : " (a relative name is read from the current folder, as grok1-run "
+                                                "wrote it from its own: run grok1-merge in the folder the shards "
+                                                "ran in)");
+    }
+    int v = 0;
+    int64_t *ks = NULL;
+    size_t nk = 0;
+    G1_TRY(g1_logits_file_list(s->dump, &v, &ks, &nk));
+    g1_status st = G1_OK;
+    if (*v0 > 0 && v != *v0)
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dumps do not fit together: %s (shard %d/%d) has vocab_size %d but %s "
+                                    "(shard %d/%d) has %d",
+                     s->dump, s->k, n, v, first->dump, first->k, n, *v0);
+    else if (model_vocab > 0 && v != model_vocab)
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s (shard %d/%d) has vocab_size %d, but the model of the shards "
+                                    "has %d (their meta files): it is not that run's dump",
+                     s->dump, s->k, n, v, model_vocab);
+    if (!*v0)
+        *v0 = v;
+    /* both ascending: the dump's names, and the lines of the shard's results */
+    size_t i = 0;
+    int64_t m = s->k, results = requests > s->k ? (requests - s->k + n - 1) / n : 0;
+    while (st == G1_OK && (i < nk || m < requests)) {
+        if (i < nk && m < requests && ks[i] == lines[m]) {
+            i++;
+            m += n;
+        } else if (m >= requests || (i < nk && ks[i] < lines[m])) {
+            /* which request that line is, if any */
+            int64_t lo = 0, hi = requests;
+            while (lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (lines[mid] < ks[i])
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            char what[160];
+            if (lo < requests && lines[lo] == ks[i])
+                snprintf(what, sizeof what, "input line %lld is request %lld, a result of shard %lld/%d",
+                         (long long)ks[i] + 1, (long long)lo, (long long)(lo % n), n);
+            else
+                snprintf(what, sizeof what, "input line %lld is %s", (long long)ks[i] + 1,
+                         lo < requests ? "blank" : "past the input's last request");
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s of shard %d/%d holds logits/%lld, which is not one of its "
+                                        "results (%s): is it the dump of this shard and input?",
+                         s->dump, s->k, n, (long long)ks[i], what);
+        } else {
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s of shard %d/%d lacks logits/%lld, the logits of its "
+                                        "result for input line %lld (it holds %zu datasets for %lld results)",
+                         s->dump, s->k, n, (long long)lines[m], (long long)lines[m] + 1, nk, (long long)results);
+        }
+    }
+    free(ks);
+    return st;
+}
+#endif
+
+static g1_status merge(const char *in_path, const char *out_path, const char *dump, int nf, char **files)
 {
     shard *sh = calloc((size_t)nf, sizeof *sh);
     if (!sh)
@@ -215,7 +417,7 @@ static g1_status merge(const char *in_path, const char *out_path, int nf, char *
     if (st == G1_OK && requests < 0)
         st = G1_FAIL(G1_ERR_IO, "cannot read the input %s", in_path);
     int to_stdout = !strcmp(out_path, "-");
-    char tmp[4096] = "";
+    char tmp[4096] = "", dump_tmp[4096] = "";
     char *meta_path = NULL;
     FILE *out = NULL;
     if (st == G1_OK && !to_stdout) {
@@ -226,7 +428,13 @@ static g1_status merge(const char *in_path, const char *out_path, int nf, char *
         else if (exists(out_path) || exists(meta_path))
             st = G1_FAIL(G1_ERR_ARG, "%s exists: grok1-merge does not overwrite results; remove it (and %s) or "
                                      "choose another --output", exists(out_path) ? out_path : meta_path, meta_path);
-        else if (!(out = fopen(tmp, "w")))
+    }
+    if (st == G1_OK && dump) {
+        snprintf(dump_tmp, sizeof dump_tmp, "%s.merge.tmp", dump);
+        st = check_dump_name(dump, dump_tmp, in_path, by_k, n, to_stdout ? NULL : out_path, meta_path, tmp);
+    }
+    if (st == G1_OK && !to_stdout) {
+        if (!(out = fopen(tmp, "w")))
             st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     } else if (st == G1_OK) {
         out = stdout;
@@ -244,6 +452,38 @@ static g1_status merge(const char *in_path, const char *out_path, int nf, char *
                      (long long)requests,
                      total < requests ? "a shard's output was cut short (its last results are missing)"
                                       : "they answer another input");
+    const char **dumps = NULL;
+#if G1_HAVE_HDF5
+    /* the dumps: each shard's holds its results' datasets and nothing else */
+    json_t *vocab = st == G1_OK && dump ? json_object_get(json_object_get(by_k[0].meta, "model"), "vocab_size")
+                                        : NULL;
+    int64_t *lines = NULL;
+    int v0 = 0;
+    if (st == G1_OK && dump)
+        st = request_lines(in_path, requests, &lines);
+    for (int k = 0; k < n && st == G1_OK && dump; k++)
+        st = check_dump(&by_k[k], &by_k[0], n, lines, requests, json_is_integer(vocab) ? (int)json_integer_value(vocab) : 0,
+                        &v0);
+    free(lines);
+    if (st == G1_OK && dump && !(dumps = calloc((size_t)n, sizeof *dumps)))
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < n && st == G1_OK && dump; k++)
+        dumps[k] = by_k[k].dump;
+    /* to stdout: the dump first, as the results cannot be taken back */
+    int dump_done = 0;
+    if (st == G1_OK && dump && to_stdout) {
+        st = g1_logits_file_join(dump_tmp, v0, dumps, n);
+        if (st == G1_OK && rename(dump_tmp, dump) != 0) {
+            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
+            unlink(dump_tmp);
+        }
+        dump_done = st == G1_OK;
+    }
+#else
+    int dump_done = 0;
+    if (st == G1_OK && dump) /* main refuses it first */
+        st = G1_FAIL(G1_ERR_ARG, "--dump-logits needs a build with HDF5");
+#endif
     for (int k = 0; k < n && st == G1_OK; k++)
         if (fseek(by_k[k].f, 0, SEEK_SET) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot read %s again: %s", by_k[k].path, strerror(errno));
@@ -251,27 +491,53 @@ static g1_status merge(const char *in_path, const char *out_path, int nf, char *
         st = join(by_k, n, out, to_stdout ? "standard output" : tmp, &total);
     if (out && fflush(out) != 0 && st == G1_OK)
         st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", to_stdout ? "standard output" : tmp, strerror(errno));
+    if (st != G1_OK && to_stdout && dump_done) /* the results did not all go out: no dump without them */
+        unlink(dump);
     if (out && !to_stdout) {
         if (fclose(out) != 0 && st == G1_OK)
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", tmp, strerror(errno));
+#if G1_HAVE_HDF5
+        /* the dump gets its name before the results do: a finished OUT
+         * implies a finished D */
+        if (st == G1_OK && dump) {
+            st = g1_logits_file_join(dump_tmp, v0, dumps, n);
+            if (st == G1_OK && rename(dump_tmp, dump) != 0) {
+                st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
+                unlink(dump_tmp);
+            }
+            dump_done = st == G1_OK;
+        }
+#endif
         /* the results first, then their meta file: a merge killed between
          * the two leaves a complete OUT (no meta), never a meta file that
          * would make the next merge refuse */
-        if (st == G1_OK && rename(tmp, out_path) != 0)
+        if (st == G1_OK && rename(tmp, out_path) != 0) {
             st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
-        if (st != G1_OK)
+            if (dump_done) /* made by this merge a moment ago: nothing is left at D either */
+                unlink(dump);
+        }
+        if (st != G1_OK) {
             unlink(tmp);
-        else
-            st = g1_meta_write(meta_path, by_k[0].meta);
+        } else {
+            /* recorded as the unsharded run with --dump-logits D records it */
+            json_t *set = json_object_get(by_k[0].meta, "settings");
+            if (dump && json_object_set_new(set, "dump_logits", json_string(dump)) != 0)
+                st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            if (st == G1_OK)
+                st = g1_meta_write(meta_path, by_k[0].meta);
+        }
     }
     if (st == G1_OK)
-        fprintf(stderr, "grok1-merge: %lld results from %d shards written to %s\n", total, n,
-                to_stdout ? "standard output" : out_path);
+        fprintf(stderr, "grok1-merge: %lld results from %d shards written to %s%s%s\n", total, n,
+                to_stdout ? "standard output" : out_path, dump ? ", their logits to " : "", dump ? dump : "");
     for (int k = 0; by_k && k < n; k++)
         if (by_k[k].f)
             fclose(by_k[k].f);
-    for (int i = 0; i < nf; i++)
+    for (int i = 0; i < nf; i++) {
         json_decref(sh[i].meta);
+        free(sh[i].dump);
+    }
+    free(dumps);
     free(by_k);
     free(sh);
     free(meta_path);
@@ -283,16 +549,18 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
         {"input", required_argument, NULL, 'i'},
+        {"dump-logits", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *output = NULL, *input = NULL;
+    const char *output = NULL, *input = NULL, *dump = NULL;
     opterr = 0;
     int o;
     while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (o) {
         case 'o': output = optarg; break;
         case 'i': input = optarg; break;
+        case 'd': dump = optarg; break;
         case 'h': usage(stdout); return 0;
         case ':': fprintf(stderr, "grok1-merge: error: option %s needs a value (see --help)\n", argv[optind - 1]); return 2;
         default: fprintf(stderr, "grok1-merge: error: unknown option %s (see --help)\n", argv[optind - 1]); return 2;
@@ -303,7 +571,18 @@ int main(int argc, char **argv)
                 !input ? "--input is required" : !output ? "--output is required" : "no shard outputs given");
         return 2;
     }
-    g1_status st = merge(input, output, argc - optind, argv + optind);
+    if (dump && (!*dump || !strcmp(dump, "-"))) {
+        fprintf(stderr, "grok1-merge: error: --dump-logits needs a file name (an HDF5 file cannot go to stdout)\n");
+        return 2;
+    }
+#if !G1_HAVE_HDF5
+    if (dump) {
+        fprintf(stderr, "grok1-merge: error: --dump-logits needs HDF5, but this grok1-merge was built without HDF5: "
+                        "merge the results without it, or rebuild with HDF5 (meson -Dhdf5=enabled)\n");
+        return 2;
+    }
+#endif
+    g1_status st = merge(input, output, dump, argc - optind, argv + optind);
     if (st != G1_OK) {
         fprintf(stderr, "grok1-merge: error: %s\n", g1_last_error());
         return 1;

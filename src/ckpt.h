@@ -79,5 +79,16 @@ g1_status g1_logits_file_finish(g1_logits_file *f);
 /* Close, keeping PATH.partial (an interrupted or failed run: for --resume
  * and inspection, like OUT.partial); frees `f`. */
 void g1_logits_file_abort(g1_logits_file *f);
+/* grok1-merge: open the finished dump at path read-only and list it. It must
+ * have the attributes of a dump (format "grok1-logits", vocab_size: into
+ * *vocab_size) and hold only datasets logits/<k> named as grok1-run names
+ * them, each float32 of shape (n >= 1, vocab_size). *ks: the k, ascending
+ * (malloc'd; NULL when *n is 0). Errors name the file and the dataset. */
+g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n);
+/* grok1-merge: write tmp (replaced when it exists) as a dump of vocab_size
+ * holding every dataset of the n finished dumps srcs[] (their names must
+ * not meet), copied as stored (H5Ocopy: no decoding); flushed and closed,
+ * to be renamed by the caller. On failure tmp is removed. */
+g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n);
 
 #endif

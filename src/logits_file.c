@@ -344,3 +344,208 @@ void g1_logits_file_abort(g1_logits_file *f)
     close_file(f);
     free_file(f);
 }
+
+/* ---- grok1-merge: the finished dumps of the shards of one input ---- */
+
+/* The root attribute format is the string "grok1-logits" (fixed or
+ * variable length); 1 when it is. */
+static int is_logits_format(hid_t file)
+{
+    if (H5Aexists(file, "format") <= 0)
+        return 0;
+    hid_t a = H5Aopen(file, "format", H5P_DEFAULT);
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    int yes = 0;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+        hid_t m = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(m, H5Tget_cset(t)); /* no conversion between ASCII and UTF-8 */
+        if (H5Tis_variable_str(t) > 0) {
+            char *s = NULL;
+            H5Tset_size(m, H5T_VARIABLE);
+            if (H5Aread(a, m, &s) >= 0 && s) {
+                yes = !strcmp(s, "grok1-logits");
+                H5free_memory(s);
+            }
+        } else {
+            size_t n = H5Tget_size(t);
+            char *s = n > 0 && n < 4096 ? calloc(n + 1, 1) : NULL;
+            H5Tset_size(m, n + 1);
+            if (s && H5Aread(a, m, s) >= 0)
+                yes = !strcmp(s, "grok1-logits");
+            free(s);
+        }
+        H5Tclose(m);
+    }
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return yes;
+}
+
+/* The request k that /logits/<name> holds: the name as grok1-run writes it
+ * ("%lld", k >= 0); -1 for any other name. */
+static int64_t request_of(const char *name)
+{
+    char *end;
+    errno = 0;
+    long long k = strtoll(name, &end, 10);
+    char back[32];
+    if (errno || end == name || *end || k < 0)
+        return -1;
+    snprintf(back, sizeof back, "%lld", k);
+    return strcmp(back, name) ? -1 : (int64_t)k;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A finished dump read-only: its file, group logits and the names in it. */
+static g1_status open_finished(const char *path, hid_t *file, hid_t *group, int *vocab_size, names *ns)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    *group = -1;
+    *vocab_size = -1;
+    *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*file < 0) {
+        char d[256];
+        g1_h5_detail(d);
+        return G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be opened (%s): is it an HDF5 file?", path, d);
+    }
+    g1_status st = G1_OK;
+    if (!is_logits_format(*file))
+        st = G1_FAIL(G1_ERR_FORMAT, "%s is not a logits dump of grok1-run (no attribute format = \"grok1-logits\")",
+                     path);
+    if (st == G1_OK && H5Aexists(*file, "vocab_size") > 0) {
+        hid_t a = H5Aopen(*file, "vocab_size", H5P_DEFAULT);
+        if (a < 0 || H5Aread(a, H5T_NATIVE_INT, vocab_size) < 0)
+            *vocab_size = -1;
+        if (a >= 0)
+            H5Aclose(a);
+    }
+    if (st == G1_OK && *vocab_size <= 0)
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s has no readable attribute vocab_size", path);
+    if (st == G1_OK && (H5Lexists(*file, "logits", H5P_DEFAULT) <= 0 ||
+                        (*group = H5Gopen2(*file, "logits", H5P_DEFAULT)) < 0))
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s has no group logits", path);
+    hsize_t at = 0;
+    if (st == G1_OK && H5Literate(*group, H5_INDEX_NAME, H5_ITER_INC, &at, collect, ns) < 0) {
+        char d[256];
+        g1_h5_detail(d);
+        st = G1_FAIL(G1_ERR_FORMAT, "the group logits of %s cannot be listed (%s)", path, d);
+    }
+    if (st != G1_OK) {
+        if (*group >= 0)
+            H5Gclose(*group);
+        H5Fclose(*file);
+        *group = *file = -1;
+    }
+    return st;
+}
+
+static void free_names(names *ns)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        free(ns->v[i]);
+    free(ns->v);
+    *ns = (names){0};
+}
+
+g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n)
+{
+    *ks = NULL;
+    *n = 0;
+    hid_t file, group;
+    names ns = {0};
+    g1_status st = open_finished(path, &file, &group, vocab_size, &ns);
+    if (st != G1_OK) {
+        free_names(&ns);
+        return st;
+    }
+    int64_t *v = ns.n ? malloc(ns.n * sizeof *v) : NULL;
+    if (ns.n && !v)
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; st == G1_OK && i < ns.n; i++) {
+        if ((v[i] = request_of(ns.v[i])) < 0) {
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s holds logits/%s, which no request writes", path,
+                         ns.v[i]);
+            break;
+        }
+        hid_t d = H5Dopen2(group, ns.v[i], H5P_DEFAULT);
+        hid_t sp = d < 0 ? -1 : H5Dget_space(d), t = d < 0 ? -1 : H5Dget_type(d);
+        hsize_t have[2] = {0, 0};
+        int ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_ndims(sp) == 2 &&
+                 H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] > 0 &&
+                 have[1] == (hsize_t)*vocab_size && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 4;
+        if (t >= 0)
+            H5Tclose(t);
+        if (sp >= 0)
+            H5Sclose(sp);
+        if (d >= 0)
+            H5Dclose(d);
+        if (!ok)
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s is not a float32 dataset of (n, %d)", path,
+                         ns.v[i], *vocab_size);
+    }
+    H5Gclose(group);
+    H5Fclose(file);
+    size_t count = ns.n;
+    free_names(&ns);
+    if (st != G1_OK) {
+        free(v);
+        return st;
+    }
+    if (v)
+        qsort(v, count, sizeof *v, cmp_i64);
+    *ks = v;
+    *n = count;
+    return G1_OK;
+}
+
+g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), group = -1;
+    if (out < 0) {
+        char d[256];
+        g1_h5_detail(d);
+        return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, d);
+    }
+    g1_status st = G1_OK;
+    if (put_attrs(out, vocab_size) < 0 || (group = H5Gcreate2(out, "logits", H5P_DEFAULT, H5P_DEFAULT,
+                                                                H5P_DEFAULT)) < 0)
+        st = G1_FAIL(G1_ERR_IO, "%s: cannot write its attributes and group logits (disk full?)", tmp);
+    for (int i = 0; st == G1_OK && i < n; i++) {
+        hid_t file, from;
+        int v;
+        names ns = {0};
+        if ((st = open_finished(srcs[i], &file, &from, &v, &ns)) != G1_OK) {
+            free_names(&ns);
+            break;
+        }
+        if (v != vocab_size)
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s has vocab_size %d, not %d", srcs[i], v, vocab_size);
+        /* the datasets as they are stored: no decoding, no conversion */
+        for (size_t j = 0; st == G1_OK && j < ns.n; j++)
+            if (H5Ocopy(from, ns.v[j], group, ns.v[j], H5P_DEFAULT, H5P_DEFAULT) < 0) {
+                char d[256];
+                g1_h5_detail(d);
+                st = G1_FAIL(G1_ERR_IO, "copying logits/%s of %s into %s failed: %s", ns.v[j], srcs[i], tmp, d);
+            }
+        H5Gclose(from);
+        H5Fclose(file);
+        free_names(&ns);
+    }
+    if (group >= 0)
+        H5Gclose(group);
+    if (st == G1_OK && H5Fflush(out, H5F_SCOPE_LOCAL) < 0)
+        st = G1_FAIL(G1_ERR_IO, "%s: flushing failed (disk full?)", tmp);
+    if (H5Fclose(out) < 0 && st == G1_OK)
+        st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", tmp);
+    if (st != G1_OK)
+        remove(tmp);
+    return st;
+}

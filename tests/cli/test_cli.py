@@ -655,6 +655,30 @@ def merge_run(args):
     return p.returncode, p.stderr
 
 
+def dump_differs(a, b):
+    """None when the HDF5 files a and b hold the same logits dump: the same
+    root attributes (values and HDF5 types), the same groups and datasets,
+    each of the same shape, type and bits; else the first difference."""
+    import h5py
+    import numpy as np
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        for x, y, where in ((fa, fb, "/"), (fa["logits"], fb["logits"], "/logits")):
+            if sorted(x.attrs) != sorted(y.attrs):
+                return f"{where}: attributes {sorted(x.attrs)} vs {sorted(y.attrs)}"
+            for k in x.attrs:
+                if not (x.attrs[k] == y.attrs[k] and x.attrs.get_id(k).get_type().equal(y.attrs.get_id(k).get_type())):
+                    return f"{where}: attribute {k} is {x.attrs[k]!r} vs {y.attrs[k]!r}"
+            if sorted(x) != sorted(y):
+                return f"{where} holds {sorted(x)} vs {sorted(y)}"
+        for k in fb["logits"]:
+            x, y = fa["logits"][k], fb["logits"][k]
+            if not isinstance(x, h5py.Dataset) or x.shape != y.shape or x.dtype != y.dtype:
+                return f"logits/{k}: {x} vs {y}"
+            if not np.array_equal(x[()].view(np.uint32), y[()].view(np.uint32)):
+                return f"logits/{k}: the values differ"
+    return None
+
+
 def case_shard(d):
     """--shard K/N: N runs share one input, run K taking requests K, K + N,
     ... (blank lines are not requests). Each shard's results are those of the
@@ -664,7 +688,9 @@ def case_shard(d):
     resume with another shard is refused. grok1-merge refuses, writing
     nothing, shards that are missing, doubled, of another split, unfinished,
     made with other settings, cut short or torn; bad --shard values are
-    usage errors."""
+    usage errors. With --dump-logits D it also joins the shards' logits
+    dumps into the unsharded run's dump (merge_dumps); a build without HDF5
+    refuses that (exit 2)."""
     if not ARGS.merge:
         print("grok1-merge not built: skipped")
         return SKIP
@@ -789,6 +815,133 @@ def case_shard(d):
             again = {x: f["logits"][x][()] for x in f["logits"]}
         check(open(o).read() == whole and sorted(again) == sorted(first) and
               all((again[x] == first[x]).all() for x in first), "resumed shard's dump differs")
+        merge_dumps(d, sinp, lines)
+    else:
+        # no HDF5 in this build: --dump-logits is refused as a usage error
+        D = os.path.join(d, "D.h5")
+        rc, se = merge_run(["--input", inp, "--output", dst, "--dump-logits", D] + g3)
+        check(rc == 2 and "without HDF5" in se and "grok1-merge: error:" in se, f"--dump-logits without HDF5: {rc} {se}")
+        check(not any(os.path.exists(p) for p in (dst, dst + ".meta.json", dst + ".merge.tmp", D, D + ".merge.tmp")),
+              "a refused merge left files behind")
+
+
+def merge_dumps(d, sinp, lines):
+    """grok1-merge --dump-logits D (part of case_shard; d0.h5 .. d2.h5 are
+    the dumps of score shards d0.jsonl .. d2.jsonl of sinp): D is the
+    unsharded run's dump, OUT.meta.json records D as that run's does; every
+    refusal leaves nothing at OUT or D, nor a temporary file."""
+    import h5py
+    import numpy as np
+    shards = [os.path.join(d, f"d{k}.jsonl") for k in range(3)]
+    dumps = [os.path.join(d, f"d{k}.h5") for k in range(3)]
+    D = os.path.join(d, "D.h5")
+    ref = os.path.join(d, "sdump.ref.jsonl")
+    expect_ok(tiny("score", sinp, ref, "--dump-logits", D))
+    os.rename(D, D + ".ref")
+    out = os.path.join(d, "sdump.merged.jsonl")
+    rc, se = merge_run(["--input", sinp, "--output", out, "--dump-logits", D] + shards[::-1])
+    check(rc == 0 and f"their logits to {D}" in se, f"grok1-merge --dump-logits failed: {rc} {se}")
+    check(open(out, "rb").read() == open(ref, "rb").read(), "merged results with a dump differ from the unsharded run's")
+    check(open(out + ".meta.json", "rb").read() == open(ref + ".meta.json", "rb").read(),
+          "merged meta with a dump differs from the unsharded run's (settings.dump_logits?)")
+    diff = dump_differs(D, D + ".ref")
+    check(diff is None, f"merged dump differs from the unsharded run's: {diff}")
+    check(not os.path.exists(D + ".merge.tmp") and not os.path.exists(out + ".merge.tmp"), "temporary files left")
+    # to stdout: the dump is written, the results go to stdout
+    D2 = os.path.join(d, "D2.h5")
+    p = subprocess.run([ARGS.merge, "--input", sinp, "--output", "-", "--dump-logits", D2] + shards,
+                       capture_output=True, timeout=60)
+    check(p.returncode == 0 and p.stdout == open(ref, "rb").read(), f"merge to stdout with a dump: {p.returncode} {p.stderr}")
+    diff = dump_differs(D2, D + ".ref")
+    check(diff is None, f"dump of a merge to stdout differs: {diff}")
+
+    dst, E = os.path.join(d, "md.jsonl"), os.path.join(d, "E.h5")
+
+    def nothing_left():
+        for p in (dst, dst + ".meta.json", dst + ".merge.tmp", E, E + ".merge.tmp"):
+            check(not os.path.exists(p), f"a refused merge left {p} behind")
+
+    def refused_dump(files, words, dump=E, output=dst, code=1):
+        rc, se = merge_run(["--input", sinp, "--output", output, "--dump-logits", dump] + files)
+        check(rc == code, f"grok1-merge --dump-logits {dump} {files}: exit {rc}, expected {code}: {se}")
+        check(se.startswith("grok1-merge: error:") and se.count("\n") == 1, f"not one error line: {se!r}")
+        for w in words:
+            check(w.lower() in se.lower(), f"grok1-merge message lacks {w!r}: {se.strip()}")
+        nothing_left()
+
+    def swapped(k, make, words):
+        """shard k's dump replaced by make(path) for one refused merge"""
+        os.rename(dumps[k], dumps[k] + ".keep")
+        try:
+            make(dumps[k])
+            refused_dump(shards, words)
+        finally:
+            if os.path.exists(dumps[k]):
+                os.remove(dumps[k])
+            os.rename(dumps[k] + ".keep", dumps[k])
+
+    def edited(edit):
+        def make(path):
+            shutil.copy(path + ".keep", path)
+            with h5py.File(path, "r+") as f:
+                edit(f)
+        return make
+
+    def write_dump(v, names):
+        def make(path):
+            with h5py.File(path, "w") as f:
+                f.attrs["format"] = "grok1-logits"
+                f.attrs["vocab_size"] = np.int32(v)
+                for x in names:
+                    f.create_dataset(f"logits/{x}", data=np.zeros((1, v), np.float32))
+        return make
+
+    # a shard without a dump
+    nd = os.path.join(d, "nd1.jsonl")
+    expect_ok(tiny("score", sinp, nd, "--shard", "1/3"))
+    refused_dump([shards[0], nd, shards[2]], ["shard 1/3", "without --dump-logits"])
+    # a dump missing, or only .partial (unfinished)
+    swapped(1, lambda p: None, ["d1.h5", "does not exist"])
+    swapped(1, lambda p: shutil.copy(p + ".keep", p + ".partial"), ["not finished", "d1.h5.partial", "--resume"])
+    os.remove(dumps[1] + ".partial")
+    # not a dump: not HDF5, HDF5 of another format
+    swapped(2, lambda p: open(p, "w").write("not hdf5\n"), ["d2.h5", "cannot be opened"])
+    swapped(2, edited(lambda f: f.attrs.modify("format", "grok1-checkpoint")), ["d2.h5", "not a logits dump"])
+    # another vocabulary: a consistent dump with the right names
+    swapped(1, write_dump(600, lines[1::3]), ["d1.h5", "vocab_size 600", "512"])
+    # datasets: one missing, one of another shard's result, one on a blank
+    # line, one that no request writes
+    lost = lines[1::3][1]
+    swapped(1, edited(lambda f: f["logits"].pop(str(lost))), ["d1.h5", f"lacks logits/{lost}", f"input line {lost + 1}"])
+    other = lines[0::3][0]
+    swapped(1, edited(lambda f: f["logits"].create_dataset(str(other), data=np.zeros((1, V), np.float32))),
+            [f"holds logits/{other}", "not one of its results", "shard 0/3"])
+    blank = next(i for i in range(len(lines) + 1) if i not in lines)
+    swapped(1, edited(lambda f: f["logits"].create_dataset(str(blank), data=np.zeros((1, V), np.float32))),
+            [f"holds logits/{blank}", "blank"])
+    swapped(1, edited(lambda f: f["logits"].create_dataset("x", data=np.zeros((1, V), np.float32))),
+            ["logits/x", "no request writes"])
+    swapped(1, edited(lambda f: f["logits"].move(str(lost), "0" + str(lost))), [f"logits/0{lost}", "no request writes"])
+    # D exists: kept as it was
+    with open(E, "w") as f:
+        f.write("keep me\n")
+    rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E] + shards)
+    check(rc == 1 and "exists" in se and open(E).read() == "keep me\n", f"merge over an existing dump: {rc} {se}")
+    check(not os.path.exists(dst) and not os.path.exists(dst + ".merge.tmp"), "merge over an existing dump wrote OUT")
+    os.remove(E)
+    # D names a file the merge reads or writes
+    refused_dump(shards, ["is the --input file"], dump=sinp)
+    refused_dump(shards, ["is the --output file"], dump=dst)
+    refused_dump(shards, ["is the output of shard 2/3"], dump=shards[2])
+    refused_dump(shards, ["is the logits dump of shard 0/3"], dump=os.path.join(d, ".", "d0.h5"))
+    refused_dump(shards, ["is the meta file of shard 1/3"], dump=shards[1] + ".meta.json")
+    refused_dump(shards, ["would be written as", "--output file"], dump=E, output=E + ".merge.tmp")
+    check(not os.path.exists(E + ".merge.tmp"), "refused merge left its output")
+    refused_dump(shards, ["needs a file name"], dump="-", code=2)
+    # D cannot be created: the merged results are removed too
+    refused_dump(shards, ["cannot create", "nodir"], dump=os.path.join(d, "nodir", "E.h5"))
+    for k in range(3):
+        check(os.path.exists(dumps[k]) and not os.path.exists(dumps[k] + ".partial"), "a shard's dump was moved")
 
 
 def case_threads(d):

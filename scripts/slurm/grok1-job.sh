@@ -60,6 +60,7 @@ done
 # --- job arrays: task K of N runs shard K/N into GROK1_OUTPUT.shard-K-of-N ----
 merged=""
 shard=()
+merge_dump=()
 if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]; then
   n=$SLURM_ARRAY_TASK_COUNT
   lo=${SLURM_ARRAY_TASK_MIN:-0}
@@ -77,11 +78,18 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]
   fi
   [ -x "$GROK1_MERGE" ] ||
     die "no executable grok1-merge beside grok1-run ($GROK1_MERGE): a job array needs it to join the shards; set GROK1_MERGE to its path"
-  # every task writes a logits dump of its own: --dump-logits D becomes D.shard-K-of-N
+  # every task writes a logits dump of its own: --dump-logits D becomes
+  # D.shard-K-of-N; the merge joins them into D
   for i in "${!extra[@]}"; do
     case "${extra[$i]}" in
-      --dump-logits) [ $((i + 1)) -lt ${#extra[@]} ] && extra[i + 1]="${extra[i + 1]}.shard-$k-of-$n" ;;
-      --dump-logits=*) extra[i]="${extra[$i]}.shard-$k-of-$n" ;;
+      --dump-logits)
+        if [ $((i + 1)) -lt ${#extra[@]} ]; then
+          merge_dump=(--dump-logits "${extra[i + 1]}")
+          extra[i + 1]="${extra[i + 1]}.shard-$k-of-$n"
+        fi ;;
+      --dump-logits=*)
+        merge_dump=(--dump-logits "${extra[$i]#--dump-logits=}")
+        extra[i]="${extra[$i]}.shard-$k-of-$n" ;;
     esac
   done
 fi
@@ -128,8 +136,9 @@ if [ "$rc" = 0 ] && [ ! -e "$GROK1_OUTPUT" ]; then
   rc=1
 fi
 
-# The last shard to finish joins them all (a lock folder keeps two tasks
-# finishing together from both doing it).
+# The last shard to finish joins them all, and their logits dumps when
+# there are any (a lock folder keeps two tasks finishing together from both
+# doing it). A shard's dump is finished before its output gets its name.
 if [ "$rc" = 0 ] && [ -n "$merged" ]; then
   all=()
   for ((i = 0; i < n; i++)); do all+=("$merged.shard-$i-of-$n"); done
@@ -138,11 +147,15 @@ if [ "$rc" = 0 ] && [ -n "$merged" ]; then
   if [ "$done_all" = 1 ] && [ ! -e "$merged" ] && mkdir "$merged.merging" 2>/dev/null; then
     if [ -e "$merged" ]; then # another task merged between the test and the lock
       echo "grok1-job: $merged exists already: not merged again"
-    elif "$GROK1_MERGE" --input "$GROK1_INPUT" --output "$merged" "${all[@]}"; then
-      echo "grok1-job: every shard is finished: $merged is complete (the ${n} shard outputs may be removed)"
+    elif "$GROK1_MERGE" --input "$GROK1_INPUT" --output "$merged" "${merge_dump[@]}" "${all[@]}"; then
+      if [ -n "${merge_dump[1]:-}" ]; then
+        echo "grok1-job: every shard is finished: $merged and its logits dump ${merge_dump[1]} are complete (the ${n} shard outputs and their dumps ${merge_dump[1]}.shard-*-of-$n may be removed)"
+      else
+        echo "grok1-job: every shard is finished: $merged is complete (the ${n} shard outputs may be removed)"
+      fi
     else
       rmdir "$merged.merging"
-      echo "grok1-job: grok1-merge failed (above) $(date '+%F %T'); the shard outputs $merged.shard-*-of-$n are kept: join them by hand with grok1-merge --input $GROK1_INPUT --output $merged ..."
+      echo "grok1-job: grok1-merge failed (above) $(date '+%F %T'); the shard outputs $merged.shard-*-of-$n are kept: join them by hand with grok1-merge --input $GROK1_INPUT --output $merged ${merge_dump[*]} ..."
       exit 1
     fi
     rmdir "$merged.merging"
@@ -151,7 +164,7 @@ if [ "$rc" = 0 ] && [ -n "$merged" ]; then
   elif [ -e "$merged" ]; then
     echo "grok1-job: $merged exists already: not merged again"
   else
-    echo "grok1-job: $merged.merging exists: another task is merging the shards, or one was killed while it did; if no task of the array is running, remove that folder and run grok1-merge --input $GROK1_INPUT --output $merged $merged.shard-*-of-$n"
+    echo "grok1-job: $merged.merging exists: another task is merging the shards, or one was killed while it did; if no task of the array is running, remove that folder and run grok1-merge --input $GROK1_INPUT --output $merged ${merge_dump[*]} $merged.shard-*-of-$n"
   fi
 fi
 

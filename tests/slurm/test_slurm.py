@@ -7,7 +7,8 @@ machine has), then:
   - generate.sbatch and score.sbatch with `sbatch --wait -n 4` on the tiny
     model: the outputs equal a one-process grok1-run byte for byte;
   - a job array of 3 tasks (generate.sbatch --array=0-2): one shard each,
-    joined by the last to finish into the one-process run's bytes; SIGTERM
+    joined by the last to finish into the one-process run's bytes; a score
+    array with --dump-logits joined into the one-process run's dump; SIGTERM
     to one task of a 2-task array requeues that task alone;
   - bad GROK1_* variables are refused with a message, before anything runs;
   - SIGTERM to the batch shell (what `#SBATCH --signal=B:TERM@...` sends) with
@@ -260,6 +261,26 @@ def requests(name, n, seed, gen):
     return path
 
 
+def dump_differs(a, b):
+    """None when the HDF5 logits dumps a and b are the same: root attributes
+    (values and HDF5 types), dataset names, shapes, types and bits."""
+    import h5py
+    import numpy as np
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        if sorted(fa.attrs) != sorted(fb.attrs) or sorted(fa) != sorted(fb):
+            return f"attributes {sorted(fa.attrs)}, groups {sorted(fa)} vs {sorted(fb.attrs)}, {sorted(fb)}"
+        for k in fa.attrs:
+            if not (fa.attrs[k] == fb.attrs[k] and fa.attrs.get_id(k).get_type().equal(fb.attrs.get_id(k).get_type())):
+                return f"attribute {k}: {fa.attrs[k]!r} vs {fb.attrs[k]!r}"
+        if sorted(fa["logits"]) != sorted(fb["logits"]):
+            return f"datasets {sorted(fa['logits'])} vs {sorted(fb['logits'])}"
+        for k in fb["logits"]:
+            x, y = fa["logits"][k], fb["logits"][k]
+            if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x[()].view(np.uint32), y[()].view(np.uint32)):
+                return f"logits/{k} differs ({x.shape} {x.dtype} vs {y.shape} {y.dtype})"
+    return None
+
+
 def job_env(mode_out, inp, args, binary=None):
     return {"GROK1_CHECKPOINT": CKPT, "GROK1_INPUT": inp, "GROK1_OUTPUT": mode_out,
             "GROK1_ARGS": args, "GROK1_BIN": binary or os.path.dirname(os.path.abspath(ARGS.run))}
@@ -294,7 +315,9 @@ def case_array():
     into OUTPUT.shard-K-of-3, and the last one to finish joins the three with
     grok1-merge: OUTPUT equals a one-process run byte for byte, sampled
     tokens included. A score array with --dump-logits D: task K dumps to
-    D.shard-K-of-N. An array with gaps in its task ids is refused."""
+    D.shard-K-of-N, and the merge joins them into D, the one-process run's
+    dump (attributes, datasets, bits), with its meta file. An array with gaps
+    in its task ids is refused."""
     inp = requests("array.jsonl", 10, 13, True)
     extra = ["--max-new-tokens", "6", "--temperature", "0.8", "--seed", "3"]
     want = run1("generate", inp, os.path.join(TMP, "array-ref.jsonl"), extra)
@@ -317,15 +340,23 @@ def case_array():
         p = sh(["scontrol", "show", "job", f"{m.group(1)}_{m.group(2)}"])
         ok &= check(p.returncode == 0 and p.stdout.count("JobState=") == 1,
                     f"scontrol show job {m.group(1)}_{m.group(2)}: {p.stdout.count('JobState=')} job(s)")
-    # score with a logits dump: each task writes a dump of its own
+    # score with a logits dump: each task writes a dump of its own, and the
+    # merge joins them into the dump of a one-process run with that name
     sinp = requests("array-score.jsonl", 7, 14, False)
-    swant = run1("score", sinp, os.path.join(TMP, "array-score-ref.jsonl"), [])
     sout, dump = os.path.join(TMP, "array-score-out.jsonl"), os.path.join(TMP, "array-dump.h5")
+    sref = os.path.join(TMP, "array-score-ref.jsonl")
+    swant = run1("score", sinp, sref, ["--dump-logits", dump])
+    os.rename(dump, dump + ".ref")
     rc, slog = sbatch("score.sbatch", "sarray", job_env(sout, sinp, f"--dump-logits {dump}"), ntasks=1, array="0-1")
     ok &= check(rc == 0 and os.path.exists(sout) and open(sout, "rb").read() == swant,
                 f"score array with a dump: exit {rc}, output {'equal' if os.path.exists(sout) and open(sout, 'rb').read() == swant else 'differs'}")
-    ok &= check(all(os.path.exists(f"{dump}.shard-{k}-of-2") for k in range(2)) and not os.path.exists(dump),
+    ok &= check(all(os.path.exists(f"{dump}.shard-{k}-of-2") for k in range(2)),
                 "each task of the score array wrote its own dump")
+    diff = dump_differs(dump, dump + ".ref") if os.path.exists(dump) else f"{dump} was not written"
+    ok &= check(diff is None, f"the score array's merged dump is not the one-process run's: {diff}")
+    ok &= check(os.path.exists(sout + ".meta.json") and
+                json.load(open(sout + ".meta.json")) == json.load(open(sref + ".meta.json")),
+                "the score array's merged meta file differs from the one-process run's")
     rc, log2 = sbatch("generate.sbatch", "gaps", job_env(os.path.join(TMP, "gaps.jsonl"), inp, ""), ntasks=1,
                       array="0,2")
     ok &= check(rc == 2 and "one range without gaps" in log2, f"an array with gaps: exit {rc}")

@@ -457,13 +457,13 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     /* the dumps: each shard's holds its results' datasets and nothing else */
     json_t *vocab = st == G1_OK && dump ? json_object_get(json_object_get(by_k[0].meta, "model"), "vocab_size")
                                         : NULL;
+    int model_vocab = json_is_integer(vocab) ? (int)json_integer_value(vocab) : 0;
     int64_t *lines = NULL;
     int v0 = 0;
     if (st == G1_OK && dump)
         st = request_lines(in_path, requests, &lines);
     for (int k = 0; k < n && st == G1_OK && dump; k++)
-        st = check_dump(&by_k[k], &by_k[0], n, lines, requests, json_is_integer(vocab) ? (int)json_integer_value(vocab) : 0,
-                        &v0);
+        st = check_dump(&by_k[k], &by_k[0], n, lines, requests, model_vocab, &v0);
     free(lines);
     if (st == G1_OK && dump && !(dumps = calloc((size_t)n, sizeof *dumps)))
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");

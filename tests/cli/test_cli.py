@@ -909,6 +909,7 @@ def merge_dumps(d, sinp, lines):
     swapped(2, edited(lambda f: f.attrs.modify("format", "grok1-checkpoint")), ["d2.h5", "not a logits dump"])
     # another vocabulary: a consistent dump with the right names
     swapped(1, write_dump(600, lines[1::3]), ["d1.h5", "vocab_size 600", "512"])
+    swapped(0, write_dump(600, lines[0::3]), ["d0.h5", "vocab_size 600", "model of the shards has 512"])
     # datasets: one missing, one of another shard's result, one on a blank
     # line, one that no request writes
     lost = lines[1::3][1]

@@ -76,7 +76,11 @@ typedef struct driver {
     g1_sampler **samplers; /* (n_samplers) one per thread of use_logits */
     int n_samplers;
     int lrows;             /* logits rows computed at once */
-    int32_t *row_tok;      /* (lrows) use_logits: each row's new token */
+    int32_t *row_tok;      /* (max(lrows, max_batch_tokens)) use_logits: each row's new token;
+                            * score_on_device: each row's argmax */
+    double *row_lp;        /* (max_batch_tokens) score_on_device: the rows' log-probs; NULL:
+                            * the logits come to the host */
+    int *row_target;       /* (max_batch_tokens) score_on_device: the rows' targets */
     g1_status *row_st;     /* (lrows) and its status */
     /* prefix reuse (NULL when off): the tokens whose keys and values slot s's
      * caches hold, positions [0, n_held[s]); a request put into the slot
@@ -424,18 +428,6 @@ static int build_batch(driver *d, int m)
     return T;
 }
 
-/* Log-softmax of `target` in double, and the argmax (lowest index on ties).
- * A NaN or +inf logit (or every logit -inf) fails the run as it does when
- * sampling: no result line carries a NaN. */
-static g1_status row_logprob(const float *l, int V, int target, double *lp, int *argmax)
-{
-    float mx = 0;
-    G1_TRY(g1_logits_max(l, V, &mx));
-    *argmax = g1_row_first(l, V, mx);
-    *lp = target < 0 ? 0 : (double)l[target] - mx - log(g1_row_exp(l, V, mx, 1.0, NULL, NULL));
-    return G1_OK;
-}
-
 /* A new token for a generating sequence: eos, limits and stop strings. */
 static g1_status take_token(driver *d, seq *q, int token)
 {
@@ -482,7 +474,7 @@ static g1_status row_work(const driver *d, g1_sampler *sm, const mbatch *b, int 
                                q->top + (size_t)q->n_gen * (size_t)q->req.top_logprobs));
     } else if (p + 1 < q->req.n_prompt) {
         int target = q->req.prompt_ids[p + 1];
-        G1_TRY(row_logprob(l, V, target, &q->lp[p], &am));
+        G1_TRY(g1_row_logprob(l, V, target, &q->lp[p], &am));
         q->ok[p] = am == target;
     }
     return G1_OK;
@@ -523,6 +515,29 @@ static g1_status use_logits(driver *d, const mbatch *b, const int *idx, int m)
         G1_TRY(d->o.dump->write(d->o.dump->ctx, (int64_t)(q->req.line - 1), q->req.n_prompt, b->pos[idx[j]], r - j,
                                 d->logits + (size_t)j * V));
         j = r;
+    }
+    return G1_OK;
+}
+
+/* Score mode without a dump on a backend that reduces rows on the device
+ * (g1_engine_score_rows): the n rows at the front of b->x (rows b->need[j]
+ * of the step) go to the engine with their targets, and only their
+ * log-probs and argmaxes come back. What row_work does with a logits row. */
+static g1_status score_on_device(driver *d, const mbatch *b, int n)
+{
+    for (int j = 0; j < n; j++) {
+        int t = b->need[j], p = b->pos[t];
+        const seq *q = &d->seqs[b->slot[t]];
+        d->row_target[j] = p + 1 < q->req.n_prompt ? q->req.prompt_ids[p + 1] : -1;
+    }
+    G1_TRY(g1_engine_score_rows(d->e, n, b->x, d->row_target, d->row_lp, d->row_tok));
+    for (int j = 0; j < n; j++) {
+        int t = b->need[j], p = b->pos[t];
+        seq *q = &d->seqs[b->slot[t]];
+        if (d->row_target[j] >= 0) {
+            q->lp[p] = d->row_lp[j];
+            q->ok[p] = d->row_tok[j] == d->row_target[j];
+        }
     }
     return G1_OK;
 }
@@ -574,11 +589,14 @@ static g1_status complete(driver *d)
                 memcpy(b->x + (size_t)n * D, b->x + (size_t)t * D, (size_t)D * sizeof *b->x);
             b->need[n++] = t;
         }
-    for (int j = 0; j < n; j += d->lrows) {
-        int c = n - j < d->lrows ? n - j : d->lrows;
-        G1_TRY(g1_engine_logits(d->e, c, b->x + (size_t)j * D, d->logits));
-        G1_TRY(use_logits(d, b, b->need + j, c));
-    }
+    if (d->row_lp) /* score on the device: log-probs and argmaxes come back, no logits */
+        G1_TRY(score_on_device(d, b, n));
+    else
+        for (int j = 0; j < n; j += d->lrows) {
+            int c = n - j < d->lrows ? n - j : d->lrows;
+            G1_TRY(g1_engine_logits(d->e, c, b->x + (size_t)j * D, d->logits));
+            G1_TRY(use_logits(d, b, b->need + j, c));
+        }
     for (int s = m * d->B; s < (m + 1) * d->B; s++) {
         seq *q = &d->seqs[s];
         int done = d->o.mode == G1_MODE_SCORE ? q->busy && q->fed == q->req.n_prompt : q->busy && q->finish;
@@ -718,7 +736,13 @@ static g1_status driver_alloc(driver *d)
     d->n_samplers = 1;
 #endif
     d->samplers = calloc((size_t)d->n_samplers, sizeof *d->samplers);
-    d->row_tok = malloc((size_t)d->lrows * sizeof *d->row_tok);
+    d->row_tok = malloc((d->lrows > (int)B ? (size_t)d->lrows : B) * sizeof *d->row_tok);
+    if (d->o.mode == G1_MODE_SCORE && !d->o.dump && g1_engine_scores_on_device(d->e)) {
+        d->row_lp = malloc(B * sizeof *d->row_lp);
+        d->row_target = malloc(B * sizeof *d->row_target);
+        if (!d->row_lp || !d->row_target)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+    }
     d->row_st = malloc((size_t)d->lrows * sizeof *d->row_st);
     if (!d->samplers || !d->row_tok || !d->row_st)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
@@ -792,6 +816,8 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     free(d.samplers);
     free(d.row_tok);
     free(d.row_st);
+    free(d.row_lp);
+    free(d.row_target);
     g1_request_reader_free(&d.rd);
     return st;
 }

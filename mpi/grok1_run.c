@@ -1237,6 +1237,11 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_weights_held held;
     G1_TRY(g1_engine_init_source(&j->e, &src, &eo, dp, &held));
     model_close(m);
+    if (c->verbose && rank == 0 && c->mode == G1_MODE_SCORE)
+        fprintf(stderr, "grok1-run: scores %s\n",
+                c->dump_logits ? "from logits rows on the host (the dump needs them)"
+                : g1_engine_scores_on_device(j->e) ? "reduced on the GPU: only log-probs and argmaxes come to the host"
+                                                   : "from logits rows on the host");
     if (c->verbose) {
         char where[160];
         if (eo.backend == G1_BACKEND_CUDA)

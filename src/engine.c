@@ -12,6 +12,7 @@
 #include "cpu.h"
 #include "cuda/cuda_engine.h"
 #include "engine_internal.h"
+#include "sampler.h"
 
 static void *zalloc(size_t n)
 {
@@ -471,3 +472,24 @@ g1_status g1_engine_logits(g1_engine *e, int T, const float *x, float *logits)
     }
     return G1_OK;
 }
+
+g1_status g1_engine_score_rows(g1_engine *e, int T, const float *x, const int *target, double *lp, int *argmax)
+{
+    if (e->cuda)
+        return g1_cuda_engine_score_rows(e->cuda, T, x, target, lp, argmax);
+    int V = e->cfg.vocab_size, n = T < e->opts.max_batch ? T : e->opts.max_batch;
+    float *l = malloc((size_t)(n > 0 ? n : 1) * (size_t)V * sizeof *l);
+    if (!l)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory for %d rows of logits", n);
+    g1_status st = G1_OK;
+    for (int t0 = 0; t0 < T && st == G1_OK; t0 += n) {
+        int c = T - t0 < n ? T - t0 : n;
+        st = g1_engine_logits(e, c, x + (size_t)t0 * e->cfg.emb_size, l);
+        for (int t = 0; t < c && st == G1_OK; t++)
+            st = g1_row_logprob(l + (size_t)t * V, V, target[t0 + t], &lp[t0 + t], &argmax[t0 + t]);
+    }
+    free(l);
+    return st;
+}
+
+int g1_engine_scores_on_device(const g1_engine *e) { return e->cuda != NULL; }

@@ -126,6 +126,19 @@ g1_status g1_engine_embed(g1_engine *e, int T, const int *tokens, float *x);
 /* logits (T, V) = (final_norm(x) . bf16(embedding)^T) * output_multiplier. */
 g1_status g1_engine_logits(g1_engine *e, int T, const float *x, float *logits);
 
+/* The score of rows (score mode): for each row t of x (T, D), hidden states
+ * after the last layer, the log-softmax of its logits at target[t] in
+ * double (lp[t]; 0 when target[t] < 0) and the first index of its largest
+ * logit (argmax[t]); a NaN or +inf logit, or a row of -inf, fails as
+ * sampling does (g1_row_logprob). With CUDA the logits and their reduction
+ * stay on the GPU and only these come back: no (T, V) logits cross to the
+ * host, and no host thread walks them. The log-probs differ from the host's
+ * only in the order of the sum of exponentials (double). */
+g1_status g1_engine_score_rows(g1_engine *e, int T, const float *x, const int *target, double *lp, int *argmax);
+/* Whether g1_engine_score_rows reduces on the device (CUDA): the driver then
+ * prefers it to g1_engine_logits when it needs no logits rows. */
+int g1_engine_scores_on_device(const g1_engine *e);
+
 /* Current length (cached positions) of a slot; 0 after g1_engine_reset_slot. */
 int g1_engine_slot_len(const g1_engine *e, int slot);
 void g1_engine_reset_slot(g1_engine *e, int slot);

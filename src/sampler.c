@@ -169,6 +169,15 @@ g1_status g1_logits_max(const float *l, int32_t V, float *max)
     return G1_OK;
 }
 
+g1_status g1_row_logprob(const float *l, int32_t V, int32_t target, double *lp, int32_t *argmax)
+{
+    float mx = 0;
+    G1_TRY(g1_logits_max(l, V, &mx));
+    *argmax = g1_row_first(l, V, mx);
+    *lp = target < 0 ? 0 : (double)l[target] - mx - log(g1_row_exp(l, V, mx, 1.0, NULL, NULL));
+    return G1_OK;
+}
+
 g1_status g1_sampler_sample(g1_sampler *s, const float *logits, const g1_sample_opts *o,
                             uint64_t request, uint64_t step, int32_t *token)
 {

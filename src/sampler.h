@@ -48,6 +48,11 @@ typedef struct g1_logprob { int32_t id; double logprob; } g1_logprob;
  * logit is NaN or +inf, or if all are -inf. */
 g1_status g1_logits_max(const float *logits, int32_t V, float *max);
 
+/* The score of a logits row: the log-softmax at `target` in double (*lp; 0
+ * when target < 0) and the first index of the largest logit (*argmax);
+ * fails as g1_logits_max does. */
+g1_status g1_row_logprob(const float *logits, int32_t V, int32_t target, double *lp, int32_t *argmax);
+
 /* Log-softmax (in double) of the raw logits row (V): the n highest as
  * top[0..n) (descending, lowest id first on ties; n <= V), and the log-prob
  * of `token` in *token_logprob (when not NULL and token is in [0, V)).

@@ -217,8 +217,12 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     G1_TRY(dalloc(e, &e->xr, R * D * 4));
     G1_TRY(dalloc(e, &e->h1, R * F * 4));
     G1_TRY(dalloc(e, &e->h2, R * F * 4));
-    if (e->embedding)
+    if (e->embedding) {
         G1_TRY(dalloc(e, &e->logits, T * V * 4));
+        G1_TRY(dalloc(e, &e->target, T * sizeof(int)));
+        G1_TRY(dalloc(e, &e->score, T * sizeof(g1_row_score)));
+        G1_TRY(halloc(&e->score_h, T * sizeof(g1_row_score)));
+    }
     G1_TRY(halloc(&e->tab_h, T * 28));
     G1_TRY(halloc(&e->idx_h, R * sizeof(int)));
     G1_TRY(halloc(&e->rows_h, 2 * R * sizeof(int)));
@@ -364,7 +368,7 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
         cudaFree(e->slots[s].k);
         cudaFree(e->slots[s].v);
     }
-    void *pinned[] = {e->tab_h, e->idx_h, e->rows_h, e->gate_h, e->xh, e->yh};
+    void *pinned[] = {e->tab_h, e->idx_h, e->rows_h, e->gate_h, e->xh, e->yh, e->score_h};
     for (size_t i = 0; i < sizeof pinned / sizeof pinned[0]; i++)
         if (pinned[i])
             cudaFreeHost(pinned[i]);
@@ -377,6 +381,39 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
     free(e->mats);
     free(e->slots);
     free(e);
+}
+
+g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, const int *target, double *lp,
+                                    int *argmax)
+{
+    const g1_config *c = &e->cfg;
+    if (!e->embedding || !e->final_norm)
+        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
+    G1_CU(cudaSetDevice(e->opts.device));
+    size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
+    for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
+        int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
+        G1_CU(cudaMemcpyAsync(e->x, x + (size_t)t0 * D, (size_t)n * D * 4, cudaMemcpyHostToDevice, e->stream));
+        G1_CU(cudaMemcpyAsync(e->target, target + t0, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, e->stream));
+        G1_CU(g1_cuda_rmsnorm(e->stream, e->x, n, (int)D, e->final_norm, (float)c->rms_eps, e->xn));
+        G1_TRY(g1_cuda_unembed(&e->mm, e->xn, n, (int)D, e->embedding, (int)V, (float)c->output_multiplier,
+                               e->logits));
+        G1_CU(g1_cuda_score_rows(e->stream, e->logits, n, (int)V, e->target, e->score));
+        G1_CU(cudaMemcpyAsync(e->score_h, e->score, (size_t)n * sizeof(g1_row_score), cudaMemcpyDeviceToHost,
+                              e->stream));
+        G1_CU(cudaStreamSynchronize(e->stream));
+        for (int t = 0; t < n; t++) { /* the host's verdicts (g1_logits_max) */
+            const g1_row_score *r = &e->score_h[t];
+            if (r->bad >= 0)
+                return G1_FAIL(G1_ERR_RANGE, "logit %d is %g: the model produced a NaN or infinity", r->bad,
+                               (double)r->bad_value);
+            if (r->argmax < 0)
+                return G1_FAIL(G1_ERR_RANGE, "every logit is -inf: nothing can be sampled or scored");
+            lp[t0 + t] = r->lp;
+            argmax[t0 + t] = r->argmax;
+        }
+    }
+    return G1_OK;
 }
 
 int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot) { return e->slots[slot].len; }

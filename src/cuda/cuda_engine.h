@@ -45,6 +45,10 @@ void g1_cuda_engine_free(g1_cuda_engine *e);
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x);
 g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, float *x);
 g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float *logits);
+/* As g1_engine_score_rows: the logits and their reduction on the GPU, only
+ * the log-probs and argmaxes come back. */
+g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, const int *target, double *lp,
+                                    int *argmax);
 int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot);
 /* As g1_engine_kv_short. */
 int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b);

@@ -58,6 +58,12 @@ g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float 
     (void)e, (void)T, (void)x, (void)logits;
     return NO_CUDA;
 }
+g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, const int *target, double *lp,
+                                    int *argmax)
+{
+    (void)e, (void)T, (void)x, (void)target, (void)lp, (void)argmax;
+    return NO_CUDA;
+}
 int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot)
 {
     (void)e, (void)slot;

@@ -2,6 +2,7 @@
 // router top-k, gather, combine, embedding, bf16 conversion, device-side
 // random fill. Numerics follow the CPU kernels (src/cpu_ops.c) op for op.
 #include <cuda_bf16.h>
+#include <limits.h>
 #include <math.h>
 
 #include "cuda_ops.h"
@@ -177,6 +178,63 @@ __global__ void fill_f32_k(float *x, size_t n, uint64_t seed, float lo, float hi
     }
 }
 
+// One logits row per block: the largest logit and the first index holding
+// it, the first NaN or +inf, then sum exp(l - max) in double and the
+// target's log-softmax, the CPU's g1_row_logprob (sampler.c) up to the
+// order of the sum.
+__global__ void score_rows_k(const float *logits, int V, const int *target, g1_row_score *out)
+{
+    __shared__ float smx[32];
+    __shared__ int sarg[32], sbad[32];
+    __shared__ double sh[32];
+    const float *l = logits + (size_t)blockIdx.x * V;
+    float mx = -INFINITY;
+    int arg = INT_MAX, bad = INT_MAX;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = l[i];
+        if (v != v || v == INFINITY)
+            bad = bad < i ? bad : i;
+        else if (v > mx) // this thread's indices rise: the first of its largest
+            mx = v, arg = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_down_sync(0xffffffffu, mx, o);
+        int a2 = __shfl_down_sync(0xffffffffu, arg, o), b2 = __shfl_down_sync(0xffffffffu, bad, o);
+        if (m2 > mx || (m2 == mx && a2 < arg))
+            mx = m2, arg = a2;
+        bad = b2 < bad ? b2 : bad;
+    }
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = (int)(blockDim.x >> 5);
+    if (lane == 0)
+        smx[w] = mx, sarg[w] = arg, sbad[w] = bad;
+    __syncthreads();
+    mx = smx[0], arg = sarg[0], bad = sbad[0];
+    for (int i = 1; i < nw; i++) {
+        if (smx[i] > mx || (smx[i] == mx && sarg[i] < arg))
+            mx = smx[i], arg = sarg[i];
+        bad = sbad[i] < bad ? sbad[i] : bad;
+    }
+    // every thread holds the row's verdict: a bad row or an all -inf row
+    // stops here, together
+    g1_row_score r;
+    r.max = mx;
+    r.argmax = arg == INT_MAX ? -1 : arg;
+    r.bad = bad == INT_MAX ? -1 : bad;
+    r.bad_value = bad == INT_MAX ? 0.0f : l[bad];
+    r.lp = 0;
+    if (bad == INT_MAX && mx != -INFINITY) {
+        double sum = 0, m = (double)mx;
+        for (int i = threadIdx.x; i < V; i += blockDim.x)
+            sum += exp((double)l[i] - m);
+        sum = block_sum(sum, sh);
+        int t = target[blockIdx.x];
+        if (t >= 0)
+            r.lp = (double)l[t] - m - log(sum);
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = r;
+}
+
 unsigned grid_for(size_t n)
 {
     size_t g = (n + NTHR - 1) / NTHR;
@@ -186,6 +244,15 @@ unsigned grid_for(size_t n)
 } // namespace
 
 extern "C" {
+
+cudaError_t g1_cuda_score_rows(cudaStream_t s, const float *logits, int T, int V, const int *target,
+                               g1_row_score *out)
+{
+    if (T <= 0)
+        return cudaSuccess;
+    G1_LAUNCH(score_rows_k, T, 1024, s)(logits, V, target, out);
+    return cudaGetLastError();
+}
 
 cudaError_t g1_cuda_rmsnorm(cudaStream_t s, const float *x, int T, int D, const float *scale, float eps, float *out)
 {

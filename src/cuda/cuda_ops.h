@@ -46,6 +46,19 @@ cudaError_t g1_cuda_unembed_few(cudaStream_t s, const float *x, int T, int D, co
                                 float *y);
 #define G1_CUDA_UNEMBED_MAX_T 16
 
+/* The score of a logits row (g1_cuda_score_rows). */
+typedef struct g1_row_score {
+    double lp;       /* log-softmax at the row's target (0 with none, or a bad row) */
+    float max;       /* the largest logit (NaN and +inf left out) */
+    int argmax;      /* the first index holding it (-1: every logit NaN, +inf or -inf) */
+    int bad;         /* the first NaN or +inf logit, -1 when none */
+    float bad_value; /* its value */
+} g1_row_score;
+/* For each of T rows of logits (T, V): out[t] as above, with target[t] < 0
+ * for no log-prob. The sum of exp(l - max) is in double, as on the CPU
+ * (g1_row_logprob), over 1024 threads in a fixed order. */
+cudaError_t g1_cuda_score_rows(cudaStream_t s, const float *logits, int T, int V, const int *target,
+                               g1_row_score *out);
 /* out (T, D) = scale * x / sqrt(mean(x^2) + eps) (sum of squares in double). */
 cudaError_t g1_cuda_rmsnorm(cudaStream_t s, const float *x, int T, int D, const float *scale, float eps, float *out);
 /* x (T, D) += RMSNorm(y) */

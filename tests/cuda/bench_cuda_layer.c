@@ -203,6 +203,58 @@ static g1_status unembed_time(cudaStream_t s, const g1_config *c, int T, int ite
     return st;
 }
 
+/* Score mode's rows: R rows of logits (V) reduced on the GPU (log-softmax
+ * at a target, argmax: g1_cuda_score_rows) against copying them to pinned
+ * host memory, which the host's reduction needs first: ms for each. */
+static g1_status score_time(cudaStream_t s, const g1_config *c, int R, int iters, double *ms_dev, double *ms_copy)
+{
+    size_t V = (size_t)c->vocab_size;
+    float *l = NULL, *h = NULL;
+    int *t = NULL;
+    g1_row_score *o = NULL;
+    cudaEvent_t a = NULL, b = NULL;
+    g1_status st = cu(cudaMalloc((void **)&l, (size_t)R * V * 4), "malloc (logits)");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&t, (size_t)R * sizeof *t), "malloc");
+    if (st == G1_OK)
+        st = cu(cudaMalloc((void **)&o, (size_t)R * sizeof *o), "malloc");
+    if (st == G1_OK)
+        st = cu(cudaMallocHost((void **)&h, (size_t)R * V * 4), "pinned host memory");
+    if (st == G1_OK)
+        st = cu(g1_cuda_fill_f32(s, l, (size_t)R * V, 13, -20, 20), "fill");
+    if (st == G1_OK)
+        st = cu(cudaMemsetAsync(t, 0, (size_t)R * sizeof *t, s), "memset");
+    if (st == G1_OK)
+        st = cu(cudaEventCreate(&a), "event");
+    if (st == G1_OK)
+        st = cu(cudaEventCreate(&b), "event");
+    if (st == G1_OK)
+        st = cu(g1_cuda_score_rows(s, l, R, (int)V, t, o), "score rows");
+    if (st == G1_OK) {
+        cudaEventRecord(a, s);
+        for (int i = 0; i < iters; i++)
+            g1_cuda_score_rows(s, l, R, (int)V, t, o);
+        cudaEventRecord(b, s);
+        st = cu(cudaEventSynchronize(b), "score rows");
+        *ms_dev = elapsed_ms(a, b) / iters;
+    }
+    if (st == G1_OK) {
+        cudaEventRecord(a, s);
+        for (int i = 0; i < iters && st == G1_OK; i++)
+            st = cu(cudaMemcpyAsync(h, l, (size_t)R * V * 4, cudaMemcpyDeviceToHost, s), "copy");
+        cudaEventRecord(b, s);
+        if (st == G1_OK)
+            st = cu(cudaEventSynchronize(b), "copy");
+        *ms_copy = elapsed_ms(a, b) / iters;
+    }
+    if (a)
+        cudaEventDestroy(a);
+    if (b)
+        cudaEventDestroy(b);
+    cudaFree(l), cudaFree(t), cudaFree(o), cudaFreeHost(h);
+    return st;
+}
+
 /* Decode attention of S sequences each over C cached positions (one
  * layer's caches, the query at position C-1), max_splits as grok1-run's
  * engine gets at its default 256 tokens per step; float32 or bf16 caches
@@ -341,6 +393,16 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
                    100 * ebytes / (ms * 1e-3) / 1e9 / bw);
         }
         printf("\n");
+    }
+    {
+        int R = smoke ? 4 : 256;
+        double md = 0, mc = 0, bytes = (double)R * c->vocab_size * 4;
+        G1_TRY(score_time(e->stream, c, R, iters, &md, &mc));
+        printf("  score of %d logits rows (%d each, %.0f MB), for grok1-run --mode score: reduced on the GPU %.3f ms "
+               "(%.0f rows/s, %.0f GB/s); copied to pinned host memory for the host's reduction %.3f ms "
+               "(%.0f rows/s, %.1f GB/s)\n",
+               R, c->vocab_size, bytes / 1e6, md, R / (md * 1e-3), bytes / (md * 1e-3) / 1e9, mc, R / (mc * 1e-3),
+               bytes / (mc * 1e-3) / 1e9);
     }
     int S = 8, C = smoke ? 40 : c->max_seq_len;
     for (int bf16 = 0; bf16 < 2; bf16++) {

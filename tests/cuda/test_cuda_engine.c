@@ -5,11 +5,13 @@
  * + decode, greedy tokens equal for 32 steps on a model
  * with clear margins, a sequence alone vs inside a ragged batch, refusals,
  * g1_engine's dispatch to the backend, and the engine-memory calls of
- * grok1-run --gpu-direct. Exits 77 without a GPU. */
+ * grok1-run --gpu-direct, the score of rows on the device against the
+ * logits reduced on the host. Exits 77 without a GPU. */
 #include <string.h>
 
 #include "engine.h"
 #include "synth.h"
+#include "sampler.h"
 #include "cudatest.h"
 
 enum { N = 40 };
@@ -471,6 +473,55 @@ static void weights_source(g1_backend be, const char *what)
     free(ref), free(got);
 }
 
+/* g1_engine_score_rows (score mode's log-probs without logits on the host)
+ * against the same engine's logits reduced by g1_row_logprob on the host:
+ * 20 rows in chunks of max_batch 8, some without a target; argmaxes equal,
+ * log-probs to 1e-12 (the order of a double sum), bitwise on the CPU. A row
+ * of NaN hidden states fails with the CPU's message. */
+static void score_rows(g1_backend be, const char *what)
+{
+    model m;
+    mk_model(&m, "tiny", 3, 0);
+    eng e = mk_engine(&m, be, 1, 8, 0);
+    enum { T = 20 };
+    int V = m.C.vocab_size, D = m.C.emb_size, tok[T], slot[T], pos[T], target[T], am[T];
+    double lp[T];
+    for (int t = 0; t < T; t++)
+        tok[t] = tu_int(V), slot[t] = 0, pos[t] = t, target[t] = t % 7 == 3 ? -1 : tu_int(V);
+    float *x = malloc((size_t)T * D * 4), *l = malloc((size_t)T * V * 4);
+    for (int t0 = 0; t0 < T; t0 += 8) {
+        int n = T - t0 < 8 ? T - t0 : 8;
+        g1_batch b = {.T = n, .slot = slot + t0, .pos = pos + t0};
+        ct_ok(g1_engine_embed(e.e, n, tok + t0, x + (size_t)t0 * D), "embed");
+        ct_ok(g1_engine_forward(e.e, &b, x + (size_t)t0 * D), "forward");
+    }
+    ct_ok(g1_engine_logits(e.e, T, x, l), "logits");
+    ct_ok(g1_engine_score_rows(e.e, T, x, target, lp, am), "score rows");
+    int ok = 1;
+    for (int t = 0; t < T; t++) {
+        double want = 0;
+        int32_t a = -1;
+        ct_ok(g1_row_logprob(l + (size_t)t * V, V, target[t], &want, &a), "row logprob");
+        int same = am[t] == a && (be == G1_BACKEND_CPU ? lp[t] == want : fabs(lp[t] - want) <= 1e-12 * (1 + fabs(want)));
+        if (!same)
+            fprintf(stderr, "%s: row %d: lp %.17g argmax %d, from the logits %.17g and %d\n", what, t, lp[t], am[t],
+                    want, a);
+        ok &= same;
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s: scores of 20 rows equal the logits' log-softmax", what);
+    tu_check(ok, msg);
+    x[(size_t)5 * D + 1] = NAN;
+    g1_status st = g1_engine_score_rows(e.e, T, x, target, lp, am);
+    snprintf(msg, sizeof msg, "%s: a NaN row fails naming its logit (%s)", what, st == G1_OK ? "ok" : g1_last_error());
+    tu_check(st == G1_ERR_RANGE && strstr(g1_last_error(), "logit 0 is nan: the model produced a NaN or infinity"),
+             msg);
+    tu_check(g1_engine_scores_on_device(e.e) == (be == G1_BACKEND_CUDA), "scores on the device with cuda only");
+    free(x), free(l);
+    eng_free(e);
+    g1_weights_free(&m.W);
+}
+
 int main(void)
 {
     ct_need_gpu("test_cuda_engine");
@@ -483,6 +534,8 @@ int main(void)
     kv_bf16();
     weights_source(G1_BACKEND_CPU, "cpu");
     weights_source(G1_BACKEND_CUDA, "cuda");
+    score_rows(G1_BACKEND_CPU, "cpu");
+    score_rows(G1_BACKEND_CUDA, "cuda");
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
     return tu_failures ? 1 : 0;
 }

@@ -2,13 +2,15 @@
  * matmul on both paths (GEMV; dequantised panels + cuBLAS, plain bf16 and
  * hi+lo), columns not a multiple of 16, blocked scales; RMSNorm, RoPE, GELU,
  * router, combine; attention over caches whose lengths are not multiples of
- * any tile; the un-embedding; the MoE with uneven and empty expert groups.
+ * any tile; the un-embedding; the MoE with uneven and empty expert groups;
+ * the score of logits rows (log-softmax, argmax, NaN and -inf rows).
  * Exits 77 when no GPU is visible. */
 #include <string.h>
 
 #include "bf16.h"
 #include "cpu.h"
 #include "engine.h"
+#include "sampler.h"
 #include "synth.h"
 #include "cudatest.h"
 
@@ -282,6 +284,81 @@ static void test_moe_rows(void)
     g1_weights_free(&W);
 }
 
+/* The score of logits rows on the device (g1_cuda_score_rows) against the
+ * CPU's g1_row_logprob: random rows, ties for the largest logit across
+ * threads and warps, -inf entries, no target, and rows the CPU refuses: a
+ * NaN after a +inf (the first is named), a NaN alone, every logit -inf. */
+static void test_score_rows(int V)
+{
+    enum { R = 9 };
+    float *l = malloc((size_t)R * V * 4);
+    int target[R];
+    for (int r = 0; r < R; r++) {
+        float *row = l + (size_t)r * V;
+        for (int i = 0; i < V; i++)
+            row[i] = 8 * tu_sym();
+        target[r] = tu_int(V);
+    }
+    float big = 9.5f; /* ties: several copies of the largest, the first in a later thread */
+    l[(size_t)1 * V + V - 1] = big;
+    l[(size_t)1 * V + V / 2] = big;
+    l[(size_t)1 * V + (V > 3 ? 3 : 0)] = big;
+    target[1] = V / 2;
+    for (int i = 0; i < V; i += 3) /* -inf entries, one kept as the target */
+        l[(size_t)2 * V + i] = -INFINITY;
+    target[2] = 0;
+    target[3] = -1;
+    for (int i = 0; i < V; i++) /* a single finite logit */
+        l[(size_t)4 * V + i] = i == V - 1 ? 1.0f : -INFINITY;
+    target[4] = V - 1;
+    l[(size_t)5 * V + V - 1] = NAN; /* bad rows */
+    if (V > 2)
+        l[(size_t)5 * V + V / 3] = INFINITY;
+    l[(size_t)6 * V + V / 2] = NAN;
+    for (int i = 0; i < V; i++)
+        l[(size_t)7 * V + i] = -INFINITY;
+    for (int i = 0; i < V; i++) /* large logits: the sum is of exp(l - max) */
+        l[(size_t)8 * V + i] = 3e4f + l[(size_t)8 * V + i];
+    float *dl = ct_up(l, (size_t)R * V * 4);
+    int *dt = ct_up(target, sizeof target);
+    g1_row_score got[R], *dg = ct_up(NULL, sizeof got);
+    ct_cu(g1_cuda_score_rows(S, dl, R, V, dt, dg), "score rows");
+    ct_down(got, dg, sizeof got);
+    for (int r = 0; r < R; r++) {
+        char what[96];
+        snprintf(what, sizeof what, "score row %d of V=%d", r, V);
+        const float *row = l + (size_t)r * V;
+        int bad = -1, all_ninf = 1;
+        for (int i = 0; i < V && bad < 0; i++)
+            if (isnan(row[i]) || row[i] == INFINITY)
+                bad = i;
+        for (int i = 0; i < V; i++)
+            all_ninf &= row[i] == -INFINITY;
+        double lp = 0;
+        int32_t am = -1;
+        g1_status st = g1_row_logprob(row, V, target[r], &lp, &am);
+        if (bad >= 0) {
+            tu_check(st != G1_OK && got[r].bad == bad && (isnan(row[bad]) ? isnan(got[r].bad_value)
+                                                                         : got[r].bad_value == row[bad]), what);
+        } else if (all_ninf) {
+            tu_check(st != G1_OK && got[r].bad < 0 && got[r].argmax < 0, what);
+        } else {
+            int ok = st == G1_OK && got[r].bad < 0 && got[r].argmax == am && got[r].max == row[am] &&
+                     (isinf(lp) ? got[r].lp == lp : fabs(got[r].lp - lp) <= 1e-12 * (1 + fabs(lp)));
+            if (!ok)
+                fprintf(stderr, "%s: lp %.17g argmax %d bad %d, the CPU: lp %.17g argmax %d\n", what, got[r].lp,
+                        got[r].argmax, got[r].bad, lp, am);
+            tu_check(ok, what);
+        }
+    }
+    int first = V / 2 < (V > 3 ? 3 : 0) ? V / 2 : (V > 3 ? 3 : 0);
+    if (got[1].argmax != first)
+        fprintf(stderr, "V=%d: the first of the tied largest logits is %d, the kernel says %d\n", V, first,
+                got[1].argmax);
+    tu_check(got[1].argmax == first, "score rows: ties go to the first index");
+    cudaFree(dl), cudaFree(dt), cudaFree(dg), free(l);
+}
+
 int main(void)
 {
     ct_need_gpu("test_cuda_ops");
@@ -324,6 +401,11 @@ int main(void)
     }
     if (WANT("moe"))
         test_moe_rows();
+    if (WANT("score")) {
+        int Vs[] = {1, 5, 1000, 1024, 4099, 131072};
+        for (int i = 0; i < 6; i++)
+            test_score_rows(Vs[i]);
+    }
 #undef WANT
     cublasDestroy(blas);
     cudaStreamDestroy(S);

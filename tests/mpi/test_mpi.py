@@ -341,6 +341,27 @@ def case_cuda_emu():
     err = rel(cu1, cpu)
     print(f"cuda bf16x2 (emulated) 1x1 vs cpu: max relative error {err:.3g}")
     check(cu1.keys() == cpu.keys() and err <= 1e-3, f"cuda 1x1 differs from cpu by {err:.3g}")
+    # without a dump the scores are reduced on the GPU (g1_engine_score_rows):
+    # only the order of a double sum differs from the logits reduced on the host
+    dev_out = os.path.join(ARGS.tmp, "emu_1x1_device.jsonl")
+    p = run(1, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", dev_out, "--verbose"] + x2, **emu)
+    check("scores reduced on the GPU" in p.stderr, f"no dump: scores not reduced on the GPU: {p.stderr[-500:]}")
+    host = [json.loads(l) for l in text1.splitlines()]
+    dev = [json.loads(l) for l in open(dev_out)]
+    worst = max((abs(a - b) / (1 + abs(b)) for h, g in zip(host, dev) for a, b in zip(g["logprobs"], h["logprobs"])),
+                default=0.0)
+    same_rest = len(host) == len(dev) and all(h["id"] == g["id"] and h["greedy"] == g["greedy"] and
+                                              len(h["logprobs"]) == len(g["logprobs"]) for h, g in zip(host, dev))
+    print(f"cuda (emulated) scores reduced on the GPU vs logits on the host: worst log-prob difference {worst:.3g}, "
+          f"ids and greedy flags {'equal' if same_rest else 'DIFFERENT'}")
+    check(same_rest and worst <= 1e-12, f"scores reduced on the GPU differ from the host's by {worst:.3g}")
+    for P, E in [(2, 1), (1, 2)]:  # and through the pipeline, with the greedy of every continuation
+        out = os.path.join(ARGS.tmp, f"emu_{P}x{E}_device.jsonl")
+        run(P * E, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--stages", str(P),
+                    "--ep", str(E)] + x2, **emu)
+        check(open(out).read() == open(dev_out).read() if E == 1 else
+              [json.loads(l)["greedy"] for l in open(out)] == [r["greedy"] for r in dev],
+              f"cuda {P}x{E} scores reduced on the GPU differ from 1x1's")
     gin = requests(os.path.join(ARGS.tmp, "emu_gen.jsonl"), 6, 12, "generate", new=(1, 10))
     reqs = [json.loads(l) for l in open(gin)]
     with open(gin, "w") as f:

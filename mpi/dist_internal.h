@@ -33,10 +33,14 @@ double g1_now(void);
 void g1_a2a_free(struct a2a *a);
 void g1_pipe_mpi_free(struct pipe *p);
 
-/* Message: int32 header [kind, mb, T, 0], T slots, T positions, T*D floats. */
-size_t g1_msg_bytes(int T, int D);
-void g1_msg_pack(void *buf, int kind, int mb, int T, const int *slot, const int *pos, const float *x, int D);
+/* Message: int32 header [kind, mb, T, F], T slots, T positions, F forks
+ * (src, dst, n: global slots), T*D floats. Everything before the floats is
+ * the message's head (g1_msg_bytes(T, F, 0) bytes). */
+size_t g1_msg_bytes(int T, int F, int D);
+void g1_msg_pack(void *buf, int kind, int mb, int T, const int *slot, const int *pos, int F, const g1_fork *fork,
+                 const float *x, int D);
 /* Pointers into a received message. */
-void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int **pos, float **x);
+void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int **pos, int *F, g1_fork **fork,
+                 float **x);
 
 #endif

@@ -35,6 +35,11 @@ typedef struct seq {
     g1_tok_stream ts;   /* generate with a tokenizer: completion text so far */
     g1_str text;
     size_t searched;    /* bytes of text already searched for stop strings */
+    /* a fork waiting to be planned into a batch (fork_n > 0): the first
+     * fork_n positions of slot fork_src, which ran request fork_k (-1: free)
+     * when it was chosen; fed stays 0 until then */
+    int fork_src, fork_n;
+    int64_t fork_k;
 } seq;
 
 /* Finished result lines waiting for their predecessors: a ring indexed by
@@ -53,6 +58,8 @@ typedef struct mbatch {
     int *tok, *slot, *pos; /* (max_batch_tokens) */
     int *need;             /* (max_batch_tokens) rows that need logits */
     float *x;              /* (max_batch_tokens, D) */
+    g1_fork *fork;         /* (max_batch_tokens) forks applied before the step's tokens */
+    int n_fork;
 } mbatch;
 
 typedef struct driver {
@@ -87,6 +94,8 @@ typedef struct driver {
      * starts after the prefix it shares with them */
     int **held;            /* (n_slots, context) */
     int *n_held;           /* (n_slots) */
+    int E;                 /* forks stay within slots of one owner (g % E) */
+    int *cls_n, *cls_c;    /* (E) best_free: the best fork source of each owner */
     /* score mode: the log-probs (and greedy flags) of the slot's positions
      * [0, n_lp[s]): the log-prob of held token p + 1 after held[0..p], kept
      * from the plain score request that computed them, so a plain score
@@ -233,10 +242,19 @@ static int reusable(const driver *d, int s, const g1_request *r)
     return usable(d, r, d->held[s], d->n_held[s], d->n_lp ? d->n_lp[s] : 0);
 }
 
-/* Put request `r` (ownership taken), request index k, into free slot s. A
- * generate request with no room for new tokens finishes at once and leaves
- * the slot free. */
-static g1_status seq_start(driver *d, int s, g1_request *r, int64_t k)
+/* Where a request goes (best_free): free slot s, the positions its own
+ * caches give it (own), and a fork of the first n positions of slot src
+ * (which ran request k, -1 when free) when n > own. */
+typedef struct slot_pick {
+    int s, own, src, n;
+    int64_t k;
+    int own_best; /* the most any free slot's own caches give */
+} slot_pick;
+
+/* Put request `r` (ownership taken), request index k, into free slot s
+ * (with the fork `pick` proposes, if any). A generate request with no room
+ * for new tokens finishes at once and leaves the slot free. */
+static g1_status seq_start(driver *d, int s, g1_request *r, int64_t k, const slot_pick *pick)
 {
     seq *q = &d->seqs[s];
     memset(q, 0, sizeof *q);
@@ -266,31 +284,78 @@ static g1_status seq_start(driver *d, int s, g1_request *r, int64_t k)
         if (d->o.tok)
             g1_tok_stream_init(&q->ts, d->o.tok);
     }
+    q->busy = 1;
+    if (pick && pick->n > pick->own) { /* a fork, planned when a batch of this slot is built */
+        q->fork_src = pick->src;
+        q->fork_n = pick->n;
+        q->fork_k = pick->k;
+        return G1_OK;
+    }
     q->fed = reusable(d, s, &q->req); /* a smaller position rewinds the slot's caches there */
     if (q->fed && plain_score(d, &q->req)) { /* the log-probs of the shared positions */
         memcpy(q->lp, d->held_lp[s], (size_t)q->fed * sizeof *q->lp);
         memcpy(q->ok, d->held_ok[s], (size_t)q->fed);
     }
     d->st->reused_tokens += q->fed;
-    q->busy = 1;
     return G1_OK;
 }
 
-/* The free slot for request r: the one whose caches hold the longest usable
- * prefix of it (*reuse), the first on ties in the order that spreads
- * requests over the micro-batches (slot j of every micro-batch before slot
- * j + 1 of any). -1 when no slot is free. */
-static int best_free(const driver *d, const g1_request *r, int *reuse)
+/* Whether request r may start from a prefix forked from another slot: with
+ * prefix reuse, and not a plain score (whose kept log-probs stay with
+ * their slot). */
+static int forkable(const driver *d, const g1_request *r) { return d->held && !plain_score(d, r); }
+
+/* The positions of request r slot c can give by a fork: what its caches
+ * hold (or will, once the prompt it is submitting is in: a fork waits for
+ * that). */
+static int fork_share(const driver *d, int c, const g1_request *r)
 {
-    int s = -1;
+    int n = usable(d, r, d->held[c], d->n_held[c], 0);
+    const seq *q = &d->seqs[c];
+    if (q->busy && q->fed < q->req.n_prompt) {
+        int f = usable(d, r, q->req.prompt_ids, q->req.n_prompt, 0);
+        n = f > n ? f : n;
+    }
+    return n;
+}
+
+/* The free slot for request r: the one that starts it furthest along, by
+ * the prefix its own caches hold or by a fork from a slot of its owner
+ * (pick; pick->n > pick->own for a fork), the first on ties in the order
+ * that spreads requests over the micro-batches (slot j of every micro-batch
+ * before slot j + 1 of any). *reuse: the positions it skips. -1 when no
+ * slot is free. */
+static int best_free(const driver *d, const g1_request *r, int *reuse, slot_pick *pick)
+{
+    int s = -1, fork = forkable(d, r), E = d->E;
     *reuse = -1;
-    for (int i = 0; i < d->n_slots; i++) {
-        int c = (i % d->M) * d->B + i / d->M, n;
-        if (!d->seqs[c].busy && (n = reusable(d, c, r)) > *reuse) {
-            *reuse = n;
-            s = c;
+    *pick = (slot_pick){.s = -1, .src = -1, .k = -1};
+    if (fork) {
+        for (int e = 0; e < E; e++)
+            d->cls_n[e] = 0, d->cls_c[e] = -1;
+        for (int c = 0; c < d->n_slots; c++) {
+            int n = fork_share(d, c, r);
+            if (n > d->cls_n[c % E])
+                d->cls_n[c % E] = n, d->cls_c[c % E] = c;
         }
     }
+    int own_best = 0;
+    for (int i = 0; i < d->n_slots; i++) {
+        int c = (i % d->M) * d->B + i / d->M;
+        if (d->seqs[c].busy)
+            continue;
+        int own = reusable(d, c, r), n = own, src = -1;
+        own_best = own > own_best ? own : own_best;
+        if (fork && d->cls_c[c % E] != c && d->cls_n[c % E] > own)
+            n = d->cls_n[c % E], src = d->cls_c[c % E];
+        if (n > *reuse) {
+            *reuse = n;
+            s = c;
+            *pick = (slot_pick){.s = c, .own = own, .src = src, .n = src >= 0 ? n : own,
+                                .k = src >= 0 && d->seqs[src].busy ? d->seqs[src].k : -1};
+        }
+    }
+    pick->own_best = own_best;
     return s;
 }
 
@@ -316,14 +381,14 @@ static int running_share(const driver *d, const g1_request *r)
  * contexts of one question's lm-eval continuations, read one after the other. */
 #define WAIT_GAIN 16
 
-static g1_status start_pending(driver *d, int i, int s)
+static g1_status start_pending(driver *d, int i, const slot_pick *pick)
 {
     g1_request r = d->pend[i];
     int64_t k = d->pend_k[i];
     d->n_pend--;
     memmove(d->pend + i, d->pend + i + 1, (size_t)(d->n_pend - i) * sizeof *d->pend);
     memmove(d->pend_k + i, d->pend_k + i + 1, (size_t)(d->n_pend - i) * sizeof *d->pend_k);
-    return seq_start(d, s, &r, k);
+    return seq_start(d, pick->s, &r, k, pick);
 }
 
 /* Fill free slots from the input, oldest request first, each into the free
@@ -354,19 +419,23 @@ static g1_status admit(driver *d)
         if (d->bad && !d->n_pend)
             return G1_FAIL(d->bad, "%s", d->bad_msg);
         int started = 0, free_left = 0, reuse;
+        slot_pick pick;
         for (int i = 0; i < d->n_pend; i++) {
-            int s = best_free(d, &d->pend[i], &reuse);
+            int s = best_free(d, &d->pend[i], &reuse, &pick);
             if (s < 0)
                 break;
             free_left = 1;
-            if (d->held && d->o.mode == G1_MODE_SCORE && running_share(d, &d->pend[i]) >= reuse + WAIT_GAIN)
+            /* against what free slots hold themselves: a fork would start it now, but
+             * piling the continuations of one context into its slot keeps the
+             * other slots' caches for the requests they suit */
+            if (d->held && d->o.mode == G1_MODE_SCORE && running_share(d, &d->pend[i]) >= pick.own_best + WAIT_GAIN)
                 continue;
-            G1_TRY(start_pending(d, i--, s));
+            G1_TRY(start_pending(d, i--, &pick));
             started = 1;
         }
         if (!started && free_left && d->n_pend == d->W) { /* the read-ahead is full of waiting requests */
-            int s = best_free(d, &d->pend[0], &reuse);
-            G1_TRY(start_pending(d, 0, s));
+            best_free(d, &d->pend[0], &reuse, &pick);
+            G1_TRY(start_pending(d, 0, &pick));
             started = 1;
         }
         if (!started)
@@ -390,6 +459,39 @@ static void add_row(driver *d, mbatch *b, int t, int s, int token, int pos, int 
     }
 }
 
+/* Slot s's fork, planned into batch b before any of b's tokens are added
+ * (the fork runs first on every rank, after every batch submitted before
+ * b: so it copies what the driver's record of the source holds now). It
+ * waits (fork_n stays) while its source still runs the request it was
+ * chosen for and has not submitted the prefix yet, or b has no room for
+ * another fork; a source that moved on gives what it still holds, and when
+ * that is no more than s's own caches hold, s starts from those. */
+static void plan_fork(driver *d, mbatch *b, int s)
+{
+    seq *q = &d->seqs[s];
+    const seq *src = &d->seqs[q->fork_src];
+    int have = usable(d, &q->req, d->held[q->fork_src], d->n_held[q->fork_src], 0);
+    if (have < q->fork_n && src->busy && src->k == q->fork_k && src->fed < src->req.n_prompt)
+        return; /* the source's prefix is not submitted yet */
+    int n = have < q->fork_n ? have : q->fork_n, own = reusable(d, s, &q->req);
+    if (n > own && b->n_fork == d->o.max_batch_tokens)
+        return; /* no room in this batch */
+    q->fork_n = 0;
+    if (n <= own) {
+        q->fed = own;
+        d->st->reused_tokens += own;
+        return;
+    }
+    b->fork[b->n_fork++] = (g1_fork){.src = q->fork_src, .dst = s, .n = n};
+    memcpy(d->held[s], d->held[q->fork_src], (size_t)n * sizeof **d->held);
+    d->n_held[s] = n;
+    if (d->n_lp)
+        d->n_lp[s] = 0;
+    q->fed = n;
+    d->st->reused_tokens += n;
+    d->st->forked_tokens += n;
+}
+
 /* Micro-batch m's next step: decode tokens first (they are cheap and keep
  * latency low), then prefill chunks of the oldest requests with what is left
  * of the token budget. */
@@ -397,6 +499,10 @@ static int build_batch(driver *d, int m)
 {
     mbatch *b = &d->mbs[m];
     int T = 0, budget = d->o.max_batch_tokens, n = d->B, s0 = m * d->B;
+    b->n_fork = 0;
+    for (int s = s0; s < s0 + n; s++)
+        if (d->seqs[s].busy && d->seqs[s].fork_n)
+            plan_fork(d, b, s);
     for (int i = 0; i < n && T < budget; i++) {
         int s = s0 + (b->rr + i) % n;
         seq *q = &d->seqs[s];
@@ -410,7 +516,7 @@ static int build_batch(driver *d, int m)
         int best = -1;
         for (int s = s0; s < s0 + n; s++) {
             seq *q = &d->seqs[s];
-            if (q->busy && q->fed < q->req.n_prompt && (best < 0 || q->k < d->seqs[best].k))
+            if (q->busy && !q->fork_n && q->fed < q->req.n_prompt && (best < 0 || q->k < d->seqs[best].k))
                 best = s;
         }
         if (best < 0)
@@ -550,9 +656,9 @@ static g1_status launch(driver *d, int m)
         return G1_OK; /* interrupted: let the steps in flight finish, start none */
     G1_TRY(g1_fault_step());
     b->T = build_batch(d, m);
-    if (!b->T)
+    if (!b->T && !b->n_fork)
         return G1_OK;
-    g1_batch bt = {.T = b->T, .slot = b->slot, .pos = b->pos};
+    g1_batch bt = {.T = b->T, .slot = b->slot, .pos = b->pos, .n_fork = b->n_fork, .fork = b->fork};
     double t0 = now_s();
     G1_TRY(g1_engine_embed(d->e, b->T, b->tok, b->x));
     double t1 = now_s();
@@ -691,6 +797,7 @@ static void mbatch_free(mbatch *b)
     free(b->pos);
     free(b->need);
     free(b->x);
+    free(b->fork);
 }
 
 static g1_status driver_alloc(driver *d)
@@ -718,6 +825,11 @@ static g1_status driver_alloc(driver *d)
         for (int s = 0; s < d->n_slots; s++)
             if (!(d->held[s] = malloc((size_t)d->context * sizeof **d->held)))
                 return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
+        d->E = d->o.kv_owners > 1 ? d->o.kv_owners : 1;
+        d->cls_n = malloc((size_t)d->E * sizeof *d->cls_n);
+        d->cls_c = malloc((size_t)d->E * sizeof *d->cls_c);
+        if (!d->cls_n || !d->cls_c)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
         if (d->o.mode == G1_MODE_SCORE && !d->o.dump) {
             d->held_lp = calloc((size_t)d->n_slots, sizeof *d->held_lp);
             d->held_ok = calloc((size_t)d->n_slots, sizeof *d->held_ok);
@@ -755,7 +867,8 @@ static g1_status driver_alloc(driver *d)
         b->pos = malloc(B * sizeof *b->pos);
         b->need = malloc(B * sizeof *b->need);
         b->x = malloc(B * D * sizeof *b->x);
-        if (!b->tok || !b->slot || !b->pos || !b->need || !b->x)
+        b->fork = malloc(B * sizeof *b->fork);
+        if (!b->tok || !b->slot || !b->pos || !b->need || !b->x || !b->fork)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
     }
     return G1_OK;
@@ -800,6 +913,8 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
         free(d.held[s]);
     free(d.held);
     free(d.n_held);
+    free(d.cls_n);
+    free(d.cls_c);
     for (int s = 0; d.held_lp && s < d.n_slots; s++) {
         free(d.held_lp[s]);
         free(d.held_ok[s]);

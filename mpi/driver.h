@@ -52,8 +52,14 @@ typedef struct g1_driver_opts {
     /* reuse the keys and values a slot holds from its earlier requests: a
      * request starts after the prefix it shares with them (a few-shot
      * preamble, the context of an lm-eval continuation); the results are
-     * the same, the engine being batch-invariant */
+     * the same, the engine being batch-invariant. With it a request that
+     * is not a plain score may also start from a prefix another slot holds
+     * (or is computing), copied into its slot (a fork, carried with the
+     * batch) */
     int prefix_cache;
+    /* forks copy caches only between slots that share an owner: slot g's
+     * caches live with expert slot g % kv_owners (the job's E; 0 or 1: one) */
+    int kv_owners;
     /* run only the requests whose index in the input (0-based, blank lines
      * not counted) is shard mod shards; results are those of an unsharded
      * run (sampling is keyed by that index). 0, 0 or 0, 1: every request */
@@ -67,6 +73,7 @@ typedef struct g1_driver_stats {
     int interrupted;       /* stopped by `stop` before the end of the input */
     int64_t prompt_tokens;
     int64_t reused_tokens; /* prompt positions not computed: their caches were held (prefix_cache) */
+    int64_t forked_tokens; /* of those, copied from another slot (a fork) */
     int64_t generated_tokens;
     int64_t steps; /* micro-batch steps submitted */
     double busy;   /* seconds embedding, un-embedding and picking tokens */

@@ -146,22 +146,32 @@ g1_status g1_dist_busy(g1_dist *d, double *busy)
 
 /* ---- messages ---- */
 
-size_t g1_msg_bytes(int T, int D) { return 16 + (size_t)T * 8 + (size_t)T * D * sizeof(float); }
-
-void g1_msg_pack(void *buf, int kind, int mb, int T, const int *slot, const int *pos, const float *x, int D)
+size_t g1_msg_bytes(int T, int F, int D)
 {
-    int32_t h[4] = {kind, mb, T, 0};
+    return 16 + (size_t)T * 8 + (size_t)F * sizeof(g1_fork) + (size_t)T * D * sizeof(float);
+}
+
+void g1_msg_pack(void *buf, int kind, int mb, int T, const int *slot, const int *pos, int F, const g1_fork *fork,
+                 const float *x, int D)
+{
+    int32_t h[4] = {kind, mb, T, F};
     char *p = buf;
     memcpy(p, h, 16);
     p += 16;
     if (T) {
         memcpy(p, slot, (size_t)T * 4);
         memcpy(p + (size_t)T * 4, pos, (size_t)T * 4);
-        memcpy(p + (size_t)T * 8, x, (size_t)T * D * sizeof(float));
     }
+    p += (size_t)T * 8;
+    if (F)
+        memcpy(p, fork, (size_t)F * sizeof(g1_fork));
+    p += (size_t)F * sizeof(g1_fork);
+    if (T)
+        memcpy(p, x, (size_t)T * D * sizeof(float));
 }
 
-void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int **pos, float **x)
+void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int **pos, int *F, g1_fork **fork,
+                 float **x)
 {
     int32_t h[4];
     char *p = buf;
@@ -169,9 +179,11 @@ void g1_msg_view(void *buf, int D, int *kind, int *mb, int *T, int **slot, int *
     *kind = h[0];
     *mb = h[1];
     *T = h[2];
+    *F = h[3];
     *slot = (int *)(void *)(p + 16);
     *pos = (int *)(void *)(p + 16 + (size_t)*T * 4);
-    *x = (float *)(void *)(p + 16 + (size_t)*T * 8);
+    *fork = (g1_fork *)(void *)(p + 16 + (size_t)*T * 8);
+    *x = (float *)(void *)(p + g1_msg_bytes(*T, *F, 0));
     (void)D;
 }
 

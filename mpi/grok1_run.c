@@ -1081,6 +1081,7 @@ static g1_status drive(const cli *c, files *f, job *j)
                         .progress_ctx = &prog,
                         .trace = c->trace ? &j->trace : NULL,
                         .prefix_cache = c->prefix_cache,
+                        .kv_owners = j->E,
                         .shard = c->shard,
                         .shards = c->shards};
 #if G1_HAVE_HDF5
@@ -1120,10 +1121,14 @@ static g1_status drive(const cli *c, files *f, job *j)
                 (int)g_stop_signal, (long long)s.written, (long long)s.skipped);
     else if (s.skipped)
         fprintf(stderr, "grok1-run: resumed after %lld results already written\n", (long long)s.skipped);
-    char reused[96] = "", shard[48] = "";
+    char reused[160] = "", shard[48] = "";
     if (c->shards > 1)
         snprintf(shard, sizeof shard, " (shard %d/%d)", c->shard, c->shards);
-    if (s.reused_tokens)
+    if (s.reused_tokens && s.forked_tokens)
+        snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%; %lld copied from "
+                 "another slot)", (long long)s.reused_tokens,
+                 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens, (long long)s.forked_tokens);
+    else if (s.reused_tokens)
         snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%)",
                  (long long)s.reused_tokens, 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens);
     fprintf(stderr,

@@ -101,6 +101,7 @@ struct pipe {
     int rbuf_engine_mem;
     char *hdr;       /* a direct worker: the received message's header, slots and positions */
     int *gslot, *lslot, *lpos; /* (max_tokens) */
+    g1_fork *gfork, *lfork;    /* (max_tokens) a share's forks: global slots, this rank's */
     float *lx;       /* (max_tokens, D) */
 };
 
@@ -121,19 +122,28 @@ void g1_pipe_mpi_free(struct pipe *p)
     free(p->gslot);
     free(p->lslot);
     free(p->lpos);
+    free(p->gfork);
+    free(p->lfork);
     if (p->lx)
         msg_free(p->d, 0, (char *)p->lx);
     free(p);
 }
 
-/* Run `T` tokens (global slots) through this rank's layers: x in place
- * (host memory), or with in != NULL from in to x (both engine memory). */
+/* Run `T` tokens (global slots) through this rank's layers, after the F
+ * forks (global slots, both of this expert slot): x in place (host
+ * memory), or with in != NULL from in to x (both engine memory). */
 static g1_status run_share(g1_dist *d, g1_engine *e, int mb, int T, const int *gslot, const int *pos, int *lslot,
-                           const float *in, float *x)
+                           int F, const g1_fork *gfork, g1_fork *lfork, const float *in, float *x)
 {
     for (int t = 0; t < T; t++)
         lslot[t] = gslot[t] / d->E;
-    g1_batch b = {.T = T, .slot = lslot, .pos = pos};
+    for (int i = 0; i < F; i++) {
+        if (gfork[i].src % d->E != d->e || gfork[i].dst % d->E != d->e)
+            return G1_FAIL(G1_ERR_INTERNAL, "pipeline: fork of slot %d to slot %d reached expert slot %d", gfork[i].src,
+                           gfork[i].dst, d->e);
+        lfork[i] = (g1_fork){.src = gfork[i].src / d->E, .dst = gfork[i].dst / d->E, .n = gfork[i].n};
+    }
+    g1_batch b = {.T = T, .slot = lslot, .pos = pos, .n_fork = F, .fork = lfork};
     double t0 = g1_now();
     g1_status st = in ? g1_engine_forward_mem(e, &b, in, x) : g1_engine_forward(e, &b, x);
     double t1 = g1_now();
@@ -153,6 +163,16 @@ static g1_status traced_wait(g1_dist *d, MPI_Request *rq, const char *what, int 
     return G1_OK;
 }
 
+/* The forks of batch b for expert slot e's caches, into out; their count. */
+static int column_forks(const g1_batch *b, int E, int e, g1_fork *out)
+{
+    int F = 0;
+    for (int i = 0; i < b->n_fork; i++)
+        if (b->fork[i].dst % E == e)
+            out[F++] = b->fork[i];
+    return F;
+}
+
 static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *x)
 {
     struct pipe *p = ctx;
@@ -160,8 +180,13 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
     int E = d->E, D = p->D, T = b->T;
     if (p->count == p->cap)
         return G1_FAIL(G1_ERR_INTERNAL, "pipeline: more than %d micro-batches in flight", p->cap);
-    if (T > p->max_tokens)
-        return G1_FAIL(G1_ERR_INTERNAL, "pipeline: micro-batch of %d tokens exceeds %d", T, p->max_tokens);
+    if (T > p->max_tokens || b->n_fork > p->max_tokens)
+        return G1_FAIL(G1_ERR_INTERNAL, "pipeline: micro-batch of %d tokens and %d forks exceeds %d", T, b->n_fork,
+                       p->max_tokens);
+    for (int i = 0; i < b->n_fork; i++)
+        if (b->fork[i].src % E != b->fork[i].dst % E)
+            return G1_FAIL(G1_ERR_INTERNAL, "pipeline: fork of slot %d to slot %d: their caches are on different "
+                                            "expert slots", b->fork[i].src, b->fork[i].dst);
     flight *f = &p->fl[(p->head + p->count) % p->cap];
     f->mb = mb;
     f->T = T;
@@ -178,7 +203,7 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
      * all-to-alls need every rank at every micro-batch) */
     int off = f->count[0];
     for (int e = 1; e < E; e++) {
-        int c = f->count[e], i;
+        int c = f->count[e], i, F = column_forks(b, E, e, p->gfork);
         for (int j = 0; j < c; j++) {
             int t = f->owner_idx[off + j];
             p->lslot[j] = b->slot[t];
@@ -186,24 +211,25 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
             memcpy(p->lx + (size_t)j * D, x + (size_t)t * D, (size_t)D * sizeof(float));
         }
         G1_TRY(pool_get(d, &p->sp, &i));
-        g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c, p->lslot, p->lpos, p->lx, D);
-        G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c, D), MPI_BYTE, e, G1_TAG_FWD, d->all, &p->sp.req[i]));
+        g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c, p->lslot, p->lpos, F, p->gfork, p->lx, D);
+        G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c, F, D), MPI_BYTE, e, G1_TAG_FWD, d->all, &p->sp.req[i]));
         off += c;
     }
     /* our own share through stage 0 */
-    int c0 = f->count[0];
+    int c0 = f->count[0], F0 = column_forks(b, E, 0, p->gfork);
     for (int j = 0; j < c0; j++) {
         int t = f->owner_idx[j];
         p->gslot[j] = b->slot[t];
         p->lpos[j] = b->pos[t];
         memcpy(p->lx + (size_t)j * D, x + (size_t)t * D, (size_t)D * sizeof(float));
     }
-    G1_TRY(run_share(d, p->e, mb, c0, p->gslot, p->lpos, p->lslot, NULL, p->lx));
+    G1_TRY(run_share(d, p->e, mb, c0, p->gslot, p->lpos, p->lslot, F0, p->gfork, p->lfork, NULL, p->lx));
     if (d->P > 1) {
         int i;
         G1_TRY(pool_get(d, &p->sp, &i));
-        g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c0, p->gslot, p->lpos, p->lx, D);
-        G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c0, D), MPI_BYTE, E, G1_TAG_FWD, d->all, &p->sp.req[i]));
+        g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c0, p->gslot, p->lpos, F0, p->gfork, p->lx, D);
+        G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c0, F0, D), MPI_BYTE, E, G1_TAG_FWD, d->all,
+                         &p->sp.req[i]));
     } else {
         memcpy(f->own, p->lx, (size_t)c0 * D * sizeof(float));
     }
@@ -226,13 +252,14 @@ static g1_status pipe_wait(void *ctx, int *mb, float *x)
         if (d->P == 1 && e == 0) {
             src = f->own;
         } else {
-            int src_rank = (d->P - 1) * E + e, kind, rmb, rT, *rs, *rp;
+            int src_rank = (d->P - 1) * E + e, kind, rmb, rT, *rs, *rp, rF;
+            g1_fork *rf;
             float *rx;
             double t0 = g1_now();
-            G1_MPI(MPI_Recv(p->rbuf[0], (int)g1_msg_bytes(p->max_tokens, D), MPI_BYTE, src_rank, G1_TAG_RES,
-                            d->all, MPI_STATUS_IGNORE));
+            G1_MPI(MPI_Recv(p->rbuf[0], (int)g1_msg_bytes(p->max_tokens, p->max_tokens, D), MPI_BYTE, src_rank,
+                            G1_TAG_RES, d->all, MPI_STATUS_IGNORE));
             g1_trace_span(d->trace, "recv", "results", t0, g1_now(), f->mb, src_rank);
-            g1_msg_view(p->rbuf[0], D, &kind, &rmb, &rT, &rs, &rp, &rx);
+            g1_msg_view(p->rbuf[0], D, &kind, &rmb, &rT, &rs, &rp, &rF, &rf, &rx);
             if (kind != G1_MSG_BATCH || rmb != f->mb || rT != c)
                 return G1_FAIL(G1_ERR_INTERNAL,
                                "pipeline: rank %d returned micro-batch %d with %d tokens, expected %d with %d",
@@ -255,7 +282,7 @@ static g1_status pipe_alloc(struct pipe *p, int nsend)
 {
     g1_dist *d = p->d;
     size_t T = (size_t)p->max_tokens, D = (size_t)p->D, E = (size_t)d->E;
-    size_t mbytes = g1_msg_bytes(p->max_tokens, p->D);
+    size_t mbytes = g1_msg_bytes(p->max_tokens, p->max_tokens, p->D);
     g1_engine *mem = d->direct && !p->cap ? p->e : NULL;
     G1_TRY(pool_init(d, mem, &p->sp, nsend, mbytes));
     p->rbuf_engine_mem = mem != NULL;
@@ -264,11 +291,13 @@ static g1_status pipe_alloc(struct pipe *p, int nsend)
         G1_TRY(msg_alloc(d, mem, mbytes, &p->rbuf[1]));
     if (p->cap) /* rank 0's shares on their way to its engine */
         G1_TRY(msg_alloc(d, NULL, T * D * sizeof(float), (char **)&p->lx));
-    p->hdr = malloc(g1_msg_bytes(p->max_tokens, 0));
+    p->hdr = malloc(g1_msg_bytes(p->max_tokens, p->max_tokens, 0));
     p->gslot = malloc(T * sizeof(int));
     p->lslot = malloc(T * sizeof(int));
     p->lpos = malloc(T * sizeof(int));
-    if (!p->hdr || !p->gslot || !p->lslot || !p->lpos)
+    p->gfork = malloc(T * sizeof(g1_fork));
+    p->lfork = malloc(T * sizeof(g1_fork));
+    if (!p->hdr || !p->gslot || !p->lslot || !p->lpos || !p->gfork || !p->lfork)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for pipeline buffers");
     if (p->cap) {
         p->fl = calloc((size_t)p->cap, sizeof *p->fl);
@@ -333,7 +362,7 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
     int up = d->s == 0 ? 0 : (d->s - 1) * E + d->e;
     int last = d->s == d->P - 1;
     int down = last ? 0 : (d->s + 1) * E + d->e, tag = last ? G1_TAG_RES : G1_TAG_FWD;
-    size_t mbytes = g1_msg_bytes(max_tokens, D);
+    size_t mbytes = g1_msg_bytes(max_tokens, max_tokens, D), head = g1_msg_bytes(max_tokens, max_tokens, 0);
     char **rb = p->rbuf;
     MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     g1_status st = g1_mpi_check(MPI_Irecv(rb[0], (int)mbytes, MPI_BYTE, up, G1_TAG_FWD, d->all, &rq[0]),
@@ -346,14 +375,15 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
             break;
         if (g1_now() - t0 > 20e-6)
             g1_trace_span(d->trace, "wait", "recv", t0, g1_now(), -1, -1);
-        int kind, mb, T, *gs, *pos, got = 0;
+        int kind, mb, T, *gs, *pos, F, got = 0;
+        g1_fork *forks;
         float *x;
         MPI_Get_count(&status, MPI_BYTE, &got);
         /* a direct worker reads the header, slots and positions from device
          * memory; the activations stay there */
         char *h = rb[cur];
         if (d->direct) {
-            size_t hb = (size_t)got < g1_msg_bytes(max_tokens, 0) ? (size_t)got : g1_msg_bytes(max_tokens, 0);
+            size_t hb = (size_t)got < head ? (size_t)got : head;
             st = g1_engine_copy_mem(e, p->hdr, rb[cur], hb);
             if (st != G1_OK)
                 break;
@@ -363,14 +393,15 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
             st = G1_FAIL(G1_ERR_INTERNAL, "pipeline: message of %d bytes from rank %d", got, up);
             break;
         }
-        g1_msg_view(h, D, &kind, &mb, &T, &gs, &pos, &x);
+        g1_msg_view(h, D, &kind, &mb, &T, &gs, &pos, &F, &forks, &x);
         if (kind == G1_MSG_STOP) {
             if (!last)
                 st = g1_mpi_check(MPI_Send(h, 16, MPI_BYTE, down, G1_TAG_FWD, d->all), "MPI_Send", __FILE__,
                                   __LINE__);
             break;
         }
-        if (kind != G1_MSG_BATCH || T < 0 || T > max_tokens || (size_t)got != g1_msg_bytes(T, D)) {
+        if (kind != G1_MSG_BATCH || T < 0 || T > max_tokens || F < 0 || F > max_tokens ||
+            (size_t)got != g1_msg_bytes(T, F, D)) {
             st = G1_FAIL(G1_ERR_INTERNAL, "pipeline: bad message from rank %d (%d bytes)", up, got);
             break;
         }
@@ -386,18 +417,18 @@ g1_status g1_dist_worker(g1_dist *d, g1_engine *e, int max_inflight, int max_tok
         if (st == G1_OK && d->direct) {
             /* computed from the received buffer into the send buffer, both
              * device memory; the header goes in front unchanged */
-            size_t off = g1_msg_bytes(T, 0);
-            st = run_share(d, e, mb, T, gs, pos, p->lslot, (const float *)(rb[cur] + off),
+            size_t off = g1_msg_bytes(T, F, 0);
+            st = run_share(d, e, mb, T, gs, pos, p->lslot, F, forks, p->lfork, (const float *)(rb[cur] + off),
                            (float *)(p->sp.buf[i] + off));
             if (st == G1_OK)
                 st = g1_engine_copy_mem(e, p->sp.buf[i], p->hdr, off);
         } else if (st == G1_OK) {
-            st = run_share(d, e, mb, T, gs, pos, p->lslot, NULL, x);
+            st = run_share(d, e, mb, T, gs, pos, p->lslot, F, forks, p->lfork, NULL, x);
             if (st == G1_OK)
-                g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, T, gs, pos, x, D);
+                g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, T, gs, pos, F, forks, x, D);
         }
         if (st == G1_OK)
-            st = g1_mpi_check(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(T, D), MPI_BYTE, down, tag, d->all,
+            st = g1_mpi_check(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(T, F, D), MPI_BYTE, down, tag, d->all,
                                         &p->sp.req[i]),
                               "MPI_Isend", __FILE__, __LINE__);
     }

@@ -275,6 +275,18 @@ g1_status g1_batch_admit(const g1_batch *b, const g1_engine_opts *o, const g1_sl
 {
     if (b->T < 0 || b->T > o->max_batch)
         return G1_FAIL(G1_ERR_ARG, "batch of %d tokens; the engine was sized for %d", b->T, o->max_batch);
+    if (b->n_fork < 0 || (b->n_fork && !b->fork))
+        return G1_FAIL(G1_ERR_ARG, "batch with %d forks", b->n_fork);
+    for (int i = 0; i < b->n_fork; i++) {
+        const g1_fork *f = &b->fork[i];
+        if (f->src < 0 || f->src >= o->n_slots || f->dst < 0 || f->dst >= o->n_slots || f->src == f->dst)
+            return G1_FAIL(G1_ERR_ARG, "fork %d: slot %d to slot %d (slots 0..%d, two different)", i, f->src, f->dst,
+                           o->n_slots - 1);
+        int len = ops->len(ops->ctx, f->src);
+        if (f->n < 1 || f->n > len)
+            return G1_FAIL(G1_ERR_ARG, "fork %d: %d positions of slot %d, which holds %d", i, f->n, f->src, len);
+        G1_TRY(ops->fork(ops->ctx, f->src, f->dst, f->n));
+    }
     for (int t = 0; t < b->T; t++) {
         int sl = b->slot[t], p = b->pos[t];
         if (sl < 0 || sl >= o->n_slots)
@@ -300,9 +312,23 @@ static g1_status slot_extend(void *ctx, int slot, int n)
     return G1_OK;
 }
 
+static g1_status slot_fork(void *ctx, int src, int dst, int n)
+{
+    g1_engine *e = ctx;
+    g1_slot *a = &e->slots[src], *z = &e->slots[dst];
+    G1_TRY(slot_reserve(e, z, n));
+    size_t bytes = (size_t)n * e->cfg.num_kv_heads * e->cfg.key_size * sizeof(float);
+    for (int l = 0; l < e->nL; l++) {
+        memcpy(z->k[l], a->k[l], bytes);
+        memcpy(z->v[l], a->v[l], bytes);
+    }
+    z->len = n;
+    return G1_OK;
+}
+
 static g1_status batch_admit(g1_engine *e, const g1_batch *b)
 {
-    g1_slot_ops ops = {.ctx = e, .len = slot_len, .extend = slot_extend};
+    g1_slot_ops ops = {.ctx = e, .len = slot_len, .extend = slot_extend, .fork = slot_fork};
     return g1_batch_admit(b, &e->opts, &ops);
 }
 

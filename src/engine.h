@@ -108,14 +108,24 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
 void g1_engine_free(g1_engine *e);
 const g1_config *g1_engine_config(const g1_engine *e);
 
+/* A fork: slot dst's caches become a copy of slot src's first n positions
+ * (dst's length n), for every layer the engine holds. */
+typedef struct g1_fork {
+    int src, dst, n;
+} g1_fork;
+
 /* A micro-batch: T tokens of any slots. Tokens of one slot appear in
  * increasing, consecutive positions; the first of them is at a position
  * <= the slot's current length (position 0 starts the slot afresh, any
- * smaller position rewinds it). */
+ * smaller position rewinds it). The forks, if any, are applied first, in
+ * order (so a slot's tokens may continue a prefix forked into it), each
+ * needing src != dst and 1 <= n <= src's length. */
 typedef struct g1_batch {
     int T;
     const int *slot; /* (T) */
     const int *pos;  /* (T) */
+    int n_fork;
+    const g1_fork *fork; /* (n_fork) */
 } g1_batch;
 
 /* Run the layers this engine holds over x (T, D) in place. */

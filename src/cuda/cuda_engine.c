@@ -489,11 +489,27 @@ static g1_status slot_extend(void *ctx, int slot, int n)
     return G1_OK;
 }
 
+static g1_status slot_fork(void *ctx, int src, int dst, int n)
+{
+    g1_cuda_engine *e = ctx;
+    g1_cuda_slot *a = &e->slots[src], *z = &e->slots[dst];
+    G1_TRY(slot_reserve(e, z, n));
+    size_t row = (size_t)e->cfg.num_kv_heads * e->cfg.key_size * kv_elem(e);
+    if (e->nL) {
+        G1_CU(cudaMemcpy2DAsync(z->k, (size_t)z->cap * row, a->k, (size_t)a->cap * row, (size_t)n * row,
+                                (size_t)e->nL, cudaMemcpyDeviceToDevice, e->stream));
+        G1_CU(cudaMemcpy2DAsync(z->v, (size_t)z->cap * row, a->v, (size_t)a->cap * row, (size_t)n * row,
+                                (size_t)e->nL, cudaMemcpyDeviceToDevice, e->stream));
+    }
+    z->len = n;
+    return G1_OK;
+}
+
 /* The shared admission rule (batch_admit.h), then the batch's token table
  * (cache pointers, layer stride, positions) up to the device. */
 static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
 {
-    g1_slot_ops ops = {.ctx = e, .len = slot_len, .extend = slot_extend};
+    g1_slot_ops ops = {.ctx = e, .len = slot_len, .extend = slot_extend, .fork = slot_fork};
     G1_TRY(g1_batch_admit(b, &e->opts, &ops));
     size_t T = (size_t)e->opts.max_batch, kvw = (size_t)e->cfg.num_kv_heads * e->cfg.key_size;
     void **k0 = e->tab_h, **v0 = k0 + T;

@@ -586,7 +586,11 @@ def case_prefix_cache(d):
     reused are exactly the shared prefixes; with several, the continuations
     of one context are scored one after the other in its slot; plain scoring
     reuses the log-probs kept from earlier plain requests; nothing is reused
-    with --dump-logits."""
+    with --dump-logits. A request that is not a plain score also starts from
+    a prefix another slot holds or is computing, copied into its slot (a
+    fork): samples of one prompt beside each other compute it once, as the
+    most reuse possible (the longest prefix shared with any earlier request)
+    says."""
     import random
     rnd = random.Random(4)
     shots = [rnd.randrange(3, V) for _ in range(60)]
@@ -613,12 +617,33 @@ def case_prefix_cache(d):
     plain.insert(8, {"id": "one", "prompt_ids": [head[0]]})
     plain.insert(9, {"id": "cont", "prompt_ids": head[:30], "continuation_ids": head[30:35]})
     plain.insert(10, {"id": "after", "prompt_ids": head + [7, 8, 9]})
-    sin, gin, pin = (os.path.join(d, f"{n}.jsonl") for n in ("mc", "gen", "plain"))
+    # pass@k style: 4 samples of each few-shot prompt, side by side
+    samples = []
+    for q in range(6):
+        prompt = shots + [rnd.randrange(3, V) for _ in range(rnd.randint(3, 20))]
+        samples += [{"id": f"s{q}.{k}", "prompt_ids": prompt, "max_new_tokens": rnd.randint(1, 8),
+                     "temperature": 1.0, "seed": 10 * q + k} for k in range(4)]
+    sin, gin, pin, kin = (os.path.join(d, f"{n}.jsonl") for n in ("mc", "gen", "plain", "samples"))
     write_jsonl(sin, mc)
     write_jsonl(gin, gen)
     write_jsonl(pin, plain)
+    write_jsonl(kin, samples)
+
+    def most(reqs):  # each prompt after the longest prefix it shares with any earlier one
+        got, seen = 0, []
+        for r in reqs:
+            p, best = r["prompt_ids"], 0
+            for q in seen:
+                n = 0
+                while n < len(p) - 1 and n < len(q) and p[n] == q[n]:
+                    n += 1
+                best = max(best, n)
+            got += best
+            seen.append(p)
+        return got
+
     for tag, mode, inp, reqs in (("mc", "score", sin, mc), ("generate", "generate", gin, gen),
-                                 ("plain", "score", pin, plain)):
+                                 ("plain", "score", pin, plain), ("samples", "generate", kin, samples)):
         off = os.path.join(d, f"{tag}_off.jsonl")
         _, se = expect_ok(tiny(mode, inp, off, "--prefix-cache", "off"))
         check(reused(se) == 0 and "held from earlier" not in se, f"{tag}: --prefix-cache off reused: {se.strip()}")
@@ -632,8 +657,17 @@ def case_prefix_cache(d):
             got = reused(se)
             print(f"{tag} {' '.join(extra) or '(defaults)'}: {got} prompt positions reused "
                   f"(one slot: {want}{f', the most possible {ideal}' if ideal else ''})")
+            m = re.search(r"(\d+) copied from another slot", se)
+            forked = int(m.group(1)) if m else 0
+            if forked:
+                print(f"  {forked} of them copied from another slot")
             if extra == ["--batch-size", "1"]:
                 check(got == want, f"{tag}, one slot: {got} positions reused, expected {want}")
+            elif tag == "samples":
+                check(forked > 0, f"samples {extra}: no prefix copied between slots")
+                if extra == ["--batch-size", "4", "--max-batch-tokens", "7"]:
+                    check(got == most(samples), f"samples {extra}: {got} positions reused, the most possible is "
+                                                f"{most(samples)}")
             elif tag == "mc":
                 # the 4 continuations of a context run in one slot, one after the other
                 check(got >= 0.9 * want, f"{tag} {extra}: only {got} positions reused, one slot reuses {want}")

@@ -6,7 +6,8 @@
  * with clear margins, a sequence alone vs inside a ragged batch, refusals,
  * g1_engine's dispatch to the backend, and the engine-memory calls of
  * grok1-run --gpu-direct, the score of rows on the device against the
- * logits reduced on the host. Exits 77 without a GPU. */
+ * logits reduced on the host, forks of a slot's prefix into another.
+ * Exits 77 without a GPU. */
 #include <string.h>
 
 #include "engine.h"
@@ -522,6 +523,51 @@ static void score_rows(g1_backend be, const char *what)
     g1_weights_free(&m.W);
 }
 
+/* Forks on the device: slot 0 runs a sequence; a batch forks its first 12
+ * positions into slot 1 (while rewinding slot 0 to 4 in the same batch)
+ * and continues the sequence there; the rows equal slot 0's own, bitwise
+ * (the f32 path: a token's result does not depend on its batch), with
+ * float32 and bf16 caches. The CPU engine likewise. */
+static void forks(g1_backend be, g1_kv_cache kv, const char *what)
+{
+    model m;
+    mk_model(&m, "tiny", 9, 0);
+    g1_engine_opts o = {.n_slots = 3, .max_batch = 40, .backend = be, .cuda_gemm = G1_CUDA_GEMM_F32, .kv_cache = kv};
+    g1_engine *e;
+    ct_ok(g1_engine_init(&e, &m.W, &o, NULL), "engine");
+    enum { L = 30 };
+    int V = m.C.vocab_size, D = m.C.emb_size, tok[L], slot[L], pos[L], tk[L];
+    for (int t = 0; t < L; t++)
+        tok[t] = tu_int(V), slot[t] = 0, pos[t] = t;
+    float *x = malloc((size_t)L * D * 4), *full = malloc((size_t)L * V * 4), *got = malloc((size_t)L * V * 4);
+    g1_batch b = {.T = L, .slot = slot, .pos = pos};
+    ct_ok(g1_engine_embed(e, L, tok, x), "embed");
+    ct_ok(g1_engine_forward(e, &b, x), "forward");
+    ct_ok(g1_engine_logits(e, L, x, full), "logits");
+    int T = 0;
+    for (int p = 12; p < L; p++)
+        slot[T] = 1, pos[T] = p, tk[T++] = tok[p];
+    for (int p = 4; p < 8; p++)
+        slot[T] = 0, pos[T] = p, tk[T++] = (tok[p] + 1) % V;
+    g1_fork f = {.src = 0, .dst = 1, .n = 12};
+    b = (g1_batch){.T = T, .slot = slot, .pos = pos, .n_fork = 1, .fork = &f};
+    ct_ok(g1_engine_embed(e, T, tk, x), "embed");
+    ct_ok(g1_engine_forward(e, &b, x), "forward with a fork");
+    ct_ok(g1_engine_logits(e, T, x, got), "logits");
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s: a forked prefix continued == the slot's own rows (bitwise)", what);
+    tu_check(!memcmp(got, full + (size_t)12 * V, (size_t)(L - 12) * V * 4), msg);
+    snprintf(msg, sizeof msg, "%s: slot lengths after the fork", what);
+    tu_check(g1_engine_slot_len(e, 1) == L && g1_engine_slot_len(e, 0) == 8, msg);
+    f = (g1_fork){.src = 0, .dst = 2, .n = 9}; /* slot 0 holds 8 */
+    b = (g1_batch){.T = 0, .slot = slot, .pos = pos, .n_fork = 1, .fork = &f};
+    snprintf(msg, sizeof msg, "%s: a fork longer than its source refused", what);
+    tu_check(g1_engine_forward(e, &b, x) == G1_ERR_ARG, msg);
+    free(x), free(full), free(got);
+    g1_engine_free(e);
+    g1_weights_free(&m.W);
+}
+
 int main(void)
 {
     ct_need_gpu("test_cuda_engine");
@@ -536,6 +582,9 @@ int main(void)
     weights_source(G1_BACKEND_CUDA, "cuda");
     score_rows(G1_BACKEND_CPU, "cpu");
     score_rows(G1_BACKEND_CUDA, "cuda");
+    forks(G1_BACKEND_CPU, G1_KV_F32, "cpu");
+    forks(G1_BACKEND_CUDA, G1_KV_F32, "cuda");
+    forks(G1_BACKEND_CUDA, G1_KV_BF16, "cuda, bf16 caches");
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
     return tu_failures ? 1 : 0;
 }

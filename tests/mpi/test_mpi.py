@@ -530,8 +530,12 @@ def case_prefix_cache():
     contexts and a few-shot preamble (with plain scores of some contexts,
     which reuse kept log-probs), and sampled generations from few-shot
     prompts, in 2x2 and 3x1 layouts with 2 micro-batches: bitwise equal to
-    one rank with --prefix-cache off, with positions reused. With grok1-run-emu,
-    --backend cuda --cuda-gemm f32 (batch-invariant) likewise."""
+    one rank with --prefix-cache off, with positions reused, some of them
+    copied between slots (forks, carried down the pipeline with the batch;
+    with E = 2 only between slots of one expert slot). With grok1-run-emu,
+    --backend cuda --cuda-gemm f32 (batch-invariant) likewise, and with
+    --gpu-direct on (forks in the messages' heads, read from device
+    memory)."""
     ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
     rnd = random.Random(21)
     shots = [rnd.randrange(3, 512) for _ in range(50)]
@@ -555,6 +559,8 @@ def case_prefix_cache():
         out = os.path.join(ARGS.tmp, f"{tag}.jsonl")
         p = run(n, ["--checkpoint", ckpt, "--mode", mode, "--input", inp, "--output", out] + extra, **kw)
         m = re.search(r"\((\d+) of them held from earlier requests", p.stderr)
+        f = re.search(r"(\d+) copied from another slot", p.stderr)
+        go.forked = int(f.group(1)) if f else 0
         return open(out).read(), int(m.group(1)) if m else 0
 
     for mode, inp in (("score", sin), ("generate", gin)):
@@ -563,17 +569,22 @@ def case_prefix_cache():
         for P, E in [(2, 2), (3, 1)]:
             lay = ["--stages", str(P), "--ep", str(E), "--micro-batches", "2", "--batch-size", "3"]
             text, n = go(mode, inp, f"pc_{mode}_{P}x{E}", P * E, lay)
-            print(f"{mode} {P}x{E} with prefix reuse: {n} positions reused, "
-                  f"{'bitwise equal' if text == ref else 'DIFFERENT'} to 1x1 without")
+            print(f"{mode} {P}x{E} with prefix reuse: {n} positions reused ({go.forked} copied from another "
+                  f"slot), {'bitwise equal' if text == ref else 'DIFFERENT'} to 1x1 without")
             check(text == ref and n > 0, f"{mode} {P}x{E}: prefix reuse changed the results or reused nothing")
+            check(mode == "score" or go.forked > 0, f"{mode} {P}x{E}: no prefix copied between slots")
         if ARGS.run_emu:
             emu = dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_SMS": "4"})
             f32 = ["--backend", "cuda", "--cuda-gemm", "f32", "--batch-size", "3"]
             cref, _ = go(mode, inp, f"pc_{mode}_emu_off", 1, f32 + ["--prefix-cache", "off"], **emu)
-            text, n = go(mode, inp, f"pc_{mode}_emu_2x1", 2, f32 + ["--stages", "2"], **emu)
-            print(f"{mode} cuda f32 (emulated) 2x1 with prefix reuse: {n} positions reused, "
-                  f"{'bitwise equal' if text == cref else 'DIFFERENT'} to 1x1 without")
-            check(text == cref and n > 0, f"{mode} cuda 2x1: prefix reuse changed the results or reused nothing")
+            for direct in ("off", "on"):
+                text, n = go(mode, inp, f"pc_{mode}_emu_2x1", 2, f32 + ["--stages", "2", "--gpu-direct", direct],
+                             **emu)
+                print(f"{mode} cuda f32 (emulated) 2x1 --gpu-direct {direct} with prefix reuse: {n} positions "
+                      f"reused ({go.forked} copied from another slot), "
+                      f"{'bitwise equal' if text == cref else 'DIFFERENT'} to 1x1 without")
+                check(text == cref and n > 0, f"{mode} cuda 2x1: prefix reuse changed the results or reused nothing")
+                check(mode == "score" or go.forked > 0, f"{mode} cuda 2x1: no prefix copied between slots")
 
 
 def case_balance():

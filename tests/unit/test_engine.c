@@ -1,7 +1,8 @@
 /* Engine properties on the synthetic tiny model (no HDF5 needed):
  * prefill-then-decode equals the full forward, chunking does not matter,
- * a sequence's logits are bitwise the same alone and inside a batch, and a
- * rewound slot recomputes the same values. */
+ * a sequence's logits are bitwise the same alone and inside a batch, a
+ * rewound slot recomputes the same values, and a prefix forked into another
+ * slot continues as if computed there. */
 #include <string.h>
 
 #include "engine.h"
@@ -129,6 +130,51 @@ int main(void)
             step(e, 1, slot, pos, &tok[0][12 + i], other + (size_t)(12 + i) * V);
         }
         tu_check(!memcmp(full, other, sz), "rewound slot recomputes the same logits");
+    }
+
+    /* forks: slot 0 holds tok[0] (N positions). In one batch: fork 0 -> 3
+     * (12 positions) and slot 3's tokens 12.. on top, while slot 0 is
+     * rewound to 4 by other tokens in the same batch (the fork comes first,
+     * so it copies the prefix before the rewind); then a chain 3 -> 1 -> 2
+     * in one batch with no tokens for them but slot 2's from 8. Every row
+     * is the full forward's, bitwise. */
+    {
+        int slot[N], pos[N], tk[N], T = 0;
+        for (int p = 12; p < N; p++)
+            slot[T] = 3, pos[T] = p, tk[T++] = tok[0][p];
+        for (int p = 4; p < 7; p++)
+            slot[T] = 0, pos[T] = p, tk[T++] = tok[1][p];
+        g1_fork f[2] = {{.src = 0, .dst = 3, .n = 12}};
+        float *x = malloc((size_t)N * C.emb_size * sizeof(float));
+        g1_batch b = {.T = T, .slot = slot, .pos = pos, .n_fork = 1, .fork = f};
+        g1_engine_reset_slot(e, 3);
+        tu_check(!g1_engine_embed(e, T, tk, x) && !g1_engine_forward(e, &b, x) && !g1_engine_logits(e, T, x, tmp),
+                 "fork batch runs");
+        tu_check(!memcmp(full + (size_t)12 * V, tmp, (size_t)(N - 12) * V * sizeof(float)),
+                 "a forked prefix continued == the full forward (bitwise), the source rewound in the same batch");
+        tu_check(g1_engine_slot_len(e, 3) == N && g1_engine_slot_len(e, 0) == 7, "slot lengths after the fork");
+        T = 0;
+        for (int p = 8; p < N; p++)
+            slot[T] = 2, pos[T] = p, tk[T++] = tok[0][p];
+        f[0] = (g1_fork){.src = 3, .dst = 1, .n = 10};
+        f[1] = (g1_fork){.src = 1, .dst = 2, .n = 8};
+        b = (g1_batch){.T = T, .slot = slot, .pos = pos, .n_fork = 2, .fork = f};
+        tu_check(!g1_engine_embed(e, T, tk, x) && !g1_engine_forward(e, &b, x) && !g1_engine_logits(e, T, x, tmp),
+                 "chained forks run");
+        tu_check(!memcmp(full + (size_t)8 * V, tmp, (size_t)(N - 8) * V * sizeof(float)),
+                 "chained forks 3 -> 1 -> 2 continued == the full forward (bitwise)");
+        tu_check(g1_engine_slot_len(e, 1) == 10, "the middle of the chain holds its 10 positions");
+        g1_fork bad[4] = {{0, 1, 8}, {1, 1, 3}, {4, 1, 3}, {1, 0, 0}}; /* slot 0 holds 7 */
+        const char *why[4] = {"a fork longer than its source", "a fork onto itself", "a fork from no slot",
+                              "an empty fork"};
+        for (int i = 0; i < 4; i++) {
+            b = (g1_batch){.T = 0, .slot = slot, .pos = pos, .n_fork = 1, .fork = &bad[i]};
+            char name[96];
+            snprintf(name, sizeof name, "%s refused (%s)", why[i],
+                     g1_engine_forward(e, &b, x) == G1_ERR_ARG ? g1_last_error() : "not refused");
+            tu_check(strstr(name, "fork 0:") != NULL, name);
+        }
+        free(x);
     }
 
     /* bad batches are refused with a message */

@@ -16,6 +16,9 @@ Workloads (token ids drawn at random; what matters is their sharing):
   gen-8shot  4 x Q generate requests behind one preamble of 400 tokens, a
              question of 20 to 60 tokens, 16 new tokens each (greedy); the
              first requests, one per slot, start in empty slots
+  samples-5shot  Q such prompts x 4 samples each (pass@k: temperature 1,
+             a seed per sample), 16 new tokens; the samples of a prompt run
+             side by side in different slots
 
 usage: bench_prefix.py --run build/mpi/grok1-run [--model small] [--questions Q] [--batch-size B]"""
 import argparse
@@ -40,6 +43,13 @@ def workload(name, q, vocab, rnd):
                     yield {"id": f"{i}.{c}", "prompt_ids": ctx + cont}
                 else:
                     yield {"id": f"{i}.{c}", "prompt_ids": ctx, "continuation_ids": cont}
+    elif name == "samples-5shot":
+        pre = tok(400)
+        for i in range(q):
+            prompt = pre + tok(rnd.randint(20, 60))
+            for k in range(4):
+                yield {"id": f"{i}.{k}", "prompt_ids": prompt, "max_new_tokens": 16, "temperature": 1.0,
+                       "seed": 10 * i + k}
     else:
         pre = tok(400)
         for i in range(4 * q):
@@ -52,7 +62,7 @@ def main():
     ap.add_argument("--model", default="small")
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--workloads", default="mc-0shot,mc-5shot,plain-5shot,gen-8shot")
+    ap.add_argument("--workloads", default="mc-0shot,mc-5shot,plain-5shot,gen-8shot,samples-5shot")
     a = ap.parse_args()
     vocab = 512 if a.model == "tiny" else 131072
     tmp = tempfile.mkdtemp()
@@ -67,7 +77,7 @@ def main():
         with open(inp, "w") as f:
             for r in reqs:
                 f.write(json.dumps(r) + "\n")
-        mode = "generate" if w.startswith("gen") else "score"
+        mode = "generate" if w.startswith(("gen", "samples")) else "score"
         res = {}
         for pc in ("on", "off"):
             out = os.path.join(tmp, f"{w}.{pc}.jsonl")

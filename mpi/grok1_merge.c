@@ -357,6 +357,21 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
 }
 #endif
 
+#if G1_HAVE_HDF5
+/* The shards' dumps joined into dump_tmp, renamed to dump (dump_tmp gone
+ * on failure). */
+static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_size, const char *const *dumps, int n)
+{
+    G1_TRY(g1_logits_file_join(dump_tmp, vocab_size, dumps, n));
+    if (rename(dump_tmp, dump) != 0) {
+        g1_status st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
+        unlink(dump_tmp);
+        return st;
+    }
+    return G1_OK;
+}
+#endif
+
 static g1_status merge(const char *in_path, const char *out_path, const char *dump, int nf, char **files)
 {
     shard *sh = calloc((size_t)nf, sizeof *sh);
@@ -472,11 +487,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     /* to stdout: the dump first, as the results cannot be taken back */
     int dump_done = 0;
     if (st == G1_OK && dump && to_stdout) {
-        st = g1_logits_file_join(dump_tmp, v0, dumps, n);
-        if (st == G1_OK && rename(dump_tmp, dump) != 0) {
-            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
-            unlink(dump_tmp);
-        }
+        st = write_dump(dump_tmp, dump, v0, dumps, n);
         dump_done = st == G1_OK;
     }
 #else
@@ -500,11 +511,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         /* the dump gets its name before the results do: a finished OUT
          * implies a finished D */
         if (st == G1_OK && dump) {
-            st = g1_logits_file_join(dump_tmp, v0, dumps, n);
-            if (st == G1_OK && rename(dump_tmp, dump) != 0) {
-                st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
-                unlink(dump_tmp);
-            }
+            st = write_dump(dump_tmp, dump, v0, dumps, n);
             dump_done = st == G1_OK;
         }
 #endif

@@ -383,6 +383,18 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
     free(e);
 }
 
+/* e->logits (n, V) of n host rows x (n <= max_batch): up, the final norm,
+ * the un-embedding, queued on the stream. */
+static g1_status logits_queued(g1_cuda_engine *e, int n, const float *x)
+{
+    const g1_config *c = &e->cfg;
+    size_t D = (size_t)c->emb_size;
+    G1_CU(cudaMemcpyAsync(e->x, x, (size_t)n * D * 4, cudaMemcpyHostToDevice, e->stream));
+    G1_CU(g1_cuda_rmsnorm(e->stream, e->x, n, (int)D, e->final_norm, (float)c->rms_eps, e->xn));
+    return g1_cuda_unembed(&e->mm, e->xn, n, (int)D, e->embedding, c->vocab_size, (float)c->output_multiplier,
+                           e->logits);
+}
+
 g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, const int *target, double *lp,
                                     int *argmax)
 {
@@ -393,11 +405,8 @@ g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, co
     size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
     for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
         int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
-        G1_CU(cudaMemcpyAsync(e->x, x + (size_t)t0 * D, (size_t)n * D * 4, cudaMemcpyHostToDevice, e->stream));
         G1_CU(cudaMemcpyAsync(e->target, target + t0, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, e->stream));
-        G1_CU(g1_cuda_rmsnorm(e->stream, e->x, n, (int)D, e->final_norm, (float)c->rms_eps, e->xn));
-        G1_TRY(g1_cuda_unembed(&e->mm, e->xn, n, (int)D, e->embedding, (int)V, (float)c->output_multiplier,
-                               e->logits));
+        G1_TRY(logits_queued(e, n, x + (size_t)t0 * D));
         G1_CU(g1_cuda_score_rows(e->stream, e->logits, n, (int)V, e->target, e->score));
         G1_CU(cudaMemcpyAsync(e->score_h, e->score, (size_t)n * sizeof(g1_row_score), cudaMemcpyDeviceToHost,
                               e->stream));
@@ -724,10 +733,7 @@ g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float 
     size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
     for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
         int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
-        G1_CU(cudaMemcpyAsync(e->x, x + (size_t)t0 * D, (size_t)n * D * 4, cudaMemcpyHostToDevice, e->stream));
-        G1_CU(g1_cuda_rmsnorm(e->stream, e->x, n, (int)D, e->final_norm, (float)c->rms_eps, e->xn));
-        G1_TRY(g1_cuda_unembed(&e->mm, e->xn, n, (int)D, e->embedding, (int)V, (float)c->output_multiplier,
-                               e->logits));
+        G1_TRY(logits_queued(e, n, x + (size_t)t0 * D));
         G1_CU(cudaMemcpyAsync(logits + (size_t)t0 * V, e->logits, (size_t)n * V * 4, cudaMemcpyDeviceToHost,
                               e->stream));
         G1_CU(cudaStreamSynchronize(e->stream));

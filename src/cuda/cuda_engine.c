@@ -383,6 +383,15 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
     free(e);
 }
 
+/* This engine holds the embedding and the final norm; its GPU current. */
+static g1_status unembed_ready(g1_cuda_engine *e)
+{
+    if (!e->embedding || !e->final_norm)
+        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
+    G1_CU(cudaSetDevice(e->opts.device));
+    return G1_OK;
+}
+
 /* e->logits (n, V) of n host rows x (n <= max_batch): up, the final norm,
  * the un-embedding, queued on the stream. */
 static g1_status logits_queued(g1_cuda_engine *e, int n, const float *x)
@@ -399,9 +408,7 @@ g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, co
                                     int *argmax)
 {
     const g1_config *c = &e->cfg;
-    if (!e->embedding || !e->final_norm)
-        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
-    G1_CU(cudaSetDevice(e->opts.device));
+    G1_TRY(unembed_ready(e));
     size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
     for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
         int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
@@ -727,9 +734,7 @@ g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, floa
 g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float *logits)
 {
     const g1_config *c = &e->cfg;
-    if (!e->embedding || !e->final_norm)
-        return G1_FAIL(G1_ERR_ARG, "this process does not hold the embedding table");
-    G1_CU(cudaSetDevice(e->opts.device));
+    G1_TRY(unembed_ready(e));
     size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
     for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
         int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;

@@ -17,7 +17,7 @@
 
 static const char usage_text[] =
     "usage: grok1-mkckpt --config tiny|small|grok-1|FILE.json [--set key=value]...\n"
-    "                    [--layers N] [--qk-gain G] --seed S --out FILE.h5\n"
+    "                    [--layers N] [--part A-B] [--qk-gain G] --seed S --out FILE.h5\n"
     "\n"
     "Writes a synthetic Grok-1 checkpoint (HDF5, format grok1-hdf5 v1) whose\n"
     "weights are a pure function of the seed.\n"
@@ -25,6 +25,9 @@ static const char usage_text[] =
     "                      grok-1 values, overridden by the keys given)\n"
     "  --set key=value     override one hyper-parameter (repeatable)\n"
     "  --layers N          keep only the first N layers (num_layers = N)\n"
+    "  --part A-B          write only layers A..B (inclusive) of the model, with the\n"
+    "                      embedding and final norm: one part of a checkpoint in\n"
+    "                      parts, joined by grok1-link (num_layers stays the model's)\n"
     "  --qk-gain G         multiply the q and k scales by G (default 1)\n"
     "  --seed S            unsigned 64-bit seed\n"
     "  --out FILE          output file (written as FILE.tmp.<pid>, then renamed)\n";
@@ -34,6 +37,7 @@ typedef struct opts {
     const char *sets[64];
     int n_sets;
     int layers;      /* 0: the config's */
+    int part_a, part_b; /* --part A-B; part_a < 0: every layer */
     double qk_gain;
     unsigned long long seed;
     int have_seed;
@@ -71,6 +75,20 @@ static int take_option(opts *o, const char *opt, const char *val)
         if (!parse_num(val, 1, &x) || x < 1 || x > 1000)
             return usage_error("--layers %s: expected an integer in 1..1000", val);
         o->layers = (int)x;
+    } else if (!strcmp(opt, "--part")) {
+        char *end;
+        errno = 0;
+        long a = strtol(val, &end, 10), b = -1;
+        if (!errno && end != val && *end == '-') {
+            const char *s = end + 1;
+            b = strtol(s, &end, 10);
+            if (errno || end == s || *end)
+                b = -1;
+        }
+        if (a < 0 || b < a || b > 1000)
+            return usage_error("--part %s: expected A-B with 0 <= A <= B, e.g. 0-3", val);
+        o->part_a = (int)a;
+        o->part_b = (int)b;
     } else if (!strcmp(opt, "--qk-gain")) {
         if (!parse_num(val, 0, &x) || !(x > 0) || x > 1e6)
             return usage_error("--qk-gain %s: expected a positive number", val);
@@ -90,7 +108,7 @@ static int take_option(opts *o, const char *opt, const char *val)
 /* Returns -1 to go on, or an exit code (0 after --help). */
 static int parse_args(int argc, char **argv, opts *o)
 {
-    *o = (opts){.qk_gain = 1.0};
+    *o = (opts){.qk_gain = 1.0, .part_a = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -140,6 +158,9 @@ static g1_status build_config(const opts *o, g1_config *cfg)
         return G1_FAIL(G1_ERR_ARG, "--layers %d: the model has only %d layers", o->layers, cfg->num_layers);
     if (o->layers)
         cfg->num_layers = o->layers;
+    if (o->part_b >= cfg->num_layers)
+        return G1_FAIL(G1_ERR_ARG, "--part %d-%d: the model has layers 0-%d only", o->part_a, o->part_b,
+                       cfg->num_layers - 1);
     return g1_config_validate(cfg);
 }
 
@@ -190,7 +211,7 @@ static g1_status write_layer(g1_ckpt_writer *wr, const g1_synth *s, const int bl
     return G1_OK;
 }
 
-static g1_status write_layers(g1_ckpt_writer *wr, const g1_synth *s, const int blocks[G1_NUM_QMAT])
+static g1_status write_layers(g1_ckpt_writer *wr, const g1_synth *s, const int blocks[G1_NUM_QMAT], int l0, int l1)
 {
     const g1_config *c = &s->cfg;
     size_t wmax = 0, smax = 0;
@@ -203,7 +224,7 @@ static g1_status write_layers(g1_ckpt_writer *wr, const g1_synth *s, const int b
     scratch t = {malloc(wmax), malloc(smax * sizeof(float)),
                  malloc((size_t)c->emb_size * c->num_experts * sizeof(float))};
     g1_status st = t.w && t.scale && t.vec ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory (%zu bytes)", wmax);
-    for (int l = 0; l < c->num_layers && st == G1_OK; l++)
+    for (int l = l0; l < l1 && st == G1_OK; l++)
         st = write_layer(wr, s, blocks, l, &t);
     free(t.w);
     free(t.scale);
@@ -211,15 +232,15 @@ static g1_status write_layers(g1_ckpt_writer *wr, const g1_synth *s, const int b
     return st;
 }
 
-static g1_status write_checkpoint(const char *path, const g1_synth *s)
+static g1_status write_checkpoint(const char *path, const g1_synth *s, int l0, int l1)
 {
     int blocks[G1_NUM_QMAT];
     g1_synth_blocks(&s->cfg, blocks);
     g1_ckpt_writer *wr;
-    G1_TRY(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, s->cfg.num_layers, &wr));
+    G1_TRY(g1_ckpt_writer_create(path, &s->cfg, blocks, l0, l1, &wr));
     g1_status st = write_embedding(wr, s);
     if (st == G1_OK)
-        st = write_layers(wr, s, blocks);
+        st = write_layers(wr, s, blocks, l0, l1);
     if (st != G1_OK) {
         g1_ckpt_writer_abort(wr);
         return st;
@@ -246,13 +267,18 @@ int main(int argc, char **argv)
         return 2;
     }
     double t0 = now();
-    if (write_checkpoint(o.out, &s) != G1_OK) {
+    int l0 = o.part_a < 0 ? 0 : o.part_a, l1 = o.part_a < 0 ? s.cfg.num_layers : o.part_b + 1;
+    if (write_checkpoint(o.out, &s, l0, l1) != G1_OK) {
         fprintf(stderr, "grok1-mkckpt: %s\n", g1_last_error());
         return 1;
     }
     struct stat sb;
     long long bytes = stat(o.out, &sb) ? -1 : (long long)sb.st_size;
-    printf("grok1-mkckpt: wrote %s: %d layers, %lld bytes in %.2f s\n", o.out, s.cfg.num_layers, bytes,
-           now() - t0);
+    if (o.part_a < 0)
+        printf("grok1-mkckpt: wrote %s: %d layers, %lld bytes in %.2f s\n", o.out, s.cfg.num_layers, bytes,
+               now() - t0);
+    else
+        printf("grok1-mkckpt: wrote %s: layers %d-%d of %d, %lld bytes in %.2f s\n", o.out, l0, l1 - 1,
+               s.cfg.num_layers, bytes, now() - t0);
     return 0;
 }

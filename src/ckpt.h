@@ -4,6 +4,7 @@
 #ifndef G1_CKPT_H
 #define G1_CKPT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -24,6 +25,21 @@ g1_status g1_ckpt_load(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_emb
 /* Payload bytes read from the file so far (weights, scales, norms...). */
 uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck);
 void g1_ckpt_close(g1_ckpt *ck);
+
+/* ---- a checkpoint in parts (grok1-link; docs/CHECKPOINT.md) ---- */
+/* Write `out`: the root attributes and HDF5 external links to the layers,
+ * embedding and final norm of the parts (files written with a layer range:
+ * grok1-convert --layers, grok1-mkckpt --part), so the reader sees one
+ * checkpoint. Checks that every part is a checkpoint of the same
+ * hyper-parameters, that each layer is in exactly one part, and that the
+ * parts' final norms and embeddings (in sampled rows) are the same; the
+ * embedding and final norm are linked from the part with layer 0. Link
+ * targets are relative to out's folder when a part is in it or below, else
+ * absolute; every link is opened before `out` gets its name (written as
+ * out.tmp.<pid>, then renamed). An existing `out` is refused unless
+ * `replace`. `summary` (may be NULL) says which part gives what. */
+g1_status g1_ckpt_link(const char *out, int n_parts, const char *const *parts, int replace, char *summary,
+                       size_t n_summary);
 
 /* ---- writer: streams tensor by tensor (one expert at a time) ---- */
 typedef struct g1_ckpt_writer g1_ckpt_writer;

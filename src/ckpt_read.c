@@ -16,6 +16,8 @@
 
 struct g1_ckpt {
     hid_t file;
+    hid_t dapl, gapl; /* dataset and group access: external links (a checkpoint in parts) open their
+                       * files like this one */
     char *path;
     g1_config cfg;
     uint64_t bytes_read; /* payload bytes, as stored in the file */
@@ -157,7 +159,7 @@ static g1_status read_header(g1_ckpt *ck)
 
 /* ---- open / close ---- */
 
-static g1_status open_file(const char *path, hid_t *out)
+static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
 {
     struct stat sb;
     if (stat(path, &sb))
@@ -183,7 +185,19 @@ static g1_status open_file(const char *path, hid_t *out)
     *out = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     char detail[256];
     g1_h5_detail(detail);
+    /* the part files of a checkpoint in parts open like the checkpoint */
+    apl[0] = H5Pcreate(H5P_DATASET_ACCESS);
+    apl[1] = H5Pcreate(H5P_GROUP_ACCESS);
+    int ok = apl[0] >= 0 && apl[1] >= 0 && H5Pset_elink_fapl(apl[0], fapl) >= 0 &&
+             H5Pset_elink_fapl(apl[1], fapl) >= 0;
     H5Pclose(fapl);
+    if (*out >= 0 && !ok) {
+        H5Fclose(*out);
+        *out = -1;
+    }
+    for (int i = 0; i < 2 && *out < 0; i++)
+        if (apl[i] >= 0)
+            H5Pclose(apl[i]);
     if (*out < 0)
         return G1_FAIL(G1_ERR_FORMAT, "cannot open checkpoint %s: HDF5 says '%s' (truncated or damaged file?)",
                        path, detail);
@@ -194,17 +208,21 @@ g1_status g1_ckpt_open(const char *path, g1_ckpt **out)
 {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f;
-    G1_TRY(open_file(path, &f));
+    hid_t f, apl[2] = {-1, -1};
+    G1_TRY(open_file(path, &f, apl));
     g1_ckpt *ck = calloc(1, sizeof *ck);
     char *p = strdup(path);
     if (!ck || !p) {
         free(ck);
         free(p);
         H5Fclose(f);
+        H5Pclose(apl[0]);
+        H5Pclose(apl[1]);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     }
     ck->file = f;
+    ck->dapl = apl[0];
+    ck->gapl = apl[1];
     ck->path = p;
     g1_status st = read_header(ck);
     if (st != G1_OK) {
@@ -224,6 +242,8 @@ void g1_ckpt_close(g1_ckpt *ck)
     if (!ck)
         return;
     H5Fclose(ck->file);
+    H5Pclose(ck->dapl);
+    H5Pclose(ck->gapl);
     free(ck->path);
     free(ck);
 }
@@ -275,18 +295,47 @@ static g1_status check_type(const dset *d, dkind kind)
     return G1_OK;
 }
 
+/* Opening `name` in `loc` (`shown` in messages) as `what` failed. When it
+ * is an external link, the checkpoint is in parts (grok1-link): say which
+ * part file and where HDF5 looked for it. */
+static g1_status link_failure(const g1_ckpt *ck, hid_t loc, const char *name, const char *shown, const char *what)
+{
+    char detail[256];
+    g1_h5_detail(detail);
+    H5L_info_t info;
+    if (H5Lget_info(loc, name, &info, H5P_DEFAULT) < 0 || info.type != H5L_TYPE_EXTERNAL || !info.u.val_size)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not %s", shown, what);
+    char *buf = malloc(info.u.val_size);
+    const char *file = NULL, *obj = NULL;
+    unsigned flags;
+    if (!buf || H5Lget_val(loc, name, buf, info.u.val_size, H5P_DEFAULT) < 0 ||
+        H5Lunpack_elink_val(buf, info.u.val_size, &flags, &file, &obj) < 0 || !file || !obj) {
+        free(buf);
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: %s is an external link that cannot be read", ck->path,
+                       shown);
+    }
+    const char *prefix = getenv("HDF5_EXT_PREFIX");
+    g1_status st = G1_FAIL(G1_ERR_IO,
+                           "checkpoint %s: %s is in part file %s (as %s; a checkpoint in parts, grok1-link), which "
+                           "cannot be opened (HDF5 says '%s'). HDF5 looks for a relative part name in "
+                           "HDF5_EXT_PREFIX (%s), then beside %s; put the part there, or link the parts again",
+                           ck->path, shown, file, obj, detail, prefix && *prefix ? prefix : "not set", ck->path);
+    free(buf);
+    return st;
+}
+
 /* Open `name` in `loc` (group path `dir` for messages), check its element
  * kind, fill rank and dims. */
-static g1_status open_dset(hid_t loc, const char *dir, const char *name, dkind kind, dset *d)
+static g1_status open_dset(const g1_ckpt *ck, hid_t loc, const char *dir, const char *name, dkind kind, dset *d)
 {
     memset(d, 0, sizeof *d);
     d->id = -1;
     snprintf(d->name, sizeof d->name, "%s%s%s", dir, *dir ? "/" : "", name);
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no dataset %s", d->name);
-    d->id = H5Dopen2(loc, name, H5P_DEFAULT);
+    d->id = H5Dopen2(loc, name, ck->dapl);
     if (d->id < 0)
-        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not a dataset", d->name);
+        return link_failure(ck, loc, name, d->name, "a dataset");
     g1_status st = check_type(d, kind);
     hid_t sp = H5Dget_space(d->id);
     int rank = H5Sget_simple_extent_ndims(sp);
@@ -326,10 +375,10 @@ static g1_status shape_error(const dset *d, int rank, const hsize_t *dims, const
 }
 
 /* open_dset + exact shape check; closes on failure. */
-static g1_status open_shaped(hid_t loc, const char *dir, const char *name, dkind kind, int rank,
-                             const hsize_t *dims, dset *d)
+static g1_status open_shaped(const g1_ckpt *ck, hid_t loc, const char *dir, const char *name, dkind kind,
+                             int rank, const hsize_t *dims, dset *d)
 {
-    G1_TRY(open_dset(loc, dir, name, kind, d));
+    G1_TRY(open_dset(ck, loc, dir, name, kind, d));
     if (!same_shape(d, rank, dims)) {
         close_dset(d);
         return shape_error(d, rank, dims, "");
@@ -371,7 +420,7 @@ static g1_status read_floats(g1_ckpt *ck, hid_t loc, const char *dir, const char
                              const hsize_t *dims, float *out)
 {
     dset d;
-    G1_TRY(open_shaped(loc, dir, name, KIND_F32, rank, dims, &d));
+    G1_TRY(open_shaped(ck, loc, dir, name, KIND_F32, rank, dims, &d));
     g1_status st = read_all(ck, &d, H5T_NATIVE_FLOAT, out);
     close_dset(&d);
     return st;
@@ -399,7 +448,7 @@ static g1_status scale_blocks(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id 
     char name[64];
     snprintf(name, sizeof name, "%s_scale", g1_qmat_names[id]);
     dset d;
-    G1_TRY(open_dset(g, dir, name, KIND_F32, &d));
+    G1_TRY(open_dset(ck, g, dir, name, KIND_F32, &d));
     close_dset(&d);
     hsize_t want[3];
     int rank = qmat_dims(&ck->cfg, id, 1, want);
@@ -421,9 +470,9 @@ static g1_status open_layer(const g1_ckpt *ck, int layer, char dir[32], hid_t *g
     snprintf(dir, 32, "layers/%02d", layer);
     if (H5Lexists(ck->file, "layers", H5P_DEFAULT) <= 0 || H5Lexists(ck->file, dir, H5P_DEFAULT) <= 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no %s: was it converted with --layers?", dir);
-    *g = H5Gopen2(ck->file, dir, H5P_DEFAULT);
+    *g = H5Gopen2(ck->file, dir, ck->gapl);
     if (*g < 0)
-        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not a group", dir);
+        return link_failure(ck, ck->file, dir, dir, "a group");
     return G1_OK;
 }
 
@@ -446,10 +495,10 @@ static g1_status open_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
 {
     hsize_t dims[3];
     int rank = qmat_dims(&ck->cfg, id, -1, dims);
-    G1_TRY(open_shaped(g, dir, g1_qmat_names[id], KIND_I8, rank, dims, w));
+    G1_TRY(open_shaped(ck, g, dir, g1_qmat_names[id], KIND_I8, rank, dims, w));
     char name[64], hint[128];
     snprintf(name, sizeof name, "%s_scale", g1_qmat_names[id]);
-    g1_status st = open_dset(g, dir, name, KIND_F32, s);
+    g1_status st = open_dset(ck, g, dir, name, KIND_F32, s);
     qmat_dims(&ck->cfg, id, blocks, dims);
     if (st == G1_OK && !same_shape(s, rank, dims)) {
         snprintf(hint, sizeof hint, " (%d row blocks, as in layers/%02d: a matrix kind must have the same in every layer)",
@@ -534,7 +583,7 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
     hsize_t dims[2] = {(hsize_t)c->vocab_size, (hsize_t)c->emb_size};
     G1_TRY(read_floats(ck, ck->file, "", "final_norm", 1, &dims[1], w->final_norm));
     dset d;
-    G1_TRY(open_shaped(ck->file, "", "embedding", KIND_F32, 2, dims, &d));
+    G1_TRY(open_shaped(ck, ck->file, "", "embedding", KIND_F32, 2, dims, &d));
     hsize_t slab = embed_slab_rows(&d);
     float *buf = malloc((size_t)(slab * dims[1]) * sizeof *buf);
     g1_status st = buf ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");

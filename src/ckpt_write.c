@@ -2,7 +2,6 @@
  * every dataset up front under a temporary name, takes tensors one at a time
  * (one expert = one chunk) and renames the file only once all were written.
  * Used by grok1-mkckpt and the release converter. */
-#include <fcntl.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,43 +31,9 @@ static int is_expert(g1_qmat_id id) { return id >= G1_MOE_GATE; }
 
 /* ---- attributes ---- */
 
-static herr_t put_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *v)
-{
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = a < 0 ? -1 : H5Awrite(a, mtype, v);
-    if (a >= 0)
-        H5Aclose(a);
-    H5Sclose(sp);
-    return e;
-}
-
-/* A variable-length UTF-8 string, as h5py writes a Python str. */
-static herr_t put_str_attr(hid_t loc, const char *name, const char *s)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    herr_t e = put_attr(loc, name, t, t, &s);
-    H5Tclose(t);
-    return e;
-}
-
 static g1_status write_attrs(g1_ckpt_writer *wr)
 {
-    herr_t e = put_str_attr(wr->file, "format", G1_FORMAT_NAME);
-    int v = G1_FORMAT_VERSION;
-    if (e >= 0)
-        e = put_attr(wr->file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &v);
-    for (int i = 0; i < g1_num_params && e >= 0; i++) {
-        const g1_param_desc *p = &g1_params[i];
-        const char *src = (const char *)&wr->cfg + p->offset;
-        if (p->type == G1_PARAM_INT)
-            e = put_attr(wr->file, p->name, H5T_STD_I32LE, H5T_NATIVE_INT, src);
-        else
-            e = put_attr(wr->file, p->name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, src);
-    }
-    if (e < 0) {
+    if (g1_h5_put_config(wr->file, &wr->cfg) < 0) {
         char d[256];
         g1_h5_detail(d);
         return G1_FAIL(G1_ERR_IO, "%s: cannot write attributes: %s", wr->tmp, d);
@@ -270,16 +235,6 @@ static const char *first_missing(const g1_ckpt_writer *wr, char *buf, size_t n)
     return NULL;
 }
 
-/* Flush the closed file to disk before the rename makes it visible. */
-static void sync_file(const char *path)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr)
 {
     char buf[96];
@@ -296,7 +251,7 @@ g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr)
     if (e < 0) {
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", wr->tmp);
     } else {
-        sync_file(wr->tmp);
+        g1_h5_sync_file(wr->tmp);
         if (rename(wr->tmp, wr->path))
             st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s", wr->tmp, wr->path);
     }

@@ -39,8 +39,9 @@ typedef struct cv_progress {
 typedef struct cv_job {
     g1_config cfg;
     int l0, l1;                 /* converted layers [l0, l1) */
+    int with_embedding;         /* 0: --no-embedding (file 0 neither read nor written) */
     int blocks[G1_NUM_QMAT];    /* scale row blocks of each matrix kind, from the files */
-    cv_file *files;             /* in file order: 0, 1, then the layers' files */
+    cv_file *files;             /* in file order: 0 (unless --no-embedding), 1, then the layers' files */
     int n_files;
     uint64_t total_bytes;
     volatile sig_atomic_t *interrupted;
@@ -51,7 +52,7 @@ const char *cv_item_name(int j);
 
 /* List CKPT_DIR, check it against the config (missing, extra files), scan
  * every needed file's pickle and check the arrays' dtypes and shapes. */
-g1_status cv_plan(const char *dir, const g1_config *cfg, int l0, int l1, cv_job *job);
+g1_status cv_plan(const char *dir, const g1_config *cfg, int l0, int l1, int with_embedding, cv_job *job);
 void cv_job_free(cv_job *job);
 
 /* Stream every planned file into the writer (one expert at a time). */

@@ -14,7 +14,8 @@
 #include "convert.h"
 
 static const char usage_text[] =
-    "usage: grok1-convert [--config grok-1|FILE.json] [--layers A-B] [--verify] CKPT_DIR OUT.h5\n"
+    "usage: grok1-convert [--config grok-1|FILE.json] [--layers A-B [--no-embedding]] [--verify]\n"
+    "                     CKPT_DIR OUT.h5\n"
     "\n"
     "Converts xAI's released Grok-1 checkpoint (CKPT_DIR = ckpt-0/ with tensor00000_000 ..\n"
     "tensor00769_000, Python pickles) to the runner's HDF5 checkpoint. The pickles are scanned,\n"
@@ -23,7 +24,10 @@ static const char usage_text[] =
     "                      by the HDF5 attribute names over the grok-1 values (smaller models\n"
     "                      laid out like the release)\n"
     "  --layers A-B        convert only layers A..B (inclusive) with the embedding and final\n"
-    "                      norm; the runner refuses such a file as a full model\n"
+    "                      norm: one part of a checkpoint in parts, which grok1-link joins\n"
+    "                      (the runner refuses a part alone as a full model)\n"
+    "  --no-embedding      with --layers: leave the embedding out (the final norm stays), for\n"
+    "                      the parts whose embedding another part carries (3.2 GB less each)\n"
     "  --verify            re-read the output and compare every tensor with the release files\n"
     "Progress (files, bytes, MB/s, ETA) goes to stderr; the summary line (with peak memory) to stdout.\n";
 
@@ -31,6 +35,7 @@ typedef struct opts {
     const char *config, *dir, *out;
     int a, b; /* --layers A-B; a < 0: all */
     int verify;
+    int no_embedding;
 } opts;
 
 static int usage_error(const char *fmt, const char *arg)
@@ -72,6 +77,10 @@ static int parse_args(int argc, char **argv, opts *o)
             o->verify = 1;
             continue;
         }
+        if (!strcmp(a, "--no-embedding")) {
+            o->no_embedding = 1;
+            continue;
+        }
         if (strncmp(a, "--", 2) || !a[2]) {
             if (npos == 2)
                 return usage_error("unexpected argument '%s' (CKPT_DIR and OUT.h5 already given)", a);
@@ -95,6 +104,8 @@ static int parse_args(int argc, char **argv, opts *o)
     }
     if (npos < 2)
         return usage_error("expected CKPT_DIR and OUT.h5%s", "");
+    if (o->no_embedding && o->a < 0)
+        return usage_error("--no-embedding makes a part: give --layers A-B too%s", "");
     if (!*o->out)
         return usage_error("empty output name%s", "");
     return -1;
@@ -111,7 +122,7 @@ static void on_signal(int sig)
 static g1_status write_h5(const cv_job *job, const char *path)
 {
     g1_ckpt_writer *wr;
-    G1_TRY(g1_ckpt_writer_create(path, &job->cfg, job->blocks, job->l0, job->l1, &wr));
+    G1_TRY(g1_ckpt_writer_create(path, &job->cfg, job->blocks, job->l0, job->l1, job->with_embedding, &wr));
     cv_progress p;
     cv_progress_start(&p, "convert", job->total_bytes, job->n_files, &interrupted);
     g1_status st = cv_copy(job, wr, &p);
@@ -179,7 +190,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     double t0 = cv_now();
     cv_job job;
-    g1_status st = cv_plan(o.dir, &cfg, l0, l1, &job);
+    g1_status st = cv_plan(o.dir, &cfg, l0, l1, !o.no_embedding, &job);
     if (st == G1_OK)
         st = convert(&job, &o);
     if (st != G1_OK) {
@@ -191,8 +202,9 @@ int main(int argc, char **argv)
     double t = cv_now() - t0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("grok1-convert: wrote %s: layers %d-%d of %d, %d files, %.1f MB in %.2f s (%.0f MB/s)%s; "
-           "peak memory %.1f MB\n", o.out, l0, l1 - 1, cfg.num_layers, job.n_files, (double)job.total_bytes / 1e6, t,
+    printf("grok1-convert: wrote %s: layers %d-%d of %d%s, %d files, %.1f MB in %.2f s (%.0f MB/s)%s; "
+           "peak memory %.1f MB\n", o.out, l0, l1 - 1, cfg.num_layers, o.no_embedding ? " without the embedding" : "",
+           job.n_files, (double)job.total_bytes / 1e6, t,
            t > 0 ? (double)job.total_bytes / 1e6 / t : 0.0, o.verify ? ", verified" : "",
            (double)ru.ru_maxrss / 1024.0);
     cv_job_free(&job);

@@ -229,7 +229,7 @@ static g1_status plan_files(const char *dir, cv_job *job, const uint8_t *present
 {
     int L = job->cfg.num_layers, *pos;
     G1_TRY(layer_positions(L, &pos));
-    g1_status st = add_file(job, dir, present, 0, CV_EMBEDDING, -1, 0);
+    g1_status st = job->with_embedding ? add_file(job, dir, present, 0, CV_EMBEDDING, -1, 0) : G1_OK;
     if (st == G1_OK)
         st = add_file(job, dir, present, 1, CV_FINAL_NORM, -1, 0);
     for (int l = job->l0; l < job->l1 && st == G1_OK; l++)
@@ -239,9 +239,9 @@ static g1_status plan_files(const char *dir, cv_job *job, const uint8_t *present
     return st;
 }
 
-g1_status cv_plan(const char *dir, const g1_config *cfg, int l0, int l1, cv_job *job)
+g1_status cv_plan(const char *dir, const g1_config *cfg, int l0, int l1, int with_embedding, cv_job *job)
 {
-    *job = (cv_job){.cfg = *cfg, .l0 = l0, .l1 = l1};
+    *job = (cv_job){.cfg = *cfg, .l0 = l0, .l1 = l1, .with_embedding = with_embedding};
     G1_TRY(g1_config_validate(cfg));
     int n_expected = 2 + CV_PER_LAYER * cfg->num_layers;
     uint8_t *present = calloc((size_t)n_expected, 1);

@@ -17,7 +17,8 @@
 
 static const char usage_text[] =
     "usage: grok1-mkckpt --config tiny|small|grok-1|FILE.json [--set key=value]...\n"
-    "                    [--layers N] [--part A-B] [--qk-gain G] --seed S --out FILE.h5\n"
+    "                    [--layers N] [--part A-B [--no-embedding]] [--qk-gain G]\n"
+    "                    --seed S --out FILE.h5\n"
     "\n"
     "Writes a synthetic Grok-1 checkpoint (HDF5, format grok1-hdf5 v1) whose\n"
     "weights are a pure function of the seed.\n"
@@ -28,6 +29,8 @@ static const char usage_text[] =
     "  --part A-B          write only layers A..B (inclusive) of the model, with the\n"
     "                      embedding and final norm: one part of a checkpoint in\n"
     "                      parts, joined by grok1-link (num_layers stays the model's)\n"
+    "  --no-embedding      leave the embedding out (the final norm stays): a part\n"
+    "                      whose embedding another part carries\n"
     "  --qk-gain G         multiply the q and k scales by G (default 1)\n"
     "  --seed S            unsigned 64-bit seed\n"
     "  --out FILE          output file (written as FILE.tmp.<pid>, then renamed)\n";
@@ -38,6 +41,7 @@ typedef struct opts {
     int n_sets;
     int layers;      /* 0: the config's */
     int part_a, part_b; /* --part A-B; part_a < 0: every layer */
+    int no_embedding;
     double qk_gain;
     unsigned long long seed;
     int have_seed;
@@ -115,6 +119,10 @@ static int parse_args(int argc, char **argv, opts *o)
             fputs(usage_text, stdout);
             return 0;
         }
+        if (!strcmp(a, "--no-embedding")) {
+            o->no_embedding = 1;
+            continue;
+        }
         if (strncmp(a, "--", 2))
             return usage_error("unexpected argument '%s'", a);
         char opt[32];
@@ -136,6 +144,8 @@ static int parse_args(int argc, char **argv, opts *o)
     }
     if (!o->config)
         return usage_error("missing --config%s", "");
+    if (o->no_embedding && o->part_a < 0)
+        return usage_error("--no-embedding makes a part: give --part A-B too%s", "");
     if (!o->have_seed)
         return usage_error("missing --seed%s", "");
     if (!o->out || !*o->out)
@@ -166,14 +176,14 @@ static g1_status build_config(const opts *o, g1_config *cfg)
 
 /* ---- streaming ---- */
 
-static g1_status write_embedding(g1_ckpt_writer *wr, const g1_synth *s)
+static g1_status write_embedding(g1_ckpt_writer *wr, const g1_synth *s, int with_embedding)
 {
     const g1_config *c = &s->cfg;
     float *buf = malloc((size_t)EMBED_SLAB_ROWS * c->emb_size * sizeof *buf);
     if (!buf)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     g1_status st = G1_OK;
-    for (int64_t r = 0; r < c->vocab_size && st == G1_OK; r += EMBED_SLAB_ROWS) {
+    for (int64_t r = 0; with_embedding && r < c->vocab_size && st == G1_OK; r += EMBED_SLAB_ROWS) {
         int64_t n = c->vocab_size - r < EMBED_SLAB_ROWS ? c->vocab_size - r : EMBED_SLAB_ROWS;
         g1_synth_embedding_rows(s, r, n, buf);
         st = g1_ckpt_write_embedding_rows(wr, r, n, buf);
@@ -232,13 +242,13 @@ static g1_status write_layers(g1_ckpt_writer *wr, const g1_synth *s, const int b
     return st;
 }
 
-static g1_status write_checkpoint(const char *path, const g1_synth *s, int l0, int l1)
+static g1_status write_checkpoint(const char *path, const g1_synth *s, int l0, int l1, int with_embedding)
 {
     int blocks[G1_NUM_QMAT];
     g1_synth_blocks(&s->cfg, blocks);
     g1_ckpt_writer *wr;
-    G1_TRY(g1_ckpt_writer_create(path, &s->cfg, blocks, l0, l1, &wr));
-    g1_status st = write_embedding(wr, s);
+    G1_TRY(g1_ckpt_writer_create(path, &s->cfg, blocks, l0, l1, with_embedding, &wr));
+    g1_status st = write_embedding(wr, s, with_embedding);
     if (st == G1_OK)
         st = write_layers(wr, s, blocks, l0, l1);
     if (st != G1_OK) {
@@ -268,7 +278,7 @@ int main(int argc, char **argv)
     }
     double t0 = now();
     int l0 = o.part_a < 0 ? 0 : o.part_a, l1 = o.part_a < 0 ? s.cfg.num_layers : o.part_b + 1;
-    if (write_checkpoint(o.out, &s, l0, l1) != G1_OK) {
+    if (write_checkpoint(o.out, &s, l0, l1, !o.no_embedding) != G1_OK) {
         fprintf(stderr, "grok1-mkckpt: %s\n", g1_last_error());
         return 1;
     }

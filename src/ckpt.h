@@ -33,7 +33,8 @@ void g1_ckpt_close(g1_ckpt *ck);
  * checkpoint. Checks that every part is a checkpoint of the same
  * hyper-parameters, that each layer is in exactly one part, and that the
  * parts' final norms and embeddings (in sampled rows) are the same; the
- * embedding and final norm are linked from the part with layer 0. Link
+ * embedding and final norm are linked from the part with layer 0, or when
+ * it has no embedding (made with --no-embedding) the first that has. Link
  * targets are relative to out's folder when a part is in it or below, else
  * absolute; every link is opened before `out` gets its name (written as
  * out.tmp.<pid>, then renamed). An existing `out` is refused unless
@@ -45,10 +46,12 @@ g1_status g1_ckpt_link(const char *out, int n_parts, const char *const *parts, i
 typedef struct g1_ckpt_writer g1_ckpt_writer;
 
 /* Create `path` (written under a temporary name until g1_ckpt_writer_finish)
- * with the root attributes and all datasets of layers [l0,l1) (normally all);
- * `blocks` gives the scale row blocks of each matrix kind. */
+ * with the root attributes and all datasets of layers [l0,l1) (normally all),
+ * the final norm, and the embedding unless !with_embedding (a part of a
+ * checkpoint in parts that leaves it to another); `blocks` gives the scale
+ * row blocks of each matrix kind. */
 g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT],
-                                int l0, int l1, g1_ckpt_writer **out);
+                                int l0, int l1, int with_embedding, g1_ckpt_writer **out);
 g1_status g1_ckpt_write_embedding_rows(g1_ckpt_writer *wr, int64_t row0, int64_t nrows, const float *rows);
 g1_status g1_ckpt_write_final_norm(g1_ckpt_writer *wr, const float *v);
 g1_status g1_ckpt_write_norm(g1_ckpt_writer *wr, int layer, g1_norm_id n, const float *v);

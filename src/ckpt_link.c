@@ -180,8 +180,8 @@ static g1_status read_row(const part *p, const char *name, hsize_t rows, hsize_t
     return G1_OK;
 }
 
-/* Every part that has an embedding and final norm must have those of `src`
- * (the final norm whole, the embedding in EMBED_SAMPLE_ROWS rows). */
+/* Every part must have the final norm of `src`, and those with an
+ * embedding its embedding (in EMBED_SAMPLE_ROWS rows). */
 static g1_status same_embedding(const linker *k, int src)
 {
     hsize_t V = (hsize_t)k->cfg.vocab_size, D = (hsize_t)k->cfg.emb_size;
@@ -191,11 +191,10 @@ static g1_status same_embedding(const linker *k, int src)
         if (i == src)
             continue;
         const part *p = &k->p[i];
-        int has_e = H5Lexists(p->file, "embedding", H5P_DEFAULT) > 0,
-            has_n = H5Lexists(p->file, "final_norm", H5P_DEFAULT) > 0;
+        int has_e = H5Lexists(p->file, "embedding", H5P_DEFAULT) > 0;
         for (int s = -1; s < EMBED_SAMPLE_ROWS && st == G1_OK; s++) {
-            if ((s < 0 && !has_n) || (s >= 0 && !has_e))
-                continue;
+            if (s >= 0 && !has_e)
+                break;
             long long row = s < 0 ? -1 : (long long)((V - 1) * (hsize_t)s / (EMBED_SAMPLE_ROWS - 1));
             const char *name = s < 0 ? "final_norm" : "embedding";
             st = read_row(&k->p[src], name, V, D, row, a);
@@ -380,10 +379,20 @@ static g1_status link_parts(linker *k, int replace, char *summary, size_t n_summ
             st = G1_FAIL(G1_ERR_FORMAT, "no part holds layer%s %s (the model has layers 0-%d)",
                          strchr(buf, '-') || strchr(buf, ',') ? "s" : "", buf, k->cfg.num_layers - 1);
     }
-    int src = st == G1_OK ? k->owner[0] : 0;
-    if (st == G1_OK && (H5Lexists(k->p[src].file, "embedding", H5P_DEFAULT) <= 0 ||
-                        H5Lexists(k->p[src].file, "final_norm", H5P_DEFAULT) <= 0))
-        st = G1_FAIL(G1_ERR_FORMAT, "%s (with layer 0) has no embedding or no final norm", k->p[src].path);
+    /* the embedding from the part with layer 0 (rank 0 loads both), else the
+     * first that has one (the others may be made with --no-embedding) */
+    int src = -1;
+    for (int j = -1; j < k->n && st == G1_OK && src < 0; j++) {
+        int i = j < 0 ? k->owner[0] : j;
+        if (H5Lexists(k->p[i].file, "embedding", H5P_DEFAULT) > 0)
+            src = i;
+    }
+    if (st == G1_OK && src < 0)
+        st = G1_FAIL(G1_ERR_FORMAT, "no part has the embedding: convert one of them without --no-embedding");
+    for (int i = 0; i < k->n && st == G1_OK; i++)
+        if (H5Lexists(k->p[i].file, "final_norm", H5P_DEFAULT) <= 0)
+            st = G1_FAIL(G1_ERR_FORMAT, "%s has no final norm: not a part made by grok1-convert or grok1-mkckpt",
+                         k->p[i].path);
     if (st == G1_OK)
         st = same_embedding(k, src);
     for (int i = 0; i < k->n; i++) { /* the links open them again, maybe otherwise */

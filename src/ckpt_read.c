@@ -469,7 +469,10 @@ static g1_status open_layer(const g1_ckpt *ck, int layer, char dir[32], hid_t *g
 {
     snprintf(dir, 32, "layers/%02d", layer);
     if (H5Lexists(ck->file, "layers", H5P_DEFAULT) <= 0 || H5Lexists(ck->file, dir, H5P_DEFAULT) <= 0)
-        return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no %s: was it converted with --layers?", dir);
+        return G1_FAIL(G1_ERR_FORMAT,
+                       "checkpoint has no %s: is it one part of a checkpoint (grok1-convert --layers)? "
+                       "grok1-link joins the parts",
+                       dir);
     *g = H5Gopen2(ck->file, dir, ck->gapl);
     if (*g < 0)
         return link_failure(ck, ck->file, dir, dir, "a group");

@@ -24,6 +24,7 @@ struct g1_ckpt_writer {
     uint8_t *done;       /* (l1 - l0, per_layer): written yet? */
     uint8_t *rows_done;  /* (V): embedding row written yet? */
     int final_norm_done;
+    int with_embedding;
 };
 
 
@@ -110,7 +111,8 @@ static g1_status make_all(g1_ckpt_writer *wr)
     hsize_t de[2] = {(hsize_t)c->vocab_size, (hsize_t)c->emb_size};
     hsize_t rows = EMBED_CHUNK_BYTES / (de[1] * sizeof(float));
     hsize_t ce[2] = {rows < 1 ? 1 : rows < de[0] ? rows : de[0], de[1]};
-    G1_TRY(make_dset(wr, wr->file, "embedding", H5T_IEEE_F32LE, 2, de, ce));
+    if (wr->with_embedding)
+        G1_TRY(make_dset(wr, wr->file, "embedding", H5T_IEEE_F32LE, 2, de, ce));
     G1_TRY(make_dset(wr, wr->file, "final_norm", H5T_IEEE_F32LE, 1, &de[1], NULL));
     hid_t layers = H5Gcreate2(wr->file, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (layers < 0)
@@ -143,7 +145,7 @@ static g1_status check_args(const char *path, const g1_config *cfg, const int bl
 }
 
 static g1_status alloc_writer(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT], int l0,
-                              int l1, g1_ckpt_writer **out)
+                              int l1, int with_embedding, g1_ckpt_writer **out)
 {
     g1_ckpt_writer *wr = calloc(1, sizeof *wr);
     if (!wr)
@@ -154,6 +156,7 @@ static g1_status alloc_writer(const char *path, const g1_config *cfg, const int 
     memcpy(wr->blocks, blocks, sizeof wr->blocks);
     wr->l0 = l0;
     wr->l1 = l1;
+    wr->with_embedding = with_embedding;
     wr->per_layer = G1_NUM_NORM + 4 + 1 + 3 * cfg->num_experts;
     size_t n = strlen(path) + 32;
     wr->path = strdup(path);
@@ -162,6 +165,8 @@ static g1_status alloc_writer(const char *path, const g1_config *cfg, const int 
     wr->rows_done = calloc((size_t)cfg->vocab_size, 1);
     if (!wr->path || !wr->tmp || !wr->done || !wr->rows_done)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    if (!with_embedding)
+        memset(wr->rows_done, 1, (size_t)cfg->vocab_size);
     snprintf(wr->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     return G1_OK;
 }
@@ -176,13 +181,13 @@ static void free_writer(g1_ckpt_writer *wr)
 }
 
 g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT], int l0,
-                                int l1, g1_ckpt_writer **out)
+                                int l1, int with_embedding, g1_ckpt_writer **out)
 {
     *out = NULL;
     G1_TRY(check_args(path, cfg, blocks, l0, l1));
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     g1_ckpt_writer *wr = NULL;
-    g1_status st = alloc_writer(path, cfg, blocks, l0, l1, &wr);
+    g1_status st = alloc_writer(path, cfg, blocks, l0, l1, with_embedding, &wr);
     if (st != G1_OK) {
         if (wr)
             free_writer(wr);
@@ -314,6 +319,8 @@ g1_status g1_ckpt_write_embedding_rows(g1_ckpt_writer *wr, int64_t row0, int64_t
                        (long long)row0, (long long)(row0 + nrows), c->vocab_size);
     if (nrows == 0)
         return G1_OK;
+    if (!wr->with_embedding)
+        return G1_FAIL(G1_ERR_ARG, "checkpoint writer: %s was made without an embedding", wr->path);
     hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)c->emb_size};
     G1_TRY(write_slab(wr, "embedding", H5T_NATIVE_FLOAT, 2, start, count, rows));
     memset(wr->rows_done + row0, 1, (size_t)nrows);

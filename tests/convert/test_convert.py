@@ -3,12 +3,13 @@
 
 Cases (one per meson test): sizes (several shapes, every tensor exact, --verify),
 logits (the converted model through grok1-run against the NumPy reference),
-layers (--layers 3-7 of a 20-layer fixture; grok1-run refuses it), hostile
+layers (--layers 3-7 of a 20-layer fixture; grok1-run refuses it; with
+0-2 and 8-19, each converted from its own files, grok1-link joins them), hostile
 (broken and malicious inputs: clear message, non-zero exit, no output file),
 usage, peak_memory (a fixture far larger than a memory cap converts under it).
 Exit 0 pass, 1 fail, 77 skip.
 
-usage: test_convert.py CASE --convert grok1-convert --tmp DIR [--run grok1-run]
+usage: test_convert.py CASE --convert grok1-convert --tmp DIR [--run grok1-run] [--link grok1-link]
 """
 import argparse
 import glob
@@ -178,7 +179,43 @@ def case_layers(args, check):
         r = subprocess.run([args.run, "--checkpoint", out, "--mode", "score", "--input", rq, "--output", res],
                            capture_output=True, text=True, timeout=120)
         print("grok1-run said: %s" % r.stderr.strip()[-400:])
-        check(r.returncode != 0 and "--layers" in r.stderr, "grok1-run refuses it as a full model, naming --layers")
+        check(r.returncode != 0 and "--layers" in r.stderr and "grok1-link" in r.stderr,
+              "grok1-run refuses it as a full model, naming --layers and grok1-link")
+    if not args.link:
+        return
+    # the other layers in two more parts, each converted from only its files;
+    # grok1-link joins the three: every tensor through the links, and grok1-run
+    parts = [out]
+    # (8-19 without the embedding: not even file 0 is there)
+    for rng, extra in (("0-2", []), ("8-19", ["--no-embedding", "--verify"])):
+        part = os.path.join(args.tmp, "layers_%s.h5" % rng.replace("-", "_"))
+        only = os.path.join(args.tmp, "fx_deep20_" + rng)
+        a, b = (int(x) for x in rng.split("-"))
+        shutil.rmtree(only, ignore_errors=True)
+        os.makedirs(only)
+        lex = sorted(range(20), key=str)  # the release numbers its files by layers in this order
+        for i in ([] if extra else [0]) + [1] + [2 + 12 * lex.index(l) + j for l in range(a, b + 1) for j in range(12)]:
+            os.symlink(os.path.join(d, "tensor%05d_000" % i), os.path.join(only, "tensor%05d_000" % i))
+        p = convert(args, "--config", cfg_path, "--layers", rng, *extra, only, part)
+        check(p.returncode == 0, "--layers %s %s converts from its own files only (%s)"
+              % (rng, " ".join(extra), p.stderr.strip()[-200:]))
+        parts.append(part)
+    with h5py.File(parts[-1], "r") as f:
+        check("embedding" not in f and "final_norm" in f, "--no-embedding: no embedding, the final norm stays")
+    linked = os.path.join(args.tmp, "layers_linked.h5")
+    if os.path.exists(linked):
+        os.remove(linked)
+    cmd = [args.link, linked] + parts
+    print("run  %s" % " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    print(p.stdout.strip(), p.stderr.strip())
+    if not check(p.returncode == 0, "grok1-link joins the three parts"):
+        return
+    compare_h5(check, linked, c, 4, range(20))
+    if args.run:
+        r = subprocess.run([args.run, "--checkpoint", linked, "--mode", "score", "--input", rq, "--output", res],
+                           capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, "grok1-run scores the joined parts (%s)" % r.stderr.strip()[-300:])
 
 
 def _short_str(s):
@@ -285,6 +322,7 @@ def case_usage(args, check):
     for argv, word in ((["--layers", "7-3", d, out], "--layers"), (["--layers", "x", d, out], "--layers"),
                        (["--config", cfg_path, "--layers", "5-12", d, out], "layers 0-11"),
                        (["--bogus", "1", d, out], "unknown option"), ([d], "expected CKPT_DIR"),
+                       (["--no-embedding", d, out], "--layers A-B too"),
                        (["--config", "nope", d, out], "not a preset"),
                        (["--config", os.path.join(args.tmp, "missing.json"), d, out], "config")):
         p = convert(args, *argv)
@@ -325,6 +363,7 @@ def main():
     ap.add_argument("case", choices=sorted(CASES))
     ap.add_argument("--convert", required=True)
     ap.add_argument("--run")
+    ap.add_argument("--link")
     ap.add_argument("--tmp", required=True)
     args = ap.parse_args()
     args.tmp = os.path.join(os.path.abspath(args.tmp), "convert_" + args.case)

@@ -44,7 +44,7 @@ static g1_status write_synth(const char *path, const g1_synth *s, int l0, int l1
     int blocks[G1_NUM_QMAT];
     g1_synth_blocks(c, blocks);
     g1_ckpt_writer *wr;
-    G1_TRY(g1_ckpt_writer_create(path, c, blocks, l0, l1, &wr));
+    G1_TRY(g1_ckpt_writer_create(path, c, blocks, l0, l1, 1, &wr));
     size_t D = (size_t)c->emb_size;
     float *buf = malloc((size_t)c->vocab_size * D * sizeof *buf);
     int8_t *w = malloc((size_t)c->ffn_size * D);
@@ -204,7 +204,8 @@ static void test_layer_subset(const g1_synth *s)
     check_load(ck, s, 0, 2, 0, 8, 1);
     g1_weights w;
     g1_status st = g1_ckpt_load(ck, 1, 3, 0, 8, 0, &w);
-    CHECK(st == G1_ERR_FORMAT && strstr(g1_last_error(), "checkpoint has no layers/02: was it converted with --layers?"),
+    CHECK(st == G1_ERR_FORMAT && strstr(g1_last_error(), "checkpoint has no layers/02: is it one part of a checkpoint "
+                                                          "(grok1-convert --layers)?"),
           "missing layer: status %d, message '%s'", (int)st, g1_last_error());
     g1_ckpt_close(ck);
     remove(path);
@@ -217,13 +218,13 @@ static void test_writer_failures(const g1_synth *s)
     int blocks[G1_NUM_QMAT], before = count_files();
     g1_synth_blocks(&s->cfg, blocks);
     g1_ckpt_writer *wr;
-    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 1, &wr) == G1_OK, "create: %s", g1_last_error());
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 1, 1, &wr) == G1_OK, "create: %s", g1_last_error());
     CHECK(access(path, F_OK) != 0, "final name exists before finish");
     CHECK(count_files() == before + 1, "no temporary file while writing");
     g1_ckpt_writer_abort(wr);
     CHECK(count_files() == before, "abort left a file");
     /* finish with tensors missing: refused, nothing left */
-    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 1, &wr) == G1_OK, "create: %s", g1_last_error());
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 1, 1, &wr) == G1_OK, "create: %s", g1_last_error());
     g1_status st = g1_ckpt_writer_finish(wr);
     CHECK(st != G1_OK && strstr(g1_last_error(), "never written"), "incomplete finish: %d '%s'", (int)st,
           g1_last_error());
@@ -232,9 +233,9 @@ static void test_writer_failures(const g1_synth *s)
     int bad[G1_NUM_QMAT];
     memcpy(bad, blocks, sizeof bad);
     bad[G1_ATTN_O] = 3;
-    CHECK(g1_ckpt_writer_create(path, &s->cfg, bad, 0, 1, &wr) == G1_ERR_ARG, "3 blocks of 64 rows accepted");
-    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 5, &wr) == G1_ERR_ARG, "layers beyond the model accepted");
-    CHECK(g1_ckpt_writer_create("/nonexistent-dir/x.h5", &s->cfg, blocks, 0, 1, &wr) == G1_ERR_IO,
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, bad, 0, 1, 1, &wr) == G1_ERR_ARG, "3 blocks of 64 rows accepted");
+    CHECK(g1_ckpt_writer_create(path, &s->cfg, blocks, 0, 5, 1, &wr) == G1_ERR_ARG, "layers beyond the model accepted");
+    CHECK(g1_ckpt_writer_create("/nonexistent-dir/x.h5", &s->cfg, blocks, 0, 1, 1, &wr) == G1_ERR_IO,
           "unwritable path accepted");
     CHECK(count_files() == before, "failed creates left a file");
     g1_ckpt *ck;

@@ -203,7 +203,8 @@ def test_refusals(d, local):
     expect(os.path.getsize(P("p0.h5")) == size, "the part is untouched")
 
     # grok1-mkckpt --part: usage
-    for args, needle in ((["--part", "3-1"], "--part"), (["--part", "x"], "--part"), (["--part", "0-5"], "0-4")):
+    for args, needle in ((["--part", "3-1"], "--part"), (["--part", "x"], "--part"), (["--part", "0-5"], "0-4"),
+                         (["--no-embedding"], "--part A-B too")):
         rc, _, err = run([MKCKPT, *MODEL, "--seed", "7", "--out", os.path.join(w, "x.h5"), *args])
         expect(rc == 2 and needle in err and not os.path.exists(os.path.join(w, "x.h5")),
                f"mkckpt {args}: rc {rc} {err.strip()!r}")
@@ -212,11 +213,38 @@ def test_refusals(d, local):
                "--part 2-4 holds layers 02-04 and keeps num_layers 5")
 
 
+def test_no_embedding(d, full):
+    """Parts without the embedding (--no-embedding): it comes from the part
+    with layer 0, or else from the part that has it; none is refused."""
+    w = os.path.join(d, "noemb")
+    os.mkdir(w)
+    P = lambda n: os.path.join(w, n)  # noqa: E731
+    mkckpt(P("a.h5"), "--part", "0-1")
+    mkckpt(P("b.h5"), "--part", "2-4", "--no-embedding")
+    with h5py.File(P("b.h5"), "r") as f:
+        expect("embedding" not in f and "final_norm" in f, "--no-embedding: no embedding, the final norm stays")
+    expect(os.path.getsize(P("b.h5")) < os.path.getsize(full) - 512 * 64 * 4, "--no-embedding: the part is smaller")
+    rc, so, err = link(P("m.h5"), P("b.h5"), P("a.h5"))
+    expect(rc == 0 and "embedding and final norm in a.h5" in so, f"embedding from the part with layer 0: {so} {err}")
+    same_as_full("a part without the embedding", P("m.h5"), full)
+    mkckpt(P("a2.h5"), "--part", "0-1", "--no-embedding")
+    mkckpt(P("b2.h5"), "--part", "2-4")
+    rc, so, err = link(P("m2.h5"), P("a2.h5"), P("b2.h5"))
+    expect(rc == 0 and "embedding and final norm in b2.h5" in so, f"embedding from the part that has it: {so} {err}")
+    same_as_full("the embedding from the part of layers 2-4", P("m2.h5"), full)
+    refused("no part has the embedding", [P("m3.h5"), P("a2.h5"), P("b.h5")], ["no part has the embedding"], w,
+            P("m3.h5"))
+    other = mkckpt(P("seed9.h5"), "--part", "2-4", "--no-embedding", seed=9)
+    refused("another model's part without embedding", [P("m3.h5"), P("a.h5"), other], ["final norms", "seed9.h5"],
+            w, P("m3.h5"))
+
+
 def main():
     with tempfile.TemporaryDirectory() as d:
         full = mkckpt(os.path.join(d, "full.h5"))
         local = test_link(d, full)
         test_refusals(d, local)
+        test_no_embedding(d, full)
     if failures:
         print(f"{len(failures)} failed")
         return 1

@@ -649,6 +649,60 @@ def case_balance():
           f"--balance with --layers-per-stage: exit {p.returncode}: {p.stderr.strip()[-300:]}")
 
 
+def case_parts():
+    """A checkpoint in parts (grok1-mkckpt --part, grok1-link) at 2 stages x
+    2 expert slots, each stage's ranks on a "node" that holds only its own
+    part, found through HDF5_EXT_PREFIX (the master's folder holds no part):
+    results and logits bitwise those of one rank on the one-file
+    checkpoint, and every rank reads the bytes it reads from the one file.
+    A node without its part ends the job with a message naming the part."""
+    if not ARGS.link:
+        print("SKIP: grok1-link not given")
+        return
+    full = mkckpt("plain5.h5")
+    shared, nodes = os.path.join(ARGS.tmp, "shared"), os.path.join(ARGS.tmp, "nodes")
+    shutil.rmtree(shared, ignore_errors=True)
+    shutil.rmtree(nodes, ignore_errors=True)
+    os.makedirs(shared)
+    master = os.path.join(shared, "grok1.h5")
+    for name, rng in (("p0.h5", "0-1"), ("p1.h5", "2-4")):
+        subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "num_layers=5", "--seed", "7", "--part", rng,
+                        "--out", os.path.join(shared, name)], check=True, capture_output=True)
+    subprocess.run([ARGS.link, master, os.path.join(shared, "p0.h5"), os.path.join(shared, "p1.h5")], check=True,
+                   capture_output=True)
+    for node, name in enumerate(("p0.h5", "p1.h5")):
+        os.makedirs(os.path.join(nodes, f"node{node}"))
+        shutil.move(os.path.join(shared, name), os.path.join(nodes, f"node{node}", name))
+    wrapper = os.path.join(ARGS.tmp, "on_node.sh")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\n# a stage per node: ranks 0-1 on node0, 2-3 on node1\n"
+                f"export HDF5_EXT_PREFIX=\"{nodes}/node$((OMPI_COMM_WORLD_RANK / 2))\"\n"
+                f"exec \"{os.path.abspath(ARGS.run)}\" \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    inp = requests(os.path.join(ARGS.tmp, "parts.jsonl"), 5, 11, "score", lens=(2, 20))
+    want = score(full, inp, "parts_1x1")
+    layout = ["--stages", "2", "--ep", "2", "--layers-per-stage", "2,3", "--verbose"]
+    got = score(master, inp, "parts_2x2", n=4, extra=layout, exe=wrapper)
+    check(got[0] == want[0], "2x2 on the parts: results differ from one rank on the one file")
+    check(got[1].keys() == want[1].keys() and all(np.array_equal(got[1][k], want[1][k]) for k in want[1]),
+          "2x2 on the parts: logits differ from one rank on the one file")
+    out = os.path.join(ARGS.tmp, "parts_bytes.jsonl")
+    b_full = held_by_rank(run(4, ["--checkpoint", full, "--mode", "score", "--input", inp, "--output", out]
+                              + layout).stderr)
+    b_parts = held_by_rank(run(4, ["--checkpoint", master, "--mode", "score", "--input", inp, "--output", out]
+                               + layout, exe=wrapper).stderr)
+    print("bytes read by rank, one file:", {r: v[2] for r, v in sorted(b_full.items())})
+    check(len(b_full) == 4 and {r: v[2] for r, v in b_parts.items()} == {r: v[2] for r, v in b_full.items()},
+          f"bytes read by rank differ: parts {b_parts}, one file {b_full}")
+    # node1 lost its part: the job ends, naming it
+    shutil.move(os.path.join(nodes, "node1", "p1.h5"), os.path.join(ARGS.tmp, "p1.away"))
+    p = run(4, ["--checkpoint", master, "--mode", "score", "--input", inp, "--output", out] + layout,
+            expect=None, exe=wrapper, timeout=60)
+    print("missing part:", p.stderr.strip()[-400:])
+    check(p.returncode != 0 and "part file p1.h5" in p.stderr and "HDF5_EXT_PREFIX" in p.stderr,
+          f"a node without its part: exit {p.returncode}")
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 
@@ -661,6 +715,7 @@ def main():
     ap.add_argument("--plan", required=True)
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--run-emu", default="", help="grok1-run-emu (case cuda_emu)")
+    ap.add_argument("--link", default="", help="grok1-link (case parts)")
     ARGS = ap.parse_args()
     if not mpirun():
         print("SKIP: no mpirun/mpiexec on PATH (apt-get install openmpi-bin)")

@@ -15,12 +15,14 @@ machine has), then:
     a stand-in grok1-run that exits 3: the job requeues itself and its second
     run passes --resume; a job ended with scancel is not requeued;
   - the same with the real grok1-run once it has --resume: the requeued job
-    completes the output to exactly the uninterrupted content.
+    completes the output to exactly the uninterrupted content;
+  - a checkpoint in parts (grok1-link) read from a folder named by
+    HDF5_EXT_PREFIX, exported before sbatch: the one-process run's bytes.
 The daemons it started are stopped by their PIDs at the end, also on failure,
 and so is any job process left behind (found by the SLURM_CONF in its
 environment).
 
-usage: test_slurm.py --run grok1-run --mkckpt grok1-mkckpt --scripts DIR [--keep]
+usage: test_slurm.py --run grok1-run --mkckpt grok1-mkckpt [--link grok1-link] --scripts DIR [--keep]
 exit 0 pass, 1 fail, 77 skip (not root, Slurm or munge not installed, no pmix
 plugin, or the daemons do not start: their logs are printed)."""
 import argparse
@@ -563,8 +565,39 @@ def case_array_requeue():
         print(t0[-2500:] + t1[-3500:])
 
 
+def case_parts():
+    """GROK1_CHECKPOINT joined from parts by grok1-link, the parts in a
+    "node-local" folder named by HDF5_EXT_PREFIX in the submitting shell
+    (none beside the checkpoint): the ranks inherit it, and the output
+    equals the one-process run on the one-file checkpoint."""
+    if not ARGS.link:
+        print("skipped: no grok1-link")
+        return
+    shared, local = os.path.join(TMP, "shared"), os.path.join(TMP, "local")
+    os.makedirs(shared)
+    os.makedirs(local)
+    for name, extra in (("p0.h5", ["--part", "0-1"]), ("p1.h5", ["--part", "2-3", "--no-embedding"])):
+        sh([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", os.path.join(shared, name)] + extra, check=True)
+    master = os.path.join(shared, "tiny.h5")
+    sh([ARGS.link, master, os.path.join(shared, "p0.h5"), os.path.join(shared, "p1.h5")], check=True)
+    for name in ("p0.h5", "p1.h5"):
+        shutil.move(os.path.join(shared, name), os.path.join(local, name))
+    inp = requests("parts.jsonl", 5, 13, True)
+    want = run1("generate", inp, os.path.join(TMP, "parts-ref.jsonl"), ["--max-new-tokens", "6"])
+    out = os.path.join(TMP, "parts-out.jsonl")
+    env = dict(job_env(out, inp, "--stages 2 --ep 2 --max-new-tokens 6"), GROK1_CHECKPOINT=master,
+               HDF5_EXT_PREFIX=local)
+    rc, log = sbatch("generate.sbatch", "parts", env, 4)
+    print(f"generate.sbatch -n 4 on the parts: exit {rc}")
+    ok = check(rc == 0, f"generate.sbatch on a checkpoint in parts exited {rc}")
+    ok &= check(os.path.exists(out) and open(out, "rb").read() == want,
+                "generate.sbatch on a checkpoint in parts: output differs from the one-process run")
+    if not ok:
+        print(log[-4000:])
+
+
 CASES = [case_generate, case_score, case_array, case_array_requeue, case_refusals, case_requeue_stub,
-         case_cancel_stub, case_resume_real]
+         case_cancel_stub, case_resume_real, case_parts]
 
 
 def main():
@@ -572,6 +605,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
     ap.add_argument("--mkckpt", required=True)
+    ap.add_argument("--link", default="", help="grok1-link (case parts)")
     ap.add_argument("--scripts", required=True, help="the scripts/slurm folder")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ARGS = ap.parse_args()

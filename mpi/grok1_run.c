@@ -124,7 +124,8 @@ static void usage(FILE *f)
 "                            model's max_seq_len): longer prompts are refused or cut as\n"
 "                            --truncate says, generation ends at N (\"length\"); bounds the\n"
 "                            KV caches (and the planner's memory check) to N positions\n"
-"  --input FILE              requests (JSON Lines; blank lines are skipped); - for stdin\n"
+"  --input FILE              requests (JSON Lines; blank lines are skipped); - for stdin;\n"
+"                            a pipe or FIFO is read once, like stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
 "                            every request succeeded; - for stdout\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
@@ -751,7 +752,7 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
     if (st == G1_OK || st == G1_ERR_IO)
         return st;
     if (k_last < 0)
-        return G1_FAIL(st, "%s; with the input on stdin the run cannot start over by itself: move the dump away "
+        return G1_FAIL(st, "%s; with the input on stdin or a pipe the run cannot start over by itself: move the dump away "
                            "(and the output beside it) to start afresh", why);
     G1_TRY(g1_logits_file_set_aside(c->dump_logits, f->logits, aside, sizeof aside));
     f->logits = NULL;
@@ -781,9 +782,9 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         }
         snprintf(f->partial, n, "%s.partial", c->output);
         g1_status st = G1_OK;
-        /* which requests the results answer: the input's bytes (a file;
-         * stdin cannot be read twice) */
-        int input_file = strcmp(c->input, "-") != 0;
+        /* which requests the results answer: the input's bytes (a regular
+         * file; stdin or a pipe cannot be read twice) */
+        int input_file = g1_input_rereadable(c->input);
         if (input_file) {
             json_t *rec = NULL;
             st = g1_input_record(c->input, &rec);

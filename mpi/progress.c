@@ -2,6 +2,7 @@
 #include "progress.h"
 
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,13 +64,19 @@ void g1_progress_done(g1_progress *p)
         fputc('\n', p->f);
 }
 
+int g1_input_rereadable(const char *path)
+{
+    struct stat sb;
+    return strcmp(path, "-") && !stat(path, &sb) && S_ISREG(sb.st_mode);
+}
+
 /* Non-blank lines of a regular file, counting up to `upto` (0: all);
- * *last: the 0-based line number of the last one counted. -1 for stdin or a
- * file that cannot be read. */
+ * *last: the 0-based line number of the last one counted. -1 for stdin, a
+ * pipe (read once, by the run) or a file that cannot be read. */
 static int64_t scan_requests(const char *path, int64_t upto, int64_t *last)
 {
     *last = -1;
-    if (!strcmp(path, "-"))
+    if (!g1_input_rereadable(path))
         return -1;
     FILE *f = fopen(path, "r");
     if (!f)

@@ -27,7 +27,11 @@ void g1_progress_init(g1_progress *p, g1_progress_mode mode, FILE *f, double int
 void g1_progress_update(void *ctx, const g1_driver_stats *s);
 /* End the live line. */
 void g1_progress_done(g1_progress *p);
-/* Non-blank lines of a regular file (-1 for stdin or if it cannot be read). */
+/* 1 when the input at `path` can be read more than once: a regular file.
+ * "-" (stdin), a pipe, a FIFO or a device is read once, by the run itself:
+ * nothing may read it ahead (to count requests or record its bytes). */
+int g1_input_rereadable(const char *path);
+/* Non-blank lines of a regular file (-1 for stdin, a pipe or if it cannot be read). */
 int64_t g1_count_requests(const char *path);
 /* The 0-based line number of the n-th request (n >= 1; blank lines are not
  * requests) of a regular file; -1 for stdin, an unreadable file or fewer. */

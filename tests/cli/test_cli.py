@@ -446,6 +446,23 @@ def case_stdin_stdout(d):
     check("requests" not in so, "summary went to stdout")
     # errors on stdin name the line too
     expect_fail(tiny("generate", "-", "-"), 1, ["line 2", "JSON"], stdin='{"id": 1, "prompt_ids": [1]}\n{oops\n')
+    # an input named by a path that can be read once (a FIFO, a shell's
+    # <(...)): nothing reads it ahead of the run (progress count, the
+    # output's input record), so every request is answered
+    fifo, out2 = os.path.join(d, "in.fifo"), os.path.join(d, "out2.jsonl")
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", 'cat "$1" > "$2"', "sh", inp, fifo])
+    try:
+        rc, so, se = run(tiny("generate", fifo, out2, "--batch-size", "2", "--progress", "on"), timeout=20)
+    except subprocess.TimeoutExpired:
+        rc, se = None, "hung (the input was read to its end before the run opened it?)"
+    writer.kill()
+    writer.wait()
+    if check(rc == 0, f"a FIFO input: exit {rc}: {se.strip()[-300:]}"):
+        with open(out) as f, open(out2) as g:
+            check(g.read() == f.read(), "a FIFO input: the output differs from the file run")
+        with open(out2 + ".meta.json") as f:
+            check("input" not in json.load(f), "a FIFO input: its bytes recorded (it was read twice)")
 
 
 def case_max_context(d):

@@ -100,7 +100,9 @@ static g1_status parse_ids(const json_t *ids, const char *name, long line, const
 
 /* Text prompt (and continuation, lm-eval style: encode prompt + continuation
  * whole and split at the prompt's own token count, after moving the
- * prompt's trailing spaces to the continuation). */
+ * prompt's trailing spaces to the continuation; a prompt with no token
+ * conditions the continuation on bos_id alone, as lm-eval does with an
+ * empty context). */
 static g1_status parse_text(const json_t *prompt, const json_t *cont, long line, const g1_request_ctx *ctx,
                             g1_request *r)
 {
@@ -115,6 +117,7 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
     size_t np = json_string_length(prompt);
     g1_ids whole = {0}, ctxt = {0};
     g1_status st = G1_OK;
+    int bos = 0; /* 1: bos_id before the tokens (an empty context) */
     if (!cont) {
         st = g1_tok_encode(ctx->tok, p, np, &whole);
     } else {
@@ -131,25 +134,27 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
         free(all);
         if (st == G1_OK)
             st = g1_tok_encode(ctx->tok, p, keep, &ctxt);
-        if (st == G1_OK && (ctxt.n >= whole.n || ctxt.n == 0))
-            st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: the %s is empty after tokenizing", line,
-                         ctxt.n == 0 ? "prompt" : "continuation");
-        r->n_context = (int)ctxt.n;
+        if (st == G1_OK && ctxt.n >= whole.n)
+            st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: the continuation is empty after tokenizing", line);
+        bos = ctxt.n == 0;
+        r->n_context = (int)ctxt.n + bos;
     }
     if (st == G1_OK && whole.n == 0)
         st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt\" is empty; a prompt needs at least one token", line);
-    if (st == G1_OK && whole.n > (size_t)INT_MAX)
+    if (st == G1_OK && whole.n >= (size_t)INT_MAX)
         st = G1_FAIL(G1_ERR_RANGE, "input line %ld: the prompt is too long", line);
-    if (st == G1_OK && !(r->prompt_ids = malloc(whole.n * sizeof *r->prompt_ids)))
+    if (st == G1_OK && !(r->prompt_ids = malloc((whole.n + (size_t)bos) * sizeof *r->prompt_ids)))
         st = G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory", line);
+    if (st == G1_OK && bos)
+        r->prompt_ids[0] = ctx->cfg->bos_id;
     for (size_t i = 0; st == G1_OK && i < whole.n; i++) {
         if (whole.v[i] >= ctx->cfg->vocab_size)
             st = G1_FAIL(G1_ERR_RANGE, "input line %ld: the tokenizer gave id %d, outside the model's vocabulary of "
                                        "%d: is it the model's tokenizer?", line, whole.v[i], ctx->cfg->vocab_size);
         else
-            r->prompt_ids[i] = whole.v[i];
+            r->prompt_ids[bos + i] = whole.v[i];
     }
-    r->n_prompt = (int)whole.n;
+    r->n_prompt = (int)whole.n + bos;
     r->text = 1;
     g1_ids_free(&whole);
     g1_ids_free(&ctxt);

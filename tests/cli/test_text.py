@@ -86,6 +86,16 @@ def case_continuation():
     check(abs(r["sum_logprob"] - sum(r["logprobs"])) < 1e-9, "sum_logprob is not the sum")
     check(isinstance(r["is_greedy"], bool), "is_greedy missing")
     print(f"continuation: {r['continuation_tokens']} tokens, sum {r['sum_logprob']:.4f}")
+    # an empty (or all-space) prompt: the continuation conditioned on BOS
+    # (id 1) alone, as lm-evaluation-harness does with an empty context
+    for p in ("", "  "):
+        e = run("score", [{"id": "e", "prompt": p, "continuation": cont}])[0]
+        ids = sp.encode(p + cont)
+        want = run("score", [{"id": "e", "prompt_ids": [1], "continuation_ids": ids}])[0]
+        check(e["prompt_tokens"] == 1 and e["continuation_tokens"] == len(ids) and e["logprobs"] == want["logprobs"],
+              f"prompt {p!r}: {e} is not the continuation after BOS {want}")
+    err = run("score", [{"id": "e", "prompt": "x", "continuation": ""}], expect=1)
+    check("continuation is empty" in err, f"an empty continuation: {err.strip()[-200:]}")
 
 
 def case_stop():

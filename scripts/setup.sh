@@ -9,6 +9,7 @@ PKGS=(
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev hdf5-tools
   python3 python3-numpy python3-h5py
+  python3-venv  # scripts/lm-eval/setup.sh: lm-evaluation-harness from PyPI
   munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins  # tests/slurm; srun --mpi=pmix is in basic-plugins
   sentencepiece python3-sentencepiece
   clang libclang-rt-dev

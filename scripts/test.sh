@@ -9,6 +9,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh || exit 1
+# lm-evaluation-harness from PyPI for tests/lmeval (skipped when this fails)
+bash scripts/lm-eval/setup.sh || echo "lm-eval: not installed; the lm_eval test will be skipped"
 
 run_config() { # name, meson options...
   local dir=$1; shift

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""lm-evaluation-harness on grok1-run: every request of a task set in one
+grok1-run job per request type (the whole batch at once, prefixes shared).
+
+As a program (needs the lm_eval package: scripts/lm-eval/setup.sh):
+
+  grok1_lm_eval.py --checkpoint grok-1.h5 --tokenizer tokenizer.model --tasks hellaswag,arc_easy \\
+      [--launcher "mpirun -n 8"] [--grok1-args "--stages 8"] [--num-fewshot K] [--limit N] \\
+      [--include-path DIR] [--output results.json] [--log-samples] [--workdir DIR]
+
+As a module: `Grok1LM(checkpoint=..., tokenizer=...)` is an lm_eval LM
+(registered as "grok1"), for lm_eval.simple_evaluate(model=Grok1LM(...)).
+
+- loglikelihood: {"prompt": context, "continuation": continuation} in score
+  mode; grok1-run splits the tokens as lm-eval does (docs/RUN.md) and an
+  empty context conditions on BOS. Returns (sum_logprob, is_greedy).
+- loglikelihood_rolling: the text's token ids (grok1-tokenize) in lm-eval's
+  disjoint rolling windows of at most max_length tokens each, BOS before the
+  first; returns the sum over the windows.
+- generate_until: {"prompt": context, "stop": until, "max_new_tokens":
+  max_gen_toks, "temperature": 0 unless do_sample}; returns the completion,
+  which ends before the first stop string.
+Prompts too long for the context are cut from the left (--truncate left),
+as lm-eval does. The requests and results of each job stay in --workdir
+(default: a temporary folder); given again, an interrupted job resumes
+(grok1-run --resume) and a finished one is read back without running.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+try:
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import register_model
+    HAVE_LM_EVAL = True
+except ImportError:  # the runner below still works (and is tested) without it
+    LM = object
+    HAVE_LM_EVAL = False
+
+    def register_model(*_names):
+        return lambda cls: cls
+
+
+class Grok1Error(RuntimeError):
+    pass
+
+
+def find_program(given, name, rel):
+    """`given`, else the build tree's copy (ROOT/build/rel), else PATH."""
+    for p in (given, os.path.join(ROOT, "build", rel), shutil.which(name)):
+        if p and os.path.isfile(p) and os.access(p, os.X_OK):
+            return os.path.abspath(p)
+    raise Grok1Error(f"{name} not found: build the project (meson setup build && ninja -C build) or give its path")
+
+
+class Grok1Runner:
+    """Runs grok1-run (and grok1-tokenize) over lists of requests."""
+
+    def __init__(self, checkpoint, tokenizer, run=None, tokenize=None, launcher="", grok1_args="", workdir=None,
+                 max_length=8192, bos_id=1, verbose=False):
+        for what, path in (("checkpoint", checkpoint), ("tokenizer", tokenizer)):
+            if not path or not os.path.isfile(path):
+                raise Grok1Error(f"{what} {path!r}: no such file")
+        self.checkpoint, self.tokenizer = os.path.abspath(checkpoint), os.path.abspath(tokenizer)
+        self.run = find_program(run, "grok1-run", os.path.join("mpi", "grok1-run"))
+        self.tokenize_prog = tokenize
+        self.launcher = shlex.split(launcher or "")
+        self.args = shlex.split(grok1_args or "")
+        for forbidden in ("--mode", "--input", "--output", "--checkpoint", "--tokenizer", "--resume"):
+            if forbidden in self.args:
+                raise Grok1Error(f"grok1_args must not contain {forbidden}: the adapter sets it")
+        self.max_length, self.bos_id = int(max_length), int(bos_id)
+        if self.max_length < 2:
+            raise Grok1Error(f"max_length {max_length}: at least 2")
+        self.verbose = verbose
+        self._tmp = None
+        if workdir:
+            os.makedirs(workdir, exist_ok=True)
+            self.workdir = os.path.abspath(workdir)
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="grok1-lm-eval-")
+            self.workdir = self._tmp.name
+
+    def _job(self, mode, rows, extra=()):
+        """One grok1-run job over rows (dicts without "id"); results in order."""
+        if not rows:
+            return []
+        text = "".join(json.dumps(dict(r, id=i), ensure_ascii=False) + "\n" for i, r in enumerate(rows))
+        cmd_tail = ["--mode", mode, "--truncate", "left"] + list(extra) + self.args
+        key = hashlib.sha256((text + "\0" + " ".join(cmd_tail) + "\0" + self.checkpoint).encode()).hexdigest()[:16]
+        inp = os.path.join(self.workdir, f"{mode}-{key}.jsonl")
+        out = os.path.join(self.workdir, f"{mode}-{key}.out.jsonl")
+        if not os.path.exists(inp):
+            with open(inp + ".tmp", "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(inp + ".tmp", inp)
+        if not os.path.exists(out):
+            cmd = self.launcher + [self.run, "--checkpoint", self.checkpoint, "--tokenizer", self.tokenizer,
+                                   "--input", inp, "--output", out, "--resume"] + cmd_tail
+            if self.verbose:
+                print("grok1-lm-eval: " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+            p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if p.returncode != 0 or not os.path.exists(out):
+                raise Grok1Error(f"grok1-run exited {p.returncode} ({' '.join(cmd[:len(self.launcher) + 1])} ...; "
+                                 f"requests in {inp}):\n{p.stderr.strip()[-2000:]}")
+        by_id = {}
+        with open(out, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                by_id[r["id"]] = r
+        missing = [i for i in range(len(rows)) if i not in by_id]
+        if missing:
+            raise Grok1Error(f"{out}: no result for {len(missing)} of {len(rows)} requests (first: {missing[0]})")
+        return [by_id[i] for i in range(len(rows))]
+
+    def encode(self, texts):
+        """Token ids of each text (no BOS), with grok1-tokenize."""
+        if not texts:
+            return []
+        prog = find_program(self.tokenize_prog, "grok1-tokenize", os.path.join("src", "tools", "grok1-tokenize"))
+        data = "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts))
+        p = subprocess.run([prog, "--tokenizer", self.tokenizer, "encode"], input=data, capture_output=True,
+                           text=True, encoding="utf-8")
+        if p.returncode != 0:
+            raise Grok1Error(f"grok1-tokenize exited {p.returncode}: {p.stderr.strip()[-1000:]}")
+        got = {}
+        for line in p.stdout.splitlines():
+            r = json.loads(line)
+            got[r["id"]] = r["ids"]
+        return [got[i] for i in range(len(texts))]
+
+    # ---- the three request types ----
+    def loglikelihood(self, pairs):
+        res = self._job("score", [{"prompt": c, "continuation": x} for c, x in pairs])
+        return [(float(r["sum_logprob"]), bool(r["is_greedy"])) for r in res]
+
+    def rolling_windows(self, ids):
+        """lm-eval's rolling windows (get_rolling_token_windows with
+        context_len 1, made disjoint): BOS then the first n tokens, then n
+        tokens at a time, each conditioned on the n before it, with n =
+        max_length - 1 so that a window, scored token included, fits
+        grok1-run's max_length positions."""
+        n, out = self.max_length - 1, []
+        if not ids:
+            return out
+        first = min(n, len(ids))
+        out.append(([self.bos_id], ids[:first]))
+        done = first
+        while done < len(ids):
+            take = min(len(ids) - done, n)
+            end = done + take
+            ctx = ids[end - n - 1:end - 1]
+            out.append((ctx[:len(ctx) - (take - 1)], ids[done:end]))
+            done = end
+        return out
+
+    def loglikelihood_rolling(self, texts):
+        rows, owner = [], []
+        for k, ids in enumerate(self.encode(texts)):
+            for ctx, cont in self.rolling_windows(ids):
+                rows.append({"prompt_ids": ctx, "continuation_ids": cont})
+                owner.append(k)
+        total = [0.0] * len(texts)
+        for k, r in zip(owner, self._job("score", rows)):
+            total[k] += float(r["sum_logprob"])
+        return total
+
+    def generate(self, items):
+        """items: (context, {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "seed"})."""
+        rows = []
+        for ctx, kw in items:
+            kw = dict(kw or {})
+            until = kw.get("until") or []
+            if isinstance(until, str):
+                until = [until]
+            row = {"prompt": ctx, "max_new_tokens": int(kw.get("max_gen_toks", kw.get("max_new_tokens", 256)))}
+            if until:
+                row["stop"] = [u for u in until if u]
+            temp = float(kw.get("temperature", 0.0) or 0.0)
+            row["temperature"] = temp if kw.get("do_sample", temp > 0) else 0.0
+            for k in ("top_p", "top_k", "seed"):
+                if kw.get(k) is not None and row["temperature"] > 0:
+                    row[k] = kw[k]
+            rows.append(row)
+        return [r.get("completion", "") for r in self._job("generate", rows)]
+
+
+@register_model("grok1")
+class Grok1LM(LM):
+    """lm_eval's LM on grok1-run. Arguments (also as lm_eval model_args
+    strings): checkpoint, tokenizer (required); run, tokenize (programs);
+    launcher ("mpirun -n 8", "srun --mpi=pmix"); grok1_args (layout and
+    batching options of grok1-run); workdir; max_length (8192, Grok-1's
+    context); bos_id (1)."""
+
+    def __init__(self, checkpoint=None, tokenizer=None, run=None, tokenize=None, launcher="", grok1_args="",
+                 workdir=None, max_length=8192, bos_id=1, verbose=False, **_ignored):
+        if HAVE_LM_EVAL:
+            super().__init__()
+        self.runner = Grok1Runner(checkpoint, tokenizer, run=run, tokenize=tokenize, launcher=launcher,
+                                  grok1_args=grok1_args, workdir=workdir, max_length=max_length, bos_id=bos_id,
+                                  verbose=verbose in (True, "true", "True", "1"))
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        return self.runner.loglikelihood([r.args for r in requests])
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        return self.runner.loglikelihood_rolling([r.args[0] for r in requests])
+
+    def generate_until(self, requests, disable_tqdm=False):
+        return self.runner.generate([(r.args[0], r.args[1] if len(r.args) > 1 else {}) for r in requests])
+
+    @property
+    def tokenizer_name(self):
+        return "grok1:" + os.path.basename(self.runner.tokenizer)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="lm-evaluation-harness tasks on grok1-run (docs: scripts/lm-eval/README.md)")
+    ap.add_argument("--checkpoint", required=True, help="grok1-hdf5 checkpoint (grok1-run --checkpoint)")
+    ap.add_argument("--tokenizer", required=True, help="SentencePiece model (Grok-1's tokenizer.model)")
+    ap.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    ap.add_argument("--launcher", default="", help='command before grok1-run, e.g. "mpirun -n 8" or "srun --mpi=pmix"')
+    ap.add_argument("--grok1-args", default="", help='other grok1-run options, e.g. "--stages 8 --batch-size 16"')
+    ap.add_argument("--run", default=None, help="grok1-run (default: build/mpi/grok1-run, else PATH)")
+    ap.add_argument("--tokenize", default=None, help="grok1-tokenize (default: build/src/tools/, else PATH)")
+    ap.add_argument("--max-length", type=int, default=8192, help="context of the model (rolling windows; 8192)")
+    ap.add_argument("--num-fewshot", type=int, default=None)
+    ap.add_argument("--limit", type=float, default=None, help="documents per task (a fraction when below 1)")
+    ap.add_argument("--include-path", default=None, help="folder of task YAML files of your own")
+    ap.add_argument("--seed", type=int, default=0, help="lm-eval's seed (few-shot sampling, shuffling)")
+    ap.add_argument("--output", default=None, help="write the results (JSON) here")
+    ap.add_argument("--log-samples", action="store_true", help="with --output: every request and response too")
+    ap.add_argument("--workdir", default=None, help="keep grok1-run's requests and results here (resumable)")
+    ap.add_argument("--verbose", action="store_true", help="print each grok1-run command")
+    a = ap.parse_args(argv)
+    if not HAVE_LM_EVAL:
+        print("grok1_lm_eval: the lm_eval package is not installed: run scripts/lm-eval/setup.sh and use "
+              "its Python (.venv-lm-eval/bin/python)", file=sys.stderr)
+        return 2
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    try:
+        lm = Grok1LM(checkpoint=a.checkpoint, tokenizer=a.tokenizer, run=a.run, tokenize=a.tokenize,
+                     launcher=a.launcher, grok1_args=a.grok1_args, workdir=a.workdir, max_length=a.max_length,
+                     verbose=a.verbose)
+        tm = TaskManager(include_path=a.include_path) if a.include_path else TaskManager()
+        tasks = [t for t in a.tasks.split(",") if t]
+        res = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=a.num_fewshot, limit=a.limit,
+                                      task_manager=tm, log_samples=a.log_samples, random_seed=a.seed,
+                                      numpy_random_seed=a.seed, torch_random_seed=a.seed,
+                                      fewshot_random_seed=a.seed)
+    except Grok1Error as e:
+        print(f"grok1_lm_eval: {e}", file=sys.stderr)
+        return 1
+    if res is None:
+        return 1
+    from lm_eval.utils import make_table
+    print(make_table(res))
+    if a.output:
+        from lm_eval.utils import handle_non_serializable
+        with open(a.output + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=1, default=handle_non_serializable, ensure_ascii=False)
+        os.replace(a.output + ".tmp", a.output)
+        print(f"grok1_lm_eval: results in {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""lm-evaluation-harness on grok1-run (scripts/lm-eval/grok1_lm_eval.py),
+with the real lm_eval package (scripts/lm-eval/setup.sh puts it in a
+virtual environment) and tasks of our own on local data, offline: a
+multiple-choice task (loglikelihood), a generation task (generate_until)
+and a perplexity task (loglikelihood_rolling) on the tiny model with the
+demo tokenizer. Every response lm_eval logged must equal what grok1-run
+gives for the same request run directly; the accuracy is recomputed from
+them; the rolling windows are lm_eval's own; through mpirun the results are
+the same; a kept --workdir is read back without running grok1-run again;
+errors end the program with grok1-run's message.
+
+usage: test_lm_eval.py --python VENV_PYTHON --adapter grok1_lm_eval.py --run grok1-run
+       --tokenize grok1-tokenize --mkckpt grok1-mkckpt --tokenizer demo.model --tmp DIR
+exit 0 pass, 1 fail, 77 skip (lm_eval not installed)."""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+A = None
+FAILS = []
+ENV = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+           OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+           OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+def check(cond, msg):
+    print(("ok   " if cond else "FAIL ") + msg, flush=True)
+    if not cond:
+        FAILS.append(msg)
+    return cond
+
+
+WORDS = ("the cat dog sat on a mat red blue green house tree river stone light water fire "
+         "one two three four five six seven eight nine ten").split()
+
+
+def data(d):
+    rnd = random.Random(4)
+    sent = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))  # noqa: E731
+    mc = [{"question": sent(rnd.randint(3, 9)) + "?", "choices": [sent(rnd.randint(1, 3)) for _ in range(4)],
+           "answer": rnd.randrange(4)} for _ in range(6)]
+    gen = [{"prompt": sent(rnd.randint(2, 6)), "target": sent(2)} for _ in range(4)]
+    ppl = [{"text": sent(5)}, {"text": sent(30) + ". " + sent(25)}, {"text": "seven"}]
+    tasks = os.path.join(d, "tasks")
+    os.makedirs(tasks, exist_ok=True)
+    for name, rows, body in (
+            ("mc", mc, 'output_type: multiple_choice\ndoc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\n'
+                       'doc_to_target: "{{answer}}"\nmetric_list:\n  - metric: acc\n'),
+            ("gen", gen, 'output_type: generate_until\ndoc_to_text: "{{prompt}}"\ndoc_to_target: "{{target}}"\n'
+                         'generation_kwargs:\n  until: [".", "\\n"]\n  max_gen_toks: 8\n  do_sample: false\n'
+                         'metric_list:\n  - metric: exact_match\n'),
+            ("ppl", ppl, 'output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{text}}"\n'
+                         'metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n'
+                         '  - metric: bits_per_byte\n')):
+        path = os.path.join(d, name + ".jsonl")
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        with open(os.path.join(tasks, f"grok1_toy_{name}.yaml"), "w") as f:
+            f.write(f"task: grok1_toy_{name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                    f"    test: {path}\ntest_split: test\n" + body)
+    return tasks, mc
+
+
+def evaluate(d, tag, tasks, extra=(), expect=0):
+    out = os.path.join(d, tag + ".json")
+    cmd = [A.python, A.adapter, "--checkpoint", A.ckpt, "--tokenizer", A.tokenizer, "--tasks",
+           "grok1_toy_mc,grok1_toy_gen,grok1_toy_ppl", "--include-path", tasks, "--run", A.run,
+           "--tokenize", A.tokenize, "--max-length", "256", "--output", out, "--log-samples", "--verbose"] + list(extra)
+    print("run  " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(ENV, HF_HOME=os.path.join(d, "hf")),
+                       cwd=d, timeout=600)
+    if p.returncode != expect:
+        print(p.stdout[-3000:], p.stderr[-5000:])
+        check(False, f"{tag}: exit {p.returncode}, expected {expect}")
+        return None, p
+    return (json.load(open(out)) if expect == 0 else None), p
+
+
+def grok1(mode, rows, extra=()):
+    d = os.path.join(A.tmp, "direct")
+    os.makedirs(d, exist_ok=True)
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    with open(inp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(dict(r, id=i), ensure_ascii=False) + "\n" for i, r in enumerate(rows))
+    if os.path.exists(out):
+        os.remove(out)
+    subprocess.run([A.run, "--checkpoint", A.ckpt, "--tokenizer", A.tokenizer, "--mode", mode, "--input", inp,
+                    "--output", out, "--truncate", "left"] + list(extra), check=True, capture_output=True, env=ENV)
+    return [json.loads(l) for l in open(out, encoding="utf-8")]
+
+
+def args_of(sample):
+    """The request arguments lm_eval logged for one sample: a list of tuples."""
+    got = []
+    for a in sample["arguments"]:
+        if isinstance(a, dict):
+            a = [a[k] for k in sorted(a, key=lambda k: int(k.split("_")[-1]))]
+        got.append(tuple(a))
+    return got
+
+
+def flat(resps):
+    return [r[0] if isinstance(r, list) and len(r) == 1 else r for r in resps]
+
+
+def check_results(tag, res, mc):
+    s = res["samples"]
+    # multiple choice: (sum_logprob, is_greedy) per choice, as grok1-run scores them
+    pairs, got = [], []
+    for smp in s["grok1_toy_mc"]:
+        pairs += [{"prompt": c, "continuation": x} for c, x in args_of(smp)]
+        got += flat(smp["resps"])
+    direct = grok1("score", pairs)
+    want = [[r["sum_logprob"], r["is_greedy"]] for r in direct]
+    check(len(got) == len(want) == sum(len(q["choices"]) for q in mc) and
+          all(list(g) == w for g, w in zip(got, want)),
+          f"{tag}: mc: lm_eval's {len(got)} loglikelihoods are grok1-run's, bitwise")
+    correct = []
+    for smp in s["grok1_toy_mc"]:
+        ll = [x[0] for x in flat(smp["resps"])]
+        correct.append(float(max(range(len(ll)), key=lambda i: ll[i]) == int(smp["target"])))
+    acc = res["results"]["grok1_toy_mc"]["acc,none"]
+    check(abs(acc - sum(correct) / len(correct)) < 1e-12, f"{tag}: mc acc {acc} is the argmax's")
+
+    # generation: the completion, cut before the first stop string
+    rows, got = [], []
+    for smp in s["grok1_toy_gen"]:
+        (ctx, kw), = args_of(smp)
+        rows.append({"prompt": ctx, "stop": kw["until"], "max_new_tokens": kw["max_gen_toks"], "temperature": 0})
+        got += flat(smp["resps"])
+    want = [r["completion"] for r in grok1("generate", rows)]
+    check(got == want and any(want), f"{tag}: gen: lm_eval's completions are grok1-run's: {want[:2]}")
+    check(all("." not in g and "\n" not in g for g in got), f"{tag}: gen: completions end before the stop strings")
+
+    # perplexity: the sum over the windows, BOS first
+    texts = [args_of(smp)[0][0] for smp in s["grok1_toy_ppl"]]
+    got = [flat(smp["resps"])[0] for smp in s["grok1_toy_ppl"]]
+    return texts, got
+
+
+def windows_check():
+    """The adapter's rolling windows are lm_eval's (get_rolling_token_windows,
+    make_disjoint_window) for many lengths and contexts, in the venv."""
+    code = ("import sys, random; sys.path.insert(0, %r)\n"
+            "import grok1_lm_eval as g\n"
+            "from lm_eval.utils import get_rolling_token_windows as R, make_disjoint_window as D\n"
+            "bad = 0\n"
+            "for L in (2, 3, 5, 8, 17, 256):\n"
+            "    r = g.Grok1Runner.__new__(g.Grok1Runner); r.max_length, r.bos_id = L, 1\n"
+            "    for n in range(70):\n"
+            "        ids = [random.randrange(3, 99) for _ in range(n)]\n"
+            "        want = [tuple(map(list, D(w))) for w in R(ids, prefix_token=1, max_seq_len=L - 1, context_len=1)]\n"
+            "        got = [tuple(map(list, w)) for w in r.rolling_windows(ids)]\n"
+            "        bad += want != got or any(len(a) + len(b) > L for a, b in got)\n"
+            "print(bad)\n") % os.path.dirname(os.path.abspath(A.adapter))
+    p = subprocess.run([A.python, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    check(p.returncode == 0 and p.stdout.strip() == "0",
+          f"rolling windows equal lm_eval's for 420 lengths ({p.stdout.strip()} differ) {p.stderr[-500:]}")
+
+
+def encode(texts):
+    p = subprocess.run([A.tokenize, "--tokenizer", A.tokenizer, "encode"], capture_output=True, text=True,
+                       input="".join(json.dumps({"text": t}) + "\n" for t in texts), check=True)
+    return [json.loads(l)["ids"] for l in p.stdout.splitlines()]
+
+
+def main():
+    global A
+    ap = argparse.ArgumentParser()
+    for k in ("python", "adapter", "run", "tokenize", "mkckpt", "tokenizer", "tmp"):
+        ap.add_argument("--" + k, required=True)
+    A = ap.parse_args()
+    for k in ("adapter", "run", "tokenize", "mkckpt", "tokenizer"):  # the runs start in the test's folder
+        setattr(A, k, os.path.abspath(getattr(A, k)))
+    A.python = os.path.abspath(A.python) if os.sep in A.python else A.python
+    if not os.path.exists(A.python):
+        print(f"SKIP: no {A.python}: lm_eval is not installed (bash scripts/lm-eval/setup.sh installs it; it needs "
+              "PyPI)")
+        return 77
+    p = subprocess.run([A.python, "-c", "import lm_eval.api.model"], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"SKIP: {A.python} cannot import lm_eval: {p.stderr.strip()[-300:]}")
+        return 77
+    A.tmp = os.path.join(os.path.abspath(A.tmp), "lm-eval")
+    shutil.rmtree(A.tmp, ignore_errors=True)
+    os.makedirs(A.tmp)
+    A.ckpt = os.path.join(A.tmp, "tiny.h5")
+    subprocess.run([A.mkckpt, "--config", "tiny", "--seed", "5", "--out", A.ckpt], check=True, capture_output=True)
+    tasks, mc = data(A.tmp)
+    windows_check()
+
+    work = os.path.join(A.tmp, "work")
+    res, p = evaluate(A.tmp, "one", tasks, ["--workdir", work])
+    if res is None:
+        return 1
+    print(p.stdout[-1500:])
+    texts, ppl = check_results("one rank", res, mc)
+    # one window each (max_length 256): the text scored after BOS
+    ids = encode(texts)
+    want = [r["sum_logprob"] for r in grok1("score", [{"prompt_ids": [1], "continuation_ids": x} for x in ids])]
+    check(ppl == want, f"ppl: lm_eval's loglikelihoods are grok1-run's of BOS + the text: {ppl}")
+    for k in ("word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"):
+        v = res["results"]["grok1_toy_ppl"][k]
+        check(math.isfinite(v) and v > 0, f"ppl: {k} = {v}")
+
+    # short windows (max_length 8): the sum over lm_eval's windows
+    res8, _ = evaluate(A.tmp, "short", tasks, ["--max-length", "8"])
+    if res8:
+        got8 = [flat(smp["resps"])[0] for smp in res8["samples"]["grok1_toy_ppl"]]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(A.adapter)))
+        import grok1_lm_eval as g
+        r = g.Grok1Runner.__new__(g.Grok1Runner)
+        r.max_length, r.bos_id = 8, 1
+        rows, owner = [], []
+        for k, x in enumerate(ids):
+            for c, t in r.rolling_windows(x):
+                rows.append({"prompt_ids": c, "continuation_ids": t})
+                owner.append(k)
+        sums = [0.0] * len(ids)
+        for k, row in zip(owner, grok1("score", rows)):
+            sums[k] += row["sum_logprob"]
+        check(got8 == sums and got8 != ppl and len(rows) > len(ids),
+              f"ppl in {len(rows)} windows of at most 8 tokens: the sum of grok1-run's window scores")
+
+    # the kept workdir: read back, grok1-run not run again
+    again, p = evaluate(A.tmp, "again", tasks, ["--workdir", work])
+    if again:
+        check("grok1-lm-eval: " not in p.stderr, "a kept --workdir: no grok1-run job started again")
+        check(again["results"] == res["results"], "a kept --workdir: the same results")
+
+    # through mpirun: 2 stages, the same responses
+    if shutil.which("mpirun"):
+        res2, p = evaluate(A.tmp, "mpi", tasks, ["--launcher", "mpirun -n 2", "--grok1-args", "--stages 2"])
+        if res2:
+            check("mpirun -n 2" in p.stderr, "mpirun was the launcher")
+            check(res2["results"] == res["results"] and
+                  all([x["resps"] for x in res2["samples"][t]] == [x["resps"] for x in res["samples"][t]]
+                      for t in res["samples"]), "mpirun -n 2 --stages 2: the same responses and results")
+    else:
+        print("skip mpirun: not on PATH")
+
+    # errors: grok1-run's message, a non-zero exit
+    _, p = evaluate(A.tmp, "bad", tasks, ["--grok1-args=--bogus-option"], expect=1)
+    check("grok1-run exited 2" in p.stderr and "--bogus-option" in p.stderr,
+          f"a bad grok1-run option: its message: {p.stderr.strip()[-300:]}")
+    _, p = evaluate(A.tmp, "bad2", tasks, ["--grok1-args", "--input x"], expect=1)
+    check("must not contain --input" in p.stderr, f"a forbidden option: {p.stderr.strip()[-200:]}")
+    A.ckpt = os.path.join(A.tmp, "missing.h5")
+    _, p = evaluate(A.tmp, "bad3", tasks, expect=1)
+    check("missing.h5" in p.stderr and "no such file" in p.stderr, f"a missing checkpoint: {p.stderr.strip()[-200:]}")
+    print(f"{len(FAILS)} failed" if FAILS else "PASS")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

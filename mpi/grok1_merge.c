@@ -419,6 +419,11 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     }
     /* the input: the one recorded (when the shards read a file), and how
      * many requests the merged output must hold */
+    struct stat in_sb;
+    if (st == G1_OK && !stat(in_path, &in_sb) && !g1_input_rereadable(in_path))
+        st = G1_FAIL(G1_ERR_ARG, "--input %s is a pipe or a device: grok1-merge reads the input twice (to check it "
+                                 "and to count its requests); give the file the shards read",
+                     in_path);
     json_t *rec = NULL, *want = st == G1_OK ? json_object_get(by_k[0].meta, "input") : NULL;
     if (st == G1_OK && want && (st = g1_input_record(in_path, &rec)) == G1_OK && !json_equal(rec, want)) {
         char msg[700];

@@ -799,6 +799,16 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             st = g1_meta_check(meta_path, meta, &old_input);
             if (st == G1_OK && old_input && input_file)
                 st = g1_input_check(c->input, old_input, meta_path);
+            /* an input read once (stdin, a pipe) cannot be checked: the
+             * record of the file the output was made from stays, so a later
+             * resume from a file is still checked against it */
+            if (st == G1_OK && old_input && !input_file) {
+                json_object_set(meta, "input", old_input);
+                fprintf(stderr, "grok1-run: warning: the input is read once (stdin or a pipe), so it cannot be "
+                                "checked against the requests the kept results answer (%s records them): give "
+                                "the same requests in the same order\n",
+                        meta_path);
+            }
             json_decref(old_input);
             /* the record now describes this input (requests may have been appended) */
             if (st == G1_OK)

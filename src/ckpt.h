@@ -34,7 +34,8 @@ void g1_ckpt_close(g1_ckpt *ck);
  * hyper-parameters, that each layer is in exactly one part, and that the
  * parts' final norms and embeddings (in sampled rows) are the same; the
  * embedding and final norm are linked from the part with layer 0, or when
- * it has no embedding (made with --no-embedding) the first that has. Link
+ * it has no embedding (made with --no-embedding) the first that has. The
+ * norms' fingerprints are recorded for the reader to check. Link
  * targets are relative to out's folder when a part is in it or below, else
  * absolute; every link is opened before `out` gets its name (written as
  * out.tmp.<pid>, then renamed). An existing `out` is refused unless

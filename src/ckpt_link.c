@@ -23,6 +23,7 @@
 typedef struct part {
     const char *path;  /* as given */
     char *real;        /* realpath */
+    char *named;       /* realpath of its folder + its own name (a symlink stays one) */
     char *target;      /* the name stored in the links */
     hid_t file;
 } part;
@@ -33,6 +34,7 @@ typedef struct linker {
     part *p;
     g1_config cfg;
     int *owner;        /* layer -> part index, -1: none */
+    uint64_t *fp;      /* G1_H5_PART_FP_ATTR: attn_norm of each layer, then the final norm */
     int iter_part;     /* the part being listed */
     g1_status iter_st;
 } linker;
@@ -216,24 +218,54 @@ static g1_status same_embedding(const linker *k, int src)
     return st;
 }
 
+/* The fingerprints the reader checks (G1_H5_PART_FP_ATTR). */
+static g1_status fingerprints(linker *k, int src)
+{
+    int L = k->cfg.num_layers;
+    hsize_t D = (hsize_t)k->cfg.emb_size;
+    k->fp = malloc(((size_t)L + 1) * sizeof *k->fp);
+    float *v = malloc(D * sizeof *v);
+    g1_status st = k->fp && v ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    for (int l = 0; l <= L && st == G1_OK; l++) {
+        char name[48];
+        snprintf(name, sizeof name, l < L ? "layers/%02d/attn_norm" : "final_norm", l);
+        st = read_row(&k->p[l < L ? k->owner[l] : src], name, 0, D, -1, v);
+        if (st == G1_OK)
+            k->fp[l] = g1_h5_fnv1a64(v, D * sizeof *v);
+    }
+    free(v);
+    return st;
+}
+
 /* ---- names ---- */
 
 /* The name a link stores for part p: relative to OUT's folder when the part
  * is in it or below (the pair can move together, and HDF5_EXT_PREFIX can
- * point at local copies), else absolute. */
+ * point at local copies), else absolute. A part that is a symbolic link is
+ * named as the link, not as its target. */
 static g1_status target_names(linker *k, const char *outdir)
 {
     size_t nd = strlen(outdir);
     for (int i = 0; i < k->n; i++) {
         part *p = &k->p[i];
         p->real = realpath(p->path, NULL);
-        if (!p->real)
-            return G1_FAIL(G1_ERR_IO, "%s: %s", p->path, strerror(errno));
-        const char *rel = p->real;
-        if (!strncmp(p->real, outdir, nd) && p->real[nd] == '/')
-            rel = p->real + nd + 1;
+        char *d = strdup(p->path), *b = strdup(p->path), *rd = NULL;
+        if (p->real && d && b && (rd = realpath(dirname(d), NULL)) != NULL) {
+            const char *base = basename(b);
+            size_t n = strlen(rd) + strlen(base) + 2;
+            if ((p->named = malloc(n)) != NULL)
+                snprintf(p->named, n, "%s%s%s", rd, strcmp(rd, "/") ? "/" : "", base);
+        }
+        free(d);
+        free(b);
+        free(rd);
+        if (!p->real || !p->named)
+            return G1_FAIL(G1_ERR_IO, "%s: %s", p->path, strerror(errno ? errno : ENOMEM));
+        const char *rel = p->named;
+        if (!strncmp(p->named, outdir, nd) && p->named[nd] == '/')
+            rel = p->named + nd + 1;
         else if (!strcmp(outdir, "/"))
-            rel = p->real + 1;
+            rel = p->named + 1;
         p->target = strdup(rel);
         if (!p->target)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory");
@@ -246,6 +278,14 @@ static g1_status target_names(linker *k, const char *outdir)
 static g1_status write_links(const linker *k, hid_t f, const char *tmp, int src)
 {
     herr_t e = g1_h5_put_config(f, &k->cfg);
+    hsize_t n = (hsize_t)k->cfg.num_layers + 1;
+    hid_t sp = e < 0 ? -1 : H5Screate_simple(1, &n, NULL);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(f, G1_H5_PART_FP_ATTR, H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    e = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_UINT64, k->fp);
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
     if (e >= 0)
         e = H5Lcreate_external(k->p[src].target, "/embedding", f, "embedding", H5P_DEFAULT, H5P_DEFAULT);
     if (e >= 0)
@@ -395,6 +435,8 @@ static g1_status link_parts(linker *k, int replace, char *summary, size_t n_summ
                          k->p[i].path);
     if (st == G1_OK)
         st = same_embedding(k, src);
+    if (st == G1_OK)
+        st = fingerprints(k, src);
     for (int i = 0; i < k->n; i++) { /* the links open them again, maybe otherwise */
         if (k->p[i].file >= 0)
             H5Fclose(k->p[i].file);
@@ -441,9 +483,11 @@ g1_status g1_ckpt_link(const char *out, int n_parts, const char *const *parts, i
         if (k.p[i].file >= 0)
             H5Fclose(k.p[i].file);
         free(k.p[i].real);
+        free(k.p[i].named);
         free(k.p[i].target);
     }
     free(k.p);
     free(k.owner);
+    free(k.fp);
     return st;
 }

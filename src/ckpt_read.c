@@ -21,6 +21,8 @@ struct g1_ckpt {
     char *path;
     g1_config cfg;
     uint64_t bytes_read; /* payload bytes, as stored in the file */
+    uint64_t *part_fp;   /* a checkpoint in parts: G1_H5_PART_FP_ATTR (L + 1 values), else NULL */
+    char file_name[1024]; /* the name HDF5 gives the checkpoint's own file */
 };
 
 /* An open dataset and what the file says about it. */
@@ -29,7 +31,7 @@ typedef struct dset {
     int rank;
     hsize_t dims[3];
     size_t esize;   /* bytes per element in the file */
-    char name[64];  /* "layers/03/moe_up" for messages */
+    char name[1200]; /* "layers/03/moe_up" for messages (with "in part file P" when linked) */
 } dset;
 
 typedef enum { KIND_I8, KIND_F32 } dkind;
@@ -157,6 +159,53 @@ static g1_status read_header(g1_ckpt *ck)
     return G1_OK;
 }
 
+/* A checkpoint in parts: the fingerprints grok1-link recorded (none in a
+ * one-file checkpoint). */
+static g1_status read_part_fp(g1_ckpt *ck)
+{
+    if (H5Aexists(ck->file, G1_H5_PART_FP_ATTR) <= 0 || ck->cfg.num_layers < 1)
+        return G1_OK;
+    size_t n = (size_t)ck->cfg.num_layers + 1;
+    hid_t a = H5Aopen(ck->file, G1_H5_PART_FP_ATTR, H5P_DEFAULT);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    hssize_t got = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    ck->part_fp = got == (hssize_t)n ? malloc(n * sizeof *ck->part_fp) : NULL;
+    herr_t e = ck->part_fp ? H5Aread(a, H5T_NATIVE_UINT64, ck->part_fp) : -1;
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (a >= 0)
+        H5Aclose(a);
+    if (e < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute %s is not %zu fingerprints (link the parts again)",
+                       ck->path, G1_H5_PART_FP_ATTR, n);
+    return G1_OK;
+}
+
+/* What was loaded through a link must be what grok1-link saw: the
+ * fingerprint of norm v, read from object `name` at `loc` (for the message). */
+static g1_status check_part_fp(const g1_ckpt *ck, int i, hid_t loc, const char *name, const char *what,
+                               const float *v)
+{
+    if (!ck->part_fp || g1_h5_fnv1a64(v, (size_t)ck->cfg.emb_size * sizeof *v) == ck->part_fp[i])
+        return G1_OK;
+    char file[1024] = "", obj_name[32];
+    if (i < ck->cfg.num_layers)
+        snprintf(obj_name, sizeof obj_name, "layers/%02d", i);
+    else
+        snprintf(obj_name, sizeof obj_name, "the final norm");
+    hid_t o = H5Oopen(loc, name, ck->gapl);
+    if (o >= 0) {
+        g1_h5_file_name(o, file, sizeof file);
+        H5Oclose(o);
+    }
+    return G1_FAIL(G1_ERR_FORMAT,
+                   "checkpoint %s: %s was read from %s, which is not the part grok1-link linked (its %s differs): "
+                   "HDF5 found another file of that name first (in HDF5_EXT_PREFIX, beside the checkpoint, or in "
+                   "the current directory), or the part was made again since; put the right part there, or link "
+                   "the parts again",
+                   ck->path, obj_name, *file ? file : "a part file", what);
+}
+
 /* ---- open / close ---- */
 
 static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
@@ -224,7 +273,11 @@ g1_status g1_ckpt_open(const char *path, g1_ckpt **out)
     ck->dapl = apl[0];
     ck->gapl = apl[1];
     ck->path = p;
+    if (H5Fget_name(f, ck->file_name, sizeof ck->file_name) < 0)
+        ck->file_name[0] = 0;
     g1_status st = read_header(ck);
+    if (st == G1_OK)
+        st = read_part_fp(ck);
     if (st != G1_OK) {
         g1_ckpt_close(ck);
         return st;
@@ -244,6 +297,7 @@ void g1_ckpt_close(g1_ckpt *ck)
     H5Fclose(ck->file);
     H5Pclose(ck->dapl);
     H5Pclose(ck->gapl);
+    free(ck->part_fp);
     free(ck->path);
     free(ck);
 }
@@ -315,11 +369,20 @@ static g1_status link_failure(const g1_ckpt *ck, hid_t loc, const char *name, co
                        shown);
     }
     const char *prefix = getenv("HDF5_EXT_PREFIX");
-    g1_status st = G1_FAIL(G1_ERR_IO,
-                           "checkpoint %s: %s is in part file %s (as %s; a checkpoint in parts, grok1-link), which "
-                           "cannot be opened (HDF5 says '%s'). HDF5 looks for a relative part name in "
-                           "HDF5_EXT_PREFIX (%s), then beside %s; put the part there, or link the parts again",
-                           ck->path, shown, file, obj, detail, prefix && *prefix ? prefix : "not set", ck->path);
+    g1_status st;
+    if (strstr(detail, "unable to open external file")) /* the file, not the object in it */
+        st = G1_FAIL(G1_ERR_IO,
+                     "checkpoint %s: %s is in part file %s (as %s; a checkpoint in parts, grok1-link), which cannot "
+                     "be opened (HDF5 says '%s'). HDF5 looks for a part in the folders of HDF5_EXT_PREFIX (%s), "
+                     "then beside %s, then in the current directory; put the part there, or link the parts again",
+                     ck->path, shown, file, obj, detail, prefix && *prefix ? prefix : "not set", ck->path);
+    else
+        st = G1_FAIL(G1_ERR_FORMAT,
+                     "checkpoint %s: %s is linked to %s in part file %s, but HDF5 says '%s': the file found under "
+                     "that name is not the part grok1-link linked (made again since, or another file of that name "
+                     "found first in HDF5_EXT_PREFIX (%s), beside the checkpoint or in the current directory); put "
+                     "the right part there, or link the parts again",
+                     ck->path, shown, obj, file, detail, prefix && *prefix ? prefix : "not set");
     free(buf);
     return st;
 }
@@ -330,7 +393,11 @@ static g1_status open_dset(const g1_ckpt *ck, hid_t loc, const char *dir, const 
 {
     memset(d, 0, sizeof *d);
     d->id = -1;
-    snprintf(d->name, sizeof d->name, "%s%s%s", dir, *dir ? "/" : "", name);
+    char file[1024] = "";
+    g1_h5_file_name(loc, file, sizeof file);
+    int other = *file && strcmp(file, ck->file_name); /* a group in a part file */
+    snprintf(d->name, sizeof d->name, "%s%s%s%s%s", dir, *dir ? "/" : "", name, other ? " in part file " : "",
+             other ? file : "");
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no dataset %s", d->name);
     d->id = H5Dopen2(loc, name, ck->dapl);
@@ -559,7 +626,10 @@ static g1_status load_layer(g1_ckpt *ck, int layer, g1_weights *w)
     char dir[32];
     hid_t g;
     G1_TRY(open_layer(ck, layer, dir, &g));
-    g1_status st = load_layer_in(ck, g, dir, w, &w->layers[layer - w->layer0]);
+    g1_layer_weights *L = &w->layers[layer - w->layer0];
+    g1_status st = load_layer_in(ck, g, dir, w, L);
+    if (st == G1_OK)
+        st = check_part_fp(ck, layer, g, ".", "attn_norm", L->norm[G1_ATTN_NORM]);
     H5Gclose(g);
     return st;
 }
@@ -585,6 +655,7 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
     const g1_config *c = &ck->cfg;
     hsize_t dims[2] = {(hsize_t)c->vocab_size, (hsize_t)c->emb_size};
     G1_TRY(read_floats(ck, ck->file, "", "final_norm", 1, &dims[1], w->final_norm));
+    G1_TRY(check_part_fp(ck, c->num_layers, ck->file, "final_norm", "final norm", w->final_norm));
     dset d;
     G1_TRY(open_shaped(ck, ck->file, "", "embedding", KIND_F32, 2, dims, &d));
     hsize_t slab = embed_slab_rows(&d);

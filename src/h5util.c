@@ -58,6 +58,26 @@ herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg)
     return e;
 }
 
+uint64_t g1_h5_fnv1a64(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+void g1_h5_file_name(hid_t obj, char *buf, size_t n)
+{
+    buf[0] = 0;
+    hid_t f = H5Iget_file_id(obj);
+    if (f < 0)
+        return;
+    if (H5Fget_name(f, buf, n) < 0)
+        buf[0] = 0;
+    H5Fclose(f);
+}
+
 void g1_h5_sync_file(const char *path)
 {
     int fd = open(path, O_RDONLY);

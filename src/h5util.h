@@ -4,6 +4,8 @@
 #define G1_H5UTIL_H
 
 #include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -18,5 +20,18 @@ herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg);
 /* fsync a closed file before a rename makes it visible (errors ignored:
  * the rename still orders the writes on most file systems). */
 void g1_h5_sync_file(const char *path);
+
+/* FNV-1a, 64 bits, over n bytes: the fingerprints of a checkpoint in parts. */
+uint64_t g1_h5_fnv1a64(const void *p, size_t n);
+
+/* The attribute of a checkpoint in parts (grok1-link): the fingerprint of
+ * each layer's attn_norm as the linker read it (float32 bytes, layers
+ * 0..L-1), then of the final norm: L + 1 values. The reader compares what
+ * it loads through the links, so a part replaced by another file of the
+ * same name is refused. */
+#define G1_H5_PART_FP_ATTR "part_norms_fnv1a64"
+
+/* The name of the file `obj` lives in, into buf (n bytes; "" when unknown). */
+void g1_h5_file_name(hid_t obj, char *buf, size_t n);
 
 #endif

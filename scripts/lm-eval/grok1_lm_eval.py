@@ -96,7 +96,13 @@ class Grok1Runner:
             return []
         text = "".join(json.dumps(dict(r, id=i), ensure_ascii=False) + "\n" for i, r in enumerate(rows))
         cmd_tail = ["--mode", mode, "--truncate", "left"] + list(extra) + self.args
-        key = hashlib.sha256((text + "\0" + " ".join(cmd_tail) + "\0" + self.checkpoint).encode()).hexdigest()[:16]
+        # what the results depend on: the requests, the options, the model,
+        # the tokenizer and the program (files by path, size and time)
+        ident = [text, " ".join(cmd_tail)]
+        for path in (self.checkpoint, self.tokenizer, self.run):
+            st = os.stat(path)
+            ident.append(f"{path} {st.st_size} {st.st_mtime_ns}")
+        key = hashlib.sha256("\0".join(ident).encode()).hexdigest()[:16]
         inp = os.path.join(self.workdir, f"{mode}-{key}.jsonl")
         out = os.path.join(self.workdir, f"{mode}-{key}.out.jsonl")
         if not os.path.exists(inp):
@@ -175,7 +181,9 @@ class Grok1Runner:
         return total
 
     def generate(self, items):
-        """items: (context, {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "seed"})."""
+        """items: (context, {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "seed"}).
+        A context is cut from the left to max_length - max_gen_toks tokens
+        (at least one), as lm-eval does, so that the generation has room."""
         rows = []
         for ctx, kw in items:
             kw = dict(kw or {})
@@ -185,12 +193,21 @@ class Grok1Runner:
             row = {"prompt": ctx, "max_new_tokens": int(kw.get("max_gen_toks", kw.get("max_new_tokens", 256)))}
             if until:
                 row["stop"] = [u for u in until if u]
-            temp = float(kw.get("temperature", 0.0) or 0.0)
-            row["temperature"] = temp if kw.get("do_sample", temp > 0) else 0.0
-            for k in ("top_p", "top_k", "seed"):
-                if kw.get(k) is not None and row["temperature"] > 0:
-                    row[k] = kw[k]
+            # sampling as lm-eval's HF back end: do_sample with no temperature is 1.0
+            sample = kw.get("do_sample")
+            temp = kw.get("temperature")
+            temp = float(temp) if temp is not None else (1.0 if sample else 0.0)
+            row["temperature"] = temp if (sample if sample is not None else temp > 0) else 0.0
+            if row["temperature"] > 0:
+                for k, conv in (("top_p", float), ("top_k", int), ("seed", int)):
+                    if kw.get(k) is not None:
+                        row[k] = conv(kw[k])
             rows.append(row)
+        room = [max(1, self.max_length - r["max_new_tokens"]) for r in rows]
+        for r, ids, keep in zip(rows, self.encode([r["prompt"] for r in rows]), room):
+            if len(ids) > keep:
+                del r["prompt"]
+                r["prompt_ids"] = ids[-keep:]
         return [r.get("completion", "") for r in self._job("generate", rows)]
 
 

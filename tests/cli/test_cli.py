@@ -463,6 +463,19 @@ def case_stdin_stdout(d):
             check(g.read() == f.read(), "a FIFO input: the output differs from the file run")
         with open(out2 + ".meta.json") as f:
             check("input" not in json.load(f), "a FIFO input: its bytes recorded (it was read twice)")
+    # --resume from stdin (read once, not checkable): the record of the file
+    # the output was made from stays, so a later resume from another file is
+    # still refused
+    with open(out + ".meta.json") as f:
+        rec = json.load(f)["input"]
+    rc, so, se = run(tiny("generate", "-", out, "--batch-size", "2", "--resume"), stdin=text)
+    check(rc == 0 and "cannot be checked" in se, f"--resume from stdin: exit {rc}, warns: {se.strip()[-200:]}")
+    with open(out + ".meta.json") as f:
+        check(json.load(f).get("input") == rec, "--resume from stdin: the input record was dropped")
+    other = os.path.join(d, "other.jsonl")
+    write_jsonl(other, [dict(r, prompt_ids=[7, 7, 7]) for r in reqs])
+    expect_fail(tiny("generate", other, out, "--batch-size", "2", "--resume"), 1,
+                ["cannot resume", "is the output that of another input?"])
 
 
 def case_max_context(d):
@@ -800,6 +813,9 @@ def case_shard(d):
               not os.path.exists(dst + ".merge.tmp"), "a refused merge left files behind")
 
     refused(g3[:2], ["1 of the 3 shards is missing: 2/3"])
+    fifo = os.path.join(d, "in.fifo")
+    os.mkfifo(fifo)
+    refused(g3, ["is a pipe", "give the file the shards read"], inp_m=fifo)
     refused(g3 + g3[:1], ["shard 0/3 is given twice"])
     refused(g3[:2] + outs["generate", 20][2:3], ["different splits"])
     refused([g3[0], os.path.join(d, "generate.ref.jsonl")], ["without --shard"])

@@ -22,8 +22,8 @@ except ImportError as e:
     print(f"skip: {e}")
     sys.exit(77)
 
-MKCKPT, LINK, CHECKER = sys.argv[1:4]
-RUN = sys.argv[4] if len(sys.argv) > 4 else None
+MKCKPT, LINK, CHECKER = (os.path.abspath(p) for p in sys.argv[1:4])  # some runs start in other folders
+RUN = os.path.abspath(sys.argv[4]) if len(sys.argv) > 4 else None
 MODEL = ["--config", "tiny", "--set", "num_layers=5"]
 failures = []
 
@@ -89,8 +89,11 @@ def test_link(d, full):
         expect(all(isinstance(v, h5py.ExternalLink) for v in kinds.values()) and
                kinds["02"].filename == "p1.h5" and kinds["02"].path == "/layers/02",
                f"layers/NN are external links by relative name: {kinds['02'].filename}")
-        expect(dict(f.attrs) .keys() == dict(g.attrs).keys() and
-               all(np.array_equal(f.attrs[k], g.attrs[k]) for k in g.attrs), "root attributes equal the one file's")
+        fp = f.attrs.get("part_norms_fnv1a64")
+        expect(set(f.attrs) - set(g.attrs) == {"part_norms_fnv1a64"} and
+               all(np.array_equal(f.attrs[k], g.attrs[k]) for k in g.attrs),
+               "root attributes: the one file's, and the parts' fingerprints")
+        expect(fp is not None and fp.dtype == np.uint64 and fp.shape == (6,), f"fingerprints: 5 layers + final norm")
         bad = []
         g.visititems(lambda n, o: bad.append(n) if isinstance(o, h5py.Dataset) and
                      not np.array_equal(o[()], f[n][()]) else None)
@@ -239,12 +242,61 @@ def test_no_embedding(d, full):
             w, P("m3.h5"))
 
 
+def test_wrong_parts(d, full):
+    """A file of a part's name that is not that part (another model's, one
+    made again, one found in the current directory or through
+    HDF5_EXT_PREFIX) is refused at load, naming the file; a part that is a
+    symbolic link in OUT's folder is linked by its own name."""
+    w = os.path.join(d, "wrong")
+    ck, store, cwd, pre = (os.path.join(w, x) for x in ("ck", "store", "cwd", "prefix"))
+    for x in (ck, store, cwd, pre):
+        os.makedirs(x)
+    # parts: p0 a symbolic link into store/, p1 a file
+    mkckpt(os.path.join(store, "p0.h5"), "--part", "0-1")
+    os.symlink(os.path.join(store, "p0.h5"), os.path.join(ck, "p0.h5"))
+    mkckpt(os.path.join(ck, "p1.h5"), "--part", "2-4", "--no-embedding")
+    m = os.path.join(ck, "m.h5")
+    rc, so, err = link(m, os.path.join(ck, "p0.h5"), os.path.join(ck, "p1.h5"))
+    expect(rc == 0 and "layers 0-1 in p0.h5" in so, f"a symbolic link in OUT's folder is linked by its name: {so}")
+    same_as_full("a part through a symbolic link", m, full)
+    # local copies through HDF5_EXT_PREFIX win over the symbolic link
+    shutil.copy(os.path.join(store, "p0.h5"), os.path.join(pre, "p0.h5"))
+    os.remove(os.path.join(store, "p0.h5"))  # the link dangles: only the copy remains
+    same_as_full("the symbolically linked part's local copy", m, full, env={"HDF5_EXT_PREFIX": pre})
+
+    def refused_load(label, needles, *ranges, env=None, cwd=None):
+        rc, _, err = run([CHECKER, m, *ranges], env=env, cwd=cwd)
+        ok = rc == 1 and all(n in err for n in needles) and "HDF5-DIAG" not in err
+        expect(ok, f"{label}: rc {rc}: {err.strip()}")
+
+    # another model's p0 through HDF5_EXT_PREFIX: its layers and final norm differ
+    mkckpt(os.path.join(pre, "p0.h5"), "--part", "0-1", seed=8)
+    refused_load("another model's part through HDF5_EXT_PREFIX (a layer)",
+                 ["layers/00 was read from " + os.path.join(pre, "p0.h5"), "not the part grok1-link linked"],
+                 "0", "2", "0", "8", env={"HDF5_EXT_PREFIX": pre})
+    refused_load("another model's part through HDF5_EXT_PREFIX (the final norm)",
+                 ["the final norm was read from", "not the part grok1-link linked"], env={"HDF5_EXT_PREFIX": pre})
+    # a p1.h5 in the current directory, the real one gone
+    os.rename(os.path.join(ck, "p1.h5"), os.path.join(w, "p1.away"))
+    mkckpt(os.path.join(cwd, "p1.h5"), "--part", "2-4", "--no-embedding", seed=9)
+    refused_load("another model's part in the current directory", ["not the part grok1-link linked", "p1.h5"],
+                 "2", "5", "0", "8", cwd=cwd)
+    # p1 made again with other layers: the file opens, the layer is not in it
+    mkckpt(os.path.join(ck, "p1.h5"), "--part", "3-4", "--no-embedding")
+    refused_load("a part made again without the linked layer",
+                 ["layers/02 is linked to /layers/02 in part file p1.h5", "not the part grok1-link linked"],
+                 "2", "5", "0", "8")
+    os.replace(os.path.join(w, "p1.away"), os.path.join(ck, "p1.h5"))
+    expect(digest(m, "2", "5", "0", "8") == digest(full, "2", "5", "0", "8"), "the right part back: loads again")
+
+
 def main():
     with tempfile.TemporaryDirectory() as d:
         full = mkckpt(os.path.join(d, "full.h5"))
         local = test_link(d, full)
         test_refusals(d, local)
         test_no_embedding(d, full)
+        test_wrong_parts(d, full)
     if failures:
         print(f"{len(failures)} failed")
         return 1

@@ -170,6 +170,46 @@ def encode(texts):
     return [json.loads(l)["ids"] for l in p.stdout.splitlines()]
 
 
+def runner_checks():
+    """Grok1Runner on its own (no lm_eval needed): what generate_until's
+    keyword arguments become, the context cut to leave room for the
+    generation, and the job files keyed by the tokenizer too."""
+    sys.path.insert(0, os.path.dirname(A.adapter))
+    import grok1_lm_eval as g
+    work = os.path.join(A.tmp, "runner")
+
+    class Capture(g.Grok1Runner):
+        def _job(self, mode, rows, extra=()):
+            self.rows = rows
+            self.res = super()._job(mode, rows, extra)
+            return self.res
+    r = Capture(A.ckpt, A.tokenizer, run=A.run, tokenize=A.tokenize, workdir=work, max_length=64)
+    long_text = " ".join(WORDS * 6)
+    n_ids = len(encode([long_text])[0])
+    got = r.generate([("one two", {"do_sample": True, "max_gen_toks": 4}),
+                      ("one two", {"do_sample": True, "temperature": 0.5, "top_k": 5.0, "top_p": "0.9", "seed": 3.0,
+                                   "max_gen_toks": 4}),
+                      ("one two", {"temperature": 0.7, "do_sample": False, "until": "\n", "max_gen_toks": 4}),
+                      (long_text, {"max_gen_toks": 20})])
+    rows = r.rows
+    check(rows[0]["temperature"] == 1.0, f"do_sample without a temperature samples at 1.0: {rows[0]}")
+    check(rows[1]["top_k"] == 5 and isinstance(rows[1]["top_k"], int) and rows[1]["top_p"] == 0.9 and
+          rows[1]["seed"] == 3, f"top_k, top_p, seed as numbers grok1-run takes: {rows[1]}")
+    check(rows[2]["temperature"] == 0 and rows[2]["stop"] == ["\n"], f"do_sample false is greedy: {rows[2]}")
+    check(n_ids > 64 and rows[3].get("prompt_ids") == encode([long_text])[0][-44:] and "prompt" not in rows[3],
+          f"a {n_ids}-token context is cut to its last 64 - 20 = 44 tokens")
+    check(len(r.res[3]["completion_ids"]) == 20 and len(got) == 4, "the cut context leaves room for 20 tokens")
+    jobs = sorted(os.listdir(work))
+    other_tok = os.path.join(A.tmp, "copy.model")
+    shutil.copy(A.tokenizer, other_tok)
+    r2 = Capture(A.ckpt, other_tok, run=A.run, tokenize=A.tokenize, workdir=work, max_length=64)
+    r2.loglikelihood([("one", " two")])
+    r.loglikelihood([("one", " two")])
+    new = sorted({f.split(".")[0] for f in set(os.listdir(work)) - set(jobs)})
+    check(len(new) == 2 and all(n.startswith("score-") for n in new),
+          f"another tokenizer: another job for the same requests in the same folder: {new}")
+
+
 def main():
     global A
     ap = argparse.ArgumentParser()
@@ -194,6 +234,7 @@ def main():
     subprocess.run([A.mkckpt, "--config", "tiny", "--seed", "5", "--out", A.ckpt], check=True, capture_output=True)
     tasks, mc = data(A.tmp)
     windows_check()
+    runner_checks()
 
     work = os.path.join(A.tmp, "work")
     res, p = evaluate(A.tmp, "one", tasks, ["--workdir", work])

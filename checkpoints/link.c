@@ -17,12 +17,15 @@ static const char usage_text[] =
     "\n"
     "Checks: every part is a checkpoint of the same model (hyper-parameters,\n"
     "final norm, embedding in sampled rows), each layer is in exactly one part,\n"
-    "and every link opens. Nothing is copied.\n"
+    "and every link opens. Nothing is copied. The parts' fingerprints (of their\n"
+    "norms) are recorded: a run refuses a file found under a part's name that is\n"
+    "not that part.\n"
     "\n"
     "Parts in OUT's folder (or below it) are linked by relative names, so the\n"
     "folder can move as a whole; HDF5 looks for them first in the folders of\n"
-    "HDF5_EXT_PREFIX (colon-separated), then beside OUT.h5: set it on a node to\n"
-    "read local copies. Parts elsewhere are linked by absolute names.\n"
+    "HDF5_EXT_PREFIX (colon-separated), then beside OUT.h5, then in the current\n"
+    "directory: set it on a node to read local copies. Parts elsewhere are\n"
+    "linked by absolute names.\n"
     "\n"
     "  --force   replace OUT.h5 when it exists (never a part)\n";
 

@@ -664,7 +664,7 @@ static g1_status files_open_input(const cli *c, files *f)
 
 /* What made the output: checked by --resume (resume.h). Layout and
  * performance options are left out: they do not change results. */
-static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts *eo)
+static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts *eo, const char *ckpt_fp)
 {
     json_t *model = json_object();
     for (int i = 0; i < g1_num_params; i++) {
@@ -678,9 +678,9 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
         json_object_set_new(source, "synthetic", json_string(c->synthetic));
         json_object_set_new(source, "seed", json_integer((json_int_t)c->seed));
     } else {
-        struct stat sb;
-        json_object_set_new(source, "checkpoint_bytes",
-                            json_integer(stat(c->checkpoint, &sb) == 0 ? (json_int_t)sb.st_size : -1));
+        /* the contents (g1_ckpt_fingerprint): the same for a checkpoint and
+         * its parts, another for another model of the same shape */
+        json_object_set_new(source, "checkpoint_fnv1a64", json_string(ckpt_fp));
     }
     json_t *settings = json_object();
     json_object_set_new(settings, "max_new_tokens", json_integer(c->max_new_tokens));
@@ -766,7 +766,24 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
 }
 #endif
 
-static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo, files *f)
+/* An output recorded before the checkpoint's fingerprint (its size only):
+ * resumed by the same rule, and kept so. */
+static void legacy_source(const cli *c, const char *meta_path, json_t *meta)
+{
+    json_t *old = json_load_file(meta_path, 0, NULL);
+    json_t *src = old ? json_object_get(old, "source") : NULL;
+    if (src && json_object_get(src, "checkpoint_bytes") && !json_object_get(src, "checkpoint_fnv1a64")) {
+        struct stat sb;
+        json_t *mine = json_object_get(meta, "source");
+        json_object_del(mine, "checkpoint_fnv1a64");
+        json_object_set_new(mine, "checkpoint_bytes",
+                            json_integer(stat(c->checkpoint, &sb) == 0 ? (json_int_t)sb.st_size : -1));
+    }
+    json_decref(old);
+}
+
+static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo,
+                                    const char *ckpt_fp, files *f)
 {
     if (!strcmp(c->output, "-")) {
         f->out = stdout;
@@ -774,7 +791,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         size_t n = strlen(c->output) + sizeof ".partial";
         f->partial = malloc(n);
         char *meta_path = g1_meta_path(c->output);
-        json_t *meta = run_meta(c, cfg, eo);
+        json_t *meta = run_meta(c, cfg, eo, ckpt_fp);
         if (!f->partial || !meta_path || !meta) {
             free(meta_path);
             json_decref(meta);
@@ -796,6 +813,8 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             /* check before touching anything; a finished OUT becomes the
              * partial file it was, and is renamed back at the end */
             json_t *old_input = NULL;
+            if (c->checkpoint)
+                legacy_source(c, meta_path, meta);
             st = g1_meta_check(meta_path, meta, &old_input);
             if (st == G1_OK && old_input && input_file)
                 st = g1_input_check(c->input, old_input, meta_path);
@@ -1229,8 +1248,14 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         return bst != G1_OK ? bst
                             : G1_FAIL(G1_ERR_ARG, "another rank could not start its %s backend (its message says "
                                                   "why)", eo.backend == G1_BACKEND_CUDA ? "cuda" : "cpu");
-    if (rank == 0)
-        G1_TRY(files_open_outputs(c, &m->cfg, &eo, f));
+    if (rank == 0) {
+        char ckpt_fp[17] = "";
+#if G1_HAVE_HDF5
+        if (m->ck)
+            G1_TRY(g1_ckpt_fingerprint(m->ck, ckpt_fp));
+#endif
+        G1_TRY(files_open_outputs(c, &m->cfg, &eo, ckpt_fp, f));
+    }
 
     g1_moe_dispatch dispatch, *dp = NULL;
     if (P * E > 1) {

@@ -22,6 +22,13 @@ const g1_config *g1_ckpt_config(const g1_ckpt *ck);
  * embedding (rounded to bf16) and final norm when with_embedding. Checks the
  * shape and dtype of every dataset it reads; reads nothing else. */
 g1_status g1_ckpt_load(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w);
+/* A fingerprint of the model's contents from what rank 0 owns anyway:
+ * FNV-1a 64 over the final norm and 64 embedding rows spread over the
+ * vocabulary (float32 as stored), as 16 hex digits. The same for a one-file
+ * checkpoint and its parts (grok1-link); another seed, release or fine-tune
+ * that changes the embedding or final norm gives another. Not counted in
+ * g1_ckpt_bytes_read. */
+g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17]);
 /* Payload bytes read from the file so far (weights, scales, norms...). */
 uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck);
 void g1_ckpt_close(g1_ckpt *ck);

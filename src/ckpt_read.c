@@ -673,6 +673,45 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
     return st;
 }
 
+/* ---- fingerprint ---- */
+
+#define FP_EMBED_ROWS 64
+
+g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    const g1_config *c = &ck->cfg;
+    hsize_t V = (hsize_t)c->vocab_size, D = (hsize_t)c->emb_size;
+    float *v = malloc(D * sizeof *v);
+    if (!v)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    uint64_t saved = ck->bytes_read, h = 0xcbf29ce484222325ull;
+    dset d;
+    g1_status st = open_shaped(ck, ck->file, "", "final_norm", KIND_F32, 1, &D, &d);
+    if (st == G1_OK) {
+        st = read_all(ck, &d, H5T_NATIVE_FLOAT, v);
+        close_dset(&d);
+    }
+    hsize_t dims[2] = {V, D};
+    if (st == G1_OK)
+        st = open_shaped(ck, ck->file, "", "embedding", KIND_F32, 2, dims, &d);
+    for (int k = -1; st == G1_OK && k < FP_EMBED_ROWS; k++) {
+        if (k >= 0) {
+            hsize_t start[2] = {(V - 1) * (hsize_t)k / (FP_EMBED_ROWS - 1), 0}, count[2] = {1, D};
+            st = read_slab(ck, &d, H5T_NATIVE_FLOAT, start, count, v);
+        }
+        const unsigned char *b = (const unsigned char *)v;
+        for (size_t i = 0; st == G1_OK && i < D * sizeof *v; i++)
+            h = (h ^ b[i]) * 0x100000001b3ull;
+    }
+    close_dset(&d); /* idempotent: a failed open left it closed */
+    ck->bytes_read = saved; /* not part of the share a rank loads */
+    free(v);
+    if (st == G1_OK)
+        snprintf(hex, 17, "%016llx", (unsigned long long)h);
+    return st;
+}
+
 /* ---- load ---- */
 
 static g1_status load_into(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w)

@@ -186,6 +186,54 @@ def case_resume_refusals():
         if words:
             check(words in p.stderr, f"the refusal does not name {words}")
         check(open(out + ".partial").read() == "".join(lines[:10]), "a refused resume changed the partial file")
+    # another model of the same shape (same file size: the record of the
+    # checkpoint is its contents' fingerprint); its parts joined by
+    # grok1-link are the same model; an output recorded with the size only
+    # (before the fingerprint) resumes as it did
+    seed12 = os.path.join(ARGS.tmp, "ops5_seed12.h5")
+    subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "num_layers=5", "--seed", "12", "--out", seed12],
+                   check=True, capture_output=True)
+    check(os.path.getsize(seed12) == os.path.getsize(ckpt), "the two seeds' files differ in size")
+
+    def resume_partial(ck, meta_src=meta):
+        with open(out + ".partial", "w") as f:
+            f.write("".join(lines[:10]))
+        shutil.copy(meta_src, out + ".meta.json")
+        return subprocess.run([ARGS.run] + base_args(ck, inp, out) + ["--resume"], capture_output=True, text=True,
+                              env=ENV)
+    p = resume_partial(seed12)
+    print(f"resume with another model of the same size: exit {p.returncode}: {p.stderr.strip()[-200:]}")
+    check(p.returncode != 0 and "checkpoint_fnv1a64" in p.stderr,
+          "resuming with another model of the same shape and size was not refused")
+    if ARGS.link:
+        parts = [os.path.join(ARGS.tmp, f"ops5_p{i}.h5") for i in range(2)]
+        for part, rng in zip(parts, ("0-2", "3-4")):
+            subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "num_layers=5", "--seed", "11", "--part", rng,
+                            "--out", part], check=True, capture_output=True)
+        linked = os.path.join(ARGS.tmp, "ops5_linked.h5")
+        subprocess.run([ARGS.link, "--force", linked] + parts, check=True, capture_output=True)
+        p = resume_partial(linked)
+        check(p.returncode == 0 and open(out).read() == full,
+              f"resuming on the same model's parts (grok1-link): {p.stderr.strip()[-300:]}")
+        os.remove(out)
+    legacy = os.path.join(ARGS.tmp, "legacy.meta.json")
+    rec = json.load(open(meta))
+    rec["source"] = {"checkpoint_bytes": os.path.getsize(ckpt)}
+    with open(legacy, "w") as f:
+        json.dump(rec, f)
+    p = resume_partial(ckpt, legacy)
+    check(p.returncode == 0 and open(out).read() == full and
+          json.load(open(out + ".meta.json"))["source"] == rec["source"],
+          f"an output recorded with the checkpoint's size resumes, and keeps its record: {p.stderr.strip()[-300:]}")
+    os.remove(out)
+    rec["source"] = {"checkpoint_bytes": os.path.getsize(ckpt) + 1}
+    with open(legacy, "w") as f:
+        json.dump(rec, f)
+    p = resume_partial(ckpt, legacy)
+    check(p.returncode != 0 and "checkpoint_bytes" in p.stderr, "a size record of another file did not refuse")
+    with open(out + ".partial", "w") as f:  # as the cases below expect
+        f.write("".join(lines[:10]))
+    shutil.copy(meta, out + ".meta.json")
     # the output of another input
     other = os.path.join(ARGS.tmp, "other.jsonl")
     with open(other, "w") as f:
@@ -468,6 +516,7 @@ def main():
     ap.add_argument("case", choices=sorted(CASES))
     ap.add_argument("--run", required=True)
     ap.add_argument("--mkckpt", required=True)
+    ap.add_argument("--link", default="", help="grok1-link (case resume_refusals)")
     ap.add_argument("--tmp", required=True)
     ARGS = ap.parse_args()
     if not mpirun():

@@ -634,6 +634,17 @@ static g1_status load_layer(g1_ckpt *ck, int layer, g1_weights *w)
     return st;
 }
 
+/* A part made with --no-embedding given as the whole model. */
+static g1_status has_embedding(const g1_ckpt *ck)
+{
+    if (H5Lexists(ck->file, "embedding", H5P_DEFAULT) > 0)
+        return G1_OK;
+    return G1_FAIL(G1_ERR_FORMAT,
+                   "checkpoint %s has no embedding: is it one part of a checkpoint (grok1-convert --layers "
+                   "--no-embedding)? grok1-link joins the parts",
+                   ck->path);
+}
+
 /* ---- embedding ---- */
 
 /* Rows per read: about EMBED_SLAB_BYTES, a whole number of chunks. */
@@ -654,6 +665,7 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
 {
     const g1_config *c = &ck->cfg;
     hsize_t dims[2] = {(hsize_t)c->vocab_size, (hsize_t)c->emb_size};
+    G1_TRY(has_embedding(ck));
     G1_TRY(read_floats(ck, ck->file, "", "final_norm", 1, &dims[1], w->final_norm));
     G1_TRY(check_part_fp(ck, c->num_layers, ck->file, "final_norm", "final norm", w->final_norm));
     dset d;
@@ -675,6 +687,7 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
 
 /* ---- fingerprint ---- */
 
+
 #define FP_EMBED_ROWS 64
 
 g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
@@ -686,8 +699,10 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
     if (!v)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     uint64_t saved = ck->bytes_read, h = 0xcbf29ce484222325ull;
-    dset d;
-    g1_status st = open_shaped(ck, ck->file, "", "final_norm", KIND_F32, 1, &D, &d);
+    dset d = {.id = -1};
+    g1_status st = has_embedding(ck);
+    if (st == G1_OK)
+        st = open_shaped(ck, ck->file, "", "final_norm", KIND_F32, 1, &D, &d);
     if (st == G1_OK) {
         st = read_all(ck, &d, H5T_NATIVE_FLOAT, v);
         close_dset(&d);

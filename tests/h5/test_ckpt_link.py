@@ -227,6 +227,13 @@ def test_no_embedding(d, full):
     with h5py.File(P("b.h5"), "r") as f:
         expect("embedding" not in f and "final_norm" in f, "--no-embedding: no embedding, the final norm stays")
     expect(os.path.getsize(P("b.h5")) < os.path.getsize(full) - 512 * 64 * 4, "--no-embedding: the part is smaller")
+    if RUN:  # given alone as the model: named as a part
+        req = P("req.jsonl")
+        with open(req, "w") as f:
+            f.write(json.dumps({"id": 1, "prompt_ids": [5, 6]}) + "\n")
+        rc, _, err = run([RUN, "--checkpoint", P("b.h5"), "--mode", "score", "--input", req, "--output", P("o.jsonl")])
+        expect(rc == 1 and "has no embedding: is it one part" in err and "grok1-link" in err and
+               not os.path.exists(P("o.jsonl")), f"grok1-run on a part without the embedding: {err.strip()}")
     rc, so, err = link(P("m.h5"), P("b.h5"), P("a.h5"))
     expect(rc == 0 and "embedding and final norm in a.h5" in so, f"embedding from the part with layer 0: {so} {err}")
     same_as_full("a part without the embedding", P("m.h5"), full)

@@ -752,8 +752,9 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
     if (st == G1_OK || st == G1_ERR_IO)
         return st;
     if (k_last < 0)
-        return G1_FAIL(st, "%s; with the input on stdin or a pipe the run cannot start over by itself: move the dump away "
-                           "(and the output beside it) to start afresh", why);
+        return G1_FAIL(st, "%s; with the input on stdin or a pipe the run cannot start over by itself: move the dump "
+                           "away (and the output beside it) to start afresh",
+                       why);
     G1_TRY(g1_logits_file_set_aside(c->dump_logits, f->logits, aside, sizeof aside));
     f->logits = NULL;
     fprintf(stderr, "grok1-run: warning: %s; it is kept as %s, and the %zu results already in %s are computed "

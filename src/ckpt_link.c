@@ -41,10 +41,7 @@ typedef struct linker {
 
 static hid_t open_part(const char *path)
 {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-#if H5_VERSION_GE(1, 10, 7)
-    H5Pset_file_locking(fapl, 0, 1);
-#endif
+    hid_t fapl = g1_h5_read_fapl();
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     return f;
@@ -231,7 +228,7 @@ static g1_status fingerprints(linker *k, int src)
         snprintf(name, sizeof name, l < L ? "layers/%02d/attn_norm" : "final_norm", l);
         st = read_row(&k->p[l < L ? k->owner[l] : src], name, 0, D, -1, v);
         if (st == G1_OK)
-            k->fp[l] = g1_h5_fnv1a64(v, D * sizeof *v);
+            k->fp[l] = g1_h5_fnv1a64(G1_H5_FNV_START, v, D * sizeof *v);
     }
     free(v);
     return st;

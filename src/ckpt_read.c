@@ -186,7 +186,7 @@ static g1_status read_part_fp(g1_ckpt *ck)
 static g1_status check_part_fp(const g1_ckpt *ck, int i, hid_t loc, const char *name, const char *what,
                                const float *v)
 {
-    if (!ck->part_fp || g1_h5_fnv1a64(v, (size_t)ck->cfg.emb_size * sizeof *v) == ck->part_fp[i])
+    if (!ck->part_fp || g1_h5_fnv1a64(G1_H5_FNV_START, v, (size_t)ck->cfg.emb_size * sizeof *v) == ck->part_fp[i])
         return G1_OK;
     char file[1024] = "", obj_name[32];
     if (i < ck->cfg.num_layers)
@@ -226,11 +226,7 @@ static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
 #endif
     if (is_h5 <= 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not an HDF5 file", path);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-#if H5_VERSION_GE(1, 10, 7)
-    /* read-only, many ranks at once, often on Lustre/NFS where flock fails */
-    H5Pset_file_locking(fapl, 0, 1);
-#endif
+    hid_t fapl = g1_h5_read_fapl(); /* many ranks at once, often on Lustre/NFS where flock fails */
     *out = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     char detail[256];
     g1_h5_detail(detail);
@@ -687,7 +683,6 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
 
 /* ---- fingerprint ---- */
 
-
 #define FP_EMBED_ROWS 64
 
 g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
@@ -698,7 +693,7 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
     float *v = malloc(D * sizeof *v);
     if (!v)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    uint64_t saved = ck->bytes_read, h = 0xcbf29ce484222325ull;
+    uint64_t saved = ck->bytes_read, h = G1_H5_FNV_START;
     dset d = {.id = -1};
     g1_status st = has_embedding(ck);
     if (st == G1_OK)
@@ -715,9 +710,8 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
             hsize_t start[2] = {(V - 1) * (hsize_t)k / (FP_EMBED_ROWS - 1), 0}, count[2] = {1, D};
             st = read_slab(ck, &d, H5T_NATIVE_FLOAT, start, count, v);
         }
-        const unsigned char *b = (const unsigned char *)v;
-        for (size_t i = 0; st == G1_OK && i < D * sizeof *v; i++)
-            h = (h ^ b[i]) * 0x100000001b3ull;
+        if (st == G1_OK)
+            h = g1_h5_fnv1a64(h, v, D * sizeof *v);
     }
     close_dset(&d); /* idempotent: a failed open left it closed */
     ck->bytes_read = saved; /* not part of the share a rank loads */

@@ -58,13 +58,22 @@ herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg)
     return e;
 }
 
-uint64_t g1_h5_fnv1a64(const void *p, size_t n)
+uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++)
         h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
+}
+
+hid_t g1_h5_read_fapl(void)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+#if H5_VERSION_GE(1, 10, 7)
+    if (fapl >= 0)
+        H5Pset_file_locking(fapl, 0, 1);
+#endif
+    return fapl;
 }
 
 void g1_h5_file_name(hid_t obj, char *buf, size_t n)

@@ -21,8 +21,14 @@ herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg);
  * the rename still orders the writes on most file systems). */
 void g1_h5_sync_file(const char *path);
 
-/* FNV-1a, 64 bits, over n bytes: the fingerprints of a checkpoint in parts. */
-uint64_t g1_h5_fnv1a64(const void *p, size_t n);
+/* FNV-1a, 64 bits: h (G1_H5_FNV_START to begin) extended by n bytes. The
+ * fingerprints of a checkpoint and of its parts. */
+#define G1_H5_FNV_START 0xcbf29ce484222325ull
+uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n);
+
+/* File access for reading checkpoints: file locking off (many ranks open
+ * the file at once, on file systems without flock). Close with H5Pclose. */
+hid_t g1_h5_read_fapl(void);
 
 /* The attribute of a checkpoint in parts (grok1-link): the fingerprint of
  * each layer's attn_norm as the linker read it (float32 bytes, layers

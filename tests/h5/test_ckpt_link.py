@@ -93,7 +93,7 @@ def test_link(d, full):
         expect(set(f.attrs) - set(g.attrs) == {"part_norms_fnv1a64"} and
                all(np.array_equal(f.attrs[k], g.attrs[k]) for k in g.attrs),
                "root attributes: the one file's, and the parts' fingerprints")
-        expect(fp is not None and fp.dtype == np.uint64 and fp.shape == (6,), f"fingerprints: 5 layers + final norm")
+        expect(fp is not None and fp.dtype == np.uint64 and fp.shape == (6,), "fingerprints: 5 layers + final norm")
         bad = []
         g.visititems(lambda n, o: bad.append(n) if isinstance(o, h5py.Dataset) and
                      not np.array_equal(o[()], f[n][()]) else None)

@@ -6,7 +6,7 @@ As a program (needs the lm_eval package: scripts/lm-eval/setup.sh):
 
   grok1_lm_eval.py --checkpoint grok-1.h5 --tokenizer tokenizer.model --tasks hellaswag,arc_easy \\
       [--launcher "mpirun -n 8"] [--grok1-args "--stages 8"] [--num-fewshot K] [--limit N] \\
-      [--include-path DIR] [--output results.json] [--log-samples] [--workdir DIR]
+      [--include-path DIR] [--output results.json] [--log-samples] [--workdir DIR] [--use-cache PREFIX]
 
 As a module: `Grok1LM(checkpoint=..., tokenizer=...)` is an lm_eval LM
 (registered as "grok1"), for lm_eval.simple_evaluate(model=Grok1LM(...)).
@@ -90,19 +90,24 @@ class Grok1Runner:
             self._tmp = tempfile.TemporaryDirectory(prefix="grok1-lm-eval-")
             self.workdir = self._tmp.name
 
+    def identity(self):
+        """What every answer depends on besides its request: the checkpoint,
+        the tokenizer and grok1-run (files by path, size and time), grok1-run's
+        options, the window length and BOS id (a hex digest)."""
+        ident = [" ".join(self.args), f"max_length {self.max_length} bos {self.bos_id}"]
+        for path in (self.checkpoint, self.tokenizer, self.run):
+            st = os.stat(path)
+            ident.append(f"{path} {st.st_size} {st.st_mtime_ns}")
+        return hashlib.sha256("\0".join(ident).encode()).hexdigest()[:16]
+
     def _job(self, mode, rows, extra=()):
         """One grok1-run job over rows (dicts without "id"); results in order."""
         if not rows:
             return []
         text = "".join(json.dumps(dict(r, id=i), ensure_ascii=False) + "\n" for i, r in enumerate(rows))
         cmd_tail = ["--mode", mode, "--truncate", "left"] + list(extra) + self.args
-        # what the results depend on: the requests, the options, the model,
-        # the tokenizer and the program (files by path, size and time)
-        ident = [text, " ".join(cmd_tail)]
-        for path in (self.checkpoint, self.tokenizer, self.run):
-            st = os.stat(path)
-            ident.append(f"{path} {st.st_size} {st.st_mtime_ns}")
-        key = hashlib.sha256("\0".join(ident).encode()).hexdigest()[:16]
+        # what the results depend on: the requests, the options and the model
+        key = hashlib.sha256("\0".join([text, " ".join(cmd_tail), self.identity()]).encode()).hexdigest()[:16]
         inp = os.path.join(self.workdir, f"{mode}-{key}.jsonl")
         out = os.path.join(self.workdir, f"{mode}-{key}.out.jsonl")
         if not os.path.exists(inp):
@@ -258,6 +263,10 @@ def main(argv=None):
     ap.add_argument("--output", default=None, help="write the results (JSON) here")
     ap.add_argument("--log-samples", action="store_true", help="with --output: every request and response too")
     ap.add_argument("--workdir", default=None, help="keep grok1-run's requests and results here (resumable)")
+    ap.add_argument("--use-cache", default=None, metavar="PREFIX",
+                    help="lm_eval's per-request cache (SQLite) in PREFIX-<model>_rank0.db: requests answered "
+                         "before, by the same checkpoint, tokenizer, grok1-run and options, are not run again, "
+                         "whatever other tasks come with them")
     ap.add_argument("--verbose", action="store_true", help="print each grok1-run command")
     a = ap.parse_args(argv)
     if not HAVE_LM_EVAL:
@@ -275,7 +284,8 @@ def main(argv=None):
         res = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=a.num_fewshot, limit=a.limit,
                                       task_manager=tm, log_samples=a.log_samples, random_seed=a.seed,
                                       numpy_random_seed=a.seed, torch_random_seed=a.seed,
-                                      fewshot_random_seed=a.seed)
+                                      fewshot_random_seed=a.seed,
+                                      use_cache=f"{a.use_cache}-{lm.runner.identity()}" if a.use_cache else None)
     except Grok1Error as e:
         print(f"grok1_lm_eval: {e}", file=sys.stderr)
         return 1

@@ -8,7 +8,8 @@ demo tokenizer. Every response lm_eval logged must equal what grok1-run
 gives for the same request run directly; the accuracy is recomputed from
 them; the rolling windows are lm_eval's own; through mpirun the results are
 the same; a kept --workdir is read back without running grok1-run again;
-errors end the program with grok1-run's message.
+--use-cache answers the requests of an earlier run from lm_eval's cache,
+but not for another model; errors end the program with grok1-run's message.
 
 usage: test_lm_eval.py --python VENV_PYTHON --adapter grok1_lm_eval.py --run grok1-run
        --tokenize grok1-tokenize --mkckpt grok1-mkckpt --tokenizer demo.model --tmp DIR
@@ -67,10 +68,10 @@ def data(d):
     return tasks, mc
 
 
-def evaluate(d, tag, tasks, extra=(), expect=0):
+def evaluate(d, tag, tasks, extra=(), expect=0, names="grok1_toy_mc,grok1_toy_gen,grok1_toy_ppl"):
     out = os.path.join(d, tag + ".json")
     cmd = [A.python, A.adapter, "--checkpoint", A.ckpt, "--tokenizer", A.tokenizer, "--tasks",
-           "grok1_toy_mc,grok1_toy_gen,grok1_toy_ppl", "--include-path", tasks, "--run", A.run,
+           names, "--include-path", tasks, "--run", A.run,
            "--tokenize", A.tokenize, "--max-length", "256", "--output", out, "--log-samples", "--verbose"] + list(extra)
     print("run  " + " ".join(cmd), flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(ENV, HF_HOME=os.path.join(d, "hf")),
@@ -210,6 +211,54 @@ def runner_checks():
           f"another tokenizer: another job for the same requests in the same folder: {new}")
 
 
+def job_rows(work):
+    """The requests of each grok1-run job the adapter wrote in work: {mode: [rows]}."""
+    got = {}
+    for f in sorted(os.listdir(work)):
+        if f.endswith(".jsonl") and not f.endswith(".out.jsonl"):
+            got.setdefault(f.split("-")[0], []).extend(json.loads(l) for l in open(os.path.join(work, f)))
+    return got
+
+
+def cache_checks(tasks, full):
+    """--use-cache: lm_eval's per-request cache, named by the model."""
+    cache = os.path.join(A.tmp, "cache", "lm")
+    w1, w2, w3 = (os.path.join(A.tmp, f"cache-work{k}") for k in (1, 2, 3))
+    one, _ = evaluate(A.tmp, "cache1", tasks, ["--use-cache", cache, "--workdir", w1], names="grok1_toy_mc")
+    if not one:
+        return
+    dbs = os.listdir(os.path.dirname(cache))
+    check(len(dbs) == 1 and dbs[0].startswith("lm-") and dbs[0].endswith("_rank0.db"),
+          f"--use-cache PREFIX: one SQLite file PREFIX-<model>_rank0.db: {dbs}")
+    check(one["results"]["grok1_toy_mc"] == full["results"]["grok1_toy_mc"], "--use-cache: mc alone, the same results")
+    # the three tasks with the cache: mc's requests are not sent again
+    three, _ = evaluate(A.tmp, "cache2", tasks, ["--use-cache", cache, "--workdir", w2])
+    if three:
+        rows = job_rows(w2)
+        check(three["results"] == full["results"] and
+              all([x["resps"] for x in three["samples"][t]] == [x["resps"] for x in full["samples"][t]]
+                  for t in full["samples"]), "--use-cache: mc from the cache, the other tasks run: the same responses")
+        score = rows.get("score", [])
+        check(score and all("prompt_ids" in r and "prompt" not in r for r in score) and "generate" in rows,
+              f"--use-cache: no mc (loglikelihood) request reached grok1-run again; jobs: "
+              f"{ {k: len(v) for k, v in rows.items()} }")
+    # another model: not answered from the first model's cache
+    other = os.path.join(A.tmp, "tiny-other.h5")
+    subprocess.run([A.mkckpt, "--config", "tiny", "--seed", "6", "--out", other], check=True, capture_output=True)
+    keep, A.ckpt = A.ckpt, other
+    try:
+        o, _ = evaluate(A.tmp, "cache3", tasks, ["--use-cache", cache, "--workdir", w3], names="grok1_toy_mc")
+    finally:
+        A.ckpt = keep
+    if o:
+        n = sum(len(args_of(x)) for x in one["samples"]["grok1_toy_mc"])
+        got = len(job_rows(w3).get("score", []))
+        check(got == n and len(os.listdir(os.path.dirname(cache))) == 2,
+              f"--use-cache with another checkpoint: a cache of its own, every request run ({got} of {n})")
+        check([x["resps"] for x in o["samples"]["grok1_toy_mc"]] !=
+              [x["resps"] for x in one["samples"]["grok1_toy_mc"]], "another checkpoint: other answers")
+
+
 def main():
     global A
     ap = argparse.ArgumentParser()
@@ -274,6 +323,8 @@ def main():
     if again:
         check("grok1-lm-eval: " not in p.stderr, "a kept --workdir: no grok1-run job started again")
         check(again["results"] == res["results"], "a kept --workdir: the same results")
+
+    cache_checks(tasks, res)
 
     # through mpirun: 2 stages, the same responses
     if shutil.which("mpirun"):

@@ -599,7 +599,7 @@ static g1_status model_part(const g1_weights_source *src, int l0, int l1, int wi
     if (m->c->synthetic) {
         int blocks[G1_NUM_QMAT];
         g1_synth_blocks(cfg, blocks);
-        G1_TRY(g1_weights_alloc(w, cfg, l0, l1, src->expert0, src->expert1, blocks, with_embedding));
+        G1_TRY(g1_weights_realloc(w, cfg, l0, l1, src->expert0, src->expert1, blocks, with_embedding));
         g1_synth s = {.cfg = *cfg, .seed = m->c->seed};
         g1_status st = g1_synth_weights(&s, w);
         if (st != G1_OK)
@@ -607,11 +607,12 @@ static g1_status model_part(const g1_weights_source *src, int l0, int l1, int wi
         return st;
     }
 #if G1_HAVE_HDF5
-    g1_status st = g1_ckpt_load(m->ck, l0, l1, src->expert0, src->expert1, with_embedding, w);
+    g1_status st = g1_ckpt_load_reuse(m->ck, l0, l1, src->expert0, src->expert1, with_embedding, w);
     m->bytes_read = g1_ckpt_bytes_read(m->ck);
     return st;
 #else
-    (void)l0, (void)l1, (void)with_embedding, (void)w;
+    (void)l0, (void)l1, (void)with_embedding;
+    g1_weights_free(w);
     return G1_FAIL(G1_ERR_ARG, "built without HDF5");
 #endif
 }

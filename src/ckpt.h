@@ -22,6 +22,10 @@ const g1_config *g1_ckpt_config(const g1_ckpt *ck);
  * embedding (rounded to bf16) and final norm when with_embedding. Checks the
  * shape and dtype of every dataset it reads; reads nothing else. */
 g1_status g1_ckpt_load(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w);
+/* The same into a `w` that is zeroed or holds an earlier load, whose memory
+ * is reused when the shapes match (g1_weights_realloc). On failure w is
+ * freed (zeroed). */
+g1_status g1_ckpt_load_reuse(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w);
 /* A fingerprint of the model's contents from what rank 0 owns anyway:
  * FNV-1a 64 over the final norm and 64 embedding rows spread over the
  * vocabulary (float32 as stored), as 16 hex digits. The same for a one-file

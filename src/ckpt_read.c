@@ -736,7 +736,7 @@ static g1_status load_into(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with
         blocks[i] = 1; /* no layer to load: any count dividing the rows */
     if (l1 > l0)
         G1_TRY(find_blocks(ck, l0, blocks));
-    G1_TRY(g1_weights_alloc(w, c, l0, l1, e0, e1, blocks, with_embedding));
+    G1_TRY(g1_weights_realloc(w, c, l0, l1, e0, e1, blocks, with_embedding));
     if (with_embedding)
         G1_TRY(load_embedding(ck, w));
     for (int l = l0; l < l1; l++)
@@ -747,6 +747,11 @@ static g1_status load_into(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with
 g1_status g1_ckpt_load(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w)
 {
     memset(w, 0, sizeof *w);
+    return g1_ckpt_load_reuse(ck, l0, l1, e0, e1, with_embedding, w);
+}
+
+g1_status g1_ckpt_load_reuse(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w)
+{
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     g1_status st = load_into(ck, l0, l1, e0, e1, with_embedding, w);
     if (st == G1_OK)

@@ -75,11 +75,11 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
     return cpu_start(e, w, opts, dispatch, out);
 }
 
-/* Load a part of the source into w and check it is what was asked for; on
- * success the caller owns w. */
+/* Load a part of the source into w (zeroed, or the part loaded before, for
+ * the source to reuse) and check it is what was asked for; on success the
+ * caller owns w, on failure w is freed. */
 static g1_status load_part(const g1_weights_source *src, int l0, int l1, int with_embedding, g1_weights *w)
 {
-    memset(w, 0, sizeof *w);
     G1_TRY(src->load(src, l0, l1, with_embedding, w));
     if (w->layer0 != l0 || w->layer1 != l1 || w->expert0 != src->expert0 || w->expert1 != src->expert1 ||
         (with_embedding && (!w->embedding || !w->final_norm)) || w->cfg.num_layers != src->cfg.num_layers ||
@@ -126,12 +126,13 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
     st = g1_cuda_engine_begin(&e->cuda, c, src->layer0, src->layer1, src->expert0, src->expert1, opts, dispatch,
                               NULL);
     int first_blocks[G1_NUM_QMAT] = {0};
-    /* a layer at a time, then the embedding: each part leaves the host once
-     * it is on the GPU */
+    /* a layer at a time, then the embedding: each part is replaced by the
+     * next once it is on the GPU, in the same host memory (the source reuses
+     * it: fresh pages are touched for the first layer only) */
     int last = src->layer1 + (src->with_embedding ? 1 : 0);
+    g1_weights part = {0};
     for (int l = src->layer0; st == G1_OK && l < last; l++) {
         int emb = l == src->layer1; /* the last part: the embedding alone */
-        g1_weights part;
         st = load_part(src, emb ? src->layer0 : l, emb ? src->layer0 : l + 1, emb, &part);
         if (st != G1_OK)
             break;
@@ -147,8 +148,8 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
         size_t b = g1_weights_bytes(&part);
         h.bytes += b;
         h.host_peak = b > h.host_peak ? b : h.host_peak;
-        g1_weights_free(&part);
     }
+    g1_weights_free(&part);
     if (st == G1_OK)
         st = g1_cuda_engine_ready(e->cuda);
     if (st != G1_OK) {

@@ -84,6 +84,9 @@ typedef struct g1_weights_source {
     int layer0, layer1;   /* the layers the engine holds */
     int expert0, expert1; /* of each layer */
     int with_embedding;   /* the embedding and final norm too */
+    /* w is zeroed, or holds the part this load gave before: reuse its
+     * memory (g1_weights_realloc, g1_ckpt_load_reuse) or free it. On
+     * failure leave w freed. */
     g1_status (*load)(const struct g1_weights_source *src, int l0, int l1, int with_embedding, g1_weights *w);
     void *ctx;
 } g1_weights_source;
@@ -98,8 +101,9 @@ typedef struct g1_weights_held {
 
 /* As g1_engine_init, the weights from `src`, owned by the engine. The CPU
  * backend loads them at once. CUDA loads and uploads one layer at a time,
- * then the embedding, and frees each part once it is on the GPU: the host
- * never holds more than one layer's weights (or the embedding), so a node's
+ * then the embedding, each part in the host memory of the one before (when
+ * the shapes match) once that is on the GPU: the host never holds more than
+ * one layer's weights (or the embedding), so a node's
  * ranks do not need the model twice over (once on the GPUs, once in host
  * memory). Every layer must have the scale blocks of the first (as a
  * whole-range load requires). `held` may be NULL. */

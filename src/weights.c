@@ -40,6 +40,7 @@ static void *walloc(g1_weights *w, size_t bytes)
     if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64))
         return NULL;
     w->allocs[w->n_allocs++] = p;
+    w->fresh_bytes += bytes;
     return p;
 }
 
@@ -113,17 +114,49 @@ g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, 
     return G1_OK;
 }
 
+static int same_shape(const g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
+                      const int blocks[G1_NUM_QMAT], int with_embedding)
+{
+    if (!w->n_allocs || w->layer1 - w->layer0 != l1 - l0 || w->expert0 != e0 || w->expert1 != e1 ||
+        !w->embedding != !with_embedding || w->cfg.vocab_size != cfg->vocab_size ||
+        w->cfg.emb_size != cfg->emb_size || w->cfg.num_experts != cfg->num_experts)
+        return 0;
+    for (int i = 0; i < G1_NUM_QMAT; i++) {
+        int r0, c0, r1, c1;
+        g1_qmat_shape(&w->cfg, (g1_qmat_id)i, &r0, &c0);
+        g1_qmat_shape(cfg, (g1_qmat_id)i, &r1, &c1);
+        if (r0 != r1 || c0 != c1 || w->blocks[i] != blocks[i])
+            return 0;
+    }
+    return 1;
+}
+
+g1_status g1_weights_realloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
+                             const int blocks[G1_NUM_QMAT], int with_embedding)
+{
+    if (l0 >= 0 && l1 <= cfg->num_layers && same_shape(w, cfg, l0, l1, e0, e1, blocks, with_embedding)) {
+        w->cfg = *cfg;
+        w->layer0 = l0;
+        w->layer1 = l1;
+        w->fresh_bytes = 0;
+        return G1_OK;
+    }
+    g1_weights_free(w);
+    return g1_weights_alloc(w, cfg, l0, l1, e0, e1, blocks, with_embedding);
+}
+
 static g1_status prepare_qmat(g1_weights *w, g1_qmat *m)
 {
     size_t n = (size_t)m->blocks * m->cols;
+    float *ss = m->scale_split; /* kept from an earlier part (g1_weights_realloc) */
     m->scale_split = NULL;
     for (size_t i = 0; i < n; i++) {
         float s = m->scale[i], a = fabsf(s);
         if (g1_round_bf16(s) != s || !(a == 0.0f || (a > 0x1p-100f && a < 0x1p100f)))
             return G1_OK; /* not bf16 (or extreme): the integer rounding path */
     }
-    float *ss;
-    WALLOC(ss, n * sizeof(float));
+    if (!ss)
+        WALLOC(ss, n * sizeof(float));
     for (size_t i = 0; i < n; i++)
         ss[i] = m->scale[i] * 65537.0f; /* exact: 8 significant bits, twice */
     m->scale_split = ss;

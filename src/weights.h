@@ -52,6 +52,7 @@ typedef struct g1_weights {
     g1_layer_weights *layers; /* (layer1 - layer0) */
     void **allocs;            /* owned allocations, freed by g1_weights_free */
     int n_allocs, cap_allocs;
+    size_t fresh_bytes;       /* allocated by the last g1_weights_alloc or _realloc (0: all reused) */
 } g1_weights;
 
 /* Shape of a quantised matrix of this config: rows and cols. */
@@ -62,6 +63,14 @@ void g1_qmat_shape(const g1_config *cfg, g1_qmat_id id, int *rows, int *cols);
  * norm when with_embedding. */
 g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
                            const int blocks[G1_NUM_QMAT], int with_embedding);
+/* As g1_weights_alloc, for a `w` that is zeroed or holds an earlier part:
+ * when that part has the same shape (the same sizes, number of layers,
+ * experts, scale blocks and embedding or not), its memory is kept for the
+ * new layers (uninitialised as far as the caller is concerned), else it is
+ * freed and new memory allocated. Loading a model a layer at a time through
+ * one `w` thus touches fresh pages for the first layer only. */
+g1_status g1_weights_realloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
+                             const int blocks[G1_NUM_QMAT], int with_embedding);
 void g1_weights_free(g1_weights *w);
 /* After the weights are filled: derive what the kernels use to go faster
  * (scale_split). Loaders call it; optional for hand-made matrices. */

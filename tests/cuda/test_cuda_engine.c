@@ -395,7 +395,7 @@ static void kv_bf16(void)
 typedef struct synth_src {
     uint64_t seed;
     int calls, odd_layer, wrong_part;
-    size_t biggest;
+    size_t biggest, fresh; /* the largest part; bytes newly allocated over all parts */
 } synth_src;
 
 static g1_status synth_part(const g1_weights_source *src, int l0, int l1, int with_embedding, g1_weights *w)
@@ -407,7 +407,8 @@ static g1_status synth_part(const g1_weights_source *src, int l0, int l1, int wi
         blocks[G1_ATTN_O] /= 2;
     if (ss->wrong_part && l1 > l0)
         l0++;
-    G1_TRY(g1_weights_alloc(w, &src->cfg, l0, l1, src->expert0, src->expert1, blocks, with_embedding));
+    G1_TRY(g1_weights_realloc(w, &src->cfg, l0, l1, src->expert0, src->expert1, blocks, with_embedding));
+    ss->fresh += w->fresh_bytes;
     g1_synth s = {.cfg = src->cfg, .seed = ss->seed, .qk_gain = 1};
     g1_status st = g1_synth_weights(&s, w);
     if (st == G1_OK)
@@ -456,6 +457,23 @@ static void weights_source(g1_backend be, const char *what)
                  (be == G1_BACKEND_CPU ? held.host_peak == whole : held.host_peak < whole / 2),
              msg);
     printf("  %s\n", msg);
+    if (be == G1_BACKEND_CUDA) {
+        /* the layers after the first in the first one's host memory: what is
+         * allocated is one layer and the embedding part */
+        g1_weights one, emb;
+        int blocks[G1_NUM_QMAT];
+        g1_synth_blocks(&m.C, blocks);
+        ct_ok(g1_weights_alloc(&one, &m.C, 0, 1, 0, m.C.num_experts, blocks, 0), "one layer");
+        size_t want = one.fresh_bytes;
+        g1_weights_free(&one);
+        ct_ok(g1_weights_alloc(&emb, &m.C, 0, 0, 0, m.C.num_experts, blocks, 1), "the embedding part");
+        want += emb.fresh_bytes;
+        g1_weights_free(&emb);
+        snprintf(msg, sizeof msg, "%s from a source: %zu bytes allocated for %d layers and the embedding, "
+                 "as for one layer and the embedding (%zu)", what, ss.fresh, m.C.num_layers, want);
+        tu_check(ss.fresh == want && m.C.num_layers > 1, msg);
+        printf("  %s\n", msg);
+    }
 
     if (be == G1_BACKEND_CUDA) {
         ss = (synth_src){.seed = 21, .odd_layer = 2};

@@ -6,9 +6,11 @@ every Grok-1 dimension (D 6144, 48 query and 8 kv heads of 128, F 32768, 8
 experts, V 131072, the released scale blocks: Wo and W2 in 8 row blocks)
 but one layer (8.1 GB on disk), so that offsets past 2^31 bytes, the real
 block sizes and the kernels' tiling at real widths are exercised. It
-scores one prompt, with ids at both ends of the vocabulary, on one process
-and (with MPI) as 2 expert-parallel ranks, and compares the dumped logits
-with the reference within the reference tests' tolerance. The reference
+scores one prompt, with ids at both ends of the vocabulary, on one process,
+(with MPI) as 2 expert-parallel ranks and (with the CUDA emulation) with
+`--backend cuda` on the CPU emulation of CUDA, so the kernels' grids and
+indices at real sizes run too, and compares the dumped logits with the
+reference within the reference tests' tolerance. The reference
 reads the checkpoint lazily: it dequantises only the experts the tokens
 pick, and streams the embedding. The same tolerance must catch the
 block-0 scale mistake at these shapes. The checkpoint is deleted at the end.
@@ -16,7 +18,7 @@ block-0 scale mistake at these shapes. The checkpoint is deleted at the end.
 Needs about 13 GB of free disk in --tmp and 10 GB of free memory; skips
 (exit 77) with a message otherwise, or without numpy and h5py.
 
-usage: test_full_shapes.py --mkckpt grok1-mkckpt --run grok1-run --tmp DIR [--mpi]
+usage: test_full_shapes.py --mkckpt grok1-mkckpt --run grok1-run --tmp DIR [--mpi] [--run-emu grok1-run-emu]
 """
 import argparse
 import os
@@ -124,6 +126,7 @@ def main():
     ap.add_argument("--run", required=True)
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--mpi", action="store_true", help="also 2 ranks through mpirun (a build with MPI)")
+    ap.add_argument("--run-emu", default=None, help="grok1-run on the CPU emulation of CUDA: also --backend cuda")
     args = ap.parse_args()
     mpirun = (shutil.which("mpirun") or shutil.which("mpiexec")) if args.mpi else None
     if args.mpi and not mpirun:
@@ -162,6 +165,12 @@ def main():
                           "--dump-logits", dump, "--verbose"] + extra, "grok1-run " + name, timeout=600)
             outs[name] = read_results(out, reqs)[0]
             dumps[name] = read_dump(dump, 1)[0]
+        if args.run_emu:  # the CUDA kernels at these shapes (few tokens: the int8 GEMV path)
+            out, dump = os.path.join(tmp, "cuda.jsonl"), os.path.join(tmp, "cuda.h5")
+            run([args.run_emu, "--backend", "cuda", "--mode", "score", "--checkpoint", ckpt, "--input", inp,
+                 "--output", out, "--dump-logits", dump, "--verbose"], "grok1-run-emu --backend cuda", timeout=900)
+            outs["cuda (emulated)"] = read_results(out, reqs)[0]
+            dumps["cuda (emulated)"] = read_dump(dump, 1)[0]
 
         model = LazyModel(ckpt)
         c = model.cfg
@@ -184,6 +193,13 @@ def main():
         got = outs["1 rank"]["logprobs"]
         worst = max(abs(a - b) for a, b in zip(got, want))
         check(worst <= LOGPROB_TOL, "1 rank: log-probs within %g of the reference (worst %.2e)" % (LOGPROB_TOL, worst))
+        if "cuda (emulated)" in dumps:
+            cu = dumps["cuda (emulated)"]
+            cm = compare(cu, r)
+            check(cm["nfail"] == 0, "cuda (emulated): logits within the tolerance of the reference: "
+                  + describe(cm, cu, r))
+            rel = float(np.max(np.abs(cu.astype(np.float64) - one)) / np.max(np.abs(one)))
+            check(rel <= 1e-2, "cuda (emulated) against the CPU backend: max rel err %.2e (at most 1e-2)" % rel)
         if "2 ranks (--ep 2)" in dumps:
             check(np.array_equal(dumps["2 ranks (--ep 2)"], one) and outs["2 ranks (--ep 2)"] == outs["1 rank"],
                   "2 expert-parallel ranks: results and logits bitwise equal to 1 rank")

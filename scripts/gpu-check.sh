@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command for a machine with a GPU, nvcc, meson and ninja (MPI and HDF5
 # not needed): build with the CUDA backend, run the cuda test suite, run the
-# one-layer GPU benchmark, print a short table last. Logs go to $OUT when it
-# is set (else build-gpu/logs). Bounded by timeouts to finish within 8
+# one-layer GPU benchmark, print a short table last. Logs go to
+# build-gpu/logs; when $OUT is set, the summary, the benchmark's and the
+# full-shape check's logs are copied there with every log in one
+# logs.tar.gz (a lent machine returns at most 8 files). Bounded by timeouts to finish within 8
 # minutes on one H100. Run from the repository root: bash scripts/gpu-check.sh
 # GENCODE overrides the nvcc target (default: from the GPU, sm_90a on H100/H200).
 # SANITIZE=1 also runs cuda_ops under compute-sanitizer (memcheck, racecheck)
@@ -12,8 +14,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 build=${BUILD_DIR:-build-gpu}
-logs=${OUT:-$build/logs}
+logs=$build/logs
+rm -rf "$logs"
 mkdir -p "$logs"
+# whatever way the script ends: the logs that matter, and all of them packed
+out_logs() {
+  [ -n "${OUT:-}" ] || return 0
+  mkdir -p "$OUT"
+  for f in summary.txt bench.log full-shapes.log; do [ -f "$logs/$f" ] && cp "$logs/$f" "$OUT/"; done
+  tar czf "$OUT/logs.tar.gz" -C "$build" logs 2>/dev/null
+}
+trap out_logs EXIT
 summary=()
 note() { summary+=("$(printf '%-22s %s' "$1" "$2")"); }
 
@@ -92,6 +103,24 @@ else
   note "benchmark sampler" "not run (no time left)"
 fi
 
+# the CUDA engine against the CPU engine at Grok-1's real shapes (one layer,
+# 6.5 GB in host and GPU memory; 24 tokens: the GEMV and cuBLAS paths), with
+# what time is left
+left=$(( 450 - ($(date +%s) - start) ))
+if [ $left -gt 100 ]; then
+  CUDA_LAUNCH_BLOCKING=${LAUNCH_BLOCKING:-1} timeout $left "$build/tests/cuda/test_cuda_engine" --full 24 \
+    >"$logs/full-shapes.log" 2>&1
+  rc=$?
+  case $rc in
+    0) note "full shapes" "ok" ;;
+    124) note "full shapes" "timed out after $left s (log: $logs/full-shapes.log)" ;;
+    77) note "full shapes" "SKIPPED (no GPU seen by the test?)"; status=1 ;;
+    *) note "full shapes" "FAILED, exit $rc (log: $logs/full-shapes.log)"; status=1 ;;
+  esac
+else
+  note "full shapes" "not run (no time left)"
+fi
+
 if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     left=$(( 470 - ($(date +%s) - start) ))
@@ -113,5 +142,6 @@ echo "== gpu-check summary ($(( $(date +%s) - start )) s) =="
 [ -f "$logs/bench.log" ] && cat "$logs/bench.log"
 [ -f "$logs/bench-f32.log" ] && tail -6 "$logs/bench-f32.log"
 [ -f "$logs/bench-sampler.log" ] && cat "$logs/bench-sampler.log"
+[ -f "$logs/full-shapes.log" ] && grep "^grok-1:" "$logs/full-shapes.log"
 printf '%s\n' "${summary[@]}" | tee "$logs/summary.txt"
 exit $status

@@ -7,7 +7,8 @@
  * g1_engine's dispatch to the backend, and the engine-memory calls of
  * grok1-run --gpu-direct, the score of rows on the device against the
  * logits reduced on the host, forks of a slot's prefix into another.
- * Exits 77 without a GPU. */
+ * `--full [TOKENS]`: the whole-model comparison alone, at Grok-1's real
+ * shapes with one layer. Exits 77 without a GPU. */
 #include <string.h>
 
 #include "engine.h"
@@ -22,9 +23,13 @@ typedef struct model {
     g1_weights W;
 } model;
 
+static int full_layers; /* --full: grok-1 with this many layers */
+
 static void mk_model(model *m, const char *preset, uint64_t seed, double out_mult)
 {
     ct_ok(g1_config_preset(preset, &m->C), "preset");
+    if (!strcmp(preset, "grok-1"))
+        m->C.num_layers = full_layers;
     if (out_mult > 0)
         m->C.output_multiplier = out_mult;
     int blocks[G1_NUM_QMAT];
@@ -586,9 +591,28 @@ static void forks(g1_backend be, g1_kv_cache kv, const char *what)
     g1_weights_free(&m.W);
 }
 
-int main(void)
+/* --full [TOKENS]: only compare_model at Grok-1's real shapes, one layer
+ * (6.5 GB of weights on the host and on the GPU): the GEMV and, above 16
+ * tokens, the cuBLAS paths with real sizes (scripts/gpu-check.sh runs it
+ * with 24 tokens when time is left). */
+static int full(int argc, char **argv)
+{
+    int n = argc > 2 ? atoi(argv[2]) : 24;
+    if (n < 1 || n > N) {
+        fprintf(stderr, "test_cuda_engine --full [TOKENS]: TOKENS in 1..%d\n", N);
+        return 2;
+    }
+    full_layers = 1;
+    compare_model("grok-1", 5, n, n > 16 ? n : 1);
+    printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
+    return tu_failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
 {
     ct_need_gpu("test_cuda_engine");
+    if (argc > 1 && !strcmp(argv[1], "--full"))
+        return full(argc, argv);
     compare_model("tiny", 7, N, 20);
     compare_model("small", 1, 24, 24);
     greedy();

@@ -34,11 +34,16 @@ static void *walloc(g1_weights *w, size_t bytes)
         if (!a)
             return NULL;
         w->allocs = a;
+        size_t *len = realloc(w->alloc_len, (size_t)cap * sizeof *len);
+        if (!len)
+            return NULL;
+        w->alloc_len = len;
         w->cap_allocs = cap;
     }
     void *p = NULL;
     if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64))
         return NULL;
+    w->alloc_len[w->n_allocs] = bytes;
     w->allocs[w->n_allocs++] = p;
     w->fresh_bytes += bytes;
     return p;
@@ -61,6 +66,22 @@ static g1_status alloc_qmat(g1_weights *w, g1_qmat *m, int rows, int cols, int b
     WALLOC(m->w, (size_t)rows * cols);
     WALLOC(m->scale, (size_t)blocks * cols * sizeof(float));
     return G1_OK;
+}
+
+/* Touch every page of the weights' larger allocations, spread over the
+ * threads: the kernel's page faults (which set the pace of filling fresh
+ * memory) then run in parallel instead of one by one in the reader. */
+static void prefault(g1_weights *w)
+{
+    const size_t page = 4096, big = (size_t)1 << 20;
+    int n = w->n_allocs;
+    void **a = w->allocs;
+    size_t *len = w->alloc_len;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++)
+        if (len[i] >= big)
+            for (size_t o = 0; o < len[i]; o += page)
+                ((volatile char *)a[i])[o] = 0;
 }
 
 g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
@@ -111,6 +132,7 @@ g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, 
                 G1_TRY(alloc_qmat(w, &L->moe[m][e], rows, cols, blocks[G1_MOE_GATE + m]));
         }
     }
+    prefault(w);
     return G1_OK;
 }
 
@@ -181,6 +203,7 @@ void g1_weights_free(g1_weights *w)
     for (int i = 0; i < w->n_allocs; i++)
         free(w->allocs[i]);
     free(w->allocs);
+    free(w->alloc_len);
     free(w->layers);
     memset(w, 0, sizeof *w);
 }

@@ -51,8 +51,9 @@ typedef struct g1_weights {
     float *final_norm;        /* (D), NULL when not held */
     g1_layer_weights *layers; /* (layer1 - layer0) */
     void **allocs;            /* owned allocations, freed by g1_weights_free */
+    size_t *alloc_len;        /* their sizes */
     int n_allocs, cap_allocs;
-    size_t fresh_bytes;       /* allocated by the last g1_weights_alloc or _realloc (0: all reused) */
+    size_t fresh_bytes;       /* allocated since the last g1_weights_alloc or _realloc began (0: reused) */
 } g1_weights;
 
 /* Shape of a quantised matrix of this config: rows and cols. */

@@ -55,6 +55,8 @@ void g1_synth_embedding_rows(const g1_synth *s, int64_t row0, int64_t nrows, flo
     int64_t D = s->cfg.emb_size;
     /* x = E * embedding_multiplier should have entries of order one */
     double sd = 1.0 / s->cfg.embedding_multiplier;
+    /* every value a function of its index alone: the same for any threads */
+#pragma omp parallel for schedule(static) if (nrows * D > 65536)
     for (int64_t i = 0; i < nrows * D; i++)
         out[i] = (float)(sd * gauss(st, (uint64_t)(row0 * D + i)));
 }
@@ -93,6 +95,7 @@ void g1_synth_qmat(const g1_synth *s, int layer, g1_qmat_id id, int expert, int 
     uint64_t sw = stream(s, K_QW, (uint64_t)layer, ((uint64_t)id << 12) | (uint64_t)expert);
     uint64_t ss = stream(s, K_QS, (uint64_t)layer, ((uint64_t)id << 12) | (uint64_t)expert);
     size_t n = (size_t)rows * cols;
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++)
         w[i] = (int8_t)((int)(draw(sw, i) % 255u) - 127);
     double base = 1.0 / (127.0 / sqrt(3.0) * sqrt((double)rows));

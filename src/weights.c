@@ -1,6 +1,7 @@
 /* Allocation of one process's weights. */
 #include "weights.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ static void *walloc(g1_weights *w, size_t bytes)
 
 static g1_status alloc_qmat(g1_weights *w, g1_qmat *m, int rows, int cols, int blocks)
 {
-    m->scale_split = NULL;
+    m->scale_split = m->split_buf = NULL;
     m->rows = rows;
     m->cols = cols;
     m->blocks = blocks;
@@ -73,15 +74,29 @@ static g1_status alloc_qmat(g1_weights *w, g1_qmat *m, int rows, int cols, int b
  * memory) then run in parallel instead of one by one in the reader. */
 static void prefault(g1_weights *w)
 {
-    const size_t page = 4096, big = (size_t)1 << 20;
+    const size_t page = 4096, piece = (size_t)16 << 20; /* a task: 16 MiB of one allocation */
     int n = w->n_allocs;
     void **a = w->allocs;
-    size_t *len = w->alloc_len;
-#pragma omp parallel for schedule(dynamic, 1)
+    size_t *len = w->alloc_len, total = 0;
     for (int i = 0; i < n; i++)
-        if (len[i] >= big)
-            for (size_t o = 0; o < len[i]; o += page)
-                ((volatile char *)a[i])[o] = 0;
+        total += len[i] >= piece / 16 ? (len[i] + piece - 1) / piece : 0;
+    if (total > (size_t)INT_MAX)
+        return;
+    int tasks = (int)total;
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+    for (int t = 0; t < tasks; t++) {
+        int i = 0;
+        size_t k = (size_t)t; /* find the allocation and piece of task t */
+        for (;; i++) {
+            size_t np = len[i] >= piece / 16 ? (len[i] + piece - 1) / piece : 0;
+            if (k < np)
+                break;
+            k -= np;
+        }
+        size_t end = (k + 1) * piece < len[i] ? (k + 1) * piece : len[i];
+        for (size_t o = k * piece; o < end; o += page)
+            ((volatile char *)a[i])[o] = 0;
+    }
 }
 
 g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
@@ -112,8 +127,10 @@ g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, 
     }
     int nL = l1 - l0;
     w->layers = calloc(nL ? (size_t)nL : 1, sizeof *w->layers);
-    if (!w->layers)
+    if (!w->layers) {
+        g1_weights_free(w);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    }
     for (int l = 0; l < nL; l++) {
         g1_layer_weights *L = &w->layers[l];
         for (int n = 0; n < G1_NUM_NORM; n++)
@@ -161,6 +178,14 @@ g1_status g1_weights_realloc(g1_weights *w, const g1_config *cfg, int l0, int l1
         w->layer0 = l0;
         w->layer1 = l1;
         w->fresh_bytes = 0;
+        /* the split scales are the last part's until g1_weights_prepare */
+        for (int l = 0; l < l1 - l0; l++) {
+            for (int i = 0; i < 4; i++)
+                w->layers[l].attn[i].scale_split = NULL;
+            for (int m = 0; m < 3; m++)
+                for (int e = 0; e < e1 - e0; e++)
+                    w->layers[l].moe[m][e].scale_split = NULL;
+        }
         return G1_OK;
     }
     g1_weights_free(w);
@@ -170,15 +195,15 @@ g1_status g1_weights_realloc(g1_weights *w, const g1_config *cfg, int l0, int l1
 static g1_status prepare_qmat(g1_weights *w, g1_qmat *m)
 {
     size_t n = (size_t)m->blocks * m->cols;
-    float *ss = m->scale_split; /* kept from an earlier part (g1_weights_realloc) */
     m->scale_split = NULL;
     for (size_t i = 0; i < n; i++) {
         float s = m->scale[i], a = fabsf(s);
         if (g1_round_bf16(s) != s || !(a == 0.0f || (a > 0x1p-100f && a < 0x1p100f)))
             return G1_OK; /* not bf16 (or extreme): the integer rounding path */
     }
-    if (!ss)
-        WALLOC(ss, n * sizeof(float));
+    if (!m->split_buf) /* else kept from an earlier part (g1_weights_realloc) */
+        WALLOC(m->split_buf, n * sizeof(float));
+    float *ss = m->split_buf;
     for (size_t i = 0; i < n; i++)
         ss[i] = m->scale[i] * 65537.0f; /* exact: 8 significant bits, twice */
     m->scale_split = ss;

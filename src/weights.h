@@ -20,6 +20,7 @@ typedef struct g1_qmat {
      * c - (c - q*s) with c = q * scale_split, exactly (Veltkamp's split,
      * checked for every int8 and bf16 pair). NULL: round with integer ops. */
     float *scale_split;
+    float *split_buf; /* owned storage for scale_split, kept for the next part (g1_weights_realloc) */
     int rows, cols, blocks;
 } g1_qmat;
 
@@ -67,8 +68,9 @@ g1_status g1_weights_alloc(g1_weights *w, const g1_config *cfg, int l0, int l1, 
 /* As g1_weights_alloc, for a `w` that is zeroed or holds an earlier part:
  * when that part has the same shape (the same sizes, number of layers,
  * experts, scale blocks and embedding or not), its memory is kept for the
- * new layers (uninitialised as far as the caller is concerned), else it is
- * freed and new memory allocated. Loading a model a layer at a time through
+ * new layers (uninitialised as far as the caller is concerned; scale_split
+ * is cleared until g1_weights_prepare), else it is freed and new memory
+ * allocated. Loading a model a layer at a time through
  * one `w` thus touches fresh pages for the first layer only. */
 g1_status g1_weights_realloc(g1_weights *w, const g1_config *cfg, int l0, int l1, int e0, int e1,
                              const int blocks[G1_NUM_QMAT], int with_embedding);

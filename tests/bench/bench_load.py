@@ -82,9 +82,16 @@ def main():
     THREADS = a.threads
     os.makedirs(a.tmp, exist_ok=True)
     ckpt = os.path.join(a.tmp, f"load-{a.config}.h5")
-    if not os.path.exists(ckpt):
-        subprocess.run([a.mkckpt, "--config", a.config, "--seed", "1", "--out", ckpt], check=True,
-                       capture_output=True)
+    if os.path.exists(ckpt):
+        os.remove(ckpt)  # made afresh: grok1-mkckpt may have changed
+    subprocess.run([a.mkckpt, "--config", a.config, "--seed", "1", "--out", ckpt], check=True, capture_output=True)
+    try:
+        return measure(a, ckpt)
+    finally:
+        os.remove(ckpt)
+
+
+def measure(a, ckpt):
     size = os.path.getsize(ckpt)
     read_file(ckpt, False)  # warm the page cache
     held = load(a.run, ckpt, a.tmp)[1] * 1e6

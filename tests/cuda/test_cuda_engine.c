@@ -413,11 +413,11 @@ static g1_status synth_part(const g1_weights_source *src, int l0, int l1, int wi
     if (ss->wrong_part && l1 > l0)
         l0++;
     G1_TRY(g1_weights_realloc(w, &src->cfg, l0, l1, src->expert0, src->expert1, blocks, with_embedding));
-    ss->fresh += w->fresh_bytes;
     g1_synth s = {.cfg = src->cfg, .seed = ss->seed, .qk_gain = 1};
     g1_status st = g1_synth_weights(&s, w);
     if (st == G1_OK)
         st = g1_weights_prepare(w);
+    ss->fresh += w->fresh_bytes; /* the part and its split scales (prepare) */
     if (st != G1_OK)
         g1_weights_free(w);
     ss->calls++;
@@ -468,7 +468,9 @@ static void weights_source(g1_backend be, const char *what)
         g1_weights one, emb;
         int blocks[G1_NUM_QMAT];
         g1_synth_blocks(&m.C, blocks);
+        g1_synth sy = {.cfg = m.C, .seed = 21, .qk_gain = 1};
         ct_ok(g1_weights_alloc(&one, &m.C, 0, 1, 0, m.C.num_experts, blocks, 0), "one layer");
+        ct_ok(g1_synth_weights(&sy, &one), "one layer's weights and split scales");
         size_t want = one.fresh_bytes;
         g1_weights_free(&one);
         ct_ok(g1_weights_alloc(&emb, &m.C, 0, 0, 0, m.C.num_experts, blocks, 1), "the embedding part");

@@ -281,7 +281,7 @@ def held_by_rank(stderr):
 
 def upload_by_layer(ckpt, inp, emu):
     """--backend cuda uploads a rank's share a layer at a time (then the
-    embedding) and frees each part: each rank reads the same bytes and holds
+    embedding), each layer read into the host memory of the one before: each rank reads the same bytes and holds
     the same weights as with --backend cpu, but never more than the largest
     part (one layer's share, or the embedding) in host memory at once."""
     runs = {}

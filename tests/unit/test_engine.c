@@ -193,6 +193,28 @@ int main(void)
     g1_engine_free(e2);
     g1_weights_free(&W);
     free(full); free(other); free(tmp);
+
+    /* g1_weights_realloc: one layer's memory reused for the next; its split
+     * scales are cleared until prepare (a caller that skips prepare gets the
+     * integer rounding path, not the last layer's scales), and prepare
+     * refills them in the same storage */
+    {
+        g1_weights p = {0};
+        tu_check(!g1_weights_realloc(&p, &C, 0, 1, 0, C.num_experts, blocks, 0) && !g1_synth_weights(&s, &p) &&
+                     p.layers[0].attn[G1_ATTN_O].scale_split && p.layers[0].moe[2][0].scale_split,
+                 "realloc from zero: a layer, prepared");
+        void *w0 = p.layers[0].moe[0][0].w;
+        float *split = p.layers[0].attn[G1_ATTN_O].split_buf;
+        tu_check(!g1_weights_realloc(&p, &C, 1, 2, 0, C.num_experts, blocks, 0) && p.layer0 == 1 &&
+                     p.fresh_bytes == 0 && p.layers[0].moe[0][0].w == w0 &&
+                     !p.layers[0].attn[G1_ATTN_O].scale_split && !p.layers[0].moe[2][0].scale_split,
+                 "realloc, same shape: the memory kept, no split scales until prepare");
+        tu_check(!g1_weights_prepare(&p) && p.fresh_bytes == 0 && p.layers[0].attn[G1_ATTN_O].scale_split == split,
+                 "prepare after realloc: the split scales in the kept storage");
+        tu_check(!g1_weights_realloc(&p, &C, 0, 0, 0, C.num_experts, blocks, 1) && p.embedding && p.fresh_bytes > 0,
+                 "realloc, another shape (the embedding part): new memory");
+        g1_weights_free(&p);
+    }
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
     return tu_failures ? 1 : 0;
 }

@@ -69,33 +69,31 @@ static g1_status alloc_qmat(g1_weights *w, g1_qmat *m, int rows, int cols, int b
     return G1_OK;
 }
 
-/* Touch every page of the weights' larger allocations, spread over the
- * threads: the kernel's page faults (which set the pace of filling fresh
- * memory) then run in parallel instead of one by one in the reader. */
+/* Touch every page of the weights' allocations of 1 MiB or more, in 16 MiB
+ * pieces spread over the threads: the kernel's page faults (which set the
+ * pace of filling fresh memory) then run in parallel instead of one by one
+ * in the reader. */
+enum { PF_PAGE = 4096, PF_MIN = 1 << 20, PF_PIECE = 16 << 20 };
+
+static size_t pf_pieces(size_t len) { return len >= PF_MIN ? (len + PF_PIECE - 1) / PF_PIECE : 0; }
+
 static void prefault(g1_weights *w)
 {
-    const size_t page = 4096, piece = (size_t)16 << 20; /* a task: 16 MiB of one allocation */
-    int n = w->n_allocs;
-    void **a = w->allocs;
-    size_t *len = w->alloc_len, total = 0;
-    for (int i = 0; i < n; i++)
-        total += len[i] >= piece / 16 ? (len[i] + piece - 1) / piece : 0;
+    size_t total = 0;
+    for (int i = 0; i < w->n_allocs; i++)
+        total += pf_pieces(w->alloc_len[i]);
     if (total > (size_t)INT_MAX)
         return;
     int tasks = (int)total;
 #pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
     for (int t = 0; t < tasks; t++) {
         int i = 0;
-        size_t k = (size_t)t; /* find the allocation and piece of task t */
-        for (;; i++) {
-            size_t np = len[i] >= piece / 16 ? (len[i] + piece - 1) / piece : 0;
-            if (k < np)
-                break;
-            k -= np;
-        }
-        size_t end = (k + 1) * piece < len[i] ? (k + 1) * piece : len[i];
-        for (size_t o = k * piece; o < end; o += page)
-            ((volatile char *)a[i])[o] = 0;
+        size_t k = (size_t)t; /* task t: piece k of allocation i */
+        while (k >= pf_pieces(w->alloc_len[i]))
+            k -= pf_pieces(w->alloc_len[i++]);
+        size_t len = w->alloc_len[i], end = (k + 1) * PF_PIECE < len ? (k + 1) * PF_PIECE : len;
+        for (size_t o = k * PF_PIECE; o < end; o += PF_PAGE)
+            ((volatile char *)w->allocs[i])[o] = 0;
     }
 }
 

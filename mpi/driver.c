@@ -205,6 +205,16 @@ static g1_status seq_finish(driver *d, int s)
     return out_push(d, k, line);
 }
 
+/* The prompt tokens of request r that go through the model: all of them,
+ * but in score mode without the dump not the last one, which is only
+ * predicted (its own logits predict nothing asked for); so a score request
+ * may have one token more than the context has positions, as an HF model
+ * scores max_length + 1 tokens. A one-token score request feeds nothing. */
+static int feed_end(const driver *d, const g1_request *r)
+{
+    return d->o.mode == G1_MODE_SCORE && !d->o.dump ? r->n_prompt - 1 : r->n_prompt;
+}
+
 /* The first position whose logits request r needs: every one for a plain
  * score (or with the dump), the last of the prompt part for a continuation
  * or a generation. */
@@ -297,6 +307,8 @@ static g1_status seq_start(driver *d, int s, g1_request *r, int64_t k, const slo
         memcpy(q->ok, d->held_ok[s], (size_t)q->fed);
     }
     d->st->reused_tokens += q->fed;
+    if (d->o.mode == G1_MODE_SCORE && q->fed >= feed_end(d, &q->req))
+        return seq_finish(d, s); /* nothing to compute: one token, or every log-prob was kept */
     return G1_OK;
 }
 
@@ -312,8 +324,8 @@ static int fork_share(const driver *d, int c, const g1_request *r)
 {
     int n = usable(d, r, d->held[c], d->n_held[c], 0);
     const seq *q = &d->seqs[c];
-    if (q->busy && q->fed < q->req.n_prompt) {
-        int f = usable(d, r, q->req.prompt_ids, q->req.n_prompt, 0);
+    if (q->busy && q->fed < feed_end(d, &q->req)) {
+        int f = usable(d, r, q->req.prompt_ids, feed_end(d, &q->req), 0);
         n = f > n ? f : n;
     }
     return n;
@@ -369,7 +381,8 @@ static int running_share(const driver *d, const g1_request *r)
         const seq *q = &d->seqs[c];
         if (!q->busy)
             continue;
-        int n = usable(d, r, q->req.prompt_ids, q->req.n_prompt, plain_score(d, &q->req) ? q->req.n_prompt - 1 : 0);
+        int n = usable(d, r, q->req.prompt_ids, feed_end(d, &q->req),
+                       plain_score(d, &q->req) ? q->req.n_prompt - 1 : 0);
         if (n > best)
             best = n;
     }
@@ -471,7 +484,7 @@ static void plan_fork(driver *d, mbatch *b, int s)
     seq *q = &d->seqs[s];
     const seq *src = &d->seqs[q->fork_src];
     int have = usable(d, &q->req, d->held[q->fork_src], d->n_held[q->fork_src], 0);
-    if (have < q->fork_n && src->busy && src->k == q->fork_k && src->fed < src->req.n_prompt)
+    if (have < q->fork_n && src->busy && src->k == q->fork_k && src->fed < feed_end(d, &src->req))
         return; /* the source's prefix is not submitted yet */
     int n = have < q->fork_n ? have : q->fork_n, own = reusable(d, s, &q->req);
     if (n > own && b->n_fork == d->o.max_batch_tokens)
@@ -506,7 +519,7 @@ static int build_batch(driver *d, int m)
     for (int i = 0; i < n && T < budget; i++) {
         int s = s0 + (b->rr + i) % n;
         seq *q = &d->seqs[s];
-        if (!q->busy || q->fed < q->req.n_prompt)
+        if (!q->busy || !q->gen || q->fed < q->req.n_prompt)
             continue;
         add_row(d, b, T++, s, q->gen[q->n_gen - 1], q->fed, 1);
         q->fed++;
@@ -516,13 +529,13 @@ static int build_batch(driver *d, int m)
         int best = -1;
         for (int s = s0; s < s0 + n; s++) {
             seq *q = &d->seqs[s];
-            if (q->busy && !q->fork_n && q->fed < q->req.n_prompt && (best < 0 || q->k < d->seqs[best].k))
+            if (q->busy && !q->fork_n && q->fed < feed_end(d, &q->req) && (best < 0 || q->k < d->seqs[best].k))
                 best = s;
         }
         if (best < 0)
             break;
         seq *q = &d->seqs[best];
-        int c = q->req.n_prompt - q->fed, first = first_needed(d, &q->req);
+        int c = feed_end(d, &q->req) - q->fed, first = first_needed(d, &q->req);
         if (c > budget - T)
             c = budget - T;
         for (int j = 0; j < c; j++) {
@@ -705,7 +718,7 @@ static g1_status complete(driver *d)
         }
     for (int s = m * d->B; s < (m + 1) * d->B; s++) {
         seq *q = &d->seqs[s];
-        int done = d->o.mode == G1_MODE_SCORE ? q->busy && q->fed == q->req.n_prompt : q->busy && q->finish;
+        int done = d->o.mode == G1_MODE_SCORE ? q->busy && q->fed == feed_end(d, &q->req) : q->busy && q->finish;
         if (done)
             G1_TRY(seq_finish(d, s));
     }
@@ -892,6 +905,7 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
                          .top_logprobs = opts->top_logprobs,
                          .truncate_left = opts->truncate_left,
                          .max_context = opts->max_context,
+                         .feed_all = opts->dump != NULL,
                          .shard = opts->shard,
                          .shards = opts->shards};
     g1_request_reader_init(&d.rd, in, &rc);

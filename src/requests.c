@@ -167,7 +167,9 @@ static g1_status fit_context(long line, const g1_request_ctx *ctx, g1_request *r
 {
     int context = ctx->max_context > 0 && ctx->max_context < ctx->cfg->max_seq_len ? ctx->max_context
                                                                                    : ctx->cfg->max_seq_len;
-    int limit = ctx->mode == G1_MODE_SCORE ? context : context - 1;
+    /* a score request's last token is only predicted (not fed) unless every
+     * position's logits are dumped; a generation needs room for a new token */
+    int limit = ctx->mode != G1_MODE_SCORE ? context - 1 : ctx->feed_all ? context : context + 1;
     char bound[80];
     if (context < ctx->cfg->max_seq_len)
         snprintf(bound, sizeof bound, "--max-context %d; the model's max_seq_len is %d", context,
@@ -180,8 +182,9 @@ static g1_status fit_context(long line, const g1_request_ctx *ctx, g1_request *r
     if (!ctx->truncate_left || (r->n_context && cut >= r->n_context))
         return G1_FAIL(G1_ERR_RANGE,
                        "input line %ld: the prompt has %d tokens; %s is %d (%s)%s", line, r->n_prompt,
-                       ctx->mode == G1_MODE_SCORE ? "the most a score request may have" :
-                                                    "the most a generate request may have, leaving room for a new token",
+                       ctx->mode != G1_MODE_SCORE ? "the most a generate request may have, leaving room for a new token"
+                       : ctx->feed_all ? "the most a score request may have with --dump-logits (every token is fed)"
+                                       : "the most a score request may have (the last token is only predicted)",
                        limit, bound,
                        ctx->truncate_left ? "" : "; use --truncate left to cut it from the left as the reference does");
     memmove(r->prompt_ids, r->prompt_ids + cut, (size_t)limit * sizeof *r->prompt_ids);

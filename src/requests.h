@@ -33,6 +33,9 @@ typedef struct g1_request_ctx {
     int top_logprobs;         /* generate default: report the top N per token */
     int truncate_left;        /* cut prompts longer than the context from the left */
     int max_context;          /* positions per sequence (--max-context); 0: max_seq_len */
+    int feed_all;             /* score mode: every token goes through the model (the logits dump),
+                                 so at most the context's positions; else the last is only predicted
+                                 and a score request may have one token more */
     int shard, shards;        /* read only requests whose index is shard mod shards (0, 0 or 0, 1: all) */
 } g1_request_ctx;
 

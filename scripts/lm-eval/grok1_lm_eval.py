@@ -15,8 +15,8 @@ As a module: `Grok1LM(checkpoint=..., tokenizer=...)` is an lm_eval LM
   mode; grok1-run splits the tokens as lm-eval does (docs/RUN.md) and an
   empty context conditions on BOS. Returns (sum_logprob, is_greedy).
 - loglikelihood_rolling: the text's token ids (grok1-tokenize) in lm-eval's
-  disjoint rolling windows of at most max_length tokens each, BOS before the
-  first; returns the sum over the windows.
+  disjoint rolling windows (max_length tokens of model input each, as for an
+  HF model), BOS before the first; returns the sum over the windows.
 - generate_until: {"prompt": context, "stop": until, "max_new_tokens":
   max_gen_toks, "temperature": 0 unless do_sample}; returns the completion,
   which ends before the first stop string.
@@ -158,9 +158,11 @@ class Grok1Runner:
         """lm-eval's rolling windows (get_rolling_token_windows with
         context_len 1, made disjoint): BOS then the first n tokens, then n
         tokens at a time, each conditioned on the n before it, with n =
-        max_length - 1 so that a window, scored token included, fits
-        grok1-run's max_length positions."""
-        n, out = self.max_length - 1, []
+        max_length, as lm_eval gives an HF model: a window's model input is
+        max_length tokens, and its last scored token is only predicted,
+        which grok1-run's score mode allows (one token more than the
+        context's positions)."""
+        n, out = self.max_length, []
         if not ids:
             return out
         first = min(n, len(ids))

@@ -159,8 +159,8 @@ def case_truncate():
     r = run("generate", [{"id": 0, "prompt": long, "max_new_tokens": 2}], ["--truncate", "left"])[0]
     check(r["prompt_tokens"] == 255 and r.get("truncated", 0) > 0, f"truncated prompt: {r}")
     s = run("score", [{"id": 0, "prompt": long}], ["--truncate", "left"])[0]
-    check(s["prompt_tokens"] == 256 and len(s["logprobs"]) == 255, "score truncation")
-    print(f"truncate: generate keeps {r['prompt_tokens']} tokens (cut {r['truncated']}), score keeps 256")
+    check(s["prompt_tokens"] == 257 and len(s["logprobs"]) == 256, "score truncation")
+    print(f"truncate: generate keeps {r['prompt_tokens']} tokens (cut {r['truncated']}), score keeps 257")
 
 
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}

@@ -156,9 +156,9 @@ def windows_check():
             "    r = g.Grok1Runner.__new__(g.Grok1Runner); r.max_length, r.bos_id = L, 1\n"
             "    for n in range(70):\n"
             "        ids = [random.randrange(3, 99) for _ in range(n)]\n"
-            "        want = [tuple(map(list, D(w))) for w in R(ids, prefix_token=1, max_seq_len=L - 1, context_len=1)]\n"
+            "        want = [tuple(map(list, D(w))) for w in R(ids, prefix_token=1, max_seq_len=L, context_len=1)]\n"
             "        got = [tuple(map(list, w)) for w in r.rolling_windows(ids)]\n"
-            "        bad += want != got or any(len(a) + len(b) > L for a, b in got)\n"
+            "        bad += want != got or any(len(a) + len(b) > L + 1 for a, b in got)\n"
             "print(bad)\n") % os.path.dirname(os.path.abspath(A.adapter))
     p = subprocess.run([A.python, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     check(p.returncode == 0 and p.stdout.strip() == "0",
@@ -299,8 +299,10 @@ def main():
         v = res["results"]["grok1_toy_ppl"][k]
         check(math.isfinite(v) and v > 0, f"ppl: {k} = {v}")
 
-    # short windows (max_length 8): the sum over lm_eval's windows
-    res8, _ = evaluate(A.tmp, "short", tasks, ["--max-length", "8"])
+    # short windows (max_length 8, grok1-run's context 8 too): the sum over
+    # lm_eval's windows, 8 tokens of input and a 9th only predicted
+    res8, _ = evaluate(A.tmp, "short", tasks, ["--max-length", "8", "--grok1-args=--max-context 8"],
+                       names="grok1_toy_ppl")
     if res8:
         got8 = [flat(smp["resps"])[0] for smp in res8["samples"]["grok1_toy_ppl"]]
         sys.path.insert(0, os.path.dirname(os.path.abspath(A.adapter)))
@@ -315,8 +317,10 @@ def main():
         sums = [0.0] * len(ids)
         for k, row in zip(owner, grok1("score", rows)):
             sums[k] += row["sum_logprob"]
-        check(got8 == sums and got8 != ppl and len(rows) > len(ids),
-              f"ppl in {len(rows)} windows of at most 8 tokens: the sum of grok1-run's window scores")
+        full = max(len(row["prompt_ids"]) + len(row["continuation_ids"]) for row in rows)
+        check(got8 == sums and got8 != ppl and len(rows) > len(ids) and full == 9,
+              f"ppl in {len(rows)} windows of 8 tokens of input (the longest {full} tokens): the sum of "
+              "grok1-run's window scores")
 
     # the kept workdir: read back, grok1-run not run again
     again, p = evaluate(A.tmp, "again", tasks, ["--workdir", work])

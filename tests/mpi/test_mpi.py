@@ -342,12 +342,16 @@ def case_cuda_emu():
     print(f"cuda bf16x2 (emulated) 1x1 vs cpu: max relative error {err:.3g}")
     check(cu1.keys() == cpu.keys() and err <= 1e-3, f"cuda 1x1 differs from cpu by {err:.3g}")
     # without a dump the scores are reduced on the GPU (g1_engine_score_rows):
-    # only the order of a double sum differs from the logits reduced on the host
-    dev_out = os.path.join(ARGS.tmp, "emu_1x1_device.jsonl")
-    p = run(1, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", dev_out, "--verbose"] + x2, **emu)
+    # only the order of a double sum differs from the logits reduced on the
+    # host. The dump also feeds each request's last token, which changes the
+    # batches, so this pair runs --cuda-gemm f32 (batch-invariant).
+    f32 = ["--backend", "cuda", "--cuda-gemm", "f32"] + mb
+    text_f, _ = score(ckpt, inp, "emu_1x1_f32", extra=f32, **emu)
+    dev_f = os.path.join(ARGS.tmp, "emu_1x1_device_f32.jsonl")
+    p = run(1, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", dev_f, "--verbose"] + f32, **emu)
     check("scores reduced on the GPU" in p.stderr, f"no dump: scores not reduced on the GPU: {p.stderr[-500:]}")
-    host = [json.loads(l) for l in text1.splitlines()]
-    dev = [json.loads(l) for l in open(dev_out)]
+    host = [json.loads(l) for l in text_f.splitlines()]
+    dev = [json.loads(l) for l in open(dev_f)]
     worst = max((abs(a - b) / (1 + abs(b)) for h, g in zip(host, dev) for a, b in zip(g["logprobs"], h["logprobs"])),
                 default=0.0)
     same_rest = len(host) == len(dev) and all(h["id"] == g["id"] and h["greedy"] == g["greedy"] and
@@ -355,6 +359,9 @@ def case_cuda_emu():
     print(f"cuda (emulated) scores reduced on the GPU vs logits on the host: worst log-prob difference {worst:.3g}, "
           f"ids and greedy flags {'equal' if same_rest else 'DIFFERENT'}")
     check(same_rest and worst <= 1e-12, f"scores reduced on the GPU differ from the host's by {worst:.3g}")
+    dev_out = os.path.join(ARGS.tmp, "emu_1x1_device.jsonl")
+    run(1, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", dev_out] + x2, **emu)
+    dev = [json.loads(l) for l in open(dev_out)]
     for P, E in [(2, 1), (1, 2)]:  # and through the pipeline, with the greedy of every continuation
         out = os.path.join(ARGS.tmp, f"emu_{P}x{E}_device.jsonl")
         run(P * E, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--stages", str(P),

@@ -138,10 +138,61 @@ static g1_status next_line(shard *s, char **buf, size_t *cap, ssize_t *len)
     return G1_OK;
 }
 
+/* The id of every request of the input, in order (as grok1-run counts
+ * requests: lines of only spaces, tabs and CRs are blank); JSON null where
+ * a line has no readable id. */
+static g1_status input_ids(const char *path, json_t **ids)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return G1_FAIL(G1_ERR_IO, "cannot read the input %s: %s", path, strerror(errno));
+    *ids = json_array();
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    g1_status st = *ids ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    while (st == G1_OK && (len = getline(&buf, &cap, f)) >= 0) {
+        if ((size_t)len == strspn(buf, " \t\r\n"))
+            continue;
+        json_t *req = json_loadb(buf, (size_t)len, JSON_DECODE_ANY, NULL);
+        json_t *id = json_is_object(req) ? json_object_get(req, "id") : NULL;
+        if (json_array_append(*ids, id ? id : json_null()) != 0)
+            st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        json_decref(req);
+    }
+    if (st == G1_OK && ferror(f))
+        st = G1_FAIL(G1_ERR_IO, "reading the input %s failed: %s", path, strerror(errno));
+    free(buf);
+    fclose(f);
+    return st;
+}
+
+/* Result m (line `line` of shard s) answers request m of the input: their
+ * ids are equal (a shard made from another input, or edited, fails). */
+static g1_status check_id(const shard *s, long long line, long long m, const char *text, size_t len, json_t *ids)
+{
+    json_t *res = json_loadb(text, len, 0, NULL);
+    json_t *got = json_is_object(res) ? json_object_get(res, "id") : NULL, *want = json_array_get(ids, (size_t)m);
+    g1_status st = G1_OK;
+    if (!got)
+        st = G1_FAIL(G1_ERR_FORMAT, "%s line %lld is not a result with an id: it is not an output of grok1-run",
+                     s->path, line + 1);
+    else if (want && !json_equal(got, want)) {
+        char *a = json_dumps(got, JSON_ENCODE_ANY | JSON_COMPACT), *b = json_dumps(want, JSON_ENCODE_ANY | JSON_COMPACT);
+        st = G1_FAIL(G1_ERR_FORMAT, "%s line %lld has id %.100s, but request %lld of the input has id %.100s: the "
+                                    "shard does not answer this input (or was edited)",
+                     s->path, line + 1, a ? a : "?", m + 1, b ? b : "?");
+        free(a);
+        free(b);
+    }
+    json_decref(res);
+    return st;
+}
+
 /* Round robin: result m from shard m % N. The first shard to run out ends
  * the input; every other must be at its end then too. out NULL: only check
- * and count. */
-static g1_status join(shard *by_k, int n, FILE *out, const char *out_name, long long *total)
+ * (each result's id against ids, when given) and count. */
+static g1_status join(shard *by_k, int n, FILE *out, const char *out_name, json_t *ids, long long *total)
 {
     char *buf = NULL;
     size_t cap = 0;
@@ -153,6 +204,8 @@ static g1_status join(shard *by_k, int n, FILE *out, const char *out_name, long 
         if ((st = next_line(s, &buf, &cap, &len)) != G1_OK)
             break;
         if (len < 0)
+            break;
+        if (ids && (st = check_id(s, m / n, m, buf, (size_t)len, ids)) != G1_OK)
             break;
         if (out && fwrite(buf, 1, (size_t)len, out) != (size_t)len) {
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", out_name, strerror(errno));
@@ -465,8 +518,12 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     /* check everything before the first byte goes out (stdout cannot be
      * taken back), then write */
     long long total = 0;
+    json_t *ids = NULL;
     if (st == G1_OK)
-        st = join(by_k, n, NULL, NULL, &total);
+        st = input_ids(in_path, &ids);
+    if (st == G1_OK)
+        st = join(by_k, n, NULL, NULL, ids, &total);
+    json_decref(ids);
     if (st == G1_OK && total != requests)
         st = G1_FAIL(G1_ERR_FORMAT, "the shards hold %lld results, but %s has %lld requests: %s", total, in_path,
                      (long long)requests,
@@ -504,7 +561,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         if (fseek(by_k[k].f, 0, SEEK_SET) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot read %s again: %s", by_k[k].path, strerror(errno));
     if (st == G1_OK)
-        st = join(by_k, n, out, to_stdout ? "standard output" : tmp, &total);
+        st = join(by_k, n, out, to_stdout ? "standard output" : tmp, NULL, &total);
     if (out && fflush(out) != 0 && st == G1_OK)
         st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", to_stdout ? "standard output" : tmp, strerror(errno));
     if (st != G1_OK && to_stdout && dump_done) /* the results did not all go out: no dump without them */
@@ -581,6 +638,10 @@ int main(int argc, char **argv)
     if (!output || !input || optind >= argc) {
         fprintf(stderr, "grok1-merge: error: %s (see --help)\n",
                 !input ? "--input is required" : !output ? "--output is required" : "no shard outputs given");
+        return 2;
+    }
+    if (!*output || !*input) {
+        fprintf(stderr, "grok1-merge: error: %s: the file name is empty (see --help)\n", !*input ? "--input" : "--output");
         return 2;
     }
     if (dump && (!*dump || !strcmp(dump, "-"))) {

@@ -4,6 +4,7 @@
  * of the weights and the file handling; the scheduler is driver.c, the
  * distributed runtime dist.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <limits.h>
@@ -123,11 +124,14 @@ static void usage(FILE *f)
 "  --max-context N           positions per sequence, prompt and completion (default: the\n"
 "                            model's max_seq_len): longer prompts are refused or cut as\n"
 "                            --truncate says, generation ends at N (\"length\"); bounds the\n"
-"                            KV caches (and the planner's memory check) to N positions\n"
+"                            KV caches (and the planner's memory check) to N positions; a\n"
+"                            score request may have N + 1 tokens (its last is only predicted;\n"
+"                            N with --dump-logits)\n"
 "  --input FILE              requests (JSON Lines; blank lines are skipped); - for stdin;\n"
 "                            a pipe or FIFO is read once, like stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
-"                            every request succeeded; - for stdout\n"
+"                            every request succeeded (FILE.lock keeps a second run off it);\n"
+"                            - for stdout; a device or FIFO is written directly, as stdout\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
 "                            dataset /logits/<k> of shape (n, V), k = 0-based input line number\n"
 "                            (as FILE.h5.partial until complete, like the output)\n"
@@ -191,7 +195,8 @@ static void usage(FILE *f)
 "expert slot r %% E; rank 0 reads requests, embeds, un-embeds and writes results):\n"
 "  --stages P                pipeline stages, each a contiguous range of layers (default 1)\n"
 "  --ep E                    expert-parallel ranks per stage; divides the experts (default 1)\n"
-"  --micro-batches M         micro-batches in flight, B slots each (default P)\n"
+"  --micro-batches M         micro-batches in flight, B slots each (default P); M x B is at\n"
+"                            most 65536\n"
 "  --plan PLAN.json          layer ranges from grok1-plan (default: the planner decides)\n"
 "  --layers-per-stage a,b,.. layer counts per stage instead of the planner's balance\n"
 "  --balance auto|decode|prompt  what the planner's cuts balance: the bytes a decode\n"
@@ -222,8 +227,8 @@ static void usage(FILE *f)
 "  --trace FILE.json         write a timeline of every rank (compute per layer range,\n"
 "                            sends, receives, all-to-alls, per micro-batch) as Chrome\n"
 "                            trace-event JSON for Perfetto or chrome://tracing\n"
-"  --threads N               CPU threads (default: OpenMP's default): the cpu backend's\n"
-"                            kernels, and rank 0's log-softmax / sampling of logits rows\n"
+"  --threads N               CPU threads (default: OpenMP's default; at most 4096): the cpu\n"
+"                            backend's kernels, and rank 0's log-softmax / sampling of logits rows\n"
 "  --help                    this text\n"
 "\n"
 "Exit status: 0 success; 1 bad input data, unreadable or mismatched checkpoint,\n"
@@ -270,6 +275,23 @@ static int parse_word(const char *opt, const char *text, const char *const *word
     return usage_error("%s %s: expected %s", opt, text, list);
 }
 
+/* Bounds on what the command line may ask for: threads per process (far
+ * above any machine's cores, far below what makes the OpenMP runtime fail)
+ * and sequence slots (--micro-batches x --batch-size: far above what any
+ * GPU's or host's KV caches hold, far below the scheduler's int limits). */
+#define G1_MAX_THREADS 4096
+#define G1_MAX_SLOTS 65536
+
+/* An output that is not a regular file (a character device such as
+ * /dev/null, a FIFO, a socket): written directly, as stdout is, with no
+ * OUT.partial, rename or meta file, which would replace the device or pipe
+ * with a regular file. */
+static int is_stream(const char *path)
+{
+    struct stat sb;
+    return strcmp(path, "-") && stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode);
+}
+
 static int parse_int(const char *opt, const char *text, int lo, int *out)
 {
     char *end = NULL;
@@ -297,7 +319,7 @@ static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
-           O_SSEED, O_TOPLP, O_TRUNC, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
+           O_SSEED, O_TOPLP, O_TRUNCATE, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
            O_PREFIX, O_SHARD, O_BALANCE };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
@@ -314,7 +336,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"trace", required_argument, NULL, O_TRACE},       {"tokenizer", required_argument, NULL, O_TOK},
         {"temperature", required_argument, NULL, O_TEMP},  {"top-p", required_argument, NULL, O_TOPP},
         {"top-k", required_argument, NULL, O_TOPK},        {"synthetic-seed", required_argument, NULL, O_SSEED},
-        {"top-logprobs", required_argument, NULL, O_TOPLP}, {"truncate", required_argument, NULL, O_TRUNC},
+        {"top-logprobs", required_argument, NULL, O_TOPLP}, {"truncate", required_argument, NULL, O_TRUNCATE},
         {"backend", required_argument, NULL, O_BACKEND},
         {"cuda-gemm", required_argument, NULL, O_CUDA_GEMM},
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
@@ -341,7 +363,11 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_MAXCTX: r = parse_int("--max-context", optarg, 1, &c->max_context); break;
         case O_BS: r = parse_int("--batch-size", optarg, 1, &c->batch_size); break;
         case O_MBT: r = parse_int("--max-batch-tokens", optarg, 1, &c->max_batch_tokens); break;
-        case O_THR: r = parse_int("--threads", optarg, 1, &c->threads); break;
+        case O_THR:
+            r = parse_int("--threads", optarg, 1, &c->threads);
+            if (!r && c->threads > G1_MAX_THREADS)
+                r = usage_error("--threads %d: at most %d", c->threads, G1_MAX_THREADS);
+            break;
         case O_HELP: usage(stdout); return 1;
         case O_STAGES: r = parse_int("--stages", optarg, 1, &c->stages); break;
         case O_EP: r = parse_int("--ep", optarg, 1, &c->ep); break;
@@ -411,7 +437,7 @@ static int parse_args(int argc, char **argv, cli *c)
             r = parse_word("--gpu-direct", optarg, w, v, &c->gpu_direct);
             break;
         }
-        case O_TRUNC: {
+        case O_TRUNCATE: {
             static const char *const w[] = {"left", "none", NULL};
             static const int v[] = {1, 0};
             r = parse_word("--truncate", optarg, w, v, &c->truncate_left);
@@ -466,6 +492,19 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("--mode score|generate is required");
     if (!c->input || !c->output)
         return usage_error("--input and --output are required (- for stdin / stdout)");
+    const struct {
+        const char *opt, *val;
+    } names[] = {{"--input", c->input},           {"--output", c->output}, {"--checkpoint", c->checkpoint},
+                 {"--dump-logits", c->dump_logits}, {"--tokenizer", c->tokenizer}, {"--plan", c->plan},
+                 {"--trace", c->trace}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].val && !*names[i].val)
+            return usage_error("%s: the file name is empty", names[i].opt);
+    long long mb = c->micro_batches ? c->micro_batches : c->stages ? c->stages : 1;
+    if (mb * c->batch_size > G1_MAX_SLOTS)
+        return usage_error("%lld micro-batches%s x --batch-size %d = %lld sequence slots: at most %d", mb,
+                           c->micro_batches ? "" : " (one per stage)", c->batch_size, mb * c->batch_size,
+                           G1_MAX_SLOTS);
     if (!!c->checkpoint == !!c->synthetic)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --synthetic PRESET");
     if (c->dump_logits && c->mode != G1_MODE_SCORE)
@@ -479,6 +518,12 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("--top-logprobs %d: at most 100", c->top_logprobs);
     if (c->resume && !strcmp(c->output, "-"))
         return usage_error("--resume needs an output file (not stdout)");
+    if (c->resume && is_stream(c->output))
+        return usage_error("--resume needs an output file: %s is not a regular file (a device or a pipe is "
+                           "written directly, with nothing kept to resume from)", c->output);
+    if (c->dump_logits && is_stream(c->dump_logits))
+        return usage_error("--dump-logits %s: not a regular file (the dump is an HDF5 file, written as "
+                           "%s.partial and renamed)", c->dump_logits, c->dump_logits);
 
     if (c->dump_logits && !strcmp(c->dump_logits, "-"))
         return usage_error("--dump-logits needs a file name (an HDF5 file cannot go to stdout)");
@@ -499,7 +544,7 @@ static int check_files(const cli *c, char *msg, size_t n)
     typedef struct named {
         const char *opt, *path, *derived; /* path: the option's value; derived: a file written beside it */
     } named;
-    named in[4], out[6];
+    named in[4], out[7];
     int ni = 0, no = 0;
     if (strcmp(c->input, "-"))
         in[ni++] = (named){"--input", c->input, NULL};
@@ -511,15 +556,19 @@ static int check_files(const cli *c, char *msg, size_t n)
         in[ni++] = (named){"--plan", c->plan, NULL};
     /* the files written beside an output (names past PATH_MAX are cut:
      * such a name fails at open anyway) */
-    char partial[PATH_MAX + 16], meta[PATH_MAX + 16], dump_partial[PATH_MAX + 16];
+    char partial[PATH_MAX + 16], meta[PATH_MAX + 16], lock[PATH_MAX + 16], dump_partial[PATH_MAX + 16];
     if (strcmp(c->output, "-")) {
+        out[no++] = (named){"--output", c->output, NULL};
+    }
+    if (strcmp(c->output, "-") && !is_stream(c->output)) {
         char *m = g1_meta_path(c->output);
         snprintf(meta, sizeof meta, "%s", m ? m : "");
         free(m);
         snprintf(partial, sizeof partial, "%s.partial", c->output);
-        out[no++] = (named){"--output", c->output, NULL};
+        snprintf(lock, sizeof lock, "%s.lock", c->output);
         out[no++] = (named){"--output", c->output, partial};
         out[no++] = (named){"--output", c->output, meta};
+        out[no++] = (named){"--output", c->output, lock};
     }
     if (c->dump_logits) {
         snprintf(dump_partial, sizeof dump_partial, "%s.partial", c->dump_logits);
@@ -632,7 +681,10 @@ static void model_close(model *m)
 
 typedef struct files {
     FILE *in, *out;
-    char *partial; /* OUT.partial, NULL for stdout */
+    char *partial; /* OUT.partial, NULL for stdout or a stream (is_stream) */
+    char *lock;    /* OUT.lock, open (lock_fd, when have_lock) for the run's life; NULL when none */
+    int lock_fd, have_lock;
+    int meta_ok;   /* OUT.meta.json describes this run (written, or checked and rewritten by a resume) */
     json_t *done_ids; /* --resume: ids of the results already in OUT.partial */
 #if G1_HAVE_HDF5
     g1_logits_file *logits;
@@ -784,12 +836,76 @@ static void legacy_source(const cli *c, const char *meta_path, json_t *meta)
     json_decref(old);
 }
 
+/* One run per output: OUT.lock is locked (fcntl, which a killed process
+ * releases) for the run's life and removed at its end, so a second run on
+ * the same output (a job submitted twice, a requeue while the first still
+ * runs) is refused instead of appending to the same OUT.partial. A file
+ * system without locks gets a warning and the run goes on unprotected. */
+static g1_status lock_output(const char *output, files *f)
+{
+    size_t n = strlen(output) + sizeof ".lock";
+    if (!(f->lock = malloc(n)))
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    snprintf(f->lock, n, "%s.lock", output);
+    for (int tries = 0; tries < 16; tries++) {
+        int fd = open(f->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->lock, strerror(errno));
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(fd, F_SETLK, &fl) != 0) {
+            int e = errno;
+            if (e == EACCES || e == EAGAIN) {
+                struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+                char pid[64] = "";
+                if (fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK && who.l_pid > 0)
+                    snprintf(pid, sizeof pid, " (process %ld)", (long)who.l_pid);
+                close(fd);
+                return G1_FAIL(G1_ERR_IO, "%s is being written by another grok1-run%s, which holds %s: two runs "
+                                          "on one output would mix their results; let it finish, or stop it and "
+                                          "run again with --resume",
+                               output, pid, f->lock);
+            }
+            fprintf(stderr, "grok1-run: warning: cannot lock %s (%s): this file system may not support locks; "
+                            "make sure no other run writes %s at the same time\n",
+                    f->lock, strerror(e), output);
+            f->lock_fd = fd;
+            f->have_lock = 1;
+            return G1_OK;
+        }
+        /* the run that held it may have removed it meanwhile: hold the file
+         * the name now gives */
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(f->lock, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            f->lock_fd = fd;
+            f->have_lock = 1;
+            return G1_OK;
+        }
+        close(fd);
+    }
+    return G1_FAIL(G1_ERR_IO, "cannot lock %s: it keeps being replaced", f->lock);
+}
+
+static void unlock_output(files *f)
+{
+    if (f->have_lock) {
+        unlink(f->lock); /* while still held: a run that opened it meanwhile sees the name moved on */
+        close(f->lock_fd);
+    }
+    free(f->lock);
+    f->lock = NULL;
+    f->have_lock = 0;
+}
+
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo,
                                     const char *ckpt_fp, files *f)
 {
     if (!strcmp(c->output, "-")) {
         f->out = stdout;
+    } else if (is_stream(c->output)) {
+        if (!(f->out = fopen(c->output, "w")))
+            return G1_FAIL(G1_ERR_IO, "cannot open %s for writing: %s", c->output, strerror(errno));
     } else {
+        G1_TRY(lock_output(c->output, f));
         size_t n = strlen(c->output) + sizeof ".partial";
         f->partial = malloc(n);
         char *meta_path = g1_meta_path(c->output);
@@ -834,6 +950,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             /* the record now describes this input (requests may have been appended) */
             if (st == G1_OK)
                 st = g1_meta_write(meta_path, meta);
+            f->meta_ok = st == G1_OK;
             /* the kept results, read where they are (a finished OUT keeps
              * its name until nothing can refuse the resume) */
             int finished = !exists(f->partial);
@@ -856,6 +973,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                 st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->partial, strerror(errno));
             if (st == G1_OK)
                 st = g1_meta_write(meta_path, meta);
+            f->meta_ok = st == G1_OK;
         }
         free(meta_path);
         json_decref(meta);
@@ -885,6 +1003,50 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
 }
 
 
+/* Complete lines of a file (-1 when it cannot be read). */
+static long long complete_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long long n = 0;
+    int c;
+    while ((c = getc(f)) != EOF)
+        n += c == '\n';
+    int bad = ferror(f);
+    fclose(f);
+    return bad ? -1 : n;
+}
+
+/* A run that stops before the end (a failed request, a signal) narrows the
+ * meta file's record of the input to the bytes of the requests its kept
+ * results answer (with --shard K/N the last is request K + (kept - 1) N),
+ * so a resume accepts an input edited after them: the request that failed,
+ * fixed. A run killed outright keeps the record of the whole input, and a
+ * resume then refuses any edit. Best effort: on any trouble the record
+ * stays as it was (stricter, never wrong). */
+static void narrow_input_record(const cli *c, const files *f)
+{
+    if (!f->meta_ok || !f->partial || !g1_input_rereadable(c->input))
+        return;
+    long long kept = complete_lines(f->partial);
+    int64_t N = c->shards > 1 ? c->shards : 1, K = c->shards > 1 ? c->shard : 0;
+    int64_t bytes = kept < 0 ? -1 : kept == 0 ? 0 : g1_request_end(c->input, K + (kept - 1) * N + 1);
+    char *meta_path = g1_meta_path(c->output);
+    json_t *meta = meta_path ? json_load_file(meta_path, 0, NULL) : NULL, *rec = NULL;
+    json_t *old = json_object_get(meta, "input");
+    json_t *ob = json_object_get(old, "bytes");
+    /* only ever narrower: the record must still be a prefix of what the run read */
+    if (bytes >= 0 && json_is_integer(ob) && bytes <= json_integer_value(ob) &&
+        g1_input_record_prefix(c->input, bytes, &rec) == G1_OK) {
+        json_object_set_new(meta, "input", rec);
+        g1_status st = g1_meta_write(meta_path, meta);
+        (void)st; /* best effort: the old record stays on failure */
+    }
+    json_decref(meta);
+    free(meta_path);
+}
+
 /* Success: complete the logits file, then give OUT its final name, so OUT
  * exists only when everything is complete. Failure (ok == 0): leave
  * OUT.partial for inspection, create no final name. */
@@ -902,14 +1064,20 @@ static g1_status files_close(const cli *c, files *f, int ok)
         ok = ok && st == G1_OK;
     }
 #endif
-    if (f->out && f->out != stdout) {
+    if (f->out && f->out != stdout && !f->partial) { /* a device or a pipe */
+        if (fclose(f->out) != 0 && ok)
+            st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", c->output, strerror(errno));
+    } else if (f->out && f->out != stdout) {
         if (fclose(f->out) != 0 && ok)
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", f->partial, strerror(errno));
         else if (ok && rename(f->partial, c->output) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", f->partial, c->output, strerror(errno));
+        if (!ok)
+            narrow_input_record(c, f);
     } else if (f->out == stdout && fflush(stdout) != 0 && ok) {
         st = G1_FAIL(G1_ERR_IO, "writing stdout failed: %s", strerror(errno));
     }
+    unlock_output(f);
     free(f->partial);
     json_decref(f->done_ids);
     f->done_ids = NULL;
@@ -917,6 +1085,17 @@ static g1_status files_close(const cli *c, files *f, int ok)
 }
 
 /* ---- run ---- */
+
+/* The sequence slots, once the stages are known (micro-batches default
+ * to one per stage): at most G1_MAX_SLOTS. */
+static g1_status check_slots(const cli *c, int P)
+{
+    long long M = c->micro_batches ? c->micro_batches : P;
+    if (M * c->batch_size > G1_MAX_SLOTS)
+        return G1_FAIL(G1_ERR_ARG, "%lld micro-batches%s x --batch-size %d = %lld sequence slots: at most %d", M,
+                       c->micro_batches ? "" : " (one per stage)", c->batch_size, M * c->batch_size, G1_MAX_SLOTS);
+    return G1_OK;
+}
 
 /* The backend and, for CUDA, this rank's GPU (its UUID into uuid, zeros
  * otherwise). With every GPU of the node visible (mpirun), the device is
@@ -1003,6 +1182,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                            plan->stages, plan->ep, *P ? *P : plan->stages, *E ? *E : plan->ep);
         *P = plan->stages;
         *E = plan->ep;
+        G1_TRY(check_slots(c, *P));
         /* the plan's cuts under this run's slots, context and tokens per
          * step, against the plan's memory limit (or --mem-per-rank) */
         double limit = c->mem_per_rank ? c->mem_per_rank : plan->mem_per_rank;
@@ -1049,6 +1229,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
         if (n != *P)
             return G1_FAIL(G1_ERR_ARG, "--layers-per-stage gives %d stages, but --stages is %d", n, *P);
     }
+    G1_TRY(check_slots(c, *P));
     int M = c->micro_batches ? c->micro_batches : *P;
     /* scoring is all prompt tokens: its cuts balance their FLOPs (rank 0's
      * un-embedding of every position included) unless told otherwise */

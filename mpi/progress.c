@@ -105,6 +105,35 @@ int64_t g1_count_requests(const char *path)
     return scan_requests(path, 0, &last);
 }
 
+int64_t g1_request_end(const char *path, int64_t n)
+{
+    if (n == 0)
+        return 0;
+    if (n < 0 || !g1_input_rereadable(path))
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int64_t seen = 0, at = 0, end = -1;
+    int c, blank = 1;
+    while ((c = getc(f)) != EOF) {
+        at++;
+        if (c == '\n') {
+            if (!blank && ++seen == n) {
+                end = at;
+                break;
+            }
+            blank = 1;
+        } else if (c != ' ' && c != '\t' && c != '\r') {
+            blank = 0;
+        }
+    }
+    if (end < 0 && c == EOF && !blank && seen + 1 == n && !ferror(f))
+        end = at; /* the last request, with no newline */
+    fclose(f);
+    return end;
+}
+
 int64_t g1_request_line(const char *path, int64_t n)
 {
     int64_t last;

@@ -36,5 +36,9 @@ int64_t g1_count_requests(const char *path);
 /* The 0-based line number of the n-th request (n >= 1; blank lines are not
  * requests) of a regular file; -1 for stdin, an unreadable file or fewer. */
 int64_t g1_request_line(const char *path, int64_t n);
+/* The bytes of a regular file up to and including the line of its n-th
+ * request (n >= 1; its newline counted); 0 for n == 0; -1 for stdin, an
+ * unreadable file or fewer requests. */
+int64_t g1_request_end(const char *path, int64_t n);
 
 #endif

@@ -109,6 +109,17 @@ g1_status g1_input_record(const char *path, json_t **record)
     return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }
 
+g1_status g1_input_record_prefix(const char *path, long long bytes, json_t **record)
+{
+    char hex[17];
+    long long n;
+    G1_TRY(input_hash(path, bytes, hex, &n));
+    if (n != bytes)
+        return G1_FAIL(G1_ERR_IO, "the input %s has %lld bytes, not the %lld expected", path, n, bytes);
+    *record = json_pack("{s:I, s:s}", "bytes", (json_int_t)n, "fnv1a64", hex);
+    return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+}
+
 g1_status g1_input_check(const char *path, json_t *record, const char *sidecar)
 {
     json_t *jb = json_object_get(record, "bytes"), *jh = json_object_get(record, "fnv1a64");
@@ -126,9 +137,11 @@ g1_status g1_input_check(const char *path, json_t *record, const char *sidecar)
     if (strcmp(hex, json_string_value(jh)))
         return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s is not the one the output was made from (its first "
                                    "%lld bytes are not the recorded ones; record: %s): is the output that of another "
-                                   "input? The kept results would answer other requests; give the same input "
-                                   "(appending requests is fine), or start afresh (move the output and its .partial "
-                                   "away)",
+                                   "input? The kept results may answer other requests. A run that stops on an error or a signal narrows the record to "
+                                   "the requests its results answer, so later requests may then be edited; a run "
+                                   "killed outright leaves the record of the whole input, which then may only grow. "
+                                   "Give the same input (appending requests is fine), or start afresh (move the "
+                                   "output and its .partial away)",
                        path, want, sidecar);
     return G1_OK;
 }

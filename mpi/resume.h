@@ -31,6 +31,9 @@ g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input);
  * so results kept from OUT.partial answer the same requests, while
  * requests appended since are allowed. */
 g1_status g1_input_record(const char *path, json_t **record);
+/* The same record of the file's first `bytes` bytes only (what the results
+ * a stopped run kept were made from). */
+g1_status g1_input_record_prefix(const char *path, long long bytes, json_t **record);
 /* G1_ERR_ARG unless the file at path begins with the bytes `record`
  * describes; a missing or malformed record passes (older sidecars). */
 g1_status g1_input_check(const char *path, json_t *record, const char *sidecar);

@@ -95,6 +95,16 @@ def case_usage_errors(d):
     expect_fail(base + ["--backend", "gpu"], 2, ["--backend gpu", "cpu or cuda"], out)
     expect_fail(base + ["--cuda-gemm", "fp8"], 2, ["--cuda-gemm fp8", "bf16, bf16x2 or f32"], out)
     expect_fail(base + ["--gpu-direct", "yes"], 2, ["--gpu-direct yes", "auto, on or off"], out)
+    # bounds: threads, and sequence slots (micro-batches x batch size, which once overflowed)
+    expect_fail(base + ["--threads", "65536"], 2, ["--threads 65536", "at most 4096"], out)
+    expect_fail(base + ["--micro-batches", "536870912", "--batch-size", "8"], 2,
+                ["536870912 micro-batches x --batch-size 8 = 4294967296 sequence slots", "at most 65536"], out)
+    expect_fail(base + ["--batch-size", "70000"], 2, ["--batch-size 70000", "at most 65536"], out)
+    expect_fail(base + ["--micro-batches", "1000", "--batch-size", "1000000"], 2, ["sequence slots"], out)
+    # empty file names
+    for opt in ("--output", "--input", "--trace", "--tokenizer"):
+        args = tiny("score", inp, out) + [opt, ""]
+        expect_fail(args, 2, [opt, "file name is empty"], out)
     expect_fail(["--synthetic", "tiny", "--mode", "score", "--input", inp], 2, ["--output"], out)
     expect_fail(["--synthetic", "tiny", "--input", inp, "--output", out], 2, ["--mode"], out)
     expect_fail(tiny("rank", inp, out), 2, ["mode", "rank"], out)
@@ -126,7 +136,8 @@ BAD = [  # (mode, line 3 of the input, words the message must contain)
     ("score", '{"id": 3, "prompt_ids": [1, "7"]}', ["line 3", "prompt_ids[1]", "integer"]),
     ("score", '{"id": 3, "prompt_ids": [1, 512]}', ["line 3", "prompt_ids[1]", "512", "out of range", "512 tokens"]),
     ("score", '{"id": 3, "prompt_ids": [-1]}', ["line 3", "prompt_ids[0]", "-1", "out of range"]),
-    ("score", json.dumps({"id": 3, "prompt_ids": [1] * (MAX_SEQ + 1)}), ["line 3", "257 tokens", "max_seq_len 256"]),
+    ("score", json.dumps({"id": 3, "prompt_ids": [1] * (MAX_SEQ + 2)}),
+     ["line 3", "258 tokens", "is 257", "max_seq_len 256", "only predicted"]),
     ("generate", json.dumps({"id": 3, "prompt_ids": [1] * MAX_SEQ}), ["line 3", "256 tokens", "max_seq_len 256"]),
     ("generate", '{"id": 3, "prompt_ids": [1], "max_new_tokens": -2}', ["line 3", "max_new_tokens", "negative"]),
     ("generate", '{"id": 3, "prompt_ids": [1], "max_new_tokens": 1.5}', ["line 3", "max_new_tokens", "integer"]),
@@ -219,6 +230,107 @@ def case_file_clash(d):
         expect_fail(tiny("score", inp, out, "--stages", "2"), 2, ["1 process,", "mpirun -n 2"], out)
     else:
         expect_fail(tiny("score", inp, out, "--stages", "2"), 2, ["needs MPI"], out)
+
+
+def case_output_stream(d):
+    """An output that is not a regular file (a FIFO here; /dev/null alike) is
+    written directly, as stdout is: no OUT.partial, meta or lock file, and
+    the FIFO stays a FIFO (it was once renamed over: /dev/null became a
+    regular file). --resume and --dump-logits on such a file are refused."""
+    import threading
+    inp, ref = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [1 + i, 2, 3]} for i in range(5)])
+    expect_ok(tiny("score", inp, ref))
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    expect_ok(tiny("score", inp, fifo))
+    reader.join(30)
+    check(got == [open(ref).read()], f"the FIFO carried {got!r:.200}")
+    import stat
+    check(stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced by a regular file")
+    left = sorted(f for f in os.listdir(d) if f.startswith("fifo."))
+    check(not left, f"files written beside the FIFO: {left}")
+    expect_fail(tiny("score", inp, fifo, "--resume"), 2, ["--resume", "not a regular file"])
+    if ARGS.hdf5:
+        expect_fail(tiny("score", inp, os.path.join(d, "o.jsonl"), "--dump-logits", fifo), 2,
+                    ["--dump-logits", "not a regular file"], os.path.join(d, "o.jsonl"))
+    check(stat.S_ISFIFO(os.stat(fifo).st_mode) and not [f for f in os.listdir(d) if f.startswith("fifo.")],
+          "a refused run touched the FIFO")
+
+
+def case_output_lock(d):
+    """One run per output: while a run writes OUT (here it waits for more
+    requests on a FIFO), a second run on OUT, with or without --resume, is
+    refused at once naming the first; the first finishes as if alone, and
+    OUT.lock is gone after it."""
+    import threading
+    import time
+    inp, ref, out = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl"), os.path.join(d, "out.jsonl")
+    rows = [{"id": i, "prompt_ids": [1 + i, 2, 3], "max_new_tokens": 4} for i in range(4)]
+    write_jsonl(inp, rows)
+    expect_ok(tiny("generate", inp, ref))
+    fifo = os.path.join(d, "requests.fifo")
+    os.mkfifo(fifo)
+    first = subprocess.Popen([ARGS.run] + tiny("generate", fifo, out), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    w = open(fifo, "w")  # the run opened its input: it holds the lock once OUT.lock exists
+    w.write(json.dumps(rows[0]) + "\n")
+    w.flush()
+    for _ in range(300):
+        if os.path.exists(out + ".lock"):
+            break
+        time.sleep(0.05)
+    check(os.path.exists(out + ".lock"), "no OUT.lock while the run writes OUT")
+    for extra in ([], ["--resume"]):
+        expect_fail(tiny("generate", inp, out, *extra), 1,
+                    [out, "being written by another grok1-run", f"process {first.pid}", ".lock"])
+    w.writelines(json.dumps(r) + "\n" for r in rows[1:])
+    w.close()
+    _, err = first.communicate(timeout=60)
+    check(first.returncode == 0, f"the first run failed: {err}")
+    check(open(out).read() == open(ref).read(), "the first run's output differs from a run alone")
+    check(not os.path.exists(out + ".lock"), "OUT.lock left after the run")
+    expect_ok(tiny("generate", inp, out, "--resume"))  # nothing holds it now
+
+
+def case_resume_fixed_request(d):
+    """A run that stops at a bad request narrows its meta file's record of
+    the input to the requests its kept results answer: fixing the bad line
+    and resuming goes on (the final output is that of a clean run of the
+    fixed input), while an edit among the kept results' requests is still
+    refused. Likewise for a shard (its kept results answer every N-th
+    request)."""
+    inp, out, ref = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "ref.jsonl"))
+    rows = [{"id": i, "prompt_ids": [1 + i % 50, 2, 3, 4]} for i in range(60)]
+    bad = dict(rows[40], prompt_ids=[1, V + 88])
+    write_jsonl(inp, rows[:40] + [bad] + rows[41:])
+    for shard in ([], ["--shard", "1/3"]):
+        for f in (out, out + ".partial", out + ".meta.json"):
+            if os.path.exists(f):
+                os.remove(f)
+        expect_fail(tiny("score", inp, out, "--batch-size", "2", *shard), 1, ["input line 41"])
+        kept = len(open(out + ".partial").read().splitlines())
+        meta = json.load(open(out + ".meta.json"))
+        last = (kept - 1) * 3 + 1 if shard else kept - 1  # index of the last kept result's request
+        want = sum(len(l) for l in open(inp).read().splitlines(keepends=True)[:last + 1])
+        check(0 < kept and meta["input"]["bytes"] == want,
+              f"{shard}: {kept} results kept; the record covers {meta['input']['bytes']} bytes, expected {want}")
+        # an edit among the kept results' requests: refused
+        write_jsonl(inp, [dict(rows[0], prompt_ids=[9, 9])] + rows[1:40] + [bad] + rows[41:])
+        expect_fail(tiny("score", inp, out, "--resume", *shard), 1, ["cannot resume", "not the one the output was made"])
+        # the bad request fixed: the resume finishes as a clean run would
+        write_jsonl(inp, rows)
+        expect_ok(tiny("score", inp, out, "--resume", *shard))
+        expect_ok(tiny("score", inp, ref, *shard))
+        check(open(out).read() == open(ref).read(), f"{shard}: the resumed output differs from a clean run's")
+        os.remove(ref)
+        os.remove(ref + ".meta.json")
+        check(json.load(open(out + ".meta.json"))["input"]["bytes"] == os.path.getsize(inp),
+              "the finished output's record is not of the whole input")
+        write_jsonl(inp, rows[:40] + [bad] + rows[41:])
 
 
 def case_bad_checkpoint(d):
@@ -330,6 +442,58 @@ def case_dump_logits(d):
             check(err < 1e-6, f"request {k}: logprobs differ from log_softmax(dumped logits) by {err}")
             greedy = all(int(np.argmax(x[i])) == ids[i + 1] for i in range(n - 1))
             check(res[k]["greedy"] == greedy, f"request {k}: greedy flag {res[k]['greedy']} != {greedy}")
+
+
+def case_score_last_token(d):
+    """A score request's last token is only predicted: without --dump-logits
+    it is not fed, so a request may have max_seq_len + 1 tokens (as an HF
+    model scores max_length + 1 tokens for lm-eval). Its log-probs are
+    log_softmax of the dumped logits of its first max_seq_len tokens; a
+    one-token request computes nothing. With --dump-logits (every
+    position's logits) max_seq_len is the most, and more is refused naming
+    the option, or cut to it with --truncate left."""
+    a = [(17 * j + 11) % V for j in range(MAX_SEQ + 1)]
+    reqs = [{"id": "full", "prompt_ids": a}, {"id": "one", "prompt_ids": [a[0]]}, {"id": "again", "prompt_ids": a}]
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    write_jsonl(inp, reqs)
+    _, se = expect_ok(tiny("score", inp, out, "--batch-size", "1"))
+    res = read_jsonl(out)
+    check(res[0]["prompt_tokens"] == MAX_SEQ + 1 and len(res[0]["logprobs"]) == MAX_SEQ,
+          f"{MAX_SEQ + 1} tokens: {res[0]['prompt_tokens']} tokens, {len(res[0]['logprobs'])} log-probs")
+    check(res[1] == {"id": "one", "prompt_tokens": 1, "logprobs": [], "sum_logprob": 0, "greedy": True},
+          f"one token: {res[1]}")
+    check(res[2] == dict(res[0], id="again"), "the same request again gives another result")
+    want = held_one_slot(reqs, "score")
+    check(reused(se) == want, f"one slot: {reused(se)} positions reused, expected {want}")
+    # the first MAX_SEQ tokens give the same first log-probs
+    short = os.path.join(d, "short.jsonl")
+    write_jsonl(short, [{"id": "full", "prompt_ids": a[:MAX_SEQ]}])
+    expect_ok(tiny("score", short, os.path.join(d, "s.jsonl")))
+    s = read_jsonl(os.path.join(d, "s.jsonl"))[0]
+    check(s["logprobs"] == res[0]["logprobs"][:-1], "the first log-probs differ from those of one token fewer")
+    if not ARGS.hdf5:
+        return
+    lg = os.path.join(d, "l.h5")
+    expect_fail(tiny("score", inp, os.path.join(d, "refused.jsonl"), "--dump-logits", lg), 1,
+                ["input line 1", f"{MAX_SEQ + 1} tokens", f"is {MAX_SEQ}", "--dump-logits", "--truncate left"],
+                out=os.path.join(d, "refused.jsonl"))
+    expect_ok(tiny("score", inp, os.path.join(d, "cut.jsonl"), "--dump-logits", lg, "--truncate", "left"))
+    cut = read_jsonl(os.path.join(d, "cut.jsonl"))
+    check(cut[0]["prompt_tokens"] == MAX_SEQ and cut[0]["truncated"] == 1, f"cut with the dump: {cut[0]}")
+    expect_ok(tiny("score", short, os.path.join(d, "s2.jsonl"), "--dump-logits", lg))
+    try:
+        import h5py
+        import numpy as np
+    except ImportError:
+        return
+    with h5py.File(lg, "r") as f:
+        x = f["logits/0"][...].astype(np.float64)
+    lse = x.max(1) + np.log(np.exp(x - x.max(1, keepdims=True)).sum(1))
+    ref = [x[i, a[i + 1]] - lse[i] for i in range(MAX_SEQ)]
+    err = max(abs(p - q) for p, q in zip(ref, res[0]["logprobs"]))
+    check(err < 1e-6, f"log-probs differ from log_softmax of the dumped logits by {err}")
+    greedy = all(int(np.argmax(x[i])) == a[i + 1] for i in range(MAX_SEQ))
+    check(res[0]["greedy"] == greedy, f"greedy {res[0]['greedy']}, the dumped logits say {greedy}")
 
 
 def case_score_shape(d):
@@ -491,20 +655,22 @@ def case_max_context(d):
     write_jsonl(inp, [{"id": "a", "prompt_ids": a}, {"id": "b", "prompt_ids": b}])
     out = os.path.join(d, "out.jsonl")
     expect_fail(tiny("score", inp, out, "--max-context", str(N)), 1,
-                ["input line 1", "20 tokens", f"is {N}", f"--max-context {N}", f"max_seq_len is {MAX_SEQ}",
+                ["input line 1", "20 tokens", f"is {N + 1}", f"--max-context {N}", f"max_seq_len is {MAX_SEQ}",
                  "--truncate left"], out=out)
     for bad in ("0", "-3", "x"):
         expect_fail(tiny("score", inp, out, "--max-context", bad), 2, ["--max-context"], out=out)
     expect_fail(tiny("score", inp, out, "--max-context", str(MAX_SEQ + 1)), 2,
                 [f"--max-context {MAX_SEQ + 1}", f"max_seq_len ({MAX_SEQ})"], out=out)
-    # score: a cut to its last N tokens scores as those N tokens alone; b as without the bound
+    # score: a cut to its last N + 1 tokens (N positions fed, the last token
+    # only predicted) scores as those tokens alone; b as without the bound
     cut = os.path.join(d, "cut.jsonl")
-    write_jsonl(cut, [{"id": "a", "prompt_ids": a[-N:]}, {"id": "b", "prompt_ids": b}])
+    write_jsonl(cut, [{"id": "a", "prompt_ids": a[-(N + 1):]}, {"id": "b", "prompt_ids": b}])
     expect_ok(tiny("score", inp, out, "--max-context", str(N), "--truncate", "left"))
     expect_ok(tiny("score", cut, os.path.join(d, "ref.jsonl")))
     got, ref = read_jsonl(out), read_jsonl(os.path.join(d, "ref.jsonl"))
-    check(got[0]["prompt_tokens"] == N and got[0]["truncated"] == len(a) - N,
-          f"score a: {got[0]['prompt_tokens']} tokens, {got[0].get('truncated')} cut; expected {N}, {len(a) - N}")
+    check(got[0]["prompt_tokens"] == N + 1 and got[0]["truncated"] == len(a) - N - 1,
+          f"score a: {got[0]['prompt_tokens']} tokens, {got[0].get('truncated')} cut; expected {N + 1}, "
+          f"{len(a) - N - 1}")
     check(got[0]["logprobs"] == ref[0]["logprobs"] and got[1] == ref[1],
           "score within --max-context differs from the same tokens scored without it")
     meta = json.load(open(out + ".meta.json"))
@@ -570,9 +736,9 @@ def case_continuation_ids(d):
                 out=refused)
     expect_ok(tiny("score", inp, out, "--truncate", "left"))
     g = read_jsonl(out)[0]
-    check(g["truncated"] == 4 and g["prompt_tokens"] == MAX_SEQ - 6 and g["continuation_tokens"] == len(C),
+    check(g["truncated"] == 3 and g["prompt_tokens"] == MAX_SEQ - 5 and g["continuation_tokens"] == len(C),
           f"truncated continuation request: {g}")
-    write_jsonl(inp, [{"id": "cont", "prompt_ids": [1], "continuation_ids": [2] * MAX_SEQ}])
+    write_jsonl(inp, [{"id": "cont", "prompt_ids": [1], "continuation_ids": [2] * (MAX_SEQ + 1)}])
     expect_fail(tiny("score", inp, refused, "--truncate", "left"), 1, ["input line 1"], out=refused)
 
 
@@ -587,7 +753,9 @@ def held_one_slot(reqs, mode, dump=False):
     previous one's prompt (what the slot's caches hold) up to the first
     position whose logits it needs; a plain score request up to the first
     position whose log-prob the slot does not keep (those of the last plain
-    score request, as far as later requests left its tokens in place)."""
+    score request, as far as later requests left its tokens in place). A
+    score request's last token is not fed without the dump: it is only
+    predicted; one with nothing left to feed leaves the caches as they are."""
     total, held, nlp = 0, [], 0
     for r in reqs:
         toks = r["prompt_ids"] + r.get("continuation_ids", [])
@@ -598,14 +766,18 @@ def held_one_slot(reqs, mode, dump=False):
                 continue  # done before it is fed: the slot keeps what it holds
         else:
             first = len(toks) if plain else 0 if dump else len(r["prompt_ids"]) - 1
+        fed = len(toks) - 1 if mode == "score" and not dump else len(toks)
         n = 0
         while n < min(first, len(held)) and held[n] == toks[n]:
             n += 1
         if plain:
             n = max(0, min(n - 1, nlp))
         total += n
-        held = toks
-        nlp = len(toks) - 1 if plain else min(nlp, max(n - 1, 0))
+        if fed > n:  # positions n.. go in: the caches hold the fed tokens
+            held = toks[:fed]
+            nlp = min(nlp, max(n - 1, 0))
+        if plain and len(toks) > 1:
+            nlp = len(toks) - 1
     return total
 
 
@@ -837,6 +1009,16 @@ def case_shard(d):
         shutil.copy(g3[k] + ".meta.json", bad + ".meta.json")
         refused(g3[:k] + [bad] + g3[k + 1:], words)
     refused(g3, ["is not the input the shards answer", "input.bytes"], inp_m=sinp)
+    # a result whose id is not its request's (an edited or mixed-up shard)
+    bad = os.path.join(d, "edited1.jsonl")
+    lines = open(g3[1]).read().splitlines(keepends=True)
+    r = json.loads(lines[2])
+    lines[2] = json.dumps(dict(r, id="not-a-request")) + "\n"
+    with open(bad, "w") as f:
+        f.writelines(lines)
+    shutil.copy(g3[1] + ".meta.json", bad + ".meta.json")
+    refused([g3[0], bad, g3[2]], ["edited1.jsonl line 3", '"not-a-request"', "request 8 of the input",
+                                  json.dumps(r["id"]), "does not answer this input"])
     with open(dst, "w") as f:
         f.write("keep me\n")
     rc, se = merge_run(["--input", inp, "--output", dst] + g3)
@@ -847,6 +1029,8 @@ def case_shard(d):
     check(rc == 2 and "--output is required" in se, f"merge without --output: {rc} {se}")
     rc, se = merge_run(["--output", dst] + g3)
     check(rc == 2 and "--input is required" in se and not os.path.exists(dst), f"merge without --input: {rc} {se}")
+    rc, se = merge_run(["--input", inp, "--output", ""] + g3)
+    check(rc == 2 and "--output: the file name is empty" in se, f"merge to an empty name: {rc} {se}")
     rc, so = merge_run(["--input", inp, "--output", "-"] + g3)
     check(rc == 0 and not os.path.exists("-"), f"merge to stdout: {rc}")
     rc, so = merge_run(["--help"])

@@ -289,7 +289,24 @@ static int parse_word(const char *opt, const char *text, const char *const *word
 static int is_stream(const char *path)
 {
     struct stat sb;
-    return strcmp(path, "-") && stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode);
+    if (!strcmp(path, "-"))
+        return 0;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
+        return 1;
+    /* /dev/stdout, /dev/fd/N and links to them name a descriptor, even when
+     * it is redirected to a regular file: replacing the link would lose the
+     * results (and as root, /dev/stdout itself) */
+    char to[64];
+    const char *name = path;
+    ssize_t n = lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode) ? readlink(path, to, sizeof to - 1) : -1;
+    if (n >= 0) {
+        to[n] = 0;
+        if (!strncmp(to, "/proc/self/fd/", 14) || !strncmp(to, "/dev/fd/", 8) || !strcmp(to, "/dev/stdout") ||
+            !strcmp(to, "/dev/stderr"))
+            return 1;
+    }
+    return !strncmp(name, "/proc/self/fd/", 14) || !strncmp(name, "/dev/fd/", 8) || !strcmp(name, "/dev/stdout") ||
+           !strcmp(name, "/dev/stderr");
 }
 
 static int parse_int(const char *opt, const char *text, int lo, int *out)
@@ -1036,9 +1053,11 @@ static void narrow_input_record(const cli *c, const files *f)
     json_t *meta = meta_path ? json_load_file(meta_path, 0, NULL) : NULL, *rec = NULL;
     json_t *old = json_object_get(meta, "input");
     json_t *ob = json_object_get(old, "bytes");
-    /* only ever narrower: the record must still be a prefix of what the run read */
+    /* only ever narrower, and only when the file still holds the bytes the
+     * run started from (a request edited during the run keeps the old
+     * record, which a resume then refuses) */
     if (bytes >= 0 && json_is_integer(ob) && bytes <= json_integer_value(ob) &&
-        g1_input_record_prefix(c->input, bytes, &rec) == G1_OK) {
+        g1_input_check(c->input, old, meta_path) == G1_OK && g1_input_record_prefix(c->input, bytes, &rec) == G1_OK) {
         json_object_set_new(meta, "input", rec);
         g1_status st = g1_meta_write(meta_path, meta);
         (void)st; /* best effort: the old record stays on failure */

@@ -20,7 +20,7 @@ typedef struct pb_field {
 
 typedef struct tok_spec {
     int model_type, byte_fallback, ws_suffix;
-    int have_trainer; /* a trainer_spec was read (the last field a writer puts out) */
+    int have_trainer, have_normalizer; /* trainer_spec, normalizer_spec read (a writer puts them last) */
     int add_dummy_prefix, remove_extra_ws, escape_ws;
     int has_charsmap, denorm_charsmap;
     pb unk_surface;
@@ -336,15 +336,17 @@ static g1_status load(g1_tokenizer *t, const unsigned char *data, size_t size, c
         } else if (f.num == 3 || f.num == 5) {
             G1_TRY(want_wire(name, "normalizer_spec", &f, 2));
             G1_TRY(read_normalizer(name, sub, &s, f.num == 5));
+            s.have_normalizer |= f.num == 3;
         }
     }
     if (r < 0)
         return G1_FAIL(G1_ERR_FORMAT, "%s: malformed or truncated model file (not a SentencePiece protobuf?)", name);
     if (size == 0)
         return G1_FAIL(G1_ERR_FORMAT, "%s: the file is empty: not a SentencePiece model", name);
-    if (!s.have_trainer) /* without it the model type would read as the format's default, unigram */
-        return G1_FAIL(G1_ERR_FORMAT, "%s: malformed or truncated model file (no trainer_spec: not a SentencePiece "
-                                      "model, or cut short)", name);
+    if (!s.have_trainer || !s.have_normalizer) /* without them the model type and the normaliser's flags
+                                                  would read as the format's defaults */
+        return G1_FAIL(G1_ERR_FORMAT, "%s: malformed or truncated model file (no %s: not a SentencePiece "
+                                      "model, or cut short)", name, s.have_trainer ? "normalizer_spec" : "trainer_spec");
     if (s.model_type != 2)
         return G1_FAIL(G1_ERR_FORMAT, "%s: model type %s is not supported: only BPE models (Grok-1's kind) are",
                        name, s.model_type == 1 ? "unigram" : s.model_type == 3 ? "word" : s.model_type == 4 ? "char" : "unknown");

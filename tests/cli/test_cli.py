@@ -249,6 +249,15 @@ def case_output_stream(d):
     expect_ok(tiny("score", inp, fifo))
     reader.join(30)
     check(got == [open(ref).read()], f"the FIFO carried {got!r:.200}")
+    # a link to a descriptor (/dev/stdout is one) redirected to a regular
+    # file: written through, the link kept
+    link, dest = os.path.join(d, "so"), os.path.join(d, "dest.txt")
+    os.symlink("/proc/self/fd/1", link)
+    with open(dest, "w") as f:
+        rc = subprocess.run([ARGS.run] + tiny("score", inp, link), stdout=f, stderr=subprocess.PIPE).returncode
+    check(rc == 0 and os.path.islink(link) and open(dest).read() == open(ref).read() and
+          not [f for f in os.listdir(d) if f.startswith("so.")],
+          f"--output through a link to /proc/self/fd/1: exit {rc}, link kept {os.path.islink(link)}")
     import stat
     check(stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced by a regular file")
     left = sorted(f for f in os.listdir(d) if f.startswith("fifo."))
@@ -331,6 +340,27 @@ def case_resume_fixed_request(d):
         check(json.load(open(out + ".meta.json"))["input"]["bytes"] == os.path.getsize(inp),
               "the finished output's record is not of the whole input")
         write_jsonl(inp, rows[:40] + [bad] + rows[41:])
+    # a request before the kept results' end edited while the run goes, then
+    # SIGTERM: the record is not narrowed to the edited bytes (it stays that
+    # of the input the run started from), so the resume is refused
+    import signal
+    import time
+    long_rows = [{"id": f"r{i}", "prompt_ids": [3 + (i * 7 + j * 13) % 500 for j in range(200)]} for i in range(300)]
+    write_jsonl(inp, long_rows)
+    for f in (out, out + ".partial", out + ".meta.json"):
+        if os.path.exists(f):
+            os.remove(f)
+    p = subprocess.Popen([ARGS.run] + tiny("score", inp, out, "--batch-size", "1", "--prefix-cache", "off"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if os.path.exists(out + ".partial") and len(open(out + ".partial").read().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    write_jsonl(inp, [dict(long_rows[0], prompt_ids=long_rows[0]["prompt_ids"][::-1])] + long_rows[1:])
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    check(p.returncode == 3, f"SIGTERM: exit {p.returncode}, expected 3: {err[-300:]}")
+    expect_fail(tiny("score", inp, out, "--resume"), 1, ["cannot resume", "not the one the output was made"])
 
 
 def case_bad_checkpoint(d):

@@ -282,31 +282,31 @@ static int parse_word(const char *opt, const char *text, const char *const *word
 #define G1_MAX_THREADS 4096
 #define G1_MAX_SLOTS 65536
 
+/* A name for one of the process's descriptors (/dev/stdout and the like). */
+static int names_fd(const char *p)
+{
+    return !strncmp(p, "/proc/self/fd/", 14) || !strncmp(p, "/dev/fd/", 8) || !strcmp(p, "/dev/stdout") ||
+           !strcmp(p, "/dev/stderr");
+}
+
 /* An output that is not a regular file (a character device such as
- * /dev/null, a FIFO, a socket): written directly, as stdout is, with no
- * OUT.partial, rename or meta file, which would replace the device or pipe
- * with a regular file. */
+ * /dev/null, a FIFO, a socket), or that names a descriptor (or links to
+ * one), even one redirected to a regular file: written directly, as stdout
+ * is, with no OUT.partial, rename or meta file, which would replace the
+ * device, pipe or link with a regular file (as root, /dev/null itself). */
 static int is_stream(const char *path)
 {
     struct stat sb;
     if (!strcmp(path, "-"))
         return 0;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
+    if ((stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) || names_fd(path))
         return 1;
-    /* /dev/stdout, /dev/fd/N and links to them name a descriptor, even when
-     * it is redirected to a regular file: replacing the link would lose the
-     * results (and as root, /dev/stdout itself) */
     char to[64];
-    const char *name = path;
     ssize_t n = lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode) ? readlink(path, to, sizeof to - 1) : -1;
-    if (n >= 0) {
-        to[n] = 0;
-        if (!strncmp(to, "/proc/self/fd/", 14) || !strncmp(to, "/dev/fd/", 8) || !strcmp(to, "/dev/stdout") ||
-            !strcmp(to, "/dev/stderr"))
-            return 1;
-    }
-    return !strncmp(name, "/proc/self/fd/", 14) || !strncmp(name, "/dev/fd/", 8) || !strcmp(name, "/dev/stdout") ||
-           !strcmp(name, "/dev/stderr");
+    if (n < 0)
+        return 0;
+    to[n] = 0;
+    return names_fd(to);
 }
 
 static int parse_int(const char *opt, const char *text, int lo, int *out)
@@ -517,11 +517,6 @@ static int parse_args(int argc, char **argv, cli *c)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (names[i].val && !*names[i].val)
             return usage_error("%s: the file name is empty", names[i].opt);
-    long long mb = c->micro_batches ? c->micro_batches : c->stages ? c->stages : 1;
-    if (mb * c->batch_size > G1_MAX_SLOTS)
-        return usage_error("%lld micro-batches%s x --batch-size %d = %lld sequence slots: at most %d", mb,
-                           c->micro_batches ? "" : " (one per stage)", c->batch_size, mb * c->batch_size,
-                           G1_MAX_SLOTS);
     if (!!c->checkpoint == !!c->synthetic)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --synthetic PRESET");
     if (c->dump_logits && c->mode != G1_MODE_SCORE)

@@ -71,9 +71,10 @@ int g1_input_rereadable(const char *path)
 }
 
 /* Non-blank lines of a regular file, counting up to `upto` (0: all);
- * *last: the 0-based line number of the last one counted. -1 for stdin, a
- * pipe (read once, by the run) or a file that cannot be read. */
-static int64_t scan_requests(const char *path, int64_t upto, int64_t *last)
+ * *last: the 0-based line number of the last one counted; *end (may be
+ * NULL): the bytes up to and including that line. -1 for stdin, a pipe
+ * (read once, by the run) or a file that cannot be read. */
+static int64_t scan_requests(const char *path, int64_t upto, int64_t *last, int64_t *end)
 {
     *last = -1;
     if (!g1_input_rereadable(path))
@@ -81,9 +82,10 @@ static int64_t scan_requests(const char *path, int64_t upto, int64_t *last)
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
-    int64_t n = 0, line = 0;
+    int64_t n = 0, line = 0, at = 0;
     int c, blank = 1;
     while ((!upto || n < upto) && (c = getc(f)) != EOF) {
+        at++;
         if (c == '\n') {
             if (!blank)
                 n++, *last = line;
@@ -95,47 +97,29 @@ static int64_t scan_requests(const char *path, int64_t upto, int64_t *last)
     }
     if (!blank && (!upto || n < upto))
         n++, *last = line;
+    int bad = ferror(f);
     fclose(f);
-    return n;
+    if (end)
+        *end = at;
+    return bad ? -1 : n;
 }
 
 int64_t g1_count_requests(const char *path)
 {
     int64_t last;
-    return scan_requests(path, 0, &last);
+    return scan_requests(path, 0, &last, NULL);
 }
 
 int64_t g1_request_end(const char *path, int64_t n)
 {
+    int64_t last, end;
     if (n == 0)
         return 0;
-    if (n < 0 || !g1_input_rereadable(path))
-        return -1;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int64_t seen = 0, at = 0, end = -1;
-    int c, blank = 1;
-    while ((c = getc(f)) != EOF) {
-        at++;
-        if (c == '\n') {
-            if (!blank && ++seen == n) {
-                end = at;
-                break;
-            }
-            blank = 1;
-        } else if (c != ' ' && c != '\t' && c != '\r') {
-            blank = 0;
-        }
-    }
-    if (end < 0 && c == EOF && !blank && seen + 1 == n && !ferror(f))
-        end = at; /* the last request, with no newline */
-    fclose(f);
-    return end;
+    return n > 0 && scan_requests(path, n, &last, &end) == n ? end : -1;
 }
 
 int64_t g1_request_line(const char *path, int64_t n)
 {
     int64_t last;
-    return n >= 1 && scan_requests(path, n, &last) == n ? last : -1;
+    return n >= 1 && scan_requests(path, n, &last, NULL) == n ? last : -1;
 }

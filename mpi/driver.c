@@ -887,6 +887,40 @@ static g1_status driver_alloc(driver *d)
     return G1_OK;
 }
 
+/* The request reader's context for these options and model. */
+static g1_request_ctx request_ctx(const g1_driver_opts *o, const g1_config *cfg)
+{
+    return (g1_request_ctx){.mode = o->mode,
+                            .cfg = cfg,
+                            .tok = o->tok,
+                            .sample = o->sample,
+                            .top_logprobs = o->top_logprobs,
+                            .truncate_left = o->truncate_left,
+                            .max_context = o->max_context,
+                            .feed_all = o->dump != NULL,
+                            .shard = o->shard,
+                            .shards = o->shards};
+}
+
+g1_status g1_driver_nothing_left(const g1_config *cfg, const g1_driver_opts *opts, FILE *in, int *nothing_left)
+{
+    *nothing_left = 0;
+    g1_driver_stats st_unused;
+    driver d = {.cfg = cfg, .o = *opts, .st = &st_unused};
+    g1_request_ctx rc = request_ctx(opts, cfg);
+    g1_request_reader_init(&d.rd, in, &rc);
+    g1_status st = opts->done_ids ? skip_done(&d) : G1_OK;
+    g1_request r;
+    int got = 0;
+    if (st == G1_OK)
+        st = g1_request_next(&d.rd, &r, &got);
+    if (st == G1_OK && got)
+        g1_request_free(&r);
+    *nothing_left = st == G1_OK && !got;
+    g1_request_reader_free(&d.rd);
+    return st;
+}
+
 g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *opts, FILE *in, FILE *out,
                         g1_driver_stats *stats)
 {
@@ -898,16 +932,7 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     d.n_slots = d.M * d.B;
     d.context = opts->max_context > 0 && opts->max_context < d.cfg->max_seq_len ? opts->max_context
                                                                               : d.cfg->max_seq_len;
-    g1_request_ctx rc = {.mode = opts->mode,
-                         .cfg = d.cfg,
-                         .tok = opts->tok,
-                         .sample = opts->sample,
-                         .top_logprobs = opts->top_logprobs,
-                         .truncate_left = opts->truncate_left,
-                         .max_context = opts->max_context,
-                         .feed_all = opts->dump != NULL,
-                         .shard = opts->shard,
-                         .shards = opts->shards};
+    g1_request_ctx rc = request_ctx(opts, d.cfg);
     g1_request_reader_init(&d.rd, in, &rc);
     g1_status st = driver_alloc(&d);
     if (st == G1_OK)

@@ -1,10 +1,11 @@
 /* grok1-merge: join the outputs of `grok1-run --shard K/N` (K = 0..N-1)
  * into the output one unsharded run writes: result m of the input is line
  * m / N of shard m % N. Every shard must be finished, all N present once,
- * made from the same input with the same settings (their meta files say
- * so), and together they must answer every request of the input; the
- * result is written to OUT.merge.tmp, then renamed to OUT, with
- * OUT.meta.json (the shards' meta without the shard) beside it. Nothing is
+ * made with the same settings (their meta files say so), each from its own
+ * requests as the input holds them now (each meta file records those), and
+ * together they must answer every request of the input; the result is
+ * written to OUT.merge.tmp, then renamed to OUT, with OUT.meta.json (the
+ * shards' meta without the shard, the input recorded whole) beside it. Nothing is
  * left at OUT when anything is wrong. With --dump-logits D the shards'
  * logits dumps (each holding its results' datasets, named by input line)
  * are copied into D.merge.tmp, renamed to D before OUT gets its name. No
@@ -37,12 +38,14 @@ static void usage(FILE *f)
 "byte for byte, and OUT.meta.json beside it (the shards' settings, without the\n"
 "shard). Refused, with nothing written, unless every shard is finished (its\n"
 "final name exists: a shard with only SHARD.partial is still running or was\n"
-"interrupted: run it again with --resume), each of the N is given once, and all\n"
-"were made from the same input, model and settings (SHARD.meta.json), and\n"
-"together they answer every request of IN.\n"
+"interrupted: run it again with --resume), each of the N is given once, all\n"
+"were made with the same model and settings (SHARD.meta.json), each from its\n"
+"requests as IN holds them now, and together they answer every request of IN.\n"
 "\n"
-"  --input FILE     the input the shards read: it must still be the file their\n"
-"                   meta files record, and its requests are counted\n"
+"  --input FILE     the input the shards read: each shard's requests in it must\n"
+"                   still be the ones its meta file records (another shard's\n"
+"                   request fixed and that shard resumed is fine), and its\n"
+"                   requests are counted\n"
 "  --output FILE    the merged results (must not exist); - for stdout (no meta file)\n"
 "  --dump-logits D  also merge the shards' logits dumps (each shard's is the file\n"
 "                   its meta file records: settings.dump_logits, a relative name\n"
@@ -69,7 +72,8 @@ static int exists(const char *path)
 typedef struct shard {
     const char *path;
     int k, n;
-    json_t *meta; /* without settings.shard and settings.dump_logits */
+    json_t *meta;  /* without settings.shard, settings.dump_logits and input */
+    json_t *input; /* its record of the input (NULL: none, the shard read a pipe) */
     char *dump;   /* settings.dump_logits: its logits dump, NULL for none */
     FILE *f;
 } shard;
@@ -118,6 +122,8 @@ static g1_status read_shard(shard *s)
     if (st == G1_OK) {
         json_object_del(set, "shard");
         json_object_del(set, "dump_logits"); /* each shard has a dump of its own, or none */
+        s->input = json_incref(json_object_get(m, "input")); /* each shard records its own requests */
+        json_object_del(m, "input");
         s->meta = m;
         m = NULL;
     }
@@ -425,6 +431,70 @@ static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_si
 }
 #endif
 
+/* IN is the input every shard answers: each shard's record (of its own
+ * requests, or of the whole input from an older grok1-run) describes IN as
+ * it is now. *whole: IN's record as an unsharded run writes it (NULL when
+ * the shards read a pipe and recorded nothing). */
+static g1_status check_input(const char *in_path, const shard *by_k, int n, json_t **whole)
+{
+    *whole = NULL;
+    for (int k = 1; k < n; k++)
+        if (!by_k[k].input != !by_k[0].input)
+            return G1_FAIL(G1_ERR_ARG, "the shards were not made alike: %s.meta.json records the input it read, "
+                                       "%s.meta.json does not (it read a pipe or stdin); a merge could not tell "
+                                       "that they answer one input",
+                           by_k[by_k[0].input ? 0 : k].path, by_k[by_k[0].input ? k : 0].path);
+    if (!by_k[0].input)
+        return G1_OK;
+    json_t **own = calloc((size_t)n, sizeof *own);
+    if (!own)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st = g1_input_record(in_path, whole);
+    int shard_records = 0;
+    for (int k = 0; k < n; k++)
+        shard_records |= json_object_get(by_k[k].input, "shard_fnv1a64") != NULL;
+    if (st == G1_OK && shard_records)
+        st = g1_shard_records(in_path, n, own);
+    for (int k = 0; k < n && st == G1_OK; k++) {
+        const shard *s = &by_k[k];
+        int mine = json_object_get(s->input, "shard_fnv1a64") != NULL;
+        json_t *now = mine ? own[k] : *whole;
+        if (json_equal(now, s->input))
+            continue;
+        json_t *jr = json_object_get(s->input, "requests");
+        long long was = json_integer_value(jr), is = json_integer_value(json_object_get(now, "requests"));
+        char msg[700];
+        if (mine && json_is_integer(jr) && was < is)
+            st = G1_FAIL(G1_ERR_ARG, "%s has %lld requests, but shard %d/%d (%s) answers the first %lld: requests "
+                                     "were appended since it ran (or it stopped early and was resumed with a "
+                                     "shorter input); run that shard again with --resume",
+                         in_path, is, k, n, s->path, was);
+        else if (mine && json_is_integer(jr) && was > is)
+            st = G1_FAIL(G1_ERR_ARG, "%s has %lld requests, but shard %d/%d (%s) was made from %lld: is it the "
+                                     "input the shards read? Give that input",
+                         in_path, is, k, n, s->path, was);
+        else if (mine)
+            st = G1_FAIL(G1_ERR_ARG, "%s is not the input shard %d/%d (%s) answers: its requests (%d, %lld, %lld, "
+                                     "...) are not the ones recorded in %s.meta.json (one was edited since the shard "
+                                     "ran, or it read another input); run that shard again without --resume, or "
+                                     "give the input it read",
+                         in_path, k, n, s->path, k, (long long)k + n, (long long)k + 2LL * n, s->path);
+        else
+            st = (g1_json_differ("input", now, s->input, in_path, s->path, msg, sizeof msg),
+                  G1_FAIL(G1_ERR_ARG, "%s is not the input the shards answer (%s, per %s.meta.json): give that "
+                                      "input (if requests were appended since, run the shards again with --resume)",
+                          in_path, msg, s->path));
+    }
+    for (int k = 0; k < n; k++)
+        json_decref(own[k]);
+    free(own);
+    if (st != G1_OK) {
+        json_decref(*whole);
+        *whole = NULL;
+    }
+    return st;
+}
+
 static g1_status merge(const char *in_path, const char *out_path, const char *dump, int nf, char **files)
 {
     shard *sh = calloc((size_t)nf, sizeof *sh);
@@ -477,15 +547,9 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         st = G1_FAIL(G1_ERR_ARG, "--input %s is a pipe or a device: grok1-merge reads the input twice (to check it "
                                  "and to count its requests); give the file the shards read",
                      in_path);
-    json_t *rec = NULL, *want = st == G1_OK ? json_object_get(by_k[0].meta, "input") : NULL;
-    if (st == G1_OK && want && (st = g1_input_record(in_path, &rec)) == G1_OK && !json_equal(rec, want)) {
-        char msg[700];
-        g1_json_differ("input", rec, want, in_path, by_k[0].path, msg, sizeof msg);
-        st = G1_FAIL(G1_ERR_ARG, "%s is not the input the shards answer (%s, per %s.meta.json): give that input "
-                                 "(if requests were appended since, run the shards again with --resume)",
-                     in_path, msg, by_k[0].path);
-    }
-    json_decref(rec);
+    json_t *whole = NULL;
+    if (st == G1_OK)
+        st = check_input(in_path, by_k, n, &whole);
     int64_t requests = st == G1_OK ? g1_count_requests(in_path) : 0;
     if (st == G1_OK && requests < 0)
         st = G1_FAIL(G1_ERR_IO, "cannot read the input %s", in_path);
@@ -592,6 +656,8 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
             json_t *set = json_object_get(by_k[0].meta, "settings");
             if (dump && json_object_set_new(set, "dump_logits", json_string(dump)) != 0)
                 st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            if (st == G1_OK && whole && json_object_set(by_k[0].meta, "input", whole) != 0)
+                st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
             if (st == G1_OK)
                 st = g1_meta_write(meta_path, by_k[0].meta);
         }
@@ -602,8 +668,10 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     for (int k = 0; by_k && k < n; k++)
         if (by_k[k].f)
             fclose(by_k[k].f);
+    json_decref(whole);
     for (int i = 0; i < nf; i++) {
         json_decref(sh[i].meta);
+        json_decref(sh[i].input);
         free(sh[i].dump);
     }
     free(dumps);

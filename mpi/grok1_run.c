@@ -139,12 +139,15 @@ static void usage(FILE *f)
 "                            is redone) and run only the requests not yet done, and continue\n"
 "                            the logits dump with them; refused if OUTPUT.meta.json shows\n"
 "                            other settings or another input; starts afresh when there is\n"
-"                            nothing to resume\n"
+"                            nothing to resume; with every request done (a finished OUTPUT)\n"
+"                            it checks, renames and ends without loading the weights\n"
 "  --shard K/N               run only requests K, K + N, K + 2N, ... of the input (counted\n"
 "                            from 0; blank lines are not requests): N jobs share one input;\n"
 "                            each output holds exactly those results of the unsharded run\n"
 "                            (sampling is keyed by the request's input position), and\n"
-"                            grok1-merge joins the N outputs into that run's output\n"
+"                            grok1-merge joins the N outputs into that run's output; its\n"
+"                            meta file records only its own requests, so another shard's\n"
+"                            may be edited (a bad line fixed) without redoing this one\n"
 "  --max-new-tokens N        generate: default completion limit (default 100; a request's\n"
 "                            \"max_new_tokens\" overrides it; also limited by the context)\n"
 );
@@ -930,11 +933,13 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         snprintf(f->partial, n, "%s.partial", c->output);
         g1_status st = G1_OK;
         /* which requests the results answer: the input's bytes (a regular
-         * file; stdin or a pipe cannot be read twice) */
+         * file; stdin or a pipe cannot be read twice), or a shard's own
+         * requests */
         int input_file = g1_input_rereadable(c->input);
         if (input_file) {
             json_t *rec = NULL;
-            st = g1_input_record(c->input, &rec);
+            st = c->shards > 1 ? g1_shard_record(c->input, c->shard, c->shards, -1, &rec)
+                               : g1_input_record(c->input, &rec);
             if (st == G1_OK)
                 json_object_set_new(meta, "input", rec);
         }
@@ -947,7 +952,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                 legacy_source(c, meta_path, meta);
             st = g1_meta_check(meta_path, meta, &old_input);
             if (st == G1_OK && old_input && input_file)
-                st = g1_input_check(c->input, old_input, meta_path);
+                st = g1_input_check(c->input, old_input, meta_path, c->shard, c->shards);
             /* an input read once (stdin, a pipe) cannot be checked: the
              * record of the file the output was made from stays, so a later
              * resume from a file is still checked against it */
@@ -1031,28 +1036,35 @@ static long long complete_lines(const char *path)
 }
 
 /* A run that stops before the end (a failed request, a signal) narrows the
- * meta file's record of the input to the bytes of the requests its kept
- * results answer (with --shard K/N the last is request K + (kept - 1) N),
- * so a resume accepts an input edited after them: the request that failed,
- * fixed. A run killed outright keeps the record of the whole input, and a
- * resume then refuses any edit. Best effort: on any trouble the record
- * stays as it was (stricter, never wrong). */
+ * meta file's record of the input to the requests its kept results answer
+ * (the bytes up to the last of them; with --shard K/N the first K + (kept -
+ * 1) N + 1 requests, the last kept one's included), so a resume accepts an
+ * input edited after them: the request that failed, fixed. A run killed
+ * outright keeps the record of the whole input, and a resume then refuses
+ * any edit (of this shard's requests, for a shard). Best effort: on any
+ * trouble the record stays as it was (stricter, never wrong). */
 static void narrow_input_record(const cli *c, const files *f)
 {
     if (!f->meta_ok || !f->partial || !g1_input_rereadable(c->input))
         return;
     long long kept = complete_lines(f->partial);
-    int64_t N = c->shards > 1 ? c->shards : 1, K = c->shards > 1 ? c->shard : 0;
-    int64_t bytes = kept < 0 ? -1 : kept == 0 ? 0 : g1_request_end(c->input, K + (kept - 1) * N + 1);
+    int sharded = c->shards > 1;
+    int64_t N = sharded ? c->shards : 1, K = sharded ? c->shard : 0;
+    /* the requests the record is to cover; its extent: that count for a
+     * shard's record, their bytes for a whole-input one */
+    int64_t upto = kept < 0 ? -1 : kept == 0 ? 0 : K + (kept - 1) * N + 1;
+    int64_t extent = sharded || upto < 0 ? upto : g1_request_end(c->input, upto);
     char *meta_path = g1_meta_path(c->output);
     json_t *meta = meta_path ? json_load_file(meta_path, 0, NULL) : NULL, *rec = NULL;
     json_t *old = json_object_get(meta, "input");
-    json_t *ob = json_object_get(old, "bytes");
-    /* only ever narrower, and only when the file still holds the bytes the
-     * run started from (a request edited during the run keeps the old
-     * record, which a resume then refuses) */
-    if (bytes >= 0 && json_is_integer(ob) && bytes <= json_integer_value(ob) &&
-        g1_input_check(c->input, old, meta_path) == G1_OK && g1_input_record_prefix(c->input, bytes, &rec) == G1_OK) {
+    json_t *ob = json_object_get(old, sharded ? "requests" : "bytes");
+    /* only ever narrower, and only when the file still holds what the run
+     * started from (a request edited during the run keeps the old record,
+     * which a resume then refuses) */
+    if (extent >= 0 && json_is_integer(ob) && extent <= json_integer_value(ob) &&
+        g1_input_check(c->input, old, meta_path, c->shard, c->shards) == G1_OK &&
+        (sharded ? g1_shard_record(c->input, c->shard, c->shards, upto, &rec)
+                 : g1_input_record_prefix(c->input, extent, &rec)) == G1_OK) {
         json_object_set_new(meta, "input", rec);
         g1_status st = g1_meta_write(meta_path, meta);
         (void)st; /* best effort: the old record stays on failure */
@@ -1282,6 +1294,75 @@ static void job_free(job *j)
     g1_dist_free(j->dist);
 }
 
+/* The driver's options for this run (prog may be NULL: no progress). */
+static void driver_opts(const cli *c, files *f, job *j, g1_progress *prog, g1_driver_opts *out,
+                        g1_logits_sink *sink)
+{
+    g1_driver_opts o = {.mode = c->mode,
+                        .max_new_tokens = c->max_new_tokens,
+                        .tok = j->tok,
+                        .sample = c->sample,
+                        .top_logprobs = c->top_logprobs,
+                        .truncate_left = c->truncate_left,
+                        .max_context = c->max_context,
+                        .micro_batches = j->M,
+                        .batch_size = c->batch_size,
+                        .max_batch_tokens = c->max_batch_tokens,
+                        .done_ids = f->done_ids,
+                        .stop = &g_stop,
+                        .progress = prog ? g1_progress_update : NULL,
+                        .progress_ctx = prog,
+                        .trace = c->trace ? &j->trace : NULL,
+                        .prefix_cache = c->prefix_cache,
+                        .kv_owners = j->E,
+                        .shard = c->shard,
+                        .shards = c->shards};
+#if G1_HAVE_HDF5
+    *sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .ctx = f->logits};
+    if (f->logits)
+        o.dump = sink;
+#else
+    (void)sink;
+#endif
+    *out = o;
+}
+
+/* The closing lines on stderr: how the run ended, and its summary. */
+static void summary(const cli *c, const job *j, const g1_driver_stats *st, double dt, const double *busy)
+{
+    g1_driver_stats s = *st;
+    int64_t tok = s.prompt_tokens + s.generated_tokens;
+    char stages[512] = "";
+    size_t n = 0;
+    for (int i = 0; j->dist && i < j->P && n < sizeof stages - 16; i++)
+        n += (size_t)snprintf(stages + n, sizeof stages - n, "%s%.0f%%", i ? " " : "", 100 * busy[i]);
+    if (s.interrupted)
+        fprintf(stderr, "grok1-run: interrupted by signal %d: %lld results written (%lld before this run); "
+                        "run again with --resume to finish\n",
+                (int)g_stop_signal, (long long)s.written, (long long)s.skipped);
+    else if (s.skipped && !j->e)
+        fprintf(stderr, "grok1-run: resumed after %lld results already written: nothing left to run (no weights "
+                        "were loaded)\n", (long long)s.skipped);
+    else if (s.skipped)
+        fprintf(stderr, "grok1-run: resumed after %lld results already written\n", (long long)s.skipped);
+    char reused[160] = "", shard[48] = "";
+    if (c->shards > 1)
+        snprintf(shard, sizeof shard, " (shard %d/%d)", c->shard, c->shards);
+    if (s.reused_tokens && s.forked_tokens)
+        snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%; %lld copied from "
+                 "another slot)", (long long)s.reused_tokens,
+                 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens, (long long)s.forked_tokens);
+    else if (s.reused_tokens)
+        snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%)",
+                 (long long)s.reused_tokens, 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens);
+    fprintf(stderr,
+            "grok1-run: %lld requests%s, %lld prompt tokens%s, %lld generated tokens, %.3f s, %.1f tokens/s; "
+            "%d x %d ranks, %d micro-batches of %d slots%s%s\n",
+            (long long)s.requests, shard, (long long)s.prompt_tokens, reused, (long long)s.generated_tokens, dt,
+            dt > 0 ? (double)tok / dt : 0.0, j->P, j->E, j->M, c->batch_size, j->dist ? "; stage busy " : "",
+            stages);
+}
+
 /* Rank 0: read requests, drive the pipeline, write results. */
 static g1_status drive(const cli *c, files *f, job *j)
 {
@@ -1297,30 +1378,9 @@ static g1_status drive(const cli *c, files *f, job *j)
     if (total > 0 && c->shards > 1) /* this shard's: requests K, K + N, ... */
         total = total > c->shard ? (total - c->shard + c->shards - 1) / c->shards : 0;
     g1_progress_init(&prog, c->progress, stderr, c->progress_interval, total);
-    g1_driver_opts o = {.mode = c->mode,
-                        .max_new_tokens = c->max_new_tokens,
-                        .tok = j->tok,
-                        .sample = c->sample,
-                        .top_logprobs = c->top_logprobs,
-                        .truncate_left = c->truncate_left,
-                        .max_context = c->max_context,
-                        .micro_batches = j->M,
-                        .batch_size = c->batch_size,
-                        .max_batch_tokens = c->max_batch_tokens,
-                        .done_ids = f->done_ids,
-                        .stop = &g_stop,
-                        .progress = g1_progress_update,
-                        .progress_ctx = &prog,
-                        .trace = c->trace ? &j->trace : NULL,
-                        .prefix_cache = c->prefix_cache,
-                        .kv_owners = j->E,
-                        .shard = c->shard,
-                        .shards = c->shards};
-#if G1_HAVE_HDF5
-    g1_logits_sink sink = {.write = dump_write, .has = dump_has, .ctx = f->logits};
-    if (f->logits)
-        o.dump = &sink;
-#endif
+    g1_driver_opts o;
+    g1_logits_sink sink;
+    driver_opts(c, f, j, &prog, &o, &sink);
     g1_driver_stats s;
     double t0 = now_s();
     g1_status st = g1_driver_run(j->e, pipe, &o, f->in, f->out, &s);
@@ -1342,33 +1402,7 @@ static g1_status drive(const cli *c, files *f, job *j)
         char *lab = label;
         G1_TRY(g1_trace_write_json(c->trace, 1, &ev, &j->trace.n, &off, &lab));
     }
-    int64_t tok = s.prompt_tokens + s.generated_tokens;
-    char stages[512] = "";
-    size_t n = 0;
-    for (int i = 0; j->dist && i < j->P && n < sizeof stages - 16; i++)
-        n += (size_t)snprintf(stages + n, sizeof stages - n, "%s%.0f%%", i ? " " : "", 100 * busy[i]);
-    if (s.interrupted)
-        fprintf(stderr, "grok1-run: interrupted by signal %d: %lld results written (%lld before this run); "
-                        "run again with --resume to finish\n",
-                (int)g_stop_signal, (long long)s.written, (long long)s.skipped);
-    else if (s.skipped)
-        fprintf(stderr, "grok1-run: resumed after %lld results already written\n", (long long)s.skipped);
-    char reused[160] = "", shard[48] = "";
-    if (c->shards > 1)
-        snprintf(shard, sizeof shard, " (shard %d/%d)", c->shard, c->shards);
-    if (s.reused_tokens && s.forked_tokens)
-        snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%; %lld copied from "
-                 "another slot)", (long long)s.reused_tokens,
-                 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens, (long long)s.forked_tokens);
-    else if (s.reused_tokens)
-        snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%)",
-                 (long long)s.reused_tokens, 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens);
-    fprintf(stderr,
-            "grok1-run: %lld requests%s, %lld prompt tokens%s, %lld generated tokens, %.3f s, %.1f tokens/s; "
-            "%d x %d ranks, %d micro-batches of %d slots%s%s\n",
-            (long long)s.requests, shard, (long long)s.prompt_tokens, reused, (long long)s.generated_tokens, dt,
-            dt > 0 ? (double)tok / dt : 0.0, j->P, j->E, j->M, c->batch_size, j->dist ? "; stage busy " : "",
-            stages);
+    summary(c, j, &s, dt, busy);
     return G1_OK;
 }
 
@@ -1452,6 +1486,25 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
             G1_TRY(g1_ckpt_fingerprint(m->ck, ckpt_fp));
 #endif
         G1_TRY(files_open_outputs(c, &m->cfg, &eo, ckpt_fp, f));
+    }
+    /* a resume with nothing left (a finished output, a shard whose array
+     * is run again) ends here, before any weight is read: rank 0 checks
+     * the kept results against the input as the run would, and every rank
+     * hears the verdict (a trace is always written: that needs the run) */
+    int nothing_left = 0;
+    if (rank == 0 && !c->trace && f->done_ids && json_array_size(f->done_ids) > 0 &&
+        g1_input_rereadable(c->input)) {
+        g1_driver_opts o;
+        g1_logits_sink sink;
+        driver_opts(c, f, j, NULL, &o, &sink);
+        G1_TRY(g1_driver_nothing_left(&m->cfg, &o, f->in, &nothing_left));
+        if (!nothing_left && fseek(f->in, 0, SEEK_SET) != 0)
+            return G1_FAIL(G1_ERR_IO, "cannot read the input %s again: %s", c->input, strerror(errno));
+    }
+    if (!g1_world_all_ok(!nothing_left)) {
+        if (rank == 0)
+            summary(c, j, &(g1_driver_stats){.skipped = (int64_t)json_array_size(f->done_ids)}, 0, NULL);
+        return G1_OK;
     }
 
     g1_moe_dispatch dispatch, *dp = NULL;

@@ -1,6 +1,8 @@
 /* Sidecar and resume scan: see resume.h. */
 #include "resume.h"
 
+#include "requests.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +70,19 @@ int g1_json_differ(const char *where, json_t *a, json_t *b, const char *name_a, 
     return 1;
 }
 
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static unsigned long long fnv(unsigned long long h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
 /* FNV-1a, 64 bits, of the first `limit` bytes of the file at path (all of
  * it when limit < 0), as 16 hex digits; *got: the bytes there were. */
 static g1_status input_hash(const char *path, long long limit, char hex[17], long long *got)
@@ -75,7 +90,7 @@ static g1_status input_hash(const char *path, long long limit, char hex[17], lon
     FILE *f = fopen(path, "rb");
     if (!f)
         return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
-    unsigned long long h = 0xcbf29ce484222325ull;
+    unsigned long long h = FNV_OFFSET;
     unsigned char buf[1 << 16];
     long long n = 0;
     while (limit < 0 || n < limit) {
@@ -83,10 +98,7 @@ static g1_status input_hash(const char *path, long long limit, char hex[17], lon
         if (limit >= 0 && (long long)want > limit - n)
             want = (size_t)(limit - n);
         size_t r = fread(buf, 1, want, f);
-        for (size_t i = 0; i < r; i++) {
-            h ^= buf[i];
-            h *= 0x100000001b3ull;
-        }
+        h = fnv(h, buf, r);
         n += (long long)r;
         if (r < want)
             break;
@@ -120,7 +132,114 @@ g1_status g1_input_record_prefix(const char *path, long long bytes, json_t **rec
     return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }
 
-g1_status g1_input_check(const char *path, json_t *record, const char *sidecar)
+/* One pass over the input: the hash of shard k's requests among the first
+ * `upto` (all when < 0) into h[0], or with k < 0 every shard's into h[0 ..
+ * n-1]; *requests: the requests seen (at most upto). */
+static g1_status shard_scan(const char *path, int k, int n, long long upto, unsigned long long *h,
+                            long long *requests)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
+    for (int i = 0; i < (k < 0 ? n : 1); i++)
+        h[i] = FNV_OFFSET;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long long m = 0;
+    while ((upto < 0 || m < upto) && (len = getline(&buf, &cap, f)) > 0) {
+        if (g1_blank_line(buf, (size_t)len))
+            continue;
+        int owner = (int)(m % n);
+        if (k < 0 || owner == k) {
+            unsigned long long *hk = &h[k < 0 ? owner : 0];
+            char idx[32];
+            int il = snprintf(idx, sizeof idx, "%lld:", m);
+            *hk = fnv(*hk, idx, (size_t)il);
+            *hk = fnv(*hk, buf, (size_t)len - (buf[len - 1] == '\n'));
+            *hk = fnv(*hk, "\n", 1);
+        }
+        m++;
+    }
+    free(buf);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad)
+        return G1_FAIL(G1_ERR_IO, "cannot read input %s", path);
+    *requests = m;
+    return G1_OK;
+}
+
+static json_t *shard_json(long long requests, unsigned long long h)
+{
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", h);
+    return json_pack("{s:I, s:s}", "requests", (json_int_t)requests, "shard_fnv1a64", hex);
+}
+
+g1_status g1_shard_record(const char *path, int k, int n, long long upto, json_t **record)
+{
+    unsigned long long h;
+    long long m;
+    G1_TRY(shard_scan(path, k, n, upto, &h, &m));
+    if (upto >= 0 && m < upto)
+        return G1_FAIL(G1_ERR_IO, "the input %s has %lld requests, not the %lld expected", path, m, upto);
+    *record = shard_json(m, h);
+    return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+}
+
+g1_status g1_shard_records(const char *path, int n, json_t **records)
+{
+    unsigned long long *h = malloc((size_t)n * sizeof *h);
+    long long m;
+    if (!h)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st = shard_scan(path, -1, n, -1, h, &m);
+    for (int k = 0; k < n; k++)
+        records[k] = NULL;
+    for (int k = 0; k < n && st == G1_OK; k++)
+        if (!(records[k] = shard_json(m, h[k])))
+            st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < n && st != G1_OK; k++) {
+        json_decref(records[k]);
+        records[k] = NULL;
+    }
+    free(h);
+    return st;
+}
+
+/* The check of a shard's record: see g1_input_check. */
+static g1_status shard_check(const char *path, json_t *record, const char *sidecar, int k, int n)
+{
+    json_t *jr = json_object_get(record, "requests"), *jh = json_object_get(record, "shard_fnv1a64");
+    if (!json_is_integer(jr) || !json_is_string(jh) || n < 2)
+        return G1_OK;
+    long long want = (long long)json_integer_value(jr), m;
+    unsigned long long h;
+    G1_TRY(shard_scan(path, k, n, want, &h, &m));
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", h);
+    if (m < want)
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s has %lld requests, fewer than the %lld the output "
+                                   "was made from (record: %s): is the output that of another input? The kept "
+                                   "results would answer other requests; give the same input, or start afresh "
+                                   "(move the output and its .partial away)",
+                       path, m, want, sidecar);
+    if (strcmp(hex, json_string_value(jh)))
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s is not the one the output was made from (the "
+                                   "requests of shard %d/%d among its first %lld are not the recorded ones; record: "
+                                   "%s): a request of this shard was edited, moved or removed (or blank lines "
+                                   "became requests, which renumbers them), so the kept results may answer other "
+                                   "requests. Requests of other shards may be edited, and a run that stops on an "
+                                   "error or a signal narrows the record to the requests its results answer. Give "
+                                   "the same input (appending requests is fine), or start afresh (move the output "
+                                   "and its .partial away)",
+                       path, k, n, want, sidecar);
+    return G1_OK;
+}
+
+/* The check of a whole-input record: see g1_input_check. */
+static g1_status whole_check(const char *path, json_t *record, const char *sidecar)
 {
     json_t *jb = json_object_get(record, "bytes"), *jh = json_object_get(record, "fnv1a64");
     if (!json_is_integer(jb) || !json_is_string(jh))
@@ -144,6 +263,12 @@ g1_status g1_input_check(const char *path, json_t *record, const char *sidecar)
                                    "output and its .partial away)",
                        path, want, sidecar);
     return G1_OK;
+}
+
+g1_status g1_input_check(const char *path, json_t *record, const char *sidecar, int k, int n)
+{
+    return json_object_get(record, "shard_fnv1a64") ? shard_check(path, record, sidecar, k, n)
+                                                    : whole_check(path, record, sidecar);
 }
 
 g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input)

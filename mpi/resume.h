@@ -34,9 +34,24 @@ g1_status g1_input_record(const char *path, json_t **record);
 /* The same record of the file's first `bytes` bytes only (what the results
  * a stopped run kept were made from). */
 g1_status g1_input_record_prefix(const char *path, long long bytes, json_t **record);
-/* G1_ERR_ARG unless the file at path begins with the bytes `record`
- * describes; a missing or malformed record passes (older sidecars). */
-g1_status g1_input_check(const char *path, json_t *record, const char *sidecar);
+/* A shard's record (--shard K/N): only its own requests, so that editing
+ * another shard's request (fixing the line that stopped that shard) leaves
+ * this shard's results valid. {"requests": R, "shard_fnv1a64": "16 hex
+ * digits"}: R requests (non-blank lines) of the input are covered, and the
+ * hash is FNV-1a over shard K's among them (request m, 0-based, is shard
+ * m % N's), each as its index in decimal, ':', the line without its
+ * newline, and a newline: all a shard's results depend on. `upto`: cover
+ * the first upto requests (G1_ERR_IO when the input has fewer), or all of
+ * them when upto < 0. */
+g1_status g1_shard_record(const char *path, int k, int n, long long upto, json_t **record);
+/* The records of all N shards of the whole input in one pass: records[k]
+ * for k = 0 .. n-1 (new references). */
+g1_status g1_shard_records(const char *path, int n, json_t **records);
+/* G1_ERR_ARG unless the file at path still holds the requests `record`
+ * describes: for a whole-input record, it begins with the recorded bytes;
+ * for a shard's record (k of n), shard k's requests among the first R are
+ * the recorded ones. A missing or malformed record passes (older sidecars). */
+g1_status g1_input_check(const char *path, json_t *record, const char *sidecar, int k, int n);
 
 /* Read `partial`, cut it after its last complete line, and return the ids of
  * its results in order (a new JSON array). A line that is complete but not

@@ -353,7 +353,7 @@ void g1_request_reader_init(g1_request_reader *rd, FILE *in, const g1_request_ct
     rd->ctx = *ctx;
 }
 
-static int is_blank(const char *s, size_t n)
+int g1_blank_line(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
@@ -372,7 +372,7 @@ g1_status g1_request_next(g1_request_reader *rd, g1_request *out, int *got)
             return G1_OK;
         }
         rd->line++;
-        if (is_blank(rd->buf, (size_t)n))
+        if (g1_blank_line(rd->buf, (size_t)n))
             continue;
         int64_t index = rd->seen++;
         if (rd->ctx.shards > 1 && index % rd->ctx.shards != rd->ctx.shard)

@@ -80,6 +80,9 @@ typedef struct g1_request_reader {
 } g1_request_reader;
 
 void g1_request_reader_init(g1_request_reader *rd, FILE *in, const g1_request_ctx *ctx);
+/* 1 when the n bytes at s are a blank line (only spaces, tabs, CR, LF):
+ * not a request, and not counted as one. */
+int g1_blank_line(const char *s, size_t n);
 /* The next request into *out and *got = 1, or *got = 0 at end of input.
  * With ctx.shards > 1 only this shard's requests (index % shards == shard)
  * are parsed and returned; the others are skipped unread. */

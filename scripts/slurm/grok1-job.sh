@@ -181,6 +181,9 @@ case "$rc" in
      else
        echo "grok1-job: could not requeue job $jid: submit it again with the same GROK1_* variables to resume"
      fi ;;
-  *) echo "grok1-job: grok1-run failed with exit status $rc $(date '+%F %T'): see the lines above" ;;
+  *) echo "grok1-job: grok1-run failed with exit status $rc $(date '+%F %T'): see the lines above"
+     if [ -n "$merged" ] && [ "$rc" = 1 ]; then
+       echo "grok1-job: to repair this shard alone (the other tasks' shards stay valid: each records only its own requests), fix what the message names (a bad request line: fix it in $GROK1_INPUT) and run this task again: scontrol requeue $jid (while Slurm still knows the job), or submit the array again with the same GROK1_* variables (finished tasks resume with nothing to run)"
+     fi ;;
 esac
 exit "$rc"

@@ -311,7 +311,8 @@ def case_resume_fixed_request(d):
     and resuming goes on (the final output is that of a clean run of the
     fixed input), while an edit among the kept results' requests is still
     refused. Likewise for a shard (its kept results answer every N-th
-    request)."""
+    request, and its record covers only its own requests: another shard's
+    request may be edited at any time)."""
     inp, out, ref = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "ref.jsonl"))
     rows = [{"id": i, "prompt_ids": [1 + i % 50, 2, 3, 4]} for i in range(60)]
     bad = dict(rows[40], prompt_ids=[1, V + 88])
@@ -324,21 +325,29 @@ def case_resume_fixed_request(d):
         kept = len(open(out + ".partial").read().splitlines())
         meta = json.load(open(out + ".meta.json"))
         last = (kept - 1) * 3 + 1 if shard else kept - 1  # index of the last kept result's request
-        want = sum(len(l) for l in open(inp).read().splitlines(keepends=True)[:last + 1])
-        check(0 < kept and meta["input"]["bytes"] == want,
-              f"{shard}: {kept} results kept; the record covers {meta['input']['bytes']} bytes, expected {want}")
-        # an edit among the kept results' requests: refused
-        write_jsonl(inp, [dict(rows[0], prompt_ids=[9, 9])] + rows[1:40] + [bad] + rows[41:])
-        expect_fail(tiny("score", inp, out, "--resume", *shard), 1, ["cannot resume", "not the one the output was made"])
-        # the bad request fixed: the resume finishes as a clean run would
-        write_jsonl(inp, rows)
+        if shard:  # a shard's record: the first last + 1 requests, its own among them hashed
+            check(0 < kept and meta["input"].get("requests") == last + 1 and "bytes" not in meta["input"],
+                  f"{shard}: {kept} results kept; the record is {meta['input']}, expected {last + 1} requests")
+        else:
+            want = sum(len(l) for l in open(inp).read().splitlines(keepends=True)[:last + 1])
+            check(0 < kept and meta["input"]["bytes"] == want,
+                  f"{shard}: {kept} results kept; the record covers {meta['input']['bytes']} bytes, expected {want}")
+        # an edit among the kept results' requests (request 1: shard 1/3's): refused
+        write_jsonl(inp, rows[:1] + [dict(rows[1], prompt_ids=[9, 9])] + rows[2:40] + [bad] + rows[41:])
+        expect_fail(tiny("score", inp, out, "--resume", *shard), 1, ["cannot resume", "not the one the output was made"]
+                    + (["requests of shard 1/3 among its first"] if shard else []))
+        # the bad request fixed: the resume finishes as a clean run would;
+        # for the shard, another shard's request (0) is edited too
+        fixed = [dict(rows[0], prompt_ids=[9, 9])] + rows[1:] if shard else rows
+        write_jsonl(inp, fixed)
         expect_ok(tiny("score", inp, out, "--resume", *shard))
         expect_ok(tiny("score", inp, ref, *shard))
         check(open(out).read() == open(ref).read(), f"{shard}: the resumed output differs from a clean run's")
         os.remove(ref)
         os.remove(ref + ".meta.json")
-        check(json.load(open(out + ".meta.json"))["input"]["bytes"] == os.path.getsize(inp),
-              "the finished output's record is not of the whole input")
+        rec = json.load(open(out + ".meta.json"))["input"]
+        check(rec.get("requests") == len(rows) if shard else rec["bytes"] == os.path.getsize(inp),
+              f"the finished output's record is not of the whole input: {rec}")
         write_jsonl(inp, rows[:40] + [bad] + rows[41:])
     # a request before the kept results' end edited while the run goes, then
     # SIGTERM: the record is not narrowed to the edited bytes (it stays that
@@ -361,6 +370,56 @@ def case_resume_fixed_request(d):
     _, err = p.communicate(timeout=60)
     check(p.returncode == 3, f"SIGTERM: exit {p.returncode}, expected 3: {err[-300:]}")
     expect_fail(tiny("score", inp, out, "--resume"), 1, ["cannot resume", "not the one the output was made"])
+
+
+def case_resume_nothing_left(d):
+    """A resume with nothing left to run (a finished OUT, or an OUT.partial
+    holding every result) checks the kept results against the input, gives
+    OUT its name and ends without loading the weights (--verbose prints no load
+    line), on every rank of an mpirun; a bad request after the kept ones
+    fails as the run would, also before the load; --trace runs the pipeline
+    (its trace needs it)."""
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    rows = [{"id": i, "prompt_ids": [3 + i, 4, 5], "max_new_tokens": 3} for i in range(7)]
+    write_jsonl(inp, rows)
+    expect_ok(tiny("generate", inp, out))
+    want, meta = open(out).read(), open(out + ".meta.json").read()
+
+    def nothing_left(*extra, cmd=None):
+        rc, _, se = run(tiny("generate", inp, out, "--resume", "--verbose", *extra)) if cmd is None else cmd()
+        check(rc == 0, f"resume of a finished output: exit {rc}: {se}")
+        check("resumed after 7 results already written: nothing left to run" in se, f"no 'nothing left': {se}")
+        check("bytes read" not in se, f"the weights were loaded for nothing: {se}")
+        check(open(out).read() == want and open(out + ".meta.json").read() == meta and
+              not os.path.exists(out + ".partial"), "the output or its meta changed")
+
+    nothing_left()
+    os.rename(out, out + ".partial")  # every result written, killed before the rename
+    nothing_left()
+    # --trace: the run goes through the pipeline and writes its trace
+    trace = os.path.join(d, "t.json")
+    _, se = expect_ok(tiny("generate", inp, out, "--resume", "--trace", trace))
+    check("nothing left" not in se and os.path.exists(trace) and open(out).read() == want, f"--trace: {se}")
+    # a bad request after the kept ones: refused before the load
+    with open(inp, "a") as f:
+        f.write('{"id": 7, "prompt_ids": [1, oops]}\n')
+    se = expect_fail(tiny("generate", inp, out, "--resume", "--verbose"), 1, ["input line 8"])
+    check("bytes read" not in se, f"the weights were loaded before the bad line was found: {se}")
+    write_jsonl(inp, rows)
+    os.rename(out + ".partial", out)
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    if not ARGS.mpi or not mpiexec:
+        return
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+    def mpi():
+        p = subprocess.run([mpiexec, "-n", "2", ARGS.run] + tiny("generate", inp, out, "--resume", "--verbose", "--stages",
+                                                                  "2"), capture_output=True, text=True, env=env,
+                           timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    nothing_left(cmd=mpi)
 
 
 def case_bad_checkpoint(d):
@@ -1038,7 +1097,7 @@ def case_shard(d):
             f.write(text[: text.rstrip("\n").rfind("\n") + 1] if cut == "line" else text[:-1])
         shutil.copy(g3[k] + ".meta.json", bad + ".meta.json")
         refused(g3[:k] + [bad] + g3[k + 1:], words)
-    refused(g3, ["is not the input the shards answer", "input.bytes"], inp_m=sinp)
+    refused(g3, ["is not the input shard 0/3", "its requests (0, 3, 6, ...)", "edited"], inp_m=sinp)
     # a result whose id is not its request's (an edited or mixed-up shard)
     bad = os.path.join(d, "edited1.jsonl")
     lines = open(g3[1]).read().splitlines(keepends=True)
@@ -1070,8 +1129,71 @@ def case_shard(d):
     with open(badin, "w") as f:
         f.write('{"id": 0, "prompt_ids": [5]}\n\n{"id": 1, "prompt_ids": [5, oops]}\n{"id": 2, "prompt_ids": [6]}\n')
     expect_ok(tiny("generate", badin, os.path.join(d, "b0.jsonl"), "--shard", "0/2"))
-    expect_fail(tiny("generate", badin, os.path.join(d, "b1.jsonl"), "--shard", "1/2"), 1, ["input line 3"],
-                out=os.path.join(d, "b1.jsonl"))
+    b0, b1, bref = (os.path.join(d, n) for n in ("b0.jsonl", "b1.jsonl", "bref.jsonl"))
+    expect_fail(tiny("generate", badin, b1, "--shard", "1/2"), 1, ["input line 3"], out=b1)
+    # ... and is repaired alone: each shard's meta file records only its own
+    # requests, so fixing the line and resuming that shard leaves the
+    # finished one valid, and the merge is the unsharded run of the fixed input
+    fixed_lines = ['{"id": 0, "prompt_ids": [5]}\n', "\n", '{"id": 1, "prompt_ids": [5, 7]}\n',
+                   '{"id": 2, "prompt_ids": [6]}\n']
+
+    def write_lines(path, lines):
+        with open(path, "w") as f:
+            f.writelines(lines)
+
+    write_lines(badin, fixed_lines)
+    expect_ok(tiny("generate", badin, b1, "--shard", "1/2", "--resume"))
+    expect_ok(tiny("generate", badin, bref))
+
+    def merged_is_ref(what):
+        rc, se = merge_run(["--input", badin, "--output", dst, b1, b0])
+        check(rc == 0, f"{what}: grok1-merge failed: {se}")
+        check(open(dst).read() == open(bref).read(), f"{what}: merged output differs from the unsharded run's")
+        with open(dst + ".meta.json") as a, open(bref + ".meta.json") as b:
+            check(json.load(a) == json.load(b), f"{what}: merged meta differs from the unsharded run's")
+        os.remove(dst)
+        os.remove(dst + ".meta.json")
+
+    merged_is_ref("a shard repaired after a bad line")
+    # a request of shard 0 edited after it ran: the merge and shard 0's
+    # resume are refused, shard 1's resume is not
+    write_lines(badin, ['{"id": 0, "prompt_ids": [4]}\n'] + fixed_lines[1:])
+    refused([b0, b1], ["is not the input shard 0/2", "its requests (0, 2, 4, ...)", "b0.jsonl.meta.json", "edited"],
+            inp_m=badin)
+    expect_fail(tiny("generate", badin, b0, "--shard", "0/2", "--resume"), 1,
+                ["cannot resume", "requests of shard 0/2 among its first 3"])
+    expect_ok(tiny("generate", badin, b1, "--shard", "1/2", "--resume"))
+    # requests appended: refused until each shard has resumed over them
+    write_lines(badin, fixed_lines + ['{"id": 3, "prompt_ids": [8, 9]}\n', '{"id": 4, "prompt_ids": [2]}\n'])
+    refused([b0, b1], ["has 5 requests", "shard 0/2", "answers the first 3", "appended", "--resume"], inp_m=badin)
+    for k, o in enumerate((b0, b1)):
+        expect_ok(tiny("generate", badin, o, "--shard", f"{k}/2", "--resume"))
+    for f in (bref, bref + ".meta.json"):
+        os.remove(f)
+    expect_ok(tiny("generate", badin, bref))
+    merged_is_ref("shards resumed over appended requests")
+    # a shard that read stdin records no input: not mixed with one that did
+    bs = os.path.join(d, "bstdin.jsonl")
+    with open(badin) as f:
+        expect_ok(tiny("generate", "-", bs, "--shard", "0/2"), stdin=f.read())
+    refused([bs, b1], ["not made alike", "bstdin.jsonl.meta.json does not", "records the input"], inp_m=badin)
+    # shards recorded by an older grok1-run: the record of the whole input
+    def fnv1a64(data):
+        h = 0xcbf29ce484222325
+        for byte in data:
+            h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        return f"{h:016x}"
+
+    data = open(badin, "rb").read()
+    for o in (b0, b1):
+        with open(o + ".meta.json") as f:
+            m = json.load(f)
+        m["input"] = {"bytes": len(data), "fnv1a64": fnv1a64(data)}
+        with open(o + ".meta.json", "w") as f:
+            json.dump(m, f)
+    merged_is_ref("shards with whole-input records")
+    write_lines(badin, fixed_lines + ['{"id": 3, "prompt_ids": [8, 9]}\n', '{"id": 4, "prompt_ids": [3]}\n'])
+    refused([b0, b1], ["is not the input the shards answer", "input.fnv1a64"], inp_m=badin)
     for bad in ("3/3", "1", "a/2", "0/0", "-1/2", "1/2x", "1/", "/2"):
         expect_fail(tiny("generate", inp, os.path.join(d, "x.jsonl"), "--shard", bad), 2, [f"--shard {bad}", "K/N"])
     if ARGS.hdf5:

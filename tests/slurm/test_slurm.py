@@ -9,7 +9,9 @@ machine has), then:
   - a job array of 3 tasks (generate.sbatch --array=0-2): one shard each,
     joined by the last to finish into the one-process run's bytes; a score
     array with --dump-logits joined into the one-process run's dump; SIGTERM
-    to one task of a 2-task array requeues that task alone;
+    to one task of a 2-task array requeues that task alone; a task stopped
+    by a bad request line, the line fixed and the task requeued alone,
+    merges with the other task's shard into the run of the fixed input;
   - bad GROK1_* variables are refused with a message, before anything runs;
   - SIGTERM to the batch shell (what `#SBATCH --signal=B:TERM@...` sends) with
     a stand-in grok1-run that exits 3: the job requeues itself and its second
@@ -565,6 +567,57 @@ def case_array_requeue():
         print(t0[-2500:] + t1[-3500:])
 
 
+def case_array_repair():
+    """A task of a job array that stops on a bad request line (exit 1) is
+    repaired alone: the line fixed, `scontrol requeue ARRAY_1` runs that
+    task again, it resumes its shard and merges with the other task's,
+    which stays valid (a shard records only its own requests), into the
+    one-process run of the fixed input."""
+    extra = ["--max-new-tokens", "150", "--batch-size", "1"]
+    inp = requests("arr.jsonl", 80, 23, False)
+    lines = open(inp).read().splitlines(keepends=True)
+    want = run1("generate", inp, os.path.join(TMP, "arr-ref.jsonl"), extra)
+    with open(inp, "w") as f:  # request 5 (shard 1/2's) broken
+        f.writelines(lines[:5] + ['{"id": "r5", "prompt_ids": [7, oops]}\n'] + lines[6:])
+    out = os.path.join(TMP, "arr-out.jsonl")
+    popen, _ = sbatch("generate.sbatch", "arr", job_env(out, inp, " ".join(extra)), ntasks=1, background=True,
+                      array="0-1")
+    logs = [os.path.join(TMP, f"arr-{k}.log") for k in range(2)]
+    end, array, failed = time.time() + 60, None, False
+    while time.time() < end and popen.poll() is None and not failed:
+        t1 = open(logs[1]).read() if os.path.exists(logs[1]) else ""
+        if array is None and "(array " in t1:
+            array = t1.split("(array ")[1].split()[0]
+        failed = "grok1-run failed with exit status 1" in t1
+        time.sleep(0.05)
+    t0 = open(logs[0]).read() if os.path.exists(logs[0]) else ""
+    if not check(array and failed and "input line 6" in t1 and "scontrol requeue" in t1 and popen.poll() is None
+                 and "done" not in t0, "task 1 did not fail on the bad line, with the repair named, while task 0 ran"):
+        print(t1[-3000:])
+        popen.kill()
+        return
+    with open(inp, "w") as f:
+        f.writelines(lines)
+    p = sh(["scontrol", "requeue", f"{array}_1"])
+    print(f"array {array}: task 1 failed on the bad line; fixed, scontrol requeue {array}_1: exit {p.returncode}")
+    if not check(p.returncode == 0, f"scontrol requeue: {p.stderr}"):
+        popen.kill()
+        return
+    try:
+        popen.wait(150)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        check(False, "the array did not finish within 150 s of the requeue")
+        return
+    t0, t1 = (open(l).read() if os.path.exists(l) else "" for l in logs)
+    ok = check("run 2 started" in t1 and "--resume" in t1.split("run 2 started")[1], "task 1 did not resume its shard")
+    ok &= check("every shard is finished" in t0 + t1, "no task merged the shards")
+    ok &= check(os.path.exists(out) and open(out, "rb").read() == want,
+                "the merged output differs from the one-process run of the fixed input")
+    if not ok:
+        print(t0[-2500:] + t1[-3500:])
+
+
 def case_parts():
     """GROK1_CHECKPOINT joined from parts by grok1-link, the parts in a
     "node-local" folder named by HDF5_EXT_PREFIX in the submitting shell
@@ -596,7 +649,7 @@ def case_parts():
         print(log[-4000:])
 
 
-CASES = [case_generate, case_score, case_array, case_array_requeue, case_refusals, case_requeue_stub,
+CASES = [case_generate, case_score, case_array, case_array_requeue, case_array_repair, case_refusals, case_requeue_stub,
          case_cancel_stub, case_resume_real, case_parts]
 
 
@@ -608,6 +661,7 @@ def main():
     ap.add_argument("--link", default="", help="grok1-link (case parts)")
     ap.add_argument("--scripts", required=True, help="the scripts/slurm folder")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--case", action="append", help="run only this case (repeatable)")
     ARGS = ap.parse_args()
     ARGS.run = os.path.abspath(ARGS.run)
     ARGS.scripts = os.path.abspath(ARGS.scripts)
@@ -648,6 +702,8 @@ def main():
         CKPT = os.path.join(TMP, "tiny.h5")
         sh([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", CKPT], check=True)
         for case in CASES:
+            if ARGS.case and case.__name__[5:] not in ARGS.case:
+                continue
             print(f"--- {case.__name__[5:]}")
             case()
     finally:

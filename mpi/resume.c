@@ -208,6 +208,29 @@ g1_status g1_shard_records(const char *path, int n, json_t **records)
     return st;
 }
 
+/* A resume's verdict on the input: it has `got` of the `want` units (bytes
+ * or requests) the record covers, and `same` says whether they hash as
+ * recorded; `which` names what was hashed, `why` what a mismatch means. */
+static g1_status input_verdict(const char *path, const char *sidecar, const char *unit, long long got,
+                               long long want, int same, const char *which, const char *why)
+{
+    if (got < want)
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s has %lld %s, fewer than the %lld the output was "
+                                   "made from (record: %s): is the output that of another input? The kept results "
+                                   "would answer other requests; give the same input, or start afresh (move the "
+                                   "output and its .partial away)",
+                       path, got, unit, want, sidecar);
+    if (!same)
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s is not the one the output was made from (%s are not "
+                                   "the recorded ones; record: %s): %s. A run that stops on an error or a signal "
+                                   "narrows the record to the requests its results answer, so later requests may "
+                                   "then be edited; a run killed outright leaves the record of the whole input, "
+                                   "which then may only grow. Give the same input (appending requests is fine), or "
+                                   "start afresh (move the output and its .partial away)",
+                       path, which, sidecar, why);
+    return G1_OK;
+}
+
 /* The check of a shard's record: see g1_input_check. */
 static g1_status shard_check(const char *path, json_t *record, const char *sidecar, int k, int n)
 {
@@ -217,25 +240,13 @@ static g1_status shard_check(const char *path, json_t *record, const char *sidec
     long long want = (long long)json_integer_value(jr), m;
     unsigned long long h;
     G1_TRY(shard_scan(path, k, n, want, &h, &m));
-    char hex[17];
+    char hex[17], which[96];
     snprintf(hex, sizeof hex, "%016llx", h);
-    if (m < want)
-        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s has %lld requests, fewer than the %lld the output "
-                                   "was made from (record: %s): is the output that of another input? The kept "
-                                   "results would answer other requests; give the same input, or start afresh "
-                                   "(move the output and its .partial away)",
-                       path, m, want, sidecar);
-    if (strcmp(hex, json_string_value(jh)))
-        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s is not the one the output was made from (the "
-                                   "requests of shard %d/%d among its first %lld are not the recorded ones; record: "
-                                   "%s): a request of this shard was edited, moved or removed (or blank lines "
-                                   "became requests, which renumbers them), so the kept results may answer other "
-                                   "requests. Requests of other shards may be edited, and a run that stops on an "
-                                   "error or a signal narrows the record to the requests its results answer. Give "
-                                   "the same input (appending requests is fine), or start afresh (move the output "
-                                   "and its .partial away)",
-                       path, k, n, want, sidecar);
-    return G1_OK;
+    snprintf(which, sizeof which, "the requests of shard %d/%d among its first %lld", k, n, want);
+    return input_verdict(path, sidecar, "requests", m, want, !strcmp(hex, json_string_value(jh)), which,
+                         "a request of this shard was edited, moved or removed (or blank lines became requests, "
+                         "which renumbers them), so the kept results may answer other requests; requests of other "
+                         "shards may be edited");
 }
 
 /* The check of a whole-input record: see g1_input_check. */
@@ -245,24 +256,11 @@ static g1_status whole_check(const char *path, json_t *record, const char *sidec
     if (!json_is_integer(jb) || !json_is_string(jh))
         return G1_OK;
     long long want = (long long)json_integer_value(jb), n;
-    char hex[17];
+    char hex[17], which[64];
     G1_TRY(input_hash(path, want, hex, &n));
-    if (n < want)
-        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s has %lld bytes, fewer than the %lld the output was "
-                                   "made from (record: %s): is the output that of another input? The kept results "
-                                   "would answer other requests; give the same input, or start afresh (move the "
-                                   "output and its .partial away)",
-                       path, n, want, sidecar);
-    if (strcmp(hex, json_string_value(jh)))
-        return G1_FAIL(G1_ERR_ARG, "cannot resume: the input %s is not the one the output was made from (its first "
-                                   "%lld bytes are not the recorded ones; record: %s): is the output that of another "
-                                   "input? The kept results may answer other requests. A run that stops on an error or a signal narrows the record to "
-                                   "the requests its results answer, so later requests may then be edited; a run "
-                                   "killed outright leaves the record of the whole input, which then may only grow. "
-                                   "Give the same input (appending requests is fine), or start afresh (move the "
-                                   "output and its .partial away)",
-                       path, want, sidecar);
-    return G1_OK;
+    snprintf(which, sizeof which, "its first %lld bytes", want);
+    return input_verdict(path, sidecar, "bytes", n, want, !strcmp(hex, json_string_value(jh)), which,
+                         "is the output that of another input? The kept results may answer other requests");
 }
 
 g1_status g1_input_check(const char *path, json_t *record, const char *sidecar, int k, int n)

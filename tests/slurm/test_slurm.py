@@ -525,6 +525,18 @@ def case_resume_real():
         print(text[-4000:])
 
 
+def array_end(popen, logs, after):
+    """Wait for a background `sbatch --wait --array`; its tasks' logs, or
+    None (a failed check) when it does not end within 150 s."""
+    try:
+        popen.wait(150)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        check(False, f"the array did not finish within 150 s of {after}")
+        return None
+    return [open(l).read() if os.path.exists(l) else "" for l in logs]
+
+
 def case_array_requeue():
     """SIGTERM to one task of a job array (the task whose job id is the
     array's own, which as a bare id names every task): only that task is
@@ -551,13 +563,10 @@ def case_array_requeue():
         return
     print(f"array {array} task 1: scancel --batch --signal=TERM {array}_1")
     sh(["scancel", "--batch", "--signal=TERM", f"{array}_1"])
-    try:
-        popen.wait(150)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        check(False, "the array did not finish within 150 s of the SIGTERM")
+    texts = array_end(popen, logs, "the SIGTERM")
+    if texts is None:
         return
-    t0, t1 = (open(l).read() if os.path.exists(l) else "" for l in logs)
+    t0, t1 = texts
     ok = check(popen.returncode == 0, f"sbatch --wait exited {popen.returncode}")
     ok &= check(f"job {array}_1 requeued" in t1 and "run 2 started" in t1, "task 1 was not requeued and run again")
     ok &= check("interrupted" not in t0 and "run 2" not in t0, "task 0 was interrupted too")
@@ -603,13 +612,10 @@ def case_array_repair():
     if not check(p.returncode == 0, f"scontrol requeue: {p.stderr}"):
         popen.kill()
         return
-    try:
-        popen.wait(150)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        check(False, "the array did not finish within 150 s of the requeue")
+    texts = array_end(popen, logs, "the requeue")
+    if texts is None:
         return
-    t0, t1 = (open(l).read() if os.path.exists(l) else "" for l in logs)
+    t0, t1 = texts
     ok = check("run 2 started" in t1 and "--resume" in t1.split("run 2 started")[1], "task 1 did not resume its shard")
     ok &= check("every shard is finished" in t0 + t1, "no task merged the shards")
     ok &= check(os.path.exists(out) and open(out, "rb").read() == want,

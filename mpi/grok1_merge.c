@@ -446,48 +446,41 @@ static g1_status check_input(const char *in_path, const shard *by_k, int n, json
                            by_k[by_k[0].input ? 0 : k].path, by_k[by_k[0].input ? k : 0].path);
     if (!by_k[0].input)
         return G1_OK;
-    json_t **own = calloc((size_t)n, sizeof *own);
-    if (!own)
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    g1_status st = g1_input_record(in_path, whole);
+    json_t **recs = calloc((size_t)n, sizeof *recs);
+    int *verdict = calloc((size_t)n, sizeof *verdict);
+    g1_status st = recs && verdict ? g1_input_record(in_path, whole) : G1_FAIL(G1_ERR_NOMEM, "out of memory");
     int shard_records = 0;
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < n; k++) {
+        recs[k] = by_k[k].input;
         shard_records |= json_object_get(by_k[k].input, "shard_fnv1a64") != NULL;
+    }
     if (st == G1_OK && shard_records)
-        st = g1_shard_records(in_path, n, own);
+        st = g1_shard_verdicts(in_path, n, recs, verdict);
     for (int k = 0; k < n && st == G1_OK; k++) {
         const shard *s = &by_k[k];
-        int mine = json_object_get(s->input, "shard_fnv1a64") != NULL;
-        json_t *now = mine ? own[k] : *whole;
-        if (json_equal(now, s->input))
-            continue;
-        json_t *jr = json_object_get(s->input, "requests");
-        long long was = json_integer_value(jr), is = json_integer_value(json_object_get(now, "requests"));
         char msg[700];
-        if (mine && json_is_integer(jr) && was < is)
-            st = G1_FAIL(G1_ERR_ARG, "%s has %lld requests, but shard %d/%d (%s) answers the first %lld: requests "
-                                     "were appended since it ran (or it stopped early and was resumed with a "
-                                     "shorter input); run that shard again with --resume",
-                         in_path, is, k, n, s->path, was);
-        else if (mine && json_is_integer(jr) && was > is)
-            st = G1_FAIL(G1_ERR_ARG, "%s has %lld requests, but shard %d/%d (%s) was made from %lld: is it the "
-                                     "input the shards read? Give that input",
-                         in_path, is, k, n, s->path, was);
-        else if (mine)
+        if (!json_object_get(s->input, "shard_fnv1a64")) { /* an older grok1-run's: the whole input */
+            if (!json_equal(*whole, s->input))
+                st = (g1_json_differ("input", *whole, s->input, in_path, s->path, msg, sizeof msg),
+                      G1_FAIL(G1_ERR_ARG, "%s is not the input the shards answer (%s, per %s.meta.json): give "
+                                          "that input (if requests were appended since, run the shards again with "
+                                          "--resume)",
+                              in_path, msg, s->path));
+        } else if (verdict[k] == G1_SHARD_APPENDED) {
+            st = G1_FAIL(G1_ERR_ARG, "%s has requests of shard %d/%d (%s) after the first %lld, which it answers: "
+                                     "they were appended since it ran; run that shard again with --resume",
+                         in_path, k, n, s->path, (long long)json_integer_value(json_object_get(s->input, "requests")));
+        } else if (verdict[k] == G1_SHARD_EDITED) {
             st = G1_FAIL(G1_ERR_ARG, "%s is not the input shard %d/%d (%s) answers: its requests (%d, %lld, %lld, "
-                                     "...) are not the ones recorded in %s.meta.json (one was edited since the shard "
-                                     "ran, or it read another input); run that shard again without --resume, or "
-                                     "give the input it read",
+                                     "...) are not the ones recorded in %s.meta.json (one was edited, moved or "
+                                     "removed since the shard ran, or a blank line added or removed before it, or "
+                                     "it read another input); run that shard again without --resume, or give the "
+                                     "input it read",
                          in_path, k, n, s->path, k, (long long)k + n, (long long)k + 2LL * n, s->path);
-        else
-            st = (g1_json_differ("input", now, s->input, in_path, s->path, msg, sizeof msg),
-                  G1_FAIL(G1_ERR_ARG, "%s is not the input the shards answer (%s, per %s.meta.json): give that "
-                                      "input (if requests were appended since, run the shards again with --resume)",
-                          in_path, msg, s->path));
+        }
     }
-    for (int k = 0; k < n; k++)
-        json_decref(own[k]);
-    free(own);
+    free(recs);
+    free(verdict);
     if (st != G1_OK) {
         json_decref(*whole);
         *whole = NULL;

@@ -131,7 +131,8 @@ static void usage(FILE *f)
 "                            a pipe or FIFO is read once, like stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
 "                            every request succeeded (FILE.lock keeps a second run off it);\n"
-"                            - for stdout; a device or FIFO is written directly, as stdout\n"
+"                            - for stdout; a device or FIFO (/dev/stdout, /dev/fd/N too) is\n"
+"                            written directly, as stdout: no .partial, lock or meta file\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
 "                            dataset /logits/<k> of shape (n, V), k = 0-based input line number\n"
 "                            (as FILE.h5.partial until complete, like the output)\n"
@@ -140,14 +141,16 @@ static void usage(FILE *f)
 "                            the logits dump with them; refused if OUTPUT.meta.json shows\n"
 "                            other settings or another input; starts afresh when there is\n"
 "                            nothing to resume; with every request done (a finished OUTPUT)\n"
-"                            it checks, renames and ends without loading the weights\n"
+"                            it checks, renames and ends without loading the weights;\n"
+"                            a refused resume leaves OUTPUT and its meta file as they were\n"
 "  --shard K/N               run only requests K, K + N, K + 2N, ... of the input (counted\n"
 "                            from 0; blank lines are not requests): N jobs share one input;\n"
 "                            each output holds exactly those results of the unsharded run\n"
 "                            (sampling is keyed by the request's input position), and\n"
 "                            grok1-merge joins the N outputs into that run's output; its\n"
 "                            meta file records only its own requests, so another shard's\n"
-"                            may be edited (a bad line fixed) without redoing this one\n"
+"                            may be edited in place (a bad line fixed) without redoing\n"
+"                            this one\n"
 "  --max-new-tokens N        generate: default completion limit (default 100; a request's\n"
 "                            \"max_new_tokens\" overrides it; also limited by the context)\n"
 );
@@ -964,10 +967,6 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                         meta_path);
             }
             json_decref(old_input);
-            /* the record now describes this input (requests may have been appended) */
-            if (st == G1_OK)
-                st = g1_meta_write(meta_path, meta);
-            f->meta_ok = st == G1_OK;
             /* the kept results, read where they are (a finished OUT keeps
              * its name until nothing can refuse the resume) */
             int finished = !exists(f->partial);
@@ -981,6 +980,11 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                              json_array_size(f->done_ids), finished ? c->output : f->partial, c->dump_logits,
                              c->dump_logits);
 #endif
+            /* the record now describes this input (requests may have been
+             * appended): written once nothing above can refuse the resume */
+            if (st == G1_OK)
+                st = g1_meta_write(meta_path, meta);
+            f->meta_ok = st == G1_OK;
             if (st == G1_OK && finished && rename(c->output, f->partial) != 0)
                 st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", c->output, f->partial, strerror(errno));
             if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
@@ -1343,6 +1347,9 @@ static void summary(const cli *c, const job *j, const g1_driver_stats *st, doubl
     else if (s.skipped && !j->e)
         fprintf(stderr, "grok1-run: resumed after %lld results already written: nothing left to run (no weights "
                         "were loaded)\n", (long long)s.skipped);
+    else if (!j->e)
+        fprintf(stderr, "grok1-run: the input holds no request for this run: nothing to run (no weights were "
+                        "loaded)\n");
     else if (s.skipped)
         fprintf(stderr, "grok1-run: resumed after %lld results already written\n", (long long)s.skipped);
     char reused[160] = "", shard[48] = "";
@@ -1487,13 +1494,14 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
 #endif
         G1_TRY(files_open_outputs(c, &m->cfg, &eo, ckpt_fp, f));
     }
-    /* a resume with nothing left (a finished output, a shard whose array
-     * is run again) ends here, before any weight is read: rank 0 checks
-     * the kept results against the input as the run would, and every rank
-     * hears the verdict (a trace is always written: that needs the run) */
+    /* a run with nothing left (a finished output resumed, a shard whose
+     * array is run again, an input with no request for this shard) ends
+     * here, before any weight is read: rank 0 checks the kept results
+     * against the input as the run would and reads the next request, and
+     * every rank hears the verdict (a trace is always written: that needs
+     * the run) */
     int nothing_left = 0;
-    if (rank == 0 && !c->trace && f->done_ids && json_array_size(f->done_ids) > 0 &&
-        g1_input_rereadable(c->input)) {
+    if (rank == 0 && !c->trace && g1_input_rereadable(c->input)) {
         g1_driver_opts o;
         g1_logits_sink sink;
         driver_opts(c, f, j, NULL, &o, &sink);
@@ -1503,7 +1511,8 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     }
     if (!g1_world_all_ok(!nothing_left)) {
         if (rank == 0)
-            summary(c, j, &(g1_driver_stats){.skipped = (int64_t)json_array_size(f->done_ids)}, 0, NULL);
+            summary(c, j, &(g1_driver_stats){.skipped = f->done_ids ? (int64_t)json_array_size(f->done_ids) : 0}, 0,
+                    NULL);
         return G1_OK;
     }
 

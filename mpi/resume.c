@@ -132,32 +132,44 @@ g1_status g1_input_record_prefix(const char *path, long long bytes, json_t **rec
     return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }
 
-/* One pass over the input: the hash of shard k's requests among the first
- * `upto` (all when < 0) into h[0], or with k < 0 every shard's into h[0 ..
- * n-1]; *requests: the requests seen (at most upto). */
-static g1_status shard_scan(const char *path, int k, int n, long long upto, unsigned long long *h,
-                            long long *requests)
+/* Per shard, FNV-1a over its own requests: `all` of them, and those among
+ * the first `upto` requests of the input in `pre` (upto < 0: all). */
+typedef struct shard_acc {
+    long long upto;
+    unsigned long long all, pre;
+} shard_acc;
+
+/* One pass over the input: shard k's hashes into acc[0], or with k < 0
+ * every shard's into acc[0 .. n-1]; *requests: the requests there are.
+ * Each request m (0-based over the non-blank lines), on line l (0-based
+ * over all lines), is hashed as "m:l:", the line without its newline, and
+ * a newline: its index keys its sampling, its line names its logits in a
+ * dump, and its text is the request. */
+static g1_status shard_scan(const char *path, int k, int n, shard_acc *acc, long long *requests)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
     for (int i = 0; i < (k < 0 ? n : 1); i++)
-        h[i] = FNV_OFFSET;
+        acc[i].all = acc[i].pre = FNV_OFFSET;
     char *buf = NULL;
     size_t cap = 0;
     ssize_t len;
-    long long m = 0;
-    while ((upto < 0 || m < upto) && (len = getline(&buf, &cap, f)) > 0) {
+    long long m = 0, line = -1;
+    while ((len = getline(&buf, &cap, f)) > 0) {
+        line++;
         if (g1_blank_line(buf, (size_t)len))
             continue;
         int owner = (int)(m % n);
         if (k < 0 || owner == k) {
-            unsigned long long *hk = &h[k < 0 ? owner : 0];
-            char idx[32];
-            int il = snprintf(idx, sizeof idx, "%lld:", m);
-            *hk = fnv(*hk, idx, (size_t)il);
-            *hk = fnv(*hk, buf, (size_t)len - (buf[len - 1] == '\n'));
-            *hk = fnv(*hk, "\n", 1);
+            shard_acc *a = &acc[k < 0 ? owner : 0];
+            char idx[48];
+            int il = snprintf(idx, sizeof idx, "%lld:%lld:", m, line);
+            unsigned long long h = fnv(a->all, idx, (size_t)il);
+            h = fnv(h, buf, (size_t)len - (buf[len - 1] == '\n'));
+            a->all = fnv(h, "\n", 1);
+            if (a->upto < 0 || m < a->upto)
+                a->pre = a->all;
         }
         m++;
     }
@@ -179,32 +191,42 @@ static json_t *shard_json(long long requests, unsigned long long h)
 
 g1_status g1_shard_record(const char *path, int k, int n, long long upto, json_t **record)
 {
-    unsigned long long h;
+    shard_acc a = {.upto = upto};
     long long m;
-    G1_TRY(shard_scan(path, k, n, upto, &h, &m));
+    G1_TRY(shard_scan(path, k, n, &a, &m));
     if (upto >= 0 && m < upto)
         return G1_FAIL(G1_ERR_IO, "the input %s has %lld requests, not the %lld expected", path, m, upto);
-    *record = shard_json(m, h);
+    *record = shard_json(upto >= 0 ? upto : m, a.pre);
     return *record ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }
 
-g1_status g1_shard_records(const char *path, int n, json_t **records)
+/* The hash a shard record holds (0 and *ok = 0 when malformed). */
+static unsigned long long record_hash(json_t *record, int *ok)
 {
-    unsigned long long *h = malloc((size_t)n * sizeof *h);
-    long long m;
-    if (!h)
+    const char *hex = json_string_value(json_object_get(record, "shard_fnv1a64"));
+    char *end = NULL;
+    unsigned long long h = hex ? strtoull(hex, &end, 16) : 0;
+    *ok = hex && strlen(hex) == 16 && end && !*end && json_is_integer(json_object_get(record, "requests"));
+    return h;
+}
+
+g1_status g1_shard_verdicts(const char *path, int n, json_t *const *records, int *verdict)
+{
+    shard_acc *acc = calloc((size_t)n, sizeof *acc);
+    if (!acc)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    g1_status st = shard_scan(path, -1, n, -1, h, &m);
     for (int k = 0; k < n; k++)
-        records[k] = NULL;
-    for (int k = 0; k < n && st == G1_OK; k++)
-        if (!(records[k] = shard_json(m, h[k])))
-            st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    for (int k = 0; k < n && st != G1_OK; k++) {
-        json_decref(records[k]);
-        records[k] = NULL;
+        acc[k].upto = json_integer_value(json_object_get(records[k], "requests"));
+    long long m;
+    g1_status st = shard_scan(path, -1, n, acc, &m);
+    for (int k = 0; k < n && st == G1_OK; k++) {
+        int ok;
+        unsigned long long h = record_hash(records[k], &ok);
+        verdict[k] = !ok ? G1_SHARD_EDITED : h == acc[k].all ? G1_SHARD_SAME
+                                           : h == acc[k].pre ? G1_SHARD_APPENDED
+                                                             : G1_SHARD_EDITED;
     }
-    free(h);
+    free(acc);
     return st;
 }
 
@@ -231,22 +253,26 @@ static g1_status input_verdict(const char *path, const char *sidecar, const char
     return G1_OK;
 }
 
-/* The check of a shard's record: see g1_input_check. */
+/* The check of a shard's record: see g1_input_check. An input with fewer
+ * requests than the record covers is fine when it still holds all of this
+ * shard's among them (only other shards' requests were cut off the end):
+ * the hash says so. */
 static g1_status shard_check(const char *path, json_t *record, const char *sidecar, int k, int n)
 {
-    json_t *jr = json_object_get(record, "requests"), *jh = json_object_get(record, "shard_fnv1a64");
-    if (!json_is_integer(jr) || !json_is_string(jh) || n < 2)
+    int ok;
+    unsigned long long h = record_hash(record, &ok);
+    if (!ok || n < 2)
         return G1_OK;
-    long long want = (long long)json_integer_value(jr), m;
-    unsigned long long h;
-    G1_TRY(shard_scan(path, k, n, want, &h, &m));
-    char hex[17], which[96];
-    snprintf(hex, sizeof hex, "%016llx", h);
+    long long want = (long long)json_integer_value(json_object_get(record, "requests")), m;
+    shard_acc a = {.upto = want};
+    G1_TRY(shard_scan(path, k, n, &a, &m));
+    char which[96];
     snprintf(which, sizeof which, "the requests of shard %d/%d among its first %lld", k, n, want);
-    return input_verdict(path, sidecar, "requests", m, want, !strcmp(hex, json_string_value(jh)), which,
-                         "a request of this shard was edited, moved or removed (or blank lines became requests, "
-                         "which renumbers them), so the kept results may answer other requests; requests of other "
-                         "shards may be edited");
+    return input_verdict(path, sidecar, "requests", want, want, h == a.pre, which,
+                         "a request of this shard was edited, moved or removed (or a blank line was added or "
+                         "removed before it, or became a request, which renumbers the lines or requests after "
+                         "it), so the kept results may answer other requests; requests of other shards may be "
+                         "edited in place");
 }
 
 /* The check of a whole-input record: see g1_input_check. */

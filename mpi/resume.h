@@ -37,16 +37,21 @@ g1_status g1_input_record_prefix(const char *path, long long bytes, json_t **rec
 /* A shard's record (--shard K/N): only its own requests, so that editing
  * another shard's request (fixing the line that stopped that shard) leaves
  * this shard's results valid. {"requests": R, "shard_fnv1a64": "16 hex
- * digits"}: R requests (non-blank lines) of the input are covered, and the
- * hash is FNV-1a over shard K's among them (request m, 0-based, is shard
- * m % N's), each as its index in decimal, ':', the line without its
- * newline, and a newline: all a shard's results depend on. `upto`: cover
- * the first upto requests (G1_ERR_IO when the input has fewer), or all of
- * them when upto < 0. */
+ * digits"}: the first R requests (non-blank lines) of the input are
+ * covered, and the hash is FNV-1a over shard K's among them (request m,
+ * 0-based, is shard m % N's), each as "m:l:" (m and its 0-based line
+ * number l in decimal), the line without its newline, and a newline: all
+ * a shard's results and their dump depend on. `upto`: cover the first
+ * upto requests (G1_ERR_IO when the input has fewer), or all of them when
+ * upto < 0. */
 g1_status g1_shard_record(const char *path, int k, int n, long long upto, json_t **record);
-/* The records of all N shards of the whole input in one pass: records[k]
- * for k = 0 .. n-1 (new references). */
-g1_status g1_shard_records(const char *path, int n, json_t **records);
+/* The input at path against the records of all n shards (records[k] for
+ * shard k), in one pass: verdict[k] is G1_SHARD_SAME when the input's
+ * requests of shard k are exactly the recorded ones, G1_SHARD_APPENDED
+ * when those among the first R are and more followed (a resume answers
+ * them), G1_SHARD_EDITED otherwise (or for a malformed record). */
+enum { G1_SHARD_SAME, G1_SHARD_APPENDED, G1_SHARD_EDITED };
+g1_status g1_shard_verdicts(const char *path, int n, json_t *const *records, int *verdict);
 /* G1_ERR_ARG unless the file at path still holds the requests `record`
  * describes: for a whole-input record, it begins with the recorded bytes;
  * for a shard's record (k of n), shard k's requests among the first R are

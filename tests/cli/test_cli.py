@@ -365,7 +365,10 @@ def case_resume_fixed_request(d):
         if os.path.exists(out + ".partial") and len(open(out + ".partial").read().splitlines()) >= 5:
             break
         time.sleep(0.05)
-    write_jsonl(inp, [dict(long_rows[0], prompt_ids=long_rows[0]["prompt_ids"][::-1])] + long_rows[1:])
+    # replaced whole (as most editors save), so the run reads on in the old
+    # file: an edit in place could hand it a half-written line
+    write_jsonl(inp + ".new", [dict(long_rows[0], prompt_ids=long_rows[0]["prompt_ids"][::-1])] + long_rows[1:])
+    os.replace(inp + ".new", inp)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     check(p.returncode == 3, f"SIGTERM: exit {p.returncode}, expected 3: {err[-300:]}")
@@ -378,7 +381,7 @@ def case_resume_nothing_left(d):
     OUT its name and ends without loading the weights (--verbose prints no load
     line), on every rank of an mpirun; a bad request after the kept ones
     fails as the run would, also before the load; --trace runs the pipeline
-    (its trace needs it)."""
+    (its trace needs it). A shard with no request at all runs nothing either."""
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     rows = [{"id": i, "prompt_ids": [3 + i, 4, 5], "max_new_tokens": 3} for i in range(7)]
     write_jsonl(inp, rows)
@@ -407,6 +410,12 @@ def case_resume_nothing_left(d):
     check("bytes read" not in se, f"the weights were loaded before the bad line was found: {se}")
     write_jsonl(inp, rows)
     os.rename(out + ".partial", out)
+    # a shard with no request (N above the requests), first run and resume
+    empty = os.path.join(d, "empty.jsonl")
+    for extra in ([], ["--resume"]):
+        _, se = expect_ok(tiny("generate", inp, empty, "--shard", "9/10", "--verbose", *extra))
+        check("nothing to run" in se and "bytes read" not in se and open(empty).read() == "",
+              f"an empty shard {extra}: {se}")
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if not ARGS.mpi or not mpiexec:
         return
@@ -1165,13 +1174,35 @@ def case_shard(d):
     expect_ok(tiny("generate", badin, b1, "--shard", "1/2", "--resume"))
     # requests appended: refused until each shard has resumed over them
     write_lines(badin, fixed_lines + ['{"id": 3, "prompt_ids": [8, 9]}\n', '{"id": 4, "prompt_ids": [2]}\n'])
-    refused([b0, b1], ["has 5 requests", "shard 0/2", "answers the first 3", "appended", "--resume"], inp_m=badin)
+    refused([b0, b1], ["requests of shard 0/2", "after the first 3", "appended", "--resume"], inp_m=badin)
     for k, o in enumerate((b0, b1)):
         expect_ok(tiny("generate", badin, o, "--shard", f"{k}/2", "--resume"))
     for f in (bref, bref + ".meta.json"):
         os.remove(f)
     expect_ok(tiny("generate", badin, bref))
     merged_is_ref("shards resumed over appended requests")
+    # a request inserted before others renumbers them: an edit (run again), not an append (resume)
+    five = open(badin).read().splitlines(keepends=True)
+    write_lines(badin, five[:1] + ['{"id": 9, "prompt_ids": [4, 4]}\n'] + five[1:])
+    rc, se = merge_run(["--input", badin, "--output", dst, b0, b1])
+    check(rc == 1 and "is not the input shard 0/2" in se and "without --resume" in se and "appended" not in se,
+          f"a request inserted: exit {rc}: {se}")
+    # a shard stopped by its bad last line, the line deleted: the finished
+    # shard, whose record covers that line, stays valid
+    c0, c1, cref = (os.path.join(d, n) for n in ("c0.jsonl", "c1.jsonl", "cref.jsonl"))
+    write_lines(badin, five[:-1] + ['{"id": 4, "prompt_ids": oops}\n'])
+    expect_ok(tiny("generate", badin, c1, "--shard", "1/2"))
+    expect_fail(tiny("generate", badin, c0, "--shard", "0/2"), 1, ["input line 6"], out=c0)
+    write_lines(badin, five[:-1])
+    expect_ok(tiny("generate", badin, c0, "--shard", "0/2", "--resume"))
+    _, se = expect_ok(tiny("generate", badin, c1, "--shard", "1/2", "--resume"))
+    check("nothing left to run" in se, f"the finished shard was not accepted as it is: {se}")
+    expect_ok(tiny("generate", badin, cref))
+    rc, se = merge_run(["--input", badin, "--output", dst, c0, c1])
+    check(rc == 0 and open(dst).read() == open(cref).read(), f"a bad last line deleted: merge exit {rc}: {se}")
+    os.remove(dst)
+    os.remove(dst + ".meta.json")
+    write_lines(badin, five)
     # a shard that read stdin records no input: not mixed with one that did
     bs = os.path.join(d, "bstdin.jsonl")
     with open(badin) as f:
@@ -1219,6 +1250,28 @@ def case_shard(d):
         check(open(o).read() == whole and sorted(again) == sorted(first) and
               all((again[x] == first[x]).all() for x in first), "resumed shard's dump differs")
         merge_dumps(d, sinp, lines)
+        # a dump names logits by input line: a blank line added before a
+        # finished shard's requests is refused before anything is touched
+        binp, e0, e0d = (os.path.join(d, n) for n in ("blank.jsonl", "e0.jsonl", "e0.h5"))
+        shutil.copy(sinp, binp)
+        expect_ok(tiny("score", binp, e0, "--shard", "0/2", "--dump-logits", e0d))
+        meta = open(e0 + ".meta.json").read()
+        text = open(binp).read()
+        with open(binp, "w") as f:
+            f.write("\n" + text)
+        expect_fail(tiny("score", binp, e0, "--shard", "0/2", "--dump-logits", e0d, "--resume"), 1,
+                    ["cannot resume", "blank line"])
+        check(os.path.exists(e0) and os.path.exists(e0d) and open(e0 + ".meta.json").read() == meta,
+              "a refused resume touched the finished shard")
+        # requests appended but the dump gone: refused, and the meta file
+        # still describes what the finished shard answers
+        with open(binp, "w") as f:
+            f.write(text + '{"id": "x", "prompt_ids": [5, 6]}\n')
+        os.rename(e0d, e0d + ".away")
+        expect_fail(tiny("score", binp, e0, "--shard", "0/2", "--dump-logits", e0d, "--resume"), 1,
+                    ["no logits dump to continue"])
+        check(os.path.exists(e0) and open(e0 + ".meta.json").read() == meta,
+              "a resume refused for its missing dump rewrote the meta file")
     else:
         # no HDF5 in this build: --dump-logits is refused as a usage error
         D = os.path.join(d, "D.h5")

@@ -428,13 +428,7 @@ def interrupt(out, log, popen):
         return None
     print(f"job {job}: scancel --batch --signal=TERM (as #SBATCH --signal=B:TERM@120 would)")
     sh(["scancel", "--batch", "--signal=TERM", job])
-    try:
-        popen.wait(120)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        check(False, f"job {job} did not finish within 120 s of the SIGTERM")
-        return None
-    return job
+    return job if ended(popen, 120, f"job {job}", "the SIGTERM") else None
 
 
 def stub_bin():
@@ -525,14 +519,21 @@ def case_resume_real():
         print(text[-4000:])
 
 
+def ended(popen, secs, what, after):
+    """Wait for a background `sbatch --wait`: False (a failed check, the
+    sbatch killed) when it does not end within secs."""
+    try:
+        popen.wait(secs)
+        return True
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        return check(False, f"{what} did not finish within {secs} s of {after}")
+
+
 def array_end(popen, logs, after):
     """Wait for a background `sbatch --wait --array`; its tasks' logs, or
     None (a failed check) when it does not end within 150 s."""
-    try:
-        popen.wait(150)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        check(False, f"the array did not finish within 150 s of {after}")
+    if not ended(popen, 150, "the array", after):
         return None
     return [open(l).read() if os.path.exists(l) else "" for l in logs]
 

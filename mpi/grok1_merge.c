@@ -456,6 +456,10 @@ static g1_status check_input(const char *in_path, const shard *by_k, int n, json
     }
     if (st == G1_OK && shard_records)
         st = g1_shard_verdicts(in_path, n, recs, verdict);
+    /* every shard that does not answer IN as it is now, each with what to do */
+    char why[2048] = "";
+    size_t len = 0;
+    int bad = 0;
     for (int k = 0; k < n && st == G1_OK; k++) {
         const shard *s = &by_k[k];
         char msg[700];
@@ -466,19 +470,27 @@ static g1_status check_input(const char *in_path, const shard *by_k, int n, json
                                           "that input (if requests were appended since, run the shards again with "
                                           "--resume)",
                               in_path, msg, s->path));
-        } else if (verdict[k] == G1_SHARD_APPENDED) {
-            st = G1_FAIL(G1_ERR_ARG, "%s has requests of shard %d/%d (%s) after the first %lld, which it answers: "
-                                     "they were appended since it ran; run that shard again with --resume",
-                         in_path, k, n, s->path, (long long)json_integer_value(json_object_get(s->input, "requests")));
-        } else if (verdict[k] == G1_SHARD_EDITED) {
-            st = G1_FAIL(G1_ERR_ARG, "%s is not the input shard %d/%d (%s) answers: its requests (%d, %lld, %lld, "
-                                     "...) are not the ones recorded in %s.meta.json (one was edited, moved or "
-                                     "removed since the shard ran, or a blank line added or removed before it, or "
-                                     "it read another input); run that shard again without --resume, or give the "
-                                     "input it read",
-                         in_path, k, n, s->path, k, (long long)k + n, (long long)k + 2LL * n, s->path);
+            continue;
         }
+        if (verdict[k] == G1_SHARD_APPENDED)
+            snprintf(msg, sizeof msg, "shard %d/%d (%s) answers its requests among the first %lld, and more of "
+                     "them follow (appended since it ran): run it again with --resume", k, n, s->path,
+                     (long long)json_integer_value(json_object_get(s->input, "requests")));
+        else if (verdict[k] == G1_SHARD_EDITED)
+            snprintf(msg, sizeof msg, "shard %d/%d (%s): its requests (%d, %lld, %lld, ...) are not the ones "
+                     "recorded in %s.meta.json (one was edited, moved or removed since it ran, or a line added "
+                     "or removed before it, or it read another input): run it again without --resume, or give "
+                     "the input it read", k, n, s->path, k, (long long)k + n, (long long)k + 2LL * n, s->path);
+        else
+            continue;
+        bad++;
+        if (len < sizeof why - 8)
+            len += (size_t)snprintf(why + len, sizeof why - len, "%s%s", len ? "; " : "", msg);
     }
+    if (st == G1_OK && bad)
+        st = G1_FAIL(G1_ERR_ARG, "%s is not the input %s: %s%s", in_path,
+                     bad == 1 ? "one of the shards answers" : "some of the shards answer", why,
+                     len >= sizeof why - 8 ? "; ..." : "");
     free(recs);
     free(verdict);
     if (st != G1_OK) {

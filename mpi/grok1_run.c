@@ -704,6 +704,9 @@ typedef struct files {
     int lock_fd, have_lock;
     int meta_ok;   /* OUT.meta.json describes this run (written, or checked and rewritten by a resume) */
     json_t *done_ids; /* --resume: ids of the results already in OUT.partial */
+    int left_known;   /* a resume from a regular file checked the kept results against the input before
+                       * changing anything: nothing_left says whether any request follows them */
+    int nothing_left;
 #if G1_HAVE_HDF5
     g1_logits_file *logits;
 #endif
@@ -915,7 +918,7 @@ static void unlock_output(files *f)
 }
 
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo,
-                                    const char *ckpt_fp, files *f)
+                                    const char *ckpt_fp, const g1_driver_opts *check, files *f)
 {
     if (!strcmp(c->output, "-")) {
         f->out = stdout;
@@ -980,6 +983,19 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                              json_array_size(f->done_ids), finished ? c->output : f->partial, c->dump_logits,
                              c->dump_logits);
 #endif
+            /* the kept results against the input, as the run checks them
+             * (ids; the request after them parsed), before anything is
+             * renamed or rewritten; a dump's datasets are checked as it is
+             * continued, below */
+            if (st == G1_OK && input_file) {
+                g1_driver_opts o = *check;
+                o.done_ids = f->done_ids;
+                o.dump = NULL;
+                st = g1_driver_nothing_left(cfg, &o, f->in, &f->nothing_left);
+                f->left_known = st == G1_OK;
+                if (st == G1_OK && fseek(f->in, 0, SEEK_SET) != 0)
+                    st = G1_FAIL(G1_ERR_IO, "cannot read the input %s again: %s", c->input, strerror(errno));
+            }
             /* the record now describes this input (requests may have been
              * appended): written once nothing above can refuse the resume */
             if (st == G1_OK)
@@ -1492,7 +1508,10 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         if (m->ck)
             G1_TRY(g1_ckpt_fingerprint(m->ck, ckpt_fp));
 #endif
-        G1_TRY(files_open_outputs(c, &m->cfg, &eo, ckpt_fp, f));
+        g1_driver_opts o;
+        g1_logits_sink sink;
+        driver_opts(c, f, j, NULL, &o, &sink);
+        G1_TRY(files_open_outputs(c, &m->cfg, &eo, ckpt_fp, &o, f));
     }
     /* a run with nothing left (a finished output resumed, a shard whose
      * array is run again, an input with no request for this shard) ends
@@ -1500,8 +1519,13 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
      * against the input as the run would and reads the next request, and
      * every rank hears the verdict (a trace is always written: that needs
      * the run) */
-    int nothing_left = 0;
-    if (rank == 0 && !c->trace && g1_input_rereadable(c->input)) {
+    int nothing_left = 0, dumping = 0;
+#if G1_HAVE_HDF5
+    dumping = f->logits != NULL;
+#endif
+    if (rank == 0 && !c->trace && f->left_known && !dumping) {
+        nothing_left = f->nothing_left; /* checked as the resume began */
+    } else if (rank == 0 && !c->trace && g1_input_rereadable(c->input)) {
         g1_driver_opts o;
         g1_logits_sink sink;
         driver_opts(c, f, j, NULL, &o, &sink);

@@ -379,8 +379,9 @@ def case_resume_nothing_left(d):
     """A resume with nothing left to run (a finished OUT, or an OUT.partial
     holding every result) checks the kept results against the input, gives
     OUT its name and ends without loading the weights (--verbose prints no load
-    line), on every rank of an mpirun; a bad request after the kept ones
-    fails as the run would, also before the load; --trace runs the pipeline
+    line), on every rank of an mpirun; a bad request after the kept ones,
+    or kept results that do not answer the input, fail as the run would,
+    before the load and before anything is renamed; --trace runs the pipeline
     (its trace needs it). A shard with no request at all runs nothing either."""
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     rows = [{"id": i, "prompt_ids": [3 + i, 4, 5], "max_new_tokens": 3} for i in range(7)]
@@ -397,6 +398,16 @@ def case_resume_nothing_left(d):
               not os.path.exists(out + ".partial"), "the output or its meta changed")
 
     nothing_left()
+    # results that do not answer the input (a mixed-up file): refused
+    # before anything is renamed or rewritten
+    with open(out, "w") as f:
+        f.writelines(want.splitlines(keepends=True)[::-1])
+    expect_fail(tiny("generate", inp, out, "--resume"), 1, ["does not belong to the request on input line 1"])
+    check(open(out).read() == "".join(want.splitlines(keepends=True)[::-1]) and
+          open(out + ".meta.json").read() == meta and not os.path.exists(out + ".partial"),
+          "a refused resume renamed or rewrote the output or its meta file")
+    with open(out, "w") as f:
+        f.write(want)
     os.rename(out, out + ".partial")  # every result written, killed before the rename
     nothing_left()
     # --trace: the run goes through the pipeline and writes its trace
@@ -408,8 +419,9 @@ def case_resume_nothing_left(d):
         f.write('{"id": 7, "prompt_ids": [1, oops]}\n')
     se = expect_fail(tiny("generate", inp, out, "--resume", "--verbose"), 1, ["input line 8"])
     check("bytes read" not in se, f"the weights were loaded before the bad line was found: {se}")
+    check(open(out).read() == want and not os.path.exists(out + ".partial") and
+          open(out + ".meta.json").read() == meta, "the refused resume renamed or rewrote the finished output")
     write_jsonl(inp, rows)
-    os.rename(out + ".partial", out)
     # a shard with no request (N above the requests), first run and resume
     empty = os.path.join(d, "empty.jsonl")
     for extra in ([], ["--resume"]):
@@ -1106,7 +1118,8 @@ def case_shard(d):
             f.write(text[: text.rstrip("\n").rfind("\n") + 1] if cut == "line" else text[:-1])
         shutil.copy(g3[k] + ".meta.json", bad + ".meta.json")
         refused(g3[:k] + [bad] + g3[k + 1:], words)
-    refused(g3, ["is not the input shard 0/3", "its requests (0, 3, 6, ...)", "edited"], inp_m=sinp)
+    refused(g3, ["some of the shards answer", "shard 0/3", "its requests (0, 3, 6, ...)", "edited", "shard 1/3",
+                 "shard 2/3 (", "without --resume"], inp_m=sinp)
     # a result whose id is not its request's (an edited or mixed-up shard)
     bad = os.path.join(d, "edited1.jsonl")
     lines = open(g3[1]).read().splitlines(keepends=True)
@@ -1167,14 +1180,15 @@ def case_shard(d):
     # a request of shard 0 edited after it ran: the merge and shard 0's
     # resume are refused, shard 1's resume is not
     write_lines(badin, ['{"id": 0, "prompt_ids": [4]}\n'] + fixed_lines[1:])
-    refused([b0, b1], ["is not the input shard 0/2", "its requests (0, 2, 4, ...)", "b0.jsonl.meta.json", "edited"],
-            inp_m=badin)
+    refused([b0, b1], ["one of the shards answers", "shard 0/2", "its requests (0, 2, 4, ...)", "b0.jsonl.meta.json",
+                       "edited"], inp_m=badin)
     expect_fail(tiny("generate", badin, b0, "--shard", "0/2", "--resume"), 1,
                 ["cannot resume", "requests of shard 0/2 among its first 3"])
     expect_ok(tiny("generate", badin, b1, "--shard", "1/2", "--resume"))
     # requests appended: refused until each shard has resumed over them
     write_lines(badin, fixed_lines + ['{"id": 3, "prompt_ids": [8, 9]}\n', '{"id": 4, "prompt_ids": [2]}\n'])
-    refused([b0, b1], ["requests of shard 0/2", "after the first 3", "appended", "--resume"], inp_m=badin)
+    refused([b0, b1], ["some of the shards answer", "shard 0/2", "among the first 3", "appended", "--resume",
+                       "shard 1/2"], inp_m=badin)
     for k, o in enumerate((b0, b1)):
         expect_ok(tiny("generate", badin, o, "--shard", f"{k}/2", "--resume"))
     for f in (bref, bref + ".meta.json"):
@@ -1185,7 +1199,7 @@ def case_shard(d):
     five = open(badin).read().splitlines(keepends=True)
     write_lines(badin, five[:1] + ['{"id": 9, "prompt_ids": [4, 4]}\n'] + five[1:])
     rc, se = merge_run(["--input", badin, "--output", dst, b0, b1])
-    check(rc == 1 and "is not the input shard 0/2" in se and "without --resume" in se and "appended" not in se,
+    check(rc == 1 and "shard 0/2" in se and "without --resume" in se and "appended" not in se,
           f"a request inserted: exit {rc}: {se}")
     # a shard stopped by its bad last line, the line deleted: the finished
     # shard, whose record covers that line, stays valid

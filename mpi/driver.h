@@ -86,10 +86,10 @@ typedef struct g1_driver_stats {
  * first bad request or failure; results already written stay valid. */
 g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *opts, FILE *in, FILE *out,
                         g1_driver_stats *stats);
-/* A resume with nothing left to run: reads `in` as g1_driver_run would,
- * checking the kept results (opts->done_ids) against the first requests
- * exactly as it does, and sets *nothing_left when no request of this
- * shard follows them. Needs no engine: the model's config suffices (a
+/* Whether a run has anything to do: reads `in` as g1_driver_run would,
+ * checking the kept results of a resume (opts->done_ids, may be NULL)
+ * against the first requests exactly as it does, and sets *nothing_left
+ * when no request of this shard follows them. Needs no engine: the model's config suffices (a
  * caller may then skip loading the weights). The errors are the run's
  * own (another input, a dump without the kept logits, a bad request next). */
 g1_status g1_driver_nothing_left(const g1_config *cfg, const g1_driver_opts *opts, FILE *in, int *nothing_left);

@@ -268,6 +268,7 @@ static g1_status shard_check(const char *path, json_t *record, const char *sidec
     G1_TRY(shard_scan(path, k, n, &a, &m));
     char which[96];
     snprintf(which, sizeof which, "the requests of shard %d/%d among its first %lld", k, n, want);
+    /* no count to compare: the hash covers every request of this shard there is */
     return input_verdict(path, sidecar, "requests", want, want, h == a.pre, which,
                          "a request of this shard was edited, moved or removed (or a blank line was added or "
                          "removed before it, or became a request, which renumbers the lines or requests after "

@@ -72,6 +72,7 @@ const char *cublasGetStatusName(cublasStatus_t s)
     case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
     case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
     case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
     default: return "CUBLAS_STATUS_UNKNOWN";
     }
 }
@@ -83,6 +84,7 @@ const char *cublasGetStatusString(cublasStatus_t s)
     case CUBLAS_STATUS_NOT_INITIALIZED: return "the library was not initialized (g1emu)";
     case CUBLAS_STATUS_INVALID_VALUE: return "an invalid numeric value was used as an argument (g1emu)";
     case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported (g1emu)";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute (g1emu: no live stream)";
     default: return "unknown error (g1emu)";
     }
 }
@@ -127,20 +129,26 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t transa, cublasOp
         note("cublasGemmEx: C (%d x %d, ldc %d) is not inside one device allocation", m, n, ldc);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
+    // on the handle's stream, when the host waits for it (emu_runtime.cpp,
+    // "streams"); alpha and beta are read now (host pointer mode)
     float *c = (float *)C;
-    std::vector<double> arow((size_t)k);
-    for (int i = 0; i < m; i++) {
-        for (int l = 0; l < k; l++)
-            arow[(size_t)l] = load(A, Atype, ta ? (size_t)i * lda + l : (size_t)l * lda + i);
-        for (int j = 0; j < n; j++) {
-            double s = 0;
-            if (al != 0.0f)
-                for (int l = 0; l < k; l++)
-                    s += arow[(size_t)l] * load(B, Btype, tb ? (size_t)l * ldb + j : (size_t)j * ldb + l);
-            float *cij = c + (size_t)j * ldc + i;
-            *cij = (float)(al * s + (be != 0.0f ? (double)be * *cij : 0.0));
+    bool queued = enqueue(h->stream, "cublasGemmEx", [=] {
+        std::vector<double> arow((size_t)k);
+        for (int i = 0; i < m; i++) {
+            for (int l = 0; l < k; l++)
+                arow[(size_t)l] = load(A, Atype, ta ? (size_t)i * lda + l : (size_t)l * lda + i);
+            for (int j = 0; j < n; j++) {
+                double s = 0;
+                if (al != 0.0f)
+                    for (int l = 0; l < k; l++)
+                        s += arow[(size_t)l] * load(B, Btype, tb ? (size_t)l * ldb + j : (size_t)j * ldb + l);
+                float *cij = c + (size_t)j * ldc + i;
+                *cij = (float)(al * s + (be != 0.0f ? (double)be * *cij : 0.0));
+            }
         }
-    }
+    });
+    if (!queued)
+        return CUBLAS_STATUS_EXECUTION_FAILED;
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -5,6 +5,8 @@
 #include <cuda_runtime_api.h>
 #include <stddef.h>
 
+#include <functional>
+
 namespace g1emu {
 
 struct Region {
@@ -21,6 +23,13 @@ bool device_range(const void *p, size_t bytes);
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Remember e as the last error (unless cudaSuccess) and return it.
 cudaError_t set_error(cudaError_t e);
+
+// Stream work (emu_runtime.cpp, "streams"): `run` is queued on stream s and
+// runs, in the stream's order, only when the host waits for it (a stream,
+// event or device synchronisation, a synchronous copy, a free). Returns its
+// sequence number, or 0 (and sets cudaErrorInvalidResourceHandle) for a
+// stream that is not live. `what` names it in messages.
+unsigned long long enqueue(cudaStream_t s, const char *what, std::function<void()> run);
 
 } // namespace g1emu
 

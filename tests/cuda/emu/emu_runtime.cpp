@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
+#include <set>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,32 +328,16 @@ void warp_exchange(unsigned mask, const void *mine, size_t size, int from_lane, 
     memcpy(out, &w.val[half][from_lane], size);
 }
 
-void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, const std::function<void()> &body)
+// A kernel's blocks, now (from the stream queue: see "streams" below).
+static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, const std::function<void()> &body)
 {
-    (void)stream;
-    unsigned long long nt = (unsigned long long)block.x * block.y * block.z;
-    if (!grid.x || !grid.y || !grid.z || !nt || nt > 1024 || block.z > 64 || grid.y > 65535 || grid.z > 65535 ||
-        grid.x > 2147483647u) {
-        fprintf(stderr, "g1emu: launch of %s with grid (%u,%u,%u), block (%u,%u,%u): invalid configuration\n", name,
-                grid.x, grid.y, grid.z, block.x, block.y, block.z);
-        last_error = cudaErrorInvalidConfiguration;
-        return;
-    }
-    {
-        const char *o = getenv("G1EMU_ORDER"); // read at every launch: tests switch it
-        S.order = !o || !*o || !strcmp(o, "sweep") ? ORDER_SWEEP
-                  : !strcmp(o, "warps")            ? ORDER_WARPS
-                  : !strcmp(o, "warps-reverse")    ? ORDER_WARPS_REVERSE
-                                                   : -1;
-        if (S.order < 0)
-            fail("G1EMU_ORDER=%s: expected sweep, warps or warps-reverse", o);
-    }
     if (S.in_kernel)
         fail("launch of %s from inside a kernel", name);
+    S.order = order;
     S.in_kernel = true;
     S.kname = name;
     S.body = &body;
-    S.n = (int)nt;
+    S.n = (int)((unsigned long long)block.x * block.y * block.z);
     cur.bdim = block;
     cur.gdim = grid;
     bool rev = S.order == ORDER_WARPS_REVERSE; // blocks last to first too
@@ -364,6 +350,29 @@ void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, co
     }
     S.in_kernel = false;
     S.kname = "";
+}
+
+void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, const std::function<void()> &body)
+{
+    unsigned long long nt = (unsigned long long)block.x * block.y * block.z;
+    if (!grid.x || !grid.y || !grid.z || !nt || nt > 1024 || block.z > 64 || grid.y > 65535 || grid.z > 65535 ||
+        grid.x > 2147483647u) {
+        fprintf(stderr, "g1emu: launch of %s with grid (%u,%u,%u), block (%u,%u,%u): invalid configuration\n", name,
+                grid.x, grid.y, grid.z, block.x, block.y, block.z);
+        last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    const char *o = getenv("G1EMU_ORDER"); // read at every launch: tests switch it
+    int order = !o || !*o || !strcmp(o, "sweep") ? ORDER_SWEEP
+                : !strcmp(o, "warps")            ? ORDER_WARPS
+                : !strcmp(o, "warps-reverse")    ? ORDER_WARPS_REVERSE
+                                                 : -1;
+    if (order < 0)
+        fail("G1EMU_ORDER=%s: expected sweep, warps or warps-reverse", o);
+    if (S.in_kernel)
+        fail("launch of %s from inside a kernel", name);
+    std::function<void()> b = body; // the arguments as they are now, as a launch copies them
+    enqueue(stream, name, [=] { exec_kernel(name, grid, block, order, b); });
 }
 
 // ---- memory ------------------------------------------------------------
@@ -399,6 +408,131 @@ cudaError_t set_error(cudaError_t e)
     if (e != cudaSuccess)
         last_error = e;
     return e;
+}
+
+// ---- streams -------------------------------------------------------------
+//
+// Work given to a stream (kernels, async copies and memsets, cuBLAS, event
+// records) is queued, not run: it runs when the host waits for it, and no
+// sooner (G1EMU_STREAMS=defer, the default; sync runs everything at once,
+// as before). That is the latest a GPU may run it, so the host's mistakes
+// about ordering show: a result read before the stream was synchronised is
+// stale (pinned destinations of device-to-host copies read as NaN bytes
+// until the copy runs), pinned host memory changed while a copy from it was
+// queued is reported, and work on one stream does not wait for another's
+// unless CUDA's rules say it does. Those rules, as the runtime API
+// documents them: a stream's work runs in its order; the legacy default
+// stream (0) waits for all earlier work of the blocking streams, and they
+// for its (cudaStreamNonBlocking streams wait for neither);
+// cudaStreamWaitEvent orders a stream after an event's record. The host
+// waits in cudaStreamSynchronize, cudaEventSynchronize,
+// cudaDeviceSynchronize, cudaMemcpy (a copy on the legacy stream), a
+// device-to-host cudaMemcpyAsync into pageable memory (it returns once the
+// copy is done), cudaFree and cudaFreeHost (which wait for the device), and
+// cudaStreamDestroy / cudaEventDestroy (the work still runs). A
+// host-to-device copy from pageable memory takes its bytes when it is
+// queued, as the driver's staging copy does.
+
+namespace {
+
+struct Stream {
+    bool nonblocking;
+    unsigned long long last; // sequence number of its latest work (0: none)
+};
+
+struct Work {
+    unsigned long long seq;
+    std::vector<unsigned long long> after; // what it waits for (finished ones included)
+    std::function<void()> run;
+};
+
+Stream legacy_stream = {false, 0};
+std::set<Stream *> live_streams; // cudaStreamCreate*'s, not yet destroyed
+std::vector<Work> queued;        // in the order given
+unsigned long long next_seq = 1;
+bool draining = false;
+
+bool deferring()
+{
+    const char *m = getenv("G1EMU_STREAMS"); // read each time: tests switch it
+    if (!m || !*m || !strcmp(m, "defer"))
+        return true;
+    if (!strcmp(m, "sync"))
+        return false;
+    fail("G1EMU_STREAMS=%s: expected defer or sync", m);
+}
+
+} // namespace
+
+// The Stream behind a handle; null (with the error set) for a dead one.
+static Stream *stream_of(cudaStream_t s, const char *what)
+{
+    // 0, cudaStreamLegacy, cudaStreamPerThread: the legacy default stream
+    if ((uintptr_t)s <= 2)
+        return &legacy_stream;
+    if (!live_streams.count((Stream *)s)) {
+        note("%s on stream %p, which is not a live stream (destroyed, or never created)", what, (void *)s);
+        set_error(cudaErrorInvalidResourceHandle);
+        return nullptr;
+    }
+    return (Stream *)s;
+}
+
+// Run the queued work with sequence numbers in `want`, and what it waits
+// for, in the order given; the rest stays queued.
+static void drain(std::vector<unsigned long long> want)
+{
+    if (draining)
+        fail("a stream synchronisation inside queued work");
+    if (queued.empty())
+        return;
+    std::set<unsigned long long> need(want.begin(), want.end());
+    for (size_t i = queued.size(); i-- > 0;)
+        if (need.count(queued[i].seq))
+            need.insert(queued[i].after.begin(), queued[i].after.end());
+    std::vector<Work> all;
+    all.swap(queued);
+    draining = true;
+    for (Work &w : all) {
+        if (need.count(w.seq))
+            w.run();
+        else
+            queued.push_back(std::move(w));
+    }
+    draining = false;
+}
+
+static void drain_all()
+{
+    std::vector<unsigned long long> all;
+    for (const Work &w : queued)
+        all.push_back(w.seq);
+    drain(all);
+}
+
+unsigned long long enqueue(cudaStream_t s, const char *what, std::function<void()> run)
+{
+    Stream *st = stream_of(s, what);
+    if (!st)
+        return 0;
+    if (draining)
+        fail("%s given to a stream from inside queued work", what);
+    Work w{next_seq++, {}, std::move(run)};
+    if (st->last)
+        w.after.push_back(st->last);
+    if (st == &legacy_stream) {
+        for (Stream *o : live_streams)
+            if (!o->nonblocking && o->last)
+                w.after.push_back(o->last);
+    } else if (!st->nonblocking && legacy_stream.last) {
+        w.after.push_back(legacy_stream.last);
+    }
+    st->last = w.seq;
+    unsigned long long seq = w.seq;
+    queued.push_back(std::move(w));
+    if (!deferring())
+        drain({seq});
+    return seq;
 }
 
 } // namespace g1emu
@@ -578,6 +712,7 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaErrorUnknown";
     }
 }
@@ -591,6 +726,7 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorInvalidConfiguration: return "invalid configuration argument (g1emu)";
     case cudaErrorInvalidDevice: return "invalid device ordinal (g1emu)";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle (g1emu)";
+    case cudaErrorNotReady: return "device not ready (g1emu)";
     default: return "unknown error (g1emu)";
     }
 }
@@ -610,7 +746,11 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     return *p ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
 }
 
-cudaError_t cudaFree(void *p) { return region_free(p, true, "cudaFree"); }
+cudaError_t cudaFree(void *p)
+{
+    drain_all(); // cudaFree waits for the device
+    return region_free(p, true, "cudaFree");
+}
 
 cudaError_t cudaMallocHost(void **p, size_t bytes)
 {
@@ -624,115 +764,206 @@ cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags)
     return cudaMallocHost(p, bytes);
 }
 
-cudaError_t cudaFreeHost(void *p) { return region_free(p, false, "cudaFreeHost"); }
+cudaError_t cudaFreeHost(void *p)
+{
+    drain_all();
+    return region_free(p, false, "cudaFreeHost");
+}
+
+// Host memory of [p, p + n) is page-locked (cudaMallocHost, cudaHostAlloc).
+static bool pinned(const void *p, size_t n)
+{
+    const Region *r = find_region(p);
+    return r && !r->device && (uintptr_t)p + n <= (uintptr_t)r->base + r->size;
+}
+
+// A copy of height rows of width bytes, queued on s (see "streams").
+// sync: the host waits for it (cudaMemcpy).
+static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                        size_t height, cudaMemcpyKind kind, cudaStream_t s, bool sync)
+{
+    cudaError_t e = check_copy(what, dst, src, dpitch, spitch, width, height, kind);
+    if (e != cudaSuccess || !width || !height)
+        return e;
+    bool dd = find_region(dst) && find_region(dst)->device, sd = find_region(src) && find_region(src)->device;
+    size_t dn = dpitch * (height - 1) + width, sn = spitch * (height - 1) + width;
+    // a host source: its bytes now. Pageable memory is staged by the driver
+    // (the copy uses these); pinned memory is read by the copy engine when
+    // the copy runs, so it must not change before then
+    std::shared_ptr<std::vector<char>> now;
+    if (!sd)
+        now = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + sn);
+    bool src_pinned = !sd && pinned(src, sn), dst_host = !dd, dst_pinned = dst_host && pinned(dst, dn);
+    unsigned long long seq = enqueue(s, what, [=] {
+        const char *from = (const char *)src;
+        if (now && !src_pinned)
+            from = now->data();
+        else if (now && memcmp(src, now->data(), sn))
+            fail("%s of %zu bytes from pinned host memory at %p: the host changed that memory before the copy "
+                 "ran (a copy from pinned memory reads it when the stream gets to it: synchronise the stream, "
+                 "or wait for an event, before reusing the buffer)",
+                 what, width * height, src);
+        for (size_t r = 0; r < height; r++)
+            memmove((char *)dst + r * dpitch, from + r * spitch, width);
+    });
+    if (!seq)
+        return cudaErrorInvalidResourceHandle;
+    // into host memory: what the host reads before the copy ran is garbage
+    // (NaN bytes) in pinned memory; into pageable memory the call returns
+    // once the copy is done
+    if (sync || (dst_host && !dst_pinned))
+        drain({seq});
+    else if (dst_pinned && !queued.empty() && queued.back().seq == seq) // still queued
+        for (size_t r = 0; r < height; r++)
+            memset((char *)dst + r * dpitch, 0xff, width);
+    return cudaSuccess;
+}
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
 {
-    cudaError_t e = check_copy("cudaMemcpy", dst, src, n, n, n, 1, kind);
-    if (e == cudaSuccess && n)
-        memmove(dst, src, n);
-    return e;
+    return copy("cudaMemcpy", dst, n, src, n, n, 1, kind, 0, true);
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s)
 {
-    (void)s;
-    cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, n, n, n, 1, kind);
-    if (e == cudaSuccess && n)
-        memmove(dst, src, n);
-    return e;
+    return copy("cudaMemcpyAsync", dst, n, src, n, n, 1, kind, s, false);
 }
 
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                               enum cudaMemcpyKind kind, cudaStream_t s)
 {
-    (void)s;
     if (width > dpitch || width > spitch) {
         note("cudaMemcpy2DAsync: width %zu exceeds a pitch (%zu, %zu)", width, dpitch, spitch);
         return set_error(cudaErrorInvalidValue);
     }
-    cudaError_t e = check_copy("cudaMemcpy2DAsync", dst, src, dpitch, spitch, width, height, kind);
-    if (e != cudaSuccess)
-        return e;
-    for (size_t r = 0; r < height; r++)
-        memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
-    return cudaSuccess;
+    return copy("cudaMemcpy2DAsync", dst, dpitch, src, spitch, width, height, kind, s, false);
 }
 
-cudaError_t cudaMemset(void *p, int v, size_t n)
+// cudaMemset is asynchronous too (for device memory), on the legacy stream
+static cudaError_t memset_on(const char *what, void *p, int v, size_t n, cudaStream_t s)
 {
     if (n && !device_range(p, n)) {
-        note("cudaMemset of %zu bytes outside a device allocation", n);
+        note("%s of %zu bytes outside a device allocation", what, n);
         return set_error(cudaErrorInvalidValue);
     }
-    memset(p, v, n);
-    return cudaSuccess;
+    if (!n)
+        return cudaSuccess;
+    return enqueue(s, what, [=] { memset(p, v, n); }) ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
 
-cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
-{
-    (void)s;
-    return cudaMemset(p, v, n);
-}
+cudaError_t cudaMemset(void *p, int v, size_t n) { return memset_on("cudaMemset", p, v, n, 0); }
 
-cudaError_t cudaStreamCreate(cudaStream_t *s)
-{
-    *s = (cudaStream_t) new int(1);
-    return cudaSuccess;
-}
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) { return memset_on("cudaMemsetAsync", p, v, n, s); }
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
-    (void)flags;
-    return cudaStreamCreate(s);
+    Stream *st = new Stream{(flags & cudaStreamNonBlocking) != 0, 0};
+    live_streams.insert(st);
+    *s = (cudaStream_t)st;
+    return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
-    delete (int *)s;
+    Stream *st = stream_of(s, "cudaStreamDestroy");
+    if (!st || st == &legacy_stream)
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (st->last)
+        drain({st->last}); // its work still runs
+    live_streams.erase(st);
+    delete st;
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-    (void)s;
+    Stream *st = stream_of(s, "cudaStreamSynchronize");
+    if (!st)
+        return cudaErrorInvalidResourceHandle;
+    if (st->last)
+        drain({st->last});
     return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void)
+{
+    drain_all();
+    return cudaSuccess;
+}
 
 struct emu_event {
     std::chrono::steady_clock::time_point t;
+    unsigned long long seq; // its latest record (0: never recorded)
+    bool done;              // that record ran
 };
 
 cudaError_t cudaEventCreate(cudaEvent_t *ev)
 {
-    *ev = (cudaEvent_t) new emu_event();
+    *ev = (cudaEvent_t) new emu_event{std::chrono::steady_clock::time_point(), 0, false};
     return cudaSuccess;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t ev)
 {
-    delete (emu_event *)ev;
+    emu_event *e = (emu_event *)ev;
+    if (e->seq && !e->done)
+        drain({e->seq});
+    delete e;
     return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 {
-    (void)s;
-    ((emu_event *)ev)->t = std::chrono::steady_clock::now();
+    emu_event *e = (emu_event *)ev;
+    emu_event was = *e;
+    unsigned long long seq = next_seq; // the number enqueue gives this record
+    e->seq = seq;
+    e->done = false;
+    bool ok = enqueue(s, "cudaEventRecord", [e, seq] {
+        if (e->seq == seq) { // not recorded again since
+            e->t = std::chrono::steady_clock::now();
+            e->done = true;
+        }
+    });
+    if (!ok) {
+        *e = was;
+        return cudaErrorInvalidResourceHandle;
+    }
     return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 {
-    (void)ev;
+    emu_event *e = (emu_event *)ev;
+    if (e->seq && !e->done)
+        drain({e->seq});
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int flags)
+{
+    (void)flags;
+    emu_event *e = (emu_event *)ev;
+    unsigned long long seq = next_seq;
+    if (!enqueue(s, "cudaStreamWaitEvent", [] {}))
+        return cudaErrorInvalidResourceHandle;
+    if (e->seq && !e->done) // the no-op waits for the record, and the stream's later work for the no-op
+        for (Work &w : queued)
+            if (w.seq == seq)
+                w.after.push_back(e->seq);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 {
-    *ms = std::chrono::duration<float, std::milli>(((emu_event *)b)->t - ((emu_event *)a)->t).count();
+    emu_event *x = (emu_event *)a, *y = (emu_event *)b;
+    if (!x->seq || !y->seq)
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (!x->done || !y->done)
+        return cudaErrorNotReady; // a record the host did not wait for
+    *ms = std::chrono::duration<float, std::milli>(y->t - x->t).count();
     return cudaSuccess;
 }
 

@@ -19,8 +19,12 @@
 // which catches a missing __syncthreads between a shared-memory write and
 // another warp's read. Races in global memory and within a warp are not
 // caught.
-// What it cannot: stream ordering (everything is synchronous), device
-// numerics (host libm), performance. Passing here is not passing on a GPU.
+// Stream ordering: work given to a stream runs only when the host waits
+// for it (emu_runtime.cpp, "streams"), so a result read before its stream
+// was synchronised is stale or NaN, pinned memory changed under a queued
+// copy is reported, and streams are ordered only as CUDA orders them.
+// What it cannot: device numerics (host libm), performance, true
+// concurrency between streams. Passing here is not passing on a GPU.
 #ifndef G1EMU_H
 #define G1EMU_H
 

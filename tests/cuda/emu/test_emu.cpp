@@ -115,6 +115,8 @@ __global__ void partial_warp_k(float *out) { out[threadIdx.x] = __shfl_xor_sync(
 
 __global__ void nop_k(int *p) { p[0] = 1; }
 
+__global__ void fill_k(float *p, float v) { p[threadIdx.x] = v + (float)threadIdx.x; }
+
 // ---- helpers -------------------------------------------------------------
 
 // Run fn in a child; its exit status and what it wrote to stderr.
@@ -237,6 +239,7 @@ static void test_caught()
         [] {
             float *o = dev<float>(64);
             G1_LAUNCH(divergent_k, 1, 64, 0)(o);
+            cudaDeviceSynchronize(); // queued work runs when waited for
         },
         &err);
     check(st == 1 && contains(err, "deadlock"), "divergent __syncthreads / shuffle reported as a deadlock");
@@ -244,6 +247,7 @@ static void test_caught()
         [] {
             float *o = dev<float>(32);
             G1_LAUNCH(shuffle_after_exit_k, 1, 32, 0)(o);
+            cudaDeviceSynchronize(); // queued work runs when waited for
         },
         &err);
     check(st == 1 && contains(err, "exited"), "a shuffle whose warp lost a lane is reported");
@@ -251,6 +255,7 @@ static void test_caught()
         [] {
             float *o = dev<float>(48);
             G1_LAUNCH(partial_warp_k, 1, 48, 0)(o);
+            cudaDeviceSynchronize(); // queued work runs when waited for
         },
         &err);
     check(st == 1 && contains(err, "mask"), "a full-mask shuffle in a partial warp is reported");
@@ -349,6 +354,114 @@ static void test_cublas()
     cublasDestroy(h);
 }
 
+// Stream work runs when the host waits for it (emu_runtime.cpp, "streams"):
+// each ordering mistake of the host must show.
+static void test_streams()
+{
+    setenv("G1EMU_STREAMS", "defer", 1);
+    cudaStream_t s, b;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    cudaStreamCreate(&b); // blocking: ordered with the legacy stream
+    float *d = dev<float>(32), *d2 = dev<float>(32), *h = nullptr, page[32];
+    cudaMallocHost((void **)&h, 32 * sizeof(float));
+    G1_LAUNCH(fill_k, 1, 32, s)(d, 10.0f);
+    cudaMemcpyAsync(h, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
+    check(isnan(h[0]) && isnan(h[31]), "pinned copy destination read before the sync: NaN");
+    cudaStreamSynchronize(s);
+    check(h[0] == 10.0f && h[31] == 41.0f, "... and the values after cudaStreamSynchronize");
+
+    G1_LAUNCH(fill_k, 1, 32, s)(d2, 1.0f);
+    down(page, d2, 32);
+    check(isnan(page[5]), "cudaMemcpy does not wait for a non-blocking stream");
+    cudaStreamSynchronize(s);
+    G1_LAUNCH(fill_k, 1, 32, b)(d2, 2.0f);
+    down(page, d2, 32);
+    check(page[5] == 7.0f, "cudaMemcpy waits for a blocking stream");
+
+    G1_LAUNCH(fill_k, 1, 32, s)(d, 3.0f);
+    cudaMemcpyAsync(page, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
+    check(page[1] == 4.0f, "a copy into pageable memory returns when done");
+
+    for (int i = 0; i < 32; i++)
+        page[i] = 100.0f + (float)i;
+    cudaMemcpyAsync(d, page, 32 * sizeof(float), cudaMemcpyHostToDevice, s);
+    page[0] = -1.0f; // allowed: pageable memory is staged when the copy is queued
+    cudaStreamSynchronize(s);
+    down(page, d, 32);
+    check(page[0] == 100.0f, "a copy from pageable memory takes its bytes when queued");
+
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    cudaEventRecord(e0, s);
+    G1_LAUNCH(fill_k, 1, 32, s)(d, 0.0f);
+    cudaEventRecord(e1, s);
+    float ms = -1;
+    check(cudaEventElapsedTime(&ms, e0, e1) == cudaErrorNotReady, "elapsed time of records not waited for: not ready");
+    cudaEventSynchronize(e1);
+    check(cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess && ms >= 0, "... and ready after cudaEventSynchronize");
+
+    // stream t copies what s writes: only cudaStreamWaitEvent orders them
+    cudaStream_t t;
+    cudaStreamCreateWithFlags(&t, cudaStreamNonBlocking);
+    for (int wait = 0; wait < 2; wait++) {
+        float *x = dev<float>(32), *y = dev<float>(32);
+        G1_LAUNCH(fill_k, 1, 32, s)(x, 5.0f);
+        cudaEventRecord(e0, s);
+        if (wait)
+            cudaStreamWaitEvent(t, e0, 0);
+        cudaMemcpyAsync(y, x, 32 * sizeof(float), cudaMemcpyDeviceToDevice, t);
+        cudaStreamSynchronize(t);
+        cudaMemcpyAsync(page, y, 32 * sizeof(float), cudaMemcpyDeviceToHost, t);
+        check(wait ? page[2] == 7.0f : isnan(page[2]),
+              wait ? "cudaStreamWaitEvent orders one stream after another's record"
+                   : "without it, another stream's work has not run");
+        cudaFree(x), cudaFree(y); // waits for the device
+    }
+
+    cublasHandle_t hb;
+    cublasCreate(&hb);
+    cublasSetStream(hb, s);
+    const float one = 1, zero = 0, a[4] = {1, 2, 3, 4};
+    float *A = dev<float>(4), *C = dev<float>(4);
+    cudaMemcpy(A, a, sizeof a, cudaMemcpyHostToDevice);
+    cublasGemmEx(hb, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, A, CUDA_R_32F, 2, A, CUDA_R_32F, 2, &zero, C,
+                 CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    down(page, C, 4);
+    check(isnan(page[0]), "a GEMM runs on its handle's stream, when waited for");
+    cudaStreamSynchronize(s);
+    down(page, C, 4);
+    check(page[0] == 7.0f && page[3] == 22.0f, "... and gives its product then");
+    cublasDestroy(hb);
+
+    std::string err;
+    int st = in_child(
+        [&] {
+            cudaMemcpyAsync(d, h, 32 * sizeof(float), cudaMemcpyHostToDevice, s);
+            h[3] = 1e9f; // the copy has not run: it would read this
+            cudaStreamSynchronize(s);
+        },
+        &err);
+    check(st == 1 && contains(err, "changed that memory before the copy ran"),
+          "pinned host memory changed while a copy from it is queued: reported");
+
+    cudaStream_t gone;
+    cudaStreamCreate(&gone);
+    cudaStreamDestroy(gone);
+    fprintf(stderr, "(the g1emu message below is expected)\n");
+    check(cudaMemsetAsync(d, 0, 4, gone) == cudaErrorInvalidResourceHandle, "work on a destroyed stream refused");
+    (void)cudaGetLastError();
+
+    setenv("G1EMU_STREAMS", "sync", 1);
+    G1_LAUNCH(fill_k, 1, 32, s)(d2, 8.0f);
+    down(page, d2, 32);
+    check(page[0] == 8.0f, "G1EMU_STREAMS=sync: everything runs when given");
+    unsetenv("G1EMU_STREAMS");
+
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    cudaFreeHost(h), cudaFree(d), cudaFree(d2), cudaFree(A), cudaFree(C);
+    cudaStreamDestroy(s), cudaStreamDestroy(b), cudaStreamDestroy(t);
+}
+
 int main()
 {
     test_shuffles();
@@ -357,6 +470,7 @@ int main()
     test_caught();
     test_memory();
     test_cublas();
+    test_streams();
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }

@@ -13,6 +13,7 @@ struct Region {
     void *base;
     size_t size;
     bool device;
+    size_t mapped; // bytes of its own mapping, which the host may not touch (0: heap memory)
 };
 
 // The allocation (device or pinned host) holding p, or null.

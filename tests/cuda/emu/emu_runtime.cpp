@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <ucontext.h>
+#include <unistd.h>
 #include <vector>
 
 // AddressSanitizer must be told about stack switches, and a fiber stack's
@@ -410,6 +412,46 @@ cudaError_t set_error(cudaError_t e)
     return e;
 }
 
+// Device memory is out of the host's reach, as on a GPU: each allocation is
+// a mapping of its own with no access, opened only while queued work
+// (kernels, copies, cuBLAS) runs, so a host read or write of it faults and
+// is reported (G1EMU_HOST_ACCESS=1 leaves it open: an MPI with CUDA support,
+// --gpu-direct, reads and writes device buffers; so does AddressSanitizer's
+// build, whose exact-sized heap allocations catch one-past-the-end).
+static bool guarded()
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return false;
+#else
+    const char *h = getenv("G1EMU_HOST_ACCESS");
+    return !(h && !strcmp(h, "1"));
+#endif
+}
+
+static void host_fault(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    const Region *r = find_region(si->si_addr);
+    if (r && r->device && r->mapped) {
+        char msg[256];
+        int n = snprintf(msg, sizeof msg,
+                         "g1emu: the host touched device memory at %p (in an allocation of %zu bytes at %p): on a "
+                         "GPU this faults; copy it to host memory first\n",
+                         si->si_addr, r->size, r->base);
+        if (n > 0 && write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1) < 0)
+            _Exit(1);
+        _Exit(1);
+    }
+    signal(sig, SIG_DFL); // another fault: the usual crash, when the access is retried
+}
+
+static void open_device_memory(bool open)
+{
+    for (auto &it : regions)
+        if (it.second.mapped && mprotect(it.second.base, it.second.mapped, open ? PROT_READ | PROT_WRITE : PROT_NONE))
+            fail("mprotect of device memory failed");
+}
+
 // ---- streams -------------------------------------------------------------
 //
 // Work given to a stream (kernels, async copies and memsets, cuBLAS, event
@@ -493,12 +535,14 @@ static void drain(std::vector<unsigned long long> want)
     std::vector<Work> all;
     all.swap(queued);
     draining = true;
+    open_device_memory(true);
     for (Work &w : all) {
         if (need.count(w.seq))
             w.run();
         else
             queued.push_back(std::move(w));
     }
+    open_device_memory(false);
     draining = false;
 }
 
@@ -552,10 +596,29 @@ static void *region_alloc(size_t bytes, bool device)
 {
     // exactly `bytes` (AddressSanitizer then sees an access one past the end), 256-byte aligned as cudaMalloc
     void *p = nullptr;
-    if (posix_memalign(&p, 256, bytes ? bytes : 1))
+    size_t mapped = 0;
+    if (device && guarded()) {
+        static bool handler;
+        if (!handler) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_sigaction = host_fault;
+            sa.sa_flags = SA_SIGINFO;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGSEGV, &sa, nullptr);
+            handler = true;
+        }
+        mapped = ((bytes ? bytes : 1) + 4095) & ~(size_t)4095;
+        p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return nullptr;
+    } else if (posix_memalign(&p, 256, bytes ? bytes : 1)) {
         return nullptr;
+    }
     memset(p, 0xff, bytes); // NaN floats, -1 ints: unwritten memory is loud
-    regions[(uintptr_t)p] = Region{p, bytes, device};
+    if (mapped && !draining && mprotect(p, mapped, PROT_NONE))
+        fail("mprotect of device memory failed");
+    regions[(uintptr_t)p] = Region{p, bytes, device, mapped};
     if (device)
         device_live += bytes;
     return p;
@@ -572,8 +635,12 @@ static cudaError_t region_free(void *p, bool device, const char *what)
     }
     if (device)
         device_live -= it->second.size;
+    size_t mapped = it->second.mapped;
     regions.erase(it);
-    free(p);
+    if (mapped)
+        munmap(p, mapped);
+    else
+        free(p);
     return cudaSuccess;
 }
 

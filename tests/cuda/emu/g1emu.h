@@ -23,6 +23,8 @@
 // for it (emu_runtime.cpp, "streams"), so a result read before its stream
 // was synchronised is stale or NaN, pinned memory changed under a queued
 // copy is reported, and streams are ordered only as CUDA orders them.
+// Device memory is out of the host's reach outside queued work: a host
+// read or write of it is reported (G1EMU_HOST_ACCESS=1 allows it).
 // What it cannot: device numerics (host libm), performance, true
 // concurrency between streams. Passing here is not passing on a GPU.
 #ifndef G1EMU_H

@@ -284,6 +284,26 @@ static void test_memory()
     check(cudaMemset(h, 0, 4) == cudaErrorInvalidValue, "cudaMemset of host memory refused");
     (void)cudaGetLastError();
     check(cudaFree(d) == cudaSuccess, "cudaFree");
+
+    std::string err;
+    for (int write = 0; write < 2; write++) {
+        int st = in_child(
+            [write] {
+                volatile float *p = dev<float>(8);
+                if (write)
+                    p[7] = 1.0f;
+                else
+                    printf("%g\n", (double)p[0]);
+            },
+            &err);
+        check(st == 1 && contains(err, "the host touched device memory"),
+              write ? "a host write to device memory is reported" : "a host read of device memory is reported");
+    }
+    setenv("G1EMU_HOST_ACCESS", "1", 1); // an MPI with CUDA support reads device buffers
+    float *open = dev<float>(4);
+    check(isnan(open[0]), "G1EMU_HOST_ACCESS=1: device memory readable by the host");
+    cudaFree(open);
+    unsetenv("G1EMU_HOST_ACCESS");
 }
 
 static void test_cublas()

@@ -199,8 +199,8 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
     ct_down(got, ga.out, (size_t)T * Hq * K * 4);
     if (bf16) { /* the store kernel rounds as the host does */
         float *kv = rnd((size_t)T * kvw, 3);
-        ct_cu(g1_cuda_kv_store(S, &ga.kv, T, kvw, ct_up(kv, (size_t)T * kvw * 4), ct_up(kv, (size_t)T * kvw * 4)),
-              "kv store");
+        float *dkn = ct_up(kv, (size_t)T * kvw * 4), *dvn = ct_up(kv, (size_t)T * kvw * 4);
+        ct_cu(g1_cuda_kv_store(S, &ga.kv, T, kvw, dkn, dvn), "kv store");
         int bad = 0;
         for (int t = 0; t < T; t++) {
             uint16_t row[256 * 8];
@@ -209,7 +209,7 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
                 bad += row[i] != g1_f32_to_bf16(kv[(size_t)t * kvw + i]);
         }
         tu_check(!bad, "kv store into bf16 caches: round to nearest even, at each token's position");
-        free(kv);
+        free(kv), cudaFree(dkn), cudaFree(dvn);
     }
     char name[96];
     snprintf(name, sizeof name, "attention Hq=%d Hkv=%d K=%d splits<=%d%s", Hq, Hkv, K, max_splits,

@@ -50,6 +50,19 @@ asm(".text\n"
 #define G1EMU_ASM_SWITCH 1
 #endif
 
+#if defined(G1EMU_FMA)
+// Built with -mfma (the cuda_*_emu_fma tests): a CPU without FMA
+// instructions skips them rather than dying of SIGILL.
+__attribute__((constructor)) static void g1emu_need_fma()
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("fma")) {
+        fprintf(stderr, "g1emu: this build fuses multiply-adds (-mfma), and this CPU has no FMA: skipped\n");
+        _Exit(77);
+    }
+}
+#endif
+
 namespace g1emu {
 
 Cur cur;

@@ -124,10 +124,22 @@ static inline float __int_as_float(int i)
     return f;
 }
 
-// rounded on their own, never fused into a multiply-add (meson builds g1emu
-// with -ffp-contract=off so g++ keeps that promise as nvcc does)
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fadd_rn(float a, float b) { return a + b; }
+// rounded on their own, never fused into a multiply-add, as nvcc keeps
+// them: the empty asm makes the rounded result a value g++ cannot fuse
+// across, even in the build that lets it contract the rest (-ffp-contract=fast,
+// the cuda_*_emu_fma tests)
+static inline float g1emu_rounded(float r)
+{
+#if defined(__x86_64__)
+    __asm__("" : "+x"(r));
+#else
+    volatile float v = r;
+    r = v;
+#endif
+    return r;
+}
+static inline float __fmul_rn(float a, float b) { return g1emu_rounded(a * b); }
+static inline float __fadd_rn(float a, float b) { return g1emu_rounded(a + b); }
 
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }

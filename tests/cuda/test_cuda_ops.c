@@ -93,6 +93,31 @@ static void test_small_ops(void)
     ct_down(got, dout, (size_t)T * D * 4);
     ct_close("rmsnorm", got, ref, (size_t)T * D, 1e-6);
 
+    /* x += RMSNorm(y) (the post-norms before each residual add) */
+    float *res = rnd((size_t)T * D, 2), *dres = ct_up(res, (size_t)T * D * 4);
+    ct_cu(g1_cuda_add_rmsnorm(S, dres, dx, T, D, dsc, 1e-5f), "add_rmsnorm");
+    ct_down(got, dres, (size_t)T * D * 4);
+    for (size_t i = 0; i < (size_t)T * D; i++)
+        res[i] += ref[i];
+    ct_close("add_rmsnorm", got, res, (size_t)T * D, 1e-6);
+
+    /* embedding rows times the multiplier: one rounding, the same bits */
+    int V = 50, tok[7] = {0, 49, 3, 3, 17, 1, 48};
+    uint16_t *emb = malloc((size_t)V * D * 2);
+    for (size_t i = 0; i < (size_t)V * D; i++)
+        emb[i] = g1_f32_to_bf16(x[i % ((size_t)T * D)] * 3.0f);
+    uint16_t *demb = ct_up(emb, (size_t)V * D * 2);
+    int *dtok = ct_up(tok, sizeof tok);
+    ct_cu(g1_cuda_embed(S, demb, D, dtok, T, 78.38367176906169f, dout), "embed");
+    ct_down(got, dout, (size_t)T * D * 4);
+    int ebad = 0;
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < D; d++)
+            ebad += got[(size_t)t * D + d] != g1_bf16_to_f32(emb[(size_t)tok[t] * D + d]) * 78.38367176906169f;
+    tu_check(!ebad, "embed: bf16 rows times the multiplier, bitwise == CPU");
+    cudaFree(dres), cudaFree(demb), cudaFree(dtok);
+    free(res), free(emb);
+
     /* rope at scattered positions */
     int pos[7] = {0, 1, 5, 63, 64, 1000, 8191};
     float *v = rnd((size_t)T * H * K, 1);

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <string>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,6 +344,24 @@ void warp_exchange(unsigned mask, const void *mine, size_t size, int from_lane, 
     memcpy(out, &w.val[half][from_lane], size);
 }
 
+// G1EMU_LAUNCH_LOG=FILE: each kernel and block size launched, once per
+// process ("name threads" lines, appended), for tests/cuda/check_resources.py
+// to hold against the registers nvcc gives that kernel.
+static void log_launch(const char *name, unsigned long long threads)
+{
+    const char *path = getenv("G1EMU_LAUNCH_LOG");
+    if (!path || !*path)
+        return;
+    static std::set<std::pair<std::string, unsigned long long>> seen;
+    if (!seen.insert({name, threads}).second)
+        return;
+    FILE *f = fopen(path, "a");
+    if (!f)
+        fail("G1EMU_LAUNCH_LOG=%s: cannot open it", path);
+    fprintf(f, "%s %llu\n", name, threads);
+    fclose(f);
+}
+
 // A kernel's blocks, now (from the stream queue: see "streams" below).
 static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, const std::function<void()> &body)
 {
@@ -386,6 +405,7 @@ void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, co
         fail("G1EMU_ORDER=%s: expected sweep, warps or warps-reverse", o);
     if (S.in_kernel)
         fail("launch of %s from inside a kernel", name);
+    log_launch(name, nt);
     std::function<void()> b = body; // the arguments as they are now, as a launch copies them
     enqueue(stream, name, [=] { exec_kernel(name, grid, block, order, b); });
 }

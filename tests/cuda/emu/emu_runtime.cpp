@@ -494,8 +494,9 @@ static void open_device_memory(bool open)
 // about ordering show: a result read before the stream was synchronised is
 // stale (pinned destinations of device-to-host copies read as NaN bytes
 // until the copy runs), pinned host memory changed while a copy from it was
-// queued is reported, and work on one stream does not wait for another's
-// unless CUDA's rules say it does. Those rules, as the runtime API
+// queued, or written while a copy into it was queued, is reported, and
+// work on one stream does not wait for another's unless CUDA's rules say
+// it does. Those rules, as the runtime API
 // documents them: a stream's work runs in its order; the legacy default
 // stream (0) waits for all earlier work of the blocking streams, and they
 // for its (cudaStreamNonBlocking streams wait for neither);
@@ -877,6 +878,10 @@ static bool pinned(const void *p, size_t n)
     return r && !r->device && (uintptr_t)p + n <= (uintptr_t)r->base + r->size;
 }
 
+// Queued copies into pinned memory, by destination: the bytes they span
+// and whether the copy checks them (see copy()).
+static std::map<void *, std::pair<size_t, std::shared_ptr<bool>>> poisoned_copies;
+
 // A copy of height rows of width bytes, queued on s (see "streams").
 // sync: the host waits for it (cudaMemcpy).
 static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
@@ -894,7 +899,20 @@ static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *
     if (!sd)
         now = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + sn);
     bool src_pinned = !sd && pinned(src, sn), dst_host = !dd, dst_pinned = dst_host && pinned(dst, dn);
+    // set when the destination is poisoned below: the copy then checks that
+    // the host left it alone until the copy ran
+    auto poisoned = std::make_shared<bool>(false);
     unsigned long long seq = enqueue(s, what, [=] {
+        auto mine = poisoned_copies.find(dst);
+        if (mine != poisoned_copies.end() && mine->second.second == poisoned)
+            poisoned_copies.erase(mine);
+        for (size_t r = 0; *poisoned && r < height; r++)
+            for (size_t i = 0; i < width; i++)
+                if (((const unsigned char *)dst)[r * dpitch + i] != 0xff)
+                    fail("%s of %zu bytes into pinned host memory at %p: the host wrote to that memory before the "
+                         "copy ran (the copy overwrites it when the stream gets to it: synchronise the stream, or "
+                         "wait for an event, before using the buffer)",
+                         what, width * height, dst);
         const char *from = (const char *)src;
         if (now && !src_pinned)
             from = now->data();
@@ -913,9 +931,23 @@ static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *
     // once the copy is done
     if (sync || (dst_host && !dst_pinned))
         drain({seq});
-    else if (dst_pinned && !queued.empty() && queued.back().seq == seq) // still queued
+    else if (dst_pinned && !queued.empty() && queued.back().seq == seq) { // still queued
+        // copies queued into overlapping bytes write each other's: neither
+        // checks (only a host write between a copy and its sync is sought)
+        bool alone = true;
+        for (auto it = poisoned_copies.begin(); it != poisoned_copies.end();) {
+            bool overlap = (char *)it->first < (char *)dst + dn && (char *)dst < (char *)it->first + it->second.first;
+            if (overlap)
+                *it->second.second = false, alone = false;
+            it = overlap ? poisoned_copies.erase(it) : std::next(it);
+        }
         for (size_t r = 0; r < height; r++)
             memset((char *)dst + r * dpitch, 0xff, width);
+        if (alone) {
+            *poisoned = true;
+            poisoned_copies[dst] = {dn, poisoned};
+        }
+    }
     return cudaSuccess;
 }
 

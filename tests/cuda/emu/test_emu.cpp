@@ -467,6 +467,19 @@ static void test_streams()
         &err);
     check(st == 1 && contains(err, "changed that memory before the copy ran"),
           "pinned host memory changed while a copy from it is queued: reported");
+    st = in_child(
+        [&] {
+            cudaMemcpyAsync(h, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
+            h[3] = 1.0f; // the copy has not run: it would overwrite this
+            cudaStreamSynchronize(s);
+        },
+        &err);
+    check(st == 1 && contains(err, "wrote to that memory before the copy ran"),
+          "pinned host memory written while a copy into it is queued: reported");
+    cudaMemcpyAsync(h, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
+    cudaMemcpyAsync(h + 8, d, 8 * sizeof(float), cudaMemcpyDeviceToHost, s);
+    check(cudaStreamSynchronize(s) == cudaSuccess && h[8] == h[0],
+          "two queued copies into the same pinned bytes: no false report");
 
     cudaStream_t gone;
     cudaStreamCreate(&gone);

@@ -457,25 +457,25 @@ static void test_streams()
     check(page[0] == 7.0f && page[3] == 22.0f, "... and gives its product then");
     cublasDestroy(hb);
 
+    // the host touches pinned memory that a queued copy reads (up) or
+    // overwrites (down) before synchronising
     std::string err;
-    int st = in_child(
-        [&] {
-            cudaMemcpyAsync(d, h, 32 * sizeof(float), cudaMemcpyHostToDevice, s);
-            h[3] = 1e9f; // the copy has not run: it would read this
-            cudaStreamSynchronize(s);
-        },
-        &err);
-    check(st == 1 && contains(err, "changed that memory before the copy ran"),
-          "pinned host memory changed while a copy from it is queued: reported");
-    st = in_child(
-        [&] {
-            cudaMemcpyAsync(h, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
-            h[3] = 1.0f; // the copy has not run: it would overwrite this
-            cudaStreamSynchronize(s);
-        },
-        &err);
-    check(st == 1 && contains(err, "wrote to that memory before the copy ran"),
-          "pinned host memory written while a copy into it is queued: reported");
+    for (int up = 1; up >= 0; up--) {
+        int st = in_child(
+            [&] {
+                if (up)
+                    cudaMemcpyAsync(d, h, 32 * sizeof(float), cudaMemcpyHostToDevice, s);
+                else
+                    cudaMemcpyAsync(h, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
+                h[3] = 1e9f; // the copy has not run yet
+                cudaStreamSynchronize(s);
+            },
+            &err);
+        check(st == 1 && contains(err, up ? "changed that memory before the copy ran"
+                                          : "wrote to that memory before the copy ran"),
+              up ? "pinned host memory changed while a copy from it is queued: reported"
+                 : "pinned host memory written while a copy into it is queued: reported");
+    }
     cudaMemcpyAsync(h, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
     cudaMemcpyAsync(h + 8, d, 8 * sizeof(float), cudaMemcpyDeviceToHost, s);
     check(cudaStreamSynchronize(s) == cudaSuccess && h[8] == h[0],

@@ -14,6 +14,7 @@ struct Region {
     size_t size;
     bool device;
     size_t mapped; // bytes of its own mapping, which the host may not touch (0: heap memory)
+    mutable void *shadow = nullptr; // G1EMU_RACE builds: each byte's last kernel accesses (emu_runtime.cpp)
 };
 
 // The allocation (device or pinned host) holding p, or null.

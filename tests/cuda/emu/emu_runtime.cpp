@@ -5,6 +5,7 @@
 #include "emu_internal.h"
 
 #include <chrono>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
@@ -67,6 +68,22 @@ __attribute__((constructor)) static void g1emu_need_fma()
 namespace g1emu {
 
 Cur cur;
+
+// The race and bounds check (G1EMU_RACE builds, at the end of this file):
+// told when a launch, a block and a stretch between two __syncthreads begin.
+#if defined(G1EMU_RACE)
+static void race_launch();
+static void race_block(unsigned long long b);
+static void race_barrier();
+static void race_free(const Region &r);
+static void race_alloc(const Region &r);
+#else
+static inline void race_alloc(const Region &) {}
+static inline void race_launch() {}
+static inline void race_block(unsigned long long) {}
+static inline void race_barrier() {}
+static inline void race_free(const Region &) {}
+#endif
 
 namespace {
 
@@ -179,6 +196,7 @@ void trampoline()
     if (S.bar_arrived > 0 && S.bar_arrived == S.live) { // exited threads do not hold __syncthreads
         S.bar_arrived = 0;
         S.bar_gen++;
+        race_barrier();
     }
     ASAN_START(nullptr, S.main_bottom, S.main_size); // this stack is done
 #ifdef G1EMU_ASM_SWITCH
@@ -304,6 +322,8 @@ static void arrive(State st, int &arrived, unsigned &gen, int live)
     if (++arrived == live) {
         arrived = 0;
         gen++;
+        if (st == AT_BAR)
+            race_barrier();
         f->st = READY;
         return;
     }
@@ -370,6 +390,7 @@ static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, cons
     S.order = order;
     S.in_kernel = true;
     S.kname = name;
+    race_launch();
     S.body = &body;
     S.n = (int)((unsigned long long)block.x * block.y * block.z);
     cur.bdim = block;
@@ -380,6 +401,7 @@ static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, cons
         unsigned long long b = rev ? nb - 1 - k : k;
         cur.bid = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
                              (unsigned)(b / ((unsigned long long)grid.x * grid.y)));
+        race_block(b);
         run_block();
     }
     S.in_kernel = false;
@@ -653,6 +675,7 @@ static void *region_alloc(size_t bytes, bool device)
     if (mapped && !draining && mprotect(p, mapped, PROT_NONE))
         fail("mprotect of device memory failed");
     regions[(uintptr_t)p] = Region{p, bytes, device, mapped};
+    race_alloc(regions[(uintptr_t)p]);
     if (device)
         device_live += bytes;
     return p;
@@ -670,6 +693,7 @@ static cudaError_t region_free(void *p, bool device, const char *what)
     if (device)
         device_live -= it->second.size;
     size_t mapped = it->second.mapped;
+    race_free(it->second);
     regions.erase(it);
     if (mapped)
         munmap(p, mapped);
@@ -1100,3 +1124,240 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 }
 
 } // extern "C"
+
+// ---- races and bounds (G1EMU_RACE) ------------------------------------------
+//
+// The kernels of this build are compiled with -fsanitize=thread for its
+// instrumentation alone: every load and store of theirs calls
+// __tsan_readN / __tsan_writeN with its address. No ThreadSanitizer runtime
+// is linked; the hooks below are ours. Each byte of device memory (and of
+// the program's data, where the kernels' __shared__ statics live) keeps the
+// thread and "stretch" of its last write and of its last read, where a
+// stretch is one block's run between two __syncthreads (numbered across the
+// program, so an earlier block's stretches are smaller than this block's
+// first). Two accesses to a byte, one of them a write, by two threads,
+// race unless a __syncthreads separates them in one block: the same
+// stretch, lanes of one warp included (nothing here takes a shuffle for a
+// memory fence), or, in device memory, two blocks of one launch (blocks
+// are not ordered; the kernels use no atomics). Shared memory lives for a
+// block: a read of shared memory no thread of this block wrote is
+// reported (a GPU gives whatever the last block left there). A kernel's
+// access past the end of its allocation is reported to the byte (the
+// guard pages of device memory catch only what leaves the page). Launches
+// are taken as ordered: the engine works on one stream.
+#if defined(G1EMU_RACE)
+
+extern "C" char __data_start[], _end[]; // the program's .data and .bss (glibc, GNU ld)
+
+namespace g1emu {
+
+namespace {
+
+struct Rec {
+    uint32_t w_lin, w_phase, r_lin, r_phase; // thread in its block, stretch (0: none)
+};
+const uint32_t MANY = 0xffffffffu; // r_lin: more than one thread read it
+const size_t REC = sizeof(Rec);
+
+struct Race {
+    uint32_t phase = 0, launch_first = 1, block_first = 1;
+    unsigned long long block = 0;
+    std::vector<unsigned long long> phase_block; // the block of each stretch of this launch
+    uintptr_t dev_lo = UINTPTR_MAX, dev_hi = 0;  // spans every device allocation made
+    const Region *last = nullptr;                // the allocation the last access fell in
+    Rec *data = nullptr;                         // records of [__data_start, _end)
+} R;
+
+void *shadow_map(size_t bytes)
+{
+    void *p = mmap(nullptr, bytes * REC, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        fail("race check: no memory for the records of %zu bytes", bytes);
+    return p;
+}
+
+void forget_all() // stretch numbers wrapped: every record is from before this launch
+{
+    for (auto &it : regions)
+        if (it.second.shadow)
+            madvise(it.second.shadow, it.second.size * REC, MADV_DONTNEED);
+    if (R.data)
+        madvise(R.data, (size_t)(_end - __data_start) * REC, MADV_DONTNEED);
+    R.phase = 0;
+}
+
+} // namespace
+
+static void race_launch()
+{
+    if (R.phase > 0xf0000000u)
+        forget_all();
+    R.launch_first = R.phase + 1;
+    R.phase_block.clear();
+}
+
+static void race_block(unsigned long long b)
+{
+    R.block = b;
+    R.block_first = ++R.phase;
+    R.phase_block.push_back(b);
+}
+
+static void race_barrier()
+{
+    ++R.phase;
+    R.phase_block.push_back(R.block);
+}
+
+static void race_alloc(const Region &r)
+{
+    uintptr_t a = (uintptr_t)r.base, end = a + (r.mapped ? r.mapped : r.size);
+    if (r.device) {
+        R.dev_lo = a < R.dev_lo ? a : R.dev_lo;
+        R.dev_hi = end > R.dev_hi ? end : R.dev_hi;
+    }
+}
+
+static void race_free(const Region &r)
+{
+    if (r.shadow)
+        munmap(r.shadow, r.size * REC);
+    r.shadow = nullptr;
+    R.last = nullptr;
+}
+
+static std::string thread_name(uint32_t lin, uint32_t ph)
+{
+    char s[160];
+    if (lin == MANY)
+        return "more than one thread";
+    unsigned x = lin % cur.bdim.x, y = lin / cur.bdim.x % cur.bdim.y, z = lin / (cur.bdim.x * cur.bdim.y);
+    if (ph >= R.block_first) {
+        snprintf(s, sizeof s, "thread (%u,%u,%u)%s", x, y, z,
+                 lin >> 5 == (uint32_t)S.running->lin >> 5 ? ", a lane of the same warp," : "");
+    } else {
+        unsigned long long b = R.phase_block[ph - R.launch_first];
+        snprintf(s, sizeof s, "thread (%u,%u,%u) of block (%llu,%llu,%llu)", x, y, z, b % cur.gdim.x,
+                 b / cur.gdim.x % cur.gdim.y, b / ((unsigned long long)cur.gdim.x * cur.gdim.y));
+    }
+    return s;
+}
+
+static void race_access(const void *p, size_t n, bool write)
+{
+    if (!S.in_kernel || !S.running)
+        return; // host code of the kernels' files
+    uintptr_t a = (uintptr_t)p;
+    if (a - (uintptr_t)S.running->stack < STACK + 4096)
+        return; // its own stack: locals
+    Rec *rec;
+    bool global;
+    // the device allocation holding a, its alignment padding included
+    auto holds = [a](const Region *q) {
+        return q && q->device && a >= (uintptr_t)q->base && a < (uintptr_t)q->base + (q->mapped ? q->mapped : q->size);
+    };
+    const Region *r = nullptr;
+    if (a >= R.dev_lo && a < R.dev_hi) {
+        if (holds(R.last)) {
+            r = R.last;
+        } else {
+            auto it = regions.upper_bound(a);
+            if (it != regions.begin() && holds(&std::prev(it)->second))
+                r = R.last = &std::prev(it)->second;
+        }
+    }
+    if (r) {
+        size_t off = a - (uintptr_t)r->base;
+        if (off + n > r->size)
+            fail("%s %zu byte(s) at %p, byte %zu of an allocation of %zu bytes at %p: past its end",
+                 write ? "writes" : "reads", n, p, off, r->size, r->base);
+        if (!r->shadow)
+            r->shadow = shadow_map(r->size);
+        rec = (Rec *)r->shadow + off;
+        global = true;
+    } else if (a >= (uintptr_t)__data_start && a < (uintptr_t)_end) {
+        if (a - (uintptr_t)&cur < sizeof cur)
+            return; // threadIdx and friends
+        if (!R.data)
+            R.data = (Rec *)shadow_map((size_t)(_end - __data_start));
+        rec = R.data + (a - (uintptr_t)__data_start);
+        global = false;
+    } else {
+        return; // the launch's arguments (host memory of the emulator), pinned memory
+    }
+    auto where = [&](size_t i) { // for messages only
+        char s[200];
+        if (global)
+            snprintf(s, sizeof s, "device memory at %p (byte %zu of an allocation of %zu bytes at %p)",
+                     (void *)(a + i), a + i - (uintptr_t)r->base, r->size, r->base);
+        else
+            snprintf(s, sizeof s, "shared memory at %p", (void *)(a + i));
+        return std::string(s);
+    };
+    uint32_t lin = (uint32_t)S.running->lin, ph = R.phase;
+    // 0: no conflict (never, an earlier launch, an earlier stretch of this
+    // block, or shared memory of an earlier block); 1: this stretch; 2: an
+    // earlier block of this launch (device memory)
+    auto live = [&](uint32_t q) {
+        if (q < R.launch_first)
+            return 0;
+        if (q < R.block_first)
+            return global ? 2 : 0;
+        return q == ph ? 1 : 0;
+    };
+    auto race = [&](size_t i, const char *mine, uint32_t other, uint32_t q, const char *theirs) {
+        int k = live(q);
+        fail("race on %s: this thread %s it, and %s %s it %s", where(i).c_str(), mine, thread_name(other, q).c_str(),
+             theirs,
+             k == 2 ? "in an earlier block of this launch (blocks are not ordered)"
+                    : "with no __syncthreads between");
+    };
+    for (size_t i = 0; i < n; i++) {
+        Rec &x = rec[i];
+        int kw = live(x.w_phase), kr = live(x.r_phase);
+        if (write) {
+            if (kw == 2 || (kw == 1 && x.w_lin != lin))
+                race(i, "writes", x.w_lin, x.w_phase, "wrote");
+            if (kr == 2 || (kr == 1 && x.r_lin != lin))
+                race(i, "writes", x.r_lin, x.r_phase, "read");
+            x.w_lin = lin;
+            x.w_phase = ph;
+        } else {
+            if (kw == 2 || (kw == 1 && x.w_lin != lin))
+                race(i, "reads", x.w_lin, x.w_phase, "wrote");
+            if (!global && x.w_phase < R.block_first)
+                fail("reads %s that no thread of this block has written yet (on a GPU: whatever an earlier block "
+                     "left there)",
+                     where(i).c_str());
+            if (kr == 0) {
+                x.r_lin = lin;
+                x.r_phase = ph;
+            } else if (kr == 2 || x.r_lin != lin) {
+                x.r_lin = MANY; // keeps the earlier stretch: a later write races with it
+            }
+        }
+    }
+}
+
+} // namespace g1emu
+
+// The calls -fsanitize=thread puts in the kernels (GCC's names).
+extern "C" {
+#define G1EMU_TSAN(n)                                                                                                \
+    void __tsan_read##n(void *p) { g1emu::race_access(p, n, false); }                                              \
+    void __tsan_write##n(void *p) { g1emu::race_access(p, n, true); }                                              \
+    void __tsan_unaligned_read##n(void *p) { g1emu::race_access(p, n, false); }                                    \
+    void __tsan_unaligned_write##n(void *p) { g1emu::race_access(p, n, true); }
+G1EMU_TSAN(1)
+G1EMU_TSAN(2)
+G1EMU_TSAN(4)
+G1EMU_TSAN(8)
+G1EMU_TSAN(16)
+#undef G1EMU_TSAN
+void __tsan_read_range(void *p, unsigned long n) { g1emu::race_access(p, n, false); }
+void __tsan_write_range(void *p, unsigned long n) { g1emu::race_access(p, n, true); }
+void __tsan_init(void) {}
+void __tsan_func_entry(void *pc) { (void)pc; }
+void __tsan_func_exit(void) {}
+}
+#endif // G1EMU_RACE

@@ -16,9 +16,12 @@
 // different result under another schedule. G1EMU_ORDER=warps runs each warp
 // up to its next __syncthreads before the next warp (warps-reverse: last
 // warp, lane and block first); the cuda-emu suite runs cuda_ops under both,
-// which catches a missing __syncthreads between a shared-memory write and
-// another warp's read. Races in global memory and within a warp are not
-// caught.
+// which catches some missing __syncthreads. The race check (G1EMU_RACE
+// builds, the *_emu_race tests; emu_runtime.cpp, "races and bounds") sees
+// every load and store of the kernels and reports each race where it
+// happens, in shared or device memory, between warps, lanes of one warp or
+// blocks of one launch; also reads of shared memory the block never wrote
+// and a kernel's accesses past the end of an allocation.
 // Stream ordering: work given to a stream runs only when the host waits
 // for it (emu_runtime.cpp, "streams"), so a result read before its stream
 // was synchronised is stale or NaN, pinned memory changed under a queued
@@ -26,7 +29,8 @@
 // Device memory is out of the host's reach outside queued work: a host
 // read or write of it is reported (G1EMU_HOST_ACCESS=1 allows it).
 // What it cannot: device numerics (host libm), performance, true
-// concurrency between streams. Passing here is not passing on a GPU.
+// concurrency between streams (the engine queues its work on one). Passing
+// here is not passing on a GPU.
 #ifndef G1EMU_H
 #define G1EMU_H
 

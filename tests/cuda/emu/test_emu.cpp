@@ -115,6 +115,55 @@ __global__ void partial_warp_k(float *out) { out[threadIdx.x] = __shfl_xor_sync(
 
 __global__ void nop_k(int *p) { p[0] = 1; }
 
+#if defined(G1EMU_RACE)
+// What the race check (G1EMU_RACE) must report, one mistake each.
+__global__ void all_blocks_write_k(int *p) { p[0] = (int)blockIdx.x; } // one slot, every block
+
+__global__ void read_other_block_k(int *p, int *out)
+{
+    if (blockIdx.x == 0)
+        p[threadIdx.x] = 1;
+    else
+        out[threadIdx.x] = p[threadIdx.x]; // block 0's write: blocks are not ordered
+}
+
+__global__ void lane_reads_lane_k(int *out)
+{
+    __shared__ int s[32];
+    s[threadIdx.x] = (int)threadIdx.x;
+    out[threadIdx.x] = s[threadIdx.x ? threadIdx.x - 1 : 0]; // the lane before's slot, no barrier
+}
+
+__global__ void shuffle_no_fence_k(int *out)
+{
+    __shared__ int s[32];
+    s[threadIdx.x] = (int)threadIdx.x;
+    int v = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1); // a shuffle is no memory fence
+    out[threadIdx.x] = v + s[threadIdx.x ^ 1];
+}
+
+__global__ void stale_shared_k(int *out)
+{
+    __shared__ int s[64];
+    if (blockIdx.x == 0)
+        s[threadIdx.x] = 7;
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = s[threadIdx.x]; // block 1 never wrote it
+}
+
+__global__ void one_past_k(float *p, int n) { p[n] = 1.0f; }
+
+// Every thread writes its slot, a barrier, every thread reads a neighbour's;
+// the next launch reads what this one wrote: no race.
+__global__ void global_exchange_k(int *tmp, int *out)
+{
+    int t = threadIdx.x, n = blockDim.x, b = blockIdx.x * n;
+    tmp[b + t] = t * 5;
+    __syncthreads();
+    out[b + t] = tmp[b + (t + 1) % n];
+}
+#endif
+
 __global__ void fill_k(float *p, float v) { p[threadIdx.x] = v + (float)threadIdx.x; }
 
 // ---- helpers -------------------------------------------------------------
@@ -216,7 +265,12 @@ static void test_schedules()
     cudaMemcpy(in, hin, sizeof hin, cudaMemcpyHostToDevice);
     const char *orders[] = {"sweep", "warps", "warps-reverse"};
     bool same[2][3];
-    for (int racy = 0; racy < 2; racy++)
+#if defined(G1EMU_RACE)
+    const int variants = 1; // the racy one is reported at once (test_races)
+#else
+    const int variants = 2;
+#endif
+    for (int racy = 0; racy < variants; racy++)
         for (int o = 0; o < 3; o++) {
             setenv("G1EMU_ORDER", orders[o], 1);
             G1_LAUNCH(passes_k, 1, 256, 0)(in, out, racy);
@@ -227,8 +281,10 @@ static void test_schedules()
         }
     unsetenv("G1EMU_ORDER");
     check(same[0][1] && same[0][2], "with its barriers a kernel gives one result under every schedule");
+#if !defined(G1EMU_RACE)
     check(same[1][0] && !same[1][1] && !same[1][2],
           "a missing __syncthreads: hidden by the default schedule, caught by G1EMU_ORDER=warps(-reverse)");
+#endif
     cudaFree(in), cudaFree(out);
 }
 
@@ -268,6 +324,55 @@ static void test_caught()
     check(cudaGetLastError() == cudaSuccess, "cudaGetLastError clears the error");
     cudaFree(p);
 }
+
+#if defined(G1EMU_RACE)
+static void test_races()
+{
+    int *tmp = dev<int>(3 * 64), *out = dev<int>(3 * 64), got[3 * 64];
+    G1_LAUNCH(global_exchange_k, 3, 64, 0)(tmp, out);
+    G1_LAUNCH(global_exchange_k, 3, 64, 0)(out, tmp); // reads what the last launch wrote
+    down(got, tmp, 3 * 64);
+    check(got[0] == 5 && got[63] == 0 && got[64 + 62] == 63 * 5,
+          "race check: writes, a barrier, reads of other threads' writes pass");
+    cudaFree(tmp), cudaFree(out);
+    struct Case {
+        const char *what, *expect;
+        void (*run)();
+    } cases[] = {
+        {"a missing __syncthreads between reads and the next writes of shared memory", "race on shared memory",
+         [] {
+             int *in = dev<int>(16), *o = dev<int>(256);
+             cudaMemset(in, 0, 64);
+             G1_LAUNCH(passes_k, 1, 256, 0)(in, o, 1);
+         }},
+        {"two blocks writing one word of device memory", "in an earlier block of this launch",
+         [] { G1_LAUNCH(all_blocks_write_k, 2, 1, 0)(dev<int>(1)); }},
+        {"a block reading what another block of the launch wrote", "wrote it in an earlier block",
+         [] { G1_LAUNCH(read_other_block_k, 2, 32, 0)(dev<int>(32), dev<int>(32)); }},
+        {"a lane reading another lane's shared memory with no barrier", "a lane of the same warp",
+         [] { G1_LAUNCH(lane_reads_lane_k, 1, 32, 0)(dev<int>(32)); }},
+        {"a shuffle taken for a memory fence", "with no __syncthreads between",
+         [] { G1_LAUNCH(shuffle_no_fence_k, 1, 32, 0)(dev<int>(32)); }},
+        {"a read of shared memory this block never wrote", "that no thread of this block has written",
+         [] { G1_LAUNCH(stale_shared_k, 2, 64, 0)(dev<int>(128)); }},
+        {"a kernel's write one past the end of its allocation", "past its end",
+         [] { G1_LAUNCH(one_past_k, 1, 1, 0)(dev<float>(10), 10); }},
+    };
+    for (const Case &c : cases) {
+        std::string err;
+        int st = in_child(
+            [&c] {
+                c.run();
+                cudaDeviceSynchronize();
+            },
+            &err);
+        std::string what = std::string("race check: ") + c.what + " is reported";
+        check(st == 1 && contains(err, c.expect), what.c_str());
+        if (!(st == 1 && contains(err, c.expect)))
+            fprintf(stderr, "  exit %d, stderr: %s\n", st, err.c_str());
+    }
+}
+#endif
 
 static void test_memory()
 {
@@ -505,6 +610,9 @@ int main()
     test_barriers();
     test_schedules();
     test_caught();
+#if defined(G1EMU_RACE)
+    test_races();
+#endif
     test_memory();
     test_cublas();
     test_streams();

@@ -790,6 +790,9 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     case cudaDevAttrMultiProcessorCount:
         *value = emu_sms();
         return cudaSuccess;
+    case cudaDevAttrL2CacheSize: // an H100's
+        *value = 50 << 20;
+        return cudaSuccess;
     default:
         note("cudaDeviceGetAttribute(%d) is not emulated", (int)attr);
         return set_error(cudaErrorInvalidValue);
@@ -806,6 +809,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
     snprintf(prop->uuid.bytes, sizeof prop->uuid.bytes, "g1emu-gpu-%d", phys[device]);
     snprintf(prop->name, sizeof prop->name, "g1emu (CPU emulation)");
     prop->multiProcessorCount = emu_sms();
+    prop->l2CacheSize = 50 << 20;
     prop->totalGlobalMem = device_memory();
     prop->major = 9;
     prop->minor = 0;
@@ -905,6 +909,12 @@ static bool pinned(const void *p, size_t n)
 // Queued copies into pinned memory, by destination: the bytes they span
 // and whether the copy checks them (see copy()).
 static std::map<void *, std::pair<size_t, std::shared_ptr<bool>>> poisoned_copies;
+// Queued copies from pinned memory: the bytes each will read when it runs.
+// A copy into those bytes queued after them (an in-place round trip: up,
+// work, down, one synchronise) is not poisoned: the earlier copy must still
+// read what the host left there.
+static std::map<unsigned long long, std::pair<const char *, size_t>> pinned_reads;
+static unsigned long long pinned_read_ids;
 
 // A copy of height rows of width bytes, queued on s (see "streams").
 // sync: the host waits for it (cudaMemcpy).
@@ -926,7 +936,12 @@ static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *
     // set when the destination is poisoned below: the copy then checks that
     // the host left it alone until the copy ran
     auto poisoned = std::make_shared<bool>(false);
+    unsigned long long rid = 0;
+    if (src_pinned)
+        pinned_reads[rid = ++pinned_read_ids] = {(const char *)src, sn};
     unsigned long long seq = enqueue(s, what, [=] {
+        if (rid)
+            pinned_reads.erase(rid);
         auto mine = poisoned_copies.find(dst);
         if (mine != poisoned_copies.end() && mine->second.second == poisoned)
             poisoned_copies.erase(mine);
@@ -948,8 +963,10 @@ static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *
         for (size_t r = 0; r < height; r++)
             memmove((char *)dst + r * dpitch, from + r * spitch, width);
     });
-    if (!seq)
+    if (!seq) {
+        pinned_reads.erase(rid);
         return cudaErrorInvalidResourceHandle;
+    }
     // into host memory: what the host reads before the copy ran is garbage
     // (NaN bytes) in pinned memory; into pageable memory the call returns
     // once the copy is done
@@ -965,9 +982,14 @@ static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *
                 *it->second.second = false, alone = false;
             it = overlap ? poisoned_copies.erase(it) : std::next(it);
         }
-        for (size_t r = 0; r < height; r++)
-            memset((char *)dst + r * dpitch, 0xff, width);
-        if (alone) {
+        bool read_first = false; // a queued copy still reads these bytes
+        for (const auto &rd : pinned_reads)
+            if (rd.second.first < (char *)dst + dn && (char *)dst < rd.second.first + rd.second.second)
+                read_first = true;
+        if (!read_first)
+            for (size_t r = 0; r < height; r++)
+                memset((char *)dst + r * dpitch, 0xff, width);
+        if (alone && !read_first) {
             *poisoned = true;
             poisoned_copies[dst] = {dn, poisoned};
         }

@@ -585,6 +585,13 @@ static void test_streams()
     cudaMemcpyAsync(h + 8, d, 8 * sizeof(float), cudaMemcpyDeviceToHost, s);
     check(cudaStreamSynchronize(s) == cudaSuccess && h[8] == h[0],
           "two queued copies into the same pinned bytes: no false report");
+    for (int i = 0; i < 32; i++)
+        h[i] = (float)i;
+    cudaMemcpyAsync(d, h, 32 * sizeof(float), cudaMemcpyHostToDevice, s); // in place: up, work, down
+    G1_LAUNCH(fill_k, 1, 4, s)(d, 5.0f);
+    cudaMemcpyAsync(h, d, 32 * sizeof(float), cudaMemcpyDeviceToHost, s);
+    check(cudaStreamSynchronize(s) == cudaSuccess && h[0] == 5.0f && h[31] == 31.0f,
+          "a copy up from pinned memory, then one down into it, one synchronise: no false report");
 
     cudaStream_t gone;
     cudaStreamCreate(&gone);

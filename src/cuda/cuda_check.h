@@ -34,6 +34,8 @@ typedef struct g1_cuda_mm {
     cublasHandle_t blas;
     int sms;              /* multiprocessors: sizes the GEMV grid */
     int gemv_max;         /* most rows for the GEMV kernel (0: never) */
+    int gemv_unroll;      /* rows of weights each warp of the GEMV loads before it uses the
+                           * first: 1, 2 or 4 (0: 4; at most 2 for 3 or more tokens) */
     int split;            /* GEMM inputs as bf16 hi + lo (two GEMMs) */
     int gemv_only;        /* every matmul on the GEMV kernel, gemv_max rows at a time
                            * (G1_CUDA_GEMM_F32: batch-invariant) */
@@ -51,6 +53,9 @@ typedef struct g1_cuda_mm {
 void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *partial_n, size_t *wbf_n,
                       size_t *xbf_n);
 
+/* GEMV partial sums (floats) for n rows of a rows x cols matrix. */
+size_t g1_cuda_gemv_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols);
+
 /* y (T, cols) = x (T, rows) @ deq(W): the GEMV kernel for T <= gemv_max,
  * dequantised panels and cuBLAS otherwise (gemv_only: the GEMV kernel over
  * chunks of gemv_max rows). T == 0 does nothing. */
@@ -58,6 +63,11 @@ g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqma
 /* The two paths on their own (tests). */
 g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
 g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
+/* The GEMV of every held expert over its rows of x (n, rows), groups and
+ * matrices in device memory (g1_cuda_gemv_grouped): y (n, cols), each row
+ * the same bits as g1_cuda_gemv_q8 gives it. Partial sums for n rows. */
+g1_status g1_cuda_gemv_grouped_q8(g1_cuda_mm *mm, const float *x, int n, const g1_dqmat *mats, const g1_dqmat *shape,
+                                  const int *grp, int E, float *y);
 /* y (T, V) = (x (T, D) . E^T) * mult, E (V, D) bf16: the un-embedding. */
 g1_status g1_cuda_unembed(g1_cuda_mm *mm, const float *x, int T, int D, const uint16_t *E, int V, float mult,
                           float *y);

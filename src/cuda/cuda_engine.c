@@ -149,6 +149,7 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     e->mm.stream = e->stream;
     e->mm.blas = e->blas;
     G1_CU(cudaDeviceGetAttribute(&e->mm.sms, cudaDevAttrMultiProcessorCount, opts->device));
+    e->moe_host_groups = co && co->moe_host_groups;
     int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
     e->mm.gemv_max = gm < 0 ? 0 : gm > 64 ? 64 : gm;
     e->mm.split = opts->cuda_gemm == G1_CUDA_GEMM_BF16X2;
@@ -188,6 +189,13 @@ static g1_status engine_scratch(g1_cuda_engine *e)
         wn = zmax(wn, w);
         xn = zmax(xn, x);
     }
+    /* the MoE grouped on the device: up to gemv_max tokens, k rows each */
+    size_t Rg = (size_t)e->mm.gemv_max * k < R ? (size_t)e->mm.gemv_max * k : R;
+    for (int id = G1_MOE_GATE; id <= G1_MOE_DOWN; id++) {
+        int rows, cols;
+        g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
+        pn = zmax(pn, g1_cuda_gemv_partial_n(&e->mm, (int)Rg, rows, cols));
+    }
     if (e->embedding && !e->mm.gemv_only)
         xn = zmax(xn, T * D * (e->mm.split ? 2 : 1));
     e->mm.partial_n = pn;
@@ -211,6 +219,9 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     G1_TRY(dalloc(e, &e->idx, R * sizeof(int)));
     G1_TRY(dalloc(e, &e->gate, R * 4));
     G1_TRY(dalloc(e, &e->rows, 2 * R * sizeof(int)));
+    int El = e->expert1 - e->expert0;
+    G1_TRY(dalloc(e, &e->grp, (3 * (size_t)El + 1) * sizeof(int)));
+    G1_TRY(up(e, &e->mats_d, e->mats, (size_t)(e->nL ? e->nL : 1) * 3 * El * sizeof(g1_dqmat)));
     G1_TRY(dalloc(e, &e->tok, T * sizeof(int)));
     G1_TRY(dalloc(e, &e->xg, R * D * 4));
     G1_TRY(dalloc(e, &e->yg, R * D * 4));

@@ -14,6 +14,8 @@ typedef struct g1_cuda_engine g1_cuda_engine;
 typedef struct g1_cuda_opts {
     int gemv_max_tokens; /* most rows per matmul for the int8 GEMV kernel, more
                           * go to dequantised tiles + cuBLAS (0: 16; -1: always cuBLAS) */
+    int moe_host_groups; /* 1: the MoE's rows are grouped on the host at every batch size
+                          * (default: on the device when the batch takes the GEMV) */
 } g1_cuda_opts;
 
 /* GPUs visible to this process (0 when none, or built without CUDA). */

@@ -32,6 +32,8 @@ struct g1_cuda_engine {
     float *final_norm;        /* (D) */
     g1_cuda_layer *layers;    /* (nL) host array */
     g1_dqmat *mats;           /* (nL * 3 * E_local) backing of layers[].moe */
+    g1_dqmat *mats_d;         /* the same array in device memory (the grouped GEMV) */
+    int moe_host_groups;      /* g1_cuda_opts.moe_host_groups */
     g1_cuda_slot *slots;      /* (n_slots) */
     int max_splits;           /* attention key splits */
     /* per-batch token table: k0 (T ptrs), v0 (T ptrs), lstride (T), pos (T) */
@@ -45,6 +47,7 @@ struct g1_cuda_engine {
     int *idx;                 /* (T, topk) */
     float *gate;              /* (T, topk) */
     int *rows;                /* (2R): grouped order of rows, then each row's place in it */
+    int *grp;                 /* (3 E_local + 1): groups made on the device (g1_cuda_moe_group) */
     int *tok;                 /* (T) token ids */
     float *xg, *yg;           /* (R, D) expert inputs / outputs in grouped order */
     float *xr;                /* (R, D) rows that came from the host (g1_cuda_moe_expert_rows) */

@@ -30,12 +30,16 @@ static size_t panel_rows(const g1_cuda_mm *mm, int rows, int cols)
     return kr >= 64 ? kr / 64 * 64 : kr;
 }
 
+size_t g1_cuda_gemv_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols)
+{
+    int rps, splits = gemv_splits(mm, rows, cols, &rps);
+    return splits > 1 ? (size_t)splits * (size_t)n * (size_t)cols : 0;
+}
+
 void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *partial_n, size_t *wbf_n,
                       size_t *xbf_n)
 {
-    int rps, splits = gemv_splits(mm, rows, cols, &rps);
-    int tg = T < mm->gemv_max ? T : mm->gemv_max;
-    *partial_n = splits > 1 ? (size_t)splits * (size_t)tg * (size_t)cols : 0;
+    *partial_n = g1_cuda_gemv_partial_n(mm, T < mm->gemv_max ? T : mm->gemv_max, rows, cols);
     size_t whole = (size_t)rows * cols, cap = (size_t)32 << 20; /* panels of at most 64 MB */
     *wbf_n = whole < cap ? whole : cap;
     *xbf_n = (size_t)T * rows * (mm->split ? 2 : 1);
@@ -52,9 +56,27 @@ g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat 
     if (splits > 1 && (size_t)splits * n > mm->partial_n)
         return G1_FAIL(G1_ERR_INTERNAL, "CUDA GEMV of %d rows x %d columns needs %zu partial sums, has %zu", T,
                        W->cols, (size_t)splits * n, mm->partial_n);
-    G1_CU(g1_cuda_gemv_launch(mm->stream, x, T, W, rps, splits, splits > 1 ? mm->partial : y));
+    G1_CU(g1_cuda_gemv_launch(mm->stream, x, T, W, rps, splits, mm->gemv_unroll, splits > 1 ? mm->partial : y));
     if (splits > 1)
         G1_CU(g1_cuda_gemv_reduce(mm->stream, mm->partial, splits, n, y));
+    return G1_OK;
+}
+
+g1_status g1_cuda_gemv_grouped_q8(g1_cuda_mm *mm, const float *x, int n, const g1_dqmat *mats, const g1_dqmat *shape,
+                                  const int *grp, int E, float *y)
+{
+    if (n <= 0)
+        return G1_OK;
+    int rps, splits = gemv_splits(mm, shape->rows, shape->cols, &rps);
+    size_t cnt = (size_t)n * shape->cols;
+    if (splits > 1 && (size_t)splits * cnt > mm->partial_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA grouped GEMV of %d rows x %d columns needs %zu partial sums, has %zu",
+                       n, shape->cols, (size_t)splits * cnt, mm->partial_n);
+    /* tokens a block takes at a time: about a group's rows if they were even */
+    int slots = E < n ? E : n, avg = (n + slots - 1) / slots, nt = avg <= 1 ? 1 : avg == 2 ? 2 : 4;
+    G1_CU(g1_cuda_gemv_grouped(mm->stream, x, n, nt, mats, shape, grp, E, rps, splits, splits > 1 ? mm->partial : y));
+    if (splits > 1)
+        G1_CU(g1_cuda_gemv_reduce(mm->stream, mm->partial, splits, cnt, y));
     return G1_OK;
 }
 

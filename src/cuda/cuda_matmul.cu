@@ -16,14 +16,19 @@ const int UE_MAX_T = G1_CUDA_UNEMBED_MAX_T;
 
 __device__ __forceinline__ float deq(int q, float s) { return __bfloat162float(__float2bfloat16_rn((float)q * s)); }
 
+__device__ __forceinline__ void unpack16(int4 v, int q[16])
+{
+    int w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        q[i] = (int)(signed char)((w[i / 4] >> (8 * (i % 4))) & 0xff);
+}
+
+// the 16 columns of row r at p (byte loads when the row is not 16-byte aligned)
 __device__ __forceinline__ void load16(const int8_t *p, bool vec, int ncol, int q[16])
 {
     if (vec) {
-        int4 v = __ldg(reinterpret_cast<const int4 *>(p));
-        int w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int i = 0; i < 16; i++)
-            q[i] = (int)(signed char)((w[i / 4] >> (8 * (i % 4))) & 0xff);
+        unpack16(__ldg(reinterpret_cast<const int4 *>(p)), q);
     } else {
 #pragma unroll
         for (int i = 0; i < 16; i++)
@@ -31,21 +36,69 @@ __device__ __forceinline__ void load16(const int8_t *p, bool vec, int ncol, int 
     }
 }
 
-// grid (col tiles * token groups, splits); token group g covers tokens
-// [g*NT, g*NT+NT). Each lane owns 16 columns, each warp every 8th row of the
-// split; warps are summed in a fixed order, splits by reduce_k. dst is
-// (splits, T, cols): y itself when there is one split.
+// x[t0 + t, r] for the NT tokens of the group (0 past T)
 template <int NT>
-__global__ void __launch_bounds__(GV_THREADS) gemv_k(const float *x, int T, g1_dqmat W, int rows_per_split,
-                                                       int groups, bool vec, float *dst)
+__device__ __forceinline__ void load_x(const float *x, int T, int t0, int rows, int r, float xv[NT])
+{
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        xv[t] = t0 + t < T ? __ldg(x + (size_t)(t0 + t) * rows + r) : 0.0f;
+}
+
+// The scales of a lane's 16 columns for row r's block; bend is where that
+// block ends (rows only grow, so a row at or past it needs new scales).
+__device__ __forceinline__ void load_scales(const g1_dqmat &W, int r, int rpb, int c, int ncol, bool vec, float sc[16],
+                                            int &bend)
+{
+    int b = r / rpb;
+    bend = (b + 1) * rpb;
+    const float *s = W.scale + (size_t)b * W.cols + c;
+    if (vec) {
+#pragma unroll
+        for (int i = 0; i < 16; i += 4) {
+            float4 f = __ldg(reinterpret_cast<const float4 *>(s + i));
+            sc[i] = f.x, sc[i + 1] = f.y, sc[i + 2] = f.z, sc[i + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            sc[i] = i < ncol ? __ldg(s + i) : 0.0f;
+    }
+}
+
+// One row of a lane's 16 columns: dequantise q with the scales sc and add
+// x * w to each token's sums. Rows are added in order, so the sums do not
+// depend on how the rows were loaded.
+template <int NT>
+__device__ __forceinline__ void gemv_row(const int q[16], const float sc[16], const float xv[NT], float acc[NT][16])
+{
+    float w[16];
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        w[i] = deq(q[i], sc[i]);
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            acc[t][i] = fmaf(xv[t], w[i], acc[t][i]);
+}
+
+// One block of the GEMV: token group [t0, t0 + NT) of the T rows of x,
+// column tile `tile`, the split of rows [r0, r1); row t of the result goes
+// to out[t * cols]. Each lane owns 16 columns, each warp every 8th row of
+// the split; warps are summed in a fixed order, splits by reduce_k. With
+// 16-byte rows a warp issues the loads of U rows (r, r+8, ...) before it
+// uses the first, so that enough bytes are in flight to cover the memory
+// latency (one 512-byte row per warp is not: docs/CUDA.md); the sums are
+// the same for every U.
+template <int NT, int U>
+__device__ __forceinline__ void gemv_block(const float *x, int T, const g1_dqmat &W, int r0, int r1, int tile, int t0,
+                                           bool vec, float *out)
 {
     __shared__ float red[8][GV_COLS + 1];
-    int tile = blockIdx.x / groups, g = blockIdx.x % groups, split = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int cols = W.cols, rows = W.rows, rpb = rows / W.blocks;
     int c = tile * GV_COLS + lane * 16, ncol = min(16, cols - c);
-    int r0 = split * rows_per_split, r1 = min(rows, r0 + rows_per_split);
-    int t0 = g * NT;
     float acc[NT][16];
 #pragma unroll
     for (int t = 0; t < NT; t++)
@@ -54,28 +107,43 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_k(const float *x, int T, g1_d
             acc[t][i] = 0;
     if (ncol > 0) {
         float sc[16];
-        int cur_b = -1;
-        for (int r = r0 + warp; r < r1; r += 8) {
-            int b = r / rpb;
-            if (b != cur_b) {
-                cur_b = b;
+        int bend = -1, r = r0 + warp;
+        if (vec)
+            for (; r + 8 * (U - 1) < r1; r += 8 * U) {
+                int4 v[U];
+                float xv[U][NT];
 #pragma unroll
-                for (int i = 0; i < 16; i++)
-                    sc[i] = i < ncol ? __ldg(W.scale + (size_t)b * cols + c + i) : 0.0f;
+                for (int u = 0; u < U; u++)
+                    v[u] = __ldg(reinterpret_cast<const int4 *>(W.w + (size_t)(r + 8 * u) * cols + c));
+#pragma unroll
+                for (int u = 0; u < U; u++)
+                    load_x<NT>(x, T, t0, rows, r + 8 * u, xv[u]);
+                if (r + 8 * (U - 1) < bend) { // the usual case: all U rows in the current scale block
+#pragma unroll
+                    for (int u = 0; u < U; u++) {
+                        int q[16];
+                        unpack16(v[u], q);
+                        gemv_row<NT>(q, sc, xv[u], acc);
+                    }
+                } else {
+#pragma unroll
+                    for (int u = 0; u < U; u++) {
+                        int q[16];
+                        unpack16(v[u], q);
+                        if (r + 8 * u >= bend)
+                            load_scales(W, r + 8 * u, rpb, c, ncol, vec, sc, bend);
+                        gemv_row<NT>(q, sc, xv[u], acc);
+                    }
+                }
             }
+        for (; r < r1; r += 8) { // the rows left over, one at a time
             int q[16];
+            float xv[NT];
             load16(W.w + (size_t)r * cols + c, vec, ncol, q);
-            float w[16];
-#pragma unroll
-            for (int i = 0; i < 16; i++)
-                w[i] = deq(q[i], sc[i]);
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                float xv = t0 + t < T ? __ldg(x + (size_t)(t0 + t) * rows + r) : 0.0f;
-#pragma unroll
-                for (int i = 0; i < 16; i++)
-                    acc[t][i] = fmaf(xv, w[i], acc[t][i]);
-            }
+            load_x<NT>(x, T, t0, rows, r, xv);
+            if (r >= bend)
+                load_scales(W, r, rpb, c, ncol, vec, sc, bend);
+            gemv_row<NT>(q, sc, xv, acc);
         }
     }
     for (int t = 0; t < NT; t++) {
@@ -90,10 +158,89 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_k(const float *x, int T, g1_d
                     float s = 0;
                     for (int wi = 0; wi < 8; wi++)
                         s += red[wi][cc];
-                    dst[((size_t)split * T + t0 + t) * cols + col] = s;
+                    out[(size_t)(t0 + t) * cols + col] = s;
                 }
             }
         __syncthreads();
+    }
+}
+
+// grid (col tiles * token groups, splits); token group g covers tokens
+// [g*NT, g*NT+NT). dst is (splits, T, cols): y itself with one split.
+template <int NT, int U>
+__global__ void __launch_bounds__(GV_THREADS, NT == 1 ? 0 : 2) gemv_k(const float *x, int T, g1_dqmat W,
+                                                                       int rows_per_split, int groups, bool vec,
+                                                                       float *dst)
+{
+    int tile = blockIdx.x / groups, g = blockIdx.x % groups, split = blockIdx.y;
+    int r0 = split * rows_per_split, r1 = min(W.rows, r0 + rows_per_split);
+    gemv_block<NT, U>(x, T, W, r0, r1, tile, g * NT, vec, dst + (size_t)split * T * W.cols);
+}
+
+// The GEMV of the MoE for every held expert in one launch: grid (col tiles,
+// splits, slots). Slot j < grp[3E] takes the j-th expert that has rows, e
+// = grp[2E + j]: its rows [off, off + m) of x (n, rows) and of dst (splits,
+// n, cols), m = grp[e], off = grp[E + e], NT tokens at a time. The other
+// slots do nothing.
+template <int NT, int U>
+__global__ void __launch_bounds__(GV_THREADS, NT == 1 ? 0 : 2) gemv_grouped_k(const float *x, int n,
+                                                                               const g1_dqmat *mats, const int *grp,
+                                                                               int E, int rows_per_split, bool vec,
+                                                                               float *dst)
+{
+    int j = blockIdx.z;
+    if (j >= grp[3 * E]) // the whole block: no thread reaches a barrier
+        return;
+    int e = grp[2 * E + j], m = grp[e], off = grp[E + e];
+    g1_dqmat W = mats[e];
+    int tile = blockIdx.x, split = blockIdx.y;
+    int r0 = split * rows_per_split, r1 = min(W.rows, r0 + rows_per_split);
+    for (int t0 = 0; t0 < m; t0 += NT)
+        gemv_block<NT, U>(x + (size_t)off * W.rows, m, W, r0, r1, tile, t0, vec,
+                          dst + ((size_t)split * n + off) * W.cols);
+}
+
+// Rows of the MoE grouped by expert on the device (one block), as
+// group_rows in cuda_moe.c does on the host: for ids (n) in [e0, e0 + E),
+// rows[0..n) the rows in stable expert order, rows[n + i] the place of row
+// i in it; grp (3E + 1): the rows of each expert, where they start, the
+// experts that have rows in order, and how many those are.
+__global__ void moe_group_k(const int *ids, int n, int e0, int E, int *rows, int *grp)
+{
+    __shared__ int cnt[256], off[256];
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        int c = 0;
+        for (int i = 0; i < n; i++)
+            c += ids[i] - e0 == e;
+        cnt[e] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int o = 0, a = 0;
+        for (int e = 0; e < E; e++) {
+            off[e] = o;
+            o += cnt[e];
+            if (cnt[e])
+                grp[2 * E + a++] = e;
+        }
+        for (int j = a; j < E; j++)
+            grp[2 * E + j] = -1;
+        grp[3 * E] = a;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        int id = ids[i], e = id - e0;
+        if (e < 0 || e >= E) // not held: the router never gives such an id
+            continue;
+        int p = off[e];
+        for (int j = 0; j < i; j++)
+            p += ids[j] == id;
+        rows[p] = i;
+        rows[n + i] = p;
+    }
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        grp[e] = cnt[e];
+        grp[E + e] = off[e];
     }
 }
 
@@ -174,7 +321,7 @@ extern "C" {
 int g1_cuda_gemv_cols(void) { return GV_COLS; }
 
 cudaError_t g1_cuda_gemv_launch(cudaStream_t s, const float *x, int T, const g1_dqmat *W, int rows_per_split,
-                                int splits, float *dst)
+                                int splits, int unroll, float *dst)
 {
     if (T <= 0)
         return cudaSuccess;
@@ -182,12 +329,40 @@ cudaError_t g1_cuda_gemv_launch(cudaStream_t s, const float *x, int T, const g1_
     int NT = T == 1 ? 1 : T == 2 ? 2 : 4, groups = (T + NT - 1) / NT;
     int tiles = (W->cols + GV_COLS - 1) / GV_COLS;
     dim3 grid((unsigned)(tiles * groups), (unsigned)splits);
-    if (NT == 1)
-        G1_LAUNCH(gemv_k<1>, grid, GV_THREADS, s)(x, T, *W, rows_per_split, groups, vec, dst);
-    else if (NT == 2)
-        G1_LAUNCH(gemv_k<2>, grid, GV_THREADS, s)(x, T, *W, rows_per_split, groups, vec, dst);
+#define G1_GEMV(nt, u) G1_LAUNCH((gemv_k<nt, u>), grid, GV_THREADS, s)(x, T, *W, rows_per_split, groups, vec, dst)
+    if (unroll == 1)
+        NT == 1 ? G1_GEMV(1, 1) : NT == 2 ? G1_GEMV(2, 1) : G1_GEMV(4, 1);
+    else if (unroll == 2 || NT == 4) // 4 x 4 would take 177 registers: one block a multiprocessor
+        NT == 1 ? G1_GEMV(1, 2) : NT == 2 ? G1_GEMV(2, 2) : G1_GEMV(4, 2);
     else
-        G1_LAUNCH(gemv_k<4>, grid, GV_THREADS, s)(x, T, *W, rows_per_split, groups, vec, dst);
+        NT == 1 ? G1_GEMV(1, 4) : G1_GEMV(2, 4);
+#undef G1_GEMV
+    return cudaGetLastError();
+}
+
+cudaError_t g1_cuda_gemv_grouped(cudaStream_t s, const float *x, int n, int nt, const g1_dqmat *mats,
+                                 const g1_dqmat *shape, const int *grp, int E, int rows_per_split, int splits,
+                                 float *dst)
+{
+    if (n <= 0)
+        return cudaSuccess;
+    bool vec = shape->cols % 16 == 0;
+    int NT = nt <= 1 ? 1 : nt == 2 ? 2 : 4, slots = E < n ? E : n;
+    if (slots > 65535)
+        return cudaErrorInvalidValue;
+    dim3 grid((unsigned)((shape->cols + GV_COLS - 1) / GV_COLS), (unsigned)splits, (unsigned)slots);
+#define G1_GEMV(nt, u) \
+    G1_LAUNCH((gemv_grouped_k<nt, u>), grid, GV_THREADS, s)(x, n, mats, grp, E, rows_per_split, vec, dst)
+    NT == 1 ? G1_GEMV(1, 4) : NT == 2 ? G1_GEMV(2, 4) : G1_GEMV(4, 2); // the GEMV's default unroll
+#undef G1_GEMV
+    return cudaGetLastError();
+}
+
+cudaError_t g1_cuda_moe_group(cudaStream_t s, const int *ids, int n, int e0, int E, int *rows, int *grp)
+{
+    if (E > 256)
+        return cudaErrorInvalidValue;
+    G1_LAUNCH(moe_group_k, 1, 256, s)(ids, n, e0, E, rows, grp);
     return cudaGetLastError();
 }
 

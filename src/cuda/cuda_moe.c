@@ -1,7 +1,9 @@
-/* MoE on the device: rows grouped by expert (on the host, from the top-k
- * ids copied back), one matmul chain per held expert over its group (GEMV
- * or GEMM by group size), no compute for experts a row did not pick; then
- * the combine in choice order. A row's result does not depend on the other
+/* MoE on the device: rows grouped by expert, one matmul chain per held
+ * expert over its group, no compute for experts a row did not pick; then
+ * the combine in choice order. Batches of up to gemv_max tokens are grouped
+ * on the device and every expert's GEMV is one launch; larger ones are
+ * grouped on the host (from the top-k ids copied back), each group on the
+ * GEMV or cuBLAS by its size. A row's result does not depend on the other
  * rows of its group while the group stays on one matmul path. */
 #include <string.h>
 
@@ -48,6 +50,27 @@ static g1_status run_experts(g1_cuda_engine *e, int l, const int *count)
     return G1_OK;
 }
 
+/* The MoE with the rows grouped on the device and every expert's GEMV in
+ * one launch per matrix: no host round trip, and ten launches however many
+ * experts have rows. Only for batches whose groups the host path would give the
+ * GEMV (T <= gemv_max; a group holds at most T rows, as a token picks
+ * distinct experts), so each row gets the same bits either way. */
+static g1_status moe_grouped_on_device(g1_cuda_engine *e, int l, int T, const float *xn, const int *idx,
+                                       const float *gate, float *out)
+{
+    const g1_cuda_layer *L = &e->layers[l];
+    int k = e->cfg.num_selected_experts, n = T * k, D = e->cfg.emb_size, El = e->expert1 - e->expert0;
+    const g1_dqmat *m = e->mats_d + (size_t)l * 3 * El;
+    G1_CU(g1_cuda_moe_group(e->stream, idx, n, e->expert0, El, e->rows, e->grp));
+    G1_CU(g1_cuda_gather(e->stream, xn, D, e->rows, k, n, e->xg));
+    G1_TRY(g1_cuda_gemv_grouped_q8(&e->mm, e->xg, n, m, &L->moe[0][0], e->grp, El, e->h1));
+    G1_TRY(g1_cuda_gemv_grouped_q8(&e->mm, e->xg, n, m + El, &L->moe[1][0], e->grp, El, e->h2));
+    G1_CU(g1_cuda_gelu_mul(e->stream, e->h1, e->h2, (size_t)n * e->cfg.ffn_size, e->h1));
+    G1_TRY(g1_cuda_gemv_grouped_q8(&e->mm, e->h1, n, m + 2 * El, &L->moe[2][0], e->grp, El, e->yg));
+    G1_CU(g1_cuda_combine(e->stream, T, D, k, gate, e->yg, e->rows + n, out));
+    return G1_OK;
+}
+
 g1_status g1_cuda_moe_device(g1_cuda_engine *e, int l, int T, const float *xn, const int *idx, const float *gate,
                              float *out)
 {
@@ -56,6 +79,8 @@ g1_status g1_cuda_moe_device(g1_cuda_engine *e, int l, int T, const float *xn, c
         return G1_FAIL(G1_ERR_INTERNAL, "MoE batch of %d tokens exceeds %d", T, e->opts.max_batch);
     if (T <= 0)
         return G1_OK;
+    if (T <= e->mm.gemv_max && !e->moe_host_groups)
+        return moe_grouped_on_device(e, l, T, xn, idx, gate, out);
     /* the one host round trip of a layer: group sizes decide the launches */
     G1_CU(cudaMemcpyAsync(e->idx_h, idx, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost, e->stream));
     G1_CU(cudaStreamSynchronize(e->stream));

@@ -32,9 +32,27 @@ typedef struct g1_dqmat {
 /* GEMV: y (T, cols) = x (T, rows) @ deq(W), split-K over `splits` slices of
  * rows_per_split rows: dst is (splits, T, cols), y itself when splits == 1
  * (then reduce with g1_cuda_gemv_reduce). Each lane streams 16 columns with
- * 16-byte loads (byte loads when cols % 16 != 0). */
+ * 16-byte loads (byte loads when cols % 16 != 0), each warp `unroll` rows
+ * (1, 2 or 4; other values: 4) before it uses the first, at most 2 for more
+ * than 2 tokens. The result is the same bits for every unroll. */
 cudaError_t g1_cuda_gemv_launch(cudaStream_t s, const float *x, int T, const g1_dqmat *W, int rows_per_split,
-                                int splits, float *dst);
+                                int splits, int unroll, float *dst);
+/* The GEMVs of the MoE's held experts in one launch, the groups read on the
+ * device (g1_cuda_moe_group's grp): for each expert e < E with rows, rows
+ * [off, off + m) of x (n, rows) times mats[e] (device array) go to rows
+ * [off, off + m) of dst (splits, n, cols) (y itself with one split), m =
+ * grp[e], off = grp[E + e], nt (1, 2, 4) tokens at a time; `shape` is any
+ * of the matrices (all share rows, cols and blocks); splits as
+ * g1_cuda_gemv_launch's for that shape; its default unroll. Each row's
+ * result is the same bits as g1_cuda_gemv_launch gives it. */
+cudaError_t g1_cuda_gemv_grouped(cudaStream_t s, const float *x, int n, int nt, const g1_dqmat *mats,
+                                 const g1_dqmat *shape, const int *grp, int E, int rows_per_split, int splits,
+                                 float *dst);
+/* Group the n rows with expert ids in [e0, e0 + E) (E <= 256) on the device:
+ * rows[0..n) the rows in stable expert order, rows[n + i] the place of row
+ * i; grp (3E + 1 ints): the rows of each expert, where they start, the
+ * experts that have rows (in order, then -1), and how many those are. */
+cudaError_t g1_cuda_moe_group(cudaStream_t s, const int *ids, int n, int e0, int E, int *rows, int *grp);
 /* y (n) = sum over j < splits of part[j * n + i], in j order. */
 cudaError_t g1_cuda_gemv_reduce(cudaStream_t s, const float *part, int splits, size_t n, float *y);
 /* Columns one GEMV block covers (grid sizing). */

@@ -353,13 +353,17 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
     int iters = smoke ? 2 : 20;
     printf("\nparts (what a decode step spends; %% of the copy's GB/s):\n");
     for (int T = 1; T <= 8; T += 7) {
-        double ms[4] = {0};
+        double ms[4] = {0}, host[4] = {0};
         G1_TRY(phases(e, T, iters, ms));
-        printf("  layer at %d token%s: attention block %.3f ms, router %.3f ms, experts %.3f ms (host round trip "
-               "included), final norm %.3f ms\n",
-               T, T > 1 ? "s" : "", ms[0], ms[1], ms[2], ms[3]);
+        e->moe_host_groups = 1; /* as before 2026-12-01: grouped on the host, one launch chain per expert */
+        g1_status st = phases(e, T, iters, host);
+        e->moe_host_groups = 0;
+        G1_TRY(st);
+        printf("  layer at %d token%s: attention block %.3f ms, router %.3f ms, experts %.3f ms (grouped on the "
+               "host: %.3f ms), final norm %.3f ms\n",
+               T, T > 1 ? "s" : "", ms[0], ms[1], ms[2], host[2], ms[3]);
     }
-    /* a round trip: what the MoE's one host sync per layer costs at least */
+    /* a round trip: what grouping the MoE's rows on the host costs at least, each layer */
     double t0 = secs();
     int n_rt = smoke ? 4 : 200;
     for (int i = 0; i < n_rt; i++) {
@@ -372,14 +376,21 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
     for (int m = 0; m < 2; m++) {
         const g1_dqmat *W = mats[m];
         double bytes = (double)W->rows * W->cols + 4.0 * W->blocks * W->cols;
-        printf("  GEMV %s (%d x %d, %.0f MB):", names[m], W->rows, W->cols, bytes / 1e6);
+        int l2 = 0;
+        cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, e->opts.device);
+        printf("  GEMV %s (%d x %d, %.0f MB%s):", names[m], W->rows, W->cols, bytes / 1e6,
+               bytes < l2 ? ", fits in L2: repeated calls may read it from there" : "");
         for (int T = 1; T <= 16; T *= 2) {
             if (T > e->mm.gemv_max || T > e->opts.max_batch) /* the scratch holds max_batch rows */
                 break;
-            double ms = 0;
+            double ms = 0, ms1 = 0;
             G1_TRY(gemv_time(e, W, T, iters, &ms));
-            printf(" T=%d %.3f ms %.0f GB/s (%.0f%%);", T, ms, bytes / (ms * 1e-3) / 1e9,
-                   100 * bytes / (ms * 1e-3) / 1e9 / bw);
+            e->mm.gemv_unroll = 1; /* one row in flight per warp, as before 2026-12-01 */
+            g1_status st = gemv_time(e, W, T, iters, &ms1);
+            e->mm.gemv_unroll = 0;
+            G1_TRY(st);
+            printf(" T=%d %.3f ms %.0f GB/s (%.0f%%, unroll 1: %.0f%%);", T, ms, bytes / (ms * 1e-3) / 1e9,
+                   100 * bytes / (ms * 1e-3) / 1e9 / bw, 100 * bytes / (ms1 * 1e-3) / 1e9 / bw);
         }
         printf("\n");
     }

@@ -83,6 +83,8 @@ def launches(programs):
         most = {}
         for line in open(log):
             name, threads = line.rsplit(" ", 1)
+            if name.startswith("(") and name.endswith(")"):  # G1_LAUNCH((kernel<a, b>), ...)
+                name = name[1:-1]
             most[name] = max(most.get(name, 0), int(threads))
         return most
 

@@ -78,6 +78,17 @@ static void test_matmul(cublasHandle_t blas, int rows, int cols, int blocks, int
     /* GEMV: float32 x, same products, another summation order; GEMM: x in
      * bf16 (2^-9 relative per element); split: x to about 2^-17 */
     ct_close(name, got, ref, (size_t)T * cols, path == 1 ? 2e-2 : 2e-5 * sqrt(rows));
+    if (path == 0) /* the GEMV's rows in flight per warp change its loads, never its sums */
+        for (int u = 1; u <= 2; u++) {
+            float *alt = malloc((size_t)T * cols * 4);
+            mm.gemv_unroll = u;
+            ct_ok(g1_cuda_gemv_q8(&mm, dx, T, &d, dy), "matmul");
+            ct_down(alt, dy, (size_t)T * cols * 4);
+            snprintf(name, sizeof name, "matmul gemv %dx%d b%d T=%d: unroll %d == unroll 4, bitwise", rows, cols,
+                     blocks, T, u);
+            tu_check(!memcmp(alt, got, (size_t)T * cols * 4), name);
+            free(alt);
+        }
     mm_free(&mm);
     cudaFree(dx), cudaFree(dy), cudaFree((void *)d.w), cudaFree((void *)d.scale);
     free(h.w), free(h.scale), free(x), free(ref), free(got);
@@ -309,6 +320,62 @@ static void test_moe_rows(void)
     g1_weights_free(&W);
 }
 
+/* The MoE of a batch with its rows grouped on the device (every expert's
+ * GEMV in one launch; batches up to gemv_max tokens) against the same
+ * batch grouped on the host (one chain per expert): the same bits; and
+ * against the CPU. Even and uneven groups, experts with no rows, one expert
+ * in every token's choice. */
+static void test_moe_grouped(void)
+{
+    g1_config C;
+    g1_config_preset("tiny", &C);
+    int blocks[G1_NUM_QMAT];
+    g1_synth_blocks(&C, blocks);
+    g1_weights W;
+    g1_synth s = {.cfg = C, .seed = 9, .qk_gain = 1};
+    ct_ok(g1_weights_alloc(&W, &C, 0, C.num_layers, 0, C.num_experts, blocks, 1), "alloc");
+    ct_ok(g1_synth_weights(&s, &W), "synth");
+    g1_engine *cpu;
+    g1_cuda_engine *dev, *host;
+    g1_engine_opts o = {.n_slots = 1, .max_batch = 20, .max_context = 0};
+    g1_cuda_opts on_host = {.moe_host_groups = 1};
+    ct_ok(g1_engine_init(&cpu, &W, &o, NULL), "cpu engine");
+    ct_ok(g1_cuda_engine_init(&dev, &W, &o, NULL, NULL), "cuda engine");
+    ct_ok(g1_cuda_engine_init(&host, &W, &o, NULL, &on_host), "cuda engine, host groups");
+    int D = C.emb_size, k = C.num_selected_experts, E = C.num_experts;
+    int Ts[] = {1, 2, 3, 5, 8, 16};
+    for (int c = 0; c < (int)(sizeof Ts / sizeof Ts[0]); c++)
+        for (int pattern = 0; pattern < 3; pattern++) {
+            int T = Ts[c], idx[16 * 8];
+            float gate[16 * 8];
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < k; j++) {
+                    /* 0: spread; 1: expert 3 in every token (a group of T), the
+                     * other choice among 5..7 (0..2 and 4 empty); 2: pairs
+                     * walking the experts unevenly */
+                    int id = pattern == 0 ? (t * k + j) % E : pattern == 1 ? (j ? 5 + t % 3 : 3)
+                                                                            : (t / 3 + j * (1 + t % 2)) % E;
+                    idx[t * k + j] = id;
+                    gate[t * k + j] = 0.25f + 0.5f * (float)tu_unif();
+                }
+            float *x = rnd((size_t)T * D, 4), *ref = malloc((size_t)T * D * 4), *got = malloc((size_t)T * D * 4),
+                  *alt = malloc((size_t)T * D * 4);
+            ct_ok(g1_moe_local(cpu, 1, T, x, idx, gate, ref), "cpu moe");
+            ct_ok(g1_cuda_moe_local(dev, 1, T, x, idx, gate, got), "cuda moe");
+            ct_ok(g1_cuda_moe_local(host, 1, T, x, idx, gate, alt), "cuda moe, host groups");
+            char name[96];
+            snprintf(name, sizeof name, "moe grouped on the device T=%d pattern %d", T, pattern);
+            ct_close(name, got, ref, (size_t)T * D, 1e-4);
+            snprintf(name, sizeof name, "moe T=%d pattern %d: device groups == host groups, bitwise", T, pattern);
+            tu_check(!memcmp(got, alt, (size_t)T * D * 4), name);
+            free(x), free(ref), free(got), free(alt);
+        }
+    g1_engine_free(cpu);
+    g1_cuda_engine_free(dev);
+    g1_cuda_engine_free(host);
+    g1_weights_free(&W);
+}
+
 /* The score of logits rows on the device (g1_cuda_score_rows) against the
  * CPU's g1_row_logprob: random rows, ties for the largest logit across
  * threads and warps, -inf entries, no target, and rows the CPU refuses: a
@@ -424,8 +491,10 @@ int main(void)
         test_unembed(blas, 40, 1024, 3000, 0);
         test_unembed(blas, 40, 1024, 3000, 1);
     }
-    if (WANT("moe"))
+    if (WANT("moe")) {
         test_moe_rows();
+        test_moe_grouped();
+    }
     if (WANT("score")) {
         int Vs[] = {1, 5, 1000, 1024, 4099, 131072};
         for (int i = 0; i < 6; i++)

@@ -6,12 +6,15 @@
 
 enum { MIN_ROWS_PER_SPLIT = 192 };
 
-/* Split-K slices: about 3 blocks per multiprocessor, each slice at least
- * MIN_ROWS_PER_SPLIT rows, a multiple of 8 (one row per warp per step). */
+/* Split-K slices: as many as fill 2 blocks a multiprocessor without going
+ * over (every GEMV kernel fits 2, so a token group's blocks are one whole
+ * wave, never a wave and a few stragglers), each slice at least
+ * MIN_ROWS_PER_SPLIT rows, a multiple of 8 (one row per warp per step).
+ * From the matrix's shape alone, so a row's sums do not depend on T. */
 static int gemv_splits(const g1_cuda_mm *mm, int rows, int cols, int *rows_per_split)
 {
     int gc = g1_cuda_gemv_cols(), tiles = (cols + gc - 1) / gc;
-    int want = (3 * (mm->sms > 0 ? mm->sms : 132) + tiles - 1) / tiles;
+    int want = 2 * (mm->sms > 0 ? mm->sms : 132) / tiles;
     int most = rows / MIN_ROWS_PER_SPLIT;
     int s = want < most ? want : most;
     if (s < 1)

@@ -143,6 +143,10 @@ g1_status g1_cuda_moe_local(g1_cuda_engine *e, int layer, int T, const float *x,
     if (T <= 0)
         return G1_OK;
     size_t bytes = (size_t)T * e->cfg.emb_size * sizeof(float), n = (size_t)T * k;
+    for (size_t i = 0; i < n; i++) /* the device's grouping takes the ids as given */
+        if (idx[i] < e->expert0 || idx[i] >= e->expert1)
+            return G1_FAIL(G1_ERR_INTERNAL, "expert %d is not held by this process (holds %d..%d)", idx[i],
+                           e->expert0, e->expert1 - 1);
     G1_CU(cudaSetDevice(e->opts.device));
     G1_CU(cudaMemcpyAsync(e->xr, x, bytes, cudaMemcpyHostToDevice, e->stream));
     G1_CU(cudaMemcpyAsync(e->idx, idx, n * sizeof(int), cudaMemcpyHostToDevice, e->stream));

@@ -370,6 +370,13 @@ static void test_moe_grouped(void)
             tu_check(!memcmp(got, alt, (size_t)T * D * 4), name);
             free(x), free(ref), free(got), free(alt);
         }
+    { /* an expert id outside the held ones is refused before any work */
+        int bad[2] = {0, E};
+        float g2[2] = {0.5f, 0.5f}, *x = rnd((size_t)D, 4), *y = malloc((size_t)D * 4);
+        g1_status st = g1_cuda_moe_local(dev, 1, 1, x, bad, g2, y);
+        tu_check(st != G1_OK && strstr(g1_last_error(), "is not held"), "moe: an expert id not held is refused");
+        free(x), free(y);
+    }
     g1_engine_free(cpu);
     g1_cuda_engine_free(dev);
     g1_cuda_engine_free(host);

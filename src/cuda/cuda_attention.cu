@@ -1,7 +1,7 @@
 // Causal attention with the Grok-1 soft cap over the device KV caches:
 // s = cap * tanh(q.k * mult / cap), softmax in float32, weighted sum of v.
-// One block per (token, head, key split); a second kernel merges the splits
-// (flash-decoding). Prefill and decode take the same path; the split count
+// One block per (token, kv head, key split) for up to 8 of the kv head's q
+// heads; a second kernel merges the splits (flash-decoding). Prefill and decode take the same path; the split count
 // depends only on the token's position, never on the batch.
 #include <cuda_bf16.h>
 #include <math.h>
@@ -10,8 +10,11 @@
 
 namespace {
 
-const int NTHR = 128; // threads per block: one output dimension each (K <= 256: two)
-const int SUB = 128;  // keys scored per pass (shared memory)
+const int NTHR = 128;          // threads per block: one output dimension each (K <= 256: two)
+const int NWARP = NTHR / 32;
+const int SUB = 32;            // keys per tile (shared memory)
+const int HG = 2 * NWARP;      // q heads per block, all of one kv head (two per warp in the softmax)
+const int KMAX = 256;
 const int KEYS_PER_SPLIT = 64;
 
 __device__ int n_splits(int n, int max_splits)
@@ -39,68 +42,109 @@ __global__ void kv_store_k(g1_cuda_kv kv, int kvw, const float *k, const float *
     }
 }
 
-// grid (T, Hq, max_splits); writes (o[K] unnormalised, max, sum) per split
+// grid (T, Hkv * hgroups, max_splits): the q heads [h0, h0 + nh) (at most
+// HG) of kv head g, over the keys of split j. Each tile of SUB keys is read
+// from the cache once into shared memory and scored against every head of
+// the block, then its values are read once and added to every head's sums
+// (a kv head's keys and values are read once for its G q heads, not G
+// times). Writes (o[K] unnormalised, max, sum) per head and split.
 template <typename E>
-__global__ void attn_split_k(g1_cuda_attn_args a)
+__global__ void __launch_bounds__(NTHR) attn_split_k(g1_cuda_attn_args a)
 {
-    __shared__ float q[256];
-    __shared__ float s[SUB];
-    int t = blockIdx.x, h = blockIdx.y, j = blockIdx.z, K = a.K, kvw = a.Hkv * a.K;
+    __shared__ float tile[SUB * (KMAX + 1)]; // keys, then values; rows padded to K + 1 (no bank conflicts)
+    __shared__ float q[HG][KMAX];
+    __shared__ float s[HG][SUB];             // scores, then their exponentials
+    __shared__ float rs[HG];                 // each head's rescale of its sums so far
+    int G = a.Hq / a.Hkv, hgroups = (G + HG - 1) / HG;
+    int t = blockIdx.x, g = blockIdx.y / hgroups, h0 = g * G + (blockIdx.y % hgroups) * HG;
+    int nh = min(HG, g * G + G - h0), j = blockIdx.z, K = a.K, KP = K + 1, kvw = a.Hkv * K;
     int n = a.kv.pos[t] + 1, nsp = n_splits(n, a.max_splits);
-    if (j >= nsp)
+    if (j >= nsp) // the whole block: no thread reaches a barrier
         return;
     int chunk = (n + nsp - 1) / nsp, k0 = j * chunk, k1 = min(n, k0 + chunk);
-    int g = h / (a.Hq / a.Hkv);
     size_t base = (size_t)a.kv.layer * a.kv.lstride[t] + (size_t)g * K;
     const E *kc = static_cast<const E *>(a.kv.k0[t]) + base, *vc = static_cast<const E *>(a.kv.v0[t]) + base;
-    for (int d = threadIdx.x; d < K; d += NTHR)
-        q[d] = a.q[((size_t)t * a.Hq + h) * K + d];
-    __syncthreads();
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float m = -INFINITY, l = 0, acc0 = 0, acc1 = 0;
-    int d0 = threadIdx.x, d1 = threadIdx.x + NTHR;
+    for (int i = threadIdx.x; i < nh * K; i += NTHR)
+        q[i / K][i % K] = a.q[((size_t)t * a.Hq + h0) * K + i];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d0 = threadIdx.x, d1 = threadIdx.x + NTHR;
+    float mh[2] = {-INFINITY, -INFINITY}, lh[2] = {0, 0}; // heads warp and warp + NWARP (the warp's lanes agree)
+    float acc[HG][2];
+#pragma unroll
+    for (int h = 0; h < HG; h++)
+        acc[h][0] = acc[h][1] = 0;
     for (int kb = k0; kb < k1; kb += SUB) {
         int nb = min(SUB, k1 - kb);
-        for (int i = warp; i < nb; i += NTHR / 32) {
-            const E *kr = kc + (size_t)(kb + i) * kvw;
-            float p = 0;
+        for (int r = warp; r < nb; r += NWARP) // a warp per key row, lanes along it
             for (int d = lane; d < K; d += 32)
-                p += q[d] * ld(kr, d);
-            for (int o = 16; o > 0; o >>= 1)
-                p += __shfl_xor_sync(0xffffffffu, p, o);
-            if (lane == 0) {
-                float x = p * a.mult;
-                s[i] = a.cap * tanhf(x / a.cap);
+                tile[r * KP + d] = ld(kc + (size_t)(kb + r) * kvw, d);
+        __syncthreads(); // the keys (and, the first time, q) are in place
+        for (int w = threadIdx.x; w < nh * nb; w += NTHR) {
+            int h = w / nb, i = w - h * nb;
+            const float *kr = tile + i * KP, *qh = q[h];
+            float p = 0;
+            for (int d = 0; d < K; d++)
+                p += qh[d] * kr[d];
+            float x = p * a.mult;
+            s[h][i] = a.cap * tanhf(x / a.cap);
+        }
+        __syncthreads(); // the scores are in place; the keys are no longer read
+        for (int r = warp; r < nb; r += NWARP)
+            for (int d = lane; d < K; d += 32)
+                tile[r * KP + d] = ld(vc + (size_t)(kb + r) * kvw, d);
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) { // online softmax: a warp per head
+            int h = warp + hh * NWARP;
+            if (h < nh) {
+                float x = lane < nb ? s[h][lane] : -INFINITY, mx = x;
+                for (int o = 16; o > 0; o >>= 1)
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                float mb = fmaxf(mh[hh], mx), r = expf(mh[hh] - mb); // r is 0 on the first tile
+                float p = lane < nb ? expf(x - mb) : 0.0f, sum = p;
+                for (int o = 16; o > 0; o >>= 1)
+                    sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                if (lane < nb)
+                    s[h][lane] = p;
+                if (lane == 0)
+                    rs[h] = r;
+                lh[hh] = lh[hh] * r + sum;
+                mh[hh] = mb;
             }
         }
-        __syncthreads();
-        float mb = m;
-        for (int i = 0; i < nb; i++)
-            mb = fmaxf(mb, s[i]);
-        float r = expf(m - mb); // 0 on the first pass (m = -inf)
-        l *= r;
-        acc0 *= r;
-        acc1 *= r;
+        __syncthreads(); // the values, the exponentials and the rescales are in place
+#pragma unroll
+        for (int h = 0; h < HG; h++)
+            if (h < nh) {
+                acc[h][0] *= rs[h];
+                acc[h][1] *= rs[h];
+            }
         for (int i = 0; i < nb; i++) {
-            float p = expf(s[i] - mb);
-            l += p;
-            const E *vr = vc + (size_t)(kb + i) * kvw;
-            if (d0 < K)
-                acc0 += p * ld(vr, d0);
-            if (d1 < K)
-                acc1 += p * ld(vr, d1);
+            float v0 = d0 < K ? tile[i * KP + d0] : 0.0f, v1 = d1 < K ? tile[i * KP + d1] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < HG; h++)
+                if (h < nh) {
+                    acc[h][0] += s[h][i] * v0;
+                    acc[h][1] += s[h][i] * v1;
+                }
         }
-        m = mb;
-        __syncthreads(); // s is rewritten by the next pass
+        __syncthreads(); // the tile, s and rs are rewritten by the next pass
     }
-    float *out = a.part + (((size_t)t * a.Hq + h) * a.max_splits + j) * (K + 2);
-    if (d0 < K)
-        out[d0] = acc0;
-    if (d1 < K)
-        out[d1] = acc1;
-    if (threadIdx.x == 0) {
-        out[K] = m;
-        out[K + 1] = l;
+#pragma unroll
+    for (int h = 0; h < HG; h++)
+        if (h < nh) {
+            float *out = a.part + (((size_t)t * a.Hq + h0 + h) * a.max_splits + j) * (K + 2);
+            if (d0 < K)
+                out[d0] = acc[h][0];
+            if (d1 < K)
+                out[d1] = acc[h][1];
+        }
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int h = warp + hh * NWARP;
+        if (h < nh && lane == 0) {
+            float *out = a.part + (((size_t)t * a.Hq + h0 + h) * a.max_splits + j) * (K + 2);
+            out[K] = mh[hh];
+            out[K + 1] = lh[hh];
+        }
     }
 }
 
@@ -141,11 +185,12 @@ cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kv
 
 cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
 {
-    if (a->K > 2 * NTHR || a->K > 256 || a->Hq % a->Hkv)
+    if (a->K > 2 * NTHR || a->K > KMAX || a->Hq % a->Hkv)
         return cudaErrorInvalidValue;
     if (a->T <= 0)
         return cudaSuccess;
-    dim3 grid((unsigned)a->T, (unsigned)a->Hq, (unsigned)a->max_splits);
+    int G = a->Hq / a->Hkv, hgroups = (G + HG - 1) / HG;
+    dim3 grid((unsigned)a->T, (unsigned)(a->Hkv * hgroups), (unsigned)a->max_splits);
     if (a->kv.bf16)
         G1_LAUNCH(attn_split_k<__nv_bfloat16>, grid, NTHR, s)(*a);
     else

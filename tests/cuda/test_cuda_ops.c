@@ -491,6 +491,8 @@ int main(void)
         test_attention(8, 8, 64, 1, 0);
         test_attention(6, 1, 128, 64, 1);
         test_attention(4, 2, 16, 8, 1);
+        test_attention(20, 2, 32, 4, 0); /* 10 q heads a kv head: two blocks of heads (8 and 2) */
+        test_attention(2, 1, 256, 8, 1); /* K = 256: two output dimensions a thread */
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);

@@ -62,7 +62,7 @@ struct g1_cuda_engine {
     float *xh, *yh;           /* (R, D) host side of the dispatch / expert rows */
     /* the benchmark's phase events (NULL otherwise): recorded in layer 0 at
      * its start, after the attention block, after the router, after the
-     * MoE (host round trip included) and at its end */
+     * MoE (its host round trip included, above gemv_max tokens) and at its end */
     cudaEvent_t *prof;
 };
 enum { G1_CUDA_PROF_EVENTS = 5 };

@@ -7,8 +7,10 @@
  * [--cuda-gemm bf16|bf16x2|f32] [--no-parts] [--smoke]: the goals are checked
  * for the default bf16 GEMM (at 1 to 8 tokens every mode is the same GEMV).
  * Then (unless --no-parts) the parts of a decode step alone: the layer's
- * phases, the MoE's host round trip, the GEMV and the un-embedding on one
- * matrix, decode attention over full-length caches, each against the copy.
+ * phases (the experts with their rows grouped on the device, and on the
+ * host as before), the bare host round trip, the GEMV (4 rows in flight
+ * per warp, and 1 as before) and the un-embedding on one matrix, decode
+ * attention over full-length caches, each against the copy.
  * --smoke shrinks the reference copy and GEMM (and the caches) so the whole
  * program can run on the CPU emulation (tests/cuda/emu); its figures mean
  * nothing. */

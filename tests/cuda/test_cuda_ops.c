@@ -282,18 +282,25 @@ static void test_unembed(cublasHandle_t blas, int T, int D, int V, int split)
     cudaFree(dx), cudaFree(dy), cudaFree(dE), free(E), free(x), free(ref), free(got);
 }
 
-/* The MoE rows of the tiny model: uneven groups, empty experts, groups on
- * both matmul paths; the CUDA engine against the CPU engine. */
-static void test_moe_rows(void)
+/* The tiny model's weights, made in memory from `seed`. */
+static void tiny_weights(g1_weights *W, uint64_t seed)
 {
     g1_config C;
     g1_config_preset("tiny", &C);
     int blocks[G1_NUM_QMAT];
     g1_synth_blocks(&C, blocks);
+    g1_synth s = {.cfg = C, .seed = seed, .qk_gain = 1};
+    ct_ok(g1_weights_alloc(W, &C, 0, C.num_layers, 0, C.num_experts, blocks, 1), "alloc");
+    ct_ok(g1_synth_weights(&s, W), "synth");
+}
+
+/* The MoE rows of the tiny model: uneven groups, empty experts, groups on
+ * both matmul paths; the CUDA engine against the CPU engine. */
+static void test_moe_rows(void)
+{
     g1_weights W;
-    g1_synth s = {.cfg = C, .seed = 5, .qk_gain = 1};
-    ct_ok(g1_weights_alloc(&W, &C, 0, C.num_layers, 0, C.num_experts, blocks, 1), "alloc");
-    ct_ok(g1_synth_weights(&s, &W), "synth");
+    tiny_weights(&W, 5);
+    g1_config C = W.cfg;
     g1_engine *cpu;
     g1_cuda_engine *gpu;
     g1_engine_opts o = {.n_slots = 2, .max_batch = 32, .max_context = 0};
@@ -327,14 +334,9 @@ static void test_moe_rows(void)
  * in every token's choice. */
 static void test_moe_grouped(void)
 {
-    g1_config C;
-    g1_config_preset("tiny", &C);
-    int blocks[G1_NUM_QMAT];
-    g1_synth_blocks(&C, blocks);
     g1_weights W;
-    g1_synth s = {.cfg = C, .seed = 9, .qk_gain = 1};
-    ct_ok(g1_weights_alloc(&W, &C, 0, C.num_layers, 0, C.num_experts, blocks, 1), "alloc");
-    ct_ok(g1_synth_weights(&s, &W), "synth");
+    tiny_weights(&W, 9);
+    g1_config C = W.cfg;
     g1_engine *cpu;
     g1_cuda_engine *dev, *host;
     g1_engine_opts o = {.n_slots = 1, .max_batch = 20, .max_context = 0};

@@ -42,22 +42,36 @@ __global__ void kv_store_k(g1_cuda_kv kv, int kvw, const float *k, const float *
     }
 }
 
+// Shared-memory row stride of a tile for K values: an odd number of 16-byte
+// units, so the 16-byte loads of 8 lanes reading 8 different rows (one
+// phase of a warp's 16-byte load) fall in 8 different bank groups.
+__device__ __forceinline__ int tile_stride(int K)
+{
+    int w = (K + 3) / 4;
+    return 4 * (w % 2 ? w : w + 1);
+}
+
 // grid (T, Hkv * hgroups, max_splits): the q heads [h0, h0 + nh) (at most
 // HG) of kv head g, over the keys of split j. Each tile of SUB keys is read
 // from the cache once into shared memory and scored against every head of
 // the block, then its values are read once and added to every head's sums
 // (a kv head's keys and values are read once for its G q heads, not G
-// times). Writes (o[K] unnormalised, max, sum) per head and split.
+// times). Scores: lane i of warp w takes key i for heads w and w + NWARP,
+// 16 bytes of the key and of each q at a time, and keeps both scores in
+// registers for the online softmax (a warp per head, a lane per key). Sums:
+// a thread per output dimension (two for K > 128) for every head, the
+// exponentials read 4 keys at a time. Writes (o[K] unnormalised, max, sum)
+// per head and split.
 template <typename E>
 __global__ void __launch_bounds__(NTHR) attn_split_k(g1_cuda_attn_args a)
 {
-    __shared__ float tile[SUB * (KMAX + 1)]; // keys, then values; rows padded to K + 1 (no bank conflicts)
-    __shared__ float q[HG][KMAX];
-    __shared__ float s[HG][SUB];             // scores, then their exponentials
-    __shared__ float rs[HG];                 // each head's rescale of its sums so far
+    __shared__ __align__(16) float tile[SUB * (KMAX + 4)]; // keys, then values, rows tile_stride(K) apart
+    __shared__ __align__(16) float q[HG][KMAX];
+    __shared__ __align__(16) float s[HG][SUB];             // each key's exponential for each head
+    __shared__ float rs[HG];                               // each head's rescale of its sums so far
     int G = a.Hq / a.Hkv, hgroups = (G + HG - 1) / HG;
     int t = blockIdx.x, g = blockIdx.y / hgroups, h0 = g * G + (blockIdx.y % hgroups) * HG;
-    int nh = min(HG, g * G + G - h0), j = blockIdx.z, K = a.K, KP = K + 1, kvw = a.Hkv * K;
+    int nh = min(HG, g * G + G - h0), j = blockIdx.z, K = a.K, KP = tile_stride(K), kvw = a.Hkv * K;
     int n = a.kv.pos[t] + 1, nsp = n_splits(n, a.max_splits);
     if (j >= nsp) // the whole block: no thread reaches a barrier
         return;
@@ -67,6 +81,7 @@ __global__ void __launch_bounds__(NTHR) attn_split_k(g1_cuda_attn_args a)
     for (int i = threadIdx.x; i < nh * K; i += NTHR)
         q[i / K][i % K] = a.q[((size_t)t * a.Hq + h0) * K + i];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d0 = threadIdx.x, d1 = threadIdx.x + NTHR;
+    int K4 = K / 4 * 4;
     float mh[2] = {-INFINITY, -INFINITY}, lh[2] = {0, 0}; // heads warp and warp + NWARP (the warp's lanes agree)
     float acc[HG][2];
 #pragma unroll
@@ -78,52 +93,75 @@ __global__ void __launch_bounds__(NTHR) attn_split_k(g1_cuda_attn_args a)
             for (int d = lane; d < K; d += 32)
                 tile[r * KP + d] = ld(kc + (size_t)(kb + r) * kvw, d);
         __syncthreads(); // the keys (and, the first time, q) are in place
-        for (int w = threadIdx.x; w < nh * nb; w += NTHR) {
-            int h = w / nb, i = w - h * nb;
-            const float *kr = tile + i * KP, *qh = q[h];
-            float p = 0;
-            for (int d = 0; d < K; d++)
-                p += qh[d] * kr[d];
-            float x = p * a.mult;
-            s[h][i] = a.cap * tanhf(x / a.cap);
+        float sc[2] = {0, 0};
+        if (lane < nb && warp < nh) { // the warp's second head, if it has one, in the same pass
+            const float *kr = tile + lane * KP, *qa = q[warp], *qb = q[warp + NWARP < nh ? warp + NWARP : warp];
+            int d = 0;
+            for (; d < K4; d += 4) {
+                float4 kv = *reinterpret_cast<const float4 *>(kr + d);
+                float4 x = *reinterpret_cast<const float4 *>(qa + d), y = *reinterpret_cast<const float4 *>(qb + d);
+                sc[0] += x.x * kv.x;
+                sc[0] += x.y * kv.y;
+                sc[0] += x.z * kv.z;
+                sc[0] += x.w * kv.w;
+                sc[1] += y.x * kv.x;
+                sc[1] += y.y * kv.y;
+                sc[1] += y.z * kv.z;
+                sc[1] += y.w * kv.w;
+            }
+            for (; d < K; d++) {
+                sc[0] += qa[d] * kr[d];
+                sc[1] += qb[d] * kr[d];
+            }
         }
-        __syncthreads(); // the scores are in place; the keys are no longer read
-        for (int r = warp; r < nb; r += NWARP)
-            for (int d = lane; d < K; d += 32)
-                tile[r * KP + d] = ld(vc + (size_t)(kb + r) * kvw, d);
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) { // online softmax: a warp per head
             int h = warp + hh * NWARP;
-            if (h < nh) {
-                float x = lane < nb ? s[h][lane] : -INFINITY, mx = x;
+            if (h < nh) { // the same for every lane of the warp
+                float x = lane < nb ? a.cap * tanhf(sc[hh] * a.mult / a.cap) : -INFINITY, mx = x;
                 for (int o = 16; o > 0; o >>= 1)
                     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
                 float mb = fmaxf(mh[hh], mx), r = expf(mh[hh] - mb); // r is 0 on the first tile
                 float p = lane < nb ? expf(x - mb) : 0.0f, sum = p;
                 for (int o = 16; o > 0; o >>= 1)
                     sum += __shfl_xor_sync(0xffffffffu, sum, o);
-                if (lane < nb)
-                    s[h][lane] = p;
+                s[h][lane] = p;
                 if (lane == 0)
                     rs[h] = r;
                 lh[hh] = lh[hh] * r + sum;
                 mh[hh] = mb;
             }
         }
-        __syncthreads(); // the values, the exponentials and the rescales are in place
+        __syncthreads(); // the exponentials and the rescales are in place; the keys are no longer read
+        for (int r = warp; r < nb; r += NWARP)
+            for (int d = lane; d < K; d += 32)
+                tile[r * KP + d] = ld(vc + (size_t)(kb + r) * kvw, d);
+        __syncthreads(); // the values are in place
 #pragma unroll
         for (int h = 0; h < HG; h++)
             if (h < nh) {
                 acc[h][0] *= rs[h];
                 acc[h][1] *= rs[h];
             }
-        for (int i = 0; i < nb; i++) {
-            float v0 = d0 < K ? tile[i * KP + d0] : 0.0f, v1 = d1 < K ? tile[i * KP + d1] : 0.0f;
+        for (int i = 0; i < nb; i += 4) { // s is 0 past nb (a whole tile's row of 32 is written)
+            float v0[4], v1[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                v0[u] = d0 < K && i + u < nb ? tile[(i + u) * KP + d0] : 0.0f;
+                v1[u] = d1 < K && i + u < nb ? tile[(i + u) * KP + d1] : 0.0f;
+            }
 #pragma unroll
             for (int h = 0; h < HG; h++)
                 if (h < nh) {
-                    acc[h][0] += s[h][i] * v0;
-                    acc[h][1] += s[h][i] * v1;
+                    float4 p = *reinterpret_cast<const float4 *>(&s[h][i]);
+                    acc[h][0] += p.x * v0[0];
+                    acc[h][0] += p.y * v0[1];
+                    acc[h][0] += p.z * v0[2];
+                    acc[h][0] += p.w * v0[3];
+                    acc[h][1] += p.x * v1[0];
+                    acc[h][1] += p.y * v1[1];
+                    acc[h][1] += p.z * v1[2];
+                    acc[h][1] += p.w * v1[3];
                 }
         }
         __syncthreads(); // the tile, s and rs are rewritten by the next pass

@@ -495,6 +495,7 @@ int main(void)
         test_attention(4, 2, 16, 8, 1);
         test_attention(20, 2, 32, 4, 0); /* 10 q heads a kv head: two blocks of heads (8 and 2) */
         test_attention(2, 1, 256, 8, 1); /* K = 256: two output dimensions a thread */
+        test_attention(6, 3, 18, 4, 0);  /* K not a multiple of 4: the scores' last 2 one at a time */
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);

@@ -13,6 +13,7 @@ const int GV_THREADS = 256;          // 8 warps
 const int GV_COLS = 32 * 16;         // columns per block: 16 per lane
 const int UE_WARPS = 8;              // un-embedding: one vocabulary row per warp
 const int UE_MAX_T = G1_CUDA_UNEMBED_MAX_T;
+const int UE_ROWS = 2;               // un-embedding: vocabulary rows per warp
 
 __device__ __forceinline__ float deq(int q, float s) { return __bfloat162float(__float2bfloat16_rn((float)q * s)); }
 
@@ -266,46 +267,70 @@ __global__ void dequant_k(g1_dqmat W, int r0, int nr, __nv_bfloat16 *out)
     }
 }
 
-// one vocabulary row per warp, T <= UE_MAX_T tokens, x float32; D % 8 == 0
-__global__ void unembed_k(const float *x, int T, int D, const __nv_bfloat16 *E, int V, float mult, float *y)
+// 8 bf16 of a 16-byte load to float32 (exact: the 16 bits become the high half)
+__device__ __forceinline__ void unpack_bf16x8(int4 raw, float ef[8])
 {
-    int v = blockIdx.x * UE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (v >= V)
+    int w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        ef[i] = __int_as_float(i % 2 ? (int)((unsigned)w[i / 2] & 0xffff0000u) : (int)((unsigned)w[i / 2] << 16));
+}
+
+// UE_ROWS vocabulary rows per warp, T <= UE_MAX_T tokens, x float32;
+// D % 8 == 0. A lane takes 8 of every 256 columns of each row: each step
+// loads 16 bytes of every row at once (one 512-byte load per warp in
+// flight is too few bytes to cover the memory latency) and reads x once
+// for all of them. Each row's sums are added in column order, as with one
+// row a warp.
+__global__ void __launch_bounds__(32 * UE_WARPS, 3) unembed_k(const float *x, int T, int D, const __nv_bfloat16 *E, int V,
+                                                          float mult, float *y)
+{
+    int v0 = (blockIdx.x * UE_WARPS + (threadIdx.x >> 5)) * UE_ROWS, lane = threadIdx.x & 31;
+    if (v0 >= V)
         return;
-    float acc[UE_MAX_T];
+    float acc[UE_ROWS][UE_MAX_T];
 #pragma unroll
-    for (int t = 0; t < UE_MAX_T; t++)
-        acc[t] = 0;
-    const __nv_bfloat16 *e = E + (size_t)v * D;
+    for (int r = 0; r < UE_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < UE_MAX_T; t++)
+            acc[r][t] = 0;
+    const __nv_bfloat16 *e[UE_ROWS];
+#pragma unroll
+    for (int r = 0; r < UE_ROWS; r++) // a row past V repeats the last (its sums are not written)
+        e[r] = E + (size_t)min(v0 + r, V - 1) * D;
     for (int d = lane * 8; d < D; d += 256) {
-        int4 raw = __ldg(reinterpret_cast<const int4 *>(e + d));
-        int w[4] = {raw.x, raw.y, raw.z, raw.w};
-        float ef[8]; // bf16 to float32 is exact: the 16 bits become the high half
+        float ef[UE_ROWS][8];
 #pragma unroll
-        for (int i = 0; i < 8; i++)
-            ef[i] = __int_as_float(i % 2 ? (int)((unsigned)w[i / 2] & 0xffff0000u) : (int)((unsigned)w[i / 2] << 16));
+        for (int r = 0; r < UE_ROWS; r++)
+            unpack_bf16x8(__ldg(reinterpret_cast<const int4 *>(e[r] + d)), ef[r]);
 #pragma unroll
         for (int t = 0; t < UE_MAX_T; t++) {
             if (t < T) {
                 const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * D + d);
                 float4 a = __ldg(xp), b = __ldg(xp + 1);
-                float s = acc[t];
-                s = fmaf(a.x, ef[0], s); s = fmaf(a.y, ef[1], s); s = fmaf(a.z, ef[2], s); s = fmaf(a.w, ef[3], s);
-                s = fmaf(b.x, ef[4], s); s = fmaf(b.y, ef[5], s); s = fmaf(b.z, ef[6], s); s = fmaf(b.w, ef[7], s);
-                acc[t] = s;
+#pragma unroll
+                for (int r = 0; r < UE_ROWS; r++) {
+                    float s = acc[r][t];
+                    s = fmaf(a.x, ef[r][0], s); s = fmaf(a.y, ef[r][1], s); s = fmaf(a.z, ef[r][2], s);
+                    s = fmaf(a.w, ef[r][3], s); s = fmaf(b.x, ef[r][4], s); s = fmaf(b.y, ef[r][5], s);
+                    s = fmaf(b.z, ef[r][6], s); s = fmaf(b.w, ef[r][7], s);
+                    acc[r][t] = s;
+                }
             }
         }
     }
 #pragma unroll
-    for (int t = 0; t < UE_MAX_T; t++) {
-        if (t < T) {
-            float s = acc[t];
-            for (int o = 16; o > 0; o >>= 1)
-                s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (lane == 0)
-                y[(size_t)t * V + v] = s * mult;
+    for (int r = 0; r < UE_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < UE_MAX_T; t++) {
+            if (t < T) {
+                float s = acc[r][t];
+                for (int o = 16; o > 0; o >>= 1)
+                    s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (lane == 0 && v0 + r < V)
+                    y[(size_t)t * V + v0 + r] = s * mult;
+            }
         }
-    }
 }
 
 unsigned grid_for(size_t n)
@@ -389,7 +414,8 @@ cudaError_t g1_cuda_unembed_few(cudaStream_t s, const float *x, int T, int D, co
         return cudaErrorInvalidValue;
     if (T <= 0)
         return cudaSuccess;
-    G1_LAUNCH(unembed_k, (unsigned)((V + UE_WARPS - 1) / UE_WARPS), 32 * UE_WARPS, s)(
+    int per_block = UE_WARPS * UE_ROWS;
+    G1_LAUNCH(unembed_k, (unsigned)((V + per_block - 1) / per_block), 32 * UE_WARPS, s)(
         x, T, D, reinterpret_cast<const __nv_bfloat16 *>(E), V, mult, y);
     return cudaGetLastError();
 }

@@ -499,6 +499,7 @@ int main(void)
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);
+        test_unembed(blas, 3, 40, 1001, 0); /* odd V: a warp's second row past the table */
         test_unembed(blas, 16, 1024, 3000, 0);
         test_unembed(blas, 40, 1024, 3000, 0);
         test_unembed(blas, 40, 1024, 3000, 1);

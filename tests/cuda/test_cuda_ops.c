@@ -94,6 +94,31 @@ static void test_matmul(cublasHandle_t blas, int rows, int cols, int blocks, int
     free(h.w), free(h.scale), free(x), free(ref), free(got);
 }
 
+/* The panel dequantiser, both kernels (16 columns a thread when cols % 16
+ * == 0, one element otherwise): rows [r0, r0 + nr) of W, bitwise
+ * bf16(int8 * scale) as the host rounds it, scale blocks crossed. */
+static void test_dequant(int rows, int cols, int blocks, int r0, int nr)
+{
+    g1_qmat h;
+    g1_dqmat d;
+    mk_qmat(rows, cols, blocks, &h, &d);
+    uint16_t *got = malloc((size_t)nr * cols * 2), *dout = ct_up(NULL, (size_t)nr * cols * 2);
+    ct_cu(g1_cuda_dequant(S, &d, r0, nr, dout), "dequant");
+    ct_down(got, dout, (size_t)nr * cols * 2);
+    int rpb = rows / blocks, bad = 0;
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < cols; c++) {
+            float sc = h.scale[(size_t)((r0 + r) / rpb) * cols + c];
+            bad += got[(size_t)r * cols + c] != g1_f32_to_bf16((float)h.w[(size_t)(r0 + r) * cols + c] * sc);
+        }
+    char name[96];
+    snprintf(name, sizeof name, "dequant %dx%d b%d rows %d..%d: bitwise bf16(int8 * scale) (%d differ)", rows, cols,
+             blocks, r0, r0 + nr - 1, bad);
+    tu_check(!bad, name);
+    cudaFree(dout), cudaFree((void *)d.w), cudaFree((void *)d.scale);
+    free(h.w), free(h.scale), free(got);
+}
+
 static void test_small_ops(void)
 {
     int T = 7, D = 200, H = 3, K = 16, E = 8, k = 2;
@@ -484,6 +509,11 @@ int main(void)
         test_matmul(blas, sh[0], sh[1], sh[2], 17, 1);
         test_matmul(blas, sh[0], sh[1], sh[2], 100, 1);
         test_matmul(blas, sh[0], sh[1], sh[2], 33, 2);
+    }
+    if (WANT("matmul")) {
+        test_dequant(96, 64, 8, 5, 70);    /* 16 columns a thread, scale blocks of 12 rows crossed */
+        test_dequant(1000, 520, 8, 0, 1000); /* cols % 16 == 8: one element a thread */
+        test_dequant(64, 1024, 1, 63, 1);
     }
     if (WANT("small"))
         test_small_ops();

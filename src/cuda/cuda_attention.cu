@@ -1,7 +1,7 @@
 // Causal attention with the Grok-1 soft cap over the device KV caches:
 // s = cap * tanh(q.k * mult / cap), softmax in float32, weighted sum of v.
-// One block per (token, kv head, key split) for up to 8 of the kv head's q
-// heads; a second kernel merges the splits (flash-decoding). Prefill and decode take the same path; the split count
+// One block per (tile of a sequence's tokens, kv head, key split) for the
+// kv head's q heads; a second kernel merges the splits (flash-decoding). Prefill and decode take the same path; the split count
 // depends only on the token's position, never on the batch.
 #include <cuda_bf16.h>
 #include <math.h>
@@ -10,18 +10,18 @@
 
 namespace {
 
-const int NTHR = 128;          // threads per block: one output dimension each (K <= 256: two)
+const int NTHR = 256;       // threads per block
 const int NWARP = NTHR / 32;
-const int SUB = 32;            // keys per tile (shared memory)
-const int HG = 2 * NWARP;      // q heads per block, all of one kv head (two per warp in the softmax)
+const int SUB = 32;         // keys per tile (shared memory)
 const int KMAX = 256;
-const int KEYS_PER_SPLIT = 64;
+const int MIN_CHUNK = 64;   // keys of a split at the least
 
-__device__ int n_splits(int n, int max_splits)
-{
-    int s = (n + KEYS_PER_SPLIT - 1) / KEYS_PER_SPLIT;
-    return s < max_splits ? s : max_splits;
-}
+// Rows (token, q head) a block takes for keys padded to KD: q and the
+// tile must fit 48 KB of shared memory.
+__host__ __device__ constexpr int max_rows(int KD) { return KD == 256 ? 8 : 32; }
+
+// Splits of a token at n keys: chunks of `chunk` keys from key 0.
+__device__ int n_splits(int n, int chunk) { return (n + chunk - 1) / chunk; }
 
 // A cache element: float32, or bf16 (to float32 exactly; from it rounded
 // to nearest even).
@@ -51,137 +51,141 @@ __device__ __forceinline__ int tile_stride(int K)
     return 4 * (w % 2 ? w : w + 1);
 }
 
-// grid (T, Hkv * hgroups, max_splits): the q heads [h0, h0 + nh) (at most
-// HG) of kv head g, over the keys of split j. Each tile of SUB keys is read
-// from the cache once into shared memory and scored against every head of
-// the block, then its values are read once and added to every head's sums
-// (a kv head's keys and values are read once for its G q heads, not G
-// times). Scores: lane i of warp w takes key i for heads w and w + NWARP,
-// 16 bytes of the key and of each q at a time, and keeps both scores in
-// registers for the online softmax (a warp per head, a lane per key). Sums:
-// a thread per output dimension (two for K > 128) for every head, the
-// exponentials read 4 keys at a time. Writes (o[K] unnormalised, max, sum)
-// per head and split.
-template <typename E>
-__global__ void __launch_bounds__(NTHR) attn_split_k(g1_cuda_attn_args a)
+// grid (tiles, Hkv * hgroups, max_splits). A block takes the rows (token,
+// q head) of a tile of tokens of one sequence (a.tiles: first token and
+// count; NULL: a token a tile) and up to nh q heads of kv head g, over
+// split j's keys [j * chunk, (j + 1) * chunk), each row up to its own
+// token's position. Each tile of SUB keys is read from the cache once into
+// shared memory for every row of the block (the q heads of a kv head, the
+// queries of a prompt), then its values likewise. Scores: lane i of warp w
+// takes key i for rows w, w + 8, ...; the online softmax stays in
+// registers, a warp per row. Sums: a thread per output dimension and a
+// share of the rows, the exponentials read 4 keys at a time. A row's
+// arithmetic is the same whatever else shares its block, so a token's
+// result does not depend on its batch. Writes (o[K] unnormalised, max,
+// sum) per row and split.
+template <typename E, int KD>
+__global__ void __launch_bounds__(NTHR, 2) attn_split_k(g1_cuda_attn_args a)
 {
-    __shared__ __align__(16) float tile[SUB * (KMAX + 4)]; // keys, then values, rows tile_stride(K) apart
-    __shared__ __align__(16) float q[HG][KMAX];
-    __shared__ __align__(16) float s[HG][SUB];             // each key's exponential for each head
-    __shared__ float rs[HG];                               // each head's rescale of its sums so far
-    int G = a.Hq / a.Hkv, hgroups = (G + HG - 1) / HG;
-    int t = blockIdx.x, g = blockIdx.y / hgroups, h0 = g * G + (blockIdx.y % hgroups) * HG;
-    int nh = min(HG, g * G + G - h0), j = blockIdx.z, K = a.K, KP = tile_stride(K), kvw = a.Hkv * K;
-    int n = a.kv.pos[t] + 1, nsp = n_splits(n, a.max_splits);
-    if (j >= nsp) // the whole block: no thread reaches a barrier
+    const int MR = max_rows(KD), RPW = MR / NWARP, GR = NTHR / KD, APT = MR / GR;
+    __shared__ __align__(16) float tile[SUB * (KD + 4)]; // keys, then values, rows tile_stride(K) apart
+    __shared__ __align__(16) float q[MR][KD];
+    __shared__ __align__(16) float s[MR][SUB];           // each key's exponential for each row
+    __shared__ float rs[MR];                             // each row's rescale of its sums so far
+    __shared__ int nrow[MR];                             // each row's keys (its token's position + 1)
+    int G = a.Hq / a.Hkv, hpb = min(G, MR), hgroups = (G + hpb - 1) / hpb;
+    int t0 = a.tiles ? a.tiles[2 * blockIdx.x] : (int)blockIdx.x, nq = a.tiles ? a.tiles[2 * blockIdx.x + 1] : 1;
+    int g = blockIdx.y / hgroups, h0 = g * G + (blockIdx.y % hgroups) * hpb, nh = min(hpb, g * G + G - h0);
+    int R = nq * nh, j = blockIdx.z, K = a.K, KP = tile_stride(K), kvw = a.Hkv * K;
+    int nmax = 0;
+    for (int qi = 0; qi < nq; qi++)
+        nmax = max(nmax, a.kv.pos[t0 + qi] + 1);
+    int k0 = j * a.chunk, k1 = min(nmax, k0 + a.chunk);
+    if (k0 >= k1) // the whole block: no thread reaches a barrier
         return;
-    int chunk = (n + nsp - 1) / nsp, k0 = j * chunk, k1 = min(n, k0 + chunk);
-    size_t base = (size_t)a.kv.layer * a.kv.lstride[t] + (size_t)g * K;
-    const E *kc = static_cast<const E *>(a.kv.k0[t]) + base, *vc = static_cast<const E *>(a.kv.v0[t]) + base;
-    for (int i = threadIdx.x; i < nh * K; i += NTHR)
-        q[i / K][i % K] = a.q[((size_t)t * a.Hq + h0) * K + i];
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d0 = threadIdx.x, d1 = threadIdx.x + NTHR;
+    size_t base = (size_t)a.kv.layer * a.kv.lstride[t0] + (size_t)g * K; // the tile's tokens share a cache
+    const E *kc = static_cast<const E *>(a.kv.k0[t0]) + base, *vc = static_cast<const E *>(a.kv.v0[t0]) + base;
+    for (int i = threadIdx.x; i < R * K; i += NTHR) { // row r = token qi's head hi
+        int r = i / K, d = i - r * K, qi = r / nh, hi = r - qi * nh;
+        q[r][d] = a.q[((size_t)(t0 + qi) * a.Hq + h0 + hi) * K + d];
+    }
+    for (int r = threadIdx.x; r < R; r += NTHR)
+        nrow[r] = min(a.kv.pos[t0 + r / nh] + 1, k0 + a.chunk);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = threadIdx.x % KD, gr = threadIdx.x / KD;
     int K4 = K / 4 * 4;
-    float mh[2] = {-INFINITY, -INFINITY}, lh[2] = {0, 0}; // heads warp and warp + NWARP (the warp's lanes agree)
-    float acc[HG][2];
+    float mh[RPW], lh[RPW], acc[APT];
 #pragma unroll
-    for (int h = 0; h < HG; h++)
-        acc[h][0] = acc[h][1] = 0;
+    for (int u = 0; u < RPW; u++)
+        mh[u] = -INFINITY, lh[u] = 0;
+#pragma unroll
+    for (int u = 0; u < APT; u++)
+        acc[u] = 0;
     for (int kb = k0; kb < k1; kb += SUB) {
         int nb = min(SUB, k1 - kb);
         for (int r = warp; r < nb; r += NWARP) // a warp per key row, lanes along it
-            for (int d = lane; d < K; d += 32)
-                tile[r * KP + d] = ld(kc + (size_t)(kb + r) * kvw, d);
-        __syncthreads(); // the keys (and, the first time, q) are in place
-        float sc[2] = {0, 0};
-        if (lane < nb && warp < nh) { // the warp's second head, if it has one, in the same pass
-            const float *kr = tile + lane * KP, *qa = q[warp], *qb = q[warp + NWARP < nh ? warp + NWARP : warp];
-            int d = 0;
-            for (; d < K4; d += 4) {
-                float4 kv = *reinterpret_cast<const float4 *>(kr + d);
-                float4 x = *reinterpret_cast<const float4 *>(qa + d), y = *reinterpret_cast<const float4 *>(qb + d);
-                sc[0] += x.x * kv.x;
-                sc[0] += x.y * kv.y;
-                sc[0] += x.z * kv.z;
-                sc[0] += x.w * kv.w;
-                sc[1] += y.x * kv.x;
-                sc[1] += y.y * kv.y;
-                sc[1] += y.z * kv.z;
-                sc[1] += y.w * kv.w;
-            }
-            for (; d < K; d++) {
-                sc[0] += qa[d] * kr[d];
-                sc[1] += qb[d] * kr[d];
-            }
-        }
+            for (int dd = lane; dd < K; dd += 32)
+                tile[r * KP + dd] = ld(kc + (size_t)(kb + r) * kvw, dd);
+        __syncthreads(); // the keys (and, the first time, q and nrow) are in place
+        const float *kr = tile + lane * KP;
 #pragma unroll
-        for (int hh = 0; hh < 2; hh++) { // online softmax: a warp per head
-            int h = warp + hh * NWARP;
-            if (h < nh) { // the same for every lane of the warp
-                float x = lane < nb ? a.cap * tanhf(sc[hh] * a.mult / a.cap) : -INFINITY, mx = x;
+        for (int u = 0; u < RPW; u++) { // a warp per row: scores, then the online softmax
+            int r = warp + u * NWARP;
+            if (r < R && kb < nrow[r]) { // the same for every lane of the warp
+                int nbr = min(nb, nrow[r] - kb);
+                float sc = 0;
+                if (lane < nbr) {
+                    const float *qr = q[r];
+                    int dd = 0;
+                    for (; dd < K4; dd += 4) {
+                        float4 kv = *reinterpret_cast<const float4 *>(kr + dd);
+                        float4 x = *reinterpret_cast<const float4 *>(qr + dd);
+                        sc += x.x * kv.x;
+                        sc += x.y * kv.y;
+                        sc += x.z * kv.z;
+                        sc += x.w * kv.w;
+                    }
+                    for (; dd < K; dd++)
+                        sc += qr[dd] * kr[dd];
+                }
+                float x = lane < nbr ? a.cap * tanhf(sc * a.mult / a.cap) : -INFINITY, mx = x;
                 for (int o = 16; o > 0; o >>= 1)
                     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-                float mb = fmaxf(mh[hh], mx), r = expf(mh[hh] - mb); // r is 0 on the first tile
-                float p = lane < nb ? expf(x - mb) : 0.0f, sum = p;
+                float mb = fmaxf(mh[u], mx), rsc = expf(mh[u] - mb); // 0 on the row's first tile
+                float p = lane < nbr ? expf(x - mb) : 0.0f, sum = p;
                 for (int o = 16; o > 0; o >>= 1)
                     sum += __shfl_xor_sync(0xffffffffu, sum, o);
-                s[h][lane] = p;
+                s[r][lane] = p;
                 if (lane == 0)
-                    rs[h] = r;
-                lh[hh] = lh[hh] * r + sum;
-                mh[hh] = mb;
+                    rs[r] = rsc;
+                lh[u] = lh[u] * rsc + sum;
+                mh[u] = mb;
             }
         }
         __syncthreads(); // the exponentials and the rescales are in place; the keys are no longer read
         for (int r = warp; r < nb; r += NWARP)
-            for (int d = lane; d < K; d += 32)
-                tile[r * KP + d] = ld(vc + (size_t)(kb + r) * kvw, d);
+            for (int dd = lane; dd < K; dd += 32)
+                tile[r * KP + dd] = ld(vc + (size_t)(kb + r) * kvw, dd);
         __syncthreads(); // the values are in place
+        if (d < K) {
 #pragma unroll
-        for (int h = 0; h < HG; h++)
-            if (h < nh) {
-                acc[h][0] *= rs[h];
-                acc[h][1] *= rs[h];
-            }
-        for (int i = 0; i < nb; i += 4) { // s is 0 past nb (a whole tile's row of 32 is written)
-            float v0[4], v1[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                v0[u] = d0 < K && i + u < nb ? tile[(i + u) * KP + d0] : 0.0f;
-                v1[u] = d1 < K && i + u < nb ? tile[(i + u) * KP + d1] : 0.0f;
-            }
-#pragma unroll
-            for (int h = 0; h < HG; h++)
-                if (h < nh) {
-                    float4 p = *reinterpret_cast<const float4 *>(&s[h][i]);
-                    acc[h][0] += p.x * v0[0];
-                    acc[h][0] += p.y * v0[1];
-                    acc[h][0] += p.z * v0[2];
-                    acc[h][0] += p.w * v0[3];
-                    acc[h][1] += p.x * v1[0];
-                    acc[h][1] += p.y * v1[1];
-                    acc[h][1] += p.z * v1[2];
-                    acc[h][1] += p.w * v1[3];
+            for (int u = 0; u < APT; u++) {
+                int r = gr + u * GR;
+                if (r < R && kb < nrow[r]) {
+                    int nbr = min(nb, nrow[r] - kb);
+                    float o = acc[u] * rs[r];
+                    for (int i = 0; i < nbr; i += 4) {
+                        float4 p = *reinterpret_cast<const float4 *>(&s[r][i]);
+                        o += p.x * tile[i * KP + d];
+                        if (i + 1 < nbr)
+                            o += p.y * tile[(i + 1) * KP + d];
+                        if (i + 2 < nbr)
+                            o += p.z * tile[(i + 2) * KP + d];
+                        if (i + 3 < nbr)
+                            o += p.w * tile[(i + 3) * KP + d];
+                    }
+                    acc[u] = o;
                 }
+            }
         }
         __syncthreads(); // the tile, s and rs are rewritten by the next pass
     }
 #pragma unroll
-    for (int h = 0; h < HG; h++)
-        if (h < nh) {
-            float *out = a.part + (((size_t)t * a.Hq + h0 + h) * a.max_splits + j) * (K + 2);
-            if (d0 < K)
-                out[d0] = acc[h][0];
-            if (d1 < K)
-                out[d1] = acc[h][1];
+    for (int u = 0; u < APT; u++) {
+        int r = gr + u * GR;
+        if (r < R && d < K && k0 < nrow[r]) {
+            int qi = r / nh, hi = r - qi * nh;
+            float *out = a.part + (((size_t)(t0 + qi) * a.Hq + h0 + hi) * a.max_splits + j) * (K + 2);
+            out[d] = acc[u];
         }
+    }
 #pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        int h = warp + hh * NWARP;
-        if (h < nh && lane == 0) {
-            float *out = a.part + (((size_t)t * a.Hq + h0 + h) * a.max_splits + j) * (K + 2);
-            out[K] = mh[hh];
-            out[K + 1] = lh[hh];
+    for (int u = 0; u < RPW; u++) {
+        int r = warp + u * NWARP;
+        if (r < R && lane == 0 && k0 < nrow[r]) {
+            int qi = r / nh, hi = r - qi * nh;
+            float *out = a.part + (((size_t)(t0 + qi) * a.Hq + h0 + hi) * a.max_splits + j) * (K + 2);
+            out[K] = mh[u];
+            out[K + 1] = lh[u];
         }
     }
 }
@@ -190,7 +194,7 @@ __global__ void __launch_bounds__(NTHR) attn_split_k(g1_cuda_attn_args a)
 __global__ void attn_merge_k(g1_cuda_attn_args a)
 {
     int t = blockIdx.x, h = blockIdx.y, K = a.K;
-    int nsp = n_splits(a.kv.pos[t] + 1, a.max_splits);
+    int nsp = n_splits(a.kv.pos[t] + 1, a.chunk);
     const float *p = a.part + ((size_t)t * a.Hq + h) * a.max_splits * (K + 2);
     float M = -INFINITY, L = 0;
     for (int j = 0; j < nsp; j++)
@@ -221,22 +225,50 @@ cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kv
     return cudaGetLastError();
 }
 
+static int key_pad(int K) { return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256; }
+
+int g1_cuda_attn_chunk(int max_context, int max_splits)
+{
+    int ms = max_splits < 1 ? 1 : max_splits, c = (max_context + ms - 1) / ms;
+    c = (c + SUB - 1) / SUB * SUB;
+    return c < MIN_CHUNK ? MIN_CHUNK : c;
+}
+
+int g1_cuda_attn_tile_tokens(int Hq, int Hkv, int K)
+{
+    int G = Hkv > 0 ? Hq / Hkv : 1, MR = max_rows(key_pad(K));
+    return G >= MR ? 1 : MR / G;
+}
+
 cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
 {
-    if (a->K > 2 * NTHR || a->K > KMAX || a->Hq % a->Hkv)
+    if (a->K > KMAX || a->K < 1 || a->Hq % a->Hkv || a->chunk < 1)
         return cudaErrorInvalidValue;
     if (a->T <= 0)
         return cudaSuccess;
-    int G = a->Hq / a->Hkv, hgroups = (G + HG - 1) / HG;
-    dim3 grid((unsigned)a->T, (unsigned)(a->Hkv * hgroups), (unsigned)a->max_splits);
-    if (a->kv.bf16)
-        G1_LAUNCH(attn_split_k<__nv_bfloat16>, grid, NTHR, s)(*a);
+    int KD = key_pad(a->K), G = a->Hq / a->Hkv, hpb = G < max_rows(KD) ? G : max_rows(KD);
+    int hgroups = (G + hpb - 1) / hpb, tiles = a->tiles ? a->n_tiles : a->T;
+    dim3 grid((unsigned)tiles, (unsigned)(a->Hkv * hgroups), (unsigned)a->max_splits);
+#define G1_ATTN(kd)                                                                                              \
+    do {                                                                                                       \
+        if (a->kv.bf16)                                                                                        \
+            G1_LAUNCH((attn_split_k<__nv_bfloat16, kd>), grid, NTHR, s)(*a);                                   \
+        else                                                                                                   \
+            G1_LAUNCH((attn_split_k<float, kd>), grid, NTHR, s)(*a);                                           \
+    } while (0)
+    if (KD == 32)
+        G1_ATTN(32);
+    else if (KD == 64)
+        G1_ATTN(64);
+    else if (KD == 128)
+        G1_ATTN(128);
     else
-        G1_LAUNCH(attn_split_k<float>, grid, NTHR, s)(*a);
+        G1_ATTN(256);
+#undef G1_ATTN
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess)
         return err;
-    G1_LAUNCH(attn_merge_k, dim3((unsigned)a->T, (unsigned)a->Hq), NTHR, s)(*a);
+    G1_LAUNCH(attn_merge_k, dim3((unsigned)a->T, (unsigned)a->Hq), 128, s)(*a);
     return cudaGetLastError();
 }
 

@@ -172,6 +172,9 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
 
 static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
 
+/* Bytes of the token table per token: k0, v0, lstride, pos, a tile pair. */
+enum { TAB_BYTES = 8 + 8 + 8 + 4 + 8 };
+
 /* Scratch for max_batch tokens, once the weights are in place. */
 static g1_status engine_scratch(g1_cuda_engine *e)
 {
@@ -207,7 +210,8 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     G1_TRY(dalloc(e, &e->mm.partial, pn * sizeof(float)));
     G1_TRY(dalloc(e, &e->mm.wbf, wn * 2));
     G1_TRY(dalloc(e, &e->mm.xbf, xn * 2));
-    G1_TRY(dalloc(e, &e->tab, T * 28));
+    e->attn_chunk = g1_cuda_attn_chunk(e->opts.max_context, e->max_splits);
+    G1_TRY(dalloc(e, &e->tab, T * TAB_BYTES));
     G1_TRY(dalloc(e, &e->x, T * D * 4));
     G1_TRY(dalloc(e, &e->xn, T * D * 4));
     G1_TRY(dalloc(e, &e->q, T * QK * 4));
@@ -234,7 +238,7 @@ static g1_status engine_scratch(g1_cuda_engine *e)
         G1_TRY(dalloc(e, &e->score, T * sizeof(g1_row_score)));
         G1_TRY(halloc(&e->score_h, T * sizeof(g1_row_score)));
     }
-    G1_TRY(halloc(&e->tab_h, T * 28));
+    G1_TRY(halloc(&e->tab_h, T * TAB_BYTES));
     G1_TRY(halloc(&e->idx_h, R * sizeof(int)));
     G1_TRY(halloc(&e->rows_h, 2 * R * sizeof(int)));
     G1_TRY(halloc(&e->gate_h, R * 4));
@@ -542,14 +546,25 @@ static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
     void **k0 = e->tab_h, **v0 = k0 + T;
     long long *ls = (long long *)(v0 + T);
     int *pos = (int *)(ls + T);
+    int *tiles = pos + T, most = g1_cuda_attn_tile_tokens(e->cfg.num_q_heads, e->cfg.num_kv_heads, e->cfg.key_size);
+    e->n_tiles = 0;
     for (int t = 0; t < b->T; t++) {
         g1_cuda_slot *s = &e->slots[b->slot[t]];
         k0[t] = s->k;
         v0[t] = s->v;
         ls[t] = (long long)s->cap * (long long)kvw;
         pos[t] = b->pos[t];
+        /* attention tiles: runs of tokens of one slot, at most `most` each */
+        int *last = e->n_tiles ? tiles + 2 * (e->n_tiles - 1) : NULL;
+        if (last && b->slot[last[0]] == b->slot[t] && last[1] < most)
+            last[1]++;
+        else {
+            tiles[2 * e->n_tiles] = t;
+            tiles[2 * e->n_tiles + 1] = 1;
+            e->n_tiles++;
+        }
     }
-    G1_CU(cudaMemcpyAsync(e->tab, e->tab_h, T * 28, cudaMemcpyHostToDevice, e->stream));
+    G1_CU(cudaMemcpyAsync(e->tab, e->tab_h, T * TAB_BYTES, cudaMemcpyHostToDevice, e->stream));
     return G1_OK;
 }
 
@@ -594,7 +609,7 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
     size_t MB = (size_t)e->opts.max_batch;
     void *const *k0 = e->tab, *const *v0 = (void *const *)e->tab + MB;
     const long long *ls = (const long long *)(v0 + MB);
-    const int *pos = (const int *)(ls + MB);
+    const int *pos = (const int *)(ls + MB), *tiles = pos + MB;
     g1_cuda_mm *mm = &e->mm;
     /* T == 0 still walks the layers: a distributed dispatch is collective */
     for (int l = 0; l < e->nL; l++) {
@@ -612,7 +627,8 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
             g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = pos, .layer = l,
                              .bf16 = e->opts.kv_cache == G1_KV_BF16};
             G1_CU(g1_cuda_kv_store(s, &kv, T, kvw, e->k, e->v));
-            g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = e->max_splits, .q = e->q,
+            g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = e->max_splits,
+                                    .chunk = e->attn_chunk, .tiles = tiles, .n_tiles = e->n_tiles, .q = e->q,
                                     .kv = kv, .mult = (float)c->attn_output_multiplier,
                                     .cap = (float)c->attn_logit_cap, .part = e->part, .out = e->att};
             G1_CU(g1_cuda_attention(s, &aa));

@@ -36,7 +36,10 @@ struct g1_cuda_engine {
     int moe_host_groups;      /* g1_cuda_opts.moe_host_groups */
     g1_cuda_slot *slots;      /* (n_slots) */
     int max_splits;           /* attention key splits */
-    /* per-batch token table: k0 (T ptrs), v0 (T ptrs), lstride (T), pos (T) */
+    int attn_chunk;           /* keys per split (g1_cuda_attn_chunk) */
+    int n_tiles;              /* the batch's attention tiles (in tab) */
+    /* per-batch token table: k0 (T ptrs), v0 (T ptrs), lstride (T), pos (T),
+     * attention tiles (T pairs: first token, count) */
     void *tab, *tab_h;        /* device, pinned host */
     /* device scratch, sized for max_batch tokens (R = max_batch * top-k rows) */
     float *x, *xn;            /* (T, D) */

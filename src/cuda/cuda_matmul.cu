@@ -11,7 +11,7 @@ namespace {
 
 const int GV_THREADS = 256;          // 8 warps
 const int GV_COLS = 32 * 16;         // columns per block: 16 per lane
-const int UE_WARPS = 8;              // un-embedding: one vocabulary row per warp
+const int UE_WARPS = 8;              // un-embedding: warps per block
 const int UE_MAX_T = G1_CUDA_UNEMBED_MAX_T;
 const int UE_ROWS = 2;               // un-embedding: vocabulary rows per warp
 

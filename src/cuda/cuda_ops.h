@@ -119,18 +119,30 @@ typedef struct g1_cuda_kv {
  * bf16 when the caches are bf16). */
 cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kvw, const float *k, const float *v);
 /* Causal soft-capped attention of q (T, Hq, K) against the caches, rows
- * 0..pos[t]; out (T, Hq, K). Keys are split over at most max_splits blocks
- * per (token, head) (flash-decoding), a split count that depends only on
- * the token's position, so a result never depends on the batch.
- * part: (T, Hq, max_splits, K + 2) scratch. K <= 256. */
+ * 0..pos[t]; out (T, Hq, K). A token's keys are split into chunks of
+ * `chunk` keys from key 0, one block each (flash-decoding), so the splits
+ * depend only on the token's position and a result never depends on the
+ * batch; chunk from g1_cuda_attn_chunk, so no token has more than
+ * max_splits. tiles (2 ints each: first token, count; NULL: a token a
+ * tile) group consecutive tokens of one sequence (one slot), at most
+ * g1_cuda_attn_tile_tokens of them, whose blocks then read each key and
+ * value once for all of them. part: (T, Hq, max_splits, K + 2) scratch.
+ * K <= 256. */
 typedef struct g1_cuda_attn_args {
-    int T, Hq, Hkv, K, max_splits;
+    int T, Hq, Hkv, K, max_splits, chunk;
+    const int *tiles;   /* (n_tiles, 2) device, or NULL */
+    int n_tiles;
     const float *q;
     g1_cuda_kv kv;
     float mult, cap;
     float *part;
     float *out;
 } g1_cuda_attn_args;
+/* Keys a split takes when no token has more than max_context keys and
+ * max_splits splits (at least 64, a multiple of 32). */
+int g1_cuda_attn_chunk(int max_context, int max_splits);
+/* Most tokens a tile of g1_cuda_attn_args.tiles may hold. */
+int g1_cuda_attn_tile_tokens(int Hq, int Hkv, int K);
 cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a);
 
 #ifdef __cplusplus

@@ -327,7 +327,8 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
         void *const *k0 = tab, *const *v0 = (void *const *)tab + S;
         const long long *ls = (const long long *)(v0 + S);
         g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = (const int *)(ls + S), .layer = 0, .bf16 = bf16};
-        g1_cuda_attn_args aa = {.T = S, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits, .q = q, .kv = kv,
+        g1_cuda_attn_args aa = {.T = S, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
+                                .chunk = g1_cuda_attn_chunk(C, max_splits), .q = q, .kv = kv,
                                 .mult = (float)c->attn_output_multiplier, .cap = (float)c->attn_logit_cap,
                                 .part = part, .out = out};
         st = cu(g1_cuda_attention(s, &aa), "attention");

@@ -213,8 +213,9 @@ static void test_small_ops(void)
  * bf16: the caches hold bf16 (the CPU reference reads the same values) */
 static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
 {
-    enum { NS = 3, T = 6 };
-    int cap[NS] = {70, 1000, 2500}, slot[T] = {0, 0, 1, 2, 2, 1}, pos[T] = {0, 69, 999, 1, 2499, 512};
+    enum { NS = 3, T = 9 };
+    int cap[NS] = {70, 1000, 2500}, slot[T] = {0, 0, 1, 2, 2, 1, 2, 2, 2};
+    int pos[T] = {0, 69, 999, 1, 2499, 512, 2000, 2001, 700};
     int kvw = Hkv * K;
     float *hk[NS], *hv[NS];
     void *dk[NS], *dv[NS];
@@ -250,7 +251,7 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
                        .mult = 1.0f / sqrtf((float)K), .cap = 30, .scores = scores, .scores_stride = 2500, .out = ref};
     g1_cpu_attention(&aa);
     g1_cuda_attn_args ga = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
-                            .q = ct_up(q, (size_t)T * Hq * K * 4),
+                            .chunk = g1_cuda_attn_chunk(2500, max_splits), .q = ct_up(q, (size_t)T * Hq * K * 4),
                             .kv = {.k0 = ct_up(k0, sizeof k0), .v0 = ct_up(v0, sizeof v0), .lstride = ct_up(ls, sizeof ls),
                                    .pos = ct_up(pos, sizeof pos), .layer = 0, .bf16 = bf16},
                             .mult = aa.mult, .cap = 30,
@@ -258,6 +259,27 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
                             .out = ct_up(NULL, (size_t)T * Hq * K * 4)};
     ct_cu(g1_cuda_attention(S, &ga), "attention");
     ct_down(got, ga.out, (size_t)T * Hq * K * 4);
+    { /* runs of one slot's tokens in tiles that share each key and value: the same bits as a token a tile */
+        int most = g1_cuda_attn_tile_tokens(Hq, Hkv, K), tiles[2 * T], nt = 0;
+        for (int t = 0; t < T; t++) {
+            if (nt && slot[tiles[2 * nt - 2]] == slot[t] && tiles[2 * nt - 1] < most)
+                tiles[2 * nt - 1]++;
+            else
+                tiles[2 * nt] = t, tiles[2 * nt + 1] = 1, nt++;
+        }
+        g1_cuda_attn_args gt = ga;
+        gt.tiles = ct_up(tiles, sizeof tiles);
+        gt.n_tiles = nt;
+        gt.out = ct_up(NULL, (size_t)T * Hq * K * 4);
+        float *tiled = malloc((size_t)T * Hq * K * 4);
+        ct_cu(g1_cuda_attention(S, &gt), "attention (tiles)");
+        ct_down(tiled, gt.out, (size_t)T * Hq * K * 4);
+        char tn[96];
+        snprintf(tn, sizeof tn, "attention Hq=%d Hkv=%d K=%d: %d tiles of up to %d tokens == a token a tile, bitwise",
+                 Hq, Hkv, K, nt, most);
+        tu_check(!memcmp(tiled, got, (size_t)T * Hq * K * 4), tn);
+        cudaFree((void *)gt.tiles), cudaFree(gt.out), free(tiled);
+    }
     if (bf16) { /* the store kernel rounds as the host does */
         float *kv = rnd((size_t)T * kvw, 3);
         float *dkn = ct_up(kv, (size_t)T * kvw * 4), *dvn = ct_up(kv, (size_t)T * kvw * 4);
@@ -526,6 +548,9 @@ int main(void)
         test_attention(20, 2, 32, 4, 0); /* 10 q heads a kv head: two blocks of heads (8 and 2) */
         test_attention(2, 1, 256, 8, 1); /* K = 256: two output dimensions a thread */
         test_attention(6, 3, 18, 4, 0);  /* K not a multiple of 4: the scores' last 2 one at a time */
+        test_attention(2, 1, 256, 8, 0);
+        test_attention(8, 8, 64, 1, 1);
+        test_attention(16, 1, 256, 4, 0); /* 16 q heads a kv head over 8 rows a block: two blocks of heads */
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);

@@ -1,8 +1,9 @@
 // Causal attention with the Grok-1 soft cap over the device KV caches:
 // s = cap * tanh(q.k * mult / cap), softmax in float32, weighted sum of v.
 // One block per (tile of a sequence's tokens, kv head, key split) for the
-// kv head's q heads; a second kernel merges the splits (flash-decoding). Prefill and decode take the same path; the split count
-// depends only on the token's position, never on the batch.
+// kv head's q heads; a second kernel merges the splits (flash-decoding).
+// Prefill and decode take the same path; the splits depend only on the
+// token's position, never on the batch.
 #include <cuda_bf16.h>
 #include <math.h>
 
@@ -194,7 +195,7 @@ __global__ void __launch_bounds__(NTHR, 2) attn_split_k(g1_cuda_attn_args a)
 __global__ void attn_merge_k(g1_cuda_attn_args a)
 {
     int t = blockIdx.x, h = blockIdx.y, K = a.K;
-    int nsp = n_splits(a.kv.pos[t] + 1, a.chunk);
+    int nsp = min(n_splits(a.kv.pos[t] + 1, a.chunk), a.max_splits); // the chunk keeps it within (engine.c bounds pos)
     const float *p = a.part + ((size_t)t * a.Hq + h) * a.max_splits * (K + 2);
     float M = -INFINITY, L = 0;
     for (int j = 0; j < nsp; j++)

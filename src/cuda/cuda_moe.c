@@ -52,9 +52,10 @@ static g1_status run_experts(g1_cuda_engine *e, int l, const int *count)
 
 /* The MoE with the rows grouped on the device and every expert's GEMV in
  * one launch per matrix: no host round trip, and ten launches however many
- * experts have rows. Only for batches whose groups the host path would give the
- * GEMV (T <= gemv_max; a group holds at most T rows, as a token picks
- * distinct experts), so each row gets the same bits either way. */
+ * experts have rows. Only for batches whose groups the host path would
+ * give the GEMV too (T <= gemv_max; a group holds at most T rows, as a
+ * token picks distinct experts), so each row gets the same bits either
+ * way. */
 static g1_status moe_grouped_on_device(g1_cuda_engine *e, int l, int T, const float *xn, const int *idx,
                                        const float *gate, float *out)
 {

@@ -9,8 +9,8 @@
  * Then (unless --no-parts) the parts of a decode step alone: the layer's
  * phases (the experts with their rows grouped on the device, and on the
  * host as before), the bare host round trip, the GEMV (4 rows in flight
- * per warp, and 1 as before) and the un-embedding on one matrix, decode
- * attention over full-length caches, each against the copy.
+ * per warp, and 1 as the loads were before) and the un-embedding on one
+ * matrix, decode attention over full-length caches, each against the copy.
  * --smoke shrinks the reference copy and GEMM (and the caches) so the whole
  * program can run on the CPU emulation (tests/cuda/emu); its figures mean
  * nothing. */
@@ -388,7 +388,7 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
                 break;
             double ms = 0, ms1 = 0;
             G1_TRY(gemv_time(e, W, T, iters, &ms));
-            e->mm.gemv_unroll = 1; /* one row in flight per warp, as before 2026-12-01 */
+            e->mm.gemv_unroll = 1; /* one row in flight per warp: the loads as before 2026-12-01 */
             g1_status st = gemv_time(e, W, T, iters, &ms1);
             e->mm.gemv_unroll = 0;
             G1_TRY(st);

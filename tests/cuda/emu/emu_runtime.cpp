@@ -107,6 +107,7 @@ struct Warp {
     int members, live, arrived;
     unsigned gen;
     unsigned long long val[2][32]; // by barrier parity: one barrier per shuffle
+    unsigned char all[2][32][32];  // warp_gather's, the same way
 };
 
 const size_t STACK = 256 << 10;
@@ -362,6 +363,26 @@ void warp_exchange(unsigned mask, const void *mine, size_t size, int from_lane, 
     memcpy(&w.val[half][lane], mine, size);
     warp_barrier(w);
     memcpy(out, &w.val[half][from_lane], size);
+}
+
+void warp_gather(const void *mine, size_t size, void *out)
+{
+    if (!S.in_kernel || !S.running)
+        fail("warp-wide operation (mma) outside a kernel");
+    if (size > sizeof S.warps[0].all[0][0])
+        fail("warp gather of %zu bytes a lane", size);
+    Fiber *f = S.running;
+    Warp &w = S.warps[f->lin >> 5];
+    int lane = f->lin & 31;
+    if (w.members != 32)
+        fail("a warp-wide operation (mma) in a warp of %d thread(s): it needs all 32", w.members);
+    if (w.live != w.members)
+        fail("a warp-wide operation (mma) in a warp where %d lane(s) have exited", w.members - w.live);
+    int half = (int)(w.gen & 1);
+    memcpy(w.all[half][lane], mine, size);
+    warp_barrier(w);
+    for (int i = 0; i < 32; i++)
+        memcpy((unsigned char *)out + i * size, w.all[half][i], size);
 }
 
 // G1EMU_LAUNCH_LOG=FILE: each kernel and block size launched, once per
@@ -789,6 +810,12 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     switch (attr) {
     case cudaDevAttrMultiProcessorCount:
         *value = emu_sms();
+        return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: // an H100's (9.0)
+        *value = 9;
+        return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor:
+        *value = 0;
         return cudaSuccess;
     case cudaDevAttrL2CacheSize: // an H100's
         *value = 50 << 20;

@@ -77,6 +77,56 @@ struct Launcher {
     }
 };
 
+// Every lane's `size` bytes (at most 32) to every lane, lane i's at
+// out + i * size: one barrier of the whole warp (all 32 lanes live).
+void warp_gather(const void *mine, size_t size, void *out);
+
+inline float bits_float(uint32_t w)
+{
+    float f;
+    memcpy(&f, &w, sizeof f);
+    return f;
+}
+
+// cvt.rna.tf32.f32: x to 10 bits of mantissa, nearest, ties away from zero
+// (a float32 bit pattern, the low 13 bits 0); infinities and NaN kept.
+inline uint32_t tf32_rna(float x)
+{
+    uint32_t w;
+    memcpy(&w, &x, sizeof w);
+    if ((w & 0x7f800000u) == 0x7f800000u)
+        return (w & 0x7fffffu) ? 0x7fffffffu : w;
+    return (w + 0x1000u) & 0xffffe000u;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 with c as C and D:
+// the warp's A (16 x 8) and B (8 x 8) in PTX's fragment layout (g = lane / 4,
+// t = lane % 4; a0 A[g][t], a1 A[g+8][t], a2 A[g][t+4], a3 A[g+8][t+4]; b0
+// B[t][g], b1 B[t+4][g]; c0, c1 D[g][2t, 2t+1], c2, c3 D[g+8][2t, 2t+1]).
+// The tensor core reads an operand's upper 19 bits (TF32); their products
+// are exact in float, added in k order onto c, each sum rounded to float (a
+// tensor core adds them in its own order and rounding: tests hold
+// tolerances, not bits, against it).
+inline void mma_m16n8k8_tf32(float c[4], const uint32_t a[4], const uint32_t b[2])
+{
+    struct Frag {
+        uint32_t a[4], b[2];
+    } mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}}, all[32];
+    warp_gather(&mine, sizeof mine, all);
+    int lane = (int)(cur.tid.x + cur.tid.y * cur.bdim.x + cur.tid.z * cur.bdim.x * cur.bdim.y) & 31;
+    int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float acc = c[i];
+        for (int k = 0; k < 8; k++) {
+            float x = bits_float(all[row % 8 * 4 + k % 4].a[(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)] & 0xffffe000u);
+            float y = bits_float(all[col * 4 + k % 4].b[k >= 4 ? 1 : 0] & 0xffffe000u);
+            acc += x * y; // exact product: fused or not, one rounding
+        }
+        c[i] = acc;
+    }
+}
+
 template <class T> T shfl_xor(unsigned mask, T v, int o)
 {
     static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
@@ -121,6 +171,12 @@ template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned
     return ::g1emu::shfl_down(mask, v, d);
 }
 template <class T> static inline T __ldg(const T *p) { return *p; }
+static inline float __uint_as_float(unsigned i)
+{
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
 static inline float __int_as_float(int i)
 {
     float f;

@@ -53,6 +53,24 @@ __global__ void shuffles_k(float *xr, double *dn, int *ids)
     ids[blockIdx.x * blockDim.x + t] = __shfl_xor_sync(0xffffffffu, lane, 1);
 }
 
+// D (16 x 8) = A (16 x 8) . B (8 x 8) through the emulated tf32 mma, each
+// lane loading and storing its fragments by PTX's table for m16n8k8 (row
+// g / g + 8, column t / t + 4 for A; row t / t + 4, column g for B), A and
+// B row-major
+__global__ void mma_k(const float *A, const float *B, float *D)
+{
+    int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    uint32_t a[4], b[2];
+    for (int i = 0; i < 4; i++)
+        a[i] = g1emu::tf32_rna(A[(g + (i & 1) * 8) * 8 + t + (i >> 1) * 4]);
+    for (int i = 0; i < 2; i++)
+        b[i] = g1emu::tf32_rna(B[(t + i * 4) * 8 + g]);
+    float c[4] = {1, 1, 1, 1};
+    g1emu::mma_m16n8k8_tf32(c, a, b);
+    for (int i = 0; i < 4; i++)
+        D[(g + (i >> 1) * 8) * 8 + 2 * t + (i & 1)] = c[i];
+}
+
 __global__ void reverse_k(const int *in, int *out)
 {
     __shared__ int s[256];
@@ -611,9 +629,48 @@ static void test_streams()
     cudaStreamDestroy(s), cudaStreamDestroy(b), cudaStreamDestroy(t);
 }
 
+// The tensor-core emulation: a product against the host's, and TF32's rounding.
+static void test_mma()
+{
+    float hA[128], hB[64], hD[128];
+    for (int i = 0; i < 128; i++)
+        hA[i] = (float)((i * 37) % 17 - 8) / 4; // exact in TF32
+    for (int i = 0; i < 64; i++)
+        hB[i] = (float)((i * 11) % 13 - 6) / 8;
+    float *A = dev<float>(128), *B = dev<float>(64), *D = dev<float>(128);
+    cudaMemcpy(A, hA, sizeof hA, cudaMemcpyHostToDevice);
+    cudaMemcpy(B, hB, sizeof hB, cudaMemcpyHostToDevice);
+    G1_LAUNCH(mma_k, 1, 32, 0)(A, B, D);
+    cudaDeviceSynchronize();
+    down(hD, D, 128);
+    bool ok = true;
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 8; c++) {
+            float want = 1;
+            for (int k = 0; k < 8; k++)
+                want += hA[r * 8 + k] * hB[k * 8 + c];
+            ok = ok && hD[r * 8 + c] == want;
+        }
+    check(ok, "mma m16n8k8 tf32: 16 x 8 x 8 product + C by the PTX layout");
+    float one_ulp = 1.0f + 1.0f / 1024, half_ulp = 1.0f + 1.0f / 2048, below = 1.0f + 1.0f / 4096;
+    float r_half, r_below, r_one, r_neg;
+    uint32_t w = g1emu::tf32_rna(half_ulp);
+    memcpy(&r_half, &w, 4);
+    w = g1emu::tf32_rna(below);
+    memcpy(&r_below, &w, 4);
+    w = g1emu::tf32_rna(one_ulp);
+    memcpy(&r_one, &w, 4);
+    w = g1emu::tf32_rna(-half_ulp);
+    memcpy(&r_neg, &w, 4);
+    check(r_half == one_ulp && r_below == 1.0f && r_one == one_ulp && r_neg == -one_ulp,
+          "tf32 rounding: nearest, ties away from zero");
+    cudaFree(A), cudaFree(B), cudaFree(D);
+}
+
 int main()
 {
     test_shuffles();
+    test_mma();
     test_barriers();
     test_schedules();
     test_caught();

@@ -2,8 +2,10 @@
 // s = cap * tanh(q.k * mult / cap), softmax in float32, weighted sum of v.
 // One block per (tile of a sequence's tokens, kv head, key split) for the
 // kv head's q heads; a second kernel merges the splits (flash-decoding).
-// Prefill and decode take the same path; the splits depend only on the
-// token's position, never on the batch.
+// The splits depend only on the token's position, never on the batch.
+// Tiles of prompts in batches that take cuBLAS go to a tensor-core kernel
+// (TF32), the rest to the float32 one; a token's result depends on which
+// kernel its tile went to, never on what else shares the tile.
 #include <cuda_bf16.h>
 #include <math.h>
 
@@ -191,6 +193,228 @@ __global__ void __launch_bounds__(NTHR, 2) attn_split_k(g1_cuda_attn_args a)
     }
 }
 
+// ---- tensor cores (prompts) ----------------------------------------------
+//
+// The same splits and partial sums as attn_split_k, on mma.sync m16n8k8
+// TF32: q, k, the exponentials and v go in rounded to TF32 (10 bits of
+// mantissa, float32's range: cvt.rna), the products are summed in float32;
+// the soft cap, the masks and the online softmax stay float32. For
+// prompt-sized batches only (the engine: when the matmuls take bf16 inputs).
+
+const int MMA_WARPS = 4;
+const int MMA_THR = 32 * MMA_WARPS;
+const int MMA_ROWS = 16 * MMA_WARPS; // rows (token, q head) of a block: 16 a warp
+const int MMA_KT = 32;               // keys of a shared tile
+const int MMA_KMAX = 128;            // head dimensions it takes (a multiple of 4)
+
+// x rounded to TF32 (nearest, ties away from zero), as a float32 bit pattern.
+__device__ __forceinline__ uint32_t tf32(float x)
+{
+#if defined(G1EMU_H)
+    return ::g1emu::tf32_rna(x);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+#else
+    return __float_as_uint(x);
+#endif
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, c += a . b, in the
+// PTX fragment layout (g = lane / 4, t = lane % 4): a0 A[g][t], a1
+// A[g+8][t], a2 A[g][t+4], a3 A[g+8][t+4]; b0 B[t][g], b1 B[t+4][g]; c0, c1
+// C[g][2t, 2t+1], c2, c3 C[g+8][2t, 2t+1]. The callers map k index t to
+// their element 2t and t + 4 to 2t + 1 (the order of a dot product's
+// terms is free), so a lane's two A or B elements are neighbours in memory
+// and a row of scores in C is a row of A for the next product as it is.
+__device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], const uint32_t b[2])
+{
+#if defined(G1EMU_H)
+    ::g1emu::mma_m16n8k8_tf32(c, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(__CUDA_ARCH__)
+    __trap(); // the host launches this kernel on compute capability 8.0 and later only
+#endif
+}
+
+// 4 consecutive cache elements (K % 4 == 0: 16- or 8-byte aligned).
+__device__ __forceinline__ float4 ld4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+__device__ __forceinline__ float4 ld4(const __nv_bfloat16 *p)
+{
+    uint2 w = *reinterpret_cast<const uint2 *>(p);
+    return make_float4(__uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u), __uint_as_float(w.y << 16),
+                       __uint_as_float(w.y & 0xffff0000u));
+}
+
+__device__ __forceinline__ uint4 tf32x4(float4 x) { return make_uint4(tf32(x.x), tf32(x.y), tf32(x.z), tf32(x.w)); }
+
+// grid (tiles, Hkv * hgroups, max_splits), MMA_THR threads: as
+// attn_split_k, for head dimensions K <= KD (K % 4 == 0; q, k and v
+// padded with zeros to KD). Warp w takes rows 16w .. 16w + 15 of the tile
+// (token-major, q head minor). Per tile of MMA_KT keys: the keys and the
+// values (TF32, key-major) go to shared memory; each warp computes its
+// 16 x MMA_KT scores on the tensor cores, soft-caps and masks them (a key
+// past a row's position scores -inf), updates the row maxima and sums (a
+// row's four lanes hold its partial sums, added at the end), rounds the
+// exponentials to TF32 and adds exponentials x values on the tensor cores
+// into its 16 x KD sums. Shared rows are padded so that the fragment
+// loads have no bank conflicts (keys: 8 words mod 32, 8-byte loads;
+// values: 4 words mod 32). A row's arithmetic does not depend on what
+// else shares its block: the tensor core sums each row of A on its own,
+// the key tiles start at the split's first key whatever the tile holds,
+// and a key tile past a row's position leaves its sums as they were.
+template <typename E, int KD>
+__global__ void __launch_bounds__(MMA_THR, 2) attn_mma_k(g1_cuda_attn_args a)
+{
+    const int KS = KD + 8, VS = KD + 4; // words a key row, a value row
+    const int NQ = KD / 8, NS = MMA_KT / 8, NO = KD / 8;
+    __shared__ __align__(16) uint32_t ks[MMA_KT * KS];
+    __shared__ __align__(16) uint32_t vs[MMA_KT * VS];
+    int G = a.Hq / a.Hkv, hpb = min(G, MMA_ROWS), hgroups = (G + hpb - 1) / hpb;
+    int t0 = a.tiles[2 * blockIdx.x], nq = a.tiles[2 * blockIdx.x + 1];
+    int g = blockIdx.y / hgroups, h0 = g * G + (blockIdx.y % hgroups) * hpb, nh = min(hpb, g * G + G - h0);
+    int R = nq * nh, j = blockIdx.z, K = a.K, kvw = a.Hkv * K;
+    int nmax = 0;
+    for (int qi = 0; qi < nq; qi++)
+        nmax = max(nmax, a.kv.pos[t0 + qi] + 1);
+    int k0 = j * a.chunk, k1 = min(nmax, k0 + a.chunk);
+    if (k0 >= k1) // the whole block: no thread reaches a barrier
+        return;
+    size_t base = (size_t)a.kv.layer * a.kv.lstride[t0] + (size_t)g * K;
+    const E *kc = static_cast<const E *>(a.kv.k0[t0]) + base, *vc = static_cast<const E *>(a.kv.v0[t0]) + base;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    // this lane's two rows: gq and gq + 8 of the warp's 16
+    int rr[2], nr[2];
+    const float *qrow[2];
+    for (int u = 0; u < 2; u++) {
+        int r = 16 * warp + gq + 8 * u, qi = r / nh, hi = r - qi * nh;
+        rr[u] = r;
+        nr[u] = r < R ? min(a.kv.pos[t0 + qi] + 1, k0 + a.chunk) : 0;
+        qrow[u] = r < R ? a.q + ((size_t)(t0 + qi) * a.Hq + h0 + hi) * K : NULL;
+    }
+    int wn = max(nr[0], nr[1]); // keys any row of the warp takes
+    for (int o = 16; o > 0; o >>= 1)
+        wn = max(wn, __shfl_xor_sync(0xffffffffu, wn, o));
+    // q: k step kq takes dimensions 8kq + 2t (A's column t) and 8kq + 2t + 1 (t + 4)
+    uint32_t qa[NQ][4];
+#pragma unroll
+    for (int kq = 0; kq < NQ; kq++)
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            int dd = 8 * kq + 2 * tq;
+            float2 x = qrow[u] && dd < K ? *reinterpret_cast<const float2 *>(qrow[u] + dd) : make_float2(0, 0);
+            qa[kq][u] = tf32(x.x);
+            qa[kq][u + 2] = tf32(x.y);
+        }
+    float acc[NO][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
+#pragma unroll
+    for (int n = 0; n < NO; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0;
+    for (int kb = k0; kb < k1; kb += MMA_KT) {
+        int nb = min(MMA_KT, k1 - kb);
+        // keys and values: row kk, dimensions 4c .. 4c + 3 a thread, consecutive threads along a row
+        for (int i = threadIdx.x; i < MMA_KT * (KD / 4); i += MMA_THR) {
+            int kk = i / (KD / 4), c = i - kk * (KD / 4);
+            bool in = kk < nb && 4 * c < K;
+            size_t off = (size_t)(kb + kk) * kvw + 4 * c;
+            float4 zero = make_float4(0, 0, 0, 0);
+            *reinterpret_cast<uint4 *>(&ks[kk * KS + 4 * c]) = tf32x4(in ? ld4(kc + off) : zero);
+            *reinterpret_cast<uint4 *>(&vs[kk * VS + 4 * c]) = tf32x4(in ? ld4(vc + off) : zero);
+        }
+        __syncthreads(); // the tile is in place
+        if (kb < wn) { // the same for the whole warp
+            float sc[NS][4];
+#pragma unroll
+            for (int n = 0; n < NS; n++) {
+                sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0;
+                const uint32_t *kr = ks + (8 * n + gq) * KS + 2 * tq;
+#pragma unroll
+                for (int kq = 0; kq < NQ; kq++) {
+                    uint2 w = *reinterpret_cast<const uint2 *>(kr + 8 * kq);
+                    uint32_t b[2] = {w.x, w.y};
+                    mma_tf32(sc[n], qa[kq], b);
+                }
+            }
+            // soft cap, mask, online softmax; element i of sc[n]: row u = i / 2, key kb + 8n + 2t + i % 2
+            float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int n = 0; n < NS; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int u = i >> 1, key = kb + 8 * n + 2 * tq + (i & 1);
+                    float x = key < nr[u] ? a.cap * tanhf(sc[n][i] * a.mult / a.cap) : -INFINITY;
+                    sc[n][i] = x;
+                    mx[u] = fmaxf(mx[u], x);
+                }
+            float rs[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                mx[u] = fmaxf(mx[u], __shfl_xor_sync(0xffffffffu, mx[u], 1));
+                mx[u] = fmaxf(mx[u], __shfl_xor_sync(0xffffffffu, mx[u], 2));
+                float mb = fmaxf(m[u], mx[u]);
+                rs[u] = mb == -INFINITY ? 1.0f : expf(m[u] - mb); // 0 on the row's first keys
+                m[u] = mb;
+                l[u] *= rs[u];
+            }
+#pragma unroll
+            for (int n = 0; n < NO; n++) {
+                acc[n][0] *= rs[0], acc[n][1] *= rs[0];
+                acc[n][2] *= rs[1], acc[n][3] *= rs[1];
+            }
+            // exponentials x values: k step n takes keys kb + 8n + 2t (A's column t) and + 1 (t + 4),
+            // which are this lane's own scores of key tile n
+#pragma unroll
+            for (int n = 0; n < NS; n++) {
+                uint32_t pa[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int u = i >> 1;
+                    uint32_t p = tf32(sc[n][i] == -INFINITY ? 0.0f : expf(sc[n][i] - m[u]));
+                    l[u] += __uint_as_float(p);
+                    pa[(i & 1) * 2 + u] = p; // a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+1), a3 (g+8, 2t+1)
+                }
+                const uint32_t *vr = vs + (8 * n + 2 * tq) * VS + gq;
+#pragma unroll
+                for (int o = 0; o < NO; o++) {
+                    uint32_t b[2] = {vr[8 * o], vr[VS + 8 * o]};
+                    mma_tf32(acc[o], pa, b);
+                }
+            }
+        }
+        __syncthreads(); // the tile is rewritten by the next pass
+    }
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        l[u] += __shfl_xor_sync(0xffffffffu, l[u], 1);
+        l[u] += __shfl_xor_sync(0xffffffffu, l[u], 2);
+    }
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        int r = rr[u];
+        if (r >= R || k0 >= nr[u])
+            continue;
+        int qi = r / nh, hi = r - qi * nh;
+        float *out = a.part + (((size_t)(t0 + qi) * a.Hq + h0 + hi) * a.max_splits + j) * (K + 2);
+#pragma unroll
+        for (int n = 0; n < NO; n++) {
+            int dd = 8 * n + 2 * tq;
+            if (dd < K) {
+                out[dd] = acc[n][2 * u];
+                out[dd + 1] = acc[n][2 * u + 1];
+            }
+        }
+        if (tq == 0) {
+            out[K] = m[u];
+            out[K + 1] = l[u];
+        }
+    }
+}
+
 // grid (T, Hq): out = sum_j e^(m_j - M) o_j / sum_j e^(m_j - M) l_j
 __global__ void attn_merge_k(g1_cuda_attn_args a)
 {
@@ -241,34 +465,102 @@ int g1_cuda_attn_tile_tokens(int Hq, int Hkv, int K)
     return G >= MR ? 1 : MR / G;
 }
 
+int g1_cuda_attn_mma_tile_tokens(int Hq, int Hkv, int K)
+{
+    if (K < 1 || K > MMA_KMAX || K % 4 || Hkv < 1 || Hq % Hkv)
+        return 0;
+    int G = Hq / Hkv;
+    return G >= MMA_ROWS ? 1 : MMA_ROWS / G;
+}
+
+int g1_cuda_attn_tiles(const int *slot, int T, int Hq, int Hkv, int K, int mma, int *tiles, int *n_mma)
+{
+    int small = g1_cuda_attn_tile_tokens(Hq, Hkv, K), big = mma ? g1_cuda_attn_mma_tile_tokens(Hq, Hkv, K) : 0;
+    int most = big > small ? big : small, n = 0;
+    for (int t = 0; t < T; t++) {
+        if (n && slot[tiles[2 * n - 2]] == slot[t] && tiles[2 * n - 1] < most)
+            tiles[2 * n - 1]++;
+        else
+            tiles[2 * n] = t, tiles[2 * n + 1] = 1, n++;
+    }
+    *n_mma = 0;
+    if (!big)
+        return n;
+    /* the tensor-core kernel's first: those that fill a warp's 16 rows, and
+     * any the other kernel cannot take (the order of tiles is free) */
+    int G = Hq / Hkv, lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int c = tiles[2 * lo + 1];
+        if (c * G >= 16 || c > small)
+            lo++;
+        else {
+            int t = tiles[2 * lo], u = tiles[2 * lo + 1];
+            tiles[2 * lo] = tiles[2 * hi], tiles[2 * lo + 1] = tiles[2 * hi + 1];
+            tiles[2 * hi] = t, tiles[2 * hi + 1] = u;
+            hi--;
+        }
+    }
+    *n_mma = lo;
+    return n;
+}
+
 cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
 {
-    if (a->K > KMAX || a->K < 1 || a->Hq % a->Hkv || a->chunk < 1)
+    if (a->K > KMAX || a->K < 1 || a->Hkv < 1 || a->Hq % a->Hkv || a->chunk < 1)
+        return cudaErrorInvalidValue;
+    if (a->n_mma < 0 || (a->n_mma && (!a->tiles || a->n_mma > a->n_tiles || a->K > MMA_KMAX || a->K % 4)))
         return cudaErrorInvalidValue;
     if (a->T <= 0)
         return cudaSuccess;
-    int KD = key_pad(a->K), G = a->Hq / a->Hkv, hpb = G < max_rows(KD) ? G : max_rows(KD);
-    int hgroups = (G + hpb - 1) / hpb, tiles = a->tiles ? a->n_tiles : a->T;
-    dim3 grid((unsigned)tiles, (unsigned)(a->Hkv * hgroups), (unsigned)a->max_splits);
+    int G = a->Hq / a->Hkv;
+    if (a->n_mma) {
+        int KD = a->K <= 32 ? 32 : a->K <= 64 ? 64 : 128, hpb = G < MMA_ROWS ? G : MMA_ROWS;
+        dim3 grid((unsigned)a->n_mma, (unsigned)(a->Hkv * ((G + hpb - 1) / hpb)), (unsigned)a->max_splits);
 #define G1_ATTN(kd)                                                                                              \
     do {                                                                                                       \
         if (a->kv.bf16)                                                                                        \
-            G1_LAUNCH((attn_split_k<__nv_bfloat16, kd>), grid, NTHR, s)(*a);                                   \
+            G1_LAUNCH((attn_mma_k<__nv_bfloat16, kd>), grid, MMA_THR, s)(*a);                                  \
         else                                                                                                   \
-            G1_LAUNCH((attn_split_k<float, kd>), grid, NTHR, s)(*a);                                           \
+            G1_LAUNCH((attn_mma_k<float, kd>), grid, MMA_THR, s)(*a);                                          \
     } while (0)
-    if (KD == 32)
-        G1_ATTN(32);
-    else if (KD == 64)
-        G1_ATTN(64);
-    else if (KD == 128)
-        G1_ATTN(128);
-    else
-        G1_ATTN(256);
+        if (KD == 32)
+            G1_ATTN(32);
+        else if (KD == 64)
+            G1_ATTN(64);
+        else
+            G1_ATTN(128);
 #undef G1_ATTN
-    cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-        return err;
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess)
+            return err;
+    }
+    int tiles = a->tiles ? a->n_tiles - a->n_mma : a->T;
+    if (tiles > 0) {
+        g1_cuda_attn_args b = *a; /* the rest of the tiles */
+        if (b.tiles)
+            b.tiles += 2 * a->n_mma;
+        int KD = key_pad(a->K), hpb = G < max_rows(KD) ? G : max_rows(KD);
+        dim3 grid((unsigned)tiles, (unsigned)(a->Hkv * ((G + hpb - 1) / hpb)), (unsigned)a->max_splits);
+#define G1_ATTN(kd)                                                                                              \
+    do {                                                                                                       \
+        if (a->kv.bf16)                                                                                        \
+            G1_LAUNCH((attn_split_k<__nv_bfloat16, kd>), grid, NTHR, s)(b);                                    \
+        else                                                                                                   \
+            G1_LAUNCH((attn_split_k<float, kd>), grid, NTHR, s)(b);                                            \
+    } while (0)
+        if (KD == 32)
+            G1_ATTN(32);
+        else if (KD == 64)
+            G1_ATTN(64);
+        else if (KD == 128)
+            G1_ATTN(128);
+        else
+            G1_ATTN(256);
+#undef G1_ATTN
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess)
+            return err;
+    }
     G1_LAUNCH(attn_merge_k, dim3((unsigned)a->T, (unsigned)a->Hq), 128, s)(*a);
     return cudaGetLastError();
 }

@@ -150,6 +150,10 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     e->mm.blas = e->blas;
     G1_CU(cudaDeviceGetAttribute(&e->mm.sms, cudaDevAttrMultiProcessorCount, opts->device));
     e->moe_host_groups = co && co->moe_host_groups;
+    int cc = 0;
+    G1_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, opts->device));
+    e->attn_mma = cc >= 8 && !(co && co->attn_no_mma) &&
+                  g1_cuda_attn_mma_tile_tokens(c->num_q_heads, c->num_kv_heads, c->key_size) > 0;
     int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
     e->mm.gemv_max = gm < 0 ? 0 : gm > 64 ? 64 : gm;
     e->mm.split = opts->cuda_gemm == G1_CUDA_GEMM_BF16X2;
@@ -546,24 +550,21 @@ static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
     void **k0 = e->tab_h, **v0 = k0 + T;
     long long *ls = (long long *)(v0 + T);
     int *pos = (int *)(ls + T);
-    int *tiles = pos + T, most = g1_cuda_attn_tile_tokens(e->cfg.num_q_heads, e->cfg.num_kv_heads, e->cfg.key_size);
-    e->n_tiles = 0;
+    int *tiles = pos + T;
     for (int t = 0; t < b->T; t++) {
         g1_cuda_slot *s = &e->slots[b->slot[t]];
         k0[t] = s->k;
         v0[t] = s->v;
         ls[t] = (long long)s->cap * (long long)kvw;
         pos[t] = b->pos[t];
-        /* attention tiles: runs of tokens of one slot, at most `most` each */
-        int *last = e->n_tiles ? tiles + 2 * (e->n_tiles - 1) : NULL;
-        if (last && b->slot[last[0]] == b->slot[t] && last[1] < most)
-            last[1]++;
-        else {
-            tiles[2 * e->n_tiles] = t;
-            tiles[2 * e->n_tiles + 1] = 1;
-            e->n_tiles++;
-        }
     }
+    /* attention tiles: runs of tokens of one slot. Prompt-sized runs go to
+     * the tensor cores when the matmuls take bf16 inputs too (cuBLAS, the
+     * default precision): decode steps and the f32 and bf16x2 paths keep
+     * the float32 kernel. */
+    int mma = e->attn_mma && !e->mm.split && !e->mm.gemv_only && b->T > e->mm.gemv_max;
+    e->n_tiles = g1_cuda_attn_tiles(b->slot, b->T, e->cfg.num_q_heads, e->cfg.num_kv_heads, e->cfg.key_size, mma,
+                                    tiles, &e->n_mma);
     G1_CU(cudaMemcpyAsync(e->tab, e->tab_h, T * TAB_BYTES, cudaMemcpyHostToDevice, e->stream));
     return G1_OK;
 }
@@ -628,7 +629,7 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
                              .bf16 = e->opts.kv_cache == G1_KV_BF16};
             G1_CU(g1_cuda_kv_store(s, &kv, T, kvw, e->k, e->v));
             g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = e->max_splits,
-                                    .chunk = e->attn_chunk, .tiles = tiles, .n_tiles = e->n_tiles, .q = e->q,
+                                    .chunk = e->attn_chunk, .tiles = tiles, .n_tiles = e->n_tiles, .n_mma = e->n_mma, .q = e->q,
                                     .kv = kv, .mult = (float)c->attn_output_multiplier,
                                     .cap = (float)c->attn_logit_cap, .part = e->part, .out = e->att};
             G1_CU(g1_cuda_attention(s, &aa));

@@ -16,6 +16,8 @@ typedef struct g1_cuda_opts {
                           * go to dequantised tiles + cuBLAS (0: 16; -1: always cuBLAS) */
     int moe_host_groups; /* 1: the MoE's rows are grouped on the host at every batch size
                           * (default: on the device when the batch takes the GEMV) */
+    int attn_no_mma;     /* 1: attention always on the float32 kernel (default: prompt
+                          * tiles of batches that take cuBLAS go to the tensor cores) */
 } g1_cuda_opts;
 
 /* GPUs visible to this process (0 when none, or built without CUDA). */

@@ -38,6 +38,8 @@ struct g1_cuda_engine {
     int max_splits;           /* attention key splits */
     int attn_chunk;           /* keys per split (g1_cuda_attn_chunk) */
     int n_tiles;              /* the batch's attention tiles (in tab) */
+    int n_mma;                /* the first n_mma of them on the tensor cores */
+    int attn_mma;             /* the device and options allow the tensor-core attention */
     /* per-batch token table: k0 (T ptrs), v0 (T ptrs), lstride (T), pos (T),
      * attention tiles (T pairs: first token, count) */
     void *tab, *tab_h;        /* device, pinned host */

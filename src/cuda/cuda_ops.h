@@ -121,17 +121,21 @@ cudaError_t g1_cuda_kv_store(cudaStream_t s, const g1_cuda_kv *kv, int T, int kv
 /* Causal soft-capped attention of q (T, Hq, K) against the caches, rows
  * 0..pos[t]; out (T, Hq, K). A token's keys are split into chunks of
  * `chunk` keys from key 0, one block each (flash-decoding), so the splits
- * depend only on the token's position and a result never depends on the
- * batch; chunk from g1_cuda_attn_chunk, so no token has more than
- * max_splits. tiles (2 ints each: first token, count; NULL: a token a
- * tile) group consecutive tokens of one sequence (one slot), at most
- * g1_cuda_attn_tile_tokens of them, whose blocks then read each key and
- * value once for all of them. part: (T, Hq, max_splits, K + 2) scratch.
- * K <= 256. */
+ * depend only on the token's position; chunk from g1_cuda_attn_chunk, so
+ * no token has more than max_splits. tiles (2 ints each: first token,
+ * count; NULL: a token a tile) group consecutive tokens of one sequence
+ * (one slot), at most g1_cuda_attn_tile_tokens of them, whose blocks then
+ * read each key and value once for all of them. The first n_mma tiles
+ * (0 without tiles; g1_cuda_attn_tiles) go to the tensor-core kernel
+ * instead: TF32 products, float32 sums. Either kernel computes a token
+ * the same way whatever shares its tile, so a result depends on the batch
+ * only through which kernel its tile went to. part: (T, Hq, max_splits,
+ * K + 2) scratch. K <= 256 (128 and a multiple of 4 with n_mma). */
 typedef struct g1_cuda_attn_args {
     int T, Hq, Hkv, K, max_splits, chunk;
     const int *tiles;   /* (n_tiles, 2) device, or NULL */
     int n_tiles;
+    int n_mma;          /* the first n_mma tiles go to the tensor cores (g1_cuda_attn_tiles) */
     const float *q;
     g1_cuda_kv kv;
     float mult, cap;
@@ -143,6 +147,17 @@ typedef struct g1_cuda_attn_args {
 int g1_cuda_attn_chunk(int max_context, int max_splits);
 /* Most tokens a tile of g1_cuda_attn_args.tiles may hold. */
 int g1_cuda_attn_tile_tokens(int Hq, int Hkv, int K);
+/* The same for a tile of the tensor-core kernel; 0 when it does not take
+ * this shape (K > 128 or not a multiple of 4). */
+int g1_cuda_attn_mma_tile_tokens(int Hq, int Hkv, int K);
+/* The tiles of a batch (host): runs of consecutive tokens of one slot
+ * (slot: (T)) into tiles (2 ints each: first token, count; room for T).
+ * With mma (only on a device of compute capability 8.0 or later), tiles
+ * are up to g1_cuda_attn_mma_tile_tokens long and those of at least 16
+ * rows (token x q head) come first, *n_mma of them: the tensor-core kernel
+ * takes those (q, k, exponentials and v rounded to TF32, float32 sums),
+ * the float32 kernel the rest. Returns the number of tiles. */
+int g1_cuda_attn_tiles(const int *slot, int T, int Hq, int Hkv, int K, int mma, int *tiles, int *n_mma);
 cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a);
 
 #ifdef __cplusplus

@@ -16,6 +16,9 @@
 
 static cudaStream_t S;
 
+/* the tensor-core attention against the CPU, relative to the largest |out| */
+#define ATTN_MMA_REL 5e-3
+
 static float *rnd(size_t n, float a)
 {
     float *p = malloc((n ? n : 1) * sizeof *p);
@@ -305,6 +308,117 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
     free(q), free(ref), free(got), free(scores);
 }
 
+/* A prompt-shaped batch: runs of one slot's consecutive tokens (a chunk in
+ * the middle of a cache, a prompt from position 0) and lone tokens, tiled
+ * by g1_cuda_attn_tiles for the tensor cores. Against the CPU within the
+ * TF32 rounding of q, k, the exponentials and v; tiles == a token a tile
+ * on the tensor-core kernel, bitwise. qs scales q (8: scores up to the soft
+ * cap's bend). */
+static void test_attention_prompt(int Hq, int Hkv, int K, int max_splits, int bf16, float qs)
+{
+    enum { NS = 3, T = 64 };
+    int cap[NS] = {300, 40, 500}, slot[T], pos[T], kvw = Hkv * K;
+    for (int t = 0; t < T; t++) { /* slot 0: 20 tokens, slot 2: 1, slot 0: 17 more, slot 1: 23 from 0, slot 2: 3 */
+        slot[t] = t < 20 ? 0 : t < 21 ? 2 : t < 38 ? 0 : t < 61 ? 1 : 2;
+        pos[t] = t < 20 ? 170 + t : t < 21 ? 300 : t < 38 ? 169 + t : t < 61 ? t - 38 : 436 + t;
+    }
+    float *hk[NS], *hv[NS];
+    void *dk[NS], *dv[NS];
+    const float *kc[T], *vc[T];
+    void *k0[T], *v0[T];
+    long long ls[T];
+    for (int s = 0; s < NS; s++) {
+        size_t n = (size_t)cap[s] * kvw;
+        hk[s] = rnd(n, 2);
+        hv[s] = rnd(n, 1);
+        if (bf16) {
+            uint16_t *bk = malloc(n * 2), *bv = malloc(n * 2);
+            for (size_t i = 0; i < n; i++) {
+                hk[s][i] = g1_round_bf16(hk[s][i]), bk[i] = g1_f32_to_bf16(hk[s][i]);
+                hv[s][i] = g1_round_bf16(hv[s][i]), bv[i] = g1_f32_to_bf16(hv[s][i]);
+            }
+            dk[s] = ct_up(bk, n * 2);
+            dv[s] = ct_up(bv, n * 2);
+            free(bk), free(bv);
+        } else {
+            dk[s] = ct_up(hk[s], n * 4);
+            dv[s] = ct_up(hv[s], n * 4);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        kc[t] = hk[slot[t]], vc[t] = hv[slot[t]];
+        k0[t] = dk[slot[t]], v0[t] = dv[slot[t]];
+        ls[t] = (long long)cap[slot[t]] * kvw;
+    }
+    size_t no = (size_t)T * Hq * K;
+    float *q = rnd(no, qs), *ref = malloc(no * 4), *got = malloc(no * 4), *one = malloc(no * 4);
+    float *scores = malloc((size_t)g1_cpu_threads() * 500 * 4);
+    g1_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .q = q, .kc = kc, .vc = vc, .pos = pos,
+                       .mult = 1.0f / sqrtf((float)K), .cap = 30, .scores = scores, .scores_stride = 500, .out = ref};
+    g1_cpu_attention(&aa);
+    int tiles[2 * T], n_mma, nt = g1_cuda_attn_tiles(slot, T, Hq, Hkv, K, 1, tiles, &n_mma);
+    { /* the tiles: runs of one slot, each token once, the first n_mma of at least 16 rows */
+        int seen[T] = {0}, bad = 0, most = g1_cuda_attn_mma_tile_tokens(Hq, Hkv, K);
+        for (int i = 0; i < nt; i++) {
+            int t0 = tiles[2 * i], c = tiles[2 * i + 1];
+            bad += c < 1 || c > most || (i < n_mma) != (c * (Hq / Hkv) >= 16 || c > g1_cuda_attn_tile_tokens(Hq, Hkv, K));
+            for (int t = t0; t < t0 + c && t < T; t++)
+                bad += seen[t]++ || slot[t] != slot[t0] || (t > t0 && pos[t] != pos[t - 1] + 1);
+        }
+        for (int t = 0; t < T; t++)
+            bad += !seen[t];
+        char tn[96];
+        snprintf(tn, sizeof tn, "attention tiles Hq=%d Hkv=%d K=%d: %d tiles, %d to the tensor cores", Hq, Hkv, K, nt,
+                 n_mma);
+        tu_check(!bad && n_mma > 0, tn);
+    }
+    g1_cuda_attn_args ga = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
+                            .chunk = g1_cuda_attn_chunk(500, max_splits), .tiles = ct_up(tiles, sizeof tiles),
+                            .n_tiles = nt, .n_mma = n_mma, .q = ct_up(q, no * 4),
+                            .kv = {.k0 = ct_up(k0, sizeof k0), .v0 = ct_up(v0, sizeof v0), .lstride = ct_up(ls, sizeof ls),
+                                   .pos = ct_up(pos, sizeof pos), .layer = 0, .bf16 = bf16},
+                            .mult = aa.mult, .cap = 30,
+                            .part = ct_up(NULL, (size_t)T * Hq * max_splits * (K + 2) * 4), .out = ct_up(NULL, no * 4)};
+    ct_cu(g1_cuda_attention(S, &ga), "attention (tensor cores)");
+    ct_down(got, ga.out, no * 4);
+    { /* every token a tile of its own, all on the tensor cores */
+        int single[2 * T];
+        for (int t = 0; t < T; t++)
+            single[2 * t] = t, single[2 * t + 1] = 1;
+        g1_cuda_attn_args g1 = ga;
+        g1.tiles = ct_up(single, sizeof single);
+        g1.n_tiles = g1.n_mma = T;
+        ct_cu(g1_cuda_attention(S, &g1), "attention (tensor cores, a token a tile)");
+        ct_down(one, g1.out, no * 4);
+        cudaFree((void *)g1.tiles);
+        int diff = 0;
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < nt; i++) /* only tokens the tensor cores took in both */
+                if (i < n_mma && t >= tiles[2 * i] && t < tiles[2 * i] + tiles[2 * i + 1])
+                    diff += memcmp(got + (size_t)t * Hq * K, one + (size_t)t * Hq * K, (size_t)Hq * K * 4) != 0;
+        char tn[112];
+        snprintf(tn, sizeof tn, "attention (tensor cores) Hq=%d Hkv=%d K=%d: tiles == a token a tile, bitwise", Hq,
+                 Hkv, K);
+        tu_check(!diff, tn);
+    }
+    double worst = 0, mx = 0;
+    for (size_t i = 0; i < no; i++)
+        mx = fabs(ref[i]) > mx ? fabs(ref[i]) : mx;
+    for (size_t i = 0; i < no; i++)
+        worst = fabs(got[i] - ref[i]) > worst ? fabs(got[i] - ref[i]) : worst;
+    printf("  attention (tensor cores) Hq=%d Hkv=%d K=%d q x%g%s: largest difference %.2e of max |out| %.2e\n", Hq,
+           Hkv, K, qs, bf16 ? " bf16 caches" : "", worst, mx);
+    char name[112];
+    snprintf(name, sizeof name, "attention (tensor cores) Hq=%d Hkv=%d K=%d splits<=%d q x%g%s", Hq, Hkv, K,
+             max_splits, qs, bf16 ? ", bf16 caches" : "");
+    ct_close(name, got, ref, no, ATTN_MMA_REL);
+    for (int s = 0; s < NS; s++)
+        cudaFree(dk[s]), cudaFree(dv[s]), free(hk[s]), free(hv[s]);
+    cudaFree((void *)ga.q), cudaFree((void *)ga.kv.k0), cudaFree((void *)ga.kv.v0), cudaFree((void *)ga.kv.lstride);
+    cudaFree((void *)ga.kv.pos), cudaFree((void *)ga.tiles), cudaFree(ga.part), cudaFree(ga.out);
+    free(q), free(ref), free(got), free(one), free(scores);
+}
+
 static void test_unembed(cublasHandle_t blas, int T, int D, int V, int split)
 {
     uint16_t *E = malloc((size_t)V * D * 2);
@@ -551,6 +665,14 @@ int main(void)
         test_attention(2, 1, 256, 8, 0);
         test_attention(8, 8, 64, 1, 1);
         test_attention(16, 1, 256, 4, 0); /* 16 q heads a kv head over 8 rows a block: two blocks of heads */
+        /* the tensor cores: each head dimension (padded to 32, 64, 128) and cache type */
+        test_attention_prompt(6, 1, 128, 4, 0, 1);
+        test_attention_prompt(6, 1, 128, 4, 1, 8);
+        test_attention_prompt(4, 2, 64, 8, 0, 8);
+        test_attention_prompt(8, 8, 64, 1, 1, 1);  /* a q head a kv head: 16 tokens a warp */
+        test_attention_prompt(4, 2, 16, 2, 0, 8);  /* K = 16: padded to 32 */
+        test_attention_prompt(6, 3, 20, 4, 1, 1);  /* K = 20: padded to 32, not a multiple of 16 */
+        test_attention_prompt(96, 1, 32, 4, 0, 1); /* 96 q heads a kv head: two blocks of heads (64 and 32) */
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);

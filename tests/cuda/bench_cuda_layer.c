@@ -257,50 +257,58 @@ static g1_status score_time(cudaStream_t s, const g1_config *c, int R, int iters
     return st;
 }
 
-/* Decode attention of S sequences each over C cached positions (one
- * layer's caches, the query at position C-1), max_splits as grok1-run's
- * engine gets at its default 256 tokens per step; float32 or bf16 caches
- * (--kv-cache bf16): ms per call. */
-static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C, int bf16, int iters, double *ms)
+/* Attention of S sequences each over C cached positions (one layer's
+ * caches), P query tokens each at positions C-P .. C-1 (1: a decode step;
+ * C: a prompt from position 0), tiled as the engine tiles them; mma: the
+ * tensor cores take the tiles they would in a prompt-sized batch.
+ * max_splits as grok1-run's engine gets with max_batch the step's tokens
+ * (at least its default 256); float32 or bf16 caches (--kv-cache bf16):
+ * ms per call. */
+static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C, int P, int bf16, int mma,
+                                int iters, double *ms)
 {
-    int K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads, kvw = Hkv * K;
-    size_t per = (size_t)256 * Hq * (K + 2), budget = (size_t)64 << 20;
+    int K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads, kvw = Hkv * K, T = S * P;
+    size_t per = (size_t)(T > 256 ? T : 256) * Hq * (K + 2), budget = (size_t)64 << 20;
     int max_splits = budget / per < 1 ? 1 : budget / per > 64 ? 64 : (int)(budget / per);
-    size_t cache = (size_t)S * C * kvw;
+    size_t cache = (size_t)S * C * kvw, tab_bytes = (size_t)T * 36;
     float *kc = NULL, *vc = NULL, *q = NULL, *part = NULL, *out = NULL;
     void *tab = NULL;
-    void *tab_h = malloc((size_t)S * 28);
+    void *tab_h = malloc(tab_bytes);
+    int *slot = malloc((size_t)T * sizeof *slot), n_tiles = 0, n_mma = 0;
     cudaEvent_t a = NULL, b = NULL;
-    g1_status st = tab_h ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st = tab_h && slot ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
     if (st == G1_OK)
         st = cu(cudaMalloc((void **)&kc, cache * 4), "malloc (K cache)");
     if (st == G1_OK)
         st = cu(cudaMalloc((void **)&vc, cache * 4), "malloc (V cache)");
     if (st == G1_OK)
-        st = cu(cudaMalloc((void **)&q, (size_t)S * Hq * K * 4), "malloc");
+        st = cu(cudaMalloc((void **)&q, (size_t)T * Hq * K * 4), "malloc");
     if (st == G1_OK)
-        st = cu(cudaMalloc((void **)&out, (size_t)S * Hq * K * 4), "malloc");
+        st = cu(cudaMalloc((void **)&out, (size_t)T * Hq * K * 4), "malloc");
     if (st == G1_OK)
-        st = cu(cudaMalloc((void **)&part, (size_t)S * Hq * max_splits * (K + 2) * 4), "malloc");
+        st = cu(cudaMalloc((void **)&part, (size_t)T * Hq * max_splits * (K + 2) * 4), "malloc");
     if (st == G1_OK)
-        st = cu(cudaMalloc(&tab, (size_t)S * 28), "malloc");
+        st = cu(cudaMalloc(&tab, tab_bytes), "malloc");
     /* bf16: both caches in vc's bytes (K then V), made from float32 values
      * in kc */
     uint16_t *kb = (uint16_t *)vc, *vb = kb + cache;
     if (st == G1_OK) {
-        /* the engine's token table: k0 (S), v0 (S), lstride (S), pos (S) */
-        void **k0 = tab_h, **v0 = k0 + S;
-        long long *ls = (long long *)(v0 + S);
-        int *pos = (int *)(ls + S);
-        for (int i = 0; i < S; i++) {
-            k0[i] = bf16 ? (void *)(kb + (size_t)i * C * kvw) : (void *)(kc + (size_t)i * C * kvw);
-            v0[i] = bf16 ? (void *)(vb + (size_t)i * C * kvw) : (void *)(vc + (size_t)i * C * kvw);
-            ls[i] = (long long)C * kvw;
-            pos[i] = C - 1;
+        /* the engine's token table: k0 (T), v0 (T), lstride (T), pos (T), tiles (T pairs) */
+        void **k0 = tab_h, **v0 = k0 + T;
+        long long *ls = (long long *)(v0 + T);
+        int *pos = (int *)(ls + T), *tiles = pos + T;
+        for (int t = 0; t < T; t++) {
+            int i = t / P;
+            k0[t] = bf16 ? (void *)(kb + (size_t)i * C * kvw) : (void *)(kc + (size_t)i * C * kvw);
+            v0[t] = bf16 ? (void *)(vb + (size_t)i * C * kvw) : (void *)(vc + (size_t)i * C * kvw);
+            ls[t] = (long long)C * kvw;
+            pos[t] = C - P + t % P;
+            slot[t] = i;
         }
+        n_tiles = g1_cuda_attn_tiles(slot, T, Hq, Hkv, K, mma, tiles, &n_mma);
         /* on the engine's stream (non-blocking: it does not wait for the
          * legacy stream a plain cudaMemcpy from pageable memory uses) */
-        st = cu(cudaMemcpyAsync(tab, tab_h, (size_t)S * 28, cudaMemcpyHostToDevice, s), "copy");
+        st = cu(cudaMemcpyAsync(tab, tab_h, tab_bytes, cudaMemcpyHostToDevice, s), "copy");
         if (st == G1_OK)
             st = cu(cudaStreamSynchronize(s), "copy");
     }
@@ -318,17 +326,19 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
             st = cu(g1_cuda_fill_f32(s, vc, cache, 22, -1, 1), "fill");
     }
     if (st == G1_OK)
-        st = cu(g1_cuda_fill_f32(s, q, (size_t)S * Hq * K, 23, -1, 1), "fill");
+        st = cu(g1_cuda_fill_f32(s, q, (size_t)T * Hq * K, 23, -1, 1), "fill");
     if (st == G1_OK)
         st = cu(cudaEventCreate(&a), "event");
     if (st == G1_OK)
         st = cu(cudaEventCreate(&b), "event");
     if (st == G1_OK) {
-        void *const *k0 = tab, *const *v0 = (void *const *)tab + S;
-        const long long *ls = (const long long *)(v0 + S);
-        g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = (const int *)(ls + S), .layer = 0, .bf16 = bf16};
-        g1_cuda_attn_args aa = {.T = S, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
-                                .chunk = g1_cuda_attn_chunk(C, max_splits), .q = q, .kv = kv,
+        void *const *k0 = tab, *const *v0 = (void *const *)tab + T;
+        const long long *ls = (const long long *)(v0 + T);
+        const int *pos = (const int *)(ls + T);
+        g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = pos, .layer = 0, .bf16 = bf16};
+        g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
+                                .chunk = g1_cuda_attn_chunk(c->max_seq_len > C ? c->max_seq_len : C, max_splits),
+                                .tiles = pos + T, .n_tiles = n_tiles, .n_mma = n_mma, .q = q, .kv = kv,
                                 .mult = (float)c->attn_output_multiplier, .cap = (float)c->attn_logit_cap,
                                 .part = part, .out = out};
         st = cu(g1_cuda_attention(s, &aa), "attention");
@@ -345,7 +355,7 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
     if (b)
         cudaEventDestroy(b);
     cudaFree(kc), cudaFree(vc), cudaFree(q), cudaFree(part), cudaFree(out), cudaFree(tab);
-    free(tab_h);
+    free(tab_h), free(slot);
     return st;
 }
 
@@ -421,11 +431,26 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
     int S = 8, C = smoke ? 40 : c->max_seq_len;
     for (int bf16 = 0; bf16 < 2; bf16++) {
         double ms = 0, kv = 2.0 * S * C * c->num_kv_heads * c->key_size * (bf16 ? 2 : 4);
-        G1_TRY(attention_time(e->stream, c, S, C, bf16, iters, &ms));
+        G1_TRY(attention_time(e->stream, c, S, C, 1, bf16, 0, iters, &ms));
         printf("  decode attention, %d sequences x %d cached positions, %s caches (%.0f MB of K and V): %.3f ms, "
                "%.0f GB/s (%.0f%%)\n",
                S, C, bf16 ? "bf16" : "float32", kv / 1e6, ms, kv / (ms * 1e-3) / 1e9,
                100 * kv / (ms * 1e-3) / 1e9 / bw);
+    }
+    { /* a prompt: what the tensor cores are worth there */
+        int P = smoke ? 40 : e->opts.max_batch, cc = 0;
+        double flop = 4.0 * c->key_size * c->num_q_heads * ((double)P * (P + 1) / 2), mm = 0, f32 = 0;
+        G1_TRY(cu(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, e->opts.device), "attribute"));
+        if (cc >= 8 && g1_cuda_attn_mma_tile_tokens(c->num_q_heads, c->num_kv_heads, c->key_size))
+            G1_TRY(attention_time(e->stream, c, 1, P, P, 0, 1, iters, &mm));
+        G1_TRY(attention_time(e->stream, c, 1, P, P, 0, 0, iters, &f32));
+        printf("  prompt attention, %d tokens from position 0, float32 caches (%.0f GFLOP causal): tensor cores ", P,
+               flop / 1e9);
+        if (mm > 0)
+            printf("%.3f ms (%.1f TFLOP/s)", mm, flop / (mm * 1e-3) / 1e12);
+        else
+            printf("n/a (compute capability %d, or the head dimension)", cc);
+        printf(", float32 kernel %.3f ms (%.1f TFLOP/s)\n", f32, flop / (f32 * 1e-3) / 1e12);
     }
     return G1_OK;
 }

@@ -59,7 +59,9 @@ static g1_status copy_bw(double *gbs, int smoke)
     return G1_OK;
 }
 
-/* cuBLAS bf16 GEMM, 8192^3, float32 accumulate and output */
+/* cuBLAS bf16 GEMM, 8192^3, float32 accumulate and output, on random
+ * operands in [-1, 1] (zeros would let the tensor cores draw less power
+ * and clock higher than they do on the layer's data) */
 static g1_status gemm_rate(double *tflops, int smoke)
 {
     int n = smoke ? 64 : 8192;
@@ -69,7 +71,11 @@ static g1_status gemm_rate(double *tflops, int smoke)
     G1_TRY(cu(cudaMalloc(&A, (size_t)n * n * 2), "malloc"));
     G1_TRY(cu(cudaMalloc(&B, (size_t)n * n * 2), "malloc"));
     G1_TRY(cu(cudaMalloc(&C, (size_t)n * n * 4), "malloc"));
-    cudaMemset(A, 0, (size_t)n * n * 2), cudaMemset(B, 0, (size_t)n * n * 2);
+    /* C holds the float32 values on their way to A and B */
+    G1_TRY(cu(g1_cuda_fill_f32(0, C, (size_t)n * n, 31, -1, 1), "fill"));
+    G1_TRY(cu(g1_cuda_to_bf16(0, C, (size_t)n * n, A, NULL), "to bf16"));
+    G1_TRY(cu(g1_cuda_fill_f32(0, C, (size_t)n * n, 32, -1, 1), "fill"));
+    G1_TRY(cu(g1_cuda_to_bf16(0, C, (size_t)n * n, B, NULL), "to bf16"));
     G1_CUBLAS(cublasCreate(&h));
     const float one = 1, zero = 0;
     cudaEventCreate(&e0), cudaEventCreate(&e1);

@@ -63,6 +63,9 @@ g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqma
 /* The two paths on their own (tests). */
 g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
 g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
+/* The dequantiser's share of g1_cuda_gemm_q8 on its own: the same panels,
+ * no input conversion and no GEMMs (the benchmark). */
+g1_status g1_cuda_gemm_q8_dequant(g1_cuda_mm *mm, int T, const g1_dqmat *W);
 /* The GEMV of every held expert over its rows of x (n, rows), groups and
  * matrices in device memory (g1_cuda_gemv_grouped): y (n, cols), each row
  * the same bits as g1_cuda_gemv_q8 gives it. Partial sums for n rows. */

@@ -33,6 +33,32 @@ static size_t panel_rows(const g1_cuda_mm *mm, int rows, int cols)
     return kr >= 64 ? kr / 64 * 64 : kr;
 }
 
+/* How g1_cuda_gemm_q8 cuts W into panels of at most wbf_n elements: the
+ * whole matrix when it fits; wide matrices (cols >= 2 rows: the experts'
+ * W1 and Wv) into column panels (*by_cols), each multiplied over all of K
+ * in one cuBLAS call that writes its columns of y once; the rest into row
+ * panels (K split) whose products are added into y (beta 1), y read and
+ * written again for every panel after the first. Returns the panel count
+ * (0: not even one row or 64 columns fit) and the rows or columns each
+ * panel takes (the last one the rest). */
+static int gemm_panels(const g1_cuda_mm *mm, int rows, int cols, int *by_cols, int *step)
+{
+    *by_cols = 0;
+    size_t most = mm->wbf_n / (size_t)rows;
+    if ((size_t)rows * cols > mm->wbf_n && cols >= 2 * rows && most >= 64) {
+        int np = (int)(((size_t)cols + most - 1) / most), nc = (cols + np - 1) / np;
+        nc = (nc + 15) / 16 * 16; /* the dequantiser's 16 columns a thread */
+        if ((size_t)nc > most)
+            nc = (int)(most / 16 * 16);
+        *by_cols = 1;
+        *step = nc;
+        return (cols + nc - 1) / nc;
+    }
+    size_t kr = panel_rows(mm, rows, cols);
+    *step = (int)kr;
+    return kr ? (int)(((size_t)rows + kr - 1) / kr) : 0;
+}
+
 size_t g1_cuda_gemv_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols)
 {
     int rps, splits = gemv_splits(mm, rows, cols, &rps);
@@ -83,33 +109,46 @@ g1_status g1_cuda_gemv_grouped_q8(g1_cuda_mm *mm, const float *x, int n, const g
     return G1_OK;
 }
 
-g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
+/* g1_cuda_gemm_q8, or (x NULL) its dequantiser alone. */
+static g1_status gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
 {
     if (T <= 0)
         return G1_OK;
-    int rows = W->rows, cols = W->cols;
+    int rows = W->rows, cols = W->cols, by_cols, step, np = gemm_panels(mm, rows, cols, &by_cols, &step);
     size_t nx = (size_t)T * rows;
     if (nx * (mm->split ? 2 : 1) > mm->xbf_n)
         return G1_FAIL(G1_ERR_INTERNAL, "CUDA GEMM input of %d x %d exceeds the scratch", T, rows);
-    size_t kr = panel_rows(mm, rows, cols);
-    if (!kr)
-        return G1_FAIL(G1_ERR_INTERNAL, "CUDA GEMM: no room to dequantise a row of %d columns", cols);
+    if (!np)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA GEMM: no room to dequantise a panel of %d x %d", rows, cols);
     uint16_t *hi = mm->xbf, *lo = mm->split ? mm->xbf + nx : NULL;
-    G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, hi, lo));
+    if (x)
+        G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, hi, lo));
     G1_CUBLAS(cublasSetStream(mm->blas, mm->stream));
     const float one = 1, zero = 0;
-    for (size_t r0 = 0; r0 < (size_t)rows; r0 += kr) {
-        int nr = (int)((size_t)rows - r0 < kr ? (size_t)rows - r0 : kr);
-        G1_CU(g1_cuda_dequant(mm->stream, W, (int)r0, nr, mm->wbf));
-        /* column-major view: Y (cols, T) += Wpanel (cols, nr) . X[:, r0:r0+nr] (nr, T) */
-        for (int half = 0; half < (lo ? 2 : 1); half++) {
+    for (int p = 0; p < np; p++) {
+        /* column-major views: Y (cols, T), X (rows, T), a panel (nc, nr) */
+        int r0 = by_cols ? 0 : p * step, nr = by_cols ? rows : (rows - r0 < step ? rows - r0 : step);
+        int c0 = by_cols ? p * step : 0, nc = by_cols ? (cols - c0 < step ? cols - c0 : step) : cols;
+        G1_CU(g1_cuda_dequant(mm->stream, W, r0, nr, c0, nc, mm->wbf));
+        for (int half = 0; x && half < (lo ? 2 : 1); half++) {
+            /* Y[c0:c0+nc, :] (+)= Wpanel (nc, nr) . X[r0:r0+nr, :] */
             const uint16_t *xp = (half ? lo : hi) + r0;
-            G1_CUBLAS(cublasGemmEx(mm->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, T, nr, &one, mm->wbf, CUDA_R_16BF,
-                                   cols, xp, CUDA_R_16BF, rows, (r0 || half) ? &one : &zero, y, CUDA_R_32F, cols,
+            G1_CUBLAS(cublasGemmEx(mm->blas, CUBLAS_OP_N, CUBLAS_OP_N, nc, T, nr, &one, mm->wbf, CUDA_R_16BF, nc,
+                                   xp, CUDA_R_16BF, rows, (r0 || half) ? &one : &zero, y + c0, CUDA_R_32F, cols,
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         }
     }
     return G1_OK;
+}
+
+g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
+{
+    return x ? gemm_q8(mm, x, T, W, y) : G1_FAIL(G1_ERR_ARG, "CUDA GEMM without an input");
+}
+
+g1_status g1_cuda_gemm_q8_dequant(g1_cuda_mm *mm, int T, const g1_dqmat *W)
+{
+    return gemm_q8(mm, NULL, T, W, NULL);
 }
 
 g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)

@@ -255,31 +255,31 @@ __global__ void reduce_k(const float *part, int splits, size_t n, float *y)
     }
 }
 
-// rows [r0, r0 + nr) of W to bf16
-__global__ void dequant_k(g1_dqmat W, int r0, int nr, __nv_bfloat16 *out)
+// rows [r0, r0 + nr), columns [c0, c0 + nc) of W to bf16, out (nr, nc)
+__global__ void dequant_k(g1_dqmat W, int r0, int nr, int c0, int nc, __nv_bfloat16 *out)
 {
     int cols = W.cols, rpb = W.rows / W.blocks;
-    size_t n = (size_t)nr * cols;
+    size_t n = (size_t)nr * nc;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        int r = r0 + (int)(i / cols), c = (int)(i % cols);
+        int r = r0 + (int)(i / nc), c = c0 + (int)(i % nc);
         float s = W.scale[(size_t)(r / rpb) * cols + c];
-        out[i] = __float2bfloat16_rn((float)W.w[(size_t)r0 * cols + i] * s);
+        out[i] = __float2bfloat16_rn((float)W.w[(size_t)r * cols + c] * s);
     }
 }
 
-// The same 16 columns at a time (cols % 16 == 0): one 16-byte load of
-// weights, four of scales and two 16-byte stores a thread, the row and
-// column worked out once for the 16 (the element kernel's divisions made
-// it instruction-bound: 82 instructions an element in its disassembly,
-// about 3 times its memory time; this one takes 133 per 16).
-__global__ void dequant16_k(g1_dqmat W, int r0, int nr, __nv_bfloat16 *out)
+// The same 16 columns at a time (cols, c0 and nc multiples of 16): one
+// 16-byte load of weights, four of scales and two 16-byte stores a thread,
+// the row and column worked out once for the 16 (the element kernel's
+// divisions made it instruction-bound: 82 instructions an element in its
+// disassembly, about 3 times its memory time; this one takes 133 per 16).
+__global__ void dequant16_k(g1_dqmat W, int r0, int nr, int c0, int nc, __nv_bfloat16 *out)
 {
-    int cols = W.cols, c16 = cols / 16, rpb = W.rows / W.blocks, n = nr * c16;
+    int cols = W.cols, c16 = nc / 16, rpb = W.rows / W.blocks, n = nr * c16;
     for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < n; u += gridDim.x * blockDim.x) {
         int r = u / c16, c = (u - r * c16) * 16;
         int q[16];
-        unpack16(__ldg(reinterpret_cast<const int4 *>(W.w + (size_t)(r0 + r) * cols + c)), q);
-        const float *sp = W.scale + (size_t)((r0 + r) / rpb) * cols + c;
+        unpack16(__ldg(reinterpret_cast<const int4 *>(W.w + (size_t)(r0 + r) * cols + c0 + c)), q);
+        const float *sp = W.scale + (size_t)((r0 + r) / rpb) * cols + c0 + c;
         unsigned h[8];
 #pragma unroll
         for (int i = 0; i < 16; i += 4) {
@@ -291,7 +291,7 @@ __global__ void dequant16_k(g1_dqmat W, int r0, int nr, __nv_bfloat16 *out)
             h[i / 2] = a | b << 16;
             h[i / 2 + 1] = c2 | d << 16;
         }
-        int4 *o = reinterpret_cast<int4 *>(out + (size_t)r * cols + c);
+        int4 *o = reinterpret_cast<int4 *>(out + (size_t)r * nc + c);
         o[0] = make_int4((int)h[0], (int)h[1], (int)h[2], (int)h[3]);
         o[1] = make_int4((int)h[4], (int)h[5], (int)h[6], (int)h[7]);
     }
@@ -429,16 +429,18 @@ cudaError_t g1_cuda_gemv_reduce(cudaStream_t s, const float *part, int splits, s
     return cudaGetLastError();
 }
 
-cudaError_t g1_cuda_dequant(cudaStream_t s, const g1_dqmat *W, int r0, int nr, uint16_t *out)
+cudaError_t g1_cuda_dequant(cudaStream_t s, const g1_dqmat *W, int r0, int nr, int c0, int nc, uint16_t *out)
 {
-    if (nr <= 0)
+    if (nr <= 0 || nc <= 0)
         return cudaSuccess;
-    if (W->cols % 16 == 0 && (size_t)nr * W->cols < ((size_t)1 << 31)) // the panels are at most 32M elements
-        G1_LAUNCH(dequant16_k, grid_for((size_t)nr * W->cols / 16), 256, s)(*W, r0, nr,
-                                                                           reinterpret_cast<__nv_bfloat16 *>(out));
+    if (r0 < 0 || c0 < 0 || r0 + nr > W->rows || c0 + nc > W->cols)
+        return cudaErrorInvalidValue;
+    __nv_bfloat16 *o = reinterpret_cast<__nv_bfloat16 *>(out);
+    size_t n = (size_t)nr * nc;
+    if (W->cols % 16 == 0 && c0 % 16 == 0 && nc % 16 == 0 && n < ((size_t)1 << 31)) // panels: at most 32M elements
+        G1_LAUNCH(dequant16_k, grid_for(n / 16), 256, s)(*W, r0, nr, c0, nc, o);
     else
-        G1_LAUNCH(dequant_k, grid_for((size_t)nr * W->cols), 256, s)(*W, r0, nr,
-                                                                     reinterpret_cast<__nv_bfloat16 *>(out));
+        G1_LAUNCH(dequant_k, grid_for(n), 256, s)(*W, r0, nr, c0, nc, o);
     return cudaGetLastError();
 }
 

@@ -57,8 +57,9 @@ cudaError_t g1_cuda_moe_group(cudaStream_t s, const int *ids, int n, int e0, int
 cudaError_t g1_cuda_gemv_reduce(cudaStream_t s, const float *part, int splits, size_t n, float *y);
 /* Columns one GEMV block covers (grid sizing). */
 int g1_cuda_gemv_cols(void);
-/* out (nr, cols) = bf16(deq(W rows [r0, r0 + nr))): a panel for cuBLAS. */
-cudaError_t g1_cuda_dequant(cudaStream_t s, const g1_dqmat *W, int r0, int nr, uint16_t *out);
+/* out (nr, nc) = bf16(deq(W rows [r0, r0 + nr), columns [c0, c0 + nc))):
+ * a panel for cuBLAS. */
+cudaError_t g1_cuda_dequant(cudaStream_t s, const g1_dqmat *W, int r0, int nr, int c0, int nc, uint16_t *out);
 /* y (T, V) = (x (T, D) . E^T) * mult for T <= 16, D % 8 == 0, float32 x. */
 cudaError_t g1_cuda_unembed_few(cudaStream_t s, const float *x, int T, int D, const uint16_t *E, int V, float mult,
                                 float *y);

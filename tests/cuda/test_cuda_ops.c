@@ -97,26 +97,27 @@ static void test_matmul(cublasHandle_t blas, int rows, int cols, int blocks, int
     free(h.w), free(h.scale), free(x), free(ref), free(got);
 }
 
-/* The panel dequantiser, both kernels (16 columns a thread when cols % 16
- * == 0, one element otherwise): rows [r0, r0 + nr) of W, bitwise
- * bf16(int8 * scale) as the host rounds it, scale blocks crossed. */
-static void test_dequant(int rows, int cols, int blocks, int r0, int nr)
+/* The panel dequantiser, both kernels (16 columns a thread when cols, c0
+ * and nc are multiples of 16, one element otherwise): rows [r0, r0 + nr),
+ * columns [c0, c0 + nc) of W, bitwise bf16(int8 * scale) as the host
+ * rounds it, scale blocks crossed. */
+static void test_dequant(int rows, int cols, int blocks, int r0, int nr, int c0, int nc)
 {
     g1_qmat h;
     g1_dqmat d;
     mk_qmat(rows, cols, blocks, &h, &d);
-    uint16_t *got = malloc((size_t)nr * cols * 2), *dout = ct_up(NULL, (size_t)nr * cols * 2);
-    ct_cu(g1_cuda_dequant(S, &d, r0, nr, dout), "dequant");
-    ct_down(got, dout, (size_t)nr * cols * 2);
+    uint16_t *got = malloc((size_t)nr * nc * 2), *dout = ct_up(NULL, (size_t)nr * nc * 2);
+    ct_cu(g1_cuda_dequant(S, &d, r0, nr, c0, nc, dout), "dequant");
+    ct_down(got, dout, (size_t)nr * nc * 2);
     int rpb = rows / blocks, bad = 0;
     for (int r = 0; r < nr; r++)
-        for (int c = 0; c < cols; c++) {
-            float sc = h.scale[(size_t)((r0 + r) / rpb) * cols + c];
-            bad += got[(size_t)r * cols + c] != g1_f32_to_bf16((float)h.w[(size_t)(r0 + r) * cols + c] * sc);
+        for (int c = 0; c < nc; c++) {
+            float sc = h.scale[(size_t)((r0 + r) / rpb) * cols + c0 + c];
+            bad += got[(size_t)r * nc + c] != g1_f32_to_bf16((float)h.w[(size_t)(r0 + r) * cols + c0 + c] * sc);
         }
-    char name[96];
-    snprintf(name, sizeof name, "dequant %dx%d b%d rows %d..%d: bitwise bf16(int8 * scale) (%d differ)", rows, cols,
-             blocks, r0, r0 + nr - 1, bad);
+    char name[112];
+    snprintf(name, sizeof name, "dequant %dx%d b%d rows %d..%d cols %d..%d: bitwise bf16(int8 * scale) (%d differ)",
+             rows, cols, blocks, r0, r0 + nr - 1, c0, c0 + nc - 1, bad);
     tu_check(!bad, name);
     cudaFree(dout), cudaFree((void *)d.w), cudaFree((void *)d.scale);
     free(h.w), free(h.scale), free(got);
@@ -636,7 +637,10 @@ int main(void)
      * for a quick look at one kernel */
     const char *only = getenv("G1_TEST_ONLY");
 #define WANT(what) (!only || strstr(what, only))
-    static const int shapes[][3] = {{64, 96, 1}, {96, 64, 8}, {1000, 520, 8}, {2048, 1024, 8}, {200, 24, 1}};
+    /* with mm_init's panels of 100 rows' worth: row panels, except 128 x 1040 and 128 x 600 (wide:
+     * two column panels, 528 + 512 columns of 16-column dequantising, 304 + 296 of one element) */
+    static const int shapes[][3] = {{64, 96, 1},    {96, 64, 8},  {1000, 520, 8}, {2048, 1024, 8},
+                                    {200, 24, 1},   {128, 1040, 4}, {128, 600, 8}};
     for (size_t i = 0; WANT("matmul") && i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
         int Ts[] = {1, 2, 3, 5, 16};
@@ -647,9 +651,11 @@ int main(void)
         test_matmul(blas, sh[0], sh[1], sh[2], 33, 2);
     }
     if (WANT("matmul")) {
-        test_dequant(96, 64, 8, 5, 70);    /* 16 columns a thread, scale blocks of 12 rows crossed */
-        test_dequant(1000, 520, 8, 0, 1000); /* cols % 16 == 8: one element a thread */
-        test_dequant(64, 1024, 1, 63, 1);
+        test_dequant(96, 64, 8, 5, 70, 0, 64);      /* 16 columns a thread, scale blocks of 12 rows crossed */
+        test_dequant(1000, 520, 8, 0, 1000, 0, 520); /* cols % 16 == 8: one element a thread */
+        test_dequant(64, 1024, 1, 63, 1, 0, 1024);
+        test_dequant(96, 1024, 8, 0, 96, 496, 352);  /* a column panel, 16 columns a thread */
+        test_dequant(96, 1024, 8, 7, 50, 500, 13);   /* columns off the 16s: one element a thread */
     }
     if (WANT("small"))
         test_small_ops();

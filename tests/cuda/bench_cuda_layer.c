@@ -172,6 +172,32 @@ static g1_status gemv_time(g1_cuda_engine *e, const g1_dqmat *W, int T, int iter
     return st;
 }
 
+/* The prompt path on one matrix at T rows (g1_cuda_gemm_q8: x to bf16,
+ * dequantised panels, cuBLAS), and its dequantiser alone over the same
+ * panels: ms per call each. */
+static g1_status gemm_time(g1_cuda_engine *e, const g1_dqmat *W, int T, int iters, double *ms_all, double *ms_deq)
+{
+    int wide = W->rows < W->cols; /* W1 / Wv: x (T, D) in xg, y (T, F) in h1; W2 the other way */
+    float *x = wide ? e->xg : e->h1, *y = wide ? e->h1 : e->yg;
+    cudaEvent_t a, b;
+    G1_TRY(cu(cudaEventCreate(&a), "event"));
+    G1_TRY(cu(cudaEventCreate(&b), "event"));
+    g1_status st = cu(g1_cuda_fill_f32(e->stream, x, (size_t)T * W->rows, 5, -1, 1), "fill");
+    for (int pass = 0; pass < 2 && st == G1_OK; pass++) {
+        for (int i = -1; i < iters && st == G1_OK; i++) { /* the first a warm-up */
+            if (i == 0)
+                cudaEventRecord(a, e->stream);
+            st = pass ? g1_cuda_gemm_q8_dequant(&e->mm, T, W) : g1_cuda_gemm_q8(&e->mm, x, T, W, y);
+        }
+        cudaEventRecord(b, e->stream);
+        if (st == G1_OK)
+            st = cu(cudaEventSynchronize(b), "gemm");
+        *(pass ? ms_deq : ms_all) = elapsed_ms(a, b) / iters;
+    }
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    return st;
+}
+
 /* The few-token un-embedding over a (V, D) bf16 table (random bits: the
  * values do not matter to the time): ms per call for T tokens. */
 static g1_status unembed_time(cudaStream_t s, const g1_config *c, int T, int iters, double *ms)
@@ -442,6 +468,25 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
                "%.0f GB/s (%.0f%%)\n",
                S, C, bf16 ? "bf16" : "float32", kv / 1e6, ms, kv / (ms * 1e-3) / 1e9,
                100 * kv / (ms * 1e-3) / 1e9 / bw);
+    }
+    { /* a prompt's expert matmuls: the dequantiser's share */
+        int k = c->num_selected_experts, E = c->num_experts, Ps[2] = {512, 4096};
+        const g1_dqmat *mats[2] = {&e->layers[0].moe[0][0], &e->layers[0].moe[2][0]};
+        const char *names[2] = {"W1", "W2"};
+        for (int i = 0; i < 2; i++) {
+            int P = smoke ? e->opts.max_batch : Ps[i], R = P * k / E; /* an expert's rows at even routing */
+            if (P > e->opts.max_batch || R <= e->mm.gemv_max || (smoke && i))
+                continue;
+            for (int m = 0; m < 2; m++) {
+                const g1_dqmat *W = mats[m];
+                double all = 0, deq = 0, n = (double)W->rows * W->cols, flop = 2.0 * R * n;
+                G1_TRY(gemm_time(e, W, R, smoke ? 2 : 10, &all, &deq));
+                printf("  prompt matmul, expert %s (%d x %d) at %d rows (a %d-token prompt, even routing): %.3f ms "
+                       "(%.1f TFLOP/s), of which dequantising %.3f ms (%.0f GB/s: int8 in, bf16 out)\n",
+                       names[m], W->rows, W->cols, R, P, all, flop / (all * 1e-3) / 1e12, deq,
+                       3 * n / (deq * 1e-3) / 1e9);
+            }
+        }
     }
     { /* a prompt: what the tensor cores are worth there */
         int P = smoke ? 40 : e->opts.max_batch, cc = 0;

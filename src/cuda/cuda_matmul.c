@@ -25,12 +25,16 @@ static int gemv_splits(const g1_cuda_mm *mm, int rows, int cols, int *rows_per_s
     return (rows + rps - 1) / rps;
 }
 
+/* Rows a row panel takes: as even as the panels can be, a multiple of 64
+ * where at least 64 fit (0: not even one row fits). */
 static size_t panel_rows(const g1_cuda_mm *mm, int rows, int cols)
 {
     size_t kr = mm->wbf_n / (size_t)cols;
-    if (kr >= (size_t)rows)
-        return (size_t)rows;
-    return kr >= 64 ? kr / 64 * 64 : kr;
+    if (kr >= (size_t)rows || kr < 64)
+        return kr >= (size_t)rows ? (size_t)rows : kr;
+    size_t np = ((size_t)rows + kr - 1) / kr, even = ((size_t)rows + np - 1) / np;
+    even = (even + 63) / 64 * 64;
+    return even <= kr ? even : kr / 64 * 64;
 }
 
 /* How g1_cuda_gemm_q8 cuts W into panels of at most wbf_n elements: the

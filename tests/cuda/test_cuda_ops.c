@@ -671,14 +671,20 @@ int main(void)
         test_attention(2, 1, 256, 8, 0);
         test_attention(8, 8, 64, 1, 1);
         test_attention(16, 1, 256, 4, 0); /* 16 q heads a kv head over 8 rows a block: two blocks of heads */
-        /* the tensor cores: each head dimension (padded to 32, 64, 128) and cache type */
-        test_attention_prompt(6, 1, 128, 4, 0, 1);
-        test_attention_prompt(6, 1, 128, 4, 1, 8);
-        test_attention_prompt(4, 2, 64, 8, 0, 8);
-        test_attention_prompt(8, 8, 64, 1, 1, 1);  /* a q head a kv head: 16 tokens a warp */
-        test_attention_prompt(4, 2, 16, 2, 0, 8);  /* K = 16: padded to 32 */
-        test_attention_prompt(6, 3, 20, 4, 1, 1);  /* K = 20: padded to 32, not a multiple of 16 */
-        test_attention_prompt(96, 1, 32, 4, 0, 1); /* 96 q heads a kv head: two blocks of heads (64 and 32) */
+        /* the tensor cores (compute capability 8.0 and later): each head dimension (padded to 32, 64,
+         * 128) and cache type */
+        int cc = 0;
+        ct_cu(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0), "attribute");
+        if (cc >= 8) {
+            test_attention_prompt(6, 1, 128, 4, 0, 1);
+            test_attention_prompt(6, 1, 128, 4, 1, 8);
+            test_attention_prompt(4, 2, 64, 8, 0, 8);
+            test_attention_prompt(8, 8, 64, 1, 1, 1);  /* a q head a kv head: 16 tokens a warp */
+            test_attention_prompt(4, 2, 16, 2, 0, 8);  /* K = 16: padded to 32 */
+            test_attention_prompt(6, 3, 20, 4, 1, 1);  /* K = 20: padded to 32, not a multiple of 16 */
+            test_attention_prompt(96, 1, 32, 4, 0, 1); /* 96 q heads a kv head: two blocks of heads (64, 32) */
+        } else
+            printf("attention on the tensor cores: not tested (compute capability %d)\n", cc);
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);

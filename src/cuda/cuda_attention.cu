@@ -45,6 +45,37 @@ __global__ void kv_store_k(g1_cuda_kv kv, int kvw, const float *k, const float *
     }
 }
 
+// What a block of grid (tiles, Hkv * hgroups, max_splits) takes: the tile
+// of tokens t0 .. t0 + nq - 1 (a.tiles; NULL: token blockIdx.x alone), q
+// heads h0 .. h0 + nh - 1 of kv head g (up to `rows` rows of token x q
+// head a block), R = nq * nh rows, split j's keys [k0, k1) up to the
+// tile's last position (k1 <= k0: nothing), and where the kv head's
+// caches start for this layer (the tile's tokens share a sequence).
+struct BlockTile {
+    int t0, nq, g, h0, nh, R, j, k0, k1;
+    size_t base;
+};
+
+__device__ __forceinline__ BlockTile block_tile(const g1_cuda_attn_args &a, int rows)
+{
+    BlockTile b;
+    int G = a.Hq / a.Hkv, hpb = min(G, rows), hgroups = (G + hpb - 1) / hpb;
+    b.t0 = a.tiles ? a.tiles[2 * blockIdx.x] : (int)blockIdx.x;
+    b.nq = a.tiles ? a.tiles[2 * blockIdx.x + 1] : 1;
+    b.g = blockIdx.y / hgroups;
+    b.h0 = b.g * G + (blockIdx.y % hgroups) * hpb;
+    b.nh = min(hpb, b.g * G + G - b.h0);
+    b.R = b.nq * b.nh;
+    b.j = blockIdx.z;
+    int nmax = 0;
+    for (int qi = 0; qi < b.nq; qi++)
+        nmax = max(nmax, a.kv.pos[b.t0 + qi] + 1);
+    b.k0 = b.j * a.chunk;
+    b.k1 = min(nmax, b.k0 + a.chunk);
+    b.base = (size_t)a.kv.layer * a.kv.lstride[b.t0] + (size_t)b.g * a.K;
+    return b;
+}
+
 // Shared-memory row stride of a tile for K values: an odd number of 16-byte
 // units, so the 16-byte loads of 8 lanes reading 8 different rows (one
 // phase of a warp's 16-byte load) fall in 8 different bank groups.
@@ -76,18 +107,12 @@ __global__ void __launch_bounds__(NTHR, 2) attn_split_k(g1_cuda_attn_args a)
     __shared__ __align__(16) float s[MR][SUB];           // each key's exponential for each row
     __shared__ float rs[MR];                             // each row's rescale of its sums so far
     __shared__ int nrow[MR];                             // each row's keys (its token's position + 1)
-    int G = a.Hq / a.Hkv, hpb = min(G, MR), hgroups = (G + hpb - 1) / hpb;
-    int t0 = a.tiles ? a.tiles[2 * blockIdx.x] : (int)blockIdx.x, nq = a.tiles ? a.tiles[2 * blockIdx.x + 1] : 1;
-    int g = blockIdx.y / hgroups, h0 = g * G + (blockIdx.y % hgroups) * hpb, nh = min(hpb, g * G + G - h0);
-    int R = nq * nh, j = blockIdx.z, K = a.K, KP = tile_stride(K), kvw = a.Hkv * K;
-    int nmax = 0;
-    for (int qi = 0; qi < nq; qi++)
-        nmax = max(nmax, a.kv.pos[t0 + qi] + 1);
-    int k0 = j * a.chunk, k1 = min(nmax, k0 + a.chunk);
+    const BlockTile bt = block_tile(a, MR);
+    const int t0 = bt.t0, h0 = bt.h0, nh = bt.nh, R = bt.R, j = bt.j, k0 = bt.k0, k1 = bt.k1;
     if (k0 >= k1) // the whole block: no thread reaches a barrier
         return;
-    size_t base = (size_t)a.kv.layer * a.kv.lstride[t0] + (size_t)g * K; // the tile's tokens share a cache
-    const E *kc = static_cast<const E *>(a.kv.k0[t0]) + base, *vc = static_cast<const E *>(a.kv.v0[t0]) + base;
+    int K = a.K, KP = tile_stride(K), kvw = a.Hkv * K;
+    const E *kc = static_cast<const E *>(a.kv.k0[t0]) + bt.base, *vc = static_cast<const E *>(a.kv.v0[t0]) + bt.base;
     for (int i = threadIdx.x; i < R * K; i += NTHR) { // row r = token qi's head hi
         int r = i / K, d = i - r * K, qi = r / nh, hi = r - qi * nh;
         q[r][d] = a.q[((size_t)(t0 + qi) * a.Hq + h0 + hi) * K + d];
@@ -275,18 +300,12 @@ __global__ void __launch_bounds__(MMA_THR, 2) attn_mma_k(g1_cuda_attn_args a)
     const int NQ = KD / 8, NS = MMA_KT / 8, NO = KD / 8;
     __shared__ __align__(16) uint32_t ks[MMA_KT * KS];
     __shared__ __align__(16) uint32_t vs[MMA_KT * VS];
-    int G = a.Hq / a.Hkv, hpb = min(G, MMA_ROWS), hgroups = (G + hpb - 1) / hpb;
-    int t0 = a.tiles[2 * blockIdx.x], nq = a.tiles[2 * blockIdx.x + 1];
-    int g = blockIdx.y / hgroups, h0 = g * G + (blockIdx.y % hgroups) * hpb, nh = min(hpb, g * G + G - h0);
-    int R = nq * nh, j = blockIdx.z, K = a.K, kvw = a.Hkv * K;
-    int nmax = 0;
-    for (int qi = 0; qi < nq; qi++)
-        nmax = max(nmax, a.kv.pos[t0 + qi] + 1);
-    int k0 = j * a.chunk, k1 = min(nmax, k0 + a.chunk);
+    const BlockTile bt = block_tile(a, MMA_ROWS);
+    const int t0 = bt.t0, h0 = bt.h0, nh = bt.nh, R = bt.R, j = bt.j, k0 = bt.k0, k1 = bt.k1;
     if (k0 >= k1) // the whole block: no thread reaches a barrier
         return;
-    size_t base = (size_t)a.kv.layer * a.kv.lstride[t0] + (size_t)g * K;
-    const E *kc = static_cast<const E *>(a.kv.k0[t0]) + base, *vc = static_cast<const E *>(a.kv.v0[t0]) + base;
+    int K = a.K, kvw = a.Hkv * K;
+    const E *kc = static_cast<const E *>(a.kv.k0[t0]) + bt.base, *vc = static_cast<const E *>(a.kv.v0[t0]) + bt.base;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     // this lane's two rows: gq and gq + 8 of the warp's 16
     int rr[2], nr[2];
@@ -513,23 +532,23 @@ cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
     if (a->T <= 0)
         return cudaSuccess;
     int G = a->Hq / a->Hkv;
+// kernel `k` for the caches' element type and head dimensions padded to kd
+#define G1_ATTN(k, kd, thr, args)                                                                                \
+    do {                                                                                                       \
+        if (a->kv.bf16)                                                                                        \
+            G1_LAUNCH((k<__nv_bfloat16, kd>), grid, thr, s)(args);                                             \
+        else                                                                                                   \
+            G1_LAUNCH((k<float, kd>), grid, thr, s)(args);                                                     \
+    } while (0)
     if (a->n_mma) {
         int KD = a->K <= 32 ? 32 : a->K <= 64 ? 64 : 128, hpb = G < MMA_ROWS ? G : MMA_ROWS;
         dim3 grid((unsigned)a->n_mma, (unsigned)(a->Hkv * ((G + hpb - 1) / hpb)), (unsigned)a->max_splits);
-#define G1_ATTN(kd)                                                                                              \
-    do {                                                                                                       \
-        if (a->kv.bf16)                                                                                        \
-            G1_LAUNCH((attn_mma_k<__nv_bfloat16, kd>), grid, MMA_THR, s)(*a);                                  \
-        else                                                                                                   \
-            G1_LAUNCH((attn_mma_k<float, kd>), grid, MMA_THR, s)(*a);                                          \
-    } while (0)
         if (KD == 32)
-            G1_ATTN(32);
+            G1_ATTN(attn_mma_k, 32, MMA_THR, *a);
         else if (KD == 64)
-            G1_ATTN(64);
+            G1_ATTN(attn_mma_k, 64, MMA_THR, *a);
         else
-            G1_ATTN(128);
-#undef G1_ATTN
+            G1_ATTN(attn_mma_k, 128, MMA_THR, *a);
         cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess)
             return err;
@@ -541,26 +560,19 @@ cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
             b.tiles += 2 * a->n_mma;
         int KD = key_pad(a->K), hpb = G < max_rows(KD) ? G : max_rows(KD);
         dim3 grid((unsigned)tiles, (unsigned)(a->Hkv * ((G + hpb - 1) / hpb)), (unsigned)a->max_splits);
-#define G1_ATTN(kd)                                                                                              \
-    do {                                                                                                       \
-        if (a->kv.bf16)                                                                                        \
-            G1_LAUNCH((attn_split_k<__nv_bfloat16, kd>), grid, NTHR, s)(b);                                    \
-        else                                                                                                   \
-            G1_LAUNCH((attn_split_k<float, kd>), grid, NTHR, s)(b);                                            \
-    } while (0)
         if (KD == 32)
-            G1_ATTN(32);
+            G1_ATTN(attn_split_k, 32, NTHR, b);
         else if (KD == 64)
-            G1_ATTN(64);
+            G1_ATTN(attn_split_k, 64, NTHR, b);
         else if (KD == 128)
-            G1_ATTN(128);
+            G1_ATTN(attn_split_k, 128, NTHR, b);
         else
-            G1_ATTN(256);
-#undef G1_ATTN
+            G1_ATTN(attn_split_k, 256, NTHR, b);
         cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess)
             return err;
     }
+#undef G1_ATTN
     G1_LAUNCH(attn_merge_k, dim3((unsigned)a->T, (unsigned)a->Hq), 128, s)(*a);
     return cudaGetLastError();
 }

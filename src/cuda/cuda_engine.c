@@ -629,8 +629,8 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
                              .bf16 = e->opts.kv_cache == G1_KV_BF16};
             G1_CU(g1_cuda_kv_store(s, &kv, T, kvw, e->k, e->v));
             g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = e->max_splits,
-                                    .chunk = e->attn_chunk, .tiles = tiles, .n_tiles = e->n_tiles, .n_mma = e->n_mma, .q = e->q,
-                                    .kv = kv, .mult = (float)c->attn_output_multiplier,
+                                    .chunk = e->attn_chunk, .tiles = tiles, .n_tiles = e->n_tiles, .n_mma = e->n_mma,
+                                    .q = e->q, .kv = kv, .mult = (float)c->attn_output_multiplier,
                                     .cap = (float)c->attn_logit_cap, .part = e->part, .out = e->att};
             G1_CU(g1_cuda_attention(s, &aa));
             G1_TRY(g1_cuda_matmul_q8(mm, e->att, T, &L->attn[3], e->o));

@@ -213,6 +213,51 @@ static void test_small_ops(void)
     free(x), free(sc), free(ref), free(got), free(v), free(a), free(b), free(gr), free(gg), free(wr), free(y), free(yp);
 }
 
+/* Caches of up to 3 slots of random values and the per-token pointers
+ * into them, host (the CPU reference) and device. */
+enum { TC_SLOTS = 3, TC_TOKENS = 64 };
+typedef struct test_caches {
+    float *hk[TC_SLOTS], *hv[TC_SLOTS]; /* float32 (bf16-rounded values with bf16) */
+    void *dk[TC_SLOTS], *dv[TC_SLOTS];  /* float32, or bf16 */
+    const float *kc[TC_TOKENS], *vc[TC_TOKENS];
+    void *k0[TC_TOKENS], *v0[TC_TOKENS];
+    long long ls[TC_TOKENS];
+} test_caches;
+
+/* ns slots of cap[s] rows of kvw values; T tokens in slots slot[t] */
+static void mk_caches(test_caches *c, int ns, const int *cap, int kvw, int bf16, int T, const int *slot)
+{
+    for (int s = 0; s < ns; s++) {
+        size_t n = (size_t)cap[s] * kvw;
+        c->hk[s] = rnd(n, 2);
+        c->hv[s] = rnd(n, 1);
+        if (bf16) {
+            uint16_t *bk = malloc(n * 2), *bv = malloc(n * 2);
+            for (size_t i = 0; i < n; i++) {
+                c->hk[s][i] = g1_round_bf16(c->hk[s][i]), bk[i] = g1_f32_to_bf16(c->hk[s][i]);
+                c->hv[s][i] = g1_round_bf16(c->hv[s][i]), bv[i] = g1_f32_to_bf16(c->hv[s][i]);
+            }
+            c->dk[s] = ct_up(bk, n * 2);
+            c->dv[s] = ct_up(bv, n * 2);
+            free(bk), free(bv);
+        } else {
+            c->dk[s] = ct_up(c->hk[s], n * 4);
+            c->dv[s] = ct_up(c->hv[s], n * 4);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        c->kc[t] = c->hk[slot[t]], c->vc[t] = c->hv[slot[t]];
+        c->k0[t] = c->dk[slot[t]], c->v0[t] = c->dv[slot[t]];
+        c->ls[t] = (long long)cap[slot[t]] * kvw;
+    }
+}
+
+static void free_caches(test_caches *c, int ns)
+{
+    for (int s = 0; s < ns; s++)
+        cudaFree(c->dk[s]), cudaFree(c->dv[s]), free(c->hk[s]), free(c->hv[s]);
+}
+
 /* tokens of 3 slots with caches of odd lengths, some long enough to split;
  * bf16: the caches hold bf16 (the CPU reference reads the same values) */
 static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
@@ -221,42 +266,17 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
     int cap[NS] = {70, 1000, 2500}, slot[T] = {0, 0, 1, 2, 2, 1, 2, 2, 2};
     int pos[T] = {0, 69, 999, 1, 2499, 512, 2000, 2001, 700};
     int kvw = Hkv * K;
-    float *hk[NS], *hv[NS];
-    void *dk[NS], *dv[NS];
-    const float *kc[T], *vc[T];
-    void *k0[T], *v0[T];
-    long long ls[T];
-    for (int s = 0; s < NS; s++) {
-        size_t n = (size_t)cap[s] * kvw;
-        hk[s] = rnd(n, 2);
-        hv[s] = rnd(n, 1);
-        if (bf16) {
-            uint16_t *bk = malloc(n * 2), *bv = malloc(n * 2);
-            for (size_t i = 0; i < n; i++) {
-                hk[s][i] = g1_round_bf16(hk[s][i]), bk[i] = g1_f32_to_bf16(hk[s][i]);
-                hv[s][i] = g1_round_bf16(hv[s][i]), bv[i] = g1_f32_to_bf16(hv[s][i]);
-            }
-            dk[s] = ct_up(bk, n * 2);
-            dv[s] = ct_up(bv, n * 2);
-            free(bk), free(bv);
-        } else {
-            dk[s] = ct_up(hk[s], n * 4);
-            dv[s] = ct_up(hv[s], n * 4);
-        }
-    }
-    for (int t = 0; t < T; t++) {
-        kc[t] = hk[slot[t]], vc[t] = hv[slot[t]];
-        k0[t] = dk[slot[t]], v0[t] = dv[slot[t]];
-        ls[t] = (long long)cap[slot[t]] * kvw;
-    }
+    test_caches c;
+    mk_caches(&c, NS, cap, kvw, bf16, T, slot);
     float *q = rnd((size_t)T * Hq * K, 1), *ref = malloc((size_t)T * Hq * K * 4), *got = malloc((size_t)T * Hq * K * 4);
     float *scores = malloc((size_t)g1_cpu_threads() * 2500 * 4);
-    g1_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .q = q, .kc = kc, .vc = vc, .pos = pos,
+    g1_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .q = q, .kc = c.kc, .vc = c.vc, .pos = pos,
                        .mult = 1.0f / sqrtf((float)K), .cap = 30, .scores = scores, .scores_stride = 2500, .out = ref};
     g1_cpu_attention(&aa);
     g1_cuda_attn_args ga = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
                             .chunk = g1_cuda_attn_chunk(2500, max_splits), .q = ct_up(q, (size_t)T * Hq * K * 4),
-                            .kv = {.k0 = ct_up(k0, sizeof k0), .v0 = ct_up(v0, sizeof v0), .lstride = ct_up(ls, sizeof ls),
+                            .kv = {.k0 = ct_up(c.k0, T * sizeof c.k0[0]), .v0 = ct_up(c.v0, T * sizeof c.v0[0]),
+                                   .lstride = ct_up(c.ls, T * sizeof c.ls[0]),
                                    .pos = ct_up(pos, sizeof pos), .layer = 0, .bf16 = bf16},
                             .mult = aa.mult, .cap = 30,
                             .part = ct_up(NULL, (size_t)T * Hq * max_splits * (K + 2) * 4),
@@ -291,7 +311,7 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
         int bad = 0;
         for (int t = 0; t < T; t++) {
             uint16_t row[256 * 8];
-            ct_down(row, (uint16_t *)dk[slot[t]] + (size_t)pos[t] * kvw, (size_t)kvw * 2);
+            ct_down(row, (uint16_t *)c.dk[slot[t]] + (size_t)pos[t] * kvw, (size_t)kvw * 2);
             for (int i = 0; i < kvw; i++)
                 bad += row[i] != g1_f32_to_bf16(kv[(size_t)t * kvw + i]);
         }
@@ -302,8 +322,7 @@ static void test_attention(int Hq, int Hkv, int K, int max_splits, int bf16)
     snprintf(name, sizeof name, "attention Hq=%d Hkv=%d K=%d splits<=%d%s", Hq, Hkv, K, max_splits,
              bf16 ? ", bf16 caches" : "");
     ct_close(name, got, ref, (size_t)T * Hq * K, 1e-5);
-    for (int s = 0; s < NS; s++)
-        cudaFree(dk[s]), cudaFree(dv[s]), free(hk[s]), free(hv[s]);
+    free_caches(&c, NS);
     cudaFree((void *)ga.q), cudaFree((void *)ga.kv.k0), cudaFree((void *)ga.kv.v0), cudaFree((void *)ga.kv.lstride);
     cudaFree((void *)ga.kv.pos), cudaFree(ga.part), cudaFree(ga.out);
     free(q), free(ref), free(got), free(scores);
@@ -323,38 +342,12 @@ static void test_attention_prompt(int Hq, int Hkv, int K, int max_splits, int bf
         slot[t] = t < 20 ? 0 : t < 21 ? 2 : t < 38 ? 0 : t < 61 ? 1 : 2;
         pos[t] = t < 20 ? 170 + t : t < 21 ? 300 : t < 38 ? 169 + t : t < 61 ? t - 38 : 436 + t;
     }
-    float *hk[NS], *hv[NS];
-    void *dk[NS], *dv[NS];
-    const float *kc[T], *vc[T];
-    void *k0[T], *v0[T];
-    long long ls[T];
-    for (int s = 0; s < NS; s++) {
-        size_t n = (size_t)cap[s] * kvw;
-        hk[s] = rnd(n, 2);
-        hv[s] = rnd(n, 1);
-        if (bf16) {
-            uint16_t *bk = malloc(n * 2), *bv = malloc(n * 2);
-            for (size_t i = 0; i < n; i++) {
-                hk[s][i] = g1_round_bf16(hk[s][i]), bk[i] = g1_f32_to_bf16(hk[s][i]);
-                hv[s][i] = g1_round_bf16(hv[s][i]), bv[i] = g1_f32_to_bf16(hv[s][i]);
-            }
-            dk[s] = ct_up(bk, n * 2);
-            dv[s] = ct_up(bv, n * 2);
-            free(bk), free(bv);
-        } else {
-            dk[s] = ct_up(hk[s], n * 4);
-            dv[s] = ct_up(hv[s], n * 4);
-        }
-    }
-    for (int t = 0; t < T; t++) {
-        kc[t] = hk[slot[t]], vc[t] = hv[slot[t]];
-        k0[t] = dk[slot[t]], v0[t] = dv[slot[t]];
-        ls[t] = (long long)cap[slot[t]] * kvw;
-    }
+    test_caches c;
+    mk_caches(&c, NS, cap, kvw, bf16, T, slot);
     size_t no = (size_t)T * Hq * K;
     float *q = rnd(no, qs), *ref = malloc(no * 4), *got = malloc(no * 4), *one = malloc(no * 4);
     float *scores = malloc((size_t)g1_cpu_threads() * 500 * 4);
-    g1_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .q = q, .kc = kc, .vc = vc, .pos = pos,
+    g1_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .q = q, .kc = c.kc, .vc = c.vc, .pos = pos,
                        .mult = 1.0f / sqrtf((float)K), .cap = 30, .scores = scores, .scores_stride = 500, .out = ref};
     g1_cpu_attention(&aa);
     int tiles[2 * T], n_mma, nt = g1_cuda_attn_tiles(slot, T, Hq, Hkv, K, 1, tiles, &n_mma);
@@ -362,7 +355,8 @@ static void test_attention_prompt(int Hq, int Hkv, int K, int max_splits, int bf
         int seen[T] = {0}, bad = 0, most = g1_cuda_attn_mma_tile_tokens(Hq, Hkv, K);
         for (int i = 0; i < nt; i++) {
             int t0 = tiles[2 * i], c = tiles[2 * i + 1];
-            bad += c < 1 || c > most || (i < n_mma) != (c * (Hq / Hkv) >= 16 || c > g1_cuda_attn_tile_tokens(Hq, Hkv, K));
+            int mma = c * (Hq / Hkv) >= 16 || c > g1_cuda_attn_tile_tokens(Hq, Hkv, K);
+            bad += c < 1 || c > most || (i < n_mma) != mma;
             for (int t = t0; t < t0 + c && t < T; t++)
                 bad += seen[t]++ || slot[t] != slot[t0] || (t > t0 && pos[t] != pos[t - 1] + 1);
         }
@@ -376,7 +370,8 @@ static void test_attention_prompt(int Hq, int Hkv, int K, int max_splits, int bf
     g1_cuda_attn_args ga = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
                             .chunk = g1_cuda_attn_chunk(500, max_splits), .tiles = ct_up(tiles, sizeof tiles),
                             .n_tiles = nt, .n_mma = n_mma, .q = ct_up(q, no * 4),
-                            .kv = {.k0 = ct_up(k0, sizeof k0), .v0 = ct_up(v0, sizeof v0), .lstride = ct_up(ls, sizeof ls),
+                            .kv = {.k0 = ct_up(c.k0, T * sizeof c.k0[0]), .v0 = ct_up(c.v0, T * sizeof c.v0[0]),
+                                   .lstride = ct_up(c.ls, T * sizeof c.ls[0]),
                                    .pos = ct_up(pos, sizeof pos), .layer = 0, .bf16 = bf16},
                             .mult = aa.mult, .cap = 30,
                             .part = ct_up(NULL, (size_t)T * Hq * max_splits * (K + 2) * 4), .out = ct_up(NULL, no * 4)};
@@ -413,8 +408,7 @@ static void test_attention_prompt(int Hq, int Hkv, int K, int max_splits, int bf
     snprintf(name, sizeof name, "attention (tensor cores) Hq=%d Hkv=%d K=%d splits<=%d q x%g%s", Hq, Hkv, K,
              max_splits, qs, bf16 ? ", bf16 caches" : "");
     ct_close(name, got, ref, no, ATTN_MMA_REL);
-    for (int s = 0; s < NS; s++)
-        cudaFree(dk[s]), cudaFree(dv[s]), free(hk[s]), free(hv[s]);
+    free_caches(&c, NS);
     cudaFree((void *)ga.q), cudaFree((void *)ga.kv.k0), cudaFree((void *)ga.kv.v0), cudaFree((void *)ga.kv.lstride);
     cudaFree((void *)ga.kv.pos), cudaFree((void *)ga.tiles), cudaFree(ga.part), cudaFree(ga.out);
     free(q), free(ref), free(got), free(one), free(scores);

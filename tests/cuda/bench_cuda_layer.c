@@ -469,8 +469,9 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
                S, C, bf16 ? "bf16" : "float32", kv / 1e6, ms, kv / (ms * 1e-3) / 1e9,
                100 * kv / (ms * 1e-3) / 1e9 / bw);
     }
-    { /* a prompt's expert matmuls: the dequantiser's share */
-        int k = c->num_selected_experts, E = c->num_experts, Ps[2] = {512, 4096};
+    { /* a prompt's expert matmuls: the dequantiser's share, and panels small enough to stay in L2 */
+        int k = c->num_selected_experts, E = c->num_experts, Ps[2] = {512, 4096}, l2 = 0;
+        G1_TRY(cu(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, e->opts.device), "attribute"));
         const g1_dqmat *mats[2] = {&e->layers[0].moe[0][0], &e->layers[0].moe[2][0]};
         const char *names[2] = {"W1", "W2"};
         for (int i = 0; i < 2; i++) {
@@ -482,9 +483,25 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
                 double all = 0, deq = 0, n = (double)W->rows * W->cols, flop = 2.0 * R * n;
                 G1_TRY(gemm_time(e, W, R, smoke ? 2 : 10, &all, &deq));
                 printf("  prompt matmul, expert %s (%d x %d) at %d rows (a %d-token prompt, even routing): %.3f ms "
-                       "(%.1f TFLOP/s), of which dequantising %.3f ms (%.0f GB/s: int8 in, bf16 out)\n",
+                       "(%.1f TFLOP/s), of which dequantising %.3f ms (%.0f GB/s: int8 in, bf16 out)",
                        names[m], W->rows, W->cols, R, P, all, flop / (all * 1e-3) / 1e12, deq,
                        3 * n / (deq * 1e-3) / 1e9);
+                /* bf16 panels of half and a quarter of the L2 (a third and a sixth of the matrix in the
+                 * smoke run): written by the dequantiser and read by cuBLAS while still in L2, if the
+                 * L2 keeps them */
+                for (int div = 4; div <= 8; div *= 2) {
+                    size_t full = e->mm.wbf_n, small = smoke ? (size_t)n / (div - 1) / 2 * 2 : (size_t)l2 / div;
+                    if (small >= full || small < (size_t)W->cols)
+                        continue;
+                    double ms2 = 0, deq2 = 0;
+                    e->mm.wbf_n = small;
+                    g1_status st = gemm_time(e, W, R, smoke ? 2 : 10, &ms2, &deq2);
+                    e->mm.wbf_n = full;
+                    G1_TRY(st);
+                    printf("; in panels of %.0f MB: %.3f ms (dequantising alone %.3f ms)", 2.0 * small / 1e6, ms2,
+                           deq2);
+                }
+                printf("\n");
             }
         }
     }

@@ -155,7 +155,8 @@ int g1_cuda_attn_mma_tile_tokens(int Hq, int Hkv, int K);
  * (slot: (T)) into tiles (2 ints each: first token, count; room for T).
  * With mma (only on a device of compute capability 8.0 or later), tiles
  * are up to g1_cuda_attn_mma_tile_tokens long and those of at least 16
- * rows (token x q head) come first, *n_mma of them: the tensor-core kernel
+ * rows (token x q head), or of more tokens than a float32 tile takes,
+ * come first, *n_mma of them: the tensor-core kernel
  * takes those (q, k, exponentials and v rounded to TF32, float32 sums),
  * the float32 kernel the rest. Returns the number of tiles. */
 int g1_cuda_attn_tiles(const int *slot, int T, int Hq, int Hkv, int K, int mma, int *tiles, int *n_mma);

@@ -171,12 +171,7 @@ template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned
     return ::g1emu::shfl_down(mask, v, d);
 }
 template <class T> static inline T __ldg(const T *p) { return *p; }
-static inline float __uint_as_float(unsigned i)
-{
-    float f;
-    memcpy(&f, &i, sizeof f);
-    return f;
-}
+static inline float __uint_as_float(unsigned i) { return ::g1emu::bits_float(i); }
 static inline float __int_as_float(int i)
 {
     float f;

@@ -653,15 +653,8 @@ static void test_mma()
         }
     check(ok, "mma m16n8k8 tf32: 16 x 8 x 8 product + C by the PTX layout");
     float one_ulp = 1.0f + 1.0f / 1024, half_ulp = 1.0f + 1.0f / 2048, below = 1.0f + 1.0f / 4096;
-    float r_half, r_below, r_one, r_neg;
-    uint32_t w = g1emu::tf32_rna(half_ulp);
-    memcpy(&r_half, &w, 4);
-    w = g1emu::tf32_rna(below);
-    memcpy(&r_below, &w, 4);
-    w = g1emu::tf32_rna(one_ulp);
-    memcpy(&r_one, &w, 4);
-    w = g1emu::tf32_rna(-half_ulp);
-    memcpy(&r_neg, &w, 4);
+    float r_half = g1emu::bits_float(g1emu::tf32_rna(half_ulp)), r_below = g1emu::bits_float(g1emu::tf32_rna(below));
+    float r_one = g1emu::bits_float(g1emu::tf32_rna(one_ulp)), r_neg = g1emu::bits_float(g1emu::tf32_rna(-half_ulp));
     check(r_half == one_ulp && r_below == 1.0f && r_one == one_ulp && r_neg == -one_ulp,
           "tf32 rounding: nearest, ties away from zero");
     cudaFree(A), cudaFree(B), cudaFree(D);

@@ -1292,11 +1292,18 @@ static std::string thread_name(uint32_t lin, uint32_t ph)
     return s;
 }
 
-static void race_access(const void *p, size_t n, bool write)
+static void race_access(const void *p, size_t n, bool write, bool natural = false)
 {
     if (!S.in_kernel || !S.running)
         return; // host code of the kernels' files
     uintptr_t a = (uintptr_t)p;
+    // An access the compiler took as naturally aligned (its type says so:
+    // float4, int4, a float, ...) must be: a GPU faults ("misaligned
+    // address") where the CPU does not care.
+    if (natural && (a & (n - 1)))
+        fail("%s %zu byte(s) at %p, which is not a multiple of %zu: the type promises that alignment, and a GPU "
+             "faults on the access (misaligned address)",
+             write ? "writes" : "reads", n, p, n);
     if (a - (uintptr_t)S.running->stack < STACK + 4096)
         return; // its own stack: locals
     Rec *rec;
@@ -1393,8 +1400,8 @@ static void race_access(const void *p, size_t n, bool write)
 // The calls -fsanitize=thread puts in the kernels (GCC's names).
 extern "C" {
 #define G1EMU_TSAN(n)                                                                                                \
-    void __tsan_read##n(void *p) { g1emu::race_access(p, n, false); }                                              \
-    void __tsan_write##n(void *p) { g1emu::race_access(p, n, true); }                                              \
+    void __tsan_read##n(void *p) { g1emu::race_access(p, n, false, true); }                                        \
+    void __tsan_write##n(void *p) { g1emu::race_access(p, n, true, true); }                                        \
     void __tsan_unaligned_read##n(void *p) { g1emu::race_access(p, n, false); }                                    \
     void __tsan_unaligned_write##n(void *p) { g1emu::race_access(p, n, true); }
 G1EMU_TSAN(1)

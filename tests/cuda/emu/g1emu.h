@@ -20,8 +20,9 @@
 // builds, the *_emu_race tests; emu_runtime.cpp, "races and bounds") sees
 // every load and store of the kernels and reports each race where it
 // happens, in shared or device memory, between warps, lanes of one warp or
-// blocks of one launch; also reads of shared memory the block never wrote
-// and a kernel's accesses past the end of an allocation.
+// blocks of one launch; also reads of shared memory the block never wrote,
+// a kernel's accesses past the end of an allocation, and accesses whose
+// type promises an alignment the address lacks (a GPU faults on them).
 // Stream ordering: work given to a stream runs only when the host waits
 // for it (emu_runtime.cpp, "streams"), so a result read before its stream
 // was synchronised is stale or NaN, pinned memory changed under a queued

@@ -171,6 +171,13 @@ __global__ void stale_shared_k(int *out)
 
 __global__ void one_past_k(float *p, int n) { p[n] = 1.0f; }
 
+// 16 bytes through a float4 from an address 4 bytes past one
+__global__ void misaligned_k(const float *p, float *out)
+{
+    float4 v = *(const float4 *)(p + 1);
+    out[0] = v.x + v.y + v.z + v.w;
+}
+
 // Every thread writes its slot, a barrier, every thread reads a neighbour's;
 // the next launch reads what this one wrote: no race.
 __global__ void global_exchange_k(int *tmp, int *out)
@@ -375,6 +382,12 @@ static void test_races()
          [] { G1_LAUNCH(stale_shared_k, 2, 64, 0)(dev<int>(128)); }},
         {"a kernel's write one past the end of its allocation", "past its end",
          [] { G1_LAUNCH(one_past_k, 1, 1, 0)(dev<float>(10), 10); }},
+        {"a float4 read from an address that is not a multiple of 16", "misaligned address",
+         [] {
+             float *p = dev<float>(8);
+             cudaMemset(p, 0, 32);
+             G1_LAUNCH(misaligned_k, 1, 1, 0)(p, dev<float>(1));
+         }},
     };
     for (const Case &c : cases) {
         std::string err;

@@ -526,6 +526,64 @@ int g1_cuda_attn_tiles(const int *slot, int T, int Hq, int Hkv, int K, int mma, 
     return n;
 }
 
+g1_cuda_attn_layout g1_cuda_attn_layout_for(int max_context, int max_batch, int Hq, int K, size_t part_floats,
+                                            int range_limit)
+{
+    g1_cuda_attn_layout L;
+    int ctx = max_context < 1 ? 1 : max_context;
+    L.chunk = g1_cuda_attn_chunk(ctx, G1_CUDA_ATTN_SPLITS);
+    L.max_splits = (ctx + L.chunk - 1) / L.chunk; /* what a token at max_context - 1 takes */
+    size_t per = (size_t)(Hq < 1 ? 1 : Hq) * (size_t)(K + 2) * (size_t)L.max_splits;
+    size_t budget = part_floats ? part_floats : (size_t)64 << 20, n = budget / per;
+    int mb = max_batch < 1 ? 1 : max_batch;
+    L.range_tokens = n < 1 ? 1 : n > (size_t)mb ? mb : (int)n;
+    if (range_limit > 0 && range_limit < L.range_tokens)
+        L.range_tokens = range_limit;
+    return L;
+}
+
+int g1_cuda_attn_plan(const int *slot, int T, int Hq, int Hkv, int K, int mma, int range_tokens, int *tiles,
+                      g1_cuda_attn_range *ranges)
+{
+    int R = range_tokens < 1 ? 1 : range_tokens, n = 0, tile0 = 0;
+    for (int t0 = 0; t0 < T; t0 += R, n++) {
+        g1_cuda_attn_range *r = &ranges[n];
+        r->t0 = t0;
+        r->n = T - t0 < R ? T - t0 : R;
+        r->tile0 = tile0;
+        r->n_tiles = g1_cuda_attn_tiles(slot + t0, r->n, Hq, Hkv, K, mma, tiles + 2 * tile0, &r->n_mma);
+        tile0 += r->n_tiles;
+    }
+    return n;
+}
+
+cudaError_t g1_cuda_attention_ranges(cudaStream_t s, const g1_cuda_attn_args *a, const g1_cuda_attn_range *r,
+                                     int n_ranges)
+{
+    if (!a->tiles && n_ranges > 0)
+        return cudaErrorInvalidValue;
+    size_t qw = (size_t)a->Hq * a->K;
+    for (int i = 0; i < n_ranges; i++) {
+        if (r[i].t0 < 0 || r[i].n < 0 || r[i].t0 + r[i].n > a->T)
+            return cudaErrorInvalidValue;
+        g1_cuda_attn_args b = *a;
+        b.T = r[i].n;
+        b.q = a->q + (size_t)r[i].t0 * qw;
+        b.out = a->out + (size_t)r[i].t0 * qw;
+        b.kv.k0 = a->kv.k0 + r[i].t0;
+        b.kv.v0 = a->kv.v0 + r[i].t0;
+        b.kv.lstride = a->kv.lstride + r[i].t0;
+        b.kv.pos = a->kv.pos + r[i].t0;
+        b.tiles = a->tiles + 2 * (size_t)r[i].tile0;
+        b.n_tiles = r[i].n_tiles;
+        b.n_mma = r[i].n_mma;
+        cudaError_t err = g1_cuda_attention(s, &b);
+        if (err != cudaSuccess)
+            return err;
+    }
+    return cudaSuccess;
+}
+
 cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a)
 {
     if (a->K > KMAX || a->K < 1 || a->Hkv < 1 || a->Hq % a->Hkv || a->chunk < 1)

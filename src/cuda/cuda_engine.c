@@ -152,6 +152,7 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     e->moe_host_groups = co && co->moe_host_groups;
     int cc = 0;
     G1_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, opts->device));
+    e->attn_range_limit = co ? co->attn_range_tokens : 0;
     e->attn_mma = cc >= 8 && !(co && co->attn_no_mma) &&
                   g1_cuda_attn_mma_tile_tokens(c->num_q_heads, c->num_kv_heads, c->key_size) > 0;
     int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
@@ -208,13 +209,17 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     e->mm.partial_n = pn;
     e->mm.wbf_n = wn;
     e->mm.xbf_n = xn;
-    size_t budget = (size_t)64 << 20, per = T * (size_t)c->num_q_heads * (K + 2);
-    size_t ms = budget / per;
-    e->max_splits = ms < 1 ? 1 : ms > 64 ? 64 : (int)ms;
+    /* attention splits from the context alone; batches bigger than the
+     * partial sums' 256 MB run in ranges of tokens */
+    g1_cuda_attn_layout al = g1_cuda_attn_layout_for(e->opts.max_context, (int)T, c->num_q_heads, (int)K, 0,
+                                                     e->attn_range_limit);
+    e->max_splits = al.max_splits;
+    e->attn_chunk = al.chunk;
+    e->attn_range = al.range_tokens;
+    size_t per = (size_t)e->attn_range * c->num_q_heads * (K + 2);
     G1_TRY(dalloc(e, &e->mm.partial, pn * sizeof(float)));
     G1_TRY(dalloc(e, &e->mm.wbf, wn * 2));
     G1_TRY(dalloc(e, &e->mm.xbf, xn * 2));
-    e->attn_chunk = g1_cuda_attn_chunk(e->opts.max_context, e->max_splits);
     G1_TRY(dalloc(e, &e->tab, T * TAB_BYTES));
     G1_TRY(dalloc(e, &e->x, T * D * 4));
     G1_TRY(dalloc(e, &e->xn, T * D * 4));
@@ -243,6 +248,9 @@ static g1_status engine_scratch(g1_cuda_engine *e)
         G1_TRY(halloc(&e->score_h, T * sizeof(g1_row_score)));
     }
     G1_TRY(halloc(&e->tab_h, T * TAB_BYTES));
+    e->ranges = calloc((T + (size_t)e->attn_range - 1) / (size_t)e->attn_range, sizeof *e->ranges);
+    if (!e->ranges)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     G1_TRY(halloc(&e->idx_h, R * sizeof(int)));
     G1_TRY(halloc(&e->rows_h, 2 * R * sizeof(int)));
     G1_TRY(halloc(&e->gate_h, R * 4));
@@ -399,6 +407,7 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
     free(e->layers);
     free(e->mats);
     free(e->slots);
+    free(e->ranges);
     free(e);
 }
 
@@ -563,8 +572,8 @@ static g1_status batch_admit(g1_cuda_engine *e, const g1_batch *b)
      * default precision): decode steps and the f32 and bf16x2 paths keep
      * the float32 kernel. */
     int mma = e->attn_mma && !e->mm.split && !e->mm.gemv_only && b->T > e->mm.gemv_max;
-    e->n_tiles = g1_cuda_attn_tiles(b->slot, b->T, e->cfg.num_q_heads, e->cfg.num_kv_heads, e->cfg.key_size, mma,
-                                    tiles, &e->n_mma);
+    e->n_ranges = g1_cuda_attn_plan(b->slot, b->T, e->cfg.num_q_heads, e->cfg.num_kv_heads, e->cfg.key_size, mma,
+                                    e->attn_range, tiles, e->ranges);
     G1_CU(cudaMemcpyAsync(e->tab, e->tab_h, T * TAB_BYTES, cudaMemcpyHostToDevice, e->stream));
     return G1_OK;
 }
@@ -629,10 +638,10 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
                              .bf16 = e->opts.kv_cache == G1_KV_BF16};
             G1_CU(g1_cuda_kv_store(s, &kv, T, kvw, e->k, e->v));
             g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = e->max_splits,
-                                    .chunk = e->attn_chunk, .tiles = tiles, .n_tiles = e->n_tiles, .n_mma = e->n_mma,
-                                    .q = e->q, .kv = kv, .mult = (float)c->attn_output_multiplier,
-                                    .cap = (float)c->attn_logit_cap, .part = e->part, .out = e->att};
-            G1_CU(g1_cuda_attention(s, &aa));
+                                    .chunk = e->attn_chunk, .tiles = tiles, .q = e->q, .kv = kv,
+                                    .mult = (float)c->attn_output_multiplier, .cap = (float)c->attn_logit_cap,
+                                    .part = e->part, .out = e->att};
+            G1_CU(g1_cuda_attention_ranges(s, &aa, e->ranges, e->n_ranges));
             G1_TRY(g1_cuda_matmul_q8(mm, e->att, T, &L->attn[3], e->o));
             G1_CU(g1_cuda_add_rmsnorm(s, e->x, e->o, T, D, L->norm[G1_ATTN_OUT_NORM], eps));
             if (prof)

@@ -18,6 +18,8 @@ typedef struct g1_cuda_opts {
                           * (default: on the device when the batch takes the GEMV) */
     int attn_no_mma;     /* 1: attention always on the float32 kernel (default: prompt
                           * tiles of batches that take cuBLAS go to the tensor cores) */
+    int attn_range_tokens; /* > 0: attention launches of at most this many tokens (tests;
+                            * default: as many as 256 MB of split partial sums hold) */
 } g1_cuda_opts;
 
 /* GPUs visible to this process (0 when none, or built without CUDA). */

@@ -35,10 +35,12 @@ struct g1_cuda_engine {
     g1_dqmat *mats_d;         /* the same array in device memory (the grouped GEMV) */
     int moe_host_groups;      /* g1_cuda_opts.moe_host_groups */
     g1_cuda_slot *slots;      /* (n_slots) */
-    int max_splits;           /* attention key splits */
-    int attn_chunk;           /* keys per split (g1_cuda_attn_chunk) */
-    int n_tiles;              /* the batch's attention tiles (in tab) */
-    int n_mma;                /* the first n_mma of them on the tensor cores */
+    int max_splits;           /* attention key splits (g1_cuda_attn_layout_for: from the context alone) */
+    int attn_chunk;           /* keys per split */
+    int attn_range;           /* most tokens of one attention launch (part holds that many) */
+    int attn_range_limit;     /* g1_cuda_opts.attn_range_tokens */
+    g1_cuda_attn_range *ranges; /* (ceil(max_batch / attn_range)) the batch's, host */
+    int n_ranges;             /* the batch's ranges, their tiles in tab */
     int attn_mma;             /* the device and options allow the tensor-core attention */
     /* per-batch token table: k0 (T ptrs), v0 (T ptrs), lstride (T), pos (T),
      * attention tiles (T pairs: first token, count) */
@@ -48,7 +50,7 @@ struct g1_cuda_engine {
     float *q, *att;           /* (T, Hq*K) */
     float *k, *v;             /* (T, Hkv*K) */
     float *o;                 /* (T, D) */
-    float *part;              /* (T, Hq, max_splits, K + 2) attention splits */
+    float *part;              /* (attn_range, Hq, max_splits, K + 2) attention splits */
     int *idx;                 /* (T, topk) */
     float *gate;              /* (T, topk) */
     int *rows;                /* (2R): grouped order of rows, then each row's place in it */

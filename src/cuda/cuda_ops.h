@@ -162,6 +162,39 @@ int g1_cuda_attn_mma_tile_tokens(int Hq, int Hkv, int K);
 int g1_cuda_attn_tiles(const int *slot, int T, int Hq, int Hkv, int K, int mma, int *tiles, int *n_mma);
 cudaError_t g1_cuda_attention(cudaStream_t s, const g1_cuda_attn_args *a);
 
+/* How an engine splits and runs attention, from its context alone:
+ * max_splits and chunk give a token's splits from its position only (up to
+ * G1_CUDA_ATTN_SPLITS at max_context), whatever the batch size, so a
+ * decode step over a long cache has splits enough to fill the GPU even when
+ * the engine takes big batches; a batch whose tokens' split partial sums
+ * would need more than part_floats runs in ranges of range_tokens tokens
+ * (g1_cuda_attn_plan), so the scratch does not grow with the batch.
+ * part_floats 0: 64 Mi floats (256 MB). range_limit > 0 caps range_tokens
+ * (tests). */
+#define G1_CUDA_ATTN_SPLITS 32
+typedef struct g1_cuda_attn_layout {
+    int max_splits, chunk;
+    int range_tokens;   /* most tokens of one g1_cuda_attention call */
+} g1_cuda_attn_layout;
+g1_cuda_attn_layout g1_cuda_attn_layout_for(int max_context, int max_batch, int Hq, int K, size_t part_floats,
+                                            int range_limit);
+/* One range of a batch's attention: tokens [t0, t0 + n), its tiles at
+ * tiles + 2 * tile0 (first tokens counted from t0), the first n_mma of
+ * them for the tensor cores. */
+typedef struct g1_cuda_attn_range {
+    int t0, n, tile0, n_tiles, n_mma;
+} g1_cuda_attn_range;
+/* The tiles of a batch (as g1_cuda_attn_tiles) range by range, ranges of
+ * range_tokens tokens; tiles: room for T pairs, ranges: for
+ * ceil(T / range_tokens). Returns the number of ranges. */
+int g1_cuda_attn_plan(const int *slot, int T, int Hq, int Hkv, int K, int mma, int range_tokens, int *tiles,
+                      g1_cuda_attn_range *ranges);
+/* a's attention for the whole batch (a->T tokens; a->tiles: the device
+ * copy of g1_cuda_attn_plan's tiles; n_tiles and n_mma unused) range by
+ * range, each on a's part scratch ((range_tokens, Hq, max_splits, K + 2)). */
+cudaError_t g1_cuda_attention_ranges(cudaStream_t s, const g1_cuda_attn_args *a, const g1_cuda_attn_range *r,
+                                     int n_ranges);
+
 #ifdef __cplusplus
 }
 #endif

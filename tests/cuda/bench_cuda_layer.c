@@ -295,22 +295,23 @@ static g1_status score_time(cudaStream_t s, const g1_config *c, int R, int iters
  * caches), P query tokens each at positions C-P .. C-1 (1: a decode step;
  * C: a prompt from position 0), tiled as the engine tiles them; mma: the
  * tensor cores take the tiles they would in a prompt-sized batch.
- * max_splits as grok1-run's engine gets with max_batch the step's tokens
- * (at least its default 256); float32 or bf16 caches (--kv-cache bf16):
- * ms per call. */
+ * splits and ranges as grok1-run's engine makes them (from the context;
+ * ranges of what 256 MB of partial sums hold); float32 or bf16 caches
+ * (--kv-cache bf16): ms per call. */
 static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C, int P, int bf16, int mma,
                                 int iters, double *ms)
 {
     int K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads, kvw = Hkv * K, T = S * P;
-    size_t per = (size_t)(T > 256 ? T : 256) * Hq * (K + 2), budget = (size_t)64 << 20;
-    int max_splits = budget / per < 1 ? 1 : budget / per > 64 ? 64 : (int)(budget / per);
+    g1_cuda_attn_layout lay = g1_cuda_attn_layout_for(c->max_seq_len > C ? c->max_seq_len : C, T, Hq, K, 0, 0);
+    g1_cuda_attn_range *ranges = malloc(((size_t)T / lay.range_tokens + 1) * sizeof *ranges);
+    int n_ranges = 0;
     size_t cache = (size_t)S * C * kvw, tab_bytes = (size_t)T * 36;
     float *kc = NULL, *vc = NULL, *q = NULL, *part = NULL, *out = NULL;
     void *tab = NULL;
     void *tab_h = malloc(tab_bytes);
-    int *slot = malloc((size_t)T * sizeof *slot), n_tiles = 0, n_mma = 0;
+    int *slot = malloc((size_t)T * sizeof *slot);
     cudaEvent_t a = NULL, b = NULL;
-    g1_status st = tab_h && slot ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st = tab_h && slot && ranges ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
     if (st == G1_OK)
         st = cu(cudaMalloc((void **)&kc, cache * 4), "malloc (K cache)");
     if (st == G1_OK)
@@ -320,7 +321,7 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
     if (st == G1_OK)
         st = cu(cudaMalloc((void **)&out, (size_t)T * Hq * K * 4), "malloc");
     if (st == G1_OK)
-        st = cu(cudaMalloc((void **)&part, (size_t)T * Hq * max_splits * (K + 2) * 4), "malloc");
+        st = cu(cudaMalloc((void **)&part, (size_t)lay.range_tokens * Hq * lay.max_splits * (K + 2) * 4), "malloc");
     if (st == G1_OK)
         st = cu(cudaMalloc(&tab, tab_bytes), "malloc");
     /* bf16: both caches in vc's bytes (K then V), made from float32 values
@@ -339,7 +340,7 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
             pos[t] = C - P + t % P;
             slot[t] = i;
         }
-        n_tiles = g1_cuda_attn_tiles(slot, T, Hq, Hkv, K, mma, tiles, &n_mma);
+        n_ranges = g1_cuda_attn_plan(slot, T, Hq, Hkv, K, mma, lay.range_tokens, tiles, ranges);
         /* on the engine's stream (non-blocking: it does not wait for the
          * legacy stream a plain cudaMemcpy from pageable memory uses) */
         st = cu(cudaMemcpyAsync(tab, tab_h, tab_bytes, cudaMemcpyHostToDevice, s), "copy");
@@ -370,15 +371,14 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
         const long long *ls = (const long long *)(v0 + T);
         const int *pos = (const int *)(ls + T);
         g1_cuda_kv kv = {.k0 = k0, .v0 = v0, .lstride = ls, .pos = pos, .layer = 0, .bf16 = bf16};
-        g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = max_splits,
-                                .chunk = g1_cuda_attn_chunk(c->max_seq_len > C ? c->max_seq_len : C, max_splits),
-                                .tiles = pos + T, .n_tiles = n_tiles, .n_mma = n_mma, .q = q, .kv = kv,
+        g1_cuda_attn_args aa = {.T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .max_splits = lay.max_splits,
+                                .chunk = lay.chunk, .tiles = pos + T, .q = q, .kv = kv,
                                 .mult = (float)c->attn_output_multiplier, .cap = (float)c->attn_logit_cap,
                                 .part = part, .out = out};
-        st = cu(g1_cuda_attention(s, &aa), "attention");
+        st = cu(g1_cuda_attention_ranges(s, &aa, ranges, n_ranges), "attention");
         cudaEventRecord(a, s);
         for (int i = 0; i < iters && st == G1_OK; i++)
-            st = cu(g1_cuda_attention(s, &aa), "attention");
+            st = cu(g1_cuda_attention_ranges(s, &aa, ranges, n_ranges), "attention");
         cudaEventRecord(b, s);
         if (st == G1_OK)
             st = cu(cudaEventSynchronize(b), "attention");
@@ -389,7 +389,7 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
     if (b)
         cudaEventDestroy(b);
     cudaFree(kc), cudaFree(vc), cudaFree(q), cudaFree(part), cudaFree(out), cudaFree(tab);
-    free(tab_h), free(slot);
+    free(tab_h), free(slot), free(ranges);
     return st;
 }
 

@@ -541,6 +541,83 @@ static void test_moe_grouped(void)
     g1_weights_free(&W);
 }
 
+/* The tiny model's logits for three batches (fresh slots): 60 prompt
+ * tokens in slot 0; then its next 20 (positions 60..79: a second key split
+ * from 64 on) and 7 of slot 1 in one batch; then a decode step of both.
+ * The rows of the last two, 29 of them. */
+static void ranges_logits(g1_cuda_engine *e, const g1_weights *W, float *logits)
+{
+    enum { T = 27 };
+    int slot[60], pos[60], tok[60], V = W->cfg.vocab_size;
+    float *x = malloc((size_t)60 * W->cfg.emb_size * 4);
+    for (int s = 0; s < 2; s++)
+        g1_cuda_engine_reset_slot(e, s);
+    for (int t = 0; t < 60; t++)
+        slot[t] = 0, pos[t] = t, tok[t] = (t * 31 + 7) % V;
+    g1_batch b = {.T = 60, .slot = slot, .pos = pos};
+    ct_ok(g1_cuda_engine_embed(e, 60, tok, x), "embed");
+    ct_ok(g1_cuda_engine_forward(e, &b, x), "forward");
+    for (int t = 0; t < T; t++)
+        slot[t] = t < 20 ? 0 : 1, pos[t] = t < 20 ? 60 + t : t - 20, tok[t] = (t * 7919 + 13) % V;
+    b.T = T;
+    ct_ok(g1_cuda_engine_embed(e, T, tok, x), "embed");
+    ct_ok(g1_cuda_engine_forward(e, &b, x), "forward");
+    ct_ok(g1_cuda_engine_logits(e, T, x, logits), "logits");
+    int s2[2] = {0, 1}, p2[2] = {80, 7}, t2[2] = {5, 6};
+    g1_batch d = {.T = 2, .slot = s2, .pos = p2};
+    ct_ok(g1_cuda_engine_embed(e, 2, t2, x), "embed");
+    ct_ok(g1_cuda_engine_forward(e, &d, x), "forward");
+    ct_ok(g1_cuda_engine_logits(e, 2, x, logits + (size_t)T * V), "logits");
+    free(x);
+}
+
+/* Attention in ranges of tokens (g1_cuda_attn_plan; a batch whose split
+ * partial sums exceed the scratch runs in several launches): a token's
+ * splits come from its position alone, so ranges of 3 and 10 tokens and an
+ * engine of another max_batch (one range) give the logits of one range,
+ * bitwise, with the float32 matmuls. At the default precision too for 10
+ * and the other max_batch, whose tiles go to the same kernels (the tiny
+ * model's 2 q heads a kv head: tiles of 8 tokens or more to the tensor
+ * cores, slot 1's 7 tokens to the float32 kernel); ranges of 3 would send
+ * every tile to the float32 kernel. */
+static void test_attention_ranges(void)
+{
+    g1_weights W;
+    tiny_weights(&W, 11);
+    ct_ok(g1_weights_prepare(&W), "prepare");
+    int V = W.cfg.vocab_size;
+    size_t n = (size_t)29 * V;
+    float *ref = malloc(n * 4), *got = malloc(n * 4);
+    for (int mode = 0; mode < 2; mode++) {
+        g1_engine_opts o = {.n_slots = 2, .max_batch = 64, .max_context = 0,
+                            .cuda_gemm = mode ? G1_CUDA_GEMM_BF16 : G1_CUDA_GEMM_F32};
+        g1_cuda_engine *e;
+        ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, NULL), "cuda engine");
+        ranges_logits(e, &W, ref);
+        g1_cuda_engine_free(e);
+        int limits[] = {3, 10, 0};
+        for (int i = mode; i < 3; i++) {
+            g1_engine_opts o2 = o;
+            if (!limits[i])
+                o2.max_batch = 200; /* one range; another max_batch */
+            g1_cuda_opts co = {.attn_range_tokens = limits[i]};
+            ct_ok(g1_cuda_engine_init(&e, &W, &o2, NULL, &co), "cuda engine, attention ranges");
+            ranges_logits(e, &W, got);
+            g1_cuda_engine_free(e);
+            char name[128];
+            if (limits[i])
+                snprintf(name, sizeof name, "attention in ranges of %d tokens == one range, %s, bitwise", limits[i],
+                         mode ? "default precision" : "f32 matmuls");
+            else
+                snprintf(name, sizeof name, "attention, max_batch 200 == 64, %s, bitwise",
+                         mode ? "default precision" : "f32 matmuls");
+            tu_check(!memcmp(got, ref, n * 4), name);
+        }
+    }
+    free(ref), free(got);
+    g1_weights_free(&W);
+}
+
 /* The score of logits rows on the device (g1_cuda_score_rows) against the
  * CPU's g1_row_logprob: random rows, ties for the largest logit across
  * threads and warps, -inf entries, no target, and rows the CPU refuses: a
@@ -679,6 +756,7 @@ int main(void)
             test_attention_prompt(96, 1, 32, 4, 0, 1); /* 96 q heads a kv head: two blocks of heads (64, 32) */
         } else
             printf("attention on the tensor cores: not tested (compute capability %d)\n", cc);
+        test_attention_ranges();
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);

@@ -200,6 +200,39 @@ static g1_status gemm_time(g1_cuda_engine *e, const g1_dqmat *W, int T, int iter
     return st;
 }
 
+/* Marks bytes [p, p + n) persisting in the L2 for e's stream (set: 1 when
+ * the device has a set-aside to give), or with p NULL drops the window and
+ * the set-aside again. */
+static g1_status l2_persist(g1_cuda_engine *e, void *p, size_t n, int *set)
+{
+    cudaStreamAttrValue v;
+    memset(&v, 0, sizeof v);
+    if (p) {
+        int most = 0, window = 0;
+        *set = 0;
+        G1_TRY(cu(cudaDeviceGetAttribute(&most, cudaDevAttrMaxPersistingL2CacheSize, e->opts.device), "attribute"));
+        G1_TRY(cu(cudaDeviceGetAttribute(&window, cudaDevAttrMaxAccessPolicyWindowSize, e->opts.device),
+                  "attribute"));
+        if (most <= 0 || window <= 0)
+            return G1_OK;
+        n = n < (size_t)most ? n : (size_t)most;
+        n = n < (size_t)window ? n : (size_t)window;
+        G1_TRY(cu(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, n), "persisting L2 set-aside"));
+        v.accessPolicyWindow.base_ptr = p;
+        v.accessPolicyWindow.num_bytes = n;
+        v.accessPolicyWindow.hitRatio = 1.0f;
+        v.accessPolicyWindow.hitProp = cudaAccessPropertyPersisting;
+        v.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
+        G1_TRY(cu(cudaStreamSetAttribute(e->stream, cudaStreamAttributeAccessPolicyWindow, &v), "access window"));
+        *set = 1;
+        return G1_OK;
+    }
+    G1_TRY(cu(cudaStreamSetAttribute(e->stream, cudaStreamAttributeAccessPolicyWindow, &v), "access window"));
+    G1_TRY(cu(cudaStreamSynchronize(e->stream), "access window"));
+    G1_TRY(cu(cudaCtxResetPersistingL2Cache(), "persisting L2 reset"));
+    return cu(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0), "persisting L2 set-aside");
+}
+
 /* The few-token un-embedding over a (V, D) bf16 table (random bits: the
  * values do not matter to the time): ms per call for T tokens. */
 static g1_status unembed_time(cudaStream_t s, const g1_config *c, int T, int iters, double *ms)
@@ -502,6 +535,23 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
                     G1_TRY(st);
                     printf("; in panels of %.0f MB: %.3f ms (dequantising alone %.3f ms)", 2.0 * small / 1e6, ms2,
                            deq2);
+                    if (div != 8)
+                        continue;
+                    /* the same with the panel's bytes marked persisting in the L2 (an access policy window
+                     * on the stream, cuBLAS's too), so the int8 weights streaming through cannot evict it */
+                    int set = 0;
+                    e->mm.wbf_n = small;
+                    st = l2_persist(e, e->mm.wbf, 2 * small, &set);
+                    if (st == G1_OK && set)
+                        st = gemm_time(e, W, R, smoke ? 2 : 10, &ms2, &deq2);
+                    g1_status st2 = l2_persist(e, NULL, 0, NULL);
+                    e->mm.wbf_n = full;
+                    G1_TRY(st);
+                    G1_TRY(st2);
+                    if (set)
+                        printf(", persisting in L2: %.3f ms (dequantising alone %.3f ms)", ms2, deq2);
+                    else
+                        printf(", persisting in L2: n/a (no L2 set-aside on this device)");
                 }
                 printf("\n");
             }

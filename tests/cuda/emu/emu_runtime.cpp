@@ -820,6 +820,12 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     case cudaDevAttrL2CacheSize: // an H100's
         *value = 50 << 20;
         return cudaSuccess;
+    case cudaDevAttrMaxPersistingL2CacheSize: // three quarters of the L2, as an A100 sets aside
+        *value = 75 << 19;
+        return cudaSuccess;
+    case cudaDevAttrMaxAccessPolicyWindowSize:
+        *value = 134213632;
+        return cudaSuccess;
     default:
         note("cudaDeviceGetAttribute(%d) is not emulated", (int)attr);
         return set_error(cudaErrorInvalidValue);
@@ -1061,6 +1067,40 @@ cudaError_t cudaMemset(void *p, int v, size_t n) { return memset_on("cudaMemset"
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) { return memset_on("cudaMemsetAsync", p, v, n, s); }
 
 cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+
+// The L2's persisting set-aside and a stream's access policy window (the
+// benchmark's panel experiment): checked as the runtime documents them,
+// then without effect (the emulation has no cache).
+cudaError_t cudaDeviceSetLimit(enum cudaLimit limit, size_t value)
+{
+    if (limit != cudaLimitPersistingL2CacheSize) {
+        note("cudaDeviceSetLimit(%d) is not emulated", (int)limit);
+        return set_error(cudaErrorUnsupportedLimit);
+    }
+    if (value > (size_t)(75 << 19)) {
+        note("cudaDeviceSetLimit: %zu bytes of persisting L2, more than the %d the device sets aside", value, 75 << 19);
+        return set_error(cudaErrorInvalidValue);
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaCtxResetPersistingL2Cache(void) { return cudaSuccess; }
+
+cudaError_t cudaStreamSetAttribute(cudaStream_t s, cudaStreamAttrID attr, const cudaStreamAttrValue *v)
+{
+    if (!stream_of(s, "cudaStreamSetAttribute"))
+        return cudaErrorInvalidResourceHandle;
+    if (attr != cudaStreamAttributeAccessPolicyWindow || !v) {
+        note("cudaStreamSetAttribute(%d) is not emulated", (int)attr);
+        return set_error(cudaErrorInvalidValue);
+    }
+    const cudaAccessPolicyWindow &w = v->accessPolicyWindow;
+    if (w.num_bytes > 134213632 || !(w.hitRatio >= 0 && w.hitRatio <= 1)) {
+        note("cudaStreamSetAttribute: access policy window of %zu bytes, hit ratio %g", w.num_bytes, w.hitRatio);
+        return set_error(cudaErrorInvalidValue);
+    }
+    return cudaSuccess;
+}
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {

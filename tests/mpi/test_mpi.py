@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "ref"))
@@ -715,6 +716,42 @@ def case_parts():
           f"a node without its part: exit {p.returncode}")
 
 
+def case_cuda_emu_race():
+    """grok1-run-emu-race: the emulated CUDA backend with g1emu's race,
+    bounds and alignment check (every kernel load and store), through the
+    paths the MPI layouts take: one rank at each matmul precision (the
+    tensor-core prompt attention at the default one), 2x2 with device
+    buffers handed straight to MPI, and generation through a pipeline. A
+    report ends the run with a message; the results must be the plain
+    emulation's, bitwise (the same code, instrumented)."""
+    if not ARGS.run_emu_race:
+        print("SKIP: grok1-run-emu-race not built (needs g++ with -fsanitize=thread, MPI and HDF5)")
+        raise SystemExit(77)
+    env = {"G1EMU_DEVICES": "8", "G1EMU_SMS": "4"}
+    plain, race = dict(exe=ARGS.run_emu, env=env), dict(exe=ARGS.run_emu_race, env=env, timeout=600)
+    ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
+    inp = requests(os.path.join(ARGS.tmp, "race.jsonl"), 6, 13, "score", lens=(2, 90))  # prompts past 64 keys: 2 splits
+    cases = [("1x1_bf16", 1, ["--backend", "cuda", "--micro-batches", "2"]),
+             ("1x1_bf16x2", 1, ["--backend", "cuda", "--cuda-gemm", "bf16x2"]),
+             ("2x2_direct", 4, ["--backend", "cuda", "--stages", "2", "--ep", "2", "--gpu-direct", "on"])]
+    for tag, n, extra in cases:
+        t0 = time.time()
+        text_r, got = score(ckpt, inp, f"race_{tag}", n, extra, **race)
+        took = time.time() - t0
+        text_p, ref = score(ckpt, inp, f"race_plain_{tag}", n, extra, **plain)
+        same = text_r == text_p and got.keys() == ref.keys() and all(np.array_equal(got[k], ref[k]) for k in ref)
+        print(f"race check, score {tag}: no report ({took:.0f} s), logits {'bitwise equal to' if same else 'DIFFER from'}"
+              " the plain emulation's")
+        check(same, f"race build, score {tag}: results differ from the plain emulation's")
+    gin = requests(os.path.join(ARGS.tmp, "race_gen.jsonl"), 3, 14, "generate", new=(1, 6))
+    lay = ["--backend", "cuda", "--stages", "2"]
+    g_r = generate(ckpt, gin, "race_gen_2x1", 2, lay, **race)
+    g_p = generate(ckpt, gin, "race_plain_gen_2x1", 2, lay, **plain)
+    print(f"race check, generate 2x1: no report, tokens {'equal to' if g_r == g_p else 'DIFFERENT from'} the plain "
+          "emulation's")
+    check(g_r == g_p, "race build, generate 2x1: tokens differ from the plain emulation's")
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 
@@ -727,6 +764,7 @@ def main():
     ap.add_argument("--plan", required=True)
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--run-emu", default="", help="grok1-run-emu (case cuda_emu)")
+    ap.add_argument("--run-emu-race", default="", help="grok1-run-emu-race (case cuda_emu_race)")
     ap.add_argument("--link", default="", help="grok1-link (case parts)")
     ARGS = ap.parse_args()
     if not mpirun():

@@ -45,7 +45,20 @@ typedef struct g1_cuda_mm {
     size_t wbf_n;
     uint16_t *xbf;        /* (xbf_n) GEMM inputs in bf16: hi, then lo */
     size_t xbf_n;
+    /* Overlap (g1_cuda_mm_overlap_init; side NULL: none): a matrix of two or
+     * more panels has panel p + 1 dequantised on `side` into the other
+     * buffer while cuBLAS multiplies panel p on `stream` */
+    cudaStream_t side;
+    uint16_t *wbf2;       /* (wbf_n) the second panel buffer, the caller's */
+    cudaEvent_t ev_start, ev_ready[2], ev_free[2];
 } g1_cuda_mm;
+
+/* The side stream and events of the overlap; mm->wbf2 is set by the caller
+ * (wbf_n bf16 elements). On an error nothing is left to free. */
+g1_status g1_cuda_mm_overlap_init(g1_cuda_mm *mm);
+/* Waits for the side stream and destroys it and the events (mm->wbf2 is
+ * the caller's); safe on an mm without overlap. */
+void g1_cuda_mm_overlap_free(g1_cuda_mm *mm);
 
 /* Scratch a matmul of up to T rows needs: GEMV partial sums (floats), the
  * dequantised panel (bf16 elements, at most the matrix), and the bf16

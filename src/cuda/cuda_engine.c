@@ -153,6 +153,8 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     int cc = 0;
     G1_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, opts->device));
     e->attn_range_limit = co ? co->attn_range_tokens : 0;
+    e->gemm_overlap = !(co && co->gemm_no_overlap);
+    e->panel_elems = co && co->panel_elems > 0 ? co->panel_elems : 0;
     e->attn_mma = cc >= 8 && !(co && co->attn_no_mma) &&
                   g1_cuda_attn_mma_tile_tokens(c->num_q_heads, c->num_kv_heads, c->key_size) > 0;
     int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
@@ -188,14 +190,18 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     size_t QK = (size_t)c->num_q_heads * K, KV = (size_t)c->num_kv_heads * K, k = (size_t)c->num_selected_experts;
     size_t F = (size_t)c->ffn_size, R = T * k, V = (size_t)c->vocab_size;
     size_t pn = 0, wn = 0, xn = 0;
+    int panels = 0; /* some matrix takes two or more panels */
     for (int id = 0; id < G1_NUM_QMAT; id++) {
         int rows, cols;
         g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
         size_t p, w, x;
         g1_cuda_mm_sizes(&e->mm, id >= G1_MOE_GATE ? (int)R : (int)T, rows, cols, &p, &w, &x);
+        if (e->panel_elems && w > (size_t)e->panel_elems)
+            w = (size_t)e->panel_elems;
         pn = zmax(pn, p);
         wn = zmax(wn, w);
         xn = zmax(xn, x);
+        panels |= w && (size_t)rows * cols > w;
     }
     /* the MoE grouped on the device: up to gemv_max tokens, k rows each */
     size_t Rg = (size_t)e->mm.gemv_max * k < R ? (size_t)e->mm.gemv_max * k : R;
@@ -219,6 +225,11 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     size_t per = (size_t)e->attn_range * c->num_q_heads * (K + 2);
     G1_TRY(dalloc(e, &e->mm.partial, pn * sizeof(float)));
     G1_TRY(dalloc(e, &e->mm.wbf, wn * 2));
+    if (panels && e->gemm_overlap && !e->mm.gemv_only) {
+        /* the next panel dequantised while cuBLAS multiplies the last */
+        G1_TRY(dalloc(e, &e->mm.wbf2, wn * 2));
+        G1_TRY(g1_cuda_mm_overlap_init(&e->mm));
+    }
     G1_TRY(dalloc(e, &e->mm.xbf, xn * 2));
     G1_TRY(dalloc(e, &e->tab, T * TAB_BYTES));
     G1_TRY(dalloc(e, &e->x, T * D * 4));
@@ -389,6 +400,7 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
     cudaSetDevice(e->opts.device);
     if (e->stream)
         cudaStreamSynchronize(e->stream);
+    g1_cuda_mm_overlap_free(&e->mm);
     for (int i = 0; i < e->n_allocs; i++)
         cudaFree(e->allocs[i]);
     for (int s = 0; e->slots && s < e->opts.n_slots; s++) {

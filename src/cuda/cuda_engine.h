@@ -20,6 +20,11 @@ typedef struct g1_cuda_opts {
                           * tiles of batches that take cuBLAS go to the tensor cores) */
     int attn_range_tokens; /* > 0: attention launches of at most this many tokens (tests;
                             * default: as many as 256 MB of split partial sums hold) */
+    int panel_elems;       /* > 0: dequantised panels of at most this many bf16 elements
+                            * (tests: several panels on small models; default 64 MB) */
+    int gemm_no_overlap;   /* 1: a matrix's panels dequantised and multiplied on one
+                            * stream (default: the next panel dequantised on a second
+                            * stream, into a second buffer, while cuBLAS multiplies) */
 } g1_cuda_opts;
 
 /* GPUs visible to this process (0 when none, or built without CUDA). */

@@ -113,6 +113,41 @@ g1_status g1_cuda_gemv_grouped_q8(g1_cuda_mm *mm, const float *x, int n, const g
     return G1_OK;
 }
 
+g1_status g1_cuda_mm_overlap_init(g1_cuda_mm *mm)
+{
+    cudaEvent_t *ev[5] = {&mm->ev_start, &mm->ev_ready[0], &mm->ev_ready[1], &mm->ev_free[0], &mm->ev_free[1]};
+    cudaStream_t side = NULL;
+    cudaError_t err = cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking);
+    int made = 0; /* events created */
+    while (err == cudaSuccess && made < 5) {
+        err = cudaEventCreateWithFlags(ev[made], cudaEventDisableTiming);
+        made += err == cudaSuccess;
+    }
+    if (err == cudaSuccess) {
+        mm->side = side;
+        return G1_OK;
+    }
+    for (int i = 0; i < made; i++)
+        cudaEventDestroy(*ev[i]);
+    if (side)
+        cudaStreamDestroy(side);
+    mm->side = NULL;
+    return G1_FAIL(G1_ERR_CUDA, "%s:%d: the matmuls' second stream and events: %s", __FILE__, __LINE__,
+                   cudaGetErrorString(err));
+}
+
+void g1_cuda_mm_overlap_free(g1_cuda_mm *mm)
+{
+    if (!mm->side)
+        return;
+    cudaStreamSynchronize(mm->side);
+    cudaEvent_t ev[5] = {mm->ev_start, mm->ev_ready[0], mm->ev_ready[1], mm->ev_free[0], mm->ev_free[1]};
+    for (int i = 0; i < 5; i++)
+        cudaEventDestroy(ev[i]);
+    cudaStreamDestroy(mm->side);
+    mm->side = NULL;
+}
+
 /* g1_cuda_gemm_q8, or (x NULL) its dequantiser alone. */
 static g1_status gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
 {
@@ -128,19 +163,40 @@ static g1_status gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *
     if (x)
         G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, hi, lo));
     G1_CUBLAS(cublasSetStream(mm->blas, mm->stream));
+    /* two or more panels, and a second buffer: each panel dequantised on the
+     * side stream into buffer p % 2 (once the GEMM of panel p - 2 has read
+     * it), each GEMM on the stream after its panel's dequantiser. The same
+     * panels and GEMMs as on one stream: the same bits. */
+    int two = x && np > 1 && mm->side && mm->wbf2;
     const float one = 1, zero = 0;
+    if (two) {
+        G1_CU(cudaEventRecord(mm->ev_start, mm->stream)); /* earlier readers of both buffers */
+        G1_CU(cudaStreamWaitEvent(mm->side, mm->ev_start, 0));
+    }
     for (int p = 0; p < np; p++) {
         /* column-major views: Y (cols, T), X (rows, T), a panel (nc, nr) */
         int r0 = by_cols ? 0 : p * step, nr = by_cols ? rows : (rows - r0 < step ? rows - r0 : step);
         int c0 = by_cols ? p * step : 0, nc = by_cols ? (cols - c0 < step ? cols - c0 : step) : cols;
-        G1_CU(g1_cuda_dequant(mm->stream, W, r0, nr, c0, nc, mm->wbf));
+        int b = p & 1;
+        uint16_t *buf = two && b ? mm->wbf2 : mm->wbf;
+        if (two) {
+            if (p >= 2)
+                G1_CU(cudaStreamWaitEvent(mm->side, mm->ev_free[b], 0));
+            G1_CU(g1_cuda_dequant(mm->side, W, r0, nr, c0, nc, buf));
+            G1_CU(cudaEventRecord(mm->ev_ready[b], mm->side));
+            G1_CU(cudaStreamWaitEvent(mm->stream, mm->ev_ready[b], 0));
+        } else {
+            G1_CU(g1_cuda_dequant(mm->stream, W, r0, nr, c0, nc, buf));
+        }
         for (int half = 0; x && half < (lo ? 2 : 1); half++) {
             /* Y[c0:c0+nc, :] (+)= Wpanel (nc, nr) . X[r0:r0+nr, :] */
             const uint16_t *xp = (half ? lo : hi) + r0;
-            G1_CUBLAS(cublasGemmEx(mm->blas, CUBLAS_OP_N, CUBLAS_OP_N, nc, T, nr, &one, mm->wbf, CUDA_R_16BF, nc,
+            G1_CUBLAS(cublasGemmEx(mm->blas, CUBLAS_OP_N, CUBLAS_OP_N, nc, T, nr, &one, buf, CUDA_R_16BF, nc,
                                    xp, CUDA_R_16BF, rows, (r0 || half) ? &one : &zero, y + c0, CUDA_R_32F, cols,
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         }
+        if (two)
+            G1_CU(cudaEventRecord(mm->ev_free[b], mm->stream));
     }
     return G1_OK;
 }

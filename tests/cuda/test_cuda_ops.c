@@ -13,6 +13,7 @@
 #include "sampler.h"
 #include "synth.h"
 #include "cudatest.h"
+#include "cuda/cuda_internal.h"
 
 static cudaStream_t S;
 
@@ -92,6 +93,35 @@ static void test_matmul(cublasHandle_t blas, int rows, int cols, int blocks, int
             tu_check(!memcmp(alt, got, (size_t)T * cols * 4), name);
             free(alt);
         }
+    if (path >= 1) {
+        /* the next panel dequantised on a second stream into a second buffer
+         * (g1_cuda_mm_overlap_init), two calls in a row: the same bits as one
+         * stream. On the emulation under G1EMU_STREAMS=latest, where work no
+         * event orders runs before earlier work, so a panel overwritten
+         * before its GEMM read it (this call's or the last call's) shows. */
+        float *x2 = rnd((size_t)T * rows, 7), *one2 = malloc((size_t)T * cols * 4), *got2 = malloc((size_t)T * cols * 4);
+        float *dx2 = ct_up(x2, (size_t)T * rows * 4), *dy2 = ct_up(NULL, (size_t)T * cols * 4);
+        ct_ok(g1_cuda_gemm_q8(&mm, dx2, T, &d, dy2), "matmul");
+        ct_down(one2, dy2, (size_t)T * cols * 4);
+        mm.wbf2 = ct_up(NULL, mm.wbf_n * 2);
+        ct_ok(g1_cuda_mm_overlap_init(&mm), "overlap");
+        setenv("G1EMU_STREAMS", "latest", 1);
+        ct_cu(cudaMemset(dy, 0, (size_t)T * cols * 4), "memset");
+        ct_ok(g1_cuda_gemm_q8(&mm, dx, T, &d, dy), "matmul");
+        ct_ok(g1_cuda_gemm_q8(&mm, dx2, T, &d, dy2), "matmul");
+        float *a = malloc((size_t)T * cols * 4);
+        ct_down(a, dy, (size_t)T * cols * 4);
+        ct_down(got2, dy2, (size_t)T * cols * 4);
+        unsetenv("G1EMU_STREAMS");
+        int by_cols = cols >= 2 * rows && (size_t)rows * cols > mm.wbf_n;
+        size_t panels = by_cols ? 0 : ((size_t)rows * cols + mm.wbf_n - 1) / mm.wbf_n;
+        snprintf(name, sizeof name, "matmul %s %dx%d T=%d, %s panels on two streams == one stream, bitwise",
+                 path == 1 ? "gemm" : "gemm-split", rows, cols, T, by_cols ? "column" : panels > 1 ? "row" : "whole");
+        tu_check(!memcmp(a, got, (size_t)T * cols * 4) && !memcmp(got2, one2, (size_t)T * cols * 4), name);
+        g1_cuda_mm_overlap_free(&mm);
+        cudaFree(mm.wbf2), cudaFree(dx2), cudaFree(dy2);
+        free(x2), free(one2), free(got2), free(a);
+    }
     mm_free(&mm);
     cudaFree(dx), cudaFree(dy), cudaFree((void *)d.w), cudaFree((void *)d.scale);
     free(h.w), free(h.scale), free(x), free(ref), free(got);
@@ -618,6 +648,41 @@ static void test_attention_ranges(void)
     g1_weights_free(&W);
 }
 
+/* The engine with panels small enough that every matrix of the tiny model
+ * takes several (g1_cuda_opts.panel_elems): the next panel dequantised on
+ * the second stream while cuBLAS multiplies gives the logits of one
+ * stream, bitwise, under G1EMU_STREAMS=latest on the emulation (work no
+ * event orders runs first); and both are the CPU's within the bf16 GEMM's
+ * rounding. */
+static void test_engine_panels(void)
+{
+    g1_weights W;
+    tiny_weights(&W, 12);
+    ct_ok(g1_weights_prepare(&W), "prepare");
+    size_t n = (size_t)29 * W.cfg.vocab_size;
+    float *one = malloc(n * 4), *two = malloc(n * 4), *whole = malloc(n * 4);
+    g1_engine_opts o = {.n_slots = 2, .max_batch = 64, .max_context = 0};
+    g1_cuda_engine *e;
+    ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, NULL), "cuda engine");
+    ranges_logits(e, &W, whole);
+    g1_cuda_engine_free(e);
+    g1_cuda_opts single = {.panel_elems = 1500, .gemm_no_overlap = 1}, dual = {.panel_elems = 1500};
+    ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, &single), "cuda engine, panels on one stream");
+    ranges_logits(e, &W, one);
+    g1_cuda_engine_free(e);
+    setenv("G1EMU_STREAMS", "latest", 1);
+    ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, &dual), "cuda engine, panels on two streams");
+    tu_check(e->mm.side && e->mm.wbf2, "engine with several panels a matrix: the second stream and buffer made");
+    ranges_logits(e, &W, two);
+    g1_cuda_engine_free(e);
+    unsetenv("G1EMU_STREAMS");
+    tu_check(!memcmp(one, two, n * 4), "engine, panels of 1500 elements: two streams == one stream, bitwise");
+    ct_close("engine, panels of 1500 elements == whole matrices (row panels add in another order)", two, whole, n,
+             1e-2);
+    free(one), free(two), free(whole);
+    g1_weights_free(&W);
+}
+
 /* The score of logits rows on the device (g1_cuda_score_rows) against the
  * CPU's g1_row_logprob: random rows, ties for the largest logit across
  * threads and warps, -inf entries, no target, and rows the CPU refuses: a
@@ -765,6 +830,8 @@ int main(void)
         test_unembed(blas, 40, 1024, 3000, 0);
         test_unembed(blas, 40, 1024, 3000, 1);
     }
+    if (WANT("matmul"))
+        test_engine_panels();
     if (WANT("moe")) {
         test_moe_rows();
         test_moe_grouped();

@@ -718,7 +718,8 @@ def case_parts():
 
 def case_cuda_emu_race():
     """grok1-run-emu-race: the emulated CUDA backend with g1emu's race,
-    bounds and alignment check (every kernel load and store), through the
+    bounds and alignment check (every kernel load and store), streams run
+    latest-first (G1EMU_STREAMS=latest), through the
     paths the MPI layouts take: one rank at each matmul precision (the
     tensor-core prompt attention at the default one), 2x2 with device
     buffers handed straight to MPI, and generation through a pipeline. A
@@ -728,7 +729,10 @@ def case_cuda_emu_race():
         print("SKIP: grok1-run-emu-race not built (needs g++ with -fsanitize=thread, MPI and HDF5)")
         raise SystemExit(77)
     env = {"G1EMU_DEVICES": "8", "G1EMU_SMS": "4"}
-    plain, race = dict(exe=ARGS.run_emu, env=env), dict(exe=ARGS.run_emu_race, env=env, timeout=600)
+    # the race build also under G1EMU_STREAMS=latest (work no event orders
+    # overtakes earlier work on another stream)
+    plain = dict(exe=ARGS.run_emu, env=env)
+    race = dict(exe=ARGS.run_emu_race, env=dict(env, G1EMU_STREAMS="latest"), timeout=600)
     ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
     inp = requests(os.path.join(ARGS.tmp, "race.jsonl"), 6, 13, "score", lens=(2, 90))  # prompts past 64 keys: 2 splits
     cases = [("1x1_bf16", 1, ["--backend", "cuda", "--micro-batches", "2"]),

@@ -574,11 +574,21 @@ bool draining = false;
 bool deferring()
 {
     const char *m = getenv("G1EMU_STREAMS"); // read each time: tests switch it
-    if (!m || !*m || !strcmp(m, "defer"))
+    if (!m || !*m || !strcmp(m, "defer") || !strcmp(m, "latest"))
         return true;
     if (!strcmp(m, "sync"))
         return false;
-    fail("G1EMU_STREAMS=%s: expected defer or sync", m);
+    fail("G1EMU_STREAMS=%s: expected defer, latest or sync", m);
+}
+
+// G1EMU_STREAMS=latest: deferred as defer, and of the work ready to run
+// (what it waits for has run) the latest given runs first, so work on one
+// stream that another stream's earlier work does not wait for overtakes
+// it: a buffer rewritten before the work reading it has run shows.
+bool latest_first()
+{
+    const char *m = getenv("G1EMU_STREAMS");
+    return m && !strcmp(m, "latest");
 }
 
 } // namespace
@@ -613,11 +623,37 @@ static void drain(std::vector<unsigned long long> want)
     all.swap(queued);
     draining = true;
     open_device_memory(true);
-    for (Work &w : all) {
-        if (need.count(w.seq))
-            w.run();
-        else
-            queued.push_back(std::move(w));
+    if (latest_first()) {
+        std::set<unsigned long long> left; // needed, not run yet
+        for (const Work &w : all)
+            if (need.count(w.seq))
+                left.insert(w.seq);
+        for (;;) {
+            size_t pick = all.size();
+            for (size_t i = all.size(); i-- > 0 && pick == all.size();) {
+                if (!left.count(all[i].seq))
+                    continue;
+                bool ready = true;
+                for (unsigned long long a : all[i].after)
+                    ready = ready && !left.count(a);
+                if (ready)
+                    pick = i;
+            }
+            if (pick == all.size())
+                break;
+            left.erase(all[pick].seq);
+            all[pick].run();
+        }
+        for (Work &w : all)
+            if (!need.count(w.seq))
+                queued.push_back(std::move(w));
+    } else {
+        for (Work &w : all) {
+            if (need.count(w.seq))
+                w.run();
+            else
+                queued.push_back(std::move(w));
+        }
     }
     open_device_memory(false);
     draining = false;
@@ -1148,6 +1184,15 @@ cudaError_t cudaEventCreate(cudaEvent_t *ev)
 {
     *ev = (cudaEvent_t) new emu_event{std::chrono::steady_clock::time_point(), 0, false};
     return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int flags)
+{
+    if (flags & ~(unsigned)(cudaEventDisableTiming | cudaEventBlockingSync)) {
+        note("cudaEventCreateWithFlags(%#x) is not emulated", flags);
+        return set_error(cudaErrorInvalidValue);
+    }
+    return cudaEventCreate(ev);
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t ev)

@@ -26,7 +26,9 @@
 // Stream ordering: work given to a stream runs only when the host waits
 // for it (emu_runtime.cpp, "streams"), so a result read before its stream
 // was synchronised is stale or NaN, pinned memory changed under a queued
-// copy is reported, and streams are ordered only as CUDA orders them.
+// copy is reported, and streams are ordered only as CUDA orders them
+// (G1EMU_STREAMS=latest: of the ready work the latest given runs first, so
+// work no event orders overtakes earlier work on other streams).
 // Device memory is out of the host's reach outside queued work: a host
 // read or write of it is reported (G1EMU_HOST_ACCESS=1 allows it).
 // What it cannot: device numerics (host libm), performance, true

@@ -631,6 +631,30 @@ static void test_streams()
     check(cudaMemsetAsync(d, 0, 4, gone) == cudaErrorInvalidResourceHandle, "work on a destroyed stream refused");
     (void)cudaGetLastError();
 
+    // latest: of two streams' independent work the later given runs first;
+    // an event wait keeps the order
+    setenv("G1EMU_STREAMS", "latest", 1);
+    cudaEvent_t ev;
+    check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) == cudaSuccess, "cudaEventCreateWithFlags");
+    G1_LAUNCH(fill_k, 1, 32, s)(d2, 20.0f);
+    G1_LAUNCH(fill_k, 1, 32, t)(d2, 30.0f);
+    cudaDeviceSynchronize();
+    down(page, d2, 32);
+    check(page[0] == 20.0f, "G1EMU_STREAMS=latest: another stream's later work, not waited for, runs first");
+    G1_LAUNCH(fill_k, 1, 32, s)(d2, 20.0f);
+    cudaEventRecord(ev, s);
+    cudaStreamWaitEvent(t, ev, 0);
+    G1_LAUNCH(fill_k, 1, 32, t)(d2, 30.0f);
+    cudaDeviceSynchronize();
+    down(page, d2, 32);
+    check(page[0] == 30.0f, "G1EMU_STREAMS=latest: ... and after the event it waits for");
+    G1_LAUNCH(fill_k, 1, 32, s)(d2, 20.0f);
+    G1_LAUNCH(fill_k, 1, 32, s)(d2, 40.0f);
+    cudaStreamSynchronize(s);
+    down(page, d2, 32);
+    check(page[0] == 40.0f, "G1EMU_STREAMS=latest: one stream's work in its order");
+    cudaEventDestroy(ev);
+
     setenv("G1EMU_STREAMS", "sync", 1);
     G1_LAUNCH(fill_k, 1, 32, s)(d2, 8.0f);
     down(page, d2, 32);

@@ -69,6 +69,7 @@ typedef struct cli {
     double mem_per_rank;
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     g1_cuda_gemm cuda_gemm;
+    int cuda_graphs; /* --cuda-graphs on (the default) */
     int kv_bf16; /* --kv-cache bf16 */
     int prefix_cache; /* --prefix-cache on (the default) */
     int gpu_direct; /* -1 auto, 0 off, 1 on */
@@ -177,6 +178,10 @@ static void usage(FILE *f)
 "                            int8 kernel of decoding 16 tokens at a time: float32, the same\n"
 "                            bits in every layout and batching, but weights re-read for\n"
 "                            every 16 tokens (slow for long prompts). docs/CUDA.md\n"
+"  --cuda-graphs on|off      cuda: decode steps (16 tokens or fewer) replay a CUDA graph of\n"
+"                            their layers, one per batch shape (on, the default), or launch\n"
+"                            their kernels one by one (off: for a profiler or a sanitizer\n"
+"                            that wants them apart); the same results either way\n"
 "  --kv-cache f32|bf16       KV cache elements (default f32). bf16 rounds keys and values\n"
 "                            as they are stored (the reference's precision); with cuda half\n"
 "                            the cache memory and the bytes long-context attention reads\n"
@@ -343,7 +348,7 @@ static int parse_args(int argc, char **argv, cli *c)
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNCATE, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX, O_SHARD, O_BALANCE };
+           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -363,6 +368,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"backend", required_argument, NULL, O_BACKEND},
         {"cuda-gemm", required_argument, NULL, O_CUDA_GEMM},
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
+        {"cuda-graphs", required_argument, NULL, O_GRAPHS},
         {"max-context", required_argument, NULL, O_MAXCTX},
         {"kv-cache", required_argument, NULL, O_KV},
         {"prefix-cache", required_argument, NULL, O_PREFIX}, {"balance", required_argument, NULL, O_BALANCE},
@@ -371,7 +377,7 @@ static int parse_args(int argc, char **argv, cli *c)
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
                .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT, .backend = -1,
-               .gpu_direct = -1, .prefix_cache = 1, .balance = -1};
+               .gpu_direct = -1, .prefix_cache = 1, .balance = -1, .cuda_graphs = 1};
     c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
     int o, r = 0;
@@ -452,6 +458,12 @@ static int parse_args(int argc, char **argv, cli *c)
                                    "K + 2N, ... of the input, counted from 0)", optarg);
             c->shard = (int)k;
             c->shards = (int)n;
+            break;
+        }
+        case O_GRAPHS: {
+            static const char *const w[] = {"on", "off", NULL};
+            static const int v[] = {1, 0};
+            r = parse_word("--cuda-graphs", optarg, w, v, &c->cuda_graphs);
             break;
         }
         case O_GPU_DIRECT: {
@@ -1485,7 +1497,8 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     /* the backend (and this rank's GPU) before any output exists */
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = c->max_context,
-                         .cuda_gemm = c->cuda_gemm, .kv_cache = c->kv_bf16 ? G1_KV_BF16 : G1_KV_F32};
+                         .cuda_gemm = c->cuda_gemm, .kv_cache = c->kv_bf16 ? G1_KV_BF16 : G1_KV_F32,
+                         .cuda_graphs_off = !c->cuda_graphs};
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
     if (!uuids) /* main's abort ends the ranks waiting below */
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");

@@ -64,7 +64,8 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
         e->w = w;
         e->cfg = *c;
         e->opts = *opts;
-        g1_status st = g1_cuda_engine_init(&e->cuda, w, opts, dispatch, NULL);
+        g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off};
+        g1_status st = g1_cuda_engine_init(&e->cuda, w, opts, dispatch, &co);
         if (st != G1_OK) {
             free(e);
             return st;
@@ -123,8 +124,9 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
     }
     e->cfg = *c;
     e->opts = *opts;
+    g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off};
     st = g1_cuda_engine_begin(&e->cuda, c, src->layer0, src->layer1, src->expert0, src->expert1, opts, dispatch,
-                              NULL);
+                              &co);
     int first_blocks[G1_NUM_QMAT] = {0};
     /* a layer at a time, then the embedding: each part is replaced by the
      * next once it is on the GPU, in the same host memory (the source reuses

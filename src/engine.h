@@ -62,6 +62,8 @@ typedef struct g1_engine_opts {
     g1_backend backend; /* G1_BACKEND_CPU unless set */
     int device;         /* CUDA device ordinal (G1_BACKEND_CUDA) */
     g1_cuda_gemm cuda_gemm; /* CUDA, matmuls over 16 tokens (G1_CUDA_GEMM_BF16 unless set) */
+    int cuda_graphs_off;    /* CUDA: decode steps launch their kernels one by one instead of
+                             * replaying a CUDA graph (the same results) */
     g1_kv_cache kv_cache;   /* the KV caches' elements (G1_KV_F32 unless set); the CPU
                              * backend stores bf16-rounded values as float32 (the same
                              * results, no memory saved: the reference for the GPU's) */

@@ -3,6 +3,7 @@
  * the decoder layers with the kernels of cuda_ops.h. Same checks and the
  * same model as src/engine.c; host memory only at the edges (x in and out,
  * the MoE grouping, a distributed dispatch). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,6 +164,11 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     e->mm.gemv_only = opts->cuda_gemm == G1_CUDA_GEMM_F32;
     if (e->mm.gemv_only && !e->mm.gemv_max)
         e->mm.gemv_max = 16;
+    if (!(co && co->no_graphs) && e->mm.gemv_max > 0) {
+        e->graphs = calloc((size_t)(e->mm.gemv_max + 1) * (e->mm.gemv_max + 1), sizeof *e->graphs);
+        if (!e->graphs)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    }
     if (e->mm.gemv_only && c->emb_size % 8)
         return G1_FAIL(G1_ERR_ARG, "the f32 matmul path needs emb_size a multiple of 8 (got %d)", c->emb_size);
     e->layers = calloc(nL ? (size_t)nL : 1, sizeof *e->layers);
@@ -393,6 +399,16 @@ g1_status g1_cuda_engine_init_random(g1_cuda_engine **out, const g1_config *cfg,
     return G1_OK;
 }
 
+/* The decode graphs (forward_graph), and the table of them. */
+static void graphs_free(g1_cuda_engine *e)
+{
+    for (int i = 0; e->graphs && i < (e->mm.gemv_max + 1) * (e->mm.gemv_max + 1); i++)
+        if (e->graphs[i])
+            cudaGraphExecDestroy(e->graphs[i]);
+    free(e->graphs);
+    e->graphs = NULL;
+}
+
 void g1_cuda_engine_free(g1_cuda_engine *e)
 {
     if (!e)
@@ -401,6 +417,7 @@ void g1_cuda_engine_free(g1_cuda_engine *e)
     if (e->stream)
         cudaStreamSynchronize(e->stream);
     g1_cuda_mm_overlap_free(&e->mm);
+    graphs_free(e);
     for (int i = 0; i < e->n_allocs; i++)
         cudaFree(e->allocs[i]);
     for (int s = 0; e->slots && s < e->opts.n_slots; s++) {
@@ -619,12 +636,11 @@ static g1_status moe_dispatch(g1_cuda_engine *e, int l, int T)
     return G1_OK;
 }
 
-g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
+/* The layers over the batch batch_admit set up: every launch on e->stream. */
+static g1_status run_layers(g1_cuda_engine *e, int T)
 {
-    G1_CU(cudaSetDevice(e->opts.device));
-    G1_TRY(batch_admit(e, b));
     const g1_config *c = &e->cfg;
-    int T = b->T, D = c->emb_size, K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads;
+    int D = c->emb_size, K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads;
     int kvw = Hkv * K;
     float eps = (float)c->rms_eps;
     cudaStream_t s = e->stream;
@@ -676,6 +692,58 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
             G1_CU(cudaEventRecord(prof[4], s));
     }
     return G1_OK;
+}
+
+/* Decode-sized batches replay a CUDA graph of their layers: one launch
+ * instead of about 30 a layer, so the GPU does not wait for the host
+ * between small kernels. A graph bakes in every launch's arguments: the
+ * buffers (fixed for the engine's life), T and the attention tiles (the
+ * key; caches and positions are read from the token table in device
+ * memory). So only batches whose launches depend on nothing else: the
+ * GEMV path (T <= gemv_max: no cuBLAS, no host round trip in the MoE), the
+ * MoE on this device, one attention range, no profiling events. */
+static int graph_fits(const g1_cuda_engine *e, int T)
+{
+    return e->graphs && T >= 1 && T <= e->mm.gemv_max && !e->dispatch.run && !e->moe_host_groups && !e->prof &&
+           e->n_ranges == 1 && e->ranges[0].n_mma == 0;
+}
+
+static g1_status forward_graph(g1_cuda_engine *e, int T)
+{
+    int nt = e->ranges[0].n_tiles;
+    cudaGraphExec_t *x = &e->graphs[(size_t)T * (e->mm.gemv_max + 1) + nt];
+    if (!*x) {
+        cudaGraph_t g = NULL;
+        G1_CU(cudaStreamBeginCapture(e->stream, cudaStreamCaptureModeRelaxed));
+        g1_status st = run_layers(e, T);
+        cudaError_t ce = cudaStreamEndCapture(e->stream, &g);
+        if (st == G1_OK && ce == cudaSuccess)
+            ce = cudaGraphInstantiate(x, g, 0);
+        if (g)
+            cudaGraphDestroy(g);
+        if (st != G1_OK)
+            return st;
+        if (ce != cudaSuccess) { /* a driver without graphs for this work: launch one by one */
+            (void)cudaGetLastError();
+            *x = NULL;
+            graphs_free(e);
+            fprintf(stderr, "grok1 (CUDA): no graph for a decode step (%s): its kernels launch one by one\n",
+                    cudaGetErrorString(ce));
+            return run_layers(e, T);
+        }
+        e->n_graphs++;
+    }
+    G1_CU(cudaGraphLaunch(*x, e->stream));
+    return G1_OK;
+}
+
+g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
+{
+    G1_CU(cudaSetDevice(e->opts.device));
+    G1_TRY(batch_admit(e, b));
+    if (graph_fits(e, b->T))
+        return forward_graph(e, b->T);
+    return run_layers(e, b->T);
 }
 
 /* in (T, D) into e->x, the layers, e->x back to out; in and out are host

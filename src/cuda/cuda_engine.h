@@ -22,6 +22,9 @@ typedef struct g1_cuda_opts {
                             * default: as many as 256 MB of split partial sums hold) */
     int panel_elems;       /* > 0: dequantised panels of at most this many bf16 elements
                             * (tests: several panels on small models; default 64 MB) */
+    int no_graphs;         /* 1: decode steps launch their kernels one by one (default:
+                            * each batch shape's layers captured once as a CUDA graph,
+                            * then replayed) */
     int gemm_no_overlap;   /* 1: a matrix's panels dequantised and multiplied on one
                             * stream (default: the next panel dequantised on a second
                             * stream, into a second buffer, while cuBLAS multiplies) */

@@ -41,6 +41,9 @@ struct g1_cuda_engine {
     int attn_range_limit;     /* g1_cuda_opts.attn_range_tokens */
     int gemm_overlap;         /* !g1_cuda_opts.gemm_no_overlap */
     int panel_elems;          /* g1_cuda_opts.panel_elems */
+    cudaGraphExec_t *graphs;  /* ((gemv_max + 1)^2) decode steps' graphs by T and attention
+                               * tiles, made on first use; NULL: no graphs (g1_cuda_opts.no_graphs) */
+    int n_graphs;             /* graphs made */
     g1_cuda_attn_range *ranges; /* (ceil(max_batch / attn_range)) the batch's, host */
     int n_ranges;             /* the batch's ranges, their tiles in tab */
     int attn_mma;             /* the device and options allow the tensor-core attention */

@@ -785,6 +785,25 @@ int main(int argc, char **argv)
     }
     printf("goals: %s (tok/s: 64 layers as 8 stages of 8, enough micro-batches to fill the pipeline)\n",
            all_ok ? "met" : "not all met");
+    /* decode steps replay a CUDA graph of the layer (the rows above): what
+     * launching its kernels one by one costs instead */
+    if (e->graphs) {
+        printf("decode steps without the CUDA graph (kernels launched one by one):");
+        for (int i = 0; i < nT; i++) {
+            if (Ts[i] > e->mm.gemv_max)
+                continue;
+            double with = 0, without = 0;
+            int touched;
+            CK(time_layer(e, Ts[i], slot, pos, &with, &touched));
+            cudaGraphExec_t *g = e->graphs;
+            e->graphs = NULL;
+            g1_status st = time_layer(e, Ts[i], slot, pos, &without, &touched);
+            e->graphs = g;
+            CK(st);
+            printf(" %d tokens %.3f ms (graph %.3f ms);", Ts[i], without, with);
+        }
+        printf("\n");
+    }
     if (want_parts && o.max_batch >= 8 && o.n_slots >= 8)
         CK(parts(e, &c, bw, smoke));
     g1_cuda_engine_free(e);

@@ -683,6 +683,68 @@ static void test_engine_panels(void)
     g1_weights_free(&W);
 }
 
+/* Decode steps replayed from CUDA graphs (the default for batches on the
+ * GEMV path) against the same steps launched one by one
+ * (g1_cuda_opts.no_graphs): the same logits, bitwise, step by step, for
+ * batches of one and two slots and two tokens of one slot (one attention
+ * tile: another graph); one graph per batch shape, replayed after. */
+static void test_graphs(void)
+{
+    g1_weights W;
+    tiny_weights(&W, 13);
+    ct_ok(g1_weights_prepare(&W), "prepare");
+    int V = W.cfg.vocab_size, D = W.cfg.emb_size;
+    g1_engine_opts o = {.n_slots = 3, .max_batch = 32, .max_context = 0};
+    g1_cuda_opts direct = {.no_graphs = 1};
+    g1_cuda_engine *e[3];
+    ct_ok(g1_cuda_engine_init(&e[0], &W, &o, NULL, &direct), "cuda engine, no graphs");
+    ct_ok(g1_cuda_engine_init(&e[1], &W, &o, NULL, NULL), "cuda engine");
+    ct_ok(g1_cuda_engine_init(&e[2], &W, &o, NULL, NULL), "cuda engine");
+    float *x = malloc((size_t)32 * D * 4), *lg[3] = {malloc((size_t)32 * V * 4), malloc((size_t)32 * V * 4),
+                                                     malloc((size_t)32 * V * 4)};
+    int slot[32], pos[32], tok[32], len[3] = {0, 0, 0}, same = 1, fell_back = 1;
+    /* each step's tokens by slot (-1 ends): slots 0 and 1 take 20-token
+     * prompts (cuBLAS: no graph), then decode steps of 4 shapes (T, tiles):
+     * (2, 2), (1, 1), (2, 1) two tokens of one slot, (3, 3) */
+    static const int steps[][21] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
+                                    {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1},
+                                    {0, 1, -1}, {0, -1}, {0, 1, -1}, {2, 2, -1}, {1, -1}, {0, 1, -1},
+                                    {2, 2, -1}, {0, -1}, {0, 1, 2, -1}};
+    int n = (int)(sizeof steps / sizeof steps[0]);
+    for (int i = 0; i < n; i++) {
+        int T = 0;
+        for (; steps[i][T] >= 0; T++)
+            slot[T] = steps[i][T], pos[T] = len[steps[i][T]]++, tok[T] = (i * 131 + T * 17 + 5) % V;
+        g1_batch b = {.T = T, .slot = slot, .pos = pos};
+        for (int k = 0; k < 3; k++) {
+            /* the third on the emulation: a driver that cannot instantiate graphs (the
+             * engine says so once and launches one by one) */
+            if (k == 2)
+                setenv("G1EMU_GRAPH_FAIL", "1", 1);
+            ct_ok(g1_cuda_engine_embed(e[k], T, tok, x), "embed");
+            ct_ok(g1_cuda_engine_forward(e[k], &b, x), "forward");
+            ct_ok(g1_cuda_engine_logits(e[k], T, x, lg[k]), "logits");
+            unsetenv("G1EMU_GRAPH_FAIL");
+        }
+        same &= !memcmp(lg[0], lg[1], (size_t)T * V * 4);
+        fell_back &= !memcmp(lg[0], lg[2], (size_t)T * V * 4);
+    }
+    char name[128];
+    snprintf(name, sizeof name, "decode steps from CUDA graphs == launched one by one, bitwise (%d steps)", n);
+    tu_check(same, name);
+    snprintf(name, sizeof name, "one graph per decode batch shape, replayed after (%d made, 4 shapes)", e[1]->n_graphs);
+    tu_check(e[1]->n_graphs == 4 && !e[0]->graphs, name);
+    struct cudaDeviceProp prop;
+    ct_cu(cudaGetDeviceProperties(&prop, 0), "properties");
+    if (!strncmp(prop.name, "g1emu", 5)) /* G1EMU_GRAPH_FAIL means nothing to a GPU */
+        tu_check(fell_back && !e[2]->graphs && !e[2]->n_graphs,
+                 "graphs refused by the driver: launched one by one, the same logits, bitwise");
+    for (int k = 0; k < 3; k++)
+        g1_cuda_engine_free(e[k]);
+    free(x), free(lg[0]), free(lg[1]), free(lg[2]);
+    g1_weights_free(&W);
+}
+
 /* The score of logits rows on the device (g1_cuda_score_rows) against the
  * CPU's g1_row_logprob: random rows, ties for the largest logit across
  * threads and warps, -inf entries, no target, and rows the CPU refuses: a
@@ -832,6 +894,8 @@ int main(void)
     }
     if (WANT("matmul"))
         test_engine_panels();
+    if (WANT("graphs"))
+        test_graphs();
     if (WANT("moe")) {
         test_moe_rows();
         test_moe_grouped();

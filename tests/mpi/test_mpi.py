@@ -754,6 +754,13 @@ def case_cuda_emu_race():
     print(f"race check, generate 2x1: no report, tokens {'equal to' if g_r == g_p else 'DIFFERENT from'} the plain "
           "emulation's")
     check(g_r == g_p, "race build, generate 2x1: tokens differ from the plain emulation's")
+    # decode steps replay CUDA graphs by default; --cuda-graphs off launches
+    # their kernels one by one: the same tokens
+    g_o = generate(ckpt, gin, "race_plain_gen_2x1_nographs", 2, lay + ["--cuda-graphs", "off"], **plain)
+    print(f"generate 2x1 --cuda-graphs off: tokens {'equal to' if g_o == g_p else 'DIFFERENT from'} on's")
+    check(g_o == g_p, "--cuda-graphs off: tokens differ from the graphs'")
+    p = run(1, ["--checkpoint", ckpt, "--cuda-graphs", "maybe"], expect=None, **plain)
+    check(p.returncode != 0 and "--cuda-graphs" in p.stderr, f"--cuda-graphs maybe: exit {p.returncode}")
 
 
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}

@@ -566,6 +566,20 @@ struct Work {
 };
 
 Stream legacy_stream = {false, 0};
+
+// Stream capture (CUDA graphs): the work given to the capturing stream is
+// kept, not queued; a launch of the graph gives it to a stream again, in
+// the order captured (one stream's capture, no events inside).
+struct Node {
+    const char *what;
+    std::function<void()> run;
+};
+struct Graph {
+    std::vector<Node> nodes;
+};
+Stream *capturing = nullptr;
+Graph *capture_graph = nullptr;
+bool capture_broken = false; // a host wait during the capture: it fails at its end
 std::set<Stream *> live_streams; // cudaStreamCreate*'s, not yet destroyed
 std::vector<Work> queued;        // in the order given
 unsigned long long next_seq = 1;
@@ -674,6 +688,10 @@ unsigned long long enqueue(cudaStream_t s, const char *what, std::function<void(
         return 0;
     if (draining)
         fail("%s given to a stream from inside queued work", what);
+    if (st == capturing) {
+        capture_graph->nodes.push_back(Node{what, std::move(run)});
+        return next_seq++; // nothing waits for it
+    }
     Work w{next_seq++, {}, std::move(run)};
     if (st->last)
         w.after.push_back(st->last);
@@ -911,6 +929,11 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorUnsupportedLimit: return "cudaErrorUnsupportedLimit";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     default: return "cudaErrorUnknown";
     }
 }
@@ -925,6 +948,11 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorInvalidDevice: return "invalid device ordinal (g1emu)";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle (g1emu)";
     case cudaErrorNotReady: return "device not ready (g1emu)";
+    case cudaErrorNotSupported: return "operation not supported (g1emu)";
+    case cudaErrorUnsupportedLimit: return "unsupported limit (g1emu)";
+    case cudaErrorIllegalState: return "illegal state (g1emu)";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing (g1emu)";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture (g1emu)";
     default: return "unknown error (g1emu)";
     }
 }
@@ -995,6 +1023,8 @@ static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *
         return e;
     bool dd = find_region(dst) && find_region(dst)->device, sd = find_region(src) && find_region(src)->device;
     size_t dn = dpitch * (height - 1) + width, sn = spitch * (height - 1) + width;
+    if (capturing && (!dd || !sd) && stream_of(s, what) == capturing)
+        fail("%s to or from host memory into a stream capture (g1emu's graphs take device work only)", what);
     // a host source: its bytes now. Pageable memory is staged by the driver
     // (the copy uses these); pinned memory is read by the copy engine when
     // the copy runs, so it must not change before then
@@ -1158,11 +1188,25 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
     return cudaSuccess;
 }
 
+// A host wait while a stream is being captured: refused, and the capture
+// fails at its end (as CUDA invalidates it).
+static bool waits_during_capture(const char *what)
+{
+    if (!capturing)
+        return false;
+    note("%s while a stream is being captured", what);
+    capture_broken = true;
+    set_error(cudaErrorStreamCaptureUnsupported);
+    return true;
+}
+
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     Stream *st = stream_of(s, "cudaStreamSynchronize");
     if (!st)
         return cudaErrorInvalidResourceHandle;
+    if (st == capturing && waits_during_capture("cudaStreamSynchronize"))
+        return cudaErrorStreamCaptureUnsupported;
     if (st->last)
         drain({st->last});
     return cudaSuccess;
@@ -1170,7 +1214,99 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
 
 cudaError_t cudaDeviceSynchronize(void)
 {
+    if (waits_during_capture("cudaDeviceSynchronize"))
+        return cudaErrorStreamCaptureUnsupported;
     drain_all();
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode)
+{
+    (void)mode;
+    Stream *st = stream_of(s, "cudaStreamBeginCapture");
+    if (!st)
+        return cudaErrorInvalidResourceHandle;
+    if (st == &legacy_stream) {
+        note("cudaStreamBeginCapture on the legacy default stream");
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    }
+    if (capturing) {
+        note("cudaStreamBeginCapture while another capture is open (g1emu captures one stream at a time)");
+        return set_error(cudaErrorIllegalState);
+    }
+    capturing = st;
+    capture_graph = new Graph;
+    capture_broken = false;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
+{
+    Stream *st = stream_of(s, "cudaStreamEndCapture");
+    if (!st)
+        return cudaErrorInvalidResourceHandle;
+    if (st != capturing) {
+        note("cudaStreamEndCapture on a stream not being captured");
+        return set_error(cudaErrorIllegalState);
+    }
+    capturing = nullptr;
+    if (capture_broken) {
+        delete capture_graph;
+        capture_graph = nullptr;
+        *g = nullptr;
+        return set_error(cudaErrorStreamCaptureInvalidated);
+    }
+    *g = (cudaGraph_t)capture_graph;
+    capture_graph = nullptr;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *status)
+{
+    Stream *st = stream_of(s, "cudaStreamIsCapturing");
+    if (!st)
+        return cudaErrorInvalidResourceHandle;
+    *status = st == capturing ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags)
+{
+    (void)flags;
+    if (!g)
+        return set_error(cudaErrorInvalidValue);
+    const char *f = getenv("G1EMU_GRAPH_FAIL"); // a driver that refuses: the caller's fallback
+    if (f && *f && strcmp(f, "0"))
+        return set_error(cudaErrorNotSupported);
+    *exec = (cudaGraphExec_t) new Graph(*(Graph *)g);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s)
+{
+    if (!exec)
+        return set_error(cudaErrorInvalidValue);
+    if (!stream_of(s, "cudaGraphLaunch"))
+        return cudaErrorInvalidResourceHandle;
+    if (stream_of(s, "cudaGraphLaunch") == capturing) {
+        note("cudaGraphLaunch into a stream being captured (not emulated)");
+        return set_error(cudaErrorNotSupported);
+    }
+    for (const Node &n : ((Graph *)exec)->nodes)
+        if (!enqueue(s, n.what, n.run))
+            return cudaErrorInvalidResourceHandle;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
+{
+    delete (Graph *)exec;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t g)
+{
+    delete (Graph *)g;
     return cudaSuccess;
 }
 
@@ -1206,6 +1342,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t ev)
 
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 {
+    if (capturing && stream_of(s, "cudaEventRecord") == capturing)
+        fail("cudaEventRecord into a stream capture (not emulated)");
     emu_event *e = (emu_event *)ev;
     emu_event was = *e;
     unsigned long long seq = next_seq; // the number enqueue gives this record
@@ -1234,6 +1372,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int flags)
 {
+    if (capturing && stream_of(s, "cudaStreamWaitEvent") == capturing)
+        fail("cudaStreamWaitEvent into a stream capture (not emulated)");
     (void)flags;
     emu_event *e = (emu_event *)ev;
     unsigned long long seq = next_seq;

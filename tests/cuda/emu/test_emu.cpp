@@ -191,6 +191,8 @@ __global__ void global_exchange_k(int *tmp, int *out)
 
 __global__ void fill_k(float *p, float v) { p[threadIdx.x] = v + (float)threadIdx.x; }
 
+__global__ void scale_add_k(const float *src, float m, float *dst) { dst[threadIdx.x] += m * src[threadIdx.x]; }
+
 // ---- helpers -------------------------------------------------------------
 
 // Run fn in a child; its exit status and what it wrote to stderr.
@@ -666,6 +668,53 @@ static void test_streams()
     cudaStreamDestroy(s), cudaStreamDestroy(b), cudaStreamDestroy(t);
 }
 
+// Stream capture and graph launches: the captured work does not run when
+// given; each launch runs it again on the values device memory holds then;
+// a host wait inside a capture is refused and fails the capture.
+static void test_graphs()
+{
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    float *src = dev<float>(32), *dst = dev<float>(32), h[32], got[32];
+    cudaGraph_t g;
+    cudaGraphExec_t x;
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess, "cudaStreamBeginCapture");
+    cudaStreamCaptureStatus cs;
+    cudaStreamIsCapturing(s, &cs);
+    check(cs == cudaStreamCaptureStatusActive, "cudaStreamIsCapturing: active");
+    G1_LAUNCH(fill_k, 1, 32, s)(dst, 1.0f);
+    G1_LAUNCH(scale_add_k, 1, 32, s)(src, 2.0f, dst);
+    check(cudaStreamEndCapture(s, &g) == cudaSuccess && g, "cudaStreamEndCapture");
+    check(cudaGraphInstantiate(&x, g, 0) == cudaSuccess, "cudaGraphInstantiate");
+    cudaDeviceSynchronize();
+    down(got, dst, 32);
+    check(isnan(got[0]), "captured work does not run when given");
+    bool ok = true;
+    for (int round = 1; round <= 2; round++) {
+        for (int i = 0; i < 32; i++)
+            h[i] = (float)(round * 10);
+        cudaMemcpy(src, h, sizeof h, cudaMemcpyHostToDevice);
+        cudaGraphLaunch(x, s);
+        cudaStreamSynchronize(s);
+        down(got, dst, 32);
+        for (int i = 0; i < 32; i++)
+            ok &= got[i] == 1.0f + (float)i + 2.0f * (float)(round * 10);
+    }
+    check(ok, "each graph launch runs the work again, on device memory as it is then");
+    cudaGraphExecDestroy(x);
+    cudaGraphDestroy(g);
+    fprintf(stderr, "(the g1emu message below is expected)\n");
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed);
+    G1_LAUNCH(fill_k, 1, 32, s)(dst, 1.0f);
+    check(cudaStreamSynchronize(s) == cudaErrorStreamCaptureUnsupported, "a host wait inside a capture refused");
+    check(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated && !g, "... and the capture fails");
+    (void)cudaGetLastError();
+    cudaStreamIsCapturing(s, &cs);
+    check(cs == cudaStreamCaptureStatusNone, "cudaStreamIsCapturing: none after the end");
+    cudaFree(src), cudaFree(dst);
+    cudaStreamDestroy(s);
+}
+
 // The tensor-core emulation: a product against the host's, and TF32's rounding.
 static void test_mma()
 {
@@ -710,6 +759,7 @@ int main()
     test_memory();
     test_cublas();
     test_streams();
+    test_graphs();
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }

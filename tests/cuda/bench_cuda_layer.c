@@ -488,6 +488,37 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
         }
         printf("\n");
     }
+    /* where the GEMV should hand over to cuBLAS (gemv_max_tokens, 16 by
+     * default): both paths at 16, 32 and 64 rows; the GEMV's split-K sums
+     * in a buffer of their own (the engine's holds gemv_max rows) */
+    for (int m = 0; m < 2; m++) {
+        const g1_dqmat *W = mats[m];
+        size_t pn = g1_cuda_gemv_partial_n(&e->mm, 64, W->rows, W->cols);
+        float *part = NULL, *keep = e->mm.partial;
+        size_t keep_n = e->mm.partial_n;
+        if (e->mm.gemv_only || (pn && cudaMalloc((void **)&part, pn * sizeof(float)) != cudaSuccess)) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        if (pn)
+            e->mm.partial = part, e->mm.partial_n = pn;
+        printf("  %s at 16 to 64 rows, GEMV against cuBLAS (dequantised panels):", names[m]);
+        g1_status st = G1_OK;
+        for (int T = 16; T <= 64 && st == G1_OK; T *= 2) {
+            if (T > e->opts.max_batch)
+                break;
+            double gv = 0, gm = 0, deq = 0;
+            st = gemv_time(e, W, T, iters, &gv);
+            if (st == G1_OK)
+                st = gemm_time(e, W, T, iters, &gm, &deq);
+            if (st == G1_OK)
+                printf(" T=%d %.3f ms against %.3f ms;", T, gv, gm);
+        }
+        printf("\n");
+        e->mm.partial = keep, e->mm.partial_n = keep_n;
+        cudaFree(part);
+        G1_TRY(st);
+    }
     if (c->emb_size % 8 == 0) {
         double ebytes = 2.0 * c->vocab_size * c->emb_size;
         printf("  un-embedding (%d x %d bf16, %.0f MB):", c->vocab_size, c->emb_size, ebytes / 1e6);

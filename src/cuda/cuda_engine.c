@@ -714,9 +714,12 @@ static g1_status forward_graph(g1_cuda_engine *e, int T)
     cudaGraphExec_t *x = &e->graphs[(size_t)T * (e->mm.gemv_max + 1) + nt];
     if (!*x) {
         cudaGraph_t g = NULL;
-        G1_CU(cudaStreamBeginCapture(e->stream, cudaStreamCaptureModeRelaxed));
-        g1_status st = run_layers(e, T);
-        cudaError_t ce = cudaStreamEndCapture(e->stream, &g);
+        g1_status st = G1_OK;
+        cudaError_t ce = cudaStreamBeginCapture(e->stream, cudaStreamCaptureModeRelaxed);
+        if (ce == cudaSuccess) {
+            st = run_layers(e, T);
+            ce = cudaStreamEndCapture(e->stream, &g);
+        }
         if (st == G1_OK && ce == cudaSuccess)
             ce = cudaGraphInstantiate(x, g, 0);
         if (g)

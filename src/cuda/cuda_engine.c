@@ -715,23 +715,32 @@ static g1_status forward_graph(g1_cuda_engine *e, int T)
     if (!*x) {
         cudaGraph_t g = NULL;
         g1_status st = G1_OK;
+        char why[256] = "";
         cudaError_t ce = cudaStreamBeginCapture(e->stream, cudaStreamCaptureModeRelaxed);
         if (ce == cudaSuccess) {
             st = run_layers(e, T);
+            if (st != G1_OK)
+                snprintf(why, sizeof why, "%s", g1_last_error());
+            /* ends the capture whatever happened inside it: the stream must
+             * leave capture mode before anything else is given to it */
             ce = cudaStreamEndCapture(e->stream, &g);
         }
         if (st == G1_OK && ce == cudaSuccess)
             ce = cudaGraphInstantiate(x, g, 0);
         if (g)
             cudaGraphDestroy(g);
-        if (st != G1_OK)
-            return st;
-        if (ce != cudaSuccess) { /* a driver without graphs for this work: launch one by one */
+        if (st != G1_OK || ce != cudaSuccess) {
+            /* A driver that will not capture or instantiate this work (one
+             * that refuses launches while capturing, as with
+             * CUDA_LAUNCH_BLOCKING=1 on some drivers): launch one by one.
+             * Nothing ran during the capture, so the layers run once from
+             * the same state; a real fault in them shows there. */
             (void)cudaGetLastError();
+            g1_clear_error();
             *x = NULL;
             graphs_free(e);
             fprintf(stderr, "grok1 (CUDA): no graph for a decode step (%s): its kernels launch one by one\n",
-                    cudaGetErrorString(ce));
+                    why[0] ? why : cudaGetErrorString(ce));
             return run_layers(e, T);
         }
         e->n_graphs++;

@@ -429,6 +429,8 @@ static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, cons
     S.kname = "";
 }
 
+static bool launch_refused_in_capture(const char *name, cudaStream_t s);
+
 void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, const std::function<void()> &body)
 {
     unsigned long long nt = (unsigned long long)block.x * block.y * block.z;
@@ -448,6 +450,8 @@ void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, co
         fail("G1EMU_ORDER=%s: expected sweep, warps or warps-reverse", o);
     if (S.in_kernel)
         fail("launch of %s from inside a kernel", name);
+    if (launch_refused_in_capture(name, stream))
+        return;
     log_launch(name, nt);
     std::function<void()> b = body; // the arguments as they are now, as a launch copies them
     enqueue(stream, name, [=] { exec_kernel(name, grid, block, order, b); });
@@ -606,6 +610,33 @@ bool latest_first()
 }
 
 } // namespace
+
+// G1EMU_GRAPH_FAIL: a driver that will not make graphs of the work, to
+// test the caller's fallback: "begin" refuses cudaStreamBeginCapture,
+// "launch" refuses a kernel launch into a capturing stream (and so
+// invalidates the capture, as CUDA does), "instantiate" (or 1) refuses
+// cudaGraphInstantiate. Read at each call: tests switch it.
+static bool graph_fail(const char *where)
+{
+    const char *f = getenv("G1EMU_GRAPH_FAIL");
+    if (!f || !*f || !strcmp(f, "0"))
+        return false;
+    if (strcmp(f, "1") && strcmp(f, "begin") && strcmp(f, "launch") && strcmp(f, "instantiate"))
+        fail("G1EMU_GRAPH_FAIL=%s: expected begin, launch, instantiate (or 1) or 0", f);
+    return !strcmp(f, where) || (!strcmp(where, "instantiate") && !strcmp(f, "1"));
+}
+
+// G1EMU_GRAPH_FAIL=launch: a kernel launch into the capturing stream fails
+// and invalidates the capture.
+static bool launch_refused_in_capture(const char *name, cudaStream_t s)
+{
+    if (!capturing || (uintptr_t)s <= 2 || (Stream *)s != capturing || !graph_fail("launch"))
+        return false;
+    note("launch of %s into a stream being captured: refused (G1EMU_GRAPH_FAIL=launch)", name);
+    capture_broken = true;
+    last_error = cudaErrorStreamCaptureUnsupported;
+    return true;
+}
 
 // The Stream behind a handle; null (with the error set) for a dead one.
 static Stream *stream_of(cudaStream_t s, const char *what)
@@ -1234,6 +1265,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mo
         note("cudaStreamBeginCapture while another capture is open (g1emu captures one stream at a time)");
         return set_error(cudaErrorIllegalState);
     }
+    if (graph_fail("begin"))
+        return set_error(cudaErrorNotSupported);
     capturing = st;
     capture_graph = new Graph;
     capture_broken = false;
@@ -1275,8 +1308,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned 
     (void)flags;
     if (!g)
         return set_error(cudaErrorInvalidValue);
-    const char *f = getenv("G1EMU_GRAPH_FAIL"); // a driver that refuses: the caller's fallback
-    if (f && *f && strcmp(f, "0"))
+    if (graph_fail("instantiate"))
         return set_error(cudaErrorNotSupported);
     *exec = (cudaGraphExec_t) new Graph(*(Graph *)g);
     return cudaSuccess;

@@ -711,6 +711,32 @@ static void test_graphs()
     (void)cudaGetLastError();
     cudaStreamIsCapturing(s, &cs);
     check(cs == cudaStreamCaptureStatusNone, "cudaStreamIsCapturing: none after the end");
+    // G1EMU_GRAPH_FAIL: a driver that refuses graphs at one of three places
+    fprintf(stderr, "(the g1emu message below is expected)\n");
+    setenv("G1EMU_GRAPH_FAIL", "launch", 1);
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess, "GRAPH_FAIL=launch: capture begins");
+    G1_LAUNCH(fill_k, 1, 32, s)(dst, 1.0f);
+    check(cudaGetLastError() == cudaErrorStreamCaptureUnsupported, "... a launch into it is refused");
+    check(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated && !g, "... and the capture fails");
+    (void)cudaGetLastError();
+    G1_LAUNCH(fill_k, 1, 32, s)(dst, 3.0f);
+    cudaStreamSynchronize(s);
+    down(got, dst, 32);
+    check(cudaGetLastError() == cudaSuccess && got[5] == 3.0f + 5, "... launches outside a capture run");
+    setenv("G1EMU_GRAPH_FAIL", "begin", 1);
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaErrorNotSupported,
+          "GRAPH_FAIL=begin: the capture is refused");
+    (void)cudaGetLastError();
+    cudaStreamIsCapturing(s, &cs);
+    check(cs == cudaStreamCaptureStatusNone, "... and the stream is not capturing");
+    setenv("G1EMU_GRAPH_FAIL", "instantiate", 1);
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed);
+    G1_LAUNCH(fill_k, 1, 32, s)(dst, 1.0f);
+    check(cudaStreamEndCapture(s, &g) == cudaSuccess && g, "GRAPH_FAIL=instantiate: the capture ends");
+    check(cudaGraphInstantiate(&x, g, 0) == cudaErrorNotSupported, "... its instantiation is refused");
+    (void)cudaGetLastError();
+    cudaGraphDestroy(g);
+    unsetenv("G1EMU_GRAPH_FAIL");
     cudaFree(src), cudaFree(dst);
     cudaStreamDestroy(s);
 }

@@ -709,14 +709,18 @@ static void test_graphs(void)
     float *x = malloc((size_t)32 * D * 4), *lg[NE];
     for (int k = 0; k < NE; k++)
         lg[k] = malloc((size_t)32 * V * 4);
-    int slot[32], pos[32], tok[32], len[3] = {0, 0, 0}, same = 1, fell_back[NE] = {1, 1, 1, 1, 1};
-    /* each step's tokens by slot (-1 ends): slots 0 and 1 take 20-token
-     * prompts (cuBLAS: no graph), then decode steps of 4 shapes (T, tiles):
-     * (2, 2), (1, 1), (2, 1) two tokens of one slot, (3, 3) */
-    static const int steps[][21] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
+    int slot[32], pos[32], tok[32], len[3] = {0, 0, 0}, same = 1, fell_back[NE] = {1, 1, 1, 1, 1}, chunk = e[1]->attn_chunk;
+    /* each step's tokens by slot (-1 ends): slot 0 takes a 62-token prompt
+     * in three steps and slot 1 a 20-token one (cuBLAS: no graph), then
+     * decode steps of 4 shapes (T, tiles): (2, 2), (1, 1), (2, 1) two tokens
+     * of one slot, (3, 3). Attention splits every 64 keys here (a context of
+     * 256), so slot 0's graphs, captured at one split, replay at two. */
+    static const int steps[][23] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
+                                    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
                                     {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1},
+                                    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
                                     {0, 1, -1}, {0, -1}, {0, 1, -1}, {2, 2, -1}, {1, -1}, {0, 1, -1},
-                                    {2, 2, -1}, {0, -1}, {0, 1, 2, -1}};
+                                    {2, 2, -1}, {0, -1}, {0, 1, 2, -1}, {0, 0, -1}, {0, 1, -1}};
     int n = (int)(sizeof steps / sizeof steps[0]);
     for (int i = 0; i < n; i++) {
         int T = 0;
@@ -736,7 +740,8 @@ static void test_graphs(void)
             fell_back[k] &= !memcmp(lg[0], lg[k], (size_t)T * V * 4);
     }
     char name[160];
-    snprintf(name, sizeof name, "decode steps from CUDA graphs == launched one by one, bitwise (%d steps)", n);
+    snprintf(name, sizeof name, "decode steps from CUDA graphs == launched one by one, bitwise (%d steps, "
+             "slot 0 from %d to %d keys, a split every %d)", n, 62, len[0], chunk);
     tu_check(same, name);
     struct cudaDeviceProp prop;
     ct_cu(cudaGetDeviceProperties(&prop, 0), "properties");

@@ -39,6 +39,9 @@ typedef struct g1_cuda_mm {
     int split;            /* GEMM inputs as bf16 hi + lo (two GEMMs) */
     int gemv_only;        /* every matmul on the GEMV kernel, gemv_max rows at a time
                            * (G1_CUDA_GEMM_F32: batch-invariant) */
+    int mma_max;          /* most rows for the int8 tensor-core kernel, above gemv_max
+                           * (0: never; compute capability 8.0 and later, bf16 inputs) */
+    long n_mma;           /* calls that took the tensor-core kernel (tests) */
     float *partial;       /* (partial_n) GEMV split-K sums */
     size_t partial_n;
     uint16_t *wbf;        /* (wbf_n) a dequantised panel, bf16 */
@@ -70,12 +73,18 @@ void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *p
 size_t g1_cuda_gemv_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols);
 
 /* y (T, cols) = x (T, rows) @ deq(W): the GEMV kernel for T <= gemv_max,
+ * the int8 tensor-core kernel up to mma_max rows (matrices it fits),
  * dequantised panels and cuBLAS otherwise (gemv_only: the GEMV kernel over
  * chunks of gemv_max rows). T == 0 does nothing. */
 g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
-/* The two paths on their own (tests). */
+/* The three paths on their own (tests). */
 g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
 g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
+/* The int8 tensor-core kernel: x to bf16 in xbf, split-K sized from T and
+ * the matrix (so a row's sums may depend on T, as cuBLAS's do). */
+g1_status g1_cuda_mma_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y);
+/* Partial sums (floats) g1_cuda_mma_q8 needs for n rows of a rows x cols matrix. */
+size_t g1_cuda_mma_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols);
 /* The dequantiser's share of g1_cuda_gemm_q8 on its own: the same panels,
  * no input conversion and no GEMMs (the benchmark). */
 g1_status g1_cuda_gemm_q8_dequant(g1_cuda_mm *mm, int T, const g1_dqmat *W);

@@ -164,6 +164,8 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     e->mm.gemv_only = opts->cuda_gemm == G1_CUDA_GEMM_F32;
     if (e->mm.gemv_only && !e->mm.gemv_max)
         e->mm.gemv_max = 16;
+    int mx = co && co->mma_max_tokens ? co->mma_max_tokens : 128;
+    e->mm.mma_max = cc >= 8 && !e->mm.split && !e->mm.gemv_only && mx > 0 ? mx : 0;
     if (!(co && co->no_graphs) && e->mm.gemv_max > 0) {
         e->graphs = calloc((size_t)(e->mm.gemv_max + 1) * (e->mm.gemv_max + 1), sizeof *e->graphs);
         if (!e->graphs)

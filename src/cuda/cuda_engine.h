@@ -25,6 +25,9 @@ typedef struct g1_cuda_opts {
     int no_graphs;         /* 1: decode steps launch their kernels one by one (default:
                             * each batch shape's layers captured once as a CUDA graph,
                             * then replayed) */
+    int mma_max_tokens;    /* most rows per matmul for the int8 tensor-core kernel, above
+                            * gemv_max_tokens (0: 128; -1: never, cuBLAS instead); only on
+                            * compute capability 8.0 and later, default precision */
     int gemm_no_overlap;   /* 1: a matrix's panels dequantised and multiplied on one
                             * stream (default: the next panel dequantised on a second
                             * stream, into a second buffer, while cuBLAS multiplies) */

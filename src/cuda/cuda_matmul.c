@@ -63,6 +63,33 @@ static int gemm_panels(const g1_cuda_mm *mm, int rows, int cols, int *by_cols, i
     return kr ? (int)(((size_t)rows + kr - 1) / kr) : 0;
 }
 
+/* Split-K slices of the tensor-core kernel: none when the tiles (64 rows
+ * by 64 columns) give 3 blocks a multiprocessor or more (the experts' W1
+ * and Wv: 512), else enough for about 4 (W2 and attention q: 6), each slice
+ * at least 256 rows of W, a multiple of 32. Each block keeps about 6 KB of
+ * loads in flight a stage, and 4 blocks a multiprocessor make the ~25 KB
+ * that HBM's latency at full bandwidth needs; the partial sums cost
+ * 2 x splits x T x cols floats of traffic, which the experts' W1 (the
+ * widest) would feel most. */
+static int mma_splits(const g1_cuda_mm *mm, int T, int rows, int cols, int *rows_per_split)
+{
+    int tiles = ((T + 63) / 64) * ((cols + 63) / 64), sms = mm->sms > 0 ? mm->sms : 132;
+    int want = tiles >= 3 * sms ? 1 : (4 * sms + tiles - 1) / tiles, most = rows / 256;
+    int s = want < most ? want : most;
+    if (s < 1)
+        s = 1;
+    int rps = (rows + s - 1) / s;
+    rps = (rps + 31) / 32 * 32;
+    *rows_per_split = rps;
+    return (rows + rps - 1) / rps;
+}
+
+size_t g1_cuda_mma_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols)
+{
+    int rps, splits = mma_splits(mm, n, rows, cols, &rps);
+    return splits > 1 ? (size_t)splits * (size_t)n * (size_t)cols : 0;
+}
+
 size_t g1_cuda_gemv_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols)
 {
     int rps, splits = gemv_splits(mm, rows, cols, &rps);
@@ -73,6 +100,10 @@ void g1_cuda_mm_sizes(const g1_cuda_mm *mm, int T, int rows, int cols, size_t *p
                       size_t *xbf_n)
 {
     *partial_n = g1_cuda_gemv_partial_n(mm, T < mm->gemv_max ? T : mm->gemv_max, rows, cols);
+    for (int n = mm->gemv_max + 1; n <= T && n <= mm->mma_max; n++) { /* not monotonic in n */
+        size_t p = g1_cuda_mma_partial_n(mm, n, rows, cols);
+        *partial_n = p > *partial_n ? p : *partial_n;
+    }
     size_t whole = (size_t)rows * cols, cap = (size_t)32 << 20; /* panels of at most 64 MB */
     *wbf_n = whole < cap ? whole : cap;
     *xbf_n = (size_t)T * rows * (mm->split ? 2 : 1);
@@ -206,6 +237,28 @@ g1_status g1_cuda_gemm_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat 
     return x ? gemm_q8(mm, x, T, W, y) : G1_FAIL(G1_ERR_ARG, "CUDA GEMM without an input");
 }
 
+g1_status g1_cuda_mma_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *W, float *y)
+{
+    if (T <= 0)
+        return G1_OK;
+    if (!g1_cuda_mma_q8_fits(W))
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA tensor-core matmul of a %d x %d matrix (rows must be a multiple "
+                       "of 32, columns of 16)", W->rows, W->cols);
+    int rps, splits = mma_splits(mm, T, W->rows, W->cols, &rps);
+    size_t nx = (size_t)T * W->rows, n = (size_t)T * W->cols;
+    if (nx > mm->xbf_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA tensor-core matmul input of %d x %d exceeds the scratch", T, W->rows);
+    if (splits > 1 && (size_t)splits * n > mm->partial_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA tensor-core matmul of %d rows x %d columns needs %zu partial sums, "
+                       "has %zu", T, W->cols, (size_t)splits * n, mm->partial_n);
+    mm->n_mma++;
+    G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, mm->xbf, NULL));
+    G1_CU(g1_cuda_mma_q8_launch(mm->stream, mm->xbf, T, W, rps, splits, splits > 1 ? mm->partial : y));
+    if (splits > 1)
+        G1_CU(g1_cuda_gemv_reduce(mm->stream, mm->partial, splits, n, y));
+    return G1_OK;
+}
+
 g1_status g1_cuda_gemm_q8_dequant(g1_cuda_mm *mm, int T, const g1_dqmat *W)
 {
     return gemm_q8(mm, NULL, T, W, NULL);
@@ -223,6 +276,8 @@ g1_status g1_cuda_matmul_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqma
     }
     if (T <= mm->gemv_max)
         return g1_cuda_gemv_q8(mm, x, T, W, y);
+    if (T <= mm->mma_max && !mm->split && g1_cuda_mma_q8_fits(W))
+        return g1_cuda_mma_q8(mm, x, T, W, y);
     return g1_cuda_gemm_q8(mm, x, T, W, y);
 }
 

@@ -11,7 +11,8 @@
  * Then (unless --no-parts) the parts of a decode step alone: the layer's
  * phases (the experts with their rows grouped on the device, and on the
  * host as before), the bare host round trip, the GEMV (4 rows in flight
- * per warp, and 1 as the loads were before) and the un-embedding on one
+ * per warp, and 1 as the loads were before), the GEMV, the int8
+ * tensor-core kernel and cuBLAS at 16 to 256 rows, and the un-embedding on one
  * matrix, decode attention over full-length caches, each against the copy.
  * --smoke shrinks the reference copy and GEMM (and the caches) so the whole
  * program can run on the CPU emulation (tests/cuda/emu); its figures mean
@@ -154,21 +155,23 @@ static g1_status phases(g1_cuda_engine *e, int T, int iters, double ms[4])
     return st;
 }
 
-/* the GEMV alone on one matrix: ms per call */
-static g1_status gemv_time(g1_cuda_engine *e, const g1_dqmat *W, int T, int iters, double *ms)
+/* the GEMV (or, mma, the int8 tensor-core kernel) alone on one matrix: ms per call */
+static g1_status mm_time(g1_cuda_engine *e, const g1_dqmat *W, int T, int mma, int iters, double *ms)
 {
     cudaEvent_t a, b;
     G1_TRY(cu(cudaEventCreate(&a), "event"));
     G1_TRY(cu(cudaEventCreate(&b), "event"));
+    g1_status (*f)(g1_cuda_mm *, const float *, int, const g1_dqmat *, float *) = mma ? g1_cuda_mma_q8
+                                                                                      : g1_cuda_gemv_q8;
     g1_status st = cu(g1_cuda_fill_f32(e->stream, e->xn, (size_t)T * W->rows, 3, -1, 1), "fill");
     if (st == G1_OK)
-        st = g1_cuda_gemv_q8(&e->mm, e->xn, T, W, e->h1); /* warm up */
+        st = f(&e->mm, e->xn, T, W, e->h1); /* warm up */
     cudaEventRecord(a, e->stream);
     for (int i = 0; i < iters && st == G1_OK; i++)
-        st = g1_cuda_gemv_q8(&e->mm, e->xn, T, W, e->h1);
+        st = f(&e->mm, e->xn, T, W, e->h1);
     cudaEventRecord(b, e->stream);
     if (st == G1_OK)
-        st = cu(cudaEventSynchronize(b), "gemv");
+        st = cu(cudaEventSynchronize(b), mma ? "tensor-core matmul" : "gemv");
     *ms = elapsed_ms(a, b) / iters;
     cudaEventDestroy(a), cudaEventDestroy(b);
     return st;
@@ -478,9 +481,9 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
             if (T > e->mm.gemv_max || T > e->opts.max_batch) /* the scratch holds max_batch rows */
                 break;
             double ms = 0, ms1 = 0;
-            G1_TRY(gemv_time(e, W, T, iters, &ms));
+            G1_TRY(mm_time(e, W, T, 0, iters, &ms));
             e->mm.gemv_unroll = 1; /* one row in flight per warp: the loads as before 2026-12-01 */
-            g1_status st = gemv_time(e, W, T, iters, &ms1);
+            g1_status st = mm_time(e, W, T, 0, iters, &ms1);
             e->mm.gemv_unroll = 0;
             G1_TRY(st);
             printf(" T=%d %.3f ms %.0f GB/s (%.0f%%, unroll 1: %.0f%%);", T, ms, bytes / (ms * 1e-3) / 1e9,
@@ -488,12 +491,19 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
         }
         printf("\n");
     }
-    /* where the GEMV should hand over to cuBLAS (gemv_max_tokens, 16 by
-     * default): both paths at 16, 32 and 64 rows; the GEMV's split-K sums
-     * in a buffer of their own (the engine's holds gemv_max rows) */
+    /* where the GEMV should hand over (gemv_max_tokens, 16 by default) and
+     * where the int8 tensor-core kernel should (mma_max_tokens, 128): the
+     * GEMV at 16 to 64 rows, the tensor cores and cuBLAS at 16 to 256; the
+     * split-K sums in a buffer of their own (the engine's holds what its
+     * own limits need) */
     for (int m = 0; m < 2; m++) {
         const g1_dqmat *W = mats[m];
+        int tc = e->mm.mma_max > 0 && g1_cuda_mma_q8_fits(W);
         size_t pn = g1_cuda_gemv_partial_n(&e->mm, 64, W->rows, W->cols);
+        for (int T = 16; tc && T <= 256; T++) {
+            size_t p = g1_cuda_mma_partial_n(&e->mm, T, W->rows, W->cols);
+            pn = p > pn ? p : pn;
+        }
         float *part = NULL, *keep = e->mm.partial;
         size_t keep_n = e->mm.partial_n;
         if (e->mm.gemv_only || (pn && cudaMalloc((void **)&part, pn * sizeof(float)) != cudaSuccess)) {
@@ -502,17 +512,28 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
         }
         if (pn)
             e->mm.partial = part, e->mm.partial_n = pn;
-        printf("  %s at 16 to 64 rows, GEMV against cuBLAS (dequantised panels):", names[m]);
+        double bytes = (double)W->rows * W->cols;
+        printf("  %s at 16 to 256 rows, GEMV%s against cuBLAS (dequantised panels), ms (int8 weights read at GB/s):",
+               names[m], tc ? " and tensor cores" : "");
         g1_status st = G1_OK;
-        for (int T = 16; T <= 64 && st == G1_OK; T *= 2) {
+        for (int T = 16; T <= 256 && st == G1_OK; T *= 2) {
             if (T > e->opts.max_batch)
                 break;
-            double gv = 0, gm = 0, deq = 0;
-            st = gemv_time(e, W, T, iters, &gv);
+            double gv = 0, mc = 0, gm = 0, deq = 0;
+            if (T <= 64)
+                st = mm_time(e, W, T, 0, iters, &gv);
+            if (st == G1_OK && tc)
+                st = mm_time(e, W, T, 1, iters, &mc);
             if (st == G1_OK)
                 st = gemm_time(e, W, T, iters, &gm, &deq);
-            if (st == G1_OK)
-                printf(" T=%d %.3f ms against %.3f ms;", T, gv, gm);
+            if (st != G1_OK)
+                break;
+            printf(" T=%d", T);
+            if (T <= 64)
+                printf(" GEMV %.3f (%.0f)", gv, bytes / (gv * 1e-3) / 1e9);
+            if (tc)
+                printf(" tensor cores %.3f (%.0f)", mc, bytes / (mc * 1e-3) / 1e9);
+            printf(" cuBLAS %.3f;", gm);
         }
         printf("\n");
         e->mm.partial = keep, e->mm.partial_n = keep_n;

@@ -127,6 +127,59 @@ static void test_matmul(cublasHandle_t blas, int rows, int cols, int blocks, int
     free(h.w), free(h.scale), free(x), free(ref), free(got);
 }
 
+/* The int8 tensor-core matmul (compute capability 8.0 and later) against
+ * the CPU's matmul with x rounded to bf16 as the kernel takes it, summed in
+ * double: only the float32 summation order differs, so a weight not
+ * rounded to bf16, a wrong scale block or a misread fragment fails by far
+ * more than the bound. Then against cuBLAS on the same inputs, and one
+ * more call through g1_cuda_matmul_q8 (which must take this path). */
+static void test_mma_matmul(cublasHandle_t blas, int rows, int cols, int blocks, int T)
+{
+    g1_qmat h;
+    g1_dqmat d;
+    mk_qmat(rows, cols, blocks, &h, &d);
+    size_t ny = (size_t)T * cols;
+    float *x = rnd((size_t)T * rows, 1), *ref = malloc(ny * 4), *got = malloc(ny * 4), *cub = malloc(ny * 4);
+    int rpb = rows / blocks;
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < cols; c++) {
+            double a = 0;
+            for (int r = 0; r < rows; r++)
+                a += (double)g1_round_bf16(x[(size_t)t * rows + r]) *
+                     (double)g1_round_bf16((float)h.w[(size_t)r * cols + c] * h.scale[(size_t)(r / rpb) * cols + c]);
+            ref[(size_t)t * cols + c] = (float)a;
+        }
+    g1_cuda_mm mm;
+    mm_init(&mm, blas, T, rows, cols, 0);
+    mm.gemv_max = 16, mm.mma_max = 256; /* and partial sums for this kernel */
+    size_t pn;
+    g1_cuda_mm_sizes(&mm, T, rows, cols, &pn, &(size_t){0}, &(size_t){0});
+    cudaFree(mm.partial);
+    mm.partial_n = pn;
+    mm.partial = ct_up(NULL, pn * 4);
+    float *dx = ct_up(x, (size_t)T * rows * 4), *dy = ct_up(NULL, ny * 4);
+    ct_ok(g1_cuda_mma_q8(&mm, dx, T, &d, dy), "matmul");
+    ct_down(got, dy, ny * 4);
+    char name[160];
+    snprintf(name, sizeof name, "matmul tensor cores %dx%d b%d T=%d (%zu partial sums) == bf16(x) . bf16(w) in double",
+             rows, cols, blocks, T, pn);
+    ct_close(name, got, ref, ny, 2e-6 * sqrt(rows));
+    ct_ok(g1_cuda_gemm_q8(&mm, dx, T, &d, dy), "matmul");
+    ct_down(cub, dy, ny * 4);
+    snprintf(name, sizeof name, "matmul tensor cores %dx%d T=%d == cuBLAS on the same bf16 inputs", rows, cols, T);
+    ct_close(name, got, cub, ny, 2e-6 * sqrt(rows));
+    ct_cu(cudaMemset(dy, 0, ny * 4), "memset");
+    ct_ok(g1_cuda_matmul_q8(&mm, dx, T, &d, dy), "matmul");
+    float *again = malloc(ny * 4);
+    ct_down(again, dy, ny * 4);
+    snprintf(name, sizeof name, "matmul %dx%d T=%d: g1_cuda_matmul_q8 takes the tensor cores (the same bits)", rows,
+             cols, T);
+    tu_check(!memcmp(again, got, ny * 4), name);
+    mm_free(&mm);
+    cudaFree(dx), cudaFree(dy), cudaFree((void *)d.w), cudaFree((void *)d.scale);
+    free(h.w), free(h.scale), free(x), free(ref), free(got), free(cub), free(again);
+}
+
 /* The panel dequantiser, both kernels (16 columns a thread when cols, c0
  * and nc are multiples of 16, one element otherwise): rows [r0, r0 + nr),
  * columns [c0, c0 + nc) of W, bitwise bf16(int8 * scale) as the host
@@ -648,8 +701,10 @@ static void test_attention_ranges(void)
     g1_weights_free(&W);
 }
 
-/* The engine with panels small enough that every matrix of the tiny model
- * takes several (g1_cuda_opts.panel_elems): the next panel dequantised on
+/* The engine's batches past the GEMV on the int8 tensor-core kernel
+ * against cuBLAS; then, on cuBLAS, with panels small enough that every
+ * matrix of the tiny model takes several (g1_cuda_opts.panel_elems): the
+ * next panel dequantised on
  * the second stream while cuBLAS multiplies gives the logits of one
  * stream, bitwise, under G1EMU_STREAMS=latest on the emulation (work no
  * event orders runs first); and both are the CPU's within the bf16 GEMM's
@@ -663,10 +718,33 @@ static void test_engine_panels(void)
     float *one = malloc(n * 4), *two = malloc(n * 4), *whole = malloc(n * 4);
     g1_engine_opts o = {.n_slots = 2, .max_batch = 64, .max_context = 0};
     g1_cuda_engine *e;
-    ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, NULL), "cuda engine");
+    /* cuBLAS for every batch past the GEMV (the tensor-core kernel would take these 29 tokens) */
+    g1_cuda_opts plain = {.mma_max_tokens = -1};
+    ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, &plain), "cuda engine");
     ranges_logits(e, &W, whole);
+    tu_check(e->mm.n_mma == 0, "engine with mma_max_tokens -1: no matmul on the int8 tensor-core kernel");
     g1_cuda_engine_free(e);
-    g1_cuda_opts single = {.panel_elems = 1500, .gemm_no_overlap = 1}, dual = {.panel_elems = 1500};
+    /* the default: batches of 17 to 128 rows on the int8 tensor-core kernel
+     * (compute capability 8.0 and later): the same bf16 inputs and
+     * products, another float32 summation order */
+    int cc = 0;
+    ct_cu(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0), "attribute");
+    if (cc >= 8) {
+        ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, NULL), "cuda engine");
+        ranges_logits(e, &W, one);
+        char name[128];
+        snprintf(name, sizeof name, "engine, 27- and 60-token batches on the int8 tensor cores (%ld matmuls) == cuBLAS",
+                 e->mm.n_mma);
+        /* at least the attention's 4 matmuls a layer for both batches (the
+         * experts' groups past 16 rows too) */
+        tu_check(e->mm.n_mma >= 2 * 4 * W.cfg.num_layers, name);
+        /* 1e-2 of the largest logit, the engine tests' bound for bf16 GEMMs
+         * that add in another order (a near-tied router choice may flip) */
+        ct_close(name, one, whole, n, 1e-2);
+        g1_cuda_engine_free(e);
+    }
+    g1_cuda_opts single = {.panel_elems = 1500, .gemm_no_overlap = 1, .mma_max_tokens = -1},
+                 dual = {.panel_elems = 1500, .mma_max_tokens = -1};
     ct_ok(g1_cuda_engine_init(&e, &W, &o, NULL, &single), "cuda engine, panels on one stream");
     ranges_logits(e, &W, one);
     g1_cuda_engine_free(e);
@@ -871,6 +949,17 @@ int main(void)
         test_matmul(blas, sh[0], sh[1], sh[2], 33, 2);
     }
     if (WANT("matmul")) {
+        int cc = 0;
+        ct_cu(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0), "attribute");
+        if (cc >= 8) {
+            /* rows and columns off the 64-tiles, scale blocks of 12 rows crossing the stages of 32,
+             * one or several splits, one or several row tiles */
+            test_mma_matmul(blas, 96, 64, 8, 17);
+            test_mma_matmul(blas, 1024, 528, 8, 33);
+            test_mma_matmul(blas, 2048, 1024, 8, 100);
+            test_mma_matmul(blas, 256, 1040, 4, 130);
+            test_mma_matmul(blas, 4096, 48, 1, 64);
+        }
         test_dequant(96, 64, 8, 5, 70, 0, 64);      /* 16 columns a thread, scale blocks of 12 rows crossed */
         test_dequant(1000, 520, 8, 0, 1000, 0, 520); /* cols % 16 == 8: one element a thread */
         test_dequant(64, 1024, 1, 63, 1, 0, 1024);

@@ -27,7 +27,7 @@ static int tu_failures = 0;
 static inline int tu_close(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol)
 {
     size_t worst = 0, bad = 0;
-    double worst_ex = -1;
+    double worst_ex = 0;
     for (size_t i = 0; i < n; i++) {
         double err = fabs((double)got[i] - ref[i]), lim = atol + rtol * fabs(ref[i]);
         if (!(err <= lim)) {
@@ -35,7 +35,7 @@ static inline int tu_close(const char *what, const float *got, const double *ref
                 fprintf(stderr, "  %s: mismatch at %zu: got %.9g, expected %.9g\n", what, i, got[i], ref[i]);
             bad++;
         }
-        if (err - lim > worst_ex || worst_ex < 0) {
+        if (i == 0 || !(err - lim <= worst_ex)) { /* the first, a larger excess, or NaN */
             worst_ex = err - lim;
             worst = i;
         }

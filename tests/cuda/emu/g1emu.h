@@ -130,6 +130,35 @@ inline void mma_m16n8k8_tf32(float c[4], const uint32_t a[4], const uint32_t b[2
     }
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with c as C and D:
+// each register two bf16, the lower index in the low half (g = lane / 4,
+// t = lane % 4; a0 A[g][2t, 2t+1], a1 A[g+8][2t, 2t+1], a2 A[g][2t+8, 2t+9],
+// a3 A[g+8][2t+8, 2t+9]; b0 B[2t, 2t+1][g], b1 B[2t+8, 2t+9][g]; c as
+// m16n8k8's). Products of bf16 are exact in float, added in k order onto c,
+// each sum rounded to float (tests hold tolerances against a tensor core).
+inline void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], const uint32_t b[2])
+{
+    struct Frag {
+        uint32_t a[4], b[2];
+    } mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}}, all[32];
+    warp_gather(&mine, sizeof mine, all);
+    int lane = (int)(cur.tid.x + cur.tid.y * cur.bdim.x + cur.tid.z * cur.bdim.x * cur.bdim.y) & 31;
+    int g = lane >> 2, t = lane & 3;
+    auto half = [](uint32_t w, int hi) { return bits_float((hi ? w >> 16 : w & 0xffffu) << 16); };
+    for (int i = 0; i < 4; i++) {
+        int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float acc = c[i];
+        for (int k = 0; k < 16; k++) {
+            // A[row][k]: lane (row % 8) * 4 + (k % 8) / 2, register by row >= 8 and k >= 8
+            float x = half(all[row % 8 * 4 + k % 8 / 2].a[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k & 1);
+            // B[k][col]: lane col * 4 + (k % 8) / 2, register by k >= 8
+            float y = half(all[col * 4 + k % 8 / 2].b[k >= 8 ? 1 : 0], k & 1);
+            acc += x * y; // exact product: fused or not, one rounding
+        }
+        c[i] = acc;
+    }
+}
+
 template <class T> T shfl_xor(unsigned mask, T v, int o)
 {
     static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");

@@ -110,14 +110,24 @@ inline uint32_t tf32_rna(float x)
 // are exact in float, added in k order onto c, each sum rounded to float (a
 // tensor core adds them in its own order and rounding: tests hold
 // tolerances, not bits, against it).
-inline void mma_m16n8k8_tf32(float c[4], const uint32_t a[4], const uint32_t b[2])
+// One mma's A and B registers of every lane of the warp (a barrier of the
+// whole warp), and this lane's g = lane / 4 and t = lane % 4.
+struct MmaFrag {
+    uint32_t a[4], b[2];
+};
+inline void mma_gather(const uint32_t a[4], const uint32_t b[2], MmaFrag all[32], int &g, int &t)
 {
-    struct Frag {
-        uint32_t a[4], b[2];
-    } mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}}, all[32];
+    MmaFrag mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
     warp_gather(&mine, sizeof mine, all);
     int lane = (int)(cur.tid.x + cur.tid.y * cur.bdim.x + cur.tid.z * cur.bdim.x * cur.bdim.y) & 31;
-    int g = lane >> 2, t = lane & 3;
+    g = lane >> 2, t = lane & 3;
+}
+
+inline void mma_m16n8k8_tf32(float c[4], const uint32_t a[4], const uint32_t b[2])
+{
+    MmaFrag all[32];
+    int g, t;
+    mma_gather(a, b, all, g, t);
     for (int i = 0; i < 4; i++) {
         int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
         float acc = c[i];
@@ -138,12 +148,9 @@ inline void mma_m16n8k8_tf32(float c[4], const uint32_t a[4], const uint32_t b[2
 // each sum rounded to float (tests hold tolerances against a tensor core).
 inline void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], const uint32_t b[2])
 {
-    struct Frag {
-        uint32_t a[4], b[2];
-    } mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}}, all[32];
-    warp_gather(&mine, sizeof mine, all);
-    int lane = (int)(cur.tid.x + cur.tid.y * cur.bdim.x + cur.tid.z * cur.bdim.x * cur.bdim.y) & 31;
-    int g = lane >> 2, t = lane & 3;
+    MmaFrag all[32];
+    int g, t;
+    mma_gather(a, b, all, g, t);
     auto half = [](uint32_t w, int hi) { return bits_float((hi ? w >> 16 : w & 0xffffu) << 16); };
     for (int i = 0; i < 4; i++) {
         int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);

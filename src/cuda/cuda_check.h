@@ -41,6 +41,7 @@ typedef struct g1_cuda_mm {
                            * (G1_CUDA_GEMM_F32: batch-invariant) */
     int mma_max;          /* most rows for the int8 tensor-core kernel, above gemv_max
                            * (0: never; compute capability 8.0 and later, bf16 inputs) */
+    int mma_bn;           /* its blocks' columns: 64 or 128 (0: 64) */
     long n_mma;           /* calls that took the tensor-core kernel (tests) */
     float *partial;       /* (partial_n) GEMV split-K sums */
     size_t partial_n;

@@ -166,6 +166,7 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
         e->mm.gemv_max = 16;
     int mx = co && co->mma_max_tokens ? co->mma_max_tokens : 128;
     e->mm.mma_max = cc >= 8 && !e->mm.split && !e->mm.gemv_only && mx > 0 ? mx : 0;
+    e->mm.mma_bn = co && co->mma_tile_cols == 128 ? 128 : 64;
     if (!(co && co->no_graphs) && e->mm.gemv_max > 0) {
         e->graphs = calloc((size_t)(e->mm.gemv_max + 1) * (e->mm.gemv_max + 1), sizeof *e->graphs);
         if (!e->graphs)

@@ -28,6 +28,7 @@ typedef struct g1_cuda_opts {
     int mma_max_tokens;    /* most rows per matmul for the int8 tensor-core kernel, above
                             * gemv_max_tokens (0: 128; -1: never, cuBLAS instead); only on
                             * compute capability 8.0 and later, default precision */
+    int mma_tile_cols;     /* that kernel's blocks: 64 rows by 64 or 128 columns (0: 64) */
     int gemm_no_overlap;   /* 1: a matrix's panels dequantised and multiplied on one
                             * stream (default: the next panel dequantised on a second
                             * stream, into a second buffer, while cuBLAS multiplies) */

@@ -63,11 +63,15 @@ static int gemm_panels(const g1_cuda_mm *mm, int rows, int cols, int *by_cols, i
     return kr ? (int)(((size_t)rows + kr - 1) / kr) : 0;
 }
 
+static int mma_bn(const g1_cuda_mm *mm) { return mm->mma_bn == 128 ? 128 : 64; }
+
 /* Split-K slices of the tensor-core kernel: none when the tiles (64 rows
  * by 64 columns) give 3 blocks a multiprocessor or more (the experts' W1
  * and Wv: 512), else enough for about 4 (W2 and attention q: 6), each slice
- * at least 256 rows of W, a multiple of 32. Each block keeps about 6 KB of
- * loads in flight a stage, and 4 blocks a multiprocessor make the ~25 KB
+ * at least 256 rows of W, a multiple of 32 (tiles of 64 columns whatever
+ * the blocks' width: a block of 128 is two tiles' warps and loads, so the
+ * same splits). Each 64-column tile keeps about 6 KB of
+ * loads in flight a stage, and 4 a multiprocessor make the ~25 KB
  * that HBM's latency at full bandwidth needs; the partial sums cost
  * 2 x splits x T x cols floats of traffic, which the experts' W1 (the
  * widest) would feel most. */
@@ -253,7 +257,7 @@ g1_status g1_cuda_mma_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat *
                        "has %zu", T, W->cols, (size_t)splits * n, mm->partial_n);
     mm->n_mma++;
     G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, mm->xbf, NULL));
-    G1_CU(g1_cuda_mma_q8_launch(mm->stream, mm->xbf, T, W, rps, splits, splits > 1 ? mm->partial : y));
+    G1_CU(g1_cuda_mma_q8_launch(mm->stream, mm->xbf, T, W, mma_bn(mm), rps, splits, splits > 1 ? mm->partial : y));
     if (splits > 1)
         G1_CU(g1_cuda_gemv_reduce(mm->stream, mm->partial, splits, n, y));
     return G1_OK;

@@ -366,18 +366,19 @@ __global__ void __launch_bounds__(32 * UE_WARPS, 3) unembed_k(const float *x, in
 // ---- int8 weights on the tensor cores (17 to about 128 rows) -------------
 //
 // y (T, cols) = x (T, rows) @ deq(W) with x already bf16: each block takes
-// MQ_BM rows of x by MQ_BN columns over one split's slice of K, in stages
-// of MQ_BK rows of W. A stage's weights come in once as int8 (one 16-byte
+// MQ_BM rows of x by BN columns (64 or 128: 4 or 8 warps) over one split's
+// slice of K, in stages of MQ_BK rows of W. A stage's weights come in once as int8 (one 16-byte
 // load a thread), are dequantised to bf16(int8 * scale) on their way into
 // shared memory, and go through mma.sync m16n8k16 (bf16 in, float32
 // accumulate) against every row of x the block holds. The next stage's
 // loads are issued before this stage's products, into registers. So a
 // weight byte is read once per MQ_BM rows of x, where the cuBLAS path
 // writes and reads it again as bf16 (1 byte against 5). Needs rows a
-// multiple of 32 (a stage never straddles a split) and cols of 16.
-const int MQ_BM = 64, MQ_BN = 64, MQ_BK = 32, MQ_THR = 128;
+// multiple of 32 (a stage never straddles a split) and cols of 16. A
+// wider tile reads each row of x from the L2 half as often per weight byte
+// (every column tile's blocks read x again), with half the blocks.
+const int MQ_BM = 64, MQ_BK = 32;
 const int MQ_XLD = MQ_BK + 8; // bf16 a row of xs: 80 bytes, conflict-free fragment loads
-const int MQ_WLD = MQ_BN + 8; // bf16 a row of ws: 144 bytes
 
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, c += a . b, in the
 // PTX fragment layout (g = lane / 4, t = lane % 4; each register two bf16,
@@ -398,22 +399,26 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], const 
 #endif
 }
 
-__global__ void __launch_bounds__(MQ_THR) mma_q8_k(const __nv_bfloat16 *x, int T, g1_dqmat W, int k_per_split,
+template <int BN>
+__global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T, g1_dqmat W, int k_per_split,
                                                    float *dst)
 {
+    const int THR = 2 * BN, WLD = BN + 8; // a row of ws: 144 or 272 bytes
+    const int XV = MQ_BM * MQ_BK / 8 / THR; // 16-byte pieces of x's stage a thread: 2 or 1
+    const int XT = MQ_BK / (8 * XV);        // threads a row of x's stage
     // bf16 bits (a type without a constructor: the emulation's shared memory is static)
     __shared__ __align__(16) unsigned short xs[MQ_BM * MQ_XLD];
-    __shared__ __align__(16) unsigned short ws[MQ_BK * MQ_WLD];
+    __shared__ __align__(16) unsigned short ws[MQ_BK * WLD];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    int m0 = blockIdx.x * MQ_BM, n0 = blockIdx.y * MQ_BN, K = W.rows, N = W.cols, rpb = W.rows / W.blocks;
+    int m0 = blockIdx.x * MQ_BM, n0 = blockIdx.y * BN, K = W.rows, N = W.cols, rpb = W.rows / W.blocks;
     int k0 = blockIdx.z * k_per_split, k1 = min(K, k0 + k_per_split);
-    // what this thread loads: a 16-byte row piece of W's stage, two of x's
-    int wr = tid >> 2, wc = (tid & 3) * 16, xr = tid >> 1, xc = (tid & 1) * 16;
+    // what this thread loads: a 16-byte row piece of W's stage, XV of x's
+    int wr = tid / (BN / 16), wc = tid % (BN / 16) * 16, xr = tid / XT, xc = tid % XT * 8 * XV;
     bool wok = n0 + wc < N, xok = m0 + xr < T;
     const int8_t *wp = W.w + (size_t)(k0 + wr) * N + n0 + wc;
     const __nv_bfloat16 *xp = x + (size_t)(m0 + xr) * K + k0 + xc;
-    // the warp's 32 x 32 of the block's 64 x 64: 2 row tiles of 16, 4 column tiles of 8
-    int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
+    // the warp's 32 x 32 of the block's 64 x BN: 2 row tiles of 16, 4 column tiles of 8
+    int wm = warp / (BN / 32) * 32, wn = warp % (BN / 32) * 32;
     float acc[2][4][4];
 #pragma unroll
     for (int i = 0; i < 2; i++)
@@ -422,13 +427,16 @@ __global__ void __launch_bounds__(MQ_THR) mma_q8_k(const __nv_bfloat16 *x, int T
             acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
     float sc[16];
     int bend = -1; // the scales in sc are for rows below bend
-    int4 wq = make_int4(0, 0, 0, 0), xa = wq, xb = wq;
+    int4 wq = make_int4(0, 0, 0, 0), xv[XV];
+#pragma unroll
+    for (int i = 0; i < XV; i++)
+        xv[i] = wq;
     if (wok)
         wq = __ldg(reinterpret_cast<const int4 *>(wp));
-    if (xok) {
-        xa = __ldg(reinterpret_cast<const int4 *>(xp));
-        xb = __ldg(reinterpret_cast<const int4 *>(xp + 8));
-    }
+    if (xok)
+#pragma unroll
+        for (int i = 0; i < XV; i++)
+            xv[i] = __ldg(reinterpret_cast<const int4 *>(xp + 8 * i));
     for (int k = k0; k < k1; k += MQ_BK) {
         // this stage into shared memory: W dequantised, x as it is
         int r = k + wr;
@@ -451,12 +459,13 @@ __global__ void __launch_bounds__(MQ_THR) mma_q8_k(const __nv_bfloat16 *x, int T
             unsigned hi = wok ? __bfloat16_as_ushort(__float2bfloat16_rn((float)q[i + 1] * sc[i + 1])) : 0u;
             h[i / 2] = lo | hi << 16;
         }
-        int4 *wd = reinterpret_cast<int4 *>(ws + wr * MQ_WLD + wc);
+        int4 *wd = reinterpret_cast<int4 *>(ws + wr * WLD + wc);
         wd[0] = make_int4((int)h[0], (int)h[1], (int)h[2], (int)h[3]);
         wd[1] = make_int4((int)h[4], (int)h[5], (int)h[6], (int)h[7]);
         int4 *xd = reinterpret_cast<int4 *>(xs + xr * MQ_XLD + xc);
-        xd[0] = xa;
-        xd[1] = xb;
+#pragma unroll
+        for (int i = 0; i < XV; i++)
+            xd[i] = xv[i];
         __syncthreads();
         // the next stage's loads, in flight while this one multiplies
         if (k + MQ_BK < k1) {
@@ -464,10 +473,10 @@ __global__ void __launch_bounds__(MQ_THR) mma_q8_k(const __nv_bfloat16 *x, int T
             xp += MQ_BK;
             if (wok)
                 wq = __ldg(reinterpret_cast<const int4 *>(wp));
-            if (xok) {
-                xa = __ldg(reinterpret_cast<const int4 *>(xp));
-                xb = __ldg(reinterpret_cast<const int4 *>(xp + 8));
-            }
+            if (xok)
+#pragma unroll
+                for (int i = 0; i < XV; i++)
+                    xv[i] = __ldg(reinterpret_cast<const int4 *>(xp + 8 * i));
         }
 #pragma unroll
         for (int ks = 0; ks < MQ_BK; ks += 16) {
@@ -482,9 +491,9 @@ __global__ void __launch_bounds__(MQ_THR) mma_q8_k(const __nv_bfloat16 *x, int T
             }
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                const unsigned short *wc0 = ws + (ks + 2 * t) * MQ_WLD + wn + j * 8 + g;
-                b[j][0] = (uint32_t)wc0[0] | (uint32_t)wc0[MQ_WLD] << 16;
-                b[j][1] = (uint32_t)wc0[8 * MQ_WLD] | (uint32_t)wc0[9 * MQ_WLD] << 16;
+                const unsigned short *wc0 = ws + (ks + 2 * t) * WLD + wn + j * 8 + g;
+                b[j][0] = (uint32_t)wc0[0] | (uint32_t)wc0[WLD] << 16;
+                b[j][1] = (uint32_t)wc0[8 * WLD] | (uint32_t)wc0[9 * WLD] << 16;
             }
 #pragma unroll
             for (int i = 0; i < 2; i++)
@@ -578,20 +587,24 @@ cudaError_t g1_cuda_gemv_reduce(cudaStream_t s, const float *part, int splits, s
 
 int g1_cuda_mma_q8_fits(const g1_dqmat *W) { return W->rows % MQ_BK == 0 && W->cols % 16 == 0 && W->blocks > 0; }
 
-cudaError_t g1_cuda_mma_q8_launch(cudaStream_t s, const uint16_t *x, int T, const g1_dqmat *W, int rows_per_split,
-                                  int splits, float *dst)
+cudaError_t g1_cuda_mma_q8_launch(cudaStream_t s, const uint16_t *x, int T, const g1_dqmat *W, int bn,
+                                  int rows_per_split, int splits, float *dst)
 {
     if (T <= 0)
         return cudaSuccess;
-    if (!g1_cuda_mma_q8_fits(W) || rows_per_split % MQ_BK || splits < 1 ||
+    if (!g1_cuda_mma_q8_fits(W) || (bn != 64 && bn != 128) || rows_per_split % MQ_BK || splits < 1 ||
         (size_t)rows_per_split * (splits - 1) >= (size_t)W->rows)
         return cudaErrorInvalidValue;
-    unsigned mt = (unsigned)((T + MQ_BM - 1) / MQ_BM), nt = (unsigned)((W->cols + MQ_BN - 1) / MQ_BN);
+    unsigned mt = (unsigned)((T + MQ_BM - 1) / MQ_BM), nt = (unsigned)((W->cols + bn - 1) / bn);
     if (nt > 65535u || splits > 65535)
         return cudaErrorInvalidValue;
     // the row tiles fastest: blocks that read the same weights run together (the L2 keeps them)
-    G1_LAUNCH(mma_q8_k, dim3(mt, nt, (unsigned)splits), MQ_THR, s)(reinterpret_cast<const __nv_bfloat16 *>(x), T,
-                                                                    *W, rows_per_split, dst);
+    dim3 grid(mt, nt, (unsigned)splits);
+    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x);
+    if (bn == 64)
+        G1_LAUNCH(mma_q8_k<64>, grid, 128, s)(xb, T, *W, rows_per_split, dst);
+    else
+        G1_LAUNCH(mma_q8_k<128>, grid, 256, s)(xb, T, *W, rows_per_split, dst);
     return cudaGetLastError();
 }
 

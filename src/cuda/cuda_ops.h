@@ -61,14 +61,15 @@ int g1_cuda_gemv_cols(void);
  * a panel for cuBLAS. */
 cudaError_t g1_cuda_dequant(cudaStream_t s, const g1_dqmat *W, int r0, int nr, int c0, int nc, uint16_t *out);
 /* y (T, cols) = x (T, rows) @ deq(W) on the tensor cores (compute
- * capability 8.0 and later), x bf16 (T, rows): split-K over `splits`
+ * capability 8.0 and later), x bf16 (T, rows), blocks of 64 rows by bn
+ * columns (64 or 128): split-K over `splits`
  * slices of rows_per_split rows (a multiple of 32), dst (splits, T, cols),
  * y itself with one split (then reduce with g1_cuda_gemv_reduce). Only
  * for matrices g1_cuda_mma_q8_fits takes (rows a multiple of 32, cols of
  * 16). Products bf16 x bf16 added in float32 by the tensor cores. */
 int g1_cuda_mma_q8_fits(const g1_dqmat *W);
-cudaError_t g1_cuda_mma_q8_launch(cudaStream_t s, const uint16_t *x, int T, const g1_dqmat *W, int rows_per_split,
-                                  int splits, float *dst);
+cudaError_t g1_cuda_mma_q8_launch(cudaStream_t s, const uint16_t *x, int T, const g1_dqmat *W, int bn,
+                                  int rows_per_split, int splits, float *dst);
 /* y (T, V) = (x (T, D) . E^T) * mult for T <= 16, D % 8 == 0, float32 x. */
 cudaError_t g1_cuda_unembed_few(cudaStream_t s, const float *x, int T, int D, const uint16_t *E, int V, float mult,
                                 float *y);

@@ -519,11 +519,16 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
         for (int T = 16; T <= 256 && st == G1_OK; T *= 2) {
             if (T > e->opts.max_batch)
                 break;
-            double gv = 0, mc = 0, gm = 0, deq = 0;
+            double gv = 0, mc = 0, mc2 = 0, gm = 0, deq = 0;
+            int bn = e->mm.mma_bn;
             if (T <= 64)
                 st = mm_time(e, W, T, 0, iters, &gv);
             if (st == G1_OK && tc)
                 st = mm_time(e, W, T, 1, iters, &mc);
+            e->mm.mma_bn = 128; /* blocks twice as wide: x re-read half as often */
+            if (st == G1_OK && tc)
+                st = mm_time(e, W, T, 1, iters, &mc2);
+            e->mm.mma_bn = bn;
             if (st == G1_OK)
                 st = gemm_time(e, W, T, iters, &gm, &deq);
             if (st != G1_OK)
@@ -532,7 +537,8 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
             if (T <= 64)
                 printf(" GEMV %.3f (%.0f)", gv, bytes / (gv * 1e-3) / 1e9);
             if (tc)
-                printf(" tensor cores %.3f (%.0f)", mc, bytes / (mc * 1e-3) / 1e9);
+                printf(" tensor cores %.3f (%.0f), 128 columns a block %.3f (%.0f)", mc, bytes / (mc * 1e-3) / 1e9, mc2,
+                       bytes / (mc2 * 1e-3) / 1e9);
             printf(" cuBLAS %.3f;", gm);
         }
         printf("\n");

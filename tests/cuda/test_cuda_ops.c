@@ -175,6 +175,13 @@ static void test_mma_matmul(cublasHandle_t blas, int rows, int cols, int blocks,
     snprintf(name, sizeof name, "matmul %dx%d T=%d: g1_cuda_matmul_q8 takes the tensor cores (the same bits)", rows,
              cols, T);
     tu_check(!memcmp(again, got, ny * 4), name);
+    /* blocks of 128 columns: each output's products in the same order, so the same bits */
+    mm.mma_bn = 128;
+    ct_cu(cudaMemset(dy, 0, ny * 4), "memset");
+    ct_ok(g1_cuda_mma_q8(&mm, dx, T, &d, dy), "matmul");
+    ct_down(again, dy, ny * 4);
+    snprintf(name, sizeof name, "matmul tensor cores %dx%d T=%d: blocks of 128 columns == 64, bitwise", rows, cols, T);
+    tu_check(!memcmp(again, got, ny * 4), name);
     mm_free(&mm);
     cudaFree(dx), cudaFree(dy), cudaFree((void *)d.w), cudaFree((void *)d.scale);
     free(h.w), free(h.scale), free(x), free(ref), free(got), free(cub), free(again);

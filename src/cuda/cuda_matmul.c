@@ -6,6 +6,19 @@
 
 enum { MIN_ROWS_PER_SPLIT = 192 };
 
+/* `rows` cut into `want` slices (at most one per min_rows, at least one),
+ * each a multiple of `align` rows, the last the rest: the slice count. */
+static int split_rows(int rows, int want, int min_rows, int align, int *rows_per_split)
+{
+    int most = rows / min_rows, s = want < most ? want : most;
+    if (s < 1)
+        s = 1;
+    int rps = (rows + s - 1) / s;
+    rps = (rps + align - 1) / align * align;
+    *rows_per_split = rps;
+    return (rows + rps - 1) / rps;
+}
+
 /* Split-K slices: as many as fill 2 blocks a multiprocessor without going
  * over (every GEMV kernel fits 2, so a token group's blocks are one whole
  * wave, never a wave and a few stragglers), each slice at least
@@ -15,14 +28,7 @@ static int gemv_splits(const g1_cuda_mm *mm, int rows, int cols, int *rows_per_s
 {
     int gc = g1_cuda_gemv_cols(), tiles = (cols + gc - 1) / gc;
     int want = 2 * (mm->sms > 0 ? mm->sms : 132) / tiles;
-    int most = rows / MIN_ROWS_PER_SPLIT;
-    int s = want < most ? want : most;
-    if (s < 1)
-        s = 1;
-    int rps = (rows + s - 1) / s;
-    rps = (rps + 7) / 8 * 8;
-    *rows_per_split = rps;
-    return (rows + rps - 1) / rps;
+    return split_rows(rows, want, MIN_ROWS_PER_SPLIT, 8, rows_per_split);
 }
 
 /* Rows a row panel takes: as even as the panels can be, a multiple of 64
@@ -78,14 +84,8 @@ static int mma_bn(const g1_cuda_mm *mm) { return mm->mma_bn == 128 ? 128 : 64; }
 static int mma_splits(const g1_cuda_mm *mm, int T, int rows, int cols, int *rows_per_split)
 {
     int tiles = ((T + 63) / 64) * ((cols + 63) / 64), sms = mm->sms > 0 ? mm->sms : 132;
-    int want = tiles >= 3 * sms ? 1 : (4 * sms + tiles - 1) / tiles, most = rows / 256;
-    int s = want < most ? want : most;
-    if (s < 1)
-        s = 1;
-    int rps = (rows + s - 1) / s;
-    rps = (rps + 31) / 32 * 32;
-    *rows_per_split = rps;
-    return (rows + rps - 1) / rps;
+    int want = tiles >= 3 * sms ? 1 : (4 * sms + tiles - 1) / tiles;
+    return split_rows(rows, want, 256, 32, rows_per_split);
 }
 
 size_t g1_cuda_mma_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols)

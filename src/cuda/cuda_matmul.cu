@@ -431,12 +431,16 @@ __global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T
 #pragma unroll
     for (int i = 0; i < XV; i++)
         xv[i] = wq;
-    if (wok)
-        wq = __ldg(reinterpret_cast<const int4 *>(wp));
-    if (xok)
+    // a stage's global loads into registers (rows past T and columns past N stay 0)
+    auto load = [&] {
+        if (wok)
+            wq = __ldg(reinterpret_cast<const int4 *>(wp));
+        if (xok)
 #pragma unroll
-        for (int i = 0; i < XV; i++)
-            xv[i] = __ldg(reinterpret_cast<const int4 *>(xp + 8 * i));
+            for (int i = 0; i < XV; i++)
+                xv[i] = __ldg(reinterpret_cast<const int4 *>(xp + 8 * i));
+    };
+    load();
     for (int k = k0; k < k1; k += MQ_BK) {
         // this stage into shared memory: W dequantised, x as it is
         int r = k + wr;
@@ -471,12 +475,7 @@ __global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T
         if (k + MQ_BK < k1) {
             wp += (size_t)MQ_BK * N;
             xp += MQ_BK;
-            if (wok)
-                wq = __ldg(reinterpret_cast<const int4 *>(wp));
-            if (xok)
-#pragma unroll
-                for (int i = 0; i < XV; i++)
-                    xv[i] = __ldg(reinterpret_cast<const int4 *>(xp + 8 * i));
+            load();
         }
 #pragma unroll
         for (int ks = 0; ks < MQ_BK; ks += 16) {

@@ -89,11 +89,20 @@ size_t g1_cuda_mma_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols);
 /* The dequantiser's share of g1_cuda_gemm_q8 on its own: the same panels,
  * no input conversion and no GEMMs (the benchmark). */
 g1_status g1_cuda_gemm_q8_dequant(g1_cuda_mm *mm, int T, const g1_dqmat *W);
-/* The GEMV of every held expert over its rows of x (n, rows), groups and
- * matrices in device memory (g1_cuda_gemv_grouped): y (n, cols), each row
- * the same bits as g1_cuda_gemv_q8 gives it. Partial sums for n rows. */
-g1_status g1_cuda_gemv_grouped_q8(g1_cuda_mm *mm, const float *x, int n, const g1_dqmat *mats, const g1_dqmat *shape,
-                                  const int *grp, int E, float *y);
+/* Every held expert's matmul over its rows of x (n, rows), groups and
+ * matrices in device memory (g1_cuda_moe_group's grp; mats a device array,
+ * shape any of them): y (n, cols), each group of m rows the bits
+ * g1_cuda_matmul_q8 gives it alone: the GEMV for m <= gemv_max, the int8
+ * tensor-core kernel above (every group up to maxm rows, at most
+ * g1_cuda_grouped_max_rows). Launches do not depend on how the rows
+ * fall into groups (no host round trip: CUDA graphs can hold them). */
+g1_status g1_cuda_matmul_grouped_q8(g1_cuda_mm *mm, const float *x, int n, int maxm, const g1_dqmat *mats,
+                                    const g1_dqmat *shape, const int *grp, int E, float *y);
+/* The largest group g1_cuda_matmul_grouped_q8 takes for a rows x cols
+ * matrix: mma_max when the tensor-core kernel takes the shape, else gemv_max. */
+int g1_cuda_grouped_max_rows(const g1_cuda_mm *mm, int rows, int cols);
+/* Partial sums (floats) it needs for n rows in groups of up to maxm. */
+size_t g1_cuda_grouped_partial_n(const g1_cuda_mm *mm, int n, int maxm, int rows, int cols);
 /* y (T, V) = (x (T, D) . E^T) * mult, E (V, D) bf16: the un-embedding. */
 g1_status g1_cuda_unembed(g1_cuda_mm *mm, const float *x, int T, int D, const uint16_t *E, int V, float mult,
                           float *y);

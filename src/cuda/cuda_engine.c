@@ -3,6 +3,7 @@
  * the decoder layers with the kernels of cuda_ops.h. Same checks and the
  * same model as src/engine.c; host memory only at the edges (x in and out,
  * the MoE grouping, a distributed dispatch). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,8 +168,21 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     int mx = co && co->mma_max_tokens ? co->mma_max_tokens : 128;
     e->mm.mma_max = cc >= 8 && !e->mm.split && !e->mm.gemv_only && mx > 0 ? mx : 0;
     e->mm.mma_bn = co && co->mma_tile_cols == 128 ? 128 : 64;
-    if (!(co && co->no_graphs) && e->mm.gemv_max > 0) {
-        e->graphs = calloc((size_t)(e->mm.gemv_max + 1) * (e->mm.gemv_max + 1), sizeof *e->graphs);
+    /* The MoE grouped on the device and decode steps in graphs: batches
+     * whose matmuls all take the GEMV or the tensor-core kernel (those
+     * that take the kernel's shapes, up to mma_max tokens) */
+    e->moe_device_max = e->graph_max = INT_MAX;
+    for (int id = 0; id < G1_NUM_QMAT; id++) {
+        int rows, cols, r;
+        g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
+        r = g1_cuda_grouped_max_rows(&e->mm, rows, cols);
+        if (id >= G1_MOE_GATE && r < e->moe_device_max)
+            e->moe_device_max = r;
+        if (r < e->graph_max)
+            e->graph_max = r;
+    }
+    if (!(co && co->no_graphs) && e->graph_max > 0) {
+        e->graphs = calloc((size_t)(e->graph_max + 1) * (e->graph_max + 1), sizeof *e->graphs);
         if (!e->graphs)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     }
@@ -212,12 +226,13 @@ static g1_status engine_scratch(g1_cuda_engine *e)
         xn = zmax(xn, x);
         panels |= w && (size_t)rows * cols > w;
     }
-    /* the MoE grouped on the device: up to gemv_max tokens, k rows each */
-    size_t Rg = (size_t)e->mm.gemv_max * k < R ? (size_t)e->mm.gemv_max * k : R;
+    /* the MoE grouped on the device: up to moe_device_max tokens, k rows
+     * each, a group at most one row a token */
+    int Tg = e->moe_device_max < e->opts.max_batch ? e->moe_device_max : e->opts.max_batch;
     for (int id = G1_MOE_GATE; id <= G1_MOE_DOWN; id++) {
         int rows, cols;
         g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
-        pn = zmax(pn, g1_cuda_gemv_partial_n(&e->mm, (int)Rg, rows, cols));
+        pn = zmax(pn, g1_cuda_grouped_partial_n(&e->mm, Tg * (int)k, Tg, rows, cols));
     }
     if (e->embedding && !e->mm.gemv_only)
         xn = zmax(xn, T * D * (e->mm.split ? 2 : 1));
@@ -405,7 +420,7 @@ g1_status g1_cuda_engine_init_random(g1_cuda_engine **out, const g1_config *cfg,
 /* The decode graphs (forward_graph), and the table of them. */
 static void graphs_free(g1_cuda_engine *e)
 {
-    for (int i = 0; e->graphs && i < (e->mm.gemv_max + 1) * (e->mm.gemv_max + 1); i++)
+    for (int i = 0; e->graphs && i < (e->graph_max + 1) * (e->graph_max + 1); i++)
         if (e->graphs[i])
             cudaGraphExecDestroy(e->graphs[i]);
     free(e->graphs);
@@ -702,19 +717,21 @@ static g1_status run_layers(g1_cuda_engine *e, int T)
  * between small kernels. A graph bakes in every launch's arguments: the
  * buffers (fixed for the engine's life), T and the attention tiles (the
  * key; caches and positions are read from the token table in device
- * memory). So only batches whose launches depend on nothing else: the
- * GEMV path (T <= gemv_max: no cuBLAS, no host round trip in the MoE), the
- * MoE on this device, one attention range, no profiling events. */
+ * memory). So only batches whose launches depend on nothing else: every
+ * matmul on the GEMV or the int8 tensor-core kernel (T <= graph_max: no
+ * cuBLAS), the MoE grouped on this device (no host round trip), one
+ * attention range and none of it on the tensor-core attention (prompt
+ * tiles), no profiling events. */
 static int graph_fits(const g1_cuda_engine *e, int T)
 {
-    return e->graphs && T >= 1 && T <= e->mm.gemv_max && !e->dispatch.run && !e->moe_host_groups && !e->prof &&
-           e->n_ranges == 1 && e->ranges[0].n_mma == 0;
+    return e->graphs && T >= 1 && T <= e->graph_max && !e->dispatch.run &&
+           !e->moe_host_groups && !e->prof && e->n_ranges == 1 && e->ranges[0].n_mma == 0;
 }
 
 static g1_status forward_graph(g1_cuda_engine *e, int T)
 {
     int nt = e->ranges[0].n_tiles;
-    cudaGraphExec_t *x = &e->graphs[(size_t)T * (e->mm.gemv_max + 1) + nt];
+    cudaGraphExec_t *x = &e->graphs[(size_t)T * (e->graph_max + 1) + nt];
     if (!*x) {
         cudaGraph_t g = NULL;
         g1_status st = G1_OK;

@@ -34,6 +34,8 @@ struct g1_cuda_engine {
     g1_dqmat *mats;           /* (nL * 3 * E_local) backing of layers[].moe */
     g1_dqmat *mats_d;         /* the same array in device memory (the grouped GEMV) */
     int moe_host_groups;      /* g1_cuda_opts.moe_host_groups */
+    int moe_device_max;       /* most tokens of a MoE grouped on the device (g1_cuda_grouped_max_rows) */
+    int graph_max;            /* most tokens of a decode step in a CUDA graph */
     g1_cuda_slot *slots;      /* (n_slots) */
     int max_splits;           /* attention key splits (g1_cuda_attn_layout_for: from the context alone) */
     int attn_chunk;           /* keys per split */
@@ -41,7 +43,7 @@ struct g1_cuda_engine {
     int attn_range_limit;     /* g1_cuda_opts.attn_range_tokens */
     int gemm_overlap;         /* !g1_cuda_opts.gemm_no_overlap */
     int panel_elems;          /* g1_cuda_opts.panel_elems */
-    cudaGraphExec_t *graphs;  /* ((gemv_max + 1)^2) decode steps' graphs by T and attention
+    cudaGraphExec_t *graphs;  /* ((graph_max + 1)^2) decode steps' graphs by T and attention
                                * tiles, made on first use; NULL: no graphs (g1_cuda_opts.no_graphs) */
     int n_graphs;             /* graphs made */
     g1_cuda_attn_range *ranges; /* (ceil(max_batch / attn_range)) the batch's, host */
@@ -74,7 +76,7 @@ struct g1_cuda_engine {
     float *xh, *yh;           /* (R, D) host side of the dispatch / expert rows */
     /* the benchmark's phase events (NULL otherwise): recorded in layer 0 at
      * its start, after the attention block, after the router, after the
-     * MoE (its host round trip included, above gemv_max tokens) and at its end */
+     * MoE (its host round trip included, above moe_device_max tokens) and at its end */
     cudaEvent_t *prof;
 };
 enum { G1_CUDA_PROF_EVENTS = 5 };

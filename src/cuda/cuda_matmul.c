@@ -6,19 +6,6 @@
 
 enum { MIN_ROWS_PER_SPLIT = 192 };
 
-/* `rows` cut into `want` slices (at most one per min_rows, at least one),
- * each a multiple of `align` rows, the last the rest: the slice count. */
-static int split_rows(int rows, int want, int min_rows, int align, int *rows_per_split)
-{
-    int most = rows / min_rows, s = want < most ? want : most;
-    if (s < 1)
-        s = 1;
-    int rps = (rows + s - 1) / s;
-    rps = (rps + align - 1) / align * align;
-    *rows_per_split = rps;
-    return (rows + rps - 1) / rps;
-}
-
 /* Split-K slices: as many as fill 2 blocks a multiprocessor without going
  * over (every GEMV kernel fits 2, so a token group's blocks are one whole
  * wave, never a wave and a few stragglers), each slice at least
@@ -28,7 +15,7 @@ static int gemv_splits(const g1_cuda_mm *mm, int rows, int cols, int *rows_per_s
 {
     int gc = g1_cuda_gemv_cols(), tiles = (cols + gc - 1) / gc;
     int want = 2 * (mm->sms > 0 ? mm->sms : 132) / tiles;
-    return split_rows(rows, want, MIN_ROWS_PER_SPLIT, 8, rows_per_split);
+    return g1_split_rows(rows, want, MIN_ROWS_PER_SPLIT, 8, rows_per_split);
 }
 
 /* Rows a row panel takes: as even as the panels can be, a multiple of 64
@@ -71,21 +58,10 @@ static int gemm_panels(const g1_cuda_mm *mm, int rows, int cols, int *by_cols, i
 
 static int mma_bn(const g1_cuda_mm *mm) { return mm->mma_bn == 128 ? 128 : 64; }
 
-/* Split-K slices of the tensor-core kernel: none when the tiles (64 rows
- * by 64 columns) give 3 blocks a multiprocessor or more (the experts' W1
- * and Wv: 512), else enough for about 4 (W2 and attention q: 6), each slice
- * at least 256 rows of W, a multiple of 32 (tiles of 64 columns whatever
- * the blocks' width: a block of 128 is two tiles' warps and loads, so the
- * same splits). Each 64-column tile keeps about 6 KB of
- * loads in flight a stage, and 4 a multiprocessor make the ~25 KB
- * that HBM's latency at full bandwidth needs; the partial sums cost
- * 2 x splits x T x cols floats of traffic, which the experts' W1 (the
- * widest) would feel most. */
+/* Split-K slices of the tensor-core kernel (g1_mma_splits). */
 static int mma_splits(const g1_cuda_mm *mm, int T, int rows, int cols, int *rows_per_split)
 {
-    int tiles = ((T + 63) / 64) * ((cols + 63) / 64), sms = mm->sms > 0 ? mm->sms : 132;
-    int want = tiles >= 3 * sms ? 1 : (4 * sms + tiles - 1) / tiles;
-    return split_rows(rows, want, 256, 32, rows_per_split);
+    return g1_mma_splits(mm->sms, T, rows, cols, rows_per_split);
 }
 
 size_t g1_cuda_mma_partial_n(const g1_cuda_mm *mm, int n, int rows, int cols)
@@ -130,21 +106,66 @@ g1_status g1_cuda_gemv_q8(g1_cuda_mm *mm, const float *x, int T, const g1_dqmat 
     return G1_OK;
 }
 
-g1_status g1_cuda_gemv_grouped_q8(g1_cuda_mm *mm, const float *x, int n, const g1_dqmat *mats, const g1_dqmat *shape,
-                                  const int *grp, int E, float *y)
+/* The most split-K slices a group of a grouped matmul with groups of up
+ * to maxm rows takes; *gsplits those of its GEMV groups (1 without a
+ * GEMV), *msplits the most of its tensor-core groups (1 with none). */
+static int grouped_splits(const g1_cuda_mm *mm, int maxm, int rows, int cols, int *gsplits, int *msplits)
+{
+    int rps;
+    *gsplits = mm->gemv_max > 0 ? gemv_splits(mm, rows, cols, &rps) : 1;
+    *msplits = 1;
+    for (int m = mm->gemv_max + 1; m <= maxm; m++) { /* not monotonic in m */
+        int s = mma_splits(mm, m, rows, cols, &rps);
+        *msplits = s > *msplits ? s : *msplits;
+    }
+    return *gsplits > *msplits ? *gsplits : *msplits;
+}
+
+size_t g1_cuda_grouped_partial_n(const g1_cuda_mm *mm, int n, int maxm, int rows, int cols)
+{
+    int gs, ms, s = grouped_splits(mm, maxm, rows, cols, &gs, &ms);
+    return s > 1 ? (size_t)s * (size_t)n * (size_t)cols : 0;
+}
+
+int g1_cuda_grouped_max_rows(const g1_cuda_mm *mm, int rows, int cols)
+{
+    g1_dqmat shape = {.rows = rows, .cols = cols, .blocks = 1};
+    return mm->mma_max > mm->gemv_max && g1_cuda_mma_q8_fits(&shape) ? mm->mma_max : mm->gemv_max;
+}
+
+g1_status g1_cuda_matmul_grouped_q8(g1_cuda_mm *mm, const float *x, int n, int maxm, const g1_dqmat *mats,
+                                    const g1_dqmat *shape, const int *grp, int E, float *y)
 {
     if (n <= 0)
         return G1_OK;
-    int rps, splits = gemv_splits(mm, shape->rows, shape->cols, &rps);
-    size_t cnt = (size_t)n * shape->cols;
-    if (splits > 1 && (size_t)splits * cnt > mm->partial_n)
-        return G1_FAIL(G1_ERR_INTERNAL, "CUDA grouped GEMV of %d rows x %d columns needs %zu partial sums, has %zu",
-                       n, shape->cols, (size_t)splits * cnt, mm->partial_n);
-    /* tokens a block takes at a time: about a group's rows if they were even */
-    int slots = E < n ? E : n, avg = (n + slots - 1) / slots, nt = avg <= 1 ? 1 : avg == 2 ? 2 : 4;
-    G1_CU(g1_cuda_gemv_grouped(mm->stream, x, n, nt, mats, shape, grp, E, rps, splits, splits > 1 ? mm->partial : y));
-    if (splits > 1)
-        G1_CU(g1_cuda_gemv_reduce(mm->stream, mm->partial, splits, cnt, y));
+    int rows = shape->rows, cols = shape->cols, lo = mm->gemv_max, mma = maxm > lo;
+    if (maxm > g1_cuda_grouped_max_rows(mm, rows, cols) || (mma && !g1_cuda_mma_q8_fits(shape)))
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA grouped matmul with groups of up to %d rows of a %d x %d matrix "
+                       "(the GEMV takes %d, the tensor cores %d)", maxm, rows, cols, lo, mm->mma_max);
+    int gs, ms, S = grouped_splits(mm, maxm, rows, cols, &gs, &ms), rps;
+    size_t cnt = (size_t)n * cols, nx = (size_t)n * rows;
+    if (S > 1 && (size_t)S * cnt > mm->partial_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA grouped matmul of %d rows x %d columns needs %zu partial sums, has %zu",
+                       n, cols, (size_t)S * cnt, mm->partial_n);
+    if (mma && nx > mm->xbf_n)
+        return G1_FAIL(G1_ERR_INTERNAL, "CUDA grouped matmul input of %d x %d exceeds the scratch", n, rows);
+    if (lo > 0) {
+        /* tokens a block takes at a time: about a group's rows if they were even */
+        int slots = E < n ? E : n, avg = (n + slots - 1) / slots, nt = avg <= 1 ? 1 : avg == 2 ? 2 : 4;
+        gemv_splits(mm, rows, cols, &rps);
+        G1_CU(g1_cuda_gemv_grouped(mm->stream, x, n, nt, mats, shape, grp, E, lo, rps, gs, gs > 1 ? mm->partial : y));
+    }
+    if (!mma) {
+        if (gs > 1)
+            G1_CU(g1_cuda_gemv_reduce(mm->stream, mm->partial, gs, cnt, y));
+        return G1_OK;
+    }
+    mm->n_mma++;
+    G1_CU(g1_cuda_to_bf16(mm->stream, x, nx, mm->xbf, NULL));
+    G1_CU(g1_cuda_mma_grouped_launch(mm->stream, mm->xbf, n, maxm, mats, shape, grp, E, lo, mm->sms, mma_bn(mm), ms,
+                                     mm->partial, y));
+    if (S > 1)
+        G1_CU(g1_cuda_reduce_grouped(mm->stream, mm->partial, n, rows, cols, grp, E, lo, gs, mm->sms, y));
     return G1_OK;
 }
 

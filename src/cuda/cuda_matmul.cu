@@ -181,18 +181,20 @@ __global__ void __launch_bounds__(GV_THREADS, NT == 1 ? 0 : 2) gemv_k(const floa
 // The GEMV of the MoE for every held expert in one launch: grid (col tiles,
 // splits, slots). Slot j < grp[3E] takes the j-th expert that has rows, e
 // = grp[2E + j]: its rows [off, off + m) of x (n, rows) and of dst (splits,
-// n, cols), m = grp[e], off = grp[E + e], NT tokens at a time. The other
-// slots do nothing.
+// n, cols), m = grp[e], off = grp[E + e], NT tokens at a time, when m <=
+// hi. The other slots do nothing.
 template <int NT, int U>
 __global__ void __launch_bounds__(GV_THREADS, NT == 1 ? 0 : 2) gemv_grouped_k(const float *x, int n,
                                                                                const g1_dqmat *mats, const int *grp,
-                                                                               int E, int rows_per_split, bool vec,
-                                                                               float *dst)
+                                                                               int E, int hi, int rows_per_split,
+                                                                               bool vec, float *dst)
 {
     int j = blockIdx.z;
     if (j >= grp[3 * E]) // the whole block: no thread reaches a barrier
         return;
     int e = grp[2 * E + j], m = grp[e], off = grp[E + e];
+    if (m > hi) // a group for the tensor cores (mma_grouped_k)
+        return;
     g1_dqmat W = mats[e];
     int tile = blockIdx.x, split = blockIdx.y;
     int r0 = split * rows_per_split, r1 = min(W.rows, r0 + rows_per_split);
@@ -399,9 +401,11 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], const 
 #endif
 }
 
+// One block's 64 rows from m0 by BN columns from n0 over W's rows [k0, k1)
+// (k1 - k0 a multiple of MQ_BK): out (T, cols) gets its products.
 template <int BN>
-__global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T, g1_dqmat W, int k_per_split,
-                                                   float *dst)
+__device__ __forceinline__ void mma_tile(const __nv_bfloat16 *x, int T, const g1_dqmat &W, int m0, int n0, int k0,
+                                         int k1, float *out)
 {
     const int THR = 2 * BN, WLD = BN + 8; // a row of ws: 144 or 272 bytes
     const int XV = MQ_BM * MQ_BK / 8 / THR; // 16-byte pieces of x's stage a thread: 2 or 1
@@ -410,8 +414,7 @@ __global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T
     __shared__ __align__(16) unsigned short xs[MQ_BM * MQ_XLD];
     __shared__ __align__(16) unsigned short ws[MQ_BK * WLD];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    int m0 = blockIdx.x * MQ_BM, n0 = blockIdx.y * BN, K = W.rows, N = W.cols, rpb = W.rows / W.blocks;
-    int k0 = blockIdx.z * k_per_split, k1 = min(K, k0 + k_per_split);
+    int K = W.rows, N = W.cols, rpb = W.rows / W.blocks;
     // what this thread loads: a 16-byte row piece of W's stage, XV of x's
     int wr = tid / (BN / 16), wc = tid % (BN / 16) * 16, xr = tid / XT, xc = tid % XT * 8 * XV;
     bool wok = n0 + wc < N, xok = m0 + xr < T;
@@ -502,7 +505,6 @@ __global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T
         }
         __syncthreads();
     }
-    float *out = dst + (size_t)blockIdx.z * T * N;
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -516,6 +518,73 @@ __global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T
                         make_float2(acc[i][j][2 * h2], acc[i][j][2 * h2 + 1]);
             }
         }
+}
+
+// grid (row tiles, column tiles, splits); dst (splits, T, cols)
+template <int BN>
+__global__ void __launch_bounds__(2 * BN) mma_q8_k(const __nv_bfloat16 *x, int T, g1_dqmat W, int k_per_split,
+                                                   float *dst)
+{
+    int k0 = blockIdx.z * k_per_split;
+    mma_tile<BN>(x, T, W, blockIdx.x * MQ_BM, blockIdx.y * BN, k0, min(W.rows, k0 + k_per_split),
+                 dst + (size_t)blockIdx.z * T * W.cols);
+}
+
+// The tensor-core matmul of the MoE for every held expert in one launch:
+// grid (row tiles of the largest group, column tiles, slots x max_splits).
+// Slot j < grp[3E] takes the j-th expert that has rows (as gemv_grouped_k)
+// when its group has more than lo rows (the GEMV takes the others): rows
+// [off, off + m) of x (n, rows), split-K as g1_mma_splits gives m rows,
+// so each row is what mma_q8_k gives its group alone. Its sums go to y's
+// rows with one split, else to part (max_splits, n, cols) at the same rows
+// (reduce_grouped_k adds them). Blocks past the group's rows or splits
+// do nothing.
+template <int BN>
+__global__ void __launch_bounds__(2 * BN) mma_grouped_k(const __nv_bfloat16 *x, int n, const g1_dqmat *mats,
+                                                        const int *grp, int E, int lo, int sms, int max_splits,
+                                                        float *part, float *y)
+{
+    int j = blockIdx.z / max_splits, split = blockIdx.z % max_splits;
+    if (j >= grp[3 * E]) // the whole block: no thread reaches a barrier
+        return;
+    int e = grp[2 * E + j], m = grp[e], off = grp[E + e];
+    if (m <= lo || (int)blockIdx.x * MQ_BM >= m)
+        return;
+    g1_dqmat W = mats[e];
+    int rps, splits = g1_mma_splits(sms, m, W.rows, W.cols, &rps);
+    if (split >= splits)
+        return;
+    int k0 = split * rps;
+    float *out = splits > 1 ? part + ((size_t)split * n + off) * W.cols : y + (size_t)off * W.cols;
+    mma_tile<BN>(x + (size_t)off * W.rows, m, W, blockIdx.x * MQ_BM, blockIdx.y * BN, k0, min(W.rows, k0 + rps),
+                 out);
+}
+
+// The split-K sums of the grouped matmuls, a block a row of y (n, cols):
+// the row's group has m rows; the GEMV split it in gsplits (m <= lo), the
+// tensor-core kernel as g1_mma_splits gives m rows. Rows of one split were
+// written to y already. The same additions in the same order as reduce_k
+// over the group alone.
+__global__ void reduce_grouped_k(const float *part, int n, int rows, int cols, const int *grp, int E, int lo,
+                                 int gsplits, int sms, float *y)
+{
+    int r = blockIdx.x, a = grp[3 * E], m = 0;
+    for (int j = 0; j < a && !m; j++) {
+        int e = grp[2 * E + j], off = grp[E + e];
+        if (r >= off && r < off + grp[e])
+            m = grp[e];
+    }
+    if (!m)
+        return;
+    int rps, splits = m <= lo ? gsplits : g1_mma_splits(sms, m, rows, cols, &rps);
+    if (splits <= 1)
+        return;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float s = 0;
+        for (int k = 0; k < splits; k++)
+            s += part[((size_t)k * n + r) * cols + c];
+        y[(size_t)r * cols + c] = s;
+    }
 }
 
 unsigned grid_for(size_t n)
@@ -551,8 +620,8 @@ cudaError_t g1_cuda_gemv_launch(cudaStream_t s, const float *x, int T, const g1_
 }
 
 cudaError_t g1_cuda_gemv_grouped(cudaStream_t s, const float *x, int n, int nt, const g1_dqmat *mats,
-                                 const g1_dqmat *shape, const int *grp, int E, int rows_per_split, int splits,
-                                 float *dst)
+                                 const g1_dqmat *shape, const int *grp, int E, int hi, int rows_per_split,
+                                 int splits, float *dst)
 {
     if (n <= 0)
         return cudaSuccess;
@@ -562,7 +631,7 @@ cudaError_t g1_cuda_gemv_grouped(cudaStream_t s, const float *x, int n, int nt, 
         return cudaErrorInvalidValue;
     dim3 grid((unsigned)((shape->cols + GV_COLS - 1) / GV_COLS), (unsigned)splits, (unsigned)slots);
 #define G1_GEMV(nt, u) \
-    G1_LAUNCH((gemv_grouped_k<nt, u>), grid, GV_THREADS, s)(x, n, mats, grp, E, rows_per_split, vec, dst)
+    G1_LAUNCH((gemv_grouped_k<nt, u>), grid, GV_THREADS, s)(x, n, mats, grp, E, hi, rows_per_split, vec, dst)
     NT == 1 ? G1_GEMV(1, 4) : NT == 2 ? G1_GEMV(2, 4) : G1_GEMV(4, 2); // the GEMV's default unroll
 #undef G1_GEMV
     return cudaGetLastError();
@@ -604,6 +673,36 @@ cudaError_t g1_cuda_mma_q8_launch(cudaStream_t s, const uint16_t *x, int T, cons
         G1_LAUNCH(mma_q8_k<64>, grid, 128, s)(xb, T, *W, rows_per_split, dst);
     else
         G1_LAUNCH(mma_q8_k<128>, grid, 256, s)(xb, T, *W, rows_per_split, dst);
+    return cudaGetLastError();
+}
+
+cudaError_t g1_cuda_mma_grouped_launch(cudaStream_t s, const uint16_t *x, int n, int maxm, const g1_dqmat *mats,
+                                       const g1_dqmat *shape, const int *grp, int E, int lo, int sms, int bn,
+                                       int max_splits, float *part, float *y)
+{
+    if (n <= 0 || maxm <= lo)
+        return cudaSuccess;
+    if (!g1_cuda_mma_q8_fits(shape) || (bn != 64 && bn != 128) || max_splits < 1 || E < 1)
+        return cudaErrorInvalidValue;
+    int slots = E < n ? E : n;
+    unsigned mt = (unsigned)((maxm + MQ_BM - 1) / MQ_BM), nt = (unsigned)((shape->cols + bn - 1) / bn);
+    if (nt > 65535u || (size_t)slots * max_splits > 65535u)
+        return cudaErrorInvalidValue;
+    dim3 grid(mt, nt, (unsigned)(slots * max_splits));
+    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x);
+    if (bn == 64)
+        G1_LAUNCH(mma_grouped_k<64>, grid, 128, s)(xb, n, mats, grp, E, lo, sms, max_splits, part, y);
+    else
+        G1_LAUNCH(mma_grouped_k<128>, grid, 256, s)(xb, n, mats, grp, E, lo, sms, max_splits, part, y);
+    return cudaGetLastError();
+}
+
+cudaError_t g1_cuda_reduce_grouped(cudaStream_t s, const float *part, int n, int rows, int cols, const int *grp,
+                                   int E, int lo, int gsplits, int sms, float *y)
+{
+    if (n <= 0)
+        return cudaSuccess;
+    G1_LAUNCH(reduce_grouped_k, (unsigned)n, 256, s)(part, n, rows, cols, grp, E, lo, gsplits, sms, y);
     return cudaGetLastError();
 }
 

@@ -1,10 +1,14 @@
 /* MoE on the device: rows grouped by expert, one matmul chain per held
  * expert over its group, no compute for experts a row did not pick; then
- * the combine in choice order. Batches of up to gemv_max tokens are grouped
- * on the device and every expert's GEMV is one launch; larger ones are
- * grouped on the host (from the top-k ids copied back), each group on the
- * GEMV or cuBLAS by its size. A row's result does not depend on the other
- * rows of its group while the group stays on one matmul path. */
+ * the combine in choice order. Batches of up to moe_device_max tokens (the
+ * tensor-core kernel's 128 where it takes the experts' shapes, else the
+ * GEMV's 16) are grouped on the device, each matrix of every expert in one
+ * or two launches; larger ones are grouped on the host (from the top-k ids
+ * copied back), each group on the GEMV, the tensor cores or cuBLAS by its
+ * size. Either way a group of m rows gets what g1_cuda_matmul_q8 gives m
+ * rows, so a row's result depends on its group's size, never on where the
+ * rows were grouped (or on which process: the expert-parallel dispatch
+ * groups them on the host). */
 #include <string.h>
 
 #include "cuda/cuda_internal.h"
@@ -50,12 +54,11 @@ static g1_status run_experts(g1_cuda_engine *e, int l, const int *count)
     return G1_OK;
 }
 
-/* The MoE with the rows grouped on the device and every expert's GEMV in
- * one launch per matrix: no host round trip, and ten launches however many
- * experts have rows. Only for batches whose groups the host path would
- * give the GEMV too (T <= gemv_max; a group holds at most T rows, as a
- * token picks distinct experts), so each row gets the same bits either
- * way. */
+/* The MoE with the rows grouped on the device and every expert's matmul
+ * in one launch a matrix (two when groups may go either side of
+ * gemv_max): no host round trip, and the same launches however the rows
+ * fall into groups, so a CUDA graph holds them. A group holds at most T
+ * rows, as a token picks distinct experts. */
 static g1_status moe_grouped_on_device(g1_cuda_engine *e, int l, int T, const float *xn, const int *idx,
                                        const float *gate, float *out)
 {
@@ -64,10 +67,10 @@ static g1_status moe_grouped_on_device(g1_cuda_engine *e, int l, int T, const fl
     const g1_dqmat *m = e->mats_d + (size_t)l * 3 * El;
     G1_CU(g1_cuda_moe_group(e->stream, idx, n, e->expert0, El, e->rows, e->grp));
     G1_CU(g1_cuda_gather(e->stream, xn, D, e->rows, k, n, e->xg));
-    G1_TRY(g1_cuda_gemv_grouped_q8(&e->mm, e->xg, n, m, &L->moe[0][0], e->grp, El, e->h1));
-    G1_TRY(g1_cuda_gemv_grouped_q8(&e->mm, e->xg, n, m + El, &L->moe[1][0], e->grp, El, e->h2));
+    G1_TRY(g1_cuda_matmul_grouped_q8(&e->mm, e->xg, n, T, m, &L->moe[0][0], e->grp, El, e->h1));
+    G1_TRY(g1_cuda_matmul_grouped_q8(&e->mm, e->xg, n, T, m + El, &L->moe[1][0], e->grp, El, e->h2));
     G1_CU(g1_cuda_gelu_mul(e->stream, e->h1, e->h2, (size_t)n * e->cfg.ffn_size, e->h1));
-    G1_TRY(g1_cuda_gemv_grouped_q8(&e->mm, e->h1, n, m + 2 * El, &L->moe[2][0], e->grp, El, e->yg));
+    G1_TRY(g1_cuda_matmul_grouped_q8(&e->mm, e->h1, n, T, m + 2 * El, &L->moe[2][0], e->grp, El, e->yg));
     G1_CU(g1_cuda_combine(e->stream, T, D, k, gate, e->yg, e->rows + n, out));
     return G1_OK;
 }
@@ -80,7 +83,7 @@ g1_status g1_cuda_moe_device(g1_cuda_engine *e, int l, int T, const float *xn, c
         return G1_FAIL(G1_ERR_INTERNAL, "MoE batch of %d tokens exceeds %d", T, e->opts.max_batch);
     if (T <= 0)
         return G1_OK;
-    if (T <= e->mm.gemv_max && !e->moe_host_groups)
+    if (T <= e->moe_device_max && !e->moe_host_groups)
         return moe_grouped_on_device(e, l, T, xn, idx, gate, out);
     /* the one host round trip of a layer: group sizes decide the launches */
     G1_CU(cudaMemcpyAsync(e->idx_h, idx, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost, e->stream));

@@ -21,6 +21,46 @@
 extern "C" {
 #endif
 
+/* For the few functions both the host and the kernels compute. */
+#ifdef __CUDACC__
+#define G1_HD __host__ __device__
+#else
+#define G1_HD
+#endif
+
+/* `rows` cut into `want` slices (at most one per min_rows, at least one),
+ * each a multiple of `align` rows, the last the rest: the slice count. */
+G1_HD static inline int g1_split_rows(int rows, int want, int min_rows, int align, int *rows_per_split)
+{
+    int most = rows / min_rows, s = want < most ? want : most;
+    if (s < 1)
+        s = 1;
+    int rps = (rows + s - 1) / s;
+    rps = (rps + align - 1) / align * align;
+    *rows_per_split = rps;
+    return (rows + rps - 1) / rps;
+}
+
+/* Split-K slices of the int8 tensor-core kernel for T rows of x on a
+ * device of `sms` multiprocessors: none when the tiles (64 rows by 64
+ * columns) give 3 blocks a multiprocessor or more (the experts' W1 and Wv:
+ * 512), else enough for about 4 (W2 and attention q: 6), each slice at
+ * least 256 rows of W, a multiple of 32 (tiles of 64 columns whatever the
+ * blocks' width: a block of 128 is two tiles' warps and loads, so the same
+ * splits). Each 64-column tile keeps about 6 KB of loads in flight a
+ * stage, and 4 a multiprocessor make the ~25 KB that HBM's latency at full
+ * bandwidth needs; the partial sums cost 2 x splits x T x cols floats of
+ * traffic, which the experts' W1 (the widest) would feel most. The host
+ * sizes a matmul with it, the grouped kernel each expert's group. */
+G1_HD static inline int g1_mma_splits(int sms, int T, int rows, int cols, int *rows_per_split)
+{
+    int tiles = ((T + 63) / 64) * ((cols + 63) / 64);
+    if (sms <= 0)
+        sms = 132;
+    int want = tiles >= 3 * sms ? 1 : (4 * sms + tiles - 1) / tiles;
+    return g1_split_rows(rows, want, 256, 32, rows_per_split);
+}
+
 /* An int8 matrix in device memory, as g1_qmat: element [r, c] is
  * bf16(w[r, c] * scale[r / (rows / blocks), c]). */
 typedef struct g1_dqmat {
@@ -41,13 +81,30 @@ cudaError_t g1_cuda_gemv_launch(cudaStream_t s, const float *x, int T, const g1_
  * device (g1_cuda_moe_group's grp): for each expert e < E with rows, rows
  * [off, off + m) of x (n, rows) times mats[e] (device array) go to rows
  * [off, off + m) of dst (splits, n, cols) (y itself with one split), m =
- * grp[e], off = grp[E + e], nt (1, 2, 4) tokens at a time; `shape` is any
- * of the matrices (all share rows, cols and blocks); splits as
+ * grp[e], off = grp[E + e], nt (1, 2, 4) tokens at a time, for the groups
+ * of at most hi rows (the others are left alone); `shape` is any of the
+ * matrices (all share rows, cols and blocks); splits as
  * g1_cuda_gemv_launch's for that shape; its default unroll. Each row's
  * result is the same bits as g1_cuda_gemv_launch gives it. */
 cudaError_t g1_cuda_gemv_grouped(cudaStream_t s, const float *x, int n, int nt, const g1_dqmat *mats,
-                                 const g1_dqmat *shape, const int *grp, int E, int rows_per_split, int splits,
-                                 float *dst);
+                                 const g1_dqmat *shape, const int *grp, int E, int hi, int rows_per_split,
+                                 int splits, float *dst);
+/* The same on the tensor cores for the groups of more than lo rows (up to
+ * maxm), x bf16 (n, rows): each group split-K as g1_mma_splits gives its
+ * m rows on `sms` multiprocessors, so each row is the bits
+ * g1_cuda_mma_q8_launch gives its group alone. A group of one split
+ * writes y; the others write part (max_splits, n, cols) at their rows
+ * (max_splits: the most any group up to maxm rows takes), which
+ * g1_cuda_reduce_grouped adds. Blocks of bn columns (64 or 128). */
+cudaError_t g1_cuda_mma_grouped_launch(cudaStream_t s, const uint16_t *x, int n, int maxm, const g1_dqmat *mats,
+                                       const g1_dqmat *shape, const int *grp, int E, int lo, int sms, int bn,
+                                       int max_splits, float *part, float *y);
+/* y's rows (n, cols) of the groups split-K in part ((S, n, cols)): gsplits
+ * slices for groups of at most lo rows (the GEMV's), g1_mma_splits for the
+ * rest; each the sum of its slices in order (g1_cuda_gemv_reduce's bits).
+ * Rows of one split are left alone. */
+cudaError_t g1_cuda_reduce_grouped(cudaStream_t s, const float *part, int n, int rows, int cols, const int *grp,
+                                   int E, int lo, int gsplits, int sms, float *y);
 /* Group the n rows with expert ids in [e0, e0 + E) (E <= 256) on the device:
  * rows[0..n) the rows in stable expert order, rows[n + i] the place of row
  * i; grp (3E + 1 ints): the rows of each expert, where they start, the

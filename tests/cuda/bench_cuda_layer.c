@@ -449,10 +449,15 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
 {
     int iters = smoke ? 2 : 20;
     printf("\nparts (what a decode step spends; %% of the copy's GB/s):\n");
-    for (int T = 1; T <= 8; T += 7) {
+    static const int Tp[] = {1, 8, 64};
+    for (int i = 0; i < 3; i++) {
+        int T = Tp[i];
+        if (T > e->opts.max_batch || T > e->opts.n_slots)
+            break;
         double ms[4] = {0}, host[4] = {0};
         G1_TRY(phases(e, T, iters, ms));
-        e->moe_host_groups = 1; /* as before 2026-12-01: grouped on the host, one launch chain per expert */
+        /* as before 2026-12-01: grouped on the host, one launch chain per expert */
+        e->moe_host_groups = 1;
         g1_status st = phases(e, T, iters, host);
         e->moe_host_groups = 0;
         G1_TRY(st);
@@ -848,7 +853,7 @@ int main(int argc, char **argv)
     if (e->graphs) {
         printf("decode steps without the CUDA graph (kernels launched one by one):");
         for (int i = 0; i < nT; i++) {
-            if (Ts[i] > e->mm.gemv_max)
+            if (Ts[i] > e->graph_max || Ts[i] > 64) /* the rows above: decode steps up to 64 tokens */
                 continue;
             double with = 0, without = 0;
             int touched;

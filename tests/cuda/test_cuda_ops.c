@@ -187,6 +187,101 @@ static void test_mma_matmul(cublasHandle_t blas, int rows, int cols, int blocks,
     free(h.w), free(h.scale), free(x), free(ref), free(got), free(cub), free(again);
 }
 
+/* The grouped matmul of the MoE (g1_cuda_matmul_grouped_q8: every
+ * expert's group in one launch on the GEMV, one on the tensor cores, and
+ * one sum of the split-K slices) against each group alone through
+ * g1_cuda_matmul_q8: the same bits. Groups of sizes[e] rows (0: none),
+ * made on the device by g1_cuda_moe_group from ids in mixed order, some
+ * on each side of gemv_max, one past 64 rows (two row tiles); maxm above
+ * the largest group, as the engine passes T. */
+static void test_matmul_grouped(cublasHandle_t blas, int rows, int cols, int blocks, int E, const int *sizes, int maxm)
+{
+    g1_qmat h[8];
+    g1_dqmat d[8];
+    int n = 0, off[8];
+    for (int e = 0; e < E; e++) {
+        mk_qmat(rows, cols, blocks, &h[e], &d[e]);
+        off[e] = n;
+        n += sizes[e];
+    }
+    int *ids = malloc((size_t)n * sizeof *ids), *rows_h = malloc(2 * (size_t)n * sizeof(int));
+    for (int i = 0, left[8]; i < n; i++) { /* round robin over the experts with rows left */
+        if (!i)
+            memcpy(left, sizes, (size_t)E * sizeof(int));
+        int e = i % E;
+        while (!left[e])
+            e = (e + 1) % E;
+        left[e]--;
+        ids[i] = 2 + e; /* the held experts are 2 .. 2 + E - 1 */
+    }
+    size_t nx = (size_t)n * rows, ny = (size_t)n * cols;
+    float *x = rnd(nx, 1), *ref = malloc(ny * 4), *got = malloc(ny * 4);
+    g1_cuda_mm mm;
+    mm_init(&mm, blas, 1, rows, cols, 0);
+    mm.gemv_max = 16, mm.mma_max = 128;
+    size_t pn = g1_cuda_grouped_partial_n(&mm, n, maxm, rows, cols), p1;
+    g1_cuda_mm_sizes(&mm, maxm, rows, cols, &p1, &(size_t){0}, &(size_t){0});
+    cudaFree(mm.partial), cudaFree(mm.xbf);
+    mm.partial_n = pn > p1 ? pn : p1;
+    mm.partial = ct_up(NULL, mm.partial_n * 4);
+    mm.xbf_n = nx;
+    mm.xbf = ct_up(NULL, nx * 2);
+    int *dids = ct_up(ids, (size_t)n * sizeof(int)), *drows = ct_up(NULL, 2 * (size_t)n * sizeof(int));
+    int *grp = ct_up(NULL, (3 * (size_t)E + 1) * sizeof(int));
+    g1_dqmat *mats = ct_up(d, (size_t)E * sizeof(g1_dqmat));
+    float *dx = ct_up(x, nx * 4), *dxg = ct_up(NULL, nx * 4), *dy = ct_up(NULL, ny * 4);
+    ct_cu(g1_cuda_moe_group(S, dids, n, 2, E, drows, grp), "group");
+    ct_cu(g1_cuda_gather(S, dx, rows, drows, 1, n, dxg), "gather");
+    ct_down(rows_h, drows, 2 * (size_t)n * sizeof(int));
+    int ordered = 1; /* stable expert order: group e's rows are its ids' rows in order */
+    for (int e = 0, p = 0; e < E; e++)
+        for (int i = 0; i < n; i++)
+            if (ids[i] == 2 + e)
+                ordered &= rows_h[p++] == i;
+    tu_check(ordered, "grouped matmul: the device's groups in stable expert order");
+    for (int e = 0; e < E; e++)
+        ct_ok(g1_cuda_matmul_q8(&mm, dxg + (size_t)off[e] * rows, sizes[e], &d[e], dy + (size_t)off[e] * cols),
+              "matmul");
+    ct_down(ref, dy, ny * 4);
+    char desc[96] = "", name[256];
+    for (int e = 0, len = 0; e < E && len < (int)sizeof desc - 8; e++)
+        len += snprintf(desc + len, sizeof desc - (size_t)len, "%s%d", e ? "," : "", sizes[e]);
+    for (int bn = 64; bn <= 128; bn += 64) {
+        mm.mma_bn = bn;
+        long before = mm.n_mma;
+        /* NaN: a row left unwritten, or a partial sum read that this call did not write, shows */
+        ct_cu(cudaMemset(dy, 0xff, ny * 4), "memset");
+        ct_cu(cudaMemset(mm.partial, 0xff, mm.partial_n * 4), "memset");
+        ct_ok(g1_cuda_matmul_grouped_q8(&mm, dxg, n, maxm, mats, &d[0], grp, E, dy), "grouped matmul");
+        ct_down(got, dy, ny * 4);
+        snprintf(name, sizeof name, "grouped matmul %dx%d, groups {%s}, blocks of %d columns == each group alone, "
+                 "bitwise", rows, cols, desc, bn);
+        tu_check(!memcmp(got, ref, ny * 4) && mm.n_mma == before + (maxm > 16), name);
+    }
+    /* against the CPU too, with x rounded to bf16 for the tensor cores'
+     * groups as they take it: only the float32 summation order differs */
+    float *cpu = malloc(ny * 4), *xh = malloc(nx * 4);
+    ct_down(xh, dxg, nx * 4);
+    for (int e = 0; e < E; e++) {
+        float *xe = xh + (size_t)off[e] * rows;
+        for (size_t i = 0; sizes[e] > mm.gemv_max && i < (size_t)sizes[e] * rows; i++)
+            xe[i] = g1_round_bf16(xe[i]);
+        g1_cpu_matmul_q8(xe, sizes[e], &h[e], cpu + (size_t)off[e] * cols);
+    }
+    snprintf(name, sizeof name, "grouped matmul %dx%d, groups {%s} == the CPU (bf16 x past 16 rows)", rows, cols,
+             desc);
+    ct_close(name, got, cpu, ny, 2e-5 * sqrt(rows));
+    { /* groups past what the matmul takes are refused, with nothing launched */
+        g1_status st = g1_cuda_matmul_grouped_q8(&mm, dxg, n, mm.mma_max + 1, mats, &d[0], grp, E, dy);
+        tu_check(st != G1_OK && strstr(g1_last_error(), "grouped matmul"), "grouped matmul: groups past mma_max refused");
+    }
+    mm_free(&mm);
+    for (int e = 0; e < E; e++)
+        cudaFree((void *)d[e].w), cudaFree((void *)d[e].scale), free(h[e].w), free(h[e].scale);
+    cudaFree(dids), cudaFree(drows), cudaFree(grp), cudaFree(mats), cudaFree(dx), cudaFree(dxg), cudaFree(dy);
+    free(ids), free(rows_h), free(x), free(ref), free(got), free(cpu), free(xh);
+}
+
 /* The panel dequantiser, both kernels (16 columns a thread when cols, c0
  * and nc are multiples of 16, one element otherwise): rows [r0, r0 + nr),
  * columns [c0, c0 + nc) of W, bitwise bf16(int8 * scale) as the host
@@ -573,11 +668,12 @@ static void test_moe_rows(void)
     g1_weights_free(&W);
 }
 
-/* The MoE of a batch with its rows grouped on the device (every expert's
- * GEMV in one launch; batches up to gemv_max tokens) against the same
- * batch grouped on the host (one chain per expert): the same bits; and
- * against the CPU. Even and uneven groups, experts with no rows, one expert
- * in every token's choice. */
+/* The MoE of a batch with its rows grouped on the device (each matrix of
+ * every expert in one launch, two past gemv_max tokens: the GEMV's groups
+ * and the tensor cores') against the same batch grouped on the host (one
+ * chain per expert): the same bits; and against the CPU. Even and uneven
+ * groups, on both sides of 16 rows, experts with no rows, one expert in
+ * every token's choice (a group of T rows: two row tiles from 65). */
 static void test_moe_grouped(void)
 {
     g1_weights W;
@@ -585,17 +681,22 @@ static void test_moe_grouped(void)
     g1_config C = W.cfg;
     g1_engine *cpu;
     g1_cuda_engine *dev, *host;
-    g1_engine_opts o = {.n_slots = 1, .max_batch = 20, .max_context = 0};
+    g1_engine_opts o = {.n_slots = 1, .max_batch = 130, .max_context = 0};
     g1_cuda_opts on_host = {.moe_host_groups = 1};
     ct_ok(g1_engine_init(&cpu, &W, &o, NULL), "cpu engine");
     ct_ok(g1_cuda_engine_init(&dev, &W, &o, NULL, NULL), "cuda engine");
     ct_ok(g1_cuda_engine_init(&host, &W, &o, NULL, &on_host), "cuda engine, host groups");
-    int D = C.emb_size, k = C.num_selected_experts, E = C.num_experts;
-    int Ts[] = {1, 2, 3, 5, 8, 16};
+    int D = C.emb_size, k = C.num_selected_experts, E = C.num_experts, cc = 0;
+    ct_cu(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0), "attribute");
+    char name[128];
+    snprintf(name, sizeof name, "moe grouped on the device up to %d tokens (compute capability %d)",
+             dev->moe_device_max, cc);
+    tu_check(dev->moe_device_max == (cc >= 8 ? 128 : 16), name);
+    int Ts[] = {1, 2, 3, 5, 8, 16, 17, 24, 40, 70, 128, 130};
     for (int c = 0; c < (int)(sizeof Ts / sizeof Ts[0]); c++)
         for (int pattern = 0; pattern < 3; pattern++) {
-            int T = Ts[c], idx[16 * 8];
-            float gate[16 * 8];
+            int T = Ts[c], idx[130 * 8];
+            float gate[130 * 8];
             for (int t = 0; t < T; t++)
                 for (int j = 0; j < k; j++) {
                     /* 0: spread; 1: expert 3 in every token (a group of T), the
@@ -611,9 +712,10 @@ static void test_moe_grouped(void)
             ct_ok(g1_moe_local(cpu, 1, T, x, idx, gate, ref), "cpu moe");
             ct_ok(g1_cuda_moe_local(dev, 1, T, x, idx, gate, got), "cuda moe");
             ct_ok(g1_cuda_moe_local(host, 1, T, x, idx, gate, alt), "cuda moe, host groups");
-            char name[96];
-            snprintf(name, sizeof name, "moe grouped on the device T=%d pattern %d", T, pattern);
-            ct_close(name, got, ref, (size_t)T * D, 1e-4);
+            snprintf(name, sizeof name, "moe grouped on the %s T=%d pattern %d",
+                     T <= dev->moe_device_max ? "device" : "host (past moe_device_max)", T, pattern);
+            /* groups past 16 rows take x in bf16 (the tensor cores or cuBLAS) */
+            ct_close(name, got, ref, (size_t)T * D, T > 16 ? 2e-2 : 1e-4);
             snprintf(name, sizeof name, "moe T=%d pattern %d: device groups == host groups, bitwise", T, pattern);
             tu_check(!memcmp(got, alt, (size_t)T * D * 4), name);
             free(x), free(ref), free(got), free(alt);
@@ -768,6 +870,27 @@ static void test_engine_panels(void)
     g1_weights_free(&W);
 }
 
+static int on_emulation(void)
+{
+    struct cudaDeviceProp prop;
+    ct_cu(cudaGetDeviceProperties(&prop, 0), "properties");
+    return !strncmp(prop.name, "g1emu", 5);
+}
+
+/* 1 (with a line saying so) when a graph count cannot be checked: on a GPU
+ * under CUDA_LAUNCH_BLOCKING=1 with no graphs made, as a driver may refuse
+ * launches into a capture when every launch blocks; the fallback (launches
+ * one by one: the same logits) is then what ran. scripts/gpu-check.sh runs
+ * the graph tests again with asynchronous launches. */
+static int graphs_checked(const g1_cuda_engine *e, const char *name)
+{
+    const char *blocking = getenv("CUDA_LAUNCH_BLOCKING");
+    if (on_emulation() || !blocking || strcmp(blocking, "1") || e->n_graphs)
+        return 0;
+    printf("%s: not checked: no graphs under CUDA_LAUNCH_BLOCKING=1\n", name);
+    return 1;
+}
+
 /* Decode steps replayed from CUDA graphs (the default for batches on the
  * GEMV path) against the same steps launched one by one
  * (g1_cuda_opts.no_graphs): the same logits, bitwise, step by step, for
@@ -828,17 +951,9 @@ static void test_graphs(void)
     snprintf(name, sizeof name, "decode steps from CUDA graphs == launched one by one, bitwise (%d steps, "
              "slot 0 from %d to %d keys, a split every %d)", n, 62, len[0], chunk);
     tu_check(same, name);
-    struct cudaDeviceProp prop;
-    ct_cu(cudaGetDeviceProperties(&prop, 0), "properties");
-    int emu = !strncmp(prop.name, "g1emu", 5);
-    const char *blocking = getenv("CUDA_LAUNCH_BLOCKING");
+    int emu = on_emulation();
     snprintf(name, sizeof name, "one graph per decode batch shape, replayed after (%d made, 4 shapes)", e[1]->n_graphs);
-    if (!emu && blocking && !strcmp(blocking, "1") && !e[1]->n_graphs)
-        /* a driver may refuse launches into a capture when every launch
-         * blocks: the fallback above is then what ran (the same logits);
-         * scripts/gpu-check.sh runs this part again with asynchronous launches */
-        printf("%s: not checked: no graphs under CUDA_LAUNCH_BLOCKING=1\n", name);
-    else
+    if (!graphs_checked(e[1], name))
         tu_check(e[1]->n_graphs == 4 && !e[0]->graphs, name);
     if (emu) /* G1EMU_GRAPH_FAIL means nothing to a GPU */
         for (int k = 2; k < NE; k++) {
@@ -846,6 +961,58 @@ static void test_graphs(void)
                      refuse[k]);
             tu_check(fell_back[k] && !e[k]->graphs && !e[k]->n_graphs, name);
         }
+    for (int k = 0; k < NE; k++)
+        g1_cuda_engine_free(e[k]), free(lg[k]);
+    free(x);
+    g1_weights_free(&W);
+}
+
+/* Decode steps of 17 to 40 tokens (one token of each of T slots): every
+ * matmul on the GEMV or the int8 tensor-core kernel and the MoE grouped on
+ * the device, so (compute capability 8.0 and later) they replay CUDA
+ * graphs too. Against an engine that launches one by one and one that
+ * groups the MoE on the host: the same logits, bitwise. */
+static void test_graphs_wide(void)
+{
+    enum { NS = 40, NE = 3 };
+    g1_weights W;
+    tiny_weights(&W, 14);
+    ct_ok(g1_weights_prepare(&W), "prepare");
+    int V = W.cfg.vocab_size, D = W.cfg.emb_size, cc = 0;
+    ct_cu(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0), "attribute");
+    g1_engine_opts o = {.n_slots = NS, .max_batch = 64, .max_context = 0};
+    g1_cuda_opts co[NE] = {{0}, {.no_graphs = 1}, {.moe_host_groups = 1}};
+    g1_cuda_engine *e[NE];
+    float *x = malloc((size_t)NS * D * 4), *lg[NE];
+    for (int k = 0; k < NE; k++) {
+        ct_ok(g1_cuda_engine_init(&e[k], &W, &o, NULL, &co[k]), "cuda engine");
+        lg[k] = malloc((size_t)NS * V * 4);
+    }
+    /* (first slot, T): the shapes (24, 24 tiles), (40, 40), (17, 17), then 24 again */
+    static const int steps[][2] = {{0, 24}, {0, 24}, {0, 40}, {5, 17}, {0, 24}, {3, 24}};
+    int slot[NS], pos[NS], tok[NS], len[NS] = {0}, same = 1, n = (int)(sizeof steps / sizeof steps[0]);
+    for (int i = 0; i < n; i++) {
+        int T = steps[i][1];
+        for (int t = 0; t < T; t++)
+            slot[t] = steps[i][0] + t, pos[t] = len[slot[t]]++, tok[t] = (i * 97 + t * 13 + 1) % V;
+        g1_batch b = {.T = T, .slot = slot, .pos = pos};
+        for (int k = 0; k < NE; k++) {
+            ct_ok(g1_cuda_engine_embed(e[k], T, tok, x), "embed");
+            ct_ok(g1_cuda_engine_forward(e[k], &b, x), "forward");
+            ct_ok(g1_cuda_engine_logits(e[k], T, x, lg[k]), "logits");
+        }
+        for (int k = 1; k < NE; k++)
+            same &= !memcmp(lg[0], lg[k], (size_t)T * V * 4);
+    }
+    char name[160];
+    snprintf(name, sizeof name, "decode steps of 17 to 40 tokens: graphs == one by one == the MoE grouped on the "
+             "host, bitwise (%d steps)", n);
+    tu_check(same, name);
+    int want = cc >= 8 ? 3 : 0; /* below 8.0 these batches take cuBLAS: no graphs */
+    snprintf(name, sizeof name, "one graph per decode shape of 17 to 40 tokens (%d made, %d wanted)", e[0]->n_graphs,
+             want);
+    if (!graphs_checked(e[0], name))
+        tu_check(e[0]->n_graphs == want && !e[2]->n_graphs, name);
     for (int k = 0; k < NE; k++)
         g1_cuda_engine_free(e[k]), free(lg[k]);
     free(x);
@@ -966,6 +1133,12 @@ int main(void)
             test_mma_matmul(blas, 2048, 1024, 8, 100);
             test_mma_matmul(blas, 256, 1040, 4, 130);
             test_mma_matmul(blas, 4096, 48, 1, 64);
+            /* groups on the GEMV and on the tensor cores, one and several
+             * splits each, an expert with no rows, a group of two row tiles */
+            static const int g1[] = {0, 5, 17, 70, 16}, g2[] = {20, 1, 0}, g3[] = {3, 40, 9, 0, 33, 1, 2, 24};
+            test_matmul_grouped(blas, 1024, 256, 8, 5, g1, 80);
+            test_matmul_grouped(blas, 96, 64, 8, 3, g2, 21);
+            test_matmul_grouped(blas, 64, 1040, 4, 8, g3, 56);
         }
         test_dequant(96, 64, 8, 5, 70, 0, 64);      /* 16 columns a thread, scale blocks of 12 rows crossed */
         test_dequant(1000, 520, 8, 0, 1000, 0, 520); /* cols % 16 == 8: one element a thread */
@@ -1012,8 +1185,10 @@ int main(void)
     }
     if (WANT("matmul"))
         test_engine_panels();
-    if (WANT("graphs"))
+    if (WANT("graphs")) {
         test_graphs();
+        test_graphs_wide();
+    }
     if (WANT("moe")) {
         test_moe_rows();
         test_moe_grouped();

@@ -139,7 +139,7 @@ g1_status g1_cuda_matmul_grouped_q8(g1_cuda_mm *mm, const float *x, int n, int m
     if (n <= 0)
         return G1_OK;
     int rows = shape->rows, cols = shape->cols, lo = mm->gemv_max, mma = maxm > lo;
-    if (maxm > g1_cuda_grouped_max_rows(mm, rows, cols) || (mma && !g1_cuda_mma_q8_fits(shape)))
+    if (maxm > g1_cuda_grouped_max_rows(mm, rows, cols))
         return G1_FAIL(G1_ERR_INTERNAL, "CUDA grouped matmul with groups of up to %d rows of a %d x %d matrix "
                        "(the GEMV takes %d, the tensor cores %d)", maxm, rows, cols, lo, mm->mma_max);
     int gs, ms, S = grouped_splits(mm, maxm, rows, cols, &gs, &ms), rps;

@@ -69,7 +69,7 @@ typedef struct cli {
     double mem_per_rank;
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     g1_cuda_gemm cuda_gemm;
-    int cuda_graphs; /* --cuda-graphs on (the default) */
+    int cuda_graphs; /* --cuda-graphs: -1 on (the default), 0 off, N > 0 keep at most N */
     int kv_bf16; /* --kv-cache bf16 */
     int prefix_cache; /* --prefix-cache on (the default) */
     int gpu_direct; /* -1 auto, 0 off, 1 on */
@@ -178,11 +178,12 @@ static void usage(FILE *f)
 "                            int8 kernel of decoding 16 tokens at a time: float32, the same\n"
 "                            bits in every layout and batching, but weights re-read for\n"
 "                            every 16 tokens (slow for long prompts). docs/CUDA.md\n"
-"  --cuda-graphs on|off      cuda: decode steps (up to 128 tokens on compute capability 8.0\n"
+"  --cuda-graphs on|off|N    cuda: decode steps (up to 128 tokens on compute capability 8.0\n"
 "                            and later, else 16) replay a CUDA graph of their layers, one\n"
-"                            per batch shape (on, the default), or launch\n"
-"                            their kernels one by one (off: for a profiler or a sanitizer\n"
-"                            that wants them apart); the same results either way\n"
+"                            per batch shape (on, the default: at most 64 kept, the least\n"
+"                            recently replayed dropped; N: at most N), or launch their\n"
+"                            kernels one by one (off: for a profiler or a sanitizer that\n"
+"                            wants them apart); the same results either way\n"
 "  --kv-cache f32|bf16       KV cache elements (default f32). bf16 rounds keys and values\n"
 "                            as they are stored (the reference's precision); with cuda half\n"
 "                            the cache memory and the bytes long-context attention reads\n"
@@ -378,7 +379,7 @@ static int parse_args(int argc, char **argv, cli *c)
     };
     *c = (cli){.max_new_tokens = 100, .batch_size = 8, .max_batch_tokens = 256, .progress = G1_PROGRESS_AUTO,
                .progress_interval = 30, .sample = G1_SAMPLE_OPTS_DEFAULT, .backend = -1,
-               .gpu_direct = -1, .prefix_cache = 1, .balance = -1, .cuda_graphs = 1};
+               .gpu_direct = -1, .prefix_cache = 1, .balance = -1, .cuda_graphs = -1};
     c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
     int o, r = 0;
@@ -462,9 +463,15 @@ static int parse_args(int argc, char **argv, cli *c)
             break;
         }
         case O_GRAPHS: {
-            static const char *const w[] = {"on", "off", NULL};
-            static const int v[] = {1, 0};
-            r = parse_word("--cuda-graphs", optarg, w, v, &c->cuda_graphs);
+            static const char *const w[] = {"on", "off", "N >= 1 (graphs kept)", NULL};
+            static const int v[] = {-1, 0, 0};
+            char *end = NULL;
+            errno = 0;
+            long n = strtol(optarg, &end, 10);
+            if (optarg[0] >= '0' && optarg[0] <= '9' && !errno && !*end && n >= 1 && n <= INT_MAX)
+                c->cuda_graphs = (int)n;
+            else /* the error lists the forms */
+                r = parse_word("--cuda-graphs", optarg, w, v, &c->cuda_graphs);
             break;
         }
         case O_GPU_DIRECT: {
@@ -1499,7 +1506,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = c->max_context,
                          .cuda_gemm = c->cuda_gemm, .kv_cache = c->kv_bf16 ? G1_KV_BF16 : G1_KV_F32,
-                         .cuda_graphs_off = !c->cuda_graphs};
+                         .cuda_graphs_off = !c->cuda_graphs, .cuda_graphs_max = c->cuda_graphs > 0 ? c->cuda_graphs : 0};
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
     if (!uuids) /* main's abort ends the ranks waiting below */
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");

@@ -64,7 +64,7 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
         e->w = w;
         e->cfg = *c;
         e->opts = *opts;
-        g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off};
+        g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off, .max_graphs = opts->cuda_graphs_max};
         g1_status st = g1_cuda_engine_init(&e->cuda, w, opts, dispatch, &co);
         if (st != G1_OK) {
             free(e);
@@ -124,7 +124,7 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
     }
     e->cfg = *c;
     e->opts = *opts;
-    g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off};
+    g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off, .max_graphs = opts->cuda_graphs_max};
     st = g1_cuda_engine_begin(&e->cuda, c, src->layer0, src->layer1, src->expert0, src->expert1, opts, dispatch,
                               &co);
     int first_blocks[G1_NUM_QMAT] = {0};

@@ -64,6 +64,8 @@ typedef struct g1_engine_opts {
     g1_cuda_gemm cuda_gemm; /* CUDA, matmuls over 16 tokens (G1_CUDA_GEMM_BF16 unless set) */
     int cuda_graphs_off;    /* CUDA: decode steps launch their kernels one by one instead of
                              * replaying a CUDA graph (the same results) */
+    int cuda_graphs_max;    /* CUDA: most graphs kept, the least recently replayed dropped
+                             * (0: 64, G1_CUDA_GRAPHS_KEPT) */
     g1_kv_cache kv_cache;   /* the KV caches' elements (G1_KV_F32 unless set); the CPU
                              * backend stores bf16-rounded values as float32 (the same
                              * results, no memory saved: the reference for the GPU's) */

@@ -182,9 +182,12 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
             e->graph_max = r;
     }
     if (!(co && co->no_graphs) && e->graph_max > 0) {
-        e->graphs = calloc((size_t)(e->graph_max + 1) * (e->graph_max + 1), sizeof *e->graphs);
-        if (!e->graphs)
+        size_t n = (size_t)(e->graph_max + 1) * (e->graph_max + 1);
+        e->graphs = calloc(n, sizeof *e->graphs);
+        e->graph_used = calloc(n, sizeof *e->graph_used);
+        if (!e->graphs || !e->graph_used)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        e->graphs_kept = co && co->max_graphs > 0 ? co->max_graphs : G1_CUDA_GRAPHS_KEPT;
     }
     if (e->mm.gemv_only && c->emb_size % 8)
         return G1_FAIL(G1_ERR_ARG, "the f32 matmul path needs emb_size a multiple of 8 (got %d)", c->emb_size);
@@ -424,7 +427,29 @@ static void graphs_free(g1_cuda_engine *e)
         if (e->graphs[i])
             cudaGraphExecDestroy(e->graphs[i]);
     free(e->graphs);
+    free(e->graph_used);
     e->graphs = NULL;
+    e->graph_used = NULL;
+    e->graphs_live = 0;
+}
+
+/* Room for one more graph: the least recently replayed one destroyed when
+ * graphs_kept are held. A graph in flight on the stream may be destroyed:
+ * the launch already made keeps what it needs until it completes. */
+static void graphs_make_room(g1_cuda_engine *e)
+{
+    if (e->graphs_live < e->graphs_kept)
+        return;
+    size_t n = (size_t)(e->graph_max + 1) * (e->graph_max + 1), old = n;
+    for (size_t i = 0; i < n; i++)
+        if (e->graphs[i] && (old == n || e->graph_used[i] < e->graph_used[old]))
+            old = i;
+    if (old == n)
+        return;
+    cudaGraphExecDestroy(e->graphs[old]);
+    e->graphs[old] = NULL;
+    e->graphs_live--;
+    e->n_graphs_dropped++;
 }
 
 void g1_cuda_engine_free(g1_cuda_engine *e)
@@ -731,8 +756,10 @@ static int graph_fits(const g1_cuda_engine *e, int T)
 static g1_status forward_graph(g1_cuda_engine *e, int T)
 {
     int nt = e->ranges[0].n_tiles;
-    cudaGraphExec_t *x = &e->graphs[(size_t)T * (e->graph_max + 1) + nt];
+    size_t key = (size_t)T * (e->graph_max + 1) + nt;
+    cudaGraphExec_t *x = &e->graphs[key];
     if (!*x) {
+        graphs_make_room(e);
         cudaGraph_t g = NULL;
         g1_status st = G1_OK;
         char why[256] = "";
@@ -764,7 +791,9 @@ static g1_status forward_graph(g1_cuda_engine *e, int T)
             return run_layers(e, T);
         }
         e->n_graphs++;
+        e->graphs_live++;
     }
+    e->graph_used[key] = ++e->graph_clock;
     G1_CU(cudaGraphLaunch(*x, e->stream));
     return G1_OK;
 }

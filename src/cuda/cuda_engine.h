@@ -25,6 +25,8 @@ typedef struct g1_cuda_opts {
     int no_graphs;         /* 1: decode steps launch their kernels one by one (default:
                             * each batch shape's layers captured once as a CUDA graph,
                             * then replayed) */
+    int max_graphs;        /* most graphs kept; making one more destroys the least
+                            * recently replayed (0: G1_CUDA_GRAPHS_KEPT) */
     int mma_max_tokens;    /* most rows per matmul for the int8 tensor-core kernel, above
                             * gemv_max_tokens (0: 128; -1: never, cuBLAS instead); only on
                             * compute capability 8.0 and later, default precision */
@@ -33,6 +35,11 @@ typedef struct g1_cuda_opts {
                             * stream (default: the next panel dequantised on a second
                             * stream, into a second buffer, while cuBLAS multiplies) */
 } g1_cuda_opts;
+
+/* Graphs an engine keeps by default (g1_cuda_opts.max_graphs): each holds
+ * the rank's layers (about 35 kernel nodes a layer), and the shapes that
+ * make them (tokens x attention tiles) are many in a long evaluation. */
+#define G1_CUDA_GRAPHS_KEPT 64
 
 /* GPUs visible to this process (0 when none, or built without CUDA). */
 int g1_cuda_device_count(void);

@@ -45,7 +45,12 @@ struct g1_cuda_engine {
     int panel_elems;          /* g1_cuda_opts.panel_elems */
     cudaGraphExec_t *graphs;  /* ((graph_max + 1)^2) decode steps' graphs by T and attention
                                * tiles, made on first use; NULL: no graphs (g1_cuda_opts.no_graphs) */
+    unsigned long long *graph_used; /* (as graphs) when each was last replayed (graph_clock) */
+    unsigned long long graph_clock; /* graph replays so far */
+    int graphs_kept;          /* most graphs held at once (g1_cuda_opts.max_graphs) */
+    int graphs_live;          /* graphs held now */
     int n_graphs;             /* graphs made */
+    int n_graphs_dropped;     /* graphs destroyed to make room (graphs_kept) */
     g1_cuda_attn_range *ranges; /* (ceil(max_batch / attn_range)) the batch's, host */
     int n_ranges;             /* the batch's ranges, their tiles in tab */
     int attn_mma;             /* the device and options allow the tensor-core attention */

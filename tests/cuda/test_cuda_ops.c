@@ -1019,6 +1019,62 @@ static void test_graphs_wide(void)
     g1_weights_free(&W);
 }
 
+/* The graphs kept (g1_cuda_opts.max_graphs): with room for 2, decode steps
+ * of 1, 2, 1, 3, 1 and 2 tokens (one token of each of T slots) make 4
+ * graphs and drop 2, the least recently replayed each time (the 1-token
+ * graph, replayed between, stays; dropping the oldest made would remake
+ * it: 5), and never hold more than 2; the logits are those of an engine
+ * launching one by one, bitwise. An engine keeps G1_CUDA_GRAPHS_KEPT by
+ * default. */
+static void test_graphs_kept(void)
+{
+    enum { NS = 3, NE = 3 };
+    g1_weights W;
+    tiny_weights(&W, 15);
+    ct_ok(g1_weights_prepare(&W), "prepare");
+    int V = W.cfg.vocab_size, D = W.cfg.emb_size;
+    g1_engine_opts o = {.n_slots = NS, .max_batch = 16, .max_context = 0};
+    g1_cuda_opts co[NE] = {{.no_graphs = 1}, {.max_graphs = 2}, {0}};
+    g1_cuda_engine *e[NE];
+    float *x = malloc((size_t)NS * D * 4), *lg[NE];
+    for (int k = 0; k < NE; k++) {
+        ct_ok(g1_cuda_engine_init(&e[k], &W, &o, NULL, &co[k]), "cuda engine");
+        lg[k] = malloc((size_t)NS * V * 4);
+    }
+    static const int steps[] = {1, 2, 1, 3, 1, 2};
+    int slot[NS], pos[NS], tok[NS], len[NS] = {0}, same = 1, most = 0, n = (int)(sizeof steps / sizeof steps[0]);
+    for (int i = 0; i < n; i++) {
+        int T = steps[i];
+        for (int t = 0; t < T; t++)
+            slot[t] = t, pos[t] = len[t]++, tok[t] = (i * 31 + t * 7 + 3) % V;
+        g1_batch b = {.T = T, .slot = slot, .pos = pos};
+        for (int k = 0; k < NE; k++) {
+            ct_ok(g1_cuda_engine_embed(e[k], T, tok, x), "embed");
+            ct_ok(g1_cuda_engine_forward(e[k], &b, x), "forward");
+            ct_ok(g1_cuda_engine_logits(e[k], T, x, lg[k]), "logits");
+        }
+        for (int k = 1; k < NE; k++)
+            same &= !memcmp(lg[0], lg[k], (size_t)T * V * 4);
+        if (e[1]->graphs_live > most)
+            most = e[1]->graphs_live;
+    }
+    char name[200];
+    snprintf(name, sizeof name, "graphs kept 2 or the default: the same logits as launched one by one, bitwise "
+             "(%d steps)", n);
+    tu_check(same, name);
+    snprintf(name, sizeof name, "room for 2 graphs: %d made, %d dropped, at most %d held (4, 2, 2 wanted: the least "
+             "recently replayed dropped)", e[1]->n_graphs, e[1]->n_graphs_dropped, most);
+    if (!graphs_checked(e[1], name))
+        tu_check(e[1]->n_graphs == 4 && e[1]->n_graphs_dropped == 2 && most == 2 && e[1]->graphs_live == 2, name);
+    snprintf(name, sizeof name, "by default an engine keeps %d graphs (%d), none dropped here (%d made)",
+             G1_CUDA_GRAPHS_KEPT, e[2]->graphs_kept, e[2]->n_graphs);
+    tu_check(e[2]->graphs_kept == G1_CUDA_GRAPHS_KEPT && !e[2]->n_graphs_dropped, name);
+    for (int k = 0; k < NE; k++)
+        g1_cuda_engine_free(e[k]), free(lg[k]);
+    free(x);
+    g1_weights_free(&W);
+}
+
 /* The score of logits rows on the device (g1_cuda_score_rows) against the
  * CPU's g1_row_logprob: random rows, ties for the largest logit across
  * threads and warps, -inf entries, no target, and rows the CPU refuses: a
@@ -1188,6 +1244,7 @@ int main(void)
     if (WANT("graphs")) {
         test_graphs();
         test_graphs_wide();
+        test_graphs_kept();
     }
     if (WANT("moe")) {
         test_moe_rows();

@@ -759,8 +759,14 @@ def case_cuda_emu_race():
     g_o = generate(ckpt, gin, "race_plain_gen_2x1_nographs", 2, lay + ["--cuda-graphs", "off"], **plain)
     print(f"generate 2x1 --cuda-graphs off: tokens {'equal to' if g_o == g_p else 'DIFFERENT from'} on's")
     check(g_o == g_p, "--cuda-graphs off: tokens differ from the graphs'")
-    p = run(1, ["--checkpoint", ckpt, "--cuda-graphs", "maybe"], expect=None, **plain)
-    check(p.returncode != 0 and "--cuda-graphs" in p.stderr, f"--cuda-graphs maybe: exit {p.returncode}")
+    # --cuda-graphs 1: one graph kept, each new batch shape drops the last
+    g_1 = generate(ckpt, gin, "race_plain_gen_2x1_graphs1", 2, lay + ["--cuda-graphs", "1"], **plain)
+    print(f"generate 2x1 --cuda-graphs 1: tokens {'equal to' if g_1 == g_p else 'DIFFERENT from'} on's")
+    check(g_1 == g_p, "--cuda-graphs 1: tokens differ from the graphs'")
+    for bad in ("maybe", "0", "-3", "2x"):
+        p = run(1, ["--checkpoint", ckpt, "--cuda-graphs", bad], expect=None, **plain)
+        check(p.returncode == 2 and "--cuda-graphs" in p.stderr and "Traceback" not in p.stderr,
+              f"--cuda-graphs {bad}: exit {p.returncode}: {p.stderr.strip()[-200:]}")
 
 
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}

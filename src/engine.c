@@ -4,6 +4,8 @@
 #include "engine.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +95,83 @@ static g1_status load_part(const g1_weights_source *src, int l0, int l1, int wit
     return G1_OK;
 }
 
+/* CUDA: a thread of its own uploads each part while the caller reads the
+ * next into the other of two host buffers (parts i and i + 2 share one),
+ * so the GPU copies and the file reads overlap. At most one part waits
+ * while one is copied; the caller reuses a buffer once its part is on the
+ * GPU. The thread makes every CUDA call of the uploads and no other; the
+ * caller makes none until it has joined it. */
+typedef struct uploader {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    g1_cuda_engine *cu;
+    g1_weights *part[2];
+    int given, done; /* parts handed over; parts on the GPU */
+    int stop;        /* end after the part being copied */
+    g1_status st;    /* the first upload failure, its message and where */
+    char msg[1024], where[256];
+} uploader;
+
+static void *upload_main(void *arg)
+{
+    uploader *u = arg;
+    pthread_mutex_lock(&u->mu);
+    for (;;) {
+        while (u->done == u->given && !u->stop)
+            pthread_cond_wait(&u->cv, &u->mu);
+        if (u->stop || u->st != G1_OK) /* stop: nothing more wanted */
+            break;
+        g1_weights *w = u->part[u->done % 2];
+        pthread_mutex_unlock(&u->mu);
+        g1_status st = g1_cuda_engine_upload(u->cu, w);
+        pthread_mutex_lock(&u->mu);
+        if (st != G1_OK) {
+            u->st = st;
+            snprintf(u->msg, sizeof u->msg, "%s", g1_last_error());
+            snprintf(u->where, sizeof u->where, "%s", g1_last_error_where());
+            break;
+        }
+        u->done++;
+        pthread_cond_broadcast(&u->cv);
+    }
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    return NULL;
+}
+
+/* Wait until at most `ahead` parts handed over are not yet on the GPU, or
+ * an upload failed (its failure, recorded on the caller's thread). */
+static g1_status upload_wait(uploader *u, int ahead)
+{
+    pthread_mutex_lock(&u->mu);
+    while (u->st == G1_OK && u->given - u->done > ahead)
+        pthread_cond_wait(&u->cv, &u->mu);
+    g1_status st = u->st;
+    pthread_mutex_unlock(&u->mu);
+    return st == G1_OK ? G1_OK : g1_fail_copy(st, u->msg, u->where);
+}
+
+static void upload_give(uploader *u)
+{
+    pthread_mutex_lock(&u->mu);
+    u->given++;
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* The thread ends after the part it is copying, if any (the caller waits
+ * for the rest first when it wants them). */
+static void upload_end(uploader *u, pthread_t th)
+{
+    pthread_mutex_lock(&u->mu);
+    u->stop = 1;
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    pthread_join(th, NULL);
+    pthread_cond_destroy(&u->cv);
+    pthread_mutex_destroy(&u->mu);
+}
+
 g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
                                 const g1_moe_dispatch *dispatch, g1_weights_held *held)
 {
@@ -128,30 +207,60 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
     st = g1_cuda_engine_begin(&e->cuda, c, src->layer0, src->layer1, src->expert0, src->expert1, opts, dispatch,
                               &co);
     int first_blocks[G1_NUM_QMAT] = {0};
-    /* a layer at a time, then the embedding: each part is replaced by the
-     * next once it is on the GPU, in the same host memory (the source reuses
-     * it: fresh pages are touched for the first layer only) */
-    int last = src->layer1 + (src->with_embedding ? 1 : 0);
-    g1_weights part = {0};
+    /* a layer at a time, then the embedding, each read while the part
+     * before it is copied to the GPU (uploader), into the host memory of
+     * the part before that (the source reuses it: fresh pages are touched
+     * for the first two layers only) */
+    int last = src->layer1 + (src->with_embedding ? 1 : 0), err;
+    g1_weights part[2];
+    memset(part, 0, sizeof part);
+    size_t bytes[2] = {0, 0};
+    uploader u = {.cu = e->cuda, .part = {&part[0], &part[1]}};
+    pthread_t th;
+    int started = 0;
+    if (st == G1_OK) {
+        pthread_mutex_init(&u.mu, NULL);
+        pthread_cond_init(&u.cv, NULL);
+        err = pthread_create(&th, NULL, upload_main, &u);
+        if (err) {
+            pthread_cond_destroy(&u.cv);
+            pthread_mutex_destroy(&u.mu);
+            st = G1_FAIL(G1_ERR_NOMEM, "cannot start the thread that copies the weights to the GPU: %s",
+                         strerror(err));
+        }
+        started = !err;
+    }
     for (int l = src->layer0; st == G1_OK && l < last; l++) {
-        int emb = l == src->layer1; /* the last part: the embedding alone */
-        st = load_part(src, emb ? src->layer0 : l, emb ? src->layer0 : l + 1, emb, &part);
+        int emb = l == src->layer1, i = (l - src->layer0) % 2; /* the last part: the embedding alone */
+        st = upload_wait(&u, 1); /* the part before last, in part[i], is on the GPU */
+        if (st != G1_OK)
+            break;
+        st = load_part(src, emb ? src->layer0 : l, emb ? src->layer0 : l + 1, emb, &part[i]);
         if (st != G1_OK)
             break;
         if (!emb && l == src->layer0)
-            memcpy(first_blocks, part.blocks, sizeof first_blocks);
-        for (int i = 0; !emb && st == G1_OK && i < G1_NUM_QMAT; i++)
-            if (part.blocks[i] != first_blocks[i])
+            memcpy(first_blocks, part[i].blocks, sizeof first_blocks);
+        for (int k = 0; !emb && st == G1_OK && k < G1_NUM_QMAT; k++)
+            if (part[i].blocks[k] != first_blocks[k])
                 st = G1_FAIL(G1_ERR_FORMAT, "layer %d: %s has %d scale blocks, layer %d has %d: every layer must "
-                                            "have the same", l, g1_qmat_names[i], part.blocks[i], src->layer0,
-                             first_blocks[i]);
-        if (st == G1_OK)
-            st = g1_cuda_engine_upload(e->cuda, &part);
-        size_t b = g1_weights_bytes(&part);
-        h.bytes += b;
-        h.host_peak = b > h.host_peak ? b : h.host_peak;
+                                            "have the same", l, g1_qmat_names[k], part[i].blocks[k], src->layer0,
+                             first_blocks[k]);
+        if (st != G1_OK)
+            break;
+        upload_give(&u);
+        bytes[i] = g1_weights_bytes(&part[i]);
+        h.bytes += bytes[i];
+        /* held at once: this part and the one being copied */
+        size_t both = bytes[0] + (l > src->layer0 ? bytes[1] : 0);
+        h.host_peak = both > h.host_peak ? both : h.host_peak;
     }
-    g1_weights_free(&part);
+    if (started) {
+        if (st == G1_OK)
+            st = upload_wait(&u, 0); /* everything given is on the GPU, or a failure */
+        upload_end(&u, th);
+    }
+    g1_weights_free(&part[0]);
+    g1_weights_free(&part[1]);
     if (st == G1_OK)
         st = g1_cuda_engine_ready(e->cuda);
     if (st != G1_OK) {

@@ -97,7 +97,7 @@ typedef struct g1_weights_source {
 
 /* What loading the weights took: bytes of weights held by the engine in
  * all, and the most held in host memory at once (the same for the CPU
- * backend; one layer or the embedding for CUDA). */
+ * backend; two parts in a row for CUDA). */
 typedef struct g1_weights_held {
     size_t bytes;
     size_t host_peak;
@@ -105,11 +105,12 @@ typedef struct g1_weights_held {
 
 /* As g1_engine_init, the weights from `src`, owned by the engine. The CPU
  * backend loads them at once. CUDA loads and uploads one layer at a time,
- * then the embedding, each part in the host memory of the one before (when
- * the shapes match) once that is on the GPU: the host never holds more than
- * one layer's weights (or the embedding), so a node's
- * ranks do not need the model twice over (once on the GPUs, once in host
- * memory). Every layer must have the scale blocks of the first (as a
+ * then the embedding: a thread of its own copies each part to the GPU
+ * while the caller reads the next, into the host memory of the part before
+ * (when the shapes match), which is on the GPU by then: the host never
+ * holds more than two parts (two layers' weights, or the last layer's and
+ * the embedding), so a node's ranks do not need the model twice over (once
+ * on the GPUs, once in host memory), and the copies hide behind the reads. Every layer must have the scale blocks of the first (as a
  * whole-range load requires). `held` may be NULL. */
 g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
                                 const g1_moe_dispatch *dispatch, g1_weights_held *held);

@@ -17,6 +17,13 @@ g1_status g1_fail_at(g1_status st, const char *file, int line, const char *fmt, 
     return st;
 }
 
+g1_status g1_fail_copy(g1_status st, const char *msg, const char *where)
+{
+    snprintf(g1_msg, sizeof g1_msg, "%s", msg);
+    snprintf(g1_where, sizeof g1_where, "%s", where);
+    return st;
+}
+
 const char *g1_last_error(void) { return g1_msg; }
 const char *g1_last_error_where(void) { return g1_where; }
 void g1_clear_error(void) { g1_msg[0] = 0; g1_where[0] = 0; }

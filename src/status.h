@@ -21,6 +21,9 @@ g1_status g1_fail_at(g1_status st, const char *file, int line, const char *fmt, 
     __attribute__((format(printf, 4, 5)));
 #define G1_FAIL(st, ...) g1_fail_at((st), __FILE__, __LINE__, __VA_ARGS__)
 
+/* Record on this thread a failure another thread recorded (its message and
+ * where, as g1_last_error and g1_last_error_where gave them there). */
+g1_status g1_fail_copy(g1_status st, const char *msg, const char *where);
 /* The message of the last failure on this thread ("" if none). */
 const char *g1_last_error(void);
 /* Where the last failure was recorded ("file:line"). */

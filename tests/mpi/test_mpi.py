@@ -287,9 +287,11 @@ def held_by_rank(stderr):
 
 def upload_by_layer(ckpt, inp, emu):
     """--backend cuda uploads a rank's share a layer at a time (then the
-    embedding), each layer read into the host memory of the one before: each rank reads the same bytes and holds
-    the same weights as with --backend cpu, but never more than the largest
-    part (one layer's share, or the embedding) in host memory at once."""
+    embedding), each part read while the one before is copied to the GPU,
+    into the host memory of the part before that: each rank reads the same
+    bytes and holds the same weights as with --backend cpu, but never more
+    than two parts in a row (layers' shares, or the last layer's and the
+    embedding) in host memory at once."""
     runs = {}
     for backend, extra in (("cpu", {}), ("cuda", emu)):
         p = run(4, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
@@ -310,14 +312,15 @@ def upload_by_layer(ckpt, inp, emu):
             (l0, l1), (e0, e1), read, held, peak = runs["cuda"][r]
             parts = [layer_bytes(l, e0, e1) for l in range(l0, l1)] + ([V * D * 2 + D * 4] if r == 0 else [])
             cpu = runs["cpu"][r]
+            pair = max([a + b for a, b in zip(parts, parts[1:])] or parts)
             print(f"rank {r}: layers {l0}-{l1 - 1}, experts {e0}-{e1 - 1}: cuda read {read} bytes, holds "
-                  f"{held:.3f} MB on the GPU, at most {peak:.3f} MB in host memory (largest part "
-                  f"{max(parts) / 1e6:.3f} MB); cpu read {cpu[2]}, holds {cpu[3]:.3f} MB in host memory")
+                  f"{held:.3f} MB on the GPU, at most {peak:.3f} MB in host memory (largest two parts in a row "
+                  f"{pair / 1e6:.3f} MB); cpu read {cpu[2]}, holds {cpu[3]:.3f} MB in host memory")
             check(cpu[4] is None and peak is not None, f"rank {r}: the verbose lines do not say where weights are")
             check(read == cpu[2] and abs(held - cpu[3]) < 1e-9, f"rank {r}: cuda read or holds other weights than cpu")
             check(abs(held - sum(parts) / 1e6) < 1e-3, f"rank {r}: holds {held} MB, its share is {sum(parts) / 1e6}")
-            check(abs(peak - max(parts) / 1e6) < 1e-3 and peak < held,
-                  f"rank {r}: {peak} MB in host memory at once, more than its largest part {max(parts) / 1e6}")
+            check(abs(peak - pair / 1e6) < 1e-3 and (peak < held or len(parts) <= 2),
+                  f"rank {r}: {peak} MB in host memory at once, not its largest two parts in a row {pair / 1e6}")
 
 
 def case_cuda_emu():

@@ -139,7 +139,9 @@ struct Sched {
     int order = ORDER_SWEEP; // Order, from G1EMU_ORDER at each launch
 } S;
 
-cudaError_t last_error = cudaSuccess;
+// per host thread, as CUDA's: a failure on one thread is not another's
+// cudaGetLastError (the engine's weight upload runs on a thread of its own)
+thread_local cudaError_t last_error = cudaSuccess;
 
 void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 void fail(const char *fmt, ...)
@@ -1672,5 +1674,8 @@ void __tsan_write_range(void *p, unsigned long n) { g1emu::race_access(p, n, tru
 void __tsan_init(void) {}
 void __tsan_func_entry(void *pc) { (void)pc; }
 void __tsan_func_exit(void) {}
+// virtual calls in host code (std::thread in test_emu), never in a kernel
+void __tsan_vptr_update(void **p, void *v) { (void)p, (void)v; }
+void __tsan_vptr_read(void **p) { (void)p; }
 }
 #endif // G1EMU_RACE

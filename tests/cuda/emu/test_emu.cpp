@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 static int failures;
@@ -422,6 +423,18 @@ static void test_memory()
     check(cudaMemset(h, 0, 4) == cudaErrorInvalidValue, "cudaMemset of host memory refused");
     (void)cudaGetLastError();
     check(cudaFree(d) == cudaSuccess, "cudaFree");
+    // the last error is per host thread, as CUDA's
+    setenv("G1EMU_MALLOC_LIMIT", "16", 1);
+    cudaError_t there = cudaSuccess;
+    std::thread other([&there] {
+        void *p = nullptr;
+        (void)cudaMalloc(&p, 64);
+        there = cudaGetLastError();
+    });
+    other.join();
+    unsetenv("G1EMU_MALLOC_LIMIT");
+    check(there == cudaErrorMemoryAllocation && cudaGetLastError() == cudaSuccess,
+          "a failure on another thread is its last error, not this one's");
 
 #if defined(__SANITIZE_ADDRESS__)
     printf("%-64s %s\n", "host access to device memory: not checked under AddressSanitizer", "skipped");

@@ -674,6 +674,46 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
     return G1_OK;
 }
 
+/* What making a decode step's graph costs: the first step of T tokens on
+ * an empty graph table (capture, instantiation, launch and the run), then
+ * the same step replayed, host time to the end of each; the difference is
+ * what a graph dropped (g1_cuda_opts.max_graphs) costs when its shape
+ * comes back. The engine's own graphs are put back after. */
+static g1_status graph_make_ms(g1_cuda_engine *e, int T, int *slot, int *pos, double *make_ms, double *replay_ms)
+{
+    size_t n = (size_t)(e->graph_max + 1) * (e->graph_max + 1);
+    cudaGraphExec_t *own = e->graphs, *fresh = calloc(n, sizeof *fresh);
+    unsigned long long *own_used = e->graph_used, *fresh_used = calloc(n, sizeof *fresh_used);
+    int live = e->graphs_live, made = e->n_graphs;
+    if (!fresh || !fresh_used) {
+        free(fresh), free(fresh_used);
+        return G1_FAIL(G1_ERR_NOMEM, "graph table");
+    }
+    for (int t = 0; t < T; t++)
+        slot[t] = t, pos[t] = 0;
+    g1_batch b = {.T = T, .slot = slot, .pos = pos};
+    e->graphs = fresh, e->graph_used = fresh_used, e->graphs_live = 0;
+    g1_status st = G1_OK;
+    for (int k = 0; k < 2 && st == G1_OK; k++) {
+        for (int s = 0; s < T; s++)
+            g1_cuda_engine_reset_slot(e, s);
+        double t0 = secs();
+        st = g1_cuda_engine_forward_device(e, &b);
+        if (st == G1_OK)
+            st = cu(cudaStreamSynchronize(e->stream), "graph step");
+        *(k ? replay_ms : make_ms) = 1e3 * (secs() - t0);
+    }
+    int none = !e->graphs; /* the driver refused the graph: the engine dropped the table */
+    for (size_t i = 0; e->graphs && i < n; i++)
+        if (e->graphs[i])
+            cudaGraphExecDestroy(e->graphs[i]);
+    free(e->graphs), free(e->graph_used);
+    e->graphs = own, e->graph_used = own_used, e->graphs_live = live, e->n_graphs = made;
+    if (st == G1_OK && none)
+        st = G1_FAIL(G1_ERR_CUDA, "no graph was made for a %d-token decode step", T);
+    return st;
+}
+
 /* One layer's forward over T tokens, the mean of a few timed runs after a
  * warm-up: T sequences at position 0 (decode) up to 64 tokens, else one
  * prompt of T. touched: the experts the batch's tokens picked. */
@@ -863,7 +903,10 @@ int main(int argc, char **argv)
             g1_status st = time_layer(e, Ts[i], slot, pos, &without, &touched);
             e->graphs = g;
             CK(st);
-            printf(" %d tokens %.3f ms (graph %.3f ms);", Ts[i], without, with);
+            double make = 0, replay = 0;
+            CK(graph_make_ms(e, Ts[i], slot, pos, &make, &replay));
+            printf(" %d tokens %.3f ms (graph %.3f ms; making it %.2f ms, host time with its first run, then "
+                   "%.2f ms replayed);", Ts[i], without, with, make, replay);
         }
         printf("\n");
     }

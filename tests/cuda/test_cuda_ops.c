@@ -967,6 +967,21 @@ static void test_graphs(void)
     g1_weights_free(&W);
 }
 
+/* One step through engines e[0..n): embed, forward, logits into lg[k];
+ * 1 when every engine's logits equal e[0]'s, bitwise. */
+static int step_engines(g1_cuda_engine **e, int n, const g1_batch *b, const int *tok, float *x, float **lg)
+{
+    int V = e[0]->cfg.vocab_size, same = 1;
+    for (int k = 0; k < n; k++) {
+        ct_ok(g1_cuda_engine_embed(e[k], b->T, tok, x), "embed");
+        ct_ok(g1_cuda_engine_forward(e[k], b, x), "forward");
+        ct_ok(g1_cuda_engine_logits(e[k], b->T, x, lg[k]), "logits");
+    }
+    for (int k = 1; k < n; k++)
+        same &= !memcmp(lg[0], lg[k], (size_t)b->T * V * 4);
+    return same;
+}
+
 /* Decode steps of 17 to 40 tokens (one token of each of T slots): every
  * matmul on the GEMV or the int8 tensor-core kernel and the MoE grouped on
  * the device, so (compute capability 8.0 and later) they replay CUDA
@@ -996,13 +1011,7 @@ static void test_graphs_wide(void)
         for (int t = 0; t < T; t++)
             slot[t] = steps[i][0] + t, pos[t] = len[slot[t]]++, tok[t] = (i * 97 + t * 13 + 1) % V;
         g1_batch b = {.T = T, .slot = slot, .pos = pos};
-        for (int k = 0; k < NE; k++) {
-            ct_ok(g1_cuda_engine_embed(e[k], T, tok, x), "embed");
-            ct_ok(g1_cuda_engine_forward(e[k], &b, x), "forward");
-            ct_ok(g1_cuda_engine_logits(e[k], T, x, lg[k]), "logits");
-        }
-        for (int k = 1; k < NE; k++)
-            same &= !memcmp(lg[0], lg[k], (size_t)T * V * 4);
+        same &= step_engines(e, NE, &b, tok, x, lg);
     }
     char name[160];
     snprintf(name, sizeof name, "decode steps of 17 to 40 tokens: graphs == one by one == the MoE grouped on the "
@@ -1048,13 +1057,7 @@ static void test_graphs_kept(void)
         for (int t = 0; t < T; t++)
             slot[t] = t, pos[t] = len[t]++, tok[t] = (i * 31 + t * 7 + 3) % V;
         g1_batch b = {.T = T, .slot = slot, .pos = pos};
-        for (int k = 0; k < NE; k++) {
-            ct_ok(g1_cuda_engine_embed(e[k], T, tok, x), "embed");
-            ct_ok(g1_cuda_engine_forward(e[k], &b, x), "forward");
-            ct_ok(g1_cuda_engine_logits(e[k], T, x, lg[k]), "logits");
-        }
-        for (int k = 1; k < NE; k++)
-            same &= !memcmp(lg[0], lg[k], (size_t)T * V * 4);
+        same &= step_engines(e, NE, &b, tok, x, lg);
         if (e[1]->graphs_live > most)
             most = e[1]->graphs_live;
     }

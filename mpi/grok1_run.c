@@ -228,7 +228,8 @@ static void usage(FILE *f)
 "                            code path (for tests)\n"
 "  --verbose                 each rank reports what it loaded, the bytes it read, and the\n"
 "                            weights it holds (with cuda: the most in host memory at once;\n"
-"                            with cpu: its kernels, avx512, avx2 or portable)\n"
+"                            with cpu: its kernels, avx512, avx2 or portable), and at the\n"
+"                            end, with cuda, the graphs it made and dropped\n"
 );
     fprintf(f,
 "\n"
@@ -1683,6 +1684,10 @@ int main(int argc, char **argv)
     }
     if (st != G1_OK)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
+    int made, dropped, kept;
+    if (st == G1_OK && c.verbose && j.e && g1_engine_graph_counts(j.e, &made, &dropped, &kept))
+        fprintf(stderr, "grok1-run: rank %d: CUDA graphs of decode steps: %d made, %d dropped to keep at most %d "
+                "(--cuda-graphs)\n", world.rank, made, dropped, kept);
     g1_status st2 = files_close(&c, &f, st == G1_OK && !j.interrupted);
     if (st == G1_OK && st2 != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());

@@ -350,6 +350,11 @@ int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b)
     *need = *free_b = 0;
     return e->cuda ? g1_cuda_engine_kv_short(e->cuda, need, free_b) : 0;
 }
+int g1_engine_graph_counts(const g1_engine *e, int *made, int *dropped, int *kept)
+{
+    *made = *dropped = *kept = 0;
+    return e->cuda ? g1_cuda_engine_graph_counts(e->cuda, made, dropped, kept) : 0;
+}
 void g1_engine_reset_slot(g1_engine *e, int slot)
 {
     if (e->cuda)

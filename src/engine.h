@@ -166,6 +166,11 @@ void g1_engine_reset_slot(g1_engine *e, int slot);
  * free: 1 and *need / *free_b in bytes when it may not (CUDA), else 0 (the
  * CPU backend, or a device that does not say). */
 int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b);
+/* CUDA decode graphs so far (g1_engine_opts.cuda_graphs_off,
+ * cuda_graphs_max): 1 and *made, *dropped (to keep at most *kept) when the
+ * engine replays graphs; 0 and zeros on the CPU, with graphs off, or after
+ * the driver refused one (the engine then launches one by one). */
+int g1_engine_graph_counts(const g1_engine *e, int *made, int *dropped, int *kept);
 
 /* ---- memory for messages (what mpi/ sends and receives) ---- */
 

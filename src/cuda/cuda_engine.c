@@ -538,6 +538,15 @@ void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot) { e->slots[slot].len
 /* Bytes of one cache element. */
 static size_t kv_elem(const g1_cuda_engine *e) { return e->opts.kv_cache == G1_KV_BF16 ? 2 : 4; }
 
+int g1_cuda_engine_graph_counts(const g1_cuda_engine *e, int *made, int *dropped, int *kept)
+{
+    int on = e->graphs != NULL;
+    *made = on ? e->n_graphs : 0;
+    *dropped = on ? e->n_graphs_dropped : 0;
+    *kept = on ? e->graphs_kept : 0;
+    return on;
+}
+
 int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b)
 {
     size_t fr = 0, total = 0;

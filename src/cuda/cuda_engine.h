@@ -77,6 +77,8 @@ g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, co
 int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot);
 /* As g1_engine_kv_short. */
 int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b);
+/* As g1_engine_graph_counts. */
+int g1_cuda_engine_graph_counts(const g1_cuda_engine *e, int *made, int *dropped, int *kept);
 void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot);
 /* As g1_moe_local / g1_moe_expert_rows, host pointers in and out (what a
  * remote rank's rows need under mpi/). */

@@ -76,6 +76,12 @@ int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_
     *need = *free_b = 0;
     return 0;
 }
+int g1_cuda_engine_graph_counts(const g1_cuda_engine *e, int *made, int *dropped, int *kept)
+{
+    (void)e;
+    *made = *dropped = *kept = 0;
+    return 0;
+}
 g1_status g1_cuda_moe_local(g1_cuda_engine *e, int layer, int T, const float *x, const int *idx,
                             const float *gate, float *out)
 {

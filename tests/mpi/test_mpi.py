@@ -762,10 +762,28 @@ def case_cuda_emu_race():
     g_o = generate(ckpt, gin, "race_plain_gen_2x1_nographs", 2, lay + ["--cuda-graphs", "off"], **plain)
     print(f"generate 2x1 --cuda-graphs off: tokens {'equal to' if g_o == g_p else 'DIFFERENT from'} on's")
     check(g_o == g_p, "--cuda-graphs off: tokens differ from the graphs'")
-    # --cuda-graphs 1: one graph kept, each new batch shape drops the last
-    g_1 = generate(ckpt, gin, "race_plain_gen_2x1_graphs1", 2, lay + ["--cuda-graphs", "1"], **plain)
-    print(f"generate 2x1 --cuda-graphs 1: tokens {'equal to' if g_1 == g_p else 'DIFFERENT from'} on's")
-    check(g_1 == g_p, "--cuda-graphs 1: tokens differ from the graphs'")
+    # --cuda-graphs 1: one graph kept, each new batch shape drops the last;
+    # --verbose says how many each rank made and dropped
+    def graph_counts(stderr):
+        found = re.findall(r"rank (\d+): CUDA graphs of decode steps: (\d+) made, (\d+) dropped to keep at most "
+                           r"(\d+)", stderr)
+        return {int(r): (int(m), int(d), int(k)) for r, m, d, k in found}
+    counts = {}
+    for tag, extra in (("on", []), ("1", ["--cuda-graphs", "1"])):
+        out = os.path.join(ARGS.tmp, f"race_plain_gen_2x1_graphs_{tag}.jsonl")
+        p = run(2, ["--checkpoint", ckpt, "--mode", "generate", "--input", gin, "--output", out, "--verbose"]
+                + lay + extra, **plain)
+        counts[tag] = graph_counts(p.stderr)
+        same = open(out).read() == g_p
+        print(f"generate 2x1 --cuda-graphs {tag}: tokens {'equal to' if same else 'DIFFERENT from'} on's; "
+              f"graphs by rank (made, dropped, kept): {counts[tag]}")
+        check(same, f"--cuda-graphs {tag}: tokens differ from the graphs'")
+    on, one = counts["on"], counts["1"]
+    check(sorted(on) == [0, 1] and sorted(one) == [0, 1], "--verbose: not every rank reported its graphs")
+    check(all(on[r][0] > 1 and on[r][1] == 0 and on[r][2] == 64 for r in on),
+          "--cuda-graphs on: expected several graphs made, none dropped, 64 kept")
+    check(all(one[r][2] == 1 and one[r][1] == one[r][0] - 1 and one[r][0] >= on[r][0] for r in one),
+          "--cuda-graphs 1: expected every graph but the last dropped, at least as many made as with on")
     for bad in ("maybe", "0", "-3", "2x"):
         p = run(1, ["--checkpoint", ckpt, "--cuda-graphs", bad], expect=None, **plain)
         check(p.returncode == 2 and "--cuda-graphs" in p.stderr and "Traceback" not in p.stderr,

@@ -678,8 +678,11 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
  * an empty graph table (capture, instantiation, launch and the run), then
  * the same step replayed, host time to the end of each; the difference is
  * what a graph dropped (g1_cuda_opts.max_graphs) costs when its shape
- * comes back. The engine's own graphs are put back after. */
-static g1_status graph_make_ms(g1_cuda_engine *e, int T, int *slot, int *pos, double *make_ms, double *replay_ms)
+ * comes back. *dev_bytes: the device memory the graph took (cudaMemGetInfo
+ * before and after; 0 where the driver takes none, or on the emulation).
+ * The engine's own graphs are put back after. */
+static g1_status graph_make_ms(g1_cuda_engine *e, int T, int *slot, int *pos, double *make_ms, double *replay_ms,
+                               long long *dev_bytes)
 {
     size_t n = (size_t)(e->graph_max + 1) * (e->graph_max + 1);
     cudaGraphExec_t *own = e->graphs, *fresh = calloc(n, sizeof *fresh);
@@ -693,7 +696,8 @@ static g1_status graph_make_ms(g1_cuda_engine *e, int T, int *slot, int *pos, do
         slot[t] = t, pos[t] = 0;
     g1_batch b = {.T = T, .slot = slot, .pos = pos};
     e->graphs = fresh, e->graph_used = fresh_used, e->graphs_live = 0;
-    g1_status st = G1_OK;
+    size_t free0 = 0, free1 = 0, total = 0;
+    g1_status st = cu(cudaMemGetInfo(&free0, &total), "memory info");
     for (int k = 0; k < 2 && st == G1_OK; k++) {
         for (int s = 0; s < T; s++)
             g1_cuda_engine_reset_slot(e, s);
@@ -703,6 +707,9 @@ static g1_status graph_make_ms(g1_cuda_engine *e, int T, int *slot, int *pos, do
             st = cu(cudaStreamSynchronize(e->stream), "graph step");
         *(k ? replay_ms : make_ms) = 1e3 * (secs() - t0);
     }
+    if (st == G1_OK)
+        st = cu(cudaMemGetInfo(&free1, &total), "memory info");
+    *dev_bytes = (long long)free0 - (long long)free1;
     int none = !e->graphs; /* the driver refused the graph: the engine dropped the table */
     for (size_t i = 0; e->graphs && i < n; i++)
         if (e->graphs[i])
@@ -904,9 +911,11 @@ int main(int argc, char **argv)
             e->graphs = g;
             CK(st);
             double make = 0, replay = 0;
-            CK(graph_make_ms(e, Ts[i], slot, pos, &make, &replay));
+            long long bytes = 0;
+            CK(graph_make_ms(e, Ts[i], slot, pos, &make, &replay, &bytes));
             printf(" %d tokens %.3f ms (graph %.3f ms; making it %.2f ms, host time with its first run, then "
-                   "%.2f ms replayed);", Ts[i], without, with, make, replay);
+                   "%.2f ms replayed; %.2f MB of device memory);", Ts[i], without, with, make, replay,
+                   (double)bytes / 1e6);
         }
         printf("\n");
     }

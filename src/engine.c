@@ -4,8 +4,6 @@
 #include "engine.h"
 
 #include <math.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +12,7 @@
 #include "cpu.h"
 #include "cuda/cuda_engine.h"
 #include "engine_internal.h"
+#include "part_pipe.h"
 #include "sampler.h"
 
 static void *zalloc(size_t n)
@@ -95,81 +94,44 @@ static g1_status load_part(const g1_weights_source *src, int l0, int l1, int wit
     return G1_OK;
 }
 
-/* CUDA: a thread of its own uploads each part while the caller reads the
- * next into the other of two host buffers (parts i and i + 2 share one),
- * so the GPU copies and the file reads overlap. At most one part waits
- * while one is copied; the caller reuses a buffer once its part is on the
- * GPU. The thread makes every CUDA call of the uploads and no other; the
- * caller makes none until it has joined it. */
-typedef struct uploader {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+/* The CUDA engine's parts (g1_engine_init_source): made by reading the
+ * source, used by copying them to the GPU, on the part pipe's thread
+ * while the next is read (part_pipe.h). Part i is layer layer0 + i, the
+ * last (with the embedding) the embedding alone. */
+typedef struct source_parts {
+    const g1_weights_source *src;
     g1_cuda_engine *cu;
-    g1_weights *part[2];
-    int given, done; /* parts handed over; parts on the GPU */
-    int stop;        /* end after the part being copied */
-    g1_status st;    /* the first upload failure, its message and where */
-    char msg[1024], where[256];
-} uploader;
+    int first_blocks[G1_NUM_QMAT];
+    size_t bytes[2]; /* each buffer's part */
+    g1_weights_held h;
+} source_parts;
 
-static void *upload_main(void *arg)
+static g1_status source_make(void *ctx, int i, void *buf)
 {
-    uploader *u = arg;
-    pthread_mutex_lock(&u->mu);
-    for (;;) {
-        while (u->done == u->given && !u->stop)
-            pthread_cond_wait(&u->cv, &u->mu);
-        if (u->stop || u->st != G1_OK) /* stop: nothing more wanted */
-            break;
-        g1_weights *w = u->part[u->done % 2];
-        pthread_mutex_unlock(&u->mu);
-        g1_status st = g1_cuda_engine_upload(u->cu, w);
-        pthread_mutex_lock(&u->mu);
-        if (st != G1_OK) {
-            u->st = st;
-            snprintf(u->msg, sizeof u->msg, "%s", g1_last_error());
-            snprintf(u->where, sizeof u->where, "%s", g1_last_error_where());
-            break;
-        }
-        u->done++;
-        pthread_cond_broadcast(&u->cv);
-    }
-    pthread_cond_broadcast(&u->cv);
-    pthread_mutex_unlock(&u->mu);
-    return NULL;
+    source_parts *sp = ctx;
+    const g1_weights_source *src = sp->src;
+    g1_weights *w = buf;
+    int l = src->layer0 + i, emb = l == src->layer1;
+    G1_TRY(load_part(src, emb ? src->layer0 : l, emb ? src->layer0 : l + 1, emb, w));
+    if (!emb && i == 0)
+        memcpy(sp->first_blocks, w->blocks, sizeof sp->first_blocks);
+    for (int k = 0; !emb && k < G1_NUM_QMAT; k++)
+        if (w->blocks[k] != sp->first_blocks[k])
+            return G1_FAIL(G1_ERR_FORMAT, "layer %d: %s has %d scale blocks, layer %d has %d: every layer must have "
+                                          "the same", l, g1_qmat_names[k], w->blocks[k], src->layer0,
+                           sp->first_blocks[k]);
+    sp->bytes[i % 2] = g1_weights_bytes(w);
+    sp->h.bytes += sp->bytes[i % 2];
+    /* held at once: this part and the one being copied */
+    size_t both = sp->bytes[i % 2] + (i > 0 ? sp->bytes[(i + 1) % 2] : 0);
+    sp->h.host_peak = both > sp->h.host_peak ? both : sp->h.host_peak;
+    return G1_OK;
 }
 
-/* Wait until at most `ahead` parts handed over are not yet on the GPU, or
- * an upload failed (its failure, recorded on the caller's thread). */
-static g1_status upload_wait(uploader *u, int ahead)
+static g1_status source_use(void *ctx, int i, void *buf)
 {
-    pthread_mutex_lock(&u->mu);
-    while (u->st == G1_OK && u->given - u->done > ahead)
-        pthread_cond_wait(&u->cv, &u->mu);
-    g1_status st = u->st;
-    pthread_mutex_unlock(&u->mu);
-    return st == G1_OK ? G1_OK : g1_fail_copy(st, u->msg, u->where);
-}
-
-static void upload_give(uploader *u)
-{
-    pthread_mutex_lock(&u->mu);
-    u->given++;
-    pthread_cond_broadcast(&u->cv);
-    pthread_mutex_unlock(&u->mu);
-}
-
-/* The thread ends after the part it is copying, if any (the caller waits
- * for the rest first when it wants them). */
-static void upload_end(uploader *u, pthread_t th)
-{
-    pthread_mutex_lock(&u->mu);
-    u->stop = 1;
-    pthread_cond_broadcast(&u->cv);
-    pthread_mutex_unlock(&u->mu);
-    pthread_join(th, NULL);
-    pthread_cond_destroy(&u->cv);
-    pthread_mutex_destroy(&u->mu);
+    (void)i;
+    return g1_cuda_engine_upload(((source_parts *)ctx)->cu, buf);
 }
 
 g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
@@ -206,59 +168,18 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
     g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off, .max_graphs = opts->cuda_graphs_max};
     st = g1_cuda_engine_begin(&e->cuda, c, src->layer0, src->layer1, src->expert0, src->expert1, opts, dispatch,
                               &co);
-    int first_blocks[G1_NUM_QMAT] = {0};
     /* a layer at a time, then the embedding, each read while the part
-     * before it is copied to the GPU (uploader), into the host memory of
-     * the part before that (the source reuses it: fresh pages are touched
-     * for the first two layers only) */
-    int last = src->layer1 + (src->with_embedding ? 1 : 0), err;
+     * before it is copied to the GPU, into the host memory of the part
+     * before that (the source reuses it: fresh pages are touched for the
+     * first two layers only) */
     g1_weights part[2];
     memset(part, 0, sizeof part);
-    size_t bytes[2] = {0, 0};
-    uploader u = {.cu = e->cuda, .part = {&part[0], &part[1]}};
-    pthread_t th;
-    int started = 0;
-    if (st == G1_OK) {
-        pthread_mutex_init(&u.mu, NULL);
-        pthread_cond_init(&u.cv, NULL);
-        err = pthread_create(&th, NULL, upload_main, &u);
-        if (err) {
-            pthread_cond_destroy(&u.cv);
-            pthread_mutex_destroy(&u.mu);
-            st = G1_FAIL(G1_ERR_NOMEM, "cannot start the thread that copies the weights to the GPU: %s",
-                         strerror(err));
-        }
-        started = !err;
-    }
-    for (int l = src->layer0; st == G1_OK && l < last; l++) {
-        int emb = l == src->layer1, i = (l - src->layer0) % 2; /* the last part: the embedding alone */
-        st = upload_wait(&u, 1); /* the part before last, in part[i], is on the GPU */
-        if (st != G1_OK)
-            break;
-        st = load_part(src, emb ? src->layer0 : l, emb ? src->layer0 : l + 1, emb, &part[i]);
-        if (st != G1_OK)
-            break;
-        if (!emb && l == src->layer0)
-            memcpy(first_blocks, part[i].blocks, sizeof first_blocks);
-        for (int k = 0; !emb && st == G1_OK && k < G1_NUM_QMAT; k++)
-            if (part[i].blocks[k] != first_blocks[k])
-                st = G1_FAIL(G1_ERR_FORMAT, "layer %d: %s has %d scale blocks, layer %d has %d: every layer must "
-                                            "have the same", l, g1_qmat_names[k], part[i].blocks[k], src->layer0,
-                             first_blocks[k]);
-        if (st != G1_OK)
-            break;
-        upload_give(&u);
-        bytes[i] = g1_weights_bytes(&part[i]);
-        h.bytes += bytes[i];
-        /* held at once: this part and the one being copied */
-        size_t both = bytes[0] + (l > src->layer0 ? bytes[1] : 0);
-        h.host_peak = both > h.host_peak ? both : h.host_peak;
-    }
-    if (started) {
-        if (st == G1_OK)
-            st = upload_wait(&u, 0); /* everything given is on the GPU, or a failure */
-        upload_end(&u, th);
-    }
+    void *const bufs[2] = {&part[0], &part[1]};
+    source_parts sp = {.src = src, .cu = e->cuda};
+    if (st == G1_OK)
+        st = g1_part_pipe_run(src->layer1 - src->layer0 + (src->with_embedding ? 1 : 0), bufs, source_make,
+                              source_use, &sp);
+    h = sp.h;
     g1_weights_free(&part[0]);
     g1_weights_free(&part[1]);
     if (st == G1_OK)

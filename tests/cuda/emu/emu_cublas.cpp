@@ -17,6 +17,7 @@ using namespace g1emu;
 
 struct cublasContext {
     cudaStream_t stream;
+    int dev; // the device current at cublasCreate: the handle works there only
 };
 
 static size_t type_size(cudaDataType t)
@@ -47,7 +48,7 @@ extern "C" {
 
 cublasStatus_t cublasCreate(cublasHandle_t *h)
 {
-    *h = new cublasContext{nullptr};
+    *h = new cublasContext{nullptr, current_device()};
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -114,6 +115,18 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t transa, cublasOp
     }
     if (!m || !n)
         return CUBLAS_STATUS_SUCCESS;
+    if (current_device() != h->dev) {
+        note("cublasGemmEx with a handle of device %d while device %d is current on this thread", h->dev,
+             current_device());
+        return CUBLAS_STATUS_EXECUTION_FAILED;
+    }
+    for (const void *p : {A, B, (const void *)C}) {
+        const Region *r = find_region(p);
+        if (r && r->device && r->dev != h->dev) {
+            note("cublasGemmEx on device %d with an operand in device %d's memory", h->dev, r->dev);
+            return CUBLAS_STATUS_INVALID_VALUE;
+        }
+    }
     float al = *(const float *)alpha, be = *(const float *)beta;
     if (k && al != 0.0f) {
         if (!device_range(A, extent(a_rows, ta ? m : k, lda, ea))) {

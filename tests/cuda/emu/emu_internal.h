@@ -15,6 +15,7 @@ struct Region {
     bool device;
     size_t mapped; // bytes of its own mapping, which the host may not touch (0: heap memory)
     mutable void *shadow = nullptr; // G1EMU_RACE builds: each byte's last kernel accesses (emu_runtime.cpp)
+    int dev = 0;                    // device allocations: the device current when made
 };
 
 // The allocation (device or pinned host) holding p, or null.
@@ -25,6 +26,9 @@ bool device_range(const void *p, size_t bytes);
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Remember e as the last error (unless cudaSuccess) and return it.
 cudaError_t set_error(cudaError_t e);
+// The calling thread's current device (cudaSetDevice; 0 until set), as
+// CUDA's: per host thread.
+int current_device();
 
 // Stream work (emu_runtime.cpp, "streams"): `run` is queued on stream s and
 // runs, in the stream's order, only when the host waits for it (a stream,

@@ -137,6 +137,7 @@ struct Sched {
     const char *kname = "";
     bool in_kernel = false;
     int order = ORDER_SWEEP; // Order, from G1EMU_ORDER at each launch
+    int dev = 0;             // the device the running kernel was launched on
 } S;
 
 // per host thread, as CUDA's: a failure on one thread is not another's
@@ -406,11 +407,13 @@ static void log_launch(const char *name, unsigned long long threads)
 }
 
 // A kernel's blocks, now (from the stream queue: see "streams" below).
-static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, const std::function<void()> &body)
+static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, int dev,
+                        const std::function<void()> &body)
 {
     if (S.in_kernel)
         fail("launch of %s from inside a kernel", name);
     S.order = order;
+    S.dev = dev;
     S.in_kernel = true;
     S.kname = name;
     race_launch();
@@ -432,6 +435,7 @@ static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, cons
 }
 
 static bool launch_refused_in_capture(const char *name, cudaStream_t s);
+static bool launch_on_other_device(const char *name, cudaStream_t s);
 
 void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, const std::function<void()> &body)
 {
@@ -454,9 +458,12 @@ void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, co
         fail("launch of %s from inside a kernel", name);
     if (launch_refused_in_capture(name, stream))
         return;
+    if (launch_on_other_device(name, stream))
+        return;
     log_launch(name, nt);
     std::function<void()> b = body; // the arguments as they are now, as a launch copies them
-    enqueue(stream, name, [=] { exec_kernel(name, grid, block, order, b); });
+    int dev = current_device();
+    enqueue(stream, name, [=] { exec_kernel(name, grid, block, order, dev, b); });
 }
 
 // ---- memory ------------------------------------------------------------
@@ -486,6 +493,10 @@ void note(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
 }
+
+// the calling thread's current device, as CUDA's (per host thread)
+thread_local int cur_device = 0;
+int current_device() { return cur_device; }
 
 cudaError_t set_error(cudaError_t e)
 {
@@ -563,6 +574,7 @@ namespace {
 struct Stream {
     bool nonblocking;
     unsigned long long last; // sequence number of its latest work (0: none)
+    int dev;                 // the device current when it was made (kernels go to it only then)
 };
 
 struct Work {
@@ -571,7 +583,7 @@ struct Work {
     std::function<void()> run;
 };
 
-Stream legacy_stream = {false, 0};
+Stream legacy_stream = {false, 0, -1}; // each device's own: whatever device is current
 
 // Stream capture (CUDA graphs): the work given to the capturing stream is
 // kept, not queued; a launch of the graph gives it to a stream again, in
@@ -652,6 +664,20 @@ static Stream *stream_of(cudaStream_t s, const char *what)
         return nullptr;
     }
     return (Stream *)s;
+}
+
+// As CUDA's: a kernel launch fails on a stream of another device than the
+// calling thread's current one (a thread that never called cudaSetDevice
+// works on device 0); the error set, nothing queued.
+static bool launch_on_other_device(const char *name, cudaStream_t s)
+{
+    Stream *st = stream_of(s, name);
+    if (!st || st->dev < 0 || st->dev == current_device())
+        return false;
+    note("launch of %s into a stream of device %d while device %d is current on this thread", name, st->dev,
+         current_device());
+    set_error(cudaErrorInvalidResourceHandle);
+    return true;
 }
 
 // Run the queued work with sequence numbers in `want`, and what it waits
@@ -783,6 +809,7 @@ static void *region_alloc(size_t bytes, bool device)
     if (mapped && !draining && mprotect(p, mapped, PROT_NONE))
         fail("mprotect of device memory failed");
     regions[(uintptr_t)p] = Region{p, bytes, device, mapped};
+    regions[(uintptr_t)p].dev = current_device();
     race_alloc(regions[(uintptr_t)p]);
     if (device)
         device_live += bytes;
@@ -876,12 +903,15 @@ cudaError_t cudaSetDevice(int device)
 {
     int n;
     cudaGetDeviceCount(&n);
-    return device >= 0 && device < n ? cudaSuccess : set_error(cudaErrorInvalidDevice);
+    if (device < 0 || device >= n)
+        return set_error(cudaErrorInvalidDevice);
+    cur_device = device;
+    return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device)
 {
-    *device = 0;
+    *device = cur_device;
     return cudaSuccess;
 }
 
@@ -1203,7 +1233,7 @@ cudaError_t cudaStreamSetAttribute(cudaStream_t s, cudaStreamAttrID attr, const 
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
-    Stream *st = new Stream{(flags & cudaStreamNonBlocking) != 0, 0};
+    Stream *st = new Stream{(flags & cudaStreamNonBlocking) != 0, 0, current_device()};
     live_streams.insert(st);
     *s = (cudaStream_t)st;
     return cudaSuccess;
@@ -1583,6 +1613,9 @@ static void race_access(const void *p, size_t n, bool write, bool natural = fals
     }
     if (r) {
         size_t off = a - (uintptr_t)r->base;
+        if (r->dev != S.dev) // no peer access is enabled: a GPU faults
+            fail("%s %zu byte(s) at %p, in an allocation of device %d, from kernel %s on device %d", write ? "writes" : "reads",
+                 n, p, r->dev, S.kname, S.dev);
         if (off + n > r->size)
             fail("%s %zu byte(s) at %p, byte %zu of an allocation of %zu bytes at %p: past its end",
                  write ? "writes" : "reads", n, p, off, r->size, r->base);

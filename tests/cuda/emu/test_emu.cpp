@@ -408,6 +408,85 @@ static void test_races()
 }
 #endif
 
+// The current device is per host thread, as CUDA's (0 until a thread sets
+// it); a kernel launch into a stream of another device fails, as does a
+// cuBLAS call with a handle made on another device.
+static void test_devices()
+{
+    setenv("G1EMU_DEVICES", "2", 1);
+    int cur = -1;
+    check(cudaSetDevice(1) == cudaSuccess && cudaGetDevice(&cur) == cudaSuccess && cur == 1,
+          "cudaSetDevice(1) with 2 devices: current");
+    cudaStream_t s1;
+    check(cudaStreamCreate(&s1) == cudaSuccess, "a stream of device 1");
+    int *p = dev<int>(64);
+    fprintf(stderr, "(the g1emu messages below are expected)\n");
+    cudaSetDevice(0);
+    G1_LAUNCH(nop_k, 1, 1, s1)(p);
+    check(cudaGetLastError() == cudaErrorInvalidResourceHandle, "a launch into device 1's stream on device 0 fails");
+    cudaSetDevice(1);
+    G1_LAUNCH(nop_k, 1, 1, s1)(p);
+    check(cudaGetLastError() == cudaSuccess && cudaStreamSynchronize(s1) == cudaSuccess,
+          "the same launch on device 1 runs");
+    int seen = -1;
+    cudaError_t before = cudaSuccess, after = cudaSuccess;
+    std::thread other([&] {
+        cudaGetDevice(&seen);
+        G1_LAUNCH(nop_k, 1, 1, s1)(p);
+        before = cudaGetLastError();
+        cudaSetDevice(1);
+        G1_LAUNCH(nop_k, 1, 1, s1)(p);
+        after = cudaGetLastError();
+    });
+    other.join();
+    check(seen == 0 && before == cudaErrorInvalidResourceHandle && after == cudaSuccess,
+          "another thread starts on device 0: it sets the device to launch");
+    cudaGetDevice(&cur);
+    check(cur == 1, "... which leaves this thread's device as it was");
+    cublasHandle_t h;
+    cublasCreate(&h);
+    float *a = dev<float>(1), one = 1.0f, zero = 0.0f;
+    cudaMemset(a, 0, sizeof(float));
+    auto gemm = [&] {
+        return cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, a, CUDA_R_32F, 1, a, CUDA_R_32F, 1, &zero, a,
+                            CUDA_R_32F, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    };
+    cudaSetDevice(0);
+    cublasStatus_t wrong = gemm();
+    float *a0 = dev<float>(1);
+    cudaSetDevice(1);
+    cublasStatus_t right = gemm();
+    cublasStatus_t mixed = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, a0, CUDA_R_32F, 1, a, CUDA_R_32F,
+                                        1, &zero, a, CUDA_R_32F, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    check(wrong == CUBLAS_STATUS_EXECUTION_FAILED && right == CUBLAS_STATUS_SUCCESS &&
+              mixed == CUBLAS_STATUS_INVALID_VALUE,
+          "cuBLAS: a handle of device 1 refused on device 0, and memory of device 0");
+    cudaDeviceSynchronize();
+    cublasDestroy(h);
+    cudaFree(a), cudaFree(a0);
+    cudaStreamSynchronize(s1);
+#if defined(G1EMU_RACE)
+    // a kernel reading another device's memory (no peer access): a GPU
+    // faults; the race build checks every access's device
+    std::string err;
+    int st = in_child(
+        [] {
+            cudaSetDevice(0);
+            int *p0 = dev<int>(1);
+            cudaSetDevice(1);
+            G1_LAUNCH(nop_k, 1, 1, 0)(p0);
+            cudaDeviceSynchronize();
+        },
+        &err);
+    check(st == 1 && contains(err, "in an allocation of device 0, from kernel nop_k on device 1"),
+          "a kernel on device 1 writing device 0's memory is reported");
+#endif
+    cudaStreamDestroy(s1);
+    cudaFree(p);
+    cudaSetDevice(0);
+    unsetenv("G1EMU_DEVICES");
+}
+
 static void test_memory()
 {
     float *d = dev<float>(10), h[10] = {0}, back[10];
@@ -796,6 +875,7 @@ int main()
     test_races();
 #endif
     test_memory();
+    test_devices();
     test_cublas();
     test_streams();
     test_graphs();

@@ -46,9 +46,20 @@ typedef struct eng {
     g1_engine *e;
 } eng;
 
+/* The GPU the CUDA engines use: G1_TEST_DEVICE (default 0). The emulation's
+ * race build runs the tests on device 1 of 2 too (meson.build), where a
+ * path that launches or allocates before setting the engine's device
+ * touches device 0's memory and is reported. */
+static int test_device(g1_backend be)
+{
+    const char *d = getenv("G1_TEST_DEVICE");
+    return be == G1_BACKEND_CUDA && d ? atoi(d) : 0;
+}
+
 static eng mk_engine(model *m, g1_backend be, int slots, int max_batch, int split)
 {
-    g1_engine_opts o = {.n_slots = slots, .max_batch = max_batch, .backend = be, .cuda_gemm = (g1_cuda_gemm)split};
+    g1_engine_opts o = {.n_slots = slots, .max_batch = max_batch, .backend = be, .cuda_gemm = (g1_cuda_gemm)split,
+                        .device = test_device(be)};
     eng r = {0};
     ct_ok(g1_engine_init(&r.e, &m->W, &o, NULL), "engine");
     return r;
@@ -56,13 +67,25 @@ static eng mk_engine(model *m, g1_backend be, int slots, int max_batch, int spli
 
 static void eng_free(eng e) { g1_engine_free(e.e); }
 
+/* With G1_TEST_DEVICE, this thread's current device back to 0 before each
+ * engine call, as another engine's caller would leave it: every entry
+ * point must set its engine's device itself. */
+static void away(void)
+{
+    if (getenv("G1_TEST_DEVICE"))
+        ct_cu(cudaSetDevice(0), "device 0");
+}
+
 /* One step over (slot, pos, token) triples; logits (T, V). */
 static void step(model *m, eng e, int T, const int *slot, const int *pos, const int *tok, float *logits)
 {
     float *x = malloc((size_t)T * m->C.emb_size * 4);
     g1_batch b = {.T = T, .slot = slot, .pos = pos};
+    away();
     ct_ok(g1_engine_embed(e.e, T, tok, x), "embed");
+    away();
     ct_ok(g1_engine_forward(e.e, &b, x), "forward");
+    away();
     ct_ok(g1_engine_logits(e.e, T, x, logits), "logits");
     free(x);
 }
@@ -306,7 +329,7 @@ static void engine_memory(g1_backend be, const char *what)
 
     rows_ctx rc = {.map = malloc((size_t)MB * k * sizeof(int))};
     g1_moe_dispatch dp = {.run = host_run_unused, .run_rows_mem = rows_mem, .ctx = &rc};
-    g1_engine_opts o = {.n_slots = 1, .max_batch = MB, .backend = be};
+    g1_engine_opts o = {.n_slots = 1, .max_batch = MB, .backend = be, .device = test_device(be)};
     ct_ok(g1_engine_init(&rc.e, &m.W, &o, &dp), "engine with a rows dispatch");
     float *xin, *xout;
     ct_ok(g1_engine_mem_alloc(rc.e, (size_t)MB * k * D * 4, (void **)&rc.sb), "mem_alloc");
@@ -372,6 +395,7 @@ static void kv_bf16(void)
     eng_free(g);
     o.backend = G1_BACKEND_CUDA;
     o.cuda_gemm = G1_CUDA_GEMM_BF16X2;
+    o.device = test_device(G1_BACKEND_CUDA);
     ct_ok(g1_engine_init(&g.e, &m.W, &o, NULL), "engine with bf16 KV caches");
     run_seq(&m, g, 0, tok, n, n, got);
     eng_free(g);
@@ -451,7 +475,8 @@ static void weights_source(g1_backend be, const char *what)
     synth_src ss = {.seed = 21, .odd_layer = -1};
     g1_weights_source src = {.cfg = m.C, .layer0 = 0, .layer1 = m.C.num_layers, .expert0 = 0,
                              .expert1 = m.C.num_experts, .with_embedding = 1, .load = synth_part, .ctx = &ss};
-    g1_engine_opts o = {.n_slots = 1, .max_batch = 16, .backend = be, .cuda_gemm = G1_CUDA_GEMM_BF16X2};
+    g1_engine_opts o = {.n_slots = 1, .max_batch = 16, .backend = be, .cuda_gemm = G1_CUDA_GEMM_BF16X2,
+                        .device = test_device(be)};
     g1_weights_held held;
     eng s = {0};
     ct_ok(g1_engine_init_source(&s.e, &src, &o, NULL, &held), "engine from a source");
@@ -588,7 +613,8 @@ static void forks(g1_backend be, g1_kv_cache kv, const char *what)
 {
     model m;
     mk_model(&m, "tiny", 9, 0);
-    g1_engine_opts o = {.n_slots = 3, .max_batch = 40, .backend = be, .cuda_gemm = G1_CUDA_GEMM_F32, .kv_cache = kv};
+    g1_engine_opts o = {.n_slots = 3, .max_batch = 40, .backend = be, .cuda_gemm = G1_CUDA_GEMM_F32, .kv_cache = kv,
+                        .device = test_device(be)};
     g1_engine *e;
     ct_ok(g1_engine_init(&e, &m.W, &o, NULL), "engine");
     enum { L = 30 };

@@ -1507,7 +1507,8 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = c->max_context,
                          .cuda_gemm = c->cuda_gemm, .kv_cache = c->kv_bf16 ? G1_KV_BF16 : G1_KV_F32,
-                         .cuda_graphs_off = !c->cuda_graphs, .cuda_graphs_max = c->cuda_graphs > 0 ? c->cuda_graphs : 0};
+                         .cuda_graphs_off = !c->cuda_graphs,
+                         .cuda_graphs_max = c->cuda_graphs > 0 ? c->cuda_graphs : 0};
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
     if (!uuids) /* main's abort ends the ranks waiting below */
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");

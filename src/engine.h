@@ -110,8 +110,9 @@ typedef struct g1_weights_held {
  * (when the shapes match), which is on the GPU by then: the host never
  * holds more than two parts (two layers' weights, or the last layer's and
  * the embedding), so a node's ranks do not need the model twice over (once
- * on the GPUs, once in host memory), and the copies hide behind the reads. Every layer must have the scale blocks of the first (as a
- * whole-range load requires). `held` may be NULL. */
+ * on the GPUs, once in host memory), and the copies hide behind the reads.
+ * Every layer must have the scale blocks of the first (as a whole-range
+ * load requires). `held` may be NULL. */
 g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
                                 const g1_moe_dispatch *dispatch, g1_weights_held *held);
 void g1_engine_free(g1_engine *e);

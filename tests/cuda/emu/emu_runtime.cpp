@@ -1614,8 +1614,8 @@ static void race_access(const void *p, size_t n, bool write, bool natural = fals
     if (r) {
         size_t off = a - (uintptr_t)r->base;
         if (r->dev != S.dev) // no peer access is enabled: a GPU faults
-            fail("%s %zu byte(s) at %p, in an allocation of device %d, from kernel %s on device %d", write ? "writes" : "reads",
-                 n, p, r->dev, S.kname, S.dev);
+            fail("%s %zu byte(s) at %p, in an allocation of device %d, from kernel %s on device %d",
+                 write ? "writes" : "reads", n, p, r->dev, S.kname, S.dev);
         if (off + n > r->size)
             fail("%s %zu byte(s) at %p, byte %zu of an allocation of %zu bytes at %p: past its end",
                  write ? "writes" : "reads", n, p, off, r->size, r->base);

@@ -127,7 +127,7 @@ static void usage(FILE *f)
 "                            --truncate says, generation ends at N (\"length\"); bounds the\n"
 "                            KV caches (and the planner's memory check) to N positions; a\n"
 "                            score request may have N + 1 tokens (its last is only predicted;\n"
-"                            N with --dump-logits)\n"
+"                            N with --dump-logits); generate needs N >= 2\n"
 "  --input FILE              requests (JSON Lines; blank lines are skipped); - for stdin;\n"
 "                            a pipe or FIFO is read once, like stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
@@ -1472,6 +1472,9 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     if (c->max_context > m->cfg.max_seq_len)
         return G1_FAIL(G1_ERR_ARG, "--max-context %d: above the model's max_seq_len (%d)", c->max_context,
                        m->cfg.max_seq_len);
+    if (c->mode == G1_MODE_GENERATE && (c->max_context ? c->max_context : m->cfg.max_seq_len) < 2)
+        return G1_FAIL(G1_ERR_ARG, "generate needs a context of at least 2 positions (a prompt token and a new one); "
+                                   "%s is 1", c->max_context ? "--max-context" : "the model's max_seq_len");
     if (!c->plan)
         G1_TRY(g1_dist_check_layout(world->size, P ? P : 1, E ? E : 1, &m->cfg));
     const char *balanced = "";

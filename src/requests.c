@@ -176,6 +176,9 @@ static g1_status fit_context(long line, const g1_request_ctx *ctx, g1_request *r
                  ctx->cfg->max_seq_len);
     else
         snprintf(bound, sizeof bound, "max_seq_len %d", context);
+    if (limit < 1) /* grok1-run refuses such a context up front; a prompt cut to nothing would run empty */
+        return G1_FAIL(G1_ERR_RANGE, "input line %ld: no room for a prompt: a generate request needs a context of "
+                                     "at least 2 positions (%s)", line, bound);
     if (r->n_prompt <= limit)
         return G1_OK;
     int cut = r->n_prompt - limit;

@@ -757,7 +757,8 @@ def case_max_context(d):
     are refused (naming the option) or cut from the left; generation ends at
     N with "length"; requests within it get exactly the results of a run
     without it; the bound is recorded, so a resume with another is refused;
-    N above max_seq_len or below 1 is a usage error."""
+    N above max_seq_len or below 1 is a usage error, and so is 1 in generate
+    mode (no room for a prompt token and a new one)."""
     N = 16
     a = [(7 * i + 3) % V for i in range(20)]
     b = [5, 6, 7]
@@ -771,6 +772,15 @@ def case_max_context(d):
         expect_fail(tiny("score", inp, out, "--max-context", bad), 2, ["--max-context"], out=out)
     expect_fail(tiny("score", inp, out, "--max-context", str(MAX_SEQ + 1)), 2,
                 [f"--max-context {MAX_SEQ + 1}", f"max_seq_len ({MAX_SEQ})"], out=out)
+    # generate with one position: no room for a prompt token and a new one
+    # (a prompt cut to nothing once generated from an empty sequence)
+    expect_fail(tiny("generate", inp, out, "--max-context", "1", "--truncate", "left"), 2,
+                ["generate needs a context of at least 2 positions", "--max-context is 1"], out=out)
+    one = os.path.join(d, "one.jsonl")
+    expect_ok(tiny("score", inp, one, "--max-context", "1", "--truncate", "left"))
+    got = read_jsonl(one)
+    check([g["prompt_tokens"] for g in got] == [2, 2] and got[0]["truncated"] == len(a) - 2,
+          f"score with --max-context 1 --truncate left: {got}; expected 2 tokens each (one fed, one predicted)")
     # score: a cut to its last N + 1 tokens (N positions fed, the last token
     # only predicted) scores as those tokens alone; b as without the bound
     cut = os.path.join(d, "cut.jsonl")

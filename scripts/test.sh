@@ -35,7 +35,7 @@ run_config build-test-minimal -Dmpi=disabled -Dhdf5=disabled -Dcuda=disabled -Dn
 # every build.
 fuzz_results=build-fuzz-results.txt
 : >"$fuzz_results"
-fuzz_targets=(fuzz_model fuzz_jsonl)
+fuzz_targets=(fuzz_model fuzz_jsonl fuzz_requests)
 [ -f tests/fuzz/fuzz_pickle.c ] && fuzz_targets+=(fuzz_pickle)
 if command -v clang >/dev/null; then
   if [ ! -f build-fuzz/build.ninja ]; then

@@ -104,14 +104,64 @@ static double qmat_bytes(const g1_config *c, g1_qmat_id id, int blocks)
     return (double)rows * cols + 4.0 * blocks * cols;
 }
 
-/* ---- parts: where a layer's time goes, for tuning without a profiler ---- */
-
 static double secs(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+/* Weights go up from host memory as the checkpoint is read (the engine
+ * copies each part from pageable memory on a thread of its own): host to
+ * device copies of n bytes from pageable memory, then from the same memory
+ * pinned in place (cudaHostRegister), and what pinning and unpinning it
+ * took. Best of 3 copies each, on a non-blocking stream as the engine's. */
+static g1_status upload_rates(int smoke, size_t *bytes, double *pageable, double *pinned, double *pin_ms,
+                              double *unpin_ms)
+{
+    size_t n = (size_t)1 << (smoke ? 20 : 30);
+    char *h = malloc(n);
+    void *d = NULL;
+    cudaStream_t s = NULL;
+    g1_status st = h ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory for %zu host bytes", n);
+    if (st == G1_OK)
+        memset(h, 1, n); /* the pages exist, as after reading the checkpoint into them */
+    if (st == G1_OK)
+        st = cu(cudaMalloc(&d, n), "upload buffer");
+    if (st == G1_OK)
+        st = cu(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
+    double best[2] = {1e30, 1e30};
+    for (int pin = 0; st == G1_OK && pin < 2; pin++) {
+        if (pin) {
+            double t = secs();
+            st = cu(cudaHostRegister(h, n, cudaHostRegisterDefault), "cudaHostRegister");
+            *pin_ms = 1e3 * (secs() - t);
+        }
+        for (int i = 0; st == G1_OK && i < 3; i++) {
+            double t = secs();
+            st = cu(cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, s), "host-to-device copy");
+            if (st == G1_OK)
+                st = cu(cudaStreamSynchronize(s), "host-to-device copy");
+            t = secs() - t;
+            best[pin] = t < best[pin] ? t : best[pin];
+        }
+        if (pin && st == G1_OK) {
+            double t = secs();
+            st = cu(cudaHostUnregister(h), "cudaHostUnregister");
+            *unpin_ms = 1e3 * (secs() - t);
+        }
+    }
+    *bytes = n;
+    *pageable = (double)n / best[0] / 1e9;
+    *pinned = (double)n / best[1] / 1e9;
+    if (s)
+        cudaStreamDestroy(s);
+    cudaFree(d);
+    free(h);
+    return st;
+}
+
+/* ---- parts: where a layer's time goes, for tuning without a profiler ---- */
 
 static float elapsed_ms(cudaEvent_t a, cudaEvent_t b)
 {
@@ -919,6 +969,19 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
+    /* what a rank of 8 layers (all experts: the most one stage holds, docs/PLAN.md) copies at load, and
+     * whether pinning the engine's two part buffers (one layer each) would pay for itself */
+    size_t ub;
+    double up_page, up_pin, pin_ms = 0, unpin_ms = 0;
+    CK(upload_rates(smoke, &ub, &up_page, &up_pin, &pin_ms, &unpin_ms));
+    double layer_b = attn_b + c.num_experts * exp_b, rank_b = 8 * layer_b;
+    double pin_two = 2 * layer_b / (double)ub * pin_ms / 1e3;
+    printf("weights to the GPU, %.0f MB from host memory: pageable %.1f GB/s, pinned %.1f GB/s; pinning it %.1f ms, "
+           "unpinning %.1f ms. A rank of 8 layers (%.1f GB): %.2f s of copies from pageable memory, %.2f s pinned "
+           "+ %.2f s to pin two part buffers (%s); both overlap the checkpoint's reads\n",
+           (double)ub / 1e6, up_page, up_pin, pin_ms, unpin_ms, rank_b / 1e9, rank_b / (up_page * 1e9),
+           rank_b / (up_pin * 1e9), pin_two,
+           rank_b / (up_pin * 1e9) + pin_two < rank_b / (up_page * 1e9) ? "pinning would pay" : "pinning would not pay");
     if (want_parts && o.max_batch >= 8 && o.n_slots >= 8)
         CK(parts(e, &c, bw, smoke));
     g1_cuda_engine_free(e);

@@ -16,6 +16,7 @@ struct Region {
     size_t mapped; // bytes of its own mapping, which the host may not touch (0: heap memory)
     mutable void *shadow = nullptr; // G1EMU_RACE builds: each byte's last kernel accesses (emu_runtime.cpp)
     int dev = 0;                    // device allocations: the device current when made
+    bool registered = false;        // host memory of the caller's, pinned by cudaHostRegister (not ours to free)
 };
 
 // The allocation (device or pinned host) holding p, or null.

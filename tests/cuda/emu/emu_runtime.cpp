@@ -821,8 +821,9 @@ static cudaError_t region_free(void *p, bool device, const char *what)
     if (!p)
         return cudaSuccess;
     auto it = regions.find((uintptr_t)p);
-    if (it == regions.end() || it->second.device != device) {
-        note("%s(%p): not the start of a live %s allocation", what, p, device ? "device" : "pinned host");
+    if (it == regions.end() || it->second.device != device || it->second.registered) {
+        note("%s(%p): not the start of a live %s allocation%s", what, p, device ? "device" : "pinned host",
+             it != regions.end() && it->second.registered ? " (it was pinned by cudaHostRegister)" : "");
         return set_error(cudaErrorInvalidValue);
     }
     if (device)
@@ -1059,7 +1060,43 @@ cudaError_t cudaFreeHost(void *p)
     return region_free(p, false, "cudaFreeHost");
 }
 
-// Host memory of [p, p + n) is page-locked (cudaMallocHost, cudaHostAlloc).
+// The caller's host memory pinned in place: a region of its own (copies from
+// it are then queued like those from cudaMallocHost memory, and checked the
+// same way), left to the caller to free after cudaHostUnregister.
+cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned int flags)
+{
+    (void)flags; // portable, mapped, I/O memory, read-only: all plain host memory here
+    if (!p || !bytes)
+        return set_error(cudaErrorInvalidValue);
+    uintptr_t a = (uintptr_t)p, end = a + bytes;
+    for (const auto &kv : regions) {
+        const Region &r = kv.second;
+        if ((uintptr_t)r.base < end && a < (uintptr_t)r.base + r.size) {
+            if (r.device) {
+                note("cudaHostRegister(%p, %zu): device memory", p, bytes);
+                return set_error(cudaErrorInvalidValue);
+            }
+            return set_error(cudaErrorHostMemoryAlreadyRegistered);
+        }
+    }
+    Region &r = regions[a] = Region{p, bytes, false, 0};
+    r.registered = true;
+    race_alloc(r);
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *p)
+{
+    auto it = regions.find((uintptr_t)p);
+    if (it == regions.end() || !it->second.registered)
+        return set_error(cudaErrorHostMemoryNotRegistered);
+    drain_all(); // copies queued from it run while it is still pinned
+    race_free(it->second);
+    regions.erase(it);
+    return cudaSuccess;
+}
+
+// Host memory of [p, p + n) is page-locked (cudaMallocHost, cudaHostAlloc, cudaHostRegister).
 static bool pinned(const void *p, size_t n)
 {
     const Region *r = find_region(p);

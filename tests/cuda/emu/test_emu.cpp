@@ -718,6 +718,39 @@ static void test_streams()
     check(cudaStreamSynchronize(s) == cudaSuccess && h[0] == 5.0f && h[31] == 31.0f,
           "a copy up from pinned memory, then one down into it, one synchronise: no false report");
 
+    // the caller's memory pinned in place (cudaHostRegister) is pinned
+    // memory: a copy from it is queued, and the host may not change it until
+    // the copy ran; unpinned, it is pageable again
+    float *reg = (float *)malloc(32 * sizeof(float));
+    check(reg && cudaHostRegister(reg, 32 * sizeof(float), cudaHostRegisterDefault) == cudaSuccess,
+          "cudaHostRegister");
+    check(cudaHostRegister(reg + 4, 4 * sizeof(float), 0) == cudaErrorHostMemoryAlreadyRegistered,
+          "registering pinned memory again: refused");
+    (void)cudaGetLastError();
+    int rst = in_child(
+        [&] {
+            cudaMemcpyAsync(d, reg, 32 * sizeof(float), cudaMemcpyHostToDevice, s);
+            reg[3] = 1e9f; // the copy has not run yet
+            cudaStreamSynchronize(s);
+        },
+        &err);
+    check(rst == 1 && contains(err, "changed that memory before the copy ran"),
+          "registered memory changed while a copy from it is queued: reported");
+    fprintf(stderr, "(the g1emu message below is expected)\n");
+    check(cudaFreeHost(reg) == cudaErrorInvalidValue, "cudaFreeHost of registered memory: refused");
+    (void)cudaGetLastError();
+    check(cudaHostUnregister(reg) == cudaSuccess, "cudaHostUnregister");
+    check(cudaHostUnregister(reg) == cudaErrorHostMemoryNotRegistered, "cudaHostUnregister twice: refused");
+    (void)cudaGetLastError();
+    for (int i = 0; i < 32; i++)
+        reg[i] = (float)i;
+    cudaMemcpyAsync(d, reg, 32 * sizeof(float), cudaMemcpyHostToDevice, s);
+    reg[0] = -1.0f; // allowed again: pageable memory is staged when the copy is queued
+    cudaStreamSynchronize(s);
+    down(page, d, 32);
+    check(page[0] == 0.0f && page[31] == 31.0f, "unregistered memory is pageable again");
+    free(reg);
+
     cudaStream_t gone;
     cudaStreamCreate(&gone);
     cudaStreamDestroy(gone);

@@ -5,7 +5,8 @@ Every layout of stages x expert slots must give bitwise the same logits and
 the same outputs as one rank; the one-rank result matches the NumPy
 reference; micro-batch count and size change nothing; continuous batching
 gives each request what it gets alone; bad layouts and plans are refused;
-each rank reads only its share of the checkpoint.
+each rank reads only its share of the checkpoint; seeded random inputs under
+random settings and layouts equal one rank with one slot.
 
 usage: test_mpi.py CASE --run grok1-run --mkckpt grok1-mkckpt --plan grok1-plan --tmp DIR
 exit 0 pass, 1 fail, 77 skip."""
@@ -195,6 +196,89 @@ def case_continuous():
     ids = [json.loads(o)["id"] for o in out]
     check(ids == [f"r{i}" for i in range(50)], "results are not in input order")
     print(f"50 requests: {50 - len(bad)} equal to their runs alone")
+
+
+def case_random():
+    """Seeded random inputs under random settings, each against one rank
+    with one slot and no prefix reuse: score (plain and continuations) or
+    generate (greedy and sampled, top-k/p, top log-probs, stop strings),
+    token ids or text (the demo tokenizer), --max-context with --truncate
+    left, f32 or bf16 caches; then a random layout (1, 2 or 4 ranks: 2x1,
+    1x2, 2x2), batch size, step size (down to 1 token), micro-batches,
+    prefix reuse and threads. Results must be equal (the cpu backend is
+    bitwise). What the fixed cases do not combine."""
+    ckpt = mkckpt("plain5.h5")
+    tok = os.path.join(HERE, "..", "..", "checkpoints", "demo-tokenizer", "demo.model")
+    words = ["the", " cat", " sat", ".", "\n", " on", " a", " mat", "\u00e9", " 12", "  "]
+    done = refused = reused = 0
+    for case in range(24):
+        rnd = random.Random(9000 + case)
+        mode = rnd.choice(["score", "generate"])
+        # prompts share prefixes (few-shot preambles, contexts scored again
+        # longer), so that slots reuse and fork them
+        bases = [[rnd.randrange(512) for _ in range(rnd.randrange(1, 40))] for _ in range(2)]
+        reqs = []
+        for i in range(rnd.randrange(1, 25)):
+            if reqs and rnd.random() < 0.25 and "prompt_ids" in reqs[-1]:
+                p = reqs[-1]["prompt_ids"] + [rnd.randrange(512) for _ in range(rnd.randrange(1, 4))]
+            else:
+                p = list(rnd.choice(bases)) if rnd.random() < 0.8 else []
+                p = p[:rnd.randrange(len(p) // 2, len(p) + 1)] + [rnd.randrange(512) for _ in range(rnd.randrange(0, 16))]
+            r = {"id": i, "prompt_ids": p or [rnd.randrange(512)]}
+            if mode == "score" and rnd.random() < 0.4:
+                r["continuation_ids"] = [rnd.randrange(512) for _ in range(rnd.randrange(1, 8))]
+            if mode == "generate":
+                r["max_new_tokens"] = rnd.randrange(0, 16)
+                if rnd.random() < 0.5:
+                    r["temperature"], r["seed"] = rnd.choice([0.5, 1.0]), rnd.randrange(100)
+                    if rnd.random() < 0.5:
+                        r["top_k"] = rnd.randrange(0, 20)
+                    if rnd.random() < 0.5:
+                        r["top_p"] = rnd.choice([0.5, 0.9, 1.0])
+                if rnd.random() < 0.3:
+                    r["top_logprobs"] = rnd.randrange(0, 4)
+            reqs.append(r)
+        base = ["--checkpoint", ckpt, "--mode", mode, "--kv-cache", rnd.choice(["f32", "f32", "bf16"])]
+        if rnd.random() < 0.3:
+            base += ["--max-context", str(rnd.choice([2, 5, 17, 40])), "--truncate", "left"]
+        if rnd.random() < 0.4:
+            base += ["--tokenizer", tok]
+            for r in reqs:
+                if rnd.random() < 0.5:
+                    del r["prompt_ids"]
+                    r["prompt"] = "".join(rnd.choice(words) for _ in range(rnd.randrange(1, 25)))
+                    if r.pop("continuation_ids", None):
+                        r["continuation"] = "".join(rnd.choice(words) for _ in range(rnd.randrange(1, 5)))
+                if mode == "generate" and rnd.random() < 0.3:
+                    r["stop"] = [rnd.choice(words[:8]) for _ in range(rnd.randrange(1, 3))]
+        inp, ref, out = (os.path.join(ARGS.tmp, f"random_{case}_{t}.jsonl") for t in ("in", "ref", "out"))
+        with open(inp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in reqs)
+        p = run(1, base + ["--input", inp, "--output", ref, "--batch-size", "1", "--prefix-cache", "off"], expect=None)
+        if p.returncode == 1 and "the prompt has" in p.stderr:
+            refused += 1  # a continuation longer than --max-context: refused, as documented
+            continue
+        check(p.returncode == 0, f"case {case}: one rank, one slot: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        n = rnd.choice([1, 1, 2, 2, 4])
+        opts = ["--batch-size", str(rnd.choice([1, 2, 3, 8])), "--max-batch-tokens", str(rnd.choice([1, 2, 7, 16, 256])),
+                "--prefix-cache", rnd.choice(["on", "on", "off"]), "--micro-batches", str(rnd.choice([1, 2, 3]))]
+        opts += {1: [], 2: rnd.choice([["--stages", "2"], ["--ep", "2"]]), 4: ["--stages", "2", "--ep", "2"]}[n]
+        if rnd.random() < 0.3:
+            opts += ["--threads", "2"]
+        p = run(n, base + ["--input", inp, "--output", out] + opts, expect=None)
+        if not check(p.returncode == 0, f"case {case}: {n} ranks {' '.join(opts)}: exit {p.returncode}: "
+                                        f"{p.stderr.strip()[-300:]}"):
+            continue
+        m = re.search(r"\((\d+) of them held from earlier requests", p.stderr)
+        reused += int(m.group(1)) if m else 0
+        a, b = open(ref).read().splitlines(), open(out).read().splitlines()
+        diff = [i for i in range(max(len(a), len(b))) if i >= len(a) or i >= len(b) or a[i] != b[i]]
+        check(not diff, f"case {case} ({mode}, {' '.join(base[4:])}): {n} ranks {' '.join(opts)}: results {diff[:4]} "
+                        f"differ from one rank's")
+        done += 1
+    print(f"{done} random cases equal to one rank with one slot ({reused} positions reused from earlier requests); "
+          f"{refused} inputs refused as documented")
+    check(done >= 18, f"only {done} of 24 random cases ran")
 
 
 def case_refusals():

@@ -318,6 +318,9 @@ g1_status g1_request_parse(const char *text, size_t len, long line, const g1_req
     out->line = line;
     out->sample = ctx->sample;
     out->top_logprobs = ctx->top_logprobs;
+    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) /* jansson's message would show an invisible character */
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: starts with a UTF-8 byte-order mark (bytes EF BB BF, which some "
+                                      "editors add): save the file as UTF-8 without it", line);
     json_error_t err;
     json_t *obj = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!obj)

@@ -81,6 +81,9 @@ static g1_status do_decode(const g1_tokenizer *tok, json_t *req, json_t *res, in
 g1_status g1_tokj_line(const g1_tokenizer *tok, g1_tokj_mode mode, int pieces,
                        const char *line, size_t len, g1_str *out)
 {
+    if (len >= 3 && !memcmp(line, "\xef\xbb\xbf", 3)) /* jansson's message would show an invisible character */
+        return G1_FAIL(G1_ERR_ARG, "starts with a UTF-8 byte-order mark (bytes EF BB BF, which some editors add): "
+                                   "save the file as UTF-8 without it");
     json_error_t err;
     json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     if (!req)

@@ -38,7 +38,7 @@ def run(args, stdin=None, timeout=60):
 
 
 def write_jsonl(path, rows):
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(r if isinstance(r, str) else json.dumps(r))
             f.write("\n")
@@ -123,6 +123,7 @@ def case_usage_errors(d):
 
 BAD = [  # (mode, line 3 of the input, words the message must contain)
     ("score", '{"id": 1, "prompt_ids": [1, 2', ["line 3", "JSON"]),
+    ("score", '\ufeff{"id": 1, "prompt_ids": [1, 2]}', ["line 3", "byte-order mark", "EF BB BF"]),
     ("score", '[1, 2, 3]', ["line 3", "object"]),
     ("score", '"hello"', ["line 3", "object"]),
     ("score", '{"prompt_ids": [1, 2]}', ["line 3", "missing", '"id"']),

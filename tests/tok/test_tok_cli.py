@@ -55,5 +55,9 @@ check(json.loads(outl[1])["error"].startswith("line 2: ") and json.loads(outl[1]
 r = run(["--tokenizer", model, "decode"], '{"ids": [1, 512]}\n{"ids": [1, "x"]}\n{"ids": [-1]}\n')
 err = r.stderr.decode()
 check(r.returncode == 1 and "line 1:" in err and "512" in err and "line 2:" in err and "line 3:" in err, f"bad ids: {err}")
+r = run(["--tokenizer", model, "encode"], '\ufeff{"text": "bom"}\n{"text": "ok"}\n')
+err = r.stderr.decode()
+check(r.returncode == 1 and "line 1:" in err and "byte-order mark" in err and "line 2" not in err,
+      f"a byte-order mark: {err}")
 print("OK" if not bad else f"{bad} failures")
 sys.exit(1 if bad else 0)

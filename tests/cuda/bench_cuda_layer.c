@@ -161,6 +161,29 @@ static g1_status upload_rates(int smoke, size_t *bytes, double *pageable, double
     return st;
 }
 
+/* The loading line: what a rank of 8 layers with every expert (the most one
+ * stage holds, docs/PLAN.md) copies at load, and whether pinning the
+ * engine's two part buffers (one layer each) would pay for itself. A
+ * failure is printed, not fatal: the tables after it still run. */
+static void upload_line(const g1_config *c, double attn_b, double exp_b, int smoke)
+{
+    size_t ub = 0;
+    double up_page = 0, up_pin = 0, pin_ms = 0, unpin_ms = 0;
+    if (upload_rates(smoke, &ub, &up_page, &up_pin, &pin_ms, &unpin_ms) != G1_OK) {
+        printf("weights to the GPU: not measured: %s\n", g1_last_error());
+        (void)cudaGetLastError();
+        return;
+    }
+    double layer_b = attn_b + c->num_experts * exp_b, rank_b = 8 * layer_b;
+    double pageable_s = rank_b / (up_page * 1e9), pinned_s = rank_b / (up_pin * 1e9);
+    double pin_two_s = 2 * layer_b / (double)ub * pin_ms / 1e3;
+    printf("weights to the GPU, %.0f MB from host memory: pageable %.1f GB/s, pinned %.1f GB/s; pinning it %.1f ms, "
+           "unpinning %.1f ms. A rank of 8 layers (%.1f GB): %.2f s of copies from pageable memory, %.2f s pinned "
+           "+ %.2f s to pin two part buffers (pinning would %s); both overlap the checkpoint's reads\n",
+           (double)ub / 1e6, up_page, up_pin, pin_ms, unpin_ms, rank_b / 1e9, pageable_s, pinned_s, pin_two_s,
+           pinned_s + pin_two_s < pageable_s ? "pay" : "not pay");
+}
+
 /* ---- parts: where a layer's time goes, for tuning without a profiler ---- */
 
 static float elapsed_ms(cudaEvent_t a, cudaEvent_t b)
@@ -969,19 +992,7 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
-    /* what a rank of 8 layers (all experts: the most one stage holds, docs/PLAN.md) copies at load, and
-     * whether pinning the engine's two part buffers (one layer each) would pay for itself */
-    size_t ub;
-    double up_page, up_pin, pin_ms = 0, unpin_ms = 0;
-    CK(upload_rates(smoke, &ub, &up_page, &up_pin, &pin_ms, &unpin_ms));
-    double layer_b = attn_b + c.num_experts * exp_b, rank_b = 8 * layer_b;
-    double pin_two = 2 * layer_b / (double)ub * pin_ms / 1e3;
-    printf("weights to the GPU, %.0f MB from host memory: pageable %.1f GB/s, pinned %.1f GB/s; pinning it %.1f ms, "
-           "unpinning %.1f ms. A rank of 8 layers (%.1f GB): %.2f s of copies from pageable memory, %.2f s pinned "
-           "+ %.2f s to pin two part buffers (%s); both overlap the checkpoint's reads\n",
-           (double)ub / 1e6, up_page, up_pin, pin_ms, unpin_ms, rank_b / 1e9, rank_b / (up_page * 1e9),
-           rank_b / (up_pin * 1e9), pin_two,
-           rank_b / (up_pin * 1e9) + pin_two < rank_b / (up_page * 1e9) ? "pinning would pay" : "pinning would not pay");
+    upload_line(&c, attn_b, exp_b, smoke);
     if (want_parts && o.max_batch >= 8 && o.n_slots >= 8)
         CK(parts(e, &c, bw, smoke));
     g1_cuda_engine_free(e);

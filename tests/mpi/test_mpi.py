@@ -198,27 +198,25 @@ def case_continuous():
     print(f"50 requests: {50 - len(bad)} equal to their runs alone")
 
 
-def case_random():
-    """Seeded random inputs under random settings, each against one rank
-    with one slot and no prefix reuse: score (plain and continuations) or
-    generate (greedy and sampled, top-k/p, top log-probs, stop strings),
-    token ids or text (the demo tokenizer), --max-context with --truncate
-    left, f32 or bf16 caches; then a random layout (1, 2 or 4 ranks: 2x1,
-    1x2, 2x2), batch size, step size (down to 1 token), micro-batches,
-    prefix reuse and threads. Results must be equal (the cpu backend is
-    bitwise). What the fixed cases do not combine."""
+def random_cases(count, seed0, tag, extra=(), layouts=(1, 1, 2, 2, 4), more_opts=None, max_requests=24, **kw):
+    """`count` seeded random inputs under random settings, each run by one
+    rank with one slot and no prefix reuse and then by a random layout
+    (1, 2 or 4 ranks: 2x1, 1x2, 2x2) and batching; the results must be
+    equal. `extra`: arguments of both runs (a backend); `more_opts(rnd)`:
+    more random options of the second; `kw` goes to run (exe, env).
+    Returns the cases run."""
     ckpt = mkckpt("plain5.h5")
     tok = os.path.join(HERE, "..", "..", "checkpoints", "demo-tokenizer", "demo.model")
     words = ["the", " cat", " sat", ".", "\n", " on", " a", " mat", "\u00e9", " 12", "  "]
     done = refused = reused = 0
-    for case in range(24):
-        rnd = random.Random(9000 + case)
+    for case in range(count):
+        rnd = random.Random(seed0 + case)
         mode = rnd.choice(["score", "generate"])
         # prompts share prefixes (few-shot preambles, contexts scored again
         # longer), so that slots reuse and fork them
         bases = [[rnd.randrange(512) for _ in range(rnd.randrange(1, 40))] for _ in range(2)]
         reqs = []
-        for i in range(rnd.randrange(1, 25)):
+        for i in range(rnd.randrange(1, max_requests + 1)):
             if reqs and rnd.random() < 0.25 and "prompt_ids" in reqs[-1]:
                 p = reqs[-1]["prompt_ids"] + [rnd.randrange(512) for _ in range(rnd.randrange(1, 4))]
             else:
@@ -251,21 +249,22 @@ def case_random():
                         r["continuation"] = "".join(rnd.choice(words) for _ in range(rnd.randrange(1, 5)))
                 if mode == "generate" and rnd.random() < 0.3:
                     r["stop"] = [rnd.choice(words[:8]) for _ in range(rnd.randrange(1, 3))]
-        inp, ref, out = (os.path.join(ARGS.tmp, f"random_{case}_{t}.jsonl") for t in ("in", "ref", "out"))
+        base += list(extra)
+        inp, ref, out = (os.path.join(ARGS.tmp, f"{tag}_{case}_{t}.jsonl") for t in ("in", "ref", "out"))
         with open(inp, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in reqs)
-        p = run(1, base + ["--input", inp, "--output", ref, "--batch-size", "1", "--prefix-cache", "off"], expect=None)
+        p = run(1, base + ["--input", inp, "--output", ref, "--batch-size", "1", "--prefix-cache", "off"], expect=None,
+                **kw)
         if p.returncode == 1 and "the prompt has" in p.stderr:
             refused += 1  # a continuation longer than --max-context: refused, as documented
             continue
         check(p.returncode == 0, f"case {case}: one rank, one slot: exit {p.returncode}: {p.stderr.strip()[-300:]}")
-        n = rnd.choice([1, 1, 2, 2, 4])
+        n = rnd.choice(layouts)
         opts = ["--batch-size", str(rnd.choice([1, 2, 3, 8])), "--max-batch-tokens", str(rnd.choice([1, 2, 7, 16, 256])),
                 "--prefix-cache", rnd.choice(["on", "on", "off"]), "--micro-batches", str(rnd.choice([1, 2, 3]))]
         opts += {1: [], 2: rnd.choice([["--stages", "2"], ["--ep", "2"]]), 4: ["--stages", "2", "--ep", "2"]}[n]
-        if rnd.random() < 0.3:
-            opts += ["--threads", "2"]
-        p = run(n, base + ["--input", inp, "--output", out] + opts, expect=None)
+        opts += more_opts(rnd) if more_opts else []
+        p = run(n, base + ["--input", inp, "--output", out] + opts, expect=None, **kw)
         if not check(p.returncode == 0, f"case {case}: {n} ranks {' '.join(opts)}: exit {p.returncode}: "
                                         f"{p.stderr.strip()[-300:]}"):
             continue
@@ -276,9 +275,29 @@ def case_random():
         check(not diff, f"case {case} ({mode}, {' '.join(base[4:])}): {n} ranks {' '.join(opts)}: results {diff[:4]} "
                         f"differ from one rank's")
         done += 1
-    print(f"{done} random cases equal to one rank with one slot ({reused} positions reused from earlier requests); "
-          f"{refused} inputs refused as documented")
-    check(done >= 18, f"only {done} of 24 random cases ran")
+    print(f"{tag}: {done} random cases equal to one rank with one slot ({reused} positions reused from earlier "
+          f"requests); {refused} inputs refused as documented")
+    check(done >= count * 3 // 4, f"{tag}: only {done} of {count} random cases ran")
+    return done
+
+
+def case_random():
+    """Seeded random inputs under random settings, each against one rank
+    with one slot and no prefix reuse: score (plain and continuations) or
+    generate (greedy and sampled, top-k/p, top log-probs, stop strings),
+    token ids or text (the demo tokenizer), --max-context with --truncate
+    left, f32 or bf16 caches; then a random layout, batch size, step size
+    (down to 1 token), micro-batches, prefix reuse and threads. Results
+    must be equal (the cpu backend is bitwise). What the fixed cases do not
+    combine. With grok1-run-emu, the same for --backend cuda --cuda-gemm
+    f32 (batch-invariant) on two emulated GPUs, with CUDA graphs on, off
+    or capped at 1 or 2, and 1 or 2 ranks."""
+    random_cases(24, 9000, "random", more_opts=lambda rnd: ["--threads", "2"] if rnd.random() < 0.3 else [])
+    if ARGS.run_emu:
+        emu = dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_SMS": "4"})
+        random_cases(8, 9500, "random_cuda_emu", extra=["--backend", "cuda", "--cuda-gemm", "f32"], layouts=(1, 2),
+                     more_opts=lambda rnd: ["--cuda-graphs", rnd.choice(["on", "off", "1", "2"])], max_requests=12,
+                     **emu)
 
 
 def case_refusals():

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,11 @@ g1_status g1_config_validate(const g1_config *c)
     NEED(c->num_selected_experts > 0 && c->num_selected_experts <= c->num_experts,
          "num_selected_experts must be in 1..num_experts (got %d)", c->num_selected_experts);
     NEED(c->max_seq_len > 0, "max_seq_len must be positive (got %d)", c->max_seq_len);
+    for (int i = 0; i < g1_num_params; i++) { /* a NaN or infinite multiplier would only show as NaN logits */
+        const g1_param_desc *p = &g1_params[i];
+        double v = p->type == G1_PARAM_DOUBLE ? *(const double *)((const char *)c + p->offset) : 0;
+        NEED(isfinite(v), "%s must be a finite number (got %g)", p->name, v);
+    }
     NEED(c->rms_eps > 0, "rms_eps must be positive");
     NEED(c->attn_logit_cap > 0, "attn_logit_cap must be positive");
     NEED(c->rope_base > 1, "rope_base must be above 1");

@@ -84,17 +84,20 @@ static inline void _mm512_mask_storeu_ps(void *p, __mmask16 k, __m512 a)
 {
     simde__m512_private x = simde__m512_to_private(a);
     for (int i = 0; i < 16; i++)
-        if (k >> i & 1)
-            memcpy((char *)p + 4 * i, &x.f32[i], 4);
+        if (k >> i & 1) {
+            float v = x.f32[i]; /* clang: no address of a vector element */
+            memcpy((char *)p + 4 * i, &v, 4);
+        }
 }
 
 static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const void *p)
 {
     simde__m512_private r;
     for (int i = 0; i < 16; i++) {
-        r.f32[i] = 0;
+        float v = 0;
         if (k >> i & 1)
-            memcpy(&r.f32[i], (const char *)p + 4 * i, 4);
+            memcpy(&v, (const char *)p + 4 * i, 4);
+        r.f32[i] = v;
     }
     return simde__m512_from_private(r);
 }
@@ -103,9 +106,10 @@ static inline __m256i _mm256_maskz_loadu_epi16(__mmask16 k, const void *p)
 {
     simde__m256i_private r;
     for (int i = 0; i < 16; i++) {
-        r.u16[i] = 0;
+        uint16_t v = 0;
         if (k >> i & 1)
-            memcpy(&r.u16[i], (const char *)p + 2 * i, 2);
+            memcpy(&v, (const char *)p + 2 * i, 2);
+        r.u16[i] = v;
     }
     return simde__m256i_from_private(r);
 }
@@ -114,9 +118,10 @@ static inline __m128i _mm_maskz_loadu_epi8(__mmask16 k, const void *p)
 {
     simde__m128i_private r;
     for (int i = 0; i < 16; i++) {
-        r.i8[i] = 0;
+        int8_t v = 0;
         if (k >> i & 1)
-            memcpy(&r.i8[i], (const char *)p + i, 1);
+            memcpy(&v, (const char *)p + i, 1);
+        r.i8[i] = v;
     }
     return simde__m128i_from_private(r);
 }

@@ -292,10 +292,12 @@ def case_random():
     combine. With grok1-run-emu, the same for --backend cuda --cuda-gemm
     f32 (batch-invariant) on two emulated GPUs, with CUDA graphs on, off
     or capped at 1 or 2, and 1 or 2 ranks."""
-    random_cases(24, 9000, "random", more_opts=lambda rnd: ["--threads", "2"] if rnd.random() < 0.3 else [])
+    # G1_RANDOM_CASES=N G1_RANDOM_SEED=S: a longer soak with other seeds (emulated cases: N / 3)
+    count, seed = int(os.environ.get("G1_RANDOM_CASES", "24")), int(os.environ.get("G1_RANDOM_SEED", "9000"))
+    random_cases(count, seed, "random", more_opts=lambda rnd: ["--threads", "2"] if rnd.random() < 0.3 else [])
     if ARGS.run_emu:
         emu = dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_SMS": "4"})
-        random_cases(8, 9500, "random_cuda_emu", extra=["--backend", "cuda", "--cuda-gemm", "f32"], layouts=(1, 2),
+        random_cases(max(1, count // 3), seed + 500, "random_cuda_emu", extra=["--backend", "cuda", "--cuda-gemm", "f32"], layouts=(1, 2),
                      more_opts=lambda rnd: ["--cuda-graphs", rnd.choice(["on", "off", "1", "2"])], max_requests=12,
                      **emu)
 

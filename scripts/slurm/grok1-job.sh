@@ -176,10 +176,11 @@ case "$rc" in
      state=$(scontrol show job "$jid" 2>/dev/null | sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p')
      if [ "$state" != RUNNING ]; then
        echo "grok1-job: job $jid is ${state:-gone}, not requeued: submit it again with the same GROK1_* variables to resume"
-     elif scontrol requeue "$jid"; then
-       echo "grok1-job: job $jid requeued: it will resume where it stopped"
      else
-       echo "grok1-job: could not requeue job $jid: submit it again with the same GROK1_* variables to resume"
+       # said first: Slurm may end this script the moment the job is requeued
+       echo "grok1-job: requeueing job $jid: it will resume where it stopped"
+       scontrol requeue "$jid" ||
+         echo "grok1-job: could not requeue job $jid: submit it again with the same GROK1_* variables to resume"
      fi ;;
   *) echo "grok1-job: grok1-run failed with exit status $rc $(date '+%F %T'): see the lines above"
      if [ -n "$merged" ] && [ "$rc" = 1 ]; then

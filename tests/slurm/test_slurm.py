@@ -457,7 +457,7 @@ def case_requeue_stub():
     runs = open(out + ".args").read().splitlines() if os.path.exists(out + ".args") else []
     ok &= check(len(runs) == 2 and "--resume" not in runs[0].split() and "--resume" in runs[1].split(),
                 f"want a first run without --resume and a second with it, got {runs}")
-    for want in ("passing it to grok1-run", "interrupted", f"job {job} requeued", f"job {job} run 2 started"):
+    for want in ("passing it to grok1-run", "interrupted", f"requeueing job {job}", f"job {job} run 2 started"):
         ok &= check(want in text, f"no '{want}' in the job log")
     if not ok:
         print(text[-4000:])
@@ -511,7 +511,7 @@ def case_resume_real():
     text = open(log).read() if os.path.exists(log) else ""
     print(f"real run: sbatch exit {popen.returncode} after {time.time() - t:.1f} s")
     ok = check(job is not None and popen.returncode == 0, f"sbatch --wait exited {popen.returncode}")
-    ok &= check(f"job {job} requeued" in text and f"job {job} run 2 started" in text,
+    ok &= check(f"requeueing job {job}" in text and f"job {job} run 2 started" in text,
                 "grok1-run did not exit 3 on SIGTERM, or the job was not requeued")
     ok &= check(os.path.exists(out) and open(out, "rb").read() == want,
                 "the resumed output differs from the uninterrupted run")
@@ -569,7 +569,7 @@ def case_array_requeue():
         return
     t0, t1 = texts
     ok = check(popen.returncode == 0, f"sbatch --wait exited {popen.returncode}")
-    ok &= check(f"job {array}_1 requeued" in t1 and "run 2 started" in t1, "task 1 was not requeued and run again")
+    ok &= check(f"requeueing job {array}_1" in t1 and "run 2 started" in t1, "task 1 was not requeued and run again")
     ok &= check("interrupted" not in t0 and "run 2" not in t0, "task 0 was interrupted too")
     ok &= check(os.path.exists(out) and open(out, "rb").read() == want,
                 "the merged output differs from the uninterrupted one-process run")

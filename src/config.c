@@ -123,7 +123,9 @@ g1_status g1_config_validate(const g1_config *c)
     NEED(c->max_seq_len > 0, "max_seq_len must be positive (got %d)", c->max_seq_len);
     for (int i = 0; i < g1_num_params; i++) { /* a NaN or infinite multiplier would only show as NaN logits */
         const g1_param_desc *p = &g1_params[i];
-        double v = p->type == G1_PARAM_DOUBLE ? *(const double *)((const char *)c + p->offset) : 0;
+        if (p->type != G1_PARAM_DOUBLE)
+            continue;
+        double v = *(const double *)((const char *)c + p->offset);
         NEED(isfinite(v), "%s must be a finite number (got %g)", p->name, v);
     }
     NEED(c->rms_eps > 0, "rms_eps must be positive");

@@ -131,11 +131,13 @@ static g1_status upload_rates(int smoke, size_t *bytes, double *pageable, double
     if (st == G1_OK)
         st = cu(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
     double best[2] = {1e30, 1e30};
+    int registered = 0;
     for (int pin = 0; st == G1_OK && pin < 2; pin++) {
         if (pin) {
             double t = secs();
             st = cu(cudaHostRegister(h, n, cudaHostRegisterDefault), "cudaHostRegister");
             *pin_ms = 1e3 * (secs() - t);
+            registered = st == G1_OK;
         }
         for (int i = 0; st == G1_OK && i < 3; i++) {
             double t = secs();
@@ -149,8 +151,11 @@ static g1_status upload_rates(int smoke, size_t *bytes, double *pageable, double
             double t = secs();
             st = cu(cudaHostUnregister(h), "cudaHostUnregister");
             *unpin_ms = 1e3 * (secs() - t);
+            registered = 0;
         }
     }
+    if (registered) /* a copy failed: unpinned before it is freed */
+        cudaHostUnregister(h);
     *bytes = n;
     *pageable = (double)n / best[0] / 1e9;
     *pinned = (double)n / best[1] / 1e9;

@@ -70,7 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (size < 2)
         return 0;
-    /* byte 0: mode, tokenizer, truncation, logits dump, reader; byte 1: the context and the shards */
+    /* byte 0: mode, tokenizer, truncation, logits dump, reader, shard count, shard (low bit);
+     * byte 1: --max-context, max_seq_len, vocabulary, shard (high bit), default top_logprobs */
     unsigned a = data[0], b = data[1];
     static const int contexts[8] = {0, 1, 2, 3, 5, 9, 40, 300};
     g1_config model = cfg;
@@ -99,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* a whole input through the reader, as shard k of N (N = 1..3) */
     ctx.shards = 1 + (int)((a >> 5) % 3);
-    ctx.shard = (int)((a >> 7) % (unsigned)ctx.shards);
+    ctx.shard = (int)(((a >> 7) | (b >> 5 & 1) << 1) % (unsigned)ctx.shards);
     static char nothing[1];
     FILE *in = fmemopen(n ? (void *)text : nothing, n ? n : 1, "r");
     if (!in)

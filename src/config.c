@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,9 +115,14 @@ g1_status g1_config_validate(const g1_config *c)
     NEED(c->num_q_heads % c->num_kv_heads == 0, "num_q_heads (%d) must be a multiple of num_kv_heads (%d)",
          c->num_q_heads, c->num_kv_heads);
     NEED(c->key_size > 0 && c->key_size % 2 == 0, "key_size must be positive and even (got %d)", c->key_size);
-    NEED(c->emb_size == c->num_q_heads * c->key_size,
+    /* products in 64 bits: an int product could wrap (65536 heads of 65536 made emb_size 0 pass) */
+    NEED((long long)c->emb_size == (long long)c->num_q_heads * c->key_size,
          "emb_size (%d) must equal num_q_heads * key_size (%d * %d)", c->emb_size, c->num_q_heads, c->key_size);
     NEED(c->ffn_size > 0, "ffn_size must be positive (got %d)", c->ffn_size);
+    /* every weight matrix (D x D at most for attention, D x F for an expert) is indexed with int */
+    NEED((long long)c->emb_size * c->emb_size <= INT_MAX && (long long)c->emb_size * c->ffn_size <= INT_MAX,
+         "emb_size * emb_size and emb_size * ffn_size must be below 2^31 (a weight matrix's elements); got "
+         "emb_size %d, ffn_size %d", c->emb_size, c->ffn_size);
     NEED(c->num_experts > 0 && c->num_experts <= 256, "num_experts must be in 1..256 (got %d)", c->num_experts);
     NEED(c->num_selected_experts > 0 && c->num_selected_experts <= c->num_experts,
          "num_selected_experts must be in 1..num_experts (got %d)", c->num_selected_experts);

@@ -133,6 +133,12 @@ def test_broken(d, ref):
             b.attrs[k] = v
         return edit
 
+    def attrs(**kv):
+        def edit(b):
+            for k, v in kv.items():
+                b.attrs[k] = v
+        return edit
+
     def delete(name):
         def edit(b):
             del b[name]
@@ -151,6 +157,8 @@ def test_broken(d, ref):
         ("NaN multiplier", attr("attn_output_multiplier", float("nan")),
          ["attn_output_multiplier must be a finite number"]),
         ("infinite cap", attr("attn_logit_cap", float("inf")), ["attn_logit_cap must be a finite number"]),
+        ("heads wrapping to emb_size 0", attrs(num_q_heads=65536, key_size=65536, emb_size=0, num_kv_heads=2),
+         ["emb_size (0) must equal num_q_heads * key_size (65536 * 65536)"]),
         ("moe_down shape", replace("layers/01/moe_down", np.zeros((8, 48, 64), np.int8)),
          ["layers/01/moe_down has shape (8,48,64), expected (8,96,64)"]),
         ("attn_q rank", replace("layers/00/attn_q", np.zeros((1, 64, 64), np.int8)),
@@ -192,6 +200,11 @@ def test_mkckpt_cli(d, ref):
         (["--config", "tiny", "--set", "emb_size=60", "--seed", "7", "--out", out], "emb_size"),
         (["--config", "tiny", "--set", "attn_output_multiplier=nan", "--seed", "7", "--out", out],
          "attn_output_multiplier must be a finite number"),
+        # 65536 x 65536 wraps to 0 in 32 bits: was accepted, then a division by emb_size 0 (SIGFPE)
+        (["--config", "tiny", "--set", "num_q_heads=65536", "--set", "key_size=65536", "--set", "emb_size=0",
+          "--set", "num_kv_heads=2", "--seed", "7", "--out", out], "emb_size (0) must equal num_q_heads * key_size"),
+        (["--config", "tiny", "--set", "ffn_size=400000000", "--seed", "7", "--out", out],
+         "emb_size * ffn_size must be below 2^31"),
         (["--config", "tiny", "--seed", "7"], "missing --out"),
         (["--config", "tiny", "--out", out], "missing --seed"),
         (["--config", "tiny", "--seed", "x", "--out", out], "--seed"),

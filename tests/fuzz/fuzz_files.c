@@ -25,16 +25,10 @@
 #include "plan.h"
 #include "resume.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_files"
+#include "fuzz_check.h"
 
-#define CHECK(cond, ...)                                                                                              \
-    do {                                                                                                              \
-        if (!(cond)) {                                                                                                \
-            fprintf(stderr, "fuzz_files: " __VA_ARGS__);                                                              \
-            fputc('\n', stderr);                                                                                      \
-            abort();                                                                                                  \
-        }                                                                                                             \
-    } while (0)
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_refusal(const char *what)
 {

@@ -13,16 +13,10 @@
 
 #include "requests.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_requests"
+#include "fuzz_check.h"
 
-#define CHECK(cond, ...)                                                                                              \
-    do {                                                                                                              \
-        if (!(cond)) {                                                                                                \
-            fprintf(stderr, "fuzz_requests: " __VA_ARGS__);                                                           \
-            fputc('\n', stderr);                                                                                      \
-            abort();                                                                                                  \
-        }                                                                                                             \
-    } while (0)
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* What every accepted request must satisfy under ctx. */
 static void check_request(const g1_request *r, const g1_request_ctx *ctx, long line)

@@ -12,7 +12,7 @@ PKGS=(
   python3-venv  # scripts/lm-eval/setup.sh: lm-evaluation-harness from PyPI
   munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins  # tests/slurm; srun --mpi=pmix is in basic-plugins
   sentencepiece python3-sentencepiece
-  clang libclang-rt-dev
+  clang libclang-rt-dev libomp-dev  # the fuzz targets and the clang build in scripts/test.sh
   libsimde-dev  # tests/unit: the AVX-512 kernels on any CPU (SIMDe)
 )
 

@@ -72,7 +72,7 @@ double g1_expd(double x)
     return q * of_bits(s1) * of_bits(s2);
 }
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) && !defined(__AVX512F__) /* used only without AVX-512 */
 static inline __m256d expd4(__m256d x)
 {
     const __m256d shift = _mm256_set1_pd(SHIFT);

@@ -70,7 +70,8 @@ clang_build=0
 if command -v clang >/dev/null && command -v clang++ >/dev/null; then
   clang_build=1
   rm -f build-clang/meson-logs/testlog.json
-  if { [ -f build-clang/build.ninja ] || CC=clang meson setup build-clang -Dwerror=true >build-clang.setup.log 2>&1; } &&
+  if { [ -f build-clang/build.ninja ] ||
+       CC=clang meson setup build-clang -Dwerror=true >build-clang.setup.log 2>&1; } &&
      ninja -C build-clang >build-clang.log 2>&1; then
     meson test -C build-clang --suite unit --print-errorlogs --num-processes 2 || true
   else

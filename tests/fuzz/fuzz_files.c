@@ -8,12 +8,15 @@
  *                    input (g1_input_check): (byte 0 >> 2) % 4 = k < 3 is
  *                    shard k of 3, 3 the whole input.
  * The rest is the file. Beyond "no crash, no leak" it checks what the
- * callers rely on: a valid config has sizes whose products fit; a plan read is one grok1-run can use (cuts cover the
- * layers, every stage has a layer, ep divides the experts, each rank's
- * total is its parts); a resume scan keeps exactly the complete lines and
- * returns one id each, and a refused one leaves the file as it was; every
- * refusal has a message. Also built without libFuzzer by replay.c: the
- * seed corpus is a unit test. */
+ * callers rely on: a valid config has sizes whose products fit; a plan
+ * read is one grok1-run can use (cuts cover the layers, every stage has a
+ * layer, ep divides the experts, each rank's total is its parts) and reads
+ * back the same once written again; a resume scan keeps exactly the
+ * complete lines, one id each, accepts a file of complete results, and a
+ * refused one leaves the file as it was; a meta file is accepted exactly
+ * when it holds this run's settings, and the record this run would write
+ * for the input passes; every refusal has a message. Also built without
+ * libFuzzer by replay.c: the seed corpus is a unit test. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>

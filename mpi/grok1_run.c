@@ -22,6 +22,7 @@
 #include "config.h"
 #include "cpu.h"
 #include "cuda/cuda_engine.h"
+#include "cuda/cuda_tune.h"
 #include "dist.h"
 #include "driver.h"
 #include "fault.h"
@@ -70,6 +71,7 @@ typedef struct cli {
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     g1_cuda_gemm cuda_gemm;
     int cuda_graphs; /* --cuda-graphs: -1 on (the default), 0 off, N > 0 keep at most N */
+    g1_cuda_opts cuda_tune; /* --cuda-tune (zeros: the defaults) */
     int kv_bf16; /* --kv-cache bf16 */
     int prefix_cache; /* --prefix-cache on (the default) */
     int gpu_direct; /* -1 auto, 0 off, 1 on */
@@ -184,6 +186,20 @@ static void usage(FILE *f)
 "                            recently replayed dropped; N: at most N), or launch their\n"
 "                            kernels one by one (off: for a profiler or a sanitizer that\n"
 "                            wants them apart); the same results either way\n"
+    );
+    fprintf(f,
+"  --cuda-tune KEY=VALUE[,KEY=VALUE...]\n"
+"                            cuda: which kernel takes what, to tune for a GPU or to rule a\n"
+"                            kernel out (repeatable; --verbose says what the engine then\n"
+"                            takes): gemv-max-tokens=N (0..64, default 16: matmuls of up\n"
+"                            to N rows on the int8 GEMV; 0: none), mma-max-tokens=N (0..256,\n"
+"                            default 128: above those, up to N on the int8 tensor cores;\n"
+"                            0: none, cuBLAS), mma-tile-cols=64|128, attn-mma=on|off\n"
+"                            (prompts' attention on the tensor cores), moe-grouping=\n"
+"                            device|host, gemm-overlap=on|off, panel-mib=N (1..64: the\n"
+"                            dequantised panels cuBLAS reads). Results move within the\n"
+"                            GEMM's rounding, as with --batch-size; with --cuda-gemm f32\n"
+"                            (the GEMV only) they stay the same bits. docs/CUDA.md\n"
 "  --kv-cache f32|bf16       KV cache elements (default f32). bf16 rounds keys and values\n"
 "                            as they are stored (the reference's precision); with cuda half\n"
 "                            the cache memory and the bytes long-context attention reads\n"
@@ -228,8 +244,9 @@ static void usage(FILE *f)
 "                            code path (for tests)\n"
 "  --verbose                 each rank reports what it loaded, the bytes it read, and the\n"
 "                            weights it holds (with cuda: the most in host memory at once;\n"
-"                            with cpu: its kernels, avx512, avx2 or portable), and at the\n"
-"                            end, with cuda, the graphs it made and dropped\n"
+"                            with cpu: its kernels, avx512, avx2 or portable); with cuda,\n"
+"                            rank 0 says which kernels it takes (--cuda-tune), and at the\n"
+"                            end each rank the graphs it made and dropped\n"
 );
     fprintf(f,
 "\n"
@@ -351,7 +368,7 @@ static int parse_args(int argc, char **argv, cli *c)
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNCATE, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS };
+           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -372,6 +389,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"cuda-gemm", required_argument, NULL, O_CUDA_GEMM},
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
         {"cuda-graphs", required_argument, NULL, O_GRAPHS},
+        {"cuda-tune", required_argument, NULL, O_TUNE},
         {"max-context", required_argument, NULL, O_MAXCTX},
         {"kv-cache", required_argument, NULL, O_KV},
         {"prefix-cache", required_argument, NULL, O_PREFIX}, {"balance", required_argument, NULL, O_BALANCE},
@@ -475,6 +493,10 @@ static int parse_args(int argc, char **argv, cli *c)
                 r = parse_word("--cuda-graphs", optarg, w, v, &c->cuda_graphs);
             break;
         }
+        case O_TUNE:
+            if (g1_cuda_tune_parse(optarg, &c->cuda_tune) != G1_OK)
+                return usage_error("%s", g1_last_error());
+            break;
         case O_GPU_DIRECT: {
             static const char *const w[] = {"auto", "on", "off", NULL};
             static const int v[] = {-1, 1, 0};
@@ -1511,7 +1533,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = c->max_context,
                          .cuda_gemm = c->cuda_gemm, .kv_cache = c->kv_bf16 ? G1_KV_BF16 : G1_KV_F32,
                          .cuda_graphs_off = !c->cuda_graphs,
-                         .cuda_graphs_max = c->cuda_graphs > 0 ? c->cuda_graphs : 0};
+                         .cuda_graphs_max = c->cuda_graphs > 0 ? c->cuda_graphs : 0, .cuda_tune = c->cuda_tune};
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
     if (!uuids) /* main's abort ends the ranks waiting below */
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
@@ -1609,6 +1631,9 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
                 rank, s, e, l0, l1 - 1, first, first + count - 1, rank == 0 ? ", embedding" : "", m->bytes_read,
                 (double)held.bytes / 1e6, where, now_s() - t0);
     }
+    char paths[512];
+    if (c->verbose && rank == 0 && g1_engine_cuda_paths(j->e, paths, sizeof paths))
+        fprintf(stderr, "grok1-run: cuda paths (--cuda-tune): %s\n", paths);
     /* the KV caches grow with the sequences: say now if they may not fit */
     size_t kv_need = 0, kv_free = 0;
     if (g1_engine_kv_short(j->e, &kv_need, &kv_free))

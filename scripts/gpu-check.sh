@@ -78,6 +78,25 @@ for t in cuda_backend cuda_ops cuda_engine; do
   elif grep -q "SKIP" "$logs/test-$t.log"; then note "$t" "SKIPPED (no GPU seen by the test?)"; status=1
   else note "$t" "FAILED (log: $logs/testlog-$t.txt)"; status=1; fi
 done
+# A failed suite: the engine test again with kernels ruled out (--cuda-tune),
+# so that one run says which kernels are at fault: first without the int8
+# tensor cores and the tensor-core attention, then also without the GEMV
+# (cuBLAS and the elementwise kernels only)
+if grep -q "cuda_ops.*FAILED\|cuda_engine.*FAILED" "$logs/summary.txt"; then
+  i=0
+  for tune in mma-max-tokens=0,attn-mma=off mma-max-tokens=0,attn-mma=off,gemv-max-tokens=0; do
+    i=$((i + 1))
+    CUDA_LAUNCH_BLOCKING=${LAUNCH_BLOCKING:-1} timeout 150 "$build/tests/cuda/test_cuda_engine" --no-small \
+      --cuda-tune "$tune" >"$logs/triage-$i.log" 2>&1
+    rc=$?
+    case $rc in
+      0) note "engine $tune" "ok: the kernels ruled out are at fault" ;;
+      124) note "engine $tune" "TIMED OUT (log: $logs/triage-$i.log)" ;;
+      *) note "engine $tune" "FAILED too, exit $rc (log: $logs/triage-$i.log)" ;;
+    esac
+    [ $rc -eq 0 ] && break
+  done
+fi
 # CUDA graphs once more with asynchronous launches: under
 # CUDA_LAUNCH_BLOCKING=1 a driver may refuse launches into a capture (the
 # engine then launches one by one and cuda_ops does not count the graphs)

@@ -52,6 +52,17 @@ static g1_status check_init(const g1_config *c, int e0, int e1, const g1_engine_
     return G1_OK;
 }
 
+/* The CUDA engine's switches: the tuning, with the graph options over it. */
+static g1_cuda_opts cuda_opts(const g1_engine_opts *opts)
+{
+    g1_cuda_opts co = opts->cuda_tune;
+    if (opts->cuda_graphs_off)
+        co.no_graphs = 1;
+    if (opts->cuda_graphs_max)
+        co.max_graphs = opts->cuda_graphs_max;
+    return co;
+}
+
 g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_opts *opts,
                          const g1_moe_dispatch *dispatch)
 {
@@ -65,7 +76,7 @@ g1_status g1_engine_init(g1_engine **out, const g1_weights *w, const g1_engine_o
         e->w = w;
         e->cfg = *c;
         e->opts = *opts;
-        g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off, .max_graphs = opts->cuda_graphs_max};
+        g1_cuda_opts co = cuda_opts(opts);
         g1_status st = g1_cuda_engine_init(&e->cuda, w, opts, dispatch, &co);
         if (st != G1_OK) {
             free(e);
@@ -165,7 +176,7 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
     }
     e->cfg = *c;
     e->opts = *opts;
-    g1_cuda_opts co = {.no_graphs = opts->cuda_graphs_off, .max_graphs = opts->cuda_graphs_max};
+    g1_cuda_opts co = cuda_opts(opts);
     st = g1_cuda_engine_begin(&e->cuda, c, src->layer0, src->layer1, src->expert0, src->expert1, opts, dispatch,
                               &co);
     /* a layer at a time, then the embedding, each read while the part
@@ -275,6 +286,12 @@ int g1_engine_graph_counts(const g1_engine *e, int *made, int *dropped, int *kep
 {
     *made = *dropped = *kept = 0;
     return e->cuda ? g1_cuda_engine_graph_counts(e->cuda, made, dropped, kept) : 0;
+}
+int g1_engine_cuda_paths(const g1_engine *e, char *buf, size_t n)
+{
+    if (n)
+        buf[0] = 0;
+    return e->cuda ? g1_cuda_engine_paths(e->cuda, buf, n) : 0;
 }
 void g1_engine_reset_slot(g1_engine *e, int slot)
 {

@@ -55,6 +55,39 @@ typedef enum g1_cuda_gemm {
  * rounding (docs/CUDA.md). */
 typedef enum g1_kv_cache { G1_KV_F32 = 0, G1_KV_BF16 } g1_kv_cache;
 
+/* The CUDA backend's tuning and test switches (grok1-run --cuda-tune,
+ * g1_cuda_tune_parse); zeros give the defaults. Which kernel takes a matmul
+ * of how many rows, where the MoE groups its rows, whether prompts'
+ * attention uses the tensor cores: the results stay within the CUDA GEMM's
+ * rounding (with G1_CUDA_GEMM_F32, which uses none of the tensor-core paths,
+ * the same bits), only the speed changes. */
+typedef struct g1_cuda_opts {
+    int gemv_max_tokens; /* most rows per matmul for the int8 GEMV kernel, more
+                          * go to dequantised tiles + cuBLAS (0: 16; -1: always cuBLAS) */
+    int moe_host_groups; /* 1: the MoE's rows are grouped on the host at every batch size
+                          * (default: on the device up to the rows of the GEMV or, where it
+                          * takes the experts' shapes, the tensor-core kernel) */
+    int attn_no_mma;     /* 1: attention always on the float32 kernel (default: prompt
+                          * tiles of batches over the GEMV's rows go to the tensor cores,
+                          * with the bf16 GEMM) */
+    int attn_range_tokens; /* > 0: attention launches of at most this many tokens (tests;
+                            * default: as many as 256 MB of split partial sums hold) */
+    int panel_elems;       /* > 0: dequantised panels of at most this many bf16 elements
+                            * (tests: several panels on small models; default 64 MB) */
+    int no_graphs;         /* 1: decode steps launch their kernels one by one (default:
+                            * each batch shape's layers captured once as a CUDA graph,
+                            * then replayed) */
+    int max_graphs;        /* most graphs kept; making one more destroys the least
+                            * recently replayed (0: G1_CUDA_GRAPHS_KEPT) */
+    int mma_max_tokens;    /* most rows per matmul for the int8 tensor-core kernel, above
+                            * gemv_max_tokens (0: 128; -1: never, cuBLAS instead); only on
+                            * compute capability 8.0 and later, default precision */
+    int mma_tile_cols;     /* that kernel's blocks: 64 rows by 64 or 128 columns (0: 64) */
+    int gemm_no_overlap;   /* 1: a matrix's panels dequantised and multiplied on one
+                            * stream (default: the next panel dequantised on a second
+                            * stream, into a second buffer, while cuBLAS multiplies) */
+} g1_cuda_opts;
+
 typedef struct g1_engine_opts {
     int n_slots;        /* sequence slots (KV caches) */
     int max_batch;      /* most tokens in one g1_engine_forward call */
@@ -66,6 +99,8 @@ typedef struct g1_engine_opts {
                              * replaying a CUDA graph (the same results) */
     int cuda_graphs_max;    /* CUDA: most graphs kept, the least recently replayed dropped
                              * (0: 64, G1_CUDA_GRAPHS_KEPT) */
+    g1_cuda_opts cuda_tune; /* CUDA: tuning (zeros: the defaults); cuda_graphs_off and
+                             * cuda_graphs_max above override its graph fields */
     g1_kv_cache kv_cache;   /* the KV caches' elements (G1_KV_F32 unless set); the CPU
                              * backend stores bf16-rounded values as float32 (the same
                              * results, no memory saved: the reference for the GPU's) */
@@ -172,6 +207,11 @@ int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b);
  * engine replays graphs; 0 and zeros on the CPU, with graphs off, or after
  * the driver refused one (the engine then launches one by one). */
 int g1_engine_graph_counts(const g1_engine *e, int *made, int *dropped, int *kept);
+/* CUDA: which kernels take the matmuls of how many rows, where the MoE
+ * groups its rows, prompts' attention (g1_engine_opts.cuda_tune and the
+ * device's compute capability decide; --verbose prints it): 1 and one line
+ * of text in buf (cut to n), or 0 and "" on the CPU. */
+int g1_engine_cuda_paths(const g1_engine *e, char *buf, size_t n);
 
 /* ---- memory for messages (what mpi/ sends and receives) ---- */
 

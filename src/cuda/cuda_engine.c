@@ -538,6 +538,55 @@ void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot) { e->slots[slot].len
 /* Bytes of one cache element. */
 static size_t kv_elem(const g1_cuda_engine *e) { return e->opts.kv_cache == G1_KV_BF16 ? 2 : 4; }
 
+int g1_cuda_engine_paths(const g1_cuda_engine *e, char *buf, size_t n)
+{
+    const g1_cuda_mm *mm = &e->mm;
+    size_t at = 0;
+#define PUT(...) (at += (size_t)snprintf(buf + (at < n ? at : n), at < n ? n - at : 0, __VA_ARGS__))
+    if (n)
+        buf[0] = 0;
+    int fit = 0; /* matrices the tensor-core kernel takes, above the GEMV's rows */
+    for (int id = 0; id < G1_NUM_QMAT; id++) {
+        int rows, cols;
+        g1_qmat_shape(&e->cfg, (g1_qmat_id)id, &rows, &cols);
+        fit += g1_cuda_grouped_max_rows(mm, rows, cols) > mm->gemv_max;
+    }
+    if (mm->gemv_only)
+        PUT("every matmul on the int8 GEMV, %d rows at a time (--cuda-gemm f32)", mm->gemv_max);
+    else {
+        int lo = mm->gemv_max;
+        if (lo)
+            PUT("matmuls of 1-%d rows on the int8 GEMV, ", lo);
+        if (fit && mm->mma_max > lo) {
+            PUT("%d-%d on the int8 tensor cores (%d-column blocks", lo + 1, mm->mma_max, mm->mma_bn == 128 ? 128 : 64);
+            if (fit < G1_NUM_QMAT)
+                PUT("; %d of the %d matrix kinds, the rest on cuBLAS", fit, (int)G1_NUM_QMAT);
+            PUT("), ");
+            lo = mm->mma_max;
+        }
+        double kib = (double)mm->wbf_n * 2 / 1024;
+        PUT("%s on cuBLAS (%s, dequantised panels of up to %.4g %s%s)", lo ? "more" : "every matmul",
+            mm->split ? "bf16 hi + lo, two GEMMs" : "bf16", kib < 1024 ? kib : kib / 1024, kib < 1024 ? "KiB" : "MiB",
+            mm->wbf2 ? ", the next dequantised during the GEMM" : "");
+    }
+    if (e->dispatch.run)
+        PUT("; MoE rows from the expert-parallel dispatch, grouped on the host");
+    else if (e->moe_host_groups || e->moe_device_max <= 0)
+        PUT("; MoE rows grouped on the host");
+    else
+        PUT("; MoE rows grouped on the device up to %d tokens, on the host above", e->moe_device_max);
+    PUT("; prompt attention %s", e->attn_mma && !mm->split && !mm->gemv_only ? "on the tensor cores (TF32)"
+                                                                             : "in float32");
+    if (!e->graphs)
+        PUT("; no CUDA graphs");
+    else if (e->dispatch.run || e->moe_host_groups) /* graph_fits */
+        PUT("; no CUDA graphs (a MoE grouped on the host waits for the host)");
+    else
+        PUT("; decode steps up to %d tokens in CUDA graphs", e->graph_max);
+#undef PUT
+    return 1;
+}
+
 int g1_cuda_engine_graph_counts(const g1_cuda_engine *e, int *made, int *dropped, int *kept)
 {
     int on = e->graphs != NULL;

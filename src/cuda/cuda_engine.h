@@ -10,31 +10,7 @@
 
 typedef struct g1_cuda_engine g1_cuda_engine;
 
-/* Tuning and test switches; NULL or zeros give the defaults. */
-typedef struct g1_cuda_opts {
-    int gemv_max_tokens; /* most rows per matmul for the int8 GEMV kernel, more
-                          * go to dequantised tiles + cuBLAS (0: 16; -1: always cuBLAS) */
-    int moe_host_groups; /* 1: the MoE's rows are grouped on the host at every batch size
-                          * (default: on the device when the batch takes the GEMV) */
-    int attn_no_mma;     /* 1: attention always on the float32 kernel (default: prompt
-                          * tiles of batches that take cuBLAS go to the tensor cores) */
-    int attn_range_tokens; /* > 0: attention launches of at most this many tokens (tests;
-                            * default: as many as 256 MB of split partial sums hold) */
-    int panel_elems;       /* > 0: dequantised panels of at most this many bf16 elements
-                            * (tests: several panels on small models; default 64 MB) */
-    int no_graphs;         /* 1: decode steps launch their kernels one by one (default:
-                            * each batch shape's layers captured once as a CUDA graph,
-                            * then replayed) */
-    int max_graphs;        /* most graphs kept; making one more destroys the least
-                            * recently replayed (0: G1_CUDA_GRAPHS_KEPT) */
-    int mma_max_tokens;    /* most rows per matmul for the int8 tensor-core kernel, above
-                            * gemv_max_tokens (0: 128; -1: never, cuBLAS instead); only on
-                            * compute capability 8.0 and later, default precision */
-    int mma_tile_cols;     /* that kernel's blocks: 64 rows by 64 or 128 columns (0: 64) */
-    int gemm_no_overlap;   /* 1: a matrix's panels dequantised and multiplied on one
-                            * stream (default: the next panel dequantised on a second
-                            * stream, into a second buffer, while cuBLAS multiplies) */
-} g1_cuda_opts;
+/* g1_cuda_opts (tuning and test switches) is defined in engine.h. */
 
 /* Graphs an engine keeps by default (g1_cuda_opts.max_graphs): each holds
  * the rank's layers (about 35 kernel nodes a layer), and the shapes that
@@ -79,6 +55,8 @@ int g1_cuda_engine_slot_len(const g1_cuda_engine *e, int slot);
 int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_b);
 /* As g1_engine_graph_counts. */
 int g1_cuda_engine_graph_counts(const g1_cuda_engine *e, int *made, int *dropped, int *kept);
+/* The kernels and paths this engine takes (g1_engine_cuda_paths): 1, the text in buf. */
+int g1_cuda_engine_paths(const g1_cuda_engine *e, char *buf, size_t n);
 void g1_cuda_engine_reset_slot(g1_cuda_engine *e, int slot);
 /* As g1_moe_local / g1_moe_expert_rows, host pointers in and out (what a
  * remote rank's rows need under mpi/). */

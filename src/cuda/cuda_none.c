@@ -127,3 +127,10 @@ g1_status g1_cuda_engine_copy_mem(g1_cuda_engine *e, void *dst, const void *src,
     (void)e, (void)dst, (void)src, (void)bytes;
     return NO_CUDA;
 }
+int g1_cuda_engine_paths(const g1_cuda_engine *e, char *buf, size_t n)
+{
+    (void)e;
+    if (n)
+        buf[0] = 0;
+    return 0;
+}

@@ -78,7 +78,7 @@ def case_help(d):
     rc, so, se = run(["--help"])
     check(rc == 0, f"--help exit {rc}")
     for w in ["--checkpoint", "--mode", "--input", "--output", "--dump-logits", "--max-new-tokens",
-              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--synthetic-seed", "--temperature", "--top-p", "--top-k", "--seed", "--tokenizer", "--backend", "--cuda-gemm", "--gpu-direct", "--prefix-cache", "--kv-cache", "--max-context", "input order"]:
+              "--batch-size", "--max-batch-tokens", "--threads", "--synthetic", "--synthetic-seed", "--temperature", "--top-p", "--top-k", "--seed", "--tokenizer", "--backend", "--cuda-gemm", "--cuda-tune", "--gpu-direct", "--prefix-cache", "--kv-cache", "--max-context", "input order"]:
         check(w.lower() in so.lower(), f"--help does not mention {w}")
 
 
@@ -95,6 +95,14 @@ def case_usage_errors(d):
     expect_fail(base + ["--backend", "gpu"], 2, ["--backend gpu", "cpu or cuda"], out)
     expect_fail(base + ["--cuda-gemm", "fp8"], 2, ["--cuda-gemm fp8", "bf16, bf16x2 or f32"], out)
     expect_fail(base + ["--gpu-direct", "yes"], 2, ["--gpu-direct yes", "auto, on or off"], out)
+    # --cuda-tune is checked in every build (with or without CUDA)
+    expect_fail(base + ["--cuda-tune", "gemv-max-tokens=99"], 2, ["--cuda-tune gemv-max-tokens=99", "from 0 to 64"],
+                out)
+    expect_fail(base + ["--cuda-tune", "mma-max-tokens=0,turbo=on"], 2, ["unknown setting 'turbo'",
+                                                                       "gemv-max-tokens"], out)
+    expect_fail(base + ["--cuda-tune", "moe-grouping=gpu"], 2, ["moe-grouping=device or host"], out)
+    expect_fail(base + ["--cuda-tune", "panel-mib=8,"], 2, ["ends with a comma"], out)
+    expect_fail(base + ["--cuda-tune", ""], 2, ["--cuda-tune: empty"], out)
     # bounds: threads, and sequence slots (micro-batches x batch size, which once overflowed)
     expect_fail(base + ["--threads", "65536"], 2, ["--threads 65536", "at most 4096"], out)
     expect_fail(base + ["--micro-batches", "536870912", "--batch-size", "8"], 2,

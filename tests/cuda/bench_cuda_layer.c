@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "cuda/cuda_internal.h"
+#include "cuda/cuda_tune.h"
 
 #define CK(x)                                                                            \
     do {                                                                                 \
@@ -885,6 +886,8 @@ int main(int argc, char **argv)
     const char *preset = "grok-1", *tokens = "1,8,64,512,4096", *gemm = "bf16";
     int smoke = 0, want_parts = 1;
     g1_cuda_gemm mode = G1_CUDA_GEMM_BF16;
+    g1_cuda_opts tune = {0}; /* --cuda-tune: the engine's switches (the parts table's own variants aside) */
+    int tuned = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--smoke"))
             smoke = 1;
@@ -899,9 +902,15 @@ int main(int argc, char **argv)
             gemm = argv[++i];
             mode = !strcmp(gemm, "f32") ? G1_CUDA_GEMM_F32 : !strcmp(gemm, "bf16x2") ? G1_CUDA_GEMM_BF16X2
                                                                                        : G1_CUDA_GEMM_BF16;
+        } else if (i + 1 < argc && !strcmp(argv[i], "--cuda-tune")) {
+            if (g1_cuda_tune_parse(argv[++i], &tune) != G1_OK) {
+                fprintf(stderr, "bench_cuda_layer: %s\n", g1_last_error());
+                return 2;
+            }
+            tuned = 1;
         } else {
             fprintf(stderr, "usage: bench_cuda_layer [--preset grok-1|small|tiny] [--tokens 1,8,...] "
-                            "[--cuda-gemm bf16|bf16x2|f32] [--no-parts] [--smoke]\n");
+                            "[--cuda-gemm bf16|bf16x2|f32] [--cuda-tune KEY=VALUE,...] [--no-parts] [--smoke]\n");
             return 2;
         }
     }
@@ -931,7 +940,10 @@ int main(int argc, char **argv)
     g1_engine_opts o = {.n_slots = 64, .max_batch = Tmax, .max_context = Tmax < c.max_seq_len ? Tmax : c.max_seq_len,
                         .backend = G1_BACKEND_CUDA, .cuda_gemm = mode};
     g1_cuda_engine *e;
-    CK(g1_cuda_engine_init_random(&e, &c, 1, &o, NULL, 42));
+    CK(g1_cuda_engine_init_random(&e, &c, 1, &o, &tune, 42));
+    char paths[512];
+    g1_cuda_engine_paths(e, paths, sizeof paths);
+    printf("cuda paths%s: %s\n", tuned ? " (--cuda-tune)" : "", paths);
     int D = c.emb_size, F = c.ffn_size;
     double attn_b = qmat_bytes(&c, G1_ATTN_Q, 1) + qmat_bytes(&c, G1_ATTN_K, 1) + qmat_bytes(&c, G1_ATTN_V, 1) +
                     qmat_bytes(&c, G1_ATTN_O, 8);

@@ -8,9 +8,12 @@
  * grok1-run --gpu-direct, the score of rows on the device against the
  * logits reduced on the host, forks of a slot's prefix into another.
  * `--full [TOKENS]`: the whole-model comparison alone, at Grok-1's real
- * shapes with one layer. Exits 77 without a GPU. */
+ * shapes with one layer. `--cuda-tune SPEC` (grok1-run's) gives every CUDA
+ * engine those switches: scripts/gpu-check.sh reruns a failed suite with
+ * the tensor cores ruled out. Exits 77 without a GPU. */
 #include <string.h>
 
+#include "cuda/cuda_tune.h"
 #include "engine.h"
 #include "synth.h"
 #include "sampler.h"
@@ -24,6 +27,7 @@ typedef struct model {
 } model;
 
 static int full_layers; /* --full: grok-1 with this many layers */
+static g1_cuda_opts tune; /* --cuda-tune: every CUDA engine's switches */
 
 static void mk_model(model *m, const char *preset, uint64_t seed, double out_mult)
 {
@@ -59,9 +63,16 @@ static int test_device(g1_backend be)
 static eng mk_engine(model *m, g1_backend be, int slots, int max_batch, int split)
 {
     g1_engine_opts o = {.n_slots = slots, .max_batch = max_batch, .backend = be, .cuda_gemm = (g1_cuda_gemm)split,
-                        .device = test_device(be)};
+                        .device = test_device(be), .cuda_tune = tune};
     eng r = {0};
     ct_ok(g1_engine_init(&r.e, &m->W, &o, NULL), "engine");
+    static int said; /* once for each GEMM choice */
+    char paths[512];
+    if (!(said >> split & 1) && g1_engine_cuda_paths(r.e, paths, sizeof paths)) {
+        printf("cuda paths (%s, %s): %s\n", m->C.vocab_size == 131072 ? "real vocabulary" : "test model",
+               split == G1_CUDA_GEMM_BF16 ? "bf16 GEMM" : split == G1_CUDA_GEMM_BF16X2 ? "bf16x2" : "f32", paths);
+        said |= 1 << split;
+    }
     return r;
 }
 
@@ -329,7 +340,7 @@ static void engine_memory(g1_backend be, const char *what)
 
     rows_ctx rc = {.map = malloc((size_t)MB * k * sizeof(int))};
     g1_moe_dispatch dp = {.run = host_run_unused, .run_rows_mem = rows_mem, .ctx = &rc};
-    g1_engine_opts o = {.n_slots = 1, .max_batch = MB, .backend = be, .device = test_device(be)};
+    g1_engine_opts o = {.n_slots = 1, .max_batch = MB, .backend = be, .device = test_device(be), .cuda_tune = tune};
     ct_ok(g1_engine_init(&rc.e, &m.W, &o, &dp), "engine with a rows dispatch");
     float *xin, *xout;
     ct_ok(g1_engine_mem_alloc(rc.e, (size_t)MB * k * D * 4, (void **)&rc.sb), "mem_alloc");
@@ -386,7 +397,8 @@ static void kv_bf16(void)
         tok[i] = tu_int(V);
     size_t sz = (size_t)n * V;
     float *ref = malloc(sz * 4), *f32kv = malloc(sz * 4), *got = malloc(sz * 4), *dec = malloc(sz * 4);
-    g1_engine_opts o = {.n_slots = 2, .max_batch = 64, .backend = G1_BACKEND_CPU, .kv_cache = G1_KV_BF16};
+    g1_engine_opts o = {.n_slots = 2, .max_batch = 64, .backend = G1_BACKEND_CPU, .kv_cache = G1_KV_BF16,
+                        .cuda_tune = tune};
     eng cpu;
     ct_ok(g1_engine_init(&cpu.e, &m.W, &o, NULL), "cpu engine with bf16 KV caches");
     run_seq(&m, cpu, 0, tok, n, n, ref);
@@ -476,7 +488,7 @@ static void weights_source(g1_backend be, const char *what)
     g1_weights_source src = {.cfg = m.C, .layer0 = 0, .layer1 = m.C.num_layers, .expert0 = 0,
                              .expert1 = m.C.num_experts, .with_embedding = 1, .load = synth_part, .ctx = &ss};
     g1_engine_opts o = {.n_slots = 1, .max_batch = 16, .backend = be, .cuda_gemm = G1_CUDA_GEMM_BF16X2,
-                        .device = test_device(be)};
+                        .device = test_device(be), .cuda_tune = tune};
     g1_weights_held held;
     eng s = {0};
     ct_ok(g1_engine_init_source(&s.e, &src, &o, NULL, &held), "engine from a source");
@@ -614,7 +626,7 @@ static void forks(g1_backend be, g1_kv_cache kv, const char *what)
     model m;
     mk_model(&m, "tiny", 9, 0);
     g1_engine_opts o = {.n_slots = 3, .max_batch = 40, .backend = be, .cuda_gemm = G1_CUDA_GEMM_F32, .kv_cache = kv,
-                        .device = test_device(be)};
+                        .device = test_device(be), .cuda_tune = tune};
     g1_engine *e;
     ct_ok(g1_engine_init(&e, &m.W, &o, NULL), "engine");
     enum { L = 30 };
@@ -654,13 +666,8 @@ static void forks(g1_backend be, g1_kv_cache kv, const char *what)
  * (6.5 GB of weights on the host and on the GPU): the GEMV and, above 16
  * tokens, the cuBLAS paths with real sizes (scripts/gpu-check.sh runs it
  * with 24 tokens when time is left). */
-static int full(int argc, char **argv)
+static int full(int n)
 {
-    int n = argc > 2 ? atoi(argv[2]) : 24;
-    if (n < 1 || n > N) {
-        fprintf(stderr, "test_cuda_engine --full [TOKENS]: TOKENS in 1..%d\n", N);
-        return 2;
-    }
     full_layers = 1;
     compare_model("grok-1", 5, n, n > 16 ? n : 1);
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
@@ -669,18 +676,36 @@ static int full(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    ct_need_gpu("test_cuda_engine");
-    if (argc > 1 && !strcmp(argv[1], "--full"))
-        return full(argc, argv);
     /* --no-small: everything but the small model's comparison (the
      * emulation's race check keeps 16 bytes of records per byte a kernel
      * touches: the small model's 1 GB would need 16 GB; its kernels and
      * paths are the tiny model's) */
-    int small = !(argc == 2 && !strcmp(argv[1], "--no-small"));
-    if (argc > 1 && small) {
-        fprintf(stderr, "usage: test_cuda_engine [--full [TOKENS] | --no-small]\n");
-        return 2;
+    int small = 1, full_n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--full")) {
+            full_n = 24;
+            if (i + 1 < argc && argv[i + 1][0] != '-') {
+                full_n = atoi(argv[++i]);
+                if (full_n < 1 || full_n > N) {
+                    fprintf(stderr, "test_cuda_engine --full [TOKENS]: TOKENS in 1..%d\n", N);
+                    return 2;
+                }
+            }
+        } else if (!strcmp(argv[i], "--no-small"))
+            small = 0;
+        else if (!strcmp(argv[i], "--cuda-tune") && i + 1 < argc) {
+            if (g1_cuda_tune_parse(argv[++i], &tune) != G1_OK) {
+                fprintf(stderr, "test_cuda_engine: %s\n", g1_last_error());
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "usage: test_cuda_engine [--full [TOKENS] | --no-small] [--cuda-tune KEY=VALUE,...]\n");
+            return 2;
+        }
     }
+    ct_need_gpu("test_cuda_engine");
+    if (full_n)
+        return full(full_n);
     compare_model("tiny", 7, N, 20);
     if (small)
         compare_model("small", 1, 24, 24);

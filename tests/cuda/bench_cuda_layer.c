@@ -24,6 +24,7 @@
 
 #include "cuda/cuda_internal.h"
 #include "cuda/cuda_tune.h"
+#include "bench_suggest.h"
 
 #define CK(x)                                                                            \
     do {                                                                                 \
@@ -522,6 +523,32 @@ static g1_status attention_time(cudaStream_t s, const g1_config *c, int S, int C
     return st;
 }
 
+/* The suggested --cuda-tune from the 16-to-256-row table's two matrices,
+ * their times summed (both kinds are in every layer; bench_suggest.h reads
+ * them). Printed as a line scripts/gpu-check.sh times the layer with; the
+ * table itself is the evidence. Nothing when the table is missing. */
+static void suggest_tune(double gv[2][5], double mc[2][5], double mc2[2][5], double gm[2][5])
+{
+    double g[5] = {0}, a[5] = {0}, b[5] = {0}, c[5] = {0};
+    int tc = mc[0][0] > 0 && mc[1][0] > 0;
+    for (int i = 0; i < 5 && gm[0][i] > 0 && gm[1][i] > 0; i++) {
+        g[i] = gv[0][i] > 0 && gv[1][i] > 0 ? gv[0][i] + gv[1][i] : 0;
+        a[i] = tc ? mc[0][i] + mc[1][i] : 0;
+        b[i] = tc ? mc2[0][i] + mc2[1][i] : 0;
+        c[i] = gm[0][i] + gm[1][i];
+    }
+    int gemv, mma, wide, lost, upto = g1_bench_suggest(g, a, b, c, tc, &gemv, &mma, &wide, &lost);
+    if (!upto) {
+        printf("  no suggested --cuda-tune: the 16-to-256-row table was not measured\n");
+        return;
+    }
+    printf("suggested --cuda-tune: gemv-max-tokens=%d,mma-max-tokens=%d%s\n", gemv, mma,
+           !mma ? "" : wide ? ",mma-tile-cols=128" : ",mma-tile-cols=64");
+    printf("  (from the table above, its two matrices together, measured up to %d rows%s%s)\n", upto,
+           lost ? "; the GEMV already loses at 16 rows, fewer were not compared" : "",
+           tc ? "" : "; the tensor-core kernel was not timed");
+}
+
 /* Prints the parts table; bw is the copy's bytes read + written per second
  * (GB/s), which a kernel that only reads can approach. */
 static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smoke)
@@ -579,7 +606,9 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
      * where the int8 tensor-core kernel should (mma_max_tokens, 128): the
      * GEMV at 16 to 64 rows, the tensor cores and cuBLAS at 16 to 256; the
      * split-K sums in a buffer of their own (the engine's holds what its
-     * own limits need) */
+     * own limits need); the times (ms, 0: not measured) by matrix and
+     * row count 16 << i, for the suggested --cuda-tune */
+    double tgv[2][5] = {{0}}, tmc[2][5] = {{0}}, tmc2[2][5] = {{0}}, tgm[2][5] = {{0}};
     for (int m = 0; m < 2; m++) {
         const g1_dqmat *W = mats[m];
         int tc = e->mm.mma_max > 0 && g1_cuda_mma_q8_fits(W);
@@ -617,6 +646,8 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
                 st = gemm_time(e, W, T, iters, &gm, &deq);
             if (st != G1_OK)
                 break;
+            int ti = T == 16 ? 0 : T == 32 ? 1 : T == 64 ? 2 : T == 128 ? 3 : 4;
+            tgv[m][ti] = gv, tmc[m][ti] = mc, tmc2[m][ti] = mc2, tgm[m][ti] = gm;
             printf(" T=%d", T);
             if (T <= 64)
                 printf(" GEMV %.3f (%.0f)", gv, bytes / (gv * 1e-3) / 1e9);
@@ -630,6 +661,7 @@ static g1_status parts(g1_cuda_engine *e, const g1_config *c, double bw, int smo
         cudaFree(part);
         G1_TRY(st);
     }
+    suggest_tune(tgv, tmc, tmc2, tgm);
     if (c->emb_size % 8 == 0) {
         double ebytes = 2.0 * c->vocab_size * c->emb_size;
         printf("  un-embedding (%d x %d bf16, %.0f MB):", c->vocab_size, c->emb_size, ebytes / 1e6);

@@ -428,6 +428,15 @@ def upload_by_layer(ckpt, inp, emu):
                   f"rank {r}: {peak} MB in host memory at once, not its largest two parts in a row {pair / 1e6}")
 
 
+def emulated(gpus):
+    """run() arguments for grok1-run-emu on `gpus` emulated GPUs; skips the
+    case (exit 77) when it was not built."""
+    if not ARGS.run_emu:
+        print("SKIP: grok1-run-emu not built (needs CUDA headers, a C++ compiler, MPI and HDF5)")
+        raise SystemExit(77)
+    return dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": str(gpus), "G1EMU_SMS": "4"})
+
+
 def case_cuda_emu():
     """--backend cuda through mpirun on the CPU emulation of the CUDA backend
     (grok1-run-emu, tests/cuda/emu). With --cuda-gemm bf16x2 (near float32)
@@ -438,10 +447,7 @@ def case_cuda_emu():
     the looser bound that rounding allows; --cuda-gemm f32 (no GEMM) to
     bitwise equality in every layout. Ranks that outnumber the GPUs and
     a GPU too small for the share are refused with a message."""
-    if not ARGS.run_emu:
-        print("SKIP: grok1-run-emu not built (needs CUDA headers, a C++ compiler, MPI and HDF5)")
-        raise SystemExit(77)
-    emu = dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": "8", "G1EMU_SMS": "4"})
+    emu = emulated(8)
     ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
     inp = requests(os.path.join(ARGS.tmp, "emu.jsonl"), 6, 11, "score", lens=(2, 30))
     _, cpu = score(ckpt, inp, "emu_cpu", extra=["--backend", "cpu"])
@@ -899,14 +905,10 @@ def case_cuda_tune():
     """grok1-run --cuda-tune on the CPU emulation of the CUDA backend. With
     --cuda-gemm f32 (the GEMV only) every switch leaves the bits as they
     are, in a pipeline and across expert-parallel ranks too, sampled tokens
-    included; with the default bf16
-    GEMM each choice of kernels stays within the bf16 bound of the cpu
-    backend, changes the logits (the switch reached the engine) and is what
-    --verbose says it takes."""
-    if not ARGS.run_emu:
-        print("SKIP: grok1-run-emu not built (needs CUDA headers, a C++ compiler, MPI and HDF5)")
-        raise SystemExit(77)
-    emu = dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_SMS": "4"})
+    included; with the default bf16 GEMM each choice of kernels stays within
+    the bf16 bound of the cpu backend, changes the logits (the switch
+    reached the engine) and is what --verbose says it takes."""
+    emu = emulated(2)
     ckpt = mkckpt("tune5.h5", "--qk-gain", "8")
     # prompts up to 60 tokens: steps of up to 256 tokens, over every kernel's rows
     inp = requests(os.path.join(ARGS.tmp, "tune.jsonl"), 6, 23, "score", lens=(2, 60))

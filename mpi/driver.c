@@ -921,6 +921,48 @@ g1_status g1_driver_nothing_left(const g1_config *cfg, const g1_driver_opts *opt
     return st;
 }
 
+g1_status g1_driver_check_input(const g1_config *cfg, const g1_driver_opts *opts, FILE *in, FILE *report,
+                                const char *prefix, int most, g1_input_stats *s)
+{
+    memset(s, 0, sizeof *s);
+    int context = opts->max_context > 0 && opts->max_context < cfg->max_seq_len ? opts->max_context
+                                                                                 : cfg->max_seq_len;
+    g1_request_ctx rc = request_ctx(opts, cfg);
+    g1_request_reader rd;
+    g1_request_reader_init(&rd, in, &rc);
+    g1_status st = G1_OK;
+    for (;;) {
+        g1_request r;
+        int got = 0;
+        st = g1_request_next(&rd, &r, &got);
+        if (st == G1_ERR_FORMAT || st == G1_ERR_RANGE) { /* the line is read: on to the next */
+            s->requests++;
+            if (++s->refused <= most)
+                fprintf(report, "%s%s\n", prefix, g1_last_error());
+            g1_clear_error();
+            continue;
+        }
+        if (st != G1_OK || !got)
+            break;
+        s->requests++;
+        s->text += r.text;
+        s->prompt_tokens += r.n_prompt;
+        if (r.truncated)
+            s->cut++, s->cut_tokens += r.truncated;
+        if (r.n_prompt > s->longest)
+            s->longest = r.n_prompt, s->longest_line = r.line;
+        if (opts->mode == G1_MODE_GENERATE) {
+            int mx = r.max_new_tokens >= 0 ? r.max_new_tokens : opts->max_new_tokens; /* as seq_start */
+            s->new_tokens += mx < context - r.n_prompt ? mx : context - r.n_prompt;
+        }
+        g1_request_free(&r);
+    }
+    s->others = rd.seen - s->requests;
+    s->lines = rd.line;
+    g1_request_reader_free(&rd);
+    return st;
+}
+
 g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *opts, FILE *in, FILE *out,
                         g1_driver_stats *stats)
 {

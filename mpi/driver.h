@@ -94,4 +94,29 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
  * own (another input, a dump without the kept logits, a bad request next). */
 g1_status g1_driver_nothing_left(const g1_config *cfg, const g1_driver_opts *opts, FILE *in, int *nothing_left);
 
+/* grok1-run --check-input: what a run with these options would make of the
+ * input, read to its end without a model's weights. */
+typedef struct g1_input_stats {
+    int64_t requests;      /* this shard's requests (refused ones included) */
+    int64_t refused;       /* of them, refused (bad JSON, fields, token ids, lengths) */
+    int64_t others;        /* other shards' requests, skipped unread */
+    int64_t text;          /* accepted requests with a text prompt */
+    int64_t prompt_tokens; /* of the accepted requests, after any cut */
+    int64_t cut;           /* accepted requests cut from the left (--truncate left) */
+    int64_t cut_tokens;    /* the tokens cut */
+    int64_t new_tokens;    /* generate: the most tokens the accepted requests may generate
+                            * (max_new_tokens, capped by the context as a run caps it) */
+    int longest;           /* the longest accepted prompt (tokens, after a cut) */
+    long longest_line;     /* its input line */
+    long lines;            /* input lines read */
+} g1_input_stats;
+
+/* Reads every request of `in` (this shard's) as g1_driver_run would, on to
+ * the end past refused ones: each refusal's message ("input line N: ...")
+ * goes to `report` as a line after `prefix`, the first `most` of them.
+ * G1_OK when the input was read to its end (refusals are counted, not
+ * failures); a read error fails. */
+g1_status g1_driver_check_input(const g1_config *cfg, const g1_driver_opts *opts, FILE *in, FILE *report,
+                                const char *prefix, int most, g1_input_stats *s);
+
 #endif

@@ -58,6 +58,7 @@ typedef struct cli {
     const char *checkpoint, *input, *output, *dump_logits, *synthetic;
     g1_run_mode mode;
     int have_mode;
+    int check_input; /* --check-input: read the input as a run would, report, exit */
     int max_new_tokens, batch_size, max_batch_tokens, threads;
     unsigned long long seed;
     int stages, ep, micro_batches, verbose, resume;
@@ -146,6 +147,13 @@ static void usage(FILE *f)
 "                            nothing to resume; with every request done (a finished OUTPUT)\n"
 "                            it checks, renames and ends without loading the weights;\n"
 "                            a refused resume leaves OUTPUT and its meta file as they were\n"
+"  --check-input             read every request as this command line's run would (the model's\n"
+"                            config, no weights; no GPU, one process), print each refused one\n"
+"                            (the first 20) and a summary (requests, prompt tokens, the\n"
+"                            longest, cuts, new tokens), write nothing; --output may be left\n"
+"                            out. Exit 0 when a run would accept every request, else 1. For a\n"
+"                            login node before a batch job: a run stops at the first refused\n"
+"                            request, after loading the weights\n"
 "  --shard K/N               run only requests K, K + N, K + 2N, ... of the input (counted\n"
 "                            from 0; blank lines are not requests): N jobs share one input;\n"
 "                            each output holds exactly those results of the unsharded run\n"
@@ -368,7 +376,7 @@ static int parse_args(int argc, char **argv, cli *c)
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNCATE, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE };
+           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE, O_CHECK };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -390,6 +398,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"gpu-direct", required_argument, NULL, O_GPU_DIRECT},
         {"cuda-graphs", required_argument, NULL, O_GRAPHS},
         {"cuda-tune", required_argument, NULL, O_TUNE},
+        {"check-input", no_argument, NULL, O_CHECK},
         {"max-context", required_argument, NULL, O_MAXCTX},
         {"kv-cache", required_argument, NULL, O_KV},
         {"prefix-cache", required_argument, NULL, O_PREFIX}, {"balance", required_argument, NULL, O_BALANCE},
@@ -425,6 +434,7 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_PLAN: c->plan = optarg; break;
         case O_LPS: c->layers_per_stage = optarg; break;
         case O_VERBOSE: c->verbose = 1; break;
+        case O_CHECK: c->check_input = 1; break;
         case O_RESUME: c->resume = 1; break;
         case O_TRACE: c->trace = optarg; break;
         case O_TOK: c->tokenizer = optarg; break;
@@ -556,7 +566,7 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("unexpected argument '%s'", argv[optind]);
     if (!c->have_mode)
         return usage_error("--mode score|generate is required");
-    if (!c->input || !c->output)
+    if (!c->input || (!c->output && !c->check_input))
         return usage_error("--input and --output are required (- for stdin / stdout)");
     const struct {
         const char *opt, *val;
@@ -1658,6 +1668,70 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     return c->trace ? g1_dist_trace_write(j->dist, c->trace) : G1_OK;
 }
 
+/* --check-input: the model's config (no weights), the tokenizer, and every
+ * request of the input (this shard's) read as a run would read them, on
+ * past refused ones; the refusals on stderr (the first 20), a summary on
+ * stdout. Rank 0 only, no MPI traffic; nothing is written. 0: every
+ * request would be accepted; 1: some would not, or a file cannot be read. */
+static int check_input(const cli *c)
+{
+    model m = {0};
+    g1_tokenizer *tok = NULL;
+    FILE *in = NULL;
+    g1_input_stats s;
+    g1_status st = model_open(c, &m);
+    if (st == G1_OK && c->max_context > m.cfg.max_seq_len)
+        st = G1_FAIL(G1_ERR_ARG, "--max-context %d: above the model's max_seq_len (%d)", c->max_context,
+                     m.cfg.max_seq_len);
+    if (st == G1_OK && c->tokenizer) {
+        st = g1_tok_load(&tok, c->tokenizer);
+        if (st == G1_OK && g1_tok_vocab_size(tok) != m.cfg.vocab_size)
+            st = G1_FAIL(G1_ERR_ARG, "the tokenizer %s has %d pieces but the model's vocabulary has %d: is it "
+                         "this model's tokenizer?", c->tokenizer, g1_tok_vocab_size(tok), m.cfg.vocab_size);
+    }
+    if (st == G1_OK && !(in = strcmp(c->input, "-") ? fopen(c->input, "r") : stdin))
+        st = G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", c->input, strerror(errno));
+    g1_logits_sink dump = {0}; /* only its presence matters: every position goes through the model */
+    g1_driver_opts o = {.mode = c->mode, .max_new_tokens = c->max_new_tokens, .tok = tok, .sample = c->sample,
+                        .top_logprobs = c->top_logprobs, .truncate_left = c->truncate_left,
+                        .max_context = c->max_context, .dump = c->dump_logits ? &dump : NULL, .shard = c->shard,
+                        .shards = c->shards};
+    enum { MOST = 20 };
+    if (st == G1_OK)
+        st = g1_driver_check_input(&m.cfg, &o, in, stderr, "grok1-run: refused: ", MOST, &s);
+    if (in && in != stdin)
+        fclose(in);
+    g1_tok_free(tok);
+    model_close(&m);
+    if (st != G1_OK) {
+        fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
+        return EXIT_DATA;
+    }
+    int context = c->max_context ? c->max_context : m.cfg.max_seq_len;
+    if (s.refused > MOST)
+        fprintf(stderr, "grok1-run: refused: ... and %lld more request(s)\n", (long long)(s.refused - MOST));
+    printf("grok1-run --check-input: %s (%ld line%s): %lld request(s)", strcmp(c->input, "-") ? c->input : "stdin",
+           s.lines, s.lines == 1 ? "" : "s", (long long)s.requests);
+    if (c->shards > 1)
+        printf(" of shard %d/%d (%lld of the other shards' not read)", c->shard, c->shards, (long long)s.others);
+    printf(", %lld refused (%s)\n", (long long)s.refused,
+           s.refused ? "on stderr: a run stops at the first, keeping the results before it" : "a run accepts them all");
+    printf("  accepted: %lld prompt tokens", (long long)s.prompt_tokens);
+    if (s.requests > s.refused)
+        printf(", the longest %d (input line %ld) of the context's %d positions", s.longest, s.longest_line,
+               context);
+    if (s.text)
+        printf("; %lld text prompt(s)", (long long)s.text);
+    printf("\n");
+    if (s.cut)
+        printf("  cut from the left (--truncate left): %lld request(s), %lld tokens\n", (long long)s.cut,
+               (long long)s.cut_tokens);
+    if (c->mode == G1_MODE_GENERATE)
+        printf("  generate: at most %lld new tokens (each request's max_new_tokens, default %d, within the "
+               "context)\n", (long long)s.new_tokens, c->max_new_tokens);
+    return s.refused ? EXIT_DATA : 0;
+}
+
 int main(int argc, char **argv)
 {
     cli c;
@@ -1674,6 +1748,11 @@ int main(int argc, char **argv)
     if (c.threads > 0)
         omp_set_num_threads(c.threads);
 #endif
+    if (c.check_input) { /* rank 0 alone reads; under mpirun the others have nothing to do */
+        int rc = world.rank == 0 ? check_input(&c) : 0;
+        g1_world_finalize();
+        return rc;
+    }
     /* rank 0 turns SIGTERM / SIGINT into an orderly stop; the launcher
      * passes them to every rank, and the others wait for rank 0's word */
     struct sigaction sa;

@@ -1498,6 +1498,75 @@ def case_layout_refused(d):
     check(not os.path.exists(out), "refused run created the output")
 
 
+def case_check_input(d):
+    """--check-input reads every request as the run would: it refuses the
+    lines the run refuses (all of them, not only the first), counts the
+    prompt and new tokens the run then processes, writes nothing and needs
+    no --output."""
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    rows = [{"id": i, "prompt_ids": [(7 * i + j) % V for j in range(1 + (i * 37) % 60)],
+             "max_new_tokens": (i * 13) % 40, "ignore_eos": True} for i in range(30)]
+    # capped by the context as the run caps it: 256 - 250 = 6 new tokens
+    rows.append({"id": 30, "prompt_ids": list(range(250)), "max_new_tokens": 50, "ignore_eos": True})
+    write_jsonl(inp, rows[:10] + [""] + rows[10:])  # a blank line is no request
+    total = sum(len(r["prompt_ids"]) for r in rows)
+    new = sum(min(r["max_new_tokens"], MAX_SEQ - len(r["prompt_ids"])) for r in rows)
+    rc, so, se = run(tiny("generate", inp, out, "--check-input"))
+    check(rc == 0 and not se.strip(), f"a good input: exit {rc}, stderr {se.strip()!r}")
+    for w in (f"({len(rows) + 1} lines): {len(rows)} request(s)", "0 refused", f"{total} prompt tokens",
+              "the longest 250 (input line 32) of the context's 256 positions", f"at most {new} new tokens"):
+        check(w in so, f"summary lacks {w!r}: {so!r}")
+    check(not any(os.path.exists(out + x) for x in ("", ".partial", ".meta.json", ".lock")),
+          "--check-input wrote an output file")
+    # the run agrees: the same prompt tokens, and (greedy past eos) exactly those new tokens
+    expect_ok(tiny("generate", inp, out))
+    res = read_jsonl(out)
+    check(sum(r["prompt_tokens"] for r in res) == total and sum(len(r["completion_ids"]) for r in res) == new,
+          "the run processed other token counts than --check-input said")
+    # refused lines: every one named, in order, with the run's own message
+    # for the first; the run stops there
+    bad = os.path.join(d, "bad.jsonl")
+    lines = [rows[0], rows[1], {"id": 2, "prompt_ids": [1, V]}, rows[3], "not json", rows[5], {"id": 6},
+             {"id": 7, "prompt_ids": [1], "temperature": -1}, rows[8]]
+    write_jsonl(bad, lines)
+    out2 = os.path.join(d, "out2.jsonl")
+    rc, so, se = run(tiny("generate", bad, out2, "--check-input"))
+    refused = [l for l in se.splitlines() if l.startswith("grok1-run: refused: ")]
+    check(rc == 1 and "9 request(s), 4 refused" in so, f"bad input: exit {rc}, summary {so!r}")
+    check([re.search(r"input line (\d+)", l).group(1) for l in refused] == ["3", "5", "7", "8"],
+          f"refusals named {refused}, expected input lines 3, 5, 7, 8")
+    se_run = expect_fail(tiny("generate", bad, out2), 1, ["input line 3"])
+    first = se_run.split("grok1-run: error: ", 1)[1].strip()
+    check(refused[0] == "grok1-run: refused: " + first, f"the check says {refused[0]!r}, the run {first!r}")
+    # more than 20 refused: 20 named, the rest counted
+    write_jsonl(bad, [{"id": i} for i in range(25)] + [{"id": 25, "prompt_ids": [1, 2]}])
+    rc, so, se = run(tiny("score", bad, out2, "--check-input"))
+    named = [l for l in se.splitlines() if l.startswith("grok1-run: refused: input line")]
+    check(rc == 1 and len(named) == 20 and "... and 5 more request(s)" in se and "26 request(s), 25 refused" in so,
+          f"25 refused: exit {rc}, {len(named)} named, stderr tail {se.strip()[-120:]!r}")
+    # cuts (--truncate left under --max-context), shards, and the run's settings
+    sin = os.path.join(d, "score.jsonl")
+    write_jsonl(sin, [{"id": r["id"], "prompt_ids": r["prompt_ids"]} for r in rows])
+    rc, so, se = run(tiny("score", sin, out2, "--check-input", "--max-context", "32", "--truncate", "left"))
+    long_rows = [r for r in rows if len(r["prompt_ids"]) > 33]  # score: one more than the context's positions
+    cut = sum(len(r["prompt_ids"]) - 33 for r in long_rows)
+    check(rc == 0 and f"cut from the left (--truncate left): {len(long_rows)} request(s), {cut} tokens" in so,
+          f"--truncate left: exit {rc}, {so!r}")
+    rc, so, se = run(tiny("score", sin, out2, "--check-input", "--max-context", "32"))
+    check(rc == 1 and f"{len(long_rows)} refused" in so, f"prompts over --max-context not refused: {so!r}")
+    rc, so, se = run(tiny("generate", inp, out2, "--check-input", "--shard", "1/3"))
+    mine = rows[1::3]
+    check(rc == 0 and f"{len(mine)} request(s) of shard 1/3 ({len(rows) - len(mine)} of the other shards' not read)"
+          in so and f"{sum(len(r['prompt_ids']) for r in mine)} prompt tokens" in so, f"--shard 1/3: {so!r}")
+    # files: a missing input fails; --input is still required, --output is not
+    expect_fail(tiny("score", os.path.join(d, "none.jsonl"), out2, "--check-input"), 1, ["cannot open input"])
+    rc, so, se = run(["--synthetic", "tiny", "--mode", "score", "--input", sin, "--check-input"])
+    check(rc == 0, f"--check-input without --output: exit {rc}: {se.strip()}")
+    rc, so, se = run(["--synthetic", "tiny", "--mode", "score", "--check-input"])
+    check(rc == 2 and "--input" in se, f"--check-input without --input: exit {rc}: {se.strip()}")
+    check(not os.path.exists(out2), "a check wrote the output")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

@@ -163,6 +163,37 @@ def case_truncate():
     print(f"truncate: generate keeps {r['prompt_tokens']} tokens (cut {r['truncated']}), score keeps 257")
 
 
+def case_check_input():
+    """--check-input with text prompts: the tokens it counts are the ones
+    the run reports (the same tokenizer, the same cut), and a tokenizer that
+    is not the model's is refused before any request is read."""
+    reqs = [{"id": i, "prompt": t, "max_new_tokens": 4} for i, t in enumerate(TEXTS)]
+    reqs.append({"id": 9, "prompt": " ".join(["word"] * 400), "max_new_tokens": 2})
+    res = run("generate", reqs, ["--truncate", "left"])
+    with tempfile.TemporaryDirectory() as d:
+        inp = os.path.join(d, "in.jsonl")
+        with open(inp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in reqs)
+        cmd = [ARGS.run, "--synthetic", "tiny", "--synthetic-seed", "3", "--tokenizer", ARGS.tokenizer, "--mode",
+               "generate", "--input", inp, "--truncate", "left", "--check-input"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        total = sum(r["prompt_tokens"] for r in res)
+        cut = sum(r.get("truncated", 0) for r in res)
+        print(p.stdout.strip())
+        check(p.returncode == 0, f"--check-input: exit {p.returncode}: {p.stderr.strip()}")
+        check(f"{total} prompt tokens" in p.stdout and f"{len(reqs)} text prompt(s)" in p.stdout,
+              f"--check-input counts other prompt tokens than the run's {total}: {p.stdout!r}")
+        check(f"cut from the left (--truncate left): 1 request(s), {cut} tokens" in p.stdout,
+              f"--check-input's cut is not the run's {cut} tokens: {p.stdout!r}")
+        # the model's vocabulary is 512; a tokenizer of another size is refused
+        other = os.path.join(d, "other.model")
+        with open(other, "wb") as f:
+            f.write(b"not a model")
+        p = subprocess.run(cmd[:6] + [other] + cmd[7:], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 1 and "grok1-run: error:" in p.stderr and "request" not in p.stdout,
+              f"a bad tokenizer: exit {p.returncode}: {p.stderr.strip()[-200:]}")
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 

@@ -80,11 +80,11 @@ for t in cuda_backend cuda_ops cuda_engine; do
   elif grep -q "SKIP" "$logs/test-$t.log"; then note "$t" "SKIPPED (no GPU seen by the test?)"; status=1
   else note "$t" "FAILED (log: $logs/testlog-$t.txt)"; status=1; fi
 done
-# A failed suite: the engine test again with kernels ruled out (--cuda-tune),
-# so that one run says which kernels are at fault: first without the int8
-# tensor cores and the tensor-core attention, then also without the GEMV
-# (cuBLAS and the elementwise kernels only)
-if grep -q "cuda_ops.*FAILED\|cuda_engine.*FAILED" "$logs/summary.txt"; then
+# A failed engine suite: again with kernels ruled out (--cuda-tune), so that
+# one run says which kernels are at fault: first without the int8 tensor
+# cores and the tensor-core attention, then also without the GEMV (cuBLAS
+# and the elementwise kernels only). (A cuda_ops failure names its op.)
+if grep -q "^cuda_engine .*FAILED" "$logs/summary.txt"; then
   i=0
   for tune in mma-max-tokens=0,attn-mma=off mma-max-tokens=0,attn-mma=off,gemv-max-tokens=0; do
     i=$((i + 1))

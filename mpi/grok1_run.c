@@ -148,7 +148,7 @@ static void usage(FILE *f)
 "                            it checks, renames and ends without loading the weights;\n"
 "                            a refused resume leaves OUTPUT and its meta file as they were\n"
 "  --check-input             read every request as this command line's run would (the model's\n"
-"                            config, no weights; no GPU, one process), print each refused one\n"
+"                            config, no weights, no GPU, no MPI), print each refused one\n"
 "                            (the first 20) and a summary (requests, prompt tokens, the\n"
 "                            longest, cuts, new tokens), write nothing; --output may be left\n"
 "                            out. Exit 0 when a run would accept every request, else 1. For a\n"
@@ -1668,10 +1668,23 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     return c->trace ? g1_dist_trace_write(j->dist, c->trace) : G1_OK;
 }
 
+/* This process's rank as its launcher gives it in the environment (mpirun,
+ * srun, another PMI launcher), read without starting MPI; -1 when none does. */
+static int launched_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v);
+    }
+    return -1;
+}
+
 /* --check-input: the model's config (no weights), the tokenizer, and every
  * request of the input (this shard's) read as a run would read them, on
  * past refused ones; the refusals on stderr (the first 20), a summary on
- * stdout. Rank 0 only, no MPI traffic; nothing is written. 0: every
+ * stdout. No MPI (not even started); nothing is written. 0: every
  * request would be accepted; 1: some would not, or a file cannot be read. */
 static int check_input(const cli *c)
 {
@@ -1739,6 +1752,9 @@ int main(int argc, char **argv)
     if (r)
         return r > 0 ? 0 : EXIT_USAGE;
 
+    if (c.check_input) /* no MPI: a login node may not allow it; under a launcher rank 0 alone reads */
+        return launched_rank() > 0 ? 0 : check_input(&c);
+
     g1_world world;
     if (g1_world_init(&argc, &argv, &world) != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
@@ -1748,11 +1764,6 @@ int main(int argc, char **argv)
     if (c.threads > 0)
         omp_set_num_threads(c.threads);
 #endif
-    if (c.check_input) { /* rank 0 alone reads; under mpirun the others have nothing to do */
-        int rc = world.rank == 0 ? check_input(&c) : 0;
-        g1_world_finalize();
-        return rc;
-    }
     /* rank 0 turns SIGTERM / SIGINT into an orderly stop; the launcher
      * passes them to every rank, and the others wait for rank 0's word */
     struct sigaction sa;

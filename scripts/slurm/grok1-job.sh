@@ -113,6 +113,20 @@ echo "grok1-job: job $SLURM_JOB_ID run $(( ${SLURM_RESTART_COUNT:-0} + 1 )) star
      "on ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-?}, ${SLURM_NTASKS:-1} task(s)" \
      "${merged:+(array ${SLURM_ARRAY_JOB_ID:-?} task ${SLURM_ARRAY_TASK_ID}: shard ${shard[1]})}"
 
+# GROK1_CHECK_INPUT=1: every request read as the run will read it, here on
+# the batch host and without MPI (seconds), before srun starts the ranks: a
+# refused request ends the job at once, each one named, where the run would
+# stop at the first only after loading the weights
+if [ "${GROK1_CHECK_INPUT:-0}" = 1 ]; then
+  echo "grok1-job: checking the input: $run --check-input ${args[*]}"
+  "$run" --check-input "${args[@]}"
+  crc=$?
+  if [ "$crc" != 0 ]; then
+    echo "grok1-job: the input check failed with exit status $crc $(date '+%F %T'): nothing was run; fix what it names in $GROK1_INPUT and submit again"
+    exit "$crc"
+  fi
+fi
+
 # --- run ---------------------------------------------------------------------
 # srun runs in the background so that this shell can take the SIGTERM Slurm
 # sends ahead of the time limit (#SBATCH --signal=B:TERM@...) and pass it on

@@ -13,6 +13,8 @@ machine has), then:
     by a bad request line, the line fixed and the task requeued alone,
     merges with the other task's shard into the run of the fixed input;
   - bad GROK1_* variables are refused with a message, before anything runs;
+  - GROK1_CHECK_INPUT=1: refused requests end the job before srun, each
+    named; a good input is checked, then run;
   - SIGTERM to the batch shell (what `#SBATCH --signal=B:TERM@...` sends) with
     a stand-in grok1-run that exits 3: the job requeues itself and its second
     run passes --resume; a job ended with scancel is not requeued;
@@ -385,6 +387,37 @@ def case_refusals():
     check(not os.path.exists(good["GROK1_OUTPUT"] + ".partial"), "a refused job ran grok1-run")
 
 
+def case_check_input():
+    """GROK1_CHECK_INPUT=1: a job whose input has refused requests ends
+    before srun, each refused line named in its log and nothing written; a
+    good input is checked, then run to the one-process output."""
+    inp = requests("check.jsonl", 6, 5, True)
+    lines = open(inp).read().splitlines(keepends=True)
+    want = run1("generate", inp, os.path.join(TMP, "check-ref.jsonl"), ["--max-new-tokens", "6"])
+    out = os.path.join(TMP, "check-out.jsonl")
+    env = dict(job_env(out, inp, "--stages 2 --max-new-tokens 6"), GROK1_CHECK_INPUT="1")
+    rc, log = sbatch("generate.sbatch", "check-good", env, ntasks=2)
+    ok = check(rc == 0 and "0 refused" in log and "grok1-job: srun" in log and "grok1-job: done" in log,
+               f"GROK1_CHECK_INPUT=1, good input: exit {rc}")
+    ok &= check(os.path.exists(out) and open(out, "rb").read() == want, "checked job: output differs from one process")
+    if not ok:
+        print(log[-3000:])
+    bad = os.path.join(TMP, "check-bad.jsonl")
+    with open(bad, "w") as f:
+        f.writelines(lines[:2] + ['{"id": "x", "prompt_ids": [1, 99999]}\n'] + lines[3:5] + ["not json\n"])
+    out = os.path.join(TMP, "check-bad-out.jsonl")
+    rc, log = sbatch("generate.sbatch", "check-bad", dict(env, GROK1_INPUT=bad, GROK1_OUTPUT=out), ntasks=2)
+    print(f"GROK1_CHECK_INPUT=1, 2 bad lines: exit {rc}: "
+          f"{[l for l in log.splitlines() if 'refused' in l or 'check failed' in l]}")
+    ok = check(rc == 1 and "refused: input line 3" in log and "refused: input line 6" in log
+               and "input check failed" in log and "grok1-job: srun" not in log,
+               f"GROK1_CHECK_INPUT=1, bad input: exit {rc}, want 1 with lines 3 and 6 named and no srun")
+    ok &= check(not any(os.path.exists(out + x) for x in ("", ".partial", ".meta.json")),
+                "a job refused by the input check wrote its output")
+    if not ok:
+        print(log[-3000:])
+
+
 STUB = r"""#!/bin/sh
 # Stand-in for grok1-run: rank 0 writes one line, then on SIGTERM exits 3 like
 # grok1-run; run with --resume it completes the output.
@@ -657,7 +690,7 @@ def case_parts():
 
 
 CASES = [case_generate, case_score, case_array, case_array_requeue, case_array_repair, case_refusals, case_requeue_stub,
-         case_cancel_stub, case_resume_real, case_parts]
+         case_check_input, case_cancel_stub, case_resume_real, case_parts]
 
 
 def main():

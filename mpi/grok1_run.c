@@ -1482,6 +1482,32 @@ static g1_status drive(const cli *c, files *f, job *j)
     return G1_OK;
 }
 
+/* --max-context against the model, as a run and --check-input refuse it. */
+static g1_status check_context(const cli *c, const g1_config *cfg)
+{
+    if (c->max_context > cfg->max_seq_len)
+        return G1_FAIL(G1_ERR_ARG, "--max-context %d: above the model's max_seq_len (%d)", c->max_context,
+                       cfg->max_seq_len);
+    if (c->mode == G1_MODE_GENERATE && (c->max_context ? c->max_context : cfg->max_seq_len) < 2)
+        return G1_FAIL(G1_ERR_ARG, "generate needs a context of at least 2 positions (a prompt token and a new one); "
+                                   "%s is 1", c->max_context ? "--max-context" : "the model's max_seq_len");
+    return G1_OK;
+}
+
+/* --tokenizer, refused unless it has the model's vocabulary (*tok NULL then). */
+static g1_status load_tokenizer(const cli *c, const g1_config *cfg, g1_tokenizer **tok)
+{
+    G1_TRY(g1_tok_load(tok, c->tokenizer));
+    if (g1_tok_vocab_size(*tok) == cfg->vocab_size)
+        return G1_OK;
+    g1_status st = G1_FAIL(G1_ERR_ARG, "the tokenizer %s has %d pieces but the model's vocabulary has %d: is it "
+                                       "this model's tokenizer?", c->tokenizer, g1_tok_vocab_size(*tok),
+                           cfg->vocab_size);
+    g1_tok_free(*tok);
+    *tok = NULL;
+    return st;
+}
+
 static g1_status run(const cli *c, const g1_world *world, files *f, model *m, job *j)
 {
     int rank = world->rank;
@@ -1501,12 +1527,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_plan plan = {0};
     /* every rank reaches the same verdict on the layout and the plan */
     j->agreed = 1;
-    if (c->max_context > m->cfg.max_seq_len)
-        return G1_FAIL(G1_ERR_ARG, "--max-context %d: above the model's max_seq_len (%d)", c->max_context,
-                       m->cfg.max_seq_len);
-    if (c->mode == G1_MODE_GENERATE && (c->max_context ? c->max_context : m->cfg.max_seq_len) < 2)
-        return G1_FAIL(G1_ERR_ARG, "generate needs a context of at least 2 positions (a prompt token and a new one); "
-                                   "%s is 1", c->max_context ? "--max-context" : "the model's max_seq_len");
+    G1_TRY(check_context(c, &m->cfg));
     if (!c->plan)
         G1_TRY(g1_dist_check_layout(world->size, P ? P : 1, E ? E : 1, &m->cfg));
     const char *balanced = "";
@@ -1531,13 +1552,8 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     j->P = P;
     j->E = E;
     j->M = c->micro_batches ? c->micro_batches : P;
-    if (rank == 0 && c->tokenizer) {
-        G1_TRY(g1_tok_load(&j->tok, c->tokenizer));
-        if (g1_tok_vocab_size(j->tok) != m->cfg.vocab_size)
-            return G1_FAIL(G1_ERR_ARG, "the tokenizer %s has %d pieces but the model's vocabulary has %d: is it "
-                                       "this model's tokenizer?", c->tokenizer, g1_tok_vocab_size(j->tok),
-                           m->cfg.vocab_size);
-    }
+    if (rank == 0 && c->tokenizer)
+        G1_TRY(load_tokenizer(c, &m->cfg, &j->tok));
     /* the backend (and this rank's GPU) before any output exists */
     int slots = j->M * c->batch_size;
     g1_engine_opts eo = {.n_slots = (slots + E - 1) / E, .max_batch = c->max_batch_tokens, .max_context = c->max_context,
@@ -1693,15 +1709,10 @@ static int check_input(const cli *c)
     FILE *in = NULL;
     g1_input_stats s;
     g1_status st = model_open(c, &m);
-    if (st == G1_OK && c->max_context > m.cfg.max_seq_len)
-        st = G1_FAIL(G1_ERR_ARG, "--max-context %d: above the model's max_seq_len (%d)", c->max_context,
-                     m.cfg.max_seq_len);
-    if (st == G1_OK && c->tokenizer) {
-        st = g1_tok_load(&tok, c->tokenizer);
-        if (st == G1_OK && g1_tok_vocab_size(tok) != m.cfg.vocab_size)
-            st = G1_FAIL(G1_ERR_ARG, "the tokenizer %s has %d pieces but the model's vocabulary has %d: is it "
-                         "this model's tokenizer?", c->tokenizer, g1_tok_vocab_size(tok), m.cfg.vocab_size);
-    }
+    if (st == G1_OK)
+        st = check_context(c, &m.cfg);
+    if (st == G1_OK && c->tokenizer)
+        st = load_tokenizer(c, &m.cfg, &tok);
     if (st == G1_OK && !(in = strcmp(c->input, "-") ? fopen(c->input, "r") : stdin))
         st = G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", c->input, strerror(errno));
     g1_logits_sink dump = {0}; /* only its presence matters: every position goes through the model */

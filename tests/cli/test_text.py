@@ -166,7 +166,8 @@ def case_truncate():
 def case_check_input():
     """--check-input with text prompts: the tokens it counts are the ones
     the run reports (the same tokenizer, the same cut), and a tokenizer that
-    is not the model's is refused before any request is read."""
+    cannot be read or is not the model's is refused before any request is
+    read."""
     reqs = [{"id": i, "prompt": t, "max_new_tokens": 4} for i, t in enumerate(TEXTS)]
     reqs.append({"id": 9, "prompt": " ".join(["word"] * 400), "max_new_tokens": 2})
     res = run("generate", reqs, ["--truncate", "left"])
@@ -192,6 +193,10 @@ def case_check_input():
         p = subprocess.run(cmd[:6] + [other] + cmd[7:], capture_output=True, text=True, timeout=60)
         check(p.returncode == 1 and "grok1-run: error:" in p.stderr and "request" not in p.stdout,
               f"a bad tokenizer: exit {p.returncode}: {p.stderr.strip()[-200:]}")
+        # and one of another vocabulary (the demo's 512 pieces against the small preset's 131072)
+        p = subprocess.run([ARGS.run, "--synthetic", "small"] + cmd[3:], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 1 and "has 512 pieces but the model's vocabulary has 131072" in p.stderr,
+              f"a tokenizer of another vocabulary: exit {p.returncode}: {p.stderr.strip()[-200:]}")
 
 
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}

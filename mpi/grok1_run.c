@@ -1661,8 +1661,16 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     if (c->verbose && rank == 0 && g1_engine_cuda_paths(j->e, paths, sizeof paths))
         fprintf(stderr, "grok1-run: cuda paths (--cuda-tune): %s\n", paths);
     /* the KV caches grow with the sequences: say now if they may not fit */
-    size_t kv_need = 0, kv_free = 0;
-    if (g1_engine_kv_short(j->e, &kv_need, &kv_free))
+    size_t kv_need = 0, kv_free = 0, gw = 0, gb = 0, gf = 0;
+    int kv_short = g1_engine_kv_short(j->e, &kv_need, &kv_free);
+    if (c->verbose && g1_engine_gpu_memory(j->e, &gw, &gb, &gf)) {
+        char tw[32], tb[32], tf[32], tn[32];
+        fprintf(stderr, "grok1-run: rank %d (GPU %d): weights %s and engine buffers %s of the %s free before the "
+                        "load; %s free now for the KV caches\n", rank, eo.device, g1_bytes_text(tw, sizeof tw, gw),
+                g1_bytes_text(tb, sizeof tb, gb), g1_bytes_text(tf, sizeof tf, gf),
+                g1_bytes_text(tn, sizeof tn, kv_free));
+    }
+    if (kv_short)
         fprintf(stderr, "grok1-run: warning: rank %d (GPU %d): the KV caches of its %d sequence slots at %d "
                         "positions may need %.1f MiB more, but %.1f MiB are free (less a 256 MiB margin): long "
                         "requests could run the GPU out of memory mid-run (finished results stay in the .partial "

@@ -4,13 +4,7 @@
 
 #include "plan.h"
 
-static void fmt_size(char *buf, size_t n, double b)
-{
-    if (b >= 1024.0 * 1024 * 1024)
-        snprintf(buf, n, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-    else
-        snprintf(buf, n, "%.1f MiB", b / (1024.0 * 1024));
-}
+static void fmt_size(char *buf, size_t n, double b) { g1_bytes_text(buf, n, b); }
 
 void g1_plan_print(const g1_plan *p, FILE *f)
 {

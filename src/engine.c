@@ -141,8 +141,13 @@ static g1_status source_make(void *ctx, int i, void *buf)
 
 static g1_status source_use(void *ctx, int i, void *buf)
 {
-    (void)i;
-    return g1_cuda_engine_upload(((source_parts *)ctx)->cu, buf);
+    source_parts *sp = ctx;
+    /* the first part read: is there room for all of them (and the
+     * scratch)? Refused now, a share too large costs the reading of two
+     * parts, not of all but the last */
+    if (i == 0)
+        G1_TRY(g1_cuda_engine_check_room(sp->cu, buf, sp->src->with_embedding));
+    return g1_cuda_engine_upload(sp->cu, buf);
 }
 
 g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
@@ -281,6 +286,11 @@ int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b)
 {
     *need = *free_b = 0;
     return e->cuda ? g1_cuda_engine_kv_short(e->cuda, need, free_b) : 0;
+}
+int g1_engine_gpu_memory(const g1_engine *e, size_t *weights, size_t *buffers, size_t *free_before)
+{
+    *weights = *buffers = *free_before = 0;
+    return e->cuda ? g1_cuda_engine_memory(e->cuda, weights, buffers, free_before) : 0;
 }
 int g1_engine_graph_counts(const g1_engine *e, int *made, int *dropped, int *kept)
 {

@@ -202,6 +202,10 @@ void g1_engine_reset_slot(g1_engine *e, int slot);
  * free: 1 and *need / *free_b in bytes when it may not (CUDA), else 0 (the
  * CPU backend, or a device that does not say). */
 int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b);
+/* CUDA: the device bytes the weights and the engine's scratch took, and the
+ * GPU's free bytes before they were allocated (the check that refuses a
+ * share too large before reading it): 1, or 0 and zeros on the CPU. */
+int g1_engine_gpu_memory(const g1_engine *e, size_t *weights, size_t *buffers, size_t *free_before);
 /* CUDA decode graphs so far (g1_engine_opts.cuda_graphs_off,
  * cuda_graphs_max): 1 and *made, *dropped (to keep at most *kept) when the
  * engine replays graphs; 0 and zeros on the CPU, with graphs off, or after

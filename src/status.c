@@ -28,6 +28,18 @@ const char *g1_last_error(void) { return g1_msg; }
 const char *g1_last_error_where(void) { return g1_where; }
 void g1_clear_error(void) { g1_msg[0] = 0; g1_where[0] = 0; }
 
+const char *g1_bytes_text(char *buf, size_t n, double bytes)
+{
+    const double K = 1024.0, M = K * K, G = M * K;
+    if (bytes >= G)
+        snprintf(buf, n, "%.2f GiB", bytes / G);
+    else if (bytes >= M)
+        snprintf(buf, n, "%.1f MiB", bytes / M);
+    else
+        snprintf(buf, n, "%.1f KiB", bytes / K);
+    return buf;
+}
+
 const char *g1_status_name(g1_status st)
 {
     switch (st) {

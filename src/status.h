@@ -4,6 +4,8 @@
 #ifndef G1_STATUS_H
 #define G1_STATUS_H
 
+#include <stddef.h>
+
 typedef enum g1_status {
     G1_OK = 0,
     G1_ERR_NOMEM,   /* allocation failed */
@@ -30,6 +32,9 @@ const char *g1_last_error(void);
 const char *g1_last_error_where(void);
 void g1_clear_error(void);
 const char *g1_status_name(g1_status st);
+/* A size for people: "12.34 GiB" from 1 GiB up, "5.6 MiB" from 1 MiB up,
+ * else "7.8 KiB"; returns buf. */
+const char *g1_bytes_text(char *buf, size_t n, double bytes);
 
 /* Pass a failure up unchanged (its message was already recorded). */
 #define G1_TRY(expr)                         \

@@ -208,9 +208,20 @@ static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
 /* Bytes of the token table per token: k0, v0, lstride, pos, a tile pair. */
 enum { TAB_BYTES = 8 + 8 + 8 + 4 + 8 };
 
-/* Scratch for max_batch tokens, once the weights are in place. */
-static g1_status engine_scratch(g1_cuda_engine *e)
+/* Scratch for max_batch tokens, once the weights are in place; with
+ * `count`, nothing is allocated: the device bytes it would take (exactly,
+ * as dalloc asks cudaMalloc for them) are added to *count, as for an
+ * engine that will hold the embedding when `emb`. */
+static g1_status engine_scratch(g1_cuda_engine *e, int emb, size_t *count)
 {
+#define DALLOC(p, n)                                                                                     \
+    do {                                                                                                 \
+        size_t n_ = (n);                                                                                 \
+        if (count)                                                                                       \
+            *count += n_ ? n_ : 1;                                                                       \
+        else                                                                                             \
+            G1_TRY(dalloc(e, (p), n_));                                                                  \
+    } while (0)
     const g1_config *c = &e->cfg;
     size_t T = (size_t)e->opts.max_batch, D = (size_t)c->emb_size, K = (size_t)c->key_size;
     size_t QK = (size_t)c->num_q_heads * K, KV = (size_t)c->num_kv_heads * K, k = (size_t)c->num_selected_experts;
@@ -237,7 +248,7 @@ static g1_status engine_scratch(g1_cuda_engine *e)
         g1_qmat_shape(c, (g1_qmat_id)id, &rows, &cols);
         pn = zmax(pn, g1_cuda_grouped_partial_n(&e->mm, Tg * (int)k, Tg, rows, cols));
     }
-    if (e->embedding && !e->mm.gemv_only)
+    if (emb && !e->mm.gemv_only)
         xn = zmax(xn, T * D * (e->mm.split ? 2 : 1));
     e->mm.partial_n = pn;
     e->mm.wbf_n = wn;
@@ -250,41 +261,49 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     e->attn_chunk = al.chunk;
     e->attn_range = al.range_tokens;
     size_t per = (size_t)e->attn_range * c->num_q_heads * (K + 2);
-    G1_TRY(dalloc(e, &e->mm.partial, pn * sizeof(float)));
-    G1_TRY(dalloc(e, &e->mm.wbf, wn * 2));
+    DALLOC(&e->mm.partial, pn * sizeof(float));
+    DALLOC(&e->mm.wbf, wn * 2);
     if (panels && e->gemm_overlap && !e->mm.gemv_only) {
         /* the next panel dequantised while cuBLAS multiplies the last */
-        G1_TRY(dalloc(e, &e->mm.wbf2, wn * 2));
-        G1_TRY(g1_cuda_mm_overlap_init(&e->mm));
+        DALLOC(&e->mm.wbf2, wn * 2);
+        if (!count)
+            G1_TRY(g1_cuda_mm_overlap_init(&e->mm));
     }
-    G1_TRY(dalloc(e, &e->mm.xbf, xn * 2));
-    G1_TRY(dalloc(e, &e->tab, T * TAB_BYTES));
-    G1_TRY(dalloc(e, &e->x, T * D * 4));
-    G1_TRY(dalloc(e, &e->xn, T * D * 4));
-    G1_TRY(dalloc(e, &e->q, T * QK * 4));
-    G1_TRY(dalloc(e, &e->att, T * QK * 4));
-    G1_TRY(dalloc(e, &e->k, T * KV * 4));
-    G1_TRY(dalloc(e, &e->v, T * KV * 4));
-    G1_TRY(dalloc(e, &e->o, T * D * 4));
-    G1_TRY(dalloc(e, &e->part, per * (size_t)e->max_splits * 4));
-    G1_TRY(dalloc(e, &e->idx, R * sizeof(int)));
-    G1_TRY(dalloc(e, &e->gate, R * 4));
-    G1_TRY(dalloc(e, &e->rows, 2 * R * sizeof(int)));
+    DALLOC(&e->mm.xbf, xn * 2);
+    DALLOC(&e->tab, T * TAB_BYTES);
+    DALLOC(&e->x, T * D * 4);
+    DALLOC(&e->xn, T * D * 4);
+    DALLOC(&e->q, T * QK * 4);
+    DALLOC(&e->att, T * QK * 4);
+    DALLOC(&e->k, T * KV * 4);
+    DALLOC(&e->v, T * KV * 4);
+    DALLOC(&e->o, T * D * 4);
+    DALLOC(&e->part, per * (size_t)e->max_splits * 4);
+    DALLOC(&e->idx, R * sizeof(int));
+    DALLOC(&e->gate, R * 4);
+    DALLOC(&e->rows, 2 * R * sizeof(int));
     int El = e->expert1 - e->expert0;
-    G1_TRY(dalloc(e, &e->grp, (3 * (size_t)El + 1) * sizeof(int)));
-    G1_TRY(up(e, &e->mats_d, e->mats, (size_t)(e->nL ? e->nL : 1) * 3 * El * sizeof(g1_dqmat)));
-    G1_TRY(dalloc(e, &e->tok, T * sizeof(int)));
-    G1_TRY(dalloc(e, &e->xg, R * D * 4));
-    G1_TRY(dalloc(e, &e->yg, R * D * 4));
-    G1_TRY(dalloc(e, &e->xr, R * D * 4));
-    G1_TRY(dalloc(e, &e->h1, R * F * 4));
-    G1_TRY(dalloc(e, &e->h2, R * F * 4));
-    if (e->embedding) {
-        G1_TRY(dalloc(e, &e->logits, T * V * 4));
-        G1_TRY(dalloc(e, &e->target, T * sizeof(int)));
-        G1_TRY(dalloc(e, &e->score, T * sizeof(g1_row_score)));
-        G1_TRY(halloc(&e->score_h, T * sizeof(g1_row_score)));
+    DALLOC(&e->grp, (3 * (size_t)El + 1) * sizeof(int));
+    size_t mats = (size_t)(e->nL ? e->nL : 1) * 3 * El * sizeof(g1_dqmat);
+    if (count)
+        *count += mats;
+    else
+        G1_TRY(up(e, &e->mats_d, e->mats, mats));
+    DALLOC(&e->tok, T * sizeof(int));
+    DALLOC(&e->xg, R * D * 4);
+    DALLOC(&e->yg, R * D * 4);
+    DALLOC(&e->xr, R * D * 4);
+    DALLOC(&e->h1, R * F * 4);
+    DALLOC(&e->h2, R * F * 4);
+    if (emb) {
+        DALLOC(&e->logits, T * V * 4);
+        DALLOC(&e->target, T * sizeof(int));
+        DALLOC(&e->score, T * sizeof(g1_row_score));
     }
+    if (count)
+        return G1_OK; /* the rest is host memory */
+    if (emb)
+        G1_TRY(halloc(&e->score_h, T * sizeof(g1_row_score)));
     G1_TRY(halloc(&e->tab_h, T * TAB_BYTES));
     e->ranges = calloc((T + (size_t)e->attn_range - 1) / (size_t)e->attn_range, sizeof *e->ranges);
     if (!e->ranges)
@@ -296,6 +315,7 @@ static g1_status engine_scratch(g1_cuda_engine *e)
     G1_TRY(halloc(&e->yh, R * D * 4));
     G1_CU(cudaStreamSynchronize(e->stream));
     return G1_OK;
+#undef DALLOC
 }
 
 g1_status g1_cuda_engine_begin(g1_cuda_engine **out, const g1_config *c, int l0, int l1, int e0, int e1,
@@ -354,7 +374,60 @@ g1_status g1_cuda_engine_ready(g1_cuda_engine *e)
     for (int l = 0; l < e->nL; l++)
         if (!e->layers[l].router)
             return G1_FAIL(G1_ERR_ARG, "layer %d was never uploaded to the CUDA engine", e->layer0 + l);
-    return engine_scratch(e);
+    return engine_scratch(e, e->embedding != NULL, NULL);
+}
+
+/* Device bytes of one layer of `w` as upload allocates them. */
+static size_t layer_device_bytes(const g1_cuda_engine *e, const g1_layer_weights *L)
+{
+    const g1_config *c = &e->cfg;
+    size_t D = (size_t)c->emb_size, b = G1_NUM_NORM * D * 4 + D * (size_t)c->num_experts * 4;
+    for (int m = 0; m < 4; m++)
+        b += (size_t)L->attn[m].rows * L->attn[m].cols + (size_t)L->attn[m].blocks * L->attn[m].cols * 4;
+    for (int m = 0; m < 3; m++)
+        for (int x = 0; x < e->expert1 - e->expert0; x++) {
+            const g1_qmat *q = &L->moe[m][x];
+            b += (size_t)q->rows * q->cols + (size_t)q->blocks * q->cols * 4;
+        }
+    return b;
+}
+
+g1_status g1_cuda_engine_check_room(g1_cuda_engine *e, const g1_weights *w, int with_embedding)
+{
+    const g1_config *c = &e->cfg;
+    G1_CU(cudaSetDevice(e->opts.device));
+    size_t weights = 0, buffers = 0, fr = 0, total = 0;
+    if (w->layer1 > w->layer0) /* every layer has the first one's shapes and blocks */
+        weights = (size_t)e->nL * layer_device_bytes(e, &w->layers[0]);
+    else if (e->nL)
+        return G1_FAIL(G1_ERR_ARG, "the room for the weights is judged from a part with a layer");
+    if (with_embedding)
+        weights += (size_t)c->vocab_size * c->emb_size * 2 + (size_t)c->emb_size * 4;
+    G1_TRY(engine_scratch(e, with_embedding, &buffers));
+    G1_CU(cudaMemGetInfo(&fr, &total));
+    e->room_weights = weights;
+    e->room_buffers = buffers;
+    e->room_free = fr;
+    if (weights + buffers <= fr)
+        return G1_OK;
+    char wt[32], bt[32], ft[32], tt[32];
+    return G1_FAIL(G1_ERR_CUDA, "GPU %d is too small for this rank's share: its weights (%d layer(s) [%d,%d), "
+                                "experts %d-%d%s) need %s and the engine's buffers for %d tokens a step %s, but %s "
+                                "of the GPU's %s are free (checked before loading the weights): use more pipeline "
+                                "stages, a larger expert-parallel width (--ep), or fewer tokens a step "
+                                "(--max-batch-tokens)",
+                   e->opts.device, e->nL, e->layer0, e->layer0 + e->nL, e->expert0, e->expert1 - 1,
+                   with_embedding ? ", the embedding" : "", g1_bytes_text(wt, sizeof wt, (double)weights),
+                   e->opts.max_batch, g1_bytes_text(bt, sizeof bt, (double)buffers),
+                   g1_bytes_text(ft, sizeof ft, (double)fr), g1_bytes_text(tt, sizeof tt, (double)total));
+}
+
+int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buffers, size_t *free_before)
+{
+    *weights = e->room_weights;
+    *buffers = e->room_buffers;
+    *free_before = e->room_free;
+    return e->room_weights + e->room_buffers > 0;
 }
 
 g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
@@ -362,7 +435,9 @@ g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g
 {
     g1_cuda_engine *e;
     G1_TRY(g1_cuda_engine_begin(&e, &w->cfg, w->layer0, w->layer1, w->expert0, w->expert1, opts, dispatch, co));
-    g1_status st = g1_cuda_engine_upload(e, w);
+    g1_status st = g1_cuda_engine_check_room(e, w, w->embedding != NULL);
+    if (st == G1_OK)
+        st = g1_cuda_engine_upload(e, w);
     if (st == G1_OK)
         st = g1_cuda_engine_ready(e);
     if (st != G1_OK) {
@@ -411,7 +486,7 @@ g1_status g1_cuda_engine_init_random(g1_cuda_engine **out, const g1_config *cfg,
         }
     }
     if (st == G1_OK)
-        st = engine_scratch(e);
+        st = engine_scratch(e, 0, NULL);
     if (st != G1_OK) {
         g1_cuda_engine_free(e);
         return st;

@@ -41,6 +41,18 @@ g1_status g1_cuda_engine_begin(g1_cuda_engine **out, const g1_config *cfg, int l
                                const g1_engine_opts *opts, const g1_moe_dispatch *dispatch, const g1_cuda_opts *co);
 g1_status g1_cuda_engine_upload(g1_cuda_engine *e, const g1_weights *w);
 g1_status g1_cuda_engine_ready(g1_cuda_engine *e);
+/* Before the first upload: whether the whole share (every layer shaped as
+ * the first layer of `w`, the embedding and final norm when
+ * with_embedding) and the scratch ready will make fit in the GPU's free
+ * memory; G1_ERR_CUDA naming the sizes and what to change when they do
+ * not. The bytes are exactly what the engine will ask cudaMalloc for (the
+ * KV caches, allocated as sequences grow, aside), so a refusal is certain
+ * to be right and a load it lets through can still meet allocator rounding
+ * or another process's use of the GPU. */
+g1_status g1_cuda_engine_check_room(g1_cuda_engine *e, const g1_weights *w, int with_embedding);
+/* Its figures: device bytes of the weights and of the scratch, and the free
+ * bytes it saw; 0 when it never ran. */
+int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buffers, size_t *free_before);
 void g1_cuda_engine_free(g1_cuda_engine *e);
 /* As g1_engine_forward / _embed / _logits; x and logits are host memory. */
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x);

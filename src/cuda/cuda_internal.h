@@ -28,6 +28,7 @@ struct g1_cuda_engine {
     g1_cuda_mm mm;
     void **allocs;            /* device allocations, freed by g1_cuda_engine_free */
     int n_allocs, cap_allocs;
+    size_t room_weights, room_buffers, room_free; /* g1_cuda_engine_check_room's figures */
     uint16_t *embedding;      /* (V, D) bf16, NULL when not held */
     float *final_norm;        /* (D) */
     g1_cuda_layer *layers;    /* (nL) host array */

@@ -42,6 +42,17 @@ g1_status g1_cuda_engine_ready(g1_cuda_engine *e)
     (void)e;
     return NO_CUDA;
 }
+g1_status g1_cuda_engine_check_room(g1_cuda_engine *e, const g1_weights *w, int with_embedding)
+{
+    (void)e, (void)w, (void)with_embedding;
+    return NO_CUDA;
+}
+int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buffers, size_t *free_before)
+{
+    (void)e;
+    *weights = *buffers = *free_before = 0;
+    return 0;
+}
 void g1_cuda_engine_free(g1_cuda_engine *e) { (void)e; }
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
 {

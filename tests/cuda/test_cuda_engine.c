@@ -528,25 +528,76 @@ static void weights_source(g1_backend be, const char *what)
     }
 
     if (be == G1_BACKEND_CUDA) {
-        /* a GPU with room for about two and a half layers (the emulation's
-         * G1EMU_MEMORY; a GPU cannot be made smaller): the copying thread's
-         * failure, with its message, while the next part is read */
+        /* The room for the share, judged when the first part is read: the
+         * bytes the engine counts (weights and scratch) against what a load
+         * takes. On a GPU, the load above took at least them (the KV caches
+         * come later; cuBLAS may add its own). In the emulation, which
+         * allocates exactly what is asked (G1EMU_MEMORY sets the size of the
+         * device: a GPU cannot be made smaller), exactly them: a GPU of
+         * that much room loads, one byte less is refused before a third
+         * part is read; and a GPU that fails an allocation mid-load (the
+         * embedding, larger than any allocation of a layer: another
+         * process took the room) fails with the copying thread's message
+         * after every part was read. */
         struct cudaDeviceProp prop;
-        size_t free_b = 0, total = 0;
+        size_t free_b = 0, total = 0, wb = 0, bb = 0, fb = 0, free_after = 0;
+        ct_ok(g1_engine_init_source(&s.e, &src, &o, NULL, &held), "engine from a source again");
+        ct_cu(cudaMemGetInfo(&free_after, &total), "memory info");
+        tu_check(g1_engine_gpu_memory(s.e, &wb, &bb, &fb) && wb > held.bytes / 2 && bb > 0,
+                 "the engine reports the room its weights and scratch take");
+        snprintf(msg, sizeof msg, "the room counted before the load: weights %zu + scratch %zu bytes; the load "
+                 "took %zu (%zu free before it, %zu after)", wb, bb, fb - free_after, fb, free_after);
+        tu_check(fb >= free_after && wb + bb <= fb - free_after, msg);
+        printf("  %s\n", msg);
+        eng_free(s);
+        s.e = NULL;
         ct_cu(cudaGetDeviceProperties(&prop, 0), "properties");
         if (!strncmp(prop.name, "g1emu", 5)) {
+            tu_check(wb + bb == fb - free_after, "in the emulation the load takes exactly the bytes counted");
             ct_cu(cudaMemGetInfo(&free_b, &total), "memory info");
             char room[32];
-            snprintf(room, sizeof room, "%zu", total - free_b + ss.biggest * 5 / 2);
+            snprintf(room, sizeof room, "%zu", total - free_b + wb + bb);
             setenv("G1EMU_MEMORY", room, 1);
             ss = (synth_src){.seed = 21, .odd_layer = -1};
             g1_status st = g1_engine_init_source(&s.e, &src, &o, NULL, &held);
+            tu_check(st == G1_OK, "a GPU with exactly the room counted loads the share");
+            if (st != G1_OK)
+                printf("  %s\n", g1_last_error());
+            eng_free(s);
+            s.e = NULL;
+            snprintf(room, sizeof room, "%zu", total - free_b + wb + bb - 1);
+            setenv("G1EMU_MEMORY", room, 1);
+            ss = (synth_src){.seed = 21, .odd_layer = -1};
+            st = g1_engine_init_source(&s.e, &src, &o, NULL, &held);
             unsetenv("G1EMU_MEMORY");
-            snprintf(msg, sizeof msg, "a GPU too small, found by the copying thread after %d of %d parts read: "
-                     "refused with its message", ss.calls, m.C.num_layers + 1);
+            snprintf(msg, sizeof msg, "a GPU one byte too small, refused after %d of %d parts read, naming the "
+                     "sizes and what to change", ss.calls, m.C.num_layers + 1);
+            tu_check(st == G1_ERR_CUDA && !s.e && strstr(g1_last_error(), "is too small for this rank's share") &&
+                         strstr(g1_last_error(), "--max-batch-tokens") && strstr(g1_last_error(), "are free (checked before loading") &&
+                         ss.calls <= 2,
+                     msg);
+            printf("  %s: %s\n", msg, g1_last_error());
+            /* an allocation refused mid-load: every allocation of a layer
+             * passes, the embedding's (V*D*2 bytes) does not */
+            size_t layer_max = 0;
+            for (int id = 0; id < G1_NUM_QMAT; id++) {
+                int rows, cols;
+                g1_qmat_shape(&m.C, (g1_qmat_id)id, &rows, &cols);
+                layer_max = (size_t)rows * cols > layer_max ? (size_t)rows * cols : layer_max;
+            }
+            size_t D = (size_t)m.C.emb_size, embb = (size_t)V * D * 2;
+            layer_max = D * (size_t)m.C.num_experts * 4 > layer_max ? D * (size_t)m.C.num_experts * 4 : layer_max;
+            tu_check(layer_max < embb, "the tiny model's embedding is its largest allocation");
+            snprintf(room, sizeof room, "%zu", embb - 1);
+            setenv("G1EMU_MALLOC_LIMIT", room, 1);
+            ss = (synth_src){.seed = 21, .odd_layer = -1};
+            st = g1_engine_init_source(&s.e, &src, &o, NULL, &held);
+            unsetenv("G1EMU_MALLOC_LIMIT");
+            snprintf(msg, sizeof msg, "an allocation refused mid-load, by the copying thread after %d of %d parts "
+                     "read: refused with its message", ss.calls, m.C.num_layers + 1);
             tu_check(st == G1_ERR_CUDA && !s.e && strstr(g1_last_error(), "cudaMalloc of") &&
                          strstr(g1_last_error(), "too large for this GPU") && strstr(g1_last_error_where(), "cuda") &&
-                         ss.calls > 2 && ss.calls <= m.C.num_layers,
+                         ss.calls == m.C.num_layers + 1,
                      msg);
             printf("  %s: %s (%s)\n", msg, g1_last_error(), g1_last_error_where());
         } else

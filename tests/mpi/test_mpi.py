@@ -404,6 +404,12 @@ def upload_by_layer(ckpt, inp, emu):
                     "--backend", backend], **extra)
         runs[backend] = held_by_rank(p.stderr)
         check(sorted(runs[backend]) == [0, 1, 2, 3], f"--verbose {backend}: not every rank reported its share")
+        if backend == "cuda":  # the room each rank's weights and buffers take on its GPU
+            gpu = {int(m.group(1)): float(m.group(2)) * 1024 for m in re.finditer(
+                r"rank (\d+) \(GPU \d+\): weights ([\d.]+) KiB and engine buffers [\d.]+ [KMG]iB of the [\d.]+ GiB "
+                r"free before the load; [\d.]+ GiB free now for the KV caches", p.stderr)}
+            check(sorted(gpu) == [0, 1, 2, 3] and all(abs(gpu[r] - runs["cuda"][r][3] * 1e6) < 600 for r in gpu),
+                  f"--verbose cuda: the GPU memory lines do not give each rank's weights: {gpu}")
     with h5py.File(ckpt, "r") as f:
         D, E, V = f.attrs["emb_size"], f.attrs["num_experts"], f.attrs["vocab_size"]
 
@@ -605,6 +611,15 @@ def case_cuda_emu():
     print("small GPU:", p.stderr.strip().splitlines()[-1][:200] if p.stderr.strip() else "(no message)")
     check(p.returncode != 0 and "cudaMalloc" in p.stderr and "GPU" in p.stderr,
           "a GPU too small for the model share: no clear refusal")
+    check(not os.path.exists(out), "a failed run left an output file that looks complete")
+    # a GPU too small for the share is found before the weights are read
+    # (emulated GPUs of 300 KB; the tiny model's share on a rank of 2 stages
+    # is more than that)
+    p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda",
+                "--stages", "2"], expect=None, exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_MEMORY": "300000"})
+    print("GPUs too small, checked first:", next((l[:400] for l in p.stderr.splitlines() if "too small" in l), "-"))
+    check(p.returncode != 0 and "is too small for this rank's share" in p.stderr and "checked before loading" in p.stderr
+          and "--max-batch-tokens" in p.stderr, "a GPU too small for the share: not refused before the load")
     check(not os.path.exists(out), "a failed run left an output file that looks complete")
     # The KV caches grow with the sequences. On a GPU just big enough for
     # the weights, the buffers and one sequence (G1EMU_MEMORY, found by

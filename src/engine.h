@@ -147,7 +147,10 @@ typedef struct g1_weights_held {
  * the embedding), so a node's ranks do not need the model twice over (once
  * on the GPUs, once in host memory), and the copies hide behind the reads.
  * Every layer must have the scale blocks of the first (as a whole-range
- * load requires). `held` may be NULL. */
+ * load requires). Once the first part is read, CUDA checks that the whole
+ * share and the engine's scratch fit the GPU's free memory
+ * (g1_cuda_engine_check_room) and refuses at once when they do not.
+ * `held` may be NULL. */
 g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, const g1_engine_opts *opts,
                                 const g1_moe_dispatch *dispatch, g1_weights_held *held);
 void g1_engine_free(g1_engine *e);

@@ -465,13 +465,29 @@ static g1_status synth_part(const g1_weights_source *src, int l0, int l1, int wi
     return st;
 }
 
+/* g1_engine_init_source with the emulation's variable `var` (G1EMU_MEMORY,
+ * G1EMU_MALLOC_LIMIT) at `value` during the load, the source started afresh. */
+static g1_status load_under(const char *var, size_t value, const g1_weights_source *src, synth_src *ss,
+                            const g1_engine_opts *o, eng *out)
+{
+    char v[32];
+    g1_weights_held held;
+    snprintf(v, sizeof v, "%zu", value);
+    setenv(var, v, 1);
+    *ss = (synth_src){.seed = 21, .odd_layer = -1};
+    g1_status st = g1_engine_init_source(&out->e, src, o, NULL, &held);
+    unsetenv(var);
+    return st;
+}
+
 /* g1_engine_init_source: the same logits, bit for bit, as the engine over
  * the whole weights; CUDA loads a layer at a time (plus the embedding),
  * each while the one before is copied to the GPU, and never holds more than
  * two parts in a row on the host, in the memory of two layers and the
  * embedding part; a layer with other scale blocks and a source giving the
- * wrong part are refused, as is a GPU too small, with the copying thread's
- * message. */
+ * wrong part are refused; the room counted for the share is what the load
+ * takes, a GPU too small is refused before a third part is read, and an
+ * allocation failing mid-load fails with the copying thread's message. */
 static void weights_source(g1_backend be, const char *what)
 {
     model m;
@@ -530,7 +546,7 @@ static void weights_source(g1_backend be, const char *what)
     if (be == G1_BACKEND_CUDA) {
         /* The room for the share, judged when the first part is read: the
          * bytes the engine counts (weights and scratch) against what a load
-         * takes. On a GPU, the load above took at least them (the KV caches
+         * takes. On a GPU, a load takes at least them (the KV caches
          * come later; cuBLAS may add its own). In the emulation, which
          * allocates exactly what is asked (G1EMU_MEMORY sets the size of the
          * device: a GPU cannot be made smaller), exactly them: a GPU of
@@ -555,28 +571,22 @@ static void weights_source(g1_backend be, const char *what)
         if (!strncmp(prop.name, "g1emu", 5)) {
             tu_check(wb + bb == fb - free_after, "in the emulation the load takes exactly the bytes counted");
             ct_cu(cudaMemGetInfo(&free_b, &total), "memory info");
-            char room[32];
-            snprintf(room, sizeof room, "%zu", total - free_b + wb + bb);
-            setenv("G1EMU_MEMORY", room, 1);
-            ss = (synth_src){.seed = 21, .odd_layer = -1};
-            g1_status st = g1_engine_init_source(&s.e, &src, &o, NULL, &held);
+            size_t used = total - free_b;
+            g1_status st = load_under("G1EMU_MEMORY", used + wb + bb, &src, &ss, &o, &s);
             tu_check(st == G1_OK, "a GPU with exactly the room counted loads the share");
             if (st != G1_OK)
                 printf("  %s\n", g1_last_error());
             eng_free(s);
             s.e = NULL;
-            snprintf(room, sizeof room, "%zu", total - free_b + wb + bb - 1);
-            setenv("G1EMU_MEMORY", room, 1);
-            ss = (synth_src){.seed = 21, .odd_layer = -1};
-            st = g1_engine_init_source(&s.e, &src, &o, NULL, &held);
-            unsetenv("G1EMU_MEMORY");
+            st = load_under("G1EMU_MEMORY", used + wb + bb - 1, &src, &ss, &o, &s);
             snprintf(msg, sizeof msg, "a GPU one byte too small, refused after %d of %d parts read, naming the "
                      "sizes and what to change", ss.calls, m.C.num_layers + 1);
-            tu_check(st == G1_ERR_CUDA && !s.e && strstr(g1_last_error(), "is too small for this rank's share") &&
-                         strstr(g1_last_error(), "--max-batch-tokens") && strstr(g1_last_error(), "are free (checked before loading") &&
+            const char *err = g1_last_error();
+            tu_check(st == G1_ERR_CUDA && !s.e && strstr(err, "is too small for this rank's share") &&
+                         strstr(err, "--max-batch-tokens") && strstr(err, "are free (checked before loading") &&
                          ss.calls <= 2,
                      msg);
-            printf("  %s: %s\n", msg, g1_last_error());
+            printf("  %s: %s\n", msg, err);
             /* an allocation refused mid-load: every allocation of a layer
              * passes, the embedding's (V*D*2 bytes) does not */
             size_t layer_max = 0;
@@ -588,11 +598,7 @@ static void weights_source(g1_backend be, const char *what)
             size_t D = (size_t)m.C.emb_size, embb = (size_t)V * D * 2;
             layer_max = D * (size_t)m.C.num_experts * 4 > layer_max ? D * (size_t)m.C.num_experts * 4 : layer_max;
             tu_check(layer_max < embb, "the tiny model's embedding is its largest allocation");
-            snprintf(room, sizeof room, "%zu", embb - 1);
-            setenv("G1EMU_MALLOC_LIMIT", room, 1);
-            ss = (synth_src){.seed = 21, .odd_layer = -1};
-            st = g1_engine_init_source(&s.e, &src, &o, NULL, &held);
-            unsetenv("G1EMU_MALLOC_LIMIT");
+            st = load_under("G1EMU_MALLOC_LIMIT", embb - 1, &src, &ss, &o, &s);
             snprintf(msg, sizeof msg, "an allocation refused mid-load, by the copying thread after %d of %d parts "
                      "read: refused with its message", ss.calls, m.C.num_layers + 1);
             tu_check(st == G1_ERR_CUDA && !s.e && strstr(g1_last_error(), "cudaMalloc of") &&

@@ -618,8 +618,9 @@ def case_cuda_emu():
     p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda",
                 "--stages", "2"], expect=None, exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_MEMORY": "300000"})
     print("GPUs too small, checked first:", next((l[:400] for l in p.stderr.splitlines() if "too small" in l), "-"))
-    check(p.returncode != 0 and "is too small for this rank's share" in p.stderr and "checked before loading" in p.stderr
-          and "--max-batch-tokens" in p.stderr, "a GPU too small for the share: not refused before the load")
+    check(p.returncode != 0 and "is too small for this rank's share" in p.stderr
+          and "checked before loading" in p.stderr and "--max-batch-tokens" in p.stderr,
+          "a GPU too small for the share: not refused before the load")
     check(not os.path.exists(out), "a failed run left an output file that looks complete")
     # The KV caches grow with the sequences. On a GPU just big enough for
     # the weights, the buffers and one sequence (G1EMU_MEMORY, found by

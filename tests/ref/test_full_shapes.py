@@ -192,8 +192,9 @@ def main():
                   % (" ".join(sorted(kernels & want)), " ".join(sorted(want - kernels)) or "none"))
             paths = [l for l in (p.stderr or "").splitlines() if "cuda paths" in l]
             print("note", paths[0] if paths else "no cuda paths line")
-            check(bool(paths) and "17-128 on the int8 tensor cores (64-column blocks)," in paths[0]
-                  and "grouped on the device up to 128 tokens" in paths[0] and "attention on the tensor cores" in paths[0],
+            line = paths[0] if paths else ""
+            check("17-128 on the int8 tensor cores (64-column blocks)," in line
+                  and "grouped on the device up to 128 tokens" in line and "attention on the tensor cores" in line,
                   "cuda (emulated): Grok-1's matmuls of 17-128 rows, its MoE and prompt attention on the tensor cores")
             outs["cuda (emulated)"] = read_results(out, reqs)
             dumps["cuda (emulated)"] = read_dump(dump, 2)
@@ -229,8 +230,8 @@ def main():
                   "(at most 1e-5: float32 activations)" % rel)
             rows = np.max(np.abs(cu_long.astype(np.float64) - one_long), axis=1) / np.max(np.abs(one_long), axis=1)
             check(cu_long.shape == one_long.shape and rows.max() <= 1e-2,
-                  "cuda (emulated), 18 tokens on the tensor cores and 2 more, against the CPU backend: row rel err median "
-                  "%.2e, max %.2e (at most 1e-2)" % (np.median(rows), rows.max()))
+                  "cuda (emulated), 18 tokens on the tensor cores and 2 more, against the CPU backend: row rel err "
+                  "median %.2e, max %.2e (at most 1e-2)" % (np.median(rows), rows.max()))
         if "2 ranks (--ep 2)" in dumps:
             check(all(np.array_equal(a, b) for a, b in zip(dumps["2 ranks (--ep 2)"], dumps["1 rank"]))
                   and outs["2 ranks (--ep 2)"] == outs["1 rank"],

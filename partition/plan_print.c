@@ -4,13 +4,11 @@
 
 #include "plan.h"
 
-static void fmt_size(char *buf, size_t n, double b) { g1_bytes_text(buf, n, b); }
-
 void g1_plan_print(const g1_plan *p, FILE *f)
 {
     char lim[32] = "none";
     if (p->mem_per_rank > 0)
-        fmt_size(lim, sizeof lim, p->mem_per_rank);
+        g1_bytes_text(lim, sizeof lim, p->mem_per_rank);
     fprintf(f, "plan: %d stages x %d expert slots = %d ranks; %d layers, %d experts; %d sequence slots x %d "
                "positions; %d tokens per step; memory limit per rank: %s\n\n",
             p->stages, p->ep, p->stages * p->ep, p->cfg.num_layers, p->cfg.num_experts, p->slots, p->context,
@@ -23,10 +21,10 @@ void g1_plan_print(const g1_plan *p, FILE *f)
         char lay[32], ex[32], w[24], kv[24], b[24], t[24];
         snprintf(lay, sizeof lay, "%d-%d", p->cut[s], p->cut[s + 1] - 1);
         snprintf(ex, sizeof ex, "%d-%d", first, first + count - 1);
-        fmt_size(w, sizeof w, p->mem[r].weights);
-        fmt_size(kv, sizeof kv, p->mem[r].kv_cache);
-        fmt_size(b, sizeof b, p->mem[r].buffers);
-        fmt_size(t, sizeof t, p->mem[r].total);
+        g1_bytes_text(w, sizeof w, p->mem[r].weights);
+        g1_bytes_text(kv, sizeof kv, p->mem[r].kv_cache);
+        g1_bytes_text(b, sizeof b, p->mem[r].buffers);
+        g1_bytes_text(t, sizeof t, p->mem[r].total);
         fprintf(f, "%5d %5d %4d %11s %9s %5d %12s %12s %12s %12s%s\n", r, s, e, lay, ex, g1_plan_seqs(p, e), w,
                 kv, b, t, r == 0 ? "  (+ embedding, logits)" : "");
     }
@@ -37,13 +35,13 @@ void g1_plan_print(const g1_plan *p, FILE *f)
             mx = p->stage_cost[s];
     }
     char lc[24], x0[24];
-    fmt_size(lc, sizeof lc, p->layer_cost);
-    fmt_size(x0, sizeof x0, p->rank0_cost);
+    g1_bytes_text(lc, sizeof lc, p->layer_cost);
+    g1_bytes_text(x0, sizeof x0, p->rank0_cost);
     fprintf(f, "\nstage costs (bytes one rank reads per decode step; a layer %s, rank 0's embed/un-embed/sample "
                "%s):\n", lc, x0);
     for (int s = 0; s < p->stages; s++) {
         char c[24];
-        fmt_size(c, sizeof c, p->stage_cost[s]);
+        g1_bytes_text(c, sizeof c, p->stage_cost[s]);
         fprintf(f, "  stage %d: layers %d-%d (%d), %s%s\n", s, p->cut[s], p->cut[s + 1] - 1,
                 p->cut[s + 1] - p->cut[s], c, p->stage_cost[s] == mx ? "  <- slowest" : "");
     }

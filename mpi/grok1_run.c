@@ -135,6 +135,7 @@ static void usage(FILE *f)
 "                            a pipe or FIFO is read once, like stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
 "                            every request succeeded (FILE.lock keeps a second run off it);\n"
+"                            a fresh run that ends before its first result removes its files;\n"
 "                            - for stdout; a device or FIFO (/dev/stdout, /dev/fd/N too) is\n"
 "                            written directly, as stdout: no .partial, lock or meta file\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
@@ -147,6 +148,8 @@ static void usage(FILE *f)
 "                            nothing to resume; with every request done (a finished OUTPUT)\n"
 "                            it checks, renames and ends without loading the weights;\n"
 "                            a refused resume leaves OUTPUT and its meta file as they were\n"
+);
+    fprintf(f,
 "  --check-input             read every request as this command line's run would (the model's\n"
 "                            config, no weights, no GPU, no MPI), print each refused one\n"
 "                            (the first 20) and a summary (requests, prompt tokens, the\n"
@@ -758,6 +761,8 @@ typedef struct files {
     char *lock;    /* OUT.lock, open (lock_fd, when have_lock) for the run's life; NULL when none */
     int lock_fd, have_lock;
     int meta_ok;   /* OUT.meta.json describes this run (written, or checked and rewritten by a resume) */
+    int fresh;     /* OUT.partial and OUT.meta.json were made by this run, not a resume, and no OUT was there */
+    int dump_made; /* DUMP.partial was created by this run */
     json_t *done_ids; /* --resume: ids of the results already in OUT.partial */
     int left_known;   /* a resume from a regular file checked the kept results against the input before
                        * changing anything: nothing_left says whether any request follows them */
@@ -1061,6 +1066,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
                 st = G1_FAIL(G1_ERR_IO, "cannot append to %s: %s", f->partial, strerror(errno));
         } else if (st == G1_OK) {
+            f->fresh = !exists(c->output);
             if (!(f->out = fopen(f->partial, "w")))
                 st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->partial, strerror(errno));
             if (st == G1_OK)
@@ -1085,8 +1091,10 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         }
         if (!f->logits && kept) /* checked above, before anything was renamed */
             return G1_FAIL(G1_ERR_INTERNAL, "the logits dump %s went away", c->dump_logits);
-        if (!f->logits)
+        if (!f->logits) {
             G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, &f->logits));
+            f->dump_made = 1;
+        }
     }
 #else
     (void)cfg;
@@ -1148,9 +1156,36 @@ static void narrow_input_record(const cli *c, const files *f)
     free(meta_path);
 }
 
+/* A fresh run that failed or was stopped before its first result (a GPU
+ * too small, a signal during the load, a bad first request) takes back
+ * what it made, so no empty OUT.partial suggests a run to resume: a later
+ * --resume finds nothing and starts afresh, as this run did. Not when OUT
+ * is there (its meta file was rewritten: the kept OUT.partial is what a
+ * resume must continue, not OUT), nor after a resume. 1 when removed. */
+static int take_back(const cli *c, files *f)
+{
+    struct stat sb;
+    if (!f->fresh || stat(f->partial, &sb) != 0 || sb.st_size != 0 || exists(c->output))
+        return 0;
+    char *meta_path = g1_meta_path(c->output);
+    if (!meta_path)
+        return 0;
+    int gone = unlink(f->partial) == 0;
+    if (gone)
+        unlink(meta_path);
+    free(meta_path);
+    if (gone && f->dump_made) {
+        char dump[PATH_MAX + 16];
+        snprintf(dump, sizeof dump, "%s.partial", c->dump_logits);
+        unlink(dump);
+    }
+    return gone;
+}
+
 /* Success: complete the logits file, then give OUT its final name, so OUT
  * exists only when everything is complete. Failure (ok == 0): leave
- * OUT.partial for inspection, create no final name. */
+ * OUT.partial for inspection (take_back: not an empty one of a fresh run),
+ * create no final name. */
 static g1_status files_close(const cli *c, files *f, int ok)
 {
     g1_status st = G1_OK;
@@ -1162,6 +1197,7 @@ static g1_status files_close(const cli *c, files *f, int ok)
             st = g1_logits_file_finish(f->logits);
         else
             g1_logits_file_abort(f->logits);
+        f->logits = NULL;
         ok = ok && st == G1_OK;
     }
 #endif
@@ -1173,7 +1209,7 @@ static g1_status files_close(const cli *c, files *f, int ok)
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", f->partial, strerror(errno));
         else if (ok && rename(f->partial, c->output) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", f->partial, c->output, strerror(errno));
-        if (!ok)
+        if (!ok && !take_back(c, f))
             narrow_input_record(c, f);
     } else if (f->out == stdout && fflush(stdout) != 0 && ok) {
         st = G1_FAIL(G1_ERR_IO, "writing stdout failed: %s", strerror(errno));
@@ -1355,6 +1391,7 @@ typedef struct job {
     g1_pipe_local *local;
     int P, E, M;
     int agreed; /* a failure now is the same on every rank (layout, plan) */
+    int together; /* every rank knows that the run failed (a rank's own failure, or another's): no abort */
     g1_trace trace; /* --trace: this rank's spans */
     g1_tokenizer *tok; /* rank 0, --tokenizer */
     int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
@@ -1640,7 +1677,16 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_weights_source src = {.cfg = m->cfg, .layer0 = l0, .layer1 = l1, .expert0 = first,
                              .expert1 = first + count, .with_embedding = rank == 0, .load = model_part, .ctx = m};
     g1_weights_held held;
-    G1_TRY(g1_engine_init_source(&j->e, &src, &eo, dp, &held));
+    /* a share that does not load (a GPU too small for it, a damaged part)
+     * fails on its own rank; every rank hears of it here, so that rank 0
+     * can take back the output files it opened before the job ends */
+    g1_status lst = g1_engine_init_source(&j->e, &src, &eo, dp, &held);
+    if (!g1_world_all_ok(lst == G1_OK)) {
+        j->together = 1;
+        return lst != G1_OK ? lst
+                            : G1_FAIL(G1_ERR_IO, "another rank could not load its share of the weights (its "
+                                                   "message says why)");
+    }
     model_close(m);
     if (c->verbose && rank == 0 && c->mode == G1_MODE_SCORE)
         fprintf(stderr, "grok1-run: scores %s\n",
@@ -1820,7 +1866,15 @@ int main(int argc, char **argv)
                 g1_last_error());
         if (world.rank == 0)
             files_close(&c, &f, 0);
-        g1_world_abort(EXIT_DATA);
+        if (!j.together)
+            g1_world_abort(EXIT_DATA);
+        /* every rank stops here and waits for rank 0 to close the output:
+         * mpirun ends the job when the first rank exits non-zero */
+        (void)g1_world_all_ok(1);
+        job_free(&j);
+        model_close(&m);
+        g1_world_finalize();
+        return EXIT_DATA;
     }
     if (st != G1_OK)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());

@@ -31,9 +31,10 @@ def check(cond, what):
         raise Fail(what)
 
 
-def run(args, stdin=None, timeout=60):
-    """Run grok1-run; returns (rc, stdout, stderr) as text."""
-    p = subprocess.run([ARGS.run] + args, input=stdin, capture_output=True, text=True, timeout=timeout)
+def run(args, stdin=None, timeout=60, env=None):
+    """Run grok1-run; returns (rc, stdout, stderr) as text (env: added to the environment)."""
+    p = subprocess.run([ARGS.run] + args, input=stdin, capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, **env) if env else None)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -199,6 +200,50 @@ def case_no_clobber(d):
     expect_ok(tiny("score", inp, out))
     check(len(read_jsonl(out)) == 1, "good run did not replace the output")
     check(not os.path.exists(out + ".partial"), "OUT.partial remains after success")
+
+
+def case_take_back(d):
+    """A fresh run that stops before its first result leaves no file behind;
+    one with results, a resume, or an OUT already there keeps OUT.partial."""
+    inp, out, lg = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl"), os.path.join(d, "l.h5")
+    made = (out, out + ".partial", out + ".meta.json", out + ".lock", lg, lg + ".partial")
+
+    def left():
+        return [os.path.basename(p) for p in made if os.path.exists(p)]
+
+    write_jsonl(inp, [{"id": i, "prompt_ids": [(5 * i + j) % V for j in range(3 + i % 4)]} for i in range(12)])
+    first_step = {"GROK1_FAULT": "0:1"}  # rank 0 fails at its first step: no result yet
+    dump = ["--dump-logits", lg] if ARGS.hdf5 else []
+    for extra in ([], dump) if dump else ([],):
+        rc, _, se = run(tiny("score", inp, out, "--batch-size", "2", *extra), env=first_step)
+        check(rc == 1 and "grok1-run: error:" in se, f"a fault at the first step: exit {rc}: {se.strip()}")
+        check(not left(), f"a fresh run that failed before its first result left {left()}")
+    bad_first = os.path.join(d, "bad.jsonl")
+    write_jsonl(bad_first, ['{"id": 0, "prompt_ids": [1, 99999]}', {"id": 1, "prompt_ids": [1, 2]}])
+    expect_fail(tiny("score", bad_first, out), 1, ["99999"], out)
+    check(not left(), f"a fresh run refusing its first request left {left()}")
+    # results written, then a failure: OUT.partial keeps them, and its meta file
+    rc, _, se = run(tiny("score", inp, out, "--batch-size", "1"), env={"GROK1_FAULT": "0:6"})
+    kept = read_jsonl(out + ".partial") if os.path.exists(out + ".partial") else []
+    check(rc == 1 and kept and os.path.exists(out + ".meta.json") and not os.path.exists(out),
+          f"a failure after results: exit {rc}, {len(kept)} kept, files {left()}")
+    # a resume that fails before a new result keeps what it resumed
+    rc, _, se = run(tiny("score", inp, out, "--batch-size", "1", "--resume"), env=first_step)
+    check(rc == 1 and read_jsonl(out + ".partial") == kept and os.path.exists(out + ".meta.json"),
+          f"a failed resume: exit {rc}, files {left()}")
+    expect_ok(tiny("score", inp, out, "--batch-size", "1", "--resume"))
+    want = read_jsonl(out)
+    check(len(want) == 12 and left() == ["out.jsonl", "out.jsonl.meta.json"], f"the resume finished with {left()}")
+    # with a finished OUT there (its meta file now this run's), the empty
+    # OUT.partial stays: a resume continues it, not the older OUT
+    with open(out, "w") as f:
+        f.write("precious\n")
+    rc, _, se = run(tiny("score", inp, out, "--batch-size", "1"), env=first_step)
+    check(rc == 1 and open(out).read() == "precious\n" and os.path.getsize(out + ".partial") == 0 and
+          os.path.exists(out + ".meta.json"), f"a failure beside an OUT: exit {rc}, files {left()}")
+    expect_ok(tiny("score", inp, out, "--batch-size", "1", "--resume"))
+    check(read_jsonl(out) == want and not os.path.exists(out + ".partial"),
+          "the resume beside an older OUT did not run every request from the empty OUT.partial")
 
 
 def case_file_clash(d):

@@ -621,7 +621,8 @@ def case_cuda_emu():
     check(p.returncode != 0 and "is too small for this rank's share" in p.stderr
           and "checked before loading" in p.stderr and "--max-batch-tokens" in p.stderr,
           "a GPU too small for the share: not refused before the load")
-    check(not os.path.exists(out), "a failed run left an output file that looks complete")
+    left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
+    check(not left, f"a run refused at load left {left} of its output")
     # The KV caches grow with the sequences. On a GPU just big enough for
     # the weights, the buffers and one sequence (G1EMU_MEMORY, found by
     # bisection so it follows the engine's allocations), 4 slots of long
@@ -837,13 +838,20 @@ def case_parts():
     print("bytes read by rank, one file:", {r: v[2] for r, v in sorted(b_full.items())})
     check(len(b_full) == 4 and {r: v[2] for r, v in b_parts.items()} == {r: v[2] for r, v in b_full.items()},
           f"bytes read by rank differ: parts {b_parts}, one file {b_full}")
-    # node1 lost its part: the job ends, naming it
+    # node1 lost its part: the job ends, naming it; every rank hears of it,
+    # so rank 0 takes back the output files it had opened (nothing written)
     shutil.move(os.path.join(nodes, "node1", "p1.h5"), os.path.join(ARGS.tmp, "p1.away"))
+    out = os.path.join(ARGS.tmp, "parts_lost.jsonl")
     p = run(4, ["--checkpoint", master, "--mode", "score", "--input", inp, "--output", out] + layout,
             expect=None, exe=wrapper, timeout=60)
     print("missing part:", p.stderr.strip()[-400:])
     check(p.returncode != 0 and "part file p1.h5" in p.stderr and "HDF5_EXT_PREFIX" in p.stderr,
           f"a node without its part: exit {p.returncode}")
+    check("rank 0 of 4" in p.stderr and "another rank could not load its share" in p.stderr
+          and "mpi_abort" not in p.stderr.lower(), f"a node without its part: rank 0 not told, or the job aborted: "
+          f"{p.stderr.strip()[-600:]}")
+    left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
+    check(not left, f"a job that failed at load left {left} of its output")
 
 
 def case_cuda_emu_race():

@@ -105,7 +105,8 @@ static g1_status rand_f32(g1_cuda_engine *e, float *x, size_t n, uint64_t seed, 
     return G1_OK;
 }
 
-static g1_status check_config(const g1_config *c, const g1_engine_opts *o)
+/* What the engine takes of the model and the options, before any GPU. */
+static g1_status check_shapes(const g1_config *c, const g1_engine_opts *o)
 {
     if (o->n_slots < 1 || o->max_batch < 1)
         return G1_FAIL(G1_ERR_ARG, "engine needs at least one slot and a batch of at least one token");
@@ -117,6 +118,14 @@ static g1_status check_config(const g1_config *c, const g1_engine_opts *o)
     if (c->num_experts > 256 || c->num_selected_experts > c->num_experts)
         return G1_FAIL(G1_ERR_ARG, "the CUDA backend routes at most 256 experts (got %d, top-%d)", c->num_experts,
                        c->num_selected_experts);
+    if (o->cuda_gemm == G1_CUDA_GEMM_F32 && c->emb_size % 8)
+        return G1_FAIL(G1_ERR_ARG, "the f32 matmul path needs emb_size a multiple of 8 (got %d)", c->emb_size);
+    return G1_OK;
+}
+
+static g1_status check_config(const g1_config *c, const g1_engine_opts *o)
+{
+    G1_TRY(check_shapes(c, o));
     int n = g1_cuda_device_count();
     if (o->device < 0 || o->device >= n)
         return G1_FAIL(G1_ERR_CUDA, "CUDA device %d asked for, but %d GPU(s) are visible%s", o->device, n,
@@ -124,36 +133,21 @@ static g1_status check_config(const g1_config *c, const g1_engine_opts *o)
     return G1_OK;
 }
 
-/* Stream, cuBLAS, and the engine's fixed fields; no weights yet. */
-static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int layer0, int nL, int e0, int e1,
-                              const g1_engine_opts *opts, const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
+/* The engine's fixed fields from the model, the share, the options and
+ * the GPU's multiprocessors and compute capability (major); no GPU call. */
+static void engine_fields(g1_cuda_engine *e, const g1_config *c, int layer0, int nL, int e0, int e1,
+                          const g1_engine_opts *opts, const g1_cuda_opts *co, int sms, int cc)
 {
-    *out = NULL;
-    G1_TRY(check_config(c, opts));
-    g1_cuda_engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    *out = e;
     e->cfg = *c;
     e->opts = *opts;
     if (!e->opts.max_context)
         e->opts.max_context = c->max_seq_len;
-    if (dispatch)
-        e->dispatch = *dispatch;
     e->layer0 = layer0;
     e->nL = nL;
     e->expert0 = e0;
     e->expert1 = e1;
-    G1_CU(cudaSetDevice(opts->device));
-    G1_CU(cudaStreamCreateWithFlags(&e->stream, cudaStreamNonBlocking));
-    G1_CUBLAS(cublasCreate(&e->blas));
-    G1_CUBLAS(cublasSetStream(e->blas, e->stream));
-    e->mm.stream = e->stream;
-    e->mm.blas = e->blas;
-    G1_CU(cudaDeviceGetAttribute(&e->mm.sms, cudaDevAttrMultiProcessorCount, opts->device));
+    e->mm.sms = sms;
     e->moe_host_groups = co && co->moe_host_groups;
-    int cc = 0;
-    G1_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, opts->device));
     e->attn_range_limit = co ? co->attn_range_tokens : 0;
     e->gemm_overlap = !(co && co->gemm_no_overlap);
     e->panel_elems = co && co->panel_elems > 0 ? co->panel_elems : 0;
@@ -181,6 +175,31 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
         if (r < e->graph_max)
             e->graph_max = r;
     }
+}
+
+/* Stream, cuBLAS, and the engine's fixed fields; no weights yet. */
+static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int layer0, int nL, int e0, int e1,
+                              const g1_engine_opts *opts, const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
+{
+    *out = NULL;
+    G1_TRY(check_config(c, opts));
+    g1_cuda_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    *out = e;
+    e->opts = *opts; /* the device, for g1_cuda_engine_free should a step below fail */
+    if (dispatch)
+        e->dispatch = *dispatch;
+    G1_CU(cudaSetDevice(opts->device));
+    G1_CU(cudaStreamCreateWithFlags(&e->stream, cudaStreamNonBlocking));
+    G1_CUBLAS(cublasCreate(&e->blas));
+    G1_CUBLAS(cublasSetStream(e->blas, e->stream));
+    e->mm.stream = e->stream;
+    e->mm.blas = e->blas;
+    int sms = 0, cc = 0;
+    G1_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opts->device));
+    G1_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, opts->device));
+    engine_fields(e, c, layer0, nL, e0, e1, opts, co, sms, cc);
     if (!(co && co->no_graphs) && e->graph_max > 0) {
         size_t n = (size_t)(e->graph_max + 1) * (e->graph_max + 1);
         e->graphs = calloc(n, sizeof *e->graphs);
@@ -189,8 +208,6 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
             return G1_FAIL(G1_ERR_NOMEM, "out of memory");
         e->graphs_kept = co && co->max_graphs > 0 ? co->max_graphs : G1_CUDA_GRAPHS_KEPT;
     }
-    if (e->mm.gemv_only && c->emb_size % 8)
-        return G1_FAIL(G1_ERR_ARG, "the f32 matmul path needs emb_size a multiple of 8 (got %d)", c->emb_size);
     e->layers = calloc(nL ? (size_t)nL : 1, sizeof *e->layers);
     int El = e1 - e0;
     e->mats = calloc((size_t)(nL ? nL : 1) * 3 * (El ? (size_t)El : 1), sizeof *e->mats);
@@ -202,6 +219,7 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
             e->layers[l].moe[m] = e->mats + ((size_t)l * 3 + m) * El;
     return G1_OK;
 }
+
 
 static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
 
@@ -428,6 +446,24 @@ int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buff
     *buffers = e->room_buffers;
     *free_before = e->room_free;
     return e->room_weights + e->room_buffers > 0;
+}
+
+g1_status g1_cuda_engine_buffer_bytes(const g1_config *c, int nL, int experts, const g1_engine_opts *opts, int sms,
+                                      int cc, int with_embedding, size_t *bytes)
+{
+    *bytes = 0;
+    G1_TRY(check_shapes(c, opts));
+    if (nL < 0 || nL > c->num_layers || experts < 1 || experts > c->num_experts || sms < 1)
+        return G1_FAIL(G1_ERR_ARG, "CUDA buffers of %d layer(s) and %d expert(s) on a GPU of %d multiprocessors: "
+                                   "outside the model's %d layers and %d experts, or no multiprocessor",
+                       nL, experts, sms, c->num_layers, c->num_experts);
+    g1_cuda_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    engine_fields(e, c, 0, nL, 0, experts, opts, &opts->cuda_tune, sms, cc);
+    g1_status st = engine_scratch(e, with_embedding, bytes);
+    free(e);
+    return st;
 }
 
 g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,

@@ -53,6 +53,14 @@ g1_status g1_cuda_engine_check_room(g1_cuda_engine *e, const g1_weights *w, int 
 /* Its figures: device bytes of the weights and of the scratch, and the free
  * bytes it saw; 0 when it never ran. */
 int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buffers, size_t *free_before);
+/* The scratch's device bytes, as the room check counts them, for a share
+ * of nL layers and `experts` experts (with the embedding, rank 0's, when
+ * with_embedding), opts (max_batch, max_context, cuda_gemm, cuda_tune), on a
+ * GPU of `sms` multiprocessors and compute capability `cc` (major): no GPU
+ * is needed (the planner, on a login node). G1_ERR_ARG for a model or
+ * share the engine does not take; G1_ERR_CUDA in a build without CUDA. */
+g1_status g1_cuda_engine_buffer_bytes(const g1_config *c, int nL, int experts, const g1_engine_opts *opts, int sms,
+                                      int cc, int with_embedding, size_t *bytes);
 void g1_cuda_engine_free(g1_cuda_engine *e);
 /* As g1_engine_forward / _embed / _logits; x and logits are host memory. */
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x);

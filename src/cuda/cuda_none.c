@@ -53,6 +53,14 @@ int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buff
     *weights = *buffers = *free_before = 0;
     return 0;
 }
+
+g1_status g1_cuda_engine_buffer_bytes(const g1_config *c, int nL, int experts, const g1_engine_opts *opts, int sms,
+                                      int cc, int with_embedding, size_t *bytes)
+{
+    (void)c, (void)nL, (void)experts, (void)opts, (void)sms, (void)cc, (void)with_embedding;
+    *bytes = 0;
+    return NO_CUDA;
+}
 void g1_cuda_engine_free(g1_cuda_engine *e) { (void)e; }
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x)
 {

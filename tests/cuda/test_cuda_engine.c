@@ -13,6 +13,7 @@
  * the tensor cores ruled out. Exits 77 without a GPU. */
 #include <string.h>
 
+#include "cuda/cuda_engine.h"
 #include "cuda/cuda_tune.h"
 #include "engine.h"
 #include "synth.h"
@@ -567,7 +568,15 @@ static void weights_source(g1_backend be, const char *what)
         printf("  %s\n", msg);
         eng_free(s);
         s.e = NULL;
-        ct_cu(cudaGetDeviceProperties(&prop, 0), "properties");
+        ct_cu(cudaGetDeviceProperties(&prop, o.device), "properties");
+        /* the planner's count, with no engine (grok1-plan --backend cuda) */
+        size_t pb = 0;
+        ct_ok(g1_cuda_engine_buffer_bytes(&m.C, m.C.num_layers, m.C.num_experts, &o, prop.multiProcessorCount,
+                                          prop.major, 1, &pb), "the scratch counted without an engine");
+        snprintf(msg, sizeof msg, "the scratch counted without an engine (%d SMs, compute %d): %zu bytes, as the "
+                 "engine's %zu", prop.multiProcessorCount, prop.major, pb, bb);
+        tu_check(pb == bb, msg);
+        printf("  %s\n", msg);
         if (!strncmp(prop.name, "g1emu", 5)) {
             tu_check(wb + bb == fb - free_after, "in the emulation the load takes exactly the bytes counted");
             ct_cu(cudaMemGetInfo(&free_b, &total), "memory info");

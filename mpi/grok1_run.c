@@ -245,7 +245,8 @@ static void usage(FILE *f)
 "                            (default): prompt in score mode, decode in generate mode;\n"
 "                            auto falls back to decode when prompt-balanced cuts do not\n"
 "                            fit --mem-per-rank. Results do not depend on it\n"
-"  --mem-per-rank SIZE       memory per rank for the planner's check (e.g. 80G; default: no limit)\n"
+"  --mem-per-rank SIZE       memory per rank for the planner's check (e.g. 80G; default: no limit);\n"
+"                            on the cuda backend the GPU's, counted as grok1-plan --backend cuda\n"
 "  --gpu-direct auto|on|off  hand activations to MPI in GPU memory (pipeline messages and\n"
 "                            expert all-to-alls) instead of through page-locked host\n"
 "                            buffers: needs an MPI built with CUDA support; auto (default)\n"
@@ -1294,19 +1295,33 @@ static double now_s(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* The stage layout: from --plan, or the planner (with --layers-per-stage
- * as an override). Every rank computes or reads the same plan. */
-/* Bytes per KV cache element the planner counts: bf16 halves them on a GPU;
- * the cpu backend keeps the rounded values as float32. */
-static int kv_bytes(const cli *c)
+/* Whether the layers will run on the cuda backend (--backend, or the
+ * default: cuda when a GPU is visible), as the planner counts memory. */
+static int on_cuda(const cli *c)
 {
-    if (!c->kv_bf16)
-        return 4;
-    int cuda = c->backend >= 0 ? c->backend == G1_BACKEND_CUDA : g1_cuda_built() && g1_cuda_device_count() > 0;
-    return cuda ? 2 : 4;
+    return c->backend >= 0 ? c->backend == G1_BACKEND_CUDA : g1_cuda_built() && g1_cuda_device_count() > 0;
 }
 
-/* The layout's cuts: from --plan, --layers-per-stage or the planner (what
+/* Bytes per KV cache element the planner counts: bf16 halves them on a GPU;
+ * the cpu backend keeps the rounded values as float32. */
+static int kv_bytes(const cli *c) { return c->kv_bf16 && on_cuda(c) ? 2 : 4; }
+
+/* On the cuda backend the planner counts the GPU's memory as the engine
+ * will take it, on GPUs of an H100's 132 multiprocessors (the partial sums
+ * that depend on the count are a few MB; each rank's check before the load
+ * counts its own GPU exactly). Not in a build without CUDA, which refuses
+ * the backend itself when it starts. */
+static void plan_backend(const cli *c, g1_plan_request *rq)
+{
+    if (!on_cuda(c) || !g1_cuda_built())
+        return;
+    rq->cuda_sms = 132;
+    rq->cuda_gemm = c->cuda_gemm;
+    rq->cuda_tune = c->cuda_tune;
+}
+
+/* The stage layout: from --plan, or the planner (with --layers-per-stage
+ * as an override). Every rank computes or reads the same plan. *//* The layout's cuts: from --plan, --layers-per-stage or the planner (what
  * they balance in *balanced, for --verbose). */
 static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan, const char **balanced)
 {
@@ -1336,6 +1351,9 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                               .slots = M * c->batch_size, .context = context,
                               .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
                               .layers_per_stage = lps};
+        plan_backend(c, &rq);
+        if (rq.cuda_sms > 0 && plan->cuda_sms > 0) /* the GPUs the plan was made for */
+            rq.cuda_sms = plan->cuda_sms;
         g1_plan mine = {0};
         g1_status st = g1_plan_make(&rq, &mine);
         free(lps);
@@ -1376,6 +1394,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                           .kv_bytes = kv_bytes(c),
                           .layers_per_stage = c->layers_per_stage ? lps : NULL,
                           .balance_prompt = prompt, .balance_fallback = c->balance < 0};
+    plan_backend(c, &rq);
     G1_TRY(g1_plan_make(&rq, plan));
     *balanced = c->layers_per_stage ? "--layers-per-stage"
                 : plan->balance_prompt ? "the FLOPs of a prompt token"

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "cuda/cuda_tune.h"
 #include "plan.h"
 #include "status.h"
 #if G1_HAVE_HDF5
@@ -45,6 +46,17 @@ static void usage(FILE *f)
 "  --kv-cache f32|bf16        KV cache elements (default f32; bf16: grok1-run\n"
 "                             --backend cuda --kv-cache bf16, half the bytes)\n"
 "  --max-batch-tokens N       tokens per forward step (default 256)\n"
+"  --backend cpu|cuda         whose memory a rank's is (default cpu: host memory).\n"
+"                             cuda: the GPU's, as grok1-run --backend cuda takes\n"
+"                             it: the weights as uploaded and the engine's\n"
+"                             buffers exactly as its check before the load counts\n"
+"                             them (the KV caches at full context, as for cpu);\n"
+"                             give --mem-per-rank the GPU's memory\n"
+"  --gpu-sms N                cuda: the GPU's multiprocessors (default 132: an\n"
+"                             H100 SXM or H200; 114 an H100 PCIe, 108 an A100)\n"
+"  --cuda-gemm bf16|bf16x2|f32, --cuda-tune KEY=VALUE[,...]\n"
+"                             cuda: grok1-run's options of those names (they\n"
+"                             change the buffers)\n"
 "  --layers-per-stage a,b,..  the layer counts of the P stages instead of the\n"
 "                             balanced cuts\n"
 "  --bandwidth GBS            also print a bound on decode tokens/s from memory\n"
@@ -142,7 +154,7 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
-           O_MB, O_TFLOPS, O_BALANCE };
+           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -152,11 +164,13 @@ int main(int argc, char **argv)
         {"layers-per-stage", required_argument, 0, O_LPS}, {"out", required_argument, 0, O_OUT},
         {"bandwidth", required_argument, 0, O_BW},    {"micro-batches", required_argument, 0, O_MB},
         {"tflops", required_argument, 0, O_TFLOPS},   {"balance", required_argument, 0, O_BALANCE},
+        {"backend", required_argument, 0, O_BACKEND}, {"gpu-sms", required_argument, 0, O_SMS},
+        {"cuda-gemm", required_argument, 0, O_GEMM},  {"cuda-tune", required_argument, 0, O_TUNE},
         {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
     double bandwidth = 0, tflops = 0;
-    int opt, r = 0, micro_batches = 0;
+    int opt, r = 0, micro_batches = 0, cuda = 0, sms = 0, cuda_only = 0;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         switch (opt) {
@@ -185,6 +199,26 @@ int main(int argc, char **argv)
                 return usage_error("--balance %s: expected decode or prompt", optarg);
             req.balance_prompt = !strcmp(optarg, "prompt");
             break;
+        case O_BACKEND:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
+                return usage_error("--backend %s: expected cpu or cuda", optarg);
+            cuda = !strcmp(optarg, "cuda");
+            break;
+        case O_SMS: r = parse_int("--gpu-sms", optarg, 1, &sms), cuda_only = 1; break;
+        case O_GEMM:
+            req.cuda_gemm = !strcmp(optarg, "bf16")     ? G1_CUDA_GEMM_BF16
+                            : !strcmp(optarg, "bf16x2") ? G1_CUDA_GEMM_BF16X2
+                            : !strcmp(optarg, "f32")    ? G1_CUDA_GEMM_F32
+                                                        : -1;
+            if (req.cuda_gemm < 0)
+                return usage_error("--cuda-gemm %s: expected bf16, bf16x2 or f32", optarg);
+            cuda_only = 1;
+            break;
+        case O_TUNE:
+            if (g1_cuda_tune_parse(optarg, &req.cuda_tune) != G1_OK)
+                return usage_error("%s", g1_last_error());
+            cuda_only = 1;
+            break;
         case O_OUT: out = optarg; break;
         case O_HELP: usage(stdout); return 0;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
@@ -199,6 +233,9 @@ int main(int argc, char **argv)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --config tiny|small|grok-1|PATH.json");
     if (!req.stages || !req.ep)
         return usage_error("--stages P and --ep E are required");
+    if (cuda_only && !cuda)
+        return usage_error("--gpu-sms, --cuda-gemm and --cuda-tune describe the cuda backend: give --backend cuda");
+    req.cuda_sms = cuda ? (sms ? sms : 132) : 0;
     if (micro_batches && !(bandwidth > 0))
         return usage_error("--micro-batches only sets the decode bound: give --bandwidth GBS with it");
 

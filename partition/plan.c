@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/cuda_engine.h"
 #include "synth.h"
 #include "weights.h"
 
@@ -57,6 +58,9 @@ static void compute_sizes(const g1_config *c, sizes *z)
     z->kv_per_pos_layer = 2.0 * c->num_kv_heads * c->key_size * 4; /* float32; scaled by kv_bytes / 4 */
 }
 
+/* The pipeline messages in flight: hidden states + header, 4 of them. */
+static double message_bytes(const g1_config *c, int T) { return 4 * ((double)T * c->emb_size * 4 + (double)T * 8); }
+
 /* Engine scratch for T tokens (g1_engine_init) + pipeline messages (+ logits on rank 0). */
 static double buffer_bytes(const g1_config *c, int T_, int rank0)
 {
@@ -68,7 +72,7 @@ static double buffer_bytes(const g1_config *c, int T_, int rank0)
     b += T * k * (D > F ? D : F) * 4;             /* xg */
     b += 2 * T * k * F * 4;                       /* h1, h2 */
     b += T * k * D * 4;                           /* yk */
-    b += 4 * (T * D * 4 + T * 8);                 /* 4 messages in flight: hidden states + header */
+    b += message_bytes(c, T_);
     if (rank0)
         b += T * (double)c->vocab_size * 4;       /* logits */
     return b;
@@ -304,12 +308,28 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
         p->stage_cost[s] = seg(&k, s, p->cut[s], p->cut[s + 1]);
     free(S);
     free(Sp);
+    p->cuda_sms = r->cuda_sms;
+    /* the CUDA engine's scratch, exactly as it counts it (the layer count
+     * only sizes a table of pointers: stages of one length share it) */
+    g1_engine_opts eo = {.n_slots = 1, .max_batch = r->max_batch_tokens, .max_context = p->context,
+                         .cuda_gemm = r->cuda_gemm, .cuda_tune = r->cuda_tune};
     for (int rk = 0; rk < N; rk++) {
         int s = rk / E, e = rk % E, nl = p->cut[s + 1] - p->cut[s];
         g1_plan_mem *m = &p->mem[rk];
-        m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
         m->kv_cache = (double)g1_plan_seqs(p, e) * p->context * nl * z.kv_per_pos_layer;
-        m->buffers = buffer_bytes(c, r->max_batch_tokens, rk == 0);
+        if (r->cuda_sms > 0) {
+            size_t scratch = 0;
+            g1_status st = g1_cuda_engine_buffer_bytes(c, nl, nloc, &eo, r->cuda_sms, 9, rk == 0, &scratch);
+            if (st != G1_OK) {
+                g1_plan_free(p);
+                return st;
+            }
+            m->weights = nl * (z.shared_read + nloc * z.expert_read) + (rk == 0 ? z.embed_store : 0);
+            m->buffers = (double)scratch + message_bytes(c, r->max_batch_tokens);
+        } else {
+            m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
+            m->buffers = buffer_bytes(c, r->max_batch_tokens, rk == 0);
+        }
         m->total = m->weights + m->kv_cache + m->buffers;
     }
     return G1_OK;

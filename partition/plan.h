@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "engine.h"
 #include "status.h"
 
 #define G1_PLAN_FORMAT "grok1-plan"
@@ -27,6 +28,14 @@ typedef struct g1_plan_request {
     int balance_prompt;          /* cuts balance prompt FLOPs (g1_plan_prompt_bound) instead of decode bytes */
     int balance_fallback;        /* with balance_prompt: when those cuts do not fit mem_per_rank but the
                                   * decode balance's do, take those (g1_plan.balance_prompt says which) */
+    /* The CUDA backend when cuda_sms > 0: a rank's memory is its GPU's,
+     * the weights as uploaded (one scale array a matrix) and the scratch
+     * as the engine counts it (g1_cuda_engine_buffer_bytes) on a GPU of
+     * cuda_sms multiprocessors, compute capability 9, under cuda_gemm and
+     * cuda_tune; needs a build with CUDA. 0: the CPU backend's memory. */
+    int cuda_sms;
+    int cuda_gemm;               /* g1_cuda_gemm (engine.h) */
+    g1_cuda_opts cuda_tune;      /* grok1-run --cuda-tune's switches (zeros: the defaults) */
 } g1_plan_request;
 
 /* Memory of one rank, in bytes. */
@@ -50,6 +59,7 @@ typedef struct g1_plan {
      * rank, see docs/PLAN.md): one layer, and what rank 0 adds to stage 0. */
     double layer_cost, rank0_cost;
     int balance_prompt;  /* the planner's cuts balance prompt FLOPs (else decode bytes, or given cuts) */
+    int cuda_sms;        /* > 0: memory counted for the CUDA backend on GPUs of this many multiprocessors */
 } g1_plan;
 
 /* Balanced contiguous cuts (stage 0 lighter: rank 0 also embeds, un-embeds

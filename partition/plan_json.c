@@ -59,6 +59,10 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
     if (!root)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory writing the plan");
     json_object_set_new(root, "mem_per_rank", jbytes(p->mem_per_rank));
+    /* what the memory was counted for (informational; read back if there) */
+    json_object_set_new(root, "backend", json_string(p->cuda_sms > 0 ? "cuda" : "cpu"));
+    if (p->cuda_sms > 0)
+        json_object_set_new(root, "gpu_sms", json_integer(p->cuda_sms));
     size_t flags = JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17);
     g1_status st = G1_OK;
     if (!strcmp(path, "-")) {
@@ -192,6 +196,8 @@ static g1_status read_body(const rd *d, g1_plan *p)
     if (p->kv_bytes == 3)
         return BAD("plan %s: kv_bytes = 3: 4 (float32) or 2 (bf16)", d->path);
     G1_TRY(get_bytes(d, root, "", "mem_per_rank", &p->mem_per_rank));
+    if (json_object_get(root, "gpu_sms")) /* optional: memory counted for the cuda backend */
+        G1_TRY(get_int(d, root, "", "gpu_sms", 1, 65536, &p->cuda_sms));
     int P = p->stages, N = P * p->ep;
     p->cut = malloc((size_t)(P + 1) * sizeof *p->cut);
     p->mem = calloc((size_t)N, sizeof *p->mem);

@@ -9,10 +9,13 @@ void g1_plan_print(const g1_plan *p, FILE *f)
     char lim[32] = "none";
     if (p->mem_per_rank > 0)
         g1_bytes_text(lim, sizeof lim, p->mem_per_rank);
+    char backend[96] = "cpu backend (host memory)";
+    if (p->cuda_sms > 0)
+        snprintf(backend, sizeof backend, "cuda backend (GPU memory, GPUs of %d multiprocessors)", p->cuda_sms);
     fprintf(f, "plan: %d stages x %d expert slots = %d ranks; %d layers, %d experts; %d sequence slots x %d "
-               "positions; %d tokens per step; memory limit per rank: %s\n\n",
+               "positions; %d tokens per step; %s; memory limit per rank: %s\n\n",
             p->stages, p->ep, p->stages * p->ep, p->cfg.num_layers, p->cfg.num_experts, p->slots, p->context,
-            p->max_batch_tokens, lim);
+            p->max_batch_tokens, backend, lim);
     fprintf(f, "%5s %5s %4s %11s %9s %5s %12s %12s %12s %12s\n", "rank", "stage", "slot", "layers", "experts",
             "seqs", "weights", "kv cache", "buffers", "total");
     for (int r = 0; r < p->stages * p->ep; r++) {

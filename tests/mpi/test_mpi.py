@@ -401,7 +401,7 @@ def upload_by_layer(ckpt, inp, emu):
     for backend, extra in (("cpu", {}), ("cuda", emu)):
         p = run(4, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
                     os.path.join(ARGS.tmp, f"held_{backend}.jsonl"), "--stages", "2", "--ep", "2", "--verbose",
-                    "--backend", backend], **extra)
+                    "--backend", backend, "--max-batch-tokens", "64"], **extra)
         runs[backend] = held_by_rank(p.stderr)
         check(sorted(runs[backend]) == [0, 1, 2, 3], f"--verbose {backend}: not every rank reported its share")
         if backend == "cuda":  # the room each rank's weights and buffers take on its GPU
@@ -410,6 +410,28 @@ def upload_by_layer(ckpt, inp, emu):
                 r"free before the load; [\d.]+ GiB free now for the KV caches", p.stderr)}
             check(sorted(gpu) == [0, 1, 2, 3] and all(abs(gpu[r] - runs["cuda"][r][3] * 1e6) < 600 for r in gpu),
                   f"--verbose cuda: the GPU memory lines do not give each rank's weights: {gpu}")
+            # grok1-plan --backend cuda counts what each rank's check counted
+            # (the buffers besides the 4 pipeline messages it adds; both
+            # under 1 MiB, so printed to 0.1 KiB)
+            unit = {"KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
+            room = {int(m.group(1)): (float(m.group(2)) * unit[m.group(3)], float(m.group(4)) * unit[m.group(5)],
+                                      unit[m.group(3)], unit[m.group(5)]) for m in re.finditer(
+                r"rank (\d+) \(GPU \d+\): weights ([\d.]+) ([KMG]iB) and engine buffers ([\d.]+) ([KMG]iB)", p.stderr)}
+            plan = os.path.join(ARGS.tmp, "held_cuda_plan.json")
+            subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "2", "--backend", "cuda",
+                            "--gpu-sms", emu["env"]["G1EMU_SMS"], "--max-batch-tokens", "64", "--out", plan], check=True,
+                           capture_output=True)
+            with open(plan) as f:
+                ranks = json.load(f)["ranks"]
+            with h5py.File(ckpt, "r") as f:
+                msgs = 4 * (64 * int(f.attrs["emb_size"]) * 4 + 64 * 8)
+            for r, (w, b, wu, bu) in sorted(room.items()):
+                pw, pb = ranks[r]["weights_bytes"], ranks[r]["buffer_bytes"] - msgs
+                print(f"rank {r}: grok1-plan --backend cuda counts weights {pw} and buffers {pb} bytes; grok1-run's "
+                      f"check {w:.0f} and {b:.0f} (as printed)")
+                check(wu == bu == 1024 and abs(pw - w) <= 52 and abs(pb - b) <= 52,
+                      f"rank {r}: grok1-plan --backend cuda counts other bytes than grok1-run's check")
+            check(sorted(room) == [0, 1, 2, 3], f"--verbose cuda: not every rank printed its room: {sorted(room)}")
     with h5py.File(ckpt, "r") as f:
         D, E, V = f.attrs["emb_size"], f.attrs["num_experts"], f.attrs["vocab_size"]
 
@@ -623,6 +645,25 @@ def case_cuda_emu():
           "a GPU too small for the share: not refused before the load")
     left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
     check(not left, f"a run refused at load left {left} of its output")
+    # --mem-per-rank: with --backend cuda grok1-run's planner counts what
+    # the GPU will hold (grok1-plan --backend cuda), more than the cpu
+    # backend's count here: a limit between the two runs on the cpu and is
+    # refused on the cuda backend before anything is read
+    totals = {}
+    for backend in ("cpu", "cuda"):
+        q = subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "1", "--slots", "16",
+                            "--backend", backend, "--out", "-"], check=True, capture_output=True, text=True)
+        totals[backend] = max(r["total_bytes"] for r in json.loads(q.stdout)["ranks"])
+    check(totals["cpu"] < totals["cuda"], f"the tiny model's totals: {totals}")
+    lim = ["--mem-per-rank", str((totals["cpu"] + totals["cuda"]) // 2), "--stages", "2"]
+    run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cpu"] + lim)
+    os.remove(out)
+    os.remove(out + ".meta.json")
+    p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda"] + lim,
+            expect=2, exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2"})
+    print("--mem-per-rank between the backends' counts, cuda:", p.stderr.strip().splitlines()[0][:300])
+    check("--mem-per-rank" in p.stderr and "buffers" in p.stderr and not os.path.exists(out + ".partial"),
+          "--mem-per-rank below the cuda backend's count: not refused by the planner")
     # The KV caches grow with the sequences. On a GPU just big enough for
     # the weights, the buffers and one sequence (G1EMU_MEMORY, found by
     # bisection so it follows the engine's allocations), 4 slots of long

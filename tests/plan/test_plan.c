@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "cuda/cuda_engine.h"
 #include "plan.h"
 #include "synth.h"
 #include "weights.h"
@@ -339,7 +340,8 @@ static int plans_equal(const g1_plan *a, const g1_plan *b)
     /* every hyper-parameter, exactly (memcmp would compare padding) */
     if (g1_plan_check_model(a, &b->cfg) != G1_OK || a->stages != b->stages || a->ep != b->ep ||
         a->slots != b->slots || a->context != b->context || a->max_batch_tokens != b->max_batch_tokens ||
-        a->mem_per_rank != b->mem_per_rank || a->layer_cost != b->layer_cost || a->rank0_cost != b->rank0_cost)
+        a->mem_per_rank != b->mem_per_rank || a->layer_cost != b->layer_cost || a->rank0_cost != b->rank0_cost ||
+        a->cuda_sms != b->cuda_sms)
         return 0;
     for (int s = 0; s <= a->stages; s++)
         if (a->cut[s] != b->cut[s] || (s < a->stages && a->stage_cost[s] != b->stage_cost[s]))
@@ -430,6 +432,19 @@ static void test_json(void)
           "grok-1 round trip: %s", g1_last_error());
     g1_plan_free(&q);
     g1_plan_free(&g);
+    /* memory counted for the cuda backend: the GPUs' multiprocessors come
+     * back too (a build without CUDA refuses to count it) */
+    rg.cuda_sms = 114;
+    if (g1_cuda_built()) {
+        CHECK(g1_plan_make(&rg, &g) == G1_OK && g.cuda_sms == 114, "grok-1 cuda: %s", g1_last_error());
+        CHECK(g1_plan_write_json(&g, gpath) == G1_OK && g1_plan_read_json(gpath, &q) == G1_OK &&
+                  plans_equal(&g, &q), "grok-1 cuda round trip: %s", g1_last_error());
+        g1_plan_free(&q);
+        g1_plan_free(&g);
+    } else {
+        CHECK(g1_plan_make(&rg, &g) == G1_ERR_CUDA && strstr(g1_last_error(), "no CUDA backend"),
+              "grok-1 cuda without CUDA: %s", g1_last_error());
+    }
 
     expect_bad_json(path, mut_format, "format");
     expect_bad_json(path, mut_version, "format_version");

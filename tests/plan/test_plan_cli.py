@@ -175,6 +175,63 @@ def case_usage_errors():
     expect(rc == 1 and "not a preset" in err, "unknown preset")
 
 
+def plan_json(args):
+    rc, out, err = run(args + ["--out", "-"])
+    expect(rc == 0, f"{' '.join(args)} plans ({err.strip()[-300:]})")
+    return json.loads(out)
+
+
+def case_cuda():
+    """--backend cuda counts a rank's GPU memory: the weights as uploaded
+    (one scale array a matrix, fewer bytes than the host's two) and the CUDA
+    engine's buffers (more than the CPU engine's at Grok-1's shapes), which
+    grow with the tokens a step and the multiprocessors; a limit between
+    the two totals fits the cpu backend and refuses the cuda one."""
+    g1 = ["--config", "grok-1", "--stages", "8", "--ep", "1", "--context", "8192"]
+    if not A.cuda:
+        rc, out, err = run(g1 + ["--backend", "cuda"])
+        expect(rc == 1 and "no CUDA backend" in err, f"--backend cuda without CUDA refused: {err.strip()}")
+        return
+    rc, out, err = run(g1 + ["--backend", "cuda"])
+    expect(rc == 0 and "cuda backend (GPU memory, GPUs of 132 multiprocessors)" in out, "the table names the backend")
+    cpu, cuda = plan_json(g1), plan_json(g1 + ["--backend", "cuda"])
+    expect(cpu["backend"] == "cpu" and "gpu_sms" not in cpu and cuda["backend"] == "cuda" and cuda["gpu_sms"] == 132,
+           "the JSON says what memory it counted")
+    c0, g0 = cpu["ranks"][0], cuda["ranks"][0]
+    print(f"grok-1 rank 0: cpu weights {c0['weights_bytes']} buffers {c0['buffer_bytes']}; "
+          f"cuda weights {g0['weights_bytes']} buffers {g0['buffer_bytes']}")
+    expect(g0["weights_bytes"] < c0["weights_bytes"] and g0["buffer_bytes"] > c0["buffer_bytes"]
+           and g0["kv_cache_bytes"] == c0["kv_cache_bytes"], "cuda: fewer weight bytes, more buffer bytes, same caches")
+    def buffers(*extra):
+        return plan_json(g1 + ["--backend", "cuda"] + list(extra))["ranks"][1]["buffer_bytes"]
+    b = buffers()
+    expect(buffers("--max-batch-tokens", "4096") > b + (1 << 30), "4096 tokens a step: over 1 GiB more buffers")
+    expect(buffers("--gpu-sms", "148") > b > buffers("--gpu-sms", "108"), "more multiprocessors, more partial sums")
+    expect(buffers("--cuda-gemm", "f32") < b, "--cuda-gemm f32: no dequantised panels")
+    expect(buffers("--cuda-tune", "panel-mib=8") < b, "--cuda-tune panel-mib=8: smaller panels")
+    # a limit between the two totals
+    lim = (c0["total_bytes"] + g0["total_bytes"]) / 2
+    rc, out, err = run(g1 + ["--mem-per-rank", str(int(lim))])
+    expect(rc == 0, "the limit fits the cpu backend's count")
+    rc, out, err = run(g1 + ["--mem-per-rank", str(int(lim)), "--backend", "cuda"])
+    expect(rc == 1 and "--mem-per-rank" in err, f"and refuses the cuda backend's: {err.strip()[:200]}")
+    # a model the CUDA engine does not take
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "wide.json")
+        with open(cfg, "w") as f:
+            json.dump({"key_size": 512, "num_q_heads": 12, "num_kv_heads": 4}, f)
+        rc, out, err = run(["--config", cfg, "--stages", "1", "--ep", "1"])
+        expect(rc == 0, f"a key_size of 512 plans for the cpu backend: {err.strip()[:200]}")
+        rc, out, err = run(["--config", cfg, "--stages", "1", "--ep", "1", "--backend", "cuda"])
+        expect(rc == 1 and "the CUDA backend needs an even key_size <= 256" in err,
+               f"and is refused for the cuda backend: {err.strip()[:200]}")
+    for args in (["--gpu-sms", "100"], ["--cuda-gemm", "f32"], ["--cuda-tune", "panel-mib=8"],
+                 ["--backend", "gpu"], ["--backend", "cuda", "--gpu-sms", "0"], ["--backend", "cuda", "--cuda-gemm", "f16"],
+                 ["--backend", "cuda", "--cuda-tune", "nosuch=1"]):
+        rc, out, err = run(g1 + args)
+        expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: {err.splitlines()[0]}")
+
+
 def case_checkpoint():
     if not A.hdf5:
         rc, out, err = run(["--checkpoint", "x.h5", "--stages", "1", "--ep", "1"])
@@ -196,6 +253,7 @@ if __name__ == "__main__":
     ap.add_argument("case")
     ap.add_argument("--plan", required=True)
     ap.add_argument("--hdf5", type=int, default=0)
+    ap.add_argument("--cuda", type=int, default=0)
     ap.add_argument("--mkckpt")
     A = ap.parse_args()
     globals()["case_" + A.case]()

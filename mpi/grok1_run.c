@@ -1267,6 +1267,7 @@ static g1_status pick_backend(const cli *c, g1_engine_opts *eo, unsigned char uu
         return G1_FAIL(G1_ERR_CUDA, "--backend cuda: no GPU is visible to this process (check the node and "
                                     "CUDA_VISIBLE_DEVICES), or use --backend cpu");
     eo->device = local % gpus; /* the local rank itself when the node's GPUs are all visible */
+    G1_TRY(g1_cuda_device_check(eo->device)); /* kernels built for this GPU */
     return g1_cuda_device_uuid(eo->device, uuid);
 }
 

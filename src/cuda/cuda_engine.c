@@ -31,6 +31,26 @@ g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16])
     return G1_OK;
 }
 
+#ifndef G1_NVCC_GENCODE
+#define G1_NVCC_GENCODE "(unknown)"
+#endif
+
+g1_status g1_cuda_device_check(int device)
+{
+    G1_CU(cudaSetDevice(device));
+    cudaError_t ki = g1_cuda_kernel_image();
+    if (ki == cudaSuccess)
+        return G1_OK;
+    (void)cudaGetLastError(); /* not sticky: nothing ran */
+    struct cudaDeviceProp prop;
+    G1_CU(cudaGetDeviceProperties(&prop, device));
+    int cc = prop.major * 10 + prop.minor;
+    return G1_FAIL(G1_ERR_CUDA, "GPU %d (%s) is of compute capability %d.%d, but this build's kernels are for %s "
+                                "(%s): rebuild with meson setup -Dnvcc_gencode='-gencode=arch=compute_%d,code=sm_%d' "
+                                "for this GPU (scripts/gpu-check.sh picks it from nvidia-smi)",
+                   device, prop.name, prop.major, prop.minor, G1_NVCC_GENCODE, cudaGetErrorString(ki), cc, cc);
+}
+
 /* cudaMalloc, zeroed, owned by the engine. */
 static g1_status dalloc(g1_cuda_engine *e, void *out, size_t bytes)
 {
@@ -190,7 +210,7 @@ static g1_status engine_start(g1_cuda_engine **out, const g1_config *c, int laye
     e->opts = *opts; /* the device, for g1_cuda_engine_free should a step below fail */
     if (dispatch)
         e->dispatch = *dispatch;
-    G1_CU(cudaSetDevice(opts->device));
+    G1_TRY(g1_cuda_device_check(opts->device));
     G1_CU(cudaStreamCreateWithFlags(&e->stream, cudaStreamNonBlocking));
     G1_CUBLAS(cublasCreate(&e->blas));
     G1_CUBLAS(cublasSetStream(e->blas, e->stream));

@@ -26,6 +26,11 @@ int g1_cuda_built(void);
  * there); G1_OK or an error. */
 g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16]);
 
+/* Whether this binary's kernels run on visible device `device`: G1_OK, or
+ * G1_ERR_CUDA naming the GPU's compute capability, the build's target
+ * (meson -Dnvcc_gencode) and the option that would fit it. */
+g1_status g1_cuda_device_check(int device);
+
 /* Upload `w` (borrowed only during the call) to device opts->device. With
  * dispatch NULL the MoE runs on the device (needs every expert); otherwise
  * the dispatch is called with host buffers (pinned) each layer. */

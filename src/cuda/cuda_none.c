@@ -18,6 +18,12 @@ g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16])
     return NO_CUDA;
 }
 
+g1_status g1_cuda_device_check(int device)
+{
+    (void)device;
+    return NO_CUDA;
+}
+
 g1_status g1_cuda_engine_init(g1_cuda_engine **out, const g1_weights *w, const g1_engine_opts *opts,
                               const g1_moe_dispatch *dispatch, const g1_cuda_opts *co)
 {

@@ -254,6 +254,12 @@ cudaError_t g1_cuda_score_rows(cudaStream_t s, const float *logits, int T, int V
     return cudaGetLastError();
 }
 
+cudaError_t g1_cuda_kernel_image(void)
+{
+    struct cudaFuncAttributes a;
+    return cudaFuncGetAttributes(&a, (const void *)rmsnorm_k);
+}
+
 cudaError_t g1_cuda_rmsnorm(cudaStream_t s, const float *x, int T, int D, const float *scale, float eps, float *out)
 {
     if (T <= 0)

@@ -145,6 +145,10 @@ typedef struct g1_row_score {
  * (g1_row_logprob), over 1024 threads in a fixed order. */
 cudaError_t g1_cuda_score_rows(cudaStream_t s, const float *logits, int T, int V, const int *target,
                                g1_row_score *out);
+/* cudaSuccess when this binary holds kernels the current device can run;
+ * cudaErrorNoKernelImageForDevice (or another error) when it was built for
+ * other GPUs (meson -Dnvcc_gencode). Launches nothing. */
+cudaError_t g1_cuda_kernel_image(void);
 /* out (T, D) = scale * x / sqrt(mean(x^2) + eps) (sum of squares in double). */
 cudaError_t g1_cuda_rmsnorm(cudaStream_t s, const float *x, int T, int D, const float *scale, float eps, float *out);
 /* x (T, D) += RMSNorm(y) */

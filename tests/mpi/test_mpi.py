@@ -645,6 +645,18 @@ def case_cuda_emu():
           "a GPU too small for the share: not refused before the load")
     left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
     check(not left, f"a run refused at load left {left} of its output")
+    # a binary whose kernels were built for other GPUs (emulated: no kernel
+    # image for the device) is refused as the backend starts, naming the
+    # GPU's compute capability and the build option that fits it
+    p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda",
+                "--stages", "2"], expect=None, exe=ARGS.run_emu,
+            env={"G1EMU_DEVICES": "2", "G1EMU_NO_KERNEL_IMAGE": "1"})
+    print("kernels for other GPUs:", next((l[:300] for l in p.stderr.splitlines() if "capability" in l), "-"))
+    check(p.returncode != 0 and "is of compute capability 9.0, but this build's kernels are for -gencode=" in p.stderr
+          and "-Dnvcc_gencode='-gencode=arch=compute_90,code=sm_90'" in p.stderr,
+          "kernels built for other GPUs: no refusal naming the GPU and the build option")
+    left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
+    check(not left, f"a run refused for its kernels left {left} of its output")
     # --mem-per-rank: with --backend cuda grok1-run's planner counts what
     # the GPU will hold (grok1-plan --backend cuda), more than the cpu
     # backend's count here: a limit between the two runs on the cpu and is

@@ -967,6 +967,20 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
     return cudaSuccess;
 }
 
+// G1EMU_NO_KERNEL_IMAGE=1: a binary built for other GPUs than this one
+cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *func)
+{
+    if (!attr || !func)
+        return last_error = cudaErrorInvalidValue;
+    memset(attr, 0, sizeof *attr);
+    const char *v = getenv("G1EMU_NO_KERNEL_IMAGE");
+    if (v && *v && strcmp(v, "0"))
+        return last_error = cudaErrorNoKernelImageForDevice;
+    attr->maxThreadsPerBlock = 1024;
+    attr->ptxVersion = attr->binaryVersion = 90;
+    return cudaSuccess;
+}
+
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {
     *total = device_memory();
@@ -998,6 +1012,7 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorNoKernelImageForDevice: return "cudaErrorNoKernelImageForDevice";
     default: return "cudaErrorUnknown";
     }
 }
@@ -1017,6 +1032,7 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorIllegalState: return "illegal state (g1emu)";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing (g1emu)";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture (g1emu)";
+    case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device (g1emu)";
     default: return "unknown error (g1emu)";
     }
 }

@@ -1411,7 +1411,7 @@ typedef struct job {
     g1_pipe_local *local;
     int P, E, M;
     int agreed; /* a failure now is the same on every rank (layout, plan) */
-    int together; /* every rank knows that the run failed (a rank's own failure, or another's): no abort */
+    int together; /* every rank knows that the run failed, no abort: 1 its own failure, 2 another's */
     g1_trace trace; /* --trace: this rank's spans */
     g1_tokenizer *tok; /* rank 0, --tokenizer */
     int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
@@ -1702,7 +1702,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
      * can take back the output files it opened before the job ends */
     g1_status lst = g1_engine_init_source(&j->e, &src, &eo, dp, &held);
     if (!g1_world_all_ok(lst == G1_OK)) {
-        j->together = 1;
+        j->together = lst != G1_OK ? 1 : 2;
         return lst != G1_OK ? lst
                             : G1_FAIL(G1_ERR_IO, "another rank could not load its share of the weights (its "
                                                    "message says why)");
@@ -1882,8 +1882,10 @@ int main(int argc, char **argv)
         /* one rank's failure ends the job: no rank may wait for ever */
         char host[256] = "?";
         gethostname(host, sizeof host - 1);
-        fprintf(stderr, "grok1-run: error: rank %d of %d (host %s): %s\n", world.rank, world.size, host,
-                g1_last_error());
+        /* of the ranks that only heard of another's failure, rank 0 says so */
+        if (j.together != 2 || world.rank == 0)
+            fprintf(stderr, "grok1-run: error: rank %d of %d (host %s): %s\n", world.rank, world.size, host,
+                    g1_last_error());
         if (world.rank == 0)
             files_close(&c, &f, 0);
         if (!j.together)

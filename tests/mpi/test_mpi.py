@@ -903,6 +903,8 @@ def case_parts():
     check("rank 0 of 4" in p.stderr and "another rank could not load its share" in p.stderr
           and "mpi_abort" not in p.stderr.lower(), f"a node without its part: rank 0 not told, or the job aborted: "
           f"{p.stderr.strip()[-600:]}")
+    check("rank 1 of 4" not in p.stderr and p.stderr.count("part file p1.h5") == 2,
+          f"a node without its part: not just its 2 ranks' messages and rank 0's: {p.stderr.strip()[-600:]}")
     left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
     check(not left, f"a job that failed at load left {left} of its output")
 

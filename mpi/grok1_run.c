@@ -1321,9 +1321,9 @@ static void plan_backend(const cli *c, g1_plan_request *rq)
     rq->cuda_tune = c->cuda_tune;
 }
 
-/* The stage layout: from --plan, or the planner (with --layers-per-stage
- * as an override). Every rank computes or reads the same plan. *//* The layout's cuts: from --plan, --layers-per-stage or the planner (what
- * they balance in *balanced, for --verbose). */
+/* The layout's cuts: from --plan, --layers-per-stage or the planner (what
+ * they balance in *balanced, for --verbose). Every rank computes or reads
+ * the same plan. */
 static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan, const char **balanced)
 {
     *balanced = c->plan;

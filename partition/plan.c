@@ -309,8 +309,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     free(S);
     free(Sp);
     p->cuda_sms = r->cuda_sms;
-    /* the CUDA engine's scratch, exactly as it counts it (the layer count
-     * only sizes a table of pointers: stages of one length share it) */
+    /* the CUDA engine's scratch, exactly as its check before the load counts it */
     g1_engine_opts eo = {.n_slots = 1, .max_batch = r->max_batch_tokens, .max_context = p->context,
                          .cuda_gemm = r->cuda_gemm, .cuda_tune = r->cuda_tune};
     for (int rk = 0; rk < N; rk++) {

@@ -59,6 +59,7 @@ typedef struct cli {
     g1_run_mode mode;
     int have_mode;
     int check_input; /* --check-input: read the input as a run would, report, exit */
+    int skip_checksums; /* --skip-checksums: read the checkpoint without comparing its checksums */
     int max_new_tokens, batch_size, max_batch_tokens, threads;
     unsigned long long seed;
     int stages, ep, micro_batches, verbose, resume;
@@ -94,6 +95,10 @@ static void usage(FILE *f)
 "  --checkpoint FILE.h5      a grok1-hdf5 checkpoint (from the converter or grok1-mkckpt),\n"
 "                            or one joined from parts by grok1-link (HDF5_EXT_PREFIX:\n"
 "                            folders of local copies of the parts, tried first)\n"
+"  --skip-checksums          read the checkpoint without comparing it with its checksums (a\n"
+"                            CRC-32 per tensor and expert, written by grok1-convert and\n"
+"                            grok1-mkckpt; a tensor that does not match otherwise stops the\n"
+"                            load, naming it)\n"
 "  --synthetic PRESET        build deterministic synthetic weights in memory instead\n"
 "                            (tiny, small, grok-1); the same weights as\n"
 "                            grok1-mkckpt --config PRESET --seed S\n"
@@ -382,7 +387,7 @@ static int parse_args(int argc, char **argv, cli *c)
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNCATE, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE, O_CHECK };
+           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE, O_CHECK, O_SKIP_CRC };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -405,6 +410,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"cuda-graphs", required_argument, NULL, O_GRAPHS},
         {"cuda-tune", required_argument, NULL, O_TUNE},
         {"check-input", no_argument, NULL, O_CHECK},
+        {"skip-checksums", no_argument, NULL, O_SKIP_CRC},
         {"max-context", required_argument, NULL, O_MAXCTX},
         {"kv-cache", required_argument, NULL, O_KV},
         {"prefix-cache", required_argument, NULL, O_PREFIX}, {"balance", required_argument, NULL, O_BALANCE},
@@ -441,6 +447,7 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_LPS: c->layers_per_stage = optarg; break;
         case O_VERBOSE: c->verbose = 1; break;
         case O_CHECK: c->check_input = 1; break;
+        case O_SKIP_CRC: c->skip_checksums = 1; break;
         case O_RESUME: c->resume = 1; break;
         case O_TRACE: c->trace = optarg; break;
         case O_TOK: c->tokenizer = optarg; break;
@@ -584,6 +591,8 @@ static int parse_args(int argc, char **argv, cli *c)
             return usage_error("%s: the file name is empty", names[i].opt);
     if (!!c->checkpoint == !!c->synthetic)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --synthetic PRESET");
+    if (c->skip_checksums && !c->checkpoint)
+        return usage_error("--skip-checksums is for --checkpoint (synthetic weights have no checksums)");
     if (c->dump_logits && c->mode != G1_MODE_SCORE)
         return usage_error("--dump-logits works with --mode score only");
     if (c->plan && c->layers_per_stage)
@@ -692,7 +701,7 @@ static int check_files(const cli *c, char *msg, size_t n)
 typedef struct model {
     const cli *c;
     g1_config cfg;
-    unsigned long long bytes_read;
+    unsigned long long bytes_read, bytes_checked;
 #if G1_HAVE_HDF5
     g1_ckpt *ck;
 #endif
@@ -708,6 +717,7 @@ static g1_status model_open(const cli *c, model *m)
     }
 #if G1_HAVE_HDF5
     G1_TRY(g1_ckpt_open(c->checkpoint, &m->ck));
+    g1_ckpt_set_checksums(m->ck, !c->skip_checksums);
     m->cfg = *g1_ckpt_config(m->ck);
     return G1_OK;
 #else
@@ -735,6 +745,7 @@ static g1_status model_part(const g1_weights_source *src, int l0, int l1, int wi
 #if G1_HAVE_HDF5
     g1_status st = g1_ckpt_load_reuse(m->ck, l0, l1, src->expert0, src->expert1, with_embedding, w);
     m->bytes_read = g1_ckpt_bytes_read(m->ck);
+    m->bytes_checked = g1_ckpt_bytes_checked(m->ck);
     return st;
 #else
     (void)l0, (void)l1, (void)with_embedding;
@@ -1720,10 +1731,17 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
                      "memory", eo.device, (double)held.host_peak / 1e6);
         else
             snprintf(where, sizeof where, "in host memory; %s CPU kernels", g1_cpu_kernels());
+        char checked[128] = "";
+        if (c->checkpoint)
+            snprintf(checked, sizeof checked, ", %s",
+                     c->skip_checksums                   ? "checksums skipped"
+                     : m->bytes_checked == 0             ? "no checksums in the file: not checked"
+                     : m->bytes_checked == m->bytes_read ? "checksums all matched"
+                                                         : "checksums matched (some tensors have none)");
         fprintf(stderr, "grok1-run: rank %d (stage %d, slot %d): layers %d-%d, experts %d-%d%s: %llu bytes read, "
-                        "%.3f MB of weights held (%s), %.2f s\n",
+                        "%.3f MB of weights held (%s)%s, %.2f s\n",
                 rank, s, e, l0, l1 - 1, first, first + count - 1, rank == 0 ? ", embedding" : "", m->bytes_read,
-                (double)held.bytes / 1e6, where, now_s() - t0);
+                (double)held.bytes / 1e6, where, checked, now_s() - t0);
     }
     char paths[512];
     if (c->verbose && rank == 0 && g1_engine_cuda_paths(j->e, paths, sizeof paths))

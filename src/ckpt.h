@@ -35,6 +35,14 @@ g1_status g1_ckpt_load_reuse(g1_ckpt *ck, int l0, int l1, int e0, int e1, int wi
 g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17]);
 /* Payload bytes read from the file so far (weights, scales, norms...). */
 uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck);
+/* Checksums (docs/CHECKPOINT.md): a dataset that has them (our writers put
+ * a CRC-32 on every dataset, one per expert on the moe ones) is compared as
+ * it is read, and a load fails with G1_ERR_FORMAT naming the dataset (and
+ * expert) that does not match. Datasets without checksums (files written
+ * by other tools or before checksums) are read unchecked. on = 0 skips the
+ * comparison. bytes_checked: of g1_ckpt_bytes_read, those compared. */
+void g1_ckpt_set_checksums(g1_ckpt *ck, int on);
+uint64_t g1_ckpt_bytes_checked(const g1_ckpt *ck);
 void g1_ckpt_close(g1_ckpt *ck);
 
 /* ---- a checkpoint in parts (grok1-link; docs/CHECKPOINT.md) ---- */

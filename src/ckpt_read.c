@@ -21,6 +21,8 @@ struct g1_ckpt {
     char *path;
     g1_config cfg;
     uint64_t bytes_read; /* payload bytes, as stored in the file */
+    uint64_t bytes_checked; /* of those, compared with the file's checksums */
+    int skip_checksums;     /* g1_ckpt_set_checksums(ck, 0) */
     uint64_t *part_fp;   /* a checkpoint in parts: G1_H5_PART_FP_ATTR (L + 1 values), else NULL */
     char file_name[1024]; /* the name HDF5 gives the checkpoint's own file */
 };
@@ -31,6 +33,8 @@ typedef struct dset {
     int rank;
     hsize_t dims[3];
     size_t esize;   /* bytes per element in the file */
+    uint32_t *crc;  /* G1_H5_CRC_ATTR: ncrc values (one, or one per expert), NULL when none */
+    int ncrc;
     char name[1200]; /* "layers/03/moe_up" for messages (with "in part file P" when linked) */
 } dset;
 
@@ -286,6 +290,10 @@ const g1_config *g1_ckpt_config(const g1_ckpt *ck) { return &ck->cfg; }
 
 uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck) { return ck->bytes_read; }
 
+uint64_t g1_ckpt_bytes_checked(const g1_ckpt *ck) { return ck->bytes_checked; }
+
+void g1_ckpt_set_checksums(g1_ckpt *ck, int on) { ck->skip_checksums = !on; }
+
 void g1_ckpt_close(g1_ckpt *ck)
 {
     if (!ck)
@@ -328,6 +336,60 @@ static void close_dset(dset *d)
     if (d->id >= 0)
         H5Dclose(d->id);
     d->id = -1;
+    free(d->crc);
+    d->crc = NULL;
+    d->ncrc = 0;
+}
+
+/* The dataset's checksums (G1_H5_CRC_ATTR), when it has them: one per
+ * expert for a 3-dimensional (expert) dataset, else one. */
+static g1_status read_crcs(dset *d)
+{
+    size_t want = d->rank == 3 ? (size_t)d->dims[0] : 1;
+    d->crc = malloc((want ? want : 1) * sizeof *d->crc);
+    if (!d->crc)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    int n = g1_h5_get_crcs(d->id, d->crc, want ? want : 1);
+    if (n == 0) {
+        free(d->crc);
+        d->crc = NULL;
+        return G1_OK;
+    }
+    if (n < 0 || (size_t)n != want)
+        return G1_FAIL(G1_ERR_FORMAT,
+                       "checkpoint %s has a %s attribute that is not %zu unsigned integer%s (one per %s): not "
+                       "written by grok1-convert or grok1-mkckpt?",
+                       d->name, G1_H5_CRC_ATTR, want, want == 1 ? "" : "s", d->rank == 3 ? "expert" : "dataset");
+    d->ncrc = n;
+    return G1_OK;
+}
+
+/* A read's bytes (n of them; crc their CRC-32) are all of checksum idx of
+ * d (the dataset, or expert idx): compare, when it has checksums. */
+static g1_status check_crc(g1_ckpt *ck, const dset *d, int idx, uint32_t crc, uint64_t n)
+{
+    if (!d->ncrc || ck->skip_checksums)
+        return G1_OK;
+    if (crc != d->crc[idx]) {
+        char which[32] = "";
+        if (d->rank == 3)
+            snprintf(which, sizeof which, " expert %d", idx);
+        return G1_FAIL(G1_ERR_FORMAT,
+                       "checkpoint %s: %s%s does not match its checksum (CRC-32 %08x; the file records %08x): the "
+                       "file is damaged (cut short or changed since it was written). Copy it again, or convert it "
+                       "again (grok1-run --skip-checksums loads it unchecked)",
+                       ck->path, d->name, which, (unsigned)crc, (unsigned)d->crc[idx]);
+    }
+    ck->bytes_checked += n;
+    return G1_OK;
+}
+
+/* The same from the bytes themselves (not computed when not compared). */
+static g1_status check_buf(g1_ckpt *ck, const dset *d, int idx, const void *buf, uint64_t n)
+{
+    if (!d->ncrc || ck->skip_checksums)
+        return G1_OK;
+    return check_crc(ck, d, idx, g1_h5_crc32(buf, (size_t)n), n);
 }
 
 static g1_status check_type(const dset *d, dkind kind)
@@ -412,6 +474,7 @@ static g1_status open_dset(const g1_ckpt *ck, hid_t loc, const char *dir, const 
         hid_t t = H5Dget_type(d->id);
         d->esize = H5Tget_size(t);
         H5Tclose(t);
+        st = read_crcs(d);
     }
     H5Sclose(sp);
     if (st != G1_OK)
@@ -472,10 +535,16 @@ static g1_status read_slab(g1_ckpt *ck, const dset *d, hid_t memtype, const hsiz
     return G1_OK;
 }
 
+/* The whole dataset, compared with its checksum (as float32 or int8 in
+ * memory: what the checksums are of). */
 static g1_status read_all(g1_ckpt *ck, const dset *d, hid_t memtype, void *buf)
 {
     hsize_t start[3] = {0, 0, 0};
-    return read_slab(ck, d, memtype, start, d->dims, buf);
+    G1_TRY(read_slab(ck, d, memtype, start, d->dims, buf));
+    uint64_t n = H5Tget_size(memtype);
+    for (int i = 0; i < d->rank; i++)
+        n *= d->dims[i];
+    return check_buf(ck, d, 0, buf, n);
 }
 
 /* A whole float dataset of the given shape. */
@@ -596,7 +665,11 @@ static g1_status load_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
         hsize_t cw[3] = {1, w.dims[1], w.dims[2]}, cs[3] = {1, s.dims[1], s.dims[2]};
         st = read_slab(ck, &w, H5T_NATIVE_INT8, start, cw, m->w);
         if (st == G1_OK)
+            st = check_buf(ck, &w, e, m->w, (uint64_t)(cw[1] * cw[2]));
+        if (st == G1_OK)
             st = read_slab(ck, &s, H5T_NATIVE_FLOAT, start, cs, m->scale);
+        if (st == G1_OK)
+            st = check_buf(ck, &s, e, m->scale, (uint64_t)(cs[1] * cs[2]) * sizeof(float));
     }
     close_dset(&w);
     close_dset(&s);
@@ -669,13 +742,21 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
     hsize_t slab = embed_slab_rows(&d);
     float *buf = malloc((size_t)(slab * dims[1]) * sizeof *buf);
     g1_status st = buf ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    int crc_on = d.ncrc && !ck->skip_checksums;
+    uint32_t crc = 0; /* of the rows read so far */
     for (hsize_t r = 0; r < dims[0] && st == G1_OK; r += slab) {
         hsize_t start[2] = {r, 0}, count[2] = {dims[0] - r < slab ? dims[0] - r : slab, dims[1]};
         st = read_slab(ck, &d, H5T_NATIVE_FLOAT, start, count, buf);
+        size_t n = (size_t)(count[0] * count[1]);
+        if (st == G1_OK && crc_on)
+            crc = r ? g1_h5_crc32_join(crc, g1_h5_crc32(buf, n * sizeof *buf), n * sizeof *buf)
+                    : g1_h5_crc32(buf, n * sizeof *buf);
         uint16_t *dst = w->embedding + (size_t)(r * dims[1]);
-        for (size_t i = 0; st == G1_OK && i < (size_t)(count[0] * count[1]); i++)
+        for (size_t i = 0; st == G1_OK && i < n; i++)
             dst[i] = g1_f32_to_bf16(buf[i]);
     }
+    if (st == G1_OK && crc_on)
+        st = check_crc(ck, &d, 0, crc, (uint64_t)(dims[0] * dims[1]) * sizeof *buf);
     free(buf);
     close_dset(&d);
     return st;
@@ -693,7 +774,7 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
     float *v = malloc(D * sizeof *v);
     if (!v)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    uint64_t saved = ck->bytes_read, h = G1_H5_FNV_START;
+    uint64_t saved = ck->bytes_read, saved_checked = ck->bytes_checked, h = G1_H5_FNV_START;
     dset d = {.id = -1};
     g1_status st = has_embedding(ck);
     if (st == G1_OK)
@@ -715,6 +796,7 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
     }
     close_dset(&d); /* idempotent: a failed open left it closed */
     ck->bytes_read = saved; /* not part of the share a rank loads */
+    ck->bytes_checked = saved_checked;
     free(v);
     if (st == G1_OK)
         snprintf(hex, 17, "%016llx", (unsigned long long)h);

@@ -25,6 +25,12 @@ struct g1_ckpt_writer {
     uint8_t *rows_done;  /* (V): embedding row written yet? */
     int final_norm_done;
     int with_embedding;
+    /* checksums of what was written (G1_H5_CRC_ATTR), put on the datasets
+     * at finish: per (layer, item) as done, the weight's and the scale's */
+    uint32_t *crc_w, *crc_s;
+    uint32_t crc_final_norm;
+    uint32_t crc_emb;  /* of rows [0, emb_next) while they come in order */
+    int64_t emb_next;  /* -1: rows came out of order, read back at finish */
 };
 
 
@@ -163,7 +169,9 @@ static g1_status alloc_writer(const char *path, const g1_config *cfg, const int 
     wr->tmp = malloc(n);
     wr->done = calloc((size_t)(l1 - l0) * (size_t)wr->per_layer + 1, 1);
     wr->rows_done = calloc((size_t)cfg->vocab_size, 1);
-    if (!wr->path || !wr->tmp || !wr->done || !wr->rows_done)
+    wr->crc_w = calloc((size_t)(l1 - l0) * (size_t)wr->per_layer + 1, sizeof *wr->crc_w);
+    wr->crc_s = calloc((size_t)(l1 - l0) * (size_t)wr->per_layer + 1, sizeof *wr->crc_s);
+    if (!wr->path || !wr->tmp || !wr->done || !wr->rows_done || !wr->crc_w || !wr->crc_s)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     if (!with_embedding)
         memset(wr->rows_done, 1, (size_t)cfg->vocab_size);
@@ -177,6 +185,8 @@ static void free_writer(g1_ckpt_writer *wr)
     free(wr->tmp);
     free(wr->done);
     free(wr->rows_done);
+    free(wr->crc_w);
+    free(wr->crc_s);
     free(wr);
 }
 
@@ -240,19 +250,108 @@ static const char *first_missing(const g1_ckpt_writer *wr, char *buf, size_t n)
     return NULL;
 }
 
+/* ---- checksums ---- */
+
+static g1_status put_crcs(g1_ckpt_writer *wr, const char *name, const uint32_t *v, size_t n)
+{
+    hid_t d = H5Dopen2(wr->file, name, H5P_DEFAULT);
+    herr_t e = d < 0 ? -1 : g1_h5_put_crcs(d, v, n);
+    char detail[256];
+    if (e < 0)
+        g1_h5_detail(detail);
+    if (d >= 0)
+        H5Dclose(d);
+    if (e < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: cannot write the checksum of %s: %s", wr->tmp, name, detail);
+    return G1_OK;
+}
+
+/* The embedding's rows were not written in order: its checksum from the
+ * file, read back in slabs. */
+static g1_status embedding_crc_from_file(g1_ckpt_writer *wr)
+{
+    const g1_config *c = &wr->cfg;
+    hsize_t D = (hsize_t)c->emb_size, slab = EMBED_CHUNK_BYTES / (D * sizeof(float));
+    slab = slab < 1 ? 1 : slab;
+    float *buf = malloc((size_t)(slab * D) * sizeof *buf);
+    if (!buf)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    hid_t d = H5Dopen2(wr->file, "embedding", H5P_DEFAULT);
+    herr_t e = d < 0 ? -1 : 0;
+    uint32_t crc = 0;
+    hsize_t V = (hsize_t)c->vocab_size;
+    for (hsize_t r = 0; r < V && e >= 0; r += slab) {
+        hsize_t start[2] = {r, 0}, count[2] = {V - r < slab ? V - r : slab, D};
+        hid_t fs = H5Dget_space(d), ms = H5Screate_simple(2, count, NULL);
+        e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (e >= 0)
+            e = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf);
+        H5Sclose(ms);
+        H5Sclose(fs);
+        size_t nb = (size_t)(count[0] * D) * sizeof *buf;
+        if (e >= 0)
+            crc = r ? g1_h5_crc32_join(crc, g1_h5_crc32(buf, nb), nb) : g1_h5_crc32(buf, nb);
+    }
+    if (d >= 0)
+        H5Dclose(d);
+    free(buf);
+    if (e < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: cannot read the embedding back for its checksum", wr->tmp);
+    wr->crc_emb = crc;
+    return G1_OK;
+}
+
+/* Every dataset's G1_H5_CRC_ATTR, from the checksums of what was written. */
+static g1_status put_all_crcs(g1_ckpt_writer *wr)
+{
+    int E = wr->cfg.num_experts;
+    if (wr->with_embedding) {
+        if (wr->emb_next != wr->cfg.vocab_size)
+            G1_TRY(embedding_crc_from_file(wr));
+        G1_TRY(put_crcs(wr, "embedding", &wr->crc_emb, 1));
+    }
+    G1_TRY(put_crcs(wr, "final_norm", &wr->crc_final_norm, 1));
+    uint32_t *v = malloc((size_t)E * sizeof *v);
+    if (!v)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st = G1_OK;
+    for (int l = wr->l0; l < wr->l1 && st == G1_OK; l++) {
+        const uint32_t *cw = wr->crc_w + (size_t)(l - wr->l0) * wr->per_layer;
+        const uint32_t *cs = wr->crc_s + (size_t)(l - wr->l0) * wr->per_layer;
+        char name[96];
+        for (int n = 0; n < G1_NUM_NORM && st == G1_OK; n++) {
+            snprintf(name, sizeof name, "layers/%02d/%s", l, g1_norm_names[n]);
+            st = put_crcs(wr, name, &cw[n], 1);
+        }
+        snprintf(name, sizeof name, "layers/%02d/router", l);
+        if (st == G1_OK)
+            st = put_crcs(wr, name, &cw[G1_NUM_NORM + 4], 1);
+        for (int i = 0; i < G1_NUM_QMAT && st == G1_OK; i++) {
+            int x = is_expert((g1_qmat_id)i), at = x ? G1_NUM_NORM + 5 + (i - G1_MOE_GATE) * E : G1_NUM_NORM + i;
+            for (int half = 0; half < 2 && st == G1_OK; half++) {
+                snprintf(name, sizeof name, "layers/%02d/%s%s", l, g1_qmat_names[i], half ? "_scale" : "");
+                memcpy(v, (half ? cs : cw) + at, (size_t)(x ? E : 1) * sizeof *v);
+                st = put_crcs(wr, name, v, (size_t)(x ? E : 1));
+            }
+        }
+    }
+    free(v);
+    return st;
+}
+
 g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr)
 {
     char buf[96];
     const char *missing = first_missing(wr, buf, sizeof buf);
-    if (missing) {
-        g1_status st = G1_FAIL(G1_ERR_INTERNAL, "checkpoint writer: %s was never written; %s not created",
-                               missing, wr->path);
+    g1_status st = missing ? G1_FAIL(G1_ERR_INTERNAL, "checkpoint writer: %s was never written; %s not created",
+                                     missing, wr->path)
+                           : put_all_crcs(wr);
+    if (st != G1_OK) {
         g1_ckpt_writer_abort(wr);
         return st;
     }
     herr_t e = H5Fclose(wr->file);
     wr->file = -1;
-    g1_status st = G1_OK;
     if (e < 0) {
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", wr->tmp);
     } else {
@@ -324,6 +423,14 @@ g1_status g1_ckpt_write_embedding_rows(g1_ckpt_writer *wr, int64_t row0, int64_t
     hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)c->emb_size};
     G1_TRY(write_slab(wr, "embedding", H5T_NATIVE_FLOAT, 2, start, count, rows));
     memset(wr->rows_done + row0, 1, (size_t)nrows);
+    if (row0 == wr->emb_next) { /* in order: the checksum runs on */
+        size_t nb = (size_t)nrows * (size_t)c->emb_size * sizeof *rows;
+        uint32_t crc = g1_h5_crc32(rows, nb);
+        wr->crc_emb = row0 ? g1_h5_crc32_join(wr->crc_emb, crc, nb) : crc;
+        wr->emb_next = row0 + nrows;
+    } else {
+        wr->emb_next = -1;
+    }
     return G1_OK;
 }
 
@@ -332,6 +439,7 @@ g1_status g1_ckpt_write_final_norm(g1_ckpt_writer *wr, const float *v)
     hsize_t start[1] = {0}, count[1] = {(hsize_t)wr->cfg.emb_size};
     G1_TRY(write_slab(wr, "final_norm", H5T_NATIVE_FLOAT, 1, start, count, v));
     wr->final_norm_done = 1;
+    wr->crc_final_norm = g1_h5_crc32(v, (size_t)wr->cfg.emb_size * sizeof *v);
     return G1_OK;
 }
 
@@ -345,6 +453,7 @@ g1_status g1_ckpt_write_norm(g1_ckpt_writer *wr, int layer, g1_norm_id n, const 
     hsize_t start[1] = {0}, count[1] = {(hsize_t)wr->cfg.emb_size};
     G1_TRY(write_slab(wr, name, H5T_NATIVE_FLOAT, 1, start, count, v));
     mark(wr, layer, (int)n);
+    wr->crc_w[(size_t)(layer - wr->l0) * wr->per_layer + (int)n] = g1_h5_crc32(v, (size_t)wr->cfg.emb_size * sizeof *v);
     return G1_OK;
 }
 
@@ -356,6 +465,8 @@ g1_status g1_ckpt_write_router(g1_ckpt_writer *wr, int layer, const float *v)
     hsize_t start[2] = {0, 0}, count[2] = {(hsize_t)wr->cfg.emb_size, (hsize_t)wr->cfg.num_experts};
     G1_TRY(write_slab(wr, name, H5T_NATIVE_FLOAT, 2, start, count, v));
     mark(wr, layer, G1_NUM_NORM + 4);
+    wr->crc_w[(size_t)(layer - wr->l0) * wr->per_layer + G1_NUM_NORM + 4] =
+        g1_h5_crc32(v, (size_t)wr->cfg.emb_size * (size_t)wr->cfg.num_experts * sizeof *v);
     return G1_OK;
 }
 
@@ -380,6 +491,10 @@ g1_status g1_ckpt_write_qmat(g1_ckpt_writer *wr, int layer, g1_qmat_id id, int e
     cs[x + 1] = (hsize_t)cols;
     G1_TRY(write_slab(wr, name, H5T_NATIVE_INT8, rank, start + 1 - x, cw, w));
     G1_TRY(write_slab(wr, sname, H5T_NATIVE_FLOAT, rank, start + 1 - x, cs, scale));
-    mark(wr, layer, is_expert(id) ? G1_NUM_NORM + 5 + ((int)id - G1_MOE_GATE) * E + expert : G1_NUM_NORM + (int)id);
+    int item = is_expert(id) ? G1_NUM_NORM + 5 + ((int)id - G1_MOE_GATE) * E + expert : G1_NUM_NORM + (int)id;
+    mark(wr, layer, item);
+    size_t at = (size_t)(layer - wr->l0) * wr->per_layer + item;
+    wr->crc_w[at] = g1_h5_crc32(w, (size_t)rows * (size_t)cols);
+    wr->crc_s[at] = g1_h5_crc32(scale, (size_t)wr->blocks[id] * (size_t)cols * sizeof *scale);
     return G1_OK;
 }

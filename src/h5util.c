@@ -3,8 +3,13 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
@@ -94,4 +99,84 @@ void g1_h5_sync_file(const char *path)
         fsync(fd);
         close(fd);
     }
+}
+
+/* ---- checksums ---- */
+
+/* Pieces of at least this many bytes, at most CRC_PIECE_MAX: enough of them
+ * to keep every thread busy (4 a thread) without joining tiny ones. */
+#define CRC_PIECE_MIN ((size_t)256 << 10)
+#define CRC_PIECE_MAX ((size_t)8 << 20)
+
+static uint32_t crc_piece(const unsigned char *p, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    while (n) { /* crc32_z takes size_t, but stay within 1 GiB a call */
+        size_t k = n < ((size_t)1 << 30) ? n : (size_t)1 << 30;
+        c = crc32_z(c, p, k);
+        p += k, n -= k;
+    }
+    return (uint32_t)c;
+}
+
+uint32_t g1_h5_crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
+{
+    return (uint32_t)crc32_combine64(crc_a, crc_b, (z_off64_t)len_b);
+}
+
+uint32_t g1_h5_crc32(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+#ifdef _OPENMP
+    size_t piece = n / (4 * (size_t)omp_get_max_threads());
+#else
+    size_t piece = n;
+#endif
+    piece = piece < CRC_PIECE_MIN ? CRC_PIECE_MIN : piece > CRC_PIECE_MAX ? CRC_PIECE_MAX : piece;
+    size_t pieces = (n + piece - 1) / piece;
+    uint32_t *c = pieces > 1 ? malloc(pieces * sizeof *c) : NULL;
+    if (!c) /* one piece (or no memory for the list): on this thread */
+        return crc_piece(b, n);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = 0; i < pieces; i++)
+        c[i] = crc_piece(b + i * piece, i + 1 < pieces ? piece : n - i * piece);
+    uint32_t all = c[0];
+    for (size_t i = 1; i < pieces; i++)
+        all = g1_h5_crc32_join(all, c[i], i + 1 < pieces ? piece : n - i * piece);
+    free(c);
+    return all;
+}
+
+herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n)
+{
+    if (H5Aexists(dset, G1_H5_CRC_ATTR) > 0 && H5Adelete(dset, G1_H5_CRC_ATTR) < 0)
+        return -1;
+    hsize_t dims[1] = {n};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(dset, G1_H5_CRC_ATTR, H5T_STD_U32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_UINT32, v);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(sp);
+    return e;
+}
+
+int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max)
+{
+    htri_t there = H5Aexists(dset, G1_H5_CRC_ATTR);
+    if (there == 0)
+        return 0;
+    if (there < 0)
+        return -1;
+    hid_t a = H5Aopen(dset, G1_H5_CRC_ATTR, H5P_DEFAULT);
+    if (a < 0)
+        return -1;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    int ok = H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_ndims(sp) <= 1 && n >= 1 && (size_t)n <= max &&
+             H5Aread(a, H5T_NATIVE_UINT32, v) >= 0;
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Aclose(a);
+    return ok ? (int)n : -1;
 }

@@ -26,6 +26,26 @@ void g1_h5_sync_file(const char *path);
 #define G1_H5_FNV_START 0xcbf29ce484222325ull
 uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n);
 
+/* Checksums of a checkpoint's datasets (docs/CHECKPOINT.md): attribute
+ * "crc32" on a dataset, uint32 values: one per expert for the moe datasets
+ * (over that expert's slab), else one (over the whole dataset). Each is
+ * zlib's CRC-32 (IEEE 802.3; what Python's zlib.crc32 gives) of the
+ * elements in row-major order as int8 bytes or little-endian float32. */
+#define G1_H5_CRC_ATTR "crc32"
+
+/* zlib's CRC-32 of n bytes, from 0; large buffers in pieces on the OpenMP
+ * threads, joined. */
+uint32_t g1_h5_crc32(const void *p, size_t n);
+/* The CRC-32 of a then b from crc(a), crc(b) and b's length. */
+uint32_t g1_h5_crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+/* Write the "crc32" attribute (n values) on an open dataset, replacing one
+ * that is there. */
+herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n);
+/* Read the "crc32" attribute of an open dataset into v (at most max
+ * values): the number of values, 0 when the dataset has none, -1 when it is
+ * not an integer array of at most max values or cannot be read. */
+int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max);
+
 /* File access for reading checkpoints: file locking off (many ranks open
  * the file at once, on file systems without flock). Close with H5Pclose. */
 hid_t g1_h5_read_fapl(void);

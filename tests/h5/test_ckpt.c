@@ -13,6 +13,9 @@
 
 static int failures;
 static char dir[256];
+/* write_synth writes the embedding's rows out of order (the writer then
+ * reads them back for the checksum) */
+static int emb_out_of_order;
 
 #define CHECK(cond, ...)                                          \
     do {                                                          \
@@ -50,11 +53,13 @@ static g1_status write_synth(const char *path, const g1_synth *s, int l0, int l1
     int8_t *w = malloc((size_t)c->ffn_size * D);
     float *sc = malloc(8 * (size_t)c->ffn_size * sizeof *sc);
     g1_status st = buf && w && sc ? G1_OK : G1_ERR_NOMEM;
-    /* embedding in uneven pieces: rows [0,100), [100,V) */
+    /* embedding in uneven pieces: rows [0,100), [100,V); or [100,V), [0,100) */
     g1_synth_embedding_rows(s, 0, c->vocab_size, buf);
+    if (st == G1_OK && emb_out_of_order)
+        st = g1_ckpt_write_embedding_rows(wr, 100, c->vocab_size - 100, buf + 100 * D);
     if (st == G1_OK)
         st = g1_ckpt_write_embedding_rows(wr, 0, 100, buf);
-    if (st == G1_OK)
+    if (st == G1_OK && !emb_out_of_order)
         st = g1_ckpt_write_embedding_rows(wr, 100, c->vocab_size - 100, buf + 100 * D);
     g1_synth_final_norm(s, buf);
     if (st == G1_OK)
@@ -144,7 +149,7 @@ static void check_load(g1_ckpt *ck, const g1_synth *s, int l0, int l1, int e0, i
     int blocks[G1_NUM_QMAT];
     g1_synth_blocks(&s->cfg, blocks);
     g1_weights got, want;
-    uint64_t before = g1_ckpt_bytes_read(ck);
+    uint64_t before = g1_ckpt_bytes_read(ck), checked0 = g1_ckpt_bytes_checked(ck);
     g1_status st = g1_ckpt_load(ck, l0, l1, e0, e1, emb, &got);
     CHECK(st == G1_OK, "%s: %s", what, g1_last_error());
     if (st != G1_OK)
@@ -152,6 +157,10 @@ static void check_load(g1_ckpt *ck, const g1_synth *s, int l0, int l1, int e0, i
     uint64_t read = g1_ckpt_bytes_read(ck) - before, exp = expected_bytes(&s->cfg, blocks, l0, l1, e0, e1, emb);
     CHECK(read == exp, "%s: read %llu bytes, expected %llu", what, (unsigned long long)read,
           (unsigned long long)exp);
+    /* our writer puts a checksum on everything: every byte read is compared */
+    uint64_t checked = g1_ckpt_bytes_checked(ck) - checked0;
+    CHECK(checked == read, "%s: %llu of the %llu bytes read compared with checksums", what,
+          (unsigned long long)checked, (unsigned long long)read);
     if (g1_weights_alloc(&want, &s->cfg, l0, l1, e0, e1, blocks, emb) == G1_OK && g1_synth_weights(s, &want) == G1_OK)
         compare(&got, &want, what);
     else
@@ -188,6 +197,31 @@ static void test_roundtrip(const g1_synth *s)
     CHECK(g1_ckpt_load(ck, 0, 1, 3, 3, 0, &w) == G1_ERR_ARG, "empty expert range accepted");
     CHECK(g1_ckpt_load(ck, 0, 1, 0, 9, 0, &w) == G1_ERR_ARG, "expert range beyond the model accepted");
     g1_ckpt_close(ck);
+}
+
+/* The embedding's rows written out of order: its checksum comes from the
+ * file at finish, and matches; with checksums off nothing is compared. */
+static void test_embedding_out_of_order(const g1_synth *s)
+{
+    char path[320];
+    path_in_dir(path, sizeof path, "unordered.h5");
+    emb_out_of_order = 1;
+    CHECK(write_synth(path, s, 0, 1) == G1_OK, "write: %s", g1_last_error());
+    emb_out_of_order = 0;
+    g1_ckpt *ck;
+    if (g1_ckpt_open(path, &ck) != G1_OK) {
+        CHECK(0, "open: %s", g1_last_error());
+        return;
+    }
+    check_load(ck, s, 0, 1, 0, 8, 1);
+    g1_ckpt_set_checksums(ck, 0);
+    g1_weights w;
+    uint64_t checked = g1_ckpt_bytes_checked(ck);
+    CHECK(g1_ckpt_load(ck, 0, 1, 0, 8, 1, &w) == G1_OK, "load unchecked: %s", g1_last_error());
+    CHECK(g1_ckpt_bytes_checked(ck) == checked, "checksums compared while switched off");
+    g1_weights_free(&w);
+    g1_ckpt_close(ck);
+    remove(path);
 }
 
 /* A file holding layers [0,2) of a 4-layer model. */
@@ -349,6 +383,7 @@ int main(void)
     if (g1_config_preset("tiny", &s.cfg) != G1_OK)
         return 1;
     test_roundtrip(&s);
+    test_embedding_out_of_order(&s);
     test_layer_subset(&s);
     test_writer_failures(&s);
     test_logits();
@@ -357,6 +392,6 @@ int main(void)
         printf("NOT OK: %d checks failed\n", failures);
         return 1;
     }
-    printf("ok: checkpoint round trip, partial loads, byte counts, writer and logits files\n");
+    printf("ok: checkpoint round trip, partial loads, byte counts and checksums, writer and logits files\n");
     return 0;
 }

@@ -889,6 +889,11 @@ def case_parts():
     b_parts = held_by_rank(run(4, ["--checkpoint", master, "--mode", "score", "--input", inp, "--output", out]
                                + layout, exe=wrapper).stderr)
     print("bytes read by rank, one file:", {r: v[2] for r, v in sorted(b_full.items())})
+    # the same reads, compared with the checksums (through the links too)
+    b_text = run(4, ["--checkpoint", master, "--mode", "score", "--input", inp, "--output", out] + layout,
+                 exe=wrapper).stderr
+    check(b_text.count("checksums all matched, ") == 4,
+          f"2x2 on the parts: not every rank compared its bytes with the checksums: {b_text[-800:]}")
     check(len(b_full) == 4 and {r: v[2] for r, v in b_parts.items()} == {r: v[2] for r, v in b_full.items()},
           f"bytes read by rank differ: parts {b_parts}, one file {b_full}")
     # node1 lost its part: the job ends, naming it; every rank hears of it,
@@ -907,6 +912,37 @@ def case_parts():
           f"a node without its part: not just its 2 ranks' messages and rank 0's: {p.stderr.strip()[-600:]}")
     left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
     check(not left, f"a job that failed at load left {left} of its output")
+    # a byte changed in an expert that only rank 3 loads (layer 3: stage 1;
+    # expert 6: slot 1): that rank stops the job, naming it; the others read
+    # their shares as usual
+    bad = os.path.join(ARGS.tmp, "damaged5.h5")  # made afresh: the folder outlives a run
+    if os.path.exists(bad):
+        os.remove(bad)
+    subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "num_layers=5", "--seed", "7", "--out", bad],
+                   check=True, capture_output=True)
+    with h5py.File(bad, "r") as f:
+        at = f["layers/03/moe_up"].id.get_chunk_info_by_coord((6, 0, 0)).byte_offset + 99
+    with open(bad, "r+b") as f:
+        f.seek(at)
+        x = f.read(1)
+        f.seek(at)
+        f.write(bytes([x[0] ^ 4]))
+    out = os.path.join(ARGS.tmp, "parts_damaged.jsonl")
+    for x in ("", ".partial", ".meta.json"):
+        if os.path.exists(out + x):
+            os.remove(out + x)
+    p = run(4, ["--checkpoint", bad, "--mode", "score", "--input", inp, "--output", out] + layout,
+            expect=None, timeout=60)
+    print("damaged expert:", p.stderr.strip()[-400:])
+    msg = "layers/03/moe_up expert 6 does not match its checksum"
+    check(p.returncode == 1 and p.stderr.count(msg) == 1 and "rank 3 of 4" in p.stderr
+          and "another rank could not load its share" in p.stderr and "mpi_abort" not in p.stderr.lower(),
+          f"an expert damaged on rank 3's share: exit {p.returncode}: {p.stderr.strip()[-600:]}")
+    left = [x for x in ("", ".partial", ".meta.json", ".lock") if os.path.exists(out + x)]
+    check(not left, f"a job stopped by a damaged tensor left {left} of its output")
+    p = run(4, ["--checkpoint", bad, "--skip-checksums", "--mode", "score", "--input", inp, "--output", out]
+            + layout, expect=None, timeout=60)
+    check(p.returncode == 0, f"--skip-checksums: the damaged file loads: exit {p.returncode}")
 
 
 def case_cuda_emu_race():

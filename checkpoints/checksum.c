@@ -1,0 +1,317 @@
+/* grok1-checksum: check every tensor of a checkpoint against its checksums
+ * (the "crc32" attribute our writers put on each dataset: one CRC-32 per
+ * expert for the moe datasets, else one; docs/CHECKPOINT.md), or with --add
+ * put checksums on a checkpoint written before they existed.
+ * Exit 0 all checked and matched, 1 damaged or unreadable, 2 usage, 3 no
+ * mismatch but some datasets have no checksum (check mode only). */
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ckpt.h"
+#include "h5util.h"
+
+static const char usage_text[] =
+    "usage: grok1-checksum [--add] [--layers A-B] CKPT.h5\n"
+    "\n"
+    "Reads every tensor of a grok1-hdf5 checkpoint (one file, a part, or one\n"
+    "joined by grok1-link, through its links) and compares it with the CRC-32\n"
+    "that grok1-convert and grok1-mkckpt record on each dataset (one per expert\n"
+    "for the moe tensors). Run it on a node after copying a checkpoint there.\n"
+    "grok1-run compares the tensors it loads the same way, so a damaged file\n"
+    "stops a job at load; this finds the damage before the job is queued, and\n"
+    "lists every damaged tensor, not only the first.\n"
+    "\n"
+    "  --add         put checksums on the datasets that have none (a checkpoint\n"
+    "                written before checksums existed), computed from what the\n"
+    "                file holds now: run it on the file as the converter wrote it,\n"
+    "                before copying it (checksums added to a damaged file record\n"
+    "                the damage). Datasets that have one are checked. Needs write\n"
+    "                access to the file (for a checkpoint in parts: to the parts).\n"
+    "  --layers A-B  only layers A..B (inclusive), and no embedding unless A is 0;\n"
+    "                without it, every layer the file holds (a part holds some)\n"
+    "\n"
+    "Exit status: 0 every dataset read had a checksum and matched it (or got\n"
+    "one, with --add); 1 a tensor does not match or could not be read; 2 usage;\n"
+    "3 nothing damaged, but some datasets have no checksum, so were not checked.\n"
+    "OMP_NUM_THREADS sets the threads that compute the CRCs (default: every core).\n";
+
+/* Bytes a read covers at most (rows of a tensor, or of one expert). */
+#define SLAB_BYTES ((size_t)64 << 20)
+
+typedef struct tally {
+    const char *path;
+    int add;
+    long datasets, matched, damaged, unchecked, added, failed;
+    unsigned long long bytes;
+} tally;
+
+static int usage_error(const char *msg, const char *arg)
+{
+    fprintf(stderr, "grok1-checksum: ");
+    fprintf(stderr, msg, arg);
+    fprintf(stderr, "\n(grok1-checksum --help for usage)\n");
+    return 2;
+}
+
+static void fail(tally *t, const char *name, const char *what)
+{
+    char detail[256];
+    g1_h5_detail(detail);
+    fprintf(stderr, "grok1-checksum: %s: %s: %s (HDF5 says '%s')\n", t->path, name, what, detail);
+    t->failed++;
+}
+
+/* The CRC-32 of rows [0, rows) of dataset d (at index e of its first
+ * dimension when e >= 0: one expert), read in slabs, as int8 or float32. */
+static int crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
+                  unsigned long long *bytes)
+{
+    int x = e >= 0; /* the expert dimension */
+    hsize_t rows = dims[x], row_elems = 1;
+    for (int i = x + 1; i < rank; i++)
+        row_elems *= dims[i];
+    size_t row_bytes = (size_t)row_elems * esize;
+    hsize_t slab = row_bytes ? SLAB_BYTES / row_bytes : rows;
+    slab = slab < 1 ? 1 : slab > rows ? rows : slab;
+    void *buf = malloc(slab * row_bytes + 1);
+    if (!buf)
+        return -1;
+    uint32_t c = 0;
+    herr_t err = 0;
+    for (hsize_t r = 0; r < rows && err >= 0; r += slab) {
+        hsize_t start[3] = {0, 0, 0}, count[3];
+        memcpy(count, dims, (size_t)rank * sizeof *dims);
+        if (x)
+            start[0] = (hsize_t)e, count[0] = 1;
+        start[x] = r;
+        count[x] = rows - r < slab ? rows - r : slab;
+        hid_t fs = H5Dget_space(d), ms = H5Screate_simple(rank, count, NULL);
+        err = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (err >= 0)
+            err = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf);
+        H5Sclose(ms);
+        H5Sclose(fs);
+        size_t n = (size_t)count[x] * row_bytes;
+        if (err >= 0) {
+            c = r ? g1_h5_crc32_join(c, g1_h5_crc32(buf, n), n) : g1_h5_crc32(buf, n);
+            *bytes += n;
+        }
+    }
+    free(buf);
+    *crc = c;
+    return err < 0 ? -1 : 0;
+}
+
+/* One dataset: compare each checksum it has; with --add, put them on when
+ * it has none. */
+static void check_dataset(hid_t file, const char *shown, tally *t)
+{
+    hid_t d = H5Dopen2(file, shown, H5P_DEFAULT);
+    if (d < 0) {
+        fail(t, shown, "cannot be opened (a part file missing or replaced?)");
+        return;
+    }
+    t->datasets++;
+    /* in a part file (a checkpoint joined by grok1-link): say which */
+    char root[1024] = "", part[1024] = "", named[2200];
+    g1_h5_file_name(file, root, sizeof root);
+    g1_h5_file_name(d, part, sizeof part);
+    snprintf(named, sizeof named, "%s%s%s", shown, *part && strcmp(root, part) ? " in part file " : "",
+             *part && strcmp(root, part) ? part : "");
+    const char *name = named;
+    hid_t type = H5Dget_type(d), sp = H5Dget_space(d);
+    int rank = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[H5S_MAX_RANK];
+    if (rank > 0)
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5T_class_t cls = H5Tget_class(type);
+    int i8 = cls == H5T_INTEGER && H5Tget_size(type) == 1 && H5Tget_sign(type) == H5T_SGN_2;
+    H5Sclose(sp);
+    H5Tclose(type);
+    if (rank < 1 || rank > 3 || !(i8 || cls == H5T_FLOAT)) {
+        fail(t, name, "is not an int8 or float tensor of 1 to 3 dimensions");
+        H5Dclose(d);
+        return;
+    }
+    int n = rank == 3 ? (int)dims[0] : 1;
+    uint32_t *rec = malloc((size_t)n * sizeof *rec), *got = malloc((size_t)n * sizeof *got);
+    int have = rec && got ? g1_h5_get_crcs(d, rec, (size_t)n) : -1;
+    if (have < 0 || (have && have != n)) {
+        fprintf(stderr, "grok1-checksum: %s: %s has a %s attribute that is not %d unsigned integer%s\n", t->path,
+                name, G1_H5_CRC_ATTR, n, n == 1 ? "" : "s");
+        t->failed++;
+    } else {
+        hid_t memtype = i8 ? H5T_NATIVE_INT8 : H5T_NATIVE_FLOAT;
+        size_t esize = i8 ? 1 : sizeof(float);
+        int bad = 0, read_failed = 0;
+        for (int e = 0; e < n && !read_failed; e++) {
+            if (crc_of(d, memtype, esize, rank, dims, rank == 3 ? e : -1, &got[e], &t->bytes) < 0) {
+                char what[64];
+                snprintf(what, sizeof what, "%s could not be read", rank == 3 ? "an expert" : "it");
+                fail(t, name, what);
+                read_failed = 1;
+            } else if (have && got[e] != rec[e]) {
+                char which[32] = "";
+                if (rank == 3)
+                    snprintf(which, sizeof which, " expert %d", e);
+                fprintf(stderr,
+                        "grok1-checksum: %s: %s%s does not match its checksum (CRC-32 %08x; the file records "
+                        "%08x): DAMAGED\n",
+                        t->path, name, which, (unsigned)got[e], (unsigned)rec[e]);
+                bad = 1;
+            }
+        }
+        if (read_failed) {
+            /* counted in failed */
+        } else if (bad) {
+            t->damaged++;
+        } else if (have) {
+            t->matched++;
+        } else if (!t->add) {
+            t->unchecked++;
+        } else if (g1_h5_put_crcs(d, got, (size_t)n) < 0) {
+            fail(t, name, "cannot take its checksum (is the file writable?)");
+        } else {
+            t->added++;
+        }
+    }
+    free(rec);
+    free(got);
+    H5Dclose(d);
+}
+
+static void check_layer(hid_t file, int layer, tally *t)
+{
+    char name[96];
+    for (int n = 0; n < G1_NUM_NORM; n++) {
+        snprintf(name, sizeof name, "layers/%02d/%s", layer, g1_norm_names[n]);
+        check_dataset(file, name, t);
+    }
+    for (int i = 0; i < G1_NUM_QMAT; i++)
+        for (int s = 0; s < 2; s++) {
+            snprintf(name, sizeof name, "layers/%02d/%s%s", layer, g1_qmat_names[i], s ? "_scale" : "");
+            check_dataset(file, name, t);
+        }
+    snprintf(name, sizeof name, "layers/%02d/router", layer);
+    check_dataset(file, name, t);
+}
+
+static int parse_layers(const char *v, int *a, int *b)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end != '-' || x < 0)
+        return 0;
+    const char *w = end + 1;
+    long y = strtol(w, &end, 10);
+    if (end == w || *end || y < x || y > 100000)
+        return 0;
+    *a = (int)x, *b = (int)y;
+    return 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    tally t = {0};
+    int a = -1, b = -1, i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--add")) {
+            t.add = 1;
+        } else if (!strcmp(argv[i], "--layers")) {
+            if (i + 1 >= argc)
+                return usage_error("--layers needs A-B%s", "");
+            if (!parse_layers(argv[++i], &a, &b))
+                return usage_error("--layers %s: expected A-B with 0 <= A <= B, e.g. 0-3", argv[i]);
+        } else if (!strcmp(argv[i], "--")) {
+            i++;
+            break;
+        } else {
+            return usage_error("unknown option '%s'", argv[i]);
+        }
+    }
+    if (argc - i != 1)
+        return usage_error("expected one checkpoint file%s", "");
+    t.path = argv[i];
+    /* the file is a checkpoint of a known model: the reader's checks */
+    g1_ckpt *ck;
+    if (g1_ckpt_open(t.path, &ck) != G1_OK) {
+        fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
+        return 1;
+    }
+    int L = g1_ckpt_config(ck)->num_layers;
+    g1_ckpt_close(ck);
+    if (a >= 0 && b >= L) {
+        fprintf(stderr, "grok1-checksum: --layers %d-%d: %s has %d layers (0-%d)\n", a, b, t.path, L, L - 1);
+        return 2;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fapl = t.add ? H5P_DEFAULT : g1_h5_read_fapl();
+    hid_t file = H5Fopen(t.path, t.add ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    if (fapl != H5P_DEFAULT)
+        H5Pclose(fapl);
+    if (file < 0) {
+        char detail[256];
+        g1_h5_detail(detail);
+        fprintf(stderr, "grok1-checksum: cannot open %s%s: %s\n", t.path, t.add ? " for writing (--add)" : "",
+                detail);
+        return 1;
+    }
+    double t0 = now_s();
+    int with_embedding = a <= 0 && H5Lexists(file, "embedding", H5P_DEFAULT) > 0, layers = 0;
+    if (with_embedding)
+        check_dataset(file, "embedding", &t);
+    if (a <= 0)
+        check_dataset(file, "final_norm", &t);
+    int have_layers = H5Lexists(file, "layers", H5P_DEFAULT) > 0;
+    for (int l = a < 0 ? 0 : a; l <= (a < 0 ? L - 1 : b); l++) {
+        char dir[32];
+        snprintf(dir, sizeof dir, "layers/%02d", l);
+        if (!have_layers || H5Lexists(file, dir, H5P_DEFAULT) <= 0) {
+            if (a >= 0) { /* asked for: say so */
+                fprintf(stderr, "grok1-checksum: %s has no %s (a part of a checkpoint holding other layers?)\n",
+                        t.path, dir);
+                t.failed++;
+            }
+            continue;
+        }
+        check_layer(file, l, &t);
+        layers++;
+    }
+    if (H5Fclose(file) < 0 && t.add) {
+        fprintf(stderr, "grok1-checksum: closing %s failed: the checksums added may not be in it\n", t.path);
+        t.failed++;
+    }
+    double dt = now_s() - t0;
+    printf("grok1-checksum: %s: %ld datasets (%d layer%s%s): %llu bytes read in %.2f s (%.2f GB/s); %ld matched",
+           t.path, t.datasets, layers, layers == 1 ? "" : "s", with_embedding ? ", embedding" : "", t.bytes, dt,
+           dt > 0 ? (double)t.bytes / dt / 1e9 : 0.0, t.matched);
+    if (t.add)
+        printf(", %ld added", t.added);
+    if (t.unchecked)
+        printf(", %ld without a checksum (not checked; --add puts them in)", t.unchecked);
+    if (t.damaged)
+        printf(", %ld DAMAGED", t.damaged);
+    if (t.failed)
+        printf(", %ld unreadable", t.failed);
+    printf("\n");
+    if (t.damaged || t.failed)
+        return 1;
+    if (t.datasets == 0) {
+        fprintf(stderr, "grok1-checksum: %s: no dataset checked\n", t.path);
+        return 1;
+    }
+    return t.unchecked ? 3 : 0;
+}

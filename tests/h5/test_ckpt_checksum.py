@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Checkpoint checksums (docs/CHECKPOINT.md "Checksums"): what the writer
+records equals zlib.crc32 of each tensor (each expert); a byte changed in the
+file is found by the reader (the load stops, naming the tensor and expert;
+ranks that do not load it are not stopped) and by grok1-checksum; a file
+without checksums loads unchecked and gets them with grok1-checksum --add; a
+checkpoint in parts is checked through its links.
+
+usage: test_ckpt_checksum.py GROK1_MKCKPT G1_CKPT_CHECK GROK1_CHECKSUM GROK1_LINK [GROK1_RUN]
+(exit 77: no h5py)
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zlib
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:
+    print(f"skip: {e}")
+    sys.exit(77)
+
+MKCKPT, CHECKER, CHECKSUM, LINK = sys.argv[1:5]
+RUN = sys.argv[5] if len(sys.argv) > 5 else None
+failures = []
+
+
+def expect(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL", what)
+    else:
+        print("ok  ", what)
+
+
+def run(args, env=None):
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, None) if isinstance(o, h5py.Dataset) else None)
+    return sorted(out)
+
+
+def crcs_of(ds):
+    """What the checksums are of: row-major int8 bytes or little-endian float32."""
+    a = ds[...]
+    a = a.astype("<f4") if a.dtype.kind == "f" else a
+    if ds.ndim == 3:
+        return [zlib.crc32(np.ascontiguousarray(a[e]).tobytes()) for e in range(a.shape[0])]
+    return [zlib.crc32(np.ascontiguousarray(a).tobytes())]
+
+
+def flip(path, name, coord=None, at=17):
+    """Change one byte of dataset `name` in the file itself (chunk `coord`)."""
+    with h5py.File(path, "r") as f:
+        d = f[name]
+        base = d.id.get_chunk_info_by_coord(coord).byte_offset if coord is not None else d.id.get_offset()
+    with open(path, "r+b") as b:
+        b.seek(base + at)
+        x = b.read(1)
+        b.seek(base + at)
+        b.write(bytes([x[0] ^ 0x20]))
+
+
+def strip(path, names=None):
+    with h5py.File(path, "r+") as f:
+        for n in names or datasets(path):
+            if "crc32" in f[n].attrs:
+                del f[n].attrs["crc32"]
+
+
+def test_recorded(d, ref):
+    with h5py.File(ref, "r") as f:
+        names = datasets(ref)
+        bad = [n for n in names if list(f[n].attrs.get("crc32", [])) != crcs_of(f[n])]
+        kinds = {n: f[n].attrs["crc32"].dtype for n in names if "crc32" in f[n].attrs}
+    expect(len(names) == 78 and not bad, f"every one of {len(names)} datasets records zlib.crc32 of its data "
+           f"(one per expert for moe): mismatched {bad}")
+    expect(all(k == np.uint32 for k in kinds.values()), "checksums are uint32")
+    rc, out, err = run([CHECKSUM, ref])
+    expect(rc == 0 and "78 datasets (4 layers, embedding)" in out and "78 matched" in out,
+           f"grok1-checksum of a good file: rc {rc} {out.strip()} {err.strip()}")
+
+
+# (label, dataset, chunk coordinate or None for contiguous, text the messages name)
+DAMAGE = [
+    ("an expert's weights", "layers/01/moe_gate", (5, 0, 0), "layers/01/moe_gate expert 5"),
+    ("an expert's scales", "layers/03/moe_down_scale", (0, 0, 0), "layers/03/moe_down_scale expert 0"),
+    ("attention scales", "layers/00/attn_o_scale", None, "layers/00/attn_o_scale"),
+    ("attention weights", "layers/02/attn_k", None, "layers/02/attn_k"),
+    ("a router", "layers/02/router", None, "layers/02/router"),
+    ("a norm", "layers/01/moe_out_norm", None, "layers/01/moe_out_norm"),
+    ("the embedding", "embedding", (64, 0), "embedding"),
+    ("the final norm", "final_norm", None, "final_norm"),
+]
+
+
+def test_damage(d, ref):
+    for label, name, coord, shown in DAMAGE:
+        bad = os.path.join(d, "bad.h5")
+        shutil.copy(ref, bad)
+        flip(bad, name, coord)
+        rc, out, err = run([CHECKER, bad])
+        expect(rc == 1 and f"{shown} does not match its checksum" in err and "the file is damaged" in err
+               and "HDF5-DIAG" not in err, f"{label} changed: the load stops naming it: rc {rc} {err.strip()}")
+        rc, out, err = run([CHECKSUM, bad])
+        expect(rc == 1 and f"{shown} does not match its checksum" in err and "77 matched, 1 DAMAGED" in out,
+               f"{label} changed: grok1-checksum finds it: rc {rc} {out.strip()} {err.strip()}")
+    # a rank loads only its experts: damage in another's is not its concern
+    bad = os.path.join(d, "bad.h5")
+    shutil.copy(ref, bad)
+    flip(bad, "layers/01/moe_gate", (5, 0, 0))
+    rc, out, err = run([CHECKER, bad, 0, 4, 0, 4])
+    expect(rc == 0, f"experts 0-3 load from a file damaged in expert 5: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKER, bad, 2, 4, 4, 8])
+    expect(rc == 0, f"layers 2-3 load from a file damaged in layer 1: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKER, bad, 1, 2, 4, 8])
+    expect(rc == 1 and "layers/01/moe_gate expert 5 does not match" in err,
+           f"experts 4-7 of layer 1 stop at expert 5: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKSUM, "--layers", "2-3", bad])
+    expect(rc == 0 and "38 datasets (2 layers)" in out, f"--layers 2-3 skips the damage: rc {rc} {out.strip()}")
+    if RUN:
+        test_run(d, bad)
+
+
+def test_run(d, bad):
+    req = os.path.join(d, "req.jsonl")
+    with open(req, "w") as f:
+        f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+    out = os.path.join(d, "out.jsonl")
+    rc, _, err = run([RUN, "--checkpoint", bad, "--mode", "score", "--input", req, "--output", out])
+    left = [n for n in os.listdir(d) if n.startswith("out.jsonl")]
+    expect(rc == 1 and "layers/01/moe_gate expert 5 does not match its checksum" in err and "--skip-checksums" in err
+           and not left, f"grok1-run refuses the damaged file, leaving nothing: rc {rc} {left} {err.strip()}")
+    rc, _, err = run([RUN, "--checkpoint", bad, "--skip-checksums", "--verbose", "--mode", "score",
+                      "--input", req, "--output", out])
+    expect(rc == 0 and "checksums skipped, " in err, f"--skip-checksums loads it: rc {rc} {err[-300:]}")
+    os.remove(out)
+    rc, _, err = run([RUN, "--synthetic", "tiny", "--skip-checksums", "--mode", "score", "--input", req,
+                      "--output", out])
+    expect(rc == 2 and "--skip-checksums is for --checkpoint" in err, f"--skip-checksums with --synthetic: rc {rc}")
+
+
+def test_old_file(d, ref):
+    old = os.path.join(d, "old.h5")
+    shutil.copy(ref, old)
+    strip(old)
+    rc, out, err = run([CHECKER, old])
+    expect(rc == 0, f"a file without checksums loads: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKSUM, old])
+    expect(rc == 3 and "0 matched, 78 without a checksum" in out,
+           f"grok1-checksum of a file without checksums: exit 3: rc {rc} {out.strip()}")
+    if RUN:
+        req = os.path.join(d, "req.jsonl")
+        with open(req, "w") as f:
+            f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+        o = os.path.join(d, "o.jsonl")
+        rc, _, err = run([RUN, "--checkpoint", old, "--verbose", "--mode", "score", "--input", req, "--output", o])
+        expect(rc == 0 and "no checksums in the file: not checked, " in err, f"grok1-run says so: rc {rc}")
+        os.remove(o)
+        part = os.path.join(d, "half.h5")
+        shutil.copy(ref, part)
+        strip(part, ["layers/00/attn_q"])
+        rc, _, err = run([RUN, "--checkpoint", part, "--verbose", "--mode", "score", "--input", req, "--output", o])
+        expect(rc == 0 and "checksums matched (some tensors have none), " in err, f"a file half with: rc {rc}")
+        os.remove(o)
+        rc, _, err = run([RUN, "--checkpoint", ref, "--verbose", "--mode", "score", "--input", req, "--output", o])
+        expect(rc == 0 and "checksums all matched, " in err, f"a file with checksums: rc {rc}")
+    rc, out, err = run([CHECKSUM, "--add", old])
+    expect(rc == 0 and "0 matched, 78 added" in out, f"--add: rc {rc} {out.strip()} {err.strip()}")
+    with h5py.File(old, "r") as a, h5py.File(ref, "r") as b:
+        same = all(list(a[n].attrs["crc32"]) == list(b[n].attrs["crc32"]) for n in datasets(ref))
+    expect(same, "--add records what the writer recorded")
+    rc, out, err = run([CHECKSUM, old])
+    expect(rc == 0 and "78 matched" in out, f"after --add the file checks: rc {rc} {out.strip()}")
+    # --add on a damaged file that has checksums: the damage is reported, nothing added
+    flip(old, "layers/02/attn_k")
+    rc, out, err = run([CHECKSUM, "--add", old])
+    expect(rc == 1 and "77 matched, 0 added, 1 DAMAGED" in out and "layers/02/attn_k does not match" in err,
+           f"--add checks the checksums there: rc {rc} {out.strip()}")
+
+
+def test_bad_attribute(d, ref):
+    for label, value in [("3 values on an expert tensor", np.array([1, 2, 3], dtype=np.uint32)),
+                         ("a string", "deadbeef")]:
+        p = os.path.join(d, "attr.h5")
+        shutil.copy(ref, p)
+        with h5py.File(p, "r+") as f:
+            del f["layers/00/moe_up"].attrs["crc32"]
+            f["layers/00/moe_up"].attrs["crc32"] = value
+        rc, out, err = run([CHECKER, p])
+        expect(rc == 1 and "layers/00/moe_up has a crc32 attribute that is not 8 unsigned integers" in err,
+               f"crc32 attribute of {label}: the reader refuses: rc {rc} {err.strip()}")
+        rc, out, err = run([CHECKSUM, p])
+        expect(rc == 1 and "layers/00/moe_up has a crc32 attribute" in err,
+               f"crc32 attribute of {label}: grok1-checksum too: rc {rc}")
+
+
+def test_parts(d):
+    pd = os.path.join(d, "parts")
+    os.mkdir(pd)
+    p0, p2, joined = (os.path.join(pd, n) for n in ("p0.h5", "p2.h5", "all.h5"))
+    for args in (["--part", "0-1", "--out", p0], ["--part", "2-3", "--no-embedding", "--out", p2]):
+        rc, _, err = run([MKCKPT, "--config", "tiny", "--seed", "3", *args])
+        expect(rc == 0, f"mkckpt {args}: {err.strip()}")
+    rc, _, err = run([LINK, joined, p0, p2])
+    expect(rc == 0, f"link: {err.strip()}")
+    rc, out, err = run([CHECKSUM, joined])
+    expect(rc == 0 and "78 matched" in out, f"a checkpoint in parts checks through its links: {out.strip()}")
+    rc, out, err = run([CHECKSUM, p2])
+    expect(rc == 0 and "39 datasets (2 layers)" in out, f"a part alone: its layers and final norm: {out.strip()}")
+    rc, out, err = run([CHECKSUM, "--layers", "0-1", p2])
+    expect(rc == 1 and "has no layers/00 (a part of a checkpoint holding other layers?)" in err,
+           f"--layers the part does not hold: rc {rc} {err.strip()}")
+    flip(p2, "layers/03/attn_v")
+    rc, out, err = run([CHECKSUM, joined])
+    expect(rc == 1 and f"layers/03/attn_v in part file {p2} does not match its checksum" in err,
+           f"damage in a part, found through the links, names the part: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKER, joined])
+    expect(rc == 1 and "layers/03/attn_v in part file" in err and "does not match its checksum" in err,
+           f"the reader names the part too: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKER, joined, 0, 2, 0, 8])
+    expect(rc == 0, f"a rank of the other part's layers loads: rc {rc} {err.strip()}")
+    # checksums added through the links land in the parts
+    strip(p0)
+    rc, out, err = run([CHECKSUM, "--add", "--layers", "0-1", joined])
+    expect(rc == 0 and "40 datasets (2 layers, embedding): " in out and "40 added" in out,
+           f"--add through the links: rc {rc} {out.strip()} {err.strip()}")
+    rc, out, err = run([CHECKSUM, p0])
+    expect(rc == 0 and "40 matched" in out, f"the part has them: rc {rc} {out.strip()}")
+
+
+def test_usage(d, ref):
+    for args, rc_want, needle in [([], 2, "expected one checkpoint file"),
+                                  (["--layers", "x", ref], 2, "--layers x: expected A-B"),
+                                  (["--layers", "3-1", ref], 2, "--layers 3-1: expected A-B"),
+                                  (["--layers"], 2, "--layers needs A-B"),
+                                  (["--layers", "0-9", ref], 2, "has 4 layers (0-3)"),
+                                  (["--bogus", ref], 2, "unknown option '--bogus'"),
+                                  ([ref, ref], 2, "expected one checkpoint file"),
+                                  ([os.path.join(d, "none.h5")], 1, "none.h5"),
+                                  ([os.path.join(d, "req.jsonl")], 1, "req.jsonl")]:
+        if args and args[-1].endswith("req.jsonl"):
+            with open(args[-1], "w") as f:
+                f.write("{}\n")
+        rc, out, err = run([CHECKSUM, *args])
+        expect(rc == rc_want and needle in err and "HDF5-DIAG" not in err,
+               f"grok1-checksum {args[:2]}: rc {rc} (want {rc_want}) {err.strip()!r}")
+    rc, out, err = run([CHECKSUM, "--help"])
+    expect(rc == 0 and out.startswith("usage: grok1-checksum"), "--help")
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="g1-ckpt-sum-") as d:
+        ref = os.path.join(d, "ref.h5")
+        rc, _, err = run([MKCKPT, "--config", "tiny", "--seed", "7", "--out", ref])
+        if rc != 0:
+            print("mkckpt failed:", err)
+            return 1
+        test_recorded(d, ref)
+        test_damage(d, ref)
+        test_old_file(d, ref)
+        test_bad_attribute(d, ref)
+        test_parts(d)
+        test_usage(d, ref)
+    if failures:
+        print(f"NOT OK: {len(failures)} failed")
+        return 1
+    print("ok: checkpoint checksums")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

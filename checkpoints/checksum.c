@@ -116,12 +116,13 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
     }
     t->datasets++;
     /* in a part file (a checkpoint joined by grok1-link): say which */
-    char root[1024] = "", part[1024] = "", named[2200];
+    char root[1024] = "", part[1024] = "", where[1100] = "";
     g1_h5_file_name(file, root, sizeof root);
     g1_h5_file_name(d, part, sizeof part);
-    snprintf(named, sizeof named, "%s%s%s", shown, *part && strcmp(root, part) ? " in part file " : "",
-             *part && strcmp(root, part) ? part : "");
-    const char *name = named;
+    if (*part && strcmp(root, part))
+        snprintf(where, sizeof where, " in part file %s", part);
+    char name[1300];
+    snprintf(name, sizeof name, "%s%s", shown, where);
     hid_t type = H5Dget_type(d), sp = H5Dget_space(d);
     int rank = H5Sget_simple_extent_ndims(sp);
     hsize_t dims[H5S_MAX_RANK];
@@ -158,9 +159,9 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
                 if (rank == 3)
                     snprintf(which, sizeof which, " expert %d", e);
                 fprintf(stderr,
-                        "grok1-checksum: %s: %s%s does not match its checksum (CRC-32 %08x; the file records "
+                        "grok1-checksum: %s: %s%s%s does not match its checksum (CRC-32 %08x; the file records "
                         "%08x): DAMAGED\n",
-                        t->path, name, which, (unsigned)got[e], (unsigned)rec[e]);
+                        t->path, shown, which, where, (unsigned)got[e], (unsigned)rec[e]);
                 bad = 1;
             }
         }

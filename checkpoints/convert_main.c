@@ -29,6 +29,8 @@ static const char usage_text[] =
     "  --no-embedding      with --layers: leave the embedding out (the final norm stays), for\n"
     "                      the parts whose embedding another part carries (3.2 GB less each)\n"
     "  --verify            re-read the output and compare every tensor with the release files\n"
+    "Every tensor gets its CRC-32 (one per expert), which each load compares and\n"
+    "grok1-checksum checks wherever the file is copied.\n"
     "Progress (files, bytes, MB/s, ETA) goes to stderr; the summary line (with peak memory) to stdout.\n";
 
 typedef struct opts {

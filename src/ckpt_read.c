@@ -36,6 +36,7 @@ typedef struct dset {
     uint32_t *crc;  /* G1_H5_CRC_ATTR: ncrc values (one, or one per expert), NULL when none */
     int ncrc;
     char name[1200]; /* "layers/03/moe_up" for messages (with "in part file P" when linked) */
+    int base_len;    /* of name, before " in part file P" */
 } dset;
 
 typedef enum { KIND_I8, KIND_F32 } dkind;
@@ -375,10 +376,11 @@ static g1_status check_crc(g1_ckpt *ck, const dset *d, int idx, uint32_t crc, ui
         if (d->rank == 3)
             snprintf(which, sizeof which, " expert %d", idx);
         return G1_FAIL(G1_ERR_FORMAT,
-                       "checkpoint %s: %s%s does not match its checksum (CRC-32 %08x; the file records %08x): the "
-                       "file is damaged (cut short or changed since it was written). Copy it again, or convert it "
-                       "again (grok1-run --skip-checksums loads it unchecked)",
-                       ck->path, d->name, which, (unsigned)crc, (unsigned)d->crc[idx]);
+                       "checkpoint %s: %.*s%s%s does not match its checksum (CRC-32 %08x; the file records %08x): "
+                       "the file is damaged (cut short or changed since it was written). Copy it again, or convert "
+                       "it again (grok1-run --skip-checksums loads it unchecked)",
+                       ck->path, d->base_len, d->name, which, d->name + d->base_len, (unsigned)crc,
+                       (unsigned)d->crc[idx]);
     }
     ck->bytes_checked += n;
     return G1_OK;
@@ -454,7 +456,9 @@ static g1_status open_dset(const g1_ckpt *ck, hid_t loc, const char *dir, const 
     char file[1024] = "";
     g1_h5_file_name(loc, file, sizeof file);
     int other = *file && strcmp(file, ck->file_name); /* a group in a part file */
-    snprintf(d->name, sizeof d->name, "%s%s%s%s%s", dir, *dir ? "/" : "", name, other ? " in part file " : "",
+    snprintf(d->name, sizeof d->name, "%s%s%s", dir, *dir ? "/" : "", name);
+    d->base_len = (int)strlen(d->name);
+    snprintf(d->name + d->base_len, sizeof d->name - (size_t)d->base_len, "%s%s", other ? " in part file " : "",
              other ? file : "");
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no dataset %s", d->name);

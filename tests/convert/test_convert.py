@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 
 try:
     import numpy as np
@@ -105,7 +106,16 @@ def compare_h5(check, h5, c, seed, layers):
                         not np.array_equal(got.view(np.uint32), v.view(np.uint32)):
                     bad.append("%s differs from file %05d" % (path, idx))
         extra = names - want
-    check(not bad, "every tensor equals the fixture exactly%s" % ("" if not bad else ": " + "; ".join(bad[:5])))
+        # each dataset's checksums: zlib's CRC-32 of it (of each expert)
+        for n in sorted(names):
+            d = f[n]
+            a = d[()]
+            a = a.astype("<f4") if a.dtype.kind == "f" else a
+            crcs = [zlib.crc32(np.ascontiguousarray(x).tobytes()) for x in (a if d.ndim == 3 else [a])]
+            if list(d.attrs.get("crc32", [])) != crcs:
+                bad.append("%s: crc32 %s, its data gives %s" % (n, list(d.attrs.get("crc32", [])), crcs))
+    check(not bad, "every tensor equals the fixture exactly, with its checksums%s"
+          % ("" if not bad else ": " + "; ".join(bad[:5])))
     check(not extra, "no datasets beyond the converted ones%s" % ("" if not extra else ": %s" % sorted(extra)[:5]))
 
 

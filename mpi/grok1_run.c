@@ -1735,7 +1735,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         if (c->checkpoint)
             snprintf(checked, sizeof checked, ", %s",
                      c->skip_checksums                   ? "checksums skipped"
-                     : m->bytes_checked == 0             ? "no checksums in the file: not checked"
+                     : m->bytes_checked == 0             ? "not checked (no checksums in the file)"
                      : m->bytes_checked == m->bytes_read ? "checksums all matched"
                                                          : "checksums matched (some tensors have none)");
         fprintf(stderr, "grok1-run: rank %d (stage %d, slot %d): layers %d-%d, experts %d-%d%s: %llu bytes read, "

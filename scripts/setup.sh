@@ -7,7 +7,7 @@ PKGS=(
   gcc pkg-config meson ninja-build
   libjansson-dev
   libopenmpi-dev openmpi-bin
-  libhdf5-openmpi-dev hdf5-tools zlib1g-dev  # zlib: the checkpoint checksums (CRC-32)
+  libhdf5-openmpi-dev hdf5-tools zlib1g-dev libdeflate-dev  # the checkpoint checksums (CRC-32)
   python3 python3-numpy python3-h5py
   python3-venv  # scripts/lm-eval/setup.sh: lm-evaluation-harness from PyPI
   munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins  # tests/slurm; srun --mpi=pmix is in basic-plugins

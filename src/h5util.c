@@ -8,6 +8,7 @@
 #endif
 #include <stdio.h>
 #include <stdlib.h>
+#include <libdeflate.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -105,19 +106,11 @@ void g1_h5_sync_file(const char *path)
 
 /* Pieces of at least this many bytes, at most CRC_PIECE_MAX: enough of them
  * to keep every thread busy (4 a thread) without joining tiny ones. */
-#define CRC_PIECE_MIN ((size_t)256 << 10)
+#define CRC_PIECE_MIN ((size_t)1 << 20)
 #define CRC_PIECE_MAX ((size_t)8 << 20)
 
-static uint32_t crc_piece(const unsigned char *p, size_t n)
-{
-    uLong c = crc32(0L, Z_NULL, 0);
-    while (n) { /* crc32_z takes size_t, but stay within 1 GiB a call */
-        size_t k = n < ((size_t)1 << 30) ? n : (size_t)1 << 30;
-        c = crc32_z(c, p, k);
-        p += k, n -= k;
-    }
-    return (uint32_t)c;
-}
+/* libdeflate's CRC-32 is zlib's (the gzip CRC), at memory speed */
+static uint32_t crc_piece(const unsigned char *p, size_t n) { return libdeflate_crc32(0, p, n); }
 
 uint32_t g1_h5_crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
 {

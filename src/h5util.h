@@ -33,8 +33,8 @@ uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n);
  * elements in row-major order as int8 bytes or little-endian float32. */
 #define G1_H5_CRC_ATTR "crc32"
 
-/* zlib's CRC-32 of n bytes, from 0; large buffers in pieces on the OpenMP
- * threads, joined. */
+/* zlib's CRC-32 of n bytes (computed by libdeflate), from 0; large buffers
+ * in pieces on the OpenMP threads, joined. */
 uint32_t g1_h5_crc32(const void *p, size_t n);
 /* The CRC-32 of a then b from crc(a), crc(b) and b's length. */
 uint32_t g1_h5_crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);

@@ -547,6 +547,7 @@ def case_nan_logits(d):
     ck = mkckpt(d)
     with h5py.File(ck, "r+") as f:
         f["final_norm"][3] = np.nan
+        del f["final_norm"].attrs["crc32"]  # edited by hand: no checksum, so it loads
     inp = os.path.join(d, "in.jsonl")
     write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2, 3, 4]}])
     for mode in ("score", "generate"):

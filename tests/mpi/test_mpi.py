@@ -353,7 +353,7 @@ def case_bytes_per_rank():
     for line in p.stderr.splitlines():
         if "bytes read" in line and "rank " in line:
             r = int(line.split("rank ")[1].split(" ")[0])
-            got[r] = int(line.split(": ")[-1].split(" bytes read")[0].split()[-1])
+            got[r] = int(re.search(r"(\d+) bytes read", line).group(1))
     f = h5py.File(ckpt, "r")
     E = f.attrs["num_experts"]
     cuts = [0, 2, 5]

@@ -116,7 +116,22 @@ def scale_dataset(path, name, factor, rows=None):
             return False
         sel = slice(None) if rows is None else rows
         d[sel] = (d[sel] * np.float32(factor)).astype(np.float32)
+        refresh_crc(d)
     return True
+
+
+def refresh_crc(d):
+    """Make a changed dataset's checksums (docs/CHECKPOINT.md, "Checksums")
+    those of its new contents, as a writer would, so the reader takes the
+    change for the file's own: zlib's CRC-32 of the whole dataset, or of
+    each expert for a 3-dimensional one."""
+    import zlib
+    if "crc32" not in d.attrs:
+        return
+    a = d[()]
+    a = a.astype("<f4") if a.dtype.kind == "f" else a
+    parts = a if d.ndim == 3 else [a]
+    d.attrs["crc32"] = np.array([zlib.crc32(np.ascontiguousarray(x).tobytes()) for x in parts], dtype=np.uint32)
 
 
 def quiet_moe(path, factor=2.0 ** -7):

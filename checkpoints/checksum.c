@@ -89,12 +89,7 @@ static int crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t 
             start[0] = (hsize_t)e, count[0] = 1;
         start[x] = r;
         count[x] = rows - r < slab ? rows - r : slab;
-        hid_t fs = H5Dget_space(d), ms = H5Screate_simple(rank, count, NULL);
-        err = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        if (err >= 0)
-            err = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf);
-        H5Sclose(ms);
-        H5Sclose(fs);
+        err = g1_h5_read_slab(d, memtype, rank, start, count, buf);
         size_t n = (size_t)count[x] * row_bytes;
         if (err >= 0) {
             c = r ? g1_h5_crc32_join(c, g1_h5_crc32(buf, n), n) : g1_h5_crc32(buf, n);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "h5util.h"
 
 static g1_status check_config(const cv_job *job, const char *path)
 {
@@ -31,12 +32,7 @@ static g1_status read_slab(hid_t file, const char *path, const char *name, hid_t
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
     if (d < 0)
         return G1_FAIL(G1_ERR_FORMAT, "verify: %s has no dataset %s", path, name);
-    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(rank, count, NULL);
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (e >= 0)
-        e = H5Dread(d, mtype, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms);
-    H5Sclose(fs);
+    herr_t e = g1_h5_read_slab(d, mtype, rank, start, count, buf);
     H5Dclose(d);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "verify: reading %s from %s failed", name, path);

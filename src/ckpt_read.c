@@ -520,16 +520,10 @@ static g1_status open_shaped(const g1_ckpt *ck, hid_t loc, const char *dir, cons
 static g1_status read_slab(g1_ckpt *ck, const dset *d, hid_t memtype, const hsize_t *start, const hsize_t *count,
                            void *buf)
 {
-    hid_t fs = H5Dget_space(d->id);
-    hid_t ms = H5Screate_simple(d->rank, count, NULL);
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (e >= 0)
-        e = H5Dread(d->id, memtype, ms, fs, H5P_DEFAULT, buf);
+    herr_t e = g1_h5_read_slab(d->id, memtype, d->rank, start, count, buf);
     char detail[256];
     if (e < 0)
         g1_h5_detail(detail);
-    H5Sclose(ms);
-    H5Sclose(fs);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "checkpoint %s: reading %s failed: %s", ck->path, d->name, detail);
     uint64_t n = d->esize;

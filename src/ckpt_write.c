@@ -282,12 +282,7 @@ static g1_status embedding_crc_from_file(g1_ckpt_writer *wr)
     hsize_t V = (hsize_t)c->vocab_size;
     for (hsize_t r = 0; r < V && e >= 0; r += slab) {
         hsize_t start[2] = {r, 0}, count[2] = {V - r < slab ? V - r : slab, D};
-        hid_t fs = H5Dget_space(d), ms = H5Screate_simple(2, count, NULL);
-        e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        if (e >= 0)
-            e = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf);
-        H5Sclose(ms);
-        H5Sclose(fs);
+        e = g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 2, start, count, buf);
         size_t nb = (size_t)(count[0] * D) * sizeof *buf;
         if (e >= 0)
             crc = r ? g1_h5_crc32_join(crc, g1_h5_crc32(buf, nb), nb) : g1_h5_crc32(buf, nb);
@@ -384,16 +379,10 @@ static g1_status write_slab(g1_ckpt_writer *wr, const char *name, hid_t memtype,
     hid_t d = H5Dopen2(wr->file, name, H5P_DEFAULT);
     if (d < 0)
         return G1_FAIL(G1_ERR_INTERNAL, "%s: no dataset %s", wr->tmp, name);
-    hid_t fs = H5Dget_space(d);
-    hid_t ms = H5Screate_simple(rank, count, NULL);
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (e >= 0)
-        e = H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf);
+    herr_t e = g1_h5_write_slab(d, memtype, rank, start, count, buf);
     char detail[256];
     if (e < 0)
         g1_h5_detail(detail);
-    H5Sclose(ms);
-    H5Sclose(fs);
     H5Dclose(d);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "%s: writing %s failed: %s", wr->tmp, name, detail);

@@ -25,15 +25,45 @@ void g1_h5_detail(char buf[256])
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
 }
 
-static herr_t put_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *v)
+static herr_t slab_io(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf,
+                      const void *cbuf)
 {
-    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(rank, count, NULL);
+    herr_t e = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0)
+        e = buf ? H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf) : H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, cbuf);
+    if (ms >= 0)
+        H5Sclose(ms);
+    if (fs >= 0)
+        H5Sclose(fs);
+    return e;
+}
+
+herr_t g1_h5_read_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf)
+{
+    return slab_io(d, memtype, rank, start, count, buf, NULL);
+}
+
+herr_t g1_h5_write_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count,
+                        const void *buf)
+{
+    return slab_io(d, memtype, rank, start, count, NULL, buf);
+}
+
+/* An attribute of dataspace sp (closed here) on loc. */
+static herr_t put_attr_in(hid_t loc, const char *name, hid_t ftype, hid_t mtype, hid_t sp, const void *v)
+{
     hid_t a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
     herr_t e = a < 0 ? -1 : H5Awrite(a, mtype, v);
     if (a >= 0)
         H5Aclose(a);
     H5Sclose(sp);
     return e;
+}
+
+static herr_t put_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *v)
+{
+    return put_attr_in(loc, name, ftype, mtype, H5Screate(H5S_SCALAR), v);
 }
 
 /* A variable-length UTF-8 string, as h5py writes a Python str. */
@@ -145,13 +175,7 @@ herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n)
     if (H5Aexists(dset, G1_H5_CRC_ATTR) > 0 && H5Adelete(dset, G1_H5_CRC_ATTR) < 0)
         return -1;
     hsize_t dims[1] = {n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t a = H5Acreate2(dset, G1_H5_CRC_ATTR, H5T_STD_U32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_UINT32, v);
-    if (a >= 0)
-        H5Aclose(a);
-    H5Sclose(sp);
-    return e;
+    return put_attr_in(dset, G1_H5_CRC_ATTR, H5T_STD_U32LE, H5T_NATIVE_UINT32, H5Screate_simple(1, dims, NULL), v);
 }
 
 int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max)

@@ -26,6 +26,12 @@ void g1_h5_sync_file(const char *path);
 #define G1_H5_FNV_START 0xcbf29ce484222325ull
 uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n);
 
+/* The hyperslab [start, start + count) of dataset d (rank dimensions),
+ * read into or written from buf (count elements, row-major) as memtype. */
+herr_t g1_h5_read_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf);
+herr_t g1_h5_write_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count,
+                        const void *buf);
+
 /* Checksums of a checkpoint's datasets (docs/CHECKPOINT.md): attribute
  * "crc32" on a dataset, uint32 values: one per expert for the moe datasets
  * (over that expert's slab), else one (over the whole dataset). Each is

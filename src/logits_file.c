@@ -206,12 +206,7 @@ g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, i
     herr_t e = 0;
     if (nrows > 0) {
         hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)f->vocab_size};
-        hid_t fs = H5Dget_space(d), ms = H5Screate_simple(2, count, NULL);
-        e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        if (e >= 0)
-            e = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, logits);
-        H5Sclose(ms);
-        H5Sclose(fs);
+        e = g1_h5_write_slab(d, H5T_NATIVE_FLOAT, 2, start, count, logits);
     }
     H5Dclose(d);
     /* a request's last rows: to disk, so that a job killed without warning

@@ -40,7 +40,8 @@ uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck);
  * it is read, and a load fails with G1_ERR_FORMAT naming the dataset (and
  * expert) that does not match. Datasets without checksums (files written
  * by other tools or before checksums) are read unchecked. on = 0 skips the
- * comparison. bytes_checked: of g1_ckpt_bytes_read, those compared. */
+ * comparison (the attributes are not even read). bytes_checked: of
+ * g1_ckpt_bytes_read, those compared. */
 void g1_ckpt_set_checksums(g1_ckpt *ck, int on);
 uint64_t g1_ckpt_bytes_checked(const g1_ckpt *ck);
 void g1_ckpt_close(g1_ckpt *ck);

@@ -201,6 +201,17 @@ def test_bad_attribute(d, ref):
         rc, out, err = run([CHECKSUM, p])
         expect(rc == 1 and "layers/00/moe_up has a crc32 attribute" in err,
                f"crc32 attribute of {label}: grok1-checksum too: rc {rc}")
+        if RUN:
+            req = os.path.join(d, "req.jsonl")
+            with open(req, "w") as f:
+                f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+            o = os.path.join(d, "o.jsonl")
+            rc, _, err = run([RUN, "--checkpoint", p, "--mode", "score", "--input", req, "--output", o])
+            expect(rc == 1 and "has a crc32 attribute" in err, f"crc32 attribute of {label}: grok1-run refuses")
+            rc, _, err = run([RUN, "--checkpoint", p, "--skip-checksums", "--mode", "score", "--input", req,
+                              "--output", o])
+            expect(rc == 0, f"crc32 attribute of {label}: --skip-checksums loads it: rc {rc} {err.strip()}")
+            os.remove(o)
 
 
 def test_parts(d):

@@ -26,6 +26,7 @@ typedef struct part {
     char *named;       /* realpath of its folder + its own name (a symlink stays one) */
     char *target;      /* the name stored in the links */
     hid_t file;
+    int crc;           /* its final norm has checksums (G1_H5_CRC_ATTR): written with them */
 } part;
 
 typedef struct linker {
@@ -434,6 +435,8 @@ static g1_status link_parts(linker *k, int replace, char *summary, size_t n_summ
         st = same_embedding(k, src);
     if (st == G1_OK)
         st = fingerprints(k, src);
+    for (int i = 0; i < k->n && st == G1_OK; i++)
+        k->p[i].crc = H5Aexists_by_name(k->p[i].file, "final_norm", G1_H5_CRC_ATTR, H5P_DEFAULT) > 0;
     for (int i = 0; i < k->n; i++) { /* the links open them again, maybe otherwise */
         if (k->p[i].file >= 0)
             H5Fclose(k->p[i].file);
@@ -455,6 +458,18 @@ static g1_status link_parts(linker *k, int replace, char *summary, size_t n_summ
                                          k->p[k->owner[l]].target);
             l = e;
         }
+        int without = 0;
+        for (int i = 0; i < k->n; i++)
+            without += !k->p[i].crc;
+        if (!without && used < n_summary)
+            used += (size_t)snprintf(summary + used, n_summary - used, "; checksums in every part");
+        for (int i = 0, m = 0; i < k->n && used < n_summary; i++)
+            if (!k->p[i].crc)
+                used += (size_t)snprintf(summary + used, n_summary - used, "%s%s", m++ ? ", " : "; no checksums in ",
+                                         k->p[i].target);
+        if (without && used < n_summary)
+            snprintf(summary + used, n_summary - used, " (written before checksums: their tensors load unchecked; "
+                                                       "grok1-checksum --add on a part puts them in)");
     }
     free(outdir);
     return st;

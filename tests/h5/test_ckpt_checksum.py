@@ -221,8 +221,9 @@ def test_parts(d):
     for args in (["--part", "0-1", "--out", p0], ["--part", "2-3", "--no-embedding", "--out", p2]):
         rc, _, err = run([MKCKPT, "--config", "tiny", "--seed", "3", *args])
         expect(rc == 0, f"mkckpt {args}: {err.strip()}")
-    rc, _, err = run([LINK, joined, p0, p2])
-    expect(rc == 0, f"link: {err.strip()}")
+    rc, out, err = run([LINK, joined, p0, p2])
+    expect(rc == 0 and out.strip().endswith("; checksums in every part"), f"link says the parts have checksums: "
+           f"{out.strip()} {err.strip()}")
     rc, out, err = run([CHECKSUM, joined])
     expect(rc == 0 and "78 matched" in out, f"a checkpoint in parts checks through its links: {out.strip()}")
     rc, out, err = run([CHECKSUM, p2])
@@ -241,6 +242,9 @@ def test_parts(d):
     expect(rc == 0, f"a rank of the other part's layers loads: rc {rc} {err.strip()}")
     # checksums added through the links land in the parts
     strip(p0)
+    rc, out, err = run([LINK, "--force", joined, p0, p2])
+    expect(rc == 0 and "; no checksums in p0.h5 (written before checksums" in out,
+           f"link names a part without checksums: {out.strip()}")
     rc, out, err = run([CHECKSUM, "--add", "--layers", "0-1", joined])
     expect(rc == 0 and "40 datasets (2 layers, embedding): " in out and "40 added" in out,
            f"--add through the links: rc {rc} {out.strip()} {err.strip()}")

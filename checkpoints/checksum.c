@@ -15,6 +15,7 @@
 
 static const char usage_text[] =
     "usage: grok1-checksum [--add] [--layers A-B] CKPT.h5\n"
+    "       grok1-checksum [--add] DUMP.h5\n"
     "\n"
     "Reads every tensor of a grok1-hdf5 checkpoint (one file, a part, or one\n"
     "joined by grok1-link, through its links) and compares it with the CRC-32\n"
@@ -23,6 +24,10 @@ static const char usage_text[] =
     "grok1-run compares the tensors it loads the same way, so a damaged file\n"
     "stops a job at load; this finds the damage before the job is queued, and\n"
     "lists every damaged tensor, not only the first.\n"
+    "\n"
+    "Given a logits dump of grok1-run (--dump-logits; a finished one or its\n"
+    ".partial), it compares every logits/<k> with the CRC-32 grok1-run put on\n"
+    "it when the request's last rows were written.\n"
     "\n"
     "  --add         put checksums on the datasets that have none (a checkpoint\n"
     "                written before checksums existed), computed from what the\n"
@@ -38,9 +43,6 @@ static const char usage_text[] =
     "one, with --add); 1 a tensor does not match or could not be read; 2 usage;\n"
     "3 nothing damaged, but some datasets have no checksum, so were not checked.\n"
     "OMP_NUM_THREADS sets the threads that compute the CRCs (default: every core).\n";
-
-/* Bytes a read covers at most (rows of a tensor, or of one expert). */
-#define SLAB_BYTES ((size_t)64 << 20)
 
 typedef struct tally {
     const char *path;
@@ -63,42 +65,6 @@ static void fail(tally *t, const char *name, const char *what)
     g1_h5_detail(detail);
     fprintf(stderr, "grok1-checksum: %s: %s: %s (HDF5 says '%s')\n", t->path, name, what, detail);
     t->failed++;
-}
-
-/* The CRC-32 of rows [0, rows) of dataset d (at index e of its first
- * dimension when e >= 0: one expert), read in slabs, as int8 or float32. */
-static int crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
-                  unsigned long long *bytes)
-{
-    int x = e >= 0; /* the expert dimension */
-    hsize_t rows = dims[x], row_elems = 1;
-    for (int i = x + 1; i < rank; i++)
-        row_elems *= dims[i];
-    size_t row_bytes = (size_t)row_elems * esize;
-    hsize_t slab = row_bytes ? SLAB_BYTES / row_bytes : rows;
-    slab = slab < 1 ? 1 : slab > rows ? rows : slab;
-    void *buf = malloc(slab * row_bytes + 1);
-    if (!buf)
-        return -1;
-    uint32_t c = 0;
-    herr_t err = 0;
-    for (hsize_t r = 0; r < rows && err >= 0; r += slab) {
-        hsize_t start[3] = {0, 0, 0}, count[3];
-        memcpy(count, dims, (size_t)rank * sizeof *dims);
-        if (x)
-            start[0] = (hsize_t)e, count[0] = 1;
-        start[x] = r;
-        count[x] = rows - r < slab ? rows - r : slab;
-        err = g1_h5_read_slab(d, memtype, rank, start, count, buf);
-        size_t n = (size_t)count[x] * row_bytes;
-        if (err >= 0) {
-            c = r ? g1_h5_crc32_join(c, g1_h5_crc32(buf, n), n) : g1_h5_crc32(buf, n);
-            *bytes += n;
-        }
-    }
-    free(buf);
-    *crc = c;
-    return err < 0 ? -1 : 0;
 }
 
 /* One dataset: compare each checksum it has; with --add, put them on when
@@ -145,7 +111,7 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
         size_t esize = i8 ? 1 : sizeof(float);
         int bad = 0, read_failed = 0;
         for (int e = 0; e < n && !read_failed; e++) {
-            if (crc_of(d, memtype, esize, rank, dims, rank == 3 ? e : -1, &got[e], &t->bytes) < 0) {
+            if (g1_h5_crc_of(d, memtype, esize, rank, dims, rank == 3 ? e : -1, &got[e], &t->bytes) < 0) {
                 char what[64];
                 snprintf(what, sizeof what, "%s could not be read", rank == 3 ? "an expert" : "it");
                 fail(t, name, what);
@@ -217,6 +183,111 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The closing line and the exit status. */
+static int summary(const tally *t, const char *what, double dt)
+{
+    printf("grok1-checksum: %s: %ld datasets (%s): %llu bytes read in %.2f s (%.2f GB/s); %ld matched", t->path,
+           t->datasets, what, t->bytes, dt, dt > 0 ? (double)t->bytes / dt / 1e9 : 0.0, t->matched);
+    if (t->add)
+        printf(", %ld added", t->added);
+    if (t->unchecked)
+        printf(", %ld without a checksum (not checked; --add puts them in)", t->unchecked);
+    if (t->damaged)
+        printf(", %ld DAMAGED", t->damaged);
+    if (t->failed)
+        printf(", %ld unreadable", t->failed);
+    printf("\n");
+    if (t->damaged || t->failed)
+        return 1;
+    if (t->datasets == 0) {
+        fprintf(stderr, "grok1-checksum: %s: no dataset checked\n", t->path);
+        return 1;
+    }
+    return t->unchecked ? 3 : 0;
+}
+
+/* 1 when path is an HDF5 file with the root attributes of a logits dump */
+static int is_dump(const char *path)
+{
+    hid_t fapl = g1_h5_read_fapl();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    int yes = f >= 0 && g1_h5_is_logits_dump(f);
+    if (f >= 0)
+        H5Fclose(f);
+    return yes;
+}
+
+typedef struct dump_names {
+    char **v;
+    size_t n, cap;
+    int oom;
+} dump_names;
+
+static herr_t add_name(hid_t g, const char *name, const H5L_info_t *info, void *ctx)
+{
+    (void)g, (void)info;
+    dump_names *ns = ctx;
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? 2 * ns->cap : 64;
+        char **v = realloc(ns->v, cap * sizeof *v);
+        if (!v)
+            return ns->oom = 1, -1;
+        ns->v = v, ns->cap = cap;
+    }
+    if (!(ns->v[ns->n] = strdup(name)))
+        return ns->oom = 1, -1;
+    ns->n++;
+    return 0;
+}
+
+/* A logits dump of grok1-run (--dump-logits): every dataset logits/<k>
+ * (one CRC-32 each), in the order of k. */
+static int check_dump(tally *t)
+{
+    hid_t file = H5Fopen(t->path, t->add ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) {
+        char detail[256];
+        g1_h5_detail(detail);
+        fprintf(stderr, "grok1-checksum: cannot open %s%s: %s\n", t->path, t->add ? " for writing (--add)" : "",
+                detail);
+        return 1;
+    }
+    double t0 = now_s();
+    dump_names ns = {0};
+    hid_t g = H5Lexists(file, "logits", H5P_DEFAULT) > 0 ? H5Gopen2(file, "logits", H5P_DEFAULT) : -1;
+    hsize_t at = 0;
+    if (g >= 0)
+        H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &at, add_name, &ns);
+    if (g < 0 || ns.oom) {
+        fprintf(stderr, "grok1-checksum: %s: %s\n", t->path,
+                g < 0 ? "a logits dump without its group logits (damaged?)" : "out of memory");
+        t->failed++;
+    }
+    /* the numeric order of the requests (names are decimal numbers) */
+    for (size_t i = 1; i < ns.n; i++)
+        for (size_t j = i; j > 0 && (strlen(ns.v[j - 1]) > strlen(ns.v[j]) ||
+                                     (strlen(ns.v[j - 1]) == strlen(ns.v[j]) && strcmp(ns.v[j - 1], ns.v[j]) > 0));
+             j--) {
+            char *x = ns.v[j];
+            ns.v[j] = ns.v[j - 1], ns.v[j - 1] = x;
+        }
+    for (size_t i = 0; i < ns.n; i++) {
+        char name[300];
+        snprintf(name, sizeof name, "logits/%s", ns.v[i]);
+        check_dataset(file, name, t);
+        free(ns.v[i]);
+    }
+    free(ns.v);
+    if (g >= 0)
+        H5Gclose(g);
+    if (H5Fclose(file) < 0 && t->add) {
+        fprintf(stderr, "grok1-checksum: closing %s failed: the checksums added may not be in it\n", t->path);
+        t->failed++;
+    }
+    return summary(t, "logits dump", now_s() - t0);
+}
+
 int main(int argc, char **argv)
 {
     tally t = {0};
@@ -242,6 +313,14 @@ int main(int argc, char **argv)
     if (argc - i != 1)
         return usage_error("expected one checkpoint file%s", "");
     t.path = argv[i];
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    int dump = is_dump(t.path);
+    if (dump && a >= 0) {
+        fprintf(stderr, "grok1-checksum: --layers: %s is a logits dump of grok1-run, not a checkpoint\n", t.path);
+        return 2;
+    }
+    if (dump)
+        return check_dump(&t);
     /* the file is a checkpoint of a known model: the reader's checks */
     g1_ckpt *ck;
     if (g1_ckpt_open(t.path, &ck) != G1_OK) {
@@ -254,7 +333,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "grok1-checksum: --layers %d-%d: %s has %d layers (0-%d)\n", a, b, t.path, L, L - 1);
         return 2;
     }
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t fapl = t.add ? H5P_DEFAULT : g1_h5_read_fapl();
     hid_t file = H5Fopen(t.path, t.add ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
     if (fapl != H5P_DEFAULT)
@@ -291,24 +369,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "grok1-checksum: closing %s failed: the checksums added may not be in it\n", t.path);
         t.failed++;
     }
-    double dt = now_s() - t0;
-    printf("grok1-checksum: %s: %ld datasets (%d layer%s%s): %llu bytes read in %.2f s (%.2f GB/s); %ld matched",
-           t.path, t.datasets, layers, layers == 1 ? "" : "s", with_embedding ? ", embedding" : "", t.bytes, dt,
-           dt > 0 ? (double)t.bytes / dt / 1e9 : 0.0, t.matched);
-    if (t.add)
-        printf(", %ld added", t.added);
-    if (t.unchecked)
-        printf(", %ld without a checksum (not checked; --add puts them in)", t.unchecked);
-    if (t.damaged)
-        printf(", %ld DAMAGED", t.damaged);
-    if (t.failed)
-        printf(", %ld unreadable", t.failed);
-    printf("\n");
-    if (t.damaged || t.failed)
-        return 1;
-    if (t.datasets == 0) {
-        fprintf(stderr, "grok1-checksum: %s: no dataset checked\n", t.path);
-        return 1;
-    }
-    return t.unchecked ? 3 : 0;
+    char what[64];
+    snprintf(what, sizeof what, "%d layer%s%s", layers, layers == 1 ? "" : "s", with_embedding ? ", embedding" : "");
+    return summary(&t, what, now_s() - t0);
 }

@@ -419,9 +419,10 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
 #if G1_HAVE_HDF5
 /* The shards' dumps joined into dump_tmp, renamed to dump (dump_tmp gone
  * on failure). */
-static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_size, const char *const *dumps, int n)
+static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_size, const char *const *dumps, int n,
+                            long *unchecked)
 {
-    G1_TRY(g1_logits_file_join(dump_tmp, vocab_size, dumps, n));
+    G1_TRY(g1_logits_file_join(dump_tmp, vocab_size, dumps, n, unchecked));
     if (rename(dump_tmp, dump) != 0) {
         g1_status st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
         unlink(dump_tmp);
@@ -606,6 +607,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     int model_vocab = json_is_integer(vocab) ? (int)json_integer_value(vocab) : 0;
     int64_t *lines = NULL;
     int v0 = 0;
+    long unchecked = 0; /* datasets of the dumps without a checksum */
     if (st == G1_OK && dump)
         st = request_lines(in_path, requests, &lines);
     for (int k = 0; k < n && st == G1_OK && dump; k++)
@@ -618,7 +620,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     /* to stdout: the dump first, as the results cannot be taken back */
     int dump_done = 0;
     if (st == G1_OK && dump && to_stdout) {
-        st = write_dump(dump_tmp, dump, v0, dumps, n);
+        st = write_dump(dump_tmp, dump, v0, dumps, n, &unchecked);
         dump_done = st == G1_OK;
     }
 #else
@@ -642,7 +644,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         /* the dump gets its name before the results do: a finished OUT
          * implies a finished D */
         if (st == G1_OK && dump) {
-            st = write_dump(dump_tmp, dump, v0, dumps, n);
+            st = write_dump(dump_tmp, dump, v0, dumps, n, &unchecked);
             dump_done = st == G1_OK;
         }
 #endif
@@ -667,9 +669,17 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
                 st = g1_meta_write(meta_path, by_k[0].meta);
         }
     }
-    if (st == G1_OK)
-        fprintf(stderr, "grok1-merge: %lld results from %d shards written to %s%s%s\n", total, n,
-                to_stdout ? "standard output" : out_path, dump ? ", their logits to " : "", dump ? dump : "");
+    if (st == G1_OK) {
+        char crcs[96] = "";
+#if G1_HAVE_HDF5
+        if (dump && unchecked)
+            snprintf(crcs, sizeof crcs, " (%ld datasets had no checksum: not checked)", unchecked);
+        else if (dump)
+            snprintf(crcs, sizeof crcs, " (every dataset matched its checksum)");
+#endif
+        fprintf(stderr, "grok1-merge: %lld results from %d shards written to %s%s%s%s\n", total, n,
+                to_stdout ? "standard output" : out_path, dump ? ", their logits to " : "", dump ? dump : "", crcs);
+    }
     for (int k = 0; by_k && k < n; k++)
         if (by_k[k].f)
             fclose(by_k[k].f);

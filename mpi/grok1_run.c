@@ -98,7 +98,8 @@ static void usage(FILE *f)
 "  --skip-checksums          read the checkpoint without comparing it with its checksums (a\n"
 "                            CRC-32 per tensor and expert, written by grok1-convert and\n"
 "                            grok1-mkckpt; a tensor that does not match otherwise stops the\n"
-"                            load, naming it)\n"
+"                            load, naming it); with --resume, keep the logits dump's datasets\n"
+"                            of the kept results without reading them back against theirs\n"
 "  --synthetic PRESET        build deterministic synthetic weights in memory instead\n"
 "                            (tiny, small, grok-1); the same weights as\n"
 "                            grok1-mkckpt --config PRESET --seed S\n"
@@ -591,8 +592,9 @@ static int parse_args(int argc, char **argv, cli *c)
             return usage_error("%s: the file name is empty", names[i].opt);
     if (!!c->checkpoint == !!c->synthetic)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --synthetic PRESET");
-    if (c->skip_checksums && !c->checkpoint)
-        return usage_error("--skip-checksums is for --checkpoint (synthetic weights have no checksums)");
+    if (c->skip_checksums && !c->checkpoint && !c->dump_logits)
+        return usage_error("--skip-checksums is for --checkpoint or --dump-logits (synthetic weights have no "
+                           "checksums)");
     if (c->dump_logits && c->mode != G1_MODE_SCORE)
         return usage_error("--dump-logits works with --mode score only");
     if (c->plan && c->layers_per_stage)
@@ -887,7 +889,7 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
     if (st != G1_OK)
         snprintf(why, sizeof why, "%s", g1_last_error());
     if (st == G1_OK && f->logits && k_last >= 0) {
-        st = g1_logits_file_prune(f->logits, k_last, &found);
+        st = g1_logits_file_prune(f->logits, k_last, !c->skip_checksums, &found);
         if (st == G1_OK && found != (int64_t)kept)
             st = G1_FAIL(G1_ERR_FORMAT, "it holds the logits of %lld of the %zu results kept in %s",
                          (long long)found, kept, f->partial);

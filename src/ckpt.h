@@ -96,18 +96,22 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
  * already there stay; a request's dataset is rewritten when it runs. */
 g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file **out);
 /* Before a resume writes: keep the datasets of requests 0..k_last (the
- * kept results: each must open with V columns; *n_kept says how many do)
- * and delete every later one. A job killed without warning can leave
+ * kept results: each must open with V columns, and with `check` match its
+ * checksum when it has one; *n_kept says how many open) and delete every
+ * later one. A job killed without warning can leave
  * datasets of unfinished requests whose metadata reached the disk and whose
  * storage did not (HDF5 flushes are not atomic); made afresh, they cannot
  * reach into space the continued file allocates again. Errors: the dump's
  * metadata is damaged (the caller starts the dump afresh). */
-g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int64_t *n_kept);
+g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept);
 /* Move PATH.partial aside to PATH.partial.damaged and free `f` (NULL: no
  * file open): a dump that cannot be continued, kept for inspection. */
 g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *aside, size_t n);
 /* Rows [row0, row0+nrows) of request k's logits; the dataset (n, V) is
- * created on first use with n = n_rows_total. */
+ * created on first use with n = n_rows_total. With its last rows (row0 +
+ * nrows == n_rows_total) the dataset gets its checksum (G1_H5_CRC_ATTR,
+ * of the rows as they came in order, else read back) and the file is
+ * flushed. */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits);
 /* 1 when a dump to continue exists: PATH.partial or a finished PATH */
@@ -127,8 +131,11 @@ void g1_logits_file_abort(g1_logits_file *f);
 g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n);
 /* grok1-merge: write tmp (replaced when it exists) as a dump of vocab_size
  * holding every dataset of the n finished dumps srcs[] (their names must
- * not meet), copied as stored (H5Ocopy: no decoding); flushed and closed,
- * to be renamed by the caller. On failure tmp is removed. */
-g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n);
+ * not meet), the float32 values copied unchanged, each compared with its
+ * checksum as it is read (a mismatch is an error naming the file and the
+ * dataset) and written with it; *unchecked: datasets that had none (given
+ * one computed from what was read). Flushed and closed, to be renamed by
+ * the caller. On failure tmp is removed. */
+g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n, long *unchecked);
 
 #endif

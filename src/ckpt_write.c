@@ -270,29 +270,13 @@ static g1_status put_crcs(g1_ckpt_writer *wr, const char *name, const uint32_t *
  * file, read back in slabs. */
 static g1_status embedding_crc_from_file(g1_ckpt_writer *wr)
 {
-    const g1_config *c = &wr->cfg;
-    hsize_t D = (hsize_t)c->emb_size, slab = EMBED_CHUNK_BYTES / (D * sizeof(float));
-    slab = slab < 1 ? 1 : slab;
-    float *buf = malloc((size_t)(slab * D) * sizeof *buf);
-    if (!buf)
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    hsize_t dims[2] = {(hsize_t)wr->cfg.vocab_size, (hsize_t)wr->cfg.emb_size};
     hid_t d = H5Dopen2(wr->file, "embedding", H5P_DEFAULT);
-    herr_t e = d < 0 ? -1 : 0;
-    uint32_t crc = 0;
-    hsize_t V = (hsize_t)c->vocab_size;
-    for (hsize_t r = 0; r < V && e >= 0; r += slab) {
-        hsize_t start[2] = {r, 0}, count[2] = {V - r < slab ? V - r : slab, D};
-        e = g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 2, start, count, buf);
-        size_t nb = (size_t)(count[0] * D) * sizeof *buf;
-        if (e >= 0)
-            crc = r ? g1_h5_crc32_join(crc, g1_h5_crc32(buf, nb), nb) : g1_h5_crc32(buf, nb);
-    }
+    int e = d < 0 ? -1 : g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, &wr->crc_emb, NULL);
     if (d >= 0)
         H5Dclose(d);
-    free(buf);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "%s: cannot read the embedding back for its checksum", wr->tmp);
-    wr->crc_emb = crc;
     return G1_OK;
 }
 

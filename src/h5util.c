@@ -8,9 +8,16 @@
 #endif
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <libdeflate.h>
 #include <unistd.h>
 #include <zlib.h>
+
+/* The checksums are of the little-endian bytes of float32 values; taken
+ * from memory as they are, which is right on little-endian hosts only. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the checksums (g1_h5_crc32 of float32 buffers) assume a little-endian host"
+#endif
 
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
@@ -147,9 +154,17 @@ uint32_t g1_h5_crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
     return (uint32_t)crc32_combine64(crc_a, crc_b, (z_off64_t)len_b);
 }
 
+/* Below this, one thread: libdeflate takes a few ms for it, and a parallel
+ * region leaves the OpenMP threads spinning for a while after it, taking
+ * the cores from the reads and writes of the caller's next step (a merge of
+ * logits dumps, whose datasets are a few MB each, took twice as long). */
+#define CRC_PARALLEL_MIN ((size_t)32 << 20)
+
 uint32_t g1_h5_crc32(const void *p, size_t n)
 {
     const unsigned char *b = p;
+    if (n < CRC_PARALLEL_MIN)
+        return crc_piece(b, n);
 #ifdef _OPENMP
     size_t piece = n / (4 * (size_t)omp_get_max_threads());
 #else
@@ -196,4 +211,78 @@ int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max)
     H5Sclose(sp);
     H5Aclose(a);
     return ok ? (int)n : -1;
+}
+
+/* Bytes one read of g1_h5_crc_of covers at most (whole rows). */
+#define CRC_SLAB_BYTES ((size_t)64 << 20)
+
+int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
+                 unsigned long long *bytes)
+{
+    int x = e >= 0; /* the rows are along dimension x */
+    if (rank < 1 || rank > 3 || rank <= x)
+        return -1;
+    hsize_t rows = dims[x], row_elems = 1;
+    for (int i = x + 1; i < rank; i++)
+        row_elems *= dims[i];
+    size_t row_bytes = (size_t)row_elems * esize;
+    hsize_t slab = row_bytes ? CRC_SLAB_BYTES / row_bytes : rows;
+    slab = slab < 1 ? 1 : slab > rows ? rows : slab;
+    void *buf = malloc((size_t)slab * row_bytes + 1);
+    if (!buf)
+        return -1;
+    uint32_t c = 0;
+    herr_t err = 0;
+    for (hsize_t r = 0; r < rows && err >= 0; r += slab) {
+        hsize_t start[3] = {0, 0, 0}, count[3];
+        memcpy(count, dims, (size_t)rank * sizeof *dims);
+        if (x)
+            start[0] = (hsize_t)e, count[0] = 1;
+        start[x] = r;
+        count[x] = rows - r < slab ? rows - r : slab;
+        err = g1_h5_read_slab(d, memtype, rank, start, count, buf);
+        size_t n = (size_t)count[x] * row_bytes;
+        if (err >= 0) {
+            c = r ? g1_h5_crc32_join(c, g1_h5_crc32(buf, n), n) : g1_h5_crc32(buf, n);
+            if (bytes)
+                *bytes += n;
+        }
+    }
+    free(buf);
+    *crc = c;
+    return err < 0 ? -1 : 0;
+}
+
+int g1_h5_is_logits_dump(hid_t file)
+{
+    if (H5Aexists(file, "format") <= 0)
+        return 0;
+    hid_t a = H5Aopen(file, "format", H5P_DEFAULT);
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    int yes = 0;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+        hid_t m = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(m, H5Tget_cset(t)); /* no conversion between ASCII and UTF-8 */
+        if (H5Tis_variable_str(t) > 0) {
+            char *s = NULL;
+            H5Tset_size(m, H5T_VARIABLE);
+            if (H5Aread(a, m, &s) >= 0 && s) {
+                yes = !strcmp(s, "grok1-logits");
+                H5free_memory(s);
+            }
+        } else {
+            size_t n = H5Tget_size(t);
+            char *s = n > 0 && n < 4096 ? calloc(n + 1, 1) : NULL;
+            H5Tset_size(m, n + 1);
+            if (s && H5Aread(a, m, s) >= 0)
+                yes = !strcmp(s, "grok1-logits");
+            free(s);
+        }
+        H5Tclose(m);
+    }
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return yes;
 }

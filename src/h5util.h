@@ -51,6 +51,17 @@ herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n);
  * values): the number of values, 0 when the dataset has none, -1 when it is
  * not an integer array of at most max values or cannot be read. */
 int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max);
+/* The CRC-32 of dataset d (rank 1 to 3, dims its shape) read as memtype
+ * (esize bytes an element: int8 or float32), in slabs of at most about
+ * 64 MiB: of the whole dataset when e < 0, else of index e of its first
+ * dimension (one expert). *bytes (may be NULL) grows by the bytes read.
+ * 0, or -1 when a read fails (or no memory). */
+int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
+                 unsigned long long *bytes);
+
+/* 1 when the root attribute "format" of file is the string "grok1-logits"
+ * (a logits dump of grok1-run; fixed or variable length), else 0. */
+int g1_h5_is_logits_dump(hid_t file);
 
 /* File access for reading checkpoints: file locking off (many ranks open
  * the file at once, on file systems without flock). Close with H5Pclose. */

@@ -1,7 +1,10 @@
 /* Logits dump file (grok1-run --dump-logits): one float32 dataset
  * /logits/<k> of shape (n, V) per request k, filled in row pieces, as
  * PATH.partial until g1_logits_file_finish renames it to PATH. An
- * interrupted run leaves PATH.partial closed and whole for a resume. */
+ * interrupted run leaves PATH.partial closed and whole for a resume. Each
+ * finished dataset carries the "crc32" attribute of a checkpoint's tensors
+ * (G1_H5_CRC_ATTR: one CRC-32 of its float32 values), put on with its last
+ * rows; a resume compares the kept ones, grok1-merge every one it joins. */
 #include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
@@ -13,15 +16,26 @@
 #include "ckpt.h"
 #include "h5util.h"
 
+/* A request whose rows are being written: the CRC-32 of rows [0, next)
+ * while they come in order (else read back at the last rows). */
+typedef struct pending {
+    int64_t k;
+    int next, in_order;
+    uint32_t crc;
+} pending;
+
 struct g1_logits_file {
     hid_t file, group;
     char *path, *tmp;
     int vocab_size;
+    pending *pend;
+    size_t npend, cap;
 };
 
 
 static void free_file(g1_logits_file *f)
 {
+    free(f->pend);
     free(f->path);
     free(f->tmp);
     free(f);
@@ -193,6 +207,37 @@ static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_to
     return G1_OK;
 }
 
+/* Request k's entry in f->pend, added when absent; NULL: no memory. */
+static pending *pending_of(g1_logits_file *f, int64_t k)
+{
+    for (size_t i = 0; i < f->npend; i++)
+        if (f->pend[i].k == k)
+            return &f->pend[i];
+    if (f->npend == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 16;
+        pending *v = realloc(f->pend, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        f->pend = v;
+        f->cap = cap;
+    }
+    f->pend[f->npend] = (pending){.k = k, .next = 0, .in_order = 1, .crc = 0};
+    return &f->pend[f->npend++];
+}
+
+/* Request k's rows are all written: the checksum on its dataset d. */
+static herr_t put_crc(g1_logits_file *f, hid_t d, pending *p, int n_rows_total)
+{
+    uint32_t crc = p->crc;
+    hsize_t dims[2] = {(hsize_t)n_rows_total, (hsize_t)f->vocab_size};
+    /* rows out of order, or written twice: from the file */
+    if (!(p->in_order && p->next == n_rows_total) &&
+        g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, &crc, NULL) < 0)
+        return -1;
+    *p = f->pend[--f->npend];
+    return g1_h5_put_crcs(d, &crc, 1);
+}
+
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits)
 {
@@ -201,17 +246,30 @@ g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, i
                        row0 + nrows, n_rows_total);
     char name[32];
     snprintf(name, sizeof name, "%lld", (long long)k);
+    pending *p = pending_of(f, k);
+    if (!p)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     hid_t d;
     G1_TRY(open_request(f, name, n_rows_total, &d));
     herr_t e = 0;
     if (nrows > 0) {
         hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)f->vocab_size};
         e = g1_h5_write_slab(d, H5T_NATIVE_FLOAT, 2, start, count, logits);
+        size_t n = (size_t)nrows * (size_t)f->vocab_size * sizeof *logits;
+        if (p->in_order && row0 == p->next) {
+            p->crc = p->next ? g1_h5_crc32_join(p->crc, g1_h5_crc32(logits, n), n) : g1_h5_crc32(logits, n);
+            p->next += nrows;
+        } else {
+            p->in_order = 0;
+        }
     }
+    /* a request's last rows: its checksum, then to disk, so that a job
+     * killed without warning most likely leaves a file a resume can open */
+    int last = row0 + nrows == n_rows_total;
+    if (e >= 0 && last)
+        e = put_crc(f, d, p, n_rows_total);
     H5Dclose(d);
-    /* a request's last rows: to disk, so that a job killed without warning
-     * most likely leaves a file a resume can open */
-    if (e >= 0 && row0 + nrows == n_rows_total)
+    if (e >= 0 && last)
         e = H5Fflush(f->file, H5F_SCOPE_LOCAL);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "%s: writing logits/%s failed (disk full?)", f->tmp, name);
@@ -259,7 +317,42 @@ static herr_t collect(hid_t group, const char *name, const H5L_info_t *info, voi
     return 0;
 }
 
-g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int64_t *n_kept)
+/* Request dataset d (n x V float32) against its checksum: G1_OK when it
+ * matches or has none (*checked says which; may be NULL). Messages start
+ * with `where` ("" or "FILE: "). */
+static g1_status check_crc(hid_t d, const char *where, const char *name, int vocab_size, int *checked)
+{
+    uint32_t rec, got;
+    int have = g1_h5_get_crcs(d, &rec, 1);
+    if (checked)
+        *checked = have == 1;
+    if (have < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s has a %s attribute that is not one unsigned integer", where, name,
+                       G1_H5_CRC_ATTR);
+    if (have == 0)
+        return G1_OK;
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 0};
+    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, dims, NULL) == 2 &&
+             dims[1] == (hsize_t)vocab_size;
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (!ok)
+        return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s is not a dataset of (n, %d)", where, name, vocab_size);
+    if (g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, &got, NULL) < 0) {
+        char detail[256];
+        g1_h5_detail(detail);
+        return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s cannot be read (%s)", where, name, detail);
+    }
+    if (got != rec)
+        return G1_FAIL(G1_ERR_FORMAT,
+                       "%slogits/%s does not match its checksum (CRC-32 %08x; the file records %08x): the file is "
+                       "damaged (cut short or changed since grok1-run wrote it)",
+                       where, name, (unsigned)got, (unsigned)rec);
+    return G1_OK;
+}
+
+g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept)
 {
     *n_kept = 0;
     names ns = {0};
@@ -286,11 +379,13 @@ g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int64_t *n_kep
                      have[1] == (hsize_t)f->vocab_size;
             if (sp >= 0)
                 H5Sclose(sp);
-            if (d >= 0)
-                H5Dclose(d);
             if (!ok)
                 st = G1_FAIL(G1_ERR_FORMAT, "logits/%s of a kept result does not open as (n, %d) float32", ns.v[i],
                              f->vocab_size);
+            else if (check)
+                st = check_crc(d, "", ns.v[i], f->vocab_size, NULL);
+            if (d >= 0)
+                H5Dclose(d);
             *n_kept += ok;
         }
     }
@@ -342,42 +437,6 @@ void g1_logits_file_abort(g1_logits_file *f)
 
 /* ---- grok1-merge: the finished dumps of the shards of one input ---- */
 
-/* The root attribute format is the string "grok1-logits" (fixed or
- * variable length); 1 when it is. */
-static int is_logits_format(hid_t file)
-{
-    if (H5Aexists(file, "format") <= 0)
-        return 0;
-    hid_t a = H5Aopen(file, "format", H5P_DEFAULT);
-    hid_t t = a < 0 ? -1 : H5Aget_type(a);
-    int yes = 0;
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
-        hid_t m = H5Tcopy(H5T_C_S1);
-        H5Tset_cset(m, H5Tget_cset(t)); /* no conversion between ASCII and UTF-8 */
-        if (H5Tis_variable_str(t) > 0) {
-            char *s = NULL;
-            H5Tset_size(m, H5T_VARIABLE);
-            if (H5Aread(a, m, &s) >= 0 && s) {
-                yes = !strcmp(s, "grok1-logits");
-                H5free_memory(s);
-            }
-        } else {
-            size_t n = H5Tget_size(t);
-            char *s = n > 0 && n < 4096 ? calloc(n + 1, 1) : NULL;
-            H5Tset_size(m, n + 1);
-            if (s && H5Aread(a, m, s) >= 0)
-                yes = !strcmp(s, "grok1-logits");
-            free(s);
-        }
-        H5Tclose(m);
-    }
-    if (t >= 0)
-        H5Tclose(t);
-    if (a >= 0)
-        H5Aclose(a);
-    return yes;
-}
-
 /* The request k that /logits/<name> holds: the name as grok1-run writes it
  * ("%lld", k >= 0); -1 for any other name. */
 static int64_t request_of(const char *name)
@@ -411,7 +470,7 @@ static g1_status open_finished(const char *path, hid_t *file, hid_t *group, int 
         return G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be opened (%s): is it an HDF5 file?", path, d);
     }
     g1_status st = G1_OK;
-    if (!is_logits_format(*file))
+    if (!g1_h5_is_logits_dump(*file))
         st = G1_FAIL(G1_ERR_FORMAT, "%s is not a logits dump of grok1-run (no attribute format = \"grok1-logits\")",
                      path);
     if (st == G1_OK && H5Aexists(*file, "vocab_size") > 0) {
@@ -500,8 +559,80 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
     return G1_OK;
 }
 
-g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n)
+/* Bytes one read of copy_request covers at most (whole rows). */
+#define COPY_SLAB_BYTES ((size_t)64 << 20)
+
+/* Dataset `name` of group `from` (in file src) into group `to`, in row
+ * slabs, compared with its checksum as it is read; the copy gets the
+ * checksum (computed when the source has none: *unchecked grows). */
+static g1_status copy_request(hid_t from, hid_t to, const char *src, const char *tmp, const char *name, int vocab_size,
+                              long *unchecked)
 {
+    hid_t d = H5Dopen2(from, name, H5P_DEFAULT);
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    hsize_t dims[2] = {0, 0};
+    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, dims, NULL) == 2 &&
+             dims[0] > 0 && dims[1] == (hsize_t)vocab_size;
+    uint32_t rec = 0;
+    int have = ok ? g1_h5_get_crcs(d, &rec, 1) : 0;
+    g1_status st = G1_OK;
+    if (!ok)
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s is not a dataset of (n, %d)", src, name,
+                     vocab_size);
+    else if (have < 0)
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s has a %s attribute that is not one unsigned integer",
+                     src, name, G1_H5_CRC_ATTR);
+    hsize_t row = (hsize_t)vocab_size * sizeof(float), slab = COPY_SLAB_BYTES / row;
+    slab = slab < 1 ? 1 : slab > dims[0] ? dims[0] : slab;
+    float *buf = st == G1_OK ? malloc((size_t)(slab * row)) : NULL;
+    if (st == G1_OK && !buf)
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    hid_t out = -1;
+    if (st == G1_OK) {
+        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+        out = H5Dcreate2(to, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        H5Pclose(dcpl);
+        if (out < 0)
+            st = G1_FAIL(G1_ERR_IO, "%s: cannot create logits/%s (disk full?)", tmp, name);
+    }
+    uint32_t crc = 0;
+    for (hsize_t r = 0; st == G1_OK && r < dims[0]; r += slab) {
+        hsize_t start[2] = {r, 0}, count[2] = {dims[0] - r < slab ? dims[0] - r : slab, dims[1]};
+        size_t n = (size_t)(count[0] * row);
+        if (g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 2, start, count, buf) < 0) {
+            char detail[256];
+            g1_h5_detail(detail);
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s cannot be read (%s)", src, name, detail);
+        } else if (g1_h5_write_slab(out, H5T_NATIVE_FLOAT, 2, start, count, buf) < 0) {
+            st = G1_FAIL(G1_ERR_IO, "%s: writing logits/%s failed (disk full?)", tmp, name);
+        } else {
+            crc = r ? g1_h5_crc32_join(crc, g1_h5_crc32(buf, n), n) : g1_h5_crc32(buf, n);
+        }
+    }
+    if (st == G1_OK && have == 1 && crc != rec)
+        st = G1_FAIL(G1_ERR_FORMAT,
+                     "the logits dump %s: logits/%s does not match its checksum (CRC-32 %08x; the file records %08x): "
+                     "the file is damaged (cut short or changed since grok1-run wrote it); run that shard again, or "
+                     "copy its dump again",
+                     src, name, (unsigned)crc, (unsigned)rec);
+    if (st == G1_OK && g1_h5_put_crcs(out, &crc, 1) < 0)
+        st = G1_FAIL(G1_ERR_IO, "%s: cannot write the checksum of logits/%s (disk full?)", tmp, name);
+    if (st == G1_OK && have == 0)
+        (*unchecked)++;
+    free(buf);
+    if (out >= 0)
+        H5Dclose(out);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    return st;
+}
+
+g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n, long *unchecked)
+{
+    *unchecked = 0;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), group = -1;
     if (out < 0) {
@@ -523,13 +654,9 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const
         }
         if (v != vocab_size)
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s has vocab_size %d, not %d", srcs[i], v, vocab_size);
-        /* the datasets as they are stored: no decoding, no conversion */
+        /* the values as they are stored (float32 in and out: no conversion) */
         for (size_t j = 0; st == G1_OK && j < ns.n; j++)
-            if (H5Ocopy(from, ns.v[j], group, ns.v[j], H5P_DEFAULT, H5P_DEFAULT) < 0) {
-                char d[256];
-                g1_h5_detail(d);
-                st = G1_FAIL(G1_ERR_IO, "copying logits/%s of %s into %s failed: %s", ns.v[j], srcs[i], tmp, d);
-            }
+            st = copy_request(from, group, srcs[i], tmp, ns.v[j], vocab_size, unchecked);
         H5Gclose(from);
         H5Fclose(file);
         free_names(&ns);

@@ -607,6 +607,11 @@ def case_dump_logits(d):
             check(err < 1e-6, f"request {k}: logprobs differ from log_softmax(dumped logits) by {err}")
             greedy = all(int(np.argmax(x[i])) == ids[i + 1] for i in range(n - 1))
             check(res[k]["greedy"] == greedy, f"request {k}: greedy flag {res[k]['greedy']} != {greedy}")
+            # the checksum of the rows, which came in pieces
+            import zlib
+            crc = list(f[f"logits/{k}"].attrs.get("crc32", []))
+            want = zlib.crc32(f[f"logits/{k}"][...].astype("<f4").tobytes())
+            check(crc == [want], f"logits/{k}: crc32 attribute {crc}, the data's is {want}")
 
 
 def case_score_last_token(d):
@@ -1069,7 +1074,8 @@ def merge_run(args):
 def dump_differs(a, b):
     """None when the HDF5 files a and b hold the same logits dump: the same
     root attributes (values and HDF5 types), the same groups and datasets,
-    each of the same shape, type and bits; else the first difference."""
+    each of the same shape, type, bits and checksum; else the first
+    difference."""
     import h5py
     import numpy as np
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
@@ -1087,6 +1093,8 @@ def dump_differs(a, b):
                 return f"logits/{k}: {x} vs {y}"
             if not np.array_equal(x[()].view(np.uint32), y[()].view(np.uint32)):
                 return f"logits/{k}: the values differ"
+            if sorted(x.attrs) != ["crc32"] or list(x.attrs["crc32"]) != list(y.attrs.get("crc32", [])):
+                return f"logits/{k}: attributes {dict(x.attrs)} vs {dict(y.attrs)}"
     return None
 
 
@@ -1375,7 +1383,8 @@ def merge_dumps(d, sinp, lines):
     os.rename(D, D + ".ref")
     out = os.path.join(d, "sdump.merged.jsonl")
     rc, se = merge_run(["--input", sinp, "--output", out, "--dump-logits", D] + shards[::-1])
-    check(rc == 0 and f"their logits to {D}" in se, f"grok1-merge --dump-logits failed: {rc} {se}")
+    check(rc == 0 and f"their logits to {D} (every dataset matched its checksum)" in se,
+          f"grok1-merge --dump-logits failed: {rc} {se}")
     check(open(out, "rb").read() == open(ref, "rb").read(), "merged results with a dump differ from the unsharded run's")
     check(open(out + ".meta.json", "rb").read() == open(ref + ".meta.json", "rb").read(),
           "merged meta with a dump differs from the unsharded run's (settings.dump_logits?)")
@@ -1458,6 +1467,34 @@ def merge_dumps(d, sinp, lines):
     swapped(1, edited(lambda f: f["logits"].create_dataset("x", data=np.zeros((1, V), np.float32))),
             ["logits/x", "no request writes"])
     swapped(1, edited(lambda f: f["logits"].move(str(lost), "0" + str(lost))), [f"logits/0{lost}", "no request writes"])
+    # a value changed after grok1-run wrote it (its checksum kept): named
+    def change(f):
+        f["logits"][str(lost)][0, 3] += 1.0
+    swapped(1, edited(change), ["d1.h5", f"logits/{lost} does not match its checksum", "damaged",
+                                "run that shard again"])
+    # a bad checksum attribute
+    def two_crcs(f):
+        del f["logits"][str(lost)].attrs["crc32"]
+        f["logits"][str(lost)].attrs["crc32"] = np.array([1, 2], np.uint32)
+    swapped(1, edited(two_crcs), ["d1.h5", f"logits/{lost}", "crc32 attribute"])
+    # a shard dump without checksums (grok1-run before they existed): joined,
+    # said so, and the joined dump has them
+    F = os.path.join(d, "F.h5")
+    os.rename(dumps[2], dumps[2] + ".keep")
+    shutil.copy(dumps[2] + ".keep", dumps[2])
+    with h5py.File(dumps[2], "r+") as f:
+        for k in f["logits"]:
+            del f["logits"][k].attrs["crc32"]
+        n_old = len(f["logits"])
+    rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", F] + shards)
+    os.remove(dumps[2])
+    os.rename(dumps[2] + ".keep", dumps[2])
+    check(rc == 0 and f"({n_old} datasets had no checksum: not checked)" in se,
+          f"merge of a dump without checksums: {rc} {se}")
+    diff = dump_differs(F, D + ".ref")
+    check(diff is None, f"a dump merged from one without checksums differs from the unsharded run's: {diff}")
+    for p in (dst, dst + ".meta.json", F):
+        os.remove(p)
     # D exists: kept as it was
     with open(E, "w") as f:
         f.write("keep me\n")

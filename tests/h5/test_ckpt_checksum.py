@@ -4,7 +4,8 @@ records equals zlib.crc32 of each tensor (each expert); a byte changed in the
 file is found by the reader (the load stops, naming the tensor and expert;
 ranks that do not load it are not stopped) and by grok1-checksum; a file
 without checksums loads unchecked and gets them with grok1-checksum --add; a
-checkpoint in parts is checked through its links.
+checkpoint in parts is checked through its links. Logits dumps carry one
+per dataset, checked by grok1-checksum and by a resume.
 
 usage: test_ckpt_checksum.py GROK1_MKCKPT G1_CKPT_CHECK GROK1_CHECKSUM GROK1_LINK [GROK1_RUN]
 (exit 77: no h5py)
@@ -145,7 +146,8 @@ def test_run(d, bad):
     os.remove(out)
     rc, _, err = run([RUN, "--synthetic", "tiny", "--skip-checksums", "--mode", "score", "--input", req,
                       "--output", out])
-    expect(rc == 2 and "--skip-checksums is for --checkpoint" in err, f"--skip-checksums with --synthetic: rc {rc}")
+    expect(rc == 2 and "--skip-checksums is for --checkpoint or --dump-logits" in err,
+           f"--skip-checksums with --synthetic: rc {rc}")
 
 
 def test_old_file(d, ref):
@@ -252,6 +254,94 @@ def test_parts(d):
     expect(rc == 0 and "40 matched" in out, f"the part has them: rc {rc} {out.strip()}")
 
 
+def dump_crcs(path):
+    with h5py.File(path, "r") as f:
+        return {k: (list(f["logits"][k].attrs.get("crc32", [])), zlib.crc32(f["logits"][k][...].astype("<f4").tobytes()))
+                for k in f["logits"]}
+
+
+def test_dump(d, ref):
+    """Logits dumps (grok1-run --dump-logits): a checksum per dataset,
+    checked by grok1-checksum and by a resume, which starts over when a kept
+    result's logits are damaged (unless --skip-checksums)."""
+    if not RUN:
+        print("skip: dumps (no grok1-run)")
+        return
+    req = os.path.join(d, "dreq.jsonl")
+    rnd = __import__("random").Random(3)
+    with open(req, "w") as f:
+        for i in range(7):
+            f.write('{"id": %d, "prompt_ids": [%s]}\n' % (i, ", ".join(str(rnd.randrange(500))
+                                                                    for _ in range(rnd.randint(1, 20)))))
+    out, dump = os.path.join(d, "dout.jsonl"), os.path.join(d, "dump.h5")
+
+    def score(*extra):
+        return run([RUN, "--checkpoint", ref, "--mode", "score", "--input", req, "--output", out,
+                    "--dump-logits", dump, "--max-batch-tokens", "8", "--batch-size", "2", *extra])
+    rc, _, err = score()
+    expect(rc == 0, f"a score run with a dump: rc {rc} {err[-200:]}")
+    crcs = dump_crcs(dump)
+    expect(len(crcs) == 7 and all(rec == [want] for rec, want in crcs.values()),
+           f"each dataset's crc32 attribute is zlib.crc32 of its float32 values: {crcs}")
+    ref_out, ref_dump = open(out).read(), os.path.join(d, "dump.ref.h5")
+    shutil.copy(dump, ref_dump)
+    rc, so, err = run([CHECKSUM, dump])
+    expect(rc == 0 and "7 datasets (logits dump)" in so and "7 matched" in so,
+           f"grok1-checksum on a dump: rc {rc} {so.strip()} {err.strip()}")
+    rc, _, err = run([CHECKSUM, "--layers", "0-1", dump])
+    expect(rc == 2 and "is a logits dump" in err, f"--layers with a dump: rc {rc} {err.strip()}")
+    # one value changed in the file: found, named
+    with h5py.File(dump, "r") as f:
+        off = f["logits/4"].id.get_offset()
+    with open(dump, "r+b") as b:
+        b.seek(off + 9)
+        x = b.read(1)
+        b.seek(off + 9)
+        b.write(bytes([x[0] ^ 0x10]))
+    rc, so, err = run([CHECKSUM, dump])
+    expect(rc == 1 and "logits/4 does not match its checksum" in err and "6 matched, 1 DAMAGED" in so,
+           f"grok1-checksum finds a changed byte in a dump: rc {rc} {so.strip()} {err.strip()}")
+    # without checksums: unchecked (exit 3); --add puts them back
+    shutil.copy(ref_dump, dump)
+    with h5py.File(dump, "r+") as f:
+        for k in ("1", "5"):
+            del f["logits"][k].attrs["crc32"]
+    rc, so, _ = run([CHECKSUM, dump])
+    expect(rc == 3 and "2 without a checksum" in so, f"a dump without some checksums: rc {rc} {so.strip()}")
+    rc, so, _ = run([CHECKSUM, "--add", dump])
+    expect(rc == 0 and "2 added" in so and dump_crcs(dump) == crcs, f"--add on a dump: rc {rc} {so.strip()}")
+
+    # a resume: 4 results kept, the dump as an interrupted run leaves it
+    def interrupted(damage):
+        for p in (out, out + ".partial", dump, dump + ".partial", dump + ".partial.damaged"):
+            if os.path.exists(p):
+                os.remove(p)
+        with open(out + ".partial", "w") as f:
+            f.write("".join(ref_out.splitlines(keepends=True)[:4]))
+        shutil.copy(ref_dump, dump + ".partial")
+        if damage:
+            with h5py.File(dump + ".partial", "r+") as f:
+                f["logits/2"][1, 7] += 0.5
+    interrupted(True)
+    rc, _, err = score("--resume")
+    expect(rc == 0 and "logits/2 does not match its checksum" in err and "dump.h5.partial.damaged" in err and
+           "computed again" in err, f"a resume over a damaged kept result starts over: rc {rc} {err.strip()[-400:]}")
+    expect(open(out).read() == ref_out and dump_crcs(dump) == crcs,
+           "... and ends with the uninterrupted run's output and dump")
+    interrupted(False)
+    rc, _, err = score("--resume")
+    expect(rc == 0 and "warning" not in err and open(out).read() == ref_out and dump_crcs(dump) == crcs,
+           f"a resume over an intact dump continues it: rc {rc} {err.strip()[-300:]}")
+    interrupted(True)
+    rc, _, err = score("--resume", "--skip-checksums")
+    with h5py.File(dump, "r") as f:
+        kept = float(f["logits/2"][1, 7])
+    with h5py.File(ref_dump, "r") as f:
+        was = float(f["logits/2"][1, 7])
+    expect(rc == 0 and "warning" not in err and kept == np.float32(was + 0.5),
+           f"--skip-checksums keeps the kept results' logits unread: rc {rc} {err.strip()[-300:]}")
+
+
 def test_usage(d, ref):
     for args, rc_want, needle in [([], 2, "expected one checkpoint file"),
                                   (["--layers", "x", ref], 2, "--layers x: expected A-B"),
@@ -284,6 +374,7 @@ def main():
         test_old_file(d, ref)
         test_bad_attribute(d, ref)
         test_parts(d)
+        test_dump(d, ref)
         test_usage(d, ref)
     if failures:
         print(f"NOT OK: {len(failures)} failed")

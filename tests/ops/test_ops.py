@@ -331,7 +331,8 @@ def case_dump_resume():
     check(not os.path.exists(dump + ".partial"), "DUMP.partial left after a complete resume")
     with h5py.File(ref_dump, "r") as a, h5py.File(dump, "r") as b:
         same = set(a["logits"]) == set(b["logits"]) and all(
-            np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
+            np.array_equal(a["logits"][k][...], b["logits"][k][...]) and
+            list(a["logits"][k].attrs["crc32"]) == list(b["logits"][k].attrs["crc32"]) for k in a["logits"])
     print(f"resumed dump: {'bitwise equal' if same else 'DIFFERENT'} to the uninterrupted one")
     check(same, "the resumed logits dump differs from the uninterrupted run's")
     # a finished output whose dump was removed: refused, and the finished
@@ -437,6 +438,7 @@ def case_dump_sigkill():
     dur = time.time() - t0
     with h5py.File(ref_dump, "r") as f:
         want = {k: f["logits"][k][...] for k in f["logits"]}
+        want_crc = {k: list(f["logits"][k].attrs["crc32"]) for k in f["logits"]}
     out, dump = os.path.join(ARGS.tmp, "sk_out.jsonl"), os.path.join(ARGS.tmp, "sk_out.h5")
     fracs = [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95]
     if os.environ.get("G1_SIGKILL_SOAK"):  # a longer soak: that many kills at random moments
@@ -463,8 +465,9 @@ def case_dump_sigkill():
         if not why:
             with h5py.File(dump, "r") as f:
                 keys = set(f["logits"])
-                differ = sorted((k for k in want if k in keys and not np.array_equal(f["logits"][k][...], want[k])),
-                                key=int)
+                differ = sorted((k for k in want if k in keys and not (
+                    np.array_equal(f["logits"][k][...], want[k]) and
+                    list(f["logits"][k].attrs.get("crc32", [])) == want_crc[k])), key=int)
             if keys != set(want) or differ:
                 why = (f"dump: {len(keys ^ set(want))} datasets missing or extra, {len(differ)} differ "
                        f"(first {differ[:5]})")

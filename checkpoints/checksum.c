@@ -23,7 +23,10 @@ static const char usage_text[] =
     "for the moe tensors). Run it on a node after copying a checkpoint there.\n"
     "grok1-run compares the tensors it loads the same way, so a damaged file\n"
     "stops a job at load; this finds the damage before the job is queued, and\n"
-    "lists every damaged tensor, not only the first.\n"
+    "lists every damaged tensor, not only the first. Through a joined checkpoint\n"
+    "it also compares each layer's attn_norm and the final norm with the\n"
+    "fingerprints grok1-link took, as grok1-run does: a part made again or\n"
+    "replaced since the link (its own checksums match) is named.\n"
     "\n"
     "Given a logits dump of grok1-run (--dump-logits; a finished one or its\n"
     ".partial), it compares every logits/<k> with the CRC-32 grok1-run put on\n"
@@ -40,14 +43,18 @@ static const char usage_text[] =
     "                without it, every layer the file holds (a part holds some)\n"
     "\n"
     "Exit status: 0 every dataset read had a checksum and matched it (or got\n"
-    "one, with --add); 1 a tensor does not match or could not be read; 2 usage;\n"
-    "3 nothing damaged, but some datasets have no checksum, so were not checked.\n"
+    "one, with --add); 1 a tensor does not match or could not be read, or a\n"
+    "part is not the one linked; 2 usage; 3 nothing damaged, but some datasets\n"
+    "have no checksum, so were not checked.\n"
     "OMP_NUM_THREADS sets the threads that compute the CRCs (default: every core).\n";
 
 typedef struct tally {
     const char *path;
     int add;
     long datasets, matched, damaged, unchecked, added, failed;
+    long foreign;     /* norms read from a part that is not the one grok1-link linked */
+    uint64_t *fp;     /* a joined checkpoint's G1_H5_PART_FP_ATTR (L + 1 values), else NULL */
+    int emb_size;
     unsigned long long bytes;
 } tally;
 
@@ -146,6 +153,61 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
     H5Dclose(d);
 }
 
+/* A joined checkpoint (grok1-link): the fingerprints the linker took of
+ * each layer's attn_norm and of the final norm, which grok1-run compares
+ * at load; 0, or -1 (counted) when the attribute is malformed. */
+static int read_fps(hid_t file, int L, tally *t)
+{
+    if (H5Aexists(file, G1_H5_PART_FP_ATTR) <= 0)
+        return 0;
+    hid_t a = H5Aopen(file, G1_H5_PART_FP_ATTR, H5P_DEFAULT);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    t->fp = L >= 0 && n == (hssize_t)L + 1 ? malloc(((size_t)L + 1) * sizeof *t->fp) : NULL;
+    if (t->fp && H5Aread(a, H5T_NATIVE_UINT64, t->fp) < 0) {
+        free(t->fp);
+        t->fp = NULL;
+    }
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (a >= 0)
+        H5Aclose(a);
+    if (t->fp)
+        return 0;
+    fprintf(stderr, "grok1-checksum: %s: attribute %s is not %d fingerprints (link the parts again)\n", t->path,
+            G1_H5_PART_FP_ATTR, L + 1);
+    t->failed++;
+    return -1;
+}
+
+/* The norm `name` (fingerprint i) against what grok1-link saw: a part
+ * made again since it was linked, or another file of its name found first,
+ * has tensors that match their own checksums but is not the part linked. */
+static void check_fp(hid_t file, const char *name, int i, tally *t)
+{
+    if (!t->fp)
+        return;
+    float *v = malloc((size_t)t->emb_size * sizeof *v);
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    hsize_t start[1] = {0}, count[1] = {(hsize_t)t->emb_size};
+    int ok = v && d >= 0 && g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 1, start, count, v) >= 0;
+    char part[1024] = "";
+    if (d >= 0) {
+        g1_h5_file_name(d, part, sizeof part);
+        H5Dclose(d);
+    }
+    if (ok && g1_h5_fnv1a64(G1_H5_FNV_START, v, (size_t)t->emb_size * sizeof *v) != t->fp[i]) {
+        fprintf(stderr,
+                "grok1-checksum: %s: %s was read from %s, which is not the part grok1-link linked (its fingerprint "
+                "differs): the part was made again since, or HDF5 found another file of that name first (in "
+                "HDF5_EXT_PREFIX, beside the checkpoint, or in the current directory); grok1-run refuses it. Put "
+                "the right part there, or link the parts again\n",
+                t->path, name, *part ? part : "a part file");
+        t->foreign++;
+    }
+    free(v);
+}
+
 static void check_layer(hid_t file, int layer, tally *t)
 {
     char name[96];
@@ -160,6 +222,8 @@ static void check_layer(hid_t file, int layer, tally *t)
         }
     snprintf(name, sizeof name, "layers/%02d/router", layer);
     check_dataset(file, name, t);
+    snprintf(name, sizeof name, "layers/%02d/attn_norm", layer);
+    check_fp(file, name, layer, t);
 }
 
 static int parse_layers(const char *v, int *a, int *b)
@@ -196,8 +260,10 @@ static int summary(const tally *t, const char *what, double dt)
         printf(", %ld DAMAGED", t->damaged);
     if (t->failed)
         printf(", %ld unreadable", t->failed);
+    if (t->foreign)
+        printf(", %ld norm%s from a part not the one linked", t->foreign, t->foreign == 1 ? "" : "s");
     printf("\n");
-    if (t->damaged || t->failed)
+    if (t->damaged || t->failed || t->foreign)
         return 1;
     if (t->datasets == 0) {
         fprintf(stderr, "grok1-checksum: %s: no dataset checked\n", t->path);
@@ -328,6 +394,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int L = g1_ckpt_config(ck)->num_layers;
+    t.emb_size = g1_ckpt_config(ck)->emb_size;
     g1_ckpt_close(ck);
     if (a >= 0 && b >= L) {
         fprintf(stderr, "grok1-checksum: --layers %d-%d: %s has %d layers (0-%d)\n", a, b, t.path, L, L - 1);
@@ -348,8 +415,11 @@ int main(int argc, char **argv)
     int with_embedding = a <= 0 && H5Lexists(file, "embedding", H5P_DEFAULT) > 0, layers = 0;
     if (with_embedding)
         check_dataset(file, "embedding", &t);
-    if (a <= 0)
+    read_fps(file, L, &t);
+    if (a <= 0) {
         check_dataset(file, "final_norm", &t);
+        check_fp(file, "final_norm", L, &t);
+    }
     int have_layers = H5Lexists(file, "layers", H5P_DEFAULT) > 0;
     for (int l = a < 0 ? 0 : a; l <= (a < 0 ? L - 1 : b); l++) {
         char dir[32];
@@ -371,5 +441,7 @@ int main(int argc, char **argv)
     }
     char what[64];
     snprintf(what, sizeof what, "%d layer%s%s", layers, layers == 1 ? "" : "s", with_embedding ? ", embedding" : "");
-    return summary(&t, what, now_s() - t0);
+    int rc = summary(&t, what, now_s() - t0);
+    free(t.fp);
+    return rc;
 }

@@ -739,16 +739,19 @@ static g1_status skip_done(driver *d)
                                           "is it the output of another input?", n, i);
         int same = json_equal(r.id, json_array_get(d->o.done_ids, i));
         long line = r.line;
-        int has = !d->o.dump || !d->o.dump->has || d->o.dump->has(d->o.dump->ctx, (int64_t)(line - 1), r.n_prompt);
+        int rows = r.n_prompt;
+        int has = !d->o.dump || !d->o.dump->has || d->o.dump->has(d->o.dump->ctx, (int64_t)(line - 1), rows);
         g1_request_free(&r);
         if (!same)
             return G1_FAIL(G1_ERR_FORMAT, "result %zu of the output to resume does not belong to the request on "
                                           "input line %ld (different id): is it the output of another input?",
                            i + 1, line);
         if (!has)
-            return G1_FAIL(G1_ERR_FORMAT, "result %zu of the output to resume (input line %ld) has no logits in "
-                                          "the dump being continued: start afresh without --resume",
-                           i + 1, line);
+            return G1_FAIL(G1_ERR_FORMAT,
+                           "result %zu of the output to resume (input line %ld) has no logits in the dump being "
+                           "continued (no logits/%ld of %d rows, one per token: is the dump another run's?): start "
+                           "afresh without --resume",
+                           i + 1, line, line - 1, rows);
     }
     d->n_read = d->q.next = (int64_t)n;
     d->st->skipped = (int64_t)n;

@@ -1065,7 +1065,23 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                 g1_driver_opts o = *check;
                 o.done_ids = f->done_ids;
                 o.dump = NULL;
+#if G1_HAVE_HDF5
+                /* and each one's logits in the dump (there, with its rows),
+                 * read-only: the dump of another run is refused here, not
+                 * after OUT was renamed; a dump that cannot be read at all
+                 * is continue_dump's to set aside */
+                g1_logits_file *kept_dump = NULL;
+                g1_logits_sink kept_sink;
+                if (c->dump_logits && json_array_size(f->done_ids) > 0 &&
+                    g1_logits_file_open_read(c->dump_logits, cfg->vocab_size, &kept_dump) == G1_OK) {
+                    kept_sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .ctx = kept_dump};
+                    o.dump = &kept_sink;
+                }
+#endif
                 st = g1_driver_nothing_left(cfg, &o, f->in, &f->nothing_left);
+#if G1_HAVE_HDF5
+                g1_logits_file_abort(kept_dump);
+#endif
                 f->left_known = st == G1_OK;
                 if (st == G1_OK && fseek(f->in, 0, SEEK_SET) != 0)
                     st = G1_FAIL(G1_ERR_IO, "cannot read the input %s again: %s", c->input, strerror(errno));

@@ -104,6 +104,11 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
  * reach into space the continued file allocates again. Errors: the dump's
  * metadata is damaged (the caller starts the dump afresh). */
 g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept);
+/* PATH.partial (or a finished PATH when there is none) read-only, for
+ * g1_logits_file_has only (a resume's check of the kept results before it
+ * changes anything); close with g1_logits_file_abort. Errors: unreadable,
+ * or not a dump of vocab_size. */
+g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_file **out);
 /* Move PATH.partial aside to PATH.partial.damaged and free `f` (NULL: no
  * file open): a dump that cannot be continued, kept for inspection. */
 g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *aside, size_t n);

@@ -176,6 +176,35 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
     return G1_OK;
 }
 
+g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_file **out)
+{
+    g1_logits_file *f;
+    G1_TRY(new_file(path, vocab_size, &f));
+    struct stat sb;
+    const char *at = stat(f->tmp, &sb) == 0 ? f->tmp : f->path;
+    hid_t fapl = g1_h5_read_fapl();
+    f->file = H5Fopen(at, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    int v = -1;
+    if (f->file >= 0 && H5Aexists(f->file, "vocab_size") > 0) {
+        hid_t a = H5Aopen(f->file, "vocab_size", H5P_DEFAULT);
+        if (a < 0 || H5Aread(a, H5T_NATIVE_INT, &v) < 0)
+            v = -1;
+        if (a >= 0)
+            H5Aclose(a);
+    }
+    if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
+        f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
+    if (f->group < 0) {
+        close_file(f);
+        free_file(f);
+        *out = NULL;
+        return G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be read as a dump of this model", at);
+    }
+    *out = f;
+    return G1_OK;
+}
+
 /* Open /logits/<k>, creating it (n, V) on first use; check its rows. */
 static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_total, hid_t *out)
 {

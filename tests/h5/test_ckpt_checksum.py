@@ -252,6 +252,17 @@ def test_parts(d):
            f"--add through the links: rc {rc} {out.strip()} {err.strip()}")
     rc, out, err = run([CHECKSUM, p0])
     expect(rc == 0 and "40 matched" in out, f"the part has them: rc {rc} {out.strip()}")
+    # a part made again with other weights (its own checksums match): not
+    # the part linked, as grok1-run says; the other part's layers pass
+    rc, _, err = run([MKCKPT, "--config", "tiny", "--seed", "4", "--part", "2-3", "--no-embedding", "--out", p2])
+    rc, out, err = run([CHECKSUM, joined])
+    expect(rc == 1 and "78 matched, 2 norms from a part not the one linked" in out and
+           f"layers/02/attn_norm was read from {p2}, which is not the part grok1-link linked" in err and
+           "final_norm" not in err, f"a replaced part is found: rc {rc} {out.strip()} {err.strip()[:300]}")
+    rc, out, err = run([CHECKSUM, "--layers", "0-1", joined])
+    expect(rc == 0, f"... and the layers of the part linked pass: rc {rc} {out.strip()} {err.strip()[:300]}")
+    rc, _, err = run([CHECKER, joined])
+    expect(rc == 1 and "not the part grok1-link linked" in err, f"the reader refuses it too: rc {rc} {err.strip()}")
 
 
 def dump_crcs(path):
@@ -340,6 +351,22 @@ def test_dump(d, ref):
         was = float(f["logits/2"][1, 7])
     expect(rc == 0 and "warning" not in err and kept == np.float32(was + 0.5),
            f"--skip-checksums keeps the kept results' logits unread: rc {rc} {err.strip()[-300:]}")
+    # the dump replaced by another run's (other prompts, one more token
+    # each): a resume of the finished output is refused, changing nothing
+    rc, _, err = score()
+    other = os.path.join(d, "dother.jsonl")
+    with open(req) as f, open(other, "w") as g:
+        for line in f:
+            g.write(line.replace('"prompt_ids": [', '"prompt_ids": [9, '))
+    rc2, _, _ = run([RUN, "--checkpoint", ref, "--mode", "score", "--input", other, "--output", out + ".other",
+                     "--dump-logits", dump])
+    before = {p: open(p, "rb").read() for p in (out, out + ".meta.json", dump)}
+    rc, _, err = score("--resume")
+    after = {p: open(p, "rb").read() if os.path.exists(p) else None for p in before}
+    partials = [p for p in (out + ".partial", dump + ".partial") if os.path.exists(p)]
+    expect(rc2 == 0 and rc == 1 and "no logits/0 of" in err and "another run's" in err and before == after
+           and not partials, f"a resume over another run's dump is refused, leaving the files as they were: rc {rc} "
+           f"{partials} {err.strip()[-300:]}")
 
 
 def test_usage(d, ref):

@@ -366,9 +366,18 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
     int v = 0;
     int64_t *ks = NULL;
     size_t nk = 0;
-    G1_TRY(g1_logits_file_list(s->dump, &v, &ks, &nk));
+    char *run = NULL, why[600];
+    G1_TRY(g1_logits_file_list(s->dump, &v, &ks, &nk, &run));
     g1_status st = G1_OK;
-    if (*v0 > 0 && v != *v0)
+    if (g1_dump_run_differs(run, s->meta, "the shard's meta file", why, sizeof why))
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s of shard %d/%d was written by another run (%s)%s", s->dump,
+                     s->k, n, why,
+                     s->dump[0] == '/' ? "" : ": a relative name is read from the current folder, as grok1-run "
+                                              "wrote it from its own; run grok1-merge in the folder the shards ran in");
+    free(run);
+    if (st != G1_OK)
+        ;
+    else if (*v0 > 0 && v != *v0)
         st = G1_FAIL(G1_ERR_FORMAT, "the logits dumps do not fit together: %s (shard %d/%d) has vocab_size %d but %s "
                                     "(shard %d/%d) has %d",
                      s->dump, s->k, n, v, first->dump, first->k, n, *v0);
@@ -419,10 +428,16 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
 #if G1_HAVE_HDF5
 /* The shards' dumps joined into dump_tmp, renamed to dump (dump_tmp gone
  * on failure). */
-static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_size, const char *const *dumps, int n,
-                            long *unchecked)
+static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_size, json_t *meta,
+                            const char *const *dumps, int n, long *unchecked)
 {
-    G1_TRY(g1_logits_file_join(dump_tmp, vocab_size, dumps, n, unchecked));
+    /* what the unsharded run's dump records */
+    char *run = g1_dump_run_record(meta);
+    if (!run)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st = g1_logits_file_join(dump_tmp, vocab_size, run, dumps, n, unchecked);
+    free(run);
+    G1_TRY(st);
     if (rename(dump_tmp, dump) != 0) {
         g1_status st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
         unlink(dump_tmp);
@@ -620,7 +635,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     /* to stdout: the dump first, as the results cannot be taken back */
     int dump_done = 0;
     if (st == G1_OK && dump && to_stdout) {
-        st = write_dump(dump_tmp, dump, v0, dumps, n, &unchecked);
+        st = write_dump(dump_tmp, dump, v0, by_k[0].meta, dumps, n, &unchecked);
         dump_done = st == G1_OK;
     }
 #else
@@ -644,7 +659,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         /* the dump gets its name before the results do: a finished OUT
          * implies a finished D */
         if (st == G1_OK && dump) {
-            st = write_dump(dump_tmp, dump, v0, dumps, n, &unchecked);
+            st = write_dump(dump_tmp, dump, v0, by_k[0].meta, dumps, n, &unchecked);
             dump_done = st == G1_OK;
         }
 #endif

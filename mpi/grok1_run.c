@@ -783,6 +783,8 @@ typedef struct files {
     int nothing_left;
 #if G1_HAVE_HDF5
     g1_logits_file *logits;
+    char *dump_run; /* --dump-logits: what the dump records of this run (g1_dump_run_record) */
+    char dump_unfit[300]; /* a resume: why the dump's datasets do not fit the kept results ("": they do) */
 #endif
 } files;
 
@@ -795,6 +797,25 @@ static g1_status dump_write(void *ctx, int64_t k, int n_rows_total, int row0, in
 static int dump_has(void *ctx, int64_t k, int n_rows_total)
 {
     return g1_logits_file_has(ctx, k, n_rows_total);
+}
+
+/* A resume's look at the dump before anything is renamed: every kept
+ * result's dataset, with its rows; the first that is not there noted. */
+typedef struct kept_look {
+    g1_logits_file *f;
+    long missing;
+    int64_t first_k;
+    int first_rows;
+} kept_look;
+
+static int kept_has(void *ctx, int64_t k, int n_rows_total)
+{
+    kept_look *kl = ctx;
+    if (!g1_logits_file_has(kl->f, k, n_rows_total) && !kl->missing++) {
+        kl->first_k = k;
+        kl->first_rows = n_rows_total;
+    }
+    return 1;
 }
 #endif
 
@@ -888,7 +909,17 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
     g1_status st = g1_logits_file_resume(c->dump_logits, cfg->vocab_size, &f->logits);
     if (st != G1_OK)
         snprintf(why, sizeof why, "%s", g1_last_error());
-    if (st == G1_OK && f->logits && k_last >= 0) {
+    /* another run's (checked before anything was renamed when the input is
+     * a file; here for stdin) */
+    const char *run = st == G1_OK && f->logits ? g1_logits_file_run(f->logits) : NULL;
+    if (run && strcmp(run, f->dump_run))
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: the logits dump %s was written by another run (its record: %s; "
+                                   "this run's: %s): give this run's dump, or start afresh without --resume",
+                       c->dump_logits, run, f->dump_run);
+    if (st == G1_OK && f->logits && f->dump_unfit[0]) {
+        st = G1_ERR_FORMAT;
+        snprintf(why, sizeof why, "the logits dump %s.partial cannot be continued: %s", c->dump_logits, f->dump_unfit);
+    } else if (st == G1_OK && f->logits && k_last >= 0) {
         st = g1_logits_file_prune(f->logits, k_last, !c->skip_checksums, &found);
         if (st == G1_OK && found != (int64_t)kept)
             st = G1_FAIL(G1_ERR_FORMAT, "it holds the logits of %lld of the %zu results kept in %s",
@@ -994,6 +1025,15 @@ static void unlock_output(files *f)
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo,
                                     const char *ckpt_fp, const g1_driver_opts *check, files *f)
 {
+#if G1_HAVE_HDF5
+    if (c->dump_logits) {
+        json_t *m = run_meta(c, cfg, eo, ckpt_fp);
+        f->dump_run = m ? g1_dump_run_record(m) : NULL;
+        json_decref(m);
+        if (!f->dump_run)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    }
+#endif
     if (!strcmp(c->output, "-")) {
         f->out = stdout;
     } else if (is_stream(c->output)) {
@@ -1070,17 +1110,29 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                  * read-only: the dump of another run is refused here, not
                  * after OUT was renamed; a dump that cannot be read at all
                  * is continue_dump's to set aside */
-                g1_logits_file *kept_dump = NULL;
+                kept_look kl = {0};
                 g1_logits_sink kept_sink;
+                char why[600];
                 if (c->dump_logits && json_array_size(f->done_ids) > 0 &&
-                    g1_logits_file_open_read(c->dump_logits, cfg->vocab_size, &kept_dump) == G1_OK) {
-                    kept_sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .ctx = kept_dump};
+                    g1_logits_file_open_read(c->dump_logits, cfg->vocab_size, &kl.f) == G1_OK) {
+                    kept_sink = (g1_logits_sink){.write = dump_write, .has = kept_has, .ctx = &kl};
                     o.dump = &kept_sink;
+                    if (g1_dump_run_differs(g1_logits_file_run(kl.f), meta, "this run", why, sizeof why))
+                        st = G1_FAIL(G1_ERR_ARG, "cannot resume: the logits dump %s was written by another run "
+                                                 "(%s): give this run's dump, or start afresh without --resume",
+                                     c->dump_logits, why);
                 }
 #endif
-                st = g1_driver_nothing_left(cfg, &o, f->in, &f->nothing_left);
+                if (st == G1_OK)
+                    st = g1_driver_nothing_left(cfg, &o, f->in, &f->nothing_left);
 #if G1_HAVE_HDF5
-                g1_logits_file_abort(kept_dump);
+                g1_logits_file_abort(kl.f);
+                /* not there, or of other rows: continue_dump starts over */
+                if (kl.missing)
+                    snprintf(f->dump_unfit, sizeof f->dump_unfit,
+                             "%ld of the results kept have no logits there (the first: no logits/%lld of %d rows, one "
+                             "per token)",
+                             kl.missing, (long long)kl.first_k, kl.first_rows);
 #endif
                 f->left_known = st == G1_OK;
                 if (st == G1_OK && fseek(f->in, 0, SEEK_SET) != 0)
@@ -1122,7 +1174,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         if (!f->logits && kept) /* checked above, before anything was renamed */
             return G1_FAIL(G1_ERR_INTERNAL, "the logits dump %s went away", c->dump_logits);
         if (!f->logits) {
-            G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, &f->logits));
+            G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, f->dump_run, &f->logits));
             f->dump_made = 1;
         }
     }
@@ -1248,6 +1300,10 @@ static g1_status files_close(const cli *c, files *f, int ok)
     free(f->partial);
     json_decref(f->done_ids);
     f->done_ids = NULL;
+#if G1_HAVE_HDF5
+    free(f->dump_run);
+    f->dump_run = NULL;
+#endif
     return st;
 }
 

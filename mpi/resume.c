@@ -70,6 +70,50 @@ int g1_json_differ(const char *where, json_t *a, json_t *b, const char *name_a, 
     return 1;
 }
 
+/* meta without what differs between the runs one dump may come from */
+static json_t *run_of(json_t *meta)
+{
+    json_t *m = json_deep_copy(meta);
+    if (!m)
+        return NULL;
+    json_object_del(m, "input");
+    json_t *set = json_object_get(m, "settings");
+    if (json_is_object(set)) {
+        json_object_del(set, "shard");
+        json_object_del(set, "dump_logits");
+    }
+    return m;
+}
+
+char *g1_dump_run_record(json_t *meta)
+{
+    json_t *m = run_of(meta);
+    char *s = m ? json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(m);
+    return s;
+}
+
+int g1_dump_run_differs(const char *record, json_t *meta, const char *name, char *msg, size_t n)
+{
+    if (!record)
+        return 0;
+    json_error_t err;
+    json_t *rec = json_loads(record, 0, &err), *m = run_of(meta);
+    int d;
+    if (!rec || !json_is_object(rec)) {
+        snprintf(msg, n, "its record of the run that wrote it is not JSON (%s)", rec ? "not an object" : err.text);
+        d = 1;
+    } else if (!m) {
+        snprintf(msg, n, "out of memory");
+        d = 1;
+    } else {
+        d = g1_json_differ("", rec, m, "the dump's record", name, msg, n);
+    }
+    json_decref(rec);
+    json_decref(m);
+    return d;
+}
+
 #define FNV_OFFSET 0xcbf29ce484222325ull
 #define FNV_PRIME 0x100000001b3ull
 

@@ -15,6 +15,17 @@
 int g1_json_differ(const char *where, json_t *a, json_t *b, const char *name_a, const char *name_b, char *msg,
                    size_t n);
 
+/* What a logits dump records of the run that wrote it (its root attribute
+ * "run", docs/RUN.md): the meta file's content without the input record
+ * and without settings.shard and settings.dump_logits, as compact JSON with
+ * sorted keys (malloc'd; NULL: no memory). The shards of one input, their
+ * merge and the unsharded run record the same. */
+char *g1_dump_run_record(json_t *meta);
+/* 0 when a dump's record (the text of its attribute "run"; NULL, from a
+ * grok1-run before it existed, is accepted) is meta's; else 1 and the first
+ * difference in msg, the record named "the dump's record" and meta `name`. */
+int g1_dump_run_differs(const char *record, json_t *meta, const char *name, char *msg, size_t n);
+
 /* Sidecar name for an output file: "<out>.meta.json" (malloc'd). */
 char *g1_meta_path(const char *out);
 /* Write `meta` (an object) to path atomically (temp + rename). */

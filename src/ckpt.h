@@ -89,8 +89,13 @@ void g1_ckpt_writer_abort(g1_ckpt_writer *wr);
 
 /* ---- logits dump: dataset /logits/<k> float32 (n, V) per request ---- */
 typedef struct g1_logits_file g1_logits_file;
-/* A new dump, written as PATH.partial (an old one is replaced). */
-g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file **out);
+/* A new dump, written as PATH.partial (an old one is replaced); `run`
+ * (NULL: none) is kept as its root attribute "run": what grok1-run records
+ * of the run (docs/RUN.md), compared by a resume and by grok1-merge. */
+g1_status g1_logits_file_create(const char *path, int vocab_size, const char *run, g1_logits_file **out);
+/* The attribute "run" of a dump opened by g1_logits_file_resume or
+ * g1_logits_file_open_read (NULL: it has none). */
+const char *g1_logits_file_run(const g1_logits_file *f);
 /* Continue PATH.partial (or a finished PATH, renamed back to PATH.partial)
  * that an interrupted run left; *out NULL when neither exists. Datasets
  * already there stay; a request's dataset is rewritten when it runs. */
@@ -132,15 +137,18 @@ void g1_logits_file_abort(g1_logits_file *f);
  * have the attributes of a dump (format "grok1-logits", vocab_size: into
  * *vocab_size) and hold only datasets logits/<k> named as grok1-run names
  * them, each float32 of shape (n >= 1, vocab_size). *ks: the k, ascending
- * (malloc'd; NULL when *n is 0). Errors name the file and the dataset. */
-g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n);
+ * (malloc'd; NULL when *n is 0); *run: its attribute "run" (malloc'd; NULL
+ * when it has none). Errors name the file and the dataset. */
+g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run);
 /* grok1-merge: write tmp (replaced when it exists) as a dump of vocab_size
  * holding every dataset of the n finished dumps srcs[] (their names must
  * not meet), the float32 values copied unchanged, each compared with its
  * checksum as it is read (a mismatch is an error naming the file and the
  * dataset) and written with it; *unchecked: datasets that had none (given
- * one computed from what was read). Flushed and closed, to be renamed by
+ * one computed from what was read); `run` as g1_logits_file_create's.
+ * Flushed and closed, to be renamed by
  * the caller. On failure tmp is removed. */
-g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n, long *unchecked);
+g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, const char *const *srcs, int n,
+                              long *unchecked);
 
 #endif

@@ -28,6 +28,7 @@ struct g1_logits_file {
     hid_t file, group;
     char *path, *tmp;
     int vocab_size;
+    char *run; /* the attribute "run" of a dump opened to continue or read; NULL: none */
     pending *pend;
     size_t npend, cap;
 };
@@ -36,30 +37,71 @@ struct g1_logits_file {
 static void free_file(g1_logits_file *f)
 {
     free(f->pend);
+    free(f->run);
     free(f->path);
     free(f->tmp);
     free(f);
 }
 
-static herr_t put_attrs(hid_t file, int vocab_size)
+/* A variable-length UTF-8 string attribute on loc. */
+static herr_t put_string(hid_t loc, const char *name, const char *value)
 {
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    const char *fmt = "grok1-logits";
-    hid_t a = H5Acreate2(file, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = a < 0 ? -1 : H5Awrite(a, t, &fmt);
+    hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = a < 0 ? -1 : H5Awrite(a, t, &value);
     if (a >= 0)
         H5Aclose(a);
-    hid_t b = e < 0 ? -1 : H5Acreate2(file, "vocab_size", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    e = b < 0 ? -1 : H5Awrite(b, H5T_NATIVE_INT, &vocab_size);
-    if (b >= 0)
-        H5Aclose(b);
     H5Tclose(t);
     H5Sclose(sp);
     return e;
 }
+
+/* The root attributes: format, vocab_size, and run (when given). */
+static herr_t put_attrs(hid_t file, int vocab_size, const char *run)
+{
+    herr_t e = put_string(file, "format", "grok1-logits");
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t b = e < 0 ? -1 : H5Acreate2(file, "vocab_size", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    e = b < 0 ? -1 : H5Awrite(b, H5T_NATIVE_INT, &vocab_size);
+    if (b >= 0)
+        H5Aclose(b);
+    H5Sclose(sp);
+    if (e >= 0 && run)
+        e = put_string(file, "run", run);
+    return e;
+}
+
+/* The root attribute "run" (a string) of an open dump, malloc'd; NULL when
+ * it has none (or it is not a string). */
+static char *get_run(hid_t file)
+{
+    if (H5Aexists(file, "run") <= 0)
+        return NULL;
+    hid_t a = H5Aopen(file, "run", H5P_DEFAULT);
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    char *out = NULL;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0) {
+        hid_t m = H5Tcopy(H5T_C_S1);
+        H5Tset_size(m, H5T_VARIABLE);
+        H5Tset_cset(m, H5Tget_cset(t));
+        char *v = NULL;
+        if (H5Aread(a, m, &v) >= 0 && v) {
+            out = strdup(v);
+            H5free_memory(v);
+        }
+        H5Tclose(m);
+    }
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return out;
+}
+
+const char *g1_logits_file_run(const g1_logits_file *f) { return f->run; }
 
 /* f with path and PATH.partial set, nothing open */
 static g1_status new_file(const char *path, int vocab_size, g1_logits_file **out)
@@ -92,7 +134,7 @@ static void close_file(g1_logits_file *f)
     f->group = f->file = -1;
 }
 
-g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file **out)
+g1_status g1_logits_file_create(const char *path, int vocab_size, const char *run, g1_logits_file **out)
 {
     g1_logits_file *f;
     G1_TRY(new_file(path, vocab_size, &f));
@@ -104,7 +146,7 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, g1_logits_file
         free_file(f);
         return st;
     }
-    if (put_attrs(f->file, vocab_size) >= 0)
+    if (put_attrs(f->file, vocab_size, run) >= 0)
         f->group = H5Gcreate2(f->file, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     /* on disk whole from the start, before any result is written */
     if (f->group >= 0 && H5Fflush(f->file, H5F_SCOPE_LOCAL) < 0) {
@@ -162,6 +204,8 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
     }
     if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
         f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
+    if (f->group >= 0)
+        f->run = get_run(f->file);
     if (f->group < 0) {
         g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be continued: %s", f->tmp,
                                f->file < 0 ? "it is not a readable HDF5 file (a job killed without warning can "
@@ -195,6 +239,8 @@ g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_f
     }
     if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
         f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
+    if (f->group >= 0)
+        f->run = get_run(f->file);
     if (f->group < 0) {
         close_file(f);
         free_file(f);
@@ -537,10 +583,11 @@ static void free_names(names *ns)
     *ns = (names){0};
 }
 
-g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n)
+g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run)
 {
     *ks = NULL;
     *n = 0;
+    *run = NULL;
     hid_t file, group;
     names ns = {0};
     g1_status st = open_finished(path, &file, &group, vocab_size, &ns);
@@ -548,6 +595,7 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
         free_names(&ns);
         return st;
     }
+    *run = get_run(file);
     int64_t *v = ns.n ? malloc(ns.n * sizeof *v) : NULL;
     if (ns.n && !v)
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
@@ -579,6 +627,8 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
     free_names(&ns);
     if (st != G1_OK) {
         free(v);
+        free(*run);
+        *run = NULL;
         return st;
     }
     if (v)
@@ -659,7 +709,8 @@ static g1_status copy_request(hid_t from, hid_t to, const char *src, const char 
     return st;
 }
 
-g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const *srcs, int n, long *unchecked)
+g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, const char *const *srcs, int n,
+                              long *unchecked)
 {
     *unchecked = 0;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -670,7 +721,7 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *const
         return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, d);
     }
     g1_status st = G1_OK;
-    if (put_attrs(out, vocab_size) < 0 || (group = H5Gcreate2(out, "logits", H5P_DEFAULT, H5P_DEFAULT,
+    if (put_attrs(out, vocab_size, run) < 0 || (group = H5Gcreate2(out, "logits", H5P_DEFAULT, H5P_DEFAULT,
                                                                 H5P_DEFAULT)) < 0)
         st = G1_FAIL(G1_ERR_IO, "%s: cannot write its attributes and group logits (disk full?)", tmp);
     for (int i = 0; st == G1_OK && i < n; i++) {

@@ -1467,6 +1467,12 @@ def merge_dumps(d, sinp, lines):
     swapped(1, edited(lambda f: f["logits"].create_dataset("x", data=np.zeros((1, V), np.float32))),
             ["logits/x", "no request writes"])
     swapped(1, edited(lambda f: f["logits"].move(str(lost), "0" + str(lost))), [f"logits/0{lost}", "no request writes"])
+    # a dump of another run (other weights) under shard 1's dump name, as
+    # a merge run from the wrong folder finds: refused by its record
+    def other_run(path):
+        expect_ok(tiny("score", sinp, os.path.join(d, "other1.jsonl"), "--shard", "1/3", "--dump-logits", path,
+                       seed=6))
+    swapped(1, other_run, ["d1.h5", "written by another run", "source.seed is 6", "the shard's meta file"])
     # a value changed after grok1-run wrote it (its checksum kept): named
     def change(f):
         f["logits"][str(lost)][0, 3] += 1.0

@@ -305,7 +305,7 @@ static void test_logits(void)
     path_in_dir(path, sizeof path, "logits.h5");
     int before = count_files();
     g1_logits_file *f;
-    if (g1_logits_file_create(path, V, &f) != G1_OK) {
+    if (g1_logits_file_create(path, V, NULL, &f) != G1_OK) {
         CHECK(0, "logits create: %s", g1_last_error());
         return;
     }
@@ -321,7 +321,7 @@ static void test_logits(void)
     CHECK(count_files() == before + 1, "logits left %d files", count_files() - before);
     remove(path);
     /* an interrupted dump stays as PATH.partial and is continued */
-    CHECK(g1_logits_file_create(path, V, &f) == G1_OK, "logits create: %s", g1_last_error());
+    CHECK(g1_logits_file_create(path, V, NULL, &f) == G1_OK, "logits create: %s", g1_last_error());
     CHECK(g1_logits_file_write(f, 0, 5, 0, 5, a) == G1_OK, "write 0: %s", g1_last_error());
     CHECK(g1_logits_file_write(f, 3, 2, 0, 1, b) == G1_OK, "write 3 row 0: %s", g1_last_error());
     g1_logits_file_abort(f);

@@ -351,8 +351,9 @@ def test_dump(d, ref):
         was = float(f["logits/2"][1, 7])
     expect(rc == 0 and "warning" not in err and kept == np.float32(was + 0.5),
            f"--skip-checksums keeps the kept results' logits unread: rc {rc} {err.strip()[-300:]}")
-    # the dump replaced by another run's (other prompts, one more token
-    # each): a resume of the finished output is refused, changing nothing
+    # the dump replaced by another run's of other prompts (one more token
+    # each; the same settings): the kept results' logits are not there, so
+    # the resume starts over, keeping that dump aside
     rc, _, err = score()
     other = os.path.join(d, "dother.jsonl")
     with open(req) as f, open(other, "w") as g:
@@ -360,13 +361,22 @@ def test_dump(d, ref):
             g.write(line.replace('"prompt_ids": [', '"prompt_ids": [9, '))
     rc2, _, _ = run([RUN, "--checkpoint", ref, "--mode", "score", "--input", other, "--output", out + ".other",
                      "--dump-logits", dump])
+    other_dump = open(dump, "rb").read()
+    rc, _, err = score("--resume")
+    expect(rc2 == 0 and rc == 0 and "7 of the results kept have no logits there (the first: no logits/0 of" in err
+           and open(dump + ".partial.damaged", "rb").read() == other_dump and open(out).read() == ref_out and
+           dump_crcs(dump) == crcs, f"a resume over a dump of other prompts starts over: rc {rc} {err.strip()[-300:]}")
+    # ... and one of the same input under other settings: its record says so
+    rc2, _, _ = run([RUN, "--checkpoint", ref, "--mode", "score", "--input", req, "--output", out + ".other",
+                     "--dump-logits", dump, "--seed", "77"])
+    with h5py.File(dump, "r") as f:
+        rec = f.attrs.get("run")
     before = {p: open(p, "rb").read() for p in (out, out + ".meta.json", dump)}
     rc, _, err = score("--resume")
     after = {p: open(p, "rb").read() if os.path.exists(p) else None for p in before}
-    partials = [p for p in (out + ".partial", dump + ".partial") if os.path.exists(p)]
-    expect(rc2 == 0 and rc == 1 and "no logits/0 of" in err and "another run's" in err and before == after
-           and not partials, f"a resume over another run's dump is refused, leaving the files as they were: rc {rc} "
-           f"{partials} {err.strip()[-300:]}")
+    expect(rc2 == 0 and rc == 1 and "was written by another run" in err and "settings.seed is 77" in err and
+           before == after and '"seed":77' in str(rec), f"... refused by the dump's record of its run: rc {rc} "
+           f"{err.strip()[-300:]}")
 
 
 def test_usage(d, ref):

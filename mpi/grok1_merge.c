@@ -12,6 +12,7 @@
  * MPI; HDF5 for the dumps only (src/logits_file.c). */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,6 +426,30 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
 }
 #endif
 
+/* What a signal (a time limit's SIGTERM, ^C) takes away before the merge
+ * dies: its temporary files, a D it named before OUT got its name (a D
+ * without its OUT would make the next merge refuse), and its locks. */
+static struct {
+    char tmp[4096], dump_tmp[4096], dump[4096];
+    g1_out_lock *locks[2];
+    volatile sig_atomic_t dump_done, out_done;
+} doomed;
+
+static void on_signal(int sig)
+{
+    if (doomed.tmp[0])
+        unlink(doomed.tmp);
+    if (doomed.dump_tmp[0])
+        unlink(doomed.dump_tmp);
+    if (doomed.dump_done && !doomed.out_done)
+        unlink(doomed.dump);
+    for (int i = 0; i < 2; i++)
+        if (doomed.locks[i] && doomed.locks[i]->held)
+            unlink(doomed.locks[i]->path);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 #if G1_HAVE_HDF5
 /* The shards' dumps joined into dump_tmp, renamed to dump (dump_tmp gone
  * on failure). */
@@ -578,9 +603,18 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     char tmp[4096] = "", dump_tmp[4096] = "";
     char *meta_path = NULL;
     FILE *out = NULL;
+    /* one writer on OUT and on D: a second merge (or a grok1-run) is refused */
+    g1_out_lock lock_out = {.fd = -1}, lock_dump = {.fd = -1};
+    doomed.locks[0] = &lock_out;
+    doomed.locks[1] = &lock_dump;
+    if (st == G1_OK && !to_stdout)
+        st = g1_lock_output(out_path, "grok1-merge", "merge again", &lock_out);
+    if (st == G1_OK && dump)
+        st = g1_lock_output(dump, "grok1-merge", "merge again", &lock_dump);
     if (st == G1_OK && !to_stdout) {
         meta_path = g1_meta_path(out_path);
         snprintf(tmp, sizeof tmp, "%s.merge.tmp", out_path);
+        snprintf(doomed.tmp, sizeof doomed.tmp, "%s", tmp);
         if (!meta_path)
             st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
         else if (exists(out_path) || exists(meta_path))
@@ -589,6 +623,8 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     }
     if (st == G1_OK && dump) {
         snprintf(dump_tmp, sizeof dump_tmp, "%s.merge.tmp", dump);
+        snprintf(doomed.dump_tmp, sizeof doomed.dump_tmp, "%s", dump_tmp);
+        snprintf(doomed.dump, sizeof doomed.dump, "%s", dump);
         st = check_dump_name(dump, dump_tmp, in_path, by_k, n, to_stdout ? NULL : out_path, meta_path, tmp);
     }
     if (st == G1_OK && !to_stdout) {
@@ -636,7 +672,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     int dump_done = 0;
     if (st == G1_OK && dump && to_stdout) {
         st = write_dump(dump_tmp, dump, v0, by_k[0].meta, dumps, n, &unchecked);
-        dump_done = st == G1_OK;
+        doomed.dump_done = dump_done = st == G1_OK;
     }
 #else
     int dump_done = 0;
@@ -650,6 +686,8 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         st = join(by_k, n, out, to_stdout ? "standard output" : tmp, NULL, &total);
     if (out && fflush(out) != 0 && st == G1_OK)
         st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", to_stdout ? "standard output" : tmp, strerror(errno));
+    if (to_stdout)
+        doomed.out_done = st == G1_OK;
     if (st != G1_OK && to_stdout && dump_done) /* the results did not all go out: no dump without them */
         unlink(dump);
     if (out && !to_stdout) {
@@ -660,7 +698,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
          * implies a finished D */
         if (st == G1_OK && dump) {
             st = write_dump(dump_tmp, dump, v0, by_k[0].meta, dumps, n, &unchecked);
-            dump_done = st == G1_OK;
+            doomed.dump_done = dump_done = st == G1_OK;
         }
 #endif
         /* the results first, then their meta file: a merge killed between
@@ -671,6 +709,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
             if (dump_done) /* made by this merge a moment ago: nothing is left at D either */
                 unlink(dump);
         }
+        doomed.out_done = st == G1_OK;
         if (st != G1_OK) {
             unlink(tmp);
         } else {
@@ -695,6 +734,12 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         fprintf(stderr, "grok1-merge: %lld results from %d shards written to %s%s%s%s\n", total, n,
                 to_stdout ? "standard output" : out_path, dump ? ", their logits to " : "", dump ? dump : "", crcs);
     }
+    /* done: nothing for a signal to take away (but the locks, till here) */
+    doomed.tmp[0] = doomed.dump_tmp[0] = 0;
+    doomed.dump_done = 0;
+    g1_unlock_output(&lock_dump);
+    g1_unlock_output(&lock_out);
+    doomed.locks[0] = doomed.locks[1] = NULL;
     for (int k = 0; by_k && k < n; k++)
         if (by_k[k].f)
             fclose(by_k[k].f);
@@ -753,6 +798,9 @@ int main(int argc, char **argv)
         return 2;
     }
 #endif
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGHUP, on_signal);
     g1_status st = merge(input, output, dump, argc - optind, argv + optind);
     if (st != G1_OK) {
         fprintf(stderr, "grok1-merge: error: %s\n", g1_last_error());

@@ -772,8 +772,7 @@ static void model_close(model *m)
 typedef struct files {
     FILE *in, *out;
     char *partial; /* OUT.partial, NULL for stdout or a stream (is_stream) */
-    char *lock;    /* OUT.lock, open (lock_fd, when have_lock) for the run's life; NULL when none */
-    int lock_fd, have_lock;
+    g1_out_lock lock; /* OUT.lock, held for the run's life */
     int meta_ok;   /* OUT.meta.json describes this run (written, or checked and rewritten by a resume) */
     int fresh;     /* OUT.partial and OUT.meta.json were made by this run, not a resume, and no OUT was there */
     int dump_made; /* DUMP.partial was created by this run */
@@ -962,66 +961,6 @@ static void legacy_source(const cli *c, const char *meta_path, json_t *meta)
     json_decref(old);
 }
 
-/* One run per output: OUT.lock is locked (fcntl, which a killed process
- * releases) for the run's life and removed at its end, so a second run on
- * the same output (a job submitted twice, a requeue while the first still
- * runs) is refused instead of appending to the same OUT.partial. A file
- * system without locks gets a warning and the run goes on unprotected. */
-static g1_status lock_output(const char *output, files *f)
-{
-    size_t n = strlen(output) + sizeof ".lock";
-    if (!(f->lock = malloc(n)))
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    snprintf(f->lock, n, "%s.lock", output);
-    for (int tries = 0; tries < 16; tries++) {
-        int fd = open(f->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->lock, strerror(errno));
-        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-        if (fcntl(fd, F_SETLK, &fl) != 0) {
-            int e = errno;
-            if (e == EACCES || e == EAGAIN) {
-                struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-                char pid[64] = "";
-                if (fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK && who.l_pid > 0)
-                    snprintf(pid, sizeof pid, " (process %ld)", (long)who.l_pid);
-                close(fd);
-                return G1_FAIL(G1_ERR_IO, "%s is being written by another grok1-run%s, which holds %s: two runs "
-                                          "on one output would mix their results; let it finish, or stop it and "
-                                          "run again with --resume",
-                               output, pid, f->lock);
-            }
-            fprintf(stderr, "grok1-run: warning: cannot lock %s (%s): this file system may not support locks; "
-                            "make sure no other run writes %s at the same time\n",
-                    f->lock, strerror(e), output);
-            f->lock_fd = fd;
-            f->have_lock = 1;
-            return G1_OK;
-        }
-        /* the run that held it may have removed it meanwhile: hold the file
-         * the name now gives */
-        struct stat a, b;
-        if (fstat(fd, &a) == 0 && stat(f->lock, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
-            f->lock_fd = fd;
-            f->have_lock = 1;
-            return G1_OK;
-        }
-        close(fd);
-    }
-    return G1_FAIL(G1_ERR_IO, "cannot lock %s: it keeps being replaced", f->lock);
-}
-
-static void unlock_output(files *f)
-{
-    if (f->have_lock) {
-        unlink(f->lock); /* while still held: a run that opened it meanwhile sees the name moved on */
-        close(f->lock_fd);
-    }
-    free(f->lock);
-    f->lock = NULL;
-    f->have_lock = 0;
-}
-
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo,
                                     const char *ckpt_fp, const g1_driver_opts *check, files *f)
 {
@@ -1040,7 +979,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         if (!(f->out = fopen(c->output, "w")))
             return G1_FAIL(G1_ERR_IO, "cannot open %s for writing: %s", c->output, strerror(errno));
     } else {
-        G1_TRY(lock_output(c->output, f));
+        G1_TRY(g1_lock_output(c->output, "grok1-run", "run again with --resume", &f->lock));
         size_t n = strlen(c->output) + sizeof ".partial";
         f->partial = malloc(n);
         char *meta_path = g1_meta_path(c->output);
@@ -1296,7 +1235,7 @@ static g1_status files_close(const cli *c, files *f, int ok)
     } else if (f->out == stdout && fflush(stdout) != 0 && ok) {
         st = G1_FAIL(G1_ERR_IO, "writing stdout failed: %s", strerror(errno));
     }
-    unlock_output(f);
+    g1_unlock_output(&f->lock);
     free(f->partial);
     json_decref(f->done_ids);
     f->done_ids = NULL;

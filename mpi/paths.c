@@ -1,10 +1,14 @@
 #include "paths.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* The canonical form of a name that may not exist yet: realpath of the
  * whole name, or of its directory followed by the last component; the name
@@ -49,4 +53,75 @@ int g1_path_is_dir(const char *path)
 {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static g1_status lock_output(const char *output, const char *tool, const char *hint, g1_out_lock *l)
+{
+    *l = (g1_out_lock){.fd = -1};
+    size_t n = strlen(output) + sizeof ".lock";
+    if (!(l->path = malloc(n)))
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    snprintf(l->path, n, "%s.lock", output);
+    for (int tries = 0; tries < 16; tries++) {
+        int fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", l->path, strerror(errno));
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(fd, F_SETLK, &fl) != 0) {
+            int e = errno;
+            if (e == EACCES || e == EAGAIN) {
+                struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+                char pid[64] = "";
+                if (fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK && who.l_pid > 0)
+                    snprintf(pid, sizeof pid, " (process %ld)", (long)who.l_pid);
+                close(fd);
+                return G1_FAIL(G1_ERR_IO, "%s is being written by another grok1-run or grok1-merge%s, which holds "
+                                          "%s: two writers on one output would mix their writes; let it finish, or "
+                                          "stop it and %s",
+                               output, pid, l->path, hint);
+            }
+            fprintf(stderr, "%s: warning: cannot lock %s (%s): this file system may not support locks; make sure "
+                            "no other run or merge writes %s at the same time\n",
+                    tool, l->path, strerror(e), output);
+            l->fd = fd;
+            l->held = 1;
+            return G1_OK;
+        }
+        /* the writer that held it may have removed it meanwhile: hold the
+         * file the name now gives */
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(l->path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            l->fd = fd;
+            l->held = 1;
+            return G1_OK;
+        }
+        close(fd);
+    }
+    return G1_FAIL(G1_ERR_IO, "cannot lock %s: it keeps being replaced", l->path);
+}
+
+/* With the stopping signals held back meanwhile, so that a handler that
+ * removes the lock file (grok1-merge's) sees it either not made or held. */
+g1_status g1_lock_output(const char *output, const char *tool, const char *hint, g1_out_lock *l)
+{
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    sigaddset(&stop, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &stop, &old);
+    g1_status st = lock_output(output, tool, hint, l);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return st;
+}
+
+void g1_unlock_output(g1_out_lock *l)
+{
+    if (l->held) {
+        unlink(l->path); /* while still held: a writer that opened it meanwhile sees the name moved on */
+        close(l->fd);
+    }
+    free(l->path);
+    *l = (g1_out_lock){.fd = -1};
 }

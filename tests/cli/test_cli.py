@@ -1521,6 +1521,41 @@ def merge_dumps(d, sinp, lines):
     refused_dump(shards, ["cannot create", "nodir"], dump=os.path.join(d, "nodir", "E.h5"))
     for k in range(3):
         check(os.path.exists(dumps[k]) and not os.path.exists(dumps[k] + ".partial"), "a shard's dump was moved")
+    # one writer per output: OUT.lock (or D.lock) held by another process
+    import fcntl
+    for held in (dst, E):
+        with open(held + ".lock", "w") as lk:
+            fcntl.lockf(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E] + shards)
+            check(rc == 1 and f"{held} is being written by another grok1-run or grok1-merge (process {os.getpid()})"
+                  in se and "merge again" in se, f"merge onto a locked {os.path.basename(held)}: {rc} {se}")
+            nothing_left()
+        os.remove(held + ".lock")
+    # a merge stopped by SIGTERM at any moment leaves no temporary file, no
+    # lock, and no D without its OUT
+    import random
+    import signal
+    import time
+    t0 = time.time()
+    rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E] + shards)
+    took = time.time() - t0
+    check(rc == 0, f"merge: {se}")
+    rnd = random.Random(4)
+    outcomes = set()
+    for i in range(12):
+        for p in (dst, dst + ".meta.json", E):
+            if os.path.exists(p):
+                os.remove(p)
+        q = subprocess.Popen([ARGS.merge, "--input", sinp, "--output", dst, "--dump-logits", E] + shards,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0, took))
+        q.send_signal(signal.SIGTERM)
+        q.wait()
+        left = sorted(x for x in os.listdir(d) if x.endswith((".merge.tmp", ".lock")))
+        check(not left, f"a merge stopped by SIGTERM left {left}")
+        check(not os.path.exists(E) or os.path.exists(dst), "a merge stopped by SIGTERM left D without OUT")
+        outcomes.add("finished" if q.returncode == 0 else "stopped")
+    print(f"12 merges stopped by SIGTERM within {took:.2f} s: {sorted(outcomes)}, nothing left behind")
 
 
 def case_threads(d):

@@ -367,6 +367,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--layers")) {
             if (i + 1 >= argc)
                 return usage_error("--layers needs A-B%s", "");
+            if (a >= 0)
+                return usage_error("--layers is given twice (%s): give it once", argv[i + 1]);
             if (!parse_layers(argv[++i], &a, &b))
                 return usage_error("--layers %s: expected A-B with 0 <= A <= B, e.g. 0-3", argv[i]);
         } else if (!strcmp(argv[i], "--")) {

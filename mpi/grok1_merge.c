@@ -768,7 +768,14 @@ int main(int argc, char **argv)
     const char *output = NULL, *input = NULL, *dump = NULL;
     opterr = 0;
     int o;
+    const char **which = NULL;
     while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        which = o == 'o' ? &output : o == 'i' ? &input : o == 'd' ? &dump : NULL;
+        if (which && *which) {
+            fprintf(stderr, "grok1-merge: error: %s is given twice (%s, then %s): give it once (see --help)\n",
+                    o == 'o' ? "--output" : o == 'i' ? "--input" : "--dump-logits", *which, optarg);
+            return 2;
+        }
         switch (o) {
         case 'o': output = optarg; break;
         case 'i': input = optarg; break;

@@ -283,7 +283,8 @@ static void usage(FILE *f)
 "  --help                    this text\n"
 "\n"
 "Exit status: 0 success; 1 bad input data, unreadable or mismatched checkpoint,\n"
-"or a failure while running; 2 bad command line or layout; 3 interrupted by\n"
+"or a failure while running; 2 bad command line (an option with a value given\n"
+"twice among them) or layout; 3 interrupted by\n"
 "SIGTERM, SIGINT or SIGUSR1 (Slurm's time limit, pre-emption, Ctrl-C): finished\n"
 "results are in OUTPUT.partial, run again with --resume (mpirun passes SIGUSR1\n"
 "on and then exits 3; after SIGTERM it exits 1 itself). Errors go to stderr as\n"
@@ -423,8 +424,17 @@ static int parse_args(int argc, char **argv, cli *c)
                .gpu_direct = -1, .prefix_cache = 1, .balance = -1, .cuda_graphs = -1};
     c->sample.temperature = 0; /* greedy unless asked: exact and repeatable evaluation */
     opterr = 0;
-    int o, r = 0;
-    while (r == 0 && (o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    int o, r = 0, li = -1;
+    /* an option with a value given twice is refused: the job that would run
+     * (the last value) may not be the one meant */
+    const char *given[sizeof opts / sizeof opts[0]] = {0};
+    while (r == 0 && (li = -1, o = getopt_long(argc, argv, ":", opts, &li)) != -1) {
+        if (li >= 0 && opts[li].has_arg == required_argument && o != ':' && o != '?') {
+            if (given[li])
+                return usage_error("--%s is given twice (%s, then %s): give it once", opts[li].name, given[li],
+                                   optarg);
+            given[li] = optarg;
+        }
         switch (o) {
         case O_CKPT: c->checkpoint = optarg; break;
         case O_IN: c->input = optarg; break;

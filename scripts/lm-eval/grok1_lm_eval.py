@@ -75,7 +75,7 @@ class Grok1Runner:
         self.tokenize_prog = tokenize
         self.launcher = shlex.split(launcher or "")
         self.args = shlex.split(grok1_args or "")
-        for forbidden in ("--mode", "--input", "--output", "--checkpoint", "--tokenizer", "--resume"):
+        for forbidden in ("--mode", "--input", "--output", "--checkpoint", "--tokenizer", "--resume", "--truncate"):
             if forbidden in self.args:
                 raise Grok1Error(f"grok1_args must not contain {forbidden}: the adapter sets it")
         self.max_length, self.bos_id = int(max_length), int(bos_id)

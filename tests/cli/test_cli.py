@@ -112,8 +112,16 @@ def case_usage_errors(d):
     expect_fail(base + ["--micro-batches", "1000", "--batch-size", "1000000"], 2, ["sequence slots"], out)
     # empty file names
     for opt in ("--output", "--input", "--trace", "--tokenizer"):
-        args = tiny("score", inp, out) + [opt, ""]
+        args = tiny("score", inp, out)
+        if opt in args:
+            args[args.index(opt) + 1] = ""
+        else:
+            args += [opt, ""]
         expect_fail(args, 2, [opt, "file name is empty"], out)
+    # an option with a value given twice: which job was meant is not clear
+    expect_fail(base + ["--output", out + ".2"], 2, ["--output is given twice", out, out + ".2", "give it once"], out)
+    expect_fail(base + ["--seed", "1", "--seed=2"], 2, ["--seed is given twice (1, then 2)"], out)
+    expect_fail(base + ["--shard", "0/3", "--shard", "1/3"], 2, ["--shard is given twice (0/3, then 1/3)"], out)
     expect_fail(["--synthetic", "tiny", "--mode", "score", "--input", inp], 2, ["--output"], out)
     expect_fail(["--synthetic", "tiny", "--input", inp, "--output", out], 2, ["--mode"], out)
     expect_fail(tiny("rank", inp, out), 2, ["mode", "rank"], out)
@@ -1517,6 +1525,9 @@ def merge_dumps(d, sinp, lines):
     refused_dump(shards, ["would be written as", "--output file"], dump=E, output=E + ".merge.tmp")
     check(not os.path.exists(E + ".merge.tmp"), "refused merge left its output")
     refused_dump(shards, ["needs a file name"], dump="-", code=2)
+    rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E, "--dump-logits", E + "2"] + shards)
+    check(rc == 2 and "--dump-logits is given twice" in se, f"--dump-logits twice: {rc} {se}")
+    nothing_left()
     # D cannot be created: the merged results are removed too
     refused_dump(shards, ["cannot create", "nodir"], dump=os.path.join(d, "nodir", "E.h5"))
     for k in range(3):

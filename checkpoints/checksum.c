@@ -55,8 +55,17 @@ typedef struct tally {
     long foreign;     /* norms read from a part that is not the one grok1-link linked */
     uint64_t *fp;     /* a joined checkpoint's G1_H5_PART_FP_ATTR (L + 1 values), else NULL */
     int emb_size;
+    struct lost *lost; /* part files that cannot be opened: one line each at the end */
+    int nlost;
     unsigned long long bytes;
 } tally;
+
+/* A part file a joined checkpoint links to that cannot be opened, and
+ * what of it was therefore not checked. */
+struct lost {
+    char file[1024], detail[256];
+    int layers, first, last, embedding, final_norm;
+};
 
 static int usage_error(const char *msg, const char *arg)
 {
@@ -74,13 +83,95 @@ static void fail(tally *t, const char *name, const char *what)
     t->failed++;
 }
 
+/* Link `name` (layer `layer`, or -1 the embedding, -2 the final norm) of a
+ * joined checkpoint: 1 when it is an external link that does not lead to
+ * an object (then noted: a part file that cannot be opened is told once,
+ * at the end; a file of that name without the object, here), else 0. */
+static int unreachable(hid_t file, const char *name, int layer, tally *t)
+{
+    H5L_info_t info;
+    if (H5Lget_info(file, name, &info, H5P_DEFAULT) < 0 || info.type != H5L_TYPE_EXTERNAL || !info.u.val_size)
+        return 0;
+    hid_t o = H5Oopen(file, name, H5P_DEFAULT);
+    if (o >= 0) {
+        H5Oclose(o);
+        return 0;
+    }
+    char detail[256];
+    g1_h5_detail(detail);
+    char *buf = malloc(info.u.val_size);
+    const char *part = NULL, *obj = NULL;
+    unsigned flags;
+    if (!buf || H5Lget_val(file, name, buf, info.u.val_size, H5P_DEFAULT) < 0 ||
+        H5Lunpack_elink_val(buf, info.u.val_size, &flags, &part, &obj) < 0 || !part || !obj) {
+        fprintf(stderr, "grok1-checksum: %s: %s is an external link that cannot be read\n", t->path, name);
+        t->failed++;
+    } else if (!strstr(detail, "unable to open external file")) {
+        fprintf(stderr,
+                "grok1-checksum: %s: %s is linked to %s in part file %s, but HDF5 says '%s': the file found under "
+                "that name is not the part grok1-link linked; put the right part there, or link the parts again\n",
+                t->path, name, obj, part, detail);
+        t->failed++;
+    } else {
+        struct lost *l = NULL;
+        for (int i = 0; i < t->nlost && !l; i++)
+            if (!strcmp(t->lost[i].file, part))
+                l = &t->lost[i];
+        if (!l) {
+            struct lost *v = realloc(t->lost, (size_t)(t->nlost + 1) * sizeof *v);
+            if (v) {
+                t->lost = v;
+                l = &t->lost[t->nlost++];
+                memset(l, 0, sizeof *l);
+                snprintf(l->file, sizeof l->file, "%s", part);
+                snprintf(l->detail, sizeof l->detail, "%s", detail);
+            }
+        }
+        if (l && layer >= 0) {
+            l->first = l->layers ? l->first : layer;
+            l->last = layer;
+            l->layers++;
+        } else if (l) {
+            *(layer == -1 ? &l->embedding : &l->final_norm) = 1;
+        }
+        t->failed++;
+    }
+    free(buf);
+    return 1;
+}
+
+/* One line per part file that could not be opened. */
+static void tell_lost(const tally *t)
+{
+    const char *prefix = getenv("HDF5_EXT_PREFIX");
+    for (int i = 0; i < t->nlost; i++) {
+        const struct lost *l = &t->lost[i];
+        char what[160] = "";
+        if (l->layers == 1)
+            snprintf(what, sizeof what, "layer %d", l->first);
+        else if (l->layers)
+            snprintf(what, sizeof what, "%d layers (%d to %d)", l->layers, l->first, l->last);
+        if (l->embedding)
+            snprintf(what + strlen(what), sizeof what - strlen(what), "%sthe embedding",
+                     !*what ? "" : l->final_norm ? ", " : " and ");
+        if (l->final_norm)
+            snprintf(what + strlen(what), sizeof what - strlen(what), "%sthe final norm", *what ? " and " : "");
+        fprintf(stderr,
+                "grok1-checksum: %s: part file %s cannot be opened (HDF5 says '%s'), so %s in it %s not checked. HDF5 "
+                "looks for a part in the folders of HDF5_EXT_PREFIX (%s), then beside %s, then in the current "
+                "directory; put the part there, or link the parts again\n",
+                t->path, l->file, l->detail, what, l->layers + l->embedding + l->final_norm == 1 ? "was" : "were",
+                prefix && *prefix ? prefix : "not set", t->path);
+    }
+}
+
 /* One dataset: compare each checksum it has; with --add, put them on when
  * it has none. */
 static void check_dataset(hid_t file, const char *shown, tally *t)
 {
     hid_t d = H5Dopen2(file, shown, H5P_DEFAULT);
     if (d < 0) {
-        fail(t, shown, "cannot be opened (a part file missing or replaced?)");
+        fail(t, shown, t->fp ? "cannot be opened (a part file missing or replaced?)" : "cannot be opened");
         return;
     }
     t->datasets++;
@@ -413,30 +504,55 @@ int main(int argc, char **argv)
                 detail);
         return 1;
     }
+    /* the layers the file holds (a part holds some): --layers must be among them */
+    int have_layers = H5Lexists(file, "layers", H5P_DEFAULT) > 0, lo = -1, hi = -1, held = 0;
+    char *holds = calloc((size_t)L + 1, 1);
+    for (int l = 0; holds && have_layers && l < L; l++) {
+        char dir[32];
+        snprintf(dir, sizeof dir, "layers/%02d", l);
+        if ((holds[l] = H5Lexists(file, dir, H5P_DEFAULT) > 0)) {
+            lo = lo < 0 ? l : lo;
+            hi = l;
+            held++;
+        }
+    }
+    for (int l = a; holds && a >= 0 && l <= b; l++)
+        if (!holds[l]) {
+            char range[64] = "no layer";
+            if (held == hi - lo + 1)
+                snprintf(range, sizeof range, "layers %d-%d", lo, hi);
+            else if (held)
+                snprintf(range, sizeof range, "%d layers from %d to %d", held, lo, hi);
+            fprintf(stderr, "grok1-checksum: --layers %d-%d: %s holds %s (a part of a checkpoint: check the part "
+                            "that holds layer %d, or the checkpoint grok1-link joined)\n",
+                    a, b, t.path, range, l);
+            H5Fclose(file);
+            free(holds);
+            free(t.fp);
+            return 2;
+        }
     double t0 = now_s();
+    read_fps(file, L, &t);
     int with_embedding = a <= 0 && H5Lexists(file, "embedding", H5P_DEFAULT) > 0, layers = 0;
+    if (with_embedding && unreachable(file, "embedding", -1, &t))
+        with_embedding = 0;
     if (with_embedding)
         check_dataset(file, "embedding", &t);
-    read_fps(file, L, &t);
-    if (a <= 0) {
+    if (a <= 0 && !unreachable(file, "final_norm", -2, &t)) {
         check_dataset(file, "final_norm", &t);
         check_fp(file, "final_norm", L, &t);
     }
-    int have_layers = H5Lexists(file, "layers", H5P_DEFAULT) > 0;
-    for (int l = a < 0 ? 0 : a; l <= (a < 0 ? L - 1 : b); l++) {
+    for (int l = a < 0 ? 0 : a; holds && l <= (a < 0 ? L - 1 : b); l++) {
         char dir[32];
         snprintf(dir, sizeof dir, "layers/%02d", l);
-        if (!have_layers || H5Lexists(file, dir, H5P_DEFAULT) <= 0) {
-            if (a >= 0) { /* asked for: say so */
-                fprintf(stderr, "grok1-checksum: %s has no %s (a part of a checkpoint holding other layers?)\n",
-                        t.path, dir);
-                t.failed++;
-            }
+        if (!holds[l] || unreachable(file, dir, l, &t))
             continue;
-        }
         check_layer(file, l, &t);
         layers++;
     }
+    free(holds);
+    tell_lost(&t);
+    free(t.lost);
     if (H5Fclose(file) < 0 && t.add) {
         fprintf(stderr, "grok1-checksum: closing %s failed: the checksums added may not be in it\n", t.path);
         t.failed++;

@@ -350,6 +350,10 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
                                    "there is no dump of its results to merge; merge without --dump-logits, or run "
                                    "that shard afresh with one",
                        s->k, n, s->path);
+    if (g1_path_is_dir(s->dump))
+        return G1_FAIL(G1_ERR_ARG, "the logits dump of shard %d/%d, %s (settings.dump_logits in %s.meta.json), is a "
+                                   "directory, not the dump that shard wrote",
+                       s->k, n, s->dump, s->path);
     if (!exists(s->dump)) {
         char partial[4096];
         snprintf(partial, sizeof partial, "%s.partial", s->dump);
@@ -589,7 +593,9 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     /* the input: the one recorded (when the shards read a file), and how
      * many requests the merged output must hold */
     struct stat in_sb;
-    if (st == G1_OK && !stat(in_path, &in_sb) && !g1_input_rereadable(in_path))
+    if (st == G1_OK && !stat(in_path, &in_sb) && S_ISDIR(in_sb.st_mode))
+        st = G1_FAIL(G1_ERR_ARG, "--input %s is a directory: give the input file the shards read", in_path);
+    else if (st == G1_OK && !stat(in_path, &in_sb) && !g1_input_rereadable(in_path))
         st = G1_FAIL(G1_ERR_ARG, "--input %s is a pipe or a device: grok1-merge reads the input twice (to check it "
                                  "and to count its requests); give the file the shards read",
                      in_path);
@@ -661,6 +667,13 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     long unchecked = 0; /* datasets of the dumps without a checksum */
     if (st == G1_OK && dump)
         st = request_lines(in_path, requests, &lines);
+    /* each shard needs a dump of its own: two that name one file wrote over each other */
+    for (int k = 0; k < n && st == G1_OK && dump; k++)
+        for (int j = 0; j < k && st == G1_OK && by_k[k].dump && by_k[j].dump; j++)
+            if (g1_path_same(by_k[k].dump, by_k[j].dump))
+                st = G1_FAIL(G1_ERR_ARG, "shards %d/%d and %d/%d both name the logits dump %s: the later run wrote over "
+                                         "the earlier's; run one of them again with a --dump-logits of its own",
+                             j, n, k, n, by_k[k].dump);
     for (int k = 0; k < n && st == G1_OK && dump; k++)
         st = check_dump(&by_k[k], &by_k[0], n, lines, requests, model_vocab, &v0);
     free(lines);
@@ -788,6 +801,11 @@ int main(int argc, char **argv)
     if (!output || !input || optind >= argc) {
         fprintf(stderr, "grok1-merge: error: %s (see --help)\n",
                 !input ? "--input is required" : !output ? "--output is required" : "no shard outputs given");
+        return 2;
+    }
+    if (!strcmp(input, "-")) {
+        fprintf(stderr, "grok1-merge: error: --input -: grok1-merge reads the input twice (to check it and to count "
+                        "its requests), which standard input cannot give; give the file the shards read\n");
         return 2;
     }
     if (!*output || !*input) {

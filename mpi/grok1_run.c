@@ -642,7 +642,7 @@ static int check_files(const cli *c, char *msg, size_t n)
     typedef struct named {
         const char *opt, *path, *derived; /* path: the option's value; derived: a file written beside it */
     } named;
-    named in[4], out[7];
+    named in[4], out[8];
     int ni = 0, no = 0;
     if (strcmp(c->input, "-"))
         in[ni++] = (named){"--input", c->input, NULL};
@@ -654,7 +654,8 @@ static int check_files(const cli *c, char *msg, size_t n)
         in[ni++] = (named){"--plan", c->plan, NULL};
     /* the files written beside an output (names past PATH_MAX are cut:
      * such a name fails at open anyway) */
-    char partial[PATH_MAX + 16], meta[PATH_MAX + 16], lock[PATH_MAX + 16], dump_partial[PATH_MAX + 16];
+    char partial[PATH_MAX + 16], meta[PATH_MAX + 16], lock[PATH_MAX + 16], dump_partial[PATH_MAX + 16],
+        dump_lock[PATH_MAX + 16];
     if (strcmp(c->output, "-")) {
         out[no++] = (named){"--output", c->output, NULL};
     }
@@ -672,6 +673,8 @@ static int check_files(const cli *c, char *msg, size_t n)
         snprintf(dump_partial, sizeof dump_partial, "%s.partial", c->dump_logits);
         out[no++] = (named){"--dump-logits", c->dump_logits, NULL};
         out[no++] = (named){"--dump-logits", c->dump_logits, dump_partial};
+        snprintf(dump_lock, sizeof dump_lock, "%s.lock", c->dump_logits);
+        out[no++] = (named){"--dump-logits", c->dump_logits, dump_lock};
     }
     if (c->trace)
         out[no++] = (named){"--trace", c->trace, NULL};
@@ -793,6 +796,7 @@ typedef struct files {
 #if G1_HAVE_HDF5
     g1_logits_file *logits;
     char *dump_run; /* --dump-logits: what the dump records of this run (g1_dump_run_record) */
+    g1_out_lock dump_lock; /* DUMP.lock, held for the run's life */
     char dump_unfit[300]; /* a resume: why the dump's datasets do not fit the kept results ("": they do) */
 #endif
 } files;
@@ -981,6 +985,9 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         json_decref(m);
         if (!f->dump_run)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        /* one writer per dump, as per output: two runs naming one dump (two
+         * shards, say) would write over each other's datasets */
+        G1_TRY(g1_lock_output(c->dump_logits, "grok1-run", "run again with --resume", &f->dump_lock));
     }
 #endif
     if (!strcmp(c->output, "-")) {
@@ -1246,6 +1253,9 @@ static g1_status files_close(const cli *c, files *f, int ok)
         st = G1_FAIL(G1_ERR_IO, "writing stdout failed: %s", strerror(errno));
     }
     g1_unlock_output(&f->lock);
+#if G1_HAVE_HDF5
+    g1_unlock_output(&f->dump_lock);
+#endif
     free(f->partial);
     json_decref(f->done_ids);
     f->done_ids = NULL;

@@ -336,7 +336,7 @@ def case_output_lock(d):
     """One run per output: while a run writes OUT (here it waits for more
     requests on a FIFO), a second run on OUT, with or without --resume, is
     refused at once naming the first; the first finishes as if alone, and
-    OUT.lock is gone after it."""
+    OUT.lock is gone after it. The same for a logits dump (DUMP.lock)."""
     import threading
     import time
     inp, ref, out = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl"), os.path.join(d, "out.jsonl")
@@ -365,6 +365,30 @@ def case_output_lock(d):
     check(open(out).read() == open(ref).read(), "the first run's output differs from a run alone")
     check(not os.path.exists(out + ".lock"), "OUT.lock left after the run")
     expect_ok(tiny("generate", inp, out, "--resume"))  # nothing holds it now
+    if not ARGS.hdf5:
+        return
+    # one run per logits dump too: a second run writing another output to
+    # the same dump (two shards given one --dump-logits) is refused
+    dump, out2, out3 = os.path.join(d, "d.h5"), os.path.join(d, "s2.jsonl"), os.path.join(d, "s3.jsonl")
+    fifo2 = os.path.join(d, "score.fifo")
+    os.mkfifo(fifo2)
+    first = subprocess.Popen([ARGS.run] + tiny("score", fifo2, out2, "--dump-logits", dump), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    srows = [{"id": r["id"], "prompt_ids": r["prompt_ids"]} for r in rows]
+    write_jsonl(inp, srows)
+    w = open(fifo2, "w")
+    w.write(json.dumps(srows[0]) + "\n")
+    w.flush()
+    for _ in range(300):
+        if os.path.exists(dump + ".lock"):
+            break
+        time.sleep(0.05)
+    expect_fail(tiny("score", inp, out3, "--dump-logits", dump), 1,
+                [dump, "being written by another grok1-run", f"process {first.pid}"], out3)
+    w.close()
+    _, err = first.communicate(timeout=60)
+    check(first.returncode == 0 and os.path.exists(dump) and not os.path.exists(dump + ".lock"),
+          f"the first run with the dump: rc {first.returncode} {err}")
 
 
 def case_resume_fixed_request(d):
@@ -1176,6 +1200,8 @@ def case_shard(d):
               not os.path.exists(dst + ".merge.tmp"), "a refused merge left files behind")
 
     refused(g3[:2], ["1 of the 3 shards is missing: 2/3"])
+    refused(g3, ["--input", "is a directory"], inp_m=d)
+    refused(g3, ["--input -", "standard input"], code=2, inp_m="-")
     fifo = os.path.join(d, "in.fifo")
     os.mkfifo(fifo)
     refused(g3, ["is a pipe", "give the file the shards read"], inp_m=fifo)
@@ -1428,7 +1454,9 @@ def merge_dumps(d, sinp, lines):
             make(dumps[k])
             refused_dump(shards, words)
         finally:
-            if os.path.exists(dumps[k]):
+            if os.path.isdir(dumps[k]):
+                os.rmdir(dumps[k])
+            elif os.path.exists(dumps[k]):
                 os.remove(dumps[k])
             os.rename(dumps[k] + ".keep", dumps[k])
 
@@ -1481,6 +1509,17 @@ def merge_dumps(d, sinp, lines):
         expect_ok(tiny("score", sinp, os.path.join(d, "other1.jsonl"), "--shard", "1/3", "--dump-logits", path,
                        seed=6))
     swapped(1, other_run, ["d1.h5", "written by another run", "source.seed is 6", "the shard's meta file"])
+    # a directory where the dump should be
+    swapped(1, os.mkdir, ["d1.h5", "is a directory"])
+    # two shards that named one dump: the later wrote over the earlier's
+    same = os.path.join(d, "same.h5")
+    two = [os.path.join(d, f"two{k}.jsonl") for k in range(2)]
+    for k in range(2):
+        expect_ok(tiny("score", sinp, two[k], "--shard", f"{k}/2", "--dump-logits", same))
+    rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E] + two)
+    check(rc == 1 and "shards 0/2 and 1/2 both name the logits dump" in se and "of its own" in se,
+          f"two shards with one dump name: {rc} {se}")
+    nothing_left()
     # a value changed after grok1-run wrote it (its checksum kept): named
     def change(f):
         f["logits"][str(lost)][0, 3] += 1.0

@@ -231,8 +231,20 @@ def test_parts(d):
     rc, out, err = run([CHECKSUM, p2])
     expect(rc == 0 and "39 datasets (2 layers)" in out, f"a part alone: its layers and final norm: {out.strip()}")
     rc, out, err = run([CHECKSUM, "--layers", "0-1", p2])
-    expect(rc == 1 and "has no layers/00 (a part of a checkpoint holding other layers?)" in err,
+    expect(rc == 2 and f"--layers 0-1: {p2} holds layers 2-3 (a part of a checkpoint" in err,
            f"--layers the part does not hold: rc {rc} {err.strip()}")
+    # a part file missing: one line for it, naming what was not checked
+    os.rename(p2, p2 + ".away")
+    rc, out, err = run([CHECKSUM, joined])
+    os.rename(p2 + ".away", p2)
+    expect(rc == 1 and err.count("\n") == 1 and "part file p2.h5 cannot be opened" in err and
+           "so 2 layers (2 to 3) in it were not checked" in err and "HDF5_EXT_PREFIX" in err and
+           "40 matched, 2 unreadable" in out, f"a missing part is told once: rc {rc} {out.strip()} {err.strip()}")
+    os.rename(p0, p0 + ".away")
+    rc, out, err = run([CHECKSUM, joined])
+    os.rename(p0 + ".away", p0)
+    expect(rc == 1 and "so 2 layers (0 to 1), the embedding and the final norm in it were not checked" in err and
+           "(2 layers):" in out, f"... with the embedding and final norm: rc {rc} {out.strip()} {err.strip()}")
     flip(p2, "layers/03/attn_v")
     rc, out, err = run([CHECKSUM, joined])
     expect(rc == 1 and f"layers/03/attn_v in part file {p2} does not match its checksum" in err,

@@ -114,7 +114,8 @@ g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int
  * changes anything); close with g1_logits_file_abort. Errors: unreadable,
  * or not a dump of vocab_size. */
 g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_file **out);
-/* Move PATH.partial aside to PATH.partial.damaged and free `f` (NULL: no
+/* Move PATH.partial aside to PATH.partial.damaged (.damaged.2, .3, ...
+ * when that exists: one set aside earlier stays) and free `f` (NULL: no
  * file open): a dump that cannot be continued, kept for inspection. */
 g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *aside, size_t n);
 /* Rows [row0, row0+nrows) of request k's logits; the dataset (n, V) is

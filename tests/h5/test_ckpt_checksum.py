@@ -335,8 +335,8 @@ def test_dump(d, ref):
     expect(rc == 0 and "2 added" in so and dump_crcs(dump) == crcs, f"--add on a dump: rc {rc} {so.strip()}")
 
     # a resume: 4 results kept, the dump as an interrupted run leaves it
-    def interrupted(damage):
-        for p in (out, out + ".partial", dump, dump + ".partial", dump + ".partial.damaged"):
+    def interrupted(damage, keep_aside=False):
+        for p in (out, out + ".partial", dump, dump + ".partial") + (() if keep_aside else (dump + ".partial.damaged",)):
             if os.path.exists(p):
                 os.remove(p)
         with open(out + ".partial", "w") as f:
@@ -351,6 +351,14 @@ def test_dump(d, ref):
            "computed again" in err, f"a resume over a damaged kept result starts over: rc {rc} {err.strip()[-400:]}")
     expect(open(out).read() == ref_out and dump_crcs(dump) == crcs,
            "... and ends with the uninterrupted run's output and dump")
+    # damaged again: the dump set aside first stays, this one gets .2
+    first_aside = open(dump + ".partial.damaged", "rb").read()
+    interrupted(True, keep_aside=True)
+    rc, _, err = score("--resume")
+    expect(rc == 0 and "dump.h5.partial.damaged.2" in err and
+           open(dump + ".partial.damaged", "rb").read() == first_aside and os.path.exists(dump + ".partial.damaged.2"),
+           f"a second dump set aside does not replace the first: rc {rc} {err.strip()[-300:]}")
+    os.remove(dump + ".partial.damaged.2")
     interrupted(False)
     rc, _, err = score("--resume")
     expect(rc == 0 and "warning" not in err and open(out).read() == ref_out and dump_crcs(dump) == crcs,

@@ -375,69 +375,37 @@ static int is_dump(const char *path)
     return yes;
 }
 
-typedef struct dump_names {
-    char **v;
-    size_t n, cap;
-    int oom;
-} dump_names;
-
-static herr_t add_name(hid_t g, const char *name, const H5L_info_t *info, void *ctx)
-{
-    (void)g, (void)info;
-    dump_names *ns = ctx;
-    if (ns->n == ns->cap) {
-        size_t cap = ns->cap ? 2 * ns->cap : 64;
-        char **v = realloc(ns->v, cap * sizeof *v);
-        if (!v)
-            return ns->oom = 1, -1;
-        ns->v = v, ns->cap = cap;
-    }
-    if (!(ns->v[ns->n] = strdup(name)))
-        return ns->oom = 1, -1;
-    ns->n++;
-    return 0;
-}
-
 /* A logits dump of grok1-run (--dump-logits): every dataset logits/<k>
  * (one CRC-32 each), in the order of k. */
 static int check_dump(tally *t)
 {
+    /* its datasets, each logits/<k> of float32 (n, V), by k (the checks of
+     * grok1-merge: a dataset of another name or shape is told here) */
+    int v;
+    int64_t *ks = NULL;
+    size_t nk = 0;
+    char *run = NULL;
+    if (g1_logits_file_list(t->path, &v, &ks, &nk, &run) != G1_OK) {
+        fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
+        return 1;
+    }
+    free(run);
     hid_t file = H5Fopen(t->path, t->add ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) {
         char detail[256];
         g1_h5_detail(detail);
         fprintf(stderr, "grok1-checksum: cannot open %s%s: %s\n", t->path, t->add ? " for writing (--add)" : "",
                 detail);
+        free(ks);
         return 1;
     }
     double t0 = now_s();
-    dump_names ns = {0};
-    hid_t g = H5Lexists(file, "logits", H5P_DEFAULT) > 0 ? H5Gopen2(file, "logits", H5P_DEFAULT) : -1;
-    hsize_t at = 0;
-    if (g >= 0)
-        H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &at, add_name, &ns);
-    if (g < 0 || ns.oom) {
-        fprintf(stderr, "grok1-checksum: %s: %s\n", t->path,
-                g < 0 ? "a logits dump without its group logits (damaged?)" : "out of memory");
-        t->failed++;
-    }
-    /* the numeric order of the requests (names are decimal numbers) */
-    for (size_t i = 1; i < ns.n; i++)
-        for (size_t j = i; j > 0 && (strlen(ns.v[j - 1]) > strlen(ns.v[j]) ||
-                                     (strlen(ns.v[j - 1]) == strlen(ns.v[j]) && strcmp(ns.v[j - 1], ns.v[j]) > 0));
-             j--) {
-            char *x = ns.v[j];
-            ns.v[j] = ns.v[j - 1], ns.v[j - 1] = x;
-        }
-    for (size_t i = 0; i < ns.n; i++) {
-        char name[300];
-        snprintf(name, sizeof name, "logits/%s", ns.v[i]);
+    for (size_t i = 0; i < nk; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "logits/%lld", (long long)ks[i]);
         check_dataset(file, name, t);
-        free(ns.v[i]);
     }
-    free(ns.v);
-    if (g >= 0)
-        H5Gclose(g);
+    free(ks);
     if (H5Fclose(file) < 0 && t->add) {
         fprintf(stderr, "grok1-checksum: closing %s failed: the checksums added may not be in it\n", t->path);
         t->failed++;

@@ -175,6 +175,25 @@ int g1_logits_file_present(const char *path)
     return yes;
 }
 
+/* f->file open (or < 0): its vocab_size (-1 when unreadable), and, when it
+ * is vocab_size's, group logits (f->group) and the attribute run. */
+static int open_group(g1_logits_file *f, int vocab_size)
+{
+    int v = -1;
+    if (f->file >= 0 && H5Aexists(f->file, "vocab_size") > 0) {
+        hid_t a = H5Aopen(f->file, "vocab_size", H5P_DEFAULT);
+        if (a < 0 || H5Aread(a, H5T_NATIVE_INT, &v) < 0)
+            v = -1;
+        if (a >= 0)
+            H5Aclose(a);
+    }
+    if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
+        f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
+    if (f->group >= 0)
+        f->run = get_run(f->file);
+    return v;
+}
+
 g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file **out)
 {
     g1_logits_file *f;
@@ -194,18 +213,7 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
         }
     }
     f->file = H5Fopen(f->tmp, H5F_ACC_RDWR, H5P_DEFAULT);
-    int v = -1;
-    if (f->file >= 0 && H5Aexists(f->file, "vocab_size") > 0) {
-        hid_t a = H5Aopen(f->file, "vocab_size", H5P_DEFAULT);
-        if (a < 0 || H5Aread(a, H5T_NATIVE_INT, &v) < 0)
-            v = -1;
-        if (a >= 0)
-            H5Aclose(a);
-    }
-    if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
-        f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
-    if (f->group >= 0)
-        f->run = get_run(f->file);
+    int v = open_group(f, vocab_size);
     if (f->group < 0) {
         g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be continued: %s", f->tmp,
                                f->file < 0 ? "it is not a readable HDF5 file (a job killed without warning can "
@@ -229,18 +237,7 @@ g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_f
     hid_t fapl = g1_h5_read_fapl();
     f->file = H5Fopen(at, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    int v = -1;
-    if (f->file >= 0 && H5Aexists(f->file, "vocab_size") > 0) {
-        hid_t a = H5Aopen(f->file, "vocab_size", H5P_DEFAULT);
-        if (a < 0 || H5Aread(a, H5T_NATIVE_INT, &v) < 0)
-            v = -1;
-        if (a >= 0)
-            H5Aclose(a);
-    }
-    if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
-        f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
-    if (f->group >= 0)
-        f->run = get_run(f->file);
+    open_group(f, vocab_size);
     if (f->group < 0) {
         close_file(f);
         free_file(f);

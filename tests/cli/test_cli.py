@@ -345,16 +345,21 @@ def case_output_lock(d):
     expect_ok(tiny("generate", inp, ref))
     fifo = os.path.join(d, "requests.fifo")
     os.mkfifo(fifo)
-    first = subprocess.Popen([ARGS.run] + tiny("generate", fifo, out), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    w = open(fifo, "w")  # the run opened its input: it holds the lock once OUT.lock exists
-    w.write(json.dumps(rows[0]) + "\n")
-    w.flush()
-    for _ in range(300):
-        if os.path.exists(out + ".lock"):
-            break
-        time.sleep(0.05)
-    check(os.path.exists(out + ".lock"), "no OUT.lock while the run writes OUT")
+    def holding(args, fifo, row, lock):
+        """A run reading its requests from fifo, given the first (row): it
+        holds `lock` while it waits for more; the run and the fifo's writer."""
+        run_ = subprocess.Popen([ARGS.run] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        w_ = open(fifo, "w")  # the run opened its input: it holds the lock once the file exists
+        w_.write(json.dumps(row) + "\n")
+        w_.flush()
+        for _ in range(300):
+            if os.path.exists(lock):
+                break
+            time.sleep(0.05)
+        check(os.path.exists(lock), f"no {os.path.basename(lock)} while the run writes")
+        return run_, w_
+
+    first, w = holding(tiny("generate", fifo, out), fifo, rows[0], out + ".lock")
     for extra in ([], ["--resume"]):
         expect_fail(tiny("generate", inp, out, *extra), 1,
                     [out, "being written by another grok1-run", f"process {first.pid}", ".lock"])
@@ -372,17 +377,9 @@ def case_output_lock(d):
     dump, out2, out3 = os.path.join(d, "d.h5"), os.path.join(d, "s2.jsonl"), os.path.join(d, "s3.jsonl")
     fifo2 = os.path.join(d, "score.fifo")
     os.mkfifo(fifo2)
-    first = subprocess.Popen([ARGS.run] + tiny("score", fifo2, out2, "--dump-logits", dump), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
     srows = [{"id": r["id"], "prompt_ids": r["prompt_ids"]} for r in rows]
     write_jsonl(inp, srows)
-    w = open(fifo2, "w")
-    w.write(json.dumps(srows[0]) + "\n")
-    w.flush()
-    for _ in range(300):
-        if os.path.exists(dump + ".lock"):
-            break
-        time.sleep(0.05)
+    first, w = holding(tiny("score", fifo2, out2, "--dump-logits", dump), fifo2, srows[0], dump + ".lock")
     expect_fail(tiny("score", inp, out3, "--dump-logits", dump), 1,
                 [dump, "being written by another grok1-run", f"process {first.pid}"], out3)
     w.close()

@@ -143,10 +143,10 @@ void g1_logits_file_abort(g1_logits_file *f);
 g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run);
 /* grok1-merge: write tmp (replaced when it exists) as a dump of vocab_size
  * holding every dataset of the n finished dumps srcs[] (their names must
- * not meet), the float32 values copied unchanged, each compared with its
- * checksum as it is read (a mismatch is an error naming the file and the
- * dataset) and written with it; *unchecked: datasets that had none (given
- * one computed from what was read); `run` as g1_logits_file_create's.
+ * not meet), copied as stored (H5Ocopy: no decoding), each read back and
+ * compared with its checksum (a mismatch is an error naming the file and
+ * the dataset); *unchecked: datasets that had none (given one computed
+ * from what was copied); `run` as g1_logits_file_create's.
  * Flushed and closed, to be renamed by
  * the caller. On failure tmp is removed. */
 g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, const char *const *srcs, int n,

@@ -639,21 +639,26 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
     return G1_OK;
 }
 
-/* Bytes one read of copy_request covers at most (whole rows). */
-#define COPY_SLAB_BYTES ((size_t)64 << 20)
-
-/* Dataset `name` of group `from` (in file src) into group `to`, in row
- * slabs, compared with its checksum as it is read; the copy gets the
- * checksum (computed when the source has none: *unchecked grows). */
+/* Dataset `name` of group `from` (in file src) into group `to` as stored
+ * (H5Ocopy, with its attributes), then read back from the copy and
+ * compared with its checksum; a copy of one without a checksum gets one
+ * (*unchecked grows). */
 static g1_status copy_request(hid_t from, hid_t to, const char *src, const char *tmp, const char *name, int vocab_size,
                               long *unchecked)
 {
-    hid_t d = H5Dopen2(from, name, H5P_DEFAULT);
+    if (H5Ocopy(from, name, to, name, H5P_DEFAULT, H5P_DEFAULT) < 0) {
+        char d[256];
+        g1_h5_detail(d);
+        return G1_FAIL(G1_ERR_IO, "copying logits/%s of %s into %s failed: %s", name, src, tmp, d);
+    }
+    hid_t d = H5Dopen2(to, name, H5P_DEFAULT);
     hid_t sp = d < 0 ? -1 : H5Dget_space(d);
     hsize_t dims[2] = {0, 0};
     int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, dims, NULL) == 2 &&
              dims[0] > 0 && dims[1] == (hsize_t)vocab_size;
-    uint32_t rec = 0;
+    if (sp >= 0)
+        H5Sclose(sp);
+    uint32_t rec = 0, crc = 0;
     int have = ok ? g1_h5_get_crcs(d, &rec, 1) : 0;
     g1_status st = G1_OK;
     if (!ok)
@@ -662,49 +667,22 @@ static g1_status copy_request(hid_t from, hid_t to, const char *src, const char 
     else if (have < 0)
         st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s has a %s attribute that is not one unsigned integer",
                      src, name, G1_H5_CRC_ATTR);
-    hsize_t row = (hsize_t)vocab_size * sizeof(float), slab = COPY_SLAB_BYTES / row;
-    slab = slab < 1 ? 1 : slab > dims[0] ? dims[0] : slab;
-    float *buf = st == G1_OK ? malloc((size_t)(slab * row)) : NULL;
-    if (st == G1_OK && !buf)
-        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    hid_t out = -1;
-    if (st == G1_OK) {
-        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-        out = H5Dcreate2(to, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        H5Pclose(dcpl);
-        if (out < 0)
-            st = G1_FAIL(G1_ERR_IO, "%s: cannot create logits/%s (disk full?)", tmp, name);
-    }
-    uint32_t crc = 0;
-    for (hsize_t r = 0; st == G1_OK && r < dims[0]; r += slab) {
-        hsize_t start[2] = {r, 0}, count[2] = {dims[0] - r < slab ? dims[0] - r : slab, dims[1]};
-        size_t n = (size_t)(count[0] * row);
-        if (g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 2, start, count, buf) < 0) {
-            char detail[256];
-            g1_h5_detail(detail);
-            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s cannot be read (%s)", src, name, detail);
-        } else if (g1_h5_write_slab(out, H5T_NATIVE_FLOAT, 2, start, count, buf) < 0) {
-            st = G1_FAIL(G1_ERR_IO, "%s: writing logits/%s failed (disk full?)", tmp, name);
-        } else {
-            crc = r ? g1_h5_crc32_join(crc, g1_h5_crc32(buf, n), n) : g1_h5_crc32(buf, n);
-        }
-    }
-    if (st == G1_OK && have == 1 && crc != rec)
+    else if (g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, &crc, NULL) < 0) {
+        char detail[256];
+        g1_h5_detail(detail);
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s cannot be read (%s)", src, name, detail);
+    } else if (have == 1 && crc != rec) {
         st = G1_FAIL(G1_ERR_FORMAT,
                      "the logits dump %s: logits/%s does not match its checksum (CRC-32 %08x; the file records %08x): "
                      "the file is damaged (cut short or changed since grok1-run wrote it); run that shard again, or "
                      "copy its dump again",
                      src, name, (unsigned)crc, (unsigned)rec);
-    if (st == G1_OK && g1_h5_put_crcs(out, &crc, 1) < 0)
-        st = G1_FAIL(G1_ERR_IO, "%s: cannot write the checksum of logits/%s (disk full?)", tmp, name);
-    if (st == G1_OK && have == 0)
-        (*unchecked)++;
-    free(buf);
-    if (out >= 0)
-        H5Dclose(out);
-    if (sp >= 0)
-        H5Sclose(sp);
+    } else if (have == 0) {
+        if (g1_h5_put_crcs(d, &crc, 1) < 0)
+            st = G1_FAIL(G1_ERR_IO, "%s: cannot write the checksum of logits/%s (disk full?)", tmp, name);
+        else
+            (*unchecked)++;
+    }
     if (d >= 0)
         H5Dclose(d);
     return st;
@@ -722,8 +700,8 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, 
         return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, d);
     }
     g1_status st = G1_OK;
-    if (put_attrs(out, vocab_size, run) < 0 || (group = H5Gcreate2(out, "logits", H5P_DEFAULT, H5P_DEFAULT,
-                                                                H5P_DEFAULT)) < 0)
+    if ((put_attrs(out, vocab_size, run) < 0 || (group = H5Gcreate2(out, "logits", H5P_DEFAULT, H5P_DEFAULT,
+                                                                H5P_DEFAULT)) < 0))
         st = G1_FAIL(G1_ERR_IO, "%s: cannot write its attributes and group logits (disk full?)", tmp);
     for (int i = 0; st == G1_OK && i < n; i++) {
         hid_t file, from;
@@ -735,7 +713,7 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, 
         }
         if (v != vocab_size)
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s has vocab_size %d, not %d", srcs[i], v, vocab_size);
-        /* the values as they are stored (float32 in and out: no conversion) */
+        /* the datasets as they are stored: no decoding, no conversion */
         for (size_t j = 0; st == G1_OK && j < ns.n; j++)
             st = copy_request(from, group, srcs[i], tmp, ns.v[j], vocab_size, unchecked);
         H5Gclose(from);

@@ -1026,6 +1026,17 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             json_t *old_input = NULL;
             if (c->checkpoint)
                 legacy_source(c, meta_path, meta);
+#if G1_HAVE_HDF5
+            /* a dump made afresh by this resume records the run as its meta
+             * file does (a legacy source record kept) */
+            if (c->dump_logits) {
+                char *r = g1_dump_run_record(meta);
+                if (r) {
+                    free(f->dump_run);
+                    f->dump_run = r;
+                }
+            }
+#endif
             st = g1_meta_check(meta_path, meta, &old_input);
             if (st == G1_OK && old_input && input_file)
                 st = g1_input_check(c->input, old_input, meta_path, c->shard, c->shards);

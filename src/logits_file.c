@@ -239,10 +239,11 @@ g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_f
     H5Pclose(fapl);
     open_group(f, vocab_size);
     if (f->group < 0) {
+        g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be read as a dump of this model", at);
         close_file(f);
         free_file(f);
         *out = NULL;
-        return G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be read as a dump of this model", at);
+        return st;
     }
     *out = f;
     return G1_OK;
@@ -390,37 +391,35 @@ static herr_t collect(hid_t group, const char *name, const H5L_info_t *info, voi
 }
 
 /* Request dataset d (n x V float32) against its checksum: G1_OK when it
- * matches or has none (*checked says which; may be NULL). Messages start
- * with `where` ("" or "FILE: "). */
-static g1_status check_crc(hid_t d, const char *where, const char *name, int vocab_size, int *checked)
+ * matches or has none (*had says which); *crc: the CRC-32 of what it holds
+ * (0 when not read). Messages start with `where` ("" or "FILE: "). */
+static g1_status check_crc(hid_t d, const char *where, const char *name, int vocab_size, uint32_t *crc, int *had)
 {
-    uint32_t rec, got;
+    uint32_t rec;
     int have = g1_h5_get_crcs(d, &rec, 1);
-    if (checked)
-        *checked = have == 1;
+    *crc = 0;
+    *had = have == 1;
     if (have < 0)
         return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s has a %s attribute that is not one unsigned integer", where, name,
                        G1_H5_CRC_ATTR);
-    if (have == 0)
-        return G1_OK;
     hid_t sp = H5Dget_space(d);
     hsize_t dims[2] = {0, 0};
     int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, dims, NULL) == 2 &&
-             dims[1] == (hsize_t)vocab_size;
+             dims[0] > 0 && dims[1] == (hsize_t)vocab_size;
     if (sp >= 0)
         H5Sclose(sp);
     if (!ok)
         return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s is not a dataset of (n, %d)", where, name, vocab_size);
-    if (g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, &got, NULL) < 0) {
+    if (g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, crc, NULL) < 0) {
         char detail[256];
         g1_h5_detail(detail);
         return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s cannot be read (%s)", where, name, detail);
     }
-    if (got != rec)
+    if (have == 1 && *crc != rec)
         return G1_FAIL(G1_ERR_FORMAT,
                        "%slogits/%s does not match its checksum (CRC-32 %08x; the file records %08x): the file is "
                        "damaged (cut short or changed since grok1-run wrote it)",
-                       where, name, (unsigned)got, (unsigned)rec);
+                       where, name, (unsigned)*crc, (unsigned)rec);
     return G1_OK;
 }
 
@@ -454,8 +453,11 @@ g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int
             if (!ok)
                 st = G1_FAIL(G1_ERR_FORMAT, "logits/%s of a kept result does not open as (n, %d) float32", ns.v[i],
                              f->vocab_size);
-            else if (check)
-                st = check_crc(d, "", ns.v[i], f->vocab_size, NULL);
+            else if (check) {
+                uint32_t crc;
+                int had;
+                st = check_crc(d, "", ns.v[i], f->vocab_size, &crc, &had);
+            }
             if (d >= 0)
                 H5Dclose(d);
             *n_kept += ok;
@@ -652,32 +654,17 @@ static g1_status copy_request(hid_t from, hid_t to, const char *src, const char 
         return G1_FAIL(G1_ERR_IO, "copying logits/%s of %s into %s failed: %s", name, src, tmp, d);
     }
     hid_t d = H5Dopen2(to, name, H5P_DEFAULT);
-    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
-    hsize_t dims[2] = {0, 0};
-    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, dims, NULL) == 2 &&
-             dims[0] > 0 && dims[1] == (hsize_t)vocab_size;
-    if (sp >= 0)
-        H5Sclose(sp);
-    uint32_t rec = 0, crc = 0;
-    int have = ok ? g1_h5_get_crcs(d, &rec, 1) : 0;
-    g1_status st = G1_OK;
-    if (!ok)
-        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s is not a dataset of (n, %d)", src, name,
-                     vocab_size);
-    else if (have < 0)
-        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s has a %s attribute that is not one unsigned integer",
-                     src, name, G1_H5_CRC_ATTR);
-    else if (g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, &crc, NULL) < 0) {
-        char detail[256];
-        g1_h5_detail(detail);
-        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s cannot be read (%s)", src, name, detail);
-    } else if (have == 1 && crc != rec) {
-        st = G1_FAIL(G1_ERR_FORMAT,
-                     "the logits dump %s: logits/%s does not match its checksum (CRC-32 %08x; the file records %08x): "
-                     "the file is damaged (cut short or changed since grok1-run wrote it); run that shard again, or "
-                     "copy its dump again",
-                     src, name, (unsigned)crc, (unsigned)rec);
-    } else if (have == 0) {
+    char where[4200];
+    snprintf(where, sizeof where, "the logits dump %s: ", src);
+    uint32_t crc;
+    int had = 0;
+    g1_status st = d < 0 ? G1_FAIL(G1_ERR_IO, "%s: logits/%s cannot be opened after its copy", tmp, name)
+                         : check_crc(d, where, name, vocab_size, &crc, &had);
+    if (st != G1_OK && had) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", g1_last_error());
+        st = G1_FAIL(st, "%s; run that shard again, or copy its dump again", msg);
+    } else if (st == G1_OK && !had) {
         if (g1_h5_put_crcs(d, &crc, 1) < 0)
             st = G1_FAIL(G1_ERR_IO, "%s: cannot write the checksum of logits/%s (disk full?)", tmp, name);
         else

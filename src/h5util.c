@@ -253,30 +253,31 @@ int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *
     return err < 0 ? -1 : 0;
 }
 
-int g1_h5_is_logits_dump(hid_t file)
+char *g1_h5_get_string(hid_t loc, const char *name, size_t max)
 {
-    if (H5Aexists(file, "format") <= 0)
-        return 0;
-    hid_t a = H5Aopen(file, "format", H5P_DEFAULT);
+    if (H5Aexists(loc, name) <= 0)
+        return NULL;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     hid_t t = a < 0 ? -1 : H5Aget_type(a);
-    int yes = 0;
+    char *out = NULL;
     if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
         hid_t m = H5Tcopy(H5T_C_S1);
         H5Tset_cset(m, H5Tget_cset(t)); /* no conversion between ASCII and UTF-8 */
         if (H5Tis_variable_str(t) > 0) {
-            char *s = NULL;
+            char *v = NULL;
             H5Tset_size(m, H5T_VARIABLE);
-            if (H5Aread(a, m, &s) >= 0 && s) {
-                yes = !strcmp(s, "grok1-logits");
-                H5free_memory(s);
+            if (H5Aread(a, m, &v) >= 0 && v) {
+                out = strlen(v) <= max ? strdup(v) : NULL;
+                H5free_memory(v);
             }
         } else {
             size_t n = H5Tget_size(t);
-            char *s = n > 0 && n < 4096 ? calloc(n + 1, 1) : NULL;
+            out = n > 0 && n <= max ? calloc(n + 1, 1) : NULL;
             H5Tset_size(m, n + 1);
-            if (s && H5Aread(a, m, s) >= 0)
-                yes = !strcmp(s, "grok1-logits");
-            free(s);
+            if (out && H5Aread(a, m, out) < 0) {
+                free(out);
+                out = NULL;
+            }
         }
         H5Tclose(m);
     }
@@ -284,5 +285,13 @@ int g1_h5_is_logits_dump(hid_t file)
         H5Tclose(t);
     if (a >= 0)
         H5Aclose(a);
+    return out;
+}
+
+int g1_h5_is_logits_dump(hid_t file)
+{
+    char *s = g1_h5_get_string(file, "format", 4096);
+    int yes = s && !strcmp(s, "grok1-logits");
+    free(s);
     return yes;
 }

@@ -59,6 +59,11 @@ int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max);
 int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
                  unsigned long long *bytes);
 
+/* The string attribute `name` of loc (fixed or variable length, at most
+ * max bytes), malloc'd; NULL when it is absent, not a string, longer or
+ * unreadable. */
+char *g1_h5_get_string(hid_t loc, const char *name, size_t max);
+
 /* 1 when the root attribute "format" of file is the string "grok1-logits"
  * (a logits dump of grok1-run; fixed or variable length), else 0. */
 int g1_h5_is_logits_dump(hid_t file);

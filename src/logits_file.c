@@ -75,31 +75,8 @@ static herr_t put_attrs(hid_t file, int vocab_size, const char *run)
 }
 
 /* The root attribute "run" (a string) of an open dump, malloc'd; NULL when
- * it has none (or it is not a string). */
-static char *get_run(hid_t file)
-{
-    if (H5Aexists(file, "run") <= 0)
-        return NULL;
-    hid_t a = H5Aopen(file, "run", H5P_DEFAULT);
-    hid_t t = a < 0 ? -1 : H5Aget_type(a);
-    char *out = NULL;
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0) {
-        hid_t m = H5Tcopy(H5T_C_S1);
-        H5Tset_size(m, H5T_VARIABLE);
-        H5Tset_cset(m, H5Tget_cset(t));
-        char *v = NULL;
-        if (H5Aread(a, m, &v) >= 0 && v) {
-            out = strdup(v);
-            H5free_memory(v);
-        }
-        H5Tclose(m);
-    }
-    if (t >= 0)
-        H5Tclose(t);
-    if (a >= 0)
-        H5Aclose(a);
-    return out;
-}
+ * it has none. */
+static char *get_run(hid_t file) { return g1_h5_get_string(file, "run", (size_t)1 << 20); }
 
 const char *g1_logits_file_run(const g1_logits_file *f) { return f->run; }
 

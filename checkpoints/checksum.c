@@ -54,8 +54,7 @@ typedef struct tally {
     int add;
     long datasets, matched, damaged, unchecked, added, failed;
     long foreign;     /* norms read from a part that is not the one grok1-link linked */
-    uint64_t *fp;     /* a joined checkpoint's G1_H5_PART_FP_ATTR (L + 1 values), else NULL */
-    int emb_size;
+    int joined;       /* a checkpoint joined by grok1-link (it has G1_H5_PART_FP_ATTR) */
     struct lost *lost; /* part files that cannot be opened: one line each at the end */
     int nlost;
     unsigned long long bytes;
@@ -172,7 +171,7 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
 {
     hid_t d = H5Dopen2(file, shown, H5P_DEFAULT);
     if (d < 0) {
-        fail(t, shown, t->fp ? "cannot be opened (a part file missing or replaced?)" : "cannot be opened");
+        fail(t, shown, t->joined ? "cannot be opened (a part file missing or replaced?)" : "cannot be opened");
         return;
     }
     t->datasets++;
@@ -245,61 +244,6 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
     H5Dclose(d);
 }
 
-/* A joined checkpoint (grok1-link): the fingerprints the linker took of
- * each layer's attn_norm and of the final norm, which grok1-run compares
- * at load; 0, or -1 (counted) when the attribute is malformed. */
-static int read_fps(hid_t file, int L, tally *t)
-{
-    if (H5Aexists(file, G1_H5_PART_FP_ATTR) <= 0)
-        return 0;
-    hid_t a = H5Aopen(file, G1_H5_PART_FP_ATTR, H5P_DEFAULT);
-    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
-    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
-    t->fp = L >= 0 && n == (hssize_t)L + 1 ? malloc(((size_t)L + 1) * sizeof *t->fp) : NULL;
-    if (t->fp && H5Aread(a, H5T_NATIVE_UINT64, t->fp) < 0) {
-        free(t->fp);
-        t->fp = NULL;
-    }
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (a >= 0)
-        H5Aclose(a);
-    if (t->fp)
-        return 0;
-    fprintf(stderr, "grok1-checksum: %s: attribute %s is not %d fingerprints (link the parts again)\n", t->path,
-            G1_H5_PART_FP_ATTR, L + 1);
-    t->failed++;
-    return -1;
-}
-
-/* The norm `name` (fingerprint i) against what grok1-link saw: a part
- * made again since it was linked, or another file of its name found first,
- * has tensors that match their own checksums but is not the part linked. */
-static void check_fp(hid_t file, const char *name, int i, tally *t)
-{
-    if (!t->fp)
-        return;
-    float *v = malloc((size_t)t->emb_size * sizeof *v);
-    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
-    hsize_t start[1] = {0}, count[1] = {(hsize_t)t->emb_size};
-    int ok = v && d >= 0 && g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 1, start, count, v) >= 0;
-    char part[1024] = "";
-    if (d >= 0) {
-        g1_h5_file_name(d, part, sizeof part);
-        H5Dclose(d);
-    }
-    if (ok && g1_h5_fnv1a64(G1_H5_FNV_START, v, (size_t)t->emb_size * sizeof *v) != t->fp[i]) {
-        fprintf(stderr,
-                "grok1-checksum: %s: %s was read from %s, which is not the part grok1-link linked (its fingerprint "
-                "differs): the part was made again since, or HDF5 found another file of that name first (in "
-                "HDF5_EXT_PREFIX, beside the checkpoint, or in the current directory); grok1-run refuses it. Put "
-                "the right part there, or link the parts again\n",
-                t->path, name, *part ? part : "a part file");
-        t->foreign++;
-    }
-    free(v);
-}
-
 static void check_layer(hid_t file, int layer, tally *t)
 {
     char name[96];
@@ -314,8 +258,6 @@ static void check_layer(hid_t file, int layer, tally *t)
         }
     snprintf(name, sizeof name, "layers/%02d/router", layer);
     check_dataset(file, name, t);
-    snprintf(name, sizeof name, "layers/%02d/attn_norm", layer);
-    check_fp(file, name, layer, t);
 }
 
 static int parse_layers(const char *v, int *a, int *b)
@@ -456,7 +398,6 @@ int main(int argc, char **argv)
         return 1;
     }
     int L = g1_ckpt_config(ck)->num_layers;
-    t.emb_size = g1_ckpt_config(ck)->emb_size;
     g1_ckpt_close(ck);
     if (a >= 0 && b >= L) {
         fprintf(stderr, "grok1-checksum: --layers %d-%d: %s has %d layers (0-%d)\n", a, b, t.path, L, L - 1);
@@ -497,11 +438,10 @@ int main(int argc, char **argv)
                     a, b, t.path, range, l);
             H5Fclose(file);
             free(holds);
-            free(t.fp);
             return 2;
         }
     double t0 = now_s();
-    read_fps(file, L, &t);
+    t.joined = H5Aexists(file, G1_H5_PART_FP_ATTR) > 0;
     int with_embedding = a <= 0 && H5Lexists(file, "embedding", H5P_DEFAULT) > 0, layers = 0;
     if (with_embedding && unreachable(file, "embedding", -1, &t))
         with_embedding = 0;
@@ -509,7 +449,7 @@ int main(int argc, char **argv)
         check_dataset(file, "embedding", &t);
     if (a <= 0 && !unreachable(file, "final_norm", -2, &t)) {
         check_dataset(file, "final_norm", &t);
-        check_fp(file, "final_norm", L, &t);
+        holds[L] = 2; /* reached: its fingerprint is checked below */
     }
     for (int l = a < 0 ? 0 : a; holds && l <= (a < 0 ? L - 1 : b); l++) {
         char dir[32];
@@ -517,18 +457,27 @@ int main(int argc, char **argv)
         if (!holds[l] || unreachable(file, dir, l, &t))
             continue;
         check_layer(file, l, &t);
+        holds[l] = 2;
         layers++;
     }
-    free(holds);
     tell_lost(&t);
     free(t.lost);
     if (H5Fclose(file) < 0 && t.add) {
         fprintf(stderr, "grok1-checksum: closing %s failed: the checksums added may not be in it\n", t.path);
         t.failed++;
     }
+    /* a joined checkpoint: the parts reached are the ones linked (the
+     * reader's check of the fingerprints grok1-link took) */
+    if (t.joined && g1_ckpt_open(t.path, &ck) == G1_OK) {
+        for (int l = 0; holds && l <= L; l++)
+            if (holds[l] == 2 && g1_ckpt_check_part(ck, l) != G1_OK) {
+                fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
+                t.foreign++;
+            }
+        g1_ckpt_close(ck);
+    }
+    free(holds);
     char what[64];
     snprintf(what, sizeof what, "%d layer%s%s", layers, layers == 1 ? "" : "s", with_embedding ? ", embedding" : "");
-    int rc = summary(&t, what, now_s() - t0);
-    free(t.fp);
-    return rc;
+    return summary(&t, what, now_s() - t0);
 }

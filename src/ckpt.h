@@ -44,6 +44,11 @@ uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck);
  * g1_ckpt_bytes_read, those compared. */
 void g1_ckpt_set_checksums(g1_ckpt *ck, int on);
 uint64_t g1_ckpt_bytes_checked(const g1_ckpt *ck);
+/* A checkpoint joined by grok1-link: G1_ERR_FORMAT (naming the part file)
+ * unless the norm of layer i (i = num_layers: the final norm) is what the
+ * linker fingerprinted, as a load checks it; G1_OK for a one-file
+ * checkpoint. grok1-checksum's check of the parts. */
+g1_status g1_ckpt_check_part(g1_ckpt *ck, int i);
 void g1_ckpt_close(g1_ckpt *ck);
 
 /* ---- a checkpoint in parts (grok1-link; docs/CHECKPOINT.md) ---- */

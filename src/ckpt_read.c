@@ -211,6 +211,25 @@ static g1_status check_part_fp(const g1_ckpt *ck, int i, hid_t loc, const char *
                    ck->path, obj_name, *file ? file : "a part file", what);
 }
 
+g1_status g1_ckpt_check_part(g1_ckpt *ck, int i)
+{
+    const g1_config *c = &ck->cfg;
+    if (!ck->part_fp || i < 0 || i > c->num_layers)
+        return G1_OK;
+    char name[32];
+    snprintf(name, sizeof name, i < c->num_layers ? "layers/%02d/attn_norm" : "final_norm", i);
+    float *v = malloc((size_t)c->emb_size * sizeof *v);
+    hid_t d = v ? H5Dopen2(ck->file, name, ck->dapl) : -1;
+    hsize_t start[1] = {0}, count[1] = {(hsize_t)c->emb_size};
+    g1_status st = d >= 0 && g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 1, start, count, v) >= 0
+                       ? check_part_fp(ck, i, ck->file, name, i < c->num_layers ? "attn_norm" : "final norm", v)
+                       : G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: %s cannot be read", ck->path, name);
+    if (d >= 0)
+        H5Dclose(d);
+    free(v);
+    return st;
+}
+
 /* ---- open / close ---- */
 
 static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])

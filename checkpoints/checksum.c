@@ -30,7 +30,8 @@ static const char usage_text[] =
     "\n"
     "Given a logits dump of grok1-run (--dump-logits; a finished one or its\n"
     ".partial), it compares every logits/<k> with the CRC-32 grok1-run put on\n"
-    "it when the request's last rows were written.\n"
+    "it when the request's last rows were written, and checks that its tokens\n"
+    "attribute holds one token id a row and its id attribute is a string.\n"
     "\n"
     "  --add         put checksums on the datasets that have none (a checkpoint\n"
     "                written before checksums existed), computed from what the\n"
@@ -328,7 +329,7 @@ static int check_dump(tally *t)
     int64_t *ks = NULL;
     size_t nk = 0;
     char *run = NULL;
-    if (g1_logits_file_list(t->path, &v, &ks, &nk, &run) != G1_OK) {
+    if (g1_logits_file_list(t->path, &v, &ks, &nk, &run, NULL) != G1_OK) {
         fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
         return 1;
     }

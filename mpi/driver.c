@@ -599,6 +599,13 @@ static g1_status row_work(const driver *d, g1_sampler *sm, const mbatch *b, int 
     return G1_OK;
 }
 
+/* A request's id as JSON text, as its result line gives it (malloc'd;
+ * NULL: no memory): what its logits dump dataset records. */
+static char *id_text(const json_t *id)
+{
+    return json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(17));
+}
+
 /* Rows[0..m) of d->logits belong to micro-batch b's rows idx[0..m). The
  * rows' numeric work (a log-softmax or a sample over the vocabulary each:
  * 0.3 to 0.7 ms for Grok-1's) runs on rank 0's threads, one row per thread at
@@ -631,8 +638,13 @@ static g1_status use_logits(driver *d, const mbatch *b, const int *idx, int m)
         while (r < m && b->slot[idx[r]] == s)
             r++;
         const seq *q = &d->seqs[s];
-        G1_TRY(d->o.dump->write(d->o.dump->ctx, (int64_t)(q->req.line - 1), q->req.n_prompt, b->pos[idx[j]], r - j,
-                                d->logits + (size_t)j * V));
+        char *id = id_text(q->req.id);
+        if (!id)
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        g1_status st = d->o.dump->write(d->o.dump->ctx, (int64_t)(q->req.line - 1), q->req.n_prompt, b->pos[idx[j]],
+                                        r - j, d->logits + (size_t)j * V, q->req.prompt_ids, id);
+        free(id);
+        G1_TRY(st);
         j = r;
     }
     return G1_OK;
@@ -739,19 +751,27 @@ static g1_status skip_done(driver *d)
                                           "is it the output of another input?", n, i);
         int same = json_equal(r.id, json_array_get(d->o.done_ids, i));
         long line = r.line;
-        int rows = r.n_prompt;
-        int has = !d->o.dump || !d->o.dump->has || d->o.dump->has(d->o.dump->ctx, (int64_t)(line - 1), rows);
+        int rows = r.n_prompt, has = G1_DUMP_THERE;
+        if (d->o.dump && d->o.dump->has) {
+            char *id = id_text(r.id);
+            has = id ? d->o.dump->has(d->o.dump->ctx, (int64_t)(line - 1), rows, r.prompt_ids, id) : G1_DUMP_ABSENT;
+            free(id);
+        }
         g1_request_free(&r);
         if (!same)
             return G1_FAIL(G1_ERR_FORMAT, "result %zu of the output to resume does not belong to the request on "
                                           "input line %ld (different id): is it the output of another input?",
                            i + 1, line);
-        if (!has)
+        if (has != G1_DUMP_THERE)
             return G1_FAIL(G1_ERR_FORMAT,
                            "result %zu of the output to resume (input line %ld) has no logits in the dump being "
-                           "continued (no logits/%ld of %d rows, one per token: is the dump another run's?): start "
+                           "continued (%s logits/%ld of %d rows, one per token: is the dump another run's?): start "
                            "afresh without --resume",
-                           i + 1, line, line - 1, rows);
+                           i + 1, line,
+                           has == G1_DUMP_OTHER_TOKENS ? "other tokens than this request's in"
+                           : has == G1_DUMP_OTHER_ID   ? "another request's id on"
+                                                       : "no",
+                           line - 1, rows);
     }
     d->n_read = d->q.next = (int64_t)n;
     d->st->skipped = (int64_t)n;

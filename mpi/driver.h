@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "ckpt.h"
 #include "engine.h"
 #include "pipeline.h"
 #include "requests.h"
@@ -16,12 +17,16 @@
 #include "trace.h"
 
 /* Receives rows [row0, row0+nrows) of the (n_rows_total, V) logits of
- * request k (0-based request index); rows of one request arrive in order. */
+ * request k (its 0-based input line); rows of one request arrive in order.
+ * With each piece: the request's n_rows_total token ids (row i: the logits
+ * after tokens[i]) and its id as JSON text (as its result line gives it). */
 typedef struct g1_logits_sink {
-    g1_status (*write)(void *ctx, int64_t k, int n_rows_total, int row0, int nrows, const float *logits);
-    /* 1 when request k's logits (n_rows_total rows) are already there: a
-     * resume checks each kept result; NULL: not checked */
-    int (*has)(void *ctx, int64_t k, int n_rows_total);
+    g1_status (*write)(void *ctx, int64_t k, int n_rows_total, int row0, int nrows, const float *logits,
+                       const int *tokens, const char *id_json);
+    /* a resume checks each kept result: G1_DUMP_THERE (ckpt.h) when
+     * request k's logits (n_rows_total rows, of these tokens and id) are
+     * already there, else why not; NULL: not checked */
+    int (*has)(void *ctx, int64_t k, int n_rows_total, const int *tokens, const char *id_json);
     void *ctx;
 } g1_logits_sink;
 

@@ -55,7 +55,8 @@ static void usage(FILE *f)
 "                   --shard writes, dataset for dataset, and OUT.meta.json records\n"
 "                   D as that run's does. Refused unless every shard has a\n"
 "                   finished dump (not only D.partial) holding exactly the\n"
-"                   datasets of its results, all of one vocab_size. D gets its\n"
+"                   datasets of its results, each with its request's id (when\n"
+"                   it records one), all of one vocab_size. D gets its\n"
 "                   name before OUT does. Needs a build with HDF5.\n"
 "  --help           this text\n"
 "\n"
@@ -339,11 +340,33 @@ static g1_status check_dump_name(const char *dump, const char *dump_tmp, const c
 }
 
 #if G1_HAVE_HDF5
+/* Dataset logits/<k> of shard s's dump records id `got` (JSON text; NULL:
+ * none, a dump from before the attribute); the request on input line k + 1
+ * has id `want`: they must be equal. */
+static g1_status check_dump_id(const shard *s, int n, int64_t k, const char *got, json_t *want)
+{
+    if (!got || !want)
+        return G1_OK;
+    json_t *g = json_loads(got, JSON_DECODE_ANY, NULL);
+    g1_status st = G1_OK;
+    if (!g || !json_equal(g, want)) {
+        char *b = json_dumps(want, JSON_ENCODE_ANY | JSON_COMPACT);
+        st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s of shard %d/%d holds in logits/%lld the logits of a request "
+                                    "with id %.100s, but the request on input line %lld has id %.100s: is it the "
+                                    "dump of this input?",
+                     s->dump, s->k, n, (long long)k, got, (long long)k + 1, b ? b : "?");
+        free(b);
+    }
+    json_decref(g);
+    return st;
+}
+
 /* Shard s (K/N) answered requests K, K + N, ... < requests: its dump must be
  * finished, of the model's vocabulary (and of the first dump's: *v0, 0
- * before), and hold the datasets of exactly those requests' lines. */
-static g1_status check_dump(const shard *s, const shard *first, int n, const int64_t *lines, int64_t requests,
-                            int model_vocab, int *v0)
+ * before), and hold the datasets of exactly those requests' lines, each
+ * with the id of its request (ids, by request) where it records one. */
+static g1_status check_dump(const shard *s, const shard *first, int n, const int64_t *lines, json_t *ids,
+                            int64_t requests, int model_vocab, int *v0)
 {
     if (!s->dump)
         return G1_FAIL(G1_ERR_ARG, "shard %d/%d (%s) was run without --dump-logits (its meta file records no dump): "
@@ -371,8 +394,8 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
     int v = 0;
     int64_t *ks = NULL;
     size_t nk = 0;
-    char *run = NULL, why[600];
-    G1_TRY(g1_logits_file_list(s->dump, &v, &ks, &nk, &run));
+    char *run = NULL, why[600], **dids = NULL;
+    G1_TRY(g1_logits_file_list(s->dump, &v, &ks, &nk, &run, &dids));
     g1_status st = G1_OK;
     if (g1_dump_run_differs(run, s->meta, "the shard's meta file", why, sizeof why))
         st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s of shard %d/%d was written by another run (%s)%s", s->dump,
@@ -397,6 +420,7 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
     int64_t m = s->k, results = requests > s->k ? (requests - s->k + n - 1) / n : 0;
     while (st == G1_OK && (i < nk || m < requests)) {
         if (i < nk && m < requests && ks[i] == lines[m]) {
+            st = check_dump_id(s, n, ks[i], dids[i], json_array_get(ids, (size_t)m));
             i++;
             m += n;
         } else if (m >= requests || (i < nk && ks[i] < lines[m])) {
@@ -426,6 +450,9 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
         }
     }
     free(ks);
+    for (size_t j = 0; j < nk; j++)
+        free(dids[j]);
+    free(dids);
     return st;
 }
 #endif
@@ -650,7 +677,6 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         st = input_ids(in_path, &ids);
     if (st == G1_OK)
         st = join(by_k, n, NULL, NULL, ids, &total);
-    json_decref(ids);
     if (st == G1_OK && total != requests)
         st = G1_FAIL(G1_ERR_FORMAT, "the shards hold %lld results, but %s has %lld requests: %s", total, in_path,
                      (long long)requests,
@@ -675,7 +701,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
                                          "the earlier's; run one of them again with a --dump-logits of its own",
                              j, n, k, n, by_k[k].dump);
     for (int k = 0; k < n && st == G1_OK && dump; k++)
-        st = check_dump(&by_k[k], &by_k[0], n, lines, requests, model_vocab, &v0);
+        st = check_dump(&by_k[k], &by_k[0], n, lines, ids, requests, model_vocab, &v0);
     free(lines);
     if (st == G1_OK && dump && !(dumps = calloc((size_t)n, sizeof *dumps)))
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
@@ -692,6 +718,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     if (st == G1_OK && dump) /* main refuses it first */
         st = G1_FAIL(G1_ERR_ARG, "--dump-logits needs a build with HDF5");
 #endif
+    json_decref(ids);
     for (int k = 0; k < n && st == G1_OK; k++)
         if (fseek(by_k[k].f, 0, SEEK_SET) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot read %s again: %s", by_k[k].path, strerror(errno));

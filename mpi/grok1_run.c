@@ -145,8 +145,9 @@ static void usage(FILE *f)
 "                            - for stdout; a device or FIFO (/dev/stdout, /dev/fd/N too) is\n"
 "                            written directly, as stdout: no .partial, lock or meta file\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
-"                            dataset /logits/<k> of shape (n, V), k = 0-based input line number\n"
-"                            (as FILE.h5.partial until complete, like the output)\n"
+"                            dataset /logits/<k> of shape (n, V), k = 0-based input line number,\n"
+"                            with the request's token ids (attribute tokens) and id (attribute\n"
+"                            id, JSON text) (as FILE.h5.partial until complete, like the output)\n"
 "  --resume                  continue OUTPUT: keep its complete results (a torn last line\n"
 "                            is redone) and run only the requests not yet done, and continue\n"
 "                            the logits dump with them; refused if OUTPUT.meta.json shows\n"
@@ -802,33 +803,37 @@ typedef struct files {
 } files;
 
 #if G1_HAVE_HDF5
-static g1_status dump_write(void *ctx, int64_t k, int n_rows_total, int row0, int nrows, const float *logits)
+static g1_status dump_write(void *ctx, int64_t k, int n_rows_total, int row0, int nrows, const float *logits,
+                            const int *tokens, const char *id_json)
 {
-    return g1_logits_file_write(ctx, k, n_rows_total, row0, nrows, logits);
+    return g1_logits_file_write(ctx, k, n_rows_total, row0, nrows, logits, tokens, id_json);
 }
 
-static int dump_has(void *ctx, int64_t k, int n_rows_total)
+static int dump_has(void *ctx, int64_t k, int n_rows_total, const int *tokens, const char *id_json)
 {
-    return g1_logits_file_has(ctx, k, n_rows_total);
+    return g1_logits_file_has(ctx, k, n_rows_total, tokens, id_json);
 }
 
 /* A resume's look at the dump before anything is renamed: every kept
- * result's dataset, with its rows; the first that is not there noted. */
+ * result's dataset, with its rows, tokens and id; the first that is not
+ * there (or not that request's) noted. */
 typedef struct kept_look {
     g1_logits_file *f;
     long missing;
     int64_t first_k;
-    int first_rows;
+    int first_rows, first_why;
 } kept_look;
 
-static int kept_has(void *ctx, int64_t k, int n_rows_total)
+static int kept_has(void *ctx, int64_t k, int n_rows_total, const int *tokens, const char *id_json)
 {
     kept_look *kl = ctx;
-    if (!g1_logits_file_has(kl->f, k, n_rows_total) && !kl->missing++) {
+    int has = g1_logits_file_has(kl->f, k, n_rows_total, tokens, id_json);
+    if (has != G1_DUMP_THERE && !kl->missing++) {
         kl->first_k = k;
         kl->first_rows = n_rows_total;
+        kl->first_why = has;
     }
-    return 1;
+    return G1_DUMP_THERE;
 }
 #endif
 
@@ -1097,9 +1102,13 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                 /* not there, or of other rows: continue_dump starts over */
                 if (kl.missing)
                     snprintf(f->dump_unfit, sizeof f->dump_unfit,
-                             "%ld of the results kept have no logits there (the first: no logits/%lld of %d rows, one "
-                             "per token)",
-                             kl.missing, (long long)kl.first_k, kl.first_rows);
+                             "%ld of the results kept have no logits there (the first: %s logits/%lld of %d rows, "
+                             "one per token)",
+                             kl.missing,
+                             kl.first_why == G1_DUMP_OTHER_TOKENS ? "other tokens than its request's in"
+                             : kl.first_why == G1_DUMP_OTHER_ID   ? "another request's id on"
+                                                                  : "no",
+                             (long long)kl.first_k, kl.first_rows);
 #endif
                 f->left_known = st == G1_OK;
                 if (st == G1_OK && fseek(f->in, 0, SEEK_SET) != 0)

@@ -94,6 +94,11 @@ void g1_ckpt_writer_abort(g1_ckpt_writer *wr);
 
 /* ---- logits dump: dataset /logits/<k> float32 (n, V) per request ---- */
 typedef struct g1_logits_file g1_logits_file;
+/* The attributes of a request's dataset: its token ids (int32, one per
+ * row: row i holds the logits after token i) and its id (a string: the
+ * JSON text of the request's "id", as the result line gives it). */
+#define G1_DUMP_TOKENS_ATTR "tokens"
+#define G1_DUMP_ID_ATTR "id"
 /* A new dump, written as PATH.partial (an old one is replaced); `run`
  * (NULL: none) is kept as its root attribute "run": what grok1-run records
  * of the run (docs/RUN.md), compared by a resume and by grok1-merge. */
@@ -124,16 +129,27 @@ g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_f
  * file open): a dump that cannot be continued, kept for inspection. */
 g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *aside, size_t n);
 /* Rows [row0, row0+nrows) of request k's logits; the dataset (n, V) is
- * created on first use with n = n_rows_total. With its last rows (row0 +
+ * created on first use with n = n_rows_total, and with the attributes
+ * G1_DUMP_TOKENS_ATTR (tokens: n ids) and G1_DUMP_ID_ATTR (id_json), each
+ * left out when NULL. With its last rows (row0 +
  * nrows == n_rows_total) the dataset gets its checksum (G1_H5_CRC_ATTR,
  * of the rows as they came in order, else read back) and the file is
  * flushed. */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
-                               const float *logits);
+                               const float *logits, const int *tokens, const char *id_json);
 /* 1 when a dump to continue exists: PATH.partial or a finished PATH */
 int g1_logits_file_present(const char *path);
-/* 1 when request k's dataset exists with n_rows_total rows */
-int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total);
+/* What g1_logits_file_has finds of a request's dataset. */
+enum {
+    G1_DUMP_THERE = 1,         /* there, with its rows, and of this request (as far as it records) */
+    G1_DUMP_ABSENT = 0,        /* not there, or of other rows */
+    G1_DUMP_OTHER_TOKENS = -1, /* its tokens attribute is not `tokens` (or is malformed) */
+    G1_DUMP_OTHER_ID = -2,     /* its id attribute is not id_json (or not a string) */
+};
+/* Request k's dataset: there with n_rows_total rows, and, where it has the
+ * attributes (a dump written before them has none), of these tokens (NULL:
+ * not compared) and this id (NULL: not compared). */
+int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total, const int *tokens, const char *id_json);
 /* Close and rename; frees `f` either way (like g1_ckpt_writer_finish). */
 g1_status g1_logits_file_finish(g1_logits_file *f);
 /* Close, keeping PATH.partial (an interrupted or failed run: for --resume
@@ -144,8 +160,11 @@ void g1_logits_file_abort(g1_logits_file *f);
  * *vocab_size) and hold only datasets logits/<k> named as grok1-run names
  * them, each float32 of shape (n >= 1, vocab_size). *ks: the k, ascending
  * (malloc'd; NULL when *n is 0); *run: its attribute "run" (malloc'd; NULL
- * when it has none). Errors name the file and the dataset. */
-g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run);
+ * when it has none); *ids (ids may be NULL: not wanted): each one's id
+ * attribute in the order of *ks (malloc'd, each malloc'd or NULL when that
+ * dataset has none). A tokens attribute must hold n ids below vocab_size,
+ * an id attribute must be a string. Errors name the file and the dataset. */
+g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run, char ***ids);
 /* grok1-merge: write tmp (replaced when it exists) as a dump of vocab_size
  * holding every dataset of the n finished dumps srcs[] (their names must
  * not meet), copied as stored (H5Ocopy: no decoding), each read back and

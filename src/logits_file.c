@@ -2,11 +2,14 @@
  * /logits/<k> of shape (n, V) per request k, filled in row pieces, as
  * PATH.partial until g1_logits_file_finish renames it to PATH. An
  * interrupted run leaves PATH.partial closed and whole for a resume. Each
- * finished dataset carries the "crc32" attribute of a checkpoint's tensors
+ * dataset is made with the request's token ids (attribute "tokens", int32,
+ * one per row) and its id (attribute "id", the JSON text), and each
+ * finished one carries the "crc32" attribute of a checkpoint's tensors
  * (G1_H5_CRC_ATTR: one CRC-32 of its float32 values), put on with its last
  * rows; a resume compares the kept ones, grok1-merge every one it joins. */
 #include <errno.h>
 #include <hdf5.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,23 @@ struct g1_logits_file {
     size_t npend, cap;
 };
 
+
+/* File access for writing a dump: the 1.8 file format (HDF5 1.8 and
+ * later read it), whose dense attribute storage lets a request's tokens
+ * (4 bytes a token) pass the 64 KiB an attribute gets in the oldest
+ * format: prompts of over 16K tokens. */
+static hid_t write_fapl(void)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+#if H5_VERSION_GE(1, 10, 2)
+    if (fapl >= 0)
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
+#else
+    if (fapl >= 0)
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+#endif
+    return fapl;
+}
 
 static void free_file(g1_logits_file *f)
 {
@@ -115,7 +135,9 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, const char *ru
 {
     g1_logits_file *f;
     G1_TRY(new_file(path, vocab_size, &f));
-    f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = write_fapl();
+    f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f->file < 0) {
         char d[256];
         g1_h5_detail(d);
@@ -189,7 +211,9 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
             return st;
         }
     }
-    f->file = H5Fopen(f->tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t fapl = write_fapl();
+    f->file = H5Fopen(f->tmp, H5F_ACC_RDWR, fapl);
+    H5Pclose(fapl);
     int v = open_group(f, vocab_size);
     if (f->group < 0) {
         g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be continued: %s", f->tmp,
@@ -226,8 +250,71 @@ g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_f
     return G1_OK;
 }
 
-/* Open /logits/<k>, creating it (n, V) on first use; check its rows. */
-static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_total, hid_t *out)
+/* The request's attributes on its new dataset d: its n token ids and its
+ * id (JSON text); either may be NULL (not recorded). */
+static herr_t put_request_attrs(hid_t d, int n, const int *tokens, const char *id_json)
+{
+    herr_t e = 0;
+    if (tokens) {
+        hsize_t dim = (hsize_t)n;
+        hid_t sp = H5Screate_simple(1, &dim, NULL);
+        hid_t a = sp < 0 ? -1 : H5Acreate2(d, G1_DUMP_TOKENS_ATTR, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+        e = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT, tokens);
+        if (a >= 0)
+            H5Aclose(a);
+        if (sp >= 0)
+            H5Sclose(sp);
+    }
+    if (e >= 0 && id_json)
+        e = put_string(d, G1_DUMP_ID_ATTR, id_json);
+    return e;
+}
+
+/* The "tokens" attribute of dataset d (n rows) into v (n values; NULL:
+ * only looked at): 1 when it is there as n integers in [0, vocab_size),
+ * 0 when absent, -1 otherwise (another shape or type, unreadable, a value
+ * out of range). */
+static int get_tokens(hid_t d, int n, int vocab_size, int *v)
+{
+    int there = H5Aexists(d, G1_DUMP_TOKENS_ATTR);
+    if (there == 0)
+        return 0;
+    if (there < 0)
+        return -1;
+    hid_t a = H5Aopen(d, G1_DUMP_TOKENS_ATTR, H5P_DEFAULT);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a), t = a < 0 ? -1 : H5Aget_type(a);
+    hsize_t dim = 0;
+    int ok = sp >= 0 && t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_ndims(sp) == 1 &&
+             H5Sget_simple_extent_dims(sp, &dim, NULL) == 1 && dim == (hsize_t)n;
+    int *buf = ok ? (v ? v : malloc((size_t)n * sizeof *buf)) : NULL;
+    ok = ok && buf && H5Aread(a, H5T_NATIVE_INT, buf) >= 0;
+    for (int i = 0; ok && i < n; i++)
+        ok = buf[i] >= 0 && buf[i] < vocab_size;
+    if (buf != v)
+        free(buf);
+    if (t >= 0)
+        H5Tclose(t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (a >= 0)
+        H5Aclose(a);
+    return ok ? 1 : -1;
+}
+
+/* The "id" attribute of dataset d, malloc'd; NULL when absent (*bad: 0)
+ * or not a string (*bad: 1). */
+static char *get_id(hid_t d, int *bad)
+{
+    int there = H5Aexists(d, G1_DUMP_ID_ATTR);
+    char *id = there > 0 ? g1_h5_get_string(d, G1_DUMP_ID_ATTR, (size_t)1 << 20) : NULL;
+    *bad = there < 0 || (there > 0 && !id);
+    return id;
+}
+
+/* Open /logits/<k>, creating it (n, V) on first use with the request's
+ * attributes; check its rows. */
+static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_total, const int *tokens,
+                              const char *id_json, hid_t *out)
 {
     hsize_t dims[2] = {(hsize_t)n_rows_total, (hsize_t)f->vocab_size};
     if (H5Lexists(f->group, name, H5P_DEFAULT) > 0) {
@@ -254,6 +341,10 @@ static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_to
     H5Sclose(sp);
     if (*out < 0)
         return G1_FAIL(G1_ERR_IO, "%s: cannot create dataset logits/%s", f->tmp, name);
+    if (put_request_attrs(*out, n_rows_total, tokens, id_json) < 0) {
+        H5Dclose(*out);
+        return G1_FAIL(G1_ERR_IO, "%s: cannot write the attributes of logits/%s (disk full?)", f->tmp, name);
+    }
     return G1_OK;
 }
 
@@ -289,7 +380,7 @@ static herr_t put_crc(g1_logits_file *f, hid_t d, pending *p, int n_rows_total)
 }
 
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
-                               const float *logits)
+                               const float *logits, const int *tokens, const char *id_json)
 {
     if (k < 0 || n_rows_total <= 0 || row0 < 0 || nrows < 0 || row0 + nrows > n_rows_total)
         return G1_FAIL(G1_ERR_ARG, "logits file: request %lld rows [%d,%d) outside its %d rows", (long long)k, row0,
@@ -300,7 +391,7 @@ g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, i
     if (!p)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     hid_t d;
-    G1_TRY(open_request(f, name, n_rows_total, &d));
+    G1_TRY(open_request(f, name, n_rows_total, tokens, id_json, &d));
     herr_t e = 0;
     if (nrows > 0) {
         hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)f->vocab_size};
@@ -326,22 +417,42 @@ g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, i
     return G1_OK;
 }
 
-int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total)
+int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total, const int *tokens, const char *id_json)
 {
     char name[32];
     snprintf(name, sizeof name, "%lld", (long long)k);
     if (H5Lexists(f->group, name, H5P_DEFAULT) <= 0)
-        return 0;
+        return G1_DUMP_ABSENT;
     hid_t d = H5Dopen2(f->group, name, H5P_DEFAULT);
     hid_t sp = d < 0 ? -1 : H5Dget_space(d);
     hsize_t have[2] = {0, 0};
-    int ok = sp >= 0 && H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] == (hsize_t)n_rows_total &&
-             have[1] == (hsize_t)f->vocab_size;
+    int r = sp >= 0 && H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] == (hsize_t)n_rows_total &&
+                    have[1] == (hsize_t)f->vocab_size
+                ? G1_DUMP_THERE
+                : G1_DUMP_ABSENT;
     if (sp >= 0)
         H5Sclose(sp);
+    /* what it records of its request (a dump from before the attributes
+     * has none: taken as it is) */
+    int *v = r == G1_DUMP_THERE && tokens ? malloc((size_t)n_rows_total * sizeof *v) : NULL;
+    if (v) {
+        int got = get_tokens(d, n_rows_total, f->vocab_size, v);
+        if (got < 0 || (got == 1 && memcmp(v, tokens, (size_t)n_rows_total * sizeof *v)))
+            r = G1_DUMP_OTHER_TOKENS;
+        free(v);
+    } else if (r == G1_DUMP_THERE && tokens) {
+        r = G1_DUMP_ABSENT; /* no memory: not known to be there */
+    }
+    if (r == G1_DUMP_THERE && id_json) {
+        int bad;
+        char *id = get_id(d, &bad);
+        if (bad || (id && strcmp(id, id_json)))
+            r = G1_DUMP_OTHER_ID;
+        free(id);
+    }
     if (d >= 0)
         H5Dclose(d);
-    return ok;
+    return r;
 }
 
 typedef struct names {
@@ -506,7 +617,8 @@ static int64_t request_of(const char *name)
     return strcmp(back, name) ? -1 : (int64_t)k;
 }
 
-static int cmp_i64(const void *a, const void *b)
+/* entries sorted by their first member, an int64_t k */
+static int cmp_k(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
@@ -563,11 +675,13 @@ static void free_names(names *ns)
     *ns = (names){0};
 }
 
-g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run)
+g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run, char ***ids)
 {
     *ks = NULL;
     *n = 0;
     *run = NULL;
+    if (ids)
+        *ids = NULL;
     hid_t file, group;
     names ns = {0};
     g1_status st = open_finished(path, &file, &group, vocab_size, &ns);
@@ -576,11 +690,16 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
         return st;
     }
     *run = get_run(file);
-    int64_t *v = ns.n ? malloc(ns.n * sizeof *v) : NULL;
+    /* the names sorted by k, each with its id */
+    typedef struct entry {
+        int64_t k;
+        char *id;
+    } entry;
+    entry *v = ns.n ? calloc(ns.n, sizeof *v) : NULL;
     if (ns.n && !v)
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
     for (size_t i = 0; st == G1_OK && i < ns.n; i++) {
-        if ((v[i] = request_of(ns.v[i])) < 0) {
+        if ((v[i].k = request_of(ns.v[i])) < 0) {
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s holds logits/%s, which no request writes", path,
                          ns.v[i]);
             break;
@@ -589,32 +708,62 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
         hid_t sp = d < 0 ? -1 : H5Dget_space(d), t = d < 0 ? -1 : H5Dget_type(d);
         hsize_t have[2] = {0, 0};
         int ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_ndims(sp) == 2 &&
-                 H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] > 0 &&
+                 H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] > 0 && have[0] <= INT32_MAX &&
                  have[1] == (hsize_t)*vocab_size && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 4;
+        int bad_id = 0;
+        if (!ok)
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s is not a float32 dataset of (n, %d)", path,
+                         ns.v[i], *vocab_size);
+        else if (get_tokens(d, (int)have[0], *vocab_size, NULL) < 0)
+            st = G1_FAIL(G1_ERR_FORMAT,
+                         "the logits dump %s: logits/%s has a %s attribute that is not its %llu token ids (integers "
+                         "below %d)",
+                         path, ns.v[i], G1_DUMP_TOKENS_ATTR, (unsigned long long)have[0], *vocab_size);
+        else if ((v[i].id = get_id(d, &bad_id)), bad_id)
+            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s has an %s attribute that is not a string",
+                         path, ns.v[i], G1_DUMP_ID_ATTR);
         if (t >= 0)
             H5Tclose(t);
         if (sp >= 0)
             H5Sclose(sp);
         if (d >= 0)
             H5Dclose(d);
-        if (!ok)
-            st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s is not a float32 dataset of (n, %d)", path,
-                         ns.v[i], *vocab_size);
     }
     H5Gclose(group);
     H5Fclose(file);
     size_t count = ns.n;
     free_names(&ns);
+    int64_t *out = st == G1_OK && count ? malloc(count * sizeof *out) : NULL;
+    char **out_ids = st == G1_OK && count && ids ? malloc(count * sizeof *out_ids) : NULL;
+    if (st == G1_OK && count && (!out || (ids && !out_ids)))
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    if (st == G1_OK && count) {
+        qsort(v, count, sizeof *v, cmp_k);
+        for (size_t i = 0; i < count; i++) {
+            out[i] = v[i].k;
+            if (ids)
+                out_ids[i] = v[i].id;
+            else
+                free(v[i].id);
+        }
+    } else {
+        for (size_t i = 0; v && i < count; i++)
+            free(v[i].id);
+        free(out);
+        free(out_ids);
+        out = NULL;
+        out_ids = NULL;
+    }
+    free(v);
     if (st != G1_OK) {
-        free(v);
         free(*run);
         *run = NULL;
         return st;
     }
-    if (v)
-        qsort(v, count, sizeof *v, cmp_i64);
-    *ks = v;
+    *ks = out;
     *n = count;
+    if (ids)
+        *ids = out_ids;
     return G1_OK;
 }
 
@@ -657,7 +806,9 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, 
 {
     *unchecked = 0;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), group = -1;
+    hid_t fapl = write_fapl();
+    hid_t out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), group = -1;
+    H5Pclose(fapl);
     if (out < 0) {
         char d[256];
         g1_h5_detail(d);

@@ -620,7 +620,9 @@ def case_dump_logits(d):
         return SKIP
     inp, out, lg = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl"), os.path.join(d, "l.h5")
     lens = [1, 7, 40, 3, 19]
-    write_jsonl(inp, [{"id": i, "prompt_ids": [(13 * i + 29 * j + 3) % V for j in range(n)]} for i, n in enumerate(lens)])
+    rid = [i if i % 2 else f"r{i} \u00e9\"" for i in range(len(lens))]  # numbers, and strings to escape
+    write_jsonl(inp, [{"id": rid[i], "prompt_ids": [(13 * i + 29 * j + 3) % V for j in range(n)]}
+                      for i, n in enumerate(lens)])
     # small chunks so a request's logits arrive in several row pieces
     expect_ok(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "2", "--max-batch-tokens", "6"))
     res = read_jsonl(out)
@@ -641,6 +643,11 @@ def case_dump_logits(d):
             crc = list(f[f"logits/{k}"].attrs.get("crc32", []))
             want = zlib.crc32(f[f"logits/{k}"][...].astype("<f4").tobytes())
             check(crc == [want], f"logits/{k}: crc32 attribute {crc}, the data's is {want}")
+            # the request it belongs to: its tokens (int32, one a row) and its id
+            t = f[f"logits/{k}"].attrs.get("tokens")
+            check(t is not None and t.dtype == np.int32 and list(t) == ids, f"logits/{k}: tokens attribute {t}")
+            i = f[f"logits/{k}"].attrs.get("id")
+            check(isinstance(i, str) and json.loads(i) == rid[k] == res[k]["id"], f"logits/{k}: id attribute {i!r}")
 
 
 def case_score_last_token(d):
@@ -679,12 +686,15 @@ def case_score_last_token(d):
     expect_ok(tiny("score", inp, os.path.join(d, "cut.jsonl"), "--dump-logits", lg, "--truncate", "left"))
     cut = read_jsonl(os.path.join(d, "cut.jsonl"))
     check(cut[0]["prompt_tokens"] == MAX_SEQ and cut[0]["truncated"] == 1, f"cut with the dump: {cut[0]}")
-    expect_ok(tiny("score", short, os.path.join(d, "s2.jsonl"), "--dump-logits", lg))
     try:
         import h5py
         import numpy as np
     except ImportError:
         return
+    with h5py.File(lg, "r") as f:  # the tokens the rows follow: those kept
+        t = f["logits/0"].attrs.get("tokens")
+        check(t is not None and list(t) == a[1:], "cut with the dump: the tokens attribute is not the tokens kept")
+    expect_ok(tiny("score", short, os.path.join(d, "s2.jsonl"), "--dump-logits", lg))
     with h5py.File(lg, "r") as f:
         x = f["logits/0"][...].astype(np.float64)
     lse = x.max(1) + np.log(np.exp(x - x.max(1, keepdims=True)).sum(1))
@@ -1122,7 +1132,8 @@ def dump_differs(a, b):
                 return f"logits/{k}: {x} vs {y}"
             if not np.array_equal(x[()].view(np.uint32), y[()].view(np.uint32)):
                 return f"logits/{k}: the values differ"
-            if sorted(x.attrs) != ["crc32"] or list(x.attrs["crc32"]) != list(y.attrs.get("crc32", [])):
+            if sorted(x.attrs) != ["crc32", "id", "tokens"] or sorted(y.attrs) != sorted(x.attrs) or any(
+                    not np.array_equal(x.attrs[a], y.attrs[a]) for a in x.attrs):
                 return f"logits/{k}: attributes {dict(x.attrs)} vs {dict(y.attrs)}"
     return None
 
@@ -1527,6 +1538,15 @@ def merge_dumps(d, sinp, lines):
         del f["logits"][str(lost)].attrs["crc32"]
         f["logits"][str(lost)].attrs["crc32"] = np.array([1, 2], np.uint32)
     swapped(1, edited(two_crcs), ["d1.h5", f"logits/{lost}", "crc32 attribute"])
+    # the logits of another request (their id attribute says so): named
+    swapped(1, edited(lambda f: f["logits"][str(lost)].attrs.modify("id", json.dumps("someone else"))),
+            ["d1.h5", f"logits/{lost}", 'id "someone else"', f"input line {lost + 1}", "dump of this input"])
+    # a tokens attribute that is not one token id a row
+    def long_tokens(f):
+        x = f["logits"][str(lost)]
+        del x.attrs["tokens"]
+        x.attrs["tokens"] = np.zeros(x.shape[0] + 1, np.int32)
+    swapped(1, edited(long_tokens), ["d1.h5", f"logits/{lost}", "tokens attribute", "token ids"])
     # a shard dump without checksums (grok1-run before they existed): joined,
     # said so, and the joined dump has them
     F = os.path.join(d, "F.h5")

@@ -309,11 +309,11 @@ static void test_logits(void)
         CHECK(0, "logits create: %s", g1_last_error());
         return;
     }
-    CHECK(g1_logits_file_write(f, 12, 1, 0, 1, b) == G1_OK, "write 12: %s", g1_last_error());
-    CHECK(g1_logits_file_write(f, 0, 5, 3, 2, a + 3 * V) == G1_OK, "write 0 rows 3-4: %s", g1_last_error());
-    CHECK(g1_logits_file_write(f, 0, 5, 0, 3, a) == G1_OK, "write 0 rows 0-2: %s", g1_last_error());
-    CHECK(g1_logits_file_write(f, 0, 6, 0, 1, a) == G1_ERR_ARG, "row count change accepted");
-    CHECK(g1_logits_file_write(f, 1, 2, 1, 2, a) == G1_ERR_ARG, "rows past the end accepted");
+    CHECK(g1_logits_file_write(f, 12, 1, 0, 1, b, NULL, NULL) == G1_OK, "write 12: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 0, 5, 3, 2, a + 3 * V, NULL, NULL) == G1_OK, "write 0 rows 3-4: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 0, 5, 0, 3, a, NULL, NULL) == G1_OK, "write 0 rows 0-2: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 0, 6, 0, 1, a, NULL, NULL) == G1_ERR_ARG, "row count change accepted");
+    CHECK(g1_logits_file_write(f, 1, 2, 1, 2, a, NULL, NULL) == G1_ERR_ARG, "rows past the end accepted");
     CHECK(access(path, F_OK) != 0, "logits final name exists before finish");
     CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
     CHECK(read_logits(path, "0", back) && !memcmp(back, a, sizeof a), "logits/0 differs");
@@ -322,15 +322,15 @@ static void test_logits(void)
     remove(path);
     /* an interrupted dump stays as PATH.partial and is continued */
     CHECK(g1_logits_file_create(path, V, NULL, &f) == G1_OK, "logits create: %s", g1_last_error());
-    CHECK(g1_logits_file_write(f, 0, 5, 0, 5, a) == G1_OK, "write 0: %s", g1_last_error());
-    CHECK(g1_logits_file_write(f, 3, 2, 0, 1, b) == G1_OK, "write 3 row 0: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 0, 5, 0, 5, a, NULL, NULL) == G1_OK, "write 0: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 3, 2, 0, 1, b, NULL, NULL) == G1_OK, "write 3 row 0: %s", g1_last_error());
     g1_logits_file_abort(f);
     CHECK(count_files() == before + 1 && access(path, F_OK) != 0, "abort: not exactly PATH.partial left");
     CHECK(g1_logits_file_resume(path, V + 1, &f) == G1_ERR_FORMAT, "resumed a dump of another vocabulary");
     CHECK(g1_logits_file_resume(path, V, &f) == G1_OK && f, "resume: %s", g1_last_error());
     if (f) {
-        CHECK(g1_logits_file_write(f, 3, 2, 0, 2, a) == G1_OK, "rewrite 3: %s", g1_last_error());
-        CHECK(g1_logits_file_write(f, 12, 1, 0, 1, b) == G1_OK, "write 12: %s", g1_last_error());
+        CHECK(g1_logits_file_write(f, 3, 2, 0, 2, a, NULL, NULL) == G1_OK, "rewrite 3: %s", g1_last_error());
+        CHECK(g1_logits_file_write(f, 12, 1, 0, 1, b, NULL, NULL) == G1_OK, "write 12: %s", g1_last_error());
         CHECK(g1_logits_file_finish(f) == G1_OK, "finish after resume: %s", g1_last_error());
     }
     CHECK(read_logits(path, "0", back) && !memcmp(back, a, sizeof a), "logits/0 lost in the resume");
@@ -355,6 +355,112 @@ static void test_logits(void)
           "damaged partial dump: %s", g1_last_error());
     remove(part);
     CHECK(count_files() == before, "logits test left %d files", count_files() - before);
+}
+
+/* A dump as grok1-run wrote it before the request attributes: the oldest
+ * file format (attributes of at most 64 KiB), no tokens or id. */
+static int make_old_dump(const char *path, int V)
+{
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t sp = H5Screate(H5S_SCALAR), t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen("grok1-logits"));
+    hid_t a = f < 0 ? -1 : H5Acreate2(f, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int ok = a >= 0 && H5Awrite(a, t, "grok1-logits") >= 0;
+    if (a >= 0)
+        H5Aclose(a);
+    a = f < 0 ? -1 : H5Acreate2(f, "vocab_size", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    ok = ok && a >= 0 && H5Awrite(a, H5T_NATIVE_INT, &V) >= 0;
+    if (a >= 0)
+        H5Aclose(a);
+    hid_t g = f < 0 ? -1 : H5Gcreate2(f, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ok = ok && g >= 0;
+    if (g >= 0)
+        H5Gclose(g);
+    H5Tclose(t);
+    H5Sclose(sp);
+    if (f >= 0)
+        H5Fclose(f);
+    return ok;
+}
+
+/* Each dataset records its request's tokens and id; g1_logits_file_has
+ * compares them, g1_logits_file_list gives the ids; a prompt of 20000
+ * tokens (an attribute past 64 KiB) is kept, also in a dump continued
+ * from the oldest file format. */
+static void test_logits_request_attrs(void)
+{
+    enum { V = 3, LONG = 20000 };
+    static float rows[LONG * V];
+    static int toks[LONG], other[LONG];
+    for (int i = 0; i < LONG * V; i++)
+        rows[i] = (float)(i % 101) - 50.0f;
+    for (int i = 0; i < LONG; i++) {
+        toks[i] = (i * 7 + 1) % V;
+        other[i] = toks[i];
+    }
+    other[3] = (other[3] + 1) % V;
+    char path[320], part[340];
+    path_in_dir(path, sizeof path, "attrs.h5");
+    snprintf(part, sizeof part, "%s.partial", path);
+    int before = count_files();
+    g1_logits_file *f;
+    CHECK(g1_logits_file_create(path, V, NULL, &f) == G1_OK, "create: %s", g1_last_error());
+    if (!f)
+        return;
+    CHECK(g1_logits_file_write(f, 0, 5, 0, 5, rows, toks, "\"q1\"") == G1_OK, "write 0: %s", g1_last_error());
+    CHECK(g1_logits_file_write(f, 2, LONG, 0, LONG, rows, toks, "7") == G1_OK, "write 2 (%d rows): %s", LONG,
+          g1_last_error());
+    CHECK(g1_logits_file_write(f, 4, 2, 0, 2, rows, NULL, NULL) == G1_OK, "write 4 without attributes: %s",
+          g1_last_error());
+    g1_logits_file_abort(f);
+    CHECK(g1_logits_file_open_read(path, V, &f) == G1_OK, "open_read: %s", g1_last_error());
+    if (f) {
+        CHECK(g1_logits_file_has(f, 0, 5, toks, "\"q1\"") == G1_DUMP_THERE, "logits/0 not found as written");
+        CHECK(g1_logits_file_has(f, 0, 5, NULL, NULL) == G1_DUMP_THERE, "logits/0 not there unchecked");
+        CHECK(g1_logits_file_has(f, 0, 5, other, "\"q1\"") == G1_DUMP_OTHER_TOKENS, "other tokens not told");
+        CHECK(g1_logits_file_has(f, 0, 5, toks, "\"q2\"") == G1_DUMP_OTHER_ID, "another id not told");
+        CHECK(g1_logits_file_has(f, 0, 5, toks, "\"q1\" ") == G1_DUMP_OTHER_ID, "the id text not compared whole");
+        CHECK(g1_logits_file_has(f, 0, 4, toks, "\"q1\"") == G1_DUMP_ABSENT, "other rows not told");
+        CHECK(g1_logits_file_has(f, 1, 5, toks, "\"q1\"") == G1_DUMP_ABSENT, "absent dataset not told");
+        CHECK(g1_logits_file_has(f, 2, LONG, toks, "7") == G1_DUMP_THERE, "long prompt's logits/2 not found");
+        CHECK(g1_logits_file_has(f, 2, LONG, other, "7") == G1_DUMP_OTHER_TOKENS, "long: other tokens not told");
+        /* written before the attributes: taken as it is */
+        CHECK(g1_logits_file_has(f, 4, 2, toks, "1") == G1_DUMP_THERE, "a dataset without attributes refused");
+        g1_logits_file_abort(f);
+    }
+    CHECK(g1_logits_file_resume(path, V, &f) == G1_OK && f, "resume: %s", g1_last_error());
+    if (f)
+        CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    int v = 0;
+    int64_t *ks = NULL;
+    size_t n = 0;
+    char *run = NULL, **ids = NULL;
+    CHECK(g1_logits_file_list(path, &v, &ks, &n, &run, &ids) == G1_OK, "list: %s", g1_last_error());
+    CHECK(n == 3 && ks && ids && ks[0] == 0 && ks[1] == 2 && ks[2] == 4 && ids[0] && !strcmp(ids[0], "\"q1\"") &&
+              ids[1] && !strcmp(ids[1], "7") && !ids[2],
+          "list: %zu datasets, ids %s %s %s", n, ids && n > 0 && ids[0] ? ids[0] : "-",
+          ids && n > 1 && ids[1] ? ids[1] : "-", ids && n > 2 && ids[2] ? ids[2] : "-");
+    for (size_t i = 0; ids && i < n; i++)
+        free(ids[i]);
+    free(ids);
+    free(ks);
+    free(run);
+    remove(path);
+    /* a dump in the oldest format, continued with a 20000-token request */
+    CHECK(make_old_dump(part, V), "cannot write an old-format dump");
+    CHECK(g1_logits_file_resume(path, V, &f) == G1_OK && f, "resume of an old-format dump: %s", g1_last_error());
+    if (f) {
+        CHECK(g1_logits_file_write(f, 1, LONG, 0, LONG, rows, toks, "\"long\"") == G1_OK,
+              "old format: a %d-token request's attributes: %s", LONG, g1_last_error());
+        CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    }
+    CHECK(g1_logits_file_open_read(path, V, &f) == G1_OK, "open_read: %s", g1_last_error());
+    if (f) {
+        CHECK(g1_logits_file_has(f, 1, LONG, toks, "\"long\"") == G1_DUMP_THERE, "old format: logits/1 not found");
+        g1_logits_file_abort(f);
+    }
+    remove(path);
+    CHECK(count_files() == before, "request attribute test left %d files", count_files() - before);
 }
 
 static void cleanup(void)
@@ -387,11 +493,13 @@ int main(void)
     test_layer_subset(&s);
     test_writer_failures(&s);
     test_logits();
+    test_logits_request_attrs();
     cleanup();
     if (failures) {
         printf("NOT OK: %d checks failed\n", failures);
         return 1;
     }
-    printf("ok: checkpoint round trip, partial loads, byte counts and checksums, writer and logits files\n");
+    printf("ok: checkpoint round trip, partial loads, byte counts and checksums, writer and logits files "
+           "(with their requests' tokens and ids)\n");
     return 0;
 }

@@ -333,6 +333,19 @@ def test_dump(d, ref):
     expect(rc == 3 and "2 without a checksum" in so, f"a dump without some checksums: rc {rc} {so.strip()}")
     rc, so, _ = run([CHECKSUM, "--add", dump])
     expect(rc == 0 and "2 added" in so and dump_crcs(dump) == crcs, f"--add on a dump: rc {rc} {so.strip()}")
+    # a tokens attribute that is not one token id a row, an id that is not a string
+    for attr, value, words in (("tokens", np.zeros(3, np.int32), ["logits/2", "tokens attribute", "token ids"]),
+                               ("tokens", np.full(1, 512, np.int32), ["logits/2", "tokens attribute"]),
+                               ("id", np.int64(2), ["logits/2", "id attribute", "not a string"])):
+        shutil.copy(ref_dump, dump)
+        with h5py.File(dump, "r+") as f:
+            x = f["logits/2"]
+            if attr == "tokens" and value.size == 1:
+                value = np.full(x.shape[0], 512, np.int32)  # of the right length, past the vocabulary
+            del x.attrs[attr]
+            x.attrs[attr] = value
+        rc, so, err = run([CHECKSUM, dump])
+        expect(rc == 1 and all(w in err for w in words), f"a dump with a bad {attr} attribute: rc {rc} {err.strip()}")
 
     # a resume: 4 results kept, the dump as an interrupted run leaves it
     def interrupted(damage, keep_aside=False):

@@ -390,6 +390,22 @@ def case_dump_resume():
           f"dump missing a kept result: {p.stderr[-300:]}")
     check(open(out).read() == open(ref).read() and same_dump(),
           "after starting over (a kept result's logits missing): output or dump differ from the uninterrupted run")
+    # a kept result's dataset whose tokens attribute is not its request's
+    # (logits of other tokens, of the same length): the same
+    os.remove(out)
+    os.remove(dump)
+    subprocess.run([ARGS.run] + args(out, dump), capture_output=True, env=dict(ENV, GROK1_FAULT="0:60"))
+    with h5py.File(dump + ".partial", "r+") as f:
+        t = f["logits"][str(line0)].attrs["tokens"]
+        f["logits"][str(line0)].attrs.modify("tokens", (t + 1) % 512)
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    print("dump with a kept result of other tokens:", [l for l in p.stderr.splitlines() if "warning" in l])
+    check(p.returncode == 0 and "1 of the results kept have no logits there" in p.stderr and
+          f"other tokens than its request's in logits/{line0}" in p.stderr,
+          f"dump with a kept result of other tokens: {p.stderr[-300:]}")
+    check(open(out).read() == open(ref).read() and same_dump(),
+          "after starting over (a kept result's logits of other tokens): output or dump differ from the "
+          "uninterrupted run")
     # killed before its first result: OUT.partial empty, DUMP.partial cut
     # short before HDF5's first flush: nothing to keep, so a resume starts
     # the dump afresh and finishes

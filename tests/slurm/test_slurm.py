@@ -269,7 +269,8 @@ def requests(name, n, seed, gen):
 
 def dump_differs(a, b):
     """None when the HDF5 logits dumps a and b are the same: root attributes
-    (values and HDF5 types), dataset names, shapes, types and bits."""
+    (values and HDF5 types), dataset names, shapes, types, bits and
+    attributes."""
     import h5py
     import numpy as np
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
@@ -284,6 +285,9 @@ def dump_differs(a, b):
             x, y = fa["logits"][k], fb["logits"][k]
             if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x[()].view(np.uint32), y[()].view(np.uint32)):
                 return f"logits/{k} differs ({x.shape} {x.dtype} vs {y.shape} {y.dtype})"
+            # its checksum, tokens and id
+            if sorted(x.attrs) != sorted(y.attrs) or any(not np.array_equal(x.attrs[t], y.attrs[t]) for t in x.attrs):
+                return f"logits/{k}: attributes {dict(x.attrs)} vs {dict(y.attrs)}"
     return None
 
 

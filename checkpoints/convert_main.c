@@ -12,6 +12,7 @@
 
 #include "config_json.h"
 #include "convert.h"
+#include "h5util.h"
 
 static const char usage_text[] =
     "usage: grok1-convert [--config grok-1|FILE.json] [--layers A-B [--no-embedding]] [--verify]\n"
@@ -165,7 +166,7 @@ static g1_status convert(const cv_job *job, const opts *o)
     return st;
 }
 
-int main(int argc, char **argv)
+static int tool_main(int argc, char **argv)
 {
     opts o;
     int rc = parse_args(argc, argv, &o);
@@ -211,4 +212,13 @@ int main(int argc, char **argv)
            (double)ru.ru_maxrss / 1024.0);
     cv_job_free(&job);
     return 0;
+}
+
+/* A file that failed to close (a full disk) must not reach HDF5's shutdown
+ * (g1_h5_end). */
+int main(int argc, char **argv)
+{
+    int code = tool_main(argc, argv);
+    g1_h5_end(code);
+    return code;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "h5util.h"
 
 static const char usage_text[] =
     "usage: grok1-link [--force] OUT.h5 PART.h5 [PART.h5...]\n"
@@ -37,7 +38,7 @@ static int usage_error(const char *msg, const char *arg)
     return 2;
 }
 
-int main(int argc, char **argv)
+static int tool_main(int argc, char **argv)
 {
     int force = 0, first = 1;
     for (; first < argc && !strncmp(argv[first], "-", 1); first++) {
@@ -64,4 +65,13 @@ int main(int argc, char **argv)
     }
     printf("grok1-link: wrote %s: %s\n", out, summary);
     return 0;
+}
+
+/* A file that failed to close (a full disk) must not reach HDF5's shutdown
+ * (g1_h5_end). */
+int main(int argc, char **argv)
+{
+    int code = tool_main(argc, argv);
+    g1_h5_end(code);
+    return code;
 }

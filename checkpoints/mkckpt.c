@@ -12,6 +12,7 @@
 #include "ckpt.h"
 #include "config_json.h"
 #include "synth.h"
+#include "h5util.h"
 
 #define EMBED_SLAB_ROWS 256
 
@@ -265,7 +266,7 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int main(int argc, char **argv)
+static int tool_main(int argc, char **argv)
 {
     opts o;
     int rc = parse_args(argc, argv, &o);
@@ -291,4 +292,13 @@ int main(int argc, char **argv)
         printf("grok1-mkckpt: wrote %s: layers %d-%d of %d, %lld bytes in %.2f s\n", o.out, l0, l1 - 1,
                s.cfg.num_layers, bytes, now() - t0);
     return 0;
+}
+
+/* A file that failed to close (a full disk) must not reach HDF5's shutdown
+ * (g1_h5_end). */
+int main(int argc, char **argv)
+{
+    int code = tool_main(argc, argv);
+    g1_h5_end(code);
+    return code;
 }

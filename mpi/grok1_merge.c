@@ -27,6 +27,7 @@
 #include "status.h"
 #if G1_HAVE_HDF5
 #include "ckpt.h"
+#include "h5util.h"
 #endif
 
 static void usage(FILE *f)
@@ -796,7 +797,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     return st;
 }
 
-int main(int argc, char **argv)
+static int tool_main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
@@ -859,4 +860,15 @@ int main(int argc, char **argv)
         return 1;
     }
     return 0;
+}
+
+/* A file that failed to close (a full disk) must not reach HDF5's shutdown
+ * (g1_h5_end). */
+int main(int argc, char **argv)
+{
+    int code = tool_main(argc, argv);
+#if G1_HAVE_HDF5
+    g1_h5_end(code);
+#endif
+    return code;
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
@@ -39,6 +40,7 @@
 #include "world.h"
 #if G1_HAVE_HDF5
 #include "ckpt.h"
+#include "h5util.h"
 #endif
 
 enum { EXIT_DATA = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
@@ -911,6 +913,34 @@ static int exists(const char *path)
     return stat(path, &sb) == 0;
 }
 
+/* ---- the room a logits dump needs ---- */
+
+/* About the bytes a logits dump of `rows` rows in `requests` datasets of
+ * `vocab` columns takes: the float32 logits, each row's token id, and
+ * HDF5's objects (about 400 bytes a dataset measured; 1 KiB counted). */
+static double dump_bytes(int64_t rows, int64_t requests, int vocab)
+{
+    return (double)rows * (4.0 * vocab + 4.0) + 1024.0 * (double)requests + 65536.0;
+}
+
+/* The bytes free to this user on the file system of `path`'s folder (its
+ * name into dir); -1 when statvfs cannot tell. */
+static double room_for(const char *path, char *dir, size_t n)
+{
+    snprintf(dir, n, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, n, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    struct statvfs sv;
+    if (statvfs(dir, &sv) != 0)
+        return -1;
+    return (double)sv.f_bavail * (double)sv.f_frsize;
+}
+
 #if G1_HAVE_HDF5
 /* --resume with --dump-logits and `kept` results in OUT.partial: continue
  * the dump, its datasets after the kept results' removed (g1_logits_file_
@@ -979,6 +1009,46 @@ static void legacy_source(const cli *c, const char *meta_path, json_t *meta)
     }
     json_decref(old);
 }
+
+#if G1_HAVE_HDF5
+/* Rank 0, the dump made or continued and the input a file: a warning when
+ * the rows of this run's requests (a pass over the input, as --check-input
+ * makes it), less what a continued dump holds already, will not fit in the
+ * free space of the dump's file system; with --verbose the estimate. */
+static g1_status dump_room(const cli *c, const g1_config *cfg, const g1_driver_opts *check, files *f)
+{
+    g1_logits_sink any = {0}; /* as with the dump: every position goes through the model */
+    g1_driver_opts o = *check;
+    o.dump = &any;
+    o.done_ids = NULL;
+    g1_input_stats s;
+    G1_TRY(g1_driver_check_input(cfg, &o, f->in, NULL, "", 0, &s));
+    if (fseek(f->in, 0, SEEK_SET) != 0)
+        return G1_FAIL(G1_ERR_IO, "cannot read the input %s again: %s", c->input, strerror(errno));
+    char partial[4200], dir[4096], a[32], b[32], h[32];
+    snprintf(partial, sizeof partial, "%s.partial", c->dump_logits);
+    struct stat sb;
+    int there = stat(partial, &sb) == 0;
+    double held = there ? (double)sb.st_size : 0;
+    double need = dump_bytes(s.prompt_tokens, s.requests - s.refused, cfg->vocab_size) - held;
+    double room = room_for(c->dump_logits, dir, sizeof dir);
+    /* with the room the dump holds reserved past its end (g1_h5_reserve) */
+    if (room >= 0 && there && (double)sb.st_blocks * 512.0 > held)
+        room += (double)sb.st_blocks * 512.0 - held;
+    if (c->verbose)
+        fprintf(stderr, "grok1-run: logits dump: %lld rows of %d float32 logits, about %s (%s written); %s has %s "
+                        "free\n",
+                (long long)s.prompt_tokens, cfg->vocab_size, g1_bytes_text(a, sizeof a, need + held),
+                g1_bytes_text(h, sizeof h, held), dir, room >= 0 ? g1_bytes_text(b, sizeof b, room) : "an unknown amount");
+    if (room >= 0 && need > room)
+        fprintf(stderr, "grok1-run: warning: the logits dump %s needs about %s more (%lld rows of %d float32 logits "
+                        "in all), but %s has %s free: the run will stop when the disk is full, keeping the results "
+                        "and logits written (--resume continues once there is room)\n",
+                c->dump_logits, g1_bytes_text(a, sizeof a, need), (long long)s.prompt_tokens, cfg->vocab_size, dir,
+                g1_bytes_text(b, sizeof b, room));
+    return G1_OK;
+}
+#endif
 
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo,
                                     const char *ckpt_fp, const g1_driver_opts *check, files *f)
@@ -1153,6 +1223,8 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, f->dump_run, &f->logits));
             f->dump_made = 1;
         }
+        if (g1_input_rereadable(c->input))
+            G1_TRY(dump_room(c, cfg, check, f));
     }
 #else
     (void)cfg;
@@ -1873,6 +1945,7 @@ static int check_input(const cli *c)
     if (in && in != stdin)
         fclose(in);
     g1_tok_free(tok);
+    int vocab = m.cfg.vocab_size;
     model_close(&m);
     if (st != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
@@ -1900,7 +1973,33 @@ static int check_input(const cli *c)
     if (c->mode == G1_MODE_GENERATE)
         printf("  generate: at most %lld new tokens (each request's max_new_tokens, default %d, within the "
                "context)\n", (long long)s.new_tokens, c->max_new_tokens);
-    return s.refused ? EXIT_DATA : 0;
+    /* the dump of the accepted requests against the room where it goes */
+    int no_room = 0;
+    if (c->dump_logits) {
+        char dir[4096], a[32], b[32];
+        double need = dump_bytes(s.prompt_tokens, s.requests - s.refused, vocab);
+        double room = room_for(c->dump_logits, dir, sizeof dir);
+        no_room = room >= 0 && need > room;
+        printf("  logits dump: %lld rows of %d float32 logits, about %s", (long long)s.prompt_tokens, vocab,
+               g1_bytes_text(a, sizeof a, need));
+        if (room >= 0)
+            printf("; %s has %s free%s", dir, g1_bytes_text(b, sizeof b, room),
+                   no_room ? ": it does NOT fit (a run would stop when the disk is full)" : "");
+        printf("\n");
+    }
+    return s.refused || no_room ? EXIT_DATA : 0;
+}
+
+/* The logits dump failed to close (a full disk): the process ends here,
+ * before MPI_Finalize runs HDF5's shutdown, which would crash on it
+ * (g1_h5_end). */
+static void end_unclosed(int code)
+{
+#if G1_HAVE_HDF5
+    g1_h5_end(code);
+#else
+    (void)code;
+#endif
 }
 
 int main(int argc, char **argv)
@@ -1966,6 +2065,7 @@ int main(int argc, char **argv)
         (void)g1_world_all_ok(1);
         job_free(&j);
         model_close(&m);
+        end_unclosed(EXIT_DATA);
         g1_world_finalize();
         return EXIT_DATA;
     }
@@ -1982,6 +2082,8 @@ int main(int argc, char **argv)
     }
     job_free(&j);
     model_close(&m);
+    int code = st != G1_OK ? EXIT_DATA : j.interrupted ? EXIT_INTERRUPTED : 0;
+    end_unclosed(code);
     g1_world_finalize();
-    return st != G1_OK ? EXIT_DATA : j.interrupted ? EXIT_INTERRUPTED : 0;
+    return code;
 }

@@ -344,9 +344,13 @@ static g1_status write_out(const linker *k, int src, int replace)
         g1_h5_detail(d);
         st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, d);
     }
+    /* its room first (g1_h5_reserve): links and fingerprints are small */
+    if (st == G1_OK && g1_h5_reserve(f, (uint64_t)1 << 20, NULL) < 0)
+        st = G1_FAIL(G1_ERR_IO, "no room for %s (about 1 MiB) on its file system%s", tmp,
+                     errno == EDQUOT ? " (the quota is reached)" : "");
     if (st == G1_OK)
         st = write_links(k, f, tmp, src);
-    if (f >= 0 && H5Fclose(f) < 0 && st == G1_OK)
+    if (f >= 0 && g1_h5_close(f) < 0 && st == G1_OK)
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", tmp);
     if (st == G1_OK) { /* links resolve from a file opened, as grok1-run will */
         hid_t r = open_part(tmp);

@@ -2,6 +2,7 @@
  * every dataset up front under a temporary name, takes tensors one at a time
  * (one expert = one chunk) and renames the file only once all were written.
  * Used by grok1-mkckpt and the release converter. */
+#include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ struct g1_ckpt_writer {
     uint32_t crc_final_norm;
     uint32_t crc_emb;  /* of rows [0, emb_next) while they come in order */
     int64_t emb_next;  /* -1: rows came out of order, read back at finish */
+    double bytes;      /* the datasets' elements, as make_all created them */
 };
 
 
@@ -59,6 +61,10 @@ static g1_status make_dset(g1_ckpt_writer *wr, hid_t loc, const char *name, hid_
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     herr_t e = chunk ? H5Pset_chunk(dcpl, rank, chunk) : 0;
     hid_t d = e < 0 ? -1 : H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    double n = (double)H5Tget_size(type);
+    for (int i = 0; i < rank; i++)
+        n *= (double)dims[i];
+    wr->bytes += n;
     char detail[256];
     if (d < 0)
         g1_h5_detail(detail);
@@ -190,6 +196,24 @@ static void free_writer(g1_ckpt_writer *wr)
     free(wr);
 }
 
+/* Reserve `bytes` past the end of the file, and room for HDF5's metadata:
+ * 64 KiB and 4 KiB a dataset (an object header with its attributes; a
+ * checkpoint of Grok-1's 64 layers has some 1,200 datasets). */
+static g1_status reserve_room(g1_ckpt_writer *wr, double bytes)
+{
+    double datasets = (double)(wr->l1 - wr->l0) * (G1_NUM_NORM + 2 * G1_NUM_QMAT + 1) + 2;
+    double margin = 65536.0 + 4096.0 * datasets;
+    double avail;
+    if (g1_h5_reserve(wr->file, (uint64_t)(bytes + margin), &avail) == 0)
+        return G1_OK;
+    int quota = errno == EDQUOT;
+    char a[32], b[32];
+    return G1_FAIL(G1_ERR_IO, "no room for %s: it needs %s, and the file system has %s free%s", wr->path,
+                   g1_bytes_text(a, sizeof a, bytes + margin),
+                   avail >= 0 ? g1_bytes_text(b, sizeof b, avail) : "an unknown amount",
+                   quota ? " (the quota is reached)" : "");
+}
+
 g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const int blocks[G1_NUM_QMAT], int l0,
                                 int l1, int with_embedding, g1_ckpt_writer **out)
 {
@@ -211,9 +235,17 @@ g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const in
         free_writer(wr);
         return st;
     }
-    st = write_attrs(wr);
+    /* the room on disk before HDF5 writes (g1_h5_reserve): first for the
+     * metadata, so that a writer stopped below still closes its file, then
+     * for every tensor, so that a disk too small (or a quota) is told now,
+     * not hours into a conversion */
+    st = reserve_room(wr, 0);
+    if (st == G1_OK)
+        st = write_attrs(wr);
     if (st == G1_OK)
         st = make_all(wr);
+    if (st == G1_OK)
+        st = reserve_room(wr, wr->bytes);
     if (st != G1_OK) {
         g1_ckpt_writer_abort(wr);
         return st;
@@ -329,11 +361,12 @@ g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr)
         g1_ckpt_writer_abort(wr);
         return st;
     }
-    herr_t e = H5Fclose(wr->file);
+    herr_t e = g1_h5_close(wr->file);
     wr->file = -1;
     if (e < 0) {
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", wr->tmp);
     } else {
+        g1_h5_release(wr->tmp);
         g1_h5_sync_file(wr->tmp);
         if (rename(wr->tmp, wr->path))
             st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s", wr->tmp, wr->path);
@@ -349,7 +382,7 @@ void g1_ckpt_writer_abort(g1_ckpt_writer *wr)
     if (!wr)
         return;
     if (wr->file >= 0)
-        H5Fclose(wr->file);
+        g1_h5_close(wr->file);
     remove(wr->tmp);
     free_writer(wr);
 }

@@ -1,6 +1,7 @@
 /* HDF5 error text for our messages. */
 #include "h5util.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #ifdef _OPENMP
@@ -10,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <libdeflate.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -117,6 +120,84 @@ hid_t g1_h5_read_fapl(void)
         H5Pset_file_locking(fapl, 0, 1);
 #endif
     return fapl;
+}
+
+/* ---- a full disk ---- */
+
+static volatile int close_failed; /* some g1_h5_close failed */
+
+int g1_h5_reserve(hid_t file, uint64_t bytes, double *avail)
+{
+    double free_bytes = -1;
+    if (avail)
+        *avail = -1;
+    void *h = NULL;
+    int fd = -1;
+    hid_t fapl = H5Fget_access_plist(file);
+    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(file, fapl, &h) >= 0 && h)
+        fd = *(int *)h;
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    if (fd < 0)
+        return 0;
+    struct statvfs sv;
+    struct stat sb;
+    int have_sb = fstat(fd, &sb) == 0;
+    if (fstatvfs(fd, &sv) == 0) {
+        free_bytes = (double)sv.f_bavail * (double)sv.f_frsize;
+        /* with what this file holds reserved already: the room it has */
+        double held = have_sb ? (double)sb.st_blocks * 512.0 - (double)sb.st_size : 0;
+        if (held > 0)
+            free_bytes += held;
+    }
+    if (avail)
+        *avail = free_bytes;
+    off_t end = have_sb ? sb.st_size : 0;
+#if H5_VERSION_GE(1, 10, 2)
+    haddr_t eoa = 0;
+    if (H5Fget_eoa(file, &eoa) >= 0 && eoa != HADDR_UNDEF && (off_t)eoa > end)
+        end = (off_t)eoa;
+#endif
+    if (bytes == 0 || fallocate(fd, FALLOC_FL_KEEP_SIZE, end, (off_t)bytes) == 0)
+        return 0;
+    if (errno == ENOSPC || errno == EDQUOT)
+        return -1;
+    /* this file system cannot reserve (some network file systems): what
+     * statvfs shows, which a quota does not */
+    if (free_bytes >= 0 && free_bytes < (double)bytes) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return 0;
+}
+
+void g1_h5_release(const char *path)
+{
+    int fd = open(path, O_WRONLY);
+    struct stat sb;
+    if (fd < 0)
+        return;
+    /* the reserved blocks lie past the end: punched out (a truncation to
+     * the same size frees them too on some file systems, not all) */
+    if (fstat(fd, &sb) == 0)
+        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, sb.st_size, (off_t)1 << 62);
+    close(fd);
+}
+
+herr_t g1_h5_close(hid_t file)
+{
+    herr_t e = H5Fclose(file);
+    if (e < 0)
+        close_failed = 1;
+    return e;
+}
+
+void g1_h5_end(int code)
+{
+    if (!close_failed)
+        return;
+    fflush(NULL);
+    _exit(code);
 }
 
 void g1_h5_file_name(hid_t obj, char *buf, size_t n)

@@ -68,6 +68,36 @@ char *g1_h5_get_string(hid_t loc, const char *name, size_t max);
  * (a logits dump of grok1-run; fixed or variable length), else 0. */
 int g1_h5_is_logits_dump(hid_t file);
 
+/* ---- a full disk ----
+ * HDF5 before 1.14 (Debian 12 has 1.10.8) cannot close a file once a write
+ * into it failed for want of space (a full disk, a quota): the close fails
+ * with the file half freed, and HDF5's shutdown (at exit, or inside
+ * MPI_Finalize) then crashes on it. So the writers reserve the space a
+ * write needs before HDF5 makes it, and stop cleanly, the file whole,
+ * when there is none; and a tool whose close failed anyway ends with
+ * g1_h5_end instead of a crash. */
+
+/* Room for `bytes` more past the end of `file` (open for writing through
+ * HDF5's default sec2 driver), taken from the file system now: fallocate
+ * with FALLOC_FL_KEEP_SIZE reserves the blocks without changing the file's
+ * size, so HDF5's writes into them cannot fail for space. 0: reserved, or
+ * this file system cannot reserve and statvfs shows at least `bytes` free
+ * (or the file is not a plain one); -1: no room (errno ENOSPC or EDQUOT).
+ * *avail (may be NULL): the room the file has: the bytes statvfs shows
+ * free and those the file holds reserved past its end; -1 when unknown. */
+int g1_h5_reserve(hid_t file, uint64_t bytes, double *avail);
+/* Give back what g1_h5_reserve reserved past the end of the closed file
+ * at path (errors ignored). */
+void g1_h5_release(const char *path);
+/* H5Fclose that remembers a failure (g1_h5_end). */
+herr_t g1_h5_close(hid_t file);
+/* Where a tool returns `code`: when closing a file failed (a write after
+ * the space ran out, a race with another writer, a quota on a file system
+ * that cannot reserve), stdio is flushed and the process ends with
+ * _exit(code), before HDF5's shutdown can crash on that file; otherwise
+ * nothing. */
+void g1_h5_end(int code);
+
 /* File access for reading checkpoints: file locking off (many ranks open
  * the file at once, on file systems without flock). Close with H5Pclose. */
 hid_t g1_h5_read_fapl(void);

@@ -32,6 +32,7 @@ struct g1_logits_file {
     char *path, *tmp;
     int vocab_size;
     char *run; /* the attribute "run" of a dump opened to continue or read; NULL: none */
+    int writing; /* opened to write (created or continued): space may be reserved past its end */
     pending *pend;
     size_t npend, cap;
 };
@@ -52,6 +53,31 @@ static hid_t write_fapl(void)
         H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
 #endif
     return fapl;
+}
+
+/* Room reserved past a dump's end beyond what is written next: HDF5's
+ * metadata (object headers, the group's links, attributes). */
+#define ROOM_MARGIN ((uint64_t)1 << 20)
+
+/* Reserve `bytes` (and ROOM_MARGIN) at the end of file before HDF5
+ * writes them (g1_h5_reserve); a failure names `what` and says what
+ * statvfs shows free. */
+static g1_status reserve(hid_t file, const char *path, const char *what, double bytes)
+{
+    double avail;
+    if (g1_h5_reserve(file, (uint64_t)bytes + ROOM_MARGIN, &avail) == 0)
+        return G1_OK;
+    int quota = errno == EDQUOT;
+    char a[32], b[32];
+    g1_bytes_text(a, sizeof a, bytes + (double)ROOM_MARGIN);
+    if (avail >= 0)
+        g1_bytes_text(b, sizeof b, avail);
+    if (avail >= 0 && !strcmp(a, b)) { /* the same when rounded: in bytes */
+        snprintf(a, sizeof a, "%.0f bytes", bytes + (double)ROOM_MARGIN);
+        snprintf(b, sizeof b, "%.0f bytes", avail);
+    }
+    return G1_FAIL(G1_ERR_IO, "%s: no room for %s: it needs %s with HDF5's metadata, and the file system has %s free%s",
+                   path, what, a, avail >= 0 ? b : "an unknown amount", quota ? " (the quota is reached)" : "");
 }
 
 static void free_file(g1_logits_file *f)
@@ -127,7 +153,7 @@ static void close_file(g1_logits_file *f)
     if (f->group >= 0)
         H5Gclose(f->group);
     if (f->file >= 0)
-        H5Fclose(f->file);
+        g1_h5_close(f->file);
     f->group = f->file = -1;
 }
 
@@ -137,6 +163,7 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, const char *ru
     G1_TRY(new_file(path, vocab_size, &f));
     hid_t fapl = write_fapl();
     f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    f->writing = 1;
     H5Pclose(fapl);
     if (f->file < 0) {
         char d[256];
@@ -144,6 +171,13 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, const char *ru
         g1_status st = G1_FAIL(G1_ERR_IO, "cannot create logits file %s: %s", f->tmp, d);
         free_file(f);
         return st;
+    }
+    g1_status room = reserve(f->file, f->tmp, "a new logits dump", 0);
+    if (room != G1_OK) {
+        close_file(f);
+        remove(f->tmp);
+        free_file(f);
+        return room;
     }
     if (put_attrs(f->file, vocab_size, run) >= 0)
         f->group = H5Gcreate2(f->file, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -213,6 +247,7 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
     }
     hid_t fapl = write_fapl();
     f->file = H5Fopen(f->tmp, H5F_ACC_RDWR, fapl);
+    f->writing = 1;
     H5Pclose(fapl);
     int v = open_group(f, vocab_size);
     if (f->group < 0) {
@@ -333,6 +368,13 @@ static g1_status open_request(g1_logits_file *f, const char *name, int n_rows_to
         }
         return G1_OK;
     }
+    /* its room on disk first: a full disk (or a quota) stops the run here,
+     * between requests, with the file whole (g1_h5_reserve) */
+    char what[64];
+    snprintf(what, sizeof what, "logits/%s", name);
+    G1_TRY(reserve(f->file, f->tmp, what,
+                   (double)n_rows_total * ((double)f->vocab_size * sizeof(float) + sizeof(int32_t)) +
+                       (double)(id_json ? strlen(id_json) : 0)));
     hid_t sp = H5Screate_simple(2, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
@@ -581,11 +623,13 @@ g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *as
 g1_status g1_logits_file_finish(g1_logits_file *f)
 {
     H5Gclose(f->group);
-    herr_t e = H5Fclose(f->file);
+    herr_t e = g1_h5_close(f->file);
     g1_status st = G1_OK;
     if (e < 0)
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", f->tmp);
-    else if (rename(f->tmp, f->path))
+    else
+        g1_h5_release(f->tmp);
+    if (st == G1_OK && rename(f->tmp, f->path))
         st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s", f->tmp, f->path);
     if (st != G1_OK)
         remove(f->tmp);
@@ -597,7 +641,10 @@ void g1_logits_file_abort(g1_logits_file *f)
 {
     if (!f)
         return;
+    int writing = f->file >= 0 && f->writing;
     close_file(f);
+    if (writing)
+        g1_h5_release(f->tmp);
     free_file(f);
 }
 
@@ -774,6 +821,18 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
 static g1_status copy_request(hid_t from, hid_t to, const char *src, const char *tmp, const char *name, int vocab_size,
                               long *unchecked)
 {
+    /* its room first (g1_h5_reserve): its values, its attributes (the
+     * tokens, about one int32 a row) */
+    hid_t sd = H5Dopen2(from, name, H5P_DEFAULT);
+    double bytes = sd < 0 ? 0 : (double)H5Dget_storage_size(sd) * (1.0 + 1.0 / vocab_size);
+    if (sd >= 0)
+        H5Dclose(sd);
+    char what[64];
+    snprintf(what, sizeof what, "logits/%s", name);
+    hid_t file = H5Iget_file_id(to);
+    g1_status st = reserve(file, tmp, what, bytes);
+    H5Fclose(file);
+    G1_TRY(st);
     if (H5Ocopy(from, name, to, name, H5P_DEFAULT, H5P_DEFAULT) < 0) {
         char d[256];
         g1_h5_detail(d);
@@ -784,8 +843,8 @@ static g1_status copy_request(hid_t from, hid_t to, const char *src, const char 
     snprintf(where, sizeof where, "the logits dump %s: ", src);
     uint32_t crc;
     int had = 0;
-    g1_status st = d < 0 ? G1_FAIL(G1_ERR_IO, "%s: logits/%s cannot be opened after its copy", tmp, name)
-                         : check_crc(d, where, name, vocab_size, &crc, &had);
+    st = d < 0 ? G1_FAIL(G1_ERR_IO, "%s: logits/%s cannot be opened after its copy", tmp, name)
+               : check_crc(d, where, name, vocab_size, &crc, &had);
     if (st != G1_OK && had) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", g1_last_error());
@@ -814,9 +873,16 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, 
         g1_h5_detail(d);
         return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, d);
     }
-    g1_status st = G1_OK;
-    if ((put_attrs(out, vocab_size, run) < 0 || (group = H5Gcreate2(out, "logits", H5P_DEFAULT, H5P_DEFAULT,
-                                                                H5P_DEFAULT)) < 0))
+    /* all of it, first: a disk too small is told before anything is copied */
+    double total = 0;
+    struct stat sb;
+    for (int i = 0; i < n; i++)
+        if (stat(srcs[i], &sb) == 0)
+            total += (double)sb.st_size;
+    g1_status st = reserve(out, tmp, "the joined dump", total);
+    if (st == G1_OK &&
+        (put_attrs(out, vocab_size, run) < 0 ||
+         (group = H5Gcreate2(out, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0))
         st = G1_FAIL(G1_ERR_IO, "%s: cannot write its attributes and group logits (disk full?)", tmp);
     for (int i = 0; st == G1_OK && i < n; i++) {
         hid_t file, from;
@@ -839,9 +905,11 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, 
         H5Gclose(group);
     if (st == G1_OK && H5Fflush(out, H5F_SCOPE_LOCAL) < 0)
         st = G1_FAIL(G1_ERR_IO, "%s: flushing failed (disk full?)", tmp);
-    if (H5Fclose(out) < 0 && st == G1_OK)
+    if (g1_h5_close(out) < 0 && st == G1_OK)
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", tmp);
     if (st != G1_OK)
         remove(tmp);
+    else
+        g1_h5_release(tmp);
     return st;
 }

@@ -527,6 +527,121 @@ def case_trace():
     check(None not in mbs, "compute spans without a micro-batch")
 
 
+def tmpfs(path, size):
+    """A tmpfs of `size` mounted at path (or resized there); False when this
+    machine does not allow it (not root, no CAP_SYS_ADMIN)."""
+    os.makedirs(path, exist_ok=True)
+    opts = f"remount,size={size}" if os.path.ismount(path) else f"size={size}"
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", path], capture_output=True).returncode == 0
+
+
+def case_disk_full():
+    """A file system that fills up (a tmpfs of a few MiB, mounted for the
+    test: it needs root, else it is skipped). --check-input says the dump
+    does not fit (exit 1); grok1-run warns as it starts and stops cleanly
+    (exit 1, no crash: HDF5 1.10 cannot close a file after a write failed
+    for space, so the space is reserved before each write) at the first
+    request whose logits have no room, with OUT.partial and DUMP.partial
+    whole; once there is room --resume continues both in place (no result
+    computed again) to the uninterrupted run's output and dump, through a
+    2 x 2 job. Results alone fill a disk and resume the same way.
+    grok1-mkckpt and grok1-merge refuse a disk too small before writing,
+    leaving nothing behind."""
+    import h5py
+    import numpy as np
+    ckpt, _ = setup()
+    inp = os.path.join(ARGS.tmp, "df_in.jsonl")
+    rnd = random.Random(8)
+    with open(inp, "w") as f:
+        for i in range(400):
+            f.write(json.dumps({"id": f"d{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 12))]})
+                    + "\n")
+
+    def args(out, dump, *extra):
+        return ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--progress", "off"] + (
+            ["--dump-logits", dump] if dump else []) + list(extra)
+    ref, ref_dump = os.path.join(ARGS.tmp, "df_ref.jsonl"), os.path.join(ARGS.tmp, "df_ref.h5")
+    for p_ in (ref, ref_dump):
+        if os.path.exists(p_):
+            os.remove(p_)
+    subprocess.run([ARGS.run] + args(ref, ref_dump), check=True, capture_output=True, env=ENV)
+    mnt = os.path.join(ARGS.tmp, "df_mnt")
+    if not tmpfs(mnt, "3m"):
+        print("SKIP: cannot mount a tmpfs here (the test needs root)")
+        return 77
+    try:
+        out, dump = os.path.join(mnt, "out.jsonl"), os.path.join(mnt, "d.h5")
+        cmd = [ARGS.run, "--checkpoint", ckpt, "--mode", "score", "--input", inp, "--check-input", "--dump-logits", dump]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+        print("check-input:", [l for l in p.stdout.splitlines() if "logits dump" in l])
+        check(p.returncode == 1 and "does NOT fit" in p.stdout, f"--check-input of a dump too large: {p.returncode} "
+                                                                 f"{p.stdout} {p.stderr}")
+        lay = ["--stages", "2", "--ep", "2"]
+        p = subprocess.run([mpirun(), "-n", "4", ARGS.run] + args(out, dump, *lay), capture_output=True, text=True,
+                           env=ENV, timeout=120)
+        print("full disk:", [l for l in p.stderr.splitlines() if l.startswith("grok1-run")])
+        check(p.returncode == 1 and "warning: the logits dump" in p.stderr and "no room for logits/" in p.stderr,
+              f"a run onto a full disk: exit {p.returncode}: {p.stderr[-600:]}")
+        check("Segmentation" not in p.stderr and "signal" not in p.stderr, f"a crash: {p.stderr[-600:]}")
+        kept = open(out + ".partial").read() if os.path.exists(out + ".partial") else ""
+        check(0 < len(kept) and open(ref).read().startswith(kept), "the results kept are not the reference's first")
+        check(os.path.exists(dump + ".partial") and not os.path.exists(dump) and not os.path.exists(out),
+              "a run stopped by a full disk must leave OUT.partial and DUMP.partial only")
+        check(tmpfs(mnt, "32m"), "cannot grow the tmpfs")
+        p = subprocess.run([mpirun(), "-n", "4", ARGS.run] + args(out, dump, "--resume", *lay), capture_output=True,
+                           text=True, env=ENV, timeout=120)
+        check(p.returncode == 0 and "warning" not in p.stderr and "resumed after" in p.stderr,
+              f"--resume once there is room: exit {p.returncode}: {p.stderr[-600:]}")
+        check(os.path.exists(out) and open(out).read() == open(ref).read(), "resumed results differ from the reference")
+        with h5py.File(ref_dump, "r") as a, h5py.File(dump, "r") as b:
+            same = set(a["logits"]) == set(b["logits"]) and all(
+                np.array_equal(a["logits"][k][...], b["logits"][k][...]) and sorted(a["logits"][k].attrs) ==
+                sorted(b["logits"][k].attrs) and all(np.array_equal(a["logits"][k].attrs[t], b["logits"][k].attrs[t])
+                                                     for t in a["logits"][k].attrs) for k in a["logits"])
+        check(same, "the dump continued after a full disk differs from the uninterrupted run's")
+        st = os.stat(dump)
+        check(st.st_blocks * 512 <= st.st_size + (64 << 10),
+              f"space reserved past the dump's end was not given back: {st.st_blocks * 512} bytes on disk for "
+              f"{st.st_size}")
+        # the results alone
+        for p_ in os.listdir(mnt):
+            os.remove(os.path.join(mnt, p_))
+        check(tmpfs(mnt, "16k"), "cannot shrink the tmpfs")
+        p = subprocess.run([ARGS.run] + args(out, None), capture_output=True, text=True, env=ENV)
+        check(p.returncode == 1 and "writing results failed" in p.stderr and "No space left" in p.stderr,
+              f"results onto a full disk: exit {p.returncode}: {p.stderr[-300:]}")
+        check(tmpfs(mnt, "4m"), "cannot grow the tmpfs")
+        p = subprocess.run([ARGS.run] + args(out, None, "--resume"), capture_output=True, text=True, env=ENV)
+        check(p.returncode == 0 and open(out).read() == open(ref).read(),
+              f"results resumed after a full disk: exit {p.returncode}: {p.stderr[-300:]}")
+        # a checkpoint, a merge: refused before writing, nothing left
+        for p_ in os.listdir(mnt):
+            os.remove(os.path.join(mnt, p_))
+        check(tmpfs(mnt, "256k"), "cannot shrink the tmpfs")
+        p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", os.path.join(mnt, "t.h5")],
+                           capture_output=True, text=True)
+        check(p.returncode == 1 and "no room for" in p.stderr and not os.listdir(mnt),
+              f"grok1-mkckpt onto a small disk: exit {p.returncode} {p.stderr.strip()}; left {os.listdir(mnt)}")
+        shards = []
+        for k in range(2):
+            o = os.path.join(ARGS.tmp, f"df_s{k}.jsonl")
+            for p_ in (o, o + ".meta.json", o[:-6] + ".h5"):
+                if os.path.exists(p_):
+                    os.remove(p_)
+            subprocess.run([ARGS.run] + args(o, o[:-6] + ".h5", "--shard", f"{k}/2"), check=True,
+                           capture_output=True, env=ENV)
+            shards.append(o)
+        check(tmpfs(mnt, "2m"), "cannot resize the tmpfs")
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", out, "--dump-logits", dump] + shards,
+                           capture_output=True, text=True)
+        check(p.returncode == 1 and "no room for the joined dump" in p.stderr and not os.listdir(mnt),
+              f"grok1-merge onto a small disk: exit {p.returncode} {p.stderr.strip()}; left {os.listdir(mnt)}")
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
+        if not os.path.ismount(mnt):
+            shutil.rmtree(mnt, ignore_errors=True)
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 
@@ -537,14 +652,17 @@ def main():
     ap.add_argument("--run", required=True)
     ap.add_argument("--mkckpt", required=True)
     ap.add_argument("--link", default="", help="grok1-link (case resume_refusals)")
+    ap.add_argument("--merge", default="", help="grok1-merge (case disk_full; default: beside grok1-run)")
     ap.add_argument("--tmp", required=True)
     ARGS = ap.parse_args()
+    ARGS.merge = ARGS.merge or os.path.join(os.path.dirname(os.path.abspath(ARGS.run)), "grok1-merge")
     if not mpirun():
         print("SKIP: no mpirun (apt-get install openmpi-bin)")
         return 77
     ARGS.tmp = os.path.abspath(ARGS.tmp)
     os.makedirs(ARGS.tmp, exist_ok=True)
-    CASES[ARGS.case]()
+    if CASES[ARGS.case]() == 77:
+        return 77
     print("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)")
     return 1 if FAILS else 0
 

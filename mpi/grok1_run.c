@@ -162,8 +162,9 @@ static void usage(FILE *f)
 "  --check-input             read every request as this command line's run would (the model's\n"
 "                            config, no weights, no GPU, no MPI), print each refused one\n"
 "                            (the first 20) and a summary (requests, prompt tokens, the\n"
-"                            longest, cuts, new tokens), write nothing; --output may be left\n"
-"                            out. Exit 0 when a run would accept every request, else 1. For a\n"
+"                            longest, cuts, new tokens; with --dump-logits its size against\n"
+"                            the free space), write nothing; --output may be left out. Exit 0\n"
+"                            when a run would accept every request (and the dump fits), else 1. For a\n"
 "                            login node before a batch job: a run stops at the first refused\n"
 "                            request, after loading the weights\n"
 "  --shard K/N               run only requests K, K + N, K + 2N, ... of the input (counted\n"
@@ -1039,7 +1040,8 @@ static g1_status dump_room(const cli *c, const g1_config *cfg, const g1_driver_o
         fprintf(stderr, "grok1-run: logits dump: %lld rows of %d float32 logits, about %s (%s written); %s has %s "
                         "free\n",
                 (long long)s.prompt_tokens, cfg->vocab_size, g1_bytes_text(a, sizeof a, need + held),
-                g1_bytes_text(h, sizeof h, held), dir, room >= 0 ? g1_bytes_text(b, sizeof b, room) : "an unknown amount");
+                g1_bytes_text(h, sizeof h, held), dir,
+                room >= 0 ? g1_bytes_text(b, sizeof b, room) : "an unknown amount");
     if (room >= 0 && need > room)
         fprintf(stderr, "grok1-run: warning: the logits dump %s needs about %s more (%lld rows of %d float32 logits "
                         "in all), but %s has %s free: the run will stop when the disk is full, keeping the results "

@@ -571,7 +571,8 @@ def case_disk_full():
         return 77
     try:
         out, dump = os.path.join(mnt, "out.jsonl"), os.path.join(mnt, "d.h5")
-        cmd = [ARGS.run, "--checkpoint", ckpt, "--mode", "score", "--input", inp, "--check-input", "--dump-logits", dump]
+        cmd = [ARGS.run, "--checkpoint", ckpt, "--mode", "score", "--input", inp, "--check-input",
+               "--dump-logits", dump]
         p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
         print("check-input:", [l for l in p.stdout.splitlines() if "logits dump" in l])
         check(p.returncode == 1 and "does NOT fit" in p.stdout, f"--check-input of a dump too large: {p.returncode} "

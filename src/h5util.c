@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <limits.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -76,8 +77,7 @@ static herr_t put_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, co
     return put_attr_in(loc, name, ftype, mtype, H5Screate(H5S_SCALAR), v);
 }
 
-/* A variable-length UTF-8 string, as h5py writes a Python str. */
-static herr_t put_str_attr(hid_t loc, const char *name, const char *s)
+herr_t g1_h5_put_string(hid_t loc, const char *name, const char *s)
 {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
@@ -89,7 +89,7 @@ static herr_t put_str_attr(hid_t loc, const char *name, const char *s)
 
 herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg)
 {
-    herr_t e = put_str_attr(loc, "format", G1_FORMAT_NAME);
+    herr_t e = g1_h5_put_string(loc, "format", G1_FORMAT_NAME);
     int v = G1_FORMAT_VERSION;
     if (e >= 0)
         e = put_attr(loc, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &v);
@@ -266,32 +266,42 @@ uint32_t g1_h5_crc32(const void *p, size_t n)
     return all;
 }
 
-herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n)
+herr_t g1_h5_put_ints(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *v, size_t n)
 {
-    if (H5Aexists(dset, G1_H5_CRC_ATTR) > 0 && H5Adelete(dset, G1_H5_CRC_ATTR) < 0)
+    if (H5Aexists(loc, name) > 0 && H5Adelete(loc, name) < 0)
         return -1;
     hsize_t dims[1] = {n};
-    return put_attr_in(dset, G1_H5_CRC_ATTR, H5T_STD_U32LE, H5T_NATIVE_UINT32, H5Screate_simple(1, dims, NULL), v);
+    return put_attr_in(loc, name, ftype, mtype, H5Screate_simple(1, dims, NULL), v);
 }
 
-int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max)
+int g1_h5_get_ints(hid_t loc, const char *name, hid_t memtype, void *v, size_t max)
 {
-    htri_t there = H5Aexists(dset, G1_H5_CRC_ATTR);
+    htri_t there = H5Aexists(loc, name);
     if (there == 0)
         return 0;
     if (there < 0)
         return -1;
-    hid_t a = H5Aopen(dset, G1_H5_CRC_ATTR, H5P_DEFAULT);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0)
         return -1;
     hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
     hssize_t n = H5Sget_simple_extent_npoints(sp);
     int ok = H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_ndims(sp) <= 1 && n >= 1 && (size_t)n <= max &&
-             H5Aread(a, H5T_NATIVE_UINT32, v) >= 0;
+             n <= INT_MAX && (!v || H5Aread(a, memtype, v) >= 0);
     H5Tclose(t);
     H5Sclose(sp);
     H5Aclose(a);
     return ok ? (int)n : -1;
+}
+
+herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n)
+{
+    return g1_h5_put_ints(dset, G1_H5_CRC_ATTR, H5T_STD_U32LE, H5T_NATIVE_UINT32, v, n);
+}
+
+int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max)
+{
+    return g1_h5_get_ints(dset, G1_H5_CRC_ATTR, H5T_NATIVE_UINT32, v, max);
 }
 
 /* Bytes one read of g1_h5_crc_of covers at most (whole rows). */

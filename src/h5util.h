@@ -44,6 +44,16 @@ herr_t g1_h5_write_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, 
 uint32_t g1_h5_crc32(const void *p, size_t n);
 /* The CRC-32 of a then b from crc(a), crc(b) and b's length. */
 uint32_t g1_h5_crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+/* A 1-D integer attribute of n values (ftype in the file, mtype in
+ * memory) on loc, replacing one that is there. */
+herr_t g1_h5_put_ints(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *v, size_t n);
+/* The integer attribute `name` of loc (a scalar or 1-D) read as memtype
+ * into v (at most max values; v NULL: not read): how many values it has,
+ * 0 when it is absent, -1 when it is empty, not integers, longer than max
+ * or unreadable. */
+int g1_h5_get_ints(hid_t loc, const char *name, hid_t memtype, void *v, size_t max);
+/* A variable-length UTF-8 string attribute (as h5py writes a Python str). */
+herr_t g1_h5_put_string(hid_t loc, const char *name, const char *s);
 /* Write the "crc32" attribute (n values) on an open dataset, replacing one
  * that is there. */
 herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n);

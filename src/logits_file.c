@@ -89,26 +89,10 @@ static void free_file(g1_logits_file *f)
     free(f);
 }
 
-/* A variable-length UTF-8 string attribute on loc. */
-static herr_t put_string(hid_t loc, const char *name, const char *value)
-{
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = a < 0 ? -1 : H5Awrite(a, t, &value);
-    if (a >= 0)
-        H5Aclose(a);
-    H5Tclose(t);
-    H5Sclose(sp);
-    return e;
-}
-
 /* The root attributes: format, vocab_size, and run (when given). */
 static herr_t put_attrs(hid_t file, int vocab_size, const char *run)
 {
-    herr_t e = put_string(file, "format", "grok1-logits");
+    herr_t e = g1_h5_put_string(file, "format", "grok1-logits");
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t b = e < 0 ? -1 : H5Acreate2(file, "vocab_size", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
     e = b < 0 ? -1 : H5Awrite(b, H5T_NATIVE_INT, &vocab_size);
@@ -116,7 +100,7 @@ static herr_t put_attrs(hid_t file, int vocab_size, const char *run)
         H5Aclose(b);
     H5Sclose(sp);
     if (e >= 0 && run)
-        e = put_string(file, "run", run);
+        e = g1_h5_put_string(file, "run", run);
     return e;
 }
 
@@ -289,19 +273,9 @@ g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_f
  * id (JSON text); either may be NULL (not recorded). */
 static herr_t put_request_attrs(hid_t d, int n, const int *tokens, const char *id_json)
 {
-    herr_t e = 0;
-    if (tokens) {
-        hsize_t dim = (hsize_t)n;
-        hid_t sp = H5Screate_simple(1, &dim, NULL);
-        hid_t a = sp < 0 ? -1 : H5Acreate2(d, G1_DUMP_TOKENS_ATTR, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-        e = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT, tokens);
-        if (a >= 0)
-            H5Aclose(a);
-        if (sp >= 0)
-            H5Sclose(sp);
-    }
+    herr_t e = tokens ? g1_h5_put_ints(d, G1_DUMP_TOKENS_ATTR, H5T_STD_I32LE, H5T_NATIVE_INT, tokens, (size_t)n) : 0;
     if (e >= 0 && id_json)
-        e = put_string(d, G1_DUMP_ID_ATTR, id_json);
+        e = g1_h5_put_string(d, G1_DUMP_ID_ATTR, id_json);
     return e;
 }
 
@@ -311,29 +285,14 @@ static herr_t put_request_attrs(hid_t d, int n, const int *tokens, const char *i
  * out of range). */
 static int get_tokens(hid_t d, int n, int vocab_size, int *v)
 {
-    int there = H5Aexists(d, G1_DUMP_TOKENS_ATTR);
-    if (there == 0)
-        return 0;
-    if (there < 0)
-        return -1;
-    hid_t a = H5Aopen(d, G1_DUMP_TOKENS_ATTR, H5P_DEFAULT);
-    hid_t sp = a < 0 ? -1 : H5Aget_space(a), t = a < 0 ? -1 : H5Aget_type(a);
-    hsize_t dim = 0;
-    int ok = sp >= 0 && t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_ndims(sp) == 1 &&
-             H5Sget_simple_extent_dims(sp, &dim, NULL) == 1 && dim == (hsize_t)n;
-    int *buf = ok ? (v ? v : malloc((size_t)n * sizeof *buf)) : NULL;
-    ok = ok && buf && H5Aread(a, H5T_NATIVE_INT, buf) >= 0;
+    int *buf = v ? v : malloc((size_t)n * sizeof *buf);
+    int got = buf ? g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, buf, (size_t)n) : -1;
+    int ok = got == n;
     for (int i = 0; ok && i < n; i++)
         ok = buf[i] >= 0 && buf[i] < vocab_size;
     if (buf != v)
         free(buf);
-    if (t >= 0)
-        H5Tclose(t);
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (a >= 0)
-        H5Aclose(a);
-    return ok ? 1 : -1;
+    return got == 0 ? 0 : ok ? 1 : -1;
 }
 
 /* The "id" attribute of dataset d, malloc'd; NULL when absent (*bad: 0)

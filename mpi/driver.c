@@ -46,6 +46,7 @@ typedef struct seq {
  * request index, holding requests [next, next + cap). */
 typedef struct outq {
     char **line;
+    int64_t *dump_k; /* each line's dataset in the logits dump (its input line - 1) */
     int64_t cap;
     int64_t next; /* the next request index to write */
 } outq;
@@ -127,8 +128,9 @@ static g1_status out_write(driver *d, const char *line)
     return G1_OK;
 }
 
-/* Takes ownership of `line`. */
-static g1_status out_push(driver *d, int64_t k, char *line)
+/* Takes ownership of `line`, the result of request k whose logits dump
+ * dataset is logits/<dump_k>. */
+static g1_status out_push(driver *d, int64_t k, char *line, int64_t dump_k)
 {
     outq *q = &d->q;
     if (k - q->next >= q->cap) {
@@ -136,23 +138,35 @@ static g1_status out_push(driver *d, int64_t k, char *line)
         while (k - q->next >= cap)
             cap *= 2;
         char **nl = calloc((size_t)cap, sizeof *nl);
-        if (!nl) {
+        int64_t *nk = calloc((size_t)cap, sizeof *nk);
+        if (!nl || !nk) {
+            free(nl);
+            free(nk);
             free(line);
             return G1_FAIL(G1_ERR_NOMEM, "out of memory holding results back for input order");
         }
-        for (int64_t i = q->next; i < q->next + q->cap; i++)
+        for (int64_t i = q->next; i < q->next + q->cap; i++) {
             nl[i % cap] = q->line[i % q->cap];
+            nk[i % cap] = q->dump_k[i % q->cap];
+        }
         free(q->line);
+        free(q->dump_k);
         q->line = nl;
+        q->dump_k = nk;
         q->cap = cap;
     }
     q->line[k % q->cap] = line;
+    q->dump_k[k % q->cap] = dump_k;
     while (q->cap && q->line[q->next % q->cap]) {
         char **slot = &q->line[q->next % q->cap];
         g1_status st = out_write(d, *slot);
         free(*slot);
         *slot = NULL;
         G1_TRY(st);
+        /* its logits went to the dump before it (flushed there): the dump
+         * may now vouch for them (g1_logits_file_result_out) */
+        if (d->o.dump && d->o.dump->out)
+            d->o.dump->out(d->o.dump->ctx, q->dump_k[q->next % q->cap]);
         q->next++;
         d->st->written++;
     }
@@ -191,7 +205,7 @@ static g1_status seq_finish(driver *d, int s)
                  ? g1_result_score(&q->req, q->lp, q->ok, &line)
                  : g1_result_generate(&q->req, q->gen, q->n_gen, d->o.tok ? (q->text.s ? q->text.s : "") : NULL,
                                       q->text.n, q->finish, q->top, &line);
-    int64_t k = q->k;
+    int64_t k = q->k, dump_k = (int64_t)q->req.line - 1;
     d->st->generated_tokens += q->n_gen;
     if (st == G1_OK && d->held_lp && plain_score(d, &q->req) && q->req.n_prompt > 1) {
         int n = q->req.n_prompt - 1;
@@ -202,7 +216,7 @@ static g1_status seq_finish(driver *d, int s)
     seq_clear(q); /* the slot's next request starts at position 0, or after the prefix it shares with
                      the slot's caches (prefix reuse): a smaller position rewinds them */
     G1_TRY(st);
-    return out_push(d, k, line);
+    return out_push(d, k, line, dump_k);
 }
 
 /* The prompt tokens of request r that go through the model: all of them,
@@ -1007,6 +1021,7 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     for (int64_t i = 0; i < d.q.cap; i++)
         free(d.q.line[i]);
     free(d.q.line);
+    free(d.q.dump_k);
     free(d.seqs);
     for (int m = 0; d.mbs && m < d.M; m++)
         mbatch_free(&d.mbs[m]);

@@ -27,6 +27,9 @@ typedef struct g1_logits_sink {
      * request k's logits (n_rows_total rows, of these tokens and id) are
      * already there, else why not; NULL: not checked */
     int (*has)(void *ctx, int64_t k, int n_rows_total, const int *tokens, const char *id_json);
+    /* request k's result line is written (results go out in input order,
+     * each after its logits); NULL: not told */
+    void (*out)(void *ctx, int64_t k);
     void *ctx;
 } g1_logits_sink;
 

@@ -817,6 +817,8 @@ static int dump_has(void *ctx, int64_t k, int n_rows_total, const int *tokens, c
     return g1_logits_file_has(ctx, k, n_rows_total, tokens, id_json);
 }
 
+static void dump_out(void *ctx, int64_t k) { g1_logits_file_result_out(ctx, k); }
+
 /* A resume's look at the dump before anything is renamed: every kept
  * result's dataset, with its rows, tokens and id; the first that is not
  * there (or not that request's) noted. */
@@ -969,10 +971,18 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
         st = G1_ERR_FORMAT;
         snprintf(why, sizeof why, "the logits dump %s.partial cannot be continued: %s", c->dump_logits, f->dump_unfit);
     } else if (st == G1_OK && f->logits && k_last >= 0) {
-        st = g1_logits_file_prune(f->logits, k_last, !c->skip_checksums, &found);
+        int64_t checked = 0;
+        st = g1_logits_file_prune(f->logits, k_last, !c->skip_checksums, &found, &checked);
         if (st == G1_OK && found != (int64_t)kept)
             st = G1_FAIL(G1_ERR_FORMAT, "it holds the logits of %lld of the %zu results kept in %s",
                          (long long)found, kept, f->partial);
+        if (st == G1_OK && c->verbose)
+            fprintf(stderr, "grok1-run: logits dump: the %zu results kept have their logits there; %lld read back "
+                            "against their checksums%s\n",
+                    kept, (long long)checked,
+                    c->skip_checksums ? " (--skip-checksums)"
+                    : checked < found ? ", the others were on disk (synced) before the interruption"
+                                      : "");
         if (st != G1_OK)
             snprintf(why, sizeof why, "the logits dump %s.partial cannot be continued: %s", c->dump_logits,
                      g1_last_error());
@@ -1588,7 +1598,7 @@ static void driver_opts(const cli *c, files *f, job *j, g1_progress *prog, g1_dr
                         .shard = c->shard,
                         .shards = c->shards};
 #if G1_HAVE_HDF5
-    *sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .ctx = f->logits};
+    *sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .out = dump_out, .ctx = f->logits};
     if (f->logits)
         o.dump = sink;
 #else

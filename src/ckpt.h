@@ -99,6 +99,10 @@ typedef struct g1_logits_file g1_logits_file;
  * JSON text of the request's "id", as the result line gives it). */
 #define G1_DUMP_TOKENS_ATTR "tokens"
 #define G1_DUMP_ID_ATTR "id"
+/* A dataset of an unfinished dump (scalar int64): every dataset
+ * logits/<k> with k <= it was on disk (fsync'ed) when it was written, so a
+ * resume need not read those back against their checksums. */
+#define G1_DUMP_SYNCED "synced_through"
 /* A new dump, written as PATH.partial (an old one is replaced); `run`
  * (NULL: none) is kept as its root attribute "run": what grok1-run records
  * of the run (docs/RUN.md), compared by a resume and by grok1-merge. */
@@ -112,13 +116,14 @@ const char *g1_logits_file_run(const g1_logits_file *f);
 g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file **out);
 /* Before a resume writes: keep the datasets of requests 0..k_last (the
  * kept results: each must open with V columns, and with `check` match its
- * checksum when it has one; *n_kept says how many open) and delete every
- * later one. A job killed without warning can leave
+ * checksum when it has one, unless the dump's G1_DUMP_SYNCED says it
+ * was on disk; *n_kept says how many open, *n_checked how many were read
+ * against their checksums) and delete every later one. A job killed without warning can leave
  * datasets of unfinished requests whose metadata reached the disk and whose
  * storage did not (HDF5 flushes are not atomic); made afresh, they cannot
  * reach into space the continued file allocates again. Errors: the dump's
  * metadata is damaged (the caller starts the dump afresh). */
-g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept);
+g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept, int64_t *n_checked);
 /* PATH.partial (or a finished PATH when there is none) read-only, for
  * g1_logits_file_has only (a resume's check of the kept results before it
  * changes anything); close with g1_logits_file_abort. Errors: unreadable,
@@ -137,6 +142,11 @@ g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *as
  * flushed. */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits, const int *tokens, const char *id_json);
+/* Request k's result line is written (after its logits were flushed):
+ * every GROK1_DUMP_SYNC_S seconds (default 30) the file is fsync'ed on a
+ * thread of its own, and when that returns G1_DUMP_SYNCED is set to
+ * the last k out when it began. A finished dump has no such dataset. */
+void g1_logits_file_result_out(g1_logits_file *f, int64_t k);
 /* 1 when a dump to continue exists: PATH.partial or a finished PATH */
 int g1_logits_file_present(const char *path);
 /* What g1_logits_file_has finds of a request's dataset. */

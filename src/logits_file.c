@@ -9,11 +9,14 @@
  * rows; a resume compares the kept ones, grok1-merge every one it joins. */
 #include <errno.h>
 #include <hdf5.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -27,6 +30,17 @@ typedef struct pending {
     uint32_t crc;
 } pending;
 
+/* An fsync of the dump on a thread of its own, so that rank 0's work
+ * does not wait for the disk. */
+typedef struct syncer {
+    pthread_t thread;
+    int running;        /* started and not yet joined */
+    int fd;             /* a dup of the file's descriptor, for the thread */
+    int64_t k;          /* the datasets it makes durable: logits/<j>, j <= k */
+    atomic_int done;    /* the thread's fsync returned */
+    int failed;         /* ... with an error (no mark then) */
+} syncer;
+
 struct g1_logits_file {
     hid_t file, group;
     char *path, *tmp;
@@ -35,7 +49,123 @@ struct g1_logits_file {
     int writing; /* opened to write (created or continued): space may be reserved past its end */
     pending *pend;
     size_t npend, cap;
+    /* the durable mark (G1_DUMP_SYNCED): results out, the last sync */
+    int64_t out_k, synced;
+    double sync_every, last_sync;
+    syncer sy;
 };
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *sync_main(void *arg)
+{
+    syncer *sy = arg;
+    sy->failed = fsync(sy->fd) != 0;
+    atomic_store(&sy->done, 1);
+    return NULL;
+}
+
+/* The durable mark: dataset G1_DUMP_SYNCED (a scalar int64, its storage
+ * allocated when it is made, so that a new mark is 8 bytes written in
+ * place: no HDF5 metadata changes, which a kill could tear) set to k. */
+static herr_t put_synced(g1_logits_file *f, int64_t k)
+{
+    hid_t d = -1;
+    if (H5Lexists(f->file, G1_DUMP_SYNCED, H5P_DEFAULT) > 0) {
+        d = H5Dopen2(f->file, G1_DUMP_SYNCED, H5P_DEFAULT);
+    } else {
+        hid_t sp = H5Screate(H5S_SCALAR), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+        d = H5Dcreate2(f->file, G1_DUMP_SYNCED, H5T_STD_I64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        H5Pclose(dcpl);
+        H5Sclose(sp);
+    }
+    herr_t e = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &k);
+    if (d >= 0)
+        H5Dclose(d);
+    if (e >= 0)
+        f->synced = k;
+    return e;
+}
+
+/* The mark of a dump being continued; -1 when it has none. */
+static int64_t get_synced(hid_t file)
+{
+    int64_t k = -1;
+    hid_t d = H5Lexists(file, G1_DUMP_SYNCED, H5P_DEFAULT) > 0 ? H5Dopen2(file, G1_DUMP_SYNCED, H5P_DEFAULT) : -1;
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d), t = d < 0 ? -1 : H5Dget_type(d);
+    if (!(sp >= 0 && t >= 0 && H5Sget_simple_extent_type(sp) == H5S_SCALAR && H5Tget_class(t) == H5T_INTEGER &&
+          H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &k) >= 0 && k >= -1))
+        k = -1;
+    if (t >= 0)
+        H5Tclose(t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    return k;
+}
+
+/* The thread joined (waiting for it when `wait`), and the mark put on when
+ * its fsync succeeded: 0, or -1 when writing the mark failed. */
+static herr_t sync_reap(g1_logits_file *f, int wait)
+{
+    syncer *sy = &f->sy;
+    if (!sy->running || (!wait && !atomic_load(&sy->done)))
+        return 0;
+    pthread_join(sy->thread, NULL);
+    close(sy->fd);
+    sy->running = 0;
+    if (sy->failed || f->file < 0)
+        return 0;
+    return put_synced(f, sy->k);
+}
+
+/* Start an fsync when the last began sync_every seconds ago and results
+ * came out since: the data of every dataset whose result is out was
+ * flushed to the kernel before the result (g1_logits_file_write), so once
+ * the fsync returns they are on disk. */
+static void sync_maybe(g1_logits_file *f)
+{
+    syncer *sy = &f->sy;
+    double now = mono_s();
+    if (sy->running || f->out_k <= f->synced || f->sync_every < 0 || now - f->last_sync < f->sync_every)
+        return;
+    void *h = NULL;
+    hid_t fapl = H5Fget_access_plist(f->file);
+    int fd = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(f->file, fapl, &h) >= 0 && h
+                 ? dup(*(int *)h)
+                 : -1;
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    if (fd < 0)
+        return;
+    sy->fd = fd;
+    sy->k = f->out_k;
+    sy->failed = 0;
+    atomic_store(&sy->done, 0);
+    f->last_sync = now;
+    if (pthread_create(&sy->thread, NULL, sync_main, sy) != 0) {
+        close(fd);
+        return;
+    }
+    sy->running = 1;
+}
+
+/* The writer's sync settings: every GROK1_DUMP_SYNC_S seconds (default
+ * 30; a test sets 0: after every result; < 0: never). */
+static void sync_init(g1_logits_file *f)
+{
+    const char *e = getenv("GROK1_DUMP_SYNC_S");
+    f->sync_every = e && *e ? atof(e) : 30.0;
+    f->last_sync = mono_s();
+    f->out_k = f->synced = -1;
+}
 
 
 /* File access for writing a dump: the 1.8 file format (HDF5 1.8 and
@@ -134,6 +264,7 @@ static g1_status new_file(const char *path, int vocab_size, g1_logits_file **out
 
 static void close_file(g1_logits_file *f)
 {
+    (void)sync_reap(f, 1);
     if (f->group >= 0)
         H5Gclose(f->group);
     if (f->file >= 0)
@@ -148,6 +279,7 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, const char *ru
     hid_t fapl = write_fapl();
     f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     f->writing = 1;
+    sync_init(f);
     H5Pclose(fapl);
     if (f->file < 0) {
         char d[256];
@@ -232,8 +364,11 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
     hid_t fapl = write_fapl();
     f->file = H5Fopen(f->tmp, H5F_ACC_RDWR, fapl);
     f->writing = 1;
+    sync_init(f);
     H5Pclose(fapl);
     int v = open_group(f, vocab_size);
+    if (f->group >= 0)
+        f->synced = get_synced(f->file);
     if (f->group < 0) {
         g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be continued: %s", f->tmp,
                                f->file < 0 ? "it is not a readable HDF5 file (a job killed without warning can "
@@ -512,9 +647,13 @@ static g1_status check_crc(hid_t d, const char *where, const char *name, int voc
     return G1_OK;
 }
 
-g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept)
+g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept, int64_t *n_checked)
 {
-    *n_kept = 0;
+    *n_kept = *n_checked = 0;
+    /* datasets past the kept results are deleted and made again: the mark
+     * vouches for none of them */
+    if (f->synced > k_last && put_synced(f, k_last) < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: cannot write its dataset %s", f->tmp, G1_DUMP_SYNCED);
     names ns = {0};
     hsize_t at = 0;
     g1_status st = G1_OK;
@@ -542,10 +681,11 @@ g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int
             if (!ok)
                 st = G1_FAIL(G1_ERR_FORMAT, "logits/%s of a kept result does not open as (n, %d) float32", ns.v[i],
                              f->vocab_size);
-            else if (check) {
+            else if (check && k > f->synced) { /* not on disk for sure before the interruption */
                 uint32_t crc;
                 int had;
                 st = check_crc(d, "", ns.v[i], f->vocab_size, &crc, &had);
+                ++*n_checked;
             }
             if (d >= 0)
                 H5Dclose(d);
@@ -579,8 +719,22 @@ g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *as
     return G1_OK;
 }
 
+void g1_logits_file_result_out(g1_logits_file *f, int64_t k)
+{
+    if (!f || !f->writing || f->file < 0)
+        return;
+    if (k > f->out_k)
+        f->out_k = k;
+    (void)sync_reap(f, 0); /* a mark that cannot be written: the older one stays, which is safe */
+    sync_maybe(f);
+}
+
 g1_status g1_logits_file_finish(g1_logits_file *f)
 {
+    /* a finished dump has every dataset: the mark only serves a resume */
+    (void)sync_reap(f, 1);
+    if (H5Lexists(f->file, G1_DUMP_SYNCED, H5P_DEFAULT) > 0)
+        H5Ldelete(f->file, G1_DUMP_SYNCED, H5P_DEFAULT);
     H5Gclose(f->group);
     herr_t e = g1_h5_close(f->file);
     g1_status st = G1_OK;

@@ -406,6 +406,81 @@ def case_dump_resume():
     check(open(out).read() == open(ref).read() and same_dump(),
           "after starting over (a kept result's logits of other tokens): output or dump differ from the "
           "uninterrupted run")
+    # fsynced as it goes (GROK1_DUMP_SYNC_S=0: after every result): a
+    # resume reads back only the datasets past the mark synced_through; a
+    # value changed past it is found (set aside, started over), one before
+    # it is not (grok1-checksum finds it); a mark past the kept results
+    # (OUT.partial lost lines the dump kept) is lowered to them
+    def failed_synced():
+        for p_ in (out, out + ".partial", dump, dump + ".partial"):
+            if os.path.exists(p_):
+                os.remove(p_)
+        subprocess.run([ARGS.run] + args(out, dump), capture_output=True,
+                       env=dict(ENV, GROK1_FAULT="0:60", GROK1_DUMP_SYNC_S="0"))
+        with h5py.File(dump + ".partial", "r") as f:
+            return int(f["synced_through"][()]), sorted(int(k) for k in f["logits"])
+    mark, have = failed_synced()
+    kept_lines = [next(i for i, l in enumerate(open(inp)) if l.strip() and json.loads(l)["id"] == json.loads(r)["id"])
+                  for r in open(out + ".partial")]
+    print(f"synced: mark {mark}, {len(kept_lines)} results kept (last on line {kept_lines[-1]}), "
+          f"{len(have)} datasets")
+    check(0 <= mark <= kept_lines[-1], f"the mark {mark} is not within the kept results (last {kept_lines[-1]})")
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume", "--verbose"), capture_output=True, text=True, env=ENV)
+    said = [l for l in p.stderr.splitlines() if "read back against their checksums" in l]
+    print("resume:", said)
+    n_after = sum(1 for k in kept_lines if k > mark)
+    check(p.returncode == 0 and said and f"{n_after} read back against their checksums" in said[0] and
+          "on disk (synced)" in said[0], f"resume of a synced dump: {p.stderr[-400:]}")
+    check(open(out).read() == open(ref).read() and same_dump(), "after a resume of a synced dump: output or dump "
+                                                                 "differ from the uninterrupted run")
+    with h5py.File(dump, "r") as f:
+        check("synced_through" not in f, "a finished dump keeps the mark synced_through")
+    def change(k, mark=None):
+        with h5py.File(dump + ".partial", "r+") as f:
+            f["logits"][str(k)][0, 0] += 1.0
+            if mark is not None:  # an fsync that lagged behind: the mark at the middle of the kept results
+                f["synced_through"][()] = mark
+    middle = kept_lines[len(kept_lines) // 2]
+    failed_synced()
+    change(kept_lines[-1], middle)
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume", "--verbose"), capture_output=True, text=True, env=ENV)
+    n_after = sum(1 for k in kept_lines if k > middle)
+    check(p.returncode == 0 and "warning:" in p.stderr and
+          f"logits/{kept_lines[-1]} does not match its checksum" in p.stderr,
+          f"a value changed past the mark: {p.stderr[-400:]}")
+    check(open(out).read() == open(ref).read() and same_dump(),
+          "after starting over (a value changed past the mark): output or dump differ")
+    failed_synced()
+    change(kept_lines[1], middle)
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume", "--verbose"), capture_output=True, text=True, env=ENV)
+    check(p.returncode == 0 and f"{n_after} read back against their checksums" in p.stderr,
+          f"a mark at the middle: not {n_after} datasets read back: {p.stderr[-400:]}")
+    failed_synced()
+    change(kept_lines[0])
+    rc = subprocess.run([os.path.join(os.path.dirname(ARGS.run), "..", "checkpoints", "grok1-checksum"),
+                         dump + ".partial"], capture_output=True, text=True)
+    check(rc.returncode == 1 and f"logits/{kept_lines[0]} does not match" in rc.stderr,
+          f"grok1-checksum on a synced dump with a change before the mark: {rc.returncode} {rc.stderr[-300:]}")
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    check(p.returncode == 0 and "warning:" not in p.stderr, f"a change before the mark is not read: {p.stderr[-300:]}")
+    # the mark past the kept results: OUT.partial cut to its first 3 lines;
+    # the resume lowers it to them (the datasets after are made again, not
+    # synced), as a second interruption (no sync in it) shows
+    mark, _ = failed_synced()
+    lines = open(out + ".partial").readlines()
+    with open(out + ".partial", "w") as f:
+        f.writelines(lines[:3])
+    check(mark > kept_lines[2], f"the mark {mark} is not past the third result (line {kept_lines[2]})")
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume", "--verbose"), capture_output=True, text=True,
+                       env=dict(ENV, GROK1_FAULT="0:20", GROK1_DUMP_SYNC_S="-1"))
+    said = [l for l in p.stderr.splitlines() if "read back against their checksums" in l]
+    with h5py.File(dump + ".partial", "r") as f:
+        lowered = int(f["synced_through"][()])
+    check(p.returncode != 0 and said and "the 3 results kept" in said[0] and lowered == kept_lines[2],
+          f"a mark past the kept results: {said}, mark {lowered} (want {kept_lines[2]}): {p.stderr[-300:]}")
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    check(p.returncode == 0 and open(out).read() == open(ref).read() and same_dump(),
+          f"after a mark past the kept results: output or dump differ: {p.stderr[-300:]}")
     # killed before its first result: OUT.partial empty, DUMP.partial cut
     # short before HDF5's first flush: nothing to keep, so a resume starts
     # the dump afresh and finishes
@@ -426,7 +501,9 @@ def case_dump_sigkill():
     over a score run with --dump-logits, each followed by --resume: every
     resume finishes with the uninterrupted run's output and logits, bitwise
     (the dump is flushed at creation and after each request's last rows,
-    before its result line; a dump with no kept result is made afresh).
+    before its result line; a dump with no kept result is made afresh);
+    every other run fsyncs its dump after each result and marks it
+    (synced_through), so kills also land while the mark is written.
     G1_SIGKILL_SOAK=N: N kills at random moments instead (G1_SIGKILL_SEED)."""
     import h5py
     import numpy as np
@@ -460,9 +537,13 @@ def case_dump_sigkill():
     if os.environ.get("G1_SIGKILL_SOAK"):  # a longer soak: that many kills at random moments
         r = random.Random(int(os.environ.get("G1_SIGKILL_SEED", "1")))
         fracs = [r.uniform(0.05, 1.0) for _ in range(int(os.environ["G1_SIGKILL_SOAK"]))]
-    for frac in fracs:
+    for i, frac in enumerate(fracs):
         clean(out, dump)
-        p = subprocess.Popen(args(out, dump), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        # every other run fsyncs its dump after every result (and marks it synced_through), so kills
+        # land while the mark is written too
+        synced = i % 2 == 1
+        env = dict(ENV, GROK1_DUMP_SYNC_S="0") if synced else ENV
+        p = subprocess.Popen(args(out, dump), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         time.sleep(frac * dur)
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -489,7 +570,8 @@ def case_dump_sigkill():
                        f"(first {differ[:5]})")
         ok = not why
         how = "started over (dump damaged)" if "warning:" in q.stderr else "continued"
-        print(f"SIGKILL at {frac:.0%} of a {dur:.2f} s run: {kept} results kept; resume {how}: "
+        print(f"SIGKILL at {frac:.0%} of a {dur:.2f} s run{' (synced)' if synced else ''}: {kept} results kept; "
+              f"resume {how}: "
               f"{'output and dump equal to the uninterrupted run' if ok else 'FAILED: ' + why}")
         check(ok, f"SIGKILL at {frac:.0%} ({kept} results kept): the resume did not finish to the uninterrupted run")
 

@@ -972,17 +972,20 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
         snprintf(why, sizeof why, "the logits dump %s.partial cannot be continued: %s", c->dump_logits, f->dump_unfit);
     } else if (st == G1_OK && f->logits && k_last >= 0) {
         int64_t checked = 0;
+        double t0 = g1_trace_now();
         st = g1_logits_file_prune(f->logits, k_last, !c->skip_checksums, &found, &checked);
+        double dt = g1_trace_now() - t0;
         if (st == G1_OK && found != (int64_t)kept)
             st = G1_FAIL(G1_ERR_FORMAT, "it holds the logits of %lld of the %zu results kept in %s",
                          (long long)found, kept, f->partial);
         if (st == G1_OK && c->verbose)
             fprintf(stderr, "grok1-run: logits dump: the %zu results kept have their logits there; %lld read back "
-                            "against their checksums%s\n",
+                            "against their checksums%s (%.2f s)\n",
                     kept, (long long)checked,
                     c->skip_checksums ? " (--skip-checksums)"
                     : checked < found ? ", the others were on disk (synced) before the interruption"
-                                      : "");
+                                      : "",
+                    dt);
         if (st != G1_OK)
             snprintf(why, sizeof why, "the logits dump %s.partial cannot be continued: %s", c->dump_logits,
                      g1_last_error());

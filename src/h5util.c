@@ -177,10 +177,13 @@ void g1_h5_release(const char *path)
     struct stat sb;
     if (fd < 0)
         return;
-    /* the reserved blocks lie past the end: punched out (a truncation to
-     * the same size frees them too on some file systems, not all) */
-    if (fstat(fd, &sb) == 0)
-        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, sb.st_size, (off_t)1 << 62);
+    /* the reserved blocks lie past the end: a truncation to the same size
+     * frees them on ext4 (which will not punch past the end), a punch on
+     * others (tmpfs, XFS); errors ignored */
+    if (fstat(fd, &sb) == 0) {
+        (void)ftruncate(fd, sb.st_size);
+        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, sb.st_size, (off_t)1 << 36);
+    }
     close(fd);
 }
 

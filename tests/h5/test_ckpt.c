@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -175,6 +176,11 @@ static void test_roundtrip(const g1_synth *s)
     path_in_dir(path, sizeof path, "full.h5");
     CHECK(write_synth(path, s, 0, s->cfg.num_layers) == G1_OK, "write: %s", g1_last_error());
     CHECK(count_files() == 1, "writer left %d files (want 1)", count_files());
+    /* the room the writer reserved past the end (g1_h5_reserve) is given back */
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && (double)sb.st_blocks * 512.0 <= (double)sb.st_size + 65536.0,
+          "checkpoint: %.0f bytes on disk for %.0f (the reserved room kept)", (double)sb.st_blocks * 512.0,
+          (double)sb.st_size);
     g1_ckpt *ck;
     if (g1_ckpt_open(path, &ck) != G1_OK) {
         CHECK(0, "open: %s", g1_last_error());
@@ -431,6 +437,11 @@ static void test_logits_request_attrs(void)
     CHECK(g1_logits_file_resume(path, V, &f) == G1_OK && f, "resume: %s", g1_last_error());
     if (f)
         CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    /* the room reserved past the end while writing (g1_h5_reserve) is given back */
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && (double)sb.st_blocks * 512.0 <= (double)sb.st_size + 65536.0,
+          "finished dump: %.0f bytes on disk for %.0f (the reserved room kept)", (double)sb.st_blocks * 512.0,
+          (double)sb.st_size);
     int v = 0;
     int64_t *ks = NULL;
     size_t n = 0;

@@ -128,6 +128,8 @@ static g1_status out_write(driver *d, const char *line)
     return G1_OK;
 }
 
+static g1_status out_flush(driver *d, int wait);
+
 /* Takes ownership of `line`, the result of request k whose logits dump
  * dataset is logits/<dump_k>. */
 static g1_status out_push(driver *d, int64_t k, char *line, int64_t dump_k)
@@ -157,8 +159,23 @@ static g1_status out_push(driver *d, int64_t k, char *line, int64_t dump_k)
     }
     q->line[k % q->cap] = line;
     q->dump_k[k % q->cap] = dump_k;
+    return out_flush(d, 0);
+}
+
+/* The results that can go out, in input order: each once its logits are in
+ * the dump (a writer behind holds it back; `wait`: wait for it). */
+static g1_status out_flush(driver *d, int wait)
+{
+    outq *q = &d->q;
     while (q->cap && q->line[q->next % q->cap]) {
         char **slot = &q->line[q->next % q->cap];
+        if (d->o.dump && d->o.dump->ready) {
+            int r = d->o.dump->ready(d->o.dump->ctx, q->dump_k[q->next % q->cap], wait);
+            if (r < 0)
+                return G1_ERR_IO; /* its message is recorded */
+            if (r == 0)
+                break;
+        }
         g1_status st = out_write(d, *slot);
         free(*slot);
         *slot = NULL;
@@ -748,6 +765,7 @@ static g1_status complete(driver *d)
         if (done)
             G1_TRY(seq_finish(d, s));
     }
+    G1_TRY(out_flush(d, 0)); /* results held back for the dump, now written */
     d->st->busy += now_s() - t0;
     return G1_OK;
 }
@@ -814,6 +832,8 @@ static g1_status run_loop(driver *d)
         if (d->o.progress)
             d->o.progress(d->o.progress_ctx, d->st);
     }
+    /* every finished request's result, once its logits are in the dump */
+    G1_TRY(out_flush(d, 1));
     if (d->o.stop && *d->o.stop) {
         d->st->interrupted = 1;
         return G1_OK;

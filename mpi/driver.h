@@ -30,6 +30,11 @@ typedef struct g1_logits_sink {
     /* request k's result line is written (results go out in input order,
      * each after its logits); NULL: not told */
     void (*out)(void *ctx, int64_t k);
+    /* 1 when request k's logits are all written and flushed (a writer on a
+     * thread of its own may be behind: 0, not yet; with `wait` it waits);
+     * -1 failed (the message recorded). The driver writes k's result line
+     * only then. NULL: write returns only when they are */
+    int (*ready)(void *ctx, int64_t k, int wait);
     void *ctx;
 } g1_logits_sink;
 

@@ -26,6 +26,9 @@
 #include "cuda/cuda_tune.h"
 #include "dist.h"
 #include "driver.h"
+#if G1_HAVE_HDF5
+#include "dump_writer.h"
+#endif
 #include "fault.h"
 #include "paths.h"
 #include "progress.h"
@@ -799,6 +802,7 @@ typedef struct files {
     int nothing_left;
 #if G1_HAVE_HDF5
     g1_logits_file *logits;
+    g1_dump_writer *dw; /* writes it on a thread of its own during the run */
     char *dump_run; /* --dump-logits: what the dump records of this run (g1_dump_run_record) */
     g1_out_lock dump_lock; /* DUMP.lock, held for the run's life */
     char dump_unfit[300]; /* a resume: why the dump's datasets do not fit the kept results ("": they do) */
@@ -806,18 +810,44 @@ typedef struct files {
 } files;
 
 #if G1_HAVE_HDF5
+/* The dump's sink (ctx: the files): rows go to the writer's thread
+ * (dump_writer.h), which makes every HDF5 call of the dump while the run
+ * goes on. */
 static g1_status dump_write(void *ctx, int64_t k, int n_rows_total, int row0, int nrows, const float *logits,
                             const int *tokens, const char *id_json)
 {
-    return g1_logits_file_write(ctx, k, n_rows_total, row0, nrows, logits, tokens, id_json);
+    files *f = ctx;
+    return g1_dump_writer_write(f->dw, k, n_rows_total, row0, nrows, logits, tokens, id_json);
 }
 
 static int dump_has(void *ctx, int64_t k, int n_rows_total, const int *tokens, const char *id_json)
 {
-    return g1_logits_file_has(ctx, k, n_rows_total, tokens, id_json);
+    files *f = ctx;
+    /* HDF5 on this thread: only once the writer's is idle */
+    if (g1_dump_writer_drain(f->dw) != G1_OK)
+        return G1_DUMP_ABSENT;
+    return g1_logits_file_has(f->logits, k, n_rows_total, tokens, id_json);
 }
 
-static void dump_out(void *ctx, int64_t k) { g1_logits_file_result_out(ctx, k); }
+static void dump_out(void *ctx, int64_t k)
+{
+    files *f = ctx;
+    g1_dump_writer_result_out(f->dw, k);
+}
+
+static int dump_ready(void *ctx, int64_t k, int wait)
+{
+    files *f = ctx;
+    return g1_dump_writer_ready(f->dw, k, wait);
+}
+
+/* the resume's look (kept_look) writes nothing */
+static g1_status no_write(void *ctx, int64_t k, int n_rows_total, int row0, int nrows, const float *logits,
+                          const int *tokens, const char *id_json)
+{
+    (void)ctx, (void)n_rows_total, (void)row0, (void)nrows, (void)logits, (void)tokens, (void)id_json;
+    return G1_FAIL(G1_ERR_INTERNAL, "the check of a resume wrote the logits of request %lld", (long long)k);
+}
 
 /* A resume's look at the dump before anything is renamed: every kept
  * result's dataset, with its rows, tokens and id; the first that is not
@@ -1172,7 +1202,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                 char why[600];
                 if (c->dump_logits && json_array_size(f->done_ids) > 0 &&
                     g1_logits_file_open_read(c->dump_logits, cfg->vocab_size, &kl.f) == G1_OK) {
-                    kept_sink = (g1_logits_sink){.write = dump_write, .has = kept_has, .ctx = &kl};
+                    kept_sink = (g1_logits_sink){.write = no_write, .has = kept_has, .ctx = &kl};
                     o.dump = &kept_sink;
                     if (g1_dump_run_differs(g1_logits_file_run(kl.f), meta, "this run", why, sizeof why))
                         st = G1_FAIL(G1_ERR_ARG, "cannot resume: the logits dump %s was written by another run "
@@ -1238,6 +1268,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, f->dump_run, &f->logits));
             f->dump_made = 1;
         }
+        G1_TRY(g1_dump_writer_new(f->logits, cfg->vocab_size, 0, &f->dw));
         if (g1_input_rereadable(c->input))
             G1_TRY(dump_room(c, cfg, check, f));
     }
@@ -1337,6 +1368,13 @@ static g1_status files_close(const cli *c, files *f, int ok)
     if (f->in && f->in != stdin)
         fclose(f->in);
 #if G1_HAVE_HDF5
+    /* the writer's thread ends first: what it had queued is written */
+    g1_status wst = g1_dump_writer_free(f->dw);
+    f->dw = NULL;
+    if (wst != G1_OK && ok) {
+        st = wst;
+        ok = 0;
+    }
     if (f->logits) {
         if (ok)
             st = g1_logits_file_finish(f->logits);
@@ -1601,7 +1639,7 @@ static void driver_opts(const cli *c, files *f, job *j, g1_progress *prog, g1_dr
                         .shard = c->shard,
                         .shards = c->shards};
 #if G1_HAVE_HDF5
-    *sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .out = dump_out, .ctx = f->logits};
+    *sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .out = dump_out, .ready = dump_ready, .ctx = f};
     if (f->logits)
         o.dump = sink;
 #else

@@ -1,0 +1,322 @@
+/* The logits dump written on a thread of its own: see dump_writer.h. Only
+ * in builds with HDF5 (the dump's). */
+#if G1_HAVE_HDF5
+#include "dump_writer.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { JOB_ROWS, JOB_OUT };
+
+typedef struct job {
+    int kind;
+    int64_t k;
+    int n_total, row0, nrows;
+    float *rows;
+    size_t rows_cap; /* floats */
+    int *tokens;
+    size_t tokens_cap;
+    char *id;
+    struct job *next;
+} job;
+
+struct g1_dump_writer {
+    g1_logits_file *f;
+    int vocab_size;
+    pthread_mutex_t mu;
+    pthread_cond_t more; /* a job queued, or the end: for the thread */
+    pthread_cond_t less; /* a job done, or an error: for the caller */
+    job *head, *tail;    /* queued, oldest first */
+    job *spare;          /* done: their buffers are used again */
+    uint64_t queued, most; /* bytes of rows queued, and the most before a write waits */
+    int busy;              /* the thread is on a job, outside the lock */
+    int started, ending;
+    pthread_t thread;
+    g1_status err;         /* the first failure; the jobs after it are dropped */
+    char msg[1024];
+    int64_t *done;         /* requests whose datasets are complete, not yet asked about */
+    size_t n_done, cap_done;
+};
+
+static uint64_t job_bytes(const g1_dump_writer *w, const job *j)
+{
+    return j->kind == JOB_ROWS ? (uint64_t)j->nrows * (uint64_t)w->vocab_size * sizeof(float) : 0;
+}
+
+static void job_free(job *j)
+{
+    free(j->rows);
+    free(j->tokens);
+    free(j->id);
+    free(j);
+}
+
+/* With the lock: j done, its buffers kept for another. */
+static void recycle(g1_dump_writer *w, job *j)
+{
+    w->queued -= job_bytes(w, j);
+    free(j->id);
+    j->id = NULL;
+    j->next = w->spare;
+    w->spare = j;
+}
+
+static void *writer_main(void *arg)
+{
+    g1_dump_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->head && !w->ending)
+            pthread_cond_wait(&w->more, &w->mu);
+        job *j = w->head;
+        if (!j)
+            break;
+        w->head = j->next;
+        if (!w->head)
+            w->tail = NULL;
+        if (w->err != G1_OK) { /* the dump stops at its first failure */
+            recycle(w, j);
+            pthread_cond_broadcast(&w->less);
+            continue;
+        }
+        w->busy = 1;
+        pthread_mutex_unlock(&w->mu);
+        g1_status st = G1_OK;
+        if (j->kind == JOB_ROWS)
+            st = g1_logits_file_write(w->f, j->k, j->n_total, j->row0, j->nrows, j->rows, j->tokens, j->id);
+        else
+            g1_logits_file_result_out(w->f, j->k);
+        int complete = st == G1_OK && j->kind == JOB_ROWS && j->row0 + j->nrows == j->n_total;
+        char msg[sizeof w->msg] = "";
+        if (st != G1_OK)
+            snprintf(msg, sizeof msg, "%s", g1_last_error());
+        pthread_mutex_lock(&w->mu);
+        w->busy = 0;
+        if (st != G1_OK && w->err == G1_OK) {
+            w->err = st;
+            memcpy(w->msg, msg, sizeof msg);
+        }
+        if (complete) {
+            if (w->n_done == w->cap_done) {
+                size_t cap = w->cap_done ? 2 * w->cap_done : 64;
+                int64_t *v = realloc(w->done, cap * sizeof *v);
+                if (v) {
+                    w->done = v;
+                    w->cap_done = cap;
+                }
+            }
+            if (w->n_done < w->cap_done)
+                w->done[w->n_done++] = j->k;
+            else if (w->err == G1_OK) {
+                w->err = G1_ERR_NOMEM;
+                snprintf(w->msg, sizeof w->msg, "out of memory");
+            }
+        }
+        recycle(w, j);
+        pthread_cond_broadcast(&w->less);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+g1_status g1_dump_writer_new(g1_logits_file *f, int vocab_size, uint64_t most_bytes, g1_dump_writer **out)
+{
+    *out = NULL;
+    g1_dump_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    w->f = f;
+    w->vocab_size = vocab_size;
+    w->most = most_bytes ? most_bytes : (uint64_t)1 << 30;
+    w->err = G1_OK;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->more, NULL);
+    pthread_cond_init(&w->less, NULL);
+    *out = w;
+    return G1_OK;
+}
+
+/* With the lock held: the writer's failure as this thread's error. */
+static g1_status failed(g1_dump_writer *w)
+{
+    g1_status st = w->err;
+    char msg[sizeof w->msg];
+    memcpy(msg, w->msg, sizeof msg);
+    pthread_mutex_unlock(&w->mu);
+    return G1_FAIL(st, "%s", msg);
+}
+
+/* With the lock held: a job to fill (a spare one, or new); NULL: no memory. */
+static job *take_job(g1_dump_writer *w)
+{
+    job *j = w->spare;
+    if (j) {
+        w->spare = j->next;
+        j->next = NULL;
+        return j;
+    }
+    return calloc(1, sizeof(job));
+}
+
+static g1_status enqueue(g1_dump_writer *w, job *j)
+{
+    pthread_mutex_lock(&w->mu);
+    if (!w->started) {
+        /* signals (SIGTERM, ^C) go to the run's thread, not this one */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int e = pthread_create(&w->thread, NULL, writer_main, w);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (e != 0) {
+            job_free(j);
+            pthread_mutex_unlock(&w->mu);
+            return G1_FAIL(G1_ERR_INTERNAL, "cannot start the thread that writes the logits dump");
+        }
+        w->started = 1;
+    }
+    w->queued += job_bytes(w, j);
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
+    w->tail = j;
+    pthread_cond_signal(&w->more);
+    pthread_mutex_unlock(&w->mu);
+    return G1_OK;
+}
+
+g1_status g1_dump_writer_write(g1_dump_writer *w, int64_t k, int n_rows_total, int row0, int nrows,
+                               const float *logits, const int *tokens, const char *id_json)
+{
+    uint64_t bytes = (uint64_t)(nrows > 0 ? nrows : 0) * (uint64_t)w->vocab_size * sizeof(float);
+    pthread_mutex_lock(&w->mu);
+    /* at most `most` bytes queued (one job whatever its size) */
+    while (w->err == G1_OK && w->queued > 0 && w->queued + bytes > w->most)
+        pthread_cond_wait(&w->less, &w->mu);
+    if (w->err != G1_OK)
+        return failed(w);
+    job *j = take_job(w);
+    pthread_mutex_unlock(&w->mu);
+    if (!j)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    size_t nf = (size_t)(nrows > 0 ? nrows : 0) * (size_t)w->vocab_size;
+    size_t nt = tokens && n_rows_total > 0 ? (size_t)n_rows_total : 0;
+    int ok = 1;
+    if (nf > j->rows_cap) {
+        float *r = realloc(j->rows, nf * sizeof *r);
+        ok = r != NULL;
+        if (r) {
+            j->rows = r;
+            j->rows_cap = nf;
+        }
+    }
+    if (ok && nt > j->tokens_cap) {
+        int *t = realloc(j->tokens, nt * sizeof *t);
+        ok = t != NULL;
+        if (t) {
+            j->tokens = t;
+            j->tokens_cap = nt;
+        }
+    }
+    j->id = ok && id_json ? strdup(id_json) : NULL;
+    if (!ok || (id_json && !j->id)) {
+        job_free(j);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory holding %zu logits rows for the dump", (size_t)nrows);
+    }
+    *j = (job){.kind = JOB_ROWS, .k = k, .n_total = n_rows_total, .row0 = row0, .nrows = nrows, .rows = j->rows,
+               .rows_cap = j->rows_cap, .tokens = j->tokens, .tokens_cap = j->tokens_cap, .id = j->id};
+    if (nf)
+        memcpy(j->rows, logits, nf * sizeof *j->rows);
+    if (nt)
+        memcpy(j->tokens, tokens, nt * sizeof *j->tokens);
+    /* the rows are the writer's now; tokens NULL: not recorded */
+    if (!tokens) {
+        free(j->tokens);
+        j->tokens = NULL;
+        j->tokens_cap = 0;
+    }
+    return enqueue(w, j);
+}
+
+void g1_dump_writer_result_out(g1_dump_writer *w, int64_t k)
+{
+    pthread_mutex_lock(&w->mu);
+    job *j = w->err == G1_OK && w->started ? take_job(w) : NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (!j)
+        return; /* no mark then: safe, a resume reads more back */
+    j->kind = JOB_OUT;
+    j->k = k;
+    j->nrows = 0;
+    (void)enqueue(w, j);
+}
+
+int g1_dump_writer_ready(g1_dump_writer *w, int64_t k, int wait)
+{
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        for (size_t i = 0; i < w->n_done; i++)
+            if (w->done[i] == k) {
+                w->done[i] = w->done[--w->n_done];
+                pthread_mutex_unlock(&w->mu);
+                return 1;
+            }
+        if (w->err != G1_OK) {
+            (void)failed(w);
+            return -1;
+        }
+        if (!wait) {
+            pthread_mutex_unlock(&w->mu);
+            return 0;
+        }
+        if (!w->head && !w->busy) {
+            pthread_mutex_unlock(&w->mu);
+            G1_FAIL(G1_ERR_INTERNAL, "the logits of request %lld were never written to the dump", (long long)k);
+            return -1;
+        }
+        pthread_cond_wait(&w->less, &w->mu);
+    }
+}
+
+g1_status g1_dump_writer_drain(g1_dump_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->head || w->busy)
+        pthread_cond_wait(&w->less, &w->mu);
+    if (w->err != G1_OK)
+        return failed(w);
+    pthread_mutex_unlock(&w->mu);
+    return G1_OK;
+}
+
+g1_status g1_dump_writer_free(g1_dump_writer *w)
+{
+    if (!w)
+        return G1_OK;
+    pthread_mutex_lock(&w->mu);
+    w->ending = 1;
+    pthread_cond_signal(&w->more);
+    pthread_mutex_unlock(&w->mu);
+    if (w->started)
+        pthread_join(w->thread, NULL); /* it ends once the queue is empty */
+    g1_status st = G1_OK;
+    if (w->err != G1_OK)
+        st = G1_FAIL(w->err, "%s", w->msg);
+    for (job *j = w->spare, *n; j; j = n) {
+        n = j->next;
+        job_free(j);
+    }
+    free(w->done);
+    pthread_cond_destroy(&w->less);
+    pthread_cond_destroy(&w->more);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    return st;
+}
+#else
+typedef int g1_dump_writer_unused; /* ISO C wants a declaration in every file */
+#endif

@@ -1,0 +1,43 @@
+/* The logits dump written on a thread of its own (rank 0 of grok1-run).
+ *
+ * A dump takes 512 KiB a scored token at Grok-1's vocabulary; writing it
+ * (copying it into the page cache, or waiting for a file system that is
+ * behind) on rank 0's thread would stop the pipeline for as long. Here the
+ * rows are copied into buffers of the writer's and queued; the thread makes
+ * every HDF5 call of the dump (this HDF5 is not thread-safe: no other
+ * thread calls it meanwhile), in the order given. The driver writes a
+ * request's result line only once its dataset is flushed
+ * (g1_dump_writer_ready), so what a killed run leaves is what a
+ * synchronous writer leaves. */
+#ifndef G1_DUMP_WRITER_H
+#define G1_DUMP_WRITER_H
+
+#include <stdint.h>
+
+#include "ckpt.h"
+#include "status.h"
+
+typedef struct g1_dump_writer g1_dump_writer;
+
+/* A writer for the open dump f (not owned) of vocab_size columns; no
+ * thread until the first write. `most_bytes`: rows queued at most before
+ * g1_dump_writer_write waits (0: 1 GiB). */
+g1_status g1_dump_writer_new(g1_logits_file *f, int vocab_size, uint64_t most_bytes, g1_dump_writer **out);
+/* g1_logits_file_write, queued: the rows, tokens and id are copied. Fails
+ * with the writer's first error once it has one. */
+g1_status g1_dump_writer_write(g1_dump_writer *w, int64_t k, int n_rows_total, int row0, int nrows,
+                               const float *logits, const int *tokens, const char *id_json);
+/* g1_logits_file_result_out, queued (the durable mark is HDF5 work too). */
+void g1_dump_writer_result_out(g1_dump_writer *w, int64_t k);
+/* Request k's dataset has all its rows written and flushed: 1; 0 not yet
+ * (with `wait`: waits until it is); -1 the writer failed (its message is
+ * this thread's last error). Each k is answered 1 once. */
+int g1_dump_writer_ready(g1_dump_writer *w, int64_t k, int wait);
+/* Wait until everything queued is done (the thread then makes no HDF5
+ * call until the next write): the writer's first error, or G1_OK. */
+g1_status g1_dump_writer_drain(g1_dump_writer *w);
+/* Drain, end the thread and free (NULL: nothing); the dump stays open:
+ * the caller finishes or aborts it. The writer's first error, or G1_OK. */
+g1_status g1_dump_writer_free(g1_dump_writer *w);
+
+#endif

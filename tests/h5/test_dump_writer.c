@@ -1,0 +1,151 @@
+/* The logits dump written on a thread of its own (mpi/dump_writer.c): the
+ * same file as written directly, each request ready once and only after its
+ * last rows, a queue of one job at a time, and a failure on the thread
+ * told to the caller (at the next write, when asked if ready, at the end). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "ckpt.h"
+#include "dump_writer.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                          \
+    do {                                                          \
+        if (!(cond)) {                                            \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
+            printf(__VA_ARGS__);                                  \
+            printf("\n");                                         \
+            failures++;                                           \
+        }                                                         \
+    } while (0)
+
+enum { V = 29, R = 40, N = 12 };
+
+/* request k: rows(k) rows of V floats, tokens 0, 1, ... */
+static int rows_of(int k) { return 1 + (k * 7) % 9; }
+static float value(int k, int r, int c) { return (float)(k * 1000 + r * 37 + c) * 0.125f; }
+
+static int same_file(const char *path)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int ok = f >= 0;
+    float *buf = malloc(sizeof(float) * R * V);
+    for (int k = 0; ok && k < N; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "logits/%d", k);
+        hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+        ok = d >= 0 && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0;
+        for (int r = 0; ok && r < rows_of(k); r++)
+            for (int c = 0; ok && c < V; c++)
+                ok = buf[r * V + c] == value(k, r, c);
+        if (d >= 0)
+            H5Dclose(d);
+        if (!ok)
+            printf("  logits/%d differs or is missing\n", k);
+    }
+    free(buf);
+    if (f >= 0)
+        H5Fclose(f);
+    return ok;
+}
+
+/* Every request in pieces of `piece` rows, requests interleaved; each is
+ * asked about right after its last piece (not waiting) and at the end. */
+static void write_all(const char *path, uint64_t most, int piece)
+{
+    g1_logits_file *f;
+    g1_dump_writer *w;
+    CHECK(g1_logits_file_create(path, V, NULL, &f) == G1_OK, "create: %s", g1_last_error());
+    CHECK(g1_dump_writer_new(f, V, most, &w) == G1_OK, "new: %s", g1_last_error());
+    float *rows = malloc(sizeof(float) * R * V);
+    int tokens[R];
+    for (int i = 0; i < R; i++)
+        tokens[i] = i % V;
+    int ready[N] = {0};
+    for (int r0 = 0; r0 < R; r0 += piece)
+        for (int k = 0; k < N; k++) {
+            int n = rows_of(k);
+            if (r0 >= n)
+                continue;
+            int m = n - r0 < piece ? n - r0 : piece;
+            for (int r = 0; r < m; r++)
+                for (int c = 0; c < V; c++)
+                    rows[r * V + c] = value(k, r0 + r, c);
+            char id[16];
+            snprintf(id, sizeof id, "%d", k);
+            CHECK(g1_dump_writer_write(w, k, n, r0, m, rows, tokens, id) == G1_OK, "write %d: %s", k,
+                  g1_last_error());
+            /* the caller's rows are copied: scribbling over them changes nothing */
+            memset(rows, 0xff, sizeof(float) * (size_t)m * V);
+            if (r0 + m < n)
+                CHECK(g1_dump_writer_ready(w, k, 0) == 0, "request %d ready before its last rows", k);
+            else
+                ready[k] = g1_dump_writer_ready(w, k, 0);
+        }
+    for (int k = 0; k < N; k++) {
+        if (!ready[k])
+            CHECK(g1_dump_writer_ready(w, k, 1) == 1, "request %d never ready: %s", k, g1_last_error());
+        CHECK(g1_dump_writer_ready(w, k, 0) == 0, "request %d answered ready twice", k);
+    }
+    CHECK(g1_dump_writer_ready(w, N + 5, 1) == -1 && strstr(g1_last_error(), "never written"),
+          "a request never written: %s", g1_last_error());
+    CHECK(g1_dump_writer_free(w) == G1_OK, "free: %s", g1_last_error());
+    CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    CHECK(same_file(path), "the file written on the thread differs (most %llu, pieces of %d)",
+          (unsigned long long)most, piece);
+    free(rows);
+    remove(path);
+}
+
+/* A write the file refuses (the row count of a request changed): told at a
+ * later write, when asked if ready, and at the end. */
+static void failure(const char *path)
+{
+    g1_logits_file *f;
+    g1_dump_writer *w;
+    CHECK(g1_logits_file_create(path, V, NULL, &f) == G1_OK, "create: %s", g1_last_error());
+    CHECK(g1_dump_writer_new(f, V, 0, &w) == G1_OK, "new: %s", g1_last_error());
+    float rows[4 * V] = {0};
+    CHECK(g1_dump_writer_write(w, 0, 4, 0, 2, rows, NULL, NULL) == G1_OK, "write: %s", g1_last_error());
+    CHECK(g1_dump_writer_write(w, 0, 5, 2, 2, rows, NULL, NULL) == G1_OK, "queued write: %s", g1_last_error());
+    CHECK(g1_dump_writer_drain(w) == G1_ERR_ARG && strstr(g1_last_error(), "logits/0 has 4 rows, not 5"),
+          "drain after a refused write: %s", g1_last_error());
+    CHECK(g1_dump_writer_write(w, 1, 1, 0, 1, rows, NULL, NULL) == G1_ERR_ARG, "a write after the failure was taken");
+    CHECK(g1_dump_writer_ready(w, 0, 1) == -1 && strstr(g1_last_error(), "not 5"), "ready after the failure: %s",
+          g1_last_error());
+    CHECK(g1_dump_writer_free(w) == G1_ERR_ARG, "free did not tell the failure");
+    g1_logits_file_abort(f);
+    char part[400];
+    snprintf(part, sizeof part, "%s.partial", path);
+    remove(part);
+}
+
+int main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    char dir[300], path[340];
+    snprintf(dir, sizeof dir, "%s/g1-test-dw-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/d.h5", dir);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    write_all(path, 0, 3);       /* a queue of 1 GiB */
+    write_all(path, 1, 2);       /* one job at a time */
+    write_all(path, 0, R);       /* each request whole */
+    failure(path);
+    rmdir(dir);
+    if (failures) {
+        printf("NOT OK: %d checks failed\n", failures);
+        return 1;
+    }
+    printf("ok: the dump's writer thread writes what a direct writer writes, tells when each request is ready, "
+           "and passes a failure on\n");
+    return 0;
+}

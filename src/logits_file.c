@@ -93,6 +93,17 @@ static herr_t put_synced(g1_logits_file *f, int64_t k)
     return e;
 }
 
+/* Close what is open of a dataset's type, space and the dataset. */
+static void close_tsd(hid_t t, hid_t sp, hid_t d)
+{
+    if (t >= 0)
+        H5Tclose(t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+}
+
 /* The mark of a dump being continued; -1 when it has none. */
 static int64_t get_synced(hid_t file)
 {
@@ -102,12 +113,7 @@ static int64_t get_synced(hid_t file)
     if (!(sp >= 0 && t >= 0 && H5Sget_simple_extent_type(sp) == H5S_SCALAR && H5Tget_class(t) == H5T_INTEGER &&
           H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &k) >= 0 && k >= -1))
         k = -1;
-    if (t >= 0)
-        H5Tclose(t);
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (d >= 0)
-        H5Dclose(d);
+    close_tsd(t, sp, d);
     return k;
 }
 
@@ -882,12 +888,7 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
         else if ((v[i].id = get_id(d, &bad_id)), bad_id)
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s has an %s attribute that is not a string",
                          path, ns.v[i], G1_DUMP_ID_ATTR);
-        if (t >= 0)
-            H5Tclose(t);
-        if (sp >= 0)
-            H5Sclose(sp);
-        if (d >= 0)
-            H5Dclose(d);
+        close_tsd(t, sp, d);
     }
     H5Gclose(group);
     H5Fclose(file);

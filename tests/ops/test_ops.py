@@ -417,11 +417,13 @@ def case_dump_resume():
                 os.remove(p_)
         subprocess.run([ARGS.run] + args(out, dump), capture_output=True,
                        env=dict(ENV, GROK1_FAULT="0:60", GROK1_DUMP_SYNC_S="0"))
+        # the input lines of the results kept (how many depends on how far
+        # the writer thread got before the failure)
+        line_of = {json.loads(l)["id"]: i for i, l in enumerate(open(inp)) if l.strip()}
+        kept = [line_of[json.loads(r)["id"]] for r in open(out + ".partial")]
         with h5py.File(dump + ".partial", "r") as f:
-            return int(f["synced_through"][()]), sorted(int(k) for k in f["logits"])
-    mark, have = failed_synced()
-    kept_lines = [next(i for i, l in enumerate(open(inp)) if l.strip() and json.loads(l)["id"] == json.loads(r)["id"])
-                  for r in open(out + ".partial")]
+            return int(f["synced_through"][()]), sorted(int(k) for k in f["logits"]), kept
+    mark, have, kept_lines = failed_synced()
     print(f"synced: mark {mark}, {len(kept_lines)} results kept (last on line {kept_lines[-1]}), "
           f"{len(have)} datasets")
     check(0 <= mark <= kept_lines[-1], f"the mark {mark} is not within the kept results (last {kept_lines[-1]})")
@@ -440,22 +442,23 @@ def case_dump_resume():
             f["logits"][str(k)][0, 0] += 1.0
             if mark is not None:  # an fsync that lagged behind: the mark at the middle of the kept results
                 f["synced_through"][()] = mark
+    _, _, kept_lines = failed_synced()
     middle = kept_lines[len(kept_lines) // 2]
-    failed_synced()
     change(kept_lines[-1], middle)
     p = subprocess.run([ARGS.run] + args(out, dump, "--resume", "--verbose"), capture_output=True, text=True, env=ENV)
-    n_after = sum(1 for k in kept_lines if k > middle)
     check(p.returncode == 0 and "warning:" in p.stderr and
           f"logits/{kept_lines[-1]} does not match its checksum" in p.stderr,
           f"a value changed past the mark: {p.stderr[-400:]}")
     check(open(out).read() == open(ref).read() and same_dump(),
           "after starting over (a value changed past the mark): output or dump differ")
-    failed_synced()
+    _, _, kept_lines = failed_synced()
+    middle = kept_lines[len(kept_lines) // 2]
+    n_after = sum(1 for k in kept_lines if k > middle)
     change(kept_lines[1], middle)
     p = subprocess.run([ARGS.run] + args(out, dump, "--resume", "--verbose"), capture_output=True, text=True, env=ENV)
     check(p.returncode == 0 and f"{n_after} read back against their checksums" in p.stderr,
           f"a mark at the middle: not {n_after} datasets read back: {p.stderr[-400:]}")
-    failed_synced()
+    _, _, kept_lines = failed_synced()
     change(kept_lines[0])
     rc = subprocess.run([os.path.join(os.path.dirname(ARGS.run), "..", "checkpoints", "grok1-checksum"),
                          dump + ".partial"], capture_output=True, text=True)
@@ -466,7 +469,7 @@ def case_dump_resume():
     # the mark past the kept results: OUT.partial cut to its first 3 lines;
     # the resume lowers it to them (the datasets after are made again, not
     # synced), as a second interruption (no sync in it) shows
-    mark, _ = failed_synced()
+    mark, _, kept_lines = failed_synced()
     lines = open(out + ".partial").readlines()
     with open(out + ".partial", "w") as f:
         f.writelines(lines[:3])
@@ -495,6 +498,54 @@ def case_dump_resume():
             np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"]),
             "the dump made afresh on resume differs from the uninterrupted run's")
 
+    # SIGTERM (a time limit) while the dump's writer thread may be behind:
+    # the run stops cleanly once the results it holds for the dump are out,
+    # every result written has its logits in the dump with their checksum,
+    # and --resume finishes both (a longer input, small steps: a run that
+    # lasts some seconds)
+    inp2, ref2, ref2_dump = (os.path.join(ARGS.tmp, n) for n in ("term_in.jsonl", "term_ref.jsonl", "term_ref.h5"))
+    rnd = random.Random(6)
+    with open(inp2, "w") as f:
+        for i in range(2000):
+            f.write(json.dumps({"id": f"t{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 30))]})
+                    + "\n")
+    def on_inp2(o, d_):
+        a = args(o, d_)
+        a[a.index(inp)] = inp2
+        return a
+    term = [on_inp2(ref2, ref2_dump), on_inp2(out, dump)]
+    for p_ in (ref2, ref2 + ".meta.json", ref2_dump, out, out + ".partial", dump, dump + ".partial"):
+        if os.path.exists(p_):
+            os.remove(p_)
+    subprocess.run([ARGS.run] + term[0], check=True, capture_output=True, env=ENV)
+    slow = term[1] + lay
+    slow[slow.index("--max-batch-tokens") + 1] = "4"
+    p = subprocess.Popen([mpirun(), "-n", "4", ARGS.run] + slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, env=ENV)
+    t_end = time.time() + 60
+    while time.time() < t_end and (not os.path.exists(out + ".partial") or
+                                   len(open(out + ".partial").readlines()) < 10):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    kept = [json.loads(l)["id"] for l in open(out + ".partial")] if os.path.exists(out + ".partial") else []
+    lines_of = {json.loads(l)["id"]: i for i, l in enumerate(open(inp2)) if l.strip()}
+    with h5py.File(dump + ".partial", "r") as f:
+        missing = [i for i in kept if str(lines_of[i]) not in f["logits"] or
+                   "crc32" not in f["logits"][str(lines_of[i])].attrs]
+    print(f"SIGTERM with a dump: exit {p.returncode}, {len(kept)} results kept, {len(missing)} without their logits")
+    check(p.returncode != 0 and "interrupted by signal" in err and 10 <= len(kept) < 2000 and not missing,
+          f"SIGTERM with a dump: exit {p.returncode}, {len(kept)} kept, missing logits {missing[:5]}: {err[-300:]}")
+    p = subprocess.run([mpirun(), "-n", "4", ARGS.run] + term[1] + ["--resume"] + lay, capture_output=True,
+                       text=True, env=ENV, timeout=120)
+    with h5py.File(ref2_dump, "r") as a, h5py.File(dump, "r") as b:
+        same = set(a["logits"]) == set(b["logits"]) and all(
+            np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
+    check(p.returncode == 0 and "warning" not in p.stderr and open(out).read() == open(ref2).read() and same,
+          f"resume after SIGTERM with a dump: {p.returncode} {p.stderr[-300:]}")
+    for p_ in (out, out + ".meta.json", dump):  # the output of the other input goes
+        if os.path.exists(p_):
+            os.remove(p_)
 
 def case_dump_sigkill():
     """SIGKILL (no warning: a lost node, the OOM killer) at moments spread

@@ -126,11 +126,8 @@ hid_t g1_h5_read_fapl(void)
 
 static volatile int close_failed; /* some g1_h5_close failed */
 
-int g1_h5_reserve(hid_t file, uint64_t bytes, double *avail)
+int g1_h5_fd(hid_t file)
 {
-    double free_bytes = -1;
-    if (avail)
-        *avail = -1;
     void *h = NULL;
     int fd = -1;
     hid_t fapl = H5Fget_access_plist(file);
@@ -138,6 +135,15 @@ int g1_h5_reserve(hid_t file, uint64_t bytes, double *avail)
         fd = *(int *)h;
     if (fapl >= 0)
         H5Pclose(fapl);
+    return fd;
+}
+
+int g1_h5_reserve(hid_t file, uint64_t bytes, double *avail)
+{
+    double free_bytes = -1;
+    if (avail)
+        *avail = -1;
+    int fd = g1_h5_fd(file);
     if (fd < 0)
         return 0;
     struct statvfs sv;

@@ -87,6 +87,9 @@ int g1_h5_is_logits_dump(hid_t file);
  * when there is none; and a tool whose close failed anyway ends with
  * g1_h5_end instead of a crash. */
 
+/* The descriptor of a file open through HDF5's default sec2 driver (not
+ * to be closed: HDF5's); -1 with another driver. */
+int g1_h5_fd(hid_t file);
 /* Room for `bytes` more past the end of `file` (open for writing through
  * HDF5's default sec2 driver), taken from the file system now: fallocate
  * with FALLOC_FL_KEEP_SIZE reserves the blocks without changing the file's

@@ -142,13 +142,8 @@ static void sync_maybe(g1_logits_file *f)
     double now = mono_s();
     if (sy->running || f->out_k <= f->synced || f->sync_every < 0 || now - f->last_sync < f->sync_every)
         return;
-    void *h = NULL;
-    hid_t fapl = H5Fget_access_plist(f->file);
-    int fd = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(f->file, fapl, &h) >= 0 && h
-                 ? dup(*(int *)h)
-                 : -1;
-    if (fapl >= 0)
-        H5Pclose(fapl);
+    int fd = g1_h5_fd(f->file);
+    fd = fd < 0 ? -1 : dup(fd);
     if (fd < 0)
         return;
     sy->fd = fd;

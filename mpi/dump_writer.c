@@ -15,14 +15,17 @@ typedef struct job {
     int kind;
     int64_t k;
     int n_total, row0, nrows;
-    float *rows;
-    size_t rows_cap; /* floats */
+    size_t off;      /* its rows: ring[off, off + nrows * vocab_size) */
     int *tokens;
     size_t tokens_cap;
     char *id;
     struct job *next;
 } job;
 
+/* The rows queued live in one ring buffer of the writer's, taken in order
+ * and given back in the same order as they are written: what the writer
+ * holds is the ring, at most max(most, the largest write). Growing it waits
+ * until it is empty (a few times a run), so nothing in it moves. */
 struct g1_dump_writer {
     g1_logits_file *f;
     int vocab_size;
@@ -31,37 +34,97 @@ struct g1_dump_writer {
     pthread_cond_t less; /* a job done, or an error: for the caller */
     job *head, *tail;    /* queued, oldest first */
     job *spare;          /* done: their buffers are used again */
-    uint64_t queued, most; /* bytes of rows queued, and the most before a write waits */
-    int busy;              /* the thread is on a job, outside the lock */
+    float *ring;
+    size_t ring_cap, most;  /* floats: the ring's, and what it may grow to */
+    size_t lo, hi;          /* rows in use: [lo, hi), or [lo, end) and [0, hi) when wrapped */
+    size_t end;             /* wrapped: where the rows before the wrap end */
+    int wrapped, in_ring;   /* in_ring: jobs whose rows are in the ring */
+    int starved;            /* a write waited for room: grow when empty */
+    int busy;               /* the thread is on a job, outside the lock */
     int started, ending;
     pthread_t thread;
-    g1_status err;         /* the first failure; the jobs after it are dropped */
+    g1_status err;          /* the first failure; the jobs after it are dropped */
     char msg[1024];
-    int64_t *done;         /* requests whose datasets are complete, not yet asked about */
+    int64_t *done;          /* requests whose datasets are complete, not yet asked about */
     size_t n_done, cap_done;
 };
 
-static uint64_t job_bytes(const g1_dump_writer *w, const job *j)
+static size_t job_floats(const g1_dump_writer *w, const job *j)
 {
-    return j->kind == JOB_ROWS ? (uint64_t)j->nrows * (uint64_t)w->vocab_size * sizeof(float) : 0;
+    return j->kind == JOB_ROWS && j->nrows > 0 ? (size_t)j->nrows * (size_t)w->vocab_size : 0;
 }
 
 static void job_free(job *j)
 {
-    free(j->rows);
     free(j->tokens);
     free(j->id);
     free(j);
 }
 
-/* With the lock: j done, its buffers kept for another. */
+/* With the lock: j done, its rows given back to the ring (the oldest
+ * there), its buffers kept for another job. */
 static void recycle(g1_dump_writer *w, job *j)
 {
-    w->queued -= job_bytes(w, j);
+    size_t n = job_floats(w, j);
+    if (n && --w->in_ring == 0) {
+        w->lo = w->hi = 0;
+        w->wrapped = 0;
+    } else if (n) {
+        w->lo = j->off + n;
+        if (w->wrapped && w->lo == w->end) { /* the next rows start at 0 */
+            w->lo = 0;
+            w->wrapped = 0;
+        }
+    }
     free(j->id);
     j->id = NULL;
+    if (j->tokens_cap > ((size_t)1 << 18)) { /* a long request's tokens: not kept */
+        free(j->tokens);
+        j->tokens = NULL;
+        j->tokens_cap = 0;
+    }
     j->next = w->spare;
     w->spare = j;
+}
+
+/* With the lock: room for n floats in the ring, at *off; 0: none until
+ * rows are given back. An empty ring starts over at 0, grown first when n
+ * does not fit or a write waited for room. */
+static int ring_take(g1_dump_writer *w, size_t n, size_t *off)
+{
+    if (w->in_ring == 0) {
+        if (n > w->ring_cap || (w->starved && w->ring_cap < w->most)) {
+            size_t want = w->ring_cap * 2 > ((size_t)16 << 20) ? w->ring_cap * 2 : (size_t)16 << 20;
+            want = want < w->most ? want : w->most;
+            want = want > n ? want : n;
+            float *r = malloc(want * sizeof *r);
+            if (!r)
+                return -1;
+            free(w->ring);
+            w->ring = r;
+            w->ring_cap = want;
+        }
+        w->starved = 0;
+        w->lo = w->wrapped = 0;
+        *off = 0;
+        w->hi = n;
+    } else if (!w->wrapped && w->hi + n <= w->ring_cap) {
+        *off = w->hi;
+        w->hi += n;
+    } else if (!w->wrapped && n <= w->lo) {
+        w->end = w->hi;
+        w->wrapped = 1;
+        *off = 0;
+        w->hi = n;
+    } else if (w->wrapped && w->hi + n <= w->lo) {
+        *off = w->hi;
+        w->hi += n;
+    } else {
+        w->starved = 1;
+        return 0;
+    }
+    w->in_ring++;
+    return 1;
 }
 
 static void *writer_main(void *arg)
@@ -86,7 +149,8 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         g1_status st = G1_OK;
         if (j->kind == JOB_ROWS)
-            st = g1_logits_file_write(w->f, j->k, j->n_total, j->row0, j->nrows, j->rows, j->tokens, j->id);
+            st = g1_logits_file_write(w->f, j->k, j->n_total, j->row0, j->nrows, w->ring + j->off, j->tokens,
+                                      j->id);
         else
             g1_logits_file_result_out(w->f, j->k);
         int complete = st == G1_OK && j->kind == JOB_ROWS && j->row0 + j->nrows == j->n_total;
@@ -130,7 +194,7 @@ g1_status g1_dump_writer_new(g1_logits_file *f, int vocab_size, uint64_t most_by
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     w->f = f;
     w->vocab_size = vocab_size;
-    w->most = most_bytes ? most_bytes : (uint64_t)1 << 30;
+    w->most = (size_t)((most_bytes ? most_bytes : G1_DUMP_WRITER_BYTES) / sizeof(float));
     w->err = G1_OK;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->more, NULL);
@@ -153,12 +217,12 @@ static g1_status failed(g1_dump_writer *w)
 static job *take_job(g1_dump_writer *w)
 {
     job *j = w->spare;
-    if (j) {
-        w->spare = j->next;
-        j->next = NULL;
-        return j;
-    }
-    return calloc(1, sizeof(job));
+    if (!j)
+        return calloc(1, sizeof(job));
+    w->spare = j->next;
+    /* nothing of its last use but the tokens buffer */
+    *j = (job){.kind = JOB_OUT, .tokens = j->tokens, .tokens_cap = j->tokens_cap};
+    return j;
 }
 
 static g1_status enqueue(g1_dump_writer *w, job *j)
@@ -178,7 +242,6 @@ static g1_status enqueue(g1_dump_writer *w, job *j)
         }
         w->started = 1;
     }
-    w->queued += job_bytes(w, j);
     if (w->tail)
         w->tail->next = j;
     else
@@ -192,29 +255,17 @@ static g1_status enqueue(g1_dump_writer *w, job *j)
 g1_status g1_dump_writer_write(g1_dump_writer *w, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits, const int *tokens, const char *id_json)
 {
-    uint64_t bytes = (uint64_t)(nrows > 0 ? nrows : 0) * (uint64_t)w->vocab_size * sizeof(float);
+    size_t nf = (size_t)(nrows > 0 ? nrows : 0) * (size_t)w->vocab_size;
+    size_t nt = tokens && n_rows_total > 0 ? (size_t)n_rows_total : 0;
     pthread_mutex_lock(&w->mu);
-    /* at most `most` bytes queued (one job whatever its size) */
-    while (w->err == G1_OK && w->queued > 0 && w->queued + bytes > w->most)
-        pthread_cond_wait(&w->less, &w->mu);
     if (w->err != G1_OK)
         return failed(w);
     job *j = take_job(w);
     pthread_mutex_unlock(&w->mu);
     if (!j)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    size_t nf = (size_t)(nrows > 0 ? nrows : 0) * (size_t)w->vocab_size;
-    size_t nt = tokens && n_rows_total > 0 ? (size_t)n_rows_total : 0;
     int ok = 1;
-    if (nf > j->rows_cap) {
-        float *r = realloc(j->rows, nf * sizeof *r);
-        ok = r != NULL;
-        if (r) {
-            j->rows = r;
-            j->rows_cap = nf;
-        }
-    }
-    if (ok && nt > j->tokens_cap) {
+    if (nt > j->tokens_cap) {
         int *t = realloc(j->tokens, nt * sizeof *t);
         ok = t != NULL;
         if (t) {
@@ -222,19 +273,38 @@ g1_status g1_dump_writer_write(g1_dump_writer *w, int64_t k, int n_rows_total, i
             j->tokens_cap = nt;
         }
     }
-    j->id = ok && id_json ? strdup(id_json) : NULL;
-    if (!ok || (id_json && !j->id)) {
+    char *id = ok && id_json ? strdup(id_json) : NULL;
+    if (!ok || (id_json && !id)) {
         job_free(j);
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory holding %zu logits rows for the dump", (size_t)nrows);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory holding the tokens of request %lld for the dump", (long long)k);
     }
-    *j = (job){.kind = JOB_ROWS, .k = k, .n_total = n_rows_total, .row0 = row0, .nrows = nrows, .rows = j->rows,
-               .rows_cap = j->rows_cap, .tokens = j->tokens, .tokens_cap = j->tokens_cap, .id = j->id};
+    /* room in the ring: the thread gives rows back as it writes them */
+    size_t off = 0;
+    int room = 0;
+    pthread_mutex_lock(&w->mu);
+    while (w->err == G1_OK && nf && (room = ring_take(w, nf, &off)) == 0)
+        pthread_cond_wait(&w->less, &w->mu);
+    if (w->err != G1_OK) {
+        free(id);
+        recycle(w, j); /* no rows taken: only its buffers kept */
+        return failed(w);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (room < 0) {
+        free(id);
+        job_free(j);
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory holding %d logits rows for the dump (%zu MiB)", nrows,
+                       nf * sizeof(float) >> 20);
+    }
+    *j = (job){.kind = JOB_ROWS, .k = k, .n_total = n_rows_total, .row0 = row0, .nrows = nrows, .off = off,
+               .tokens = j->tokens, .tokens_cap = j->tokens_cap, .id = id, .next = NULL};
+    /* the copy runs outside the lock: the thread does not touch these rows
+     * until the job is queued */
     if (nf)
-        memcpy(j->rows, logits, nf * sizeof *j->rows);
+        memcpy(w->ring + off, logits, nf * sizeof *w->ring);
     if (nt)
         memcpy(j->tokens, tokens, nt * sizeof *j->tokens);
-    /* the rows are the writer's now; tokens NULL: not recorded */
-    if (!tokens) {
+    if (!tokens) { /* NULL: not recorded */
         free(j->tokens);
         j->tokens = NULL;
         j->tokens_cap = 0;
@@ -282,6 +352,14 @@ int g1_dump_writer_ready(g1_dump_writer *w, int64_t k, int wait)
     }
 }
 
+uint64_t g1_dump_writer_held_bytes(g1_dump_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t n = (uint64_t)w->ring_cap * sizeof(float);
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
 g1_status g1_dump_writer_drain(g1_dump_writer *w)
 {
     pthread_mutex_lock(&w->mu);
@@ -310,6 +388,7 @@ g1_status g1_dump_writer_free(g1_dump_writer *w)
         n = j->next;
         job_free(j);
     }
+    free(w->ring);
     free(w->done);
     pthread_cond_destroy(&w->less);
     pthread_cond_destroy(&w->more);

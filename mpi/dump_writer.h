@@ -21,7 +21,9 @@ typedef struct g1_dump_writer g1_dump_writer;
 
 /* A writer for the open dump f (not owned) of vocab_size columns; no
  * thread until the first write. `most_bytes`: rows queued at most before
- * g1_dump_writer_write waits (0: 1 GiB). */
+ * g1_dump_writer_write waits (0: G1_DUMP_WRITER_BYTES, 1 GiB); they are held
+ * in one buffer that grows to that as needed, or to the largest write when
+ * that is more, and no further. */
 g1_status g1_dump_writer_new(g1_logits_file *f, int vocab_size, uint64_t most_bytes, g1_dump_writer **out);
 /* g1_logits_file_write, queued: the rows, tokens and id are copied. Fails
  * with the writer's first error once it has one. */
@@ -33,6 +35,9 @@ void g1_dump_writer_result_out(g1_dump_writer *w, int64_t k);
  * (with `wait`: waits until it is); -1 the writer failed (its message is
  * this thread's last error). Each k is answered 1 once. */
 int g1_dump_writer_ready(g1_dump_writer *w, int64_t k, int wait);
+/* Bytes of rows the writer holds now (queued, being written, or kept for
+ * the next); at most max(most_bytes, the largest write's rows). */
+uint64_t g1_dump_writer_held_bytes(g1_dump_writer *w);
 /* Wait until everything queued is done (the thread then makes no HDF5
  * call until the next write): the writer's first error, or G1_OK. */
 g1_status g1_dump_writer_drain(g1_dump_writer *w);

@@ -1540,7 +1540,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
         g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = limit,
                               .slots = M * c->batch_size, .context = context,
                               .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
-                              .layers_per_stage = lps};
+                              .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL};
         plan_backend(c, &rq);
         if (rq.cuda_sms > 0 && plan->cuda_sms > 0) /* the GPUs the plan was made for */
             rq.cuda_sms = plan->cuda_sms;
@@ -1583,7 +1583,8 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                           .slots = M * c->batch_size, .context = c->max_context, .max_batch_tokens = c->max_batch_tokens,
                           .kv_bytes = kv_bytes(c),
                           .layers_per_stage = c->layers_per_stage ? lps : NULL,
-                          .balance_prompt = prompt, .balance_fallback = c->balance < 0};
+                          .balance_prompt = prompt, .balance_fallback = c->balance < 0,
+                          .dump_logits = c->dump_logits != NULL};
     plan_backend(c, &rq);
     G1_TRY(g1_plan_make(&rq, plan));
     *balanced = c->layers_per_stage ? "--layers-per-stage"

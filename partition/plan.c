@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "cuda/cuda_engine.h"
 #include "synth.h"
 #include "weights.h"
@@ -76,6 +77,13 @@ static double buffer_bytes(const g1_config *c, int T_, int rank0)
     if (rank0)
         b += T * (double)c->vocab_size * 4;       /* logits */
     return b;
+}
+
+/* The rows grok1-run's logits dump writer holds on rank 0 at most. */
+static double dump_bytes(const g1_config *c, int T)
+{
+    double step = (double)T * c->vocab_size * 4;
+    return step > (double)G1_DUMP_WRITER_BYTES ? step : (double)G1_DUMP_WRITER_BYTES;
 }
 
 int g1_plan_seqs(const g1_plan *p, int slot)
@@ -328,6 +336,10 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
         } else {
             m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
             m->buffers = buffer_bytes(c, r->max_batch_tokens, rk == 0);
+            if (rk == 0 && r->dump_logits) {
+                p->dump_logits = 1;
+                m->buffers += dump_bytes(c, r->max_batch_tokens);
+            }
         }
         m->total = m->weights + m->kv_cache + m->buffers;
     }
@@ -410,15 +422,18 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
             char hint[200];
             suggest(req, hint, sizeof hint);
             const g1_plan_mem *m = &p.mem[w];
-            char b0[32], b1[32], b2[32], b3[32], b4[32];
+            char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32], dump[96] = "";
+            if (w == 0 && p.dump_logits)
+                snprintf(dump, sizeof dump, ", %s of them for the logits dump's writer",
+                         human(dump_bytes(&p.cfg, p.max_batch_tokens), b5, sizeof b5));
             g1_status st = G1_FAIL(
                 G1_ERR_ARG,
                 "rank %d (stage %d, expert slot %d, layers %d..%d) needs %s (weights %s, KV cache %s, "
-                "buffers %s) but --mem-per-rank is %s%s; %s%s, or fewer slots (%d), a shorter context "
+                "buffers %s%s) but --mem-per-rank is %s%s; %s%s, or fewer slots (%d), a shorter context "
                 "(--max-context, now %d) or a smaller --max-batch-tokens (%d)",
                 w, w / p.ep, w % p.ep, p.cut[w / p.ep], p.cut[w / p.ep + 1] - 1, human(m->total, b0, sizeof b0),
                 human(m->weights, b1, sizeof b1), human(m->kv_cache, b2, sizeof b2), human(m->buffers, b3, sizeof b3),
-                human(req->mem_per_rank, b4, sizeof b4),
+                dump, human(req->mem_per_rank, b4, sizeof b4),
                 over > 1 ? " (and other ranks do not fit either)" : "", hint,
                 req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, p.max_batch_tokens);
             g1_plan_free(&p);

@@ -63,6 +63,8 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
     json_object_set_new(root, "backend", json_string(p->cuda_sms > 0 ? "cuda" : "cpu"));
     if (p->cuda_sms > 0)
         json_object_set_new(root, "gpu_sms", json_integer(p->cuda_sms));
+    if (p->dump_logits)
+        json_object_set_new(root, "dump_logits", json_true());
     size_t flags = JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17);
     g1_status st = G1_OK;
     if (!strcmp(path, "-")) {
@@ -198,6 +200,10 @@ static g1_status read_body(const rd *d, g1_plan *p)
     G1_TRY(get_bytes(d, root, "", "mem_per_rank", &p->mem_per_rank));
     if (json_object_get(root, "gpu_sms")) /* optional: memory counted for the cuda backend */
         G1_TRY(get_int(d, root, "", "gpu_sms", 1, 65536, &p->cuda_sms));
+    json_t *dl = json_object_get(root, "dump_logits"); /* optional, as the memory was counted */
+    if (dl && !json_is_boolean(dl))
+        return BAD("plan %s: dump_logits: expected true or false", d->path);
+    p->dump_logits = dl && json_is_true(dl);
     int P = p->stages, N = P * p->ep;
     p->cut = malloc((size_t)(P + 1) * sizeof *p->cut);
     p->mem = calloc((size_t)N, sizeof *p->mem);

@@ -29,7 +29,10 @@ void g1_plan_print(const g1_plan *p, FILE *f)
         g1_bytes_text(b, sizeof b, p->mem[r].buffers);
         g1_bytes_text(t, sizeof t, p->mem[r].total);
         fprintf(f, "%5d %5d %4d %11s %9s %5d %12s %12s %12s %12s%s\n", r, s, e, lay, ex, g1_plan_seqs(p, e), w,
-                kv, b, t, r == 0 ? "  (+ embedding, logits)" : "");
+                kv, b, t,
+                r > 0             ? ""
+                : p->dump_logits ? "  (+ embedding, logits, dump writer)"
+                                 : "  (+ embedding, logits)");
     }
     double mx = 0, sum = 0;
     for (int s = 0; s < p->stages; s++) {

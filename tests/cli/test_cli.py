@@ -623,6 +623,13 @@ def case_dump_logits(d):
     rid = [i if i % 2 else f"r{i} \u00e9\"" for i in range(len(lens))]  # numbers, and strings to escape
     write_jsonl(inp, [{"id": rid[i], "prompt_ids": [(13 * i + 29 * j + 3) % V for j in range(n)]}
                       for i, n in enumerate(lens)])
+    # the planner counts the rows rank 0's dump writer may hold (1 GiB)
+    mem, mem_lg = os.path.join(d, "mem.jsonl"), os.path.join(d, "mem.h5")
+    expect_ok(tiny("score", inp, mem, "--mem-per-rank", "100M"))
+    os.remove(mem)
+    expect_fail(tiny("score", inp, mem, "--mem-per-rank", "100M", "--dump-logits", mem_lg), 2,
+                ["--mem-per-rank is 100.0 MiB", "1.00 GiB of them for the logits dump's writer"], out=mem)
+    check(not os.path.exists(mem_lg) and not os.path.exists(mem_lg + ".partial"), "a refused run made a dump")
     # small chunks so a request's logits arrive in several row pieces
     expect_ok(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "2", "--max-batch-tokens", "6"))
     res = read_jsonl(out)

@@ -232,6 +232,34 @@ def case_cuda():
         expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: {err.splitlines()[0]}")
 
 
+def case_dump():
+    """--dump-logits: rank 0's buffers grow by the rows grok1-run's dump
+    writer holds at most, 1 GiB or one step's logits when more; no other
+    rank's; none on the cuda backend (host memory, not the GPU's); the JSON
+    says so; a limit that fits without the dump refuses with it, naming it."""
+    g1 = ["--config", "grok-1", "--stages", "8", "--ep", "1", "--context", "8192"]
+    V = 131072
+    for T, want in ((256, 1 << 30), (4096, 4096 * V * 4)):
+        base = plan_json(g1 + ["--max-batch-tokens", str(T)])
+        dump = plan_json(g1 + ["--max-batch-tokens", str(T), "--dump-logits"])
+        expect(dump["ranks"][0]["buffer_bytes"] - base["ranks"][0]["buffer_bytes"] == want,
+               f"{T} tokens a step: rank 0 holds {want} bytes more")
+        expect(all(a == b for a, b in zip(base["ranks"][1:], dump["ranks"][1:])), "the other ranks do not change")
+        expect(dump.get("dump_logits") is True and "dump_logits" not in base, "the JSON records it")
+    rc, out, err = run(g1 + ["--dump-logits"])
+    expect(rc == 0 and "(+ embedding, logits, dump writer)" in out, "the table says what rank 0 adds")
+    if A.cuda:
+        a, b = plan_json(g1 + ["--backend", "cuda"]), plan_json(g1 + ["--backend", "cuda", "--dump-logits"])
+        expect(a["ranks"] == b["ranks"] and "dump_logits" not in b, "cuda: the GPU's memory does not change")
+    # a limit that fits rank 0 without the dump's writer and not with it
+    tiny = ["--config", "tiny", "--stages", "1", "--ep", "1", "--mem-per-rank", "100M"]
+    rc, out, err = run(tiny)
+    expect(rc == 0, "tiny fits 100M")
+    rc, out, err = run(tiny + ["--dump-logits"])
+    expect(rc == 1 and "1.00 GiB of them for the logits dump's writer" in err,
+           f"and not with the dump's writer: {err.strip()[:300]}")
+
+
 def case_checkpoint():
     if not A.hdf5:
         rc, out, err = run(["--checkpoint", "x.h5", "--stages", "1", "--ep", "1"])

@@ -121,11 +121,13 @@ static int unreachable(hid_t file, const char *name, int layer, tally *t)
         if (!l) {
             struct lost *v = realloc(t->lost, (size_t)(t->nlost + 1) * sizeof *v);
             if (v) {
+                struct lost *n = &v[t->nlost];
+                memset(n, 0, sizeof *n);
+                snprintf(n->file, sizeof n->file, "%s", part);
+                snprintf(n->detail, sizeof n->detail, "%s", detail);
                 t->lost = v;
-                l = &t->lost[t->nlost++];
-                memset(l, 0, sizeof *l);
-                snprintf(l->file, sizeof l->file, "%s", part);
-                snprintf(l->detail, sizeof l->detail, "%s", detail);
+                t->nlost++;
+                l = n;
             }
         }
         if (l && layer >= 0) {

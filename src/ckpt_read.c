@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,29 @@
 #include "bf16.h"
 #include "ckpt.h"
 #include "h5util.h"
+
+/* A tensor read into the weights, its checksum to compare on the checker's
+ * thread while the next one is read (check_later). */
+typedef struct crc_job {
+    const void *buf;
+    uint64_t n;
+    uint32_t want;
+    char what[1300]; /* "layers/03/moe_up expert 5 in part file P", for the message */
+    struct crc_job *next;
+} crc_job;
+
+/* The checker: one thread, started by the first tensor it is given; no
+ * HDF5 call on it (this HDF5 is not thread-safe). */
+typedef struct crc_checker {
+    pthread_mutex_t mu;
+    pthread_cond_t more, less;
+    crc_job *head, *tail;
+    int started, busy, ending;
+    pthread_t thread;
+    uint64_t checked;  /* bytes compared, added to g1_ckpt.bytes_checked at the wait */
+    int failed;        /* the first mismatch, in msg; the jobs after it are dropped */
+    char msg[1600];
+} crc_checker;
 
 struct g1_ckpt {
     hid_t file;
@@ -25,6 +50,7 @@ struct g1_ckpt {
     int skip_checksums;     /* g1_ckpt_set_checksums(ck, 0) */
     uint64_t *part_fp;   /* a checkpoint in parts: G1_H5_PART_FP_ATTR (L + 1 values), else NULL */
     char file_name[1024]; /* the name HDF5 gives the checkpoint's own file */
+    crc_checker crc;
 };
 
 /* An open dataset and what the file says about it. */
@@ -289,6 +315,9 @@ g1_status g1_ckpt_open(const char *path, g1_ckpt **out)
         H5Pclose(apl[1]);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     }
+    pthread_mutex_init(&ck->crc.mu, NULL);
+    pthread_cond_init(&ck->crc.more, NULL);
+    pthread_cond_init(&ck->crc.less, NULL);
     ck->file = f;
     ck->dapl = apl[0];
     ck->gapl = apl[1];
@@ -314,10 +343,23 @@ uint64_t g1_ckpt_bytes_checked(const g1_ckpt *ck) { return ck->bytes_checked; }
 
 void g1_ckpt_set_checksums(g1_ckpt *ck, int on) { ck->skip_checksums = !on; }
 
+static g1_status crc_wait(g1_ckpt *ck);
+
 void g1_ckpt_close(g1_ckpt *ck)
 {
     if (!ck)
         return;
+    crc_checker *c = &ck->crc;
+    (void)crc_wait(ck);
+    pthread_mutex_lock(&c->mu);
+    c->ending = 1;
+    pthread_cond_signal(&c->more);
+    pthread_mutex_unlock(&c->mu);
+    if (c->started)
+        pthread_join(c->thread, NULL);
+    pthread_cond_destroy(&c->less);
+    pthread_cond_destroy(&c->more);
+    pthread_mutex_destroy(&c->mu);
     H5Fclose(ck->file);
     H5Pclose(ck->dapl);
     H5Pclose(ck->gapl);
@@ -386,22 +428,130 @@ static g1_status read_crcs(dset *d)
 
 /* A read's bytes (n of them; crc their CRC-32) are all of checksum idx of
  * d (the dataset, or expert idx): compare, when it has checksums. */
+/* "layers/03/moe_up expert 5 in part file P": checksum idx of d. */
+static void crc_what(const dset *d, int idx, char *out, size_t size)
+{
+    char which[32] = "";
+    if (d->rank == 3)
+        snprintf(which, sizeof which, " expert %d", idx);
+    snprintf(out, size, "%.*s%s%s", d->base_len, d->name, which, d->name + d->base_len);
+}
+
+static void crc_message(char *out, size_t size, const char *path, const char *what, uint32_t got, uint32_t want)
+{
+    snprintf(out, size,
+             "checkpoint %s: %s does not match its checksum (CRC-32 %08x; the file records %08x): the file is "
+             "damaged (cut short or changed since it was written). Copy it again, or convert it again (grok1-run "
+             "--skip-checksums loads it unchecked)",
+             path, what, (unsigned)got, (unsigned)want);
+}
+
 static g1_status check_crc(g1_ckpt *ck, const dset *d, int idx, uint32_t crc, uint64_t n)
 {
     if (!d->ncrc || ck->skip_checksums)
         return G1_OK;
     if (crc != d->crc[idx]) {
-        char which[32] = "";
-        if (d->rank == 3)
-            snprintf(which, sizeof which, " expert %d", idx);
-        return G1_FAIL(G1_ERR_FORMAT,
-                       "checkpoint %s: %.*s%s%s does not match its checksum (CRC-32 %08x; the file records %08x): "
-                       "the file is damaged (cut short or changed since it was written). Copy it again, or convert "
-                       "it again (grok1-run --skip-checksums loads it unchecked)",
-                       ck->path, d->base_len, d->name, which, d->name + d->base_len, (unsigned)crc,
-                       (unsigned)d->crc[idx]);
+        char what[1300], msg[1600];
+        crc_what(d, idx, what, sizeof what);
+        crc_message(msg, sizeof msg, ck->path, what, crc, d->crc[idx]);
+        return G1_FAIL(G1_ERR_FORMAT, "%s", msg);
     }
     ck->bytes_checked += n;
+    return G1_OK;
+}
+
+static void *crc_main(void *arg)
+{
+    g1_ckpt *ck = arg;
+    crc_checker *c = &ck->crc;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->head && !c->ending)
+            pthread_cond_wait(&c->more, &c->mu);
+        crc_job *j = c->head;
+        if (!j)
+            break;
+        c->head = j->next;
+        if (!c->head)
+            c->tail = NULL;
+        if (!c->failed) {
+            c->busy = 1;
+            pthread_mutex_unlock(&c->mu);
+            uint32_t got = g1_h5_crc32_here(j->buf, (size_t)j->n);
+            pthread_mutex_lock(&c->mu);
+            c->busy = 0;
+            if (got == j->want)
+                c->checked += j->n;
+            else if (!c->failed) {
+                c->failed = 1;
+                crc_message(c->msg, sizeof c->msg, ck->path, j->what, got, j->want);
+            }
+        }
+        free(j);
+        pthread_cond_broadcast(&c->less);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Every tensor given to the checker compared: the first mismatch, or
+ * G1_OK. The buffers given may be freed or read into after this. */
+static g1_status crc_wait(g1_ckpt *ck)
+{
+    crc_checker *c = &ck->crc;
+    pthread_mutex_lock(&c->mu);
+    while (c->head || c->busy)
+        pthread_cond_wait(&c->less, &c->mu);
+    ck->bytes_checked += c->checked;
+    c->checked = 0;
+    int failed = c->failed;
+    char msg[sizeof c->msg];
+    memcpy(msg, c->msg, sizeof msg);
+    c->failed = 0;
+    pthread_mutex_unlock(&c->mu);
+    return failed ? G1_FAIL(G1_ERR_FORMAT, "%s", msg) : G1_OK;
+}
+
+/* check_buf on the checker's thread: buf (n bytes, checksum idx of d) must
+ * stay as it is until crc_wait. A mismatch already found is returned at
+ * once (the load stops at the next tensor); otherwise G1_OK, the result at
+ * crc_wait. On one thread when the checker cannot start. */
+static g1_status check_later(g1_ckpt *ck, const dset *d, int idx, const void *buf, uint64_t n)
+{
+    if (!d->ncrc || ck->skip_checksums)
+        return G1_OK;
+    crc_checker *c = &ck->crc;
+    crc_job *j = malloc(sizeof *j);
+    if (!j)
+        return check_crc(ck, d, idx, g1_h5_crc32(buf, (size_t)n), n);
+    *j = (crc_job){.buf = buf, .n = n, .want = d->crc[idx]};
+    crc_what(d, idx, j->what, sizeof j->what);
+    pthread_mutex_lock(&c->mu);
+    if (c->failed) {
+        pthread_mutex_unlock(&c->mu);
+        free(j);
+        return crc_wait(ck);
+    }
+    if (!c->started) {
+        /* signals (SIGTERM, ^C) go to the loading thread, not this one */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        c->started = pthread_create(&c->thread, NULL, crc_main, ck) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (!c->started) {
+            pthread_mutex_unlock(&c->mu);
+            free(j);
+            return check_crc(ck, d, idx, g1_h5_crc32(buf, (size_t)n), n);
+        }
+    }
+    if (c->tail)
+        c->tail->next = j;
+    else
+        c->head = j;
+    c->tail = j;
+    pthread_cond_signal(&c->more);
+    pthread_mutex_unlock(&c->mu);
     return G1_OK;
 }
 
@@ -554,15 +704,16 @@ static g1_status read_slab(g1_ckpt *ck, const dset *d, hid_t memtype, const hsiz
 }
 
 /* The whole dataset, compared with its checksum (as float32 or int8 in
- * memory: what the checksums are of). */
-static g1_status read_all(g1_ckpt *ck, const dset *d, hid_t memtype, void *buf)
+ * memory: what the checksums are of); `later`: on the checker's thread
+ * (check_later: buf stays until crc_wait). */
+static g1_status read_all(g1_ckpt *ck, const dset *d, hid_t memtype, void *buf, int later)
 {
     hsize_t start[3] = {0, 0, 0};
     G1_TRY(read_slab(ck, d, memtype, start, d->dims, buf));
     uint64_t n = H5Tget_size(memtype);
     for (int i = 0; i < d->rank; i++)
         n *= d->dims[i];
-    return check_buf(ck, d, 0, buf, n);
+    return later ? check_later(ck, d, 0, buf, n) : check_buf(ck, d, 0, buf, n);
 }
 
 /* A whole float dataset of the given shape. */
@@ -571,7 +722,7 @@ static g1_status read_floats(g1_ckpt *ck, hid_t loc, const char *dir, const char
 {
     dset d;
     G1_TRY(open_shaped(ck, loc, dir, name, KIND_F32, rank, dims, &d));
-    g1_status st = read_all(ck, &d, H5T_NATIVE_FLOAT, out);
+    g1_status st = read_all(ck, &d, H5T_NATIVE_FLOAT, out, 0);
     close_dset(&d);
     return st;
 }
@@ -664,7 +815,8 @@ static g1_status open_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
     return st;
 }
 
-/* Matrix `id` of one layer into q[0 .. e1-e0) (one matrix for attention). */
+/* Matrix `id` of one layer into q[0 .. e1-e0) (one matrix for attention);
+ * their checksums compared on the checker's thread (crc_wait). */
 static g1_status load_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id, int e0, int e1, int first_layer,
                            g1_qmat *q)
 {
@@ -672,9 +824,9 @@ static g1_status load_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
     G1_TRY(open_qmat(ck, g, dir, id, q[0].blocks, first_layer, &w, &s));
     g1_status st = G1_OK;
     if (!is_expert(id)) {
-        st = read_all(ck, &w, H5T_NATIVE_INT8, q->w);
+        st = read_all(ck, &w, H5T_NATIVE_INT8, q->w, 1);
         if (st == G1_OK)
-            st = read_all(ck, &s, H5T_NATIVE_FLOAT, q->scale);
+            st = read_all(ck, &s, H5T_NATIVE_FLOAT, q->scale, 1);
     }
     for (int e = e0; is_expert(id) && e < e1 && st == G1_OK; e++) {
         /* one expert: one chunk, one contiguous read */
@@ -683,11 +835,11 @@ static g1_status load_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
         hsize_t cw[3] = {1, w.dims[1], w.dims[2]}, cs[3] = {1, s.dims[1], s.dims[2]};
         st = read_slab(ck, &w, H5T_NATIVE_INT8, start, cw, m->w);
         if (st == G1_OK)
-            st = check_buf(ck, &w, e, m->w, (uint64_t)(cw[1] * cw[2]));
+            st = check_later(ck, &w, e, m->w, (uint64_t)(cw[1] * cw[2]));
         if (st == G1_OK)
             st = read_slab(ck, &s, H5T_NATIVE_FLOAT, start, cs, m->scale);
         if (st == G1_OK)
-            st = check_buf(ck, &s, e, m->scale, (uint64_t)(cs[1] * cs[2]) * sizeof(float));
+            st = check_later(ck, &s, e, m->scale, (uint64_t)(cs[1] * cs[2]) * sizeof(float));
     }
     close_dset(&w);
     close_dset(&s);
@@ -798,7 +950,7 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
     if (st == G1_OK)
         st = open_shaped(ck, ck->file, "", "final_norm", KIND_F32, 1, &D, &d);
     if (st == G1_OK) {
-        st = read_all(ck, &d, H5T_NATIVE_FLOAT, v);
+        st = read_all(ck, &d, H5T_NATIVE_FLOAT, v, 0);
         close_dset(&d);
     }
     hsize_t dims[2] = {V, D};
@@ -854,6 +1006,11 @@ g1_status g1_ckpt_load_reuse(g1_ckpt *ck, int l0, int l1, int e0, int e1, int wi
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     g1_status st = load_into(ck, l0, l1, e0, e1, with_embedding, w);
+    /* the checker is done with the weights before they are used or freed;
+     * a mismatch it found comes first (the load may have stopped for it) */
+    g1_status cs = crc_wait(ck);
+    if (cs != G1_OK)
+        st = cs;
     if (st == G1_OK)
         st = g1_weights_prepare(w);
     if (st != G1_OK)

@@ -42,6 +42,8 @@ herr_t g1_h5_write_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, 
 /* zlib's CRC-32 of n bytes (computed by libdeflate), from 0; large buffers
  * in pieces on the OpenMP threads, joined. */
 uint32_t g1_h5_crc32(const void *p, size_t n);
+/* The same on the calling thread alone (for a thread of its own). */
+uint32_t g1_h5_crc32_here(const void *p, size_t n);
 /* The CRC-32 of a then b from crc(a), crc(b) and b's length. */
 uint32_t g1_h5_crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 /* A 1-D integer attribute of n values (ftype in the file, mtype in

@@ -711,12 +711,18 @@ g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *as
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.partial", path);
     /* an earlier one set aside stays: this one gets the next free name */
-    snprintf(aside, n, "%s.partial.damaged", path);
+    char name[4200];
+    snprintf(name, sizeof name, "%s.partial.damaged", path);
     struct stat sb;
-    for (int i = 2; i < 1000 && stat(aside, &sb) == 0; i++)
-        snprintf(aside, n, "%s.partial.damaged.%d", path, i);
-    if (rename(tmp, aside) != 0)
-        return G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, aside, strerror(errno));
+    for (int i = 2; i < 1000 && stat(name, &sb) == 0; i++)
+        snprintf(name, sizeof name, "%s.partial.damaged.%d", path, i);
+    if (n) { /* the name given back (copied: gcc under ASan saw a null destination in snprintf) */
+        size_t len = strlen(name) < n ? strlen(name) : n - 1;
+        memcpy(aside, name, len);
+        aside[len] = 0;
+    }
+    if (rename(tmp, name) != 0)
+        return G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, name, strerror(errno));
     return G1_OK;
 }
 

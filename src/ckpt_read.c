@@ -426,8 +426,6 @@ static g1_status read_crcs(dset *d)
     return G1_OK;
 }
 
-/* A read's bytes (n of them; crc their CRC-32) are all of checksum idx of
- * d (the dataset, or expert idx): compare, when it has checksums. */
 /* "layers/03/moe_up expert 5 in part file P": checksum idx of d. */
 static void crc_what(const dset *d, int idx, char *out, size_t size)
 {
@@ -446,6 +444,8 @@ static void crc_message(char *out, size_t size, const char *path, const char *wh
              path, what, (unsigned)got, (unsigned)want);
 }
 
+/* A read's bytes (n of them; crc their CRC-32) are all of checksum idx of
+ * d (the dataset, or expert idx): compare, when it has checksums. */
 static g1_status check_crc(g1_ckpt *ck, const dset *d, int idx, uint32_t crc, uint64_t n)
 {
     if (!d->ncrc || ck->skip_checksums)

@@ -75,6 +75,7 @@ typedef struct cli {
     int top_logprobs, truncate_left;
     int max_context; /* positions per sequence; 0: the model's max_seq_len */
     double mem_per_rank;
+    double dump_buffer; /* --dump-buffer: bytes of logits rows the dump writer may queue (0: 1 GiB) */
     int backend; /* -1: cuda when built with it and a GPU is visible, else cpu */
     g1_cuda_gemm cuda_gemm;
     int cuda_graphs; /* --cuda-graphs: -1 on (the default), 0 off, N > 0 keep at most N */
@@ -153,6 +154,10 @@ static void usage(FILE *f)
 "                            dataset /logits/<k> of shape (n, V), k = 0-based input line number,\n"
 "                            with the request's token ids (attribute tokens) and id (attribute\n"
 "                            id, JSON text) (as FILE.h5.partial until complete, like the output)\n"
+"  --dump-buffer SIZE        --dump-logits: rows held for the thread that writes the dump, so\n"
+"                            that a slow file system does not stop the pipeline (default 1G;\n"
+"                            at least one step's logits, --max-batch-tokens x V x 4 bytes, in\n"
+"                            any case); rank 0's host memory, counted by --mem-per-rank\n"
 "  --resume                  continue OUTPUT: keep its complete results (a torn last line\n"
 "                            is redone) and run only the requests not yet done, and continue\n"
 "                            the logits dump with them; refused if OUTPUT.meta.json shows\n"
@@ -396,11 +401,12 @@ static int parse_args(int argc, char **argv, cli *c)
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNCATE, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE, O_CHECK, O_SKIP_CRC };
+           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE, O_CHECK, O_SKIP_CRC, O_DUMPBUF };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
         {"dump-logits", required_argument, NULL, O_DUMP},  {"max-new-tokens", required_argument, NULL, O_MNT},
+        {"dump-buffer", required_argument, NULL, O_DUMPBUF},
         {"batch-size", required_argument, NULL, O_BS},     {"max-batch-tokens", required_argument, NULL, O_MBT},
         {"threads", required_argument, NULL, O_THR},       {"synthetic", required_argument, NULL, O_SYN},
         {"seed", required_argument, NULL, O_SEED},         {"help", no_argument, NULL, O_HELP},
@@ -568,6 +574,12 @@ static int parse_args(int argc, char **argv, cli *c)
             if (g1_plan_parse_size("--mem-per-rank", optarg, &c->mem_per_rank) != G1_OK)
                 return usage_error("%s", g1_last_error());
             break;
+        case O_DUMPBUF:
+            if (g1_plan_parse_size("--dump-buffer", optarg, &c->dump_buffer) != G1_OK)
+                return usage_error("%s", g1_last_error());
+            if (c->dump_buffer < 1 || c->dump_buffer > 0x1p50)
+                return usage_error("--dump-buffer %s: expected a size from 1 byte to 1P, such as 256M", optarg);
+            break;
         case O_MODE:
             if (g1_run_mode_parse(optarg, &c->mode) != G1_OK)
                 return usage_error("%s", g1_last_error());
@@ -614,6 +626,8 @@ static int parse_args(int argc, char **argv, cli *c)
                            "checksums)");
     if (c->dump_logits && c->mode != G1_MODE_SCORE)
         return usage_error("--dump-logits works with --mode score only");
+    if (c->dump_buffer > 0 && !c->dump_logits)
+        return usage_error("--dump-buffer sizes the writer of --dump-logits: give --dump-logits FILE.h5 too");
     if (c->plan && c->layers_per_stage)
         return usage_error("give --plan or --layers-per-stage, not both");
     if (c->balance >= 0 && (c->plan || c->layers_per_stage))
@@ -1268,7 +1282,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, f->dump_run, &f->logits));
             f->dump_made = 1;
         }
-        G1_TRY(g1_dump_writer_new(f->logits, cfg->vocab_size, 0, &f->dw));
+        G1_TRY(g1_dump_writer_new(f->logits, cfg->vocab_size, (uint64_t)c->dump_buffer, &f->dw));
         if (g1_input_rereadable(c->input))
             G1_TRY(dump_room(c, cfg, check, f));
     }
@@ -1540,7 +1554,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
         g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = limit,
                               .slots = M * c->batch_size, .context = context,
                               .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
-                              .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL};
+                              .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL, .dump_buffer = c->dump_buffer};
         plan_backend(c, &rq);
         if (rq.cuda_sms > 0 && plan->cuda_sms > 0) /* the GPUs the plan was made for */
             rq.cuda_sms = plan->cuda_sms;
@@ -1584,7 +1598,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                           .kv_bytes = kv_bytes(c),
                           .layers_per_stage = c->layers_per_stage ? lps : NULL,
                           .balance_prompt = prompt, .balance_fallback = c->balance < 0,
-                          .dump_logits = c->dump_logits != NULL};
+                          .dump_logits = c->dump_logits != NULL, .dump_buffer = c->dump_buffer};
     plan_backend(c, &rq);
     G1_TRY(g1_plan_make(&rq, plan));
     *balanced = c->layers_per_stage ? "--layers-per-stage"

@@ -77,6 +77,8 @@ static void usage(FILE *f)
 "                             holds the rows its dump writer queues, 1 GiB (or\n"
 "                             one step's logits when more); cpu only (host\n"
 "                             memory: a GPU's is not touched)\n"
+"  --dump-buffer SIZE         the same with grok1-run --dump-buffer SIZE (implies\n"
+"                             --dump-logits)\n"
 "  --out PLAN.json            write the plan for grok1-run --plan (- for stdout)\n"
 "  --help                     this text\n"
 "\n"
@@ -158,7 +160,7 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
-           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP };
+           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP, O_DUMPBUF };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -170,7 +172,8 @@ int main(int argc, char **argv)
         {"tflops", required_argument, 0, O_TFLOPS},   {"balance", required_argument, 0, O_BALANCE},
         {"backend", required_argument, 0, O_BACKEND}, {"gpu-sms", required_argument, 0, O_SMS},
         {"cuda-gemm", required_argument, 0, O_GEMM},  {"cuda-tune", required_argument, 0, O_TUNE},
-        {"dump-logits", no_argument, 0, O_DUMP},      {"help", no_argument, 0, O_HELP},
+        {"dump-logits", no_argument, 0, O_DUMP},      {"dump-buffer", required_argument, 0, O_DUMPBUF},
+        {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
@@ -197,6 +200,13 @@ int main(int argc, char **argv)
             break;
         case O_LPS: lps_text = optarg; break;
         case O_DUMP: req.dump_logits = 1; break;
+        case O_DUMPBUF:
+            req.dump_logits = 1;
+            if (g1_plan_parse_size("--dump-buffer", optarg, &req.dump_buffer) != G1_OK)
+                r = usage_error("%s", g1_last_error());
+            else if (req.dump_buffer < 1)
+                r = usage_error("--dump-buffer %s: expected a size of at least one byte, such as 256M", optarg);
+            break;
         case O_BW: r = parse_rate("--bandwidth", optarg, 1e9, "gigabytes per second", "3350", &bandwidth); break;
         case O_MB: r = parse_int("--micro-batches", optarg, 1, &micro_batches); break;
         case O_TFLOPS: r = parse_rate("--tflops", optarg, 1e12, "TFLOP/s", "600", &tflops); break;

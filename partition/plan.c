@@ -79,11 +79,12 @@ static double buffer_bytes(const g1_config *c, int T_, int rank0)
     return b;
 }
 
-/* The rows grok1-run's logits dump writer holds on rank 0 at most. */
-static double dump_bytes(const g1_config *c, int T)
+/* The rows grok1-run's logits dump writer holds on rank 0 at most: its
+ * buffer (--dump-buffer), or one step's logits when that is more. */
+static double dump_bytes(const g1_config *c, int T, double buffer)
 {
     double step = (double)T * c->vocab_size * 4;
-    return step > (double)G1_DUMP_WRITER_BYTES ? step : (double)G1_DUMP_WRITER_BYTES;
+    return step > buffer ? step : buffer;
 }
 
 int g1_plan_seqs(const g1_plan *p, int slot)
@@ -317,6 +318,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     free(S);
     free(Sp);
     p->cuda_sms = r->cuda_sms;
+    p->dump_buffer = r->dump_buffer > 0 ? r->dump_buffer : (double)G1_DUMP_WRITER_BYTES;
     /* the CUDA engine's scratch, exactly as its check before the load counts it */
     g1_engine_opts eo = {.n_slots = 1, .max_batch = r->max_batch_tokens, .max_context = p->context,
                          .cuda_gemm = r->cuda_gemm, .cuda_tune = r->cuda_tune};
@@ -338,7 +340,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
             m->buffers = buffer_bytes(c, r->max_batch_tokens, rk == 0);
             if (rk == 0 && r->dump_logits) {
                 p->dump_logits = 1;
-                m->buffers += dump_bytes(c, r->max_batch_tokens);
+                m->buffers += dump_bytes(c, r->max_batch_tokens, p->dump_buffer);
             }
         }
         m->total = m->weights + m->kv_cache + m->buffers;
@@ -422,20 +424,23 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
             char hint[200];
             suggest(req, hint, sizeof hint);
             const g1_plan_mem *m = &p.mem[w];
-            char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32], dump[96] = "";
-            if (w == 0 && p.dump_logits)
-                snprintf(dump, sizeof dump, ", %s of them for the logits dump's writer",
-                         human(dump_bytes(&p.cfg, p.max_batch_tokens), b5, sizeof b5));
+            char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32], dump[96] = "", shrink[96] = "";
+            if (w == 0 && p.dump_logits) {
+                human(dump_bytes(&p.cfg, p.max_batch_tokens, p.dump_buffer), b5, sizeof b5);
+                snprintf(dump, sizeof dump, ", %s of them for the logits dump's writer", b5);
+                snprintf(shrink, sizeof shrink, " or a smaller --dump-buffer (now %s)", b5);
+            }
             g1_status st = G1_FAIL(
                 G1_ERR_ARG,
                 "rank %d (stage %d, expert slot %d, layers %d..%d) needs %s (weights %s, KV cache %s, "
                 "buffers %s%s) but --mem-per-rank is %s%s; %s%s, or fewer slots (%d), a shorter context "
-                "(--max-context, now %d) or a smaller --max-batch-tokens (%d)",
+                "(--max-context, now %d)%s a smaller --max-batch-tokens (%d)%s",
                 w, w / p.ep, w % p.ep, p.cut[w / p.ep], p.cut[w / p.ep + 1] - 1, human(m->total, b0, sizeof b0),
                 human(m->weights, b1, sizeof b1), human(m->kv_cache, b2, sizeof b2), human(m->buffers, b3, sizeof b3),
                 dump, human(req->mem_per_rank, b4, sizeof b4),
                 over > 1 ? " (and other ranks do not fit either)" : "", hint,
-                req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, p.max_batch_tokens);
+                req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, *shrink ? "," : " or",
+                p.max_batch_tokens, shrink);
             g1_plan_free(&p);
             if (req->balance_prompt && req->balance_fallback && !req->layers_per_stage) {
                 g1_plan_request d = *req;

@@ -37,9 +37,11 @@ typedef struct g1_plan_request {
     int cuda_gemm;               /* g1_cuda_gemm (engine.h) */
     g1_cuda_opts cuda_tune;      /* grok1-run --cuda-tune's switches (zeros: the defaults) */
     /* grok1-run --dump-logits: rank 0 also holds the rows its dump writer
-     * queues, max(G1_DUMP_WRITER_BYTES, max_batch_tokens * V * 4), in host
-     * memory: counted in its buffers on the CPU backend only (cuda_sms 0). */
+     * queues, max(dump_buffer, max_batch_tokens * V * 4), in host memory:
+     * counted in its buffers on the CPU backend only (cuda_sms 0).
+     * dump_buffer: grok1-run --dump-buffer in bytes (0: G1_DUMP_WRITER_BYTES). */
     int dump_logits;
+    double dump_buffer;
 } g1_plan_request;
 
 /* Memory of one rank, in bytes. */
@@ -65,6 +67,7 @@ typedef struct g1_plan {
     int balance_prompt;  /* the planner's cuts balance prompt FLOPs (else decode bytes, or given cuts) */
     int cuda_sms;        /* > 0: memory counted for the CUDA backend on GPUs of this many multiprocessors */
     int dump_logits;     /* rank 0's buffers count the logits dump's writer (g1_plan_request.dump_logits) */
+    double dump_buffer;  /* its --dump-buffer, bytes (G1_DUMP_WRITER_BYTES when not given) */
 } g1_plan;
 
 /* Balanced contiguous cuts (stage 0 lighter: rank 0 also embeds, un-embeds

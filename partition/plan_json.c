@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "plan.h"
 
 /* ---- write ---- */
@@ -63,8 +64,10 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
     json_object_set_new(root, "backend", json_string(p->cuda_sms > 0 ? "cuda" : "cpu"));
     if (p->cuda_sms > 0)
         json_object_set_new(root, "gpu_sms", json_integer(p->cuda_sms));
-    if (p->dump_logits)
+    if (p->dump_logits) {
         json_object_set_new(root, "dump_logits", json_true());
+        json_object_set_new(root, "dump_buffer", jbytes(p->dump_buffer));
+    }
     size_t flags = JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17);
     g1_status st = G1_OK;
     if (!strcmp(path, "-")) {
@@ -204,6 +207,9 @@ static g1_status read_body(const rd *d, g1_plan *p)
     if (dl && !json_is_boolean(dl))
         return BAD("plan %s: dump_logits: expected true or false", d->path);
     p->dump_logits = dl && json_is_true(dl);
+    p->dump_buffer = (double)G1_DUMP_WRITER_BYTES; /* optional: plans before --dump-buffer counted 1 GiB */
+    if (json_object_get(root, "dump_buffer"))
+        G1_TRY(get_bytes(d, root, "", "dump_buffer", &p->dump_buffer));
     int P = p->stages, N = P * p->ep;
     p->cut = malloc((size_t)(P + 1) * sizeof *p->cut);
     p->mem = calloc((size_t)N, sizeof *p->mem);

@@ -630,6 +630,19 @@ def case_dump_logits(d):
     expect_fail(tiny("score", inp, mem, "--mem-per-rank", "100M", "--dump-logits", mem_lg), 2,
                 ["--mem-per-rank is 100.0 MiB", "1.00 GiB of them for the logits dump's writer"], out=mem)
     check(not os.path.exists(mem_lg) and not os.path.exists(mem_lg + ".partial"), "a refused run made a dump")
+    expect_fail(tiny("score", inp, mem, "--dump-logits", mem_lg, "--mem-per-rank", "100M"), 2,
+                ["or a smaller --dump-buffer (now 1.00 GiB)"], out=mem)
+    expect_fail(tiny("score", inp, mem, "--dump-buffer", "8K"), 2, ["--dump-buffer", "--dump-logits FILE.h5"],
+                out=mem)
+    for bad in ("0", "-1M", "lots"):
+        expect_fail(tiny("score", inp, mem, "--dump-logits", mem_lg, "--dump-buffer", bad), 2,
+                    [f"--dump-buffer {bad}"], out=mem)
+    # a smaller writer's buffer fits the limit; 8K holds 4 rows of the tiny
+    # vocabulary, less than a step (6 rows): the ring takes a step's rows at
+    # a time and wraps at every step; the dump below must be the same bytes
+    small_lg = os.path.join(d, "small.h5")
+    expect_ok(tiny("score", inp, mem, "--mem-per-rank", "100M", "--dump-logits", small_lg, "--dump-buffer", "8K",
+                   "--batch-size", "2", "--max-batch-tokens", "6"))
     # small chunks so a request's logits arrive in several row pieces
     expect_ok(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "2", "--max-batch-tokens", "6"))
     res = read_jsonl(out)
@@ -655,6 +668,11 @@ def case_dump_logits(d):
             check(t is not None and t.dtype == np.int32 and list(t) == ids, f"logits/{k}: tokens attribute {t}")
             i = f[f"logits/{k}"].attrs.get("id")
             check(isinstance(i, str) and json.loads(i) == rid[k] == res[k]["id"], f"logits/{k}: id attribute {i!r}")
+    with h5py.File(lg, "r") as f, h5py.File(small_lg, "r") as g:
+        for k in range(len(lens)):
+            check(np.array_equal(f[f"logits/{k}"][...], g[f"logits/{k}"][...]) and
+                  list(f[f"logits/{k}"].attrs["crc32"]) == list(g[f"logits/{k}"].attrs["crc32"]),
+                  f"logits/{k} differs when the writer's buffer is 8K")
 
 
 def case_score_last_token(d):

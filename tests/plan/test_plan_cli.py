@@ -246,6 +246,18 @@ def case_dump():
                f"{T} tokens a step: rank 0 holds {want} bytes more")
         expect(all(a == b for a, b in zip(base["ranks"][1:], dump["ranks"][1:])), "the other ranks do not change")
         expect(dump.get("dump_logits") is True and "dump_logits" not in base, "the JSON records it")
+    # --dump-buffer SIZE: that instead of 1 GiB, still one step's logits at least
+    for T, size, want in ((256, "256M", 256 << 20), (256, "64k", 256 * V * 4), (4096, "2.5G", 5 << 29)):
+        base = plan_json(g1 + ["--max-batch-tokens", str(T)])
+        dump = plan_json(g1 + ["--max-batch-tokens", str(T), "--dump-buffer", size])
+        got = dump["ranks"][0]["buffer_bytes"] - base["ranks"][0]["buffer_bytes"]
+        expect(got == want, f"--dump-buffer {size} at {T} tokens a step: rank 0 holds {got} bytes more, not {want}")
+        expect(dump.get("dump_logits") is True, "--dump-buffer implies --dump-logits")
+    expect(plan_json(g1 + ["--dump-buffer", "256M"]).get("dump_buffer") == 256 << 20
+           and plan_json(g1 + ["--dump-logits"]).get("dump_buffer") == 1 << 30, "the JSON records the buffer")
+    for bad in ("0", "-5", "big"):
+        rc, out, err = run(g1 + ["--dump-buffer", bad])
+        expect(rc == 2 and "--dump-buffer " + bad in err, f"--dump-buffer {bad} refused: {err.strip()[:200]}")
     rc, out, err = run(g1 + ["--dump-logits"])
     expect(rc == 0 and "(+ embedding, logits, dump writer)" in out, "the table says what rank 0 adds")
     if A.cuda:
@@ -258,6 +270,9 @@ def case_dump():
     rc, out, err = run(tiny + ["--dump-logits"])
     expect(rc == 1 and "1.00 GiB of them for the logits dump's writer" in err,
            f"and not with the dump's writer: {err.strip()[:300]}")
+    expect("or a smaller --dump-buffer (now 1.00 GiB)" in err, f"the refusal names --dump-buffer: {err.strip()}")
+    rc, out, err = run(tiny + ["--dump-buffer", "16M"])
+    expect(rc == 0 and "dump writer" in out, f"a 16M writer's buffer fits 100M: {err.strip()[:300]}")
 
 
 def case_checkpoint():

@@ -1797,9 +1797,21 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_status st = make_plan(c, &m->cfg, &P, &E, &plan, &balanced);
     if (st == G1_OK && c->plan)
         st = g1_dist_check_layout(world->size, P, E, &m->cfg);
-    if (st != G1_OK) {
+    /* each rank reads --plan and guesses the backend itself: a plan file one
+     * node cannot see, or a node without a GPU, makes the ranks disagree;
+     * none may go on to wait for the others */
+    if (!g1_world_all_ok(st == G1_OK)) {
         g1_plan_free(&plan);
-        return st; /* E may be unset: nothing below may run */
+        if (g1_world_all_ok(st != G1_OK))
+            return st; /* every rank refused: rank 0 says why */
+        if (st != G1_OK) {
+            if (rank != 0)
+                fprintf(stderr, "grok1-run: error: rank %d of %d: %s\n", rank, world->size, g1_last_error());
+            return st;
+        }
+        return G1_FAIL(G1_ERR_ARG, "another rank refused the layout (its own message says why), and this one did not: "
+                                   "the ranks must see the same files (--plan) and pick the same backend "
+                                   "(--backend)");
     }
     int s = rank / E, e = rank % E, first = 0, count = 0;
     int l0 = plan.cut[s], l1 = plan.cut[s + 1];

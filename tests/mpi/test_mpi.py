@@ -344,6 +344,25 @@ def case_refusals():
         check(ok, f"-n {n} {extra}: not refused as expected (exit {p.returncode}, want words {words})")
         check(p.returncode == 2, f"-n {n} {extra}: exit {p.returncode}, expected 2")
         check(p.stderr.count("error:") == 1, f"-n {n} {extra}: expected one error line, got: {p.stderr.strip()}")
+    # ranks that disagree (a plan file one node cannot see): no rank may wait
+    # for the others; the one that refused says why, under its rank
+    good = os.path.join(ARGS.tmp, "plan_good.json")
+    subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "1", "--out", good], check=True,
+                   capture_output=True)
+    gone = os.path.join(ARGS.tmp, "no_such_plan.json")
+    for first, second in ((good, gone), (gone, good)):
+        cmd = [mpirun(), "-n", "1", ARGS.run] + base + ["--plan", first] + [":", "-n", "1", ARGS.run] + base + [
+            "--plan", second]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"FAIL: ranks with different --plan files hung: {' '.join(cmd)}")
+        bad = 1 if second == gone else 0
+        print(f"--plan differing on rank {bad}: exit {p.returncode}: {p.stderr.strip()[:300]}")
+        check(p.returncode == 2 and f"{gone}: cannot open it" in p.stderr and not os.path.exists(out),
+              f"ranks with different --plan files: exit {p.returncode}, {p.stderr.strip()[-400:]}")
+        check(bad == 0 or "rank 1 of 2" in p.stderr, "the refusing rank names itself")
+        check(bad == 0 or "another rank refused the layout" in p.stderr, "rank 0 says another rank refused")
     p = run(2, base + ["--plan", tight, "--max-context", "16", "--truncate", "left"], expect=None)
     check(p.returncode == 0 and os.path.exists(out), f"the plan's own settings refused: {p.stderr.strip()[-300:]}")
     print("-n 2 --plan (16 x 16 at 3M) --max-context 16: runs")

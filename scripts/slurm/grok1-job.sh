@@ -50,7 +50,8 @@ fi
 # not contain any.
 read -r -a extra <<< "${GROK1_ARGS:-}"
 read -r -a srun_extra <<< "${GROK1_SRUN_ARGS:-}"
-for a in "${extra[@]}"; do
+# (${a[@]+"${a[@]}"}: bash before 4.4 calls an empty array unbound under set -u)
+for a in ${extra[@]+"${extra[@]}"}; do
   case "$a" in
     --mode|--mode=*|--input|--input=*|--output|--output=*|--checkpoint|--checkpoint=*|--tokenizer|--tokenizer=*|--resume|--shard|--shard=*)
       die "GROK1_ARGS must not contain $a: the script sets it (from GROK1_MODE, GROK1_INPUT, GROK1_OUTPUT, GROK1_CHECKPOINT, GROK1_TOKENIZER, and the job array)" ;;
@@ -58,6 +59,14 @@ for a in "${extra[@]}"; do
 done
 
 # --- job arrays: task K of N runs shard K/N into GROK1_OUTPUT.shard-K-of-N ----
+if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -le 1 ]; then
+  # an array of one task is a plain job: it would run every request into
+  # GROK1_OUTPUT, not the shard of an array that ran as several tasks
+  for f in "$GROK1_OUTPUT".shard-*-of-*; do
+    [ -e "$f" ] || continue
+    die "job array ${SLURM_ARRAY_JOB_ID:-} has one task (--array=${SLURM_ARRAY_TASK_ID}), but shard outputs such as $f exist: to run one shard of that array again, requeue its task (scontrol requeue ARRAYID_K) or submit the whole array again (e.g. --array=0-$((${f##*-of-} - 1))) with the same GROK1_* variables: finished tasks resume with nothing to run"
+  done
+fi
 merged=""
 shard=()
 merge_dump=()
@@ -80,7 +89,7 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]
     die "no executable grok1-merge beside grok1-run ($GROK1_MERGE): a job array needs it to join the shards; set GROK1_MERGE to its path"
   # every task writes a logits dump of its own: --dump-logits D becomes
   # D.shard-K-of-N; the merge joins them into D
-  for i in "${!extra[@]}"; do
+  for i in ${extra[@]+"${!extra[@]}"}; do
     case "${extra[$i]}" in
       --dump-logits)
         if [ $((i + 1)) -lt ${#extra[@]} ]; then
@@ -95,14 +104,19 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]
 fi
 
 args=(--checkpoint "$GROK1_CHECKPOINT" --mode "$GROK1_MODE"
-      --input "$GROK1_INPUT" --output "$GROK1_OUTPUT" "${shard[@]}")
+      --input "$GROK1_INPUT" --output "$GROK1_OUTPUT" ${shard[@]+"${shard[@]}"})
 [ -n "${GROK1_TOKENIZER:-}" ] && args+=(--tokenizer "$GROK1_TOKENIZER")
 # Continue what an earlier run of this job (or an earlier job) left behind:
 # grok1-run keeps the complete lines of OUT.partial (or OUT) and runs the rest.
 if [ -e "$GROK1_OUTPUT.partial" ] || [ -e "$GROK1_OUTPUT" ]; then
   args+=(--resume)
 fi
-args+=("${extra[@]}")
+args+=(${extra[@]+"${extra[@]}"})
+
+# The complete result lines an earlier run left: a run interrupted before it
+# adds one is not requeued (the next would end the same way).
+lines() { if [ -e "$1" ]; then wc -l < "$1" | tr -d ' '; else echo 0; fi; }
+kept_before=$(lines "$GROK1_OUTPUT.partial")
 
 # One OpenMP thread per CPU Slurm gave each task, unless set by the user.
 if [ -z "${OMP_NUM_THREADS:-}" ] && [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
@@ -132,23 +146,48 @@ fi
 # sends ahead of the time limit (#SBATCH --signal=B:TERM@...) and pass it on
 # to the ranks with scancel: srun itself would kill them on SIGTERM instead of
 # forwarding it. A signal interrupts `wait`, so wait again until srun ends.
-cmd=(srun --mpi=pmix --kill-on-bad-exit=1 --label "${srun_extra[@]}" "$run" "${args[@]}")
+# srun is given --cpus-per-task itself: from Slurm 22.05 to 23.02 it does not
+# take sbatch's, and each rank would run its OMP_NUM_THREADS threads on one core.
+# GROK1_MPI: srun's --mpi plugin (default pmix; `srun --mpi=list` shows them).
+cpus=()
+[ -n "${SLURM_CPUS_PER_TASK:-}" ] && cpus=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+cmd=(srun --mpi="${GROK1_MPI:-pmix}" --kill-on-bad-exit=1 --label ${cpus[@]+"${cpus[@]}"}
+     ${srun_extra[@]+"${srun_extra[@]}"} "$run" "${args[@]}")
 echo "grok1-job: ${cmd[*]}"
 got_signal=0
 "${cmd[@]}" &
 srun_pid=$!
-trap 'got_signal=1; echo "grok1-job: SIGTERM/SIGINT at $(date +%T): passing it to grok1-run"; scancel --signal=TERM "$jid"' TERM INT
+# Any of the signals a site may choose for the warning (--signal=B:USR1@...)
+# is passed on as SIGTERM; without a trap, USR1 or USR2 would end this shell.
+trap 'got_signal=1; echo "grok1-job: a signal (TERM, INT, USR1 or USR2) at $(date +%T): passing it to grok1-run"; scancel --signal=TERM "$jid"' TERM INT USR1 USR2
 while :; do
   got_signal=0
   wait "$srun_pid"
   rc=$?
   [ "$got_signal" = 1 ] || break
 done
-trap - TERM INT
+trap - TERM INT USR1 USR2
 if [ "$rc" = 0 ] && [ ! -e "$GROK1_OUTPUT" ]; then
   echo "grok1-job: srun exited 0 but $GROK1_OUTPUT was not written: the ranks did not start (see srun's errors above)"
   rc=1
 fi
+
+# grok1-merge, with a signal (the time limit's warning) passed on to it: it
+# then removes what it made, and the lock goes too.
+merge() {
+  "$GROK1_MERGE" --input "$GROK1_INPUT" --output "$merged" "$@" &
+  local mpid=$! mrc
+  merge_signal=0
+  trap 'merge_signal=1; got_signal=1; kill -TERM "$mpid" 2>/dev/null' TERM INT USR1 USR2
+  while :; do
+    got_signal=0
+    wait "$mpid"
+    mrc=$?
+    [ "$got_signal" = 1 ] || break
+  done
+  trap - TERM INT USR1 USR2
+  return "$mrc"
+}
 
 # The last shard to finish joins them all, and their logits dumps when
 # there are any (a lock folder keeps two tasks finishing together from both
@@ -161,7 +200,7 @@ if [ "$rc" = 0 ] && [ -n "$merged" ]; then
   if [ "$done_all" = 1 ] && [ ! -e "$merged" ] && mkdir "$merged.merging" 2>/dev/null; then
     if [ -e "$merged" ]; then # another task merged between the test and the lock
       echo "grok1-job: $merged exists already: not merged again"
-    elif "$GROK1_MERGE" --input "$GROK1_INPUT" --output "$merged" "${merge_dump[@]}" "${all[@]}"; then
+    elif merge ${merge_dump[@]+"${merge_dump[@]}"} "${all[@]}"; then
       if [ -n "${merge_dump[1]:-}" ]; then
         echo "grok1-job: every shard is finished: $merged and its logits dump ${merge_dump[1]} are complete (the ${n} shard outputs and their dumps ${merge_dump[1]}.shard-*-of-$n may be removed)"
       else
@@ -169,7 +208,11 @@ if [ "$rc" = 0 ] && [ -n "$merged" ]; then
       fi
     else
       rmdir "$merged.merging"
-      echo "grok1-job: grok1-merge failed (above) $(date '+%F %T'); the shard outputs $merged.shard-*-of-$n are kept: join them by hand with grok1-merge --input $GROK1_INPUT --output $merged ${merge_dump[*]} ..."
+      if [ "$merge_signal" = 1 ]; then
+        echo "grok1-job: interrupted while joining the shards $(date '+%F %T') (the job's time is up): $merged was not written; submit the array again with the same GROK1_* variables (every task resumes with nothing to run, and the last one joins them), or join them by hand: grok1-merge --input $GROK1_INPUT --output $merged ${merge_dump[*]:-} $merged.shard-*-of-$n"
+      else
+        echo "grok1-job: grok1-merge failed (above) $(date '+%F %T'); the shard outputs $merged.shard-*-of-$n are kept: join them by hand with grok1-merge --input $GROK1_INPUT --output $merged ${merge_dump[*]:-} ..."
+      fi
       exit 1
     fi
     rmdir "$merged.merging"
@@ -177,6 +220,12 @@ if [ "$rc" = 0 ] && [ -n "$merged" ]; then
     echo "grok1-job: shard ${shard[1]} is finished; the last task of the array to finish joins the shards into $merged"
   elif [ -e "$merged" ]; then
     echo "grok1-job: $merged exists already: not merged again"
+    for f in "${all[@]}"; do
+      if [ "$f" -nt "$merged" ]; then
+        echo "grok1-job: but shard output $f is newer than $merged (requests added to the input since?): remove $merged (and ${merge_dump[1]:-its logits dump, if any}) and run grok1-merge --input $GROK1_INPUT --output $merged ${merge_dump[*]:-} $merged.shard-*-of-$n"
+        break
+      fi
+    done
   else
     echo "grok1-job: $merged.merging exists: another task is merging the shards, or one was killed while it did; if no task of the array is running, remove that folder and run grok1-merge --input $GROK1_INPUT --output $merged ${merge_dump[*]} $merged.shard-*-of-$n"
   fi
@@ -186,9 +235,13 @@ case "$rc" in
   0) echo "grok1-job: done $(date '+%F %T'): $GROK1_OUTPUT is complete" ;;
   3) echo "grok1-job: interrupted $(date '+%F %T'); finished results are in $GROK1_OUTPUT.partial"
      # Requeue only a job that is still running: scancel (state CANCELLED)
-     # must end it, and Slurm would requeue even a finished job.
+     # must end it, and Slurm would requeue even a finished job. Nor one
+     # whose run added no result: it would requeue for ever.
      state=$(scontrol show job "$jid" 2>/dev/null | sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p')
-     if [ "$state" != RUNNING ]; then
+     kept_after=$(lines "$GROK1_OUTPUT.partial")
+     if [ "$kept_after" -le "$kept_before" ]; then
+       echo "grok1-job: this run added no result to the $kept_before in $GROK1_OUTPUT.partial before it was stopped: not requeued, since the next run would most likely end the same way (loading the weights and the first requests in input order took longer than the job had); submit it again with a longer --time and the same GROK1_* variables to resume"
+     elif [ "$state" != RUNNING ]; then
        echo "grok1-job: job $jid is ${state:-gone}, not requeued: submit it again with the same GROK1_* variables to resume"
      else
        # said first: Slurm may end this script the moment the job is requeued

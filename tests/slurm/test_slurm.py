@@ -437,6 +437,12 @@ if [ "${SLURM_PROCID:-0}" != 0 ]; then
   while :; do sleep 0.1; done
 fi
 echo "$*" >> "$out.args"
+if [ "${GROK1_STUB_SILENT:-0}" = 1 ]; then
+  # stopped before its first result: grok1-run leaves no file behind
+  trap 'rm -f "$out.partial"; exit 3' TERM
+  echo "$SLURM_JOB_ID" > "$out.started"
+  while :; do sleep 0.1; done
+fi
 if [ $resume = 0 ]; then
   echo '{"id":1}' > "$out.partial"
   trap 'exit 3' TERM
@@ -526,6 +532,35 @@ def case_cancel_stub():
         ok &= check("JobState=CANCELLED" in state and "Restarts=0" in state,
                     "the cancelled job is not CANCELLED, or was requeued")
     ok &= check("run 2" not in text, "the cancelled job ran again")
+    if not ok:
+        print(text[-4000:])
+
+
+def case_no_progress_stub():
+    """A run stopped before it wrote a result (the load and the first
+    request took longer than the job had) is not requeued: the next would
+    end the same way, for ever. The warning comes as SIGUSR1 here (a site's
+    --signal=B:USR1@...), which the script passes on like SIGTERM."""
+    inp = requests("silent.jsonl", 2, 3, True)
+    out = os.path.join(TMP, "silent-out.jsonl")
+    env = dict(job_env(out, inp, "", stub_bin()), GROK1_STUB_SILENT="1")
+    popen, log = sbatch("generate.sbatch", "silent", env, ntasks=2, background=True)
+    end = time.time() + 30
+    while time.time() < end and not os.path.exists(out + ".started") and popen.poll() is None:
+        time.sleep(0.05)
+    job = open(out + ".started").read().strip() if os.path.exists(out + ".started") else None
+    if not check(job, "the job never started"):
+        return
+    print(f"job {job}: scancel --batch --signal=USR1 before any result")
+    sh(["scancel", "--batch", "--signal=USR1", job])
+    if not ended(popen, 60, f"job {job}", "SIGUSR1"):
+        return
+    text = open(log).read() if os.path.exists(log) else ""
+    print("\n".join(l for l in text.splitlines() if l.startswith("grok1-job:"))[-1500:])
+    ok = check(popen.returncode == 3, f"sbatch --wait exited {popen.returncode}, expected 3")
+    for want in ("passing it to grok1-run", "interrupted", "added no result to the 0", "not requeued"):
+        ok &= check(want in text, f"no '{want}' in the job log")
+    ok &= check("requeueing" not in text and "run 2" not in text, "a run that wrote nothing was requeued")
     if not ok:
         print(text[-4000:])
 
@@ -694,7 +729,7 @@ def case_parts():
 
 
 CASES = [case_generate, case_score, case_array, case_array_requeue, case_array_repair, case_refusals, case_requeue_stub,
-         case_check_input, case_cancel_stub, case_resume_real, case_parts]
+         case_check_input, case_cancel_stub, case_no_progress_stub, case_resume_real, case_parts]
 
 
 def main():

@@ -26,10 +26,10 @@ int g1_world_all_ok(int ok);
 /* Every rank's n bytes, in rank order, into all (size * n bytes): a
  * collective; G1_OK or an error. */
 g1_status g1_world_allgather(const void *mine, size_t n, void *all);
-/* This process's index among the processes of its node (a collective:
- * MPI_Comm_split_type with MPI_COMM_TYPE_SHARED, whatever the launcher;
- * -1 when MPI cannot tell). */
-int g1_world_local_rank(void);
+/* This process's index among the processes of its node that give the same
+ * key (>= 0; a collective: MPI_Comm_split_type with MPI_COMM_TYPE_SHARED,
+ * whatever the launcher, then split by key; -1 when MPI cannot tell). */
+int g1_world_local_rank(int key);
 /* "mpi" or "none": how this binary was built. */
 const char *g1_world_kind(void);
 

@@ -59,14 +59,17 @@ g1_status g1_world_allgather(const void *mine, size_t n, void *all)
     return G1_OK;
 }
 
-int g1_world_local_rank(void)
+int g1_world_local_rank(int key)
 {
-    MPI_Comm node;
+    MPI_Comm node, same;
     int r = -1;
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS)
         return -1;
-    if (MPI_Comm_rank(node, &r) != MPI_SUCCESS)
-        r = -1;
+    if (MPI_Comm_split(node, key < 0 ? 0 : key, 0, &same) == MPI_SUCCESS) {
+        if (MPI_Comm_rank(same, &r) != MPI_SUCCESS)
+            r = -1;
+        MPI_Comm_free(&same);
+    }
     MPI_Comm_free(&node);
     return r;
 }

@@ -13,7 +13,7 @@
 # with whatever time is left. Without jansson (pkg-config) the build is the
 # engine core and the cuda tests only (-Djson=disabled).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 start=$(date +%s)
 build=${BUILD_DIR:-build-gpu}
 logs=$build/logs
@@ -28,6 +28,13 @@ out_logs() {
 }
 trap out_logs EXIT
 summary=()
+# Every step's timeout is its own cap or what is left of 470 s, whichever is
+# less, so that a hang (a kernel that never ends on a real GPU) cannot take
+# the run past the 8 minutes. limit CAP: that, or 0 when nothing is left.
+limit() {
+  local left=$(( 470 - ($(date +%s) - start) ))
+  if [ "$left" -lt 10 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 # each step's line; the summary so far and the logs reach $OUT after every
 # step, so a run killed outright (SIGKILL: no EXIT trap) still returns them
 note() {
@@ -40,6 +47,10 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >"$logs/gpu.txt" 2>&1; 
   echo "gpu-check: no GPU visible (nvidia-smi): nothing to check" | tee "$logs/summary.txt"; exit 77
 fi
 cat "$logs/gpu.txt"
+# the driver and toolkit, for a summary that has to explain a failure alone
+gpu_line=$(nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader 2>/dev/null |
+  head -1)
+nvcc_line=$(nvcc --version 2>/dev/null | sed -n 's/^Cuda compilation tools, //p' | head -1)
 if [ -z "${GENCODE:-}" ]; then
   cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
   case "$cc" in
@@ -48,6 +59,8 @@ if [ -z "${GENCODE:-}" ]; then
   esac
 fi
 echo "gpu-check: nvcc target $GENCODE"
+note gpu "${gpu_line:-?} (nvidia-smi: name, driver, compute capability, memory)"
+note nvcc "${nvcc_line:-?}; $GENCODE"
 
 opts=(-Dcuda=enabled -Dmpi=disabled -Dhdf5=disabled "-Dnvcc_gencode=$GENCODE")
 if ! pkg-config --exists jansson 2>/dev/null; then
@@ -61,7 +74,7 @@ else
 fi || { cat "$logs/setup.log"; echo "gpu-check: meson setup failed"; exit 1; }
 targets=(tests/cuda/test_cuda_backend tests/cuda/test_cuda_ops tests/cuda/test_cuda_engine tests/cuda/bench_cuda_layer
          tests/bench/bench_sampler)
-if timeout 300 ninja -C "$build" "${targets[@]}" >"$logs/build.log" 2>&1; then
+if timeout "$(limit 300)" ninja -C "$build" "${targets[@]}" >"$logs/build.log" 2>&1; then
   note build "ok ($(( $(date +%s) - start )) s)"
 else
   tail -40 "$logs/build.log"; echo "gpu-check: build failed (log: $logs/build.log)"; exit 1
@@ -71,24 +84,37 @@ status=0
 # The tests launch synchronously: a fault inside a kernel is then reported by
 # the launch that caused it (file and line), not by a later synchronise.
 # LAUNCH_BLOCKING=0 runs them asynchronously, as the benchmark always does.
+# A test that sees no GPU where nvidia-smi lists one is a failure here: its
+# log line says why (the CUDA runtime's error: a driver older than the
+# toolkit needs, a container without the device files, ...).
+why_no_gpu() {
+  grep -h -m1 "no GPU visible" "$@" 2>/dev/null | sed 's/.*no GPU visible: //; s/: skipped$//' | cut -c1-240
+}
 for t in cuda_backend cuda_ops cuda_engine; do
+  cap=$(limit 200)
+  if [ "$cap" = 0 ]; then note "$t" "not run (no time left)"; status=1; continue; fi
   CUDA_LAUNCH_BLOCKING=${LAUNCH_BLOCKING:-1} \
-    timeout 200 meson test -C "$build" --suite cuda "$t" --print-errorlogs --no-rebuild >"$logs/test-$t.log" 2>&1
+    timeout "$cap" meson test -C "$build" --suite cuda "$t" --print-errorlogs --no-rebuild >"$logs/test-$t.log" 2>&1
   rc=$?
   cp "$build/meson-logs/testlog.txt" "$logs/testlog-$t.txt" 2>/dev/null
   if [ $rc -eq 0 ] && grep -q " OK " "$logs/test-$t.log"; then note "$t" "ok"
-  elif grep -q "SKIP" "$logs/test-$t.log"; then note "$t" "SKIPPED (no GPU seen by the test?)"; status=1
+  elif [ $rc -eq 124 ]; then note "$t" "TIMED OUT after $cap s (log: $logs/testlog-$t.txt)"; status=1
+  elif grep -q "SKIP" "$logs/test-$t.log"; then
+    note "$t" "FAILED: no GPU seen by the test though nvidia-smi lists one: $(why_no_gpu "$logs/testlog-$t.txt")"
+    status=1
   else note "$t" "FAILED (log: $logs/testlog-$t.txt)"; status=1; fi
 done
 # A failed engine suite: again with kernels ruled out (--cuda-tune), so that
 # one run says which kernels are at fault: first without the int8 tensor
 # cores and the tensor-core attention, then also without the GEMV (cuBLAS
 # and the elementwise kernels only). (A cuda_ops failure names its op.)
-if grep -q "^cuda_engine .*FAILED" "$logs/summary.txt"; then
+if grep -q "^cuda_engine .*FAILED (log" "$logs/summary.txt"; then
   i=0
   for tune in mma-max-tokens=0,attn-mma=off mma-max-tokens=0,attn-mma=off,gemv-max-tokens=0; do
     i=$((i + 1))
-    CUDA_LAUNCH_BLOCKING=${LAUNCH_BLOCKING:-1} timeout 150 "$build/tests/cuda/test_cuda_engine" --no-small \
+    cap=$(limit 150)
+    if [ "$cap" = 0 ]; then note "engine $tune" "not run (no time left)"; break; fi
+    CUDA_LAUNCH_BLOCKING=${LAUNCH_BLOCKING:-1} timeout "$cap" "$build/tests/cuda/test_cuda_engine" --no-small \
       --cuda-tune "$tune" >"$logs/triage-$i.log" 2>&1
     rc=$?
     case $rc in
@@ -102,11 +128,13 @@ fi
 # CUDA graphs once more with asynchronous launches: under
 # CUDA_LAUNCH_BLOCKING=1 a driver may refuse launches into a capture (the
 # engine then launches one by one and cuda_ops does not count the graphs)
-if [ "${LAUNCH_BLOCKING:-1}" != 0 ]; then
-  CUDA_LAUNCH_BLOCKING=0 G1_TEST_ONLY=graphs timeout 60 "$build/tests/cuda/test_cuda_ops" >"$logs/test-graphs-async.log" 2>&1
+if [ "${LAUNCH_BLOCKING:-1}" != 0 ] && [ "$(limit 60)" != 0 ]; then
+  CUDA_LAUNCH_BLOCKING=0 G1_TEST_ONLY=graphs timeout "$(limit 60)" "$build/tests/cuda/test_cuda_ops" \
+    >"$logs/test-graphs-async.log" 2>&1
   rc=$?
   if [ $rc -eq 0 ]; then note "cuda graphs (async)" "ok"
-  elif [ $rc -eq 77 ]; then note "cuda graphs (async)" "SKIPPED (no GPU seen by the test?)"; status=1
+  elif [ $rc -eq 77 ]; then
+    note "cuda graphs (async)" "FAILED: no GPU seen: $(why_no_gpu "$logs/test-graphs-async.log")"; status=1
   else note "cuda graphs (async)" "FAILED, exit $rc (log: $logs/test-graphs-async.log)"; status=1; fi
 fi
 # the failing checks, if any, from the test output
@@ -151,7 +179,7 @@ if [ $left -gt 100 ]; then
   case $rc in
     0) note "full shapes" "ok" ;;
     124) note "full shapes" "TIMED OUT after $left s, no verdict (log: $logs/full-shapes.log)"; status=1 ;;
-    77) note "full shapes" "SKIPPED (no GPU seen by the test?)"; status=1 ;;
+    77) note "full shapes" "FAILED: no GPU seen: $(why_no_gpu "$logs/full-shapes.log")"; status=1 ;;
     *) note "full shapes" "FAILED, exit $rc (log: $logs/full-shapes.log)"; status=1 ;;
   esac
 else

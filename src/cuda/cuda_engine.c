@@ -13,15 +13,32 @@
 
 int g1_cuda_built(void) { return 1; }
 
+static char no_device_why[320];
+
 int g1_cuda_device_count(void)
 {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* clear the sticky "no device" error */
+        int rt = 0, drv = 0;
+        (void)cudaRuntimeGetVersion(&rt);
+        (void)cudaDriverGetVersion(&drv);
+        snprintf(no_device_why, sizeof no_device_why, "cudaGetDeviceCount: %s (%s); CUDA runtime %d.%d, driver %s",
+                 cudaGetErrorName(e), cudaGetErrorString(e), rt / 1000, rt % 1000 / 10,
+                 drv ? "supports CUDA " : "not found");
+        if (drv) {
+            size_t l = strlen(no_device_why);
+            snprintf(no_device_why + l, sizeof no_device_why - l, "%d.%d%s", drv / 1000, drv % 1000 / 10,
+                     drv < rt ? ": older than the runtime needs (update the NVIDIA driver)" : "");
+        }
         return 0;
     }
+    snprintf(no_device_why, sizeof no_device_why, "%s", n ? "" : "cudaGetDeviceCount found no CUDA device");
     return n;
 }
+
+const char *g1_cuda_no_device_why(void) { return no_device_why; }
 
 g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16])
 {

@@ -19,6 +19,11 @@ typedef struct g1_cuda_engine g1_cuda_engine;
 
 /* GPUs visible to this process (0 when none, or built without CUDA). */
 int g1_cuda_device_count(void);
+/* Why the last g1_cuda_device_count found none, for messages: the CUDA
+ * runtime's error (a driver older than the toolkit needs, no device files
+ * in a container, ...), "no CUDA device" or "built without CUDA"; "" when
+ * it found some. Not thread-safe (start-up). */
+const char *g1_cuda_no_device_why(void);
 /* 1 when this binary has the CUDA backend. */
 int g1_cuda_built(void);
 /* The 16-byte UUID of visible device `device` (the same physical GPU gives

@@ -9,6 +9,7 @@
                          "cuBLAS installed (meson setup -Dcuda=enabled)")
 
 int g1_cuda_device_count(void) { return 0; }
+const char *g1_cuda_no_device_why(void) { return "this build has no CUDA backend"; }
 int g1_cuda_built(void) { return 0; }
 
 g1_status g1_cuda_device_uuid(int device, unsigned char uuid[16])

@@ -947,7 +947,7 @@ int main(int argc, char **argv)
         }
     }
     if (g1_cuda_device_count() < 1) {
-        printf("bench_cuda_layer: no GPU visible: skipped\n");
+        printf("bench_cuda_layer: no GPU visible: %s: skipped\n", g1_cuda_no_device_why());
         return 77;
     }
     int Ts[16], nT = 0, Tmax = 1;

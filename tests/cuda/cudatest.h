@@ -14,7 +14,7 @@
 static inline void ct_need_gpu(const char *what)
 {
     if (g1_cuda_device_count() < 1) {
-        printf("%s: no GPU visible (cudaGetDeviceCount failed or returned 0): skipped\n", what);
+        printf("%s: no GPU visible: %s: skipped\n", what, g1_cuda_no_device_why());
         exit(77);
     }
 }

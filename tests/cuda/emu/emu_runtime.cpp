@@ -893,17 +893,43 @@ static int visible_devices(int *phys, int most)
     return n;
 }
 
+// G1EMU_DRIVER=V (e.g. 12040): a driver that supports CUDA V only, as an
+// old driver on a GPU node: below the runtime's version the runtime finds
+// no device, as CUDA does, with cudaErrorInsufficientDriver.
+static int emu_driver_version(void)
+{
+    const char *e = getenv("G1EMU_DRIVER");
+    return e ? atoi(e) : CUDART_VERSION;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v)
+{
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int *v)
+{
+    *v = emu_driver_version();
+    return cudaSuccess;
+}
+
 cudaError_t cudaGetDeviceCount(int *count)
 {
     int phys[64];
+    *count = 0;
+    if (emu_driver_version() < CUDART_VERSION)
+        return set_error(cudaErrorInsufficientDriver);
     *count = visible_devices(phys, 64);
-    return cudaSuccess;
+    return *count ? cudaSuccess : set_error(cudaErrorNoDevice); // as CUDA
 }
 
 cudaError_t cudaSetDevice(int device)
 {
     int n;
-    cudaGetDeviceCount(&n);
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess)
+        return e;
     if (device < 0 || device >= n)
         return set_error(cudaErrorInvalidDevice);
     cur_device = device;
@@ -1013,6 +1039,8 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorNoKernelImageForDevice: return "cudaErrorNoKernelImageForDevice";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     default: return "cudaErrorUnknown";
     }
 }
@@ -1033,6 +1061,8 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing (g1emu)";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture (g1emu)";
     case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device (g1emu)";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected (g1emu)";
+    case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version (g1emu)";
     default: return "unknown error (g1emu)";
     }
 }

@@ -198,6 +198,8 @@ g1_status g1_dist_dispatch(g1_dist *d, const g1_config *cfg, int max_tokens, g1_
     if (!ok)
         return G1_FAIL(G1_ERR_NOMEM, "out of %smemory for all-to-all buffers (%zu rows of %zu floats)",
                        d->backend == G1_BACKEND_CUDA && !d->direct ? "page-locked " : "", R, D);
+    if (!d->direct)
+        d->host_bytes += R * ((D + 1) * 2 + D * 3) * sizeof(float);
     G1_MPI(MPI_Type_contiguous(a->D + 1, MPI_FLOAT, &a->rec));
     G1_MPI(MPI_Type_commit(&a->rec));
     G1_MPI(MPI_Type_contiguous(a->D, MPI_FLOAT, &a->row));

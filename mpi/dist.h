@@ -19,6 +19,10 @@ typedef struct g1_dist g1_dist;
  * loaded (every rank reaches the same verdict), then build the grid.
  * Refusals say what would work. */
 g1_status g1_dist_check_layout(int world_size, int stages, int ep, const g1_config *cfg);
+/* The same for the tokens a step (--max-batch-tokens): a pipeline message
+ * of that many tokens must fit MPI's int count of bytes (with D = 6144 at
+ * most 87310 tokens). One process: always G1_OK. */
+g1_status g1_dist_check_step(int world_size, int max_tokens, const g1_config *cfg);
 /* Where the messages live. With CUDA the host buffers are page-locked on
  * `device`. direct: activations go to MPI straight from engine memory (the
  * GPU's, with CUDA: needs an MPI built with CUDA support; with CPU engine
@@ -69,5 +73,10 @@ void g1_dist_add_busy(g1_dist *d, double seconds);
 /* Collective at the end: per stage, the fraction of wall time its ranks spent
  * computing (mean over the stage's ranks), on rank 0 (busy has P entries). */
 g1_status g1_dist_busy(g1_dist *d, double *busy);
+/* Bytes of the pipeline's message buffers, rank 0's activation buffers and
+ * the all-to-all's row buffers this rank made in host memory (not those in
+ * engine memory with --gpu-direct): what the planner counts as its
+ * messages (g1_plan_mem.messages). */
+size_t g1_dist_buffer_bytes(const g1_dist *d);
 
 #endif

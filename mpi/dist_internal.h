@@ -20,6 +20,7 @@ struct g1_dist {
     int direct;           /* activations handed to MPI in engine (device) memory */
     struct a2a *a2a;
     struct pipe *pipe;
+    size_t host_bytes;    /* message, activation and row buffers made in host memory (g1_dist_buffer_bytes) */
 };
 
 enum { G1_TAG_FWD = 1, G1_TAG_RES = 2, G1_TAG_CLOCK = 3 };

@@ -12,6 +12,14 @@ g1_status g1_dist_check_layout(int world_size, int stages, int ep, const g1_conf
     return G1_OK;
 }
 
+g1_status g1_dist_check_step(int world_size, int max_tokens, const g1_config *cfg)
+{
+    (void)world_size;
+    (void)max_tokens;
+    (void)cfg;
+    return G1_OK;
+}
+
 int g1_dist_mpi_cuda_support(void) { return 0; }
 
 g1_status g1_dist_init(g1_dist **out, int stages, int ep, const g1_dist_mem *mem)
@@ -53,6 +61,12 @@ void g1_dist_add_busy(g1_dist *d, double seconds)
 {
     (void)d;
     (void)seconds;
+}
+
+size_t g1_dist_buffer_bytes(const g1_dist *d)
+{
+    (void)d;
+    return 0;
 }
 
 g1_status g1_dist_busy(g1_dist *d, double *busy)

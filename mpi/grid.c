@@ -1,6 +1,7 @@
 /* The rank grid: N = P x E ranks, rank r in stage r / E and expert slot
  * r % E. Communicators are split once from a duplicate of the parent, and
  * every call names the one it uses. Also the message format of the pipeline. */
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,22 @@ g1_status g1_dist_check_layout(int N, int P, int E, const g1_config *cfg)
                        N, N == 1 ? "" : "es", P, E, P * E, P * E, P * E);
     }
     return G1_OK;
+}
+
+size_t g1_dist_buffer_bytes(const g1_dist *d) { return d ? d->host_bytes : 0; }
+
+g1_status g1_dist_check_step(int N, int T, const g1_config *cfg)
+{
+    if (N < 2)
+        return G1_OK;
+    size_t b = g1_msg_bytes(T, T, cfg->emb_size);
+    if (b <= (size_t)INT_MAX)
+        return G1_OK;
+    size_t per = g1_msg_bytes(1, 1, cfg->emb_size) - g1_msg_bytes(0, 0, cfg->emb_size);
+    long most = (long)(((size_t)INT_MAX - g1_msg_bytes(0, 0, cfg->emb_size)) / per);
+    return G1_FAIL(G1_ERR_ARG, "--max-batch-tokens %d: a pipeline message of %d tokens would be %.2f GiB, more than "
+                               "MPI's largest count of bytes (2 GiB): use at most %ld tokens a step with more than "
+                               "one process", T, T, (double)b / 1073741824.0, most);
 }
 
 int g1_dist_mpi_cuda_support(void)
@@ -250,29 +267,40 @@ g1_status g1_dist_trace_write(g1_dist *d, const char *path)
     if (st == G1_OK)
         st = g1_mpi_check(MPI_Gather(&off, 1, MPI_DOUBLE, offs, 1, MPI_DOUBLE, 0, d->all), "MPI_Gather", __FILE__,
                           __LINE__);
+    /* counted in events (a datatype of one event), not bytes: a job's
+     * trace can pass 2^31 bytes (26.8 M events) but not 2^31 events */
     long total = 0;
     if (d->rank == 0 && st == G1_OK) {
         for (int r = 0; r < N; r++) {
-            bdisp[r] = (int)(total * (long)sizeof(g1_trace_event));
-            bcount[r] = counts[r] * (int)sizeof(g1_trace_event);
+            bdisp[r] = total <= INT_MAX ? (int)total : 0;
+            bcount[r] = counts[r];
             total += counts[r];
         }
-        all = malloc((size_t)(total ? total : 1) * sizeof *all);
-        if (!all)
+        if (total > INT_MAX)
+            st = G1_FAIL(G1_ERR_ARG, "the trace has %ld events, more than one gather takes (2^31 - 1)", total);
+        else if (!(all = malloc((size_t)(total ? total : 1) * sizeof *all)))
             st = G1_FAIL(G1_ERR_NOMEM, "out of memory gathering the trace (%ld events)", total);
+    }
+    MPI_Datatype evt = MPI_DATATYPE_NULL;
+    if (st == G1_OK) {
+        st = g1_mpi_check(MPI_Type_contiguous((int)sizeof(g1_trace_event), MPI_BYTE, &evt), "MPI_Type_contiguous",
+                          __FILE__, __LINE__);
+        if (st == G1_OK)
+            st = g1_mpi_check(MPI_Type_commit(&evt), "MPI_Type_commit", __FILE__, __LINE__);
     }
     /* every rank takes part even if rank 0 failed to allocate: no hang */
     int ok = st == G1_OK, all_ok = 0;
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, d->all);
     if (all_ok)
-        st = g1_mpi_check(MPI_Gatherv(t ? t->ev : NULL, n * (int)sizeof(g1_trace_event), MPI_BYTE, all, bcount,
-                                      bdisp, MPI_BYTE, 0, d->all),
-                          "MPI_Gatherv", __FILE__, __LINE__);
+        st = g1_mpi_check(MPI_Gatherv(t ? t->ev : NULL, n, evt, all, bcount, bdisp, evt, 0, d->all), "MPI_Gatherv",
+                          __FILE__, __LINE__);
+    if (evt != MPI_DATATYPE_NULL)
+        MPI_Type_free(&evt);
     if (d->rank == 0 && all_ok && st == G1_OK) {
         g1_trace_event **ev = calloc((size_t)N, sizeof *ev);
         char **label = calloc((size_t)N, sizeof *label);
         for (int r = 0; ev && label && r < N; r++) {
-            ev[r] = all + bdisp[r] / (int)sizeof(g1_trace_event);
+            ev[r] = all + bdisp[r];
             label[r] = malloc(64);
             if (label[r])
                 snprintf(label[r], 64, "rank %d: stage %d, slot %d", r, r / d->E, r % d->E);

@@ -277,8 +277,10 @@ static void usage(FILE *f)
 "                            and the GPU memory its weights and buffers took, the free\n"
 "                            memory before the load and what is left for the KV caches;\n"
 "                            with cpu: its kernels, avx512, avx2 or portable); with cuda,\n"
-"                            rank 0 says which kernels it takes (--cuda-tune), and at the\n"
-"                            end each rank the graphs it made and dropped\n"
+"                            rank 0 says which kernels it takes (--cuda-tune); at the end\n"
+"                            each rank the bytes of its message and all-to-all buffers in\n"
+"                            host memory (as grok1-plan counts them) and, with cuda, the\n"
+"                            graphs it made and dropped\n"
 );
     fprintf(f,
 "\n"
@@ -1438,15 +1440,38 @@ static g1_status check_slots(const cli *c, int P)
     return G1_OK;
 }
 
+static int on_cuda(const cli *c);
+
+/* Which GPUs this rank sees, as a key for g1_world_local_rank: a hash of
+ * their UUIDs in order (0 off the cuda backend). Every rank calls it. */
+static int gpu_set_key(const cli *c)
+{
+    if (!on_cuda(c))
+        return 0;
+    uint32_t h = 2166136261u;
+    int n = g1_cuda_device_count();
+    for (int d = 0; d < n; d++) {
+        unsigned char u[16] = {0};
+        if (g1_cuda_device_uuid(d, u) != G1_OK)
+            u[0] = (unsigned char)d;
+        for (int i = 0; i < 16; i++)
+            h = (h ^ u[i]) * 16777619u;
+    }
+    return (int)(h & 0x7fffffff);
+}
+
 /* The backend and, for CUDA, this rank's GPU (its UUID into uuid, zeros
- * otherwise). With every GPU of the node visible (mpirun), the device is
- * the rank's index among the ranks of its node (MPI's shared-memory
- * communicator; OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID otherwise). A
- * launcher that gives each rank its own GPU (Slurm --gpus-per-task=1 or
- * --gpu-bind, a wrapper setting CUDA_VISIBLE_DEVICES) leaves fewer visible
- * than that index: the rank then takes index % visible, device 0 when it
- * sees one. gpu_shared checks afterwards that no two ranks got one GPU.
- * local: the rank's index on its node from MPI, -1 if MPI could not tell. */
+ * otherwise). The device is the rank's index among the ranks of its node
+ * that see the same GPUs (MPI's shared-memory communicator split by
+ * gpu_set_key; OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID when MPI cannot
+ * tell), modulo the GPUs it sees. With every GPU of the node visible
+ * (mpirun) that is its index on the node; with each rank bound to its own
+ * (Slurm --gpus-per-task=1, a wrapper setting CUDA_VISIBLE_DEVICES) device
+ * 0; with groups of ranks each seeing a group of GPUs (Slurm
+ * --gpu-bind=closest: the GPUs of a rank's socket, ranks placed cyclically
+ * across sockets) the rank's index within its group. gpu_shared checks
+ * afterwards that no two ranks got one GPU. local: that index from MPI,
+ * -1 if MPI could not tell. */
 static g1_status pick_backend(const cli *c, g1_engine_opts *eo, unsigned char uuid[16], int *local_rank)
 {
     int local = *local_rank;
@@ -1467,8 +1492,8 @@ static g1_status pick_backend(const cli *c, g1_engine_opts *eo, unsigned char uu
         *local_rank = local;
     }
     if (gpus < 1)
-        return G1_FAIL(G1_ERR_CUDA, "--backend cuda: no GPU is visible to this process (check the node and "
-                                    "CUDA_VISIBLE_DEVICES), or use --backend cpu");
+        return G1_FAIL(G1_ERR_CUDA, "--backend cuda: no GPU is visible to this process (%s; check the node, its "
+                                    "driver and CUDA_VISIBLE_DEVICES), or use --backend cpu", g1_cuda_no_device_why());
     eo->device = local % gpus; /* the local rank itself when the node's GPUs are all visible */
     G1_TRY(g1_cuda_device_check(eo->device)); /* kernels built for this GPU */
     return g1_cuda_device_uuid(eo->device, uuid);
@@ -1552,9 +1577,10 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
         int M = c->micro_batches ? c->micro_batches : *P;
         int context = c->max_context ? c->max_context : cfg->max_seq_len;
         g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = limit,
-                              .slots = M * c->batch_size, .context = context,
+                              .slots = M * c->batch_size, .micro_batches = M, .context = context,
                               .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
-                              .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL, .dump_buffer = c->dump_buffer};
+                              .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL,
+                              .dump_buffer = c->dump_buffer};
         plan_backend(c, &rq);
         if (rq.cuda_sms > 0 && plan->cuda_sms > 0) /* the GPUs the plan was made for */
             rq.cuda_sms = plan->cuda_sms;
@@ -1594,7 +1620,8 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
      * un-embedding of every position included) unless told otherwise */
     int prompt = c->balance >= 0 ? c->balance : c->mode == G1_MODE_SCORE;
     g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = c->mem_per_rank,
-                          .slots = M * c->batch_size, .context = c->max_context, .max_batch_tokens = c->max_batch_tokens,
+                          .slots = M * c->batch_size, .micro_batches = M, .context = c->max_context,
+                          .max_batch_tokens = c->max_batch_tokens,
                           .kv_bytes = kv_bytes(c),
                           .layers_per_stage = c->layers_per_stage ? lps : NULL,
                           .balance_prompt = prompt, .balance_fallback = c->balance < 0,
@@ -1797,6 +1824,8 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     g1_status st = make_plan(c, &m->cfg, &P, &E, &plan, &balanced);
     if (st == G1_OK && c->plan)
         st = g1_dist_check_layout(world->size, P, E, &m->cfg);
+    if (st == G1_OK)
+        st = g1_dist_check_step(world->size, c->max_batch_tokens, &m->cfg);
     /* each rank reads --plan and guesses the backend itself: a plan file one
      * node cannot see, or a node without a GPU, makes the ranks disagree;
      * none may go on to wait for the others */
@@ -1838,7 +1867,7 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     unsigned char uuid[16], *uuids = malloc((size_t)16 * world->size);
     if (!uuids) /* main's abort ends the ranks waiting below */
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    int local = g1_world_local_rank(); /* collective */
+    int local = g1_world_local_rank(gpu_set_key(c)); /* collective */
     g1_status bst = pick_backend(c, &eo, uuid, &local);
     /* every rank's GPU, to find two ranks on one (collective) */
     g1_status gst = g1_world_allgather(uuid, 16, uuids);
@@ -2151,6 +2180,9 @@ int main(int argc, char **argv)
     }
     if (st != G1_OK)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
+    if (st == G1_OK && c.verbose && j.dist)
+        fprintf(stderr, "grok1-run: rank %d: %zu bytes of message and all-to-all buffers in host memory\n",
+                world.rank, g1_dist_buffer_bytes(j.dist));
     int made, dropped, kept;
     if (st == G1_OK && c.verbose && j.e && g1_engine_graph_counts(j.e, &made, &dropped, &kept))
         fprintf(stderr, "grok1-run: rank %d: CUDA graphs of decode steps: %d made, %d dropped to keep at most %d "

@@ -22,6 +22,7 @@ static g1_status msg_alloc(g1_dist *d, g1_engine *e, size_t bytes, char **out)
     if (!(*out = g1_host_alloc(d->backend, d->device, bytes)))
         return G1_FAIL(G1_ERR_NOMEM, "out of %smemory for %zu bytes of message buffers",
                        d->backend == G1_BACKEND_CUDA ? "page-locked " : "", bytes);
+    d->host_bytes += bytes;
     return G1_OK;
 }
 
@@ -306,9 +307,11 @@ static g1_status pipe_alloc(struct pipe *p, int nsend)
         for (int i = 0; i < p->cap; i++) {
             p->fl[i].owner_idx = malloc(T * sizeof(int));
             p->fl[i].count = malloc(E * sizeof(int));
-            p->fl[i].own = malloc(T * D * sizeof(float));
-            if (!p->fl[i].owner_idx || !p->fl[i].count || !p->fl[i].own)
+            /* rank 0's share waits here only when it is also the last stage */
+            p->fl[i].own = d->P == 1 ? malloc(T * D * sizeof(float)) : NULL;
+            if (!p->fl[i].owner_idx || !p->fl[i].count || (d->P == 1 && !p->fl[i].own))
                 return G1_FAIL(G1_ERR_NOMEM, "out of memory for pipeline buffers");
+            d->host_bytes += d->P == 1 ? T * D * sizeof(float) : 0;
         }
     }
     return G1_OK;

@@ -33,7 +33,8 @@ static void usage(FILE *f)
 "[e*NE/E, (e+1)*NE/E) of each of its stage's layers. Prints one row per rank\n"
 "(layers, experts, sequences, weights, KV cache, buffers, total) and the stage\n"
 "costs. See docs/PLAN.md.\n"
-"\n"
+"\n", f);
+    fputs(
 "  --checkpoint FILE.h5       the model's hyper-parameters from a checkpoint\n"
 "  --config NAME|PATH.json    a preset or a JSON object of hyper-parameters\n"
 "  --stages P                 pipeline stages (1..num_layers)\n"
@@ -64,8 +65,9 @@ static void usage(FILE *f)
 "                             per rank (an H100 SXM: about 3350; or what\n"
 "                             bench_cuda_layer / bench_cpu measure), at empty\n"
 "                             caches and at full context (docs/PLAN.md)\n"
-"  --micro-batches M          micro-batches in flight for that bound (default P,\n"
-"                             as grok1-run)\n"
+"  --micro-batches M          micro-batches in flight (default P, as grok1-run):\n"
+"                             the message buffers each rank holds, and the\n"
+"                             decode bound\n"
 "  --balance decode|prompt    what the cuts balance: the bytes a decode step\n"
 "                             reads (default), or the FLOPs of a prompt token,\n"
 "                             rank 0's un-embedding of every position included\n"
@@ -252,8 +254,7 @@ int main(int argc, char **argv)
     if (cuda_only && !cuda)
         return usage_error("--gpu-sms, --cuda-gemm and --cuda-tune describe the cuda backend: give --backend cuda");
     req.cuda_sms = cuda ? (sms ? sms : 132) : 0;
-    if (micro_batches && !(bandwidth > 0))
-        return usage_error("--micro-batches only sets the decode bound: give --bandwidth GBS with it");
+    req.micro_batches = micro_batches;
 
     if (config) {
         if (g1_plan_load_config(config, &req.cfg) != G1_OK)

@@ -59,11 +59,38 @@ static void compute_sizes(const g1_config *c, sizes *z)
     z->kv_per_pos_layer = 2.0 * c->num_kv_heads * c->key_size * 4; /* float32; scaled by kv_bytes / 4 */
 }
 
-/* The pipeline messages in flight: hidden states + header, 4 of them. */
-static double message_bytes(const g1_config *c, int T) { return 4 * ((double)T * c->emb_size * 4 + (double)T * 8); }
+/* One pipeline message of T tokens (mpi/grid.c g1_msg_bytes: a header,
+ * slots, positions, T forks of 3 ints, the hidden states). */
+static double msg_bytes(const g1_config *c, double T) { return 16 + T * 8 + T * 12 + T * c->emb_size * 4; }
 
-/* Engine scratch for T tokens (g1_engine_init) + pipeline messages (+ logits on rank 0). */
-static double buffer_bytes(const g1_config *c, int T_, int rank0)
+/* What grok1-run's distributed runtime makes for rank rk of P x E with M
+ * micro-batches in flight, T tokens a step (g1_dist_buffer_bytes): rank 0
+ * keeps a send buffer per share of M + 1 micro-batches ((M + 1) x E), one
+ * to receive, its share's activations (and, with one stage, each
+ * micro-batch's share on its way back); every other rank M + 1 send and 2
+ * receive buffers; with E > 1 every rank 5 row buffers of T x k rows for
+ * the all-to-all. One process: none. */
+static double a2a_bytes(const g1_config *c, int T, int E)
+{
+    double D = c->emb_size;
+    return E > 1 ? (double)T * c->num_selected_experts * ((D + 1) * 2 + D * 3) * 4 : 0;
+}
+
+static double message_bytes(const g1_config *c, int T_, int P, int E, int M, int rk)
+{
+    double T = T_, D = c->emb_size;
+    if (P * E == 1)
+        return 0;
+    if (rk == 0)
+        return ((double)(M + 1) * E + 1) * msg_bytes(c, T) + T * D * 4 + (P == 1 ? M * T * D * 4 : 0) +
+               a2a_bytes(c, T_, E);
+    return (M + 3.0) * msg_bytes(c, T) + a2a_bytes(c, T_, E);
+}
+
+/* Engine scratch for T tokens (g1_engine_init) + the driver's activations
+ * of M micro-batches and the one-process pipeline's (+ logits) on rank 0;
+ * the messages apart (message_bytes). */
+static double buffer_bytes(const g1_config *c, int T_, int rank0, int M, int one_process)
 {
     double T = T_, D = c->emb_size, QK = (double)c->num_q_heads * c->key_size;
     double KV = (double)c->num_kv_heads * c->key_size, k = c->num_selected_experts, F = c->ffn_size;
@@ -73,9 +100,10 @@ static double buffer_bytes(const g1_config *c, int T_, int rank0)
     b += T * k * (D > F ? D : F) * 4;             /* xg */
     b += 2 * T * k * F * 4;                       /* h1, h2 */
     b += T * k * D * 4;                           /* yk */
-    b += message_bytes(c, T_);
-    if (rank0)
+    if (rank0) {
         b += T * (double)c->vocab_size * 4;       /* logits */
+        b += (one_process ? 2.0 : 1.0) * M * T * D * 4; /* the driver's x (+ the local pipeline's) */
+    }
     return b;
 }
 
@@ -318,6 +346,8 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     free(S);
     free(Sp);
     p->cuda_sms = r->cuda_sms;
+    int T = r->max_batch_tokens, M = r->micro_batches > 0 ? r->micro_batches : P;
+    p->micro_batches = M;
     p->dump_buffer = r->dump_buffer > 0 ? r->dump_buffer : (double)G1_DUMP_WRITER_BYTES;
     /* the CUDA engine's scratch, exactly as its check before the load counts it */
     g1_engine_opts eo = {.n_slots = 1, .max_batch = r->max_batch_tokens, .max_context = p->context,
@@ -334,10 +364,15 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
                 return st;
             }
             m->weights = nl * (z.shared_read + nloc * z.expert_read) + (rk == 0 ? z.embed_store : 0);
-            m->buffers = (double)scratch + message_bytes(c, r->max_batch_tokens);
+            /* as with --gpu-direct, where the workers' messages and every
+             * rank's all-to-all rows are GPU memory (staged, they are
+             * page-locked host memory instead: an upper bound) */
+            m->messages = rk == 0 || N == 1 ? a2a_bytes(c, T, E) : message_bytes(c, T, P, E, M, rk);
+            m->buffers = (double)scratch + m->messages;
         } else {
             m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
-            m->buffers = buffer_bytes(c, r->max_batch_tokens, rk == 0);
+            m->messages = message_bytes(c, T, P, E, M, rk);
+            m->buffers = buffer_bytes(c, T, rk == 0, M, P * E == 1) + m->messages;
             if (rk == 0 && r->dump_logits) {
                 p->dump_logits = 1;
                 m->buffers += dump_bytes(c, r->max_batch_tokens, p->dump_buffer);

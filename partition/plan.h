@@ -23,6 +23,7 @@ typedef struct g1_plan_request {
     int slots;                   /* sequence slots served at once (micro-batches x batch size) */
     int context;                 /* positions per slot (KV cache length); 0 = max_seq_len */
     int max_batch_tokens;        /* tokens per forward step (activation buffers) */
+    int micro_batches;           /* M in flight (grok1-run --micro-batches; 0: stages): message buffers */
     int kv_bytes;                /* bytes per KV cache element: 4 (float32; 0 means 4) or 2 (bf16, CUDA) */
     const int *layers_per_stage; /* optional override: `stages` counts summing to num_layers */
     int balance_prompt;          /* cuts balance prompt FLOPs (g1_plan_prompt_bound) instead of decode bytes */
@@ -49,6 +50,7 @@ typedef struct g1_plan_mem {
     double weights;  /* attention, norms, router of its layers + its experts (+ embedding on rank 0) */
     double kv_cache; /* its sequences' caches for its layers at full context */
     double buffers;  /* activations and message buffers */
+    double messages; /* of buffers: the pipeline's and the all-to-all's (g1_dist_buffer_bytes) */
     double total;
 } g1_plan_mem;
 
@@ -60,6 +62,7 @@ typedef struct g1_plan {
     double *stage_cost;  /* (stages) relative cost used for balancing */
     double mem_per_rank; /* the limit it was checked against (0 = none) */
     int slots, context, max_batch_tokens;
+    int micro_batches;   /* M the message buffers were counted for */
     int kv_bytes;        /* bytes per KV cache element the plan counted (4, or 2 for bf16) */
     /* Added: the parts of stage_cost (bytes read per decode step by one
      * rank, see docs/PLAN.md): one layer, and what rank 0 adds to stage 0. */

@@ -41,10 +41,11 @@ static json_t *plan_json(const g1_plan *p)
         g1_plan_experts(p, e, &first, &count);
         const g1_plan_mem *m = &p->mem[r];
         json_array_append_new(
-            ranks, json_pack("{s:i, s:i, s:i, s:[i,i], s:[i,i], s:o, s:o, s:o, s:o}", "rank", r, "stage", s, "slot", e,
-                             "layers", p->cut[s], p->cut[s + 1], "experts", first, count, "weights_bytes",
+            ranks, json_pack("{s:i, s:i, s:i, s:[i,i], s:[i,i], s:o, s:o, s:o, s:o, s:o}", "rank", r, "stage", s,
+                             "slot", e, "layers", p->cut[s], p->cut[s + 1], "experts", first, count, "weights_bytes",
                              jbytes(m->weights), "kv_cache_bytes", jbytes(m->kv_cache), "buffer_bytes",
-                             jbytes(m->buffers), "total_bytes", jbytes(m->total)));
+                             jbytes(m->buffers), "message_bytes", jbytes(m->messages), "total_bytes",
+                             jbytes(m->total)));
     }
     return json_pack("{s:s, s:i, s:o, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:i, s:i, s:i, s:i}", "format",
                      G1_PLAN_FORMAT, "format_version", G1_PLAN_VERSION, "model", model_json(&p->cfg), "stages",
@@ -60,6 +61,7 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
     if (!root)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory writing the plan");
     json_object_set_new(root, "mem_per_rank", jbytes(p->mem_per_rank));
+    json_object_set_new(root, "micro_batches", json_integer(p->micro_batches));
     /* what the memory was counted for (informational; read back if there) */
     json_object_set_new(root, "backend", json_string(p->cuda_sms > 0 ? "cuda" : "cpu"));
     if (p->cuda_sms > 0)
@@ -195,6 +197,9 @@ static g1_status read_body(const rd *d, g1_plan *p)
     G1_TRY(get_int(d, root, "", "slots", 1, 2147483647L, &p->slots));
     G1_TRY(get_int(d, root, "", "context", 1, c->max_seq_len, &p->context));
     G1_TRY(get_int(d, root, "", "max_batch_tokens", 1, 2147483647L, &p->max_batch_tokens));
+    p->micro_batches = p->stages; /* optional: what grok1-run takes by default */
+    if (json_object_get(root, "micro_batches"))
+        G1_TRY(get_int(d, root, "", "micro_batches", 1, 65536, &p->micro_batches));
     p->kv_bytes = 4; /* optional: plans written before bf16 caches counted float32 */
     if (json_object_get(root, "kv_bytes"))
         G1_TRY(get_int(d, root, "", "kv_bytes", 2, 4, &p->kv_bytes));
@@ -262,6 +267,8 @@ static g1_status read_body(const rd *d, g1_plan *p)
         G1_TRY(get_bytes(d, o, where, "weights_bytes", &m->weights));
         G1_TRY(get_bytes(d, o, where, "kv_cache_bytes", &m->kv_cache));
         G1_TRY(get_bytes(d, o, where, "buffer_bytes", &m->buffers));
+        if (json_object_get(o, "message_bytes")) /* optional: plans before it was counted apart */
+            G1_TRY(get_bytes(d, o, where, "message_bytes", &m->messages));
         G1_TRY(get_bytes(d, o, where, "total_bytes", &m->total));
         if (fabs(m->weights + m->kv_cache + m->buffers - m->total) > 2)
             return BAD("plan %s: ranks[%d].total_bytes is not weights + kv_cache + buffer bytes", d->path, r);

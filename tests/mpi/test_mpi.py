@@ -323,6 +323,8 @@ def case_refusals():
         (6, ["--stages", "6"], ["more than the model's 5 layers"]),
         (2, ["--stages", "2", "--layers-per-stage", "4,4"], ["layers"]),
         (2, ["--stages", "2", "--mem-per-rank", "1K"], ["rank"]),
+        # a pipeline message over MPI's int count of bytes
+        (2, ["--stages", "2", "--max-batch-tokens", "2000000000"], ["--max-batch-tokens 2000000000", "at most"]),
     ]
     # a plan for another model (4 layers) and one for another layout
     other = os.path.join(ARGS.tmp, "plan_other.json")
@@ -398,6 +400,20 @@ def case_bytes_per_rank():
             want += f["final_norm"].nbytes + f["embedding"].nbytes
         check(got.get(r) == want, f"rank {r} read {got.get(r)} bytes, its share is {want}")
         print(f"rank {r}: read {got.get(r)} bytes, share {want}")
+    # the message and all-to-all buffers each rank made, as grok1-plan counts
+    # them (its --mem-per-rank check), in layouts with one and two stages
+    for n, lay in ((8, ["--stages", "2", "--ep", "4", "--micro-batches", "3", "--max-batch-tokens", "40"]),
+                   (2, ["--stages", "1", "--ep", "2", "--micro-batches", "2"]),
+                   (3, ["--stages", "3", "--ep", "1"])):
+        os.remove(out)
+        p = run(n, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--verbose"] + lay)
+        made = {int(m.group(1)): int(m.group(2)) for m in
+                re.finditer(r"rank (\d+): (\d+) bytes of message and all-to-all buffers in host memory", p.stderr)}
+        q = subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--out", "-"] + lay, capture_output=True, text=True)
+        plan = json.loads(q.stdout)
+        counted = {r["rank"]: r["message_bytes"] for r in plan["ranks"]}
+        print(f"-n {n} {' '.join(lay)}: made {made}, planned {counted}")
+        check(made == counted and len(made) == n, f"{lay}: the ranks made other message buffers than planned")
 
 
 def held_by_rank(stderr):
@@ -437,7 +453,7 @@ def upload_by_layer(ckpt, inp, emu):
             check(sorted(gpu) == [0, 1, 2, 3] and all(abs(gpu[r] - runs["cuda"][r][3] * 1e6) < 600 for r in gpu),
                   f"--verbose cuda: the GPU memory lines do not give each rank's weights: {gpu}")
             # grok1-plan --backend cuda counts what each rank's check counted
-            # (the buffers besides the 4 pipeline messages it adds; both
+            # (the buffers besides the messages it adds, message_bytes; both
             # under 1 MiB, so printed to 0.1 KiB)
             unit = {"KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
             room = {int(m.group(1)): (float(m.group(2)) * unit[m.group(3)], float(m.group(4)) * unit[m.group(5)],
@@ -449,10 +465,8 @@ def upload_by_layer(ckpt, inp, emu):
                            capture_output=True)
             with open(plan) as f:
                 ranks = json.load(f)["ranks"]
-            with h5py.File(ckpt, "r") as f:
-                msgs = 4 * (64 * int(f.attrs["emb_size"]) * 4 + 64 * 8)
             for r, (w, b, wu, bu) in sorted(room.items()):
-                pw, pb = ranks[r]["weights_bytes"], ranks[r]["buffer_bytes"] - msgs
+                pw, pb = ranks[r]["weights_bytes"], ranks[r]["buffer_bytes"] - ranks[r]["message_bytes"]
                 print(f"rank {r}: grok1-plan --backend cuda counts weights {pw} and buffers {pb} bytes; grok1-run's "
                       f"check {w:.0f} and {b:.0f} (as printed)")
                 check(wu == bu == 1024 and abs(pw - w) <= 52 and abs(pb - b) <= 52,
@@ -623,6 +637,20 @@ def case_cuda_emu():
     rows = np.concatenate([np.max(np.abs(d22[k] - cpu[k]), axis=1) / np.max(np.abs(cpu[k])) for k in cpu])
     print(f"cuda bf16 (emulated) 2x2 vs cpu: median row error {np.median(rows):.3g}, max {rows.max():.3g}")
     check(np.median(rows) <= 3e-2, f"cuda bf16 2x2: median row error {np.median(rows):.3g} vs cpu")
+    # ranks that see a group of GPUs each (Slurm --gpu-bind=closest on a
+    # two-socket node, ranks placed cyclically across the sockets: even
+    # local ranks see GPUs 0,1, odd ones 2,3): each takes its index among
+    # the ranks that see the same GPUs, so no two share one
+    closest = os.path.join(ARGS.tmp, "bind_closest.sh")
+    with open(closest, "w") as f:
+        f.write('#!/bin/sh\ncase $((OMPI_COMM_WORLD_LOCAL_RANK % 2)) in 0) g=0,1 ;; *) g=2,3 ;; esac\n'
+                f'CUDA_VISIBLE_DEVICES=$g exec "{ARGS.run_emu}" "$@"\n')
+    os.chmod(closest, 0o755)
+    _, dcl = score(ckpt, inp, "emu_closest_2x2", 4, ["--backend", "cuda", "--stages", "2", "--ep", "2"],
+                   exe=closest, env=emu["env"])
+    same = all(np.array_equal(dcl[k], d22[k]) for k in d22)
+    print(f"cuda 2x2, ranks seeing GPUs 0,1 or 2,3 by socket: {'bitwise equal' if same else 'DIFFER'} to all visible")
+    check(same, "ranks bound to groups of GPUs: results differ from the run with every GPU visible")
     out = os.path.join(ARGS.tmp, "emu_refused.jsonl")
     for leftover in (out, out + ".partial", out + ".meta.json"):
         if os.path.exists(leftover):
@@ -631,6 +659,13 @@ def case_cuda_emu():
                 "--stages", "2"], expect=None, exe=ARGS.run_emu, env={"G1EMU_DEVICES": "1"})
     check(p.returncode != 0 and "one per GPU" in p.stderr and "share its GPU with rank 0" in p.stderr,
           "2 ranks on 1 GPU: no refusal with a message")
+    # a GPU node whose driver is older than the CUDA runtime: the runtime
+    # sees no device; the message says why, not only "no GPU"
+    p = run(1, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--backend", "cuda"],
+            expect=None, exe=ARGS.run_emu, env={"G1EMU_DRIVER": "12040"})
+    print("old driver:", p.stderr.strip()[:300])
+    check(p.returncode != 0 and "cudaErrorInsufficientDriver" in p.stderr and "driver supports CUDA 12.4" in p.stderr
+          and "update the NVIDIA driver" in p.stderr, "a driver too old for the runtime: no message saying so")
     check(not os.path.exists(out) and not os.path.exists(out + ".partial"),
           "a refused run left an output file behind")
     # a launcher that binds each rank to its own GPU (Slurm --gpus-per-task=1,

@@ -178,15 +178,38 @@ static double indep_weights(const g1_config *c, int nl, int nexp, int rank0)
     return nl * layer + (rank0 ? c->vocab_size * D * 2 + D * 4 : 0);
 }
 
-static double indep_buffers(const g1_config *c, double T, int rank0)
+/* As mpi/ allocates them: pipeline messages (a 16-byte header, slots and
+ * positions, forks of 3 ints, hidden states), counted buffer by buffer. */
+static double indep_messages(const g1_config *c, double T, int rk, int P, int E, int M)
+{
+    double D = c->emb_size, k = c->num_selected_experts;
+    double msg = 16 + 4 * T + 4 * T + 12 * T + 4 * T * D;
+    if (P * E == 1)
+        return 0;
+    double b = 0;
+    if (rk == 0) {
+        b += (M + 1) * E * msg;   /* the send pool: every share of M + 1 micro-batches */
+        b += msg;                 /* results received */
+        b += 4 * T * D;           /* a share's activations */
+        b += P == 1 ? M * 4 * T * D : 0; /* its own share of each micro-batch, one stage */
+    } else {
+        b += (M + 1) * msg + 2 * msg; /* send pool, two receive buffers */
+    }
+    if (E > 1)
+        b += 2 * 4 * T * k * (D + 1) + 3 * 4 * T * k * D; /* all-to-all: send, receive, rows x, y, yk */
+    return b;
+}
+
+static double indep_buffers(const g1_config *c, double T, int rk, int P, int E, int M)
 {
     double D = c->emb_size, QK = (double)c->num_q_heads * c->key_size, KV = (double)c->num_kv_heads * c->key_size;
     double F = c->ffn_size, k = c->num_selected_experts;
     double b = 4 * (T * D + T * QK + T * KV + T * KV + T * QK + T * D) /* xn q k v att o */
                + 4 * T * k * 2 + 8 * T * 2 + 4 * T * k              /* idx gate, kc vc, tok */
-               + 4 * T * k * fmax(D, F) + 4 * 2 * T * k * F + 4 * T * k * D /* xg h1 h2 yk */
-               + 4 * (4 * T * D + 8 * T);                           /* messages */
-    return b + (rank0 ? 4 * T * c->vocab_size : 0);
+               + 4 * T * k * fmax(D, F) + 4 * 2 * T * k * F + 4 * T * k * D; /* xg h1 h2 yk */
+    if (rk == 0)
+        b += 4 * T * c->vocab_size + M * 4 * T * D + (P * E == 1 ? M * 4 * T * D : 0); /* logits, driver x, local x */
+    return b + indep_messages(c, T, rk, P, E, M);
 }
 
 /* Real weights: allocate, fill, prepare, and count what was allocated. */
@@ -217,9 +240,10 @@ static double real_weights(const g1_config *c, int l0, int l1, int e0, int e1, i
 
 static void test_memory(void)
 {
-    struct { const char *preset; int P, E, slots, context, T, kv_bytes; } cases[] = {
-        {"tiny", 2, 2, 5, 100, 16, 0}, {"tiny", 3, 4, 3, 0, 7, 4}, {"grok-1", 8, 8, 8, 8192, 256, 0},
-        {"grok-1", 4, 2, 9, 2048, 64, 0}, {"grok-1", 8, 8, 8, 8192, 256, 2}, {"tiny", 2, 2, 5, 100, 16, 2}};
+    struct { const char *preset; int P, E, slots, context, T, kv_bytes, M; } cases[] = {
+        {"tiny", 2, 2, 5, 100, 16, 0, 0}, {"tiny", 3, 4, 3, 0, 7, 4, 0}, {"grok-1", 8, 8, 8, 8192, 256, 0, 0},
+        {"grok-1", 4, 2, 9, 2048, 64, 0, 5}, {"grok-1", 8, 8, 8, 8192, 256, 2, 0}, {"tiny", 2, 2, 5, 100, 16, 2, 3},
+        {"tiny", 1, 1, 4, 100, 16, 0, 2}, {"tiny", 1, 2, 4, 100, 16, 0, 0}, {"grok-1", 1, 8, 8, 1024, 512, 0, 3}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         g1_config c = preset(cases[i].preset);
         g1_plan_request r = req_of(c, cases[i].P, cases[i].E);
@@ -227,6 +251,7 @@ static void test_memory(void)
         r.context = cases[i].context;
         r.max_batch_tokens = cases[i].T;
         r.kv_bytes = cases[i].kv_bytes;
+        r.micro_batches = cases[i].M;
         g1_plan p;
         CHECK(g1_plan_make(&r, &p) == G1_OK, "%s: %s", cases[i].preset, g1_last_error());
         int E = cases[i].E, ctx = cases[i].context ? cases[i].context : c.max_seq_len, bad = 0;
@@ -242,7 +267,10 @@ static void test_memory(void)
             double w = indep_weights(&c, nl, count, rk == 0);
             double kv = (double)seqs * ctx * nl * 2 * c.num_kv_heads * c.key_size *
                         (cases[i].kv_bytes ? cases[i].kv_bytes : 4);
-            double b = indep_buffers(&c, cases[i].T, rk == 0);
+            double b = indep_buffers(&c, cases[i].T, rk, cases[i].P, E, cases[i].M ? cases[i].M : cases[i].P);
+            CHECK(p.mem[rk].messages == indep_messages(&c, cases[i].T, rk, cases[i].P, E,
+                                                       cases[i].M ? cases[i].M : cases[i].P),
+                  "%s rank %d: messages %.0f", cases[i].preset, rk, p.mem[rk].messages);
             const g1_plan_mem *m = &p.mem[rk];
             bad += m->weights != w || m->kv_cache != kv || m->buffers != b || m->total != w + kv + b;
             if (bad == 1 && (m->weights != w || m->kv_cache != kv || m->buffers != b))

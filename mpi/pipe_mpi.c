@@ -32,26 +32,28 @@ static void msg_free(g1_dist *d, int engine_mem, char *p)
         g1_host_free(d->backend, p);
 }
 
-/* A pool of send buffers: a buffer is reused once its send completed. */
+/* A pool of send buffers: a buffer is reused once its sends completed
+ * (`per` of them: rank 0 packs a micro-batch's E messages into one). */
 typedef struct sendpool {
-    int n;
+    int n, per;
     size_t bytes;
     char **buf;
-    MPI_Request *req;
+    MPI_Request *req; /* (n * per): buffer i's are req[i * per ...] */
     int next;
     int engine_mem; /* buffers in engine memory (not ours to free) */
 } sendpool;
 
-static g1_status pool_init(g1_dist *d, g1_engine *mem, sendpool *p, int n, size_t bytes)
+static g1_status pool_init(g1_dist *d, g1_engine *mem, sendpool *p, int n, int per, size_t bytes)
 {
     p->n = n;
+    p->per = per;
     p->bytes = bytes;
     p->engine_mem = mem != NULL;
     p->buf = calloc((size_t)n, sizeof *p->buf);
-    p->req = malloc((size_t)n * sizeof *p->req);
+    p->req = malloc((size_t)n * per * sizeof *p->req);
     if (!p->buf || !p->req)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n * per; i++)
         p->req[i] = MPI_REQUEST_NULL;
     for (int i = 0; i < n; i++)
         G1_TRY(msg_alloc(d, mem, bytes, &p->buf[i]));
@@ -60,20 +62,34 @@ static g1_status pool_init(g1_dist *d, g1_engine *mem, sendpool *p, int n, size_
 
 static g1_status traced_wait(g1_dist *d, MPI_Request *rq, const char *what, int mb);
 
-/* The next buffer in turn, after its previous send completed. */
+/* The next buffer in turn, after its previous sends completed. */
 static g1_status pool_get(g1_dist *d, sendpool *p, int *i)
 {
     *i = p->next;
     p->next = (p->next + 1) % p->n;
-    return traced_wait(d, &p->req[*i], "send buffer", -1);
+    for (int k = 0; k < p->per; k++)
+        G1_TRY(traced_wait(d, &p->req[(size_t)*i * p->per + k], "send buffer", -1));
+    return G1_OK;
 }
 
 static g1_status pool_drain(sendpool *p)
 {
     if (p->n)
-        G1_MPI(MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE));
+        G1_MPI(MPI_Waitall(p->n * p->per, p->req, MPI_STATUSES_IGNORE));
     return G1_OK;
 }
+
+/* Rank 0's messages of one micro-batch, one after another in one buffer:
+ * their tokens add up to the micro-batch's (the E shares, the last one
+ * sent on after stage 0), so a buffer of one message of max_tokens and E
+ * headers, each started on a 64-byte boundary. */
+#define SLAB_PAD 64
+static size_t slab_bytes(int max_tokens, int D, int E)
+{
+    return g1_msg_bytes(max_tokens, max_tokens, D) + (size_t)E * (16 + SLAB_PAD);
+}
+
+static size_t slab_next(size_t at, size_t bytes) { return (at + bytes + SLAB_PAD - 1) / SLAB_PAD * SLAB_PAD; }
 
 static void pool_free(g1_dist *d, sendpool *p)
 {
@@ -191,6 +207,12 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
     flight *f = &p->fl[(p->head + p->count) % p->cap];
     f->mb = mb;
     f->T = T;
+    /* the buffer of this micro-batch's messages, once its last ones are out */
+    int i;
+    G1_TRY(pool_get(d, &p->sp, &i));
+    char *slab = p->sp.buf[i];
+    MPI_Request *rq = p->sp.req + (size_t)i * E;
+    size_t at = 0;
     int n = 0;
     for (int e = 0; e < E; e++) {
         f->count[e] = 0;
@@ -204,16 +226,16 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
      * all-to-alls need every rank at every micro-batch) */
     int off = f->count[0];
     for (int e = 1; e < E; e++) {
-        int c = f->count[e], i, F = column_forks(b, E, e, p->gfork);
+        int c = f->count[e], F = column_forks(b, E, e, p->gfork);
         for (int j = 0; j < c; j++) {
             int t = f->owner_idx[off + j];
             p->lslot[j] = b->slot[t];
             p->lpos[j] = b->pos[t];
             memcpy(p->lx + (size_t)j * D, x + (size_t)t * D, (size_t)D * sizeof(float));
         }
-        G1_TRY(pool_get(d, &p->sp, &i));
-        g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c, p->lslot, p->lpos, F, p->gfork, p->lx, D);
-        G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c, F, D), MPI_BYTE, e, G1_TAG_FWD, d->all, &p->sp.req[i]));
+        g1_msg_pack(slab + at, G1_MSG_BATCH, mb, c, p->lslot, p->lpos, F, p->gfork, p->lx, D);
+        G1_MPI(MPI_Isend(slab + at, (int)g1_msg_bytes(c, F, D), MPI_BYTE, e, G1_TAG_FWD, d->all, &rq[e - 1]));
+        at = slab_next(at, g1_msg_bytes(c, F, D));
         off += c;
     }
     /* our own share through stage 0 */
@@ -226,11 +248,8 @@ static g1_status pipe_submit(void *ctx, int mb, const g1_batch *b, const float *
     }
     G1_TRY(run_share(d, p->e, mb, c0, p->gslot, p->lpos, p->lslot, F0, p->gfork, p->lfork, NULL, p->lx));
     if (d->P > 1) {
-        int i;
-        G1_TRY(pool_get(d, &p->sp, &i));
-        g1_msg_pack(p->sp.buf[i], G1_MSG_BATCH, mb, c0, p->gslot, p->lpos, F0, p->gfork, p->lx, D);
-        G1_MPI(MPI_Isend(p->sp.buf[i], (int)g1_msg_bytes(c0, F0, D), MPI_BYTE, E, G1_TAG_FWD, d->all,
-                         &p->sp.req[i]));
+        g1_msg_pack(slab + at, G1_MSG_BATCH, mb, c0, p->gslot, p->lpos, F0, p->gfork, p->lx, D);
+        G1_MPI(MPI_Isend(slab + at, (int)g1_msg_bytes(c0, F0, D), MPI_BYTE, E, G1_TAG_FWD, d->all, &rq[E - 1]));
     } else {
         memcpy(f->own, p->lx, (size_t)c0 * D * sizeof(float));
     }
@@ -285,7 +304,10 @@ static g1_status pipe_alloc(struct pipe *p, int nsend)
     size_t T = (size_t)p->max_tokens, D = (size_t)p->D, E = (size_t)d->E;
     size_t mbytes = g1_msg_bytes(p->max_tokens, p->max_tokens, p->D);
     g1_engine *mem = d->direct && !p->cap ? p->e : NULL;
-    G1_TRY(pool_init(d, mem, &p->sp, nsend, mbytes));
+    if (p->cap) /* rank 0: a micro-batch's E messages in one buffer */
+        G1_TRY(pool_init(d, NULL, &p->sp, nsend, d->E, slab_bytes(p->max_tokens, p->D, d->E)));
+    else
+        G1_TRY(pool_init(d, mem, &p->sp, nsend, 1, mbytes));
     p->rbuf_engine_mem = mem != NULL;
     G1_TRY(msg_alloc(d, mem, mbytes, &p->rbuf[0]));
     if (!p->cap)
@@ -337,8 +359,10 @@ static g1_status pipe_new(g1_dist *d, g1_engine *e, int cap, int max_tokens, int
 g1_status g1_dist_pipe(g1_dist *d, g1_engine *e, int max_inflight, int max_tokens, g1_pipe_ops *out)
 {
     struct pipe *p = NULL;
-    /* each submit sends E - 1 shares plus one to stage 1 */
-    G1_TRY(pipe_new(d, e, max_inflight, max_tokens, (max_inflight + 1) * d->E, &p));
+    /* each submit sends E - 1 shares plus one to stage 1, from one buffer
+     * of M + 1: a buffer comes back round only after its micro-batch left
+     * the pipeline */
+    G1_TRY(pipe_new(d, e, max_inflight, max_tokens, max_inflight + 1, &p));
     *out = (g1_pipe_ops){.submit = pipe_submit, .wait = pipe_wait, .ctx = p};
     return G1_OK;
 }

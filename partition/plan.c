@@ -65,11 +65,13 @@ static double msg_bytes(const g1_config *c, double T) { return 16 + T * 8 + T * 
 
 /* What grok1-run's distributed runtime makes for rank rk of P x E with M
  * micro-batches in flight, T tokens a step (g1_dist_buffer_bytes): rank 0
- * keeps a send buffer per share of M + 1 micro-batches ((M + 1) x E), one
- * to receive, its share's activations (and, with one stage, each
- * micro-batch's share on its way back); every other rank M + 1 send and 2
- * receive buffers; with E > 1 every rank 5 row buffers of T x k rows for
- * the all-to-all. One process: none. */
+ * keeps a send buffer for each of M + 1 micro-batches, holding its E
+ * messages (T tokens in all, E headers, each message on a 64-byte
+ * boundary: mpi/pipe_mpi.c slab_bytes), one to receive, its share's
+ * activations (and, with one stage, each micro-batch's share on its way
+ * back); every other rank M + 1 send and 2 receive buffers; with E > 1
+ * every rank 5 row buffers of T x k rows for the all-to-all. One process:
+ * none. */
 static double a2a_bytes(const g1_config *c, int T, int E)
 {
     double D = c->emb_size;
@@ -82,8 +84,8 @@ static double message_bytes(const g1_config *c, int T_, int P, int E, int M, int
     if (P * E == 1)
         return 0;
     if (rk == 0)
-        return ((double)(M + 1) * E + 1) * msg_bytes(c, T) + T * D * 4 + (P == 1 ? M * T * D * 4 : 0) +
-               a2a_bytes(c, T_, E);
+        return (M + 1.0) * (msg_bytes(c, T) + E * 80.0) + msg_bytes(c, T) + T * D * 4 +
+               (P == 1 ? M * T * D * 4 : 0) + a2a_bytes(c, T_, E);
     return (M + 3.0) * msg_bytes(c, T) + a2a_bytes(c, T_, E);
 }
 

@@ -188,7 +188,7 @@ static double indep_messages(const g1_config *c, double T, int rk, int P, int E,
         return 0;
     double b = 0;
     if (rk == 0) {
-        b += (M + 1) * E * msg;   /* the send pool: every share of M + 1 micro-batches */
+        b += (M + 1) * (msg + E * (16 + 64)); /* the send pool: M + 1 micro-batches' E messages, 64-byte aligned */
         b += msg;                 /* results received */
         b += 4 * T * D;           /* a share's activations */
         b += P == 1 ? M * 4 * T * D : 0; /* its own share of each micro-batch, one stage */

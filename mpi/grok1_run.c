@@ -171,8 +171,9 @@ static void usage(FILE *f)
 "                            config, no weights, no GPU, no MPI), print each refused one\n"
 "                            (the first 20) and a summary (requests, prompt tokens, the\n"
 "                            longest, cuts, new tokens; with --dump-logits its size against\n"
-"                            the free space), write nothing; --output may be left out. Exit 0\n"
-"                            when a run would accept every request (and the dump fits), else 1. For a\n"
+"                            the free space, with --resume what is left of DUMP.partial),\n"
+"                            write nothing; --output may be left out. Exit 0 when a run\n"
+"                            would accept every request (and the dump fits), else 1. For a\n"
 "                            login node before a batch job: a run stops at the first refused\n"
 "                            request, after loading the weights\n"
 "  --shard K/N               run only requests K, K + N, K + 2N, ... of the input (counted\n"
@@ -2085,15 +2086,27 @@ static int check_input(const cli *c)
     /* the dump of the accepted requests against the room where it goes */
     int no_room = 0;
     if (c->dump_logits) {
-        char dir[4096], a[32], b[32];
+        char dir[4096], a[32], b[32], h[32], partial[4200];
         double need = dump_bytes(s.prompt_tokens, s.requests - s.refused, vocab);
         double room = room_for(c->dump_logits, dir, sizeof dir);
+        /* --resume continues DUMP.partial: only the rest is needed, and the
+         * room it holds reserved past its end is its own (as dump_room) */
+        struct stat sb;
+        snprintf(partial, sizeof partial, "%s.partial", c->dump_logits);
+        double held = c->resume && stat(partial, &sb) == 0 ? (double)sb.st_size : 0;
+        if (held > 0 && room >= 0 && (double)sb.st_blocks * 512.0 > held)
+            room += (double)sb.st_blocks * 512.0 - held;
+        need = need > held ? need - held : 0;
         no_room = room >= 0 && need > room;
         printf("  logits dump: %lld rows of %d float32 logits, about %s", (long long)s.prompt_tokens, vocab,
-               g1_bytes_text(a, sizeof a, need));
+               g1_bytes_text(a, sizeof a, need + held));
+        if (held > 0)
+            printf(" (%s of it in %s already, continued by --resume)", g1_bytes_text(h, sizeof h, held), partial);
         if (room >= 0)
             printf("; %s has %s free%s", dir, g1_bytes_text(b, sizeof b, room),
-                   no_room ? ": it does NOT fit (a run would stop when the disk is full)" : "");
+                   no_room ? held > 0 ? ": the rest does NOT fit (a run would stop when the disk is full)"
+                                      : ": it does NOT fit (a run would stop when the disk is full)"
+                           : "");
         printf("\n");
     }
     return s.refused || no_room ? EXIT_DATA : 0;

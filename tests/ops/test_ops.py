@@ -721,6 +721,16 @@ def case_disk_full():
         check(0 < len(kept) and open(ref).read().startswith(kept), "the results kept are not the reference's first")
         check(os.path.exists(dump + ".partial") and not os.path.exists(dump) and not os.path.exists(out),
               "a run stopped by a full disk must leave OUT.partial and DUMP.partial only")
+        # --check-input --resume counts only the rest of the dump: with room
+        # for the rest (3.8 MiB here) but not for the whole (5.8 MiB) it
+        # passes, where it used to refuse the job
+        check(tmpfs(mnt, "7500k"), "cannot grow the tmpfs")
+        p = subprocess.run(cmd + ["--output", out, "--resume"], capture_output=True, text=True, env=ENV)
+        print("check-input --resume:", [l for l in p.stdout.splitlines() if "logits dump" in l])
+        check(p.returncode == 0 and "continued by --resume" in p.stdout and "NOT fit" not in p.stdout,
+              f"--check-input --resume with the room for the rest: {p.returncode} {p.stdout} {p.stderr}")
+        p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+        check(p.returncode == 1 and "does NOT fit" in p.stdout, f"and not room for the whole: {p.stdout}")
         check(tmpfs(mnt, "32m"), "cannot grow the tmpfs")
         p = subprocess.run([mpirun(), "-n", "4", ARGS.run] + args(out, dump, "--resume", *lay), capture_output=True,
                            text=True, env=ENV, timeout=120)

@@ -151,6 +151,18 @@ fi
 # GROK1_MPI: srun's --mpi plugin (default pmix; `srun --mpi=list` shows them).
 cpus=()
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && cpus=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+# Wait for background process $1 to end, through the signals a trap set by
+# the caller takes (it sets got_signal=1: a signal interrupts `wait`); its
+# exit status.
+wait_through_signals() {
+  local rc
+  while :; do
+    got_signal=0
+    wait "$1"
+    rc=$?
+    [ "$got_signal" = 1 ] || return "$rc"
+  done
+}
 cmd=(srun --mpi="${GROK1_MPI:-pmix}" --kill-on-bad-exit=1 --label ${cpus[@]+"${cpus[@]}"}
      ${srun_extra[@]+"${srun_extra[@]}"} "$run" "${args[@]}")
 echo "grok1-job: ${cmd[*]}"
@@ -160,12 +172,8 @@ srun_pid=$!
 # Any of the signals a site may choose for the warning (--signal=B:USR1@...)
 # is passed on as SIGTERM; without a trap, USR1 or USR2 would end this shell.
 trap 'got_signal=1; echo "grok1-job: a signal (TERM, INT, USR1 or USR2) at $(date +%T): passing it to grok1-run"; scancel --signal=TERM "$jid"' TERM INT USR1 USR2
-while :; do
-  got_signal=0
-  wait "$srun_pid"
-  rc=$?
-  [ "$got_signal" = 1 ] || break
-done
+wait_through_signals "$srun_pid"
+rc=$?
 trap - TERM INT USR1 USR2
 if [ "$rc" = 0 ] && [ ! -e "$GROK1_OUTPUT" ]; then
   echo "grok1-job: srun exited 0 but $GROK1_OUTPUT was not written: the ranks did not start (see srun's errors above)"
@@ -179,12 +187,8 @@ merge() {
   local mpid=$! mrc
   merge_signal=0
   trap 'merge_signal=1; got_signal=1; kill -TERM "$mpid" 2>/dev/null' TERM INT USR1 USR2
-  while :; do
-    got_signal=0
-    wait "$mpid"
-    mrc=$?
-    [ "$got_signal" = 1 ] || break
-  done
+  wait_through_signals "$mpid"
+  mrc=$?
   trap - TERM INT USR1 USR2
   return "$mrc"
 }

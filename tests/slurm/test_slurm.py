@@ -374,6 +374,51 @@ def case_array():
         print(log[-4000:] + slog[-3000:] + log2[-2000:])
 
 
+MERGE_STUB = r"""#!/bin/sh
+# Stand-in for grok1-merge that takes its time: says which task runs it,
+# then waits; on SIGTERM it stops, as grok1-merge does (removing what it made).
+echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" > "$GROK1_MERGE_STARTED"
+trap 'echo stopped > "$GROK1_MERGE_STARTED.stopped"; exit 1' TERM
+while :; do sleep 0.1; done
+"""
+
+
+def case_array_merge_stopped():
+    """The time limit's warning while the last task joins the shards: the
+    merge is stopped, its lock removed, and the log says how to finish
+    (submit the array again, or merge by hand); nothing is requeued."""
+    inp = requests("mstop.jsonl", 4, 15, False)
+    out = os.path.join(TMP, "mstop-out.jsonl")
+    stub, started = os.path.join(TMP, "merge-stub.sh"), os.path.join(TMP, "mstop.merging-task")
+    with open(stub, "w") as f:
+        f.write(MERGE_STUB)
+    os.chmod(stub, 0o755)
+    env = dict(job_env(out, inp, ""), GROK1_MERGE=stub, GROK1_MERGE_STARTED=started)
+    popen, log = sbatch("score.sbatch", "mstop", env, ntasks=1, array="0-1", background=True)
+    logs = [log.replace("%a", str(k)) for k in range(2)]
+    end = time.time() + 60
+    while time.time() < end and not os.path.exists(started) and popen.poll() is None:
+        time.sleep(0.05)
+    task = open(started).read().strip() if os.path.exists(started) else None
+    if not check(task, "no task started the merge"):
+        return
+    print(f"task {task} is merging: scancel --batch --signal=USR1 {task}")
+    sh(["scancel", "--batch", "--signal=USR1", task])
+    texts = array_end(popen, logs, "the signal")
+    if texts is None:
+        return
+    text = "".join(texts)
+    print("\n".join(l for l in text.splitlines() if "join" in l or "merg" in l)[-1500:])
+    ok = check(popen.returncode not in (0, None), f"sbatch --wait exited {popen.returncode}")
+    ok &= check(os.path.exists(started + ".stopped"), "the merge was not passed the signal")
+    ok &= check("interrupted while joining the shards" in text and "submit the array again" in text,
+                "the log does not say the merge was stopped and how to finish")
+    ok &= check(not os.path.exists(out + ".merging") and not os.path.exists(out), "the lock or an output was left")
+    ok &= check("requeueing" not in text, "a stopped merge was requeued")
+    if not ok:
+        print(text[-4000:])
+
+
 def case_refusals():
     inp = requests("refusals.jsonl", 1, 1, True)
     good = job_env(os.path.join(TMP, "refused.jsonl"), inp, "")
@@ -484,6 +529,16 @@ def stub_bin():
     return bindir
 
 
+def stub_started(out, popen):
+    """The job id the stand-in grok1-run wrote once it started; None (a
+    failed check) when it did not within 30 s."""
+    end = time.time() + 30
+    while time.time() < end and not os.path.exists(out + ".started") and popen.poll() is None:
+        time.sleep(0.05)
+    job = open(out + ".started").read().strip() if os.path.exists(out + ".started") else None
+    return job if check(job, "the job never started") else None
+
+
 def case_requeue_stub():
     bindir = stub_bin()
     inp = requests("stub.jsonl", 2, 3, True)
@@ -512,11 +567,8 @@ def case_cancel_stub():
     out = os.path.join(TMP, "cancel-out.jsonl")
     popen, log = sbatch("generate.sbatch", "cancel", job_env(out, inp, "", stub_bin()),
                         ntasks=2, background=True)
-    end = time.time() + 30
-    while time.time() < end and not os.path.exists(out + ".started") and popen.poll() is None:
-        time.sleep(0.05)
-    job = open(out + ".started").read().strip() if os.path.exists(out + ".started") else None
-    if not check(job, "the job never started"):
+    job = stub_started(out, popen)
+    if not job:
         return
     print(f"job {job}: scancel")
     sh(["scancel", job])
@@ -545,11 +597,8 @@ def case_no_progress_stub():
     out = os.path.join(TMP, "silent-out.jsonl")
     env = dict(job_env(out, inp, "", stub_bin()), GROK1_STUB_SILENT="1")
     popen, log = sbatch("generate.sbatch", "silent", env, ntasks=2, background=True)
-    end = time.time() + 30
-    while time.time() < end and not os.path.exists(out + ".started") and popen.poll() is None:
-        time.sleep(0.05)
-    job = open(out + ".started").read().strip() if os.path.exists(out + ".started") else None
-    if not check(job, "the job never started"):
+    job = stub_started(out, popen)
+    if not job:
         return
     print(f"job {job}: scancel --batch --signal=USR1 before any result")
     sh(["scancel", "--batch", "--signal=USR1", job])
@@ -728,7 +777,8 @@ def case_parts():
         print(log[-4000:])
 
 
-CASES = [case_generate, case_score, case_array, case_array_requeue, case_array_repair, case_refusals, case_requeue_stub,
+CASES = [case_generate, case_score, case_array, case_array_requeue, case_array_repair, case_array_merge_stopped,
+         case_refusals, case_requeue_stub,
          case_check_input, case_cancel_stub, case_no_progress_stub, case_resume_real, case_parts]
 
 

@@ -280,8 +280,9 @@ static void usage(FILE *f)
 "                            with cpu: its kernels, avx512, avx2 or portable); with cuda,\n"
 "                            rank 0 says which kernels it takes (--cuda-tune); at the end\n"
 "                            each rank the bytes of its message and all-to-all buffers in\n"
-"                            host memory (as grok1-plan counts them) and, with cuda, the\n"
-"                            graphs it made and dropped\n"
+"                            host memory (as grok1-plan counts them), rank 0 the most the\n"
+"                            logits dump's writer held, and, with cuda, the graphs each\n"
+"                            rank made and dropped\n"
 );
     fprintf(f,
 "\n"
@@ -991,6 +992,21 @@ static double room_for(const char *path, char *dir, size_t n)
     return (double)sv.f_bavail * (double)sv.f_frsize;
 }
 
+/* The bytes DUMP.partial holds (0: none); the room it holds reserved past
+ * its end (g1_h5_reserve) is added to *room when that is known (>= 0). */
+static double partial_dump_held(const char *dump, double *room)
+{
+    char partial[4200];
+    snprintf(partial, sizeof partial, "%s.partial", dump);
+    struct stat sb;
+    if (stat(partial, &sb) != 0)
+        return 0;
+    double held = (double)sb.st_size;
+    if (*room >= 0 && (double)sb.st_blocks * 512.0 > held)
+        *room += (double)sb.st_blocks * 512.0 - held;
+    return held;
+}
+
 #if G1_HAVE_HDF5
 /* --resume with --dump-logits and `kept` results in OUT.partial: continue
  * the dump, its datasets after the kept results' removed (g1_logits_file_
@@ -1086,16 +1102,10 @@ static g1_status dump_room(const cli *c, const g1_config *cfg, const g1_driver_o
     G1_TRY(g1_driver_check_input(cfg, &o, f->in, NULL, "", 0, &s));
     if (fseek(f->in, 0, SEEK_SET) != 0)
         return G1_FAIL(G1_ERR_IO, "cannot read the input %s again: %s", c->input, strerror(errno));
-    char partial[4200], dir[4096], a[32], b[32], h[32];
-    snprintf(partial, sizeof partial, "%s.partial", c->dump_logits);
-    struct stat sb;
-    int there = stat(partial, &sb) == 0;
-    double held = there ? (double)sb.st_size : 0;
-    double need = dump_bytes(s.prompt_tokens, s.requests - s.refused, cfg->vocab_size) - held;
+    char dir[4096], a[32], b[32], h[32];
     double room = room_for(c->dump_logits, dir, sizeof dir);
-    /* with the room the dump holds reserved past its end (g1_h5_reserve) */
-    if (room >= 0 && there && (double)sb.st_blocks * 512.0 > held)
-        room += (double)sb.st_blocks * 512.0 - held;
+    double held = partial_dump_held(c->dump_logits, &room);
+    double need = dump_bytes(s.prompt_tokens, s.requests - s.refused, cfg->vocab_size) - held;
     if (c->verbose)
         fprintf(stderr, "grok1-run: logits dump: %lld rows of %d float32 logits, about %s (%s written); %s has %s "
                         "free\n",
@@ -2086,22 +2096,18 @@ static int check_input(const cli *c)
     /* the dump of the accepted requests against the room where it goes */
     int no_room = 0;
     if (c->dump_logits) {
-        char dir[4096], a[32], b[32], h[32], partial[4200];
+        char dir[4096], a[32], b[32], h[32];
         double need = dump_bytes(s.prompt_tokens, s.requests - s.refused, vocab);
         double room = room_for(c->dump_logits, dir, sizeof dir);
-        /* --resume continues DUMP.partial: only the rest is needed, and the
-         * room it holds reserved past its end is its own (as dump_room) */
-        struct stat sb;
-        snprintf(partial, sizeof partial, "%s.partial", c->dump_logits);
-        double held = c->resume && stat(partial, &sb) == 0 ? (double)sb.st_size : 0;
-        if (held > 0 && room >= 0 && (double)sb.st_blocks * 512.0 > held)
-            room += (double)sb.st_blocks * 512.0 - held;
+        /* --resume continues DUMP.partial: only the rest is needed */
+        double held = c->resume ? partial_dump_held(c->dump_logits, &room) : 0;
         need = need > held ? need - held : 0;
         no_room = room >= 0 && need > room;
         printf("  logits dump: %lld rows of %d float32 logits, about %s", (long long)s.prompt_tokens, vocab,
                g1_bytes_text(a, sizeof a, need + held));
         if (held > 0)
-            printf(" (%s of it in %s already, continued by --resume)", g1_bytes_text(h, sizeof h, held), partial);
+            printf(" (%s of it in %s.partial already, continued by --resume)", g1_bytes_text(h, sizeof h, held),
+                   c->dump_logits);
         if (room >= 0)
             printf("; %s has %s free%s", dir, g1_bytes_text(b, sizeof b, room),
                    no_room ? held > 0 ? ": the rest does NOT fit (a run would stop when the disk is full)"
@@ -2196,6 +2202,11 @@ int main(int argc, char **argv)
     if (st == G1_OK && c.verbose && j.dist)
         fprintf(stderr, "grok1-run: rank %d: %zu bytes of message and all-to-all buffers in host memory\n",
                 world.rank, g1_dist_buffer_bytes(j.dist));
+#if G1_HAVE_HDF5
+    if (st == G1_OK && c.verbose && f.dw)
+        fprintf(stderr, "grok1-run: the logits dump's writer held %llu bytes of rows at most (--dump-buffer)\n",
+                (unsigned long long)g1_dump_writer_held_bytes(f.dw));
+#endif
     int made, dropped, kept;
     if (st == G1_OK && c.verbose && j.e && g1_engine_graph_counts(j.e, &made, &dropped, &kept))
         fprintf(stderr, "grok1-run: rank %d: CUDA graphs of decode steps: %d made, %d dropped to keep at most %d "

@@ -60,8 +60,20 @@ static void compute_sizes(const g1_config *c, sizes *z)
 }
 
 /* One pipeline message of T tokens (mpi/grid.c g1_msg_bytes: a header,
- * slots, positions, T forks of 3 ints, the hidden states). */
-static double msg_bytes(const g1_config *c, double T) { return 16 + T * 8 + T * 12 + T * c->emb_size * 4; }
+ * slots, positions, T forks, the hidden states; mpi/ builds on this
+ * library, so the formula is repeated here, and tests/mpi bytes_per_rank
+ * holds the two equal). */
+static double msg_bytes(const g1_config *c, double T)
+{
+    return 16 + T * 8 + T * (double)sizeof(g1_fork) + T * c->emb_size * 4;
+}
+
+/* The all-to-all's 5 row buffers of T x k rows (E > 1), on every rank. */
+static double a2a_bytes(const g1_config *c, int T, int E)
+{
+    double D = c->emb_size;
+    return E > 1 ? (double)T * c->num_selected_experts * ((D + 1) * 2 + D * 3) * 4 : 0;
+}
 
 /* What grok1-run's distributed runtime makes for rank rk of P x E with M
  * micro-batches in flight, T tokens a step (g1_dist_buffer_bytes): rank 0
@@ -72,19 +84,13 @@ static double msg_bytes(const g1_config *c, double T) { return 16 + T * 8 + T * 
  * back); every other rank M + 1 send and 2 receive buffers; with E > 1
  * every rank 5 row buffers of T x k rows for the all-to-all. One process:
  * none. */
-static double a2a_bytes(const g1_config *c, int T, int E)
-{
-    double D = c->emb_size;
-    return E > 1 ? (double)T * c->num_selected_experts * ((D + 1) * 2 + D * 3) * 4 : 0;
-}
-
 static double message_bytes(const g1_config *c, int T_, int P, int E, int M, int rk)
 {
     double T = T_, D = c->emb_size;
     if (P * E == 1)
         return 0;
     if (rk == 0)
-        return (M + 1.0) * (msg_bytes(c, T) + E * 80.0) + msg_bytes(c, T) + T * D * 4 +
+        return (M + 1.0) * (msg_bytes(c, T) + E * (16.0 + 64)) + msg_bytes(c, T) + T * D * 4 +
                (P == 1 ? M * T * D * 4 : 0) + a2a_bytes(c, T_, E);
     return (M + 3.0) * msg_bytes(c, T) + a2a_bytes(c, T_, E);
 }

@@ -641,8 +641,15 @@ def case_dump_logits(d):
     # vocabulary, less than a step (6 rows): the ring takes a step's rows at
     # a time and wraps at every step; the dump below must be the same bytes
     small_lg = os.path.join(d, "small.h5")
-    expect_ok(tiny("score", inp, mem, "--mem-per-rank", "100M", "--dump-logits", small_lg, "--dump-buffer", "8K",
-                   "--batch-size", "2", "--max-batch-tokens", "6"))
+    _, se = expect_ok(tiny("score", inp, mem, "--mem-per-rank", "100M", "--dump-logits", small_lg, "--dump-buffer",
+                           "8K", "--batch-size", "2", "--max-batch-tokens", "6", "--verbose"))
+    held = re.search(r"the logits dump's writer held (\d+) bytes", se)
+    check(held and 0 < int(held.group(1)) <= 6 * V * 4, f"--dump-buffer 8K: the writer held {held and held.group(1)} "
+          f"bytes, more than one step's rows ({6 * V * 4})")
+    os.remove(mem)
+    _, se = expect_ok(tiny("score", inp, mem, "--dump-logits", os.path.join(d, "big.h5"), "--verbose"))
+    held = re.search(r"the logits dump's writer held (\d+) bytes", se)
+    check(held and int(held.group(1)) > 6 * V * 4, f"by default the writer holds more: {held and held.group(1)}")
     # small chunks so a request's logits arrive in several row pieces
     expect_ok(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "2", "--max-batch-tokens", "6"))
     res = read_jsonl(out)

@@ -658,6 +658,19 @@ static int parse_args(int argc, char **argv, cli *c)
     return 0;
 }
 
+/* The directory a file name is in ("." for a bare name). */
+static void dir_of(const char *path, char *dir, size_t n)
+{
+    snprintf(dir, n, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, n, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+}
+
 /* The files a run reads and writes must be distinct: every output is
  * completed by a rename over its final name, which would silently replace
  * an input (the requests, the checkpoint) named as an output. Checked by
@@ -731,6 +744,19 @@ static int check_files(const cli *c, char *msg, size_t n)
                     snprintf(msg, n, "%s %s and %s %s name the same file", out[k].opt, out[k].path, o->opt, what);
                 bad = 1;
             }
+        }
+    }
+    /* the trace is written last, after the whole run: a directory it
+     * cannot go to is said now, not then */
+    if (c->trace && !bad) {
+        char dir[PATH_MAX + 16];
+        dir_of(c->trace, dir, sizeof dir);
+        if (!g1_path_is_dir(dir)) {
+            snprintf(msg, n, "--trace %s: the directory %s does not exist", c->trace, dir);
+            bad = 1;
+        } else if (access(dir, W_OK | X_OK) != 0) {
+            snprintf(msg, n, "--trace %s: cannot write in the directory %s: %s", c->trace, dir, strerror(errno));
+            bad = 1;
         }
     }
     return bad;
@@ -978,14 +1004,7 @@ static double dump_bytes(int64_t rows, int64_t requests, int vocab)
  * name into dir); -1 when statvfs cannot tell. */
 static double room_for(const char *path, char *dir, size_t n)
 {
-    snprintf(dir, n, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, n, ".");
-    else if (slash == dir)
-        dir[1] = 0;
-    else
-        *slash = 0;
+    dir_of(path, dir, n);
     struct statvfs sv;
     if (statvfs(dir, &sv) != 0)
         return -1;
@@ -1657,7 +1676,26 @@ typedef struct job {
     g1_trace trace; /* --trace: this rank's spans */
     g1_tokenizer *tok; /* rank 0, --tokenizer */
     int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
+    char trace_error[512]; /* --trace could not be written: said after the results are kept */
 } job;
+
+/* The timeline gathered and written (collective); a failure is kept in
+ * j->trace_error, not returned: the results do not wait on the trace. */
+static void write_trace(const cli *c, job *j)
+{
+    g1_status st;
+    if (j->dist) {
+        st = g1_dist_trace_write(j->dist, c->trace);
+    } else {
+        g1_trace_event *ev = j->trace.ev;
+        double off = 0;
+        char label[] = "rank 0: all layers";
+        char *lab = label;
+        st = g1_trace_write_json(c->trace, 1, &ev, &j->trace.n, &off, &lab);
+    }
+    if (st != G1_OK)
+        snprintf(j->trace_error, sizeof j->trace_error, "%s", g1_last_error());
+}
 
 static void job_free(job *j)
 {
@@ -1770,15 +1808,9 @@ static g1_status drive(const cli *c, files *f, job *j)
         g1_dist_add_busy(j->dist, s.busy);
         G1_TRY(g1_dist_stop(j->dist));
         G1_TRY(g1_dist_busy(j->dist, busy));
-        if (c->trace)
-            G1_TRY(g1_dist_trace_write(j->dist, c->trace));
-    } else if (c->trace) {
-        g1_trace_event *ev = j->trace.ev;
-        double off = 0;
-        char label[] = "rank 0: all layers";
-        char *lab = label;
-        G1_TRY(g1_trace_write_json(c->trace, 1, &ev, &j->trace.n, &off, &lab));
     }
+    if (c->trace)
+        write_trace(c, j);
     summary(c, j, &s, dt, busy);
     return G1_OK;
 }
@@ -2020,7 +2052,9 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         return drive(c, f, j);
     G1_TRY(g1_dist_worker(j->dist, j->e, j->M, c->max_batch_tokens));
     G1_TRY(g1_dist_busy(j->dist, NULL));
-    return c->trace ? g1_dist_trace_write(j->dist, c->trace) : G1_OK;
+    if (c->trace)
+        write_trace(c, j);
+    return G1_OK;
 }
 
 /* This process's rank as its launcher gives it in the environment (mpirun,
@@ -2216,9 +2250,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         st = st2;
     }
+    int code = st != G1_OK ? EXIT_DATA : j.interrupted ? EXIT_INTERRUPTED : 0;
+    if (j.trace_error[0]) { /* the results are kept (or not) as without --trace */
+        fprintf(stderr, "grok1-run: error: rank %d: the trace was not written: %s%s\n", world.rank, j.trace_error,
+                world.rank == 0 && st == G1_OK ? j.interrupted ? " (the results so far are kept for --resume)"
+                                                               : " (the results are complete)"
+                                               : "");
+        if (code == 0)
+            code = EXIT_DATA;
+    }
     job_free(&j);
     model_close(&m);
-    int code = st != G1_OK ? EXIT_DATA : j.interrupted ? EXIT_INTERRUPTED : 0;
     end_unclosed(code);
     g1_world_finalize();
     return code;

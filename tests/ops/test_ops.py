@@ -648,6 +648,7 @@ def case_trace():
     p = job(ckpt, small, out, ["--trace", tr])
     _, err = p.communicate(timeout=120)
     check(p.returncode == 0, f"traced run failed: {err[-500:]}")
+    shutil.copyfile(out, out + ".ok")
     t = json.load(open(tr))
     spans = [e for e in t["traceEvents"] if e["ph"] == "X"]
     ranks = {e["pid"] for e in spans}
@@ -658,6 +659,37 @@ def case_trace():
     check(all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans), "negative times in the trace")
     mbs = {e["args"].get("micro_batch") for e in spans if e["cat"] == "compute"}
     check(None not in mbs, "compute spans without a micro-batch")
+    # a trace whose directory does not exist is refused before the load
+    os.remove(out)
+    p = job(ckpt, small, out, ["--trace", os.path.join(ARGS.tmp, "no_such_dir", "t.json")])
+    _, err = p.communicate(timeout=120)
+    check(p.returncode == 2 and "no_such_dir does not exist" in err and not os.path.exists(out + ".partial"),
+          f"a trace into a missing directory: exit {p.returncode}, {err[-500:]}")
+    # a trace that cannot be written at the end (a full disk) keeps the
+    # results: the output is complete, the exit status says the trace failed
+    mnt = os.path.join(ARGS.tmp, "trace_mnt")
+    if not tmpfs(mnt, "64k"):
+        print("no tmpfs here (not root): the full-disk trace case is not run")
+        return
+    try:
+        with open(os.path.join(mnt, "fill"), "wb") as f:
+            try:
+                f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        full = open(out + ".ok").read()
+        p = job(ckpt, small, out, ["--trace", os.path.join(mnt, "t.json")])
+        _, err = p.communicate(timeout=120)
+        print("trace on a full disk:", [l for l in err.splitlines() if "trace" in l])
+        check(p.returncode == 1 and "the trace was not written" in err and "the results are complete" in err,
+              f"a trace on a full disk: exit {p.returncode}, {err[-800:]}")
+        check(os.path.exists(out) and not os.path.exists(out + ".partial"),
+              "a failed trace left the results in OUT.partial")
+        check(os.path.exists(out) and open(out).read() == full, "the results differ from the traced run's")
+        check(not os.path.exists(os.path.join(mnt, "t.json")) and not os.path.exists(os.path.join(mnt, "t.json.tmp")),
+              "a torn trace was left behind")
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
 
 
 def tmpfs(path, size):

@@ -28,6 +28,9 @@ struct a2a {
     int *ids;               /* (max_rows) */
     float *yk;              /* (max_rows, D) results in t*k+j order */
     MPI_Datatype rec, row;  /* D + 1 floats, D floats */
+    int round_rows, rounds; /* rows to one peer in one MPI_Alltoallv; calls per exchange at most */
+    int rounds_now;         /* calls for this layer's exchanges, alike on every rank */
+    int *rs, *rsd, *rr, *rrd; /* (E) one round's counts and offsets */
     g1_backend backend;     /* of the host buffers above (page-locked with CUDA) */
     /* direct */
     int *tok_of;            /* (max_rows) token of each packed row */
@@ -41,6 +44,7 @@ void g1_a2a_free(struct a2a *a)
         return;
     free(a->scount); free(a->rcount); free(a->sdisp); free(a->rdisp); free(a->slot_of);
     free(a->ids); free(a->tok_of); free(a->sids);
+    free(a->rs); free(a->rsd); free(a->rr); free(a->rrd);
     g1_host_free(a->backend, a->sbuf);
     g1_host_free(a->backend, a->rbuf);
     g1_host_free(a->backend, a->xrows);
@@ -60,6 +64,35 @@ static void prefix(const int *count, int *disp, int n)
         disp[i] = s;
         s += count[i];
     }
+}
+
+/* An all-to-all of rows (datatype t, counts and offsets in rows) in rounds
+ * of at most round_rows rows to one peer: with E <= 4 and tens of
+ * thousands of tokens a step, the rows for one peer can pass 2 GiB, which
+ * MPI's int counts allow (they count rows) but some MPI stacks' transports
+ * do not carry. Every rank makes the same number of calls (rounds_now,
+ * agreed in exchange_counts); round r takes rows r * round_rows onwards of
+ * every block. */
+static g1_status alltoallv_rows(struct a2a *a, const void *sbuf, const int *scount, const int *sdisp, void *rbuf,
+                                const int *rcount, const int *rdisp, MPI_Datatype t)
+{
+    int E = a->d->E;
+    if (a->rounds_now <= 1) {
+        G1_MPI(MPI_Alltoallv(sbuf, scount, sdisp, t, rbuf, rcount, rdisp, t, a->d->stage));
+        return G1_OK;
+    }
+    for (int r = 0; r < a->rounds_now; r++) {
+        long skip = (long)r * a->round_rows;
+        for (int p = 0; p < E; p++) {
+            long sl = scount[p] - skip, rl = rcount[p] - skip;
+            a->rs[p] = sl <= 0 ? 0 : sl > a->round_rows ? a->round_rows : (int)sl;
+            a->rr[p] = rl <= 0 ? 0 : rl > a->round_rows ? a->round_rows : (int)rl;
+            a->rsd[p] = a->rs[p] ? sdisp[p] + (int)skip : sdisp[p];
+            a->rrd[p] = a->rr[p] ? rdisp[p] + (int)skip : rdisp[p];
+        }
+        G1_MPI(MPI_Alltoallv(sbuf, a->rs, a->rsd, t, rbuf, a->rr, a->rrd, t, a->d->stage));
+    }
+    return G1_OK;
 }
 
 /* Where the n (token, choice) rows go: counts and offsets per destination,
@@ -90,6 +123,18 @@ static g1_status exchange_counts(struct a2a *a, int *nr)
     *nr = a->rdisp[E - 1] + a->rcount[E - 1];
     if (*nr > a->max_rows)
         return G1_FAIL(G1_ERR_INTERNAL, "all-to-all: receiving %d rows, room for %d", *nr, a->max_rows);
+    /* steps that could pass round_rows to one peer: the stage agrees on
+     * the rounds the largest block of this layer needs (none otherwise) */
+    a->rounds_now = 1;
+    if (a->rounds > 1) {
+        int most = 0, all_most = 0;
+        for (int p = 0; p < E; p++) {
+            most = a->scount[p] > most ? a->scount[p] : most;
+            most = a->rcount[p] > most ? a->rcount[p] : most;
+        }
+        G1_MPI(MPI_Allreduce(&most, &all_most, 1, MPI_INT, MPI_MAX, a->d->stage));
+        a->rounds_now = all_most > a->round_rows ? (all_most + a->round_rows - 1) / a->round_rows : 1;
+    }
     return G1_OK;
 }
 
@@ -107,7 +152,7 @@ static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int 
     }
     double t0 = g1_now();
     G1_TRY(exchange_counts(a, &nr));
-    G1_MPI(MPI_Alltoallv(a->sbuf, a->scount, a->sdisp, a->rec, a->rbuf, a->rcount, a->rdisp, a->rec, d->stage));
+    G1_TRY(alltoallv_rows(a, a->sbuf, a->scount, a->sdisp, a->rbuf, a->rcount, a->rdisp, a->rec));
     double t1 = g1_now();
     g1_trace_span(d->trace, "a2a", "all-to-all out", t0, t1, -1, layer);
     /* the experts of the rows we received */
@@ -120,7 +165,7 @@ static g1_status a2a_run(void *ctx, int layer, int T, const float *x, const int 
     double t2 = g1_now();
     g1_trace_span(d->trace, "a2a", "experts", t1, t2, -1, layer);
     /* results go back the way the rows came */
-    G1_MPI(MPI_Alltoallv(a->yrows, a->rcount, a->rdisp, a->row, a->sbuf, a->scount, a->sdisp, a->row, d->stage));
+    G1_TRY(alltoallv_rows(a, a->yrows, a->rcount, a->rdisp, a->sbuf, a->scount, a->sdisp, a->row));
     g1_trace_span(d->trace, "a2a", "all-to-all back", t2, g1_now(), -1, layer);
     for (int i = 0; i < n; i++)
         memcpy(a->yk + (size_t)i * D, a->sbuf + (size_t)a->slot_of[i] * D, (size_t)D * sizeof(float));
@@ -149,13 +194,13 @@ static g1_status a2a_rows_mem(void *ctx, int layer, int T, const float *x, const
     G1_TRY(g1_engine_gather_mem(e, n, x, a->tok_of, a->sb));
     G1_TRY(exchange_counts(a, &nr));
     G1_MPI(MPI_Alltoallv(a->sids, a->scount, a->sdisp, MPI_INT, a->ids, a->rcount, a->rdisp, MPI_INT, d->stage));
-    G1_MPI(MPI_Alltoallv(a->sb, a->scount, a->sdisp, a->row, a->rb, a->rcount, a->rdisp, a->row, d->stage));
+    G1_TRY(alltoallv_rows(a, a->sb, a->scount, a->sdisp, a->rb, a->rcount, a->rdisp, a->row));
     double t1 = g1_now();
     g1_trace_span(d->trace, "a2a", "all-to-all out", t0, t1, -1, layer);
     G1_TRY(g1_moe_expert_rows_mem(e, layer, nr, a->rb, a->ids, a->rb));
     double t2 = g1_now();
     g1_trace_span(d->trace, "a2a", "experts", t1, t2, -1, layer);
-    G1_MPI(MPI_Alltoallv(a->rb, a->rcount, a->rdisp, a->row, a->sb, a->scount, a->sdisp, a->row, d->stage));
+    G1_TRY(alltoallv_rows(a, a->rb, a->rcount, a->rdisp, a->sb, a->scount, a->sdisp, a->row));
     G1_TRY(g1_engine_gather_mem(e, n, a->sb, a->slot_of, yk));
     g1_trace_span(d->trace, "a2a", "all-to-all back", t2, g1_now(), -1, layer);
     return G1_OK;
@@ -183,7 +228,21 @@ g1_status g1_dist_dispatch(g1_dist *d, const g1_config *cfg, int max_tokens, g1_
     a->slot_of = malloc(R * sizeof(int));
     a->ids = malloc(R * sizeof(int));
     a->backend = d->backend;
-    int ok = a->scount && a->rcount && a->sdisp && a->rdisp && a->slot_of && a->ids;
+    a->rs = malloc(E * sizeof(int));
+    a->rsd = malloc(E * sizeof(int));
+    a->rr = malloc(E * sizeof(int));
+    a->rrd = malloc(E * sizeof(int));
+    /* at most 1 GiB to one peer in one call (GROK1_A2A_ROUND_ROWS, for the
+     * tests, sets fewer rows to make the rounds happen at small sizes) */
+    a->round_rows = (int)(((size_t)1 << 30) / ((D + 1) * sizeof(float)));
+    const char *rr = getenv("GROK1_A2A_ROUND_ROWS");
+    if (rr && atoi(rr) > 0 && atoi(rr) < a->round_rows)
+        a->round_rows = atoi(rr);
+    if (a->round_rows < 1)
+        a->round_rows = 1;
+    a->rounds = a->max_rows > a->round_rows ? (a->max_rows + a->round_rows - 1) / a->round_rows : 1;
+    int ok = a->scount && a->rcount && a->sdisp && a->rdisp && a->slot_of && a->ids && a->rs && a->rsd && a->rr &&
+             a->rrd;
     if (d->direct) {
         /* the row buffers are engine memory, made once the engine exists */
         ok = ok && (a->tok_of = malloc(R * sizeof(int))) && (a->sids = malloc(R * sizeof(int)));

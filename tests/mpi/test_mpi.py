@@ -152,6 +152,20 @@ def case_layouts():
         check(same, f"layout {P}x{E} with --gpu-direct on differs from 1x1")
         g = generate(ckpt, gin, f"lay_gen_direct_{P}x{E}", P * E, lay)
         check(g == gen1, f"layout {P}x{E} --gpu-direct on: sampled tokens differ from 1x1")
+    # the all-to-all in rounds of a few rows to one peer (GROK1_A2A_ROUND_ROWS,
+    # for tests: in a run, rounds of 1 GiB, which only steps of tens of
+    # thousands of tokens with E <= 4 need), staged and direct
+    for P, E, direct in [(1, 4, False), (2, 2, False), (2, 2, True)]:
+        lay = ["--stages", str(P), "--ep", str(E)] + (["--gpu-direct", "on"] if direct else [])
+        tag = f"lay_rounds_{P}x{E}{'_direct' if direct else ''}"
+        text, logits = score(ckpt, inp, tag, P * E, lay, env={"GROK1_A2A_ROUND_ROWS": "3"})
+        same = text == text1 and logits.keys() == log1.keys() and all(
+            np.array_equal(logits[k], log1[k]) for k in log1)
+        print(f"{P}x{E}{' --gpu-direct on' if direct else ''}, all-to-all in rounds of 3 rows: "
+              f"{'bitwise equal' if same else 'DIFFER'}")
+        check(same, f"layout {P}x{E}: the all-to-all in rounds differs from 1x1")
+        g = generate(ckpt, gin, tag + "_gen", P * E, lay, env={"GROK1_A2A_ROUND_ROWS": "3"})
+        check(g == gen1, f"layout {P}x{E}: sampled tokens with the all-to-all in rounds differ from 1x1")
     p = run(4, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
                 os.path.join(ARGS.tmp, "lay_direct_msg.jsonl"), "--stages", "2", "--ep", "2", "--verbose",
                 "--gpu-direct", "on"])

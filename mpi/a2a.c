@@ -184,6 +184,7 @@ static g1_status a2a_rows_mem(void *ctx, int layer, int T, const float *x, const
         size_t bytes = (size_t)a->max_rows * D * sizeof(float);
         G1_TRY(g1_engine_mem_alloc(e, bytes, (void **)&a->sb));
         G1_TRY(g1_engine_mem_alloc(e, bytes, (void **)&a->rb));
+        d->engine_bytes += 2 * bytes;
     }
     G1_TRY(plan_sends(a, n, idx));
     for (int i = 0; i < n; i++) {

@@ -78,5 +78,13 @@ g1_status g1_dist_busy(g1_dist *d, double *busy);
  * engine memory with --gpu-direct): what the planner counts as its
  * messages (g1_plan_mem.messages). */
 size_t g1_dist_buffer_bytes(const g1_dist *d);
+/* Bytes of message and row buffers this rank will make in engine (GPU)
+ * memory with M micro-batches in flight and T tokens a step: with
+ * --gpu-direct a worker's pipeline buffers and every rank's all-to-all
+ * rows; 0 otherwise. Known before the load, for the engine's room check
+ * (g1_engine_opts.mem_after_load). */
+size_t g1_dist_engine_bytes_planned(const g1_dist *d, const g1_config *cfg, int M, int T);
+/* The bytes of them made so far (all of them once the first step ran). */
+size_t g1_dist_engine_bytes(const g1_dist *d);
 
 #endif

@@ -21,6 +21,7 @@ struct g1_dist {
     struct a2a *a2a;
     struct pipe *pipe;
     size_t host_bytes;    /* message, activation and row buffers made in host memory (g1_dist_buffer_bytes) */
+    size_t engine_bytes;  /* those made in engine memory (--gpu-direct: g1_dist_engine_bytes) */
 };
 
 enum { G1_TAG_FWD = 1, G1_TAG_RES = 2, G1_TAG_CLOCK = 3 };

@@ -69,6 +69,18 @@ size_t g1_dist_buffer_bytes(const g1_dist *d)
     return 0;
 }
 
+size_t g1_dist_engine_bytes(const g1_dist *d)
+{
+    (void)d;
+    return 0;
+}
+
+size_t g1_dist_engine_bytes_planned(const g1_dist *d, const g1_config *cfg, int M, int T)
+{
+    (void)d, (void)cfg, (void)M, (void)T;
+    return 0;
+}
+
 g1_status g1_dist_busy(g1_dist *d, double *busy)
 {
     (void)d;

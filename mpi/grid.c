@@ -63,6 +63,21 @@ g1_status g1_dist_check_layout(int N, int P, int E, const g1_config *cfg)
 
 size_t g1_dist_buffer_bytes(const g1_dist *d) { return d ? d->host_bytes : 0; }
 
+size_t g1_dist_engine_bytes(const g1_dist *d) { return d ? d->engine_bytes : 0; }
+
+size_t g1_dist_engine_bytes_planned(const g1_dist *d, const g1_config *cfg, int M, int T)
+{
+    if (!d || !d->direct)
+        return 0;
+    size_t D = (size_t)cfg->emb_size, rows = (size_t)T * cfg->num_selected_experts;
+    /* a2a.c: two buffers of T x k rows; pipe_mpi.c: a worker's M + 1 send
+     * and 2 receive buffers (rank 0 keeps host memory) */
+    size_t b = d->E > 1 ? 2 * rows * D * sizeof(float) : 0;
+    if (d->rank != 0)
+        b += (size_t)(M + 3) * g1_msg_bytes(T, T, cfg->emb_size);
+    return b;
+}
+
 g1_status g1_dist_check_step(int N, int T, const g1_config *cfg)
 {
     if (N < 2)

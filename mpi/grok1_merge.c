@@ -163,7 +163,7 @@ static g1_status input_ids(const char *path, json_t **ids)
     while (st == G1_OK && (len = getline(&buf, &cap, f)) >= 0) {
         if ((size_t)len == strspn(buf, " \t\r\n"))
             continue;
-        json_t *req = json_loadb(buf, (size_t)len, JSON_DECODE_ANY, NULL);
+        json_t *req = json_loadb(buf, (size_t)len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         json_t *id = json_is_object(req) ? json_object_get(req, "id") : NULL;
         if (json_array_append(*ids, id ? id : json_null()) != 0)
             st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
@@ -180,7 +180,7 @@ static g1_status input_ids(const char *path, json_t **ids)
  * ids are equal (a shard made from another input, or edited, fails). */
 static g1_status check_id(const shard *s, long long line, long long m, const char *text, size_t len, json_t *ids)
 {
-    json_t *res = json_loadb(text, len, 0, NULL);
+    json_t *res = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
     json_t *got = json_is_object(res) ? json_object_get(res, "id") : NULL, *want = json_array_get(ids, (size_t)m);
     g1_status st = G1_OK;
     if (!got)
@@ -348,7 +348,7 @@ static g1_status check_dump_id(const shard *s, int n, int64_t k, const char *got
 {
     if (!got || !want)
         return G1_OK;
-    json_t *g = json_loads(got, JSON_DECODE_ANY, NULL);
+    json_t *g = json_loads(got, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     g1_status st = G1_OK;
     if (!g || !json_equal(g, want)) {
         char *b = json_dumps(want, JSON_ENCODE_ANY | JSON_COMPACT);

@@ -1677,6 +1677,7 @@ typedef struct job {
     g1_tokenizer *tok; /* rank 0, --tokenizer */
     int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
     char trace_error[512]; /* --trace could not be written: said after the results are kept */
+    size_t engine_planned; /* message buffers in engine memory the load made room for (--gpu-direct) */
 } job;
 
 /* The timeline gathered and written (collective); a failure is kept in
@@ -1976,6 +1977,10 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
                     mpi_cuda == 1 ? "yes" : mpi_cuda == 0 ? "no" : "unknown");
         g1_dist_mem dm = {.backend = eo.backend, .device = eo.device, .direct = direct};
         G1_TRY(g1_dist_init(&j->dist, P, E, &dm));
+        /* with --gpu-direct the messages are GPU memory taken after the
+         * load: the engine's room check counts them */
+        eo.mem_after_load = g1_dist_engine_bytes_planned(j->dist, &m->cfg, j->M, c->max_batch_tokens);
+        j->engine_planned = eo.mem_after_load;
         if (E > 1) {
             G1_TRY(g1_dist_dispatch(j->dist, &m->cfg, c->max_batch_tokens, &j->e, &dispatch));
             dp = &dispatch;
@@ -2234,8 +2239,9 @@ int main(int argc, char **argv)
     if (st != G1_OK)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
     if (st == G1_OK && c.verbose && j.dist)
-        fprintf(stderr, "grok1-run: rank %d: %zu bytes of message and all-to-all buffers in host memory\n",
-                world.rank, g1_dist_buffer_bytes(j.dist));
+        fprintf(stderr, "grok1-run: rank %d: %zu bytes of message and all-to-all buffers in host memory, %zu in "
+                        "engine memory (--gpu-direct; %zu counted before the load)\n", world.rank,
+                g1_dist_buffer_bytes(j.dist), g1_dist_engine_bytes(j.dist), j.engine_planned);
 #if G1_HAVE_HDF5
     if (st == G1_OK && c.verbose && f.dw)
         fprintf(stderr, "grok1-run: the logits dump's writer held %llu bytes of rows at most (--dump-buffer)\n",

@@ -17,8 +17,11 @@
  * for a direct worker engine memory (owned by the engine, e != NULL). */
 static g1_status msg_alloc(g1_dist *d, g1_engine *e, size_t bytes, char **out)
 {
-    if (e)
-        return g1_engine_mem_alloc(e, bytes, (void **)out);
+    if (e) {
+        G1_TRY(g1_engine_mem_alloc(e, bytes, (void **)out));
+        d->engine_bytes += bytes;
+        return G1_OK;
+    }
     if (!(*out = g1_host_alloc(d->backend, d->device, bytes)))
         return G1_FAIL(G1_ERR_NOMEM, "out of %smemory for %zu bytes of message buffers",
                        d->backend == G1_BACKEND_CUDA ? "page-locked " : "", bytes);

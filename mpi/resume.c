@@ -386,7 +386,7 @@ g1_status g1_resume_scan(const char *partial, json_t **done_ids)
         if (buf[n - 1] != '\n')
             break; /* torn last line: dropped, redone */
         json_error_t err;
-        json_t *o = json_loadb(buf, (size_t)n, 0, &err);
+        json_t *o = json_loadb(buf, (size_t)n, JSON_ALLOW_NUL, &err);
         json_t *id = o ? json_object_get(o, "id") : NULL;
         if (!o || !json_is_object(o) || !id)
             st = G1_FAIL(G1_ERR_FORMAT, "%s line %ld is complete but not a result (%s): the file is damaged; "

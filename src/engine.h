@@ -104,6 +104,9 @@ typedef struct g1_engine_opts {
     g1_kv_cache kv_cache;   /* the KV caches' elements (G1_KV_F32 unless set); the CPU
                              * backend stores bf16-rounded values as float32 (the same
                              * results, no memory saved: the reference for the GPU's) */
+    size_t mem_after_load;  /* CUDA: bytes the caller takes with g1_engine_mem_alloc once the
+                             * engine runs (the MPI buffers of --gpu-direct): counted in the
+                             * room check before the load and left out of the KV caches' room */
 } g1_engine_opts;
 
 /* The engine borrows `w` (which must outlive it). With dispatch NULL the

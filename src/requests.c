@@ -98,11 +98,42 @@ static g1_status parse_ids(const json_t *ids, const char *name, long line, const
     return G1_OK;
 }
 
+/* 1 for the code points Python's str.isspace() takes (what lm-eval's
+ * context.rstrip() strips): ASCII tab to carriage return, the separators
+ * 0x1c-0x1f, space, NEL, no-break space, and the Unicode spaces and line
+ * and paragraph separators. */
+static int is_py_space(unsigned cp)
+{
+    return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
+           cp == 0x3000;
+}
+
+/* The length of p[0, n) without its trailing whitespace, as Python's
+ * str.rstrip() (p is valid UTF-8: jansson checks every string). */
+static size_t rstrip_len(const char *p, size_t n)
+{
+    while (n) {
+        size_t i = n - 1;
+        while (i && ((unsigned char)p[i] & 0xc0) == 0x80) /* back to the lead byte */
+            i--;
+        const unsigned char *u = (const unsigned char *)p + i;
+        unsigned cp = u[0] < 0x80 ? u[0] : u[0] < 0xe0 ? u[0] & 0x1fu : u[0] < 0xf0 ? u[0] & 0x0fu : u[0] & 0x07u;
+        for (size_t k = i + 1; k < n; k++)
+            cp = cp << 6 | ((unsigned char)p[k] & 0x3fu);
+        if (!is_py_space(cp))
+            break;
+        n = i;
+    }
+    return n;
+}
+
 /* Text prompt (and continuation, lm-eval style: encode prompt + continuation
  * whole and split at the prompt's own token count, after moving the
- * prompt's trailing spaces to the continuation; a prompt with no token
+ * prompt's trailing whitespace (all that Python's rstrip() takes) to the
+ * continuation; a prompt with no token
  * conditions the continuation on bos_id alone, as lm-eval does with an
- * empty context). */
+ * empty context; so does an empty prompt in generate mode). */
 static g1_status parse_text(const json_t *prompt, const json_t *cont, long line, const g1_request_ctx *ctx,
                             g1_request *r)
 {
@@ -120,10 +151,11 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
     int bos = 0; /* 1: bos_id before the tokens (an empty context) */
     if (!cont) {
         st = g1_tok_encode(ctx->tok, p, np, &whole);
+        /* an empty text prompt generates after bos_id alone (as an empty
+         * context is scored); score mode has nothing to score in it */
+        bos = st == G1_OK && whole.n == 0 && ctx->mode == G1_MODE_GENERATE;
     } else {
-        size_t keep = np;
-        while (keep && (p[keep - 1] == ' ' || p[keep - 1] == '\t' || p[keep - 1] == '\n'))
-            keep--;
+        size_t keep = rstrip_len(p, np);
         size_t nc = json_string_length(cont);
         char *all = malloc(np + nc + 1);
         if (!all)
@@ -139,8 +171,9 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
         bos = ctxt.n == 0;
         r->n_context = (int)ctxt.n + bos;
     }
-    if (st == G1_OK && whole.n == 0)
-        st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt\" is empty; a prompt needs at least one token", line);
+    if (st == G1_OK && whole.n == 0 && !bos)
+        st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"prompt\" is empty: score mode has no token to score in it "
+                                    "(give a \"continuation\" to score it after an empty context)", line);
     if (st == G1_OK && whole.n >= (size_t)INT_MAX)
         st = G1_FAIL(G1_ERR_RANGE, "input line %ld: the prompt is too long", line);
     if (st == G1_OK && !(r->prompt_ids = malloc((whole.n + (size_t)bos) * sizeof *r->prompt_ids)))
@@ -244,6 +277,9 @@ static g1_status parse_sampling(const json_t *obj, long line, g1_request *r)
             const json_t *e = json_is_string(v) ? v : json_array_get(v, i);
             if (!json_is_string(e) || json_string_length(e) == 0)
                 return G1_FAIL(G1_ERR_FORMAT, "input line %ld: stop[%zu] must be a non-empty string", line, i);
+            if (strlen(json_string_value(e)) != json_string_length(e))
+                return G1_FAIL(G1_ERR_FORMAT, "input line %ld: stop[%zu] contains U+0000 (\\u0000), which stop "
+                                              "strings cannot hold", line, i);
             if (!(r->stop[i] = strdup(json_string_value(e))))
                 return G1_FAIL(G1_ERR_NOMEM, "input line %ld: out of memory", line);
             r->n_stop = (int)i + 1;
@@ -322,7 +358,7 @@ g1_status g1_request_parse(const char *text, size_t len, long line, const g1_req
         return G1_FAIL(G1_ERR_FORMAT, "input line %ld: starts with a UTF-8 byte-order mark (bytes EF BB BF, which some "
                                       "editors add): save the file as UTF-8 without it", line);
     json_error_t err;
-    json_t *obj = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    json_t *obj = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (!obj)
         return G1_FAIL(G1_ERR_FORMAT, "input line %ld: malformed JSON: %s (column %d)", line, err.text,
                        err.column);

@@ -16,7 +16,7 @@
 
 typedef enum g1_run_mode {
     G1_MODE_SCORE = 1,    /* log-probability of every prompt token */
-    G1_MODE_GENERATE = 2, /* greedy completion */
+    G1_MODE_GENERATE = 2, /* completion, greedy or sampled */
 } g1_run_mode;
 
 /* "score" / "generate" -> mode; G1_ERR_ARG for anything else. */

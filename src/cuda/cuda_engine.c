@@ -463,18 +463,23 @@ g1_status g1_cuda_engine_check_room(g1_cuda_engine *e, const g1_weights *w, int 
     e->room_weights = weights;
     e->room_buffers = buffers;
     e->room_free = fr;
-    if (weights + buffers <= fr)
+    size_t later = e->opts.mem_after_load;
+    if (weights + buffers + later <= fr)
         return G1_OK;
-    char wt[32], bt[32], ft[32], tt[32];
+    char wt[32], bt[32], ft[32], tt[32], lt[32], ls[96] = "";
+    if (later)
+        snprintf(ls, sizeof ls, " and the MPI message buffers in GPU memory (--gpu-direct) %s",
+                 g1_bytes_text(lt, sizeof lt, (double)later));
     return G1_FAIL(G1_ERR_CUDA, "GPU %d is too small for this rank's share: its weights (%d layer(s) [%d,%d), "
-                                "experts %d-%d%s) need %s and the engine's buffers for %d tokens a step %s, but %s "
+                                "experts %d-%d%s) need %s, the engine's buffers for %d tokens a step %s%s, but %s "
                                 "of the GPU's %s are free (checked before loading the weights): use more pipeline "
                                 "stages, a larger expert-parallel width (--ep), or fewer tokens a step "
-                                "(--max-batch-tokens)",
+                                "(--max-batch-tokens)%s",
                    e->opts.device, e->nL, e->layer0, e->layer0 + e->nL, e->expert0, e->expert1 - 1,
                    with_embedding ? ", the embedding" : "", g1_bytes_text(wt, sizeof wt, (double)weights),
-                   e->opts.max_batch, g1_bytes_text(bt, sizeof bt, (double)buffers),
-                   g1_bytes_text(ft, sizeof ft, (double)fr), g1_bytes_text(tt, sizeof tt, (double)total));
+                   e->opts.max_batch, g1_bytes_text(bt, sizeof bt, (double)buffers), ls,
+                   g1_bytes_text(ft, sizeof ft, (double)fr), g1_bytes_text(tt, sizeof tt, (double)total),
+                   later ? "; or stage the messages through host memory (--gpu-direct off)" : "");
 }
 
 int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buffers, size_t *free_before)
@@ -760,6 +765,8 @@ int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_
     size_t want = per * (size_t)e->opts.n_slots + per / 2;
     want = want > held ? want - held : 0;
     size_t margin = (size_t)256 << 20; /* cuBLAS workspaces, allocator rounding */
+    /* the MPI buffers of --gpu-direct are taken when the run starts */
+    fr = fr > e->opts.mem_after_load ? fr - e->opts.mem_after_load : 0;
     *need = want;
     *free_b = fr;
     return want + margin > fr;

@@ -96,6 +96,59 @@ def case_continuation():
               f"prompt {p!r}: {e} is not the continuation after BOS {want}")
     err = run("score", [{"id": "e", "prompt": "x", "continuation": ""}], expect=1)
     check("continuation is empty" in err, f"an empty continuation: {err.strip()[-200:]}")
+    # the split moves to the continuation all the whitespace Python's
+    # rstrip() takes (lm-eval's _encode_pair): CR, no-break and ideographic
+    # spaces, vertical tab, not only space, tab and newline
+    for tail in ("\r\n", "\u00a0", "\u3000", "\x0b", " \u2009\r"):
+        p = "Question?" + tail
+        r = run("score", [{"id": "s", "prompt": p, "continuation": "Answer"}])[0]
+        n_sp = len(p) - len(p.rstrip())
+        ctx_, cont_ = p[:-n_sp], p[-n_sp:] + "Answer"
+        whole, ctx = sp.encode(ctx_ + cont_), sp.encode(ctx_)
+        check((r["prompt_tokens"], r["continuation_tokens"]) == (len(ctx), len(whole) - len(ctx)),
+              f"prompt ending {tail!r}: {r['prompt_tokens']} + {r['continuation_tokens']} tokens, lm-eval's split "
+              f"{len(ctx)} + {len(whole) - len(ctx)}")
+    print("the prompt's trailing whitespace goes to the continuation as lm-eval moves it")
+
+
+def case_nul():
+    """U+0000 in text: a prompt holds it (SentencePiece encodes it); a
+    completion that decodes to it is written as \\u0000 and read back by
+    --resume; a stop string cannot hold it (refused with a message). An
+    empty generate prompt generates after BOS."""
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=ARGS.tokenizer)
+    r = run("generate", [{"id": 0, "prompt": "a\u0000b", "max_new_tokens": 2}])[0]
+    check(r["prompt_tokens"] == len(sp.encode("a\u0000b")), f"a prompt with U+0000: {r['prompt_tokens']} tokens, "
+                                                           f"library {len(sp.encode('a' + chr(0) + 'b'))}")
+    err = run("generate", [{"id": 0, "prompt": "x", "stop": ["a\u0000"]}], expect=1)
+    check("contains U+0000" in err, f"a stop string with U+0000: {err.strip()[-200:]}")
+    e = run("generate", [{"id": 0, "prompt": "", "max_new_tokens": 4, "ignore_eos": True}])[0]
+    b = run("generate", [{"id": 0, "prompt_ids": [1], "max_new_tokens": 4, "ignore_eos": True}])[0]
+    check(e["prompt_tokens"] == 1 and e["completion_ids"] == b["completion_ids"],
+          f"an empty generate prompt: {e}, after BOS: {b}")
+    err = run("score", [{"id": 0, "prompt": ""}], expect=1)
+    check("score mode has no token to score" in err, f"an empty score prompt: {err.strip()[-200:]}")
+    # a kept result whose completion holds U+0000 (a byte token <0x00>)
+    with tempfile.TemporaryDirectory() as d:
+        inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+        with open(inp, "w") as f:
+            for i in range(3):
+                f.write(json.dumps({"id": i, "prompt": f"Hello {i}", "max_new_tokens": 3}) + "\n")
+        cmd = [ARGS.run, "--synthetic", "tiny", "--synthetic-seed", "3", "--tokenizer", ARGS.tokenizer, "--mode",
+               "generate", "--input", inp, "--output", out, "--progress", "off"]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        lines = open(out, encoding="utf-8").read().splitlines(keepends=True)
+        first = json.loads(lines[0])
+        first["completion"] = "\u0000" + first["completion"]
+        os.rename(out, out + ".partial")
+        with open(out + ".partial", "w", encoding="utf-8") as f:
+            f.write(json.dumps(first, separators=(",", ":")) + "\n")
+        p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+        got = open(out, encoding="utf-8").read().splitlines(keepends=True) if os.path.exists(out) else []
+        check(p.returncode == 0 and len(got) == 3 and json.loads(got[0]) == first and got[1:] == lines[1:],
+              f"--resume after a result holding U+0000: exit {p.returncode}, {p.stderr.strip()[-300:]}")
+    print("U+0000: prompts, kept completions and stop strings as above")
 
 
 def case_stop():

@@ -428,6 +428,24 @@ def case_bytes_per_rank():
         counted = {r["rank"]: r["message_bytes"] for r in plan["ranks"]}
         print(f"-n {n} {' '.join(lay)}: made {made}, planned {counted}")
         check(made == counted and len(made) == n, f"{lay}: the ranks made other message buffers than planned")
+    # --gpu-direct: the buffers in engine memory (a worker's M + 3 pipeline
+    # messages, every rank's two all-to-all row buffers) are what the run
+    # counted before the load (the GPU's room check) and what it made
+    D, k = int(f.attrs["emb_size"]), int(f.attrs["num_selected_experts"])
+    for n, P, E, M, T in ((8, 2, 4, 3, 40), (3, 3, 1, 3, 256), (2, 1, 2, 2, 256)):
+        os.remove(out)
+        lay = ["--stages", str(P), "--ep", str(E), "--micro-batches", str(M), "--max-batch-tokens", str(T),
+               "--gpu-direct", "on"]
+        p = run(n, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--verbose"] + lay)
+        got = {int(m.group(1)): (int(m.group(2)), int(m.group(3)), int(m.group(4))) for m in re.finditer(
+            r"rank (\d+): (\d+) bytes of message and all-to-all buffers in host memory, (\d+) in engine memory "
+            r"\(--gpu-direct; (\d+) counted before the load\)", p.stderr)}
+        msg = 16 + T * 8 + T * 12 + T * D * 4
+        want = {r: (2 * T * k * D * 4 if E > 1 else 0) + (0 if r == 0 else (M + 3) * msg) for r in range(n)}
+        print(f"--gpu-direct -n {n} {P}x{E} M={M} T={T}: engine memory (made, counted) "
+              f"{ {r: g[1:] for r, g in got.items()} }, expected {want}")
+        check(len(got) == n and all(got[r][1] == got[r][2] == want[r] for r in range(n)),
+              f"--gpu-direct {P}x{E}: the engine-memory message buffers made or counted differ from {want}")
 
 
 def held_by_rank(stderr):
@@ -751,6 +769,30 @@ def case_cuda_emu():
     print("--mem-per-rank between the backends' counts, cuda:", p.stderr.strip().splitlines()[0][:300])
     check("--mem-per-rank" in p.stderr and "buffers" in p.stderr and not os.path.exists(out + ".partial"),
           "--mem-per-rank below the cuda backend's count: not refused by the planner")
+    # --gpu-direct puts a worker's messages in GPU memory after the load: on
+    # GPUs just big enough for a staged run (bisection), a direct run with
+    # many large messages is refused before the load, naming them, instead
+    # of running out of GPU memory at its first step
+    big = ["--stages", "2", "--backend", "cuda", "--micro-batches", "16", "--max-batch-tokens", "2048"]
+    lo, hi = 1 << 20, 256 << 20
+    while hi - lo > 100000:
+        mid = (lo + hi) // 2
+        for x in (out, out + ".meta.json"):
+            if os.path.exists(x):
+                os.remove(x)
+        p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out] + big, expect=None,
+                exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_MEMORY": str(mid)})
+        lo, hi = (lo, mid) if p.returncode == 0 else (mid, hi)
+    for x in (out, out + ".meta.json"):
+        if os.path.exists(x):
+            os.remove(x)
+    p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--gpu-direct", "on"] + big,
+            expect=None, exe=ARGS.run_emu, env={"G1EMU_DEVICES": "2", "G1EMU_MEMORY": str(hi)})
+    why = next((l for l in p.stderr.splitlines() if "too small" in l), p.stderr[-300:])
+    print(f"--gpu-direct on GPUs of {hi} bytes (a staged run's least):", why[:400])
+    check(p.returncode == 1 and "MPI message buffers in GPU memory (--gpu-direct)" in why and "--gpu-direct off" in why
+          and "checked before loading" in why and not os.path.exists(out + ".partial"),
+          "a --gpu-direct run without room for its messages was not refused before the load")
     # The KV caches grow with the sequences. On a GPU just big enough for
     # the weights, the buffers and one sequence (G1EMU_MEMORY, found by
     # bisection so it follows the engine's allocations), 4 slots of long

@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "cli_opt.h"
 #include "paths.h"
 #include "progress.h"
 #include "resume.h"
@@ -808,9 +809,16 @@ static int tool_main(int argc, char **argv)
     };
     const char *output = NULL, *input = NULL, *dump = NULL;
     opterr = 0;
-    int o;
+    int o, li = -1;
     const char **which = NULL;
-    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    while ((li = -1, o = getopt_long(argc, argv, ":", opts, &li)) != -1) {
+        const char *w = NULL;
+        int wn = li >= 0 ? g1_opt_abbreviated(argv, optind, optarg, opts[li].name, &w) : 0;
+        if (wn) {
+            fprintf(stderr, "grok1-merge: error: %.*s: write the option in full, --%s (abbreviations are not taken)\n",
+                    wn, w, opts[li].name);
+            return 2;
+        }
         which = o == 'o' ? &output : o == 'i' ? &input : o == 'd' ? &dump : NULL;
         if (which && *which) {
             fprintf(stderr, "grok1-merge: error: %s is given twice (%s, then %s): give it once (see --help)\n",

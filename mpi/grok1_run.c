@@ -30,6 +30,7 @@
 #include "dump_writer.h"
 #endif
 #include "fault.h"
+#include "cli_opt.h"
 #include "paths.h"
 #include "progress.h"
 #include "resume.h"
@@ -171,11 +172,13 @@ static void usage(FILE *f)
 "                            config, no weights, no GPU, no MPI), print each refused one\n"
 "                            (the first 20) and a summary (requests, prompt tokens, the\n"
 "                            longest, cuts, new tokens; with --dump-logits its size against\n"
-"                            the free space, with --resume what is left of DUMP.partial),\n"
-"                            write nothing; --output may be left out. Exit 0 when a run\n"
-"                            would accept every request (and the dump fits), else 1. For a\n"
-"                            login node before a batch job: a run stops at the first refused\n"
-"                            request, after loading the weights\n"
+"                            the free space, with --resume what is left of DUMP.partial;\n"
+"                            the layout), write nothing; --output may be left out. Exit 0\n"
+"                            when a run would accept every request (and the dump fits), 1\n"
+"                            when not, 2 when it would refuse the layout or --plan (checked\n"
+"                            for P x E processes, with --mem-per-rank, as a run checks\n"
+"                            them). For a login node before a batch job: a run stops at the\n"
+"                            first refused request, after loading the weights\n"
 "  --shard K/N               run only requests K, K + N, K + 2N, ... of the input (counted\n"
 "                            from 0; blank lines are not requests): N jobs share one input;\n"
 "                            each output holds exactly those results of the unsharded run\n"
@@ -446,6 +449,11 @@ static int parse_args(int argc, char **argv, cli *c)
      * (the last value) may not be the one meant */
     const char *given[sizeof opts / sizeof opts[0]] = {0};
     while (r == 0 && (li = -1, o = getopt_long(argc, argv, ":", opts, &li)) != -1) {
+        const char *w = NULL;
+        int wn = li >= 0 ? g1_opt_abbreviated(argv, optind, optarg, opts[li].name, &w) : 0;
+        if (wn)
+            return usage_error("%.*s: write the option in full, --%s (abbreviations are not taken)", wn, w,
+                               opts[li].name);
         if (li >= 0 && opts[li].has_arg == required_argument && o != ':' && o != '?') {
             if (given[li])
                 return usage_error("--%s is given twice (%s, then %s): give it once", opts[li].name, given[li],
@@ -2075,6 +2083,34 @@ static int launched_rank(void)
     return -1;
 }
 
+/* --check-input: the layout and the plan as a run checks them before its
+ * load (the processes taken to be P x E: a run refuses any other count),
+ * in `what` a line about them. */
+static g1_status check_layout_offline(const cli *c, const g1_config *cfg, char *what, size_t n)
+{
+    int P = c->stages, E = c->ep;
+    if (!c->plan)
+        G1_TRY(g1_dist_check_layout((P ? P : 1) * (E ? E : 1), P ? P : 1, E ? E : 1, cfg));
+    g1_plan plan = {0};
+    const char *balanced = "";
+    g1_status st = make_plan(c, cfg, &P, &E, &plan, &balanced);
+    if (st == G1_OK && c->plan)
+        st = g1_dist_check_layout(P * E, P, E, cfg);
+    if (st == G1_OK)
+        st = g1_dist_check_step(P * E, c->max_batch_tokens, cfg);
+    if (st == G1_OK) {
+        size_t k = (size_t)snprintf(what, n, "  layout: %d stage%s x %d expert slot%s (%d process%s), layers per "
+                                             "stage", P, P == 1 ? "" : "s", E, E == 1 ? "" : "s", P * E,
+                                    P * E == 1 ? "" : "es");
+        for (int i = 0; i < P && k < n; i++)
+            k += (size_t)snprintf(what + k, n - k, "%c%d", i ? ',' : ' ', plan.cut[i + 1] - plan.cut[i]);
+        if (k < n && (c->mem_per_rank || (c->plan && plan.mem_per_rank)))
+            snprintf(what + k, n - k, ", within --mem-per-rank");
+    }
+    g1_plan_free(&plan);
+    return st;
+}
+
 /* --check-input: the model's config (no weights), the tokenizer, and every
  * request of the input (this shard's) read as a run would read them, on
  * past refused ones; the refusals on stderr (the first 20), a summary on
@@ -2089,6 +2125,13 @@ static int check_input(const cli *c)
     g1_status st = model_open(c, &m);
     if (st == G1_OK)
         st = check_context(c, &m.cfg);
+    /* a layout or plan the run would refuse: exit 2, as the run would */
+    char layout[1024] = "";
+    if (st == G1_OK && check_layout_offline(c, &m.cfg, layout, sizeof layout) != G1_OK) {
+        fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
+        model_close(&m);
+        return EXIT_USAGE;
+    }
     if (st == G1_OK && c->tokenizer)
         st = load_tokenizer(c, &m.cfg, &tok);
     if (st == G1_OK && !(in = strcmp(c->input, "-") ? fopen(c->input, "r") : stdin))
@@ -2132,6 +2175,7 @@ static int check_input(const cli *c)
     if (c->mode == G1_MODE_GENERATE)
         printf("  generate: at most %lld new tokens (each request's max_new_tokens, default %d, within the "
                "context)\n", (long long)s.new_tokens, c->max_new_tokens);
+    printf("%s\n", layout);
     /* the dump of the accepted requests against the room where it goes */
     int no_room = 0;
     if (c->dump_logits) {

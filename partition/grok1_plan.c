@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_opt.h"
 #include "config.h"
 #include "cuda/cuda_tune.h"
 #include "plan.h"
@@ -182,7 +183,21 @@ int main(int argc, char **argv)
     double bandwidth = 0, tflops = 0;
     int opt, r = 0, micro_batches = 0, cuda = 0, sms = 0, cuda_only = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+    int li = -1;
+    /* an option with a value given twice is refused, as grok1-run does */
+    const char *given[sizeof longopts / sizeof longopts[0]] = {0};
+    while (r == 0 && (li = -1, opt = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
+        const char *w = NULL;
+        int wn = li >= 0 ? g1_opt_abbreviated(argv, optind, optarg, longopts[li].name, &w) : 0;
+        if (wn)
+            return usage_error("%.*s: write the option in full, --%s (abbreviations are not taken)", wn, w,
+                               longopts[li].name);
+        if (li >= 0 && longopts[li].has_arg == required_argument && opt != ':' && opt != '?') {
+            if (given[li])
+                return usage_error("--%s is given twice (%s, then %s): give it once", longopts[li].name, given[li],
+                                   optarg);
+            given[li] = optarg;
+        }
         switch (opt) {
         case O_CKPT: checkpoint = optarg; break;
         case O_CONFIG: config = optarg; break;

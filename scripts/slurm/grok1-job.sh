@@ -136,7 +136,7 @@ if [ "${GROK1_CHECK_INPUT:-0}" = 1 ]; then
   "$run" --check-input "${args[@]}"
   crc=$?
   if [ "$crc" != 0 ]; then
-    echo "grok1-job: the input check failed with exit status $crc $(date '+%F %T'): nothing was run; fix what it names in $GROK1_INPUT and submit again"
+    echo "grok1-job: the input check failed with exit status $crc $(date '+%F %T'): nothing was run; fix what it names (a request of $GROK1_INPUT with status 1, the layout or the plan with 2) and submit again"
     exit "$crc"
   fi
 fi

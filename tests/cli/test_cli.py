@@ -122,6 +122,11 @@ def case_usage_errors(d):
     expect_fail(base + ["--output", out + ".2"], 2, ["--output is given twice", out, out + ".2", "give it once"], out)
     expect_fail(base + ["--seed", "1", "--seed=2"], 2, ["--seed is given twice (1, then 2)"], out)
     expect_fail(base + ["--shard", "0/3", "--shard", "1/3"], 2, ["--shard is given twice (0/3, then 1/3)"], out)
+    # options are named in full: a prefix would pass a script's check of
+    # option names (grok1-job.sh refuses --output in GROK1_ARGS)
+    expect_fail([a if a != "--output" else "--outp" for a in base], 2,
+                ["--outp: write the option in full, --output"], out)
+    expect_fail(base + ["--resu"], 2, ["--resu: write the option in full, --resume"], out)
     expect_fail(["--synthetic", "tiny", "--mode", "score", "--input", inp], 2, ["--output"], out)
     expect_fail(["--synthetic", "tiny", "--input", inp, "--output", out], 2, ["--mode"], out)
     expect_fail(tiny("rank", inp, out), 2, ["mode", "rank"], out)
@@ -1615,6 +1620,8 @@ def merge_dumps(d, sinp, lines):
     refused_dump(shards, ["needs a file name"], dump="-", code=2)
     rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E, "--dump-logits", E + "2"] + shards)
     check(rc == 2 and "--dump-logits is given twice" in se, f"--dump-logits twice: {rc} {se}")
+    rc, se = merge_run(["--inp", sinp, "--output", dst] + shards)
+    check(rc == 2 and "--inp: write the option in full, --input" in se, f"--inp: {rc} {se}")
     nothing_left()
     # D cannot be created: the merged results are removed too
     refused_dump(shards, ["cannot create", "nodir"], dump=os.path.join(d, "nodir", "E.h5"))

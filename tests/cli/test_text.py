@@ -239,6 +239,25 @@ def case_check_input():
               f"--check-input counts other prompt tokens than the run's {total}: {p.stdout!r}")
         check(f"cut from the left (--truncate left): 1 request(s), {cut} tokens" in p.stdout,
               f"--check-input's cut is not the run's {cut} tokens: {p.stdout!r}")
+        check("layout: 1 stage x 1 expert slot (1 process), layers per stage 4" in p.stdout,
+              f"--check-input does not give the layout: {p.stdout!r}")
+        # the layout and the plan are checked as a run checks them (exit 2)
+        p = subprocess.run(cmd + ["--stages", "2", "--ep", "3"], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 2 and "grok1-run: error: --" in p.stderr and "request" not in p.stdout,
+              f"--check-input of --ep 3 (8 experts): exit {p.returncode}: {p.stderr.strip()[-200:]}")
+        p = subprocess.run(cmd + ["--plan", os.path.join(d, "none.json")], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 2 and "cannot open" in p.stderr, f"--check-input of a missing --plan: exit "
+                                                               f"{p.returncode}: {p.stderr.strip()[-200:]}")
+        p = subprocess.run(cmd + ["--stages", "2", "--ep", "2"], capture_output=True, text=True, timeout=60)
+        if "needs MPI" in p.stderr:  # a build without MPI refuses any other layout
+            check(p.returncode == 2, f"--check-input --stages 2 without MPI: exit {p.returncode}")
+        else:
+            check(p.returncode == 0 and "layout: 2 stages x 2 expert slots (4 processes)" in p.stdout,
+                  f"--check-input --stages 2 --ep 2: exit {p.returncode}: {p.stdout!r} {p.stderr.strip()[-200:]}")
+            p = subprocess.run(cmd + ["--stages", "2", "--ep", "2", "--mem-per-rank", "1K"], capture_output=True,
+                               text=True, timeout=60)
+            check(p.returncode == 2 and "--mem-per-rank" in p.stderr,
+                  f"--check-input --mem-per-rank 1K: exit {p.returncode}: {p.stderr.strip()[-200:]}")
         # the model's vocabulary is 512; a tokenizer of another size is refused
         other = os.path.join(d, "other.model")
         with open(other, "wb") as f:

@@ -172,6 +172,11 @@ def case_usage_errors():
         expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: exit 2 ({err.splitlines()[0] if err else ''})")
     rc, out, err = run(["--config", "nosuch", "--stages", "1", "--ep", "1"])
     expect(rc == 1 and "not a preset" in err, "unknown preset")
+    # options in full, once each (as grok1-run takes them)
+    rc, out, err = run(["--config", "tiny", "--stag", "1", "--ep", "1"])
+    expect(rc == 2 and "--stag: write the option in full, --stages" in err, f"an abbreviated option: {err.strip()}")
+    rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--stages=1"])
+    expect(rc == 2 and "--stages is given twice (2, then 1)" in err, f"an option given twice: {err.strip()}")
 
 
 def plan_json(args):

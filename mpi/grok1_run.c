@@ -602,9 +602,11 @@ static int parse_args(int argc, char **argv, cli *c)
             char *end = NULL;
             errno = 0;
             unsigned long long v = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-')
-                return usage_error("%s %s: expected a non-negative integer", o == O_SEED ? "--seed" : "--synthetic-seed",
-                                   optarg);
+            /* at most 2^63 - 1: the largest a request's "seed" (and the
+             * meta file's record) holds as a JSON integer */
+            if (errno || end == optarg || *end || optarg[0] == '-' || v > (unsigned long long)INT64_MAX)
+                return usage_error("%s %s: expected an integer from 0 to 9223372036854775807 (2^63 - 1)",
+                                   o == O_SEED ? "--seed" : "--synthetic-seed", optarg);
             if (o == O_SEED)
                 c->sample.seed = v;
             else

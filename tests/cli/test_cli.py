@@ -92,6 +92,7 @@ def case_usage_errors(d):
     expect_fail(base + ["--max-batch-tokens", "x"], 2, ["--max-batch-tokens"], out)
     expect_fail(base + ["--max-new-tokens", "-1"], 2, ["--max-new-tokens"], out)
     expect_fail(base + ["--synthetic-seed", "-3"], 2, ["--synthetic-seed"], out)
+    expect_fail(base + ["--seed", "9223372036854775808"], 2, ["--seed 9223372036854775808", "2^63 - 1"], out)
     expect_fail(base + ["--batch-size"], 2, ["needs a value"], out)
     expect_fail(base + ["--backend", "gpu"], 2, ["--backend gpu", "cpu or cuda"], out)
     expect_fail(base + ["--cuda-gemm", "fp8"], 2, ["--cuda-gemm fp8", "bf16, bf16x2 or f32"], out)

@@ -1219,12 +1219,13 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             /* an input read once (stdin, a pipe) cannot be checked: the
              * record of the file the output was made from stays, so a later
              * resume from a file is still checked against it */
-            if (st == G1_OK && old_input && !input_file) {
-                json_object_set(meta, "input", old_input);
+            if (st == G1_OK && !input_file) {
+                if (old_input)
+                    json_object_set(meta, "input", old_input);
                 fprintf(stderr, "grok1-run: warning: the input is read once (stdin or a pipe), so it cannot be "
-                                "checked against the requests the kept results answer (%s records them): give "
-                                "the same requests in the same order\n",
-                        meta_path);
+                                "checked against the requests the kept results answer%s%s%s: only their ids are "
+                                "matched; give the same requests in the same order\n",
+                        old_input ? " (" : "", old_input ? meta_path : "", old_input ? " records them" : "");
             }
             json_decref(old_input);
             /* the kept results, read where they are (a finished OUT keeps

@@ -887,6 +887,14 @@ def case_stdin_stdout(d):
     write_jsonl(other, [dict(r, prompt_ids=[7, 7, 7]) for r in reqs])
     expect_fail(tiny("generate", other, out, "--batch-size", "2", "--resume"), 1,
                 ["cannot resume", "is the output that of another input?"])
+    # an output made from stdin (no record of its input) resumed from stdin:
+    # warned all the same
+    out3 = os.path.join(d, "stdin_made.jsonl")
+    rc, so, se = run(tiny("generate", "-", out3, "--batch-size", "2"), stdin=text)
+    check(rc == 0, f"a run from stdin: exit {rc}")
+    rc, so, se = run(tiny("generate", "-", out3, "--batch-size", "2", "--resume"), stdin=text)
+    check(rc == 0 and "cannot be checked" in se and "only their ids are matched" in se,
+          f"--resume from stdin of an output made from stdin: exit {rc}, warns: {se.strip()[-200:]}")
 
 
 def case_max_context(d):

@@ -100,9 +100,15 @@ def tensors(c, seed):
                 rows, cols, ne = shapes(c, name)
                 B = blocks(rows, name)
                 lead = (ne,) if ne else ()
-                w = r.integers(-127, 128, size=lead + (rows, cols), dtype=np.int8)
+                # the whole int8 range, its ends in every matrix
+                w = r.integers(-128, 128, size=lead + (rows, cols), dtype=np.int8)
+                w.reshape(-1)[:2] = (-128, 127)
                 s = r.uniform(0.5, 1.5, size=lead + (B, cols)) / (127 * np.sqrt(rows))
-                yield idx, path, (w, bf16_bits(s))
+                # bf16 scales a converter could get wrong: subnormals (the
+                # smallest and the largest), zero, the smallest normal
+                sb = bf16_bits(s)
+                sb.reshape(-1)[:4] = (0x0001, 0x007F, 0x0000, 0x0080)
+                yield idx, path, (w, sb)
 
 
 class _Pickler(pickle.Pickler):

@@ -372,8 +372,11 @@ static int tool_main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--layers")) {
             if (i + 1 >= argc)
                 return usage_error("--layers needs A-B%s", "");
-            if (a >= 0)
-                return usage_error("--layers is given twice (%s): give it once", argv[i + 1]);
+            if (a >= 0) {
+                char both[96];
+                snprintf(both, sizeof both, "%d-%d, then %.40s", a, b, argv[i + 1]);
+                return usage_error("--layers is given twice (%s): give it once", both);
+            }
             if (!parse_layers(argv[++i], &a, &b))
                 return usage_error("--layers %s: expected A-B with 0 <= A <= B, e.g. 0-3", argv[i]);
         } else if (!strcmp(argv[i], "--")) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "config_json.h"
 #include "convert.h"
@@ -16,7 +17,7 @@
 
 static const char usage_text[] =
     "usage: grok1-convert [--config grok-1|FILE.json] [--layers A-B [--no-embedding]] [--verify]\n"
-    "                     CKPT_DIR OUT.h5\n"
+    "                     [--force] CKPT_DIR OUT.h5\n"
     "\n"
     "Converts xAI's released Grok-1 checkpoint (CKPT_DIR = ckpt-0/ with tensor00000_000 ..\n"
     "tensor00769_000, Python pickles) to the runner's HDF5 checkpoint. The pickles are scanned,\n"
@@ -30,6 +31,8 @@ static const char usage_text[] =
     "  --no-embedding      with --layers: leave the embedding out (the final norm stays), for\n"
     "                      the parts whose embedding another part carries (3.2 GB less each)\n"
     "  --verify            re-read the output and compare every tensor with the release files\n"
+    "  --force             replace OUT.h5 when it exists (refused otherwise, before any work;\n"
+    "                      the old file is replaced only by a complete new one)\n"
     "Every tensor gets its CRC-32 (one per expert), which each load compares and\n"
     "grok1-checksum checks wherever the file is copied.\n"
     "Progress (files, bytes, MB/s, ETA) goes to stderr; the summary line (with peak memory) to stdout.\n";
@@ -39,6 +42,7 @@ typedef struct opts {
     int a, b; /* --layers A-B; a < 0: all */
     int verify;
     int no_embedding;
+    int force;
 } opts;
 
 static int usage_error(const char *fmt, const char *arg)
@@ -69,7 +73,7 @@ static int parse_layers(const char *v, opts *o)
 static int parse_args(int argc, char **argv, opts *o)
 {
     *o = (opts){.config = "grok-1", .a = -1};
-    int npos = 0;
+    int npos = 0, config_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -82,6 +86,10 @@ static int parse_args(int argc, char **argv, opts *o)
         }
         if (!strcmp(a, "--no-embedding")) {
             o->no_embedding = 1;
+            continue;
+        }
+        if (!strcmp(a, "--force")) {
+            o->force = 1;
             continue;
         }
         if (strncmp(a, "--", 2) || !a[2]) {
@@ -97,9 +105,15 @@ static int parse_args(int argc, char **argv, opts *o)
             val = argv[++i];
         else
             return usage_error("option %s needs a value", a);
-        if (!strncmp(a, "--config", n) && n == 8)
+        /* an option given twice is refused, as grok1-run does */
+        if (!strncmp(a, "--config", n) && n == 8) {
+            if (config_given)
+                return usage_error("--config is given twice (then %s): give it once", val);
             o->config = val;
-        else if (!strncmp(a, "--layers", n) && n == 8) {
+            config_given = 1;
+        } else if (!strncmp(a, "--layers", n) && n == 8) {
+            if (o->a >= 0)
+                return usage_error("--layers is given twice (then %s): give it once", val);
             if (!parse_layers(val, o))
                 return usage_error("--layers %s: expected A-B with 0 <= A <= B, e.g. 0-3", val);
         } else
@@ -187,6 +201,13 @@ static int tool_main(int argc, char **argv)
         fprintf(stderr, "grok1-convert: --layers %d-%d: the model has layers 0-%d only\n", o.a, o.b,
                 cfg.num_layers - 1);
         return 2;
+    }
+    /* hours of work must not end by replacing a checkpoint by mistake */
+    struct stat sb;
+    if (!o.force && stat(o.out, &sb) == 0) {
+        fprintf(stderr, "grok1-convert: %s exists: give --force to replace it (the old file is replaced only by a "
+                        "complete new one), or another name\n", o.out);
+        return 1;
     }
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);

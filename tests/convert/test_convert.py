@@ -69,7 +69,11 @@ def fixture(args, name, overrides, seed):
     return d, cfg_path, mr.config(overrides)
 
 
-def convert(args, *argv, timeout=300):
+def convert(args, *argv, timeout=300, fresh=True):
+    """grok1-convert ARGV; fresh: remove the output (the last argument)
+    first, as grok1-convert refuses an existing one without --force."""
+    if fresh and argv and str(argv[-1]).endswith(".h5") and os.path.isfile(str(argv[-1])):
+        os.remove(str(argv[-1]))
     cmd = [args.convert] + [str(a) for a in argv]
     print("run  %s" % " ".join(cmd), flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -338,9 +342,24 @@ def case_usage(args, check):
         p = convert(args, *argv)
         check(p.returncode == 2 and word in p.stderr, "%s: exit 2, message has %r (%s)"
               % (" ".join(argv[:-2] or argv), word, p.stderr.strip()[:200]))
+    for argv, word in ((["--config", cfg_path, "--config", "tiny", d, out], "--config is given twice"),
+                       (["--layers", "0-1", "--layers", "2-3", d, out], "--layers is given twice")):
+        p = convert(args, *argv)
+        check(p.returncode == 2 and word in p.stderr, "%s: exit 2 (%s)" % (word, p.stderr.strip()[:200]))
     p = convert(args, "--help")
     check(p.returncode == 0 and "CKPT_DIR" in p.stdout, "--help")
     check(not os.path.exists(out), "no output from usage errors")
+    # an existing OUT.h5 is refused before any work unless --force, which
+    # replaces it with the complete new file
+    with open(out, "wb") as f:
+        f.write(b"an earlier checkpoint")
+    p = convert(args, "--config", cfg_path, d, out, fresh=False)
+    check(p.returncode == 1 and "exists: give --force" in p.stderr and open(out, "rb").read() == b"an earlier checkpoint",
+          "an existing OUT.h5 without --force: refused, left as it was (%s)" % p.stderr.strip()[:200])
+    p = convert(args, "--config", cfg_path, "--force", d, out, fresh=False)
+    check(p.returncode == 0 and open(out, "rb").read(8) == b"\x89HDF\r\n\x1a\n",
+          "--force replaces an existing OUT.h5 (%s)" % p.stderr.strip()[:200])
+    os.remove(out)
 
 
 def case_peak_memory(args, check):

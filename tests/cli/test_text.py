@@ -148,6 +148,23 @@ def case_nul():
         got = open(out, encoding="utf-8").read().splitlines(keepends=True) if os.path.exists(out) else []
         check(p.returncode == 0 and len(got) == 3 and json.loads(got[0]) == first and got[1:] == lines[1:],
               f"--resume after a result holding U+0000: exit {p.returncode}, {p.stderr.strip()[-300:]}")
+        # and grok1-merge joins a shard holding it
+        shards = []
+        for k in range(2):
+            o = os.path.join(d, f"sh{k}.jsonl")
+            subprocess.run(cmd[:-4] + ["--output", o, "--progress", "off", "--shard", f"{k}/2"], check=True,
+                           capture_output=True, timeout=120)
+            shards.append(o)
+        r0 = [json.loads(x) for x in open(shards[0], encoding="utf-8")]
+        r0[0]["completion"] = "\u0000" + r0[0]["completion"]
+        with open(shards[0], "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(x, separators=(",", ":")) + "\n" for x in r0)
+        merged = os.path.join(d, "merged.jsonl")
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", merged] + shards, capture_output=True, text=True,
+                           timeout=120)
+        got = [json.loads(x) for x in open(merged, encoding="utf-8")] if os.path.exists(merged) else []
+        check(p.returncode == 0 and len(got) == 3 and got[0] == r0[0],
+              f"grok1-merge of a shard holding U+0000: exit {p.returncode}, {p.stderr.strip()[-300:]}")
     print("U+0000: prompts, kept completions and stop strings as above")
 
 
@@ -278,6 +295,7 @@ def main():
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--merge", help="grok1-merge (case nul)")
     ap.add_argument("--run", required=True)
     ap.add_argument("--tokenizer", required=True)
     ARGS = ap.parse_args()

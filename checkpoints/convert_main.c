@@ -13,6 +13,7 @@
 
 #include "config_json.h"
 #include "convert.h"
+#include "durable.h"
 #include "h5util.h"
 
 static const char usage_text[] =
@@ -171,8 +172,8 @@ static g1_status convert(const cv_job *job, const opts *o)
             cv_progress_end(&p);
         else
             fputc('\n', stderr);
-        if (st == G1_OK && rename(tmp, o->out))
-            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, o->out, strerror(errno));
+        if (st == G1_OK)
+            st = g1_rename_durable(tmp, o->out);
         if (st != G1_OK)
             remove(tmp);
     }

@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "cli_opt.h"
+#include "durable.h"
 #include "paths.h"
 #include "progress.h"
 #include "resume.h"
@@ -286,10 +287,13 @@ static g1_status request_lines(const char *path, int64_t n, int64_t **lines)
 
 /* The name D (and its temporary file) must be a file of its own: not the
  * input, a shard, its meta file or its dump, nor an output of this merge.
- * And D must not exist: a dump is never overwritten. */
+ * And D must not exist: a dump is never overwritten, but for the dump of
+ * an earlier merge killed between its two renames (D named, OUT not yet):
+ * with OUT absent, *left says D exists, for dump_left_by_merge to judge. */
 static g1_status check_dump_name(const char *dump, const char *dump_tmp, const char *in_path, const shard *by_k, int n,
-                                 const char *out_path, const char *out_meta, const char *out_tmp)
+                                 const char *out_path, const char *out_meta, const char *out_tmp, int *left)
 {
+    *left = 0;
     typedef struct named {
         const char *what, *path;
         int k;
@@ -330,6 +334,8 @@ static g1_status check_dump_name(const char *dump, const char *dump_tmp, const c
     }
     if (st == G1_OK && g1_path_is_dir(dump))
         st = G1_FAIL(G1_ERR_ARG, "--dump-logits %s is a folder: give a file name", dump);
+    else if (st == G1_OK && exists(dump) && out_path && !exists(out_path) && !exists(out_meta))
+        *left = 1;
     else if (st == G1_OK && exists(dump))
         st = G1_FAIL(G1_ERR_ARG, "%s exists: grok1-merge does not overwrite a logits dump; remove it or choose "
                                  "another --dump-logits",
@@ -457,6 +463,41 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
     free(dids);
     return st;
 }
+
+/* D exists and OUT does not: D may be what an earlier merge of these
+ * shards wrote before it was killed (SIGKILL, a lost node) on its way to
+ * naming OUT. It is, when it records this run and holds exactly the
+ * input's requests (logits/<line> with each one's id): then it is written
+ * again; any other file at D is refused, as a dump is never overwritten. */
+static g1_status dump_left_by_merge(const char *dump, const char *out_path, json_t *meta, const int64_t *lines,
+                                    json_t *ids, int64_t requests)
+{
+    int v = 0;
+    int64_t *ks = NULL;
+    size_t nk = 0;
+    char *run = NULL, **dids = NULL, why[600];
+    g1_status st = g1_logits_file_list(dump, &v, &ks, &nk, &run, &dids);
+    int same = st == G1_OK && !g1_dump_run_differs(run, meta, "the shards' meta files", why, sizeof why) &&
+               (int64_t)nk == requests;
+    for (size_t i = 0; same && i < nk; i++) {
+        json_t *got = dids[i] ? json_loads(dids[i], JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
+        same = ks[i] == lines[i] && got && json_equal(got, json_array_get(ids, i));
+        json_decref(got);
+    }
+    free(run);
+    free(ks);
+    for (size_t j = 0; j < nk; j++)
+        free(dids[j]);
+    free(dids);
+    if (!same)
+        return G1_FAIL(G1_ERR_ARG, "%s exists: grok1-merge does not overwrite a logits dump (it is not the dump of an "
+                                   "earlier merge of these shards); remove it or choose another --dump-logits",
+                       dump);
+    fprintf(stderr, "grok1-merge: %s is the logits dump of an earlier merge of these shards that stopped before %s "
+                    "got its name: it is written again\n",
+            dump, out_path);
+    return G1_OK;
+}
 #endif
 
 /* What a signal (a time limit's SIGTERM, ^C) takes away before the merge
@@ -496,12 +537,10 @@ static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_si
     g1_status st = g1_logits_file_join(dump_tmp, vocab_size, run, dumps, n, unchecked);
     free(run);
     G1_TRY(st);
-    if (rename(dump_tmp, dump) != 0) {
-        g1_status st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", dump_tmp, dump, strerror(errno));
+    st = g1_rename_durable(dump_tmp, dump); /* on the disk before it has its name */
+    if (st != G1_OK)
         unlink(dump_tmp);
-        return st;
-    }
-    return G1_OK;
+    return st;
 }
 #endif
 
@@ -638,6 +677,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     char tmp[4096] = "", dump_tmp[4096] = "";
     char *meta_path = NULL;
     FILE *out = NULL;
+    int dump_left = 0; /* D exists, OUT does not (check_dump_name) */
     /* one writer on OUT and on D: a second merge (or a grok1-run) is refused */
     g1_out_lock lock_out = {.fd = -1}, lock_dump = {.fd = -1};
     doomed.locks[0] = &lock_out;
@@ -660,7 +700,8 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         snprintf(dump_tmp, sizeof dump_tmp, "%s.merge.tmp", dump);
         snprintf(doomed.dump_tmp, sizeof doomed.dump_tmp, "%s", dump_tmp);
         snprintf(doomed.dump, sizeof doomed.dump, "%s", dump);
-        st = check_dump_name(dump, dump_tmp, in_path, by_k, n, to_stdout ? NULL : out_path, meta_path, tmp);
+        st = check_dump_name(dump, dump_tmp, in_path, by_k, n, to_stdout ? NULL : out_path, meta_path, tmp,
+                             &dump_left);
     }
     if (st == G1_OK && !to_stdout) {
         if (!(out = fopen(tmp, "w")))
@@ -695,6 +736,8 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     long unchecked = 0; /* datasets of the dumps without a checksum */
     if (st == G1_OK && dump)
         st = request_lines(in_path, requests, &lines);
+    if (st == G1_OK && dump_left)
+        st = dump_left_by_merge(dump, out_path, by_k[0].meta, lines, ids, requests);
     /* each shard needs a dump of its own: two that name one file wrote over each other */
     for (int k = 0; k < n && st == G1_OK && dump; k++)
         for (int j = 0; j < k && st == G1_OK && by_k[k].dump && by_k[j].dump; j++)
@@ -746,8 +789,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         /* the results first, then their meta file: a merge killed between
          * the two leaves a complete OUT (no meta), never a meta file that
          * would make the next merge refuse */
-        if (st == G1_OK && rename(tmp, out_path) != 0) {
-            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
+        if (st == G1_OK && (st = g1_rename_durable(tmp, out_path)) != G1_OK) {
             if (dump_done) /* made by this merge a moment ago: nothing is left at D either */
                 unlink(dump);
         }

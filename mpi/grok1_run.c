@@ -31,6 +31,7 @@
 #endif
 #include "fault.h"
 #include "cli_opt.h"
+#include "durable.h"
 #include "paths.h"
 #include "progress.h"
 #include "resume.h"
@@ -690,7 +691,7 @@ static int check_files(const cli *c, char *msg, size_t n)
     typedef struct named {
         const char *opt, *path, *derived; /* path: the option's value; derived: a file written beside it */
     } named;
-    named in[4], out[8];
+    named in[4], out[12];
     int ni = 0, no = 0;
     if (strcmp(c->input, "-"))
         in[ni++] = (named){"--input", c->input, NULL};
@@ -703,7 +704,7 @@ static int check_files(const cli *c, char *msg, size_t n)
     /* the files written beside an output (names past PATH_MAX are cut:
      * such a name fails at open anyway) */
     char partial[PATH_MAX + 16], meta[PATH_MAX + 16], lock[PATH_MAX + 16], dump_partial[PATH_MAX + 16],
-        dump_lock[PATH_MAX + 16];
+        dump_lock[PATH_MAX + 16], meta_tmp[PATH_MAX + 32], trace_tmp[PATH_MAX + 16];
     if (strcmp(c->output, "-")) {
         out[no++] = (named){"--output", c->output, NULL};
     }
@@ -716,6 +717,8 @@ static int check_files(const cli *c, char *msg, size_t n)
         out[no++] = (named){"--output", c->output, partial};
         out[no++] = (named){"--output", c->output, meta};
         out[no++] = (named){"--output", c->output, lock};
+        snprintf(meta_tmp, sizeof meta_tmp, "%s.tmp", meta); /* written, then renamed to meta */
+        out[no++] = (named){"--output", c->output, meta_tmp};
     }
     if (c->dump_logits) {
         snprintf(dump_partial, sizeof dump_partial, "%s.partial", c->dump_logits);
@@ -724,8 +727,11 @@ static int check_files(const cli *c, char *msg, size_t n)
         snprintf(dump_lock, sizeof dump_lock, "%s.lock", c->dump_logits);
         out[no++] = (named){"--dump-logits", c->dump_logits, dump_lock};
     }
-    if (c->trace)
+    if (c->trace) {
         out[no++] = (named){"--trace", c->trace, NULL};
+        snprintf(trace_tmp, sizeof trace_tmp, "%s.tmp", c->trace); /* written, then renamed */
+        out[no++] = (named){"--trace", c->trace, trace_tmp};
+    }
     int bad = 0;
     for (int i = 0; i < no && !bad; i++) {
         const named *o = &out[i];
@@ -1088,14 +1094,18 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
         return G1_FAIL(st, "%s; with the input on stdin or a pipe the run cannot start over by itself: move the dump "
                            "away (and the output beside it) to start afresh",
                        why);
+    /* the results first (on the disk), then the dump set aside: a kill
+     * between the two leaves no results and a dump a resume sets aside in
+     * turn; the other order left results without their dump, which every
+     * later resume refuses */
+    if (fflush(f->out) != 0 || ftruncate(fileno(f->out), 0) != 0 || fsync(fileno(f->out)) != 0)
+        return G1_FAIL(G1_ERR_IO, "cannot empty %s to start over: %s", f->partial, strerror(errno));
+    json_array_clear(f->done_ids);
     G1_TRY(g1_logits_file_set_aside(c->dump_logits, f->logits, aside, sizeof aside));
     f->logits = NULL;
     fprintf(stderr, "grok1-run: warning: %s; it is kept as %s, and the %zu results already in %s are computed "
                     "again with the rest (they come out the same)\n",
             why, aside, kept, f->partial);
-    if (fflush(f->out) != 0 || ftruncate(fileno(f->out), 0) != 0)
-        return G1_FAIL(G1_ERR_IO, "cannot empty %s to start over: %s", f->partial, strerror(errno));
-    json_array_clear(f->done_ids);
     return G1_OK;
 }
 #endif
@@ -1419,6 +1429,31 @@ static int take_back(const cli *c, files *f)
  * exists only when everything is complete. Failure (ok == 0): leave
  * OUT.partial for inspection (take_back: not an empty one of a fresh run),
  * create no final name. */
+/* Before OUT gets its final name: the input still holds the requests the
+ * run started from (its record in OUT.meta.json), or the results may answer
+ * a mix of two versions of a file edited in place during the run. Requests
+ * appended meanwhile pass (the record covers what was there). */
+static g1_status input_unchanged(const cli *c, const files *f)
+{
+    if (!f->meta_ok || !g1_input_rereadable(c->input))
+        return G1_OK;
+    char *meta_path = g1_meta_path(c->output);
+    json_t *meta = meta_path ? json_load_file(meta_path, 0, NULL) : NULL;
+    json_t *rec = json_object_get(meta, "input");
+    g1_status st = rec ? g1_input_check(c->input, rec, meta_path, c->shard, c->shards) : G1_OK;
+    if (st != G1_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", g1_last_error());
+        st = G1_FAIL(G1_ERR_ARG, "the input %s changed while the run read it (%s): the results stay in %s, and "
+                                 "some may answer the old requests; restore the input and run again with --resume, "
+                                 "or start afresh",
+                     c->input, why, f->partial);
+    }
+    json_decref(meta);
+    free(meta_path);
+    return st;
+}
+
 static g1_status files_close(const cli *c, files *f, int ok)
 {
     g1_status st = G1_OK;
@@ -1447,8 +1482,10 @@ static g1_status files_close(const cli *c, files *f, int ok)
     } else if (f->out && f->out != stdout) {
         if (fclose(f->out) != 0 && ok)
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", f->partial, strerror(errno));
-        else if (ok && rename(f->partial, c->output) != 0)
-            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", f->partial, c->output, strerror(errno));
+        else if (ok && (st = input_unchanged(c, f)) != G1_OK)
+            ; /* the results answer neither the old input nor the new: no final name */
+        else if (ok)
+            st = g1_rename_durable(f->partial, c->output);
         if (!ok && !take_back(c, f))
             narrow_input_record(c, f);
     } else if (f->out == stdout && fflush(stdout) != 0 && ok) {
@@ -2226,6 +2263,10 @@ int main(int argc, char **argv)
     if (c.check_input) /* no MPI: a login node may not allow it; under a launcher rank 0 alone reads */
         return launched_rank() > 0 ? 0 : check_input(&c);
 
+    /* a closed stderr or stdout (grok1-run ... 2>&1 | head) fails the
+     * write, which the run reports or outlives, instead of killing it
+     * between its last result and the rename of OUT */
+    signal(SIGPIPE, SIG_IGN);
     g1_world world;
     if (g1_world_init(&argc, &argv, &world) != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());

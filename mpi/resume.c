@@ -1,6 +1,7 @@
 /* Sidecar and resume scan: see resume.h. */
 #include "resume.h"
 
+#include "durable.h"
 #include "requests.h"
 
 #include <errno.h>
@@ -28,8 +29,8 @@ g1_status g1_meta_write(const char *path, json_t *meta)
     g1_status st = G1_OK;
     if (json_dump_file(meta, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) != 0)
         st = G1_FAIL(G1_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    else if (rename(tmp, path) != 0)
-        st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    else
+        st = g1_rename_durable(tmp, path);
     if (st != G1_OK)
         unlink(tmp);
     free(tmp);

@@ -1,6 +1,8 @@
 /* Event buffer and the trace-event JSON writer (jansson). */
 #include "trace.h"
 
+#include "durable.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -106,8 +108,8 @@ g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *cons
     if (ferror(f) | (fclose(f) != 0)) { /* not ||: the file is closed either way */
         st = G1_FAIL(G1_ERR_IO, "writing trace %s failed: %s", tmp, strerror(errno));
         remove(tmp);
-    } else if (rename(tmp, path) != 0) {
-        st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    } else if ((st = g1_rename_durable(tmp, path)) != G1_OK) {
+        remove(tmp);
     }
     free(tmp);
     return st;

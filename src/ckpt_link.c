@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "durable.h"
 #include "h5util.h"
 
 /* Rows of the embedding compared between parts: the first, the last and
@@ -359,9 +360,7 @@ static g1_status write_out(const linker *k, int src, int replace)
             H5Fclose(r);
     }
     if (st == G1_OK) {
-        g1_h5_sync_file(tmp);
-        if (rename(tmp, k->out))
-            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", tmp, k->out, strerror(errno));
+        st = g1_rename_durable(tmp, k->out);
     }
     if (st != G1_OK && f >= 0)
         remove(tmp);

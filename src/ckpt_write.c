@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "durable.h"
 #include "h5util.h"
 
 /* Embedding chunks of about this many bytes (whole rows). */
@@ -367,9 +368,7 @@ g1_status g1_ckpt_writer_finish(g1_ckpt_writer *wr)
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", wr->tmp);
     } else {
         g1_h5_release(wr->tmp);
-        g1_h5_sync_file(wr->tmp);
-        if (rename(wr->tmp, wr->path))
-            st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s", wr->tmp, wr->path);
+        st = g1_rename_durable(wr->tmp, wr->path);
     }
     if (st != G1_OK)
         remove(wr->tmp);

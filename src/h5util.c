@@ -220,15 +220,6 @@ void g1_h5_file_name(hid_t obj, char *buf, size_t n)
     H5Fclose(f);
 }
 
-void g1_h5_sync_file(const char *path)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* ---- checksums ---- */
 
 /* Pieces of at least this many bytes, at most CRC_PIECE_MAX: enough of them

@@ -17,10 +17,6 @@ void g1_h5_detail(char buf[256]);
  * every hyper-parameter (int32, float64, a variable-length UTF-8 string). */
 herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg);
 
-/* fsync a closed file before a rename makes it visible (errors ignored:
- * the rename still orders the writes on most file systems). */
-void g1_h5_sync_file(const char *path);
-
 /* FNV-1a, 64 bits: h (G1_H5_FNV_START to begin) extended by n bytes. The
  * fingerprints of a checkpoint and of its parts. */
 #define G1_H5_FNV_START 0xcbf29ce484222325ull

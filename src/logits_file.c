@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "durable.h"
 #include "h5util.h"
 
 /* A request whose rows are being written: the CRC-32 of rows [0, next)
@@ -749,10 +750,11 @@ g1_status g1_logits_file_finish(g1_logits_file *f)
         st = G1_FAIL(G1_ERR_IO, "%s: closing the file failed (disk full?)", f->tmp);
     else
         g1_h5_release(f->tmp);
-    if (st == G1_OK && rename(f->tmp, f->path))
-        st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s", f->tmp, f->path);
-    if (st != G1_OK)
-        remove(f->tmp);
+    /* on the disk before it takes its final name; on any failure the
+     * file stays as it is, for --resume (which sets a damaged one aside):
+     * removing it lost every row of the run */
+    if (st == G1_OK)
+        st = g1_rename_durable(f->tmp, f->path);
     free_file(f);
     return st;
 }

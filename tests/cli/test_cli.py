@@ -275,6 +275,15 @@ def case_file_clash(d):
     expect_fail(tiny("score", inp, out, "--trace", out + ".meta.json"), 2, ["both write", ".meta.json", "--trace"], out)
     expect_fail(tiny("score", inp, out, "--trace", out), 2, ["--output", "--trace", "same file"], out)
     expect_fail(tiny("score", inp, out, "--trace", inp), 2, ["--trace", "is the --input file"], out)
+    # the files written first and renamed: TRACE.tmp, OUT.meta.json.tmp
+    tmp_in = os.path.join(d, "q.tmp")
+    write_jsonl(tmp_in, [{"id": 1, "prompt_ids": [1, 2]}])
+    expect_fail(tiny("score", tmp_in, out, "--trace", os.path.join(d, "q")), 2,
+                ["--trace", "would write", "q.tmp", "--input file"], out)
+    meta_in = os.path.join(d, "o2.jsonl.meta.json.tmp")
+    write_jsonl(meta_in, [{"id": 1, "prompt_ids": [1, 2]}])
+    expect_fail(tiny("score", meta_in, os.path.join(d, "o2.jsonl")), 2, ["would write", "meta.json.tmp", "--input file"])
+    check(os.path.exists(tmp_in) and os.path.exists(meta_in), "a refused run removed its input")
     if ARGS.hdf5:
         ck = os.path.join(d, "ck.h5")
         with open(ck, "wb") as f:
@@ -887,6 +896,16 @@ def case_stdin_stdout(d):
     write_jsonl(other, [dict(r, prompt_ids=[7, 7, 7]) for r in reqs])
     expect_fail(tiny("generate", other, out, "--batch-size", "2", "--resume"), 1,
                 ["cannot resume", "is the output that of another input?"])
+    # stderr closed under the run (grok1-run ... 2>&1 | head): the summary
+    # cannot be written, the output is completed all the same
+    out4 = os.path.join(d, "closed_stderr.jsonl")
+    r, w = os.pipe()
+    os.close(r)
+    p = subprocess.run([ARGS.run] + tiny("generate", inp, out4, "--progress", "on"), stderr=w,
+                       stdout=subprocess.DEVNULL)
+    os.close(w)
+    check(p.returncode == 0 and os.path.exists(out4) and not os.path.exists(out4 + ".partial"),
+          f"a run whose stderr is a closed pipe: exit {p.returncode}, OUT made: {os.path.exists(out4)}")
     # an output made from stdin (no record of its input) resumed from stdin:
     # warned all the same
     out3 = os.path.join(d, "stdin_made.jsonl")

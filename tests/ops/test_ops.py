@@ -818,6 +818,90 @@ def case_disk_full():
             shutil.rmtree(mnt, ignore_errors=True)
 
 
+def case_durable():
+    """The final names come last and stay: OUT, DUMP and OUT.meta.json are
+    fsynced before the rename that names them and their folder after it
+    (strace; skipped without it), so a node lost soon after the end cannot
+    leave a final name over a short file. A dump that cannot take its name
+    at the end (DUMP made a directory under the run) is kept as
+    DUMP.partial, not removed: once the name is free, --resume finishes to
+    the uninterrupted run's output and dump."""
+    import h5py
+    import numpy as np
+    ckpt, _ = setup()
+    inp = os.path.join(ARGS.tmp, "du_in.jsonl")
+    rnd = random.Random(9)
+    with open(inp, "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 60))]})
+                    + "\n")
+
+    def args(out, dump, *extra):
+        return ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--progress", "off",
+                "--dump-logits", dump] + list(extra)
+
+    def clean(*names):
+        for n in names:
+            for x in (n, n + ".partial", n + ".meta.json"):
+                if os.path.isdir(x):
+                    os.rmdir(x)
+                elif os.path.exists(x):
+                    os.remove(x)
+    ref, ref_dump = os.path.join(ARGS.tmp, "du_ref.jsonl"), os.path.join(ARGS.tmp, "du_ref.h5")
+    clean(ref, ref_dump)
+    subprocess.run([ARGS.run] + args(ref, ref_dump), check=True, capture_output=True, env=ENV)
+    out, dump = os.path.join(ARGS.tmp, "du_out.jsonl"), os.path.join(ARGS.tmp, "du_out.h5")
+    clean(out, dump)
+    p = subprocess.Popen([ARGS.run] + args(out, dump), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=ENV)
+    t0 = time.time()
+    while not os.path.exists(dump + ".partial") and p.poll() is None and time.time() - t0 < 60:
+        time.sleep(0.002)
+    os.mkdir(dump)  # the name the dump would take at the end
+    _, err = p.communicate(timeout=120)
+    print("DUMP a directory at the end:", err.strip().splitlines()[-1][:300] if err.strip() else "")
+    check(p.returncode == 1 and "cannot rename" in err and os.path.exists(dump + ".partial") and
+          os.path.exists(out + ".partial") and not os.path.exists(out),
+          f"a dump that cannot take its name: exit {p.returncode}, DUMP.partial kept: "
+          f"{os.path.exists(dump + '.partial')}")
+    os.rmdir(dump)
+    p = subprocess.run([ARGS.run] + args(out, dump, "--resume"), capture_output=True, text=True, env=ENV)
+    check(p.returncode == 0 and os.path.exists(out) and open(out).read() == open(ref).read(),
+          f"--resume once the name is free: exit {p.returncode}, {p.stderr[-300:]}")
+    if os.path.exists(dump):
+        with h5py.File(ref_dump, "r") as a, h5py.File(dump, "r") as b:
+            same = set(a["logits"]) == set(b["logits"]) and all(
+                np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
+        check(same, "the resumed dump differs from the uninterrupted run's")
+    strace = shutil.which("strace")
+    if not strace:
+        print("no strace here: the fsync order is not checked")
+        return
+    clean(out, dump)
+    log = os.path.join(ARGS.tmp, "du_strace.txt")
+    subprocess.run([strace, "-f", "-qq", "-e", "trace=openat,fsync,rename", "-o", log, ARGS.run] + args(out, dump),
+                   check=True, capture_output=True, env=ENV)
+    calls = open(log).read().splitlines()
+
+    def synced_before_rename(src, dst):
+        """src opened, its descriptor fsynced, then renamed to dst, then the
+        folder opened as a directory and fsynced"""
+        at = next((i for i, c in enumerate(calls) if f'rename("{src}", "{dst}")' in c and c.rstrip().endswith("= 0")),
+                  None)
+        if at is None:
+            return False
+        fds = {c.rsplit("= ", 1)[1].strip() for c in calls[:at] if f'openat(AT_FDCWD, "{src}", O_RDONLY' in c}
+        before = any(f"fsync({fd})" in c for c in calls[:at] for fd in fds)
+        dirs = {c.rsplit("= ", 1)[1].strip() for c in calls[at:] if "O_DIRECTORY" in c}
+        after = any(f"fsync({fd})" in c for c in calls[at:] for fd in dirs)
+        return before and after
+    for src, dst in ((out + ".partial", out), (dump + ".partial", dump),
+                     (out + ".meta.json.tmp", out + ".meta.json")):
+        check(synced_before_rename(src, dst), f"{os.path.basename(src)} is not fsynced before it is renamed to "
+                                              f"{os.path.basename(dst)}, with its folder after")
+    print("fsync before each rename, and of the folder after: checked with strace")
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 

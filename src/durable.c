@@ -1,0 +1,52 @@
+/* fsync before rename, and of the directory after it (durable.h). */
+#include "durable.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int g1_fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int r = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (r != 0 && (e == EINVAL || e == EROFS || e == ENOTSUP))
+        r = 0;
+    errno = e;
+    return r;
+}
+
+void g1_fsync_dir_of(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+g1_status g1_rename_durable(const char *from, const char *to)
+{
+    if (g1_fsync_path(from) != 0)
+        return G1_FAIL(G1_ERR_IO, "cannot write %s to the disk (fsync): %s; it keeps that name", from,
+                       strerror(errno));
+    if (rename(from, to) != 0)
+        return G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s; it keeps its name", from, to, strerror(errno));
+    g1_fsync_dir_of(to);
+    return G1_OK;
+}

@@ -1,0 +1,23 @@
+/* Files that survive the loss of the node: a file that appears under its
+ * final name (by rename) must have its bytes on the disk first, and the
+ * rename itself must reach the disk, or a power loss soon after the end of
+ * a run can leave a final name over an empty or short file (ext4 or XFS
+ * with delayed allocation, a Lustre client's cache) that looks complete. */
+#ifndef G1_DURABLE_H
+#define G1_DURABLE_H
+
+#include "status.h"
+
+/* fsync(path). 0, or -1 with errno; file systems that cannot fsync
+ * (EINVAL, EROFS, ENOTSUP) count as done. */
+int g1_fsync_path(const char *path);
+
+/* fsync the directory that holds path (where a rename or a new name is
+ * recorded). Errors ignored: some file systems cannot fsync a directory. */
+void g1_fsync_dir_of(const char *path);
+
+/* `from` synced, renamed to `to`, the directory synced. A failure keeps
+ * `from` where it is (nothing is removed): the message names both files. */
+g1_status g1_rename_durable(const char *from, const char *to);
+
+#endif

@@ -1441,14 +1441,11 @@ static g1_status input_unchanged(const cli *c, const files *f)
     json_t *meta = meta_path ? json_load_file(meta_path, 0, NULL) : NULL;
     json_t *rec = json_object_get(meta, "input");
     g1_status st = rec ? g1_input_check(c->input, rec, meta_path, c->shard, c->shards) : G1_OK;
-    if (st != G1_OK) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", g1_last_error());
-        st = G1_FAIL(G1_ERR_ARG, "the input %s changed while the run read it (%s): the results stay in %s, and "
-                                 "some may answer the old requests; restore the input and run again with --resume, "
-                                 "or start afresh",
-                     c->input, why, f->partial);
-    }
+    if (st != G1_OK)
+        st = G1_FAIL(G1_ERR_ARG, "the input %s changed while the run read it (it no longer holds the requests "
+                                 "%s recorded when the run started): the results, left in %s, may answer either "
+                                 "version, so OUT is not made; start afresh (move %s and its meta file away)",
+                     c->input, meta_path ? meta_path : "the meta file", f->partial, f->partial);
     json_decref(meta);
     free(meta_path);
     return st;

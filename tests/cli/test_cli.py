@@ -1637,6 +1637,22 @@ def merge_dumps(d, sinp, lines):
     check(rc == 1 and "exists" in se and open(E).read() == "keep me\n", f"merge over an existing dump: {rc} {se}")
     check(not os.path.exists(dst) and not os.path.exists(dst + ".merge.tmp"), "merge over an existing dump wrote OUT")
     os.remove(E)
+    # D left by an earlier merge of these shards, killed between naming D
+    # and naming OUT: written again (its record and every id match); the
+    # dump of one shard at D is not that, and is kept
+    shutil.copy(D + ".ref", E)
+    rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E] + shards)
+    check(rc == 0 and "dump of an earlier merge of these shards" in se and os.path.exists(dst),
+          f"a merge after one killed between its renames: {rc} {se}")
+    diff = dump_differs(E, D + ".ref")
+    check(diff is None, f"the dump written again differs from the unsharded run's: {diff}")
+    for p in (dst, dst + ".meta.json", E):
+        os.remove(p)
+    shutil.copy(dumps[0], E)
+    rc, se = merge_run(["--input", sinp, "--output", dst, "--dump-logits", E] + shards)
+    check(rc == 1 and "not the dump of an earlier merge" in se and not os.path.exists(dst) and
+          dump_differs(E, dumps[0]) is None, f"a shard's dump at D: {rc} {se}")
+    os.remove(E)
     # D names a file the merge reads or writes
     refused_dump(shards, ["is the --input file"], dump=sinp)
     refused_dump(shards, ["is the --output file"], dump=dst)

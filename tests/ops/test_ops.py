@@ -873,6 +873,32 @@ def case_durable():
             same = set(a["logits"]) == set(b["logits"]) and all(
                 np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
         check(same, "the resumed dump differs from the uninterrupted run's")
+    # the input edited in place under the run: the results may answer a
+    # mix of both versions, so OUT is not named (OUT.partial stays)
+    ckpt, ginp = setup()
+    edited = os.path.join(ARGS.tmp, "du_edit.jsonl")
+    shutil.copy(ginp, edited)
+    eout = os.path.join(ARGS.tmp, "du_edit_out.jsonl")
+    clean(eout)
+    p = subprocess.Popen([ARGS.run] + base_args(ckpt, edited, eout), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, env=ENV)
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < 60 and not (
+            os.path.exists(eout + ".partial") and open(eout + ".partial").read().count("\n") >= 1):
+        time.sleep(0.002)
+    import re
+    text = open(ginp).read()
+    # in place, every byte where it was (a line read half before, half after
+    # is still a request): other max_new_tokens, of as many digits
+    text = re.sub(r'"max_new_tokens": (\d+)', lambda m: '"max_new_tokens": ' + m.group(1).translate(
+        str.maketrans("123456789", "234567891")), text)
+    with open(edited, "r+") as f:
+        f.write(text)
+    _, err = p.communicate(timeout=300)
+    print("input edited during the run:", err.strip().splitlines()[-1][:300] if err.strip() else "")
+    check(p.returncode == 1 and "changed while the run read it" in err and not os.path.exists(eout) and
+          os.path.exists(eout + ".partial"), f"an input edited during the run: exit {p.returncode}, OUT named: "
+                                             f"{os.path.exists(eout)}")
     strace = shutil.which("strace")
     if not strace:
         print("no strace here: the fsync order is not checked")

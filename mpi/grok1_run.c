@@ -449,18 +449,10 @@ static int parse_args(int argc, char **argv, cli *c)
     /* an option with a value given twice is refused: the job that would run
      * (the last value) may not be the one meant */
     const char *given[sizeof opts / sizeof opts[0]] = {0};
+    char why[512];
     while (r == 0 && (li = -1, o = getopt_long(argc, argv, ":", opts, &li)) != -1) {
-        const char *w = NULL;
-        int wn = li >= 0 ? g1_opt_abbreviated(argv, optind, optarg, opts[li].name, &w) : 0;
-        if (wn)
-            return usage_error("%.*s: write the option in full, --%s (abbreviations are not taken)", wn, w,
-                               opts[li].name);
-        if (li >= 0 && opts[li].has_arg == required_argument && o != ':' && o != '?') {
-            if (given[li])
-                return usage_error("--%s is given twice (%s, then %s): give it once", opts[li].name, given[li],
-                                   optarg);
-            given[li] = optarg;
-        }
+        if (g1_opt_refused(argv, opts, li, o, given, why, sizeof why))
+            return usage_error("%s", why);
         switch (o) {
         case O_CKPT: c->checkpoint = optarg; break;
         case O_IN: c->input = optarg; break;

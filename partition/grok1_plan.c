@@ -186,18 +186,10 @@ int main(int argc, char **argv)
     int li = -1;
     /* an option with a value given twice is refused, as grok1-run does */
     const char *given[sizeof longopts / sizeof longopts[0]] = {0};
+    char why[512];
     while (r == 0 && (li = -1, opt = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
-        const char *w = NULL;
-        int wn = li >= 0 ? g1_opt_abbreviated(argv, optind, optarg, longopts[li].name, &w) : 0;
-        if (wn)
-            return usage_error("%.*s: write the option in full, --%s (abbreviations are not taken)", wn, w,
-                               longopts[li].name);
-        if (li >= 0 && longopts[li].has_arg == required_argument && opt != ':' && opt != '?') {
-            if (given[li])
-                return usage_error("--%s is given twice (%s, then %s): give it once", longopts[li].name, given[li],
-                                   optarg);
-            given[li] = optarg;
-        }
+        if (g1_opt_refused(argv, longopts, li, opt, given, why, sizeof why))
+            return usage_error("%s", why);
         switch (opt) {
         case O_CKPT: checkpoint = optarg; break;
         case O_CONFIG: config = optarg; break;

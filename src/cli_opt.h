@@ -8,6 +8,7 @@
 #define G1_CLI_OPT_H
 
 #include <getopt.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Call right after getopt_long returned long option `name` (longindex >= 0;
@@ -26,6 +27,29 @@ static inline int g1_opt_abbreviated(char *const *argv, int optind_now, const ch
     size_t n = eq ? (size_t)(eq - a) : strlen(a);
     *written = a;
     return n - 2 == strlen(name) && !strncmp(a + 2, name, n - 2) ? 0 : (int)n;
+}
+
+/* The checks of each option getopt_long returned (li: its longindex, -1
+ * for none; o: what it returned): named in full, and, for an option with a
+ * value, given once (given: a slot per option, NULL at first). 0, or 1 with
+ * the message in msg. */
+static inline int g1_opt_refused(char *const *argv, const struct option *opts, int li, int o, const char **given,
+                                 char *msg, size_t n)
+{
+    const char *w = NULL;
+    int wn = li >= 0 ? g1_opt_abbreviated(argv, optind, optarg, opts[li].name, &w) : 0;
+    if (wn) {
+        snprintf(msg, n, "%.*s: write the option in full, --%s (abbreviations are not taken)", wn, w, opts[li].name);
+        return 1;
+    }
+    if (li >= 0 && opts[li].has_arg == required_argument && o != ':' && o != '?') {
+        if (given[li]) {
+            snprintf(msg, n, "--%s is given twice (%s, then %s): give it once", opts[li].name, given[li], optarg);
+            return 1;
+        }
+        given[li] = optarg;
+    }
+    return 0;
 }
 
 #endif

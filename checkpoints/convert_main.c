@@ -205,6 +205,10 @@ static int tool_main(int argc, char **argv)
     }
     /* hours of work must not end by replacing a checkpoint by mistake */
     struct stat sb;
+    if (stat(o.out, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "grok1-convert: %s is a directory: give the name of the file to write\n", o.out);
+        return 2;
+    }
     if (!o.force && stat(o.out, &sb) == 0) {
         fprintf(stderr, "grok1-convert: %s exists: give --force to replace it (the old file is replaced only by a "
                         "complete new one), or another name\n", o.out);

@@ -1435,9 +1435,12 @@ static g1_status input_unchanged(const cli *c, const files *f)
     g1_status st = rec ? g1_input_check(c->input, rec, meta_path, c->shard, c->shards) : G1_OK;
     if (st != G1_OK)
         st = G1_FAIL(G1_ERR_ARG, "the input %s changed while the run read it (it no longer holds the requests "
-                                 "%s recorded when the run started): the results, left in %s, may answer either "
-                                 "version, so OUT is not made; start afresh (move %s and its meta file away)",
-                     c->input, meta_path ? meta_path : "the meta file", f->partial, f->partial);
+                                 "%s recorded when the run started): the results, left in %s%s%s%s, may answer "
+                                 "either version, so they get no final name; start afresh (move them and the meta "
+                                 "file away)",
+                     c->input, meta_path ? meta_path : "the meta file", f->partial,
+                     c->dump_logits ? " (their logits in " : "", c->dump_logits ? c->dump_logits : "",
+                     c->dump_logits ? ".partial)" : "");
     json_decref(meta);
     free(meta_path);
     return st;
@@ -1448,6 +1451,10 @@ static g1_status files_close(const cli *c, files *f, int ok)
     g1_status st = G1_OK;
     if (f->in && f->in != stdin)
         fclose(f->in);
+    /* the input first: when it changed under the run, neither OUT nor the
+     * dump gets its final name */
+    if (ok && f->out && f->out != stdout && f->partial && (st = input_unchanged(c, f)) != G1_OK)
+        ok = 0;
 #if G1_HAVE_HDF5
     /* the writer's thread ends first: what it had queued is written */
     g1_status wst = g1_dump_writer_free(f->dw);
@@ -1471,12 +1478,16 @@ static g1_status files_close(const cli *c, files *f, int ok)
     } else if (f->out && f->out != stdout) {
         if (fclose(f->out) != 0 && ok)
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", f->partial, strerror(errno));
-        else if (ok && (st = input_unchanged(c, f)) != G1_OK)
-            ; /* the results answer neither the old input nor the new: no final name */
         else if (ok)
             st = g1_rename_durable(f->partial, c->output);
-        if (!ok && !take_back(c, f))
+        if (!ok && !take_back(c, f)) {
+            /* its checks must not replace this run's message */
+            char why[2048];
+            snprintf(why, sizeof why, "%s", st != G1_OK ? g1_last_error() : "");
             narrow_input_record(c, f);
+            if (st != G1_OK)
+                st = G1_FAIL(st, "%s", why);
+        }
     } else if (f->out == stdout && fflush(stdout) != 0 && ok) {
         st = G1_FAIL(G1_ERR_IO, "writing stdout failed: %s", strerror(errno));
     }

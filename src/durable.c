@@ -43,10 +43,9 @@ void g1_fsync_dir_of(const char *path)
 g1_status g1_rename_durable(const char *from, const char *to)
 {
     if (g1_fsync_path(from) != 0)
-        return G1_FAIL(G1_ERR_IO, "cannot write %s to the disk (fsync): %s; it keeps that name", from,
-                       strerror(errno));
+        return G1_FAIL(G1_ERR_IO, "cannot write %s to the disk (fsync): %s", from, strerror(errno));
     if (rename(from, to) != 0)
-        return G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s; it keeps its name", from, to, strerror(errno));
+        return G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", from, to, strerror(errno));
     g1_fsync_dir_of(to);
     return G1_OK;
 }

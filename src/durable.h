@@ -16,8 +16,9 @@ int g1_fsync_path(const char *path);
  * recorded). Errors ignored: some file systems cannot fsync a directory. */
 void g1_fsync_dir_of(const char *path);
 
-/* `from` synced, renamed to `to`, the directory synced. A failure keeps
- * `from` where it is (nothing is removed): the message names both files. */
+/* `from` synced, renamed to `to`, the directory synced. On failure `from`
+ * is where it was (the caller keeps or removes it); the message names both
+ * files. */
 g1_status g1_rename_durable(const char *from, const char *to);
 
 #endif

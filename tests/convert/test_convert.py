@@ -360,6 +360,13 @@ def case_usage(args, check):
     check(p.returncode == 0 and open(out, "rb").read(8) == b"\x89HDF\r\n\x1a\n",
           "--force replaces an existing OUT.h5 (%s)" % p.stderr.strip()[:200])
     os.remove(out)
+    # a directory at OUT.h5: refused before any work, --force or not
+    os.mkdir(out)
+    for extra in ([], ["--force"]):
+        p = convert(args, "--config", cfg_path, *extra, d, out, fresh=False)
+        check(p.returncode == 2 and "is a directory" in p.stderr and not glob.glob(out + ".*"),
+              "a directory at OUT.h5 %s: refused at once (%s)" % (" ".join(extra), p.stderr.strip()[:200]))
+    os.rmdir(out)
 
 
 def case_peak_memory(args, check):

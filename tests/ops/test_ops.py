@@ -874,31 +874,33 @@ def case_durable():
                 np.array_equal(a["logits"][k][...], b["logits"][k][...]) for k in a["logits"])
         check(same, "the resumed dump differs from the uninterrupted run's")
     # the input edited in place under the run: the results may answer a
-    # mix of both versions, so OUT is not named (OUT.partial stays)
-    ckpt, ginp = setup()
+    # mix of both versions, so neither OUT nor DUMP is named (both .partial
+    # files stay)
     edited = os.path.join(ARGS.tmp, "du_edit.jsonl")
-    shutil.copy(ginp, edited)
-    eout = os.path.join(ARGS.tmp, "du_edit_out.jsonl")
-    clean(eout)
-    p = subprocess.Popen([ARGS.run] + base_args(ckpt, edited, eout), stdout=subprocess.DEVNULL,
+    rnd = random.Random(12)
+    text = "".join(json.dumps({"id": i, "prompt_ids": [rnd.randrange(10, 100) for _ in range(rnd.randint(20, 60))]})
+                   + "\n" for i in range(2000))
+    with open(edited, "w") as f:
+        f.write(text)
+    eout, edump = os.path.join(ARGS.tmp, "du_edit_out.jsonl"), os.path.join(ARGS.tmp, "du_edit.h5")
+    clean(eout, edump)
+    p = subprocess.Popen([ARGS.run, "--checkpoint", ckpt, "--mode", "score", "--input", edited, "--output", eout,
+                          "--dump-logits", edump, "--progress", "off"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, env=ENV)
     t0 = time.time()
     while p.poll() is None and time.time() - t0 < 60 and not (
             os.path.exists(eout + ".partial") and open(eout + ".partial").read().count("\n") >= 1):
         time.sleep(0.002)
-    import re
-    text = open(ginp).read()
     # in place, every byte where it was (a line read half before, half after
-    # is still a request): other max_new_tokens, of as many digits
-    text = re.sub(r'"max_new_tokens": (\d+)', lambda m: '"max_new_tokens": ' + m.group(1).translate(
-        str.maketrans("123456789", "234567891")), text)
+    # is still a request): other ids, of as many digits
     with open(edited, "r+") as f:
-        f.write(text)
+        f.write(text.translate(str.maketrans("123456789", "234567891")))
     _, err = p.communicate(timeout=300)
     print("input edited during the run:", err.strip().splitlines()[-1][:300] if err.strip() else "")
     check(p.returncode == 1 and "changed while the run read it" in err and not os.path.exists(eout) and
-          os.path.exists(eout + ".partial"), f"an input edited during the run: exit {p.returncode}, OUT named: "
-                                             f"{os.path.exists(eout)}")
+          not os.path.exists(edump) and os.path.exists(eout + ".partial") and os.path.exists(edump + ".partial"),
+          f"an input edited during the run: exit {p.returncode}, OUT named: {os.path.exists(eout)}, DUMP named: "
+          f"{os.path.exists(edump)}")
     strace = shutil.which("strace")
     if not strace:
         print("no strace here: the fsync order is not checked")

@@ -504,7 +504,7 @@ static g1_status dump_left_by_merge(const char *dump, const char *out_path, json
  * dies: its temporary files, a D it named before OUT got its name (a D
  * without its OUT would make the next merge refuse), and its locks. */
 static struct {
-    char tmp[4096], dump_tmp[4096], dump[4096];
+    char tmp[4096], dump_tmp[4096], dump[4096], out[4096]; /* out: OUT's final name ("" for stdout) */
     g1_out_lock *locks[2];
     volatile sig_atomic_t dump_done, out_done;
 } doomed;
@@ -515,7 +515,9 @@ static void on_signal(int sig)
         unlink(doomed.tmp);
     if (doomed.dump_tmp[0])
         unlink(doomed.dump_tmp);
-    if (doomed.dump_done && !doomed.out_done)
+    /* D without OUT: taken back (OUT may have its name a moment before
+     * out_done says so: the rename is followed by a folder's fsync) */
+    if (doomed.dump_done && !doomed.out_done && !(doomed.out[0] && access(doomed.out, F_OK) == 0))
         unlink(doomed.dump);
     for (int i = 0; i < 2; i++)
         if (doomed.locks[i] && doomed.locks[i]->held)
@@ -537,9 +539,14 @@ static g1_status write_dump(const char *dump_tmp, const char *dump, int vocab_si
     g1_status st = g1_logits_file_join(dump_tmp, vocab_size, run, dumps, n, unchecked);
     free(run);
     G1_TRY(st);
+    /* D counts as made from before its rename (which a folder's fsync
+     * follows): a signal in between takes it back, as it would after */
+    doomed.dump_done = 1;
     st = g1_rename_durable(dump_tmp, dump); /* on the disk before it has its name */
-    if (st != G1_OK)
+    if (st != G1_OK) {
+        doomed.dump_done = 0;
         unlink(dump_tmp);
+    }
     return st;
 }
 #endif
@@ -690,6 +697,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         meta_path = g1_meta_path(out_path);
         snprintf(tmp, sizeof tmp, "%s.merge.tmp", out_path);
         snprintf(doomed.tmp, sizeof doomed.tmp, "%s", tmp);
+        snprintf(doomed.out, sizeof doomed.out, "%s", out_path);
         if (!meta_path)
             st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
         else if (exists(out_path) || exists(meta_path))
@@ -852,19 +860,11 @@ static int tool_main(int argc, char **argv)
     const char *output = NULL, *input = NULL, *dump = NULL;
     opterr = 0;
     int o, li = -1;
-    const char **which = NULL;
+    const char *given[sizeof opts / sizeof opts[0]] = {0};
+    char why[512];
     while ((li = -1, o = getopt_long(argc, argv, ":", opts, &li)) != -1) {
-        const char *w = NULL;
-        int wn = li >= 0 ? g1_opt_abbreviated(argv, optind, optarg, opts[li].name, &w) : 0;
-        if (wn) {
-            fprintf(stderr, "grok1-merge: error: %.*s: write the option in full, --%s (abbreviations are not taken)\n",
-                    wn, w, opts[li].name);
-            return 2;
-        }
-        which = o == 'o' ? &output : o == 'i' ? &input : o == 'd' ? &dump : NULL;
-        if (which && *which) {
-            fprintf(stderr, "grok1-merge: error: %s is given twice (%s, then %s): give it once (see --help)\n",
-                    o == 'o' ? "--output" : o == 'i' ? "--input" : "--dump-logits", *which, optarg);
+        if (g1_opt_refused(argv, opts, li, o, given, why, sizeof why)) {
+            fprintf(stderr, "grok1-merge: error: %s (see --help)\n", why);
             return 2;
         }
         switch (o) {

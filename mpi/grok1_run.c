@@ -661,19 +661,6 @@ static int parse_args(int argc, char **argv, cli *c)
     return 0;
 }
 
-/* The directory a file name is in ("." for a bare name). */
-static void dir_of(const char *path, char *dir, size_t n)
-{
-    snprintf(dir, n, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, n, ".");
-    else if (slash == dir)
-        dir[1] = 0;
-    else
-        *slash = 0;
-}
-
 /* The files a run reads and writes must be distinct: every output is
  * completed by a rename over its final name, which would silently replace
  * an input (the requests, the checkpoint) named as an output. Checked by
@@ -758,7 +745,7 @@ static int check_files(const cli *c, char *msg, size_t n)
      * cannot go to is said now, not then */
     if (c->trace && !bad) {
         char dir[PATH_MAX + 16];
-        dir_of(c->trace, dir, sizeof dir);
+        g1_dir_of(c->trace, dir, sizeof dir);
         if (!g1_path_is_dir(dir)) {
             snprintf(msg, n, "--trace %s: the directory %s does not exist", c->trace, dir);
             bad = 1;
@@ -1012,7 +999,7 @@ static double dump_bytes(int64_t rows, int64_t requests, int vocab)
  * name into dir); -1 when statvfs cannot tell. */
 static double room_for(const char *path, char *dir, size_t n)
 {
-    dir_of(path, dir, n);
+    g1_dir_of(path, dir, n);
     struct statvfs sv;
     if (statvfs(dir, &sv) != 0)
         return -1;
@@ -1417,10 +1404,6 @@ static int take_back(const cli *c, files *f)
     return gone;
 }
 
-/* Success: complete the logits file, then give OUT its final name, so OUT
- * exists only when everything is complete. Failure (ok == 0): leave
- * OUT.partial for inspection (take_back: not an empty one of a fresh run),
- * create no final name. */
 /* Before OUT gets its final name: the input still holds the requests the
  * run started from (its record in OUT.meta.json), or the results may answer
  * a mix of two versions of a file edited in place during the run. Requests
@@ -1446,6 +1429,10 @@ static g1_status input_unchanged(const cli *c, const files *f)
     return st;
 }
 
+/* Success, with the input as the run found it: complete the logits file,
+ * then give OUT its final name, so OUT exists only when everything is
+ * complete. Failure (ok == 0): leave OUT.partial for inspection
+ * (take_back: not an empty one of a fresh run), create no final name. */
 static g1_status files_close(const cli *c, files *f, int ok)
 {
     g1_status st = G1_OK;
@@ -1890,6 +1877,22 @@ static g1_status load_tokenizer(const cli *c, const g1_config *cfg, g1_tokenizer
     return st;
 }
 
+/* The layout and the plan for N processes (0: the P x E they need, for
+ * --check-input), as every run checks them before its load: the layout,
+ * the plan made or read (into *plan, *P, *E), the step's message size. */
+static g1_status check_layout(const cli *c, const g1_config *cfg, int N, int *P, int *E, g1_plan *plan,
+                              const char **balanced)
+{
+    if (!c->plan) {
+        int p = *P ? *P : 1, e = *E ? *E : 1;
+        G1_TRY(g1_dist_check_layout(N ? N : p * e, p, e, cfg));
+    }
+    G1_TRY(make_plan(c, cfg, P, E, plan, balanced));
+    if (c->plan)
+        G1_TRY(g1_dist_check_layout(N ? N : *P * *E, *P, *E, cfg));
+    return g1_dist_check_step(N ? N : *P * *E, c->max_batch_tokens, cfg);
+}
+
 static g1_status run(const cli *c, const g1_world *world, files *f, model *m, job *j)
 {
     int rank = world->rank;
@@ -1910,14 +1913,8 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     /* every rank reaches the same verdict on the layout and the plan */
     j->agreed = 1;
     G1_TRY(check_context(c, &m->cfg));
-    if (!c->plan)
-        G1_TRY(g1_dist_check_layout(world->size, P ? P : 1, E ? E : 1, &m->cfg));
     const char *balanced = "";
-    g1_status st = make_plan(c, &m->cfg, &P, &E, &plan, &balanced);
-    if (st == G1_OK && c->plan)
-        st = g1_dist_check_layout(world->size, P, E, &m->cfg);
-    if (st == G1_OK)
-        st = g1_dist_check_step(world->size, c->max_batch_tokens, &m->cfg);
+    g1_status st = check_layout(c, &m->cfg, world->size, &P, &E, &plan, &balanced);
     /* each rank reads --plan and guesses the backend itself: a plan file one
      * node cannot see, or a node without a GPU, makes the ranks disagree;
      * none may go on to wait for the others */
@@ -2129,15 +2126,9 @@ static int launched_rank(void)
 static g1_status check_layout_offline(const cli *c, const g1_config *cfg, char *what, size_t n)
 {
     int P = c->stages, E = c->ep;
-    if (!c->plan)
-        G1_TRY(g1_dist_check_layout((P ? P : 1) * (E ? E : 1), P ? P : 1, E ? E : 1, cfg));
     g1_plan plan = {0};
     const char *balanced = "";
-    g1_status st = make_plan(c, cfg, &P, &E, &plan, &balanced);
-    if (st == G1_OK && c->plan)
-        st = g1_dist_check_layout(P * E, P, E, cfg);
-    if (st == G1_OK)
-        st = g1_dist_check_step(P * E, c->max_batch_tokens, cfg);
+    g1_status st = check_layout(c, cfg, 0, &P, &E, &plan, &balanced);
     if (st == G1_OK) {
         size_t k = (size_t)snprintf(what, n, "  layout: %d stage%s x %d expert slot%s (%d process%s), layers per "
                                              "stage", P, P == 1 ? "" : "s", E, E == 1 ? "" : "s", P * E,

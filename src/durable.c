@@ -22,17 +22,22 @@ int g1_fsync_path(const char *path)
     return r;
 }
 
-void g1_fsync_dir_of(const char *path)
+void g1_dir_of(const char *path, char *dir, size_t n)
 {
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
+    snprintf(dir, n, "%s", path);
     char *slash = strrchr(dir, '/');
     if (!slash)
-        snprintf(dir, sizeof dir, ".");
+        snprintf(dir, n, ".");
     else if (slash == dir)
         dir[1] = 0;
     else
         *slash = 0;
+}
+
+void g1_fsync_dir_of(const char *path)
+{
+    char dir[PATH_MAX];
+    g1_dir_of(path, dir, sizeof dir);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         (void)fsync(fd);

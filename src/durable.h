@@ -6,11 +6,17 @@
 #ifndef G1_DURABLE_H
 #define G1_DURABLE_H
 
+#include <stddef.h>
+
 #include "status.h"
 
 /* fsync(path). 0, or -1 with errno; file systems that cannot fsync
  * (EINVAL, EROFS, ENOTSUP) count as done. */
 int g1_fsync_path(const char *path);
+
+/* The directory path is in, into dir ("." for a bare name, "/" for a
+ * name right under the root). */
+void g1_dir_of(const char *path, char *dir, size_t n);
 
 /* fsync the directory that holds path (where a rename or a new name is
  * recorded). Errors ignored: some file systems cannot fsync a directory. */

@@ -282,7 +282,8 @@ def case_file_clash(d):
                 ["--trace", "would write", "q.tmp", "--input file"], out)
     meta_in = os.path.join(d, "o2.jsonl.meta.json.tmp")
     write_jsonl(meta_in, [{"id": 1, "prompt_ids": [1, 2]}])
-    expect_fail(tiny("score", meta_in, os.path.join(d, "o2.jsonl")), 2, ["would write", "meta.json.tmp", "--input file"])
+    expect_fail(tiny("score", meta_in, os.path.join(d, "o2.jsonl")), 2,
+                ["would write", "meta.json.tmp", "--input file"])
     check(os.path.exists(tmp_in) and os.path.exists(meta_in), "a refused run removed its input")
     if ARGS.hdf5:
         ck = os.path.join(d, "ck.h5")

@@ -354,7 +354,8 @@ def case_usage(args, check):
     with open(out, "wb") as f:
         f.write(b"an earlier checkpoint")
     p = convert(args, "--config", cfg_path, d, out, fresh=False)
-    check(p.returncode == 1 and "exists: give --force" in p.stderr and open(out, "rb").read() == b"an earlier checkpoint",
+    check(p.returncode == 1 and "exists: give --force" in p.stderr and
+          open(out, "rb").read() == b"an earlier checkpoint",
           "an existing OUT.h5 without --force: refused, left as it was (%s)" % p.stderr.strip()[:200])
     p = convert(args, "--config", cfg_path, "--force", d, out, fresh=False)
     check(p.returncode == 0 and open(out, "rb").read(8) == b"\x89HDF\r\n\x1a\n",

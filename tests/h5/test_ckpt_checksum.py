@@ -419,7 +419,8 @@ def test_usage(d, ref):
                                   (["--layers"], 2, "--layers needs A-B"),
                                   (["--layers", "0-9", ref], 2, "has 4 layers (0-3)"),
                                   (["--bogus", ref], 2, "unknown option '--bogus'"),
-                                  (["--layers", "0-1", "--layers", "2-3", ref], 2, "--layers is given twice (0-1, then 2-3)"),
+                                  (["--layers", "0-1", "--layers", "2-3", ref], 2,
+                                   "--layers is given twice (0-1, then 2-3)"),
                                   ([ref, ref], 2, "expected one checkpoint file"),
                                   ([os.path.join(d, "none.h5")], 1, "none.h5"),
                                   ([os.path.join(d, "req.jsonl")], 1, "req.jsonl")]:

@@ -87,8 +87,9 @@ fi
 # -Db_sanitize=address,undefined. A finding aborts the process, so its test
 # fails. The unit suite runs with leak checks; the cli, convert, tok, mpi
 # and ops suites without (Open MPI and its plugins keep allocations to the
-# end). The ref and slurm suites, mostly arithmetic and a batch system, are
-# left to the builds above. G1_ASAN=0 skips this part.
+# end). The ref and slurm suites, mostly arithmetic and a batch system, and
+# lm_eval (suite lmeval: 2.5 minutes of Python around grok1-run's text
+# requests, which the text_* tests run here) are left to the builds above. G1_ASAN=0 skips this part.
 asan_logs=()
 if [ "${G1_ASAN:-1}" != 0 ]; then
   rm -f build-asan/meson-logs/testlog*.json
@@ -101,7 +102,7 @@ if [ "${G1_ASAN:-1}" != 0 ]; then
       meson test -C build-asan --suite unit --print-errorlogs --num-processes 2 -t 4 || true
     mv build-asan/meson-logs/testlog.json build-asan/meson-logs/testlog-unit.json 2>/dev/null
     env "${asan_env[@]}" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
-      meson test -C build-asan --suite cli --suite convert --suite tok --suite mpi --suite ops \
+      meson test -C build-asan --suite cli --suite convert --suite tok --suite mpi --suite ops --no-suite lmeval \
         --print-errorlogs --num-processes 2 -t 4 || true
   else
     echo "sanitizer build failed:"; tail -30 build-asan.setup.log build-asan.log 2>/dev/null

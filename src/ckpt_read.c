@@ -212,10 +212,36 @@ static g1_status read_part_fp(g1_ckpt *ck)
     return G1_OK;
 }
 
+/* Whether `name` in `loc` is an external link (a checkpoint in parts:
+ * grok1-link), looked at without following it. */
+static int is_external(hid_t loc, const char *name)
+{
+    H5L_info_t info;
+    return H5Lget_info(loc, name, &info, H5P_DEFAULT) >= 0 && info.type == H5L_TYPE_EXTERNAL;
+}
+
+/* Open dataset (group: 0) or group (1) `name` in `loc`. Through an external
+ * link with our access lists, so that the part file opens like the
+ * checkpoint; otherwise with the default ones. HDF5 1.10.8 crashes in its
+ * shutdown (at exit, or inside MPI_Finalize) after an open failed with an
+ * access list that carries a file access list for external links, which a
+ * damaged object header makes happen: the default lists keep that to
+ * objects behind a link, and a failure there asks the tool to end without
+ * HDF5's shutdown (g1_h5_skip_shutdown). */
+static hid_t open_obj(const g1_ckpt *ck, hid_t loc, const char *name, int group)
+{
+    int ext = is_external(loc, name);
+    hid_t apl = !ext ? H5P_DEFAULT : group ? ck->gapl : ck->dapl;
+    hid_t id = group ? H5Gopen2(loc, name, apl) : H5Dopen2(loc, name, apl);
+    if (id < 0 && ext)
+        g1_h5_skip_shutdown();
+    return id;
+}
+
 /* What was loaded through a link must be what grok1-link saw: the
- * fingerprint of norm v, read from object `name` at `loc` (for the message). */
-static g1_status check_part_fp(const g1_ckpt *ck, int i, hid_t loc, const char *name, const char *what,
-                               const float *v)
+ * fingerprint of norm v of layer i (i == num_layers: the final norm), read
+ * from a file that `obj` is in (-1: the final norm's, opened for the message). */
+static g1_status check_part_fp(const g1_ckpt *ck, int i, hid_t obj, const char *what, const float *v)
 {
     if (!ck->part_fp || g1_h5_fnv1a64(G1_H5_FNV_START, v, (size_t)ck->cfg.emb_size * sizeof *v) == ck->part_fp[i])
         return G1_OK;
@@ -224,11 +250,11 @@ static g1_status check_part_fp(const g1_ckpt *ck, int i, hid_t loc, const char *
         snprintf(obj_name, sizeof obj_name, "layers/%02d", i);
     else
         snprintf(obj_name, sizeof obj_name, "the final norm");
-    hid_t o = H5Oopen(loc, name, ck->gapl);
-    if (o >= 0) {
+    hid_t o = obj >= 0 ? obj : open_obj(ck, ck->file, "final_norm", 0);
+    if (o >= 0)
         g1_h5_file_name(o, file, sizeof file);
-        H5Oclose(o);
-    }
+    if (obj < 0 && o >= 0)
+        H5Dclose(o);
     return G1_FAIL(G1_ERR_FORMAT,
                    "checkpoint %s: %s was read from %s, which is not the part grok1-link linked (its %s differs): "
                    "HDF5 found another file of that name first (in HDF5_EXT_PREFIX, beside the checkpoint, or in "
@@ -243,15 +269,20 @@ g1_status g1_ckpt_check_part(g1_ckpt *ck, int i)
     if (!ck->part_fp || i < 0 || i > c->num_layers)
         return G1_OK;
     char name[32];
-    snprintf(name, sizeof name, i < c->num_layers ? "layers/%02d/attn_norm" : "final_norm", i);
+    snprintf(name, sizeof name, i < c->num_layers ? "layers/%02d" : "final_norm", i);
     float *v = malloc((size_t)c->emb_size * sizeof *v);
-    hid_t d = v ? H5Dopen2(ck->file, name, ck->dapl) : -1;
+    hid_t g = v && i < c->num_layers ? open_obj(ck, ck->file, name, 1) : -1;
+    hid_t d = !v ? -1 : i < c->num_layers ? (g < 0 ? -1 : H5Dopen2(g, "attn_norm", H5P_DEFAULT))
+                                          : open_obj(ck, ck->file, name, 0);
     hsize_t start[1] = {0}, count[1] = {(hsize_t)c->emb_size};
     g1_status st = d >= 0 && g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 1, start, count, v) >= 0
-                       ? check_part_fp(ck, i, ck->file, name, i < c->num_layers ? "attn_norm" : "final norm", v)
-                       : G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: %s cannot be read", ck->path, name);
+                       ? check_part_fp(ck, i, d, i < c->num_layers ? "attn_norm" : "final norm", v)
+                       : G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: %s%s cannot be read", ck->path, name,
+                                 i < c->num_layers ? "/attn_norm" : "");
     if (d >= 0)
         H5Dclose(d);
+    if (g >= 0)
+        H5Gclose(g);
     free(v);
     return st;
 }
@@ -631,7 +662,7 @@ static g1_status open_dset(const g1_ckpt *ck, hid_t loc, const char *dir, const 
              other ? file : "");
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint has no dataset %s", d->name);
-    d->id = H5Dopen2(loc, name, ck->dapl);
+    d->id = open_obj(ck, loc, name, 0);
     if (d->id < 0)
         return link_failure(ck, loc, name, d->name, "a dataset");
     g1_status st = check_type(d, kind);
@@ -647,8 +678,6 @@ static g1_status open_dset(const g1_ckpt *ck, hid_t loc, const char *dir, const 
         hid_t t = H5Dget_type(d->id);
         d->esize = H5Tget_size(t);
         H5Tclose(t);
-        if (!ck->skip_checksums) /* skipped: not even their form is looked at */
-            st = read_crcs(d);
     }
     H5Sclose(sp);
     if (st != G1_OK)
@@ -674,7 +703,18 @@ static g1_status shape_error(const dset *d, int rank, const hsize_t *dims, const
     return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has shape %s, expected %s%s", d->name, found, want, hint);
 }
 
-/* open_dset + exact shape check; closes on failure. */
+/* The checksums of d, once its shape is known to be right (their count
+ * follows it); none when checksums are skipped (not even their form is
+ * looked at). Closes d on failure. */
+static g1_status open_crcs(const g1_ckpt *ck, dset *d)
+{
+    g1_status st = ck->skip_checksums ? G1_OK : read_crcs(d);
+    if (st != G1_OK)
+        close_dset(d);
+    return st;
+}
+
+/* open_dset + exact shape check + checksums; closes on failure. */
 static g1_status open_shaped(const g1_ckpt *ck, hid_t loc, const char *dir, const char *name, dkind kind,
                              int rank, const hsize_t *dims, dset *d)
 {
@@ -683,7 +723,7 @@ static g1_status open_shaped(const g1_ckpt *ck, hid_t loc, const char *dir, cons
         close_dset(d);
         return shape_error(d, rank, dims, "");
     }
-    return G1_OK;
+    return open_crcs(ck, d);
 }
 
 /* Read the hyperslab [start, start+count) into buf as `memtype`. */
@@ -774,7 +814,7 @@ static g1_status open_layer(const g1_ckpt *ck, int layer, char dir[32], hid_t *g
                        "checkpoint has no %s: is it one part of a checkpoint (grok1-convert --layers)? "
                        "grok1-link joins the parts",
                        dir);
-    *g = H5Gopen2(ck->file, dir, ck->gapl);
+    *g = open_obj(ck, ck->file, dir, 1);
     if (*g < 0)
         return link_failure(ck, ck->file, dir, dir, "a group");
     return G1_OK;
@@ -809,6 +849,8 @@ static g1_status open_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
                  blocks, first_layer);
         close_dset(s);
         st = shape_error(s, rank, dims, hint);
+    } else if (st == G1_OK) {
+        st = open_crcs(ck, s);
     }
     if (st != G1_OK)
         close_dset(w);
@@ -868,7 +910,7 @@ static g1_status load_layer(g1_ckpt *ck, int layer, g1_weights *w)
     g1_layer_weights *L = &w->layers[layer - w->layer0];
     g1_status st = load_layer_in(ck, g, dir, w, L);
     if (st == G1_OK)
-        st = check_part_fp(ck, layer, g, ".", "attn_norm", L->norm[G1_ATTN_NORM]);
+        st = check_part_fp(ck, layer, g, "attn_norm", L->norm[G1_ATTN_NORM]);
     H5Gclose(g);
     return st;
 }
@@ -906,7 +948,7 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
     hsize_t dims[2] = {(hsize_t)c->vocab_size, (hsize_t)c->emb_size};
     G1_TRY(has_embedding(ck));
     G1_TRY(read_floats(ck, ck->file, "", "final_norm", 1, &dims[1], w->final_norm));
-    G1_TRY(check_part_fp(ck, c->num_layers, ck->file, "final_norm", "final norm", w->final_norm));
+    G1_TRY(check_part_fp(ck, c->num_layers, -1, "final norm", w->final_norm));
     dset d;
     G1_TRY(open_shaped(ck, ck->file, "", "embedding", KIND_F32, 2, dims, &d));
     hsize_t slab = embed_slab_rows(&d);

@@ -55,8 +55,25 @@ static json_t *plan_json(const g1_plan *p)
                      p->kv_bytes ? p->kv_bytes : 4);
 }
 
+/* Every byte figure fits JSON's integers (a plan for millions of slots of a
+ * long context does not: llround would write a negative number). */
+static int figures_fit(const g1_plan *p)
+{
+    const double lim = 9.2e18; /* below 2^63 */
+    int ok = p->mem_per_rank < lim && p->layer_cost < lim && p->rank0_cost < lim && p->dump_buffer < lim;
+    for (int s = 0; s < p->stages; s++)
+        ok = ok && p->stage_cost[s] < lim;
+    for (int r = 0; r < p->stages * p->ep; r++)
+        ok = ok && p->mem[r].total < lim && p->mem[r].weights < lim && p->mem[r].kv_cache < lim &&
+             p->mem[r].buffers < lim && p->mem[r].messages < lim;
+    return ok;
+}
+
 g1_status g1_plan_write_json(const g1_plan *p, const char *path)
 {
+    if (!figures_fit(p))
+        return G1_FAIL(G1_ERR_ARG, "the plan's memory figures pass 2^63 bytes (--slots x --context too large): "
+                                   "no plan written");
     json_t *root = plan_json(p);
     if (!root)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory writing the plan");

@@ -126,7 +126,8 @@ g1_status g1_config_validate(const g1_config *c)
     NEED(c->num_experts > 0 && c->num_experts <= 256, "num_experts must be in 1..256 (got %d)", c->num_experts);
     NEED(c->num_selected_experts > 0 && c->num_selected_experts <= c->num_experts,
          "num_selected_experts must be in 1..num_experts (got %d)", c->num_selected_experts);
-    NEED(c->max_seq_len > 0, "max_seq_len must be positive (got %d)", c->max_seq_len);
+    NEED(c->max_seq_len > 0 && c->max_seq_len <= G1_MAX_SEQ_LEN, "max_seq_len must be in 1..%d (got %d)",
+         G1_MAX_SEQ_LEN, c->max_seq_len);
     for (int i = 0; i < g1_num_params; i++) { /* a NaN or infinite multiplier would only show as NaN logits */
         const g1_param_desc *p = &g1_params[i];
         if (p->type != G1_PARAM_DOUBLE)

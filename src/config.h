@@ -38,6 +38,10 @@ typedef struct g1_param_desc {
 extern const g1_param_desc g1_params[];
 extern const int g1_num_params;
 
+/* The longest context a model may have: 128 x Grok-1's 8192 (positions
+ * and their sums stay far from INT_MAX; a cache that large is refused by
+ * the memory checks long before). */
+#define G1_MAX_SEQ_LEN (1 << 20)
 #define G1_FORMAT_NAME "grok1-hdf5"
 #define G1_FORMAT_VERSION 1
 

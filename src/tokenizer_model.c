@@ -384,6 +384,9 @@ g1_status g1_tok_load_mem(g1_tokenizer **tok, const void *data, size_t size, con
     return G1_OK;
 }
 
+/* The largest tokenizer file read (Grok-1's is 2.2 MB). */
+#define G1_TOK_MAX_FILE (64 << 20)
+
 g1_status g1_tok_load(g1_tokenizer **tok, const char *path)
 {
     *tok = NULL;
@@ -393,6 +396,12 @@ g1_status g1_tok_load(g1_tokenizer **tok, const char *path)
     unsigned char *buf = NULL;
     size_t n = 0, cap = 0;
     for (;;) {
+        if (n > G1_TOK_MAX_FILE) { /* a checkpoint or /dev/zero given by mistake: not read whole */
+            free(buf);
+            fclose(fp);
+            return G1_FAIL(G1_ERR_FORMAT, "%s: larger than %d MiB: not a SentencePiece model (Grok-1's is 2.2 MB)",
+                           path, G1_TOK_MAX_FILE >> 20);
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 1 << 20;
             unsigned char *nb = realloc(buf, cap);
@@ -408,11 +417,11 @@ g1_status g1_tok_load(g1_tokenizer **tok, const char *path)
         if (got == 0)
             break;
     }
-    int err = ferror(fp);
+    int err = ferror(fp) ? errno : 0;
     fclose(fp);
     if (err) {
         free(buf);
-        return G1_FAIL(G1_ERR_IO, "%s: read error", path);
+        return G1_FAIL(G1_ERR_IO, "%s: cannot read the tokenizer model: %s", path, strerror(err));
     }
     g1_status st = g1_tok_load_mem(tok, buf, n, path);
     free(buf);

@@ -177,6 +177,18 @@ def case_usage_errors():
     expect(rc == 2 and "--stag: write the option in full, --stages" in err, f"an abbreviated option: {err.strip()}")
     rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--stages=1"])
     expect(rc == 2 and "--stages is given twice (2, then 1)" in err, f"an option given twice: {err.strip()}")
+    # a context past the bound; a plan whose bytes pass 2^63 (llround wrote them negative, exit 0)
+    with tempfile.TemporaryDirectory() as d:
+        cfg, plan = os.path.join(d, "c.json"), os.path.join(d, "p.json")
+        with open(cfg, "w") as f:
+            json.dump({"max_seq_len": 2**31 - 1}, f)
+        rc, out, err = run(["--config", cfg, "--stages", "1", "--ep", "1"])
+        expect(rc == 1 and "max_seq_len must be in 1..1048576" in err, f"max_seq_len 2^31-1: {err.strip()}")
+        with open(cfg, "w") as f:
+            json.dump({"max_seq_len": 1 << 20}, f)
+        rc, out, err = run(["--config", cfg, "--stages", "1", "--ep", "1", "--slots", str(2**31 - 1), "--out", plan])
+        expect(rc == 1 and "pass 2^63 bytes" in err and not os.path.exists(plan),
+               f"a plan past 2^63 bytes: exit {rc}, {err.strip()[-200:]}")
 
 
 def plan_json(args):

@@ -31,6 +31,15 @@ with tempfile.NamedTemporaryFile() as f:
     f.flush()
     r = run(["--tokenizer", f.name, "encode"], "{}\n")
     check(r.returncode == 1 and r.stderr, f"garbage model: {r.stderr}")
+# a file far larger than any tokenizer (a checkpoint given by mistake), an
+# endless one and a directory: refused, not read whole into memory
+with tempfile.TemporaryDirectory() as d:
+    big = os.path.join(d, "big.model")
+    with open(big, "wb") as f:
+        f.truncate(65 << 20)
+    for path, words in ((big, b"larger than 64 MiB"), ("/dev/zero", b"larger than 64 MiB"), (d, b"Is a directory")):
+        r = run(["--tokenizer", path, "encode"], "{}\n")
+        check(r.returncode == 1 and words in r.stderr, f"tokenizer {path}: exit {r.returncode}, {r.stderr[-200:]}")
 
 r = run(["--tokenizer", model, "encode", "--pieces"], '{"text": "hello 123", "id": "a"}\n{"text": "x"}\n')
 out = [json.loads(l) for l in r.stdout.decode().splitlines()]

@@ -128,10 +128,13 @@ static size_t rstrip_len(const char *p, size_t n)
     return n;
 }
 
-/* Text prompt (and continuation, lm-eval style: encode prompt + continuation
- * whole and split at the prompt's own token count, after moving the
- * prompt's trailing whitespace (all that Python's rstrip() takes) to the
- * continuation; a prompt with no token
+/* Text prompt (and continuation, as lm-eval's _encode_pair makes them: the
+ * prompt's trailing whitespace (all that Python's rstrip() takes) moves to
+ * the continuation; the context is the prompt's own tokens, the
+ * continuation the tokens of prompt + continuation encoded whole past as
+ * many as the prompt has alone (when the prompt's tokens are not the start
+ * of the whole text's, the context is still the prompt's: "unbeliev" +
+ * "able" is scored after the tokens of "unbeliev"); a prompt with no token
  * conditions the continuation on bos_id alone, as lm-eval does with an
  * empty context; so does an empty prompt in generate mode). */
 static g1_status parse_text(const json_t *prompt, const json_t *cont, long line, const g1_request_ctx *ctx,
@@ -168,6 +171,8 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
             st = g1_tok_encode(ctx->tok, p, keep, &ctxt);
         if (st == G1_OK && ctxt.n >= whole.n)
             st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: the continuation is empty after tokenizing", line);
+        if (st == G1_OK) /* the context: the prompt's own tokens */
+            memcpy(whole.v, ctxt.v, ctxt.n * sizeof *whole.v);
         bos = ctxt.n == 0;
         r->n_context = (int)ctxt.n + bos;
     }

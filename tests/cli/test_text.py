@@ -109,6 +109,18 @@ def case_continuation():
               f"prompt ending {tail!r}: {r['prompt_tokens']} + {r['continuation_tokens']} tokens, lm-eval's split "
               f"{len(ctx)} + {len(whole) - len(ctx)}")
     print("the prompt's trailing whitespace goes to the continuation as lm-eval moves it")
+    # a prompt whose own tokens are not the start of the whole text's (a word
+    # cut inside): lm-eval conditions on the prompt's own tokens and scores
+    # the whole text's tokens past as many; grok1-run fed the whole text's
+    for p, c in (("I saw the ca", "t today"), ("I saw the t", "he today")):
+        ctx, whole = sp.encode(p), sp.encode(p + c)
+        check(whole[:len(ctx)] != ctx, f"{p!r} + {c!r}: the demo tokenizer no longer splits inside the word")
+        r = run("score", [{"id": "w", "prompt": p, "continuation": c}])[0]
+        want = run("score", [{"id": "w", "prompt_ids": ctx, "continuation_ids": whole[len(ctx):]}])[0]
+        check(r["logprobs"] == want["logprobs"] and r["prompt_tokens"] == len(ctx),
+              f"{p!r} + {c!r}: not scored after the prompt's own tokens as lm-eval does ({r['logprobs']} != "
+              f"{want['logprobs']})")
+    print("a word cut between prompt and continuation: the context is the prompt's own tokens, as lm-eval's")
 
 
 def case_nul():

@@ -756,13 +756,37 @@ static g1_status read_all(g1_ckpt *ck, const dset *d, hid_t memtype, void *buf, 
     return later ? check_later(ck, d, 0, buf, n) : check_buf(ck, d, 0, buf, n);
 }
 
-/* A whole float dataset of the given shape. */
+/* A NaN or an infinity in a float tensor (a scale, a norm, the router, the
+ * embedding) would show only as NaN logits at the first request, naming
+ * nothing: refused at the load, with the tensor. v: n values of d (expert
+ * idx), from element `at` on. */
+static g1_status check_finite(const g1_ckpt *ck, const dset *d, int idx, const float *v, size_t n, uint64_t at)
+{
+    size_t i = 0;
+    while (i < n && isfinite(v[i]))
+        i++;
+    if (i == n)
+        return G1_OK;
+    char what[1200];
+    crc_what(d, idx, what, sizeof what);
+    return G1_FAIL(G1_ERR_FORMAT,
+                   "checkpoint %s: %s holds %s (element %llu): a damaged file (grok1-checksum tells) or a wrong "
+                   "conversion",
+                   ck->path, what, isnan(v[i]) ? "a NaN" : "an infinity", (unsigned long long)(at + i));
+}
+
+/* A whole float dataset of the given shape, finite. */
 static g1_status read_floats(g1_ckpt *ck, hid_t loc, const char *dir, const char *name, int rank,
                              const hsize_t *dims, float *out)
 {
     dset d;
     G1_TRY(open_shaped(ck, loc, dir, name, KIND_F32, rank, dims, &d));
     g1_status st = read_all(ck, &d, H5T_NATIVE_FLOAT, out, 0);
+    size_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= (size_t)dims[i];
+    if (st == G1_OK)
+        st = check_finite(ck, &d, 0, out, n, 0);
     close_dset(&d);
     return st;
 }
@@ -869,6 +893,8 @@ static g1_status load_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
         st = read_all(ck, &w, H5T_NATIVE_INT8, q->w, 1);
         if (st == G1_OK)
             st = read_all(ck, &s, H5T_NATIVE_FLOAT, q->scale, 1);
+        if (st == G1_OK)
+            st = check_finite(ck, &s, 0, q->scale, (size_t)(s.dims[0] * s.dims[1]), 0);
     }
     for (int e = e0; is_expert(id) && e < e1 && st == G1_OK; e++) {
         /* one expert: one chunk, one contiguous read */
@@ -882,6 +908,8 @@ static g1_status load_qmat(g1_ckpt *ck, hid_t g, const char *dir, g1_qmat_id id,
             st = read_slab(ck, &s, H5T_NATIVE_FLOAT, start, cs, m->scale);
         if (st == G1_OK)
             st = check_later(ck, &s, e, m->scale, (uint64_t)(cs[1] * cs[2]) * sizeof(float));
+        if (st == G1_OK)
+            st = check_finite(ck, &s, e, m->scale, (size_t)(cs[1] * cs[2]), 0);
     }
     close_dset(&w);
     close_dset(&s);
@@ -963,6 +991,8 @@ static g1_status load_embedding(g1_ckpt *ck, g1_weights *w)
         if (st == G1_OK && crc_on)
             crc = r ? g1_h5_crc32_join(crc, g1_h5_crc32(buf, n * sizeof *buf), n * sizeof *buf)
                     : g1_h5_crc32(buf, n * sizeof *buf);
+        if (st == G1_OK)
+            st = check_finite(ck, &d, 0, buf, n, (uint64_t)(r * dims[1]));
         uint16_t *dst = w->embedding + (size_t)(r * dims[1]);
         for (size_t i = 0; st == G1_OK && i < n; i++)
             dst[i] = g1_f32_to_bf16(buf[i]);

@@ -634,25 +634,44 @@ def case_damaged_header(d):
 
 
 def case_nan_logits(d):
-    """A checkpoint whose final norm holds a NaN: every logit is NaN. Scoring
-    and generating both stop with a message naming it, and no output file
-    looks complete."""
+    """A NaN or an infinity in a float tensor (final norm, router, a scale,
+    the embedding) is refused at the load, naming the tensor (it showed only
+    as NaN logits, naming nothing). Scales so large that the sums overflow
+    make every logit NaN: scoring and generating both stop with a message
+    naming it, and no output file looks complete."""
     try:
         import h5py
         import numpy as np
     except ImportError:
         print("h5py not available: skipped")
         return SKIP
-    ck = mkckpt(d)
-    with h5py.File(ck, "r+") as f:
-        f["final_norm"][3] = np.nan
-        del f["final_norm"].attrs["crc32"]  # edited by hand: no checksum, so it loads
+    base = mkckpt(d)
     inp = os.path.join(d, "in.jsonl")
     write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2, 3, 4]}])
+
+    def edited(name, ds, idx, value):
+        path = os.path.join(d, name + ".h5")
+        shutil.copy(base, path)
+        with h5py.File(path, "r+") as f:
+            a = f[ds][()]
+            a[idx] = value
+            f[ds][...] = a
+            del f[ds].attrs["crc32"]  # edited by hand: no checksum, so only the value check can tell
+        return path
+    for name, ds, idx, value, words in (
+            ("fn", "final_norm", 3, np.nan, ["final_norm holds a NaN (element 3)"]),
+            ("router", "layers/00/router", (1, 1), np.inf, ["layers/00/router holds an infinity"]),
+            ("scale", "layers/01/moe_down_scale", (2, 0, 5), -np.inf, ["layers/01/moe_down_scale expert 2 holds"]),
+            ("attn", "layers/00/attn_q_scale", (0, 1), np.nan, ["layers/00/attn_q_scale holds a NaN"]),
+            ("emb", "embedding", (100, 7), np.nan, ["embedding holds a NaN"])):
+        out = os.path.join(d, name + ".jsonl")
+        expect_fail(["--checkpoint", edited(name, ds, idx, value), "--mode", "score", "--input", inp,
+                     "--output", out], 1, words, out)
+    ck = edited("huge", "layers/00/attn_o_scale", slice(None), 3e38)
     for mode in ("score", "generate"):
         out = os.path.join(d, mode + ".jsonl")
         expect_fail(["--checkpoint", ck, "--mode", mode, "--input", inp, "--output", out], 1,
-                    ["logit 0 is nan", "NaN or infinity"], out)
+                    ["logit 0 is", "nan", "NaN or infinity"], out)
 
 
 def case_synthetic_matches_mkckpt(d):

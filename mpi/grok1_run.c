@@ -925,7 +925,8 @@ static g1_status files_open_input(const cli *c, files *f)
 
 /* What made the output: checked by --resume (resume.h). Layout and
  * performance options are left out: they do not change results. */
-static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts *eo, const char *ckpt_fp)
+static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts *eo, const char *ckpt_fp,
+                        const char *tok_fp)
 {
     json_t *model = json_object();
     for (int i = 0; i < g1_num_params; i++) {
@@ -970,11 +971,10 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
      * grok1-merge joins the N of them */
     if (c->shards > 1)
         json_object_set_new(settings, "shard", json_sprintf("%d/%d", c->shard, c->shards));
-    if (c->tokenizer) {
-        struct stat tb;
-        json_object_set_new(settings, "tokenizer_bytes",
-                            json_integer(stat(c->tokenizer, &tb) == 0 ? (json_int_t)tb.st_size : -1));
-    }
+    /* the contents of the file loaded (g1_tok_fingerprint): another of the
+     * same size tokenizes text otherwise */
+    if (c->tokenizer)
+        json_object_set_new(settings, "tokenizer_fnv1a64", json_string(tok_fp));
     return json_pack("{s:s, s:i, s:s, s:o, s:o, s:o}", "format", "grok1-run-meta", "version", 1, "mode",
                      g1_run_mode_name(c->mode), "model", model, "source", source, "settings", settings);
 }
@@ -1089,19 +1089,28 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
 }
 #endif
 
-/* An output recorded before the checkpoint's fingerprint (its size only):
- * resumed by the same rule, and kept so. */
-static void legacy_source(const cli *c, const char *meta_path, json_t *meta)
+/* The file at `path` recorded in old[group] by its size (WHAT_bytes), as
+ * before its fingerprint (WHAT_fnv1a64): meta[group] records it so too. */
+static void legacy_size(const char *path, json_t *old, json_t *meta, const char *group, const char *what)
+{
+    char bytes[64], fp[64];
+    snprintf(bytes, sizeof bytes, "%s_bytes", what);
+    snprintf(fp, sizeof fp, "%s_fnv1a64", what);
+    json_t *rec = json_object_get(old, group), *mine = json_object_get(meta, group);
+    if (!path || !json_object_get(rec, bytes) || json_object_get(rec, fp) || !json_object_get(mine, fp))
+        return;
+    struct stat sb;
+    json_object_del(mine, fp);
+    json_object_set_new(mine, bytes, json_integer(stat(path, &sb) == 0 ? (json_int_t)sb.st_size : -1));
+}
+
+/* An output recorded before the checkpoint's or the tokenizer's fingerprint
+ * (their sizes only): resumed by the same rule, and kept so. */
+static void legacy_records(const cli *c, const char *meta_path, json_t *meta)
 {
     json_t *old = json_load_file(meta_path, 0, NULL);
-    json_t *src = old ? json_object_get(old, "source") : NULL;
-    if (src && json_object_get(src, "checkpoint_bytes") && !json_object_get(src, "checkpoint_fnv1a64")) {
-        struct stat sb;
-        json_t *mine = json_object_get(meta, "source");
-        json_object_del(mine, "checkpoint_fnv1a64");
-        json_object_set_new(mine, "checkpoint_bytes",
-                            json_integer(stat(c->checkpoint, &sb) == 0 ? (json_int_t)sb.st_size : -1));
-    }
+    legacy_size(c->checkpoint, old, meta, "source", "checkpoint");
+    legacy_size(c->tokenizer, old, meta, "settings", "tokenizer");
     json_decref(old);
 }
 
@@ -1141,11 +1150,11 @@ static g1_status dump_room(const cli *c, const g1_config *cfg, const g1_driver_o
 #endif
 
 static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine_opts *eo,
-                                    const char *ckpt_fp, const g1_driver_opts *check, files *f)
+                                    const char *ckpt_fp, const char *tok_fp, const g1_driver_opts *check, files *f)
 {
 #if G1_HAVE_HDF5
     if (c->dump_logits) {
-        json_t *m = run_meta(c, cfg, eo, ckpt_fp);
+        json_t *m = run_meta(c, cfg, eo, ckpt_fp, tok_fp);
         f->dump_run = m ? g1_dump_run_record(m) : NULL;
         json_decref(m);
         if (!f->dump_run)
@@ -1165,7 +1174,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         size_t n = strlen(c->output) + sizeof ".partial";
         f->partial = malloc(n);
         char *meta_path = g1_meta_path(c->output);
-        json_t *meta = run_meta(c, cfg, eo, ckpt_fp);
+        json_t *meta = run_meta(c, cfg, eo, ckpt_fp, tok_fp);
         if (!f->partial || !meta_path || !meta) {
             free(meta_path);
             json_decref(meta);
@@ -1189,11 +1198,10 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             /* check before touching anything; a finished OUT becomes the
              * partial file it was, and is renamed back at the end */
             json_t *old_input = NULL;
-            if (c->checkpoint)
-                legacy_source(c, meta_path, meta);
+            legacy_records(c, meta_path, meta);
 #if G1_HAVE_HDF5
             /* a dump made afresh by this resume records the run as its meta
-             * file does (a legacy source record kept) */
+             * file does (a legacy size record kept) */
             if (c->dump_logits) {
                 char *r = g1_dump_run_record(meta);
                 if (r) {
@@ -1978,7 +1986,10 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
         g1_driver_opts o;
         g1_logits_sink sink;
         driver_opts(c, f, j, NULL, &o, &sink);
-        G1_TRY(files_open_outputs(c, &m->cfg, &eo, ckpt_fp, &o, f));
+        char tok_fp[17] = "";
+        if (j->tok)
+            snprintf(tok_fp, sizeof tok_fp, "%016llx", (unsigned long long)g1_tok_fingerprint(j->tok));
+        G1_TRY(files_open_outputs(c, &m->cfg, &eo, ckpt_fp, tok_fp, &o, f));
     }
     /* a run with nothing left (a finished output resumed, a shard whose
      * array is run again, an input with no request for this shard) ends

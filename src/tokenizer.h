@@ -41,6 +41,10 @@ g1_status g1_tok_load(g1_tokenizer **tok, const char *path);
 g1_status g1_tok_load_mem(g1_tokenizer **tok, const void *data, size_t size, const char *name);
 void g1_tok_free(g1_tokenizer *tok);
 
+/* FNV-1a 64 of the model's bytes as loaded (the whole file): what a run
+ * records to tell one tokenizer from another of the same size. */
+uint64_t g1_tok_fingerprint(const g1_tokenizer *tok);
+
 int32_t g1_tok_vocab_size(const g1_tokenizer *tok);
 /* Special ids as SentencePiece reports them (-1 when the model has none). */
 int32_t g1_tok_bos_id(const g1_tokenizer *tok);

@@ -42,6 +42,7 @@ struct g1_tokenizer {
     int add_dummy_prefix, remove_extra_ws, escape_ws;
     char unk_surface[64];
     size_t unk_surface_len;
+    uint64_t fnv1a64;     /* of the model's bytes (g1_tok_fingerprint) */
 };
 
 static inline uint64_t tok_hash(const char *s, size_t n)

@@ -380,8 +380,17 @@ g1_status g1_tok_load_mem(g1_tokenizer **tok, const void *data, size_t size, con
         g1_tok_free(t);
         return st;
     }
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64: a few ms for Grok-1's 2 MB */
+    for (size_t i = 0; i < size; i++)
+        h = (h ^ ((const unsigned char *)data)[i]) * 0x100000001b3ull;
+    t->fnv1a64 = h;
     *tok = t;
     return G1_OK;
+}
+
+uint64_t g1_tok_fingerprint(const g1_tokenizer *tok)
+{
+    return tok->fnv1a64;
 }
 
 /* The largest tokenizer file read (Grok-1's is 2.2 MB). */

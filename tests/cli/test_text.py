@@ -300,6 +300,128 @@ def case_check_input():
               f"a tokenizer of another vocabulary: exit {p.returncode}: {p.stderr.strip()[-200:]}")
 
 
+def swapped_tokenizer(path):
+    """A copy of the tokenizer at `path` as bytes, two of its last pieces of
+    one length swapped: the same size, another tokenizer (it loads: the
+    pieces are all still there, under each other's ids). The protobuf read
+    by hand: ModelProto field 1 is a piece, whose field 1 is its text."""
+    data = bytearray(open(path, "rb").read())
+
+    def varint(i):
+        v = s = 0
+        while True:
+            c = data[i]
+            i += 1
+            v |= (c & 0x7F) << s
+            s += 7
+            if c < 0x80:
+                return v, i
+
+    def fields(i, end):
+        while i < end:
+            key, i = varint(i)
+            wire = key & 7
+            if wire == 2:
+                n, i = varint(i)
+                yield key >> 3, i, n
+                i += n
+            elif wire == 0:
+                i = varint(i)[1]
+            else:
+                i += 4 if wire == 5 else 8
+    texts = [(i, n) for num, j, m in fields(0, len(data)) if num == 1
+             for sub, i, n in fields(j, j + m) if sub == 1]
+    by_len = {}
+    for i, n in reversed(texts[-100:]):
+        if n in by_len and data[i:i + n] != data[by_len[n]:by_len[n] + n]:
+            a = by_len[n]
+            data[i:i + n], data[a:a + n] = data[a:a + n], data[i:i + n]
+            return bytes(data)
+        by_len[n] = i
+    raise SystemExit("no two pieces of one length to swap")
+
+
+def case_tokenizer_record():
+    """OUT.meta.json records the tokenizer's contents (settings.
+    tokenizer_fnv1a64), not only its size: --resume and grok1-merge refuse
+    another tokenizer of the same size; an output recorded with the size
+    only (settings.tokenizer_bytes, before the fingerprint) resumes by the
+    size as it did, and keeps its record."""
+    with tempfile.TemporaryDirectory() as d:
+        other = os.path.join(d, "other.model")
+        with open(other, "wb") as f:
+            f.write(swapped_tokenizer(ARGS.tokenizer))
+        size = os.path.getsize(ARGS.tokenizer)
+        check(os.path.getsize(other) == size and open(other, "rb").read() != open(ARGS.tokenizer, "rb").read(),
+              "the swapped tokenizer is not another file of the same size")
+        inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+        with open(inp, "w") as f:
+            for i, t in enumerate(TEXTS):
+                f.write(json.dumps({"id": i, "prompt": t, "max_new_tokens": 3}) + "\n")
+
+        def cmd(tok, o, *extra):
+            return [ARGS.run, "--synthetic", "tiny", "--synthetic-seed", "3", "--tokenizer", tok, "--mode",
+                    "generate", "--input", inp, "--output", o, "--progress", "off"] + list(extra)
+        subprocess.run(cmd(ARGS.tokenizer, out), check=True, capture_output=True, timeout=120)
+        full = open(out, encoding="utf-8").read()
+        meta = json.load(open(out + ".meta.json"))
+        fp = meta["settings"].get("tokenizer_fnv1a64")
+        check(isinstance(fp, str) and len(fp) == 16 and "tokenizer_bytes" not in meta["settings"],
+              f"the meta file records the tokenizer as {meta['settings']}")
+        p = subprocess.run(cmd(other, os.path.join(d, "o2.jsonl")), capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0, f"the swapped tokenizer does not load: {p.stderr.strip()[-300:]}")
+        lines = full.splitlines(keepends=True)
+
+        def resume(tok, rec):
+            if os.path.exists(out):
+                os.remove(out)
+            with open(out + ".partial", "w", encoding="utf-8") as f:
+                f.write("".join(lines[:2]))
+            with open(out + ".meta.json", "w") as f:
+                json.dump(rec, f)
+            return subprocess.run(cmd(tok, out, "--resume"), capture_output=True, text=True, timeout=120)
+        p = resume(other, meta)
+        print(f"resume with another tokenizer of the same size: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        check(p.returncode != 0 and "cannot resume" in p.stderr and "tokenizer_fnv1a64" in p.stderr,
+              "resuming with another tokenizer of the same size was not refused (naming tokenizer_fnv1a64)")
+        check(not os.path.exists(out) and open(out + ".partial", encoding="utf-8").read() == "".join(lines[:2]),
+              "a refused resume changed the output")
+        p = resume(ARGS.tokenizer, meta)
+        check(p.returncode == 0 and open(out, encoding="utf-8").read() == full,
+              f"resuming with the same tokenizer: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        # a record of the size only (an output made before the fingerprint)
+        legacy = json.loads(json.dumps(meta))
+        legacy["settings"].pop("tokenizer_fnv1a64", None)
+        legacy["settings"]["tokenizer_bytes"] = size
+        p = resume(ARGS.tokenizer, legacy)
+        kept = json.load(open(out + ".meta.json"))["settings"] if p.returncode == 0 else {}
+        check(p.returncode == 0 and open(out, encoding="utf-8").read() == full and
+              kept.get("tokenizer_bytes") == size and "tokenizer_fnv1a64" not in kept,
+              f"an output recorded with the tokenizer's size resumes, and keeps its record: exit {p.returncode}: "
+              f"{p.stderr.strip()[-300:]}, {kept}")
+        legacy["settings"]["tokenizer_bytes"] = size + 1
+        p = resume(ARGS.tokenizer, legacy)
+        check(p.returncode != 0 and "tokenizer_bytes" in p.stderr,
+              f"a size record of another tokenizer did not refuse: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        # grok1-merge: shards made with tokenizers of the same size
+        shards = []
+        for k, tok in ((0, ARGS.tokenizer), (1, other), (1, ARGS.tokenizer)):
+            shards.append(os.path.join(d, f"sh{len(shards)}.jsonl"))
+            subprocess.run(cmd(tok, shards[-1], "--shard", f"{k}/2"), check=True, capture_output=True, timeout=120)
+        merged = os.path.join(d, "merged.jsonl")
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", merged] + shards[:2], capture_output=True,
+                           text=True, timeout=120)
+        print(f"merge of shards with other tokenizers: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        check(p.returncode != 0 and "tokenizer_fnv1a64" in p.stderr and not os.path.exists(merged),
+              "grok1-merge joined shards made with another tokenizer of the same size")
+        merged = os.path.join(d, "merged2.jsonl")
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", merged, shards[0], shards[2]],
+                           capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0 and open(merged, encoding="utf-8").read() == full,
+              f"grok1-merge of shards made with one tokenizer: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+    print("the tokenizer is recorded by its contents: another of the same size is refused")
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 
@@ -307,7 +429,7 @@ def main():
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("case", choices=sorted(CASES))
-    ap.add_argument("--merge", help="grok1-merge (case nul)")
+    ap.add_argument("--merge", help="grok1-merge (cases nul, tokenizer_record)")
     ap.add_argument("--run", required=True)
     ap.add_argument("--tokenizer", required=True)
     ARGS = ap.parse_args()

@@ -59,6 +59,7 @@ typedef struct tally {
     struct lost *lost; /* part files that cannot be opened: one line each at the end */
     int nlost;
     unsigned long long bytes;
+    const char *params; /* the hyper-parameters' checksum: "matched", "DAMAGED", "none", "added"; NULL: a dump */
 } tally;
 
 /* A part file a joined checkpoint links to that cannot be opened, and
@@ -299,14 +300,41 @@ static int summary(const tally *t, const char *what, double dt)
         printf(", %ld unreadable", t->failed);
     if (t->foreign)
         printf(", %ld norm%s from a part not the one linked", t->foreign, t->foreign == 1 ? "" : "s");
+    if (t->params)
+        printf("; hyper-parameters %s", !strcmp(t->params, "none") ? "without a checksum (--add puts it in)"
+                                                                   : t->params);
     printf("\n");
-    if (t->damaged || t->failed || t->foreign)
+    if (t->damaged || t->failed || t->foreign || (t->params && !strcmp(t->params, "DAMAGED")))
         return 1;
     if (t->datasets == 0) {
         fprintf(stderr, "grok1-checksum: %s: no dataset checked\n", t->path);
         return 1;
     }
-    return t->unchecked ? 3 : 0;
+    return t->unchecked || (t->params && !strcmp(t->params, "none")) ? 3 : 0;
+}
+
+/* The root attribute params_crc32 against the hyper-parameters read. */
+static void check_params(hid_t file, const g1_config *cfg, tally *t)
+{
+    uint32_t rec, want = g1_h5_params_crc(cfg);
+    int got = g1_h5_get_params_crc(file, &rec);
+    if (got == 1 && rec == want) {
+        t->params = "matched";
+    } else if (got != 0) {
+        char rec_text[64] = "unreadable";
+        if (got == 1)
+            snprintf(rec_text, sizeof rec_text, "the file records %08x", (unsigned)rec);
+        fprintf(stderr, "grok1-checksum: %s: the hyper-parameters do not match their checksum (CRC-32 %08x; %s in "
+                        "%s): a root attribute was changed since the file was written: DAMAGED\n",
+                t->path, (unsigned)want, rec_text, G1_H5_PARAMS_CRC_ATTR);
+        t->params = "DAMAGED";
+    } else if (t->add && g1_h5_put_params_crc(file, cfg) >= 0) {
+        t->params = "added";
+    } else {
+        if (t->add)
+            t->failed++;
+        t->params = "none";
+    }
 }
 
 /* 1 when path is an HDF5 file with the root attributes of a logits dump */
@@ -403,7 +431,8 @@ static int tool_main(int argc, char **argv)
         fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
         return 1;
     }
-    int L = g1_ckpt_config(ck)->num_layers;
+    g1_config cfg = *g1_ckpt_config(ck);
+    int L = cfg.num_layers;
     g1_ckpt_close(ck);
     if (a >= 0 && b >= L) {
         fprintf(stderr, "grok1-checksum: --layers %d-%d: %s has %d layers (0-%d)\n", a, b, t.path, L, L - 1);
@@ -447,6 +476,7 @@ static int tool_main(int argc, char **argv)
             return 2;
         }
     double t0 = now_s();
+    check_params(file, &cfg, &t);
     t.joined = H5Aexists(file, G1_H5_PART_FP_ATTR) > 0;
     int with_embedding = a <= 0 && H5Lexists(file, "embedding", H5P_DEFAULT) > 0, layers = 0;
     if (with_embedding && unreachable(file, "embedding", -1, &t))

@@ -779,6 +779,7 @@ static g1_status model_open(const cli *c, model *m)
 #if G1_HAVE_HDF5
     G1_TRY(g1_ckpt_open(c->checkpoint, &m->ck));
     g1_ckpt_set_checksums(m->ck, !c->skip_checksums);
+    G1_TRY(g1_ckpt_check_header(m->ck));
     m->cfg = *g1_ckpt_config(m->ck);
     return G1_OK;
 #else

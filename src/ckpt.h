@@ -43,6 +43,10 @@ uint64_t g1_ckpt_bytes_read(const g1_ckpt *ck);
  * comparison (the attributes are not even read). bytes_checked: of
  * g1_ckpt_bytes_read, those compared. */
 void g1_ckpt_set_checksums(g1_ckpt *ck, int on);
+/* G1_ERR_FORMAT when the hyper-parameters do not match the checksum the
+ * file records for them (root attribute params_crc32), unless checksums
+ * are off; a file without one passes. g1_ckpt_load checks it too. */
+g1_status g1_ckpt_check_header(const g1_ckpt *ck);
 uint64_t g1_ckpt_bytes_checked(const g1_ckpt *ck);
 /* A checkpoint joined by grok1-link: G1_ERR_FORMAT (naming the part file)
  * unless the norm of layer i (i = num_layers: the final norm) is what the

@@ -387,9 +387,10 @@ static g1_status link_parts(linker *k, int replace, char *summary, size_t n_summ
         st = g1_ckpt_open(k->p[i].path, &ck); /* exists, HDF5, format, hyper-parameters */
         if (st != G1_OK)
             break;
-        if (i == 0)
+        st = g1_ckpt_check_header(ck);
+        if (st == G1_OK && i == 0)
             k->cfg = *g1_ckpt_config(ck);
-        else
+        else if (st == G1_OK)
             st = same_config(k, i, g1_ckpt_config(ck));
         g1_ckpt_close(ck);
         if (st == G1_OK && i == 0) {

@@ -48,6 +48,8 @@ struct g1_ckpt {
     uint64_t bytes_read; /* payload bytes, as stored in the file */
     uint64_t bytes_checked; /* of those, compared with the file's checksums */
     int skip_checksums;     /* g1_ckpt_set_checksums(ck, 0) */
+    int params_bad;         /* the hyper-parameters do not match their checksum (g1_ckpt_check_header) */
+    uint32_t params_crc[2]; /* the checksum recorded, and the one of the values read */
     uint64_t *part_fp;   /* a checkpoint in parts: G1_H5_PART_FP_ATTR (L + 1 values), else NULL */
     char file_name[1024]; /* the name HDF5 gives the checkpoint's own file */
     crc_checker crc;
@@ -182,12 +184,32 @@ static g1_status read_header(g1_ckpt *ck)
         else
             *(double *)((char *)&ck->cfg + p->offset) = v;
     }
+    int got = g1_h5_get_params_crc(ck->file, &ck->params_crc[0]);
+    if (got < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute %s is not one unsigned integer", ck->path,
+                       G1_H5_PARAMS_CRC_ATTR);
+    ck->params_crc[1] = g1_h5_params_crc(&ck->cfg);
+    ck->params_bad = got == 1 && ck->params_crc[0] != ck->params_crc[1];
     if (g1_config_validate(&ck->cfg) != G1_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", g1_last_error());
-        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: %s", ck->path, msg);
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: %s%s", ck->path, msg,
+                       ck->params_bad ? " (and the hyper-parameters do not match the checksum the file records for "
+                                        "them: changed since the file was written)"
+                                      : "");
     }
     return G1_OK;
+}
+
+g1_status g1_ckpt_check_header(const g1_ckpt *ck)
+{
+    if (!ck->params_bad || ck->skip_checksums)
+        return G1_OK;
+    return G1_FAIL(G1_ERR_FORMAT,
+                   "checkpoint %s: its hyper-parameters do not match their checksum (CRC-32 %08x; the file records "
+                   "%08x in %s): a root attribute was changed since the file was written (damaged, or edited by "
+                   "hand). Copy it again, or convert it again (grok1-run --skip-checksums loads it unchecked)",
+                   ck->path, (unsigned)ck->params_crc[1], (unsigned)ck->params_crc[0], G1_H5_PARAMS_CRC_ATTR);
 }
 
 /* A checkpoint in parts: the fingerprints grok1-link recorded (none in a
@@ -1050,6 +1072,7 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
 static g1_status load_into(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with_embedding, g1_weights *w)
 {
     const g1_config *c = &ck->cfg;
+    G1_TRY(g1_ckpt_check_header(ck));
     if (l0 < 0 || l1 > c->num_layers || l0 > l1)
         return G1_FAIL(G1_ERR_ARG, "layer range [%d,%d) outside the checkpoint's %d layers", l0, l1, c->num_layers);
     if (e0 < 0 || e1 > c->num_experts || e0 >= e1)

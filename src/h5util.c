@@ -87,6 +87,48 @@ herr_t g1_h5_put_string(hid_t loc, const char *name, const char *s)
     return e;
 }
 
+uint32_t g1_h5_params_crc(const g1_config *cfg)
+{
+    unsigned char buf[2048];
+    size_t n = 0;
+    for (int i = 0; i < g1_num_params; i++) {
+        const g1_param_desc *p = &g1_params[i];
+        const char *src = (const char *)cfg + p->offset;
+        size_t len = strlen(p->name) + 1;
+        if (n + len + 8 > sizeof buf)
+            break; /* not with today's table (under 400 bytes) */
+        memcpy(buf + n, p->name, len);
+        n += len;
+        uint64_t u;
+        if (p->type == G1_PARAM_INT) {
+            int64_t v = *(const int *)src;
+            memcpy(&u, &v, 8);
+        } else {
+            memcpy(&u, src, 8);
+        }
+        for (int b = 0; b < 8; b++)
+            buf[n++] = (unsigned char)(u >> (8 * b));
+    }
+    return g1_h5_crc32(buf, n);
+}
+
+int g1_h5_get_params_crc(hid_t loc, uint32_t *v)
+{
+    if (H5Aexists(loc, G1_H5_PARAMS_CRC_ATTR) <= 0)
+        return 0;
+    hid_t a = H5Aopen(loc, G1_H5_PARAMS_CRC_ATTR, H5P_DEFAULT);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a), t = a < 0 ? -1 : H5Aget_type(a);
+    int ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_npoints(sp) == 1 && H5Tget_class(t) == H5T_INTEGER &&
+             H5Aread(a, H5T_NATIVE_UINT32, v) >= 0;
+    if (t >= 0)
+        H5Tclose(t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (a >= 0)
+        H5Aclose(a);
+    return ok ? 1 : -1;
+}
+
 herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg)
 {
     herr_t e = g1_h5_put_string(loc, "format", G1_FORMAT_NAME);
@@ -101,7 +143,15 @@ herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg)
         else
             e = put_attr(loc, p->name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, src);
     }
-    return e;
+    return e >= 0 ? g1_h5_put_params_crc(loc, cfg) : e;
+}
+
+herr_t g1_h5_put_params_crc(hid_t loc, const g1_config *cfg)
+{
+    uint32_t crc = g1_h5_params_crc(cfg);
+    if (H5Aexists(loc, G1_H5_PARAMS_CRC_ATTR) > 0 && H5Adelete(loc, G1_H5_PARAMS_CRC_ATTR) < 0)
+        return -1;
+    return put_attr(loc, G1_H5_PARAMS_CRC_ATTR, H5T_STD_U32LE, H5T_NATIVE_UINT32, &crc);
 }
 
 uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n)

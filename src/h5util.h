@@ -13,9 +13,24 @@
  * the failing call, before another HDF5 call clears the error stack. */
 void g1_h5_detail(char buf[256]);
 
-/* The root attributes of format v1 on `loc`: format, format_version and
- * every hyper-parameter (int32, float64, a variable-length UTF-8 string). */
+/* The root attributes of format v1 on `loc`: format, format_version,
+ * every hyper-parameter (int32, float64, a variable-length UTF-8 string)
+ * and their checksum (G1_H5_PARAMS_CRC_ATTR). */
 herr_t g1_h5_put_config(hid_t loc, const g1_config *cfg);
+
+/* The checksum of the hyper-parameters (root attribute, uint32; written
+ * since 2026-12-03): zlib's CRC-32 of, for each hyper-parameter in the
+ * order of g1_params (docs/CHECKPOINT.md), its name, a NUL byte and its
+ * value as 8 little-endian bytes (int64 for an integer, IEEE float64). A
+ * changed rope_base or attention cap loads and computes something else
+ * without it. */
+#define G1_H5_PARAMS_CRC_ATTR "params_crc32"
+uint32_t g1_h5_params_crc(const g1_config *cfg);
+/* Read the params checksum of `loc` into *v: 1 read, 0 none there, -1 not
+ * a uint32 scalar or unreadable. */
+int g1_h5_get_params_crc(hid_t loc, uint32_t *v);
+/* Put the params checksum of cfg on `loc` (replacing one there). */
+herr_t g1_h5_put_params_crc(hid_t loc, const g1_config *cfg);
 
 /* FNV-1a, 64 bits: h (G1_H5_FNV_START to begin) extended by n bytes. The
  * fingerprints of a checkpoint and of its parts. */

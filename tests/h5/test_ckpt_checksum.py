@@ -12,6 +12,7 @@ usage: test_ckpt_checksum.py GROK1_MKCKPT G1_CKPT_CHECK GROK1_CHECKSUM GROK1_LIN
 """
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,59 @@ def test_old_file(d, ref):
     rc, out, err = run([CHECKSUM, "--add", old])
     expect(rc == 1 and "77 matched, 0 added, 1 DAMAGED" in out and "layers/02/attn_k does not match" in err,
            f"--add checks the checksums there: rc {rc} {out.strip()}")
+
+
+PARAMS = ("vocab_size emb_size num_layers num_q_heads num_kv_heads key_size ffn_size num_experts "
+          "num_selected_experts max_seq_len embedding_multiplier output_multiplier attn_output_multiplier "
+          "attn_logit_cap rope_base rms_eps pad_id bos_id eos_id").split()
+
+
+def params_crc(f):
+    """docs/CHECKPOINT.md's formula: name, NUL, 8 little-endian bytes (int64 or float64), in this order."""
+    b = b""
+    for n in PARAMS:
+        v = f.attrs[n]
+        b += n.encode() + b"\0" + (struct.pack("<d", float(v)) if np.issubdtype(np.asarray(v).dtype, np.floating)
+                                   else struct.pack("<q", int(v)))
+    return zlib.crc32(b)
+
+
+def test_params(d, ref):
+    """The hyper-parameters' checksum (root attribute params_crc32): a changed
+    rope_base or cap loaded and computed something else without a word."""
+    with h5py.File(ref, "r") as f:
+        expect(int(f.attrs["params_crc32"]) == params_crc(f), "params_crc32 is the documented CRC-32")
+    rc, out, err = run([CHECKSUM, ref])
+    expect(rc == 0 and "hyper-parameters matched" in out, f"grok1-checksum: hyper-parameters matched: {out.strip()}")
+    bad = os.path.join(d, "rope.h5")
+    shutil.copy(ref, bad)
+    with h5py.File(bad, "r+") as f:
+        f.attrs.modify("rope_base", 9488.0)  # one bit of the float64 10000.0 flipped
+    rc, out, err = run([CHECKSUM, bad])
+    expect(rc == 1 and "hyper-parameters DAMAGED" in out and "do not match their checksum" in err,
+           f"grok1-checksum: a changed rope_base is DAMAGED: rc {rc} {out.strip()} {err.strip()}")
+    rc, out, err = run([CHECKER, bad])
+    expect(rc == 1 and "hyper-parameters do not match their checksum" in err, f"the loader refuses it: rc {rc} {err}")
+    if RUN:
+        req, o = os.path.join(d, "req.jsonl"), os.path.join(d, "p.jsonl")
+        with open(req, "w") as f:
+            f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+        rc, _, err = run([RUN, "--checkpoint", bad, "--mode", "score", "--input", req, "--output", o])
+        expect(rc == 1 and "hyper-parameters do not match" in err and not os.path.exists(o),
+               f"grok1-run refuses it: rc {rc} {err.strip()}")
+        rc, _, err = run([RUN, "--checkpoint", bad, "--skip-checksums", "--mode", "score", "--input", req,
+                          "--output", o])
+        expect(rc == 0, f"--skip-checksums loads it: rc {rc} {err.strip()}")
+    old = os.path.join(d, "noparams.h5")
+    shutil.copy(ref, old)
+    with h5py.File(old, "r+") as f:
+        del f.attrs["params_crc32"]
+    rc, out, err = run([CHECKSUM, old])
+    expect(rc == 3 and "hyper-parameters without a checksum" in out, f"a file without one: exit 3: {out.strip()}")
+    rc, out, err = run([CHECKSUM, "--add", old])
+    expect(rc == 0 and "hyper-parameters added" in out, f"--add puts it in: rc {rc} {out.strip()}")
+    with h5py.File(old, "r") as a, h5py.File(ref, "r") as b:
+        expect(int(a.attrs["params_crc32"]) == int(b.attrs["params_crc32"]), "--add records what the writer does")
 
 
 def test_bad_attribute(d, ref):
@@ -444,6 +498,7 @@ def main():
         test_recorded(d, ref)
         test_damage(d, ref)
         test_old_file(d, ref)
+        test_params(d, ref)
         test_bad_attribute(d, ref)
         test_parts(d)
         test_dump(d, ref)

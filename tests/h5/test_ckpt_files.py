@@ -59,6 +59,8 @@ def rewrite(src, dst, edit=None, fixed_str=False, int_type=np.int64):
             if isinstance(v, (str, bytes)):
                 s = v if isinstance(v, str) else v.decode()
                 b.attrs[k] = np.bytes_(s.encode()) if fixed_str else s
+            elif k == "params_crc32":  # a checksum: uint32 whatever the other integers are
+                b.attrs[k] = np.uint32(v)
             elif np.issubdtype(np.asarray(v).dtype, np.integer):
                 b.attrs[k] = int_type(v)
             else:
@@ -251,7 +253,7 @@ def test_mkckpt_cli(d, ref):
         expect(f["layers/00/moe_gate"].shape == (4, 64, 40), f"--set: moe_gate {f['layers/00/moe_gate'].shape}")
         expect(f["layers/00/moe_down_scale"].shape == (4, 8, 64), "--set: moe_down_scale")
     with h5py.File(ref, "r") as g:
-        cfg = {k: v.item() for k, v in g.attrs.items() if k not in ("format", "format_version")}
+        cfg = {k: v.item() for k, v in g.attrs.items() if k not in ("format", "format_version", "params_crc32")}
     js = os.path.join(d, "tiny.json")
     with open(js, "w") as f:
         json.dump(cfg, f)

@@ -20,10 +20,14 @@ As a module: `Grok1LM(checkpoint=..., tokenizer=...)` is an lm_eval LM
 - generate_until: {"prompt": context, "stop": until, "max_new_tokens":
   max_gen_toks, "temperature": 0 unless do_sample}; returns the completion,
   which ends before the first stop string.
-Prompts too long for the context are cut from the left (--truncate left),
-as lm-eval does. The requests and results of each job stay in --workdir
-(default: a temporary folder); given again, an interrupted job resumes
-(grok1-run --resume) and a finished one is read back without running.
+The context is max_length (default 8192): every job runs grok1-run with
+--max-context max_length (a --max-context in grok1_args must equal it;
+grok1-run refuses one above the model's max_seq_len). Prompts too long for
+it are cut from the left (--truncate left), as lm-eval does. grok1-run's
+stderr (its progress) is copied to ours as it comes. The requests and
+results of each job stay in --workdir (default: a temporary folder); given
+again, an interrupted job resumes (grok1-run --resume) and a finished one
+is read back without running.
 """
 import argparse
 import hashlib
@@ -34,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -62,6 +67,40 @@ def find_program(given, name, rel):
     raise Grok1Error(f"{name} not found: build the project (meson setup build && ninja -C build) or give its path")
 
 
+def run_streaming(cmd, keep=2000):
+    """Runs cmd with its stderr copied to ours line by line as it comes
+    (grok1-run's progress); returns (exit status, the last `keep`
+    characters of that stderr)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+    tail, size = [], 0
+
+    def pump():
+        nonlocal size
+        for line in p.stderr:
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except (OSError, ValueError):  # our stderr gone: keep reading, or grok1-run would block
+                pass
+            tail.append(line)
+            size += len(line)
+            while len(tail) > 1 and size - len(tail[0]) >= keep:
+                size -= len(tail.pop(0))
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        rc = p.wait()
+    except BaseException:  # as subprocess.run: a moment to end on the same SIGINT, then killed
+        try:
+            p.wait(timeout=0.25)
+        except BaseException:
+            p.kill()
+        raise
+    t.join()
+    p.stderr.close()
+    return rc, "".join(tail)[-keep:]
+
+
 class Grok1Runner:
     """Runs grok1-run (and grok1-tokenize) over lists of requests."""
 
@@ -81,6 +120,7 @@ class Grok1Runner:
         self.max_length, self.bos_id = int(max_length), int(bos_id)
         if self.max_length < 2:
             raise Grok1Error(f"max_length {max_length}: at least 2")
+        self.args = self._without_max_context(self.args)
         self.verbose = verbose
         self._tmp = None
         if workdir:
@@ -89,6 +129,33 @@ class Grok1Runner:
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="grok1-lm-eval-")
             self.workdir = self._tmp.name
+
+    def _without_max_context(self, args):
+        """grok1-run's context is max_length: every job gets --max-context
+        max_length. The args without the user's --max-context M (either
+        form), which must equal max_length."""
+        kept, i = [], 0
+        while i < len(args):
+            a = args[i]
+            if a == "--max-context" or a.startswith("--max-context="):
+                if a == "--max-context":
+                    if i + 1 >= len(args):
+                        raise Grok1Error("grok1_args: --max-context needs a value")
+                    val, i = args[i + 1], i + 2
+                else:
+                    val, i = a.split("=", 1)[1], i + 1
+                try:
+                    m = int(val)
+                except ValueError:
+                    raise Grok1Error(f"grok1_args: --max-context {val!r}: not a number") from None
+                if m != self.max_length:
+                    raise Grok1Error(f"grok1_args has --max-context {m} but max_length is {self.max_length}: the "
+                                     f"adapter runs grok1-run with --max-context max_length, so set max_length={m} "
+                                     f"(--max-length {m}), or drop one of the two")
+                continue
+            kept.append(a)
+            i += 1
+        return kept
 
     def identity(self):
         """What every answer depends on besides its request: the checkpoint,
@@ -105,7 +172,8 @@ class Grok1Runner:
         if not rows:
             return []
         text = "".join(json.dumps(dict(r, id=i), ensure_ascii=False) + "\n" for i, r in enumerate(rows))
-        cmd_tail = ["--mode", mode, "--truncate", "left"] + list(extra) + self.args
+        cmd_tail = (["--mode", mode, "--truncate", "left", "--max-context", str(self.max_length)] + list(extra) +
+                    self.args)
         # what the results depend on: the requests, the options and the model
         key = hashlib.sha256("\0".join([text, " ".join(cmd_tail), self.identity()]).encode()).hexdigest()[:16]
         inp = os.path.join(self.workdir, f"{mode}-{key}.jsonl")
@@ -119,10 +187,14 @@ class Grok1Runner:
                                    "--input", inp, "--output", out, "--resume"] + cmd_tail
             if self.verbose:
                 print("grok1-lm-eval: " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
-            p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if p.returncode != 0 or not os.path.exists(out):
-                raise Grok1Error(f"grok1-run exited {p.returncode} ({' '.join(cmd[:len(self.launcher) + 1])} ...; "
-                                 f"requests in {inp}):\n{p.stderr.strip()[-2000:]}")
+            rc, tail = run_streaming(cmd)
+            if rc != 0 or not os.path.exists(out):
+                hint = ""
+                if "--max-context" in tail and "max_seq_len" in tail:
+                    hint = (f"\n(max_length {self.max_length} is grok1-run's --max-context: give a max_length "
+                            "(--max-length) no larger than the model's max_seq_len)")
+                raise Grok1Error(f"grok1-run exited {rc} ({' '.join(cmd[:len(self.launcher) + 1])} ...; "
+                                 f"requests in {inp}):\n{tail.strip()}{hint}")
         by_id = {}
         with open(out, encoding="utf-8") as f:
             for line in f:
@@ -224,10 +296,22 @@ class Grok1LM(LM):
     strings): checkpoint, tokenizer (required); run, tokenize (programs);
     launcher ("mpirun -n 8", "srun --mpi=pmix"); grok1_args (layout and
     batching options of grok1-run); workdir; max_length (8192, Grok-1's
-    context); bos_id (1)."""
+    context: grok1-run runs with --max-context max_length); bos_id (1);
+    verbose. lm_eval's own batch_size, max_batch_size, device and
+    trust_remote_code are taken and ignored (grok1-run batches as
+    grok1_args say); any other argument is refused."""
+
+    LM_EVAL_ARGS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
 
     def __init__(self, checkpoint=None, tokenizer=None, run=None, tokenize=None, launcher="", grok1_args="",
-                 workdir=None, max_length=8192, bos_id=1, verbose=False, **_ignored):
+                 workdir=None, max_length=8192, bos_id=1, verbose=False, **others):
+        unknown = sorted(k for k in others if k not in self.LM_EVAL_ARGS)
+        if unknown:
+            own = ("checkpoint", "tokenizer", "run", "tokenize", "launcher", "grok1_args", "workdir", "max_length",
+                   "bos_id", "verbose")
+            raise Grok1Error(f"unknown model argument{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                             f"grok1 takes {', '.join(own)} (and lm_eval's {', '.join(self.LM_EVAL_ARGS)}, "
+                             "which it ignores)")
         if HAVE_LM_EVAL:
             super().__init__()
         self.runner = Grok1Runner(checkpoint, tokenizer, run=run, tokenize=tokenize, launcher=launcher,
@@ -257,7 +341,9 @@ def main(argv=None):
     ap.add_argument("--grok1-args", default="", help='other grok1-run options, e.g. "--stages 8 --batch-size 16"')
     ap.add_argument("--run", default=None, help="grok1-run (default: build/mpi/grok1-run, else PATH)")
     ap.add_argument("--tokenize", default=None, help="grok1-tokenize (default: build/src/tools/, else PATH)")
-    ap.add_argument("--max-length", type=int, default=8192, help="context of the model (rolling windows; 8192)")
+    ap.add_argument("--max-length", type=int, default=8192,
+                    help="context in tokens: grok1-run's --max-context, the rolling windows, the room for "
+                         "generation (8192, Grok-1's; at most the model's max_seq_len)")
     ap.add_argument("--num-fewshot", type=int, default=None)
     ap.add_argument("--limit", type=float, default=None, help="documents per task (a fraction when below 1)")
     ap.add_argument("--include-path", default=None, help="folder of task YAML files of your own")

@@ -10,6 +10,9 @@ them; the rolling windows are lm_eval's own; through mpirun the results are
 the same; a kept --workdir is read back without running grok1-run again;
 --use-cache answers the requests of an earlier run from lm_eval's cache,
 but not for another model; errors end the program with grok1-run's message.
+grok1-run's context is --max-length (a --max-context that differs is
+refused); its stderr reaches the adapter's as it comes; a misspelled model
+argument is refused, lm_eval's own ones taken.
 
 usage: test_lm_eval.py --python VENV_PYTHON --adapter grok1_lm_eval.py --run grok1-run
        --tokenize grok1-tokenize --mkckpt grok1-mkckpt --tokenizer demo.model --tmp DIR
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -209,6 +213,104 @@ def runner_checks():
     new = sorted({f.split(".")[0] for f in set(os.listdir(work)) - set(jobs)})
     check(len(new) == 2 and all(n.startswith("score-") for n in new),
           f"another tokenizer: another job for the same requests in the same folder: {new}")
+    context_checks(g, Capture, work, long_text)
+    stream_checks(g)
+
+
+def context_checks(g, Capture, work, long_text):
+    """grok1-run's context is max_length (--max-context max_length): a long
+    loglikelihood request keeps max_length + 1 tokens, as lm_eval's HF model
+    does, on a model whose max_seq_len (256) is larger; a --max-context in
+    grok1_args must equal max_length; a max_length above the model's
+    max_seq_len ends with grok1-run's message."""
+    r = Capture(A.ckpt, A.tokenizer, run=A.run, tokenize=A.tokenize, workdir=work, max_length=64)
+    r.loglikelihood([(long_text, " two three")])
+    n = r.res[0]["prompt_tokens"] + r.res[0]["continuation_tokens"]
+    check(n == 65 and r.res[0].get("truncated", 0) > 0,
+          f"max_length 64 on a 256-token model: a long loglikelihood request keeps 65 tokens: {n}")
+    for form in ("--max-context 8", "--max-context=8"):
+        try:
+            g.Grok1Runner(A.ckpt, A.tokenizer, run=A.run, tokenize=A.tokenize, workdir=work, max_length=64,
+                          grok1_args="--batch-size 2 " + form)
+            check(False, f"grok1_args {form!r} with max_length 64: refused")
+        except g.Grok1Error as e:
+            check("max_length=8" in str(e), f"grok1_args {form!r} with max_length 64: refused: {e}")
+    same = g.Grok1Runner(A.ckpt, A.tokenizer, run=A.run, tokenize=A.tokenize, workdir=work, max_length=64,
+                         grok1_args="--max-context=64")
+    check(same.args == [] and same.identity() == r.identity(),
+          "grok1_args --max-context=64 with max_length 64: taken, the same jobs as without it")
+    big = g.Grok1Runner(A.ckpt, A.tokenizer, run=A.run, tokenize=A.tokenize, workdir=work, max_length=300)
+    try:
+        big.loglikelihood([("one", " two")])
+        check(False, "max_length 300 on a 256-token model: refused")
+    except g.Grok1Error as e:
+        check("--max-context 300: above the model's max_seq_len (256)" in str(e) and "max_length 300" in str(e),
+              f"max_length 300 on a 256-token model: grok1-run's message: {str(e)[-300:]}")
+
+
+def stream_checks(g):
+    """grok1-run's stderr reaches ours while it runs (a stand-in waits for
+    its first line to come out before it ends), and the error keeps its
+    last lines."""
+    d = os.path.join(A.tmp, "stream")
+    os.makedirs(d, exist_ok=True)
+    flag, fake = os.path.join(d, "seen"), os.path.join(d, "fake-run")
+    with open(fake, "w") as f:
+        f.write("#!/bin/sh\necho 'fake: started' >&2\n"
+                "for i in $(seq 100); do echo \"fake: line $i ............................................\" >&2; "
+                "done\ni=0\nwhile [ ! -e %s ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n"
+                "[ -e %s ] && echo 'fake: seen' >&2 && exit 3\nexit 4\n" % (flag, flag))
+    os.chmod(fake, 0o755)
+
+    class Recorder:
+        text = ""
+
+        def write(self, s):
+            self.text += s
+            if "fake: started" in s:
+                open(flag, "w").close()
+
+        def flush(self):
+            pass
+    rec, keep = Recorder(), sys.stderr
+    r = g.Grok1Runner(A.ckpt, A.tokenizer, run=fake, tokenize=A.tokenize, workdir=os.path.join(d, "work"))
+    sys.stderr = rec
+    try:
+        r.loglikelihood([("one", " two")])
+        err = ""
+    except g.Grok1Error as e:
+        err = str(e)
+    finally:
+        sys.stderr = keep
+    check("exited 3" in err and "fake: seen" in rec.text and rec.text.count("fake: line") == 100,
+          f"grok1-run's stderr is copied as it comes, while it runs: {err[:60]!r}")
+    check("fake: seen" in err and "line 100 " in err and "line 1 " not in err and len(err) < 2400,
+          "the error keeps the last 2000 characters of grok1-run's stderr")
+
+
+def model_args_check():
+    """Grok1LM through lm_eval's registry as lm_eval builds it: with the
+    batch_size, max_batch_size and device simple_evaluate adds (and
+    trust_remote_code), taken; a misspelled argument refused by name."""
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "import grok1_lm_eval, lm_eval.api.registry as reg\n"
+            "M = reg.get_model('grok1'); base = %r\n"
+            "extra = {'batch_size': 1, 'max_batch_size': None, 'device': 'cpu'}\n"
+            "lm = M.create_from_arg_string(base + ',max_length=64,verbose=true', extra)\n"
+            "lm2 = M.create_from_arg_obj({'checkpoint': %r, 'tokenizer': %r, 'run': %r, 'trust_remote_code': True},\n"
+            "                           extra)\n"
+            "print('made', lm.runner.max_length, lm.runner.verbose, lm2.runner.max_length)\n"
+            "try:\n"
+            "    M.create_from_arg_string(base + ',max_lenght=2048', extra); print('accepted')\n"
+            "except grok1_lm_eval.Grok1Error as e:\n"
+            "    print('refused:', e)\n") % (
+        os.path.dirname(os.path.abspath(A.adapter)), f"checkpoint={A.ckpt},tokenizer={A.tokenizer},run={A.run}",
+        A.ckpt, A.tokenizer, A.run)
+    p = subprocess.run([A.python, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    out = p.stdout.strip()
+    check(p.returncode == 0 and out.startswith("made 64 True 8192\nrefused: unknown model argument max_lenght:") and
+          "max_length" in out.split("max_lenght")[1], f"model arguments: lm_eval's taken, a misspelled one refused: "
+          f"{out[-300:]} {p.stderr[-300:]}")
 
 
 def job_rows(work):
@@ -283,6 +385,7 @@ def main():
     subprocess.run([A.mkckpt, "--config", "tiny", "--seed", "5", "--out", A.ckpt], check=True, capture_output=True)
     tasks, mc = data(A.tmp)
     windows_check()
+    model_args_check()
     runner_checks()
 
     work = os.path.join(A.tmp, "work")
@@ -290,6 +393,8 @@ def main():
     if res is None:
         return 1
     print(p.stdout[-1500:])
+    check(re.search(r"^grok1-run: \d+ requests, ", p.stderr, re.M),
+          "grok1-run's own lines (its summary) are in the adapter's stderr")
     texts, ppl = check_results("one rank", res, mc)
     # one window each (max_length 256): the text scored after BOS
     ids = encode(texts)
@@ -345,6 +450,9 @@ def main():
     _, p = evaluate(A.tmp, "bad", tasks, ["--grok1-args=--bogus-option"], expect=1)
     check("grok1-run exited 2" in p.stderr and "--bogus-option" in p.stderr,
           f"a bad grok1-run option: its message: {p.stderr.strip()[-300:]}")
+    _, p = evaluate(A.tmp, "bad-context", tasks, ["--grok1-args=--max-context 128"], expect=1)
+    check("--max-context 128 but max_length is 256" in p.stderr and "max_length=128" in p.stderr,
+          f"--max-context other than --max-length: refused: {p.stderr.strip()[-300:]}")
     _, p = evaluate(A.tmp, "bad2", tasks, ["--grok1-args", "--input x"], expect=1)
     check("must not contain --input" in p.stderr, f"a forbidden option: {p.stderr.strip()[-200:]}")
     A.ckpt = os.path.join(A.tmp, "missing.h5")

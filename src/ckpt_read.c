@@ -652,7 +652,9 @@ static g1_status link_failure(const g1_ckpt *ck, hid_t loc, const char *name, co
     }
     const char *prefix = getenv("HDF5_EXT_PREFIX");
     g1_status st;
-    if (strstr(detail, "unable to open external file")) /* the file, not the object in it */
+    /* the file, not the object in it: HDF5's innermost message depends on
+     * where its last lookup failed, so a missing file is looked for here */
+    if (strstr(detail, "unable to open external file") || !g1_h5_part_present(ck->path, file))
         st = G1_FAIL(G1_ERR_IO,
                      "checkpoint %s: %s is in part file %s (as %s; a checkpoint in parts, grok1-link), which cannot "
                      "be opened (HDF5 says '%s'). HDF5 looks for a part in the folders of HDF5_EXT_PREFIX (%s), "

@@ -440,3 +440,27 @@ int g1_h5_is_logits_dump(hid_t file)
     free(s);
     return yes;
 }
+
+/* Whether a file named `file` (an external link's target in the checkpoint
+ * at ckpt_path) is where HDF5 looks for it: the name itself (absolute, or
+ * from the current directory), in a folder of HDF5_EXT_PREFIX, or beside
+ * the checkpoint; an absolute name is also looked for by its last part. */
+int g1_h5_part_present(const char *ckpt_path, const char *file)
+{
+    struct stat sb;
+    if (stat(file, &sb) == 0)
+        return 1;
+    const char *base = file[0] == '/' ? strrchr(file, '/') + 1 : file;
+    char cand[4096];
+    const char *prefix = getenv("HDF5_EXT_PREFIX");
+    for (const char *p = prefix; p && *p;) {
+        size_t n = strcspn(p, ":");
+        if (n && snprintf(cand, sizeof cand, "%.*s/%s", (int)n, p, base) < (int)sizeof cand && stat(cand, &sb) == 0)
+            return 1;
+        p += n + (p[n] == ':');
+    }
+    const char *slash = strrchr(ckpt_path, '/');
+    int dir_len = slash ? (int)(slash - ckpt_path) : 1;
+    return snprintf(cand, sizeof cand, "%.*s/%s", dir_len, slash ? ckpt_path : ".", base) < (int)sizeof cand &&
+           stat(cand, &sb) == 0;
+}

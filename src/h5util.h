@@ -138,6 +138,13 @@ hid_t g1_h5_read_fapl(void);
  * same name is refused. */
 #define G1_H5_PART_FP_ATTR "part_norms_fnv1a64"
 
+/* Whether a file named `file` (an external link's target in the checkpoint
+ * at ckpt_path) is where HDF5 looks for it: the name itself (absolute, or
+ * from the current directory), in a folder of HDF5_EXT_PREFIX, or beside
+ * the checkpoint; an absolute name also by its last part. HDF5's innermost
+ * error for a missing part depends on where its last lookup failed. */
+int g1_h5_part_present(const char *ckpt_path, const char *file);
+
 /* The name of the file `obj` lives in, into buf (n bytes; "" when unknown). */
 void g1_h5_file_name(hid_t obj, char *buf, size_t n);
 

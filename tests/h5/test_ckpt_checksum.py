@@ -294,6 +294,22 @@ def test_parts(d):
     expect(rc == 1 and err.count("\n") == 1 and "part file p2.h5 cannot be opened" in err and
            "so 2 layers (2 to 3) in it were not checked" in err and "HDF5_EXT_PREFIX" in err and
            "40 matched, 2 unreadable" in out, f"a missing part is told once: rc {rc} {out.strip()} {err.strip()}")
+    # ... the same run from the parts' own folder (HDF5's innermost message
+    # differs there: the part was taken for another file of that name); and
+    # grok1-run says the part cannot be opened too
+    os.rename(p2, p2 + ".away")
+    p = subprocess.run([os.path.abspath(CHECKSUM), "all.h5"], capture_output=True, text=True, cwd=pd)
+    req = os.path.join(d, "parts_req.jsonl")
+    with open(req, "w") as f:
+        f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+    r = subprocess.run([os.path.abspath(RUN or ""), "--checkpoint", "all.h5", "--mode", "score", "--input", req,
+                        "--output", os.path.join(d, "parts_out.jsonl")], capture_output=True, text=True,
+                       cwd=pd) if RUN else None
+    os.rename(p2 + ".away", p2)
+    expect(p.returncode == 1 and "part file p2.h5 cannot be opened" in p.stderr and "not the part" not in p.stderr,
+           f"a missing part, from the parts' folder: rc {p.returncode} {p.stderr.strip()}")
+    expect(r is None or (r.returncode == 1 and "which cannot be opened" in r.stderr),
+           f"grok1-run, a missing part from the parts' folder: {r.stderr.strip() if r else ''}")
     os.rename(p0, p0 + ".away")
     rc, out, err = run([CHECKSUM, joined])
     os.rename(p0 + ".away", p0)

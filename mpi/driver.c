@@ -63,6 +63,16 @@ typedef struct mbatch {
     int n_fork;
 } mbatch;
 
+/* What a request read ahead waited for (admit, waits): running slot wit,
+ * which gives it wit_n positions while it runs request wit_k; and own, no
+ * less than the most any free slot's own caches gave when d->n_freed slots
+ * had been freed. A free slot's caches change only once it is busy, so only
+ * the slots freed since can give more than own. wit < 0: nothing kept. */
+typedef struct pend_wait {
+    int wit, wit_n, own;
+    int64_t wit_k, freed;
+} pend_wait;
+
 typedef struct driver {
     g1_engine *e;          /* embeds and un-embeds (holds the embedding) */
     g1_pipe_ops pipe;
@@ -110,7 +120,12 @@ typedef struct driver {
      * a request it shares a longer prefix with (W = 1 without reuse) */
     g1_request *pend;
     int64_t *pend_k;       /* their request indices */
+    pend_wait *pend_w;     /* why each waited, if it did */
     int n_pend, W;
+    /* slots freed by a finished request, the last n_slots of them: slot
+     * freed_ring[e % n_slots] was the e-th freed, for e < n_freed */
+    int *freed_ring;
+    int64_t n_freed;
     /* a bad request met while reading ahead: the run stops with this when
      * every request before it has started, as it would without read-ahead */
     g1_status bad;
@@ -232,6 +247,8 @@ static g1_status seq_finish(driver *d, int s)
     }
     seq_clear(q); /* the slot's next request starts at position 0, or after the prefix it shares with
                      the slot's caches (prefix reuse): a smaller position rewinds them */
+    if (d->freed_ring)
+        d->freed_ring[d->n_freed++ % d->n_slots] = s;
     G1_TRY(st);
     return out_push(d, k, line, dump_k);
 }
@@ -256,6 +273,17 @@ static int first_needed(const driver *d, const g1_request *r)
     return d->o.dump || !r->n_context ? 0 : r->n_context - 1;
 }
 
+/* The length of the prefix a[0..n) and b[0..n) share (blocks first: memcmp is fast). */
+static int common_prefix(const int *a, const int *b, int n)
+{
+    int i = 0;
+    while (i + 16 <= n && !memcmp(a + i, b + i, 16 * sizeof *a))
+        i += 16;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
 /* Positions of request r a slot can skip when its caches hold the tokens
  * h[0..nh) and it has the log-probs of its first nlp positions: the prefix
  * r shares with them, up to the first position whose logits r needs (those
@@ -265,11 +293,10 @@ static int first_needed(const driver *d, const g1_request *r)
  * are the ones this one would compute. */
 static int usable(const driver *d, const g1_request *r, const int *h, int nh, int nlp)
 {
-    int plain = plain_score(d, r), n = plain ? r->n_prompt : first_needed(d, r), i = 0;
+    int plain = plain_score(d, r), n = plain ? r->n_prompt : first_needed(d, r);
     if (n > nh)
         n = nh;
-    while (i < n && h[i] == r->prompt_ids[i])
-        i++;
+    int i = n > 0 ? common_prefix(h, r->prompt_ids, n) : 0;
     if (plain) /* log-prob p is that of token p + 1: both must be shared */
         i = i - 1 < nlp ? i - 1 : nlp;
     return i > 0 ? i : 0;
@@ -362,6 +389,15 @@ static int fork_share(const driver *d, int c, const g1_request *r)
     return n;
 }
 
+/* The number of free slots. */
+static int n_free(const driver *d)
+{
+    int n = 0;
+    for (int c = 0; c < d->n_slots; c++)
+        n += !d->seqs[c].busy;
+    return n;
+}
+
 /* The free slot for request r: the one that starts it furthest along, by
  * the prefix its own caches hold or by a fork from a slot of its owner
  * (pick; pick->n > pick->own for a fork), the first on ties in the order
@@ -373,6 +409,8 @@ static int best_free(const driver *d, const g1_request *r, int *reuse, slot_pick
     int s = -1, fork = forkable(d, r), E = d->E;
     *reuse = -1;
     *pick = (slot_pick){.s = -1, .src = -1, .k = -1};
+    if (!n_free(d))
+        return -1; /* no fork source is needed */
     if (fork) {
         for (int e = 0; e < E; e++)
             d->cls_n[e] = 0, d->cls_c[e] = -1;
@@ -402,28 +440,75 @@ static int best_free(const driver *d, const g1_request *r, int *reuse, slot_pick
     return s;
 }
 
-/* The most positions request r could skip in the slot of a request running
- * now (whose caches will hold its whole prompt once it is done, with every
- * log-prob when it is a plain score request). */
-static int running_share(const driver *d, const g1_request *r)
-{
-    int best = 0;
-    for (int c = 0; c < d->n_slots; c++) {
-        const seq *q = &d->seqs[c];
-        if (!q->busy)
-            continue;
-        int n = usable(d, r, q->req.prompt_ids, feed_end(d, &q->req),
-                       plain_score(d, &q->req) ? q->req.n_prompt - 1 : 0);
-        if (n > best)
-            best = n;
-    }
-    return best;
-}
-
 /* A score request waits (in the read-ahead) for a running request when they
  * share at least this many more positions than any free slot holds: the
  * contexts of one question's lm-eval continuations, read one after the other. */
 #define WAIT_GAIN 16
+
+/* The positions request r could skip in the slot of the request running in
+ * slot c (whose caches will hold its whole prompt once it is done, with
+ * every log-prob when it is a plain score request). */
+static int running_usable(const driver *d, int c, const g1_request *r)
+{
+    const seq *q = &d->seqs[c];
+    return usable(d, r, q->req.prompt_ids, feed_end(d, &q->req), plain_score(d, &q->req) ? q->req.n_prompt - 1 : 0);
+}
+
+/* Whether pending request i waits for a running request: when the most a
+ * running slot gives it (running_usable) is at least WAIT_GAIN more than
+ * the most a free slot's own caches give (best_free's own_best). Without
+ * going over every free slot while what it waited for last time (pend_wait)
+ * bounds own_best: that bound, raised by the slots freed since, and a
+ * running slot that gives WAIT_GAIN more (the one it waited for first) make
+ * it wait too; only when none does is own_best computed again. */
+static int waits(driver *d, int i)
+{
+    const g1_request *r = &d->pend[i];
+    pend_wait *w = &d->pend_w[i];
+    if (w->wit >= 0 && d->n_freed - w->freed <= d->n_slots) {
+        int own = w->own;
+        for (int64_t e = w->freed; e < d->n_freed; e++) {
+            int c = d->freed_ring[e % d->n_slots];
+            if (!d->seqs[c].busy) {
+                int n = reusable(d, c, r);
+                own = n > own ? n : own;
+            }
+        }
+        w->own = own;
+        w->freed = d->n_freed;
+        const seq *q = &d->seqs[w->wit];
+        if (q->busy && q->k != w->wit_k)
+            w->wit_n = running_usable(d, w->wit, r), w->wit_k = q->k;
+        if (q->busy && w->wit_n >= own + WAIT_GAIN)
+            return 1;
+        for (int c = 0; c < d->n_slots; c++) {
+            if (!d->seqs[c].busy || c == w->wit)
+                continue;
+            int n = running_usable(d, c, r);
+            if (n >= own + WAIT_GAIN) {
+                w->wit = c, w->wit_n = n, w->wit_k = d->seqs[c].k;
+                return 1;
+            }
+        }
+    }
+    w->wit = -1;
+    int own = 0;
+    for (int c = 0; c < d->n_slots; c++)
+        if (!d->seqs[c].busy) {
+            int n = reusable(d, c, r);
+            own = n > own ? n : own;
+        }
+    for (int c = 0; c < d->n_slots; c++) {
+        if (!d->seqs[c].busy)
+            continue;
+        int n = running_usable(d, c, r);
+        if (n >= own + WAIT_GAIN) {
+            *w = (pend_wait){.wit = c, .wit_n = n, .own = own, .wit_k = d->seqs[c].k, .freed = d->n_freed};
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static g1_status start_pending(driver *d, int i, const slot_pick *pick)
 {
@@ -432,6 +517,7 @@ static g1_status start_pending(driver *d, int i, const slot_pick *pick)
     d->n_pend--;
     memmove(d->pend + i, d->pend + i + 1, (size_t)(d->n_pend - i) * sizeof *d->pend);
     memmove(d->pend_k + i, d->pend_k + i + 1, (size_t)(d->n_pend - i) * sizeof *d->pend_k);
+    memmove(d->pend_w + i, d->pend_w + i + 1, (size_t)(d->n_pend - i) * sizeof *d->pend_w);
     return seq_start(d, pick->s, &r, k, pick);
 }
 
@@ -455,6 +541,7 @@ static g1_status admit(driver *d)
             } else if (!got) {
                 d->eof = 1;
             } else {
+                d->pend_w[d->n_pend] = (pend_wait){.wit = -1};
                 d->pend_k[d->n_pend++] = d->n_read++;
             }
         }
@@ -462,19 +549,20 @@ static g1_status admit(driver *d)
             return G1_OK;
         if (d->bad && !d->n_pend)
             return G1_FAIL(d->bad, "%s", d->bad_msg);
-        int started = 0, free_left = 0, reuse;
+        int started = 0, free_left = 0, reuse, nfree = n_free(d);
         slot_pick pick;
         for (int i = 0; i < d->n_pend; i++) {
-            int s = best_free(d, &d->pend[i], &reuse, &pick);
-            if (s < 0)
-                break;
+            if (!nfree)
+                break; /* nothing more starts this pass */
             free_left = 1;
             /* against what free slots hold themselves: a fork would start it now, but
              * piling the continuations of one context into its slot keeps the
              * other slots' caches for the requests they suit */
-            if (d->held && d->o.mode == G1_MODE_SCORE && running_share(d, &d->pend[i]) >= pick.own_best + WAIT_GAIN)
+            if (d->held && d->o.mode == G1_MODE_SCORE && waits(d, i))
                 continue;
+            best_free(d, &d->pend[i], &reuse, &pick);
             G1_TRY(start_pending(d, i--, &pick));
+            nfree = n_free(d); /* one less, or as many when it finished at once */
             started = 1;
         }
         if (!started && free_left && d->n_pend == d->W) { /* the read-ahead is full of waiting requests */
@@ -885,7 +973,8 @@ static g1_status driver_alloc(driver *d)
     d->W = d->o.prefix_cache && d->o.mode == G1_MODE_SCORE ? 4 * d->n_slots + 16 : 1;
     d->pend = calloc((size_t)d->W, sizeof *d->pend);
     d->pend_k = calloc((size_t)d->W, sizeof *d->pend_k);
-    if (!d->pend || !d->pend_k)
+    d->pend_w = calloc((size_t)d->W, sizeof *d->pend_w);
+    if (!d->pend || !d->pend_k || !d->pend_w)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
     if (d->o.prefix_cache) {
         d->held = calloc((size_t)d->n_slots, sizeof *d->held);
@@ -898,7 +987,8 @@ static g1_status driver_alloc(driver *d)
         d->E = d->o.kv_owners > 1 ? d->o.kv_owners : 1;
         d->cls_n = malloc((size_t)d->E * sizeof *d->cls_n);
         d->cls_c = malloc((size_t)d->E * sizeof *d->cls_c);
-        if (!d->cls_n || !d->cls_c)
+        d->freed_ring = malloc((size_t)d->n_slots * sizeof *d->freed_ring);
+        if (!d->cls_n || !d->cls_c || !d->freed_ring)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
         if (d->o.mode == G1_MODE_SCORE && !d->o.dump) {
             d->held_lp = calloc((size_t)d->n_slots, sizeof *d->held_lp);
@@ -1065,6 +1155,8 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
         g1_request_free(&d.pend[i]);
     free(d.pend);
     free(d.pend_k);
+    free(d.pend_w);
+    free(d.freed_ring);
     for (int i = 0; d.samplers && i < d.n_samplers; i++)
         g1_sampler_free(d.samplers[i]);
     free(d.samplers);

@@ -171,7 +171,7 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
             st = g1_tok_encode(ctx->tok, p, keep, &ctxt);
         if (st == G1_OK && ctxt.n >= whole.n)
             st = G1_FAIL(G1_ERR_FORMAT, "input line %ld: the continuation is empty after tokenizing", line);
-        if (st == G1_OK) /* the context: the prompt's own tokens */
+        if (st == G1_OK && ctxt.n) /* the context: the prompt's own tokens */
             memcpy(whole.v, ctxt.v, ctxt.n * sizeof *whole.v);
         bos = ctxt.n == 0;
         r->n_context = (int)ctxt.n + bos;

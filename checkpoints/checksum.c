@@ -20,7 +20,8 @@ static const char usage_text[] =
     "Reads every tensor of a grok1-hdf5 checkpoint (one file, a part, or one\n"
     "joined by grok1-link, through its links) and compares it with the CRC-32\n"
     "that grok1-convert and grok1-mkckpt record on each dataset (one per expert\n"
-    "for the moe tensors). Run it on a node after copying a checkpoint there.\n"
+    "for the moe tensors), and the hyper-parameters with theirs (root attribute\n"
+    "params_crc32). Run it on a node after copying a checkpoint there.\n"
     "grok1-run compares the tensors it loads the same way, so a damaged file\n"
     "stops a job at load; this finds the damage before the job is queued, and\n"
     "lists every damaged tensor, not only the first. Through a joined checkpoint\n"
@@ -33,7 +34,8 @@ static const char usage_text[] =
     "it when the request's last rows were written, and checks that its tokens\n"
     "attribute holds one token id a row and its id attribute is a string.\n"
     "\n"
-    "  --add         put checksums on the datasets that have none (a checkpoint\n"
+    "  --add         put checksums on the datasets (and the hyper-parameters)\n"
+    "                that have none (a checkpoint\n"
     "                written before checksums existed), computed from what the\n"
     "                file holds now: run it on the file as the converter wrote it,\n"
     "                before copying it (checksums added to a damaged file record\n"
@@ -45,9 +47,10 @@ static const char usage_text[] =
     "                --layers beyond them is a usage error)\n"
     "\n"
     "Exit status: 0 every dataset read had a checksum and matched it (or got\n"
-    "one, with --add); 1 a tensor does not match or could not be read, or a\n"
-    "part is not the one linked; 2 usage; 3 nothing damaged, but some datasets\n"
-    "have no checksum, so were not checked.\n"
+    "one, with --add); 1 a tensor or the hyper-parameters do not match, a tensor\n"
+    "could not be read, or a part is not the one linked; 2 usage; 3 nothing\n"
+    "damaged, but some datasets (or the hyper-parameters) have no checksum, so\n"
+    "were not checked.\n"
     "OMP_NUM_THREADS sets the threads that compute the CRCs (default: every core).\n";
 
 typedef struct tally {

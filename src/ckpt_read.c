@@ -185,11 +185,8 @@ static g1_status read_header(g1_ckpt *ck)
             *(double *)((char *)&ck->cfg + p->offset) = v;
     }
     int got = g1_h5_get_params_crc(ck->file, &ck->params_crc[0]);
-    if (got < 0)
-        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute %s is not one unsigned integer", ck->path,
-                       G1_H5_PARAMS_CRC_ATTR);
     ck->params_crc[1] = g1_h5_params_crc(&ck->cfg);
-    ck->params_bad = got == 1 && ck->params_crc[0] != ck->params_crc[1];
+    ck->params_bad = got < 0 ? 2 : got == 1 && ck->params_crc[0] != ck->params_crc[1];
     if (g1_config_validate(&ck->cfg) != G1_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", g1_last_error());
@@ -205,6 +202,11 @@ g1_status g1_ckpt_check_header(const g1_ckpt *ck)
 {
     if (!ck->params_bad || ck->skip_checksums)
         return G1_OK;
+    if (ck->params_bad == 2)
+        return G1_FAIL(G1_ERR_FORMAT,
+                       "checkpoint %s: attribute %s (the hyper-parameters' checksum) is not one unsigned integer: "
+                       "damaged, or written by another tool (grok1-run --skip-checksums loads it unchecked)",
+                       ck->path, G1_H5_PARAMS_CRC_ATTR);
     return G1_FAIL(G1_ERR_FORMAT,
                    "checkpoint %s: its hyper-parameters do not match their checksum (CRC-32 %08x; the file records "
                    "%08x in %s): a root attribute was changed since the file was written (damaged, or edited by "

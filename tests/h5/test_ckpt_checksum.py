@@ -231,6 +231,22 @@ def test_params(d, ref):
         rc, _, err = run([RUN, "--checkpoint", bad, "--skip-checksums", "--mode", "score", "--input", req,
                           "--output", o])
         expect(rc == 0, f"--skip-checksums loads it: rc {rc} {err.strip()}")
+    # a checksum attribute of another type: refused the same way, and
+    # --skip-checksums still loads (it was refused at open, flag or not)
+    odd = os.path.join(d, "oddparams.h5")
+    shutil.copy(ref, odd)
+    with h5py.File(odd, "r+") as f:
+        del f.attrs["params_crc32"]
+        f.attrs["params_crc32"] = np.float64(1.0)
+    rc, out, err = run([CHECKSUM, odd])
+    expect(rc == 1 and "hyper-parameters DAMAGED" in out, f"grok1-checksum: a float params_crc32: rc {rc} {out}")
+    if RUN:
+        rc, _, err = run([RUN, "--checkpoint", odd, "--mode", "score", "--input", req, "--output", o])
+        expect(rc == 1 and "params_crc32 (the hyper-parameters' checksum) is not one unsigned integer" in err,
+               f"grok1-run refuses a float params_crc32: rc {rc} {err.strip()}")
+        rc, _, err = run([RUN, "--checkpoint", odd, "--skip-checksums", "--mode", "score", "--input", req,
+                          "--output", o + "2"])
+        expect(rc == 0, f"--skip-checksums loads it: rc {rc} {err.strip()}")
     old = os.path.join(d, "noparams.h5")
     shutil.copy(ref, old)
     with h5py.File(old, "r+") as f:

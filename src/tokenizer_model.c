@@ -426,7 +426,7 @@ g1_status g1_tok_load(g1_tokenizer **tok, const char *path)
         if (got == 0)
             break;
     }
-    int err = ferror(fp) ? errno : 0;
+    int err = ferror(fp) ? (errno ? errno : EIO) : 0;
     fclose(fp);
     if (err) {
         free(buf);

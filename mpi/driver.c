@@ -681,9 +681,10 @@ static g1_status take_token(driver *d, seq *q, int token)
             long at = g1_stop_find(q->text.s ? q->text.s : "", q->text.n, q->searched,
                                    (const char *const *)q->req.stop, (size_t)q->req.n_stop, &hold);
             if (at >= 0) {
-                q->text.n = (size_t)at; /* the completion ends before the stop string */
-                if (q->text.s)
-                    q->text.s[at] = 0;
+                /* the completion ends before a stop string, cut as lm-eval cuts */
+                q->text.n = g1_stop_cut(q->text.s, q->text.n, (const char *const *)q->req.stop,
+                                        (size_t)q->req.n_stop);
+                q->text.s[q->text.n] = 0;
                 q->finish = "stop";
                 return G1_OK;
             }

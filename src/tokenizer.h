@@ -93,5 +93,12 @@ g1_status g1_tok_stream_finish(g1_tok_stream *st, g1_str *out);
  * out yet. */
 long g1_stop_find(const char *text, size_t len, size_t from,
                   const char *const *stops, size_t n_stops, size_t *hold);
+/* Where a completion that g1_stop_find stopped ends: the stop strings in
+ * list order, each cutting the text before its first whole occurrence in
+ * what the earlier ones left (lm-eval's `until` and vLLM's `stop`). Returns
+ * the new length, never below the earliest start g1_stop_find returned: a
+ * later string that starts earlier but runs past an earlier cut does not
+ * cut. */
+size_t g1_stop_cut(const char *text, size_t len, const char *const *stops, size_t n_stops);
 
 #endif

@@ -187,3 +187,18 @@ long g1_stop_find(const char *text, size_t len, size_t from, const char *const *
         *hold = best >= 0 ? 0 : keep;
     return best;
 }
+
+size_t g1_stop_cut(const char *text, size_t len, const char *const *stops, size_t n_stops)
+{
+    for (size_t k = 0; k < n_stops; k++) {
+        size_t sl = strlen(stops[k]);
+        if (sl == 0)
+            continue;
+        for (size_t i = 0; i + sl <= len; i++)
+            if (memcmp(text + i, stops[k], sl) == 0) {
+                len = i;
+                break;
+            }
+    }
+    return len;
+}

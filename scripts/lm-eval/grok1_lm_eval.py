@@ -19,7 +19,7 @@ As a module: `Grok1LM(checkpoint=..., tokenizer=...)` is an lm_eval LM
   HF model), BOS before the first; returns the sum over the windows.
 - generate_until: {"prompt": context, "stop": until, "max_new_tokens":
   max_gen_toks, "temperature": 0 unless do_sample}; returns the completion,
-  which ends before the first stop string.
+  cut by the stop strings in list order as lm-eval's HF model cuts it.
 The context is max_length (default 8192): every job runs grok1-run with
 --max-context max_length (a --max-context in grok1_args must equal it;
 grok1-run refuses one above the model's max_seq_len). Prompts too long for

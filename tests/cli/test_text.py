@@ -197,6 +197,28 @@ def case_stop():
     else:
         check(r == base or r["completion"] == text, "a stop string that never occurs changed the result")
     print(f"stop {pick!r}: {r['finish_reason']}, {len(r['completion'])} characters kept of {len(text)}")
+    # List order, as lm-eval's `until` splits: a later string that starts
+    # earlier but ends where the first one ends does not cut once the first
+    # has cut. Both complete at the same step, so the earliest start (the
+    # rule before) keeps one character less.
+    prompts = ["Hello there", "Paris is the capital of", "Grok is", "1 2 3 4 5", "Once upon a time"]
+    outs = run("generate", [{"id": j, "prompt": p, "max_new_tokens": 40, "ignore_eos": True}
+                            for j, p in enumerate(prompts)])
+    pick = next(((j, o["completion"], e) for j, o in enumerate(outs) for e in range(2, len(o["completion"]))
+                 if o["completion"].find(o["completion"][e - 1]) == e - 1
+                 and o["completion"].find(o["completion"][e - 2:e]) == e - 2
+                 and "\ufffd" not in o["completion"][e - 2:e]), None)
+    check(pick is not None, "no completion has a character first seen after another: list order not checked")
+    j, text, e = pick
+    pair = [text[e - 1], text[e - 2:e]]
+    r = run("generate", [{"id": 0, "prompt": prompts[j], "max_new_tokens": 40, "ignore_eos": True, "stop": pair}])[0]
+    check(r["finish_reason"] == "stop" and r["completion"] == text[:e - 1],
+          f"stop {pair!r}: completion {r['completion']!r}, expected {text[:e - 1]!r} (list order)")
+    r = run("generate", [{"id": 0, "prompt": prompts[j], "max_new_tokens": 40, "ignore_eos": True,
+                          "stop": pair[::-1]}])[0]
+    check(r["finish_reason"] == "stop" and r["completion"] == text[:e - 2],
+          f"stop {pair[::-1]!r}: completion {r['completion']!r}, expected {text[:e - 2]!r} (list order)")
+    print(f"stop {pair!r} and its reverse, in list order: {e - 1} and {e - 2} characters kept")
 
 
 def case_sampling():

@@ -133,7 +133,7 @@ def check_results(tag, res, mc):
     acc = res["results"]["grok1_toy_mc"]["acc,none"]
     check(abs(acc - sum(correct) / len(correct)) < 1e-12, f"{tag}: mc acc {acc} is the argmax's")
 
-    # generation: the completion, cut before the first stop string
+    # generation: the completion, cut by the stop strings in list order
     rows, got = [], []
     for smp in s["grok1_toy_gen"]:
         (ctx, kw), = args_of(smp)

@@ -176,6 +176,13 @@ static void test_stop(void)
     CHECK(g1_stop_find("abc\n", 4, 0, stops, 3, &hold) == -1 && hold == 1, "hold \\n");
     CHECK(g1_stop_find("xENDy\n\n", 7, 3, stops, 3, &hold) == 1, "match starting before `from`");
     CHECK(g1_stop_find("abc", 3, 0, stops, 3, &hold) == -1 && hold == 0, "nothing");
+    /* the cut, in list order: "c" first, then "bc" is no longer whole */
+    const char *ordered[] = {"", "c", "bc", "ab"};
+    CHECK(g1_stop_find("abcd", 4, 0, ordered, 4, &hold) == 0, "earliest start");
+    CHECK(g1_stop_cut("abcd", 4, ordered, 4) == 0, "ab cuts after c: %zu", g1_stop_cut("abcd", 4, ordered, 4));
+    CHECK(g1_stop_cut("abcd", 4, ordered, 3) == 2, "bc runs past c's cut: %zu", g1_stop_cut("abcd", 4, ordered, 3));
+    CHECK(g1_stop_cut("xbcbc", 5, ordered + 2, 1) == 1, "first occurrence");
+    CHECK(g1_stop_cut("abc", 3, stops, 3) == 3, "no occurrence");
 }
 
 static void test_grok(void)

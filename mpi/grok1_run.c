@@ -1816,10 +1816,11 @@ static void summary(const cli *c, const job *j, const g1_driver_stats *st, doubl
         snprintf(reused, sizeof reused, " (%lld of them held from earlier requests: %.0f%%)",
                  (long long)s.reused_tokens, 100.0 * (double)s.reused_tokens / (double)s.prompt_tokens);
     fprintf(stderr,
-            "grok1-run: %lld requests%s, %lld prompt tokens%s, %lld generated tokens, %.3f s, %.1f tokens/s; "
-            "%d x %d ranks, %d micro-batches of %d slots%s%s\n",
-            (long long)s.requests, shard, (long long)s.prompt_tokens, reused, (long long)s.generated_tokens, dt,
-            dt > 0 ? (double)tok / dt : 0.0, j->P, j->E, j->M, c->batch_size, j->dist ? "; stage busy " : "",
+            "grok1-run: %lld request%s%s, %lld prompt tokens%s, %lld generated tokens, %.3f s, %.1f tokens/s; "
+            "%d x %d ranks, %d micro-batch%s of %d slot%s%s%s\n",
+            (long long)s.requests, s.requests == 1 ? "" : "s", shard, (long long)s.prompt_tokens, reused,
+            (long long)s.generated_tokens, dt, dt > 0 ? (double)tok / dt : 0.0, j->P, j->E, j->M,
+            j->M == 1 ? "" : "es", c->batch_size, c->batch_size == 1 ? "" : "s", j->dist ? "; stage busy " : "",
             stages);
 }
 

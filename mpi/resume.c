@@ -2,6 +2,7 @@
 #include "resume.h"
 
 #include "durable.h"
+#include "fnv1a.h"
 #include "requests.h"
 
 #include <errno.h>
@@ -115,19 +116,6 @@ int g1_dump_run_differs(const char *record, json_t *meta, const char *name, char
     return d;
 }
 
-#define FNV_OFFSET 0xcbf29ce484222325ull
-#define FNV_PRIME 0x100000001b3ull
-
-static unsigned long long fnv(unsigned long long h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
-
 /* FNV-1a, 64 bits, of the first `limit` bytes of the file at path (all of
  * it when limit < 0), as 16 hex digits; *got: the bytes there were. */
 static g1_status input_hash(const char *path, long long limit, char hex[17], long long *got)
@@ -135,7 +123,7 @@ static g1_status input_hash(const char *path, long long limit, char hex[17], lon
     FILE *f = fopen(path, "rb");
     if (!f)
         return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
-    unsigned long long h = FNV_OFFSET;
+    unsigned long long h = G1_FNV1A64_START;
     unsigned char buf[1 << 16];
     long long n = 0;
     while (limit < 0 || n < limit) {
@@ -143,7 +131,7 @@ static g1_status input_hash(const char *path, long long limit, char hex[17], lon
         if (limit >= 0 && (long long)want > limit - n)
             want = (size_t)(limit - n);
         size_t r = fread(buf, 1, want, f);
-        h = fnv(h, buf, r);
+        h = g1_fnv1a64(h, buf, r);
         n += (long long)r;
         if (r < want)
             break;
@@ -196,7 +184,7 @@ static g1_status shard_scan(const char *path, int k, int n, shard_acc *acc, long
     if (!f)
         return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
     for (int i = 0; i < (k < 0 ? n : 1); i++)
-        acc[i].all = acc[i].pre = FNV_OFFSET;
+        acc[i].all = acc[i].pre = G1_FNV1A64_START;
     char *buf = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -210,9 +198,9 @@ static g1_status shard_scan(const char *path, int k, int n, shard_acc *acc, long
             shard_acc *a = &acc[k < 0 ? owner : 0];
             char idx[48];
             int il = snprintf(idx, sizeof idx, "%lld:%lld:", m, line);
-            unsigned long long h = fnv(a->all, idx, (size_t)il);
-            h = fnv(h, buf, (size_t)len - (buf[len - 1] == '\n'));
-            a->all = fnv(h, "\n", 1);
+            unsigned long long h = g1_fnv1a64(a->all, idx, (size_t)il);
+            h = g1_fnv1a64(h, buf, (size_t)len - (buf[len - 1] == '\n'));
+            a->all = g1_fnv1a64(h, "\n", 1);
             if (a->upto < 0 || m < a->upto)
                 a->pre = a->all;
         }

@@ -15,6 +15,7 @@
 
 #include "ckpt.h"
 #include "durable.h"
+#include "fnv1a.h"
 #include "h5util.h"
 
 /* Rows of the embedding compared between parts: the first, the last and
@@ -230,7 +231,7 @@ static g1_status fingerprints(linker *k, int src)
         snprintf(name, sizeof name, l < L ? "layers/%02d/attn_norm" : "final_norm", l);
         st = read_row(&k->p[l < L ? k->owner[l] : src], name, 0, D, -1, v);
         if (st == G1_OK)
-            k->fp[l] = g1_h5_fnv1a64(G1_H5_FNV_START, v, D * sizeof *v);
+            k->fp[l] = g1_fnv1a64(G1_FNV1A64_START, v, D * sizeof *v);
     }
     free(v);
     return st;

@@ -14,6 +14,7 @@
 
 #include "bf16.h"
 #include "ckpt.h"
+#include "fnv1a.h"
 #include "h5util.h"
 
 /* A tensor read into the weights, its checksum to compare on the checker's
@@ -267,7 +268,7 @@ static hid_t open_obj(const g1_ckpt *ck, hid_t loc, const char *name, int group)
  * from a file that `obj` is in (-1: the final norm's, opened for the message). */
 static g1_status check_part_fp(const g1_ckpt *ck, int i, hid_t obj, const char *what, const float *v)
 {
-    if (!ck->part_fp || g1_h5_fnv1a64(G1_H5_FNV_START, v, (size_t)ck->cfg.emb_size * sizeof *v) == ck->part_fp[i])
+    if (!ck->part_fp || g1_fnv1a64(G1_FNV1A64_START, v, (size_t)ck->cfg.emb_size * sizeof *v) == ck->part_fp[i])
         return G1_OK;
     char file[1024] = "", obj_name[32];
     if (i < ck->cfg.num_layers)
@@ -1042,7 +1043,7 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
     float *v = malloc(D * sizeof *v);
     if (!v)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    uint64_t saved = ck->bytes_read, saved_checked = ck->bytes_checked, h = G1_H5_FNV_START;
+    uint64_t saved = ck->bytes_read, saved_checked = ck->bytes_checked, h = G1_FNV1A64_START;
     dset d = {.id = -1};
     g1_status st = has_embedding(ck);
     if (st == G1_OK)
@@ -1060,7 +1061,7 @@ g1_status g1_ckpt_fingerprint(g1_ckpt *ck, char hex[17])
             st = read_slab(ck, &d, H5T_NATIVE_FLOAT, start, count, v);
         }
         if (st == G1_OK)
-            h = g1_h5_fnv1a64(h, v, D * sizeof *v);
+            h = g1_fnv1a64(h, v, D * sizeof *v);
     }
     close_dset(&d); /* idempotent: a failed open left it closed */
     ck->bytes_read = saved; /* not part of the share a rank loads */

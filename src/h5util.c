@@ -154,14 +154,6 @@ herr_t g1_h5_put_params_crc(hid_t loc, const g1_config *cfg)
     return put_attr(loc, G1_H5_PARAMS_CRC_ATTR, H5T_STD_U32LE, H5T_NATIVE_UINT32, &crc);
 }
 
-uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 hid_t g1_h5_read_fapl(void)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);

@@ -32,11 +32,6 @@ int g1_h5_get_params_crc(hid_t loc, uint32_t *v);
 /* Put the params checksum of cfg on `loc` (replacing one there). */
 herr_t g1_h5_put_params_crc(hid_t loc, const g1_config *cfg);
 
-/* FNV-1a, 64 bits: h (G1_H5_FNV_START to begin) extended by n bytes. The
- * fingerprints of a checkpoint and of its parts. */
-#define G1_H5_FNV_START 0xcbf29ce484222325ull
-uint64_t g1_h5_fnv1a64(uint64_t h, const void *p, size_t n);
-
 /* The hyperslab [start, start + count) of dataset d (rank dimensions),
  * read into or written from buf (count elements, row-major) as memtype. */
 herr_t g1_h5_read_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf);

@@ -2,6 +2,7 @@
  * sentencepiece_model.proto read by hand (only the fields that change
  * tokenization), then the checks SentencePiece's loader makes. Every length
  * is bounds-checked against the buffer; nothing here trusts the file. */
+#include "fnv1a.h"
 #include "tokenizer_internal.h"
 
 #include <errno.h>
@@ -380,10 +381,7 @@ g1_status g1_tok_load_mem(g1_tokenizer **tok, const void *data, size_t size, con
         g1_tok_free(t);
         return st;
     }
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64: a few ms for Grok-1's 2 MB */
-    for (size_t i = 0; i < size; i++)
-        h = (h ^ ((const unsigned char *)data)[i]) * 0x100000001b3ull;
-    t->fnv1a64 = h;
+    t->fnv1a64 = g1_fnv1a64(G1_FNV1A64_START, data, size); /* a few ms for Grok-1's 2 MB */
     *tok = t;
     return G1_OK;
 }

@@ -19,6 +19,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tok"))
+import protowire  # noqa: E402
+
 ARGS = None
 FAILS = []
 
@@ -329,28 +332,8 @@ def swapped_tokenizer(path):
     by hand: ModelProto field 1 is a piece, whose field 1 is its text."""
     data = bytearray(open(path, "rb").read())
 
-    def varint(i):
-        v = s = 0
-        while True:
-            c = data[i]
-            i += 1
-            v |= (c & 0x7F) << s
-            s += 7
-            if c < 0x80:
-                return v, i
-
-    def fields(i, end):
-        while i < end:
-            key, i = varint(i)
-            wire = key & 7
-            if wire == 2:
-                n, i = varint(i)
-                yield key >> 3, i, n
-                i += n
-            elif wire == 0:
-                i = varint(i)[1]
-            else:
-                i += 4 if wire == 5 else 8
+    def fields(i, end):  # the length-delimited fields of data[i:end]: (number, offset, length)
+        return ((num, p, stop - p) for num, wire, _, p, stop in protowire.fields(data, i, end) if wire == 2)
     texts = [(i, n) for num, j, m in fields(0, len(data)) if num == 1
              for sub, i, n in fields(j, j + m) if sub == 1]
     by_len = {}

@@ -6,6 +6,9 @@ and its specials and user-defined pieces are Grok-1's (when the real model is
 beside the checkout). Exit 0 pass, 1 fail, 77 skip."""
 import os, shutil, subprocess, sys, tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import protowire  # noqa: E402
+
 src = sys.argv[1]
 model = os.path.join(src, "checkpoints", "demo-tokenizer", "demo.model")
 if not shutil.which("spm_train"):
@@ -13,33 +16,10 @@ if not shutil.which("spm_train"):
     sys.exit(77)
 
 
-def varint(b, i):
-    r = s = 0
-    while True:
-        c = b[i]
-        i += 1
-        r |= (c & 0x7F) << s
-        s += 7
-        if c < 0x80:
-            return r, i
-
-
 def fields(b):
-    i = 0
-    while i < len(b):
-        start = i
-        k, i = varint(b, i)
-        w = k & 7
-        if w == 0:
-            _, i = varint(b, i)
-        elif w == 1:
-            i += 8
-        elif w == 5:
-            i += 4
-        elif w == 2:
-            n, i = varint(b, i)
-            i += n
-        yield k >> 3, b[start:i], b[i - n:i] if w == 2 else None
+    """each field of the message in b: its number, its bytes, its value's bytes if length-delimited"""
+    for num, wire, start, payload, stop in protowire.fields(b):
+        yield num, b[start:stop], b[payload:stop] if wire == 2 else None
 
 
 def canonical(path):

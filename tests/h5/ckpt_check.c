@@ -6,19 +6,12 @@
 #include <string.h>
 
 #include "ckpt.h"
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
+#include "fnv1a.h"
 
 static uint64_t fnv_qmat(uint64_t h, const g1_qmat *q)
 {
-    h = fnv(h, q->w, (size_t)q->rows * q->cols);
-    return fnv(h, q->scale, (size_t)q->blocks * q->cols * sizeof(float));
+    h = g1_fnv1a64(h, q->w, (size_t)q->rows * q->cols);
+    return g1_fnv1a64(h, q->scale, (size_t)q->blocks * q->cols * sizeof(float));
 }
 
 /* Digest of the config and every loaded tensor. */
@@ -26,22 +19,22 @@ static uint64_t digest(const g1_weights *w)
 {
     const g1_config *c = &w->cfg;
     size_t D = (size_t)c->emb_size;
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = G1_FNV1A64_START;
     for (int i = 0; i < g1_num_params; i++)
-        h = fnv(h, (const char *)c + g1_params[i].offset,
+        h = g1_fnv1a64(h, (const char *)c + g1_params[i].offset,
                 g1_params[i].type == G1_PARAM_INT ? sizeof(int) : sizeof(double));
-    h = fnv(h, w->blocks, sizeof w->blocks);
+    h = g1_fnv1a64(h, w->blocks, sizeof w->blocks);
     if (w->embedding) {
-        h = fnv(h, w->embedding, (size_t)c->vocab_size * D * 2);
-        h = fnv(h, w->final_norm, D * 4);
+        h = g1_fnv1a64(h, w->embedding, (size_t)c->vocab_size * D * 2);
+        h = g1_fnv1a64(h, w->final_norm, D * 4);
     }
     for (int l = 0; l < w->layer1 - w->layer0; l++) {
         const g1_layer_weights *L = &w->layers[l];
         for (int n = 0; n < G1_NUM_NORM; n++)
-            h = fnv(h, L->norm[n], D * 4);
+            h = g1_fnv1a64(h, L->norm[n], D * 4);
         for (int i = 0; i < 4; i++)
             h = fnv_qmat(h, &L->attn[i]);
-        h = fnv(h, L->router, D * (size_t)c->num_experts * 4);
+        h = g1_fnv1a64(h, L->router, D * (size_t)c->num_experts * 4);
         for (int m = 0; m < 3; m++)
             for (int e = 0; e < w->expert1 - w->expert0; e++)
                 h = fnv_qmat(h, &L->moe[m][e]);

@@ -1047,7 +1047,10 @@ static g1_request_ctx request_ctx(const g1_driver_opts *o, const g1_config *cfg)
                             .max_context = o->max_context,
                             .feed_all = o->dump != NULL,
                             .shard = o->shard,
-                            .shards = o->shards};
+                            .shards = o->shards,
+                            .bounded = o->input_bounded,
+                            .end_bytes = o->input_bytes,
+                            .end_requests = o->input_requests};
 }
 
 g1_status g1_driver_nothing_left(const g1_config *cfg, const g1_driver_opts *opts, FILE *in, int *nothing_left)
@@ -1127,6 +1130,7 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     g1_status st = driver_alloc(&d);
     if (st == G1_OK)
         st = run_loop(&d);
+    stats->input_left = d.rd.left;
     for (int s = 0; d.seqs && s < d.n_slots; s++)
         seq_clear(&d.seqs[s]);
     for (int64_t i = 0; i < d.q.cap; i++)

@@ -77,6 +77,11 @@ typedef struct g1_driver_opts {
      * not counted) is shard mod shards; results are those of an unsharded
      * run (sampling is keyed by that index). 0, 0 or 0, 1: every request */
     int shard, shards;
+    /* read only the requests the output's record of the input covers (its
+     * requests with shards, else its bytes): g1_request_ctx's bounded */
+    int input_bounded;
+    long long input_bytes;
+    int64_t input_requests;
 } g1_driver_opts;
 
 typedef struct g1_driver_stats {
@@ -84,6 +89,7 @@ typedef struct g1_driver_stats {
     int64_t skipped;       /* requests already done (resume) */
     int64_t written;       /* results written in this run */
     int interrupted;       /* stopped by `stop` before the end of the input */
+    int input_left;        /* input_bounded, and the input has more after what it covers */
     int64_t prompt_tokens;
     int64_t reused_tokens; /* prompt positions not computed: their caches were held (prefix_cache) */
     int64_t forked_tokens; /* of those, copied from another slot (a fork) */

@@ -564,8 +564,12 @@ static g1_status check_input(const char *in_path, const shard *by_k, int n, json
                                        "%s.meta.json does not (it read a pipe or stdin); a merge could not tell "
                                        "that they answer one input",
                            by_k[by_k[0].input ? 0 : k].path, by_k[by_k[0].input ? k : 0].path);
-    if (!by_k[0].input)
+    if (!by_k[0].input) {
+        fprintf(stderr, "grok1-merge: warning: the shards read a pipe or stdin, so their meta files record no "
+                        "input: of %s only the ids are checked against their results, and %s.meta.json records "
+                        "no input either\n", in_path, "the merged output");
         return G1_OK;
+    }
     json_t **recs = calloc((size_t)n, sizeof *recs);
     int *verdict = calloc((size_t)n, sizeof *verdict);
     g1_status st = recs && verdict ? g1_input_record(in_path, whole) : G1_FAIL(G1_ERR_NOMEM, "out of memory");

@@ -149,7 +149,10 @@ static void usage(FILE *f)
 "                            a pipe or FIFO is read once, like stdin\n"
 "  --output FILE             results; written to FILE.partial and renamed to FILE when\n"
 "                            every request succeeded (FILE.lock keeps a second run off it);\n"
-"                            a fresh run that ends before its first result removes its files;\n"
+"                            a run without --resume removes an earlier FILE when it starts\n"
+"                            (FILE.meta.json then describes it), and one that ends before its\n"
+"                            first result removes its files; requests appended to the input\n"
+"                            during a run are left to a --resume\n"
 "                            - for stdout; a device or FIFO (/dev/stdout, /dev/fd/N too) is\n"
 "                            written directly, as stdout: no .partial, lock or meta file\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
@@ -834,12 +837,17 @@ typedef struct files {
     char *partial; /* OUT.partial, NULL for stdout or a stream (is_stream) */
     g1_out_lock lock; /* OUT.lock, held for the run's life */
     int meta_ok;   /* OUT.meta.json describes this run (written, or checked and rewritten by a resume) */
-    int fresh;     /* OUT.partial and OUT.meta.json were made by this run, not a resume, and no OUT was there */
+    int fresh;     /* OUT.partial and OUT.meta.json were made by this run, not a resume (an earlier OUT removed) */
     int dump_made; /* DUMP.partial was created by this run */
     json_t *done_ids; /* --resume: ids of the results already in OUT.partial */
     int left_known;   /* a resume from a regular file checked the kept results against the input before
                        * changing anything: nothing_left says whether any request follows them */
     int nothing_left;
+    /* the requests OUT.meta.json's record of the input covers, which are
+     * all the run reads (g1_driver_opts) */
+    int input_bounded;
+    long long input_bytes;
+    int64_t input_requests;
 #if G1_HAVE_HDF5
     g1_logits_file *logits;
     g1_dump_writer *dw; /* writes it on a thread of its own during the run */
@@ -912,16 +920,28 @@ static int kept_has(void *ctx, int64_t k, int n_rows_total, const int *tokens, c
 }
 #endif
 
-static g1_status files_open_input(const cli *c, files *f)
+/* The input, or stdin for "-"; a directory is refused by name (Linux
+ * opens one for reading, and only the first read fails). */
+static g1_status open_input(const char *path, FILE **in)
 {
-    if (!strcmp(c->input, "-")) {
-        f->in = stdin;
+    if (!strcmp(path, "-")) {
+        *in = stdin;
         return G1_OK;
     }
-    f->in = fopen(c->input, "r");
-    if (!f->in)
-        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", c->input, strerror(errno));
+    struct stat sb;
+    if (!(*in = fopen(path, "r")))
+        return G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", path, strerror(errno));
+    if (fstat(fileno(*in), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(*in);
+        *in = NULL;
+        return G1_FAIL(G1_ERR_IO, "cannot read input %s: %s", path, strerror(EISDIR));
+    }
     return G1_OK;
+}
+
+static g1_status files_open_input(const cli *c, files *f)
+{
+    return open_input(c->input, &f->in);
 }
 
 /* What made the output: checked by --resume (resume.h). Layout and
@@ -1191,8 +1211,15 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             json_t *rec = NULL;
             st = c->shards > 1 ? g1_shard_record(c->input, c->shard, c->shards, -1, &rec)
                                : g1_input_record(c->input, &rec);
-            if (st == G1_OK)
+            if (st == G1_OK) {
+                /* requests appended during the run are not read: the
+                 * record could not vouch for them (a --resume does them) */
+                json_t *ext = json_object_get(rec, c->shards > 1 ? "requests" : "bytes");
+                f->input_bounded = json_is_integer(ext);
+                f->input_bytes = c->shards > 1 ? -1 : (long long)json_integer_value(ext);
+                f->input_requests = c->shards > 1 ? (int64_t)json_integer_value(ext) : -1;
                 json_object_set_new(meta, "input", rec);
+            }
         }
         int resuming = c->resume && (exists(f->partial) || exists(c->output));
         if (st == G1_OK && resuming) {
@@ -1294,9 +1321,23 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
                 st = G1_FAIL(G1_ERR_IO, "cannot append to %s: %s", f->partial, strerror(errno));
         } else if (st == G1_OK) {
-            f->fresh = !exists(c->output);
+            /* OUT and its meta file always describe one run, so an OUT of
+             * an earlier run goes before the meta file describes this one
+             * (a merge or a reader would take it for this run's) */
             if (!(f->out = fopen(f->partial, "w")))
                 st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->partial, strerror(errno));
+            if (st == G1_OK && exists(c->output)) {
+                if (unlink(c->output) != 0) {
+                    st = G1_FAIL(G1_ERR_IO, "cannot remove %s, an earlier run's output that this run replaces: %s",
+                                 c->output, strerror(errno));
+                    fclose(f->out); /* nothing of this run stays: OUT and its meta file are as they were */
+                    f->out = NULL;
+                    unlink(f->partial);
+                } else
+                    fprintf(stderr, "grok1-run: removed %s, an earlier run's output: this run replaces it "
+                                    "(--resume continues one instead)\n", c->output);
+            }
+            f->fresh = st == G1_OK;
             if (st == G1_OK)
                 st = g1_meta_write(meta_path, meta);
             f->meta_ok = st == G1_OK;
@@ -1390,9 +1431,9 @@ static void narrow_input_record(const cli *c, const files *f)
 /* A fresh run that failed or was stopped before its first result (a GPU
  * too small, a signal during the load, a bad first request) takes back
  * what it made, so no empty OUT.partial suggests a run to resume: a later
- * --resume finds nothing and starts afresh, as this run did. Not when OUT
- * is there (its meta file was rewritten: the kept OUT.partial is what a
- * resume must continue, not OUT), nor after a resume. 1 when removed. */
+ * --resume finds nothing and starts afresh, as this run did (an OUT of an
+ * earlier run was removed at its start). Not after a resume. 1 when
+ * removed. */
 static int take_back(const cli *c, files *f)
 {
     struct stat sb;
@@ -1773,7 +1814,10 @@ static void driver_opts(const cli *c, files *f, job *j, g1_progress *prog, g1_dr
                         .prefix_cache = c->prefix_cache,
                         .kv_owners = j->E,
                         .shard = c->shard,
-                        .shards = c->shards};
+                        .shards = c->shards,
+                        .input_bounded = f->input_bounded,
+                        .input_bytes = f->input_bytes,
+                        .input_requests = f->input_requests};
 #if G1_HAVE_HDF5
     *sink = (g1_logits_sink){.write = dump_write, .has = dump_has, .out = dump_out, .ready = dump_ready, .ctx = f};
     if (f->logits)
@@ -1858,6 +1902,10 @@ static g1_status drive(const cli *c, files *f, job *j)
     if (c->trace)
         write_trace(c, j);
     summary(c, j, &s, dt, busy);
+    if (s.input_left)
+        fprintf(stderr, "grok1-run: requests were appended to %s after the run started: they were not read "
+                        "(the output's record of the input does not cover them); run again with --resume to answer "
+                        "them\n", c->input);
     return G1_OK;
 }
 
@@ -2178,8 +2226,8 @@ static int check_input(const cli *c)
     }
     if (st == G1_OK && c->tokenizer)
         st = load_tokenizer(c, &m.cfg, &tok);
-    if (st == G1_OK && !(in = strcmp(c->input, "-") ? fopen(c->input, "r") : stdin))
-        st = G1_FAIL(G1_ERR_IO, "cannot open input %s: %s", c->input, strerror(errno));
+    if (st == G1_OK)
+        st = open_input(c->input, &in);
     g1_logits_sink dump = {0}; /* only its presence matters: every position goes through the model */
     g1_driver_opts o = {.mode = c->mode, .max_new_tokens = c->max_new_tokens, .tok = tok, .sample = c->sample,
                         .top_logprobs = c->top_logprobs, .truncate_left = c->truncate_left,

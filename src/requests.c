@@ -3,6 +3,7 @@
  * a file of thousands. The allowed fields live in one table below. */
 #include "requests.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,13 +413,25 @@ g1_status g1_request_next(g1_request_reader *rd, g1_request *out, int *got)
 {
     *got = 0;
     for (;;) {
+        if (rd->ctx.bounded && (rd->ctx.end_requests >= 0 ? rd->seen >= rd->ctx.end_requests
+                                                          : rd->bytes >= rd->ctx.end_bytes)) {
+            /* the end of what the record covers: whether a request follows
+             * (read, not parsed; blank lines are not requests) */
+            ssize_t m;
+            while (!rd->left && (m = getline(&rd->buf, &rd->cap, rd->in)) > 0)
+                rd->left = !g1_blank_line(rd->buf, (size_t)m);
+            return G1_OK;
+        }
+        errno = 0;
         ssize_t n = getline(&rd->buf, &rd->cap, rd->in);
         if (n < 0) {
             if (ferror(rd->in))
-                return G1_FAIL(G1_ERR_IO, "reading input after line %ld failed", rd->line);
+                return G1_FAIL(G1_ERR_IO, "reading the input after line %ld failed: %s", rd->line,
+                               strerror(errno ? errno : EIO));
             return G1_OK;
         }
         rd->line++;
+        rd->bytes += n;
         if (g1_blank_line(rd->buf, (size_t)n))
             continue;
         int64_t index = rd->seen++;

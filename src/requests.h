@@ -37,6 +37,13 @@ typedef struct g1_request_ctx {
                                  so at most the context's positions; else the last is only predicted
                                  and a score request may have one token more */
     int shard, shards;        /* read only requests whose index is shard mod shards (0, 0 or 0, 1: all) */
+    /* bounded: read no further than the first end_requests requests (other
+     * shards' counted; when >= 0), else the first end_bytes bytes, of the
+     * input: those its record in OUT.meta.json covers (requests appended
+     * later wait for a --resume); 0: to the end */
+    int bounded;
+    long long end_bytes;
+    int64_t end_requests;
 } g1_request_ctx;
 
 /* One validated request. Owns `id` (a reference), `prompt_ids` and `stop`. */
@@ -75,6 +82,8 @@ typedef struct g1_request_reader {
     g1_request_ctx ctx;
     long line;   /* lines read so far */
     int64_t seen; /* requests (non-blank lines) read so far, other shards' included */
+    long long bytes; /* bytes read so far */
+    int left;     /* stopped at ctx.end_bytes or ctx.end_requests with more input after it */
     char *buf;
     size_t cap;
 } g1_request_reader;

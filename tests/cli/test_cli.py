@@ -57,7 +57,7 @@ def tiny(mode, inp, out, *extra, seed=5):
 def expect_ok(args, stdin=None):
     rc, so, se = run(args, stdin)
     check(rc == 0, f"expected success, got exit {rc}: {se.strip()}")
-    check("requests" in se and "tokens/s" in se, f"no summary line on stderr: {se!r}")
+    check("request" in se and "tokens/s" in se, f"no summary line on stderr: {se!r}")
     return so, se
 
 
@@ -199,15 +199,26 @@ def case_bad_requests(d):
 
 
 def case_no_clobber(d):
-    """A failing run leaves a pre-existing OUT alone and keeps OUT.partial."""
+    """A run refused before it starts leaves a pre-existing OUT and its meta
+    file alone; one that starts replaces them (OUT and OUT.meta.json always
+    describe one run: a merge of an old OUT under a new meta file gave old
+    results for edited requests), and a failure keeps OUT.partial."""
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     with open(out, "w") as f:
         f.write("precious\n")
-    write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2]}, '{"id": 2, "prompt_ids": [1, 99999]}'])
-    rc, _, se = run(tiny("score", inp, out))
+    with open(out + ".meta.json", "w") as f:
+        f.write("{}\n")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [1, 2]} for i in range(4)])
+    rc, _, se = run(tiny("score", inp, out, "--batch-size", "0"))
+    check(rc == 2 and open(out).read() == "precious\n" and open(out + ".meta.json").read() == "{}\n",
+          f"a refused command line touched OUT or its meta file: exit {rc}: {se.strip()}")
+    rc, _, se = run(tiny("score", inp, out, "--batch-size", "1"), env={"GROK1_FAULT": "0:3"})
     check(rc == 1, f"expected exit 1, got {rc}: {se}")
-    with open(out) as f:
-        check(f.read() == "precious\n", "a failing run changed the pre-existing output file")
+    check(not os.path.exists(out) and f"removed {out}, an earlier run's output" in se,
+          f"a run that started left the earlier OUT beside its own meta file: {se.strip()}")
+    meta = json.load(open(out + ".meta.json"))
+    check(meta.get("format") == "grok1-run-meta" and "fnv1a64" in meta.get("input", {}),
+          f"the meta file is not this run's: {meta}")
     check(os.path.exists(out + ".partial"), "OUT.partial not left for inspection")
     # and a good run replaces it
     write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2]}])
@@ -248,16 +259,16 @@ def case_take_back(d):
     expect_ok(tiny("score", inp, out, "--batch-size", "1", "--resume"))
     want = read_jsonl(out)
     check(len(want) == 12 and left() == ["out.jsonl", "out.jsonl.meta.json"], f"the resume finished with {left()}")
-    # with a finished OUT there (its meta file now this run's), the empty
-    # OUT.partial stays: a resume continues it, not the older OUT
+    # with a finished OUT there, a fresh run replaces it from its start, so
+    # one that fails before its first result leaves nothing: a resume
+    # starts afresh
     with open(out, "w") as f:
         f.write("precious\n")
     rc, _, se = run(tiny("score", inp, out, "--batch-size", "1"), env=first_step)
-    check(rc == 1 and open(out).read() == "precious\n" and os.path.getsize(out + ".partial") == 0 and
-          os.path.exists(out + ".meta.json"), f"a failure beside an OUT: exit {rc}, files {left()}")
+    check(rc == 1 and not left(), f"a failure beside an earlier OUT: exit {rc}, files {left()}")
     expect_ok(tiny("score", inp, out, "--batch-size", "1", "--resume"))
     check(read_jsonl(out) == want and not os.path.exists(out + ".partial"),
-          "the resume beside an older OUT did not run every request from the empty OUT.partial")
+          "the resume after a failed run that replaced an OUT did not run every request")
 
 
 def case_file_clash(d):
@@ -472,6 +483,45 @@ def case_resume_fixed_request(d):
     _, err = p.communicate(timeout=60)
     check(p.returncode == 3, f"SIGTERM: exit {p.returncode}, expected 3: {err[-300:]}")
     expect_fail(tiny("score", inp, out, "--resume"), 1, ["cannot resume", "not the one the output was made"])
+
+
+def case_input_appended(d):
+    """Requests appended to the input while a run goes are not read: the
+    output's record of the input (taken at the start) could not vouch for
+    them, so an edit of them would pass a resume or a merge. The run says
+    so and ends; --resume answers them. Whole input and a shard."""
+    import time
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    rows = [{"id": f"r{i}", "prompt_ids": [3 + (i * 7 + j * 13) % 500 for j in range(200)]} for i in range(120)]
+    extra = {"id": "late", "prompt_ids": [5, 6, 7]}
+    for shard in ([], ["--shard", "0/2"]):
+        write_jsonl(inp, rows)
+        for f in (out, out + ".partial", out + ".meta.json"):
+            if os.path.exists(f):
+                os.remove(f)
+        args = tiny("score", inp, out, "--batch-size", "1", "--prefix-cache", "off", *shard)
+        p = subprocess.Popen([ARGS.run] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(600):
+            if os.path.exists(out + ".partial") and len(open(out + ".partial").read().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        with open(inp, "a") as f:
+            f.write(json.dumps(extra) + "\n")
+        _, err = p.communicate(timeout=60)
+        mine = len(rows) // 2 if shard else len(rows)
+        got = read_jsonl(out) if p.returncode == 0 else []
+        check(p.returncode == 0 and len(got) == mine and "late" not in {r["id"] for r in got},
+              f"{shard}: a request appended during the run: exit {p.returncode}, {len(got)} results of {mine}")
+        check("appended to" in err and "--resume" in err, f"{shard}: the run did not say so: {err[-300:]}")
+        rec = json.load(open(out + ".meta.json"))["input"]
+        check(rec.get("requests") == len(rows) if shard else rec.get("bytes") == os.path.getsize(inp) - len(
+              json.dumps(extra)) - 1, f"{shard}: the record is not of the input the run started from: {rec}")
+        expect_ok(args + ["--resume"])
+        ref = out + ".ref"
+        expect_ok(tiny("score", inp, ref, "--batch-size", "1", *shard))
+        check(open(out).read() == open(ref).read(), f"{shard}: the resume's output differs from a fresh run's")
+        os.remove(ref)
+        os.remove(ref + ".meta.json")
 
 
 def case_resume_nothing_left(d):
@@ -1314,7 +1364,7 @@ def case_shard(d):
             for k in range(n):
                 o = os.path.join(d, f"{mode}.{k}-of-{n}.jsonl")
                 _, se = expect_ok(tiny(mode, inp_m, o, "--shard", f"{k}/{n}", *samp))
-                check(f"requests (shard {k}/{n})" in se, f"summary line does not name the shard: {se!r}")
+                check(re.search(rf"requests? \(shard {k}/{n}\)", se), f"summary line does not name the shard: {se!r}")
                 ids = [r["id"] for r in read_jsonl(o)]
                 check(ids == [r["id"] for r in rows[k::n]], f"{mode} shard {k}/{n} answered {ids}")
                 outs[mode, n].append(o)
@@ -1476,6 +1526,16 @@ def case_shard(d):
     with open(badin) as f:
         expect_ok(tiny("generate", "-", bs, "--shard", "0/2"), stdin=f.read())
     refused([bs, b1], ["not made alike", "bstdin.jsonl.meta.json does not", "records the input"], inp_m=badin)
+    # both from stdin: merged on their ids alone, with a warning saying so,
+    # and a meta file that does not claim the input
+    bs1 = os.path.join(d, "bstdin1.jsonl")
+    with open(badin) as f:
+        expect_ok(tiny("generate", "-", bs1, "--shard", "1/2"), stdin=f.read())
+    rc, se = merge_run(["--input", badin, "--output", dst, bs, bs1])
+    check(rc == 0 and "only the ids are checked" in se and "input" not in json.load(open(dst + ".meta.json")),
+          f"shards from stdin: merge exit {rc}: {se}")
+    os.remove(dst)
+    os.remove(dst + ".meta.json")
     # shards recorded by an older grok1-run: the record of the whole input
     def fnv1a64(data):
         h = 0xcbf29ce484222325

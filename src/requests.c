@@ -251,9 +251,10 @@ static g1_status parse_sampling(const json_t *obj, long line, g1_request *r)
         r->sample.top_p = json_number_value(v);
     }
     if ((v = json_object_get(obj, "top_k"))) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
             return G1_FAIL(G1_ERR_FORMAT, "input line %ld: \"top_k\" must be an integer >= 0 (0: no limit)", line);
-        r->sample.top_k = (int32_t)json_integer_value(v);
+        /* more than any vocabulary: the same as INT_MAX */
+        r->sample.top_k = json_integer_value(v) > INT_MAX ? INT_MAX : (int32_t)json_integer_value(v);
     }
     if ((v = json_object_get(obj, "seed"))) {
         if (!json_is_integer(v) || json_integer_value(v) < 0)
@@ -365,6 +366,9 @@ g1_status g1_request_parse(const char *text, size_t len, long line, const g1_req
                                       "editors add): save the file as UTF-8 without it", line);
     json_error_t err;
     json_t *obj = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    if (!obj && strstr(err.text, "too big integer"))
+        return G1_FAIL(G1_ERR_FORMAT, "input line %ld: an integer (column %d) is beyond what grok1-run reads "
+                                      "(-2^63 to 2^63 - 1): a longer id can be given as a string", line, err.column);
     if (!obj)
         return G1_FAIL(G1_ERR_FORMAT, "input line %ld: malformed JSON: %s (column %d)", line, err.text,
                        err.column);

@@ -153,6 +153,7 @@ BAD = [  # (mode, line 3 of the input, words the message must contain)
     ("score", '{"id": null, "prompt_ids": [1, 2]}', ["line 3", '"id"', "string or a number"]),
     ("score", '{"id": [1], "prompt_ids": [1, 2]}', ["line 3", '"id"', "string or a number"]),
     ("score", '{"id": true, "prompt_ids": [1, 2]}', ["line 3", '"id"']),
+    ("score", '{"id": 12345678901234567890, "prompt_ids": [1, 2]}', ["line 3", "column 27", "2^63", "as a string"]),
     ("score", '{"id": 3}', ["line 3", "missing", "prompt_ids"]),
     ("score", '{"id": 3, "prompt_ids": []}', ["line 3", "prompt_ids", "empty"]),
     ("score", '{"id": 3, "prompt_ids": 5}', ["line 3", "prompt_ids", "list"]),
@@ -915,6 +916,14 @@ def case_generate_fields(d):
             check(len(ids) < limit, f"{r['id']}: 'eos' after the limit")
     check(res[1]["completion_ids"] == [] and res[1]["finish_reason"] == "length", "max_new_tokens 0")
     check(res[3]["prompt_tokens"] == MAX_SEQ - 2, "prompt_tokens")
+    # a top_k past 2^31 is no limit, as 0 is (it was refused as "not >= 0")
+    res = []
+    for k in (0, 2 ** 32 + 1, 2 ** 63 - 1, 20):  # each request 0 of its input: the same random numbers
+        write_jsonl(inp, [{"id": 0, "prompt_ids": [5, 6], "temperature": 1.0, "seed": 3, "max_new_tokens": 8,
+                           "top_k": k}])
+        expect_ok(tiny("generate", inp, out))
+        res.append(read_jsonl(out)[0]["completion_ids"])
+    check(res[0] == res[1] == res[2] and res[3] != res[0], f"huge top_k: {res}")
 
 
 def case_generate_is_greedy(d):

@@ -80,12 +80,17 @@ static int usage_error(const char *msg, const char *arg)
     return 2;
 }
 
+static void fail_detail(tally *t, const char *name, const char *what, const char *detail)
+{
+    fprintf(stderr, "grok1-checksum: %s: %s: %s (HDF5 says '%s')\n", t->path, name, what, detail);
+    t->failed++;
+}
+
 static void fail(tally *t, const char *name, const char *what)
 {
     char detail[256];
     g1_h5_detail(detail);
-    fprintf(stderr, "grok1-checksum: %s: %s: %s (HDF5 says '%s')\n", t->path, name, what, detail);
-    t->failed++;
+    fail_detail(t, name, what, detail);
 }
 
 /* Link `name` (layer `layer`, or -1 the embedding, -2 the final norm) of a
@@ -217,9 +222,16 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
         int bad = 0, read_failed = 0;
         for (int e = 0; e < n && !read_failed; e++) {
             if (g1_h5_crc_of(d, memtype, esize, rank, dims, rank == 3 ? e : -1, &got[e], &t->bytes) < 0) {
-                char what[64];
-                snprintf(what, sizeof what, "%s could not be read", rank == 3 ? "an expert" : "it");
-                fail(t, name, what);
+                char detail[1600];
+                const char *it = rank == 3 ? "an expert" : "it";
+                if (g1_h5_read_detail(d, detail, sizeof detail)) {
+                    fprintf(stderr, "grok1-checksum: %s: %s: %s could not be read: %s\n", t->path, name, it, detail);
+                    t->failed++;
+                } else {
+                    char what[64];
+                    snprintf(what, sizeof what, "%s could not be read", it);
+                    fail_detail(t, name, what, detail);
+                }
                 read_failed = 1;
             } else if (have && got[e] != rec[e]) {
                 char which[32] = "";

@@ -758,9 +758,9 @@ static g1_status read_slab(g1_ckpt *ck, const dset *d, hid_t memtype, const hsiz
                            void *buf)
 {
     herr_t e = g1_h5_read_slab(d->id, memtype, d->rank, start, count, buf);
-    char detail[256];
+    char detail[1600];
     if (e < 0)
-        g1_h5_detail(detail);
+        g1_h5_read_detail(d->id, detail, sizeof detail);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "checkpoint %s: reading %s failed: %s", ck->path, d->name, detail);
     uint64_t n = d->esize;

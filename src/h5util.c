@@ -43,11 +43,57 @@ static herr_t slab_io(hid_t d, hid_t memtype, int rank, const hsize_t *start, co
     herr_t e = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (e >= 0)
         e = buf ? H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf) : H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, cbuf);
+    /* the closes below clear HDF5's error stack: kept for g1_h5_detail */
+    hid_t stack = e < 0 ? H5Eget_current_stack() : -1;
     if (ms >= 0)
         H5Sclose(ms);
     if (fs >= 0)
         H5Sclose(fs);
+    if (stack >= 0)
+        H5Eset_current_stack(stack);
     return e;
+}
+
+int g1_h5_read_detail(hid_t d, char *buf, size_t n)
+{
+    char detail[256];
+    g1_h5_detail(detail);
+    snprintf(buf, n, "%s", detail);
+    hid_t dcpl = H5Dget_create_plist(d);
+    int files = dcpl < 0 ? 0 : H5Pget_external_count(dcpl);
+    const char *prefix = getenv("HDF5_EXTFILE_PREFIX");
+    int named = 0;
+    for (int i = 0; i < files && !named; i++) {
+        char name[1024], where[300] = "", err[128] = "";
+        off_t off;
+        hsize_t size;
+        if (H5Pget_external(dcpl, (unsigned)i, sizeof name, name, &off, &size) < 0)
+            continue;
+        name[sizeof name - 1] = 0;
+        int relative = name[0] != '/';
+        if (relative && prefix && *prefix) {
+            /* looked for under HDF5_EXTFILE_PREFIX, not here: named when
+             * HDF5 could not open one */
+            if (!strstr(detail, "unable to open external"))
+                continue;
+            snprintf(where, sizeof where, "; a relative name, looked for in HDF5_EXTFILE_PREFIX (%s)", prefix);
+        } else {
+            int fd = open(name, O_RDONLY);
+            if (fd >= 0) {
+                close(fd);
+                continue;
+            }
+            snprintf(err, sizeof err, ": %s", strerror(errno));
+            if (relative)
+                snprintf(where, sizeof where, "; a relative name, looked for from the current directory");
+        }
+        snprintf(buf, n, "its data is in the external file %s (HDF5 external storage%s), which cannot be opened%s "
+                 "(HDF5 says '%s')", name, where, err, detail);
+        named = 1;
+    }
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    return named;
 }
 
 herr_t g1_h5_read_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf)

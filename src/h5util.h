@@ -35,6 +35,12 @@ herr_t g1_h5_put_params_crc(hid_t loc, const g1_config *cfg);
 /* The hyperslab [start, start + count) of dataset d (rank dimensions),
  * read into or written from buf (count elements, row-major) as memtype. */
 herr_t g1_h5_read_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf);
+/* Why a read of dataset d just failed, into buf (n bytes): HDF5's innermost
+ * error description, or for a dataset whose data lies in external files
+ * (HDF5 external storage, H5Pset_external; our writers never make one) the
+ * file that cannot be opened (then 1, else 0). Call right after the
+ * failing read. */
+int g1_h5_read_detail(hid_t d, char *buf, size_t n);
 herr_t g1_h5_write_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count,
                         const void *buf);
 

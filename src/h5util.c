@@ -396,44 +396,103 @@ int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max)
     return g1_h5_get_ints(dset, G1_H5_CRC_ATTR, H5T_NATIVE_UINT32, v, max);
 }
 
-/* Bytes one read of g1_h5_crc_of covers at most (whole rows). */
+/* Bytes one read of g1_h5_crc_of covers at most. */
 #define CRC_SLAB_BYTES ((size_t)64 << 20)
 
 int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
                  unsigned long long *bytes)
 {
-    int x = e >= 0; /* the rows are along dimension x */
-    if (rank < 1 || rank > 3 || rank <= x)
+    int x = e >= 0; /* what is read: dimensions x.. (at index e of the first when x) */
+    *crc = 0;
+    if (rank < 1 || rank > 3 || rank <= x || esize < 1 || esize > CRC_SLAB_BYTES)
         return -1;
-    hsize_t rows = dims[x], row_elems = 1;
-    for (int i = x + 1; i < rank; i++)
-        row_elems *= dims[i];
-    size_t row_bytes = (size_t)row_elems * esize;
-    hsize_t slab = row_bytes ? CRC_SLAB_BYTES / row_bytes : rows;
-    slab = slab < 1 ? 1 : slab > rows ? rows : slab;
-    void *buf = malloc((size_t)slab * row_bytes + 1);
+    /* inner[j]: the bytes of one index of dimension j (every later one
+     * whole), at most CRC_SLAB_BYTES + 1; each read is of whole indices of
+     * dimension k, the first whose index fits, so a row of any length (a
+     * forged shape) is read in pieces, in row-major order */
+    hsize_t inner[3];
+    inner[rank - 1] = esize;
+    for (int j = rank - 2; j >= x; j--)
+        inner[j] = dims[j + 1] && inner[j + 1] > CRC_SLAB_BYTES / dims[j + 1] ? CRC_SLAB_BYTES + 1
+                                                                               : inner[j + 1] * dims[j + 1];
+    int k = x;
+    while (inner[k] > CRC_SLAB_BYTES)
+        k++;
+    for (int j = x; j < rank; j++)
+        if (!dims[j])
+            return 0; /* no element: the CRC-32 of nothing */
+    hsize_t per = CRC_SLAB_BYTES / inner[k];
+    per = per > dims[k] ? dims[k] : per;
+    void *buf = malloc((size_t)(per * inner[k]) + 1);
     if (!buf)
         return -1;
     uint32_t c = 0;
     herr_t err = 0;
-    for (hsize_t r = 0; r < rows && err >= 0; r += slab) {
+    hsize_t at[3] = {0, 0, 0}; /* the next read's start in dimensions x..k */
+    for (int first = 1, done = 0; !done && err >= 0; first = 0) {
         hsize_t start[3] = {0, 0, 0}, count[3];
-        memcpy(count, dims, (size_t)rank * sizeof *dims);
-        if (x)
-            start[0] = (hsize_t)e, count[0] = 1;
-        start[x] = r;
-        count[x] = rows - r < slab ? rows - r : slab;
+        for (int j = 0; j < rank; j++) {
+            start[j] = j < x ? (hsize_t)e : j <= k ? at[j] : 0;
+            count[j] = j < x || j < k ? 1 : j == k ? (dims[k] - at[k] < per ? dims[k] - at[k] : per) : dims[j];
+        }
         err = g1_h5_read_slab(d, memtype, rank, start, count, buf);
-        size_t n = (size_t)count[x] * row_bytes;
+        size_t n = (size_t)(count[k] * inner[k]);
         if (err >= 0) {
-            c = r ? g1_h5_crc32_join(c, g1_h5_crc32(buf, n), n) : g1_h5_crc32(buf, n);
+            c = first ? g1_h5_crc32(buf, n) : g1_h5_crc32_join(c, g1_h5_crc32(buf, n), n);
             if (bytes)
                 *bytes += n;
+        }
+        /* the next start: at[k] on by count[k], carried into the earlier dimensions */
+        at[k] += count[k];
+        for (int j = k; j >= x && at[j] == dims[j]; j--) {
+            if (j == x)
+                done = 1;
+            else
+                at[j] = 0, at[j - 1]++;
         }
     }
     free(buf);
     *crc = c;
     return err < 0 ? -1 : 0;
+}
+
+int g1_h5_stored(hid_t d, char *why, size_t n)
+{
+    hid_t sp = H5Dget_space(d), t = H5Dget_type(d), dcpl = H5Dget_create_plist(d);
+    int rank = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[H5S_MAX_RANK];
+    size_t esize = t < 0 ? 0 : H5Tget_size(t);
+    uint64_t declared = esize;
+    if (rank >= 0 && H5Sget_simple_extent_dims(sp, dims, NULL) == rank)
+        for (int i = 0; i < rank; i++)
+            declared = dims[i] && declared > UINT64_MAX / dims[i] ? UINT64_MAX : declared * dims[i];
+    /* without filters (compression) or external files, the file holds
+     * every byte of a dataset written whole */
+    H5D_layout_t layout = dcpl < 0 ? H5D_LAYOUT_ERROR : H5Pget_layout(dcpl);
+    int plain = (layout == H5D_CONTIGUOUS || layout == H5D_CHUNKED || layout == H5D_COMPACT) &&
+                H5Pget_nfilters(dcpl) == 0 && H5Pget_external_count(dcpl) == 0;
+    hsize_t stored = plain ? H5Dget_storage_size(d) : 0;
+    int ok = rank < 0 || esize == 0 || !plain || stored >= declared;
+    if (!ok && why) {
+        char shape[128];
+        size_t k = (size_t)snprintf(shape, sizeof shape, "(");
+        for (int i = 0; i < rank && k < sizeof shape; i++)
+            k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
+        if (k < sizeof shape)
+            snprintf(shape + k, sizeof shape - k, ")");
+        snprintf(why, n,
+                 "its shape %s of %zu-byte elements is %s%llu bytes, but the file holds %llu bytes of its data: "
+                 "a forged or damaged dataset (or one never written)",
+                 shape, esize, declared == UINT64_MAX ? "over " : "", (unsigned long long)declared,
+                 (unsigned long long)stored);
+    }
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (t >= 0)
+        H5Tclose(t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return ok;
 }
 
 char *g1_h5_get_string(hid_t loc, const char *name, size_t max)

@@ -76,12 +76,16 @@ herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n);
  * not an integer array of at most max values or cannot be read. */
 int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max);
 /* The CRC-32 of dataset d (rank 1 to 3, dims its shape) read as memtype
- * (esize bytes an element: int8 or float32), in slabs of at most about
- * 64 MiB: of the whole dataset when e < 0, else of index e of its first
- * dimension (one expert). *bytes (may be NULL) grows by the bytes read.
+ * (esize bytes an element: int8 or float32), in reads of at most 64 MiB
+ * (a longer row in pieces): of the whole dataset when e < 0, else of index e
+ * of its first dimension (one expert). *bytes (may be NULL) grows by the bytes read.
  * 0, or -1 when a read fails (or no memory). */
 int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
                  unsigned long long *bytes);
+/* 1 when the file holds every byte dataset d's shape declares (or cannot
+ * tell: compressed, or in external files), else 0 with why (n bytes; may be
+ * NULL) saying so: a forged shape would read terabytes of fill values. */
+int g1_h5_stored(hid_t d, char *why, size_t n);
 
 /* The string attribute `name` of loc (fixed or variable length, at most
  * max bytes), malloc'd; NULL when it is absent, not a string, longer or

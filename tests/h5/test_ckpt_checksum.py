@@ -286,6 +286,22 @@ def test_bad_attribute(d, ref):
             os.remove(o)
 
 
+def test_forged_shape(d, ref):
+    """A dataset whose shape declares far more than the file holds (a row of
+    2^55 bytes, never written): grok1-checksum allocated the row whole (ASan
+    aborted; a release build said 'unknown HDF5 error')."""
+    for name, shape in (("layers/00/attn_q", (1, 2 ** 55)), ("layers/01/moe_up", (8, 1, 2 ** 52))):
+        p = os.path.join(d, "forged.h5")
+        shutil.copy(ref, p)
+        with h5py.File(p, "r+") as f:
+            del f[name]
+            f.create_dataset(name, shape=shape, dtype="int8")
+        rc, out, err = run([CHECKSUM, p])
+        expect(rc == 1 and f"{name} cannot be read: its shape ({','.join(map(str, shape))}) of 1-byte elements is "
+               f"{np.prod(shape, dtype=object)} bytes, but the file holds 0 bytes of its data" in err
+               and "77 matched, 1 unreadable" in out, f"a forged shape {shape}: rc {rc} {out.strip()} {err.strip()}")
+
+
 def test_parts(d):
     pd = os.path.join(d, "parts")
     os.mkdir(pd)
@@ -532,6 +548,7 @@ def main():
         test_old_file(d, ref)
         test_params(d, ref)
         test_bad_attribute(d, ref)
+        test_forged_shape(d, ref)
         test_parts(d)
         test_dump(d, ref)
         test_usage(d, ref)

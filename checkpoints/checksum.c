@@ -2,7 +2,8 @@
  * (the "crc32" attribute our writers put on each dataset: one CRC-32 per
  * expert for the moe datasets, else one; docs/CHECKPOINT.md), or with --add
  * put checksums on a checkpoint written before they existed.
- * Exit 0 all checked and matched, 1 damaged or unreadable, 2 usage, 3 no
+ * Exit 0 all checked and matched, 1 damaged or unreadable (or a group in
+ * layers/ not a layer of the model), 2 usage, 3 no
  * mismatch but some datasets have no checksum (check mode only). */
 #include <hdf5.h>
 #include <stdio.h>
@@ -48,7 +49,8 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 every dataset read had a checksum and matched it (or got\n"
     "one, with --add); 1 a tensor or the hyper-parameters do not match, a tensor\n"
-    "could not be read, or a part is not the one linked; 2 usage; 3 nothing\n"
+    "could not be read, a part is not the one linked, or layers/ has a group\n"
+    "that is not a layer of the model; 2 usage; 3 nothing\n"
     "damaged, but some datasets (or the hyper-parameters) have no checksum, so\n"
     "were not checked.\n"
     "OMP_NUM_THREADS sets the threads that compute the CRCs (default: every core).\n";
@@ -57,6 +59,8 @@ typedef struct tally {
     const char *path;
     int add;
     long datasets, matched, damaged, unchecked, added, failed;
+    long extra;       /* members of group layers that are not a layer of the model */
+    int num_layers;
     long foreign;     /* norms read from a part that is not the one grok1-link linked */
     int joined;       /* a checkpoint joined by grok1-link (it has G1_H5_PART_FP_ATTR) */
     struct lost *lost; /* part files that cannot be opened: one line each at the end */
@@ -175,6 +179,40 @@ static void tell_lost(const tally *t)
                 t->path, l->file, l->detail, what, l->layers + l->embedding + l->final_norm == 1 ? "was" : "were",
                 prefix && *prefix ? prefix : "not set", t->path);
     }
+}
+
+static herr_t extra_layer(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g, (void)info;
+    tally *t = data;
+    int l = g1_h5_layer_index(name);
+    if (l >= 0 && l < t->num_layers)
+        return 0;
+    if (l < 0)
+        fprintf(stderr, "grok1-checksum: %s: layers/%s is not a layer's name (00, 01, ...): grok1-run refuses the "
+                        "file\n", t->path, name);
+    else
+        fprintf(stderr, "grok1-checksum: %s: layers/%s is not a layer of the model (num_layers %d: layers/00 to "
+                        "layers/%02d; num_layers changed, or a group added by hand?): not checked, and grok1-run "
+                        "refuses the file\n", t->path, name, t->num_layers, t->num_layers - 1);
+    t->extra++;
+    return 0;
+}
+
+/* Every member of group layers is a layer of the model, as the reader
+ * requires: one more would be left unread. */
+static void check_extra(hid_t file, tally *t)
+{
+    H5L_info_t info;
+    if (H5Lexists(file, "layers", H5P_DEFAULT) <= 0 || H5Lget_info(file, "layers", &info, H5P_DEFAULT) < 0 ||
+        info.type != H5L_TYPE_HARD)
+        return;
+    hid_t g = H5Gopen2(file, "layers", H5P_DEFAULT);
+    hsize_t idx = 0;
+    if (g < 0 || H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, extra_layer, t) < 0)
+        fail(t, "layers", "cannot be listed");
+    if (g >= 0)
+        H5Gclose(g);
 }
 
 /* One dataset: compare each checksum it has; with --add, put them on when
@@ -322,11 +360,14 @@ static int summary(const tally *t, const char *what, double dt)
         printf(", %ld unreadable", t->failed);
     if (t->foreign)
         printf(", %ld norm%s from a part not the one linked", t->foreign, t->foreign == 1 ? "" : "s");
+    if (t->extra)
+        printf(", %ld in layers/ not a layer of the model", t->extra);
     if (t->params)
         printf("; hyper-parameters %s", !strcmp(t->params, "none") ? "without a checksum (--add puts it in)"
                                                                    : t->params);
     printf("\n");
-    if (t->damaged || t->failed || t->foreign || (t->params && !strcmp(t->params, "DAMAGED")))
+    if (t->damaged || t->failed || t->foreign || t->extra ||
+        (t->params && !strcmp(t->params, "DAMAGED")))
         return 1;
     if (t->datasets == 0) {
         fprintf(stderr, "grok1-checksum: %s: no dataset checked\n", t->path);
@@ -497,6 +538,8 @@ static int tool_main(int argc, char **argv)
             free(holds);
             return 2;
         }
+    t.num_layers = L;
+    check_extra(file, &t);
     double t0 = now_s();
     check_params(file, &cfg, &t);
     t.joined = H5Aexists(file, G1_H5_PART_FP_ATTR) > 0;

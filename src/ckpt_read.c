@@ -871,6 +871,45 @@ static g1_status open_layer(const g1_ckpt *ck, int layer, char dir[32], hid_t *g
     return G1_OK;
 }
 
+static herr_t layer_name(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g, (void)info;
+    const g1_ckpt *ck = data;
+    int l = g1_h5_layer_index(name);
+    if (l < 0) {
+        G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has layers/%s, which is not a layer's name (00, 01, ...)", ck->path,
+                name);
+        return 1;
+    }
+    if (l >= ck->cfg.num_layers) {
+        G1_FAIL(G1_ERR_FORMAT,
+                "checkpoint %s has layers/%s, but its num_layers is %d (layers/00 to layers/%02d): a layer the "
+                "model does not have (num_layers changed, or a group added by hand?)",
+                ck->path, name, ck->cfg.num_layers, ck->cfg.num_layers - 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* Every member of group "layers" is a layer of the model: one more (a
+ * checkpoint of more layers, num_layers edited) was left unread. */
+static g1_status check_layer_names(const g1_ckpt *ck)
+{
+    if (H5Lexists(ck->file, "layers", H5P_DEFAULT) <= 0 || is_external(ck->file, "layers"))
+        return G1_OK; /* no layer is found, or it is told, at the load */
+    hid_t g = H5Gopen2(ck->file, "layers", H5P_DEFAULT);
+    if (g < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: layers is not a group", ck->path);
+    hsize_t idx = 0;
+    herr_t e = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, layer_name, (void *)ck);
+    H5Gclose(g);
+    if (e > 0)
+        return G1_ERR_FORMAT; /* recorded by layer_name */
+    if (e < 0)
+        return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: cannot list its layers", ck->path);
+    return G1_OK;
+}
+
 /* Block counts of every matrix kind, from the first layer to load. */
 static g1_status find_blocks(g1_ckpt *ck, int layer, int blocks[G1_NUM_QMAT])
 {
@@ -1078,6 +1117,7 @@ static g1_status load_into(g1_ckpt *ck, int l0, int l1, int e0, int e1, int with
 {
     const g1_config *c = &ck->cfg;
     G1_TRY(g1_ckpt_check_header(ck));
+    G1_TRY(check_layer_names(ck));
     if (l0 < 0 || l1 > c->num_layers || l0 > l1)
         return G1_FAIL(G1_ERR_ARG, "layer range [%d,%d) outside the checkpoint's %d layers", l0, l1, c->num_layers);
     if (e0 < 0 || e1 > c->num_experts || e0 >= e1)

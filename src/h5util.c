@@ -299,6 +299,17 @@ void g1_h5_end(int code)
     _exit(code);
 }
 
+int g1_h5_layer_index(const char *name)
+{
+    char *end, canon[32];
+    errno = 0;
+    long v = strtol(name, &end, 10);
+    if (errno || end == name || *end || v < 0 || v > INT_MAX)
+        return -1;
+    snprintf(canon, sizeof canon, "%02ld", v);
+    return strcmp(canon, name) ? -1 : (int)v;
+}
+
 void g1_h5_file_name(hid_t obj, char *buf, size_t n)
 {
     buf[0] = 0;

@@ -150,6 +150,10 @@ hid_t g1_h5_read_fapl(void);
  * error for a missing part depends on where its last lookup failed. */
 int g1_h5_part_present(const char *ckpt_path, const char *file);
 
+/* The layer a member of group "layers" is named for: its index when the
+ * name is one's canonical name ("00", "01", ..., "100"), else -1. */
+int g1_h5_layer_index(const char *name);
+
 /* The name of the file `obj` lives in, into buf (n bytes; "" when unknown). */
 void g1_h5_file_name(hid_t obj, char *buf, size_t n);
 

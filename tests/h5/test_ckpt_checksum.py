@@ -286,6 +286,37 @@ def test_bad_attribute(d, ref):
             os.remove(o)
 
 
+def test_layers(d, ref):
+    """The layer groups against num_layers: one more than num_layers was
+    loaded past silently by the reader and grok1-checksum."""
+    p = os.path.join(d, "extra.h5")
+    shutil.copy(ref, p)
+    with h5py.File(p, "r+") as f:
+        f.copy("layers/03", "layers/04")
+    msg = "has layers/04, but its num_layers is 4 (layers/00 to layers/03): a layer the model does not have"
+    rc, out, err = run([CHECKER, p])
+    expect(rc == 1 and msg in err, f"a layer past num_layers: the reader refuses it: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKER, p, 0, 1, 0, 8])
+    expect(rc == 1 and msg in err, f"... at a load of other layers too: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKSUM, p])
+    expect(rc == 1 and "layers/04 is not a layer of the model (num_layers 4: layers/00 to layers/03" in err and
+           "78 matched, 1 in layers/ not a layer of the model" in out,
+           f"a layer past num_layers: grok1-checksum: rc {rc} {out.strip()} {err.strip()}")
+    if RUN:
+        req, o = os.path.join(d, "req.jsonl"), os.path.join(d, "x.jsonl")
+        with open(req, "w") as f:
+            f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+        rc, _, err = run([RUN, "--checkpoint", p, "--mode", "score", "--input", req, "--output", o])
+        expect(rc == 1 and msg in err and not os.path.exists(o), f"grok1-run refuses it: rc {rc} {err.strip()}")
+    with h5py.File(p, "r+") as f:
+        f.move("layers/04", "layers/4")
+    rc, out, err = run([CHECKER, p])
+    expect(rc == 1 and "has layers/4, which is not a layer's name (00, 01, ...)" in err,
+           f"a group of another name in layers: rc {rc} {err.strip()}")
+    rc, out, err = run([CHECKSUM, p])
+    expect(rc == 1 and "layers/4 is not a layer's name" in err, f"... and grok1-checksum: rc {rc} {err.strip()}")
+
+
 def test_forged_shape(d, ref):
     """A dataset whose shape declares far more than the file holds (a row of
     2^55 bytes, never written): grok1-checksum allocated the row whole (ASan
@@ -548,6 +579,7 @@ def main():
         test_old_file(d, ref)
         test_params(d, ref)
         test_bad_attribute(d, ref)
+        test_layers(d, ref)
         test_forged_shape(d, ref)
         test_parts(d)
         test_dump(d, ref)

@@ -2,8 +2,8 @@
  * (the "crc32" attribute our writers put on each dataset: one CRC-32 per
  * expert for the moe datasets, else one; docs/CHECKPOINT.md), or with --add
  * put checksums on a checkpoint written before they existed.
- * Exit 0 all checked and matched, 1 damaged or unreadable (or a group in
- * layers/ not a layer of the model), 2 usage, 3 no
+ * Exit 0 all checked and matched, 1 damaged, unreadable or incomplete (a
+ * layer of the model missing, or one more in the file), 2 usage, 3 no
  * mismatch but some datasets have no checksum (check mode only). */
 #include <hdf5.h>
 #include <stdio.h>
@@ -44,13 +44,15 @@ static const char usage_text[] =
     "                access to the file (for a checkpoint in parts: to the parts),\n"
     "                and no job reading it meanwhile (it changes HDF5 metadata).\n"
     "  --layers A-B  only layers A..B (inclusive), and no embedding unless A is 0;\n"
-    "                without it, every layer the file holds (a part holds some;\n"
-    "                --layers beyond them is a usage error)\n"
+    "                without it, every layer of the model (num_layers), which\n"
+    "                the file must hold: a part holds some, so check a part with\n"
+    "                its layers (--layers beyond them is a usage error)\n"
     "\n"
     "Exit status: 0 every dataset read had a checksum and matched it (or got\n"
     "one, with --add); 1 a tensor or the hyper-parameters do not match, a tensor\n"
-    "could not be read, a part is not the one linked, or layers/ has a group\n"
-    "that is not a layer of the model; 2 usage; 3 nothing\n"
+    "could not be read, a part is not the one linked, a layer of the model is\n"
+    "missing (INCOMPLETE; without --layers), or layers/ has a group that is not\n"
+    "a layer of the model; 2 usage; 3 nothing\n"
     "damaged, but some datasets (or the hyper-parameters) have no checksum, so\n"
     "were not checked.\n"
     "OMP_NUM_THREADS sets the threads that compute the CRCs (default: every core).\n";
@@ -59,6 +61,7 @@ typedef struct tally {
     const char *path;
     int add;
     long datasets, matched, damaged, unchecked, added, failed;
+    long missing;     /* layers of the model the file does not hold (checked without --layers) */
     long extra;       /* members of group layers that are not a layer of the model */
     int num_layers;
     long foreign;     /* norms read from a part that is not the one grok1-link linked */
@@ -179,6 +182,58 @@ static void tell_lost(const tally *t)
                 t->path, l->file, l->detail, what, l->layers + l->embedding + l->final_norm == 1 ? "was" : "were",
                 prefix && *prefix ? prefix : "not set", t->path);
     }
+}
+
+/* "2-3, 6": the layers l < L with !!holds[l] == want, in buf (n bytes). */
+static void layer_ranges(const char *holds, int L, int want, char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (int l = 0; l < L; l++) {
+        if (!!holds[l] != want || (l > 0 && !!holds[l - 1] == want))
+            continue;
+        int e = l;
+        while (e + 1 < L && !!holds[e + 1] == want)
+            e++;
+        int w = e > l ? snprintf(buf + used, n - used, "%s%d-%d", used ? ", " : "", l, e)
+                      : snprintf(buf + used, n - used, "%s%d", used ? ", " : "", l);
+        if (w < 0 || (size_t)w >= n - used) {
+            snprintf(buf + (n > 5 ? n - 5 : 0), n > 5 ? 5 : n, "...");
+            return;
+        }
+        used += (size_t)w;
+    }
+}
+
+/* Every layer of the model (num_layers, L) is in the file, as grok1-run
+ * needs to load it: else one line naming the missing ones (a part alone
+ * looks the same: it is checked with --layers, its layers). */
+static void check_complete(const char *holds, int L, tally *t)
+{
+    int held = 0, lo = -1, hi = -1;
+    for (int l = 0; l < L; l++)
+        if (holds[l]) {
+            lo = lo < 0 ? l : lo;
+            hi = l;
+            held++;
+        }
+    if (held == L)
+        return;
+    t->missing = L - held;
+    char missing[160], has[200] = "no layer", hint[300] = "";
+    layer_ranges(holds, L, 0, missing, sizeof missing);
+    if (held) {
+        snprintf(has, sizeof has, "layer%s ", held == 1 ? "" : "s");
+        layer_ranges(holds, L, 1, has + strlen(has), sizeof has - strlen(has));
+    }
+    if (held && held == hi - lo + 1)
+        snprintf(hint, sizeof hint,
+                 ". If it is a part of a checkpoint in parts (grok1-convert --layers, grok1-mkckpt --part), check "
+                 "it with --layers %d-%d, or check the checkpoint grok1-link joined",
+                 lo, hi);
+    fprintf(stderr, "grok1-checksum: %s: layer%s %s missing (the model has %d layers, num_layers; the file holds "
+                    "%s): INCOMPLETE, grok1-run refuses to load it%s\n",
+            t->path, t->missing == 1 ? "" : "s", missing, L, has, hint);
 }
 
 static herr_t extra_layer(hid_t g, const char *name, const H5L_info_t *info, void *data)
@@ -360,13 +415,15 @@ static int summary(const tally *t, const char *what, double dt)
         printf(", %ld unreadable", t->failed);
     if (t->foreign)
         printf(", %ld norm%s from a part not the one linked", t->foreign, t->foreign == 1 ? "" : "s");
+    if (t->missing)
+        printf(", %ld layer%s missing (INCOMPLETE)", t->missing, t->missing == 1 ? "" : "s");
     if (t->extra)
         printf(", %ld in layers/ not a layer of the model", t->extra);
     if (t->params)
         printf("; hyper-parameters %s", !strcmp(t->params, "none") ? "without a checksum (--add puts it in)"
                                                                    : t->params);
     printf("\n");
-    if (t->damaged || t->failed || t->foreign || t->extra ||
+    if (t->damaged || t->failed || t->foreign || t->missing || t->extra ||
         (t->params && !strcmp(t->params, "DAMAGED")))
         return 1;
     if (t->datasets == 0) {
@@ -540,6 +597,8 @@ static int tool_main(int argc, char **argv)
         }
     t.num_layers = L;
     check_extra(file, &t);
+    if (a < 0 && holds)
+        check_complete(holds, L, &t);
     double t0 = now_s();
     check_params(file, &cfg, &t);
     t.joined = H5Aexists(file, G1_H5_PART_FP_ATTR) > 0;

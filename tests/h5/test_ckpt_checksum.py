@@ -287,8 +287,23 @@ def test_bad_attribute(d, ref):
 
 
 def test_layers(d, ref):
-    """The layer groups against num_layers: one more than num_layers was
-    loaded past silently by the reader and grok1-checksum."""
+    """The layer groups against num_layers: one missing (deleted with h5py;
+    grok1-run refuses the file) made grok1-checksum exit 0, and one more
+    than num_layers was loaded past silently by the reader and grok1-checksum."""
+    for gone in ("03", "01"):
+        p = os.path.join(d, "gone.h5")
+        shutil.copy(ref, p)
+        with h5py.File(p, "r+") as f:
+            del f["layers/" + gone]
+        rc, out, err = run([CHECKSUM, p])
+        held = "layers 0-2" if gone == "03" else "layers 0, 2-3"
+        expect(rc == 1 and f"layer {int(gone)} missing (the model has 4 layers, num_layers; the file holds {held}): "
+               "INCOMPLETE" in err and "59 matched, 1 layer missing (INCOMPLETE)" in out and
+               ("--layers 0-2" in err) == (gone == "03"), f"layers/{gone} deleted: rc {rc} {out.strip()} {err.strip()}")
+        rc, out, err = run([CHECKER, p])
+        expect(rc == 1 and f"checkpoint has no layers/{gone}" in err, f"layers/{gone} deleted: the reader refuses")
+        rc, out, err = run([CHECKSUM, "--layers", "0-0", p])
+        expect(rc == 0 and "21 datasets (1 layer, embedding)" in out, f"--layers 0-0 of it: rc {rc} {out.strip()}")
     p = os.path.join(d, "extra.h5")
     shutil.copy(ref, p)
     with h5py.File(p, "r+") as f:
@@ -345,8 +360,14 @@ def test_parts(d):
            f"{out.strip()} {err.strip()}")
     rc, out, err = run([CHECKSUM, joined])
     expect(rc == 0 and "78 matched" in out, f"a checkpoint in parts checks through its links: {out.strip()}")
+    # a part alone is not the whole model (as the reader says): checked with --layers, its layers
     rc, out, err = run([CHECKSUM, p2])
-    expect(rc == 0 and "39 datasets (2 layers)" in out, f"a part alone: its layers and final norm: {out.strip()}")
+    expect(rc == 1 and "39 datasets (2 layers)" in out and "39 matched, 2 layers missing (INCOMPLETE)" in out and
+           "layers 0-1 missing (the model has 4 layers, num_layers; the file holds layers 2-3): INCOMPLETE" in err
+           and "check it with --layers 2-3" in err, f"a part alone: its layers and final norm, the others missing: "
+           f"rc {rc} {out.strip()} {err.strip()}")
+    rc, out, err = run([CHECKSUM, "--layers", "2-3", p2])
+    expect(rc == 0 and "38 datasets (2 layers)" in out, f"a part with --layers, its layers: {out.strip()}")
     rc, out, err = run([CHECKSUM, "--layers", "0-1", p2])
     expect(rc == 2 and f"--layers 0-1: {p2} holds layers 2-3 (a part of a checkpoint" in err,
            f"--layers the part does not hold: rc {rc} {err.strip()}")
@@ -395,7 +416,7 @@ def test_parts(d):
     rc, out, err = run([CHECKSUM, "--add", "--layers", "0-1", joined])
     expect(rc == 0 and "40 datasets (2 layers, embedding): " in out and "40 added" in out,
            f"--add through the links: rc {rc} {out.strip()} {err.strip()}")
-    rc, out, err = run([CHECKSUM, p0])
+    rc, out, err = run([CHECKSUM, "--layers", "0-1", p0])
     expect(rc == 0 and "40 matched" in out, f"the part has them: rc {rc} {out.strip()}")
     # a part made again with other weights (its own checksums match): not
     # the part linked, as grok1-run says; the other part's layers pass

@@ -1691,7 +1691,10 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
             lps[s] = plan->cut[s + 1] - plan->cut[s];
         int M = c->micro_batches ? c->micro_batches : *P;
         int context = c->max_context ? c->max_context : cfg->max_seq_len;
+        char from[1100];
+        snprintf(from, sizeof from, "mem_per_rank in %s", c->plan);
         g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = limit,
+                              .mem_per_rank_from = c->mem_per_rank ? NULL : from,
                               .slots = M * c->batch_size, .micro_batches = M, .context = context,
                               .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
                               .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL,

@@ -269,7 +269,8 @@ static g1_status check_request(const g1_plan_request *r)
         return G1_FAIL(G1_ERR_ARG, "--max-batch-tokens %d: at least one token per step is needed",
                        r->max_batch_tokens);
     if (!(r->mem_per_rank >= 0) || !isfinite(r->mem_per_rank))
-        return G1_FAIL(G1_ERR_ARG, "--mem-per-rank must be a non-negative size (0 = no limit)");
+        return G1_FAIL(G1_ERR_ARG, "%s must be a non-negative size (0 = no limit)",
+                       r->mem_per_rank_from ? r->mem_per_rank_from : "--mem-per-rank");
     if (r->layers_per_stage) {
         long sum = 0;
         for (int s = 0; s < r->stages; s++) {
@@ -441,17 +442,8 @@ static void suggest(const g1_plan_request *r, char *buf, size_t n)
     snprintf(buf, n, "more stages or a larger --ep alone do not fit");
 }
 
-/* Bytes in the unit that keeps the figure readable (GiB, MiB or KiB). */
-static const char *human(double b, char *buf, size_t n)
-{
-    if (b >= GIB)
-        snprintf(buf, n, "%.2f GiB", b / GIB);
-    else if (b >= 1024.0 * 1024)
-        snprintf(buf, n, "%.1f MiB", b / (1024.0 * 1024));
-    else
-        snprintf(buf, n, "%.1f KiB", b / 1024.0);
-    return buf;
-}
+/* Bytes in the unit that keeps the figure readable (GiB, MiB, KiB or bytes). */
+static const char *human(double b, char *buf, size_t n) { return g1_bytes_text(buf, n, b); }
 
 g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
 {
@@ -476,11 +468,12 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
             g1_status st = G1_FAIL(
                 G1_ERR_ARG,
                 "rank %d (stage %d, expert slot %d, layers %d..%d) needs %s (weights %s, KV cache %s, "
-                "buffers %s%s) but --mem-per-rank is %s%s; %s%s, or fewer slots (%d), a shorter context "
+                "buffers %s%s) but %s is %s%s; %s%s, or fewer slots (%d), a shorter context "
                 "(--max-context, now %d)%s a smaller --max-batch-tokens (%d)%s",
                 w, w / p.ep, w % p.ep, p.cut[w / p.ep], p.cut[w / p.ep + 1] - 1, human(m->total, b0, sizeof b0),
                 human(m->weights, b1, sizeof b1), human(m->kv_cache, b2, sizeof b2), human(m->buffers, b3, sizeof b3),
-                dump, human(req->mem_per_rank, b4, sizeof b4),
+                dump, req->mem_per_rank_from ? req->mem_per_rank_from : "--mem-per-rank",
+                human(req->mem_per_rank, b4, sizeof b4),
                 over > 1 ? " (and other ranks do not fit either)" : "", hint,
                 req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, *shrink ? "," : " or",
                 p.max_batch_tokens, shrink);

@@ -20,6 +20,8 @@ typedef struct g1_plan_request {
     int stages;                  /* P >= 1, <= num_layers */
     int ep;                      /* E: divides num_experts */
     double mem_per_rank;         /* bytes available per rank; 0 = no limit */
+    const char *mem_per_rank_from; /* where it came from, for messages ("mem_per_rank in P.json"); NULL:
+                                    * "--mem-per-rank" */
     int slots;                   /* sequence slots served at once (micro-batches x batch size) */
     int context;                 /* positions per slot (KV cache length); 0 = max_seq_len */
     int max_batch_tokens;        /* tokens per forward step (activation buffers) */

@@ -35,8 +35,10 @@ const char *g1_bytes_text(char *buf, size_t n, double bytes)
         snprintf(buf, n, "%.2f GiB", bytes / G);
     else if (bytes >= M)
         snprintf(buf, n, "%.1f MiB", bytes / M);
-    else
+    else if (bytes >= K)
         snprintf(buf, n, "%.1f KiB", bytes / K);
+    else
+        snprintf(buf, n, "%.0f byte%s", bytes, bytes == 1 ? "" : "s");
     return buf;
 }
 

@@ -33,7 +33,7 @@ const char *g1_last_error_where(void);
 void g1_clear_error(void);
 const char *g1_status_name(g1_status st);
 /* A size for people: "12.34 GiB" from 1 GiB up, "5.6 MiB" from 1 MiB up,
- * else "7.8 KiB"; returns buf. */
+ * "7.8 KiB" from 1 KiB up, else "100 bytes"; returns buf. */
 const char *g1_bytes_text(char *buf, size_t n, double bytes);
 
 /* Pass a failure up unchanged (its message was already recorded). */

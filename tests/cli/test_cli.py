@@ -1984,6 +1984,32 @@ def case_check_input(d):
     check(not os.path.exists(out2), "a check wrote the output")
 
 
+def case_plan_limit(d):
+    """The memory limit of a plan file (grok1-plan --out, read by --plan) is
+    named as the plan's, not as --mem-per-rank, and a small one is in bytes
+    (it said '--mem-per-rank is 0.0 KiB' for "mem_per_rank": 1)."""
+    if not ARGS.grok1_plan:
+        return SKIP
+    inp, out, plan = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "plan.json"))
+    write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2]}, {"id": 2, "prompt_ids": [3]}])
+    p = subprocess.run([ARGS.grok1_plan, "--config", "tiny", "--stages", "1", "--ep", "1", "--out", plan],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, f"grok1-plan: {p.stderr.strip()}")
+    expect_ok(tiny("score", inp, out, "--plan", plan))
+    os.remove(out)
+    with open(plan) as f:
+        j = json.load(f)
+    for limit, shown in ((1, "1 byte"), (1000, "1000 bytes"), (3500 << 10, "3.4 MiB")):
+        j["mem_per_rank"] = limit
+        with open(plan, "w") as f:
+            json.dump(j, f)
+        expect_fail(tiny("score", inp, out, "--plan", plan), 2,
+                    [f"{plan}: this run's", f"but mem_per_rank in {plan} is {shown};"], out=out)
+    # --mem-per-rank given replaces the plan's, and is named so
+    expect_fail(tiny("score", inp, out, "--plan", plan, "--mem-per-rank", "1000"), 2,
+                ["but --mem-per-rank is 1000 bytes;"], out=out)
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
@@ -1996,12 +2022,15 @@ def main():
     ap.add_argument("--hdf5", type=int, default=0)
     ap.add_argument("--mpi", type=int, default=0)
     ap.add_argument("--merge")
+    ap.add_argument("--grok1-plan")
     ARGS = ap.parse_args()
     ARGS.run = os.path.abspath(ARGS.run)
     if ARGS.mkckpt:
         ARGS.mkckpt = os.path.abspath(ARGS.mkckpt)
     if ARGS.merge:
         ARGS.merge = os.path.abspath(ARGS.merge)
+    if ARGS.grok1_plan:
+        ARGS.grok1_plan = os.path.abspath(ARGS.grok1_plan)
     with tempfile.TemporaryDirectory(prefix="g1cli-") as d:
         try:
             rc = CASES[ARGS.case](d)

@@ -478,24 +478,43 @@ int g1_h5_stored(hid_t d, char *why, size_t n)
         for (int i = 0; i < rank; i++)
             declared = dims[i] && declared > UINT64_MAX / dims[i] ? UINT64_MAX : declared * dims[i];
     /* without filters (compression) or external files, the file holds
-     * every byte of a dataset written whole */
+     * every byte of a dataset written whole; with filters, every chunk */
     H5D_layout_t layout = dcpl < 0 ? H5D_LAYOUT_ERROR : H5Pget_layout(dcpl);
+    int filtered = layout == H5D_CHUNKED && H5Pget_nfilters(dcpl) > 0;
     int plain = (layout == H5D_CONTIGUOUS || layout == H5D_CHUNKED || layout == H5D_COMPACT) &&
-                H5Pget_nfilters(dcpl) == 0 && H5Pget_external_count(dcpl) == 0;
-    hsize_t stored = plain ? H5Dget_storage_size(d) : 0;
-    int ok = rank < 0 || esize == 0 || !plain || stored >= declared;
+                H5Pget_external_count(dcpl) == 0 && rank >= 0 && esize > 0;
+    hsize_t stored = 0, chunks = 0, want = 1;
+    int ok = 1;
+    if (plain && !filtered) {
+        stored = H5Dget_storage_size(d);
+        ok = stored >= declared;
+    }
+#if H5_VERSION_GE(1, 10, 5)
+    hsize_t chunk[H5S_MAX_RANK];
+    if (plain && filtered && H5Pget_chunk(dcpl, rank, chunk) == rank && H5Dget_num_chunks(d, sp, &chunks) >= 0) {
+        for (int i = 0; i < rank; i++) {
+            hsize_t c = chunk[i] ? (dims[i] + chunk[i] - 1) / chunk[i] : 0;
+            want = c && want > UINT64_MAX / c ? UINT64_MAX : want * c;
+        }
+        ok = chunks >= want;
+    }
+#endif
     if (!ok && why) {
-        char shape[128];
+        char shape[128], held[128];
         size_t k = (size_t)snprintf(shape, sizeof shape, "(");
         for (int i = 0; i < rank && k < sizeof shape; i++)
             k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
         if (k < sizeof shape)
             snprintf(shape + k, sizeof shape - k, ")");
+        if (filtered)
+            snprintf(held, sizeof held, "%llu of its %llu chunks", (unsigned long long)chunks,
+                     (unsigned long long)want);
+        else
+            snprintf(held, sizeof held, "%llu bytes of its data", (unsigned long long)stored);
         snprintf(why, n,
-                 "its shape %s of %zu-byte elements is %s%llu bytes, but the file holds %llu bytes of its data: "
-                 "a forged or damaged dataset (or one never written)",
-                 shape, esize, declared == UINT64_MAX ? "over " : "", (unsigned long long)declared,
-                 (unsigned long long)stored);
+                 "its shape %s of %zu-byte elements is %s%llu bytes, but the file holds %s: a forged or damaged "
+                 "dataset (or one never written)",
+                 shape, esize, declared == UINT64_MAX ? "over " : "", (unsigned long long)declared, held);
     }
     if (dcpl >= 0)
         H5Pclose(dcpl);

@@ -82,9 +82,9 @@ int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max);
  * 0, or -1 when a read fails (or no memory). */
 int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *dims, int e, uint32_t *crc,
                  unsigned long long *bytes);
-/* 1 when the file holds every byte dataset d's shape declares (or cannot
- * tell: compressed, or in external files), else 0 with why (n bytes; may be
- * NULL) saying so: a forged shape would read terabytes of fill values. */
+/* 1 when the file holds every byte dataset d's shape declares (compressed:
+ * every chunk; in external files: not told), else 0 with why (n bytes; may
+ * be NULL) saying so: a forged shape would read terabytes of fill values. */
 int g1_h5_stored(hid_t d, char *why, size_t n);
 
 /* The string attribute `name` of loc (fixed or variable length, at most

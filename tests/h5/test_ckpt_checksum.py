@@ -335,17 +335,30 @@ def test_layers(d, ref):
 def test_forged_shape(d, ref):
     """A dataset whose shape declares far more than the file holds (a row of
     2^55 bytes, never written): grok1-checksum allocated the row whole (ASan
-    aborted; a release build said 'unknown HDF5 error')."""
-    for name, shape in (("layers/00/attn_q", (1, 2 ** 55)), ("layers/01/moe_up", (8, 1, 2 ** 52))):
+    aborted; a release build said 'unknown HDF5 error'); compressed, it
+    would read 2^55 bytes of fill values. A compressed dataset written whole
+    is read."""
+    cases = [("layers/00/attn_q", (1, 2 ** 55), {}, "0 bytes of its data"),
+             ("layers/01/moe_up", (8, 1, 2 ** 52), {}, "0 bytes of its data"),
+             ("layers/02/attn_v", (1, 2 ** 55), {"chunks": (1, 2 ** 20), "compression": "gzip"},
+              "1 of its 34359738368 chunks")]
+    for name, shape, kw, held in cases:
         p = os.path.join(d, "forged.h5")
         shutil.copy(ref, p)
         with h5py.File(p, "r+") as f:
             del f[name]
-            f.create_dataset(name, shape=shape, dtype="int8")
+            x = f.create_dataset(name, shape=shape, dtype="int8", **kw)
+            if kw:
+                x[0, :10] = 5
+                a = f["layers/02/attn_k"][()]
+                del f["layers/02/attn_k"]
+                f.create_dataset("layers/02/attn_k", data=a, chunks=(8, 8), compression="gzip")
+                f["layers/02/attn_k"].attrs["crc32"] = np.array([zlib.crc32(a.tobytes())], np.uint32)
         rc, out, err = run([CHECKSUM, p])
         expect(rc == 1 and f"{name} cannot be read: its shape ({','.join(map(str, shape))}) of 1-byte elements is "
-               f"{np.prod(shape, dtype=object)} bytes, but the file holds 0 bytes of its data" in err
-               and "77 matched, 1 unreadable" in out, f"a forged shape {shape}: rc {rc} {out.strip()} {err.strip()}")
+               f"{np.prod(shape, dtype=object)} bytes, but the file holds {held}" in err
+               and "77 matched, 1 unreadable" in out,
+               f"a forged shape {shape} {kw}: rc {rc} {out.strip()} {err.strip()}")
 
 
 def test_parts(d):

@@ -83,6 +83,11 @@ g1_status g1_sampler_init(g1_sampler **s, int32_t V)
     return G1_OK;
 }
 
+double g1_sampler_bytes(int32_t V)
+{
+    return (double)V * (sizeof(double) + sizeof(cand) + sizeof(int32_t));
+}
+
 void g1_sampler_free(g1_sampler *s)
 {
     if (!s)

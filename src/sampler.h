@@ -28,6 +28,9 @@ g1_status g1_sample_opts_check(const g1_sample_opts *o);
 typedef struct g1_sampler g1_sampler;
 g1_status g1_sampler_init(g1_sampler **s, int32_t vocab_size);
 void g1_sampler_free(g1_sampler *s);
+/* The bytes g1_sampler_init allocates for a vocabulary of V beyond the
+ * struct: its three arrays of V entries (the planner counts one a thread). */
+double g1_sampler_bytes(int32_t vocab_size);
 
 /* Sample one token from logits (V = vocab_size) with opts. `request` is a
  * stable number of the request (e.g. its input line), `step` the index of

@@ -273,6 +273,8 @@ static void usage(FILE *f)
 "                            fit --mem-per-rank. Results do not depend on it\n"
 "  --mem-per-rank SIZE       memory per rank for the planner's check (e.g. 80G; default: no limit);\n"
 "                            on the cuda backend the GPU's, counted as grok1-plan --backend cuda\n"
+"                            (on the cpu backend the per-thread buffers counted for the most\n"
+"                            --threads any rank runs)\n"
 "  --gpu-direct auto|on|off  hand activations to MPI in GPU memory (pipeline messages and\n"
 "                            expert all-to-alls) instead of through page-locked host\n"
 "                            buffers: needs an MPI built with CUDA support; auto (default)\n"
@@ -1664,10 +1666,24 @@ static void plan_backend(const cli *c, g1_plan_request *rq)
     rq->cuda_tune = c->cuda_tune;
 }
 
+/* The CPU threads this process runs (--threads, else OpenMP's default). */
+static int own_threads(const cli *c)
+{
+    if (c->threads > 0)
+        return c->threads;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 /* The layout's cuts: from --plan, --layers-per-stage or the planner (what
  * they balance in *balanced, for --verbose). Every rank computes or reads
- * the same plan. */
-static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g1_plan *plan, const char **balanced)
+ * the same plan: `threads` (the per-thread buffers the memory check counts)
+ * is the most any rank runs. */
+static g1_status make_plan(const cli *c, const g1_config *cfg, int threads, int *P, int *E, g1_plan *plan,
+                           const char **balanced)
 {
     *balanced = c->plan;
     if (c->plan) {
@@ -1698,7 +1714,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                               .slots = M * c->batch_size, .micro_batches = M, .context = context,
                               .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
                               .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL,
-                              .dump_buffer = c->dump_buffer};
+                              .dump_buffer = c->dump_buffer, .threads = threads};
         plan_backend(c, &rq);
         if (rq.cuda_sms > 0 && plan->cuda_sms > 0) /* the GPUs the plan was made for */
             rq.cuda_sms = plan->cuda_sms;
@@ -1743,7 +1759,8 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int *P, int *E, g
                           .kv_bytes = kv_bytes(c),
                           .layers_per_stage = c->layers_per_stage ? lps : NULL,
                           .balance_prompt = prompt, .balance_fallback = c->balance < 0,
-                          .dump_logits = c->dump_logits != NULL, .dump_buffer = c->dump_buffer};
+                          .dump_logits = c->dump_logits != NULL, .dump_buffer = c->dump_buffer,
+                          .threads = threads};
     plan_backend(c, &rq);
     G1_TRY(g1_plan_make(&rq, plan));
     *balanced = c->layers_per_stage ? "--layers-per-stage"
@@ -1941,14 +1958,14 @@ static g1_status load_tokenizer(const cli *c, const g1_config *cfg, g1_tokenizer
 /* The layout and the plan for N processes (0: the P x E they need, for
  * --check-input), as every run checks them before its load: the layout,
  * the plan made or read (into *plan, *P, *E), the step's message size. */
-static g1_status check_layout(const cli *c, const g1_config *cfg, int N, int *P, int *E, g1_plan *plan,
+static g1_status check_layout(const cli *c, const g1_config *cfg, int N, int threads, int *P, int *E, g1_plan *plan,
                               const char **balanced)
 {
     if (!c->plan) {
         int p = *P ? *P : 1, e = *E ? *E : 1;
         G1_TRY(g1_dist_check_layout(N ? N : p * e, p, e, cfg));
     }
-    G1_TRY(make_plan(c, cfg, P, E, plan, balanced));
+    G1_TRY(make_plan(c, cfg, threads, P, E, plan, balanced));
     if (c->plan)
         G1_TRY(g1_dist_check_layout(N ? N : *P * *E, *P, *E, cfg));
     return g1_dist_check_step(N ? N : *P * *E, c->max_batch_tokens, cfg);
@@ -1971,11 +1988,22 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     /* the layout is checked before anything is loaded */
     int P = c->stages, E = c->ep;
     g1_plan plan = {0};
+    /* the memory check counts the per-thread buffers of the most threads
+     * any rank runs (the plan must be the same on every rank; a failure
+     * here is this rank's alone) */
+    int threads = own_threads(c), *all_threads = malloc((size_t)world->size * sizeof *all_threads);
+    if (!all_threads)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    g1_status st = g1_world_allgather(&threads, sizeof threads, all_threads);
+    for (int r = 0; st == G1_OK && r < world->size; r++)
+        threads = all_threads[r] > threads ? all_threads[r] : threads;
+    free(all_threads);
+    G1_TRY(st);
     /* every rank reaches the same verdict on the layout and the plan */
     j->agreed = 1;
     G1_TRY(check_context(c, &m->cfg));
     const char *balanced = "";
-    g1_status st = check_layout(c, &m->cfg, world->size, &P, &E, &plan, &balanced);
+    st = check_layout(c, &m->cfg, world->size, threads, &P, &E, &plan, &balanced);
     /* each rank reads --plan and guesses the backend itself: a plan file one
      * node cannot see, or a node without a GPU, makes the ranks disagree;
      * none may go on to wait for the others */
@@ -2192,7 +2220,7 @@ static g1_status check_layout_offline(const cli *c, const g1_config *cfg, char *
     int P = c->stages, E = c->ep;
     g1_plan plan = {0};
     const char *balanced = "";
-    g1_status st = check_layout(c, cfg, 0, &P, &E, &plan, &balanced);
+    g1_status st = check_layout(c, cfg, 0, own_threads(c), &P, &E, &plan, &balanced);
     if (st == G1_OK) {
         size_t k = (size_t)snprintf(what, n, "  layout: %d stage%s x %d expert slot%s (%d process%s), layers per "
                                              "stage", P, P == 1 ? "" : "s", E, E == 1 ? "" : "s", P * E,

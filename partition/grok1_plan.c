@@ -76,6 +76,11 @@ static void usage(FILE *f)
 "  --tflops T                 also print a bound on prompt tokens/s (prefill,\n"
 "                             scoring) from arithmetic alone: T TFLOP/s per rank\n"
 "                             (what bench_cuda_layer measures for a cuBLAS GEMM)\n"
+"  --threads N                CPU threads a rank runs (grok1-run --threads or\n"
+"                             OMP_NUM_THREADS; default 64): cpu, every rank's\n"
+"                             engine keeps a row of attention scores over the\n"
+"                             context per thread, rank 0 a sampler (28 bytes a\n"
+"                             vocabulary entry) per thread\n"
 "  --dump-logits              count what grok1-run --dump-logits adds: rank 0\n"
 "                             holds the rows its dump writer queues, 1 GiB (or\n"
 "                             one step's logits when more); cpu only (host\n"
@@ -163,7 +168,7 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
-           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP, O_DUMPBUF };
+           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP, O_DUMPBUF, O_THREADS };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -176,7 +181,7 @@ int main(int argc, char **argv)
         {"backend", required_argument, 0, O_BACKEND}, {"gpu-sms", required_argument, 0, O_SMS},
         {"cuda-gemm", required_argument, 0, O_GEMM},  {"cuda-tune", required_argument, 0, O_TUNE},
         {"dump-logits", no_argument, 0, O_DUMP},      {"dump-buffer", required_argument, 0, O_DUMPBUF},
-        {"help", no_argument, 0, O_HELP},
+        {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
@@ -215,6 +220,11 @@ int main(int argc, char **argv)
                 r = usage_error("%s", g1_last_error());
             else if (req.dump_buffer < 1)
                 r = usage_error("--dump-buffer %s: expected a size of at least one byte, such as 256M", optarg);
+            break;
+        case O_THREADS:
+            r = parse_int("--threads", optarg, 1, &req.threads);
+            if (!r && req.threads > 4096)
+                r = usage_error("--threads %d: at most 4096, as grok1-run", req.threads);
             break;
         case O_BW: r = parse_rate("--bandwidth", optarg, 1e9, "gigabytes per second", "3350", &bandwidth); break;
         case O_MB: r = parse_int("--micro-batches", optarg, 1, &micro_batches); break;

@@ -10,6 +10,7 @@
 
 #include "ckpt.h"
 #include "cuda/cuda_engine.h"
+#include "sampler.h"
 #include "synth.h"
 #include "weights.h"
 
@@ -95,9 +96,10 @@ static double message_bytes(const g1_config *c, int T_, int P, int E, int M, int
     return (M + 3.0) * msg_bytes(c, T) + a2a_bytes(c, T_, E);
 }
 
-/* Engine scratch for T tokens (g1_engine_init) + the driver's activations
- * of M micro-batches and the one-process pipeline's (+ logits) on rank 0;
- * the messages apart (message_bytes). */
+/* Engine scratch for T tokens (g1_engine_init: src/engine.c cpu_start) +
+ * the driver's activations of M micro-batches and the one-process
+ * pipeline's (+ logits) on rank 0; the messages apart (message_bytes), the
+ * per-thread buffers apart (thread_bytes). */
 static double buffer_bytes(const g1_config *c, int T_, int rank0, int M, int one_process)
 {
     double T = T_, D = c->emb_size, QK = (double)c->num_q_heads * c->key_size;
@@ -107,12 +109,20 @@ static double buffer_bytes(const g1_config *c, int T_, int rank0, int M, int one
     b += T * 8 * 2;                               /* kc, vc (pointers) */
     b += T * k * (D > F ? D : F) * 4;             /* xg */
     b += 2 * T * k * F * 4;                       /* h1, h2 */
-    b += T * k * D * 4;                           /* yk */
+    b += 2 * T * k * D * 4;                       /* yk, xk */
     if (rank0) {
         b += T * (double)c->vocab_size * 4;       /* logits */
         b += (one_process ? 2.0 : 1.0) * M * T * D * 4; /* the driver's x (+ the local pipeline's) */
     }
     return b;
+}
+
+/* What the CPU backend keeps per thread: every rank's engine one row of
+ * attention scores over the context (src/engine.c: threads x max_context
+ * floats), rank 0's scheduler one sampler (mpi/driver.c driver_alloc). */
+static double thread_bytes(const g1_config *c, int threads, int context, int rank0)
+{
+    return threads * ((double)context * 4 + (rank0 ? g1_sampler_bytes(c->vocab_size) : 0));
 }
 
 /* The rows grok1-run's logits dump writer holds on rank 0 at most: its
@@ -268,6 +278,9 @@ static g1_status check_request(const g1_plan_request *r)
     if (r->max_batch_tokens < 1)
         return G1_FAIL(G1_ERR_ARG, "--max-batch-tokens %d: at least one token per step is needed",
                        r->max_batch_tokens);
+    if (r->threads < 0)
+        return G1_FAIL(G1_ERR_ARG, "--threads %d: at least one thread (0: the planner's %d)", r->threads,
+                       G1_PLAN_THREADS);
     if (!(r->mem_per_rank >= 0) || !isfinite(r->mem_per_rank))
         return G1_FAIL(G1_ERR_ARG, "%s must be a non-negative size (0 = no limit)",
                        r->mem_per_rank_from ? r->mem_per_rank_from : "--mem-per-rank");
@@ -355,6 +368,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     free(S);
     free(Sp);
     p->cuda_sms = r->cuda_sms;
+    p->threads = r->cuda_sms > 0 ? 0 : r->threads > 0 ? r->threads : G1_PLAN_THREADS;
     int T = r->max_batch_tokens, M = r->micro_batches > 0 ? r->micro_batches : P;
     p->micro_batches = M;
     p->dump_buffer = r->dump_buffer > 0 ? r->dump_buffer : (double)G1_DUMP_WRITER_BYTES;
@@ -381,7 +395,8 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
         } else {
             m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
             m->messages = message_bytes(c, T, P, E, M, rk);
-            m->buffers = buffer_bytes(c, T, rk == 0, M, P * E == 1) + m->messages;
+            m->buffers = buffer_bytes(c, T, rk == 0, M, P * E == 1) +
+                         thread_bytes(c, p->threads, p->context, rk == 0) + m->messages;
             if (rk == 0 && r->dump_logits) {
                 p->dump_logits = 1;
                 m->buffers += dump_bytes(c, r->max_batch_tokens, p->dump_buffer);
@@ -459,7 +474,10 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
             char hint[200];
             suggest(req, hint, sizeof hint);
             const g1_plan_mem *m = &p.mem[w];
-            char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32], dump[96] = "", shrink[96] = "";
+            char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], dump[96] = "", shrink[96] = "", thr[96] = "";
+            if (p.threads > 0)
+                snprintf(thr, sizeof thr, ", %s of them for %d threads (--threads)",
+                         human(thread_bytes(&p.cfg, p.threads, p.context, w == 0), b6, sizeof b6), p.threads);
             if (w == 0 && p.dump_logits) {
                 human(dump_bytes(&p.cfg, p.max_batch_tokens, p.dump_buffer), b5, sizeof b5);
                 snprintf(dump, sizeof dump, ", %s of them for the logits dump's writer", b5);
@@ -468,11 +486,11 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
             g1_status st = G1_FAIL(
                 G1_ERR_ARG,
                 "rank %d (stage %d, expert slot %d, layers %d..%d) needs %s (weights %s, KV cache %s, "
-                "buffers %s%s) but %s is %s%s; %s%s, or fewer slots (%d), a shorter context "
+                "buffers %s%s%s) but %s is %s%s; %s%s, or fewer slots (%d), a shorter context "
                 "(--max-context, now %d)%s a smaller --max-batch-tokens (%d)%s",
                 w, w / p.ep, w % p.ep, p.cut[w / p.ep], p.cut[w / p.ep + 1] - 1, human(m->total, b0, sizeof b0),
                 human(m->weights, b1, sizeof b1), human(m->kv_cache, b2, sizeof b2), human(m->buffers, b3, sizeof b3),
-                dump, req->mem_per_rank_from ? req->mem_per_rank_from : "--mem-per-rank",
+                thr, dump, req->mem_per_rank_from ? req->mem_per_rank_from : "--mem-per-rank",
                 human(req->mem_per_rank, b4, sizeof b4),
                 over > 1 ? " (and other ranks do not fit either)" : "", hint,
                 req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, *shrink ? "," : " or",

@@ -13,6 +13,9 @@
 
 #define G1_PLAN_FORMAT "grok1-plan"
 #define G1_PLAN_VERSION 1
+/* CPU threads per rank the planner counts the per-thread buffers for when
+ * not told (grok1-plan --threads; grok1-run counts its own). */
+#define G1_PLAN_THREADS 64
 
 /* What the plan must serve. */
 typedef struct g1_plan_request {
@@ -45,6 +48,11 @@ typedef struct g1_plan_request {
      * dump_buffer: grok1-run --dump-buffer in bytes (0: G1_DUMP_WRITER_BYTES). */
     int dump_logits;
     double dump_buffer;
+    /* CPU threads per rank (OpenMP's; grok1-run --threads): on the CPU
+     * backend every rank's engine keeps an attention score row of
+     * `context` floats a thread, and rank 0's scheduler a sampler a thread
+     * (g1_sampler_bytes). 0: G1_PLAN_THREADS. */
+    int threads;
 } g1_plan_request;
 
 /* Memory of one rank, in bytes. */
@@ -73,6 +81,8 @@ typedef struct g1_plan {
     int cuda_sms;        /* > 0: memory counted for the CUDA backend on GPUs of this many multiprocessors */
     int dump_logits;     /* rank 0's buffers count the logits dump's writer (g1_plan_request.dump_logits) */
     double dump_buffer;  /* its --dump-buffer, bytes (G1_DUMP_WRITER_BYTES when not given) */
+    int threads;         /* CPU threads per rank the per-thread buffers were counted for (cpu backend; 0: a
+                          * plan file written before they were counted) */
 } g1_plan;
 
 /* Balanced contiguous cuts (stage 0 lighter: rank 0 also embeds, un-embeds

@@ -83,6 +83,8 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
     json_object_set_new(root, "backend", json_string(p->cuda_sms > 0 ? "cuda" : "cpu"));
     if (p->cuda_sms > 0)
         json_object_set_new(root, "gpu_sms", json_integer(p->cuda_sms));
+    if (p->threads > 0) /* the cpu backend's per-thread buffers were counted for this many */
+        json_object_set_new(root, "threads", json_integer(p->threads));
     if (p->dump_logits) {
         json_object_set_new(root, "dump_logits", json_true());
         json_object_set_new(root, "dump_buffer", jbytes(p->dump_buffer));
@@ -232,6 +234,9 @@ static g1_status read_body(const rd *d, g1_plan *p)
     p->dump_buffer = (double)G1_DUMP_WRITER_BYTES; /* optional: plans before --dump-buffer counted 1 GiB */
     if (json_object_get(root, "dump_buffer"))
         G1_TRY(get_bytes(d, root, "", "dump_buffer", &p->dump_buffer));
+    p->threads = 0; /* optional: plans written before the per-thread buffers were counted have none */
+    if (json_object_get(root, "threads"))
+        G1_TRY(get_int(d, root, "", "threads", 1, 1 << 20, &p->threads));
     int P = p->stages, N = P * p->ep;
     p->cut = malloc((size_t)(P + 1) * sizeof *p->cut);
     p->mem = calloc((size_t)N, sizeof *p->mem);

@@ -10,6 +10,8 @@ void g1_plan_print(const g1_plan *p, FILE *f)
     if (p->mem_per_rank > 0)
         g1_bytes_text(lim, sizeof lim, p->mem_per_rank);
     char backend[96] = "cpu backend (host memory)";
+    if (p->threads > 0)
+        snprintf(backend, sizeof backend, "cpu backend (host memory, %d threads a rank)", p->threads);
     if (p->cuda_sms > 0)
         snprintf(backend, sizeof backend, "cuda backend (GPU memory, GPUs of %d multiprocessors)", p->cuda_sms);
     fprintf(f, "plan: %d stages x %d expert slots = %d ranks; %d layers, %d experts; %d sequence slots x %d "

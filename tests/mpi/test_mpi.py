@@ -345,12 +345,13 @@ def case_refusals():
     subprocess.run([ARGS.plan, "--config", "tiny", "--stages", "2", "--ep", "1", "--out", other], check=True,
                    capture_output=True)
     cases.append((2, ["--plan", other], ["num_layers"]))
-    # a plan checked against 3 MiB per rank for 16 slots of 16 positions:
-    # this run's default context (256) does not fit it, refused naming both
-    # settings; the same run with --max-context 16 fits (below)
+    # a plan checked against 3 MiB per rank for 16 slots of 16 positions
+    # and one thread a rank (these runs': OMP_NUM_THREADS=1): this run's
+    # default context (256) does not fit it, refused naming both settings;
+    # the same run with --max-context 16 fits (below)
     tight = os.path.join(ARGS.tmp, "plan_tight.json")
     subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "1", "--slots", "16", "--context", "16",
-                    "--mem-per-rank", "3M", "--out", tight], check=True, capture_output=True)
+                    "--threads", "1", "--mem-per-rank", "3M", "--out", tight], check=True, capture_output=True)
     cases.append((2, ["--plan", tight], ["16 slots x 256 positions", "made for 16 x 16", "needs"]))
     for n, extra, words in cases:
         p = run(n, base + extra, expect=None)
@@ -382,6 +383,36 @@ def case_refusals():
     p = run(2, base + ["--plan", tight, "--max-context", "16", "--truncate", "left"], expect=None)
     check(p.returncode == 0 and os.path.exists(out), f"the plan's own settings refused: {p.stderr.strip()[-300:]}")
     print("-n 2 --plan (16 x 16 at 3M) --max-context 16: runs")
+    # the per-thread buffers (attention score rows, rank 0's samplers): the
+    # memory check counts the most threads any rank runs, so a limit between
+    # grok1-plan's count at 1 thread and at 64 fits when every rank runs one
+    # and is refused, on every rank alike, when either runs 64
+    def worst(threads):
+        q = subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "1", "--slots", "16",
+                            "--context", "16", "--threads", str(threads), "--out", "-"],
+                           check=True, capture_output=True, text=True)
+        return max(r["total_bytes"] for r in json.loads(q.stdout)["ranks"])
+    w1, w64 = worst(1), worst(64)
+    check(w64 > w1, f"64 threads need more than one: {w64} vs {w1}")
+    lim = ["--stages", "2", "--max-context", "16", "--truncate", "left", "--mem-per-rank", str((w1 + w64) // 2)]
+    for t0, t1 in ((1, 1), (1, 64), (64, 1)):
+        for f in (out, out + ".meta.json", out + ".partial"):
+            if os.path.exists(f):
+                os.remove(f)
+        cmd = [mpirun(), "-n", "1", ARGS.run] + base + lim + ["--threads", str(t0)] + [
+            ":", "-n", "1", ARGS.run] + base + lim + ["--threads", str(t1)]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"FAIL: ranks of --threads {t0} and {t1} hung: {' '.join(cmd)}")
+        print(f"--threads {t0} and {t1}, limit between {w1} and {w64}: exit {p.returncode} "
+              f"{p.stderr.strip()[:300]}")
+        if t0 == t1 == 1:
+            check(p.returncode == 0 and os.path.exists(out), f"one thread a rank fits: {p.stderr.strip()[-300:]}")
+        else:
+            check(p.returncode == 2 and "--mem-per-rank" in p.stderr and p.stderr.count("error:") == 1
+                  and not os.path.exists(out), f"a rank of 64 threads: refused by every rank alike "
+                                               f"({p.stderr.strip()[-400:]})")
 
 
 def case_bytes_per_rank():
@@ -757,7 +788,8 @@ def case_cuda_emu():
     totals = {}
     for backend in ("cpu", "cuda"):
         q = subprocess.run([ARGS.plan, "--checkpoint", ckpt, "--stages", "2", "--ep", "1", "--slots", "16",
-                            "--backend", backend, "--out", "-"], check=True, capture_output=True, text=True)
+                            "--backend", backend, "--threads", "1", "--out", "-"], check=True, capture_output=True,
+                           text=True)
         totals[backend] = max(r["total_bytes"] for r in json.loads(q.stdout)["ranks"])
     check(totals["cpu"] < totals["cuda"], f"the tiny model's totals: {totals}")
     lim = ["--mem-per-rank", str((totals["cpu"] + totals["cuda"]) // 2), "--stages", "2"]

@@ -200,15 +200,22 @@ static double indep_messages(const g1_config *c, double T, int rk, int P, int E,
     return b;
 }
 
-static double indep_buffers(const g1_config *c, double T, int rk, int P, int E, int M)
+/* threads: the per-thread buffers, every rank's attention score row of
+ * `ctx` floats and rank 0's sampler (double p, {double, int32} candidates,
+ * int32 kept: 8 + 16 + 4 bytes a vocabulary entry, src/sampler.c). */
+static double indep_buffers(const g1_config *c, double T, int rk, int P, int E, int M, double threads, double ctx)
 {
     double D = c->emb_size, QK = (double)c->num_q_heads * c->key_size, KV = (double)c->num_kv_heads * c->key_size;
     double F = c->ffn_size, k = c->num_selected_experts;
     double b = 4 * (T * D + T * QK + T * KV + T * KV + T * QK + T * D) /* xn q k v att o */
                + 4 * T * k * 2 + 8 * T * 2 + 4 * T * k              /* idx gate, kc vc, tok */
-               + 4 * T * k * fmax(D, F) + 4 * 2 * T * k * F + 4 * T * k * D; /* xg h1 h2 yk */
-    if (rk == 0)
-        b += 4 * T * c->vocab_size + M * 4 * T * D + (P * E == 1 ? M * 4 * T * D : 0); /* logits, driver x, local x */
+               + 4 * T * k * fmax(D, F) + 4 * 2 * T * k * F         /* xg h1 h2 */
+               + 4 * T * k * D + 4 * T * k * D;                     /* yk xk */
+    b += threads * ctx * 4; /* scores */
+    if (rk == 0) {
+        b += 4 * T * c->vocab_size + M * 4 * T * D + (P * E == 1 ? M * 4 * T * D : 0); /* logits, driver x, local */
+        b += threads * 28.0 * c->vocab_size;                                              /* samplers */
+    }
     return b + indep_messages(c, T, rk, P, E, M);
 }
 
@@ -240,10 +247,12 @@ static double real_weights(const g1_config *c, int l0, int l1, int e0, int e1, i
 
 static void test_memory(void)
 {
-    struct { const char *preset; int P, E, slots, context, T, kv_bytes, M; } cases[] = {
-        {"tiny", 2, 2, 5, 100, 16, 0, 0}, {"tiny", 3, 4, 3, 0, 7, 4, 0}, {"grok-1", 8, 8, 8, 8192, 256, 0, 0},
-        {"grok-1", 4, 2, 9, 2048, 64, 0, 5}, {"grok-1", 8, 8, 8, 8192, 256, 2, 0}, {"tiny", 2, 2, 5, 100, 16, 2, 3},
-        {"tiny", 1, 1, 4, 100, 16, 0, 2}, {"tiny", 1, 2, 4, 100, 16, 0, 0}, {"grok-1", 1, 8, 8, 1024, 512, 0, 3}};
+    /* threads 0: the planner's default, G1_PLAN_THREADS */
+    struct { const char *preset; int P, E, slots, context, T, kv_bytes, M, threads; } cases[] = {
+        {"tiny", 2, 2, 5, 100, 16, 0, 0, 0}, {"tiny", 3, 4, 3, 0, 7, 4, 0, 3}, {"grok-1", 8, 8, 8, 8192, 256, 0, 0, 0},
+        {"grok-1", 4, 2, 9, 2048, 64, 0, 5, 1}, {"grok-1", 8, 8, 8, 8192, 256, 2, 0, 112},
+        {"tiny", 2, 2, 5, 100, 16, 2, 3, 7}, {"tiny", 1, 1, 4, 100, 16, 0, 2, 1}, {"tiny", 1, 2, 4, 100, 16, 0, 0, 0},
+        {"grok-1", 1, 8, 8, 1024, 512, 0, 3, 16}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         g1_config c = preset(cases[i].preset);
         g1_plan_request r = req_of(c, cases[i].P, cases[i].E);
@@ -252,6 +261,7 @@ static void test_memory(void)
         r.max_batch_tokens = cases[i].T;
         r.kv_bytes = cases[i].kv_bytes;
         r.micro_batches = cases[i].M;
+        r.threads = cases[i].threads;
         g1_plan p;
         CHECK(g1_plan_make(&r, &p) == G1_OK, "%s: %s", cases[i].preset, g1_last_error());
         int E = cases[i].E, ctx = cases[i].context ? cases[i].context : c.max_seq_len, bad = 0;
@@ -267,7 +277,8 @@ static void test_memory(void)
             double w = indep_weights(&c, nl, count, rk == 0);
             double kv = (double)seqs * ctx * nl * 2 * c.num_kv_heads * c.key_size *
                         (cases[i].kv_bytes ? cases[i].kv_bytes : 4);
-            double b = indep_buffers(&c, cases[i].T, rk, cases[i].P, E, cases[i].M ? cases[i].M : cases[i].P);
+            double b = indep_buffers(&c, cases[i].T, rk, cases[i].P, E, cases[i].M ? cases[i].M : cases[i].P,
+                                     cases[i].threads ? cases[i].threads : 64, ctx);
             CHECK(p.mem[rk].messages == indep_messages(&c, cases[i].T, rk, cases[i].P, E,
                                                        cases[i].M ? cases[i].M : cases[i].P),
                   "%s rank %d: messages %.0f", cases[i].preset, rk, p.mem[rk].messages);
@@ -284,6 +295,7 @@ static void test_memory(void)
         }
         CHECK(bad == 0, "%s %dx%d: %d ranks with wrong memory", cases[i].preset, cases[i].P, E, bad);
         CHECK(exp_sum == (double)p.stages * c.num_experts, "experts do not cover");
+        CHECK(p.threads == (cases[i].threads ? cases[i].threads : 64), "%s: threads %d", cases[i].preset, p.threads);
         printf("memory %s %dx%d, %s KV: rank 0 %.0f bytes (recomputed independently)\n", cases[i].preset, cases[i].P,
                E, cases[i].kv_bytes == 2 ? "bf16" : "f32", p.mem[0].total);
         g1_plan_free(&p);
@@ -342,6 +354,9 @@ static void test_refusals(void)
     r = req_of(c, 2, 1);
     r.max_batch_tokens = 0;
     expect_refusal(r, "max_batch_tokens", (const char *[]){"--max-batch-tokens 0", NULL});
+    r = req_of(c, 2, 1);
+    r.threads = -1;
+    expect_refusal(r, "threads", (const char *[]){"--threads -1", NULL});
     /* fits with enough memory: 8 x 8 of grok-1 on 80 GB cards */
     r = req_of(c, 8, 8);
     r.mem_per_rank = 80.0 * (1 << 30);
@@ -369,7 +384,7 @@ static int plans_equal(const g1_plan *a, const g1_plan *b)
     if (g1_plan_check_model(a, &b->cfg) != G1_OK || a->stages != b->stages || a->ep != b->ep ||
         a->slots != b->slots || a->context != b->context || a->max_batch_tokens != b->max_batch_tokens ||
         a->mem_per_rank != b->mem_per_rank || a->layer_cost != b->layer_cost || a->rank0_cost != b->rank0_cost ||
-        a->cuda_sms != b->cuda_sms)
+        a->cuda_sms != b->cuda_sms || a->threads != b->threads)
         return 0;
     for (int s = 0; s <= a->stages; s++)
         if (a->cut[s] != b->cut[s] || (s < a->stages && a->stage_cost[s] != b->stage_cost[s]))
@@ -396,6 +411,7 @@ static void mut_layers(json_t *r)
     json_object_set_new(rk, "layers", json_pack("[i,i]", 0, 1));
 }
 static void mut_lps(json_t *r) { json_array_set_new(json_object_get(r, "layers_per_stage"), 0, json_integer(3)); }
+static void mut_threads(json_t *r) { json_object_set_new(r, "threads", json_integer(0)); }
 static void mut_total(json_t *r)
 {
     json_t *rk = json_array_get(json_object_get(r, "ranks"), 1);
@@ -428,6 +444,7 @@ static void test_json(void)
     r.mem_per_rank = 1 << 30;
     r.slots = 5;
     r.context = 100;
+    r.threads = 5;
     g1_plan p, q;
     CHECK(g1_plan_make(&r, &p) == G1_OK, "tiny 3x2: %s", g1_last_error());
     char path[300];
@@ -484,6 +501,23 @@ static void test_json(void)
     expect_bad_json(path, mut_layers, "ranks[2].layers");
     expect_bad_json(path, mut_lps, "layers_per_stage[0]");
     expect_bad_json(path, mut_total, "ranks[1].total_bytes");
+    expect_bad_json(path, mut_threads, "threads");
+    /* a plan written before the per-thread buffers were counted (no
+     * "threads") still loads, its figures as written, threads 0 */
+    {
+        json_error_t err;
+        json_t *root = json_load_file(path, 0, &err);
+        CHECK(root && json_integer_value(json_object_get(root, "threads")) == 5, "the JSON records threads 5");
+        json_object_del(root, "threads");
+        char old[300];
+        tmp_path(old, sizeof old, "old.json");
+        json_dump_file(root, old, JSON_INDENT(1));
+        json_decref(root);
+        CHECK(g1_plan_read_json(old, &q) == G1_OK, "a plan without threads: %s", g1_last_error());
+        CHECK(q.threads == 0 && q.mem[0].total == p.mem[0].total && q.stages == p.stages, "old plan read back: "
+              "threads %d", q.threads);
+        g1_plan_free(&q);
+    }
     char missing[300];
     tmp_path(missing, sizeof missing, "none.json");
     CHECK(g1_plan_read_json(missing, &q) == G1_ERR_IO, "missing file");
@@ -510,8 +544,8 @@ static int same_cuts(const g1_plan *a, const g1_plan *b)
  * balance_fallback a memory limit that only the decode cuts fit gives
  * those (and says so), a limit neither fits refuses with the prompt cuts'
  * message, and without a limit nothing changes. grok-1 at 2 x 2 with 8
- * slots: the prompt cuts' worst rank needs about 85.6 GiB, the decode
- * cuts' about 84.6 GiB. */
+ * slots: the prompt cuts' worst rank needs about 85.7 GiB, the decode
+ * cuts' about 84.9 GiB (64 threads). */
 static void test_balance_fallback(void)
 {
     const double gib = 1024.0 * 1024 * 1024;

@@ -291,6 +291,61 @@ def case_dump():
     expect(rc == 0 and "dump writer" in out, f"a 16M writer's buffer fits 100M: {err.strip()[:300]}")
 
 
+def cpu_buffers(m, T, M, P, E, rank, threads, context):
+    """A rank's buffers on the cpu backend less its messages, from the
+    model's hyper-parameters: the engine's scratch (src/engine.c), rank 0's
+    logits rows and scheduler activations (one process: the local
+    pipeline's too), and per thread an attention score row of the context
+    (every rank) and a sampler of V doubles, V {double, int32} candidates
+    and V int32 ids (rank 0)."""
+    D, F, V, k = m["emb_size"], m["ffn_size"], m["vocab_size"], m["num_selected_experts"]
+    QK, KV = m["num_q_heads"] * m["key_size"], m["num_kv_heads"] * m["key_size"]
+    b = 4 * T * (2 * D + 2 * QK + 2 * KV)            # xn o, q att, k v
+    b += 4 * T * k * 3 + 8 * T * 2                   # idx gate tok, kc vc
+    b += 4 * T * k * max(D, F) + 2 * 4 * T * k * F   # xg, h1 h2
+    b += 4 * T * k * D                               # yk
+    b += 4 * T * k * D                               # xk
+    b += threads * context * 4                       # attention scores
+    if rank == 0:
+        b += 4 * T * V + 4 * M * T * D * (2 if P * E == 1 else 1)
+        b += threads * V * (8 + 16 + 4)              # samplers
+    return b
+
+
+def case_buffers():
+    """The cpu backend's buffers of every rank against cpu_buffers (the
+    engine's xk and the per-thread buffers included), for --threads N and
+    the default (64, recorded in the JSON); a limit that fits the buffers
+    less xk and the per-thread ones (the count before 2026-12-04) is now
+    refused; bad --threads are usage errors."""
+    for cfg, P, E, extra in (("tiny", 1, 1, []), ("tiny", 2, 2, ["--threads", "3"]),
+                             ("grok-1", 8, 8, []), ("grok-1", 8, 8, ["--threads", "1"]),
+                             ("grok-1", 2, 4, ["--threads", "96", "--max-batch-tokens", "1024", "--context", "2048",
+                                               "--micro-batches", "3"])):
+        j = plan_json(["--config", cfg, "--stages", str(P), "--ep", str(E)] + extra)
+        threads = int(extra[extra.index("--threads") + 1]) if "--threads" in extra else 64
+        expect(j.get("threads") == threads, f"{cfg} {P}x{E} {extra}: the JSON records {threads} threads")
+        m, T, M = j["model"], j["max_batch_tokens"], j.get("micro_batches", P)
+        for r in j["ranks"]:
+            want = cpu_buffers(m, T, M, P, E, r["rank"], threads, j["context"])
+            got = r["buffer_bytes"] - r["message_bytes"]
+            expect(got == want, f"{cfg} {P}x{E} {extra} rank {r['rank']}: buffers less messages {got}, formula {want}")
+    g1 = ["--config", "grok-1", "--stages", "8", "--ep", "8"]
+    j = plan_json(g1)
+    m, T = j["model"], j["max_batch_tokens"]
+    worst = max(j["ranks"], key=lambda r: r["total_bytes"])
+    old = worst["total_bytes"] - 4 * T * m["num_selected_experts"] * m["emb_size"] - 64 * j["context"] * 4 \
+        - (64 * 28 * m["vocab_size"] if worst["rank"] == 0 else 0)
+    rc, out, err = run(g1 + ["--mem-per-rank", str(old)])
+    expect(rc == 1 and f"rank {worst['rank']} " in err, f"the old count's exact limit ({old} bytes) is refused: "
+           f"{err.strip()[:160]}")
+    rc, out, err = run(g1 + ["--mem-per-rank", str(worst["total_bytes"])])
+    expect(rc == 0, "the new count's exact limit fits")
+    for bad in ("0", "4097", "x", "-2"):
+        rc, out, err = run(g1 + ["--threads", bad])
+        expect(rc == 2 and "--threads" in err, f"--threads {bad}: usage error")
+
+
 def case_checkpoint():
     if not A.hdf5:
         rc, out, err = run(["--checkpoint", "x.h5", "--stages", "1", "--ep", "1"])

@@ -126,8 +126,10 @@ typedef struct driver {
      * freed_ring[e % n_slots] was the e-th freed, for e < n_freed */
     int *freed_ring;
     int64_t n_freed;
-    /* a bad request met while reading ahead: the run stops with this when
-     * every request before it has started, as it would without read-ahead */
+    /* a request refused while reading ahead (G1_ERR_FORMAT or G1_ERR_RANGE):
+     * nothing more is read or started, and the run stops with this once
+     * every request before it has finished and its result is written, so
+     * that a resume after the line is fixed goes on from there */
     g1_status bad;
     char bad_msg[512];
 } driver;
@@ -534,6 +536,8 @@ static g1_status admit(driver *d)
         while (!d->eof && d->n_pend < d->W && !(d->o.stop && *d->o.stop)) {
             int got = 0;
             g1_status st = g1_request_next(&d->rd, &d->pend[d->n_pend], &got);
+            if (st != G1_OK && st != G1_ERR_FORMAT && st != G1_ERR_RANGE)
+                return st; /* a read error or no memory (not a refused request): stop now */
             if (st != G1_OK) {
                 d->bad = st;
                 snprintf(d->bad_msg, sizeof d->bad_msg, "%s", g1_last_error());
@@ -547,8 +551,6 @@ static g1_status admit(driver *d)
         }
         if (d->o.stop && *d->o.stop)
             return G1_OK;
-        if (d->bad && !d->n_pend)
-            return G1_FAIL(d->bad, "%s", d->bad_msg);
         int started = 0, free_left = 0, reuse, nfree = n_free(d);
         slot_pick pick;
         for (int i = 0; i < d->n_pend; i++) {
@@ -936,6 +938,8 @@ static g1_status run_loop(driver *d)
     if (d->q.next != d->n_read)
         return G1_FAIL(G1_ERR_INTERNAL, "scheduler wrote %lld of %lld results", (long long)d->q.next,
                        (long long)d->n_read);
+    if (d->bad) /* a refused request: every one before it is done and written */
+        return G1_FAIL(d->bad, "%s", d->bad_msg);
     return G1_OK;
 }
 

@@ -184,31 +184,10 @@ static void tell_lost(const tally *t)
     }
 }
 
-/* "2-3, 6": the layers l < L with !!holds[l] == want, in buf (n bytes). */
-static void layer_ranges(const char *holds, int L, int want, char *buf, size_t n)
-{
-    size_t used = 0;
-    buf[0] = 0;
-    for (int l = 0; l < L; l++) {
-        if (!!holds[l] != want || (l > 0 && !!holds[l - 1] == want))
-            continue;
-        int e = l;
-        while (e + 1 < L && !!holds[e + 1] == want)
-            e++;
-        int w = e > l ? snprintf(buf + used, n - used, "%s%d-%d", used ? ", " : "", l, e)
-                      : snprintf(buf + used, n - used, "%s%d", used ? ", " : "", l);
-        if (w < 0 || (size_t)w >= n - used) {
-            snprintf(buf + (n > 5 ? n - 5 : 0), n > 5 ? 5 : n, "...");
-            return;
-        }
-        used += (size_t)w;
-    }
-}
-
 /* Every layer of the model (num_layers, L) is in the file, as grok1-run
  * needs to load it: else one line naming the missing ones (a part alone
  * looks the same: it is checked with --layers, its layers). */
-static void check_complete(const char *holds, int L, tally *t)
+static void check_complete(const int *holds, int L, tally *t)
 {
     int held = 0, lo = -1, hi = -1;
     for (int l = 0; l < L; l++)
@@ -221,10 +200,10 @@ static void check_complete(const char *holds, int L, tally *t)
         return;
     t->missing = L - held;
     char missing[160], has[200] = "no layer", hint[300] = "";
-    layer_ranges(holds, L, 0, missing, sizeof missing);
+    g1_layer_ranges(holds, L, 0, missing, sizeof missing);
     if (held) {
         snprintf(has, sizeof has, "layer%s ", held == 1 ? "" : "s");
-        layer_ranges(holds, L, 1, has + strlen(has), sizeof has - strlen(has));
+        g1_layer_ranges(holds, L, 1, has + strlen(has), sizeof has - strlen(has));
     }
     if (held && held == hi - lo + 1)
         snprintf(hint, sizeof hint,
@@ -571,7 +550,7 @@ static int tool_main(int argc, char **argv)
     }
     /* the layers the file holds (a part holds some): --layers must be among them */
     int have_layers = H5Lexists(file, "layers", H5P_DEFAULT) > 0, lo = -1, hi = -1, held = 0;
-    char *holds = calloc((size_t)L + 1, 1);
+    int *holds = calloc((size_t)L + 1, sizeof *holds);
     for (int l = 0; holds && have_layers && l < L; l++) {
         char dir[32];
         snprintf(dir, sizeof dir, "layers/%02d", l);

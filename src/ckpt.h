@@ -56,6 +56,10 @@ g1_status g1_ckpt_check_part(g1_ckpt *ck, int i);
 void g1_ckpt_close(g1_ckpt *ck);
 
 /* ---- a checkpoint in parts (grok1-link; docs/CHECKPOINT.md) ---- */
+/* "6-7, 9": the layers l < L with v[l] == who, in buf (n bytes; "..." at
+ * the end when they do not fit). */
+void g1_layer_ranges(const int *v, int L, int who, char *buf, size_t n);
+
 /* Write `out`: the root attributes and HDF5 external links to the layers,
  * embedding and final norm of the parts (files written with a layer range:
  * grok1-convert --layers, grok1-mkckpt --part), so the reader sees one

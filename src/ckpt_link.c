@@ -129,16 +129,15 @@ static g1_status list_layers(linker *k, int i)
     return G1_OK;
 }
 
-/* "6-7, 9" of the layers with owner == who (-1: the missing ones). */
-static void layer_ranges(const linker *k, int who, char *buf, size_t n)
+void g1_layer_ranges(const int *v, int L, int who, char *buf, size_t n)
 {
     size_t used = 0;
     buf[0] = 0;
-    for (int l = 0; l < k->cfg.num_layers; l++) {
-        if (k->owner[l] != who || (l > 0 && k->owner[l - 1] == who))
+    for (int l = 0; l < L; l++) {
+        if (v[l] != who || (l > 0 && v[l - 1] == who))
             continue;
         int e = l;
-        while (e + 1 < k->cfg.num_layers && k->owner[e + 1] == who)
+        while (e + 1 < L && v[e + 1] == who)
             e++;
         int w = e > l ? snprintf(buf + used, n - used, "%s%d-%d", used ? ", " : "", l, e)
                       : snprintf(buf + used, n - used, "%s%d", used ? ", " : "", l);
@@ -417,7 +416,7 @@ static g1_status link_parts(linker *k, int replace, char *summary, size_t n_summ
     free(out_real);
     char buf[512];
     if (st == G1_OK) {
-        layer_ranges(k, -1, buf, sizeof buf);
+        g1_layer_ranges(k->owner, k->cfg.num_layers, -1, buf, sizeof buf);
         if (buf[0])
             st = G1_FAIL(G1_ERR_FORMAT, "no part holds layer%s %s (the model has layers 0-%d)",
                          strchr(buf, '-') || strchr(buf, ',') ? "s" : "", buf, k->cfg.num_layers - 1);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int armed, kill_it;
+static int armed, kill_it, stop_it;
 static long at_step, steps;
 
 g1_status g1_fault_init(int rank)
@@ -20,11 +20,12 @@ g1_status g1_fault_init(int rank)
     long s = 0;
     char how[16] = "";
     if (sscanf(v, "%d:%ld%n", &r, &s, &n) < 2 || r < 0 || s < 1 ||
-        (v[n] && (sscanf(v + n, ":%15s", how) != 1 || strcmp(how, "kill"))))
-        return G1_FAIL(G1_ERR_ARG, "GROK1_FAULT=%s: expected RANK:STEP or RANK:STEP:kill", v);
+        (v[n] && (sscanf(v + n, ":%15s", how) != 1 || (strcmp(how, "kill") && strcmp(how, "stop")))))
+        return G1_FAIL(G1_ERR_ARG, "GROK1_FAULT=%s: expected RANK:STEP, RANK:STEP:kill or RANK:STEP:stop", v);
     armed = r == rank;
     at_step = s;
     kill_it = !strcmp(how, "kill");
+    stop_it = !strcmp(how, "stop");
     return G1_OK;
 }
 
@@ -34,5 +35,9 @@ g1_status g1_fault_step(void)
         return G1_OK;
     if (kill_it)
         raise(SIGKILL);
+    if (stop_it) { /* the test changes something while the run is held, then sends SIGCONT */
+        raise(SIGSTOP);
+        return G1_OK;
+    }
     return G1_FAIL(G1_ERR_INTERNAL, "injected fault at step %ld (GROK1_FAULT)", steps);
 }

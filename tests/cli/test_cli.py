@@ -541,6 +541,76 @@ def case_input_appended(d):
         os.remove(ref + ".meta.json")
 
 
+def case_bad_request_keeps_before(d):
+    """A run that meets a refused request (line 41 here) while reading ahead
+    of the requests it runs stops only once every request before it has
+    finished: OUT.partial holds all 40 results (those of a clean run), with
+    one slot or many (8, 64: all 40 running when line 41 is read), in score
+    and generate mode, with prefix reuse (score requests waiting in the
+    read-ahead for a running context), for a shard, and under mpirun (2
+    stages, 2 expert slots); the error and exit status are those of the
+    refusal. Fixing the line and resuming gives the bytes of a clean run.
+    Other kinds of refusal (a prompt too long, malformed JSON) alike."""
+    inp, out, ref = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "ref.jsonl"))
+    # groups of 4 requests share a 24-token context (lm-eval continuations):
+    # with prefix reuse in score mode they wait in the read-ahead for its slot
+    ctx = [[3 + (g * 31 + j * 7) % 500 for j in range(24)] for g in range(15)]
+    rows = [{"id": i, "prompt_ids": ctx[i // 4] + [5 + i, 9, 13 + i % 7][: 1 + i % 3]} for i in range(56)]
+    gen_rows = [dict(r, max_new_tokens=3 + i % 5) for i, r in enumerate(rows)]
+
+    def clean(*files):
+        for f in files:
+            for x in ("", ".partial", ".meta.json"):
+                if os.path.exists(f + x):
+                    os.remove(f + x)
+
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+    def go(args, ranks):
+        cmd = ([mpiexec, "-n", str(ranks)] if ranks > 1 else []) + [ARGS.run] + args
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        return p.returncode, p.stderr
+
+    bad_lines = {"range": lambda r: dict(r, prompt_ids=[1, 9999]),
+                 "long": lambda r: dict(r, prompt_ids=[1] * (MAX_SEQ + 2)),
+                 "json": lambda r: '{"id": 40, "prompt_ids": [1, 2'}
+    runs = [(mode, b, [], 1, "range") for mode in ("score", "generate") for b in (1, 8, 64)]
+    runs += [("score", 64, ["--prefix-cache", "off"], 1, "long"), ("generate", 8, [], 1, "json"),
+             ("score", 64, ["--shard", "1/3"], 1, "range"), ("generate", 64, ["--shard", "1/3"], 1, "range")]
+    if ARGS.mpi and mpiexec:
+        runs += [("score", 8, ["--stages", "2", "--micro-batches", "3"], 2, "range"),
+                 ("generate", 8, ["--ep", "2"], 2, "range")]
+    refs = {}
+    for mode, b, extra, ranks, kind in runs:
+        good = rows if mode == "score" else gen_rows
+        sharded = "--shard" in extra
+        key = (mode, sharded)
+        if key not in refs:  # a clean run of the whole (fixed) input
+            clean(ref)
+            write_jsonl(inp, good)
+            rc, se = go(tiny(mode, inp, ref, "--max-new-tokens", "4", *(extra[:2] if sharded else ())), 1)
+            check(rc == 0, f"the clean {mode} run failed: {se}")
+            refs[key] = open(ref).read()
+        want = refs[key].splitlines(keepends=True)
+        what = f"{mode} --batch-size {b} {' '.join(extra)} ({ranks} rank(s), {kind})"
+        clean(out)
+        write_jsonl(inp, good[:40] + [bad_lines[kind](good[40])] + good[41:])
+        args = tiny(mode, inp, out, "--batch-size", str(b), "--max-new-tokens", "4", *extra)
+        rc, se = go(args, ranks)
+        check(rc == 1 and "input line 41" in se and "grok1-run: error:" in se,
+              f"{what}: exit {rc}, expected 1 naming input line 41: {se[-400:]}")
+        kept = open(out + ".partial").read().splitlines(keepends=True) if os.path.exists(out + ".partial") else []
+        n = 13 if sharded else 40  # shard 1/3: requests 1, 4, ..., 37 (40 is its own)
+        check(len(kept) == n and kept == want[:n],
+              f"{what}: {len(kept)} results kept before the bad line, expected the clean run's first {n}")
+        write_jsonl(inp, good)
+        rc, se = go(args + ["--resume"], ranks)
+        check(rc == 0 and f"resumed after {n} results" in se, f"{what}: the resume: exit {rc}: {se[-400:]}")
+        check(open(out).read() == refs[key], f"{what}: the resumed output differs from a clean run's")
+
+
 def case_resume_nothing_left(d):
     """A resume with nothing left to run (a finished OUT, or an OUT.partial
     holding every result) checks the kept results against the input, gives

@@ -2096,6 +2096,88 @@ def case_plan_limit(d):
                 ["but --mem-per-rank is 1000 bytes;"], out=out)
 
 
+def case_fsync_eio(d):
+    """A disk that fails the fsync before a file gets its final name (EIO, by
+    the test's LD_PRELOAD shim): each tool names the file it could not
+    write, exits non-zero and gives no final name to anything whose bytes
+    may be lost; what it leaves (OUT.partial, the dump's .partial) resumes,
+    with the disk well again, to the clean run's results."""
+    if not ARGS.eio_shim:
+        print("the fsync shim was not built: skipped")
+        return SKIP
+    env = {"LD_PRELOAD": ARGS.eio_shim}
+    if "ASAN_OPTIONS" in os.environ:  # the shim comes before the ASan runtime
+        env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
+
+    def failing(match, args, tool=None, extra=None):
+        p = subprocess.run([tool or ARGS.run] + args, capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, G1_TEST_EIO=match, **env, **(extra or {})))
+        check(p.returncode == 1, f"fsync of {match} failing: exit {p.returncode}, expected 1: {p.stderr.strip()}")
+        for w in ("to the disk (fsync)", "Input/output error"):
+            check(w in p.stderr, f"fsync of {match} failing: the message lacks {w!r}: {p.stderr.strip()}")
+        return p.stderr
+
+    def left(prefix):
+        return sorted(n for n in os.listdir(d) if n.startswith(prefix))
+
+    inp, ref = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [(7 * i + 3 * j + 5) % V for j in range(2 + i)]} for i in range(6)])
+    expect_ok(tiny("score", inp, ref))
+    with open(ref, "rb") as f:
+        want = f.read()
+
+    def same(path, what):
+        with open(path, "rb") as f:
+            check(f.read() == want, f"{what}: the results differ from a clean run's")
+
+    # the meta file, written first: nothing is left
+    out = os.path.join(d, "meta.jsonl")
+    se = failing("meta.jsonl.meta.json", tiny("score", inp, out))
+    check("meta.jsonl.meta.json" in se, f"the message does not name the meta file: {se.strip()}")
+    check(left("meta.jsonl") == [], f"a run that could not write its meta file left {left('meta.jsonl')}")
+    # OUT.partial, before its rename: no OUT; the partial resumes to the same bytes
+    out = os.path.join(d, "out.jsonl")
+    se = failing("out.jsonl.partial", tiny("score", inp, out, "--batch-size", "2"))
+    check(f"cannot write {out}.partial to the disk" in se, f"the message does not name OUT.partial: {se.strip()}")
+    check(not os.path.exists(out) and os.path.exists(out + ".partial"),
+          f"after the failed fsync of OUT.partial: {left('out.jsonl')}")
+    expect_ok(tiny("score", inp, out, "--batch-size", "2", "--resume"))
+    same(out, "OUT.partial resumed")
+    # the trace is written after OUT: the results stand, the run says so and fails
+    out, tr = os.path.join(d, "tr.jsonl"), os.path.join(d, "trace.json")
+    se = failing("trace.json", tiny("score", inp, out, "--trace", tr))
+    check("the trace was not written" in se and "the results are complete" in se, f"trace: {se.strip()}")
+    same(out, "a run whose trace failed")
+    check(left("trace.json") == [], f"a failed trace left {left('trace.json')}")
+    if ARGS.hdf5:
+        # the logits dump: at its end, and at every periodic sync (GROK1_DUMP_SYNC_S=0)
+        for sync in ("30", "0"):
+            out, lg = os.path.join(d, f"dump{sync}.jsonl"), os.path.join(d, f"dump{sync}.h5")
+            se = failing(f"dump{sync}.h5", tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "1"),
+                         extra={"GROK1_DUMP_SYNC_S": sync})
+            check(f"cannot write {lg}.partial to the disk" in se, f"the message does not name the dump: {se.strip()}")
+            check(not os.path.exists(out) and not os.path.exists(lg),
+                  f"GROK1_DUMP_SYNC_S={sync}: a final name after the dump's fsync failed: {left('dump' + sync)}")
+            expect_ok(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "1", "--resume"))
+            same(out, f"GROK1_DUMP_SYNC_S={sync}: the dump resumed")
+            check(os.path.exists(lg), f"GROK1_DUMP_SYNC_S={sync}: the resume made no {lg}")
+    if ARGS.merge:
+        shards = [os.path.join(d, f"shard{k}.jsonl") for k in range(2)]
+        for k, sh in enumerate(shards):
+            expect_ok(tiny("score", inp, sh, "--shard", f"{k}/2"))
+        merged = os.path.join(d, "merged.jsonl")
+        args = ["--input", inp, "--output", merged] + shards
+        failing("merged.jsonl", args, tool=ARGS.merge)
+        check(left("merged") == [], f"a merge that could not write left {left('merged')}")
+        p = subprocess.run([ARGS.merge] + args, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, f"the merge, the disk well again: exit {p.returncode}: {p.stderr.strip()}")
+        same(merged, "the merge")
+    if ARGS.mkckpt:
+        ck = os.path.join(d, "ck.h5")
+        failing("ck.h5", ["--config", "tiny", "--seed", "3", "--out", ck], tool=ARGS.mkckpt)
+        check(left("ck.h5") == [], f"grok1-mkckpt left {left('ck.h5')} after its fsync failed")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
@@ -2109,6 +2191,7 @@ def main():
     ap.add_argument("--mpi", type=int, default=0)
     ap.add_argument("--merge")
     ap.add_argument("--grok1-plan")
+    ap.add_argument("--eio-shim")
     ARGS = ap.parse_args()
     ARGS.run = os.path.abspath(ARGS.run)
     if ARGS.mkckpt:
@@ -2117,6 +2200,8 @@ def main():
         ARGS.merge = os.path.abspath(ARGS.merge)
     if ARGS.grok1_plan:
         ARGS.grok1_plan = os.path.abspath(ARGS.grok1_plan)
+    if ARGS.eio_shim:
+        ARGS.eio_shim = os.path.abspath(ARGS.eio_shim)
     with tempfile.TemporaryDirectory(prefix="g1cli-") as d:
         try:
             rc = CASES[ARGS.case](d)

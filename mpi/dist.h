@@ -64,8 +64,9 @@ void g1_dist_set_trace(g1_dist *d, g1_trace *t, int l0, int l1);
  * the smallest round trip of several). Call before the work starts. */
 g1_status g1_dist_trace_sync(g1_dist *d);
 /* Collective at the end: rank 0 gathers every rank's events and writes the
- * trace-event JSON to path. */
-g1_status g1_dist_trace_write(g1_dist *d, const char *path);
+ * trace-event JSON to path; on rank 0, *dropped is the spans all ranks left
+ * out (their buffers full) and *ranks_cut how many ranks did. */
+g1_status g1_dist_trace_write(g1_dist *d, const char *path, long long *dropped, int *ranks_cut);
 
 /* Count `seconds` of other work (rank 0's embedding, un-embedding and
  * sampling) as this rank's busy time. */

@@ -857,7 +857,9 @@ static g1_status complete(driver *d)
             G1_TRY(seq_finish(d, s));
     }
     G1_TRY(out_flush(d, 0)); /* results held back for the dump, now written */
-    d->st->busy += now_s() - t0;
+    double t1 = now_s();
+    d->st->busy += t1 - t0;
+    g1_trace_span(d->o.trace, "driver", "logits and tokens", t0, t1, m, n);
     return G1_OK;
 }
 

@@ -258,23 +258,28 @@ g1_status g1_dist_trace_sync(g1_dist *d)
     return G1_OK;
 }
 
-g1_status g1_dist_trace_write(g1_dist *d, const char *path)
+g1_status g1_dist_trace_write(g1_dist *d, const char *path, long long *dropped, int *ranks_cut)
 {
     g1_trace *t = d->trace;
     int n = t ? t->n : 0, N = d->size;
+    long long cut = t ? t->dropped : 0;
     double off = d->clock_offset;
     int *counts = NULL, *bdisp = NULL, *bcount = NULL;
     double *offs = NULL;
+    long long *drops = NULL;
     g1_trace_event *all = NULL;
+    *dropped = 0;
+    *ranks_cut = 0;
     /* small, and on every rank, so no rank can leave the collectives early */
     counts = calloc((size_t)N, sizeof *counts);
     bcount = calloc((size_t)N, sizeof *bcount);
     bdisp = calloc((size_t)N, sizeof *bdisp);
     offs = calloc((size_t)N, sizeof *offs);
-    int have = counts && bcount && bdisp && offs, all_have = 0;
+    drops = calloc((size_t)N, sizeof *drops);
+    int have = counts && bcount && bdisp && offs && drops, all_have = 0;
     MPI_Allreduce(&have, &all_have, 1, MPI_INT, MPI_MIN, d->all);
     if (!all_have) {
-        free(counts), free(bcount), free(bdisp), free(offs);
+        free(counts), free(bcount), free(bdisp), free(offs), free(drops);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory gathering the trace");
     }
     g1_status st = g1_mpi_check(MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, d->all), "MPI_Gather", __FILE__,
@@ -282,6 +287,13 @@ g1_status g1_dist_trace_write(g1_dist *d, const char *path)
     if (st == G1_OK)
         st = g1_mpi_check(MPI_Gather(&off, 1, MPI_DOUBLE, offs, 1, MPI_DOUBLE, 0, d->all), "MPI_Gather", __FILE__,
                           __LINE__);
+    if (st == G1_OK)
+        st = g1_mpi_check(MPI_Gather(&cut, 1, MPI_LONG_LONG, drops, 1, MPI_LONG_LONG, 0, d->all), "MPI_Gather",
+                          __FILE__, __LINE__);
+    for (int r = 0; d->rank == 0 && st == G1_OK && r < N; r++) {
+        *dropped += drops[r];
+        *ranks_cut += drops[r] > 0;
+    }
     /* counted in events (a datatype of one event), not bytes: a job's
      * trace can pass 2^31 bytes (26.8 M events) but not 2^31 events */
     long total = 0;
@@ -320,12 +332,13 @@ g1_status g1_dist_trace_write(g1_dist *d, const char *path)
             if (label[r])
                 snprintf(label[r], 64, "rank %d: stage %d, slot %d", r, r / d->E, r % d->E);
         }
-        st = ev && label ? g1_trace_write_json(path, N, ev, counts, offs, label) : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+        st = ev && label ? g1_trace_write_json(path, N, ev, counts, drops, offs, label)
+                         : G1_FAIL(G1_ERR_NOMEM, "out of memory");
         for (int r = 0; label && r < N; r++)
             free(label[r]);
         free(label);
         free(ev);
     }
-    free(all), free(counts), free(bcount), free(bdisp), free(offs);
+    free(all), free(counts), free(bcount), free(bdisp), free(offs), free(drops);
     return st;
 }

@@ -757,6 +757,12 @@ static int check_files(const cli *c, char *msg, size_t n)
         } else if (access(dir, W_OK | X_OK) != 0) {
             snprintf(msg, n, "--trace %s: cannot write in the directory %s: %s", c->trace, dir, strerror(errno));
             bad = 1;
+        } else {
+            int cap;
+            if (g1_trace_cap(&cap) != G1_OK) {
+                snprintf(msg, n, "%s", g1_last_error());
+                bad = 1;
+            }
         }
     }
     return bad;
@@ -1790,17 +1796,23 @@ typedef struct job {
 static void write_trace(const cli *c, job *j)
 {
     g1_status st;
+    long long dropped = j->trace.dropped;
+    int cut = dropped > 0;
     if (j->dist) {
-        st = g1_dist_trace_write(j->dist, c->trace);
+        st = g1_dist_trace_write(j->dist, c->trace, &dropped, &cut);
     } else {
         g1_trace_event *ev = j->trace.ev;
         double off = 0;
         char label[] = "rank 0: all layers";
         char *lab = label;
-        st = g1_trace_write_json(c->trace, 1, &ev, &j->trace.n, &off, &lab);
+        st = g1_trace_write_json(c->trace, 1, &ev, &j->trace.n, &dropped, &off, &lab);
     }
     if (st != G1_OK)
         snprintf(j->trace_error, sizeof j->trace_error, "%s", g1_last_error());
+    else if (cut)
+        fprintf(stderr, "grok1-run: warning: the trace %s holds the first %d spans of each rank: %lld later spans "
+                        "of %d rank%s were left out (GROK1_TRACE_SPANS raises the limit; the trace marks each "
+                        "cut)\n", c->trace, j->trace.cap, dropped, cut, cut == 1 ? "" : "s");
 }
 
 static void job_free(job *j)
@@ -1919,9 +1931,12 @@ static g1_status drive(const cli *c, files *f, job *j)
         G1_TRY(g1_dist_stop(j->dist));
         G1_TRY(g1_dist_busy(j->dist, busy));
     }
+    /* said before the trace is written, which can take seconds: a job
+     * killed meanwhile (mpirun's SIGKILL after a SIGTERM) has said how far it
+     * got */
+    summary(c, j, &s, dt, busy);
     if (c->trace)
         write_trace(c, j);
-    summary(c, j, &s, dt, busy);
     if (s.input_left)
         fprintf(stderr, "grok1-run: requests were appended to %s after the run started: they were not read "
                         "(the output's record of the input does not cover them); run again with --resume to answer "
@@ -2184,7 +2199,9 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
                 rank, eo.device, eo.n_slots, c->max_context ? c->max_context : m->cfg.max_seq_len,
                 (double)kv_need / (1 << 20), (double)kv_free / (1 << 20));
     if (c->trace) {
-        G1_TRY(g1_trace_init(&j->trace, 1 << 19));
+        int cap;
+        G1_TRY(g1_trace_cap(&cap));
+        G1_TRY(g1_trace_init(&j->trace, cap));
         if (j->dist) {
             g1_dist_set_trace(j->dist, &j->trace, l0, l1);
             G1_TRY(g1_dist_trace_sync(j->dist));

@@ -20,7 +20,7 @@ typedef struct g1_trace_event {
 typedef struct g1_trace {
     g1_trace_event *ev;
     int n, cap;
-    int dropped;     /* events past the cap */
+    long long dropped; /* events past the cap: left out, counted */
 } g1_trace;
 
 /* A trace that keeps up to `cap` events (NULL trace pointers record nothing). */
@@ -29,10 +29,15 @@ void g1_trace_free(g1_trace *t);
 double g1_trace_now(void);
 void g1_trace_span(g1_trace *t, const char *cat, const char *name, double t0, double t1, int mb, int arg);
 
+/* The events a rank's trace keeps: GROK1_TRACE_SPANS (1 to 2^24), or 2^19
+ * (40 MiB a rank); another value is an error. */
+g1_status g1_trace_cap(int *cap);
+
 /* Write events of ranks [0, nranks) as trace-event JSON: ev[r] has n[r]
- * events of rank r, offset[r] seconds added to align clocks, label[r] names
- * the rank's track. */
+ * events of rank r, dropped[r] more were left out (an instant event marks
+ * the cut; dropped may be NULL), offset[r] seconds added to align clocks,
+ * label[r] names the rank's track. */
 g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *const *ev, const int *n,
-                              const double *offset, char *const *label);
+                              const long long *dropped, const double *offset, char *const *label);
 
 #endif

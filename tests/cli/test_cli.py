@@ -2096,6 +2096,42 @@ def case_plan_limit(d):
                 ["but --mem-per-rank is 1000 bytes;"], out=out)
 
 
+def case_trace(d):
+    """--trace in one process: the spans TRACE.md lists for it (all layers,
+    embed, logits and tokens), valid JSON; GROK1_TRACE_SPANS caps the spans
+    kept, the cut is marked and counted, the run warns; a bad value is
+    refused before anything is made."""
+    inp, out, tr = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl"), os.path.join(d, "t.json")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [3 + i, 4, 5], "max_new_tokens": 4} for i in range(5)])
+    _, se = expect_ok(tiny("generate", inp, out, "--batch-size", "2", "--trace", tr))
+    with open(tr) as f:
+        spans = [e for e in json.load(f)["traceEvents"] if e["ph"] == "X"]
+    names = {e["name"] for e in spans}
+    check({"all layers", "embed", "logits and tokens"} <= names, f"spans: {sorted(names)}")
+    check(all(e["dur"] >= 0 and e["ts"] >= 0 and e["pid"] == 0 for e in spans), "bad times or ranks")
+    steps = sum(e["name"] == "all layers" for e in spans)
+    check(steps == sum(e["name"] == "logits and tokens" for e in spans) == sum(e["name"] == "embed" for e in spans),
+          "not one embed and one 'logits and tokens' span for each step")
+    check("warning" not in se, f"a warning without a cut: {se}")
+    os.remove(out)
+    rc, _, se = run(tiny("generate", inp, out, "--batch-size", "2", "--trace", tr), env={"GROK1_TRACE_SPANS": "2"})
+    check(rc == 0, f"GROK1_TRACE_SPANS=2: exit {rc}: {se}")
+    with open(tr) as f:
+        ev = json.load(f)["traceEvents"]
+    kept = [e for e in ev if e["ph"] == "X"]
+    cut = [e for e in ev if e["ph"] == "i"]
+    check(len(kept) == 2 and len(cut) == 1 and cut[0]["args"]["dropped_spans"] == 3 * steps - 2,
+          f"GROK1_TRACE_SPANS=2: {len(kept)} spans kept, cut {cut} (of {3 * steps})")
+    check(f"holds the first 2 spans of each rank: {3 * steps - 2} later spans of 1 rank were left out" in se,
+          f"no warning of the cut: {se}")
+    os.remove(out)
+    for bad in ("0", "x", "", "99999999999"):
+        rc, _, se = run(tiny("generate", inp, out, "--trace", tr), env={"GROK1_TRACE_SPANS": bad})
+        check(rc == 2 and f"GROK1_TRACE_SPANS={bad}:" in se and "integer from 1" in se,
+              f"GROK1_TRACE_SPANS={bad!r}: exit {rc}: {se}")
+        check(not os.path.exists(out) and not os.path.exists(out + ".partial"), "a refused run made files")
+
+
 def case_fsync_eio(d):
     """A disk that fails the fsync before a file gets its final name (EIO, by
     the test's LD_PRELOAD shim): each tool names the file it could not

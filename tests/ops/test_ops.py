@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -663,8 +664,39 @@ def case_trace():
     check(all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans), "negative times in the trace")
     mbs = {e["args"].get("micro_batch") for e in spans if e["cat"] == "compute"}
     check(None not in mbs, "compute spans without a micro-batch")
-    # a trace whose directory does not exist is refused before the load
+    # every span TRACE.md lists for this layout, on the ranks it says
+    names = {(e["pid"] == 0, e["name"]) for e in spans}
+    for want in [(True, "embed"), (True, "logits and tokens"), (True, "results"), (False, "recv"),
+                 (True, "all-to-all out"), (False, "experts")]:
+        check(want in names, f"no {want[1]!r} span on {'rank 0' if want[0] else 'the other ranks'}")
+    # a micro-batch's results come from a last-stage rank (2 or 3 of 2 x 2)
+    frm = {e["args"].get("from_rank") for e in spans if e["name"] == "results"}
+    check(frm <= {2, 3} and frm, f"'results' spans name the ranks {frm}, not the last stage's")
+    # the spans a rank keeps are capped (GROK1_TRACE_SPANS): the rest are
+    # counted, each rank's cut marked, and the run says so
     os.remove(out)
+    p = job(ckpt, small, out, ["--trace", tr], env=dict(ENV, GROK1_TRACE_SPANS="7"))
+    _, err = p.communicate(timeout=120)
+    check(p.returncode == 0, f"a run with a capped trace failed: {err[-500:]}")
+    t = json.load(open(tr))
+    per = {}
+    for e in t["traceEvents"]:
+        if e["ph"] == "X":
+            per[e["pid"]] = per.get(e["pid"], 0) + 1
+    cuts = {e["pid"]: e["args"]["dropped_spans"] for e in t["traceEvents"] if e["ph"] == "i"}
+    check(per == {0: 7, 1: 7, 2: 7, 3: 7}, f"GROK1_TRACE_SPANS=7 kept {per} spans")
+    check(set(cuts) == {0, 1, 2, 3} and min(cuts.values()) > 0, f"the cuts marked: {cuts}")
+    m = re.search(r"holds the first 7 spans of each rank: (\d+) later spans of 4 ranks were left out", err)
+    check(m and int(m.group(1)) == sum(cuts.values()), f"no warning, or the wrong count ({sum(cuts.values())}): "
+          f"{err[-500:]}")
+    os.remove(out)
+    p = job(ckpt, small, out, ["--trace", tr], env=dict(ENV, GROK1_TRACE_SPANS="lots"))
+    _, err = p.communicate(timeout=120)
+    check(p.returncode == 2 and "GROK1_TRACE_SPANS=lots" in err and not os.path.exists(out + ".partial"),
+          f"GROK1_TRACE_SPANS=lots: exit {p.returncode}, {err[-500:]}")
+    # a trace whose directory does not exist is refused before the load
+    if os.path.exists(out):
+        os.remove(out)
     p = job(ckpt, small, out, ["--trace", os.path.join(ARGS.tmp, "no_such_dir", "t.json")])
     _, err = p.communicate(timeout=120)
     check(p.returncode == 2 and "no_such_dir does not exist" in err and not os.path.exists(out + ".partial"),

@@ -965,6 +965,15 @@ static void mbatch_free(mbatch *b)
     free(b->fork);
 }
 
+/* One of the scheduler's buffers, counted in its stats (buffer_bytes). */
+static void *buf(driver *d, size_t n)
+{
+    void *p = malloc(n);
+    if (p)
+        d->st->buffer_bytes += n;
+    return p;
+}
+
 static g1_status driver_alloc(driver *d)
 {
     size_t B = (size_t)d->o.max_batch_tokens, D = (size_t)d->cfg->emb_size, V = (size_t)d->cfg->vocab_size;
@@ -974,7 +983,7 @@ static g1_status driver_alloc(driver *d)
     d->seqs = calloc((size_t)d->n_slots, sizeof *d->seqs);
     d->mbs = calloc((size_t)d->M, sizeof *d->mbs);
     d->order = calloc((size_t)d->M, sizeof *d->order);
-    d->logits = malloc((size_t)d->lrows * V * sizeof *d->logits);
+    d->logits = buf(d, (size_t)d->lrows * V * sizeof *d->logits);
     if (!d->seqs || !d->mbs || !d->order || !d->logits)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
     d->W = d->o.prefix_cache && d->o.mode == G1_MODE_SCORE ? 4 * d->n_slots + 16 : 1;
@@ -989,7 +998,7 @@ static g1_status driver_alloc(driver *d)
         if (!d->held || !d->n_held)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
         for (int s = 0; s < d->n_slots; s++)
-            if (!(d->held[s] = malloc((size_t)d->context * sizeof **d->held)))
+            if (!(d->held[s] = buf(d, (size_t)d->context * sizeof **d->held)))
                 return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
         d->E = d->o.kv_owners > 1 ? d->o.kv_owners : 1;
         d->cls_n = malloc((size_t)d->E * sizeof *d->cls_n);
@@ -1004,8 +1013,8 @@ static g1_status driver_alloc(driver *d)
             if (!d->held_lp || !d->held_ok || !d->n_lp)
                 return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
             for (int s = 0; s < d->n_slots; s++)
-                if (!(d->held_lp[s] = malloc((size_t)d->context * sizeof **d->held_lp)) ||
-                    !(d->held_ok[s] = malloc((size_t)d->context)))
+                if (!(d->held_lp[s] = buf(d, (size_t)d->context * sizeof **d->held_lp)) ||
+                    !(d->held_ok[s] = buf(d, (size_t)d->context)))
                     return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
         }
     }
@@ -1015,26 +1024,28 @@ static g1_status driver_alloc(driver *d)
     d->n_samplers = 1;
 #endif
     d->samplers = calloc((size_t)d->n_samplers, sizeof *d->samplers);
-    d->row_tok = malloc((d->lrows > (int)B ? (size_t)d->lrows : B) * sizeof *d->row_tok);
+    d->row_tok = buf(d, (d->lrows > (int)B ? (size_t)d->lrows : B) * sizeof *d->row_tok);
     if (d->o.mode == G1_MODE_SCORE && !d->o.dump && g1_engine_scores_on_device(d->e)) {
-        d->row_lp = malloc(B * sizeof *d->row_lp);
-        d->row_target = malloc(B * sizeof *d->row_target);
+        d->row_lp = buf(d, B * sizeof *d->row_lp);
+        d->row_target = buf(d, B * sizeof *d->row_target);
         if (!d->row_lp || !d->row_target)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
     }
-    d->row_st = malloc((size_t)d->lrows * sizeof *d->row_st);
+    d->row_st = buf(d, (size_t)d->lrows * sizeof *d->row_st);
     if (!d->samplers || !d->row_tok || !d->row_st)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
-    for (int i = 0; i < d->n_samplers; i++)
+    for (int i = 0; i < d->n_samplers; i++) {
         G1_TRY(g1_sampler_init(&d->samplers[i], (int32_t)V));
+        d->st->buffer_bytes += (uint64_t)g1_sampler_bytes((int32_t)V);
+    }
     for (int m = 0; m < d->M; m++) {
         mbatch *b = &d->mbs[m];
-        b->tok = malloc(B * sizeof *b->tok);
-        b->slot = malloc(B * sizeof *b->slot);
-        b->pos = malloc(B * sizeof *b->pos);
-        b->need = malloc(B * sizeof *b->need);
-        b->x = malloc(B * D * sizeof *b->x);
-        b->fork = malloc(B * sizeof *b->fork);
+        b->tok = buf(d, B * sizeof *b->tok);
+        b->slot = buf(d, B * sizeof *b->slot);
+        b->pos = buf(d, B * sizeof *b->pos);
+        b->need = buf(d, B * sizeof *b->need);
+        b->x = buf(d, B * D * sizeof *b->x);
+        b->fork = buf(d, B * sizeof *b->fork);
         if (!b->tok || !b->slot || !b->pos || !b->need || !b->x || !b->fork)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
     }

@@ -96,6 +96,12 @@ typedef struct g1_driver_stats {
     int64_t generated_tokens;
     int64_t steps; /* micro-batch steps submitted */
     double busy;   /* seconds embedding, un-embedding and picking tokens */
+    /* the scheduler's buffers (summed where they are allocated): logits
+     * rows, each micro-batch's tokens and activations, the samplers, the
+     * prefix cache's rows; not the records of a slot or a request, the
+     * request reader's or the results waiting for their turn. What the
+     * planner counts for rank 0 (tests/plan test_plan_mem) */
+    uint64_t buffer_bytes;
 } g1_driver_stats;
 
 /* Read every request from `in`, run them, write one result line per request

@@ -12,6 +12,7 @@ struct g1_pipe_local {
     int *mb;          /* (cap) */
     int *T;           /* (cap) */
     float *x;         /* (cap, max_tokens, D) */
+    size_t x_bytes;   /* its size (g1_pipe_local_bytes) */
     g1_trace *trace;
 };
 
@@ -59,7 +60,8 @@ g1_status g1_pipe_local_init(g1_pipe_local **out, g1_engine *e, int max_inflight
     p->D = g1_engine_config(e)->emb_size;
     p->mb = calloc((size_t)max_inflight, sizeof *p->mb);
     p->T = calloc((size_t)max_inflight, sizeof *p->T);
-    p->x = malloc((size_t)max_inflight * max_tokens * p->D * sizeof(float));
+    p->x_bytes = (size_t)max_inflight * max_tokens * p->D * sizeof(float);
+    p->x = malloc(p->x_bytes);
     if (!p->mb || !p->T || !p->x) {
         g1_pipe_local_free(p);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for the pipeline's buffers");
@@ -77,6 +79,8 @@ void g1_pipe_local_free(g1_pipe_local *p)
     free(p->x);
     free(p);
 }
+
+size_t g1_pipe_local_bytes(const g1_pipe_local *p) { return p->x_bytes; }
 
 g1_pipe_ops g1_pipe_local_ops(g1_pipe_local *p)
 {

@@ -26,5 +26,8 @@ typedef struct g1_pipe_local g1_pipe_local;
 g1_status g1_pipe_local_init(g1_pipe_local **out, g1_engine *e, int max_inflight, int max_tokens, g1_trace *trace);
 void g1_pipe_local_free(g1_pipe_local *p);
 g1_pipe_ops g1_pipe_local_ops(g1_pipe_local *p);
+/* Its buffers: the hidden states of the micro-batches in flight (what the
+ * planner counts for one process; tests/plan test_plan_mem). */
+size_t g1_pipe_local_bytes(const g1_pipe_local *p);
 
 #endif

@@ -210,6 +210,15 @@ g1_status g1_engine_init_source(g1_engine **out, const g1_weights_source *src, c
     return G1_OK;
 }
 
+/* One scratch buffer of the CPU engine, counted in e->scratch_bytes. */
+static void *scratch(g1_engine *e, size_t n)
+{
+    void *p = zalloc(n);
+    if (p)
+        e->scratch_bytes += n;
+    return p;
+}
+
 /* The CPU engine over `w` (borrowed, or e->own): slots and scratch. Frees e
  * on failure. */
 static g1_status cpu_start(g1_engine *e, const g1_weights *w, const g1_engine_opts *opts,
@@ -234,14 +243,15 @@ static g1_status cpu_start(g1_engine *e, const g1_weights *w, const g1_engine_op
         ok = e->slots[s].k && e->slots[s].v;
     }
     e->scores_stride = (size_t)e->opts.max_context;
-    ok = ok && (e->xn = zalloc(T * D * 4)) && (e->q = zalloc(T * QK * 4)) && (e->k = zalloc(T * KV * 4)) &&
-         (e->v = zalloc(T * KV * 4)) && (e->att = zalloc(T * QK * 4)) && (e->o = zalloc(T * D * 4)) &&
-         (e->idx = zalloc(T * k * sizeof(int))) && (e->gate = zalloc(T * k * 4)) &&
-         (e->kc = zalloc(T * sizeof(float *))) && (e->vc = zalloc(T * sizeof(float *))) &&
-         (e->scores = zalloc((size_t)g1_cpu_threads() * e->scores_stride * 4)) &&
-         (e->tok = zalloc(T * k * sizeof(int))) && (e->xg = zalloc(T * k * (D > F ? D : F) * 4)) &&
-         (e->h1 = zalloc(T * k * F * 4)) && (e->h2 = zalloc(T * k * F * 4)) && (e->yk = zalloc(T * k * D * 4)) &&
-         (e->xk = zalloc(T * k * D * 4));
+    ok = ok && (e->xn = scratch(e, T * D * 4)) && (e->q = scratch(e, T * QK * 4)) &&
+         (e->k = scratch(e, T * KV * 4)) && (e->v = scratch(e, T * KV * 4)) && (e->att = scratch(e, T * QK * 4)) &&
+         (e->o = scratch(e, T * D * 4)) && (e->idx = scratch(e, T * k * sizeof(int))) &&
+         (e->gate = scratch(e, T * k * 4)) && (e->kc = scratch(e, T * sizeof(float *))) &&
+         (e->vc = scratch(e, T * sizeof(float *))) &&
+         (e->scores = scratch(e, (size_t)g1_cpu_threads() * e->scores_stride * 4)) &&
+         (e->tok = scratch(e, T * k * sizeof(int))) && (e->xg = scratch(e, T * k * (D > F ? D : F) * 4)) &&
+         (e->h1 = scratch(e, T * k * F * 4)) && (e->h2 = scratch(e, T * k * F * 4)) &&
+         (e->yk = scratch(e, T * k * D * 4)) && (e->xk = scratch(e, T * k * D * 4));
     if (!ok) {
         g1_engine_free(e);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory for engine buffers (batch %d tokens)", opts->max_batch);
@@ -278,6 +288,7 @@ void g1_engine_free(g1_engine *e)
 }
 
 const g1_config *g1_engine_config(const g1_engine *e) { return &e->cfg; }
+size_t g1_engine_scratch_bytes(const g1_engine *e) { return e->cuda ? 0 : e->scratch_bytes; }
 int g1_engine_slot_len(const g1_engine *e, int slot)
 {
     return e->cuda ? g1_cuda_engine_slot_len(e->cuda, slot) : e->slots[slot].len;

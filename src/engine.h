@@ -212,6 +212,12 @@ int g1_engine_kv_short(const g1_engine *e, size_t *need, size_t *free_b);
  * GPU's free bytes before they were allocated (the check that refuses a
  * share too large before reading it): 1, or 0 and zeros on the CPU. */
 int g1_engine_gpu_memory(const g1_engine *e, size_t *weights, size_t *buffers, size_t *free_before);
+/* The CPU engine's scratch (every buffer g1_engine_init sizes by the batch,
+ * the threads or the context; not the KV caches, not the weights, not
+ * g1_engine_mem_alloc's blocks): the bytes asked for, summed where they are
+ * allocated (the planner counts them: tests/plan test_plan_mem). 0 with CUDA
+ * (g1_engine_gpu_memory). */
+size_t g1_engine_scratch_bytes(const g1_engine *e);
 /* CUDA decode graphs so far (g1_engine_opts.cuda_graphs_off,
  * cuda_graphs_max): 1 and *made, *dropped (to keep at most *kept) when the
  * engine replays graphs; 0 and zeros on the CPU, with graphs off, or after

@@ -38,6 +38,7 @@ struct g1_engine {
     float *h1, *h2;  /* (T*topk, F) */
     float *xk;       /* (T*topk, D) expert inputs, row t*topk + j */
     float *yk;       /* (T*topk, D) expert outputs, row t*topk + j */
+    size_t scratch_bytes; /* what the scratch above asked for (g1_engine_scratch_bytes) */
     void **mem;      /* g1_engine_mem_alloc's blocks, freed with the engine */
     int n_mem;
 };

@@ -96,11 +96,25 @@ static double message_bytes(const g1_config *c, int T_, int P, int E, int M, int
     return (M + 3.0) * msg_bytes(c, T) + a2a_bytes(c, T_, E);
 }
 
+/* The logits rows rank 0's scheduler computes at once (mpi/driver.c
+ * driver_alloc: 64 MiB of them whatever the vocabulary, at least one, at
+ * most a step's tokens). */
+static double logits_rows(const g1_config *c, int T)
+{
+    int rows = (1 << 24) / c->vocab_size;
+    return rows < 1 ? 1 : rows > T ? T : rows;
+}
+
 /* Engine scratch for T tokens (g1_engine_init: src/engine.c cpu_start) +
- * the driver's activations of M micro-batches and the one-process
- * pipeline's (+ logits) on rank 0; the messages apart (message_bytes), the
- * per-thread buffers apart (thread_bytes). */
-static double buffer_bytes(const g1_config *c, int T_, int rank0, int M, int one_process)
+ * on rank 0 the scheduler's buffers (mpi/driver.c driver_alloc: its logits
+ * rows, each of the M micro-batches' activations, tokens, slots,
+ * positions, rows needing logits and forks, a token and a status a row,
+ * the prefix cache's rows of every slot at their most: a token id, a
+ * log-prob and a flag a position) and the one-process pipeline's
+ * activations (mpi/pipe_local.c); the messages apart (message_bytes), the
+ * per-thread buffers apart (thread_bytes). tests/plan test_plan_mem holds
+ * this to what they allocate. */
+static double buffer_bytes(const g1_config *c, int T_, int rank0, int M, int one_process, int slots, int context)
 {
     double T = T_, D = c->emb_size, QK = (double)c->num_q_heads * c->key_size;
     double KV = (double)c->num_kv_heads * c->key_size, k = c->num_selected_experts, F = c->ffn_size;
@@ -111,8 +125,12 @@ static double buffer_bytes(const g1_config *c, int T_, int rank0, int M, int one
     b += 2 * T * k * F * 4;                       /* h1, h2 */
     b += 2 * T * k * D * 4;                       /* yk, xk */
     if (rank0) {
-        b += T * (double)c->vocab_size * 4;       /* logits */
-        b += (one_process ? 2.0 : 1.0) * M * T * D * 4; /* the driver's x (+ the local pipeline's) */
+        double rows = logits_rows(c, T_);
+        b += rows * c->vocab_size * 4;                                    /* logits */
+        b += M * T * (D * 4 + 4 * sizeof(int) + sizeof(g1_fork));         /* x, tok slot pos need, fork */
+        b += T * 4 + rows * sizeof(g1_status);                            /* row_tok, row_st */
+        b += (double)slots * context * (sizeof(int) + sizeof(double) + 1); /* prefix cache: held, held_lp, ok */
+        b += one_process ? (double)M * T * D * 4 : 0;                     /* the local pipeline's x */
     }
     return b;
 }
@@ -125,12 +143,14 @@ static double thread_bytes(const g1_config *c, int threads, int context, int ran
     return threads * ((double)context * 4 + (rank0 ? g1_sampler_bytes(c->vocab_size) : 0));
 }
 
-/* The rows grok1-run's logits dump writer holds on rank 0 at most: its
- * buffer (--dump-buffer), or one step's logits when that is more. */
+/* The rows grok1-run's logits dump writer holds on rank 0 at most
+ * (mpi/dump_writer.c: its ring grows to its buffer, --dump-buffer, or to
+ * the largest write when that is more): one write is at most the logits
+ * rows the scheduler computes at once (logits_rows). */
 static double dump_bytes(const g1_config *c, int T, double buffer)
 {
-    double step = (double)T * c->vocab_size * 4;
-    return step > buffer ? step : buffer;
+    double write = logits_rows(c, T) * c->vocab_size * 4;
+    return write > buffer ? write : buffer;
 }
 
 int g1_plan_seqs(const g1_plan *p, int slot)
@@ -395,7 +415,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
         } else {
             m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
             m->messages = message_bytes(c, T, P, E, M, rk);
-            m->buffers = buffer_bytes(c, T, rk == 0, M, P * E == 1) +
+            m->buffers = buffer_bytes(c, T, rk == 0, M, P * E == 1, r->slots, p->context) +
                          thread_bytes(c, p->threads, p->context, rk == 0) + m->messages;
             if (rk == 0 && r->dump_logits) {
                 p->dump_logits = 1;

@@ -43,7 +43,8 @@ typedef struct g1_plan_request {
     int cuda_gemm;               /* g1_cuda_gemm (engine.h) */
     g1_cuda_opts cuda_tune;      /* grok1-run --cuda-tune's switches (zeros: the defaults) */
     /* grok1-run --dump-logits: rank 0 also holds the rows its dump writer
-     * queues, max(dump_buffer, max_batch_tokens * V * 4), in host memory:
+     * queues, max(dump_buffer, one write: the logits rows its scheduler
+     * computes at once, min(max(2^24 / V, 1), max_batch_tokens) x V x 4), in host memory:
      * counted in its buffers on the CPU backend only (cuda_sms 0).
      * dump_buffer: grok1-run --dump-buffer in bytes (0: G1_DUMP_WRITER_BYTES). */
     int dump_logits;

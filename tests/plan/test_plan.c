@@ -202,8 +202,12 @@ static double indep_messages(const g1_config *c, double T, int rk, int P, int E,
 
 /* threads: the per-thread buffers, every rank's attention score row of
  * `ctx` floats and rank 0's sampler (double p, {double, int32} candidates,
- * int32 kept: 8 + 16 + 4 bytes a vocabulary entry, src/sampler.c). */
-static double indep_buffers(const g1_config *c, double T, int rk, int P, int E, int M, double threads, double ctx)
+ * int32 kept: 8 + 16 + 4 bytes a vocabulary entry, src/sampler.c). Rank 0's
+ * scheduler (mpi/driver.c): 2^24 / V logits rows (1..T), each micro-batch's
+ * x and 4 ints and a 3-int fork a token, a token a token and a status a
+ * logits row, the prefix cache's int, double and flag a slot position. */
+static double indep_buffers(const g1_config *c, double T, int rk, int P, int E, int M, double threads, double ctx,
+                            double slots)
 {
     double D = c->emb_size, QK = (double)c->num_q_heads * c->key_size, KV = (double)c->num_kv_heads * c->key_size;
     double F = c->ffn_size, k = c->num_selected_experts;
@@ -213,7 +217,9 @@ static double indep_buffers(const g1_config *c, double T, int rk, int P, int E, 
                + 4 * T * k * D + 4 * T * k * D;                     /* yk xk */
     b += threads * ctx * 4; /* scores */
     if (rk == 0) {
-        b += 4 * T * c->vocab_size + M * 4 * T * D + (P * E == 1 ? M * 4 * T * D : 0); /* logits, driver x, local */
+        double rows = fmin(fmax(floor(16777216.0 / c->vocab_size), 1), T);
+        b += 4 * rows * c->vocab_size + M * 4 * T * D + (P * E == 1 ? M * 4 * T * D : 0); /* logits, driver x, local */
+        b += M * T * (4 * 4 + 12) + 4 * T + 4 * rows + slots * ctx * 13;                /* the rest of the driver's */
         b += threads * 28.0 * c->vocab_size;                                              /* samplers */
     }
     return b + indep_messages(c, T, rk, P, E, M);
@@ -278,7 +284,7 @@ static void test_memory(void)
             double kv = (double)seqs * ctx * nl * 2 * c.num_kv_heads * c.key_size *
                         (cases[i].kv_bytes ? cases[i].kv_bytes : 4);
             double b = indep_buffers(&c, cases[i].T, rk, cases[i].P, E, cases[i].M ? cases[i].M : cases[i].P,
-                                     cases[i].threads ? cases[i].threads : 64, ctx);
+                                     cases[i].threads ? cases[i].threads : 64, ctx, cases[i].slots);
             CHECK(p.mem[rk].messages == indep_messages(&c, cases[i].T, rk, cases[i].P, E,
                                                        cases[i].M ? cases[i].M : cases[i].P),
                   "%s rank %d: messages %.0f", cases[i].preset, rk, p.mem[rk].messages);

@@ -250,20 +250,23 @@ def case_cuda():
 
 def case_dump():
     """--dump-logits: rank 0's buffers grow by the rows grok1-run's dump
-    writer holds at most, 1 GiB or one step's logits when more; no other
+    writer holds at most, 1 GiB or one write when more (the logits rows
+    the scheduler computes at once: 64 MiB of Grok-1's); no other
     rank's; none on the cuda backend (host memory, not the GPU's); the JSON
     says so; a limit that fits without the dump refuses with it, naming it."""
     g1 = ["--config", "grok-1", "--stages", "8", "--ep", "1", "--context", "8192"]
     V = 131072
-    for T, want in ((256, 1 << 30), (4096, 4096 * V * 4)):
+    for T, want in ((256, 1 << 30), (4096, 1 << 30)):
         base = plan_json(g1 + ["--max-batch-tokens", str(T)])
         dump = plan_json(g1 + ["--max-batch-tokens", str(T), "--dump-logits"])
         expect(dump["ranks"][0]["buffer_bytes"] - base["ranks"][0]["buffer_bytes"] == want,
                f"{T} tokens a step: rank 0 holds {want} bytes more")
         expect(all(a == b for a, b in zip(base["ranks"][1:], dump["ranks"][1:])), "the other ranks do not change")
         expect(dump.get("dump_logits") is True and "dump_logits" not in base, "the JSON records it")
-    # --dump-buffer SIZE: that instead of 1 GiB, still one step's logits at least
-    for T, size, want in ((256, "256M", 256 << 20), (256, "64k", 256 * V * 4), (4096, "2.5G", 5 << 29)):
+    # --dump-buffer SIZE: that instead of 1 GiB, still one write's logits rows at least (128 of Grok-1's, or the
+    # step's tokens when fewer)
+    for T, size, want in ((256, "256M", 256 << 20), (256, "64k", 128 * V * 4), (100, "64k", 100 * V * 4),
+                          (4096, "2.5G", 5 << 29), (4096, "1M", 128 * V * 4)):
         base = plan_json(g1 + ["--max-batch-tokens", str(T)])
         dump = plan_json(g1 + ["--max-batch-tokens", str(T), "--dump-buffer", size])
         got = dump["ranks"][0]["buffer_bytes"] - base["ranks"][0]["buffer_bytes"]
@@ -291,13 +294,15 @@ def case_dump():
     expect(rc == 0 and "dump writer" in out, f"a 16M writer's buffer fits 100M: {err.strip()[:300]}")
 
 
-def cpu_buffers(m, T, M, P, E, rank, threads, context):
+def cpu_buffers(m, T, M, P, E, rank, threads, context, slots):
     """A rank's buffers on the cpu backend less its messages, from the
     model's hyper-parameters: the engine's scratch (src/engine.c), rank 0's
-    logits rows and scheduler activations (one process: the local
-    pipeline's too), and per thread an attention score row of the context
-    (every rank) and a sampler of V doubles, V {double, int32} candidates
-    and V int32 ids (rank 0)."""
+    scheduler (mpi/driver.c: 2^24 // V logits rows, 1 to T; each
+    micro-batch's activations, 4 ints and a 3-int fork a token; a token a
+    token and a status a logits row; the prefix cache's int, double and
+    flag a slot position) and one process's local pipeline, and per thread
+    an attention score row of the context (every rank) and a sampler of V
+    doubles, V {double, int32} candidates and V int32 ids (rank 0)."""
     D, F, V, k = m["emb_size"], m["ffn_size"], m["vocab_size"], m["num_selected_experts"]
     QK, KV = m["num_q_heads"] * m["key_size"], m["num_kv_heads"] * m["key_size"]
     b = 4 * T * (2 * D + 2 * QK + 2 * KV)            # xn o, q att, k v
@@ -307,7 +312,9 @@ def cpu_buffers(m, T, M, P, E, rank, threads, context):
     b += 4 * T * k * D                               # xk
     b += threads * context * 4                       # attention scores
     if rank == 0:
-        b += 4 * T * V + 4 * M * T * D * (2 if P * E == 1 else 1)
+        rows = min(max(2 ** 24 // V, 1), T)
+        b += 4 * rows * V + 4 * M * T * D * (2 if P * E == 1 else 1)
+        b += M * T * (4 * 4 + 12) + 4 * T + 4 * rows + slots * context * 13
         b += threads * V * (8 + 16 + 4)              # samplers
     return b
 
@@ -327,7 +334,7 @@ def case_buffers():
         expect(j.get("threads") == threads, f"{cfg} {P}x{E} {extra}: the JSON records {threads} threads")
         m, T, M = j["model"], j["max_batch_tokens"], j.get("micro_batches", P)
         for r in j["ranks"]:
-            want = cpu_buffers(m, T, M, P, E, r["rank"], threads, j["context"])
+            want = cpu_buffers(m, T, M, P, E, r["rank"], threads, j["context"], j["slots"])
             got = r["buffer_bytes"] - r["message_bytes"]
             expect(got == want, f"{cfg} {P}x{E} {extra} rank {r['rank']}: buffers less messages {got}, formula {want}")
     g1 = ["--config", "grok-1", "--stages", "8", "--ep", "8"]

@@ -36,6 +36,7 @@ struct g1_dump_writer {
     job *spare;          /* done: their buffers are used again */
     float *ring;
     size_t ring_cap, most;  /* floats: the ring's, and what it may grow to */
+    size_t peak;            /* floats: the most allocated for rows at once (g1_dump_writer_peak_bytes) */
     size_t lo, hi;          /* rows in use: [lo, hi), or [lo, end) and [0, hi) when wrapped */
     size_t end;             /* wrapped: where the rows before the wrap end */
     int wrapped, in_ring;   /* in_ring: jobs whose rows are in the ring */
@@ -97,10 +98,17 @@ static int ring_take(g1_dump_writer *w, size_t n, size_t *off)
             size_t want = w->ring_cap * 2 > ((size_t)16 << 20) ? w->ring_cap * 2 : (size_t)16 << 20;
             want = want < w->most ? want : w->most;
             want = want > n ? want : n;
+            /* the old ring goes first (it is empty): never both at once,
+             * so the writer holds at most max(most, the largest write) */
+            free(w->ring);
+            w->ring = NULL;
+            w->ring_cap = 0;
             float *r = malloc(want * sizeof *r);
             if (!r)
                 return -1;
-            free(w->ring);
+            /* rows allocated at once: any ring still held and this one */
+            size_t both = (w->ring ? w->ring_cap : 0) + want;
+            w->peak = both > w->peak ? both : w->peak;
             w->ring = r;
             w->ring_cap = want;
         }
@@ -356,6 +364,14 @@ uint64_t g1_dump_writer_held_bytes(g1_dump_writer *w)
 {
     pthread_mutex_lock(&w->mu);
     uint64_t n = (uint64_t)w->ring_cap * sizeof(float);
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+uint64_t g1_dump_writer_peak_bytes(g1_dump_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t n = (uint64_t)w->peak * sizeof(float);
     pthread_mutex_unlock(&w->mu);
     return n;
 }

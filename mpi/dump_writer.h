@@ -38,6 +38,10 @@ int g1_dump_writer_ready(g1_dump_writer *w, int64_t k, int wait);
 /* Bytes of rows the writer holds now (queued, being written, or kept for
  * the next); at most max(most_bytes, the largest write's rows). */
 uint64_t g1_dump_writer_held_bytes(g1_dump_writer *w);
+/* The most bytes of rows it has held at once so far, while its ring grew
+ * too: also at most max(most_bytes, the largest write's rows) (the
+ * planner counts that for rank 0). */
+uint64_t g1_dump_writer_peak_bytes(g1_dump_writer *w);
 /* Wait until everything queued is done (the thread then makes no HDF5
  * call until the next write): the writer's first error, or G1_OK. */
 g1_status g1_dump_writer_drain(g1_dump_writer *w);

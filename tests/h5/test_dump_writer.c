@@ -185,6 +185,36 @@ static void failure(const char *path)
     remove(part);
 }
 
+/* A ring that grows (pieces larger than it, each once the ring is empty):
+ * the old ring is let go before the new one is taken, so the rows held at
+ * once, growing included, stay within max(most, the largest piece). */
+static void growing(const char *path)
+{
+    enum { MOST = 4 * V * 4 };
+    const int sizes[] = {1, 8, 16, 3};
+    g1_logits_file *f;
+    g1_dump_writer *w;
+    CHECK(g1_logits_file_create(path, V, NULL, &f) == G1_OK, "create: %s", g1_last_error());
+    CHECK(g1_dump_writer_new(f, V, MOST, &w) == G1_OK, "new: %s", g1_last_error());
+    float *rows = calloc((size_t)16 * V, sizeof *rows);
+    for (int k = 0; k < 4; k++) {
+        CHECK(g1_dump_writer_write(w, k, sizes[k], 0, sizes[k], rows, NULL, NULL) == G1_OK, "write: %s",
+              g1_last_error());
+        CHECK(g1_dump_writer_drain(w) == G1_OK, "drain: %s", g1_last_error());
+    }
+    uint64_t peak = g1_dump_writer_peak_bytes(w), bound = (uint64_t)16 * V * 4;
+    CHECK(g1_dump_writer_held_bytes(w) == bound, "the ring holds %llu bytes, not the largest piece's %llu",
+          (unsigned long long)g1_dump_writer_held_bytes(w), (unsigned long long)bound);
+    CHECK(peak == bound, "the writer held %llu bytes of rows at once while growing, not max(most, a piece) = %llu",
+          (unsigned long long)peak, (unsigned long long)bound);
+    printf("  rows held at once while growing: %llu bytes (bound %llu)\n", (unsigned long long)peak,
+           (unsigned long long)bound);
+    CHECK(g1_dump_writer_free(w) == G1_OK, "free: %s", g1_last_error());
+    CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    free(rows);
+    remove(path);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -200,6 +230,7 @@ int main(void)
     write_all(path, 1, 2);       /* one job at a time */
     write_all(path, 0, R);       /* each request whole */
     bounded(path);
+    growing(path);
     failure(path);
     rmdir(dir);
     if (failures) {

@@ -300,7 +300,7 @@ static void usage(FILE *f)
 "  --progress auto|on|off    requests done of total, tokens/s, ETA: auto (default) keeps a\n"
 "                            live line on a terminal and prints a line every interval\n"
 "                            otherwise; on prints lines even on a terminal\n"
-"  --progress-interval S     seconds between progress lines (default 30)\n"
+"  --progress-interval S     whole seconds between progress lines (default 30)\n"
 "  --trace FILE.json         write a timeline of every rank (compute per layer range,\n"
 "                            sends, receives, all-to-alls, per micro-batch) as Chrome\n"
 "                            trace-event JSON for Perfetto or chrome://tracing\n"

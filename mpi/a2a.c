@@ -241,6 +241,11 @@ g1_status g1_dist_dispatch(g1_dist *d, const g1_config *cfg, int max_tokens, g1_
         a->round_rows = atoi(rr);
     if (a->round_rows < 1)
         a->round_rows = 1;
+    /* every rank must cut the exchanges alike (the environment can differ
+     * between ranks: MPMD, a launcher's per-node settings): the smallest
+     * figure any rank has; before the checks below, which return alone */
+    int mine = a->round_rows;
+    G1_MPI(MPI_Allreduce(&mine, &a->round_rows, 1, MPI_INT, MPI_MIN, d->all));
     a->rounds = a->max_rows > a->round_rows ? (a->max_rows + a->round_rows - 1) / a->round_rows : 1;
     int ok = a->scount && a->rcount && a->sdisp && a->rdisp && a->slot_of && a->ids && a->rs && a->rsd && a->rr &&
              a->rrd;

@@ -415,6 +415,51 @@ def case_refusals():
                                                f"({p.stderr.strip()[-400:]})")
 
 
+def case_a2a_rounds_env():
+    """GROK1_A2A_ROUND_ROWS differing between ranks (MPMD, a launcher's per-node
+    environment): the ranks agree on one figure, so the run neither hangs nor
+    mixes rows, and equals one rank bitwise."""
+    ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
+    inp = requests(os.path.join(ARGS.tmp, "rounds_env.jsonl"), 6, 1, "score", lens=(2, 30))
+    text1, log1 = score(ckpt, inp, "rounds_env_1x1")
+    for i, (v0, v1) in enumerate((("2", None), (None, "2"), ("2", "5"))):
+        out = os.path.join(ARGS.tmp, f"rounds_env_{i}.jsonl")
+        dump = os.path.join(ARGS.tmp, f"rounds_env_{i}.h5")
+        for f in (out, out + ".meta.json", out + ".partial", dump):
+            if os.path.exists(f):
+                os.remove(f)
+        args = ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--dump-logits", dump,
+                "--ep", "2"]
+        cmd = [mpirun()]
+        for k, v in enumerate((v0, v1)):
+            cmd += ([":"] if k else []) + ["-n", "1"] + (["-x", f"GROK1_A2A_ROUND_ROWS={v}"] if v else [])
+            cmd += [ARGS.run] + args
+        env = {k: v for k, v in ENV.items() if k != "GROK1_A2A_ROUND_ROWS"}
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            _, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, which mpirun passes on to its ranks (SIGKILL would
+            # leave them spinning in the collective)
+            p.terminate()
+            try:
+                p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+            check(False, f"ranks with GROK1_A2A_ROUND_ROWS {v0} and {v1} hung: {' '.join(cmd)}")
+            continue
+        if not check(p.returncode == 0, f"GROK1_A2A_ROUND_ROWS {v0} and {v1}: exit {p.returncode}: "
+                                        f"{err.strip()[-400:]}"):
+            continue
+        with h5py.File(dump, "r") as f:
+            logits = {k: f["logits"][k][...] for k in f["logits"]}
+        same = open(out).read() == text1 and logits.keys() == log1.keys() and all(
+            np.array_equal(logits[k], log1[k]) for k in log1)
+        print(f"1x2, GROK1_A2A_ROUND_ROWS {v0} on rank 0 and {v1} on rank 1: {'bitwise equal' if same else 'DIFFER'}")
+        check(same, f"GROK1_A2A_ROUND_ROWS {v0} and {v1}: differs from 1x1")
+
+
 def case_bytes_per_rank():
     """Each rank reads exactly its layers and experts (and rank 0 the embedding)."""
     ckpt = mkckpt("plain5.h5")

@@ -422,6 +422,11 @@ static herr_t put_request_attrs(hid_t d, int n, const int *tokens, const char *i
  * out of range). */
 static int get_tokens(hid_t d, int n, int vocab_size, int *v)
 {
+    /* its length first: a forged row count must not size an allocation
+     * (8 GiB at 2^31 - 1 rows) for an attribute that is absent or shorter */
+    int len = g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, NULL, (size_t)n);
+    if (len != n)
+        return len == 0 ? 0 : -1;
     int *buf = v ? v : malloc((size_t)n * sizeof *buf);
     int got = buf ? g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, buf, (size_t)n) : -1;
     int ok = got == n;
@@ -636,6 +641,11 @@ static g1_status check_crc(hid_t d, const char *where, const char *name, int voc
         H5Sclose(sp);
     if (!ok)
         return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s is not a dataset of (n, %d)", where, name, vocab_size);
+    /* a shape that declares more than the file holds (forged, or never
+     * written) would read fill values, for hours at a forged row count */
+    char why[400];
+    if (!g1_h5_stored(d, why, sizeof why))
+        return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s cannot be read: %s", where, name, why);
     if (g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, crc, NULL) < 0) {
         char detail[256];
         g1_h5_detail(detail);
@@ -962,7 +972,7 @@ static g1_status copy_request(hid_t from, hid_t to, const char *src, const char 
     int had = 0;
     st = d < 0 ? G1_FAIL(G1_ERR_IO, "%s: logits/%s cannot be opened after its copy", tmp, name)
                : check_crc(d, where, name, vocab_size, &crc, &had);
-    if (st != G1_OK && had) {
+    if (st != G1_OK && d >= 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", g1_last_error());
         st = G1_FAIL(st, "%s; run that shard again, or copy its dump again", msg);

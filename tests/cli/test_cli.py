@@ -1827,6 +1827,21 @@ def merge_dumps(d, sinp, lines):
         f["logits"][str(lost)][0, 3] += 1.0
     swapped(1, edited(change), ["d1.h5", f"logits/{lost} does not match its checksum", "damaged",
                                 "run that shard again"])
+    # a shape forged to declare more rows than the file holds (2^31 - 1
+    # rows, 4 TiB of fill values to read): refused at once, naming it
+    def forged_rows(f):
+        x = f["logits"][str(lost)]
+        attrs = dict(x.attrs)
+        del f["logits"][str(lost)]
+        y = f["logits"].create_dataset(str(lost), shape=(2**31 - 1, V), dtype=np.float32)
+        for a, v in attrs.items():
+            if a != "tokens":  # one token id a row: its length is checked before
+                y.attrs[a] = v
+    from time import monotonic  # (this function imports time further on: a local name)
+    t0 = monotonic()
+    swapped(1, edited(forged_rows), ["d1.h5", f"logits/{lost} cannot be read", "the file holds 0 bytes",
+                                     "forged or damaged", "run that shard again"])
+    check(monotonic() - t0 < 30, f"a forged row count took {monotonic() - t0:.0f} s to refuse")
     # a bad checksum attribute
     def two_crcs(f):
         del f["logits"][str(lost)].attrs["crc32"]

@@ -522,7 +522,15 @@ def test_dump(d, ref):
         with open(out + ".partial", "w") as f:
             f.write("".join(ref_out.splitlines(keepends=True)[:4]))
         shutil.copy(ref_dump, dump + ".partial")
-        if damage:
+        if damage == "unwritten":  # its shape and attributes, no values in the file
+            with h5py.File(dump + ".partial", "r+") as f:
+                x = f["logits/2"]
+                attrs, shape = dict(x.attrs), x.shape
+                del f["logits/2"]
+                y = f.create_dataset("logits/2", shape=shape, dtype=np.float32)
+                for k, v in attrs.items():
+                    y.attrs[k] = v
+        elif damage:
             with h5py.File(dump + ".partial", "r+") as f:
                 f["logits/2"][1, 7] += 0.5
     interrupted(True)
@@ -539,6 +547,14 @@ def test_dump(d, ref):
            open(dump + ".partial.damaged", "rb").read() == first_aside and os.path.exists(dump + ".partial.damaged.2"),
            f"a second dump set aside does not replace the first: rc {rc} {err.strip()[-300:]}")
     os.remove(dump + ".partial.damaged.2")
+    # a kept result's dataset that declares more than the file holds (its
+    # row count is checked first, so a forged one is refused before this):
+    # said so, not read as fill values
+    interrupted("unwritten")
+    rc, _, err = score("--resume")
+    expect(rc == 0 and "logits/2 cannot be read" in err and "the file holds 0 bytes" in err and
+           "dump.h5.partial.damaged" in err and open(out).read() == ref_out and dump_crcs(dump) == crcs,
+           f"a resume over a kept result never written starts over, saying why: rc {rc} {err.strip()[-400:]}")
     interrupted(False)
     rc, _, err = score("--resume")
     expect(rc == 0 and "warning" not in err and open(out).read() == ref_out and dump_crcs(dump) == crcs,

@@ -1721,7 +1721,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int threads, int 
                               .slots = M * c->batch_size, .micro_batches = M, .context = context,
                               .max_batch_tokens = c->max_batch_tokens, .kv_bytes = kv_bytes(c),
                               .layers_per_stage = lps, .dump_logits = c->dump_logits != NULL,
-                              .dump_buffer = c->dump_buffer, .threads = threads};
+                              .dump_buffer = c->dump_buffer, .threads = threads, .plan_file = c->plan};
         plan_backend(c, &rq);
         if (rq.cuda_sms > 0 && plan->cuda_sms > 0) /* the GPUs the plan was made for */
             rq.cuda_sms = plan->cuda_sms;

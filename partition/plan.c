@@ -453,8 +453,9 @@ static int fits_with(const g1_plan_request *r, int stages, int ep)
 }
 
 /* What would fit: the fewest stages at this ep (memory falls as stages
- * grow, so a binary search), else the smallest larger ep at these stages. */
-static void suggest(const g1_plan_request *r, char *buf, size_t n)
+ * grow, so a binary search), else the smallest larger ep at these stages;
+ * 0 when neither does. */
+static int suggest(const g1_plan_request *r, int *stages, int *ep)
 {
     int L = r->cfg.num_layers;
     if (r->stages < L && fits_with(r, L, r->ep)) {
@@ -466,15 +467,59 @@ static void suggest(const g1_plan_request *r, char *buf, size_t n)
             else
                 lo = mid + 1;
         }
-        snprintf(buf, n, "--stages %d would fit at --ep %d (%d ranks)", lo, r->ep, lo * r->ep);
-        return;
+        *stages = lo, *ep = r->ep;
+        return 1;
     }
     for (int e = r->ep + 1; e <= r->cfg.num_experts; e++)
         if (r->cfg.num_experts % e == 0 && fits_with(r, r->stages, e)) {
-            snprintf(buf, n, "--ep %d would fit at --stages %d (%d ranks)", e, r->stages, r->stages * e);
-            return;
+            *stages = r->stages, *ep = e;
+            return 1;
         }
-    snprintf(buf, n, "more stages or a larger --ep alone do not fit");
+    return 0;
+}
+
+/* The refusal's hint of a layout that fits: grok1-run's or grok1-plan's
+ * options; with a plan file (its layout fixed), the grok1-plan command of a
+ * new plan for the figures checked. */
+static void hint_text(const g1_plan_request *r, const g1_plan *p, char *buf, size_t n)
+{
+    int S, E;
+    if (!suggest(r, &S, &E)) {
+        snprintf(buf, n, "more stages or a larger --ep alone do not fit%s",
+                 r->layers_per_stage && !r->plan_file ? " (with automatic cuts)" : "");
+        return;
+    }
+    if (!r->plan_file) {
+        if (S != r->stages)
+            snprintf(buf, n, "--stages %d would fit at --ep %d (%d ranks)%s", S, E, S * E,
+                     r->layers_per_stage ? " (with automatic cuts)" : "");
+        else
+            snprintf(buf, n, "--ep %d would fit at --stages %d (%d ranks)%s", E, S, S * E,
+                     r->layers_per_stage ? " (with automatic cuts)" : "");
+        return;
+    }
+    char extra[160] = "";
+    size_t k = 0;
+    if (p->threads > 0)
+        k += (size_t)snprintf(extra + k, sizeof extra - k, " --threads %d", p->threads);
+    if (r->kv_bytes == 2 && k < sizeof extra)
+        k += (size_t)snprintf(extra + k, sizeof extra - k, " --kv-cache bf16");
+    if (r->cuda_sms > 0 && k < sizeof extra)
+        k += (size_t)snprintf(extra + k, sizeof extra - k, " --backend cuda --gpu-sms %d", r->cuda_sms);
+    if (r->dump_logits && r->cuda_sms <= 0 && k < sizeof extra)
+        snprintf(extra + k, sizeof extra - k, r->dump_buffer > 0 ? " --dump-buffer %.0f" : " --dump-logits",
+                 r->dump_buffer);
+    /* grok1-run's micro-batches default to its stages: the figure checked
+     * is kept when they would differ */
+    char mb[48] = "";
+    if (p->micro_batches != S)
+        snprintf(mb, sizeof mb, " --micro-batches %d", p->micro_batches);
+    snprintf(buf, n,
+             "a layout of --stages %d --ep %d (%d ranks) would fit, but a plan's layout is fixed: make a new plan "
+             "for this model with grok1-plan --stages %d --ep %d --slots %d --micro-batches %d --context %d "
+             "--max-batch-tokens %d%s --mem-per-rank %.0f --out NEW.json and run %d ranks with --plan NEW.json%s",
+             S, E, S * E, S, E, p->slots, p->micro_batches, p->context, p->max_batch_tokens, extra, r->mem_per_rank,
+             S * E, mb);
 }
 
 /* Bytes in the unit that keeps the figure readable (GiB, MiB, KiB or bytes). */
@@ -491,8 +536,8 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
         for (int rk = 0; rk < p.stages * p.ep; rk++)
             over += p.mem[rk].total > req->mem_per_rank;
         if (over) {
-            char hint[200];
-            suggest(req, hint, sizeof hint);
+            char hint[600];
+            hint_text(req, &p, hint, sizeof hint);
             const g1_plan_mem *m = &p.mem[w];
             char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], dump[96] = "", shrink[96] = "", thr[96] = "";
             if (p.threads > 0)
@@ -506,15 +551,14 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
             g1_status st = G1_FAIL(
                 G1_ERR_ARG,
                 "rank %d (stage %d, expert slot %d, layers %d..%d) needs %s (weights %s, KV cache %s, "
-                "buffers %s%s%s) but %s is %s%s; %s%s, or fewer slots (%d), a shorter context "
+                "buffers %s%s%s) but %s is %s%s; %s, or fewer slots (%d), a shorter context "
                 "(--max-context, now %d)%s a smaller --max-batch-tokens (%d)%s",
                 w, w / p.ep, w % p.ep, p.cut[w / p.ep], p.cut[w / p.ep + 1] - 1, human(m->total, b0, sizeof b0),
                 human(m->weights, b1, sizeof b1), human(m->kv_cache, b2, sizeof b2), human(m->buffers, b3, sizeof b3),
                 thr, dump, req->mem_per_rank_from ? req->mem_per_rank_from : "--mem-per-rank",
                 human(req->mem_per_rank, b4, sizeof b4),
-                over > 1 ? " (and other ranks do not fit either)" : "", hint,
-                req->layers_per_stage ? " (with automatic cuts)" : "", p.slots, p.context, *shrink ? "," : " or",
-                p.max_batch_tokens, shrink);
+                over > 1 ? " (and other ranks do not fit either)" : "", hint, p.slots, p.context,
+                *shrink ? "," : " or", p.max_batch_tokens, shrink);
             g1_plan_free(&p);
             if (req->balance_prompt && req->balance_fallback && !req->layers_per_stage) {
                 g1_plan_request d = *req;

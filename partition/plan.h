@@ -54,6 +54,10 @@ typedef struct g1_plan_request {
      * `context` floats a thread, and rank 0's scheduler a sampler a thread
      * (g1_sampler_bytes). 0: G1_PLAN_THREADS. */
     int threads;
+    /* grok1-run --plan: the plan file whose fixed layout (its cuts in
+     * layers_per_stage) is checked; a refusal suggests a new plan from
+     * grok1-plan, not grok1-run's --stages or --ep. NULL otherwise. */
+    const char *plan_file;
 } g1_plan_request;
 
 /* Memory of one rank, in bytes. */

@@ -2109,6 +2109,29 @@ def case_plan_limit(d):
     # --mem-per-rank given replaces the plan's, and is named so
     expect_fail(tiny("score", inp, out, "--plan", plan, "--mem-per-rank", "1000"), 2,
                 ["but --mem-per-rank is 1000 bytes;"], out=out)
+    # a limit that more stages would meet: a plan's layout is fixed (--plan
+    # takes no --stages), so the hint is a new plan's grok1-plan command, and
+    # that command plans a layout that fits (run under mpirun when there is one)
+    p = subprocess.run([ARGS.grok1_plan, "--config", "tiny", "--stages", "1", "--ep", "1", "--out", plan],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, f"grok1-plan: {p.stderr.strip()}")
+    se = expect_fail(tiny("score", inp, out, "--plan", plan, "--mem-per-rank", "3M", "--threads", "1"), 2,
+                     ["a plan's layout is fixed", "make a new plan", "grok1-plan --stages", "--plan NEW.json"], out=out)
+    check(not re.search(r"--(stages|ep) \d+ would fit", se), f"--plan: the hint names grok1-run's --stages: {se}")
+    m = re.search(r"grok1-plan (--stages .*?) --out NEW\.json and run (\d+) ranks with --plan NEW\.json([^,]*),", se)
+    check(m, f"no grok1-plan command in the hint: {se}")
+    new = os.path.join(d, "new.json")
+    p = subprocess.run([ARGS.grok1_plan, "--config", "tiny"] + m.group(1).split() + ["--out", new],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, f"the hint's grok1-plan command refused: {m.group(1)}: {p.stderr.strip()}")
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    if ARGS.mpi and mpiexec:
+        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                   OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+        p = subprocess.run([mpiexec, "-n", m.group(2), ARGS.run] + tiny("score", inp, out, "--plan", new) +
+                           ["--mem-per-rank", "3M", "--threads", "1"] + m.group(3).split(),
+                           capture_output=True, text=True, env=env, timeout=120)
+        check(p.returncode == 0, f"{m.group(2)} ranks with the hint's plan: exit {p.returncode}: {p.stderr[-400:]}")
 
 
 def case_trace(d):

@@ -43,6 +43,8 @@ static const char usage_text[] =
     "                Datasets that have one are checked. Needs write\n"
     "                access to the file (for a checkpoint in parts: to the parts),\n"
     "                and no job reading it meanwhile (it changes HDF5 metadata).\n"
+    "                A part alone takes --add with --layers and its layers:\n"
+    "                without them it is refused (exit 2) and left unwritten.\n"
     "  --layers A-B  only layers A..B (inclusive), and no embedding unless A is 0;\n"
     "                without it, every layer of the model (num_layers), which\n"
     "                the file must hold: a part holds some, so check a part with\n"
@@ -537,15 +539,17 @@ static int tool_main(int argc, char **argv)
         fprintf(stderr, "grok1-checksum: --layers %d-%d: %s has %d layers (0-%d)\n", a, b, t.path, L, L - 1);
         return 2;
     }
-    hid_t fapl = t.add ? H5P_DEFAULT : g1_h5_read_fapl();
-    hid_t file = H5Fopen(t.path, t.add ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    /* read-only first: what the file holds decides, before anything is
+     * written, whether --add may write (opening for writing changes the
+     * file's bytes already) */
+    hid_t fapl = g1_h5_read_fapl();
+    hid_t file = H5Fopen(t.path, H5F_ACC_RDONLY, fapl);
     if (fapl != H5P_DEFAULT)
         H5Pclose(fapl);
     if (file < 0) {
         char detail[256];
         g1_h5_detail(detail);
-        fprintf(stderr, "grok1-checksum: cannot open %s%s: %s\n", t.path, t.add ? " for writing (--add)" : "",
-                detail);
+        fprintf(stderr, "grok1-checksum: cannot open %s: %s\n", t.path, detail);
         return 1;
     }
     /* the layers the file holds (a part holds some): --layers must be among them */
@@ -574,6 +578,40 @@ static int tool_main(int argc, char **argv)
             free(holds);
             return 2;
         }
+    /* --add without --layers on a file without every layer (a part) would
+     * write its checksums and then call it INCOMPLETE: refused, untouched,
+     * as a check of a part is done, with its layers */
+    if (t.add && a < 0 && holds && held < L) {
+        char ranges[160] = "";
+        g1_layer_ranges(holds, L, 1, ranges, sizeof ranges);
+        if (!held)
+            fprintf(stderr, "grok1-checksum: --add: %s holds no layer of the model (num_layers %d): neither a "
+                            "checkpoint nor a part of one; nothing was written\n", t.path, L);
+        else if (held == hi - lo + 1)
+            fprintf(stderr, "grok1-checksum: --add: %s holds layer%s %s of the model's %d (num_layers): a part of a "
+                            "checkpoint? Add its checksums with --add --layers %d-%d (or through the checkpoint "
+                            "grok1-link joined); nothing was written\n",
+                    t.path, held == 1 ? "" : "s", ranges, L, lo, hi);
+        else
+            fprintf(stderr, "grok1-checksum: --add: %s holds layers %s of the model's %d (num_layers), not every "
+                            "one: add the checksums of one range at a time with --add --layers A-B (or through "
+                            "the checkpoint grok1-link joined); nothing was written\n",
+                    t.path, ranges, L);
+        H5Fclose(file);
+        free(holds);
+        return 2;
+    }
+    if (t.add) {
+        H5Fclose(file);
+        file = H5Fopen(t.path, H5F_ACC_RDWR, H5P_DEFAULT);
+        if (file < 0) {
+            char detail[256];
+            g1_h5_detail(detail);
+            fprintf(stderr, "grok1-checksum: cannot open %s for writing (--add): %s\n", t.path, detail);
+            free(holds);
+            return 1;
+        }
+    }
     t.num_layers = L;
     check_extra(file, &t);
     if (a < 0 && holds)

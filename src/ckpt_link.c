@@ -473,7 +473,8 @@ static g1_status link_parts(linker *k, int replace, char *summary, size_t n_summ
                                          k->p[i].target);
         if (without && used < n_summary)
             snprintf(summary + used, n_summary - used, " (written before checksums: their tensors load unchecked; "
-                                                       "grok1-checksum --add on a part puts them in)");
+                                                       "grok1-checksum --add on the joined file, or --add --layers "
+                                                       "A-B on a part with its layers, puts them in)");
     }
     free(outdir);
     return st;

@@ -384,6 +384,23 @@ def test_parts(d):
     rc, out, err = run([CHECKSUM, "--layers", "0-1", p2])
     expect(rc == 2 and f"--layers 0-1: {p2} holds layers 2-3 (a part of a checkpoint" in err,
            f"--layers the part does not hold: rc {rc} {err.strip()}")
+    # --add on a part alone: refused before anything is written (it wrote the
+    # checksums, then exited 1 for INCOMPLETE), naming --layers and its range;
+    # with them it adds
+    bare = os.path.join(pd, "bare.h5")
+    shutil.copy(p2, bare)
+    strip(bare)
+    before = open(bare, "rb").read()
+    rc, out, err = run([CHECKSUM, "--add", bare])
+    expect(rc == 2 and f"--add: {bare} holds layers 2-3 of the model's 4" in err and "--add --layers 2-3" in err
+           and "nothing was written" in err and err.count("\n") == 1 and not out
+           and open(bare, "rb").read() == before,
+           f"--add on a part without --layers: refused, the file unchanged: rc {rc} {out.strip()} {err.strip()}")
+    rc, out, err = run([CHECKSUM, "--add", "--layers", "2-3", bare])
+    expect(rc == 0 and "38 added" in out, f"--add --layers on a part: rc {rc} {out.strip()} {err.strip()}")
+    rc, out, err = run([CHECKSUM, "--layers", "2-3", bare])
+    expect(rc == 0 and "38 matched" in out, f"... and they match: rc {rc} {out.strip()} {err.strip()}")
+    os.remove(bare)
     # a part file missing: one line for it, naming what was not checked
     os.rename(p2, p2 + ".away")
     rc, out, err = run([CHECKSUM, joined])

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "ckpt.h"
+#include "g1_version.h"
 #include "h5util.h"
 
 static const char usage_text[] =
@@ -49,6 +50,8 @@ static const char usage_text[] =
     "                without it, every layer of the model (num_layers), which\n"
     "                the file must hold: a part holds some, so check a part with\n"
     "                its layers (--layers beyond them is a usage error)\n"
+    "  --help        this text\n"
+    "  --version     the version\n"
     "\n"
     "Exit status: 0 every dataset read had a checksum and matched it (or got\n"
     "one, with --add); 1 a tensor or the hyper-parameters do not match, a tensor\n"
@@ -495,6 +498,9 @@ static int tool_main(int argc, char **argv)
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("grok1-checksum %s\n", G1_VERSION);
             return 0;
         } else if (!strcmp(argv[i], "--add")) {
             t.add = 1;

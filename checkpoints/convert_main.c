@@ -14,6 +14,7 @@
 #include "config_json.h"
 #include "convert.h"
 #include "durable.h"
+#include "g1_version.h"
 #include "h5util.h"
 
 static const char usage_text[] =
@@ -34,6 +35,8 @@ static const char usage_text[] =
     "  --verify            re-read the output and compare every tensor with the release files\n"
     "  --force             replace OUT.h5 when it exists (refused otherwise, before any work;\n"
     "                      the old file is replaced only by a complete new one)\n"
+    "  --help              this text\n"
+    "  --version           the version\n"
     "Every tensor gets its CRC-32 (one per expert), which each load compares and\n"
     "grok1-checksum checks wherever the file is copied.\n"
     "Progress (files, bytes, MB/s, ETA) goes to stderr; the summary line (with peak memory) to stdout.\n";
@@ -81,6 +84,10 @@ static int parse_args(int argc, char **argv, opts *o)
             fputs(usage_text, stdout);
             return 0;
         }
+        if (!strcmp(a, "--version")) {
+            printf("grok1-convert %s\n", G1_VERSION);
+            return 0;
+        }
         if (!strcmp(a, "--verify")) {
             o->verify = 1;
             continue;
@@ -100,6 +107,9 @@ static int parse_args(int argc, char **argv, opts *o)
             continue;
         }
         size_t n = strcspn(a, "=");
+        /* the name first: an unknown option is unknown, whether a value follows or not */
+        if (!(n == 8 && (!strncmp(a, "--config", n) || !strncmp(a, "--layers", n))))
+            return usage_error("unknown option '%s'", a);
         if (a[n])
             val = a + n + 1;
         else if (i + 1 < argc)
@@ -112,13 +122,12 @@ static int parse_args(int argc, char **argv, opts *o)
                 return usage_error("--config is given twice (then %s): give it once", val);
             o->config = val;
             config_given = 1;
-        } else if (!strncmp(a, "--layers", n) && n == 8) {
+        } else { /* --layers */
             if (o->a >= 0)
                 return usage_error("--layers is given twice (then %s): give it once", val);
             if (!parse_layers(val, o))
                 return usage_error("--layers %s: expected A-B with 0 <= A <= B, e.g. 0-3", val);
-        } else
-            return usage_error("unknown option '%s'", a);
+        }
     }
     if (npos < 2)
         return usage_error("expected CKPT_DIR and OUT.h5%s", "");

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "g1_version.h"
 #include "h5util.h"
 
 static const char usage_text[] =
@@ -28,7 +29,9 @@ static const char usage_text[] =
     "directory: set it on a node to read local copies. Parts elsewhere are\n"
     "linked by absolute names.\n"
     "\n"
-    "  --force   replace OUT.h5 when it exists (never a part)\n";
+    "  --force   replace OUT.h5 when it exists (never a part)\n"
+    "  --help    this text\n"
+    "  --version the version\n";
 
 static int usage_error(const char *msg, const char *arg)
 {
@@ -44,6 +47,10 @@ static int tool_main(int argc, char **argv)
     for (; first < argc && !strncmp(argv[first], "-", 1); first++) {
         if (!strcmp(argv[first], "--help") || !strcmp(argv[first], "-h")) {
             fputs(usage_text, stdout);
+            return 0;
+        }
+        if (!strcmp(argv[first], "--version")) {
+            printf("grok1-link %s\n", G1_VERSION);
             return 0;
         }
         if (!strcmp(argv[first], "--force"))

@@ -11,6 +11,7 @@
 
 #include "ckpt.h"
 #include "config_json.h"
+#include "g1_version.h"
 #include "synth.h"
 #include "h5util.h"
 
@@ -34,7 +35,9 @@ static const char usage_text[] =
     "                      whose embedding another part carries\n"
     "  --qk-gain G         multiply the q and k scales by G (default 1)\n"
     "  --seed S            unsigned 64-bit seed\n"
-    "  --out FILE          output file (written as FILE.tmp.<pid>, then renamed)\n";
+    "  --out FILE          output file (written as FILE.tmp.<pid>, then renamed)\n"
+    "  --help              this text\n"
+    "  --version           the version\n";
 
 typedef struct opts {
     const char *config, *out;
@@ -62,6 +65,17 @@ static int parse_num(const char *s, int is_int, double *out)
     errno = 0;
     *out = is_int ? (double)strtoll(s, &end, 10) : strtod(s, &end);
     return !errno && end != s && !*end;
+}
+
+/* 1 when opt is an option that takes a value (take_option's names): an
+ * unknown option is called unknown, not one that "needs a value". */
+static int takes_value(const char *opt)
+{
+    static const char *const names[] = {"--config", "--out", "--set", "--layers", "--part", "--qk-gain", "--seed"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(opt, names[i]))
+            return 1;
+    return 0;
 }
 
 /* One option with its value; returns 0 or an exit code. */
@@ -120,6 +134,10 @@ static int parse_args(int argc, char **argv, opts *o)
             fputs(usage_text, stdout);
             return 0;
         }
+        if (!strcmp(a, "--version")) {
+            printf("grok1-mkckpt %s\n", G1_VERSION);
+            return 0;
+        }
         if (!strcmp(a, "--no-embedding")) {
             o->no_embedding = 1;
             continue;
@@ -135,6 +153,8 @@ static int parse_args(int argc, char **argv, opts *o)
             if (strlen(a) >= sizeof opt)
                 return usage_error("unknown option '%s'", a);
             snprintf(opt, sizeof opt, "%s", a);
+            if (!takes_value(opt))
+                return usage_error("unknown option '%s'", a);
             if (i + 1 >= argc)
                 return usage_error("option %s needs a value", a);
             val = argv[++i];

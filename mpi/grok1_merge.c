@@ -23,6 +23,7 @@
 
 #include "cli_opt.h"
 #include "durable.h"
+#include "g1_version.h"
 #include "paths.h"
 #include "progress.h"
 #include "resume.h"
@@ -62,6 +63,7 @@ static void usage(FILE *f)
 "                   it records one), all of one vocab_size. D gets its\n"
 "                   name before OUT does. Needs a build with HDF5.\n"
 "  --help           this text\n"
+"  --version        the version\n"
 "\n"
 "Exit status: 0 merged; 1 the shards do not fit together or a file cannot be\n"
 "read or written (the message says which); 2 usage error (also --dump-logits\n"
@@ -859,6 +861,7 @@ static int tool_main(int argc, char **argv)
         {"input", required_argument, NULL, 'i'},
         {"dump-logits", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *output = NULL, *input = NULL, *dump = NULL;
@@ -876,6 +879,7 @@ static int tool_main(int argc, char **argv)
         case 'i': input = optarg; break;
         case 'd': dump = optarg; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("grok1-merge %s\n", G1_VERSION); return 0;
         case ':': fprintf(stderr, "grok1-merge: error: option %s needs a value (see --help)\n", argv[optind - 1]); return 2;
         default: fprintf(stderr, "grok1-merge: error: unknown option %s (see --help)\n", argv[optind - 1]); return 2;
         }

@@ -30,6 +30,7 @@
 #include "dump_writer.h"
 #endif
 #include "fault.h"
+#include "g1_version.h"
 #include "cli_opt.h"
 #include "durable.h"
 #include "paths.h"
@@ -46,6 +47,13 @@
 #if G1_HAVE_HDF5
 #include "ckpt.h"
 #include "h5util.h"
+#endif
+
+/* for --version */
+#if G1_HAVE_HDF5
+static const int built_with_hdf5 = 1;
+#else
+static const int built_with_hdf5 = 0;
 #endif
 
 enum { EXIT_DATA = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
@@ -307,6 +315,7 @@ static void usage(FILE *f)
 "  --threads N               CPU threads (default: OpenMP's default; at most 4096): the cpu\n"
 "                            backend's kernels, and rank 0's log-softmax / sampling of logits rows\n"
 "  --help                    this text\n"
+"  --version                 the version, and whether this build has MPI, HDF5 and CUDA\n"
 "\n"
 "Exit status: 0 success; 1 bad input data, unreadable or mismatched checkpoint,\n"
 "or a failure while running; 2 bad command line (an option with a value given\n"
@@ -409,13 +418,13 @@ static int parse_double(const char *opt, const char *text, double lo, double hi,
     return 0;
 }
 
-/* 0: run; 1: --help was printed; -1: error printed. */
+/* 0: run; 1: --help or --version was printed; -1: error printed. */
 static int parse_args(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,
            O_STAGES, O_EP, O_MB, O_PLAN, O_LPS, O_MEM, O_VERBOSE, O_RESUME, O_PROGRESS, O_PROGRESS_INT, O_TRACE, O_TOK, O_TEMP, O_TOPP, O_TOPK,
            O_SSEED, O_TOPLP, O_TRUNCATE, O_BACKEND, O_CUDA_GEMM, O_GPU_DIRECT, O_MAXCTX, O_KV,
-           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE, O_CHECK, O_SKIP_CRC, O_DUMPBUF };
+           O_PREFIX, O_SHARD, O_BALANCE, O_GRAPHS, O_TUNE, O_CHECK, O_SKIP_CRC, O_DUMPBUF, O_VERSION };
     static const struct option opts[] = {
         {"checkpoint", required_argument, NULL, O_CKPT},   {"mode", required_argument, NULL, O_MODE},
         {"input", required_argument, NULL, O_IN},          {"output", required_argument, NULL, O_OUT},
@@ -424,6 +433,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"batch-size", required_argument, NULL, O_BS},     {"max-batch-tokens", required_argument, NULL, O_MBT},
         {"threads", required_argument, NULL, O_THR},       {"synthetic", required_argument, NULL, O_SYN},
         {"seed", required_argument, NULL, O_SEED},         {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
         {"stages", required_argument, NULL, O_STAGES},     {"ep", required_argument, NULL, O_EP},
         {"micro-batches", required_argument, NULL, O_MB},  {"plan", required_argument, NULL, O_PLAN},
         {"layers-per-stage", required_argument, NULL, O_LPS}, {"mem-per-rank", required_argument, NULL, O_MEM},
@@ -475,6 +485,11 @@ static int parse_args(int argc, char **argv, cli *c)
                 r = usage_error("--threads %d: at most %d", c->threads, G1_MAX_THREADS);
             break;
         case O_HELP: usage(stdout); return 1;
+        case O_VERSION:
+            printf("grok1-run %s\nbuilt with: mpi %s, hdf5 %s, cuda %s\n", G1_VERSION,
+                   strcmp(g1_world_kind(), "mpi") ? "no" : "yes", built_with_hdf5 ? "yes" : "no",
+                   g1_cuda_built() ? "yes" : "no");
+            return 1;
         case O_STAGES: r = parse_int("--stages", optarg, 1, &c->stages); break;
         case O_EP: r = parse_int("--ep", optarg, 1, &c->ep); break;
         case O_MB: r = parse_int("--micro-batches", optarg, 1, &c->micro_batches); break;

@@ -12,6 +12,7 @@
 
 #include "cli_opt.h"
 #include "config.h"
+#include "g1_version.h"
 #include "cuda/cuda_tune.h"
 #include "plan.h"
 #include "status.h"
@@ -89,6 +90,7 @@ static void usage(FILE *f)
 "                             --dump-logits)\n"
 "  --out PLAN.json            write the plan for grok1-run --plan (- for stdout)\n"
 "  --help                     this text\n"
+"  --version                  the version\n"
 "\n"
 "Exit status: 0 planned, 1 refused (does not fit, impossible layout: the\n"
 "message says what would work), 2 usage error.\n", f);
@@ -168,7 +170,7 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
-           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP, O_DUMPBUF, O_THREADS };
+           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP, O_DUMPBUF, O_THREADS, O_VERSION };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -182,6 +184,7 @@ int main(int argc, char **argv)
         {"cuda-gemm", required_argument, 0, O_GEMM},  {"cuda-tune", required_argument, 0, O_TUNE},
         {"dump-logits", no_argument, 0, O_DUMP},      {"dump-buffer", required_argument, 0, O_DUMPBUF},
         {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, O_HELP},
+        {"version", no_argument, 0, O_VERSION},
         {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
@@ -256,6 +259,7 @@ int main(int argc, char **argv)
             break;
         case O_OUT: out = optarg; break;
         case O_HELP: usage(stdout); return 0;
+        case O_VERSION: printf("grok1-plan %s\n", G1_VERSION); return 0;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option %s", argv[optind - 1]);
         }

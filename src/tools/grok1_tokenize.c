@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "g1_version.h"
 #include "tok_jsonl.h"
 
 static void usage(FILE *fp)
@@ -22,6 +23,7 @@ static void usage(FILE *fp)
             "  --tokenizer MODEL  SentencePiece BPE model (e.g. Grok-1's tokenizer.model)\n"
             "  --pieces           add \"pieces\": the piece string of every id\n"
             "  --help             this text\n"
+            "  --version          the version\n"
             "\n"
             "A bad line gets {\"error\": \"...\"} in its place and a message naming the\n"
             "line on stderr; the exit status is then 1 (2 for usage errors).\n");
@@ -34,6 +36,9 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("grok1-tokenize %s\n", G1_VERSION);
             return 0;
         } else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) {
             model = argv[++i];

@@ -88,7 +88,9 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]
   [ -x "$GROK1_MERGE" ] ||
     die "no executable grok1-merge beside grok1-run ($GROK1_MERGE): a job array needs it to join the shards; set GROK1_MERGE to its path"
   # every task writes a logits dump of its own: --dump-logits D becomes
-  # D.shard-K-of-N; the merge joins them into D
+  # D.shard-K-of-N; the merge joins them into D. And a trace of its own:
+  # --trace T becomes T.shard-K-of-N (one timeline per task, not merged),
+  # else every task would write T and all but the last would be lost.
   for i in ${extra[@]+"${!extra[@]}"}; do
     case "${extra[$i]}" in
       --dump-logits)
@@ -98,6 +100,12 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && [ "${SLURM_ARRAY_TASK_COUNT:-1}" -gt 1 ]
         fi ;;
       --dump-logits=*)
         merge_dump=(--dump-logits "${extra[$i]#--dump-logits=}")
+        extra[i]="${extra[$i]}.shard-$k-of-$n" ;;
+      --trace)
+        if [ $((i + 1)) -lt ${#extra[@]} ]; then
+          extra[i + 1]="${extra[i + 1]}.shard-$k-of-$n"
+        fi ;;
+      --trace=*)
         extra[i]="${extra[$i]}.shard-$k-of-$n" ;;
     esac
   done

@@ -326,15 +326,18 @@ def case_array():
     grok1-merge: OUTPUT equals a one-process run byte for byte, sampled
     tokens included. A score array with --dump-logits D: task K dumps to
     D.shard-K-of-N, and the merge joins them into D, the one-process run's
-    dump (attributes, datasets, bits), with its meta file. An array with gaps
+    dump (attributes, datasets, bits), with its meta file. --trace T (as
+    --trace=T in the generate array, --trace T in the score array): each task
+    writes its own T.shard-K-of-N, and no task writes T. An array with gaps
     in its task ids is refused."""
     inp = requests("array.jsonl", 10, 13, True)
     extra = ["--max-new-tokens", "6", "--temperature", "0.8", "--seed", "3"]
     want = run1("generate", inp, os.path.join(TMP, "array-ref.jsonl"), extra)
     out = os.path.join(TMP, "array-out.jsonl")
+    trace = os.path.join(TMP, "array-trace.json")
     t = time.time()
-    rc, log = sbatch("generate.sbatch", "array", job_env(out, inp, " ".join(["--stages 2"] + extra)), ntasks=2,
-                     array="0-2")
+    rc, log = sbatch("generate.sbatch", "array",
+                     job_env(out, inp, " ".join(["--stages 2"] + extra + [f"--trace={trace}"])), ntasks=2, array="0-2")
     print(f"generate.sbatch --array=0-2 -n 2: exit {rc} in {time.time() - t:.1f} s")
     ok = check(rc == 0, f"array job exited {rc}")
     ok &= check(os.path.exists(out) and open(out, "rb").read() == want, f"{out} differs from the one-process run")
@@ -342,6 +345,7 @@ def case_array():
         ok &= check(os.path.exists(f"{out}.shard-{k}-of-3"), f"shard output {k} missing")
         ok &= check(f"shard {k}/3" in log, f"no log names shard {k}/3")
     ok &= check(log.count("every shard is finished") == 1, "not exactly one task joined the shards")
+    ok &= traces_apart(trace, 3)
     ok &= check(not os.path.exists(out + ".merging"), "the merge lock was left behind")
     # the script signals, inspects and requeues a task as ARRAY_TASK: one job, not the array
     import re
@@ -357,13 +361,16 @@ def case_array():
     sref = os.path.join(TMP, "array-score-ref.jsonl")
     swant = run1("score", sinp, sref, ["--dump-logits", dump])
     os.rename(dump, dump + ".ref")
-    rc, slog = sbatch("score.sbatch", "sarray", job_env(sout, sinp, f"--dump-logits {dump}"), ntasks=1, array="0-1")
+    strace = os.path.join(TMP, "array-score-trace.json")
+    rc, slog = sbatch("score.sbatch", "sarray", job_env(sout, sinp, f"--dump-logits {dump} --trace {strace}"), ntasks=1,
+                      array="0-1")
     ok &= check(rc == 0 and os.path.exists(sout) and open(sout, "rb").read() == swant,
                 f"score array with a dump: exit {rc}, output {'equal' if os.path.exists(sout) and open(sout, 'rb').read() == swant else 'differs'}")
     ok &= check(all(os.path.exists(f"{dump}.shard-{k}-of-2") for k in range(2)),
                 "each task of the score array wrote its own dump")
     diff = dump_differs(dump, dump + ".ref") if os.path.exists(dump) else f"{dump} was not written"
     ok &= check(diff is None, f"the score array's merged dump is not the one-process run's: {diff}")
+    ok &= traces_apart(strace, 2)
     ok &= check(os.path.exists(sout + ".meta.json") and
                 json.load(open(sout + ".meta.json")) == json.load(open(sref + ".meta.json")),
                 "the score array's merged meta file differs from the one-process run's")
@@ -372,6 +379,22 @@ def case_array():
     ok &= check(rc == 2 and "one range without gaps" in log2, f"an array with gaps: exit {rc}")
     if not ok:
         print(log[-4000:] + slog[-3000:] + log2[-2000:])
+
+
+def traces_apart(trace, n):
+    """Each of the n tasks of an array run with --trace T wrote a trace of
+    its own, T.shard-K-of-n (Chrome trace-event JSON), and none wrote T."""
+    ok = check(not os.path.exists(trace), f"{trace} was written: the tasks' traces would overwrite one another")
+    for k in range(n):
+        path = f"{trace}.shard-{k}-of-{n}"
+        try:
+            with open(path) as f:
+                events = json.load(f)["traceEvents"]
+        except (OSError, ValueError, KeyError) as e:
+            events = None
+            print(f"{path}: {e!r}")
+        ok &= check(bool(events), f"task {k} of {n} wrote no trace of its own ({path}) with --trace {trace}")
+    return ok
 
 
 MERGE_STUB = r"""#!/bin/sh

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,13 +60,18 @@ static const int built_with_hdf5 = 0;
 enum { EXIT_DATA = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 
 /* Set by SIGTERM / SIGINT / SIGUSR1 on rank 0: stop taking requests, flush,
- * exit 3. */
-static volatile sig_atomic_t g_stop_signal;
+ * exit 3. g_stop_signal is the first of them, which the closing message
+ * names (SIGINT then SIGTERM: "interrupted by signal 2"): set once, by a
+ * compare-exchange on a lock-free atomic (safe in a handler, and when two
+ * signals reach two threads at once). */
+static atomic_int g_stop_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal handler needs a lock-free atomic_int");
 static volatile int g_stop;
 
 static void on_stop_signal(int sig)
 {
-    g_stop_signal = sig;
+    int none = 0;
+    atomic_compare_exchange_strong(&g_stop_signal, &none, sig);
     g_stop = 1;
 }
 
@@ -1888,7 +1894,7 @@ static void summary(const cli *c, const job *j, const g1_driver_stats *st, doubl
     if (s.interrupted)
         fprintf(stderr, "grok1-run: interrupted by signal %d: %lld results written (%lld before this run); "
                         "run again with --resume to finish\n",
-                (int)g_stop_signal, (long long)s.written, (long long)s.skipped);
+                atomic_load(&g_stop_signal), (long long)s.written, (long long)s.skipped);
     else if (s.skipped && !j->e)
         fprintf(stderr, "grok1-run: resumed after %lld results already written: nothing left to run (no weights "
                         "were loaded)\n", (long long)s.skipped);

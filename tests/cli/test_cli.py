@@ -2252,6 +2252,38 @@ def case_fsync_eio(d):
         check(left("ck.h5") == [], f"grok1-mkckpt left {left('ck.h5')} after its fsync failed")
 
 
+def case_first_signal(d):
+    """SIGINT, then SIGTERM 0.3 s later: the closing message names the first
+    (signal 2), not the last. The run reads its input from a pipe that stays
+    open, so it waits there, taking each signal, until the test closes it."""
+    out = os.path.join(d, "out.jsonl")
+    p = subprocess.Popen([ARGS.run] + tiny("score", "-", out, "--batch-size", "1"), stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        p.stdin.write("".join(json.dumps({"id": i, "prompt_ids": [5, 6, 7 + i]}) + "\n" for i in range(3)))
+        p.stdin.flush()
+        # OUT.partial is made after the handlers are in place
+        for _ in range(3000):
+            if os.path.exists(out + ".partial") or p.poll() is not None:
+                break
+            time.sleep(0.01)
+        check(os.path.exists(out + ".partial"), f"the run made no {out}.partial (exit {p.poll()})")
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        p.stdin.close()
+        err = p.stderr.read()
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 3 and "interrupted by signal 2:" in err,
+          f"SIGINT then SIGTERM: exit {p.returncode} (want 3), want 'interrupted by signal 2': {err[-400:]}")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

@@ -334,15 +334,42 @@ static void usage(FILE *f)
 "GROK1_FAULT=RANK:STEP[:kill] makes a rank fail at a step (for tests).\n");
 }
 
+/* This process's rank as its launcher gives it in the environment (mpirun,
+ * srun, another PMI launcher), read without starting MPI; -1 when none does. */
+static int launched_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v);
+    }
+    return -1;
+}
+
+/* Under a launcher every rank reads the same command line and finds the
+ * same fault: rank 0 says it, the others say it (in one write, never
+ * interleaved) only if they are still there two seconds later, which they
+ * are not when the launcher ended the job on rank 0's exit (mpirun); a
+ * rank whose own command line differs (MPMD) still says why. */
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
+    char msg[2048];
+    int rank = launched_rank();
+    int n = rank > 0 ? snprintf(msg, sizeof msg, "grok1-run: error: rank %d: ", rank)
+                     : snprintf(msg, sizeof msg, "grok1-run: error: ");
     va_list ap;
     va_start(ap, fmt);
-    fputs("grok1-run: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    if (n >= 0 && (size_t)n < sizeof msg)
+        n += vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
     va_end(ap);
-    fputs("\n(see grok1-run --help)\n", stderr);
+    if (n >= 0 && (size_t)n < sizeof msg)
+        snprintf(msg + n, sizeof msg - (size_t)n, "\n(see grok1-run --help)\n");
+    if (rank > 0)
+        sleep(2);
+    fputs(msg, stderr);
+    fflush(stderr);
     return -1;
 }
 
@@ -2236,19 +2263,6 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
     if (c->trace)
         write_trace(c, j);
     return G1_OK;
-}
-
-/* This process's rank as its launcher gives it in the environment (mpirun,
- * srun, another PMI launcher), read without starting MPI; -1 when none does. */
-static int launched_rank(void)
-{
-    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v)
-            return atoi(v);
-    }
-    return -1;
 }
 
 /* --check-input: the layout and the plan as a run checks them before its

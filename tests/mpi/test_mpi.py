@@ -345,6 +345,10 @@ def case_refusals():
     subprocess.run([ARGS.plan, "--config", "tiny", "--stages", "2", "--ep", "1", "--out", other], check=True,
                    capture_output=True)
     cases.append((2, ["--plan", other], ["num_layers"]))
+    # a usage error every rank finds before MPI starts: said once, by rank 0
+    # (it was said by 2 or 3 ranks, once interleaved)
+    cases.append((4, ["--plan", other, "--balance", "prompt"], ["--balance chooses the planner's cuts"]))
+    cases.append((4, ["--stages", "2", "--ep", "2", "--frobnicate"], ["unknown option --frobnicate"]))
     # a plan checked against 3 MiB per rank for 16 slots of 16 positions
     # and one thread a rank (these runs': OMP_NUM_THREADS=1): this run's
     # default context (256) does not fit it, refused naming both settings;
@@ -380,6 +384,15 @@ def case_refusals():
               f"ranks with different --plan files: exit {p.returncode}, {p.stderr.strip()[-400:]}")
         check(bad == 0 or "rank 1 of 2" in p.stderr, "the refusing rank names itself")
         check(bad == 0 or "another rank refused the layout" in p.stderr, "rank 0 says another rank refused")
+    # a usage error on rank 1 only (its own command line, MPMD): said, under its rank
+    cmd = [mpirun(), "-n", "1", ARGS.run] + base + ["--stages", "2", ":", "-n", "1", ARGS.run] + base + [
+        "--stages", "2", "--frobnicate"]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"FAIL: a usage error on rank 1 only hung: {' '.join(cmd)}")
+    check(p.returncode != 0 and "grok1-run: error: rank 1: unknown option --frobnicate" in p.stderr
+          and not os.path.exists(out), f"a usage error on rank 1 only: exit {p.returncode}, {p.stderr.strip()[-400:]}")
     p = run(2, base + ["--plan", tight, "--max-context", "16", "--truncate", "left"], expect=None)
     check(p.returncode == 0 and os.path.exists(out), f"the plan's own settings refused: {p.stderr.strip()[-300:]}")
     print("-n 2 --plan (16 x 16 at 3M) --max-context 16: runs")

@@ -43,7 +43,9 @@ static void usage(FILE *f)
 "  --ep E                     expert slots per stage (divides num_experts)\n"
 "  --mem-per-rank SIZE        memory per rank (80G, 512M, bytes); refuse plans\n"
 "                             that do not fit (default: no limit)\n"
-"  --slots N                  sequence slots served at once (default 8)\n"
+"  --batch-size B             sequence slots per micro-batch (default 8, as\n"
+"                             grok1-run): M x B slots are served at once\n"
+"  --slots N                  sequence slots served at once instead of M x B\n"
 "  --context N                KV cache positions per slot (default max_seq_len);\n"
 "  --max-context N            the same (grok1-run's name for it)\n"
 "  --kv-cache f32|bf16        KV cache elements (default f32; bf16: grok1-run\n"
@@ -66,10 +68,11 @@ static void usage(FILE *f)
 "                             bandwidth alone: GBS gigabytes (10^9) per second\n"
 "                             per rank (an H100 SXM: about 3350; or what\n"
 "                             bench_cuda_layer / bench_cpu measure), at empty\n"
-"                             caches and at full context (docs/PLAN.md)\n"
+"                             caches and at full context (docs/PLAN.md)\n", f);
+    fputs(
 "  --micro-batches M          micro-batches in flight (default P, as grok1-run):\n"
-"                             the message buffers each rank holds, and the\n"
-"                             decode bound\n"
+"                             the slots (M x B), the message buffers each rank\n"
+"                             holds, and the decode bound\n"
 "  --balance decode|prompt    what the cuts balance: the bytes a decode step\n"
 "                             reads (default), or the FLOPs of a prompt token,\n"
 "                             rank 0's un-embedding of every position included\n"
@@ -170,7 +173,8 @@ static int fail(void)
 int main(int argc, char **argv)
 {
     enum { O_CKPT = 256, O_CONFIG, O_STAGES, O_EP, O_MEM, O_SLOTS, O_CTX, O_MBT, O_LPS, O_OUT, O_HELP, O_KV, O_BW,
-           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP, O_DUMPBUF, O_THREADS, O_VERSION };
+           O_MB, O_TFLOPS, O_BALANCE, O_BACKEND, O_SMS, O_GEMM, O_TUNE, O_DUMP, O_DUMPBUF, O_THREADS, O_VERSION,
+           O_BS };
     static const struct option longopts[] = {
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"stages", required_argument, 0, O_STAGES},   {"ep", required_argument, 0, O_EP},
@@ -184,12 +188,12 @@ int main(int argc, char **argv)
         {"cuda-gemm", required_argument, 0, O_GEMM},  {"cuda-tune", required_argument, 0, O_TUNE},
         {"dump-logits", no_argument, 0, O_DUMP},      {"dump-buffer", required_argument, 0, O_DUMPBUF},
         {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, O_HELP},
-        {"version", no_argument, 0, O_VERSION},
+        {"version", no_argument, 0, O_VERSION},       {"batch-size", required_argument, 0, O_BS},
         {0, 0, 0, 0}};
     const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
-    g1_plan_request req = {.stages = 0, .ep = 0, .slots = 8, .context = 0, .max_batch_tokens = 256};
+    g1_plan_request req = {.stages = 0, .ep = 0, .slots = 0, .context = 0, .max_batch_tokens = 256};
     double bandwidth = 0, tflops = 0;
-    int opt, r = 0, micro_batches = 0, cuda = 0, sms = 0, cuda_only = 0;
+    int opt, r = 0, micro_batches = 0, batch_size = 0, cuda = 0, sms = 0, cuda_only = 0;
     opterr = 0;
     int li = -1;
     /* an option with a value given twice is refused, as grok1-run does */
@@ -208,6 +212,7 @@ int main(int argc, char **argv)
                 r = usage_error("%s", g1_last_error());
             break;
         case O_SLOTS: r = parse_int("--slots", optarg, 1, &req.slots); break;
+        case O_BS: r = parse_int("--batch-size", optarg, 1, &batch_size); break;
         case O_CTX: r = parse_int("--context", optarg, 0, &req.context); break;
         case O_MBT: r = parse_int("--max-batch-tokens", optarg, 1, &req.max_batch_tokens); break;
         case O_KV:
@@ -275,7 +280,12 @@ int main(int argc, char **argv)
     if (cuda_only && !cuda)
         return usage_error("--gpu-sms, --cuda-gemm and --cuda-tune describe the cuda backend: give --backend cuda");
     req.cuda_sms = cuda ? (sms ? sms : 132) : 0;
+    if (req.slots && batch_size)
+        return usage_error("--slots %d and --batch-size %d both say how many slots: give one (--slots N, or "
+                           "--batch-size B for M x B)", req.slots, batch_size);
     req.micro_batches = micro_batches;
+    /* grok1-run's slots: M micro-batches (default P) of --batch-size 8 */
+    req.batch_size = req.slots ? 0 : batch_size ? batch_size : 8;
 
     if (config) {
         if (g1_plan_load_config(config, &req.cfg) != G1_OK)

@@ -4,6 +4,7 @@
  * plan_print.c). The model is docs/PLAN.md. */
 #include "plan.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,8 +173,22 @@ double g1_plan_layer_flops(const g1_config *c)
            2.0 * c->num_selected_experts * 3 * D * c->ffn_size;
 }
 
+/* The sequence slots of a request: `slots`, or with a batch size the
+ * micro-batches' (stages when not given) slots, as grok1-run counts them
+ * (INT_MAX when more). */
+static int req_slots(const g1_plan_request *r)
+{
+    if (r->batch_size <= 0)
+        return r->slots;
+    long long n = (long long)(r->micro_batches > 0 ? r->micro_batches : r->stages) * r->batch_size;
+    return n > INT_MAX ? INT_MAX : (int)n;
+}
+
 /* Tokens one decode step carries: every slot, at most a batch. */
-static int step_tokens(const g1_plan_request *r) { return r->slots < r->max_batch_tokens ? r->slots : r->max_batch_tokens; }
+static int step_tokens(const g1_plan_request *r)
+{
+    return req_slots(r) < r->max_batch_tokens ? req_slots(r) : r->max_batch_tokens;
+}
 
 /* ---- optimal cuts ---- */
 
@@ -288,8 +303,8 @@ static g1_status check_request(const g1_plan_request *r)
         return G1_FAIL(G1_ERR_ARG, "--stages %d: the model has %d layers, so use 1..%d stages", r->stages,
                        c->num_layers, c->num_layers);
     G1_TRY(valid_ep(c, r->ep));
-    if (r->slots < 1)
-        return G1_FAIL(G1_ERR_ARG, "--slots %d: at least one sequence slot is needed", r->slots);
+    if (req_slots(r) < 1)
+        return G1_FAIL(G1_ERR_ARG, "--slots %d: at least one sequence slot is needed", req_slots(r));
     if (r->kv_bytes != 0 && r->kv_bytes != 2 && r->kv_bytes != 4)
         return G1_FAIL(G1_ERR_ARG, "KV cache elements of %d bytes: 4 (float32) or 2 (bf16)", r->kv_bytes);
     if (r->context < 0 || r->context > c->max_seq_len)
@@ -329,7 +344,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
     p->stages = P;
     p->ep = E;
     p->mem_per_rank = r->mem_per_rank;
-    p->slots = r->slots;
+    p->slots = req_slots(r);
     p->context = r->context ? r->context : c->max_seq_len;
     p->kv_bytes = r->kv_bytes ? r->kv_bytes : 4;
     p->max_batch_tokens = r->max_batch_tokens;
@@ -415,7 +430,7 @@ static g1_status build(const g1_plan_request *r, g1_plan *p)
         } else {
             m->weights = nl * (z.shared_store + nloc * z.expert_store) + (rk == 0 ? z.embed_store : 0);
             m->messages = message_bytes(c, T, P, E, M, rk);
-            m->buffers = buffer_bytes(c, T, rk == 0, M, P * E == 1, r->slots, p->context) +
+            m->buffers = buffer_bytes(c, T, rk == 0, M, P * E == 1, p->slots, p->context) +
                          thread_bytes(c, p->threads, p->context, rk == 0) + m->messages;
             if (rk == 0 && r->dump_logits) {
                 p->dump_logits = 1;

@@ -26,6 +26,8 @@ typedef struct g1_plan_request {
     const char *mem_per_rank_from; /* where it came from, for messages ("mem_per_rank in P.json"); NULL:
                                     * "--mem-per-rank" */
     int slots;                   /* sequence slots served at once (micro-batches x batch size) */
+    int batch_size;              /* > 0: the slots follow the micro-batches instead, micro_batches (stages when
+                                  * 0) x batch_size, as grok1-run's do (--batch-size); `slots` is not read */
     int context;                 /* positions per slot (KV cache length); 0 = max_seq_len */
     int max_batch_tokens;        /* tokens per forward step (activation buffers) */
     int micro_batches;           /* M in flight (grok1-run --micro-batches; 0: stages): message buffers */

@@ -2134,6 +2134,53 @@ def case_plan_limit(d):
         check(p.returncode == 0, f"{m.group(2)} ranks with the hint's plan: exit {p.returncode}: {p.stderr[-400:]}")
 
 
+def mpi_env():
+    return dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+
+def case_plan_defaults(d):
+    """grok1-plan's defaults are grok1-run's: M micro-batches (default one a
+    stage) of --batch-size 8 slots (grok1-plan counted 8 slots in all, so a
+    limit it planned was refused by a default grok1-run of 2 stages, 16
+    slots). Its worst rank is the figure grok1-run --check-input counts for
+    the same options, to the byte, and a default plan at its own figure runs
+    under mpirun with grok1-run's defaults."""
+    if not ARGS.grok1_plan:
+        return SKIP
+    inp, out, plan = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "plan.json"))
+    write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2], "max_new_tokens": 2}])
+
+    def worst(*args):
+        p = subprocess.run([ARGS.grok1_plan] + list(args) + ["--out", "-"], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, f"grok1-plan {args}: {p.stderr.strip()}")
+        j = json.loads(p.stdout)
+        return j, max(r["total_bytes"] for r in j["ranks"])
+
+    for cfg, P, E, threads in (("tiny", 2, 2, 1), ("tiny", 3, 1, 2), ("grok-1", 8, 8, 64)):
+        j, w = worst("--config", cfg, "--stages", str(P), "--ep", str(E), "--threads", str(threads))
+        check(j["slots"] == 8 * P and j["micro_batches"] == P, f"{cfg} {P}x{E}: slots {j['slots']} in "
+              f"{j['micro_batches']} micro-batches, want {8 * P} in {P} (grok1-run's defaults)")
+        base = ["--synthetic", cfg, "--mode", "generate", "--check-input", "--input", inp, "--stages", str(P),
+                "--ep", str(E), "--threads", str(threads)]
+        rc, so, se = run(base + ["--mem-per-rank", str(w)])
+        check(rc == 0, f"{cfg} {P}x{E}: grok1-run --check-input refused grok1-plan's figure {w}: {se.strip()[-400:]}")
+        rc, so, se = run(base + ["--mem-per-rank", str(w - 1)])
+        check(rc == 2 and "--mem-per-rank" in se, f"{cfg} {P}x{E}: one byte below grok1-plan's figure {w} is not "
+              f"refused by grok1-run --check-input: exit {rc}, {se.strip()[-300:]}")
+    # a default plan at its own figure, run with grok1-run's defaults
+    _, w = worst("--config", "tiny", "--stages", "2", "--ep", "2", "--threads", "1")
+    p = subprocess.run([ARGS.grok1_plan, "--config", "tiny", "--stages", "2", "--ep", "2", "--threads", "1",
+                        "--mem-per-rank", str(w), "--out", plan], capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, f"grok1-plan at its own figure: {p.stderr.strip()}")
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    if ARGS.mpi and mpiexec:
+        p = subprocess.run([mpiexec, "-n", "4", ARGS.run] + tiny("generate", inp, out, "--plan", plan, "--threads", "1"),
+                           capture_output=True, text=True, env=mpi_env(), timeout=120)
+        check(p.returncode == 0 and os.path.exists(out),
+              f"a default grok1-plan plan refused by a default grok1-run --plan: exit {p.returncode}: {p.stderr[-600:]}")
+
+
 def case_trace(d):
     """--trace in one process: the spans TRACE.md lists for it (all layers,
     embed, logits and tokens), valid JSON; GROK1_TRACE_SPANS caps the spans

@@ -167,7 +167,9 @@ def case_usage_errors():
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--micro-batches", "0"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--tflops", "0"],
                  ["--config", "tiny", "--stages", "1", "--ep", "1", "--tflops", "lots"],
-                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--balance", "speed"]]:
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--balance", "speed"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--batch-size", "0"],
+                 ["--config", "tiny", "--stages", "1", "--ep", "1", "--slots", "4", "--batch-size", "2"]]:
         rc, out, err = run(args)
         expect(rc == 2 and err.startswith("grok1-plan: error:"), f"usage error {args}: exit 2 ({err.splitlines()[0] if err else ''})")
     rc, out, err = run(["--config", "nosuch", "--stages", "1", "--ep", "1"])

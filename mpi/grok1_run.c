@@ -1804,12 +1804,14 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int threads, int 
             return G1_FAIL(G1_ERR_ARG, "--layers-per-stage gives %d stages, but --stages is %d", n, *P);
     }
     G1_TRY(check_slots(c, *P));
-    int M = c->micro_batches ? c->micro_batches : *P;
     /* scoring is all prompt tokens: its cuts balance their FLOPs (rank 0's
      * un-embedding of every position included) unless told otherwise */
     int prompt = c->balance >= 0 ? c->balance : c->mode == G1_MODE_SCORE;
+    /* the slots as micro-batches x --batch-size, the micro-batches following
+     * the stages unless given: a refusal's "--stages S would fit" counts
+     * what that command would run */
     g1_plan_request rq = {.cfg = *cfg, .stages = *P, .ep = *E, .mem_per_rank = c->mem_per_rank,
-                          .slots = M * c->batch_size, .micro_batches = M, .context = c->max_context,
+                          .batch_size = c->batch_size, .micro_batches = c->micro_batches, .context = c->max_context,
                           .max_batch_tokens = c->max_batch_tokens,
                           .kv_bytes = kv_bytes(c),
                           .layers_per_stage = c->layers_per_stage ? lps : NULL,

@@ -2181,6 +2181,44 @@ def case_plan_defaults(d):
               f"a default grok1-plan plan refused by a default grok1-run --plan: exit {p.returncode}: {p.stderr[-600:]}")
 
 
+def case_fit_hint(d):
+    """A memory refusal's "--stages S would fit at --ep E" (no plan file)
+    counts what that command runs: its micro-batches follow --stages unless
+    given, and the slots with them (tiny at 2 x 2 and 3.6 MiB said --stages 3,
+    which was refused again for its 24 slots). Each hint, run as it says
+    (with --check-input, and the tiny one under mpirun), is accepted."""
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2], "max_new_tokens": 2}])
+    hint = re.compile(r"--(stages|ep) (\d+) would fit at --(ep|stages) (\d+) \((\d+) ranks\)")
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    for cfg, layout, limit, threads in (("tiny", ["--stages", "2", "--ep", "2"], "3735328", "1"),
+                                        ("tiny", ["--stages", "1", "--ep", "1", "--micro-batches", "1"], "3M", "1"),
+                                        ("tiny", ["--stages", "2", "--ep", "1", "--batch-size", "4"], "3M", "1"),
+                                        ("grok-1", ["--stages", "8", "--ep", "8"], "10G", "64")):
+        base = ["--synthetic", cfg, "--mode", "generate", "--input", inp, "--threads", threads,
+                "--mem-per-rank", limit]
+        rest = [a for i, a in enumerate(layout) if a not in ("--stages", "--ep")
+                and (i == 0 or layout[i - 1] not in ("--stages", "--ep"))]
+        rc, so, se = run(base + ["--check-input"] + layout)
+        check(rc == 2 and "--mem-per-rank" in se, f"{cfg} {layout} at {limit}: not refused: exit {rc}, {se.strip()}")
+        m = hint.search(se)
+        if not m:
+            check("more stages or a larger --ep alone do not fit" in se, f"{cfg} {layout}: no hint: {se.strip()}")
+            continue
+        new = {m.group(1): m.group(2), m.group(3): m.group(4)}
+        args = ["--stages", new["stages"], "--ep", new["ep"]] + rest
+        rc, so, se = run(base + ["--check-input"] + args)
+        check(rc == 0, f"{cfg} {layout} at {limit}: the hint's {args} refused: exit {rc}, {se.strip()[-500:]}")
+        if cfg == "tiny" and ARGS.mpi and mpiexec:
+            p = subprocess.run([mpiexec, "-n", m.group(5), ARGS.run] + base + ["--output", out] + args,
+                               capture_output=True, text=True, env=mpi_env(), timeout=120)
+            check(p.returncode == 0 and os.path.exists(out),
+                  f"{cfg} {layout}: the hint's {args} on {m.group(5)} ranks: exit {p.returncode}: {p.stderr[-500:]}")
+            for f in (out, out + ".meta.json"):
+                if os.path.exists(f):
+                    os.remove(f)
+
+
 def case_trace(d):
     """--trace in one process: the spans TRACE.md lists for it (all layers,
     embed, logits and tokens), valid JSON; GROK1_TRACE_SPANS caps the spans

@@ -2,11 +2,15 @@
  * reader checks everything the runtime relies on (format, version, the
  * model, cuts contiguous and covering, one rank entry per stage and slot)
  * and names the field it refuses. Format: docs/PLAN.md. */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ckpt.h"
 #include "plan.h"
@@ -316,14 +320,33 @@ g1_status g1_plan_read_json(const char *path, g1_plan *out)
 {
     memset(out, 0, sizeof *out);
     json_error_t err;
-    rd d = {.path = path, .root = json_load_file(path, 0, &err)};
-    if (!d.root) {
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return G1_FAIL(G1_ERR_IO, "plan %s: cannot open it", path);
-        fclose(f);
-        return BAD("plan %s: not JSON: %s (line %d)", path, err.text, err.line);
+    /* a regular file only: opened without blocking (a FIFO would wait for a
+     * writer for ever), then read as a stream */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return G1_FAIL(G1_ERR_IO, "plan %s: cannot open it (%s)", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb)) {
+        int e = errno;
+        close(fd);
+        return G1_FAIL(G1_ERR_IO, "plan %s: cannot read it (%s)", path, strerror(e));
     }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return G1_FAIL(G1_ERR_ARG, "plan %s: not a regular file (%s): give --plan the JSON file grok1-plan --out "
+                                   "wrote", path, S_ISFIFO(sb.st_mode) ? "a FIFO" : S_ISDIR(sb.st_mode) ? "a directory"
+                                   : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device" : "not a file");
+    }
+    int fl = fcntl(fd, F_GETFL);
+    FILE *f = fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) ? NULL : fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return G1_FAIL(G1_ERR_IO, "plan %s: cannot read it (%s)", path, strerror(errno));
+    }
+    rd d = {.path = path, .root = json_loadf(f, 0, &err)};
+    fclose(f);
+    if (!d.root)
+        return BAD("plan %s: not JSON: %s (line %d)", path, err.text, err.line);
     g1_status st = read_body(&d, out);
     json_decref(d.root);
     if (st != G1_OK)

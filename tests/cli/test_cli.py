@@ -2219,6 +2219,29 @@ def case_fit_hint(d):
                     os.remove(f)
 
 
+def case_plan_not_regular(d):
+    """--plan of a FIFO (or a directory) is refused, exit 2, saying it is not
+    a regular file; a FIFO hung in the JSON reader waiting for a writer."""
+    inp, out, fifo = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "plan.fifo"))
+    write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2], "max_new_tokens": 2}])
+    os.mkfifo(fifo)
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    launches = [[]] + ([[mpiexec, "-n", "2"]] if ARGS.mpi and mpiexec else [])
+    for plan, what in ((fifo, "a FIFO"), (d, "a directory")):
+        for pre in launches:
+            cmd = pre + [ARGS.run] + tiny("generate", inp, out, "--plan", plan)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=mpi_env(), start_new_session=True)
+            try:
+                _, se = p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+                check(False, f"--plan {what}: still running after 30 s: {' '.join(cmd)}")
+            check(p.returncode == 2 and f"{plan}: not a regular file ({what})" in se and not os.path.exists(out),
+                  f"--plan {what} ({' '.join(pre) or 'one process'}): exit {p.returncode}, {se.strip()[-400:]}")
+
+
 def case_trace(d):
     """--trace in one process: the spans TRACE.md lists for it (all layers,
     embed, logits and tokens), valid JSON; GROK1_TRACE_SPANS caps the spans

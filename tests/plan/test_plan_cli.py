@@ -71,6 +71,46 @@ def case_out_json():
         expect(rc == 0 and json.loads(out)["stages"] == 2 and "rank" in err, "--out - : JSON on stdout, table on stderr")
 
 
+def case_out_special():
+    """--out PATH that is not a regular file is written as grok1-run writes
+    such an output: a FIFO or a device directly (it replaced them with a
+    regular file from PATH.partial), a symbolic link through to its file
+    (which the link keeps naming); --out - is still stdout."""
+    import threading
+    with tempfile.TemporaryDirectory() as d:
+        g1 = ["--config", "tiny", "--stages", "1", "--ep", "1", "--out"]
+        target, link = os.path.join(d, "target.json"), os.path.join(d, "link.json")
+        with open(target, "w") as f:
+            f.write("old\n")
+        os.symlink("target.json", link)
+        rc, out, err = run(g1 + [link])
+        expect(rc == 0 and os.path.islink(link) and os.readlink(link) == "target.json", f"a symlink stays one ({err})")
+        with open(target) as f:
+            expect(json.load(f)["stages"] == 1, "the plan written to the link's file")
+        expect(sorted(os.listdir(d)) == ["link.json", "target.json"], f"nothing else left: {os.listdir(d)}")
+        fifo = os.path.join(d, "fifo")
+        os.mkfifo(fifo)
+        got = []
+        reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+        reader.start()
+        rc, out, err = run(g1 + [fifo])
+        reader.join(30)
+        expect(rc == 0 and got and json.loads(got[0])["stages"] == 1, f"a FIFO's reader gets the plan ({err})")
+        expect(os.path.exists(fifo) and not os.path.isfile(fifo) and not os.path.exists(fifo + ".partial"),
+               "the FIFO is still a FIFO")
+        dev = os.path.join(d, "null")
+        try:
+            os.mknod(dev, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+        except OSError:
+            dev = None  # not root: no device node of our own
+        if dev:
+            rc, out, err = run(g1 + [dev])
+            expect(rc == 0 and not os.path.isfile(dev) and not os.path.exists(dev + ".partial"),
+                   f"a device (a /dev/null node) is written, not replaced ({err})")
+        rc, out, err = run(g1 + ["-"])
+        expect(rc == 0 and json.loads(out)["stages"] == 1, "--out - is stdout")
+
+
 def case_override():
     rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--layers-per-stage", "1,3", "--out", "-"])
     expect(rc == 0 and json.loads(out)["cuts"] == [0, 1, 4], "--layers-per-stage 1,3")

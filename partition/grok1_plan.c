@@ -191,7 +191,8 @@ int main(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, O_HELP},
         {"version", no_argument, 0, O_VERSION},       {"batch-size", required_argument, 0, O_BS},
         {0, 0, 0, 0}};
-    const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL;
+    const char *checkpoint = NULL, *config = NULL, *out = NULL, *lps_text = NULL, *balance = NULL;
+    const char *ctx_name = NULL, *ctx_value = NULL; /* --context or --max-context, whichever came */
     g1_plan_request req = {.stages = 0, .ep = 0, .slots = 0, .context = 0, .max_batch_tokens = 256};
     double bandwidth = 0, tflops = 0;
     int opt, r = 0, micro_batches = 0, batch_size = 0, cuda = 0, sms = 0, cuda_only = 0;
@@ -214,7 +215,15 @@ int main(int argc, char **argv)
             break;
         case O_SLOTS: r = parse_int("--slots", optarg, 1, &req.slots); break;
         case O_BS: r = parse_int("--batch-size", optarg, 1, &batch_size); break;
-        case O_CTX: r = parse_int("--context", optarg, 0, &req.context); break;
+        case O_CTX:
+            /* two names of one option: given under both, as given twice */
+            if (ctx_name)
+                return usage_error("--%s %s and --%s %s are one option (KV cache positions per slot): give one",
+                                   ctx_name, ctx_value, longopts[li].name, optarg);
+            ctx_name = longopts[li].name, ctx_value = optarg;
+            r = parse_int(strcmp(ctx_name, "max-context") ? "--context" : "--max-context",
+                          optarg, 0, &req.context);
+            break;
         case O_MBT: r = parse_int("--max-batch-tokens", optarg, 1, &req.max_batch_tokens); break;
         case O_KV:
             if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
@@ -242,6 +251,7 @@ int main(int argc, char **argv)
             if (strcmp(optarg, "decode") && strcmp(optarg, "prompt"))
                 return usage_error("--balance %s: expected decode or prompt", optarg);
             req.balance_prompt = !strcmp(optarg, "prompt");
+            balance = optarg;
             break;
         case O_BACKEND:
             if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
@@ -278,6 +288,9 @@ int main(int argc, char **argv)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --config tiny|small|grok-1|PATH.json");
     if (!req.stages || !req.ep)
         return usage_error("--stages P and --ep E are required");
+    if (balance && lps_text)
+        return usage_error("--balance %s chooses the planner's cuts: it does not go with --layers-per-stage %s, "
+                           "which gives them (give one)", balance, lps_text);
     if (cuda_only && !cuda)
         return usage_error("--gpu-sms, --cuda-gemm and --cuda-tune describe the cuda backend: give --backend cuda");
     req.cuda_sms = cuda ? (sms ? sms : 132) : 0;

@@ -2175,10 +2175,12 @@ def case_plan_defaults(d):
     check(p.returncode == 0, f"grok1-plan at its own figure: {p.stderr.strip()}")
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if ARGS.mpi and mpiexec:
-        p = subprocess.run([mpiexec, "-n", "4", ARGS.run] + tiny("generate", inp, out, "--plan", plan, "--threads", "1"),
+        p = subprocess.run([mpiexec, "-n", "4", ARGS.run] + tiny("generate", inp, out, "--plan", plan,
+                                                                  "--threads", "1"),
                            capture_output=True, text=True, env=mpi_env(), timeout=120)
         check(p.returncode == 0 and os.path.exists(out),
-              f"a default grok1-plan plan refused by a default grok1-run --plan: exit {p.returncode}: {p.stderr[-600:]}")
+              f"a default grok1-plan plan refused by a default grok1-run --plan: exit {p.returncode}: "
+              f"{p.stderr[-600:]}")
 
 
 def case_fit_hint(d):

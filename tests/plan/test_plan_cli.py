@@ -219,6 +219,17 @@ def case_usage_errors():
     expect(rc == 2 and "--stag: write the option in full, --stages" in err, f"an abbreviated option: {err.strip()}")
     rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--stages=1"])
     expect(rc == 2 and "--stages is given twice (2, then 1)" in err, f"an option given twice: {err.strip()}")
+    # two names of one option, as given twice (the last won, exit 0)
+    for pair, words in ((["--context", "10", "--max-context", "20"], "--context 10 and --max-context 20"),
+                        (["--max-context", "20", "--context", "10"], "--max-context 20 and --context 10")):
+        rc, out, err = run(["--config", "tiny", "--stages", "1", "--ep", "1"] + pair)
+        expect(rc == 2 and words in err and "give one" in err, f"{pair}: usage error ({err.strip()})")
+    # --balance chooses the cuts --layers-per-stage gives: refused, as grok1-run does (it was ignored, exit 0)
+    for pair in (["--balance", "prompt", "--layers-per-stage", "1,3"],
+                 ["--layers-per-stage", "1,3", "--balance", "decode"]):
+        rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1"] + pair)
+        expect(rc == 2 and "does not go with --layers-per-stage" in err and not out,
+               f"{pair}: usage error ({err.strip()})")
     # a context past the bound; a plan whose bytes pass 2^63 (llround wrote them negative, exit 0)
     with tempfile.TemporaryDirectory() as d:
         cfg, plan = os.path.join(d, "c.json"), os.path.join(d, "p.json")

@@ -637,7 +637,8 @@ static int parse_args(int argc, char **argv, cli *c)
             if (g1_plan_parse_size("--dump-buffer", optarg, &c->dump_buffer) != G1_OK)
                 return usage_error("%s", g1_last_error());
             if (c->dump_buffer < 1 || c->dump_buffer > 0x1p50)
-                return usage_error("--dump-buffer %s: expected a size from 1 byte to 1P, such as 256M", optarg);
+                return usage_error("--dump-buffer %s: expected a size from 1 byte to 1024T (2^50 bytes), such as "
+                                   "256M", optarg);
             break;
         case O_MODE:
             if (g1_run_mode_parse(optarg, &c->mode) != G1_OK)

@@ -236,8 +236,9 @@ int main(int argc, char **argv)
             req.dump_logits = 1;
             if (g1_plan_parse_size("--dump-buffer", optarg, &req.dump_buffer) != G1_OK)
                 r = usage_error("%s", g1_last_error());
-            else if (req.dump_buffer < 1)
-                r = usage_error("--dump-buffer %s: expected a size of at least one byte, such as 256M", optarg);
+            else if (req.dump_buffer < 1 || req.dump_buffer > 0x1p50) /* grok1-run's range */
+                r = usage_error("--dump-buffer %s: expected a size from 1 byte to 1024T (2^50 bytes), such as 256M",
+                                optarg);
             break;
         case O_THREADS:
             r = parse_int("--threads", optarg, 1, &req.threads);

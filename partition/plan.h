@@ -148,7 +148,9 @@ void g1_plan_print(const g1_plan *p, FILE *f);
  * or a JSON object of hyper-parameters over the grok-1 values; validated. */
 g1_status g1_plan_load_config(const char *spec, g1_config *cfg);
 /* Added: a byte count "80G", "512M", "1.5T", "4096" (K/M/G/T = powers of
- * 1024, optional "iB"/"B"); G1_ERR_ARG naming `what` when malformed. */
+ * 1024, optional "iB"/"B"), at most G1_PLAN_MAX_SIZE; G1_ERR_ARG naming
+ * `what` when malformed or larger. */
+#define G1_PLAN_MAX_SIZE 1152921504606846976.0 /* 2^60 bytes, 1048576T */
 g1_status g1_plan_parse_size(const char *what, const char *text, double *bytes);
 
 #endif

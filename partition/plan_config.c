@@ -44,6 +44,9 @@ g1_status g1_plan_parse_size(const char *what, const char *text, double *bytes)
         else if (!strcasecmp(end, "B"))
             end += 1;
     }
+    int over = end != text && !*end && v > 0 && (v == HUGE_VAL || !(v * mul <= G1_PLAN_MAX_SIZE));
+    if (over) /* infinite, or past what a plan's figures (integers below 2^63) hold */
+        return G1_FAIL(G1_ERR_ARG, "%s %s: too large; the largest size taken is 1048576T (2^60 bytes)", what, text);
     if (errno || end == text || *end || !isfinite(v) || v < 0)
         return G1_FAIL(G1_ERR_ARG, "%s %s: expected a size such as 80G, 512M or a byte count", what, text);
     *bytes = v * mul;

@@ -224,6 +224,19 @@ def case_usage_errors():
                         (["--max-context", "20", "--context", "10"], "--max-context 20 and --context 10")):
         rc, out, err = run(["--config", "tiny", "--stages", "1", "--ep", "1"] + pair)
         expect(rc == 2 and words in err and "give one" in err, f"{pair}: usage error ({err.strip()})")
+    # sizes past 2^60 bytes: a usage error naming the value and the largest (1e308T was exit 1 for
+    # --mem-per-rank, "must be a non-negative size", and exit 0 for --dump-buffer, "inf GiB" in the table)
+    g1 = ["--config", "tiny", "--stages", "1", "--ep", "1"]
+    for opt, v in (("--mem-per-rank", "1e308T"), ("--mem-per-rank", "1048577T"), ("--mem-per-rank", "1e400"),
+                   ("--dump-buffer", "1e308T")):
+        rc, out, err = run(g1 + [opt, v])
+        expect(rc == 2 and f"{opt} {v}: too large" in err and "1048576T" in err and "inf" not in out,
+               f"{opt} {v}: usage error naming the largest ({err.strip()})")
+    rc, out, err = run(g1 + ["--dump-buffer", "1025T"])
+    expect(rc == 2 and "1 byte to 1024T" in err, f"--dump-buffer past grok1-run's 1024T: usage error ({err.strip()})")
+    for opt, v in (("--mem-per-rank", "1048576T"), ("--dump-buffer", "1024T")):
+        rc, out, err = run(g1 + [opt, v])
+        expect(rc == 0, f"{opt} {v}: the largest is taken ({err.strip()})")
     # --balance chooses the cuts --layers-per-stage gives: refused, as grok1-run does (it was ignored, exit 0)
     for pair in (["--balance", "prompt", "--layers-per-stage", "1,3"],
                  ["--layers-per-stage", "1,3", "--balance", "decode"]):

@@ -326,7 +326,10 @@ static g1_status read_body(const rd *d, g1_plan *p)
         if (!json_is_object(o))
             return BAD("plan %s: ranks[%d] must be an object", d->path, r);
         int v, s = r / p->ep, e = r % p->ep, first, count;
-        G1_TRY(get_int(d, o, where, "rank", r, r, &v));
+        G1_TRY(get_int(d, o, where, "rank", 0, N - 1, &v));
+        if (v != r)
+            return BAD("plan %s: ranks[%d].rank is %d: list the ranks in order, 0..%d (ranks[i] is rank i)",
+                       d->path, r, v, N - 1);
         G1_TRY(get_int(d, o, where, "stage", s, s, &v));
         G1_TRY(get_int(d, o, where, "slot", e, e, &v));
         G1_TRY(get_pair(d, o, r, "layers", p->cut[s], p->cut[s + 1]));

@@ -424,6 +424,12 @@ static void mut_total(json_t *r)
     json_t *rk = json_array_get(json_object_get(r, "ranks"), 1);
     json_object_set_new(rk, "total_bytes", json_integer(5));
 }
+/* a hand-edited plan with two ranks swapped: ranks[0] holds rank 1's entry */
+static void mut_order(json_t *r)
+{
+    json_t *rk = json_array_get(json_object_get(r, "ranks"), 0);
+    json_object_set_new(rk, "rank", json_integer(1));
+}
 
 static void expect_bad_json(const char *src, mutator m, const char *needle)
 {
@@ -508,6 +514,7 @@ static void test_json(void)
     expect_bad_json(path, mut_layers, "ranks[2].layers");
     expect_bad_json(path, mut_lps, "layers_per_stage[0]");
     expect_bad_json(path, mut_total, "ranks[1].total_bytes");
+    expect_bad_json(path, mut_order, "ranks[0].rank is 1: list the ranks in order, 0..");
     expect_bad_json(path, mut_threads, "threads");
     /* a plan written before the per-thread buffers were counted (no
      * "threads") still loads, its figures as written, threads 0 */

@@ -404,6 +404,23 @@ herr_t g1_h5_put_crcs(hid_t dset, const uint32_t *v, size_t n)
 
 int g1_h5_get_crcs(hid_t dset, uint32_t *v, size_t max)
 {
+    /* every 32-bit checksum must survive the type it is stored in: uint32,
+     * as the writers store it, or a 64-bit integer (h5py's for Python
+     * ints); a signed 32-bit or narrower type reads 2^31 and more as 0, a
+     * false mismatch, so it is refused as not checksums */
+    if (H5Aexists(dset, G1_H5_CRC_ATTR) > 0) {
+        hid_t a = H5Aopen(dset, G1_H5_CRC_ATTR, H5P_DEFAULT);
+        hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+        size_t size = t >= 0 ? H5Tget_size(t) : 0;
+        int fits = t >= 0 && H5Tget_class(t) == H5T_INTEGER &&
+                   (size >= 8 || (size == 4 && H5Tget_sign(t) == H5T_SGN_NONE));
+        if (t >= 0)
+            H5Tclose(t);
+        if (a >= 0)
+            H5Aclose(a);
+        if (!fits)
+            return -1;
+    }
     return g1_h5_get_ints(dset, G1_H5_CRC_ATTR, H5T_NATIVE_UINT32, v, max);
 }
 

@@ -260,8 +260,13 @@ def test_params(d, ref):
 
 
 def test_bad_attribute(d, ref):
+    with h5py.File(ref, "r") as f:
+        right = np.array(f["layers/00/moe_up"].attrs["crc32"], dtype=np.uint64)
+    # int32 reads 2^31 and more as 0: a false mismatch, so it is refused as
+    # not checksums (the reference's has such values, or the case is void)
+    expect(right.max() >= 2**31, "the reference's crc32 of layers/00/moe_up has no value of 2^31 or more")
     for label, value in [("3 values on an expert tensor", np.array([1, 2, 3], dtype=np.uint32)),
-                         ("a string", "deadbeef")]:
+                         ("a string", "deadbeef"), ("int32 (the right values, cast)", right.astype(np.int32))]:
         p = os.path.join(d, "attr.h5")
         shutil.copy(ref, p)
         with h5py.File(p, "r+") as f:
@@ -284,6 +289,15 @@ def test_bad_attribute(d, ref):
                               "--output", o])
             expect(rc == 0, f"crc32 attribute of {label}: --skip-checksums loads it: rc {rc} {err.strip()}")
             os.remove(o)
+    # the right values as int64 (h5py's type for Python ints) or uint64 are checksums
+    for dt in (np.int64, np.uint64):
+        p = os.path.join(d, "attr64.h5")
+        shutil.copy(ref, p)
+        with h5py.File(p, "r+") as f:
+            del f["layers/00/moe_up"].attrs["crc32"]
+            f["layers/00/moe_up"].attrs["crc32"] = right.astype(dt)
+        rc, out, err = run([CHECKSUM, p])
+        expect(rc == 0 and "DAMAGED" not in out, f"crc32 attribute as {dt.__name__}: rc {rc} {out.strip()}")
 
 
 def test_layers(d, ref):

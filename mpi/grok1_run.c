@@ -402,33 +402,6 @@ static int parse_word(const char *opt, const char *text, const char *const *word
 #define G1_MAX_THREADS 4096
 #define G1_MAX_SLOTS 65536
 
-/* A name for one of the process's descriptors (/dev/stdout and the like). */
-static int names_fd(const char *p)
-{
-    return !strncmp(p, "/proc/self/fd/", 14) || !strncmp(p, "/dev/fd/", 8) || !strcmp(p, "/dev/stdout") ||
-           !strcmp(p, "/dev/stderr");
-}
-
-/* An output that is not a regular file (a character device such as
- * /dev/null, a FIFO, a socket), or that names a descriptor (or links to
- * one), even one redirected to a regular file: written directly, as stdout
- * is, with no OUT.partial, rename or meta file, which would replace the
- * device, pipe or link with a regular file (as root, /dev/null itself). */
-static int is_stream(const char *path)
-{
-    struct stat sb;
-    if (!strcmp(path, "-"))
-        return 0;
-    if ((stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) || names_fd(path))
-        return 1;
-    char to[64];
-    ssize_t n = lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode) ? readlink(path, to, sizeof to - 1) : -1;
-    if (n < 0)
-        return 0;
-    to[n] = 0;
-    return names_fd(to);
-}
-
 static int parse_int(const char *opt, const char *text, int lo, int *out)
 {
     char *end = NULL;
@@ -699,10 +672,10 @@ static int parse_args(int argc, char **argv, cli *c)
         return usage_error("--top-logprobs %d: at most 100", c->top_logprobs);
     if (c->resume && !strcmp(c->output, "-"))
         return usage_error("--resume needs an output file (not stdout)");
-    if (c->resume && is_stream(c->output))
+    if (c->resume && g1_path_is_stream(c->output))
         return usage_error("--resume needs an output file: %s is not a regular file (a device or a pipe is "
                            "written directly, with nothing kept to resume from)", c->output);
-    if (c->dump_logits && is_stream(c->dump_logits))
+    if (c->dump_logits && g1_path_is_stream(c->dump_logits))
         return usage_error("--dump-logits %s: not a regular file (the dump is an HDF5 file, written as "
                            "%s.partial and renamed)", c->dump_logits, c->dump_logits);
 
@@ -742,7 +715,7 @@ static int check_files(const cli *c, char *msg, size_t n)
     if (strcmp(c->output, "-")) {
         out[no++] = (named){"--output", c->output, NULL};
     }
-    if (strcmp(c->output, "-") && !is_stream(c->output)) {
+    if (strcmp(c->output, "-") && !g1_path_is_stream(c->output)) {
         char *m = g1_meta_path(c->output);
         snprintf(meta, sizeof meta, "%s", m ? m : "");
         free(m);
@@ -1245,7 +1218,7 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
 #endif
     if (!strcmp(c->output, "-")) {
         f->out = stdout;
-    } else if (is_stream(c->output)) {
+    } else if (g1_path_is_stream(c->output)) {
         if (!(f->out = fopen(c->output, "w")))
             return G1_FAIL(G1_ERR_IO, "cannot open %s for writing: %s", c->output, strerror(errno));
     } else {

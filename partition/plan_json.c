@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "durable.h"
 #include "plan.h"
 
 /* ---- write ---- */
@@ -73,30 +74,6 @@ static int figures_fit(const g1_plan *p)
     return ok;
 }
 
-/* A name for one of the process's descriptors (/dev/stdout and the like). */
-static int names_fd(const char *p)
-{
-    return !strncmp(p, "/proc/self/fd/", 14) || !strncmp(p, "/dev/fd/", 8) || !strcmp(p, "/dev/stdout") ||
-           !strcmp(p, "/dev/stderr");
-}
-
-/* An output that is not a regular file (a device such as /dev/null, a
- * FIFO, a socket) or that names a descriptor (or links to one): written
- * directly, as grok1-run does (mpi/grok1_run.c is_stream), with no
- * PATH.partial and rename, which would replace it with a regular file. */
-static int is_stream(const char *path)
-{
-    struct stat sb;
-    if ((stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) || names_fd(path))
-        return 1;
-    char to[64];
-    ssize_t n = lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode) ? readlink(path, to, sizeof to - 1) : -1;
-    if (n < 0)
-        return 0;
-    to[n] = 0;
-    return names_fd(to);
-}
-
 g1_status g1_plan_write_json(const g1_plan *p, const char *path)
 {
     if (!figures_fit(p))
@@ -122,7 +99,7 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
     if (!strcmp(path, "-")) {
         if (json_dumpf(root, stdout, flags) || fputc('\n', stdout) == EOF || fflush(stdout))
             st = G1_FAIL(G1_ERR_IO, "cannot write the plan to stdout");
-    } else if (is_stream(path)) {
+    } else if (g1_path_is_stream(path)) {
         /* written directly, as grok1-run writes such an output */
         FILE *f = fopen(path, "w");
         int bad = !f || json_dumpf(root, f, flags) || fputc('\n', f) == EOF;
@@ -153,9 +130,11 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
         int bad = !f || json_dumpf(root, f, flags) || fputc('\n', f) == EOF;
         if (f && fclose(f))
             bad = 1;
-        if (bad || rename(tmp, final)) {
+        if (bad) {
+            st = G1_FAIL(G1_ERR_IO, "cannot write the plan to %s (%s)", path, strerror(errno));
             remove(tmp);
-            st = G1_FAIL(G1_ERR_IO, "cannot write the plan to %s", path);
+        } else if ((st = g1_rename_durable(tmp, final)) != G1_OK) { /* on the disk before it has its name */
+            remove(tmp);
         }
         free(tmp);
         free(real);

@@ -27,4 +27,13 @@ void g1_fsync_dir_of(const char *path);
  * files. */
 g1_status g1_rename_durable(const char *from, const char *to);
 
+/* An output that is not a regular file (a character device such as
+ * /dev/null, a FIFO, a socket), or that names one of the process's
+ * descriptors (/dev/stdout, /dev/fd/N, /proc/self/fd/N, or a link to one),
+ * even one redirected to a regular file: to be written directly, with no
+ * PATH.partial and rename, which would replace the device, pipe or link
+ * with a regular file (as root, /dev/null itself). "-" is not one (the
+ * callers take it for stdout). */
+int g1_path_is_stream(const char *path);
+
 #endif

@@ -2360,6 +2360,10 @@ def case_fsync_eio(d):
         ck = os.path.join(d, "ck.h5")
         failing("ck.h5", ["--config", "tiny", "--seed", "3", "--out", ck], tool=ARGS.mkckpt)
         check(left("ck.h5") == [], f"grok1-mkckpt left {left('ck.h5')} after its fsync failed")
+    if ARGS.grok1_plan:
+        plan = os.path.join(d, "plan.json")
+        failing("plan.json", ["--config", "tiny", "--stages", "2", "--ep", "1", "--out", plan], tool=ARGS.grok1_plan)
+        check(left("plan.json") == [], f"grok1-plan left {left('plan.json')} after its fsync failed")
 
 
 def case_first_signal(d):

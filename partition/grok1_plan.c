@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli_opt.h"
 #include "config.h"
@@ -335,7 +337,11 @@ int main(int argc, char **argv)
     free(lps);
     if (st != G1_OK)
         return fail();
-    FILE *tf = out && !strcmp(out, "-") ? stderr : stdout; /* the JSON may take stdout */
+    /* the JSON may take stdout: "-", or a name of it (/dev/stdout, /dev/fd/1) */
+    struct stat so, sp;
+    int json_on_stdout = out && (!strcmp(out, "-") || (fstat(STDOUT_FILENO, &so) == 0 && stat(out, &sp) == 0 &&
+                                                       so.st_dev == sp.st_dev && so.st_ino == sp.st_ino));
+    FILE *tf = json_on_stdout ? stderr : stdout;
     g1_plan_print(&plan, tf);
     if (req.balance_prompt && !lps_text)
         fprintf(tf, "(cuts balance the FLOPs of a prompt token, rank 0's un-embedding included: --balance prompt; "

@@ -109,6 +109,10 @@ def case_out_special():
                    f"a device (a /dev/null node) is written, not replaced ({err})")
         rc, out, err = run(g1 + ["-"])
         expect(rc == 0 and json.loads(out)["stages"] == 1, "--out - is stdout")
+        # a name of stdout is stdout too: the table goes to stderr, not into the JSON
+        rc, out, err = run(g1 + ["/dev/stdout"])
+        expect(rc == 0 and json.loads(out)["stages"] == 1 and "stage costs" in err,
+               f"--out /dev/stdout: the JSON alone on stdout, the table on stderr ({out[:200]!r})")
 
 
 def case_override():

@@ -735,14 +735,24 @@ static char *id_text(const json_t *id)
 static g1_status use_logits(driver *d, const mbatch *b, const int *idx, int m)
 {
     int V = d->cfg->vocab_size;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(d->n_samplers) if (m > 1 && d->n_samplers > 1)
-    for (int j = 0; j < m; j++) {
+    /* a branch, not an if() clause beside num_threads(): LLVM's OpenMP
+     * runtime (libomp 14) keeps the num_threads of a region an if(0) made
+     * serial for the next parallel region, which then ran the engine's
+     * attention with more threads than its scratch rows (tests/plan
+     * plan_mem, built with clang: heap corruption) */
+    if (m > 1 && d->n_samplers > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d->n_samplers)
+        for (int j = 0; j < m; j++) {
 #ifdef _OPENMP
-        g1_sampler *sm = d->samplers[omp_get_thread_num() % d->n_samplers];
+            g1_sampler *sm = d->samplers[omp_get_thread_num() % d->n_samplers];
 #else
-        g1_sampler *sm = d->samplers[0];
+            g1_sampler *sm = d->samplers[0];
 #endif
-        d->row_st[j] = row_work(d, sm, b, idx[j], d->logits + (size_t)j * V, &d->row_tok[j]);
+            d->row_st[j] = row_work(d, sm, b, idx[j], d->logits + (size_t)j * V, &d->row_tok[j]);
+        }
+    } else {
+        for (int j = 0; j < m; j++)
+            d->row_st[j] = row_work(d, d->samplers[0], b, idx[j], d->logits + (size_t)j * V, &d->row_tok[j]);
     }
     for (int j = 0; j < m; j++)
         if (d->row_st[j] != G1_OK) { /* again on this thread, for the message (failures are deterministic) */

@@ -86,6 +86,9 @@ typedef struct g1_cuda_opts {
     int gemm_no_overlap;   /* 1: a matrix's panels dequantised and multiplied on one
                             * stream (default: the next panel dequantised on a second
                             * stream, into a second buffer, while cuBLAS multiplies) */
+    int logits_rows;       /* > 0: logits rows un-embedded at once on the device (tests:
+                            * several chunks on small models; default: as many as
+                            * G1_CUDA_LOGITS_BYTES hold, cuda_engine.h), at most max_batch */
 } g1_cuda_opts;
 
 typedef struct g1_engine_opts {

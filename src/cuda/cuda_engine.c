@@ -188,6 +188,11 @@ static void engine_fields(g1_cuda_engine *e, const g1_config *c, int layer0, int
     e->attn_range_limit = co ? co->attn_range_tokens : 0;
     e->gemm_overlap = !(co && co->gemm_no_overlap);
     e->panel_elems = co && co->panel_elems > 0 ? co->panel_elems : 0;
+    size_t V4 = (size_t)(c->vocab_size > 0 ? c->vocab_size : 1) * 4;
+    size_t lr = co && co->logits_rows > 0 ? (size_t)co->logits_rows : G1_CUDA_LOGITS_BYTES / V4;
+    e->logits_rows = lr > (size_t)opts->max_batch ? opts->max_batch : (int)lr;
+    if (e->logits_rows < 1)
+        e->logits_rows = 1;
     e->attn_mma = cc >= 8 && !(co && co->attn_no_mma) &&
                   g1_cuda_attn_mma_tile_tokens(c->num_q_heads, c->num_kv_heads, c->key_size) > 0;
     int gm = co && co->gemv_max_tokens ? co->gemv_max_tokens : 16;
@@ -280,7 +285,7 @@ static g1_status engine_scratch(g1_cuda_engine *e, int emb, size_t *count)
     const g1_config *c = &e->cfg;
     size_t T = (size_t)e->opts.max_batch, D = (size_t)c->emb_size, K = (size_t)c->key_size;
     size_t QK = (size_t)c->num_q_heads * K, KV = (size_t)c->num_kv_heads * K, k = (size_t)c->num_selected_experts;
-    size_t F = (size_t)c->ffn_size, R = T * k, V = (size_t)c->vocab_size;
+    size_t F = (size_t)c->ffn_size, R = T * k, V = (size_t)c->vocab_size, L = (size_t)e->logits_rows;
     size_t pn = 0, wn = 0, xn = 0;
     int panels = 0; /* some matrix takes two or more panels */
     for (int id = 0; id < G1_NUM_QMAT; id++) {
@@ -304,7 +309,7 @@ static g1_status engine_scratch(g1_cuda_engine *e, int emb, size_t *count)
         pn = zmax(pn, g1_cuda_grouped_partial_n(&e->mm, Tg * (int)k, Tg, rows, cols));
     }
     if (emb && !e->mm.gemv_only)
-        xn = zmax(xn, T * D * (e->mm.split ? 2 : 1));
+        xn = zmax(xn, L * D * (e->mm.split ? 2 : 1)); /* the un-embedding's */
     e->mm.partial_n = pn;
     e->mm.wbf_n = wn;
     e->mm.xbf_n = xn;
@@ -351,14 +356,14 @@ static g1_status engine_scratch(g1_cuda_engine *e, int emb, size_t *count)
     DALLOC(&e->h1, R * F * 4);
     DALLOC(&e->h2, R * F * 4);
     if (emb) {
-        DALLOC(&e->logits, T * V * 4);
-        DALLOC(&e->target, T * sizeof(int));
-        DALLOC(&e->score, T * sizeof(g1_row_score));
+        DALLOC(&e->logits, L * V * 4);
+        DALLOC(&e->target, L * sizeof(int));
+        DALLOC(&e->score, L * sizeof(g1_row_score));
     }
     if (count)
         return G1_OK; /* the rest is host memory */
     if (emb)
-        G1_TRY(halloc(&e->score_h, T * sizeof(g1_row_score)));
+        G1_TRY(halloc(&e->score_h, L * sizeof(g1_row_score)));
     G1_TRY(halloc(&e->tab_h, T * TAB_BYTES));
     e->ranges = calloc((T + (size_t)e->attn_range - 1) / (size_t)e->attn_range, sizeof *e->ranges);
     if (!e->ranges)
@@ -645,7 +650,7 @@ static g1_status unembed_ready(g1_cuda_engine *e)
     return G1_OK;
 }
 
-/* e->logits (n, V) of n host rows x (n <= max_batch): up, the final norm,
+/* e->logits (n, V) of n host rows x (n <= logits_rows): up, the final norm,
  * the un-embedding, queued on the stream. */
 static g1_status logits_queued(g1_cuda_engine *e, int n, const float *x)
 {
@@ -657,14 +662,24 @@ static g1_status logits_queued(g1_cuda_engine *e, int n, const float *x)
                            e->logits);
 }
 
+/* T rows un-embed in logits_chunks(e, T) chunks, chunk i rows [T*i/k, T*(i+1)/k):
+ * as few as logits_rows allow, of equal sizes within one, so that when T is
+ * over logits_rows every chunk holds more than half of them (512 of Grok-1:
+ * over the 16 rows of the float32 kernel, on cuBLAS as the whole T would be). */
+static int logits_chunks(const g1_cuda_engine *e, int T)
+{
+    return (int)(((long long)T + e->logits_rows - 1) / e->logits_rows);
+}
+static int chunk_row(int T, int i, int k) { return (int)((long long)T * i / k); }
+
 g1_status g1_cuda_engine_score_rows(g1_cuda_engine *e, int T, const float *x, const int *target, double *lp,
                                     int *argmax)
 {
     const g1_config *c = &e->cfg;
     G1_TRY(unembed_ready(e));
     size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
-    for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
-        int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
+    for (int i = 0, k = logits_chunks(e, T); i < k; i++) {
+        int t0 = chunk_row(T, i, k), n = chunk_row(T, i + 1, k) - t0;
         G1_CU(cudaMemcpyAsync(e->target, target + t0, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, e->stream));
         G1_TRY(logits_queued(e, n, x + (size_t)t0 * D));
         G1_CU(g1_cuda_score_rows(e->stream, e->logits, n, (int)V, e->target, e->score));
@@ -736,6 +751,8 @@ int g1_cuda_engine_paths(const g1_cuda_engine *e, char *buf, size_t n)
         PUT("; no CUDA graphs (a MoE grouped on the host waits for the host)");
     else
         PUT("; decode steps up to %d tokens in CUDA graphs", e->graph_max);
+    if (e->embedding)
+        PUT("; logits %d rows at a time", e->logits_rows);
 #undef PUT
     return 1;
 }
@@ -1127,8 +1144,8 @@ g1_status g1_cuda_engine_logits(g1_cuda_engine *e, int T, const float *x, float 
     const g1_config *c = &e->cfg;
     G1_TRY(unembed_ready(e));
     size_t D = (size_t)c->emb_size, V = (size_t)c->vocab_size;
-    for (int t0 = 0; t0 < T; t0 += e->opts.max_batch) {
-        int n = T - t0 < e->opts.max_batch ? T - t0 : e->opts.max_batch;
+    for (int i = 0, k = logits_chunks(e, T); i < k; i++) {
+        int t0 = chunk_row(T, i, k), n = chunk_row(T, i + 1, k) - t0;
         G1_TRY(logits_queued(e, n, x + (size_t)t0 * D));
         G1_CU(cudaMemcpyAsync(logits + (size_t)t0 * V, e->logits, (size_t)n * V * 4, cudaMemcpyDeviceToHost,
                               e->stream));

@@ -17,6 +17,15 @@ typedef struct g1_cuda_engine g1_cuda_engine;
  * make them (tokens x attention tiles) are many in a long evaluation. */
 #define G1_CUDA_GRAPHS_KEPT 64
 
+/* Device bytes of logits rank 0 computes at once (g1_cuda_opts.logits_rows
+ * rows: this over 4V, at least 1, at most max_batch; longer calls run in
+ * chunks): 256 MiB, 512 rows of Grok-1's vocabulary. A chunk of n rows
+ * reads the bf16 table (2VD bytes) for 2VDn flops, n flops a byte: 512 is
+ * above the ~300 an H100 (~200 an H200) needs for the bf16 GEMM to be
+ * bound by arithmetic, not by re-reading the table, where a whole step's
+ * rows (4096 x V x 4 bytes: 2 GiB) would take memory from the KV caches. */
+#define G1_CUDA_LOGITS_BYTES ((size_t)1 << 28)
+
 /* GPUs visible to this process (0 when none, or built without CUDA). */
 int g1_cuda_device_count(void);
 /* Why the last g1_cuda_device_count found none, for messages: the CUDA

@@ -72,10 +72,11 @@ struct g1_cuda_engine {
     float *xg, *yg;           /* (R, D) expert inputs / outputs in grouped order */
     float *xr;                /* (R, D) rows that came from the host (g1_cuda_moe_expert_rows) */
     float *h1, *h2;           /* (R, F) */
-    float *logits;            /* (T, V) when the embedding is held */
-    int *target;              /* (T) with the embedding: the tokens scored */
-    g1_row_score *score;      /* (T) with the embedding: their scores */
-    g1_row_score *score_h;    /* (T) pinned */
+    int logits_rows;          /* most logits rows un-embedded at once (g1_cuda_opts.logits_rows) */
+    float *logits;            /* (logits_rows, V) when the embedding is held */
+    int *target;              /* (logits_rows) with the embedding: the tokens scored */
+    g1_row_score *score;      /* (logits_rows) with the embedding: their scores */
+    g1_row_score *score_h;    /* (logits_rows) pinned */
     /* pinned host mirrors */
     int *idx_h, *rows_h;      /* (R), (2R) */
     float *gate_h;            /* (R) */

@@ -6,7 +6,8 @@
  * with clear margins, a sequence alone vs inside a ragged batch, refusals,
  * g1_engine's dispatch to the backend, and the engine-memory calls of
  * grok1-run --gpu-direct, the score of rows on the device against the
- * logits reduced on the host, forks of a slot's prefix into another.
+ * logits reduced on the host, the device's logits and scores in chunks
+ * against one chunk, forks of a slot's prefix into another.
  * `--full [TOKENS]`: the whole-model comparison alone, at Grok-1's real
  * shapes with one layer. `--cuda-tune SPEC` (grok1-run's) gives every CUDA
  * engine those switches: scripts/gpu-check.sh reruns a failed suite with
@@ -682,6 +683,74 @@ static void score_rows(g1_backend be, const char *what)
     g1_weights_free(&m.W);
 }
 
+/* The device's logits in chunks (g1_cuda_opts.logits_rows below a call's
+ * rows) against one chunk: 40 rows of the same hidden states (the CPU
+ * engine's), logits and scores bitwise equal to the engine that takes them
+ * at once, the logits within compare_model's bounds of the CPU's. f32 (every
+ * chunk on the float32 kernel): 6 chunks of at most 7 rows; bf16 GEMM: 2
+ * chunks of 20 (at most 24: equal halves, both on cuBLAS as the 40 are; 24 +
+ * 16 would put the 16 on the float32 kernel, other bits). */
+static void logits_chunks(void)
+{
+    model m;
+    mk_model(&m, "tiny", 13, 0);
+    enum { T = 40 };
+    int V = m.C.vocab_size, D = m.C.emb_size, tok[T], slot[T], pos[T], target[T];
+    for (int t = 0; t < T; t++)
+        tok[t] = tu_int(V), slot[t] = 0, pos[t] = t, target[t] = t % 9 == 4 ? -1 : tu_int(V);
+    size_t sz = (size_t)T * V;
+    float *x = malloc((size_t)T * D * 4), *ref = malloc(sz * 4), *one = malloc(sz * 4), *got = malloc(sz * 4);
+    eng cpu = mk_engine(&m, G1_BACKEND_CPU, 1, T, 0);
+    g1_batch b = {.T = T, .slot = slot, .pos = pos};
+    ct_ok(g1_engine_embed(cpu.e, T, tok, x), "embed");
+    ct_ok(g1_engine_forward(cpu.e, &b, x), "forward");
+    ct_ok(g1_engine_logits(cpu.e, T, x, ref), "logits");
+    struct {
+        g1_cuda_gemm gemm;
+        int rows;
+    } runs[] = {{G1_CUDA_GEMM_F32, 7}, {G1_CUDA_GEMM_BF16, 24}};
+    for (int r = 0; r < 2; r++) {
+        const char *what = runs[r].gemm == G1_CUDA_GEMM_F32 ? "f32" : "bf16 GEMM";
+        g1_engine *e[2];
+        double lp[2][T];
+        int am[2][T];
+        char paths[512], want[64], msg[192];
+        for (int k = 0; k < 2; k++) {
+            g1_engine_opts o = {.n_slots = 1, .max_batch = T, .backend = G1_BACKEND_CUDA, .cuda_gemm = runs[r].gemm,
+                                .device = test_device(G1_BACKEND_CUDA), .cuda_tune = tune};
+            o.cuda_tune.logits_rows = k ? runs[r].rows : 0;
+            ct_ok(g1_engine_init(&e[k], &m.W, &o, NULL), "engine");
+            /* the default bound (256 MiB of rows) is over max_batch here: one chunk */
+            snprintf(want, sizeof want, "; logits %d rows at a time", k ? runs[r].rows : T);
+            g1_engine_cuda_paths(e[k], paths, sizeof paths);
+            snprintf(msg, sizeof msg, "%s: the engine says \"%s\" (%d rows in %d chunk(s))", what, want + 2, T,
+                     (T + (k ? runs[r].rows : T) - 1) / (k ? runs[r].rows : T));
+            tu_check(strstr(paths, want) != NULL, msg);
+            away();
+            ct_ok(g1_engine_logits(e[k], T, x, k ? got : one), "logits");
+            away();
+            ct_ok(g1_engine_score_rows(e[k], T, x, target, lp[k], am[k]), "score rows");
+        }
+        snprintf(msg, sizeof msg, "%s: logits in chunks of <= %d == at once, bitwise", what, runs[r].rows);
+        tu_check(!memcmp(got, one, sz * 4), msg);
+        snprintf(msg, sizeof msg, "%s: scores in chunks of <= %d == at once, bitwise", what, runs[r].rows);
+        tu_check(!memcmp(lp[0], lp[1], sizeof lp[0]) && !memcmp(am[0], am[1], sizeof am[0]), msg);
+        if (runs[r].gemm == G1_CUDA_GEMM_F32) {
+            snprintf(msg, sizeof msg, "%s: chunked logits vs the CPU's", what);
+            check_rel(msg, got, ref, sz, 1e-3);
+        } else {
+            int ok = rows_within(got, ref, T, V, 1e-2);
+            snprintf(msg, sizeof msg, "%s: chunked logits: %d/%d rows within 1e-2 of the CPU's (>= 90%%)", what, ok,
+                     T);
+            tu_check(ok * 10 >= T * 9, msg);
+        }
+        g1_engine_free(e[0]), g1_engine_free(e[1]);
+    }
+    eng_free(cpu);
+    g1_weights_free(&m.W);
+    free(x), free(ref), free(one), free(got);
+}
+
 /* Forks on the device: slot 0 runs a sequence; a batch forks its first 12
  * positions into slot 1 (while rewinding slot 0 to 4 in the same batch)
  * and continues the sequence there; the rows equal slot 0's own, bitwise
@@ -784,6 +853,7 @@ int main(int argc, char **argv)
     weights_source(G1_BACKEND_CUDA, "cuda");
     score_rows(G1_BACKEND_CPU, "cpu");
     score_rows(G1_BACKEND_CUDA, "cuda");
+    logits_chunks();
     forks(G1_BACKEND_CPU, G1_KV_F32, "cpu");
     forks(G1_BACKEND_CUDA, G1_KV_F32, "cuda");
     forks(G1_BACKEND_CUDA, G1_KV_BF16, "cuda, bf16 caches");

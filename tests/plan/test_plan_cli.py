@@ -295,6 +295,16 @@ def case_cuda():
     expect(buffers("--gpu-sms", "148") > b > buffers("--gpu-sms", "108"), "more multiprocessors, more partial sums")
     expect(buffers("--cuda-gemm", "f32") < b, "--cuda-gemm f32: no dequantised panels")
     expect(buffers("--cuda-tune", "panel-mib=8") < b, "--cuda-tune panel-mib=8: smaller panels")
+    # rank 0's logits on the GPU: at most 256 MiB of rows (G1_CUDA_LOGITS_BYTES, 512 of Grok-1's), however
+    # many tokens a step; what rank 0 holds beyond rank 1 (same stage, same layers) besides the messages
+    def logits_extra(tokens):
+        r = plan_json(["--config", "grok-1", "--stages", "8", "--ep", "8", "--backend", "cuda",
+                       "--max-batch-tokens", str(tokens)])["ranks"]
+        return (r[0]["buffer_bytes"] - r[0]["message_bytes"]) - (r[1]["buffer_bytes"] - r[1]["message_bytes"])
+    x256, x1024, x4096 = logits_extra(256), logits_extra(1024), logits_extra(4096)
+    print(f"rank 0's logits and scores on the GPU: {x256} bytes at 256 tokens a step, {x1024} at 1024, {x4096} at 4096")
+    expect(x1024 == x4096 and (1 << 28) <= x4096 < (1 << 28) + (1 << 20) and (1 << 27) <= x256 < (1 << 27) + (1 << 20),
+           "rank 0's logits: 256 tokens' rows at 256 tokens a step, 512 rows (256 MiB) at 1024 and 4096")
     # a limit between the two totals
     lim = (c0["total_bytes"] + g0["total_bytes"]) / 2
     rc, out, err = run(g1 + ["--mem-per-rank", str(int(lim))])

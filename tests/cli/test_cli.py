@@ -2148,6 +2148,9 @@ def case_plan_defaults(d):
     under mpirun with grok1-run's defaults."""
     if not ARGS.grok1_plan:
         return SKIP
+    if not ARGS.mpi:  # a build without MPI refuses every layout of more than one rank
+        print("grok1-run built without MPI: skipped")
+        return SKIP
     inp, out, plan = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "plan.json"))
     write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2], "max_new_tokens": 2}])
 
@@ -2189,6 +2192,9 @@ def case_fit_hint(d):
     given, and the slots with them (tiny at 2 x 2 and 3.6 MiB said --stages 3,
     which was refused again for its 24 slots). Each hint, run as it says
     (with --check-input, and the tiny one under mpirun), is accepted."""
+    if not ARGS.mpi:  # a build without MPI refuses every layout of more than one rank
+        print("grok1-run built without MPI: skipped")
+        return SKIP
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2], "max_new_tokens": 2}])
     hint = re.compile(r"--(stages|ep) (\d+) would fit at --(ep|stages) (\d+) \((\d+) ranks\)")

@@ -79,7 +79,7 @@ static const char *g1_trace_arg_name(const char *cat, const char *name)
 /* One line of the trace, built in a buffer: printf's number formatting
  * was most of the time of writing millions of spans. */
 typedef struct line {
-    char b[512];
+    char b[1024]; /* a line is at most ~600 bytes: names of 40 and 12 bytes, each escaped 6 to 1, and numbers */
     size_t n;
 } line;
 

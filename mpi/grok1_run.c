@@ -31,6 +31,7 @@
 #include "dump_writer.h"
 #endif
 #include "fault.h"
+#include "fnv1a.h"
 #include "g1_version.h"
 #include "cli_opt.h"
 #include "durable.h"
@@ -347,30 +348,120 @@ static int launched_rank(void)
     return -1;
 }
 
-/* Under a launcher every rank reads the same command line and finds the
- * same fault: rank 0 says it, the others say it (in one write, never
- * interleaved) only if they are still there two seconds later, which they
- * are not when the launcher ended the job on rank 0's exit (mpirun); a
- * rank whose own command line differs (MPMD) still says why. */
+/* The number of processes the launcher started, from the environment, read
+ * without starting MPI; -1 when it does not say. */
+static int launched_size(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v);
+    }
+    return -1;
+}
+
+/* The command line's fault, kept by usage_error and said by usage_exit. */
+static char usage_msg[2048];
+
+/* Keep the fault in usage_msg (rank-prefixed under a launcher); main says
+ * it through usage_exit, once. */
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
-    char msg[2048];
+    char *msg = usage_msg;
     int rank = launched_rank();
-    int n = rank > 0 ? snprintf(msg, sizeof msg, "grok1-run: error: rank %d: ", rank)
-                     : snprintf(msg, sizeof msg, "grok1-run: error: ");
+    int n = rank > 0 ? snprintf(msg, sizeof usage_msg, "grok1-run: error: rank %d: ", rank)
+                     : snprintf(msg, sizeof usage_msg, "grok1-run: error: ");
     va_list ap;
     va_start(ap, fmt);
-    if (n >= 0 && (size_t)n < sizeof msg)
-        n += vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    if (n >= 0 && (size_t)n < sizeof usage_msg)
+        n += vsnprintf(msg + n, sizeof usage_msg - (size_t)n, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof msg)
-        snprintf(msg + n, sizeof msg - (size_t)n, "\n(see grok1-run --help)\n");
-    if (rank > 0)
-        sleep(2);
-    fputs(msg, stderr);
-    fflush(stderr);
+    if (n >= 0 && (size_t)n < sizeof usage_msg)
+        snprintf(msg + n, sizeof usage_msg - (size_t)n, "\n(see grok1-run --help)\n");
     return -1;
+}
+
+/* What each rank found in its command line, exchanged once MPI is up so
+ * that a fault every rank finds is said once. */
+typedef struct {
+    uint64_t hash; /* of the message, without its rank prefix */
+    int32_t failed;
+    int32_t pad;
+} usage_word;
+
+/* Said by this rank: the lowest rank of those that failed with each message. */
+static int usage_said_here(const usage_word *all, int rank)
+{
+    if (!all[rank].failed)
+        return 0;
+    for (int r = 0; r < rank; r++)
+        if (all[r].failed && all[r].hash == all[rank].hash)
+            return 0;
+    return 1;
+}
+
+static uint64_t usage_hash(void)
+{
+    const char *m = strstr(usage_msg, ": error: ");
+    m = m ? m + strlen(": error: ") : usage_msg;
+    if (!strncmp(m, "rank ", 5) && strstr(m, ": "))
+        m = strstr(m, ": ") + 2;
+    return g1_fnv1a64(G1_FNV1A64_START, m, strlen(m));
+}
+
+/* Every rank of a job joins in (a collective once MPI is up): 1 when some
+ * rank's command line was refused, which that rank has said. */
+static int usage_agree(const g1_world *w, int failed)
+{
+    if (w->size <= 1)
+        return 0;
+    usage_word mine = {failed ? usage_hash() : 0, failed, 0};
+    usage_word *all = calloc((size_t)w->size, sizeof *all);
+    if (!all || g1_world_allgather(&mine, sizeof mine, all) != G1_OK) {
+        /* cannot tell what the others found: this rank says its own */
+        if (failed)
+            fputs(usage_msg, stderr);
+        free(all);
+        return failed ? 1 : -1;
+    }
+    int any = 0;
+    for (int r = 0; r < w->size; r++)
+        any |= all[r].failed;
+    if (usage_said_here(all, w->rank)) {
+        fputs(usage_msg, stderr);
+        fflush(stderr);
+    }
+    free(all);
+    return any;
+}
+
+/* Say the command line's fault and give the exit status. Without a launcher
+ * (or with one that started one process) it is said at once, without MPI.
+ * Under a launcher every rank reads the same command line and usually finds
+ * the same fault: the ranks start MPI and compare (the ranks whose command
+ * line was fine do so in main), and the lowest rank that found each fault
+ * says it, once; a rank whose own command line differs (MPMD) still says
+ * why. A launcher that does not give its size: rank 0 says it, the others
+ * (in one write) only if they are still there 2 s later, which they are not
+ * when the launcher ended the job on rank 0's exit. */
+static int usage_exit(int *argc, char ***argv)
+{
+    int rank = launched_rank(), size = launched_size();
+    if (rank >= 0 && size > 1) {
+        g1_world w;
+        if (g1_world_init(argc, argv, &w) == G1_OK && w.size > 1) {
+            (void)usage_agree(&w, 1);
+            g1_world_finalize();
+            return EXIT_USAGE;
+        }
+    }
+    if (rank > 0 && size < 0)
+        sleep(2);
+    fputs(usage_msg, stderr);
+    fflush(stderr);
+    return EXIT_USAGE;
 }
 
 /* text is one of words (NULL-terminated): *out = its value; otherwise a
@@ -2369,8 +2460,10 @@ int main(int argc, char **argv)
 {
     cli c;
     int r = parse_args(argc, argv, &c);
+    if (r > 0)
+        return 0;
     if (r)
-        return r > 0 ? 0 : EXIT_USAGE;
+        return usage_exit(&argc, &argv);
 
     if (c.check_input) /* no MPI: a login node may not allow it; under a launcher rank 0 alone reads */
         return launched_rank() > 0 ? 0 : check_input(&c);
@@ -2383,6 +2476,16 @@ int main(int argc, char **argv)
     if (g1_world_init(&argc, &argv, &world) != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         g1_world_abort(EXIT_DATA);
+    }
+    /* the ranks whose command line was refused are waiting to compare (usage_exit) */
+    int refused = usage_agree(&world, 0);
+    if (refused < 0) {
+        fprintf(stderr, "grok1-run: error: the ranks could not compare their command lines: %s\n", g1_last_error());
+        g1_world_abort(EXIT_DATA);
+    }
+    if (refused) {
+        g1_world_finalize();
+        return EXIT_USAGE;
     }
 #ifdef _OPENMP
     if (c.threads > 0)

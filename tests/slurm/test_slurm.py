@@ -459,6 +459,23 @@ def case_refusals():
     check(not os.path.exists(good["GROK1_OUTPUT"] + ".partial"), "a refused job ran grok1-run")
 
 
+def case_usage_once():
+    """A usage error every rank finds is said once, also when srun leaves the
+    other ranks running after rank 0's exit (--kill-on-bad-exit=0, as a
+    plain srun does by default); a rank whose own command line differs
+    still says why."""
+    inp = requests("usage.jsonl", 1, 1, True)
+    out = os.path.join(TMP, "usage.jsonl.out")
+    env = dict(job_env(out, inp, "--stages 2 --frobnicate"), GROK1_SRUN_ARGS="--kill-on-bad-exit=0")
+    rc, log = sbatch("generate.sbatch", "usage-once", env, ntasks=3)
+    said = [l for l in log.splitlines() if "unknown option --frobnicate" in l]
+    print(f"usage error on 3 ranks, srun --kill-on-bad-exit=0: exit {rc}: {said}")
+    ok = check(rc == 2 and len(said) == 1, f"want exit 2 and the error said once, got {rc}: {said}")
+    ok &= check(not any(os.path.exists(out + x) for x in ("", ".partial")), "a refused job wrote its output")
+    if not ok:
+        print(log[-3000:])
+
+
 def case_check_input():
     """GROK1_CHECK_INPUT=1: a job whose input has refused requests ends
     before srun, each refused line named in its log and nothing written; a
@@ -801,7 +818,7 @@ def case_parts():
 
 
 CASES = [case_generate, case_score, case_array, case_array_requeue, case_array_repair, case_array_merge_stopped,
-         case_refusals, case_requeue_stub,
+         case_refusals, case_usage_once, case_requeue_stub,
          case_check_input, case_cancel_stub, case_no_progress_stub, case_resume_real, case_parts]
 
 

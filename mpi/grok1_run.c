@@ -388,7 +388,7 @@ static int usage_error(const char *fmt, ...)
 typedef struct {
     uint64_t hash; /* of the message, without its rank prefix */
     int32_t failed;
-    int32_t pad;
+    int32_t stopped; /* the first stop signal taken while MPI started, or 0 */
 } usage_word;
 
 /* Said by this rank: the lowest rank of those that failed with each message. */
@@ -412,12 +412,15 @@ static uint64_t usage_hash(void)
 }
 
 /* Every rank of a job joins in (a collective once MPI is up): 1 when some
- * rank's command line was refused, which that rank has said. */
-static int usage_agree(const g1_world *w, int failed)
+ * rank's command line was refused, which that rank has said; -1 when the
+ * ranks could not compare. *stopped: the stop signal some rank took while
+ * MPI started (rank 0's first), or 0. */
+static int usage_agree(const g1_world *w, int failed, int *stopped)
 {
+    *stopped = atomic_load(&g_stop_signal);
     if (w->size <= 1)
         return 0;
-    usage_word mine = {failed ? usage_hash() : 0, failed, 0};
+    usage_word mine = {failed ? usage_hash() : 0, failed, *stopped};
     usage_word *all = calloc((size_t)w->size, sizeof *all);
     if (!all || g1_world_allgather(&mine, sizeof mine, all) != G1_OK) {
         /* cannot tell what the others found: this rank says its own */
@@ -427,8 +430,11 @@ static int usage_agree(const g1_world *w, int failed)
         return failed ? 1 : -1;
     }
     int any = 0;
-    for (int r = 0; r < w->size; r++)
+    for (int r = w->size - 1; r >= 0; r--) {
         any |= all[r].failed;
+        if (all[r].stopped)
+            *stopped = all[r].stopped;
+    }
     if (usage_said_here(all, w->rank)) {
         fputs(usage_msg, stderr);
         fflush(stderr);
@@ -452,7 +458,8 @@ static int usage_exit(int *argc, char ***argv)
     if (rank >= 0 && size > 1) {
         g1_world w;
         if (g1_world_init(argc, argv, &w) == G1_OK && w.size > 1) {
-            (void)usage_agree(&w, 1);
+            int stopped;
+            (void)usage_agree(&w, 1, &stopped);
             g1_world_finalize();
             return EXIT_USAGE;
         }
@@ -2472,13 +2479,35 @@ int main(int argc, char **argv)
      * write, which the run reports or outlives, instead of killing it
      * between its last result and the rename of OUT */
     signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM / SIGINT / SIGUSR1 turn into an orderly stop. Taken on every
+     * rank while MPI starts (the default would kill the rank there: a job
+     * stopped then would end as killed, not as interrupted), then on rank 0
+     * alone: the launcher passes them to every rank, and the others wait
+     * for rank 0's word. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    /* mpirun forwards SIGUSR1 to the ranks without ending the job itself,
+     * so its exit status is grok1-run's (after SIGTERM it reports its own) */
+    sigaction(SIGUSR1, &sa, NULL);
     g1_world world;
     if (g1_world_init(&argc, &argv, &world) != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         g1_world_abort(EXIT_DATA);
     }
-    /* the ranks whose command line was refused are waiting to compare (usage_exit) */
-    int refused = usage_agree(&world, 0);
+    if (world.rank != 0) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGUSR1, &sa, NULL);
+    }
+    /* the ranks whose command line was refused are waiting to compare
+     * (usage_exit); so is a stop signal taken while MPI started */
+    int stopped = 0, refused = usage_agree(&world, 0, &stopped);
     if (refused < 0) {
         fprintf(stderr, "grok1-run: error: the ranks could not compare their command lines: %s\n", g1_last_error());
         g1_world_abort(EXIT_DATA);
@@ -2487,22 +2516,17 @@ int main(int argc, char **argv)
         g1_world_finalize();
         return EXIT_USAGE;
     }
+    if (stopped) {
+        if (world.rank == 0)
+            fprintf(stderr, "grok1-run: interrupted by signal %d while MPI started: nothing was loaded, run or "
+                            "written; run the same command again\n", stopped);
+        g1_world_finalize();
+        return EXIT_INTERRUPTED;
+    }
 #ifdef _OPENMP
     if (c.threads > 0)
         omp_set_num_threads(c.threads);
 #endif
-    /* rank 0 turns SIGTERM / SIGINT into an orderly stop; the launcher
-     * passes them to every rank, and the others wait for rank 0's word */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = world.rank == 0 ? on_stop_signal : SIG_IGN;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    /* mpirun forwards SIGUSR1 to the ranks without ending the job itself,
-     * so its exit status is grok1-run's (after SIGTERM it reports its own) */
-    sigaction(SIGUSR1, &sa, NULL);
 
     files f = {0};
     model m = {0};

@@ -2413,6 +2413,44 @@ def case_first_signal(d):
           f"SIGINT then SIGTERM: exit {p.returncode} (want 3), want 'interrupted by signal 2': {err[-400:]}")
 
 
+def case_init_signal(d):
+    """A stop signal while MPI starts (the test's LD_PRELOAD shim holds
+    MPI_Init 2 s): the run ends as interrupted (exit 3, the signal named),
+    with nothing written, on one rank and on two under mpirun (SIGUSR1,
+    which mpirun passes on); it was killed by the signal."""
+    if not ARGS.mpi or not ARGS.init_shim:
+        print("needs MPI and the MPI_Init shim: skipped")
+        return SKIP
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    write_jsonl(inp, [{"id": 0, "prompt_ids": [1, 2, 3]}])
+    mark = os.path.join(d, "mpi_init")
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    env = dict(os.environ, LD_PRELOAD=ARGS.init_shim, G1_TEST_INIT_MARK=mark, OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+    if "ASAN_OPTIONS" in os.environ:  # the shim comes before the ASan runtime
+        env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
+    cmds = [(1, [ARGS.run] + tiny("score", inp, out), signal.SIGTERM),
+            (2, [mpiexec, "-n", "2", "-x", "LD_PRELOAD", "-x", "G1_TEST_INIT_MARK", ARGS.run] + tiny("score", inp, out),
+             signal.SIGUSR1)]
+    for n, cmd, sig in cmds:
+        if os.path.exists(mark):
+            os.remove(mark)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        t0 = time.time()
+        while not os.path.exists(mark) and p.poll() is None and time.time() - t0 < 30:
+            time.sleep(0.02)
+        check(os.path.exists(mark), f"{n} rank(s): MPI_Init was not reached")
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+        print(f"{n} rank(s), signal {int(sig)} while MPI starts: exit {p.returncode}: {err.strip()[:300]}")
+        check(p.returncode == 3, f"{n} rank(s): exit {p.returncode}, expected 3 (interrupted): {err.strip()}")
+        check(f"interrupted by signal {int(sig)} while MPI started" in err, f"{n} rank(s): {err.strip()}")
+        check(err.count("interrupted by signal") == 1, f"{n} rank(s): said more than once: {err.strip()}")
+        left = [x for x in os.listdir(d) if x.startswith("out.jsonl")]
+        check(left == [], f"{n} rank(s): a run stopped while MPI started left {left}")
+    return 0
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
@@ -2427,6 +2465,7 @@ def main():
     ap.add_argument("--merge")
     ap.add_argument("--grok1-plan")
     ap.add_argument("--eio-shim")
+    ap.add_argument("--init-shim")
     ARGS = ap.parse_args()
     ARGS.run = os.path.abspath(ARGS.run)
     if ARGS.mkckpt:
@@ -2437,6 +2476,8 @@ def main():
         ARGS.grok1_plan = os.path.abspath(ARGS.grok1_plan)
     if ARGS.eio_shim:
         ARGS.eio_shim = os.path.abspath(ARGS.eio_shim)
+    if ARGS.init_shim:
+        ARGS.init_shim = os.path.abspath(ARGS.init_shim)
     with tempfile.TemporaryDirectory(prefix="g1cli-") as d:
         try:
             rc = CASES[ARGS.case](d)

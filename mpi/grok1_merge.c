@@ -909,15 +909,43 @@ static int tool_main(int argc, char **argv)
         return 2;
     }
 #endif
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
-    signal(SIGHUP, on_signal);
-    g1_status st = merge(input, output, dump, argc - optind, argv + optind);
-    if (st != G1_OK) {
-        fprintf(stderr, "grok1-merge: error: %s\n", g1_last_error());
+    /* names that are symbolic links stand for the files they name, as in
+     * grok1-run: a shard's meta file and .partial are beside its file, and
+     * the merge's output and dump are written there, the links kept */
+    int nf = argc - optind;
+    char **real = calloc((size_t)nf + 2, sizeof *real), **files = calloc((size_t)nf, sizeof *files);
+    if (!real || !files) {
+        free(real);
+        free(files);
+        fprintf(stderr, "grok1-merge: error: out of memory\n");
         return 1;
     }
-    return 0;
+    int code = 0;
+    for (int i = 0; i < nf + 2 && !code; i++) {
+        const char *name = i < nf ? argv[optind + i] : i == nf ? output : dump;
+        if (name && !g1_path_is_stream(name) && g1_path_through_link(name, &real[i]) != G1_OK) {
+            fprintf(stderr, "grok1-merge: error: %s%s\n", i < nf ? "" : i == nf ? "--output: " : "--dump-logits: ",
+                    g1_last_error());
+            code = 2;
+        } else if (i < nf) {
+            files[i] = real[i] ? real[i] : argv[optind + i];
+        }
+    }
+    if (!code) {
+        signal(SIGTERM, on_signal);
+        signal(SIGINT, on_signal);
+        signal(SIGHUP, on_signal);
+        g1_status st = merge(input, real[nf] ? real[nf] : output, real[nf + 1] ? real[nf + 1] : dump, nf, files);
+        if (st != G1_OK) {
+            fprintf(stderr, "grok1-merge: error: %s\n", g1_last_error());
+            code = 1;
+        }
+    }
+    for (int i = 0; i < nf + 2; i++)
+        free(real[i]);
+    free(real);
+    free(files);
+    return code;
 }
 
 /* A file that failed to close (a full disk) must not reach HDF5's shutdown

@@ -169,7 +169,9 @@ static void usage(FILE *f)
 "                            first result removes its files; requests appended to the input\n"
 "                            during a run are left to a --resume\n"
 "                            - for stdout; a device or FIFO (/dev/stdout, /dev/fd/N too) is\n"
-"                            written directly, as stdout: no .partial, lock or meta file\n"
+"                            written directly, as stdout: no .partial, lock or meta file;\n"
+"                            a symbolic link (this one, --dump-logits's, --trace's) is written\n"
+"                            through: the file it names is replaced, the link stays\n"
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
 "                            dataset /logits/<k> of shape (n, V), k = 0-based input line number,\n"
 "                            with the request's token ids (attribute tokens) and id (attribute\n"
@@ -779,6 +781,23 @@ static int parse_args(int argc, char **argv, cli *c)
 
     if (c->dump_logits && !strcmp(c->dump_logits, "-"))
         return usage_error("--dump-logits needs a file name (an HDF5 file cannot go to stdout)");
+    /* an output named by a symbolic link is the file the link names: its
+     * .partial, .meta.json and .lock go beside that file, and the rename that
+     * completes it replaces that file, not the link (a resume given the link
+     * finds them there again) */
+    static char *through[3];
+    const char **named[3] = {&c->output, &c->dump_logits, &c->trace};
+    static const char *const opt[3] = {"--output", "--dump-logits", "--trace"};
+    for (int i = 0; i < 3; i++) {
+        const char *p = *named[i];
+        if (!p || !strcmp(p, "-") || g1_path_is_stream(p))
+            continue;
+        free(through[i]);
+        if (g1_path_through_link(p, &through[i]) != G1_OK)
+            return usage_error("%s: %s", opt[i], g1_last_error());
+        if (through[i])
+            *named[i] = through[i];
+    }
 #if !G1_HAVE_HDF5
     if (c->checkpoint || c->dump_logits)
         return usage_error("%s needs HDF5, but this grok1-run was built without HDF5: use --synthetic, or "

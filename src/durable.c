@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -76,4 +77,67 @@ int g1_path_is_stream(const char *path)
         return 0;
     to[n] = 0;
     return names_fd(to);
+}
+
+/* dir/name into a malloc'd string (name alone in ".") */
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *s = malloc(n);
+    if (s && !strcmp(dir, "."))
+        snprintf(s, n, "%s", name);
+    else if (s)
+        snprintf(s, n, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", name);
+    return s;
+}
+
+g1_status g1_path_through_link(const char *path, char **out)
+{
+    *out = NULL;
+    struct stat sb;
+    if (lstat(path, &sb) != 0 || !S_ISLNK(sb.st_mode))
+        return G1_OK;
+    char *real = realpath(path, NULL);
+    if (real) {
+        *out = real;
+        return G1_OK;
+    }
+    if (errno != ENOENT)
+        return G1_FAIL(G1_ERR_ARG, "%s is a symbolic link that cannot be followed: %s", path, strerror(errno));
+    /* dangling: follow the chain by hand to the name at its end, which does
+     * not exist, and put it in its directory's canonical name */
+    char *cur = strdup(path);
+    for (int hops = 0; cur && lstat(cur, &sb) == 0; hops++) {
+        char to[PATH_MAX];
+        ssize_t n = S_ISLNK(sb.st_mode) ? readlink(cur, to, sizeof to - 1) : -1;
+        if (n < 0 || hops >= 40) {
+            free(cur);
+            return G1_FAIL(G1_ERR_ARG, "%s is a symbolic link that cannot be followed: %s", path,
+                           n < 0 ? "a name on its way is not a link" : strerror(ELOOP));
+        }
+        to[n] = 0;
+        char dir[PATH_MAX];
+        g1_dir_of(cur, dir, sizeof dir);
+        free(cur);
+        cur = to[0] == '/' ? strdup(to) : join(dir, to);
+    }
+    if (!cur)
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    char dir[PATH_MAX];
+    g1_dir_of(cur, dir, sizeof dir);
+    const char *slash = strrchr(cur, '/'), *base = slash ? slash + 1 : cur;
+    char *rdir = realpath(dir, NULL);
+    int e = errno;
+    if (!rdir || !*base || !strcmp(base, ".") || !strcmp(base, "..")) {
+        g1_status st = rdir ? G1_FAIL(G1_ERR_ARG, "%s is a symbolic link to %s, which is not a file name", path, cur)
+                            : G1_FAIL(G1_ERR_ARG, "%s is a symbolic link to %s, whose directory %s %s", path, cur, dir,
+                                      e == ENOENT ? "does not exist" : strerror(e));
+        free(rdir);
+        free(cur);
+        return st;
+    }
+    *out = join(rdir, base);
+    free(rdir);
+    free(cur);
+    return *out ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }

@@ -36,4 +36,14 @@ g1_status g1_rename_durable(const char *from, const char *to);
  * callers take it for stdout). */
 int g1_path_is_stream(const char *path);
 
+/* Where an output named by a symbolic link is written: the file the link
+ * names (through a chain of links), so that the temporary file goes beside
+ * it and the rename replaces it, not the link. *out: a malloc'd canonical
+ * name, or NULL when path is not a symbolic link. A dangling link names the
+ * file it would create (as `> LINK` in a shell does), so that an output not
+ * made yet, or removed, is still found through its link (a resume); its
+ * directory must exist. G1_ERR_ARG with a message naming the link when it
+ * cannot be followed: a loop, a directory that does not exist. */
+g1_status g1_path_through_link(const char *path, char **out);
+
 #endif

@@ -367,6 +367,105 @@ def case_output_stream(d):
           "a refused run touched the FIFO")
 
 
+def case_output_symlink(d):
+    """--output, --dump-logits and --trace named by a symbolic link are
+    written to the file the link names (its .partial, .meta.json and .lock
+    beside that file), and the links stay links: a run wrote OUT.partial
+    (TRACE.tmp) beside the link and renamed it over the link. A dangling link
+    names the file it would create, so a resume given the link finds what
+    the interrupted run left beside its file; a link whose directory does
+    not exist, or a loop, is refused (exit 2) before anything is made."""
+    inp, ref = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl")
+    rows = [{"id": i, "prompt_ids": [1 + i, 2, 3]} for i in range(6)]
+    write_jsonl(inp, rows)
+    expect_ok(tiny("score", inp, ref))
+    os.mkdir(os.path.join(d, "real"))
+    links = {"out.jsonl": "real/out.jsonl", "t.json": "real/t.json"}
+    if ARGS.hdf5:
+        links["d.h5"] = "real/d.h5"
+    for name, to in links.items():  # relative, and dangling: the files are not made yet
+        os.symlink(to, os.path.join(d, name))
+    out, tr, dump = (os.path.join(d, n) for n in ("out.jsonl", "t.json", "d.h5"))
+    extra = ["--trace", tr] + (["--dump-logits", dump] if ARGS.hdf5 else [])
+    beside = sorted(os.listdir(d))
+
+    def links_kept(what):
+        for name, to in links.items():
+            p = os.path.join(d, name)
+            check(os.path.islink(p) and os.readlink(p) == to, f"{what}: {name} is no longer a link to {to}")
+        check(sorted(os.listdir(d)) == beside, f"{what}: files made beside the links: "
+              f"{sorted(set(os.listdir(d)) - set(beside))}")
+
+    expect_ok(tiny("score", inp, out, *extra))
+    links_kept("a fresh run")
+    made = sorted(os.listdir(os.path.join(d, "real")))
+    want = sorted(["out.jsonl", "out.jsonl.meta.json", "t.json"] + (["d.h5"] if ARGS.hdf5 else []))
+    check(made == want, f"the links' directory holds {made}, expected {want}")
+    check(open(out).read() == open(ref).read(), "the output through the link differs from a plain file's")
+    with open(tr) as f:
+        check(json.load(f)["traceEvents"], "the trace through the link is empty")
+    # a second run replaces the file the link names (an earlier run's
+    # output), not the link
+    _, se = expect_ok(tiny("score", inp, out, *extra))
+    links_kept("a run over an earlier output")
+    check(f"removed {os.path.realpath(out)}, an earlier run's output" in se, f"no word of the removed output: {se}")
+    # a run stopped by a bad request leaves OUT.partial beside the file
+    # (which it removed: the link dangles); the resume given the link
+    # continues it
+    write_jsonl(inp, rows[:3] + [dict(rows[3], prompt_ids=[1, V + 5])] + rows[4:])
+    expect_fail(tiny("score", inp, out, *extra), 1, ["input line 4"])
+    links_kept("a failed run")
+    check(os.path.exists(os.path.join(d, "real", "out.jsonl.partial")) and not os.path.exists(out),
+          "the failed run's results are not in real/out.jsonl.partial")
+    write_jsonl(inp, rows)
+    rc, so, se = run(tiny("score", inp, out, "--resume", *extra))
+    check(rc == 0 and "resumed after 3 results" in se, f"the resume through the link: exit {rc}: {se.strip()}")
+    links_kept("the resume")
+    check(open(out).read() == open(ref).read(), "the resumed output differs from an uninterrupted run's")
+    made = sorted(os.listdir(os.path.join(d, "real")))
+    check(made == want, f"after the resume the links' directory holds {made}, expected {want}")
+    # a link through another link: the file at the end of the chain
+    os.symlink("out.jsonl", os.path.join(d, "chain.jsonl"))
+    expect_ok(tiny("score", inp, os.path.join(d, "chain.jsonl")))
+    check(os.path.islink(os.path.join(d, "chain.jsonl")) and os.path.islink(out) and
+          open(out).read() == open(ref).read(), "a chain of links was not written through")
+    os.remove(os.path.join(d, "chain.jsonl"))
+    os.symlink("gone/x", os.path.join(d, "nowhere"))
+    # the shards' outputs and a merge's output named by links: grok1-merge
+    # finds each shard's meta file beside its file, and writes through
+    if ARGS.merge:
+        for k in range(2):
+            os.symlink(f"real/s{k}.jsonl", os.path.join(d, f"s{k}.jsonl"))
+            expect_ok(tiny("score", inp, os.path.join(d, f"s{k}.jsonl"), "--shard", f"{k}/2"))
+        os.symlink("real/merged.jsonl", os.path.join(d, "merged.jsonl"))
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", os.path.join(d, "merged.jsonl")] +
+                           [os.path.join(d, f"s{k}.jsonl") for k in range(2)], capture_output=True, text=True,
+                           timeout=60)
+        merged = os.path.join(d, "merged.jsonl")
+        check(p.returncode == 0 and os.path.islink(merged) and open(merged).read() == open(ref).read() and
+              os.path.exists(os.path.join(d, "real", "merged.jsonl.meta.json")),
+              f"grok1-merge through links: exit {p.returncode}: {p.stderr.strip()}")
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", os.path.join(d, "nowhere")] +
+                           [os.path.join(d, f"s{k}.jsonl") for k in range(2)], capture_output=True, text=True,
+                           timeout=60)
+        check(p.returncode == 2 and "--output: " in p.stderr and "does not exist" in p.stderr,
+              f"grok1-merge --output of a link into no directory: exit {p.returncode}: {p.stderr.strip()}")
+    # refused, exit 2, nothing made: a link into a directory that does not
+    # exist (for each of the three), a loop
+    os.symlink("loop2", os.path.join(d, "loop1"))
+    os.symlink("loop1", os.path.join(d, "loop2"))
+    before = sorted(os.listdir(d)), sorted(os.listdir(os.path.join(d, "real")))
+    other = os.path.join(d, "other.jsonl")
+    for opt in ["--output", "--trace"] + (["--dump-logits"] if ARGS.hdf5 else []):
+        for bad, words in (("nowhere", ["gone", "does not exist"]), ("loop1", ["cannot be followed"])):
+            args = tiny("score", inp, other, opt, os.path.join(d, bad))
+            if opt == "--output":
+                args = tiny("score", inp, os.path.join(d, bad))
+            expect_fail(args, 2, [f"{opt}: {os.path.join(d, bad)} is a symbolic link"] + words)
+            after = sorted(os.listdir(d)), sorted(os.listdir(os.path.join(d, "real")))
+            check(after == before, f"{opt} {bad}: a refused run made files: {after}")
+
+
 def case_output_lock(d):
     """One run per output: while a run writes OUT (here it waits for more
     requests on a FIFO), a second run on OUT, with or without --resume, is

@@ -828,7 +828,7 @@ static int check_files(const cli *c, char *msg, size_t n)
     /* the files written beside an output (names past PATH_MAX are cut:
      * such a name fails at open anyway) */
     char partial[PATH_MAX + 16], meta[PATH_MAX + 16], lock[PATH_MAX + 16], dump_partial[PATH_MAX + 16],
-        dump_lock[PATH_MAX + 16], meta_tmp[PATH_MAX + 32], trace_tmp[PATH_MAX + 16];
+        dump_lock[PATH_MAX + 16], meta_tmp[PATH_MAX + 32];
     if (strcmp(c->output, "-")) {
         out[no++] = (named){"--output", c->output, NULL};
     }
@@ -851,11 +851,8 @@ static int check_files(const cli *c, char *msg, size_t n)
         snprintf(dump_lock, sizeof dump_lock, "%s.lock", c->dump_logits);
         out[no++] = (named){"--dump-logits", c->dump_logits, dump_lock};
     }
-    if (c->trace) {
+    if (c->trace) /* written as TRACE.tmp.PID.RANDOM, a name of its own, then renamed */
         out[no++] = (named){"--trace", c->trace, NULL};
-        snprintf(trace_tmp, sizeof trace_tmp, "%s.tmp", c->trace); /* written, then renamed */
-        out[no++] = (named){"--trace", c->trace, trace_tmp};
-    }
     int bad = 0;
     for (int i = 0; i < no && !bad; i++) {
         const named *o = &out[i];

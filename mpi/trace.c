@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 g1_status g1_trace_init(g1_trace *t, int cap)
 {
@@ -151,15 +152,19 @@ g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *cons
             if (ev[r][i].t0 + offset[r] < t_min)
                 t_min = ev[r][i].t0 + offset[r];
     /* written beside its name and renamed when complete: a job killed while
-     * writing leaves no torn trace under the final name */
-    size_t tn = strlen(path) + 16;
-    char *tmp = malloc(tn);
-    if (!tmp)
-        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    snprintf(tmp, tn, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+     * writing leaves no torn trace under the final name; the temporary name
+     * is this run's own (two runs given one --trace wrote one PATH.tmp at
+     * once, and one renamed the other's half-written file) */
+    char *tmp;
+    int fd = g1_create_temp(path, &tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
-        g1_status st = G1_FAIL(G1_ERR_IO, "cannot create trace %s: %s", tmp, strerror(errno));
+        g1_status st = G1_FAIL(G1_ERR_IO, "cannot create a temporary file beside the trace %s: %s", path,
+                               strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            remove(tmp);
+        }
         free(tmp);
         return st;
     }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int g1_fsync_path(const char *path)
@@ -55,6 +56,45 @@ g1_status g1_rename_durable(const char *from, const char *to)
         return G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", from, to, strerror(errno));
     g1_fsync_dir_of(to);
     return G1_OK;
+}
+
+int g1_create_temp(const char *path, char **tmp)
+{
+    size_t n = strlen(path) + 48;
+    *tmp = malloc(n);
+    if (!*tmp) {
+        errno = ENOMEM;
+        return -1;
+    }
+    /* the random part from the clock and a counter, mixed (splitmix64):
+     * O_EXCL makes the name unique, this only makes a clash rare */
+    static _Atomic unsigned long long calls;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long long x = (unsigned long long)ts.tv_sec * 1000000007ULL ^ (unsigned long long)ts.tv_nsec ^
+                           (unsigned long long)getpid() << 32;
+    for (int tries = 0; tries < 100; tries++) {
+        x += 0x9e3779b97f4a7c15ULL + calls++;
+        unsigned long long z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        snprintf(*tmp, n, "%s.tmp.%ld.%08llx", path, (long)getpid(), z & 0xffffffffULL);
+        int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST) {
+            if (fd < 0) {
+                int e = errno;
+                free(*tmp);
+                *tmp = NULL;
+                errno = e;
+            }
+            return fd;
+        }
+    }
+    free(*tmp);
+    *tmp = NULL;
+    errno = EEXIST;
+    return -1;
 }
 
 /* A name for one of the process's descriptors (/dev/stdout and the like). */

@@ -27,6 +27,13 @@ void g1_fsync_dir_of(const char *path);
  * files. */
 g1_status g1_rename_durable(const char *from, const char *to);
 
+/* Create the temporary file of an output, beside it: PATH.tmp.PID.RANDOM,
+ * made with O_EXCL (mode 0666 less the umask), so that no other process
+ * writes it even when several runs are given one name (each renames its
+ * own over PATH, whole). The descriptor, and the name in *tmp (malloc'd);
+ * -1 with errno (and *tmp NULL) when none can be made. */
+int g1_create_temp(const char *path, char **tmp);
+
 /* An output that is not a regular file (a character device such as
  * /dev/null, a FIFO, a socket), or that names one of the process's
  * descriptors (/dev/stdout, /dev/fd/N, /proc/self/fd/N, or a link to one),

@@ -1,7 +1,10 @@
 /* For the tests only (LD_PRELOAD): fsync and fdatasync of any file whose
  * path contains $G1_TEST_EIO fail with EIO, as on a disk that lost the
  * write; every other file is synced for real. How the tools behave when
- * the bytes they wrote may not be on the disk (test_cli.py fsync_eio). */
+ * the bytes they wrote may not be on the disk (test_cli.py fsync_eio).
+ * Those of a file whose path contains $G1_TEST_SLOW take a second more
+ * ($G1_TEST_SLOW_MS milliseconds), as on a busy file system: two runs'
+ * writes of one name overlap (test_cli.py trace_race). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -12,9 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-static int doomed(int fd)
+static int named(int fd, const char *var)
 {
-    const char *m = getenv("G1_TEST_EIO");
+    const char *m = getenv(var);
     char link[64], path[4096];
     if (!m || !*m)
         return 0;
@@ -24,6 +27,16 @@ static int doomed(int fd)
         return 0;
     path[n] = 0;
     return strstr(path, m) != NULL;
+}
+
+static int doomed(int fd)
+{
+    if (named(fd, "G1_TEST_SLOW")) {
+        const char *ms = getenv("G1_TEST_SLOW_MS");
+        long t = ms ? atol(ms) : 1000;
+        usleep((useconds_t)(t > 0 && t < 60000 ? t : 1000) * 1000);
+    }
+    return named(fd, "G1_TEST_EIO");
 }
 
 static int call_next(const char *name, int fd)

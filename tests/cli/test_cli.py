@@ -294,11 +294,15 @@ def case_file_clash(d):
     expect_fail(tiny("score", inp, out, "--trace", out + ".meta.json"), 2, ["both write", ".meta.json", "--trace"], out)
     expect_fail(tiny("score", inp, out, "--trace", out), 2, ["--output", "--trace", "same file"], out)
     expect_fail(tiny("score", inp, out, "--trace", inp), 2, ["--trace", "is the --input file"], out)
-    # the files written first and renamed: TRACE.tmp, OUT.meta.json.tmp
+    # the files written first and renamed: OUT.meta.json.tmp; the trace's
+    # is TRACE.tmp.PID.RANDOM, a name of its own (TRACE.tmp was refused
+    # here as an input's name; now nothing written can be an input)
     tmp_in = os.path.join(d, "q.tmp")
     write_jsonl(tmp_in, [{"id": 1, "prompt_ids": [1, 2]}])
-    expect_fail(tiny("score", tmp_in, out, "--trace", os.path.join(d, "q")), 2,
-                ["--trace", "would write", "q.tmp", "--input file"], out)
+    expect_ok(tiny("score", tmp_in, out, "--trace", os.path.join(d, "q")))
+    check(open(tmp_in).read() == before and json.load(open(os.path.join(d, "q")))["traceEvents"],
+          "--trace q beside an input q.tmp: the input was changed, or no trace")
+    os.remove(out)
     meta_in = os.path.join(d, "o2.jsonl.meta.json.tmp")
     write_jsonl(meta_in, [{"id": 1, "prompt_ids": [1, 2]}])
     expect_fail(tiny("score", meta_in, os.path.join(d, "o2.jsonl")), 2,
@@ -2383,6 +2387,45 @@ def case_trace(d):
         check(rc == 2 and f"GROK1_TRACE_SPANS={bad}:" in se and "integer from 1" in se,
               f"GROK1_TRACE_SPANS={bad!r}: exit {rc}: {se}")
         check(not os.path.exists(out) and not os.path.exists(out + ".partial"), "a refused run made files")
+
+
+def case_trace_race(d):
+    """Two runs given one --trace at the same time: each writes its trace
+    under a temporary name of its own (TRACE.tmp.PID.RANDOM) and renames it
+    into place, so both exit 0, TRACE is one of the two traces, whole, and
+    no temporary file is left. The fsync before each rename is slowed (the
+    test's LD_PRELOAD shim) so that the two writes overlap: with one fixed
+    TRACE.tmp the second run truncated the first's file, and then found it
+    renamed away (exit 1, "cannot rename")."""
+    if not ARGS.eio_shim:
+        print("the fsync shim was not built: skipped")
+        return SKIP
+    env = dict(os.environ, LD_PRELOAD=ARGS.eio_shim, G1_TEST_SLOW="t.json.tmp", G1_TEST_SLOW_MS="2000")
+    if "ASAN_OPTIONS" in os.environ:  # the shim comes before the ASan runtime
+        env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
+    inp, tr = os.path.join(d, "in.jsonl"), os.path.join(d, "t.json")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [3 + i, 4, 5], "max_new_tokens": 3} for i in range(4)])
+    runs = [subprocess.Popen([ARGS.run] + tiny("generate", inp, os.path.join(d, f"out{k}.jsonl"), "--trace", tr),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            for k in range(2)]
+    errs = [p.communicate(timeout=60)[1] for p in runs]
+    for k, p in enumerate(runs):
+        check(p.returncode == 0, f"run {k} of two given one --trace: exit {p.returncode}: {errs[k].strip()}")
+        check(os.path.exists(os.path.join(d, f"out{k}.jsonl")), f"run {k}: no output")
+    with open(tr) as f:
+        spans = [e for e in json.load(f)["traceEvents"] if e["ph"] == "X"]
+    check({"all layers", "embed", "logits and tokens"} <= {e["name"] for e in spans}, "the trace left is not whole")
+    left = sorted(n for n in os.listdir(d) if n.startswith("t.json."))
+    check(not left, f"temporary files left beside the trace: {left}")
+    # a trace that cannot be written (its temporary file fails to reach the
+    # disk) leaves no temporary file either
+    env["G1_TEST_EIO"] = "t.json.tmp"
+    env["G1_TEST_SLOW_MS"] = "1"
+    p = subprocess.run([ARGS.run] + tiny("generate", inp, os.path.join(d, "out2.jsonl"), "--trace", tr),
+                       capture_output=True, text=True, env=env, timeout=60)
+    check(p.returncode == 1 and "the trace was not written" in p.stderr, f"EIO: exit {p.returncode}: {p.stderr}")
+    left = sorted(n for n in os.listdir(d) if n.startswith("t.json."))
+    check(not left, f"temporary files left beside the trace after a failed write: {left}")
 
 
 def case_fsync_eio(d):

@@ -1866,7 +1866,7 @@ static g1_status make_plan(const cli *c, const g1_config *cfg, int threads, int 
         free(lps);
         g1_plan_free(&mine);
         if (st != G1_OK) {
-            char why[1024];
+            char why[2048];
             snprintf(why, sizeof why, "%s", g1_last_error());
             return G1_FAIL(st, "%s: this run's %d slots x %d positions x %d tokens per step do not fit the plan's "
                                "layout (it was made for %d x %d x %d): %s", c->plan, M * c->batch_size, context,

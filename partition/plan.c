@@ -11,6 +11,7 @@
 
 #include "ckpt.h"
 #include "cuda/cuda_engine.h"
+#include "cuda/cuda_tune.h"
 #include "sampler.h"
 #include "synth.h"
 #include "weights.h"
@@ -513,7 +514,7 @@ static void hint_text(const g1_plan_request *r, const g1_plan *p, char *buf, siz
                      r->layers_per_stage ? " (with automatic cuts)" : "");
         return;
     }
-    char extra[160] = "";
+    char extra[400] = "";
     size_t k = 0;
     if (p->threads > 0)
         k += (size_t)snprintf(extra + k, sizeof extra - k, " --threads %d", p->threads);
@@ -521,6 +522,14 @@ static void hint_text(const g1_plan_request *r, const g1_plan *p, char *buf, siz
         k += (size_t)snprintf(extra + k, sizeof extra - k, " --kv-cache bf16");
     if (r->cuda_sms > 0 && k < sizeof extra)
         k += (size_t)snprintf(extra + k, sizeof extra - k, " --backend cuda --gpu-sms %d", r->cuda_sms);
+    /* the GEMM and the kernels' switches change the GPU's buffers: the run's,
+     * when not the defaults */
+    if (r->cuda_sms > 0 && r->cuda_gemm != G1_CUDA_GEMM_BF16 && k < sizeof extra)
+        k += (size_t)snprintf(extra + k, sizeof extra - k, " --cuda-gemm %s",
+                              r->cuda_gemm == G1_CUDA_GEMM_F32 ? "f32" : "bf16x2");
+    char tune[200];
+    if (r->cuda_sms > 0 && g1_cuda_tune_text(&r->cuda_tune, tune, sizeof tune) > 0 && k < sizeof extra)
+        k += (size_t)snprintf(extra + k, sizeof extra - k, " --cuda-tune %s", tune);
     if (r->dump_logits && r->cuda_sms <= 0 && k < sizeof extra)
         snprintf(extra + k, sizeof extra - k, r->dump_buffer > 0 ? " --dump-buffer %.0f" : " --dump-logits",
                  r->dump_buffer);
@@ -551,7 +560,7 @@ g1_status g1_plan_make(const g1_plan_request *req, g1_plan *out)
         for (int rk = 0; rk < p.stages * p.ep; rk++)
             over += p.mem[rk].total > req->mem_per_rank;
         if (over) {
-            char hint[600];
+            char hint[1024];
             hint_text(req, &p, hint, sizeof hint);
             const g1_plan_mem *m = &p.mem[w];
             char b0[32], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], dump[96] = "", shrink[96] = "", thr[96] = "";

@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static _Thread_local char g1_msg[1024];
+static _Thread_local char g1_msg[2048]; /* a refusal with a grok1-plan command in its hint passes 1024 */
 static _Thread_local char g1_where[256];
 
 g1_status g1_fail_at(g1_status st, const char *file, int line, const char *fmt, ...)

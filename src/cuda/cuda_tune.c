@@ -3,6 +3,7 @@
  * without CUDA still checks the option). */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,47 @@ static void set(g1_cuda_opts *co, int k, int v)
     case 5: co->gemm_no_overlap = v; break;
     default: co->panel_elems = (int)((size_t)v << 19); break; /* bf16 elements in v MiB */
     }
+}
+
+/* key k's value in *co as grok1-run --cuda-tune gives it (a word's
+ * index for T_WORD); -1 when it is the default */
+static int get(const g1_cuda_opts *co, int k)
+{
+    switch (k) {
+    case 0: return co->gemv_max_tokens < 0 ? 0 : co->gemv_max_tokens ? co->gemv_max_tokens : -1;
+    case 1: return co->mma_max_tokens < 0 ? 0 : co->mma_max_tokens ? co->mma_max_tokens : -1;
+    case 2: return co->mma_tile_cols ? co->mma_tile_cols : -1;
+    case 3: return co->attn_no_mma ? 1 : -1;
+    case 4: return co->moe_host_groups ? 1 : -1;
+    case 5: return co->gemm_no_overlap ? 1 : -1;
+    default: {
+        if (co->panel_elems <= 0)
+            return -1;
+        long mib = ((long)co->panel_elems + (1L << 19) - 1) >> 19;
+        return (int)(mib > G1_CUDA_TUNE_PANEL_MAX ? G1_CUDA_TUNE_PANEL_MAX : mib);
+    }
+    }
+}
+
+int g1_cuda_tune_text(const g1_cuda_opts *co, char *buf, size_t n)
+{
+    size_t len = 0;
+    if (n)
+        buf[0] = 0;
+    for (int k = 0; k < N_KEYS; k++) {
+        int v = get(co, k);
+        if (v < 0)
+            continue;
+        char one[64];
+        if (keys[k].kind == T_WORD)
+            snprintf(one, sizeof one, "%s%s=%s", len ? "," : "", keys[k].name, keys[k].words[v ? 1 : 0]);
+        else
+            snprintf(one, sizeof one, "%s%s=%d", len ? "," : "", keys[k].name, v);
+        if (len < n)
+            snprintf(buf + len, n - len, "%s", one);
+        len += strlen(one);
+    }
+    return (int)len;
 }
 
 g1_status g1_cuda_tune_parse(const char *spec, g1_cuda_opts *co)

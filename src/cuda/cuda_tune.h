@@ -31,4 +31,12 @@
  *   panel-mib=N        1..64: dequantised panels of at most N MiB (default 64) */
 g1_status g1_cuda_tune_parse(const char *spec, g1_cuda_opts *co);
 
+/* The switches of *co that differ from the defaults, as the text
+ * g1_cuda_tune_parse takes ("KEY=VALUE,...", keys in the order above; ""
+ * when none): what a command suggested to the user (grok1-plan's, in a
+ * refusal's hint) gives for them. Settings without a key (tests' own) are
+ * left out; a panel that is not whole MiB is rounded up. As snprintf: the
+ * length the whole text takes. */
+int g1_cuda_tune_text(const g1_cuda_opts *co, char *buf, size_t n);
+
 #endif

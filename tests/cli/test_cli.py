@@ -2191,7 +2191,9 @@ def case_check_input(d):
 def case_plan_limit(d):
     """The memory limit of a plan file (grok1-plan --out, read by --plan) is
     named as the plan's, not as --mem-per-rank, and a small one is in bytes
-    (it said '--mem-per-rank is 0.0 KiB' for "mem_per_rank": 1)."""
+    (it said '--mem-per-rank is 0.0 KiB' for "mem_per_rank": 1). The hint of
+    a refused plan is a grok1-plan command that plans for this run: on the
+    cuda backend with its --cuda-gemm and --cuda-tune (with a CUDA build)."""
     if not ARGS.grok1_plan:
         return SKIP
     inp, out, plan = (os.path.join(d, n) for n in ("in.jsonl", "out.jsonl", "plan.json"))
@@ -2235,6 +2237,35 @@ def case_plan_limit(d):
                            ["--mem-per-rank", "3M", "--threads", "1"] + m.group(3).split(),
                            capture_output=True, text=True, env=env, timeout=120)
         check(p.returncode == 0, f"{m.group(2)} ranks with the hint's plan: exit {p.returncode}: {p.stderr[-400:]}")
+    # on the cuda backend the command counts the GPU's memory as the run
+    # does: --backend cuda --gpu-sms, and the run's --cuda-gemm and
+    # --cuda-tune when they are not the defaults (they were left out, and
+    # the new plan counted the default GEMM's buffers: bf16x2's are larger).
+    # Only a build with CUDA counts a GPU's memory (--check-input needs no GPU)
+    if "cuda yes" not in subprocess.run([ARGS.run, "--version"], capture_output=True, text=True).stdout:
+        print("grok1-run built without CUDA: the hint on the cuda backend is not checked")
+        return
+    tune = "gemv-max-tokens=32,attn-mma=off,panel-mib=8"
+    for given, want in (([], []), (["--cuda-gemm", "bf16"], []), (["--cuda-gemm", "bf16x2"], ["--cuda-gemm bf16x2"]),
+                        (["--cuda-gemm", "f32", "--cuda-tune", tune], ["--cuda-gemm f32", f"--cuda-tune {tune}"]),
+                        (["--cuda-tune", "mma-max-tokens=0,moe-grouping=host"],
+                         ["--cuda-tune mma-max-tokens=0,moe-grouping=host"])):
+        cuda = ["--backend", "cuda", "--threads", "1", "--mem-per-rank", "3M"] + given
+        se = expect_fail(tiny("score", inp, out, "--check-input", "--plan", plan, *cuda), 2, ["make a new plan"])
+        m = re.search(r"grok1-plan (--stages .*?) --out NEW\.json and run (\d+) ranks with --plan NEW\.json([^,]*),",
+                      se)
+        check(m and "--backend cuda --gpu-sms 132" in m.group(1), f"{given}: no grok1-plan command for cuda: {se}")
+        for w in want:
+            check(f"{w} " in m.group(1) + " ", f"{given}: the hint's command lacks {w}: {m.group(1)}")
+        if not want:
+            check("--cuda-gemm" not in m.group(1) and "--cuda-tune" not in m.group(1),
+                  f"{given}: the defaults are not left out: {m.group(1)}")
+        p = subprocess.run([ARGS.grok1_plan, "--config", "tiny"] + m.group(1).split() + ["--out", new],
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, f"{given}: the hint's grok1-plan command refused: {m.group(1)}: {p.stderr.strip()}")
+        if ARGS.mpi:  # a build without MPI refuses every layout of more than one rank
+            rc, so, se = run(tiny("score", inp, out, "--check-input", "--plan", new, *cuda) + m.group(3).split())
+            check(rc == 0, f"{given}: the hint's plan refused by the run it was made for: exit {rc}: {se.strip()}")
 
 
 def mpi_env():

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "cuda/cuda_engine.h"
+#include "cuda/cuda_tune.h"
 #include "plan.h"
 #include "synth.h"
 #include "weights.h"
@@ -614,6 +615,36 @@ static void test_balance_fallback(void)
     g1_plan_free(&pro);
 }
 
+/* The text of --cuda-tune switches that a refusal's grok1-plan command
+ * gives (g1_cuda_tune_text) parses back to the same switches, and leaves
+ * out the defaults (in every build: the parser is plain C). */
+static void test_cuda_tune_text(void)
+{
+    const char *specs[] = {"gemv-max-tokens=32", "gemv-max-tokens=0,mma-max-tokens=0",
+                           "gemv-max-tokens=64,mma-max-tokens=256,mma-tile-cols=128,attn-mma=off,moe-grouping=host,"
+                           "gemm-overlap=off,panel-mib=64",
+                           "attn-mma=off,panel-mib=8"};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        g1_cuda_opts a = {0}, b = {0};
+        char text[256];
+        CHECK(g1_cuda_tune_parse(specs[i], &a) == G1_OK, "%s: %s", specs[i], g1_last_error());
+        int n = g1_cuda_tune_text(&a, text, sizeof text);
+        CHECK(n == (int)strlen(text) && !strcmp(text, specs[i]), "%s: the text is %s", specs[i], text);
+        CHECK(g1_cuda_tune_parse(text, &b) == G1_OK && !memcmp(&a, &b, sizeof a), "%s: %s parses to other switches",
+              specs[i], text);
+    }
+    g1_cuda_opts d = {0}, on = {0};
+    char text[8] = "x";
+    CHECK(g1_cuda_tune_text(&d, text, sizeof text) == 0 && !text[0], "the defaults give '%s'", text);
+    /* the switches set as their defaults are the defaults */
+    CHECK(g1_cuda_tune_parse("attn-mma=on,moe-grouping=device,gemm-overlap=on", &on) == G1_OK &&
+              g1_cuda_tune_text(&on, text, sizeof text) == 0, "switches given as the defaults give '%s'", text);
+    /* too small a buffer: cut, the length as snprintf's */
+    g1_cuda_opts a = {0};
+    CHECK(g1_cuda_tune_parse("panel-mib=8", &a) == G1_OK && g1_cuda_tune_text(&a, text, sizeof text) == 11 &&
+              !strcmp(text, "panel-m"), "a short buffer: '%s'", text);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -628,6 +659,7 @@ int main(void)
     test_refusals();
     test_balance_fallback();
     test_json();
+    test_cuda_tune_text();
     const char *names[] = {"plan.json", "bad.json", "grok1.json"};
     for (size_t i = 0; i < 3; i++) {
         char p[300];

@@ -111,11 +111,11 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
         /* under a temporary name, renamed when complete; through a symbolic
          * link to the file it names, which stays a link */
         char *real = NULL;
-        struct stat sb;
-        if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode) && !(real = realpath(path, NULL))) {
+        if (g1_path_through_link(path, &real) != G1_OK) { /* a dangling one: the file it would make, as grok1-run */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", g1_last_error());
             json_decref(root);
-            return G1_FAIL(G1_ERR_IO, "cannot write the plan to %s: it is a symbolic link whose file cannot be "
-                                      "resolved (%s)", path, strerror(errno));
+            return G1_FAIL(G1_ERR_IO, "cannot write the plan: %s", why);
         }
         const char *final = real ? real : path;
         size_t n = strlen(final) + 16;

@@ -88,6 +88,18 @@ def case_out_special():
         with open(target) as f:
             expect(json.load(f)["stages"] == 1, "the plan written to the link's file")
         expect(sorted(os.listdir(d)) == ["link.json", "target.json"], f"nothing else left: {os.listdir(d)}")
+        # a dangling link: the file it would make (as grok1-run's outputs;
+        # it was refused), unless its directory does not exist
+        os.symlink("new.json", os.path.join(d, "dangling.json"))
+        rc, out, err = run(g1 + [os.path.join(d, "dangling.json")])
+        expect(rc == 0 and os.path.islink(os.path.join(d, "dangling.json")) and
+               json.load(open(os.path.join(d, "new.json")))["stages"] == 1, f"a dangling link written through ({err})")
+        os.symlink("gone/x.json", os.path.join(d, "nowhere.json"))
+        rc, out, err = run(g1 + [os.path.join(d, "nowhere.json")])
+        expect(rc == 1 and "symbolic link to" in err and "does not exist" in err and not os.path.exists(
+            os.path.join(d, "gone")), f"a link into a missing directory: exit {rc} ({err})")
+        for n in ("dangling.json", "new.json", "nowhere.json"):
+            os.remove(os.path.join(d, n))
         fifo = os.path.join(d, "fifo")
         os.mkfifo(fifo)
         got = []

@@ -51,7 +51,8 @@ static void usage(FILE *f)
 "                   still be the ones its meta file records (another shard's\n"
 "                   request fixed and that shard resumed is fine), and its\n"
 "                   requests are counted\n"
-"  --output FILE    the merged results (must not exist); - for stdout (no meta file)\n"
+"  --output FILE    the merged results (must not exist); - for stdout (no meta file); a device\n"
+"                   or FIFO (/dev/null, /dev/stdout) is written directly, as stdout\n"
 "  --dump-logits D  also merge the shards' logits dumps (each shard's is the file\n"
 "                   its meta file records: settings.dump_logits, a relative name\n"
 "                   read from the current folder, as grok1-run wrote it from its\n"
@@ -686,7 +687,11 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     int64_t requests = st == G1_OK ? g1_count_requests(in_path) : 0;
     if (st == G1_OK && requests < 0)
         st = G1_FAIL(G1_ERR_IO, "cannot read the input %s", in_path);
-    int to_stdout = !strcmp(out_path, "-");
+    /* stdout, or a device or FIFO (/dev/null, /dev/stdout), written directly:
+     * no lock, meta file, temporary file or rename (a rename would put a
+     * regular file in place of the device) */
+    int to_stdout = !strcmp(out_path, "-") || g1_path_is_stream(out_path);
+    const char *out_name = !strcmp(out_path, "-") ? "standard output" : out_path;
     char tmp[4096] = "", dump_tmp[4096] = "";
     char *meta_path = NULL;
     FILE *out = NULL;
@@ -720,8 +725,10 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
     if (st == G1_OK && !to_stdout) {
         if (!(out = fopen(tmp, "w")))
             st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    } else if (st == G1_OK) {
+    } else if (st == G1_OK && !strcmp(out_path, "-")) {
         out = stdout;
+    } else if (st == G1_OK && !(out = fopen(out_path, "w"))) {
+        st = G1_FAIL(G1_ERR_IO, "cannot open %s: %s", out_path, strerror(errno));
     }
     for (int k = 0; k < n && st == G1_OK; k++)
         if (!(by_k[k].f = fopen(by_k[k].path, "r")))
@@ -782,9 +789,14 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         if (fseek(by_k[k].f, 0, SEEK_SET) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot read %s again: %s", by_k[k].path, strerror(errno));
     if (st == G1_OK)
-        st = join(by_k, n, out, to_stdout ? "standard output" : tmp, NULL, &total);
+        st = join(by_k, n, out, to_stdout ? out_name : tmp, NULL, &total);
     if (out && fflush(out) != 0 && st == G1_OK)
-        st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", to_stdout ? "standard output" : tmp, strerror(errno));
+        st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", to_stdout ? out_name : tmp, strerror(errno));
+    if (out && to_stdout && out != stdout) {
+        if (fclose(out) != 0 && st == G1_OK)
+            st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", out_name, strerror(errno));
+        out = NULL;
+    }
     if (to_stdout)
         doomed.out_done = st == G1_OK;
     if (st != G1_OK && to_stdout && dump_done) /* the results did not all go out: no dump without them */
@@ -830,7 +842,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
             snprintf(crcs, sizeof crcs, " (every dataset matched its checksum)");
 #endif
         fprintf(stderr, "grok1-merge: %lld results from %d shards written to %s%s%s%s\n", total, n,
-                to_stdout ? "standard output" : out_path, dump ? ", their logits to " : "", dump ? dump : "", crcs);
+                to_stdout ? out_name : out_path, dump ? ", their logits to " : "", dump ? dump : "", crcs);
     }
     /* done: nothing for a signal to take away (but the locks, till here) */
     doomed.tmp[0] = doomed.dump_tmp[0] = 0;

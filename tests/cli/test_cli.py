@@ -13,9 +13,11 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 V, MAX_SEQ, EOS = 512, 256, 2
@@ -1646,6 +1648,23 @@ def case_shard(d):
     check(rc == 2 and "--output: the file name is empty" in se, f"merge to an empty name: {rc} {se}")
     rc, so = merge_run(["--input", inp, "--output", "-"] + g3)
     check(rc == 0 and not os.path.exists("-"), f"merge to stdout: {rc}")
+    # a device or a FIFO is written directly, as stdout: nothing beside it,
+    # no rename over it (/dev/null was refused as "exists: remove it")
+    want = subprocess.run([ARGS.merge, "--input", inp, "--output", "-"] + g3, capture_output=True, timeout=60).stdout
+    rc, se = merge_run(["--input", inp, "--output", "/dev/null"] + g3)
+    check(rc == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode) and not os.path.exists("/dev/null.meta.json"),
+          f"merge to /dev/null: {rc} {se}")
+    fifo = os.path.join(d, "merged.fifo")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    rc, se = merge_run(["--input", inp, "--output", fifo] + g3)
+    reader.join(60)
+    check(rc == 0 and got == [want] and len(want) > 0, f"merge to a FIFO: {rc} {se}: {len(got[0]) if got else None} "
+          f"bytes read, want {len(want)}")
+    check(sorted(n for n in os.listdir(d) if n.startswith("merged.fifo")) == ["merged.fifo"],
+          "merge to a FIFO left files beside it")
     rc, so = merge_run(["--help"])
     check(rc == 0, "grok1-merge --help failed")
     # a bad request line stops only the shard it belongs to

@@ -621,8 +621,8 @@ static void test_balance_fallback(void)
 static void test_cuda_tune_text(void)
 {
     const char *specs[] = {"gemv-max-tokens=32", "gemv-max-tokens=0,mma-max-tokens=0",
-                           "gemv-max-tokens=64,mma-max-tokens=256,mma-tile-cols=128,attn-mma=off,moe-grouping=host,"
-                           "gemm-overlap=off,panel-mib=64",
+                           ("gemv-max-tokens=64,mma-max-tokens=256,mma-tile-cols=128,attn-mma=off,moe-grouping=host,"
+                            "gemm-overlap=off,panel-mib=64"),
                            "attn-mma=off,panel-mib=8"};
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         g1_cuda_opts a = {0}, b = {0};

@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "ckpt.h"
+#include "durable.h"
 #include "g1_version.h"
 #include "h5util.h"
 
@@ -46,6 +48,9 @@ static const char usage_text[] =
     "                and no job reading it meanwhile (it changes HDF5 metadata).\n"
     "                A part alone takes --add with --layers and its layers:\n"
     "                without them it is refused (exit 2) and left unwritten.\n"
+    "                The file is written in place (through a symbolic link, the\n"
+    "                file it names); a device, FIFO or directory is refused\n"
+    "                (exit 2; without --add, exit 1), never opened.\n"
     "  --layers A-B  only layers A..B (inclusive), and no embedding or final norm\n"
     "                unless A is 0;\n"
     "                without it, every layer of the model (num_layers), which\n"
@@ -525,6 +530,24 @@ static int tool_main(int argc, char **argv)
     if (argc - i != 1)
         return usage_error("expected one checkpoint file%s", "");
     t.path = argv[i];
+    /* HDF5 cannot read a stream (a FIFO would hang the open) nor write one:
+     * a device, FIFO, socket or folder is refused before it is opened, and
+     * with --add it is never written (exit 2, as other outputs) */
+    struct stat sb;
+    if (t.add) {
+        char *through = NULL;
+        if (g1_h5_output_path("--add", t.path, &through) != G1_OK) {
+            fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
+            return 2;
+        }
+        free(through); /* written in place: through a link, the file it names */
+    } else if (stat(t.path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        fprintf(stderr, "grok1-checksum: %s is %s, not a regular file: a checkpoint or a logits dump is an HDF5 "
+                        "file\n", t.path, S_ISDIR(sb.st_mode) ? "a directory" : S_ISFIFO(sb.st_mode) ? "a FIFO"
+                                                              : S_ISCHR(sb.st_mode) ? "a character device"
+                                                              : "a device or socket");
+        return 1;
+    }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int dump = is_dump(t.path);
     if (dump && a >= 0) {

@@ -1,10 +1,13 @@
 /* grok1-link: join checkpoint parts (layer ranges) into one checkpoint by
  * HDF5 external links (g1_ckpt_link, docs/CHECKPOINT.md).
- * Exit 0 written, 2 usage, 1 refused or failed (nothing left at OUT). */
+ * Exit 0 written, 2 usage (an OUT that is a device, FIFO or folder too), 1 refused or
+ * failed (nothing left at OUT). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ckpt.h"
+#include "durable.h"
 #include "g1_version.h"
 #include "h5util.h"
 
@@ -28,6 +31,10 @@ static const char usage_text[] =
     "HDF5_EXT_PREFIX (colon-separated), then beside OUT.h5, then in the current\n"
     "directory: set it on a node to read local copies. Parts elsewhere are\n"
     "linked by absolute names.\n"
+    "\n"
+    "OUT.h5 given as a symbolic link is written through: the file the link names\n"
+    "is replaced (its folder is the one the parts are named from), the link kept.\n"
+    "A device, FIFO or directory at OUT.h5 is refused (exit 2).\n"
     "\n"
     "  --force   replace OUT.h5 when it exists (never a part)\n"
     "  --help    this text\n"
@@ -64,9 +71,17 @@ static int tool_main(int argc, char **argv)
     if (argc - first < 2)
         return usage_error("expected OUT.h5 and at least one PART.h5%s", "");
     const char *out = argv[first];
-    char summary[4096];
-    if (g1_ckpt_link(out, argc - first - 1, (const char *const *)&argv[first + 1], force, summary,
-                     sizeof summary) != G1_OK) {
+    /* not a device, FIFO or folder (never renamed over); a link written
+     * through: the file it names is OUT, its folder the parts' reference */
+    char *through = NULL, summary[4096];
+    if (g1_h5_output_path("", out, &through) != G1_OK) {
+        fprintf(stderr, "grok1-link: %s\n", g1_last_error());
+        return 2;
+    }
+    g1_status st = g1_ckpt_link(through ? through : out, argc - first - 1, (const char *const *)&argv[first + 1],
+                                force, summary, sizeof summary);
+    free(through);
+    if (st != G1_OK) {
         fprintf(stderr, "grok1-link: %s\n", g1_last_error());
         return 1;
     }

@@ -11,6 +11,7 @@
 
 #include "ckpt.h"
 #include "config_json.h"
+#include "durable.h"
 #include "g1_version.h"
 #include "synth.h"
 #include "h5util.h"
@@ -35,7 +36,10 @@ static const char usage_text[] =
     "                      whose embedding another part carries\n"
     "  --qk-gain G         multiply the q and k scales by G (default 1)\n"
     "  --seed S            unsigned 64-bit seed\n"
-    "  --out FILE          output file (written as FILE.tmp.<pid>, then renamed)\n"
+    "  --out FILE          output file (written as FILE.tmp.<pid>, then renamed); a\n"
+    "                      symbolic link is written through (the file it names is\n"
+    "                      replaced, the link kept); a device, FIFO or directory,\n"
+    "                      or the --config file, is refused (exit 2)\n"
     "  --help              this text\n"
     "  --version           the version\n";
 
@@ -297,14 +301,29 @@ static int tool_main(int argc, char **argv)
         fprintf(stderr, "grok1-mkckpt: %s\n", g1_last_error());
         return 2;
     }
+    /* before any work: not a device, FIFO or folder (never renamed over), a
+     * link written through, not the --config file */
+    char *through = NULL;
+    if (g1_h5_output_path("--out", o.out, &through) != G1_OK) {
+        fprintf(stderr, "grok1-mkckpt: %s\n", g1_last_error());
+        return 2;
+    }
+    const char *path = through ? through : o.out;
+    if (g1_same_file(path, o.config)) {
+        fprintf(stderr, "grok1-mkckpt: --out %s is the --config file %s: give another name\n", o.out, o.config);
+        free(through);
+        return 2;
+    }
     double t0 = now();
     int l0 = o.part_a < 0 ? 0 : o.part_a, l1 = o.part_a < 0 ? s.cfg.num_layers : o.part_b + 1;
-    if (write_checkpoint(o.out, &s, l0, l1, !o.no_embedding) != G1_OK) {
+    if (write_checkpoint(path, &s, l0, l1, !o.no_embedding) != G1_OK) {
         fprintf(stderr, "grok1-mkckpt: %s\n", g1_last_error());
+        free(through);
         return 1;
     }
     struct stat sb;
-    long long bytes = stat(o.out, &sb) ? -1 : (long long)sb.st_size;
+    long long bytes = stat(path, &sb) ? -1 : (long long)sb.st_size;
+    free(through);
     if (o.part_a < 0)
         printf("grok1-mkckpt: wrote %s: %d layers, %lld bytes in %.2f s\n", o.out, s.cfg.num_layers, bytes,
                now() - t0);

@@ -181,3 +181,35 @@ g1_status g1_path_through_link(const char *path, char **out)
     free(cur);
     return *out ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }
+
+/* What a file that is not a regular file is, for a message. */
+static const char *kind_of(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+           : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+g1_status g1_h5_output_path(const char *what, const char *path, char **out)
+{
+    *out = NULL;
+    const char *sp = *what ? " " : "";
+    struct stat sb, lb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        char to[PATH_MAX];
+        ssize_t n = lstat(path, &lb) == 0 && S_ISLNK(lb.st_mode) ? readlink(path, to, sizeof to - 1) : -1;
+        to[n >= 0 ? n : 0] = 0;
+        return G1_FAIL(G1_ERR_ARG, "%s%s%s%s%s is %s: an HDF5 file cannot be written to a stream or a folder (it "
+                       "would be replaced by a regular file); give the name of a file", what, sp, path,
+                       n >= 0 ? ", a symbolic link to " : "", to, kind_of(sb.st_mode));
+    }
+    if (g1_path_is_stream(path)) /* /dev/stdout and the like, even when a regular file is behind it */
+        return G1_FAIL(G1_ERR_ARG, "%s%s%s names a descriptor (a stream): an HDF5 file cannot be written to a "
+                       "stream; give the name of a file", what, sp, path);
+    return g1_path_through_link(path, out);
+}
+
+int g1_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}

@@ -53,4 +53,19 @@ int g1_path_is_stream(const char *path);
  * cannot be followed: a loop, a directory that does not exist. */
 g1_status g1_path_through_link(const char *path, char **out);
 
+/* An HDF5 output named on a command line (grok1-mkckpt --out, grok1-convert's
+ * and grok1-link's OUT.h5), checked before any work. An HDF5 file cannot be
+ * written to a stream: a device (/dev/null), a FIFO, a socket, a name of a
+ * descriptor (/dev/stdout) or a directory, or a link to one, is refused
+ * (G1_ERR_ARG, a message that starts with `what` and path and says what it
+ * is), never renamed over. A symbolic link is written through
+ * (g1_path_through_link): *out is the malloc'd name of the file to write
+ * (the temporary goes beside it and the rename replaces it, the link stays),
+ * or NULL when path is that name itself. */
+g1_status g1_h5_output_path(const char *what, const char *path, char **out);
+
+/* 1 when a and b name one existing file (the same device and inode, through
+ * any links or other paths), else 0 (either missing). */
+int g1_same_file(const char *a, const char *b);
+
 #endif

@@ -4,6 +4,7 @@
  * Usage errors exit 2, anything else 1; never leaves a file under OUT.h5
  * unless the conversion (and --verify, when asked) succeeded. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,12 +38,16 @@ static const char usage_text[] =
     "                      the old file is replaced only by a complete new one)\n"
     "  --help              this text\n"
     "  --version           the version\n"
+    "OUT.h5 is written as OUT.h5.tmp.<pid> (with --verify then OUT.h5.unverified) and renamed;\n"
+    "a symbolic link is written through (the file it names is replaced, the link kept); a\n"
+    "device, FIFO or directory, a release file or the --config file is refused (exit 2).\n"
     "Every tensor gets its CRC-32 (one per expert), which each load compares and\n"
     "grok1-checksum checks wherever the file is copied.\n"
     "Progress (files, bytes, MB/s, ETA) goes to stderr; the summary line (with peak memory) to stdout.\n";
 
 typedef struct opts {
     const char *config, *dir, *out;
+    const char *path; /* where OUT is written: the file a symbolic link names, or OUT */
     int a, b; /* --layers A-B; a < 0: all */
     int verify;
     int no_embedding;
@@ -166,12 +171,12 @@ static g1_status write_h5(const cv_job *job, const char *path)
 static g1_status convert(const cv_job *job, const opts *o)
 {
     if (!o->verify)
-        return write_h5(job, o->out);
-    size_t n = strlen(o->out) + 16;
+        return write_h5(job, o->path);
+    size_t n = strlen(o->path) + 16;
     char *tmp = malloc(n);
     if (!tmp)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
-    snprintf(tmp, n, "%s.unverified", o->out);
+    snprintf(tmp, n, "%s.unverified", o->path);
     g1_status st = write_h5(job, tmp);
     if (st == G1_OK) {
         cv_progress p;
@@ -182,7 +187,7 @@ static g1_status convert(const cv_job *job, const opts *o)
         else
             fputc('\n', stderr);
         if (st == G1_OK)
-            st = g1_rename_durable(tmp, o->out);
+            st = g1_rename_durable(tmp, o->path);
         if (st != G1_OK)
             remove(tmp);
     }
@@ -212,15 +217,31 @@ static int tool_main(int argc, char **argv)
                 cfg.num_layers - 1);
         return 2;
     }
-    /* hours of work must not end by replacing a checkpoint by mistake */
-    struct stat sb;
-    if (stat(o.out, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "grok1-convert: %s is a directory: give the name of the file to write\n", o.out);
+    /* hours of work must not end by replacing a checkpoint by mistake, nor
+     * a device or FIFO (renamed over), a symbolic link (written through, the
+     * link kept) or an input (a release file, the --config file) */
+    char *through = NULL;
+    if (g1_h5_output_path("", o.out, &through) != G1_OK) {
+        fprintf(stderr, "grok1-convert: %s\n", g1_last_error());
         return 2;
     }
-    if (!o.force && stat(o.out, &sb) == 0) {
+    o.path = through ? through : o.out;
+    char outdir[PATH_MAX];
+    g1_dir_of(o.path, outdir, sizeof outdir);
+    const char *slash = strrchr(o.path, '/'), *base = slash ? slash + 1 : o.path;
+    struct stat sb;
+    int there = stat(o.path, &sb) == 0;
+    if (g1_same_file(o.path, o.config) ||
+        (there && g1_same_file(outdir, o.dir) && !strncmp(base, "tensor", 6))) {
+        fprintf(stderr, "grok1-convert: %s is one of the inputs (%s): give another name\n", o.out,
+                g1_same_file(o.path, o.config) ? "the --config file" : "a file of CKPT_DIR");
+        free(through);
+        return 2;
+    }
+    if (!o.force && there) {
         fprintf(stderr, "grok1-convert: %s exists: give --force to replace it (the old file is replaced only by a "
                         "complete new one), or another name\n", o.out);
+        free(through);
         return 1;
     }
     struct sigaction sa = {.sa_handler = on_signal};
@@ -235,6 +256,7 @@ static int tool_main(int argc, char **argv)
         fprintf(stderr, "grok1-convert: %s\n", g1_last_error());
         fprintf(stderr, "grok1-convert: nothing written to %s\n", o.out);
         cv_job_free(&job);
+        free(through);
         return 1;
     }
     double t = cv_now() - t0;
@@ -246,6 +268,7 @@ static int tool_main(int argc, char **argv)
            t > 0 ? (double)job.total_bytes / 1e6 / t : 0.0, o.verify ? ", verified" : "",
            (double)ru.ru_maxrss / 1024.0);
     cv_job_free(&job);
+    free(through);
     return 0;
 }
 

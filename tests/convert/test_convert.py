@@ -16,6 +16,7 @@ import glob
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import zlib
@@ -370,6 +371,69 @@ def case_usage(args, check):
     os.rmdir(out)
 
 
+def case_outputs(args, check):
+    """OUT.h5 that is not a plain file name: a FIFO, a directory, a
+    character device (a /dev/null node, as root) or a link to one is refused
+    before any work, exit 2, and left as it was (the checkpoint was renamed
+    over the device or FIFO, exit 0); a symbolic link to a file, or a
+    dangling one, is written through, with and without --verify (the link
+    was replaced by a regular file); OUT naming an input (the --config file,
+    a release file of CKPT_DIR) is refused, the input kept (it was replaced
+    by the checkpoint)."""
+    d, cfg_path, _ = fixture(args, "tiny", TINY, 1)
+    base = os.path.join(args.tmp, "outputs")
+    shutil.rmtree(base, ignore_errors=True)
+    os.mkdir(base)
+
+    def kinds(sub):
+        return sorted((f, stat.S_IFMT(os.lstat(os.path.join(sub, f)).st_mode)) for f in os.listdir(sub))
+    makers = [("FIFO", os.mkfifo), ("directory", os.mkdir)]
+    if os.geteuid() == 0:
+        makers.append(("character device", lambda p: os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(1, 3))))
+    else:
+        print("skip the character device (mknod needs root)")
+    for what, make in makers:
+        sub = os.path.join(base, what.split()[-1])
+        os.mkdir(sub)
+        make(os.path.join(sub, "out.h5"))
+        os.symlink("out.h5", os.path.join(sub, "link.h5"))
+        before = kinds(sub)
+        for name in ("out.h5", "link.h5"):
+            for extra in ([], ["--verify"]):
+                p = convert(args, "--config", cfg_path, "--force", *extra, d, os.path.join(sub, name), fresh=False)
+                check(p.returncode == 2 and "is a " + what in p.stderr and kinds(sub) == before,
+                      "OUT %s, %s %s: refused at once, left as it was (%s)" % (name, what, " ".join(extra),
+                                                                             p.stderr.strip()[:200]))
+    for extra in ([], ["--verify"]):
+        for dangling in (False, True):
+            sub = os.path.join(base, "link%s%s" % ("-dangling" if dangling else "", "".join(extra)))
+            os.mkdir(sub)
+            target, link = os.path.join(sub, "target.h5"), os.path.join(sub, "link.h5")
+            if not dangling:
+                with open(target, "w") as f:
+                    f.write("old")
+            os.symlink("target.h5", link)
+            p = convert(args, "--config", cfg_path, "--force", *extra, d, link, fresh=False)
+            check(p.returncode == 0 and os.path.islink(link) and os.readlink(link) == "target.h5" and
+                  open(target, "rb").read(8) == b"\x89HDF\r\n\x1a\n" and sorted(os.listdir(sub)) ==
+                  ["link.h5", "target.h5"], "a %slink to a file %s: written through, the link kept (%s, %s)"
+                  % ("dangling " if dangling else "", " ".join(extra), os.listdir(sub), p.stderr.strip()[-200:]))
+    # the --config file, and a release file, as OUT.h5
+    cfg_copy = os.path.join(base, "cfg.json")
+    shutil.copy(cfg_path, cfg_copy)
+    text = open(cfg_copy).read()
+    p = convert(args, "--config", cfg_copy, "--force", d, cfg_copy, fresh=False)
+    check(p.returncode == 2 and "one of the inputs" in p.stderr and open(cfg_copy).read() == text,
+          "OUT.h5 = the --config file: refused, kept (%s)" % p.stderr.strip()[:200])
+    rel = os.path.join(base, "release")
+    shutil.copytree(d, rel)
+    first = os.path.join(rel, "tensor00000_000")
+    data = open(first, "rb").read()
+    p = convert(args, "--config", cfg_path, "--force", rel, first, fresh=False)
+    check(p.returncode == 2 and "one of the inputs" in p.stderr and open(first, "rb").read() == data,
+          "OUT.h5 = a release file of CKPT_DIR: refused, kept (%s)" % p.stderr.strip()[:200])
+
+
 def case_peak_memory(args, check):
     if os.environ.get("G1_SANITIZED"):
         # AddressSanitizer's shadow memory and quarantine are in the RSS
@@ -396,7 +460,7 @@ def case_peak_memory(args, check):
 
 
 CASES = {"sizes": case_sizes, "logits": case_logits, "layers": case_layers, "hostile": case_hostile,
-         "usage": case_usage, "peak_memory": case_peak_memory}
+         "usage": case_usage, "outputs": case_outputs, "peak_memory": case_peak_memory}
 
 
 def main():

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "g1_version.h"
 #include "cuda/cuda_tune.h"
+#include "durable.h"
 #include "plan.h"
 #include "status.h"
 #if G1_HAVE_HDF5
@@ -95,7 +96,10 @@ static void usage(FILE *f)
 "  --dump-buffer SIZE         the same with grok1-run --dump-buffer SIZE (implies\n"
 "                             --dump-logits)\n"
 "  --out PLAN.json            write the plan for grok1-run --plan (- for stdout;\n"
-"                             a FIFO or device is written directly)\n"
+"                             a FIFO or device is written directly; a symbolic\n"
+"                             link is written through, the link kept; a\n"
+"                             directory or the --config/--checkpoint file is\n"
+"                             refused, exit 2)\n"
 "  --help                     this text\n"
 "  --version                  the version\n"
 "\n"
@@ -292,6 +296,14 @@ int main(int argc, char **argv)
         return usage_error("give exactly one of --checkpoint FILE.h5 and --config tiny|small|grok-1|PATH.json");
     if (!req.stages || !req.ep)
         return usage_error("--stages P and --ep E are required");
+    /* before any work: the plan would be renamed over a folder (refused
+     * then, exit 1) and over its own input, the model's file */
+    struct stat ob;
+    if (out && strcmp(out, "-") && stat(out, &ob) == 0 && S_ISDIR(ob.st_mode))
+        return usage_error("--out %s is a directory: give a file name", out);
+    if (out && strcmp(out, "-") && g1_same_file(out, config ? config : checkpoint))
+        return usage_error("--out %s is the %s file %s: the plan would replace it; give another name", out,
+                           config ? "--config" : "--checkpoint", config ? config : checkpoint);
     if (balance && lps_text)
         return usage_error("--balance %s chooses the planner's cuts: it does not go with --layers-per-stage %s, "
                            "which gives them (give one)", balance, lps_text);

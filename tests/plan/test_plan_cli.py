@@ -127,6 +127,38 @@ def case_out_special():
                f"--out /dev/stdout: the JSON alone on stdout, the table on stderr ({out[:200]!r})")
 
 
+def case_out_inputs():
+    """--out that names the model's file (--config PATH.json, or
+    --checkpoint with --mkckpt), itself or through a link, or a directory:
+    refused before any work, exit 2, the file or directory as it was (the
+    plan was renamed over the config or the checkpoint, exit 0; over a
+    directory it failed after the planning, exit 1)."""
+    with tempfile.TemporaryDirectory() as d:
+        cfg, link = os.path.join(d, "model.json"), os.path.join(d, "model-link.json")
+        with open(cfg, "w") as f:
+            json.dump({"num_layers": 2, "vocab_size": 512, "emb_size": 64, "num_q_heads": 4, "num_kv_heads": 2,
+                       "key_size": 16, "ffn_size": 96, "num_experts": 8, "max_seq_len": 256}, f)
+        text = open(cfg).read()
+        os.symlink("model.json", link)
+        for out in (cfg, link):
+            rc, so, err = run(["--config", cfg, "--stages", "1", "--ep", "1", "--out", out])
+            expect(rc == 2 and "is the --config file" in err and so == "" and open(cfg).read() == text
+                   and os.path.islink(link), f"--out {os.path.basename(out)} = --config: exit {rc} ({err.strip()})")
+        os.mkdir(os.path.join(d, "dir.json"))
+        rc, so, err = run(["--config", "tiny", "--stages", "1", "--ep", "1", "--out", os.path.join(d, "dir.json")])
+        expect(rc == 2 and "is a directory" in err and so == "" and os.path.isdir(os.path.join(d, "dir.json")),
+               f"--out a directory: exit {rc} before any work ({err.strip()})")
+        if A.mkckpt:
+            ck = os.path.join(d, "ck.h5")
+            p = subprocess.run([A.mkckpt, "--config", "tiny", "--seed", "0", "--out", ck], capture_output=True,
+                               text=True, timeout=60)
+            expect(p.returncode == 0, f"grok1-mkckpt tiny ({p.stderr.strip()})")
+            size = os.path.getsize(ck)
+            rc, so, err = run(["--checkpoint", ck, "--stages", "1", "--ep", "1", "--out", ck])
+            expect(rc == 2 and "is the --checkpoint file" in err and os.path.getsize(ck) == size,
+                   f"--out = --checkpoint: exit {rc}, the checkpoint kept ({err.strip()})")
+
+
 def case_override():
     rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--layers-per-stage", "1,3", "--out", "-"])
     expect(rc == 0 and json.loads(out)["cuts"] == [0, 1, 4], "--layers-per-stage 1,3")

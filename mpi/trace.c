@@ -4,6 +4,7 @@
 #include "durable.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,16 +155,21 @@ g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *cons
     /* written beside its name and renamed when complete: a job killed while
      * writing leaves no torn trace under the final name; the temporary name
      * is this run's own (two runs given one --trace wrote one PATH.tmp at
-     * once, and one renamed the other's half-written file) */
-    char *tmp;
-    int fd = g1_create_temp(path, &tmp);
+     * once, and one renamed the other's half-written file). A device, FIFO
+     * or name of a descriptor (/dev/null, /dev/stdout) is written directly,
+     * as grok1-run's --output: a rename replaced it with a regular file. */
+    char *tmp = NULL;
+    int stream = g1_path_is_stream(path);
+    int fd = stream ? open(path, O_WRONLY | O_CLOEXEC) : g1_create_temp(path, &tmp);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
-        g1_status st = G1_FAIL(G1_ERR_IO, "cannot create a temporary file beside the trace %s: %s", path,
-                               strerror(errno));
+        g1_status st = stream ? G1_FAIL(G1_ERR_IO, "cannot write the trace to %s: %s", path, strerror(errno))
+                              : G1_FAIL(G1_ERR_IO, "cannot create a temporary file beside the trace %s: %s", path,
+                                        strerror(errno));
         if (fd >= 0) {
             close(fd);
-            remove(tmp);
+            if (tmp)
+                remove(tmp);
         }
         free(tmp);
         return st;
@@ -225,9 +231,10 @@ g1_status g1_trace_write_json(const char *path, int nranks, g1_trace_event *cons
     fprintf(f, "\n]}\n");
     g1_status st = G1_OK;
     if (ferror(f) | (fclose(f) != 0)) { /* not ||: the file is closed either way */
-        st = G1_FAIL(G1_ERR_IO, "writing trace %s failed: %s", tmp, strerror(errno));
-        remove(tmp);
-    } else if ((st = g1_rename_durable(tmp, path)) != G1_OK) {
+        st = G1_FAIL(G1_ERR_IO, "writing trace %s failed: %s", tmp ? tmp : path, strerror(errno));
+        if (tmp)
+            remove(tmp);
+    } else if (tmp && (st = g1_rename_durable(tmp, path)) != G1_OK) {
         remove(tmp);
     }
     free(tmp);

@@ -2439,6 +2439,41 @@ def case_trace(d):
         check(not os.path.exists(out) and not os.path.exists(out + ".partial"), "a refused run made files")
 
 
+def case_trace_stream(d):
+    """--trace to a FIFO or a device (a /dev/null node, as root), or a link
+    to one, is written directly, as --output is: the FIFO's reader gets the
+    trace and the FIFO, device and link stay what they were, with nothing
+    beside them (the trace was written to TRACE.tmp.PID.RANDOM and renamed
+    over them: the device became a regular file)."""
+    import stat
+    inp = os.path.join(d, "in.jsonl")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [3 + i, 4, 5]} for i in range(3)])
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    expect_ok(tiny("score", inp, os.path.join(d, "o1.jsonl"), "--trace", fifo))
+    reader.join(30)
+    check(got and any(e["name"] == "all layers" for e in json.loads(got[0])["traceEvents"]),
+          f"the FIFO's reader got no trace: {got!r:.200}")
+    check(stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced by a regular file")
+    names = [("fifo", stat.S_ISFIFO)]
+    if os.geteuid() == 0:
+        dev, link = os.path.join(d, "null"), os.path.join(d, "null-link")
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        os.symlink("null", link)
+        for k, name in enumerate((dev, link)):
+            expect_ok(tiny("score", inp, os.path.join(d, "o%d.jsonl" % (k + 2)), "--trace", name))
+        check(stat.S_ISCHR(os.lstat(dev).st_mode), "the device was replaced by a regular file")
+        check(os.path.islink(link) and os.readlink(link) == "null", "the link to the device was replaced")
+        names += [("null", stat.S_ISCHR), ("null-link", stat.S_ISLNK)]
+    else:
+        print("the device cases need root (mknod): skipped")
+    left = sorted(f for f in os.listdir(d) if any(f.startswith(n + ".") for n, _ in names))
+    check(not left, f"files written beside the trace: {left}")
+
+
 def case_trace_race(d):
     """Two runs given one --trace at the same time: each writes its trace
     under a temporary name of its own (TRACE.tmp.PID.RANDOM) and renames it

@@ -935,7 +935,11 @@ static int tool_main(int argc, char **argv)
     int code = 0;
     for (int i = 0; i < nf + 2 && !code; i++) {
         const char *name = i < nf ? argv[optind + i] : i == nf ? output : dump;
-        if (name && !g1_path_is_stream(name) && g1_path_through_link(name, &real[i]) != G1_OK) {
+        /* the dump is an HDF5 file: never a stream (a device, FIFO or folder
+         * is refused before any work; a FIFO hung the merge) */
+        g1_status st = !name ? G1_OK : i == nf + 1 ? g1_h5_output_path("", name, &real[i])
+                       : g1_path_is_stream(name) ? G1_OK : g1_path_through_link(name, &real[i]);
+        if (st != G1_OK) {
             fprintf(stderr, "grok1-merge: error: %s%s\n", i < nf ? "" : i == nf ? "--output: " : "--dump-logits: ",
                     g1_last_error());
             code = 2;

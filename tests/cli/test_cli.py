@@ -2474,6 +2474,40 @@ def case_trace_stream(d):
     check(not left, f"files written beside the trace: {left}")
 
 
+def case_merge_dump_special(d):
+    """grok1-merge --dump-logits D where D is a FIFO, a device (a /dev/null
+    node, as root), a link to one or a directory: refused before any work,
+    exit 2, saying what D is; nothing written (an HDF5 dump cannot be a
+    stream: a FIFO hung the merge, which had made its lock files; a device
+    was refused as 'exists', exit 1)."""
+    import stat
+    if not ARGS.hdf5:
+        return SKIP
+    inp = os.path.join(d, "in.jsonl")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [3 + i, 4, 5]} for i in range(4)])
+    shards = []
+    for k in range(2):
+        sh = os.path.join(d, "s%d.jsonl" % k)
+        expect_ok(tiny("score", inp, sh, "--shard", "%d/2" % k, "--dump-logits", os.path.join(d, "d%d.h5" % k)))
+        shards.append(sh)
+    cases = [("a FIFO", os.mkfifo), ("a directory", os.mkdir)]
+    if os.geteuid() == 0:
+        cases.append(("a character device", lambda p: os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(1, 3))))
+    else:
+        print("the device case needs root (mknod): skipped")
+    for what, make in cases:
+        sub = os.path.join(d, what.split()[-1])
+        os.mkdir(sub)
+        dump, link = os.path.join(sub, "m.h5"), os.path.join(sub, "link.h5")
+        make(dump)
+        os.symlink("m.h5", link)
+        for name in (dump, link):
+            rc, se = merge_run(["--input", inp, "--output", os.path.join(sub, "m.jsonl"), "--dump-logits", name]
+                               + shards)
+            check(rc == 2 and what in se and "HDF5" in se, f"--dump-logits {what} ({name}): exit {rc}: {se.strip()}")
+            check(sorted(os.listdir(sub)) == ["link.h5", "m.h5"], f"files left: {sorted(os.listdir(sub))}")
+
+
 def case_trace_race(d):
     """Two runs given one --trace at the same time: each writes its trace
     under a temporary name of its own (TRACE.tmp.PID.RANDOM) and renames it

@@ -338,7 +338,8 @@ static g1_status write_out(const linker *k, int src, int replace)
     if (!tmp)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     snprintf(tmp, n, "%s.tmp.%ld", k->out, (long)getpid());
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    unlink(tmp); /* made anew, exclusively: never through a link found at the name */
+    hid_t f = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     g1_status st = G1_OK;
     if (f < 0) {
         char d[256];

@@ -228,7 +228,12 @@ g1_status g1_ckpt_writer_create(const char *path, const g1_config *cfg, const in
             free_writer(wr);
         return st;
     }
-    wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* a name of this process's own, made anew: whatever is there (a file
+     * left by an earlier process of the same pid, or a symbolic link planted
+     * at the name, which a truncating create would write through) goes, and
+     * the create is exclusive */
+    unlink(wr->tmp);
+    wr->file = H5Fcreate(wr->tmp, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (wr->file < 0) {
         char d[256];
         g1_h5_detail(d);

@@ -145,6 +145,35 @@ def main():
             expect(rc == 2 and "--config file" in err and open(cfg).read() == text,
                    f"grok1-mkckpt --out {os.path.basename(out)} = its --config: refused, kept (rc {rc}, "
                    f"{err.strip()[:160]!r})")
+        # the temporary file OUT.tmp.<pid>: a symbolic link found at that name
+        # (planted by the child before it execs the tool, which keeps its pid)
+        # is replaced, not written through: the file it names is left as it was
+        for tool, argv_of in (("grok1-mkckpt", mk), ("grok1-link", lambda p: [LINK, p, p0, p1])):
+            out, victim = os.path.join(d, "planted.h5"), os.path.join(d, "victim.txt")
+            for f in (out, victim):
+                if os.path.exists(f):
+                    os.remove(f)
+            with open(victim, "w") as f:
+                f.write("not yours\n")
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.symlink(victim, f"{out}.tmp.{os.getpid()}")
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, 1)
+                    os.dup2(devnull, 2)
+                    args = [str(a) for a in argv_of(out)]
+                    os.execv(args[0], args)
+                finally:
+                    os._exit(127)
+            _, status = os.waitpid(pid, 0)
+            rc = os.waitstatus_to_exitcode(status)
+            left = sorted(n for n in os.listdir(d) if n.startswith("planted.h5.tmp"))
+            with open(victim, "rb") as f:
+                kept = f.read()
+            expect(rc == 0 and kept == b"not yours\n" and os.path.exists(out) and is_hdf5(out) and not left,
+                   f"{tool}: a link planted at OUT.tmp.<pid> is not written through (rc {rc}, victim "
+                   f"{kept[:20]!r}, left {left})")
     if failures:
         print(f"NOT OK: {len(failures)} failed")
         return 1

@@ -938,8 +938,11 @@ static int tool_main(int argc, char **argv)
         const char *name = i < nf ? argv[optind + i] : i == nf ? output : dump;
         /* the dump is an HDF5 file: never a stream (a device, FIFO or folder
          * is refused before any work; a FIFO hung the merge) */
+        struct stat ds;
         g1_status st = !name ? G1_OK : i == nf + 1 ? g1_h5_output_path("", name, &real[i])
                        : g1_path_is_stream(name) ? G1_OK : g1_path_through_link(name, &real[i]);
+        if (st == G1_OK && i == nf && stat(name, &ds) == 0 && S_ISDIR(ds.st_mode))
+            st = G1_FAIL(G1_ERR_ARG, "%s is a directory: give the name of the file to write", name);
         if (st != G1_OK) {
             fprintf(stderr, "grok1-merge: error: %s%s\n", i < nf ? "" : i == nf ? "--output: " : "--dump-logits: ",
                     g1_last_error());

@@ -1654,6 +1654,11 @@ def case_shard(d):
     rc, se = merge_run(["--input", inp, "--output", "/dev/null"] + g3)
     check(rc == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode) and not os.path.exists("/dev/null.meta.json"),
           f"merge to /dev/null: {rc} {se}")
+    # a directory: a usage error naming it (it was exit 1, "exists: remove it")
+    adir = os.path.join(d, "merged.dir")
+    os.mkdir(adir)
+    rc, se = merge_run(["--input", inp, "--output", adir] + g3)
+    check(rc == 2 and "is a directory" in se and os.listdir(adir) == [], f"merge to a directory: {rc} {se}")
     fifo = os.path.join(d, "merged.fifo")
     os.mkfifo(fifo)
     got = []

@@ -10,6 +10,14 @@ import sys
 import tempfile
 
 
+# GROK1.md's hyper-parameter table
+GROK1 = dict(vocab_size=131072, emb_size=6144, num_layers=64, num_q_heads=48, num_kv_heads=8, key_size=128,
+             ffn_size=32768, num_experts=8, num_selected_experts=2, max_seq_len=8192,
+             embedding_multiplier=78.38367176906169, output_multiplier=0.5773502691896257,
+             attn_output_multiplier=0.08838834764831845, attn_logit_cap=30.0, rope_base=10000.0, rms_eps=1e-5,
+             pad_id=0, bos_id=1, eos_id=2)
+
+
 def run(args, **kw):
     p = subprocess.run([A.plan] + args, capture_output=True, text=True, timeout=60, **kw)
     return p.returncode, p.stdout, p.stderr
@@ -55,6 +63,10 @@ def case_out_json():
         expect(j["format"] == "grok1-plan" and j["format_version"] == 1, "format and version")
         expect(j["model"]["num_layers"] == 64 and j["model"]["rope_base"] == 10000.0 and len(j["model"]) >= 19,
                "model hyper-parameters")
+        # every constant of GROK1.md's table, exactly: the reference tests read them from the checkpoint
+        # grok1-mkckpt writes from these presets, so a wrong preset value is invisible there
+        bad = {k: (j["model"].get(k), v) for k, v in GROK1.items() if j["model"].get(k) != v}
+        expect(not bad, f"grok-1 preset equals GROK1.md's hyper-parameters (differ, got vs want: {bad})")
         expect(j["stages"] == 4 and j["ep"] == 2 and len(j["ranks"]) == 8, "stages, ep, ranks")
         c = j["cuts"]
         expect(c[0] == 0 and c[-1] == 64 and all(a < b for a, b in zip(c, c[1:])), "cuts contiguous, covering")
@@ -69,6 +81,12 @@ def case_out_json():
         expect(j["ranks"][0]["weights_bytes"] > j["ranks"][1]["weights_bytes"], "rank 0 holds the embedding")
         rc, out, err = run(["--config", "tiny", "--stages", "2", "--ep", "1", "--out", "-"])
         expect(rc == 0 and json.loads(out)["stages"] == 2 and "rank" in err, "--out - : JSON on stdout, table on stderr")
+        # tiny keeps Grok-1's constants but its own shapes, and 1/sqrt(key_size) as the attention scale
+        tiny = dict(GROK1, vocab_size=512, emb_size=64, num_layers=4, num_q_heads=4, num_kv_heads=2, key_size=16,
+                    ffn_size=96, max_seq_len=256, attn_output_multiplier=0.25)
+        m = json.loads(out)["model"]
+        bad = {k: (m.get(k), v) for k, v in tiny.items() if m.get(k) != v}
+        expect(not bad, f"tiny preset: Grok-1's constants, 1/sqrt(16) attention scale (differ: {bad})")
 
 
 def case_out_special():

@@ -211,14 +211,18 @@ def top_k(p, k):
     return np.argsort(-p, axis=-1, kind="stable")[:, :k]
 
 
-def attention(x, lw, cfg, mk, diag):
-    """Causal GQA attention with RoPE and the soft cap; x (n, D) -> (n, D)."""
+def attention(x, lw, cfg, mk, diag, kv_bf16=False):
+    """Causal GQA attention with RoPE and the soft cap; x (n, D) -> (n, D).
+    kv_bf16: keys (after RoPE) and values rounded to bf16, as a bf16 KV cache
+    stores them."""
     n = x.shape[0]
     Hq, Hkv, K = cfg["num_q_heads"], cfg["num_kv_heads"], cfg["key_size"]
     pos = np.arange(n)
     q = rope((x @ lw["attn_q"]).reshape(n, Hq, K), pos, cfg["rope_base"], "interleaved_rope" in mk)
     k = rope((x @ lw["attn_k"]).reshape(n, Hkv, K), pos, cfg["rope_base"], "interleaved_rope" in mk)
     v = (x @ lw["attn_v"]).reshape(n, Hkv, K)
+    if kv_bf16:
+        k, v = (bf16_round(a.astype(np.float32)).astype(np.float64) for a in (k, v))
     g = np.arange(Hq) // (Hq // Hkv)                      # kv head of each q head
     s = np.einsum("ihd,jhd->hij", q, k[:, g, :]) * cfg["attn_output_multiplier"]  # (Hq, n, n)
     causal = np.tril(np.ones((n, n), dtype=bool))
@@ -265,14 +269,15 @@ def _parse_mistakes(mistakes):
     return mk
 
 
-def forward(model, tokens, mistakes=(), diagnostics=False):
+def forward(model, tokens, mistakes=(), diagnostics=False, kv_bf16=False):
     """Logits float64 (n, V) for the token ids `tokens` at positions 0..n-1.
 
     mistakes: names from MISTAKES to reproduce. With diagnostics=True returns
     (logits, diag) where diag has max_raw_score (largest |q.k * multiplier|
     over visible pairs, before the cap) and min_router_margin (smallest gap
     between the k-th and (k+1)-th router probability: a small value means the
-    expert choice is fragile to rounding)."""
+    expert choice is fragile to rounding). kv_bf16: keys and values rounded
+    to bf16 as a bf16 KV cache (--kv-cache bf16) holds them."""
     mk = _parse_mistakes(mistakes)
     cfg = model.cfg
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -287,7 +292,7 @@ def forward(model, tokens, mistakes=(), diagnostics=False):
 
     x = emb[tokens] * cfg["embedding_multiplier"]          # (n, D)
     for lw in layers:
-        a = attention(rms_norm(x, lw["attn_norm"], eps, one_plus), lw, cfg, mk, diag)
+        a = attention(rms_norm(x, lw["attn_norm"], eps, one_plus), lw, cfg, mk, diag, kv_bf16)
         x = x + (rms_norm(a, lw["attn_out_norm"], eps, one_plus) if post else a)
         f = moe(rms_norm(x, lw["moe_norm"], eps, one_plus), lw, cfg, mk, diag)
         x = x + (rms_norm(f, lw["moe_out_norm"], eps, one_plus) if post else f)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rowmath.h"
 #include "sampler.h"
 
 static int failures;
@@ -346,11 +347,46 @@ static void test_against_full_sort(void)
     CHECK(bad == 0, "%d of %d samples differ from a full sort's", bad, total);
 }
 
+/* The edges the random tests never hit: a nucleus whose probability equals
+ * top_p exactly ("reaches" is >=, GROK1.md), the high 32 bits of the seed,
+ * request and step, and the reference runner's defaults. */
+static void test_edges(void)
+{
+    /* p ~ [1 .61 .37 .22] (unnormalised, as the sampler computes them, in
+     * the order it adds them): a top_p whose product with the total is the
+     * first two's sum exactly keeps {0, 1}; keeping token 2 too (a strict
+     * comparison) draws it about 18% of the time */
+    float l[4] = {0, -0.5f, -1.0f, -1.5f};
+    double p[4], total = g1_row_exp(l, 4, 0.0, 1.0, p, NULL), cum = p[0] + p[1];
+    double tp = cum / total;
+    for (int i = 0; i < 8 && tp * total != cum; i++)
+        tp = nextafter(tp, tp * total < cum ? 2.0 : 0.0);
+    CHECK(tp * total == cum, "no top_p with top_p * total == %.17g found", cum);
+    double w2[4] = {p[0] / cum, p[1] / cum, 0, 0};
+    int bad;
+    double x = chi2(l, 4, (g1_sample_opts){.temperature = 1, .top_p = tp, .seed = 18}, w2, 20000, &bad);
+    CHECK(x < 15.1 && bad < 0, "top_p reached exactly (%.17g): chi2 %.1f (1 dof), token outside {0, 1}: %d", tp, x,
+          bad);
+
+    /* every bit of seed, request and step selects the stream */
+    uint64_t hi = (uint64_t)1 << 32;
+    double u = g1_sample_uniform(7, 3, 5);
+    CHECK(u != g1_sample_uniform(7 + hi, 3, 5), "seed 7 + 2^32 draws what seed 7 draws");
+    CHECK(u != g1_sample_uniform(7, 3 + hi, 5), "request 3 + 2^32 draws what request 3 draws");
+    CHECK(u != g1_sample_uniform(7, 3, 5 + hi), "step 5 + 2^32 draws what step 5 draws");
+
+    g1_sample_opts d = G1_SAMPLE_OPTS_DEFAULT;
+    CHECK(d.temperature == 0.01 && d.top_p == 1.0 && d.top_k == 0 && d.seed == 42,
+          "defaults are not the reference runner's (temperature 0.01, top_p 1, seed 42): %g %g %d %llu",
+          d.temperature, d.top_p, (int)d.top_k, (unsigned long long)d.seed);
+}
+
 int main(void)
 {
     test_philox();
     test_distributions();
     test_greedy_and_errors();
+    test_edges();
     test_large_vocab();
     test_against_full_sort();
     if (failures) {

@@ -9,6 +9,7 @@ first failed check; 77 means skipped.
 """
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -1083,6 +1084,68 @@ def case_score_shape(d):
         check(abs(sum(r["logprobs"]) - r["sum_logprob"]) <= 1e-9 * max(1, abs(r["sum_logprob"])), "sum_logprob")
         check(isinstance(r["greedy"], bool), "greedy must be a bool")
     check(res[0]["greedy"] is True and res[0]["sum_logprob"] == 0, "a one-token prompt is trivially greedy")
+
+
+def philox4x32(ctr, key):
+    """Philox 4x32-10 (as g1_philox4x32), in Python for an independent check."""
+    m = 0xFFFFFFFF
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + 0x9E3779B9) & m, (k1 + 0xBB67AE85) & m
+        a, b = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((b >> 32) ^ c1 ^ k0) & m, b & m, ((a >> 32) ^ c3 ^ k1) & m, a & m
+    return c0, c1, c2, c3
+
+
+def sample_uniform(seed, request, step):
+    """The uniform in [0, 1) for (seed, request index, token index), as sampler.h documents it."""
+    m = 0xFFFFFFFF
+    o = philox4x32((step & m, step >> 32, request & m, request >> 32), (seed & m, seed >> 32))
+    return ((o[0] << 21) ^ (o[1] >> 11)) / 2.0 ** 53
+
+
+def case_sampling_stream(d):
+    """Each sampled token is the draw of Philox keyed by (seed, the request's
+    0-based index in the input, the token's index in the completion), the
+    stream sampler.h and --help promise, recomputed here: top_k 5 with
+    top_logprobs 5 gives the kept tokens' probabilities, ordered by id, and
+    the token is the first whose running sum passes u * their total. A
+    request without "seed" uses 42. Prompts longer than one token make the
+    token index differ from the position."""
+    check(philox4x32((0, 0, 0, 0), (0, 0)) == (0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8),
+          "Python Philox known answer")
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    reqs = [{"id": i, "prompt_ids": [(29 * i + 11 * j + 3) % V for j in range(n)], "max_new_tokens": 10,
+             "temperature": 1.0, "top_k": 5, "top_logprobs": 5, "ignore_eos": True}
+            for i, n in enumerate((7, 2, 12, 5))]
+    for r, sd in zip(reqs, (11, 2 ** 40 + 3, None, 0)):
+        if sd is not None:
+            r["seed"] = sd
+    write_jsonl(inp, reqs)
+    expect_ok(tiny("generate", inp, out, "--batch-size", "2"))
+    steps = 0
+    for k, (rq, res) in enumerate(zip(reqs, read_jsonl(out))):
+        check(res["id"] == rq["id"], f"result {k} is request {res['id']}, expected {rq['id']}")
+        seed = rq.get("seed", 42)
+        for step, (tok, top) in enumerate(zip(res["completion_ids"], res["top_logprobs"])):
+            kept = sorted((e["id"], math.exp(e["logprob"])) for e in top)
+            u = sample_uniform(seed, k, step) * sum(p for _, p in kept)
+            acc, want, margin = 0.0, kept[-1][0], math.inf
+            for i, p in kept:
+                acc += p
+                margin = min(margin, abs(acc - u))
+                if u < acc:
+                    want = i
+                    break
+            if margin < 1e-9:
+                continue  # u on a boundary: rounding may decide either way
+            check(tok == want, f"request {k} (seed {seed}) token {step}: {tok}, the stream's draw is {want} "
+                               f"(u {u:.6f} over {kept})")
+            steps += 1
+    check(steps >= 30, f"only {steps} steps checked")
+    print(f"sampling stream: {steps} tokens are Philox(seed, request index, token index)'s draws")
 
 
 def case_generate_fields(d):

@@ -55,7 +55,8 @@ static void put_piece(buf *b, const char *s, float score, int type)
     put_bytes(b, 1, p.d, p.n);
 }
 
-/* BPE model: [PAD] [BOS] [EOS] [UNK], user "\n" "<|m|>", bytes, then a b ab ▁ ▁a ▁ab */
+/* BPE model: [PAD] [BOS] [EOS] [UNK], user "\n" "<|m|>", bytes, then a b ab ▁ ▁a ▁ab "\na" (a normal
+ * piece that spans a user piece: BPE must never make it, the "\n" is frozen) */
 static void mini_model(buf *m, int model_type, int charsmap, int with_unk)
 {
     m->n = 0;
@@ -71,8 +72,8 @@ static void mini_model(buf *m, int model_type, int charsmap, int with_unk)
         snprintf(s, sizeof s, "<0x%02X>", i);
         put_piece(m, s, 0, 6);
     }
-    const char *normal[] = {"a", "b", "ab", "\xE2\x96\x81", "\xE2\x96\x81" "a", "\xE2\x96\x81" "ab"};
-    for (int i = 0; i < 6; i++)
+    const char *normal[] = {"a", "b", "ab", "\xE2\x96\x81", "\xE2\x96\x81" "a", "\xE2\x96\x81" "ab", "\na"};
+    for (int i = 0; i < 7; i++)
         put_piece(m, normal[i], (float)-i, 1);
     buf t = {.n = 0};
     put_int(&t, 3, (uint64_t)model_type);
@@ -111,12 +112,14 @@ static void test_mini(void)
     CHECK(g1_tok_load_mem(&t, m.d, m.n, "mini") == G1_OK, "mini model refused: %s", g1_last_error());
     if (!t)
         return;
-    CHECK(g1_tok_vocab_size(t) == 4 + 2 + 256 + 6, "vocab %d", (int)g1_tok_vocab_size(t));
+    CHECK(g1_tok_vocab_size(t) == 4 + 2 + 256 + 7, "vocab %d", (int)g1_tok_vocab_size(t));
     CHECK(g1_tok_bos_id(t) == 1 && g1_tok_eos_id(t) == 2 && g1_tok_pad_id(t) == 0 && g1_tok_unk_id(t) == 3, "special ids");
     int32_t base = 262; /* a */
     /* "ab ab": ▁ab ▁ab; "\nab": ▁ \n ab ; "c": ▁ <0x63> */
     CHECK(encode_is(t, "ab ab", (int32_t[]){base + 5, base + 5}, 2), "ab ab");
     CHECK(encode_is(t, "\nab", (int32_t[]){base + 3, 4, base + 2}, 3), "newline frozen");
+    /* "\na": ▁ \n a, not ▁ "\na" (the only pair in the vocabulary merges a frozen symbol) */
+    CHECK(encode_is(t, "\na", (int32_t[]){base + 3, 4, base}, 3), "newline frozen, never merged");
     CHECK(encode_is(t, "c<|m|>", (int32_t[]){base + 3, 6 + 0x63, 5}, 3), "byte fallback + user piece");
     g1_ids ids = {0};
     g1_tok_encode(t, "", 0, &ids);

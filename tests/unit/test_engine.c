@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "sampler.h"
 #include "synth.h"
 #include "testutil.h"
 
@@ -175,6 +176,38 @@ int main(void)
             tu_check(strstr(name, "fork 0:") != NULL, name);
         }
         free(x);
+    }
+
+    /* more rows than the engine's batch: g1_engine_logits and
+     * g1_engine_score_rows take them in chunks of max_batch (4 here); each
+     * row must be its own (bitwise the full forward's logits, and
+     * g1_row_logprob of them with its own target). The driver never asks
+     * for more than a batch, so only this reaches the chunks after the first. */
+    {
+        g1_engine *e3 = mk(1, 4);
+        int D = C.emb_size, slot[4], pos[4], target[N], am[N], am1;
+        float *x = malloc((size_t)N * D * sizeof(float));
+        double lp[N], lp1;
+        for (int p0 = 0; p0 < N; p0 += 4) {
+            for (int i = 0; i < 4; i++)
+                slot[i] = 0, pos[i] = p0 + i;
+            g1_batch b = {.T = 4, .slot = slot, .pos = pos};
+            if (g1_engine_embed(e3, 4, tok[0] + p0, x + (size_t)p0 * D) ||
+                g1_engine_forward(e3, &b, x + (size_t)p0 * D)) {
+                fprintf(stderr, "chunks: %s\n", g1_last_error());
+                exit(1);
+            }
+        }
+        tu_check(!g1_engine_logits(e3, N, x, tmp) && !memcmp(full, tmp, sz),
+                 "logits of 24 rows by an engine of batch 4 == the full forward's (bitwise)");
+        for (int t = 0; t < N; t++)
+            target[t] = t + 1 < N ? tok[0][t + 1] : -1;
+        int same = !g1_engine_score_rows(e3, N, x, target, lp, am);
+        for (int t = 0; t < N && same; t++)
+            same = !g1_row_logprob(full + (size_t)t * V, V, target[t], &lp1, &am1) && lp1 == lp[t] && am1 == am[t];
+        tu_check(same, "score_rows of 24 rows by an engine of batch 4: each row's log-prob and argmax its own");
+        free(x);
+        g1_engine_free(e3);
     }
 
     /* bad batches are refused with a message */

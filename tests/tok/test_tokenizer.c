@@ -241,9 +241,51 @@ static void test_grok(void)
     g1_tok_free(t);
 }
 
+/* A control piece is never made from text: BPE merges only into normal,
+ * user-defined and unused pieces (SentencePiece's pieces_ map), so with a
+ * control piece "cd" beside normal "c" and "d", "cd" is ▁ c d
+ * (python3-sentencepiece: 263 261 262 for this model), not ▁ [cd]. */
+static void test_control_not_merged(void)
+{
+    static buf m;
+    m.n = 0;
+    const char *ctl[] = {"[PAD]", "[BOS]", "[EOS]"};
+    for (int i = 0; i < 3; i++)
+        put_piece(&m, ctl[i], 0, 3);
+    put_piece(&m, "[UNK]", 0, 2);
+    put_piece(&m, "cd", 0, 3);
+    for (int i = 0; i < 256; i++) {
+        char s[8];
+        snprintf(s, sizeof s, "<0x%02X>", i);
+        put_piece(&m, s, 0, 6);
+    }
+    put_piece(&m, "c", 0, 1);
+    put_piece(&m, "d", -1, 1);
+    put_piece(&m, "\xE2\x96\x81", -2, 1);
+    buf t = {.n = 0};
+    put_int(&t, 3, 2);
+    put_int(&t, 35, 1);
+    put_bytes(&t, 46, "[BOS]", 5);
+    put_bytes(&t, 47, "[EOS]", 5);
+    put_bytes(&t, 48, "[PAD]", 5);
+    put_bytes(&m, 2, t.d, t.n);
+    buf ns = {.n = 0};
+    put_bytes(&ns, 1, "identity", 8);
+    put_int(&ns, 4, 0);
+    put_bytes(&m, 3, ns.d, ns.n);
+    g1_tokenizer *tk;
+    CHECK(g1_tok_load_mem(&tk, m.d, m.n, "control") == G1_OK, "model with a control piece cd refused: %s",
+          g1_last_error());
+    if (!tk)
+        return;
+    CHECK(encode_is(tk, "cd", (int32_t[]){263, 261, 262}, 3), "text cd encoded as the control piece cd");
+    g1_tok_free(tk);
+}
+
 int main(void)
 {
     test_mini();
+    test_control_not_merged();
     test_stop();
     test_grok();
     if (failures) {

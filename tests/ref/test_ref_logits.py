@@ -2,7 +2,8 @@
 """The main reference test: grok1-run's logits against the NumPy reference.
 
 Makes tiny checkpoints with grok1-mkckpt (ordinary, "hot" attention beyond the
-soft cap, and "quiet" MoE outputs where the post-MoE norm's eps matters),
+soft cap, "quiet" MoE outputs where the post-MoE norm's eps matters, and
+"faint", a residual stream so small that every norm's eps matters),
 scores random prompts with `grok1-run --mode score --dump-logits`, and compares
 logits, log-probabilities and greedy flags with grok1_ref. Then shows that the
 tolerance catches the known porting mistakes. Exit 0 pass, 1 fail, 77 skip.
@@ -10,6 +11,7 @@ tolerance catches the known porting mistakes. Exit 0 pass, 1 fail, 77 skip.
 usage: test_ref_logits.py --mkckpt grok1-mkckpt --run grok1-run --tmp DIR
 """
 import argparse
+import copy
 import math
 import os
 import shutil
@@ -32,6 +34,7 @@ from g1test import (Checks, TestFailure, compare, describe, read_dump, read_resu
 SEED_ORDINARY, SEED_HOT = 11, 12
 REQUEST_LENGTHS = (20, 33, 26)  # >= 20 tokens each
 NEAR_TIE = 1e-4                 # logit gap below which an argmax may differ
+FAINT = 2.0 ** -10              # the faint checkpoint's scale of the residual stream
 
 
 def make_checkpoints(args, check):
@@ -63,6 +66,21 @@ def make_checkpoints(args, check):
         raise TestFailure("moe_down_scale in %s is not float32; cannot make the quiet checkpoint"
                           % paths["ordinary"])
     models["quiet"] = ref.load(paths["quiet"])
+
+    # faint: the ordinary checkpoint with the embedding and the post-attention and post-MoE norm scales
+    # times 2^-10 (bf16-exact), so the residual stream has mean square ~6e-6 and every RMSNorm's eps (1e-5)
+    # matters, the final norm's too (elsewhere x^2 ~ 6 drowns it). Measured: runner within 6e-7 of max|r|;
+    # the final norm alone with eps 1e-3 lands 0.86 away (1e-3 is 6e-5 away on the ordinary checkpoint)
+    paths["faint"] = os.path.join(tmp, "ref_faint.h5")
+    shutil.copy(paths["ordinary"], paths["faint"])
+    ok = make_ckpt.scale_dataset(paths["faint"], "embedding", FAINT)
+    for l in range(models["ordinary"].cfg["num_layers"]):
+        for n in ("attn_out_norm", "moe_out_norm"):
+            ok = ok and make_ckpt.scale_dataset(paths["faint"], "layers/%02d/%s" % (l, n), FAINT)
+    if not ok:
+        raise TestFailure("%s stores the embedding or norms other than float32; cannot make the faint checkpoint"
+                          % paths["ordinary"])
+    models["faint"] = ref.load(paths["faint"])
     return paths, models
 
 
@@ -176,7 +194,7 @@ def main():
         write_requests(inp, requests)
 
         rows, ref_logits = [], {}
-        for name in ("ordinary", "hot", "quiet"):
+        for name in ("ordinary", "hot", "quiet", "faint"):
             out = os.path.join(args.tmp, "ref_out_%s.jsonl" % name)
             dump = os.path.join(args.tmp, "ref_logits_%s.h5" % name)
             for f in (out, dump):
@@ -190,6 +208,11 @@ def main():
             rows += rw
 
         check_kv_bf16(check, args, paths["ordinary"], models["ordinary"], requests, inp, ref_logits["ordinary"])
+        # the faint checkpoint has teeth for eps: a reference with eps 1e-6 is outside the tolerance there
+        eps6 = copy.copy(models["faint"])
+        eps6.cfg = dict(eps6.cfg, rms_eps=eps6.cfg["rms_eps"] / 10)
+        check(compare(ref.forward(eps6, requests[0]["prompt_ids"]), ref_logits["faint"][0])["nfail"] > 0,
+              "faint checkpoint: the tolerance catches RMSNorm eps 1e-6 instead of 1e-5")
 
         print("\nSummary: grok1-run against the reference (tolerance |c-r| <= 1e-3 max|r| + 1e-3 |r|)")
         print("  %-9s %3s %4s %11s %11s %6s %11s %9s %10s" % (

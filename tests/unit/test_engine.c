@@ -5,6 +5,8 @@
  * slot continues as if computed there. */
 #include <string.h>
 
+#include "bf16.h"
+#include "cpu.h"
 #include "engine.h"
 #include "sampler.h"
 #include "synth.h"
@@ -246,6 +248,51 @@ int main(void)
                  "prepare after realloc: the split scales in the kept storage");
         tu_check(!g1_weights_realloc(&p, &C, 0, 0, 0, C.num_experts, blocks, 1) && p.embedding && p.fresh_bytes > 0,
                  "realloc, another shape (the embedding part): new memory");
+        g1_weights_free(&p);
+    }
+    /* scales that are not bf16 values (a checkpoint may store float32
+     * scales): prepare must leave them to the integer rounding path (the
+     * split's s * 65537 is exact only for bf16 s), so the few-token matmul
+     * still multiplies by bf16(q * s): the chain of fmaf over the rows,
+     * bitwise */
+    {
+        g1_weights p = {0};
+        tu_check(!g1_weights_realloc(&p, &C, 0, 1, 0, C.num_experts, blocks, 0) && !g1_synth_weights(&s, &p),
+                 "a layer for the float32 scales");
+        g1_qmat *m = &p.layers[0].attn[G1_ATTN_O];
+        /* a float32 scale and an int8 for which the split is not bf16(q * s) (about 1 pair in 200000) */
+        float sc = 0;
+        int8_t q8 = 0;
+        for (uint32_t bits = 0x3c5a4fa2u; !q8 && bits < 0x3c5a4fa2u + (1u << 20); bits++) {
+            float f;
+            memcpy(&f, &bits, 4);
+            for (int q = 1; q < 128 && !q8; q++) {
+                float c = (float)q * (f * 65537.0f);
+                if (c - (c - (float)q * f) != g1_dequant((int8_t)q, f))
+                    sc = f, q8 = (int8_t)q;
+            }
+        }
+        tu_check(q8 != 0, "a float32 scale where the split is not bf16(q * s)");
+        for (int i = 0; i < m->blocks * m->cols; i++)
+            m->scale[i] = sc;
+        m->w[0] = q8;
+        tu_check(!g1_weights_prepare(&p), "prepare with float32 scales");
+        float x[3 * 64], y[3 * 64];
+        tu_check(m->rows <= 64 && m->cols <= 64, "attn_o fits the test's buffers");
+        for (int i = 0; i < 3 * m->rows; i++)
+            x[i] = tu_sym();
+        g1_cpu_matmul_q8(x, 3, m, y);
+        int same = 1, rpb = m->rows / m->blocks;
+        for (int t = 0; t < 3; t++)
+            for (int c = 0; c < m->cols; c++) {
+                float acc = 0;
+                for (int r = 0; r < m->rows; r++) {
+                    float wq = g1_dequant(m->w[(size_t)r * m->cols + c], m->scale[(size_t)(r / rpb) * m->cols + c]);
+                    acc = fmaf(x[t * m->rows + r], wq, acc);
+                }
+                same &= acc == y[t * m->cols + c];
+            }
+        tu_check(same, "float32 (not bf16) scales: 3 tokens times bf16(q * s), bitwise");
         g1_weights_free(&p);
     }
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);

@@ -1427,15 +1427,27 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                  * is continue_dump's to set aside */
                 kept_look kl = {0};
                 g1_logits_sink kept_sink;
-                char why[600];
-                if (c->dump_logits && json_array_size(f->done_ids) > 0 &&
-                    g1_logits_file_open_read(c->dump_logits, cfg->vocab_size, &kl.f) == G1_OK) {
+                char why[600], dump_partial[PATH_MAX + 16];
+                snprintf(dump_partial, sizeof dump_partial, "%s.partial", c->dump_logits ? c->dump_logits : "");
+                /* a finished DUMP (no DUMP.partial) was whole on the disk
+                 * before it took its name: no kill left it short */
+                int dump_finished = c->dump_logits && !exists(dump_partial);
+                g1_status ro = c->dump_logits && json_array_size(f->done_ids) > 0
+                                   ? g1_logits_file_open_read(c->dump_logits, cfg->vocab_size, &kl.f)
+                                   : G1_ERR_ARG;
+                if (ro == G1_OK) {
                     kept_sink = (g1_logits_sink){.write = no_write, .has = kept_has, .ctx = &kl};
                     o.dump = &kept_sink;
                     if (g1_dump_run_differs(g1_logits_file_run(kl.f), meta, "this run", why, sizeof why))
                         st = G1_FAIL(G1_ERR_ARG, "cannot resume: the logits dump %s was written by another run "
                                                  "(%s): give this run's dump, or start afresh without --resume",
                                      c->dump_logits, why);
+                } else if (c->dump_logits && json_array_size(f->done_ids) > 0 && dump_finished) {
+                    snprintf(why, sizeof why, "%s", g1_last_error());
+                    st = G1_FAIL(G1_ERR_ARG, "cannot resume: %s is a finished file, but %s; it is left as it is "
+                                             "(not set aside as a dump a kill damaged): give this run's dump, or "
+                                             "start afresh without --resume",
+                                 c->dump_logits, why);
                 }
 #endif
                 if (st == G1_OK)
@@ -1452,6 +1464,16 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
                              : kl.first_why == G1_DUMP_OTHER_ID   ? "another request's id on"
                                                                   : "no",
                              (long long)kl.first_k, kl.first_rows);
+                /* a finished dump without the kept results' logits is
+                 * another output's (a relative --dump-logits resolved in
+                 * another folder, or one named by two outputs): setting it
+                 * aside took it from the output it belongs to */
+                if (st == G1_OK && kl.missing && dump_finished)
+                    st = G1_FAIL(G1_ERR_ARG, "cannot resume: %s is a finished logits dump that is not the one of the "
+                                             "results kept in %s: %s; it is left as it is (a relative --dump-logits "
+                                             "names a file in the current folder): give this run's dump, or start "
+                                             "afresh without --resume",
+                                 c->dump_logits, finished ? c->output : f->partial, f->dump_unfit);
 #endif
                 f->left_known = st == G1_OK;
                 if (st == G1_OK && fseek(f->in, 0, SEEK_SET) != 0)

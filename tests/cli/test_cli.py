@@ -282,6 +282,75 @@ def case_take_back(d):
           "the resume after a failed run that replaced an OUT did not run every request")
 
 
+def dump_stale_files(d):
+    """in.jsonl, bad.jsonl (line 7 refused), other.jsonl (the same ids, other
+    prompts) of 10 requests, and the uninterrupted run of in.jsonl (ref.jsonl,
+    ref.h5)."""
+    inp, bad, other = (os.path.join(d, n) for n in ("in.jsonl", "bad.jsonl", "other.jsonl"))
+    rows = [{"id": f"q{i}", "prompt_ids": [(7 * i + 3 * j + 1) % V for j in range(2 + i % 5)]} for i in range(10)]
+    write_jsonl(inp, rows)
+    write_jsonl(bad, rows[:6] + ['{"id": "q6", "prompt_ids": [99999]}'] + rows[7:])
+    write_jsonl(other, [dict(r, prompt_ids=[(t + 11) % V for t in r["prompt_ids"]]) for r in rows])
+    ref, ref_lg = os.path.join(d, "ref.jsonl"), os.path.join(d, "ref.h5")
+    expect_ok(tiny("score", inp, ref, "--dump-logits", ref_lg))
+    return inp, bad, other, ref, ref_lg
+
+
+def same_dump(a, b):
+    import h5py
+    import numpy as np
+    with h5py.File(a, "r") as f, h5py.File(b, "r") as g:
+        return sorted(f["logits"]) == sorted(g["logits"]) and \
+            all(np.array_equal(f["logits"][k][...], g["logits"][k][...]) for k in g["logits"])
+
+
+def case_dump_foreign(d):
+    """A resume refuses a finished logits dump that does not hold the kept
+    results' logits, and leaves it as it is: a relative --dump-logits
+    resumed from another folder took that folder's dump of the same name
+    (another output's), set it aside as damaged and wrote this run's logits
+    under its name; a finished file that is no dump was set aside too."""
+    if not ARGS.hdf5:
+        return SKIP
+    inp, bad, other, ref, ref_lg = dump_stale_files(d)
+    a_dir, b_dir = os.path.join(d, "a"), os.path.join(d, "b")
+    os.mkdir(a_dir)
+    os.mkdir(b_dir)
+    out, lg, b_lg = os.path.join(a_dir, "out.jsonl"), os.path.join(a_dir, "l.h5"), os.path.join(b_dir, "l.h5")
+
+    def in_dir(where, *args):
+        p = subprocess.run([ARGS.run] + tiny("score", *args), capture_output=True, text=True, timeout=60, cwd=where)
+        return p.returncode, p.stderr
+
+    # b: a finished run's l.h5 of other requests (the same model and settings)
+    rc, se = in_dir(b_dir, other, os.path.join(b_dir, "o.jsonl"), "--dump-logits", "l.h5")
+    check(rc == 0, f"the run in b failed: {se}")
+    before = open(b_lg, "rb").read()
+    rc, se = in_dir(a_dir, bad, out, "--dump-logits", "l.h5")
+    check(rc == 1 and len(read_jsonl(out + ".partial")) == 6, f"the run in a did not stop at line 7: exit {rc}: {se}")
+    rc, se = in_dir(b_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    check(rc == 1 and "is a finished logits dump that is not the one of the results kept" in se,
+          f"a resume from another folder took that folder's dump: exit {rc}: {se.strip()}")
+    check(sorted(os.listdir(b_dir)) == ["l.h5", "o.jsonl", "o.jsonl.meta.json"] and open(b_lg, "rb").read() == before,
+          f"the refused resume changed b's files: {sorted(os.listdir(b_dir))}")
+    check(len(read_jsonl(out + ".partial")) == 6 and os.path.exists(lg + ".partial"),
+          "the refused resume changed the output or its dump")
+    # a finished file that is no dump at all, where the dump's .partial is gone
+    os.rename(lg + ".partial", lg + ".saved")
+    with open(lg, "w") as f:
+        f.write("not hdf5\n")
+    rc, se = in_dir(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    check(rc == 1 and "is a finished file" in se and open(lg).read() == "not hdf5\n" and
+          not os.path.exists(lg + ".partial.damaged"), f"a finished non-dump was set aside: exit {rc}: {se.strip()}")
+    os.remove(lg)
+    os.rename(lg + ".saved", lg + ".partial")
+    # from its own folder it continues, to the uninterrupted run's results
+    rc, se = in_dir(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    check(rc == 0 and "warning" not in se, f"the resume from a failed: exit {rc}: {se}")
+    check(open(out).read() == open(ref).read() and same_dump(lg, ref_lg),
+          "the resume differs from the uninterrupted run")
+
+
 def case_file_clash(d):
     """An output that names an input (or another output, or a directory) is
     refused with exit 2 before anything is written; the input is untouched."""

@@ -599,8 +599,10 @@ def test_dump(d, ref):
     expect(rc == 0 and "warning" not in err and kept == np.float32(was + 0.5),
            f"--skip-checksums keeps the kept results' logits unread: rc {rc} {err.strip()[-300:]}")
     # the dump replaced by another run's of other prompts (one more token
-    # each; the same settings): the kept results' logits are not there, so
-    # the resume starts over, keeping that dump aside
+    # each; the same settings): the kept results' logits are not there. As
+    # a finished dump it is another output's (out.other's): refused, left as
+    # it is (until 2026-12-04 it was set aside, and this output's logits took
+    # its name under out.other's meta file)
     rc, _, err = score()
     other = os.path.join(d, "dother.jsonl")
     with open(req) as f, open(other, "w") as g:
@@ -609,8 +611,18 @@ def test_dump(d, ref):
     rc2, _, _ = run([RUN, "--checkpoint", ref, "--mode", "score", "--input", other, "--output", out + ".other",
                      "--dump-logits", dump])
     other_dump = open(dump, "rb").read()
+    before = {p: open(p, "rb").read() for p in (out, out + ".meta.json", dump)}
     rc, _, err = score("--resume")
-    expect(rc2 == 0 and rc == 0 and "7 of the results kept have no logits there (the first: no logits/0 of" in err
+    after = {p: open(p, "rb").read() if os.path.exists(p) else None for p in before}
+    expect(rc2 == 0 and rc == 1 and "is a finished logits dump that is not the one of the results kept" in err and
+           "7 of the results kept have no logits there (the first: no logits/0 of" in err and before == after and
+           not os.path.exists(dump + ".partial.damaged"),
+           f"a resume over another output's finished dump of other prompts is refused: rc {rc} {err.strip()[-300:]}")
+    # as DUMP.partial (what an interrupted run leaves) the resume starts
+    # over, keeping that dump aside
+    os.rename(dump, dump + ".partial")
+    rc, _, err = score("--resume")
+    expect(rc == 0 and "7 of the results kept have no logits there (the first: no logits/0 of" in err
            and open(dump + ".partial.damaged", "rb").read() == other_dump and open(out).read() == ref_out and
            dump_crcs(dump) == crcs, f"a resume over a dump of other prompts starts over: rc {rc} {err.strip()[-300:]}")
     # ... and one of the same input under other settings: its record says so

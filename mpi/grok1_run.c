@@ -175,7 +175,8 @@ static void usage(FILE *f)
 "  --dump-logits FILE.h5     score mode: also write the float32 logits of every position,\n"
 "                            dataset /logits/<k> of shape (n, V), k = 0-based input line number,\n"
 "                            with the request's token ids (attribute tokens) and id (attribute\n"
-"                            id, JSON text) (as FILE.h5.partial until complete, like the output)\n"
+"                            id, JSON text) (as FILE.h5.partial until complete, like the output;\n"
+"                            a run without --resume removes an earlier FILE.h5 when it starts)\n"
 "  --dump-buffer SIZE        --dump-logits: rows held for the thread that writes the dump, so\n"
 "                            that a slow file system does not stop the pipeline (default 1G;\n"
 "                            at least one write's, the logits rows computed at once: up to\n"
@@ -1531,6 +1532,17 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
         if (!f->logits) {
             G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, f->dump_run, &f->logits));
             f->dump_made = 1;
+            /* as OUT: a finished dump of an earlier run goes when this one
+             * starts, not when it ends, or it would pass for this run's (its
+             * meta file names it) while this one is unfinished or failed */
+            struct stat sb;
+            if (!c->resume && stat(c->dump_logits, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+                if (unlink(c->dump_logits) != 0)
+                    return G1_FAIL(G1_ERR_IO, "cannot remove %s, an earlier run's logits dump that this run "
+                                              "replaces: %s", c->dump_logits, strerror(errno));
+                fprintf(stderr, "grok1-run: removed %s, an earlier run's logits dump: this run replaces it "
+                                "(--resume continues one instead)\n", c->dump_logits);
+            }
         }
         G1_TRY(g1_dump_writer_new(f->logits, cfg->vocab_size, (uint64_t)c->dump_buffer, &f->dw));
         if (g1_input_rereadable(c->input))

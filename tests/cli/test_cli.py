@@ -304,6 +304,34 @@ def same_dump(a, b):
             all(np.array_equal(f["logits"][k][...], g["logits"][k][...]) for k in g["logits"])
 
 
+def case_dump_replaced(d):
+    """A fresh run removes a finished logits dump of an earlier run at its
+    start, as it does an earlier OUT: it stayed, looking finished, beside
+    the new meta file naming it (and beside DUMP.partial) when the new run
+    failed or was stopped."""
+    if not ARGS.hdf5:
+        return SKIP
+    inp, bad, other, ref, ref_lg = dump_stale_files(d)
+    out, lg = os.path.join(d, "out.jsonl"), os.path.join(d, "l.h5")
+    expect_ok(tiny("score", other, out, "--dump-logits", lg))
+    rc, _, se = run(tiny("score", bad, out, "--dump-logits", lg))
+    check(rc == 1 and len(read_jsonl(out + ".partial")) == 6, f"the run did not stop at line 7: exit {rc}: {se}")
+    check(not os.path.exists(lg) and f"removed {lg}, an earlier run's logits dump" in se,
+          f"a fresh run left the earlier finished dump beside its own meta file and {lg}.partial: {se.strip()}")
+    check(os.path.exists(lg + ".partial"), "the failed run did not keep its dump")
+    # stopped before its first result: nothing of either run stays
+    expect_ok(tiny("score", other, out, "--dump-logits", lg))
+    rc, _, se = run(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "2"), env={"GROK1_FAULT": "0:1"})
+    left = [p for p in (out, out + ".partial", lg, lg + ".partial") if os.path.exists(p)]
+    check(rc == 1 and not left, f"a fresh run that failed before its first result left {left}: exit {rc}: {se}")
+    # a refused command line leaves the dump alone
+    expect_ok(tiny("score", other, out, "--dump-logits", lg))
+    rc, _, se = run(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "0"))
+    check(rc == 2 and os.path.exists(lg), f"a refused command line removed the dump: exit {rc}: {se}")
+    expect_ok(tiny("score", inp, out, "--dump-logits", lg))
+    check(open(out).read() == open(ref).read() and same_dump(lg, ref_lg), "the run did not replace the dump")
+
+
 def case_dump_foreign(d):
     """A resume refuses a finished logits dump that does not hold the kept
     results' logits, and leaves it as it is: a relative --dump-logits

@@ -1533,10 +1533,11 @@ static g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1
             G1_TRY(g1_logits_file_create(c->dump_logits, cfg->vocab_size, f->dump_run, &f->logits));
             f->dump_made = 1;
             /* as OUT: a finished dump of an earlier run goes when this one
-             * starts, not when it ends, or it would pass for this run's (its
-             * meta file names it) while this one is unfinished or failed */
+             * starts (also a --resume with nothing to resume), not when it
+             * ends, or it would pass for this run's (its meta file names it)
+             * while this one is unfinished or failed */
             struct stat sb;
-            if (!c->resume && stat(c->dump_logits, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+            if ((!c->resume || f->fresh) && stat(c->dump_logits, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
                 if (unlink(c->dump_logits) != 0)
                     return G1_FAIL(G1_ERR_IO, "cannot remove %s, an earlier run's logits dump that this run "
                                               "replaces: %s", c->dump_logits, strerror(errno));

@@ -319,6 +319,13 @@ def case_dump_replaced(d):
     check(not os.path.exists(lg) and f"removed {lg}, an earlier run's logits dump" in se,
           f"a fresh run left the earlier finished dump beside its own meta file and {lg}.partial: {se.strip()}")
     check(os.path.exists(lg + ".partial"), "the failed run did not keep its dump")
+    # so does a --resume with nothing to resume (no OUT, no OUT.partial), as batch scripts run it
+    expect_ok(tiny("score", other, out, "--dump-logits", lg))
+    os.remove(out)
+    os.remove(out + ".meta.json")
+    rc, _, se = run(tiny("score", bad, out, "--dump-logits", lg, "--resume"))
+    check(rc == 1 and not os.path.exists(lg) and f"removed {lg}, an earlier run's logits dump" in se,
+          f"a --resume that started afresh left the earlier finished dump: exit {rc}: {se.strip()}")
     # stopped before its first result: nothing of either run stays
     expect_ok(tiny("score", other, out, "--dump-logits", lg))
     rc, _, se = run(tiny("score", inp, out, "--dump-logits", lg, "--batch-size", "2"), env={"GROK1_FAULT": "0:1"})

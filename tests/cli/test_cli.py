@@ -2865,14 +2865,16 @@ def case_init_signal(d):
     cmds = [(1, [ARGS.run] + tiny("score", inp, out), signal.SIGTERM),
             (2, [mpiexec, "-n", "2", "-x", "LD_PRELOAD", "-x", "G1_TEST_INIT_MARK", ARGS.run] + tiny("score", inp, out),
              signal.SIGUSR1)]
+    def marks():  # one file per rank in MPI_Init (the shim names it by its pid)
+        return [x for x in os.listdir(d) if x.startswith("mpi_init.")]
     for n, cmd, sig in cmds:
-        if os.path.exists(mark):
-            os.remove(mark)
+        for x in marks():
+            os.remove(os.path.join(d, x))
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         t0 = time.time()
-        while not os.path.exists(mark) and p.poll() is None and time.time() - t0 < 30:
+        while len(marks()) < n and p.poll() is None and time.time() - t0 < 30:
             time.sleep(0.02)
-        check(os.path.exists(mark), f"{n} rank(s): MPI_Init was not reached")
+        check(len(marks()) == n, f"{n} rank(s): MPI_Init was not reached by every rank ({marks()})")
         p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         print(f"{n} rank(s), signal {int(sig)} while MPI starts: exit {p.returncode}: {err.strip()[:300]}")

@@ -11,6 +11,7 @@
  * are copied into D.merge.tmp, renamed to D before OUT gets its name. No
  * MPI; HDF5 for the dumps only (src/logits_file.c). */
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -130,7 +131,10 @@ static g1_status read_shard(shard *s)
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
     if (st == G1_OK) {
         json_object_del(set, "shard");
-        json_object_del(set, "dump_logits"); /* each shard has a dump of its own, or none */
+        /* each shard has a dump of its own, or none */
+        json_object_del(set, "dump_logits");
+        json_object_del(set, "dump_logits_path");
+        json_object_del(set, "dump_logits_from_output");
         s->input = json_incref(json_object_get(m, "input")); /* each shard records its own requests */
         json_object_del(m, "input");
         s->meta = m;
@@ -828,6 +832,21 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
             json_t *set = json_object_get(by_k[0].meta, "settings");
             if (dump && json_object_set_new(set, "dump_logits", json_string(dump)) != 0)
                 st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            /* and where it is, relative to OUT too, as grok1-run records it */
+            char *dump_real = NULL, *out_real = NULL, *rel = NULL, dir[PATH_MAX];
+            if (st == G1_OK && dump && g1_path_canonical(dump, &dump_real) == G1_OK) {
+                if (json_object_set_new(set, "dump_logits_path", json_string(dump_real)) != 0)
+                    st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+                if (g1_path_canonical(out_path, &out_real) == G1_OK) {
+                    g1_dir_of(out_real, dir, sizeof dir);
+                    rel = g1_path_relative(dir, dump_real);
+                }
+                if (st == G1_OK && rel && json_object_set_new(set, "dump_logits_from_output", json_string(rel)) != 0)
+                    st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            }
+            free(dump_real);
+            free(out_real);
+            free(rel);
             if (st == G1_OK && whole && json_object_set(by_k[0].meta, "input", whole) != 0)
                 st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
             if (st == G1_OK)

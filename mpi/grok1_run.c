@@ -78,6 +78,10 @@ static void on_stop_signal(int sig)
 
 typedef struct cli {
     const char *checkpoint, *input, *output, *dump_logits, *synthetic;
+    /* --dump-logits: the file's canonical absolute name, and that name
+     * relative to the canonical folder of --output (NULL: unknown; a stream
+     * output has no meta file); recorded in OUT.meta.json for --resume */
+    char *dump_path, *dump_from_output;
     g1_run_mode mode;
     int have_mode;
     int check_input; /* --check-input: read the input as a run would, report, exit */
@@ -185,7 +189,10 @@ static void usage(FILE *f)
 "  --resume                  continue OUTPUT: keep its complete results (a torn last line\n"
 "                            is redone) and run only the requests not yet done, and continue\n"
 "                            the logits dump with them; refused if OUTPUT.meta.json shows\n"
-"                            other settings or another input; starts afresh when there is\n"
+"                            other settings or another input, or another dump file than the\n"
+"                            one it records (a relative name read in another folder), but for\n"
+"                            one at the same place relative to OUTPUT (a folder moved or\n"
+"                            copied whole); starts afresh when there is\n"
 "                            nothing to resume; with every request done (a finished OUTPUT)\n"
 "                            it checks, renames and ends without loading the weights;\n"
 "                            a refused resume leaves OUTPUT and its meta file as they were\n"
@@ -800,6 +807,21 @@ static int parse_args(int argc, char **argv, cli *c)
         if (through[i])
             *named[i] = through[i];
     }
+    /* where the dump is, whatever folder the name was read from: a resume
+     * or a merge run elsewhere finds it by this (a folder that does not
+     * exist leaves it unknown: the run fails making the dump) */
+    free(c->dump_path);
+    free(c->dump_from_output);
+    c->dump_path = c->dump_from_output = NULL;
+    if (c->dump_logits && g1_path_canonical(c->dump_logits, &c->dump_path) == G1_OK && c->output &&
+        strcmp(c->output, "-") && !g1_path_is_stream(c->output)) {
+        char *out_real = NULL, dir[PATH_MAX];
+        if (g1_path_canonical(c->output, &out_real) == G1_OK) {
+            g1_dir_of(out_real, dir, sizeof dir);
+            c->dump_from_output = g1_path_relative(dir, c->dump_path);
+        }
+        free(out_real);
+    }
 #if !G1_HAVE_HDF5
     if (c->checkpoint || c->dump_logits)
         return usage_error("%s needs HDF5, but this grok1-run was built without HDF5: use --synthetic, or "
@@ -1126,6 +1148,13 @@ static json_t *run_meta(const cli *c, const g1_config *cfg, const g1_engine_opts
     /* a resume continues the dump only where the first run made one */
     if (c->dump_logits)
         json_object_set_new(settings, "dump_logits", json_string(c->dump_logits));
+    /* and the file it is, wherever the run was started from: a resume
+     * from another folder, where the name is another file, is refused
+     * (g1_meta_check); a merge finds the dump by it */
+    if (c->dump_logits && c->dump_path)
+        json_object_set_new(settings, "dump_logits_path", json_string(c->dump_path));
+    if (c->dump_logits && c->dump_path && c->dump_from_output)
+        json_object_set_new(settings, "dump_logits_from_output", json_string(c->dump_from_output));
     /* the backends agree only within a tolerance (docs/CUDA.md) */
     json_object_set_new(settings, "backend", json_string(eo->backend == G1_BACKEND_CUDA ? "cuda" : "cpu"));
     /* only when bf16: outputs made before the option resume as they were */

@@ -83,6 +83,8 @@ static json_t *run_of(json_t *meta)
     if (json_is_object(set)) {
         json_object_del(set, "shard");
         json_object_del(set, "dump_logits");
+        json_object_del(set, "dump_logits_path");
+        json_object_del(set, "dump_logits_from_output");
     }
     return m;
 }
@@ -329,6 +331,59 @@ g1_status g1_input_check(const char *path, json_t *record, const char *sidecar, 
                                                     : whole_check(path, record, sidecar);
 }
 
+static const char *setting(json_t *meta, const char *key)
+{
+    return json_string_value(json_object_get(json_object_get(meta, "settings"), key));
+}
+
+static void drop_settings(json_t *meta, const char *const *keys)
+{
+    json_t *set = json_object_get(meta, "settings");
+    for (; *keys; keys++)
+        json_object_del(set, *keys);
+}
+
+/* Which logits dump a resume continues. A relative --dump-logits is read
+ * from the current folder, so the same name given in another folder is
+ * another file (another output's dump, perhaps of the same requests, which
+ * the checks of its contents pass: it was taken over and the output's own
+ * DUMP.partial orphaned). The meta file records the dump's canonical name
+ * (settings.dump_logits_path) and that name relative to the output's
+ * folder (settings.dump_logits_from_output). The rule: the dump this run
+ * names must be the recorded file, or sit where the recorded one sat
+ * relative to the output: the output folder moved or copied whole (OUT,
+ * its meta file and the dump together) and resumed there with the same
+ * names. Anything else is refused, before anything changes, naming both
+ * files. The name as given may then differ (an absolute one for a
+ * relative one): it is the file that counts. Whether that file holds this
+ * output's logits is checked after, as for any resume (its run record, the
+ * kept results' datasets). A meta file from before the record (no
+ * dump_logits_path) is resumed as before: by the name as given. */
+static g1_status dump_place(const char *path, json_t *old, json_t *mine)
+{
+    const char *was = setting(old, "dump_logits_path"), *now = setting(mine, "dump_logits_path");
+    const char *was_rel = setting(old, "dump_logits_from_output"), *now_rel = setting(mine, "dump_logits_from_output");
+    static const char *const place[] = {"dump_logits", "dump_logits_path", "dump_logits_from_output", NULL};
+    static const char *const added[] = {"dump_logits_path", "dump_logits_from_output", NULL};
+    if (!was || !now) { /* an older record, or a run with no dump on one side: compared as before */
+        drop_settings(old, added);
+        drop_settings(mine, added);
+        return G1_OK;
+    }
+    int same = !strcmp(was, now) || (was_rel && now_rel && !strcmp(was_rel, now_rel));
+    if (same) {
+        drop_settings(old, place);
+        drop_settings(mine, place);
+        return G1_OK;
+    }
+    return G1_FAIL(G1_ERR_ARG, "cannot resume: --dump-logits %s is %s, but the logits dump of this output is %s "
+                               "(settings.dump_logits_path in %s; %s from the output's folder), another file, "
+                               "perhaps another output's dump (a relative --dump-logits names a file in the current "
+                               "folder): resume from the folder the run started in, or give that dump's path "
+                               "(--dump-logits %s); nothing was changed",
+                   setting(mine, "dump_logits"), now, was, path, was_rel ? was_rel : "?", was);
+}
+
 g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input)
 {
     *old_input = NULL;
@@ -343,6 +398,13 @@ g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input)
     json_t *mine = json_deep_copy(meta);
     if (mine)
         json_object_del(mine, "input");
+    g1_status place = mine ? dump_place(path, old, mine) : G1_OK;
+    if (place != G1_OK) {
+        json_decref(mine);
+        json_decref(old);
+        json_decref(input);
+        return place;
+    }
     char msg[600];
     int d = mine ? g1_json_differ("", mine, old, "this run", "the file's record", msg, sizeof msg)
                  : (snprintf(msg, sizeof msg, "out of memory"), 1);

@@ -17,7 +17,8 @@ int g1_json_differ(const char *where, json_t *a, json_t *b, const char *name_a, 
 
 /* What a logits dump records of the run that wrote it (its root attribute
  * "run", docs/RUN.md): the meta file's content without the input record
- * and without settings.shard and settings.dump_logits, as compact JSON with
+ * and without settings.shard and settings.dump_logits (with its _path and
+ * _from_output), as compact JSON with
  * sorted keys (malloc'd; NULL: no memory). The shards of one input, their
  * merge and the unsharded run record the same. */
 char *g1_dump_run_record(json_t *meta);
@@ -33,7 +34,12 @@ g1_status g1_meta_write(const char *path, json_t *meta);
 /* G1_ERR_ARG unless the sidecar at path has exactly `meta`'s fields and
  * values (the message names the first difference and both values), the
  * "input" record aside: that one is returned in *old_input (a new
- * reference, NULL when absent) for g1_input_check. */
+ * reference, NULL when absent) for g1_input_check. The logits dump is
+ * compared as a file when both record settings.dump_logits_path: the
+ * recorded file, or the one at the recorded place relative to the output
+ * (settings.dump_logits_from_output: the output's folder moved or copied
+ * whole); else refused naming both (resume.c, dump_place). A sidecar
+ * without that record compares settings.dump_logits, the name as given. */
 g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input);
 
 /* The requests a run read, recorded in the sidecar under "input" as

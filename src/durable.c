@@ -182,6 +182,58 @@ g1_status g1_path_through_link(const char *path, char **out)
     return *out ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
 }
 
+g1_status g1_path_canonical(const char *path, char **out)
+{
+    *out = NULL;
+    char *through = NULL;
+    G1_TRY(g1_path_through_link(path, &through));
+    if (through) { /* a link: its end, already canonical */
+        *out = through;
+        return G1_OK;
+    }
+    char dir[PATH_MAX];
+    g1_dir_of(path, dir, sizeof dir);
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        return G1_FAIL(G1_ERR_ARG, "%s is not a file name", path);
+    char *rdir = realpath(dir, NULL);
+    if (!rdir)
+        return G1_FAIL(G1_ERR_ARG, "the directory %s of %s cannot be resolved: %s", dir, path, strerror(errno));
+    *out = join(strcmp(rdir, ".") ? rdir : ".", base);
+    free(rdir);
+    return *out ? G1_OK : G1_FAIL(G1_ERR_NOMEM, "out of memory");
+}
+
+char *g1_path_relative(const char *from_dir, const char *to)
+{
+    /* the longest common run of whole components */
+    size_t common = 0;
+    for (size_t i = 0;; i++) {
+        char a = from_dir[i], b = to[i];
+        if ((a == 0 || a == '/') && (b == 0 || b == '/'))
+            common = i;
+        if (a == 0 || b == 0 || a != b)
+            break;
+    }
+    /* the components of from_dir past it: one ".." each */
+    size_t ups = 0;
+    for (const char *p = from_dir + common; *p; p++)
+        if (*p == '/' && p[1])
+            ups++;
+    const char *rest = to + common;
+    while (*rest == '/')
+        rest++;
+    size_t n = 3 * ups + strlen(rest) + 1;
+    char *s = malloc(n);
+    if (!s)
+        return NULL;
+    s[0] = 0;
+    for (size_t i = 0; i < ups; i++)
+        strcat(s, "../");
+    strcat(s, rest);
+    return s;
+}
+
 /* What a file that is not a regular file is, for a message. */
 static const char *kind_of(mode_t m)
 {

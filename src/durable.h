@@ -53,6 +53,18 @@ int g1_path_is_stream(const char *path);
  * cannot be followed: a loop, a directory that does not exist. */
 g1_status g1_path_through_link(const char *path, char **out);
 
+/* The canonical absolute name of the file path names or would name: the
+ * file at the end of a chain of links (g1_path_through_link), in its
+ * directory's canonical name (realpath: no ".", "..", links or doubled
+ * slashes), whether or not the file exists. *out: malloc'd. G1_ERR_ARG
+ * when the directory does not exist or a link cannot be followed. */
+g1_status g1_path_canonical(const char *path, char **out);
+
+/* The name of `to` relative to the directory `from_dir`, both canonical
+ * absolute names (g1_path_canonical; realpath): "l.h5", "sub/l.h5",
+ * "../b/l.h5". malloc'd; NULL when out of memory. */
+char *g1_path_relative(const char *from_dir, const char *to);
+
 /* An HDF5 output named on a command line (grok1-mkckpt --out, grok1-convert's
  * and grok1-link's OUT.h5), checked before any work. An HDF5 file cannot be
  * written to a stream: a device (/dev/null), a FIFO, a socket, a name of a

@@ -363,13 +363,24 @@ def case_dump_foreign(d):
     before = open(b_lg, "rb").read()
     rc, se = in_dir(a_dir, bad, out, "--dump-logits", "l.h5")
     check(rc == 1 and len(read_jsonl(out + ".partial")) == 6, f"the run in a did not stop at line 7: exit {rc}: {se}")
+    # (refused since for being another file than the one the meta file
+    # records: cli_dump_resume_elsewhere)
     rc, se = in_dir(b_dir, inp, out, "--dump-logits", "l.h5", "--resume")
-    check(rc == 1 and "is a finished logits dump that is not the one of the results kept" in se,
+    check(rc == 1 and "resume from the folder the run started in" in se,
           f"a resume from another folder took that folder's dump: exit {rc}: {se.strip()}")
     check(sorted(os.listdir(b_dir)) == ["l.h5", "o.jsonl", "o.jsonl.meta.json"] and open(b_lg, "rb").read() == before,
           f"the refused resume changed b's files: {sorted(os.listdir(b_dir))}")
     check(len(read_jsonl(out + ".partial")) == 6 and os.path.exists(lg + ".partial"),
           "the refused resume changed the output or its dump")
+    # another output's finished dump where this one's should be: refused by its contents
+    os.rename(lg + ".partial", lg + ".saved")
+    shutil.copy(b_lg, lg)
+    rc, se = in_dir(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    check(rc == 1 and "is a finished logits dump that is not the one of the results kept" in se and
+          open(lg, "rb").read() == before and not os.path.exists(lg + ".partial.damaged"),
+          f"a resume took another output's finished dump in its place: exit {rc}: {se.strip()}")
+    os.remove(lg)
+    os.rename(lg + ".saved", lg + ".partial")
     # a finished file that is no dump at all, where the dump's .partial is gone
     os.rename(lg + ".partial", lg + ".saved")
     with open(lg, "w") as f:
@@ -384,6 +395,88 @@ def case_dump_foreign(d):
     check(rc == 0 and "warning" not in se, f"the resume from a failed: exit {rc}: {se}")
     check(open(out).read() == open(ref).read() and same_dump(lg, ref_lg),
           "the resume differs from the uninterrupted run")
+
+
+def case_dump_resume_elsewhere(d):
+    """OUT.meta.json records the dump's canonical name and its place
+    relative to the output; a resume whose --dump-logits is another file is
+    refused, naming both, unless it sits where the recorded one sat
+    relative to the output (the folder copied or moved whole). A relative
+    --dump-logits resumed from another folder holding a finished dump of
+    the same requests took that one over (renamed it to .partial, continued
+    it, renamed it back) and orphaned the output's own DUMP.partial, exit 0."""
+    if not ARGS.hdf5:
+        return SKIP
+    inp, bad, other, ref, ref_lg = dump_stale_files(d)
+    a_dir, b_dir, c_dir = (os.path.join(d, x) for x in "abc")
+    os.mkdir(a_dir)
+    os.mkdir(b_dir)
+    out, lg, b_lg = os.path.join(a_dir, "out.jsonl"), os.path.join(a_dir, "l.h5"), os.path.join(b_dir, "l.h5")
+
+    def in_dir(where, *args):
+        p = subprocess.run([ARGS.run] + tiny("score", *args), capture_output=True, text=True, timeout=60, cwd=where)
+        return p.returncode, p.stderr
+
+    def settings(meta):
+        with open(meta) as f:
+            return json.load(f)["settings"]
+
+    # b: a finished run of the same requests, its l.h5 beside it
+    rc, se = in_dir(b_dir, inp, os.path.join(b_dir, "o.jsonl"), "--dump-logits", "l.h5")
+    check(rc == 0, f"the run in b failed: {se}")
+    b_before = {x: open(os.path.join(b_dir, x), "rb").read() for x in os.listdir(b_dir)}
+    rc, se = in_dir(a_dir, bad, out, "--dump-logits", "l.h5")
+    check(rc == 1 and len(read_jsonl(out + ".partial")) == 6, f"the run in a did not stop at line 7: exit {rc}: {se}")
+    a_before = {x: open(os.path.join(a_dir, x), "rb").read() for x in os.listdir(a_dir)}
+    rc, se = in_dir(b_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    check(rc == 1 and os.path.realpath(b_lg) in se and os.path.realpath(lg) in se and
+          "resume from the folder the run started in" in se,
+          f"a resume from another folder took that folder's dump of the same requests: exit {rc}: {se.strip()}")
+    s = settings(out + ".meta.json")
+    check(s.get("dump_logits") == "l.h5" and s.get("dump_logits_path") == os.path.realpath(lg) and
+          s.get("dump_logits_from_output") == "l.h5", f"the meta file does not record where the dump is: {s}")
+    check({x: open(os.path.join(b_dir, x), "rb").read() for x in os.listdir(b_dir)} == b_before,
+          f"the refused resume changed b's files: {sorted(os.listdir(b_dir))}")
+    check({x: open(os.path.join(a_dir, x), "rb").read() for x in os.listdir(a_dir)} == a_before,
+          f"the refused resume changed a's files: {sorted(os.listdir(a_dir))}")
+    # the whole folder copied: resumed there with the same relative names,
+    # the copy continues its own dump (a's stays as it was)
+    shutil.copytree(a_dir, c_dir)
+    c_out = os.path.join(c_dir, "out.jsonl")
+    rc, se = in_dir(c_dir, inp, "out.jsonl", "--dump-logits", "l.h5", "--resume")
+    check(rc == 0 and "warning" not in se, f"the resume of a copied folder failed: exit {rc}: {se}")
+    check(open(c_out).read() == open(ref).read() and same_dump(os.path.join(c_dir, "l.h5"), ref_lg),
+          "the resume of the copied folder differs from the uninterrupted run")
+    check(settings(c_out + ".meta.json").get("dump_logits_path") == os.path.realpath(os.path.join(c_dir, "l.h5")),
+          "the resumed copy's meta file does not record its own dump")
+    check({x: open(os.path.join(a_dir, x), "rb").read() for x in os.listdir(a_dir)} == a_before,
+          "the resume of the copy changed the original folder")
+    # from b, given the dump's path: the file counts, not the name as given
+    rc, se = in_dir(b_dir, inp, out, "--dump-logits", lg, "--resume")
+    check(rc == 0 and "warning" not in se, f"the resume given the dump's path failed: exit {rc}: {se}")
+    check(open(out).read() == open(ref).read() and same_dump(lg, ref_lg) and not os.path.exists(lg + ".partial"),
+          "the resume given the dump's path differs from the uninterrupted run")
+    check({x: open(os.path.join(b_dir, x), "rb").read() for x in os.listdir(b_dir)} == b_before,
+          "the resume given the dump's path changed b's files")
+    # pointed at another output's dump by its path: refused, naming both
+    rc, se = in_dir(a_dir, inp, out, "--dump-logits", b_lg, "--resume")
+    check(rc == 1 and os.path.realpath(b_lg) in se and os.path.realpath(lg) in se,
+          f"a resume pointed at another output's dump: exit {rc}: {se.strip()}")
+    # a meta file from before the record resumes as before (by the name as given)
+    shutil.rmtree(c_dir)
+    shutil.copytree(a_dir, c_dir)
+    os.rename(c_out, c_out + ".partial")
+    os.rename(os.path.join(c_dir, "l.h5"), os.path.join(c_dir, "l.h5.partial"))
+    with open(c_out + ".meta.json") as f:
+        meta = json.load(f)
+    for k in ("dump_logits_path", "dump_logits_from_output"):
+        meta["settings"].pop(k)
+    meta["settings"]["dump_logits"] = "l.h5"  # (as the first run gave it: the last resume gave the path)
+    with open(c_out + ".meta.json", "w") as f:
+        json.dump(meta, f)
+    rc, se = in_dir(c_dir, inp, "out.jsonl", "--dump-logits", "l.h5", "--resume")
+    check(rc == 0 and "nothing left to run" in se and open(c_out).read() == open(ref).read(),
+          f"a meta file without dump_logits_path: exit {rc}: {se}")
 
 
 def case_file_clash(d):

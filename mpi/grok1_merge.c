@@ -55,14 +55,16 @@ static void usage(FILE *f)
 "  --output FILE    the merged results (must not exist); - for stdout (no meta file); a device\n"
 "                   or FIFO (/dev/null, /dev/stdout) is written directly, as stdout\n"
 "  --dump-logits D  also merge the shards' logits dumps (each shard's is the file\n"
-"                   its meta file records: settings.dump_logits, a relative name\n"
-"                   read from the current folder, as grok1-run wrote it from its\n"
-"                   own) into D (must not exist): the dump one run without\n"
-"                   --shard writes, dataset for dataset, and OUT.meta.json records\n"
-"                   D as that run's does. Refused unless every shard has a\n"
-"                   finished dump (not only D.partial) holding exactly the\n"
-"                   datasets of its results, each with its request's id (when\n"
-"                   it records one), all of one vocab_size. D gets its\n"
+"                   its meta file records: settings.dump_logits_path, or, from an\n"
+"                   older grok1-run, settings.dump_logits, a relative name read\n"
+"                   from the current folder) into D (must not exist): the dump one\n"
+"                   run without --shard writes, dataset for dataset, and\n"
+"                   OUT.meta.json records D as that run's does. Refused unless\n"
+"                   every shard has a finished dump (not only D.partial) holding\n"
+"                   exactly the datasets of its results, each with its request's\n"
+"                   id and tokens (when it records them: their count against the\n"
+"                   shard's result, the ids against prompt_ids and continuation_ids\n"
+"                   where the input gives them), all of one vocab_size. D gets its\n"
 "                   name before OUT does. Needs a build with HDF5. An HDF5 file:\n"
 "                   a device, FIFO or directory is refused (exit 2)\n"
 "  --help           this text\n"
@@ -84,9 +86,47 @@ typedef struct shard {
     int k, n;
     json_t *meta;  /* without settings.shard, settings.dump_logits and input */
     json_t *input; /* its record of the input (NULL: none, the shard read a pipe) */
-    char *dump;   /* settings.dump_logits: its logits dump, NULL for none */
+    char *dump;   /* its logits dump (shard_dump), NULL for none */
     FILE *f;
 } shard;
+
+/* Where shard s's logits dump is, from its meta file's settings: the file
+ * it was written to (settings.dump_logits_path, a canonical name); if that
+ * is gone (neither it nor its .partial there) and the dump's place
+ * relative to the shard's output is recorded (dump_logits_from_output),
+ * the file there, when there is one: the shard's folder moved whole. A
+ * meta file from before these records gives the name as grok1-run was
+ * given it (settings.dump_logits: a relative one is read from the current
+ * folder). *out malloc'd. */
+static g1_status shard_dump(const shard *s, json_t *set, char **out)
+{
+    const char *path = json_string_value(json_object_get(set, "dump_logits_path"));
+    const char *rel = json_string_value(json_object_get(set, "dump_logits_from_output"));
+    const char *name = json_string_value(json_object_get(set, "dump_logits"));
+    char partial[PATH_MAX + 16], dir[PATH_MAX];
+    *out = NULL;
+    if (path)
+        snprintf(partial, sizeof partial, "%s.partial", path);
+    if (path && rel && !exists(path) && !exists(partial)) {
+        char *real = NULL;
+        if (g1_path_canonical(s->path, &real) == G1_OK) {
+            g1_dir_of(real, dir, sizeof dir);
+            size_t n = strlen(dir) + strlen(rel) + 2;
+            char *there = malloc(n);
+            if (there)
+                snprintf(there, n, "%s/%s", dir, rel);
+            snprintf(partial, sizeof partial, "%s.partial", there ? there : "");
+            if (there && (exists(there) || exists(partial)))
+                *out = there;
+            else
+                free(there);
+        }
+        free(real);
+    }
+    if (!*out && !(*out = strdup(path ? path : name)))
+        return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    return G1_OK;
+}
 
 /* The shard's meta file, its K/N, and the meta as it is compared. */
 static g1_status read_shard(shard *s)
@@ -125,10 +165,16 @@ static g1_status read_shard(shard *s)
                              : G1_FAIL(G1_ERR_IO, "%s: no such file", s->path);
     }
     json_t *dump = st == G1_OK ? json_object_get(set, "dump_logits") : NULL;
-    if (dump && !json_is_string(dump))
-        st = G1_FAIL(G1_ERR_FORMAT, "%s: settings.dump_logits in %s is not a file name", s->path, mp);
-    else if (dump && !(s->dump = strdup(json_string_value(dump))))
-        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    json_t *dump_path = dump ? json_object_get(set, "dump_logits_path") : NULL;
+    json_t *dump_rel = dump ? json_object_get(set, "dump_logits_from_output") : NULL;
+    if ((dump && !json_is_string(dump)) || (dump_path && !json_is_string(dump_path)) ||
+        (dump_rel && !json_is_string(dump_rel)))
+        st = G1_FAIL(G1_ERR_FORMAT, "%s: settings.dump_logits%s in %s is not a file name", s->path,
+                     dump && !json_is_string(dump) ? "" : dump_path && !json_is_string(dump_path) ? "_path"
+                                                                                                   : "_from_output",
+                     mp);
+    else if (dump)
+        st = shard_dump(s, set, &s->dump);
     if (st == G1_OK) {
         json_object_del(set, "shard");
         /* each shard has a dump of its own, or none */
@@ -188,11 +234,25 @@ static g1_status input_ids(const char *path, json_t **ids)
 
 /* Result m (line `line` of shard s) answers request m of the input: their
  * ids are equal (a shard made from another input, or edited, fails). */
-static g1_status check_id(const shard *s, long long line, long long m, const char *text, size_t len, json_t *ids)
+static g1_status check_id(const shard *s, long long line, long long m, const char *text, size_t len, json_t *ids,
+                          int64_t *rows, int *cut)
 {
     json_t *res = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
     json_t *got = json_is_object(res) ? json_object_get(res, "id") : NULL, *want = json_array_get(ids, (size_t)m);
     g1_status st = G1_OK;
+    /* a score result's tokens, as its logits dump must hold them: the
+     * prompt's (after --truncate left cut `truncated`) and the
+     * continuation's; -1: not said */
+    if (rows) {
+        json_t *p = json_object_get(res, "prompt_tokens"), *c = json_object_get(res, "continuation_tokens");
+        json_t *t = json_object_get(res, "truncated");
+        rows[m] = json_is_integer(p) && (!c || json_is_integer(c))
+                      ? (int64_t)json_integer_value(p) + (c ? (int64_t)json_integer_value(c) : 0)
+                      : -1;
+        cut[m] = json_is_integer(t) && json_integer_value(t) >= 0 && json_integer_value(t) < INT_MAX
+                     ? (int)json_integer_value(t)
+                     : 0;
+    }
     if (!got)
         st = G1_FAIL(G1_ERR_FORMAT, "%s line %lld is not a result with an id: it is not an output of grok1-run",
                      s->path, line + 1);
@@ -210,8 +270,11 @@ static g1_status check_id(const shard *s, long long line, long long m, const cha
 
 /* Round robin: result m from shard m % N. The first shard to run out ends
  * the input; every other must be at its end then too. out NULL: only check
- * (each result's id against ids, when given) and count. */
-static g1_status join(shard *by_k, int n, FILE *out, const char *out_name, json_t *ids, long long *total)
+ * (each result's id against ids, when given) and count; and, when rows is
+ * given, note for each of the first `requests` results the tokens it
+ * counts (rows) and says were cut (cut), for its logits dump's check. */
+static g1_status join(shard *by_k, int n, FILE *out, const char *out_name, json_t *ids, long long *total,
+                      int64_t *rows, int *cut, int64_t requests)
 {
     char *buf = NULL;
     size_t cap = 0;
@@ -224,7 +287,7 @@ static g1_status join(shard *by_k, int n, FILE *out, const char *out_name, json_
             break;
         if (len < 0)
             break;
-        if (ids && (st = check_id(s, m / n, m, buf, (size_t)len, ids)) != G1_OK)
+        if (ids && (st = check_id(s, m / n, m, buf, (size_t)len, ids, m < requests ? rows : NULL, cut)) != G1_OK)
             break;
         if (out && fwrite(buf, 1, (size_t)len, out) != (size_t)len) {
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", out_name, strerror(errno));
@@ -290,6 +353,82 @@ static g1_status request_lines(const char *path, int64_t n, int64_t **lines)
                        (long long)n, (long long)m);
     }
     return G1_OK;
+}
+#endif
+
+#if G1_HAVE_HDF5
+/* The tokens of each of the n requests of the input that gives them as ids
+ * ("prompt_ids", with "continuation_ids" if any; no tokenizer needed), cut
+ * from the left by cut[m] (--truncate left, as the shard's result says):
+ * (*hash)[m] their g1_tokens_fnv1a64, (*count)[m] how many; -1 where a
+ * request gives text (or anything else: grok1-run refused it). */
+static g1_status request_tokens(const char *path, int64_t n, const int *cut, uint64_t **hash, int64_t **count)
+{
+    *hash = malloc((size_t)(n > 0 ? n : 1) * sizeof **hash);
+    *count = malloc((size_t)(n > 0 ? n : 1) * sizeof **count);
+    FILE *f = *hash && *count ? fopen(path, "r") : NULL;
+    if (!f) {
+        g1_status st = *hash && *count ? G1_FAIL(G1_ERR_IO, "cannot read the input %s: %s", path, strerror(errno))
+                                       : G1_FAIL(G1_ERR_NOMEM, "out of memory for %lld requests", (long long)n);
+        free(*hash);
+        free(*count);
+        *hash = NULL;
+        *count = NULL;
+        return st;
+    }
+    char *buf = NULL;
+    size_t cap = 0, tcap = 0;
+    int *tok = NULL;
+    ssize_t len;
+    int64_t m = 0;
+    g1_status st = G1_OK;
+    while (st == G1_OK && m < n && (len = getline(&buf, &cap, f)) >= 0) {
+        if ((size_t)len == strspn(buf, " \t\r\n"))
+            continue;
+        json_t *req = json_loadb(buf, (size_t)len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        json_t *parts[2] = {json_object_get(req, "prompt_ids"), json_object_get(req, "continuation_ids")};
+        size_t nt = 0;
+        int ok = json_is_array(parts[0]) && (!parts[1] || json_is_array(parts[1]));
+        for (int p = 0; ok && p < 2; p++) {
+            for (size_t i = 0; ok && i < json_array_size(parts[p]); i++) {
+                json_t *t = json_array_get(parts[p], i);
+                ok = json_is_integer(t) && json_integer_value(t) >= 0 && json_integer_value(t) <= INT_MAX;
+                if (ok && nt == tcap) {
+                    size_t c2 = tcap ? 2 * tcap : 256;
+                    int *t2 = realloc(tok, c2 * sizeof *t2);
+                    if (!t2) {
+                        st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+                        ok = 0;
+                        break;
+                    }
+                    tok = t2;
+                    tcap = c2;
+                }
+                if (ok)
+                    tok[nt++] = (int)json_integer_value(t);
+            }
+        }
+        json_decref(req);
+        size_t c = (size_t)cut[m];
+        ok = ok && c < nt;
+        (*count)[m] = ok ? (int64_t)(nt - c) : -1;
+        (*hash)[m] = ok ? g1_tokens_fnv1a64(tok + c, nt - c) : 0;
+        m++;
+    }
+    if (st == G1_OK && ferror(f))
+        st = G1_FAIL(G1_ERR_IO, "reading the input %s failed: %s", path, strerror(errno));
+    for (; m < n; m++)
+        (*count)[m] = -1;
+    free(tok);
+    free(buf);
+    fclose(f);
+    if (st != G1_OK) {
+        free(*hash);
+        free(*count);
+        *hash = NULL;
+        *count = NULL;
+    }
+    return st;
 }
 #endif
 
@@ -381,8 +520,46 @@ static g1_status check_dump_id(const shard *s, int n, int64_t k, const char *got
  * finished, of the model's vocabulary (and of the first dump's: *v0, 0
  * before), and hold the datasets of exactly those requests' lines, each
  * with the id of its request (ids, by request) where it records one. */
+/* Dataset logits/<k> of shard s's dump (t: its rows and tokens) holds the
+ * logits of request m: as many rows as the shard's result counts tokens
+ * (rows[m]: prompt_tokens + continuation_tokens, -1: not said), and the
+ * tokens the input gives as ids (tok_count[m] of them, hashed, -1: text,
+ * which needs the tokenizer), where it has a tokens attribute; a dump of
+ * requests edited under the same ids
+ * and settings (a relative name read in another folder) differs so. */
+static g1_status check_dump_tokens(const shard *s, int n, int64_t k, int64_t m, const g1_dump_tokens *t,
+                                   const int64_t *rows, const uint64_t *tok_hash, const int64_t *tok_count,
+                                   json_t *ids)
+{
+    /* a dataset without the attribute (a grok1-run before it, or forged) is
+     * left to the checks of its rows against the file (g1_logits_file_join) */
+    int rows_differ = t->has && rows[m] >= 0 && t->rows != rows[m];
+    int toks_differ = !rows_differ && t->has && tok_count[m] >= 0 &&
+                      (t->rows != tok_count[m] || t->fnv1a64 != tok_hash[m]);
+    if (!rows_differ && !toks_differ)
+        return G1_OK;
+    char *id = json_dumps(json_array_get(ids, (size_t)m), JSON_ENCODE_ANY | JSON_COMPACT);
+    char said[160];
+    if (rows_differ)
+        snprintf(said, sizeof said, "%lld tokens (prompt_tokens and continuation_tokens of the shard's result)",
+                 (long long)rows[m]);
+    else
+        snprintf(said, sizeof said, "other tokens (its prompt_ids and continuation_ids: %lld tokens, after those "
+                                    "--truncate left cut, as the shard's result says)", (long long)tok_count[m]);
+    g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s of shard %d/%d (%s) holds in logits/%lld the logits of "
+                                          "%lld tokens%s, but request %lld (input line %lld, id %.100s) has %s: it "
+                                          "is the dump of other requests (edited since, or a relative dump name read "
+                                          "in another folder), not of this shard's results; run that shard again",
+                           s->dump, s->k, n, s->path, (long long)k, (long long)t->rows,
+                           toks_differ ? " (its tokens attribute)" : "", (long long)m, (long long)k + 1,
+                           id ? id : "?", said);
+    free(id);
+    return st;
+}
+
 static g1_status check_dump(const shard *s, const shard *first, int n, const int64_t *lines, json_t *ids,
-                            int64_t requests, int model_vocab, int *v0)
+                            int64_t requests, int model_vocab, int *v0, const int64_t *rows, const uint64_t *tok_hash,
+                            const int64_t *tok_count)
 {
     if (!s->dump)
         return G1_FAIL(G1_ERR_ARG, "shard %d/%d (%s) was run without --dump-logits (its meta file records no dump): "
@@ -411,7 +588,8 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
     int64_t *ks = NULL;
     size_t nk = 0;
     char *run = NULL, why[600], **dids = NULL;
-    G1_TRY(g1_logits_file_list(s->dump, &v, &ks, &nk, &run, &dids));
+    g1_dump_tokens *toks = NULL;
+    G1_TRY(g1_logits_file_list_tokens(s->dump, &v, &ks, &nk, &run, &dids, &toks));
     g1_status st = G1_OK;
     if (g1_dump_run_differs(run, s->meta, "the shard's meta file", why, sizeof why))
         st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s of shard %d/%d was written by another run (%s)%s", s->dump,
@@ -437,6 +615,8 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
     while (st == G1_OK && (i < nk || m < requests)) {
         if (i < nk && m < requests && ks[i] == lines[m]) {
             st = check_dump_id(s, n, ks[i], dids[i], json_array_get(ids, (size_t)m));
+            if (st == G1_OK)
+                st = check_dump_tokens(s, n, ks[i], m, &toks[i], rows, tok_hash, tok_count, ids);
             i++;
             m += n;
         } else if (m >= requests || (i < nk && ks[i] < lines[m])) {
@@ -466,6 +646,7 @@ static g1_status check_dump(const shard *s, const shard *first, int n, const int
         }
     }
     free(ks);
+    free(toks);
     for (size_t j = 0; j < nk; j++)
         free(dids[j]);
     free(dids);
@@ -742,10 +923,18 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
      * taken back), then write */
     long long total = 0;
     json_t *ids = NULL;
+    /* with the dumps: what each result says of its request's tokens */
+    int64_t *want_rows = NULL;
+    int *want_cut = NULL;
+    if (st == G1_OK && dump && (!(want_rows = malloc((size_t)(requests > 0 ? requests : 1) * sizeof *want_rows)) ||
+                                !(want_cut = calloc((size_t)(requests > 0 ? requests : 1), sizeof *want_cut))))
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory for %lld requests", (long long)requests);
+    for (int64_t m = 0; want_rows && m < requests; m++)
+        want_rows[m] = -1;
     if (st == G1_OK)
         st = input_ids(in_path, &ids);
     if (st == G1_OK)
-        st = join(by_k, n, NULL, NULL, ids, &total);
+        st = join(by_k, n, NULL, NULL, ids, &total, want_rows, want_cut, requests);
     if (st == G1_OK && total != requests)
         st = G1_FAIL(G1_ERR_FORMAT, "the shards hold %lld results, but %s has %lld requests: %s", total, in_path,
                      (long long)requests,
@@ -771,9 +960,16 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
                 st = G1_FAIL(G1_ERR_ARG, "shards %d/%d and %d/%d both name the logits dump %s: the later run wrote over "
                                          "the earlier's; run one of them again with a --dump-logits of its own",
                              j, n, k, n, by_k[k].dump);
+    uint64_t *tok_hash = NULL;
+    int64_t *tok_count = NULL;
+    if (st == G1_OK && dump)
+        st = request_tokens(in_path, requests, want_cut, &tok_hash, &tok_count);
     for (int k = 0; k < n && st == G1_OK && dump; k++)
-        st = check_dump(&by_k[k], &by_k[0], n, lines, ids, requests, model_vocab, &v0);
+        st = check_dump(&by_k[k], &by_k[0], n, lines, ids, requests, model_vocab, &v0, want_rows, tok_hash,
+                        tok_count);
     free(lines);
+    free(tok_hash);
+    free(tok_count);
     if (st == G1_OK && dump && !(dumps = calloc((size_t)n, sizeof *dumps)))
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
     for (int k = 0; k < n && st == G1_OK && dump; k++)
@@ -790,11 +986,13 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         st = G1_FAIL(G1_ERR_ARG, "--dump-logits needs a build with HDF5");
 #endif
     json_decref(ids);
+    free(want_rows);
+    free(want_cut);
     for (int k = 0; k < n && st == G1_OK; k++)
         if (fseek(by_k[k].f, 0, SEEK_SET) != 0)
             st = G1_FAIL(G1_ERR_IO, "cannot read %s again: %s", by_k[k].path, strerror(errno));
     if (st == G1_OK)
-        st = join(by_k, n, out, to_stdout ? out_name : tmp, NULL, &total);
+        st = join(by_k, n, out, to_stdout ? out_name : tmp, NULL, &total, NULL, NULL, 0);
     if (out && fflush(out) != 0 && st == G1_OK)
         st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", to_stdout ? out_name : tmp, strerror(errno));
     if (out && to_stdout && out != stdout) {

@@ -187,6 +187,21 @@ void g1_logits_file_abort(g1_logits_file *f);
  * dataset has none). A tokens attribute must hold n ids below vocab_size,
  * an id attribute must be a string. Errors name the file and the dataset. */
 g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run, char ***ids);
+/* What g1_logits_file_list_tokens gives of each dataset: its rows, and
+ * whether it has a tokens attribute (a dump before them has none) and its
+ * hash (g1_tokens_fnv1a64). */
+typedef struct g1_dump_tokens {
+    int64_t rows;
+    int has;
+    uint64_t fnv1a64;
+} g1_dump_tokens;
+/* g1_logits_file_list, and *toks (toks may be NULL: not wanted): each
+ * dataset's rows and tokens in the order of *ks (malloc'd). */
+g1_status g1_logits_file_list_tokens(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run,
+                                     char ***ids, g1_dump_tokens **toks);
+/* FNV-1a, 64 bits, of n token ids as int32 little-endian: a dump's tokens
+ * attribute against a request's ids. */
+uint64_t g1_tokens_fnv1a64(const int *tokens, size_t n);
 /* grok1-merge: write tmp (replaced when it exists) as a dump of vocab_size
  * holding every dataset of the n finished dumps srcs[] (their names must
  * not meet), copied as stored (H5Ocopy: no decoding), each read back and

@@ -21,6 +21,7 @@
 
 #include "ckpt.h"
 #include "durable.h"
+#include "fnv1a.h"
 #include "h5util.h"
 
 /* A request whose rows are being written: the CRC-32 of rows [0, next)
@@ -414,6 +415,18 @@ static herr_t put_request_attrs(hid_t d, int n, const int *tokens, const char *i
     if (e >= 0 && id_json)
         e = g1_h5_put_string(d, G1_DUMP_ID_ATTR, id_json);
     return e;
+}
+
+uint64_t g1_tokens_fnv1a64(const int *tokens, size_t n)
+{
+    uint64_t h = G1_FNV1A64_START;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t t = (uint32_t)tokens[i];
+        unsigned char le[4] = {(unsigned char)t, (unsigned char)(t >> 8), (unsigned char)(t >> 16),
+                               (unsigned char)(t >> 24)};
+        h = g1_fnv1a64(h, le, 4);
+    }
+    return h;
 }
 
 /* The "tokens" attribute of dataset d (n rows) into v (n values; NULL:
@@ -856,6 +869,14 @@ static void free_names(names *ns)
 
 g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run, char ***ids)
 {
+    return g1_logits_file_list_tokens(path, vocab_size, ks, n, run, ids, NULL);
+}
+
+g1_status g1_logits_file_list_tokens(const char *path, int *vocab_size, int64_t **ks, size_t *n, char **run,
+                                     char ***ids, g1_dump_tokens **toks)
+{
+    if (toks)
+        *toks = NULL;
     *ks = NULL;
     *n = 0;
     *run = NULL;
@@ -873,6 +894,7 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
     typedef struct entry {
         int64_t k;
         char *id;
+        g1_dump_tokens t;
     } entry;
     entry *v = ns.n ? calloc(ns.n, sizeof *v) : NULL;
     if (ns.n && !v)
@@ -889,11 +911,18 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
         int ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_ndims(sp) == 2 &&
                  H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] > 0 && have[0] <= INT32_MAX &&
                  have[1] == (hsize_t)*vocab_size && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 4;
-        int bad_id = 0;
+        int bad_id = 0, *tv = NULL, got_t = 0;
+        /* the tokens themselves, when wanted: their hash (a forged row
+         * count sizes nothing: get_tokens reads the length first) */
+        if (ok && toks) {
+            v[i].t.rows = (int64_t)have[0];
+            int len = g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, NULL, (size_t)have[0]);
+            tv = len == (int)have[0] ? malloc((size_t)have[0] * sizeof *tv) : NULL;
+        }
         if (!ok)
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s is not a float32 dataset of (n, %d)", path,
                          ns.v[i], *vocab_size);
-        else if (get_tokens(d, (int)have[0], *vocab_size, NULL) < 0)
+        else if ((got_t = get_tokens(d, (int)have[0], *vocab_size, tv)) < 0)
             st = G1_FAIL(G1_ERR_FORMAT,
                          "the logits dump %s: logits/%s has a %s attribute that is not its %llu token ids (integers "
                          "below %d)",
@@ -901,6 +930,11 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
         else if ((v[i].id = get_id(d, &bad_id)), bad_id)
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s has an %s attribute that is not a string",
                          path, ns.v[i], G1_DUMP_ID_ATTR);
+        if (st == G1_OK && tv && got_t == 1) {
+            v[i].t.has = 1;
+            v[i].t.fnv1a64 = g1_tokens_fnv1a64(tv, (size_t)have[0]);
+        }
+        free(tv);
         close_tsd(t, sp, d);
     }
     H5Gclose(group);
@@ -909,12 +943,15 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
     free_names(&ns);
     int64_t *out = st == G1_OK && count ? malloc(count * sizeof *out) : NULL;
     char **out_ids = st == G1_OK && count && ids ? malloc(count * sizeof *out_ids) : NULL;
-    if (st == G1_OK && count && (!out || (ids && !out_ids)))
+    g1_dump_tokens *out_t = st == G1_OK && count && toks ? malloc(count * sizeof *out_t) : NULL;
+    if (st == G1_OK && count && (!out || (ids && !out_ids) || (toks && !out_t)))
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
     if (st == G1_OK && count) {
         qsort(v, count, sizeof *v, cmp_k);
         for (size_t i = 0; i < count; i++) {
             out[i] = v[i].k;
+            if (toks)
+                out_t[i] = v[i].t;
             if (ids)
                 out_ids[i] = v[i].id;
             else
@@ -925,8 +962,10 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
             free(v[i].id);
         free(out);
         free(out_ids);
+        free(out_t);
         out = NULL;
         out_ids = NULL;
+        out_t = NULL;
     }
     free(v);
     if (st != G1_OK) {
@@ -938,6 +977,8 @@ g1_status g1_logits_file_list(const char *path, int *vocab_size, int64_t **ks, s
     *n = count;
     if (ids)
         *ids = out_ids;
+    if (toks)
+        *toks = out_t;
     return G1_OK;
 }
 

@@ -479,6 +479,102 @@ def case_dump_resume_elsewhere(d):
           f"a meta file without dump_logits_path: exit {rc}: {se}")
 
 
+def merge_dump_elsewhere(d):
+    """grok1-merge finds each shard's dump by the canonical name its meta
+    file records, and checks each dataset's tokens against its request (the
+    count the shard's result gives; the ids an input of prompt_ids gives).
+    A merge run from another folder read that folder's dumps of the same
+    relative names and, comparing only ids, joined another input's logits
+    with this input's results, exit 0."""
+    import h5py
+    rows = [{"id": f"q{i}", "prompt_ids": [(5 * i + 7 * j + 3) % V for j in range(1 + i % 4)]} for i in range(7)]
+    edited = [dict(r, prompt_ids=[(t + 1) % V for t in r["prompt_ids"]]) for r in rows]
+    edited[3]["prompt_ids"] = edited[3]["prompt_ids"] + [9]
+    a_dir, b_dir = os.path.join(d, "ma"), os.path.join(d, "mb")
+    os.mkdir(a_dir)
+    os.mkdir(b_dir)
+    inp, einp = os.path.join(a_dir, "in.jsonl"), os.path.join(b_dir, "in.jsonl")
+    write_jsonl(inp, rows)
+    write_jsonl(einp, edited)
+
+    def in_dir(where, *args):
+        p = subprocess.run([ARGS.run] + tiny("score", *args), capture_output=True, text=True, timeout=60, cwd=where)
+        check(p.returncode == 0, f"grok1-run in {where}: {p.stderr}")
+
+    for k in range(2):  # the shards in a; b's dumps of the same names from the edited requests
+        in_dir(a_dir, "in.jsonl", f"s{k}.jsonl", "--shard", f"{k}/2", "--dump-logits", f"d{k}.h5")
+        in_dir(b_dir, "in.jsonl", f"s{k}.jsonl", "--shard", f"{k}/2", "--dump-logits", f"d{k}.h5")
+    in_dir(a_dir, "in.jsonl", "ref.jsonl", "--dump-logits", os.path.join(d, "ref.h5"))
+    shards = [os.path.join(a_dir, f"s{k}.jsonl") for k in range(2)]
+    out, D = os.path.join(d, "m.jsonl"), os.path.join(d, "m.h5")
+
+    def merge(*extra, cwd=b_dir):
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", out, "--dump-logits", D] + shards + list(extra),
+                           capture_output=True, text=True, timeout=60, cwd=cwd)
+        return p.returncode, p.stderr
+
+    # from b: a's dumps all the same (their recorded paths)
+    rc, se = merge()
+    check(rc == 0, f"a merge from another folder failed: {rc} {se}")
+    check(open(out).read() == open(os.path.join(a_dir, "ref.jsonl")).read() and
+          dump_differs(D, os.path.join(d, "ref.h5")) is None,
+          "a merge from another folder joined that folder's dumps, another input's logits")
+    with open(out + ".meta.json") as f:
+        s = json.load(f)["settings"]
+    check(s.get("dump_logits_path") == os.path.realpath(D) and s.get("dump_logits_from_output") == "m.h5",
+          f"the merged meta does not record the dump as a run does: {s}")
+    for p in (out, out + ".meta.json", D):
+        os.remove(p)
+    # a shard's dump replaced by one of the edited requests (same ids and
+    # run record): refused by its tokens, naming the shard, request and dump
+    d1 = os.path.join(a_dir, "d1.h5")
+    os.rename(d1, d1 + ".keep")
+    shutil.copy(os.path.join(b_dir, "d1.h5"), d1)
+    rc, se = merge()
+    check(rc == 1 and d1 in se and "shard 1/2" in se and "logits/1 " in se and 'id "q1"' in se and
+          "other tokens" in se, f"a dump of edited requests was joined: {rc} {se}")
+    check(not os.path.exists(out) and not os.path.exists(D), "a refused merge left its output")
+    # another count of tokens than the shard's result says (a text prompt's
+    # check, which has no ids to compare): the request of 4 + 1 tokens
+    os.remove(d1)
+    shutil.copy(d1 + ".keep", d1)
+    with h5py.File(d1, "r+") as f, h5py.File(os.path.join(b_dir, "d1.h5"), "r") as g:
+        del f["logits"]["3"]
+        g.copy(g["logits"]["3"], f["logits"], "3")
+    rc, se = merge()
+    check(rc == 1 and "logits/3 " in se and "prompt_tokens" in se and "shard 1/2" in se,
+          f"a dataset of another token count was joined: {rc} {se}")
+    os.remove(d1)
+    os.rename(d1 + ".keep", d1)
+    # the shards' folder moved whole: each dump found at its place from its shard
+    moved = a_dir + "-moved"
+    os.rename(a_dir, moved)
+    p = subprocess.run([ARGS.merge, "--input", os.path.join(moved, "in.jsonl"), "--output", out, "--dump-logits", D] +
+                       [os.path.join(moved, f"s{k}.jsonl") for k in range(2)], capture_output=True, text=True,
+                       timeout=60, cwd=b_dir)
+    check(p.returncode == 0 and dump_differs(D, os.path.join(d, "ref.h5")) is None,
+          f"a merge of shards moved with their dumps: {p.returncode} {p.stderr}")
+    os.rename(moved, a_dir)
+    for p in (out, out + ".meta.json", D):
+        os.remove(p)
+    # a meta file from before the record: the name as given, from the current folder
+    for k in range(2):
+        with open(shards[k] + ".meta.json") as f:
+            meta = json.load(f)
+        for x in ("dump_logits_path", "dump_logits_from_output"):
+            meta["settings"].pop(x)
+        with open(shards[k] + ".meta.json", "w") as f:
+            json.dump(meta, f)
+    rc, se = merge(cwd=a_dir)
+    check(rc == 0 and dump_differs(D, os.path.join(d, "ref.h5")) is None, f"older meta files: {rc} {se}")
+
+
+def case_merge_dump_elsewhere(d):
+    if not ARGS.hdf5 or not ARGS.merge:
+        return SKIP
+    merge_dump_elsewhere(d)
+
+
 def case_file_clash(d):
     """An output that names an input (or another output, or a directory) is
     refused with exit 2 before anything is written; the input is untouched."""

@@ -28,7 +28,12 @@ g1_status g1_meta_write(const char *path, json_t *meta)
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     snprintf(tmp, n, "%s.tmp", path);
     g1_status st = G1_OK;
-    if (json_dump_file(meta, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) != 0)
+    /* made anew: never written through a link found at the name */
+    FILE *f = g1_fopen_fresh(tmp);
+    int bad = !f || json_dumpf(meta, f, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) != 0;
+    if (f && fclose(f) != 0)
+        bad = 1;
+    if (bad)
         st = G1_FAIL(G1_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     else
         st = g1_rename_durable(tmp, path);

@@ -126,7 +126,7 @@ g1_status g1_plan_write_json(const g1_plan *p, const char *path)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory");
         }
         snprintf(tmp, n, "%s.partial", final);
-        FILE *f = fopen(tmp, "w");
+        FILE *f = g1_fopen_fresh(tmp); /* made anew: never written through a link found at the name */
         int bad = !f || json_dumpf(root, f, flags) || fputc('\n', f) == EOF;
         if (f && fclose(f))
             bad = 1;

@@ -97,6 +97,23 @@ int g1_create_temp(const char *path, char **tmp)
     return -1;
 }
 
+FILE *g1_fopen_fresh(const char *path)
+{
+    if (unlink(path) != 0 && errno != ENOENT)
+        return NULL;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        unlink(path);
+        errno = e;
+    }
+    return f;
+}
+
 /* A name for one of the process's descriptors (/dev/stdout and the like). */
 static int names_fd(const char *p)
 {

@@ -7,6 +7,7 @@
 #define G1_DURABLE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "status.h"
 
@@ -33,6 +34,14 @@ g1_status g1_rename_durable(const char *from, const char *to);
  * own over PATH, whole). The descriptor, and the name in *tmp (malloc'd);
  * -1 with errno (and *tmp NULL) when none can be made. */
 int g1_create_temp(const char *path, char **tmp);
+
+/* Open path for writing as a new file of this process's own: whatever is
+ * at that name goes first (a file left by a killed run, or a symbolic link
+ * planted there, which fopen(path, "w") would write through), then the file
+ * is created exclusively (O_EXCL, mode 0666 less the umask). For the fixed
+ * temporary names written under an output's lock (OUT.meta.json.tmp,
+ * PLAN.json.partial). NULL with errno when it cannot be made. */
+FILE *g1_fopen_fresh(const char *path);
 
 /* An output that is not a regular file (a character device such as
  * /dev/null, a FIFO, a socket), or that names one of the process's

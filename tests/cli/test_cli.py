@@ -730,6 +730,19 @@ def case_output_symlink(d):
     check(os.path.islink(os.path.join(d, "chain.jsonl")) and os.path.islink(out) and
           open(out).read() == open(ref).read(), "a chain of links was not written through")
     os.remove(os.path.join(d, "chain.jsonl"))
+    # a link planted at the meta file's temporary name (OUT.meta.json.tmp) is
+    # replaced, not written through: the file it names is left as it was
+    pd = os.path.join(d, "plant")
+    os.mkdir(pd)
+    victim, planted = os.path.join(pd, "victim.txt"), os.path.join(pd, "o.jsonl")
+    with open(victim, "w") as f:
+        f.write("not yours\n")
+    os.symlink(victim, planted + ".meta.json.tmp")
+    expect_ok(tiny("score", inp, planted))
+    check(open(victim).read() == "not yours\n" and json.load(open(planted + ".meta.json"))["settings"] and
+          sorted(os.listdir(pd)) == ["o.jsonl", "o.jsonl.meta.json", "victim.txt"],
+          f"a link at OUT.meta.json.tmp was written through: {sorted(os.listdir(pd))}, "
+          f"victim {open(victim, 'rb').read()[:20]!r}")
     os.symlink("gone/x", os.path.join(d, "nowhere"))
     # the shards' outputs and a merge's output named by links: grok1-merge
     # finds each shard's meta file beside its file, and writes through

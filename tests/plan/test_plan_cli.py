@@ -137,6 +137,15 @@ def case_out_special():
             rc, out, err = run(g1 + [dev])
             expect(rc == 0 and not os.path.isfile(dev) and not os.path.exists(dev + ".partial"),
                    f"a device (a /dev/null node) is written, not replaced ({err})")
+        # a link planted at the temporary name PLAN.json.partial is replaced,
+        # not written through: the file it names is left as it was
+        victim, planted = os.path.join(d, "victim.txt"), os.path.join(d, "p.json")
+        with open(victim, "w") as f:
+            f.write("not yours\n")
+        os.symlink(victim, planted + ".partial")
+        rc, out, err = run(g1 + [planted])
+        expect(rc == 0 and open(victim).read() == "not yours\n" and json.load(open(planted))["stages"] == 1 and
+               not os.path.lexists(planted + ".partial"), f"a link at PLAN.json.partial written through ({err})")
         rc, out, err = run(g1 + ["-"])
         expect(rc == 0 and json.loads(out)["stages"] == 1, "--out - is stdout")
         # a name of stdout is stdout too: the table goes to stderr, not into the JSON

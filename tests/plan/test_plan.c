@@ -660,8 +660,8 @@ int main(void)
     test_balance_fallback();
     test_json();
     test_cuda_tune_text();
-    const char *names[] = {"plan.json", "bad.json", "grok1.json"};
-    for (size_t i = 0; i < 3; i++) {
+    const char *names[] = {"plan.json", "bad.json", "grok1.json", "old.json", "none.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char p[300];
         tmp_path(p, sizeof p, names[i]);
         remove(p);

@@ -909,7 +909,7 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
                              &dump_left);
     }
     if (st == G1_OK && !to_stdout) {
-        if (!(out = fopen(tmp, "w")))
+        if (!(out = g1_fopen_fresh(tmp))) /* never through a link found at that name */
             st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     } else if (st == G1_OK && !strcmp(out_path, "-")) {
         out = stdout;

@@ -428,7 +428,10 @@ g1_status g1_meta_check(const char *path, json_t *meta, json_t **old_input)
 g1_status g1_resume_scan(const char *partial, json_t **done_ids)
 {
     *done_ids = NULL;
-    FILE *f = fopen(partial, "r+");
+    FILE *f = g1_fopen_own(partial, "r+");
+    if (!f && errno == ELOOP)
+        return G1_FAIL(G1_ERR_ARG, "cannot resume: %s is a symbolic link, not the file an interrupted run left "
+                                   "(a resume would cut and append to the file it names): remove it", partial);
     if (!f)
         return G1_FAIL(G1_ERR_IO, "cannot open %s to resume: %s", partial, strerror(errno));
     json_t *ids = json_array();

@@ -519,13 +519,17 @@ g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine
             f->meta_ok = st == G1_OK;
             if (st == G1_OK && finished && rename(c->output, f->partial) != 0)
                 st = G1_FAIL(G1_ERR_IO, "cannot rename %s to %s: %s", c->output, f->partial, strerror(errno));
-            if (st == G1_OK && !(f->out = fopen(f->partial, "a")))
-                st = G1_FAIL(G1_ERR_IO, "cannot append to %s: %s", f->partial, strerror(errno));
+            if (st == G1_OK && !(f->out = g1_fopen_own(f->partial, "a")))
+                st = G1_FAIL(G1_ERR_IO, "cannot append to %s: %s", f->partial,
+                             errno == ELOOP ? "it is a symbolic link, not the file an interrupted run left"
+                                            : strerror(errno));
         } else if (st == G1_OK) {
             /* OUT and its meta file always describe one run, so an OUT of
              * an earlier run goes before the meta file describes this one
              * (a merge or a reader would take it for this run's) */
-            if (!(f->out = fopen(f->partial, "w")))
+            /* made anew: a symbolic link found at that name is replaced,
+             * not written through (and then renamed to OUT) */
+            if (!(f->out = g1_fopen_fresh(f->partial)))
                 st = G1_FAIL(G1_ERR_IO, "cannot create %s: %s", f->partial, strerror(errno));
             if (st == G1_OK && exists(c->output)) {
                 if (unlink(c->output) != 0) {

@@ -114,6 +114,21 @@ FILE *g1_fopen_fresh(const char *path)
     return f;
 }
 
+FILE *g1_fopen_own(const char *path, const char *mode)
+{
+    int flags = !strcmp(mode, "a") ? O_WRONLY | O_APPEND : O_RDWR;
+    int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, mode);
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
 /* A name for one of the process's descriptors (/dev/stdout and the like). */
 static int names_fd(const char *p)
 {

@@ -43,6 +43,13 @@ int g1_create_temp(const char *path, char **tmp);
  * PLAN.json.partial). NULL with errno when it cannot be made. */
 FILE *g1_fopen_fresh(const char *path);
 
+/* Open a file this process's tool made earlier and now continues
+ * (OUT.partial of an interrupted run, being resumed), with mode "a" or
+ * "r+", refusing a symbolic link at that name: the tool never makes one
+ * there, and writing through it would change the file it names. NULL with
+ * errno (ELOOP for a link). */
+FILE *g1_fopen_own(const char *path, const char *mode);
+
 /* An output that is not a regular file (a character device such as
  * /dev/null, a FIFO, a socket), or that names one of the process's
  * descriptors (/dev/stdout, /dev/fd/N, /proc/self/fd/N, or a link to one),

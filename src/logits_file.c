@@ -280,7 +280,16 @@ g1_status g1_logits_file_create(const char *path, int vocab_size, const char *ru
     g1_logits_file *f;
     G1_TRY(new_file(path, vocab_size, &f));
     hid_t fapl = write_fapl();
-    f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* made anew and exclusively: a symbolic link found at DUMP.partial is
+     * removed, not written through (TRUNC would empty the file it names) */
+    if (unlink(f->tmp) != 0 && errno != ENOENT) {
+        g1_status st = G1_FAIL(G1_ERR_IO, "cannot remove %s to make the logits file anew: %s", f->tmp,
+                               strerror(errno));
+        H5Pclose(fapl);
+        free_file(f);
+        return st;
+    }
+    f->file = H5Fcreate(f->tmp, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
     f->writing = 1;
     sync_init(f);
     H5Pclose(fapl);
@@ -351,6 +360,15 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
     g1_logits_file *f;
     G1_TRY(new_file(path, vocab_size, &f));
     struct stat sb;
+    /* never written through a link: the run makes DUMP.partial itself (an
+     * I/O failure, so that the run stops rather than sets it aside) */
+    if (lstat(f->tmp, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+        g1_status st = G1_FAIL(G1_ERR_IO, "cannot continue the logits dump: %s is a symbolic link, not the file an "
+                                          "interrupted run left (a resume would write through it): remove it",
+                               f->tmp);
+        free_file(f);
+        return st;
+    }
     /* a finished dump is continued as the partial file it was */
     if (stat(f->tmp, &sb) != 0) {
         if (stat(f->path, &sb) != 0) {
@@ -1034,7 +1052,12 @@ g1_status g1_logits_file_join(const char *tmp, int vocab_size, const char *run, 
     *unchecked = 0;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t fapl = write_fapl();
-    hid_t out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), group = -1;
+    /* made anew, never through a link found at that name */
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        H5Pclose(fapl);
+        return G1_FAIL(G1_ERR_IO, "cannot remove %s to make it anew: %s", tmp, strerror(errno));
+    }
+    hid_t out = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, fapl), group = -1;
     H5Pclose(fapl);
     if (out < 0) {
         char d[256];

@@ -779,6 +779,94 @@ def case_output_symlink(d):
             check(after == before, f"{opt} {bad}: a refused run made files: {after}")
 
 
+def case_planted_links(d):
+    """A symbolic link found at a name the tools make for themselves is never
+    written through: OUT.partial and DUMP.partial of a fresh run are made
+    anew (a link there is replaced), a resume whose OUT.partial or
+    DUMP.partial is a link is refused naming it (it would cut and append to
+    the file the link names), and grok1-merge makes OUT.merge.tmp and
+    DUMP.merge.tmp anew. Each link's file is left as it was."""
+    inp, ref = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl")
+    rows = [{"id": i, "prompt_ids": [1 + i, 2, 3]} for i in range(6)]
+    write_jsonl(inp, rows)
+    expect_ok(tiny("score", inp, ref))
+    victims = {}
+
+    def plant(at, name):
+        v = os.path.join(d, name)
+        with open(v, "w") as f:
+            f.write(f"not yours: {name}\n{{\"id\": 9")  # a torn last line, as a resume would cut
+        victims[v] = open(v, "rb").read()
+        os.symlink(v, at)
+
+    def untouched(what):
+        for v, data in victims.items():
+            check(open(v, "rb").read() == data, f"{what}: the file a planted link names was written: "
+                  f"{os.path.basename(v)} now {open(v, 'rb').read()[:40]!r}")
+
+    out, dump = os.path.join(d, "out.jsonl"), os.path.join(d, "d.h5")
+    dump_args = ["--dump-logits", dump] if ARGS.hdf5 else []
+    # a fresh run
+    plant(out + ".partial", "v1")
+    if ARGS.hdf5:
+        plant(dump + ".partial", "v2")
+    expect_ok(tiny("score", inp, out, *dump_args))
+    untouched("a fresh run")
+    check(not os.path.islink(out) and open(out).read() == open(ref).read(),
+          f"a fresh run with a link at OUT.partial: OUT is {'a link' if os.path.islink(out) else 'other results'}")
+    if ARGS.hdf5:
+        check(os.path.isfile(dump) and not os.path.islink(dump), "a fresh run with a link at DUMP.partial: "
+              "DUMP is not a file of its own")
+    # a resume: the run stopped by a bad request left OUT.partial (and DUMP.partial)
+    write_jsonl(inp, rows[:3] + [dict(rows[3], prompt_ids=[1, V + 5])] + rows[4:])
+    expect_fail(tiny("score", inp, out, *dump_args), 1, ["input line 4"])
+    write_jsonl(inp, rows)
+    partial = out + ".partial"
+    kept = open(partial, "rb").read()
+    os.rename(partial, partial + ".kept")
+    plant(partial, "v3")
+    expect_fail(tiny("score", inp, out, "--resume", *dump_args), 1, [partial, "symbolic link"])
+    untouched("a resume with a link at OUT.partial")
+    os.remove(partial)
+    os.rename(partial + ".kept", partial)
+    check(open(partial, "rb").read() == kept, "the refused resume changed the results kept")
+    if ARGS.hdf5:
+        dp = dump + ".partial"
+        os.rename(dp, dp + ".kept")
+        plant(dp, "v4")
+        expect_fail(tiny("score", inp, out, "--resume", *dump_args), 1, [dp, "symbolic link"])
+        untouched("a resume with a link at DUMP.partial")
+        os.remove(dp)
+        os.rename(dp + ".kept", dp)
+    rc, so, se = run(tiny("score", inp, out, "--resume", *dump_args))
+    check(rc == 0 and "resumed after 3 results" in se and open(out).read() == open(ref).read(),
+          f"the resume once the links are gone: exit {rc}: {se.strip()}")
+    # grok1-merge's temporary files
+    if ARGS.merge:
+        shards = []
+        for k in range(2):
+            s = os.path.join(d, f"s{k}.jsonl")
+            expect_ok(tiny("score", inp, s, "--shard", f"{k}/2",
+                           *(["--dump-logits", os.path.join(d, f"d{k}.h5")] if ARGS.hdf5 else [])))
+            shards.append(s)
+        merged, mdump = os.path.join(d, "merged.jsonl"), os.path.join(d, "merged.h5")
+        plant(merged + ".merge.tmp", "v5")
+        if ARGS.hdf5:
+            plant(mdump + ".merge.tmp", "v6")
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", merged] +
+                           (["--dump-logits", mdump] if ARGS.hdf5 else []) + shards,
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, f"grok1-merge with links at its temporary names: exit {p.returncode}: "
+              f"{p.stderr.strip()}")
+        untouched("grok1-merge")
+        check(os.path.isfile(merged) and not os.path.islink(merged) and open(merged).read() == open(ref).read(),
+              "grok1-merge with a link at OUT.merge.tmp: the merged output is not its own file")
+        if ARGS.hdf5:
+            check(os.path.isfile(mdump) and not os.path.islink(mdump), "grok1-merge with a link at "
+                  "DUMP.merge.tmp: the merged dump is not its own file")
+    return 0
+
+
 def case_output_lock(d):
     """One run per output: while a run writes OUT (here it waits for more
     requests on a FIFO), a second run on OUT, with or without --resume, is

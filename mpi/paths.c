@@ -63,7 +63,12 @@ static g1_status lock_output(const char *output, const char *tool, const char *h
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     snprintf(l->path, n, "%s.lock", output);
     for (int tries = 0; tries < 16; tries++) {
-        int fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        /* never through a symbolic link: one left at that name would have
+         * the file it names created (a dangling one) and locked */
+        int fd = open(l->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == ELOOP)
+            return G1_FAIL(G1_ERR_IO, "cannot lock %s: %s is a symbolic link, not a lock file %s made: remove it",
+                           output, l->path, tool);
         if (fd < 0)
             return G1_FAIL(G1_ERR_IO, "cannot create %s: %s", l->path, strerror(errno));
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};

@@ -784,8 +784,9 @@ def case_planted_links(d):
     written through: OUT.partial and DUMP.partial of a fresh run are made
     anew (a link there is replaced), a resume whose OUT.partial or
     DUMP.partial is a link is refused naming it (it would cut and append to
-    the file the link names), and grok1-merge makes OUT.merge.tmp and
-    DUMP.merge.tmp anew. Each link's file is left as it was."""
+    the file the link names), so is a run whose OUT.lock or DUMP.lock is a
+    link, and grok1-merge makes OUT.merge.tmp and DUMP.merge.tmp anew. Each
+    link's file is left as it was (a dangling one's not made)."""
     inp, ref = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl")
     rows = [{"id": i, "prompt_ids": [1 + i, 2, 3]} for i in range(6)]
     write_jsonl(inp, rows)
@@ -838,6 +839,13 @@ def case_planted_links(d):
         untouched("a resume with a link at DUMP.partial")
         os.remove(dp)
         os.rename(dp + ".kept", dp)
+    # a link at OUT.lock (DUMP.lock): refused, and a dangling one's file not made
+    for lock in [out + ".lock"] + ([dump + ".lock"] if ARGS.hdf5 else []):
+        nowhere = os.path.join(d, "made-by-lock")
+        os.symlink(nowhere, lock)
+        expect_fail(tiny("score", inp, out, "--resume", *dump_args), 1, [lock, "symbolic link"])
+        check(not os.path.exists(nowhere), f"a dangling link at {os.path.basename(lock)}: its file was made")
+        os.remove(lock)
     rc, so, se = run(tiny("score", inp, out, "--resume", *dump_args))
     check(rc == 0 and "resumed after 3 results" in se and open(out).read() == open(ref).read(),
           f"the resume once the links are gone: exit {rc}: {se.strip()}")

@@ -128,12 +128,12 @@ def compare(c, r, rtol=RTOL, atol_rel=ATOL_REL):
             "nfail": int(bad.sum()), "size": int(bad.size), "worst": tuple(int(i) for i in worst),
             "worst_c": float(c[worst]), "worst_r": float(r[worst]),
             "first_bad": [tuple(int(i) for i in ix) for ix in np.argwhere(bad)[:5]],
-            "atol": atol_rel * float(np.max(np.abs(r)))}
+            "atol": atol_rel * float(np.max(np.abs(r))), "rtol": rtol}
 
 
 def describe(cmp, c=None, r=None):
     s = ("max abs err %.3e, max rel err %.3e (atol %.2e, rtol %.0e), worst [%d, %d]: c=%.7g r=%.7g, "
-         "%d/%d outside" % (cmp["max_abs"], cmp["max_rel"], cmp["atol"], RTOL, cmp["worst"][0],
+         "%d/%d outside" % (cmp["max_abs"], cmp["max_rel"], cmp["atol"], cmp.get("rtol", RTOL), cmp["worst"][0],
                             cmp["worst"][1], cmp["worst_c"], cmp["worst_r"], cmp["nfail"], cmp["size"]))
     if cmp["nfail"] and c is not None:
         s += "; first mismatches: " + ", ".join(

@@ -27,6 +27,11 @@ MISTAKES = {
     "one_plus_scale": "RMSNorm multiplies by (1 + scale)",
     "no_post_norms": "post-attention and post-MoE RMSNorms left out",
 }
+# Mistakes that show only at long positions (tests/ref/test_long_context.py),
+# kept out of MISTAKES, whose every entry must move the short tests' logits.
+LONG_MISTAKES = {
+    "f32_rope": "RoPE angles p * inv_freq, and their cosine and sine, in float32",
+}
 
 INT_ATTRS = ("vocab_size", "emb_size", "num_layers", "num_q_heads", "num_kv_heads", "key_size",
              "ffn_size", "num_experts", "num_selected_experts", "max_seq_len", "pad_id",
@@ -166,16 +171,25 @@ def rms_norm(v, scale, eps, one_plus=False):
     return s * v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + eps)
 
 
-def rope(x, positions, base, interleaved=False):
+def rope(x, positions, base, interleaved=False, f32=False):
     """Rotary embedding of x (n, H, K) at positions (n,), rotate-half layout:
     out[j] = x[j] cos(theta[j]) + r[j] sin(theta[j]), r = concat(-x[K/2:], x[:K/2]),
     theta[j] = p * inv_freq[j mod K/2], inv_freq[i] = base^(-2i/K).
-    interleaved reproduces the mistake of rotating pairs (2i, 2i+1) instead."""
+    interleaved reproduces the mistake of rotating pairs (2i, 2i+1) instead;
+    f32 the mistake of computing inv_freq, the angles and their cosine and
+    sine in float32 (as a port in float32, or JAX's default, does)."""
     K = x.shape[-1]
     half = K // 2
-    inv_freq = 1.0 / base ** (np.arange(half, dtype=np.float64) * 2.0 / K)
-    ang = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]  # (n, K/2)
-    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]             # (n, 1, K/2)
+    if f32:
+        e = np.arange(half, dtype=np.float32) * np.float32(2.0) / np.float32(K)
+        inv_freq = np.float32(1.0) / np.float32(base) ** e
+        ang = np.asarray(positions, dtype=np.float32)[:, None] * inv_freq[None, :]
+        cos = np.cos(ang).astype(np.float64)[:, None, :]
+        sin = np.sin(ang).astype(np.float64)[:, None, :]
+    else:
+        inv_freq = 1.0 / base ** (np.arange(half, dtype=np.float64) * 2.0 / K)
+        ang = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]  # (n, K/2)
+        cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]             # (n, 1, K/2)
     if interleaved:
         a, b = x[..., 0::2], x[..., 1::2]
         out = np.empty_like(x)
@@ -211,29 +225,39 @@ def top_k(p, k):
     return np.argsort(-p, axis=-1, kind="stable")[:, :k]
 
 
-def attention(x, lw, cfg, mk, diag, kv_bf16=False):
-    """Causal GQA attention with RoPE and the soft cap; x (n, D) -> (n, D).
+def attention(x, lw, cfg, mk, diag, kv_bf16=False, rows=None):
+    """Causal GQA attention with RoPE and the soft cap; x (n, D) -> (n, D),
+    or (len(rows), D) for the query rows `rows` only (increasing positions).
     kv_bf16: keys (after RoPE) and values rounded to bf16, as a bf16 KV cache
     stores them."""
     n = x.shape[0]
     Hq, Hkv, K = cfg["num_q_heads"], cfg["num_kv_heads"], cfg["key_size"]
     pos = np.arange(n)
-    q = rope((x @ lw["attn_q"]).reshape(n, Hq, K), pos, cfg["rope_base"], "interleaved_rope" in mk)
-    k = rope((x @ lw["attn_k"]).reshape(n, Hkv, K), pos, cfg["rope_base"], "interleaved_rope" in mk)
+    qpos = pos if rows is None else np.asarray(rows, dtype=np.int64)
+    inter, f32 = "interleaved_rope" in mk, "f32_rope" in mk
+    q = rope((x[qpos] @ lw["attn_q"]).reshape(len(qpos), Hq, K), qpos, cfg["rope_base"], inter, f32)
+    k = rope((x @ lw["attn_k"]).reshape(n, Hkv, K), pos, cfg["rope_base"], inter, f32)
     v = (x @ lw["attn_v"]).reshape(n, Hkv, K)
     if kv_bf16:
         k, v = (bf16_round(a.astype(np.float32)).astype(np.float64) for a in (k, v))
     g = np.arange(Hq) // (Hq // Hkv)                      # kv head of each q head
-    s = np.einsum("ihd,jhd->hij", q, k[:, g, :]) * cfg["attn_output_multiplier"]  # (Hq, n, n)
-    causal = np.tril(np.ones((n, n), dtype=bool))
-    diag["max_raw_score"] = max(diag["max_raw_score"], float(np.max(np.abs(s[:, causal]))))
-    if "no_softcap" not in mk:
-        cap = cfg["attn_logit_cap"]
-        s = cap * np.tanh(s / cap)
-    s = np.where(causal[None], s, -np.inf)
-    p = softmax(s, axis=-1)
-    o = np.einsum("hij,jhd->ihd", p, v[:, g, :])            # (n, Hq, K)
-    return o.reshape(n, Hq * K) @ lw["attn_o"]
+    nq = len(qpos)
+    o = np.empty((nq, Hq, K))
+    # queries in blocks of 1024 rows (each row on its own: the same function),
+    # so a long sequence needs Hq x 1024 x n scores at a time, not Hq x n x n
+    for i0 in range(0, nq, 1024):
+        i1 = min(nq, i0 + 1024)
+        nk = int(qpos[i1 - 1]) + 1                        # keys the block's last query sees
+        s = np.einsum("ihd,jhd->hij", q[i0:i1], k[:nk, g, :]) * cfg["attn_output_multiplier"]  # (Hq, b, nk)
+        causal = np.arange(nk)[None, :] <= qpos[i0:i1, None]
+        diag["max_raw_score"] = max(diag["max_raw_score"], float(np.max(np.abs(s[:, causal]))))
+        if "no_softcap" not in mk:
+            cap = cfg["attn_logit_cap"]
+            s = cap * np.tanh(s / cap)
+        s = np.where(causal[None], s, -np.inf)
+        p = softmax(s, axis=-1)
+        o[i0:i1] = np.einsum("hij,jhd->ihd", p, v[:nk, g, :])  # (b, Hq, K)
+    return o.reshape(nq, Hq * K) @ lw["attn_o"]
 
 
 def moe(x, lw, cfg, mk, diag):
@@ -263,14 +287,18 @@ def moe(x, lw, cfg, mk, diag):
 
 def _parse_mistakes(mistakes):
     mk = frozenset(mistakes or ())
-    bad = mk - set(MISTAKES)
+    known = dict(MISTAKES, **LONG_MISTAKES)
+    bad = mk - set(known)
     if bad:
-        raise ValueError("unknown mistake(s) %s (known: %s)" % (sorted(bad), ", ".join(MISTAKES)))
+        raise ValueError("unknown mistake(s) %s (known: %s)" % (sorted(bad), ", ".join(known)))
     return mk
 
 
-def forward(model, tokens, mistakes=(), diagnostics=False, kv_bf16=False):
-    """Logits float64 (n, V) for the token ids `tokens` at positions 0..n-1.
+def forward(model, tokens, mistakes=(), diagnostics=False, kv_bf16=False, rows=None):
+    """Logits float64 (n, V) for the token ids `tokens` at positions 0..n-1,
+    or (len(rows), V) for the positions `rows` only (increasing): the last
+    layer then attends from those rows alone, so a long sequence through one
+    layer costs len(rows) x n, not n x n.
 
     mistakes: names from MISTAKES to reproduce. With diagnostics=True returns
     (logits, diag) where diag has max_raw_score (largest |q.k * multiplier|
@@ -291,8 +319,11 @@ def forward(model, tokens, mistakes=(), diagnostics=False, kv_bf16=False):
     diag = {"max_raw_score": 0.0, "min_router_margin": math.inf}
 
     x = emb[tokens] * cfg["embedding_multiplier"]          # (n, D)
-    for lw in layers:
-        a = attention(rms_norm(x, lw["attn_norm"], eps, one_plus), lw, cfg, mk, diag, kv_bf16)
+    for li, lw in enumerate(layers):
+        last = rows if li == len(layers) - 1 else None
+        a = attention(rms_norm(x, lw["attn_norm"], eps, one_plus), lw, cfg, mk, diag, kv_bf16, last)
+        if last is not None:
+            x = x[np.asarray(last, dtype=np.int64)]
         x = x + (rms_norm(a, lw["attn_out_norm"], eps, one_plus) if post else a)
         f = moe(rms_norm(x, lw["moe_norm"], eps, one_plus), lw, cfg, mk, diag)
         x = x + (rms_norm(f, lw["moe_out_norm"], eps, one_plus) if post else f)
@@ -324,7 +355,7 @@ def main(argv=None):
     ap.add_argument("checkpoint", help="grok1-hdf5 file (tiny models)")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
     ap.add_argument("--out", help="write the logits (float64 [n, V]) to this .npy file")
-    ap.add_argument("--mistake", action="append", default=[], choices=sorted(MISTAKES),
+    ap.add_argument("--mistake", action="append", default=[], choices=sorted(dict(MISTAKES, **LONG_MISTAKES)),
                     help="reproduce a known porting mistake (repeatable)")
     a = ap.parse_args(argv)
     try:

@@ -1306,6 +1306,90 @@ def case_cuda_tune():
               f"--cuda-tune {bad}: exit {p.returncode}: {p.stderr.strip()[-200:]}")
 
 
+def case_long_context():
+    """A checkpoint whose max_seq_len is set apart from its preset (grok1-mkckpt
+    --set max_seq_len=1000, two layers; not a power of two: the CPU caches grow by doubling
+    from 64 and stop at 1000) at its limits, through the pipeline. Generate: a
+    prompt of 999 tokens gets one new token and "length", 998 asking for 50
+    gets two, 1000 is refused naming max_seq_len 1000 (or cut to 999 by
+    --truncate left, "truncated": 1); sampled generations sharing a 990-token
+    prefix run into the limit. Score: 1001 tokens (the last only predicted),
+    continuations after a 900-token context up to the limit (context +
+    continuation = 1001), 1002 refused. Each input one-shot on one rank with
+    --prefix-cache off, against 37-token chunks and 2 stages x 2 expert ranks
+    (two micro-batches of 3 slots, prefixes reused): bitwise equal; scores
+    with --kv-cache bf16 on one rank against 2x2 in 37-token chunks likewise."""
+    ckpt = mkckpt("long1000x2.h5", "--set", "max_seq_len=1000", "--set", "num_layers=2", "--qk-gain", "3")
+    rnd = random.Random(5)
+    a = [rnd.randrange(3, 512) for _ in range(1010)]
+    gin, sin = os.path.join(ARGS.tmp, "lc_gen.jsonl"), os.path.join(ARGS.tmp, "lc_score.jsonl")
+    gen = [{"id": "g999", "prompt_ids": a[:999], "max_new_tokens": 10},
+           {"id": "g998", "prompt_ids": a[:998], "max_new_tokens": 50}]
+    gen += [{"id": f"s{i}", "prompt_ids": a[:990] + [3 + i], "max_new_tokens": 20, "temperature": 1.0,
+             "seed": 70 + i} for i in range(2)]
+    with open(gin, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in gen))
+    sc = [{"id": "full", "prompt_ids": a[:1001]}]
+    sc += [{"id": f"c{k}", "prompt_ids": a[:900], "continuation_ids": a[900:900 + k]} for k in (101, 1, 57, 100)]
+    with open(sin, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in sc))
+
+    def go(mode, inp, tag, n, extra=(), expect=0):
+        out = os.path.join(ARGS.tmp, f"lc_{tag}.jsonl")
+        if os.path.exists(out):
+            os.unlink(out)
+        p = run(n, ["--checkpoint", ckpt, "--mode", mode, "--input", inp, "--output", out] + list(extra),
+                expect=expect)
+        return (open(out).read() if os.path.exists(out) else ""), p
+
+    gref, _ = go("generate", gin, "gen_1", 1, ["--prefix-cache", "off"])
+    res = {r["id"]: r for r in map(json.loads, gref.splitlines())}
+    check(len(res["g999"]["completion_ids"]) == 1 and res["g999"]["finish_reason"] == "length",
+          f"999-token prompt: {res['g999']}; expected one token and 'length'")
+    check(len(res["g998"]["completion_ids"]) == 2 and res["g998"]["finish_reason"] == "length",
+          f"998-token prompt asking for 50: {res['g998']}; expected two tokens and 'length'")
+    for i in range(2):
+        r = res[f"s{i}"]
+        check(r["finish_reason"] == "eos" or (r["finish_reason"] == "length" and len(r["completion_ids"]) == 9),
+              f"s{i}: 991-token prompt: {r}; expected 'eos' or 9 tokens and 'length'")
+    sref, _ = go("score", sin, "score_1", 1, ["--prefix-cache", "off"])
+    res = {r["id"]: r for r in map(json.loads, sref.splitlines())}
+    check(res["full"]["prompt_tokens"] == 1001 and len(res["full"]["logprobs"]) == 1000,
+          f"score of 1001 tokens: {res['full']['prompt_tokens']} tokens, {len(res['full']['logprobs'])} log-probs")
+    check(res["c101"]["logprobs"] == res["full"]["logprobs"][899:],
+          "a continuation reaching the limit (900 + 101) scores as the same tokens scored whole")
+
+    over = os.path.join(ARGS.tmp, "lc_over_in.jsonl")
+    with open(over, "w") as f:
+        f.write(json.dumps({"id": "o", "prompt_ids": a[:1000], "max_new_tokens": 5}) + "\n")
+    _, p = go("generate", over, "over", 1, expect=1)
+    check("1000 tokens" in p.stderr and "max_seq_len 1000" in p.stderr and "--truncate left" in p.stderr,
+          f"a 1000-token generate prompt: {p.stderr.strip()[-300:]}")
+    text, _ = go("generate", over, "over_cut", 1, ["--truncate", "left"])
+    r = json.loads(text)
+    check(r["prompt_tokens"] == 999 and r.get("truncated") == 1 and r["finish_reason"] == "length"
+          and len(r["completion_ids"]) == 1, f"--truncate left: {r}")
+    with open(over, "w") as f:
+        f.write(json.dumps({"id": "o", "prompt_ids": a[:900], "continuation_ids": a[900:1002]}) + "\n")
+    _, p = go("score", over, "over_s", 1, expect=1)
+    check("1002 tokens" in p.stderr and "max_seq_len 1000" in p.stderr, f"1002 tokens to score: {p.stderr[-300:]}")
+
+    for mode, inp, ref in (("generate", gin, gref), ("score", sin, sref)):
+        text, _ = go(mode, inp, f"{mode}_chunks", 1, ["--prefix-cache", "off", "--max-batch-tokens", "37"])
+        check(text == ref, f"{mode}: 37-token chunks differ from one-shot prefill")
+        lay = ["--stages", "2", "--ep", "2", "--micro-batches", "2", "--batch-size", "3"]
+        text, p = go(mode, inp, f"{mode}_2x2", 4, lay)
+        held = re.search(r"\((\d+) of them held from earlier requests", p.stderr)
+        print(f"{mode} 2x2: {'bitwise equal' if text == ref else 'DIFFERENT'} to 1x1, "
+              f"{held.group(1) if held else 0} positions reused")
+        check(text == ref and held, f"{mode} 2x2: differs from 1x1 or reused no prefix")
+    bref, _ = go("score", sin, "score_bf16_1", 1, ["--kv-cache", "bf16"])
+    text, _ = go("score", sin, "score_bf16_2x2", 4, ["--kv-cache", "bf16", "--stages", "2", "--ep", "2",
+                                                      "--max-batch-tokens", "37"])
+    check(text == bref, "score --kv-cache bf16: 2x2 in 37-token chunks differs from 1x1")
+    check(bref != sref, "score --kv-cache bf16: the same bits as float32 caches (not applied?)")
+
+
 CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
 
 

@@ -221,14 +221,25 @@ static g1_status fit_context(long line, const g1_request_ctx *ctx, g1_request *r
     if (r->n_prompt <= limit)
         return G1_OK;
     int cut = r->n_prompt - limit;
-    if (!ctx->truncate_left || (r->n_context && cut >= r->n_context))
+    if (!ctx->truncate_left || (r->n_context && cut >= r->n_context)) {
+        /* with a continuation, n_prompt counts both parts: say so (a result's
+         * prompt_tokens is the prompt part alone) */
+        char what[96];
+        if (r->n_context)
+            snprintf(what, sizeof what, "the prompt and its continuation have %d tokens (%d + %d)", r->n_prompt,
+                     r->n_context, r->n_prompt - r->n_context);
+        else
+            snprintf(what, sizeof what, "the prompt has %d tokens", r->n_prompt);
         return G1_FAIL(G1_ERR_RANGE,
-                       "input line %ld: the prompt has %d tokens; %s is %d (%s)%s", line, r->n_prompt,
+                       "input line %ld: %s; %s is %d (%s)%s", line, what,
                        ctx->mode != G1_MODE_SCORE ? "the most a generate request may have, leaving room for a new token"
                        : ctx->feed_all ? "the most a score request may have with --dump-logits (every token is fed)"
                                        : "the most a score request may have (the last token is only predicted)",
                        limit, bound,
-                       ctx->truncate_left ? "" : "; use --truncate left to cut it from the left as the reference does");
+                       !ctx->truncate_left ? "; use --truncate left to cut it from the left as the reference does"
+                                           : "; --truncate left would cut all of the prompt part (a continuation "
+                                             "is never cut)");
+    }
     memmove(r->prompt_ids, r->prompt_ids + cut, (size_t)limit * sizeof *r->prompt_ids);
     r->n_prompt = limit;
     r->truncated = cut;

@@ -276,7 +276,7 @@ def random_cases(count, seed0, tag, extra=(), layouts=(1, 1, 2, 2, 4), more_opts
             f.writelines(json.dumps(r) + "\n" for r in reqs)
         p = run(1, base + ["--input", inp, "--output", ref, "--batch-size", "1", "--prefix-cache", "off"], expect=None,
                 **kw)
-        if p.returncode == 1 and "the prompt has" in p.stderr:
+        if p.returncode == 1 and ("the prompt has" in p.stderr or "the prompt and its continuation have" in p.stderr):
             refused += 1  # a continuation longer than --max-context: refused, as documented
             continue
         check(p.returncode == 0, f"case {case}: one rank, one slot: exit {p.returncode}: {p.stderr.strip()[-300:]}")
@@ -1372,7 +1372,17 @@ def case_long_context():
     with open(over, "w") as f:
         f.write(json.dumps({"id": "o", "prompt_ids": a[:900], "continuation_ids": a[900:1002]}) + "\n")
     _, p = go("score", over, "over_s", 1, expect=1)
-    check("1002 tokens" in p.stderr and "max_seq_len 1000" in p.stderr, f"1002 tokens to score: {p.stderr[-300:]}")
+    check("the prompt and its continuation have 1002 tokens (900 + 102)" in p.stderr and "max_seq_len 1000" in p.stderr
+          and "--truncate left" in p.stderr, f"1002 tokens to score (900 + 102): {p.stderr[-300:]}")
+    text, _ = go("score", over, "over_s_cut", 1, ["--truncate", "left"])
+    r = json.loads(text)
+    check(r["truncated"] == 1 and r["prompt_tokens"] == 899 and r["continuation_tokens"] == 102,
+          f"--truncate left cuts the prompt part of a continuation request: {r}")
+    with open(over, "w") as f:
+        f.write(json.dumps({"id": "o", "prompt_ids": a[:1], "continuation_ids": a[1:1002]}) + "\n")
+    _, p = go("score", over, "over_s_cont", 1, ["--truncate", "left"], expect=1)
+    check("(1 + 1001)" in p.stderr and "a continuation is never cut" in p.stderr,
+          f"a continuation of 1001 tokens after a 1-token prompt, --truncate left: {p.stderr[-300:]}")
 
     for mode, inp, ref in (("generate", gin, gref), ("score", sin, sref)):
         text, _ = go(mode, inp, f"{mode}_chunks", 1, ["--prefix-cache", "off", "--max-batch-tokens", "37"])

@@ -51,8 +51,9 @@ static void usage(FILE *f)
 "  --slots N                  sequence slots served at once instead of M x B\n"
 "  --context N                KV cache positions per slot (default max_seq_len);\n"
 "  --max-context N            the same (grok1-run's name for it)\n"
-"  --kv-cache f32|bf16        KV cache elements (default f32; bf16: grok1-run\n"
-"                             --backend cuda --kv-cache bf16, half the bytes)\n"
+"  --kv-cache f32|bf16        KV cache elements (default f32). bf16 with --backend\n"
+"                             cuda: half the bytes; on the cpu backend bf16-rounded\n"
+"                             values are kept as float32, the bytes of f32\n"
 "  --max-batch-tokens N       tokens per forward step (default 256)\n"
 "  --backend cpu|cuda         whose memory a rank's is (default cpu: host memory).\n"
 "                             cuda: the GPU's, as grok1-run --backend cuda takes\n"
@@ -310,6 +311,10 @@ int main(int argc, char **argv)
     if (cuda_only && !cuda)
         return usage_error("--gpu-sms, --cuda-gemm and --cuda-tune describe the cuda backend: give --backend cuda");
     req.cuda_sms = cuda ? (sms ? sms : 132) : 0;
+    /* the CPU engine rounds its caches' values to bf16 but keeps them as
+     * float32: 4 bytes, as grok1-run counts them on that backend */
+    if (req.kv_bytes == 2 && !cuda)
+        req.kv_bytes = 4;
     if (req.slots && batch_size)
         return usage_error("--slots %d and --batch-size %d both say how many slots: give one (--slots N, or "
                            "--batch-size B for M x B)", req.slots, batch_size);

@@ -345,6 +345,18 @@ def case_cuda():
     grow with the tokens a step and the multiprocessors; a limit between
     the two totals fits the cpu backend and refuses the cuda one."""
     g1 = ["--config", "grok-1", "--stages", "8", "--ep", "1", "--context", "8192"]
+    # --kv-cache bf16 halves the caches on the GPU only: the CPU engine keeps
+    # bf16-rounded values as float32, and grok1-run counts them so
+    f32_kv = plan_json(g1)["ranks"][1]["kv_cache_bytes"]
+    cpu_bf16 = plan_json(g1 + ["--kv-cache", "bf16"])
+    expect(cpu_bf16["ranks"][1]["kv_cache_bytes"] == f32_kv and cpu_bf16["kv_bytes"] == 4,
+           f"--kv-cache bf16 on the cpu backend: {cpu_bf16['ranks'][1]['kv_cache_bytes']} bytes of caches, "
+           f"kv_bytes {cpu_bf16['kv_bytes']}; the CPU engine holds {f32_kv} (float32)")
+    if A.cuda:
+        gpu_bf16 = plan_json(g1 + ["--backend", "cuda", "--kv-cache", "bf16"])
+        expect(2 * gpu_bf16["ranks"][1]["kv_cache_bytes"] == f32_kv and gpu_bf16["kv_bytes"] == 2,
+               f"--kv-cache bf16 on the cuda backend: {gpu_bf16['ranks'][1]['kv_cache_bytes']} bytes, not half of "
+               f"{f32_kv}")
     if not A.cuda:
         rc, out, err = run(g1 + ["--backend", "cuda"])
         expect(rc == 1 and "no CUDA backend" in err, f"--backend cuda without CUDA refused: {err.strip()}")

@@ -869,9 +869,17 @@ static int check_input(const cli *c)
     printf(", %lld refused (%s)\n", (long long)s.refused,
            s.refused ? "on stderr: a run stops at the first, keeping the results before it" : "a run accepts them all");
     printf("  accepted: %lld prompt tokens", (long long)s.prompt_tokens);
-    if (s.requests > s.refused)
-        printf(", the longest %d (input line %ld) of the context's %d positions", s.longest, s.longest_line,
-               context);
+    /* against the most a request may have, as the reader bounds it: a score
+     * request one more than the context (its last token is only predicted) */
+    if (s.requests > s.refused && c->mode != G1_MODE_SCORE)
+        printf(", the longest %d (input line %ld) of the %d a generate request may have (the context's %d positions, "
+               "one left for a new token)", s.longest, s.longest_line, context - 1, context);
+    else if (s.requests > s.refused && c->dump_logits)
+        printf(", the longest %d (input line %ld) of the %d a score request may have with --dump-logits (the "
+               "context's positions: every token is fed)", s.longest, s.longest_line, context);
+    else if (s.requests > s.refused)
+        printf(", the longest %d (input line %ld) of the %d a score request may have (the context's %d positions "
+               "+ 1: its last token is only predicted)", s.longest, s.longest_line, context + 1, context);
     if (s.text)
         printf("; %lld text prompt(s)", (long long)s.text);
     printf("\n");

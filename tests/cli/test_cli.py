@@ -2624,7 +2624,8 @@ def case_check_input(d):
     rc, so, se = run(tiny("generate", inp, out, "--check-input"))
     check(rc == 0 and not se.strip(), f"a good input: exit {rc}, stderr {se.strip()!r}")
     for w in (f"({len(rows) + 1} lines): {len(rows)} request(s)", "0 refused", f"{total} prompt tokens",
-              "the longest 250 (input line 32) of the context's 256 positions", f"at most {new} new tokens"):
+              "the longest 250 (input line 32) of the 255 a generate request may have (the context's 256 positions",
+              f"at most {new} new tokens"):
         check(w in so, f"summary lacks {w!r}: {so!r}")
     check(not any(os.path.exists(out + x) for x in ("", ".partial", ".meta.json", ".lock")),
           "--check-input wrote an output file")

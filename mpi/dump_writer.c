@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { JOB_ROWS, JOB_OUT };
 
@@ -46,9 +47,52 @@ struct g1_dump_writer {
     pthread_t thread;
     g1_status err;          /* the first failure; the jobs after it are dropped */
     char msg[1024];
-    int64_t *done;          /* requests whose datasets are complete, not yet asked about */
+    int64_t *done;          /* requests whose datasets are complete and flushed, not yet asked about */
     size_t n_done, cap_done;
+    /* the thread's own: requests whose datasets are complete, not yet
+     * flushed (flush_due), and when the first of them was done */
+    int64_t *unflushed;
+    size_t n_unflushed, cap_unflushed;
+    double unflushed_since;
 };
+
+/* The thread flushes the file (one H5Fflush for the datasets finished
+ * since the last) when it has nothing else queued, or when this many are
+ * waiting, or the oldest has waited this long: a writer that keeps up
+ * flushes after every request as before; one that is behind flushes once
+ * for many (each flush scans HDF5's whole metadata cache: ckpt.h). */
+enum { FLUSH_EVERY = 64 };
+#define FLUSH_AFTER_S 0.5
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Append k to a list of int64 (v, n, cap); 0 when there is no memory. */
+static int push_k(int64_t **v, size_t *n, size_t *cap, int64_t k)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        int64_t *nv = realloc(*v, c * sizeof *nv);
+        if (!nv)
+            return 0;
+        *v = nv;
+        *cap = c;
+    }
+    (*v)[(*n)++] = k;
+    return 1;
+}
+
+/* With the lock: whether the datasets finished since the last flush are
+ * to be flushed now (see FLUSH_EVERY). */
+static int flush_due(const g1_dump_writer *w)
+{
+    return w->n_unflushed &&
+           (!w->head || w->n_unflushed >= FLUSH_EVERY || mono_s() - w->unflushed_since >= FLUSH_AFTER_S);
+}
 
 static size_t job_floats(const g1_dump_writer *w, const job *j)
 {
@@ -172,20 +216,34 @@ static void *writer_main(void *arg)
             memcpy(w->msg, msg, sizeof msg);
         }
         if (complete) {
-            if (w->n_done == w->cap_done) {
-                size_t cap = w->cap_done ? 2 * w->cap_done : 64;
-                int64_t *v = realloc(w->done, cap * sizeof *v);
-                if (v) {
-                    w->done = v;
-                    w->cap_done = cap;
-                }
-            }
-            if (w->n_done < w->cap_done)
-                w->done[w->n_done++] = j->k;
-            else if (w->err == G1_OK) {
+            if (!w->n_unflushed)
+                w->unflushed_since = mono_s();
+            if (!push_k(&w->unflushed, &w->n_unflushed, &w->cap_unflushed, j->k) && w->err == G1_OK) {
                 w->err = G1_ERR_NOMEM;
                 snprintf(w->msg, sizeof w->msg, "out of memory");
             }
+        }
+        if (w->err == G1_OK && flush_due(w)) {
+            /* still busy: a caller waiting for a request sees it ready
+             * only once it is flushed, and never sees the thread idle
+             * with datasets unflushed */
+            w->busy = 1;
+            pthread_mutex_unlock(&w->mu);
+            st = g1_logits_file_flush(w->f);
+            if (st != G1_OK)
+                snprintf(msg, sizeof msg, "%s", g1_last_error());
+            pthread_mutex_lock(&w->mu);
+            w->busy = 0;
+            if (st != G1_OK && w->err == G1_OK) {
+                w->err = st;
+                memcpy(w->msg, msg, sizeof msg);
+            }
+            for (size_t i = 0; w->err == G1_OK && i < w->n_unflushed; i++)
+                if (!push_k(&w->done, &w->n_done, &w->cap_done, w->unflushed[i])) {
+                    w->err = G1_ERR_NOMEM;
+                    snprintf(w->msg, sizeof w->msg, "out of memory");
+                }
+            w->n_unflushed = 0;
         }
         recycle(w, j);
         pthread_cond_broadcast(&w->less);
@@ -204,6 +262,7 @@ g1_status g1_dump_writer_new(g1_logits_file *f, int vocab_size, uint64_t most_by
     w->vocab_size = vocab_size;
     w->most = (size_t)((most_bytes ? most_bytes : G1_DUMP_WRITER_BYTES) / sizeof(float));
     w->err = G1_OK;
+    g1_logits_file_defer_flush(f, 1); /* the thread flushes (flush_due) */
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->more, NULL);
     pthread_cond_init(&w->less, NULL);
@@ -396,7 +455,8 @@ g1_status g1_dump_writer_free(g1_dump_writer *w)
     pthread_cond_signal(&w->more);
     pthread_mutex_unlock(&w->mu);
     if (w->started)
-        pthread_join(w->thread, NULL); /* it ends once the queue is empty */
+        pthread_join(w->thread, NULL); /* it ends once the queue is empty, every dataset flushed */
+    g1_logits_file_defer_flush(w->f, 0);
     g1_status st = G1_OK;
     if (w->err != G1_OK)
         st = G1_FAIL(w->err, "%s", w->msg);
@@ -406,6 +466,7 @@ g1_status g1_dump_writer_free(g1_dump_writer *w)
     }
     free(w->ring);
     free(w->done);
+    free(w->unflushed);
     pthread_cond_destroy(&w->less);
     pthread_cond_destroy(&w->more);
     pthread_mutex_destroy(&w->mu);

@@ -8,7 +8,9 @@
  * thread calls it meanwhile), in the order given. The driver writes a
  * request's result line only once its dataset is flushed
  * (g1_dump_writer_ready), so what a killed run leaves is what a
- * synchronous writer leaves. */
+ * synchronous writer leaves. The thread flushes after each request while
+ * it keeps up; when it is behind, once for up to 64 requests (or 0.5 s),
+ * as each flush costs a scan of HDF5's metadata cache (ckpt.h). */
 #ifndef G1_DUMP_WRITER_H
 #define G1_DUMP_WRITER_H
 

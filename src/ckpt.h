@@ -151,9 +151,20 @@ g1_status g1_logits_file_set_aside(const char *path, g1_logits_file *f, char *as
  * left out when NULL. With its last rows (row0 +
  * nrows == n_rows_total) the dataset gets its checksum (G1_H5_CRC_ATTR,
  * of the rows as they came in order, else read back) and the file is
- * flushed. */
+ * flushed (unless g1_logits_file_defer_flush). */
 g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, int row0, int nrows,
                                const float *logits, const int *tokens, const char *id_json);
+/* on: g1_logits_file_write does not flush after a request's last rows;
+ * the caller flushes with g1_logits_file_flush, after several requests at
+ * once. Each H5Fflush costs a scan of HDF5's whole metadata cache (in
+ * HDF5 1.10.7 and later), which grows with the datasets written, to tens
+ * of thousands of entries: one per request made a dump of 100k short
+ * requests spend most of its time there (docs/PERFORMANCE.md). */
+void g1_logits_file_defer_flush(g1_logits_file *f, int on);
+/* Flush what g1_logits_file_write left in HDF5's caches to the file. */
+g1_status g1_logits_file_flush(g1_logits_file *f);
+/* The flushes of finished requests' datasets so far (a test's count). */
+int64_t g1_logits_file_flushes(const g1_logits_file *f);
 /* Request k's result line is written (after its logits were flushed):
  * every GROK1_DUMP_SYNC_S seconds (default 30) the file is fsync'ed on a
  * thread of its own, and when that returns G1_DUMP_SYNCED is set to

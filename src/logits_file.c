@@ -55,6 +55,11 @@ struct g1_logits_file {
     int64_t out_k, synced;
     double sync_every, last_sync;
     syncer sy;
+    /* g1_logits_file_defer_flush: a request's last rows are not followed
+     * by a flush (the caller flushes, g1_logits_file_flush); flushes: the
+     * H5Fflush calls of finished requests so far */
+    int defer_flush;
+    int64_t flushes;
 };
 
 static double mono_s(void)
@@ -578,18 +583,33 @@ g1_status g1_logits_file_write(g1_logits_file *f, int64_t k, int n_rows_total, i
             p->in_order = 0;
         }
     }
-    /* a request's last rows: its checksum, then to disk, so that a job
-     * killed without warning most likely leaves a file a resume can open */
+    /* a request's last rows: its checksum, then to disk (unless the caller
+     * flushes several requests at once), so that a job killed without
+     * warning most likely leaves a file a resume can open */
     int last = row0 + nrows == n_rows_total;
     if (e >= 0 && last)
         e = put_crc(f, d, p, n_rows_total);
     H5Dclose(d);
-    if (e >= 0 && last)
+    if (e >= 0 && last && !f->defer_flush) {
         e = H5Fflush(f->file, H5F_SCOPE_LOCAL);
+        f->flushes++;
+    }
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "%s: writing logits/%s failed (disk full?)", f->tmp, name);
     return G1_OK;
 }
+
+void g1_logits_file_defer_flush(g1_logits_file *f, int on) { f->defer_flush = on; }
+
+g1_status g1_logits_file_flush(g1_logits_file *f)
+{
+    f->flushes++;
+    if (H5Fflush(f->file, H5F_SCOPE_LOCAL) < 0)
+        return G1_FAIL(G1_ERR_IO, "%s: flushing the logits failed (disk full?)", f->tmp);
+    return G1_OK;
+}
+
+int64_t g1_logits_file_flushes(const g1_logits_file *f) { return f->flushes; }
 
 int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total, const int *tokens, const char *id_json)
 {

@@ -1,7 +1,8 @@
 /* The logits dump written on a thread of its own (mpi/dump_writer.c): the
  * same file as written directly, each request ready once and only after its
  * last rows, a queue of one job at a time, and a failure on the thread
- * told to the caller (at the next write, when asked if ready, at the end). */
+ * told to the caller (at the next write, when asked if ready, at the end);
+ * a writer behind flushes once for many requests. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,58 @@ static void growing(const char *path)
     remove(path);
 }
 
+/* Many one-row requests through a writer that is behind (each HDF5
+ * dataset takes it far longer than a write takes to queue): it flushes
+ * once for many of them, not after each, and each is still ready only
+ * once flushed and answered once. Until 2026-12-04 it flushed after
+ * every request, and each flush scans HDF5's whole metadata cache, which
+ * grows with the datasets: a dump of 100k short requests spent about 40%
+ * of its run in that scan (docs/PERFORMANCE.md). */
+static void many(const char *path)
+{
+    enum { K = 2000 };
+    g1_logits_file *f;
+    g1_dump_writer *w;
+    CHECK(g1_logits_file_create(path, V, NULL, &f) == G1_OK, "create: %s", g1_last_error());
+    CHECK(g1_dump_writer_new(f, V, 0, &w) == G1_OK, "new: %s", g1_last_error());
+    float rows[V];
+    int ready = 0, tok = 1;
+    for (int k = 0; k < K; k++) {
+        for (int c = 0; c < V; c++)
+            rows[c] = value(k, 0, c);
+        CHECK(g1_dump_writer_write(w, k, 1, 0, 1, rows, &tok, NULL) == G1_OK, "write %d: %s", k, g1_last_error());
+        /* asked at once, as the driver does; ready in order or not, each once */
+        for (; ready < k && g1_dump_writer_ready(w, ready, 0) == 1; ready++)
+            ;
+    }
+    for (; ready < K; ready++)
+        CHECK(g1_dump_writer_ready(w, ready, 1) == 1, "request %d never ready: %s", ready, g1_last_error());
+    CHECK(g1_dump_writer_ready(w, 0, 0) == 0, "request 0 answered ready twice");
+    CHECK(g1_dump_writer_free(w) == G1_OK, "free: %s", g1_last_error());
+    int64_t flushes = g1_logits_file_flushes(f);
+    printf("  %d requests, %lld flushes\n", K, (long long)flushes);
+    CHECK(flushes >= 1 && flushes <= K / 8, "%d requests through a writer behind were flushed %lld times: once "
+          "each, not for many at once", K, (long long)flushes);
+    CHECK(g1_logits_file_finish(f) == G1_OK, "finish: %s", g1_last_error());
+    hid_t h = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    float got[V];
+    int bad = h < 0;
+    for (int k = 0; !bad && k < K; k += 97) {
+        char name[32];
+        snprintf(name, sizeof name, "logits/%d", k);
+        hid_t d = H5Dopen2(h, name, H5P_DEFAULT);
+        bad = d < 0 || H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, got) < 0;
+        for (int c = 0; !bad && c < V; c++)
+            bad = got[c] != value(k, 0, c);
+        CHECK(!bad, "%s differs from what was written", name);
+        if (d >= 0)
+            H5Dclose(d);
+    }
+    if (h >= 0)
+        H5Fclose(h);
+    remove(path);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -231,6 +284,7 @@ int main(void)
     write_all(path, 0, R);       /* each request whole */
     bounded(path);
     growing(path);
+    many(path);
     failure(path);
     rmdir(dir);
     if (failures) {

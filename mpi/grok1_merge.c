@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -813,6 +814,32 @@ static g1_status check_input(const char *in_path, const shard *by_k, int n, json
     return st;
 }
 
+/* Every shard's results are read side by side: n files open at once, with
+ * the input, the output, the locks and HDF5's. A soft limit on open files
+ * below that (ulimit -n: 1024 on many clusters, against job arrays of
+ * thousands of tasks) is raised, up to the hard one; a hard limit below it
+ * is refused at once, naming it, before anything is written. */
+#define FILES_BESIDE_SHARDS 32
+static g1_status room_for_shards(int n)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)n + FILES_BESIDE_SHARDS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return G1_OK;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+        return G1_FAIL(G1_ERR_ARG, "the %d shards are read side by side, which takes %llu open files, but this "
+                                   "process may open at most %llu (the hard limit, ulimit -Hn): raise it (ask the "
+                                   "system's administrators), or split the input into fewer shards",
+                       n, (unsigned long long)need, (unsigned long long)rl.rlim_max);
+    rlim_t had = rl.rlim_cur;
+    rl.rlim_cur = need;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return G1_FAIL(G1_ERR_IO, "the %d shards are read side by side, which takes %llu open files, but the limit "
+                                  "(ulimit -n) is %llu and raising it failed: %s", n, (unsigned long long)need,
+                       (unsigned long long)had, strerror(errno));
+    return G1_OK;
+}
+
 static g1_status merge(const char *in_path, const char *out_path, const char *dump, int nf, char **files)
 {
     shard *sh = calloc((size_t)nf, sizeof *sh);
@@ -857,6 +884,8 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
                                          "would mix results of other inputs or settings",
                              msg);
         }
+        if (st == G1_OK)
+            st = room_for_shards(n);
     }
     /* the input: the one recorded (when the shards read a file), and how
      * many requests the merged output must hold */

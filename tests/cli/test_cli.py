@@ -2945,6 +2945,52 @@ def case_trace_stream(d):
     check(not left, f"files written beside the trace: {left}")
 
 
+def case_merge_many_shards(d):
+    """grok1-merge reads every shard side by side: with more shards than
+    the soft limit on open files allows (ulimit -n: 1024 on many
+    clusters, against job arrays of thousands of tasks) it raises that
+    limit up to the hard one and merges; with a hard limit below what it
+    needs it refuses at once, naming the limit, writing nothing. Until
+    2026-12-04 it failed part way ("cannot open SHARD: Too many open
+    files", exit 1)."""
+    if not ARGS.merge:
+        print("grok1-merge not built: skipped")
+        return SKIP
+    import resource
+    n = 8
+    inp, ref = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl")
+    write_jsonl(inp, [{"id": i, "prompt_ids": [3 + i, 7, 11 + i]} for i in range(2 * n + 3)])
+    expect_ok(tiny("score", inp, ref))
+    shards = []
+    for k in range(n):
+        o = os.path.join(d, f"o.jsonl.shard-{k}-of-{n}")
+        expect_ok(tiny("score", inp, o, "--shard", f"{k}/{n}"))
+        shards.append(o)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = n + 32
+    if hard != resource.RLIM_INFINITY and hard < need:
+        print(f"hard limit on open files {hard} < {need}: skipped")
+        return SKIP
+
+    def merge_limited(out, lim_soft, lim_hard):
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lim_soft, lim_hard))
+        p = subprocess.run([ARGS.merge, "--input", inp, "--output", out] + shards, capture_output=True, text=True,
+                           timeout=60, preexec_fn=limit)
+        return p.returncode, p.stderr
+
+    out = os.path.join(d, "m.jsonl")
+    rc, se = merge_limited(out, n, hard)  # below the shards alone
+    check(rc == 0, f"merge of {n} shards with a soft limit of {n} open files failed (exit {rc}): {se.strip()}")
+    check(open(out).read() == open(ref).read(), "the merged output differs from the unsharded run's")
+    out2 = os.path.join(d, "m2.jsonl")
+    rc, se = merge_limited(out2, n, n)
+    check(rc == 1 and "grok1-merge: error:" in se and "ulimit -Hn" in se and f"{need} open files" in se,
+          f"a hard limit below the shards: exit {rc}, {se.strip()!r}")
+    left = [f for f in os.listdir(d) if f.startswith("m2.")]
+    check(not left, f"a refused merge left {left}")
+
+
 def case_merge_dump_special(d):
     """grok1-merge --dump-logits D where D is a FIFO, a device (a /dev/null
     node, as root), a link to one or a directory: refused before any work,

@@ -887,7 +887,7 @@ static g1_status skip_done(driver *d)
         int same = json_equal(r.id, json_array_get(d->o.done_ids, i));
         long line = r.line;
         int rows = r.n_prompt, has = G1_DUMP_THERE;
-        if (d->o.dump && d->o.dump->has) {
+        if (d->o.dump && d->o.dump->has && !d->o.dump_kept_checked) {
             char *id = id_text(r.id);
             has = id ? d->o.dump->has(d->o.dump->ctx, (int64_t)(line - 1), rows, r.prompt_ids, id) : G1_DUMP_ABSENT;
             free(id);

@@ -424,6 +424,7 @@ static void driver_opts(const cli *c, files *f, job *j, g1_progress *prog, g1_dr
                         .batch_size = c->batch_size,
                         .max_batch_tokens = c->max_batch_tokens,
                         .done_ids = f->done_ids,
+                        .dump_kept_checked = f->dump_kept_checked,
                         .stop = &g_stop,
                         .progress = prog ? g1_progress_update : NULL,
                         .progress_ctx = prog,

@@ -486,6 +486,8 @@ g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine
                 if (st == G1_OK)
                     st = g1_driver_nothing_left(cfg, &o, f->in, &f->nothing_left);
 #if G1_HAVE_HDF5
+                /* every kept result looked up, there with its rows, tokens and id */
+                f->dump_kept_checked = st == G1_OK && ro == G1_OK && !kl.missing;
                 g1_logits_file_abort(kl.f);
                 /* not there, or of other rows: continue_dump starts over */
                 if (kl.missing)

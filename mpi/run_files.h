@@ -33,6 +33,7 @@ typedef struct files {
     int left_known;   /* a resume from a regular file checked the kept results against the input before
                        * changing anything: nothing_left says whether any request follows them */
     int nothing_left;
+    int dump_kept_checked; /* and every kept result's logits are in the dump (g1_driver_opts) */
     /* the requests OUT.meta.json's record of the input covers, which are
      * all the run reads (g1_driver_opts) */
     int input_bounded;

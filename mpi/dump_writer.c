@@ -86,6 +86,16 @@ static int push_k(int64_t **v, size_t *n, size_t *cap, int64_t k)
     return 1;
 }
 
+/* With the lock: keep the thread's first failure (st != G1_OK) for the
+ * caller; the jobs after it are dropped. */
+static void keep_failure(g1_dump_writer *w, g1_status st, const char *msg)
+{
+    if (st != G1_OK && w->err == G1_OK) {
+        w->err = st;
+        snprintf(w->msg, sizeof w->msg, "%s", msg);
+    }
+}
+
 /* With the lock: whether the datasets finished since the last flush are
  * to be flushed now (see FLUSH_EVERY). */
 static int flush_due(const g1_dump_writer *w)
@@ -211,17 +221,12 @@ static void *writer_main(void *arg)
             snprintf(msg, sizeof msg, "%s", g1_last_error());
         pthread_mutex_lock(&w->mu);
         w->busy = 0;
-        if (st != G1_OK && w->err == G1_OK) {
-            w->err = st;
-            memcpy(w->msg, msg, sizeof msg);
-        }
+        keep_failure(w, st, msg);
         if (complete) {
             if (!w->n_unflushed)
                 w->unflushed_since = mono_s();
-            if (!push_k(&w->unflushed, &w->n_unflushed, &w->cap_unflushed, j->k) && w->err == G1_OK) {
-                w->err = G1_ERR_NOMEM;
-                snprintf(w->msg, sizeof w->msg, "out of memory");
-            }
+            if (!push_k(&w->unflushed, &w->n_unflushed, &w->cap_unflushed, j->k))
+                keep_failure(w, G1_ERR_NOMEM, "out of memory");
         }
         if (w->err == G1_OK && flush_due(w)) {
             /* still busy: a caller waiting for a request sees it ready
@@ -234,15 +239,10 @@ static void *writer_main(void *arg)
                 snprintf(msg, sizeof msg, "%s", g1_last_error());
             pthread_mutex_lock(&w->mu);
             w->busy = 0;
-            if (st != G1_OK && w->err == G1_OK) {
-                w->err = st;
-                memcpy(w->msg, msg, sizeof msg);
-            }
+            keep_failure(w, st, msg);
             for (size_t i = 0; w->err == G1_OK && i < w->n_unflushed; i++)
-                if (!push_k(&w->done, &w->n_done, &w->cap_done, w->unflushed[i])) {
-                    w->err = G1_ERR_NOMEM;
-                    snprintf(w->msg, sizeof w->msg, "out of memory");
-                }
+                if (!push_k(&w->done, &w->n_done, &w->cap_done, w->unflushed[i]))
+                    keep_failure(w, G1_ERR_NOMEM, "out of memory");
             w->n_unflushed = 0;
         }
         recycle(w, j);

@@ -400,7 +400,13 @@ g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine
                 json_object_set_new(meta, "input", rec);
             }
         }
-        int resuming = c->resume && (exists(f->partial) || exists(c->output));
+        /* an empty OUT.partial keeps no result: a run killed after making
+         * it, before (or while) writing its meta file, left it so; the
+         * resume starts afresh, as the run did, instead of refusing for the
+         * missing meta file (a requeued job would fail there) */
+        struct stat pb;
+        int kept_any = stat(f->partial, &pb) == 0 && pb.st_size > 0;
+        int resuming = c->resume && (kept_any || exists(c->output));
         if (st == G1_OK && resuming) {
             /* check before touching anything; a finished OUT becomes the
              * partial file it was, and is renamed back at the end */

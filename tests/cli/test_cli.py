@@ -59,6 +59,13 @@ def tiny(mode, inp, out, *extra, seed=5):
     return ["--synthetic", "tiny", "--synthetic-seed", str(seed), "--mode", mode, "--input", inp, "--output", out] + list(extra)
 
 
+def score_in(where, *args):
+    """grok1-run in score mode started in folder `where` (relative names are
+    resolved there); returns (rc, stderr)."""
+    p = subprocess.run([ARGS.run] + tiny("score", *args), capture_output=True, text=True, timeout=60, cwd=where)
+    return p.returncode, p.stderr
+
+
 def expect_ok(args, stdin=None):
     rc, so, se = run(args, stdin)
     check(rc == 0, f"expected success, got exit {rc}: {se.strip()}")
@@ -280,6 +287,16 @@ def case_take_back(d):
     expect_ok(tiny("score", inp, out, "--batch-size", "1", "--resume"))
     check(read_jsonl(out) == want and not os.path.exists(out + ".partial"),
           "the resume after a failed run that replaced an OUT did not run every request")
+    # a run killed (SIGKILL: nothing taken back) after making OUT.partial and
+    # before its meta file was written leaves an empty OUT.partial alone: the
+    # resume starts afresh (it refused for the missing meta file, and a
+    # requeued job failed there; ops_dump_sigkill hit that moment once)
+    for f in (out, out + ".meta.json"):
+        os.remove(f)
+    open(out + ".partial", "w").close()
+    expect_ok(tiny("score", inp, out, "--batch-size", "1", "--resume"))
+    check(read_jsonl(out) == want and left() == ["out.jsonl", "out.jsonl.meta.json"],
+          f"the resume of an empty OUT.partial without its meta file: files {left()}")
 
 
 def dump_stale_files(d):
@@ -353,19 +370,15 @@ def case_dump_foreign(d):
     os.mkdir(b_dir)
     out, lg, b_lg = os.path.join(a_dir, "out.jsonl"), os.path.join(a_dir, "l.h5"), os.path.join(b_dir, "l.h5")
 
-    def in_dir(where, *args):
-        p = subprocess.run([ARGS.run] + tiny("score", *args), capture_output=True, text=True, timeout=60, cwd=where)
-        return p.returncode, p.stderr
-
     # b: a finished run's l.h5 of other requests (the same model and settings)
-    rc, se = in_dir(b_dir, other, os.path.join(b_dir, "o.jsonl"), "--dump-logits", "l.h5")
+    rc, se = score_in(b_dir, other, os.path.join(b_dir, "o.jsonl"), "--dump-logits", "l.h5")
     check(rc == 0, f"the run in b failed: {se}")
     before = open(b_lg, "rb").read()
-    rc, se = in_dir(a_dir, bad, out, "--dump-logits", "l.h5")
+    rc, se = score_in(a_dir, bad, out, "--dump-logits", "l.h5")
     check(rc == 1 and len(read_jsonl(out + ".partial")) == 6, f"the run in a did not stop at line 7: exit {rc}: {se}")
     # (refused since for being another file than the one the meta file
     # records: cli_dump_resume_elsewhere)
-    rc, se = in_dir(b_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    rc, se = score_in(b_dir, inp, out, "--dump-logits", "l.h5", "--resume")
     check(rc == 1 and "resume from the folder the run started in" in se,
           f"a resume from another folder took that folder's dump: exit {rc}: {se.strip()}")
     check(sorted(os.listdir(b_dir)) == ["l.h5", "o.jsonl", "o.jsonl.meta.json"] and open(b_lg, "rb").read() == before,
@@ -375,7 +388,7 @@ def case_dump_foreign(d):
     # another output's finished dump where this one's should be: refused by its contents
     os.rename(lg + ".partial", lg + ".saved")
     shutil.copy(b_lg, lg)
-    rc, se = in_dir(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    rc, se = score_in(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
     check(rc == 1 and "is a finished logits dump that is not the one of the results kept" in se and
           open(lg, "rb").read() == before and not os.path.exists(lg + ".partial.damaged"),
           f"a resume took another output's finished dump in its place: exit {rc}: {se.strip()}")
@@ -385,13 +398,13 @@ def case_dump_foreign(d):
     os.rename(lg + ".partial", lg + ".saved")
     with open(lg, "w") as f:
         f.write("not hdf5\n")
-    rc, se = in_dir(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    rc, se = score_in(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
     check(rc == 1 and "is a finished file" in se and open(lg).read() == "not hdf5\n" and
           not os.path.exists(lg + ".partial.damaged"), f"a finished non-dump was set aside: exit {rc}: {se.strip()}")
     os.remove(lg)
     os.rename(lg + ".saved", lg + ".partial")
     # from its own folder it continues, to the uninterrupted run's results
-    rc, se = in_dir(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    rc, se = score_in(a_dir, inp, out, "--dump-logits", "l.h5", "--resume")
     check(rc == 0 and "warning" not in se, f"the resume from a failed: exit {rc}: {se}")
     check(open(out).read() == open(ref).read() and same_dump(lg, ref_lg),
           "the resume differs from the uninterrupted run")
@@ -413,22 +426,18 @@ def case_dump_resume_elsewhere(d):
     os.mkdir(b_dir)
     out, lg, b_lg = os.path.join(a_dir, "out.jsonl"), os.path.join(a_dir, "l.h5"), os.path.join(b_dir, "l.h5")
 
-    def in_dir(where, *args):
-        p = subprocess.run([ARGS.run] + tiny("score", *args), capture_output=True, text=True, timeout=60, cwd=where)
-        return p.returncode, p.stderr
-
     def settings(meta):
         with open(meta) as f:
             return json.load(f)["settings"]
 
     # b: a finished run of the same requests, its l.h5 beside it
-    rc, se = in_dir(b_dir, inp, os.path.join(b_dir, "o.jsonl"), "--dump-logits", "l.h5")
+    rc, se = score_in(b_dir, inp, os.path.join(b_dir, "o.jsonl"), "--dump-logits", "l.h5")
     check(rc == 0, f"the run in b failed: {se}")
     b_before = {x: open(os.path.join(b_dir, x), "rb").read() for x in os.listdir(b_dir)}
-    rc, se = in_dir(a_dir, bad, out, "--dump-logits", "l.h5")
+    rc, se = score_in(a_dir, bad, out, "--dump-logits", "l.h5")
     check(rc == 1 and len(read_jsonl(out + ".partial")) == 6, f"the run in a did not stop at line 7: exit {rc}: {se}")
     a_before = {x: open(os.path.join(a_dir, x), "rb").read() for x in os.listdir(a_dir)}
-    rc, se = in_dir(b_dir, inp, out, "--dump-logits", "l.h5", "--resume")
+    rc, se = score_in(b_dir, inp, out, "--dump-logits", "l.h5", "--resume")
     check(rc == 1 and os.path.realpath(b_lg) in se and os.path.realpath(lg) in se and
           "resume from the folder the run started in" in se,
           f"a resume from another folder took that folder's dump of the same requests: exit {rc}: {se.strip()}")
@@ -443,7 +452,7 @@ def case_dump_resume_elsewhere(d):
     # the copy continues its own dump (a's stays as it was)
     shutil.copytree(a_dir, c_dir)
     c_out = os.path.join(c_dir, "out.jsonl")
-    rc, se = in_dir(c_dir, inp, "out.jsonl", "--dump-logits", "l.h5", "--resume")
+    rc, se = score_in(c_dir, inp, "out.jsonl", "--dump-logits", "l.h5", "--resume")
     check(rc == 0 and "warning" not in se, f"the resume of a copied folder failed: exit {rc}: {se}")
     check(open(c_out).read() == open(ref).read() and same_dump(os.path.join(c_dir, "l.h5"), ref_lg),
           "the resume of the copied folder differs from the uninterrupted run")
@@ -452,14 +461,14 @@ def case_dump_resume_elsewhere(d):
     check({x: open(os.path.join(a_dir, x), "rb").read() for x in os.listdir(a_dir)} == a_before,
           "the resume of the copy changed the original folder")
     # from b, given the dump's path: the file counts, not the name as given
-    rc, se = in_dir(b_dir, inp, out, "--dump-logits", lg, "--resume")
+    rc, se = score_in(b_dir, inp, out, "--dump-logits", lg, "--resume")
     check(rc == 0 and "warning" not in se, f"the resume given the dump's path failed: exit {rc}: {se}")
     check(open(out).read() == open(ref).read() and same_dump(lg, ref_lg) and not os.path.exists(lg + ".partial"),
           "the resume given the dump's path differs from the uninterrupted run")
     check({x: open(os.path.join(b_dir, x), "rb").read() for x in os.listdir(b_dir)} == b_before,
           "the resume given the dump's path changed b's files")
     # pointed at another output's dump by its path: refused, naming both
-    rc, se = in_dir(a_dir, inp, out, "--dump-logits", b_lg, "--resume")
+    rc, se = score_in(a_dir, inp, out, "--dump-logits", b_lg, "--resume")
     check(rc == 1 and os.path.realpath(b_lg) in se and os.path.realpath(lg) in se,
           f"a resume pointed at another output's dump: exit {rc}: {se.strip()}")
     # a meta file from before the record resumes as before (by the name as given)
@@ -474,7 +483,7 @@ def case_dump_resume_elsewhere(d):
     meta["settings"]["dump_logits"] = "l.h5"  # (as the first run gave it: the last resume gave the path)
     with open(c_out + ".meta.json", "w") as f:
         json.dump(meta, f)
-    rc, se = in_dir(c_dir, inp, "out.jsonl", "--dump-logits", "l.h5", "--resume")
+    rc, se = score_in(c_dir, inp, "out.jsonl", "--dump-logits", "l.h5", "--resume")
     check(rc == 0 and "nothing left to run" in se and open(c_out).read() == open(ref).read(),
           f"a meta file without dump_logits_path: exit {rc}: {se}")
 

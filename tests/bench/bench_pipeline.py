@@ -12,7 +12,12 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import mpi_env  # noqa: E402
 
 
 def main():
@@ -24,8 +29,7 @@ def main():
     a = ap.parse_args()
     mpirun = shutil.which("mpirun")
     cores = os.cpu_count() or 1
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
+    env = mpi_env(threads=None)  # set for each layout below
     tmp = tempfile.mkdtemp()
     print(f"machine: {cores} cores; ranks beyond that are oversubscribed (timings then show contention)")
     print(f"{'model':6} {'P':>2} {'M':>2} {'B':>2} {'tokens/s':>10} {'ideal fill':>10}  stage busy")

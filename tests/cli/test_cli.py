@@ -21,6 +21,10 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import mpi_env  # noqa: E402
+
 V, MAX_SEQ, EOS = 512, 256, 2
 SKIP = 77
 
@@ -1082,8 +1086,7 @@ def case_bad_request_keeps_before(d):
                     os.remove(f + x)
 
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+    env = mpi_env()
 
     def go(args, ranks):
         cmd = ([mpiexec, "-n", str(ranks)] if ranks > 1 else []) + [ARGS.run] + args
@@ -1184,8 +1187,7 @@ def case_resume_nothing_left(d):
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if not ARGS.mpi or not mpiexec:
         return
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+    env = mpi_env()
 
     def mpi():
         p = subprocess.run([mpiexec, "-n", "2", ARGS.run] + tiny("generate", inp, out, "--resume", "--verbose", "--stages",
@@ -2602,8 +2604,7 @@ def case_layout_refused(d):
         return SKIP
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     write_jsonl(inp, [{"id": 1, "prompt_ids": [1, 2]}])
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
+    env = mpi_env(threads=None)
     p = subprocess.run([mpiexec, "-n", "2", ARGS.run] + tiny("score", inp, out), capture_output=True, text=True,
                        env=env, timeout=60)
     if p.returncode != 0 and "grok1-run" not in p.stderr:
@@ -2730,8 +2731,7 @@ def case_plan_limit(d):
     check(p.returncode == 0, f"the hint's grok1-plan command refused: {m.group(1)}: {p.stderr.strip()}")
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if ARGS.mpi and mpiexec:
-        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                   OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+        env = mpi_env()
         p = subprocess.run([mpiexec, "-n", m.group(2), ARGS.run] + tiny("score", inp, out, "--plan", new) +
                            ["--mem-per-rank", "3M", "--threads", "1"] + m.group(3).split(),
                            capture_output=True, text=True, env=env, timeout=120)
@@ -2765,11 +2765,6 @@ def case_plan_limit(d):
         if ARGS.mpi:  # a build without MPI refuses every layout of more than one rank
             rc, so, se = run(tiny("score", inp, out, "--check-input", "--plan", new, *cuda) + m.group(3).split())
             check(rc == 0, f"{given}: the hint's plan refused by the run it was made for: exit {rc}: {se.strip()}")
-
-
-def mpi_env():
-    return dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 
 
 def case_plan_defaults(d):
@@ -3212,8 +3207,7 @@ def case_init_signal(d):
     write_jsonl(inp, [{"id": 0, "prompt_ids": [1, 2, 3]}])
     mark = os.path.join(d, "mpi_init")
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
-    env = dict(os.environ, LD_PRELOAD=ARGS.init_shim, G1_TEST_INIT_MARK=mark, OMPI_ALLOW_RUN_AS_ROOT="1",
-               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+    env = mpi_env(LD_PRELOAD=ARGS.init_shim, G1_TEST_INIT_MARK=mark)
     if "ASAN_OPTIONS" in os.environ:  # the shim comes before the ASan runtime
         env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
     cmds = [(1, [ARGS.run] + tiny("score", inp, out), signal.SIGTERM),

@@ -22,15 +22,12 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tok"))
 import protowire  # noqa: E402
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks  # noqa: E402
+
 ARGS = None
-FAILS = []
-
-
-def check(cond, msg):
-    if not cond:
-        FAILS.append(msg)
-        print(f"  FAIL: {msg}")
-    return cond
+check = Checks(quiet=True)
 
 
 def run(mode, reqs, extra=(), expect=0):
@@ -444,8 +441,7 @@ def main():
         print("SKIP: python3-sentencepiece is not installed (scripts/setup.sh installs it)")
         return 77
     CASES[ARGS.case]()
-    print("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)")
-    return 1 if FAILS else 0
+    return check.result()
 
 
 if __name__ == "__main__":

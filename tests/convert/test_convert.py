@@ -32,7 +32,9 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "ref"))
+sys.path.insert(0, os.path.join(HERE, ".."))
 import make_release as mr  # noqa: E402
+from g1testlib import Checks  # noqa: E402
 
 TINY = dict(vocab_size=512, emb_size=64, num_layers=12, num_q_heads=4, num_kv_heads=2, key_size=16,
             ffn_size=96, num_experts=8, max_seq_len=256, attn_output_multiplier=0.25)
@@ -43,17 +45,6 @@ WIDE = dict(vocab_size=256, emb_size=128, num_layers=11, num_q_heads=8, num_kv_h
 BIG = dict(vocab_size=1024, emb_size=512, num_layers=12, num_q_heads=8, num_kv_heads=2, key_size=64,
            ffn_size=2048, num_experts=8, max_seq_len=128, attn_output_multiplier=0.125)
 MEM_CAP_MB = 64
-
-
-class Checks:
-    def __init__(self):
-        self.failed = []
-
-    def __call__(self, cond, what):
-        print("%-4s %s" % ("ok" if cond else "FAIL", what), flush=True)
-        if not cond:
-            self.failed.append(what)
-        return cond
 
 
 def fixture(args, name, overrides, seed):
@@ -475,11 +466,7 @@ def main():
     os.makedirs(args.tmp, exist_ok=True)
     check = Checks()
     CASES[args.case](args, check)
-    if check.failed:
-        print("\n%d check(s) failed:\n  %s" % (len(check.failed), "\n  ".join(check.failed)))
-        return 1
-    print("\nall checks passed")
-    return 0
+    return check.result()
 
 
 if __name__ == "__main__":

@@ -18,29 +18,27 @@ import sys
 import tempfile
 import zlib
 
-try:
-    import h5py
-    import numpy as np
-except ImportError as e:
-    print(f"skip: {e}")
-    sys.exit(77)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks, need  # noqa: E402
+
+h5py, np = need("h5py", "numpy")
 
 MKCKPT, CHECKER, CHECKSUM, LINK = sys.argv[1:5]
 RUN = sys.argv[5] if len(sys.argv) > 5 else None
-failures = []
-
-
-def expect(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL", what)
-    else:
-        print("ok  ", what)
+expect = Checks()
 
 
 def run(args, env=None):
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, env=env)
     return p.returncode, p.stdout, p.stderr
+
+
+def one_request(path):
+    """Writes a score request of 4 tokens (id 1) to path; returns path."""
+    with open(path, "w") as f:
+        f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+    return path
 
 
 def datasets(path):
@@ -133,9 +131,7 @@ def test_damage(d, ref):
 
 
 def test_run(d, bad):
-    req = os.path.join(d, "req.jsonl")
-    with open(req, "w") as f:
-        f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+    req = one_request(os.path.join(d, "req.jsonl"))
     out = os.path.join(d, "out.jsonl")
     rc, _, err = run([RUN, "--checkpoint", bad, "--mode", "score", "--input", req, "--output", out])
     left = [n for n in os.listdir(d) if n.startswith("out.jsonl")]
@@ -161,9 +157,7 @@ def test_old_file(d, ref):
     expect(rc == 3 and "0 matched, 78 without a checksum" in out,
            f"grok1-checksum of a file without checksums: exit 3: rc {rc} {out.strip()}")
     if RUN:
-        req = os.path.join(d, "req.jsonl")
-        with open(req, "w") as f:
-            f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+        req = one_request(os.path.join(d, "req.jsonl"))
         o = os.path.join(d, "o.jsonl")
         rc, _, err = run([RUN, "--checkpoint", old, "--verbose", "--mode", "score", "--input", req, "--output", o])
         expect(rc == 0 and "not checked (no checksums in the file), " in err, f"grok1-run says so: rc {rc}")
@@ -222,9 +216,7 @@ def test_params(d, ref):
     rc, out, err = run([CHECKER, bad])
     expect(rc == 1 and "hyper-parameters do not match their checksum" in err, f"the loader refuses it: rc {rc} {err}")
     if RUN:
-        req, o = os.path.join(d, "req.jsonl"), os.path.join(d, "p.jsonl")
-        with open(req, "w") as f:
-            f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+        req, o = one_request(os.path.join(d, "req.jsonl")), os.path.join(d, "p.jsonl")
         rc, _, err = run([RUN, "--checkpoint", bad, "--mode", "score", "--input", req, "--output", o])
         expect(rc == 1 and "hyper-parameters do not match" in err and not os.path.exists(o),
                f"grok1-run refuses it: rc {rc} {err.strip()}")
@@ -279,9 +271,7 @@ def test_bad_attribute(d, ref):
         expect(rc == 1 and "layers/00/moe_up has a crc32 attribute" in err,
                f"crc32 attribute of {label}: grok1-checksum too: rc {rc}")
         if RUN:
-            req = os.path.join(d, "req.jsonl")
-            with open(req, "w") as f:
-                f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+            req = one_request(os.path.join(d, "req.jsonl"))
             o = os.path.join(d, "o.jsonl")
             rc, _, err = run([RUN, "--checkpoint", p, "--mode", "score", "--input", req, "--output", o])
             expect(rc == 1 and "has a crc32 attribute" in err, f"crc32 attribute of {label}: grok1-run refuses")
@@ -332,9 +322,7 @@ def test_layers(d, ref):
            "78 matched, 1 in layers/ not a layer of the model" in out,
            f"a layer past num_layers: grok1-checksum: rc {rc} {out.strip()} {err.strip()}")
     if RUN:
-        req, o = os.path.join(d, "req.jsonl"), os.path.join(d, "x.jsonl")
-        with open(req, "w") as f:
-            f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+        req, o = one_request(os.path.join(d, "req.jsonl")), os.path.join(d, "x.jsonl")
         rc, _, err = run([RUN, "--checkpoint", p, "--mode", "score", "--input", req, "--output", o])
         expect(rc == 1 and msg in err and not os.path.exists(o), f"grok1-run refuses it: rc {rc} {err.strip()}")
     with h5py.File(p, "r+") as f:
@@ -427,9 +415,7 @@ def test_parts(d):
     # grok1-run says the part cannot be opened too
     os.rename(p2, p2 + ".away")
     p = subprocess.run([os.path.abspath(CHECKSUM), "all.h5"], capture_output=True, text=True, cwd=pd)
-    req = os.path.join(d, "parts_req.jsonl")
-    with open(req, "w") as f:
-        f.write('{"id": 1, "prompt_ids": [5, 6, 7, 8]}\n')
+    req = one_request(os.path.join(d, "parts_req.jsonl"))
     r = subprocess.run([os.path.abspath(RUN or ""), "--checkpoint", "all.h5", "--mode", "score", "--input", req,
                         "--output", os.path.join(d, "parts_out.jsonl")], capture_output=True, text=True,
                        cwd=pd) if RUN else None
@@ -677,11 +663,7 @@ def main():
         test_parts(d)
         test_dump(d, ref)
         test_usage(d, ref)
-    if failures:
-        print(f"NOT OK: {len(failures)} failed")
-        return 1
-    print("ok: checkpoint checksums")
-    return 0
+    return expect.result()
 
 
 if __name__ == "__main__":

@@ -11,21 +11,14 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import h5py
-    import numpy as np
-except ImportError as e:
-    print(f"skip: {e}")
-    sys.exit(77)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks, need  # noqa: E402
+
+h5py, np = need("h5py", "numpy")
 
 MKCKPT, CHECKER = sys.argv[1], sys.argv[2]
-failures = []
-
-
-def expect(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL", what)
+expect = Checks(quiet=True)
 
 
 def run(args):
@@ -303,11 +296,7 @@ def main():
         test_broken(d, ref)
         test_external(d, ref)
         test_mkckpt_cli(d, ref)
-    if failures:
-        print(f"NOT OK: {len(failures)} failures")
-        return 1
-    print("ok")
-    return 0
+    return expect.result()
 
 
 if __name__ == "__main__":

@@ -15,24 +15,16 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import h5py
-    import numpy as np
-except ImportError as e:
-    print(f"skip: {e}")
-    sys.exit(77)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks, need  # noqa: E402
+
+h5py, np = need("h5py", "numpy")
 
 MKCKPT, LINK, CHECKER = (os.path.abspath(p) for p in sys.argv[1:4])  # some runs start in other folders
 RUN = os.path.abspath(sys.argv[4]) if len(sys.argv) > 4 else None
 MODEL = ["--config", "tiny", "--set", "num_layers=5"]
-failures = []
-
-
-def expect(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
-    return cond
+expect = Checks()
 
 
 def run(args, env=None, cwd=None):
@@ -304,10 +296,7 @@ def main():
         test_refusals(d, local)
         test_no_embedding(d, full)
         test_wrong_parts(d, full)
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    return 0
+    return expect.result()
 
 
 if __name__ == "__main__":

@@ -19,16 +19,12 @@ import subprocess
 import sys
 import tempfile
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks  # noqa: E402
+
 MKCKPT, LINK, CHECKSUM = sys.argv[1:4]
-failures = []
-
-
-def expect(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL", what)
-    else:
-        print("ok  ", what)
+expect = Checks()
 
 
 def run(args):
@@ -174,11 +170,7 @@ def main():
             expect(rc == 0 and kept == b"not yours\n" and os.path.exists(out) and is_hdf5(out) and not left,
                    f"{tool}: a link planted at OUT.tmp.<pid> is not written through (rc {rc}, victim "
                    f"{kept[:20]!r}, left {left})")
-    if failures:
-        print(f"NOT OK: {len(failures)} failed")
-        return 1
-    print("ok: checkpoint outputs")
-    return 0
+    return expect.result()
 
 
 if __name__ == "__main__":

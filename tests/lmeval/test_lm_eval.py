@@ -27,18 +27,13 @@ import shutil
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks, mpi_env  # noqa: E402
+
 A = None
-FAILS = []
-ENV = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-           OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
-           OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg, flush=True)
-    if not cond:
-        FAILS.append(msg)
-    return cond
+ENV = mpi_env(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+check = Checks()
 
 
 WORDS = ("the cat dog sat on a mat red blue green house tree river stone light water fire "
@@ -458,8 +453,7 @@ def main():
     A.ckpt = os.path.join(A.tmp, "missing.h5")
     _, p = evaluate(A.tmp, "bad3", tasks, expect=1)
     check("missing.h5" in p.stderr and "no such file" in p.stderr, f"a missing checkpoint: {p.stderr.strip()[-200:]}")
-    print(f"{len(FAILS)} failed" if FAILS else "PASS")
-    return 1 if FAILS else 0
+    return check.result()
 
 
 if __name__ == "__main__":

@@ -22,29 +22,15 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "ref"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(HERE, ".."))
+from g1testlib import Checks, mpi_env, mpirun, need  # noqa: E402
 
-try:
-    import h5py
-    import numpy as np
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
+h5py, np = need("h5py", "numpy")
 
 ARGS = None
-FAILS = []
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
-
-
-def check(cond, msg):
-    if not cond:
-        FAILS.append(msg)
-        print(f"  FAIL: {msg}")
-    return cond
-
-
-def mpirun():
-    return shutil.which("mpirun") or shutil.which("mpiexec")
+ENV = mpi_env()
+check = Checks(quiet=True)
 
 
 def run(n, args, expect=0, timeout=120, exe=None, env=None):
@@ -1421,8 +1407,7 @@ def main():
     ARGS.tmp = os.path.join(os.path.abspath(ARGS.tmp), "mpi-" + ARGS.case)
     os.makedirs(ARGS.tmp, exist_ok=True)
     CASES[ARGS.case]()
-    print("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)")
-    return 1 if FAILS else 0
+    return check.result()
 
 
 if __name__ == "__main__":

@@ -20,26 +20,18 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks, mpi_env, mpirun  # noqa: E402
+
 ARGS = None
-FAILS = []
 # requests in the generate input: enough that a job signalled after its first
 # ~15 results (or its worker killed at step 300) is far from done, few enough
 # that the reference and each resume stay short under the sanitizers
 N_REQ = 600
 REF_DONE = []
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
-
-
-def check(cond, msg):
-    if not cond:
-        FAILS.append(msg)
-        print(f"  FAIL: {msg}")
-    return cond
-
-
-def mpirun():
-    return shutil.which("mpirun") or shutil.which("mpiexec")
+ENV = mpi_env()
+check = Checks(quiet=True)
 
 
 def setup():
@@ -987,8 +979,7 @@ def main():
     os.makedirs(ARGS.tmp, exist_ok=True)
     if CASES[ARGS.case]() == 77:
         return 77
-    print("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)")
-    return 1 if FAILS else 0
+    return check.result()
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """Shared helpers of the reference tests: running the C programs, reading
 their outputs, comparing logits with the reference's tolerance, and the
 "teeth" table (how far each known porting mistake lands from the reference).
-Not a test by itself.
+Not a test by itself. A test imports it before numpy, h5py and grok1_ref:
+without numpy or h5py the import ends the test as skipped (exit 77).
 """
+import argparse
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import MPI_VARS, Checks, need  # noqa: E402,F401  (the reference tests take them from here)
 
-import grok1_ref as ref
+np, h5py = need("numpy", "h5py", why=" (the reference tests need numpy and h5py)")
+import grok1_ref as ref  # noqa: E402
 
 RTOL = 1e-3          # |c - r| <= atol + RTOL * |r|
 ATOL_REL = 1e-3      # atol = ATOL_REL * max|r|
@@ -21,20 +25,16 @@ class TestFailure(Exception):
     """A check that cannot go on (a program failed, an output is missing)."""
 
 
-class Checks:
-    """Collects pass/fail lines; `failed` lists what went wrong."""
-
-    def __init__(self):
-        self.failed = []
-
-    def __call__(self, cond, what):
-        print("%-4s %s" % ("ok" if cond else "FAIL", what), flush=True)
-        if not cond:
-            self.failed.append(what)
-        return cond
-
-    def note(self, what):
-        print("note %s" % what, flush=True)
+def parse_args(doc):
+    """The command line of a reference test (doc: its docstring): --mkckpt,
+    --run and --tmp, a folder made if missing."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--mkckpt", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--tmp", required=True, help="directory for checkpoints and outputs")
+    args = ap.parse_args()
+    os.makedirs(args.tmp, exist_ok=True)
+    return args
 
 
 def run(cmd, what, timeout=120):
@@ -97,7 +97,6 @@ def read_results(path, requests):
 
 def read_dump(path, n_requests):
     """Dumped logits: /logits/<k> float32 (n, V) for request line k."""
-    import h5py
     if not os.path.exists(path):
         raise TestFailure("logits dump %s was not written" % path)
     with h5py.File(path, "r") as f:

@@ -12,24 +12,17 @@
 
 usage: test_kv_batch.py --mkckpt grok1-mkckpt --run grok1-run --tmp DIR
 """
-import argparse
 import os
 import shutil
 import sys
 
-try:
-    import numpy as np
-    import h5py  # noqa: F401
-except ImportError as e:  # pragma: no cover
-    print("SKIP: %s (the reference tests need numpy and h5py)" % e)
-    sys.exit(77)
-
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g1test import (Checks, TestFailure, compare, describe, parse_args,  # noqa: E402
+                    read_dump, read_results, run, write_requests)
+import numpy as np  # noqa: E402
 import grok1_ref as ref  # noqa: E402
 import make_ckpt  # noqa: E402
-from g1test import (Checks, TestFailure, compare, describe, read_dump, read_results,  # noqa: E402
-                    run, write_requests)
 
 SEED = 21
 MAX_NEW = 12
@@ -179,12 +172,7 @@ def part_c(check, runner, picks, rng, V):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mkckpt", required=True)
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--tmp", required=True, help="directory for checkpoints and outputs")
-    args = ap.parse_args()
-    os.makedirs(args.tmp, exist_ok=True)
+    args = parse_args(__doc__)
     check = Checks()
     try:
         plain = os.path.join(args.tmp, "kv_plain.h5")
@@ -205,10 +193,7 @@ def main():
         part_c(check, runner, picks, rng, V)
     except TestFailure as e:
         check(False, str(e))
-    print("\n%s: %d failure(s)" % ("FAIL" if check.failed else "PASS", len(check.failed)))
-    for f in check.failed:
-        print("  - %s" % f)
-    return 1 if check.failed else 0
+    return check.result()
 
 
 if __name__ == "__main__":

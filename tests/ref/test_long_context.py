@@ -18,23 +18,17 @@ Exit 0 pass, 1 fail, 77 skip.
 
 usage: test_long_context.py --mkckpt grok1-mkckpt --run grok1-run --tmp DIR
 """
-import argparse
 import json
 import os
 import shutil
 import sys
 
-try:
-    import numpy as np
-    import h5py  # noqa: F401
-except ImportError as e:  # pragma: no cover
-    print("SKIP: %s (the reference tests need numpy and h5py)" % e)
-    sys.exit(77)
-
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g1test import (Checks, TestFailure, compare, describe, parse_args, read_dump, read_results,  # noqa: E402
+                    run)
+import numpy as np  # noqa: E402
 import grok1_ref as ref  # noqa: E402
-from g1test import Checks, TestFailure, compare, describe, read_dump, read_results, run  # noqa: E402
 
 N = 8192                 # Grok-1's context, every position of it
 LONG_TOL = 1e-5          # of max|logit| per range (engine <= 1.8e-6; float32 RoPE >= 3.8e-5 past 1024)
@@ -44,11 +38,7 @@ SAMPLES = 48             # rows compared per range (and the first and last of ea
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mkckpt", required=True)
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--tmp", required=True)
-    args = ap.parse_args()
+    args = parse_args(__doc__)
     check = Checks()
     tmp = os.path.join(args.tmp, "long_context")
     os.makedirs(tmp, exist_ok=True)
@@ -93,10 +83,7 @@ def main():
                   % (lo, hi - 1, describe(m)))
     if not check.failed:
         shutil.rmtree(tmp)  # 17 MB; kept when a check failed
-    print("\n%s: %d failure(s)" % ("FAIL" if check.failed else "PASS", len(check.failed)))
-    for f in check.failed:
-        print("  - %s" % f)
-    return 1 if check.failed else 0
+    return check.result()
 
 
 if __name__ == "__main__":

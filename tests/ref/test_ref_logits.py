@@ -10,26 +10,19 @@ tolerance catches the known porting mistakes. Exit 0 pass, 1 fail, 77 skip.
 
 usage: test_ref_logits.py --mkckpt grok1-mkckpt --run grok1-run --tmp DIR
 """
-import argparse
 import copy
 import math
 import os
 import shutil
 import sys
 
-try:
-    import numpy as np
-    import h5py  # noqa: F401
-except ImportError as e:  # pragma: no cover
-    print("SKIP: %s (the reference tests need numpy and h5py)" % e)
-    sys.exit(77)
-
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g1test import (Checks, TestFailure, compare, describe, parse_args,  # noqa: E402
+                    read_dump, read_results, run, teeth, teeth_report, write_requests, LOGPROB_TOL)
+import numpy as np  # noqa: E402
 import grok1_ref as ref  # noqa: E402
 import make_ckpt  # noqa: E402
-from g1test import (Checks, TestFailure, compare, describe, read_dump, read_results,  # noqa: E402
-                    run, teeth, teeth_report, write_requests, LOGPROB_TOL)
 
 SEED_ORDINARY, SEED_HOT = 11, 12
 REQUEST_LENGTHS = (20, 33, 26)  # >= 20 tokens each
@@ -175,12 +168,7 @@ def check_greedy(check, what, g, r, toks):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mkckpt", required=True)
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--tmp", required=True, help="directory for checkpoints and outputs")
-    args = ap.parse_args()
-    os.makedirs(args.tmp, exist_ok=True)
+    args = parse_args(__doc__)
     check = Checks()
 
     try:
@@ -229,10 +217,7 @@ def main():
     except TestFailure as e:
         check(False, str(e))
 
-    print("\n%s: %d failure(s)" % ("FAIL" if check.failed else "PASS", len(check.failed)))
-    for f in check.failed:
-        print("  - %s" % f)
-    return 1 if check.failed else 0
+    return check.result()
 
 
 if __name__ == "__main__":

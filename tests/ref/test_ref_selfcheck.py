@@ -13,26 +13,15 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import numpy as np
-    import h5py  # noqa: F401  (make_ckpt and load need it)
-except ImportError as e:  # pragma: no cover
-    print("SKIP: %s" % e)
-    sys.exit(77)
-
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import g1test  # noqa: E402  (first: exits 77 without numpy or h5py, which make_ckpt and load need)
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
 import grok1_ref as ref  # noqa: E402
 import make_ckpt  # noqa: E402
-import g1test  # noqa: E402
 
-FAILED = []
-
-
-def check(cond, what):
-    print("%-4s %s" % ("ok" if cond else "FAIL", what))
-    if not cond:
-        FAILED.append(what)
+check = g1test.Checks()
 
 
 # ----------------------------------------------------------------------------
@@ -267,8 +256,7 @@ def main():
           "command line writes the same logits" + ("" if pr.returncode == 0 else ": " + pr.stderr))
 
     shutil.rmtree(tmp, ignore_errors=True)
-    print("\n%s: %d failure(s)" % ("FAIL" if FAILED else "PASS", len(FAILED)))
-    return 1 if FAILED else 0
+    return check.result()
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from g1testlib import Checks  # noqa: E402
+
 ARGS = None
-FAILS = []
 TMP = None   # the cluster's folder; jobs run and write there
 ENV = None   # environment of the daemons and the jobs
 CKPT = None  # the tiny checkpoint
@@ -52,11 +55,7 @@ class Skip(Exception):
     pass
 
 
-def check(cond, msg):
-    if not cond:
-        FAILS.append(msg)
-        print(f"  FAIL: {msg}")
-    return cond
+check = Checks(quiet=True)
 
 
 def tail(path, n=25):
@@ -877,12 +876,12 @@ def main():
             case()
     finally:
         cluster.stop()
-        if FAILS or ARGS.keep:
+        if check.failed or ARGS.keep:
             print(f"files kept in {TMP}")
         else:
             shutil.rmtree(TMP, ignore_errors=True)
-    print(f"{time.time() - t0:.1f} s; " + ("PASS" if not FAILS else f"FAIL: {len(FAILS)} check(s)"))
-    return 1 if FAILS else 0
+    print(f"{time.time() - t0:.1f} s; " + ("PASS" if not check.failed else f"FAIL: {len(check.failed)} check(s)"))
+    return 1 if check.failed else 0
 
 
 if __name__ == "__main__":

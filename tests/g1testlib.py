@@ -9,6 +9,7 @@ meson, and directly as `/usr/bin/python3 tests/DIR/test_x.py ...`):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from g1testlib import Checks, mpi_env  # noqa: E402
 """
+import argparse
 import importlib
 import os
 import shutil
@@ -18,6 +19,16 @@ import sys
 # processes a test starts, never set for the user
 MPI_VARS = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
             "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+
+
+def script_cases(names):
+    """A test script's cases, its functions case_NAME (names: its globals()),
+    as {NAME: function}, and an ArgumentParser whose first argument is the
+    case to run."""
+    cases = {n[5:]: fn for n, fn in names.items() if n.startswith("case_")}
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(cases))
+    return cases, ap
 
 
 def need(*names, why=""):

@@ -7,7 +7,6 @@ Each CASE runs grok1-run on the tiny synthetic model (vocab 512, 4 layers,
 max_seq_len 256, eos 2) in a temporary directory and exits non-zero on the
 first failed check; 77 means skipped.
 """
-import argparse
 import json
 import math
 import os
@@ -23,7 +22,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from g1testlib import mpi_env  # noqa: E402
+from g1testlib import script_cases, mpi_env  # noqa: E402
 
 V, MAX_SEQ, EOS = 512, 256, 2
 SKIP = 77
@@ -3234,13 +3233,9 @@ def case_init_signal(d):
     return 0
 
 
-CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
-
-
 def main():
     global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
+    cases, ap = script_cases(globals())
     ap.add_argument("--run", required=True)
     ap.add_argument("--mkckpt")
     ap.add_argument("--hdf5", type=int, default=0)
@@ -3263,7 +3258,7 @@ def main():
         ARGS.init_shim = os.path.abspath(ARGS.init_shim)
     with tempfile.TemporaryDirectory(prefix="g1cli-") as d:
         try:
-            rc = CASES[ARGS.case](d)
+            rc = cases[ARGS.case](d)
         except Fail as e:
             print(f"FAIL {ARGS.case}: {e}", file=sys.stderr)
             return 1

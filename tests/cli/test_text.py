@@ -11,7 +11,6 @@ greedy choice; --truncate left cuts long prompts, which are refused without it.
 
 usage: test_text.py CASE --run grok1-run --tokenizer demo.model
 exit 0 pass, 1 fail, 77 skip."""
-import argparse
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import protowire  # noqa: E402
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from g1testlib import Checks  # noqa: E402
+from g1testlib import Checks, script_cases  # noqa: E402
 
 ARGS = None
 check = Checks(quiet=True)
@@ -424,13 +423,9 @@ def case_tokenizer_record():
     print("the tokenizer is recorded by its contents: another of the same size is refused")
 
 
-CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
-
-
 def main():
     global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
+    cases, ap = script_cases(globals())
     ap.add_argument("--merge", help="grok1-merge (cases nul, tokenizer_record)")
     ap.add_argument("--run", required=True)
     ap.add_argument("--tokenizer", required=True)
@@ -440,7 +435,7 @@ def main():
     except ImportError:
         print("SKIP: python3-sentencepiece is not installed (scripts/setup.sh installs it)")
         return 77
-    CASES[ARGS.case]()
+    cases[ARGS.case]()
     return check.result()
 
 

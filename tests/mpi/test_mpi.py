@@ -10,7 +10,6 @@ random settings and layouts equal one rank with one slot.
 
 usage: test_mpi.py CASE --run grok1-run --mkckpt grok1-mkckpt --plan grok1-plan --tmp DIR
 exit 0 pass, 1 fail, 77 skip."""
-import argparse
 import json
 import os
 import random
@@ -24,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "ref"))
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(HERE, ".."))
-from g1testlib import Checks, mpi_env, mpirun, need  # noqa: E402
+from g1testlib import Checks, script_cases, mpi_env, mpirun, need  # noqa: E402
 
 h5py, np = need("h5py", "numpy")
 
@@ -1386,13 +1385,9 @@ def case_long_context():
     check(bref != sref, "score --kv-cache bf16: the same bits as float32 caches (not applied?)")
 
 
-CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
-
-
 def main():
     global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
+    cases, ap = script_cases(globals())
     ap.add_argument("--run", required=True)
     ap.add_argument("--mkckpt", required=True)
     ap.add_argument("--plan", required=True)
@@ -1406,7 +1401,7 @@ def main():
         return 77
     ARGS.tmp = os.path.join(os.path.abspath(ARGS.tmp), "mpi-" + ARGS.case)
     os.makedirs(ARGS.tmp, exist_ok=True)
-    CASES[ARGS.case]()
+    cases[ARGS.case]()
     return check.result()
 
 

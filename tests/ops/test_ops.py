@@ -9,7 +9,6 @@ spans from every rank.
 
 usage: test_ops.py CASE --run grok1-run --mkckpt grok1-mkckpt --tmp DIR
 exit 0 pass, 1 fail, 77 skip."""
-import argparse
 import json
 import os
 import random
@@ -22,7 +21,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from g1testlib import Checks, mpi_env, mpirun  # noqa: E402
+from g1testlib import Checks, script_cases, mpi_env, mpirun  # noqa: E402
 
 ARGS = None
 # requests in the generate input: enough that a job signalled after its first
@@ -958,13 +957,9 @@ def case_durable():
     print("fsync before each rename, and of the folder after: checked with strace")
 
 
-CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
-
-
 def main():
     global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
+    cases, ap = script_cases(globals())
     ap.add_argument("--run", required=True)
     ap.add_argument("--mkckpt", required=True)
     ap.add_argument("--link", default="", help="grok1-link (case resume_refusals)")
@@ -977,7 +972,7 @@ def main():
         return 77
     ARGS.tmp = os.path.abspath(ARGS.tmp)
     os.makedirs(ARGS.tmp, exist_ok=True)
-    if CASES[ARGS.case]() == 77:
+    if cases[ARGS.case]() == 77:
         return 77
     return check.result()
 

@@ -11,22 +11,12 @@
 
 #include "ckpt.h"
 #include "synth.h"
+#include "testutil.h"
 
-static int failures;
 static char dir[256];
 /* write_synth writes the embedding's rows out of order (the writer then
  * reads them back for the checksum) */
 static int emb_out_of_order;
-
-#define CHECK(cond, ...)                                          \
-    do {                                                          \
-        if (!(cond)) {                                            \
-            failures++;                                           \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
-            printf(__VA_ARGS__);                                  \
-            printf("\n");                                         \
-        }                                                         \
-    } while (0)
 
 static void path_in_dir(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
 
@@ -555,8 +545,8 @@ int main(void)
     test_logits();
     test_logits_request_attrs();
     cleanup();
-    if (failures) {
-        printf("NOT OK: %d checks failed\n", failures);
+    if (tu_failures) {
+        printf("NOT OK: %d checks failed\n", tu_failures);
         return 1;
     }
     printf("ok: checkpoint round trip, partial loads, byte counts and checksums, writer and logits files "

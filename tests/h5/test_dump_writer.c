@@ -12,18 +12,8 @@
 
 #include "ckpt.h"
 #include "dump_writer.h"
+#include "testutil.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                          \
-    do {                                                          \
-        if (!(cond)) {                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
-            printf(__VA_ARGS__);                                  \
-            printf("\n");                                         \
-            failures++;                                           \
-        }                                                         \
-    } while (0)
 
 enum { V = 29, R = 40, N = 12 };
 
@@ -47,7 +37,7 @@ static int same_file(const char *path)
         if (d >= 0)
             H5Dclose(d);
         if (!ok)
-            printf("  logits/%d differs or is missing\n", k);
+            fprintf(stderr, "  logits/%d differs or is missing\n", k);
     }
     free(buf);
     if (f >= 0)
@@ -287,8 +277,8 @@ int main(void)
     many(path);
     failure(path);
     rmdir(dir);
-    if (failures) {
-        printf("NOT OK: %d checks failed\n", failures);
+    if (tu_failures) {
+        printf("NOT OK: %d checks failed\n", tu_failures);
         return 1;
     }
     printf("ok: the dump's writer thread writes what a direct writer writes, tells when each request is ready, "

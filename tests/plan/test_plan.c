@@ -14,21 +14,9 @@
 #include "cuda/cuda_tune.h"
 #include "plan.h"
 #include "synth.h"
+#include "testutil.h"
 #include "weights.h"
 
-static int failures = 0;
-static int checks = 0;
-
-#define CHECK(cond, ...)                                   \
-    do {                                                   \
-        checks++;                                          \
-        if (!(cond)) {                                     \
-            failures++;                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                  \
-            fputc('\n', stderr);                           \
-        }                                                  \
-    } while (0)
 
 static g1_config preset(const char *name)
 {
@@ -667,6 +655,6 @@ int main(void)
         remove(p);
     }
     rmdir(tmpdir);
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    printf("%d checks, %d failures\n", tu_checks, tu_failures);
+    return tu_failures ? 1 : 0;
 }

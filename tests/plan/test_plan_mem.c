@@ -23,21 +23,9 @@
 #include "pipeline.h"
 #include "plan.h"
 #include "synth.h"
+#include "testutil.h"
 #include "weights.h"
 
-static int failures = 0;
-static int checks = 0;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        checks++;                                                \
-        if (!(cond)) {                                           \
-            failures++;                                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fputc('\n', stderr);                                 \
-        }                                                        \
-    } while (0)
 
 static void die(const char *what)
 {
@@ -168,6 +156,6 @@ int main(void)
         run_shape(shapes[i].wide ? &wide : &tiny, shapes[i].wide ? &ww : &wt, &shapes[i]);
     g1_weights_free(&wt);
     g1_weights_free(&ww);
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    printf("%d checks, %d failures\n", tu_checks, tu_failures);
+    return tu_failures ? 1 : 0;
 }

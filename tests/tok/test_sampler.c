@@ -8,17 +8,7 @@
 
 #include "rowmath.h"
 #include "sampler.h"
-
-static int failures;
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-            failures++;                                          \
-        }                                                        \
-    } while (0)
+#include "testutil.h"
 
 static void test_philox(void)
 {
@@ -389,8 +379,8 @@ int main(void)
     test_edges();
     test_large_vocab();
     test_against_full_sort();
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
+    if (tu_failures) {
+        fprintf(stderr, "%d failures\n", tu_failures);
         return 1;
     }
     printf("sampler: all checks passed\n");

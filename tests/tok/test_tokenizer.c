@@ -7,18 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "tokenizer.h"
-
-static int failures;
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-            failures++;                                          \
-        }                                                        \
-    } while (0)
 
 /* --- a tiny protobuf writer for hand-built models --- */
 typedef struct buf { unsigned char d[65536]; size_t n; } buf;
@@ -288,8 +278,8 @@ int main(void)
     test_control_not_merged();
     test_stop();
     test_grok();
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
+    if (tu_failures) {
+        fprintf(stderr, "%d failures\n", tu_failures);
         return 1;
     }
     printf("tokenizer: all checks passed\n");

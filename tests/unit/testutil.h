@@ -1,10 +1,11 @@
-/* Tiny helpers shared by the C unit tests: deterministic random numbers and
- * a tolerance check that prints the worst element. Tests exit non-zero on
- * failure. */
+/* Tiny helpers shared by the C tests (tests/unit, tok, h5, plan, cuda):
+ * deterministic random numbers, a tolerance check that prints the worst
+ * element, and CHECK. Tests exit non-zero on failure. */
 #ifndef G1_TESTUTIL_H
 #define G1_TESTUTIL_H
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,38 @@ static inline int tu_close(const char *what, const float *got, const double *ref
     if (bad)
         tu_failures++;
     return bad == 0;
+}
+
+/* CHECK(cond, fmt, ...): counts a check (tu_checks); when cond is false,
+ * counts a failure (tu_failures) and prints "FAIL file:line: message" on
+ * stderr. The message's arguments are evaluated only then. */
+#define CHECK(cond, ...)                                  \
+    do {                                                  \
+        if (!tu_counted(!!(cond)))                        \
+            tu_fail_at(__FILE__, __LINE__, __VA_ARGS__);  \
+    } while (0)
+
+static int tu_checks = 0;
+
+static inline int tu_counted(int ok)
+{
+    tu_checks++;
+    tu_failures += !ok;
+    return ok;
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static inline void tu_fail_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout); /* what the test printed before comes first */
+    va_start(ap, fmt);
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
 }
 
 static inline void tu_check(int cond, const char *what)

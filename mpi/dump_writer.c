@@ -412,7 +412,7 @@ int g1_dump_writer_ready(g1_dump_writer *w, int64_t k, int wait)
         }
         if (!w->head && !w->busy) {
             pthread_mutex_unlock(&w->mu);
-            G1_FAIL(G1_ERR_INTERNAL, "the logits of request %lld were never written to the dump", (long long)k);
+            (void)G1_FAIL(G1_ERR_INTERNAL, "the logits of request %lld were never written to the dump", (long long)k);
             return -1;
         }
         pthread_cond_wait(&w->less, &w->mu);

@@ -447,7 +447,7 @@ static void summary(const cli *c, const job *j, const g1_driver_stats *st, doubl
     int64_t tok = s.prompt_tokens + s.generated_tokens;
     char stages[512] = "";
     size_t n = 0;
-    for (int i = 0; j->dist && i < j->P && n < sizeof stages - 16; i++)
+    for (int i = 0; j->dist && busy && i < j->P && n < sizeof stages - 16; i++)
         n += (size_t)snprintf(stages + n, sizeof stages - n, "%s%.0f%%", i ? " " : "", 100 * busy[i]);
     if (s.interrupted)
         fprintf(stderr, "grok1-run: interrupted by signal %d: %lld results written (%lld before this run); "

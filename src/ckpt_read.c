@@ -877,12 +877,12 @@ static herr_t layer_name(hid_t g, const char *name, const H5L_info_t *info, void
     const g1_ckpt *ck = data;
     int l = g1_h5_layer_index(name);
     if (l < 0) {
-        G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has layers/%s, which is not a layer's name (00, 01, ...)", ck->path,
+        (void)G1_FAIL(G1_ERR_FORMAT, "checkpoint %s has layers/%s, which is not a layer's name (00, 01, ...)", ck->path,
                 name);
         return 1;
     }
     if (l >= ck->cfg.num_layers) {
-        G1_FAIL(G1_ERR_FORMAT,
+        (void)G1_FAIL(G1_ERR_FORMAT,
                 "checkpoint %s has layers/%s, but its num_layers is %d (layers/00 to layers/%02d): a layer the "
                 "model does not have (num_layers changed, or a group added by hand?)",
                 ck->path, name, ck->cfg.num_layers, ck->cfg.num_layers - 1);

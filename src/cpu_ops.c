@@ -125,6 +125,8 @@ void g1_cpu_router(const float *x, int T, int D, const float *Wr, int E, int k, 
             for (int e = 0; e < E; e++)
                 if (!taken[e] && (best < 0 || p[e] > p[best]))
                     best = e;
+            if (best < 0) /* k > E, which g1_config_validate refuses (said for analysers) */
+                break;
             taken[best] = 1;
             idx[(size_t)t * k + j] = best;
             gate[(size_t)t * k + j] = (float)(p[best] / sum);

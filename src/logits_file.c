@@ -206,7 +206,7 @@ static g1_status reserve(hid_t file, const char *path, const char *what, double 
     if (g1_h5_reserve(file, (uint64_t)bytes + ROOM_MARGIN, &avail) == 0)
         return G1_OK;
     int quota = errno == EDQUOT;
-    char a[32], b[32];
+    char a[32], b[32] = "";
     g1_bytes_text(a, sizeof a, bytes + (double)ROOM_MARGIN);
     if (avail >= 0)
         g1_bytes_text(b, sizeof b, avail);

@@ -21,7 +21,12 @@ typedef enum g1_status {
 /* Record a message for the failure and return `st`. Use through G1_FAIL. */
 g1_status g1_fail_at(g1_status st, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-#define G1_FAIL(st, ...) g1_fail_at((st), __FILE__, __LINE__, __VA_ARGS__)
+/* The value of G1_FAIL is `st` itself (evaluated twice: no side effects in
+ * it), not the call's result: a static analyser then knows that a failure
+ * is not G1_OK, where an opaque call's result would let it follow G1_TRY
+ * through a failure as if it had passed (docs/HACKING.md, "Static
+ * analysis"). A statement that only records a message casts it to void. */
+#define G1_FAIL(st, ...) ((void)g1_fail_at((st), __FILE__, __LINE__, __VA_ARGS__), (g1_status)(st))
 
 /* Record on this thread a failure another thread recorded (its message and
  * where, as g1_last_error and g1_last_error_where gave them there). */

@@ -656,7 +656,8 @@ static int tool_main(int argc, char **argv)
         check_dataset(file, "embedding", &t);
     if (a <= 0 && !unreachable(file, "final_norm", -2, &t)) {
         check_dataset(file, "final_norm", &t);
-        holds[L] = 2; /* reached: its fingerprint is checked below */
+        if (holds)
+            holds[L] = 2; /* reached: its fingerprint is checked below */
     }
     for (int l = a < 0 ? 0 : a; holds && l <= (a < 0 ? L - 1 : b); l++) {
         char dir[32];

@@ -49,6 +49,8 @@ static g1_status layer_positions(int L, int **pos)
     *pos = malloc(sizeof **pos * (size_t)L);
     if (!order || !*pos) {
         free(order);
+        free(*pos);
+        *pos = NULL;
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < L; i++)

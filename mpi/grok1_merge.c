@@ -764,7 +764,7 @@ static g1_status check_input(const char *in_path, const shard *by_k, int n, json
     int *verdict = calloc((size_t)n, sizeof *verdict);
     g1_status st = recs && verdict ? g1_input_record(in_path, whole) : G1_FAIL(G1_ERR_NOMEM, "out of memory");
     int shard_records = 0;
-    for (int k = 0; k < n; k++) {
+    for (int k = 0; recs && k < n; k++) {
         recs[k] = by_k[k].input;
         shard_records |= json_object_get(by_k[k].input, "shard_fnv1a64") != NULL;
     }

@@ -14,6 +14,7 @@
 
 #include "ckpt.h"
 #include "durable.h"
+#include "cli_out.h"
 #include "g1_version.h"
 #include "h5util.h"
 
@@ -504,10 +505,10 @@ static int tool_main(int argc, char **argv)
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(usage_text, stdout);
-            return 0;
+            return g1_stdout_done("grok1-checksum");
         } else if (!strcmp(argv[i], "--version")) {
             printf("grok1-checksum %s\n", G1_VERSION);
-            return 0;
+            return g1_stdout_done("grok1-checksum");
         } else if (!strcmp(argv[i], "--add")) {
             t.add = 1;
         } else if (!strcmp(argv[i], "--layers")) {

@@ -15,6 +15,7 @@
 #include "config_json.h"
 #include "convert.h"
 #include "durable.h"
+#include "cli_out.h"
 #include "g1_version.h"
 #include "h5util.h"
 
@@ -78,7 +79,7 @@ static int parse_layers(const char *v, opts *o)
     return 1;
 }
 
-/* Returns -1 to go on, or an exit code (0 after --help). */
+/* Returns -1 to go on, or an exit code (0 after --help or --version, 1 if stdout lost it). */
 static int parse_args(int argc, char **argv, opts *o)
 {
     *o = (opts){.config = "grok-1", .a = -1};
@@ -87,11 +88,11 @@ static int parse_args(int argc, char **argv, opts *o)
         const char *a = argv[i], *val = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(usage_text, stdout);
-            return 0;
+            return g1_stdout_done("grok1-convert");
         }
         if (!strcmp(a, "--version")) {
             printf("grok1-convert %s\n", G1_VERSION);
-            return 0;
+            return g1_stdout_done("grok1-convert");
         }
         if (!strcmp(a, "--verify")) {
             o->verify = 1;

@@ -8,6 +8,7 @@
 
 #include "ckpt.h"
 #include "durable.h"
+#include "cli_out.h"
 #include "g1_version.h"
 #include "h5util.h"
 
@@ -54,11 +55,11 @@ static int tool_main(int argc, char **argv)
     for (; first < argc && !strncmp(argv[first], "-", 1); first++) {
         if (!strcmp(argv[first], "--help") || !strcmp(argv[first], "-h")) {
             fputs(usage_text, stdout);
-            return 0;
+            return g1_stdout_done("grok1-link");
         }
         if (!strcmp(argv[first], "--version")) {
             printf("grok1-link %s\n", G1_VERSION);
-            return 0;
+            return g1_stdout_done("grok1-link");
         }
         if (!strcmp(argv[first], "--force"))
             force = 1;

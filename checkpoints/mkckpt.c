@@ -12,6 +12,7 @@
 #include "ckpt.h"
 #include "config_json.h"
 #include "durable.h"
+#include "cli_out.h"
 #include "g1_version.h"
 #include "synth.h"
 #include "h5util.h"
@@ -128,7 +129,7 @@ static int take_option(opts *o, const char *opt, const char *val)
     return 0;
 }
 
-/* Returns -1 to go on, or an exit code (0 after --help). */
+/* Returns -1 to go on, or an exit code (0 after --help or --version, 1 if stdout lost it). */
 static int parse_args(int argc, char **argv, opts *o)
 {
     *o = (opts){.qk_gain = 1.0, .part_a = -1};
@@ -136,11 +137,11 @@ static int parse_args(int argc, char **argv, opts *o)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(usage_text, stdout);
-            return 0;
+            return g1_stdout_done("grok1-mkckpt");
         }
         if (!strcmp(a, "--version")) {
             printf("grok1-mkckpt %s\n", G1_VERSION);
-            return 0;
+            return g1_stdout_done("grok1-mkckpt");
         }
         if (!strcmp(a, "--no-embedding")) {
             o->no_embedding = 1;

@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "cli_opt.h"
+#include "cli_out.h"
 #include "durable.h"
 #include "g1_version.h"
 #include "paths.h"
@@ -1137,8 +1138,8 @@ static int tool_main(int argc, char **argv)
         case 'o': output = optarg; break;
         case 'i': input = optarg; break;
         case 'd': dump = optarg; break;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("grok1-merge %s\n", G1_VERSION); return 0;
+        case 'h': usage(stdout); return g1_stdout_done("grok1-merge");
+        case 'V': printf("grok1-merge %s\n", G1_VERSION); return g1_stdout_done("grok1-merge");
         case ':': fprintf(stderr, "grok1-merge: error: option %s needs a value (see --help)\n", argv[optind - 1]); return 2;
         default: fprintf(stderr, "grok1-merge: error: unknown option %s (see --help)\n", argv[optind - 1]); return 2;
         }

@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "cli_out.h"
 #include "config.h"
 #include "cpu.h"
 #include "cuda/cuda_engine.h"
@@ -932,8 +933,8 @@ int main(int argc, char **argv)
 {
     cli c;
     int r = cli_parse(argc, argv, &c);
-    if (r > 0)
-        return 0;
+    if (r > 0) /* --help or --version printed */
+        return g1_stdout_done("grok1-run");
     if (r)
         return cli_usage_exit(&argc, &argv);
 

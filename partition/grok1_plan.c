@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli_opt.h"
+#include "cli_out.h"
 #include "config.h"
 #include "g1_version.h"
 #include "cuda/cuda_tune.h"
@@ -283,8 +284,8 @@ int main(int argc, char **argv)
             cuda_only = 1;
             break;
         case O_OUT: out = optarg; break;
-        case O_HELP: usage(stdout); return 0;
-        case O_VERSION: printf("grok1-plan %s\n", G1_VERSION); return 0;
+        case O_HELP: usage(stdout); return g1_stdout_done("grok1-plan");
+        case O_VERSION: printf("grok1-plan %s\n", G1_VERSION); return g1_stdout_done("grok1-plan");
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option %s", argv[optind - 1]);
         }

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "cli_out.h"
 #include "g1_version.h"
 #include "tok_jsonl.h"
 
@@ -36,10 +37,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
-            return 0;
+            return g1_stdout_done("grok1-tokenize");
         } else if (!strcmp(argv[i], "--version")) {
             printf("grok1-tokenize %s\n", G1_VERSION);
-            return 0;
+            return g1_stdout_done("grok1-tokenize");
         } else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) {
             model = argv[++i];
         } else if (!strncmp(argv[i], "--tokenizer=", 12)) {

@@ -5,11 +5,13 @@ usage: test_version.py VERSION NAME=PATH...
 
 VERSION is meson.build's project version: each tool must print
 "NAME VERSION" as its first line on stdout, with nothing on stderr, and exit
-0; its --help must mention --version. grok1-run adds one line of the
+0; its --help must mention --version. Both exit 1, with a message, when stdout
+is a full disk (/dev/full). grok1-run adds one line of the
 features it was built with. Tools that read options with values by hand
 (grok1-mkckpt, grok1-convert) must call an unknown last option unknown, not
 one that "needs a value".
 """
+import os
 import subprocess
 import sys
 
@@ -32,6 +34,16 @@ def main():
         h = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30)
         if h.returncode != 0 or "--version" not in h.stdout:
             bad.append(f"{name} --help: exit {h.returncode}, does not mention --version")
+        # stdout a full disk: what --help and --version print is lost, which
+        # the exit status must say (a script that saves the usage or checks
+        # the version would take an empty file as printed)
+        if os.path.exists("/dev/full"):
+            for flag in ("--help", "--version"):
+                with open("/dev/full", "w") as full:
+                    f = subprocess.run([path, flag], stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+                if f.returncode != 1 or "cannot write to stdout" not in f.stderr:
+                    bad.append(f"{name} {flag} >/dev/full: exit {f.returncode}, stderr {f.stderr.strip()!r} "
+                               "(want exit 1 and \"cannot write to stdout\")")
         if name in ("grok1-mkckpt", "grok1-convert"):
             u = subprocess.run([path, "--bogus"], capture_output=True, text=True, timeout=30)
             if u.returncode != 2 or "unknown option '--bogus'" not in u.stderr or "needs a value" in u.stderr:

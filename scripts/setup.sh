@@ -14,6 +14,7 @@ PKGS=(
   sentencepiece python3-sentencepiece
   clang libclang-rt-dev libomp-dev  # the fuzz targets and the clang build in scripts/test.sh
   libsimde-dev  # tests/unit: the AVX-512 kernels on any CPU (SIMDe)
+  cppcheck  # scripts/test.sh: static analysis of src, mpi, partition, checkpoints
 )
 
 missing=()

@@ -30,6 +30,28 @@ status=0
 run_config build-test || status=1
 run_config build-test-minimal -Dmpi=disabled -Dhdf5=disabled -Dcuda=disabled -Dnative=false || status=1
 
+# cppcheck over both configurations' sources (tests/ left out): one result
+# each, failed by any report. The suppressions are the false positives
+# docs/HACKING.md ("Static analysis") explains; -D__GNUC__ lets the CUDA
+# headers that src/cuda's host files include know their compiler.
+extra_results=build-extra-results.txt
+: >"$extra_results"
+for dir in build-test build-test-minimal; do
+  if ! command -v cppcheck >/dev/null; then
+    echo "cppcheck: not found, skipped"; echo "cppcheck-$dir SKIP" >>"$extra_results"
+  elif [ ! -f "$dir/compile_commands.json" ]; then
+    echo "cppcheck $dir: no compile_commands.json (setup failed)"; echo "cppcheck-$dir FAIL" >>"$extra_results"
+  elif cppcheck --enable=warning,portability --inconclusive -q -D__GNUC__=12 --error-exitcode=1 \
+         --suppress=invalidPointerCast --suppress='identicalInnerCondition:*/mpi/run_files.c' \
+         --project="$dir/compile_commands.json" -i"$PWD/tests" >"$dir.cppcheck.log" 2>&1 &&
+       [ ! -s "$dir.cppcheck.log" ]; then
+    echo "cppcheck $dir: no report"; echo "cppcheck-$dir PASS" >>"$extra_results"
+  else
+    echo "cppcheck $dir: reports (a new one is a bug or a false positive to suppress, docs/HACKING.md):"
+    cat "$dir.cppcheck.log"; echo "cppcheck-$dir FAIL" >>"$extra_results"
+  fi
+done
+
 # Fuzzing, bounded: each libFuzzer target (tests/fuzz) for FUZZ_SECONDS
 # (default 20) from a scratch copy of its seed corpus; one test per target.
 # Without clang every target counts as skipped. A crash leaves its input in
@@ -111,7 +133,7 @@ if [ "${G1_ASAN:-1}" != 0 ]; then
 fi
 
 # Count results of the configurations from meson's JSON test logs, plus
-# the fuzz runs.
+# the fuzz runs and cppcheck.
 G1_CLANG_BUILD=$clang_build G1_ASAN_LOGS="${asan_logs[*]}" /usr/bin/python3 - "$status" <<'PY'
 import json, os, sys
 counts = {"passed": 0, "failed": 0, "skipped": 0}
@@ -131,7 +153,7 @@ for path in logs:
             counts["skipped"] += 1
         else:
             counts["failed"] += 1
-for line in open("build-fuzz-results.txt") if os.path.exists("build-fuzz-results.txt") else []:
+for line in [l for f in ("build-fuzz-results.txt", "build-extra-results.txt") if os.path.exists(f) for l in open(f)]:
     r = line.split()[-1]
     counts["passed" if r == "PASS" else "skipped" if r == "SKIP" else "failed"] += 1
 if sys.argv[1] != "0" and counts["failed"] == 0:

@@ -929,17 +929,18 @@ static void end_unclosed(int code)
 #endif
 }
 
-int main(int argc, char **argv)
+/* main's work on the command line c (what cli_parse took is freed by main,
+ * whichever way this returns); the exit status */
+static int run_main(cli *c, int argc, char **argv)
 {
-    cli c;
-    int r = cli_parse(argc, argv, &c);
+    int r = cli_parse(argc, argv, c);
     if (r > 0) /* --help or --version printed */
         return g1_stdout_done("grok1-run");
     if (r)
         return cli_usage_exit(&argc, &argv);
 
-    if (c.check_input) /* no MPI: a login node may not allow it; under a launcher rank 0 alone reads */
-        return cli_launched_rank() > 0 ? 0 : check_input(&c);
+    if (c->check_input) /* no MPI: a login node may not allow it; under a launcher rank 0 alone reads */
+        return cli_launched_rank() > 0 ? 0 : check_input(c);
 
     /* a closed stderr or stdout (grok1-run ... 2>&1 | head) fails the
      * write, which the run reports or outlives, instead of killing it
@@ -990,19 +991,19 @@ int main(int argc, char **argv)
         return EXIT_INTERRUPTED;
     }
 #ifdef _OPENMP
-    if (c.threads > 0)
-        omp_set_num_threads(c.threads);
+    if (c->threads > 0)
+        omp_set_num_threads(c->threads);
 #endif
 
     files f = {0};
     model m = {0};
     job j = {0};
-    g1_status st = run(&c, &world, &f, &m, &j);
+    g1_status st = run(c, &world, &f, &m, &j);
     if (st != G1_OK && j.agreed) {
         /* the command line or the layout: every rank refused alike */
         if (world.rank == 0)
             fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
-        files_close(&c, &f, 0);
+        files_close(c, &f, 0);
         job_free(&j);
         model_close(&m);
         g1_world_finalize();
@@ -1017,7 +1018,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "grok1-run: error: rank %d of %d (host %s): %s\n", world.rank, world.size, host,
                     g1_last_error());
         if (world.rank == 0)
-            files_close(&c, &f, 0);
+            files_close(c, &f, 0);
         if (!j.together)
             g1_world_abort(EXIT_DATA);
         /* every rank stops here and waits for rank 0 to close the output:
@@ -1031,20 +1032,20 @@ int main(int argc, char **argv)
     }
     if (st != G1_OK)
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
-    if (st == G1_OK && c.verbose && j.dist)
+    if (st == G1_OK && c->verbose && j.dist)
         fprintf(stderr, "grok1-run: rank %d: %zu bytes of message and all-to-all buffers in host memory, %zu in "
                         "engine memory (--gpu-direct; %zu counted before the load)\n", world.rank,
                 g1_dist_buffer_bytes(j.dist), g1_dist_engine_bytes(j.dist), j.engine_planned);
 #if G1_HAVE_HDF5
-    if (st == G1_OK && c.verbose && f.dw)
+    if (st == G1_OK && c->verbose && f.dw)
         fprintf(stderr, "grok1-run: the logits dump's writer held %llu bytes of rows at most (--dump-buffer)\n",
                 (unsigned long long)g1_dump_writer_held_bytes(f.dw));
 #endif
     int made, dropped, kept;
-    if (st == G1_OK && c.verbose && j.e && g1_engine_graph_counts(j.e, &made, &dropped, &kept))
+    if (st == G1_OK && c->verbose && j.e && g1_engine_graph_counts(j.e, &made, &dropped, &kept))
         fprintf(stderr, "grok1-run: rank %d: CUDA graphs of decode steps: %d made, %d dropped to keep at most %d "
                 "(--cuda-graphs)\n", world.rank, made, dropped, kept);
-    g1_status st2 = files_close(&c, &f, st == G1_OK && !j.interrupted);
+    g1_status st2 = files_close(c, &f, st == G1_OK && !j.interrupted);
     if (st == G1_OK && st2 != G1_OK) {
         fprintf(stderr, "grok1-run: error: %s\n", g1_last_error());
         st = st2;
@@ -1062,5 +1063,13 @@ int main(int argc, char **argv)
     model_close(&m);
     end_unclosed(code);
     g1_world_finalize();
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    cli c = {0};
+    int code = run_main(&c, argc, argv);
+    cli_free(&c);
     return code;
 }

@@ -746,6 +746,13 @@ int cli_parse(int argc, char **argv, cli *c)
     return 0;
 }
 
+void cli_free(cli *c)
+{
+    free(c->dump_path);
+    free(c->dump_from_output);
+    c->dump_path = c->dump_from_output = NULL;
+}
+
 /* The files a run reads and writes must be distinct: every output is
  * completed by a rename over its final name, which would silently replace
  * an input (the requests, the checkpoint) named as an output. Checked by

@@ -55,6 +55,8 @@ typedef struct cli {
 /* 0: run; 1: --help or --version was printed; -1: the command line was
  * refused, its fault kept for cli_usage_exit. */
 int cli_parse(int argc, char **argv, cli *c);
+/* The memory cli_parse took for c (the dump's canonical names), freed. */
+void cli_free(cli *c);
 
 /* Say the kept fault of a refused command line (once, under a launcher
  * that started several ranks: they start MPI and compare) and give the

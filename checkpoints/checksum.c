@@ -586,6 +586,11 @@ static int tool_main(int argc, char **argv)
     /* the layers the file holds (a part holds some): --layers must be among them */
     int have_layers = H5Lexists(file, "layers", H5P_DEFAULT) > 0, lo = -1, hi = -1, held = 0;
     int *holds = calloc((size_t)L + 1, sizeof *holds);
+    if (!holds) { /* without the list no layer would be checked, and the run would say it matched */
+        fprintf(stderr, "grok1-checksum: %s: out of memory\n", t.path);
+        H5Fclose(file);
+        return 1;
+    }
     for (int l = 0; holds && have_layers && l < L; l++) {
         char dir[32];
         snprintf(dir, sizeof dir, "layers/%02d", l);

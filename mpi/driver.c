@@ -1176,10 +1176,10 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     free(d.n_held);
     free(d.cls_n);
     free(d.cls_c);
-    for (int s = 0; d.held_lp && s < d.n_slots; s++) {
+    for (int s = 0; d.held_lp && s < d.n_slots; s++)
         free(d.held_lp[s]);
+    for (int s = 0; d.held_ok && s < d.n_slots; s++) /* NULL when its allocation failed */
         free(d.held_ok[s]);
-    }
     free(d.held_lp);
     free(d.held_ok);
     free(d.n_lp);

@@ -3233,6 +3233,164 @@ def case_init_signal(d):
     return 0
 
 
+def case_nomem(d):
+    """Memory exhausted: each place in the tools that allocates (malloc,
+    calloc, realloc called from the program itself) fails in turn, the first
+    time it is reached, by the test's LD_PRELOAD shim (nomem_shim.c). Every
+    such run either exits non-zero with the tool's message and no final
+    output other than the clean run's, or (an allocation with a fallback)
+    exits 0 with the clean run's results: never a crash, and never a
+    success that did less.
+    grok1-run: score, score with a logits dump, generate of text, and a
+    resume with a dump; grok1-merge with dumps; grok1-checksum. Skipped in
+    sanitizer builds, whose runtime owns malloc."""
+    if not ARGS.nomem_shim:
+        print("the allocation shim was not built: skipped")
+        return SKIP
+    if os.environ.get("G1_SANITIZED"):
+        print("a sanitizer build (G1_SANITIZED): its runtime owns malloc: skipped")
+        return SKIP
+    bad = []
+
+    def sweep(what, cmd, reset, final, same, prog):
+        """cmd with the shim, every allocation site failed once; reset()
+        before each run; final: the output a failed run must not leave;
+        same(): whether a run's results are the clean run's"""
+        cnt = os.path.join(d, "sites")
+        reset()
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=d,
+                           env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_SITES="1",
+                                    G1_TEST_NOMEM_COUNT=cnt))
+        if p.returncode != 0 or not same():
+            bad.append(f"{what}: the run under the shim, nothing failed: exit {p.returncode}: {p.stderr[-500:]}")
+            return
+        with open(cnt) as f:
+            n = max(int(x) for x in f.read().split())  # the tool's line, not its MPI helper's
+        os.remove(cnt)
+        fails = 0
+        for k in range(1, n + 1):
+            reset()
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=d,
+                               env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_SITES="1",
+                                        G1_TEST_NOMEM=str(k)))
+            err = p.stderr.strip()
+            if p.returncode == 0:
+                if not same():
+                    bad.append(f"{what}: allocation site {k} failed: exit 0 with other results: {err[-300:]}")
+                continue
+            fails += 1
+            if p.returncode < 0 or p.returncode > 3:
+                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode} (a crash?): {err[-600:]}")
+            elif not err.startswith(prog) and f"\n{prog}" not in err:
+                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode} without {prog}'s message: {err[-300:]}")
+            elif final and os.path.exists(os.path.join(d, final)) and not same():
+                # (grok1-merge renames OUT before it writes OUT.meta.json: a
+                # failure there leaves OUT whole, which is all it may leave)
+                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, and {final} was left other "
+                           f"than the clean run's")
+        print(f"{what}: {n} allocation sites, {fails} of them failed the run, the rest had a fallback")
+
+    def rm(*names):
+        for n in os.listdir(d):
+            if any(n == x or n.startswith(x + ".") for x in names):
+                os.remove(os.path.join(d, n))
+
+    def same_as(out, ref):
+        def f():
+            try:
+                with open(os.path.join(d, out), "rb") as a, open(os.path.join(d, ref), "rb") as b:
+                    return a.read() == b.read()
+            except OSError:
+                return False
+        return f
+
+    rows = [{"id": i, "prompt_ids": [(7 * i + 3 * j + 1) % V for j in range(2 + i % 4)]} for i in range(6)]
+    write_jsonl(os.path.join(d, "in.jsonl"), rows)
+    score = [ARGS.run] + tiny("score", "in.jsonl", "o.jsonl", "--batch-size", "2")
+    expect_ok(tiny("score", os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl"), "--batch-size", "2"))
+    sweep("grok1-run score", score, lambda: rm("o.jsonl"), "o.jsonl", same_as("o.jsonl", "ref.jsonl"), "grok1-run")
+    if ARGS.tokenizer:
+        write_jsonl(os.path.join(d, "text.jsonl"), [{"id": 1, "prompt": "The cat sat", "max_new_tokens": 4,
+                                                     "temperature": 0.8, "seed": 3, "top_logprobs": 2},
+                                                    {"id": 2, "prompt": "Hello world", "stop": ["o"]}])
+        gen = tiny("generate", "text.jsonl", "g.jsonl", "--tokenizer", ARGS.tokenizer)
+        p = subprocess.run([ARGS.run] + tiny("generate", "text.jsonl", "gref.jsonl", "--tokenizer", ARGS.tokenizer),
+                           cwd=d, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, f"generate: {p.stderr}")
+        sweep("grok1-run generate (text)", [ARGS.run] + gen, lambda: rm("g.jsonl"), "g.jsonl",
+              same_as("g.jsonl", "gref.jsonl"), "grok1-run")
+    if ARGS.hdf5:
+        dump = score + ["--dump-logits", "lg.h5"]
+        sweep("grok1-run score --dump-logits", dump, lambda: rm("o.jsonl", "lg.h5"), "o.jsonl",
+              same_as("o.jsonl", "ref.jsonl"), "grok1-run")
+
+        # a run stopped by a fault, its files kept aside once and put back
+        # before each resume (the step at which results are kept depends on
+        # when the dump's writer flushed)
+        saved = os.path.join(d, "stopped")
+        for step in range(3, 40):
+            rm("o.jsonl", "lg.h5")
+            p = subprocess.run(dump, capture_output=True, text=True, timeout=60, cwd=d,
+                               env=dict(os.environ, GROK1_FAULT=f"0:{step}"))
+            if p.returncode == 1 and os.path.exists(os.path.join(d, "o.jsonl.partial")):
+                break
+        check(os.path.exists(os.path.join(d, "o.jsonl.partial")), f"no faulted run kept a result: {p.stderr}")
+        os.mkdir(saved)
+        kept = [n for n in os.listdir(d) if n.startswith(("o.jsonl.", "lg.h5."))]
+        for n in kept:
+            shutil.copy(os.path.join(d, n), saved)
+
+        def stopped():
+            rm("o.jsonl", "lg.h5")
+            for n in kept:
+                shutil.copy(os.path.join(saved, n), d)
+        sweep("grok1-run --resume with a dump", dump + ["--resume"], stopped, "o.jsonl",
+              same_as("o.jsonl", "ref.jsonl"), "grok1-run")
+    if ARGS.merge:
+        shards = []
+        for k in range(3):
+            o = f"s.jsonl.shard-{k}-of-3"
+            sd = ["--dump-logits", os.path.join(d, f"sd.h5.shard-{k}-of-3")] if ARGS.hdf5 else []
+            expect_ok(tiny("score", os.path.join(d, "in.jsonl"), os.path.join(d, o), "--shard", f"{k}/3", *sd))
+            shards.append(o)
+        merge = [ARGS.merge, "--input", "in.jsonl", "--output", "m.jsonl"] + \
+            (["--dump-logits", "md.h5"] if ARGS.hdf5 else []) + shards
+        subprocess.run([ARGS.merge, "--input", "in.jsonl", "--output", "mref.jsonl"] + shards, cwd=d,
+                       capture_output=True, timeout=60)
+        sweep("grok1-merge", merge, lambda: rm("m.jsonl", "md.h5"), "m.jsonl", same_as("m.jsonl", "mref.jsonl"),
+              "grok1-merge")
+    if ARGS.checksum and ARGS.mkckpt:
+        p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", os.path.join(d, "t.h5")],
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, p.stderr)
+        # grok1-checksum writes nothing: a run that exits 0 must report what
+        # the clean run reports (on stdout), every dataset checked
+        want = subprocess.run([ARGS.checksum, "t.h5"], cwd=d, capture_output=True, text=True, timeout=60).stdout
+        check("78 datasets" in want, f"grok1-checksum's report: {want!r}")
+        cmd = [ARGS.checksum, "t.h5"]
+        cnt = os.path.join(d, "sites")
+        subprocess.run(cmd, cwd=d, capture_output=True, timeout=60,
+                       env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_SITES="1", G1_TEST_NOMEM_COUNT=cnt))
+        with open(cnt) as f:
+            n = max(int(x) for x in f.read().split())
+        os.remove(cnt)
+        for k in range(1, n + 1):
+            p = subprocess.run(cmd, cwd=d, capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_SITES="1",
+                                        G1_TEST_NOMEM=str(k)))
+            timing = re.compile(r"read in [0-9.]+ s \([0-9.]+ GB/s\)")
+            if p.returncode == 0 and timing.sub("", p.stdout) != timing.sub("", want):
+                bad.append(f"grok1-checksum: allocation site {k} failed: exit 0, but it said {p.stdout.strip()!r}, "
+                           f"not {want.strip()!r}")
+            elif p.returncode < 0 or p.returncode > 3 or (p.returncode and "grok1-checksum" not in p.stderr):
+                bad.append(f"grok1-checksum: allocation site {k} failed: exit {p.returncode}: {p.stderr[-400:]}")
+        print(f"grok1-checksum: {n} allocation sites")
+    for b in bad:
+        print("FAIL", b)
+    check(not bad, f"{len(bad)} runs with an allocation failed went wrong (listed above)")
+    return 0
+
+
 def case_no_leaks(d):
     """Leak checks where Open MPI is not in the way. scripts/test.sh runs
     this suite under AddressSanitizer without them (Open MPI keeps
@@ -3296,6 +3454,9 @@ def main():
     ap.add_argument("--grok1-plan")
     ap.add_argument("--eio-shim")
     ap.add_argument("--init-shim")
+    ap.add_argument("--nomem-shim")
+    ap.add_argument("--checksum")
+    ap.add_argument("--tokenizer")
     ARGS = ap.parse_args()
     ARGS.run = os.path.abspath(ARGS.run)
     if ARGS.mkckpt:
@@ -3304,8 +3465,9 @@ def main():
         ARGS.merge = os.path.abspath(ARGS.merge)
     if ARGS.grok1_plan:
         ARGS.grok1_plan = os.path.abspath(ARGS.grok1_plan)
-    if ARGS.eio_shim:
-        ARGS.eio_shim = os.path.abspath(ARGS.eio_shim)
+    for a in ("eio_shim", "nomem_shim", "checksum", "tokenizer", "merge", "mkckpt"):
+        if getattr(ARGS, a):
+            setattr(ARGS, a, os.path.abspath(getattr(ARGS, a)))
     if ARGS.init_shim:
         ARGS.init_shim = os.path.abspath(ARGS.init_shim)
     with tempfile.TemporaryDirectory(prefix="g1cli-") as d:

@@ -591,7 +591,7 @@ static int tool_main(int argc, char **argv)
         H5Fclose(file);
         return 1;
     }
-    for (int l = 0; holds && have_layers && l < L; l++) {
+    for (int l = 0; have_layers && l < L; l++) {
         char dir[32];
         snprintf(dir, sizeof dir, "layers/%02d", l);
         if ((holds[l] = H5Lexists(file, dir, H5P_DEFAULT) > 0)) {
@@ -600,7 +600,7 @@ static int tool_main(int argc, char **argv)
             held++;
         }
     }
-    for (int l = a; holds && a >= 0 && l <= b; l++)
+    for (int l = a; a >= 0 && l <= b; l++)
         if (!holds[l]) {
             char range[64] = "no layer";
             if (held == hi - lo + 1)
@@ -617,7 +617,7 @@ static int tool_main(int argc, char **argv)
     /* --add without --layers on a file without every layer (a part) would
      * write its checksums and then call it INCOMPLETE: refused, untouched,
      * as a check of a part is done, with its layers */
-    if (t.add && a < 0 && holds && held < L) {
+    if (t.add && a < 0 && held < L) {
         char ranges[160] = "";
         g1_layer_ranges(holds, L, 1, ranges, sizeof ranges);
         if (!held)
@@ -650,7 +650,7 @@ static int tool_main(int argc, char **argv)
     }
     t.num_layers = L;
     check_extra(file, &t);
-    if (a < 0 && holds)
+    if (a < 0)
         check_complete(holds, L, &t);
     double t0 = now_s();
     check_params(file, &cfg, &t);
@@ -662,10 +662,9 @@ static int tool_main(int argc, char **argv)
         check_dataset(file, "embedding", &t);
     if (a <= 0 && !unreachable(file, "final_norm", -2, &t)) {
         check_dataset(file, "final_norm", &t);
-        if (holds)
-            holds[L] = 2; /* reached: its fingerprint is checked below */
+        holds[L] = 2; /* reached: its fingerprint is checked below */
     }
-    for (int l = a < 0 ? 0 : a; holds && l <= (a < 0 ? L - 1 : b); l++) {
+    for (int l = a < 0 ? 0 : a; l <= (a < 0 ? L - 1 : b); l++) {
         char dir[32];
         snprintf(dir, sizeof dir, "layers/%02d", l);
         if (!holds[l] || unreachable(file, dir, l, &t))
@@ -683,7 +682,7 @@ static int tool_main(int argc, char **argv)
     /* a joined checkpoint: the parts reached are the ones linked (the
      * reader's check of the fingerprints grok1-link took) */
     if (t.joined && g1_ckpt_open(t.path, &ck) == G1_OK) {
-        for (int l = 0; holds && l <= L; l++)
+        for (int l = 0; l <= L; l++)
             if (holds[l] == 2 && g1_ckpt_check_part(ck, l) != G1_OK) {
                 fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
                 t.foreign++;

@@ -107,6 +107,8 @@ typedef struct driver {
     int *n_held;           /* (n_slots) */
     int E;                 /* forks stay within slots of one owner (g % E) */
     int *cls_n, *cls_c;    /* (E) best_free: the best fork source of each owner */
+    int *fork_need;        /* (n_slots) best_free: the most positions a fork not yet planned
+                            * wants from each slot */
     /* score mode: the log-probs (and greedy flags) of the slot's positions
      * [0, n_lp[s]): the log-prob of held token p + 1 after held[0..p], kept
      * from the plain score request that computed them, so a plain score
@@ -319,6 +321,7 @@ typedef struct slot_pick {
     int s, own, src, n;
     int64_t k;
     int own_best; /* the most any free slot's own caches give */
+    int guard;    /* every free slot is kept for forks not yet planned (best_free) */
 } slot_pick;
 
 /* Put request `r` (ownership taken), request index k, into free slot s
@@ -400,19 +403,39 @@ static int n_free(const driver *d)
     return n;
 }
 
+/* A score request waits (in the read-ahead) for a running request when they
+ * share at least this many more positions than any free slot holds: the
+ * contexts of one question's lm-eval continuations, read one after the other.
+ * And a free slot is kept for the forks that copy from it (best_free) when
+ * starting a request there would lose them at least this many positions. */
+#define WAIT_GAIN 16
+
 /* The free slot for request r: the one that starts it furthest along, by
  * the prefix its own caches hold or by a fork from a slot of its owner
- * (pick; pick->n > pick->own for a fork), the first on ties in the order
+ * (pick; pick->n > pick->own for a fork). On ties a slot whose own caches
+ * give it that much goes before a fork (a fork would overwrite what its
+ * slot holds, which later requests may want), then the first in the order
  * that spreads requests over the micro-batches (slot j of every micro-batch
- * before slot j + 1 of any). *reuse: the positions it skips. -1 when no
- * slot is free. */
+ * before slot j + 1 of any). A free slot that forks not yet planned will
+ * copy from comes after every other (pick->guard when it is the only kind
+ * left), unless r keeps what they want of it but for fewer than WAIT_GAIN
+ * positions (its own caches give r that much): starting r there would
+ * overwrite that prefix before they copy it, and they would compute it
+ * again. *reuse: the positions it skips. -1 when no slot is free. */
 static int best_free(const driver *d, const g1_request *r, int *reuse, slot_pick *pick)
 {
-    int s = -1, fork = forkable(d, r), E = d->E;
+    int s = -1, fork = forkable(d, r), E = d->E, s_guard = 1; /* 1 until a slot is found */
     *reuse = -1;
     *pick = (slot_pick){.s = -1, .src = -1, .k = -1};
     if (!n_free(d))
         return -1; /* no fork source is needed */
+    for (int c = 0; d->fork_need && c < d->n_slots; c++)
+        d->fork_need[c] = 0;
+    for (int c = 0; d->fork_need && c < d->n_slots; c++) {
+        const seq *q = &d->seqs[c];
+        if (q->busy && q->fork_n && q->fork_n > d->fork_need[q->fork_src])
+            d->fork_need[q->fork_src] = q->fork_n;
+    }
     if (fork) {
         for (int e = 0; e < E; e++)
             d->cls_n[e] = 0, d->cls_c[e] = -1;
@@ -431,21 +454,19 @@ static int best_free(const driver *d, const g1_request *r, int *reuse, slot_pick
         own_best = own > own_best ? own : own_best;
         if (fork && d->cls_c[c % E] != c && d->cls_n[c % E] > own)
             n = d->cls_n[c % E], src = d->cls_c[c % E];
-        if (n > *reuse) {
+        int guard = d->fork_need && d->fork_need[c] >= own + WAIT_GAIN; /* r there loses forks that much */
+        if (guard < s_guard || (guard == s_guard && (n > *reuse || (n == *reuse && src < 0 && pick->src >= 0)))) {
             *reuse = n;
             s = c;
+            s_guard = guard;
             *pick = (slot_pick){.s = c, .own = own, .src = src, .n = src >= 0 ? n : own,
                                 .k = src >= 0 && d->seqs[src].busy ? d->seqs[src].k : -1};
         }
     }
     pick->own_best = own_best;
+    pick->guard = s_guard;
     return s;
 }
-
-/* A score request waits (in the read-ahead) for a running request when they
- * share at least this many more positions than any free slot holds: the
- * contexts of one question's lm-eval continuations, read one after the other. */
-#define WAIT_GAIN 16
 
 /* The positions request r could skip in the slot of the request running in
  * slot c (whose caches will hold its whole prompt once it is done, with
@@ -563,14 +584,18 @@ static g1_status admit(driver *d)
             if (d->held && d->o.mode == G1_MODE_SCORE && waits(d, i))
                 continue;
             best_free(d, &d->pend[i], &reuse, &pick);
+            if (pick.guard)
+                continue; /* it starts once those forks are planned (its slots' next batch) */
             G1_TRY(start_pending(d, i--, &pick));
             nfree = n_free(d); /* one less, or as many when it finished at once */
             started = 1;
         }
         if (!started && free_left && d->n_pend == d->W) { /* the read-ahead is full of waiting requests */
             best_free(d, &d->pend[0], &reuse, &pick);
-            G1_TRY(start_pending(d, 0, &pick));
-            started = 1;
+            if (!pick.guard) {
+                G1_TRY(start_pending(d, 0, &pick));
+                started = 1;
+            }
         }
         if (!started)
             return G1_OK; /* every slot busy, or what is read waits; else read on and fill more */
@@ -1013,8 +1038,9 @@ static g1_status driver_alloc(driver *d)
         d->E = d->o.kv_owners > 1 ? d->o.kv_owners : 1;
         d->cls_n = malloc((size_t)d->E * sizeof *d->cls_n);
         d->cls_c = malloc((size_t)d->E * sizeof *d->cls_c);
+        d->fork_need = malloc((size_t)d->n_slots * sizeof *d->fork_need);
         d->freed_ring = malloc((size_t)d->n_slots * sizeof *d->freed_ring);
-        if (!d->cls_n || !d->cls_c || !d->freed_ring)
+        if (!d->cls_n || !d->cls_c || !d->fork_need || !d->freed_ring)
             return G1_FAIL(G1_ERR_NOMEM, "out of memory for the scheduler's buffers");
         if (d->o.mode == G1_MODE_SCORE && !d->o.dump) {
             d->held_lp = calloc((size_t)d->n_slots, sizeof *d->held_lp);
@@ -1176,6 +1202,7 @@ g1_status g1_driver_run(g1_engine *e, g1_pipe_ops pipe, const g1_driver_opts *op
     free(d.n_held);
     free(d.cls_n);
     free(d.cls_c);
+    free(d.fork_need);
     for (int s = 0; d.held_lp && s < d.n_slots; s++)
         free(d.held_lp[s]);
     for (int s = 0; d.held_ok && s < d.n_slots; s++) /* NULL when its allocation failed */

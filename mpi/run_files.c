@@ -59,23 +59,54 @@ static g1_status no_write(void *ctx, int64_t k, int n_rows_total, int row0, int 
 }
 
 /* A resume's look at the dump before anything is renamed: every kept
- * result's dataset, with its rows, tokens and id; the first that is not
- * there (or not that request's) noted. */
+ * result's dataset, with its rows, tokens and id, and (check) its values
+ * against its checksum where the prune would read them; the first that is
+ * not there (or not that request's) noted, and the first damaged. The
+ * requests found whole are listed for the prune (known), which then need
+ * not open their datasets again. */
 typedef struct kept_look {
     g1_logits_file *f;
+    int check;
     long missing;
     int64_t first_k;
     int first_rows, first_why;
+    char damaged[1024]; /* the first damaged one's message ("": none) */
+    int64_t read_back;
+    double secs; /* in g1_logits_file_look */
+    int64_t *known;
+    size_t n_known, cap;
+    int known_lost; /* the list could not be kept whole (no memory, or not ascending) */
 } kept_look;
 
 static int kept_has(void *ctx, int64_t k, int n_rows_total, const int *tokens, const char *id_json)
 {
     kept_look *kl = ctx;
-    int has = g1_logits_file_has(kl->f, k, n_rows_total, tokens, id_json);
-    if (has != G1_DUMP_THERE && !kl->missing++) {
-        kl->first_k = k;
-        kl->first_rows = n_rows_total;
-        kl->first_why = has;
+    int rb = 0;
+    double t0 = g1_trace_now();
+    int has = g1_logits_file_look(kl->f, k, n_rows_total, tokens, id_json, kl->check && !kl->damaged[0], &rb);
+    kl->secs += g1_trace_now() - t0;
+    kl->read_back += rb;
+    if (has == G1_DUMP_DAMAGED) {
+        snprintf(kl->damaged, sizeof kl->damaged, "%s", g1_last_error());
+    } else if (has != G1_DUMP_THERE) {
+        if (!kl->missing++) {
+            kl->first_k = k;
+            kl->first_rows = n_rows_total;
+            kl->first_why = has;
+        }
+    } else if (!kl->known_lost) {
+        if (kl->n_known == kl->cap) {
+            size_t cap = kl->cap ? 2 * kl->cap : 1024;
+            int64_t *v = realloc(kl->known, cap * sizeof *v);
+            if (v) {
+                kl->known = v;
+                kl->cap = cap;
+            }
+        }
+        if (kl->n_known == kl->cap || (kl->n_known && kl->known[kl->n_known - 1] >= k))
+            kl->known_lost = 1; /* the prune opens every one, as without the list */
+        else
+            kl->known[kl->n_known++] = k;
     }
     return G1_DUMP_THERE;
 }
@@ -233,7 +264,7 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
     /* the input line of the last kept result: this shard's kept-th request */
     int64_t nth = c->shards > 1 ? (int64_t)(kept - 1) * c->shards + c->shard + 1 : (int64_t)kept;
     int64_t k_last = g1_request_line(c->input, nth), found = 0;
-    char why[1024], aside[4096];
+    char why[1536], aside[4096];
     g1_status st = g1_logits_file_resume(c->dump_logits, cfg->vocab_size, &f->logits);
     if (st != G1_OK)
         snprintf(why, sizeof why, "%s", g1_last_error());
@@ -250,8 +281,11 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
     } else if (st == G1_OK && f->logits && k_last >= 0) {
         int64_t checked = 0;
         double t0 = g1_trace_now();
-        st = g1_logits_file_prune(f->logits, k_last, !c->skip_checksums, &found, &checked);
-        double dt = g1_trace_now() - t0;
+        st = g1_logits_file_prune(f->logits, k_last, !c->skip_checksums, f->dump_known, f->n_dump_known, &found,
+                                  &checked);
+        /* with those the look before read back */
+        double dt = g1_trace_now() - t0 + f->dump_look_s;
+        checked += f->dump_read_back;
         if (st == G1_OK && found != (int64_t)kept)
             st = G1_FAIL(G1_ERR_FORMAT, "it holds the logits of %lld of the %zu results kept in %s",
                          (long long)found, kept, f->partial);
@@ -464,7 +498,7 @@ g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine
                  * read-only: the dump of another run is refused here, not
                  * after OUT was renamed; a dump that cannot be read at all
                  * is continue_dump's to set aside */
-                kept_look kl = {0};
+                kept_look kl = {.check = !c->skip_checksums};
                 g1_logits_sink kept_sink;
                 char why[600], dump_partial[PATH_MAX + 16];
                 snprintf(dump_partial, sizeof dump_partial, "%s.partial", c->dump_logits ? c->dump_logits : "");
@@ -493,8 +527,18 @@ g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine
                     st = g1_driver_nothing_left(cfg, &o, f->in, &f->nothing_left);
 #if G1_HAVE_HDF5
                 /* every kept result looked up, there with its rows, tokens and id */
-                f->dump_kept_checked = st == G1_OK && ro == G1_OK && !kl.missing;
+                f->dump_kept_checked = st == G1_OK && ro == G1_OK && !kl.missing && !kl.damaged[0];
                 g1_logits_file_abort(kl.f);
+                if (f->dump_kept_checked && !kl.known_lost) {
+                    f->dump_known = kl.known;
+                    f->n_dump_known = kl.n_known;
+                    f->dump_read_back = kl.read_back;
+                    f->dump_look_s = kl.secs;
+                } else {
+                    free(kl.known);
+                }
+                if (!kl.missing && kl.damaged[0])
+                    snprintf(f->dump_unfit, sizeof f->dump_unfit, "%s", kl.damaged);
                 /* not there, or of other rows: continue_dump starts over */
                 if (kl.missing)
                     snprintf(f->dump_unfit, sizeof f->dump_unfit,
@@ -763,6 +807,8 @@ g1_status files_close(const cli *c, files *f, int ok)
 #if G1_HAVE_HDF5
     free(f->dump_run);
     f->dump_run = NULL;
+    free(f->dump_known);
+    f->dump_known = NULL;
 #endif
     return st;
 }

@@ -44,7 +44,15 @@ typedef struct files {
     g1_dump_writer *dw; /* writes it on a thread of its own during the run */
     char *dump_run; /* --dump-logits: what the dump records of this run (g1_dump_run_record) */
     g1_out_lock dump_lock; /* DUMP.lock, held for the run's life */
-    char dump_unfit[300]; /* a resume: why the dump's datasets do not fit the kept results ("": they do) */
+    char dump_unfit[1024]; /* a resume: why the dump's datasets do not fit the kept results ("": they do) */
+    /* the kept results' requests (ascending) whose datasets the look before
+     * anything was renamed found there and, where the prune would, read
+     * against their checksums (dump_read_back of them, in dump_look_s
+     * seconds): the prune does not open them again (NULL: it opens each) */
+    int64_t *dump_known;
+    size_t n_dump_known;
+    int64_t dump_read_back;
+    double dump_look_s;
 #endif
 } files;
 

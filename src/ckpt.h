@@ -133,12 +133,18 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
  * against their checksums) and delete every later one. A job killed without warning can leave
  * datasets of unfinished requests whose metadata reached the disk and whose
  * storage did not (HDF5 flushes are not atomic); made afresh, they cannot
- * reach into space the continued file allocates again. Errors: the dump's
- * metadata is damaged (the caller starts the dump afresh). */
-g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, int64_t *n_kept, int64_t *n_checked);
+ * reach into space the continued file allocates again. known (n_known,
+ * ascending; NULL, 0: none): requests whose datasets the caller found
+ * there with their rows, and read against their checksums where this
+ * would (g1_logits_file_look with the same `check`, before): counted as
+ * kept without being opened again (a million kept results cost a million
+ * object headers read from the file). Errors: the dump's metadata is
+ * damaged (the caller starts the dump afresh). */
+g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, const int64_t *known, size_t n_known,
+                               int64_t *n_kept, int64_t *n_checked);
 /* PATH.partial (or a finished PATH when there is none) read-only, for
- * g1_logits_file_has only (a resume's check of the kept results before it
- * changes anything); close with g1_logits_file_abort. Errors: unreadable,
+ * g1_logits_file_has and g1_logits_file_look only (a resume's check of the
+ * kept results before it changes anything); close with g1_logits_file_abort. Errors: unreadable,
  * or not a dump of vocab_size. */
 g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_file **out);
 /* Move PATH.partial aside to PATH.partial.damaged (.damaged.2, .3, ...
@@ -178,11 +184,19 @@ enum {
     G1_DUMP_ABSENT = 0,        /* not there, or of other rows */
     G1_DUMP_OTHER_TOKENS = -1, /* its tokens attribute is not `tokens` (or is malformed) */
     G1_DUMP_OTHER_ID = -2,     /* its id attribute is not id_json (or not a string) */
+    G1_DUMP_DAMAGED = -3,      /* g1_logits_file_look: its values do not match its checksum, or cannot be read */
 };
 /* Request k's dataset: there with n_rows_total rows, and, where it has the
  * attributes (a dump written before them has none), of these tokens (NULL:
  * not compared) and this id (NULL: not compared). */
 int g1_logits_file_has(g1_logits_file *f, int64_t k, int n_rows_total, const int *tokens, const char *id_json);
+/* g1_logits_file_has, and with `check` a dataset found there read against
+ * its checksum as g1_logits_file_prune reads it (when it has one and the
+ * dump's G1_DUMP_SYNCED does not vouch for it; *read_back says whether it
+ * was read): G1_DUMP_DAMAGED when it does not match or cannot be read, the
+ * message recorded (g1_last_error), as the prune's. */
+int g1_logits_file_look(g1_logits_file *f, int64_t k, int n_rows_total, const int *tokens, const char *id_json,
+                        int check, int *read_back);
 /* Close and rename; frees `f` either way (like g1_ckpt_writer_finish). */
 g1_status g1_logits_file_finish(g1_logits_file *f);
 /* Close, keeping PATH.partial (an interrupted or failed run: for --resume

@@ -459,9 +459,11 @@ uint64_t g1_tokens_fnv1a64(const int *tokens, size_t n)
  * out of range). */
 static int get_tokens(hid_t d, int n, int vocab_size, int *v)
 {
-    /* its length first: a forged row count must not size an allocation
-     * (8 GiB at 2^31 - 1 rows) for an attribute that is absent or shorter */
-    int len = g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, NULL, (size_t)n);
+    /* without the caller's buffer its length first: a forged row count must
+     * not size an allocation (8 GiB at 2^31 - 1 rows) for an attribute that
+     * is absent or shorter; into the caller's n values it is read at once
+     * (a longer one is refused unread, a shorter one fills fewer) */
+    int len = v ? n : g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, NULL, (size_t)n);
     if (len != n)
         return len == 0 ? 0 : -1;
     int *buf = v ? v : malloc((size_t)n * sizeof *buf);

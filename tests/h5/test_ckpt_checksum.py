@@ -622,6 +622,31 @@ def test_dump(d, ref):
     expect(rc2 == 0 and rc == 1 and "was written by another run" in err and "settings.seed is 77" in err and
            before == after and '"seed":77' in str(rec), f"... refused by the dump's record of its run: rc {rc} "
            f"{err.strip()[-300:]}")
+    # a shard's dump with a dataset of another shard's request among its
+    # kept ones (logits/1, of the wrong shape): the look before the rename
+    # checks only the kept results' datasets, so the prune opens this one
+    # (it counts the ones the look vouched for unopened), names it, and the
+    # run starts over
+    sout, sdump = os.path.join(d, "sout.jsonl"), os.path.join(d, "sdump.h5")
+
+    def shard(*extra):
+        return run([RUN, "--checkpoint", ref, "--mode", "score", "--input", req, "--output", sout,
+                    "--dump-logits", sdump, "--max-batch-tokens", "8", "--batch-size", "2", "--shard", "0/2", *extra])
+    rc, _, err = shard()
+    s_out, s_crcs = open(sout).read(), dump_crcs(sdump)
+    expect(rc == 0 and sorted(s_crcs) == ["0", "2", "4", "6"], f"shard 0/2 with a dump: rc {rc} {sorted(s_crcs)}")
+    with open(sout + ".partial", "w") as f:
+        f.write("".join(s_out.splitlines(keepends=True)[:3]))  # requests 0, 2, 4 kept
+    os.remove(sout)
+    os.rename(sdump, sdump + ".partial")
+    with h5py.File(sdump + ".partial", "r+") as f:
+        f.create_dataset("logits/1", data=np.zeros((2, 3), np.float32))
+    rc, _, err = shard("--resume")
+    expect(rc == 0 and "logits/1 of a kept result does not open as (n, 512) float32" in err and
+           "sdump.h5.partial.damaged" in err and "computed again" in err and open(sout).read() == s_out and
+           dump_crcs(sdump) == s_crcs,
+           f"a shard's dump with another request's dataset among the kept ones starts over, naming it: rc {rc} "
+           f"{err.strip()[-400:]}")
 
 
 def test_usage(d, ref):

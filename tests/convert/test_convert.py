@@ -6,10 +6,12 @@ logits (the converted model through grok1-run against the NumPy reference),
 layers (--layers 3-7 of a 20-layer fixture; grok1-run refuses it; with
 0-2 and 8-19, each converted from its own files, grok1-link joins them), hostile
 (broken and malicious inputs: clear message, non-zero exit, no output file),
-usage, peak_memory (a fixture far larger than a memory cap converts under it).
+usage, peak_memory (a fixture far larger than a memory cap converts under it), nomem (each
+allocation site failed in turn, by the cli suite's shim).
 Exit 0 pass, 1 fail, 77 skip.
 
 usage: test_convert.py CASE --convert grok1-convert --tmp DIR [--run grok1-run] [--link grok1-link]
+                      [--nomem-shim g1-test-nomem.so]
 """
 import argparse
 import glob
@@ -113,6 +115,19 @@ def compare_h5(check, h5, c, seed, layers):
     check(not bad, "every tensor equals the fixture exactly, with its checksums%s"
           % ("" if not bad else ": " + "; ".join(bad[:5])))
     check(not extra, "no datasets beyond the converted ones%s" % ("" if not extra else ": %s" % sorted(extra)[:5]))
+
+
+def h5_content(path):
+    """Every dataset's bytes and every attribute of an HDF5 file (its bytes
+    differ between runs by the objects' times), or None when it is not one."""
+    try:
+        with h5py.File(path, "r") as f:
+            out = {"/": sorted((k, repr(v)) for k, v in f.attrs.items())}
+            f.visititems(lambda n, o: out.__setitem__(n, (o[()].tobytes(), sorted(
+                (k, repr(v)) for k, v in o.attrs.items()))) if isinstance(o, h5py.Dataset) else None)
+            return out
+    except (OSError, KeyError):
+        return None
 
 
 # ---------------------------------------------------------------------------- cases
@@ -450,8 +465,90 @@ def case_peak_memory(args, check):
         os.remove(out)
 
 
+def case_nomem(args, check):
+    """Memory exhausted (the LD_PRELOAD shim of the cli suite, nomem_shim.c):
+    each place in grok1-convert that allocates fails in turn, the first
+    time it is reached, in a conversion with --verify, one without, a part
+    (--layers 3-5 --no-embedding) and --force --verify through a symbolic
+    link to an older file. Each run must exit 1 with grok1-convert's message
+    saying out of memory and leave nothing at OUT (the old file through the
+    link as it was, no temporary file), or exit 0 with the clean run's file.
+    Skipped without the shim and in sanitizer builds (their runtime owns
+    malloc)."""
+    if not args.nomem_shim:
+        print("SKIP: the allocation shim was not built")
+        sys.exit(77)
+    if os.environ.get("G1_SANITIZED"):
+        print("SKIP: a sanitizer build (G1_SANITIZED): its runtime owns malloc")
+        sys.exit(77)
+    d, cfg_path, _ = fixture(args, "tiny", TINY, 1)
+    work = os.path.join(args.tmp, "work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.mkdir(work)
+    ref = os.path.join(args.tmp, "ref.h5")
+    p = convert(args, "--config", cfg_path, d, ref)
+    if not check(p.returncode == 0, "the clean conversion (%s)" % p.stderr.strip()[-300:]):
+        return
+    ref_bytes = h5_content(ref)
+    old = b"an earlier checkpoint"
+
+    def env(**kw):
+        return dict(os.environ, LD_PRELOAD=args.nomem_shim, G1_TEST_NOMEM_SITES="1", **kw)
+
+    def reset(link):
+        for n in os.listdir(work):
+            os.remove(os.path.join(work, n))
+        if link:
+            with open(os.path.join(work, "target.h5"), "wb") as f:
+                f.write(old)
+            os.symlink("target.h5", os.path.join(work, "out.h5"))
+
+    runs = 0
+    for what, extra, link, layers in (("--verify", ["--verify"], False, None), ("plain", [], False, None),
+                                      ("a part", ["--layers", "3-5", "--no-embedding"], False, (3, 4, 5)),
+                                      ("--force --verify through a link", ["--force", "--verify"], True, None)):
+        cmd = [args.convert, "--config", cfg_path] + extra + [d, os.path.join(work, "out.h5")]
+        final = os.path.join(work, "target.h5" if link else "out.h5")
+        cnt = os.path.join(args.tmp, "count")
+        if os.path.exists(cnt):
+            os.remove(cnt)
+        reset(link)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env(G1_TEST_NOMEM_COUNT=cnt))
+        if not check(p.returncode == 0 and os.path.exists(cnt), "%s: the run under the shim, nothing failed (%s)"
+                     % (what, p.stderr.strip()[-300:])):
+            continue
+        with open(cnt) as f:
+            n = int(f.read().split()[-1])
+        # the part's content differs from the full file's: its clean run under the shim is the reference
+        want = h5_content(final) if layers else ref_bytes
+        bad = []
+        for k in range(1, n + 1):
+            reset(link)
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env(G1_TEST_NOMEM=str(k)))
+            runs += 1
+            err = p.stderr.strip()
+            left = sorted(x for x in os.listdir(work) if x not in ("target.h5", "out.h5") or
+                          (x == "out.h5" and not link))
+            if p.returncode == 0:
+                if h5_content(final) != want:
+                    bad.append("site %d: exit 0, but the file differs from the clean run's" % k)
+            elif p.returncode != 1 or "grok1-convert: " not in err or "out of memory" not in err:
+                bad.append("site %d: exit %d, want 1 and grok1-convert's message of memory: %s"
+                           % (k, p.returncode, err[-300:]))
+            elif left:
+                bad.append("site %d: exit 1, and it left %s" % (k, left))
+            elif link and (not os.path.islink(os.path.join(work, "out.h5")) or open(final, "rb").read() != old):
+                bad.append("site %d: exit 1, and the file the link names was changed" % k)
+        for b in bad:
+            print("FAIL %s: %s" % (what, b))
+        check(not bad, "%s: %d allocation sites, each failed once: a message of memory and no output, or the "
+              "clean run's file" % (what, n))
+    print("%d runs with an allocation failed" % runs)
+
+
 CASES = {"sizes": case_sizes, "logits": case_logits, "layers": case_layers, "hostile": case_hostile,
-         "usage": case_usage, "outputs": case_outputs, "peak_memory": case_peak_memory}
+         "usage": case_usage, "outputs": case_outputs, "peak_memory": case_peak_memory,
+         "nomem": case_nomem}
 
 
 def main():
@@ -461,6 +558,7 @@ def main():
     ap.add_argument("--run")
     ap.add_argument("--link")
     ap.add_argument("--tmp", required=True)
+    ap.add_argument("--nomem-shim", type=os.path.abspath)
     args = ap.parse_args()
     args.tmp = os.path.join(os.path.abspath(args.tmp), "convert_" + args.case)
     os.makedirs(args.tmp, exist_ok=True)

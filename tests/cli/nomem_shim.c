@@ -5,7 +5,10 @@
  * NULL and errno ENOMEM. With $G1_TEST_NOMEM_COUNT naming a file, the count
  * is added there as a line when the process exits (a singleton MPI run
  * starts a helper process, which counts its own). $G1_TEST_NOMEM_SITES=1
- * counts only the first call from each place in the program. How the tools behave when an
+ * counts only the first call from each place in the program; $G1_TEST_NOMEM_SHOW=1 prints
+ * where the refused call was made (for addr2line). $G1_TEST_NOMEM_LIB=NAME
+ * counts the calls made by the library whose file name contains NAME
+ * instead of the program's (libhdf5: HDF5's own allocations). How the tools behave when an
  * allocation fails (test_cli.py nomem): a message and a non-zero exit,
  * never a crash. */
 #ifndef _GNU_SOURCE
@@ -16,13 +19,15 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 
-static uintptr_t lo[8], hi[8];
+static uintptr_t lo[8], hi[8], base;
 static int nseg;
+static int show;
 static long fail_at = -1;
 static long counted;
 static const char *count_path;
@@ -34,9 +39,15 @@ static uintptr_t sites[MAX_SITES];
 static int n_sites;
 static int site_lock;
 
+/* The executable segments of the program (lib NULL: the first object), or
+ * of the loaded library whose file name contains lib. */
 static int main_program(struct dl_phdr_info *info, size_t size, void *data)
 {
-    (void)size, (void)data;
+    (void)size;
+    const char *lib = data;
+    if (lib && (!info->dlpi_name || !strstr(info->dlpi_name, lib)))
+        return 0;
+    base = info->dlpi_addr;
     for (int i = 0; i < info->dlpi_phnum && nseg < 8; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
@@ -45,7 +56,7 @@ static int main_program(struct dl_phdr_info *info, size_t size, void *data)
             nseg++;
         }
     }
-    return 1; /* the first object is the program */
+    return 1; /* the first object is the program; the first library of that name */
 }
 
 static void write_count(void)
@@ -59,12 +70,15 @@ static void write_count(void)
 
 __attribute__((constructor)) static void nomem_init(void)
 {
-    dl_iterate_phdr(main_program, NULL);
+    const char *lib = getenv("G1_TEST_NOMEM_LIB");
+    dl_iterate_phdr(main_program, lib && *lib ? (void *)lib : NULL);
     const char *v = getenv("G1_TEST_NOMEM");
     fail_at = v && *v ? atol(v) : -1;
     count_path = getenv("G1_TEST_NOMEM_COUNT");
     const char *bs = getenv("G1_TEST_NOMEM_SITES");
     by_site = bs && *bs == '1';
+    const char *sh = getenv("G1_TEST_NOMEM_SHOW");
+    show = sh && *sh == '1';
     if (count_path && *count_path)
         atexit(write_count);
 }
@@ -90,6 +104,8 @@ static int refused(void *caller)
             return 0;
     }
     long n = __atomic_add_fetch(&counted, 1, __ATOMIC_RELAXED);
+    if (n == fail_at && show) /* for addr2line -e PROGRAM (the offset in the file of a PIE) */
+        fprintf(stderr, "nomem shim: allocation %ld refused, called from 0x%lx\n", n, (unsigned long)(a - base));
     return n == fail_at;
 }
 

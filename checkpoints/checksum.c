@@ -73,6 +73,7 @@ typedef struct tally {
     const char *path;
     int add;
     long datasets, matched, damaged, unchecked, added, failed;
+    long nomem; /* of failed: not checked for want of memory, which says nothing of the file */
     long missing;     /* layers of the model the file does not hold (checked without --layers) */
     long extra;       /* members of group layers that are not a layer of the model */
     int num_layers;
@@ -101,7 +102,11 @@ static int usage_error(const char *msg, const char *arg)
 
 static void fail_detail(tally *t, const char *name, const char *what, const char *detail)
 {
-    fprintf(stderr, "grok1-checksum: %s: %s: %s (HDF5 says '%s')\n", t->path, name, what, detail);
+    if (!strncmp(detail, "out of memory", 13)) { /* not the file's fault, and maybe not HDF5 that said it */
+        fprintf(stderr, "grok1-checksum: %s: %s: %s: %s\n", t->path, name, what, detail);
+        t->nomem++;
+    } else
+        fprintf(stderr, "grok1-checksum: %s: %s: %s (HDF5 says '%s')\n", t->path, name, what, detail);
     t->failed++;
 }
 
@@ -303,7 +308,12 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
     int n = rank == 3 ? (int)dims[0] : 1;
     uint32_t *rec = malloc((size_t)n * sizeof *rec), *got = malloc((size_t)n * sizeof *got);
     int have = rec && got ? g1_h5_get_crcs(d, rec, (size_t)n) : -1;
-    if (have < 0 || (have && have != n)) {
+    if (!rec || !got) { /* not the attribute's fault */
+        fprintf(stderr, "grok1-checksum: %s: %s: out of memory for its %d checksum%s\n", t->path, name, n,
+                n == 1 ? "" : "s");
+        t->failed++;
+        t->nomem++;
+    } else if (have < 0 || (have && have != n)) {
         fprintf(stderr, "grok1-checksum: %s: %s has a %s attribute that is not %d unsigned integer%s\n", t->path,
                 name, G1_H5_CRC_ATTR, n, n == 1 ? "" : "s");
         t->failed++;
@@ -402,8 +412,10 @@ static int summary(const tally *t, const char *what, double dt)
         printf(", %ld without a checksum (not checked; --add puts them in)", t->unchecked);
     if (t->damaged)
         printf(", %ld DAMAGED", t->damaged);
-    if (t->failed)
-        printf(", %ld unreadable", t->failed);
+    if (t->failed > t->nomem)
+        printf(", %ld unreadable", t->failed - t->nomem);
+    if (t->nomem)
+        printf(", %ld not checked (out of memory)", t->nomem);
     if (t->foreign)
         printf(", %ld norm%s from a part not the one linked", t->foreign, t->foreign == 1 ? "" : "s");
     if (t->missing)

@@ -914,8 +914,13 @@ static g1_status skip_done(driver *d)
         int rows = r.n_prompt, has = G1_DUMP_THERE;
         if (d->o.dump && d->o.dump->has && !d->o.dump_kept_checked) {
             char *id = id_text(r.id);
-            has = id ? d->o.dump->has(d->o.dump->ctx, (int64_t)(line - 1), rows, r.prompt_ids, id) : G1_DUMP_ABSENT;
+            has = id ? d->o.dump->has(d->o.dump->ctx, (int64_t)(line - 1), rows, r.prompt_ids, id) : G1_DUMP_NOMEM;
             free(id);
+        }
+        if (has == G1_DUMP_NOMEM) { /* not the dump's fault */
+            g1_request_free(&r);
+            return G1_FAIL(G1_ERR_NOMEM, "out of memory looking up the logits of result %zu (input line %ld) in the "
+                                         "dump being continued", i + 1, line);
         }
         g1_request_free(&r);
         if (!same)

@@ -68,6 +68,7 @@ typedef struct kept_look {
     g1_logits_file *f;
     int check;
     long missing;
+    int nomem; /* a look failed for want of memory (its message recorded): the run fails, the dump kept as it is */
     int64_t first_k;
     int first_rows, first_why;
     char damaged[1024]; /* the first damaged one's message ("": none) */
@@ -83,9 +84,14 @@ static int kept_has(void *ctx, int64_t k, int n_rows_total, const int *tokens, c
     kept_look *kl = ctx;
     int rb = 0;
     double t0 = g1_trace_now();
-    int has = g1_logits_file_look(kl->f, k, n_rows_total, tokens, id_json, kl->check && !kl->damaged[0], &rb);
+    int has = kl->nomem ? G1_DUMP_NOMEM
+                        : g1_logits_file_look(kl->f, k, n_rows_total, tokens, id_json, kl->check && !kl->damaged[0], &rb);
     kl->secs += g1_trace_now() - t0;
     kl->read_back += rb;
+    if (has == G1_DUMP_NOMEM) {
+        kl->nomem = 1;
+        return G1_DUMP_THERE;
+    }
     if (has == G1_DUMP_DAMAGED) {
         snprintf(kl->damaged, sizeof kl->damaged, "%s", g1_last_error());
     } else if (has != G1_DUMP_THERE) {
@@ -303,6 +309,13 @@ static g1_status continue_dump(const cli *c, const g1_config *cfg, files *f, siz
     }
     if (st == G1_OK || st == G1_ERR_IO)
         return st;
+    /* no memory to check it says nothing of the dump: the run fails, the dump left for a resume */
+    if (st == G1_ERR_NOMEM) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", g1_last_error());
+        return G1_FAIL(st, "cannot resume: the logits dump %s.partial could not be checked: %s (it is left as it is)",
+                       c->dump_logits, msg);
+    }
     if (k_last < 0)
         return G1_FAIL(st, "%s; with the input on stdin or a pipe the run cannot start over by itself: move the dump "
                            "away (and the output beside it) to start afresh",
@@ -478,8 +491,12 @@ g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine
             if (st == G1_OK)
                 st = g1_resume_scan(finished ? c->output : f->partial, &f->done_ids);
 #if G1_HAVE_HDF5
-            if (st == G1_OK && c->dump_logits && json_array_size(f->done_ids) > 0 &&
-                !g1_logits_file_present(c->dump_logits))
+            int dump_there = st == G1_OK && c->dump_logits && json_array_size(f->done_ids) > 0
+                                 ? g1_logits_file_present(c->dump_logits)
+                                 : 1;
+            if (dump_there < 0)
+                st = G1_ERR_NOMEM; /* its message recorded */
+            else if (!dump_there)
                 st = G1_FAIL(G1_ERR_ARG, "cannot resume: the %zu results already in %s have no logits dump to "
                                          "continue (neither %s.partial nor %s exists): start afresh without --resume",
                              json_array_size(f->done_ids), finished ? c->output : f->partial, c->dump_logits,
@@ -526,6 +543,12 @@ g1_status files_open_outputs(const cli *c, const g1_config *cfg, const g1_engine
                 if (st == G1_OK)
                     st = g1_driver_nothing_left(cfg, &o, f->in, &f->nothing_left);
 #if G1_HAVE_HDF5
+                if (st == G1_OK && kl.nomem) {
+                    snprintf(why, sizeof why, "%s", g1_last_error()); /* the look's message */
+                    st = G1_FAIL(G1_ERR_NOMEM, "cannot resume: the logits dump %s could not be checked: %s (it is "
+                                               "left as it is)",
+                                 c->dump_logits, why);
+                }
                 /* every kept result looked up, there with its rows, tokens and id */
                 f->dump_kept_checked = st == G1_OK && ro == G1_OK && !kl.missing && !kl.damaged[0];
                 g1_logits_file_abort(kl.f);

@@ -176,7 +176,9 @@ int64_t g1_logits_file_flushes(const g1_logits_file *f);
  * thread of its own, and when that returns G1_DUMP_SYNCED is set to
  * the last k out when it began. A finished dump has no such dataset. */
 void g1_logits_file_result_out(g1_logits_file *f, int64_t k);
-/* 1 when a dump to continue exists: PATH.partial or a finished PATH */
+/* 1 when a dump to continue exists: PATH.partial or a finished PATH; 0
+ * when neither does; -1 when it could not be looked for (out of memory,
+ * the message recorded) */
 int g1_logits_file_present(const char *path);
 /* What g1_logits_file_has finds of a request's dataset. */
 enum {
@@ -185,6 +187,7 @@ enum {
     G1_DUMP_OTHER_TOKENS = -1, /* its tokens attribute is not `tokens` (or is malformed) */
     G1_DUMP_OTHER_ID = -2,     /* its id attribute is not id_json (or not a string) */
     G1_DUMP_DAMAGED = -3,      /* g1_logits_file_look: its values do not match its checksum, or cannot be read */
+    G1_DUMP_NOMEM = -4,        /* not known: out of memory to look (the message recorded) */
 };
 /* Request k's dataset: there with n_rows_total rows, and, where it has the
  * attributes (a dump written before them has none), of these tokens (NULL:

@@ -349,6 +349,8 @@ static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
     for (int i = 0; i < 2 && *out < 0; i++)
         if (apl[i] >= 0)
             H5Pclose(apl[i]);
+    if (*out < 0 && !strncmp(detail, "out of memory", 13)) /* not the file's fault */
+        return G1_FAIL(G1_ERR_NOMEM, "cannot open checkpoint %s: %s", path, detail);
     if (*out < 0)
         return G1_FAIL(G1_ERR_FORMAT, "cannot open checkpoint %s: HDF5 says '%s' (truncated or damaged file?)",
                        path, detail);

@@ -30,10 +30,41 @@ static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
     return 0;
 }
 
+/* An allocation failure: H5E_NOSPACE ("no space available for allocation")
+ * and H5E_CANTALLOC ("can't allocate space") are what HDF5 gives when its
+ * malloc fails, under H5E_RESOURCE or the major class of the object it was
+ * working on. The rest of H5E_RESOURCE (a lock, a file already open) is
+ * not memory. */
+static herr_t nomem_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+    (void)n;
+    if (e->min_num == H5E_NOSPACE || e->min_num == H5E_CANTALLOC)
+        *(int *)data = 1;
+    return 0;
+}
+
+int g1_h5_out_of_memory(void)
+{
+    int yes = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, nomem_cb, &yes);
+    return yes;
+}
+
+void g1_h5_nomem(void)
+{
+    H5Epush2(H5E_DEFAULT, __FILE__, __func__, __LINE__, H5E_ERR_CLS, H5E_RESOURCE, H5E_NOSPACE, "out of memory");
+}
+
 void g1_h5_detail(char buf[256])
 {
-    snprintf(buf, 256, "unknown HDF5 error");
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
+    char desc[256] = "unknown HDF5 error";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, desc);
+    if (!g1_h5_out_of_memory())
+        snprintf(buf, 256, "%s", desc);
+    else if (!strcmp(desc, "out of memory")) /* ours (g1_h5_nomem) */
+        snprintf(buf, 256, "out of memory");
+    else
+        snprintf(buf, 256, "out of memory (HDF5: %.200s)", desc);
 }
 
 static herr_t slab_io(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf,
@@ -452,8 +483,10 @@ int g1_h5_crc_of(hid_t d, hid_t memtype, size_t esize, int rank, const hsize_t *
     hsize_t per = CRC_SLAB_BYTES / inner[k];
     per = per > dims[k] ? dims[k] : per;
     void *buf = malloc((size_t)(per * inner[k]) + 1);
-    if (!buf)
+    if (!buf) {
+        g1_h5_nomem(); /* the caller's message from HDF5's stack says so */
         return -1;
+    }
     uint32_t c = 0;
     herr_t err = 0;
     hsize_t at[3] = {0, 0, 0}; /* the next read's start in dimensions x..k */

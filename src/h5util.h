@@ -10,8 +10,19 @@
 #include "config.h"
 
 /* HDF5's innermost error description into buf (256 bytes); call right after
- * the failing call, before another HDF5 call clears the error stack. */
+ * the failing call, before another HDF5 call clears the error stack. When
+ * the stack holds an allocation failure (g1_h5_out_of_memory), the text
+ * starts "out of memory", so that it is not taken for a damaged file. */
 void g1_h5_detail(char buf[256]);
+/* 1 when HDF5's error stack holds an allocation failure: HDF5's own (minor
+ * class H5E_CANTALLOC or H5E_NOSPACE, which HDF5 gives when its malloc
+ * fails) or one of ours that g1_h5_nomem put there; else 0. */
+int g1_h5_out_of_memory(void);
+/* Puts an allocation failure of ours on HDF5's error stack (H5E_RESOURCE,
+ * H5E_NOSPACE, "out of memory"): for a failed allocation inside a path whose
+ * caller reads HDF5's stack for its message (an iteration's callback, a
+ * helper that returns -1), so that the message says out of memory. */
+void g1_h5_nomem(void);
 
 /* The root attributes of format v1 on `loc`: format, format_version,
  * every hyper-parameter (int32, float64, a variable-length UTF-8 string)

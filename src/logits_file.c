@@ -334,7 +334,7 @@ int g1_logits_file_present(const char *path)
 {
     g1_logits_file *f;
     if (new_file(path, 1, &f) != G1_OK)
-        return 0;
+        return -1; /* not "absent": a resume would be refused for a dump that is there */
     struct stat sb;
     int yes = stat(f->tmp, &sb) == 0 || stat(f->path, &sb) == 0;
     free_file(f);
@@ -642,8 +642,9 @@ int g1_logits_file_look(g1_logits_file *f, int64_t k, int n_rows_total, const in
         if (got < 0 || (got == 1 && memcmp(v, tokens, (size_t)n_rows_total * sizeof *v)))
             r = G1_DUMP_OTHER_TOKENS;
         free(v);
-    } else if (r == G1_DUMP_THERE && tokens) {
-        r = G1_DUMP_ABSENT; /* no memory: not known to be there */
+    } else if (r == G1_DUMP_THERE && tokens) { /* not known to be there; not "absent" either */
+        r = G1_DUMP_NOMEM;
+        (void)G1_FAIL(G1_ERR_NOMEM, "out of memory for the tokens of logits/%s", name);
     }
     if (r == G1_DUMP_THERE && id_json) {
         int bad;
@@ -658,8 +659,9 @@ int g1_logits_file_look(g1_logits_file *f, int64_t k, int n_rows_total, const in
         uint32_t crc;
         int had;
         *read_back = 1;
-        if (check_crc(d, "", name, f->vocab_size, &crc, &had) != G1_OK)
-            r = G1_DUMP_DAMAGED;
+        g1_status cs = check_crc(d, "", name, f->vocab_size, &crc, &had);
+        if (cs != G1_OK)
+            r = cs == G1_ERR_NOMEM ? G1_DUMP_NOMEM : G1_DUMP_DAMAGED; /* no memory says nothing of the dump */
     }
     if (d >= 0)
         H5Dclose(d);
@@ -684,13 +686,17 @@ static herr_t collect(hid_t group, const char *name, const H5L_info_t *info, voi
     if (ns->n == ns->cap) {
         size_t cap = ns->cap ? 2 * ns->cap : 256;
         char **v = realloc(ns->v, cap * sizeof *v);
-        if (!v)
+        if (!v) {
+            g1_h5_nomem(); /* the listing's message from HDF5's stack says so */
             return -1;
+        }
         ns->v = v;
         ns->cap = cap;
     }
-    if (!(ns->v[ns->n] = strdup(name)))
+    if (!(ns->v[ns->n] = strdup(name))) {
+        g1_h5_nomem();
         return -1;
+    }
     ns->n++;
     return 0;
 }
@@ -721,6 +727,8 @@ static g1_status check_crc(hid_t d, const char *where, const char *name, int voc
     if (!g1_h5_stored(d, why, sizeof why))
         return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s cannot be read: %s", where, name, why);
     if (g1_h5_crc_of(d, H5T_NATIVE_FLOAT, sizeof(float), 2, dims, -1, crc, NULL) < 0) {
+        if (g1_h5_out_of_memory()) /* not the file's fault */
+            return G1_FAIL(G1_ERR_NOMEM, "%sout of memory reading logits/%s", where, name);
         char detail[256];
         g1_h5_detail(detail);
         return G1_FAIL(G1_ERR_FORMAT, "%slogits/%s cannot be read (%s)", where, name, detail);
@@ -753,7 +761,8 @@ g1_status g1_logits_file_prune(g1_logits_file *f, int64_t k_last, int check, con
     if (H5Literate(f->group, H5_INDEX_NAME, H5_ITER_NATIVE, &at, collect, &ns) < 0) {
         char d[256];
         g1_h5_detail(d);
-        st = G1_FAIL(G1_ERR_FORMAT, "its group logits cannot be listed (%s)", d);
+        st = G1_FAIL(g1_h5_out_of_memory() ? G1_ERR_NOMEM : G1_ERR_FORMAT, "its group logits cannot be listed (%s)",
+                     d);
     }
     for (size_t i = 0; st == G1_OK && i < ns.n; i++) {
         char *end;
@@ -896,6 +905,8 @@ static g1_status open_finished(const char *path, hid_t *file, hid_t *group, int 
     if (*file < 0) {
         char d[256];
         g1_h5_detail(d);
+        if (!strncmp(d, "out of memory", 13)) /* not the file's fault */
+            return G1_FAIL(G1_ERR_NOMEM, "the logits dump %s cannot be opened: %s", path, d);
         return G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be opened (%s): is it an HDF5 file?", path, d);
     }
     g1_status st = G1_OK;
@@ -918,7 +929,8 @@ static g1_status open_finished(const char *path, hid_t *file, hid_t *group, int 
     if (st == G1_OK && H5Literate(*group, H5_INDEX_NAME, H5_ITER_INC, &at, collect, ns) < 0) {
         char d[256];
         g1_h5_detail(d);
-        st = G1_FAIL(G1_ERR_FORMAT, "the group logits of %s cannot be listed (%s)", path, d);
+        st = G1_FAIL(g1_h5_out_of_memory() ? G1_ERR_NOMEM : G1_ERR_FORMAT,
+                     "the group logits of %s cannot be listed (%s)", path, d);
     }
     if (st != G1_OK) {
         if (*group >= 0)
@@ -1083,7 +1095,7 @@ static g1_status copy_request(hid_t from, hid_t to, const char *src, const char 
     int had = 0;
     st = d < 0 ? G1_FAIL(G1_ERR_IO, "%s: logits/%s cannot be opened after its copy", tmp, name)
                : check_crc(d, where, name, vocab_size, &crc, &had);
-    if (st != G1_OK && d >= 0) {
+    if (st != G1_OK && st != G1_ERR_NOMEM && d >= 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", g1_last_error());
         st = G1_FAIL(st, "%s; run that shard again, or copy its dump again", msg);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "h5util.h"
 #include "synth.h"
 #include "testutil.h"
 
@@ -526,6 +527,66 @@ static void cleanup(void)
     rmdir(dir);
 }
 
+/* An H5Literate callback that cannot allocate, as the logits dump's listing
+ * of its datasets does when memory runs out. */
+static herr_t no_memory_cb(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g, (void)name, (void)info, (void)data;
+    g1_h5_nomem();
+    return -1;
+}
+
+/* HDF5's error text says "out of memory" when its error stack holds an
+ * allocation failure (HDF5's own: H5E_CANTALLOC or H5E_NOSPACE; ours:
+ * g1_h5_nomem, from inside an iteration too), and not otherwise: such a
+ * failure was reported as a damaged file ("cannot be read", "not an HDF5
+ * file?"). */
+static void test_error_text_memory(void)
+{
+    char path[320], d[256];
+    path_in_dir(path, sizeof path, "errors.h5");
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = f < 0 ? -1 : H5Gcreate2(f, "logits", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t ds = g < 0 ? -1 : H5Dcreate2(g, "0", H5T_NATIVE_INT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(ds >= 0, "a file with one dataset");
+    /* a failure of another kind: a missing dataset */
+    CHECK(H5Dopen2(f, "missing", H5P_DEFAULT) < 0, "a missing dataset opened");
+    g1_h5_detail(d);
+    CHECK(!g1_h5_out_of_memory() && !strstr(d, "memory"), "a missing dataset taken for no memory: '%s'", d);
+    /* HDF5's own allocation failure, as its malloc's failure is reported */
+    H5Eclear2(H5E_DEFAULT);
+    H5Epush2(H5E_DEFAULT, __FILE__, __func__, __LINE__, H5E_ERR_CLS, H5E_DATASET, H5E_CANTALLOC,
+             "memory allocation failed for raw data chunk");
+    H5Epush2(H5E_DEFAULT, __FILE__, __func__, __LINE__, H5E_ERR_CLS, H5E_DATASET, H5E_READERROR, "can't read data");
+    g1_h5_detail(d);
+    CHECK(g1_h5_out_of_memory() && !strcmp(d, "out of memory (HDF5: memory allocation failed for raw data chunk)"),
+          "HDF5's allocation failure: '%s'", d);
+    H5Eclear2(H5E_DEFAULT);
+    H5Epush2(H5E_DEFAULT, __FILE__, __func__, __LINE__, H5E_ERR_CLS, H5E_RESOURCE, H5E_NOSPACE, "no space available");
+    g1_h5_detail(d);
+    CHECK(!strncmp(d, "out of memory", 13), "HDF5's H5E_NOSPACE: '%s'", d);
+    /* H5E_RESOURCE that is not memory */
+    H5Eclear2(H5E_DEFAULT);
+    H5Epush2(H5E_DEFAULT, __FILE__, __func__, __LINE__, H5E_ERR_CLS, H5E_RESOURCE, H5E_CANTLOCK, "unable to lock");
+    g1_h5_detail(d);
+    CHECK(!g1_h5_out_of_memory() && !strcmp(d, "unable to lock"), "a lock taken for no memory: '%s'", d);
+    /* ours, from a callback of an iteration: HDF5's records on top of it */
+    H5Eclear2(H5E_DEFAULT);
+    hsize_t at = 0;
+    CHECK(H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &at, no_memory_cb, NULL) < 0, "the iteration failed");
+    g1_h5_detail(d);
+    CHECK(g1_h5_out_of_memory() && !strcmp(d, "out of memory"), "no memory in an iteration's callback: '%s'", d);
+    H5Eclear2(H5E_DEFAULT);
+    CHECK(!g1_h5_out_of_memory(), "an empty error stack taken for no memory");
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Gclose(g);
+    H5Fclose(f);
+    remove(path);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -544,12 +605,13 @@ int main(void)
     test_writer_failures(&s);
     test_logits();
     test_logits_request_attrs();
+    test_error_text_memory();
     cleanup();
     if (tu_failures) {
         printf("NOT OK: %d checks failed\n", tu_failures);
         return 1;
     }
     printf("ok: checkpoint round trip, partial loads, byte counts and checksums, writer and logits files "
-           "(with their requests' tokens and ids)\n");
+           "(with their requests' tokens and ids), HDF5's error text of no memory\n");
     return 0;
 }

@@ -460,13 +460,14 @@ static void check_params(hid_t file, const g1_config *cfg, tally *t)
     }
 }
 
-/* 1 when path is an HDF5 file with the root attributes of a logits dump */
+/* 1 when path is an HDF5 file with the root attributes of a logits dump;
+ * -1 when memory ran out reading them */
 static int is_dump(const char *path)
 {
     hid_t fapl = g1_h5_read_fapl();
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    int yes = f >= 0 && g1_h5_is_logits_dump(f);
+    int yes = f >= 0 ? g1_h5_is_logits_dump(f) : 0;
     if (f >= 0)
         H5Fclose(f);
     return yes;
@@ -563,6 +564,10 @@ static int tool_main(int argc, char **argv)
     }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int dump = is_dump(t.path);
+    if (dump < 0) {
+        fprintf(stderr, "grok1-checksum: %s: out of memory reading its attribute format\n", t.path);
+        return 1;
+    }
     if (dump && a >= 0) {
         fprintf(stderr, "grok1-checksum: --layers: %s is a logits dump of grok1-run, not a checkpoint\n", t.path);
         return 2;

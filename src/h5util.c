@@ -575,8 +575,11 @@ int g1_h5_stored(hid_t d, char *why, size_t n)
     return ok;
 }
 
-char *g1_h5_get_string(hid_t loc, const char *name, size_t max)
+char *g1_h5_get_string(hid_t loc, const char *name, size_t max, int *nomem)
 {
+    int no_memory = 0;
+    if (nomem)
+        *nomem = 0;
     if (H5Aexists(loc, name) <= 0)
         return NULL;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
@@ -590,11 +593,13 @@ char *g1_h5_get_string(hid_t loc, const char *name, size_t max)
             H5Tset_size(m, H5T_VARIABLE);
             if (H5Aread(a, m, &v) >= 0 && v) {
                 out = strlen(v) <= max ? strdup(v) : NULL;
+                no_memory = strlen(v) <= max && !out;
                 H5free_memory(v);
             }
         } else {
             size_t n = H5Tget_size(t);
             out = n > 0 && n <= max ? calloc(n + 1, 1) : NULL;
+            no_memory = n > 0 && n <= max && !out;
             H5Tset_size(m, n + 1);
             if (out && H5Aread(a, m, out) < 0) {
                 free(out);
@@ -607,15 +612,18 @@ char *g1_h5_get_string(hid_t loc, const char *name, size_t max)
         H5Tclose(t);
     if (a >= 0)
         H5Aclose(a);
+    if (nomem)
+        *nomem = no_memory;
     return out;
 }
 
 int g1_h5_is_logits_dump(hid_t file)
 {
-    char *s = g1_h5_get_string(file, "format", 4096);
+    int nomem;
+    char *s = g1_h5_get_string(file, "format", 4096, &nomem);
     int yes = s && !strcmp(s, "grok1-logits");
     free(s);
-    return yes;
+    return nomem ? -1 : yes;
 }
 
 /* Whether a file named `file` (an external link's target in the checkpoint

@@ -100,11 +100,13 @@ int g1_h5_stored(hid_t d, char *why, size_t n);
 
 /* The string attribute `name` of loc (fixed or variable length, at most
  * max bytes), malloc'd; NULL when it is absent, not a string, longer or
- * unreadable. */
-char *g1_h5_get_string(hid_t loc, const char *name, size_t max);
+ * unreadable, or when memory ran out (then *nomem, which may be NULL, is
+ * set to 1; else to 0). */
+char *g1_h5_get_string(hid_t loc, const char *name, size_t max, int *nomem);
 
 /* 1 when the root attribute "format" of file is the string "grok1-logits"
- * (a logits dump of grok1-run; fixed or variable length), else 0. */
+ * (a logits dump of grok1-run; fixed or variable length), else 0; -1 when
+ * memory ran out reading it. */
 int g1_h5_is_logits_dump(hid_t file);
 
 /* ---- a full disk ----

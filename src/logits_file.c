@@ -244,7 +244,7 @@ static herr_t put_attrs(hid_t file, int vocab_size, const char *run)
 
 /* The root attribute "run" (a string) of an open dump, malloc'd; NULL when
  * it has none. */
-static char *get_run(hid_t file) { return g1_h5_get_string(file, "run", (size_t)1 << 20); }
+static char *get_run(hid_t file) { return g1_h5_get_string(file, "run", (size_t)1 << 20, NULL); }
 
 const char *g1_logits_file_run(const g1_logits_file *f) { return f->run; }
 
@@ -476,13 +476,13 @@ static int get_tokens(hid_t d, int n, int vocab_size, int *v)
     return got == 0 ? 0 : ok ? 1 : -1;
 }
 
-/* The "id" attribute of dataset d, malloc'd; NULL when absent (*bad: 0)
- * or not a string (*bad: 1). */
+/* The "id" attribute of dataset d, malloc'd; NULL when absent (*bad: 0),
+ * not a string (*bad: 1) or when memory ran out (*bad: -1). */
 static char *get_id(hid_t d, int *bad)
 {
-    int there = H5Aexists(d, G1_DUMP_ID_ATTR);
-    char *id = there > 0 ? g1_h5_get_string(d, G1_DUMP_ID_ATTR, (size_t)1 << 20) : NULL;
-    *bad = there < 0 || (there > 0 && !id);
+    int there = H5Aexists(d, G1_DUMP_ID_ATTR), nomem = 0;
+    char *id = there > 0 ? g1_h5_get_string(d, G1_DUMP_ID_ATTR, (size_t)1 << 20, &nomem) : NULL;
+    *bad = nomem ? -1 : there < 0 || (there > 0 && !id);
     return id;
 }
 
@@ -649,8 +649,12 @@ int g1_logits_file_look(g1_logits_file *f, int64_t k, int n_rows_total, const in
     if (r == G1_DUMP_THERE && id_json) {
         int bad;
         char *id = get_id(d, &bad);
-        if (bad || (id && strcmp(id, id_json)))
+        if (bad < 0) {
+            r = G1_DUMP_NOMEM;
+            (void)G1_FAIL(G1_ERR_NOMEM, "out of memory for the id of logits/%s", name);
+        } else if (bad || (id && strcmp(id, id_json))) {
             r = G1_DUMP_OTHER_ID;
+        }
         free(id);
     }
     /* its values, as g1_logits_file_prune reads them: while the dataset's
@@ -910,7 +914,10 @@ static g1_status open_finished(const char *path, hid_t *file, hid_t *group, int 
         return G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be opened (%s): is it an HDF5 file?", path, d);
     }
     g1_status st = G1_OK;
-    if (!g1_h5_is_logits_dump(*file))
+    int is_dump = g1_h5_is_logits_dump(*file);
+    if (is_dump < 0)
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory reading the attribute format of the logits dump %s", path);
+    else if (!is_dump)
         st = G1_FAIL(G1_ERR_FORMAT, "%s is not a logits dump of grok1-run (no attribute format = \"grok1-logits\")",
                      path);
     if (st == G1_OK && H5Aexists(*file, "vocab_size") > 0) {
@@ -1009,7 +1016,10 @@ g1_status g1_logits_file_list_tokens(const char *path, int *vocab_size, int64_t 
                          "the logits dump %s: logits/%s has a %s attribute that is not its %llu token ids (integers "
                          "below %d)",
                          path, ns.v[i], G1_DUMP_TOKENS_ATTR, (unsigned long long)have[0], *vocab_size);
-        else if ((v[i].id = get_id(d, &bad_id)), bad_id)
+        else if ((v[i].id = get_id(d, &bad_id)), bad_id < 0)
+            st = G1_FAIL(G1_ERR_NOMEM, "the logits dump %s: out of memory reading the %s attribute of logits/%s", path,
+                         G1_DUMP_ID_ATTR, ns.v[i]);
+        else if (bad_id)
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s has an %s attribute that is not a string",
                          path, ns.v[i], G1_DUMP_ID_ATTR);
         if (st == G1_OK && tv && got_t == 1) {

@@ -1,5 +1,5 @@
 /* For the tests only (LD_PRELOAD): the project's own allocations, the
- * malloc, calloc and realloc calls made from the program itself (not from
+ * malloc, calloc, realloc, strdup and strndup calls made from the program itself (not from
  * a library it uses: libc, HDF5, jansson, MPI), are counted, and the one
  * numbered $G1_TEST_NOMEM (1 the first) fails as when memory is exhausted:
  * NULL and errno ENOMEM. With $G1_TEST_NOMEM_COUNT naming a file, the count
@@ -134,4 +134,34 @@ void *realloc(void *p, size_t n)
         return NULL;
     }
     return __libc_realloc(p, n);
+}
+
+/* strdup and strndup called from the program are its allocations too (the
+ * malloc inside libc's own is libc's, not counted) */
+char *strdup(const char *s)
+{
+    if (refused(__builtin_return_address(0))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t n = strlen(s) + 1;
+    char *p = __libc_malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+char *strndup(const char *s, size_t max)
+{
+    if (refused(__builtin_return_address(0))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t n = strnlen(s, max);
+    char *p = __libc_malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
 }

@@ -698,12 +698,23 @@ static int tool_main(int argc, char **argv)
     }
     /* a joined checkpoint: the parts reached are the ones linked (the
      * reader's check of the fingerprints grok1-link took) */
-    if (t.joined && g1_ckpt_open(t.path, &ck) == G1_OK) {
-        for (int l = 0; l <= L; l++)
-            if (holds[l] == 2 && g1_ckpt_check_part(ck, l) != G1_OK) {
+    g1_status open_st = t.joined ? g1_ckpt_open(t.path, &ck) : G1_OK;
+    if (open_st != G1_OK) { /* the parts not checked: not a success */
+        fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
+        t.failed++;
+        t.nomem += open_st == G1_ERR_NOMEM;
+    } else if (t.joined) {
+        for (int l = 0; l <= L; l++) {
+            g1_status st = holds[l] == 2 ? g1_ckpt_check_part(ck, l) : G1_OK;
+            if (st != G1_OK)
                 fprintf(stderr, "grok1-checksum: %s\n", g1_last_error());
+            if (st == G1_ERR_NOMEM) { /* says nothing of the part */
+                t.failed++;
+                t.nomem++;
+            } else if (st != G1_OK) {
                 t.foreign++;
             }
+        }
         g1_ckpt_close(ck);
     }
     free(holds);

@@ -231,6 +231,8 @@ static g1_status read_part_fp(g1_ckpt *ck)
         H5Sclose(sp);
     if (a >= 0)
         H5Aclose(a);
+    if (got == (hssize_t)n && !ck->part_fp) /* not the attribute's fault */
+        return G1_FAIL(G1_ERR_NOMEM, "checkpoint %s: out of memory for its %zu part fingerprints", ck->path, n);
     if (e < 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s: attribute %s is not %zu fingerprints (link the parts again)",
                        ck->path, G1_H5_PART_FP_ATTR, n);
@@ -296,9 +298,11 @@ g1_status g1_ckpt_check_part(g1_ckpt *ck, int i)
     char name[32];
     snprintf(name, sizeof name, i < c->num_layers ? "layers/%02d" : "final_norm", i);
     float *v = malloc((size_t)c->emb_size * sizeof *v);
-    hid_t g = v && i < c->num_layers ? open_obj(ck, ck->file, name, 1) : -1;
-    hid_t d = !v ? -1 : i < c->num_layers ? (g < 0 ? -1 : H5Dopen2(g, "attn_norm", H5P_DEFAULT))
-                                          : open_obj(ck, ck->file, name, 0);
+    if (!v) /* not "cannot be read" */
+        return G1_FAIL(G1_ERR_NOMEM, "checkpoint %s: out of memory checking the part of %s", ck->path, name);
+    hid_t g = i < c->num_layers ? open_obj(ck, ck->file, name, 1) : -1;
+    hid_t d = i < c->num_layers ? (g < 0 ? -1 : H5Dopen2(g, "attn_norm", H5P_DEFAULT))
+                                : open_obj(ck, ck->file, name, 0);
     hsize_t start[1] = {0}, count[1] = {(hsize_t)c->emb_size};
     g1_status st = d >= 0 && g1_h5_read_slab(d, H5T_NATIVE_FLOAT, 1, start, count, v) >= 0
                        ? check_part_fp(ck, i, d, i < c->num_layers ? "attn_norm" : "final norm", v)

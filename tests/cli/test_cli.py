@@ -3305,7 +3305,8 @@ def nomem(d, kind):
         return "memory" in err
 
     blame = re.compile(r"damaged|unsigned integer|cannot be read|could not be read|cannot be listed|no logits|"
-                       r"another run|not an HDF5|unknown HDF5 error", re.I)
+                       r"another run|not an HDF5|not a logits dump|unknown HDF5 error|link the parts again|"
+                       r"not the one linked", re.I)
 
     def blames(err):
         """the lines that blame a file (damaged, unreadable, another run's)
@@ -3453,12 +3454,22 @@ def nomem(d, kind):
         check(p.returncode == 0, f"grok1-run --checkpoint: {p.stderr}")
         sweep("grok1-run --checkpoint", ck + ["o.jsonl"], lambda: rm("o.jsonl"), "o.jsonl",
               same_as("o.jsonl", "cref.jsonl"), "grok1-run")
-    if kind == "checksum":
+    files = ["t.h5"]
+    if kind == "checksum" and ARGS.link:
+        # and a checkpoint in parts, joined by grok1-link (its fingerprints, external links)
+        for name, rng, extra in (("p1.h5", "0-1", []), ("p2.h5", "2-3", ["--no-embedding"])):
+            p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--part", rng, *extra, "--out",
+                                os.path.join(d, name)], capture_output=True, text=True, timeout=60)
+            check(p.returncode == 0, p.stderr)
+        p = subprocess.run([ARGS.link, "j.h5", "p1.h5", "p2.h5"], cwd=d, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, p.stderr)
+        files.append("j.h5")
+    for ck in files if kind == "checksum" else []:
         # grok1-checksum writes nothing: a run that exits 0 must report what
         # the clean run reports (on stdout), every dataset checked
-        want = subprocess.run([ARGS.checksum, "t.h5"], cwd=d, capture_output=True, text=True, timeout=60).stdout
+        want = subprocess.run([ARGS.checksum, ck], cwd=d, capture_output=True, text=True, timeout=60).stdout
         check("78 datasets" in want, f"grok1-checksum's report: {want!r}")
-        cmd = [ARGS.checksum, "t.h5"]
+        cmd = [ARGS.checksum, ck]
         cnt = os.path.join(d, "sites")
         subprocess.run(cmd, cwd=d, capture_output=True, timeout=60,
                        env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_SITES="1", G1_TEST_NOMEM_COUNT=cnt))
@@ -3472,20 +3483,20 @@ def nomem(d, kind):
             runs[0] += 1
             timing = re.compile(r"read in [0-9.]+ s \([0-9.]+ GB/s\)")
             if p.returncode == 0 and timing.sub("", p.stdout) != timing.sub("", want):
-                bad.append(f"grok1-checksum: allocation site {k} failed: exit 0, but it said {p.stdout.strip()!r}, "
+                bad.append(f"grok1-checksum {ck}: allocation site {k} failed: exit 0, but it said {p.stdout.strip()!r}, "
                            f"not {want.strip()!r}")
             elif p.returncode < 0 or p.returncode > 3 or (p.returncode and "grok1-checksum" not in p.stderr):
-                bad.append(f"grok1-checksum: allocation site {k} failed: exit {p.returncode}: {p.stderr[-400:]}")
+                bad.append(f"grok1-checksum {ck}: allocation site {k} failed: exit {p.returncode}: {p.stderr[-400:]}")
             elif blames(p.stderr):
-                bad.append(f"grok1-checksum: allocation site {k} failed: exit {p.returncode}, and a message blames "
+                bad.append(f"grok1-checksum {ck}: allocation site {k} failed: exit {p.returncode}, and a message blames "
                            f"the file: {blames(p.stderr)[0][-400:]}")
             elif p.returncode and not said_memory(p.stderr):
-                bad.append(f"grok1-checksum: allocation site {k} failed: exit {p.returncode}, and the message does "
+                bad.append(f"grok1-checksum {ck}: allocation site {k} failed: exit {p.returncode}, and the message does "
                            f"not say out of memory: {p.stderr[-400:]}")
-            elif p.returncode and ("unreadable" in p.stdout or "DAMAGED" in p.stdout):
-                bad.append(f"grok1-checksum: allocation site {k} failed: its summary blames the file: "
+            elif p.returncode and re.search(r"unreadable|DAMAGED|not the one linked", p.stdout):
+                bad.append(f"grok1-checksum {ck}: allocation site {k} failed: its summary blames the file: "
                            f"{p.stdout.strip()[-300:]}")
-        print(f"grok1-checksum: {n} allocation sites")
+        print(f"grok1-checksum {ck}: {n} allocation sites")
     print(f"{runs[0]} runs with an allocation failed")
     for b in bad:
         print("FAIL", b)
@@ -3586,6 +3597,7 @@ def main():
     ap.add_argument("--init-shim")
     ap.add_argument("--nomem-shim")
     ap.add_argument("--checksum")
+    ap.add_argument("--link", help="grok1-link (nomem_checksum: a checkpoint in parts)")
     ap.add_argument("--tokenizer")
     ARGS = ap.parse_args()
     ARGS.run = os.path.abspath(ARGS.run)
@@ -3595,7 +3607,7 @@ def main():
         ARGS.merge = os.path.abspath(ARGS.merge)
     if ARGS.grok1_plan:
         ARGS.grok1_plan = os.path.abspath(ARGS.grok1_plan)
-    for a in ("eio_shim", "nomem_shim", "checksum", "tokenizer", "merge", "mkckpt"):
+    for a in ("eio_shim", "nomem_shim", "checksum", "tokenizer", "merge", "mkckpt", "link"):
         if getattr(ARGS, a):
             setattr(ARGS, a, os.path.abspath(getattr(ARGS, a)))
     if ARGS.init_shim:

@@ -3284,7 +3284,8 @@ def nomem(d, kind):
     a success that did less. One kind of run a case (one meson test each,
     cli_nomem_KIND): grok1-run score, generate of text, score with a logits
     dump, a resume with a dump, score of a checkpoint file (its load);
-    grok1-merge with dumps; grok1-checksum. Skipped in sanitizer builds,
+    grok1-merge with dumps; grok1-checksum of a checkpoint and of one in
+    parts, and grok1-link joining the parts. Skipped in sanitizer builds,
     whose runtime owns malloc, and where the kind's program is not built."""
     if not ARGS.nomem_shim:
         print("the allocation shim was not built: skipped")
@@ -3464,6 +3465,12 @@ def nomem(d, kind):
         p = subprocess.run([ARGS.link, "j.h5", "p1.h5", "p2.h5"], cwd=d, capture_output=True, text=True, timeout=60)
         check(p.returncode == 0, p.stderr)
         files.append("j.h5")
+
+        # grok1-link itself: OUT whole (all 78 datasets reached and matched) or not there
+        def linked():
+            p = subprocess.run([ARGS.checksum, "l.h5"], cwd=d, capture_output=True, text=True, timeout=60)
+            return p.returncode == 0 and "78 matched" in p.stdout
+        sweep("grok1-link", [ARGS.link, "l.h5", "p1.h5", "p2.h5"], lambda: rm("l.h5"), "l.h5", linked, "grok1-link")
     for ck in files if kind == "checksum" else []:
         # grok1-checksum writes nothing: a run that exits 0 must report what
         # the clean run reports (on stdout), every dataset checked

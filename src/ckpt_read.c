@@ -334,7 +334,15 @@ static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
 #else
     htri_t is_h5 = H5Fis_hdf5(path);
 #endif
-    if (is_h5 <= 0)
+    if (is_h5 < 0) { /* it could not tell: not "not HDF5" (out of memory in HDF5, for one) */
+        char why[256];
+        g1_h5_detail(why);
+        if (!strcmp(why, "unknown HDF5 error")) /* HDF5 recorded nothing: it could not, without memory */
+            snprintf(why, sizeof why, "it gave no reason: out of memory?");
+        return G1_FAIL(g1_h5_out_of_memory() ? G1_ERR_NOMEM : G1_ERR_IO,
+                       "cannot open checkpoint %s: HDF5 could not tell whether it is an HDF5 file (%s)", path, why);
+    }
+    if (is_h5 == 0)
         return G1_FAIL(G1_ERR_FORMAT, "checkpoint %s is not an HDF5 file", path);
     hid_t fapl = g1_h5_read_fapl(); /* many ranks at once, often on Lustre/NFS where flock fails */
     *out = H5Fopen(path, H5F_ACC_RDONLY, fapl);
@@ -355,6 +363,9 @@ static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
             H5Pclose(apl[i]);
     if (*out < 0 && !strncmp(detail, "out of memory", 13)) /* not the file's fault */
         return G1_FAIL(G1_ERR_NOMEM, "cannot open checkpoint %s: %s", path, detail);
+    if (*out < 0 && !strcmp(detail, "unknown HDF5 error")) /* HDF5 recorded nothing: it could not, without memory */
+        return G1_FAIL(G1_ERR_FORMAT, "cannot open checkpoint %s: HDF5 gave no reason (out of memory, or a truncated "
+                       "or damaged file?)", path);
     if (*out < 0)
         return G1_FAIL(G1_ERR_FORMAT, "cannot open checkpoint %s: HDF5 says '%s' (truncated or damaged file?)",
                        path, detail);

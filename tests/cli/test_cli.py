@@ -3344,6 +3344,10 @@ def nomem(d, kind):
             if blames(err):
                 bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, and a message blames the "
                            f"files: {blames(err)[0][-400:]}")
+            aside = [n for n in os.listdir(d) if ".damaged" in n]
+            if aside:  # (a resume that took the failure for damage, even in words that say memory)
+                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, and {aside[0]} was set aside "
+                           f"as damaged: {err[-300:]}")
             if p.returncode == 0:
                 if not same():
                     bad.append(f"{what}: allocation site {k} failed: exit 0 with other results: {err[-300:]}")

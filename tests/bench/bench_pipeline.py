@@ -39,7 +39,7 @@ def main():
         inp = os.path.join(tmp, f"{model}.jsonl")
         with open(inp, "w") as f:
             for i in range(a.requests):
-                f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(vocab) for _ in range(rnd.randint(8, 32))],
+                f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(1, vocab) for _ in range(rnd.randint(8, 32))],
                                     "max_new_tokens": 16}) + "\n")
         for P in [int(x) for x in a.stages.split(",")]:
             M, B = 2 * P, 4

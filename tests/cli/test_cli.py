@@ -257,7 +257,8 @@ def case_take_back(d):
     def left():
         return [os.path.basename(p) for p in made if os.path.exists(p)]
 
-    write_jsonl(inp, [{"id": i, "prompt_ids": [(5 * i + j) % V for j in range(3 + i % 4)]} for i in range(12)])
+    write_jsonl(inp, [{"id": i, "prompt_ids": [(5 * i + j) % (V - 1) + 1 for j in range(3 + i % 4)]}
+                      for i in range(12)])
     first_step = {"GROK1_FAULT": "0:1"}  # rank 0 fails at its first step: no result yet
     dump = ["--dump-logits", lg] if ARGS.hdf5 else []
     for extra in ([], dump) if dump else ([],):
@@ -1333,7 +1334,8 @@ def case_synthetic_matches_mkckpt(d):
     """--synthetic tiny --synthetic-seed 5 is the same model as grok1-mkckpt --config tiny --seed 5."""
     ck = mkckpt(d, seed=5)
     inp = os.path.join(d, "in.jsonl")
-    write_jsonl(inp, [{"id": i, "prompt_ids": [(37 * i + 11 * j) % V for j in range(3 + 5 * i)]} for i in range(4)])
+    write_jsonl(inp, [{"id": i, "prompt_ids": [(37 * i + 11 * j) % (V - 1) + 1 for j in range(3 + 5 * i)]}
+                      for i in range(4)])
     a, b, c = (os.path.join(d, n) for n in ("a.jsonl", "b.jsonl", "c.jsonl"))
     la, lb = os.path.join(d, "a.h5"), os.path.join(d, "b.h5")
     expect_ok(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", a, "--dump-logits", la])
@@ -1484,7 +1486,8 @@ def case_score_last_token(d):
 def case_score_shape(d):
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     lens = [1, 2, 17, MAX_SEQ]
-    write_jsonl(inp, [{"id": i, "prompt_ids": [(7 * i + 5 * j) % V for j in range(n)]} for i, n in enumerate(lens)])
+    write_jsonl(inp, [{"id": i, "prompt_ids": [(7 * i + 5 * j) % (V - 1) + 1 for j in range(n)]}
+                      for i, n in enumerate(lens)])
     expect_ok(tiny("score", inp, out, "--max-batch-tokens", "100"))
     res = read_jsonl(out)
     check(len(res) == len(lens), f"{len(res)} results for {len(lens)} requests")
@@ -2601,10 +2604,11 @@ def case_threads(d):
     import random
     rnd = random.Random(9)
     gin, sin = os.path.join(d, "g.jsonl"), os.path.join(d, "s.jsonl")
-    write_jsonl(gin, [{"id": i, "prompt_ids": [rnd.randrange(V) for _ in range(rnd.randint(1, 30))],
+    write_jsonl(gin, [{"id": i, "prompt_ids": [rnd.randrange(1, V) for _ in range(rnd.randint(1, 30))],
                        "max_new_tokens": rnd.randint(1, 12), "temperature": 1.0, "top_p": 0.9, "top_k": rnd.choice([0, 20]),
                        "top_logprobs": rnd.choice([0, 3]), "seed": i} for i in range(12)])
-    write_jsonl(sin, [{"id": i, "prompt_ids": [rnd.randrange(V) for _ in range(rnd.randint(1, 40))]} for i in range(8)])
+    write_jsonl(sin, [{"id": i, "prompt_ids": [rnd.randrange(1, V) for _ in range(rnd.randint(1, 40))]}
+                      for i in range(8)])
     for mode, inp in (("generate", gin), ("score", sin)):
         outs = []
         for extra in (["--threads", "1"], ["--threads", "3"], ["--threads", "3", "--batch-size", "1"],
@@ -2621,7 +2625,7 @@ def case_kv_cache(d):
     move a little from f32's; the setting is recorded, so a resume with
     another is refused; a bad value is a usage error."""
     inp = os.path.join(d, "in.jsonl")
-    write_jsonl(inp, [{"id": i, "prompt_ids": [(13 * i + 7 * j) % V for j in range(30)]} for i in range(3)])
+    write_jsonl(inp, [{"id": i, "prompt_ids": [(13 * i + 7 * j) % (V - 1) + 1 for j in range(30)]} for i in range(3)])
     f32, bf16 = os.path.join(d, "f32.jsonl"), os.path.join(d, "bf16.jsonl")
     expect_fail(tiny("score", inp, bf16, "--kv-cache", "f16"), 2, ["--kv-cache", "bf16"], out=bf16)
     expect_ok(tiny("score", inp, f32, "--backend", "cpu"))
@@ -2663,10 +2667,10 @@ def case_check_input(d):
     prompt and new tokens the run then processes, writes nothing and needs
     no --output."""
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
-    rows = [{"id": i, "prompt_ids": [(7 * i + j) % V for j in range(1 + (i * 37) % 60)],
+    rows = [{"id": i, "prompt_ids": [(7 * i + j) % (V - 1) + 1 for j in range(1 + (i * 37) % 60)],
              "max_new_tokens": (i * 13) % 40, "ignore_eos": True} for i in range(30)]
     # capped by the context as the run caps it: 256 - 250 = 6 new tokens
-    rows.append({"id": 30, "prompt_ids": list(range(250)), "max_new_tokens": 50, "ignore_eos": True})
+    rows.append({"id": 30, "prompt_ids": list(range(1, 251)), "max_new_tokens": 50, "ignore_eos": True})
     write_jsonl(inp, rows[:10] + [""] + rows[10:])  # a blank line is no request
     total = sum(len(r["prompt_ids"]) for r in rows)
     new = sum(min(r["max_new_tokens"], MAX_SEQ - len(r["prompt_ids"])) for r in rows)

@@ -157,7 +157,7 @@ def case_logits(args, check):
     if not check(p.returncode == 0, "converted (%s)" % p.stderr.strip()[-300:]):
         return
     rng = np.random.default_rng(3)
-    reqs = [{"id": i, "prompt_ids": [int(t) for t in rng.integers(0, c["vocab_size"], n)]}
+    reqs = [{"id": i, "prompt_ids": [int(t) for t in rng.integers(1, c["vocab_size"], n)]}
             for i, n in enumerate((17, 24))]
     rq, res, dump = (os.path.join(args.tmp, "logits_" + s) for s in ("req.jsonl", "out.jsonl", "dump.h5"))
     write_requests(rq, reqs)

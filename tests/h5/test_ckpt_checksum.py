@@ -478,7 +478,7 @@ def test_dump(d, ref):
     rnd = __import__("random").Random(3)
     with open(req, "w") as f:
         for i in range(7):
-            f.write('{"id": %d, "prompt_ids": [%s]}\n' % (i, ", ".join(str(rnd.randrange(500))
+            f.write('{"id": %d, "prompt_ids": [%s]}\n' % (i, ", ".join(str(rnd.randrange(1, 500))
                                                                     for _ in range(rnd.randint(1, 20)))))
     out, dump = os.path.join(d, "dout.jsonl"), os.path.join(d, "dump.h5")
 

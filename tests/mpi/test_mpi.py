@@ -66,7 +66,10 @@ def requests(path, n, seed, mode, lens=(3, 40), new=(1, 14)):
     rnd = random.Random(seed)
     with open(path, "w") as f:
         for i in range(n):
-            r = {"id": f"r{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(*lens))]}
+            # 0, the pad id, is refused: dropped, the rest of the tokens kept
+            # (the tolerances of the cases were measured on them)
+            ids = [t for t in [rnd.randrange(512) for _ in range(rnd.randint(*lens))] if t]
+            r = {"id": f"r{i}", "prompt_ids": ids or [1]}
             if mode == "generate":
                 r["max_new_tokens"] = rnd.randint(*new)
             f.write(json.dumps(r) + "\n")
@@ -220,17 +223,18 @@ def random_cases(count, seed0, tag, extra=(), layouts=(1, 1, 2, 2, 4), more_opts
         mode = rnd.choice(["score", "generate"])
         # prompts share prefixes (few-shot preambles, contexts scored again
         # longer), so that slots reuse and fork them
-        bases = [[rnd.randrange(512) for _ in range(rnd.randrange(1, 40))] for _ in range(2)]
+        bases = [[rnd.randrange(1, 512) for _ in range(rnd.randrange(1, 40))] for _ in range(2)]
         reqs = []
         for i in range(rnd.randrange(1, max_requests + 1)):
             if reqs and rnd.random() < 0.25 and "prompt_ids" in reqs[-1]:
-                p = reqs[-1]["prompt_ids"] + [rnd.randrange(512) for _ in range(rnd.randrange(1, 4))]
+                p = reqs[-1]["prompt_ids"] + [rnd.randrange(1, 512) for _ in range(rnd.randrange(1, 4))]
             else:
                 p = list(rnd.choice(bases)) if rnd.random() < 0.8 else []
-                p = p[:rnd.randrange(len(p) // 2, len(p) + 1)] + [rnd.randrange(512) for _ in range(rnd.randrange(0, 16))]
-            r = {"id": i, "prompt_ids": p or [rnd.randrange(512)]}
+                p = p[:rnd.randrange(len(p) // 2, len(p) + 1)] + [rnd.randrange(1, 512)
+                                                                  for _ in range(rnd.randrange(0, 16))]
+            r = {"id": i, "prompt_ids": p or [rnd.randrange(1, 512)]}
             if mode == "score" and rnd.random() < 0.4:
-                r["continuation_ids"] = [rnd.randrange(512) for _ in range(rnd.randrange(1, 8))]
+                r["continuation_ids"] = [rnd.randrange(1, 512) for _ in range(rnd.randrange(1, 8))]
             if mode == "generate":
                 r["max_new_tokens"] = rnd.randrange(0, 16)
                 if rnd.random() < 0.5:

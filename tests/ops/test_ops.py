@@ -43,7 +43,7 @@ def setup():
     rnd = random.Random(3)
     with open(inp, "w") as f:
         for i in range(N_REQ):
-            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(3, 60))],
+            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(1, 512) for _ in range(rnd.randint(3, 60))],
                                 "max_new_tokens": rnd.randint(5, 60)}) + "\n")
     return ckpt, inp
 
@@ -297,7 +297,8 @@ def case_dump_resume():
         for i in range(300):
             if i % 37 == 5:  # blank lines: not requests, but they count in the dump's line numbers
                 f.write("\n" if i % 2 else " \t\n")
-            f.write(json.dumps({"id": f"s{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 60))]})
+            f.write(json.dumps({"id": f"s{i}",
+                                "prompt_ids": [rnd.randrange(1, 512) for _ in range(rnd.randint(2, 60))]})
                     + "\n")
 
     def args(out, dump, *extra):
@@ -503,7 +504,8 @@ def case_dump_resume():
     rnd = random.Random(6)
     with open(inp2, "w") as f:
         for i in range(2000):
-            f.write(json.dumps({"id": f"t{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 30))]})
+            f.write(json.dumps({"id": f"t{i}",
+                                "prompt_ids": [rnd.randrange(1, 512) for _ in range(rnd.randint(2, 30))]})
                     + "\n")
     def on_inp2(o, d_):
         a = args(o, d_)
@@ -559,7 +561,8 @@ def case_dump_sigkill():
     rnd = random.Random(8)
     with open(inp, "w") as f:
         for i in range(300):
-            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(5, 60))]}) + "\n")
+            f.write(json.dumps({"id": i,
+                                "prompt_ids": [rnd.randrange(1, 512) for _ in range(rnd.randint(5, 60))]}) + "\n")
 
     def args(out, dump, *extra):
         return [ARGS.run, "--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output", out, "--dump-logits",
@@ -746,7 +749,8 @@ def case_disk_full():
     rnd = random.Random(8)
     with open(inp, "w") as f:
         for i in range(400):
-            f.write(json.dumps({"id": f"d{i}", "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 12))]})
+            f.write(json.dumps({"id": f"d{i}",
+                                "prompt_ids": [rnd.randrange(1, 512) for _ in range(rnd.randint(2, 12))]})
                     + "\n")
 
     def args(out, dump, *extra):
@@ -860,7 +864,7 @@ def case_durable():
     rnd = random.Random(9)
     with open(inp, "w") as f:
         for i in range(300):
-            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(512) for _ in range(rnd.randint(2, 60))]})
+            f.write(json.dumps({"id": i, "prompt_ids": [rnd.randrange(1, 512) for _ in range(rnd.randint(2, 60))]})
                     + "\n")
 
     def args(out, dump, *extra):

@@ -44,7 +44,7 @@ import grok1_ref as ref  # noqa: E402
 SEED = 3
 TOKENS = [1, 131071, 500, 65536]   # BOS, the last id, two others
 # 20 tokens: the emulated CUDA run's tensor-core paths (17 to 128 rows)
-LONG = [1, 131071] + [(7919 * i + 13) % 131072 for i in range(17)] + [0]
+LONG = [1, 131071] + [(7919 * i + 13) % 131072 for i in range(17)] + [2]  # 0, the pad id, is refused
 NEED_DISK = 13 << 30
 NEED_MEM = 10 << 30
 

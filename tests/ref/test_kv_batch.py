@@ -59,7 +59,7 @@ def pick_prompts(model, rng, V):
     eos_one = length_one = None
     others = []
     for _ in range(24):
-        p = rng.integers(0, V, size=int(rng.integers(20, 31))).tolist()
+        p = rng.integers(1, V, size=int(rng.integers(20, 31))).tolist()
         c, why, gaps = ref.greedy_generate(model, p, MAX_NEW)
         item = (p, c, why, gaps)
         if why == "eos" and len(c) >= 2 and eos_one is None:
@@ -132,8 +132,8 @@ def part_a(check, runner, model, picks):
 
 def part_b(check, runner, rng, V):
     print("\n(b) score mode: one request alone and in batches with chunked prefill")
-    target = {"id": "target", "prompt_ids": rng.integers(0, V, size=23).tolist()}
-    others = [{"id": "o%d" % n, "prompt_ids": rng.integers(0, V, size=n).tolist()}
+    target = {"id": "target", "prompt_ids": rng.integers(1, V, size=23).tolist()}
+    others = [{"id": "o%d" % n, "prompt_ids": rng.integers(1, V, size=n).tolist()}
               for n in (2, 17, 31, 9, 40)]
     batch = others[:2] + [target] + others[2:]   # target is request line 2
     k = batch.index(target)
@@ -155,7 +155,7 @@ def part_b(check, runner, rng, V):
 
 def part_c(check, runner, picks, rng, V):
     print("\n(c) generate mode: alone and in a batch")
-    prompts = [p for p, _, _, _ in picks] + [rng.integers(0, V, size=n).tolist() for n in (3, 44)]
+    prompts = [p for p, _, _, _ in picks] + [rng.integers(1, V, size=n).tolist() for n in (3, 44)]
     reqs = [{"id": "c%d" % i, "prompt_ids": p, "max_new_tokens": MAX_NEW}
             for i, p in enumerate(prompts)]
     alone = [runner("generate", [rq], "%s alone" % rq["id"], extra=["--batch-size", 1])[0]

@@ -176,7 +176,7 @@ def main():
         V = models["ordinary"].cfg["vocab_size"]
         rng = np.random.default_rng(2024)
         # ids of both JSON kinds; random ids < vocab (specials included)
-        requests = [{"id": rid, "prompt_ids": rng.integers(0, V, size=n).tolist()}
+        requests = [{"id": rid, "prompt_ids": rng.integers(1, V, size=n).tolist()}
                     for rid, n in zip(["first", 7, "third"], REQUEST_LENGTHS)]
         inp = os.path.join(args.tmp, "ref_requests.jsonl")
         write_requests(inp, requests)

@@ -67,7 +67,10 @@ static int field_allowed(const char *key, g1_run_mode mode)
 }
 
 /* A list of token ids, `name` in messages ("prompt_ids", "continuation_ids"),
- * appended to r->prompt_ids. */
+ * appended to r->prompt_ids. The pad id is refused: the release masks every
+ * key whose token is the pad id out of attention (model.py, `tokens != pad`)
+ * and the engine masks causally only, so such a prompt would get results the
+ * released model does not give (docs/ENGINE.md). */
 static g1_status parse_ids(const json_t *ids, const char *name, long line, const g1_config *cfg, g1_request *r)
 {
     if (!ids)
@@ -93,6 +96,11 @@ static g1_status parse_ids(const json_t *ids, const char *name, long line, const
                            "input line %ld: %s[%zu] = %lld is out of range: the vocabulary has %d tokens "
                            "(ids 0..%d)",
                            line, name, i, (long long)v, cfg->vocab_size, cfg->vocab_size - 1);
+        if (v == cfg->pad_id)
+            return G1_FAIL(G1_ERR_RANGE,
+                           "input line %ld: %s[%zu] = %lld is the pad id: the released model masks pad tokens out "
+                           "of attention and this runner does not, so it refuses them (remove the padding)",
+                           line, name, i, (long long)v);
         all[r->n_prompt + (int)i] = (int)v;
     }
     r->n_prompt += (int)n;
@@ -190,6 +198,10 @@ static g1_status parse_text(const json_t *prompt, const json_t *cont, long line,
         if (whole.v[i] >= ctx->cfg->vocab_size)
             st = G1_FAIL(G1_ERR_RANGE, "input line %ld: the tokenizer gave id %d, outside the model's vocabulary of "
                                        "%d: is it the model's tokenizer?", line, whole.v[i], ctx->cfg->vocab_size);
+        else if (whole.v[i] == ctx->cfg->pad_id) /* never from Grok-1's tokenizer: its pad piece is a control one */
+            st = G1_FAIL(G1_ERR_RANGE, "input line %ld: the tokenizer gave id %d, the model's pad id, which this "
+                                       "runner refuses (the released model masks pad tokens out of attention and "
+                                       "this runner does not): is it the model's tokenizer?", line, whole.v[i]);
         else
             r->prompt_ids[bos + i] = whole.v[i];
     }

@@ -203,6 +203,13 @@ BAD = [  # (mode, line 3 of the input, words the message must contain)
     ("score", '{"id": 3, "prompt": "hi", "continuation_ids": [7]}', ["line 3", "continuation_ids", "prompt_ids"]),
     ("score", '{"id": 3, "prompt_ids": [1], "continuation": " x"}', ["line 3", "continuation_ids"]),
     ("generate", '{"id": 3, "prompt_ids": [1], "continuation_ids": [7]}', ["line 3", "unknown field", "continuation_ids"]),
+    # the pad id (0): the release masks it out of attention, the engine does not (docs/ENGINE.md)
+    ("score", '{"id": 3, "prompt_ids": [5, 6, 7, 8, 9, 0]}',
+     ["input line 3: prompt_ids[5] = 0 is the pad id: the released model masks pad tokens out of attention and "
+      "this runner does not, so it refuses them (remove the padding)"]),
+    ("generate", '{"id": 3, "prompt_ids": [0, 0, 5]}', ["input line 3: prompt_ids[0] = 0 is the pad id"]),
+    ("score", '{"id": 3, "prompt_ids": [1], "continuation_ids": [4, 0]}',
+     ["input line 3: continuation_ids[1] = 0 is the pad id", "remove the padding"]),
 ]
 
 
@@ -2729,6 +2736,67 @@ def case_check_input(d):
     rc, so, se = run(["--synthetic", "tiny", "--mode", "score", "--check-input"])
     check(rc == 2 and "--input" in se, f"--check-input without --input: exit {rc}: {se.strip()}")
     check(not os.path.exists(out2), "a check wrote the output")
+
+
+def case_pad_id(d):
+    """The pad id in prompt_ids or continuation_ids is refused as any bad
+    request is (the release masks it out of attention, this runner does not):
+    the run stops after the requests before it, --check-input names every such
+    line with the run's message, a shard that does not own the line runs, and
+    the fixed line resumes. Zero elsewhere in a request is fine; the id
+    refused is the model's pad_id, not 0 as such."""
+    inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+    good = [{"id": 0, "prompt_ids": [5, 6, 7], "max_new_tokens": 0, "seed": 0, "top_k": 0, "top_logprobs": 0},
+            {"id": "a", "prompt_ids": [9, 2, 1, 3]}]
+    write_jsonl(inp, good)
+    expect_ok(tiny("generate", inp, out))
+    check([r["id"] for r in read_jsonl(out)] == [0, "a"], "zeros outside the ids were refused")
+    os.remove(out)
+    msg = ("is the pad id: the released model masks pad tokens out of attention and this runner does not, "
+           "so it refuses them (remove the padding)")
+    rows = [{"id": i, "prompt_ids": [3 + i, 4 + i], "continuation_ids": [5 + i]} for i in range(6)]
+    rows[2] = {"id": 2, "prompt_ids": [8, 0, 0], "continuation_ids": [7]}
+    rows[4] = {"id": 4, "prompt_ids": [8, 9], "continuation_ids": [7, 6, 0]}
+    write_jsonl(inp, rows)
+    rc, so, se = run(tiny("score", inp, out, "--check-input"))
+    refused = [l for l in se.splitlines() if l.startswith("grok1-run: refused: ")]
+    check(rc == 1 and "6 request(s), 2 refused" in so, f"--check-input: exit {rc}, summary {so!r}")
+    check(refused == ["grok1-run: refused: input line 3: prompt_ids[1] = 0 " + msg,
+                      "grok1-run: refused: input line 5: continuation_ids[2] = 0 " + msg],
+          f"--check-input named {refused}")
+    se_run = expect_fail(tiny("score", inp, out), 1, ["input line 3: prompt_ids[1] = 0 " + msg], out)
+    check(se_run.split("grok1-run: error: ", 1)[1].strip() == refused[0][len("grok1-run: refused: "):],
+          f"the run and the check word the refusal differently: {se_run.strip()[-300:]}")
+    check([r["id"] for r in read_jsonl(out + ".partial")] == [0, 1], "the requests before the pad line were not kept")
+    # fixed, the line resumes: the rest runs, as one run of the fixed input gives
+    rows[2]["prompt_ids"], rows[4]["continuation_ids"] = [8, 1, 1], [7, 6, 1]
+    write_jsonl(inp + ".fixed", rows)
+    full = os.path.join(d, "full.jsonl")
+    expect_ok(tiny("score", inp + ".fixed", full))
+    os.replace(inp + ".fixed", inp)
+    expect_ok(tiny("score", inp, out, "--resume"))
+    check(open(out).read() == open(full).read(), "the resumed output differs from a run of the fixed input")
+    # a shard that does not own the pad line runs; the one that does is refused
+    rows[4]["continuation_ids"] = [7, 6, 0]
+    write_jsonl(inp, rows)
+    for f in (out, out + ".meta.json"):
+        os.remove(f)
+    expect_ok(tiny("score", inp, out, "--shard", "1/2"))
+    check([r["id"] for r in read_jsonl(out)] == [1, 3, 5], "shard 1/2 did not run its requests")
+    os.remove(out)
+    expect_fail(tiny("score", inp, out, "--shard", "0/2"), 1, ["input line 5: continuation_ids[2] = 0 " + msg], out)
+    # the model's pad_id, not 0 as such
+    if ARGS.mkckpt:
+        ck = os.path.join(d, "pad7.h5")
+        p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "pad_id=7", "--seed", "5", "--out", ck],
+                           capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0, f"grok1-mkckpt --set pad_id=7: {p.stderr.strip()}")
+        write_jsonl(inp, [{"id": 1, "prompt_ids": [0, 5, 0]}])
+        out7 = os.path.join(d, "out7.jsonl")
+        expect_ok(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", out7])
+        write_jsonl(inp, [{"id": 1, "prompt_ids": [0, 5, 7]}])
+        expect_fail(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", os.path.join(d, "o8.jsonl")],
+                    1, ["input line 1: prompt_ids[2] = 7 is the pad id"])
 
 
 def case_plan_limit(d):

@@ -342,6 +342,55 @@ def swapped_tokenizer(path):
     raise SystemExit("no two pieces of one length to swap")
 
 
+def pad_user_tokenizer(path):
+    """A copy of the tokenizer at `path` as bytes, its piece 0 ([PAD], the
+    pad id) made USER_DEFINED (type 4) instead of CONTROL (3): text "[PAD]"
+    then encodes to id 0. The protobuf read by hand: ModelProto field 1 is a
+    piece, whose field 3 is its type."""
+    data = bytearray(open(path, "rb").read())
+    for num, _, _, p, stop in protowire.fields(data):
+        if num == 1:
+            for sub, wire, _, q, _ in protowire.fields(data, p, stop):
+                if sub == 3 and wire == 0 and data[q] == 3:
+                    data[q] = 4
+                    return bytes(data)
+            break
+    raise SystemExit("piece 0 of the tokenizer is not a control piece")
+
+
+def case_pad_from_tokenizer():
+    """A text prompt whose tokens hold the pad id is refused as prompt_ids
+    holding it are (the release masks it out of attention, this runner does
+    not). The demo tokenizer never gives it (its [PAD] is a control piece:
+    the text "[PAD]" is ordinary characters); one where [PAD] is a
+    user-defined piece does, and is refused, naming the line."""
+    reqs = [{"id": 1, "prompt": "a [PAD] b", "max_new_tokens": 2}, {"id": 2, "prompt": "[PAD]", "max_new_tokens": 2}]
+    res = run("generate", reqs)
+    check([r["id"] for r in res] == [1, 2], f"the demo tokenizer's [PAD] text was refused: {res}")
+    with tempfile.TemporaryDirectory() as d:
+        other = os.path.join(d, "pad.model")
+        with open(other, "wb") as f:
+            f.write(pad_user_tokenizer(ARGS.tokenizer))
+        inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
+        with open(inp, "w") as f:
+            f.write(json.dumps({"id": 0, "prompt": "no padding here", "max_new_tokens": 2}) + "\n")
+            for r in reqs:
+                f.write(json.dumps(r) + "\n")
+        base = [ARGS.run, "--synthetic", "tiny", "--synthetic-seed", "3", "--tokenizer", other, "--mode", "generate",
+                "--input", inp, "--progress", "off"]
+        p = subprocess.run(base + ["--output", out], capture_output=True, text=True, timeout=120)
+        want = ("grok1-run: error: input line 2: the tokenizer gave id 0, the model's pad id, which this runner "
+                "refuses (the released model masks pad tokens out of attention and this runner does not): is it the "
+                "model's tokenizer?")
+        check(p.returncode == 1 and want in p.stderr, f"exit {p.returncode}: {p.stderr.strip()[-400:]}")
+        kept = [json.loads(l)["id"] for l in open(out + ".partial")] if os.path.exists(out + ".partial") else None
+        check(kept == [0], f"the request before it was not kept: {kept}")
+        p = subprocess.run(base + ["--check-input"], capture_output=True, text=True, timeout=120)
+        check(p.returncode == 1 and "3 request(s), 2 refused" in p.stdout
+              and "grok1-run: refused: input line 3: the tokenizer gave id 0" in p.stderr,
+              f"--check-input: exit {p.returncode}: {p.stdout!r} {p.stderr.strip()[-300:]}")
+
+
 def case_tokenizer_record():
     """OUT.meta.json records the tokenizer's contents (settings.
     tokenizer_fnv1a64), not only its size: --resume and grok1-merge refuse

@@ -29,8 +29,8 @@ static void check_request(const g1_request *r, const g1_request_ctx *ctx, long l
     CHECK(r->n_prompt >= 1 && r->n_prompt <= limit, "%d tokens accepted; room for 1..%d (mode %d, context %d)",
           r->n_prompt, limit, ctx->mode, context);
     for (int i = 0; i < r->n_prompt; i++)
-        CHECK(r->prompt_ids[i] >= 0 && r->prompt_ids[i] < c->vocab_size, "token %d = %d outside the vocabulary",
-              i, r->prompt_ids[i]);
+        CHECK(r->prompt_ids[i] >= 0 && r->prompt_ids[i] < c->vocab_size && r->prompt_ids[i] != c->pad_id,
+              "token %d = %d outside the vocabulary or the pad id", i, r->prompt_ids[i]);
     CHECK(r->n_context == 0 || (ctx->mode == G1_MODE_SCORE && r->n_context >= 1 && r->n_context < r->n_prompt),
           "continuation after %d of %d tokens", r->n_context, r->n_prompt);
     CHECK(r->truncated >= 0 && (ctx->truncate_left || r->truncated == 0), "%d tokens cut", r->truncated);

@@ -2,8 +2,9 @@
  * grid (N = P stages x E expert slots; rank r is stage r / E, slot r % E),
  * the expert all-to-all that plugs into the engine's MoE dispatch, the
  * pipeline that rank 0's driver submits micro-batches to, and the loop the
- * other ranks run. dist_mpi.c implements it; dist_none.c (builds without
- * MPI) accepts only a 1 x 1 layout. */
+ * other ranks run. grid.c, a2a.c and pipe_mpi.c implement it over MPI
+ * (dist_internal.h); dist_none.c (builds without MPI) accepts only a 1 x 1
+ * layout. */
 #ifndef G1_DIST_H
 #define G1_DIST_H
 

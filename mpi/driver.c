@@ -26,7 +26,7 @@ typedef struct seq {
     int64_t k;          /* request index (0-based, input order) */
     int max_new;        /* generate: completion limit for this request */
     int fed;            /* positions already in the KV cache */
-    int *gen;           /* generate: (max_new, limited by max_seq_len) new tokens */
+    int *gen;           /* generate: (max_new, limited by the context) new tokens */
     int n_gen;
     const char *finish; /* generate: "eos" / "length" / "stop" once done */
     double *lp;         /* score: (n_prompt - 1) log p(token i | < i) at i - 1 */

@@ -823,7 +823,9 @@ static g1_status check_layout_offline(const cli *c, const g1_config *cfg, char *
  * request of the input (this shard's) read as a run would read them, on
  * past refused ones; the refusals on stderr (the first 20), a summary on
  * stdout. No MPI (not even started); nothing is written. 0: every
- * request would be accepted; 1: some would not, or a file cannot be read. */
+ * request would be accepted; 1: some would not, a file cannot be read, or
+ * the logits dump would not fit in the free space; 2: the layout or the
+ * plan would be refused. */
 static int check_input(const cli *c)
 {
     model m = {0};
@@ -973,7 +975,7 @@ static int run_main(cli *c, int argc, char **argv)
         sigaction(SIGUSR1, &sa, NULL);
     }
     /* the ranks whose command line was refused are waiting to compare
-     * (usage_exit); so is a stop signal taken while MPI started */
+     * (cli_usage_exit); so is a stop signal taken while MPI started */
     int stopped = 0, refused = cli_usage_agree(&world, 0, atomic_load(&g_stop_signal), &stopped);
     if (refused < 0) {
         fprintf(stderr, "grok1-run: error: the ranks could not compare their command lines: %s\n", g1_last_error());

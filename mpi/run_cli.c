@@ -449,7 +449,8 @@ static int parse_double(const char *opt, const char *text, double lo, double hi,
     return 0;
 }
 
-/* 0: run; 1: --help or --version was printed; -1: error printed. */
+/* 0: run; 1: --help or --version was printed; -1: the command line was
+ * refused, its fault kept (usage_error) for cli_usage_exit to say. */
 int cli_parse(int argc, char **argv, cli *c)
 {
     enum { O_CKPT = 256, O_MODE, O_IN, O_OUT, O_DUMP, O_MNT, O_BS, O_MBT, O_THR, O_SYN, O_SEED, O_HELP,

@@ -1,6 +1,6 @@
 /* g1_world over MPI. Works under mpirun/srun and as a singleton (started
- * without a launcher, which Open MPI treats as a world of one). Only main
- * and this file use MPI_COMM_WORLD. */
+ * without a launcher, which Open MPI treats as a world of one). Only this
+ * file uses MPI_COMM_WORLD (the rest of mpi/ takes g1_world_comm). */
 #include "world.h"
 #include "world_mpi.h"
 

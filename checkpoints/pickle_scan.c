@@ -175,7 +175,8 @@ int pv_item(const pv_tree *t, int container, int i)
     return c >= 0 ? t->cells[c].node : -1;
 }
 
-/* Items above the topmost mark, removed from the stack: [*first, sp_old). */
+/* Pop the topmost mark: the items above it are stack[*first .. s->sp),
+ * still on the stack (the caller drops them: s->sp = *first). */
 static g1_status pop_mark(scan *s, int *first)
 {
     if (!s->n_marks)

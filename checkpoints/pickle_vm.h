@@ -55,8 +55,8 @@ typedef struct pv_tree {
 /* i-th item of a container (-1 when out of range). */
 int pv_item(const pv_tree *t, int container, int i);
 
-/* Check that `root` is what a release file holds and fill `out`; `size` is
- * the file size (payloads were already bounded by it). */
+/* Check that `root` is what a release file holds and fill `out` (the
+ * payloads were already bounded by the file's size during the scan). */
 g1_status pv_check_release(const pv_tree *t, int root, g1_pickle_content *out);
 
 #endif

@@ -111,13 +111,13 @@ typedef struct g1_logits_file g1_logits_file;
  * logits/<k> with k <= it was on disk (fsync'ed) when it was written, so a
  * resume need not read those back against their checksums. */
 #define G1_DUMP_SYNCED "synced_through"
-/* A new dump, written as PATH.partial (an old one is replaced); `run`
- * (NULL: none) is kept as its root attribute "run": what grok1-run records
- * of the run (docs/RUN.md), compared by a resume and by grok1-merge. */
 /* The most bytes of logits rows grok1-run's dump writer holds on rank 0
  * (mpi/dump_writer.h), or one step's rows when they are more; counted by
  * the planner (g1_plan_request.dump_logits). */
 #define G1_DUMP_WRITER_BYTES ((uint64_t)1 << 30)
+/* A new dump, written as PATH.partial (an old one is replaced); `run`
+ * (NULL: none) is kept as its root attribute "run": what grok1-run records
+ * of the run (docs/RUN.md), compared by a resume and by grok1-merge. */
 g1_status g1_logits_file_create(const char *path, int vocab_size, const char *run, g1_logits_file **out);
 /* The attribute "run" of a dump opened by g1_logits_file_resume or
  * g1_logits_file_open_read (NULL: it has none). */

@@ -257,8 +257,8 @@ g1_status g1_engine_gather_mem(g1_engine *e, int n, const float *src, const int 
 /* As g1_moe_expert_rows, x and y engine memory, expert ids host memory. */
 g1_status g1_moe_expert_rows_mem(g1_engine *e, int layer, int n, const float *x, const int *expert, float *y);
 
-/* The local dispatch over `w`'s experts (used by the engine when dispatch is
- * NULL; exposed so mpi/ can run the experts a remote rank asks for).
+/* The local dispatch over the experts `engine` holds (what the engine uses
+ * when dispatch is NULL; exposed so mpi/ can run the experts a remote rank asks for).
  * `idx` holds global expert ids; tokens whose experts are not held locally
  * are an error. */
 g1_status g1_moe_local(void *engine, int layer, int T, const float *x, const int *idx,

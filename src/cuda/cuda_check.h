@@ -25,7 +25,6 @@
             return G1_FAIL(G1_ERR_CUDA, "%s:%d: %s failed: %s (%s)", __FILE__, __LINE__, #call,         \
                            cublasGetStatusString(g1_cb_e_), cublasGetStatusName(g1_cb_e_));            \
     } while (0)
-/* After a kernel launch: a bad configuration shows up here. */
 
 /* What the matmuls need besides their operands: the stream, cuBLAS, and
  * scratch sized by the engine (g1_cuda_mm_sizes). */

@@ -49,7 +49,8 @@ typedef struct g1_request_ctx {
 /* One validated request. Owns `id` (a reference), `prompt_ids` and `stop`. */
 typedef struct g1_request {
     json_t *id;          /* string or number, echoed back as given */
-    int *prompt_ids;     /* (n_prompt), each in [0, vocab_size); with a continuation, prompt then continuation */
+    int *prompt_ids;     /* (n_prompt), each in [0, vocab_size) and not the pad id; with a continuation,
+                            prompt then continuation */
     int n_prompt;        /* >= 1 */
     int n_context;       /* score with a continuation ("continuation" text or "continuation_ids"): tokens
                             of the prompt part; 0 otherwise */

@@ -107,8 +107,9 @@ typedef struct driver {
     int *n_held;           /* (n_slots) */
     int E;                 /* forks stay within slots of one owner (g % E) */
     int *cls_n, *cls_c;    /* (E) best_free: the best fork source of each owner */
-    int *fork_need;        /* (n_slots) best_free: the most positions a fork not yet planned
-                            * wants from each slot */
+    int *fork_need;        /* (n_slots) the most positions a fork not yet planned wants from
+                            * each slot: counted at the start of admit, raised as it gives
+                            * out forks (fork_need_count, seq_start), read by best_free */
     /* score mode: the log-probs (and greedy flags) of the slot's positions
      * [0, n_lp[s]): the log-prob of held token p + 1 after held[0..p], kept
      * from the plain score request that computed them, so a plain score
@@ -362,6 +363,8 @@ static g1_status seq_start(driver *d, int s, g1_request *r, int64_t k, const slo
         q->fork_src = pick->src;
         q->fork_n = pick->n;
         q->fork_k = pick->k;
+        if (d->fork_need && q->fork_n > d->fork_need[q->fork_src])
+            d->fork_need[q->fork_src] = q->fork_n; /* admit's count stays whole (fork_need_count) */
         return G1_OK;
     }
     q->fed = reusable(d, s, &q->req); /* a smaller position rewinds the slot's caches there */
@@ -422,21 +425,14 @@ static int n_free(const driver *d)
  * positions (its own caches give r that much): starting r there would
  * overwrite that prefix before they copy it, and they would compute it
  * again. *reuse: the positions it skips. -1 when no slot is free. */
-static int best_free(const driver *d, const g1_request *r, int *reuse, slot_pick *pick)
+static int best_free(driver *d, const g1_request *r, int *reuse, slot_pick *pick)
 {
     int s = -1, fork = forkable(d, r), E = d->E, s_guard = 1; /* 1 until a slot is found */
     *reuse = -1;
     *pick = (slot_pick){.s = -1, .src = -1, .k = -1};
     if (!n_free(d))
         return -1; /* no fork source is needed */
-    for (int c = 0; d->fork_need && c < d->n_slots; c++)
-        d->fork_need[c] = 0;
-    for (int c = 0; d->fork_need && c < d->n_slots; c++) {
-        const seq *q = &d->seqs[c];
-        if (q->busy && q->fork_n && q->fork_n > d->fork_need[q->fork_src])
-            d->fork_need[q->fork_src] = q->fork_n;
-    }
-    if (fork) {
+    if (fork) { /* d->cls_n, d->cls_c: scratch, this call's */
         for (int e = 0; e < E; e++)
             d->cls_n[e] = 0, d->cls_c[e] = -1;
         for (int c = 0; c < d->n_slots; c++) {
@@ -544,6 +540,20 @@ static g1_status start_pending(driver *d, int i, const slot_pick *pick)
     return seq_start(d, pick->s, &r, k, pick);
 }
 
+/* d->fork_need from the forks not yet planned (for admit, which plans none:
+ * only build_batch does, and seq_start raises it for each fork it records). */
+static void fork_need_count(driver *d)
+{
+    if (!d->fork_need)
+        return;
+    memset(d->fork_need, 0, (size_t)d->n_slots * sizeof *d->fork_need);
+    for (int c = 0; c < d->n_slots; c++) {
+        const seq *q = &d->seqs[c];
+        if (q->busy && q->fork_n && q->fork_n > d->fork_need[q->fork_src])
+            d->fork_need[q->fork_src] = q->fork_n;
+    }
+}
+
 /* Fill free slots from the input, oldest request first, each into the free
  * slot best_free picks. With prefix reuse in score mode, a request that
  * shares a long prefix with a running one waits for its slot (while later
@@ -553,6 +563,7 @@ static g1_status admit(driver *d)
 {
     if (d->o.stop && *d->o.stop)
         d->eof = 1; /* interrupted: take no new requests */
+    fork_need_count(d);
     for (;;) {
         while (!d->eof && d->n_pend < d->W && !(d->o.stop && *d->o.stop)) {
             int got = 0;

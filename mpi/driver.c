@@ -385,7 +385,27 @@ static int forkable(const driver *d, const g1_request *r) { return d->held && !p
 
 /* The positions of request r slot c can give by a fork: what its caches
  * hold (or will, once the prompt it is submitting is in: a fork waits for
- * that). */
+ * that).
+ *
+ * What they hold is the driver's record, held[c] and n_held[c]. When c is
+ * busy, that may include stale positions: a request started at a position
+ * below n_held[c] (or waiting for its own fork) leaves the record as it was
+ * until c's next batch is built, which writes over it from there. They are
+ * offered all the same, and that is safe: the offer is only a guess for
+ * the choice of a slot. plan_fork copies nothing but what the record says
+ * when the fork goes into a batch (usable on held[src] then, at most the
+ * offer), the record is what src's caches hold when the fork runs (a batch
+ * is recorded as it is built, add_row and plan_fork, and submitted at once;
+ * every rank runs the micro-batches in the order submitted, a batch's forks
+ * in order before its tokens: docs/DISTRIBUTED.md), and the engine refuses
+ * a fork longer than the source's length (g1_batch_admit). So a stale
+ * position is copied only while src's caches still hold it: when the fork
+ * is planned before src's next batch is built, or in the same batch (forks
+ * first). Built after, the record has lost them and the fork gets fewer, or
+ * waits for src's prompt when its prompt was offered too (plan_fork). Not
+ * offering them would lose forks: on docs/PERFORMANCE.md's cont input at
+ * 8 slots, 67 of the 146 forks were chosen for such positions ("A fork
+ * from a busy slot's stale positions" there). */
 static int fork_share(const driver *d, int c, const g1_request *r)
 {
     int n = usable(d, r, d->held[c], d->n_held[c], 0);

@@ -44,6 +44,8 @@ struct g1_dump_writer {
     int starved;            /* a write waited for room: grow when empty */
     int busy;               /* the thread is on a job, outside the lock */
     int started, ending;
+    int held;               /* g1_dump_writer_test_hold: start no job */
+    double flush_after_s;   /* FLUSH_AFTER_S, or a test's (g1_dump_writer_test_flush_after) */
     pthread_t thread;
     g1_status err;          /* the first failure; the jobs after it are dropped */
     char msg[1024];
@@ -61,7 +63,7 @@ struct g1_dump_writer {
  * waiting, or the oldest has waited this long: a writer that keeps up
  * flushes after every request as before; one that is behind flushes once
  * for many (each flush scans HDF5's whole metadata cache: ckpt.h). */
-enum { FLUSH_EVERY = 64 };
+enum { FLUSH_EVERY = G1_DUMP_FLUSH_EVERY };
 #define FLUSH_AFTER_S 0.5
 
 static double mono_s(void)
@@ -101,7 +103,7 @@ static void keep_failure(g1_dump_writer *w, g1_status st, const char *msg)
 static int flush_due(const g1_dump_writer *w)
 {
     return w->n_unflushed &&
-           (!w->head || w->n_unflushed >= FLUSH_EVERY || mono_s() - w->unflushed_since >= FLUSH_AFTER_S);
+           (!w->head || w->n_unflushed >= FLUSH_EVERY || mono_s() - w->unflushed_since >= w->flush_after_s);
 }
 
 static size_t job_floats(const g1_dump_writer *w, const job *j)
@@ -194,7 +196,7 @@ static void *writer_main(void *arg)
     g1_dump_writer *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->head && !w->ending)
+        while ((!w->head || w->held) && !w->ending)
             pthread_cond_wait(&w->more, &w->mu);
         job *j = w->head;
         if (!j)
@@ -262,6 +264,7 @@ g1_status g1_dump_writer_new(g1_logits_file *f, int vocab_size, uint64_t most_by
     w->vocab_size = vocab_size;
     w->most = (size_t)((most_bytes ? most_bytes : G1_DUMP_WRITER_BYTES) / sizeof(float));
     w->err = G1_OK;
+    w->flush_after_s = FLUSH_AFTER_S;
     g1_logits_file_defer_flush(f, 1); /* the thread flushes (flush_due) */
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->more, NULL);
@@ -417,6 +420,21 @@ int g1_dump_writer_ready(g1_dump_writer *w, int64_t k, int wait)
         }
         pthread_cond_wait(&w->less, &w->mu);
     }
+}
+
+void g1_dump_writer_test_hold(g1_dump_writer *w, int hold)
+{
+    pthread_mutex_lock(&w->mu);
+    w->held = hold;
+    pthread_cond_signal(&w->more);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void g1_dump_writer_test_flush_after(g1_dump_writer *w, double seconds)
+{
+    pthread_mutex_lock(&w->mu);
+    w->flush_after_s = seconds;
+    pthread_mutex_unlock(&w->mu);
 }
 
 uint64_t g1_dump_writer_held_bytes(g1_dump_writer *w)

@@ -9,8 +9,9 @@
  * request's result line only once its dataset is flushed
  * (g1_dump_writer_ready), so what a killed run leaves is what a
  * synchronous writer leaves. The thread flushes after each request while
- * it keeps up; when it is behind, once for up to 64 requests (or 0.5 s),
- * as each flush costs a scan of HDF5's metadata cache (ckpt.h). */
+ * it keeps up; when it is behind, once for up to G1_DUMP_FLUSH_EVERY
+ * requests (or 0.5 s), as each flush costs a scan of HDF5's metadata cache
+ * (ckpt.h). */
 #ifndef G1_DUMP_WRITER_H
 #define G1_DUMP_WRITER_H
 
@@ -20,6 +21,9 @@
 #include "status.h"
 
 typedef struct g1_dump_writer g1_dump_writer;
+
+/* Datasets finished that a writer behind flushes at once, at most. */
+enum { G1_DUMP_FLUSH_EVERY = 64 };
 
 /* A writer for the open dump f (not owned) of vocab_size columns; no
  * thread until the first write. `most_bytes`: rows queued at most before
@@ -44,6 +48,17 @@ uint64_t g1_dump_writer_held_bytes(g1_dump_writer *w);
  * too: also at most max(most_bytes, the largest write's rows) (the
  * planner counts that for rank 0). */
 uint64_t g1_dump_writer_peak_bytes(g1_dump_writer *w);
+/* For tests (tests/h5/test_dump_writer.c), so that what a writer behind
+ * does is known exactly: hold (1) keeps the thread from starting another
+ * job until released (0), as a file system far behind would; what is
+ * written meanwhile queues up. While held, nothing may wait for the
+ * thread (g1_dump_writer_ready with wait, drain) nor for room for rows
+ * (queue less than most_bytes); free releases it. */
+void g1_dump_writer_test_hold(g1_dump_writer *w, int hold);
+/* For tests: the time after which finished datasets are flushed though
+ * more jobs are queued (0.5 s); a long one leaves only the count and an
+ * empty queue to decide. */
+void g1_dump_writer_test_flush_after(g1_dump_writer *w, double seconds);
 /* Wait until everything queued is done (the thread then makes no HDF5
  * call until the next write): the writer's first error, or G1_OK. */
 g1_status g1_dump_writer_drain(g1_dump_writer *w);

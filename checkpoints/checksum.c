@@ -100,9 +100,12 @@ static int usage_error(const char *msg, const char *arg)
     return 2;
 }
 
-static void fail_detail(tally *t, const char *name, const char *what, const char *detail)
+/* A dataset's failure: detail is what HDF5 said; nomem, that it was out of
+ * memory (g1_h5_detail's G1_H5_SAID_NOMEM: HDF5's allocation, or ours that
+ * g1_h5_nomem put on its stack). */
+static void fail_detail(tally *t, const char *name, const char *what, const char *detail, int nomem)
 {
-    if (!strncmp(detail, "out of memory", 13)) { /* not the file's fault, and maybe not HDF5 that said it */
+    if (nomem) { /* not the file's fault, and maybe not HDF5 that said it */
         fprintf(stderr, "grok1-checksum: %s: %s: %s: %s\n", t->path, name, what, detail);
         t->nomem++;
     } else
@@ -113,8 +116,8 @@ static void fail_detail(tally *t, const char *name, const char *what, const char
 static void fail(tally *t, const char *name, const char *what)
 {
     char detail[256];
-    g1_h5_detail(detail);
-    fail_detail(t, name, what, detail);
+    g1_h5_said said = g1_h5_detail(detail);
+    fail_detail(t, name, what, detail, said == G1_H5_SAID_NOMEM);
 }
 
 /* Link `name` (layer `layer`, or -1 the embedding, -2 the final norm) of a
@@ -325,13 +328,14 @@ static void check_dataset(hid_t file, const char *shown, tally *t)
             if (g1_h5_crc_of(d, memtype, esize, rank, dims, rank == 3 ? e : -1, &got[e], &t->bytes) < 0) {
                 char detail[1600];
                 const char *it = rank == 3 ? "an expert" : "it";
-                if (g1_h5_read_detail(d, detail, sizeof detail)) {
+                g1_h5_said said;
+                if (g1_h5_read_detail(d, detail, sizeof detail, &said)) {
                     fprintf(stderr, "grok1-checksum: %s: %s: %s could not be read: %s\n", t->path, name, it, detail);
                     t->failed++;
                 } else {
                     char what[64];
                     snprintf(what, sizeof what, "%s could not be read", it);
-                    fail_detail(t, name, what, detail);
+                    fail_detail(t, name, what, detail, said == G1_H5_SAID_NOMEM);
                 }
                 read_failed = 1;
             } else if (have && got[e] != rec[e]) {

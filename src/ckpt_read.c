@@ -336,10 +336,10 @@ static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
 #endif
     if (is_h5 < 0) { /* it could not tell: not "not HDF5" (out of memory in HDF5, for one) */
         char why[256];
-        g1_h5_detail(why);
-        if (!strcmp(why, "unknown HDF5 error")) /* HDF5 recorded nothing: it could not, without memory */
+        g1_h5_said said = g1_h5_detail(why);
+        if (said == G1_H5_SAID_NOTHING) /* HDF5 recorded nothing: it could not, without memory */
             snprintf(why, sizeof why, "it gave no reason: out of memory?");
-        return G1_FAIL(g1_h5_out_of_memory() ? G1_ERR_NOMEM : G1_ERR_IO,
+        return G1_FAIL(said == G1_H5_SAID_NOMEM ? G1_ERR_NOMEM : G1_ERR_IO,
                        "cannot open checkpoint %s: HDF5 could not tell whether it is an HDF5 file (%s)", path, why);
     }
     if (is_h5 == 0)
@@ -347,7 +347,7 @@ static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
     hid_t fapl = g1_h5_read_fapl(); /* many ranks at once, often on Lustre/NFS where flock fails */
     *out = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     char detail[256];
-    g1_h5_detail(detail);
+    g1_h5_said said = g1_h5_detail(detail);
     /* the part files of a checkpoint in parts open like the checkpoint */
     apl[0] = H5Pcreate(H5P_DATASET_ACCESS);
     apl[1] = H5Pcreate(H5P_GROUP_ACCESS);
@@ -361,9 +361,9 @@ static g1_status open_file(const char *path, hid_t *out, hid_t apl[2])
     for (int i = 0; i < 2 && *out < 0; i++)
         if (apl[i] >= 0)
             H5Pclose(apl[i]);
-    if (*out < 0 && !strncmp(detail, "out of memory", 13)) /* not the file's fault */
+    if (*out < 0 && said == G1_H5_SAID_NOMEM) /* not the file's fault */
         return G1_FAIL(G1_ERR_NOMEM, "cannot open checkpoint %s: %s", path, detail);
-    if (*out < 0 && !strcmp(detail, "unknown HDF5 error")) /* HDF5 recorded nothing: it could not, without memory */
+    if (*out < 0 && said == G1_H5_SAID_NOTHING) /* HDF5 recorded nothing: it could not, without memory */
         return G1_FAIL(G1_ERR_FORMAT, "cannot open checkpoint %s: HDF5 gave no reason (out of memory, or a truncated "
                        "or damaged file?)", path);
     if (*out < 0)
@@ -777,7 +777,7 @@ static g1_status read_slab(g1_ckpt *ck, const dset *d, hid_t memtype, const hsiz
     herr_t e = g1_h5_read_slab(d->id, memtype, d->rank, start, count, buf);
     char detail[1600];
     if (e < 0)
-        g1_h5_read_detail(d->id, detail, sizeof detail);
+        g1_h5_read_detail(d->id, detail, sizeof detail, NULL);
     if (e < 0)
         return G1_FAIL(G1_ERR_IO, "checkpoint %s: reading %s failed: %s", ck->path, d->name, detail);
     uint64_t n = d->esize;

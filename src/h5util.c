@@ -23,10 +23,19 @@
 #error "the checksums (g1_h5_crc32 of float32 buffers) assume a little-endian host"
 #endif
 
+/* the innermost description on the stack, and whether there is one */
+struct innermost {
+    char desc[256];
+    int found;
+};
+
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
-    if (n == 0 && e->desc)
-        snprintf((char *)data, 256, "%s", e->desc);
+    struct innermost *in = data;
+    if (n == 0 && e->desc) {
+        snprintf(in->desc, sizeof in->desc, "%s", e->desc);
+        in->found = 1;
+    }
     return 0;
 }
 
@@ -55,16 +64,19 @@ void g1_h5_nomem(void)
     H5Epush2(H5E_DEFAULT, __FILE__, __func__, __LINE__, H5E_ERR_CLS, H5E_RESOURCE, H5E_NOSPACE, "out of memory");
 }
 
-void g1_h5_detail(char buf[256])
+g1_h5_said g1_h5_detail(char buf[256])
 {
-    char desc[256] = "unknown HDF5 error";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, desc);
-    if (!g1_h5_out_of_memory())
-        snprintf(buf, 256, "%s", desc);
-    else if (!strcmp(desc, "out of memory")) /* ours (g1_h5_nomem) */
-        snprintf(buf, 256, "out of memory");
-    else
-        snprintf(buf, 256, "out of memory (HDF5: %.200s)", desc);
+    struct innermost in = {"unknown HDF5 error", 0};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &in);
+    if (g1_h5_out_of_memory()) {
+        if (!strcmp(in.desc, "out of memory")) /* ours (g1_h5_nomem) */
+            snprintf(buf, 256, "out of memory");
+        else
+            snprintf(buf, 256, "out of memory (HDF5: %.200s)", in.desc);
+        return G1_H5_SAID_NOMEM;
+    }
+    snprintf(buf, 256, "%s", in.desc);
+    return in.found ? G1_H5_SAID_ERROR : G1_H5_SAID_NOTHING;
 }
 
 static herr_t slab_io(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count, void *buf,
@@ -85,10 +97,12 @@ static herr_t slab_io(hid_t d, hid_t memtype, int rank, const hsize_t *start, co
     return e;
 }
 
-int g1_h5_read_detail(hid_t d, char *buf, size_t n)
+int g1_h5_read_detail(hid_t d, char *buf, size_t n, g1_h5_said *said)
 {
     char detail[256];
-    g1_h5_detail(detail);
+    g1_h5_said kind = g1_h5_detail(detail);
+    if (said)
+        *said = kind;
     snprintf(buf, n, "%s", detail);
     hid_t dcpl = H5Dget_create_plist(d);
     int files = dcpl < 0 ? 0 : H5Pget_external_count(dcpl);

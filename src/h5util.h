@@ -9,11 +9,19 @@
 
 #include "config.h"
 
-/* HDF5's innermost error description into buf (256 bytes); call right after
- * the failing call, before another HDF5 call clears the error stack. When
- * the stack holds an allocation failure (g1_h5_out_of_memory), the text
- * starts "out of memory", so that it is not taken for a damaged file. */
-void g1_h5_detail(char buf[256]);
+/* What HDF5's error stack held when g1_h5_detail read it. Callers decide
+ * on this, never on the words of the text (which are HDF5's, or ours). */
+typedef enum {
+    G1_H5_SAID_NOTHING = 0, /* no description on the stack (HDF5 recorded nothing: it may not, without memory) */
+    G1_H5_SAID_ERROR,       /* a failure that is not an allocation's */
+    G1_H5_SAID_NOMEM,       /* an allocation failure (g1_h5_out_of_memory): not the file's fault */
+} g1_h5_said;
+/* HDF5's innermost error description into buf (256 bytes), and what kind
+ * of failure the stack holds; call right after the failing call, before
+ * another HDF5 call clears the error stack. The text is "unknown HDF5
+ * error" for G1_H5_SAID_NOTHING, and starts "out of memory" for
+ * G1_H5_SAID_NOMEM, so that a message says so. */
+g1_h5_said g1_h5_detail(char buf[256]);
 /* 1 when HDF5's error stack holds an allocation failure: HDF5's own (minor
  * class H5E_CANTALLOC or H5E_NOSPACE, which HDF5 gives when its malloc
  * fails) or one of ours that g1_h5_nomem put there; else 0. */
@@ -49,9 +57,9 @@ herr_t g1_h5_read_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, c
 /* Why a read of dataset d just failed, into buf (n bytes): HDF5's innermost
  * error description, or for a dataset whose data lies in external files
  * (HDF5 external storage, H5Pset_external; our writers never make one) the
- * file that cannot be opened (then 1, else 0). Call right after the
- * failing read. */
-int g1_h5_read_detail(hid_t d, char *buf, size_t n);
+ * file that cannot be opened (then 1, else 0). *said (may be NULL): what
+ * g1_h5_detail found on the stack. Call right after the failing read. */
+int g1_h5_read_detail(hid_t d, char *buf, size_t n, g1_h5_said *said);
 herr_t g1_h5_write_slab(hid_t d, hid_t memtype, int rank, const hsize_t *start, const hsize_t *count,
                         const void *buf);
 

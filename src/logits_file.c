@@ -908,8 +908,7 @@ static g1_status open_finished(const char *path, hid_t *file, hid_t *group, int 
     *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (*file < 0) {
         char d[256];
-        g1_h5_detail(d);
-        if (!strncmp(d, "out of memory", 13)) /* not the file's fault */
+        if (g1_h5_detail(d) == G1_H5_SAID_NOMEM) /* not the file's fault */
             return G1_FAIL(G1_ERR_NOMEM, "the logits dump %s cannot be opened: %s", path, d);
         return G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be opened (%s): is it an HDF5 file?", path, d);
     }

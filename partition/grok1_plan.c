@@ -106,7 +106,8 @@ static void usage(FILE *f)
 "  --version                  the version\n"
 "\n"
 "Exit status: 0 planned, 1 refused (does not fit, impossible layout: the\n"
-"message says what would work), 2 usage error.\n", f);
+"message says what would work) or failed (an unreadable model file, out of\n"
+"memory), 2 usage error.\n", f);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -145,15 +146,18 @@ static int parse_rate(const char *opt, const char *text, double scale, const cha
     return 0;
 }
 
-/* "a,b,c" into a fresh array */
+/* "a,b,c" into a fresh array: 0, or the exit status (a usage error; out of
+ * memory is a failed run, as every other failure past the command line) */
 static int parse_list(const char *text, int **out, int *n)
 {
     int cap = 1;
     for (const char *t = text; *t; t++)
         cap += *t == ',';
     int *v = malloc((size_t)cap * sizeof *v);
-    if (!v)
-        return usage_error("out of memory");
+    if (!v) {
+        fprintf(stderr, "grok1-plan: error: out of memory for the %d counts of --layers-per-stage\n", cap);
+        return EXIT_REFUSED;
+    }
     *n = 0;
     const char *t = text;
     for (;;) {

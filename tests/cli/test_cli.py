@@ -3394,8 +3394,10 @@ def nomem(d, kind):
     cli_nomem_KIND): grok1-run score, generate of text, score with a logits
     dump, a resume with a dump, score of a checkpoint file (its load);
     grok1-merge with dumps; grok1-checksum of a checkpoint and of one in
-    parts, and grok1-link joining the parts. Skipped in sanitizer builds,
-    whose runtime owns malloc, and where the kind's program is not built."""
+    parts, and grok1-link joining the parts; grok1-plan of a preset, a JSON
+    file of hyper-parameters and a checkpoint, which must exit 1 (a failed
+    run), not 2 (a bad command line). Skipped in sanitizer builds, whose
+    runtime owns malloc, and where the kind's program is not built."""
     if not ARGS.nomem_shim:
         print("the allocation shim was not built: skipped")
         return SKIP
@@ -3403,7 +3405,8 @@ def nomem(d, kind):
         print("a sanitizer build (G1_SANITIZED): its runtime owns malloc: skipped")
         return SKIP
     needs = {"generate": ARGS.tokenizer, "dump": ARGS.hdf5, "resume": ARGS.hdf5, "merge": ARGS.merge,
-             "checksum": ARGS.hdf5 and ARGS.checksum and ARGS.mkckpt, "checkpoint": ARGS.hdf5 and ARGS.mkckpt}
+             "checksum": ARGS.hdf5 and ARGS.checksum and ARGS.mkckpt, "checkpoint": ARGS.hdf5 and ARGS.mkckpt,
+             "plan": ARGS.grok1_plan}
     if not needs.get(kind, True):
         print(f"{kind}: its program or HDF5 is not in this build: skipped")
         return SKIP
@@ -3425,12 +3428,13 @@ def nomem(d, kind):
         aside as damaged, and computed every request again)"""
         return [x for x in err.splitlines() if blame.search(x) and "memory" not in x]
 
-    def sweep(what, cmd, reset, final, same, prog, again=False):
+    def sweep(what, cmd, reset, final, same, prog, again=False, code=None):
         """cmd with the shim, every allocation site failed once; reset()
         before each run; final: the output a failed run must not leave;
         same(): whether a run's results are the clean run's; again: after
         each failed run, cmd once more without the shim must give them (a
-        resume left able to resume)"""
+        resume left able to resume); code: the exit status a failed run
+        must have (None: any of 1 to 3)"""
         cnt = os.path.join(d, "sites")
         reset()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=d,
@@ -3464,6 +3468,8 @@ def nomem(d, kind):
             fails += 1
             if p.returncode < 0 or p.returncode > 3:
                 bad.append(f"{what}: allocation site {k} failed: exit {p.returncode} (a crash?): {err[-600:]}")
+            elif code is not None and p.returncode != code:
+                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, not {code}: {err[-300:]}")
             elif not err.startswith(prog) and f"\n{prog}" not in err:
                 bad.append(f"{what}: allocation site {k} failed: exit {p.returncode} without {prog}'s message: {err[-300:]}")
             elif not said_memory(err):
@@ -3568,6 +3574,33 @@ def nomem(d, kind):
         check(p.returncode == 0, f"grok1-run --checkpoint: {p.stderr}")
         sweep("grok1-run --checkpoint", ck + ["o.jsonl"], lambda: rm("o.jsonl"), "o.jsonl",
               same_as("o.jsonl", "cref.jsonl"), "grok1-run")
+    if kind == "plan":
+        # grok1-plan: out of memory is a failed run (exit 1), as every other
+        # failure of it; 2 is a bad command line (it was for its
+        # --layers-per-stage list). A preset with every option that
+        # allocates or prints (--layers-per-stage, the bounds, --out), a JSON
+        # file of hyper-parameters with --out through a dangling symbolic
+        # link (the name it makes), and a checkpoint.
+        with open(os.path.join(d, "cfg.json"), "w") as f:
+            json.dump({"vocab_size": 512, "emb_size": 64, "num_layers": 4, "num_q_heads": 4, "num_kv_heads": 2,
+                       "key_size": 16, "ffn_size": 96, "max_seq_len": 256}, f)
+        plans = [("a preset", ["--config", "tiny", "--stages", "2", "--ep", "1", "--layers-per-stage", "1,3",
+                               "--bandwidth", "100", "--tflops", "10"]),
+                 ("a JSON file", ["--config", "cfg.json", "--stages", "2", "--ep", "2", "--balance", "prompt",
+                                  "--dump-logits"])]
+        if ARGS.hdf5 and ARGS.mkckpt:
+            p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", os.path.join(d, "t.h5")],
+                               capture_output=True, text=True, timeout=60)
+            check(p.returncode == 0, p.stderr)
+            plans.append(("a checkpoint", ["--checkpoint", "t.h5", "--stages", "1", "--ep", "1"]))
+        os.symlink("p.json", os.path.join(d, "link.json"))
+        for what, args in plans:
+            p = subprocess.run([ARGS.grok1_plan] + args + ["--out", "pref.json"], cwd=d, capture_output=True,
+                               text=True, timeout=60)
+            check(p.returncode == 0, f"grok1-plan of {what}: {p.stderr.strip()}")
+            out = "link.json" if "cfg.json" in args else "p.json"
+            sweep(f"grok1-plan of {what}", [ARGS.grok1_plan] + args + ["--out", out], lambda: rm("p.json"),
+                  "p.json", same_as("p.json", "pref.json"), "grok1-plan", code=1)
     files = ["t.h5"]
     if kind == "checksum" and ARGS.link:
         # and a checkpoint in parts, joined by grok1-link (its fingerprints, external links)
@@ -3675,6 +3708,10 @@ def case_nomem_checksum(d):
 
 def case_nomem_checkpoint(d):
     return nomem(d, "checkpoint")
+
+
+def case_nomem_plan(d):
+    return nomem(d, "plan")
 
 
 def case_no_leaks(d):

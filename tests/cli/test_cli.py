@@ -3428,18 +3428,23 @@ def nomem(d, kind):
         aside as damaged, and computed every request again)"""
         return [x for x in err.splitlines() if blame.search(x) and "memory" not in x]
 
-    def sweep(what, cmd, reset, final, same, prog, again=False, code=None):
+    def sweep(what, cmd, reset, final, same, prog, again=False, code=None, calls=False, reach=None):
         """cmd with the shim, every allocation site failed once; reset()
         before each run; final: the output a failed run must not leave;
         same(): whether a run's results are the clean run's; again: after
         each failed run, cmd once more without the shim must give them (a
         resume left able to resume); code: the exit status a failed run
-        must have (None: any of 1 to 3)"""
+        must have (None: any of 1 to 3); calls: every allocation call failed
+        in turn, not only the first of each site (a site reached by several
+        paths: the first call is always the same path's); reach: words the
+        message of at least one failed run must hold (the sweep reached the
+        path it is there for)"""
+        sites = {} if calls else {"G1_TEST_NOMEM_SITES": "1"}
+        unit = "call" if calls else "site"
         cnt = os.path.join(d, "sites")
         reset()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=d,
-                           env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_SITES="1",
-                                    G1_TEST_NOMEM_COUNT=cnt))
+                           env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_COUNT=cnt, **sites))
         if p.returncode != 0 or not same():
             bad.append(f"{what}: the run under the shim, nothing failed: exit {p.returncode}: {p.stderr[-500:]}")
             return
@@ -3447,45 +3452,49 @@ def nomem(d, kind):
             n = max(int(x) for x in f.read().split())  # the tool's line, not its MPI helper's
         os.remove(cnt)
         fails = 0
+        reached = reach is None
         for k in range(1, n + 1):
             reset()
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=d,
-                               env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_SITES="1",
-                                        G1_TEST_NOMEM=str(k)))
+                               env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM=str(k), **sites))
             runs[0] += 1
             err = p.stderr.strip()
+            reached = reached or (p.returncode != 0 and reach in err)
             if blames(err):
-                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, and a message blames the "
+                bad.append(f"{what}: allocation {unit} {k} failed: exit {p.returncode}, and a message blames the "
                            f"files: {blames(err)[0][-400:]}")
             aside = [n for n in os.listdir(d) if ".damaged" in n]
             if aside:  # (a resume that took the failure for damage, even in words that say memory)
-                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, and {aside[0]} was set aside "
+                bad.append(f"{what}: allocation {unit} {k} failed: exit {p.returncode}, and {aside[0]} was set aside "
                            f"as damaged: {err[-300:]}")
             if p.returncode == 0:
                 if not same():
-                    bad.append(f"{what}: allocation site {k} failed: exit 0 with other results: {err[-300:]}")
+                    bad.append(f"{what}: allocation {unit} {k} failed: exit 0 with other results: {err[-300:]}")
                 continue
             fails += 1
             if p.returncode < 0 or p.returncode > 3:
-                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode} (a crash?): {err[-600:]}")
+                bad.append(f"{what}: allocation {unit} {k} failed: exit {p.returncode} (a crash?): {err[-600:]}")
             elif code is not None and p.returncode != code:
-                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, not {code}: {err[-300:]}")
+                bad.append(f"{what}: allocation {unit} {k} failed: exit {p.returncode}, not {code}: {err[-300:]}")
             elif not err.startswith(prog) and f"\n{prog}" not in err:
-                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode} without {prog}'s message: {err[-300:]}")
+                bad.append(f"{what}: allocation {unit} {k} failed: exit {p.returncode} without {prog}'s message: {err[-300:]}")
             elif not said_memory(err):
-                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, and the message does not say "
+                bad.append(f"{what}: allocation {unit} {k} failed: exit {p.returncode}, and the message does not say "
                            f"out of memory: {err[-400:]}")
             elif final and os.path.exists(os.path.join(d, final)) and not same():
                 # (grok1-merge renames OUT before it writes OUT.meta.json: a
                 # failure there leaves OUT whole, which is all it may leave)
-                bad.append(f"{what}: allocation site {k} failed: exit {p.returncode}, and {final} was left other "
+                bad.append(f"{what}: allocation {unit} {k} failed: exit {p.returncode}, and {final} was left other "
                            f"than the clean run's")
             elif again:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=d)
                 if p.returncode != 0 or not same():
-                    bad.append(f"{what}: allocation site {k} failed, and the same command after it gave exit "
+                    bad.append(f"{what}: allocation {unit} {k} failed, and the same command after it gave exit "
                                f"{p.returncode}, not the clean run's results: {p.stderr.strip()[-300:]}")
-        print(f"{what}: {n} allocation sites, {fails} of them failed the run, the rest had a fallback")
+        print(f"{what}: {n} allocation {'calls' if calls else 'sites'}, {fails} of them failed the run, the rest had "
+              f"a fallback")
+        if not reached:
+            bad.append(f"{what}: no failed run said '{reach}': the sweep did not reach what it is there for")
 
     def rm(*names):
         for n in os.listdir(d):
@@ -3562,6 +3571,15 @@ def nomem(d, kind):
                        capture_output=True, timeout=60)
         sweep("grok1-merge", merge, lambda: rm("m.jsonl", "md.h5"), "m.jsonl", same_as("m.jsonl", "mref.jsonl"),
               "grok1-merge")
+        if ARGS.hdf5:
+            # every call, not every site: the string attributes of a dump
+            # (its format, its run, each request's id) are read at one
+            # allocation site, which each dump's format reaches first; only
+            # a later call fails the read of an id (get_id, logits_file.c),
+            # which must be told as memory, not as an id that is not a string
+            sweep("grok1-merge, every allocation call", merge, lambda: rm("m.jsonl", "md.h5"), "m.jsonl",
+                  same_as("m.jsonl", "mref.jsonl"), "grok1-merge", calls=True,
+                  reach="out of memory reading the id attribute")
     if kind in ("checksum", "checkpoint"):
         p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", os.path.join(d, "t.h5")],
                            capture_output=True, text=True, timeout=60)

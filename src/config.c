@@ -141,6 +141,13 @@ g1_status g1_config_validate(const g1_config *c)
     NEED(c->eos_id >= 0 && c->eos_id < c->vocab_size, "eos_id (%d) outside the vocabulary", c->eos_id);
     NEED(c->bos_id >= 0 && c->bos_id < c->vocab_size, "bos_id (%d) outside the vocabulary", c->bos_id);
     NEED(c->pad_id >= 0 && c->pad_id < c->vocab_size, "pad_id (%d) outside the vocabulary", c->pad_id);
+    /* an empty text prompt is given BOS alone: it would feed the pad id,
+     * which the runner refuses in input and the release masks out of
+     * attention (no preset, nor Grok-1, has them equal) */
+    NEED(c->bos_id != c->pad_id,
+         "bos_id (%d) is the pad_id (%d): an empty text prompt is given BOS alone, and the pad id is masked out of "
+         "attention by the released model and refused in input by this runner; give bos_id another id",
+         c->bos_id, c->pad_id);
     /* int sizes must not overflow in products we index with size_t anyway */
     NEED((long long)c->vocab_size * c->emb_size < (1LL << 40), "vocab_size * emb_size too large");
 #undef NEED

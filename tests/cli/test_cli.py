@@ -14,11 +14,13 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -2781,7 +2783,8 @@ def case_pad_id(d):
     the run stops after the requests before it, --check-input names every such
     line with the run's message, a shard that does not own the line runs, and
     the fixed line resumes. Zero elsewhere in a request is fine; the id
-    refused is the model's pad_id, not 0 as such."""
+    refused is the model's pad_id, not 0 as such. A model whose bos_id is its
+    pad_id is refused at load (bos_is_pad)."""
     inp, out = os.path.join(d, "in.jsonl"), os.path.join(d, "out.jsonl")
     good = [{"id": 0, "prompt_ids": [5, 6, 7], "max_new_tokens": 0, "seed": 0, "top_k": 0, "top_logprobs": 0},
             {"id": "a", "prompt_ids": [9, 2, 1, 3]}]
@@ -2834,6 +2837,72 @@ def case_pad_id(d):
         write_jsonl(inp, [{"id": 1, "prompt_ids": [0, 5, 7]}])
         expect_fail(["--checkpoint", ck, "--mode", "score", "--input", inp, "--output", os.path.join(d, "o8.jsonl")],
                     1, ["input line 1: prompt_ids[2] = 7 is the pad id"])
+    bos_is_pad(d)
+
+
+def bos_is_pad(d):
+    """A model whose bos_id is its pad_id is refused wherever a config is
+    loaded: an empty text prompt is given BOS alone, which would feed the
+    pad id that the runner refuses in input and the release masks out of
+    attention. grok1-mkckpt does not make one (--set bos_id=0 over pad_id
+    0: exit 2, as any --set that makes an invalid model); a checkpoint
+    changed to one (its params_crc32 made to match) is refused by grok1-run
+    (exit 1) and grok1-plan (exit 1), and so is a JSON file of
+    hyper-parameters given to grok1-plan. Every preset still loads."""
+    words = ["bos_id (0) is the pad_id (0)"]
+    if ARGS.grok1_plan:
+        cfg = os.path.join(d, "bos0.json")
+        with open(cfg, "w") as f:
+            json.dump({"bos_id": 0, "pad_id": 0}, f)
+        p = subprocess.run([ARGS.grok1_plan, "--config", cfg, "--stages", "1", "--ep", "1"], capture_output=True,
+                           text=True, timeout=60)
+        check(p.returncode == 1 and p.stderr.startswith("grok1-plan: error: ") and all(w in p.stderr for w in words),
+              f"grok1-plan --config {cfg}: exit {p.returncode}: {p.stderr.strip()}")
+        for preset in ("tiny", "small", "grok-1"):
+            p = subprocess.run([ARGS.grok1_plan, "--config", preset, "--stages", "1", "--ep", "1"],
+                               capture_output=True, text=True, timeout=60)
+            check(p.returncode == 0, f"grok1-plan --config {preset}: exit {p.returncode}: {p.stderr.strip()}")
+    if not ARGS.mkckpt:
+        print("no grok1-mkckpt (a build without HDF5): bos_id = pad_id in a checkpoint not tried")
+        return
+    bad = os.path.join(d, "bos0.h5")
+    p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "bos_id=0", "--seed", "5", "--out", bad],
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode == 2 and all(w in p.stderr for w in words) and not os.path.exists(bad),
+          f"grok1-mkckpt --set bos_id=0 (pad_id 0): exit {p.returncode} (2: its --set): {p.stderr.strip()}")
+    try:
+        import h5py
+        import numpy as np
+    except ImportError:
+        print("h5py or numpy not available: a checkpoint with bos_id = pad_id not made, skipped")
+        return
+    # from a good one: bos_id set to pad_id, and the hyper-parameters'
+    # checksum made to match them (docs/CHECKPOINT.md's formula), so that
+    # what is refused is the ids, not a changed file
+    p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "5", "--out", bad], capture_output=True, text=True,
+                       timeout=120)
+    check(p.returncode == 0, f"grok1-mkckpt: {p.stderr.strip()}")
+    names = ("vocab_size emb_size num_layers num_q_heads num_kv_heads key_size ffn_size num_experts "
+             "num_selected_experts max_seq_len embedding_multiplier output_multiplier attn_output_multiplier "
+             "attn_logit_cap rope_base rms_eps pad_id bos_id eos_id").split()
+    with h5py.File(bad, "r+") as f:
+        f.attrs["bos_id"] = np.int32(f.attrs["pad_id"])
+        b = b""
+        for n in names:
+            v = f.attrs[n]
+            b += n.encode() + b"\0" + (struct.pack("<d", float(v)) if np.issubdtype(np.asarray(v).dtype, np.floating)
+                                       else struct.pack("<q", int(v)))
+        f.attrs["params_crc32"] = np.uint32(zlib.crc32(b))
+    inp, out = os.path.join(d, "bos.jsonl"), os.path.join(d, "bos_out.jsonl")
+    write_jsonl(inp, [{"id": 1, "prompt_ids": [5, 6]}])
+    se = expect_fail(["--checkpoint", bad, "--mode", "generate", "--input", inp, "--output", out], 1,
+                     [f"checkpoint {bad}: "] + words, out)
+    check("checksum" not in se, f"the refusal blames the checksum: {se.strip()}")
+    if ARGS.grok1_plan:
+        p = subprocess.run([ARGS.grok1_plan, "--checkpoint", bad, "--stages", "1", "--ep", "1"], capture_output=True,
+                           text=True, timeout=60)
+        check(p.returncode == 1 and p.stderr.startswith("grok1-plan: error: ") and all(w in p.stderr for w in words),
+              f"grok1-plan --checkpoint {bad}: exit {p.returncode}: {p.stderr.strip()}")
 
 
 def case_plan_limit(d):

@@ -243,8 +243,9 @@ static herr_t put_attrs(hid_t file, int vocab_size, const char *run)
 }
 
 /* The root attribute "run" (a string) of an open dump, malloc'd; NULL when
- * it has none. */
-static char *get_run(hid_t file) { return g1_h5_get_string(file, "run", (size_t)1 << 20, NULL); }
+ * it has none, or when memory ran out reading it (then *nomem is 1, else
+ * 0): not a dump without a record, whose run goes unchecked. */
+static char *get_run(hid_t file, int *nomem) { return g1_h5_get_string(file, "run", (size_t)1 << 20, nomem); }
 
 const char *g1_logits_file_run(const g1_logits_file *f) { return f->run; }
 
@@ -342,9 +343,11 @@ int g1_logits_file_present(const char *path)
 }
 
 /* f->file open (or < 0): its vocab_size (-1 when unreadable), and, when it
- * is vocab_size's, group logits (f->group) and the attribute run. */
-static int open_group(g1_logits_file *f, int vocab_size)
+ * is vocab_size's, group logits (f->group) and the attribute run (*nomem: 1
+ * when memory ran out reading it, else 0). */
+static int open_group(g1_logits_file *f, int vocab_size, int *nomem)
 {
+    *nomem = 0;
     int v = -1;
     if (f->file >= 0 && H5Aexists(f->file, "vocab_size") > 0) {
         hid_t a = H5Aopen(f->file, "vocab_size", H5P_DEFAULT);
@@ -356,7 +359,7 @@ static int open_group(g1_logits_file *f, int vocab_size)
     if (f->file >= 0 && v == vocab_size && H5Lexists(f->file, "logits", H5P_DEFAULT) > 0)
         f->group = H5Gopen2(f->file, "logits", H5P_DEFAULT);
     if (f->group >= 0)
-        f->run = get_run(f->file);
+        f->run = get_run(f->file, nomem);
     return v;
 }
 
@@ -392,9 +395,16 @@ g1_status g1_logits_file_resume(const char *path, int vocab_size, g1_logits_file
     f->writing = 1;
     sync_init(f);
     H5Pclose(fapl);
-    int v = open_group(f, vocab_size);
+    int nomem;
+    int v = open_group(f, vocab_size, &nomem);
     if (f->group >= 0)
         f->synced = get_synced(f->file);
+    if (nomem) { /* its record of the run unread: not to be continued unchecked */
+        g1_status st = G1_FAIL(G1_ERR_NOMEM, "out of memory reading the attribute run of the logits dump %s", f->tmp);
+        close_file(f);
+        free_file(f);
+        return st;
+    }
     if (f->group < 0) {
         g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be continued: %s", f->tmp,
                                f->file < 0 ? "it is not a readable HDF5 file (a job killed without warning can "
@@ -418,8 +428,16 @@ g1_status g1_logits_file_open_read(const char *path, int vocab_size, g1_logits_f
     hid_t fapl = g1_h5_read_fapl();
     f->file = H5Fopen(at, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    open_group(f, vocab_size);
+    int nomem;
+    open_group(f, vocab_size, &nomem);
     f->synced = f->group >= 0 ? get_synced(f->file) : -1; /* which values g1_logits_file_look reads back */
+    if (nomem) {
+        g1_status st = G1_FAIL(G1_ERR_NOMEM, "out of memory reading the attribute run of the logits dump %s", at);
+        close_file(f);
+        free_file(f);
+        *out = NULL;
+        return st;
+    }
     if (f->group < 0) {
         g1_status st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s cannot be read as a dump of this model", at);
         close_file(f);
@@ -977,7 +995,10 @@ g1_status g1_logits_file_list_tokens(const char *path, int *vocab_size, int64_t 
         free_names(&ns);
         return st;
     }
-    *run = get_run(file);
+    int run_nomem;
+    *run = get_run(file, &run_nomem);
+    if (run_nomem)
+        st = G1_FAIL(G1_ERR_NOMEM, "out of memory reading the attribute run of the logits dump %s", path);
     /* the names sorted by k, each with its id */
     typedef struct entry {
         int64_t k;
@@ -985,7 +1006,7 @@ g1_status g1_logits_file_list_tokens(const char *path, int *vocab_size, int64_t 
         g1_dump_tokens t;
     } entry;
     entry *v = ns.n ? calloc(ns.n, sizeof *v) : NULL;
-    if (ns.n && !v)
+    if (st == G1_OK && ns.n && !v)
         st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
     for (size_t i = 0; st == G1_OK && i < ns.n; i++) {
         if ((v[i].k = request_of(ns.v[i])) < 0) {

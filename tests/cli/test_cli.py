@@ -3649,6 +3649,36 @@ def nomem(d, kind):
             sweep("grok1-merge, every allocation call", merge, lambda: rm("m.jsonl", "md.h5"), "m.jsonl",
                   same_as("m.jsonl", "mref.jsonl"), "grok1-merge", calls=True,
                   reach="out of memory reading the id attribute")
+            # a dump another run wrote (another seed: the same ids and
+            # tokens, only its record of the run differs) is refused; a
+            # failed allocation may make that refusal one of memory, never
+            # a merge (the record read at the same site: a failure there
+            # was taken for a dump without a record, and merged)
+            expect_ok(tiny("score", os.path.join(d, "in.jsonl"), os.path.join(d, "other.jsonl"), "--shard", "1/3",
+                           "--dump-logits", os.path.join(d, "other.h5"), seed=6))
+            shutil.copy(os.path.join(d, "other.h5"), os.path.join(d, "sd.h5.shard-1-of-3"))
+            cnt = os.path.join(d, "sites")
+            rm("m.jsonl", "md.h5")
+            p = subprocess.run(merge, capture_output=True, text=True, timeout=60, cwd=d,
+                               env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_COUNT=cnt))
+            check(p.returncode == 1 and "written by another run" in p.stderr,
+                  f"grok1-merge of a foreign dump: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+            with open(cnt) as f:
+                n = max(int(x) for x in f.read().split())
+            os.remove(cnt)
+            for k in range(1, n + 1):
+                rm("m.jsonl", "md.h5")
+                p = subprocess.run(merge, capture_output=True, text=True, timeout=60, cwd=d,
+                                   env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM=str(k)))
+                runs[0] += 1
+                err = p.stderr.strip()
+                if p.returncode != 1 or os.path.exists(os.path.join(d, "m.jsonl")):
+                    bad.append(f"grok1-merge of a foreign dump: allocation call {k} failed: exit {p.returncode}"
+                               f"{', m.jsonl written' if os.path.exists(os.path.join(d, 'm.jsonl')) else ''}, "
+                               f"not the refusal: {err[-300:]}")
+                elif "memory" not in err and "written by another run" not in err:
+                    bad.append(f"grok1-merge of a foreign dump: allocation call {k} failed: {err[-300:]}")
+            print(f"grok1-merge of a foreign dump: {n} allocation calls, each failed in turn")
     if kind in ("checksum", "checkpoint"):
         p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", os.path.join(d, "t.h5")],
                            capture_output=True, text=True, timeout=60)

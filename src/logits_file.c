@@ -1020,17 +1020,20 @@ g1_status g1_logits_file_list_tokens(const char *path, int *vocab_size, int64_t 
         int ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_ndims(sp) == 2 &&
                  H5Sget_simple_extent_dims(sp, have, NULL) == 2 && have[0] > 0 && have[0] <= INT32_MAX &&
                  have[1] == (hsize_t)*vocab_size && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 4;
-        int bad_id = 0, *tv = NULL, got_t = 0;
+        int bad_id = 0, *tv = NULL, got_t = 0, len = -1;
         /* the tokens themselves, when wanted: their hash (a forged row
          * count sizes nothing: get_tokens reads the length first) */
         if (ok && toks) {
             v[i].t.rows = (int64_t)have[0];
-            int len = g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, NULL, (size_t)have[0]);
+            len = g1_h5_get_ints(d, G1_DUMP_TOKENS_ATTR, H5T_NATIVE_INT, NULL, (size_t)have[0]);
             tv = len == (int)have[0] ? malloc((size_t)have[0] * sizeof *tv) : NULL;
         }
         if (!ok)
             st = G1_FAIL(G1_ERR_FORMAT, "the logits dump %s: logits/%s is not a float32 dataset of (n, %d)", path,
                          ns.v[i], *vocab_size);
+        else if (toks && len == (int)have[0] && !tv) /* not a dataset without the attribute: left unchecked */
+            st = G1_FAIL(G1_ERR_NOMEM, "the logits dump %s: out of memory for the %llu token ids of logits/%s", path,
+                         (unsigned long long)have[0], ns.v[i]);
         else if ((got_t = get_tokens(d, (int)have[0], *vocab_size, tv)) < 0)
             st = G1_FAIL(G1_ERR_FORMAT,
                          "the logits dump %s: logits/%s has a %s attribute that is not its %llu token ids (integers "

@@ -8,7 +8,7 @@ gives each request what it gets alone; bad layouts and plans are refused;
 each rank reads only its share of the checkpoint; seeded random inputs under
 random settings and layouts equal one rank with one slot.
 
-usage: test_mpi.py CASE --run grok1-run --mkckpt grok1-mkckpt --plan grok1-plan --tmp DIR
+usage: test_mpi.py CASE --run grok1-run --mkckpt grok1-mkckpt --plan grok1-plan --tmp DIR [--draw N]
 exit 0 pass, 1 fail, 77 skip."""
 import json
 import os
@@ -63,7 +63,7 @@ def mkckpt(name, *extra):
 
 
 def requests(path, n, seed, mode, lens=(3, 40), new=(1, 14)):
-    rnd = random.Random(seed)
+    rnd = random.Random(seed + 1000 * ARGS.draw)
     with open(path, "w") as f:
         for i in range(n):
             # 0, the pad id, is refused: dropped, the rest of the tokens kept
@@ -615,6 +615,58 @@ def emulated(gpus):
     return dict(exe=ARGS.run_emu, env={"G1EMU_DEVICES": str(gpus), "G1EMU_SMS": "4"})
 
 
+# What a comparison across backends holds to a bound (case cuda_emu). On the
+# hot checkpoint two things turn a backend's rounding (1e-5 to 1e-4 of the
+# largest logit with float32-like GEMMs, 1e-2 with bf16 KV caches) into
+# differences of another size, both properties of the input, not of the code:
+# - a router near-tie: where the 2nd and 3rd expert of a row are closer than
+#   the rounding can move them, the backends may pick different experts,
+#   which moves that row by up to 0.4 of the largest logit, and every later
+#   row of the request that attends to it after that layer;
+# - an ill-conditioned row: one where the CPU backend's own float32 lands far
+#   from the float64 reference magnifies any other rounding about as much
+#   (most rows: 1e-7 to 6e-6 of max; rows at 1e-5 and 2e-4 had bf16x2 at
+#   1.9e-3 and 1.5e-3, f32 at 1.2e-4 and 1.4e-4).
+# The float64 reference tells both apart before looking at the backends, so
+# only the rows clear of them are compared. TAU_*: the smallest 2nd-to-3rd
+# router probability gap, over every layer, a compared row and the rows it
+# reads may have (flips were measured at gaps up to 1.3e-3 with bf16 KV
+# caches, none with bf16x2 or f32: 20 draws); ILL_CONDITIONED: the largest
+# |cpu - reference| / max |reference| of a compared row.
+TAU_F32 = 5e-4
+TAU_BF16 = 3e-3
+ILL_CONDITIONED = 8e-6
+
+
+def clear_rows(ckpt, inp, against):
+    """The rows of each request of `inp` that a comparison holds to its bound:
+    {name: {key: boolean mask of rows}} for each name of `against`, a dict
+    name -> (tau, the cpu logits the comparison is against, whether those
+    had bf16 KV caches). A row is left out if some layer's router gap of the
+    reference (float32 or bf16 caches, the smaller) is under tau at that row,
+    or below the last layer at an earlier row of the request; or if the cpu
+    logits are more than ILL_CONDITIONED of max from the reference's there."""
+    import grok1_ref
+    model = grok1_ref.load(ckpt)
+    rows = {name: {} for name in against}
+    with open(inp) as f:
+        reqs = [json.loads(line)["prompt_ids"] for line in f]
+    for i, ids in enumerate(reqs):
+        ref, gaps = {}, []
+        for kv in (False, True):
+            ref[kv], diag = grok1_ref.forward(model, ids, diagnostics=True, kv_bf16=kv)
+            gaps.append(np.array(diag["router_margins"]))        # (layers, rows)
+        gap = np.minimum(*gaps)
+        for name, (tau, cpu, kv) in against.items():
+            near = gap < tau
+            later = np.maximum.accumulate(near[:-1].any(axis=0))  # read by the rows after
+            flips = near.any(axis=0) | np.concatenate([[False], later[:-1]])
+            c, r = cpu[str(i)], ref[kv]
+            ill = np.max(np.abs(c - r), axis=1) / np.max(np.abs(r)) > ILL_CONDITIONED
+            rows[name][str(i)] = ~(flips | ill)
+    return rows
+
+
 def case_cuda_emu():
     """--backend cuda through mpirun on the CPU emulation of the CUDA backend
     (grok1-run-emu, tests/cuda/emu). With --cuda-gemm bf16x2 (near float32)
@@ -623,22 +675,44 @@ def case_cuda_emu():
     the same batches through the same kernels and must be bitwise equal, and
     so must their sampled tokens. The default bf16 GEMM inputs are held to
     the looser bound that rounding allows; --cuda-gemm f32 (no GEMM) to
-    bitwise equality in every layout. Ranks that outnumber the GPUs and
-    a GPU too small for the share are refused with a message."""
+    bitwise equality in every layout. The bounds against the CPU backend (and
+    between layouts) hold on the rows clear of router near-ties and of
+    ill-conditioned rows (clear_rows): those differ by more than rounding on
+    some draws of the input whatever the code. Ranks that outnumber the GPUs
+    and a GPU too small for the share are refused with a message."""
     emu = emulated(8)
     ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
     inp = requests(os.path.join(ARGS.tmp, "emu.jsonl"), 6, 11, "score", lens=(2, 30))
     _, cpu = score(ckpt, inp, "emu_cpu", extra=["--backend", "cpu"])
+    _, kvc = score(ckpt, inp, "emu_kv_cpu", extra=["--backend", "cpu", "--kv-cache", "bf16"])
+    clear = clear_rows(ckpt, inp, {"f32": (TAU_F32, cpu, False), "bf16": (TAU_BF16, cpu, False),
+                                   "kv": (TAU_BF16, kvc, True)})
 
-    def rel(a, b):
-        return max(float(np.max(np.abs(a[k] - b[k])) / np.max(np.abs(b[k]))) for k in b)
+    def rel(a, b, rows=None):
+        """max over requests of max |a - b| / max |b|, over the rows in
+        rows[k] (all without rows)"""
+        err = 0.0
+        for k in b:
+            d = np.abs(a[k] - b[k])[rows[k] if rows else slice(None)]
+            err = max(err, float(np.max(d) / np.max(np.abs(b[k]))) if d.size else 0.0)
+        return err
+
+    def held(name, a, b):
+        """rel() on the rows clear_rows keeps for `name` (at least 5 of them,
+        or the comparison fails), and what it leaves out, for the log"""
+        n = sum(int(m.sum()) for m in clear[name].values())
+        of = sum(m.size for m in clear[name].values())
+        check(n >= 5, f"only {n} of {of} rows clear of router near-ties ({name}): too few to compare")
+        if a.keys() != b.keys():
+            return float("inf"), "(different requests)"
+        return rel(a, b, clear[name]), f"on the {n} of {of} rows clear of near-ties (all rows: {rel(a, b):.3g})"
 
     mb = ["--micro-batches", "2"]
     x2 = ["--backend", "cuda", "--cuda-gemm", "bf16x2"] + mb
     text1, cu1 = score(ckpt, inp, "emu_1x1", extra=x2, **emu)
-    err = rel(cu1, cpu)
-    print(f"cuda bf16x2 (emulated) 1x1 vs cpu: max relative error {err:.3g}")
-    check(cu1.keys() == cpu.keys() and err <= 1e-3, f"cuda 1x1 differs from cpu by {err:.3g}")
+    err, where = held("f32", cu1, cpu)
+    print(f"cuda bf16x2 (emulated) 1x1 vs cpu: max relative error {err:.3g} {where}")
+    check(err <= 1e-3, f"cuda 1x1 differs from cpu by {err:.3g}")
     # without a dump the scores are reduced on the GPU (g1_engine_score_rows):
     # only the order of a double sum differs from the logits reduced on the
     # host. The dump also feeds each request's last token, which changes the
@@ -677,8 +751,9 @@ def case_cuda_emu():
         lay = x2 + ["--stages", str(P), "--ep", str(E)]
         text, logits = score(ckpt, inp, f"emu_{P}x{E}", P * E, lay, **emu)
         same = text == text1 and logits.keys() == cu1.keys() and all(np.array_equal(logits[k], cu1[k]) for k in cu1)
-        err = rel(logits, cu1) if logits.keys() == cu1.keys() else float("inf")
-        print(f"cuda bf16x2 (emulated) {P}x{E} vs 1x1: {'bitwise equal' if same else f'max relative error {err:.3g}'}")
+        err, where = held("f32", logits, cu1)
+        print(f"cuda bf16x2 (emulated) {P}x{E} vs 1x1: "
+              f"{'bitwise equal' if same else f'max relative error {err:.3g} {where}'}")
         check(err <= 1e-3, f"cuda layout {P}x{E} differs from cuda 1x1 by {err:.3g}")
         g = generate(ckpt, gin, f"emu_gen_{P}x{E}", P * E, lay, **emu)
         if E == 1:
@@ -707,10 +782,12 @@ def case_cuda_emu():
         check(same, f"cuda {P}x{E} --gpu-direct on differs from staged (max relative error {err:.3g})")
     upload_by_layer(ckpt, inp, emu)
     # bf16 KV caches (--kv-cache bf16) through a pipeline, against the cpu
-    # backend's bf16-rounded caches (the same function). On this hot model a
-    # key a hair off a rounding boundary can round the other way on the two
-    # backends (1e-2 measured), far below the 0.49 float32 caches are off
-    _, kvc = score(ckpt, inp, "emu_kv_cpu", extra=["--backend", "cpu", "--kv-cache", "bf16"])
+    # backend's bf16-rounded caches (the same function, kvc above). On this
+    # hot model a key a hair off a rounding boundary can round the other way
+    # on the two backends (up to 2e-2 measured on the rows compared), which
+    # moves the router as bf16x2 never does: flips at gaps up to 1.3e-3, so
+    # these rows are those clear of gaps under TAU_BF16 (10% to 35% of them).
+    # float32 caches are 0.2 to 0.7 off bf16 ones on this model
     _, kv1 = score(ckpt, inp, "emu_kv_1x1", extra=x2 + ["--kv-cache", "bf16"], **emu)
     _, kvg = score(ckpt, inp, "emu_kv_2x1", 2, x2 + ["--stages", "2", "--kv-cache", "bf16"], **emu)
     # a pipeline-only layout at the same micro-batches runs the same kernels
@@ -718,10 +795,10 @@ def case_cuda_emu():
     same = kvg.keys() == kv1.keys() and all(np.array_equal(kvg[k], kv1[k]) for k in kv1)
     print(f"cuda (emulated) bf16 KV caches, 2x1 vs 1x1: {'bitwise equal' if same else 'DIFFER'}")
     check(same, "bf16 KV caches: cuda 2x1 is not bitwise equal to 1x1 at the same micro-batches")
-    err = rel(kvg, kvc)
-    print(f"cuda bf16x2 (emulated) 2x1 with bf16 KV caches vs cpu with bf16 KV caches: max relative error {err:.3g}; "
-          f"bf16 vs float32 caches (cpu): {rel(kvc, cpu):.3g}")
-    check(kvg.keys() == kvc.keys() and err <= 5e-2, f"bf16 KV caches: cuda 2x1 differs from cpu by {err:.3g}")
+    err, where = held("kv", kvg, kvc)
+    print(f"cuda bf16x2 (emulated) 2x1 with bf16 KV caches vs cpu with bf16 KV caches: max relative error {err:.3g} "
+          f"{where}; bf16 vs float32 caches (cpu): {rel(kvc, cpu):.3g}")
+    check(err <= 5e-2, f"bf16 KV caches: cuda 2x1 differs from cpu by {err:.3g}")
     p = run(2, ["--checkpoint", ckpt, "--mode", "score", "--input", inp, "--output",
                 os.path.join(ARGS.tmp, "emu_auto.jsonl"), "--verbose", "--stages", "2"] + x2, **emu)
     check("page-locked" in p.stderr and "CUDA support: no" in p.stderr,
@@ -730,9 +807,9 @@ def case_cuda_emu():
     # micro-batch count gives one rank's bits, sampled tokens included
     f32 = ["--backend", "cuda", "--cuda-gemm", "f32"]
     textf, cuf = score(ckpt, inp, "emu_f32_1x1", extra=f32 + ["--micro-batches", "1"], **emu)
-    err = rel(cuf, cpu)
-    print(f"cuda f32 (emulated) 1x1 vs cpu: max relative error {err:.3g}")
-    check(cuf.keys() == cpu.keys() and err <= 1e-4, f"cuda f32 1x1 differs from cpu by {err:.3g}")
+    err, where = held("f32", cuf, cpu)
+    print(f"cuda f32 (emulated) 1x1 vs cpu: max relative error {err:.3g} {where}")
+    check(err <= 1e-4, f"cuda f32 1x1 differs from cpu by {err:.3g}")
     genf = generate(ckpt, gin, "emu_f32_gen_1x1", extra=f32 + ["--micro-batches", "1"], **emu)
     for P, E, M in [(1, 2, 2), (2, 2, 3), (3, 1, 2)]:
         lay = f32 + ["--stages", str(P), "--ep", str(E), "--micro-batches", str(M)]
@@ -744,9 +821,16 @@ def case_cuda_emu():
         g = generate(ckpt, gin, f"emu_f32_gen_{P}x{E}", P * E, lay, **emu)
         check(g == genf, f"cuda f32 layout {P}x{E}: sampled tokens differ from 1x1")
     _, d22 = score(ckpt, inp, "emu_bf16_2x2", 4, ["--backend", "cuda", "--stages", "2", "--ep", "2"], **emu)
-    rows = np.concatenate([np.max(np.abs(d22[k] - cpu[k]), axis=1) / np.max(np.abs(cpu[k])) for k in cpu])
-    print(f"cuda bf16 (emulated) 2x2 vs cpu: median row error {np.median(rows):.3g}, max {rows.max():.3g}")
-    check(np.median(rows) <= 3e-2, f"cuda bf16 2x2: median row error {np.median(rows):.3g} vs cpu")
+    # the bf16 GEMM inputs move the router about as bf16 KV caches do: the
+    # median over the rows clear of gaps under TAU_BF16 (over all rows it was
+    # 9e-3 to 3.1e-2 in 20 draws, at most 2.3e-2 on the clear rows)
+    rows = {k: np.max(np.abs(d22[k] - cpu[k]), axis=1) / np.max(np.abs(cpu[k])) for k in cpu}
+    every = np.concatenate(list(rows.values()))
+    kept = np.concatenate([rows[k][clear["bf16"][k]] for k in cpu])
+    med = float(np.median(kept)) if kept.size else float("inf")
+    print(f"cuda bf16 (emulated) 2x2 vs cpu: median row error {med:.3g} on the {kept.size} of {every.size} rows clear "
+          f"of near-ties (all rows: median {np.median(every):.3g}, max {every.max():.3g})")
+    check(kept.size >= 5 and med <= 3e-2, f"cuda bf16 2x2: median row error {med:.3g} vs cpu")
     # ranks that see a group of GPUs each (Slurm --gpu-bind=closest on a
     # two-socket node, ranks placed cyclically across the sockets: even
     # local ranks see GPUs 0,1, odd ones 2,3): each takes its index among
@@ -1399,6 +1483,9 @@ def main():
     ap.add_argument("--run-emu", default="", help="grok1-run-emu (case cuda_emu)")
     ap.add_argument("--run-emu-race", default="", help="grok1-run-emu-race (case cuda_emu_race)")
     ap.add_argument("--link", default="", help="grok1-link (case parts)")
+    ap.add_argument("--draw", type=int, default=0,
+                    help="another draw of the random requests: adds 1000 x DRAW to their seeds (default 0, what the "
+                         "suite runs), to try a case on other data")
     ARGS = ap.parse_args()
     if not mpirun():
         print("SKIP: no mpirun/mpiexec on PATH (apt-get install openmpi-bin)")

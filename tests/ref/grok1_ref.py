@@ -271,6 +271,7 @@ def moe(x, lw, cfg, mk, diag):
         ps = np.sort(p, axis=-1)[:, ::-1]
         diag["min_router_margin"] = min(diag["min_router_margin"],
                                         float(np.min(ps[:, kk - 1] - ps[:, kk])))
+        diag["router_margins"].append(ps[:, kk - 1] - ps[:, kk])
     if "renorm_gates" in mk:
         gates = gates / gates.sum(axis=-1, keepdims=True)
     act = gelu_erf if "erf_gelu" in mk else gelu_tanh
@@ -304,7 +305,10 @@ def forward(model, tokens, mistakes=(), diagnostics=False, kv_bf16=False, rows=N
     (logits, diag) where diag has max_raw_score (largest |q.k * multiplier|
     over visible pairs, before the cap) and min_router_margin (smallest gap
     between the k-th and (k+1)-th router probability: a small value means the
-    expert choice is fragile to rounding). kv_bf16: keys and values rounded
+    expert choice is fragile to rounding) and router_margins (that gap for
+    every row, one array per layer: a row's own choices are fragile where it
+    is small, and so is every later row's output, which attends to it).
+    kv_bf16: keys and values rounded
     to bf16 as a bf16 KV cache (--kv-cache bf16) holds them."""
     mk = _parse_mistakes(mistakes)
     cfg = model.cfg
@@ -316,7 +320,7 @@ def forward(model, tokens, mistakes=(), diagnostics=False, kv_bf16=False, rows=N
     emb, layers = model.weights(block0="block0_scales" in mk, round_bf16="no_bf16" not in mk)
     eps, one_plus = cfg["rms_eps"], "one_plus_scale" in mk
     post = "no_post_norms" not in mk
-    diag = {"max_raw_score": 0.0, "min_router_margin": math.inf}
+    diag = {"max_raw_score": 0.0, "min_router_margin": math.inf, "router_margins": []}
 
     x = emb[tokens] * cfg["embedding_multiplier"]          # (n, D)
     for li, lw in enumerate(layers):

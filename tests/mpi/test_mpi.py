@@ -66,10 +66,8 @@ def requests(path, n, seed, mode, lens=(3, 40), new=(1, 14)):
     rnd = random.Random(seed + 1000 * ARGS.draw)
     with open(path, "w") as f:
         for i in range(n):
-            # 0, the pad id, is refused: dropped, the rest of the tokens kept
-            # (the tolerances of the cases were measured on them)
-            ids = [t for t in [rnd.randrange(512) for _ in range(rnd.randint(*lens))] if t]
-            r = {"id": f"r{i}", "prompt_ids": ids or [1]}
+            # from 1: 0, the pad id, is refused in input
+            r = {"id": f"r{i}", "prompt_ids": [rnd.randrange(1, 512) for _ in range(rnd.randint(*lens))]}
             if mode == "generate":
                 r["max_new_tokens"] = rnd.randint(*new)
             f.write(json.dumps(r) + "\n")

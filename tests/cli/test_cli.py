@@ -2480,6 +2480,9 @@ def merge_dumps(d, sinp, lines):
     # not a dump: not HDF5, HDF5 of another format
     swapped(2, lambda p: open(p, "w").write("not hdf5\n"), ["d2.h5", "cannot be opened"])
     swapped(2, edited(lambda f: f.attrs.modify("format", "grok1-checkpoint")), ["d2.h5", "not a logits dump"])
+    # a format longer than any read (4096 bytes) is not a dump's either: not "out of memory" (it was read whole
+    # for its length, and only the copy is not made)
+    swapped(2, edited(lambda f: f.attrs.modify("format", "grok1-logits" * 400)), ["d2.h5", "not a logits dump"])
     # another vocabulary: a consistent dump with the right names
     swapped(1, write_dump(600, lines[1::3]), ["d1.h5", "vocab_size 600", "512"])
     swapped(0, write_dump(600, lines[0::3]), ["d0.h5", "vocab_size 600", "model of the shards has 512"])

@@ -389,6 +389,23 @@ def case_pad_from_tokenizer():
         check(p.returncode == 1 and "3 request(s), 2 refused" in p.stdout
               and "grok1-run: refused: input line 3: the tokenizer gave id 0" in p.stderr,
               f"--check-input: exit {p.returncode}: {p.stdout!r} {p.stderr.strip()[-300:]}")
+        # the model's pad id, not 0 as such: with pad_id 330 (the demo tokenizer's piece for "a"), "a b" is
+        # refused and the [PAD] user piece (id 0) is not
+        if not ARGS.mkckpt:
+            print("no grok1-mkckpt (a build without HDF5): a model whose pad id is not 0 not tried")
+            return
+        ck = os.path.join(d, "pad330.h5")
+        p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--set", "pad_id=330", "--seed", "3", "--out", ck],
+                           capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0, f"grok1-mkckpt --set pad_id=330: exit {p.returncode}: {p.stderr.strip()}")
+        with open(inp, "w") as f:
+            for r in ({"id": 1, "prompt": "a b", "max_new_tokens": 2}, {"id": 2, "prompt": "[PAD]", "max_new_tokens": 2}):
+                f.write(json.dumps(r) + "\n")
+        p = subprocess.run([ARGS.run, "--checkpoint", ck, "--tokenizer", other, "--mode", "generate", "--input", inp,
+                            "--progress", "off", "--check-input"], capture_output=True, text=True, timeout=120)
+        check(p.returncode == 1 and "2 request(s), 1 refused" in p.stdout
+              and "grok1-run: refused: input line 1: the tokenizer gave id 330, the model's pad id" in p.stderr,
+              f"pad_id 330: exit {p.returncode}: {p.stdout!r} {p.stderr.strip()[-300:]}")
 
 
 def case_tokenizer_record():
@@ -476,6 +493,7 @@ def main():
     global ARGS
     cases, ap = script_cases(globals())
     ap.add_argument("--merge", help="grok1-merge (cases nul, tokenizer_record)")
+    ap.add_argument("--mkckpt", help="grok1-mkckpt (case pad_from_tokenizer: a model whose pad id is not 0)")
     ap.add_argument("--run", required=True)
     ap.add_argument("--tokenizer", required=True)
     ARGS = ap.parse_args()

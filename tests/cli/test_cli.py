@@ -2861,6 +2861,15 @@ def bos_is_pad(d):
                            text=True, timeout=60)
         check(p.returncode == 1 and p.stderr.startswith("grok1-plan: error: ") and all(w in p.stderr for w in words),
               f"grok1-plan --config {cfg}: exit {p.returncode}: {p.stderr.strip()}")
+        # the pad id as the model gives it, not 0 as such: bos_id 7 over pad_id 7 refused, bos_id 0 over it not
+        for ids, code in (((7, 7), 1), ((0, 7), 0)):
+            with open(cfg, "w") as f:
+                json.dump({"bos_id": ids[0], "pad_id": ids[1]}, f)
+            p = subprocess.run([ARGS.grok1_plan, "--config", cfg, "--stages", "1", "--ep", "1"], capture_output=True,
+                               text=True, timeout=60)
+            check(p.returncode == code and (code == 0 or "bos_id (7) is the pad_id (7)" in p.stderr),
+                  f"grok1-plan --config with bos_id {ids[0]}, pad_id {ids[1]}: exit {p.returncode} (not {code}): "
+                  f"{p.stderr.strip()}")
         for preset in ("tiny", "small", "grok-1"):
             p = subprocess.run([ARGS.grok1_plan, "--config", preset, "--stages", "1", "--ep", "1"],
                                capture_output=True, text=True, timeout=60)

@@ -448,6 +448,21 @@ def case_dump_resume():
           f"a value changed past the mark: {p.stderr[-400:]}")
     check(open(out).read() == open(ref).read() and same_dump(),
           "after starting over (a value changed past the mark): output or dump differ")
+    # two values changed past the mark: the warning names the first of them
+    # in input order (the look stops reading values back at it)
+    _, _, kept_lines = failed_synced()
+    if len(kept_lines) >= 3:
+        change(kept_lines[-2], kept_lines[0])
+        change(kept_lines[-1])
+        p = subprocess.run([ARGS.run] + args(out, dump, "--resume", "--verbose"), capture_output=True, text=True,
+                           env=ENV)
+        check(p.returncode == 0 and f"logits/{kept_lines[-2]} does not match its checksum" in p.stderr and
+              f"logits/{kept_lines[-1]} does not match" not in p.stderr,
+              f"two values changed past the mark: not the first named: {p.stderr[-400:]}")
+        check(open(out).read() == open(ref).read() and same_dump(),
+              "after starting over (two values changed past the mark): output or dump differ")
+    else:
+        print(f"only {len(kept_lines)} results kept: two changed values not tried")
     _, _, kept_lines = failed_synced()
     middle = kept_lines[len(kept_lines) // 2]
     n_after = sum(1 for k in kept_lines if k > middle)

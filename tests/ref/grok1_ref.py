@@ -308,8 +308,8 @@ def forward(model, tokens, mistakes=(), diagnostics=False, kv_bf16=False, rows=N
     expert choice is fragile to rounding) and router_margins (that gap for
     every row, one array per layer: a row's own choices are fragile where it
     is small, and so is every later row's output, which attends to it).
-    kv_bf16: keys and values rounded
-    to bf16 as a bf16 KV cache (--kv-cache bf16) holds them."""
+    kv_bf16: keys and values rounded to bf16 as a bf16 KV cache (--kv-cache
+    bf16) holds them."""
     mk = _parse_mistakes(mistakes)
     cfg = model.cfg
     tokens = np.asarray(tokens, dtype=np.int64)

@@ -13,12 +13,34 @@ import argparse
 import importlib
 import os
 import shutil
+import struct
 import sys
+import zlib
 
 # mpirun as root (containers, CI) and with more ranks than cores: for the
 # processes a test starts, never set for the user
 MPI_VARS = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
             "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+
+
+# the hyper-parameters a checkpoint's params_crc32 covers, in its order
+# (docs/CHECKPOINT.md)
+CKPT_PARAMS = ("vocab_size emb_size num_layers num_q_heads num_kv_heads key_size ffn_size num_experts "
+               "num_selected_experts max_seq_len embedding_multiplier output_multiplier attn_output_multiplier "
+               "attn_logit_cap rope_base rms_eps pad_id bos_id eos_id").split()
+
+
+def params_crc(attrs):
+    """docs/CHECKPOINT.md's params_crc32 of a checkpoint's root attributes
+    (h5py's attrs, or a dict): each name, NUL, 8 little-endian bytes (float64
+    for a floating-point value, else int64), in CKPT_PARAMS's order."""
+    b = b""
+    for n in CKPT_PARAMS:
+        v = attrs[n]
+        dt = getattr(v, "dtype", None)
+        is_float = dt.kind == "f" if dt is not None else isinstance(v, float)
+        b += n.encode() + b"\0" + (struct.pack("<d", float(v)) if is_float else struct.pack("<q", int(v)))
+    return zlib.crc32(b)
 
 
 def script_cases(names):

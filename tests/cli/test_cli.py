@@ -14,17 +14,15 @@ import re
 import shutil
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from g1testlib import script_cases, mpi_env  # noqa: E402
+from g1testlib import script_cases, mpi_env, params_crc  # noqa: E402
 
 V, MAX_SEQ, EOS = 512, 256, 2
 SKIP = 77
@@ -2894,17 +2892,9 @@ def bos_is_pad(d):
     p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "5", "--out", bad], capture_output=True, text=True,
                        timeout=120)
     check(p.returncode == 0, f"grok1-mkckpt: {p.stderr.strip()}")
-    names = ("vocab_size emb_size num_layers num_q_heads num_kv_heads key_size ffn_size num_experts "
-             "num_selected_experts max_seq_len embedding_multiplier output_multiplier attn_output_multiplier "
-             "attn_logit_cap rope_base rms_eps pad_id bos_id eos_id").split()
     with h5py.File(bad, "r+") as f:
         f.attrs["bos_id"] = np.int32(f.attrs["pad_id"])
-        b = b""
-        for n in names:
-            v = f.attrs[n]
-            b += n.encode() + b"\0" + (struct.pack("<d", float(v)) if np.issubdtype(np.asarray(v).dtype, np.floating)
-                                       else struct.pack("<q", int(v)))
-        f.attrs["params_crc32"] = np.uint32(zlib.crc32(b))
+        f.attrs["params_crc32"] = np.uint32(params_crc(f.attrs))
     inp, out = os.path.join(d, "bos.jsonl"), os.path.join(d, "bos_out.jsonl")
     write_jsonl(inp, [{"id": 1, "prompt_ids": [5, 6]}])
     se = expect_fail(["--checkpoint", bad, "--mode", "generate", "--input", inp, "--output", out], 1,

@@ -12,7 +12,6 @@ usage: test_ckpt_checksum.py GROK1_MKCKPT G1_CKPT_CHECK GROK1_CHECKSUM GROK1_LIN
 """
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from g1testlib import Checks, need  # noqa: E402
+from g1testlib import Checks, need, params_crc  # noqa: E402
 
 h5py, np = need("h5py", "numpy")
 
@@ -184,26 +183,11 @@ def test_old_file(d, ref):
            f"--add checks the checksums there: rc {rc} {out.strip()}")
 
 
-PARAMS = ("vocab_size emb_size num_layers num_q_heads num_kv_heads key_size ffn_size num_experts "
-          "num_selected_experts max_seq_len embedding_multiplier output_multiplier attn_output_multiplier "
-          "attn_logit_cap rope_base rms_eps pad_id bos_id eos_id").split()
-
-
-def params_crc(f):
-    """docs/CHECKPOINT.md's formula: name, NUL, 8 little-endian bytes (int64 or float64), in this order."""
-    b = b""
-    for n in PARAMS:
-        v = f.attrs[n]
-        b += n.encode() + b"\0" + (struct.pack("<d", float(v)) if np.issubdtype(np.asarray(v).dtype, np.floating)
-                                   else struct.pack("<q", int(v)))
-    return zlib.crc32(b)
-
-
 def test_params(d, ref):
     """The hyper-parameters' checksum (root attribute params_crc32): a changed
     rope_base or cap loaded and computed something else without a word."""
     with h5py.File(ref, "r") as f:
-        expect(int(f.attrs["params_crc32"]) == params_crc(f), "params_crc32 is the documented CRC-32")
+        expect(int(f.attrs["params_crc32"]) == params_crc(f.attrs), "params_crc32 is the documented CRC-32")
     rc, out, err = run([CHECKSUM, ref])
     expect(rc == 0 and "hyper-parameters matched" in out, f"grok1-checksum: hyper-parameters matched: {out.strip()}")
     bad = os.path.join(d, "rope.h5")

@@ -67,10 +67,10 @@ static int field_allowed(const char *key, g1_run_mode mode)
 }
 
 /* A list of token ids, `name` in messages ("prompt_ids", "continuation_ids"),
- * appended to r->prompt_ids. The pad id is refused: the release masks every
- * key whose token is the pad id 0 out of attention (model.py's input_mask,
- * tokens > pad_token) and the engine masks causally only, so such a prompt
- * would get results the released model does not give (docs/ENGINE.md). */
+ * appended to r->prompt_ids. The pad id is refused: the release masks keys whose token is the pad id 0 out of
+ * the attention of the tokens run in the same call (model.py's input_mask, tokens > pad_token: a whole sequence,
+ * or a prompt's prefill; its decode steps, one token each, attend to them) and the engine masks causally only, so
+ * such a prompt would get results the released model does not give (docs/ENGINE.md; test ref_release_flow). */
 static g1_status parse_ids(const json_t *ids, const char *name, long line, const g1_config *cfg, g1_request *r)
 {
     if (!ids)

@@ -3475,7 +3475,8 @@ def nomem(d, kind):
     if os.environ.get("G1_SANITIZED"):
         print("a sanitizer build (G1_SANITIZED): its runtime owns malloc: skipped")
         return SKIP
-    needs = {"generate": ARGS.tokenizer, "dump": ARGS.hdf5, "resume": ARGS.hdf5, "merge": ARGS.merge,
+    needs = {"generate": ARGS.tokenizer, "dump": ARGS.hdf5, "resume": ARGS.hdf5, "resume_look": ARGS.hdf5,
+             "merge": ARGS.merge,
              "checksum": ARGS.hdf5 and ARGS.checksum and ARGS.mkckpt, "checkpoint": ARGS.hdf5 and ARGS.mkckpt,
              "plan": ARGS.grok1_plan}
     if not needs.get(kind, True):
@@ -3583,7 +3584,7 @@ def nomem(d, kind):
 
     # (24 requests to resume: enough steps that a fault finds a result kept)
     rows = [{"id": i, "prompt_ids": [(7 * i + 3 * j + 1) % V for j in range(2 + i % 4)]}
-            for i in range(24 if kind == "resume" else 6)]
+            for i in range(24 if kind.startswith("resume") else 6)]
     write_jsonl(os.path.join(d, "in.jsonl"), rows)
     score = [ARGS.run] + tiny("score", "in.jsonl", "o.jsonl", "--batch-size", "2")
     if kind in ("score", "dump", "resume"):
@@ -3605,19 +3606,28 @@ def nomem(d, kind):
     if kind == "dump":
         sweep("grok1-run score --dump-logits", dump, lambda: rm("o.jsonl", "lg.h5"), "o.jsonl",
               same_as("o.jsonl", "ref.jsonl"), "grok1-run")
-    if kind == "resume":
-        # a run stopped by a fault, its files kept aside once and put back
-        # before each resume (the step at which results are kept depends on
-        # when the dump's writer flushed: on a busy machine a whole round of
-        # steps can pass with the writer behind, so up to 5 rounds)
-        saved = os.path.join(d, "stopped")
+    def stop_run(least):
+        """a run stopped by a fault with at least `least` results kept (the
+        step at which results are kept depends on when the dump's writer
+        flushed: on a busy machine a whole round of steps can pass with the
+        writer behind, so up to 5 rounds); returns how many were kept"""
+        kept = 0
         for step in [s for _ in range(5) for s in range(3, 40)]:
             rm("o.jsonl", "lg.h5")
             p = subprocess.run(dump, capture_output=True, text=True, timeout=60, cwd=d,
                                env=dict(os.environ, GROK1_FAULT=f"0:{step}"))
-            if p.returncode == 1 and os.path.exists(os.path.join(d, "o.jsonl.partial")):
+            part = os.path.join(d, "o.jsonl.partial")
+            kept = len(read_jsonl(part)) if p.returncode == 1 and os.path.exists(part) else 0
+            if kept >= least:
                 break
-        check(os.path.exists(os.path.join(d, "o.jsonl.partial")), f"no faulted run kept a result: {p.stderr}")
+        check(kept >= least, f"no faulted run kept {least} results: {p.stderr}")
+        return kept
+
+    if kind == "resume":
+        # a run stopped by a fault, its files kept aside once and put back
+        # before each resume
+        saved = os.path.join(d, "stopped")
+        stop_run(1)
         os.mkdir(saved)
         kept = [n for n in os.listdir(d) if n.startswith(("o.jsonl.", "lg.h5."))]
         for n in kept:
@@ -3627,8 +3637,94 @@ def nomem(d, kind):
             rm("o.jsonl", "lg.h5")
             for n in kept:
                 shutil.copy(os.path.join(saved, n), d)
+        # (the look at the kept results' datasets before anything changes
+        # is reached: a failure there must fail the run, not leave the
+        # result it was looking at for the prune, which checks less)
         sweep("grok1-run --resume with a dump", dump + ["--resume"], stopped, "o.jsonl",
-              same_as("o.jsonl", "ref.jsonl"), "grok1-run", again=True)
+              same_as("o.jsonl", "ref.jsonl"), "grok1-run", again=True,
+              reach="could not be checked: out of memory for the tokens of logits/")
+    if kind == "resume_look":
+        # The look at the dump before anything changes (kept_has, run_files.c)
+        # checks each kept result's dataset: its rows, tokens, id and values.
+        # An allocation of it that fails must fail the run (out of memory,
+        # exit 1, every file as it was): the prune after it checks only the
+        # shape and the values, so a result the look could not check was
+        # kept with the logits of other tokens (mutants F04 and F11 of
+        # scripts/mutants-2026-12-05.txt: exit 0, the dump taken over).
+        # Here the last kept result's dataset records other tokens, and the
+        # dump is finished (DUMP, not DUMP.partial: a kill between the two
+        # renames): the clean resume refuses it right after the look, so a
+        # sweep of every allocation call of that run is every call up to
+        # and through the look, the second result's too (a sweep by site
+        # fails only the first result's). No run may exit 0.
+        try:
+            import h5py
+        except ImportError:
+            print("h5py not available (python3-h5py): skipped")
+            return SKIP
+        n_kept = stop_run(2)
+        os.rename(os.path.join(d, "lg.h5.partial"), os.path.join(d, "lg.h5"))
+        last = n_kept - 1  # the input lines of the kept results: 0 to n_kept - 1
+        with h5py.File(os.path.join(d, "lg.h5"), "r+") as f:
+            x = f[f"logits/{last}"]
+            x.attrs.modify("tokens", (x.attrs["tokens"] + 1) % V)
+        names = ["o.jsonl.partial", "o.jsonl.meta.json", "lg.h5"]
+        before = {}
+        for n in names:
+            with open(os.path.join(d, n), "rb") as f:
+                before[n] = f.read()
+        look = dump + ["--resume"]
+        refusal = "is a finished logits dump that is not the one of the results kept"
+        p = subprocess.run(look, capture_output=True, text=True, timeout=60, cwd=d)
+        clean = p.stderr.strip()
+        check(p.returncode == 1 and refusal in clean and f"other tokens than its request's in logits/{last}" in clean,
+              f"the resume of a finished dump with a result of other tokens: exit {p.returncode}: {clean[-400:]}")
+        cnt = os.path.join(d, "sites")
+        subprocess.run(look, capture_output=True, timeout=60, cwd=d,
+                       env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM_COUNT=cnt))
+        with open(cnt) as f:
+            n = max(int(x) for x in f.read().split())
+        os.remove(cnt)
+        said = set()
+        for k in range(1, n + 1):
+            p = subprocess.run(look, capture_output=True, text=True, timeout=60, cwd=d,
+                               env=dict(os.environ, LD_PRELOAD=ARGS.nomem_shim, G1_TEST_NOMEM=str(k)))
+            runs[0] += 1
+            err = p.stderr.strip()
+            m = re.search(r"could not be checked: out of memory (?:for the tokens of|for the id of|reading) "
+                          r"logits/(\d+)", err)
+            if m:
+                said.add(int(m.group(1)))
+            changed = []
+            for x in names:
+                try:
+                    with open(os.path.join(d, x), "rb") as f:
+                        if f.read() != before[x]:
+                            changed.append(x)
+                except OSError:
+                    changed.append(x + " (gone)")
+            made = [x for x in os.listdir(d) if x == "o.jsonl" or ".damaged" in x]
+            if p.returncode == 0:
+                bad.append(f"resume of a dump the look refuses: allocation call {k} failed: exit 0, a kept result's "
+                           f"logits of other tokens taken over unchecked: {err[-300:]}")
+            elif p.returncode < 1 or p.returncode > 3 or "grok1-run: error:" not in err:
+                bad.append(f"resume of a dump the look refuses: allocation call {k} failed: exit {p.returncode}: "
+                           f"{err[-400:]}")
+            elif "memory" not in err and err != clean:  # (an allocation with a fallback: the clean refusal)
+                bad.append(f"resume of a dump the look refuses: allocation call {k} failed: the message is neither "
+                           f"the clean run's refusal nor says out of memory: {err[-400:]}")
+            elif err != clean and blames(err):
+                bad.append(f"resume of a dump the look refuses: allocation call {k} failed: a message blames the "
+                           f"files: {blames(err)[0][-400:]}")
+            if changed or made:
+                bad.append(f"resume of a dump the look refuses: allocation call {k} failed: exit {p.returncode}, "
+                           f"and {', '.join(changed + made)} not as before: {err[-300:]}")
+        print(f"resume of a dump the look refuses: {n} allocation calls, each failed in turn; the look's own "
+              f"failures said so for logits/{sorted(said)}")
+        for x in range(n_kept):
+            if x not in said:
+                bad.append(f"resume of a dump the look refuses: no failed run said that the look could not check "
+                           f"logits/{x} for want of memory: the sweep did not reach that result's look")
     if kind == "merge":
         shards = []
         for k in range(3):
@@ -3851,6 +3947,10 @@ def case_nomem_dump(d):
 
 def case_nomem_resume(d):
     return nomem(d, "resume")
+
+
+def case_nomem_resume_look(d):
+    return nomem(d, "resume_look")
 
 
 def case_nomem_merge(d):

@@ -496,6 +496,34 @@ static g1_status check_dump_name(const char *dump, const char *dump_tmp, const c
     return st;
 }
 
+/* Where the merged dump will be once renamed to `dump`, as grok1-run records
+ * its dump (settings.dump_logits_path and dump_logits_from_output): its
+ * canonical name (*real) and that name from the folder of OUT (*rel), both
+ * malloc'd. Found before anything is renamed (main gave the ends of links
+ * at OUT and D, so the renames make these names). */
+static g1_status dump_place(const char *dump, const char *out_path, char **real, char **rel)
+{
+    *real = *rel = NULL;
+    char *out_real = NULL, dir[PATH_MAX];
+    g1_status st = g1_path_canonical(dump, real);
+    if (st == G1_OK)
+        st = g1_path_canonical(out_path, &out_real);
+    if (st == G1_OK) {
+        g1_dir_of(out_real, dir, sizeof dir);
+        if (!(*rel = g1_path_relative(dir, *real)))
+            st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+    }
+    free(out_real);
+    if (st != G1_OK) {
+        char why[600];
+        snprintf(why, sizeof why, "%s", g1_last_error());
+        free(*real);
+        *real = NULL;
+        st = G1_FAIL(st, "cannot record where the logits dump %s is: %s", dump, why);
+    }
+    return st;
+}
+
 #if G1_HAVE_HDF5
 /* Dataset logits/<k> of shard s's dump records id `got` (JSON text; NULL:
  * none, a dump from before the attribute); the request on input line k + 1
@@ -1034,6 +1062,12 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         doomed.out_done = st == G1_OK;
     if (st != G1_OK && to_stdout && dump_done) /* the results did not all go out: no dump without them */
         unlink(dump);
+    /* where D will be, for OUT.meta.json: found before D or OUT takes its
+     * name, so that a failure (no memory) leaves neither (it left a meta
+     * file without these records, exit 0) */
+    char *dump_real = NULL, *dump_rel = NULL;
+    if (st == G1_OK && out && !to_stdout && dump)
+        st = dump_place(dump, out_path, &dump_real, &dump_rel);
     if (out && !to_stdout) {
         if (fclose(out) != 0 && st == G1_OK)
             st = G1_FAIL(G1_ERR_IO, "writing %s failed: %s", tmp, strerror(errno));
@@ -1061,20 +1095,10 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
             if (dump && json_object_set_new(set, "dump_logits", json_string(dump)) != 0)
                 st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
             /* and where it is, relative to OUT too, as grok1-run records it */
-            char *dump_real = NULL, *out_real = NULL, *rel = NULL, dir[PATH_MAX];
-            if (st == G1_OK && dump && g1_path_canonical(dump, &dump_real) == G1_OK) {
-                if (json_object_set_new(set, "dump_logits_path", json_string(dump_real)) != 0)
-                    st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
-                if (g1_path_canonical(out_path, &out_real) == G1_OK) {
-                    g1_dir_of(out_real, dir, sizeof dir);
-                    rel = g1_path_relative(dir, dump_real);
-                }
-                if (st == G1_OK && rel && json_object_set_new(set, "dump_logits_from_output", json_string(rel)) != 0)
-                    st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
-            }
-            free(dump_real);
-            free(out_real);
-            free(rel);
+            if (st == G1_OK && dump && json_object_set_new(set, "dump_logits_path", json_string(dump_real)) != 0)
+                st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            if (st == G1_OK && dump && json_object_set_new(set, "dump_logits_from_output", json_string(dump_rel)) != 0)
+                st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
             if (st == G1_OK && whole && json_object_set(by_k[0].meta, "input", whole) != 0)
                 st = G1_FAIL(G1_ERR_NOMEM, "out of memory");
             if (st == G1_OK)
@@ -1102,6 +1126,8 @@ static g1_status merge(const char *in_path, const char *out_path, const char *du
         if (by_k[k].f)
             fclose(by_k[k].f);
     json_decref(whole);
+    free(dump_real);
+    free(dump_rel);
     for (int i = 0; i < nf; i++) {
         json_decref(sh[i].meta);
         json_decref(sh[i].input);

@@ -3500,7 +3500,7 @@ def nomem(d, kind):
         aside as damaged, and computed every request again)"""
         return [x for x in err.splitlines() if blame.search(x) and "memory" not in x]
 
-    def sweep(what, cmd, reset, final, same, prog, again=False, code=None, calls=False, reach=None):
+    def sweep(what, cmd, reset, final, same, prog, again=False, code=None, calls=False, reach=None, made=None):
         """cmd with the shim, every allocation site failed once; reset()
         before each run; final: the output a failed run must not leave;
         same(): whether a run's results are the clean run's; again: after
@@ -3510,7 +3510,8 @@ def nomem(d, kind):
         in turn, not only the first of each site (a site reached by several
         paths: the first call is always the same path's); reach: words the
         message of at least one failed run must hold (the sweep reached the
-        path it is there for)"""
+        path it is there for); made(): what is wrong with the other files a
+        run that exits 0 wrote (None: nothing)"""
         sites = {} if calls else {"G1_TEST_NOMEM_SITES": "1"}
         unit = "call" if calls else "site"
         cnt = os.path.join(d, "sites")
@@ -3542,6 +3543,8 @@ def nomem(d, kind):
             if p.returncode == 0:
                 if not same():
                     bad.append(f"{what}: allocation {unit} {k} failed: exit 0 with other results: {err[-300:]}")
+                elif made and made():
+                    bad.append(f"{what}: allocation {unit} {k} failed: exit 0, but {made()}: {err[-300:]}")
                 continue
             fails += 1
             if p.returncode < 0 or p.returncode > 3:
@@ -3736,8 +3739,30 @@ def nomem(d, kind):
             (["--dump-logits", "md.h5"] if ARGS.hdf5 else []) + shards
         subprocess.run([ARGS.merge, "--input", "in.jsonl", "--output", "mref.jsonl"] + shards, cwd=d,
                        capture_output=True, timeout=60)
+        # a merge that exits 0 writes the clean merge's meta file: with the
+        # dump, where it is (settings.dump_logits_path and
+        # dump_logits_from_output, which a resume of OUT goes by); an
+        # allocation failed while finding those left them out, exit 0
+        rm("m.jsonl", "md.h5")
+        p = subprocess.run(merge, cwd=d, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, f"grok1-merge: {p.stderr}")
+        with open(os.path.join(d, "m.jsonl.meta.json")) as f:
+            meta_ref = f.read()
+        check(not ARGS.hdf5 or '"dump_logits_path"' in meta_ref, f"the merge's meta file: {meta_ref}")
+
+        def meta_made():
+            try:
+                with open(os.path.join(d, "m.jsonl.meta.json")) as f:
+                    got = f.read()
+            except OSError:
+                return "no m.jsonl.meta.json"
+            if got == meta_ref:
+                return None
+            want, have = json.loads(meta_ref)["settings"], json.loads(got).get("settings", {})
+            return (f"m.jsonl.meta.json is not the clean merge's (settings without "
+                    f"{sorted(set(want) - set(have))}, other: {sorted(x for x in want if x in have and want[x] != have[x])})")
         sweep("grok1-merge", merge, lambda: rm("m.jsonl", "md.h5"), "m.jsonl", same_as("m.jsonl", "mref.jsonl"),
-              "grok1-merge")
+              "grok1-merge", made=meta_made)
         if ARGS.hdf5:
             # every call, not every site: the string attributes of a dump
             # (its format, its run, each request's id) are read at one
@@ -3746,7 +3771,7 @@ def nomem(d, kind):
             # which must be told as memory, not as an id that is not a string
             sweep("grok1-merge, every allocation call", merge, lambda: rm("m.jsonl", "md.h5"), "m.jsonl",
                   same_as("m.jsonl", "mref.jsonl"), "grok1-merge", calls=True,
-                  reach="out of memory reading the id attribute")
+                  reach="out of memory reading the id attribute", made=meta_made)
             def refused_sweep(what, refusal):
                 """the merge refused (exit 1, `refusal` said), and so with
                 every allocation call failed in turn: exit 1, no m.jsonl,

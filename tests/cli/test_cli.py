@@ -2054,6 +2054,32 @@ def case_prefix_cache_stale(d):
             print(f"{tag} {' '.join(extra)}: {reused(se)} prompt positions reused, {forked} copied from another slot")
             check(forked > 0, f"{tag} {extra}: no prefix copied between slots")
             check(open(out).read() == open(off).read(), f"{tag} {extra}: results differ from --prefix-cache off")
+    # By hand, 2 slots in one micro-batch: requests 0 and 1 take both and
+    # finish in the first step. Request 2 shares its first token with
+    # request 0 and starts in slot 0 (its own caches give it that token:
+    # reused 1), which rewinds slot 0 to 1 position, but its record keeps
+    # request 0's 8-token prompt (and continuation) until slot 0's next
+    # batch is built. Request 3 wants that prompt: slot 0 offers it, and
+    # request 3 forks all 8 positions into slot 1 (planned first in that
+    # batch, before request 2's tokens are written over them): reused 9,
+    # copied 8. Offering only what request 2's own prompt gives (mutant
+    # D21 of scripts/mutants-2026-12-05.txt, the stale offer dropped)
+    # copies 1.
+    ctx = list(range(3, 11))
+    reqs = [{"id": 0, "prompt_ids": ctx, "continuation_ids": [11, 12]},
+            {"id": 1, "prompt_ids": [20, 21, 22], "continuation_ids": [23]},
+            {"id": 2, "prompt_ids": [3, 30, 31, 32], "continuation_ids": [33]},
+            {"id": 3, "prompt_ids": ctx + [40], "continuation_ids": [41]}]
+    inp, off, out = (os.path.join(d, f"hand{x}.jsonl") for x in ("", "_off", "_on"))
+    write_jsonl(inp, reqs)
+    expect_ok(tiny("score", inp, off, "--prefix-cache", "off"))
+    _, se = expect_ok(tiny("score", inp, out, "--batch-size", "2"))
+    m = re.search(r"(\d+) copied from another slot", se)
+    forked = int(m.group(1)) if m else 0
+    print(f"by hand: {reused(se)} prompt positions reused, {forked} copied from another slot (want 9 and 8)")
+    check((reused(se), forked) == (9, 8), f"by hand: {reused(se)} reused, {forked} copied, not 9 and 8: request 3 "
+                                          f"did not fork request 0's prompt from slot 0's stale positions")
+    check(open(out).read() == open(off).read(), "by hand: results differ from --prefix-cache off")
 
 
 def merge_run(args):

@@ -2082,6 +2082,71 @@ def case_prefix_cache_stale(d):
     check(open(out).read() == open(off).read(), "by hand: results differ from --prefix-cache off")
 
 
+def case_prefix_cache_guard(d):
+    """A free slot that forks not yet planned will copy from is kept for
+    them (best_free, mpi/driver.c): a request goes to another free slot,
+    or waits when there is none, unless it keeps what they want of that
+    slot or loses them fewer than WAIT_GAIN (16) positions. Two inputs made
+    by hand, generate mode, one micro-batch, 8 tokens a step; slot 0 runs
+    request q (8 tokens, then 12 new ones, one a step), slot 1 request p
+    (a 16- or 24-token prompt, 7 tokens a step after q's), and request x,
+    the prompt of p and one token more, forks p's prompt into slot 2 once
+    p has submitted it. p finishes before x's fork is planned (the fork
+    waited at the start of the step that submitted p's last tokens), so
+    p's slot is free and wanted by that fork. The reuse and fork counts of each are
+    worked out below; the scheduler mutants of
+    scripts/mutants-2026-12-05.txt that change the keeping (D01, D03, D07,
+    D15, D22) fail one or both. The results are those of --prefix-cache
+    off."""
+    P16, P24, Q = list(range(100, 116)), list(range(100, 124)), list(range(200, 208))
+
+    def counts(tag, reqs, slots):
+        inp, off, out = (os.path.join(d, f"{tag}{x}.jsonl") for x in ("", "_off", "_on"))
+        write_jsonl(inp, reqs)
+        expect_ok(tiny("generate", inp, off, "--prefix-cache", "off"))
+        _, se = expect_ok(tiny("generate", inp, out, "--batch-size", str(slots), "--max-batch-tokens", "8"))
+        check(open(out).read() == open(off).read(), f"{tag}: results differ from --prefix-cache off")
+        m = re.search(r"(\d+) copied from another slot", se)
+        return reused(se), int(m.group(1)) if m else 0
+
+    # (a) 3 slots, p's prompt 16 tokens. When p finishes, request y (q's
+    # prompt and one token) finds only slot 1 free: its own caches give y
+    # nothing there, and x's fork wants 16 positions of it, 0 + 16 at
+    # least: y waits a step. x forks 16, then y forks q's 8 from slot 0:
+    # 24 reused, all copied. Started in slot 1 at once (its fork from slot
+    # 0 planned first, slot 1 before 2), y would overwrite p's prompt and x
+    # would compute it: 8 and 8 (D03: > for >=, D15: never waits, D22: the
+    # next slot's fork_need read).
+    got = counts("a", [{"id": "q", "prompt_ids": Q, "max_new_tokens": 12},
+                       {"id": "p", "prompt_ids": P16, "max_new_tokens": 1},
+                       {"id": "x", "prompt_ids": P16 + [300], "max_new_tokens": 1},
+                       {"id": "y", "prompt_ids": Q + [301], "max_new_tokens": 1}], 3)
+    print(f"(a): {got[0]} prompt positions reused, {got[1]} copied from another slot (want 24 and 24)")
+    check(got == (24, 24), f"(a): {got[0]} reused, {got[1]} copied, not 24 and 24: y did not wait for x's fork "
+                           f"from the slot it is kept for")
+    # (b) 4 slots, p's prompt 24 tokens, and request z (2 tokens) in slot
+    # 3, which finishes with p: slots 1 and 3 free, x's fork wanting 24 of
+    # slot 1. Request y, p's first 8 tokens and one more: slot 1's own
+    # caches give it 8, but it is kept (24 >= 8 + 16), so y goes to slot 3
+    # at once, forking those 8 from slot 1. Request y2 (q's prompt and one
+    # more) finds only slot 1 free, kept (24 >= 0 + 16): it waits. Then x
+    # forks 24 and y 8, and y2 forks q's 8 from slot 0 into slot 1: 40
+    # reused, all copied. Taking y's fork as the need of slot 1 (D01: 8),
+    # y2 starts there at once and its fork overwrites p's prompt first: 8
+    # and 8 (D15 too); slot 1 not kept from y (D03, D22) or chosen for its
+    # own 8 over slot 3's fork of as many, y then waiting for it (D07): y
+    # reuses its 8 there, 40 and 32.
+    got = counts("b", [{"id": "q", "prompt_ids": Q, "max_new_tokens": 12},
+                       {"id": "p", "prompt_ids": P24, "max_new_tokens": 1},
+                       {"id": "x", "prompt_ids": P24 + [300], "max_new_tokens": 1},
+                       {"id": "z", "prompt_ids": [400, 401], "max_new_tokens": 1},
+                       {"id": "y", "prompt_ids": P24[:8] + [301], "max_new_tokens": 1},
+                       {"id": "y2", "prompt_ids": Q + [302], "max_new_tokens": 1}], 4)
+    print(f"(b): {got[0]} prompt positions reused, {got[1]} copied from another slot (want 40 and 40)")
+    check(got == (40, 40), f"(b): {got[0]} reused, {got[1]} copied, not 40 and 40: a slot kept for x's fork was "
+                           f"taken, or y waited for it when another was free")
+
+
 def merge_run(args):
     p = subprocess.run([ARGS.merge] + args, capture_output=True, text=True, timeout=60)
     return p.returncode, p.stderr

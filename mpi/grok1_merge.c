@@ -110,20 +110,26 @@ static g1_status shard_dump(const shard *s, json_t *set, char **out)
     if (path)
         snprintf(partial, sizeof partial, "%s.partial", path);
     if (path && rel && !exists(path) && !exists(partial)) {
+        /* (out of memory here fails: falling back to `path`, which is gone,
+         * would have told a moved shard's dump as missing) */
         char *real = NULL;
-        if (g1_path_canonical(s->path, &real) == G1_OK) {
+        g1_status st = g1_path_canonical(s->path, &real);
+        if (st == G1_ERR_NOMEM)
+            return st;
+        if (st == G1_OK) {
             g1_dir_of(real, dir, sizeof dir);
+            free(real);
             size_t n = strlen(dir) + strlen(rel) + 2;
             char *there = malloc(n);
-            if (there)
-                snprintf(there, n, "%s/%s", dir, rel);
-            snprintf(partial, sizeof partial, "%s.partial", there ? there : "");
-            if (there && (exists(there) || exists(partial)))
+            if (!there)
+                return G1_FAIL(G1_ERR_NOMEM, "out of memory");
+            snprintf(there, n, "%s/%s", dir, rel);
+            snprintf(partial, sizeof partial, "%s.partial", there);
+            if (exists(there) || exists(partial))
                 *out = there;
             else
                 free(there);
         }
-        free(real);
     }
     if (!*out && !(*out = strdup(path ? path : name)))
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");

@@ -3924,6 +3924,22 @@ def nomem(d, kind):
                 shutil.copy(os.path.join(d, "other2.h5"), os.path.join(d, "sd.h5.shard-1-of-3"))
                 refused_sweep("the dump of other tokens", "is the dump of other requests")
             shutil.copy(saved, os.path.join(d, "sd.h5.shard-1-of-3"))
+            # shards whose folder was moved whole after they ran: each
+            # shard's dump is found beside it by its place relative to its
+            # output (dump_logits_from_output), its recorded name being gone;
+            # an allocation failed while finding it fell back to that name
+            # and told the dump as missing, not memory
+            os.mkdir(os.path.join(d, "ran"))
+            moved = []
+            for k in range(3):
+                o = os.path.join("ran", f"s.jsonl.shard-{k}-of-3")
+                expect_ok(tiny("score", os.path.join(d, "in.jsonl"), os.path.join(d, o), "--shard", f"{k}/3",
+                               "--dump-logits", os.path.join(d, "ran", f"sd.h5.shard-{k}-of-3")))
+                moved.append(o.replace("ran", "moved", 1))
+            os.rename(os.path.join(d, "ran"), os.path.join(d, "moved"))
+            sweep("grok1-merge of shards moved with their dumps", [ARGS.merge, "--input", "in.jsonl", "--output",
+                                                                    "m.jsonl", "--dump-logits", "md.h5"] + moved,
+                  lambda: rm("m.jsonl", "md.h5"), "m.jsonl", same_as("m.jsonl", "mref.jsonl"), "grok1-merge")
     if kind in ("checksum", "checkpoint"):
         p = subprocess.run([ARGS.mkckpt, "--config", "tiny", "--seed", "1", "--out", os.path.join(d, "t.h5")],
                            capture_output=True, text=True, timeout=60)

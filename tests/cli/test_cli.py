@@ -900,7 +900,6 @@ def case_output_lock(d):
     requests on a FIFO), a second run on OUT, with or without --resume, is
     refused at once naming the first; the first finishes as if alone, and
     OUT.lock is gone after it. The same for a logits dump (DUMP.lock)."""
-    import threading
     import time
     inp, ref, out = os.path.join(d, "in.jsonl"), os.path.join(d, "ref.jsonl"), os.path.join(d, "out.jsonl")
     rows = [{"id": i, "prompt_ids": [1 + i, 2, 3], "max_new_tokens": 4} for i in range(4)]

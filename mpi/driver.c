@@ -135,6 +135,7 @@ typedef struct driver {
      * that a resume after the line is fixed goes on from there */
     g1_status bad;
     char bad_msg[512];
+    long long route_n;     /* steps submitted (the route log's N) */
 } driver;
 
 static double now_s(void) { return g1_trace_now(); }
@@ -878,6 +879,11 @@ static g1_status launch(driver *d, int m)
     d->st->busy += t1 - t0;
     g1_trace_span(d->o.trace, "driver", "embed", t0, t1, m, b->T);
     G1_TRY(d->pipe.submit(d->pipe.ctx, m, &bt, b->x));
+    if (d->o.route_log)
+        for (int t = 0; t < b->T; t++)
+            fprintf(d->o.route_log, "R %lld %d %d %lld\n", d->route_n, b->slot[t], b->pos[t],
+                    (long long)d->seqs[b->slot[t]].k);
+    d->route_n++;
     b->inflight = 1;
     d->st->steps++;
     return G1_OK;

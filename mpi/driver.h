@@ -87,6 +87,12 @@ typedef struct g1_driver_opts {
     int input_bounded;
     long long input_bytes;
     int64_t input_requests;
+    /* the test hook GROK1_ROUTE_LOG (NULL: off): for every step submitted,
+     * a line "R N SLOT POS K" per row (N: the steps submitted before it,
+     * every rank's engine's forward call N; SLOT the global slot; K the
+     * request index), which names the rows of the engines' "F" lines
+     * (g1_engine_set_route_log) */
+    FILE *route_log;
 } g1_driver_opts;
 
 typedef struct g1_driver_stats {

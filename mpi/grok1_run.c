@@ -375,6 +375,7 @@ typedef struct job {
     int interrupted; /* rank 0 stopped on SIGTERM / SIGINT */
     char trace_error[512]; /* --trace could not be written: said after the results are kept */
     size_t engine_planned; /* message buffers in engine memory the load made room for (--gpu-direct) */
+    FILE *route_log; /* the test hook GROK1_ROUTE_LOG: this rank's file, or NULL */
 } job;
 
 /* The timeline gathered and written (collective); a failure is kept in
@@ -401,8 +402,42 @@ static void write_trace(const cli *c, job *j)
                         "cut)\n", c->trace, j->trace.cap, dropped, cut, cut == 1 ? "" : "s");
 }
 
+/* The test hook GROK1_ROUTE_LOG=PREFIX: each rank writes PREFIX.RANK, a
+ * first line "G1ROUTE RANK STAGE SLOT E" (its expert slot of E), then its
+ * engine's "F" lines (the experts each row chose in each of its layers,
+ * g1_engine_set_route_log) and on rank 0 the driver's "R" lines that name
+ * those rows' requests (g1_driver_opts.route_log). For tests only: the
+ * file is written in place, not under a temporary name. */
+static g1_status route_log_open(job *j, int rank, int stage, int eslot)
+{
+    const char *prefix = getenv("GROK1_ROUTE_LOG");
+    if (!prefix || !*prefix)
+        return G1_OK;
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s.%d", prefix, rank) >= (int)sizeof path)
+        return G1_FAIL(G1_ERR_ARG, "GROK1_ROUTE_LOG: the name %s.%d is too long", prefix, rank);
+    if (!(j->route_log = fopen(path, "w")))
+        return G1_FAIL(G1_ERR_IO, "GROK1_ROUTE_LOG: cannot write %s: %s", path, strerror(errno));
+    fprintf(j->route_log, "G1ROUTE %d %d %d %d\n", rank, stage, eslot, j->E);
+    g1_engine_set_route_log(j->e, j->route_log);
+    return G1_OK;
+}
+
+static g1_status route_log_close(job *j)
+{
+    if (!j->route_log)
+        return G1_OK;
+    int bad = ferror(j->route_log);
+    bad |= fclose(j->route_log) != 0;
+    j->route_log = NULL;
+    g1_engine_set_route_log(j->e, NULL);
+    return bad ? G1_FAIL(G1_ERR_IO, "GROK1_ROUTE_LOG: the route log could not be written") : G1_OK;
+}
+
 static void job_free(job *j)
 {
+    if (j->route_log)
+        fclose(j->route_log);
     g1_trace_free(&j->trace);
     g1_tok_free(j->tok);
     g1_engine_free(j->e);
@@ -436,7 +471,8 @@ static void driver_opts(const cli *c, files *f, job *j, g1_progress *prog, g1_dr
                         .shards = c->shards,
                         .input_bounded = f->input_bounded,
                         .input_bytes = f->input_bytes,
-                        .input_requests = f->input_requests};
+                        .input_requests = f->input_requests,
+                        .route_log = j->route_log};
     files_dump_sink(f, sink, &o.dump);
     *out = o;
 }
@@ -788,13 +824,16 @@ static g1_status run(const cli *c, const g1_world *world, files *f, model *m, jo
             G1_TRY(g1_dist_trace_sync(j->dist));
         }
     }
-    if (rank == 0)
-        return drive(c, f, j);
+    G1_TRY(route_log_open(j, rank, s, e));
+    if (rank == 0) {
+        G1_TRY(drive(c, f, j));
+        return route_log_close(j);
+    }
     G1_TRY(g1_dist_worker(j->dist, j->e, j->M, c->max_batch_tokens));
     G1_TRY(g1_dist_busy(j->dist, NULL));
     if (c->trace)
         write_trace(c, j);
-    return G1_OK;
+    return route_log_close(j);
 }
 
 /* --check-input: the layout and the plan as a run checks them before its

@@ -416,10 +416,29 @@ static void add_normed(float *x, float *y, int T, int D, const float *scale, flo
         x[i] += y[i];
 }
 
+void g1_route_log_layer(FILE *f, long long n, int layer, int T, const int *slot, const int *pos, int k,
+                        const int *idx)
+{
+    for (int t = 0; t < T; t++) {
+        fprintf(f, "F %lld %d %d %d", n, layer, slot[t], pos[t]);
+        for (int j = 0; j < k; j++)
+            fprintf(f, " %d", idx[(size_t)t * k + j]);
+        fputc('\n', f);
+    }
+}
+
+void g1_engine_set_route_log(g1_engine *e, FILE *f)
+{
+    if (e->cuda)
+        g1_cuda_engine_set_route_log(e->cuda, f);
+    e->route_log = f;
+}
+
 g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
 {
     if (e->cuda)
         return g1_cuda_engine_forward(e->cuda, b, x);
+    long long n = e->route_n++;
     G1_TRY(batch_admit(e, b));
     const g1_config *c = &e->cfg;
     int T = b->T, D = c->emb_size, K = c->key_size, Hq = c->num_q_heads, Hkv = c->num_kv_heads;
@@ -461,6 +480,8 @@ g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x)
         /* mixture of experts */
         g1_cpu_rmsnorm(x, T, D, L->norm[G1_MOE_NORM], eps, e->xn);
         g1_cpu_router(e->xn, T, D, L->router, c->num_experts, c->num_selected_experts, e->idx, e->gate);
+        if (e->route_log)
+            g1_route_log_layer(e->route_log, n, e->w->layer0 + l, T, b->slot, b->pos, c->num_selected_experts, e->idx);
         if (e->dispatch.run_rows_mem) {
             G1_TRY(e->dispatch.run_rows_mem(e->dispatch.ctx, e->w->layer0 + l, T, e->xn, e->idx, e->yk));
             g1_moe_combine(T, D, c->num_selected_experts, e->gate, e->yk, e->o);

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "status.h"
@@ -184,6 +185,22 @@ typedef struct g1_batch {
 
 /* Run the layers this engine holds over x (T, D) in place. */
 g1_status g1_engine_forward(g1_engine *e, const g1_batch *b, float *x);
+
+/* Test hook (GROK1_ROUTE_LOG, read by grok1-run): with f not NULL every
+ * forward call (g1_engine_forward, g1_engine_forward_mem) writes to f, for
+ * each layer and row, the experts its router chose: a line "F N LAYER SLOT
+ * POS E1 E2..." (N: this engine's count of forward calls, from 0, every
+ * call counted, an empty one too; LAYER: the model's layer index; SLOT: the
+ * engine's slot; the top-k in choice order), see g1_route_log_layer. CUDA
+ * copies the chosen indices to the host for it after each router (a stream
+ * sync, and no CUDA graphs while it is set); no kernel changes and nothing
+ * computed moves. NULL (the default) costs nothing. Write errors show in
+ * ferror(f): the caller checks when it closes f. */
+void g1_engine_set_route_log(g1_engine *e, FILE *f);
+/* One layer's lines of that log: T rows at (slot, pos), k choices each in
+ * idx (T, k), for forward call n. */
+void g1_route_log_layer(FILE *f, long long n, int layer, int T, const int *slot, const int *pos, int k,
+                        const int *idx);
 
 /* x (T, D) = bf16(embedding[tokens]) * embedding_multiplier. Needs the embedding. */
 g1_status g1_engine_embed(g1_engine *e, int T, const int *tokens, float *x);

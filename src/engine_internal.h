@@ -41,6 +41,8 @@ struct g1_engine {
     size_t scratch_bytes; /* what the scratch above asked for (g1_engine_scratch_bytes) */
     void **mem;      /* g1_engine_mem_alloc's blocks, freed with the engine */
     int n_mem;
+    FILE *route_log; /* g1_engine_set_route_log: NULL, or the test hook's file */
+    long long route_n; /* forward calls so far (the hook's N) */
 };
 
 #endif

@@ -909,6 +909,20 @@ static g1_status moe_dispatch(g1_cuda_engine *e, int l, int T)
     return G1_OK;
 }
 
+void g1_cuda_engine_set_route_log(g1_cuda_engine *e, FILE *f) { e->route_log = f; }
+
+/* The test hook's lines for local layer l: the router's choices (e->idx)
+ * copied to the host once the stream has them. Only a copy: what the layers
+ * compute does not move. */
+static g1_status route_log_layer(g1_cuda_engine *e, int l, int T)
+{
+    int k = e->cfg.num_selected_experts;
+    G1_CU(cudaMemcpyAsync(e->idx_h, e->idx, (size_t)T * k * sizeof(int), cudaMemcpyDeviceToHost, e->stream));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    g1_route_log_layer(e->route_log, e->route_n, e->layer0 + l, T, e->route_b->slot, e->route_b->pos, k, e->idx_h);
+    return G1_OK;
+}
+
 /* The layers over the batch batch_admit set up: every launch on e->stream. */
 static g1_status run_layers(g1_cuda_engine *e, int T)
 {
@@ -950,6 +964,8 @@ static g1_status run_layers(g1_cuda_engine *e, int T)
             G1_CU(g1_cuda_rmsnorm(s, e->x, T, D, L->norm[G1_MOE_NORM], eps, e->xn));
             G1_CU(g1_cuda_router(s, e->xn, T, D, L->router, c->num_experts, c->num_selected_experts, e->idx,
                                   e->gate));
+            if (e->route_log)
+                G1_TRY(route_log_layer(e, l, T));
         }
         if (prof)
             G1_CU(cudaEventRecord(prof[2], s));
@@ -976,10 +992,11 @@ static g1_status run_layers(g1_cuda_engine *e, int T)
  * matmul on the GEMV or the int8 tensor-core kernel (T <= graph_max: no
  * cuBLAS), the MoE grouped on this device (no host round trip), one
  * attention range and none of it on the tensor-core attention (prompt
- * tiles), no profiling events. */
+ * tiles), no profiling events, no route log (GROK1_ROUTE_LOG syncs after
+ * each router). */
 static int graph_fits(const g1_cuda_engine *e, int T)
 {
-    return e->graphs && T >= 1 && T <= e->graph_max && !e->dispatch.run &&
+    return e->graphs && !e->route_log && T >= 1 && T <= e->graph_max && !e->dispatch.run &&
            !e->moe_host_groups && !e->prof && e->n_ranges == 1 && e->ranges[0].n_mma == 0;
 }
 
@@ -1032,6 +1049,7 @@ g1_status g1_cuda_engine_forward_device(g1_cuda_engine *e, const g1_batch *b)
 {
     G1_CU(cudaSetDevice(e->opts.device));
     G1_TRY(batch_admit(e, b));
+    e->route_b = b;
     if (graph_fits(e, b->T))
         return forward_graph(e, b->T);
     return run_layers(e, b->T);
@@ -1049,6 +1067,7 @@ static g1_status forward_through(g1_cuda_engine *e, const g1_batch *b, const flo
         G1_CU(cudaMemcpyAsync(e->x, in, bytes, device_mem ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice,
                               e->stream));
     G1_TRY(g1_cuda_engine_forward_device(e, b));
+    e->route_n++;
     if (bytes)
         G1_CU(cudaMemcpyAsync(out, e->x, bytes, device_mem ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost,
                               e->stream));

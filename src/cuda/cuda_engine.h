@@ -81,6 +81,10 @@ int g1_cuda_engine_memory(const g1_cuda_engine *e, size_t *weights, size_t *buff
 g1_status g1_cuda_engine_buffer_bytes(const g1_config *c, int nL, int experts, const g1_engine_opts *opts, int sms,
                                       int cc, int with_embedding, size_t *bytes);
 void g1_cuda_engine_free(g1_cuda_engine *e);
+/* As g1_engine_set_route_log (the test hook GROK1_ROUTE_LOG): the chosen
+ * experts copied to the host after each router and written to f; no graphs
+ * while f is set. */
+void g1_cuda_engine_set_route_log(g1_cuda_engine *e, FILE *f);
 /* As g1_engine_forward / _embed / _logits; x and logits are host memory. */
 g1_status g1_cuda_engine_forward(g1_cuda_engine *e, const g1_batch *b, float *x);
 g1_status g1_cuda_engine_embed(g1_cuda_engine *e, int T, const int *tokens, float *x);

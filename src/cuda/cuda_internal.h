@@ -85,6 +85,11 @@ struct g1_cuda_engine {
      * its start, after the attention block, after the router, after the
      * MoE (its host round trip included, above moe_device_max tokens) and at its end */
     cudaEvent_t *prof;
+    /* the test hook GROK1_ROUTE_LOG (g1_engine_set_route_log): its file or
+     * NULL, the forward calls so far, and the batch in flight's rows */
+    FILE *route_log;
+    long long route_n;
+    const g1_batch *route_b;
 };
 enum { G1_CUDA_PROF_EVENTS = 5 };
 

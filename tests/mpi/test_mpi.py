@@ -614,55 +614,125 @@ def emulated(gpus):
 
 
 # What a comparison across backends holds to a bound (case cuda_emu). On the
-# hot checkpoint two things turn a backend's rounding (1e-5 to 1e-4 of the
-# largest logit with float32-like GEMMs, 1e-2 with bf16 KV caches) into
-# differences of another size, both properties of the input, not of the code:
-# - a router near-tie: where the 2nd and 3rd expert of a row are closer than
-#   the rounding can move them, the backends may pick different experts,
-#   which moves that row by up to 0.4 of the largest logit, and every later
-#   row of the request that attends to it after that layer;
-# - an ill-conditioned row: one where the CPU backend's own float32 lands far
-#   from the float64 reference magnifies any other rounding about as much
-#   (most rows: 1e-7 to 6e-6 of max; rows at 1e-5 and 2e-4 had bf16x2 at
-#   1.9e-3 and 1.5e-3, f32 at 1.2e-4 and 1.4e-4).
-# The float64 reference tells both apart before looking at the backends, so
-# only the rows clear of them are compared. TAU_*: the smallest 2nd-to-3rd
-# router probability gap, over every layer, a compared row and the rows it
-# reads may have (flips were measured at gaps up to 1.3e-3 with bf16 KV
-# caches, none with bf16x2 or f32: 20 draws); ILL_CONDITIONED: the largest
-# |cpu - reference| / max |reference| of a compared row.
-TAU_F32 = 5e-4
-TAU_BF16 = 3e-3
+# hot checkpoint a router near-tie turns a backend's rounding (1e-5 to 1e-4 of
+# the largest logit with float32-like GEMMs, 1e-2 with bf16 KV caches) into a
+# difference of another size: where the 2nd and 3rd expert of a row are
+# closer than the rounding can move them, two runs may pick different
+# experts, which moves that row by up to 0.4 of the largest logit, and every
+# later row of the request that attends to it after that layer. That is a
+# property of the input, not of the code, so each run records the experts it
+# chose (GROK1_ROUTE_LOG, read by routes()) and a comparison holds its bound
+# on the rows whose choices were the same in both runs (route_rows), and
+# requires those choices to agree on most rows (ROUTE_AGREE_*): a router
+# that picks the wrong experts fails that instead of hiding behind it.
+# ROUTE_AGREE_*: the least share of the rows of the six requests whose
+# choices agree in every layer between the two runs compared. Over 20 draws
+# (test_mpi.py cuda_emu --draw N): 1.0 in every draw with float32-like
+# GEMMs (bf16x2, f32; F32), 0.971 to 1.0 with bf16 KV caches and 0.768 to
+# 1.0 with the default bf16 GEMM (BF16).
+ROUTE_AGREE_F32 = 0.95
+ROUTE_AGREE_BF16 = 0.6
+# ILL_CONDITIONED: the largest |cpu - reference| / max |reference| of a row
+# the float32-like comparisons hold to their bounds (ill_rows). Rows where
+# the CPU backend's own float32 lands far from the float64 reference magnify
+# any other rounding about as much (most rows: 1e-7 to 6e-6 of max). With the
+# same experts chosen on every row, 20 draws had bf16x2 up to 2.6e-3 from the
+# cpu (bound 1e-3) and f32 up to 1.2e-4 (bound 1e-4) on all rows, 6.6e-4 and
+# 3.5e-5 on the rows within this (76% to 99% of them). The comparisons with
+# bf16 rounding do not need it: 3.0e-2 at most against 5e-2 (bf16 caches),
+# a median of 2.0e-2 at most against 3e-2 (bf16 GEMM), on every row routed
+# alike.
 ILL_CONDITIONED = 8e-6
 
 
-def clear_rows(ckpt, inp, against):
-    """The rows of each request of `inp` that a comparison holds to its bound:
-    {name: {key: boolean mask of rows}} for each name of `against`, a dict
-    name -> (tau, the cpu logits the comparison is against, whether those
-    had bf16 KV caches). A row is left out if some layer's router gap of the
-    reference (float32 or bf16 caches, the smaller) is under tau at that row,
-    or below the last layer at an earlier row of the request; or if the cpu
-    logits are more than ILL_CONDITIONED of max from the reference's there."""
-    import grok1_ref
-    model = grok1_ref.load(ckpt)
-    rows = {name: {} for name in against}
+def routes(prefix, inp):
+    """The experts each row chose in each layer in the run that wrote the
+    route logs PREFIX.RANK (GROK1_ROUTE_LOG): {prompt prefix (tuple of the
+    token ids up to and including the row's): {layer: frozenset of experts, or
+    None where two computations of that prefix chose differently}}. A row is
+    named by its prompt prefix, which is what its keys and values hold: a
+    request that starts from another's cached prefix shares its rows."""
     with open(inp) as f:
         reqs = [json.loads(line)["prompt_ids"] for line in f]
+    names, chosen = {}, []  # (step, global slot, position) -> request; F lines
+    d = os.path.dirname(prefix) or "."
+    files = [n for n in os.listdir(d) if re.fullmatch(re.escape(os.path.basename(prefix)) + r"\.\d+", n)]
+    check(files, f"no route log {prefix}.RANK written")
+    for name in files:
+        with open(os.path.join(d, name)) as f:
+            head = f.readline().split()
+            check(len(head) == 5 and head[0] == "G1ROUTE", f"{name}: not a route log")
+            eslot, E = int(head[3]), int(head[4])
+            for line in f:
+                w = line.split()
+                if w[0] == "R":
+                    names[(int(w[1]), int(w[2]), int(w[3]))] = int(w[4])
+                else:
+                    n, layer, slot, pos = (int(v) for v in w[1:5])
+                    chosen.append(((n, slot * E + eslot, pos), layer, frozenset(int(v) for v in w[5:])))
+    out, unnamed = {}, []
+    for row, layer, experts in chosen:
+        k = names.get(row)
+        if k is None:
+            unnamed.append(row)
+            continue
+        layers = out.setdefault(tuple(reqs[k][:row[2] + 1]), {})
+        layers[layer] = experts if layers.get(layer, experts) == experts else None
+    check(not unnamed, f"{prefix}: {len(unnamed)} rows chose experts in no step the driver submitted, the first "
+                       f"(step, global slot, position) {unnamed[:1]}")
+    return out
+
+
+def route_rows(ra, rb, inp):
+    """The rows of each request of `inp` whose logits two runs (their
+    routes(), ra and rb) computed through the same experts: {key: boolean
+    mask of rows}, and the share of rows whose own choices agree in every
+    layer. Row p's logits are its hidden state after the last layer: its own
+    choices in every layer feed it, and each earlier row q's choices in every
+    layer but the last feed the keys and values row p reads from q in the
+    layers after (q's last-layer MoE reaches only q's logits). So row p is
+    kept when its choices agree in every layer, and those of every earlier
+    row of the request in every layer below the last. A row either run did
+    not record counts as disagreeing."""
+    with open(inp) as f:
+        reqs = [json.loads(line)["prompt_ids"] for line in f]
+    layers = sorted({layer for r in (ra, rb) for c in r.values() for layer in c})
+    rows, agree, total = {}, 0, 0
     for i, ids in enumerate(reqs):
-        ref, gaps = {}, []
-        for kv in (False, True):
-            ref[kv], diag = grok1_ref.forward(model, ids, diagnostics=True, kv_bf16=kv)
-            gaps.append(np.array(diag["router_margins"]))        # (layers, rows)
-        gap = np.minimum(*gaps)
-        for name, (tau, cpu, kv) in against.items():
-            near = gap < tau
-            later = np.maximum.accumulate(near[:-1].any(axis=0))  # read by the rows after
-            flips = near.any(axis=0) | np.concatenate([[False], later[:-1]])
-            c, r = cpu[str(i)], ref[kv]
-            ill = np.max(np.abs(c - r), axis=1) / np.max(np.abs(r)) > ILL_CONDITIONED
-            rows[name][str(i)] = ~(flips | ill)
-    return rows
+        same = np.zeros((len(ids), len(layers)), dtype=bool)
+        for p in range(len(ids)):
+            a, b = ra.get(tuple(ids[:p + 1]), {}), rb.get(tuple(ids[:p + 1]), {})
+            same[p] = [a.get(layer) is not None and a.get(layer) == b.get(layer) for layer in layers]
+        below = np.logical_and.accumulate(same[:, :-1].all(axis=1))          # rows 0..p agree below the last
+        rows[str(i)] = same.all(axis=1) & np.concatenate([[True], below[:-1]])
+        agree += int(same.all(axis=1).sum())
+        total += len(ids)
+    return rows, agree / max(total, 1)
+
+
+def ill_rows(ckpt, inp, cpu):
+    """{key: boolean mask of the rows of each request of `inp` where the cpu
+    logits are more than ILL_CONDITIONED of max from the float64
+    reference's}"""
+    import grok1_ref
+    model = grok1_ref.load(ckpt)
+    ill = {}
+    with open(inp) as f:
+        for i, line in enumerate(f):
+            r = grok1_ref.forward(model, json.loads(line)["prompt_ids"])
+            ill[str(i)] = np.max(np.abs(cpu[str(i)] - r), axis=1) / np.max(np.abs(r)) > ILL_CONDITIONED
+    return ill
+
+
+def score_routed(ckpt, inp, tag, n=1, extra=(), **kw):
+    """score() with the route log on: (text, logits, routes())"""
+    prefix = os.path.join(ARGS.tmp, f"{tag}.route")
+    for name in os.listdir(ARGS.tmp):
+        if name.startswith(os.path.basename(prefix) + "."):
+            os.remove(os.path.join(ARGS.tmp, name))
+    kw["env"] = dict(kw.get("env") or {}, GROK1_ROUTE_LOG=prefix)
+    text, logits = score(ckpt, inp, tag, n, extra, **kw)
+    return text, logits, routes(prefix, inp)
 
 
 def case_cuda_emu():
@@ -674,17 +744,19 @@ def case_cuda_emu():
     so must their sampled tokens. The default bf16 GEMM inputs are held to
     the looser bound that rounding allows; --cuda-gemm f32 (no GEMM) to
     bitwise equality in every layout. The bounds against the CPU backend (and
-    between layouts) hold on the rows clear of router near-ties and of
-    ill-conditioned rows (clear_rows): those differ by more than rounding on
-    some draws of the input whatever the code. Ranks that outnumber the GPUs
+    between layouts) hold on the rows that both runs computed through the
+    same experts (route_rows, from each run's GROK1_ROUTE_LOG) and that are
+    (float32-like GEMMs) not ill-conditioned (ill_rows): a router near-tie or
+    an ill-conditioned row differs by more than rounding on some draws of the
+    input whatever the code. The choices must agree on most rows
+    (ROUTE_AGREE_*). Ranks that outnumber the GPUs
     and a GPU too small for the share are refused with a message."""
     emu = emulated(8)
     ckpt = mkckpt("hot5.h5", "--qk-gain", "8")
     inp = requests(os.path.join(ARGS.tmp, "emu.jsonl"), 6, 11, "score", lens=(2, 30))
-    _, cpu = score(ckpt, inp, "emu_cpu", extra=["--backend", "cpu"])
-    _, kvc = score(ckpt, inp, "emu_kv_cpu", extra=["--backend", "cpu", "--kv-cache", "bf16"])
-    clear = clear_rows(ckpt, inp, {"f32": (TAU_F32, cpu, False), "bf16": (TAU_BF16, cpu, False),
-                                   "kv": (TAU_BF16, kvc, True)})
+    _, cpu, r_cpu = score_routed(ckpt, inp, "emu_cpu", extra=["--backend", "cpu"])
+    _, kvc, r_kvc = score_routed(ckpt, inp, "emu_kv_cpu", extra=["--backend", "cpu", "--kv-cache", "bf16"])
+    ill = ill_rows(ckpt, inp, cpu)
 
     def rel(a, b, rows=None):
         """max over requests of max |a - b| / max |b|, over the rows in
@@ -695,20 +767,35 @@ def case_cuda_emu():
             err = max(err, float(np.max(d) / np.max(np.abs(b[k]))) if d.size else 0.0)
         return err
 
-    def held(name, a, b):
-        """rel() on the rows clear_rows keeps for `name` (at least 5 of them,
-        or the comparison fails), and what it leaves out, for the log"""
-        n = sum(int(m.sum()) for m in clear[name].values())
-        of = sum(m.size for m in clear[name].values())
-        check(n >= 5, f"only {n} of {of} rows clear of router near-ties ({name}): too few to compare")
+    def kept(ra, rb, bf16, what):
+        """The rows route_rows keeps for runs routed ra and rb, less the
+        ill-conditioned ones unless the comparison rounds to bf16 (bf16 KV
+        caches or the default GEMM); fails the comparison `what` if the
+        choices agree on less than ROUTE_AGREE_* of the rows or fewer than 5
+        rows are left; and a line for the log"""
+        rows, share = route_rows(ra, rb, inp)
+        if not bf16:
+            rows = {k: m & ~ill[k] for k, m in rows.items()}
+        n = sum(int(m.sum()) for m in rows.values())
+        of = sum(m.size for m in rows.values())
+        least = ROUTE_AGREE_BF16 if bf16 else ROUTE_AGREE_F32
+        check(share >= least, f"{what}: the experts chosen agree on only {share:.1%} of the rows (at least "
+                              f"{least:.0%} required): a router that picks other experts than the cpu backend's?")
+        check(n >= 5, f"{what}: only {n} of {of} rows routed alike{'' if bf16 else ' and well conditioned'}: too few "
+                      f"to compare")
+        return rows, f"on the {n} of {of} rows routed alike (choices agree on {share:.1%} of rows)"
+
+    def held(a, b, ra, rb, bf16, what):
+        """rel() on the rows kept() keeps, and a line saying which"""
+        rows, where = kept(ra, rb, bf16, what)
         if a.keys() != b.keys():
             return float("inf"), "(different requests)"
-        return rel(a, b, clear[name]), f"on the {n} of {of} rows clear of near-ties (all rows: {rel(a, b):.3g})"
+        return rel(a, b, rows), f"{where} (all rows: {rel(a, b):.3g})"
 
     mb = ["--micro-batches", "2"]
     x2 = ["--backend", "cuda", "--cuda-gemm", "bf16x2"] + mb
-    text1, cu1 = score(ckpt, inp, "emu_1x1", extra=x2, **emu)
-    err, where = held("f32", cu1, cpu)
+    text1, cu1, r_cu1 = score_routed(ckpt, inp, "emu_1x1", extra=x2, **emu)
+    err, where = held(cu1, cpu, r_cu1, r_cpu, False, "cuda bf16x2 1x1 vs cpu")
     print(f"cuda bf16x2 (emulated) 1x1 vs cpu: max relative error {err:.3g} {where}")
     check(err <= 1e-3, f"cuda 1x1 differs from cpu by {err:.3g}")
     # without a dump the scores are reduced on the GPU (g1_engine_score_rows):
@@ -747,9 +834,9 @@ def case_cuda_emu():
     gen1 = generate(ckpt, gin, "emu_gen_1x1", extra=x2, **emu)
     for P, E in [(2, 1), (3, 1), (1, 2), (2, 2)]:
         lay = x2 + ["--stages", str(P), "--ep", str(E)]
-        text, logits = score(ckpt, inp, f"emu_{P}x{E}", P * E, lay, **emu)
+        text, logits, r_lay = score_routed(ckpt, inp, f"emu_{P}x{E}", P * E, lay, **emu)
         same = text == text1 and logits.keys() == cu1.keys() and all(np.array_equal(logits[k], cu1[k]) for k in cu1)
-        err, where = held("f32", logits, cu1)
+        err, where = held(logits, cu1, r_lay, r_cu1, False, f"cuda bf16x2 {P}x{E} vs 1x1")
         print(f"cuda bf16x2 (emulated) {P}x{E} vs 1x1: "
               f"{'bitwise equal' if same else f'max relative error {err:.3g} {where}'}")
         check(err <= 1e-3, f"cuda layout {P}x{E} differs from cuda 1x1 by {err:.3g}")
@@ -782,18 +869,18 @@ def case_cuda_emu():
     # bf16 KV caches (--kv-cache bf16) through a pipeline, against the cpu
     # backend's bf16-rounded caches (the same function, kvc above). On this
     # hot model a key a hair off a rounding boundary can round the other way
-    # on the two backends (up to 2e-2 measured on the rows compared), which
-    # moves the router as bf16x2 never does: flips at gaps up to 1.3e-3, so
-    # these rows are those clear of gaps under TAU_BF16 (10% to 35% of them).
-    # float32 caches are 0.2 to 0.7 off bf16 ones on this model
+    # on the two backends (up to 3e-2 measured on the rows compared), which
+    # moves the router as bf16x2 never does: the choices differed on up to
+    # 2.9% of the rows in 20 draws, and the rows routed alike were 84% to
+    # 100% of them. float32 caches are 0.2 to 0.7 off bf16 ones on this model
     _, kv1 = score(ckpt, inp, "emu_kv_1x1", extra=x2 + ["--kv-cache", "bf16"], **emu)
-    _, kvg = score(ckpt, inp, "emu_kv_2x1", 2, x2 + ["--stages", "2", "--kv-cache", "bf16"], **emu)
+    _, kvg, r_kvg = score_routed(ckpt, inp, "emu_kv_2x1", 2, x2 + ["--stages", "2", "--kv-cache", "bf16"], **emu)
     # a pipeline-only layout at the same micro-batches runs the same kernels
     # on the same batches: bitwise, bf16 caches included
     same = kvg.keys() == kv1.keys() and all(np.array_equal(kvg[k], kv1[k]) for k in kv1)
     print(f"cuda (emulated) bf16 KV caches, 2x1 vs 1x1: {'bitwise equal' if same else 'DIFFER'}")
     check(same, "bf16 KV caches: cuda 2x1 is not bitwise equal to 1x1 at the same micro-batches")
-    err, where = held("kv", kvg, kvc)
+    err, where = held(kvg, kvc, r_kvg, r_kvc, True, "cuda 2x1 bf16 KV caches vs cpu")
     print(f"cuda bf16x2 (emulated) 2x1 with bf16 KV caches vs cpu with bf16 KV caches: max relative error {err:.3g} "
           f"{where}; bf16 vs float32 caches (cpu): {rel(kvc, cpu):.3g}")
     check(err <= 5e-2, f"bf16 KV caches: cuda 2x1 differs from cpu by {err:.3g}")
@@ -804,8 +891,8 @@ def case_cuda_emu():
     # --cuda-gemm f32: no GEMM, so no batch dependence: every layout and
     # micro-batch count gives one rank's bits, sampled tokens included
     f32 = ["--backend", "cuda", "--cuda-gemm", "f32"]
-    textf, cuf = score(ckpt, inp, "emu_f32_1x1", extra=f32 + ["--micro-batches", "1"], **emu)
-    err, where = held("f32", cuf, cpu)
+    textf, cuf, r_cuf = score_routed(ckpt, inp, "emu_f32_1x1", extra=f32 + ["--micro-batches", "1"], **emu)
+    err, where = held(cuf, cpu, r_cuf, r_cpu, False, "cuda f32 1x1 vs cpu")
     print(f"cuda f32 (emulated) 1x1 vs cpu: max relative error {err:.3g} {where}")
     check(err <= 1e-4, f"cuda f32 1x1 differs from cpu by {err:.3g}")
     genf = generate(ckpt, gin, "emu_f32_gen_1x1", extra=f32 + ["--micro-batches", "1"], **emu)
@@ -818,17 +905,20 @@ def case_cuda_emu():
         check(same, f"cuda f32 layout {P}x{E} (M={M}) is not bitwise equal to 1x1")
         g = generate(ckpt, gin, f"emu_f32_gen_{P}x{E}", P * E, lay, **emu)
         check(g == genf, f"cuda f32 layout {P}x{E}: sampled tokens differ from 1x1")
-    _, d22 = score(ckpt, inp, "emu_bf16_2x2", 4, ["--backend", "cuda", "--stages", "2", "--ep", "2"], **emu)
-    # the bf16 GEMM inputs move the router about as bf16 KV caches do: the
-    # median over the rows clear of gaps under TAU_BF16 (over all rows it was
-    # 9e-3 to 3.1e-2 in 20 draws, at most 2.3e-2 on the clear rows)
+    _, d22, r_d22 = score_routed(ckpt, inp, "emu_bf16_2x2", 4, ["--backend", "cuda", "--stages", "2", "--ep", "2"],
+                                 **emu)
+    # the bf16 GEMM inputs move the router more than bf16 KV caches do (the
+    # choices differed on up to 23% of the rows in 20 draws; 38% to 100% of
+    # the rows routed alike): the median over those (over all rows it was
+    # 9e-3 to 3.1e-2 in 20 draws, at most 2.0e-2 on the rows routed alike)
     rows = {k: np.max(np.abs(d22[k] - cpu[k]), axis=1) / np.max(np.abs(cpu[k])) for k in cpu}
     every = np.concatenate(list(rows.values()))
-    kept = np.concatenate([rows[k][clear["bf16"][k]] for k in cpu])
-    med = float(np.median(kept)) if kept.size else float("inf")
-    print(f"cuda bf16 (emulated) 2x2 vs cpu: median row error {med:.3g} on the {kept.size} of {every.size} rows clear "
-          f"of near-ties (all rows: median {np.median(every):.3g}, max {every.max():.3g})")
-    check(kept.size >= 5 and med <= 3e-2, f"cuda bf16 2x2: median row error {med:.3g} vs cpu")
+    alike, where = kept(r_d22, r_cpu, True, "cuda bf16 2x2 vs cpu")
+    on = np.concatenate([rows[k][alike[k]] for k in cpu])
+    med = float(np.median(on)) if on.size else float("inf")
+    print(f"cuda bf16 (emulated) 2x2 vs cpu: median row error {med:.3g}, max {on.max() if on.size else 0:.3g} {where} "
+          f"(all rows: median {np.median(every):.3g}, max {every.max():.3g})")
+    check(med <= 3e-2, f"cuda bf16 2x2: median row error {med:.3g} vs cpu")
     # ranks that see a group of GPUs each (Slurm --gpu-bind=closest on a
     # two-socket node, ranks placed cyclically across the sockets: even
     # local ranks see GPUs 0,1, odd ones 2,3): each takes its index among

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Mutation testing by hand-made mutants (not run by CI; docs/HACKING.md).
 
-usage: BLD=BUILD_DIR [REPO=CHECKOUT] [NOMEM=0|only] scripts/mutants.py SPEC RESULTS.tsv [ID...]
+usage: BLD=BUILD_DIR [REPO=CHECKOUT] [NOMEM=0|only] [TARGETS='T ...'] scripts/mutants.py SPEC RESULTS.tsv [ID...]
 
 Each line of SPEC is  ID | FILE | LINE | OLD | NEW | TEST TEST ...  (fields
 split on ' | '; OLD must occur on LINE of FILE, else the line is reported
@@ -11,11 +11,16 @@ BADSPEC; NEW may be empty). Each mutant is applied to REPO's FILE, built
 with git checkout, so REPO must have no other change to FILE. A line per
 mutant goes to stdout and RESULTS.tsv: KILLED by TEST, SURVIVED, or
 STILLBORN (the build failed: a mutant -Werror refuses). NOMEM=0 leaves out
-the cli_nomem_* tests named, NOMEM=only runs only those."""
+the cli_nomem_* tests named, NOMEM=only runs only those. TARGETS names the
+ninja targets each mutant rebuilds (default: all), e.g. the emulated cuda
+tests alone. A TEST written NAME@VAR=VALUE[,VAR=VALUE] runs meson's test
+NAME with those variables in its environment (G1_TEST_ONLY=attention runs
+one group of test_cuda_ops: a quick kill first, the whole test after)."""
 import subprocess, sys, time, os
 REPO, B = os.environ.get('REPO', os.getcwd()), os.environ['BLD']
 spec, out = sys.argv[1], sys.argv[2]
 only = set(sys.argv[3:])
+targets = os.environ.get('TARGETS', '')
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, cwd=REPO, capture_output=True, text=True, **kw)
 for raw in open(spec):
@@ -37,13 +42,16 @@ for raw in open(spec):
     else:
         src[line - 1] = src[line - 1].replace(old, new, 1)
         open(p, 'w').write('\n'.join(src))
-        b = sh('nice -n 10 ninja -C %s -j2' % B)
+        b = sh('nice -n 10 ninja -C %s -j2 %s' % (B, targets))
         if b.returncode:
-            res = 'STILLBORN (build fails)'
+            err = [l for l in (b.stdout + b.stderr).split('\n') if 'error:' in l]
+            res = 'STILLBORN (build fails%s)' % (': ' + err[0].strip()[-150:] if err else '')
         else:
             res = 'SURVIVED'
             for t in tests:
-                r = sh('nice -n 10 meson test -C %s --no-rebuild %s' % (B, t))
+                name, _, env = t.partition('@')
+                env = ' '.join(env.split(',')) if env else ''
+                r = sh('%s nice -n 10 meson test -C %s --no-rebuild %s' % ('env ' + env if env else '', B, name))
                 if r.returncode:
                     res = 'KILLED by ' + t
                     break
@@ -53,4 +61,4 @@ for raw in open(spec):
     print(rec, flush=True)
     with open(out, 'a') as o:
         o.write(rec + '\n')
-sh('nice -n 10 ninja -C %s -j2' % B)
+sh('nice -n 10 ninja -C %s -j2 %s' % (B, targets))

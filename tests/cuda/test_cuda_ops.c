@@ -372,6 +372,34 @@ static void test_small_ops(void)
     ct_down(gg2, dgate, sizeof gg2);
     tu_check(!memcmp(gi, ri, sizeof ri), "router top-k ids == CPU");
     ct_close("router gates", gg2, rg, 14, 1e-6);
+    {
+        /* ties: experts e and e + 4 have the same weights, so every row's
+         * best two are one pair of equal logits (the same sums in the same
+         * order on each side: equal bits), which the CPU orders lower index
+         * first; then weights 1000 times larger, logits past 709, where
+         * exp without the maximum subtracted overflows even in double */
+        float *wt = malloc((size_t)D * E * 4), tg[14];
+        for (int d = 0; d < D; d++)
+            for (int e = 0; e < E; e++)
+                wt[(size_t)d * E + e] = wr[(size_t)d * E + e % 4];
+        for (int big = 0; big < 2; big++) {
+            if (big)
+                for (size_t i = 0; i < (size_t)D * E; i++)
+                    wt[i] = wr[i] * 1000.0f;
+            ct_cu(cudaMemcpy(dwr, wt, (size_t)D * E * 4, cudaMemcpyHostToDevice), "router weights");
+            g1_cpu_router(x, T, D, wt, E, k, ri, rg);
+            ct_cu(g1_cuda_router(S, dx, T, D, dwr, E, k, didx, dgate), "router");
+            ct_down(gi, didx, sizeof gi);
+            ct_down(tg, dgate, sizeof tg);
+            tu_check(!memcmp(gi, ri, sizeof ri), big ? "router, logits past 709: top-k ids == CPU"
+                                                     : "router, the top two tied: ids lower first, == CPU");
+            ct_close(big ? "router, logits past 709: gates" : "router, the top two tied: gates", tg, rg, 14, 1e-6);
+        }
+        /* the weights and gates of the untied router again, for the combine below */
+        ct_cu(cudaMemcpy(dwr, wr, (size_t)D * E * 4, cudaMemcpyHostToDevice), "router weights");
+        g1_cpu_router(x, T, D, wr, E, k, ri, rg);
+        free(wt);
+    }
 
     /* combine: choice order, through a row map */
     float *y = rnd((size_t)T * k * D, 1), *yp = malloc((size_t)T * k * D * 4);

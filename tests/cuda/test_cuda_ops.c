@@ -791,6 +791,28 @@ static void ranges_logits(g1_cuda_engine *e, const g1_weights *W, float *logits)
     free(x);
 }
 
+/* The engine's attention layout from its context alone: the last position
+ * of every context (a token at max_context - 1 has ceil(max_context /
+ * chunk) splits) must fit max_splits, else the merge drops its last keys;
+ * chunks of at least 64 keys, a multiple of the 32-key tiles, and at most
+ * G1_CUDA_ATTN_SPLITS splits. Host arithmetic, the same on any device. */
+static void test_attn_layout(void)
+{
+    int bad = 0, first = 0;
+    for (int ctx = 1; ctx <= 20000; ctx += ctx < 300 ? 1 : 37) {
+        g1_cuda_attn_layout L = g1_cuda_attn_layout_for(ctx, 64, 48, 128, 0, 0);
+        int need = (ctx + L.chunk - 1) / L.chunk;
+        if (L.chunk < 64 || L.chunk % 32 || L.max_splits < need || L.max_splits > G1_CUDA_ATTN_SPLITS ||
+            L.range_tokens < 1) {
+            if (!bad++)
+                first = ctx;
+        }
+    }
+    if (bad)
+        fprintf(stderr, "attention layout: %d contexts wrong, the first %d\n", bad, first);
+    tu_check(!bad, "attention layout: every context's last position within max_splits chunks of 64+ keys");
+}
+
 /* Attention in ranges of tokens (g1_cuda_attn_plan; a batch whose split
  * partial sums exceed the scratch runs in several launches): a token's
  * splits come from its position alone, so ranges of 3 and 10 tokens and an
@@ -1266,6 +1288,7 @@ int main(void)
         } else
             printf("attention on the tensor cores: not tested (compute capability %d)\n", cc);
         test_attention_ranges();
+        test_attn_layout();
     }
     if (WANT("unembed")) {
         test_unembed(blas, 1, 64, 512, 0);

@@ -691,6 +691,20 @@ static void test_moe_rows(void)
         ct_close(name, got, ref, (size_t)n * D, n > 16 ? 2e-2 : 1e-4);
         free(x), free(ref), free(got);
     }
+    {
+        /* the ends of the held range: the first and the last expert's
+         * groups; then an id one past the range, which the host grouping
+         * must refuse (a dispatch hands ids in from other processes) */
+        int E = C.num_experts, n = 6, ids[6] = {E - 1, 0, E - 1, 2, 0, E - 1};
+        float *x = rnd((size_t)n * D, 2), *ref = malloc((size_t)n * D * 4), *got = malloc((size_t)n * D * 4);
+        ct_ok(g1_moe_expert_rows(cpu, 2, n, x, ids, ref), "cpu moe");
+        ct_ok(g1_cuda_moe_expert_rows(gpu, 2, n, x, ids, got), "cuda moe");
+        ct_close("moe expert rows, experts 0 and E - 1", got, ref, (size_t)n * D, 1e-4);
+        ids[3] = E;
+        tu_check(g1_cuda_moe_expert_rows(gpu, 2, n, x, ids, got) == G1_ERR_INTERNAL,
+                 "moe expert rows: an expert one past the held range refused");
+        free(x), free(ref), free(got);
+    }
     g1_engine_free(cpu);
     g1_cuda_engine_free(gpu);
     g1_weights_free(&W);

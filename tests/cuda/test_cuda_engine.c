@@ -797,6 +797,43 @@ static void forks(g1_backend be, g1_kv_cache kv, const char *what)
     g1_weights_free(&m.W);
 }
 
+/* A slot's caches grow by doubling from 64 positions, the cached rows
+ * copied into the new allocation: 100 tokens in chunks of 32 on the f32
+ * engine (the caches grow from 64 to 128 at position 64, the first token
+ * of the third chunk, holding 64 written positions, as a decode step
+ * there does) give the bits of one 100-token prefill, whose caches are 128
+ * from the start; a row lost in the copy (or read at the old stride)
+ * changes them. A growth within a batch copies rows the batch writes
+ * again after, so it shows no lost last row. */
+static void kv_growth(g1_kv_cache kv, const char *what)
+{
+    model m;
+    mk_model(&m, "tiny", 11, 0);
+    enum { L = 100 };
+    g1_engine_opts o = {.n_slots = 2, .max_batch = L, .backend = G1_BACKEND_CUDA, .cuda_gemm = G1_CUDA_GEMM_F32,
+                        .kv_cache = kv, .device = test_device(G1_BACKEND_CUDA), .cuda_tune = tune};
+    eng e = {0};
+    ct_ok(g1_engine_init(&e.e, &m.W, &o, NULL), "engine");
+    int V = m.C.vocab_size, tok[L];
+    for (int t = 0; t < L; t++)
+        tok[t] = tu_int(V);
+    float *one = malloc((size_t)L * V * 4), *chunks = malloc((size_t)L * V * 4);
+    int slot[L], pos[L];
+    for (int c = 0; c < 2; c++) /* slot 0 at once, slot 1 in chunks of 32 */
+        for (int p0 = 0, n = c ? 32 : L; p0 < L; p0 += n) {
+            int k = L - p0 < n ? L - p0 : n;
+            for (int i = 0; i < k; i++)
+                slot[i] = c, pos[i] = p0 + i;
+            step(&m, e, k, slot, pos, tok + p0, (c ? chunks : one) + (size_t)p0 * V);
+        }
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s: caches grown from 64 to 128 positions holding 64 == made 128, bitwise", what);
+    tu_check(!memcmp(one, chunks, (size_t)L * V * 4), msg);
+    free(one), free(chunks);
+    eng_free(e);
+    g1_weights_free(&m.W);
+}
+
 /* --full [TOKENS]: only compare_model at Grok-1's real shapes, one layer
  * (6.5 GB of weights on the host and on the GPU): the GEMV and, above 16
  * tokens, the cuBLAS paths with real sizes (scripts/gpu-check.sh runs it
@@ -857,6 +894,8 @@ int main(int argc, char **argv)
     forks(G1_BACKEND_CPU, G1_KV_F32, "cpu");
     forks(G1_BACKEND_CUDA, G1_KV_F32, "cuda");
     forks(G1_BACKEND_CUDA, G1_KV_BF16, "cuda, bf16 caches");
+    kv_growth(G1_KV_F32, "cuda");
+    kv_growth(G1_KV_BF16, "cuda, bf16 caches");
     printf("%s: %d failure(s)\n", tu_failures ? "FAIL" : "PASS", tu_failures);
     return tu_failures ? 1 : 0;
 }

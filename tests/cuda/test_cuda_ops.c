@@ -984,15 +984,17 @@ static void test_graphs(void)
     int slot[32], pos[32], tok[32], len[3] = {0, 0, 0}, same = 1, fell_back[NE] = {1, 1, 1, 1, 1}, chunk = e[1]->attn_chunk;
     /* each step's tokens by slot (-1 ends): slot 0 takes a 62-token prompt
      * in three steps and slot 1 a 20-token one (cuBLAS: no graph), then
-     * decode steps of 4 shapes (T, tiles): (2, 2), (1, 1), (2, 1) two tokens
-     * of one slot, (3, 3). Attention splits every 64 keys here (a context of
+     * decode steps of 5 shapes (T, tiles): (2, 2), (1, 1), (2, 1) two tokens
+     * of one slot, (3, 2), (3, 3) (a graph of its own: the tile count is
+     * part of the key, not only T; (3, 3) replayed from (3, 2)'s graph would
+     * leave its third tile out). Attention splits every 64 keys here (a context of
      * 256), so slot 0's graphs, captured at one split, replay at two. */
     static const int steps[][23] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
                                     {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
                                     {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1},
                                     {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
                                     {0, 1, -1}, {0, -1}, {0, 1, -1}, {2, 2, -1}, {1, -1}, {0, 1, -1},
-                                    {2, 2, -1}, {0, -1}, {0, 1, 2, -1}, {0, 0, -1}, {0, 1, -1}};
+                                    {2, 2, -1}, {0, -1}, {0, 0, 1, -1}, {0, 1, 2, -1}, {0, 0, -1}, {0, 1, -1}};
     int n = (int)(sizeof steps / sizeof steps[0]);
     for (int i = 0; i < n; i++) {
         int T = 0;
@@ -1016,9 +1018,9 @@ static void test_graphs(void)
              "slot 0 from %d to %d keys, a split every %d)", n, 62, len[0], chunk);
     tu_check(same, name);
     int emu = on_emulation();
-    snprintf(name, sizeof name, "one graph per decode batch shape, replayed after (%d made, 4 shapes)", e[1]->n_graphs);
+    snprintf(name, sizeof name, "one graph per decode batch shape, replayed after (%d made, 5 shapes)", e[1]->n_graphs);
     if (!graphs_checked(e[1], name))
-        tu_check(e[1]->n_graphs == 4 && !e[0]->graphs, name);
+        tu_check(e[1]->n_graphs == 5 && !e[0]->graphs, name);
     if (emu) /* G1EMU_GRAPH_FAIL means nothing to a GPU */
         for (int k = 2; k < NE; k++) {
             snprintf(name, sizeof name, "graphs refused by the driver (%s): launched one by one, the same logits, bitwise",

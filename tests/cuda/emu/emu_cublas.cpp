@@ -44,22 +44,35 @@ static size_t extent(int rows, int cols, int ld, size_t es)
     return ((size_t)(cols - 1) * (size_t)ld + (size_t)rows) * es;
 }
 
+long g1emu::blas_handles_live;
+
 extern "C" {
 
+// Failing calls (G1EMU_FAIL_CALL, emu_runtime.cpp) fail with the status each
+// is documented to return.
 cublasStatus_t cublasCreate(cublasHandle_t *h)
 {
+    if (fail_call("cublasCreate", "CUBLAS_STATUS_ALLOC_FAILED")) {
+        *h = nullptr;
+        return CUBLAS_STATUS_ALLOC_FAILED;
+    }
     *h = new cublasContext{nullptr, current_device()};
+    blas_handles_live++;
     return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasDestroy(cublasHandle_t h)
 {
+    if (h)
+        blas_handles_live--;
     delete h;
     return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
 {
+    if (fail_call("cublasSetStream", "CUBLAS_STATUS_NOT_INITIALIZED"))
+        return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!h)
         return CUBLAS_STATUS_NOT_INITIALIZED;
     h->stream = s;
@@ -71,6 +84,7 @@ const char *cublasGetStatusName(cublasStatus_t s)
     switch (s) {
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
     case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
     case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
     case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
     case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
@@ -83,9 +97,10 @@ const char *cublasGetStatusString(cublasStatus_t s)
     switch (s) {
     case CUBLAS_STATUS_SUCCESS: return "success";
     case CUBLAS_STATUS_NOT_INITIALIZED: return "the library was not initialized (g1emu)";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "resource allocation failed (g1emu)";
     case CUBLAS_STATUS_INVALID_VALUE: return "an invalid numeric value was used as an argument (g1emu)";
     case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported (g1emu)";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute (g1emu: no live stream)";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute (g1emu)";
     default: return "unknown error (g1emu)";
     }
 }
@@ -96,6 +111,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t transa, cublasOp
                             cublasComputeType_t computeType, cublasGemmAlgo_t algo)
 {
     (void)algo;
+    if (fail_call("cublasGemmEx", "CUBLAS_STATUS_EXECUTION_FAILED"))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
     if (!h)
         return CUBLAS_STATUS_NOT_INITIALIZED;
     bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;

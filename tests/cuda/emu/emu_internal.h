@@ -38,6 +38,13 @@ int current_device();
 // stream that is not live. `what` names it in messages.
 unsigned long long enqueue(cudaStream_t s, const char *what, std::function<void()> run);
 
+// G1EMU_FAIL_CALL=K (emu_runtime.cpp, "failing calls"): true when this call
+// of the runtime or cuBLAS API (named `what`) is the one to fail, with the
+// error named `err`. Counts it.
+bool fail_call(const char *what, const char *err);
+// Live events and cuBLAS handles (g1emu_live).
+extern long events_live, blas_handles_live;
+
 } // namespace g1emu
 
 #endif

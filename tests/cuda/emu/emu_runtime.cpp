@@ -4,6 +4,7 @@
 #include "g1emu.h"
 #include "emu_internal.h"
 
+#include <atomic>
 #include <chrono>
 #include <iterator>
 #include <map>
@@ -435,6 +436,8 @@ static void exec_kernel(const char *name, dim3 grid, dim3 block, int order, int 
 }
 
 static bool launch_refused_in_capture(const char *name, cudaStream_t s);
+static void launch_failed_in_capture(cudaStream_t s);
+static void launch_failed_unread(const char *name);
 static bool launch_on_other_device(const char *name, cudaStream_t s);
 
 void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, const std::function<void()> &body)
@@ -458,6 +461,14 @@ void run_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t stream, co
         fail("launch of %s from inside a kernel", name);
     if (launch_refused_in_capture(name, stream))
         return;
+    // G1EMU_FAIL_CALL: a launch that asks too much of the device, told as
+    // CUDA tells it, at cudaGetLastError
+    if (fail_call(name, "cudaErrorLaunchOutOfResources")) {
+        launch_failed_in_capture(stream); // a capture it was made into fails at its end
+        launch_failed_unread(name);
+        last_error = cudaErrorLaunchOutOfResources;
+        return;
+    }
     if (launch_on_other_device(name, stream))
         return;
     log_launch(name, nt);
@@ -592,8 +603,13 @@ struct Node {
     const char *what;
     std::function<void()> run;
 };
+long graphs_live; // graphs and executable graphs not yet destroyed (g1emu_live)
 struct Graph {
     std::vector<Node> nodes;
+    Graph() { graphs_live++; }
+    Graph(const Graph &o) : nodes(o.nodes) { graphs_live++; }
+    Graph &operator=(const Graph &) = delete;
+    ~Graph() { graphs_live--; }
 };
 Stream *capturing = nullptr;
 Graph *capture_graph = nullptr;
@@ -650,6 +666,18 @@ static bool launch_refused_in_capture(const char *name, cudaStream_t s)
     capture_broken = true;
     last_error = cudaErrorStreamCaptureUnsupported;
     return true;
+}
+
+// A failed launch (G1EMU_FAIL_CALL) whose error no cudaGetLastError /
+// cudaPeekAtLastError has read yet: its kernel's name (or "").
+thread_local char launch_unread[128];
+static void launch_failed_unread(const char *name) { snprintf(launch_unread, sizeof launch_unread, "%s", name); }
+
+// A failed launch (G1EMU_FAIL_CALL) into the capturing stream invalidates the capture.
+static void launch_failed_in_capture(cudaStream_t s)
+{
+    if (capturing && (uintptr_t)s > 2 && (Stream *)s == capturing)
+        capture_broken = true;
 }
 
 // The Stream behind a handle; null (with the error set) for a dead one.
@@ -861,7 +889,131 @@ static cudaError_t check_copy(const char *what, void *dst, const void *src, size
     return cudaSuccess;
 }
 
+// ---- failing calls ----------------------------------------------------------
+// G1EMU_FAIL_CALL=K: the K-th call (from 1) the process makes of the
+// runtime and cuBLAS API below fails, as a real one can, with an error that
+// call is documented to return and that leaves the context usable (not
+// sticky: the next calls succeed): cudaMalloc, cudaMallocHost and
+// cudaHostAlloc cudaErrorMemoryAllocation (the pointer NULL); a kernel
+// launch cudaErrorLaunchOutOfResources, told by the next
+// cudaGetLastError / cudaPeekAtLastError as CUDA tells it, nothing queued;
+// copies and memsets cudaErrorInvalidValue, nothing queued; stream, event
+// and graph calls cudaErrorInvalidResourceHandle, cudaErrorInvalidValue or
+// cudaErrorMemoryAllocation as each is documented (see fail_code), a
+// failed synchronisation leaving the work queued (it runs at the next
+// one); cudaSetDevice cudaErrorDevicesUnavailable; device queries
+// cudaErrorInvalidValue (cudaGetDeviceCount cudaErrorNoDevice);
+// cublasCreate CUBLAS_STATUS_ALLOC_FAILED, cublasSetStream
+// CUBLAS_STATUS_NOT_INITIALIZED, cublasGemmEx CUBLAS_STATUS_EXECUTION_FAILED.
+// Calls that only release (cudaFree, cudaFreeHost, the destroys,
+// cudaHostUnregister) and those that only read the error state
+// (cudaGetLastError, cudaPeekAtLastError, the error names and strings) are
+// not counted: a program cannot do anything about their failure but say
+// it, and on a real GPU they fail only after a sticky error.
+// A failed launch's error must be read (cudaGetLastError) before the next
+// call, or it is told as another's, or lost: g1emu says so on stderr
+// ("was not read ... before the next call").
+// G1EMU_FAIL_COUNT=FILE: the calls counted, a line added to FILE at exit
+// (how many K a sweep tries). G1EMU_FAIL_SHOW=1: the failed call named on
+// stderr. A test program over g1emu may also call g1emu_fail_calls,
+// g1emu_failed, g1emu_unread and g1emu_live below (tests/cuda/emu/test_cuda_fail_sweep.c).
+long g1emu::events_live;
+static std::atomic<long> calls_counted;
+static std::atomic<long> fail_at{-1}; // -1: not read from the environment yet; 0: none
+
+static void write_fail_count()
+{
+    const char *path = getenv("G1EMU_FAIL_COUNT");
+    FILE *f = path && *path ? fopen(path, "a") : nullptr;
+    if (!f)
+        return;
+    fprintf(f, "%ld\n", calls_counted.load());
+    fclose(f);
+}
+
+static char failed[160]; // the call made to fail and its error, or ""
+// The first call made while a failed launch's error was unread (or ""): the
+// launch's error then goes to whatever checks next, another launch's site,
+// or nowhere.
+static char unread_by[320];
+
+bool g1emu::fail_call(const char *what, const char *err)
+{
+    if (launch_unread[0] && what[0]) {
+        if (!unread_by[0]) {
+            snprintf(unread_by, sizeof unread_by, "the error of the failed launch of %s was not read "
+                     "(cudaGetLastError) before the next call, %s", launch_unread, what);
+            note("%s", unread_by);
+        }
+        launch_unread[0] = 0;
+    }
+    long k = fail_at.load();
+    if (k < 0) {
+        const char *e = getenv("G1EMU_FAIL_CALL");
+        char *end = nullptr;
+        long v = e && *e ? strtol(e, &end, 10) : 0;
+        if (e && *e && (*end || v < 0))
+            fail("G1EMU_FAIL_CALL=%s: expected a call number (1 the first, 0 none)", e);
+        long want = -1;
+        fail_at.compare_exchange_strong(want, v);
+        k = fail_at.load();
+        const char *c = getenv("G1EMU_FAIL_COUNT");
+        if (c && *c)
+            atexit(write_fail_count);
+    }
+    long n = ++calls_counted;
+    if (!k || n != k)
+        return false;
+    snprintf(failed, sizeof failed, "%s %s", what, err);
+    const char *show = getenv("G1EMU_FAIL_SHOW");
+    if (show && *show && strcmp(show, "0"))
+        note("call %ld, %s: made to fail with %s (G1EMU_FAIL_CALL)", n, what, err);
+    return true;
+}
+
+// A failed call: its error remembered as the last (as CUDA's runtime does).
+#define G1EMU_FAIL(what, err)                                                                                  \
+    do {                                                                                                       \
+        if (fail_call(what, cudaGetErrorName(err)))                                                            \
+            return set_error(err);                                                                             \
+    } while (0)
+
 extern "C" {
+
+// The call K from now fails (0: none); returns the calls counted since the
+// last g1emu_fail_calls (or the start).
+long g1emu_fail_calls(long k)
+{
+    if (fail_at.load() < 0)
+        (void)fail_call("", ""), calls_counted = 0; // the environment read first, then replaced
+    long n = calls_counted.exchange(0);
+    fail_at = k;
+    failed[0] = unread_by[0] = launch_unread[0] = 0;
+    return n;
+}
+
+// What a failed launch's error met when nothing read it before the next
+// call ("" when it was read at once, or no launch failed).
+const char *g1emu_unread(void) { return unread_by; }
+
+// "CALL ERROR" of the call made to fail, "" while none has.
+const char *g1emu_failed(void) { return failed; }
+
+// What is live of what the program made (0: nothing), described in buf.
+
+long g1emu_live(char *buf, size_t n)
+{
+    long dev = 0, host = 0;
+    for (const auto &kv : regions)
+        if (!kv.second.registered)
+            (kv.second.device ? dev : host)++;
+    long streams = (long)live_streams.size(), events = events_live, graphs = graphs_live,
+         blas = blas_handles_live;
+    if (buf && n)
+        snprintf(buf, n, "%ld device allocations, %ld pinned host allocations, %ld streams, %ld events, "
+                 "%ld graphs, %ld cuBLAS handles", dev, host, streams, events, graphs, blas);
+    return dev + host + streams + events + graphs + blas;
+}
 
 // The node's GPUs (G1EMU_DEVICES, default 1) as CUDA_VISIBLE_DEVICES shows
 // them to this process: phys[i] is visible device i's index on the node.
@@ -904,17 +1056,19 @@ static int emu_driver_version(void)
 
 cudaError_t cudaRuntimeGetVersion(int *v)
 {
+    G1EMU_FAIL("cudaRuntimeGetVersion", cudaErrorInvalidValue);
     *v = CUDART_VERSION;
     return cudaSuccess;
 }
 
 cudaError_t cudaDriverGetVersion(int *v)
 {
+    G1EMU_FAIL("cudaDriverGetVersion", cudaErrorInvalidValue);
     *v = emu_driver_version();
     return cudaSuccess;
 }
 
-cudaError_t cudaGetDeviceCount(int *count)
+static cudaError_t device_count(int *count)
 {
     int phys[64];
     *count = 0;
@@ -924,10 +1078,20 @@ cudaError_t cudaGetDeviceCount(int *count)
     return *count ? cudaSuccess : set_error(cudaErrorNoDevice); // as CUDA
 }
 
+cudaError_t cudaGetDeviceCount(int *count)
+{
+    if (fail_call("cudaGetDeviceCount", "cudaErrorNoDevice")) {
+        *count = 0;
+        return set_error(cudaErrorNoDevice);
+    }
+    return device_count(count);
+}
+
 cudaError_t cudaSetDevice(int device)
 {
+    G1EMU_FAIL("cudaSetDevice", cudaErrorDevicesUnavailable);
     int n;
-    cudaError_t e = cudaGetDeviceCount(&n);
+    cudaError_t e = device_count(&n);
     if (e != cudaSuccess)
         return e;
     if (device < 0 || device >= n)
@@ -950,6 +1114,7 @@ static int emu_sms()
 
 cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device)
 {
+    G1EMU_FAIL("cudaDeviceGetAttribute", cudaErrorInvalidValue);
     (void)device;
     switch (attr) {
     case cudaDevAttrMultiProcessorCount:
@@ -978,6 +1143,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device)
 {
+    G1EMU_FAIL("cudaGetDeviceProperties", cudaErrorInvalidValue);
     int phys[64], n = visible_devices(phys, 64);
     if (device < 0 || device >= n)
         return set_error(cudaErrorInvalidDevice);
@@ -999,6 +1165,7 @@ cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *f
     if (!attr || !func)
         return last_error = cudaErrorInvalidValue;
     memset(attr, 0, sizeof *attr);
+    G1EMU_FAIL("cudaFuncGetAttributes", cudaErrorInvalidValue);
     const char *v = getenv("G1EMU_NO_KERNEL_IMAGE");
     if (v && *v && strcmp(v, "0"))
         return last_error = cudaErrorNoKernelImageForDevice;
@@ -1009,6 +1176,7 @@ cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *f
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {
+    G1EMU_FAIL("cudaMemGetInfo", cudaErrorInvalidValue);
     *total = device_memory();
     *free_b = device_live < *total ? *total - device_live : 0;
     return cudaSuccess;
@@ -1016,12 +1184,17 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 
 cudaError_t cudaGetLastError(void)
 {
+    launch_unread[0] = 0;
     cudaError_t e = last_error;
     last_error = cudaSuccess;
     return e;
 }
 
-cudaError_t cudaPeekAtLastError(void) { return last_error; }
+cudaError_t cudaPeekAtLastError(void)
+{
+    launch_unread[0] = 0;
+    return last_error;
+}
 
 const char *cudaGetErrorName(cudaError_t e)
 {
@@ -1041,6 +1214,8 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorNoKernelImageForDevice: return "cudaErrorNoKernelImageForDevice";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
+    case cudaErrorDevicesUnavailable: return "cudaErrorDevicesUnavailable";
     default: return "cudaErrorUnknown";
     }
 }
@@ -1063,12 +1238,18 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device (g1emu)";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected (g1emu)";
     case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version (g1emu)";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch (g1emu)";
+    case cudaErrorDevicesUnavailable: return "CUDA-capable device(s) is/are busy or unavailable (g1emu)";
     default: return "unknown error (g1emu)";
     }
 }
 
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
+    if (fail_call("cudaMalloc", "cudaErrorMemoryAllocation")) {
+        *p = nullptr;
+        return set_error(cudaErrorMemoryAllocation);
+    }
     const char *lim = getenv("G1EMU_MALLOC_LIMIT"); // failure-path tests: refuse allocations above this
     if (lim && bytes > (size_t)strtoull(lim, nullptr, 10)) {
         *p = nullptr;
@@ -1088,16 +1269,22 @@ cudaError_t cudaFree(void *p)
     return region_free(p, true, "cudaFree");
 }
 
-cudaError_t cudaMallocHost(void **p, size_t bytes)
+static cudaError_t malloc_host(const char *what, void **p, size_t bytes)
 {
+    if (fail_call(what, "cudaErrorMemoryAllocation")) {
+        *p = nullptr;
+        return set_error(cudaErrorMemoryAllocation);
+    }
     *p = region_alloc(bytes, false);
     return *p ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
 }
 
+cudaError_t cudaMallocHost(void **p, size_t bytes) { return malloc_host("cudaMallocHost", p, bytes); }
+
 cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags)
 {
     (void)flags; // portable, mapped, write-combined: all plain host memory here
-    return cudaMallocHost(p, bytes);
+    return malloc_host("cudaHostAlloc", p, bytes);
 }
 
 cudaError_t cudaFreeHost(void *p)
@@ -1111,6 +1298,7 @@ cudaError_t cudaFreeHost(void *p)
 // same way), left to the caller to free after cudaHostUnregister.
 cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned int flags)
 {
+    G1EMU_FAIL("cudaHostRegister", cudaErrorMemoryAllocation);
     (void)flags; // portable, mapped, I/O memory, read-only: all plain host memory here
     if (!p || !bytes)
         return set_error(cudaErrorInvalidValue);
@@ -1164,6 +1352,7 @@ static unsigned long long pinned_read_ids;
 static cudaError_t copy(const char *what, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
                         size_t height, cudaMemcpyKind kind, cudaStream_t s, bool sync)
 {
+    G1EMU_FAIL(what, cudaErrorInvalidValue);
     cudaError_t e = check_copy(what, dst, src, dpitch, spitch, width, height, kind);
     if (e != cudaSuccess || !width || !height)
         return e;
@@ -1255,7 +1444,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                               enum cudaMemcpyKind kind, cudaStream_t s)
 {
-    if (width > dpitch || width > spitch) {
+    if (width > dpitch || width > spitch) { // (counted in copy)
         note("cudaMemcpy2DAsync: width %zu exceeds a pitch (%zu, %zu)", width, dpitch, spitch);
         return set_error(cudaErrorInvalidValue);
     }
@@ -1265,6 +1454,7 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
 // cudaMemset is asynchronous too (for device memory), on the legacy stream
 static cudaError_t memset_on(const char *what, void *p, int v, size_t n, cudaStream_t s)
 {
+    G1EMU_FAIL(what, cudaErrorInvalidValue);
     if (n && !device_range(p, n)) {
         note("%s of %zu bytes outside a device allocation", what, n);
         return set_error(cudaErrorInvalidValue);
@@ -1278,13 +1468,16 @@ cudaError_t cudaMemset(void *p, int v, size_t n) { return memset_on("cudaMemset"
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) { return memset_on("cudaMemsetAsync", p, v, n, s); }
 
-cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+static cudaError_t stream_create(const char *what, cudaStream_t *s, unsigned flags);
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return stream_create("cudaStreamCreate", s, cudaStreamDefault); }
 
 // The L2's persisting set-aside and a stream's access policy window (the
 // benchmark's panel experiment): checked as the runtime documents them,
 // then without effect (the emulation has no cache).
 cudaError_t cudaDeviceSetLimit(enum cudaLimit limit, size_t value)
 {
+    G1EMU_FAIL("cudaDeviceSetLimit", cudaErrorInvalidValue);
     if (limit != cudaLimitPersistingL2CacheSize) {
         note("cudaDeviceSetLimit(%d) is not emulated", (int)limit);
         return set_error(cudaErrorUnsupportedLimit);
@@ -1300,6 +1493,7 @@ cudaError_t cudaCtxResetPersistingL2Cache(void) { return cudaSuccess; }
 
 cudaError_t cudaStreamSetAttribute(cudaStream_t s, cudaStreamAttrID attr, const cudaStreamAttrValue *v)
 {
+    G1EMU_FAIL("cudaStreamSetAttribute", cudaErrorInvalidValue);
     if (!stream_of(s, "cudaStreamSetAttribute"))
         return cudaErrorInvalidResourceHandle;
     if (attr != cudaStreamAttributeAccessPolicyWindow || !v) {
@@ -1316,6 +1510,12 @@ cudaError_t cudaStreamSetAttribute(cudaStream_t s, cudaStreamAttrID attr, const 
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
+    return stream_create("cudaStreamCreateWithFlags", s, flags);
+}
+
+static cudaError_t stream_create(const char *what, cudaStream_t *s, unsigned flags)
+{
+    G1EMU_FAIL(what, cudaErrorInvalidValue);
     Stream *st = new Stream{(flags & cudaStreamNonBlocking) != 0, 0, current_device()};
     live_streams.insert(st);
     *s = (cudaStream_t)st;
@@ -1348,6 +1548,7 @@ static bool waits_during_capture(const char *what)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
+    G1EMU_FAIL("cudaStreamSynchronize", cudaErrorInvalidResourceHandle);
     Stream *st = stream_of(s, "cudaStreamSynchronize");
     if (!st)
         return cudaErrorInvalidResourceHandle;
@@ -1360,6 +1561,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
 
 cudaError_t cudaDeviceSynchronize(void)
 {
+    G1EMU_FAIL("cudaDeviceSynchronize", cudaErrorInvalidValue);
     if (waits_during_capture("cudaDeviceSynchronize"))
         return cudaErrorStreamCaptureUnsupported;
     drain_all();
@@ -1369,6 +1571,7 @@ cudaError_t cudaDeviceSynchronize(void)
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode)
 {
     (void)mode;
+    G1EMU_FAIL("cudaStreamBeginCapture", cudaErrorInvalidValue);
     Stream *st = stream_of(s, "cudaStreamBeginCapture");
     if (!st)
         return cudaErrorInvalidResourceHandle;
@@ -1398,6 +1601,8 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
         return set_error(cudaErrorIllegalState);
     }
     capturing = nullptr;
+    if (fail_call("cudaStreamEndCapture", "cudaErrorStreamCaptureInvalidated")) // the capture ends, its graph lost
+        capture_broken = true;
     if (capture_broken) {
         delete capture_graph;
         capture_graph = nullptr;
@@ -1421,6 +1626,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags)
 {
     (void)flags;
+    G1EMU_FAIL("cudaGraphInstantiate", cudaErrorInvalidValue);
     if (!g)
         return set_error(cudaErrorInvalidValue);
     if (graph_fail("instantiate"))
@@ -1431,6 +1637,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned 
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s)
 {
+    G1EMU_FAIL("cudaGraphLaunch", cudaErrorInvalidValue);
     if (!exec)
         return set_error(cudaErrorInvalidValue);
     if (!stream_of(s, "cudaGraphLaunch"))
@@ -1463,11 +1670,15 @@ struct emu_event {
     bool done;              // that record ran
 };
 
-cudaError_t cudaEventCreate(cudaEvent_t *ev)
+static cudaError_t event_create(const char *what, cudaEvent_t *ev)
 {
+    G1EMU_FAIL(what, cudaErrorMemoryAllocation);
     *ev = (cudaEvent_t) new emu_event{std::chrono::steady_clock::time_point(), 0, false};
+    events_live++;
     return cudaSuccess;
 }
+
+cudaError_t cudaEventCreate(cudaEvent_t *ev) { return event_create("cudaEventCreate", ev); }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int flags)
 {
@@ -1475,7 +1686,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int flags)
         note("cudaEventCreateWithFlags(%#x) is not emulated", flags);
         return set_error(cudaErrorInvalidValue);
     }
-    return cudaEventCreate(ev);
+    return event_create("cudaEventCreateWithFlags", ev);
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t ev)
@@ -1484,11 +1695,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t ev)
     if (e->seq && !e->done)
         drain({e->seq});
     delete e;
+    events_live--;
     return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 {
+    G1EMU_FAIL("cudaEventRecord", cudaErrorInvalidResourceHandle);
     if (capturing && stream_of(s, "cudaEventRecord") == capturing)
         fail("cudaEventRecord into a stream capture (not emulated)");
     emu_event *e = (emu_event *)ev;
@@ -1511,6 +1724,7 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 
 cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 {
+    G1EMU_FAIL("cudaEventSynchronize", cudaErrorInvalidResourceHandle);
     emu_event *e = (emu_event *)ev;
     if (e->seq && !e->done)
         drain({e->seq});
@@ -1519,6 +1733,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int flags)
 {
+    G1EMU_FAIL("cudaStreamWaitEvent", cudaErrorInvalidResourceHandle);
     if (capturing && stream_of(s, "cudaStreamWaitEvent") == capturing)
         fail("cudaStreamWaitEvent into a stream capture (not emulated)");
     (void)flags;

@@ -59,6 +59,9 @@ g1_status g1_cuda_device_check(int device)
     if (ki == cudaSuccess)
         return G1_OK;
     (void)cudaGetLastError(); /* not sticky: nothing ran */
+    if (ki != cudaErrorNoKernelImageForDevice) /* a failed call, not a build for other GPUs */
+        return G1_FAIL(G1_ERR_CUDA, "%s:%d: cudaFuncGetAttributes of a kernel failed: %s (%s)", __FILE__, __LINE__,
+                       cudaGetErrorString(ki), cudaGetErrorName(ki));
     struct cudaDeviceProp prop;
     G1_CU(cudaGetDeviceProperties(&prop, device));
     int cc = prop.major * 10 + prop.minor;
@@ -164,6 +167,9 @@ static g1_status check_config(const g1_config *c, const g1_engine_opts *o)
 {
     G1_TRY(check_shapes(c, o));
     int n = g1_cuda_device_count();
+    if (!n && strncmp(g1_cuda_no_device_why(), "cudaGetDeviceCount:", 19) == 0) /* the call failed: its error */
+        return G1_FAIL(G1_ERR_CUDA, "%s:%d: CUDA device %d asked for, but %s: is this a GPU node, and is "
+                       "CUDA_VISIBLE_DEVICES set right?", __FILE__, __LINE__, o->device, g1_cuda_no_device_why());
     if (o->device < 0 || o->device >= n)
         return G1_FAIL(G1_ERR_CUDA, "CUDA device %d asked for, but %d GPU(s) are visible%s", o->device, n,
                        n ? "" : ": is this a GPU node, and is CUDA_VISIBLE_DEVICES set right?");
@@ -789,6 +795,19 @@ int g1_cuda_engine_kv_short(const g1_cuda_engine *e, size_t *need, size_t *free_
     return want + margin > fr;
 }
 
+/* A slot's cached rows (every layer) into caches kv of cap positions, done
+ * when it returns. */
+static g1_status slot_copy(g1_cuda_engine *e, const g1_cuda_slot *s, void *kv[2], int cap, size_t row)
+{
+    void *old[2] = {s->k, s->v};
+    for (int i = 0; i < 2; i++)
+        if (old[i] && s->len && e->nL)
+            G1_CU(cudaMemcpy2DAsync(kv[i], (size_t)cap * row, old[i], (size_t)s->cap * row, (size_t)s->len * row,
+                                    (size_t)e->nL, cudaMemcpyDeviceToDevice, e->stream));
+    G1_CU(cudaStreamSynchronize(e->stream));
+    return G1_OK;
+}
+
 /* Room for `need` positions in a slot's caches (doubling, capped): a new
  * allocation, the cached rows of every layer copied over. */
 static g1_status slot_reserve(g1_cuda_engine *e, g1_cuda_slot *s, int need)
@@ -807,16 +826,21 @@ static g1_status slot_reserve(g1_cuda_engine *e, g1_cuda_slot *s, int need)
         cudaError_t st = cudaMalloc(&kv[i], bytes);
         if (st != cudaSuccess) {
             cudaFree(kv[0]);
-            return G1_FAIL(G1_ERR_CUDA, "%s:%d: no GPU memory for the KV cache of %d positions (%zu bytes): %s; "
+            return G1_FAIL(G1_ERR_CUDA, "%s:%d: no GPU memory for the KV cache of %d positions (%zu bytes): %s (%s); "
                                         "the caches of all sequence slots outgrew the GPU: resume with fewer slots "
                                         "(--batch-size, --micro-batches) or more pipeline stages",
-                           __FILE__, __LINE__, cap, bytes, cudaGetErrorString(st));
+                           __FILE__, __LINE__, cap, bytes, cudaGetErrorString(st), cudaGetErrorName(st));
         }
-        if (old[i] && s->len && e->nL)
-            G1_CU(cudaMemcpy2DAsync(kv[i], (size_t)cap * row, old[i], (size_t)s->cap * row, (size_t)s->len * row,
-                                    (size_t)e->nL, cudaMemcpyDeviceToDevice, e->stream));
     }
-    G1_CU(cudaStreamSynchronize(e->stream));
+    /* the rows cached so far into the new caches; on a failure the new
+     * ones freed (cudaFree waits for the copies queued into them) and the
+     * slot left as it was */
+    g1_status st = slot_copy(e, s, kv, cap, row);
+    if (st != G1_OK) {
+        cudaFree(kv[0]);
+        cudaFree(kv[1]);
+        return st;
+    }
     cudaFree(old[0]);
     cudaFree(old[1]);
     s->k = kv[0];

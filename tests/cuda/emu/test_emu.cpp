@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string>
+#include <string.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -897,6 +898,54 @@ static void test_mma()
     cudaFree(A), cudaFree(B), cudaFree(D);
 }
 
+extern "C" long g1emu_fail_calls(long k);
+extern "C" const char *g1emu_unread(void);
+
+// G1EMU_FAIL_CALL (g1emu_fail_calls in-process): the K-th call fails as a
+// real one can, once, and a launch's failure shows at cudaGetLastError.
+static void test_fail_calls()
+{
+    fprintf(stderr, "(the g1emu messages below are expected)\n");
+    g1emu_fail_calls(0);
+    void *p = nullptr;
+    float *d = dev<float>(32), got[32];
+    cudaStream_t s;
+    cudaStreamCreate(&s);
+    check(g1emu_fail_calls(0) == 2, "calls counted (cudaMalloc, cudaStreamCreate)");
+    g1emu_fail_calls(2);
+    check(cudaMalloc(&p, 64) == cudaSuccess && p, "G1EMU_FAIL_CALL=2: the first call succeeds");
+    cudaFree(p);
+    check(cudaMalloc(&p, 64) == cudaErrorMemoryAllocation && !p, "the second fails: no memory, a NULL pointer");
+    check(cudaGetLastError() == cudaErrorMemoryAllocation && cudaGetLastError() == cudaSuccess,
+          "... its error the last error, once (not sticky)");
+    check(cudaMalloc(&p, 64) == cudaSuccess && p, "the third succeeds");
+    cudaFree(p);
+    g1emu_fail_calls(1);
+    G1_LAUNCH(fill_k, 1, 32, s)(d, 1.0f);
+    check(cudaPeekAtLastError() == cudaErrorLaunchOutOfResources &&
+              cudaGetLastError() == cudaErrorLaunchOutOfResources && cudaGetLastError() == cudaSuccess,
+          "a failed launch: told by cudaPeekAtLastError, then cudaGetLastError, once");
+    cudaStreamSynchronize(s);
+    down(got, d, 32);
+    check(isnan(got[0]) && !g1emu_unread()[0], "... nothing ran, and its error was read in time");
+    g1emu_fail_calls(1);
+    G1_LAUNCH(fill_k, 1, 32, s)(d, 1.0f);
+    cudaMemsetAsync(d, 0, 4, s);
+    check(strstr(g1emu_unread(), "fill_k") && strstr(g1emu_unread(), "cudaMemsetAsync"),
+          "a failed launch's error not read before the next call: reported");
+    (void)cudaGetLastError();
+    g1emu_fail_calls(1);
+    check(cudaMemcpyAsync(d, got, 4, cudaMemcpyHostToDevice, s) == cudaErrorInvalidValue,
+          "a failed copy: cudaErrorInvalidValue");
+    (void)cudaGetLastError();
+    cublasHandle_t h;
+    g1emu_fail_calls(1);
+    check(cublasCreate(&h) == CUBLAS_STATUS_ALLOC_FAILED, "a failed cublasCreate: CUBLAS_STATUS_ALLOC_FAILED");
+    g1emu_fail_calls(0);
+    cudaStreamDestroy(s);
+    cudaFree(d);
+}
+
 int main()
 {
     test_shuffles();
@@ -912,6 +961,7 @@ int main()
     test_cublas();
     test_streams();
     test_graphs();
+    test_fail_calls();
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }

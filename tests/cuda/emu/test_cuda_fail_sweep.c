@@ -5,7 +5,10 @@
  * the scores of rows on the device, logits), the engine freed. Three
  * configurations: decode graphs on with the MoE grouped on the device;
  * graphs off with the MoE grouped on the host and f32 GEMMs; and a host MoE
- * dispatch (g1_moe_local, what a distributed rank's dispatch calls). The
+ * dispatch (g1_moe_local, what a distributed rank's dispatch calls); and
+ * grok1-run --gpu-direct's: the rows dispatched in engine memory
+ * (g1_engine_mem_alloc, gather_mem, g1_moe_expert_rows_mem), the layers
+ * through g1_engine_copy_mem and g1_engine_forward_mem. The
  * clean pass counts the calls; then the pass again with call K failed, for
  * each K, must either fail with a message that names the injected error
  * and a src/cuda file:line, or succeed with the clean pass's results to the
@@ -14,7 +17,7 @@
  * Either way nothing of the engine's may be left live in the emulation
  * (device or pinned memory, streams, events, graphs, cuBLAS handles). A
  * crash or a hang fails the test (meson's timeout).
- * `--config N` runs only configuration N (0, 1, 2); `--only K` only call K. */
+ * `--config N` runs only configuration N (0 to 3); `--only K` only call K. */
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,17 +45,20 @@ typedef struct out {
 
 typedef struct cfg {
     const char *name;
-    int graphs_off, host_groups, f32, dispatch;
+    int graphs_off, host_groups, f32, dispatch; /* dispatch 1: host, 2: engine-memory rows */
 } cfg;
 
 static const cfg CFGS[] = {
     {"graphs, device MoE grouping", 0, 0, 0, 0},
     {"no graphs, host MoE grouping, f32 GEMMs", 1, 1, 1, 0},
     {"host MoE dispatch", 0, 0, 0, 1},
+    {"engine-memory rows dispatch, forward_mem (--gpu-direct)", 0, 0, 0, 2},
 };
 
 typedef struct disp_ctx {
     g1_engine *e;
+    float *sb, *xin, *xout; /* engine memory: (PRE * k, D), (PRE, D), (PRE, D) */
+    int map[PRE * 2];
 } disp_ctx;
 
 static g1_status host_dispatch(void *ctx, int layer, int T, const float *x, const int *idx, const float *gate,
@@ -61,15 +67,38 @@ static g1_status host_dispatch(void *ctx, int layer, int T, const float *x, cons
     return g1_moe_local(((disp_ctx *)ctx)->e, layer, T, x, idx, gate, o);
 }
 
-static g1_status step(g1_engine *e, const g1_config *C, int T, const int *slot, const int *pos, const int *tok,
-                      float *x, float *logits, const int *target, double *lp, int *am)
+/* As grok1-run --gpu-direct's rank holding every expert: the rows gathered
+ * in engine memory, the experts over them, gathered back. */
+static g1_status rows_dispatch(void *ctx, int layer, int T, const float *x, const int *idx, float *yk)
+{
+    disp_ctx *r = ctx;
+    int k = g1_engine_config(r->e)->num_selected_experts, n = T * k;
+    if (n > (int)(sizeof r->map / sizeof r->map[0]))
+        return G1_FAIL(G1_ERR_INTERNAL, "%d rows: the test's map holds fewer", n);
+    for (int i = 0; i < n; i++)
+        r->map[i] = i / k;
+    G1_TRY(g1_engine_gather_mem(r->e, n, x, r->map, r->sb));
+    G1_TRY(g1_moe_expert_rows_mem(r->e, layer, n, r->sb, idx, r->sb));
+    for (int i = 0; i < n; i++)
+        r->map[i] = i;
+    return g1_engine_gather_mem(r->e, n, r->sb, r->map, yk);
+}
+
+static g1_status step(g1_engine *e, disp_ctx *dc, int T, const int *slot, const int *pos, const int *tok, float *x,
+                      float *logits, const int *target, double *lp, int *am)
 {
     g1_batch b = {.T = T, .slot = slot, .pos = pos};
     G1_TRY(g1_engine_embed(e, T, tok, x));
-    G1_TRY(g1_engine_forward(e, &b, x));
+    if (dc->xin) { /* through engine memory */
+        size_t bytes = (size_t)T * g1_engine_config(e)->emb_size * sizeof *x;
+        G1_TRY(g1_engine_copy_mem(e, dc->xin, x, bytes));
+        G1_TRY(g1_engine_forward_mem(e, &b, dc->xin, dc->xout));
+        G1_TRY(g1_engine_copy_mem(e, x, dc->xout, bytes));
+    } else {
+        G1_TRY(g1_engine_forward(e, &b, x));
+    }
     if (target)
         G1_TRY(g1_engine_score_rows(e, T, x, target, lp, am));
-    (void)C;
     return g1_engine_logits(e, T, x, logits);
 }
 
@@ -80,6 +109,8 @@ static g1_status pass(const g1_weights *W, const cfg *c, out *r)
     int V = C->vocab_size;
     disp_ctx dc = {0};
     g1_moe_dispatch d = {.run = host_dispatch, .ctx = &dc};
+    if (c->dispatch == 2)
+        d.run_rows_mem = rows_dispatch;
     g1_engine_opts o = {.n_slots = SLOTS, .max_batch = PRE, .max_context = 64, .backend = G1_BACKEND_CUDA,
                         .cuda_gemm = c->f32 ? G1_CUDA_GEMM_F32 : G1_CUDA_GEMM_BF16,
                         .cuda_graphs_off = c->graphs_off};
@@ -87,7 +118,15 @@ static g1_status pass(const g1_weights *W, const cfg *c, out *r)
     g1_engine *e = NULL;
     G1_TRY(g1_engine_init(&e, W, &o, c->dispatch ? &d : NULL));
     dc.e = e;
-    float *x = malloc((size_t)PRE * C->emb_size * sizeof *x);
+    size_t xb = (size_t)PRE * C->emb_size * sizeof(float);
+    g1_status st = G1_OK;
+    if (c->dispatch == 2 && ((st = g1_engine_mem_alloc(e, xb * C->num_selected_experts, (void **)&dc.sb)) != G1_OK ||
+                             (st = g1_engine_mem_alloc(e, xb, (void **)&dc.xin)) != G1_OK ||
+                             (st = g1_engine_mem_alloc(e, xb, (void **)&dc.xout)) != G1_OK)) {
+        g1_engine_free(e);
+        return st;
+    }
+    float *x = malloc(xb);
     if (!x) {
         g1_engine_free(e);
         return G1_FAIL(G1_ERR_NOMEM, "out of memory");
@@ -96,7 +135,7 @@ static g1_status pass(const g1_weights *W, const cfg *c, out *r)
     int slot[PRE], pos[PRE], tok[PRE], tgt[DEC];
     for (int i = 0; i < PRE; i++)
         slot[i] = i < 5 ? 0 : 1, pos[i] = i < 5 ? i : i - 5, tok[i] = (7 * i + 3) % V;
-    g1_status st = step(e, C, PRE, slot, pos, tok, x, r->logits, NULL, NULL, NULL);
+    st = step(e, &dc, PRE, slot, pos, tok, x, r->logits, NULL, NULL, NULL);
     /* decode: each slot two rows a step (DEC rows), STEPS steps of the same
      * shape (a graph made, then replayed) */
     int len[SLOTS] = {5, 3};
@@ -108,7 +147,7 @@ static g1_status pass(const g1_weights *W, const cfg *c, out *r)
             tgt[i] = (3 * s + 13 * i + 2) % V;
         }
         len[0] += 2, len[1] += 2;
-        st = step(e, C, DEC, slot, pos, tok, x, r->logits + (size_t)(PRE + s * DEC) * V, tgt, r->lp + s * DEC,
+        st = step(e, &dc, DEC, slot, pos, tok, x, r->logits + (size_t)(PRE + s * DEC) * V, tgt, r->lp + s * DEC,
                   r->am + s * DEC);
     }
     free(x);
@@ -190,6 +229,7 @@ int main(int argc, char **argv)
                          "(%s: %s)", c->name, k, failed, err, g1_status_name(st), msg);
             } else {
                 n_same++;
+                printf("%s: call %ld (%s) failed, the pass succeeded\n", c->name, k, failed);
                 int same = !memcmp(got.logits, clean.logits, nl * sizeof(float)) &&
                            !memcmp(got.lp, clean.lp, sizeof got.lp) && !memcmp(got.am, clean.am, sizeof got.am);
                 CHECK(same, "%s: call %ld (%s) failed, the pass succeeded: its results equal the clean pass's",

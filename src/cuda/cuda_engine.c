@@ -59,7 +59,9 @@ g1_status g1_cuda_device_check(int device)
     if (ki == cudaSuccess)
         return G1_OK;
     (void)cudaGetLastError(); /* not sticky: nothing ran */
-    if (ki != cudaErrorNoKernelImageForDevice) /* a failed call, not a build for other GPUs */
+    /* a build for other GPUs: no kernel image (older drivers have said
+     * invalid device function for it); anything else is the call failing */
+    if (ki != cudaErrorNoKernelImageForDevice && ki != cudaErrorInvalidDeviceFunction)
         return G1_FAIL(G1_ERR_CUDA, "%s:%d: cudaFuncGetAttributes of a kernel failed: %s (%s)", __FILE__, __LINE__,
                        cudaGetErrorString(ki), cudaGetErrorName(ki));
     struct cudaDeviceProp prop;

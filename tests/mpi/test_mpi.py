@@ -581,7 +581,7 @@ def upload_by_layer(ckpt, inp, emu):
                       f"rank {r}: grok1-plan --backend cuda counts other bytes than grok1-run's check")
             check(sorted(room) == [0, 1, 2, 3], f"--verbose cuda: not every rank printed its room: {sorted(room)}")
     with h5py.File(ckpt, "r") as f:
-        D, E, V = f.attrs["emb_size"], f.attrs["num_experts"], f.attrs["vocab_size"]
+        D, V = f.attrs["emb_size"], f.attrs["vocab_size"]
 
         def layer_bytes(layer, e0, e1):  # as held: int8 weights, float32 everything else
             b = 0

@@ -2,9 +2,9 @@
  * on the emulation (G1EMU_FAIL_CALL, emu_runtime.cpp "failing calls"). One
  * pass over a tiny synthetic model is: the engine made and loaded, a
  * prefill of two sequences (embed, forward, logits), two decode steps (forward,
- * the scores of rows on the device, logits), the engine freed. Three
+ * the scores of rows on the device, logits), the engine freed. Four
  * configurations: decode graphs on with the MoE grouped on the device;
- * graphs off with the MoE grouped on the host and f32 GEMMs; and a host MoE
+ * graphs off with the MoE grouped on the host and f32 GEMMs; a host MoE
  * dispatch (g1_moe_local, what a distributed rank's dispatch calls); and
  * grok1-run --gpu-direct's: the rows dispatched in engine memory
  * (g1_engine_mem_alloc, gather_mem, g1_moe_expert_rows_mem), the layers
